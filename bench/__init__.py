@@ -1,0 +1,1 @@
+"""runyard's benchmark suite: `make bench` measures everything and writes docs/benchmarks.md."""

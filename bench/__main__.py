@@ -1,0 +1,113 @@
+"""`python -m bench` (or `make bench`): every measurement in one run, then docs/benchmarks.md.
+
+BENCH_QUICK=1 shrinks every N for a smoke run (the report says so).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import floor, load, peers, runyard_e2e
+from bench.common import REPO, Server, write_jobs
+from bench.report import write_report
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+N = 300 if QUICK else 2000
+N_RQ = 100 if QUICK else 500
+N_SUBMIT = 1000 if QUICK else 10_000
+CAPACITIES = [1, 2, 8]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def fresh(base: Path, name: str) -> Path:
+    path = base / name
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def server(base: Path, jobs: Path, name: str, capacity: int) -> Server:
+    return Server(fresh(base, name), jobs, capacity).start()
+
+
+def throughput_section(base: Path, jobs: Path, capacities: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c in capacities:
+        out[f"floor_c{c}"] = floor.asyncio_floor(fresh(base, f"floor{c}"), N, c)
+        out[f"limit_c{c}"] = floor.spawn_limit(fresh(base, f"limit{c}"), N, c)
+        srv = server(base, jobs, f"ry{c}", c)
+        try:
+            t = runyard_e2e.throughput(srv, N)
+        finally:
+            srv.stop()
+        out[f"runyard_c{c}"] = t.runs_per_s
+        out[f"loaded_dispatch_c{c}"] = (t.dispatch_p50_ms, t.dispatch_p99_ms)
+        log(f"C={c}: floor {out[f'floor_c{c}']:.0f}/s, limit {out[f'limit_c{c}']:.0f}/s, "
+            f"runyard {t.runs_per_s:.0f}/s")  # fmt: skip
+    return out
+
+
+def main() -> None:
+    started = time.monotonic()
+    results: dict[str, Any] = {"quick": QUICK, "n": N, "n_rq": N_RQ, "n_submit": N_SUBMIT}
+    tmpfs = Path(tempfile.mkdtemp(prefix="runyard-bench-", dir="/dev/shm"))
+    disk = Path(tempfile.mkdtemp(prefix="runyard-bench-", dir="/var/tmp"))
+    jobs = write_jobs(tmpfs / "jobs")
+    try:
+        log("throughput, data dir on tmpfs")
+        results["tmpfs"] = throughput_section(tmpfs, jobs, CAPACITIES)
+        log("throughput, data dir on disk")
+        results["disk"] = throughput_section(disk, jobs, [8])
+
+        srv = server(tmpfs, jobs, "idle", 8)
+        try:
+            results["idle_dispatch"] = runyard_e2e.idle_dispatch(srv, 50 if QUICK else 200)
+            log(f"idle dispatch p50/p99 {results['idle_dispatch']}")
+            results["submissions"] = runyard_e2e.submissions(srv, N_SUBMIT)
+            log(f"submissions {results['submissions']}")
+            srv.wait_idle()
+        finally:
+            srv.stop()
+
+        plog = tmpfs / "peers.log"
+        results["peers"] = {
+            "celery": peers.celery_rate(N, 8, plog),
+            "arq": peers.arq_rate(N, 8, plog),
+            "rq": peers.rq_rate(N_RQ, 8, plog),
+        }
+        log(f"peers {results['peers']}")
+
+        srv = server(tmpfs, jobs, "fanout", 8)
+        try:
+            results["fanout"] = load.fanout(srv, 100 if QUICK else 1000, 50 if QUICK else 100)
+            log(f"fan-out {results['fanout']}")
+        finally:
+            srv.stop()
+
+        srv = server(tmpfs, jobs, "deep", 2)
+        try:
+
+            def submit(s: Server, n: int) -> None:
+                runyard_e2e.submissions(s, n // 10 if QUICK else n, job="true")
+
+            results["deep"] = load.deep_store(srv, submit)
+            log(f"deep store {results['deep']}")
+        finally:
+            srv.stop()
+    finally:
+        shutil.rmtree(tmpfs, ignore_errors=True)
+        shutil.rmtree(disk, ignore_errors=True)
+    results["elapsed_s"] = time.monotonic() - started
+    write_report(results, REPO / "docs")
+    log(f"done in {results['elapsed_s']:.0f}s; wrote docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()

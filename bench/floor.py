@@ -1,0 +1,58 @@
+"""The two baselines: the asyncio floor and the physical limit (posix_spawn + reaping).
+
+Both do what a run manager must per run: a fresh directory, a log file, a new session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+
+async def _asyncio_floor(root: Path, n: int, c: int) -> float:
+    sem = asyncio.Semaphore(c)
+
+    async def one(i: int) -> None:
+        async with sem:
+            d = root / f"r{i}"
+            d.mkdir()
+            with (d / "log").open("wb") as log:
+                proc = await asyncio.create_subprocess_exec(
+                    "/bin/true", stdout=log, stderr=log, cwd=d, start_new_session=True
+                )
+                await proc.wait()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return n / (time.perf_counter() - start)
+
+
+def asyncio_floor(root: Path, n: int, c: int) -> float:
+    root.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_asyncio_floor(root, n, c))
+
+
+def spawn_limit(root: Path, n: int, c: int) -> float:
+    """One process, posix_spawn with setsid and the log as stdout/stderr, reaping as it goes."""
+    root.mkdir(parents=True, exist_ok=True)
+    running = 0
+    started = 0
+    t0 = time.perf_counter()
+    while started < n or running:
+        while running < c and started < n:
+            d = root / f"r{started}"
+            d.mkdir()
+            fd = os.open(d / "log", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.posix_spawn(
+                "/bin/true", ["/bin/true"], {},
+                file_actions=[(os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)],
+                setsid=True,
+            )  # fmt: skip
+            os.close(fd)
+            running += 1
+            started += 1
+        os.wait()
+        running -= 1
+    return n / (time.perf_counter() - t0)

@@ -1,0 +1,1 @@
+"""The HTTP API: routes, problem answers, the app factory."""

@@ -1,0 +1,52 @@
+"""The app factory: `create_app(settings)` builds the whole server; no module-level state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from runyard import __version__
+from runyard.api import problems
+from runyard.api.middleware.body_limit import BodyLimitMiddleware
+from runyard.api.middleware.request_context import RequestContextMiddleware
+from runyard.api.routes import (
+    artifacts,
+    batches,
+    health,
+    jobs,
+    metrics,
+    runs,
+    schedules,
+    status,
+    streams,
+)
+from runyard.config import Settings
+from runyard.runtime import Runtime
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    rt = runtime or Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await rt.start()
+        try:
+            yield
+        finally:
+            await rt.stop()
+
+    app = FastAPI(
+        title="runyard",
+        version=__version__,
+        description="Command-line programs as a robust HTTP service.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    problems.install(app)
+    for module in (jobs, runs, streams, artifacts, batches, schedules, health, metrics, status):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_kb * 1024)
+    app.add_middleware(RequestContextMiddleware, metrics=rt.metrics)
+    return app

@@ -1,0 +1,89 @@
+"""Every error answered as RFC 9457 problem JSON, mapped in this one place."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from runyard.errors import RunyardError
+
+log = structlog.get_logger(__name__)
+MEDIA_TYPE = "application/problem+json"
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    slug: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {
+        "type": f"urn:runyard:problem:{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+async def _runyard_error(_: Request, exc: Exception) -> JSONResponse:
+    exc = cast(RunyardError, exc)
+    extra = {k: v for k, v in exc.extra.items() if k not in ("type", "title", "status", "detail")}
+    if "errors" in extra:
+        extra["errors"] = [
+            {"field": f"params.{loc}", "message": msg} for loc, msg in extra["errors"]
+        ]
+    return problem(exc.status, exc.title, exc.detail, exc.slug, exc.headers or None, **extra)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    exc = cast(RequestValidationError, exc)
+    errors = [{"field": _loc(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:10])
+    return problem(422, "Invalid input", detail, "invalid-input", errors=errors)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path supports (Starlette's 405 names only the first partial match)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    exc = cast(StarletteHTTPException, exc)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return problem(exc.status_code, detail, detail, f"http-{exc.status_code}", headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled_error", path=request.url.path, exc_info=exc)
+    return problem(
+        500, "Internal error", "an unexpected error occurred; see the server log", "internal"
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RunyardError, _runyard_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

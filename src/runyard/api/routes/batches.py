@@ -1,0 +1,52 @@
+"""Batch routes: create (iterations or sweep), read counts by state, cancel all."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from runyard.api.deps import RuntimeDep
+from runyard.api.security import READ, SUBMIT
+from runyard.models import TERMINAL_STATES, Batch
+from runyard.schemas import BatchRequest, BatchView, problem_responses
+
+router = APIRouter(
+    prefix="/v1/batches",
+    tags=["batches"],
+    responses=problem_responses(400, 401, 403, 404, 413, 422, 503, 507),
+)
+
+
+def batch_view(batch: Batch, counts: dict[str, int]) -> BatchView:
+    ended = sum(n for state, n in counts.items() if state in TERMINAL_STATES)
+    return BatchView(
+        id=batch.id, job=batch.job, size=batch.size,
+        created_at=datetime.fromtimestamp(batch.created_at, UTC), counts=counts,
+        done=ended == batch.size,
+    )  # fmt: skip
+
+
+@router.post("", status_code=202, response_model=BatchView, dependencies=[SUBMIT])
+async def create_batch(body: BatchRequest, rt: RuntimeDep) -> JSONResponse:
+    batch, runs = await rt.batches.create(
+        body.job, body.params, iterations=body.iterations, sweep=body.sweep,
+        priority=body.priority, labels=body.labels,
+    )  # fmt: skip
+    view = batch_view(batch, {"queued": len(runs)})
+    return JSONResponse(
+        view.model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": f"/v1/batches/{batch.id}"},
+    )
+
+
+@router.get("/{batch_id}", response_model=BatchView, dependencies=[READ])
+async def get_batch(batch_id: str, rt: RuntimeDep) -> BatchView:
+    return batch_view(*await rt.batches.get(batch_id))
+
+
+@router.post("/{batch_id}/cancel", status_code=202, response_model=BatchView, dependencies=[SUBMIT])
+async def cancel_batch(batch_id: str, rt: RuntimeDep) -> BatchView:
+    return batch_view(*await rt.batches.cancel(batch_id))

@@ -1,0 +1,141 @@
+"""The run routes: submit, list, read, cancel, delete, logs."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse
+from pydantic import StringConstraints
+
+from runyard.api.deps import RuntimeDep
+from runyard.api.security import ADMIN, READ, SUBMIT
+from runyard.errors import InvalidInputError
+from runyard.models import RunFilter, RunState
+from runyard.schemas import RunPage, RunView, SubmitRequest, problem_responses
+
+router = APIRouter(
+    prefix="/v1/runs",
+    tags=["runs"],
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503, 507),
+)
+
+LabelFilter = Annotated[
+    list[Annotated[str, StringConstraints(pattern=r"^[^=]+=.*$", max_length=300)]],
+    Query(max_length=16, description="KEY=VALUE, repeatable"),
+]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+]
+
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def prefer_wait(prefer: str | None, limit: float) -> float:
+    """RFC 7240 `Prefer: wait=N`, bounded by the server's max_wait_s."""
+    if not prefer:
+        return 0.0
+    found = _PREFER_WAIT.search(prefer)
+    return min(float(found.group(1)), limit) if found else 0.0
+
+
+@router.post(
+    "",
+    dependencies=[SUBMIT],
+    status_code=202,
+    response_model=RunView,
+    responses={200: {"model": RunView, "description": "ended within Prefer: wait=N"}},
+)
+async def submit_run(
+    body: SubmitRequest,
+    rt: RuntimeDep,
+    idempotency_key: IdempotencyKey = None,
+    prefer: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    run, created = await rt.runs.submit(
+        body.job,
+        body.params,
+        priority=body.priority,
+        labels=body.labels,
+        idempotency_key=idempotency_key,
+    )
+    headers = {"Location": f"/v1/runs/{run.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    wait = prefer_wait(prefer, rt.settings.max_wait_s)
+    if wait > 0:
+        # The run is stored and queued already: a client leaving now changes nothing.
+        run = await rt.runs.wait(run.id, wait)
+        headers["Preference-Applied"] = f"wait={wait:g}"
+    status = 200 if run.state.terminal and wait > 0 else 202
+    return JSONResponse(
+        RunView.of(run).model_dump(mode="json"), status_code=status, headers=headers
+    )
+
+
+def _labels(raw: list[str]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in raw:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"label filter {item!r} is not KEY=VALUE", field="label")
+        out.append((key, value))
+    return tuple(out)
+
+
+@router.get("", response_model=RunPage, dependencies=[READ])
+async def list_runs(
+    rt: RuntimeDep,
+    job: Annotated[str | None, Query(max_length=64)] = None,
+    state: RunState | None = None,
+    label: LabelFilter = [],  # noqa: B006  FastAPI copies the default
+    batch: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> RunPage:
+    page = await rt.runs.list(
+        RunFilter(
+            job=job, state=state, labels=_labels(label), batch_id=batch, cursor=cursor, limit=limit
+        )
+    )
+    return RunPage(runs=[RunView.of(r) for r in page.runs], next_cursor=page.next_cursor)
+
+
+@router.get("/{run_id}", response_model=RunView, dependencies=[READ])
+async def get_run(run_id: str, rt: RuntimeDep) -> RunView:
+    run = await rt.runs.get_current(run_id)
+    return RunView.of(run, await rt.runs.attempts(run_id))
+
+
+@router.post("/{run_id}/cancel", status_code=202, response_model=RunView, dependencies=[SUBMIT])
+async def cancel_run(run_id: str, rt: RuntimeDep) -> RunView:
+    return RunView.of(await rt.runs.cancel(run_id))
+
+
+@router.delete("/{run_id}", status_code=204, dependencies=[ADMIN])
+async def delete_run(run_id: str, rt: RuntimeDep) -> Response:
+    await rt.runs.delete(run_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{run_id}/logs",
+    dependencies=[READ],
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "a byte range of the log"}},
+)
+async def get_logs(
+    run_id: str,
+    rt: RuntimeDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 1024 * 1024,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    data, next_offset, size = await rt.runs.read_log(run_id, attempt, offset, limit)
+    return Response(
+        data,
+        media_type="text/plain; charset=utf-8",
+        headers={"X-Next-Offset": str(next_offset), "X-Log-Size": str(size)},
+    )

@@ -1,0 +1,68 @@
+"""Schedule routes: create, list, read, change (pause, resume, retime), delete."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from runyard.api.deps import RuntimeDep
+from runyard.api.security import ADMIN, READ, SUBMIT
+from runyard.models import Schedule
+from runyard.schemas import SchedulePatch, ScheduleRequest, ScheduleView, problem_responses
+
+router = APIRouter(
+    prefix="/v1/schedules",
+    tags=["schedules"],
+    responses=problem_responses(400, 401, 403, 404, 413, 422),
+)
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def schedule_view(s: Schedule) -> ScheduleView:
+    return ScheduleView(
+        id=s.id, job=s.job, params=s.params, cron=s.cron, interval_s=s.interval_s,
+        overlap=s.overlap, catch_up=s.catch_up, paused=s.paused, priority=s.priority,
+        labels=s.labels, created_at=datetime.fromtimestamp(s.created_at, UTC),
+        last_fired_at=_dt(s.last_fired_at), next_fire_at=_dt(s.next_fire_at),
+        fire_count=s.fire_count, skip_count=s.skip_count, last_run_id=s.last_run_id,
+    )  # fmt: skip
+
+
+@router.post("", status_code=201, response_model=ScheduleView, dependencies=[SUBMIT])
+async def create_schedule(body: ScheduleRequest, rt: RuntimeDep) -> JSONResponse:
+    s = await rt.scheduler.create(
+        body.job, body.params, cron=body.cron, interval_s=body.interval_s,
+        overlap=body.overlap, catch_up=body.catch_up, paused=body.paused,
+        priority=body.priority, labels=body.labels,
+    )  # fmt: skip
+    return JSONResponse(
+        schedule_view(s).model_dump(mode="json"), status_code=201,
+        headers={"Location": f"/v1/schedules/{s.id}"},
+    )  # fmt: skip
+
+
+@router.get("", response_model=list[ScheduleView], dependencies=[READ])
+async def list_schedules(rt: RuntimeDep) -> list[ScheduleView]:
+    return [schedule_view(s) for s in rt.scheduler.schedules.values()]
+
+
+@router.get("/{schedule_id}", response_model=ScheduleView, dependencies=[READ])
+async def get_schedule(schedule_id: str, rt: RuntimeDep) -> ScheduleView:
+    return schedule_view(rt.scheduler.get(schedule_id))
+
+
+@router.patch("/{schedule_id}", response_model=ScheduleView, dependencies=[SUBMIT])
+async def patch_schedule(schedule_id: str, body: SchedulePatch, rt: RuntimeDep) -> ScheduleView:
+    changes = body.model_dump(exclude_unset=True)
+    return schedule_view(await rt.scheduler.update(schedule_id, changes))
+
+
+@router.delete("/{schedule_id}", status_code=204, dependencies=[ADMIN])
+async def delete_schedule(schedule_id: str, rt: RuntimeDep) -> Response:
+    await rt.scheduler.delete(schedule_id)
+    return Response(status_code=204)

@@ -1,0 +1,50 @@
+"""GET /v1/status: what an operator needs to see, without secrets."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from fastapi import APIRouter
+
+from runyard import __version__
+from runyard.api.deps import RuntimeDep
+from runyard.api.security import ADMIN
+from runyard.schemas import problem_responses
+
+router = APIRouter(tags=["observability"], responses=problem_responses(401, 403))
+
+
+@router.get("/v1/status", dependencies=[ADMIN])
+async def status(rt: RuntimeDep) -> dict[str, Any]:
+    s = rt.settings
+    snap = await rt.registry.snapshot()
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "uptime_s": round(time.time() - rt.started_at, 3),
+        "config": {
+            "host": s.host,
+            "port": s.port,
+            "capacity": s.capacity,
+            "max_queue": s.max_queue,
+            "jobs_dir": str(s.jobs_dir),
+            "data_dir": str(s.data_dir),
+            "fsync": s.fsync,
+            "drain": s.drain,
+            "shutdown_timeout_s": s.shutdown_timeout_s,
+            "min_free_mb": s.min_free_mb,
+            "heartbeat_s": s.heartbeat_s,
+        },
+        "store": {"kind": type(rt.store).__name__},
+        "executor": {
+            "kind": "local",
+            "supervisor_connected": rt.executor.healthy,
+            "active": rt.dispatcher.active,
+            "running_by_job": dict(rt.dispatcher.running),
+        },
+        "streams": {"watchers": rt.hub.watchers, "notify": rt.hub.notifier.mode},
+        "jobs": {"declared": sorted(snap.jobs), "load_errors": snap.errors},
+        "draining": rt.draining,
+    }

@@ -1,0 +1,148 @@
+"""Live routes: the log as SSE, events as SSE and over a WebSocket; all resumable."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from runyard.api.deps import RuntimeDep
+from runyard.api.security import READ, ws_read
+from runyard.errors import InvalidInputError, RunyardError
+from runyard.models import RunEvent
+from runyard.schemas import problem_responses
+from runyard.streams.follow import follow_events, follow_log
+from runyard.streams.subscriber import Chunk, Closed, End, Following, Lagged
+
+router = APIRouter(
+    prefix="/v1/runs/{run_id}",
+    tags=["streams"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+
+LastEventId = Annotated[
+    str | None, Header(alias="Last-Event-ID", pattern=r"^[0-9]{1,18}$", description="resume point")
+]
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _resume_point(last_event_id: str | None, query: int | None) -> int:
+    """Last-Event-ID (sent by reconnecting clients) wins over the query parameter."""
+    if last_event_id is not None:
+        if not last_event_id.isdigit():
+            raise InvalidInputError(
+                "Last-Event-ID must be a non-negative integer", field="Last-Event-ID"
+            )
+        return int(last_event_id)
+    return query or 0
+
+
+def _control(item: End | Lagged | Closed) -> tuple[str, dict[str, Any]]:
+    if isinstance(item, End):
+        return "end", {"state": item.state, "attempt": item.attempt, "exit_code": item.exit_code,
+                       "reason": item.reason}  # fmt: skip
+    if isinstance(item, Lagged):
+        return "lagged", {"last_id": item.last_id, "detail": "this watcher fell behind; resume"}
+    return "shutdown", {"detail": "the server is shutting down; reconnect to resume"}
+
+
+def sse_response(rt: Any, events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    """Heartbeats while idle; a watcher that cannot take a send within the timeout is cut."""
+    return EventSourceResponse(
+        events, ping=rt.settings.heartbeat_s, send_timeout=rt.settings.stream_send_timeout_s,
+        headers=SSE_HEADERS,
+    )  # fmt: skip
+
+
+def log_event(chunk: Chunk) -> ServerSentEvent:
+    # SSE frames text by lines (\r, \n, \r\n all end a line), so a chunk goes as text only when
+    # that framing gives back exactly its bytes; otherwise as base64.
+    try:
+        text = chunk.data.decode("utf-8")
+        if "\r" not in text:
+            return ServerSentEvent(data=text, event="log", id=str(chunk.end))
+    except UnicodeDecodeError:
+        pass
+    data = base64.b64encode(chunk.data).decode()
+    return ServerSentEvent(data=data, event="log.b64", id=str(chunk.end))
+
+
+def event_payload(event: RunEvent) -> dict[str, Any]:
+    return {"seq": event.seq, "at": event.at, "kind": event.kind, "data": event.data}
+
+
+@router.get("/logs/stream", response_class=EventSourceResponse, dependencies=[READ])
+async def stream_log(
+    run_id: str,
+    rt: RuntimeDep,
+    last_event_id: LastEventId = None,
+    offset: Annotated[int | None, Query(ge=0)] = None,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+) -> EventSourceResponse:
+    start = _resume_point(last_event_id, offset)
+    await rt.runs.get(run_id)  # 404 before the stream starts
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        async for item in follow_log(rt.hub, rt.store, run_id, attempt, start):
+            if isinstance(item, Chunk):
+                yield log_event(item)
+            elif isinstance(item, Following):
+                yield ServerSentEvent(data=json.dumps({"attempt": item.attempt}), event="attempt")
+            else:
+                name, body = _control(item)
+                yield ServerSentEvent(data=json.dumps(body), event=name)
+
+    return sse_response(rt, events())
+
+
+@router.get("/events", response_class=EventSourceResponse, dependencies=[READ])
+async def stream_events(
+    run_id: str,
+    rt: RuntimeDep,
+    last_event_id: LastEventId = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+) -> EventSourceResponse:
+    start = _resume_point(last_event_id, after)
+    await rt.runs.get(run_id)
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        async for item in follow_events(rt.hub, rt.store, run_id, start):
+            if isinstance(item, RunEvent):
+                yield ServerSentEvent(
+                    data=json.dumps(event_payload(item)), event=item.kind, id=str(item.seq)
+                )
+            else:
+                name, body = _control(item)
+                yield ServerSentEvent(data=json.dumps(body), event=name)
+
+    return sse_response(rt, events())
+
+
+@router.websocket("/ws")
+async def events_socket(
+    websocket: WebSocket, run_id: str, after: Annotated[int, Query(ge=0)] = 0
+) -> None:
+    rt = websocket.app.state.runtime
+    try:
+        await ws_read(websocket)
+    except RunyardError as exc:
+        await websocket.close(code=4000 + exc.status, reason=exc.detail[:120])
+        return
+    if await rt.store.get_run(run_id) is None:
+        await websocket.close(code=4404, reason="no such run")
+        return
+    await websocket.accept()
+    try:
+        async for item in follow_events(rt.hub, rt.store, run_id, after):
+            if isinstance(item, RunEvent):
+                await websocket.send_json({"type": item.kind, **event_payload(item)})
+            else:
+                name, body = _control(item)
+                await websocket.send_json({"type": name, **body})
+        await websocket.close()
+    except WebSocketDisconnect:
+        pass

@@ -1,0 +1,67 @@
+"""Route guards: each route declares the role it needs; health endpoints need none."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Depends, Request, WebSocket
+
+from runyard.auth import Role
+from runyard.errors import RunyardError
+
+
+class UnauthorizedError(RunyardError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.headers = {"WWW-Authenticate": 'Bearer realm="runyard"'}
+
+
+class ForbiddenError(RunyardError):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def check(
+    app_state: object, header: str | None, needed: Role, scope_state: dict[str, object]
+) -> None:
+    auth = app_state.runtime.auth  # type: ignore[attr-defined]
+    if not auth.enabled:
+        return
+    token = _bearer(header)
+    if token is None:
+        raise UnauthorizedError("a bearer token is required (Authorization: Bearer TOKEN)")
+    entry = auth.identify(token)
+    if entry is None:
+        raise UnauthorizedError("the bearer token is not valid")
+    scope_state["principal"] = entry.name
+    if entry.role < needed:
+        raise ForbiddenError(
+            f"this needs the {needed.name.lower()} role; "
+            f"token {entry.name!r} has {entry.role.name.lower()}"
+        )
+
+
+def require(needed: Role) -> Callable[[Request], Awaitable[None]]:
+    async def guard(request: Request) -> None:
+        check(request.app.state, request.headers.get("authorization"), needed,
+              request.scope.setdefault("state", {}))  # fmt: skip
+
+    return guard
+
+
+async def ws_read(websocket: WebSocket) -> None:
+    check(websocket.app.state, websocket.headers.get("authorization"), Role.READ,
+          websocket.scope.setdefault("state", {}))  # fmt: skip
+
+
+READ = Depends(require(Role.READ))
+SUBMIT = Depends(require(Role.SUBMIT))
+ADMIN = Depends(require(Role.ADMIN))

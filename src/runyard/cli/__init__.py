@@ -1,0 +1,1 @@
+"""The `runyard` command line (typer + rich)."""

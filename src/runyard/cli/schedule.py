@@ -1,0 +1,80 @@
+"""`runyard schedule ...`: create, list, pause, resume and remove schedules."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Column, Table
+
+from runyard.client import APIError, Client
+
+app = typer.Typer(help="Schedules: runs submitted by cron or at an interval.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+ServerOpt = Annotated[str | None, typer.Option("--server", envvar="RUNYARD_SERVER")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="RUNYARD_TOKEN")]
+
+
+def _run(action: str, server: str | None, token: str | None, **kw: object) -> object:
+    with Client(server, token) as c:
+        try:
+            return getattr(c, action)(**kw)
+        except APIError as exc:
+            err.print(f"[red]error {exc.status}:[/red] {exc.detail}")
+            raise typer.Exit(2) from None
+
+
+@app.command("create")
+def create(
+    job: str,
+    param: Annotated[list[str], typer.Option("-p", "--param", help="KEY=VALUE.")] = [],  # noqa: B006
+    cron: Annotated[str | None, typer.Option(help="Cron expression, in UTC.")] = None,
+    every: Annotated[float | None, typer.Option(help="Interval in seconds.")] = None,
+    overlap: Annotated[str, typer.Option(help="skip | queue | allow")] = "skip",
+    catch_up: Annotated[str, typer.Option(help="once | none")] = "once",
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Create a schedule for JOB (--cron or --every)."""
+    from runyard.cli.main import parse_kv
+
+    made = _run("create_schedule", server, token, job=job, params=parse_kv(param, "param"),
+                cron=cron, interval_s=every, overlap=overlap, catch_up=catch_up)  # fmt: skip
+    out.print(getattr(made, "id", ""))
+
+
+@app.command("ls")
+def list_schedules(server: ServerOpt = None, token: TokenOpt = None) -> None:
+    """List schedules with their state."""
+    table = Table(Column("id", no_wrap=True), "job", "when", "overlap", "paused", "fires", "skips",
+                  "next")  # fmt: skip
+    for s in _run("schedules", server, token):  # type: ignore[attr-defined]
+        when = s.cron or f"every {s.interval_s:g}s"
+        nxt = s.next_fire_at.strftime("%Y-%m-%d %H:%M:%S") if s.next_fire_at else ""
+        table.add_row(s.id, s.job, when, s.overlap, str(s.paused), str(s.fire_count),
+                      str(s.skip_count), nxt)  # fmt: skip
+    out.print(table)
+
+
+@app.command("pause")
+def pause(schedule_id: str, server: ServerOpt = None, token: TokenOpt = None) -> None:
+    """Stop firing (the schedule is kept)."""
+    _run("update_schedule", server, token, schedule_id=schedule_id, paused=True)
+    out.print(f"{schedule_id} paused")
+
+
+@app.command("resume")
+def resume(schedule_id: str, server: ServerOpt = None, token: TokenOpt = None) -> None:
+    """Fire again from the next due time."""
+    _run("update_schedule", server, token, schedule_id=schedule_id, paused=False)
+    out.print(f"{schedule_id} resumed")
+
+
+@app.command("rm")
+def remove(schedule_id: str, server: ServerOpt = None, token: TokenOpt = None) -> None:
+    """Delete a schedule (its runs are kept)."""
+    _run("delete_schedule", server, token, schedule_id=schedule_id)
+    out.print(f"{schedule_id} deleted")

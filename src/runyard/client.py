@@ -1,0 +1,300 @@
+"""A small typed client for runyard's HTTP API (httpx). The CLI is built on it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import ServerSentEvent, SSEError, connect_sse
+
+from runyard.models import RunState
+from runyard.schemas import (
+    ArtifactList,
+    BatchView,
+    JobList,
+    JobView,
+    RunPage,
+    RunView,
+    ScheduleView,
+)
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+class APIError(Exception):
+    """A problem answer from the server (RFC 9457)."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        self.detail = str(problem.get("detail") or problem.get("title") or status)
+        super().__init__(f"{status}: {self.detail}")
+
+
+@dataclass(frozen=True, slots=True)
+class LogStart:
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogPiece:
+    end_offset: int  # resume point: the byte offset just after `data`
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """Why a stream stopped: `end` (data has the run's state), `lagged` or `shutdown`."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+class Client:
+    def __init__(
+        self,
+        server: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        server = server or os.environ.get("RUNYARD_SERVER") or DEFAULT_SERVER
+        token = token or os.environ.get("RUNYARD_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(
+            base_url=server.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _check(self, resp: httpx.Response) -> httpx.Response:
+        if resp.status_code >= 400:
+            try:
+                problem = resp.json()
+            except ValueError:
+                problem = {"detail": resp.text[:500]}
+            raise APIError(resp.status_code, problem if isinstance(problem, dict) else {})
+        return resp
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def jobs(self) -> JobList:
+        return JobList.model_validate(self._check(self.http.get("/v1/jobs")).json())
+
+    def job(self, name: str) -> JobView:
+        return JobView.model_validate(self._check(self.http.get(f"/v1/jobs/{name}")).json())
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        job: str,
+        params: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+    ) -> RunView:
+        """Submit a run. With `wait`, the server holds the answer until the run ends or `wait`
+        seconds pass (`Prefer: wait`): check `state` to know which."""
+        body: dict[str, Any] = {"job": job, "params": params or {}, "labels": labels or {}}
+        if priority is not None:
+            body["priority"] = priority
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        timeout = self.http.timeout
+        if wait:
+            headers["Prefer"] = f"wait={wait:g}"
+            timeout = httpx.Timeout(wait + 30.0)
+        resp = self._check(self.http.post("/v1/runs", json=body, headers=headers, timeout=timeout))
+        return RunView.model_validate(resp.json())
+
+    def runs(
+        self,
+        *,
+        job: str | None = None,
+        state: RunState | str | None = None,
+        labels: dict[str, str] | None = None,
+        batch: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> RunPage:
+        params: dict[str, Any] = {"limit": limit}
+        for key, value in (("job", job), ("state", state), ("batch", batch), ("cursor", cursor)):
+            if value is not None:
+                params[key] = str(value)
+        if labels:
+            params["label"] = [f"{k}={v}" for k, v in labels.items()]
+        return RunPage.model_validate(self._check(self.http.get("/v1/runs", params=params)).json())
+
+    def iter_runs(self, **filters: Any) -> Iterator[RunView]:
+        cursor = None
+        while True:
+            page = self.runs(cursor=cursor, **filters)
+            yield from page.runs
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def run(self, run_id: str) -> RunView:
+        return RunView.model_validate(self._check(self.http.get(f"/v1/runs/{run_id}")).json())
+
+    def cancel(self, run_id: str) -> RunView:
+        resp = self._check(self.http.post(f"/v1/runs/{run_id}/cancel"))
+        return RunView.model_validate(resp.json())
+
+    def delete(self, run_id: str) -> None:
+        self._check(self.http.delete(f"/v1/runs/{run_id}"))
+
+    def logs(
+        self, run_id: str, offset: int = 0, limit: int = 1024 * 1024, attempt: int | None = None
+    ) -> tuple[bytes, int]:
+        """A chunk of the log from `offset`, and the offset to ask for next."""
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        if attempt is not None:
+            params["attempt"] = attempt
+        resp = self._check(self.http.get(f"/v1/runs/{run_id}/logs", params=params))
+        return resp.content, int(resp.headers.get("X-Next-Offset", offset + len(resp.content)))
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def batch(
+        self,
+        job: str,
+        params: dict[str, Any] | None = None,
+        *,
+        iterations: int | None = None,
+        sweep: dict[str, list[Any]] | None = None,
+        priority: int | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> BatchView:
+        body: dict[str, Any] = {"job": job, "params": params or {}, "labels": labels or {}}
+        for key, value in (("iterations", iterations), ("sweep", sweep), ("priority", priority)):
+            if value is not None:
+                body[key] = value
+        return BatchView.model_validate(
+            self._check(self.http.post("/v1/batches", json=body)).json()
+        )
+
+    def get_batch(self, batch_id: str) -> BatchView:
+        return BatchView.model_validate(
+            self._check(self.http.get(f"/v1/batches/{batch_id}")).json()
+        )
+
+    def cancel_batch(self, batch_id: str) -> BatchView:
+        resp = self._check(self.http.post(f"/v1/batches/{batch_id}/cancel"))
+        return BatchView.model_validate(resp.json())
+
+    # -- schedules --------------------------------------------------------------------------
+
+    def create_schedule(
+        self, job: str, params: dict[str, Any] | None = None, **fields: Any
+    ) -> ScheduleView:
+        """`fields`: cron or interval_s, and optionally overlap, catch_up, paused, priority."""
+        body = {"job": job, "params": params or {}, **fields}
+        return ScheduleView.model_validate(
+            self._check(self.http.post("/v1/schedules", json=body)).json()
+        )
+
+    def schedules(self) -> list[ScheduleView]:
+        resp = self._check(self.http.get("/v1/schedules"))
+        return [ScheduleView.model_validate(s) for s in resp.json()]
+
+    def update_schedule(self, schedule_id: str, **changes: Any) -> ScheduleView:
+        resp = self._check(self.http.patch(f"/v1/schedules/{schedule_id}", json=changes))
+        return ScheduleView.model_validate(resp.json())
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._check(self.http.delete(f"/v1/schedules/{schedule_id}"))
+
+    # -- streams ----------------------------------------------------------------------------
+
+    def stream_log(
+        self, run_id: str, *, attempt: int | None = None, offset: int = 0, retries: int = 5
+    ) -> Iterator[LogStart | LogPiece | StreamEnd]:
+        """LogStart (which attempt), the attempt's log as it grows (bytes, exactly), then a
+        StreamEnd. A dropped connection is resumed from the last offset (Last-Event-ID) of the
+        same attempt: no gap, no repeat."""
+        url = f"/v1/runs/{run_id}/logs/stream"
+        params: dict[str, Any] = {"attempt": attempt} if attempt else {}
+        for sse in self._sse(url, params, str(offset), retries):
+            if sse.event == "attempt":
+                params["attempt"] = int(json.loads(sse.data)["attempt"])  # pinned from now on
+                yield LogStart(params["attempt"])
+            elif sse.event in ("log", "log.b64"):
+                data = sse.data.encode() if sse.event == "log" else base64.b64decode(sse.data)
+                yield LogPiece(int(sse.id), data)
+            elif sse.event in ("end", "lagged", "shutdown"):
+                yield StreamEnd(sse.event, json.loads(sse.data))
+                return
+
+    def stream_events(
+        self, run_id: str, *, after: int = 0, retries: int = 5
+    ) -> Iterator[dict[str, Any] | StreamEnd]:
+        """State changes and progress of a run ({seq, at, kind, data}), then a StreamEnd."""
+        for sse in self._sse(f"/v1/runs/{run_id}/events", {}, str(after), retries):
+            if sse.event in ("state", "progress"):
+                yield json.loads(sse.data)
+            elif sse.event in ("end", "lagged", "shutdown"):
+                yield StreamEnd(sse.event, json.loads(sse.data))
+                return
+
+    def _sse(
+        self, url: str, params: dict[str, Any], last_id: str, retries: int
+    ) -> Iterator[ServerSentEvent]:
+        """Server-sent events, reconnecting with Last-Event-ID after a dropped connection."""
+        failures = 0
+        while True:
+            try:
+                with connect_sse(
+                    self.http, "GET", url, params=params, headers={"Last-Event-ID": last_id},
+                    timeout=httpx.Timeout(30.0, read=None),
+                ) as source:  # fmt: skip
+                    if source.response.status_code >= 400:
+                        source.response.read()
+                        self._check(source.response)
+                    for sse in source.iter_sse():
+                        failures = 0
+                        if sse.id:
+                            last_id = sse.id
+                        yield sse
+                        if sse.event in ("end", "lagged", "shutdown"):
+                            return
+            except (httpx.TransportError, SSEError):
+                failures += 1
+                if failures > retries:
+                    raise
+                time.sleep(min(0.2 * 2**failures, 5.0))  # reconnect backoff, client side
+
+    # -- artifacts --------------------------------------------------------------------------
+
+    def artifacts(self, run_id: str) -> ArtifactList:
+        resp = self._check(self.http.get(f"/v1/runs/{run_id}/artifacts"))
+        return ArtifactList.model_validate(resp.json())
+
+    def download(self, run_id: str, path: str, dest: Path) -> Path:
+        """Download one artifact to `dest` (a file path), streaming."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with self.http.stream("GET", f"/v1/runs/{run_id}/artifacts/{path}") as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                self._check(resp)
+            with dest.open("wb") as fh:
+                for chunk in resp.iter_bytes():
+                    fh.write(chunk)
+        return dest

@@ -1,0 +1,45 @@
+"""Time and identifiers, injectable so tests can control them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+from ulid import ULID
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+class _MonotonicIds:
+    """ULIDs that sort in the order they were made, even within one millisecond (the next
+    id in the same millisecond is the previous one plus one), so FIFO by id is exact."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            candidate = int(ULID())
+            if candidate >> 80 == self._last >> 80 and candidate <= self._last:
+                candidate = self._last + 1
+            self._last = candidate
+        return str(ULID.from_int(candidate))
+
+
+new_id = _MonotonicIds()
+
+
+def isoformat(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

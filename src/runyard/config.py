@@ -1,0 +1,55 @@
+"""Server settings: defaults, overridden by RUNYARD_* environment variables, then by flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Field(default=Path(".runyard"), description="runs, logs, the database")
+    jobs_dir: Path = Field(default=Path("jobs"), description="one NAME.toml per job")
+    host: str = "127.0.0.1"
+    database_url: str | None = Field(
+        default=None, description="postgresql://… for PostgreSQL; default SQLite in data_dir"
+    )
+    tokens_file: Path | None = Field(default=None, description="bearer tokens (hashes) with roles")
+    max_body_kb: int = Field(default=1024, ge=1, description="request bodies over it get 413")
+    metrics_public: bool = Field(default=True, description="serve /metrics without a token")
+    port: int = Field(default=8000, ge=0, le=65535)
+    capacity: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    max_queue: int | None = Field(default=None, ge=0, description="global queue depth")
+    jobs_refresh_s: float = Field(default=1.0, ge=0)
+    fsync: bool = Field(default=False, description="fsync exit files and the database")
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    drain: bool = Field(default=False, description="on SIGTERM, wait for running programs")
+    drain_timeout_s: float = Field(default=300.0, gt=0, description="then cancel what still runs")
+    min_free_mb: int = Field(default=64, ge=0, description="refuse submissions below this")
+    db_busy_timeout_ms: int = Field(default=5000, ge=0)
+    retention_s: float | None = Field(default=None, gt=0, description="keep finished runs")
+    retention_interval_s: float = Field(default=60.0, gt=0, description="retention sweep")
+    max_batch: int = Field(default=10_000, ge=1, description="runs one batch may create")
+    max_wait_s: float = Field(default=300.0, ge=0, description="bound on Prefer: wait=N")
+    heartbeat_s: float = Field(default=15.0, gt=0, description="idle stream keep-alive")
+    stream_send_timeout_s: float = Field(default=30.0, gt=0, description="then drop a watcher")
+    stream_buffer_kb: int = Field(default=1024, ge=512, description="per watcher, then lagged")
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            key = f"RUNYARD_{name.upper()}"
+            if key in env:
+                values[name] = env[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "runyard.db"

@@ -1,0 +1,57 @@
+"""The one exception hierarchy; the api maps each to RFC 9457 problem JSON in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RunyardError(Exception):
+    status: int = 500
+    title: str = "Internal error"
+    slug: str = "internal"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+
+class NotFoundError(RunyardError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class ConflictError(RunyardError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class InvalidInputError(RunyardError):
+    status, title, slug = 422, "Invalid input", "invalid-input"
+
+
+class ForbiddenPathError(RunyardError):
+    status, title, slug = 403, "Path refused", "path-refused"
+
+
+class QueueFullError(RunyardError):
+    status, title, slug = 429, "Queue full", "queue-full"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail, retry_after=retry_after_s)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class UnavailableError(RunyardError):
+    status, title, slug = 503, "Service unavailable", "unavailable"
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class StoreBusyError(UnavailableError):
+    slug = "store-busy"
+
+
+class StorageFullError(RunyardError):
+    status, title, slug = 507, "Insufficient storage", "storage-full"

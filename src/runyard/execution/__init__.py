@@ -1,0 +1,1 @@
+"""Running programs: the supervisor process, workspaces, environments and the executor."""

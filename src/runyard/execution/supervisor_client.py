@@ -1,0 +1,155 @@
+"""The server's connection to the supervisor: start it if none answers, then talk JSON lines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import select
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from runyard.execution.protocol import LOG_NAME, MAX_LINE, SOCKET_NAME, decode, encode
+
+log = structlog.get_logger(__name__)
+
+EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class SupervisorUnavailableError(Exception):
+    pass
+
+
+def launch_supervisor(data_dir: Path, *, fsync: bool, timeout_s: float = 30.0) -> str:
+    """Blocking: spawn a supervisor for `data_dir` and wait until it listens (or says another
+    one already does). Returns "ready" or "busy"."""
+    read_fd, write_fd = os.pipe()
+    os.set_inheritable(write_fd, True)
+    argv = [sys.executable, "-m", "runyard.execution.supervisor", "--data-dir", str(data_dir)]
+    argv += ["--ready-fd", str(write_fd)] + (["--fsync"] if fsync else [])
+    log_fd = os.open(data_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        pid = os.posix_spawn(
+            sys.executable,
+            argv,
+            {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")},
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(write_fd)
+        os.close(log_fd)
+        os.close(devnull)
+    try:
+        os.waitpid(pid, 0)  # the first process forks the real supervisor and exits at once
+        ready, _, _ = select.select([read_fd], [], [], timeout_s)
+        word = os.read(read_fd, 64).decode().strip() if ready else ""
+    finally:
+        os.close(read_fd)
+    if word not in ("ready", "busy"):
+        raise SupervisorUnavailableError(f"the supervisor did not start; see {data_dir / LOG_NAME}")
+    return word
+
+
+class SupervisorClient:
+    """Requests are answered in order of `req`; `exited` events go to `on_event`. When the
+    connection drops, `on_disconnect` runs: the caller reconciles from the exit files."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        on_event: EventHandler,
+        on_disconnect: Callable[[], Awaitable[None]],
+        *,
+        fsync: bool = False,
+    ) -> None:
+        self.data_dir = data_dir
+        self.on_event = on_event
+        self.on_disconnect = on_disconnect
+        self.fsync = fsync
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._req = itertools.count(1)
+        self._read_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def connect(self) -> None:
+        """Connect to the running supervisor, starting one first if none answers."""
+        path = self.data_dir / SOCKET_NAME
+        for attempt in range(3):
+            try:
+                self._reader, self._writer = await asyncio.open_unix_connection(
+                    str(path), limit=MAX_LINE
+                )
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if attempt == 2:
+                    raise SupervisorUnavailableError("cannot reach the supervisor") from None
+                word = await asyncio.to_thread(launch_supervisor, self.data_dir, fsync=self.fsync)
+                log.info("supervisor_started" if word == "ready" else "supervisor_found")
+        self._closing = False
+        self._read_task = asyncio.create_task(self._read_loop(), name="supervisor-reader")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+        if self._read_task is not None:
+            self._read_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._read_task
+        self._writer = None
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        if self._writer is None or self._writer.is_closing():
+            raise SupervisorUnavailableError("not connected to the supervisor")
+        req = next(self._req)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req] = fut
+        try:
+            self._writer.write(encode({**message, "req": req}))
+            await self._writer.drain()
+            return await fut
+        finally:
+            self._pending.pop(req, None)
+
+    async def _read_loop(self) -> None:
+        reader = self._reader
+        if reader is None:
+            return
+        try:
+            while line := await reader.readline():
+                msg = decode(line)
+                req = msg.get("req")
+                if req is not None:
+                    fut = self._pending.get(req)
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg)
+                else:
+                    await self.on_event(msg)
+        except (ConnectionError, ValueError) as exc:
+            log.exception("supervisor_connection_error", error=str(exc))
+        finally:
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(SupervisorUnavailableError("the supervisor went away"))
+            self._writer = None
+            if not self._closing:
+                await self.on_disconnect()

@@ -1,0 +1,82 @@
+"""The jobs directory, scanned off the event loop with a cache invalidated by mtime."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from runyard.jobs.spec import Job, LoadError, load_job
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSnapshot:
+    """All jobs and load errors as of one scan; immutable, so readers never see a half scan."""
+
+    jobs: dict[str, Job] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # file name -> message
+
+
+class JobRegistry:
+    """Rescans at most every `refresh_s`; unchanged files (same mtime and size) are not reparsed."""
+
+    def __init__(self, directory: Path, refresh_s: float = 1.0) -> None:
+        self.directory = directory
+        self.refresh_s = refresh_s
+        self._cache: dict[str, tuple[tuple[int, int], Job | LoadError]] = {}
+        self._snapshot = JobSnapshot()
+        self._checked_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def snapshot(self) -> JobSnapshot:
+        if time.monotonic() - self._checked_at < self.refresh_s:
+            return self._snapshot
+        async with self._lock:
+            if time.monotonic() - self._checked_at >= self.refresh_s:
+                self._snapshot = await asyncio.to_thread(self.scan)
+                self._checked_at = time.monotonic()
+        return self._snapshot
+
+    async def get(self, name: str) -> Job | None:
+        return (await self.snapshot()).jobs.get(name)
+
+    def scan(self) -> JobSnapshot:
+        """Blocking: call from a thread (or before the event loop starts)."""
+        seen: dict[str, tuple[tuple[int, int], Job | LoadError]] = {}
+        try:
+            entries = sorted(os.scandir(self.directory), key=lambda e: e.name)
+        except OSError as exc:
+            return JobSnapshot(errors={str(self.directory): f"cannot read jobs directory: {exc}"})
+        for entry in entries:
+            if not entry.name.endswith(".toml") or entry.name.startswith("."):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            stamp = (st.st_mtime_ns, st.st_size)
+            cached = self._cache.get(entry.name)
+            if cached is not None and cached[0] == stamp:
+                seen[entry.name] = cached
+                continue
+            try:
+                result: Job | LoadError = load_job(Path(entry.path))
+            except LoadError as exc:
+                result = exc
+                log.warning("job_load_error", file=entry.name, error=exc.message)
+            seen[entry.name] = (stamp, result)
+        self._cache = seen
+        jobs: dict[str, Job] = {}
+        errors: dict[str, str] = {}
+        for fname, (_, result) in seen.items():
+            if isinstance(result, LoadError):
+                errors[fname] = result.message
+            else:
+                jobs[result.name] = result
+        return JobSnapshot(jobs=jobs, errors=errors)

@@ -1,0 +1,199 @@
+"""A job as declared in `jobs/NAME.toml`: what may be run, how, and with which params."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from runyard.jobs.params import ParamDecl, build_params_model, params_schema, validate_params
+from runyard.jobs.template import BUILTINS, TemplateError, placeholders, render
+
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_JOB_FILE_BYTES = 256 * 1024
+
+
+class Backoff(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    base_s: float = Field(default=1.0, ge=0, le=86400)
+    factor: float = Field(default=2.0, ge=1, le=100)
+    max_s: float = Field(default=300.0, ge=0, le=86400 * 7)
+    jitter: float = Field(default=0.1, ge=0, le=1)
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cpus: float | None = Field(default=None, gt=0)
+    gpus: int | None = Field(default=None, ge=0)
+    memory_mb: int | None = Field(default=None, gt=0)
+
+
+class Limits(BaseModel):
+    """Enforced on the program with rlimits set before it starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    memory_mb: int | None = Field(default=None, gt=0, description="address space (RLIMIT_AS)")
+    cpu_s: int | None = Field(default=None, gt=0, description="CPU seconds (RLIMIT_CPU)")
+    open_files: int | None = Field(default=None, ge=8, le=1_048_576, description="RLIMIT_NOFILE")
+    max_log_mb: float | None = Field(
+        default=None, gt=0, description="cap on the log (RLIMIT_FSIZE: every file it writes)"
+    )
+    on_log_cap: Literal["cut", "kill"] = "cut"
+
+
+class JobSpec(BaseModel):
+    """The validated contents of one job file. Unknown keys are load errors, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    command: list[str] = Field(min_length=1)
+    params: dict[str, ParamDecl] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0)
+    kill_grace_s: float = Field(default=10.0, ge=0, le=3600)
+    max_attempts: int = Field(default=1, ge=1, le=100)
+    retry_on: list[int | Literal["lost", "timeout"]] = Field(
+        default_factory=lambda: list[int | Literal["lost", "timeout"]](["lost"])
+    )
+    backoff: Backoff = Field(default_factory=Backoff)
+    concurrency: int | None = Field(default=None, ge=1)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    max_queue: int | None = Field(default=None, ge=0)
+    workspace: str = "empty"
+    artifacts: list[str] = Field(default_factory=lambda: ["outputs/**"])
+    env: dict[str, str] = Field(default_factory=dict)
+    retention_s: float | None = Field(default=None, gt=0, description="keep finished runs")
+    resources: Resources = Field(default_factory=Resources)
+    limits: Limits = Field(default_factory=Limits)
+    run_as: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not JOB_NAME.match(v):
+            raise ValueError("job names are letters, digits, '_', '-', '.' (at most 64)")
+        return v
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, v: dict[str, ParamDecl]) -> dict[str, ParamDecl]:
+        for name in v:
+            if not PARAM_NAME.match(name):
+                raise ValueError(f"param name {name!r} is not an identifier")
+            if name in BUILTINS:
+                raise ValueError(f"param name {name!r} is reserved for runyard's own values")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not ENV_NAME.match(key) or key.startswith("RUNYARD_"):
+                raise ValueError(f"env name {key!r} is invalid or reserved")
+        return v
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifacts(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            if pattern.startswith("/") or ".." in pattern.split("/") or "\0" in pattern:
+                raise ValueError(f"artifact pattern {pattern!r} must stay inside the workspace")
+        return v
+
+    @field_validator("workspace")
+    @classmethod
+    def _workspace(cls, v: str) -> str:
+        if v != "empty" and not v.startswith(("copy:", "git:")):
+            raise ValueError("workspace is `empty`, `copy:DIR` or `git:REPO[@REF]`")
+        if v.startswith(("copy:", "git:")) and not v.split(":", 1)[1]:
+            raise ValueError("workspace source is empty")
+        return v
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> JobSpec:
+        for element in self.command:
+            try:
+                names = placeholders(element)
+            except TemplateError as exc:
+                raise ValueError(str(exc)) from None
+            for name in names:
+                if name not in self.params and name not in BUILTINS:
+                    raise ValueError(f"command placeholder {{{name}}} names no declared param")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A loaded job: its spec plus what runyard derives from it once per load."""
+
+    spec: JobSpec
+    path: Path
+    params_model: type[BaseModel]
+    schema: dict[str, Any]
+    snapshot: dict[str, Any]  # the spec as JSON data, stored with each run (made once per load)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        return validate_params(self.params_model, self.spec.params, params)
+
+    def argv(self, values: dict[str, Any]) -> list[str]:
+        return render(self.spec.command, values)
+
+
+class LoadError(Exception):
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"{path.name}: {message}")
+        self.path = path
+        self.message = message
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def load_job(path: Path) -> Job:
+    """Parse and validate one job file. Every problem is a LoadError naming the file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise LoadError(path, f"cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_JOB_FILE_BYTES:
+        raise LoadError(path, f"file is over {MAX_JOB_FILE_BYTES} bytes")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise LoadError(path, f"not valid TOML: {exc}") from None
+    if "name" in data:
+        raise LoadError(path, "`name` comes from the file name; remove it")
+    try:
+        spec = JobSpec.model_validate({"name": path.stem, **data})
+    except ValidationError as exc:
+        raise LoadError(path, _describe(exc)) from None
+    model = build_params_model(spec.name, spec.params)
+    try:
+        model.model_validate({})
+    except ValidationError as exc:
+        # required params are missing from {} by design; any other error is a bad default
+        bad = [e for e in exc.errors() if e["type"] != "missing"]
+        if bad:
+            where = ", ".join(f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in bad)
+            raise LoadError(path, f"a default does not fit its param ({where})") from None
+    return Job(
+        spec=spec, path=path, params_model=model, schema=params_schema(model),
+        snapshot=spec.model_dump(mode="json"),
+    )  # fmt: skip

@@ -1,0 +1,1 @@
+"""Schedules: runs submitted by the clock, and the scheduler that fires them."""

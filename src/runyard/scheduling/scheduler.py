@@ -1,0 +1,286 @@
+"""The scheduler: fires due schedules, applies their overlap policy, publishes a snapshot.
+
+It waits on a timer set to the earliest next fire (or a change through the API), never a
+polling loop. Each fire writes the new run and the schedule's new state in one transaction,
+then publishes an immutable snapshot that health readers take whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import structlog
+
+from runyard.clock import Clock, new_id
+from runyard.errors import InvalidInputError, NotFoundError
+from runyard.jobs import JobRegistry
+from runyard.jobs.params import ParamError
+from runyard.models import Run, RunState, Schedule
+from runyard.scheduling.timing import check_cron, next_after
+from runyard.services.dispatch import Dispatcher
+from runyard.services.runs import RunService
+from runyard.store import Store
+
+log = structlog.get_logger(__name__)
+OVERLAPS = ("skip", "queue", "allow")
+CATCH_UPS = ("once", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    id: str
+    job: str
+    paused: bool
+    overlap: str
+    fire_count: int
+    skip_count: int
+    last_fired_at: float | None
+    last_run_id: str | None
+    next_fire_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSnapshot:
+    status: str
+    ticks: int
+    last_tick_at: float | None
+    schedules: tuple[ScheduleState, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "ticks": self.ticks,
+            "last_tick_at": self.last_tick_at,
+            "schedules": [asdict(s) for s in self.schedules],
+        }
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        registry: JobRegistry,
+        runs: RunService,
+        dispatcher: Dispatcher,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.runs = runs
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.schedules: dict[str, Schedule] = {}
+        self.snapshot = SchedulerSnapshot("stopped", 0, None, ())
+        self.on_publish: list[Callable[[], None]] = []
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        dispatcher.listeners.append(self._on_transition)
+
+    # -- life -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        now = self.clock.now()
+        for s in await self.store.list_schedules():
+            self.schedules[s.id] = s
+            missed = s.next_fire_at is not None and s.next_fire_at <= now and not s.paused
+            if missed and s.catch_up == "none":  # skip what was missed while we were down
+                s.next_fire_at = next_after(s.cron, s.interval_s, s.created_at, now)
+                await self.store.save_schedule(s)
+            # catch_up == "once": it is due now and fires once at the first tick
+        self._task = asyncio.create_task(self._loop(), name="scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._publish("stopped")
+
+    async def _loop(self) -> None:
+        while True:
+            async with self._lock:
+                await self._tick()
+            due = [s.next_fire_at for s in self.schedules.values()
+                   if not s.paused and s.next_fire_at is not None]  # fmt: skip
+            delay = max(0.0, min(due) - self.clock.now()) if due else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _tick(self) -> None:
+        now = self.clock.now()
+        for s in list(self.schedules.values()):
+            if not s.paused and s.next_fire_at is not None and s.next_fire_at <= now:
+                try:
+                    await self._fire(s, now)
+                except Exception:
+                    log.exception("schedule_fire_failed", schedule_id=s.id)
+        self._publish("running", tick=now)
+
+    def _publish(self, status: str, tick: float | None = None) -> None:
+        old = self.snapshot
+        states = tuple(
+            ScheduleState(
+                s.id,
+                s.job,
+                s.paused,
+                s.overlap,
+                s.fire_count,
+                s.skip_count,
+                s.last_fired_at,
+                s.last_run_id,
+                s.next_fire_at,
+            )
+            for s in self.schedules.values()
+        )
+        self.snapshot = SchedulerSnapshot(
+            status, old.ticks + (tick is not None), tick or old.last_tick_at, states
+        )
+        for hook in self.on_publish:
+            hook()
+
+    # -- firing -----------------------------------------------------------------------------
+
+    async def _fire(self, s: Schedule, now: float, *, pending: bool = False) -> None:
+        if not pending:
+            s.next_fire_at = next_after(s.cron, s.interval_s, s.created_at, now)
+        if await self._previous_active(s):
+            if s.overlap == "skip":
+                s.skip_count += 1
+                await self.store.save_schedule(s)
+                return
+            if s.overlap == "queue":
+                s.pending = True  # fires when the previous run ends (coalesced)
+                await self.store.save_schedule(s)
+                return
+        run = await self._new_run(s)
+        if run is None:
+            s.skip_count += 1
+            await self.store.save_schedule(s)
+            return
+        s.fire_count += 1
+        s.last_fired_at = now
+        s.last_run_id = run.id
+        s.pending = False
+        await self.store.save_schedule(s, run)
+        self.dispatcher.wake()
+
+    async def _previous_active(self, s: Schedule) -> bool:
+        if s.last_run_id is None:
+            return False
+        run = await self.store.get_run(s.last_run_id)
+        return run is not None and not run.state.terminal
+
+    async def _new_run(self, s: Schedule) -> Run | None:
+        job = await self.registry.get(s.job)
+        if job is None:
+            log.warning("schedule_job_missing", schedule_id=s.id, job=s.job)
+            return None
+        try:
+            values = job.validate_params(s.params)
+        except ParamError as exc:
+            log.warning("schedule_params_invalid", schedule_id=s.id, error=str(exc))
+            return None
+        return self.runs.new_run(job, values, priority=s.priority, labels=s.labels,
+                                 schedule_id=s.id)  # fmt: skip
+
+    def _on_transition(self, run: Run, previous: RunState) -> None:
+        """overlap=queue: the previous run ended, so the waiting fire goes now."""
+        s = self.schedules.get(run.schedule_id or "")
+        if s is None or not s.pending or not run.state.terminal or s.last_run_id != run.id:
+            return
+        task = asyncio.create_task(self._fire_pending(s))
+        task.add_done_callback(lambda _: None)
+
+    async def _fire_pending(self, s: Schedule) -> None:
+        async with self._lock:
+            if s.pending and s.id in self.schedules:
+                await self._fire(s, self.clock.now(), pending=True)
+                self._publish("running")
+
+    # -- the API's operations ---------------------------------------------------------------
+
+    async def create(
+        self,
+        job: str,
+        params: dict[str, Any],
+        *,
+        cron: str | None,
+        interval_s: float | None,
+        overlap: str = "skip",
+        catch_up: str = "once",
+        paused: bool = False,
+        priority: int | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Schedule:
+        await self._check(job, params, cron, interval_s)
+        now = self.clock.now()
+        s = Schedule(
+            id=new_id(), job=job, params=params, priority=priority, labels=labels or {},
+            cron=cron, interval_s=interval_s, overlap=overlap, catch_up=catch_up,
+            paused=paused, created_at=now,
+            next_fire_at=next_after(cron, interval_s, now, now),
+        )  # fmt: skip
+        async with self._lock:
+            await self.store.save_schedule(s)
+            self.schedules[s.id] = s
+            self._publish(self.snapshot.status)
+        self._wake.set()
+        return s
+
+    async def _check(
+        self, job: str, params: dict[str, Any], cron: str | None, interval_s: float | None
+    ) -> None:
+        if (cron is None) == (interval_s is None):
+            raise InvalidInputError("give exactly one of `cron` and `interval_s`", field="cron")
+        if cron is not None:
+            check_cron(cron)
+        declared = await self.registry.get(job)
+        if declared is None:
+            raise NotFoundError(f"job {job!r} is not declared", field="job")
+        try:
+            declared.validate_params(params)
+        except ParamError as exc:
+            raise InvalidInputError(str(exc), errors=exc.errors) from None
+
+    def get(self, schedule_id: str) -> Schedule:
+        s = self.schedules.get(schedule_id)
+        if s is None:
+            raise NotFoundError(f"schedule {schedule_id!r} does not exist")
+        return s
+
+    async def update(self, schedule_id: str, changes: dict[str, Any]) -> Schedule:
+        async with self._lock:
+            s = self.get(schedule_id)
+            params = changes.get("params", s.params)
+            timing = "cron" in changes or "interval_s" in changes
+            cron = changes.get("cron", None if "interval_s" in changes else s.cron)
+            interval = changes.get("interval_s", None if "cron" in changes else s.interval_s)
+            await self._check(s.job, params, cron, interval)
+            resumed = s.paused and changes.get("paused") is False
+            s.params, s.cron, s.interval_s = params, cron, interval
+            for key in ("overlap", "catch_up", "paused"):
+                if key in changes:
+                    setattr(s, key, changes[key])
+            if timing or resumed:
+                now = self.clock.now()
+                s.next_fire_at = next_after(
+                    s.cron, s.interval_s, now if timing else s.created_at, now
+                )
+            await self.store.save_schedule(s)
+            self._publish(self.snapshot.status)
+        self._wake.set()
+        return s
+
+    async def delete(self, schedule_id: str) -> None:
+        async with self._lock:
+            self.get(schedule_id)
+            await self.store.delete_schedule(schedule_id)
+            del self.schedules[schedule_id]
+            self._publish(self.snapshot.status)

@@ -1,0 +1,1 @@
+"""What runyard does with runs: admission, dispatch, outcomes, recovery, files."""

@@ -1,0 +1,105 @@
+"""Batches: N iterations or a sweep's cartesian product, validated whole, created whole."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from typing import Any
+
+from runyard.clock import Clock, new_id
+from runyard.errors import ConflictError, InvalidInputError, NotFoundError
+from runyard.jobs import JobRegistry
+from runyard.jobs.params import ParamError
+from runyard.models import Batch, Run, RunState
+from runyard.services.runs import RunService
+from runyard.store import Store
+
+
+def expand(
+    base: dict[str, Any], iterations: int | None, sweep: dict[str, list[Any]] | None
+) -> list[dict[str, Any]]:
+    """Every element's params: `iterations` copies of base, or base with each combination of
+    the sweep's values (in the order the sweep lists them)."""
+    if iterations is not None and sweep is None:
+        return [dict(base) for _ in range(iterations)]
+    if sweep is None or iterations is not None:
+        raise InvalidInputError("give exactly one of `iterations` and `sweep`", field="iterations")
+    names = list(sweep)
+    return [
+        base | dict(zip(names, combo, strict=True)) for combo in itertools.product(*sweep.values())
+    ]
+
+
+class BatchService:
+    def __init__(
+        self, store: Store, registry: JobRegistry, runs: RunService, clock: Clock, max_batch: int
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.runs = runs
+        self.clock = clock
+        self.max_batch = max_batch
+
+    async def create(
+        self,
+        job_name: str,
+        params: dict[str, Any],
+        *,
+        iterations: int | None,
+        sweep: dict[str, list[Any]] | None,
+        priority: int | None,
+        labels: dict[str, str],
+    ) -> tuple[Batch, list[Run]]:
+        size = (
+            iterations
+            if iterations is not None
+            else math.prod(len(v) for v in (sweep or {}).values())
+        )
+        if size > self.max_batch:
+            raise InvalidInputError(
+                f"the batch would create {size} runs, over max_batch ({self.max_batch})",
+                field="sweep" if sweep else "iterations",
+            )
+        job = await self.registry.get(job_name)
+        if job is None:
+            raise NotFoundError(f"job {job_name!r} is not declared", field="job")
+        elements = expand(params, iterations, sweep)
+        values = []
+        for index, element in enumerate(elements):  # all validated before any is created
+            try:
+                values.append(job.validate_params(element))
+            except ParamError as exc:
+                shown = {k: element[k] for k in (sweep or {})}
+                raise InvalidInputError(
+                    f"batch element {index} {shown}: {exc}; no run was created",
+                    errors=exc.errors, element=index,
+                ) from None  # fmt: skip
+        self.runs.check_accepting()
+        now = self.clock.now()
+        batch = Batch(
+            id=new_id(), job=job_name, size=len(values), created_at=now,
+            request={"params": params, "iterations": iterations, "sweep": sweep,
+                     "priority": priority, "labels": labels},
+        )  # fmt: skip
+        runs = [
+            self.runs.new_run(job, v, priority=priority, labels=labels, batch_id=batch.id)
+            for v in values
+        ]
+        await self.store.insert_batch(batch, runs)
+        self.runs.dispatcher.wake()
+        return batch, runs
+
+    async def get(self, batch_id: str) -> tuple[Batch, dict[str, int]]:
+        batch = await self.store.get_batch(batch_id)
+        if batch is None:
+            raise NotFoundError(f"batch {batch_id!r} does not exist")
+        return batch, await self.store.batch_counts(batch_id)
+
+    async def cancel(self, batch_id: str) -> tuple[Batch, dict[str, int]]:
+        await self.get(batch_id)
+        for state in (RunState.QUEUED, RunState.RUNNING):
+            for run_id in await self.store.batch_run_ids(batch_id, state):
+                with contextlib.suppress(ConflictError):  # it ended meanwhile
+                    await self.runs.cancel(run_id)
+        return await self.get(batch_id)

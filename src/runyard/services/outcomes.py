@@ -1,0 +1,97 @@
+"""From how an attempt ended to what its run becomes: terminal, or queued for a retry."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from runyard.execution.protocol import ExitRecord
+from runyard.jobs.spec import Backoff, JobSpec
+from runyard.models import AttemptState, Run, RunState
+from runyard.store.base import AttemptEnd
+
+
+def backoff_delay(policy: Backoff, attempt: int, rng: random.Random) -> float:
+    """Exponential in the number of attempts made so far, capped, with +-jitter."""
+    delay = min(policy.max_s, policy.base_s * policy.factor ** max(0, attempt - 1))
+    return max(0.0, delay * (1 + rng.uniform(-policy.jitter, policy.jitter)))
+
+
+def _maybe_retry(
+    end: AttemptEnd, trigger: int | str, run: Run, spec: JobSpec, rng: random.Random
+) -> AttemptEnd:
+    if trigger not in spec.retry_on or run.attempt >= spec.max_attempts:
+        return end
+    delay = backoff_delay(spec.backoff, run.attempt, rng)
+    return replace(
+        end,
+        run_state=RunState.QUEUED,
+        reason=f"{end.reason}; retrying in {delay:.1f}s "
+        f"(attempt {run.attempt + 1} of {spec.max_attempts})",
+        not_before=end.ended_at + delay,
+    )
+
+
+def decide(record: ExitRecord, run: Run, spec: JobSpec, rng: random.Random) -> AttemptEnd:
+    base = AttemptEnd(
+        attempt_state=AttemptState.EXITED,
+        ended_at=record.ended_at,
+        run_state=RunState.FAILED,
+        reason=record.describe(),
+        outcome="exit",
+        exit_code=record.exit_code,
+        signal=record.signal,
+        peak_rss_kb=record.peak_rss_kb,
+        pid=record.pid,
+        started_at=record.started_at,
+    )
+    cancelled = record.killed_by == "cancel" or run.cancel_requested
+    if record.error is not None:
+        return replace(
+            base,
+            attempt_state=AttemptState.FAILED_TO_START,
+            run_state=RunState.CANCELLED if cancelled else RunState.FAILED,
+            outcome="not_started",
+        )
+    if cancelled:
+        return replace(
+            base,
+            run_state=RunState.CANCELLED,
+            reason=f"cancelled on request ({record.describe()})",
+            outcome="cancel",
+        )
+    if record.killed_by == "timeout":
+        timed_out = replace(
+            base,
+            run_state=RunState.TIMED_OUT,
+            reason=f"timed out after {spec.timeout_s:g}s ({record.describe()})",
+            outcome="timeout",
+        )
+        return _maybe_retry(timed_out, "timeout", run, spec, rng)
+    if record.exit_code == 0:
+        return replace(base, run_state=RunState.SUCCEEDED)
+    trigger = record.exit_code if record.exit_code is not None else f"signal {record.signal}"
+    return _maybe_retry(base, trigger, run, spec, rng)
+
+
+def lost(run: Run, spec: JobSpec, now: float, rng: random.Random, why: str) -> AttemptEnd:
+    end = AttemptEnd(
+        attempt_state=AttemptState.LOST,
+        ended_at=now,
+        run_state=RunState.FAILED,
+        reason=f"lost: {why}",
+        outcome="lost",
+    )
+    return _maybe_retry(end, "lost", run, spec, rng)
+
+
+def not_started(now: float, why: str) -> AttemptEnd:
+    """The attempt's program never ran (the server or supervisor stopped first): nothing was
+    tried, so the run goes back to the queue whatever its retry policy says."""
+    return AttemptEnd(
+        attempt_state=AttemptState.LOST,
+        ended_at=now,
+        run_state=RunState.QUEUED,
+        reason=f"not started: {why}; re-queued",
+        outcome="not_started",
+    )

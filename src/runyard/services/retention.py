@@ -1,0 +1,89 @@
+"""Retention: finished runs (records and files) removed after their TTL, in the background.
+
+A job's `retention_s` wins over the server's; without either, runs are kept. Only terminal
+runs are ever considered, so an active run is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from runyard.clock import Clock
+from runyard.execution.executor import LocalExecutor
+from runyard.jobs import JobRegistry
+from runyard.store import Store
+
+log = structlog.get_logger(__name__)
+BATCH = 500
+
+
+def ttl_of(spec: dict[str, Any], default: float | None) -> float | None:
+    value = spec.get("retention_s")
+    return float(value) if isinstance(value, int | float) else default
+
+
+class Retention:
+    def __init__(
+        self,
+        store: Store,
+        executor: LocalExecutor,
+        registry: JobRegistry,
+        clock: Clock,
+        *,
+        default_s: float | None,
+        interval_s: float,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.registry = registry
+        self.clock = clock
+        self.default_s = default_s
+        self.interval_s = interval_s
+        self.removed_total = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("retention_sweep_failed")
+            await asyncio.sleep(self.interval_s)  # a periodic sweep: nothing to be told about
+
+    async def sweep(self) -> int:
+        """Remove every finished run past its TTL; returns how many were removed."""
+        jobs = (await self.registry.snapshot()).jobs.values()
+        ttls = [j.spec.retention_s for j in jobs if j.spec.retention_s] + [self.default_s]
+        shortest = min((t for t in ttls if t), default=None)
+        if shortest is None:
+            return 0
+        now = self.clock.now()
+        removed = kept = 0
+        while True:  # oldest first; runs kept by a longer job TTL are paged past
+            page = await self.store.finished_before(now - shortest, BATCH, kept)
+            for run_id, spec, finished_at in page:
+                ttl = ttl_of(spec, self.default_s)
+                if ttl is None or finished_at >= now - ttl:
+                    kept += 1
+                elif await self.store.delete_run(run_id):
+                    await self.executor.remove_files(run_id)
+                    removed += 1
+            if len(page) < BATCH:
+                break
+        if removed:
+            self.removed_total += removed
+            log.info("retention_removed", runs=removed)
+        return removed

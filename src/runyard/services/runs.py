@@ -1,0 +1,248 @@
+"""Submitting, reading, cancelling and deleting runs: what the run routes call."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from runyard.clock import Clock, new_id
+from runyard.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    QueueFullError,
+    UnavailableError,
+)
+from runyard.jobs import JobRegistry
+from runyard.jobs.params import ParamError
+from runyard.jobs.spec import Job
+from runyard.models import Attempt, Run, RunFilter, RunState
+from runyard.services.diskspace import DiskGuard
+from runyard.services.dispatch import Dispatcher
+from runyard.store import Store
+from runyard.store.base import Page
+
+MAX_LOG_CHUNK = 4 * 1024 * 1024
+
+
+def request_hash(
+    job: str, params: dict[str, Any], priority: int | None, labels: dict[str, str]
+) -> str:
+    canonical = json.dumps(
+        {"job": job, "params": params, "priority": priority, "labels": labels},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RunService:
+    def __init__(
+        self,
+        store: Store,
+        registry: JobRegistry,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        *,
+        max_queue: int | None = None,
+        disk: DiskGuard | None = None,
+    ) -> None:
+        self.accepting = True
+        self.disk = disk
+        self.progress_refresher: Callable[[str, int], Awaitable[None]] | None = None
+        self.store = store
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.max_queue = max_queue
+
+    async def submit(
+        self,
+        job_name: str,
+        params: dict[str, Any],
+        *,
+        priority: int | None = None,
+        labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Run, bool]:
+        """Validate and store a queued run; (run, False) when the idempotency key was used."""
+        labels = labels or {}
+        self.check_accepting()
+        job = await self.registry.get(job_name)
+        if job is None:
+            raise NotFoundError(f"job {job_name!r} is not declared", field="job")
+        try:
+            values = job.validate_params(params)
+        except ParamError as exc:
+            raise InvalidInputError(str(exc), errors=exc.errors) from None
+        digest = request_hash(job_name, params, priority, labels)
+        if idempotency_key is not None:
+            existing = await self._by_key(idempotency_key, digest)
+            if existing is not None:
+                return existing, False
+        await self._admit(job_name, job.spec.max_queue)
+        if self.disk is not None:
+            await self.disk.check()
+        run = self.new_run(
+            job, values, priority=priority, labels=labels, idempotency_key=idempotency_key,
+            request_hash=digest,
+        )  # fmt: skip
+        stored, created = await self.store.insert_run(run)
+        if not created:
+            return self._same_request(stored, digest), False
+        self.dispatcher.wake()
+        return stored, True
+
+    def check_accepting(self) -> None:
+        if not self.accepting:
+            raise UnavailableError("the server is shutting down; submit again shortly", 5)
+
+    def new_run(
+        self,
+        job: Job,
+        values: dict[str, Any],
+        *,
+        priority: int | None,
+        labels: dict[str, str],
+        batch_id: str | None = None,
+        schedule_id: str | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> Run:
+        """A queued run of `job` with validated `values`, carrying the job as it is now."""
+        return Run(
+            id=new_id(),
+            job=job.name,
+            params=values,
+            state=RunState.QUEUED,
+            priority=job.spec.priority if priority is None else priority,
+            created_at=self.clock.now(),
+            labels=labels,
+            batch_id=batch_id,
+            schedule_id=schedule_id,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            spec=job.snapshot,
+        )
+
+    async def _by_key(self, key: str, digest: str) -> Run | None:
+        # A replay is answered before admission: a full queue must not refuse it.
+        run = await self.store.get_run_by_idempotency_key(key)
+        return None if run is None else self._same_request(run, digest)
+
+    @staticmethod
+    def _same_request(run: Run, digest: str) -> Run:
+        if run.request_hash != digest:
+            raise ConflictError(
+                "this Idempotency-Key was used for a different request", run_id=run.id
+            )
+        return run
+
+    def retry_after(self, excess: int) -> int:
+        """Seconds until about `excess` runs will have left the queue, at the recent rate."""
+        rate = self.dispatcher.finish_rate()
+        if rate <= 0:
+            return 30
+        return max(1, min(3600, math.ceil(excess / rate)))
+
+    async def _admit(self, job: str, job_max_queue: int | None) -> None:
+        if job_max_queue is not None:
+            queued = await self.store.count_runs(RunState.QUEUED, job)
+            if queued >= job_max_queue:
+                raise QueueFullError(
+                    f"job {job!r} has {queued} queued runs, its max_queue ({job_max_queue})",
+                    retry_after_s=self.retry_after(queued - job_max_queue + 1),
+                )
+        if self.max_queue is not None:
+            queued = await self.store.count_runs(RunState.QUEUED)
+            if queued >= self.max_queue:
+                raise QueueFullError(
+                    f"{queued} runs are queued, the server's max_queue ({self.max_queue})",
+                    retry_after_s=self.retry_after(queued - self.max_queue + 1),
+                )
+
+    async def wait(self, run_id: str, seconds: float) -> Run:
+        """The run once it has ended, or as it is after `seconds` (it is never cancelled)."""
+        run = await self.get(run_id)
+        if not run.state.terminal and seconds > 0:
+            await self.dispatcher.wait_for_end(run_id, seconds)
+            run = await self.get(run_id)
+        return run
+
+    async def get(self, run_id: str) -> Run:
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise NotFoundError(f"run {run_id!r} does not exist")
+        return run
+
+    async def get_current(self, run_id: str) -> Run:
+        """The run, with the progress of a running attempt read up to now."""
+        run = await self.get(run_id)
+        if run.state is RunState.RUNNING and self.progress_refresher is not None:
+            await self.progress_refresher(run.id, run.attempt)
+            run = await self.get(run_id)
+        return run
+
+    async def attempts(self, run_id: str) -> list[Attempt]:
+        return await self.store.get_attempts(run_id)
+
+    async def list(self, flt: RunFilter) -> Page:
+        return await self.store.list_runs(flt)
+
+    async def cancel(self, run_id: str) -> Run:
+        run = await self.get(run_id)
+        if run.state is RunState.QUEUED:
+            cancelled = await self.store.cancel_queued(
+                run_id, self.clock.now(), "cancelled on request"
+            )
+            if cancelled is not None:
+                self.dispatcher.notify(cancelled, RunState.QUEUED)
+                return cancelled
+            run = await self.get(run_id)  # it started meanwhile: cancel the running attempt
+        if run.state.terminal:
+            raise ConflictError(f"run {run_id} already ended as {run.state.value}", state=run.state)
+        flagged = await self.store.request_cancel(run_id)
+        if flagged is None:
+            return await self.get(run_id)
+        self.dispatcher.cancel_pending.add(run_id)
+        await self.dispatcher.executor.cancel(run_id, flagged.attempt)
+        return flagged
+
+    async def delete(self, run_id: str) -> None:
+        run = await self.get(run_id)
+        if not run.state.terminal:
+            raise ConflictError(
+                f"run {run_id} is {run.state.value}; only finished runs can be deleted"
+            )
+        if await self.store.delete_run(run_id):
+            await self.dispatcher.executor.remove_files(run_id)
+
+    async def read_log(
+        self, run_id: str, attempt: int | None, offset: int, limit: int
+    ) -> tuple[bytes, int, int]:
+        """(chunk, offset after it, current size) of an attempt's log (default: the latest)."""
+        run = await self.get(run_id)
+        number = attempt or run.attempt
+        if number < 1 or number > run.attempt:
+            if attempt is None:
+                return b"", 0, 0  # not started yet: an empty log
+            raise NotFoundError(f"run {run_id} has no attempt {number}", field="attempt")
+        path = self.dispatcher.executor.paths(run_id).log(number)
+        limit = min(limit, MAX_LOG_CHUNK)
+
+        def read() -> tuple[bytes, int, int]:
+            try:
+                with path.open("rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    fh.seek(min(offset, size))
+                    data = fh.read(limit)
+            except FileNotFoundError:
+                return b"", offset, 0
+            return data, min(offset, size) + len(data), size
+
+        return await asyncio.to_thread(read)

@@ -1,0 +1,188 @@
+"""The store contract every backend implements and the contract test suite checks."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from runyard.models import (
+    Attempt,
+    AttemptState,
+    Batch,
+    Claim,
+    Run,
+    RunEvent,
+    RunFilter,
+    RunState,
+    Schedule,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How an attempt ended, and what that makes of its run."""
+
+    attempt_state: AttemptState
+    ended_at: float
+    run_state: RunState  # queued for a retry, else terminal
+    reason: str
+    outcome: str
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_rss_kb: int | None = None
+    not_before: float | None = None  # retry backoff
+    pid: int | None = None  # known from the exit record even if the start was never recorded
+    started_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    runs: list[Run]
+    next_cursor: str | None
+
+
+class Store(abc.ABC):
+    """Every write checks the transition table; every method is one short transaction."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+
+    @abc.abstractmethod
+    async def insert_run(self, run: Run) -> tuple[Run, bool]:
+        """Store a new queued run. With an idempotency key already taken, return
+        (the existing run, False) and store nothing."""
+
+    @abc.abstractmethod
+    async def insert_batch(self, batch: Batch, runs: list[Run]) -> None:
+        """Store a batch and all its runs in one transaction: all of them or none."""
+
+    @abc.abstractmethod
+    async def get_batch(self, batch_id: str) -> Batch | None: ...
+
+    @abc.abstractmethod
+    async def batch_counts(self, batch_id: str) -> dict[str, int]:
+        """The batch's runs, counted by state."""
+
+    @abc.abstractmethod
+    async def batch_run_ids(self, batch_id: str, state: RunState) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def save_schedule(self, schedule: Schedule, run: Run | None = None) -> None:
+        """Write the schedule's whole row; with `run`, insert that run in the same
+        transaction (a fire: the run and the schedule's new state, or neither)."""
+
+    @abc.abstractmethod
+    async def list_schedules(self) -> list[Schedule]: ...
+
+    @abc.abstractmethod
+    async def delete_schedule(self, schedule_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> Run | None: ...
+
+    @abc.abstractmethod
+    async def get_run_by_idempotency_key(self, key: str) -> Run | None: ...
+
+    @abc.abstractmethod
+    async def list_runs(self, flt: RunFilter) -> Page: ...
+
+    @abc.abstractmethod
+    async def count_runs(self, state: RunState, job: str | None = None) -> int: ...
+
+    @abc.abstractmethod
+    async def counts_by_job(self, state: RunState) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    async def count_active_by_job(self) -> dict[str, int]:
+        """Runs in state running, by job."""
+
+    @abc.abstractmethod
+    async def claim(
+        self, limit: int, job_slots: Mapping[str, int], now: float, host: str
+    ) -> list[Claim]:
+        """Take up to `limit` due queued runs, highest priority first then oldest, skipping
+        jobs with 0 in `job_slots` and taking at most `job_slots[job]` of a job (jobs absent
+        from it are unlimited). Each is moved to running with a new attempt in `starting`."""
+
+    @abc.abstractmethod
+    async def next_due(self) -> float | None:
+        """The earliest `not_before` of a queued run, if any run waits for its backoff."""
+
+    async def attempt_started(
+        self, run_id: str, number: int, *, pid: int, pgid: int, proc_start_time: float, at: float
+    ) -> None:
+        await self.attempts_started([(run_id, number, pid, pgid, proc_start_time, at)])
+
+    @abc.abstractmethod
+    async def attempts_started(
+        self, started: list[tuple[str, int, int, int, float, float]]
+    ) -> None:
+        """Record (run id, attempt, pid, pgid, process start time, started at) of programs that
+        were spawned, in one transaction. An attempt that already ended is left as it is."""
+
+    @abc.abstractmethod
+    async def end_attempt(self, run_id: str, number: int, end: AttemptEnd) -> Run | None:
+        """Record the end of an attempt and move its run; None when that attempt had already
+        ended (outcomes can be learned twice: from an event and from the exit file)."""
+
+    @abc.abstractmethod
+    async def cancel_queued(self, run_id: str, at: float, reason: str) -> Run | None:
+        """End a queued run as cancelled; None if it is no longer queued."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, run_id: str) -> Run | None:
+        """Flag a running run for cancellation; None if it is not running."""
+
+    @abc.abstractmethod
+    async def finished_before(
+        self, before: float, limit: int, offset: int = 0
+    ) -> list[tuple[str, dict[str, Any], float]]:
+        """(id, job spec, finished_at) of runs that ended before `before`, oldest first."""
+
+    @abc.abstractmethod
+    async def delete_run(self, run_id: str) -> bool:
+        """Delete a finished run and its attempts; False if it is not finished."""
+
+    @abc.abstractmethod
+    async def get_attempts(self, run_id: str) -> list[Attempt]: ...
+
+    @abc.abstractmethod
+    async def active_attempts(self) -> list[Attempt]:
+        """Attempts starting or running: what a restarted server must reconcile."""
+
+    @abc.abstractmethod
+    async def set_progress(self, run_id: str, progress: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def add_progress(
+        self,
+        run_id: str,
+        attempt: int,
+        events: list[tuple[float, dict[str, Any]]],
+        *,
+        offset: int,
+        skipped: int,
+    ) -> None:
+        """Record progress lines read from an attempt's progress file up to `offset`: each
+        becomes an event, the last is the run's `progress`, `skipped` adds to the count."""
+
+    @abc.abstractmethod
+    async def progress_offset(self, run_id: str, attempt: int) -> int: ...
+
+    @abc.abstractmethod
+    async def list_events(self, run_id: str, after: int, limit: int = 1000) -> list[RunEvent]:
+        """Events with seq > after, in order. State changes are written by the same
+        transaction as the change itself."""
+
+    @abc.abstractmethod
+    async def last_event_seq(self, run_id: str) -> int: ...

@@ -1,0 +1,16 @@
+"""Numbered schema migrations, one folder per backend."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+
+def migration_files(backend: str) -> list[tuple[int, str, str]]:
+    """(version, name, sql) sorted by version; names are `NNNN_description.sql`."""
+    folder = resources.files(__package__).joinpath(backend)
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)

@@ -1,0 +1,87 @@
+"""Every SQL statement of the PostgreSQL store, named, in one place."""
+
+from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS
+
+MIGRATION_LOCK = 7_261_010  # pg_advisory_xact_lock key: servers starting together migrate once
+
+INSERT_RUN = (
+    f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 21)}) "  # noqa: S608
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+)
+GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s"  # noqa: S608
+GET_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = %s"  # noqa: S608
+LIST_RUNS = f"SELECT {RUN_COLUMNS} FROM runs"  # noqa: S608
+LOCK_RUN = "SELECT state FROM runs WHERE id = %s FOR UPDATE"
+COUNT_RUNS = "SELECT count(*) FROM runs WHERE state = %s"
+COUNT_RUNS_OF_JOB = "SELECT count(*) FROM runs WHERE state = %s AND job = %s"
+COUNT_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = %s GROUP BY job"
+# SKIP LOCKED: several servers claim from one queue without waiting on each other's rows
+CLAIM_CANDIDATES = """
+SELECT id, job FROM runs
+WHERE state = 'queued' AND (not_before IS NULL OR not_before <= %s) AND NOT (job = ANY(%s))
+ORDER BY priority DESC, id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+CLAIM_RUN = """
+UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
+    started_at = coalesce(started_at, %s)
+WHERE id = %s AND state = 'queued'
+RETURNING attempt
+"""
+NEXT_DUE = "SELECT min(not_before) FROM runs WHERE state = 'queued' AND not_before IS NOT NULL"
+INSERT_ATTEMPT = f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join(['%s'] * 14)})"  # noqa: S608
+GET_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = %s ORDER BY number"  # noqa: S608
+ACTIVE_ATTEMPTS = (
+    f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE state IN ('starting', 'running') "  # noqa: S608
+    "ORDER BY run_id, number"
+)
+ATTEMPT_STARTED = """
+UPDATE attempts SET state = 'running', pid = %s, pgid = %s, proc_start_time = %s, started_at = %s
+WHERE run_id = %s AND number = %s AND state = 'starting'
+"""
+END_ATTEMPT = """
+UPDATE attempts SET state = %s, ended_at = %s, exit_code = %s, signal = %s, outcome = %s,
+    peak_rss_kb = %s, pid = coalesce(pid, %s), started_at = coalesce(started_at, %s)
+WHERE run_id = %s AND number = %s AND state IN ('starting', 'running')
+"""
+END_RUN = """
+UPDATE runs SET state = %s, exit_code = %s, reason = %s, finished_at = %s, not_before = %s
+WHERE id = %s AND state = %s
+"""
+SET_CANCEL_REQUESTED = "UPDATE runs SET cancel_requested = TRUE WHERE id = %s AND state = 'running'"
+DELETE_RUN = (
+    "DELETE FROM runs WHERE id = %s AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out')"
+)
+SET_PROGRESS = "UPDATE runs SET progress = %s WHERE id = %s"
+SAVE_PROGRESS = """
+UPDATE runs SET progress = coalesce(%s::jsonb, progress), progress_skipped = progress_skipped + %s
+WHERE id = %s
+"""
+SET_PROGRESS_OFFSET = "UPDATE attempts SET progress_offset = %s WHERE run_id = %s AND number = %s"
+GET_PROGRESS_OFFSET = "SELECT progress_offset FROM attempts WHERE run_id = %s AND number = %s"
+NEXT_EVENT_SEQ = "SELECT coalesce(max(seq), 0) + 1 FROM run_events WHERE run_id = %s"
+INSERT_EVENT = "INSERT INTO run_events (run_id, seq, at, kind, data) VALUES (%s, %s, %s, %s, %s)"
+LIST_EVENTS = (
+    "SELECT run_id, seq, at, kind, data FROM run_events WHERE run_id = %s AND seq > %s "
+    "ORDER BY seq LIMIT %s"
+)
+LAST_EVENT_SEQ = "SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = %s"
+INSERT_BATCH = (
+    "INSERT INTO batches (id, job, size, created_at, request) VALUES (%s, %s, %s, %s, %s)"
+)
+GET_BATCH = "SELECT id, job, size, created_at, request FROM batches WHERE id = %s"
+BATCH_COUNTS = "SELECT state, count(*) FROM runs WHERE batch_id = %s GROUP BY state"
+BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = %s AND state = %s"
+UPSERT_SCHEDULE = (
+    f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({', '.join(['%s'] * 17)}) "  # noqa: S608
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c.strip()} = EXCLUDED.{c.strip()}" for c in SCHEDULE_COLUMNS.split(",")[1:])
+)
+LIST_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id"  # noqa: S608
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = %s"
+FINISHED_BEFORE = (
+    "SELECT id, spec, finished_at FROM runs WHERE finished_at IS NOT NULL AND finished_at < %s "
+    "AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out') "
+    "ORDER BY finished_at LIMIT %s OFFSET %s"
+)

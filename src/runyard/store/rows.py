@@ -1,0 +1,85 @@
+"""Rows to models and back: one column order for every backend (SQLite returns JSON as text,
+PostgreSQL's jsonb as objects; both decode here)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from runyard.models import Attempt, AttemptState, Run, RunState, Schedule
+
+RUN_COLUMNS = (
+    "id, job, params, state, priority, labels, batch_id, schedule_id, idempotency_key, "
+    "request_hash, created_at, started_at, finished_at, attempt, exit_code, reason, progress, "
+    "not_before, cancel_requested, spec, progress_skipped"
+)
+ATTEMPT_COLUMNS = (
+    "run_id, number, state, host, created_at, pid, pgid, proc_start_time, started_at, ended_at, "
+    "exit_code, signal, outcome, peak_rss_kb"
+)
+SCHEDULE_COLUMNS = (
+    "id, job, params, priority, labels, cron, interval_s, overlap, catch_up, paused, "
+    "created_at, last_fired_at, fire_count, skip_count, last_run_id, next_fire_at, pending"
+)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def run_from_row(row: tuple[Any, ...]) -> Run:
+    return Run(
+        id=row[0], job=row[1], params=loads(row[2]), state=RunState(row[3]), priority=row[4],
+        labels=loads(row[5]), batch_id=row[6], schedule_id=row[7], idempotency_key=row[8],
+        request_hash=row[9], created_at=row[10], started_at=row[11], finished_at=row[12],
+        attempt=row[13], exit_code=row[14], reason=row[15],
+        progress=loads(row[16]) if row[16] else None, not_before=row[17],
+        cancel_requested=bool(row[18]), spec=loads(row[19]), progress_skipped=row[20],
+    )  # fmt: skip
+
+
+def run_to_row(r: Run) -> tuple[Any, ...]:
+    return (
+        r.id, r.job, dumps(r.params), r.state.value, r.priority, dumps(r.labels), r.batch_id,
+        r.schedule_id, r.idempotency_key, r.request_hash, r.created_at, r.started_at,
+        r.finished_at, r.attempt, r.exit_code, r.reason,
+        dumps(r.progress) if r.progress is not None else None, r.not_before,
+        r.cancel_requested, dumps(r.spec), r.progress_skipped,
+    )  # fmt: skip
+
+
+def attempt_from_row(row: tuple[Any, ...]) -> Attempt:
+    return Attempt(
+        run_id=row[0], number=row[1], state=AttemptState(row[2]), host=row[3],
+        created_at=row[4], pid=row[5], pgid=row[6], proc_start_time=row[7], started_at=row[8],
+        ended_at=row[9], exit_code=row[10], signal=row[11], outcome=row[12], peak_rss_kb=row[13],
+    )  # fmt: skip
+
+
+def attempt_to_row(a: Attempt) -> tuple[Any, ...]:
+    return (
+        a.run_id, a.number, a.state.value, a.host, a.created_at, a.pid, a.pgid,
+        a.proc_start_time, a.started_at, a.ended_at, a.exit_code, a.signal, a.outcome,
+        a.peak_rss_kb,
+    )  # fmt: skip
+
+
+def schedule_from_row(r: tuple[Any, ...]) -> Schedule:
+    return Schedule(
+        id=r[0], job=r[1], params=loads(r[2]), priority=r[3], labels=loads(r[4]), cron=r[5],
+        interval_s=r[6], overlap=r[7], catch_up=r[8], paused=bool(r[9]), created_at=r[10],
+        last_fired_at=r[11], fire_count=r[12], skip_count=r[13], last_run_id=r[14],
+        next_fire_at=r[15], pending=bool(r[16]),
+    )  # fmt: skip
+
+
+def schedule_to_row(s: Schedule) -> tuple[Any, ...]:
+    return (
+        s.id, s.job, dumps(s.params), s.priority, dumps(s.labels), s.cron, s.interval_s,
+        s.overlap, s.catch_up, s.paused, s.created_at, s.last_fired_at, s.fire_count,
+        s.skip_count, s.last_run_id, s.next_fire_at, s.pending,
+    )  # fmt: skip

@@ -1,0 +1,89 @@
+"""Every SQL statement of the SQLite store, named, in one place."""
+
+from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS
+
+INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 21)})"  # noqa: S608
+GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"  # noqa: S608
+GET_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?"  # noqa: S608
+LIST_RUNS = f"SELECT {RUN_COLUMNS} FROM runs"  # noqa: S608  (filters appended as bound params)
+COUNT_RUNS = "SELECT count(*) FROM runs WHERE state = ?"
+COUNT_RUNS_OF_JOB = "SELECT count(*) FROM runs WHERE state = ? AND job = ?"
+COUNT_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = ? GROUP BY job"
+COUNT_ACTIVE_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = 'running' GROUP BY job"
+
+# INDEXED BY: without statistics SQLite would pick runs_by_state and sort every queued run;
+# the partial queue index yields them already in claim order.
+CLAIM_CANDIDATES = """
+SELECT id, job FROM runs INDEXED BY runs_queue
+WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?)
+  AND job NOT IN (SELECT value FROM json_each(?))
+ORDER BY priority DESC, id
+LIMIT ?
+"""
+CLAIM_RUN = """
+UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
+    started_at = coalesce(started_at, ?)
+WHERE id = ? AND state = 'queued'
+RETURNING attempt
+"""
+NEXT_DUE = (
+    "SELECT min(not_before) FROM runs INDEXED BY runs_due "
+    "WHERE state = 'queued' AND not_before IS NOT NULL"
+)
+
+INSERT_ATTEMPT = f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * 14)})"  # noqa: S608
+GET_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY number"  # noqa: S608
+ACTIVE_ATTEMPTS = (
+    f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE state IN ('starting', 'running') "  # noqa: S608
+    "ORDER BY run_id, number"
+)
+ATTEMPT_STARTED = """
+UPDATE attempts SET state = 'running', pid = ?, pgid = ?, proc_start_time = ?, started_at = ?
+WHERE run_id = ? AND number = ? AND state = 'starting'
+"""
+END_ATTEMPT = """
+UPDATE attempts SET state = ?, ended_at = ?, exit_code = ?, signal = ?, outcome = ?,
+    peak_rss_kb = ?, pid = coalesce(pid, ?), started_at = coalesce(started_at, ?)
+WHERE run_id = ? AND number = ? AND state IN ('starting', 'running')
+"""
+RUN_STATE = "SELECT state FROM runs WHERE id = ?"
+END_RUN = """
+UPDATE runs SET state = ?, exit_code = ?, reason = ?, finished_at = ?, not_before = ?
+WHERE id = ? AND state = ?
+"""
+SET_CANCEL_REQUESTED = "UPDATE runs SET cancel_requested = 1 WHERE id = ? AND state = 'running'"
+DELETE_RUN = (
+    "DELETE FROM runs WHERE id = ? AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out')"
+)
+SET_PROGRESS = "UPDATE runs SET progress = ? WHERE id = ?"
+
+NEXT_EVENT_SEQ = "SELECT coalesce(max(seq), 0) + 1 FROM run_events WHERE run_id = ?"
+INSERT_EVENT = "INSERT INTO run_events (run_id, seq, at, kind, data) VALUES (?, ?, ?, ?, ?)"
+LIST_EVENTS = (
+    "SELECT run_id, seq, at, kind, data FROM run_events WHERE run_id = ? AND seq > ? "
+    "ORDER BY seq LIMIT ?"
+)
+LAST_EVENT_SEQ = "SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = ?"
+SAVE_PROGRESS = """
+UPDATE runs SET progress = coalesce(?, progress), progress_skipped = progress_skipped + ?
+WHERE id = ?
+"""
+SET_PROGRESS_OFFSET = "UPDATE attempts SET progress_offset = ? WHERE run_id = ? AND number = ?"
+GET_PROGRESS_OFFSET = "SELECT progress_offset FROM attempts WHERE run_id = ? AND number = ?"
+
+INSERT_BATCH = "INSERT INTO batches (id, job, size, created_at, request) VALUES (?, ?, ?, ?, ?)"
+GET_BATCH = "SELECT id, job, size, created_at, request FROM batches WHERE id = ?"
+BATCH_COUNTS = "SELECT state, count(*) FROM runs WHERE batch_id = ? GROUP BY state"
+BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = ? AND state = ?"
+
+UPSERT_SCHEDULE = (
+    f"INSERT OR REPLACE INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({', '.join('?' * 17)})"  # noqa: S608
+)
+LIST_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id"  # noqa: S608
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = ?"
+FINISHED_BEFORE = (
+    "SELECT id, spec, finished_at FROM runs INDEXED BY runs_finished "
+    "WHERE finished_at IS NOT NULL AND finished_at < ? "
+    "AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out') "
+    "ORDER BY finished_at LIMIT ? OFFSET ?"
+)

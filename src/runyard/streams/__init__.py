@@ -1,0 +1,1 @@
+"""Live logs and events: one tailer per running attempt, fanned out to many watchers."""

@@ -1,0 +1,79 @@
+"""Cutting log bytes into stream-safe chunks, and reading progress lines."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_CHUNK = 16 * 1024
+MAX_PROGRESS_LINE = 64 * 1024
+
+
+def _char_boundary(data: bytes, cut: int) -> int:
+    """Move `cut` back so it does not split a UTF-8 sequence (continuation bytes 10xxxxxx)."""
+    back = cut
+    while back > cut - 4 and back > 0 and (data[back] & 0xC0) == 0x80:
+        back -= 1
+    return back if back > 0 else cut
+
+
+def split_chunks(data: bytes, max_size: int = MAX_CHUNK) -> list[bytes]:
+    """Pieces of at most `max_size`, cut after a newline where there is one, else on a UTF-8
+    character boundary: a very long line is split, never a character."""
+    out = []
+    while len(data) > max_size:
+        nl = data.rfind(b"\n", 0, max_size)
+        cut = nl + 1 if nl >= 0 else _char_boundary(data, max_size)
+        out.append(data[:cut])
+        data = data[cut:]
+    if data:
+        out.append(data)
+    return out
+
+
+@dataclass
+class ProgressParser:
+    """Complete JSON-object lines become progress; anything else is skipped and counted.
+    `consumed` is how far the file has been read into whole lines (a resume point)."""
+
+    consumed: int = 0
+    skipped: int = 0
+    _partial: bytearray = field(default_factory=bytearray)
+    _discarding: bool = False
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        self._partial += data
+        while (nl := self._partial.find(b"\n")) >= 0:
+            line = bytes(self._partial[:nl])
+            del self._partial[: nl + 1]
+            self.consumed += nl + 1
+            if self._discarding:
+                self._discarding = False  # the end of an oversized line
+                continue
+            if not line.strip():
+                continue
+            value = self._parse(line)
+            if value is None:
+                self.skipped += 1
+            else:
+                found.append(value)
+        if len(self._partial) > MAX_PROGRESS_LINE:
+            # an endless line: drop what we have, skip to its end, count it once
+            self.consumed += len(self._partial)
+            self._partial.clear()
+            if not self._discarding:
+                self.skipped += 1
+            self._discarding = True
+        return found
+
+    @staticmethod
+    def _parse(line: bytes) -> dict[str, Any] | None:
+        if len(line) > MAX_PROGRESS_LINE:
+            return None
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError):
+            return None
+        return value if isinstance(value, dict) else None

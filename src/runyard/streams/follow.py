@@ -1,0 +1,181 @@
+"""Following one run: its log from a byte offset, its events from a sequence number.
+
+Both subscribe first and then catch up from the durable source (the log file, the events
+table) up to the point where the subscription starts, so a watcher that joins or resumes at
+any moment gets every byte or event once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from runyard.models import Run, RunEvent, RunState
+from runyard.store import Store
+from runyard.streams.chunks import split_chunks
+from runyard.streams.hub import StreamHub
+from runyard.streams.subscriber import Chunk, Closed, End, Following, Lagged, Subscriber
+from runyard.streams.tailer import READ_MAX, AttemptTailer, read_from
+
+LogItem = Chunk | Following | End | Lagged | Closed
+EventItem = RunEvent | End | Lagged | Closed
+
+
+def _end(run: Run, attempt: int) -> End:
+    return End(run.state.value, attempt, run.exit_code, run.reason)
+
+
+async def _file_chunks(path: Path, start: int, stop: int | None) -> AsyncIterator[Chunk]:
+    """The file's bytes from `start` up to `stop` (or its current end), in chunks."""
+    offset = start
+    while stop is None or offset < stop:
+        limit = READ_MAX if stop is None else min(READ_MAX, stop - offset)
+        data = await asyncio.to_thread(read_from, path, offset, limit)
+        if not data:
+            return
+        for piece in split_chunks(data):
+            yield Chunk(offset, piece)
+            offset += len(piece)
+
+
+async def _consume(sub: Subscriber, offset: int) -> AsyncIterator[LogItem]:
+    while True:
+        for item in await sub.drain():
+            if isinstance(item, Chunk):
+                if item.end <= offset:
+                    continue
+                piece = (
+                    item
+                    if item.start >= offset
+                    else Chunk(offset, item.data[offset - item.start :])
+                )
+                offset = piece.end
+                yield piece
+            else:
+                yield item
+                return
+        if sub.lagged:
+            yield Lagged(offset)
+            return
+
+
+async def _attempt_to_follow(
+    hub: StreamHub, store: Store, run_id: str, attempt: int | None, wait_s: float
+) -> tuple[Run, int] | None:
+    """The run and the attempt number to follow; a queued run is waited for."""
+    run = await store.get_run(run_id)
+    while run is not None and attempt is None and run.attempt == 0 and not run.state.terminal:
+        if hub.closed:
+            return None
+        await hub.changed(run_id, wait_s)
+        run = await store.get_run(run_id)
+    if run is None:
+        return None
+    return run, attempt or max(run.attempt, 1)
+
+
+async def _through_tailer(tailer: AttemptTailer, path: Path, offset: int) -> AsyncIterator[LogItem]:
+    sub, upto = tailer.subscribe()
+    try:
+        async for chunk in _file_chunks(path, offset, upto):
+            offset = chunk.end
+            yield chunk
+        async for item in _consume(sub, offset):
+            yield item
+    finally:
+        tailer.unsubscribe(sub)
+
+
+async def follow_log(
+    hub: StreamHub,
+    store: Store,
+    run_id: str,
+    attempt: int | None,
+    offset: int,
+    *,
+    wait_s: float = 5.0,
+) -> AsyncIterator[LogItem]:
+    """Yield the attempt's log from `offset` as it grows; End when the attempt is over."""
+    found = await _attempt_to_follow(hub, store, run_id, attempt, wait_s)
+    if found is None:
+        yield Closed()
+        return
+    _, number = found
+    yield Following(number)
+    path = hub.paths(run_id).log(number)
+    while not hub.closed:
+        tailer = await hub.tailer_for(run_id, number)
+        if tailer is not None and not tailer.ended:
+            async for item in _through_tailer(tailer, path, offset):
+                yield item
+            return
+        async for chunk in _file_chunks(path, offset, None):
+            offset = chunk.end
+            yield chunk
+        latest = await store.get_run(run_id)
+        if latest is None:
+            return
+        if latest.attempt != number or latest.state is not RunState.RUNNING:
+            async for chunk in _file_chunks(path, offset, None):  # the last bytes
+                yield chunk
+            yield _end(latest, number)
+            return
+        await hub.changed(run_id, wait_s)  # starting: its tailer is about to appear
+    yield Closed()
+
+
+async def _stored_events(store: Store, run_id: str, after: int, upto: int) -> list[RunEvent]:
+    out: list[RunEvent] = []
+    last = after
+    while last < upto:
+        page = [e for e in await store.list_events(run_id, last, 1000) if e.seq <= upto]
+        if not page:
+            break
+        out += page
+        last = page[-1].seq
+    return out
+
+
+async def _live_events(
+    store: Store, run_id: str, sub: Subscriber, last: int
+) -> AsyncIterator[EventItem]:
+    while True:
+        for item in await sub.drain():
+            if not isinstance(item, RunEvent):
+                yield item
+                return
+            if item.seq <= last:
+                continue
+            last = item.seq
+            yield item
+            if item.kind == "state" and RunState(item.data["to"]).terminal:
+                final = await store.get_run(run_id)
+                if final is not None:
+                    yield _end(final, final.attempt)
+                return
+        if sub.lagged:
+            yield Lagged(last)
+            return
+
+
+async def follow_events(
+    hub: StreamHub, store: Store, run_id: str, after: int
+) -> AsyncIterator[EventItem]:
+    """Yield the run's events with seq > after; End once the run is in a terminal state."""
+    sub, upto = await hub.subscribe_events(run_id)
+    try:
+        last = after
+        for event in await _stored_events(store, run_id, after, upto):
+            last = event.seq
+            yield event
+        run = await store.get_run(run_id)
+        if run is None:
+            return
+        if run.state.terminal and last >= upto:
+            yield _end(run, run.attempt)
+            return
+        async for item in _live_events(store, run_id, sub, last):
+            yield item
+    finally:
+        hub.unsubscribe_events(run_id, sub)

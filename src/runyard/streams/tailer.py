@@ -1,0 +1,165 @@
+"""The tailer of one running attempt: reads new log bytes and progress lines once, fans out.
+
+Woken by the notifier (or explicitly at the end); each wake reads in a worker thread, so the
+program, the event loop and other watchers never wait for a slow one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from runyard.execution.layout import RunPaths
+from runyard.store import Store
+from runyard.streams.chunks import ProgressParser, split_chunks
+from runyard.streams.subscriber import Chunk, End, Subscriber
+
+READ_MAX = 256 * 1024  # per file per pump: a burst stays well under a watcher's buffer
+
+
+@dataclass
+class _Read:
+    log: bytes
+    progress: bytes
+
+
+def read_from(path: Path, offset: int, limit: int) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read(limit)
+    except FileNotFoundError:
+        return b""
+
+
+class AttemptTailer:
+    def __init__(
+        self,
+        run_id: str,
+        attempt: int,
+        paths: RunPaths,
+        store: Store,
+        on_progress: Callable[[str], Awaitable[None]],
+        *,
+        log_offset: int = 0,
+        progress_offset: int = 0,
+        max_buffer_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.run_id = run_id
+        self.attempt = attempt
+        self.paths = paths
+        self.store = store
+        self.on_progress = on_progress
+        self.offset = log_offset  # everything before it has been published
+        self.parser = ProgressParser(consumed=progress_offset)
+        self._progress_read = progress_offset
+        self.max_buffer_bytes = max_buffer_bytes
+        self.subscribers: set[Subscriber] = set()
+        self.lagged_total = 0
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pump_lock = asyncio.Lock()
+        self.ended = False
+
+    def start(self) -> None:
+        # No read yet: file changes wake it, and so does the first watcher (below), which
+        # catches output written before the watch existed.
+        self._task = asyncio.create_task(self._loop(), name=f"tailer-{self.run_id}")
+
+    def wake(self) -> None:
+        self._dirty.set()
+
+    def subscribe(self) -> tuple[Subscriber, int]:
+        """A new watcher, and the offset from which the queue will carry the log: the watcher
+        reads the file up to it, so nothing is missed and nothing repeated."""
+        sub = Subscriber(self.max_buffer_bytes)
+        self.subscribers.add(sub)
+        self._dirty.set()
+        return sub, self.offset
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self.pump()
+
+    async def pump(self) -> None:
+        async with self._pump_lock:
+            got = await asyncio.to_thread(self._read)
+            if len(got.log) == READ_MAX or len(got.progress) == READ_MAX:
+                self._dirty.set()  # more is waiting
+            self._publish(got.log)
+            await self._progress(got.progress)
+
+    async def pump_progress(self) -> None:
+        """Read only new progress lines (until none is left)."""
+        async with self._pump_lock:
+            while True:
+                path = self.paths.progress_file(self.attempt)
+                data = await asyncio.to_thread(read_from, path, self._progress_read, READ_MAX)
+                await self._progress(data)
+                if len(data) < READ_MAX:
+                    return
+
+    def _read(self) -> _Read:
+        return _Read(
+            log=read_from(self.paths.log(self.attempt), self.offset, READ_MAX),
+            progress=read_from(
+                self.paths.progress_file(self.attempt), self._progress_read, READ_MAX
+            ),
+        )
+
+    def _publish(self, data: bytes) -> None:
+        for piece in split_chunks(data):
+            chunk = Chunk(self.offset, piece)
+            self.offset = chunk.end
+            for sub in list(self.subscribers):
+                if not sub.offer(chunk, len(piece)):
+                    self.subscribers.discard(sub)  # dropped: it resumes from its last id
+                    self.lagged_total += 1
+
+    async def _progress(self, data: bytes) -> None:
+        if not data:
+            return
+        self._progress_read += len(data)
+        before = self.parser.skipped
+        found = self.parser.feed(data)
+        skipped = self.parser.skipped - before
+        if not found and not skipped:
+            return
+        now = time.time()
+        await self.store.add_progress(
+            self.run_id,
+            self.attempt,
+            [(now, item) for item in found],
+            offset=self.parser.consumed,
+            skipped=skipped,
+        )
+        await self.on_progress(self.run_id)
+
+    async def finish(self) -> None:
+        """The program ended: read what is left, then stop following."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while True:
+            before = (self.offset, self._progress_read)
+            await self.pump()
+            if (self.offset, self._progress_read) == before:
+                return
+
+    def end(self, final: End) -> None:
+        """Tell every watcher the attempt is over."""
+        self.ended = True
+        for sub in self.subscribers:
+            sub.close(final)
+        self.subscribers.clear()

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import EXAMPLE_JOBS, ServerProcess, free_port, kill_everything
+
+
+@pytest.fixture
+def jobs_dir(tmp_path: Path) -> Path:
+    """A writable jobs directory for tests that declare their own jobs."""
+    d = tmp_path / "jobs"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def write_job(jobs_dir: Path) -> Callable[[str, str], Path]:
+    def write(name: str, toml: str) -> Path:
+        path = jobs_dir / f"{name}.toml"
+        path.write_text(toml)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start real `runyard serve` processes on loopback ports; all are stopped afterwards and
+    every process of their runs (and their supervisor) is killed."""
+    started: list[ServerProcess] = []
+    data_dirs: set[Path] = set()
+
+    def start(
+        jobs: Path = EXAMPLE_JOBS,
+        *,
+        capacity: int = 4,
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        entry: list[str] | None = None,
+        port: int | None = None,
+    ) -> ServerProcess:
+        data = data_dir or tmp_path / "data"
+        data_dirs.add(data)
+        server = ServerProcess(
+            data_dir=data,
+            jobs_dir=jobs,
+            port=port or free_port(),
+            capacity=capacity,
+            log_path=tmp_path / f"server-{len(started)}.log",
+            env=env or {},
+            entry=entry or ["-m", "runyard"],
+        ).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+    for data in data_dirs:
+        kill_everything(data)
+
+
+@pytest.fixture
+def examples_copy(tmp_path: Path) -> Path:
+    """The example jobs and programs copied, for tests that must not touch the repo."""
+    dest = tmp_path / "examples"
+    shutil.copytree(EXAMPLE_JOBS.parent, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest / "jobs"

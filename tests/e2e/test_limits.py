@@ -1,0 +1,98 @@
+"""Per-job limits enforced on real programs: memory, CPU time, open files, log size, user."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+
+import pytest
+
+from runyard.models import RunState
+
+pytestmark = pytest.mark.e2e
+PY = sys.executable
+
+JOBS = {
+    "hog": f'command = ["{PY}", "-c", "x = bytearray(600 * 2**20)"]\n[limits]\nmemory_mb = 300\n',
+    "spin": 'command = ["sh", "-c", "while :; do :; done"]\n[limits]\ncpu_s = 1\n',
+    "files": f'command = ["{PY}", "-c", "fs = [open(\'/dev/null\') for _ in range(100)]"]\n'
+    "[limits]\nopen_files = 16\n",
+    "chatty_kill": 'command = ["yes", "runyard"]\n[limits]\nmax_log_mb = 1\non_log_cap = "kill"\n',
+    "chatty_cut": f'command = ["{PY}", "-c", "import os\\nfor _ in range(300):\\n    '
+    "try: os.write(1, b'x' * 10000)\\n    except OSError: pass\\n"
+    "open('after-cap', 'w').write('ran on')\"]\n"
+    '[limits]\nmax_log_mb = 1\non_log_cap = "cut"\n',
+    "unlimited": f'command = ["{PY}", "-c", "x = bytearray(400 * 2**20)"]\n',
+}
+
+
+@pytest.fixture
+def server(start_server, write_job, jobs_dir):
+    for name, text in JOBS.items():
+        write_job(name, text)
+    return start_server(jobs_dir)
+
+
+def finish(server, job: str):
+    with server.client() as c:
+        run = c.submit(job)
+        return server.wait_run(c, run.id, timeout=60), c.logs(run.id, limit=4 * 2**20)[0]
+
+
+def test_memory_limit(server) -> None:
+    run, log = finish(server, "hog")
+    assert run.state is RunState.FAILED
+    assert b"MemoryError" in log
+    assert finish(server, "unlimited")[0].state is RunState.SUCCEEDED  # the limit did it
+
+
+def test_cpu_limit(server) -> None:
+    run, _ = finish(server, "spin")
+    assert run.state is RunState.FAILED
+    assert "SIGXCPU" in (run.reason or "")
+    assert "limits.cpu_s" in (run.reason or "")
+
+
+def test_open_files_limit(server) -> None:
+    run, log = finish(server, "files")
+    assert run.state is RunState.FAILED
+    assert b"Too many open files" in log
+
+
+def test_log_cap_kills(server) -> None:
+    run, log = finish(server, "chatty_kill")
+    assert run.state is RunState.FAILED
+    assert "limits.max_log_mb" in (run.reason or "")
+    assert log.endswith(b"[runyard: log cut at 1048576 bytes (limits.max_log_mb)]\n")
+    assert len(log) < 2**20 + 100
+
+
+def test_log_cap_cuts_and_the_program_runs_on(server) -> None:
+    run, log = finish(server, "chatty_cut")
+    assert run.state is RunState.SUCCEEDED  # it kept running past the cap
+    assert log.endswith(b"[runyard: log cut at 1048576 bytes (limits.max_log_mb)]\n")
+    assert len(log) < 2**20 + 100  # 3 MB written, 1 MiB kept
+    after = server.data_dir / "runs" / run.id / "workspace" / "after-cap"
+    assert after.read_text() == "ran on"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_run_as_user(start_server, write_job, jobs_dir) -> None:
+    write_job(
+        "whoami", 'command = ["sh", "-c", "id -u; touch made-here; echo ok"]\nrun_as = "nobody"\n'
+    )
+    server = start_server(jobs_dir)
+    run, log = finish(server, "whoami")
+    assert run.state is RunState.SUCCEEDED, log
+    assert log.splitlines()[0] == str(pwd.getpwnam("nobody").pw_uid).encode()
+    made = server.data_dir / "runs" / run.id / "workspace" / "made-here"
+    assert made.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+
+
+def test_workspace_usage_is_reported(start_server) -> None:
+    server = start_server()
+    with server.client() as c:
+        run = server.wait_run(c, c.submit("simulate", {"ticks": 2000}).id)
+        listing = c.artifacts(run.id)
+    assert listing.workspace_bytes >= sum(a.size for a in listing.artifacts) > 0

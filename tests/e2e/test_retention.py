@@ -1,0 +1,30 @@
+"""Retention removes finished runs after their TTL and never touches an active one."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from runyard.models import RunState
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_expired_runs_go_active_and_unexpired_stay(start_server, write_job, jobs_dir) -> None:
+    write_job("brief", 'command = ["sleep", "{s}"]\nretention_s = 1\n[params.s]\ntype = "float"\n')
+    write_job("kept", 'command = ["true"]\n')
+    server = start_server(jobs_dir, env={"RUNYARD_RETENTION_INTERVAL_S": "0.5"})
+    with server.client() as c:
+        short = c.submit("brief", {"s": 0})
+        active = c.submit("brief", {"s": 60})
+        other = c.submit("kept")
+        server.wait_run(c, short.id)
+        server.wait_run(c, other.id)
+        wait_for(lambda: httpx.get(f"{server.url}/v1/runs/{short.id}").status_code == 404,
+                 timeout=15, what="expired run removed")  # fmt: skip
+        assert not (server.data_dir / "runs" / short.id).exists()
+        assert c.run(active.id).state is RunState.RUNNING  # active: never touched
+        assert (server.data_dir / "runs" / active.id / "workspace").is_dir()
+        assert c.run(other.id).state is RunState.SUCCEEDED  # no TTL: kept
+        c.cancel(active.id)

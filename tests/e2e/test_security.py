@@ -1,0 +1,161 @@
+"""Security: every route demands its role, bad input is refused without a state change, and
+the server's secrets never reach a program."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runyard.auth import Role, create_token
+
+pytestmark = pytest.mark.e2e
+
+PUBLIC = {"/health/live", "/health/ready", "/health", "/metrics", "/openapi.json", "/docs",
+          "/docs/oauth2-redirect", "/redoc"}  # fmt: skip
+
+
+@pytest.fixture
+def secured(start_server, tmp_path: Path):
+    tokens_file = tmp_path / "tokens.toml"
+    tokens = {role: create_token(tokens_file, role.name.lower(), role) for role in Role}
+    server = start_server(env={"RUNYARD_TOKENS_FILE": str(tokens_file)})
+    admin = {"Authorization": f"Bearer {tokens[Role.ADMIN]}"}
+    run = httpx.post(f"{server.url}/v1/runs", json={"job": "true"}, headers=admin).json()
+    with server.client() as c:
+        c.http.headers.update(admin)
+        server.wait_run(c, run["id"])
+    return server, tokens, run["id"]
+
+
+def matrix(run_id: str) -> list[tuple[str, str, Role, dict | None]]:
+    r = f"/v1/runs/{run_id}"
+    return [
+        ("GET", "/v1/jobs", Role.READ, None),
+        ("GET", "/v1/jobs/{name}".replace("{name}", "true"), Role.READ, None),
+        ("POST", "/v1/runs", Role.SUBMIT, {"job": "true"}),
+        ("GET", "/v1/runs", Role.READ, None),
+        ("GET", r, Role.READ, None),
+        ("GET", f"{r}/logs", Role.READ, None),
+        ("GET", f"{r}/logs/stream", Role.READ, None),
+        ("GET", f"{r}/events", Role.READ, None),
+        ("GET", f"{r}/artifacts", Role.READ, None),
+        ("GET", f"{r}/artifacts/outputs/x", Role.READ, None),
+        ("POST", f"{r}/cancel", Role.SUBMIT, None),
+        ("POST", "/v1/batches", Role.SUBMIT, {"job": "true", "iterations": 1}),
+        ("GET", "/v1/batches/none", Role.READ, None),
+        ("POST", "/v1/batches/none/cancel", Role.SUBMIT, None),
+        ("POST", "/v1/schedules", Role.SUBMIT, {"job": "true", "interval_s": 3600}),
+        ("GET", "/v1/schedules", Role.READ, None),
+        ("GET", "/v1/schedules/none", Role.READ, None),
+        ("PATCH", "/v1/schedules/none", Role.SUBMIT, {"paused": True}),
+        ("DELETE", "/v1/schedules/none", Role.ADMIN, None),
+        ("GET", "/v1/status", Role.ADMIN, None),
+        ("DELETE", r, Role.ADMIN, None),  # last: it removes the run
+    ]
+
+
+def test_every_route_refuses_missing_wrong_and_weak_tokens(secured) -> None:
+    server, tokens, run_id = secured
+    routes = matrix(run_id)
+    templates = set(httpx.get(f"{server.url}/openapi.json").json()["paths"])
+    covered = {"/v1/jobs/{name}", "/v1/runs/{run_id}", "/v1/runs/{run_id}/logs",
+               "/v1/runs/{run_id}/logs/stream", "/v1/runs/{run_id}/events",
+               "/v1/runs/{run_id}/artifacts", "/v1/runs/{run_id}/artifacts/{path}",
+               "/v1/runs/{run_id}/cancel", "/v1/batches", "/v1/batches/{batch_id}",
+               "/v1/batches/{batch_id}/cancel", "/v1/schedules", "/v1/schedules/{schedule_id}",
+               "/v1/status", "/v1/jobs", "/v1/runs"}  # fmt: skip
+    assert templates - PUBLIC - covered == set()  # a new route must join the matrix
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for method, path, needed, body in routes:
+            resp = http.request(method, path, json=body)
+            assert resp.status_code == 401, (method, path)
+            assert resp.headers["www-authenticate"].startswith("Bearer")
+            wrong = http.request(method, path, json=body, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401, (method, path)
+            for role in Role:
+                headers = {"Authorization": f"Bearer {tokens[role]}"}
+                resp = http.request(method, path, json=body, headers=headers)
+                if role < needed:
+                    assert resp.status_code == 403, (method, path, role)
+                    assert needed.name.lower() in resp.json()["detail"]
+                else:
+                    assert resp.status_code not in (401, 403), (method, path, role)
+        for path in ("/health/live", "/health/ready", "/health", "/metrics"):
+            assert http.get(path).status_code == 200
+
+
+def test_websocket_needs_a_token(secured) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    server, tokens, run_id = secured
+    url = f"ws://127.0.0.1:{server.port}/v1/runs/{run_id}/ws"
+    try:
+        with connect(url) as ws:
+            ws.recv()
+        closed = None
+    except InvalidStatus as exc:
+        closed = exc.response.status_code
+    except Exception as exc:
+        closed = getattr(exc, "code", None) or getattr(getattr(exc, "rcvd", None), "code", None)
+    assert closed in (403, 4401)
+    with connect(url, additional_headers={"Authorization": f"Bearer {tokens[Role.READ]}"}) as ws:
+        assert "state" in ws.recv()
+
+
+def test_oversize_body_is_refused_before_it_is_read(start_server) -> None:
+    server = start_server()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(
+            b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 104857600\r\n\r\n"
+        )  # 100 MB announced, not one byte sent: the answer cannot depend on reading it
+        answer = b""
+        while chunk := s.recv(65536):  # the server closes after answering
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert b"max_body_kb" in answer
+    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+
+
+def test_deep_huge_and_oversized_input_changes_nothing(start_server) -> None:
+    server = start_server()
+    url = f"{server.url}/v1/runs"
+    deep = b'{"job":"simulate","params":{"x":' + b"[" * 50_000 + b"]" * 50_000 + b"}}"
+    assert httpx.post(
+        url, content=deep, headers={"content-type": "application/json"}
+    ).status_code in (400, 413, 422)
+    long_task = httpx.post(url, json={"job": "agent", "params": {"task": "x" * 5000}})
+    assert long_task.status_code == 422
+    assert "params.task" in long_task.json()["detail"]
+    many_labels = httpx.post(
+        url, json={"job": "true", "labels": {f"k{i}": "v" for i in range(100)}}
+    )
+    assert many_labels.status_code == 422
+    assert "labels" in many_labels.json()["detail"]
+    grid = {"seed": list(range(1000)), "ticks": list(range(1, 1001))}  # a million runs
+    sweep = httpx.post(f"{server.url}/v1/batches", json={"job": "simulate", "sweep": grid})
+    assert sweep.status_code == 422
+    assert "max_batch" in sweep.json()["detail"]
+    assert httpx.get(url).json()["runs"] == []
+
+
+def test_server_environment_never_reaches_a_program(start_server, write_job, jobs_dir) -> None:
+    write_job("envdump", 'command = ["env"]\n[env]\nJOB_SETTING = "visible"\n')
+    server = start_server(jobs_dir, env={"RUNYARD_TEST_SECRET": "s3cr3t-value",
+                                         "AWS_SECRET_ACCESS_KEY": "aws-s3cr3t"})  # fmt: skip
+    with server.client() as c:
+        run = c.submit("envdump")
+        server.wait_run(c, run.id)
+        dumped = c.logs(run.id)[0].decode()
+    assert "s3cr3t" not in dumped
+    assert "RUNYARD_TEST_SECRET" not in dumped
+    assert "JOB_SETTING=visible" in dumped
+    assert f"RUNYARD_RUN_ID={run.id}" in dumped
+    names = {line.split("=", 1)[0] for line in dumped.splitlines()}
+    assert names <= {"PATH", "HOME", "LANG", "TZ", "JOB_SETTING", "PWD", "SHLVL", "_"} | {
+        n for n in names if n.startswith("RUNYARD_")
+    }

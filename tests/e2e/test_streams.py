@@ -1,0 +1,260 @@
+"""Live logs and events for many watchers: exact, resumable, never held up by a slow one."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runyard.models import RunState
+from tests.sse import watch_events, watch_log
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+CHATTER = Path(__file__).parent / "programs" / "chatter.py"
+
+
+@pytest.fixture
+def chatter_jobs(write_job, jobs_dir: Path) -> Path:
+    write_job(
+        "chatter",
+        f'command = ["{sys.executable}", "{CHATTER}", "{{lines}}", "{{mode}}", "{{width}}", '
+        '"{pause}"]\n'
+        '[params.lines]\ntype = "int"\ndefault = 1000\n'
+        '[params.mode]\ntype = "enum"\nchoices = ["wait", "now"]\ndefault = "now"\n'
+        '[params.width]\ntype = "int"\ndefault = 40\n'
+        '[params.pause]\ntype = "float"\ndefault = 0.001\n',
+    )
+    write_job(
+        "ticker",
+        'command = ["sh", "-c", "i=0; while [ $i -lt 600 ]; do echo tick $i; i=$((i+1)); '
+        'sleep 0.1; done"]\n',
+    )
+    return jobs_dir
+
+
+def log_bytes(server, run_id: str, attempt: int = 1) -> bytes:
+    return (server.data_dir / "runs" / run_id / f"attempt-{attempt}.log").read_bytes()
+
+
+def watchers(server) -> int:
+    return int(httpx.get(f"{server.url}/health").json()["streams"]["watchers"])
+
+
+def test_hundred_watchers_get_the_byte_identical_log(start_server, chatter_jobs) -> None:
+    server = start_server(chatter_jobs)
+    with server.client() as c:
+        run = c.submit("chatter", {"lines": 3000, "mode": "wait"})
+        wait_for(lambda: c.run(run.id).state is RunState.RUNNING, what="running")
+    url = f"{server.url}/v1/runs/{run.id}/logs/stream"
+
+    async def main() -> list:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            tasks = [asyncio.create_task(watch_log(client, url)) for _ in range(100)]
+            await asyncio.to_thread(wait_for, lambda: watchers(server) >= 100, 30, "watchers")
+            (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
+            return await asyncio.gather(*tasks)
+
+    results = asyncio.run(main())
+    expected = log_bytes(server, run.id)
+    assert len(expected) > 50_000
+    assert b"\xff\xfe" in expected
+    for got in results:
+        assert got.end is not None
+        assert got.end["state"] == "succeeded"
+        assert bytes(got.data) == expected
+
+
+def test_slow_watcher_is_dropped_without_delaying_others(start_server, chatter_jobs) -> None:
+    server = start_server(chatter_jobs)
+    with server.client() as c:
+        # ~12 MB at a pace a reading client follows; the one that never reads falls far behind
+        params = {"lines": 60_000, "mode": "wait", "width": 200, "pause": 0.004}
+        run = c.submit("chatter", params)
+        wait_for(lambda: c.run(run.id).state is RunState.RUNNING, what="running")
+    path = f"/v1/runs/{run.id}/logs/stream"
+    # A watcher that never reads: a raw connection with a tiny receive buffer.
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", server.port))
+    slow.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+
+    async def main() -> list:
+        async with httpx.AsyncClient(timeout=120) as client:
+            tasks = [asyncio.create_task(watch_log(client, server.url + path)) for _ in range(3)]
+            await asyncio.to_thread(wait_for, lambda: watchers(server) >= 4, 30, "watchers")
+            (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
+            return await asyncio.gather(*tasks)
+
+    fast = asyncio.run(main())
+    expected = log_bytes(server, run.id)
+    assert len(expected) > 12 * 1024 * 1024  # far more than the socket buffers can hold
+    # every fast watcher got the whole log and its end before a byte of the slow one was read
+    for got in fast:
+        assert got.end is not None
+        assert bytes(got.data) == expected
+    assert httpx.get(f"{server.url}/health").json()["streams"]["lagged_total"] >= 1
+    slow.settimeout(30)
+    received = bytearray()
+    while b"event: lagged" not in received:
+        chunk = slow.recv(1 << 20)
+        if not chunk:
+            break
+        received += chunk
+    slow.close()
+    assert b"event: lagged" in received  # it was told, and may resume from its last id
+
+
+def test_resume_log_with_last_event_id_is_exact(start_server, chatter_jobs) -> None:
+    server = start_server(chatter_jobs)
+    with server.client() as c:
+        run = c.submit("chatter", {"lines": 2000, "mode": "wait"})
+        wait_for(lambda: c.run(run.id).state is RunState.RUNNING, what="running")
+    url = f"{server.url}/v1/runs/{run.id}/logs/stream"
+
+    async def main():
+        async with httpx.AsyncClient(timeout=60) as client:
+            first = asyncio.create_task(watch_log(client, url, stop_after_bytes=30_000))
+            await asyncio.to_thread(wait_for, lambda: watchers(server) >= 1, 30, "watcher")
+            (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
+            part = await first  # dropped mid-stream, while the program still writes
+            assert part.end is None
+            rest = await watch_log(client, url, last_id=part.last_id)
+            return part, rest
+
+    part, rest = asyncio.run(main())
+    assert rest.end is not None
+    assert bytes(part.data) + bytes(rest.data) == log_bytes(server, run.id)
+    # ?offset= resumes the same way, here on the finished run's replay
+    offset = len(part.data) // 2
+
+    async def replay():
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await watch_log(client, f"{url}?offset={offset}")
+
+    tail = asyncio.run(replay())
+    assert bytes(tail.data) == log_bytes(server, run.id)[offset:]
+    assert tail.end is not None
+    assert tail.end["state"] == "succeeded"
+
+
+def test_events_resume_by_sequence_number(start_server, chatter_jobs) -> None:
+    server = start_server(chatter_jobs)
+    with server.client() as c:
+        run = c.submit("chatter", {"lines": 3000, "mode": "wait"})
+        wait_for(lambda: c.run(run.id).state is RunState.RUNNING, what="running")
+    url = f"{server.url}/v1/runs/{run.id}/events"
+
+    async def main():
+        async with httpx.AsyncClient(timeout=60) as client:
+            first = asyncio.create_task(watch_events(client, url, stop_after=5))
+            await asyncio.to_thread(wait_for, lambda: watchers(server) >= 1, 30, "watcher")
+            (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
+            part = await first
+            rest = await watch_events(client, url, last_id=part.last_id)
+            full = await watch_events(client, url)
+            return part, rest, full
+
+    part, rest, full = asyncio.run(main())
+    seqs = [e["seq"] for e in part.events + rest.events]
+    assert seqs == list(range(1, len(seqs) + 1))  # no gap, no repeat
+    assert part.events + rest.events == full.events
+    assert rest.end is not None
+    assert rest.end["state"] == "succeeded"
+    kinds = [e["kind"] for e in full.events]
+    assert kinds[:2] == ["state", "state"]
+    assert kinds[-1] == "state"
+    assert kinds.count("progress") == 31  # 30 during the run and the final "done"
+    assert full.events[-1]["data"]["to"] == "succeeded"
+
+
+def test_websocket_events_resume(start_server, chatter_jobs) -> None:
+    from websockets.sync.client import connect
+
+    server = start_server(chatter_jobs)
+    with server.client() as c:
+        run = c.submit("chatter", {"lines": 500})
+        server.wait_run(c, run.id)
+    ws_url = f"ws://127.0.0.1:{server.port}/v1/runs/{run.id}/ws"
+    with connect(ws_url) as ws:
+        messages = [__import__("json").loads(m) for m in ws]
+    assert messages[-1]["type"] == "end"
+    seqs = [m["seq"] for m in messages[:-1]]
+    assert seqs == list(range(1, len(seqs) + 1))
+    with connect(f"{ws_url}?after=3") as ws:
+        resumed = [__import__("json").loads(m) for m in ws]
+    assert [m["seq"] for m in resumed[:-1]] == seqs[3:]
+
+
+def test_bad_progress_and_binary_output_never_break_anything(start_server, chatter_jobs) -> None:
+    server = start_server(chatter_jobs)
+    with server.client() as c:
+        run = c.submit("chatter", {"lines": 300})
+        done = server.wait_run(c, run.id)
+    assert done.state is RunState.SUCCEEDED
+    assert done.progress == {"fraction": 1.0, "message": "done"}
+    assert done.progress_skipped == 4  # not JSON, an array, not UTF-8, 200 kB long
+
+    async def main():
+        async with httpx.AsyncClient(timeout=60) as client:
+            base = f"{server.url}/v1/runs/{run.id}"
+            return await watch_log(client, f"{base}/logs/stream"), await watch_events(
+                client, f"{base}/events"
+            )
+
+    logs, events = asyncio.run(main())
+    assert bytes(logs.data) == log_bytes(server, run.id)
+    assert events.end is not None
+    assert [e["data"]["message"] for e in events.events if e["kind"] == "progress"][-1] == "done"
+
+
+def test_sigterm_with_fifty_open_streams_exits_in_time(start_server, chatter_jobs) -> None:
+    server = start_server(chatter_jobs, env={"RUNYARD_SHUTDOWN_TIMEOUT_S": "3"})
+    with server.client() as c:
+        run = c.submit("ticker")
+        wait_for(lambda: b"tick 1" in c.logs(run.id)[0], what="ticking")
+    base = f"{server.url}/v1/runs/{run.id}"
+
+    async def main():
+        async with httpx.AsyncClient(
+            timeout=60, limits=httpx.Limits(max_connections=100)
+        ) as client:
+            tasks = [
+                asyncio.create_task(watch_log(client, f"{base}/logs/stream")) for _ in range(25)
+            ]
+            tasks += [
+                asyncio.create_task(watch_events(client, f"{base}/events")) for _ in range(25)
+            ]
+            await asyncio.to_thread(wait_for, lambda: watchers(server) >= 50, 30, "50 watchers")
+            server.proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(
+                server.proc.wait, 3 + 5
+            )  # its timeout, plus start-up slack
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            return code, results
+
+    code, results = asyncio.run(main())
+    assert code in (0, -signal.SIGTERM)
+    assert len(results) == 50  # every stream ended (closed by the server), none hung
+
+
+def test_progress_of_an_unwatched_running_run_is_current_on_read(start_server, write_job, jobs_dir):
+    # braces are doubled: single ones would be argv placeholders
+    write_job(
+        "halfway",
+        r"""command = ['sh', '-c', 'printf "%s\n" "$0" >> "$RUNYARD_PROGRESS_FILE"; sleep 60',"""
+        r"""'{{"fraction": 0.5, "message": "half"}}']""",
+    )
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = c.submit("halfway")
+        got = wait_for(lambda: c.run(run.id).progress, what="progress")
+        assert got == {"fraction": 0.5, "message": "half"}
+        c.cancel(run.id)

@@ -1,0 +1,239 @@
+"""The store contract: every implementation must pass these unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from runyard.clock import new_id
+from runyard.models import AttemptState, Run, RunFilter, RunState
+from runyard.store import Store
+from runyard.store.base import AttemptEnd
+
+pytestmark = pytest.mark.anyio
+
+
+def make_run(job: str = "j", priority: int = 0, created: float = 1000.0, **kw: object) -> Run:
+    return Run(
+        id=new_id(), job=job, params={"x": 1}, state=RunState.QUEUED, priority=priority,
+        created_at=created, spec={"name": job, "command": ["true"]}, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def succeeded(at: float = 2000.0) -> AttemptEnd:
+    return AttemptEnd(
+        attempt_state=AttemptState.EXITED, ended_at=at, run_state=RunState.SUCCEEDED,
+        reason="exit code 0", outcome="exit", exit_code=0, pid=42, started_at=at - 1,
+    )  # fmt: skip
+
+
+async def test_insert_and_get_round_trip(store: Store) -> None:
+    run = make_run(labels={"team": "cfd"}, idempotency_key="k1", request_hash="h")
+    _stored, created = await store.insert_run(run)
+    assert created
+    got = await store.get_run(run.id)
+    assert got == run
+    assert await store.get_run("missing") is None
+
+
+async def test_idempotency_key_returns_the_first_run(store: Store) -> None:
+    first, created = await store.insert_run(make_run(idempotency_key="same"))
+    again, created_again = await store.insert_run(make_run(idempotency_key="same"))
+    assert created and not created_again
+    assert again.id == first.id
+    assert (await store.get_run_by_idempotency_key("same")) == first
+    page = await store.list_runs(RunFilter())
+    assert len(page.runs) == 1
+
+
+async def test_keyset_pagination_newest_first(store: Store) -> None:
+    ids = [(await store.insert_run(make_run()))[0].id for _ in range(7)]
+    seen, cursor = [], None
+    while True:
+        page = await store.list_runs(RunFilter(limit=3, cursor=cursor))
+        seen += [r.id for r in page.runs]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == sorted(ids, reverse=True)
+
+
+async def test_filters(store: Store) -> None:
+    a = (await store.insert_run(make_run("a", labels={"env": "prod"})))[0]
+    await store.insert_run(make_run("b", labels={"env": "dev"}))
+    assert [r.id for r in (await store.list_runs(RunFilter(job="a"))).runs] == [a.id]
+    by_label = await store.list_runs(RunFilter(labels=(("env", "prod"),)))
+    assert [r.id for r in by_label.runs] == [a.id]
+    assert (await store.list_runs(RunFilter(state=RunState.RUNNING))).runs == []
+    assert await store.count_runs(RunState.QUEUED) == 2
+    assert await store.count_runs(RunState.QUEUED, "a") == 1
+
+
+async def test_claim_order_priority_then_fifo(store: Store) -> None:
+    low = (await store.insert_run(make_run(priority=0)))[0]
+    high1 = (await store.insert_run(make_run(priority=5)))[0]
+    high2 = (await store.insert_run(make_run(priority=5)))[0]
+    claims = await store.claim(3, {}, now=2000.0, host="h")
+    assert [c.run.id for c in claims] == [high1.id, high2.id, low.id]
+    for c in claims:
+        assert c.run.state is RunState.RUNNING
+        assert c.run.attempt == 1
+        assert c.attempt.state is AttemptState.STARTING
+    assert await store.claim(3, {}, now=2000.0, host="h") == []
+    assert await store.count_active_by_job() == {"j": 3}
+
+
+async def test_claim_respects_job_slots_without_blocking_other_jobs(store: Store) -> None:
+    for _ in range(5):
+        await store.insert_run(make_run("flood"))
+    other = (await store.insert_run(make_run("other")))[0]
+    claims = await store.claim(4, {"flood": 1}, now=2000.0, host="h")
+    jobs = sorted(c.run.job for c in claims)
+    assert jobs == ["flood", "other"]
+    assert other.id in {c.run.id for c in claims}
+    assert await store.claim(4, {"flood": 0}, now=2000.0, host="h") == []
+
+
+async def test_end_attempt_once_and_transitions(store: Store) -> None:
+    run = (await store.insert_run(make_run()))[0]
+    (claim,) = await store.claim(1, {}, now=2000.0, host="h")
+    await store.attempt_started(run.id, 1, pid=42, pgid=42, proc_start_time=1.5, at=2000.5)
+    assert [a.key for a in await store.active_attempts()] == [claim.attempt.key]
+    ended = await store.end_attempt(run.id, 1, succeeded())
+    assert ended is not None
+    assert ended.state is RunState.SUCCEEDED
+    assert ended.exit_code == 0
+    assert ended.finished_at == 2000.0
+    assert await store.end_attempt(run.id, 1, succeeded()) is None  # learned twice: no-op
+    (attempt,) = await store.get_attempts(run.id)
+    assert attempt.state is AttemptState.EXITED
+    assert attempt.pid == 42
+    assert await store.active_attempts() == []
+
+
+async def test_retry_goes_back_to_queue_with_not_before(store: Store) -> None:
+    run = (await store.insert_run(make_run()))[0]
+    await store.claim(1, {}, now=2000.0, host="h")
+    retry = AttemptEnd(
+        attempt_state=AttemptState.EXITED, ended_at=2001.0, run_state=RunState.QUEUED,
+        reason="exit code 1; retrying", outcome="exit", exit_code=1, not_before=2010.0,
+    )  # fmt: skip
+    queued = await store.end_attempt(run.id, 1, retry)
+    assert queued is not None
+    assert queued.state is RunState.QUEUED
+    assert queued.finished_at is None
+    assert await store.next_due() == 2010.0
+    assert await store.claim(1, {}, now=2005.0, host="h") == []  # still backing off
+    (claim,) = await store.claim(1, {}, now=2010.0, host="h")
+    assert claim.run.attempt == 2
+    assert claim.run.not_before is None
+    assert [a.number for a in await store.get_attempts(run.id)] == [1, 2]
+
+
+async def test_cancel_and_delete_only_in_the_right_states(store: Store) -> None:
+    queued = (await store.insert_run(make_run()))[0]
+    running = (await store.insert_run(make_run()))[0]
+    await store.claim(1, {}, now=2000.0, host="h")  # takes `queued` (older)
+    # `queued` is now running; the other one is still queued
+    assert await store.cancel_queued(queued.id, 2001.0, "r") is None
+    cancelled = await store.cancel_queued(running.id, 2001.0, "cancelled on request")
+    assert cancelled is not None
+    assert cancelled.state is RunState.CANCELLED
+    flagged = await store.request_cancel(queued.id)
+    assert flagged is not None
+    assert flagged.cancel_requested
+    assert await store.request_cancel(running.id) is None  # terminal: nothing to flag
+    assert not await store.delete_run(queued.id)  # running: refused
+    assert await store.delete_run(running.id)
+    assert await store.get_run(running.id) is None
+
+
+async def test_progress(store: Store) -> None:
+    run = (await store.insert_run(make_run()))[0]
+    await store.set_progress(run.id, {"fraction": 0.5, "message": "half"})
+    got = await store.get_run(run.id)
+    assert got is not None
+    assert got.progress == {"fraction": 0.5, "message": "half"}
+
+
+async def test_reopen_keeps_data_and_migrations_are_idempotent(store: Store) -> None:
+    run = (await store.insert_run(make_run()))[0]
+    await store.open()  # applying migrations again must change nothing
+    assert await store.get_run(run.id) == run
+    await store.ping()
+
+
+async def test_full_database_refuses_writes_and_keeps_reads(store: Store) -> None:
+    from runyard.errors import StorageFullError
+    from runyard.store.sqlite import SQLiteStore
+
+    if not isinstance(store, SQLiteStore):
+        pytest.skip("the way to fill the database is backend-specific")
+    run = (await store.insert_run(make_run()))[0]
+    # cap the file at its current size: the next page it needs makes SQLite report SQLITE_FULL
+    await store._call(lambda c: c.execute("PRAGMA max_page_count = 1"))
+    with pytest.raises(StorageFullError):
+        for _ in range(200):
+            await store.insert_run(make_run(labels={"pad": "x" * 200}))
+    assert await store.get_run(run.id) == run
+
+
+async def test_state_changes_and_progress_are_numbered_events(store: Store) -> None:
+    run = (await store.insert_run(make_run()))[0]
+    await store.claim(1, {}, now=2000.0, host="h")
+    await store.add_progress(
+        run.id, 1, [(2000.1, {"fraction": 0.5}), (2000.2, {"fraction": 1.0})], offset=40, skipped=2
+    )
+    await store.end_attempt(run.id, 1, succeeded(2001.0))
+    events = await store.list_events(run.id, after=0)
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert [(e.kind, e.data.get("to")) for e in events] == [
+        ("state", "queued"), ("state", "running"), ("progress", None), ("progress", None),
+        ("state", "succeeded"),
+    ]  # fmt: skip
+    assert events[2].data == {"fraction": 0.5, "attempt": 1}
+    assert [e.seq for e in await store.list_events(run.id, after=3)] == [4, 5]
+    assert await store.last_event_seq(run.id) == 5
+    got = await store.get_run(run.id)
+    assert got is not None
+    assert got.progress == {"fraction": 1.0}
+    assert got.progress_skipped == 2
+    assert await store.progress_offset(run.id, 1) == 40
+
+
+async def test_postgres_migrations_run_once_when_servers_start_together() -> None:
+    import asyncio
+    import uuid
+
+    import psycopg
+
+    from runyard.store.postgres import PostgresStore
+    from tests.integration.conftest import POSTGRES
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    stores = [PostgresStore(POSTGRES, schema=schema, max_size=2) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))  # all at once: one migrates
+        with psycopg.connect(POSTGRES, autocommit=True, options=f"-c search_path={schema}") as c:
+            versions = [r[0] for r in c.execute("SELECT version FROM schema_migrations")]
+        assert versions == sorted(set(versions))
+        await stores[0].insert_run(make_run())
+        assert (await stores[3].list_runs(RunFilter())).runs
+    finally:
+        for s in stores:
+            await s.close()
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def test_starts_are_recorded_in_one_batch_and_never_undo_an_end(store: Store) -> None:
+    a = (await store.insert_run(make_run()))[0]
+    b = (await store.insert_run(make_run()))[0]
+    await store.claim(2, {}, now=2000.0, host="h")
+    await store.end_attempt(b.id, 1, succeeded(2001.0))  # b ended before its start was written
+    await store.attempts_started([(a.id, 1, 11, 11, 1.0, 2000.5), (b.id, 1, 22, 22, 1.0, 2000.6)])
+    (att_a,) = await store.get_attempts(a.id)
+    (att_b,) = await store.get_attempts(b.id)
+    assert (att_a.state, att_a.pid) == (AttemptState.RUNNING, 11)
+    assert (att_b.state, att_b.pid) == (AttemptState.EXITED, 42)  # the end's record stands

@@ -1,0 +1,145 @@
+"""The supervisor as a real process: spawning, exit files, timeouts, escapees, idle exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from runyard.execution.protocol import SOCKET_NAME
+from runyard.execution.supervisor_client import SupervisorClient
+from tests.support import kill_everything, supervisors_of
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Harness:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.client = SupervisorClient(data_dir, self._event, self._gone)
+
+    async def _event(self, msg: dict[str, Any]) -> None:
+        await self.events.put(msg)
+
+    async def _gone(self) -> None:
+        await self.events.put({"op": "disconnected"})
+
+    async def spawn(self, key: str, argv: list[str], **extra: Any) -> dict[str, Any]:
+        ws = self.data_dir / key
+        return await self.client.request({
+            "op": "spawn", "key": key, "argv": argv, "cwd": str(ws),
+            "env": {"PATH": os.environ["PATH"], "RUNYARD_ATTEMPT_KEY": key,
+                    "RUNYARD_WORKSPACE": str(ws)},
+            "log": str(self.data_dir / f"{key}.log"), "exit": str(self.data_dir / f"{key}.exit"),
+            "mkdirs": [str(ws)], **extra,
+        })  # fmt: skip
+
+    async def next_exit(self) -> dict[str, Any]:
+        return await asyncio.wait_for(self.events.get(), timeout=30)
+
+
+@pytest.fixture
+async def sup(tmp_path: Path):
+    h = Harness(tmp_path)
+    await h.client.connect()
+    yield h
+    await h.client.close()
+    kill_everything(tmp_path)
+
+
+async def test_spawn_logs_and_exit_file(sup: Harness) -> None:
+    reply = await sup.spawn("a.1", ["sh", "-c", "echo out; echo err >&2; exit 5"])
+    assert reply["ok"]
+    assert reply["pgid"] == reply["pid"]  # its own process group
+    event = await sup.next_exit()
+    assert event["op"] == "exited"
+    assert event["key"] == "a.1"
+    assert event["exit_code"] == 5
+    record = json.loads((sup.data_dir / "a.1.exit").read_text())
+    assert record["exit_code"] == 5
+    assert record["pid"] == reply["pid"]
+    assert (sup.data_dir / "a.1.log").read_bytes() == b"out\nerr\n"
+
+
+async def test_programs_are_children_of_the_supervisor_not_the_server(sup: Harness) -> None:
+    reply = await sup.spawn("b.1", ["sleep", "30"])
+    proc = psutil.Process(reply["pid"])
+    (supervisor,) = supervisors_of(sup.data_dir)
+    assert proc.ppid() == supervisor.pid
+    assert supervisor.pid != os.getpid()
+    assert os.getsid(supervisor.pid) != os.getsid(0)  # its own session: outlives our terminal
+    await sup.client.request({"op": "signal", "key": "b.1", "reason": "cancel"})
+    event = await sup.next_exit()
+    assert event["killed_by"] == "cancel"
+    assert event["signal"] == 15
+
+
+async def test_timeout_then_sigkill_after_grace(sup: Harness) -> None:
+    await sup.spawn(
+        "c.1", ["sh", "-c", "trap '' TERM; sleep 30 & wait; sleep 30"],
+        timeout_s=0.2, kill_grace_s=0.2,
+    )  # fmt: skip
+    event = await sup.next_exit()
+    assert event["killed_by"] == "timeout"
+    assert event["signal"] == 9
+
+
+async def test_escaped_descendants_die_with_the_run(sup: Harness) -> None:
+    marker = sup.data_dir / "escapee.pid"
+    await sup.spawn(
+        "d.1", ["sh", "-c", f"setsid sh -c 'echo $$ > {marker}; exec sleep 60' & sleep 0.2"]
+    )
+    await sup.next_exit()
+    pid = int(marker.read_text())
+    # the escapee left the group and the session; the supervisor found it by its environment
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+async def test_unstartable_program_gets_an_exit_record(sup: Harness) -> None:
+    reply = await sup.spawn("e.1", ["/no/such/binary"])
+    assert reply["ok"] is False
+    event = await sup.next_exit()
+    assert event["exit_code"] == 127
+    assert "cannot start" in event["error"]
+    assert json.loads((sup.data_dir / "e.1.exit").read_text())["exit_code"] == 127
+
+
+async def test_bad_requests_do_not_hurt_the_supervisor(sup: Harness) -> None:
+    assert (await sup.client.request({"op": "nope"}))["ok"] is False
+    assert (await sup.client.request({"op": "spawn"}))["ok"] is False
+    assert (await sup.client.request({"op": "list"}))["ok"] is True
+
+
+async def test_second_client_reuses_the_same_supervisor(sup: Harness) -> None:
+    other = Harness(sup.data_dir)
+    await other.client.connect()
+    try:
+        reply = await sup.spawn("f.1", ["sleep", "30"])
+        listed = await other.client.request({"op": "list"})
+        assert [a["key"] for a in listed["attempts"]] == ["f.1"]
+        assert listed["attempts"][0]["pid"] == reply["pid"]
+        assert len(supervisors_of(sup.data_dir)) == 1
+    finally:
+        await other.client.close()
+
+
+async def test_supervisor_exits_when_idle_and_alone(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    await h.client.connect()
+    (supervisor,) = supervisors_of(tmp_path)
+    await h.client.close()
+    # nothing runs and nobody is connected: it leaves by itself, removing nothing it owns
+    await asyncio.to_thread(supervisor.wait, 30)
+    assert not supervisor.is_running()
+    assert (tmp_path / SOCKET_NAME).exists()  # a stale socket is harmless: the next one rebinds

@@ -1,0 +1,127 @@
+"""Test helpers: waiting on conditions with a deadline, real server processes, cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import psutil
+
+from runyard.client import Client
+from runyard.schemas import RunView
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_JOBS = REPO / "examples" / "jobs"
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def processes_of(data_dir: Path) -> list[psutil.Process]:
+    """Every live process that belongs to runs under `data_dir` (by the env runyard sets)."""
+    needle = f"RUNYARD_WORKSPACE={data_dir}".encode()
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+        except (OSError, psutil.Error):
+            continue
+        if any(item.startswith(needle) for item in environ.split(b"\0")):
+            found.append(proc)
+    return found
+
+
+def supervisors_of(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "runyard.execution.supervisor" in cmd and str(data_dir) in cmd:
+            found.append(proc)
+    return found
+
+
+def kill_everything(data_dir: Path) -> None:
+    for proc in processes_of(data_dir) + supervisors_of(data_dir):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+@dataclass
+class ServerProcess:
+    data_dir: Path
+    jobs_dir: Path
+    port: int
+    capacity: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    entry: list[str] = field(default_factory=lambda: ["-m", "runyard"])
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        env = {**os.environ, "RUNYARD_LOG_FORMAT": "json", **self.env}
+        argv = [sys.executable, *self.entry, "serve", "--jobs", str(self.jobs_dir),
+                "--data-dir", str(self.data_dir), "--port", str(self.port),
+                "--capacity", str(self.capacity)]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_for(self._ready, timeout=30, what="server ready")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server exited: {self.log_path.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def client(self) -> Client:
+        return Client(self.url)
+
+    def wait_run(self, client: Client, run_id: str, timeout: float = 30) -> RunView:
+        return wait_for(
+            lambda: (r := client.run(run_id)).state.terminal and r,
+            timeout=timeout,
+            what=f"run {run_id} to finish",
+        )

@@ -1,0 +1,45 @@
+"""CLI helpers: KEY=VALUE parsing and the exit status a finished run maps to."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import typer
+
+from runyard.cli.main import exit_status, parse_kv
+from runyard.cli.serve import is_loopback
+from runyard.models import RunState
+from runyard.schemas import RunView
+
+
+def test_parse_kv_reads_json_values() -> None:
+    assert parse_kv(["a=1", "b=true", "c=hello", "d=[1,2]", "e=a=b"], "p") == {
+        "a": 1, "b": True, "c": "hello", "d": [1, 2], "e": "a=b",
+    }  # fmt: skip
+    with pytest.raises(typer.BadParameter):
+        parse_kv(["novalue"], "p")
+
+
+@pytest.mark.parametrize(
+    ("state", "code", "expected"),
+    [("succeeded", 0, 0), ("failed", 7, 7), ("failed", None, 1), ("timed_out", None, 124),
+     ("cancelled", None, 130)],
+)  # fmt: skip
+def test_exit_status(state: str, code: int | None, expected: int) -> None:
+    now = datetime.now(UTC)
+    run = RunView(
+        id="r", job="j", params={}, state=RunState(state), priority=0, labels={}, batch_id=None,
+        schedule_id=None, idempotency_key=None, created_at=now, started_at=None, finished_at=None,
+        attempt=1, exit_code=code, reason=None, progress=None, not_before=None,
+        cancel_requested=False,
+    )  # fmt: skip
+    assert exit_status(run) == expected
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert is_loopback("localhost")
+    assert not is_loopback("0.0.0.0")
+    assert not is_loopback("10.1.2.3")

@@ -1,0 +1,142 @@
+"""Job files: validation, load errors per file, params and their JSON Schema, the mtime cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from runyard.jobs import JobRegistry
+from runyard.jobs.params import ParamError
+from runyard.jobs.spec import LoadError, load_job
+
+GOOD = """
+description = "d"
+command = ["prog", "--n", "{n}", "--mode={mode}", "{flag}", "{data}"]
+timeout_s = 5
+retry_on = [1, "lost", "timeout"]
+[params.n]
+type = "int"
+min = 1
+max = 10
+default = 3
+[params.mode]
+type = "enum"
+choices = ["fast", "slow"]
+default = "fast"
+[params.flag]
+type = "bool"
+default = false
+[params.data]
+type = "json"
+default = {a = 1}
+[params.name]
+type = "str"
+max_length = 5
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_job_loads_with_schema(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, "good", GOOD))
+    assert job.name == "good"
+    props = job.schema["properties"]
+    assert props["n"] == {"default": 3, "maximum": 10, "minimum": 1, "type": "integer"}
+    assert props["mode"]["enum"] == ["fast", "slow"]
+    assert props["name"]["maxLength"] == 5
+    assert job.schema["required"] == ["name"]
+    assert job.schema["additionalProperties"] is False
+
+
+def test_argv_substitutes_whole_elements_and_never_splits(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, "good", GOOD))
+    values = job.validate_params({"name": "--rm", "flag": True, "n": 10})
+    argv = job.argv(values)
+    assert argv == ["prog", "--n", "10", "--mode=fast", "true", '{"a":1}']
+    # a value that looks like options stays one element in its place
+    job2 = load_job(
+        write(tmp_path, "echo", 'command = ["echo", "{s}"]\n[params.s]\ntype = "str"\n')
+    )
+    assert job2.argv(job2.validate_params({"s": "--foo; rm -rf / $(x)"})) == [
+        "echo",
+        "--foo; rm -rf / $(x)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"name": "x", "n": 11}, "n"),
+        ({"name": "x", "n": True}, "n"),
+        ({"name": "x", "mode": "medium"}, "mode"),
+        ({"name": "toolong"}, "name"),
+        ({"name": "x", "flag": "yes"}, "flag"),
+        ({}, "name"),
+        ({"name": "x", "other": 1}, "other"),
+    ],
+)
+def test_invalid_params_name_the_field(tmp_path: Path, params: dict, field: str) -> None:
+    job = load_job(write(tmp_path, "good", GOOD))
+    with pytest.raises(ParamError) as info:
+        job.validate_params(params)
+    assert field in [loc for loc, _ in info.value.errors]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('command = ["x"]\nbogus = 1\n', "bogus"),
+        ('command = "x"\n', "command"),
+        ("command = []\n", "command"),
+        ('command = ["x", "{nope}"]\n', "{nope}"),
+        ('command = ["x", "{"]\n', "unbalanced"),
+        ('command = ["x"]\n[params.p]\ntype = "int"\nmin = 5\nmax = 1\n', "greater than"),
+        ('command = ["x"]\n[params.p]\ntype = "enum"\n', "choices"),
+        ('command = ["x"]\n[params.p]\ntype = "int"\ndefault = "a"\n', "default"),
+        ('command = ["x"]\n[params.p]\ntype = "int"\nmax = 3\ndefault = 9\n', "default"),
+        ('command = ["x"]\n[params.workspace]\ntype = "int"\n', "reserved"),
+        ('command = ["x"]\nworkspace = "ftp:x"\n', "workspace"),
+        ('command = ["x"]\nartifacts = ["../x"]\n', "inside the workspace"),
+        ('command = ["x"]\n[env]\nRUNYARD_RUN_ID = "x"\n', "reserved"),
+        ('command = ["x"]\ntimeout_s = -1\n', "timeout_s"),
+        ("this is not toml", "TOML"),
+        ('name = "x"\ncommand = ["x"]\n', "file name"),
+    ],
+)
+def test_bad_job_files_are_load_errors(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(LoadError) as info:
+        load_job(write(tmp_path, "bad", text))
+    assert words in info.value.message
+
+
+def test_literal_braces(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, "b", 'command = ["echo", "{{x}}"]\n'))
+    assert job.argv({}) == ["echo", "{x}"]
+
+
+def test_registry_reports_broken_files_without_hiding_others(tmp_path: Path) -> None:
+    write(tmp_path, "ok", 'command = ["true"]\n')
+    write(tmp_path, "broken", "command = [\n")
+    (tmp_path / "notes.txt").write_text("ignored")
+    snap = JobRegistry(tmp_path).scan()
+    assert list(snap.jobs) == ["ok"]
+    assert list(snap.errors) == ["broken.toml"]
+
+
+def test_registry_reparses_only_changed_files(tmp_path: Path) -> None:
+    path = write(tmp_path, "a", 'command = ["true"]\n')
+    reg = JobRegistry(tmp_path)
+    first = reg.scan().jobs["a"]
+    assert reg.scan().jobs["a"] is first  # unchanged: the cached object
+    path.write_text('command = ["false"]\n')
+    os.utime(path, ns=(1, 1))  # a different mtime even on coarse clocks
+    changed = reg.scan().jobs["a"]
+    assert changed.spec.command == ["false"]
+    path.unlink()
+    assert reg.scan().jobs == {}
