@@ -12,6 +12,7 @@ import structlog
 from runyard.execution.layout import RunPaths
 from runyard.models import Run, RunEvent, RunState
 from runyard.store import Store
+from runyard.streams.keyed import KeyedLock
 from runyard.streams.notify import FileNotifier, Handle
 from runyard.streams.subscriber import Closed, End, Subscriber
 from runyard.streams.tailer import AttemptTailer
@@ -39,7 +40,10 @@ class StreamHub:
         self._handles: dict[str, Handle] = {}
         self._event_subs: dict[str, set[Subscriber]] = defaultdict(set)
         self._last_seq: dict[str, int] = {}
-        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks = KeyedLock()  # a run's event watchers and their last seq
+        # one reader of a run's progress file at a time: two readers starting from the same
+        # stored offset would both record the same lines (and count the same bad ones)
+        self._progress_locks = KeyedLock()
         self._changed: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.lagged_total = 0
@@ -82,7 +86,7 @@ class StreamHub:
             return tailer
         if self.running.get(run_id, (None,))[0] != attempt or self.closed:
             return None
-        async with self._locks[run_id]:
+        async with self._progress_locks.hold(run_id):
             tailer = self.tailers.get(run_id)
             if tailer is None or tailer.attempt != attempt:
                 tailer = await self._new_tailer(run_id, attempt)
@@ -101,10 +105,11 @@ class StreamHub:
 
     async def refresh_progress(self, run_id: str, attempt: int) -> None:
         """Read new progress lines of a running attempt nobody watches (on a run's read)."""
-        tailer = self.tailers.get(run_id)
-        if tailer is None or tailer.attempt != attempt:
-            tailer = await self._new_tailer(run_id, attempt)
-        await tailer.pump_progress()
+        async with self._progress_locks.hold(run_id):
+            tailer = self.tailers.get(run_id)
+            if tailer is None or tailer.attempt != attempt:
+                tailer = await self._new_tailer(run_id, attempt)
+            await tailer.pump_progress()
 
     async def attempt_ending(self, run_id: str, attempt: int, progress_bytes: int | None) -> None:
         """Before the end of an attempt is recorded: read its last output and progress, so
@@ -157,7 +162,7 @@ class StreamHub:
     async def subscribe_events(self, run_id: str) -> tuple[Subscriber, int]:
         """A watcher of the run's events, and the seq up to which it must read the store;
         later events come through its queue."""
-        async with self._locks[run_id]:
+        async with self._locks.hold(run_id):
             if run_id not in self._last_seq or not self._event_subs.get(run_id):
                 self._last_seq[run_id] = await self.store.last_event_seq(run_id)
             sub = Subscriber(self.max_buffer_bytes)
@@ -175,7 +180,7 @@ class StreamHub:
     async def publish_events(self, run_id: str) -> None:
         if not self._event_subs.get(run_id):
             return
-        async with self._locks[run_id]:
+        async with self._locks.hold(run_id):
             subs = self._event_subs.get(run_id)
             if not subs:
                 return
