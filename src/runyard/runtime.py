@@ -78,6 +78,7 @@ class Runtime:
             disk=self.disk,
         )
         self.runs.progress_refresher = self.hub.refresh_progress
+        self.runs.announce = self.hub.feed.offer
         self.batches = BatchService(
             self.store, self.registry, self.runs, self.clock, settings.max_batch
         )

@@ -56,6 +56,17 @@ class BatchView(BaseModel):
     done: bool = Field(description="every run has ended")
 
 
+class BatchPage(BaseModel):
+    batches: list[BatchView]
+    next_cursor: str | None
+
+
+class Principal(BaseModel):
+    name: str | None = Field(description="the token's name; null when auth is off")
+    role: str = Field(description="read, submit or admin")
+    auth: bool = Field(description="whether this server asks for tokens at all")
+
+
 class ScheduleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runyard.clock import new_id
-from runyard.models import AttemptState, Run, RunFilter, RunState
+from runyard.models import AttemptState, Batch, Run, RunFilter, RunState
 from runyard.store import Store
 from runyard.store.base import AttemptEnd
 
@@ -237,3 +237,16 @@ async def test_starts_are_recorded_in_one_batch_and_never_undo_an_end(store: Sto
     (att_b,) = await store.get_attempts(b.id)
     assert (att_a.state, att_a.pid) == (AttemptState.RUNNING, 11)
     assert (att_b.state, att_b.pid) == (AttemptState.EXITED, 42)  # the end's record stands
+
+
+async def test_batches_are_listed_newest_first_in_pages(store: Store) -> None:
+    ids = []
+    for _ in range(5):
+        batch = Batch(new_id(), "j", 1, 1000.0, {"job": "j"})
+        await store.insert_batch(batch, [make_run(batch_id=batch.id)])
+        ids.append(batch.id)
+    first = await store.list_batches(None, 3)
+    assert [b.id for b in first] == ids[::-1][:3]
+    rest = await store.list_batches(first[-1].id, 3)
+    assert [b.id for b in rest] == ids[::-1][3:]
+    assert rest[0].request == {"job": "j"}

@@ -8,14 +8,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from runyard import __version__
-from runyard.api import problems
+from runyard.api import dashboard, problems
 from runyard.api.middleware.body_limit import BodyLimitMiddleware
 from runyard.api.middleware.request_context import RequestContextMiddleware
 from runyard.api.routes import (
     artifacts,
     batches,
+    feed,
     health,
     jobs,
+    me,
     metrics,
     runs,
     schedules,
@@ -45,8 +47,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.state.runtime = rt
     problems.install(app)
-    for module in (jobs, runs, streams, artifacts, batches, schedules, health, metrics, status):
+    routes = (jobs, runs, streams, feed, artifacts, batches, schedules, health, metrics, status, me)
+    for module in routes:
         app.include_router(module.router)
+    dashboard.mount(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_kb * 1024)
     app.add_middleware(RequestContextMiddleware, metrics=rt.metrics)
     return app

@@ -42,6 +42,7 @@ def check(
     if entry is None:
         raise UnauthorizedError("the bearer token is not valid")
     scope_state["principal"] = entry.name
+    scope_state["role"] = entry.role
     if entry.role < needed:
         raise ForbiddenError(
             f"this needs the {needed.name.lower()} role; "

@@ -88,6 +88,7 @@ class BatchService:
         ]
         await self.store.insert_batch(batch, runs)
         self.runs.dispatcher.wake()
+        self.runs.announce("batch", {"id": batch.id, "job": batch.job, "size": batch.size})
         return batch, runs
 
     async def get(self, batch_id: str) -> tuple[Batch, dict[str, int]]:
@@ -95,6 +96,15 @@ class BatchService:
         if batch is None:
             raise NotFoundError(f"batch {batch_id!r} does not exist")
         return batch, await self.store.batch_counts(batch_id)
+
+    async def page(
+        self, cursor: str | None, limit: int
+    ) -> tuple[list[tuple[Batch, dict[str, int]]], str | None]:
+        """A page of batches, newest first, with their counts; and the next page's cursor."""
+        batches = await self.store.list_batches(cursor, limit + 1)
+        more = len(batches) > limit
+        page = [(b, await self.store.batch_counts(b.id)) for b in batches[:limit]]
+        return page, (page[-1][0].id if more else None)
 
     async def cancel(self, batch_id: str) -> tuple[Batch, dict[str, int]]:
         await self.get(batch_id)

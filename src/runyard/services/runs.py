@@ -55,6 +55,8 @@ class RunService:
         self.accepting = True
         self.disk = disk
         self.progress_refresher: Callable[[str, int], Awaitable[None]] | None = None
+        # tells overviews (the feed) that runs appeared or went away
+        self.announce: Callable[[str, dict[str, Any]], None] = lambda kind, data: None
         self.store = store
         self.registry = registry
         self.dispatcher = dispatcher
@@ -96,6 +98,7 @@ class RunService:
         if not created:
             return self._same_request(stored, digest), False
         self.dispatcher.wake()
+        self.announce("submitted", {"id": stored.id, "job": stored.job})
         return stored, True
 
     def check_accepting(self) -> None:
@@ -220,6 +223,7 @@ class RunService:
                 f"run {run_id} is {run.state.value}; only finished runs can be deleted"
             )
         if await self.store.delete_run(run_id):
+            self.announce("deleted", {"id": run_id})
             await self.dispatcher.executor.remove_files(run_id)
 
     async def read_log(

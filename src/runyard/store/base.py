@@ -70,6 +70,10 @@ class Store(abc.ABC):
     async def get_batch(self, batch_id: str) -> Batch | None: ...
 
     @abc.abstractmethod
+    async def list_batches(self, before: str | None, limit: int) -> list[Batch]:
+        """Newest first; `before` is the last id of the previous page (keyset)."""
+
+    @abc.abstractmethod
     async def batch_counts(self, batch_id: str) -> dict[str, int]:
         """The batch's runs, counted by state."""
 

@@ -336,6 +336,13 @@ class PostgresStore(Store):
             row = await self._one(c, q.GET_BATCH, (batch_id,))
         return Batch(row[0], row[1], row[2], row[3], loads(row[4])) if row else None
 
+    async def list_batches(self, before: str | None, limit: int) -> list[Batch]:
+        async with self._tx() as c:
+            rows = await (
+                await c.execute(q.LIST_BATCHES, {"before": before, "limit": limit})
+            ).fetchall()
+        return [Batch(r[0], r[1], r[2], r[3], loads(r[4])) for r in rows]
+
     async def batch_counts(self, batch_id: str) -> dict[str, int]:
         async with self._tx() as c:
             rows = await (await c.execute(q.BATCH_COUNTS, (batch_id,))).fetchall()

@@ -71,6 +71,9 @@ INSERT_BATCH = (
     "INSERT INTO batches (id, job, size, created_at, request) VALUES (%s, %s, %s, %s, %s)"
 )
 GET_BATCH = "SELECT id, job, size, created_at, request FROM batches WHERE id = %s"
+LIST_BATCHES = """
+SELECT id, job, size, created_at, request FROM batches
+WHERE (%(before)s::text IS NULL OR id < %(before)s) ORDER BY id DESC LIMIT %(limit)s"""
 BATCH_COUNTS = "SELECT state, count(*) FROM runs WHERE batch_id = %s GROUP BY state"
 BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = %s AND state = %s"
 UPSERT_SCHEDULE = (

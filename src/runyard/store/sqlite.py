@@ -184,6 +184,13 @@ class SQLiteStore(Store):
 
         return await self._call(op)
 
+    async def list_batches(self, before: str | None, limit: int) -> list[Batch]:
+        def op(c: sqlite3.Connection) -> list[Batch]:
+            rows = c.execute(q.LIST_BATCHES, {"before": before, "limit": limit}).fetchall()
+            return [Batch(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+        return await self._call(op)
+
     async def batch_counts(self, batch_id: str) -> dict[str, int]:
         return await self._call(lambda c: dict(c.execute(q.BATCH_COUNTS, (batch_id,)).fetchall()))
 

@@ -73,6 +73,9 @@ GET_PROGRESS_OFFSET = "SELECT progress_offset FROM attempts WHERE run_id = ? AND
 
 INSERT_BATCH = "INSERT INTO batches (id, job, size, created_at, request) VALUES (?, ?, ?, ?, ?)"
 GET_BATCH = "SELECT id, job, size, created_at, request FROM batches WHERE id = ?"
+LIST_BATCHES = """
+SELECT id, job, size, created_at, request FROM batches
+WHERE (:before IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit"""
 BATCH_COUNTS = "SELECT state, count(*) FROM runs WHERE batch_id = ? GROUP BY state"
 BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = ? AND state = ?"
 

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
 from runyard.execution.layout import RunPaths
 from runyard.models import Run, RunEvent, RunState
 from runyard.store import Store
+from runyard.streams.feed import RunFeed
 from runyard.streams.keyed import KeyedLock
 from runyard.streams.notify import FileNotifier, Handle
 from runyard.streams.subscriber import Closed, End, Subscriber
@@ -46,6 +48,7 @@ class StreamHub:
         self._progress_locks = KeyedLock()
         self._changed: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.feed = RunFeed(max_buffer_bytes)
         self.lagged_total = 0
         self.closed = False
 
@@ -65,12 +68,13 @@ class StreamHub:
                 sub.close(Closed())
         for event in self._changed.values():
             event.set()
+        self.feed.close()
         await self.notifier.stop()
 
     @property
     def watchers(self) -> int:
         logs = sum(len(t.subscribers) for t in self.tailers.values())
-        return logs + sum(len(s) for s in self._event_subs.values())
+        return logs + sum(len(s) for s in self._event_subs.values()) + len(self.feed.subscribers)
 
     # -- attempts ---------------------------------------------------------------------------
 
@@ -78,6 +82,16 @@ class StreamHub:
         """An attempt's program is running (fresh, or re-adopted after a restart)."""
         self.running[run_id] = (attempt, fresh)
         self._signal(run_id)
+        if self.feed:
+            await self.tailer_for(run_id, attempt)  # the feed carries its progress
+
+    async def subscribe_feed(self) -> Subscriber:
+        """A watcher of every run's changes. While anybody watches, running attempts are
+        tailed, so their progress reaches the feed as it is written."""
+        sub = self.feed.subscribe()
+        for run_id, (attempt, _) in list(self.running.items()):
+            await self.tailer_for(run_id, attempt)
+        return sub
 
     async def tailer_for(self, run_id: str, attempt: int) -> AttemptTailer | None:
         """The running attempt's tailer, made on first use; None if it is not running."""
@@ -93,13 +107,14 @@ class StreamHub:
                 self.tailers[run_id] = tailer
                 self._handles[run_id] = self.notifier.watch(tailer.paths.root, tailer.wake)
                 tailer.start()
+            tailer.wake()  # progress written before the tailer existed
         return tailer
 
     async def _new_tailer(self, run_id: str, attempt: int) -> AttemptTailer:
         """A tailer that resumes progress where the store says it was last read."""
         offset = await self.store.progress_offset(run_id, attempt)
         return AttemptTailer(
-            run_id, attempt, self.paths(run_id), self.store, self.publish_events,
+            run_id, attempt, self.paths(run_id), self.store, self._progress_read,
             progress_offset=offset, max_buffer_bytes=self.max_buffer_bytes,
         )  # fmt: skip
 
@@ -131,6 +146,8 @@ class StreamHub:
                 self._drop_tailer(run.id)
                 tailer.end(End(run.state.value, tailer.attempt, run.exit_code, run.reason))
         self._signal(run.id)
+        self.feed.offer("run", {"id": run.id, "job": run.job, "state": run.state.value,
+                                "reason": run.reason})  # fmt: skip
         if run.id in self._event_subs:
             task = asyncio.create_task(self.publish_events(run.id))
             self._tasks.add(task)
@@ -143,6 +160,11 @@ class StreamHub:
         handle = self._handles.pop(run_id, None)
         if handle is not None:
             self.notifier.unwatch(handle)
+
+    async def _progress_read(self, run_id: str, latest: dict[str, Any] | None) -> None:
+        if latest is not None:
+            self.feed.offer("progress", {"id": run_id, "progress": latest})
+        await self.publish_events(run_id)
 
     # -- waiting for a run to change ----------------------------------------------------------
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runyard.execution.layout import RunPaths
 from runyard.store import Store
@@ -43,7 +44,7 @@ class AttemptTailer:
         attempt: int,
         paths: RunPaths,
         store: Store,
-        on_progress: Callable[[str], Awaitable[None]],
+        on_progress: Callable[[str, dict[str, Any] | None], Awaitable[None]],
         *,
         log_offset: int = 0,
         progress_offset: int = 0,
@@ -142,7 +143,7 @@ class AttemptTailer:
             offset=self.parser.consumed,
             skipped=skipped,
         )
-        await self.on_progress(self.run_id)
+        await self.on_progress(self.run_id, found[-1] if found else None)
 
     async def finish(self) -> None:
         """The program ended: read what is left, then stop following."""

@@ -1,16 +1,17 @@
-"""Batch routes: create (iterations or sweep), read counts by state, cancel all."""
+"""Batch routes: create (iterations or sweep), list, read counts by state, cancel all."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from runyard.api.deps import RuntimeDep
 from runyard.api.security import READ, SUBMIT
 from runyard.models import TERMINAL_STATES, Batch
-from runyard.schemas import BatchRequest, BatchView, problem_responses
+from runyard.schemas import BatchPage, BatchRequest, BatchView, problem_responses
 
 router = APIRouter(
     prefix="/v1/batches",
@@ -40,6 +41,16 @@ async def create_batch(body: BatchRequest, rt: RuntimeDep) -> JSONResponse:
         status_code=202,
         headers={"Location": f"/v1/batches/{batch.id}"},
     )
+
+
+@router.get("", response_model=BatchPage, dependencies=[READ])
+async def list_batches(
+    rt: RuntimeDep,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> BatchPage:
+    page, next_cursor = await rt.batches.page(cursor, limit)
+    return BatchPage(batches=[batch_view(*item) for item in page], next_cursor=next_cursor)
 
 
 @router.get("/{batch_id}", response_model=BatchView, dependencies=[READ])

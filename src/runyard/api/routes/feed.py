@@ -1,0 +1,39 @@
+"""GET /v1/events: one SSE stream of changes across all runs (states, submissions, progress)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from runyard.api.deps import RuntimeDep
+from runyard.api.routes.streams import sse_response
+from runyard.api.security import READ
+from runyard.schemas import problem_responses
+from runyard.streams.feed import FeedItem
+from runyard.streams.subscriber import Lagged
+
+router = APIRouter(tags=["streams"], responses=problem_responses(401, 403))
+
+
+@router.get("/v1/events", response_class=EventSourceResponse, dependencies=[READ])
+async def stream_feed(rt: RuntimeDep) -> EventSourceResponse:
+    """Not resumable: it notifies, and a watcher that lagged or reconnects re-reads
+    `GET /v1/runs`, the truth. Per-run history is `GET /v1/runs/{id}/events`."""
+    sub = await rt.hub.subscribe_feed()
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(data="{}", event="ready")  # from here on nothing is missed
+        async for item in rt.hub.feed.follow(sub):
+            if isinstance(item, FeedItem):
+                yield ServerSentEvent(data=json.dumps(item.data, default=str), event=item.kind)
+            elif isinstance(item, Lagged):
+                yield ServerSentEvent(data='{"detail": "fell behind; re-read the list"}',
+                                      event="lagged")  # fmt: skip
+            else:
+                yield ServerSentEvent(data='{"detail": "the server is shutting down"}',
+                                      event="shutdown")  # fmt: skip
+
+    return sse_response(rt, events())

@@ -1,0 +1,63 @@
+// Talking to the server: JSON with the session's token, problems turned into errors.
+const TOKEN_KEY = "runyard.token";
+
+export const token = {
+  get: () => sessionStorage.getItem(TOKEN_KEY) || "",
+  set: (value) => value ? sessionStorage.setItem(TOKEN_KEY, value) : sessionStorage.removeItem(TOKEN_KEY),
+};
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+const listeners = { unauthorized: [] };
+export const onUnauthorized = (fn) => listeners.unauthorized.push(fn);
+
+export function headers(extra = {}) {
+  const h = { Accept: "application/json", ...extra };
+  const t = token.get();
+  if (t) h.Authorization = `Bearer ${t}`;
+  return h;
+}
+
+export async function request(method, path, body, extra = {}) {
+  const init = { method, headers: headers(extra) };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
+  }
+  const res = await fetch(path, init);
+  if (res.status === 401) listeners.unauthorized.forEach((fn) => fn());
+  if (!res.ok) {
+    let problem = { detail: `${res.status} ${res.statusText}` };
+    try { problem = await res.json(); } catch { /* not JSON: keep the status line */ }
+    throw new ApiError(res.status, problem);
+  }
+  return res.status === 204 ? null : res.json();
+}
+
+export const get = (path) => request("GET", path);
+export const post = (path, body) => request("POST", path, body);
+export const patch = (path, body) => request("PATCH", path, body);
+export const del = (path) => request("DELETE", path);
+
+// A file of a run as a Blob (artifacts need the token too, so no plain links).
+export async function blob(path, range) {
+  const res = await fetch(path, { headers: headers(range ? { Range: range } : {}) });
+  if (!res.ok && res.status !== 206) throw new ApiError(res.status, { detail: `${res.status} ${res.statusText}` });
+  return res.blob();
+}
+
+export function qs(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (Array.isArray(v)) v.forEach((x) => q.append(k, x));
+    else if (v !== undefined && v !== null && v !== "") q.set(k, v);
+  }
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}

@@ -1,0 +1,72 @@
+// A run's artifacts: download (fetched with the token, saved from a blob) and inline preview
+// of text, CSV, JSON and images.
+import * as api from "../api.js";
+import { h, bytes, errorBox, encodePath } from "../util.js";
+
+const PREVIEW_BYTES = 256 * 1024;
+const TEXT = /\.(txt|log|md|csv|tsv|json|jsonl|yaml|yml|toml|out|dat)$/i;
+const IMAGE = /\.(png|jpe?g|gif|webp)$/i;
+
+function csvTable(text) {
+  const lines = text.split(/\r?\n/).filter(Boolean).slice(0, 200);
+  const rows = lines.map((l) => l.split(","));
+  return h("table", { class: "compact csv" },
+    h("thead", {}, h("tr", {}, (rows[0] || []).map((c) => h("th", {}, c)))),
+    h("tbody", {}, rows.slice(1).map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))));
+}
+
+export function artifactsView(runId) {
+  const list = h("ul", { class: "artifacts", id: "artifacts" });
+  const preview = h("div", { class: "preview", id: "preview" });
+  const el = h("div", {}, list, preview);
+  const url = (path) => `/v1/runs/${runId}/artifacts/${encodePath(path)}`;
+  const objectUrls = [];
+
+  async function download(path) {
+    const b = await api.blob(url(path));
+    const href = URL.createObjectURL(b);
+    const a = h("a", { href, download: path.split("/").pop() });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(href), 10000);
+  }
+
+  async function show(item) {
+    preview.replaceChildren(h("p", { class: "muted" }, `loading ${item.path}…`));
+    try {
+      if (IMAGE.test(item.path)) {
+        const href = URL.createObjectURL(await api.blob(url(item.path)));
+        objectUrls.push(href);
+        preview.replaceChildren(h("h3", {}, item.path), h("img", { src: href, alt: item.path }));
+        return;
+      }
+      const b = await api.blob(url(item.path), `bytes=0-${PREVIEW_BYTES - 1}`);
+      let text = await b.text();
+      let body;
+      if (/\.json$/i.test(item.path)) {
+        try { text = JSON.stringify(JSON.parse(text), null, 2); } catch { /* show as it is */ }
+        body = h("pre", { class: "mono" }, text);
+      } else if (/\.csv$/i.test(item.path)) body = csvTable(text);
+      else body = h("pre", { class: "mono" }, text);
+      preview.replaceChildren(h("h3", {}, item.path), body,
+        item.size > PREVIEW_BYTES ? h("p", { class: "muted" }, `first ${bytes(PREVIEW_BYTES)} of ${bytes(item.size)}`) : null);
+    } catch (err) { preview.replaceChildren(errorBox(err)); }
+  }
+
+  async function load() {
+    let res;
+    try { res = await api.get(`/v1/runs/${runId}/artifacts`); } catch (err) {
+      list.replaceChildren(h("li", { class: "muted" }, err.status === 404 ? "none" : err.message));
+      return;
+    }
+    if (!res.artifacts.length) { list.replaceChildren(h("li", { class: "muted" }, "none yet")); return; }
+    list.replaceChildren(...res.artifacts.map((item) => h("li", { dataset: { path: item.path } },
+      h("span", { class: "mono path" }, item.path), h("span", { class: "muted small" }, bytes(item.size)),
+      h("button", { type: "button", class: "ghost small download", onclick: () => download(item.path).catch((e) => preview.replaceChildren(errorBox(e))) }, "Download"),
+      TEXT.test(item.path) || IMAGE.test(item.path)
+        ? h("button", { type: "button", class: "ghost small preview-btn", onclick: () => show(item) }, "Preview") : null)));
+  }
+
+  return { el, load, dispose() { objectUrls.forEach((u) => URL.revokeObjectURL(u)); } };
+}

@@ -1,0 +1,106 @@
+// Jobs: each declared job, and a submit form generated from its params' JSON Schema.
+// The form shows bounds and choices as you type; the server stays the judge, and its 422
+// lands next to the field it names.
+import * as api from "../api.js";
+import { h, errorBox } from "../util.js";
+
+function fieldFor(name, prop, required) {
+  const id = `param-${name}`;
+  const attrs = { id, name, "aria-describedby": `err-${name}` };
+  let input;
+  if (Array.isArray(prop.enum)) {
+    input = h("select", attrs, prop.enum.map((v) => h("option", { value: JSON.stringify(v), selected: v === prop.default }, String(v))));
+  } else if (prop.type === "boolean") {
+    input = h("input", { ...attrs, type: "checkbox", checked: prop.default === true });
+  } else if (prop.type === "integer" || prop.type === "number") {
+    input = h("input", { ...attrs, type: "number", step: prop.type === "integer" ? "1" : "any",
+      min: prop.minimum ?? null, max: prop.maximum ?? null, value: prop.default ?? "", required: required && prop.default === undefined });
+  } else {
+    input = h("input", { ...attrs, type: "text", maxlength: prop.maxLength ?? null, value: prop.default ?? "",
+      required: required && prop.default === undefined, size: 40 });
+  }
+  input.dataset.kind = Array.isArray(prop.enum) ? "enum" : prop.type;
+  const hint = [prop.type, prop.minimum !== undefined ? `≥ ${prop.minimum}` : null, prop.maximum !== undefined ? `≤ ${prop.maximum}` : null,
+    prop.maxLength ? `at most ${prop.maxLength} characters` : null, required ? "required" : null].filter(Boolean).join(", ");
+  const err = h("span", { class: "field-error", id: `err-${name}`, role: "alert" });
+  // shown as you type; the browser's own message says what is out of bounds
+  input.addEventListener("input", () => { err.textContent = input.validity.valid ? "" : input.validationMessage; });
+  return h("div", { class: "field" },
+    h("label", { for: id }, name), input, h("span", { class: "hint muted small" }, hint),
+    prop.description ? h("div", { class: "muted small" }, prop.description) : null, err);
+}
+
+function readParams(form, schema) {
+  const params = {};
+  for (const [name] of Object.entries(schema.properties || {})) {
+    const input = form.elements[name];
+    const kind = input.dataset.kind;
+    if (kind === "boolean") params[name] = input.checked;
+    else if (kind === "enum") params[name] = JSON.parse(input.value);
+    else if (input.value === "") continue; // the job's default applies
+    else if (kind === "integer" || kind === "number") params[name] = Number(input.value);
+    else params[name] = input.value;
+  }
+  return params;
+}
+
+function jobForm(ctx, job) {
+  const schema = job.params_schema;
+  const required = new Set(schema.required || []);
+  const general = h("div", { class: "form-error", role: "alert" });
+  const form = h("form", { class: "submit-form", id: "submit-form", novalidate: true },
+    Object.entries(schema.properties || {}).map(([n, p]) => fieldFor(n, p, required.has(n))),
+    h("details", {}, h("summary", {}, "Priority and labels"),
+      h("div", { class: "field" }, h("label", { for: "priority" }, "priority"), h("input", { id: "priority", name: "_priority", type: "number", step: "1", placeholder: String(job.priority) })),
+      h("div", { class: "field" }, h("label", { for: "labels" }, "labels"), h("input", { id: "labels", name: "_labels", placeholder: "team=cfd, case=7", size: 40 }))),
+    general,
+    h("button", { type: "submit", id: "submit-run", disabled: !ctx.can("submit") }, ctx.can("submit") ? "Submit run" : "Submit (needs the submit role)"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    form.querySelectorAll(".field-error").forEach((el) => { el.textContent = ""; });
+    general.replaceChildren();
+    const body = { job: job.name, params: readParams(form, schema) };
+    if (form.elements._priority.value !== "") body.priority = Number(form.elements._priority.value);
+    const labels = form.elements._labels.value.split(",").map((s) => s.trim()).filter(Boolean);
+    if (labels.length) body.labels = Object.fromEntries(labels.map((l) => l.split("=").map((s) => s.trim())));
+    try {
+      const run = await api.post("/v1/runs", body);
+      location.hash = `#/runs/${run.id}`;
+    } catch (err) {
+      let placed = false;
+      for (const fe of (err.problem && err.problem.errors) || []) {
+        const name = String(fe.field).replace(/^(body\.)?params\./, "");
+        const slot = form.querySelector(`#err-${CSS.escape(name)}`);
+        if (slot) { slot.textContent = fe.message; placed = true; }
+      }
+      if (!placed) general.replaceChildren(errorBox(err));
+    }
+  });
+  return form;
+}
+
+export async function jobsPage(ctx, name) {
+  const { jobs, errors } = await api.get("/v1/jobs");
+  const list = h("ul", { class: "job-list" }, jobs.map((j) => h("li", { class: j.name === name ? "active" : "" },
+    h("a", { href: `#/jobs/${encodeURIComponent(j.name)}` }, j.name), h("div", { class: "muted small" }, j.description))));
+  const detail = h("section", { class: "job-detail" });
+  const job = jobs.find((j) => j.name === name);
+  if (job) {
+    detail.append(h("h2", {}, job.name), h("p", {}, job.description),
+      h("p", { class: "muted small mono" }, job.command.join(" ")),
+      h("p", { class: "muted small" }, [job.timeout_s ? `timeout ${job.timeout_s}s` : "no timeout",
+        `max attempts ${job.max_attempts}`, job.concurrency ? `concurrency ${job.concurrency}` : null,
+        `workspace ${job.workspace}`].filter(Boolean).join(" · ")),
+      jobForm(ctx, job));
+  } else if (name) {
+    detail.append(errorBox(new Error(`job ${name} is not declared`)));
+  } else {
+    detail.append(h("p", { class: "muted" }, "Pick a job to submit a run."));
+  }
+  const broken = Object.entries(errors || {});
+  ctx.main.append(h("div", { class: "page-head" }, h("h1", {}, "Jobs")),
+    h("div", { class: "columns jobs" }, h("nav", {}, list), detail),
+    broken.length ? h("section", { class: "load-errors" }, h("h2", {}, "Job files that did not load"),
+      h("ul", {}, broken.map(([f, why]) => h("li", {}, h("b", { class: "mono" }, f), `: ${why}`)))) : null);
+  return { dispose() {} };
+}

@@ -1,0 +1,82 @@
+// A live log: follows the tail while the reader is at the bottom, batches DOM updates per
+// frame so fast output never freezes the page, resumes by byte offset after a drop.
+import { stream } from "../sse.js";
+import { h, ACTIVE } from "../util.js";
+
+const MAX_CHARS = 2_000_000; // beyond this the oldest text leaves the page (the file keeps it)
+
+function decodeB64(data) {
+  const bin = atob(data);
+  const buf = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) buf[i] = bin.charCodeAt(i);
+  return buf;
+}
+
+export function logView(runId) {
+  const pre = h("pre", { class: "log", id: "log", tabindex: "0" });
+  const note = h("div", { class: "log-note muted", id: "log-note" }, "connecting…");
+  const el = h("div", { class: "log-wrap" }, note, pre);
+  const bytesDecoder = new TextDecoder("utf-8");
+  let pending = [];
+  let scheduled = false;
+  let attempt = null;
+  let current = null;
+  let trimmed = false;
+
+  function atBottom() {
+    return pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
+  }
+
+  function flush() {
+    scheduled = false;
+    if (!pending.length) return;
+    const follow = atBottom();
+    pre.append(document.createTextNode(pending.join("")));
+    pending = [];
+    if (pre.textContent.length > MAX_CHARS) {
+      pre.textContent = pre.textContent.slice(-MAX_CHARS / 2);
+      trimmed = true;
+    }
+    if (follow) pre.scrollTop = pre.scrollHeight;
+  }
+
+  function write(text) {
+    pending.push(text);
+    if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
+  }
+
+  function status(text) {
+    note.textContent = `${attempt ? `attempt ${attempt} · ` : ""}${text}${trimmed ? " · earlier output trimmed" : ""}`;
+  }
+
+  function follow(pinned) {
+    attempt = pinned;
+    current = stream(() => `/v1/runs/${runId}/logs/stream${attempt ? `?attempt=${attempt}` : ""}`, (type, data) => {
+      if (type === "attempt") {
+        attempt = JSON.parse(data).attempt;
+        status("live");
+      } else if (type === "log") write(data);
+      else if (type === "log.b64") write(bytesDecoder.decode(decodeB64(data), { stream: true }));
+      else if (type === "end") {
+        const end = JSON.parse(data);
+        flush();
+        if (ACTIVE.has(end.state)) { // another attempt follows: show it below this one
+          write(`\n──── attempt ${end.attempt} ended; run is ${end.state} ────\n`);
+          status(`ended (${end.state})`);
+          setTimeout(() => follow(null), 500);
+        } else {
+          status(`ended: ${end.state}${end.exit_code !== null && end.exit_code !== undefined ? `, exit code ${end.exit_code}` : ""}`);
+          pre.dataset.ended = end.state;
+        }
+        return false;
+      } else if (type === "lagged") status("catching up…");
+      return true;
+    }, { onState: (s) => status(s === "open" ? "live" : s === "reconnecting" ? "reconnecting…" : "connection lost") });
+  }
+
+  return {
+    el,
+    start() { follow(null); },
+    close() { if (current) current.close(); },
+  };
+}

@@ -1,0 +1,94 @@
+// One run: state, attempts, live progress, live log, params, artifacts, cancel and resubmit.
+import * as api from "../api.js";
+import { stream } from "../sse.js";
+import { h, badge, progressBar, duration, bytes, errorBox, encodePath, ACTIVE } from "../util.js";
+import { logView } from "./log.js";
+import { artifactsView } from "./artifacts.js";
+
+export async function runPage(ctx, id) {
+  let run = await api.get(`/v1/runs/${encodeURIComponent(id)}`);
+  const head = h("div", { class: "run-head" });
+  const prog = h("div", { class: "run-progress" });
+  const attempts = h("div", { class: "attempts" });
+  const actionsMsg = h("div", { class: "action-msg", role: "status" });
+  const log = logView(id);
+  const artifacts = artifactsView(id);
+
+  ctx.main.append(
+    h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / ", h("span", { class: "mono" }, id)),
+    head, actionsMsg, prog,
+    h("div", { class: "columns" },
+      h("section", { class: "log-panel" }, h("h2", {}, "Log"), log.el),
+      h("aside", {},
+        h("section", {}, h("h2", {}, "Params"), h("pre", { class: "params-json", id: "params" }, JSON.stringify(run.params, null, 2))),
+        h("section", {}, h("h2", {}, "Attempts"), attempts),
+        h("section", {}, h("h2", {}, "Artifacts"), artifacts.el))),
+  );
+
+  async function cancel() {
+    try {
+      await api.post(`/v1/runs/${id}/cancel`);
+      actionsMsg.replaceChildren("Cancel requested.");
+    } catch (err) { actionsMsg.replaceChildren(errorBox(err)); }
+  }
+
+  async function resubmit() {
+    try {
+      const body = { job: run.job, params: run.params, priority: run.priority, labels: run.labels };
+      const created = await api.post("/v1/runs", body);
+      location.hash = `#/runs/${created.id}`;
+    } catch (err) { actionsMsg.replaceChildren(errorBox(err)); }
+  }
+
+  function render() {
+    const active = ACTIVE.has(run.state);
+    head.replaceChildren(
+      h("h1", {}, run.job, " ", badge(run.state)),
+      h("div", { class: "meta" },
+        h("span", {}, `created ${new Date(run.created_at).toLocaleString()}`),
+        run.started_at ? h("span", {}, `ran ${duration(run.started_at, run.finished_at)}`) : null,
+        run.exit_code !== null ? h("span", {}, `exit code ${run.exit_code}`) : null,
+        run.reason ? h("span", { class: "reason" }, run.reason) : null,
+        run.batch_id ? h("a", { href: `#/runs?batch=${run.batch_id}` }, "batch") : null),
+      h("div", { class: "actions" },
+        active && ctx.can("submit") ? h("button", { type: "button", class: "danger", id: "cancel", onclick: cancel, disabled: run.cancel_requested }, run.cancel_requested ? "Cancelling…" : "Cancel") : null,
+        ctx.can("submit") ? h("button", { type: "button", class: "ghost", id: "resubmit", onclick: resubmit }, "Resubmit") : null));
+    const p = run.progress || {};
+    prog.replaceChildren(progressBar(run.progress, run.state),
+      h("span", { class: "progress-text", id: "progress-text" },
+        typeof p.fraction === "number" ? `${Math.round(p.fraction * 100)}%` : "",
+        p.message ? ` · ${p.message}` : ""));
+    attempts.replaceChildren(h("table", { class: "compact" },
+      h("thead", {}, h("tr", {}, ["#", "State", "Outcome", "Duration", "Peak RSS"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, (run.attempts || []).map((a) => h("tr", {},
+        h("td", {}, a.number), h("td", {}, a.state),
+        h("td", {}, a.outcome ? `${a.outcome}${a.exit_code !== null ? ` ${a.exit_code}` : ""}${a.signal ? ` sig ${a.signal}` : ""}` : ""),
+        h("td", {}, duration(a.started_at, a.ended_at)),
+        h("td", {}, a.peak_rss_kb ? bytes(a.peak_rss_kb * 1024) : ""))))));
+  }
+
+  async function refresh() {
+    try { run = await api.get(`/v1/runs/${id}`); } catch { return; }
+    render();
+    if (!ACTIVE.has(run.state)) artifacts.load();
+    ctx.refreshHeader();
+  }
+
+  render();
+  artifacts.load();
+  log.start();
+  const events = stream(`/v1/runs/${id}/events`, (type, data) => {
+    if (type === "end" || type === "shutdown") { refresh(); return type !== "end"; }
+    if (type === "lagged") return true; // resumes from the last id
+    const ev = JSON.parse(data);
+    if (type === "progress") {
+      const { attempt, ...progress } = ev.data;
+      run.progress = progress;
+      render();
+    } else {
+      refresh();
+    }
+    return true;
+  });
+  return { dispose() { events.close(); log.close(); } };
+}
