@@ -1,5 +1,5 @@
 # The two commands of the README: `make serve` and `make test`.
-.PHONY: serve test lint bench install
+.PHONY: serve test lint bench install browser screenshots
 
 install:
 	./scripts/bootstrap
@@ -13,8 +13,15 @@ lint: install
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 
-test: lint
+# Debian's chromium, for the dashboard's browser tests (installed once, when missing)
+browser:
+	./scripts/browser
+
+test: lint browser
 	.venv/bin/pytest
+
+screenshots: install browser
+	.venv/bin/python scripts/screenshots.py
 
 bench:
 	./scripts/bootstrap --group bench

@@ -3,6 +3,7 @@ the server's secrets never reach a program."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -53,6 +54,9 @@ def matrix(run_id: str) -> list[tuple[str, str, Role, dict | None]]:
         ("PATCH", "/v1/schedules/none", Role.SUBMIT, {"paused": True}),
         ("DELETE", "/v1/schedules/none", Role.ADMIN, None),
         ("GET", "/v1/status", Role.ADMIN, None),
+        ("GET", "/v1/me", Role.READ, None),
+        ("GET", "/v1/batches", Role.READ, None),
+        ("GET", "/v1/events", Role.READ, None),  # a stream that never ends by itself
         ("DELETE", r, Role.ADMIN, None),  # last: it removes the run
     ]
 
@@ -66,7 +70,7 @@ def test_every_route_refuses_missing_wrong_and_weak_tokens(secured) -> None:
                "/v1/runs/{run_id}/artifacts", "/v1/runs/{run_id}/artifacts/{path}",
                "/v1/runs/{run_id}/cancel", "/v1/batches", "/v1/batches/{batch_id}",
                "/v1/batches/{batch_id}/cancel", "/v1/schedules", "/v1/schedules/{schedule_id}",
-               "/v1/status", "/v1/jobs", "/v1/runs"}  # fmt: skip
+               "/v1/status", "/v1/jobs", "/v1/runs", "/v1/me", "/v1/events"}  # fmt: skip
     assert templates - PUBLIC - covered == set()  # a new route must join the matrix
     with httpx.Client(base_url=server.url, timeout=30) as http:
         for method, path, needed, body in routes:
@@ -77,12 +81,13 @@ def test_every_route_refuses_missing_wrong_and_weak_tokens(secured) -> None:
             assert wrong.status_code == 401, (method, path)
             for role in Role:
                 headers = {"Authorization": f"Bearer {tokens[role]}"}
-                resp = http.request(method, path, json=body, headers=headers)
-                if role < needed:
-                    assert resp.status_code == 403, (method, path, role)
-                    assert needed.name.lower() in resp.json()["detail"]
-                else:
-                    assert resp.status_code not in (401, 403), (method, path, role)
+                # streamed, and closed unread when allowed: /v1/events never ends by itself
+                with http.stream(method, path, json=body, headers=headers) as resp:
+                    if role < needed:
+                        assert resp.status_code == 403, (method, path, role)
+                        assert needed.name.lower() in json.loads(resp.read())["detail"]
+                    else:
+                        assert resp.status_code not in (401, 403), (method, path, role)
         for path in ("/health/live", "/health/ready", "/health", "/metrics"):
             assert http.get(path).status_code == 200
 
@@ -159,3 +164,10 @@ def test_server_environment_never_reaches_a_program(start_server, write_job, job
     assert names <= {"PATH", "HOME", "LANG", "TZ", "JOB_SETTING", "PWD", "SHLVL", "_"} | {
         n for n in names if n.startswith("RUNYARD_")
     }
+
+
+def test_me_names_the_token_and_its_role(secured) -> None:
+    server, tokens, _ = secured
+    for role in Role:
+        got = httpx.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {tokens[role]}"})
+        assert got.json() == {"name": role.name.lower(), "role": role.name.lower(), "auth": True}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import sys
@@ -258,3 +259,30 @@ def test_progress_of_an_unwatched_running_run_is_current_on_read(start_server, w
         got = wait_for(lambda: c.run(run.id).progress, what="progress")
         assert got == {"fraction": 0.5, "message": "half"}
         c.cancel(run.id)
+
+
+def test_the_feed_tells_of_every_run_its_states_and_its_progress(start_server) -> None:
+    from httpx_sse import connect_sse
+
+    server = start_server()
+    seen: list[tuple[str, dict]] = []
+    body = {"job": "simulate", "params": {"ticks": 100, "pace": 0.01}}
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as http,
+        connect_sse(http, "GET", "/v1/events") as source,
+    ):
+        run_id = None
+        for sse in source.iter_sse():
+            if sse.event == "ready":  # subscribed: nothing from here on is missed
+                run_id = http.post("/v1/runs", json=body).json()["id"]
+                continue
+            seen.append((sse.event, json.loads(sse.data)))
+            if sse.event == "run" and seen[-1][1]["state"] == "succeeded":
+                break
+    mine = [(kind, data) for kind, data in seen if data.get("id") == run_id]
+    assert mine[0] == ("submitted", {"id": run_id, "job": "simulate"})
+    states = [d["state"] for k, d in mine if k == "run"]
+    assert states == ["running", "succeeded"]
+    fractions = [d["progress"]["fraction"] for k, d in mine if k == "progress"]
+    assert fractions and fractions[-1] == 1.0
+    assert fractions == sorted(fractions)

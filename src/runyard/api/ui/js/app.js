@@ -44,12 +44,12 @@ async function refreshHeader() {
   try {
     const res = await fetch("/health", { headers: { Accept: "application/json" } });
     const hl = await res.json();
-    el.replaceChildren(
+    el.replaceChildren(...[
       h("span", { title: "running / capacity" }, h("b", { id: "hdr-running" }, hl.active), ` / ${hl.capacity} running`),
       h("span", {}, h("b", { id: "hdr-queued" }, hl.queued), " queued"),
       hl.draining ? h("span", { class: "warn" }, "draining") : null,
       hl.ready ? null : h("span", { class: "warn" }, "not ready"),
-    );
+    ].filter(Boolean));
   } catch {
     el.textContent = "server unreachable";
   }

@@ -5,6 +5,8 @@ export function h(tag, attrs = {}, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "class") el.className = v;
     else if (k === "dataset") Object.assign(el.dataset, v);
+    // through the CSSOM: the page's CSP forbids style attributes
+    else if (k === "style") Object.assign(el.style, v);
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else if (k in el && typeof v !== "string") el[k] = v;
     else el.setAttribute(k, v === true ? "" : v);
@@ -27,7 +29,7 @@ export function progressBar(progress, state) {
     ? Math.max(0, Math.min(1, progress.fraction)) : (state === "succeeded" ? 1 : 0);
   const bar = h("div", { class: "progress", role: "progressbar", "aria-valuemin": "0",
     "aria-valuemax": "100", "aria-valuenow": String(Math.round(frac * 100)) },
-  h("div", { class: `fill state-${state || "none"}`, style: `width:${(frac * 100).toFixed(1)}%` }));
+  h("div", { class: `fill state-${state || "none"}`, style: { width: `${(frac * 100).toFixed(1)}%` } }));
   return bar;
 }
 

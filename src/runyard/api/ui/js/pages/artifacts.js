@@ -49,8 +49,8 @@ export function artifactsView(runId) {
         body = h("pre", { class: "mono" }, text);
       } else if (/\.csv$/i.test(item.path)) body = csvTable(text);
       else body = h("pre", { class: "mono" }, text);
-      preview.replaceChildren(h("h3", {}, item.path), body,
-        item.size > PREVIEW_BYTES ? h("p", { class: "muted" }, `first ${bytes(PREVIEW_BYTES)} of ${bytes(item.size)}`) : null);
+      preview.replaceChildren(h("h3", {}, item.path), body);
+      if (item.size > PREVIEW_BYTES) preview.append(h("p", { class: "muted" }, `first ${bytes(PREVIEW_BYTES)} of ${bytes(item.size)}`));
     } catch (err) { preview.replaceChildren(errorBox(err)); }
   }
 

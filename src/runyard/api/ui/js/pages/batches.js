@@ -14,7 +14,7 @@ export async function batchesPage(ctx) {
 
   function row(b) {
     const stacked = h("div", { class: "stacked" }, ORDER.filter((s) => b.counts[s]).map((s) =>
-      h("div", { class: `fill state-${s}`, title: `${b.counts[s]} ${s}`, style: `width:${(100 * b.counts[s]) / b.size}%` })));
+      h("div", { class: `fill state-${s}`, title: `${b.counts[s]} ${s}`, style: { width: `${(100 * b.counts[s]) / b.size}%` } })));
     return h("tr", { dataset: { id: b.id } },
       h("td", {}, h("a", { class: "mono", href: `#/runs?batch=${b.id}` }, b.id.slice(-10))),
       h("td", {}, b.job), h("td", {}, b.size), h("td", { class: "wide" }, stacked),

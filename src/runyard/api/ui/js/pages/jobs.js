@@ -99,8 +99,10 @@ export async function jobsPage(ctx, name) {
   }
   const broken = Object.entries(errors || {});
   ctx.main.append(h("div", { class: "page-head" }, h("h1", {}, "Jobs")),
-    h("div", { class: "columns jobs" }, h("nav", {}, list), detail),
-    broken.length ? h("section", { class: "load-errors" }, h("h2", {}, "Job files that did not load"),
-      h("ul", {}, broken.map(([f, why]) => h("li", {}, h("b", { class: "mono" }, f), `: ${why}`)))) : null);
+    h("div", { class: "columns jobs" }, h("nav", {}, list), detail));
+  if (broken.length) {
+    ctx.main.append(h("section", { class: "load-errors" }, h("h2", {}, "Job files that did not load"),
+      h("ul", {}, broken.map(([f, why]) => h("li", {}, h("b", { class: "mono" }, f), `: ${why}`)))));
+  }
   return { dispose() {} };
 }

@@ -48,7 +48,7 @@ export async function runPage(ctx, id) {
         h("span", {}, `created ${new Date(run.created_at).toLocaleString()}`),
         run.started_at ? h("span", {}, `ran ${duration(run.started_at, run.finished_at)}`) : null,
         run.exit_code !== null ? h("span", {}, `exit code ${run.exit_code}`) : null,
-        run.reason ? h("span", { class: "reason" }, run.reason) : null,
+        run.reason && run.reason !== `exit code ${run.exit_code}` ? h("span", { class: "reason" }, run.reason) : null,
         run.batch_id ? h("a", { href: `#/runs?batch=${run.batch_id}` }, "batch") : null),
       h("div", { class: "actions" },
         active && ctx.can("submit") ? h("button", { type: "button", class: "danger", id: "cancel", onclick: cancel, disabled: run.cancel_requested }, run.cancel_requested ? "Cancelling…" : "Cancel") : null,
