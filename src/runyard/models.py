@@ -95,10 +95,24 @@ class Attempt:
     signal: int | None = None
     outcome: str | None = None  # why it ended: exit, cancel, timeout, lost, spawn error
     peak_rss_kb: int | None = None
+    lease_token: str | None = None  # the claiming server's lease when it claimed (fencing)
 
     @property
     def key(self) -> str:
         return attempt_key(self.run_id, self.number)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """A member of the cluster: where to reach it, and the lease it holds."""
+
+    id: str
+    url: str
+    token: str
+    capacity: int
+    started_at: float
+    heartbeat_at: float
+    lease_expires_at: float
 
 
 def attempt_key(run_id: str, number: int) -> str:

@@ -250,3 +250,46 @@ async def test_batches_are_listed_newest_first_in_pages(store: Store) -> None:
     rest = await store.list_batches(first[-1].id, 3)
     assert [b.id for b in rest] == ids[::-1][3:]
     assert rest[0].request == {"job": "j"}
+
+
+async def test_a_lease_keeps_its_token_while_it_lasts_and_fences_when_it_lapses(
+    store: Store,
+) -> None:
+    token = await store.register_server("a", "http://a", 4, now=1000.0, lease_s=10)
+    assert await store.register_server("a", "http://a", 4, now=1005.0, lease_s=10) == token
+    assert await store.renew_server("a", token, now=1010.0, lease_s=10)
+    assert [s.id for s in await store.live_servers(now=1015.0)] == ["a"]
+    assert not await store.renew_server("a", "stale", now=1015.0, lease_s=10)
+    # a's lease lapses; b reaps a's attempt; a comes back and cannot write it any more
+    run = (await store.insert_run(make_run()))[0]
+    (claim,) = await store.claim(1, {}, now=1016.0, host="a", token=token)
+    assert claim.attempt.lease_token == token
+    assert await store.orphaned_attempts(now=1019.0) == []
+    assert [a.key for a in await store.orphaned_attempts(now=1021.0)] == [claim.attempt.key]
+    assert not await store.renew_server("a", token, now=1021.0, lease_s=10)
+    lost = AttemptEnd(
+        attempt_state=AttemptState.LOST, ended_at=1022.0, run_state=RunState.QUEUED,
+        reason="its server's lease expired", outcome="lost",
+    )  # fmt: skip
+    assert await store.end_attempt(run.id, 1, lost, token=token) is not None
+    fresh = await store.register_server("a", "http://a", 4, now=1023.0, lease_s=10)
+    assert fresh != token
+    assert await store.end_attempt(run.id, 1, succeeded(1024.0), token=fresh) is None
+    got = await store.get_run(run.id)
+    assert got is not None and got.state is RunState.QUEUED
+
+
+async def test_a_server_back_after_its_lease_takes_back_attempts_nobody_reaped(
+    store: Store,
+) -> None:
+    token = await store.register_server("solo", "http://s", 2, now=1000.0, lease_s=10)
+    run = (await store.insert_run(make_run()))[0]
+    await store.claim(1, {}, now=1001.0, host="solo", token=token)
+    assert await store.count_active_by_job("solo") == {"j": 1}
+    assert await store.count_active_by_job("other") == {}
+    fresh = await store.register_server("solo", "http://s", 2, now=2000.0, lease_s=10)
+    (attempt,) = await store.active_attempts("solo")
+    assert attempt.lease_token == fresh != token
+    assert await store.active_attempts("other") == []
+    assert await store.orphaned_attempts(now=2001.0) == []
+    assert await store.end_attempt(run.id, 1, succeeded(2002.0), token=fresh) is not None

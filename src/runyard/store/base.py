@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,16 @@ from runyard.models import (
     RunFilter,
     RunState,
     Schedule,
+    ServerInfo,
 )
+
+
+def new_token(row: tuple[Any, ...] | None, now: float) -> str:
+    """The lease token of a (re)registering server: its current one while its lease
+    (row[6]) lasts, else a new one, which fences out whatever it wrote in its past life."""
+    if row is not None and row[6] > now:
+        return str(row[2])
+    return secrets.token_hex(8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,16 +117,18 @@ class Store(abc.ABC):
     async def counts_by_job(self, state: RunState) -> dict[str, int]: ...
 
     @abc.abstractmethod
-    async def count_active_by_job(self) -> dict[str, int]:
-        """Runs in state running, by job."""
+    async def count_active_by_job(self, host: str | None = None) -> dict[str, int]:
+        """Runs in state running, by job; with `host`, only attempts that server runs."""
 
     @abc.abstractmethod
     async def claim(
-        self, limit: int, job_slots: Mapping[str, int], now: float, host: str
-    ) -> list[Claim]:
+        self, limit: int, job_slots: Mapping[str, int], now: float, host: str,
+        token: str | None = None,
+    ) -> list[Claim]:  # fmt: skip
         """Take up to `limit` due queued runs, highest priority first then oldest, skipping
         jobs with 0 in `job_slots` and taking at most `job_slots[job]` of a job (jobs absent
-        from it are unlimited). Each is moved to running with a new attempt in `starting`."""
+        from it are unlimited). Each is moved to running with a new attempt in `starting`,
+        claimed by `host` under its lease `token`."""
 
     @abc.abstractmethod
     async def next_due(self) -> float | None:
@@ -135,9 +147,12 @@ class Store(abc.ABC):
         were spawned, in one transaction. An attempt that already ended is left as it is."""
 
     @abc.abstractmethod
-    async def end_attempt(self, run_id: str, number: int, end: AttemptEnd) -> Run | None:
+    async def end_attempt(
+        self, run_id: str, number: int, end: AttemptEnd, token: str | None = None
+    ) -> Run | None:
         """Record the end of an attempt and move its run; None when that attempt had already
-        ended (outcomes can be learned twice: from an event and from the exit file)."""
+        ended (outcomes can be learned twice: from an event and from the exit file) or, with
+        `token`, when the attempt is not held under that lease any more (fencing)."""
 
     @abc.abstractmethod
     async def cancel_queued(self, run_id: str, at: float, reason: str) -> Run | None:
@@ -161,8 +176,29 @@ class Store(abc.ABC):
     async def get_attempts(self, run_id: str) -> list[Attempt]: ...
 
     @abc.abstractmethod
-    async def active_attempts(self) -> list[Attempt]:
-        """Attempts starting or running: what a restarted server must reconcile."""
+    async def active_attempts(self, host: str | None = None) -> list[Attempt]:
+        """Attempts starting or running (on `host`): what a restarted server reconciles."""
+
+    # -- membership -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def register_server(
+        self, server_id: str, url: str, capacity: int, now: float, lease_s: float
+    ) -> str:
+        """Join (or rejoin) the cluster and return this life's lease token. Within its lease
+        a server keeps its token; after it, it gets a new one and takes back those of its
+        attempts nobody reaped (so a lone server restarted late still re-adopts its runs)."""
+
+    @abc.abstractmethod
+    async def renew_server(self, server_id: str, token: str, now: float, lease_s: float) -> bool:
+        """Extend the lease; False when it had expired or the token is not current."""
+
+    @abc.abstractmethod
+    async def live_servers(self, now: float) -> list[ServerInfo]: ...
+
+    @abc.abstractmethod
+    async def orphaned_attempts(self, now: float) -> list[Attempt]:
+        """Active attempts whose claiming lease is not a live server's current one."""
 
     @abc.abstractmethod
     async def set_progress(self, run_id: str, progress: dict[str, Any]) -> None: ...

@@ -27,11 +27,12 @@ from runyard.models import (
     RunFilter,
     RunState,
     Schedule,
+    ServerInfo,
     check_transition,
     state_event,
 )
 from runyard.store import postgres_sql as q
-from runyard.store.base import AttemptEnd, Page, Store
+from runyard.store.base import AttemptEnd, Page, Store, new_token
 from runyard.store.migrations import migration_files
 from runyard.store.rows import (
     attempt_from_row,
@@ -173,14 +174,21 @@ class PostgresStore(Store):
             rows = await (await c.execute(q.COUNT_BY_JOB, (state.value,))).fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
-    async def count_active_by_job(self) -> dict[str, int]:
-        return await self.counts_by_job(RunState.RUNNING)
+    async def count_active_by_job(self, host: str | None = None) -> dict[str, int]:
+        async with self._tx() as c:
+            if host is not None:
+                cur = await c.execute(q.COUNT_ACTIVE_ON_HOST, (host,))
+            else:
+                cur = await c.execute(q.COUNT_BY_JOB, (RunState.RUNNING.value,))
+            rows = await cur.fetchall()
+        return {r[0]: int(r[1]) for r in rows}
 
     # -- dispatch ---------------------------------------------------------------------------
 
     async def claim(
-        self, limit: int, job_slots: Mapping[str, int], now: float, host: str
-    ) -> list[Claim]:
+        self, limit: int, job_slots: Mapping[str, int], now: float, host: str,
+        token: str | None = None,
+    ) -> list[Claim]:  # fmt: skip
         if limit <= 0:
             return []
         slots = dict(job_slots)
@@ -200,15 +208,18 @@ class PostgresStore(Store):
                         slots[job] -= 1
                         if slots[job] <= 0:
                             full.add(job)
-                    claims.append(await self._claim_one(c, run_id, now, host))
+                    claims.append(await self._claim_one(c, run_id, now, host, token))
         return claims
 
-    async def _claim_one(self, c: Conn, run_id: str, now: float, host: str) -> Claim:
+    async def _claim_one(
+        self, c: Conn, run_id: str, now: float, host: str, token: str | None
+    ) -> Claim:
         row = await self._one(c, q.CLAIM_RUN, (now, run_id))
         assert row is not None  # noqa: S101  the row is locked by this transaction
         attempt = Attempt(
-            run_id=run_id, number=row[0], state=AttemptState.STARTING, created_at=now, host=host
-        )
+            run_id=run_id, number=row[0], state=AttemptState.STARTING, created_at=now, host=host,
+            lease_token=token,
+        )  # fmt: skip
         await c.execute(q.INSERT_ATTEMPT, attempt_to_row(attempt))
         run = await self._run(c, run_id)
         await self._event(c, run_id, now, "state", state_event(run, RunState.QUEUED))
@@ -226,13 +237,15 @@ class PostgresStore(Store):
         async with self._tx() as c, c.cursor() as cur:
             await cur.executemany(q.ATTEMPT_STARTED, rows)
 
-    async def end_attempt(self, run_id: str, number: int, end: AttemptEnd) -> Run | None:
+    async def end_attempt(
+        self, run_id: str, number: int, end: AttemptEnd, token: str | None = None
+    ) -> Run | None:
         async with self._tx() as c:
             locked = await self._one(c, q.LOCK_RUN, (run_id,))
             cur = await c.execute(
                 q.END_ATTEMPT,
                 (end.attempt_state.value, end.ended_at, end.exit_code, end.signal, end.outcome,
-                 end.peak_rss_kb, end.pid, end.started_at, run_id, number),
+                 end.peak_rss_kb, end.pid, end.started_at, run_id, number, token, token),
             )  # fmt: skip
             if cur.rowcount == 0 or locked is None:
                 return None
@@ -276,9 +289,44 @@ class PostgresStore(Store):
             rows = await (await c.execute(q.GET_ATTEMPTS, (run_id,))).fetchall()
         return [attempt_from_row(r) for r in rows]
 
-    async def active_attempts(self) -> list[Attempt]:
+    async def active_attempts(self, host: str | None = None) -> list[Attempt]:
         async with self._tx() as c:
-            rows = await (await c.execute(q.ACTIVE_ATTEMPTS)).fetchall()
+            rows = await (await c.execute(q.ACTIVE_ATTEMPTS, (host, host))).fetchall()
+        return [attempt_from_row(r) for r in rows]
+
+    # -- membership -------------------------------------------------------------------------
+
+    async def register_server(
+        self, server_id: str, url: str, capacity: int, now: float, lease_s: float
+    ) -> str:
+        async with self._tx() as c:
+            # one registration of an id at a time (two processes claiming one identity)
+            await c.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                            (q.MEMBERSHIP_LOCK, server_id))  # fmt: skip
+            row = await self._one(c, q.GET_SERVER, (server_id,))
+            token, expires = new_token(row, now), now + lease_s
+            values = (url, token, capacity, now, now, expires, server_id)
+            if row is None:
+                await c.execute(q.INSERT_SERVER, (server_id, *values[:-1]))
+                return token
+            await c.execute(q.UPDATE_SERVER, values)
+            if token != row[2]:
+                await c.execute(q.RETOKEN_ATTEMPTS, (token, server_id, row[2]))
+            return token
+
+    async def renew_server(self, server_id: str, token: str, now: float, lease_s: float) -> bool:
+        async with self._tx() as c:
+            cur = await c.execute(q.RENEW_SERVER, (now, now + lease_s, server_id, token, now))
+            return cur.rowcount > 0
+
+    async def live_servers(self, now: float) -> list[ServerInfo]:
+        async with self._tx() as c:
+            rows = await (await c.execute(q.LIVE_SERVERS, (now,))).fetchall()
+        return [ServerInfo(*r) for r in rows]
+
+    async def orphaned_attempts(self, now: float) -> list[Attempt]:
+        async with self._tx() as c:
+            rows = await (await c.execute(q.ORPHANED_ATTEMPTS, (now,))).fetchall()
         return [attempt_from_row(r) for r in rows]
 
     # -- progress and events ----------------------------------------------------------------

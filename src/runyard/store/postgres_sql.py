@@ -3,6 +3,8 @@
 from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS
 
 MIGRATION_LOCK = 7_261_010  # pg_advisory_xact_lock key: servers starting together migrate once
+MEMBERSHIP_LOCK = 7_261_011  # with the server id's hash: one registration of an id at a time
+SCHEDULER_LOCK = 7_261_012  # pg_try_advisory_lock: the one server that fires schedules
 
 INSERT_RUN = (
     f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 21)}) "  # noqa: S608
@@ -30,12 +32,41 @@ WHERE id = %s AND state = 'queued'
 RETURNING attempt
 """
 NEXT_DUE = "SELECT min(not_before) FROM runs WHERE state = 'queued' AND not_before IS NOT NULL"
-INSERT_ATTEMPT = f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join(['%s'] * 14)})"  # noqa: S608
+INSERT_ATTEMPT = f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})"  # noqa: S608
 GET_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = %s ORDER BY number"  # noqa: S608
 ACTIVE_ATTEMPTS = (
     f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE state IN ('starting', 'running') "  # noqa: S608
-    "ORDER BY run_id, number"
+    "AND (%s::text IS NULL OR host = %s) ORDER BY run_id, number"
 )
+COUNT_ACTIVE_ON_HOST = """
+SELECT r.job, count(*) FROM attempts a JOIN runs r ON r.id = a.run_id
+WHERE a.state IN ('starting', 'running') AND a.host = %s GROUP BY r.job
+"""
+SERVER_COLUMNS = "id, url, token, capacity, started_at, heartbeat_at, lease_expires_at"
+GET_SERVER = f"SELECT {SERVER_COLUMNS} FROM servers WHERE id = %s"  # noqa: S608
+INSERT_SERVER = "INSERT INTO servers VALUES (%s, %s, %s, %s, %s, %s, %s)"
+UPDATE_SERVER = """
+UPDATE servers SET url = %s, token = %s, capacity = %s, started_at = %s, heartbeat_at = %s,
+    lease_expires_at = %s
+WHERE id = %s
+"""
+# a server whose lease lapsed but whose attempts nobody reaped takes them back (re-adoption)
+RETOKEN_ATTEMPTS = """
+UPDATE attempts SET lease_token = %s
+WHERE host = %s AND lease_token = %s AND state IN ('starting', 'running')
+"""
+RENEW_SERVER = """
+UPDATE servers SET heartbeat_at = %s, lease_expires_at = %s
+WHERE id = %s AND token = %s AND lease_expires_at > %s
+"""
+LIVE_SERVERS = f"SELECT {SERVER_COLUMNS} FROM servers WHERE lease_expires_at > %s ORDER BY id"  # noqa: S608
+# attempts whose claiming lease is not a live server's current one: their host is gone
+ORPHANED_ATTEMPTS = f"""
+SELECT {", ".join("a." + c.strip() for c in ATTEMPT_COLUMNS.split(","))} FROM attempts a
+LEFT JOIN servers s ON s.id = a.host AND s.token = a.lease_token AND s.lease_expires_at > %s
+WHERE a.state IN ('starting', 'running') AND a.lease_token IS NOT NULL AND s.id IS NULL
+ORDER BY a.run_id
+"""  # noqa: S608
 ATTEMPT_STARTED = """
 UPDATE attempts SET state = 'running', pid = %s, pgid = %s, proc_start_time = %s, started_at = %s
 WHERE run_id = %s AND number = %s AND state = 'starting'
@@ -44,6 +75,7 @@ END_ATTEMPT = """
 UPDATE attempts SET state = %s, ended_at = %s, exit_code = %s, signal = %s, outcome = %s,
     peak_rss_kb = %s, pid = coalesce(pid, %s), started_at = coalesce(started_at, %s)
 WHERE run_id = %s AND number = %s AND state IN ('starting', 'running')
+    AND (%s::text IS NULL OR lease_token = %s)
 """
 END_RUN = """
 UPDATE runs SET state = %s, exit_code = %s, reason = %s, finished_at = %s, not_before = %s

@@ -15,7 +15,7 @@ RUN_COLUMNS = (
 )
 ATTEMPT_COLUMNS = (
     "run_id, number, state, host, created_at, pid, pgid, proc_start_time, started_at, ended_at, "
-    "exit_code, signal, outcome, peak_rss_kb"
+    "exit_code, signal, outcome, peak_rss_kb, lease_token"
 )
 SCHEDULE_COLUMNS = (
     "id, job, params, priority, labels, cron, interval_s, overlap, catch_up, paused, "
@@ -57,6 +57,7 @@ def attempt_from_row(row: tuple[Any, ...]) -> Attempt:
         run_id=row[0], number=row[1], state=AttemptState(row[2]), host=row[3],
         created_at=row[4], pid=row[5], pgid=row[6], proc_start_time=row[7], started_at=row[8],
         ended_at=row[9], exit_code=row[10], signal=row[11], outcome=row[12], peak_rss_kb=row[13],
+        lease_token=row[14],
     )  # fmt: skip
 
 
@@ -64,7 +65,7 @@ def attempt_to_row(a: Attempt) -> tuple[Any, ...]:
     return (
         a.run_id, a.number, a.state.value, a.host, a.created_at, a.pid, a.pgid,
         a.proc_start_time, a.started_at, a.ended_at, a.exit_code, a.signal, a.outcome,
-        a.peak_rss_kb,
+        a.peak_rss_kb, a.lease_token,
     )  # fmt: skip
 
 

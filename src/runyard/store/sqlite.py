@@ -30,11 +30,12 @@ from runyard.models import (
     RunFilter,
     RunState,
     Schedule,
+    ServerInfo,
     check_transition,
     state_event,
 )
 from runyard.store import sqlite_sql as q
-from runyard.store.base import AttemptEnd, Page, Store
+from runyard.store.base import AttemptEnd, Page, Store, new_token
 from runyard.store.migrations import migration_files
 from runyard.store.rows import (
     attempt_from_row,
@@ -280,14 +281,19 @@ class SQLiteStore(Store):
             lambda c: dict(c.execute(q.COUNT_BY_JOB, (state.value,)).fetchall())
         )
 
-    async def count_active_by_job(self) -> dict[str, int]:
+    async def count_active_by_job(self, host: str | None = None) -> dict[str, int]:
+        if host is not None:
+            return await self._call(
+                lambda c: dict(c.execute(q.COUNT_ACTIVE_ON_HOST, (host,)).fetchall())
+            )
         return await self._call(lambda c: dict(c.execute(q.COUNT_ACTIVE_BY_JOB).fetchall()))
 
     # -- dispatch ---------------------------------------------------------------------------
 
     async def claim(
-        self, limit: int, job_slots: Mapping[str, int], now: float, host: str
-    ) -> list[Claim]:
+        self, limit: int, job_slots: Mapping[str, int], now: float, host: str,
+        token: str | None = None,
+    ) -> list[Claim]:  # fmt: skip
         if limit <= 0:
             return []
 
@@ -311,17 +317,20 @@ class SQLiteStore(Store):
                             slots[job] -= 1
                             if slots[job] <= 0:
                                 full.add(job)
-                        claims.append(self._claim_one(c, run_id, now, host))
+                        claims.append(self._claim_one(c, run_id, now, host, token))
             return claims
 
         return await self._call(op)
 
     @staticmethod
-    def _claim_one(c: sqlite3.Connection, run_id: str, now: float, host: str) -> Claim:
+    def _claim_one(
+        c: sqlite3.Connection, run_id: str, now: float, host: str, token: str | None
+    ) -> Claim:
         (number,) = c.execute(q.CLAIM_RUN, (now, run_id)).fetchone()
         attempt = Attempt(
-            run_id=run_id, number=number, state=AttemptState.STARTING, created_at=now, host=host
-        )
+            run_id=run_id, number=number, state=AttemptState.STARTING, created_at=now, host=host,
+            lease_token=token,
+        )  # fmt: skip
         c.execute(q.INSERT_ATTEMPT, attempt_to_row(attempt))
         run = run_from_row(c.execute(q.GET_RUN, (run_id,)).fetchone())
         _add_event(c, run_id, now, "state", state_event(run, RunState.QUEUED))
@@ -341,13 +350,16 @@ class SQLiteStore(Store):
 
         await self._call(op)
 
-    async def end_attempt(self, run_id: str, number: int, end: AttemptEnd) -> Run | None:
+    async def end_attempt(
+        self, run_id: str, number: int, end: AttemptEnd, token: str | None = None
+    ) -> Run | None:
         def op(c: sqlite3.Connection) -> Run | None:
             with self._tx(c):
                 cur = c.execute(
                     q.END_ATTEMPT,
                     (end.attempt_state.value, end.ended_at, end.exit_code, end.signal,
-                     end.outcome, end.peak_rss_kb, end.pid, end.started_at, run_id, number),
+                     end.outcome, end.peak_rss_kb, end.pid, end.started_at, run_id, number,
+                     token, token),
                 )  # fmt: skip
                 if cur.rowcount == 0:
                     return None
@@ -419,9 +431,47 @@ class SQLiteStore(Store):
             lambda c: [attempt_from_row(r) for r in c.execute(q.GET_ATTEMPTS, (run_id,))]
         )
 
-    async def active_attempts(self) -> list[Attempt]:
+    async def active_attempts(self, host: str | None = None) -> list[Attempt]:
         return await self._call(
-            lambda c: [attempt_from_row(r) for r in c.execute(q.ACTIVE_ATTEMPTS)]
+            lambda c: [attempt_from_row(r) for r in c.execute(q.ACTIVE_ATTEMPTS, (host, host))]
+        )
+
+    # -- membership -------------------------------------------------------------------------
+
+    async def register_server(
+        self, server_id: str, url: str, capacity: int, now: float, lease_s: float
+    ) -> str:
+        def op(c: sqlite3.Connection) -> str:
+            with self._tx(c):
+                row = c.execute(q.GET_SERVER, (server_id,)).fetchone()
+                token, expires = new_token(row, now), now + lease_s
+                values = (url, token, capacity, now, now, expires, server_id)
+                if row is None:
+                    c.execute(q.INSERT_SERVER, (server_id, *values[:-1]))
+                    return token
+                c.execute(q.UPDATE_SERVER, values)
+                if token != row[2]:
+                    c.execute(q.RETOKEN_ATTEMPTS, (token, server_id, row[2]))
+                return token
+
+        return await self._call(op)
+
+    async def renew_server(self, server_id: str, token: str, now: float, lease_s: float) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            with self._tx(c):
+                args = (now, now + lease_s, server_id, token, now)
+                return c.execute(q.RENEW_SERVER, args).rowcount > 0
+
+        return await self._call(op)
+
+    async def live_servers(self, now: float) -> list[ServerInfo]:
+        return await self._call(
+            lambda c: [ServerInfo(*r) for r in c.execute(q.LIVE_SERVERS, (now,))]
+        )
+
+    async def orphaned_attempts(self, now: float) -> list[Attempt]:
+        return await self._call(
+            lambda c: [attempt_from_row(r) for r in c.execute(q.ORPHANED_ATTEMPTS, (now,))]
         )
 
     async def set_progress(self, run_id: str, progress: dict[str, Any]) -> None:

@@ -31,12 +31,41 @@ NEXT_DUE = (
     "WHERE state = 'queued' AND not_before IS NOT NULL"
 )
 
-INSERT_ATTEMPT = f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * 14)})"  # noqa: S608
+INSERT_ATTEMPT = f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * 15)})"  # noqa: S608
 GET_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY number"  # noqa: S608
 ACTIVE_ATTEMPTS = (
     f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE state IN ('starting', 'running') "  # noqa: S608
-    "ORDER BY run_id, number"
+    "AND (? IS NULL OR host = ?) ORDER BY run_id, number"
 )
+COUNT_ACTIVE_ON_HOST = """
+SELECT r.job, count(*) FROM attempts a JOIN runs r ON r.id = a.run_id
+WHERE a.state IN ('starting', 'running') AND a.host = ? GROUP BY r.job
+"""
+SERVER_COLUMNS = "id, url, token, capacity, started_at, heartbeat_at, lease_expires_at"
+GET_SERVER = f"SELECT {SERVER_COLUMNS} FROM servers WHERE id = ?"  # noqa: S608
+INSERT_SERVER = "INSERT INTO servers VALUES (?, ?, ?, ?, ?, ?, ?)"
+UPDATE_SERVER = """
+UPDATE servers SET url = ?, token = ?, capacity = ?, started_at = ?, heartbeat_at = ?,
+    lease_expires_at = ?
+WHERE id = ?
+"""
+# a server whose lease lapsed but whose attempts nobody reaped takes them back (re-adoption)
+RETOKEN_ATTEMPTS = """
+UPDATE attempts SET lease_token = ?
+WHERE host = ? AND lease_token = ? AND state IN ('starting', 'running')
+"""
+RENEW_SERVER = """
+UPDATE servers SET heartbeat_at = ?, lease_expires_at = ?
+WHERE id = ? AND token = ? AND lease_expires_at > ?
+"""
+LIVE_SERVERS = f"SELECT {SERVER_COLUMNS} FROM servers WHERE lease_expires_at > ? ORDER BY id"  # noqa: S608
+# attempts whose claiming lease is not a live server's current one: their host is gone
+ORPHANED_ATTEMPTS = f"""
+SELECT {", ".join("a." + c.strip() for c in ATTEMPT_COLUMNS.split(","))} FROM attempts a
+LEFT JOIN servers s ON s.id = a.host AND s.token = a.lease_token AND s.lease_expires_at > ?
+WHERE a.state IN ('starting', 'running') AND a.lease_token IS NOT NULL AND s.id IS NULL
+ORDER BY a.run_id
+"""  # noqa: S608
 ATTEMPT_STARTED = """
 UPDATE attempts SET state = 'running', pid = ?, pgid = ?, proc_start_time = ?, started_at = ?
 WHERE run_id = ? AND number = ? AND state = 'starting'
@@ -45,6 +74,7 @@ END_ATTEMPT = """
 UPDATE attempts SET state = ?, ended_at = ?, exit_code = ?, signal = ?, outcome = ?,
     peak_rss_kb = ?, pid = coalesce(pid, ?), started_at = coalesce(started_at, ?)
 WHERE run_id = ? AND number = ? AND state IN ('starting', 'running')
+    AND (? IS NULL OR lease_token = ?)
 """
 RUN_STATE = "SELECT state FROM runs WHERE id = ?"
 END_RUN = """
