@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +39,25 @@ class Settings(BaseModel):
     stream_send_timeout_s: float = Field(default=30.0, gt=0, description="then drop a watcher")
     stream_buffer_kb: int = Field(default=1024, ge=512, description="per watcher, then lagged")
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    # several servers over one PostgreSQL (docs/scale-out.md)
+    server_id: str = Field(
+        default_factory=socket.gethostname, min_length=1, max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$", description="this server's identity in the cluster",
+    )  # fmt: skip
+    advertise_url: str | None = Field(
+        default=None, description="how other servers reach this one (default http://host:port)"
+    )
+    lease_s: float = Field(default=15.0, ge=0.5, description="membership lease; renewed at 1/3")
+    cluster_secret: str | None = Field(
+        default=None, min_length=16, description="credential servers use to proxy to each other"
+    )
+
+    @property
+    def url(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

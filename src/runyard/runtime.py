@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from runyard.services.batches import BatchService
 from runyard.services.diskspace import DiskGuard
 from runyard.services.dispatch import Dispatcher
 from runyard.services.health import HealthMonitor
+from runyard.services.membership import Membership
 from runyard.services.observe import transition_recorder
 from runyard.services.recovery import reconcile
 from runyard.services.retention import Retention
@@ -59,7 +59,7 @@ class Runtime:
             self.registry,
             capacity=settings.capacity,
             clock=self.clock,
-            host=socket.gethostname(),
+            host=settings.server_id,
         )
         self.hub = StreamHub(
             self.store, self.executor.paths, max_buffer_bytes=settings.stream_buffer_kb * 1024
@@ -86,9 +86,16 @@ class Runtime:
             self.store, self.executor, self.registry, self.clock,
             default_s=settings.retention_s, interval_s=settings.retention_interval_s,
         )  # fmt: skip
+        self.membership = Membership(
+            self.store, self.dispatcher, self.clock, server_id=settings.server_id,
+            url=settings.url, capacity=settings.capacity, lease_s=settings.lease_s,
+        )  # fmt: skip
+        self.membership.on_rejoined.append(lambda: reconcile(self.dispatcher))
+        clustered = not isinstance(self.store, SQLiteStore)
         self.scheduler = Scheduler(
-            self.store, self.registry, self.runs, self.dispatcher, self.clock
-        )
+            self.store, self.registry, self.runs, self.dispatcher, self.clock,
+            recheck_s=settings.lease_s / 3 if clustered else None,
+        )  # fmt: skip
         self.draining = False
         self.health = HealthMonitor(self)
         # a lambda on purpose: the snapshot object is replaced on every publish
@@ -103,10 +110,17 @@ class Runtime:
         await asyncio.to_thread(self.settings.data_dir.mkdir, parents=True, exist_ok=True)
         await self.store.open()
         await self.registry.snapshot()
+        await self.membership.join()
+        await self.store.listen({
+            "runyard_queue": lambda _: self.dispatcher.wake(),
+            "runyard_run": self._run_changed_elsewhere,
+            "runyard_schedules": lambda _: self.scheduler.changed_elsewhere(),
+        })  # fmt: skip
         self.hub.start()
         await self.executor.start()
         await reconcile(self.dispatcher)
         await self.dispatcher.start()
+        self.membership.start()
         await self.scheduler.start()
         self.retention.start()
         self.health.current = await self.health.build()  # ready before the first request
@@ -161,12 +175,23 @@ class Runtime:
         await self.hub.close()
         await self.health.stop()
         await self.retention.stop()
+        await self.membership.stop()
         await self.scheduler.stop()
         await self.dispatcher.stop()
         await self.executor.stop()
         for task in list(self._exit_tasks):
             await task
         await self.store.close()
+
+    def _run_changed_elsewhere(self, payload: str) -> None:
+        parts = payload.split()
+        if len(parts) != 3 or parts[2] == self.settings.server_id:
+            return  # a resync after reconnecting, or our own change: already handled here
+        run_id, state = parts[0], parts[1]
+        self.hub.changed_elsewhere(run_id, state)
+        if RunState(state).terminal:
+            self.dispatcher.ended_elsewhere(run_id)
+            self.scheduler.ended_elsewhere(run_id)
 
     async def _on_exit(self, record: ExitRecord) -> None:
         # Handled in its own task so the supervisor connection keeps being read meanwhile.

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from runyard import __version__
-from runyard.api import dashboard, problems
+from runyard.api import dashboard, problems, proxy
 from runyard.api.middleware.body_limit import BodyLimitMiddleware
 from runyard.api.middleware.request_context import RequestContextMiddleware
 from runyard.api.routes import (
@@ -38,6 +38,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             yield
         finally:
             await rt.stop()
+            await app.state.cluster_client.aclose()
 
     app = FastAPI(
         title="runyard",
@@ -47,6 +48,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.state.runtime = rt
     problems.install(app)
+    proxy.install(app)
     routes = (jobs, runs, streams, feed, artifacts, batches, schedules, health, metrics, status, me)
     for module in routes:
         app.include_router(module.router)

@@ -67,8 +67,14 @@ class Scheduler:
         runs: RunService,
         dispatcher: Dispatcher,
         clock: Clock,
+        *,
+        recheck_s: float | None = None,
     ) -> None:
         self.store = store
+        # With several servers, one fires schedules (the store's lock); the others stand by
+        # and check every `recheck_s` whether the leader is gone.
+        self.recheck_s = recheck_s
+        self.leading = False
         self.registry = registry
         self.runs = runs
         self.dispatcher = dispatcher
@@ -84,15 +90,44 @@ class Scheduler:
     # -- life -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.reload()
+        self._task = asyncio.create_task(self._loop(), name="scheduler")
+
+    async def reload(self) -> None:
+        """Read every schedule from the store (other servers may have changed them)."""
+        async with self._lock:
+            self.schedules = {s.id: s for s in await self.store.list_schedules()}
+
+    def changed_elsewhere(self) -> None:
+        """Another server created, changed or deleted a schedule, or fired one."""
+        task = asyncio.create_task(self._reload_and_wake())
+        task.add_done_callback(lambda _: None)
+
+    async def _reload_and_wake(self) -> None:
+        await self.reload()
+        self._publish(self.snapshot.status)
+        self._wake.set()
+
+    async def _catch_up(self) -> None:
         now = self.clock.now()
-        for s in await self.store.list_schedules():
-            self.schedules[s.id] = s
+        for s in self.schedules.values():
             missed = s.next_fire_at is not None and s.next_fire_at <= now and not s.paused
-            if missed and s.catch_up == "none":  # skip what was missed while we were down
+            if missed and s.catch_up == "none":  # skip what was missed while nobody fired
                 s.next_fire_at = next_after(s.cron, s.interval_s, s.created_at, now)
                 await self.store.save_schedule(s)
             # catch_up == "once": it is due now and fires once at the first tick
-        self._task = asyncio.create_task(self._loop(), name="scheduler")
+
+    async def _lead(self) -> bool:
+        leading = await self.store.try_lead()
+        if leading and not self.leading:
+            log.info("scheduler_leading")
+            await self.reload()  # the last leader's firings are in the store
+            async with self._lock:
+                await self._catch_up()
+        elif self.leading and not leading:
+            log.warning("scheduler_standing_by")
+        self.leading = leading
+        return leading
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -103,11 +138,17 @@ class Scheduler:
 
     async def _loop(self) -> None:
         while True:
-            async with self._lock:
-                await self._tick()
-            due = [s.next_fire_at for s in self.schedules.values()
-                   if not s.paused and s.next_fire_at is not None]  # fmt: skip
-            delay = max(0.0, min(due) - self.clock.now()) if due else None
+            delay: float | None = None
+            if await self._lead():
+                async with self._lock:
+                    await self._tick()
+                due = [s.next_fire_at for s in self.schedules.values()
+                       if not s.paused and s.next_fire_at is not None]  # fmt: skip
+                delay = max(0.0, min(due) - self.clock.now()) if due else None
+            else:
+                self._publish("standby")
+            if self.recheck_s is not None:
+                delay = self.recheck_s if delay is None else min(delay, self.recheck_s)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
@@ -189,6 +230,13 @@ class Scheduler:
             return None
         return self.runs.new_run(job, values, priority=s.priority, labels=s.labels,
                                  schedule_id=s.id)  # fmt: skip
+
+    def ended_elsewhere(self, run_id: str) -> None:
+        """overlap=queue, with the previous run executed by another server."""
+        for s in list(self.schedules.values()):
+            if self.leading and s.pending and s.last_run_id == run_id:
+                task = asyncio.create_task(self._fire_pending(s))
+                task.add_done_callback(lambda _: None)
 
     def _on_transition(self, run: Run, previous: RunState) -> None:
         """overlap=queue: the previous run ended, so the waiting fire goes now."""

@@ -24,7 +24,7 @@ from runyard.execution.protocol import ExitRecord
 from runyard.execution.supervisor_client import SupervisorUnavailableError
 from runyard.jobs import JobRegistry
 from runyard.jobs.spec import JobSpec
-from runyard.models import Claim, Run, RunState, parse_attempt_key
+from runyard.models import Claim, Run, RunState, attempt_key, parse_attempt_key
 from runyard.services import outcomes
 from runyard.store import Store
 from runyard.store.base import AttemptEnd
@@ -59,7 +59,8 @@ class Dispatcher:
         self.registry = registry
         self.capacity = capacity
         self.clock = clock
-        self.host = host
+        self.host = host  # this server's id: attempts it claims carry it
+        self.token: str | None = None  # its lease token: fences what it writes (membership)
         self.rng = rng or random.Random()  # noqa: S311  jitter, not secrets
         self.running: Counter[str] = Counter()
         self.listeners: list[TransitionListener] = []
@@ -80,6 +81,7 @@ class Dispatcher:
         self._spawned: dict[str, bool] = {}  # launches whose program exists
         self._ended: dict[str, set[asyncio.Event]] = {}
         self._finish_times: deque[float] = deque(maxlen=200)
+        self._mine: set[str] = set()  # attempts counted in `running`
 
     @property
     def active(self) -> int:
@@ -90,7 +92,8 @@ class Dispatcher:
         await self._idle.wait()
 
     async def start(self) -> None:
-        self.running = Counter(await self.store.count_active_by_job())
+        self.running = Counter(await self.store.count_active_by_job(self.host))
+        self._mine = {a.key for a in await self.store.active_attempts(self.host)}
         if not self.active:
             self._idle.set()
         self._task = asyncio.create_task(self._loop(), name="dispatcher")
@@ -124,6 +127,11 @@ class Dispatcher:
             waiters.discard(event)
             if not waiters:
                 self._ended.pop(run_id, None)
+
+    def ended_elsewhere(self, run_id: str) -> None:
+        """Another server recorded the end of this run: wake whoever waits for it here."""
+        for waiter in self._ended.pop(run_id, set()):
+            waiter.set()
 
     def finish_rate(self) -> float:
         """Runs finished per second, over the last (up to) 200 ends."""
@@ -169,9 +177,10 @@ class Dispatcher:
                 for name, job in snapshot.jobs.items()
                 if job.spec.concurrency is not None
             }
-            claims = await self.store.claim(free, slots, self.clock.now(), self.host)
+            claims = await self.store.claim(free, slots, self.clock.now(), self.host, self.token)
             for claim in claims:
                 self._idle.clear()
+                self._mine.add(claim.attempt.key)
                 self._claimed[claim.run.id] = claim.run
                 self.running[claim.run.job] += 1
                 self.notify(claim.run, RunState.QUEUED)
@@ -302,16 +311,40 @@ class Dispatcher:
         self, run: Run, number: int, end: AttemptEnd, progress_bytes: int | None = None
     ) -> None:
         await self._hooks(self.before_end, run.id, number, progress_bytes)
-        updated = await self.store.end_attempt(run.id, number, end)
+        updated = await self.store.end_attempt(run.id, number, end, token=self.token)
+        key = attempt_key(run.id, number)
+        counted = key in self._mine
+        self._mine.discard(key)
         if updated is None:
-            return  # already recorded from the other source (event vs exit file)
+            # already recorded from the other source (event vs exit file), or fenced: our
+            # lease lapsed and another server declared the attempt lost; either way its
+            # program is over here, and so is its slot
+            if counted:
+                log.warning("attempt_end_fenced", run_id=run.id, attempt=number)
+                self._claimed.pop(run.id, None)
+                self._release(run.job)
+                self.wake()
+            return
         self._claimed.pop(run.id, None)
         if updated.state.terminal:
             self.cancel_pending.discard(run.id)
-        self.running[run.job] -= 1
-        if self.running[run.job] <= 0:
-            del self.running[run.job]
-        if not self.active:
-            self._idle.set()
+        self._release(run.job)
         self.notify(updated, RunState.RUNNING)
         self.wake()
+
+    def _release(self, job: str) -> None:
+        self.running[job] -= 1
+        if self.running[job] <= 0:
+            del self.running[job]
+        if not self.active:
+            self._idle.set()
+
+    async def reap(self, run: Run, number: int, token: str | None, why: str) -> None:
+        """Another server's attempt whose lease expired: lost, retried here or elsewhere per
+        its job's policy. Only if it is still held under that (stale) lease: a server that
+        came back in time, or another reaper, may have settled it first."""
+        end = outcomes.lost(run, self.spec_of(run), self.clock.now(), self.rng, why)
+        updated = await self.store.end_attempt(run.id, number, end, token=token)
+        if updated is not None:
+            self.notify(updated, RunState.RUNNING)
+            self.wake()

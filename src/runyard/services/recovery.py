@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import structlog
 
-from runyard.models import AttemptState
+from runyard.models import AttemptState, parse_attempt_key
 from runyard.services.dispatch import Dispatcher
 
 log = structlog.get_logger(__name__)
@@ -19,8 +19,15 @@ log = structlog.get_logger(__name__)
 async def reconcile(dispatcher: Dispatcher) -> dict[str, int]:
     store, executor = dispatcher.store, dispatcher.executor
     alive = await executor.running()
-    counts = {"finalised": 0, "adopted": 0, "lost": 0, "requeued": 0}
-    for attempt in await store.active_attempts():
+    counts = {"finalised": 0, "adopted": 0, "lost": 0, "requeued": 0, "fenced": 0}
+    mine = await store.active_attempts(dispatcher.host)
+    # Programs the supervisor still runs for attempts that are no longer this server's (its
+    # lease lapsed and another server retried them): stopped, so no run has two live attempts.
+    for key in set(alive) - {a.key for a in mine}:
+        run_id, number = parse_attempt_key(key)
+        await executor.cancel(run_id, number, reason="fenced")
+        counts["fenced"] += 1
+    for attempt in mine:
         record = await executor.read_exit(attempt.run_id, attempt.number)
         if record is not None:
             await dispatcher.attempt_exited(record)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +180,16 @@ class Store(abc.ABC):
         """Attempts starting or running (on `host`): what a restarted server reconciles."""
 
     # -- membership -------------------------------------------------------------------------
+
+    async def listen(self, handlers: Mapping[str, Callable[[str], None]]) -> None:
+        """Call handlers[channel](payload) when another server changes something: `queue`
+        (runs to claim), `run` ("ID STATE"), `schedules`. A store only one server uses
+        has nobody else to hear from."""
+        return
+
+    async def try_lead(self) -> bool:
+        """Whether this server is (still) the one that fires schedules."""
+        return True
 
     @abc.abstractmethod
     async def register_server(

@@ -34,6 +34,7 @@ from runyard.models import (
 from runyard.store import postgres_sql as q
 from runyard.store.base import AttemptEnd, Page, Store, new_token
 from runyard.store.migrations import migration_files
+from runyard.store.postgres_session import Handlers, Leadership, Listener
 from runyard.store.rows import (
     attempt_from_row,
     attempt_to_row,
@@ -58,6 +59,9 @@ class PostgresStore(Store):
         self.pool = AsyncConnectionPool(
             dsn, min_size=1, max_size=max_size, kwargs=kwargs, open=False
         )
+        self._kwargs = kwargs
+        self._listener: Listener | None = None
+        self._leadership = Leadership(dsn, kwargs, q.SCHEDULER_LOCK)
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Conn]:
@@ -90,7 +94,18 @@ class PostgresStore(Store):
                     )
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+        await self._leadership.release()
         await self.pool.close()
+
+    async def listen(self, handlers: Handlers) -> None:
+        self._listener = Listener(self.dsn, self._kwargs, handlers)
+        self._listener.start()
+        await self._listener.connected.wait()
+
+    async def try_lead(self) -> bool:
+        return await self._leadership.try_lead()
 
     async def ping(self) -> None:
         async with self._tx() as c:
@@ -124,6 +139,7 @@ class PostgresStore(Store):
                 assert row is not None  # noqa: S101
                 return run_from_row(row), False
             await self._event(c, run.id, run.created_at, "state", state_event(run, None))
+            await c.execute(q.NOTIFY, (q.QUEUE_CHANNEL, ""))
         return run, True
 
     async def get_run(self, run_id: str) -> Run | None:
@@ -247,7 +263,8 @@ class PostgresStore(Store):
                 (end.attempt_state.value, end.ended_at, end.exit_code, end.signal, end.outcome,
                  end.peak_rss_kb, end.pid, end.started_at, run_id, number, token, token),
             )  # fmt: skip
-            if cur.rowcount == 0 or locked is None:
+            ended = await cur.fetchone()
+            if ended is None or locked is None:
                 return None
             check_transition(run_id, RunState(locked[0]), end.run_state)
             finished = None if end.run_state is RunState.QUEUED else end.ended_at
@@ -259,6 +276,9 @@ class PostgresStore(Store):
             run = await self._run(c, run_id)
             event = state_event(run, RunState.RUNNING) | {"attempt": number}
             await self._event(c, run_id, end.ended_at, "state", event)
+            await c.execute(q.NOTIFY, (q.RUN_CHANNEL, f"{run_id} {run.state.value} {ended[0]}"))
+            if run.state is RunState.QUEUED:  # a retry: any server may take it
+                await c.execute(q.NOTIFY, (q.QUEUE_CHANNEL, ""))
         return run
 
     async def cancel_queued(self, run_id: str, at: float, reason: str) -> Run | None:
@@ -272,6 +292,7 @@ class PostgresStore(Store):
             )
             run = await self._run(c, run_id)
             await self._event(c, run_id, at, "state", state_event(run, RunState.QUEUED))
+            await c.execute(q.NOTIFY, (q.RUN_CHANNEL, f"{run_id} {run.state.value} -"))
         return run
 
     async def request_cancel(self, run_id: str) -> Run | None:
@@ -378,6 +399,7 @@ class PostgresStore(Store):
             for run in runs:
                 await c.execute(q.INSERT_RUN, run_to_row(run))
                 await self._event(c, run.id, run.created_at, "state", state_event(run, None))
+            await c.execute(q.NOTIFY, (q.QUEUE_CHANNEL, ""))
 
     async def get_batch(self, batch_id: str) -> Batch | None:
         async with self._tx() as c:
@@ -406,7 +428,9 @@ class PostgresStore(Store):
             if run is not None:
                 await c.execute(q.INSERT_RUN, run_to_row(run))
                 await self._event(c, run.id, run.created_at, "state", state_event(run, None))
+                await c.execute(q.NOTIFY, (q.QUEUE_CHANNEL, ""))
             await c.execute(q.UPSERT_SCHEDULE, schedule_to_row(schedule))
+            await c.execute(q.NOTIFY, (q.SCHEDULES_CHANNEL, schedule.id))
 
     async def list_schedules(self) -> list[Schedule]:
         async with self._tx() as c:
@@ -415,6 +439,7 @@ class PostgresStore(Store):
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         async with self._tx() as c:
+            await c.execute(q.NOTIFY, (q.SCHEDULES_CHANNEL, schedule_id))
             return (await c.execute(q.DELETE_SCHEDULE, (schedule_id,))).rowcount > 0
 
     async def finished_before(

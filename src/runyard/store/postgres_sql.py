@@ -6,6 +6,10 @@ MIGRATION_LOCK = 7_261_010  # pg_advisory_xact_lock key: servers starting togeth
 MEMBERSHIP_LOCK = 7_261_011  # with the server id's hash: one registration of an id at a time
 SCHEDULER_LOCK = 7_261_012  # pg_try_advisory_lock: the one server that fires schedules
 
+# LISTEN/NOTIFY: sent at commit, so a listener never hears of what it cannot read yet
+QUEUE_CHANNEL, RUN_CHANNEL, SCHEDULES_CHANNEL = "runyard_queue", "runyard_run", "runyard_schedules"
+NOTIFY = "SELECT pg_notify(%s, %s)"
+
 INSERT_RUN = (
     f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 21)}) "  # noqa: S608
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
@@ -76,6 +80,7 @@ UPDATE attempts SET state = %s, ended_at = %s, exit_code = %s, signal = %s, outc
     peak_rss_kb = %s, pid = coalesce(pid, %s), started_at = coalesce(started_at, %s)
 WHERE run_id = %s AND number = %s AND state IN ('starting', 'running')
     AND (%s::text IS NULL OR lease_token = %s)
+RETURNING host
 """
 END_RUN = """
 UPDATE runs SET state = %s, exit_code = %s, reason = %s, finished_at = %s, not_before = %s

@@ -161,6 +161,15 @@ class StreamHub:
         if handle is not None:
             self.notifier.unwatch(handle)
 
+    def changed_elsewhere(self, run_id: str, state: str) -> None:
+        """Another server moved this run: its events are in the store, for watchers here."""
+        self._signal(run_id)
+        self.feed.offer("run", {"id": run_id, "state": state})
+        if run_id in self._event_subs:
+            task = asyncio.create_task(self.publish_events(run_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
     async def _progress_read(self, run_id: str, latest: dict[str, Any] | None) -> None:
         if latest is not None:
             self.feed.offer("progress", {"id": run_id, "progress": latest})

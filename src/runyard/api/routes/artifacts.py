@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from runyard.api.deps import RuntimeDep
+from runyard.api.proxy import ON_OWNER
 from runyard.api.security import READ
 from runyard.errors import ForbiddenPathError
 from runyard.schemas import ArtifactList, ArtifactView, problem_responses
@@ -20,7 +21,7 @@ from runyard.services.artifacts import list_artifacts, open_artifact, workspace_
 router = APIRouter(
     prefix="/v1/runs/{run_id}/artifacts",
     tags=["artifacts"],
-    dependencies=[READ],
+    dependencies=[READ, ON_OWNER],  # the files are where the run ran
     responses=problem_responses(401, 403, 404, 416, 422),
 )
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import StringConstraints
 
 from runyard.api.deps import RuntimeDep
+from runyard.api.proxy import ON_OWNER
 from runyard.api.security import ADMIN, READ, SUBMIT
 from runyard.errors import InvalidInputError
 from runyard.models import RunFilter, RunState
@@ -122,7 +123,7 @@ async def delete_run(run_id: str, rt: RuntimeDep) -> Response:
 
 @router.get(
     "/{run_id}/logs",
-    dependencies=[READ],
+    dependencies=[READ, ON_OWNER],
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "a byte range of the log"}},
 )

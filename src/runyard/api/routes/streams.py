@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from runyard.api.deps import RuntimeDep
+from runyard.api.proxy import ON_OWNER, ON_OWNER_IF_ALIVE
 from runyard.api.security import READ, ws_read
 from runyard.errors import InvalidInputError, RunyardError
 from runyard.models import RunEvent
@@ -75,7 +76,7 @@ def event_payload(event: RunEvent) -> dict[str, Any]:
     return {"seq": event.seq, "at": event.at, "kind": event.kind, "data": event.data}
 
 
-@router.get("/logs/stream", response_class=EventSourceResponse, dependencies=[READ])
+@router.get("/logs/stream", response_class=EventSourceResponse, dependencies=[READ, ON_OWNER])
 async def stream_log(
     run_id: str,
     rt: RuntimeDep,
@@ -99,7 +100,7 @@ async def stream_log(
     return sse_response(rt, events())
 
 
-@router.get("/events", response_class=EventSourceResponse, dependencies=[READ])
+@router.get("/events", response_class=EventSourceResponse, dependencies=[READ, ON_OWNER_IF_ALIVE])
 async def stream_events(
     run_id: str,
     rt: RuntimeDep,

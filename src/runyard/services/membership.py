@@ -1,0 +1,101 @@
+"""Membership: this server's lease in the cluster, renewed while it lives; and the reaping of
+attempts whose server's lease expired (a lost host), so they are retried elsewhere.
+
+With SQLite there is one server and nothing to reap, but the same code runs: a lone server
+that restarts takes back its own attempts (see `Store.register_server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from runyard.clock import Clock
+from runyard.services.dispatch import Dispatcher
+from runyard.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+class Membership:
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        *,
+        server_id: str,
+        url: str,
+        capacity: int,
+        lease_s: float,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.server_id = server_id
+        self.url = url
+        self.capacity = capacity
+        self.lease_s = lease_s
+        self.token: str | None = None
+        self.reaped = 0
+        # called after a lapsed lease was replaced by a new one (reconcile what we run)
+        self.on_rejoined: list[Callable[[], Awaitable[object]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def join(self) -> str:
+        self.token = await self.store.register_server(
+            self.server_id, self.url, self.capacity, self.clock.now(), self.lease_s
+        )
+        self.dispatcher.token = self.token
+        log.info("joined", server_id=self.server_id, url=self.url, lease_s=self.lease_s)
+        return self.token
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="membership")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        # A lease is a promise to speak again within lease_s: this is a heartbeat, the one
+        # place where waiting on the clock is the point.
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await self.beat()
+            except Exception:
+                log.exception("heartbeat_failed", server_id=self.server_id)
+
+    async def beat(self) -> None:
+        assert self.token is not None  # noqa: S101  joined before started
+        if not await self.store.renew_server(
+            self.server_id, self.token, self.clock.now(), self.lease_s
+        ):
+            log.error("lease_lapsed", server_id=self.server_id)
+            old = self.token
+            await self.join()
+            if self.token != old:
+                for hook in self.on_rejoined:
+                    await hook()
+        await self.reap()
+
+    async def reap(self) -> int:
+        """Declare lost what servers whose lease expired were running; returns how many."""
+        found = 0
+        for attempt in await self.store.orphaned_attempts(self.clock.now()):
+            run = await self.store.get_run(attempt.run_id)
+            if run is None or run.attempt != attempt.number:
+                continue
+            why = f"its server {attempt.host} stopped renewing its lease"
+            await self.dispatcher.reap(run, attempt.number, attempt.lease_token, why)
+            log.warning("attempt_reaped", run_id=run.id, attempt=attempt.number,
+                        server=attempt.host)  # fmt: skip
+            found += 1
+        self.reaped += found
+        return found
