@@ -8,7 +8,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.browser.chromium import VIEWPORT, executable, launch
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API runs an event loop in this thread while it
+# is open, and the asyncio tests that follow need the thread to themselves.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if executable() is None:
         pytest.fail("Chromium is missing: `make test` installs it (scripts/browser)")
