@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.support import EXAMPLE_JOBS, ServerProcess, free_port, kill_everything
@@ -70,3 +73,19 @@ def examples_copy(tmp_path: Path) -> Path:
     dest = tmp_path / "examples"
     shutil.copytree(EXAMPLE_JOBS.parent, dest, ignore=shutil.ignore_patterns("__pycache__"))
     return dest / "jobs"
+
+
+POSTGRES = os.environ.get(
+    "RUNYARD_TEST_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=postgres"
+)
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A PostgreSQL database of its own on the machine's server, dropped afterwards."""
+    name = f"ry_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import psycopg
 import pytest
 
 from runyard.models import RunState
 
 pytestmark = pytest.mark.e2e
-DSN = os.environ.get("RUNYARD_TEST_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=postgres")
-
-
-@pytest.fixture
-def database():
-    """A database of its own, dropped afterwards."""
-    name = f"ry_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def test_runs_on_postgres(start_server, database) -> None:
