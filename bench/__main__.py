@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import floor, load, peers, runyard_e2e
+from bench import cluster, floor, load, peers, runyard_e2e
 from bench.common import REPO, Server, write_jobs
 from bench.report import write_report
 
@@ -90,6 +90,9 @@ def main() -> None:
             log(f"fan-out {results['fanout']}")
         finally:
             srv.stop()
+
+        results["cluster"] = cluster.scale(tmpfs, jobs, N)
+        log(f"cluster {results['cluster']}")
 
         srv = server(tmpfs, jobs, "deep", 2)
         try:
