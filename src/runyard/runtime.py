@@ -85,6 +85,7 @@ class Runtime:
         self.retention = Retention(
             self.store, self.executor, self.registry, self.clock,
             default_s=settings.retention_s, interval_s=settings.retention_interval_s,
+            server_id=settings.server_id,
         )  # fmt: skip
         self.membership = Membership(
             self.store, self.dispatcher, self.clock, server_id=settings.server_id,
@@ -165,7 +166,7 @@ class Runtime:
         log.info("draining", active=self.dispatcher.active)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.dispatcher.idle(), self.settings.drain_timeout_s)
-        for attempt in await self.store.active_attempts():
+        for attempt in await self.store.active_attempts(self.settings.server_id):
             with contextlib.suppress(ConflictError):  # it ended meanwhile
                 await self.runs.cancel(attempt.run_id)
         await self.dispatcher.idle()

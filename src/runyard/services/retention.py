@@ -36,7 +36,9 @@ class Retention:
         *,
         default_s: float | None,
         interval_s: float,
+        server_id: str | None = None,
     ) -> None:
+        self.server_id = server_id  # in a cluster, each server removes the runs it executed
         self.store = store
         self.executor = executor
         self.registry = registry
@@ -63,6 +65,14 @@ class Retention:
                 log.exception("retention_sweep_failed")
             await asyncio.sleep(self.interval_s)  # a periodic sweep: nothing to be told about
 
+    async def _mine(self, run_id: str) -> bool:
+        """Its files are on this server's disk (or it never ran): removing it here removes
+        everything. Another server's run is left to that server."""
+        if self.server_id is None:
+            return True
+        attempts = await self.store.get_attempts(run_id)
+        return not attempts or attempts[-1].host == self.server_id
+
     async def sweep(self) -> int:
         """Remove every finished run past its TTL; returns how many were removed."""
         jobs = (await self.registry.snapshot()).jobs.values()
@@ -76,7 +86,7 @@ class Retention:
             page = await self.store.finished_before(now - shortest, BATCH, kept)
             for run_id, spec, finished_at in page:
                 ttl = ttl_of(spec, self.default_s)
-                if ttl is None or finished_at >= now - ttl:
+                if ttl is None or finished_at >= now - ttl or not await self._mine(run_id):
                     kept += 1
                 elif await self.store.delete_run(run_id):
                     await self.executor.remove_files(run_id)

@@ -115,7 +115,7 @@ async def cancel_run(run_id: str, rt: RuntimeDep) -> RunView:
     return RunView.of(await rt.runs.cancel(run_id))
 
 
-@router.delete("/{run_id}", status_code=204, dependencies=[ADMIN])
+@router.delete("/{run_id}", status_code=204, dependencies=[ADMIN, ON_OWNER])
 async def delete_run(run_id: str, rt: RuntimeDep) -> Response:
     await rt.runs.delete(run_id)
     return Response(status_code=204)
