@@ -23,7 +23,9 @@ def test_simulation_succeeds_with_log_progress_and_artifacts(start_server, tmp_p
         assert b"tick 500/500" in log
         assert b"done" in log
         paths = {a.path for a in c.artifacts(run.id).artifacts}
-        assert paths == {"outputs/result.json", "outputs/trajectory.csv"}
+        assert paths == {"outputs/result.json", "outputs/trajectory.csv", "outputs/trajectory.png"}
+        png = c.download(run.id, "outputs/trajectory.png", tmp_path / "t.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and png[12:16] == b"IHDR"
         result = json.loads(
             c.download(run.id, "outputs/result.json", tmp_path / "r.json").read_text()
         )
@@ -33,7 +35,7 @@ def test_simulation_succeeds_with_log_progress_and_artifacts(start_server, tmp_p
         params = json.loads(
             (server.data_dir / "runs" / run.id / "workspace" / "params.json").read_text()
         )
-        assert params == {"ticks": 500, "seed": 7, "drift": 0.0}
+        assert params == {"ticks": 500, "seed": 7, "drift": 0.0, "pace": 0.0}
         assert done.attempts is not None
         assert [(a.number, a.exit_code, a.outcome) for a in done.attempts] == [(1, 0, "exit")]
 
