@@ -29,7 +29,9 @@ def fuzz(url: str, examples: int, *extra: str) -> subprocess.CompletedProcess[st
 
 def test_api_answers_as_its_schema_says(start_server) -> None:
     server = start_server()
-    result = fuzz(server.url, 10, "--generation-deterministic")
+    # /v1/events is a stream that never ends by itself: every example would wait out the
+    # request timeout (tests/e2e/test_streams.py and the browser tests cover it)
+    result = fuzz(server.url, 10, "--generation-deterministic", "--exclude-path", "/v1/events")
     assert result.returncode == 0, result.stdout[-4000:]
     assert " passed" in result.stdout
     assert "failures" not in result.stdout.splitlines()[-1]
