@@ -248,8 +248,9 @@ class Scheduler:
 
     async def _fire_pending(self, s: Schedule) -> None:
         async with self._lock:
-            if s.pending and s.id in self.schedules:
-                await self._fire(s, self.clock.now(), pending=True)
+            current = self.schedules.get(s.id)  # a reload may have replaced it meanwhile
+            if current is not None and current.pending:
+                await self._fire(current, self.clock.now(), pending=True)
                 self._publish("running")
 
     # -- the API's operations ---------------------------------------------------------------
