@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from runyard.background import Background
 from runyard.models import RunState
 
 log = structlog.get_logger(__name__)
@@ -61,16 +62,13 @@ class HealthMonitor:
                                       {"starting": "the server is starting"})  # fmt: skip
         self.scheduler_snapshot: Callable[[], dict[str, Any] | None] = lambda: None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("health")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="health")
+        self._task.start(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     def poke(self) -> None:
         """Something changed (a transition, a dispatch): rebuild soon."""

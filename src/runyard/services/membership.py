@@ -8,11 +8,11 @@ that restarts takes back its own attempts (see `Store.register_server`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
 
+from runyard.background import Background
 from runyard.clock import Clock
 from runyard.services.dispatch import Dispatcher
 from runyard.store import Store
@@ -43,7 +43,7 @@ class Membership:
         self.reaped = 0
         # called after a lapsed lease was replaced by a new one (reconcile what we run)
         self.on_rejoined: list[Callable[[], Awaitable[object]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("membership")
 
     async def join(self) -> str:
         self.token = await self.store.register_server(
@@ -54,13 +54,10 @@ class Membership:
         return self.token
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="membership")
+        self._task.start(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     async def _loop(self) -> None:
         # A lease is a promise to speak again within lease_s: this is a heartbeat, the one

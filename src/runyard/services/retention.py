@@ -7,11 +7,11 @@ runs are ever considered, so an active run is never touched.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import structlog
 
+from runyard.background import Background
 from runyard.clock import Clock
 from runyard.execution.executor import LocalExecutor
 from runyard.jobs import JobRegistry
@@ -46,16 +46,13 @@ class Retention:
         self.default_s = default_s
         self.interval_s = interval_s
         self.removed_total = 0
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("retention")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="retention")
+        self._task.start(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     async def _loop(self) -> None:
         while True:

@@ -14,6 +14,8 @@ from typing import Any
 import structlog
 from psycopg import AsyncConnection, Error
 
+from runyard.background import Background
+
 log = structlog.get_logger(__name__)
 
 Handlers = Mapping[str, Callable[[str], None]]
@@ -24,17 +26,14 @@ class Listener:
         self.dsn = dsn
         self.kwargs = kwargs
         self.handlers = dict(handlers)
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("pg-listen")
         self.connected = asyncio.Event()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="pg-listen")
+        self._task.start(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     async def _loop(self) -> None:
         retry = 0.5
