@@ -13,16 +13,30 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import structlog
 
 from runyard.execution import procinfo, workspace
 from runyard.execution.environment import program_env
 from runyard.execution.layout import RunPaths
-from runyard.execution.protocol import ExitRecord
-from runyard.execution.supervisor_client import SupervisorClient, SupervisorUnavailableError
+from runyard.execution.protocol import (
+    KEY_PATTERN,
+    MAX_EXIT_FILE,
+    BadExitRecordError,
+    ExitRecord,
+    UnreadableExit,
+)
+from runyard.execution.supervisor_client import (
+    SupervisorClient,
+    SupervisorTimeoutError,
+    SupervisorUnavailableError,
+)
+from runyard.fstree import remove_tree
 from runyard.jobs.template import render
-from runyard.models import attempt_key
+from runyard.models import attempt_key, parse_attempt_key
 
-ExitHandler = Callable[[ExitRecord], Awaitable[None]]
+log = structlog.get_logger(__name__)
+
+ExitHandler = Callable[[ExitRecord | UnreadableExit], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +76,22 @@ class LocalExecutor:
         on_supervisor_lost: Callable[[], Awaitable[None]],
         *,
         fsync: bool = False,
+        request_timeout_s: float = 10.0,
     ) -> None:
         self.data_dir = data_dir
         self.jobs_dir = jobs_dir
         self._on_exit = on_exit
-        self._client = SupervisorClient(data_dir, self._event, on_supervisor_lost, fsync=fsync)
+        self._client = SupervisorClient(
+            data_dir, self._event, on_supervisor_lost, fsync=fsync, timeout_s=request_timeout_s
+        )
 
     @property
     def healthy(self) -> bool:
         return self._client.connected
+
+    async def ping(self, timeout_s: float) -> dict[str, Any]:
+        """The supervisor answers (SupervisorUnavailableError if not): its failing writes."""
+        return await self._client.ping(timeout_s)
 
     async def start(self) -> None:
         await asyncio.to_thread(lambda: (self.data_dir / "runs").mkdir(parents=True, exist_ok=True))
@@ -81,8 +102,28 @@ class LocalExecutor:
         await self._client.close()
 
     async def _event(self, msg: dict[str, Any]) -> None:
-        if msg.get("op") == "exited":
-            await self._on_exit(ExitRecord.from_dict(msg))
+        if msg.get("op") != "exited":
+            return
+        try:
+            record: ExitRecord | UnreadableExit | None = ExitRecord.parse(msg)
+        except BadExitRecordError as exc:
+            record = await self._bad_event(msg, str(exc))
+        if record is not None:
+            await self._on_exit(record)
+
+    async def _bad_event(self, msg: dict[str, Any], why: str) -> ExitRecord | UnreadableExit | None:
+        """An exit event that breaks the schema: the exit file, the durable truth, decides.
+        If the event does not even name a well-formed attempt, nobody can be told: logged (a
+        later reconcile settles the attempt from its file)."""
+        key = msg.get("key")
+        log.error("bad_exit_event", key=str(key)[:80], error=why)
+        if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+            return None
+        run_id, number = parse_attempt_key(key)
+        found = await self.read_exit(run_id, number)
+        if found is None:
+            return UnreadableExit(key=key, why=f"unreadable exit event ({why}) and no exit file")
+        return found
 
     def paths(self, run_id: str) -> RunPaths:
         return RunPaths.of(self.data_dir, run_id)
@@ -137,6 +178,8 @@ class LocalExecutor:
             reply = await self._client.request(
                 {"op": "signal", "key": attempt_key(run_id, attempt), "reason": reason}
             )
+        except SupervisorTimeoutError:
+            raise  # connected but silent: the caller must hear it (503), not a quiet False
         except SupervisorUnavailableError:
             return False
         return bool(reply.get("ok"))
@@ -145,8 +188,11 @@ class LocalExecutor:
         reply = await self._client.request({"op": "list"})
         return {a["key"]: a for a in reply.get("attempts", [])}
 
-    async def read_exit(self, run_id: str, attempt: int) -> ExitRecord | None:
-        return await asyncio.to_thread(read_exit_file, self.paths(run_id).exit_file(attempt))
+    async def read_exit(self, run_id: str, attempt: int) -> ExitRecord | UnreadableExit | None:
+        """The attempt's exit record; None while it has none (its program has not ended, or
+        the supervisor could not write it)."""
+        path = self.paths(run_id).exit_file(attempt)
+        return await asyncio.to_thread(read_exit_file, path, attempt_key(run_id, attempt))
 
     async def kill_leftovers(
         self, run_id: str, attempt: int, pid: int | None, start_time: float | None
@@ -159,20 +205,24 @@ class LocalExecutor:
         )
 
     async def remove_files(self, run_id: str) -> None:
-        import shutil
+        """All of a run's files, at any depth; raises OSError if some could not go."""
+        await asyncio.to_thread(remove_tree, self.paths(run_id).root)
 
-        await asyncio.to_thread(shutil.rmtree, self.paths(run_id).root, True)
 
-
-def read_exit_file(path: Path) -> ExitRecord | None:
+def read_exit_file(path: Path, key: str) -> ExitRecord | UnreadableExit | None:
+    """Blocking: attempt `key`'s exit file, parsed strictly. A file that is there but cannot
+    be read or does not follow the schema says the program ended but not how: the attempt is
+    lost, with that reason, and nothing else is touched (whatever key the file names)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return ExitRecord.from_dict(data)
+        with path.open("rb") as f:
+            raw = f.read(MAX_EXIT_FILE + 1)  # bounded: a huge file is damage, not a record
+        return ExitRecord.from_file(raw, key)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError):
-        # A corrupt exit file says the program ended but not how; treat as lost, not crash.
-        return None
+    except OSError as exc:
+        return UnreadableExit(key=key, why=f"unreadable exit file ({exc.strerror or exc})")
+    except BadExitRecordError as exc:
+        return UnreadableExit(key=key, why=f"unreadable exit file ({exc})")
 
 
 def kill_leftovers(key: str, pid: int | None, start_time: float | None) -> int:

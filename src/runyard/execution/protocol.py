@@ -2,19 +2,49 @@
 
 Requests carry `req`, echoed by the reply; events (`exited`) carry none. Exit records are
 also written to the attempt's exit file, which stays the durable truth if an event is missed.
+Both are data from outside (a program can write into its run directory, a disk can damage a
+file): they are parsed against a strict schema, never trusted as they come.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import signal as _signal
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 SOCKET_NAME = "supervisor.sock"
 LOCK_NAME = "supervisor.lock"
 LOG_NAME = "supervisor.log"
 MAX_LINE = 4 * 1024 * 1024
+MAX_EXIT_FILE = 64 * 1024  # a real exit record is ~300 bytes; anything far bigger is damage
+
+# `RUN_ID.N`: run ids are ULIDs (letters and digits), attempts count from 1.
+KEY_PATTERN = re.compile(r"[0-9A-Za-z_-]{1,64}\.[1-9][0-9]{0,8}")
+_KILLED_BY = re.compile(r"[a-z][a-z_-]{0,31}")  # "cancel", "timeout", "fenced", ...
+_MAX_TIME = 253402300799.0  # 9999-12-31: any later "timestamp" is damage
+_MAX_ERROR = 4096
+_INT32 = 2**31 - 1
+_MAX_COUNT = 2**53  # sizes and kilobytes: exact in JSON and in every store column
+
+
+class BadExitRecordError(ValueError):
+    """An exit record (file or event) that does not follow the schema."""
+
+
+def _reject_constant(name: str) -> float:
+    # json accepts NaN and Infinity by default; no peer of ours ever writes them
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_strict(raw: bytes | str) -> Any:
+    """JSON without NaN/Infinity; nesting too deep for the parser is a ValueError too."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -22,9 +52,46 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def decode(line: bytes) -> dict[str, Any]:
-    value = json.loads(line)
+    value = loads_strict(line)
     if not isinstance(value, dict):
         raise ValueError("message is not an object")  # noqa: TRY004  callers catch ValueError
+    return value
+
+
+def _int(data: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    # `type(...) is int`: a bool is an int to Python, never to us
+    if type(value) is not int or not low <= value <= high:
+        raise BadExitRecordError(f"{name} is not an integer in [{low}, {high}]")
+    return value
+
+
+def _number(data: dict[str, Any], name: str, high: float) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not math.isfinite(value) or not 0 <= value <= high:
+        raise BadExitRecordError(f"{name} is not a number in [0, {high:g}]")
+    return float(value)
+
+
+def _time(data: dict[str, Any], name: str) -> float:
+    value = _number(data, name, _MAX_TIME)
+    if value is None:
+        raise BadExitRecordError(f"{name} is missing")
+    return value
+
+
+def _text(data: dict[str, Any], name: str, pattern: re.Pattern[str] | None = None) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > _MAX_ERROR or "\0" in value:
+        raise BadExitRecordError(f"{name} is not a string of 1 to {_MAX_ERROR} characters")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise BadExitRecordError(f"{name} is not of the form {pattern.pattern}")
     return value
 
 
@@ -48,9 +115,53 @@ class ExitRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExitRecord:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def parse(cls, data: object, key: str | None = None) -> ExitRecord:
+        """A record from untrusted data, or BadExitRecordError saying what is wrong.
+
+        `key`: the attempt the record must belong to. An exit file's attempt is known from
+        where the file lives, never from what it says: a record naming another attempt is as
+        unreadable as garbage (it could otherwise end somebody else's run). Unknown fields are
+        ignored, so a newer supervisor can add some.
+        """
+        if not isinstance(data, dict):
+            raise BadExitRecordError("not a JSON object")
+        own = _text(data, "key", KEY_PATTERN)
+        if own is None:
+            raise BadExitRecordError("key is missing")
+        if key is not None and own != key:
+            raise BadExitRecordError("key names another attempt")
+        exit_code = _int(data, "exit_code", 0, 255)
+        signal = _int(data, "signal", 1, 64)
+        error = _text(data, "error")
+        if exit_code is not None and signal is not None:
+            raise BadExitRecordError("both exit_code and signal are set")
+        if exit_code is None and signal is None and error is None:
+            raise BadExitRecordError("none of exit_code, signal and error is set")
+        peak = _int(data, "peak_rss_kb", 0, _MAX_COUNT)
+        return cls(
+            key=own,
+            pid=_int(data, "pid", 1, _INT32),
+            exit_code=exit_code,
+            signal=signal,
+            killed_by=_text(data, "killed_by", _KILLED_BY),
+            started_at=_number(data, "started_at", _MAX_TIME),
+            ended_at=_time(data, "ended_at"),
+            peak_rss_kb=peak,
+            cpu_s=_number(data, "cpu_s", _MAX_TIME),
+            error=error,
+            progress_bytes=_int(data, "progress_bytes", 0, _MAX_COUNT),
+        )
+
+    @classmethod
+    def from_file(cls, raw: bytes, key: str) -> ExitRecord:
+        """An exit file's content, which must be attempt `key`'s record."""
+        if len(raw) > MAX_EXIT_FILE:
+            raise BadExitRecordError(f"over {MAX_EXIT_FILE} bytes")
+        try:
+            data = loads_strict(raw.decode("utf-8"))
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise BadExitRecordError(f"not JSON: {_clip(str(exc))}") from None
+        return cls.parse(data, key)
 
     def describe(self) -> str:
         if self.error:
@@ -63,3 +174,15 @@ class ExitRecord:
             why = {"SIGXFSZ": " (log over limits.max_log_mb)", "SIGXCPU": " (over limits.cpu_s)"}
             return f"killed by {name}{why.get(name, '')}"
         return f"exit code {self.exit_code}"
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableExit:
+    """An attempt ended, but its record could not be read: it ends `lost`, saying why."""
+
+    key: str  # the attempt, known from where the record was found
+    why: str  # e.g. "unreadable exit file (key names another attempt)"
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -20,7 +20,7 @@ import structlog
 from runyard import failpoints
 from runyard.clock import Clock
 from runyard.execution.executor import Launch, LaunchError, LocalExecutor
-from runyard.execution.protocol import ExitRecord
+from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.execution.supervisor_client import SupervisorUnavailableError
 from runyard.jobs import JobRegistry
 from runyard.jobs.spec import JobSpec
@@ -198,6 +198,12 @@ class Dispatcher:
             delay = max(0.0, due - self.clock.now())
             self._due = asyncio.get_running_loop().call_later(delay, self.wake)
 
+    def launched(self, run_id: str, number: int) -> bool:
+        """Whether this dispatcher claimed that attempt itself and has not yet recorded its
+        end: its start and its end are the dispatcher's own to record."""
+        run = self._claimed.get(run_id)
+        return run is not None and run.attempt == number
+
     def spec_of(self, run: Run) -> JobSpec:
         """The run's job spec, parsed once per distinct spec rather than once per use."""
         cached = self._specs.get(run.job)
@@ -286,8 +292,9 @@ class Dispatcher:
                 # streams are a view: a failure there must never stop a run being recorded
                 log.exception("attempt_hook_failed", run_id=run_id, attempt=number)
 
-    async def attempt_exited(self, record: ExitRecord) -> None:
-        """An attempt ended (event, exit file or failed launch): record it exactly once."""
+    async def attempt_exited(self, record: ExitRecord | UnreadableExit) -> None:
+        """An attempt ended (event, exit file or failed launch): record it exactly once.
+        An unreadable record ends it `lost`: it ended, but nobody can say how."""
         run_id, number = parse_attempt_key(record.key)
         run = self._claimed.get(run_id)
         if run is None or run.attempt != number:
@@ -296,9 +303,13 @@ class Dispatcher:
             return
         if run_id in self.cancel_pending and not run.cancel_requested:
             run = replace(run, cancel_requested=True)
-        end = outcomes.decide(record, run, self.spec_of(run), self.rng)
+        spec = self.spec_of(run)
+        if isinstance(record, UnreadableExit):
+            end, progress = outcomes.lost(run, spec, self.clock.now(), self.rng, record.why), None
+        else:
+            end, progress = outcomes.decide(record, run, spec, self.rng), record.progress_bytes
         failpoints.hit("before_end")
-        await self.end(run, number, end, record.progress_bytes)
+        await self.end(run, number, end, progress)
 
     async def attempt_lost(self, run: Run, number: int, why: str) -> None:
         spec = self.spec_of(run)

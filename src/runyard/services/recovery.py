@@ -1,57 +1,210 @@
 """Reconciling the store with reality after a start or a lost supervisor.
 
-For every attempt the store thinks is starting or running: an exit file means it ended
-(finalise it with its real exit status); a live entry in the supervisor means it still runs
-(adopt it); anything else is lost, and what is left of its process group is killed (checked by
-pid and start time) before any retry can start, so no run ever has two live attempts.
+For every attempt the store thinks is starting or running: a live entry in the supervisor
+means it still runs (adopt it); an exit file means it ended (finalise it with its real exit
+status, or `lost` if the file cannot be read); anything else is lost, and what is left of its
+process group is killed (checked by pid and start time) before any retry can start, so no run
+ever has two live attempts. Run by run: one run's damaged files or failing store write are
+logged, counted and retried later, and never stop the others or the server from starting.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import dataclass
+
 import structlog
 
-from runyard.models import AttemptState, parse_attempt_key
+from runyard.execution.protocol import ExitRecord, UnreadableExit
+from runyard.models import Attempt, AttemptState, parse_attempt_key
 from runyard.services.dispatch import Dispatcher
 
 log = structlog.get_logger(__name__)
 
+RETRY_BASE_S = 0.5
+RETRY_MAX_S = 15.0
 
-async def reconcile(dispatcher: Dispatcher) -> dict[str, int]:
+
+@dataclass(frozen=True, slots=True)
+class ReconcileState:
+    """How the last reconcile went, for readiness: replaced as a whole after every pass."""
+
+    ok: bool
+    error: str | None = None  # what failed (the first failure, and how many runs failed)
+    at: float = 0.0  # when the pass ended (epoch seconds); 0: none has ended yet
+    failed: int = 0  # runs that could not be reconciled (retried until they are)
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    counts: Counter[str]
+    errors: list[str]
+
+
+async def reconcile(dispatcher: Dispatcher, *, skip_own: bool = False) -> Pass:
+    """One pass over this server's active attempts. `skip_own`: leave alone the attempts this
+    dispatcher launched itself (a retry pass while it runs must not take an attempt being
+    spawned right now for one that never started). Raises only if nothing can be listed."""
     store, executor = dispatcher.store, dispatcher.executor
     alive = await executor.running()
-    counts = {"finalised": 0, "adopted": 0, "lost": 0, "requeued": 0, "fenced": 0}
     mine = await store.active_attempts(dispatcher.host)
+    counts: Counter[str] = Counter()
+    errors: list[str] = []
     # Programs the supervisor still runs for attempts that are no longer this server's (its
     # lease lapsed and another server retried them): stopped, so no run has two live attempts.
     for key in set(alive) - {a.key for a in mine}:
-        run_id, number = parse_attempt_key(key)
-        await executor.cancel(run_id, number, reason="fenced")
-        counts["fenced"] += 1
+        try:
+            run_id, number = parse_attempt_key(key)
+            await executor.cancel(run_id, number, reason="fenced")
+            counts["fenced"] += 1
+        except Exception as exc:
+            log.exception("reconcile_fence_failed", attempt=key[:80])
+            errors.append(f"attempt {key[:80]}: {_says(exc)}")
     for attempt in mine:
-        record = await executor.read_exit(attempt.run_id, attempt.number)
-        if record is not None:
-            await dispatcher.attempt_exited(record)
-            counts["finalised"] += 1
-            continue
-        if attempt.key in alive:
-            await dispatcher.adopted(attempt.run_id, attempt.number)
-            counts["adopted"] += 1
-            continue
-        run = await store.get_run(attempt.run_id)
-        if run is None:
-            continue
-        # Nothing of it may run on when a retry starts: no run ever has two live attempts.
-        await executor.kill_leftovers(
-            attempt.run_id, attempt.number, attempt.pid, attempt.proc_start_time
-        )
-        if attempt.state is AttemptState.STARTING:
-            why = "the server stopped before its program was spawned"
-            await dispatcher.attempt_not_started(run, attempt.number, why)
-            counts["requeued"] += 1
-        else:
-            why = "its program was no longer under a supervisor"
-            await dispatcher.attempt_lost(run, attempt.number, why)
-            counts["lost"] += 1
-    if any(counts.values()):
+        try:
+            outcome = await _settle(dispatcher, attempt, alive, skip_own=skip_own)
+        except Exception as exc:
+            # its files or its store write failed: the others go on, a later pass retries it
+            log.exception("reconcile_run_failed", run_id=attempt.run_id, attempt=attempt.number)
+            errors.append(f"run {attempt.run_id}: {_says(exc)}")
+            outcome = "failed"
+        counts[outcome] += 1
+    if counts:
         log.info("reconciled", **counts)
-    return counts
+    return Pass(counts, errors)
+
+
+async def _settle(
+    dispatcher: Dispatcher, attempt: Attempt, alive: Collection[str], *, skip_own: bool
+) -> str:
+    if attempt.key in alive:
+        # The supervisor writes an exit file only after it stops listing the attempt: a file
+        # beside a live attempt is not its record (its program may have written it).
+        await dispatcher.adopted(attempt.run_id, attempt.number)
+        return "adopted"
+    record = await dispatcher.executor.read_exit(attempt.run_id, attempt.number)
+    if record is None and skip_own and dispatcher.launched(attempt.run_id, attempt.number):
+        # being launched right now, or running: the dispatcher records its end (an exit file,
+        # readable or not, means it ended, and ending it here is as safe as anywhere)
+        return "own"
+    if isinstance(record, ExitRecord):  # its key is this attempt's: read_exit checked
+        await dispatcher.attempt_exited(record)
+        return "finalised"
+    return await _end_unrecorded(dispatcher, attempt, record)
+
+
+async def _end_unrecorded(
+    dispatcher: Dispatcher, attempt: Attempt, record: UnreadableExit | None
+) -> str:
+    """An attempt nobody runs and whose end is unknown: lost (or never started)."""
+    run = await dispatcher.store.get_run(attempt.run_id)
+    if run is None:
+        return "gone"
+    # Nothing of it may run on when a retry starts: no run ever has two live attempts.
+    await dispatcher.executor.kill_leftovers(
+        attempt.run_id, attempt.number, attempt.pid, attempt.proc_start_time
+    )
+    if record is not None:
+        await dispatcher.attempt_lost(run, attempt.number, record.why)
+        return "unreadable"
+    if attempt.state is AttemptState.STARTING:
+        why = "the server stopped before its program was spawned"
+        await dispatcher.attempt_not_started(run, attempt.number, why)
+        return "requeued"
+    why = "its program was no longer under a supervisor"
+    await dispatcher.attempt_lost(run, attempt.number, why)
+    return "lost"
+
+
+def _says(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+class Reconciler:
+    """Runs reconcile passes one at a time, keeps `state` for readiness, and after a failed
+    pass retries with backoff until one succeeds. `poke()` (any sign the store or disk works
+    again, e.g. a run transition) retries at once instead of waiting out the backoff."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        retry_base_s: float = RETRY_BASE_S,
+        retry_max_s: float = RETRY_MAX_S,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.state = ReconcileState(ok=False, error="not reconciled yet")
+        self.passes = 0
+        self._retry_base_s = retry_base_s
+        self._retry_max_s = retry_max_s
+        self._lock = asyncio.Lock()
+        self._poked = asyncio.Event()
+        self._retry: asyncio.Task[None] | None = None
+        self._needed: str | None = None
+
+    async def run(self, *, skip_own: bool = False) -> ReconcileState:
+        """One pass; never raises. A failed pass arms the retry loop."""
+        async with self._lock:
+            self._needed = None  # this pass settles what was asked for before it began
+            try:
+                result = await reconcile(self.dispatcher, skip_own=skip_own)
+            except Exception as exc:
+                log.exception("reconcile_failed")
+                result = Pass(Counter(), [_says(exc)])
+            self.passes += 1
+            error = None
+            if result.errors:
+                more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
+                error = f"reconcile failed: {result.errors[0]}{more}"
+            error = error or self._needed  # asked for while this pass ran: one more
+            self.state = ReconcileState(
+                ok=error is None, error=error, at=time.time(), failed=result.counts["failed"]
+            )
+        if error is not None:
+            self._arm_retry()
+        return self.state
+
+    def needed(self, why: str) -> None:
+        """Something only a pass can settle happened (an attempt's end could not be recorded):
+        readiness says so until a retry pass has settled it."""
+        self._needed = why
+        self.state = ReconcileState(ok=False, error=why, at=time.time(), failed=self.state.failed)
+        self._arm_retry()
+
+    def _arm_retry(self) -> None:
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._retry_until_ok(), name="reconcile-retry")
+
+    def poke(self) -> None:
+        """Retry now if the last pass failed (cheap otherwise: called on every transition)."""
+        if not self.state.ok:
+            self._poked.set()
+
+    async def _retry_until_ok(self) -> None:
+        delay = self._retry_base_s
+        while not self.state.ok:
+            last = time.monotonic()
+            self._poked.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._poked.wait()
+            # poked early: still retry_base_s between passes, so a stream of pokes cannot
+            # turn a lasting failure (one run's store write) into a busy loop
+            gap = self._retry_base_s - (time.monotonic() - last)
+            if gap > 0:
+                await asyncio.sleep(gap)
+            delay = min(delay * 2, self._retry_max_s)
+            log.info("reconcile_retry", error=self.state.error)
+            # the dispatcher runs meanwhile: what it launched itself is its own to settle
+            await self.run(skip_own=True)
+
+    async def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
