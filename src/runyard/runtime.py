@@ -15,7 +15,7 @@ from runyard.clock import Clock, SystemClock
 from runyard.config import Settings
 from runyard.errors import ConflictError
 from runyard.execution.executor import LocalExecutor
-from runyard.execution.protocol import ExitRecord
+from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.jobs import JobRegistry
 from runyard.metrics import Metrics
 from runyard.models import RunState
@@ -26,7 +26,7 @@ from runyard.services.dispatch import Dispatcher
 from runyard.services.health import HealthMonitor
 from runyard.services.membership import Membership
 from runyard.services.observe import transition_recorder
-from runyard.services.recovery import reconcile
+from runyard.services.recovery import Reconciler
 from runyard.services.retention import Retention
 from runyard.services.runs import RunService
 from runyard.store import Store
@@ -91,7 +91,10 @@ class Runtime:
             self.store, self.dispatcher, self.clock, server_id=settings.server_id,
             url=settings.url, capacity=settings.capacity, lease_s=settings.lease_s,
         )  # fmt: skip
-        self.membership.on_rejoined.append(lambda: reconcile(self.dispatcher))
+        # reconcile passes, one at a time; a failed one is retried until it succeeds
+        self.reconciler = Reconciler(self.dispatcher)
+        self.dispatcher.listeners.append(lambda run, previous: self.reconciler.poke())
+        self.membership.on_rejoined.append(self.reconciler.run)
         clustered = not isinstance(self.store, SQLiteStore)
         self.scheduler = Scheduler(
             self.store, self.registry, self.runs, self.dispatcher, self.clock,
@@ -119,7 +122,7 @@ class Runtime:
         })  # fmt: skip
         self.hub.start()
         await self.executor.start()
-        await reconcile(self.dispatcher)
+        await self.reconciler.run()  # never raises: one run's damage cannot stop the start
         await self.dispatcher.start()
         self.membership.start()
         await self.scheduler.start()
@@ -178,6 +181,7 @@ class Runtime:
         await self.retention.stop()
         await self.membership.stop()
         await self.scheduler.stop()
+        await self.reconciler.stop()
         await self.dispatcher.stop()
         await self.executor.stop()
         for task in list(self._exit_tasks):
@@ -194,18 +198,19 @@ class Runtime:
             self.dispatcher.ended_elsewhere(run_id)
             self.scheduler.ended_elsewhere(run_id)
 
-    async def _on_exit(self, record: ExitRecord) -> None:
+    async def _on_exit(self, record: ExitRecord | UnreadableExit) -> None:
         # Handled in its own task so the supervisor connection keeps being read meanwhile.
         task = asyncio.create_task(self._handle_exit(record))
         self._exit_tasks.add(task)
         task.add_done_callback(self._exit_tasks.discard)
 
-    async def _handle_exit(self, record: ExitRecord) -> None:
+    async def _handle_exit(self, record: ExitRecord | UnreadableExit) -> None:
         try:
             await self.dispatcher.attempt_exited(record)
-        except Exception:
-            # The exit file stays on disk: the next reconcile finalises the attempt.
+        except Exception as exc:
+            # The exit file stays on disk: a reconcile pass, retried until it works, ends it.
             log.exception("exit_handling_failed", attempt=record.key)
+            self.reconciler.needed(f"the end of attempt {record.key} was not recorded ({exc})")
 
     async def _on_supervisor_lost(self) -> None:
         if self.draining:
@@ -213,7 +218,7 @@ class Runtime:
         log.error("supervisor_lost")
         try:
             await self.executor.start()
-            await reconcile(self.dispatcher)
+            await self.reconciler.run()
         except Exception:
             log.exception("supervisor_restart_failed")
         self.dispatcher.wake()
