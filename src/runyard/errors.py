@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -55,3 +56,22 @@ class StoreBusyError(UnavailableError):
 
 class StorageFullError(RunyardError):
     status, title, slug = 507, "Insufficient storage", "storage-full"
+
+
+class StorageIOError(UnavailableError):
+    """A durable write failed with an I/O error (EIO) or the store's file is not the one opened:
+    retrying elsewhere or later may work; nothing was changed."""
+
+    title, slug = "Storage I/O error", "storage-io"
+
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_error(exc: OSError, what: str) -> RunyardError:
+    """The problem for a durable write that failed: 507 when the disk is full, else 503.
+    `what` names the write (e.g. "the database"), the detail names the cause."""
+    cause = exc.strerror or str(exc)
+    if exc.errno in FULL_ERRNOS:
+        return StorageFullError(f"{what} cannot be written: {cause}; nothing was changed")
+    return StorageIOError(f"{what} cannot be written: {cause}; nothing was changed")

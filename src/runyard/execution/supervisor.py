@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runyard import failpoints
 from runyard.execution.limits import hand_over, limiter, mark_cut
 from runyard.execution.procinfo import start_time
 from runyard.execution.protocol import (
@@ -43,6 +44,19 @@ from runyard.execution.protocol import (
 
 PR_SET_CHILD_SUBREAPER = 36
 MAX_CLIENT_BACKLOG = 64 * 1024 * 1024
+REWRITE_EVERY_S = 1.0  # an exit file that could not be written is tried again this often
+PROBE_BYTES = 4096  # a probe write needs a real block: an empty file fits on a full disk
+
+
+def say(text: str) -> None:
+    """Write a line to the supervisor's own log (its stderr), which may be on a full or failing
+    disk: the supervisor must never die of its own logging, so any OSError is swallowed. Raw
+    os.write, because a buffered stream that failed once keeps failing at every later flush."""
+    try:
+        failpoints.check("supervisor_log")
+        os.write(2, text.encode(errors="replace") + b"\n")
+    except OSError:
+        pass
 
 
 @dataclass
@@ -81,6 +95,12 @@ class Supervisor:
         self.timers: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
         self.idle_since = time.monotonic()
+        # Exit records whose file could not be written (full or failing disk), by key: kept
+        # and retried, and listed as still running meanwhile, so nothing reads them as lost.
+        self.unwritten: dict[str, tuple[Path, ExitRecord]] = {}
+        # The last failure of each kind of durable write (point -> why), until one succeeds:
+        # the server's readiness reports them (op_ping), and a ping probes whether they cleared.
+        self.write_errors: dict[str, str] = {}
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -114,7 +134,7 @@ class Supervisor:
         while True:
             now = time.monotonic()
             self.fire_timers(now)
-            if not self.programs and not self.clients:
+            if not self.programs and not self.clients and not self.unwritten:
                 if now - self.idle_since >= self.idle_exit_s:
                     return
                 timeout = self.idle_exit_s - (now - self.idle_since)
@@ -210,6 +230,7 @@ class Supervisor:
                 "spawn": self.op_spawn,
                 "signal": self.op_signal,
                 "list": self.op_list,
+                "ping": self.op_ping,
             }[op](msg)
         except Exception as exc:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -222,17 +243,33 @@ class Supervisor:
         key = str(msg["key"])
         if key in self.by_key:
             return {"ok": False, "error": f"attempt {key} is already running"}
+        deadline = msg.get("deadline")
+        if isinstance(deadline, (int, float)) and time.time() > deadline:
+            # the server stopped waiting for this answer (we were paused or swamped) and has
+            # re-queued the attempt: starting it now would make a program nobody tracks
+            return {"ok": False, "error": "the spawn request expired before it was read"}
         exit_path = Path(msg["exit"])
-        for directory in msg.get("mkdirs", []):
-            Path(directory).mkdir(parents=True, exist_ok=True)
-        for path, text in msg.get("files", {}).items():
-            Path(path).write_text(text, encoding="utf-8")
+        try:
+            failpoints.check("workspace")
+            for directory in msg.get("mkdirs", []):
+                Path(directory).mkdir(parents=True, exist_ok=True)
+            for path, text in msg.get("files", {}).items():
+                Path(path).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return self.write_failed("workspace", f"cannot prepare the workspace: {exc}")
+        self.write_errors.pop("workspace", None)
         env = {str(k): str(v) for k, v in msg["env"].items()}
         limits = dict(msg.get("limits") or {})
         started_at = time.time()
         try:
+            failpoints.check("log")
+            log = Path(msg["log"]).open("ab")  # noqa: SIM115  closed below, once spawned
+        except OSError as exc:
+            return self.write_failed("log", f"cannot open the attempt's log: {exc}")
+        self.write_errors.pop("log", None)
+        try:
             user = hand_over(msg) if msg.get("run_as") else None
-            with Path(msg["log"]).open("ab") as log:
+            with log:
                 popen = subprocess.Popen(
                     [str(a) for a in msg["argv"]],
                     cwd=msg["cwd"],
@@ -296,13 +333,47 @@ class Supervisor:
         return {"ok": True}
 
     def op_list(self, _msg: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "ok": True,
-            "attempts": [
-                {"key": p.key, "pid": p.pid, "start_time": p.start_time, "started_at": p.started_at}
-                for p in self.programs.values()
-            ],
-        }
+        attempts = [
+            {"key": p.key, "pid": p.pid, "start_time": p.start_time, "started_at": p.started_at}
+            for p in self.programs.values()
+        ]
+        # Ended, but the exit file is not written yet: still ours, so not read as lost; the
+        # `exited` event is sent again once the file is written.
+        attempts += [
+            {"key": k, "pid": r.pid, "start_time": None, "started_at": r.started_at, "ended": True}
+            for k, (_, r) in self.unwritten.items()
+        ]
+        return {"ok": True, "attempts": attempts}
+
+    def op_ping(self, _msg: dict[str, Any]) -> dict[str, Any]:
+        """Cheap liveness for the server's readiness, with the durable writes now failing."""
+        for point in list(self.write_errors):
+            if point != "exit_file" and self.probe(point):
+                self.write_errors.pop(point, None)
+        return {"ok": True, "pid": os.getpid(), "programs": len(self.programs),
+                "write_errors": dict(self.write_errors)}  # fmt: skip
+
+    def probe(self, point: str) -> bool:
+        """Would a write at `point` succeed now? A real block written to the data dir."""
+        path = self.data_dir / f".probe-{point}"
+        try:
+            failpoints.check(point)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, b"\0" * PROBE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return True
+
+    def write_failed(self, point: str, why: str) -> dict[str, Any]:
+        self.write_errors[point] = why
+        say(why)
+        return {"ok": False, "error": why, "write_error": point}
 
     # -- signals, timers, reaping -----------------------------------------------------------
 
@@ -312,6 +383,9 @@ class Supervisor:
     def fire_timers(self, now: float) -> None:
         while self.timers and self.timers[0][0] <= now:
             _, _, kind, key = heapq.heappop(self.timers)
+            if kind == "rewrite":
+                self.rewrite_exit(key)
+                continue
             prog = self.by_key.get(key)
             if prog is None:
                 continue
@@ -398,15 +472,20 @@ class Supervisor:
             progress_bytes=_size(prog.progress_path),
         )
         if prog.log_cap is not None:
-            mark_cut(prog.log_path, prog.log_cap)
+            with contextlib.suppress(OSError):  # a full disk must not stop the exit's record
+                mark_cut(prog.log_path, prog.log_cap)
         self.write_exit(prog.exit_path, record)
         self.broadcast({"op": "exited", **record.to_dict()})
         if not self.programs and not self.clients:
             self.idle_since = time.monotonic()
 
-    def write_exit(self, path: Path, record: ExitRecord) -> None:
+    def write_exit(self, path: Path, record: ExitRecord) -> bool:
+        """Write the exit file atomically. On failure (full or failing disk) the record is
+        kept and written again every REWRITE_EVERY_S until it lands: the event tells a
+        connected server at once, the file is what a later reconcile reads."""
         tmp = f"{path}.tmp"
         try:
+            failpoints.check("exit_file")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
                 os.write(fd, json.dumps(record.to_dict()).encode())
@@ -416,8 +495,31 @@ class Supervisor:
                 os.close(fd)
             os.replace(tmp, path)  # noqa: PTH105  hot path: no pathlib objects per exit
         except OSError as exc:
-            # The event still tells a connected server; a later reconcile marks it lost.
-            print(f"cannot write exit file {path}: {exc}", file=sys.stderr, flush=True)  # noqa: T201
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # noqa: PTH108  a partial temp file holds space we lack
+            if record.key not in self.unwritten:
+                self.write_failed("exit_file", f"cannot write exit file {path}: {exc}")
+                self.add_timer(REWRITE_EVERY_S, "rewrite", record.key)
+            self.unwritten[record.key] = (path, record)
+            return False
+        self.unwritten.pop(record.key, None)
+        if not self.unwritten:
+            self.write_errors.pop("exit_file", None)
+        return True
+
+    def rewrite_exit(self, key: str) -> None:
+        entry = self.unwritten.get(key)
+        if entry is None:
+            return
+        if self.write_exit(*entry):
+            say(f"exit file of {key} written after all")
+            # again, for a server that could not record it the first time (its store was
+            # full too): recording an end is idempotent
+            self.broadcast({"op": "exited", **entry[1].to_dict()})
+            if not self.programs and not self.clients and not self.unwritten:
+                self.idle_since = time.monotonic()
+        else:
+            self.add_timer(REWRITE_EVERY_S, "rewrite", key)
 
 
 def _size(path: str | None) -> int:
@@ -432,7 +534,7 @@ def _size(path: str | None) -> int:
 def become_subreaper() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        print("warning: cannot become a subreaper", file=sys.stderr, flush=True)  # noqa: T201
+        say("warning: cannot become a subreaper")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -453,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     # (or a subreaper's). This is one fork per supervisor life, never per run.
     if os.fork() > 0:
         os._exit(0)
+    failpoints.watch(args.data_dir)
     lock = (args.data_dir / LOCK_NAME).open("a")
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

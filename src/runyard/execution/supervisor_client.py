@@ -8,21 +8,34 @@ import itertools
 import os
 import select
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from runyard import failpoints
+from runyard.errors import UnavailableError
 from runyard.execution.protocol import LOG_NAME, MAX_LINE, SOCKET_NAME, decode, encode
 
 log = structlog.get_logger(__name__)
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+# Environment the supervisor keeps from the server's: no secrets, only what it needs.
+SUPERVISOR_ENV = ("PATH", "HOME", "LANG", "TZ", failpoints.ENV)
+# A spawn request is refused by the supervisor once this old (it carries the deadline), and
+# the server waits this much longer for a reply than the deadline itself, so a spawn the server
+# gave up on can never start late: either the reply arrives in time, or nothing was started.
+REPLY_MARGIN_S = 2.0
 
 
-class SupervisorUnavailableError(Exception):
-    pass
+class SupervisorUnavailableError(UnavailableError):
+    """The supervisor is not connected or does not answer (503 when it reaches a client)."""
+
+
+class SupervisorTimeoutError(SupervisorUnavailableError):
+    """The supervisor is connected but did not answer in time (paused, hung or swamped)."""
 
 
 def launch_supervisor(data_dir: Path, *, fsync: bool, timeout_s: float = 30.0) -> str:
@@ -38,7 +51,7 @@ def launch_supervisor(data_dir: Path, *, fsync: bool, timeout_s: float = 30.0) -
         pid = os.posix_spawn(
             sys.executable,
             argv,
-            {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")},
+            {k: v for k, v in os.environ.items() if k in SUPERVISOR_ENV},
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, devnull, 0),
                 (os.POSIX_SPAWN_DUP2, log_fd, 1),
@@ -72,11 +85,13 @@ class SupervisorClient:
         on_disconnect: Callable[[], Awaitable[None]],
         *,
         fsync: bool = False,
+        timeout_s: float = 10.0,
     ) -> None:
         self.data_dir = data_dir
         self.on_event = on_event
         self.on_disconnect = on_disconnect
         self.fsync = fsync
+        self.timeout_s = timeout_s
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -117,18 +132,33 @@ class SupervisorClient:
                 await self._read_task
         self._writer = None
 
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def request(
+        self, message: dict[str, Any], timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """Send one request and wait for its reply, at most `timeout_s` (default: the client's)
+        plus a margin: a paused or hung supervisor is an error, never a caller that waits
+        forever. The request carries its deadline; the supervisor refuses a late spawn."""
         if self._writer is None or self._writer.is_closing():
             raise SupervisorUnavailableError("not connected to the supervisor")
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         req = next(self._req)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req] = fut
         try:
-            self._writer.write(encode({**message, "req": req}))
-            await self._writer.drain()
-            return await fut
+            self._writer.write(encode({**message, "req": req, "deadline": time.time() + timeout}))
+            async with asyncio.timeout(timeout + REPLY_MARGIN_S):
+                await self._writer.drain()
+                return await fut
+        except TimeoutError:
+            raise SupervisorTimeoutError(
+                f"the supervisor did not answer {message.get('op')!r} within {timeout:g} s"
+            ) from None
         finally:
             self._pending.pop(req, None)
+
+    async def ping(self, timeout_s: float) -> dict[str, Any]:
+        """A cheap round trip for readiness: the supervisor's pid and its failing writes."""
+        return await self.request({"op": "ping"}, timeout_s)
 
     async def _read_loop(self) -> None:
         reader = self._reader

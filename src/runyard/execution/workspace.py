@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from runyard import failpoints
+
 
 class WorkspaceError(Exception):
     pass
@@ -29,6 +31,7 @@ def resolve_source(spec: str, jobs_dir: Path) -> tuple[str, Path, str | None]:
 
 def prepare(spec: str, jobs_dir: Path, target: Path) -> None:
     """Create `target` (which must not exist yet) from the job's workspace spec."""
+    failpoints.check("workspace")
     if spec == "empty":
         target.mkdir(parents=True)
         return

@@ -2,6 +2,10 @@
 
 Every health endpoint reads the current snapshot object and nothing else, so no reader can
 see a half-updated state (the counts, the checks and the scheduler state of one instant).
+Readiness checks each part that can hang or go missing: the database answers and its file is
+the one opened, the store and the data directory take writes, the supervisor answers a ping
+in time and reports no failing writes, the last reconcile succeeded, the server is not
+draining.
 """
 
 from __future__ import annotations
@@ -13,14 +17,32 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
+from runyard import failpoints
 from runyard.background import Background
+from runyard.execution.executor import LocalExecutor
 from runyard.models import RunState
+from runyard.services.dispatch import Dispatcher
+from runyard.store import Store
+from runyard.streams.hub import StreamHub
 
 log = structlog.get_logger(__name__)
+
+CHECK_TIMEOUT_S = 2.0  # each check; a part slower than this is reported, not waited for
+PROBE_BYTES = 4096  # a probe needs a real block: an empty file still fits on a full disk
+
+
+class ReconcileStatus(Protocol):
+    """What readiness reads of the last reconcile (services.recovery.ReconcileState)."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def error(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,26 +65,45 @@ class HealthSnapshot:
         return not self.failed_checks
 
 
+@dataclass(frozen=True, slots=True)
+class HealthSources:
+    """What the monitor looks at; functions for what changes after construction."""
+
+    store: Store
+    executor: LocalExecutor
+    dispatcher: Dispatcher
+    hub: StreamHub
+    data_dir: Path
+    draining: Callable[[], bool]
+    reconcile: Callable[[], ReconcileStatus]
+    scheduler: Callable[[], dict[str, Any] | None]
+
+
 def writable(directory: Path) -> str | None:
-    """Blocking: can a file be created in `directory`?"""
+    """Blocking: can a block be written in `directory`? (where workspaces are prepared)"""
     try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".ready-"):
-            pass
+        failpoints.check("workspace")
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".ready-") as fh:
+            fh.write(b"\0" * PROBE_BYTES)
+            fh.flush()  # the write reaches the file system, so a full disk says so here
     except OSError as exc:
-        return f"the data directory is not writable: {exc.strerror}"
+        return f"the data directory is not writable: {exc.strerror or exc}"
     return None
 
 
 class HealthMonitor:
-    def __init__(self, runtime: Any, interval_s: float = 1.0, min_interval_s: float = 0.1) -> None:
-        self.rt = runtime
+    def __init__(
+        self, sources: HealthSources, capacity: int, interval_s: float = 1.0,
+        min_interval_s: float = 0.1,
+    ) -> None:  # fmt: skip
+        self.sources = sources
         self.interval_s = interval_s
         self.min_interval_s = min_interval_s
-        self.current = HealthSnapshot(time.time(), 0, runtime.settings.capacity, 0, False,
+        self.current = HealthSnapshot(time.time(), 0, 0, capacity, False,
                                       {"starting": "the server is starting"})  # fmt: skip
-        self.scheduler_snapshot: Callable[[], dict[str, Any] | None] = lambda: None
         self._wake = asyncio.Event()
         self._task = Background("health")
+        self._submitted = 0  # submissions counted into `current` since start
 
     def start(self) -> None:
         self._task.start(self._loop())
@@ -74,6 +115,14 @@ class HealthMonitor:
         """Something changed (a transition, a dispatch): rebuild soon."""
         self._wake.set()
 
+    def submitted(self, count: int = 1) -> None:
+        """Runs were just queued: counted at once, without I/O, so `/health` read after the
+        submission's answer includes them; the next rebuild recounts from the store."""
+        self._submitted += count
+        self.current = replace(self.current, queued=self.current.queued + count,
+                               snapshot_at=time.time())  # fmt: skip
+        self._wake.set()
+
     def mark_draining(self) -> None:
         """Publish at once, without I/O: the server is shutting down."""
         failed = {**self.current.failed_checks, "draining": "the server is shutting down"}
@@ -83,7 +132,7 @@ class HealthMonitor:
     async def _loop(self) -> None:
         while True:
             try:
-                self.current = await self.build()
+                await self.publish()
             except Exception:
                 log.exception("health_snapshot_failed")
             await asyncio.sleep(self.min_interval_s)  # a rate limit under churn, not a poll
@@ -92,25 +141,57 @@ class HealthMonitor:
                     await self._wake.wait()
             self._wake.clear()
 
+    async def publish(self) -> None:
+        before = self._submitted
+        snap = await self.build()
+        if self._submitted != before:
+            # a submission was counted while this count ran, which may predate it: keep the
+            # count that includes it until the next rebuild (at once) settles it
+            snap = replace(snap, queued=self.current.queued)
+            self._wake.set()
+        self.current = snap
+
     async def build(self) -> HealthSnapshot:
-        rt = self.rt
+        src = self.sources
         failed: dict[str, str] = {}
         queued = self.current.queued
         try:
-            async with asyncio.timeout(2.0):
-                queued = await rt.store.count_runs(RunState.QUEUED)
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                queued = await src.store.count_runs(RunState.QUEUED)
+                failed.update(await src.store.health_problems())
         except Exception as exc:
-            failed["database"] = f"the database is unreachable: {exc or type(exc).__name__}"
-        if (err := await asyncio.to_thread(writable, rt.settings.data_dir)) is not None:
+            failed["database"] = f"the database is unreachable: {_says(exc)}"
+        if (err := await asyncio.to_thread(writable, src.data_dir)) is not None:
             failed["data_dir"] = err
-        if not rt.executor.healthy:
-            failed["executor"] = "not connected to the supervisor"
-        if rt.draining:
+        failed.update(await self._supervisor())
+        reconcile = src.reconcile()
+        if not reconcile.ok:
+            failed["reconcile"] = reconcile.error or "the last reconcile failed"
+        if src.draining():
             failed["draining"] = "the server is shutting down"
-        d = rt.dispatcher
+        d, hub = src.dispatcher, src.hub
         return HealthSnapshot(
             snapshot_at=time.time(), active=d.active, queued=queued, capacity=d.capacity,
-            draining=rt.draining, failed_checks=failed, scheduler=self.scheduler_snapshot(),
-            streams={"watchers": rt.hub.watchers, "tailers": len(rt.hub.tailers),
-                     "lagged_total": rt.hub.lagged_total, "notify": rt.hub.notifier.mode},
+            draining=src.draining(), failed_checks=failed, scheduler=src.scheduler(),
+            streams={"watchers": hub.watchers, "tailers": len(hub.tailers),
+                     "lagged_total": hub.lagged_total, "notify": hub.notifier.mode},
         )  # fmt: skip
+
+    async def _supervisor(self) -> dict[str, str]:
+        """The supervisor answers a ping in time; its failing writes, by failpoint name."""
+        executor = self.sources.executor
+        if not executor.healthy:
+            return {"executor": "not connected to the supervisor"}
+        try:
+            reply = await executor.ping(CHECK_TIMEOUT_S)
+        except Exception as exc:
+            return {"executor": f"the supervisor does not answer: {_says(exc)}"}
+        if not reply.get("ok") and "KeyError" not in str(reply.get("error")):
+            # (a KeyError: an older supervisor without `ping`, still running programs: alive)
+            return {"executor": f"the supervisor refused a ping: {reply.get('error')}"}
+        errors = reply.get("write_errors") or {}
+        return {str(point): str(why)[:500] for point, why in errors.items()}
+
+
+def _says(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

@@ -16,7 +16,14 @@ from typing import Any
 from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
-from runyard.errors import StorageFullError, StoreBusyError
+from runyard import failpoints
+from runyard.errors import (
+    RunyardError,
+    StorageFullError,
+    StorageIOError,
+    StoreBusyError,
+    storage_error,
+)
 from runyard.models import (
     Attempt,
     AttemptState,
@@ -62,16 +69,45 @@ class PostgresStore(Store):
         self._kwargs = kwargs
         self._listener: Listener | None = None
         self._leadership = Leadership(dsn, kwargs, q.SCHEDULER_LOCK)
+        # Why the last write failed on storage, until a write succeeds (readiness reports it).
+        self.write_error: str | None = None
+        self._failed_point = "store_commit"
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[Conn]:
+    async def _tx(self, write: str | None = None) -> AsyncIterator[Conn]:
+        """One transaction; `write` names the failpoint of a transaction that writes."""
         try:
             async with self.pool.connection() as conn, conn.transaction():
                 yield conn
+                if write is not None:
+                    failpoints.check(write)  # raising here rolls the transaction back
+        except OSError as exc:
+            raise self._failed(storage_error(exc, "the database"), write) from exc
         except errors.DiskFull as exc:
-            raise StorageFullError("the database's disk is full") from exc
+            raise self._failed(StorageFullError("the database's disk is full"), write) from exc
+        except errors.IoError as exc:
+            error = StorageIOError(f"the database cannot be written: {exc}")
+            raise self._failed(error, write) from exc
         except (errors.LockNotAvailable, errors.DeadlockDetected, errors.QueryCanceled) as exc:
             raise StoreBusyError("the database is busy; try again") from exc
+        if write is not None:
+            self.write_error = None
+
+    def _failed(self, error: RunyardError, point: str | None) -> RunyardError:
+        self.write_error, self._failed_point = error.detail, point or "store_commit"
+        return error
+
+    async def health_problems(self) -> dict[str, str]:
+        """Readiness: after a write failed, does one go through now? (a transaction that
+        takes a transaction id, so its commit is written to the WAL)."""
+        if self.write_error is None:
+            return {}
+        try:
+            async with self._tx(self._failed_point) as c:
+                await c.execute("SELECT pg_current_xact_id()")
+        except RunyardError as exc:
+            return {"store": exc.detail}
+        return {}
 
     async def open(self) -> None:
         await self.pool.open(wait=True)
@@ -132,7 +168,7 @@ class PostgresStore(Store):
     # -- runs -------------------------------------------------------------------------------
 
     async def insert_run(self, run: Run) -> tuple[Run, bool]:
-        async with self._tx() as c:
+        async with self._tx("store_commit") as c:
             inserted = await self._one(c, q.INSERT_RUN, run_to_row(run))
             if inserted is None:  # the idempotency key was taken
                 row = await self._one(c, q.GET_RUN_BY_KEY, (run.idempotency_key,))
@@ -210,7 +246,7 @@ class PostgresStore(Store):
         slots = dict(job_slots)
         full = {job for job, n in slots.items() if n <= 0}
         claims: list[Claim] = []
-        async with self._tx() as c:
+        async with self._tx("store_commit") as c:
             while len(claims) < limit:
                 rows = await (
                     await c.execute(q.CLAIM_CANDIDATES, (now, sorted(full), limit - len(claims)))
@@ -250,13 +286,13 @@ class PostgresStore(Store):
         self, started: list[tuple[str, int, int, int, float, float]]
     ) -> None:
         rows = [(pid, pgid, st, at, run_id, n) for run_id, n, pid, pgid, st, at in started]
-        async with self._tx() as c, c.cursor() as cur:
+        async with self._tx("store_commit") as c, c.cursor() as cur:
             await cur.executemany(q.ATTEMPT_STARTED, rows)
 
     async def end_attempt(
         self, run_id: str, number: int, end: AttemptEnd, token: str | None = None
     ) -> Run | None:
-        async with self._tx() as c:
+        async with self._tx("store_commit") as c:
             locked = await self._one(c, q.LOCK_RUN, (run_id,))
             cur = await c.execute(
                 q.END_ATTEMPT,
@@ -282,7 +318,7 @@ class PostgresStore(Store):
         return run
 
     async def cancel_queued(self, run_id: str, at: float, reason: str) -> Run | None:
-        async with self._tx() as c:
+        async with self._tx("store_commit") as c:
             row = await self._one(c, q.LOCK_RUN, (run_id,))
             if row is None or row[0] != RunState.QUEUED.value:
                 return None
@@ -296,13 +332,13 @@ class PostgresStore(Store):
         return run
 
     async def request_cancel(self, run_id: str) -> Run | None:
-        async with self._tx() as c:
+        async with self._tx("store_commit") as c:
             if (await c.execute(q.SET_CANCEL_REQUESTED, (run_id,))).rowcount == 0:
                 return None
             return await self._run(c, run_id)
 
     async def delete_run(self, run_id: str) -> bool:
-        async with self._tx() as c:
+        async with self._tx("store_commit") as c:
             return (await c.execute(q.DELETE_RUN, (run_id,))).rowcount > 0
 
     async def get_attempts(self, run_id: str) -> list[Attempt]:
@@ -320,7 +356,7 @@ class PostgresStore(Store):
     async def register_server(
         self, server_id: str, url: str, capacity: int, now: float, lease_s: float
     ) -> str:
-        async with self._tx() as c:
+        async with self._tx("store_commit") as c:
             # one registration of an id at a time (two processes claiming one identity)
             await c.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                             (q.MEMBERSHIP_LOCK, server_id))  # fmt: skip
@@ -336,7 +372,7 @@ class PostgresStore(Store):
             return token
 
     async def renew_server(self, server_id: str, token: str, now: float, lease_s: float) -> bool:
-        async with self._tx() as c:
+        async with self._tx("store_commit") as c:
             cur = await c.execute(q.RENEW_SERVER, (now, now + lease_s, server_id, token, now))
             return cur.rowcount > 0
 
@@ -353,7 +389,7 @@ class PostgresStore(Store):
     # -- progress and events ----------------------------------------------------------------
 
     async def set_progress(self, run_id: str, progress: dict[str, Any]) -> None:
-        async with self._tx() as c:
+        async with self._tx("progress") as c:
             await c.execute(q.SET_PROGRESS, (dumps(progress), run_id))
 
     async def add_progress(
@@ -365,7 +401,7 @@ class PostgresStore(Store):
         offset: int,
         skipped: int,
     ) -> None:
-        async with self._tx() as c:
+        async with self._tx("progress") as c:
             await c.execute(q.LOCK_RUN, (run_id,))
             for at, data in events:
                 await self._event(c, run_id, at, "progress", data | {"attempt": attempt})
@@ -391,7 +427,7 @@ class PostgresStore(Store):
     # -- batches, schedules, retention ------------------------------------------------------
 
     async def insert_batch(self, batch: Batch, runs: list[Run]) -> None:
-        async with self._tx() as c:
+        async with self._tx("store_commit") as c:
             await c.execute(
                 q.INSERT_BATCH,
                 (batch.id, batch.job, batch.size, batch.created_at, json.dumps(batch.request)),
@@ -424,7 +460,7 @@ class PostgresStore(Store):
         return [r[0] for r in rows]
 
     async def save_schedule(self, schedule: Schedule, run: Run | None = None) -> None:
-        async with self._tx() as c:
+        async with self._tx("store_commit") as c:
             if run is not None:
                 await c.execute(q.INSERT_RUN, run_to_row(run))
                 await self._event(c, run.id, run.created_at, "state", state_event(run, None))
@@ -438,7 +474,7 @@ class PostgresStore(Store):
         return [schedule_from_row(r) for r in rows]
 
     async def delete_schedule(self, schedule_id: str) -> bool:
-        async with self._tx() as c:
+        async with self._tx("store_commit") as c:
             await c.execute(q.NOTIFY, (q.SCHEDULES_CHANNEL, schedule_id))
             return (await c.execute(q.DELETE_SCHEDULE, (schedule_id,))).rowcount > 0
 

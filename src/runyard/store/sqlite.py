@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -19,7 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from runyard.errors import StorageFullError, StoreBusyError
+from runyard import failpoints
+from runyard.errors import (
+    RunyardError,
+    StorageFullError,
+    StorageIOError,
+    StoreBusyError,
+    storage_error,
+)
 from runyard.models import (
     Attempt,
     AttemptState,
@@ -64,6 +72,11 @@ class SQLiteStore(Store):
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        # Why the last write failed on storage (full, I/O, file gone), until a write succeeds:
+        # readiness reports it and probes (probe_write) whether it has cleared.
+        self.write_error: str | None = None
+        self._write_point = self._failed_point = "store_commit"  # failpoints of writes
         # One thread owns the connection: calls queue up instead of contending for the lock.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runyard-sqlite")
 
@@ -85,26 +98,54 @@ class SQLiteStore(Store):
             raise StoreBusyError("the store is not open")
         try:
             return fn(self._conn)
+        except OSError as exc:  # a failpoint, or the file check in _tx
+            raise self._failed(storage_error(exc, "the database")) from exc
         except sqlite3.OperationalError as exc:
-            code = getattr(exc, "sqlite_errorcode", None)
+            # extended result codes (SQLITE_IOERR_WRITE...) keep the primary code in the low byte
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
             if code == sqlite3.SQLITE_FULL:
-                raise StorageFullError("the database's disk is full") from exc
+                raise self._failed(StorageFullError("the database's disk is full")) from exc
+            if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CORRUPT):
+                raise self._failed(
+                    StorageIOError(f"the database cannot be written: {exc}")
+                ) from exc
             if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise StoreBusyError("the database is busy; try again") from exc
             raise
 
-    @staticmethod
+    def _failed(self, error: RunyardError) -> RunyardError:
+        self.write_error = error.detail
+        self._failed_point = self._write_point
+        return error
+
+    def _check_file(self) -> None:
+        """Raise OSError(EIO) if the database file was deleted or replaced since it was opened:
+        SQLite would go on writing to the unlinked file, and every write would be lost at the
+        next start. One stat per write transaction."""
+        try:
+            st = os.stat(self.path)  # noqa: PTH116  cheap, on the store thread
+            same = (st.st_dev, st.st_ino) == self._identity
+        except FileNotFoundError:
+            same = False
+        if not same and self._identity is not None:
+            raise OSError(5, f"the database file {self.path} was deleted or replaced since it "
+                          "was opened; restart the server")  # fmt: skip
+
     @contextmanager
-    def _tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    def _tx(self, conn: sqlite3.Connection, point: str = "store_commit") -> Iterator[None]:
         # IMMEDIATE takes the write lock up front, so a transaction never fails half way
         # through on a lock upgrade.
+        self._write_point = point
         conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
+            yield
+            self._check_file()
+            failpoints.check(point)
         except BaseException:
             conn.rollback()
             raise
         conn.commit()
+        self.write_error = None
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,12 +154,13 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
+        st = os.stat(self.path)  # noqa: PTH116  the file the connection has just opened
+        self._identity = (st.st_dev, st.st_ino)
         self._conn = conn
         self._migrate(conn)
 
-    @classmethod
-    def _migrate(cls, conn: sqlite3.Connection) -> None:
-        with cls._tx(conn):
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with self._tx(conn):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
                 "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
@@ -149,6 +191,26 @@ class SQLiteStore(Store):
 
     async def ping(self) -> None:
         await self._call(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def health_problems(self) -> dict[str, str]:
+        """Readiness: the file is the one opened; writes work again after one failed."""
+
+        def op(c: sqlite3.Connection) -> dict[str, str]:
+            try:
+                self._check_file()
+            except OSError as exc:
+                return {"database": str(exc.strerror)}
+            if self.write_error is None:
+                return {}
+            try:  # the last write failed: does one go through now? (a header-only write)
+                with self._tx(c, self._failed_point):
+                    version = c.execute("PRAGMA user_version").fetchone()[0]
+                    c.execute(f"PRAGMA user_version = {int(version)}")
+            except (OSError, sqlite3.Error) as exc:
+                return {"store": f"{self.write_error} ({getattr(exc, 'strerror', None) or exc})"}
+            return {}
+
+        return await self._call(op)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -476,7 +538,7 @@ class SQLiteStore(Store):
 
     async def set_progress(self, run_id: str, progress: dict[str, Any]) -> None:
         def op(c: sqlite3.Connection) -> None:
-            with self._tx(c):
+            with self._tx(c, "progress"):
                 c.execute(q.SET_PROGRESS, (dumps(progress), run_id))
 
         await self._call(op)
@@ -491,7 +553,7 @@ class SQLiteStore(Store):
         skipped: int,
     ) -> None:
         def op(c: sqlite3.Connection) -> None:
-            with self._tx(c):
+            with self._tx(c, "progress"):
                 for at, data in events:
                     _add_event(c, run_id, at, "progress", data | {"attempt": attempt})
                 latest = dumps(events[-1][1]) if events else None
