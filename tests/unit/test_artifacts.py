@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from runyard.errors import ForbiddenPathError, NotFoundError
-from runyard.services.artifacts import check_relative, list_artifacts, matches, open_artifact
+from runyard.services.artifact_listing import decode_cursor, list_page, workspace_usage
+from runyard.services.artifacts import check_relative, matches, open_artifact
 
 
 @pytest.mark.parametrize(
@@ -50,8 +51,96 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def test_listing_skips_links(workspace: Path) -> None:
-    found = [a.path for a in list_artifacts(workspace, ["outputs/**"])]
-    assert found == ["outputs/a.txt", "outputs/sub/b.txt"]
+    page = list_page(workspace, ["outputs/**"], after=None, limit=100, walk_max=1000)
+    assert [a.path for a in page.artifacts] == ["outputs/a.txt", "outputs/sub/b.txt"]
+    assert page.next_cursor is None
+
+
+def _all_pages(workspace: Path, limit: int, walk_max: int) -> list[str]:
+    seen: list[str] = []
+    after = None
+    for _ in range(10_000):
+        page = list_page(workspace, ["**"], after=after, limit=limit, walk_max=walk_max)
+        seen += [a.path for a in page.artifacts]
+        if page.next_cursor is None:
+            return seen
+        after = decode_cursor(page.next_cursor)
+    raise AssertionError("the cursor never reached the end")
+
+
+def test_pages_resume_after_the_cursor_without_gaps_or_repeats(tmp_path: Path) -> None:
+    expected = []
+    for d in ["a", "a/b", "a/b/c", "b", "c"]:
+        (tmp_path / d).mkdir(parents=True, exist_ok=True)
+        for f in ["1", "2", "3"]:
+            (tmp_path / d / f).write_text(f)
+            expected.append(f"{d}/{f}")
+    for limit, walk_max in [(1, 1000), (2, 1000), (1000, 100), (4, 100)]:
+        assert _all_pages(tmp_path, limit, walk_max) == sorted(expected, key=lambda p: p.split("/"))
+
+
+def test_walk_budget_bounds_each_page_and_still_progresses(tmp_path: Path) -> None:
+    for d in range(5):
+        (tmp_path / f"d{d}").mkdir()
+        for i in range(50):
+            (tmp_path / f"d{d}" / f"f{i:03}").write_text("x")
+    page = list_page(tmp_path, ["**"], after=None, limit=10_000, walk_max=100)
+    assert 0 < len(page.artifacts) < 100
+    assert page.next_cursor is not None
+    assert len(_all_pages(tmp_path, 10_000, 100)) == 250
+
+
+def test_a_directory_over_the_walk_cap_is_listed_in_part_and_says_so(tmp_path: Path) -> None:
+    for i in range(250):
+        (tmp_path / f"f{i:03}").write_text("x")
+    page = list_page(tmp_path, ["**"], after=None, limit=10_000, walk_max=100)
+    assert page.partial
+    assert len(_all_pages(tmp_path, 10_000, 100)) == 100
+    assert workspace_usage(tmp_path, 100)[1] is False
+
+
+def test_very_deep_tree_is_listed_measured_and_removed(tmp_path: Path) -> None:
+    """1,200 levels: past Python's recursion limit, and past PATH_MAX in total length."""
+    from runyard.fstree import remove_tree
+
+    root = tmp_path / "deep"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY)
+    name = "d" * 200
+    for _ in range(1200):
+        os.mkdir(name, dir_fd=fd)
+        nxt = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    os.close(os.open("leaf.txt", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.close(fd)
+    page = list_page(root, ["**"], after=None, limit=10, walk_max=100_000)
+    assert [a.path.count("/") for a in page.artifacts] == [1200]
+    assert workspace_usage(root, 100_000)[1] is True
+    remove_tree(root)
+    assert not root.exists()
+
+
+def test_sparse_file_counts_its_blocks_not_its_length(tmp_path: Path) -> None:
+    with (tmp_path / "sparse").open("wb") as fh:
+        fh.truncate(1 << 30)
+    used, complete = workspace_usage(tmp_path, 1000)
+    assert complete
+    assert used < 1 << 20
+
+
+def test_names_with_newlines_are_listed(tmp_path: Path) -> None:
+    (tmp_path / "a\nb.txt").write_text("x")
+    page = list_page(tmp_path, ["**"], after=None, limit=10, walk_max=1000)
+    assert [a.path for a in page.artifacts] == ["a\nb.txt"]
+
+
+@pytest.mark.parametrize("cursor", ["", "!!", "Lg", "Li4", "YS8vYg"])
+def test_bad_cursors_are_refused(cursor: str) -> None:
+    from runyard.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError):
+        decode_cursor(cursor)
 
 
 def test_open_reads_plain_files(workspace: Path) -> None:

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from runyard import __version__
-from runyard.api import dashboard, problems, proxy
+from runyard.api import dashboard, inputs, problems, proxy
+from runyard.api.middleware.authenticate import AuthenticateMiddleware
 from runyard.api.middleware.body_limit import BodyLimitMiddleware
 from runyard.api.middleware.request_context import RequestContextMiddleware
 from runyard.api.routes import (
@@ -26,6 +27,7 @@ from runyard.api.routes import (
 )
 from runyard.config import Settings
 from runyard.runtime import Runtime
+from runyard.services.artifact_listing import ListingPool
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -39,6 +41,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         finally:
             await rt.stop()
             await app.state.cluster_client.aclose()
+            app.state.artifact_pool.close()
 
     app = FastAPI(
         title="runyard",
@@ -47,12 +50,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = rt
+    app.state.artifact_pool = ListingPool(settings.artifact_threads)
     problems.install(app)
     proxy.install(app)
     routes = (jobs, runs, streams, feed, artifacts, batches, schedules, health, metrics, status, me)
     for module in routes:
         app.include_router(module.router)
     dashboard.mount(app)
+    inputs.publish(app, settings)
+    app.add_middleware(inputs.ControlCharacterGuard)  # before any route reads a path or query
+    # innermost first: the body cap, then authentication (both before any body is read)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_kb * 1024)
+    app.add_middleware(AuthenticateMiddleware, app_state=app.state)
     app.add_middleware(RequestContextMiddleware, metrics=rt.metrics)
     return app

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
+import signal
+import socket
 import sys
+from collections.abc import Iterator
 from types import FrameType
 
 import structlog
 import uvicorn
 
+from runyard.auth import AuthConfigError, load_tokens
+from runyard.cli.header_timeout import with_header_timeout
 from runyard.config import Settings
 from runyard.runtime import Runtime
+
+log = structlog.get_logger("runyard")
 
 
 def is_loopback(host: str) -> bool:
@@ -50,6 +59,7 @@ class RunyardServer(uvicorn.Server):
         super().__init__(config)
         self.runtime = runtime
         self._drain_started = False
+        self._reloads: set[asyncio.Task[None]] = set()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.runtime.begin_shutdown()
@@ -60,6 +70,32 @@ class RunyardServer(uvicorn.Server):
             return
         super().handle_exit(sig, frame)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Streams first, while their connections are open: each sends a whole `shutdown`
+        # event and ends (uvicorn would wait for them, then cut them mid-stream).
+        await self.runtime.close_streams()
+        await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # SIGHUP reloads the tokens file (revocation without a restart) instead of ending us
+        previous = signal.signal(signal.SIGHUP, self._hangup)
+        try:
+            with super().capture_signals():
+                yield
+        finally:
+            signal.signal(signal.SIGHUP, previous)
+
+    def _hangup(self, sig: int, frame: FrameType | None) -> None:
+        loop = self.runtime.loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._start_reload, loop)
+
+    def _start_reload(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(reload_tokens(self.runtime))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
     async def _drain_then_exit(self, sig: int) -> None:
         try:
             await self.runtime.drain()
@@ -67,11 +103,49 @@ class RunyardServer(uvicorn.Server):
             super().handle_exit(sig, None)
 
 
+async def reload_tokens(runtime: Runtime) -> None:
+    """Read the tokens file again and swap it in; a broken file keeps the tokens in force."""
+    path = runtime.settings.tokens_file
+    if path is None:
+        log.warning("tokens_not_reloaded", reason="the server was started without a tokens file")
+        return
+    try:
+        entries = await asyncio.to_thread(load_tokens, path)
+    except AuthConfigError as exc:
+        failure = str(exc)
+    else:
+        runtime.auth.replace(entries)
+        log.info("tokens_reloaded", path=str(path), tokens=len(entries))
+        return
+    log.error("tokens_not_reloaded", reason=failure, kept=len(runtime.auth.entries))
+
+
+def cluster_config_problem(settings: Settings) -> str | None:
+    """Why this configuration must not start, for a server joining a cluster."""
+    url = settings.database_url or ""
+    clustered = url.startswith(("postgresql://", "postgres://"))
+    if clustered and not settings.cluster_secret and load_tokens(settings.tokens_file):
+        return (
+            "tokens are configured for a server over PostgreSQL (a cluster) but "
+            "RUNYARD_CLUSTER_SECRET is not set: servers could not relay a caller's requests "
+            "to each other with the caller's role. Set the same RUNYARD_CLUSTER_SECRET (16 or "
+            "more characters) on every server; see docs/scale-out.md."
+        )
+    return None
+
+
 def serve(settings: Settings) -> None:
     from runyard.api.app import create_app
 
     configure_logging(settings.log_format)
-    log = structlog.get_logger("runyard")
+    try:
+        problem = cluster_config_problem(settings)
+    except AuthConfigError as exc:
+        problem = str(exc)
+    if problem is not None:
+        log.error("refusing_to_start", reason=problem)
+        print(f"runyard: refusing to start: {problem}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2)
     log.info(
         "starting",
         host=settings.host,
@@ -90,5 +164,6 @@ def serve(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         proxy_headers=False,
+        http=with_header_timeout(settings.header_timeout_s),
     )
     RunyardServer(config, runtime).run()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 
+from runyard.jobs.params import JsonCeiling
 from runyard.jobs.spec import Job, LoadError, load_job
 
 log = structlog.get_logger(__name__)
@@ -23,12 +24,28 @@ class JobSnapshot:
     errors: dict[str, str] = field(default_factory=dict)  # file name -> message
 
 
+def _openable(path: str) -> bool:
+    """False on a fault of this moment (no descriptor left, EIO), not of the file itself."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    except FileNotFoundError:
+        return True  # gone since the listing: load_job reports it as the file's problem
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 class JobRegistry:
     """Rescans at most every `refresh_s`; unchanged files (same mtime and size) are not reparsed."""
 
-    def __init__(self, directory: Path, refresh_s: float = 1.0) -> None:
+    def __init__(
+        self, directory: Path, refresh_s: float = 1.0, ceiling: JsonCeiling | None = None
+    ) -> None:
         self.directory = directory
         self.refresh_s = refresh_s
+        self.ceiling = ceiling or JsonCeiling()
         self._cache: dict[str, tuple[tuple[int, int], Job | LoadError]] = {}
         self._snapshot = JobSnapshot()
         self._checked_at = float("-inf")
@@ -51,8 +68,15 @@ class JobRegistry:
         seen: dict[str, tuple[tuple[int, int], Job | LoadError]] = {}
         try:
             entries = sorted(os.scandir(self.directory), key=lambda e: e.name)
-        except OSError as exc:
+        except (FileNotFoundError, NotADirectoryError) as exc:
             return JobSnapshot(errors={str(self.directory): f"cannot read jobs directory: {exc}"})
+        except OSError as exc:
+            # out of descriptors, an I/O error: a passing fault must not undeclare every job,
+            # so the last scan's jobs stand (with the fault reported) until a scan succeeds
+            log.warning("jobs_dir_unreadable", error=str(exc))
+            last = self._snapshot
+            fault = {str(self.directory): f"cannot read jobs directory: {exc}"}
+            return JobSnapshot(jobs=last.jobs, errors={**last.errors, **fault})
         for entry in entries:
             if not entry.name.endswith(".toml") or entry.name.startswith("."):
                 continue
@@ -65,8 +89,12 @@ class JobRegistry:
             if cached is not None and cached[0] == stamp:
                 seen[entry.name] = cached
                 continue
+            if not _openable(entry.path):
+                if cached is not None:  # a passing fault: keep what it was, retry next scan
+                    seen[entry.name] = (cached[0], cached[1])
+                continue
             try:
-                result: Job | LoadError = load_job(Path(entry.path))
+                result: Job | LoadError = load_job(Path(entry.path), self.ceiling)
             except LoadError as exc:
                 result = exc
                 log.warning("job_load_error", file=entry.name, error=exc.message)

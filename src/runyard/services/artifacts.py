@@ -68,44 +68,11 @@ def check_relative(path: str) -> list[str]:
     return parts
 
 
-def list_artifacts(workspace: Path, patterns: list[str]) -> list[ArtifactInfo]:
-    """Blocking. Regular files matching the job's globs; symlinks are never followed."""
-    found: list[ArtifactInfo] = []
-    if not workspace.is_dir():
-        return found
-    for root, dirs, files in os.walk(workspace, followlinks=False):
-        dirs.sort()
-        for name in sorted(files):
-            full = Path(root, name)
-            rel = full.relative_to(workspace).as_posix()
-            if not matches(rel, patterns):
-                continue
-            try:
-                st = full.lstat()
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-                found.append(ArtifactInfo(rel, st.st_size, st.st_mtime))
-                if len(found) >= MAX_LISTED:
-                    return found
-    return found
-
-
 @dataclass(frozen=True, slots=True)
 class OpenArtifact:
     fd: int  # the caller closes it
     stat: os.stat_result
     media_type: str
-
-
-def workspace_usage(workspace: Path) -> int:
-    """Blocking. Bytes used by the workspace's files (links not followed)."""
-    total = 0
-    for root, _, files in os.walk(workspace, followlinks=False):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += Path(root, name).lstat().st_size
-    return total
 
 
 def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifact:

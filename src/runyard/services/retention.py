@@ -15,6 +15,7 @@ from runyard.background import Background
 from runyard.clock import Clock
 from runyard.execution.executor import LocalExecutor
 from runyard.jobs import JobRegistry
+from runyard.services.removal import FilesRemainError, remove_run_files
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
@@ -70,6 +71,15 @@ class Retention:
         attempts = await self.store.get_attempts(run_id)
         return not attempts or attempts[-1].host == self.server_id
 
+    async def _remove(self, run_id: str) -> bool | None:
+        """Files first, then the record, so a failure never leaves files nobody can name.
+        True: removed; False: somebody else removed the record; None: files remain."""
+        try:
+            await remove_run_files(self.executor, run_id)
+        except FilesRemainError:
+            return None
+        return await self.store.delete_run(run_id)
+
     async def sweep(self) -> int:
         """Remove every finished run past its TTL; returns how many were removed."""
         jobs = (await self.registry.snapshot()).jobs.values()
@@ -85,9 +95,10 @@ class Retention:
                 ttl = ttl_of(spec, self.default_s)
                 if ttl is None or finished_at >= now - ttl or not await self._mine(run_id):
                     kept += 1
-                elif await self.store.delete_run(run_id):
-                    await self.executor.remove_files(run_id)
-                    removed += 1
+                else:
+                    outcome = await self._remove(run_id)
+                    removed += outcome is True
+                    kept += outcome is None  # its files would not go: kept, tried next sweep
             if len(page) < BATCH:
                 break
         if removed:

@@ -1,13 +1,14 @@
 """Request body cap: an announced oversize body (Content-Length) is refused at once, unread;
-a streamed (chunked) one as soon as it passes the cap. Answered as problem JSON naming the
-limit (FastAPI's own `max_body_size` sits outside the app's handlers and answers plain text).
+any other (chunked, or a Content-Length that undercounts) as soon as what was read passes the
+cap, so no body is ever held whole past it. Answered as problem JSON naming the limit
+(FastAPI's own `max_body_size` sits outside the app's handlers and answers plain text).
 """
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runyard.api.middleware.answer import send_problem
 
 
 class _TooLargeError(Exception):
@@ -20,17 +21,16 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope.get("headers", []):
-                if name == b"content-length":
-                    if not value.isdigit() or int(value) > self.max_bytes:
-                        await self._refuse(send)
-                        return
-                    break
-        elif scope["type"] == "http":
-            await self._counted(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    await self._refuse(send)
+                    return
+                break
+        await self._counted(scope, receive, send)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
         seen = 0
@@ -57,14 +57,7 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, send: Send) -> None:
         kib = self.max_bytes // 1024
-        detail = f"the request body is over the limit of {kib} KiB (max_body_kb)"
-        body = json.dumps({
-            "type": "urn:runyard:problem:body-too-large", "title": "Payload too large",
-            "status": 413, "detail": detail,
-        }).encode()  # fmt: skip
-        await send({
-            "type": "http.response.start", "status": 413,
-            "headers": [(b"content-type", b"application/problem+json"),
-                        (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
-        })  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(
+            send, 413, "Payload too large", "body-too-large",
+            f"the request body is over the limit of {kib} KiB (max_body_kb)",
+        )  # fmt: skip

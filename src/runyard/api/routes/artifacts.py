@@ -1,4 +1,5 @@
-"""Artifact routes: list a run's declared outputs and download one (Range supported)."""
+"""Artifact routes: list a run's declared outputs page by page, and download one (Range
+supported)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,46 @@ import asyncio
 import os
 import re
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
-from starlette.background import BackgroundTask
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable, Response
+from starlette.types import Receive, Scope, Send
 
 from runyard.api.deps import RuntimeDep
+from runyard.api.problems import problem
 from runyard.api.proxy import ON_OWNER
 from runyard.api.security import READ
 from runyard.errors import ForbiddenPathError
 from runyard.schemas import ArtifactList, ArtifactView, problem_responses
-from runyard.services.artifacts import list_artifacts, open_artifact, workspace_usage
+from runyard.services.artifact_listing import (
+    PAGE_DEFAULT,
+    PAGE_MAX,
+    ArtifactPage,
+    ListingPool,
+    decode_cursor,
+    list_page,
+    workspace_usage,
+)
+from runyard.services.artifacts import OpenArtifact, open_artifact
+
+
+class AnyPathConvertor(Convertor[str]):
+    """Starlette's `path`, newlines included: a file name may hold one, and what a listing
+    shows must be downloadable."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", AnyPathConvertor())
 
 router = APIRouter(
     prefix="/v1/runs/{run_id}/artifacts",
@@ -27,31 +57,101 @@ router = APIRouter(
 
 # Percent-encoded '/', '\', NUL or '.': a client hiding a separator or a dot-segment.
 _ENCODED_TRICK = re.compile(rb"%(2f|5c|00|2e)", re.IGNORECASE)
+CURSOR_MAX = 65_536
 
 
 @router.get("", response_model=ArtifactList)
-async def get_artifacts(run_id: str, rt: RuntimeDep) -> ArtifactList:
+async def get_artifacts(
+    run_id: str,
+    request: Request,
+    rt: RuntimeDep,
+    cursor: Annotated[str | None, Query(max_length=CURSOR_MAX, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_DEFAULT,
+) -> ArtifactList:
+    after = decode_cursor(cursor) if cursor is not None else None
     run = await rt.runs.get(run_id)
     workspace = rt.executor.paths(run_id).workspace
-    found, used = await asyncio.to_thread(
-        lambda: (
-            list_artifacts(workspace, run.spec.get("artifacts", [])),
-            workspace_usage(workspace),
-        )
+    patterns = run.spec.get("artifacts", [])
+    walk_max = rt.settings.artifact_walk_max
+    pool: ListingPool = request.app.state.artifact_pool
+    page: ArtifactPage = await pool.run(
+        lambda: list_page(workspace, patterns, after=after, limit=limit, walk_max=walk_max)
     )
+    used, counted_all = 0, True
+    if after is None:  # the workspace's size once, with the first page
+        used, counted_all = await pool.run(lambda: workspace_usage(workspace, walk_max))
     return ArtifactList(
         workspace_bytes=used,
+        next_cursor=page.next_cursor,
+        partial=page.partial or not counted_all,
         artifacts=[
             ArtifactView(
                 path=a.path, size=a.size, modified_at=datetime.fromtimestamp(a.modified_at, UTC)
             )
-            for a in found
+            for a in page.artifacts
         ],
     )
 
 
+class ArtifactFileResponse(FileResponse):
+    """Serves an artifact we already opened (through its /proc fd link, so not whatever the
+    path names now) and closes that descriptor however the response ends: Starlette's own
+    early answers to a bad Range never run background tasks, which leaked one per request."""
+
+    def __init__(self, opened: OpenArtifact, filename: str) -> None:
+        super().__init__(
+            f"/proc/self/fd/{opened.fd}",
+            stat_result=opened.stat,
+            media_type=opened.media_type,
+            filename=filename,
+            content_disposition_type="attachment",
+        )
+        self.fd = opened.fd
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            refusal = self._range_refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+            await super().__call__(scope, receive, send)
+        finally:
+            os.close(self.fd)
+
+    def _range_refusal(self, scope: Scope) -> Response | None:
+        """A bad Range as problem JSON naming the header (Starlette answers plain text)."""
+        header = dict(scope.get("headers", [])).get(b"range")
+        if header is None or self.stat_result is None:
+            return None
+        try:
+            self._parse_range_header(header.decode("latin-1"), self.stat_result.st_size)
+        except MalformedRangeHeader as exc:
+            return problem(400, "Bad Range", f"Range header: {exc.content}", "bad-range")
+        except RangeNotSatisfiable as exc:
+            return problem(
+                416, "Range not satisfiable", f"Range header: the artifact has {exc.max_size} "
+                "bytes", "range-not-satisfiable", {"Content-Range": f"bytes */{exc.max_size}"},
+            )  # fmt: skip
+        return None
+
+
+async def _open(workspace: os.PathLike[str], path: str, patterns: list[str]) -> OpenArtifact:
+    """Open off the event loop; a request cancelled meanwhile still closes what was opened."""
+    task = asyncio.ensure_future(asyncio.to_thread(open_artifact, workspace, path, patterns))  # type: ignore[arg-type]
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+
+        def close(done: asyncio.Future[OpenArtifact]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                os.close(done.result().fd)
+
+        task.add_done_callback(close)
+        raise
+
+
 @router.get(
-    "/{path:path}",
+    "/{path:anypath}",
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
@@ -66,13 +166,5 @@ async def download_artifact(
         )
     run = await rt.runs.get(run_id)
     workspace = rt.executor.paths(run_id).workspace
-    opened = await asyncio.to_thread(open_artifact, workspace, path, run.spec.get("artifacts", []))
-    # Serve the file we opened (through its /proc fd link), not whatever the path names now.
-    return FileResponse(
-        f"/proc/self/fd/{opened.fd}",
-        stat_result=opened.stat,
-        media_type=opened.media_type,
-        filename=path.rsplit("/", 1)[-1],
-        content_disposition_type="attachment",
-        background=BackgroundTask(os.close, opened.fd),
-    )
+    opened = await _open(workspace, path, run.spec.get("artifacts", []))
+    return ArtifactFileResponse(opened, filename=path.rsplit("/", 1)[-1])

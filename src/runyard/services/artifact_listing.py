@@ -1,0 +1,175 @@
+"""Artifact listings: bounded pages of a run's declared outputs, walked without recursion on a
+small thread pool of their own, so no workspace (however large or deep) can hold the threads
+that submissions and reads need.
+
+Order is the name order of path components; a cursor is the last entry a page walked, and the
+next page resumes strictly after it. A page ends at `limit` artifacts or once `walk_max`
+entries past the cursor were walked, whichever comes first, and no directory is read past
+`walk_max` entries (a larger one is listed in part, and the page says so), so every
+request's work is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import stat
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from runyard.errors import InvalidInputError
+from runyard.fstree import TreeMovedError, TreeWalker
+from runyard.services.artifacts import matches
+
+T = TypeVar("T")
+PAGE_DEFAULT = 1000
+PAGE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactInfo:
+    path: str
+    size: int
+    modified_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactPage:
+    artifacts: list[ArtifactInfo]
+    next_cursor: str | None  # None: nothing follows
+    partial: bool  # a directory held more entries than one walk may read
+
+
+def encode_cursor(parts: tuple[str, ...]) -> str:
+    return base64.urlsafe_b64encode("/".join(parts).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, ...]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        text = raw.decode()
+    except (binascii.Error, ValueError):
+        raise InvalidInputError("cursor is not one this server gave", field="cursor") from None
+    parts = tuple(text.split("/"))
+    if not text or "\0" in text or any(p in ("", ".", "..") for p in parts):
+        raise InvalidInputError("cursor is not one this server gave", field="cursor")
+    return parts
+
+
+def _literal_prefix(pattern: str) -> tuple[str, ...]:
+    """The directories a glob names before its first wildcard: `outputs/*.csv` -> (outputs,)."""
+    fixed: list[str] = []
+    for part in pattern.split("/")[:-1]:
+        if any(c in part for c in "*?["):
+            break
+        fixed.append(part)
+    return tuple(fixed)
+
+
+def _nameable(name: str) -> bool:
+    """A name a client can read back: valid UTF-8 (not a byte string smuggled in)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _consider(
+    walker: TreeWalker, parts: tuple[str, ...], patterns: list[str], found: list[ArtifactInfo]
+) -> None:
+    if not _nameable(parts[-1]):
+        return
+    rel = "/".join(parts)
+    if not matches(rel, patterns):
+        return
+    try:
+        st = walker.lstat(parts[-1])
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+        found.append(ArtifactInfo(rel, st.st_size, st.st_mtime))
+
+
+def list_page(
+    workspace: Path, patterns: list[str], *, after: tuple[str, ...] | None, limit: int,
+    walk_max: int,
+) -> ArtifactPage:  # fmt: skip
+    """Blocking. Regular files matching the job's globs after `after`; links never followed,
+    hard links (which could bring in a file from outside) left out."""
+    found: list[ArtifactInfo] = []
+    if not workspace.is_dir():
+        return ArtifactPage(found, None, partial=False)
+    after = after or ()
+
+    roots = [_literal_prefix(p) for p in patterns]
+
+    def descend(parts: tuple[str, ...]) -> bool:
+        # a directory wholly before the cursor holds nothing of this page, and one beside
+        # every glob's fixed leading directories holds nothing declared
+        n = len(parts)
+        if not any(r[:n] == parts[: len(r)] for r in roots):
+            return False
+        return parts > after or after[:n] == parts
+
+    walker = TreeWalker(workspace, max_dir_entries=walk_max)
+    walk = walker.walk(descend)
+    try:
+        visited = 0
+        for parts, is_dir in walk:
+            if parts <= after:
+                continue
+            visited += 1
+            if not is_dir:
+                _consider(walker, parts, patterns, found)
+            if len(found) >= limit or visited >= walk_max:
+                # a full page, or the walk's budget spent: the next page goes on from here
+                return ArtifactPage(found, encode_cursor(parts), walker.partial)
+    except (TreeMovedError, FileNotFoundError):
+        pass  # the program moved things while we looked: what was seen so far stands
+    finally:
+        walk.close()  # its directory descriptor, now rather than when collected
+    return ArtifactPage(found, None, walker.partial)
+
+
+def workspace_usage(workspace: Path, walk_max: int) -> tuple[int, bool]:
+    """Blocking. (bytes of disk the workspace's entries take, whether all were counted).
+    Allocated blocks, not apparent sizes: a sparse file costs what it really holds."""
+    if not workspace.is_dir():
+        return 0, True
+    walker = TreeWalker(workspace, max_dir_entries=walk_max)
+    walk = walker.walk()
+    total = 0
+    try:
+        for parts, _ in walk:
+            if walker.read > walk_max:
+                return total, False
+            try:
+                total += walker.lstat(parts[-1]).st_blocks * 512
+            except OSError:
+                continue
+    except (TreeMovedError, FileNotFoundError):
+        return total, False
+    finally:
+        walk.close()
+    return total, not walker.partial
+
+
+class ListingPool:
+    """The few threads artifact listings may use. Waiting happens on the event loop, so a
+    client that gives up while queued costs nothing, and the default pool stays free."""
+
+    def __init__(self, threads: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="runyard-artifacts")
+        self._slots = asyncio.Semaphore(threads)
+
+    async def run(self, work: Callable[[], T]) -> T:
+        async with self._slots:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
