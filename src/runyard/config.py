@@ -20,6 +20,13 @@ class Settings(BaseModel):
     )
     tokens_file: Path | None = Field(default=None, description="bearer tokens (hashes) with roles")
     max_body_kb: int = Field(default=1024, ge=1, description="request bodies over it get 413")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request's headers must arrive within it, or cut"
+    )
+    artifact_walk_max: int = Field(
+        default=100_000, ge=100, description="directory entries one artifact listing may read"
+    )
+    artifact_threads: int = Field(default=2, ge=1, le=32, description="threads for listings")
     metrics_public: bool = Field(default=True, description="serve /metrics without a token")
     port: int = Field(default=8000, ge=0, le=65535)
     capacity: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)

@@ -227,7 +227,17 @@ class ArtifactView(BaseModel):
 
 class ArtifactList(BaseModel):
     artifacts: list[ArtifactView]
-    workspace_bytes: int = Field(default=0, description="disk used by the run's workspace")
+    workspace_bytes: int = Field(
+        default=0, description="disk the run's workspace takes (first page only; else 0)"
+    )
+    next_cursor: str | None = Field(
+        default=None, description="pass as `cursor` for the next page; null on the last"
+    )
+    partial: bool = Field(
+        default=False,
+        description="the workspace was larger than one walk may read (artifact_walk_max): "
+        "some entries are not listed, or workspace_bytes counts only part of it",
+    )
 
 
 class ProblemError(BaseModel):

@@ -24,6 +24,7 @@ from runyard.jobs.spec import Job
 from runyard.models import Attempt, Run, RunFilter, RunState
 from runyard.services.diskspace import DiskGuard
 from runyard.services.dispatch import Dispatcher
+from runyard.services.removal import remove_run_files
 from runyard.store import Store
 from runyard.store.base import Page
 
@@ -222,9 +223,10 @@ class RunService:
             raise ConflictError(
                 f"run {run_id} is {run.state.value}; only finished runs can be deleted"
             )
+        # files first: a removal that fails leaves the run listed, so a retry can finish it
+        await remove_run_files(self.dispatcher.executor, run_id)
         if await self.store.delete_run(run_id):
             self.announce("deleted", {"id": run_id})
-            await self.dispatcher.executor.remove_files(run_id)
 
     async def read_log(
         self, run_id: str, attempt: int | None, offset: int, limit: int
