@@ -1,44 +1,127 @@
-"""Forwarding a request about a run's files to the server that holds them.
+"""Forwarding a request about a run's files to the server that holds them, and nothing else.
 
 A route that reads logs or artifacts declares `ON_OWNER` after its role guard: once the
-caller is authorised here, the request goes on to the owning server with the cluster's
-internal credential, and its answer — a file, a byte range, a live SSE stream — is relayed
-as it comes. A forwarded request is always served where it lands, so nothing loops.
+caller is authorised here, the request goes on to the owning server and its answer (a file,
+a byte range, a live SSE stream) is relayed as it comes.
+
+The relay cannot be steered. Only the route templates in `RELAYED` are forwarded; the
+forwarded request is rebuilt from them: the run id and artifact path validated and
+re-encoded segment by segment, only the query parameters and headers the route reads, each
+validated. It carries no token, but a relay claim signed with the cluster secret naming the
+caller's own role (auth.RelaySigner), never more. A client's own forwarding headers are not
+claims: they are ignored. A request relayed to us is served here, or refused if the files
+moved meanwhile, so nothing loops.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
 from fastapi import Depends, FastAPI, Request
 from starlette.background import BackgroundTask
+from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Scope
 
+from runyard.api.problems import problem
+from runyard.auth import RELAY_HEADER, RelayClaim, RelaySigner, Role
+from runyard.errors import ForbiddenPathError, InvalidInputError, UnavailableError
 from runyard.models import ServerInfo
 from runyard.services.placement import OwnerUnavailableError, owner_elsewhere
 
-FORWARDED = "x-runyard-forwarded-by"
-# what a relayed request keeps of the caller's headers (never its credential)
-PASS_REQUEST = ("accept", "range", "last-event-id", "if-range", "if-none-match", "x-request-id")
+SERVED_BY = "x-runyard-served-by"
+RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+# Percent-encoded '/', '\', NUL or '.': a client hiding a separator or a dot-segment.
+ENCODED_TRICK = re.compile(rb"%(2f|5c|00|2e)", re.IGNORECASE)
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]{1,256}")
+_BIG = 2**63 - 1
+# what a relay keeps of the answer: not framing, and not what this server adds itself
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-              "content-length", "server", "date"}  # fmt: skip
+              "content-length", "server", "date", "x-request-id", SERVED_BY}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Relayable:
+    """A route that may be forwarded: the query parameters it reads (each with the pattern
+    its value must match here; the owner checks bounds as for any request), the request
+    headers it reads, and the role it needs (carried when authentication is off here)."""
+
+    query: dict[str, re.Pattern[str]]
+    headers: tuple[str, ...]
+    role: Role = Role.READ
+
+
+_COUNT = re.compile(r"[0-9]{1,19}")
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,65536}")
+RELAYED: dict[tuple[str, str], Relayable] = {
+    ("GET", "/v1/runs/{run_id}/logs"): Relayable(
+        {"offset": _COUNT, "limit": _COUNT, "attempt": _COUNT}, ("accept",)
+    ),
+    ("GET", "/v1/runs/{run_id}/logs/stream"): Relayable(
+        {"offset": _COUNT, "attempt": _COUNT}, ("accept", "last-event-id")
+    ),
+    ("GET", "/v1/runs/{run_id}/events"): Relayable({"after": _COUNT}, ("accept", "last-event-id")),
+    ("GET", "/v1/runs/{run_id}/artifacts"): Relayable(
+        {"cursor": _CURSOR, "limit": _COUNT}, ("accept",)
+    ),
+    ("GET", "/v1/runs/{run_id}/artifacts/{path}"): Relayable(
+        {}, ("accept", "range", "if-range", "if-none-match", "if-modified-since")
+    ),
+    ("DELETE", "/v1/runs/{run_id}"): Relayable({}, (), Role.ADMIN),
+}
+_CONVERTOR = re.compile(r"\{path:[a-z]+\}")  # "{path:path}", "{path:anypath}": one template
 
 
 class ForwardToOwner(Exception):
-    def __init__(self, server: ServerInfo) -> None:
+    def __init__(self, server: ServerInfo, target: str, route: Relayable) -> None:
         super().__init__(server.id)
         self.server = server
+        self.target = target  # the re-encoded path and query to request there
+        self.route = route
+
+
+def verify_relay(app_state: Any, scope: Scope) -> RelayClaim | None:
+    """The verified relay claim a request carries, if any: checked once per request (a nonce
+    is good for one use) and kept in its state for the guards (api/security.py)."""
+    state = scope.setdefault("state", {})
+    if "relay_claim" not in state:
+        header = Headers(scope=scope).get(RELAY_HEADER)
+        claim = None
+        if header is not None:
+            target = scope.get("raw_path") or scope["path"].encode()
+            if scope.get("query_string"):
+                target += b"?" + scope["query_string"]
+            signer: RelaySigner = app_state.relay_signer
+            claim = signer.verify(header, scope["method"], target)
+        state["relay_claim"] = claim
+    found: RelayClaim | None = state["relay_claim"]
+    return found
 
 
 async def _on_owner(request: Request, run_id: str) -> None:
-    if FORWARDED in request.headers:
-        return  # relayed to us: the files are here
+    if not RUN_ID.fullmatch(run_id):
+        return  # no run has such an id: the local handler answers
     rt = request.app.state.runtime
     owner = await owner_elsewhere(rt.store, run_id, rt.settings.server_id, rt.clock.now())
-    if owner is not None:
-        raise ForwardToOwner(owner)
+    if verify_relay(request.app.state, request.scope) is not None:
+        if owner is not None:  # the run moved on since the relaying server looked
+            raise UnavailableError(
+                f"run {run_id}'s files are now on server {owner.id!r}; retry", retry_after_s=1
+            )
+        return  # relayed to us: the files are here
+    if owner is None:
+        return
+    template = _CONVERTOR.sub("{path}", getattr(request.scope.get("route"), "path", ""))
+    route = RELAYED.get((request.method, template))
+    if route is None:
+        return  # not a relayable route: never forwarded, answered here
+    raise ForwardToOwner(owner, _target(request, template, route, run_id), route)
 
 
 async def _on_owner_if_alive(request: Request, run_id: str) -> None:
@@ -52,26 +135,81 @@ ON_OWNER = Depends(_on_owner)
 ON_OWNER_IF_ALIVE = Depends(_on_owner_if_alive)
 
 
+def _target(request: Request, template: str, route: Relayable, run_id: str) -> str:
+    """The path and query to request on the owner, rebuilt from validated parts."""
+    path = template.replace("{run_id}", quote(run_id, safe=""))
+    if "{path}" in template:
+        path = path.replace("{path}", _artifact_path(request))
+    query = []
+    for name, pattern in route.query.items():
+        text = request.query_params.get(name)
+        if text is None:
+            continue
+        if not pattern.fullmatch(text):
+            raise InvalidInputError(f"query parameter {name} is malformed", field=name)
+        query.append((name, text))
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+def _artifact_path(request: Request) -> str:
+    """The artifact path, each segment checked and percent-encoded on its own (a newline in
+    a file name included): no dot segment, empty segment or NUL ever reaches the owner."""
+    raw = request.scope.get("raw_path") or b""
+    if ENCODED_TRICK.search(raw.split(b"/artifacts/", 1)[-1]):
+        raise ForbiddenPathError(
+            "encoded separators and dots are refused in artifact paths", field="path"
+        )
+    segments = str(request.path_params.get("path", "")).split("/")
+    for segment in segments:
+        if segment in ("", ".", "..") or "\0" in segment:
+            raise ForbiddenPathError(
+                "artifact paths are relative, without empty, '.' or '..' segments or NUL",
+                field="path",
+            )
+    return "/".join(quote(segment, safe="") for segment in segments)
+
+
+def _headers(request: Request, route: Relayable) -> dict[str, str]:
+    kept = {}
+    for name in route.headers:
+        value = request.headers.get(name)
+        if value is None:
+            continue
+        if not _HEADER_VALUE.fullmatch(value):
+            raise InvalidInputError(f"header {name} is malformed", field=name)
+        kept[name] = value
+    return kept
+
+
 async def _relay(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ForwardToOwner)  # noqa: S101  registered for this type only
-    rt = request.app.state.runtime
     client: httpx.AsyncClient = request.app.state.cluster_client
-    headers = {k: v for k, v in request.headers.items() if k in PASS_REQUEST}
-    headers[FORWARDED] = rt.settings.server_id
-    if rt.settings.cluster_secret:
-        headers["authorization"] = f"Bearer {rt.settings.cluster_secret}"
-    url = f"{exc.server.url}{request.url.path}"
-    upstream = await client.send(
-        client.build_request(request.method, url, params=request.query_params, headers=headers),
-        stream=True,
-    )
+    signer: RelaySigner = request.app.state.relay_signer
+    state: dict[str, Any] = request.scope.get("state", {})
+    url = httpx.URL(f"{exc.server.url}{exc.target}")
+    headers = _headers(request, exc.route)
+    if "request_id" in state:
+        headers["x-request-id"] = state["request_id"]  # one id across both servers' logs
+    role = state.get("role")
+    headers[RELAY_HEADER] = signer.sign(
+        request.method, url.raw_path, exc.server.id, str(state.get("principal", "anonymous")),
+        role if isinstance(role, Role) else exc.route.role,  # auth off here: the route's role
+    )  # fmt: skip
+    try:
+        upstream = await client.send(
+            client.build_request(request.method, url, headers=headers), stream=True
+        )
+    except httpx.HTTPError as error:
+        return problem(503, OwnerUnavailableError.title, f"server {exc.server.id!r}, which "
+                       f"holds the files of this run, did not answer: {error}",
+                       OwnerUnavailableError.slug, {"Retry-After": "5"})  # fmt: skip
 
     async def body() -> AsyncIterator[bytes]:
         async for chunk in upstream.aiter_raw():
             yield chunk
 
     kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-    kept["x-runyard-served-by"] = exc.server.id
+    kept[SERVED_BY] = exc.server.id
     return StreamingResponse(
         body(), status_code=upstream.status_code, headers=kept,
         background=BackgroundTask(upstream.aclose),
@@ -79,6 +217,8 @@ async def _relay(request: Request, exc: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
+    settings = app.state.runtime.settings
+    app.state.relay_signer = RelaySigner(settings.cluster_secret, settings.server_id)
     # streams are long: no read timeout; connecting to a live member is quick or it is gone
     app.state.cluster_client = httpx.AsyncClient(
         timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request, WebSocket
 
-from runyard.auth import Role
+from runyard.api.proxy import verify_relay
+from runyard.auth import RelayClaim, Role
 from runyard.errors import RunyardError
 
 
@@ -36,28 +36,29 @@ def check(
     auth = app_state.runtime.auth  # type: ignore[attr-defined]
     if not auth.enabled:
         return
-    token = _bearer(header)
-    if token is None:
-        raise UnauthorizedError("a bearer token is required (Authorization: Bearer TOKEN)")
-    secret = app_state.runtime.settings.cluster_secret  # type: ignore[attr-defined]
-    if secret and hmac.compare_digest(token.encode(), secret.encode()):
-        scope_state["principal"] = "cluster"  # another server relaying an authorised request
-        scope_state["role"] = Role.ADMIN
-        return
-    entry = auth.identify(token)
-    if entry is None:
-        raise UnauthorizedError("the bearer token is not valid")
-    scope_state["principal"] = entry.name
-    scope_state["role"] = entry.role
-    if entry.role < needed:
+    claim = scope_state.get("relay_claim")
+    if isinstance(claim, RelayClaim) and claim.signed:
+        # another server relaying a request it authorised: the caller's own role, never more
+        name, role = f"{claim.principal} via {claim.origin}", claim.role
+    else:
+        token = _bearer(header)
+        if token is None:
+            raise UnauthorizedError("a bearer token is required (Authorization: Bearer TOKEN)")
+        entry = auth.identify(token)
+        if entry is None:
+            raise UnauthorizedError("the bearer token is not valid")
+        name, role = entry.name, entry.role
+    scope_state["principal"] = name
+    scope_state["role"] = role
+    if role < needed:
         raise ForbiddenError(
-            f"this needs the {needed.name.lower()} role; "
-            f"token {entry.name!r} has {entry.role.name.lower()}"
+            f"this needs the {needed.name.lower()} role; token {name!r} has {role.name.lower()}"
         )
 
 
 def require(needed: Role) -> Callable[[Request], Awaitable[None]]:
     async def guard(request: Request) -> None:
+        verify_relay(request.app.state, request.scope)  # a relay claim stands for a token
         check(request.app.state, request.headers.get("authorization"), needed,
               request.scope.setdefault("state", {}))  # fmt: skip
 
