@@ -1,0 +1,191 @@
+"""The relay between servers cannot be steered: only known routes with re-encoded parts are
+forwarded, with the caller's own role signed for one request, and a client's forwarding
+headers are nothing (issue 14, defect 6 and parts of 17)."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import httpx
+import psycopg
+import pytest
+
+from runyard.auth import RELAY_HEADER, Role, create_token
+from tests.support import ServerProcess, free_port, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "s3cret-of-the-cluster-0123456789"  # noqa: S105  a test cluster's
+LINES = 5
+
+
+@pytest.fixture
+def relay_jobs(write_job, jobs_dir: Path) -> Path:
+    program = (
+        'mkdir -p "outputs/a b"; echo hello > "outputs/a b/c.txt"; '
+        f"i=0; while [ $i -lt {LINES} ]; do i=$((i+1)); echo line $i; done"
+    )
+    write_job("art", f'command = ["sh", "-c", {program!r}]\nartifacts = ["outputs/**"]\n')
+    return jobs_dir
+
+
+@pytest.fixture
+def tokens(tmp_path: Path) -> tuple[Path, dict[Role, str]]:
+    path = tmp_path / "tokens.toml"
+    return path, {role: create_token(path, role.name.lower(), role) for role in Role}
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def cluster(start_server, relay_jobs, database, tmp_path, tokens):
+    """c1 runs one job to its end (its files are on c1), then c2 joins."""
+    path, toks = tokens
+
+    def one(name: str) -> ServerProcess:
+        env = {"RUNYARD_DATABASE_URL": database, "RUNYARD_SERVER_ID": name,
+               "RUNYARD_TOKENS_FILE": str(path), "RUNYARD_CLUSTER_SECRET": SECRET}  # fmt: skip
+        return start_server(relay_jobs, capacity=2, data_dir=tmp_path / name, env=env)
+
+    c1 = one("c1")
+    run = httpx.post(f"{c1.url}/v1/runs", json={"job": "art"}, headers=auth(toks[Role.SUBMIT]))
+    run_id = run.json()["id"]
+    wait_for(
+        lambda: (
+            httpx.get(f"{c1.url}/v1/runs/{run_id}", headers=auth(toks[Role.READ])).json()["state"]
+            == "succeeded"
+        ),
+        what="the run to succeed on c1",
+    )
+    return c1, one("c2"), run_id, toks
+
+
+def raw_get(server: ServerProcess, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """A request whose path goes out exactly as written (httpx would remove dot segments)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(90)
+def test_the_relay_cannot_be_steered_by_paths_or_forged_headers(cluster) -> None:
+    c1, c2, run_id, toks = cluster
+    read = auth(toks[Role.READ])
+    for tail in (
+        "%2e%2e/%2e%2e/%2e%2e/%2e%2e/v1/status",  # the reported one
+        "../../../../v1/status",
+        "..%2f..%2f..%2f..%2fv1%2fstatus",
+        "outputs/./../../../../v1/status",
+        "outputs//x",
+    ):
+        status, body = raw_get(c2, f"/v1/runs/{run_id}/artifacts/{tail}", read)
+        assert status in (403, 404), (tail, status, body)
+        assert b"uptime" not in body and b"version" not in body, tail
+    # the genuine artifact, with a space in a directory's name, comes through re-encoded
+    got = httpx.get(f"{c2.url}/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt", headers=read)
+    assert got.status_code == 200 and got.text == "hello\n"
+    assert got.headers["x-runyard-served-by"] == "c1"
+
+    forged = {
+        "X-Runyard-Forwarded-By": "c1",
+        RELAY_HEADER: f"v1 c1 c2 admin 1 {'0' * 32} mallory {'0' * 64}",
+    }
+    # a non-owner with forged headers still relays to the owner: the whole log, not an empty one
+    got = httpx.get(f"{c2.url}/v1/runs/{run_id}/logs", headers={**read, **forged})
+    assert got.status_code == 200
+    assert got.text.splitlines() == [f"line {i}" for i in range(1, LINES + 1)]
+    assert got.headers["x-runyard-served-by"] == "c1"
+    assert got.headers.get_list("x-request-id") == [got.headers["x-request-id"]]  # once
+    # a forged claim is no credential, and the cluster secret is not a bearer token any more
+    forged[RELAY_HEADER] = forged[RELAY_HEADER].replace("c2", "c1")
+    assert httpx.get(f"{c1.url}/v1/status", headers=forged).status_code == 401
+    assert httpx.get(f"{c1.url}/v1/status", headers=auth(SECRET)).status_code == 401
+    assert httpx.get(f"{c2.url}/v1/status", headers=read).status_code == 403
+
+
+class Capture(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[tuple[str, str, dict[str, str]]]] = []
+
+    def do_GET(self) -> None:
+        Capture.seen.append((self.command, self.path, dict(self.headers.items())))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def capture() -> Iterator[str]:
+    Capture.seen = []
+    port = free_port()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Capture)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.timeout(90)
+def test_the_relay_carries_the_callers_role_signed_for_that_one_request(
+    cluster, capture, database
+) -> None:
+    c1, c2, run_id, toks = cluster
+    with psycopg.connect(database) as conn:  # c1's files, as far as c2 knows, are at `capture`
+        conn.execute("UPDATE servers SET url = %s WHERE id = 'c1'", (capture,))
+    got = httpx.get(
+        f"{c2.url}/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt",
+        headers={**auth(toks[Role.READ]), "X-Request-ID": "req-1", "Cookie": "x=1"},
+    )
+    assert got.status_code == 200 and got.text == "ok"
+    assert got.headers.get_list("x-request-id") == ["req-1"]  # once, the caller's own
+    ((method, path, headers),) = Capture.seen
+    assert method == "GET" and path == f"/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt"
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert "authorization" not in lowered and "cookie" not in lowered
+    claim = lowered[RELAY_HEADER].split(" ")
+    assert claim[1:4] == ["c2", "c1", "read"]  # from c2 to c1, the caller's role, never more
+
+    # The claim, taken to the real c1: good once for exactly that request, then never again.
+    stolen = {RELAY_HEADER: lowered[RELAY_HEADER]}
+    assert httpx.get(f"{c1.url}/v1/status", headers=stolen).status_code == 401
+    assert httpx.delete(f"{c1.url}/v1/runs/{run_id}", headers=stolen).status_code == 401
+    upgraded = {RELAY_HEADER: lowered[RELAY_HEADER].replace(" read ", " admin ")}
+    assert httpx.get(f"{c1.url}{path}", headers=upgraded).status_code == 401
+    first = httpx.get(f"{c1.url}{path}", headers=stolen)
+    assert first.status_code == 200 and first.text == "hello\n"
+    assert httpx.get(f"{c1.url}{path}", headers=stolen).status_code == 401  # replayed
+
+
+def test_tokens_in_a_cluster_without_a_secret_refuse_to_start(
+    relay_jobs, database, tmp_path, tokens
+) -> None:
+    path, _ = tokens
+    env = {"PATH": "/usr/bin:/bin", "RUNYARD_DATABASE_URL": database,
+           "RUNYARD_TOKENS_FILE": str(path), "RUNYARD_LOG_FORMAT": "json"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "runyard", "serve", "--jobs", str(relay_jobs),
+         "--data-dir", str(tmp_path / "d"), "--port", str(free_port())],
+        env={**env, "PYTHONPATH": ":".join(sys.path)}, capture_output=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert b"RUNYARD_CLUSTER_SECRET" in done.stderr
+    with psycopg.connect(database) as conn:  # it stopped before touching the database
+        assert conn.execute("SELECT to_regclass('servers')").fetchone() == (None,)
