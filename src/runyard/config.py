@@ -44,6 +44,15 @@ class Settings(BaseModel):
     max_wait_s: float = Field(default=300.0, ge=0, description="bound on Prefer: wait=N")
     heartbeat_s: float = Field(default=15.0, gt=0, description="idle stream keep-alive")
     stream_send_timeout_s: float = Field(default=30.0, gt=0, description="then drop a watcher")
+    json_depth_ceiling: int = Field(
+        default=32, ge=1, le=128, description="most nesting a job file may allow a json param"
+    )
+    json_keys_ceiling: int = Field(
+        default=10_000, ge=1, description="most keys per object a job file may allow a json param"
+    )
+    schedule_min_interval_s: float = Field(
+        default=1.0, gt=0, description="shortest interval_s a schedule may have"
+    )
     stream_buffer_kb: int = Field(default=1024, ge=512, description="per watcher, then lagged")
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     # several servers over one PostgreSQL (docs/scale-out.md)

@@ -19,6 +19,7 @@ from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.jobs import JobRegistry
 from runyard.metrics import Metrics
 from runyard.models import RunState
+from runyard.jobs.params import JsonCeiling
 from runyard.scheduling.scheduler import Scheduler
 from runyard.services.batches import BatchService
 from runyard.services.diskspace import DiskGuard
@@ -45,7 +46,10 @@ class Runtime:
         self.auth = Authenticator(load_tokens(settings.tokens_file))
         self.started_at = time.time()
         self.store = self._store(settings, data_dir)
-        self.registry = JobRegistry(settings.jobs_dir.resolve(), settings.jobs_refresh_s)
+        self.registry = JobRegistry(
+            settings.jobs_dir.resolve(), settings.jobs_refresh_s,
+            JsonCeiling(settings.json_depth_ceiling, settings.json_keys_ceiling),
+        )  # fmt: skip
         self.executor = LocalExecutor(
             data_dir,
             settings.jobs_dir.resolve(),
@@ -106,6 +110,7 @@ class Runtime:
         self.health.scheduler_snapshot = lambda: self.scheduler.snapshot.as_dict()  # noqa: PLW0108
         self.scheduler.on_publish.append(self.health.poke)
         self.dispatcher.listeners.append(lambda run, previous: self.health.poke())
+            min_interval_s=settings.schedule_min_interval_s,
         self.loop: asyncio.AbstractEventLoop | None = None
         self._exit_tasks: set[asyncio.Task[None]] = set()
 

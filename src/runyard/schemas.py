@@ -5,46 +5,105 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
+from runyard.bounds import (
+    CRON_PATTERN,
+    ID_PATTERN,
+    JOB_NAME_PATTERN,
+    LABEL_KEY_PATTERN,
+    LINE_PATTERN,
+    PARAM_NAME_PATTERN,
+    unshowable,
+)
 from runyard.models import Attempt, Run, RunState
 
-LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
-LabelValue = Annotated[str, StringConstraints(max_length=256)]
 MAX_LABELS = 32
+MAX_LABEL_VALUE = 256
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE, pattern=LINE_PATTERN)]
+# Published as propertyNames + additionalProperties: pydantic's default (patternProperties)
+# would let a schema reader think any other key is fine too.
+Labels = Annotated[
+    dict[LabelKey, LabelValue],
+    Field(max_length=MAX_LABELS),
+    WithJsonSchema({
+        "type": "object", "maxProperties": MAX_LABELS,
+        "propertyNames": {"pattern": LABEL_KEY_PATTERN},
+        "additionalProperties": {"type": "string", "maxLength": MAX_LABEL_VALUE,
+                                 "pattern": LINE_PATTERN},
+        "description": f"KEY -> VALUE, at most {MAX_LABELS}",
+    }),
+]  # fmt: skip
+JobName = Annotated[str, StringConstraints(pattern=JOB_NAME_PATTERN)]
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME_PATTERN)]
+# Each value is checked against the job's own params schema (GET /v1/jobs/{name}).
+Params = Annotated[
+    dict[ParamName, Any],
+    WithJsonSchema({
+        "type": "object", "propertyNames": {"pattern": PARAM_NAME_PATTERN},
+        "additionalProperties": True,
+        "description": "param -> value, as the job's params_schema says (GET /v1/jobs/NAME)",
+    }),
+]  # fmt: skip
+MAX_SWEEP = 32
+Sweep = Annotated[
+    dict[ParamName, Annotated[list[Any], Field(min_length=1)]],
+    Field(max_length=MAX_SWEEP),
+    WithJsonSchema({
+        "type": "object", "maxProperties": MAX_SWEEP,
+        "propertyNames": {"pattern": PARAM_NAME_PATTERN},
+        "additionalProperties": {"type": "array", "minItems": 1},
+        "description": "param -> values: one run per combination",
+    }),
+]  # fmt: skip
+Cron = Annotated[str, StringConstraints(max_length=200, pattern=CRON_PATTERN)]
 
 
 def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, ValueError, OSError, TypeError):
+        return None  # a damaged timestamp reads as unknown rather than failing the answer
+
+
+def _shown(run: Run) -> tuple[dict[str, Any], list[str]]:
+    """The run's stored free-form values that can be answered as JSON, and the names of
+    those that cannot (each replaced by its empty value). One dumps in the common case."""
+    values: dict[str, Any] = {
+        "params": run.params, "labels": run.labels, "progress": run.progress,
+        "reason": run.reason, "idempotency_key": run.idempotency_key,
+    }  # fmt: skip
+    if unshowable(values) is None:
+        return values, []
+    empty: dict[str, Any] = {"params": {}, "labels": {}}
+    withheld = [name for name, value in values.items() if unshowable(value) is not None]
+    for name in withheld:
+        values[name] = empty.get(name)
+    return values, withheld
 
 
 class SubmitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    job: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    params: dict[str, Any] = Field(default_factory=dict)
+    job: JobName
+    params: Params = Field(default_factory=dict)
     priority: int | None = Field(default=None, ge=-1000, le=1000)
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
-
-    @field_validator("labels")
-    @classmethod
-    def _few_labels(cls, v: dict[str, str]) -> dict[str, str]:
-        if len(v) > MAX_LABELS:
-            raise ValueError(f"at most {MAX_LABELS} labels")
-        return v
+    labels: Labels = Field(default_factory=dict)
 
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    job: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    params: dict[str, Any] = Field(default_factory=dict, description="shared by every run")
+    job: JobName
+    params: Params = Field(default_factory=dict, description="shared by every run")
     iterations: int | None = Field(default=None, ge=1, description="N copies of params")
-    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] | None = Field(
-        default=None, max_length=32, description="param -> values: one run per combination"
-    )
+    sweep: Sweep | None = None
     priority: int | None = Field(default=None, ge=-1000, le=1000)
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
 
 
 class BatchView(BaseModel):
@@ -68,14 +127,23 @@ class Principal(BaseModel):
 
 
 class ScheduleRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # exactly one of cron and interval_s (the server answers 422 otherwise)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [
+            {"required": ["cron"], "properties": {"cron": {"type": "string"}}},
+            {"required": ["interval_s"], "properties": {"interval_s": {"type": "number"}}},
+        ]},
+    )  # fmt: skip
 
-    job: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    params: dict[str, Any] = Field(default_factory=dict)
-    cron: Annotated[str, StringConstraints(max_length=200)] | None = Field(
-        default=None, description="five-field cron expression, in UTC"
+    job: JobName
+    params: Params = Field(default_factory=dict)
+    cron: Cron | None = Field(
+        default=None, description="five-field cron expression, in UTC, that fires"
     )
-    interval_s: float | None = Field(default=None, gt=0, le=366 * 86400)
+    interval_s: float | None = Field(
+        default=None, gt=0, le=366 * 86400, description="at least schedule_min_interval_s"
+    )
     overlap: Literal["skip", "queue", "allow"] = Field(
         default="skip", description="when the previous run is still active"
     )
@@ -84,15 +152,17 @@ class ScheduleRequest(BaseModel):
     )
     paused: bool = False
     priority: int | None = Field(default=None, ge=-1000, le=1000)
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
 
 
 class SchedulePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    params: dict[str, Any] | None = None
-    cron: Annotated[str, StringConstraints(max_length=200)] | None = None
-    interval_s: float | None = Field(default=None, gt=0, le=366 * 86400)
+    params: Params | None = None
+    cron: Cron | None = None
+    interval_s: float | None = Field(
+        default=None, gt=0, le=366 * 86400, description="at least schedule_min_interval_s"
+    )
     overlap: Literal["skip", "queue", "allow"] | None = None
     catch_up: Literal["once", "none"] | None = None
     paused: bool | None = None
@@ -166,30 +236,36 @@ class RunView(BaseModel):
     not_before: datetime | None
     cancel_requested: bool
     attempts: list[AttemptView] | None = None
+    withheld: list[str] = Field(
+        default_factory=list,
+        description="fields whose stored value cannot be shown as JSON (answered empty)",
+    )
 
     @classmethod
     def of(cls, r: Run, attempts: list[Attempt] | None = None) -> RunView:
+        shown, withheld = _shown(r)
         return cls(
             id=r.id,
             job=r.job,
-            params=r.params,
+            params=shown["params"],
             state=r.state,
             priority=r.priority,
-            labels=r.labels,
+            labels=shown["labels"],
             batch_id=r.batch_id,
             schedule_id=r.schedule_id,
-            idempotency_key=r.idempotency_key,
-            created_at=datetime.fromtimestamp(r.created_at, UTC),
+            idempotency_key=shown["idempotency_key"],
+            created_at=_dt(r.created_at) or datetime.fromtimestamp(0, UTC),
             started_at=_dt(r.started_at),
             finished_at=_dt(r.finished_at),
             attempt=r.attempt,
             exit_code=r.exit_code,
-            reason=r.reason,
-            progress=r.progress,
+            reason=shown["reason"],
+            progress=shown["progress"],
             progress_skipped=r.progress_skipped,
             not_before=_dt(r.not_before),
             cancel_requested=r.cancel_requested,
             attempts=None if attempts is None else [AttemptView.of(a) for a in attempts],
+            withheld=withheld,
         )
 
 

@@ -24,7 +24,8 @@ JOBS = {
 def server(start_server, write_job, jobs_dir):
     for name, text in JOBS.items():
         write_job(name, text)
-    return start_server(jobs_dir)
+    # sub-second intervals keep these tests short; the default minimum is 1 s
+    return start_server(jobs_dir, env={"RUNYARD_SCHEDULE_MIN_INTERVAL_S": "0.1"})
 
 
 def create(server, **body) -> dict:

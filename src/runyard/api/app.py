@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from runyard import __version__
-from runyard.api import dashboard, inputs, problems, proxy
+from runyard.api import dashboard, docs, inputs, problems, proxy
 from runyard.api.middleware.authenticate import AuthenticateMiddleware
 from runyard.api.middleware.body_limit import BodyLimitMiddleware
 from runyard.api.middleware.request_context import RequestContextMiddleware
@@ -48,6 +48,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         version=__version__,
         description="Command-line programs as a robust HTTP service.",
         lifespan=lifespan,
+        docs_url=None,  # served by api/docs.py from the package, not from a CDN
+        redoc_url=None,
     )
     app.state.runtime = rt
     app.state.artifact_pool = ListingPool(settings.artifact_threads)
@@ -57,6 +59,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     for module in routes:
         app.include_router(module.router)
     dashboard.mount(app)
+    docs.mount(app)
     inputs.publish(app, settings)
     app.add_middleware(inputs.ControlCharacterGuard)  # before any route reads a path or query
     # innermost first: the body cap, then authentication (both before any body is read)

@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from runyard.bounds import (
+    JSON_DEFAULT_DEPTH,
+    JSON_DEFAULT_KEYS,
+    LINE_PATTERN,
+    TEXT_PATTERN,
+    json_problem,
+)
 
 ParamType = Literal["int", "float", "str", "bool", "enum", "json"]
 
 # A str param without max_length is still bounded: nothing unbounded reaches argv or the store.
 DEFAULT_STR_MAX = 4096
 JSON_MAX_BYTES = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class JsonCeiling:
+    """The server's bounds on what a job file may allow a json param (settings
+    `json_depth_ceiling` and `json_keys_ceiling`)."""
+
+    depth: int = 32
+    keys: int = 10_000
 
 
 class ParamDecl(BaseModel):
@@ -28,6 +46,8 @@ class ParamDecl(BaseModel):
     max_length: int | None = Field(default=None, ge=1, le=1_000_000)
     choices: list[str | int | float] | None = None
     required: bool | None = None
+    max_depth: int | None = Field(default=None, ge=1, description="json: nesting depth")
+    max_keys: int | None = Field(default=None, ge=1, description="json: keys per object")
 
     @model_validator(mode="after")
     def _coherent(self) -> ParamDecl:
@@ -41,7 +61,30 @@ class ParamDecl(BaseModel):
             raise ValueError("`max_length` is only for str and json params")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("`min` is greater than `max`")
+        if (self.max_depth is not None or self.max_keys is not None) and self.type != "json":
+            raise ValueError("`max_depth`/`max_keys` are only for json params")
         return self
+
+    @property
+    def depth_limit(self) -> int:
+        return self.max_depth or JSON_DEFAULT_DEPTH
+
+    @property
+    def keys_limit(self) -> int:
+        return self.max_keys or JSON_DEFAULT_KEYS
+
+    def check_ceiling(self, name: str, ceiling: JsonCeiling) -> None:
+        """A job file may raise a json param's bounds only as far as the server allows."""
+        if self.depth_limit > ceiling.depth:
+            raise ValueError(
+                f"params.{name}.max_depth {self.depth_limit} is over the server's "
+                f"json_depth_ceiling ({ceiling.depth})"
+            )
+        if self.keys_limit > ceiling.keys:
+            raise ValueError(
+                f"params.{name}.max_keys {self.keys_limit} is over the server's "
+                f"json_keys_ceiling ({ceiling.keys})"
+            )
 
     @property
     def is_required(self) -> bool:
@@ -58,16 +101,38 @@ def _annotation(decl: ParamDecl) -> Any:
         return Annotated[int, Field(strict=True, ge=lo, le=hi, **meta)]
     if decl.type == "float":
         # strict float still takes a JSON integer, which is what a client expects
-        return Annotated[float, Field(strict=True, ge=decl.min, le=decl.max, **meta)]
+        return Annotated[
+            float, Field(strict=True, ge=decl.min, le=decl.max, allow_inf_nan=False, **meta)
+        ]
     if decl.type == "bool":
         return Annotated[bool, Field(strict=True, **meta)]
     if decl.type == "str":
-        return Annotated[
-            str, Field(strict=True, max_length=decl.max_length or DEFAULT_STR_MAX, **meta)
-        ]
+        # tab, LF and CR are fine in free text; no other control character reaches argv
+        limit = decl.max_length or DEFAULT_STR_MAX
+        return Annotated[str, Field(strict=True, max_length=limit, pattern=TEXT_PATTERN, **meta)]
     if decl.type == "enum":
         return Annotated[Literal[tuple(decl.choices or ())], Field(**meta)]
-    return Annotated[Any, Field(**meta)]
+    return Annotated[Any, Field(json_schema_extra=_json_schema(decl), **meta)]
+
+
+def _json_schema(decl: ParamDecl) -> dict[str, Any]:
+    """A JSON Schema as strict as `json_problem`: nesting spelled out level by level (JSON
+    Schema has no depth keyword), keys per object, text without control characters."""
+    scalar: list[dict[str, Any]] = [
+        {"type": "string", "pattern": TEXT_PATTERN}, {"type": "number"},
+        {"type": "boolean"}, {"type": "null"},
+    ]  # fmt: skip
+    level: dict[str, Any] = {"anyOf": scalar}
+    for _ in range(decl.depth_limit):
+        level = {
+            "anyOf": [
+                *scalar,
+                {"type": "array", "items": level},
+                {"type": "object", "maxProperties": decl.keys_limit,
+                 "propertyNames": {"pattern": LINE_PATTERN}, "additionalProperties": level},
+            ]
+        }  # fmt: skip
+    return {**level, "x-max-depth": decl.depth_limit, "x-max-keys": decl.keys_limit}
 
 
 def build_params_model(job: str, decls: dict[str, ParamDecl]) -> type[BaseModel]:
@@ -94,19 +159,29 @@ class ParamError(Exception):
 def validate_params(
     model: type[BaseModel], decls: dict[str, ParamDecl], params: dict[str, Any]
 ) -> dict[str, Any]:
+    # json values are measured before pydantic copies them: a deep one must never reach a
+    # serialiser (pydantic's gives up at ~255 levels, with an error, not a refusal)
+    for name, decl in decls.items():
+        if decl.type == "json" and name in params:
+            check_json(name, decl, params[name])
     try:
-        values = model.model_validate(params).model_dump()
+        return model.model_validate(params).model_dump()
     except ValidationError as exc:
         raise ParamError(
             [(".".join(str(p) for p in err["loc"]) or "params", err["msg"]) for err in exc.errors()]
         ) from None
-    for name, decl in decls.items():
-        if decl.type == "json":
-            size = len(json.dumps(values[name]))
-            limit = decl.max_length or JSON_MAX_BYTES
-            if size > limit:
-                raise ParamError([(name, f"JSON value is {size} bytes, over the limit of {limit}")])
-    return values
+
+
+def check_json(name: str, decl: ParamDecl, value: Any) -> None:
+    # shape first: a deep value is refused before anything serialises it
+    found = json_problem(value, decl.depth_limit, decl.keys_limit)
+    if found is not None:
+        where, why = found
+        raise ParamError([(name, f"{where}: {why}" if where != "(value)" else why)])
+    size = len(json.dumps(value))
+    limit = decl.max_length or JSON_MAX_BYTES
+    if size > limit:
+        raise ParamError([(name, f"JSON value is {size} bytes, over the limit of {limit}")])
 
 
 def params_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -10,7 +10,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from runyard.jobs.params import ParamDecl, build_params_model, params_schema, validate_params
+from runyard.bounds import json_problem
+from runyard.jobs.params import (
+    JsonCeiling,
+    ParamDecl,
+    ParamError,
+    build_params_model,
+    check_json,
+    params_schema,
+    validate_params,
+)
 from runyard.jobs.template import BUILTINS, TemplateError, placeholders, render
 
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -166,7 +175,7 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_job(path: Path) -> Job:
+def load_job(path: Path, ceiling: JsonCeiling | None = None) -> Job:
     """Parse and validate one job file. Every problem is a LoadError naming the file."""
     try:
         raw = path.read_bytes()
@@ -184,6 +193,7 @@ def load_job(path: Path) -> Job:
         spec = JobSpec.model_validate({"name": path.stem, **data})
     except ValidationError as exc:
         raise LoadError(path, _describe(exc)) from None
+    _check_bounds(path, spec, ceiling or JsonCeiling())
     model = build_params_model(spec.name, spec.params)
     try:
         model.model_validate({})
@@ -193,7 +203,27 @@ def load_job(path: Path) -> Job:
         if bad:
             where = ", ".join(f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in bad)
             raise LoadError(path, f"a default does not fit its param ({where})") from None
+    try:
+        for name, decl in spec.params.items():
+            if decl.type == "json" and "default" in decl.model_fields_set:
+                check_json(name, decl, decl.default)
+    except ParamError as exc:
+        raise LoadError(path, f"a default does not fit its param ({exc})") from None
     return Job(
         spec=spec, path=path, params_model=model, schema=params_schema(model),
         snapshot=spec.model_dump(mode="json"),
     )  # fmt: skip
+
+
+def _check_bounds(path: Path, spec: JobSpec, ceiling: JsonCeiling) -> None:
+    for name, decl in spec.params.items():
+        if decl.type == "json":
+            try:
+                decl.check_ceiling(name, ceiling)
+            except ValueError as exc:
+                raise LoadError(path, str(exc)) from None
+    # The spec is stored with every run and its strings reach argv and the environment: a
+    # control character (NUL above all) would fail each submit, so it fails the load instead.
+    found = json_problem(spec.model_dump(mode="json"), max_depth=64, max_keys=100_000)
+    if found is not None:
+        raise LoadError(path, f"{found[0]}: {found[1]}")

@@ -20,7 +20,7 @@ from runyard.errors import InvalidInputError, NotFoundError
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.models import Run, RunState, Schedule
-from runyard.scheduling.timing import check_cron, next_after
+from runyard.scheduling.timing import check_cron, check_interval, next_after
 from runyard.services.dispatch import Dispatcher
 from runyard.services.runs import RunService
 from runyard.store import Store
@@ -28,6 +28,9 @@ from runyard.store import Store
 log = structlog.get_logger(__name__)
 OVERLAPS = ("skip", "queue", "allow")
 CATCH_UPS = ("once", "none")
+# Fires one tick may make; the rest wait for the next tick (at once, after the event loop has
+# served others), so a burst of due schedules can never hold the loop or the store for long.
+MAX_FIRES_PER_TICK = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +72,10 @@ class Scheduler:
         clock: Clock,
         *,
         recheck_s: float | None = None,
+        min_interval_s: float = 1.0,
     ) -> None:
         self.store = store
+        self.min_interval_s = min_interval_s
         # With several servers, one fires schedules (the store's lock); the others stand by
         # and check every `recheck_s` whether the leader is gone.
         self.recheck_s = recheck_s
@@ -113,7 +118,7 @@ class Scheduler:
         for s in self.schedules.values():
             missed = s.next_fire_at is not None and s.next_fire_at <= now and not s.paused
             if missed and s.catch_up == "none":  # skip what was missed while nobody fired
-                s.next_fire_at = next_after(s.cron, s.interval_s, s.created_at, now)
+                s.next_fire_at = self._next(s, s.created_at, now)
                 await self.store.save_schedule(s)
             # catch_up == "once": it is due now and fires once at the first tick
 
@@ -156,13 +161,27 @@ class Scheduler:
 
     async def _tick(self) -> None:
         now = self.clock.now()
-        for s in list(self.schedules.values()):
-            if not s.paused and s.next_fire_at is not None and s.next_fire_at <= now:
-                try:
-                    await self._fire(s, now)
-                except Exception:
-                    log.exception("schedule_fire_failed", schedule_id=s.id)
+        due = sorted(
+            (s for s in self.schedules.values()
+             if not s.paused and s.next_fire_at is not None and s.next_fire_at <= now),
+            key=lambda s: s.next_fire_at or 0.0,
+        )  # fmt: skip
+        for s in due[:MAX_FIRES_PER_TICK]:  # the most overdue first; the rest next tick
+            try:
+                await self._fire(s, now)
+            except Exception:
+                log.exception("schedule_fire_failed", schedule_id=s.id)
         self._publish("running", tick=now)
+
+    def _next(self, s: Schedule, anchor: float, after: float) -> float | None:
+        """The next fire, or None (the schedule never fires again) when its timing cannot
+        give one: a cron that stopped matching, or a row written before the bounds existed."""
+        interval = None if s.interval_s is None else max(s.interval_s, self.min_interval_s)
+        try:
+            return next_after(s.cron, interval, anchor, after)
+        except Exception:
+            log.exception("schedule_timing_invalid", schedule_id=s.id, cron=s.cron)
+            return None
 
     def _publish(self, status: str, tick: float | None = None) -> None:
         old = self.snapshot
@@ -190,7 +209,7 @@ class Scheduler:
 
     async def _fire(self, s: Schedule, now: float, *, pending: bool = False) -> None:
         if not pending:
-            s.next_fire_at = next_after(s.cron, s.interval_s, s.created_at, now)
+            s.next_fire_at = self._next(s, s.created_at, now)
         if await self._previous_active(s):
             if s.overlap == "skip":
                 s.skip_count += 1
@@ -268,8 +287,8 @@ class Scheduler:
         priority: int | None = None,
         labels: dict[str, str] | None = None,
     ) -> Schedule:
-        await self._check(job, params, cron, interval_s)
         now = self.clock.now()
+        await self._check(job, params, cron, interval_s, now)
         s = Schedule(
             id=new_id(), job=job, params=params, priority=priority, labels=labels or {},
             cron=cron, interval_s=interval_s, overlap=overlap, catch_up=catch_up,
@@ -284,15 +303,23 @@ class Scheduler:
         return s
 
     async def _check(
-        self, job: str, params: dict[str, Any], cron: str | None, interval_s: float | None
+        self,
+        job: str,
+        params: dict[str, Any],
+        cron: str | None,
+        interval_s: float | None,
+        now: float,
     ) -> None:
-        if (cron is None) == (interval_s is None):
-            raise InvalidInputError("give exactly one of `cron` and `interval_s`", field="cron")
-        if cron is not None:
-            check_cron(cron)
+        # the job first: a request about no declared job is a 404 whatever else it says
         declared = await self.registry.get(job)
         if declared is None:
             raise NotFoundError(f"job {job!r} is not declared", field="job")
+        if (cron is None) == (interval_s is None):
+            raise InvalidInputError("give exactly one of `cron` and `interval_s`", field="cron")
+        if cron is not None:
+            check_cron(cron, now)
+        if interval_s is not None:
+            check_interval(interval_s, self.min_interval_s)
         try:
             declared.validate_params(params)
         except ParamError as exc:
@@ -311,7 +338,7 @@ class Scheduler:
             timing = "cron" in changes or "interval_s" in changes
             cron = changes.get("cron", None if "interval_s" in changes else s.cron)
             interval = changes.get("interval_s", None if "cron" in changes else s.interval_s)
-            await self._check(s.job, params, cron, interval)
+            await self._check(s.job, params, cron, interval, self.clock.now())
             resumed = s.paused and changes.get("paused") is False
             s.params, s.cron, s.interval_s = params, cron, interval
             for key in ("overlap", "catch_up", "paused"):

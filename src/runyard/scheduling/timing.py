@@ -5,15 +5,33 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from runyard.errors import InvalidInputError
 
 
-def check_cron(expr: str) -> str:
+def check_cron(expr: str, now: float) -> str:
+    """A five-field expression croniter understands and that fires at least once more."""
+    if len(expr.split()) != 5 and not expr.startswith("@"):
+        raise InvalidInputError(f"cron: {expr!r} does not have five fields", field="cron")
     if not croniter.is_valid(expr):
-        raise InvalidInputError(f"cron expression {expr!r} is not valid", field="cron")
+        raise InvalidInputError(f"cron: {expr!r} is not a valid expression", field="cron")
+    try:
+        croniter(expr, datetime.fromtimestamp(now, UTC)).get_next(float)
+    except (CroniterError, ValueError, OverflowError):
+        # croniter searches a bounded span of years: `0 0 30 2 *` (Feb 30th) never matches
+        raise InvalidInputError(f"cron: {expr!r} never fires", field="cron") from None
     return expr
+
+
+def check_interval(interval_s: float, minimum: float) -> float:
+    if not math.isfinite(interval_s) or interval_s < minimum:
+        raise InvalidInputError(
+            f"interval_s: {interval_s:g} is under the minimum interval ({minimum:g} s, "
+            "setting schedule_min_interval_s)",
+            field="interval_s",
+        )
+    return interval_s
 
 
 def next_after(cron: str | None, interval_s: float | None, anchor: float, after: float) -> float:

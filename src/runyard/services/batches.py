@@ -51,6 +51,10 @@ class BatchService:
         priority: int | None,
         labels: dict[str, str],
     ) -> tuple[Batch, list[Run]]:
+        # the job first: a request about no declared job is a 404 whatever else it says
+        job = await self.registry.get(job_name)
+        if job is None:
+            raise NotFoundError(f"job {job_name!r} is not declared", field="job")
         size = (
             iterations
             if iterations is not None
@@ -61,9 +65,6 @@ class BatchService:
                 f"the batch would create {size} runs, over max_batch ({self.max_batch})",
                 field="sweep" if sweep else "iterations",
             )
-        job = await self.registry.get(job_name)
-        if job is None:
-            raise NotFoundError(f"job {job_name!r} is not declared", field="job")
         elements = expand(params, iterations, sweep)
         values = []
         for index, element in enumerate(elements):  # all validated before any is created

@@ -6,13 +6,20 @@ cap, so no body is ever held whole past it. Answered as problem JSON naming the 
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runyard.api.middleware.answer import send_problem
 
 
-class _TooLargeError(Exception):
-    pass
+class BodyTooLargeError(HTTPException):
+    """An HTTPException, because FastAPI turns any other error raised while it reads a body
+    into a 400; this one it lets through to the problem handlers."""
+
+    def __init__(self, max_bytes: int) -> None:
+        kib = max_bytes // 1024
+        detail = f"the request body is over the limit of {kib} KiB (max_body_kb)"
+        super().__init__(413, detail, headers={"Connection": "close"})
 
 
 class BodyLimitMiddleware:
@@ -41,7 +48,7 @@ class BodyLimitMiddleware:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise _TooLargeError
+                raise BodyTooLargeError(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -51,7 +58,7 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLargeError:
+        except BodyTooLargeError:
             if not started:
                 await self._refuse(send)
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from runyard.api.deps import RuntimeDep
+from runyard.api.inputs import BatchId, Cursor
 from runyard.api.security import READ, SUBMIT
 from runyard.models import TERMINAL_STATES, Batch
 from runyard.schemas import BatchPage, BatchRequest, BatchView, problem_responses
@@ -46,7 +47,7 @@ async def create_batch(body: BatchRequest, rt: RuntimeDep) -> JSONResponse:
 @router.get("", response_model=BatchPage, dependencies=[READ])
 async def list_batches(
     rt: RuntimeDep,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> BatchPage:
     page, next_cursor = await rt.batches.page(cursor, limit)
@@ -54,10 +55,10 @@ async def list_batches(
 
 
 @router.get("/{batch_id}", response_model=BatchView, dependencies=[READ])
-async def get_batch(batch_id: str, rt: RuntimeDep) -> BatchView:
+async def get_batch(batch_id: BatchId, rt: RuntimeDep) -> BatchView:
     return batch_view(*await rt.batches.get(batch_id))
 
 
 @router.post("/{batch_id}/cancel", status_code=202, response_model=BatchView, dependencies=[SUBMIT])
-async def cancel_batch(batch_id: str, rt: RuntimeDep) -> BatchView:
+async def cancel_batch(batch_id: BatchId, rt: RuntimeDep) -> BatchView:
     return batch_view(*await rt.batches.cancel(batch_id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from runyard.api.deps import RuntimeDep
+from runyard.api.inputs import JobNamePath
 from runyard.api.security import READ
 from runyard.errors import NotFoundError
 from runyard.jobs.spec import Job
@@ -44,7 +45,7 @@ async def list_jobs(rt: RuntimeDep) -> JobList:
 
 
 @router.get("/{name}", response_model=JobView)
-async def get_job(name: str, rt: RuntimeDep) -> JobView:
+async def get_job(name: JobNamePath, rt: RuntimeDep) -> JobView:
     job = await rt.registry.get(name)
     if job is None:
         raise NotFoundError(f"job {name!r} is not declared", field="name")

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import StringConstraints
 
 from runyard.api.deps import RuntimeDep
+from runyard.api.inputs import Cursor, IdempotencyKey, IdFilter, JobFilter, LabelFilter, RunId
 from runyard.api.proxy import ON_OWNER
 from runyard.api.security import ADMIN, READ, SUBMIT
 from runyard.errors import InvalidInputError
@@ -21,14 +21,6 @@ router = APIRouter(
     tags=["runs"],
     responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503, 507),
 )
-
-LabelFilter = Annotated[
-    list[Annotated[str, StringConstraints(pattern=r"^[^=]+=.*$", max_length=300)]],
-    Query(max_length=16, description="KEY=VALUE, repeatable"),
-]
-IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
-]
 
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -89,11 +81,11 @@ def _labels(raw: list[str]) -> tuple[tuple[str, str], ...]:
 @router.get("", response_model=RunPage, dependencies=[READ])
 async def list_runs(
     rt: RuntimeDep,
-    job: Annotated[str | None, Query(max_length=64)] = None,
+    job: JobFilter = None,
     state: RunState | None = None,
     label: LabelFilter = [],  # noqa: B006  FastAPI copies the default
-    batch: Annotated[str | None, Query(max_length=64)] = None,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    batch: IdFilter = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> RunPage:
     page = await rt.runs.list(
@@ -105,18 +97,18 @@ async def list_runs(
 
 
 @router.get("/{run_id}", response_model=RunView, dependencies=[READ])
-async def get_run(run_id: str, rt: RuntimeDep) -> RunView:
+async def get_run(run_id: RunId, rt: RuntimeDep) -> RunView:
     run = await rt.runs.get_current(run_id)
     return RunView.of(run, await rt.runs.attempts(run_id))
 
 
 @router.post("/{run_id}/cancel", status_code=202, response_model=RunView, dependencies=[SUBMIT])
-async def cancel_run(run_id: str, rt: RuntimeDep) -> RunView:
+async def cancel_run(run_id: RunId, rt: RuntimeDep) -> RunView:
     return RunView.of(await rt.runs.cancel(run_id))
 
 
 @router.delete("/{run_id}", status_code=204, dependencies=[ADMIN, ON_OWNER])
-async def delete_run(run_id: str, rt: RuntimeDep) -> Response:
+async def delete_run(run_id: RunId, rt: RuntimeDep) -> Response:
     await rt.runs.delete(run_id)
     return Response(status_code=204)
 
@@ -128,7 +120,7 @@ async def delete_run(run_id: str, rt: RuntimeDep) -> Response:
     responses={200: {"content": {"text/plain": {}}, "description": "a byte range of the log"}},
 )
 async def get_logs(
-    run_id: str,
+    run_id: RunId,
     rt: RuntimeDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 1024 * 1024,

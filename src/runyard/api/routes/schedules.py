@@ -8,7 +8,9 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from runyard.api.deps import RuntimeDep
+from runyard.api.inputs import ScheduleId
 from runyard.api.security import ADMIN, READ, SUBMIT
+from runyard.bounds import unshowable
 from runyard.models import Schedule
 from runyard.schemas import SchedulePatch, ScheduleRequest, ScheduleView, problem_responses
 
@@ -24,10 +26,13 @@ def _dt(ts: float | None) -> datetime | None:
 
 
 def schedule_view(s: Schedule) -> ScheduleView:
+    # a stored value that cannot be answered as JSON is shown empty, never a 500 for the list
+    params = {} if unshowable(s.params) else s.params
+    labels = {} if unshowable(s.labels) else s.labels
     return ScheduleView(
-        id=s.id, job=s.job, params=s.params, cron=s.cron, interval_s=s.interval_s,
+        id=s.id, job=s.job, params=params, cron=s.cron, interval_s=s.interval_s,
         overlap=s.overlap, catch_up=s.catch_up, paused=s.paused, priority=s.priority,
-        labels=s.labels, created_at=datetime.fromtimestamp(s.created_at, UTC),
+        labels=labels, created_at=datetime.fromtimestamp(s.created_at, UTC),
         last_fired_at=_dt(s.last_fired_at), next_fire_at=_dt(s.next_fire_at),
         fire_count=s.fire_count, skip_count=s.skip_count, last_run_id=s.last_run_id,
     )  # fmt: skip
@@ -52,17 +57,21 @@ async def list_schedules(rt: RuntimeDep) -> list[ScheduleView]:
 
 
 @router.get("/{schedule_id}", response_model=ScheduleView, dependencies=[READ])
-async def get_schedule(schedule_id: str, rt: RuntimeDep) -> ScheduleView:
+async def get_schedule(schedule_id: ScheduleId, rt: RuntimeDep) -> ScheduleView:
     return schedule_view(rt.scheduler.get(schedule_id))
 
 
 @router.patch("/{schedule_id}", response_model=ScheduleView, dependencies=[SUBMIT])
-async def patch_schedule(schedule_id: str, body: SchedulePatch, rt: RuntimeDep) -> ScheduleView:
-    changes = body.model_dump(exclude_unset=True)
+async def patch_schedule(
+    schedule_id: ScheduleId, body: SchedulePatch, rt: RuntimeDep
+) -> ScheduleView:
+    # null leaves a field as it is, except for cron/interval_s where it switches timing
+    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items()
+               if v is not None or k in ("cron", "interval_s")}  # fmt: skip
     return schedule_view(await rt.scheduler.update(schedule_id, changes))
 
 
 @router.delete("/{schedule_id}", status_code=204, dependencies=[ADMIN])
-async def delete_schedule(schedule_id: str, rt: RuntimeDep) -> Response:
+async def delete_schedule(schedule_id: ScheduleId, rt: RuntimeDep) -> Response:
     await rt.scheduler.delete(schedule_id)
     return Response(status_code=204)

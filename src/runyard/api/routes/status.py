@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 from typing import Any
 
@@ -11,6 +13,7 @@ from fastapi import APIRouter
 from runyard import __version__
 from runyard.api.deps import RuntimeDep
 from runyard.api.security import ADMIN
+from runyard.runtime import Runtime
 from runyard.schemas import problem_responses
 
 router = APIRouter(tags=["observability"], responses=problem_responses(401, 403))
@@ -47,4 +50,22 @@ async def status(rt: RuntimeDep) -> dict[str, Any]:
         "streams": {"watchers": rt.hub.watchers, "notify": rt.hub.notifier.mode},
         "jobs": {"declared": sorted(snap.jobs), "load_errors": snap.errors},
         "draining": rt.draining,
+        "resources": resources(rt),
+    }
+
+
+# Pools keep their threads once started (asyncio's default executor, the listing pool):
+# counted apart, so a thread that outlives its request stands out.
+POOLED = ("asyncio_", "runyard-artifacts", "ThreadPoolExecutor-")
+
+
+def resources(rt: Runtime) -> dict[str, int]:
+    """What requests take and must give back, for operators and the tests' leak check."""
+    threads = threading.enumerate()
+    return {
+        "asyncio_tasks": len(asyncio.all_tasks()),
+        "threads": len(threads),
+        "pooled_threads": sum(t.name.startswith(POOLED) for t in threads),
+        "tailers": len(rt.hub.tailers),
+        "watchers": rt.hub.watchers,
     }

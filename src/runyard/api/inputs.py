@@ -1,0 +1,156 @@
+"""Input bounds at the HTTP edge: typed path/query/header params, a guard that refuses control
+characters in any path or query before routing, and the bounds that depend on settings
+written into the published OpenAPI document (the rules themselves live in runyard.bounds).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Header, Path, Query
+from pydantic import StringConstraints
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from runyard.bounds import ID_PATTERN, JOB_NAME_PATTERN, LINE_PATTERN, text_problem
+from runyard.config import Settings
+
+RunId = Annotated[str, Path(pattern=ID_PATTERN, description="a run's id")]
+BatchId = Annotated[str, Path(pattern=ID_PATTERN, description="a batch's id")]
+ScheduleId = Annotated[str, Path(pattern=ID_PATTERN, description="a schedule's id")]
+JobNamePath = Annotated[str, Path(pattern=JOB_NAME_PATTERN, description="a job's name")]
+JobFilter = Annotated[str | None, Query(pattern=JOB_NAME_PATTERN)]
+IdFilter = Annotated[str | None, Query(pattern=ID_PATTERN)]
+Cursor = Annotated[
+    str | None, Query(pattern=ID_PATTERN, description="next_cursor of the previous page")
+]
+# KEY=VALUE: the key as a label key, the value one line of text (what a label may hold)
+LABEL_FILTER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}=[^\x00-\x1f\x7f-\x9f]{0,256}$"
+LabelFilter = Annotated[
+    list[Annotated[str, StringConstraints(pattern=LABEL_FILTER_PATTERN)]],
+    Query(max_length=16, description="KEY=VALUE, repeatable"),
+]
+# visible ASCII and spaces: it is stored and echoed back, and must survive any proxy
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$"),
+]
+
+
+# what the guard allows any path or query value, published for every parameter without a
+# stricter bound of its own
+MAX_PATH = 4096
+MAX_QUERY_VALUE = 1024
+
+
+def _refusal(field: str, why: str) -> bytes:
+    return json.dumps({
+        "type": "urn:runyard:problem:invalid-input", "title": "Invalid input", "status": 422,
+        "detail": f"{field}: {why}", "errors": [{"field": field, "message": why}],
+    }).encode()  # fmt: skip
+
+
+def control_problem(scope: Scope) -> tuple[str, str] | None:
+    """(field, why) when the path or a query name/value holds a control character, or is
+    longer than any route takes."""
+    path = scope.get("path", "")
+    if len(path) > MAX_PATH:
+        return "path", f"{len(path)} characters, over the limit of {MAX_PATH}"
+    bad = text_problem(path, multiline=False)
+    if bad is not None:
+        return "path", bad
+    raw = scope.get("query_string", b"").decode("latin-1")
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        return "query", "not valid UTF-8"
+    for name, value in pairs:
+        bad = text_problem(name, multiline=False)
+        if bad is not None:
+            return "query", f"a parameter name: {bad}"
+        bad = text_problem(value, multiline=False)
+        if bad is None and len(value) > MAX_QUERY_VALUE:
+            bad = f"{len(value)} characters, over the limit of {MAX_QUERY_VALUE}"
+        if bad is not None:
+            return f"query.{name[:64]}", bad
+    return None
+
+
+class ControlCharacterGuard:
+    """Refuses (422) a request whose path or query holds a control character, before any
+    route, dependency or relay sees it: NUL cannot be stored in PostgreSQL nor passed to a
+    program, and nothing legitimate in a URL needs C0, DEL or C1."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = control_problem(scope) if scope["type"] in ("http", "websocket") else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = _refusal(*found)
+        await send({
+            "type": "http.response.start", "status": 422,
+            "headers": [(b"content-type", b"application/problem+json"),
+                        (b"content-length", str(len(body)).encode())],
+        })  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+
+def _guarded(op: dict[str, Any]) -> None:
+    """What the guard does to every operation, said in its parameters and answers."""
+    for param in op.get("parameters", []):
+        if param.get("in") not in ("path", "query"):
+            continue
+        schema = param.setdefault("schema", {})
+        for branch in schema.get("anyOf", [schema]):
+            if branch.get("type") != "string" or "enum" in branch:
+                continue
+            if param["in"] == "path" and param.get("name", "").endswith("_id"):
+                branch.setdefault("pattern", ID_PATTERN)  # anything else is no id: 404
+            branch.setdefault("pattern", LINE_PATTERN)
+            branch.setdefault("maxLength", MAX_QUERY_VALUE if param["in"] == "query" else 1024)
+    responses = op.setdefault("responses", {})
+    for code, why in (("400", "a malformed HTTP request"), ("422", "invalid input")):
+        responses.setdefault(code, {
+            "description": why,
+            "content": {"application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/Problem"}}},
+        })  # fmt: skip
+    # uvicorn answers a request it cannot parse (e.g. a line over its limit) in plain text
+    responses["400"].setdefault("content", {}).setdefault("text/plain", {})
+
+
+def publish(app: FastAPI, settings: Settings) -> None:
+    """Write the bounds that come from settings into the OpenAPI document, so it is as strict
+    as the server that serves it: interval_s minimum, batch size, every path's run id."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = build()
+        schemas = doc.get("components", {}).get("schemas", {})
+        for name in ("ScheduleRequest", "SchedulePatch"):
+            interval = schemas.get(name, {}).get("properties", {}).get("interval_s", {})
+            for branch in interval.get("anyOf", []):
+                if branch.get("type") == "number":
+                    branch.pop("exclusiveMinimum", None)
+                    branch["minimum"] = settings.schedule_min_interval_s
+        batch = schemas.get("BatchRequest", {}).get("properties", {}).get("iterations", {})
+        for branch in batch.get("anyOf", []):
+            if branch.get("type") == "integer":
+                branch["maximum"] = settings.max_batch
+        for item in doc.get("paths", {}).values():
+            for op in item.values():
+                if isinstance(op, dict):
+                    _guarded(op)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]

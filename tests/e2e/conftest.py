@@ -1,0 +1,137 @@
+"""Every request gives back what it took: each server a test starts is measured once ready
+(open descriptors, threads outside the pools, asyncio tasks, stream tailers, inotify watches)
+and again after the test, once its runs have ended; the test fails if any of them grew.
+
+The check waits for the server to settle (connections closing, tailers retiring) rather than
+for a time. A test whose server is meant to keep something (or is stopped or killed by the test
+itself, which the check notices) can opt out with `@pytest.mark.leaks_allowed("why")`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import ServerProcess, wait_for
+
+SETTLE_S = 15.0  # how long a server may take to close what the test's clients left
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "leaks_allowed(reason): the server may keep what this test's requests took"
+    )
+
+
+@dataclass(frozen=True)
+class Held:
+    """What one server process holds; fields are None where they could not be read."""
+
+    fds: int
+    inotify_watches: int
+    threads: int | None  # outside the thread pools, which keep their threads by design
+    asyncio_tasks: int | None
+    tailers: int | None
+
+    def grown_from(self, before: Held) -> dict[str, tuple[int, int]]:
+        grown = {}
+        for name in ("fds", "inotify_watches", "threads", "asyncio_tasks", "tailers"):
+            was, now = getattr(before, name), getattr(self, name)
+            if was is not None and now is not None and now > was:
+                grown[name] = (was, now)
+        return grown
+
+
+def _inotify_watches(pid: int) -> int:
+    """Watches of every inotify descriptor the process holds ('inotify wd:' lines)."""
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify":
+                info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+                total += sum(line.startswith("inotify wd:") for line in info.splitlines())
+    return total
+
+
+def _status(server: ServerProcess) -> dict[str, int] | None:
+    """The server's own counts from /v1/status (None when it needs a token we do not have)."""
+    try:
+        resp = httpx.get(f"{server.url}/v1/status", timeout=10)
+    except httpx.HTTPError:
+        return None
+    if resp.status_code != 200:
+        return None
+    resources: dict[str, int] | None = resp.json().get("resources")
+    return resources
+
+
+def measure(server: ServerProcess) -> Held:
+    assert server.proc is not None
+    pid = server.proc.pid
+    status = _status(server)
+    # /proc after the status request, whose connection the server may still hold: read when
+    # it has one (like a client's) on both sides of the comparison
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    tasks_on_disk = len(os.listdir(f"/proc/{pid}/task"))
+    return Held(
+        fds=fds,
+        inotify_watches=_inotify_watches(pid),
+        threads=tasks_on_disk - status["pooled_threads"] if status else None,
+        asyncio_tasks=status["asyncio_tasks"] if status else None,
+        tailers=status["tailers"] if status else None,
+    )
+
+
+def _idle(server: ServerProcess) -> bool:
+    """No run of this server queued or running (/health is public, no token needed)."""
+    try:
+        health = httpx.get(f"{server.url}/health", timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return health.get("active") == 0 and health.get("queued") == 0
+
+
+def _alive(server: ServerProcess) -> bool:
+    return server.proc is not None and server.proc.poll() is None
+
+
+def check_gave_back(server: ServerProcess, before: Held) -> None:
+    if not _alive(server):
+        return  # stopped or killed by the test: nothing left to hold
+    wait_for(lambda: _idle(server), timeout=60, what="the test's runs to end (leak check)")
+    last: dict[str, dict[str, tuple[int, int]]] = {}
+
+    def settled() -> bool:
+        last["grown"] = measure(server).grown_from(before)
+        return not last["grown"]
+
+    try:
+        wait_for(settled, timeout=SETTLE_S, what="the server to give back what it took")
+    except AssertionError:
+        detail = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in last["grown"].items())
+        pytest.fail(f"server {server.url} did not give back what requests took: {detail}")
+
+
+@pytest.fixture
+def start_server(
+    start_server: Callable[..., ServerProcess], request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ServerProcess]]:
+    """tests/conftest.py's start_server, with the leak check around every server started."""
+    started: list[tuple[ServerProcess, Held]] = []
+
+    def start(*args: object, **kwargs: object) -> ServerProcess:
+        server = start_server(*args, **kwargs)
+        started.append((server, measure(server)))
+        return server
+
+    yield start
+    if request.node.get_closest_marker("leaks_allowed") is not None:
+        return
+    for server, before in started:
+        check_gave_back(server, before)

@@ -1,0 +1,90 @@
+"""Bounded work per request: bodies capped while they stream, no body read before the caller
+is known, request heads cut after a deadline, and no page loading anything from elsewhere."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runyard.auth import Role, create_token
+
+pytestmark = pytest.mark.e2e
+
+
+def _answer(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(65536):  # the server closes after answering
+        answer += chunk
+    return answer
+
+
+def test_chunked_body_is_cut_at_the_cap_while_it_streams(start_server) -> None:
+    server = start_server(env={"RUNYARD_MAX_BODY_KB": "64"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(
+            b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        # the cap and one byte past it (nothing more, so the server has read all we sent
+        # when it closes); the body's last chunk is never sent
+        for chunk in [b"x" * 8192] * 8 + [b"x"]:
+            s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        answer = _answer(s)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"max_body_kb" in answer
+    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+
+
+def test_no_body_is_read_before_authentication(start_server, tmp_path: Path) -> None:
+    tokens_file = tmp_path / "tokens.toml"
+    token = create_token(tokens_file, "submitter", Role.SUBMIT)
+    server = start_server(env={"RUNYARD_TOKENS_FILE": str(tokens_file)})
+    for auth in (b"", b"Authorization: Bearer not-a-token\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(
+                b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n" + auth + b"\r\n"
+            )  # a chunked body announced, not one byte of it sent
+            answer = _answer(s)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert b"www-authenticate: Bearer" in answer.lower().replace(b"bearer", b"Bearer")
+    ok = httpx.post(
+        f"{server.url}/v1/runs", json={"job": "true"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert ok.status_code == 202
+
+
+def test_slow_request_heads_are_cut(start_server) -> None:
+    server = start_server(env={"RUNYARD_HEADER_TIMEOUT_S": "0.5"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as slow:
+        slow.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")  # never finished
+        silent = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        with silent:  # connected, nothing sent at all
+            assert _answer(slow) == b""  # closed by the server, unanswered
+            assert _answer(silent) == b""
+    # a whole request is served as ever, and so is a second one on the same connection
+    with httpx.Client(base_url=server.url) as client:
+        assert client.get("/health/live").status_code == 200
+        assert client.get("/health/live").status_code == 200
+
+
+def test_docs_and_dashboard_load_nothing_from_elsewhere(start_server) -> None:
+    server = start_server()
+    for page in ("/docs", "/redoc", "/ui/"):
+        resp = httpx.get(f"{server.url}{page}", follow_redirects=True)
+        if resp.status_code == 404:
+            continue  # a page that is not served loads nothing
+        assert resp.status_code == 200, page
+        sources = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", resp.text)
+        assert sources, page
+        outside = [s for s in sources if re.match(r"^(?:[a-z]+:)?//", s, re.I)]
+        assert outside == [], (page, outside)
+        for source in sources:  # and everything it names is served here
+            if source.startswith(("data:", "#")):
+                continue
+            asset = httpx.get(httpx.URL(str(resp.url)).join(source))
+            assert asset.status_code == 200, (page, source)
