@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from runyard import failpoints
 from runyard.auth import Authenticator, load_tokens
 from runyard.clock import Clock, SystemClock
 from runyard.config import Settings
@@ -17,14 +19,14 @@ from runyard.errors import ConflictError
 from runyard.execution.executor import LocalExecutor
 from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.jobs import JobRegistry
+from runyard.jobs.params import JsonCeiling
 from runyard.metrics import Metrics
 from runyard.models import RunState
-from runyard.jobs.params import JsonCeiling
 from runyard.scheduling.scheduler import Scheduler
 from runyard.services.batches import BatchService
 from runyard.services.diskspace import DiskGuard
 from runyard.services.dispatch import Dispatcher
-from runyard.services.health import HealthMonitor
+from runyard.services.health import HealthMonitor, HealthSources
 from runyard.services.membership import Membership
 from runyard.services.observe import transition_recorder
 from runyard.services.recovery import Reconciler
@@ -32,7 +34,7 @@ from runyard.services.retention import Retention
 from runyard.services.runs import RunService
 from runyard.store import Store
 from runyard.store.sqlite import SQLiteStore
-from runyard.streams.hub import StreamHub
+from runyard.streams.hub import StreamHub, stream_grace_s
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +47,7 @@ class Runtime:
         self.metrics = Metrics()
         self.auth = Authenticator(load_tokens(settings.tokens_file))
         self.started_at = time.time()
+        failpoints.watch(data_dir)  # tests only: nothing unless RUNYARD_FAILPOINTS is set
         self.store = self._store(settings, data_dir)
         self.registry = JobRegistry(
             settings.jobs_dir.resolve(), settings.jobs_refresh_s,
@@ -56,6 +59,7 @@ class Runtime:
             self._on_exit,
             self._on_supervisor_lost,
             fsync=settings.fsync,
+            request_timeout_s=settings.supervisor_timeout_s,
         )
         self.dispatcher = Dispatcher(
             self.store,
@@ -82,7 +86,7 @@ class Runtime:
             disk=self.disk,
         )
         self.runs.progress_refresher = self.hub.refresh_progress
-        self.runs.announce = self.hub.feed.offer
+        self.runs.announce = self._announce
         self.batches = BatchService(
             self.store, self.registry, self.runs, self.clock, settings.max_batch
         )
@@ -94,6 +98,9 @@ class Runtime:
         self.membership = Membership(
             self.store, self.dispatcher, self.clock, server_id=settings.server_id,
             url=settings.url, capacity=settings.capacity, lease_s=settings.lease_s,
+            reap_margin_s=settings.reap_margin_s,
+            # self-fencing only in a cluster: a lone SQLite server's programs are never stopped
+            holder=None if isinstance(self.store, SQLiteStore) else self.executor,
         )  # fmt: skip
         # reconcile passes, one at a time; a failed one is retried until it succeeds
         self.reconciler = Reconciler(self.dispatcher)
@@ -103,14 +110,21 @@ class Runtime:
         self.scheduler = Scheduler(
             self.store, self.registry, self.runs, self.dispatcher, self.clock,
             recheck_s=settings.lease_s / 3 if clustered else None,
+            min_interval_s=settings.schedule_min_interval_s,
         )  # fmt: skip
         self.draining = False
-        self.health = HealthMonitor(self)
-        # a lambda on purpose: the snapshot object is replaced on every publish
-        self.health.scheduler_snapshot = lambda: self.scheduler.snapshot.as_dict()  # noqa: PLW0108
+        self.health = HealthMonitor(
+            HealthSources(
+                store=self.store, executor=self.executor, dispatcher=self.dispatcher,
+                hub=self.hub, data_dir=data_dir, draining=lambda: self.draining,
+                # lambdas on purpose: these objects are replaced as a whole on every change
+                reconcile=lambda: self.reconciler.state,
+                scheduler=lambda: self.scheduler.snapshot.as_dict(),  # noqa: PLW0108
+            ),
+            capacity=settings.capacity,
+        )  # fmt: skip
         self.scheduler.on_publish.append(self.health.poke)
         self.dispatcher.listeners.append(lambda run, previous: self.health.poke())
-            min_interval_s=settings.schedule_min_interval_s,
         self.loop: asyncio.AbstractEventLoop | None = None
         self._exit_tasks: set[asyncio.Task[None]] = set()
 
@@ -166,6 +180,10 @@ class Runtime:
         self.runs.accepting = False
         self.health.mark_draining()
 
+    async def close_streams(self) -> None:
+        """Before connections close: every stream sends its `shutdown` event and ends."""
+        await self.hub.close_streams(stream_grace_s(self.settings.shutdown_timeout_s))
+
     async def drain(self) -> None:
         """Start nothing new; wait for running programs up to drain_timeout_s, then cancel
         what still runs and wait for it to end (its kill grace). Queued runs stay queued."""
@@ -192,6 +210,11 @@ class Runtime:
         for task in list(self._exit_tasks):
             await task
         await self.store.close()
+
+    def _announce(self, kind: str, data: dict[str, Any]) -> None:
+        self.hub.feed.offer(kind, data)
+        if kind in ("submitted", "batch"):  # /health counts them before the answer leaves
+            self.health.submitted(int(data.get("size", 1)))
 
     def _run_changed_elsewhere(self, payload: str) -> None:
         parts = payload.split()
