@@ -187,3 +187,35 @@ def test_one_runs_failing_store_write_never_stops_the_start_and_is_retried(
     finally:
         db.close()
         restarted.stop()
+
+
+def test_hostile_progress_lines_are_skipped_and_the_run_stays_readable(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    lines = [
+        b'{"fraction": NaN}',
+        b'{"fraction": 1e999}',
+        b'{"fraction": -Infinity}',
+        b'{"n": 1' + b"0" * 30 + b"}",  # over 2**63
+        b'{"d":' * 300 + b"1" + b"}" * 300,  # parses, but too deep to answer with
+        b'{"d":' * 50_000 + b"1" + b"}" * 50_000,  # too deep to parse, and too long
+        b'{"message": "' + b"x" * 200_000 + b'"}',  # far over the line limit
+        b'{"message": "a\\u0000b"}',  # PostgreSQL refuses NUL
+        b'{"message": "\\ud800"}',  # not UTF-8
+        b'{"fraction": 0.5, "message": "half way"}',
+    ]
+    (jobs_dir / "progress.txt").write_bytes(b"\n".join(lines) + b"\n")
+    write_job(
+        "hostile_progress",
+        'command = ["sh", "-c", "cat \\"$0\\" >> \\"$RUNYARD_PROGRESS_FILE\\"", '
+        '"{jobs_dir}/progress.txt"]\n',
+    )
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = server.wait_run(c, c.submit("hostile_progress").id)
+        assert run.state is RunState.SUCCEEDED
+        assert run.progress_skipped == len(lines) - 1
+        assert httpx.get(f"{server.url}/v1/runs/{run.id}").status_code == 200
+        assert httpx.get(f"{server.url}/v1/runs").status_code == 200
+        # only the good line became progress (what is kept is strict JSON: unit-tested)
+        assert run.progress == {"fraction": 0.5, "message": "half way"}

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_CHUNK = 16 * 1024
 MAX_PROGRESS_LINE = 64 * 1024
+# A progress line is data from outside (the program writes it) that goes to the store and to
+# every watcher: only what any JSON client and both stores can take back is kept.
+MAX_PROGRESS_DEPTH = 32
+_MAX_INT = 2**63  # PostgreSQL's bigint; JavaScript clients lose precision long before
 
 
 def _char_boundary(data: bytes, cut: int) -> int:
@@ -73,7 +78,57 @@ class ProgressParser:
         if len(line) > MAX_PROGRESS_LINE:
             return None
         try:
-            value = json.loads(line)
+            value = json.loads(
+                line, parse_constant=_not_json, parse_float=_finite, parse_int=_bounded
+            )
         except (ValueError, RecursionError):
             return None
-        return value if isinstance(value, dict) else None
+        return value if isinstance(value, dict) and _storable(value) else None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: Python's json takes them
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError("number out of range")
+    return value
+
+
+def _bounded(text: str) -> int:
+    value = int(text)
+    if not -_MAX_INT < value < _MAX_INT:
+        raise ValueError("integer out of range")
+    return value
+
+
+def _storable(value: dict[str, Any]) -> bool:
+    """Not nested deeper than MAX_PROGRESS_DEPTH; no NUL (PostgreSQL refuses it) and no lone
+    surrogate (not UTF-8) in any string or key. Walked without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not _text_ok(item):
+                return False
+        elif isinstance(item, dict | list):
+            if depth > MAX_PROGRESS_DEPTH:
+                return False
+            if isinstance(item, dict):
+                if not all(_text_ok(key) for key in item):
+                    return False
+                item = item.values()
+            stack.extend((child, depth + 1) for child in item)
+    return True
+
+
+def _text_ok(text: str) -> bool:
+    if "\0" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

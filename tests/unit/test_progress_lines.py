@@ -1,0 +1,57 @@
+"""Progress lines are data from outside: a line any JSON client or store could not take back
+(NaN, out-of-range numbers, deep nesting, NUL, lone surrogates, a huge line) is skipped and
+counted, never kept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runyard.streams.chunks import MAX_PROGRESS_DEPTH, MAX_PROGRESS_LINE, ProgressParser
+
+
+def nested(depth: int) -> bytes:
+    return b'{"d":' * depth + b"1" + b"}" * depth
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"fraction": NaN}',
+        b'{"fraction": Infinity}',
+        b'{"fraction": -Infinity}',
+        b'{"fraction": 1e999}',  # float() makes it inf
+        b'{"n": 9223372036854775808}',  # 2**63
+        b'{"n": -9223372036854775808}',
+        b'{"n": 1' + b"0" * 5000 + b"}",  # more digits than int() takes
+        nested(MAX_PROGRESS_DEPTH + 1),
+        b'{"l": ' + b"[" * MAX_PROGRESS_DEPTH + b"]" * MAX_PROGRESS_DEPTH + b"}",
+        nested(50_000)[:MAX_PROGRESS_LINE],  # deeper than the parser can go
+        b'{"message": "a\\u0000b"}',  # PostgreSQL's jsonb refuses NUL
+        b'{"a\\u0000": 1}',
+        b'{"message": "\\ud800"}',  # a lone surrogate is not UTF-8
+        b'{"m": "' + b"x" * MAX_PROGRESS_LINE + b'"}',
+        b"[1, 2, 3]",
+        b"\xff\xfe",
+    ],
+)
+def test_a_line_nobody_could_read_back_is_skipped_and_counted(line: bytes) -> None:
+    parser = ProgressParser()
+    good = b'{"fraction": 0.5}'
+    assert parser.feed(line + b"\n" + good + b"\n") == [{"fraction": 0.5}]
+    assert parser.skipped == 1
+    assert parser.consumed == len(line) + len(good) + 2
+
+
+def test_what_is_kept_round_trips_through_strict_json() -> None:
+    lines = [
+        nested(MAX_PROGRESS_DEPTH),
+        b'{"n": 9223372036854775807, "f": 1.5e300, "m": "\\u00e9\\ud83d\\ude00 tab\\t"}',
+    ]
+    found = ProgressParser().feed(b"\n".join(lines) + b"\n")
+    assert len(found) == 2
+    for value in found:
+        text = json.dumps(value, allow_nan=False)
+        assert json.loads(text) == value
+        text.encode("utf-8")  # no lone surrogate survived
