@@ -136,12 +136,14 @@ class Reconciler:
         *,
         retry_base_s: float = RETRY_BASE_S,
         retry_max_s: float = RETRY_MAX_S,
+        min_gap_s: float = RETRY_BASE_S,
     ) -> None:
         self.dispatcher = dispatcher
         self.state = ReconcileState(ok=False, error="not reconciled yet")
         self.passes = 0
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
+        self._min_gap_s = min_gap_s
         self._lock = asyncio.Lock()
         self._poked = asyncio.Event()
         self._retry: asyncio.Task[None] | None = None
@@ -193,9 +195,9 @@ class Reconciler:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._poked.wait()
-            # poked early: still retry_base_s between passes, so a stream of pokes cannot
-            # turn a lasting failure (one run's store write) into a busy loop
-            gap = self._retry_base_s - (time.monotonic() - last)
+            # poked early: still min_gap_s between passes, so a stream of pokes cannot turn a
+            # lasting failure (one run's store write) into a busy loop
+            gap = self._min_gap_s - (time.monotonic() - last)
             if gap > 0:
                 await asyncio.sleep(gap)
             delay = min(delay * 2, self._retry_max_s)

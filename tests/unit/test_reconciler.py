@@ -1,0 +1,114 @@
+"""Reconcile passes: a failed one is reported (for readiness) and retried until one succeeds,
+at once when poked, with backoff otherwise; one run's failure never stops the others."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from typing import Any
+
+from runyard.models import Attempt, AttemptState
+from runyard.services.recovery import Reconciler
+
+
+class FakeExecutor:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    async def running(self) -> dict[str, Any]:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return {}
+
+    async def read_exit(self, run_id: str, number: int) -> None:
+        return None
+
+
+class FakeStore:
+    def __init__(self, attempts: list[Attempt]) -> None:
+        self.attempts = attempts
+
+    async def active_attempts(self, host: str | None = None) -> list[Attempt]:
+        return self.attempts
+
+    async def get_run(self, run_id: str) -> None:
+        if run_id == "bad":
+            raise RuntimeError("database or disk is full")
+        # any other run was deleted meanwhile: nothing to settle
+
+
+class FakeDispatcher:
+    host = "h"
+
+    def __init__(self, failures: int = 0, attempts: list[Attempt] | None = None) -> None:
+        self.executor = FakeExecutor(failures)
+        self.store = FakeStore(attempts or [])
+
+    def launched(self, run_id: str, number: int) -> bool:
+        return False
+
+
+def attempt(run_id: str) -> Attempt:
+    return Attempt(run_id=run_id, number=1, state=AttemptState.RUNNING, created_at=0, host="h")
+
+
+def test_a_failed_pass_is_reported_and_retried_with_backoff_until_it_succeeds() -> None:
+    async def scenario() -> None:
+        reconciler = Reconciler(FakeDispatcher(failures=3), retry_base_s=0.01, min_gap_s=0)  # type: ignore[arg-type]
+        state = await reconciler.run()
+        assert not state.ok
+        assert state.error is not None and "No space left on device" in state.error
+        assert state.at > 0
+        assert reconciler._retry is not None
+        await asyncio.wait_for(reconciler._retry, 10)  # ends once a pass succeeded
+        assert reconciler.state.ok and reconciler.state.error is None
+        assert reconciler.passes == 4
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_poke_retries_at_once_instead_of_waiting_out_the_backoff() -> None:
+    async def scenario() -> None:
+        reconciler = Reconciler(
+            FakeDispatcher(failures=1),  # type: ignore[arg-type]
+            retry_base_s=3600, min_gap_s=0,
+        )  # fmt: skip
+        assert not (await reconciler.run()).ok
+        await asyncio.sleep(0)  # the retry loop starts waiting
+        reconciler.poke()
+        assert reconciler._retry is not None
+        await asyncio.wait_for(reconciler._retry, 10)
+        assert reconciler.state.ok
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_one_runs_failure_is_counted_and_the_others_go_on() -> None:
+    async def scenario() -> None:
+        dispatcher = FakeDispatcher(attempts=[attempt("bad"), attempt("gone")])
+        reconciler = Reconciler(dispatcher, retry_base_s=3600)  # type: ignore[arg-type]
+        state = await reconciler.run()
+        assert (state.ok, state.failed) == (False, 1)
+        assert state.error == "reconcile failed: run bad: RuntimeError: database or disk is full"
+        assert reconciler._retry is not None and not reconciler._retry.done()  # retried
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_needed_marks_not_ok_until_a_pass_settles_it() -> None:
+    async def scenario() -> None:
+        reconciler = Reconciler(FakeDispatcher(), retry_base_s=0.01, min_gap_s=0)  # type: ignore[arg-type]
+        assert (await reconciler.run()).ok
+        reconciler.needed("the end of attempt r.1 was not recorded (disk full)")
+        assert not reconciler.state.ok
+        assert reconciler.state.error == "the end of attempt r.1 was not recorded (disk full)"
+        assert reconciler._retry is not None
+        await asyncio.wait_for(reconciler._retry, 10)
+        assert reconciler.state.ok
+        await reconciler.stop()
+
+    asyncio.run(scenario())
