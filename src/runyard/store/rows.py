@@ -4,6 +4,7 @@ PostgreSQL's jsonb as objects; both decode here)."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from runyard.models import Attempt, AttemptState, Run, RunState, Schedule
@@ -31,13 +32,26 @@ def loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
+def _time(value: Any) -> float | None:
+    """A timestamp column as a number, or None. SQLite keeps whatever was written, whatever
+    the column's type: a value an older version stored from a damaged exit file ("yesterday",
+    NaN) must not make every read of the run, and every list holding it, fail."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def run_from_row(row: tuple[Any, ...]) -> Run:
     return Run(
         id=row[0], job=row[1], params=loads(row[2]), state=RunState(row[3]), priority=row[4],
         labels=loads(row[5]), batch_id=row[6], schedule_id=row[7], idempotency_key=row[8],
-        request_hash=row[9], created_at=row[10], started_at=row[11], finished_at=row[12],
-        attempt=row[13], exit_code=row[14], reason=row[15],
-        progress=loads(row[16]) if row[16] else None, not_before=row[17],
+        request_hash=row[9], created_at=row[10], started_at=_time(row[11]),
+        finished_at=_time(row[12]), attempt=row[13], exit_code=_int(row[14]), reason=row[15],
+        progress=loads(row[16]) if row[16] else None, not_before=_time(row[17]),
         cancel_requested=bool(row[18]), spec=loads(row[19]), progress_skipped=row[20],
     )  # fmt: skip
 
@@ -55,9 +69,9 @@ def run_to_row(r: Run) -> tuple[Any, ...]:
 def attempt_from_row(row: tuple[Any, ...]) -> Attempt:
     return Attempt(
         run_id=row[0], number=row[1], state=AttemptState(row[2]), host=row[3],
-        created_at=row[4], pid=row[5], pgid=row[6], proc_start_time=row[7], started_at=row[8],
-        ended_at=row[9], exit_code=row[10], signal=row[11], outcome=row[12], peak_rss_kb=row[13],
-        lease_token=row[14],
+        created_at=row[4], pid=_int(row[5]), pgid=_int(row[6]), proc_start_time=_time(row[7]),
+        started_at=_time(row[8]), ended_at=_time(row[9]), exit_code=_int(row[10]),
+        signal=_int(row[11]), outcome=row[12], peak_rss_kb=_int(row[13]), lease_token=row[14],
     )  # fmt: skip
 
 
