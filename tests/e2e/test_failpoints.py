@@ -8,6 +8,7 @@ the queue moves again with no restart and no run left `running` without a proces
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -86,3 +87,88 @@ def test_store_commit_fault_refuses_writes_keeps_reads_and_clears(
     set_faults(server, "")
     ready_again(server)
     queue_moves(server)
+
+
+GATED = """
+description = "Runs until its workspace holds a file named go."
+command = ["sh", "-c", "while [ ! -e \\"$RUNYARD_WORKSPACE/go\\" ]; do sleep 0.02; done"]
+"""
+TRUE = 'command = ["true"]\nartifacts = []\n'
+PROGRESS = """
+command = ["sh", "-c", "echo '{{\\"fraction\\": 0.5}}' >> \\"$RUNYARD_PROGRESS_FILE\\""]
+"""
+
+
+@pytest.fixture
+def gated_jobs(write_job, jobs_dir: Path) -> Path:
+    write_job("gated", GATED)
+    write_job("true", TRUE)
+    write_job("progress", PROGRESS)
+    return jobs_dir
+
+
+def test_run_ending_while_exit_file_store_and_supervisor_log_fail(
+    start_server, gated_jobs: Path
+) -> None:
+    """Defect 3 by failpoints: the end can be written nowhere; the supervisor survives its own
+    log failing, keeps the record, and once the fault clears the run ends as it really did."""
+    server = start_server(gated_jobs, env=ARMED)
+    with server.client() as c:
+        run_id = submit(server, "gated")
+        wait_for(lambda: processes_of(server.data_dir), what="program running")
+        sup = supervisor_pid(server)
+        set_faults(server, "store_commit=enospc,exit_file=enospc,supervisor_log=eio")
+        (server.data_dir / "runs" / run_id / "workspace" / "go").touch()
+        wait_for(lambda: not processes_of(server.data_dir), what="program ended")
+        # its end cannot be recorded anywhere: readiness says so, reads keep working
+        wait_for(lambda: {"exit_file", "store"} <= checks(server).keys(), what="not ready")
+        assert "No space left on device" in checks(server)["exit_file"]
+        assert c.run(run_id).state is RunState.RUNNING
+        assert not (server.data_dir / "runs" / run_id / "attempt-1.exit.json").exists()
+        assert httpx.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 507
+        set_faults(server, "")
+        done = server.wait_run(c, run_id)
+        assert done.state is RunState.SUCCEEDED, done.reason
+        assert (server.data_dir / "runs" / run_id / "attempt-1.exit.json").exists()
+        assert supervisor_pid(server) == sup  # it never died
+    ready_again(server)
+    queue_moves(server)
+
+
+@pytest.mark.parametrize(
+    ("point", "fault", "cause", "says"),
+    [
+        ("log", "eio", "Input/output error", "cannot open the attempt's log"),
+        ("workspace", "enospc", "No space left on device", "cannot prepare the workspace"),
+    ],
+)
+def test_launch_write_fault_fails_the_run_naming_it_and_clears(
+    start_server, gated_jobs: Path, point: str, fault: str, cause: str, says: str
+) -> None:
+    server = start_server(gated_jobs, env=ARMED)
+    sup = supervisor_pid(server)
+    set_faults(server, f"{point}={fault}")
+    with server.client() as c:
+        done = server.wait_run(c, submit(server, "true"))
+    assert done.state is RunState.FAILED
+    assert says in (done.reason or "")
+    assert cause in (done.reason or "")
+    wait_for(lambda: point in checks(server), what=f"readiness to name {point}")
+    assert cause in checks(server)[point]
+    set_faults(server, "")
+    ready_again(server)
+    queue_moves(server)
+    assert supervisor_pid(server) == sup
+
+
+def test_progress_write_fault_keeps_the_run_and_clears(start_server, gated_jobs: Path) -> None:
+    server = start_server(gated_jobs, env=ARMED)
+    set_faults(server, "progress=enospc")
+    with server.client() as c:
+        done = server.wait_run(c, submit(server, "progress"))
+        assert done.state is RunState.SUCCEEDED  # progress is a view: the run is unharmed
+        wait_for(lambda: "store" in checks(server), what="readiness to name the store")
+        assert "No space left on device" in checks(server)["store"]
+        set_faults(server, "")
+        ready_again(server)
+        queue_moves(server)

@@ -69,9 +69,8 @@ class PostgresStore(Store):
         self._kwargs = kwargs
         self._listener: Listener | None = None
         self._leadership = Leadership(dsn, kwargs, q.SCHEDULER_LOCK)
-        # Why the last write failed on storage, until a write succeeds (readiness reports it).
-        self.write_error: str | None = None
-        self._failed_point = "store_commit"
+        # Why writes failed on storage, by failpoint, until one there succeeds (readiness).
+        self.write_errors: dict[str, str] = {}
 
     @asynccontextmanager
     async def _tx(self, write: str | None = None) -> AsyncIterator[Conn]:
@@ -90,24 +89,24 @@ class PostgresStore(Store):
             raise self._failed(error, write) from exc
         except (errors.LockNotAvailable, errors.DeadlockDetected, errors.QueryCanceled) as exc:
             raise StoreBusyError("the database is busy; try again") from exc
-        if write is not None:
-            self.write_error = None
+        if write is not None and self.write_errors:
+            self.write_errors.pop(write, None)
 
     def _failed(self, error: RunyardError, point: str | None) -> RunyardError:
-        self.write_error, self._failed_point = error.detail, point or "store_commit"
+        self.write_errors[point or "store_commit"] = error.detail
         return error
 
     async def health_problems(self) -> dict[str, str]:
         """Readiness: after a write failed, does one go through now? (a transaction that
         takes a transaction id, so its commit is written to the WAL)."""
-        if self.write_error is None:
-            return {}
-        try:
-            async with self._tx(self._failed_point) as c:
-                await c.execute("SELECT pg_current_xact_id()")
-        except RunyardError as exc:
-            return {"store": exc.detail}
-        return {}
+        failing = []
+        for point in list(self.write_errors):
+            try:
+                async with self._tx(point) as c:
+                    await c.execute("SELECT pg_current_xact_id()")
+            except RunyardError as exc:
+                failing.append(exc.detail)
+        return {"store": "; ".join(failing)} if failing else {}
 
     async def open(self) -> None:
         await self.pool.open(wait=True)

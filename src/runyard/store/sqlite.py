@@ -75,8 +75,8 @@ class SQLiteStore(Store):
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         # Why the last write failed on storage (full, I/O, file gone), until a write succeeds:
         # readiness reports it and probes (probe_write) whether it has cleared.
-        self.write_error: str | None = None
-        self._write_point = self._failed_point = "store_commit"  # failpoints of writes
+        self.write_errors: dict[str, str] = {}  # failpoint of the write -> why it failed
+        self._write_point = "store_commit"  # the failpoint of the write in progress
         # One thread owns the connection: calls queue up instead of contending for the lock.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runyard-sqlite")
 
@@ -114,8 +114,7 @@ class SQLiteStore(Store):
             raise
 
     def _failed(self, error: RunyardError) -> RunyardError:
-        self.write_error = error.detail
-        self._failed_point = self._write_point
+        self.write_errors[self._write_point] = error.detail
         return error
 
     def _check_file(self) -> None:
@@ -145,7 +144,8 @@ class SQLiteStore(Store):
             conn.rollback()
             raise
         conn.commit()
-        self.write_error = None
+        if self.write_errors:
+            self.write_errors.pop(point, None)
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,15 +200,15 @@ class SQLiteStore(Store):
                 self._check_file()
             except OSError as exc:
                 return {"database": str(exc.strerror)}
-            if self.write_error is None:
-                return {}
-            try:  # the last write failed: does one go through now? (a header-only write)
-                with self._tx(c, self._failed_point):
-                    version = c.execute("PRAGMA user_version").fetchone()[0]
-                    c.execute(f"PRAGMA user_version = {int(version)}")
-            except (OSError, sqlite3.Error) as exc:
-                return {"store": f"{self.write_error} ({getattr(exc, 'strerror', None) or exc})"}
-            return {}
+            failing = []
+            for point, why in list(self.write_errors.items()):
+                try:  # it failed last time: does one go through now? (a header-only write)
+                    with self._tx(c, point):
+                        version = c.execute("PRAGMA user_version").fetchone()[0]
+                        c.execute(f"PRAGMA user_version = {int(version)}")
+                except (OSError, sqlite3.Error):
+                    failing.append(why)
+            return {"store": "; ".join(failing)} if failing else {}
 
         return await self._call(op)
 
