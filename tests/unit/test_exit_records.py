@@ -132,3 +132,42 @@ def test_socket_messages_refuse_nan_and_deep_nesting() -> None:
     for line in (b'{"x": NaN}', b'{"x": -Infinity}', b"[" * 100_000, b"[1]"):
         with pytest.raises(ValueError):  # the connection's reader handles ValueError
             decode(line)
+
+
+def test_a_malformed_exit_event_is_settled_from_the_exit_file(tmp_path: Path) -> None:
+    """The supervisor's socket is checked as strictly: an event that breaks the schema is not
+    believed; the attempt's exit file (the durable truth) decides, or it is lost."""
+    import asyncio
+
+    from runyard.execution.executor import LocalExecutor
+
+    got: list[ExitRecord | UnreadableExit] = []
+
+    async def on_exit(record: ExitRecord | UnreadableExit) -> None:
+        got.append(record)
+
+    async def on_lost() -> None:
+        pass
+
+    executor = LocalExecutor(tmp_path, tmp_path, on_exit, on_lost)
+    run_id = KEY.rpartition(".")[0]
+    event = {"op": "exited", **GOOD}
+
+    async def scenario() -> None:
+        await executor._event(event)  # a good event is taken as it is
+        await executor._event({**event, "exit_code": "0"})  # no exit file yet
+        executor.paths(run_id).root.mkdir(parents=True)
+        executor.paths(run_id).exit_file(1).write_text(json.dumps({**GOOD, "exit_code": 3}))
+        await executor._event({**event, "ended_at": "yesterday"})  # the file decides
+        await executor._event({**event, "key": "garbage"})  # names no attempt: dropped
+        await executor._event({"op": "other", "key": 1})  # not an exit event
+
+    asyncio.run(scenario())
+    assert got == [
+        ExitRecord(**GOOD),
+        UnreadableExit(
+            key=KEY,
+            why="unreadable exit event (exit_code is not an integer in [0, 255]) and no exit file",
+        ),
+        ExitRecord(**{**GOOD, "exit_code": 3}),
+    ]

@@ -86,3 +86,8 @@ def test_terminal_states_never_change() -> None:
         with pytest.raises(IllegalTransitionError):
             check_transition("r", state, RunState.QUEUED)
     check_transition("r", RunState.RUNNING, RunState.QUEUED)  # a retry is legal
+
+
+def test_a_timeout_record_of_a_job_without_timeout_is_still_decided() -> None:
+    timed = decide(record(None, 15, "timeout"), run(), spec(), RNG)
+    assert (timed.run_state, timed.reason) == (RunState.TIMED_OUT, "timed out (killed by SIGTERM)")

@@ -64,10 +64,17 @@ def decide(record: ExitRecord, run: Run, spec: JobSpec, rng: random.Random) -> A
         timed_out = replace(
             base,
             run_state=RunState.TIMED_OUT,
-            reason=f"timed out after {spec.timeout_s:g}s ({record.describe()})",
+            # a record is data from outside: it may say "timeout" of a job without one
+            reason=f"timed out after {spec.timeout_s:g}s ({record.describe()})"
+            if spec.timeout_s is not None
+            else f"timed out ({record.describe()})",
             outcome="timeout",
         )
         return _maybe_retry(timed_out, "timeout", run, spec, rng)
+    if record.killed_by == "fenced":  # the supervisor stopped it: its server's lease lapsed
+        lapsed = replace(base, attempt_state=AttemptState.LOST, outcome="lost",
+                         reason="lost: lease lapsed (self-fenced)")  # fmt: skip
+        return _maybe_retry(lapsed, "lost", run, spec, rng)
     if record.exit_code == 0:
         return replace(base, run_state=RunState.SUCCEEDED)
     trigger = record.exit_code if record.exit_code is not None else f"signal {record.signal}"
