@@ -81,16 +81,20 @@ async def reconcile(dispatcher: Dispatcher, *, skip_own: bool = False) -> Pass:
 async def _settle(
     dispatcher: Dispatcher, attempt: Attempt, alive: Collection[str], *, skip_own: bool
 ) -> str:
+    # A retry pass runs beside the dispatcher: what it launched itself (being spawned right
+    # now, or running) is its own to record, unless an exit file (readable or not) says its
+    # program ended, and ending it here is as safe as anywhere.
+    own = skip_own and dispatcher.launched(attempt.run_id, attempt.number)
     if attempt.key in alive:
         # The supervisor writes an exit file only after it stops listing the attempt: a file
         # beside a live attempt is not its record (its program may have written it).
+        if own:
+            return "own"
         await dispatcher.adopted(attempt.run_id, attempt.number)
         return "adopted"
     record = await dispatcher.executor.read_exit(attempt.run_id, attempt.number)
     if record is None and skip_own and dispatcher.launched(attempt.run_id, attempt.number):
-        # being launched right now, or running: the dispatcher records its end (an exit file,
-        # readable or not, means it ended, and ending it here is as safe as anywhere)
-        return "own"
+        return "own"  # asked again after the read: a claim made meanwhile is known by now
     if isinstance(record, ExitRecord):  # its key is this attempt's: read_exit checked
         await dispatcher.attempt_exited(record)
         return "finalised"
