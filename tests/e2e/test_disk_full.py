@@ -1,0 +1,85 @@
+"""A real full disk: the data directory on a small tmpfs that a run fills (defect 3).
+
+The supervisor must survive (its own log is on that disk too), the healthy run must keep its
+real outcome, readiness must say the disk is full while it is, and once space is freed the
+queue moves again with no restart and no run left `running` without a process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runyard.models import RunState
+from tests.support import processes_of, supervisors_of, wait_for
+
+pytestmark = pytest.mark.e2e
+
+GATED = """
+command = ["sh", "-c", "while [ ! -e \\"$RUNYARD_WORKSPACE/go\\" ]; do sleep 0.02; done"]
+"""
+# dd stops at ENOSPC (exit code 1): the disk is full when it ends
+FILLER = """
+command = ["sh", "-c", "dd if=/dev/zero of=\\"$RUNYARD_WORKSPACE/fill\\" bs=64k 2>/dev/null"]
+"""
+TRUE = 'command = ["true"]\nartifacts = []\n'
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs (root only); requested before start_server, so it is unmounted after
+    the server and every process of its runs are gone."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)]
+    try:
+        proc = subprocess.run(mount, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        pytest.skip(f"cannot mount a tmpfs: {exc}")
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_keeps_the_supervisor_and_the_queue_moves_once_freed(
+    small_tmpfs: Path, start_server, write_job, jobs_dir: Path
+) -> None:
+    write_job("gated", GATED)
+    write_job("filler", FILLER)
+    write_job("true", TRUE)
+    data = small_tmpfs / "data"
+    server = start_server(jobs_dir, data_dir=data, env={"RUNYARD_MIN_FREE_MB": "1"})
+    ready = f"{server.url}/health/ready"
+    with server.client() as c:
+        healthy = c.submit("gated").id
+        wait_for(lambda: processes_of(data), what="the healthy run's program")
+        (sup,) = supervisors_of(data)
+        filler = c.submit("filler").id
+        fill = data / "runs" / filler / "workspace" / "fill"
+        wait_for(lambda: fill.exists() and len(processes_of(data)) == 1, what="the disk to fill")
+        (data / "runs" / healthy / "workspace" / "go").touch()  # the healthy run ends now
+        wait_for(lambda: not processes_of(data), what="the healthy run's program to end")
+
+        # full: readiness says so, submissions are refused, reads work, the supervisor lives
+        wait_for(lambda: "data_dir" in httpx.get(ready).json()["checks"], what="not ready")
+        assert httpx.get(ready).status_code == 503
+        assert httpx.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 507
+        assert c.run(healthy).id == healthy
+        assert supervisors_of(data) == [sup]
+
+        fill.unlink()  # space is freed
+        wait_for(lambda: httpx.get(ready).status_code == 200, what="ready again", timeout=30)
+        done = server.wait_run(c, healthy)
+        assert done.state is RunState.SUCCEEDED, done.reason  # its real outcome, not lost
+        assert c.run(filler).state is RunState.FAILED
+        assert supervisors_of(data) == [sup]  # it never died
+        after = server.wait_run(c, c.submit("true").id)
+        assert after.state is RunState.SUCCEEDED
+        assert c.runs(state="running").runs == []
