@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,6 +39,7 @@ class Held:
     threads: int | None  # outside the thread pools, which keep their threads by design
     asyncio_tasks: int | None
     tailers: int | None
+    thread_names: tuple[str, ...] = ()  # the threads outside the pools, to say which grew
 
     def grown_from(self, before: Held) -> dict[str, tuple[int, int]]:
         grown = {}
@@ -59,7 +61,7 @@ def _inotify_watches(pid: int) -> int:
     return total
 
 
-def _status(server: ServerProcess) -> dict[str, int] | None:
+def _status(server: ServerProcess) -> dict[str, Any] | None:
     """The server's own counts from /v1/status (None when it needs a token we do not have)."""
     try:
         resp = httpx.get(f"{server.url}/v1/status", timeout=10)
@@ -67,7 +69,7 @@ def _status(server: ServerProcess) -> dict[str, int] | None:
         return None
     if resp.status_code != 200:
         return None
-    resources: dict[str, int] | None = resp.json().get("resources")
+    resources: dict[str, Any] | None = resp.json().get("resources")
     return resources
 
 
@@ -85,6 +87,7 @@ def measure(server: ServerProcess) -> Held:
         threads=tasks_on_disk - status["pooled_threads"] if status else None,
         asyncio_tasks=status["asyncio_tasks"] if status else None,
         tailers=status["tailers"] if status else None,
+        thread_names=tuple(status["other_threads"]) if status else (),
     )
 
 
@@ -105,16 +108,19 @@ def check_gave_back(server: ServerProcess, before: Held) -> None:
     if not _alive(server):
         return  # stopped or killed by the test: nothing left to hold
     wait_for(lambda: _idle(server), timeout=60, what="the test's runs to end (leak check)")
-    last: dict[str, dict[str, tuple[int, int]]] = {}
+    last: dict[str, Any] = {}
 
     def settled() -> bool:
-        last["grown"] = measure(server).grown_from(before)
+        last["held"] = measure(server)
+        last["grown"] = last["held"].grown_from(before)
         return not last["grown"]
 
     try:
         wait_for(settled, timeout=SETTLE_S, what="the server to give back what it took")
     except AssertionError:
         detail = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in last["grown"].items())
+        if "threads" in last["grown"]:
+            detail += f" (threads {before.thread_names} -> {last['held'].thread_names})"
         pytest.fail(f"server {server.url} did not give back what requests took: {detail}")
 
 

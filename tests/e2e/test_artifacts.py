@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import httpx
 import pytest
 
 from runyard.models import RunState
+from tests.e2e.conftest import measure
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -145,3 +149,104 @@ def test_symlink_swapped_in_after_listing_is_refused(start_server, write_job, jo
         assert resp.status_code == 403
         assert b"root:" not in resp.content
         c.cancel(run.id)
+
+
+# -- bounded work and odd workspaces -------------------------------------------------------
+
+ODD_WORKSPACE = r"""
+import os
+os.makedirs("outputs/many", exist_ok=True)
+for i in range(int(os.environ.get("FILES", "0"))):
+    open(f"outputs/many/f{i:05}", "w").close()
+with open("outputs/a\nb.txt", "w") as fh:  # a name no request path can carry
+    fh.write("x")
+with open("outputs/sparse.bin", "wb") as fh:  # 1 GiB long, nothing written
+    fh.truncate(1 << 30)
+os.chdir("outputs")
+for _ in range(int(os.environ.get("DEPTH", "0"))):  # deeper than Python's recursion limit
+    os.mkdir("d")
+    os.chdir("d")
+with open("leaf.txt", "w") as fh:
+    fh.write("deep")
+"""
+
+
+@pytest.fixture
+def odd_job(write_job, jobs_dir, tmp_path):
+    script = tmp_path / "odd.py"
+    script.write_text(ODD_WORKSPACE)
+
+    def write(name: str, files: int = 0, depth: int = 0, extra: str = "") -> None:
+        write_job(
+            name,
+            f'command = ["{sys.executable}", "{script}"]\n{extra}'
+            f'[env]\nFILES = "{files}"\nDEPTH = "{depth}"\n',
+        )
+
+    return write
+
+
+def test_bad_ranges_are_problems_and_give_back_their_descriptors(planted) -> None:
+    """Each 416 or 400 used to leak the artifact's descriptor (the leak check fails on it)."""
+    server, run_id = planted
+    url = f"{server.url}/v1/runs/{run_id}/artifacts/outputs/ok.txt"
+    before = measure(server)
+    with httpx.Client() as client:
+        for _ in range(40):
+            unsatisfiable = client.get(url, headers={"Range": "bytes=100-200"})
+            assert unsatisfiable.status_code == 416
+            assert unsatisfiable.headers["content-range"] == "bytes */7"
+            assert "Range" in unsatisfiable.json()["detail"]
+            malformed = client.get(url, headers={"Range": "bytes=z-1"})
+            assert malformed.status_code == 400
+            assert malformed.headers["content-type"] == "application/problem+json"
+    wait_for(lambda: measure(server).fds <= before.fds, what="descriptors given back")
+
+
+def test_listing_comes_in_bounded_pages(start_server, odd_job, jobs_dir) -> None:
+    odd_job("many", files=2500)
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = server.wait_run(c, c.submit("many").id)
+    url = f"{server.url}/v1/runs/{run.id}/artifacts"
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params = {"limit": 1000} | ({"cursor": cursor} if cursor else {})
+        page = httpx.get(url, params=params).json()
+        assert len(page["artifacts"]) <= 1000
+        seen += [a["path"] for a in page["artifacts"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages >= 3
+    assert len(seen) == len(set(seen)) == 2500 + 2  # many/*, leaf.txt, sparse.bin
+    for bad in ({"limit": 0}, {"limit": 10**6}, {"cursor": "not a cursor"}, {"cursor": "Li4"}):
+        refused = httpx.get(url, params=bad)
+        assert refused.status_code == 422, bad
+        assert next(iter(bad)) in refused.json()["detail"]
+
+
+def test_deep_sparse_and_unnameable_files_list_and_delete(start_server, odd_job, jobs_dir):
+    """1,200 levels: the listing answered 500 (RecursionError) and DELETE removed the record,
+    then failed on the files and left them. A sparse file counted its apparent 1 GiB, and a
+    name with a newline was listed but could not be fetched."""
+    odd_job("deep", depth=1200)
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = server.wait_run(c, c.submit("deep").id)
+    url = f"{server.url}/v1/runs/{run.id}"
+    listing = httpx.get(f"{url}/artifacts")
+    assert listing.status_code == 200, listing.text
+    paths = [a["path"] for a in listing.json()["artifacts"]]
+    deep = next(p for p in paths if p.endswith("/leaf.txt"))
+    assert deep.count("/") == 1201
+    assert "outputs/sparse.bin" in paths
+    assert not any("\n" in p for p in paths)  # never listed, since never downloadable
+    assert listing.json()["workspace_bytes"] < 64 << 20  # blocks held, not the 1 GiB length
+    assert httpx.get(f"{url}/artifacts/{deep}").content == b"deep"
+    assert httpx.delete(url).status_code == 204
+    assert not (server.data_dir / "runs" / run.id).exists()
+    assert httpx.get(url).status_code == 404

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import httpx
 import pytest
 
@@ -28,3 +30,29 @@ def test_expired_runs_go_active_and_unexpired_stay(start_server, write_job, jobs
         assert (server.data_dir / "runs" / active.id / "workspace").is_dir()
         assert c.run(other.id).state is RunState.SUCCEEDED  # no TTL: kept
         c.cancel(active.id)
+
+
+DEEP = """
+import os
+os.makedirs("outputs", exist_ok=True)
+os.chdir("outputs")
+for _ in range(1200):  # deeper than Python's recursion limit, longer than PATH_MAX
+    os.mkdir("d" * 100)
+    os.chdir("d" * 100)
+open("leaf.txt", "w").close()
+"""
+
+
+def test_retention_removes_trees_of_any_depth(start_server, write_job, jobs_dir, tmp_path):
+    """It removed the record first and then failed on the files, leaving them for good."""
+    script = tmp_path / "deep.py"
+    script.write_text(DEEP)
+    write_job("deep", f'command = ["{sys.executable}", "{script}"]\nretention_s = 1\n')
+    server = start_server(jobs_dir, env={"RUNYARD_RETENTION_INTERVAL_S": "0.5"})
+    with server.client() as c:
+        run = server.wait_run(c, c.submit("deep").id)
+        assert run.state is RunState.SUCCEEDED
+        files = server.data_dir / "runs" / run.id
+        wait_for(lambda: not files.exists(), timeout=30, what="the deep tree removed")
+        wait_for(lambda: httpx.get(f"{server.url}/v1/runs/{run.id}").status_code == 404,
+                 what="the record removed")  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,9 @@ from runyard.services.artifacts import matches
 T = TypeVar("T")
 PAGE_DEFAULT = 1000
 PAGE_MAX = 10_000
+# Longer paths are left out: no request path could name them (api/inputs.py refuses request
+# paths over 4096 characters, and the route's own prefix takes some of that).
+MAX_LISTED_PATH = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +74,17 @@ def _literal_prefix(pattern: str) -> tuple[str, ...]:
     return tuple(fixed)
 
 
+_UNNAMEABLE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _nameable(name: str) -> bool:
-    """A name a client can read back: valid UTF-8 (not a byte string smuggled in)."""
+    """A name a client can ask for again: valid UTF-8 (not bytes smuggled in) and free of
+    control characters, which no request path may carry (api/inputs.py refuses them)."""
     try:
         name.encode()
     except UnicodeEncodeError:
         return False
-    return True
+    return _UNNAMEABLE.search(name) is None
 
 
 def _consider(
@@ -85,6 +93,8 @@ def _consider(
     if not _nameable(parts[-1]):
         return
     rel = "/".join(parts)
+    if len(rel) > MAX_LISTED_PATH:
+        return
     if not matches(rel, patterns):
         return
     try:

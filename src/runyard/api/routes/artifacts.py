@@ -11,7 +11,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
-from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
@@ -31,22 +30,6 @@ from runyard.services.artifact_listing import (
     workspace_usage,
 )
 from runyard.services.artifacts import OpenArtifact, open_artifact
-
-
-class AnyPathConvertor(Convertor[str]):
-    """Starlette's `path`, newlines included: a file name may hold one, and what a listing
-    shows must be downloadable."""
-
-    regex = "(?s:.*)"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("anypath", AnyPathConvertor())
 
 router = APIRouter(
     prefix="/v1/runs/{run_id}/artifacts",
@@ -151,7 +134,7 @@ async def _open(workspace: os.PathLike[str], path: str, patterns: list[str]) -> 
 
 
 @router.get(
-    "/{path:anypath}",
+    "/{path:path}",
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )

@@ -56,16 +56,21 @@ async def status(rt: RuntimeDep) -> dict[str, Any]:
 
 # Pools keep their threads once started (asyncio's default executor, the listing pool):
 # counted apart, so a thread that outlives its request stands out.
-POOLED = ("asyncio_", "runyard-artifacts", "ThreadPoolExecutor-")
+POOLED = (
+    "asyncio_", "uvloop_", "runyard-artifacts", "runyard-sqlite", "ThreadPoolExecutor-",
+    "AnyIO worker thread",  # Starlette's file responses; idle ones end by themselves
+)  # fmt: skip
 
 
-def resources(rt: Runtime) -> dict[str, int]:
+def resources(rt: Runtime) -> dict[str, Any]:
     """What requests take and must give back, for operators and the tests' leak check."""
     threads = threading.enumerate()
+    pooled = [t for t in threads if t.name.startswith(POOLED)]
     return {
         "asyncio_tasks": len(asyncio.all_tasks()),
         "threads": len(threads),
-        "pooled_threads": sum(t.name.startswith(POOLED) for t in threads),
+        "pooled_threads": len(pooled),
+        "other_threads": sorted(t.name for t in threads if t not in pooled),
         "tailers": len(rt.hub.tailers),
         "watchers": rt.hub.watchers,
     }
