@@ -74,7 +74,7 @@ class JobRegistry:
             # out of descriptors, an I/O error: a passing fault must not undeclare every job,
             # so the last scan's jobs stand (with the fault reported) until a scan succeeds
             log.warning("jobs_dir_unreadable", error=str(exc))
-            last = self._snapshot
+            last = _snapshot_of(self._cache)
             fault = {str(self.directory): f"cannot read jobs directory: {exc}"}
             return JobSnapshot(jobs=last.jobs, errors={**last.errors, **fault})
         for entry in entries:
@@ -100,11 +100,15 @@ class JobRegistry:
                 log.warning("job_load_error", file=entry.name, error=exc.message)
             seen[entry.name] = (stamp, result)
         self._cache = seen
-        jobs: dict[str, Job] = {}
-        errors: dict[str, str] = {}
-        for fname, (_, result) in seen.items():
-            if isinstance(result, LoadError):
-                errors[fname] = result.message
-            else:
-                jobs[result.name] = result
-        return JobSnapshot(jobs=jobs, errors=errors)
+        return _snapshot_of(seen)
+
+
+def _snapshot_of(seen: dict[str, tuple[tuple[int, int], Job | LoadError]]) -> JobSnapshot:
+    jobs: dict[str, Job] = {}
+    errors: dict[str, str] = {}
+    for fname, (_, result) in seen.items():
+        if isinstance(result, LoadError):
+            errors[fname] = result.message
+        else:
+            jobs[result.name] = result
+    return JobSnapshot(jobs=jobs, errors=errors)

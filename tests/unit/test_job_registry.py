@@ -1,0 +1,48 @@
+"""The jobs directory's registry keeps its jobs through a passing fault."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+# Run apart: it uses up every descriptor of its process, as a leak on the server did.
+OUT_OF_DESCRIPTORS = """
+import os, resource, sys
+from pathlib import Path
+from runyard.jobs.registry import JobRegistry
+
+registry = JobRegistry(Path(sys.argv[1]), refresh_s=0)
+assert sorted(registry.scan().jobs) == ["a", "b"]
+Path(sys.argv[1], "b.toml").write_text('command = ["false"]\\n')  # changed during the fault
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+snapshot = registry.scan()
+for fd in held:
+    os.close(fd)
+print("DURING", sorted(snapshot.jobs), "|", sorted(snapshot.errors))
+after = registry.scan()
+print("AFTER", sorted(after.jobs), after.jobs["b"].spec.command)
+"""
+
+
+def test_a_failed_rescan_keeps_the_jobs(tmp_path: Path) -> None:
+    """Out of descriptors, the rescan swapped in an empty registry: every submit then said
+    the job was not declared."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "a.toml").write_text('command = ["true"]\n')
+    (jobs / "b.toml").write_text('command = ["true"]\n')
+    out = subprocess.run(
+        [sys.executable, "-c", OUT_OF_DESCRIPTORS, str(jobs)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.splitlines()  # fmt: skip
+    during, after = (next(line for line in out if line.startswith(k)) for k in ("DURING", "AFTER"))
+    assert during.startswith("DURING ['a', 'b'] |")  # both still declared, the fault reported
+    assert str(jobs) in during
+    assert after == "AFTER ['a', 'b'] ['false']"  # and the change is picked up once it passes
