@@ -64,6 +64,11 @@ class Settings(BaseModel):
         default=None, description="how other servers reach this one (default http://host:port)"
     )
     lease_s: float = Field(default=15.0, ge=0.5, description="membership lease; renewed at 1/3")
+    reap_margin_s: float = Field(
+        default=5.0, ge=0.2, le=3600,
+        description="others reap a lapsed lease's attempts this long after it expired; its "
+        "supervisor stops them first (SIGTERM, SIGKILL half of it later): cover clock skew",
+    )  # fmt: skip
     cluster_secret: str | None = Field(
         default=None, min_length=16, description="credential servers use to proxy to each other"
     )

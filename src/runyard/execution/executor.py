@@ -84,6 +84,7 @@ class LocalExecutor:
         self._client = SupervisorClient(
             data_dir, self._event, on_supervisor_lost, fsync=fsync, timeout_s=request_timeout_s
         )
+        self._lease: dict[str, Any] | None = None  # cluster mode: see hold_lease
 
     @property
     def healthy(self) -> bool:
@@ -96,6 +97,24 @@ class LocalExecutor:
     async def start(self) -> None:
         await asyncio.to_thread(lambda: (self.data_dir / "runs").mkdir(parents=True, exist_ok=True))
         await self._client.connect()
+        await self._tell_lease(5.0)  # a new supervisor must know the lease before any spawn
+
+    async def hold_lease(self, token: str, until: float, grace_s: float, timeout_s: float) -> None:
+        """Cluster mode: this server's lease `token` is valid until `until` (wall clock). The
+        supervisor stops the programs held under it if it lapses unrenewed, with `grace_s`
+        between SIGTERM and SIGKILL (self-fencing: execution/lease_watch.py). Remembered, told
+        again after every (re)connect, and named by every spawn."""
+        self._lease = {"token": token, "until": until, "grace_s": grace_s}
+        await self._tell_lease(timeout_s)
+
+    async def _tell_lease(self, timeout_s: float) -> None:
+        if self._lease is None or not self._client.connected:
+            return
+        try:
+            await self._client.request({"op": "lease", **self._lease}, timeout_s)
+        except SupervisorUnavailableError as exc:
+            # it learns the lease with the next renewal or spawn; until then it keeps the last
+            log.warning("lease_not_told", error=str(exc))
 
     async def stop(self) -> None:
         """Disconnect; running programs stay with the supervisor."""
@@ -160,12 +179,16 @@ class LocalExecutor:
             "limits": spec.limits or {},
             "run_as": spec.run_as,
             "progress": str(paths.progress_file(spec.attempt)),
+            "lease": self._lease,  # None with one server: never fenced
         }
         reply = await self._client.request(request)  # SupervisorUnavailableError propagates
         if reply.get("ok"):
             return Started(reply["pid"], reply["pgid"], reply["start_time"], reply["started_at"])
         if reply.get("exited"):
             return None
+        if str(reply.get("error")).startswith("LeaseLapsedError"):
+            # our lease lapsed: not a failure of the run; it goes back to the queue
+            raise SupervisorUnavailableError(f"refused: {reply['error']}")
         raise LaunchError(str(reply.get("error")))
 
     def _prepare(self, spec: str, paths: RunPaths) -> None:

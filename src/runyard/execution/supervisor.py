@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from runyard import failpoints
+from runyard.execution.lease_watch import LeaseWatch
 from runyard.execution.limits import hand_over, limiter, mark_cut
 from runyard.execution.procinfo import start_time
 from runyard.execution.protocol import (
@@ -101,6 +102,8 @@ class Supervisor:
         # The last failure of each kind of durable write (point -> why), until one succeeds:
         # the server's readiness reports them (op_ping), and a ping probes whether they cleared.
         self.write_errors: dict[str, str] = {}
+        # Self-fencing in a cluster (lease_watch.py): programs stop when their lease lapses.
+        self.leases = LeaseWatch(lambda delay, token: self.add_timer(delay, "lease", token))
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -231,6 +234,7 @@ class Supervisor:
                 "signal": self.op_signal,
                 "list": self.op_list,
                 "ping": self.op_ping,
+                "lease": self.leases.op_lease,
             }[op](msg)
         except Exception as exc:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -248,6 +252,7 @@ class Supervisor:
             # the server stopped waiting for this answer (we were paused or swamped) and has
             # re-queued the attempt: starting it now would make a program nobody tracks
             return {"ok": False, "error": "the spawn request expired before it was read"}
+        self.leases.admit(key, msg.get("lease"))  # LeaseLapsedError: its server was fenced
         exit_path = Path(msg["exit"])
         try:
             failpoints.check("workspace")
@@ -386,6 +391,9 @@ class Supervisor:
             if kind == "rewrite":
                 self.rewrite_exit(key)
                 continue
+            if kind == "lease":
+                self.fence(*self.leases.lapsed(key, now, self.by_key))
+                continue
             prog = self.by_key.get(key)
             if prog is None:
                 continue
@@ -402,6 +410,17 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(prog.pgid, signal.SIGTERM)
         self.add_timer(prog.kill_grace_s, "kill", prog.key)
+
+    def fence(self, keys: list[str], grace_s: float) -> None:
+        """Their server's lease lapsed: stop them before another server may retry them."""
+        for key in keys:
+            prog = self.by_key[key]
+            say(f"lease lapsed: stopping {key} (self-fenced)")
+            if prog.killed_by is None:
+                prog.kill_grace_s = min(prog.kill_grace_s, grace_s)
+                self.terminate(prog, "fenced")
+            else:  # already stopping (cancel, timeout): no longer than the fence allows
+                self.add_timer(grace_s, "kill", key)
 
     def kill_all(self, prog: Program) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

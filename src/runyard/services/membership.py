@@ -3,12 +3,19 @@ attempts whose server's lease expired (a lost host), so they are retried elsewhe
 
 With SQLite there is one server and nothing to reap, but the same code runs: a lone server
 that restarts takes back its own attempts (see `Store.register_server`).
+
+Self-fencing (cluster only): after every registration and renewal the supervisor is told how
+long the lease now lasts (`on_lease`); should it lapse unrenewed, the supervisor stops this
+server's programs itself (execution/lease_watch.py). Reapers here therefore wait a lease's
+expiry plus `reap_margin_s`, longer than the fence's kill grace (half the margin), so the
+fence always acts first and no run has two live attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import structlog
 
@@ -18,6 +25,14 @@ from runyard.services.dispatch import Dispatcher
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
+
+
+class LeaseHolder(Protocol):
+    """Who must hear of every lease this server holds (the executor's supervisor)."""
+
+    async def hold_lease(
+        self, token: str, until: float, grace_s: float, timeout_s: float
+    ) -> None: ...
 
 
 class Membership:
@@ -31,6 +46,8 @@ class Membership:
         url: str,
         capacity: int,
         lease_s: float,
+        reap_margin_s: float = 0.0,
+        holder: LeaseHolder | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -39,6 +56,8 @@ class Membership:
         self.url = url
         self.capacity = capacity
         self.lease_s = lease_s
+        self.reap_margin_s = reap_margin_s
+        self.holder = holder  # None with one server (SQLite): nothing is fenced
         self.token: str | None = None
         self.reaped = 0
         # called after a lapsed lease was replaced by a new one (reconcile what we run)
@@ -46,10 +65,12 @@ class Membership:
         self._task = Background("membership")
 
     async def join(self) -> str:
+        now = self.clock.now()
         self.token = await self.store.register_server(
-            self.server_id, self.url, self.capacity, self.clock.now(), self.lease_s
+            self.server_id, self.url, self.capacity, now, self.lease_s
         )
         self.dispatcher.token = self.token
+        await self._held(now)
         log.info("joined", server_id=self.server_id, url=self.url, lease_s=self.lease_s)
         return self.token
 
@@ -71,9 +92,10 @@ class Membership:
 
     async def beat(self) -> None:
         assert self.token is not None  # noqa: S101  joined before started
-        if not await self.store.renew_server(
-            self.server_id, self.token, self.clock.now(), self.lease_s
-        ):
+        now = self.clock.now()
+        if await self.store.renew_server(self.server_id, self.token, now, self.lease_s):
+            await self._held(now)
+        else:
             log.error("lease_lapsed", server_id=self.server_id)
             old = self.token
             await self.join()
@@ -82,10 +104,19 @@ class Membership:
                     await hook()
         await self.reap()
 
+    async def _held(self, renewed_at: float) -> None:
+        """The lease is what the store now says (renewed_at + lease_s): tell the supervisor."""
+        if self.holder is not None and self.token is not None:
+            await self.holder.hold_lease(
+                self.token, renewed_at + self.lease_s, self.reap_margin_s / 2, self.lease_s / 6
+            )
+
     async def reap(self) -> int:
-        """Declare lost what servers whose lease expired were running; returns how many."""
+        """Declare lost what servers whose lease expired (more than the margin ago) were
+        running; returns how many. The margin gives their supervisors the time to fence."""
         found = 0
-        for attempt in await self.store.orphaned_attempts(self.clock.now()):
+        expired_before = self.clock.now() - self.reap_margin_s
+        for attempt in await self.store.orphaned_attempts(expired_before):
             run = await self.store.get_run(attempt.run_id)
             if run is None or run.attempt != attempt.number:
                 continue

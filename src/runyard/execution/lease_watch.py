@@ -1,0 +1,108 @@
+"""Self-fencing: the supervisor's watch over its server's lease in a cluster.
+
+In a cluster (PostgreSQL) every attempt is held under its server's lease token. After each
+renewal the server tells its supervisor "lease TOKEN is valid until T" (op `lease`), and each
+spawn names the lease it starts under. The supervisor is a separate process: it keeps running
+when its server is paused, partitioned or hung. When T passes with no renewal, it stops the
+programs of the attempts held under that token itself (marked `killed_by: "fenced"`, which the
+server records as lost), and refuses to start anything more under it. Other servers reap an
+expired lease's attempts only after the lease plus a margin (`RUNYARD_REAP_MARGIN_S`), longer
+than the fence's kill grace: by then the programs are gone, so a retry elsewhere never runs
+beside them.
+
+Single-server SQLite sends no leases: nothing here ever acts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+_TOKEN = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_MAX_GRACE_S = 3600.0
+
+
+class LeaseLapsedError(Exception):
+    """A spawn under a lease that lapsed: refused (the reply's error names this class)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    until: float  # monotonic deadline on this host
+    grace_s: float  # SIGTERM, then SIGKILL this much later
+
+
+class LeaseWatch:
+    """Leases by token and the token each running attempt was started under. `schedule(delay,
+    token)` asks the owner's loop to call `lapsed(token, ...)` after `delay` seconds."""
+
+    def __init__(
+        self,
+        schedule: Callable[[float, str], None],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._schedule = schedule
+        self._monotonic = monotonic
+        self._wall = wall
+        self.leases: dict[str, Lease] = {}
+        self.token_of: dict[str, str] = {}  # attempt key -> lease token
+
+    def op_lease(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """`{"op": "lease", "token": T, "until": wall-clock seconds, "grace_s": G}`."""
+        self.renewed(msg)
+        return {"ok": True}
+
+    def renewed(self, msg: dict[str, Any]) -> str:
+        token, until, grace_s = msg.get("token"), msg.get("until"), msg.get("grace_s", 5.0)
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            raise ValueError("lease: token must be 1-64 letters, digits, '_' or '-'")
+        if not (_finite(until) and _finite(grace_s) and 0 <= grace_s <= _MAX_GRACE_S):
+            raise ValueError("lease: until and grace_s must be finite numbers")
+        # The wall-clock T becomes a monotonic deadline once, here: a clock step later does
+        # not move it.
+        now = self._monotonic()
+        deadline = now + (float(until) - self._wall())
+        known = self.leases.get(token)
+        if known is None or deadline > known.until:
+            self.leases[token] = Lease(deadline, float(grace_s))
+            self._schedule(max(0.0, deadline - now), token)
+        return token
+
+    def admit(self, key: str, lease: object) -> None:
+        """Before a spawn: the attempt is held under its lease from now on, or LeaseLapsedError
+        if that lease lapsed. A spawn without a lease (one server, SQLite) always goes ahead."""
+        if lease is None:
+            return
+        if not isinstance(lease, dict):
+            raise ValueError("spawn: lease must be an object")  # noqa: TRY004  a ValueError
+        token = self.renewed(lease)
+        if self.leases[token].until <= self._monotonic():
+            raise LeaseLapsedError(
+                f"this server's lease {token} lapsed: nothing starts under it until the server "
+                "rejoins the cluster"
+            )
+        self.token_of[key] = token
+
+    def lapsed(self, token: str, now: float, running: Collection[str]) -> tuple[list[str], float]:
+        """The attempts to stop now that `token`'s timer fired, and the kill grace: none if
+        the lease was renewed meanwhile (a stale timer)."""
+        for key in [k for k in self.token_of if k not in running]:
+            del self.token_of[key]  # ended: forget it
+        lease = self.leases.get(token)
+        if lease is None or lease.until > now:
+            return [], 0.0
+        held = set(self.token_of.values())
+        for old in [t for t, x in self.leases.items() if x.until <= now and t not in held]:
+            if old != token:
+                del self.leases[old]  # lapsed and holding nothing: forget it
+        return [k for k, t in self.token_of.items() if t == token], lease.grace_s
+
+
+def _finite(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
