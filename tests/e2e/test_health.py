@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
 import subprocess
+from collections.abc import Callable, Iterator
 
 import httpx
+import psutil
 import pytest
 
-from tests.support import wait_for
+from runyard.models import RunState
+from tests.support import ServerProcess, processes_of, supervisors_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,3 +44,87 @@ def test_health_reports_capacity(start_server) -> None:
     assert body["busy"] is False
     assert body["scheduler"]["status"] == "running"
     assert body["snapshot_at"]
+
+
+def test_health_counts_submissions_at_once(start_server) -> None:
+    """Defect 14: /health read right after a submission's answer includes it."""
+    server = start_server(capacity=1)
+    with server.client() as c:
+        blocker = c.submit("sleeper", {"seconds": 60})
+        wait_for(lambda: c.run(blocker.id).state is RunState.RUNNING, what="blocker running")
+        wait_for(lambda: httpx.get(f"{server.url}/health").json()["active"] == 1, what="active")
+        for n in range(1, 4):
+            c.submit("sleeper", {"seconds": 60})
+            assert httpx.get(f"{server.url}/health").json()["queued"] == n
+        c.batch("sleeper", {"seconds": 60}, iterations=3)
+        assert httpx.get(f"{server.url}/health").json()["queued"] == 6
+        for run in c.runs().runs:
+            c.cancel(run.id)
+
+
+@pytest.fixture
+def stopped_supervisor() -> Iterator[Callable[[ServerProcess], psutil.Process]]:
+    """SIGSTOP a server's supervisor; always SIGCONT it again afterwards."""
+    stopped: list[psutil.Process] = []
+
+    def stop(server: ServerProcess) -> psutil.Process:
+        (sup,) = supervisors_of(server.data_dir)
+        sup.send_signal(signal.SIGSTOP)
+        stopped.append(sup)
+        return sup
+
+    yield stop
+    for sup in stopped:
+        with contextlib.suppress(psutil.Error):
+            sup.send_signal(signal.SIGCONT)
+
+
+def test_a_paused_supervisor_is_noticed_and_nothing_hangs(start_server, stopped_supervisor) -> None:
+    """Defect 15: readiness says the supervisor does not answer, a cancel answers 503 instead
+    of hanging, a run being started goes back to the queue instead of staying `starting`, and
+    once the supervisor runs again everything proceeds, with no second live attempt."""
+    server = start_server(capacity=2, env={"RUNYARD_SUPERVISOR_TIMEOUT_S": "1"})
+    ready = f"{server.url}/health/ready"
+    with server.client() as c:
+        first = c.submit("sleeper", {"seconds": 60}).id
+        wait_for(lambda: processes_of(server.data_dir), what="first program running")
+        sup = stopped_supervisor(server)
+        wait_for(lambda: "executor" in httpx.get(ready).json()["checks"], what="not ready")
+        assert "does not answer" in httpx.get(ready).json()["checks"]["executor"]
+        resp = httpx.post(f"{server.url}/v1/runs/{first}/cancel", timeout=30)
+        assert resp.status_code == 503
+        assert "supervisor" in resp.json()["detail"]
+        second = c.submit("sleeper", {"seconds": 60}).id
+        # its spawn is not answered: the attempt ends as never started, the run is re-queued
+        wait_for(
+            lambda: any(a.state == "lost" for a in c.run(second).attempts), what="spawn given up"
+        )
+        sup.send_signal(signal.SIGCONT)
+        wait_for(lambda: httpx.get(ready).status_code == 200, what="ready again")
+        # the cancel was recorded before the 503: it takes effect once the supervisor runs
+        assert server.wait_run(c, first).state is RunState.CANCELLED
+        wait_for(lambda: c.run(second).state is RunState.RUNNING, what="second running again")
+        wait_for(lambda: processes_of(server.data_dir), what="second program running")
+        # the spawn given up on never started late: one program, of the live attempt
+        (program,) = processes_of(server.data_dir)
+        env = program.environ()
+        assert env["RUNYARD_RUN_ID"] == second
+        assert env["RUNYARD_ATTEMPT"] == str(c.run(second).attempt)
+        c.cancel(second)
+        assert server.wait_run(c, second).state is RunState.CANCELLED
+
+
+def test_a_deleted_database_file_is_noticed_and_writes_refused(start_server) -> None:
+    """Defect 15: the database file deleted under a running server: not ready, submissions
+    refused (rather than accepted into a file that is gone), reads still answered."""
+    server = start_server()
+    with server.client() as c:
+        run = server.wait_run(c, c.submit("true").id)
+    (server.data_dir / "runyard.db").unlink()
+    ready = f"{server.url}/health/ready"
+    wait_for(lambda: "database" in httpx.get(ready).json()["checks"], what="not ready")
+    assert "deleted or replaced" in httpx.get(ready).json()["checks"]["database"]
+    resp = httpx.post(f"{server.url}/v1/runs", json={"job": "true"})
+    assert resp.status_code == 503
+    assert "deleted or replaced" in resp.json()["detail"]
+    assert httpx.get(f"{server.url}/v1/runs/{run.id}").status_code == 200
