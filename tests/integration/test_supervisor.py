@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import psutil
 import pytest
 
 from runyard.execution.protocol import SOCKET_NAME
-from runyard.execution.supervisor_client import SupervisorClient
+from runyard.execution.supervisor_client import SupervisorClient, SupervisorTimeoutError
 from tests.support import kill_everything, supervisors_of
 
 pytestmark = pytest.mark.anyio
@@ -143,3 +144,98 @@ async def test_supervisor_exits_when_idle_and_alone(tmp_path: Path) -> None:
     await asyncio.to_thread(supervisor.wait, 30)
     assert not supervisor.is_running()
     assert (tmp_path / SOCKET_NAME).exists()  # a stale socket is harmless: the next one rebinds
+
+
+@pytest.fixture
+async def armed_sup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A supervisor that honours DATA_DIR/failpoints (it keeps RUNYARD_FAILPOINTS)."""
+    monkeypatch.setenv("RUNYARD_FAILPOINTS", "none")
+    h = Harness(tmp_path)
+    await h.client.connect()
+    yield h
+    await h.client.close()
+    kill_everything(tmp_path)
+
+
+def set_faults(data_dir: Path, spec: str) -> None:
+    (data_dir / "failpoints.tmp").write_text(spec or "none")
+    (data_dir / "failpoints.tmp").replace(data_dir / "failpoints")
+
+
+async def test_ping_answers_with_the_failing_writes(sup: Harness) -> None:
+    reply = await sup.client.ping(5)
+    assert reply["ok"]
+    assert reply["write_errors"] == {}
+    (supervisor,) = supervisors_of(sup.data_dir)
+    assert reply["pid"] == supervisor.pid
+
+
+async def test_a_spawn_read_after_its_deadline_starts_nothing(sup: Harness) -> None:
+    """The server gave up waiting (a paused supervisor): the late spawn must not start a
+    program nobody tracks."""
+    reply = await sup.spawn("late.1", ["sleep", "30"])
+    assert reply["ok"]  # the normal path: the client's deadline is in the future
+    late = await sup.client.request(
+        {"op": "spawn", "key": "late.2", "argv": ["sleep", "30"], "cwd": str(sup.data_dir),
+         "env": {"PATH": os.environ["PATH"]}, "log": str(sup.data_dir / "late.2.log"),
+         "exit": str(sup.data_dir / "late.2.exit")},
+        timeout_s=-1.0,  # its deadline has passed when the supervisor reads it
+    )  # fmt: skip
+    assert not late["ok"]
+    assert "expired" in late["error"]
+    assert not (sup.data_dir / "late.2.log").exists()
+    listed = await sup.client.request({"op": "list"})
+    assert [a["key"] for a in listed["attempts"]] == ["late.1"]
+
+
+async def test_requests_to_a_stopped_supervisor_time_out(sup: Harness) -> None:
+    (supervisor,) = supervisors_of(sup.data_dir)
+    supervisor.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(SupervisorTimeoutError, match="did not answer 'list'"):
+            await sup.client.request({"op": "list"}, timeout_s=0.2)
+    finally:
+        supervisor.send_signal(signal.SIGCONT)
+    assert (await sup.client.ping(5))["ok"]  # and it answers again once resumed
+
+
+async def test_exit_file_fault_keeps_the_record_until_it_can_be_written(armed_sup: Harness) -> None:
+    """The exit file cannot be written and neither can the supervisor's own log: it survives,
+    says so on ping, lists the attempt as not lost, and writes the file once the fault clears,
+    telling the server again."""
+    sup = armed_sup
+    (supervisor,) = supervisors_of(sup.data_dir)
+    set_faults(sup.data_dir, "exit_file=enospc,supervisor_log=eio")
+    assert (await sup.spawn("x.1", ["sh", "-c", "exit 3"]))["ok"]
+    first = await sup.next_exit()
+    assert first["exit_code"] == 3
+    exit_file = sup.data_dir / "x.1.exit"
+    assert not exit_file.exists()
+    ping = await sup.client.ping(5)
+    assert "No space left on device" in ping["write_errors"]["exit_file"]
+    listed = await sup.client.request({"op": "list"})
+    assert [(a["key"], a.get("ended")) for a in listed["attempts"]] == [("x.1", True)]
+    set_faults(sup.data_dir, "")
+    again = await sup.next_exit()
+    assert again["key"] == "x.1"
+    assert again["exit_code"] == 3
+    assert json.loads(exit_file.read_text())["exit_code"] == 3
+    assert (await sup.client.ping(5))["write_errors"] == {}
+    assert supervisors_of(sup.data_dir) == [supervisor]
+
+
+async def test_log_and_workspace_faults_refuse_the_spawn_and_clear(armed_sup: Harness) -> None:
+    sup = armed_sup
+    set_faults(sup.data_dir, "log=eio")
+    reply = await sup.spawn("y.1", ["true"])
+    assert not reply["ok"]
+    assert reply["write_error"] == "log"
+    assert "Input/output error" in reply["error"]
+    assert "log" in (await sup.client.ping(5))["write_errors"]
+    set_faults(sup.data_dir, "workspace=enospc")
+    reply = await sup.spawn("y.2", ["true"])
+    assert reply["write_error"] == "workspace"
+    assert not (sup.data_dir / "y.2").exists()
+    set_faults(sup.data_dir, "")
+    assert (await sup.client.ping(5))["write_errors"] == {}  # the ping probes: cleared
+    assert (await sup.spawn("y.3", ["true"]))["ok"]
