@@ -38,6 +38,9 @@ class Settings(BaseModel):
     drain_timeout_s: float = Field(default=300.0, gt=0, description="then cancel what still runs")
     min_free_mb: int = Field(default=64, ge=0, description="refuse submissions below this")
     db_busy_timeout_ms: int = Field(default=5000, ge=0)
+    supervisor_timeout_s: float = Field(
+        default=10.0, gt=0, description="a supervisor request unanswered this long is an error"
+    )
     retention_s: float | None = Field(default=None, gt=0, description="keep finished runs")
     retention_interval_s: float = Field(default=60.0, gt=0, description="retention sweep")
     max_batch: int = Field(default=10_000, ge=1, description="runs one batch may create")

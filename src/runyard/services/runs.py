@@ -16,6 +16,8 @@ from runyard.errors import (
     InvalidInputError,
     NotFoundError,
     QueueFullError,
+    StorageFullError,
+    StorageIOError,
     UnavailableError,
 )
 from runyard.jobs import JobRegistry
@@ -188,7 +190,10 @@ class RunService:
         """The run, with the progress of a running attempt read up to now."""
         run = await self.get(run_id)
         if run.state is RunState.RUNNING and self.progress_refresher is not None:
-            await self.progress_refresher(run.id, run.attempt)
+            try:
+                await self.progress_refresher(run.id, run.attempt)
+            except (StorageFullError, StorageIOError):
+                return run  # progress cannot be saved now: a read still answers (readiness says)
             run = await self.get(run_id)
         return run
 

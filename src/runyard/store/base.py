@@ -67,6 +67,11 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
 
+    async def health_problems(self) -> dict[str, str]:
+        """Readiness beyond reachability (check -> why): a write failed and still fails, the
+        database file is not the one opened. Nothing to say by default."""
+        return {}
+
     @abc.abstractmethod
     async def insert_run(self, run: Run) -> tuple[Run, bool]:
         """Store a new queued run. With an idempotency key already taken, return
