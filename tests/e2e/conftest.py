@@ -22,6 +22,9 @@ import pytest
 from tests.support import ServerProcess, wait_for
 
 SETTLE_S = 15.0  # how long a server may take to close what the test's clients left
+# Tasks started once per event loop on first use, then kept for the server's life: one of
+# each is not a leak (sse-starlette's shutdown watcher, started by the first stream).
+LAZY_SINGLETONS = frozenset({"_shutdown_watcher"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,6 +43,7 @@ class Held:
     asyncio_tasks: int | None
     tailers: int | None
     thread_names: tuple[str, ...] = ()  # the threads outside the pools, to say which grew
+    task_kinds: tuple[tuple[str, int], ...] = ()  # coroutine names and counts, likewise
 
     def grown_from(self, before: Held) -> dict[str, tuple[int, int]]:
         grown = {}
@@ -73,6 +77,11 @@ def _status(server: ServerProcess) -> dict[str, Any] | None:
     return resources
 
 
+def _tasks(status: dict[str, Any]) -> int:
+    kinds: dict[str, int] = status["task_kinds"]
+    return int(status["asyncio_tasks"]) - sum(min(kinds.get(k, 0), 1) for k in LAZY_SINGLETONS)
+
+
 def measure(server: ServerProcess) -> Held:
     assert server.proc is not None
     pid = server.proc.pid
@@ -85,9 +94,10 @@ def measure(server: ServerProcess) -> Held:
         fds=fds,
         inotify_watches=_inotify_watches(pid),
         threads=tasks_on_disk - status["pooled_threads"] if status else None,
-        asyncio_tasks=status["asyncio_tasks"] if status else None,
+        asyncio_tasks=_tasks(status) if status else None,
         tailers=status["tailers"] if status else None,
         thread_names=tuple(status["other_threads"]) if status else (),
+        task_kinds=tuple(sorted(status["task_kinds"].items())) if status else (),
     )
 
 
@@ -121,6 +131,11 @@ def check_gave_back(server: ServerProcess, before: Held) -> None:
         detail = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in last["grown"].items())
         if "threads" in last["grown"]:
             detail += f" (threads {before.thread_names} -> {last['held'].thread_names})"
+        if "asyncio_tasks" in last["grown"]:
+            added = dict(last["held"].task_kinds)
+            for kind, n in before.task_kinds:
+                added[kind] = added.get(kind, 0) - n
+            detail += f" (tasks added: { {k: n for k, n in added.items() if n > 0} })"
         pytest.fail(f"server {server.url} did not give back what requests took: {detail}")
 
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter
@@ -62,12 +63,19 @@ POOLED = (
 )  # fmt: skip
 
 
+def _kind(task: asyncio.Task[Any]) -> str:
+    coro = task.get_coro()
+    return getattr(coro, "__qualname__", None) or type(coro).__name__
+
+
 def resources(rt: Runtime) -> dict[str, Any]:
     """What requests take and must give back, for operators and the tests' leak check."""
+    tasks = asyncio.all_tasks()
     threads = threading.enumerate()
     pooled = [t for t in threads if t.name.startswith(POOLED)]
     return {
-        "asyncio_tasks": len(asyncio.all_tasks()),
+        "asyncio_tasks": len(tasks),
+        "task_kinds": dict(Counter(_kind(t) for t in tasks)),
         "threads": len(threads),
         "pooled_threads": len(pooled),
         "other_threads": sorted(t.name for t in threads if t not in pooled),
