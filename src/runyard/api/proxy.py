@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
 from fastapi import Depends, FastAPI, Request
-from starlette.background import BackgroundTask
 from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from runyard.api.problems import problem
 from runyard.auth import RELAY_HEADER, RelayClaim, RelaySigner, Role
@@ -204,16 +202,25 @@ async def _relay(request: Request, exc: Exception) -> Response:
                        f"holds the files of this run, did not answer: {error}",
                        OwnerUnavailableError.slug, {"Retry-After": "5"})  # fmt: skip
 
-    async def body() -> AsyncIterator[bytes]:
-        async for chunk in upstream.aiter_raw():
-            yield chunk
-
     kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
     kept[SERVED_BY] = exc.server.id
-    return StreamingResponse(
-        body(), status_code=upstream.status_code, headers=kept,
-        background=BackgroundTask(upstream.aclose),
-    )  # fmt: skip
+    return RelayedResponse(upstream, kept)
+
+
+class RelayedResponse(StreamingResponse):
+    """The owner's answer as it comes. Its connection is closed however this one ends: a
+    client gone mid-stream included (a background task would not run then, and the owner
+    would keep serving a live stream nobody reads)."""
+
+    def __init__(self, upstream: httpx.Response, headers: dict[str, str]) -> None:
+        super().__init__(upstream.aiter_raw(), status_code=upstream.status_code, headers=headers)
+        self.upstream = upstream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.upstream.aclose()
 
 
 def install(app: FastAPI) -> None:
