@@ -41,5 +41,6 @@ def test_api_answers_as_its_schema_says(start_server) -> None:
     check(start_server())
 
 
-def test_api_answers_as_its_schema_says_on_postgres(start_server, database) -> None:
+def test_api_answers_as_its_schema_says_on_postgres(database, start_server) -> None:
+    # `database` first: fixtures are torn down in reverse, so it is dropped after the server
     check(start_server(env={"RUNYARD_DATABASE_URL": database}))
