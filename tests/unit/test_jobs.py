@@ -107,6 +107,19 @@ def test_invalid_params_name_the_field(tmp_path: Path, params: dict, field: str)
         ('command = ["x"]\ntimeout_s = -1\n', "timeout_s"),
         ("this is not toml", "TOML"),
         ('name = "x"\ncommand = ["x"]\n', "file name"),
+        # control characters anywhere in the spec: it reaches argv, env and the store
+        ('command = ["x", "a\\u0000b"]\n', "U+0000"),
+        ('command = ["x"]\n[env]\nK = "\\u001b"\n', "U+001B"),
+        ('command = ["x"]\n[params.p]\ntype = "enum"\nchoices = ["a\\u0000"]\n', "U+0000"),
+        ('command = ["x"]\n[params.p]\ntype = "str"\ndefault = "\\u0000"\n', "default"),
+        # json bounds: only for json params, within the server's ceiling, defaults inside
+        ('command = ["x"]\n[params.p]\ntype = "int"\nmax_depth = 3\n', "only for json"),
+        ('command = ["x"]\n[params.p]\ntype = "json"\nmax_depth = 33\n', "json_depth_ceiling"),
+        ('command = ["x"]\n[params.p]\ntype = "json"\nmax_keys = 10001\n', "json_keys_ceiling"),
+        (
+            'command = ["x"]\n[params.p]\ntype = "json"\nmax_depth = 1\ndefault = {a = {b = 1}}\n',
+            "max_depth (1)",
+        ),
     ],
 )
 def test_bad_job_files_are_load_errors(tmp_path: Path, text: str, words: str) -> None:
@@ -140,3 +153,47 @@ def test_registry_reparses_only_changed_files(tmp_path: Path) -> None:
     assert changed.spec.command == ["false"]
     path.unlink()
     assert reg.scan().jobs == {}
+
+
+def test_json_params_are_bounded_in_depth_and_keys(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, "good", GOOD))
+    deep: dict = {"a": 1}
+    for _ in range(5):
+        deep = {"a": deep}  # 6 levels
+    for value, words in (
+        (deep, "max_depth (5)"),
+        ([[[[[[1]]]]]], "max_depth (5)"),
+        ({f"k{i}": i for i in range(201)}, "max_keys (200)"),
+        ({"k\x00": 1}, "U+0000"),
+        (["x\x00"], "U+0000"),
+        ({"x": float("nan")}, "finite"),
+        (float("inf"), "finite"),
+    ):
+        with pytest.raises(ParamError) as info:
+            job.validate_params({"name": "a", "data": value})
+        assert info.value.errors[0][0] == "data"
+        assert words in info.value.errors[0][1], info.value.errors
+    ok = {"a": [{"b": {"c": {"d": 1}}}]}  # exactly 5 levels
+    assert job.validate_params({"name": "a", "data": ok})["data"] == ok
+    schema = job.schema["properties"]["data"]
+    assert (schema["x-max-depth"], schema["x-max-keys"]) == (5, 200)
+
+
+def test_str_params_refuse_control_characters_but_keep_tabs_and_newlines(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, "s", 'command = ["x", "{s}"]\n[params.s]\ntype = "str"\n'))
+    for bad in ("a\x00", "\x1b[31m", "\x7f", "\x85"):
+        with pytest.raises(ParamError):
+            job.validate_params({"s": bad})
+    assert job.argv(job.validate_params({"s": "a\tb\r\nc"})) == ["x", "a\tb\r\nc"]
+    assert "pattern" in job.schema["properties"]["s"]  # published as it is enforced
+
+
+def test_the_ceiling_comes_from_the_server(tmp_path: Path) -> None:
+    from runyard.jobs.params import JsonCeiling
+
+    text = 'command = ["x"]\n[params.p]\ntype = "json"\nmax_depth = 8\n'
+    with pytest.raises(LoadError):
+        load_job(write(tmp_path, "p", text), JsonCeiling(depth=6))
+    assert (
+        load_job(write(tmp_path, "p", text), JsonCeiling(depth=8)).spec.params["p"].max_depth == 8
+    )
