@@ -51,8 +51,8 @@ async def get_artifacts(
     cursor: Annotated[str | None, Query(max_length=CURSOR_MAX, pattern=r"^[A-Za-z0-9_-]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_DEFAULT,
 ) -> ArtifactList:
+    run = await rt.runs.get(run_id)  # 404 first: a cursor means nothing without its run
     after = decode_cursor(cursor) if cursor is not None else None
-    run = await rt.runs.get(run_id)
     workspace = rt.executor.paths(run_id).workspace
     patterns = run.spec.get("artifacts", [])
     walk_max = rt.settings.artifact_walk_max
