@@ -172,3 +172,18 @@ def test_progress_write_fault_keeps_the_run_and_clears(start_server, gated_jobs:
         set_faults(server, "")
         ready_again(server)
         queue_moves(server)
+
+
+def test_store_commit_fault_on_postgresql(database: str, start_server) -> None:
+    """The same on PostgreSQL: 507 naming the cause, reads answered, readiness, recovery.
+    (`database` first: it must outlive the server, whose leak check runs at teardown.)"""
+    server = start_server(env={**ARMED, "RUNYARD_DATABASE_URL": database})
+    set_faults(server, "store_commit=enospc")
+    resp = httpx.post(f"{server.url}/v1/runs", json={"job": "true"})
+    assert resp.status_code == 507
+    assert "No space left on device" in resp.json()["detail"]
+    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+    wait_for(lambda: "store" in checks(server), what="readiness to name the store")
+    set_faults(server, "")
+    ready_again(server)
+    queue_moves(server)
