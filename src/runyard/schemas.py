@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSc
 
 from runyard.bounds import (
     CRON_PATTERN,
-    ID_PATTERN,
     JOB_NAME_PATTERN,
     LABEL_KEY_PATTERN,
     LINE_PATTERN,
@@ -36,7 +35,6 @@ Labels = Annotated[
     }),
 ]  # fmt: skip
 JobName = Annotated[str, StringConstraints(pattern=JOB_NAME_PATTERN)]
-Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME_PATTERN)]
 # Each value is checked against the job's own params schema (GET /v1/jobs/{name}).
 Params = Annotated[
