@@ -75,8 +75,9 @@ def test_deep_or_wide_json_params_are_refused_naming_the_limit(server) -> None:
                        ({f"k{i}": i for i in range(300)}, "max_keys (200)")):  # fmt: skip
         refused(post(server, "/v1/runs", {"job": "probe", "params": {"cfg": cfg}}),
                 "params.cfg", limit)  # fmt: skip
-    refused(post(server, "/v1/batches", {"job": "probe", "sweep": {"cfg": [nest(6)]}}),
-            "params.cfg", "max_depth (5)")  # fmt: skip
+    for cfg in (nest(6), nest(500)):  # the refusal names the value without printing it all
+        refused(post(server, "/v1/batches", {"job": "probe", "sweep": {"cfg": [cfg]}}),
+                "params.cfg", "max_depth (5)")  # fmt: skip
     refused(post(server, "/v1/schedules", {"job": "probe", "interval_s": 60,
                                            "params": {"cfg": nest(300)}}),
             "params.cfg", "max_depth (5)")  # fmt: skip

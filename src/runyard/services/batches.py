@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import reprlib
 from typing import Any
 
 from runyard.clock import Clock, new_id
@@ -14,6 +15,9 @@ from runyard.jobs.params import ParamError
 from runyard.models import Batch, Run, RunState
 from runyard.services.runs import RunService
 from runyard.store import Store
+
+_SHORT = reprlib.Repr()  # Python 3.11's Repr takes no arguments: its limits are attributes
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxdict, _SHORT.maxlist = 3, 60, 60, 8, 8
 
 
 def expand(
@@ -71,7 +75,8 @@ class BatchService:
             try:
                 values.append(job.validate_params(element))
             except ParamError as exc:
-                shown = {k: element[k] for k in (sweep or {})}
+                # bounded: the offending value may be deep or large (it was just refused)
+                shown = _SHORT.repr({k: element[k] for k in (sweep or {})})
                 raise InvalidInputError(
                     f"batch element {index} {shown}: {exc}; no run was created",
                     errors=exc.errors, element=index,
