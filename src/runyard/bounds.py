@@ -81,10 +81,12 @@ def json_problem(value: Any, max_depth: int, max_keys: int) -> tuple[str, str] |
                 for key, child in item.items():
                     if not isinstance(key, str):
                         return where or "(value)", "object keys must be strings"
+                    # where it is, to name in a refusal: keys cut short, so it stays readable
+                    at = f"{where}[{key[:40]!r}{'…' if len(key) > 40 else ''}]"
                     bad = text_problem(key, multiline=False)
                     if bad is not None:
-                        return f"{where}[{key!r}]", f"key: {bad}"
-                    stack.append((child, depth + 1, f"{where}[{key!r}]"))
+                        return at, f"key: {bad}"
+                    stack.append((child, depth + 1, at))
             else:
                 stack.extend((child, depth + 1, f"{where}[{i}]") for i, child in enumerate(item))
             continue
