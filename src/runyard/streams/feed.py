@@ -27,6 +27,7 @@ class RunFeed:
         self.max_buffer_bytes = max_buffer_bytes
         self.subscribers: set[Subscriber] = set()
         self.lagged_total = 0
+        self.closed = False
 
     def __bool__(self) -> bool:
         return bool(self.subscribers)
@@ -43,13 +44,17 @@ class RunFeed:
 
     def subscribe(self) -> Subscriber:
         sub = Subscriber(self.max_buffer_bytes)
-        self.subscribers.add(sub)
+        if self.closed:
+            sub.close(Closed())  # shutting down: told at once, never added
+        else:
+            self.subscribers.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
 
     def close(self) -> None:
+        self.closed = True
         for sub in self.subscribers:
             sub.close(Closed())
         self.subscribers.clear()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from runyard.models import Run, RunEvent, RunState
 from runyard.store import Store
+from runyard.streams.changes import ChangeWaiter
 from runyard.streams.chunks import split_chunks
 from runyard.streams.hub import StreamHub
 from runyard.streams.subscriber import Chunk, Closed, End, Following, Lagged, Subscriber
@@ -61,26 +62,37 @@ async def _consume(sub: Subscriber, offset: int) -> AsyncIterator[LogItem]:
 
 
 async def _attempt_to_follow(
-    hub: StreamHub, store: Store, run_id: str, attempt: int | None, wait_s: float
+    hub: StreamHub,
+    store: Store,
+    run_id: str,
+    attempt: int | None,
+    changes: ChangeWaiter,
+    wait_s: float,
 ) -> tuple[Run, int] | None:
-    """The run and the attempt number to follow; a queued run is waited for."""
+    """The run and the attempt number to follow; a queued run is waited for. `changes` was
+    armed before the first read, so a start between a read and the wait is never missed."""
     run = await store.get_run(run_id)
     while run is not None and attempt is None and run.attempt == 0 and not run.state.terminal:
         if hub.closed:
             return None
-        await hub.changed(run_id, wait_s)
+        await changes.wait(wait_s)
         run = await store.get_run(run_id)
     if run is None:
         return None
     return run, attempt or max(run.attempt, 1)
 
 
-async def _through_tailer(tailer: AttemptTailer, path: Path, offset: int) -> AsyncIterator[LogItem]:
+async def _through_tailer(
+    hub: StreamHub, tailer: AttemptTailer, path: Path, offset: int
+) -> AsyncIterator[LogItem]:
     sub, upto = tailer.subscribe()
     try:
         async for chunk in _file_chunks(path, offset, upto):
             offset = chunk.end
             yield chunk
+            if hub.closed:  # shutdown during a long catch-up: stop between whole chunks
+                yield Closed()
+                return
         async for item in _consume(sub, offset):
             yield item
     finally:
@@ -97,31 +109,49 @@ async def follow_log(
     wait_s: float = 5.0,
 ) -> AsyncIterator[LogItem]:
     """Yield the attempt's log from `offset` as it grows; End when the attempt is over."""
-    found = await _attempt_to_follow(hub, store, run_id, attempt, wait_s)
-    if found is None:
-        yield Closed()
-        return
-    _, number = found
-    yield Following(number)
+    with hub.watch_changes(run_id) as changes:  # armed before anything is read
+        found = await _attempt_to_follow(hub, store, run_id, attempt, changes, wait_s)
+        if found is None:
+            yield Closed()
+            return
+        _, number = found
+        yield Following(number)
+        async for item in _follow_attempt(hub, store, run_id, number, offset, changes, wait_s):
+            yield item
+
+
+async def _follow_attempt(
+    hub: StreamHub,
+    store: Store,
+    run_id: str,
+    number: int,
+    offset: int,
+    changes: ChangeWaiter,
+    wait_s: float,
+) -> AsyncIterator[LogItem]:
     path = hub.paths(run_id).log(number)
     while not hub.closed:
         tailer = await hub.tailer_for(run_id, number)
         if tailer is not None and not tailer.ended:
-            async for item in _through_tailer(tailer, path, offset):
+            async for item in _through_tailer(hub, tailer, path, offset):
                 yield item
             return
         async for chunk in _file_chunks(path, offset, None):
             offset = chunk.end
             yield chunk
+            if hub.closed:
+                break  # a long replay stops between whole chunks
         latest = await store.get_run(run_id)
         if latest is None:
             return
+        if hub.closed:
+            break
         if latest.attempt != number or latest.state is not RunState.RUNNING:
             async for chunk in _file_chunks(path, offset, None):  # the last bytes
                 yield chunk
             yield _end(latest, number)
             return
-        await hub.changed(run_id, wait_s)  # starting: its tailer is about to appear
+        await changes.wait(wait_s)  # starting: its tailer is about to appear
     yield Closed()
 
 
@@ -169,6 +199,9 @@ async def follow_events(
         for event in await _stored_events(store, run_id, after, upto):
             last = event.seq
             yield event
+            if hub.closed:
+                yield Closed()
+                return
         run = await store.get_run(run_id)
         if run is None:
             return

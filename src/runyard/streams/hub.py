@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
-from collections.abc import Callable
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
@@ -13,6 +13,7 @@ import structlog
 from runyard.execution.layout import RunPaths
 from runyard.models import Run, RunEvent, RunState
 from runyard.store import Store
+from runyard.streams.changes import ChangeWaiter, RunChanges
 from runyard.streams.feed import RunFeed
 from runyard.streams.keyed import KeyedLock
 from runyard.streams.notify import FileNotifier, Handle
@@ -20,6 +21,16 @@ from runyard.streams.subscriber import Closed, End, Subscriber
 from runyard.streams.tailer import AttemptTailer
 
 log = structlog.get_logger(__name__)
+
+# Attempts that ended before the hub heard they started (a short program's exit can be
+# recorded while its start is still being written): kept so the late start is ignored, and
+# bounded, since an attempt that never starts (a failed launch) is never asked about again.
+MAX_ENDED_EARLY = 4096
+
+
+def stream_grace_s(shutdown_timeout_s: float) -> float:
+    """The part of the shutdown time given to open streams to send their `shutdown` event."""
+    return shutdown_timeout_s / 2
 
 
 class StreamHub:
@@ -46,29 +57,56 @@ class StreamHub:
         # one reader of a run's progress file at a time: two readers starting from the same
         # stored offset would both record the same lines (and count the same bad ones)
         self._progress_locks = KeyedLock()
-        self._changed: dict[str, asyncio.Event] = {}
+        self._ended_early: OrderedDict[str, int] = OrderedDict()
+        self.changes = RunChanges()
         self._tasks: set[asyncio.Task[None]] = set()
         self.feed = RunFeed(max_buffer_bytes)
         self.lagged_total = 0
         self.closed = False
+        self.open_streams = 0  # responses (SSE or WebSocket) that follow something here
+        self._no_streams = asyncio.Event()
+        self._no_streams.set()
 
     # -- life -------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.notifier.start()
 
-    async def close(self) -> None:
-        """Shutdown: every watcher gets Closed, so streams end instead of holding the exit."""
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[None]:
+        """Held by a response for as long as it streams, so shutdown can wait for it."""
+        self.open_streams += 1
+        self._no_streams.clear()
+        try:
+            yield
+        finally:
+            self.open_streams -= 1
+            if not self.open_streams:
+                self._no_streams.set()
+
+    async def close_streams(self, timeout_s: float) -> None:
+        """Shutdown, before connections are closed: every watcher gets Closed (its stream
+        sends a whole `shutdown` event and ends), and new ones get it at once; then wait, at
+        most `timeout_s`, for the streams to have sent it."""
         self.closed = True
         for tailer in self.tailers.values():
             for sub in tailer.subscribers:
                 sub.close(Closed())
+            tailer.subscribers.clear()
         for subs in self._event_subs.values():
             for sub in subs:
                 sub.close(Closed())
-        for event in self._changed.values():
-            event.set()
         self.feed.close()
+        self.changes.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._no_streams.wait()
+
+    async def close(self) -> None:
+        """Shutdown: streams are told (if they were not yet), tailers and the notifier stop."""
+        await self.close_streams(0)
+        for run_id in list(self.tailers):
+            self._drop_tailer(run_id)
         await self.notifier.stop()
 
     @property
@@ -80,6 +118,9 @@ class StreamHub:
 
     async def track(self, run_id: str, attempt: int, fresh: bool) -> None:
         """An attempt's program is running (fresh, or re-adopted after a restart)."""
+        if self._ended_early.get(run_id, 0) >= attempt:
+            del self._ended_early[run_id]  # its end came first: nothing to follow
+            return
         self.running[run_id] = (attempt, fresh)
         self._signal(run_id)
         if self.feed:
@@ -88,7 +129,7 @@ class StreamHub:
     async def subscribe_feed(self) -> Subscriber:
         """A watcher of every run's changes. While anybody watches, running attempts are
         tailed, so their progress reaches the feed as it is written."""
-        sub = self.feed.subscribe()
+        sub = self.feed.subscribe()  # closed at once during shutdown
         for run_id, (attempt, _) in list(self.running.items()):
             await self.tailer_for(run_id, attempt)
         return sub
@@ -104,6 +145,8 @@ class StreamHub:
             tailer = self.tailers.get(run_id)
             if tailer is None or tailer.attempt != attempt:
                 tailer = await self._new_tailer(run_id, attempt)
+                if self.running.get(run_id, (None,))[0] != attempt or self.closed:
+                    return None  # it ended (or shutdown began) while the tailer was made
                 self.tailers[run_id] = tailer
                 self._handles[run_id] = self.notifier.watch(tailer.paths.root, tailer.wake)
                 tailer.start()
@@ -140,7 +183,8 @@ class StreamHub:
     def on_transition(self, run: Run, previous: RunState) -> None:
         """Dispatcher listener (synchronous): end tailers of attempts that ended, publish."""
         if previous is RunState.RUNNING:
-            self.running.pop(run.id, None)
+            if self.running.pop(run.id, None) is None:
+                self._remember_ended_early(run.id, run.attempt)
             tailer = self.tailers.get(run.id)
             if tailer is not None and (run.state is not RunState.RUNNING or tailer.ended):
                 self._drop_tailer(run.id)
@@ -153,16 +197,31 @@ class StreamHub:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _remember_ended_early(self, run_id: str, attempt: int) -> None:
+        self._ended_early[run_id] = attempt
+        self._ended_early.move_to_end(run_id)
+        while len(self._ended_early) > MAX_ENDED_EARLY:
+            self._ended_early.popitem(last=False)
+
     def _drop_tailer(self, run_id: str) -> None:
+        """Everything a tailer holds goes with it: its task, its watch, its entry."""
         tailer = self.tailers.pop(run_id, None)
         if tailer is not None:
             self.lagged_total += tailer.lagged_total
+            tailer.stop()
         handle = self._handles.pop(run_id, None)
         if handle is not None:
             self.notifier.unwatch(handle)
 
     def changed_elsewhere(self, run_id: str, state: str) -> None:
         """Another server moved this run: its events are in the store, for watchers here."""
+        if state != RunState.RUNNING.value and run_id in self.running:
+            # our attempt was ended there (fenced: our lease lapsed); it is over here too
+            attempt, _ = self.running.pop(run_id)
+            tailer = self.tailers.get(run_id)
+            self._drop_tailer(run_id)
+            if tailer is not None:
+                tailer.end(End(state, attempt, None, "ended by another server"))
         self._signal(run_id)
         self.feed.offer("run", {"id": run_id, "state": state})
         if run_id in self._event_subs:
@@ -178,15 +237,11 @@ class StreamHub:
     # -- waiting for a run to change ----------------------------------------------------------
 
     def _signal(self, run_id: str) -> None:
-        event = self._changed.pop(run_id, None)
-        if event is not None:
-            event.set()
+        self.changes.notify(run_id)
 
-    async def changed(self, run_id: str, wait_s: float) -> None:
-        """Return when the run next changes (or after `wait_s`, to re-check regardless)."""
-        event = self._changed.setdefault(run_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), wait_s)
+    def watch_changes(self, run_id: str) -> contextlib.AbstractContextManager[ChangeWaiter]:
+        """A waiter for the run's next change, armed now: enter it before reading the run."""
+        return self.changes.watch(run_id)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -198,6 +253,8 @@ class StreamHub:
                 self._last_seq[run_id] = await self.store.last_event_seq(run_id)
             sub = Subscriber(self.max_buffer_bytes)
             self._event_subs[run_id].add(sub)
+            if self.closed:
+                sub.close(Closed())
             return sub, self._last_seq[run_id]
 
     def unsubscribe_events(self, run_id: str, sub: Subscriber) -> None:

@@ -34,7 +34,9 @@ class FileNotifier:
     def __init__(self, poll_interval_s: float = 0.5) -> None:
         self.poll_interval_s = poll_interval_s
         self._inotify: Inotify | None = None
-        self._by_watch: dict[object, Handle] = {}
+        # the kernel gives one watch per directory, however often it is added: it is
+        # removed only when the last handle on it goes
+        self._by_watch: dict[object, set[Handle]] = {}
         self._polled: set[Handle] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -68,7 +70,7 @@ class FileNotifier:
             except OSError as exc:
                 log.warning("watch_failed_polling_instead", path=str(directory), error=str(exc))
             else:
-                self._by_watch[handle.watch] = handle
+                self._by_watch.setdefault(handle.watch, set()).add(handle)
                 return handle
         self._polled.add(handle)
         return handle
@@ -76,17 +78,25 @@ class FileNotifier:
     def unwatch(self, handle: Handle) -> None:
         self._polled.discard(handle)
         if handle.watch is not None and self._inotify is not None:
-            self._by_watch.pop(handle.watch, None)
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                self._inotify.rm_watch(handle.watch)  # type: ignore[arg-type]
+            handles = self._by_watch.get(handle.watch, set())
+            handles.discard(handle)
+            if not handles:
+                self._by_watch.pop(handle.watch, None)
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    self._inotify.rm_watch(handle.watch)  # type: ignore[arg-type]
             handle.watch = None
+
+    @property
+    def watches(self) -> int:
+        """Kernel watches held (inotify) plus directories polled instead."""
+        return len(self._by_watch) + len(self._polled)
 
     async def _read(self) -> None:
         if self._inotify is None:
             return
         async for event in self._inotify:
-            handle = self._by_watch.get(event.watch) if event.watch is not None else None
-            if handle is not None:
+            handles = self._by_watch.get(event.watch) if event.watch is not None else None
+            for handle in list(handles or ()):
                 handle.callback()
 
     async def _poll(self) -> None:

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from runyard.execution.layout import RunPaths
 from runyard.store import Store
 from runyard.streams.chunks import ProgressParser, split_chunks
 from runyard.streams.subscriber import Chunk, End, Subscriber
+
+log = structlog.get_logger(__name__)
 
 READ_MAX = 256 * 1024  # per file per pump: a burst stays well under a watcher's buffer
 
@@ -29,12 +34,18 @@ class _Read:
 
 
 def read_from(path: Path, offset: int, limit: int) -> bytes:
+    """Up to `limit` bytes from `offset`; nothing past the end (an offset beyond any file
+    size the kernel allows would make a seek fail: it is never attempted)."""
     try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            return fh.read(limit)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return b""
+    try:
+        if offset >= os.fstat(fd).st_size:
+            return b""
+        return os.pread(fd, limit, offset)
+    finally:
+        os.close(fd)
 
 
 class AttemptTailer:
@@ -74,6 +85,12 @@ class AttemptTailer:
     def wake(self) -> None:
         self._dirty.set()
 
+    def stop(self) -> None:
+        """Stop following (its attempt is over, or nobody may watch any more)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
     def subscribe(self) -> tuple[Subscriber, int]:
         """A new watcher, and the offset from which the queue will carry the log: the watcher
         reads the file up to it, so nothing is missed and nothing repeated."""
@@ -89,7 +106,12 @@ class AttemptTailer:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            await self.pump()
+            try:
+                await self.pump()
+            except Exception:
+                # a failed read or progress write (a full disk, a busy store) must not end
+                # the tailer: its watchers would stall; the next change retries
+                log.exception("tailer_pump_failed", run_id=self.run_id, attempt=self.attempt)
 
     async def pump(self) -> None:
         async with self._pump_lock:

@@ -13,7 +13,7 @@ from runyard.api.routes.streams import sse_response
 from runyard.api.security import READ
 from runyard.schemas import problem_responses
 from runyard.streams.feed import FeedItem
-from runyard.streams.subscriber import Lagged
+from runyard.streams.subscriber import Closed, Lagged
 
 router = APIRouter(tags=["streams"], responses=problem_responses(401, 403))
 
@@ -22,18 +22,26 @@ router = APIRouter(tags=["streams"], responses=problem_responses(401, 403))
 async def stream_feed(rt: RuntimeDep) -> EventSourceResponse:
     """Not resumable: it notifies, and a watcher that lagged or reconnects re-reads
     `GET /v1/runs`, the truth. Per-run history is `GET /v1/runs/{id}/events`."""
-    sub = await rt.hub.subscribe_feed()
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        yield ServerSentEvent(data="{}", event="ready")  # from here on nothing is missed
-        async for item in rt.hub.feed.follow(sub):
-            if isinstance(item, FeedItem):
-                yield ServerSentEvent(data=json.dumps(item.data, default=str), event=item.kind)
-            elif isinstance(item, Lagged):
-                yield ServerSentEvent(data='{"detail": "fell behind; re-read the list"}',
-                                      event="lagged")  # fmt: skip
-            else:
-                yield ServerSentEvent(data='{"detail": "the server is shutting down"}',
-                                      event="shutdown")  # fmt: skip
+        # subscribed only once the stream runs: a client gone before it starts holds nothing
+        sub = await rt.hub.subscribe_feed()
+        try:
+            yield ServerSentEvent(data="{}", event="ready")  # from here on nothing is missed
+            async for item in rt.hub.feed.follow(sub):
+                yield _feed_event(item)
+        finally:
+            rt.hub.feed.unsubscribe(sub)
 
     return sse_response(rt, events())
+
+
+def _feed_event(item: FeedItem | Lagged | Closed) -> ServerSentEvent:
+    if isinstance(item, FeedItem):
+        return ServerSentEvent(data=json.dumps(item.data, default=str), event=item.kind)
+    if isinstance(item, Lagged):
+        return ServerSentEvent(data='{"detail": "fell behind; re-read the list"}', event="lagged")
+    return ServerSentEvent(
+        data='{"detail": "the server is shutting down; reconnect and re-read the list"}',
+        event="shutdown",
+    )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
+from pydantic.json_schema import SkipJsonSchema
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from runyard.api.deps import RuntimeDep
@@ -17,6 +19,7 @@ from runyard.errors import InvalidInputError, RunyardError
 from runyard.models import RunEvent
 from runyard.schemas import problem_responses
 from runyard.streams.follow import follow_events, follow_log
+from runyard.streams.hub import stream_grace_s
 from runyard.streams.subscriber import Chunk, Closed, End, Following, Lagged
 
 router = APIRouter(
@@ -25,16 +28,25 @@ router = APIRouter(
     responses=problem_responses(401, 403, 404, 422),
 )
 
+# Resume points (a byte offset, an event's seq) are bounded: what is accepted is what a stream
+# can answer, and the declared schema says exactly that (absent, or 1-18 digits; never null).
+MAX_RESUME_ID = 10**18 - 1
 LastEventId = Annotated[
-    str | None, Header(alias="Last-Event-ID", pattern=r"^[0-9]{1,18}$", description="resume point")
+    str | SkipJsonSchema[None],
+    Header(
+        alias="Last-Event-ID",
+        pattern=r"^[0-9]{1,18}$",
+        description="resume point: the id of the last event received (wins over the query)",
+    ),
 ]
+ResumeQuery = Annotated[int | SkipJsonSchema[None], Query(ge=0, le=MAX_RESUME_ID)]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _resume_point(last_event_id: str | None, query: int | None) -> int:
     """Last-Event-ID (sent by reconnecting clients) wins over the query parameter."""
     if last_event_id is not None:
-        if not last_event_id.isdigit():
+        if not (last_event_id.isascii() and last_event_id.isdigit()):
             raise InvalidInputError(
                 "Last-Event-ID must be a non-negative integer", field="Last-Event-ID"
             )
@@ -52,11 +64,23 @@ def _control(item: End | Lagged | Closed) -> tuple[str, dict[str, Any]]:
 
 
 def sse_response(rt: Any, events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
-    """Heartbeats while idle; a watcher that cannot take a send within the timeout is cut."""
+    """Heartbeats while idle; a watcher that cannot take a send within the timeout is cut.
+
+    At shutdown the hub tells every stream, which sends a whole `shutdown` event and ends;
+    sse-starlette's own shutdown watcher would cancel the stream at once (mid-stream, no
+    event), so it is given a grace period and only cuts a stream that did not end by then."""
     return EventSourceResponse(
-        events, ping=rt.settings.heartbeat_s, send_timeout=rt.settings.stream_send_timeout_s,
-        headers=SSE_HEADERS,
+        _held(rt, events), ping=rt.settings.heartbeat_s,
+        send_timeout=rt.settings.stream_send_timeout_s, headers=SSE_HEADERS,
+        shutdown_grace_period=stream_grace_s(rt.settings.shutdown_timeout_s),
     )  # fmt: skip
+
+
+async def _held(rt: Any, events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+    """The stream counts as open (shutdown waits for it) from its first event to its end."""
+    with rt.hub.stream():
+        async for event in events:
+            yield event
 
 
 def log_event(chunk: Chunk) -> ServerSentEvent:
@@ -81,8 +105,8 @@ async def stream_log(
     run_id: str,
     rt: RuntimeDep,
     last_event_id: LastEventId = None,
-    offset: Annotated[int | None, Query(ge=0)] = None,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    offset: ResumeQuery = None,
+    attempt: Annotated[int | SkipJsonSchema[None], Query(ge=1, le=MAX_RESUME_ID)] = None,
 ) -> EventSourceResponse:
     start = _resume_point(last_event_id, offset)
     await rt.runs.get(run_id)  # 404 before the stream starts
@@ -105,7 +129,7 @@ async def stream_events(
     run_id: str,
     rt: RuntimeDep,
     last_event_id: LastEventId = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: ResumeQuery = None,
 ) -> EventSourceResponse:
     start = _resume_point(last_event_id, after)
     await rt.runs.get(run_id)
@@ -125,7 +149,7 @@ async def stream_events(
 
 @router.websocket("/ws")
 async def events_socket(
-    websocket: WebSocket, run_id: str, after: Annotated[int, Query(ge=0)] = 0
+    websocket: WebSocket, run_id: str, after: Annotated[int, Query(ge=0, le=MAX_RESUME_ID)] = 0
 ) -> None:
     rt = websocket.app.state.runtime
     try:
@@ -137,13 +161,11 @@ async def events_socket(
         await websocket.close(code=4404, reason="no such run")
         return
     await websocket.accept()
-    try:
+    with rt.hub.stream(), contextlib.suppress(WebSocketDisconnect):
         async for item in follow_events(rt.hub, rt.store, run_id, after):
             if isinstance(item, RunEvent):
                 await websocket.send_json({"type": item.kind, **event_payload(item)})
             else:
                 name, body = _control(item)
                 await websocket.send_json({"type": name, **body})
-        await websocket.close()
-    except WebSocketDisconnect:
-        pass
+        await websocket.close(1001 if rt.hub.closed else 1000)  # going away / done

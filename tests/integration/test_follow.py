@@ -1,0 +1,211 @@
+"""Following a run through the hub, with each race injected at the exact point it can strike:
+a change that lands between reading the run and waiting is never missed, and an attempt that
+ends while (or before) its start is being heard leaves no tailer, task or watch behind.
+
+The real SQLite store and the real hub; the store is wrapped only to run the racing change
+while one of its reads is in flight, which is where the race lives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runyard.clock import new_id
+from runyard.execution.layout import RunPaths
+from runyard.models import AttemptState, Run, RunState
+from runyard.store.base import AttemptEnd
+from runyard.store.sqlite import SQLiteStore
+from runyard.streams.follow import follow_log
+from runyard.streams.hub import StreamHub
+from runyard.streams.subscriber import Chunk, End, Following
+
+pytestmark = pytest.mark.anyio
+FOREVER = 3600.0  # the follower's re-check period: a missed change would hang, never be
+DEADLINE = 30.0  # papered over by a periodic re-read (the deadline only fails the test)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class RacingStore:
+    """The store, except that the n-th `get_run` runs `race` after its read and before it
+    answers: the caller gets the state as it was, the change has happened."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self.races: dict[int, Callable[[], Awaitable[None]]] = {}
+        self.reads = 0
+        self.offset_race: Callable[[], Awaitable[None]] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def get_run(self, run_id: str) -> Run | None:
+        run = await self._store.get_run(run_id)
+        self.reads += 1
+        race = self.races.pop(self.reads, None)
+        if race is not None:
+            await race()
+        return run
+
+    async def progress_offset(self, run_id: str, attempt: int) -> int:
+        offset = await self._store.progress_offset(run_id, attempt)
+        race, self.offset_race = self.offset_race, None
+        if race is not None:
+            await race()
+        return offset
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[RacingStore, StreamHub, Run]]:
+    real = SQLiteStore(tmp_path / "store.db")
+    await real.open()
+    run = Run(
+        id=new_id(), job="j", params={}, state=RunState.QUEUED, priority=0,
+        created_at=1000.0, spec={"name": "j", "command": ["true"]},
+    )  # fmt: skip
+    await real.insert_run(run)
+    store = RacingStore(real)
+    hub = StreamHub(store, lambda rid: RunPaths.of(tmp_path, rid))  # type: ignore[arg-type]
+    hub.start()
+    RunPaths.of(tmp_path, run.id).root.mkdir(parents=True)
+    try:
+        yield store, hub, run
+    finally:
+        await hub.close()
+        await real.close()
+
+
+async def claim(store: RacingStore, hub: StreamHub) -> Run:
+    (got,) = await store.claim(1, {}, now=2000.0, host="h")
+    hub.on_transition(got.run, RunState.QUEUED)
+    return got.run
+
+
+async def finish(
+    store: RacingStore, hub: StreamHub, run: Run, progress_bytes: int | None = None
+) -> None:
+    end = AttemptEnd(
+        attempt_state=AttemptState.EXITED, ended_at=3000.0, run_state=RunState.SUCCEEDED,
+        reason="exit code 0", outcome="exit", exit_code=0,
+    )  # fmt: skip
+    await hub.attempt_ending(run.id, 1, progress_bytes)
+    updated = await store.end_attempt(run.id, 1, end)
+    assert updated is not None
+    hub.on_transition(updated, RunState.RUNNING)
+
+
+async def collect(items: AsyncIterator[object]) -> list[object]:
+    async with asyncio.timeout(DEADLINE):
+        return [item async for item in items]
+
+
+def log_of(hub: StreamHub, run: Run) -> Path:
+    return hub.paths(run.id).log(1)
+
+
+async def test_a_start_while_the_queued_run_is_read_is_not_missed(world) -> None:
+    store, hub, run = world
+
+    async def started_meanwhile() -> None:
+        claimed = await claim(store, hub)
+        log_of(hub, run).write_bytes(b"one\n")
+        await hub.track(run.id, 1, fresh=True)
+        await finish(store, hub, claimed)
+
+    store.races[1] = started_meanwhile  # the follower's first read still sees it queued
+    items = await collect(follow_log(hub, store, run.id, None, 0, wait_s=FOREVER))  # type: ignore[arg-type]
+    assert items[0] == Following(1)
+    assert b"".join(i.data for i in items if isinstance(i, Chunk)) == b"one\n"
+    assert isinstance(items[-1], End) and items[-1].state == "succeeded"
+
+
+async def test_a_tailer_appearing_while_the_running_run_is_read_is_not_missed(world) -> None:
+    """Claimed but not yet heard as started (no tailer): the follower reads the run, sees it
+    running, and waits for its tailer; the start lands during that read."""
+    store, hub, run = world
+    claimed = await claim(store, hub)
+    got: list[object] = []
+
+    async def started_meanwhile() -> None:
+        await hub.track(run.id, 1, fresh=True)
+        log_of(hub, run).write_bytes(b"first line\n")
+
+    store.races[2] = started_meanwhile  # 1: which attempt; 2: is it still running?
+    follower = follow_log(hub, store, run.id, None, 0, wait_s=FOREVER)  # type: ignore[arg-type]
+    async with asyncio.timeout(DEADLINE):
+        got.append(await anext(follower))
+        got.append(await anext(follower))  # live, from the tailer, before the run ends
+        assert hub.tailers[run.id].attempt == 1
+        with log_of(hub, run).open("ab") as fh:
+            fh.write(b"second line\n")
+        got.append(await anext(follower))
+        await finish(store, hub, claimed)
+        got += [item async for item in follower]
+    assert got[0] == Following(1)
+    assert got[1] == Chunk(0, b"first line\n")
+    assert got[2] == Chunk(11, b"second line\n")
+    assert isinstance(got[-1], End)
+
+
+async def test_an_attempt_that_ends_before_its_start_is_heard_leaves_nothing(world) -> None:
+    store, hub, run = world
+    hub.feed.subscribe()  # a feed watcher: every running attempt gets a tailer
+    claimed = await claim(store, hub)
+    await finish(store, hub, claimed)  # a short program: its exit is recorded first
+    await hub.track(run.id, 1, fresh=True)  # then its start is heard
+    assert hub.tailers == {}
+    assert hub.running == {}
+    assert hub.notifier.watches == 0
+
+
+async def test_an_attempt_that_ends_while_its_tailer_is_made_leaves_nothing(world) -> None:
+    store, hub, run = world
+    hub.feed.subscribe()
+    claimed = await claim(store, hub)
+
+    async def ended_meanwhile() -> None:
+        await finish(store, hub, claimed, progress_bytes=0)  # a short run: no progress
+
+    store.offset_race = ended_meanwhile  # the tailer reads where progress was left
+    await hub.track(run.id, 1, fresh=True)
+    tasks = {t.get_name() for t in asyncio.all_tasks()}
+    assert hub.tailers == {}
+    assert hub.running == {}
+    assert hub.notifier.watches == 0
+    assert f"tailer-{run.id}" not in tasks
+
+
+async def test_two_handles_on_one_directory_keep_their_watch_until_the_last_goes(
+    tmp_path: Path,
+) -> None:
+    """The kernel has one watch per directory: removing it for the first handle would leave
+    the second (a retry's tailer on the same run directory) deaf."""
+    from runyard.streams.notify import FileNotifier
+
+    notifier = FileNotifier()
+    notifier.start()
+    if notifier.mode != "inotify":
+        await notifier.stop()
+        pytest.skip("no inotify here")
+    woken: list[str] = []
+    first = notifier.watch(tmp_path, lambda: woken.append("first"))
+    second = notifier.watch(tmp_path, lambda: woken.append("second"))
+    ready = asyncio.Event()
+    notifier.unwatch(first)
+    assert notifier.watches == 1
+    third = notifier.watch(tmp_path, ready.set)
+    (tmp_path / "f").write_bytes(b"x")
+    async with asyncio.timeout(DEADLINE):
+        await ready.wait()
+    assert "second" in woken and "first" not in woken
+    notifier.unwatch(second)
+    notifier.unwatch(third)
+    assert notifier.watches == 0
+    await notifier.stop()
