@@ -117,11 +117,3 @@ def check(name: str) -> None:
     code = _STATE.faults.get(name)
     if code is not None:
         raise OSError(code, f"{os.strerror(code)} (failpoint {name})")
-
-
-def active() -> dict[str, str]:
-    """The write faults in force now, by point (for diagnostics)."""
-    if not _STATE.armed:
-        return {}
-    _STATE.refresh()
-    return {name: errno.errorcode[code] for name, code in _STATE.faults.items()}

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from runyard import failpoints
+from runyard.execution.diskwrites import probe, say, write_exit_file
 from runyard.execution.lease_watch import LeaseWatch
 from runyard.execution.limits import hand_over, limiter, mark_cut
 from runyard.execution.procinfo import start_time
@@ -46,18 +47,6 @@ from runyard.execution.protocol import (
 PR_SET_CHILD_SUBREAPER = 36
 MAX_CLIENT_BACKLOG = 64 * 1024 * 1024
 REWRITE_EVERY_S = 1.0  # an exit file that could not be written is tried again this often
-PROBE_BYTES = 4096  # a probe write needs a real block: an empty file fits on a full disk
-
-
-def say(text: str) -> None:
-    """Write a line to the supervisor's own log (its stderr), which may be on a full or failing
-    disk: the supervisor must never die of its own logging, so any OSError is swallowed. Raw
-    os.write, because a buffered stream that failed once keeps failing at every later flush."""
-    try:
-        failpoints.check("supervisor_log")
-        os.write(2, text.encode(errors="replace") + b"\n")
-    except OSError:
-        pass
 
 
 @dataclass
@@ -353,27 +342,10 @@ class Supervisor:
     def op_ping(self, _msg: dict[str, Any]) -> dict[str, Any]:
         """Cheap liveness for the server's readiness, with the durable writes now failing."""
         for point in list(self.write_errors):
-            if point != "exit_file" and self.probe(point):
+            if point != "exit_file" and probe(self.data_dir, point):
                 self.write_errors.pop(point, None)
         return {"ok": True, "pid": os.getpid(), "programs": len(self.programs),
                 "write_errors": dict(self.write_errors)}  # fmt: skip
-
-    def probe(self, point: str) -> bool:
-        """Would a write at `point` succeed now? A real block written to the data dir."""
-        path = self.data_dir / f".probe-{point}"
-        try:
-            failpoints.check(point)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, b"\0" * PROBE_BYTES)
-            finally:
-                os.close(fd)
-        except OSError:
-            return False
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        return True
 
     def write_failed(self, point: str, why: str) -> dict[str, Any]:
         self.write_errors[point] = why
@@ -502,20 +474,9 @@ class Supervisor:
         """Write the exit file atomically. On failure (full or failing disk) the record is
         kept and written again every REWRITE_EVERY_S until it lands: the event tells a
         connected server at once, the file is what a later reconcile reads."""
-        tmp = f"{path}.tmp"
         try:
-            failpoints.check("exit_file")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, json.dumps(record.to_dict()).encode())
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)  # noqa: PTH105  hot path: no pathlib objects per exit
+            write_exit_file(path, json.dumps(record.to_dict()).encode(), fsync=self.fsync)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)  # noqa: PTH108  a partial temp file holds space we lack
             if record.key not in self.unwritten:
                 self.write_failed("exit_file", f"cannot write exit file {path}: {exc}")
                 self.add_timer(REWRITE_EVERY_S, "rewrite", record.key)

@@ -1,0 +1,63 @@
+"""The supervisor's writes to a disk that may be full or failing: its own log, exit files,
+and probes. Each raises nothing it should not (its log) or exactly OSError (the rest), so the
+supervisor can keep going and say what failed, and never dies of a full disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from runyard import failpoints
+
+PROBE_BYTES = 4096  # a probe write needs a real block: an empty file fits on a full disk
+
+
+def say(text: str) -> None:
+    """Write a line to the supervisor's own log (its stderr), which may be on a full or failing
+    disk: the supervisor must never die of its own logging, so any OSError is swallowed. Raw
+    os.write, because a buffered stream that failed once keeps failing at every later flush."""
+    try:
+        failpoints.check("supervisor_log")
+        os.write(2, text.encode(errors="replace") + b"\n")
+    except OSError:
+        pass
+
+
+def write_exit_file(path: Path, data: bytes, *, fsync: bool) -> None:
+    """Atomically (temp file, optional fsync, rename); OSError if the disk refuses it, with no
+    partial temp file left behind to hold space that is short."""
+    tmp = f"{path}.tmp"
+    try:
+        failpoints.check("exit_file")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)  # noqa: PTH105  hot path: no pathlib objects per exit
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # noqa: PTH108
+        raise
+
+
+def probe(directory: Path, point: str) -> bool:
+    """Would a write at `point` succeed now? A real block written in `directory`."""
+    path = directory / f".probe-{point}"
+    try:
+        failpoints.check(point)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, b"\0" * PROBE_BYTES)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return True
