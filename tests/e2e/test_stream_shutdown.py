@@ -1,0 +1,117 @@
+"""Shutdown as documented: on SIGTERM every open stream (a run's log, a run's events over SSE
+and over a WebSocket, the feed, a log stream still waiting for its run to start) gets a whole
+`shutdown` event and then a clean end of its response, before the server exits in its
+bounded time. A cut stream would show as an incomplete chunked body (httpx raises) or a
+WebSocket closed without the event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+from websockets.asyncio.client import connect
+
+from runyard.models import RunState
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+SHUTDOWN_S = 4  # the server's bound; half of it is the streams' grace
+
+
+@pytest.fixture
+def busy_jobs(write_job, jobs_dir):
+    # a steady writer, so log streams are busy sending when the signal comes
+    write_job(
+        "busy",
+        'command = ["sh", "-c", "i=0; while :; do echo line $i of a busy log; i=$((i+1)); '
+        'sleep 0.005; done"]\n',
+    )
+    return jobs_dir
+
+
+async def sse_until_closed(
+    client: httpx.AsyncClient, url: str, opened: Callable[[], None]
+) -> list[tuple[str, str]]:
+    """Every event of the stream, read to the end of the response (not stopped early)."""
+    got: list[tuple[str, str]] = []
+    async with aconnect_sse(client, "GET", url) as source:
+        async for sse in source.aiter_sse():
+            if not got:
+                opened()
+            got.append((sse.event, sse.data))
+    return got
+
+
+async def ws_until_closed(url: str, opened: Callable[[], None]) -> tuple[list[dict], int | None]:
+    got: list[dict] = []
+    async with connect(url) as ws:
+        async for message in ws:
+            if not got:
+                opened()
+            got.append(json.loads(message))
+    return got, ws.close_code
+
+
+def test_sigterm_gives_every_open_stream_its_shutdown_event(start_server, busy_jobs) -> None:
+    server = start_server(
+        busy_jobs, capacity=1, env={"RUNYARD_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)}
+    )
+    with server.client() as c:
+        running = c.submit("busy")
+        wait_for(lambda: c.run(running.id).state is RunState.RUNNING, what="running")
+        queued = c.submit("busy")  # capacity 1: it waits, and so do its log's watchers
+    base = f"{server.url}/v1/runs"
+    ws_url = f"ws://127.0.0.1:{server.port}/v1/runs/{running.id}/ws"
+
+    async def main() -> tuple[list, list, int | None]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            opened = 0
+            all_open = asyncio.Event()
+            expected = 90  # every stream but the queued run's (which say nothing until it runs)
+
+            def one_more() -> None:
+                nonlocal opened
+                opened += 1
+                if opened == expected:
+                    all_open.set()
+
+            sse: list[Awaitable[list[tuple[str, str]]]] = []
+            sse += [sse_until_closed(client, f"{base}/{running.id}/logs/stream", one_more)
+                    for _ in range(25)]  # fmt: skip
+            sse += [sse_until_closed(client, f"{base}/{running.id}/events", one_more)
+                    for _ in range(25)]  # fmt: skip
+            sse += [sse_until_closed(client, f"{server.url}/v1/events", one_more)
+                    for _ in range(25)]  # fmt: skip
+            sse += [sse_until_closed(client, f"{base}/{queued.id}/logs/stream", one_more)
+                    for _ in range(10)]  # fmt: skip
+            sse_tasks = [asyncio.ensure_future(s) for s in sse]
+            ws_tasks = [asyncio.ensure_future(ws_until_closed(ws_url, one_more)) for _ in range(15)]
+            async with asyncio.timeout(60):
+                await all_open.wait()
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            # its bound, plus the time a loaded machine takes to start a Python exit
+            code = await asyncio.to_thread(server.proc.wait, SHUTDOWN_S + 10)
+            sse_results = await asyncio.gather(*sse_tasks, return_exceptions=True)
+            ws_results = await asyncio.gather(*ws_tasks, return_exceptions=True)
+            return sse_results, ws_results, code
+
+    sse_results, ws_results, code = asyncio.run(main())
+    assert code in (0, -signal.SIGTERM)
+    assert len(sse_results) == 85 and len(ws_results) == 15
+    for got in sse_results:
+        assert not isinstance(got, BaseException), f"stream cut: {got!r}"  # chunked body whole
+        event, data = got[-1]
+        assert event == "shutdown", got[-3:]
+        assert "shutting down" in json.loads(data)["detail"]  # a whole event: its JSON parses
+    for result in ws_results:
+        assert not isinstance(result, BaseException), f"socket cut: {result!r}"
+        messages, close_code = result
+        assert messages[-1]["type"] == "shutdown"
+        assert close_code == 1001  # going away, sent by the handler after the event
