@@ -255,3 +255,46 @@ def test_the_feed_tells_of_every_run_its_states_and_its_progress(start_server) -
     fractions = [d["progress"]["fraction"] for k, d in mine if k == "progress"]
     assert fractions and fractions[-1] == 1.0
     assert fractions == sorted(fractions)
+
+
+def test_resume_points_are_validated_before_any_work_and_published(
+    start_server, chatter_jobs
+) -> None:
+    """Defect 17: `?offset=1e20` reached a file seek (an unhandled error); Last-Event-ID was
+    declared nullable. Offsets, seqs and Last-Event-ID are bounded, refused with a 422 that
+    names them, and the OpenAPI document declares exactly what is accepted."""
+    server = start_server(chatter_jobs)
+    with server.client() as c:
+        run = c.submit("chatter", {"lines": 3})
+        server.wait_run(c, run.id)
+    base = f"{server.url}/v1/runs/{run.id}"
+    with httpx.Client(timeout=30) as http:
+        for path, name in (("logs/stream", "offset"), ("events", "after")):
+            for bad in ("1e20", "100000000000000000000", "-1", "1.5"):
+                resp = http.get(f"{base}/{path}", params={name: bad})
+                assert resp.status_code == 422, (path, bad)
+                assert name in resp.json()["detail"]
+            for bad in ("abc", "1e5", "-3", "1234567890123456789", "1 2", "١٢"):
+                resp = http.get(f"{base}/{path}", headers={"Last-Event-ID": bad.encode()})
+                assert resp.status_code == 422, (path, bad)
+                assert "Last-Event-ID" in resp.json()["detail"]
+        # the largest accepted resume points are answered: a finished stream past its end
+        top = "999999999999999999"
+        resp = http.get(f"{base}/logs/stream", params={"offset": top})
+        assert resp.status_code == 200 and "event: end" in resp.text
+        resp = http.get(f"{base}/logs/stream", headers={"Last-Event-ID": top})
+        assert resp.status_code == 200 and "event: end" in resp.text
+        assert "event: log" not in resp.text
+        resp = http.get(f"{base}/events", params={"after": top})
+        assert resp.status_code == 200 and "event: end" in resp.text
+        spec = http.get(f"{server.url}/openapi.json").json()
+    for path, name in (("logs/stream", "offset"), ("events", "after")):
+        op = spec["paths"][f"/v1/runs/{{run_id}}/{path}"]["get"]
+        params = {p["name"]: p for p in op["parameters"]}
+        header = params["Last-Event-ID"]
+        assert header["in"] == "header" and not header.get("required", False)
+        assert header["schema"]["type"] == "string"  # never null
+        assert header["schema"]["pattern"] == "^[0-9]{1,18}$"
+        query = params[name]["schema"]
+        assert "anyOf" not in query  # never null either
+        assert (query["type"], query["minimum"], query["maximum"]) == ("integer", 0, int(top))

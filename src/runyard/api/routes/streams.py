@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
+from pydantic import Field, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -31,15 +32,21 @@ router = APIRouter(
 # Resume points (a byte offset, an event's seq) are bounded: what is accepted is what a stream
 # can answer, and the declared schema says exactly that (absent, or 1-18 digits; never null).
 MAX_RESUME_ID = 10**18 - 1
+# Constraints sit on the non-null branch, where the schema shows them; the null branch is
+# only Python's "absent" and is left out of the published schema.
+ResumeId = Annotated[int, Field(ge=0, le=MAX_RESUME_ID)]
 LastEventId = Annotated[
-    str | SkipJsonSchema[None],
+    Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | SkipJsonSchema[None],
     Header(
         alias="Last-Event-ID",
-        pattern=r"^[0-9]{1,18}$",
         description="resume point: the id of the last event received (wins over the query)",
     ),
 ]
-ResumeQuery = Annotated[int | SkipJsonSchema[None], Query(ge=0, le=MAX_RESUME_ID)]
+ResumeQuery = Annotated[ResumeId | SkipJsonSchema[None], Query()]
+AttemptQuery = Annotated[
+    Annotated[int, Field(ge=1, le=MAX_RESUME_ID)] | SkipJsonSchema[None],
+    Query(description="the attempt to follow (default: the latest)"),
+]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -106,7 +113,7 @@ async def stream_log(
     rt: RuntimeDep,
     last_event_id: LastEventId = None,
     offset: ResumeQuery = None,
-    attempt: Annotated[int | SkipJsonSchema[None], Query(ge=1, le=MAX_RESUME_ID)] = None,
+    attempt: AttemptQuery = None,
 ) -> EventSourceResponse:
     start = _resume_point(last_event_id, offset)
     await rt.runs.get(run_id)  # 404 before the stream starts
