@@ -298,3 +298,20 @@ def test_resume_points_are_validated_before_any_work_and_published(
         query = params[name]["schema"]
         assert "anyOf" not in query  # never null either
         assert (query["type"], query["minimum"], query["maximum"]) == ("integer", 0, int(top))
+
+
+def test_a_websocket_client_leaving_a_quiet_run_is_let_go_at_once(start_server, chatter_jobs):
+    """The socket's incoming side is read all along: a client that leaves while the run says
+    nothing (no event to send, so no failed send to notice it by) gives back its watcher."""
+    from websockets.sync.client import connect
+
+    server = start_server(chatter_jobs)
+    with server.client() as c:
+        run = c.submit("ticker")  # a minute of log lines, and no event after it starts
+        wait_for(lambda: c.run(run.id).state is RunState.RUNNING, what="running")
+        with connect(f"ws://127.0.0.1:{server.port}/v1/runs/{run.id}/ws") as ws:
+            assert json.loads(ws.recv())["type"] == "state"
+            wait_for(lambda: watchers(server) == 1, what="the socket's watcher")
+        wait_for(lambda: watchers(server) == 0, 15, "the socket's watcher given back")
+        assert c.run(run.id).state is RunState.RUNNING  # while the run goes on
+        c.cancel(run.id)

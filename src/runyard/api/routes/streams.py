@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -168,7 +169,21 @@ async def events_socket(
         await websocket.close(code=4404, reason="no such run")
         return
     await websocket.accept()
-    with rt.hub.stream(), contextlib.suppress(WebSocketDisconnect):
+    with rt.hub.stream():
+        # The client's messages are read all along: a client that goes away while the run is
+        # quiet is noticed at once, not at the next event (which may never come).
+        sending = asyncio.create_task(_send_events(websocket, rt, run_id, after))
+        listening = asyncio.create_task(_until_disconnect(websocket))
+        try:
+            await asyncio.wait({sending, listening}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sending, listening):
+                task.cancel()
+            await asyncio.gather(sending, listening, return_exceptions=True)
+
+
+async def _send_events(websocket: WebSocket, rt: Any, run_id: str, after: int) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
         async for item in follow_events(rt.hub, rt.store, run_id, after):
             if isinstance(item, RunEvent):
                 await websocket.send_json({"type": item.kind, **event_payload(item)})
@@ -176,3 +191,9 @@ async def events_socket(
                 name, body = _control(item)
                 await websocket.send_json({"type": name, **body})
         await websocket.close(1001 if rt.hub.closed else 1000)  # going away / done
+
+
+async def _until_disconnect(websocket: WebSocket) -> None:
+    """Return when the client closes or goes away; what it sends is not used."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
