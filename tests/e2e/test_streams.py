@@ -315,3 +315,24 @@ def test_a_websocket_client_leaving_a_quiet_run_is_let_go_at_once(start_server, 
         wait_for(lambda: watchers(server) == 0, 15, "the socket's watcher given back")
         assert c.run(run.id).state is RunState.RUNNING  # while the run goes on
         c.cancel(run.id)
+
+
+def test_events_resumed_beyond_the_last_seq_still_end_with_the_run(start_server, chatter_jobs):
+    """A resume point past every event (a client's stale or made-up id) is accepted; the
+    stream sends nothing it claims to have, and still ends when the run does."""
+    server = start_server(chatter_jobs)
+    with server.client() as c:
+        run = c.submit("chatter", {"lines": 300, "mode": "wait"})
+        wait_for(lambda: c.run(run.id).state is RunState.RUNNING, what="running")
+    url = f"{server.url}/v1/runs/{run.id}/events"
+
+    async def main():
+        async with httpx.AsyncClient(timeout=60) as client:
+            task = asyncio.create_task(watch_events(client, url, last_id="999999999999999999"))
+            await asyncio.to_thread(wait_for, lambda: watchers(server) >= 1, 30, "watcher")
+            (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
+            return await task
+
+    got = asyncio.run(main())
+    assert got.events == []
+    assert got.end is not None and got.end["state"] == "succeeded"

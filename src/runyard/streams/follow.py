@@ -175,10 +175,9 @@ async def _live_events(
             if not isinstance(item, RunEvent):
                 yield item
                 return
-            if item.seq <= last:
-                continue
-            last = item.seq
-            yield item
+            if item.seq > last:  # else already seen (or a resume point beyond it)
+                last = item.seq
+                yield item
             if item.kind == "state" and RunState(item.data["to"]).terminal:
                 final = await store.get_run(run_id)
                 if final is not None:
