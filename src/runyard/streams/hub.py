@@ -118,9 +118,8 @@ class StreamHub:
 
     async def track(self, run_id: str, attempt: int, fresh: bool) -> None:
         """An attempt's program is running (fresh, or re-adopted after a restart)."""
-        if self._ended_early.get(run_id, 0) >= attempt:
-            del self._ended_early[run_id]  # its end came first: nothing to follow
-            return
+        if self._ended_early.pop(run_id, 0) >= attempt:
+            return  # its end came first: nothing to follow
         self.running[run_id] = (attempt, fresh)
         self._signal(run_id)
         if self.feed:
