@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -9,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from runyard.fstree import remove_tree
 from tests.support import EXAMPLE_JOBS, ServerProcess, free_port, kill_everything
 
 
@@ -31,9 +33,15 @@ def write_job(jobs_dir: Path) -> Callable[[str, str], Path]:
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+def start_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ServerProcess]]:
     """Start real `runyard serve` processes on loopback ports; all are stopped afterwards and
     every process of their runs (and their supervisor) is killed."""
+    if "database" in request.fixturenames:
+        # set up first so it is dropped last: servers (and the e2e leak check, which still
+        # talks to them) must be done with it before it goes, whatever the parameter order
+        request.getfixturevalue("database")
     started: list[ServerProcess] = []
     data_dirs: set[Path] = set()
 
@@ -65,6 +73,17 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         server.stop()
     for data in data_dirs:
         kill_everything(data)
+
+
+@pytest.fixture
+def deep_trees(tmp_path: Path) -> Iterator[Path]:
+    """For a test that makes directories deeper than Python's recursion limit: removes its
+    tmp_path without recursion afterwards (list it before start_server, so servers are gone
+    first). pytest's own clean-up of old temporary directories would otherwise fail on them
+    in a later session (shutil.rmtree recurses on Python 3.11)."""
+    yield tmp_path
+    with contextlib.suppress(OSError):
+        remove_tree(tmp_path)
 
 
 @pytest.fixture

@@ -229,7 +229,9 @@ def test_listing_comes_in_bounded_pages(start_server, odd_job, jobs_dir) -> None
         assert next(iter(bad)) in refused.json()["detail"]
 
 
-def test_deep_sparse_and_unnameable_files_list_and_delete(start_server, odd_job, jobs_dir):
+def test_deep_sparse_and_unnameable_files_list_and_delete(
+    deep_trees, start_server, odd_job, jobs_dir
+):
     """1,200 levels: the listing answered 500 (RecursionError) and DELETE removed the record,
     then failed on the files and left them. A sparse file counted its apparent 1 GiB, and a
     name with a newline was listed but could not be fetched."""

@@ -43,7 +43,9 @@ open("leaf.txt", "w").close()
 """
 
 
-def test_retention_removes_trees_of_any_depth(start_server, write_job, jobs_dir, tmp_path):
+def test_retention_removes_trees_of_any_depth(
+    deep_trees, start_server, write_job, jobs_dir, tmp_path
+):
     """It removed the record first and then failed on the files, leaving them for good."""
     script = tmp_path / "deep.py"
     script.write_text(DEEP)

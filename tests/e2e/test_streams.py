@@ -336,3 +336,25 @@ def test_events_resumed_beyond_the_last_seq_still_end_with_the_run(start_server,
     got = asyncio.run(main())
     assert got.events == []
     assert got.end is not None and got.end["state"] == "succeeded"
+
+
+def test_the_log_of_a_retry_not_started_yet_is_waited_for(start_server, write_job, jobs_dir):
+    """Asked for attempt 2 while the run waits out its backoff, the stream answered at once
+    with attempt 1's end under attempt 2's number (and a follower looped through attempts
+    3, 4, ... that never existed)."""
+    write_job(
+        "twice",
+        'command = ["sh", "-c", "echo try $RUNYARD_ATTEMPT; [ $RUNYARD_ATTEMPT -ge 2 ]"]\n'
+        "max_attempts = 2\nretry_on = [1]\n[backoff]\nbase_s = 2\njitter = 0\n",
+    )
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run_id = c.submit("twice").id
+        wait_for(lambda: (r := c.run(run_id)).attempt == 1 and r.state is RunState.QUEUED,
+                 what="attempt 1 ended, the retry waiting")  # fmt: skip
+        items = list(c.stream_log(run_id, attempt=2))
+    text = b"".join(i.data for i in items if hasattr(i, "data") and isinstance(i.data, bytes))
+    assert text == b"try 2\n"
+    end = items[-1]
+    assert end.kind == "end"
+    assert (end.data["attempt"], end.data["state"]) == (2, "succeeded")

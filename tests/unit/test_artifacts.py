@@ -99,23 +99,32 @@ def test_a_directory_over_the_walk_cap_is_listed_in_part_and_says_so(tmp_path: P
     assert workspace_usage(tmp_path, 100)[1] is False
 
 
-def test_very_deep_tree_is_listed_measured_and_removed(tmp_path: Path) -> None:
-    """1,200 levels: past Python's recursion limit, and past PATH_MAX in total length."""
-    from runyard.fstree import remove_tree
-
-    root = tmp_path / "deep"
+def _deep(root: Path, levels: int, name: str, leaf: str) -> None:
+    """`levels` nested directories, made relative to each other (so past PATH_MAX too)."""
     root.mkdir()
     fd = os.open(root, os.O_RDONLY)
-    name = "d" * 200
-    for _ in range(1200):
+    for _ in range(levels):
         os.mkdir(name, dir_fd=fd)
         nxt = os.open(name, os.O_RDONLY, dir_fd=fd)
         os.close(fd)
         fd = nxt
-    os.close(os.open("leaf.txt", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.close(os.open(leaf, os.O_WRONLY | os.O_CREAT, dir_fd=fd))
     os.close(fd)
+
+
+def test_very_deep_tree_is_listed_measured_and_removed(deep_trees: Path, tmp_path: Path) -> None:
+    """1,200 levels: past Python's recursion limit; one branch also past PATH_MAX in total
+    length, which no request could name, so it is measured and removed but not listed."""
+    from runyard.fstree import remove_tree
+
+    root = tmp_path / "deep"
+    root.mkdir()
+    _deep(root / "short", 1200, "d", "leaf.txt")  # 2,400 characters: requestable
+    _deep(root / "long", 1200, "d" * 200, "far.txt")  # 241,000 characters: not
     page = list_page(root, ["**"], after=None, limit=10, walk_max=100_000)
-    assert [a.path.count("/") for a in page.artifacts] == [1200]
+    assert [(a.path.count("/"), a.path.rsplit("/", 1)[-1]) for a in page.artifacts] == [
+        (1201, "leaf.txt")
+    ]
     assert workspace_usage(root, 100_000)[1] is True
     remove_tree(root)
     assert not root.exists()

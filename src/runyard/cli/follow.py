@@ -61,9 +61,12 @@ def stream_attempts(client: Client, run_id: str, write: Any) -> None:
         if end is None or end.kind in ("lagged", "shutdown"):
             time.sleep(0.2 if end is None or end.kind == "lagged" else 1.0)
             continue  # resume the same attempt from `offset`
-        if RunState(end.data["state"]).terminal:
+        ended = int(end.data["attempt"])
+        # a terminal state may have been reached by a later attempt while this one was being
+        # resumed (a reconnect after a server restart): follow those attempts too
+        if RunState(end.data["state"]).terminal and client.run(run_id).attempt <= ended:
             return
-        attempt, offset = int(end.data["attempt"]) + 1, 0  # retried: follow the next attempt
+        attempt, offset = ended + 1, 0  # retried: follow the next attempt
 
 
 def follow(client: Client, run_id: str, err: Console) -> RunView:

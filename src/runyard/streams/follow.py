@@ -146,6 +146,9 @@ async def _follow_attempt(
             return
         if hub.closed:
             break
+        if latest.attempt < number and not latest.state.terminal:
+            await changes.wait(wait_s)  # a retry not started yet: its attempt is to come
+            continue
         if latest.attempt != number or latest.state is not RunState.RUNNING:
             async for chunk in _file_chunks(path, offset, None):  # the last bytes
                 yield chunk

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as FastAPIPath
 from fastapi.responses import FileResponse
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
@@ -21,6 +22,7 @@ from runyard.api.security import READ
 from runyard.errors import ForbiddenPathError
 from runyard.schemas import ArtifactList, ArtifactView, problem_responses
 from runyard.services.artifact_listing import (
+    MAX_LISTED_PATH,
     PAGE_DEFAULT,
     PAGE_MAX,
     ArtifactPage,
@@ -139,7 +141,10 @@ async def _open(workspace: os.PathLike[str], path: str, patterns: list[str]) -> 
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 async def download_artifact(
-    run_id: str, path: str, request: Request, rt: RuntimeDep
+    run_id: str,
+    path: Annotated[str, FastAPIPath(max_length=MAX_LISTED_PATH)],
+    request: Request,
+    rt: RuntimeDep,
 ) -> FileResponse:
     raw = request.scope.get("raw_path") or b""
     tail = raw.split(b"/artifacts/", 1)[-1]
