@@ -13,6 +13,26 @@ import pytest
 from runyard.fstree import remove_tree
 from tests.support import EXAMPLE_JOBS, ServerProcess, free_port, kill_everything
 
+# Tests that run side by side (pytest-xdist) but must not compete with each other for the
+# machine: lease and self-fencing timings, the small tmpfs that a run fills, hundreds of
+# streams at once. One group runs on one worker, in turn. The browser tests share a group
+# so that one Chromium serves each module.
+XDIST_GROUPS = {
+    "test_cluster.py": "timing",
+    "test_self_fencing.py": "timing",
+    "test_disk_full.py": "timing",
+    "test_stream_resources.py": "timing",
+    "test_stream_shutdown.py": "timing",
+    "test_dashboard.py": "browser",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = XDIST_GROUPS.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture
 def jobs_dir(tmp_path: Path) -> Path:
