@@ -7,8 +7,6 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,17 @@ import psutil
 import structlog
 
 from runyard.execution import procinfo, workspace
+from runyard.execution.base import (
+    Executor,
+    ExecutorEvents,
+    ExecutorHealth,
+    ExitHandler,
+    Launch,
+    LaunchError,
+    LossHandler,
+    RunningAttempt,
+    Started,
+)
 from runyard.execution.environment import program_env
 from runyard.execution.layout import RunPaths
 from runyard.execution.protocol import (
@@ -36,53 +45,31 @@ from runyard.models import attempt_key, parse_attempt_key
 
 log = structlog.get_logger(__name__)
 
-ExitHandler = Callable[[ExitRecord | UnreadableExit], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Launch:
-    """Everything needed to start one attempt."""
-
-    run_id: str
-    attempt: int
-    command: list[str]
-    params: dict[str, Any]
-    workspace: str
-    env: dict[str, str]
-    timeout_s: float | None
-    kill_grace_s: float
-    limits: dict[str, Any] | None = None
-    run_as: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    pid: int
-    pgid: int
-    start_time: float
-    started_at: float
-
-
-class LaunchError(Exception):
-    pass
+__all__ = ["Launch", "LaunchError", "LocalExecutor", "Started"]  # re-exported for services
 
 
 class LocalExecutor:
+    """The Executor (base.py) of one server: a supervisor process per data directory runs
+    the programs and outlives the server; exit events come over its socket."""
+
     def __init__(
         self,
         data_dir: Path,
         jobs_dir: Path,
-        on_exit: ExitHandler,
-        on_supervisor_lost: Callable[[], Awaitable[None]],
+        on_exit: ExitHandler | None = None,
+        on_supervisor_lost: LossHandler | None = None,
         *,
         fsync: bool = False,
         request_timeout_s: float = 10.0,
     ) -> None:
         self.data_dir = data_dir
         self.jobs_dir = jobs_dir
-        self._on_exit = on_exit
+        # Given here (older wiring) or to `start` (the protocol's): both end up in _events.
+        self._events: ExecutorEvents | None = None
+        if on_exit is not None and on_supervisor_lost is not None:
+            self._events = ExecutorEvents(on_exit, on_supervisor_lost)
         self._client = SupervisorClient(
-            data_dir, self._event, on_supervisor_lost, fsync=fsync, timeout_s=request_timeout_s
+            data_dir, self._event, self._lost, fsync=fsync, timeout_s=request_timeout_s
         )
         self._lease: dict[str, Any] | None = None  # cluster mode: see hold_lease
 
@@ -94,10 +81,30 @@ class LocalExecutor:
         """The supervisor answers (SupervisorUnavailableError if not): its failing writes."""
         return await self._client.ping(timeout_s)
 
-    async def start(self) -> None:
+    async def health(self, timeout_s: float) -> ExecutorHealth:
+        reply = await self._client.ping(timeout_s)
+        if not reply.get("ok"):
+            if "KeyError" in str(reply.get("error")):
+                return ExecutorHealth()  # an older supervisor without `ping`: alive
+            raise SupervisorUnavailableError(f"the supervisor refused a ping: {reply.get('error')}")
+        errors = reply.get("write_errors") or {}
+        return ExecutorHealth({str(point): str(why) for point, why in errors.items()})
+
+    async def start(self, events: ExecutorEvents | None = None) -> None:
+        if events is not None:
+            self._events = events
+        if self._events is None:
+            raise TypeError("LocalExecutor.start needs the events it reports to")
         await asyncio.to_thread(lambda: (self.data_dir / "runs").mkdir(parents=True, exist_ok=True))
         await self._client.connect()
         await self._tell_lease(5.0)  # a new supervisor must know the lease before any spawn
+
+    async def reconnect(self) -> None:
+        await self.start()
+
+    async def _lost(self) -> None:
+        if self._events is not None:
+            await self._events.lost()
 
     async def hold_lease(self, token: str, until: float, grace_s: float, timeout_s: float) -> None:
         """Cluster mode: this server's lease `token` is valid until `until` (wall clock). The
@@ -127,8 +134,8 @@ class LocalExecutor:
             record: ExitRecord | UnreadableExit | None = ExitRecord.parse(msg)
         except BadExitRecordError as exc:
             record = await self._bad_event(msg, str(exc))
-        if record is not None:
-            await self._on_exit(record)
+        if record is not None and self._events is not None:
+            await self._events.exited(record)
 
     async def _bad_event(self, msg: dict[str, Any], why: str) -> ExitRecord | UnreadableExit | None:
         """An exit event that breaks the schema: the exit file, the durable truth, decides.
@@ -207,9 +214,9 @@ class LocalExecutor:
             return False
         return bool(reply.get("ok"))
 
-    async def running(self) -> dict[str, dict[str, Any]]:
+    async def running(self) -> dict[str, RunningAttempt]:
         reply = await self._client.request({"op": "list"})
-        return {a["key"]: a for a in reply.get("attempts", [])}
+        return {a["key"]: _running(a) for a in reply.get("attempts", [])}
 
     async def read_exit(self, run_id: str, attempt: int) -> ExitRecord | UnreadableExit | None:
         """The attempt's exit record; None while it has none (its program has not ended, or
@@ -230,6 +237,19 @@ class LocalExecutor:
     async def remove_files(self, run_id: str) -> None:
         """All of a run's files, at any depth; raises OSError if some could not go."""
         await asyncio.to_thread(remove_tree, self.paths(run_id).root)
+
+
+_CONFORMS: type[Executor] = LocalExecutor  # mypy proves LocalExecutor keeps the protocol
+
+
+def _running(listed: dict[str, Any]) -> RunningAttempt:
+    return RunningAttempt(
+        key=str(listed["key"]),
+        pid=listed.get("pid"),
+        start_time=listed.get("start_time"),
+        started_at=listed.get("started_at"),
+        ended=bool(listed.get("ended", False)),
+    )
 
 
 def read_exit_file(path: Path, key: str) -> ExitRecord | UnreadableExit | None:

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from runyard import failpoints
-from runyard.errors import UnavailableError
+from runyard.execution.base import ExecutorTimeoutError, ExecutorUnavailableError
 from runyard.execution.protocol import LOG_NAME, MAX_LINE, SOCKET_NAME, decode, encode
 
 log = structlog.get_logger(__name__)
@@ -30,11 +30,11 @@ SUPERVISOR_ENV = ("PATH", "HOME", "LANG", "TZ", failpoints.ENV)
 REPLY_MARGIN_S = 2.0
 
 
-class SupervisorUnavailableError(UnavailableError):
+class SupervisorUnavailableError(ExecutorUnavailableError):
     """The supervisor is not connected or does not answer (503 when it reaches a client)."""
 
 
-class SupervisorTimeoutError(SupervisorUnavailableError):
+class SupervisorTimeoutError(SupervisorUnavailableError, ExecutorTimeoutError):
     """The supervisor is connected but did not answer in time (paused, hung or swamped)."""
 
 

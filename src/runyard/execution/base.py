@@ -1,0 +1,177 @@
+"""The Executor protocol: what runs an attempt's program, as the services see it.
+
+`LocalExecutor` (a supervisor process per data directory) is one implementation; the contract
+below, and tests/integration/test_executor_contract.py, hold for every one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runyard.errors import UnavailableError
+from runyard.execution.layout import RunPaths
+from runyard.execution.protocol import ExitRecord, UnreadableExit
+
+ExitHandler = Callable[[ExitRecord | UnreadableExit], Awaitable[None]]
+LossHandler = Callable[[], Awaitable[None]]
+
+
+class ExecutorUnavailableError(UnavailableError):
+    """The executor cannot be reached or refused for a reason that is not the run's: nothing
+    was started, the attempt goes back to the queue (503 when it reaches a client)."""
+
+
+class ExecutorTimeoutError(ExecutorUnavailableError):
+    """The executor is connected but did not answer in time (paused, hung or swamped)."""
+
+
+class LaunchError(Exception):
+    """The attempt cannot be started for a reason of its own (its workspace cannot be
+    prepared, its request is refused): the attempt ends failed with this message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorEvents:
+    """Who the executor tells, given to `Executor.start`.
+
+    `exited`: the attempts owner, told of every end straight from the backend (once per end
+    the executor hears of; again, idempotently, for an end whose exit record could only be
+    written late). Awaited in the executor's reading path, in the order the ends arrive: it
+    must return promptly (hand lasting work, above all anything awaiting this executor, to a
+    task of its own). An end it misses (disconnected, or it raised) stays in `read_exit`.
+    `lost`: told when the connection to the backend breaks (never on `stop`); it reconnects
+    with `Executor.reconnect` and reconciles from the exit files.
+    """
+
+    exited: ExitHandler
+    lost: LossHandler
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """Everything needed to start one attempt."""
+
+    run_id: str
+    attempt: int
+    command: list[str]  # argv template: `{name}` placeholders filled from params and builtins
+    params: dict[str, Any]
+    workspace: str  # "empty", or a workspace spec (workspace.py) prepared before the spawn
+    env: dict[str, str]
+    timeout_s: float | None  # None: no limit; else the attempt ends killed_by "timeout"
+    kill_grace_s: float  # between SIGTERM and SIGKILL for cancel, timeout and fencing
+    limits: dict[str, Any] | None = None
+    run_as: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A program runs: what identifies it (a pid alone can be reused)."""
+
+    pid: int
+    pgid: int
+    start_time: float  # the process's start time as the OS reports it (procinfo.start_time)
+    started_at: float  # wall clock, when it was spawned
+
+
+@dataclass(frozen=True, slots=True)
+class RunningAttempt:
+    """An attempt the executor holds: its program runs, or it ended and its exit record is
+    not yet durable (`ended`), which is still the executor's to report, never lost."""
+
+    key: str
+    pid: int | None
+    start_time: float | None
+    started_at: float | None
+    ended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorHealth:
+    """The executor answers; the kinds of durable write now failing (point -> why)."""
+
+    write_errors: dict[str, str] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    """Runs attempts' programs and reports how they end.
+
+    Durability: the exit record in the run files (`read_exit`) is the truth; the `exited`
+    event is how a connected server hears of it at once. An end missed while disconnected is
+    found by listing (`running`) and reading exit records (recovery.py).
+    Errors: `ExecutorUnavailableError` (and its `ExecutorTimeoutError`) when the backend
+    cannot be reached or answers too late; `LaunchError` for an attempt that cannot start.
+    """
+
+    @property
+    def healthy(self) -> bool:
+        """Connected to the backend now (cheap, no I/O)."""
+        ...
+
+    async def start(self, events: ExecutorEvents) -> None:
+        """Connect to the backend (starting it if needed) and tell it the lease held; from now
+        on ends go to `events.exited` and a broken connection to `events.lost`.
+        Raises ExecutorUnavailableError if it cannot be reached."""
+        ...
+
+    async def reconnect(self) -> None:
+        """After `events.lost`: connect again, as `start` did, with the same events."""
+        ...
+
+    async def stop(self) -> None:
+        """Disconnect; running programs go on (a later start adopts them through `running`).
+        Events already received are delivered before it returns."""
+        ...
+
+    async def health(self, timeout_s: float) -> ExecutorHealth:
+        """A round trip to the backend within `timeout_s`: it answers, with its failing
+        writes. Raises ExecutorUnavailableError if it does not."""
+        ...
+
+    async def hold_lease(self, token: str, until: float, grace_s: float, timeout_s: float) -> None:
+        """Cluster mode: this server's lease `token` is valid until `until` (wall clock). The
+        backend stops the programs spawned under it if it lapses unrenewed, `grace_s` between
+        SIGTERM and SIGKILL (killed_by "fenced"). Remembered and told again on every
+        (re)connect; never raises (a backend not told keeps the last lease it knew)."""
+        ...
+
+    def paths(self, run_id: str) -> RunPaths:
+        """Where the run's files are on this server: logs, exit records, workspace, artifacts."""
+        ...
+
+    async def launch(self, spec: Launch) -> Started | None:
+        """Prepare the workspace (once per run) and spawn the attempt's program, its output
+        appended to `paths(run_id).log(attempt)`. None when the backend tried and the program
+        could not start (no such command): its exit record, with the reason, arrives through
+        `events.exited` like any other end. Raises LaunchError (the attempt cannot start: it
+        fails) or ExecutorUnavailableError (nothing started: it is re-queued)."""
+        ...
+
+    async def cancel(self, run_id: str, attempt: int, reason: str = "cancel") -> bool:
+        """Stop the attempt: SIGTERM to its process group, SIGKILL after its kill grace; its end
+        is recorded with killed_by `reason`. False if the executor does not run it (or is
+        unreachable); raises ExecutorTimeoutError if connected but silent."""
+        ...
+
+    async def running(self) -> dict[str, RunningAttempt]:
+        """The attempts the backend holds, by attempt key. Each will report its end through
+        `events.exited` to whoever is connected then (this is how attempts are adopted after a
+        restart). Raises ExecutorUnavailableError."""
+        ...
+
+    async def read_exit(self, run_id: str, attempt: int) -> ExitRecord | UnreadableExit | None:
+        """The attempt's durable exit record, checked to be this attempt's; UnreadableExit if
+        one is there but damaged; None while it has none."""
+        ...
+
+    async def kill_leftovers(
+        self, run_id: str, attempt: int, pid: int | None, start_time: float | None
+    ) -> int:
+        """Kill what is left of an attempt nobody supervises any more (only processes that are
+        provably its own). Returns how many died."""
+        ...
+
+    async def remove_files(self, run_id: str) -> None:
+        """All of a run's files, at any depth; raises OSError if some could not go."""
+        ...
