@@ -1,0 +1,116 @@
+"""Bad input is answered with problem JSON naming what is wrong, and changes nothing: the whole
+server in this process (tests/inprocess.py), no program run. Moved from tests/e2e/test_errors.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.inprocess import InProcessServer, serving
+from tests.support import EXAMPLE_JOBS, wait_for
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
+    """One server for the module: no test here creates anything."""
+    with serving(tmp_path_factory.mktemp("problems"), EXAMPLE_JOBS) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "words"),
+    [
+        ({"ticks": 0}, "params.ticks", "greater than or equal to 1"),
+        ({"ticks": 1_000_001}, "params.ticks", "less than or equal to 1000000"),
+        ({"ticks": "12"}, "params.ticks", "valid integer"),
+        ({"seed": 1.5}, "params.seed", "valid integer"),
+        ({"bogus": 1}, "params.bogus", "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_params_are_422_naming_the_field(
+    server: InProcessServer, params: dict[str, object], field: str, words: str
+) -> None:
+    resp = server.post("/v1/runs", json={"job": "simulate", "params": params})
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == PROBLEM
+    body = resp.json()
+    assert body["status"] == 422
+    assert field in body["detail"]
+    assert words in body["detail"]
+    assert any(e["field"] == field for e in body["errors"])
+    assert server.get("/v1/runs").json()["runs"] == []
+
+
+def test_required_param_missing(server: InProcessServer) -> None:
+    resp = server.post("/v1/runs", json={"job": "agent", "params": {}})
+    assert resp.status_code == 422
+    assert "params.task" in resp.json()["detail"]
+    assert "Field required" in resp.json()["detail"]
+
+
+def test_malformed_body_names_the_field(server: InProcessServer) -> None:
+    resp = server.post("/v1/runs", json={"params": {}})
+    assert resp.status_code == 422
+    assert "body.job" in resp.json()["detail"]
+    resp = server.post(
+        "/v1/runs", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == PROBLEM
+
+
+def test_unknown_job_is_404_naming_it(server: InProcessServer) -> None:
+    resp = server.post("/v1/runs", json={"job": "nope"})
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == PROBLEM
+    assert "'nope'" in resp.json()["detail"]
+    assert server.get("/v1/jobs/nope").status_code == 404
+
+
+def test_unknown_run_is_404(server: InProcessServer) -> None:
+    for path in ("", "/logs", "/artifacts", "/artifacts/outputs/x"):
+        resp = server.get(f"/v1/runs/01NOPE{path}")
+        assert resp.status_code == 404, path
+        assert resp.headers["content-type"] == PROBLEM
+
+
+def test_openapi_is_served(server: InProcessServer) -> None:
+    spec = server.get("/openapi.json").json()
+    assert "/v1/runs" in spec["paths"]
+    assert "/v1/runs/{run_id}/artifacts/{path}" in spec["paths"]
+
+
+def test_jobs_list_publishes_schema_and_load_errors(
+    tmp_path: Path, write_job: Callable[[str, str], Path], jobs_dir: Path
+) -> None:
+    write_job(
+        "good",
+        'command = ["echo", "{n}"]\n[params.n]\ntype = "int"\nmin = 1\nmax = 5\ndefault = 2\n',
+    )
+    write_job("typo", 'comand = ["echo"]\n')
+    write_job("undeclared", 'command = ["echo", "{missing}"]\n')
+    with serving(tmp_path, jobs_dir) as server:
+        body = server.get("/v1/jobs").json()
+    assert [j["name"] for j in body["jobs"]] == ["good"]
+    schema = body["jobs"][0]["params_schema"]
+    assert schema["properties"]["n"] == {
+        "default": 2,
+        "maximum": 5,
+        "minimum": 1,
+        "type": "integer",
+    }
+    assert "comand" in body["errors"]["typo.toml"]
+    assert "{missing}" in body["errors"]["undeclared.toml"]
+
+
+def test_job_edits_are_picked_up_without_restart(
+    tmp_path: Path, write_job: Callable[[str, str], Path], jobs_dir: Path
+) -> None:
+    with serving(tmp_path, jobs_dir, jobs_refresh_s=0.05) as server:
+        assert server.get("/v1/jobs/late").status_code == 404
+        write_job("late", 'command = ["true"]\n')
+        wait_for(lambda: server.get("/v1/jobs/late").status_code == 200, what="new job")
