@@ -1,6 +1,7 @@
-"""The whole server in this process: `create_app` with its lifespan (store, real supervisor,
+"""The whole server in this process: `create_app` with its lifespan (store, executor,
 dispatcher, scheduler) on an event loop of its own thread, reached through httpx's ASGI
-transport. Milliseconds per request, so property-based tests can send hundreds."""
+transport. Milliseconds per request, so property-based tests can send hundreds. `serving`
+runs the real supervisor; `faked` a fake clock and a fake executor (tests/fakes.py)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ import httpx
 
 from runyard.api.app import create_app
 from runyard.config import Settings
+from runyard.runtime import Runtime
+from tests.fakes import FakeClock, FakeExecutor
 
 T = TypeVar("T")
 
 
 class InProcessServer:
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
+    def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
+        self.app = create_app(settings, runtime)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._lifespan: contextlib.AbstractAsyncContextManager[Any] | None = None
@@ -78,6 +81,56 @@ def serving(
             capacity=2, **settings,
         )
     )  # fmt: skip
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class FakedServer(InProcessServer):
+    """An in-process server whose programs are the test's: `clock` moves when told,
+    `executor` ends each attempt when told (`finish`)."""
+
+    def __init__(self, settings: Settings, clock: FakeClock, executor: FakeExecutor) -> None:
+        super().__init__(settings, Runtime(settings, clock=clock, executor=executor))
+        self.clock = clock
+        self.executor = executor
+
+    def finish(self, run_id: str, attempt: int = 1, exit_code: int = 0, **kw: Any) -> None:
+        self.call(self.executor.finish(run_id, attempt, exit_code, **kw))
+
+    def submit(self, job: str, **body: Any) -> dict[str, Any]:
+        resp = self.post("/v1/runs", json={"job": job, **body})
+        assert resp.status_code in (200, 202), resp.text
+        run: dict[str, Any] = resp.json()
+        return run
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        run: dict[str, Any] = self.get(f"/v1/runs/{run_id}").json()
+        return run
+
+    def launched(self) -> list[str]:
+        """Run ids in the order their attempts were launched."""
+        return [launch.run_id for launch in self.executor.launches]
+
+    def settle(self) -> None:
+        """Let the server's loop run what is ready (a claim, a launch, a recorded end)."""
+        for _ in range(20):
+            self.call(asyncio.sleep(0))
+
+
+@contextlib.contextmanager
+def faked(tmp_path: Path, jobs_dir: Path, **settings: Any) -> Iterator[FakedServer]:
+    """A server on the real SQLite store (a database file in tmp_path), a fake clock and a
+    fake executor: dispatch, retries, admission and schedules in milliseconds."""
+    data = tmp_path / "data"
+    clock = FakeClock()
+    server = FakedServer(
+        Settings(data_dir=data, jobs_dir=jobs_dir, **{"capacity": 2, **settings}),
+        clock,
+        FakeExecutor(data.resolve(), clock),
+    )
     server.start()
     try:
         yield server
