@@ -191,3 +191,28 @@ def state_event(run: Run, previous: RunState | None) -> dict[str, Any]:
         "exit_code": run.exit_code,
         "reason": run.reason,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How an attempt ended, and what that makes of its run."""
+
+    attempt_state: AttemptState
+    ended_at: float
+    run_state: RunState  # queued for a retry, else terminal
+    reason: str
+    outcome: str
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_rss_kb: int | None = None
+    not_before: float | None = None  # retry backoff
+    pid: int | None = None  # known from the exit record even if the start was never recorded
+    started_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a run listing, newest first, and the cursor of the next one."""
+
+    runs: list[Run]
+    next_cursor: str | None

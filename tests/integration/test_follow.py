@@ -16,8 +16,7 @@ import pytest
 
 from runyard.clock import new_id
 from runyard.execution.layout import RunPaths
-from runyard.models import AttemptState, Run, RunState
-from runyard.store.base import AttemptEnd
+from runyard.models import AttemptEnd, AttemptState, Run, RunState
 from runyard.store.sqlite import SQLiteStore
 from runyard.streams.follow import follow_log
 from runyard.streams.hub import StreamHub

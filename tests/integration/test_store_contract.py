@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from runyard.clock import new_id
-from runyard.models import AttemptState, Batch, Run, RunFilter, RunState
+from runyard.models import AttemptEnd, AttemptState, Batch, Run, RunFilter, RunState
 from runyard.store import Store
-from runyard.store.base import AttemptEnd
 
 pytestmark = pytest.mark.anyio
 
@@ -170,7 +169,7 @@ async def test_full_database_refuses_writes_and_keeps_reads(store: Store) -> Non
         pytest.skip("the way to fill the database is backend-specific")
     run = (await store.insert_run(make_run()))[0]
     # cap the file at its current size: the next page it needs makes SQLite report SQLITE_FULL
-    await store._call(lambda c: c.execute("PRAGMA max_page_count = 1"))
+    await store._call(lambda c: c.execute("PRAGMA max_page_count = 1"), "test")
     with pytest.raises(StorageFullError):
         for _ in range(200):
             await store.insert_run(make_run(labels={"pad": "x" * 200}))

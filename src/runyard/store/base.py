@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import abc
-import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from runyard.models import (
     Attempt,
-    AttemptState,
+    AttemptEnd,
     Batch,
     Claim,
+    Page,
     Run,
     RunEvent,
     RunFilter,
@@ -21,40 +20,15 @@ from runyard.models import (
     ServerInfo,
 )
 
-
-def new_token(row: tuple[Any, ...] | None, now: float) -> str:
-    """The lease token of a (re)registering server: its current one while its lease
-    (row[6]) lasts, else a new one, which fences out whatever it wrote in its past life."""
-    if row is not None and row[6] > now:
-        return str(row[2])
-    return secrets.token_hex(8)
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptEnd:
-    """How an attempt ended, and what that makes of its run."""
-
-    attempt_state: AttemptState
-    ended_at: float
-    run_state: RunState  # queued for a retry, else terminal
-    reason: str
-    outcome: str
-    exit_code: int | None = None
-    signal: int | None = None
-    peak_rss_kb: int | None = None
-    not_before: float | None = None  # retry backoff
-    pid: int | None = None  # known from the exit record even if the start was never recorded
-    started_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    runs: list[Run]
-    next_cursor: str | None
+# AttemptEnd and Page live in runyard.models; re-exported here for a while so that code still
+# importing them from the store keeps working.
+__all__ = ["AttemptEnd", "Page", "Store"]
 
 
 class Store(abc.ABC):
-    """Every write checks the transition table; every method is one short transaction."""
+    """Every write checks the transition table; every method is one short transaction.
+
+    Implementations list their methods in this order."""
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -15,6 +15,7 @@ import structlog
 from psycopg import AsyncConnection, Error
 
 from runyard.background import Background
+from runyard.store import postgres_sql as q
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +42,7 @@ class Listener:
             try:
                 async with await AsyncConnection.connect(self.dsn, **self.kwargs) as conn:
                     for channel in self.handlers:
-                        await conn.execute(f'LISTEN "{channel}"')
+                        await conn.execute(q.listen(channel))
                     self.connected.set()
                     retry = 0.5
                     for handler in self.handlers.values():
@@ -69,16 +70,14 @@ class Leadership:
     async def try_lead(self) -> bool:
         if self._conn is not None:
             try:
-                await self._conn.execute("SELECT 1")  # still our session, so still our lock
+                await self._conn.execute(q.PING)  # still our session, so still our lock
             except Error:
                 await self.release()
             else:
                 return True
         try:
             conn = await AsyncConnection.connect(self.dsn, **self.kwargs)
-            row = await (
-                await conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
-            ).fetchone()
+            row = await (await conn.execute(q.TRY_LEAD, (self.key,))).fetchone()
         except Error as exc:
             log.warning("leadership_unavailable", error=str(exc))
             return False

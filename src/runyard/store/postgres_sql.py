@@ -1,5 +1,10 @@
-"""Every SQL statement of the PostgreSQL store, named, in one place."""
+"""Every SQL statement of the PostgreSQL store, named, in one place (the names logic.py runs)."""
 
+from __future__ import annotations
+
+from typing import Any
+
+from runyard.models import RunFilter
 from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS
 
 MIGRATION_LOCK = 7_261_010  # pg_advisory_xact_lock key: servers starting together migrate once
@@ -7,8 +12,25 @@ MEMBERSHIP_LOCK = 7_261_011  # with the server id's hash: one registration of an
 SCHEDULER_LOCK = 7_261_012  # pg_try_advisory_lock: the one server that fires schedules
 
 # LISTEN/NOTIFY: sent at commit, so a listener never hears of what it cannot read yet
-QUEUE_CHANNEL, RUN_CHANNEL, SCHEDULES_CHANNEL = "runyard_queue", "runyard_run", "runyard_schedules"
 NOTIFY = "SELECT pg_notify(%s, %s)"
+
+
+def listen(channel: str) -> str:
+    return f'LISTEN "{channel}"'
+
+
+TRY_LEAD = "SELECT pg_try_advisory_lock(%s)"  # held by the session until it ends
+PING = "SELECT 1"
+# takes a transaction id, so its commit is written to the WAL: does a write go through again?
+PROBE_WRITE = "SELECT pg_current_xact_id()"
+
+LOCK_MIGRATIONS = "SELECT pg_advisory_xact_lock(%s)"
+CREATE_MIGRATIONS = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations "
+    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION)"
+)
+APPLIED_MIGRATIONS = "SELECT version FROM schema_migrations"
+RECORD_MIGRATION = "INSERT INTO schema_migrations VALUES (%s, %s, %s)"
 
 INSERT_RUN = (
     f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 21)}) "  # noqa: S608
@@ -16,15 +38,42 @@ INSERT_RUN = (
 )
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s"  # noqa: S608
 GET_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = %s"  # noqa: S608
-LIST_RUNS = f"SELECT {RUN_COLUMNS} FROM runs"  # noqa: S608
+
+
+def _list_runs(flt: RunFilter) -> tuple[str, list[Any]]:
+    """Newest first from the cursor, one row past the page; filters as bound parameters."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (("job", flt.job), ("batch_id", flt.batch_id)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            args.append(value)
+    if flt.state is not None:
+        where.append("state = %s")
+        args.append(flt.state.value)
+    for key, value in flt.labels:
+        where.append("labels ->> %s = %s")
+        args.extend([key, value])
+    if flt.cursor is not None:
+        where.append("id < %s")
+        args.append(flt.cursor)
+    sql = f"SELECT {RUN_COLUMNS} FROM runs"  # noqa: S608
+    sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT %s"
+    return sql, [*args, flt.limit + 1]
+
+
+LIST_RUNS = _list_runs
 LOCK_RUN = "SELECT state FROM runs WHERE id = %s FOR UPDATE"
 COUNT_RUNS = "SELECT count(*) FROM runs WHERE state = %s"
 COUNT_RUNS_OF_JOB = "SELECT count(*) FROM runs WHERE state = %s AND job = %s"
 COUNT_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = %s GROUP BY job"
+COUNT_ACTIVE_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = 'running' GROUP BY job"
+# The jobs with no free slot come as a JSON array (as for SQLite).
 # SKIP LOCKED: several servers claim from one queue without waiting on each other's rows
 CLAIM_CANDIDATES = """
 SELECT id, job FROM runs
-WHERE state = 'queued' AND (not_before IS NULL OR not_before <= %s) AND NOT (job = ANY(%s))
+WHERE state = 'queued' AND (not_before IS NULL OR not_before <= %s)
+  AND job NOT IN (SELECT jsonb_array_elements_text(%s::jsonb))
 ORDER BY priority DESC, id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
@@ -47,6 +96,7 @@ SELECT r.job, count(*) FROM attempts a JOIN runs r ON r.id = a.run_id
 WHERE a.state IN ('starting', 'running') AND a.host = %s GROUP BY r.job
 """
 SERVER_COLUMNS = "id, url, token, capacity, started_at, heartbeat_at, lease_expires_at"
+LOCK_SERVER_ID = f"SELECT pg_advisory_xact_lock({MEMBERSHIP_LOCK}, hashtext(%s))"
 GET_SERVER = f"SELECT {SERVER_COLUMNS} FROM servers WHERE id = %s"  # noqa: S608
 INSERT_SERVER = "INSERT INTO servers VALUES (%s, %s, %s, %s, %s, %s, %s)"
 UPDATE_SERVER = """

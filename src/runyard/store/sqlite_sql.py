@@ -1,11 +1,73 @@
-"""Every SQL statement of the SQLite store, named, in one place."""
+"""Every SQL statement of the SQLite store, named, in one place (the names logic.py runs)."""
 
+from __future__ import annotations
+
+from typing import Any
+
+from runyard.models import RunFilter
 from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS
 
-INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 21)})"  # noqa: S608
+
+def pragmas(busy_timeout_ms: int, synchronous: str) -> list[str]:
+    """Set on every connection: wait for a lock instead of failing, WAL, durability level."""
+    return [
+        f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
+        "PRAGMA journal_mode = WAL",
+        f"PRAGMA synchronous = {synchronous}",
+        "PRAGMA foreign_keys = ON",
+    ]
+
+
+BEGIN = "BEGIN IMMEDIATE"  # takes the write lock up front: no failure half way on an upgrade
+PING = "SELECT 1"
+# a write of the header only (user_version set to itself): does a write go through again?
+GET_USER_VERSION = "PRAGMA user_version"
+
+
+def set_user_version(version: int) -> str:
+    return f"PRAGMA user_version = {int(version)}"
+
+
+CREATE_MIGRATIONS = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations "
+    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+)
+APPLIED_MIGRATIONS = "SELECT version FROM schema_migrations"
+RECORD_MIGRATION = "INSERT INTO schema_migrations VALUES (?, ?, ?)"
+
+INSERT_RUN = (
+    f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 21)}) "  # noqa: S608
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+)
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"  # noqa: S608
 GET_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?"  # noqa: S608
-LIST_RUNS = f"SELECT {RUN_COLUMNS} FROM runs"  # noqa: S608  (filters appended as bound params)
+# the run's state; no lock to take, the transaction holds the database's write lock
+LOCK_RUN = "SELECT state FROM runs WHERE id = ?"
+
+
+def _list_runs(flt: RunFilter) -> tuple[str, list[Any]]:
+    """Newest first from the cursor, one row past the page; filters as bound parameters."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (("job", flt.job), ("batch_id", flt.batch_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if flt.state is not None:
+        where.append("state = ?")
+        args.append(flt.state.value)
+    for key, value in flt.labels:
+        where.append("json_extract(labels, ?) = ?")
+        args.extend([f'$."{key}"', value])
+    if flt.cursor is not None:
+        where.append("id < ?")
+        args.append(flt.cursor)
+    sql = f"SELECT {RUN_COLUMNS} FROM runs"  # noqa: S608
+    sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+    return sql, [*args, flt.limit + 1]
+
+
+LIST_RUNS = _list_runs
 COUNT_RUNS = "SELECT count(*) FROM runs WHERE state = ?"
 COUNT_RUNS_OF_JOB = "SELECT count(*) FROM runs WHERE state = ? AND job = ?"
 COUNT_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = ? GROUP BY job"
@@ -42,6 +104,7 @@ SELECT r.job, count(*) FROM attempts a JOIN runs r ON r.id = a.run_id
 WHERE a.state IN ('starting', 'running') AND a.host = ? GROUP BY r.job
 """
 SERVER_COLUMNS = "id, url, token, capacity, started_at, heartbeat_at, lease_expires_at"
+LOCK_SERVER_ID: str | None = None  # every write transaction already runs alone
 GET_SERVER = f"SELECT {SERVER_COLUMNS} FROM servers WHERE id = ?"  # noqa: S608
 INSERT_SERVER = "INSERT INTO servers VALUES (?, ?, ?, ?, ?, ?, ?)"
 UPDATE_SERVER = """
@@ -75,8 +138,8 @@ UPDATE attempts SET state = ?, ended_at = ?, exit_code = ?, signal = ?, outcome 
     peak_rss_kb = ?, pid = coalesce(pid, ?), started_at = coalesce(started_at, ?)
 WHERE run_id = ? AND number = ? AND state IN ('starting', 'running')
     AND (? IS NULL OR lease_token = ?)
+RETURNING host
 """
-RUN_STATE = "SELECT state FROM runs WHERE id = ?"
 END_RUN = """
 UPDATE runs SET state = ?, exit_code = ?, reason = ?, finished_at = ?, not_before = ?
 WHERE id = ? AND state = ?

@@ -1,0 +1,422 @@
+"""The store's algorithms, written once: each Store method as a unit of work over named queries.
+
+A unit is a generator that yields steps (run a named query, notify other servers) and is sent
+each query's result. A backend drives it inside one transaction (SQLite on its database
+thread, PostgreSQL on the event loop), so one algorithm serves both without knowing either.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal, TypeVar, cast
+
+from runyard.models import (
+    Attempt,
+    AttemptEnd,
+    AttemptState,
+    Batch,
+    Claim,
+    Page,
+    Run,
+    RunEvent,
+    RunFilter,
+    RunState,
+    Schedule,
+    ServerInfo,
+    check_transition,
+    state_event,
+)
+from runyard.store.rows import (
+    attempt_from_row,
+    attempt_to_row,
+    dumps,
+    loads,
+    run_from_row,
+    run_to_row,
+    schedule_from_row,
+    schedule_to_row,
+)
+
+T = TypeVar("T")
+
+# What other servers sharing the database hear of (a backend that has none drops them).
+QUEUE_CHANNEL = "runyard_queue"  # runs to claim
+RUN_CHANNEL = "runyard_run"  # "ID STATE HOST" of a run that moved
+SCHEDULES_CHANNEL = "runyard_schedules"  # a schedule changed
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Run the backend's query `name` (a constant of its *_sql module) and send back its
+    `result`: the first row, all rows, the row count, nothing, or nothing after running it
+    once per row of `args` (many)."""
+
+    name: str
+    args: Any  # positional parameters, a mapping of named ones, or the rows of `many`
+    result: Literal["one", "all", "count", "none", "many"] = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Tell the other servers, at commit, on `channel`."""
+
+    channel: str
+    payload: str = ""
+
+
+Step = Query | Notify
+Unit = Generator[Step, Any, T]
+
+
+def one(name: str, *args: Any) -> Query:
+    return Query(name, args, "one")
+
+
+def rows(name: str, *args: Any) -> Query:
+    return Query(name, args, "all")
+
+
+def count(name: str, *args: Any) -> Query:
+    return Query(name, args, "count")
+
+
+def execute(name: str, *args: Any) -> Query:
+    return Query(name, args)
+
+
+def bind(queries: ModuleType, query: Query) -> tuple[str | None, Any]:
+    """The SQL and parameters of `query` in a dialect. A constant is the SQL itself, a function
+    builds it from the arguments (filters), None means the dialect needs no such step."""
+    sql = getattr(queries, query.name)
+    if callable(sql):
+        return cast(tuple[str, Any], sql(*query.args))
+    return sql, query.args
+
+
+def drive(unit: Unit[T], run: Callable[[Step], Any]) -> T:
+    """Run a unit to its end with a blocking `run` of each step."""
+    result: Any = None
+    try:
+        while True:
+            result = run(unit.send(result))
+    except StopIteration as done:
+        return cast(T, done.value)
+
+
+async def drive_async(unit: Unit[T], run: Callable[[Step], Awaitable[Any]]) -> T:
+    """Run a unit to its end with an awaited `run` of each step."""
+    result: Any = None
+    try:
+        while True:
+            result = await run(unit.send(result))
+    except StopIteration as done:
+        return cast(T, done.value)
+
+
+def new_token(row: tuple[Any, ...] | None, now: float) -> str:
+    """The lease token of a (re)registering server: its current one while its lease
+    (row[6]) lasts, else a new one, which fences out whatever it wrote in its past life."""
+    if row is not None and row[6] > now:
+        return str(row[2])
+    return secrets.token_hex(8)
+
+
+# -- building blocks --------------------------------------------------------------------------
+
+
+def _add_event(run_id: str, at: float, kind: str, data: dict[str, Any]) -> Unit[None]:
+    # numbered under the run's row lock (PostgreSQL) or the write lock (SQLite): no race
+    row = yield one("NEXT_EVENT_SEQ", run_id)
+    yield execute("INSERT_EVENT", run_id, row[0], at, kind, dumps(data))
+
+
+def _add_run(run: Run) -> Unit[None]:
+    """A new queued run and its first state event (the insert of a batch or a fire)."""
+    yield one("INSERT_RUN", *run_to_row(run))
+    yield from _add_event(run.id, run.created_at, "state", state_event(run, None))
+
+
+def _read_run(run_id: str) -> Unit[Run]:
+    row = yield one("GET_RUN", run_id)
+    return run_from_row(row)  # read back inside the transaction that wrote it
+
+
+def _batch(row: tuple[Any, ...]) -> Batch:
+    return Batch(row[0], row[1], row[2], row[3], loads(row[4]))
+
+
+def _counts(found: list[tuple[Any, ...]]) -> dict[str, int]:
+    return {r[0]: int(r[1]) for r in found}
+
+
+# -- runs, batches, schedules (in the order of the Store contract) ----------------------------
+
+
+def insert_run(run: Run) -> Unit[tuple[Run, bool]]:
+    inserted = yield one("INSERT_RUN", *run_to_row(run))
+    if inserted is None:  # the idempotency key was taken: the first run stands
+        row = yield one("GET_RUN_BY_KEY", run.idempotency_key)
+        return run_from_row(row), False
+    yield from _add_event(run.id, run.created_at, "state", state_event(run, None))
+    yield Notify(QUEUE_CHANNEL)
+    return run, True
+
+
+def insert_batch(batch: Batch, runs: list[Run]) -> Unit[None]:
+    request = dumps(batch.request)
+    yield execute("INSERT_BATCH", batch.id, batch.job, batch.size, batch.created_at, request)
+    for run in runs:
+        yield from _add_run(run)
+    yield Notify(QUEUE_CHANNEL)
+
+
+def get_batch(batch_id: str) -> Unit[Batch | None]:
+    row = yield one("GET_BATCH", batch_id)
+    return _batch(row) if row else None
+
+
+def list_batches(before: str | None, limit: int) -> Unit[list[Batch]]:
+    found = yield Query("LIST_BATCHES", {"before": before, "limit": limit}, "all")
+    return [_batch(r) for r in found]
+
+
+def batch_counts(batch_id: str) -> Unit[dict[str, int]]:
+    return _counts((yield rows("BATCH_COUNTS", batch_id)))
+
+
+def batch_run_ids(batch_id: str, state: RunState) -> Unit[list[str]]:
+    found = yield rows("BATCH_RUNS_IN", batch_id, state.value)
+    return [r[0] for r in found]
+
+
+def save_schedule(schedule: Schedule, run: Run | None) -> Unit[None]:
+    if run is not None:  # a fire: the run and the schedule's new state, or neither
+        yield from _add_run(run)
+        yield Notify(QUEUE_CHANNEL)
+    yield execute("UPSERT_SCHEDULE", *schedule_to_row(schedule))
+    yield Notify(SCHEDULES_CHANNEL, schedule.id)
+
+
+def list_schedules() -> Unit[list[Schedule]]:
+    found = yield rows("LIST_SCHEDULES")
+    return [schedule_from_row(r) for r in found]
+
+
+def delete_schedule(schedule_id: str) -> Unit[bool]:
+    yield Notify(SCHEDULES_CHANNEL, schedule_id)
+    return int((yield count("DELETE_SCHEDULE", schedule_id))) > 0
+
+
+def get_run(run_id: str) -> Unit[Run | None]:
+    row = yield one("GET_RUN", run_id)
+    return run_from_row(row) if row else None
+
+
+def get_run_by_idempotency_key(key: str) -> Unit[Run | None]:
+    row = yield one("GET_RUN_BY_KEY", key)
+    return run_from_row(row) if row else None
+
+
+def list_runs(flt: RunFilter) -> Unit[Page]:
+    found = yield Query("LIST_RUNS", (flt,), "all")  # one row past the page: is there more?
+    runs = [run_from_row(r) for r in found]
+    more = len(runs) > flt.limit
+    runs = runs[: flt.limit]
+    return Page(runs=runs, next_cursor=runs[-1].id if more else None)
+
+
+def count_runs(state: RunState, job: str | None) -> Unit[int]:
+    if job is None:
+        row = yield one("COUNT_RUNS", state.value)
+    else:
+        row = yield one("COUNT_RUNS_OF_JOB", state.value, job)
+    return int(row[0]) if row else 0
+
+
+def counts_by_job(state: RunState) -> Unit[dict[str, int]]:
+    return _counts((yield rows("COUNT_BY_JOB", state.value)))
+
+
+def count_active_by_job(host: str | None) -> Unit[dict[str, int]]:
+    if host is None:
+        return _counts((yield rows("COUNT_ACTIVE_BY_JOB")))
+    return _counts((yield rows("COUNT_ACTIVE_ON_HOST", host)))
+
+
+# -- dispatch ---------------------------------------------------------------------------------
+
+
+def claim(
+    limit: int, job_slots: Mapping[str, int], now: float, host: str, token: str | None
+) -> Unit[list[Claim]]:
+    slots = dict(job_slots)
+    full = {job for job, n in slots.items() if n <= 0}
+    claims: list[Claim] = []
+    # Each query skips jobs with no free slot; a job that fills up during the claim ends the
+    # page, so the queue is never scanned past what can be taken.
+    while len(claims) < limit:
+        found = yield rows("CLAIM_CANDIDATES", now, dumps(sorted(full)), limit - len(claims))
+        if not found:
+            break
+        for run_id, job in found:
+            if job in full:
+                break
+            if job in slots:
+                slots[job] -= 1
+                if slots[job] <= 0:
+                    full.add(job)
+            claims.append((yield from _claim_one(run_id, now, host, token)))
+    return claims
+
+
+def _claim_one(run_id: str, now: float, host: str, token: str | None) -> Unit[Claim]:
+    (number,) = yield one("CLAIM_RUN", now, run_id)
+    attempt = Attempt(
+        run_id=run_id, number=number, state=AttemptState.STARTING, created_at=now, host=host,
+        lease_token=token,
+    )  # fmt: skip
+    yield execute("INSERT_ATTEMPT", *attempt_to_row(attempt))
+    run = yield from _read_run(run_id)
+    yield from _add_event(run_id, now, "state", state_event(run, RunState.QUEUED))
+    return Claim(run=run, attempt=attempt)
+
+
+def next_due() -> Unit[float | None]:
+    row = yield one("NEXT_DUE")
+    return row[0] if row else None
+
+
+def attempts_started(started: list[tuple[str, int, int, int, float, float]]) -> Unit[None]:
+    found = [(pid, pgid, st, at, run_id, n) for run_id, n, pid, pgid, st, at in started]
+    yield Query("ATTEMPT_STARTED", found, "many")
+
+
+def end_attempt(run_id: str, number: int, end: AttemptEnd, token: str | None) -> Unit[Run | None]:
+    locked = yield one("LOCK_RUN", run_id)
+    ended = yield one(
+        "END_ATTEMPT", end.attempt_state.value, end.ended_at, end.exit_code, end.signal,
+        end.outcome, end.peak_rss_kb, end.pid, end.started_at, run_id, number, token, token,
+    )  # fmt: skip
+    if ended is None or locked is None:  # ended already, or no longer held under `token`
+        return None
+    check_transition(run_id, RunState(locked[0]), end.run_state)
+    finished = None if end.run_state is RunState.QUEUED else end.ended_at
+    yield execute(
+        "END_RUN", end.run_state.value, end.exit_code, end.reason, finished, end.not_before,
+        run_id, RunState.RUNNING.value,
+    )  # fmt: skip
+    run = yield from _read_run(run_id)
+    event = state_event(run, RunState.RUNNING) | {"attempt": number}
+    yield from _add_event(run_id, end.ended_at, "state", event)
+    yield Notify(RUN_CHANNEL, f"{run_id} {run.state.value} {ended[0]}")
+    if run.state is RunState.QUEUED:  # a retry: any server may take it
+        yield Notify(QUEUE_CHANNEL)
+    return run
+
+
+def cancel_queued(run_id: str, at: float, reason: str) -> Unit[Run | None]:
+    row = yield one("LOCK_RUN", run_id)
+    if row is None or row[0] != RunState.QUEUED.value:
+        return None
+    check_transition(run_id, RunState.QUEUED, RunState.CANCELLED)
+    yield execute(
+        "END_RUN", RunState.CANCELLED.value, None, reason, at, None, run_id,
+        RunState.QUEUED.value,
+    )  # fmt: skip
+    run = yield from _read_run(run_id)
+    yield from _add_event(run_id, at, "state", state_event(run, RunState.QUEUED))
+    yield Notify(RUN_CHANNEL, f"{run_id} {run.state.value} -")
+    return run
+
+
+def request_cancel(run_id: str) -> Unit[Run | None]:
+    if int((yield count("SET_CANCEL_REQUESTED", run_id))) == 0:
+        return None
+    return (yield from _read_run(run_id))
+
+
+def finished_before(
+    before: float, limit: int, offset: int
+) -> Unit[list[tuple[str, dict[str, Any], float]]]:
+    found = yield rows("FINISHED_BEFORE", before, limit, offset)
+    return [(r[0], loads(r[1]), r[2]) for r in found]
+
+
+def delete_run(run_id: str) -> Unit[bool]:
+    return int((yield count("DELETE_RUN", run_id))) > 0
+
+
+def get_attempts(run_id: str) -> Unit[list[Attempt]]:
+    found = yield rows("GET_ATTEMPTS", run_id)
+    return [attempt_from_row(r) for r in found]
+
+
+def active_attempts(host: str | None) -> Unit[list[Attempt]]:
+    found = yield rows("ACTIVE_ATTEMPTS", host, host)
+    return [attempt_from_row(r) for r in found]
+
+
+# -- membership, progress and events ----------------------------------------------------------
+
+
+def register_server(
+    server_id: str, url: str, capacity: int, now: float, lease_s: float
+) -> Unit[str]:
+    yield execute("LOCK_SERVER_ID", server_id)  # two processes claiming one identity: in turn
+    row = yield one("GET_SERVER", server_id)
+    token, expires = new_token(row, now), now + lease_s
+    values = (url, token, capacity, now, now, expires, server_id)
+    if row is None:
+        yield execute("INSERT_SERVER", server_id, *values[:-1])
+        return token
+    yield execute("UPDATE_SERVER", *values)
+    if token != row[2]:  # a new life takes back the attempts nobody reaped
+        yield execute("RETOKEN_ATTEMPTS", token, server_id, row[2])
+    return token
+
+
+def renew_server(server_id: str, token: str, now: float, lease_s: float) -> Unit[bool]:
+    return int((yield count("RENEW_SERVER", now, now + lease_s, server_id, token, now))) > 0
+
+
+def live_servers(now: float) -> Unit[list[ServerInfo]]:
+    found = yield rows("LIVE_SERVERS", now)
+    return [ServerInfo(*r) for r in found]
+
+
+def orphaned_attempts(now: float) -> Unit[list[Attempt]]:
+    found = yield rows("ORPHANED_ATTEMPTS", now)
+    return [attempt_from_row(r) for r in found]
+
+
+def set_progress(run_id: str, progress: dict[str, Any]) -> Unit[None]:
+    yield execute("SET_PROGRESS", dumps(progress), run_id)
+
+
+def add_progress(
+    run_id: str, attempt: int, events: list[tuple[float, dict[str, Any]]], offset: int, skipped: int
+) -> Unit[None]:
+    yield one("LOCK_RUN", run_id)  # the events' numbering
+    for at, data in events:
+        yield from _add_event(run_id, at, "progress", data | {"attempt": attempt})
+    latest = dumps(events[-1][1]) if events else None
+    yield execute("SAVE_PROGRESS", latest, skipped, run_id)
+    yield execute("SET_PROGRESS_OFFSET", offset, run_id, attempt)
+
+
+def progress_offset(run_id: str, attempt: int) -> Unit[int]:
+    row = yield one("GET_PROGRESS_OFFSET", run_id, attempt)
+    return int(row[0]) if row else 0
+
+
+def list_events(run_id: str, after: int, limit: int) -> Unit[list[RunEvent]]:
+    found = yield rows("LIST_EVENTS", run_id, after, limit)
+    return [RunEvent(r[0], r[1], r[2], r[3], loads(r[4])) for r in found]
+
+
+def last_event_seq(run_id: str) -> Unit[int]:
+    row = yield one("LAST_EVENT_SEQ", run_id)
+    return int(row[0]) if row else 0

@@ -1,0 +1,180 @@
+"""The Store contract over SQL, once for every backend: each method runs one unit of logic.py
+in a transaction that reads or one that writes. A backend supplies only those transactions:
+its connection, dialect (named queries), error mapping and notifications."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from runyard.errors import RunyardError
+from runyard.models import (
+    Attempt,
+    AttemptEnd,
+    Batch,
+    Claim,
+    Page,
+    Run,
+    RunEvent,
+    RunFilter,
+    RunState,
+    Schedule,
+    ServerInfo,
+)
+from runyard.store import logic
+from runyard.store.base import Store
+from runyard.store.logic import Unit
+
+T = TypeVar("T")
+
+COMMIT = "store_commit"  # the failpoint of a store write
+PROGRESS = "progress"  # the failpoint of recording progress
+
+
+class SQLStore(Store):
+    def __init__(self) -> None:
+        # Why writes failed on storage, by failpoint, until one there succeeds: readiness
+        # reports them and probes whether they have cleared.
+        self.write_errors: dict[str, str] = {}
+
+    @abc.abstractmethod
+    async def _read(self, unit: Unit[T]) -> T:
+        """Run `unit` where it sees committed data and writes nothing."""
+
+    @abc.abstractmethod
+    async def _write(self, unit: Unit[T], point: str = COMMIT) -> T:
+        """Run `unit` in one write transaction whose commit is the failpoint `point`."""
+
+    def _failed(self, error: RunyardError, point: str) -> RunyardError:
+        self.write_errors[point] = error.detail
+        return error
+
+    def _written(self, point: str) -> None:
+        if self.write_errors:
+            self.write_errors.pop(point, None)
+
+    # -- the Store contract, in its order ---------------------------------------------------
+
+    async def insert_run(self, run: Run) -> tuple[Run, bool]:
+        return await self._write(logic.insert_run(run))
+
+    async def insert_batch(self, batch: Batch, runs: list[Run]) -> None:
+        await self._write(logic.insert_batch(batch, runs))
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        return await self._read(logic.get_batch(batch_id))
+
+    async def list_batches(self, before: str | None, limit: int) -> list[Batch]:
+        return await self._read(logic.list_batches(before, limit))
+
+    async def batch_counts(self, batch_id: str) -> dict[str, int]:
+        return await self._read(logic.batch_counts(batch_id))
+
+    async def batch_run_ids(self, batch_id: str, state: RunState) -> list[str]:
+        return await self._read(logic.batch_run_ids(batch_id, state))
+
+    async def save_schedule(self, schedule: Schedule, run: Run | None = None) -> None:
+        await self._write(logic.save_schedule(schedule, run))
+
+    async def list_schedules(self) -> list[Schedule]:
+        return await self._read(logic.list_schedules())
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return await self._write(logic.delete_schedule(schedule_id))
+
+    async def get_run(self, run_id: str) -> Run | None:
+        return await self._read(logic.get_run(run_id))
+
+    async def get_run_by_idempotency_key(self, key: str) -> Run | None:
+        return await self._read(logic.get_run_by_idempotency_key(key))
+
+    async def list_runs(self, flt: RunFilter) -> Page:
+        return await self._read(logic.list_runs(flt))
+
+    async def count_runs(self, state: RunState, job: str | None = None) -> int:
+        return await self._read(logic.count_runs(state, job))
+
+    async def counts_by_job(self, state: RunState) -> dict[str, int]:
+        return await self._read(logic.counts_by_job(state))
+
+    async def count_active_by_job(self, host: str | None = None) -> dict[str, int]:
+        return await self._read(logic.count_active_by_job(host))
+
+    async def claim(
+        self, limit: int, job_slots: Mapping[str, int], now: float, host: str,
+        token: str | None = None,
+    ) -> list[Claim]:  # fmt: skip
+        if limit <= 0:  # no transaction (and no commit to fail) for nothing to take
+            return []
+        return await self._write(logic.claim(limit, job_slots, now, host, token))
+
+    async def next_due(self) -> float | None:
+        return await self._read(logic.next_due())
+
+    async def attempts_started(
+        self, started: list[tuple[str, int, int, int, float, float]]
+    ) -> None:
+        await self._write(logic.attempts_started(started))
+
+    async def end_attempt(
+        self, run_id: str, number: int, end: AttemptEnd, token: str | None = None
+    ) -> Run | None:
+        return await self._write(logic.end_attempt(run_id, number, end, token))
+
+    async def cancel_queued(self, run_id: str, at: float, reason: str) -> Run | None:
+        return await self._write(logic.cancel_queued(run_id, at, reason))
+
+    async def request_cancel(self, run_id: str) -> Run | None:
+        return await self._write(logic.request_cancel(run_id))
+
+    async def finished_before(
+        self, before: float, limit: int, offset: int = 0
+    ) -> list[tuple[str, dict[str, Any], float]]:
+        return await self._read(logic.finished_before(before, limit, offset))
+
+    async def delete_run(self, run_id: str) -> bool:
+        return await self._write(logic.delete_run(run_id))
+
+    async def get_attempts(self, run_id: str) -> list[Attempt]:
+        return await self._read(logic.get_attempts(run_id))
+
+    async def active_attempts(self, host: str | None = None) -> list[Attempt]:
+        return await self._read(logic.active_attempts(host))
+
+    async def register_server(
+        self, server_id: str, url: str, capacity: int, now: float, lease_s: float
+    ) -> str:
+        return await self._write(logic.register_server(server_id, url, capacity, now, lease_s))
+
+    async def renew_server(self, server_id: str, token: str, now: float, lease_s: float) -> bool:
+        return await self._write(logic.renew_server(server_id, token, now, lease_s))
+
+    async def live_servers(self, now: float) -> list[ServerInfo]:
+        return await self._read(logic.live_servers(now))
+
+    async def orphaned_attempts(self, now: float) -> list[Attempt]:
+        return await self._read(logic.orphaned_attempts(now))
+
+    async def set_progress(self, run_id: str, progress: dict[str, Any]) -> None:
+        await self._write(logic.set_progress(run_id, progress), PROGRESS)
+
+    async def add_progress(
+        self,
+        run_id: str,
+        attempt: int,
+        events: list[tuple[float, dict[str, Any]]],
+        *,
+        offset: int,
+        skipped: int,
+    ) -> None:
+        await self._write(logic.add_progress(run_id, attempt, events, offset, skipped), PROGRESS)
+
+    async def progress_offset(self, run_id: str, attempt: int) -> int:
+        return await self._read(logic.progress_offset(run_id, attempt))
+
+    async def list_events(self, run_id: str, after: int, limit: int = 1000) -> list[RunEvent]:
+        return await self._read(logic.list_events(run_id, after, limit))
+
+    async def last_event_seq(self, run_id: str) -> int:
+        return await self._read(logic.last_event_seq(run_id))
