@@ -1,0 +1,195 @@
+"""Dispatch without programs: priority then FIFO, per-job concurrency, retries with their backoff
+on a fake clock, admission (429 with Retry-After), batches and cancel — the whole server in
+this process on the real SQLite store, its attempts ended by the test (tests/fakes.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.inprocess import FakedServer, faked
+from tests.support import wait_for
+
+JOBS = {
+    "mark": 'command = ["true"]\n',
+    "limited": 'command = ["true"]\nmax_queue = 3\n',
+    "flood": 'command = ["true"]\nconcurrency = 1\n',
+    "flaky": 'command = ["false"]\nmax_attempts = 3\nretry_on = [1]\n'
+    "[backoff]\nbase_s = 30\nfactor = 2\njitter = 0\n",
+    "grid": 'command = ["echo", "{a}", "{b}"]\n[params.a]\ntype = "int"\n'
+    '[params.b]\ntype = "int"\nmax = 100\n',
+}
+
+
+@pytest.fixture
+def jobs(write_job: Callable[[str, str], Path], jobs_dir: Path) -> Path:
+    for name, text in JOBS.items():
+        write_job(name, text)
+    return jobs_dir
+
+
+@pytest.fixture
+def server(tmp_path: Path, jobs: Path) -> Iterator[FakedServer]:
+    with faked(tmp_path, jobs, capacity=1) as srv:
+        yield srv
+
+
+def launches(srv: FakedServer, n: int) -> list[str]:
+    """The run ids launched so far, once there are `n` of them."""
+    return wait_for(lambda: len(srv.launched()) >= n and srv.launched(), what=f"{n} launches")
+
+
+def state_of(srv: FakedServer, run_id: str, state: str) -> dict[str, object]:
+    return wait_for(
+        lambda: (r := srv.run(run_id))["state"] == state and r, what=f"{run_id} {state}"
+    )
+
+
+def test_priority_then_fifo(server: FakedServer) -> None:
+    holder = server.submit("mark")["id"]
+    launches(server, 1)
+    order = [server.submit("mark", priority=p)["id"] for p in (0, 5, 5, 0, 9)]
+    expected = [order[i] for i in (4, 1, 2, 0, 3)]
+    server.finish(holder)
+    for n, run_id in enumerate(expected, start=2):
+        assert launches(server, n)[-1] == run_id
+        assert len(server.executor.running_keys()) == 1  # capacity 1, never more
+        server.finish(run_id)
+    for run_id in order:
+        assert state_of(server, run_id, "succeeded")["exit_code"] == 0
+
+
+def test_flooded_job_does_not_block_another(tmp_path: Path, jobs: Path) -> None:
+    with faked(tmp_path, jobs, capacity=2) as srv:
+        flood = [srv.submit("flood")["id"] for _ in range(20)]
+        other = srv.submit("mark")["id"]
+        assert sorted(launches(srv, 2)) == sorted([flood[0], other])
+        queued = srv.get("/v1/runs", params={"job": "flood", "state": "queued"}).json()
+        assert len(queued["runs"]) == 19
+        # a free slot is not given to a second flood run: its concurrency is 1
+        srv.finish(other)
+        state_of(srv, other, "succeeded")
+        srv.settle()
+        assert srv.launched() == [flood[0], other] or srv.launched() == [other, flood[0]]
+        srv.finish(flood[0])
+        assert launches(srv, 3)[-1] == flood[1]  # then the next one, FIFO
+        assert len(srv.executor.running_keys()) == 1
+
+
+def test_a_failed_attempt_is_retried_after_its_backoff(server: FakedServer) -> None:
+    run_id = server.submit("flaky")["id"]
+    launches(server, 1)
+    server.finish(run_id, 1, exit_code=1)
+    run = state_of(server, run_id, "queued")
+    assert run["attempt"] == 1
+    assert isinstance(run["not_before"], str)
+    due = datetime.fromisoformat(run["not_before"]).timestamp()
+    assert due == pytest.approx(server.clock.now() + 30, abs=0.01)  # base_s, no jitter
+    # not before its time: another submission wakes the dispatcher, which leaves it queued
+    server.clock.advance(29)
+    other = server.submit("mark")["id"]
+    assert launches(server, 2)[-1] == other
+    server.finish(other)
+    state_of(server, other, "succeeded")
+    assert server.run(run_id)["state"] == "queued"
+    server.clock.advance(1.5)
+    server.submit("limited")  # any wake-up: the retry is due now and goes first (FIFO)
+    assert launches(server, 3)[-1] == run_id
+    assert server.executor.launches[-1].attempt == 2
+    server.finish(run_id, 2, exit_code=1)
+    run = state_of(server, run_id, "queued")
+    due = datetime.fromisoformat(str(run["not_before"])).timestamp()
+    assert due == pytest.approx(server.clock.now() + 60, abs=0.01)  # base_s * factor
+    limited = launches(server, 4)[-1]  # the slot it left went to the run that woke us
+    server.finish(limited)
+    state_of(server, limited, "succeeded")
+    server.clock.advance(61)
+    server.submit("mark")
+    assert launches(server, 5)[-1] == run_id
+    assert server.executor.launches[-1].attempt == 3
+    server.finish(run_id, 3, exit_code=1)
+    run = state_of(server, run_id, "failed")  # max_attempts reached
+    assert run["attempt"] == 3
+    assert run["exit_code"] == 1
+
+
+def test_queue_full_answers_429_at_the_exact_depth(tmp_path: Path, jobs: Path) -> None:
+    with faked(tmp_path, jobs, capacity=1, max_queue=5) as srv:
+        holder = srv.submit("mark")["id"]
+        launches(srv, 1)
+        for _ in range(3):
+            srv.submit("limited")
+        resp = srv.post("/v1/runs", json={"job": "limited"})
+        assert resp.status_code == 429
+        assert resp.headers["content-type"] == "application/problem+json"
+        assert int(resp.headers["Retry-After"]) == 30  # nothing finished yet: no rate known
+        assert "max_queue (3)" in resp.json()["detail"]
+        srv.submit("mark")
+        srv.submit("mark")  # 5 queued in all: the server's max_queue
+        resp = srv.post("/v1/runs", json={"job": "mark"})
+        assert resp.status_code == 429
+        assert "the server's max_queue (5)" in resp.json()["detail"]
+        queued = srv.get("/v1/runs", params={"state": "queued"}).json()["runs"]
+        assert len(queued) == 5  # nothing more was stored
+        # runs finish: Retry-After follows the rate at which the queue drains
+        srv.finish(holder)
+        for n in range(2, 5):
+            srv.finish(launches(srv, n)[-1])
+        launches(srv, 5)  # four of the five queued have started: one is left
+        for _ in range(4):
+            assert srv.post("/v1/runs", json={"job": "mark"}).status_code == 202  # room again
+        resp = srv.post("/v1/runs", json={"job": "mark"})
+        assert resp.status_code == 429
+        assert 1 <= int(resp.headers["Retry-After"]) < 30
+
+
+def test_invalid_sweep_element_creates_nothing(server: FakedServer) -> None:
+    sweep = {"a": [1, 2, 3], "b": [10, 20, 999]}
+    resp = server.post("/v1/batches", json={"job": "grid", "sweep": sweep})
+    assert resp.status_code == 422
+    assert "params.b" in resp.json()["detail"]
+    assert "no run was created" in resp.json()["detail"]
+    assert server.get("/v1/runs").json()["runs"] == []
+    both = {"job": "grid", "params": {"a": 1, "b": 2}, "iterations": 2, "sweep": {"a": [1]}}
+    assert server.post("/v1/batches", json=both).status_code == 422
+
+
+def test_batch_too_large_is_refused(tmp_path: Path, jobs: Path) -> None:
+    with faked(tmp_path, jobs, max_batch=10) as srv:
+        sweep = {"a": [1, 2, 3, 4], "b": [1, 2, 3]}
+        resp = srv.post("/v1/batches", json={"job": "grid", "sweep": sweep})
+        assert resp.status_code in (413, 422)
+        assert "max_batch (10)" in resp.json()["detail"]
+        assert srv.get("/v1/runs").json()["runs"] == []
+
+
+def test_batch_cancel_ends_all_of_its_runs(tmp_path: Path, jobs: Path) -> None:
+    with faked(tmp_path, jobs, capacity=2) as srv:
+        batch = srv.post("/v1/batches", json={"job": "mark", "iterations": 5}).json()
+        launches(srv, 2)
+        assert srv.post(f"/v1/batches/{batch['id']}/cancel").status_code in (200, 202)
+        wait_for(lambda: srv.get(f"/v1/batches/{batch['id']}").json()["done"], what="all ended")
+        assert srv.get(f"/v1/batches/{batch['id']}").json()["counts"] == {"cancelled": 5}
+        assert sorted(c[0] for c in srv.executor.cancels) == sorted(srv.launched())
+        assert len(srv.launched()) == 2  # the queued three never started
+
+
+def test_prefer_wait_answers_200_when_the_run_ends_in_time(server: FakedServer) -> None:
+    pending = server.begin("POST", "/v1/runs", json={"job": "mark"},
+                           headers={"Prefer": "wait=10"})  # fmt: skip
+    (run_id,) = launches(server, 1)
+    server.finish(run_id)
+    resp = pending.result(timeout=10)
+    assert resp.status_code == 200
+    assert resp.json()["state"] == "succeeded"
+    assert resp.headers["Preference-Applied"] == "wait=10"
+
+
+def test_prefer_wait_answers_202_when_it_does_not(server: FakedServer) -> None:
+    resp = server.post("/v1/runs", json={"job": "mark"}, headers={"Prefer": "wait=0.2"})
+    assert resp.status_code == 202
+    assert resp.json()["state"] == "running"
+    assert resp.headers["Preference-Applied"] == "wait=0.2"
