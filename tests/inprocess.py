@@ -131,13 +131,15 @@ class FakedServer(InProcessServer):
 
 
 @contextlib.contextmanager
-def faked(tmp_path: Path, jobs_dir: Path, **settings: Any) -> Iterator[FakedServer]:
+def faked(
+    tmp_path: Path, jobs_dir: Path, clock: FakeClock | None = None, **settings: Any
+) -> Iterator[FakedServer]:
     """A server on the real SQLite store (a database file in tmp_path), a fake clock and a
     fake executor: dispatch, retries, admission and schedules in milliseconds."""
     if "executor" not in inspect.signature(Runtime).parameters:
         pytest.skip("Runtime(settings, clock, executor) is not there yet (issue 15)")
     data = tmp_path / "data"
-    clock = FakeClock()
+    clock = clock or FakeClock()
     server = FakedServer(
         # a lease far longer than any advance of the fake clock: it never lapses in a test
         Settings(data_dir=data, jobs_dir=jobs_dir, **{"capacity": 2, "lease_s": 86400, **settings}),

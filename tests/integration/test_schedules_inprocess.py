@@ -1,0 +1,170 @@
+"""Schedules on a fake clock: firing on the grid, overlap (skip, queue, allow), pause and resume,
+catch-up after downtime, and refusals — no wall-clock wait: the test moves the clock and wakes
+the scheduler through the API (a PATCH), then waits for its tick to be published."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeClock
+from tests.inprocess import FakedServer, faked
+from tests.support import wait_for
+
+JOBS = {
+    "tick": 'command = ["true"]\n',
+    "echo": 'command = ["echo", "{n}"]\n[params.n]\ntype = "int"\nmax = 10\n',
+}
+MINUTE = 60.0
+
+
+@pytest.fixture
+def jobs(write_job: Callable[[str, str], Path], jobs_dir: Path) -> Path:
+    for name, text in JOBS.items():
+        write_job(name, text)
+    return jobs_dir
+
+
+@pytest.fixture
+def server(tmp_path: Path, jobs: Path) -> Iterator[FakedServer]:
+    with faked(tmp_path, jobs) as srv:
+        yield srv
+
+
+def create(srv: FakedServer, **body: Any) -> dict[str, Any]:
+    resp = srv.post("/v1/schedules", json=body)
+    assert resp.status_code == 201, resp.text
+    sched: dict[str, Any] = resp.json()
+    return sched
+
+
+def get(srv: FakedServer, sid: str) -> dict[str, Any]:
+    sched: dict[str, Any] = srv.get(f"/v1/schedules/{sid}").json()
+    return sched
+
+
+def ticks(srv: FakedServer) -> int:
+    return int(srv.get("/health").json()["scheduler"]["ticks"])
+
+
+def tick(srv: FakedServer, sid: str, advance: float = 0.0) -> dict[str, Any]:
+    """Move the clock, wake the scheduler (a PATCH that changes nothing wakes it), and wait
+    until it has ticked at the new time; the schedule as it is then."""
+    srv.clock.advance(advance)
+    before = ticks(srv)
+    overlap = get(srv, sid)["overlap"]
+    assert srv.request("PATCH", f"/v1/schedules/{sid}", json={"overlap": overlap}).is_success
+    wait_for(lambda: ticks(srv) > before, what="a scheduler tick")
+    return get(srv, sid)
+
+
+def runs_of(srv: FakedServer, sid: str) -> list[str]:
+    runs = srv.get("/v1/runs", params={"limit": 500}).json()["runs"]
+    return sorted(r["id"] for r in runs if r["schedule_id"] == sid)
+
+
+def at(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def test_an_interval_fires_once_per_interval_on_its_grid(server: FakedServer) -> None:
+    # overlap "allow": the fake executor's runs go on until told, and must not skip a fire
+    sched = create(server, job="tick", interval_s=MINUTE, overlap="allow")
+    sid, created = sched["id"], at(sched["created_at"])
+    assert at(sched["next_fire_at"]) == pytest.approx(created + MINUTE, abs=0.01)
+    assert tick(server, sid, MINUTE - 1)["fire_count"] == 0  # not yet
+    assert tick(server, sid, 1.5)["fire_count"] == 1
+    assert tick(server, sid, MINUTE / 2)["fire_count"] == 1
+    s = tick(server, sid, MINUTE / 2)
+    assert s["fire_count"] == 2
+    assert len(runs_of(server, sid)) == 2  # each fire made one run
+    steps = (at(s["next_fire_at"]) - created) / MINUTE
+    assert steps == pytest.approx(round(steps), abs=1e-3)  # on the grid, never drifting
+
+
+def test_skip_never_overlaps(server: FakedServer) -> None:
+    sid = create(server, job="tick", interval_s=MINUTE, overlap="skip")["id"]
+    assert tick(server, sid, MINUTE)["fire_count"] == 1
+    (first,) = runs_of(server, sid)
+    wait_for(lambda: server.launched() == [first], what="the first run to start")
+    s = tick(server, sid, MINUTE)  # the first still runs: this fire is skipped
+    assert (s["fire_count"], s["skip_count"]) == (1, 1)
+    server.finish(first)
+    wait_for(lambda: server.run(first)["state"] == "succeeded", what="the first to end")
+    s = tick(server, sid, MINUTE)
+    assert (s["fire_count"], s["skip_count"]) == (2, 1)
+    assert len(runs_of(server, sid)) == 2
+
+
+def test_queue_overlap_defers_one_fire_until_the_previous_run_ends(server: FakedServer) -> None:
+    sid = create(server, job="tick", interval_s=MINUTE, overlap="queue")["id"]
+    tick(server, sid, MINUTE)
+    (first,) = runs_of(server, sid)
+    wait_for(lambda: server.launched() == [first], what="the first run to start")
+    assert tick(server, sid, MINUTE)["fire_count"] == 1  # deferred
+    assert tick(server, sid, MINUTE)["fire_count"] == 1  # and coalesced: still one waiting
+    server.finish(first)
+    wait_for(lambda: len(runs_of(server, sid)) == 2, what="the deferred fire")
+    second = next(r for r in runs_of(server, sid) if r != first)
+    wait_for(lambda: server.launched() == [first, second], what="the deferred run to start")
+    assert get(server, sid)["fire_count"] == 2
+    assert len(server.executor.running_keys()) == 1  # behind the first, never beside it
+
+
+def test_allow_overlap_runs_side_by_side(server: FakedServer) -> None:
+    sid = create(server, job="tick", interval_s=MINUTE, overlap="allow")["id"]
+    tick(server, sid, MINUTE)
+    assert tick(server, sid, MINUTE)["fire_count"] == 2
+    wait_for(lambda: len(server.launched()) == 2, what="both runs to start")
+    assert len(server.executor.running_keys()) == 2
+
+
+def test_pause_stops_firing_and_resume_keeps_the_grid(server: FakedServer) -> None:
+    sched = create(server, job="tick", interval_s=MINUTE, overlap="allow")
+    sid, created = sched["id"], at(sched["created_at"])
+    assert tick(server, sid, MINUTE)["fire_count"] == 1
+    paused = server.request("PATCH", f"/v1/schedules/{sid}", json={"paused": True}).json()
+    assert paused["paused"] is True
+    assert tick(server, sid, 10 * MINUTE)["fire_count"] == 1  # nothing fires while paused
+    resumed = server.request("PATCH", f"/v1/schedules/{sid}", json={"paused": False}).json()
+    nxt = at(resumed["next_fire_at"])
+    assert nxt > server.clock.now()  # the missed fires are not made up on resume
+    assert (nxt - created) / MINUTE == pytest.approx(round((nxt - created) / MINUTE), abs=1e-3)
+    assert tick(server, sid, nxt - server.clock.now())["fire_count"] == 2
+
+
+def test_catch_up_after_downtime_fires_once_or_not_at_all(tmp_path: Path, jobs: Path) -> None:
+    clock = FakeClock()
+    with faked(tmp_path, jobs, clock=clock) as srv:
+        once = create(srv, job="tick", interval_s=MINUTE, catch_up="once")["id"]
+        none = create(srv, job="tick", interval_s=MINUTE, catch_up="none")["id"]
+    clock.advance(60 * MINUTE)  # the server was down for an hour: 60 fires missed
+    with faked(tmp_path, jobs, clock=clock) as srv:
+        wait_for(lambda: ticks(srv) >= 1, what="the first tick after the restart")
+        assert get(srv, once)["fire_count"] == 1  # once, not 60 times
+        skipped = get(srv, none)
+        assert skipped["fire_count"] == 0
+        assert at(skipped["next_fire_at"]) > clock.now()
+
+
+def test_bad_schedules_are_refused(server: FakedServer) -> None:
+    for body, field in (
+        ({"job": "tick", "cron": "not cron"}, "cron"),
+        ({"job": "tick"}, "cron"),
+        ({"job": "tick", "cron": "* * * * *", "interval_s": 5}, "cron"),
+        ({"job": "echo", "interval_s": 5, "params": {"n": 99}}, "params.n"),
+        ({"job": "tick", "interval_s": 5, "overlap": "sometimes"}, "overlap"),
+    ):
+        resp = server.post("/v1/schedules", json=body)
+        assert resp.status_code == 422, body
+        assert field in resp.json()["detail"]
+    assert server.post("/v1/schedules", json={"job": "nope", "interval_s": 1}).status_code == 404
+    assert server.get("/v1/schedules").json() == []
+    cron = create(server, job="tick", cron="*/5 * * * *")
+    assert cron["next_fire_at"] is not None
+    assert server.request("DELETE", f"/v1/schedules/{cron['id']}").status_code == 204
+    assert server.get(f"/v1/schedules/{cron['id']}").status_code == 404
