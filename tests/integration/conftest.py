@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -26,18 +26,32 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(params=STORES)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    schema = None
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """A fresh database per test (a new file, a new schema), as a factory of stores over it:
+    each store is one server's view of the shared database."""
     if request.param == "sqlite":
-        impl: Store = SQLiteStore(tmp_path / "store.db")  # a fresh database file per test
-    else:
-        schema = f"t_{uuid.uuid4().hex[:16]}"  # a fresh schema per test
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-        impl = PostgresStore(POSTGRES, schema=schema)
+        yield lambda: SQLiteStore(tmp_path / "store.db")
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield lambda: PostgresStore(POSTGRES, schema=schema)
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+async def store(database: Callable[[], Store]) -> AsyncIterator[Store]:
+    impl = database()
     await impl.open()
     yield impl
     await impl.close()
-    if schema is not None:
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+async def peer(database: Callable[[], Store], store: Store) -> AsyncIterator[Store]:
+    """Another server's store over the same database as `store`."""
+    impl = database()
+    await impl.open()
+    yield impl
+    await impl.close()

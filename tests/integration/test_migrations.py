@@ -1,36 +1,108 @@
-"""Applying every migration yields the schema the SQL expects."""
+"""Applying every migration yields the schema the SQL expects, on each backend."""
 
 from __future__ import annotations
 
 import sqlite3
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from runyard.store import postgres_sql as pq
 from runyard.store import sqlite_sql as q
+from runyard.store.postgres import PostgresStore
 from runyard.store.sqlite import SQLiteStore
+from tests.integration.conftest import POSTGRES
 
 pytestmark = pytest.mark.anyio
 
+# Every column each query module names, by table: the schema must hold at least these.
+EXPECTED = {
+    "runs": q.RUN_COLUMNS,
+    "attempts": q.ATTEMPT_COLUMNS,
+    "schedules": q.SCHEDULE_COLUMNS,
+    "servers": q.SERVER_COLUMNS,
+    "batches": "id, job, size, created_at, request",
+    "run_events": "run_id, seq, at, kind, data",
+}
+
+
+def columns(names: str) -> set[str]:
+    return {c.strip() for c in names.split(",")}
+
+
+async def sqlite_schema(path: Path) -> tuple[dict[str, set[str]], list[int]]:
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(path)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    schema = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in tables}
+    versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
+    conn.close()
+    return schema, versions
+
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+def pg_schema() -> Iterator[str]:
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield schema
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def postgres_schema(schema: str) -> tuple[dict[str, set[str]], list[int]]:
+    store = PostgresStore(POSTGRES, schema=schema, max_size=1)
+    await store.open()
+    await store.close()
+    found: dict[str, set[str]] = {}
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        for table, column in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = %s",
+            (schema,),
+        ):
+            found.setdefault(table, set()).add(column)
+        versions = [
+            v
+            for (v,) in conn.execute(f"SELECT version FROM {schema}.schema_migrations")  # noqa: S608
+        ]
+    return found, versions
 
 
 async def test_sqlite_schema_matches_queries(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "m.db")
-    await store.open()
-    await store.close()
-    conn = sqlite3.connect(tmp_path / "m.db")
-    for table, columns in (("runs", q.RUN_COLUMNS), ("attempts", q.ATTEMPT_COLUMNS)):
-        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        assert {c.strip() for c in columns.split(",")} <= have
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
-    assert versions == sorted(versions)
+    schema, versions = await sqlite_schema(tmp_path / "m.db")
+    for table, names in EXPECTED.items():
+        assert columns(names) <= schema[table], table
     assert versions == list(range(1, len(versions) + 1))
-    assert {"run_events"} <= {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    conn = sqlite3.connect(tmp_path / "m.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_postgres_schema_matches_queries(pg_schema: str) -> None:
+    schema, versions = await postgres_schema(pg_schema)
+    for table, names in EXPECTED.items():
+        assert columns(names) <= schema[table], table
+    assert columns(pq.RUN_COLUMNS) == columns(q.RUN_COLUMNS)  # one row layout (rows.py)
+    assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_both_backends_migrate_to_the_same_tables_and_columns(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    lite, _ = await sqlite_schema(tmp_path / "m.db")
+    pg, _ = await postgres_schema(pg_schema)
+    assert pg == lite
+
+
+async def test_postgres_migrations_are_idempotent(pg_schema: str) -> None:
+    first, versions = await postgres_schema(pg_schema)
+    again, versions_again = await postgres_schema(pg_schema)  # applies nothing a second time
+    assert (again, versions_again) == (first, versions)
 
 
 async def test_hot_queries_walk_their_indexes(tmp_path: Path) -> None:

@@ -1,17 +1,12 @@
-"""The store's algorithms, written once: each Store method as a unit of work over named queries.
-
-A unit is a generator that yields steps (run a named query, notify other servers) and is sent
-each query's result. A backend drives it inside one transaction (SQLite on its database
-thread, PostgreSQL on the event loop), so one algorithm serves both without knowing either.
-"""
+"""The store's algorithms, written once: each Store method as a unit of work (units.py) over
+named queries, which a backend drives inside one transaction without the algorithm knowing
+which backend it is."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Literal, TypeVar, cast
+from collections.abc import Mapping
+from typing import Any
 
 from runyard.models import (
     Attempt,
@@ -39,81 +34,12 @@ from runyard.store.rows import (
     schedule_from_row,
     schedule_to_row,
 )
-
-T = TypeVar("T")
+from runyard.store.units import Notify, Query, Unit, count, execute, one, rows
 
 # What other servers sharing the database hear of (a backend that has none drops them).
 QUEUE_CHANNEL = "runyard_queue"  # runs to claim
 RUN_CHANNEL = "runyard_run"  # "ID STATE HOST" of a run that moved
 SCHEDULES_CHANNEL = "runyard_schedules"  # a schedule changed
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    """Run the backend's query `name` (a constant of its *_sql module) and send back its
-    `result`: the first row, all rows, the row count, nothing, or nothing after running it
-    once per row of `args` (many)."""
-
-    name: str
-    args: Any  # positional parameters, a mapping of named ones, or the rows of `many`
-    result: Literal["one", "all", "count", "none", "many"] = "none"
-
-
-@dataclass(frozen=True, slots=True)
-class Notify:
-    """Tell the other servers, at commit, on `channel`."""
-
-    channel: str
-    payload: str = ""
-
-
-Step = Query | Notify
-Unit = Generator[Step, Any, T]
-
-
-def one(name: str, *args: Any) -> Query:
-    return Query(name, args, "one")
-
-
-def rows(name: str, *args: Any) -> Query:
-    return Query(name, args, "all")
-
-
-def count(name: str, *args: Any) -> Query:
-    return Query(name, args, "count")
-
-
-def execute(name: str, *args: Any) -> Query:
-    return Query(name, args)
-
-
-def bind(queries: ModuleType, query: Query) -> tuple[str | None, Any]:
-    """The SQL and parameters of `query` in a dialect. A constant is the SQL itself, a function
-    builds it from the arguments (filters), None means the dialect needs no such step."""
-    sql = getattr(queries, query.name)
-    if callable(sql):
-        return cast(tuple[str, Any], sql(*query.args))
-    return sql, query.args
-
-
-def drive(unit: Unit[T], run: Callable[[Step], Any]) -> T:
-    """Run a unit to its end with a blocking `run` of each step."""
-    result: Any = None
-    try:
-        while True:
-            result = run(unit.send(result))
-    except StopIteration as done:
-        return cast(T, done.value)
-
-
-async def drive_async(unit: Unit[T], run: Callable[[Step], Awaitable[Any]]) -> T:
-    """Run a unit to its end with an awaited `run` of each step."""
-    result: Any = None
-    try:
-        while True:
-            result = await run(unit.send(result))
-    except StopIteration as done:
-        return cast(T, done.value)
 
 
 def new_token(row: tuple[Any, ...] | None, now: float) -> str:

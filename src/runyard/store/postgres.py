@@ -26,10 +26,10 @@ from runyard.errors import (
     storage_error,
 )
 from runyard.store import postgres_sql as q
-from runyard.store.logic import Notify, Step, Unit, bind, drive_async
 from runyard.store.migrations import migration_files
 from runyard.store.postgres_session import Handlers, Leadership, Listener
 from runyard.store.sqlstore import COMMIT, SQLStore
+from runyard.store.units import Notify, Step, Unit, bind, drive_async
 
 Conn = AsyncConnection[Any]
 T = TypeVar("T")

@@ -27,9 +27,9 @@ from runyard.errors import (
     storage_error,
 )
 from runyard.store import sqlite_sql as q
-from runyard.store.logic import Notify, Step, Unit, bind, drive
 from runyard.store.migrations import migration_files
 from runyard.store.sqlstore import COMMIT, SQLStore
+from runyard.store.units import Notify, Step, Unit, bind, drive
 
 T = TypeVar("T")
 

@@ -24,7 +24,7 @@ from runyard.models import (
 )
 from runyard.store import logic
 from runyard.store.base import Store
-from runyard.store.logic import Unit
+from runyard.store.units import Unit
 
 T = TypeVar("T")
 

@@ -1,0 +1,113 @@
+"""The store contract, continued: what servers sharing a database hear and hold (notifications,
+leadership), readiness after a failed write, and a suite that leaves no method out."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from runyard import failpoints
+from runyard.errors import StorageFullError, StorageIOError
+from runyard.models import AttemptEnd, AttemptState, RunFilter, RunState
+from runyard.store import Store
+from runyard.store.logic import QUEUE_CHANNEL, RUN_CHANNEL, SCHEDULES_CHANNEL
+from runyard.store.sqlite import SQLiteStore
+from tests.integration.test_store_contract import make_run
+from tests.integration.test_store_contract_records import make_schedule
+
+pytestmark = pytest.mark.anyio
+
+
+def shared(store: Store) -> bool:
+    """Whether several servers can use this store's database (a SQLite file has one)."""
+    return not isinstance(store, SQLiteStore)
+
+
+async def test_listen_hears_what_other_servers_change(store: Store, peer: Store) -> None:
+    heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    channels = (QUEUE_CHANNEL, RUN_CHANNEL, SCHEDULES_CHANNEL)
+
+    def handler(channel: str) -> Callable[[str], None]:
+        return lambda payload: heard.put_nowait((channel, payload))
+
+    await store.listen({channel: handler(channel) for channel in channels})
+    run = (await peer.insert_run(make_run()))[0]
+    if not shared(store):  # nobody else to hear from: no handler is ever called
+        assert heard.empty()
+        return
+
+    async def next_heard() -> tuple[str, str]:
+        return await asyncio.wait_for(heard.get(), timeout=10)
+
+    # once connected, every handler is called with "" (what was said while not listening)
+    assert sorted([await next_heard() for _ in channels]) == sorted((c, "") for c in channels)
+    assert await next_heard() == (QUEUE_CHANNEL, "")  # the peer's submission
+    await peer.claim(1, {}, now=2000.0, host="peer")
+    retry = AttemptEnd(
+        attempt_state=AttemptState.EXITED, ended_at=2001.0, run_state=RunState.QUEUED,
+        reason="exit code 1; retrying", outcome="exit", exit_code=1,
+    )  # fmt: skip
+    await peer.end_attempt(run.id, 1, retry)
+    assert await next_heard() == (RUN_CHANNEL, f"{run.id} queued peer")
+    assert await next_heard() == (QUEUE_CHANNEL, "")  # a retry: anyone may take it
+    schedule = make_schedule()
+    await peer.save_schedule(schedule)
+    assert await next_heard() == (SCHEDULES_CHANNEL, schedule.id)
+
+
+async def test_one_server_at_a_time_fires_schedules(
+    database: Callable[[], Store], peer: Store
+) -> None:
+    leader = database()
+    await leader.open()
+    try:
+        assert await leader.try_lead()
+        assert await leader.try_lead()  # and keeps leading
+        if not shared(leader):  # one server per database: it always leads
+            assert await peer.try_lead()
+            return
+        assert not await peer.try_lead()
+    finally:
+        await leader.close()
+    assert await peer.try_lead()  # the leader's session ended: another takes over
+
+
+async def test_what_one_store_wrote_another_reads_once_it_closed(
+    database: Callable[[], Store], store: Store
+) -> None:
+    writer = database()
+    await writer.open()
+    run = (await writer.insert_run(make_run()))[0]
+    await writer.close()
+    assert await store.get_run(run.id) == run
+
+
+async def test_a_failed_write_changes_nothing_and_is_reported_until_writes_work(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = (await store.insert_run(make_run()))[0]
+    assert await store.health_problems() == {}
+    armed = failpoints._Failpoints("store_commit=eio,progress=enospc")
+    monkeypatch.setattr(failpoints, "_STATE", armed)
+    with pytest.raises(StorageIOError):
+        await store.insert_run(make_run())
+    with pytest.raises(StorageFullError):
+        await store.add_progress(run.id, 1, [(1.0, {"fraction": 0.5})], offset=9, skipped=0)
+    assert [r.id for r in (await store.list_runs(RunFilter())).runs] == [run.id]  # reads work
+    assert await store.last_event_seq(run.id) == 1
+    problems = await store.health_problems()
+    assert set(problems) == {"store"}
+    assert "Input/output error" in problems["store"]
+    assert "No space left on device" in problems["store"]
+    monkeypatch.setattr(failpoints, "_STATE", failpoints._Failpoints(None))
+    assert await store.health_problems() == {}  # the probe's write went through: cleared
+
+
+def test_every_store_method_is_in_the_contract_suite() -> None:
+    suite = "".join(p.read_text() for p in Path(__file__).parent.glob("test_store_contract*.py"))
+    methods = [n for n, _ in inspect.getmembers(Store, inspect.isfunction) if n[0] != "_"]
+    assert [m for m in methods if f".{m}(" not in suite] == []

@@ -1,0 +1,104 @@
+"""The store contract, continued: schedules, batches, counts and retention's listing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from runyard.clock import new_id
+from runyard.models import Batch, RunState, Schedule
+from runyard.store import Store
+from tests.integration.test_store_contract import make_run, succeeded
+
+pytestmark = pytest.mark.anyio
+
+
+def make_schedule(job: str = "j", **kw: Any) -> Schedule:
+    schedule = Schedule(
+        id=new_id(), job=job, params={"x": 1}, priority=None, labels={"team": "cfd"},
+        cron=None, interval_s=60.0, overlap="skip", catch_up="once", paused=False,
+        created_at=1000.0, next_fire_at=1060.0,
+    )  # fmt: skip
+    return replace(schedule, **kw)
+
+
+async def test_schedules_are_written_whole_listed_and_deleted(store: Store) -> None:
+    a, b = make_schedule("a"), make_schedule("b", cron="*/5 * * * *", interval_s=None)
+    await store.save_schedule(a)
+    await store.save_schedule(b)
+    assert await store.list_schedules() == sorted([a, b], key=lambda s: s.id)
+    a.paused, a.skip_count, a.pending = True, 3, True  # the whole row is written again
+    await store.save_schedule(a)
+    assert [s for s in await store.list_schedules() if s.id == a.id] == [a]
+    assert await store.delete_schedule(a.id)
+    assert not await store.delete_schedule(a.id)
+    assert [s.id for s in await store.list_schedules()] == [b.id]
+
+
+async def test_a_fire_stores_its_run_with_the_schedules_new_state(store: Store) -> None:
+    schedule = make_schedule()
+    await store.save_schedule(schedule)
+    run = make_run(schedule_id=schedule.id)
+    schedule.last_run_id, schedule.fire_count, schedule.last_fired_at = run.id, 1, 1060.0
+    await store.save_schedule(schedule, run)
+    assert await store.get_run(run.id) == run
+    assert [e.data["to"] for e in await store.list_events(run.id, 0)] == ["queued"]
+    (saved,) = await store.list_schedules()
+    assert (saved.last_run_id, saved.fire_count) == (run.id, 1)
+
+
+async def test_a_fire_whose_run_cannot_be_stored_changes_nothing(store: Store) -> None:
+    schedule = make_schedule()
+    await store.save_schedule(schedule)
+    taken = (await store.insert_run(make_run()))[0]
+    clash = make_run(schedule_id=schedule.id)
+    clash.id = taken.id  # the run's insert fails: the schedule's new state must not land
+    fired = replace(schedule, fire_count=1, last_run_id=taken.id)
+    with pytest.raises(Exception):  # noqa: B017  each database names it its own way
+        await store.save_schedule(fired, clash)
+    assert await store.list_schedules() == [schedule]
+
+
+async def test_a_batch_is_read_back_counted_and_listed_by_state(store: Store) -> None:
+    batch = Batch(new_id(), "j", 3, 1000.0, {"job": "j", "params": [{}, {}, {}]})
+    runs = [make_run(batch_id=batch.id, created=1000.0 + i) for i in range(3)]
+    await store.insert_batch(batch, runs)
+    assert await store.get_batch(batch.id) == batch
+    assert await store.get_batch("missing") is None
+    assert await store.batch_counts(batch.id) == {"queued": 3}
+    (claim,) = await store.claim(1, {}, now=2000.0, host="h")
+    assert claim.run.id == runs[0].id
+    assert await store.batch_counts(batch.id) == {"queued": 2, "running": 1}
+    queued = await store.batch_run_ids(batch.id, RunState.QUEUED)
+    assert sorted(queued) == sorted(r.id for r in runs[1:])
+    assert await store.batch_run_ids(batch.id, RunState.RUNNING) == [runs[0].id]
+    assert await store.batch_counts("missing") == {}
+
+
+async def test_runs_are_counted_by_job_in_a_state(store: Store) -> None:
+    for job in ("a", "a", "b"):
+        await store.insert_run(make_run(job))
+    assert await store.counts_by_job(RunState.QUEUED) == {"a": 2, "b": 1}
+    assert await store.counts_by_job(RunState.RUNNING) == {}
+    await store.claim(1, {}, now=2000.0, host="h")
+    assert await store.counts_by_job(RunState.RUNNING) == {"a": 1}
+    assert await store.count_runs(RunState.RUNNING, "a") == 1
+
+
+async def test_finished_before_lists_ended_runs_oldest_first_in_pages(store: Store) -> None:
+    ended = []
+    for i in range(3):
+        run = (await store.insert_run(make_run(f"job{i}")))[0]
+        await store.claim(1, {}, now=2000.0, host="h")
+        await store.end_attempt(run.id, 1, succeeded(3000.0 - i))  # the last ends first
+        ended.append(run.id)
+    await store.insert_run(make_run())  # queued: never listed
+    oldest_first = ended[::-1]
+    listed = await store.finished_before(5000.0, 10)
+    assert [r[0] for r in listed] == oldest_first
+    assert listed[0][1] == {"name": "job2", "command": ["true"]}  # the job as submitted
+    assert [r[2] for r in listed] == [2998.0, 2999.0, 3000.0]
+    assert [r[0] for r in await store.finished_before(5000.0, 2, offset=2)] == oldest_first[2:]
+    assert [r[0] for r in await store.finished_before(2999.0, 10)] == oldest_first[:1]
