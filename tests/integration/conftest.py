@@ -26,7 +26,7 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(params=STORES)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
     """A fresh database per test (a new file, a new schema), as a factory of stores over it:
     each store is one server's view of the shared database."""
     if request.param == "sqlite":
@@ -41,17 +41,17 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
 
 
 @pytest.fixture
-async def store(database: Callable[[], Store]) -> AsyncIterator[Store]:
-    impl = database()
+async def store(store_factory: Callable[[], Store]) -> AsyncIterator[Store]:
+    impl = store_factory()
     await impl.open()
     yield impl
     await impl.close()
 
 
 @pytest.fixture
-async def peer(database: Callable[[], Store], store: Store) -> AsyncIterator[Store]:
+async def peer(store_factory: Callable[[], Store], store: Store) -> AsyncIterator[Store]:
     """Another server's store over the same database as `store`."""
-    impl = database()
+    impl = store_factory()
     await impl.open()
     yield impl
     await impl.close()

@@ -60,9 +60,9 @@ async def test_listen_hears_what_other_servers_change(store: Store, peer: Store)
 
 
 async def test_one_server_at_a_time_fires_schedules(
-    database: Callable[[], Store], peer: Store
+    store_factory: Callable[[], Store], peer: Store
 ) -> None:
-    leader = database()
+    leader = store_factory()
     await leader.open()
     try:
         assert await leader.try_lead()
@@ -77,9 +77,9 @@ async def test_one_server_at_a_time_fires_schedules(
 
 
 async def test_what_one_store_wrote_another_reads_once_it_closed(
-    database: Callable[[], Store], store: Store
+    store_factory: Callable[[], Store], store: Store
 ) -> None:
-    writer = database()
+    writer = store_factory()
     await writer.open()
     run = (await writer.insert_run(make_run()))[0]
     await writer.close()

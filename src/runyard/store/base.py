@@ -161,9 +161,11 @@ class Store(abc.ABC):
     # -- membership -------------------------------------------------------------------------
 
     async def listen(self, handlers: Mapping[str, Callable[[str], None]]) -> None:
-        """Call handlers[channel](payload) when another server changes something: `queue`
-        (runs to claim), `run` ("ID STATE"), `schedules`. A store only one server uses
-        has nobody else to hear from."""
+        """Call handlers[channel](payload) when another server changes something (the
+        channels of store/logic.py): `runyard_queue` (runs to claim), `runyard_run`
+        ("ID STATE HOST"), `runyard_schedules` (a schedule's id). Once listening, each handler
+        is called with "" for whatever was said before. A store only one server uses has
+        nobody else to hear from."""
         return
 
     async def try_lead(self) -> bool:
