@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 import typer
 
-from runyard.cli.main import exit_status, parse_kv
+from runyard.cli.options import parse_kv
+from runyard.cli.output import exit_status
 from runyard.cli.serve import is_loopback
 from runyard.models import RunState
 from runyard.schemas import RunView

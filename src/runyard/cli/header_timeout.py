@@ -16,46 +16,51 @@ from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+_BASE: Any = AutoHTTPProtocol
+
+
+class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
+    header_timeout_s: float  # set on the subclass with_header_timeout makes
+    _deadline: asyncio.TimerHandle | None = None
+    _cycle_at_arm: object = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and self._awaiting_head():
+            self._arm()
+        super().data_received(data)
+        upgraded = self.transport.get_protocol() is not self  # a websocket now owns it
+        if upgraded or self.cycle is not self._cycle_at_arm or self.transport.is_closing():
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _awaiting_head(self) -> bool:
+        cycle = self.cycle
+        return cycle is None or bool(cycle.response_complete)
+
+    def _arm(self) -> None:
+        self._cycle_at_arm = self.cycle
+        self._deadline = self.loop.call_later(self.header_timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.cycle is self._cycle_at_arm and not self.transport.is_closing():
+            self.transport.close()
+
 
 def with_header_timeout(header_timeout_s: float) -> type[asyncio.Protocol]:
-    base: Any = AutoHTTPProtocol
-
-    class HeaderDeadlineProtocol(base):  # type: ignore[misc]
-        _deadline: asyncio.TimerHandle | None = None
-        _cycle_at_arm: object = None
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            if self._deadline is None and self._awaiting_head():
-                self._arm()
-            super().data_received(data)
-            upgraded = self.transport.get_protocol() is not self  # a websocket now owns it
-            if upgraded or self.cycle is not self._cycle_at_arm or self.transport.is_closing():
-                self._disarm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _awaiting_head(self) -> bool:
-            cycle = self.cycle
-            return cycle is None or bool(cycle.response_complete)
-
-        def _arm(self) -> None:
-            self._cycle_at_arm = self.cycle
-            self._deadline = self.loop.call_later(header_timeout_s, self._expired)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _expired(self) -> None:
-            self._deadline = None
-            if self.cycle is self._cycle_at_arm and not self.transport.is_closing():
-                self.transport.close()
-
-    return HeaderDeadlineProtocol
+    """uvicorn's protocol class with this deadline (uvicorn makes one per connection)."""
+    return type(
+        "HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout_s": header_timeout_s}
+    )

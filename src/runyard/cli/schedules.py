@@ -5,26 +5,21 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 
-from runyard.client import APIError, Client
+from runyard.cli.options import parse_kv
+from runyard.cli.output import connected, out
 
 app = typer.Typer(help="Schedules: runs submitted by cron or at an interval.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
 
+# unlike the run commands' options, shown without help text (as they always were)
 ServerOpt = Annotated[str | None, typer.Option("--server", envvar="RUNYARD_SERVER")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="RUNYARD_TOKEN")]
 
 
 def _run(action: str, server: str | None, token: str | None, **kw: object) -> object:
-    with Client(server, token) as c:
-        try:
-            return getattr(c, action)(**kw)
-        except APIError as exc:
-            err.print(f"[red]error {exc.status}:[/red] {exc.detail}")
-            raise typer.Exit(2) from None
+    with connected(server, token) as c:
+        return getattr(c, action)(**kw)
 
 
 @app.command("create")
@@ -39,8 +34,6 @@ def create(
     token: TokenOpt = None,
 ) -> None:
     """Create a schedule for JOB (--cron or --every)."""
-    from runyard.cli.main import parse_kv
-
     made = _run("create_schedule", server, token, job=job, params=parse_kv(param, "param"),
                 cron=cron, interval_s=every, overlap=overlap, catch_up=catch_up)  # fmt: skip
     out.print(getattr(made, "id", ""))

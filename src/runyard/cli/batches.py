@@ -1,0 +1,31 @@
+"""`runyard batch`: many runs of one job at once, by iterations or a parameter sweep."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from runyard.cli.options import ParamOpt, ServerOpt, TokenOpt, parse_kv
+from runyard.cli.output import connected, out
+
+
+def batch(
+    job: str,
+    param: ParamOpt = [],  # noqa: B006
+    iterations: Annotated[int | None, typer.Option(help="N runs with the same params.")] = None,
+    sweep: Annotated[
+        list[str], typer.Option(help="KEY=[v1,v2,...]: one run per combination.")
+    ] = [],  # noqa: B006
+    priority: Annotated[int | None, typer.Option(help="Higher runs first.")] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Create a batch: --iterations N, or one or more --sweep KEY=[values] (cartesian)."""
+    grid = parse_kv(sweep, "sweep") or None
+    if grid is not None and not all(isinstance(v, list) for v in grid.values()):
+        raise typer.BadParameter("--sweep values are JSON lists, e.g. --sweep seed=[1,2,3]")
+    with connected(server, token) as c:
+        made = c.batch(job, parse_kv(param, "param"), iterations=iterations, sweep=grid,
+                       priority=priority)  # fmt: skip
+    out.print(f"{made.id}  {made.size} runs of {made.job}")

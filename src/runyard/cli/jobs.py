@@ -1,0 +1,24 @@
+"""`runyard jobs`: the declared jobs, and job files that failed to load."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from runyard.cli.options import JsonOpt, ServerOpt, TokenOpt
+from runyard.cli.output import connected, err, out
+
+
+def list_jobs(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    """List declared jobs and job files that failed to load."""
+    with connected(server, token) as c:
+        jobs = c.jobs()
+    if as_json:
+        out.print_json(jobs.model_dump_json())
+        return
+    table = Table("job", "params", "description")
+    for job in jobs.jobs:
+        props = job.params_schema.get("properties", {})
+        table.add_row(job.name, ", ".join(props), job.description)
+    out.print(table)
+    for fname, message in jobs.errors.items():
+        err.print(f"[red]{fname}[/red]: {message}")

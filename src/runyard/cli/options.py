@@ -1,0 +1,39 @@
+"""The options every client command shares, and how `KEY=VALUE` arguments are read."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+ServerOpt = Annotated[
+    str | None, typer.Option("--server", envvar="RUNYARD_SERVER", help="Server URL.")
+]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", envvar="RUNYARD_TOKEN", help="Bearer token.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ParamOpt = Annotated[
+    list[str], typer.Option("-p", "--param", help="KEY=VALUE (JSON values parsed).")
+]
+LabelOpt = Annotated[list[str], typer.Option("-l", "--label", help="KEY=VALUE label.")]
+
+
+def parse_kv(items: list[str], what: str) -> dict[str, Any]:
+    """`k=v` pairs; values are read as JSON when they parse (42, true, [1,2]), else strings."""
+    out_: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{what} {item!r} is not KEY=VALUE")
+        try:
+            out_[key] = json.loads(raw)
+        except ValueError:
+            out_[key] = raw
+    return out_
+
+
+def parse_labels(items: list[str]) -> dict[str, str]:
+    """Labels are strings, whatever JSON their value would parse as."""
+    return {k: str(v) for k, v in parse_kv(items, "label").items()}

@@ -1,0 +1,86 @@
+"""What the CLI prints: its consoles, state colours, errors, a run's details and the exit
+status a finished run maps to."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+
+from runyard.client import APIError, Client
+from runyard.models import RunState
+from runyard.schemas import RunView
+
+out = Console()
+err = Console(stderr=True)
+
+STATE_STYLE = {
+    "queued": "yellow",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "timed_out": "red",
+}
+
+
+def styled_state(state: RunState) -> str:
+    style = STATE_STYLE.get(state.value, "white")
+    return f"[{style}]{state.value}[/{style}]"
+
+
+def fail(exc: APIError) -> typer.Exit:
+    err.print(f"[red]error {exc.status}:[/red] {exc.detail}")
+    return typer.Exit(2)
+
+
+@contextmanager
+def connected(server: str | None, token: str | None) -> Iterator[Client]:
+    """A client for one command; an error answer is printed and exits with status 2."""
+    with Client(server, token) as c:
+        try:
+            yield c
+        except APIError as exc:
+            raise fail(exc) from None
+
+
+def exit_status(run: RunView) -> int:
+    """The shell status a finished run maps to: its exit code, 124 for a timeout (as timeout(1)),
+    130 for a cancel, 1 for any other failure without a code."""
+    if run.state is RunState.SUCCEEDED:
+        return 0
+    if run.state is RunState.TIMED_OUT:
+        return 124
+    if run.state is RunState.CANCELLED:
+        return 130
+    return run.exit_code if run.exit_code not in (None, 0) else 1
+
+
+def finished(run: RunView) -> typer.Exit:
+    """Say how the run ended (on stderr) and exit with the status it maps to."""
+    err.print(f"{styled_state(run.state)}: {run.reason or ''}")
+    return typer.Exit(exit_status(run))
+
+
+def print_log(c: Client, run_id: str, attempt: int | None = None) -> None:
+    offset = 0
+    while True:
+        data, offset = c.logs(run_id, offset, attempt=attempt)
+        if not data:
+            break
+        sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def print_run(run: RunView) -> None:
+    out.print(f"[bold]{run.id}[/bold]  {run.job}  {styled_state(run.state)}")
+    for key in ("params", "labels", "attempt", "exit_code", "reason", "progress", "created_at",
+                "started_at", "finished_at"):  # fmt: skip
+        value = getattr(run, key)
+        if value not in (None, {}, 0) or (key == "exit_code" and value == 0):
+            out.print(f"  {key}: {value}")
+    for a in run.attempts or []:
+        out.print(f"  attempt {a.number}: {a.state} pid={a.pid} exit={a.exit_code} {a.outcome}")

@@ -1,0 +1,174 @@
+"""Run commands: submit, run, ls, show, logs, watch, cancel, artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Column, Table
+
+from runyard.cli.live import follow, watch
+from runyard.cli.options import (
+    JsonOpt,
+    LabelOpt,
+    ParamOpt,
+    ServerOpt,
+    TokenOpt,
+    parse_kv,
+    parse_labels,
+)
+from runyard.cli.output import (
+    connected,
+    err,
+    exit_status,
+    finished,
+    out,
+    print_log,
+    print_run,
+    styled_state,
+)
+from runyard.models import RunState
+from runyard.schemas import RunPage
+
+
+def submit(
+    job: str,
+    param: ParamOpt = [],  # noqa: B006
+    label: LabelOpt = [],  # noqa: B006
+    priority: Annotated[int | None, typer.Option(help="Higher runs first.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    follow_: Annotated[
+        bool, typer.Option("--follow", "-f", help="Print the log; exit with the run's status.")
+    ] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Submit a run of JOB."""
+    params = parse_kv(param, "param")
+    labels = parse_labels(label)
+    with connected(server, token) as c:
+        run = c.submit(
+            job, params, priority=priority, labels=labels, idempotency_key=idempotency_key
+        )
+        if not follow_:
+            out.print(run.id)
+            return
+        err.print(f"[dim]run {run.id} queued[/dim]")
+        final = follow(c, run.id, err)
+    raise finished(final)
+
+
+def run_sync(
+    job: str,
+    param: ParamOpt = [],  # noqa: B006
+    label: LabelOpt = [],  # noqa: B006
+    wait: Annotated[float, typer.Option(help="Seconds the server holds the answer.")] = 300,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Run JOB synchronously: print its log when it ends and exit with its status."""
+    params = parse_kv(param, "param")
+    labels = parse_labels(label)
+    with connected(server, token) as c:
+        run = c.submit(job, params, labels=labels, wait=wait)
+        if run.state.terminal:
+            print_log(c, run.id)
+        else:
+            run = follow(c, run.id, err)  # longer than the wait: follow it to its end
+    raise finished(run)
+
+
+def list_runs(
+    job: Annotated[str | None, typer.Option(help="Only runs of this job.")] = None,
+    state: Annotated[RunState | None, typer.Option(help="Only runs in this state.")] = None,
+    label: Annotated[list[str], typer.Option("-l", "--label", help="KEY=VALUE.")] = [],  # noqa: B006
+    batch_id: Annotated[str | None, typer.Option("--batch", help="Only runs of a batch.")] = None,
+    limit: Annotated[int, typer.Option(help="How many.")] = 20,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first."""
+    labels = parse_labels(label)
+    with connected(server, token) as c:
+        page = c.runs(job=job, state=state, labels=labels, batch=batch_id, limit=limit)
+    if as_json:
+        out.print_json(page.model_dump_json())
+        return
+    out.print(_runs_table(page))
+
+
+def _runs_table(page: RunPage) -> Table:
+    table = Table("job", "state", "attempt", "exit", "created", "reason")
+    table.columns.insert(0, Column("id", no_wrap=True))
+    for r in page.runs:
+        table.add_row(r.id, r.job, styled_state(r.state), str(r.attempt),
+                      "" if r.exit_code is None else str(r.exit_code),
+                      r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.reason or "")  # fmt: skip
+    return table
+
+
+def show(
+    run_id: str, server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Show one run with its attempts."""
+    with connected(server, token) as c:
+        run = c.run(run_id)
+    if as_json:
+        out.print_json(run.model_dump_json())
+    else:
+        print_run(run)
+
+
+def logs(
+    run_id: str,
+    follow_: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing as it grows.")
+    ] = False,
+    attempt: Annotated[int | None, typer.Option(help="Attempt number (default: latest).")] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Print a run's log."""
+    with connected(server, token) as c:
+        if follow_:
+            follow(c, run_id, err)
+            return
+        print_log(c, run_id, attempt)
+
+
+def watch_run(run_id: str, server: ServerOpt = None, token: TokenOpt = None) -> None:
+    """Watch a run live: state, progress and the tail of its log."""
+    with connected(server, token) as c:
+        final = watch(c, run_id, out)
+    raise typer.Exit(exit_status(final))
+
+
+def cancel(run_id: str, server: ServerOpt = None, token: TokenOpt = None) -> None:
+    """Cancel a queued or running run."""
+    with connected(server, token) as c:
+        run = c.cancel(run_id)
+    out.print(
+        f"{run.id} {run.state.value}" + (" (cancelling)" if run.state is RunState.RUNNING else "")
+    )
+
+
+def artifacts(
+    run_id: str,
+    download: Annotated[Path | None, typer.Option(help="Download all artifacts into DIR.")] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """List a run's artifacts, or download them."""
+    with connected(server, token) as c:
+        found = c.artifacts(run_id).artifacts
+        if download is None:
+            table = Table("path", "size")
+            for a in found:
+                table.add_row(a.path, str(a.size))
+            out.print(table)
+            return
+        for a in found:
+            dest = c.download(run_id, a.path, download / a.path)
+            out.print(f"{dest}")
