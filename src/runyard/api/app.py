@@ -25,6 +25,7 @@ from runyard.api.routes import (
     status,
     streams,
 )
+from runyard.auth import RelaySigner
 from runyard.config import Settings
 from runyard.runtime import Runtime
 from runyard.services.artifact_listing import ListingPool
@@ -54,7 +55,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.runtime = rt
     app.state.artifact_pool = ListingPool(settings.artifact_threads)
     problems.install(app)
-    proxy.install(app)
+    signer = RelaySigner(rt.settings.cluster_secret, rt.settings.server_id)
+    proxy.install(app, signer)
     routes = (jobs, runs, streams, feed, artifacts, batches, schedules, health, metrics, status, me)
     for module in routes:
         app.include_router(module.router)
@@ -64,6 +66,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(inputs.ControlCharacterGuard)  # before any route reads a path or query
     # innermost first: the body cap, then authentication (both before any body is read)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_kb * 1024)
-    app.add_middleware(AuthenticateMiddleware, app_state=app.state)
+    app.add_middleware(AuthenticateMiddleware, auth=rt.auth, signer=signer)
     app.add_middleware(RequestContextMiddleware, metrics=rt.metrics)
     return app

@@ -128,6 +128,20 @@ def _guarded(op: dict[str, Any]) -> None:
     responses["400"].setdefault("content", {}).setdefault("text/plain", {})
 
 
+def _settings_bounds(schemas: dict[str, Any], settings: Settings) -> None:
+    """interval_s minimum and batch size, as this server's settings have them."""
+    for name in ("ScheduleRequest", "SchedulePatch"):
+        interval = schemas.get(name, {}).get("properties", {}).get("interval_s", {})
+        for branch in interval.get("anyOf", []):
+            if branch.get("type") == "number":
+                branch.pop("exclusiveMinimum", None)
+                branch["minimum"] = settings.schedule_min_interval_s
+    batch = schemas.get("BatchRequest", {}).get("properties", {}).get("iterations", {})
+    for branch in batch.get("anyOf", []):
+        if branch.get("type") == "integer":
+            branch["maximum"] = settings.max_batch
+
+
 def publish(app: FastAPI, settings: Settings) -> None:
     """Write the bounds that come from settings into the OpenAPI document, so it is as strict
     as the server that serves it: interval_s minimum, batch size, every path's run id."""
@@ -137,17 +151,7 @@ def publish(app: FastAPI, settings: Settings) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         doc = build()
-        schemas = doc.get("components", {}).get("schemas", {})
-        for name in ("ScheduleRequest", "SchedulePatch"):
-            interval = schemas.get(name, {}).get("properties", {}).get("interval_s", {})
-            for branch in interval.get("anyOf", []):
-                if branch.get("type") == "number":
-                    branch.pop("exclusiveMinimum", None)
-                    branch["minimum"] = settings.schedule_min_interval_s
-        batch = schemas.get("BatchRequest", {}).get("properties", {}).get("iterations", {})
-        for branch in batch.get("anyOf", []):
-            if branch.get("type") == "integer":
-                branch["maximum"] = settings.max_batch
+        _settings_bounds(doc.get("components", {}).get("schemas", {}), settings)
         for item in doc.get("paths", {}).values():
             for op in item.values():
                 if isinstance(op, dict):

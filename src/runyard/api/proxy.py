@@ -27,11 +27,12 @@ from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from runyard.api.deps import OwnerOfDep, RelaySignerDep, cluster_client, relay_signer
 from runyard.api.problems import problem
 from runyard.auth import RELAY_HEADER, RelayClaim, RelaySigner, Role
 from runyard.errors import ForbiddenPathError, InvalidInputError, UnavailableError
 from runyard.models import ServerInfo
-from runyard.services.placement import OwnerUnavailableError, owner_elsewhere
+from runyard.services.placement import OwnerUnavailableError
 
 SERVED_BY = "x-runyard-served-by"
 RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
@@ -84,7 +85,7 @@ class ForwardToOwner(Exception):
         self.route = route
 
 
-def verify_relay(app_state: Any, scope: Scope) -> RelayClaim | None:
+def verify_relay(signer: RelaySigner, scope: Scope) -> RelayClaim | None:
     """The verified relay claim a request carries, if any: checked once per request (a nonce
     is good for one use) and kept in its state for the guards (api/security.py)."""
     state = scope.setdefault("state", {})
@@ -95,19 +96,19 @@ def verify_relay(app_state: Any, scope: Scope) -> RelayClaim | None:
             target = scope.get("raw_path") or scope["path"].encode()
             if scope.get("query_string"):
                 target += b"?" + scope["query_string"]
-            signer: RelaySigner = app_state.relay_signer
             claim = signer.verify(header, scope["method"], target)
         state["relay_claim"] = claim
     found: RelayClaim | None = state["relay_claim"]
     return found
 
 
-async def _on_owner(request: Request, run_id: str) -> None:
+async def _on_owner(
+    request: Request, run_id: str, owner_of: OwnerOfDep, signer: RelaySignerDep
+) -> None:
     if not RUN_ID.fullmatch(run_id):
         return  # no run has such an id: the local handler answers
-    rt = request.app.state.runtime
-    owner = await owner_elsewhere(rt.store, run_id, rt.settings.server_id, rt.clock.now())
-    if verify_relay(request.app.state, request.scope) is not None:
+    owner = await owner_of(run_id)
+    if verify_relay(signer, request.scope) is not None:
         if owner is not None:  # the run moved on since the relaying server looked
             raise UnavailableError(
                 f"run {run_id}'s files are now on server {owner.id!r}; retry", retry_after_s=1
@@ -122,11 +123,13 @@ async def _on_owner(request: Request, run_id: str) -> None:
     raise ForwardToOwner(owner, _target(request, template, route, run_id), route)
 
 
-async def _on_owner_if_alive(request: Request, run_id: str) -> None:
+async def _on_owner_if_alive(
+    request: Request, run_id: str, owner_of: OwnerOfDep, signer: RelaySignerDep
+) -> None:
     """Events are in the store: the owner tails progress live, but if it is gone the
     recorded events are served here."""
     with contextlib.suppress(OwnerUnavailableError):
-        await _on_owner(request, run_id)
+        await _on_owner(request, run_id, owner_of, signer)
 
 
 ON_OWNER = Depends(_on_owner)
@@ -181,8 +184,8 @@ def _headers(request: Request, route: Relayable) -> dict[str, str]:
 
 async def _relay(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ForwardToOwner)  # noqa: S101  registered for this type only
-    client: httpx.AsyncClient = request.app.state.cluster_client
-    signer: RelaySigner = request.app.state.relay_signer
+    client = cluster_client(request)
+    signer = relay_signer(request)
     state: dict[str, Any] = request.scope.get("state", {})
     url = httpx.URL(f"{exc.server.url}{exc.target}")
     headers = _headers(request, exc.route)
@@ -223,9 +226,8 @@ class RelayedResponse(StreamingResponse):
             await self.upstream.aclose()
 
 
-def install(app: FastAPI) -> None:
-    settings = app.state.runtime.settings
-    app.state.relay_signer = RelaySigner(settings.cluster_secret, settings.server_id)
+def install(app: FastAPI, signer: RelaySigner) -> None:
+    app.state.relay_signer = signer
     # streams are long: no read timeout; connecting to a live member is quick or it is gone
     app.state.cluster_client = httpx.AsyncClient(
         timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0)

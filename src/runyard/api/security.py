@@ -6,8 +6,9 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request, WebSocket
 
+from runyard.api.deps import AuthDep, RelaySignerDep
 from runyard.api.proxy import verify_relay
-from runyard.auth import RelayClaim, Role
+from runyard.auth import Authenticator, RelayClaim, RelaySigner, Role
 from runyard.errors import RunyardError
 
 
@@ -31,9 +32,8 @@ def _bearer(header: str | None) -> str | None:
 
 
 def check(
-    app_state: object, header: str | None, needed: Role, scope_state: dict[str, object]
+    auth: Authenticator, header: str | None, needed: Role, scope_state: dict[str, object]
 ) -> None:
-    auth = app_state.runtime.auth  # type: ignore[attr-defined]
     if not auth.enabled:
         return
     claim = scope_state.get("relay_claim")
@@ -56,17 +56,17 @@ def check(
         )
 
 
-def require(needed: Role) -> Callable[[Request], Awaitable[None]]:
-    async def guard(request: Request) -> None:
-        verify_relay(request.app.state, request.scope)  # a relay claim stands for a token
-        check(request.app.state, request.headers.get("authorization"), needed,
+def require(needed: Role) -> Callable[[Request, Authenticator, RelaySigner], Awaitable[None]]:
+    async def guard(request: Request, auth: AuthDep, signer: RelaySignerDep) -> None:
+        verify_relay(signer, request.scope)  # a relay claim stands for a token
+        check(auth, request.headers.get("authorization"), needed,
               request.scope.setdefault("state", {}))  # fmt: skip
 
     return guard
 
 
-async def ws_read(websocket: WebSocket) -> None:
-    check(websocket.app.state, websocket.headers.get("authorization"), Role.READ,
+async def ws_read(websocket: WebSocket, auth: Authenticator) -> None:
+    check(auth, websocket.headers.get("authorization"), Role.READ,
           websocket.scope.setdefault("state", {}))  # fmt: skip
 
 

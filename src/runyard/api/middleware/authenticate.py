@@ -12,24 +12,25 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from runyard.api.middleware.answer import send_problem
 from runyard.api.proxy import verify_relay
 from runyard.api.security import UnauthorizedError, check
-from runyard.auth import Role
+from runyard.auth import Authenticator, RelaySigner, Role
 
 PROTECTED = "/v1/"
 
 
 class AuthenticateMiddleware:
-    def __init__(self, app: ASGIApp, app_state: object) -> None:
+    def __init__(self, app: ASGIApp, auth: Authenticator, signer: RelaySigner) -> None:
         self.app = app
-        self.app_state = app_state
+        self.auth = auth
+        self.signer = signer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # websockets read nothing before their guard accepts them; health, metrics (which
         # guards itself), the dashboard's files and the docs are public
         if scope["type"] == "http" and (scope["path"] + "/").startswith(PROTECTED):
             header = Headers(scope=scope).get("authorization")
-            verify_relay(self.app_state, scope)  # a server relaying for a caller: no token
+            verify_relay(self.signer, scope)  # a server relaying for a caller: no token
             try:
-                check(self.app_state, header, Role.READ, scope.setdefault("state", {}))
+                check(self.auth, header, Role.READ, scope.setdefault("state", {}))
             except UnauthorizedError as exc:
                 await send_problem(
                     send, 401, "Unauthorized", "unauthorized", exc.detail,

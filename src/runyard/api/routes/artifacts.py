@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
-from runyard.api.deps import RuntimeDep
+from runyard.api.deps import ArtifactPoolDep, RunsDep, SettingsDep, WorkspaceDep
 from runyard.api.problems import problem
 from runyard.api.proxy import ON_OWNER
 from runyard.api.security import READ
@@ -26,7 +26,6 @@ from runyard.services.artifact_listing import (
     PAGE_DEFAULT,
     PAGE_MAX,
     ArtifactPage,
-    ListingPool,
     decode_cursor,
     list_page,
     workspace_usage,
@@ -48,17 +47,18 @@ CURSOR_MAX = 65_536
 @router.get("", response_model=ArtifactList)
 async def get_artifacts(
     run_id: str,
-    request: Request,
-    rt: RuntimeDep,
+    runs: RunsDep,
+    workspace_of: WorkspaceDep,
+    settings: SettingsDep,
+    pool: ArtifactPoolDep,
     cursor: Annotated[str | None, Query(max_length=CURSOR_MAX, pattern=r"^[A-Za-z0-9_-]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_DEFAULT,
 ) -> ArtifactList:
-    run = await rt.runs.get(run_id)  # 404 first: a cursor means nothing without its run
+    run = await runs.get(run_id)  # 404 first: a cursor means nothing without its run
     after = decode_cursor(cursor) if cursor is not None else None
-    workspace = rt.executor.paths(run_id).workspace
+    workspace = workspace_of(run_id)
     patterns = run.spec.get("artifacts", [])
-    walk_max = rt.settings.artifact_walk_max
-    pool: ListingPool = request.app.state.artifact_pool
+    walk_max = settings.artifact_walk_max
     page: ArtifactPage = await pool.run(
         lambda: list_page(workspace, patterns, after=after, limit=limit, walk_max=walk_max)
     )
@@ -144,7 +144,8 @@ async def download_artifact(
     run_id: str,
     path: Annotated[str, FastAPIPath(max_length=MAX_LISTED_PATH)],
     request: Request,
-    rt: RuntimeDep,
+    runs: RunsDep,
+    workspace_of: WorkspaceDep,
 ) -> FileResponse:
     raw = request.scope.get("raw_path") or b""
     tail = raw.split(b"/artifacts/", 1)[-1]
@@ -152,7 +153,7 @@ async def download_artifact(
         raise ForbiddenPathError(
             "encoded separators and dots are refused in artifact paths", field="path"
         )
-    run = await rt.runs.get(run_id)
-    workspace = rt.executor.paths(run_id).workspace
+    run = await runs.get(run_id)
+    workspace = workspace_of(run_id)
     opened = await _open(workspace, path, run.spec.get("artifacts", []))
     return ArtifactFileResponse(opened, filename=path.rsplit("/", 1)[-1])

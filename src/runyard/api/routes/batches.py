@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from runyard.api.deps import RuntimeDep
+from runyard.api.deps import BatchesDep
 from runyard.api.inputs import BatchId, Cursor
 from runyard.api.security import READ, SUBMIT
 from runyard.models import TERMINAL_STATES, Batch
@@ -31,8 +31,8 @@ def batch_view(batch: Batch, counts: dict[str, int]) -> BatchView:
 
 
 @router.post("", status_code=202, response_model=BatchView, dependencies=[SUBMIT])
-async def create_batch(body: BatchRequest, rt: RuntimeDep) -> JSONResponse:
-    batch, runs = await rt.batches.create(
+async def create_batch(body: BatchRequest, batches: BatchesDep) -> JSONResponse:
+    batch, runs = await batches.create(
         body.job, body.params, iterations=body.iterations, sweep=body.sweep,
         priority=body.priority, labels=body.labels,
     )  # fmt: skip
@@ -46,19 +46,19 @@ async def create_batch(body: BatchRequest, rt: RuntimeDep) -> JSONResponse:
 
 @router.get("", response_model=BatchPage, dependencies=[READ])
 async def list_batches(
-    rt: RuntimeDep,
+    batches: BatchesDep,
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> BatchPage:
-    page, next_cursor = await rt.batches.page(cursor, limit)
+    page, next_cursor = await batches.page(cursor, limit)
     return BatchPage(batches=[batch_view(*item) for item in page], next_cursor=next_cursor)
 
 
 @router.get("/{batch_id}", response_model=BatchView, dependencies=[READ])
-async def get_batch(batch_id: BatchId, rt: RuntimeDep) -> BatchView:
-    return batch_view(*await rt.batches.get(batch_id))
+async def get_batch(batch_id: BatchId, batches: BatchesDep) -> BatchView:
+    return batch_view(*await batches.get(batch_id))
 
 
 @router.post("/{batch_id}/cancel", status_code=202, response_model=BatchView, dependencies=[SUBMIT])
-async def cancel_batch(batch_id: BatchId, rt: RuntimeDep) -> BatchView:
-    return batch_view(*await rt.batches.cancel(batch_id))
+async def cancel_batch(batch_id: BatchId, batches: BatchesDep) -> BatchView:
+    return batch_view(*await batches.cancel(batch_id))

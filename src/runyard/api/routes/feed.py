@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from runyard.api.deps import RuntimeDep
+from runyard.api.deps import FeedDep, HubDep, SettingsDep
 from runyard.api.routes.streams import sse_response
 from runyard.api.security import READ
 from runyard.schemas import problem_responses
@@ -19,21 +19,21 @@ router = APIRouter(tags=["streams"], responses=problem_responses(401, 403))
 
 
 @router.get("/v1/events", response_class=EventSourceResponse, dependencies=[READ])
-async def stream_feed(rt: RuntimeDep) -> EventSourceResponse:
+async def stream_feed(hub: HubDep, feed: FeedDep, settings: SettingsDep) -> EventSourceResponse:
     """Not resumable: it notifies, and a watcher that lagged or reconnects re-reads
     `GET /v1/runs`, the truth. Per-run history is `GET /v1/runs/{id}/events`."""
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         # subscribed only once the stream runs: a client gone before it starts holds nothing
-        sub = await rt.hub.subscribe_feed()
+        sub = await hub.subscribe_feed()
         try:
             yield ServerSentEvent(data="{}", event="ready")  # from here on nothing is missed
-            async for item in rt.hub.feed.follow(sub):
+            async for item in feed.follow(sub):
                 yield _feed_event(item)
         finally:
-            rt.hub.feed.unsubscribe(sub)
+            feed.unsubscribe(sub)
 
-    return sse_response(rt, events())
+    return sse_response(settings, hub, events())
 
 
 def _feed_event(item: FeedItem | Lagged | Closed) -> ServerSentEvent:

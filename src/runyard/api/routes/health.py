@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from runyard.api.deps import RuntimeDep
+from runyard.api.deps import HealthDep
 
 router = APIRouter(tags=["health"])
 
@@ -19,8 +19,8 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health/ready")
-async def ready(rt: RuntimeDep) -> JSONResponse:
-    snap = rt.health.current
+async def ready(health: HealthDep) -> JSONResponse:
+    snap = health.current
     body = {
         "status": "ok" if snap.ready else "unavailable",
         "checks": snap.failed_checks,
@@ -30,8 +30,8 @@ async def ready(rt: RuntimeDep) -> JSONResponse:
 
 
 @router.get("/health")
-async def capacity(rt: RuntimeDep) -> dict[str, Any]:
-    snap = rt.health.current
+async def capacity(health: HealthDep) -> dict[str, Any]:
+    snap = health.current
     return {
         "active": snap.active,
         "queued": snap.queued,

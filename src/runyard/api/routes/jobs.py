@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from runyard.api.deps import RuntimeDep
+from runyard.api.deps import RegistryDep
 from runyard.api.inputs import JobNamePath
 from runyard.api.security import READ
 from runyard.errors import NotFoundError
@@ -39,14 +39,14 @@ def job_view(job: Job) -> JobView:
 
 
 @router.get("", response_model=JobList)
-async def list_jobs(rt: RuntimeDep) -> JobList:
-    snap = await rt.registry.snapshot()
+async def list_jobs(registry: RegistryDep) -> JobList:
+    snap = await registry.snapshot()
     return JobList(jobs=[job_view(j) for _, j in sorted(snap.jobs.items())], errors=snap.errors)
 
 
 @router.get("/{name}", response_model=JobView)
-async def get_job(name: JobNamePath, rt: RuntimeDep) -> JobView:
-    job = await rt.registry.get(name)
+async def get_job(name: JobNamePath, registry: RegistryDep) -> JobView:
+    job = await registry.get(name)
     if job is None:
         raise NotFoundError(f"job {name!r} is not declared", field="name")
     return job_view(job)

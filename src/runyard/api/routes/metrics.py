@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from runyard.api.deps import RuntimeDep
+from runyard.api.deps import AuthDep, GaugesDep, MetricsDep, SettingsDep
 from runyard.api.security import check
 from runyard.auth import Role
 
@@ -13,9 +13,12 @@ router = APIRouter(tags=["observability"])
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(rt: RuntimeDep, request: Request) -> Response:
-    if not rt.settings.metrics_public:
-        check(request.app.state, request.headers.get("authorization"), Role.READ,
+async def metrics(
+    request: Request, settings: SettingsDep, auth: AuthDep, refresh_gauges: GaugesDep,
+    registry: MetricsDep,
+) -> Response:  # fmt: skip
+    if not settings.metrics_public:
+        check(auth, request.headers.get("authorization"), Role.READ,
               request.scope.setdefault("state", {}))  # fmt: skip
-    await rt.refresh_gauges()
-    return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    await refresh_gauges()
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
-from runyard.api.deps import RuntimeDep
+from runyard.api.deps import RunsDep, SettingsDep
 from runyard.api.inputs import Cursor, IdempotencyKey, IdFilter, JobFilter, LabelFilter, RunId
 from runyard.api.proxy import ON_OWNER
 from runyard.api.security import ADMIN, READ, SUBMIT
@@ -43,11 +43,12 @@ def prefer_wait(prefer: str | None, limit: float) -> float:
 )
 async def submit_run(
     body: SubmitRequest,
-    rt: RuntimeDep,
+    runs: RunsDep,
+    settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
     prefer: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
-    run, created = await rt.runs.submit(
+    run, created = await runs.submit(
         body.job,
         body.params,
         priority=body.priority,
@@ -57,10 +58,10 @@ async def submit_run(
     headers = {"Location": f"/v1/runs/{run.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    wait = prefer_wait(prefer, rt.settings.max_wait_s)
+    wait = prefer_wait(prefer, settings.max_wait_s)
     if wait > 0:
         # The run is stored and queued already: a client leaving now changes nothing.
-        run = await rt.runs.wait(run.id, wait)
+        run = await runs.wait(run.id, wait)
         headers["Preference-Applied"] = f"wait={wait:g}"
     status = 200 if run.state.terminal and wait > 0 else 202
     return JSONResponse(
@@ -80,7 +81,7 @@ def _labels(raw: list[str]) -> tuple[tuple[str, str], ...]:
 
 @router.get("", response_model=RunPage, dependencies=[READ])
 async def list_runs(
-    rt: RuntimeDep,
+    runs: RunsDep,
     job: JobFilter = None,
     state: RunState | None = None,
     label: LabelFilter = [],  # noqa: B006  FastAPI copies the default
@@ -88,7 +89,7 @@ async def list_runs(
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> RunPage:
-    page = await rt.runs.list(
+    page = await runs.list(
         RunFilter(
             job=job, state=state, labels=_labels(label), batch_id=batch, cursor=cursor, limit=limit
         )
@@ -97,19 +98,19 @@ async def list_runs(
 
 
 @router.get("/{run_id}", response_model=RunView, dependencies=[READ])
-async def get_run(run_id: RunId, rt: RuntimeDep) -> RunView:
-    run = await rt.runs.get_current(run_id)
-    return RunView.of(run, await rt.runs.attempts(run_id))
+async def get_run(run_id: RunId, runs: RunsDep) -> RunView:
+    run = await runs.get_current(run_id)
+    return RunView.of(run, await runs.attempts(run_id))
 
 
 @router.post("/{run_id}/cancel", status_code=202, response_model=RunView, dependencies=[SUBMIT])
-async def cancel_run(run_id: RunId, rt: RuntimeDep) -> RunView:
-    return RunView.of(await rt.runs.cancel(run_id))
+async def cancel_run(run_id: RunId, runs: RunsDep) -> RunView:
+    return RunView.of(await runs.cancel(run_id))
 
 
 @router.delete("/{run_id}", status_code=204, dependencies=[ADMIN, ON_OWNER])
-async def delete_run(run_id: RunId, rt: RuntimeDep) -> Response:
-    await rt.runs.delete(run_id)
+async def delete_run(run_id: RunId, runs: RunsDep) -> Response:
+    await runs.delete(run_id)
     return Response(status_code=204)
 
 
@@ -121,12 +122,12 @@ async def delete_run(run_id: RunId, rt: RuntimeDep) -> Response:
 )
 async def get_logs(
     run_id: RunId,
-    rt: RuntimeDep,
+    runs: RunsDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 1024 * 1024,
     attempt: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
-    data, next_offset, size = await rt.runs.read_log(run_id, attempt, offset, limit)
+    data, next_offset, size = await runs.read_log(run_id, attempt, offset, limit)
     return Response(
         data,
         media_type="text/plain; charset=utf-8",

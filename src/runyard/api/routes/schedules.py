@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from runyard.api.deps import RuntimeDep
+from runyard.api.deps import SchedulerDep
 from runyard.api.inputs import ScheduleId
 from runyard.api.security import ADMIN, READ, SUBMIT
 from runyard.bounds import unshowable
@@ -39,8 +39,8 @@ def schedule_view(s: Schedule) -> ScheduleView:
 
 
 @router.post("", status_code=201, response_model=ScheduleView, dependencies=[SUBMIT])
-async def create_schedule(body: ScheduleRequest, rt: RuntimeDep) -> JSONResponse:
-    s = await rt.scheduler.create(
+async def create_schedule(body: ScheduleRequest, scheduler: SchedulerDep) -> JSONResponse:
+    s = await scheduler.create(
         body.job, body.params, cron=body.cron, interval_s=body.interval_s,
         overlap=body.overlap, catch_up=body.catch_up, paused=body.paused,
         priority=body.priority, labels=body.labels,
@@ -52,26 +52,26 @@ async def create_schedule(body: ScheduleRequest, rt: RuntimeDep) -> JSONResponse
 
 
 @router.get("", response_model=list[ScheduleView], dependencies=[READ])
-async def list_schedules(rt: RuntimeDep) -> list[ScheduleView]:
-    return [schedule_view(s) for s in rt.scheduler.schedules.values()]
+async def list_schedules(scheduler: SchedulerDep) -> list[ScheduleView]:
+    return [schedule_view(s) for s in scheduler.schedules.values()]
 
 
 @router.get("/{schedule_id}", response_model=ScheduleView, dependencies=[READ])
-async def get_schedule(schedule_id: ScheduleId, rt: RuntimeDep) -> ScheduleView:
-    return schedule_view(rt.scheduler.get(schedule_id))
+async def get_schedule(schedule_id: ScheduleId, scheduler: SchedulerDep) -> ScheduleView:
+    return schedule_view(scheduler.get(schedule_id))
 
 
 @router.patch("/{schedule_id}", response_model=ScheduleView, dependencies=[SUBMIT])
 async def patch_schedule(
-    schedule_id: ScheduleId, body: SchedulePatch, rt: RuntimeDep
+    schedule_id: ScheduleId, body: SchedulePatch, scheduler: SchedulerDep
 ) -> ScheduleView:
     # null leaves a field as it is, except for cron/interval_s where it switches timing
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items()
                if v is not None or k in ("cron", "interval_s")}  # fmt: skip
-    return schedule_view(await rt.scheduler.update(schedule_id, changes))
+    return schedule_view(await scheduler.update(schedule_id, changes))
 
 
 @router.delete("/{schedule_id}", status_code=204, dependencies=[ADMIN])
-async def delete_schedule(schedule_id: ScheduleId, rt: RuntimeDep) -> Response:
-    await rt.scheduler.delete(schedule_id)
+async def delete_schedule(schedule_id: ScheduleId, scheduler: SchedulerDep) -> Response:
+    await scheduler.delete(schedule_id)
     return Response(status_code=204)

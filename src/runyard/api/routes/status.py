@@ -12,22 +12,20 @@ from typing import Any
 from fastapi import APIRouter
 
 from runyard import __version__
-from runyard.api.deps import RuntimeDep
+from runyard.api.deps import RegistryDep, ServerState, ServerStateDep, SettingsDep
 from runyard.api.security import ADMIN
-from runyard.runtime import Runtime
 from runyard.schemas import problem_responses
 
 router = APIRouter(tags=["observability"], responses=problem_responses(401, 403))
 
 
 @router.get("/v1/status", dependencies=[ADMIN])
-async def status(rt: RuntimeDep) -> dict[str, Any]:
-    s = rt.settings
-    snap = await rt.registry.snapshot()
+async def status(s: SettingsDep, registry: RegistryDep, state: ServerStateDep) -> dict[str, Any]:
+    snap = await registry.snapshot()
     return {
         "version": __version__,
         "pid": os.getpid(),
-        "uptime_s": round(time.time() - rt.started_at, 3),
+        "uptime_s": round(time.time() - state.started_at, 3),
         "config": {
             "host": s.host,
             "port": s.port,
@@ -41,17 +39,17 @@ async def status(rt: RuntimeDep) -> dict[str, Any]:
             "min_free_mb": s.min_free_mb,
             "heartbeat_s": s.heartbeat_s,
         },
-        "store": {"kind": type(rt.store).__name__},
+        "store": {"kind": state.store_kind},
         "executor": {
             "kind": "local",
-            "supervisor_connected": rt.executor.healthy,
-            "active": rt.dispatcher.active,
-            "running_by_job": dict(rt.dispatcher.running),
+            "supervisor_connected": state.supervisor_connected,
+            "active": state.active,
+            "running_by_job": state.running_by_job,
         },
-        "streams": {"watchers": rt.hub.watchers, "notify": rt.hub.notifier.mode},
+        "streams": {"watchers": state.watchers, "notify": state.notify},
         "jobs": {"declared": sorted(snap.jobs), "load_errors": snap.errors},
-        "draining": rt.draining,
-        "resources": resources(rt),
+        "draining": state.draining,
+        "resources": resources(state),
     }
 
 
@@ -68,7 +66,7 @@ def _kind(task: asyncio.Task[Any]) -> str:
     return getattr(coro, "__qualname__", None) or type(coro).__name__
 
 
-def resources(rt: Runtime) -> dict[str, Any]:
+def resources(state: ServerState) -> dict[str, Any]:
     """What requests take and must give back, for operators and the tests' leak check."""
     tasks = asyncio.all_tasks()
     threads = threading.enumerate()
@@ -79,6 +77,6 @@ def resources(rt: Runtime) -> dict[str, Any]:
         "threads": len(threads),
         "pooled_threads": len(pooled),
         "other_threads": sorted(t.name for t in threads if t not in pooled),
-        "tailers": len(rt.hub.tailers),
-        "watchers": rt.hub.watchers,
+        "tailers": state.tailers,
+        "watchers": state.watchers,
     }

@@ -14,14 +14,22 @@ from pydantic import Field, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from runyard.api.deps import RuntimeDep
+from runyard.api.deps import (
+    AuthDep,
+    EventFollowerDep,
+    HubDep,
+    LogFollowerDep,
+    RunsDep,
+    SettingsDep,
+)
 from runyard.api.proxy import ON_OWNER, ON_OWNER_IF_ALIVE
 from runyard.api.security import READ, ws_read
-from runyard.errors import InvalidInputError, RunyardError
+from runyard.config import Settings
+from runyard.errors import InvalidInputError, NotFoundError, RunyardError
 from runyard.models import RunEvent
 from runyard.schemas import problem_responses
-from runyard.streams.follow import follow_events, follow_log
-from runyard.streams.hub import stream_grace_s
+from runyard.streams.follow import EventItem
+from runyard.streams.hub import StreamHub, stream_grace_s
 from runyard.streams.subscriber import Chunk, Closed, End, Following, Lagged
 
 router = APIRouter(
@@ -71,22 +79,26 @@ def _control(item: End | Lagged | Closed) -> tuple[str, dict[str, Any]]:
     return "shutdown", {"detail": "the server is shutting down; reconnect to resume"}
 
 
-def sse_response(rt: Any, events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+def sse_response(
+    settings: Settings, hub: StreamHub, events: AsyncIterator[ServerSentEvent]
+) -> EventSourceResponse:
     """Heartbeats while idle; a watcher that cannot take a send within the timeout is cut.
 
     At shutdown the hub tells every stream, which sends a whole `shutdown` event and ends;
     sse-starlette's own shutdown watcher would cancel the stream at once (mid-stream, no
     event), so it is given a grace period and only cuts a stream that did not end by then."""
     return EventSourceResponse(
-        _held(rt, events), ping=rt.settings.heartbeat_s,
-        send_timeout=rt.settings.stream_send_timeout_s, headers=SSE_HEADERS,
-        shutdown_grace_period=stream_grace_s(rt.settings.shutdown_timeout_s),
+        _held(hub, events), ping=settings.heartbeat_s,
+        send_timeout=settings.stream_send_timeout_s, headers=SSE_HEADERS,
+        shutdown_grace_period=stream_grace_s(settings.shutdown_timeout_s),
     )  # fmt: skip
 
 
-async def _held(rt: Any, events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+async def _held(
+    hub: StreamHub, events: AsyncIterator[ServerSentEvent]
+) -> AsyncIterator[ServerSentEvent]:
     """The stream counts as open (shutdown waits for it) from its first event to its end."""
-    with rt.hub.stream():
+    with hub.stream():
         async for event in events:
             yield event
 
@@ -111,16 +123,19 @@ def event_payload(event: RunEvent) -> dict[str, Any]:
 @router.get("/logs/stream", response_class=EventSourceResponse, dependencies=[READ, ON_OWNER])
 async def stream_log(
     run_id: str,
-    rt: RuntimeDep,
+    runs: RunsDep,
+    follow_log: LogFollowerDep,
+    settings: SettingsDep,
+    hub: HubDep,
     last_event_id: LastEventId = None,
     offset: ResumeQuery = None,
     attempt: AttemptQuery = None,
 ) -> EventSourceResponse:
     start = _resume_point(last_event_id, offset)
-    await rt.runs.get(run_id)  # 404 before the stream starts
+    await runs.get(run_id)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        async for item in follow_log(rt.hub, rt.store, run_id, attempt, start):
+        async for item in follow_log(run_id, attempt, start):
             if isinstance(item, Chunk):
                 yield log_event(item)
             elif isinstance(item, Following):
@@ -129,21 +144,24 @@ async def stream_log(
                 name, body = _control(item)
                 yield ServerSentEvent(data=json.dumps(body), event=name)
 
-    return sse_response(rt, events())
+    return sse_response(settings, hub, events())
 
 
 @router.get("/events", response_class=EventSourceResponse, dependencies=[READ, ON_OWNER_IF_ALIVE])
 async def stream_events(
     run_id: str,
-    rt: RuntimeDep,
+    runs: RunsDep,
+    follow_events: EventFollowerDep,
+    settings: SettingsDep,
+    hub: HubDep,
     last_event_id: LastEventId = None,
     after: ResumeQuery = None,
 ) -> EventSourceResponse:
     start = _resume_point(last_event_id, after)
-    await rt.runs.get(run_id)
+    await runs.get(run_id)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        async for item in follow_events(rt.hub, rt.store, run_id, start):
+        async for item in follow_events(run_id, start):
             if isinstance(item, RunEvent):
                 yield ServerSentEvent(
                     data=json.dumps(event_payload(item)), event=item.kind, id=str(item.seq)
@@ -152,27 +170,35 @@ async def stream_events(
                 name, body = _control(item)
                 yield ServerSentEvent(data=json.dumps(body), event=name)
 
-    return sse_response(rt, events())
+    return sse_response(settings, hub, events())
 
 
 @router.websocket("/ws")
 async def events_socket(
-    websocket: WebSocket, run_id: str, after: Annotated[int, Query(ge=0, le=MAX_RESUME_ID)] = 0
+    websocket: WebSocket,
+    run_id: str,
+    auth: AuthDep,
+    runs: RunsDep,
+    follow_events: EventFollowerDep,
+    hub: HubDep,
+    after: Annotated[int, Query(ge=0, le=MAX_RESUME_ID)] = 0,
 ) -> None:
-    rt = websocket.app.state.runtime
     try:
-        await ws_read(websocket)
+        await ws_read(websocket, auth)
     except RunyardError as exc:
         await websocket.close(code=4000 + exc.status, reason=exc.detail[:120])
         return
-    if await rt.store.get_run(run_id) is None:
+    try:
+        await runs.get(run_id)
+    except NotFoundError:
         await websocket.close(code=4404, reason="no such run")
         return
     await websocket.accept()
-    with rt.hub.stream():
+    with hub.stream():
         # The client's messages are read all along: a client that goes away while the run is
         # quiet is noticed at once, not at the next event (which may never come).
-        sending = asyncio.create_task(_send_events(websocket, rt, run_id, after))
+        events = follow_events(run_id, after)
+        sending = asyncio.create_task(_send_events(websocket, hub, events))
         listening = asyncio.create_task(_until_disconnect(websocket))
         try:
             await asyncio.wait({sending, listening}, return_when=asyncio.FIRST_COMPLETED)
@@ -182,15 +208,17 @@ async def events_socket(
             await asyncio.gather(sending, listening, return_exceptions=True)
 
 
-async def _send_events(websocket: WebSocket, rt: Any, run_id: str, after: int) -> None:
+async def _send_events(
+    websocket: WebSocket, hub: StreamHub, events: AsyncIterator[EventItem]
+) -> None:
     with contextlib.suppress(WebSocketDisconnect):
-        async for item in follow_events(rt.hub, rt.store, run_id, after):
+        async for item in events:
             if isinstance(item, RunEvent):
                 await websocket.send_json({"type": item.kind, **event_payload(item)})
             else:
                 name, body = _control(item)
                 await websocket.send_json({"type": name, **body})
-        await websocket.close(1001 if rt.hub.closed else 1000)  # going away / done
+        await websocket.close(1001 if hub.closed else 1000)  # going away / done
 
 
 async def _until_disconnect(websocket: WebSocket) -> None:
