@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
+from runyard.cli.main import app
 from runyard.cli.options import parse_kv
 from runyard.cli.output import exit_status
 from runyard.cli.serve import is_loopback
@@ -44,3 +46,21 @@ def test_loopback_detection() -> None:
     assert is_loopback("localhost")
     assert not is_loopback("0.0.0.0")
     assert not is_loopback("10.1.2.3")
+
+
+COMMANDS = ("serve", "jobs", "submit", "run", "batch", "ls", "show", "logs", "watch", "cancel",
+            "artifacts", "schedule", "token")  # fmt: skip
+
+
+def test_help_lists_every_command_in_order() -> None:
+    """The commands live in modules by concept; main assembles them in the order they were
+    always listed."""
+    shown = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "100"}).output
+    names = [line.split()[1] for line in shown.splitlines()
+             if line.startswith("│ ") and line.split()[1] in COMMANDS]  # fmt: skip
+    assert names == list(COMMANDS)
+
+
+@pytest.mark.parametrize("group", ["schedule", "token"])
+def test_command_groups_answer_help(group: str) -> None:
+    assert CliRunner().invoke(app, [group, "--help"]).exit_code == 0
