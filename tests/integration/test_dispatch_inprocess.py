@@ -193,3 +193,28 @@ def test_prefer_wait_answers_202_when_it_does_not(server: FakedServer) -> None:
     assert resp.status_code == 202
     assert resp.json()["state"] == "running"
     assert resp.headers["Preference-Applied"] == "wait=0.2"
+
+
+def test_capacity_and_job_concurrency_are_never_exceeded(
+    tmp_path: Path, write_job: Callable[[str, str], Path], jobs_dir: Path
+) -> None:
+    write_job("limited", 'command = ["true"]\nconcurrency = 2\n')
+    write_job("free", 'command = ["true"]\n')
+    with faked(tmp_path, jobs_dir, capacity=3) as srv:
+        ids = [srv.submit(job)["id"] for _ in range(6) for job in ("limited", "free")]
+        jobs = dict(zip(ids, ["limited", "free"] * 6, strict=True))
+        most = most_limited = 0
+        for n in range(3, 13):
+            launches(srv, n)
+            srv.settle()
+            running = [k.split(".")[0] for k in srv.executor.running_keys()]
+            most = max(most, len(running))
+            most_limited = max(most_limited, sum(jobs[r] == "limited" for r in running))
+            assert len(running) <= 3
+            assert sum(jobs[r] == "limited" for r in running) <= 2
+            srv.finish(running[0])  # the oldest ends: its slot goes to the next in line
+        for run_id in srv.launched()[-2:]:
+            srv.finish(run_id)
+        for run_id in ids:
+            assert state_of(srv, run_id, "succeeded")
+        assert (most, most_limited) == (3, 2)  # it did run things side by side, to the limits
