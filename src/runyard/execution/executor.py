@@ -32,6 +32,7 @@ from runyard.execution.protocol import (
     MAX_EXIT_FILE,
     BadExitRecordError,
     ExitRecord,
+    SpawnRequest,
     UnreadableExit,
 )
 from runyard.execution.supervisor_client import (
@@ -156,7 +157,7 @@ class LocalExecutor:
 
     async def launch(self, spec: Launch) -> Started | None:
         """Start the attempt. None when the program could not be started: its exit record
-        (with the reason) arrives through `on_exit` like any other end."""
+        (with the reason) arrives through `events.exited` like any other end."""
         paths = self.paths(spec.run_id)
         if spec.workspace != "empty" and not await asyncio.to_thread(paths.workspace.exists):
             try:
@@ -171,24 +172,25 @@ class LocalExecutor:
             "attempt": spec.attempt,
         }
         env = program_env(run_id=spec.run_id, attempt=spec.attempt, paths=paths, job_env=spec.env)
-        request = {
-            "op": "spawn",
-            "key": attempt_key(spec.run_id, spec.attempt),
-            "argv": render(spec.command, values),
-            "cwd": str(paths.workspace),
-            "env": env,
-            "log": str(paths.log(spec.attempt)),
-            "exit": str(paths.exit_file(spec.attempt)),
-            "mkdirs": [str(paths.workspace), str(paths.artifacts_dir)],
-            "files": {str(paths.params_file): json.dumps(spec.params, indent=2) + "\n"},
-            "timeout_s": spec.timeout_s,
-            "kill_grace_s": spec.kill_grace_s,
-            "limits": spec.limits or {},
-            "run_as": spec.run_as,
-            "progress": str(paths.progress_file(spec.attempt)),
-            "lease": self._lease,  # None with one server: never fenced
-        }
-        reply = await self._client.request(request)  # SupervisorUnavailableError propagates
+        request = SpawnRequest(
+            key=attempt_key(spec.run_id, spec.attempt),
+            argv=render(spec.command, values),
+            cwd=str(paths.workspace),
+            env=env,
+            log=str(paths.log(spec.attempt)),
+            exit=str(paths.exit_file(spec.attempt)),
+            mkdirs=[str(paths.workspace), str(paths.artifacts_dir)],
+            files={str(paths.params_file): json.dumps(spec.params, indent=2) + "\n"},
+            timeout_s=spec.timeout_s,
+            kill_grace_s=spec.kill_grace_s,
+            limits=spec.limits or {},
+            run_as=spec.run_as,
+            progress=str(paths.progress_file(spec.attempt)),
+            lease=self._lease,  # None with one server: never fenced
+        )
+        reply = await self._client.request(
+            request.to_message()
+        )  # SupervisorUnavailableError propagates
         if reply.get("ok"):
             return Started(reply["pid"], reply["pgid"], reply["start_time"], reply["started_at"])
         if reply.get("exited"):

@@ -36,16 +36,16 @@ def limiter(limits: dict[str, Any]) -> Callable[[], None]:
     return apply
 
 
-def hand_over(msg: dict[str, Any]) -> tuple[int, int]:
+def hand_over(run_as: str, cwd: str, progress: str | None) -> tuple[int, int]:
     """For `run_as`: the user's ids, with the workspace and progress file given to them."""
-    entry = pwd.getpwnam(str(msg["run_as"]))
+    entry = pwd.getpwnam(run_as)
     uid, gid = entry.pw_uid, entry.pw_gid
-    for root, dirs, files in os.walk(msg["cwd"]):
+    for root, dirs, files in os.walk(cwd):
         for name in [*dirs, *files]:
             os.lchown(os.path.join(root, name), uid, gid)  # noqa: PTH118
-    os.chown(msg["cwd"], uid, gid)
-    if msg.get("progress"):
-        fd = os.open(msg["progress"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.chown(cwd, uid, gid)
+    if progress:
+        fd = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.fchown(fd, uid, gid)
         os.close(fd)
     return uid, gid

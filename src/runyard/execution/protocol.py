@@ -12,7 +12,7 @@ import json
 import math
 import re
 import signal as _signal
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SOCKET_NAME = "supervisor.sock"
@@ -32,6 +32,10 @@ _MAX_COUNT = 2**53  # sizes and kilobytes: exact in JSON and in every store colu
 
 class BadExitRecordError(ValueError):
     """An exit record (file or event) that does not follow the schema."""
+
+
+class BadRequestError(ValueError):
+    """A request to the supervisor that does not follow the schema: refused, nothing done."""
 
 
 def _reject_constant(name: str) -> float:
@@ -182,6 +186,96 @@ class UnreadableExit:
 
     key: str  # the attempt, known from where the record was found
     why: str  # e.g. "unreadable exit file (key names another attempt)"
+
+
+def _want(data: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = data.get(name, default)
+    if value is default:
+        return value
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BadRequestError(f"spawn: {name} has the wrong type")
+    return value
+
+
+def _strings(value: object, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequestError(f"spawn: {name} must be a list of strings")
+    return value
+
+
+def _string_map(value: object, name: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise BadRequestError(f"spawn: {name} must map strings to strings")
+    return value
+
+
+def _seconds(data: dict[str, Any], name: str, default: float | None) -> float | None:
+    value = _want(data, name, (int, float), default)
+    if value is None or value is default:
+        return value
+    if not math.isfinite(value) or value < 0:
+        raise BadRequestError(f"spawn: {name} must be a finite number of seconds, at least 0")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnRequest:
+    """`{"op": "spawn", ...}`: start one attempt's program. Built by the executor, parsed
+    strictly by the supervisor (a wrong type is refused, not guessed at)."""
+
+    key: str  # RUN_ID.N
+    argv: list[str]  # rendered: each element one argument
+    cwd: str
+    env: dict[str, str]  # the whole environment: nothing of the supervisor's leaks in
+    log: str  # appended to, stdout and stderr together
+    exit: str  # where the exit record is written, atomically
+    mkdirs: list[str] = field(default_factory=list)  # made before the spawn
+    files: dict[str, str] = field(default_factory=dict)  # path -> text, written before it
+    timeout_s: float | None = None  # None or 0: no timeout
+    kill_grace_s: float = 10.0
+    limits: dict[str, Any] = field(default_factory=dict)  # JobSpec.limits: limits.py
+    run_as: str | None = None
+    progress: str | None = None  # the progress file, given to `run_as` before the spawn
+    lease: dict[str, Any] | None = None  # the cluster lease it starts under (lease_watch.py)
+    deadline: float | None = None  # wall clock; set by the client: refused when read later
+
+    def to_message(self) -> dict[str, Any]:
+        message = {"op": "spawn", **asdict(self)}
+        del message["deadline"]  # the client stamps each request with its own
+        return message
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> SpawnRequest:
+        """BadRequestError unless `data` is a well-formed spawn request; unknown keys (`op`,
+        `req`, newer fields) are ignored."""
+        key = data.get("key")
+        if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+            raise BadRequestError("spawn: key must be RUN_ID.N")
+        argv = _strings(data.get("argv"), "argv")
+        if not argv:
+            raise BadRequestError("spawn: argv is empty")
+        for name in ("cwd", "log", "exit"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                raise BadRequestError(f"spawn: {name} must be a path")
+        return cls(
+            key=key,
+            argv=argv,
+            cwd=data["cwd"],
+            env=_string_map(data.get("env"), "env"),
+            log=data["log"],
+            exit=data["exit"],
+            mkdirs=_strings(data.get("mkdirs", []), "mkdirs"),
+            files=_string_map(data.get("files", {}), "files"),
+            timeout_s=_seconds(data, "timeout_s", None),
+            kill_grace_s=_seconds(data, "kill_grace_s", 10.0) or 0.0,
+            limits=dict(_want(data, "limits", dict, None) or {}),
+            run_as=_want(data, "run_as", str, None),
+            progress=_want(data, "progress", str, None),
+            lease=_want(data, "lease", dict, None),
+            deadline=_seconds(data, "deadline", None),
+        )
 
 
 def _clip(text: str, limit: int = 120) -> str:

@@ -2,11 +2,9 @@
 
 It outlives the API server. It spawns each program in its own process group, reaps it, enforces
 its timeout, and writes its exit status atomically to the attempt's exit file before telling
-any connected server. Single-threaded: one selector loop over the socket, a SIGCHLD wake-up
-pipe and a timer heap. Run as `python -m runyard.execution.supervisor --data-dir DIR`.
-
-It is longer than most modules on purpose: the socket, reaping, timers and kills all act on one
-loop's state (programs, clients, timers), and splitting them would scatter one state machine.
+any connected server. Single-threaded: one selector loop over the socket (connections.py), a
+SIGCHLD wake-up pipe and a timer heap (timers.py); spawning, kills and exit files have modules
+of their own. Run as `python -m runyard.execution.supervisor --data-dir DIR`.
 """
 
 from __future__ import annotations
@@ -14,85 +12,48 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import errno
 import fcntl
-import heapq
-import itertools
-import json
 import os
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runyard import failpoints
-from runyard.execution.diskwrites import probe, say, write_exit_file
+from runyard.execution import kills, spawning
+from runyard.execution.connections import Client, Connections
+from runyard.execution.diskwrites import probe, say
+from runyard.execution.exit_files import REWRITE_EVERY_S, ExitFiles
 from runyard.execution.lease_watch import LeaseWatch
-from runyard.execution.limits import hand_over, limiter, mark_cut
-from runyard.execution.procinfo import start_time
-from runyard.execution.protocol import (
-    LOCK_NAME,
-    MAX_LINE,
-    SOCKET_NAME,
-    ExitRecord,
-    decode,
-    encode,
-)
+from runyard.execution.limits import mark_cut
+from runyard.execution.protocol import LOCK_NAME, SOCKET_NAME, ExitRecord, SpawnRequest, decode
+from runyard.execution.spawning import Program
+from runyard.execution.timers import Timers
 
 PR_SET_CHILD_SUBREAPER = 36
-MAX_CLIENT_BACKLOG = 64 * 1024 * 1024
-REWRITE_EVERY_S = 1.0  # an exit file that could not be written is tried again this often
-
-
-@dataclass
-class Program:
-    key: str
-    pid: int
-    pgid: int
-    start_time: float
-    started_at: float
-    exit_path: Path
-    kill_grace_s: float
-    marker: str  # RUNYARD_ATTEMPT_KEY value, to find descendants that left the group
-    popen: subprocess.Popen[bytes]
-    progress_path: str | None
-    log_path: str = ""
-    log_cap: int | None = None
-    killed_by: str | None = None
-
-
-@dataclass
-class Client:
-    sock: socket.socket
-    inbuf: bytearray = field(default_factory=bytearray)
-    outbuf: bytearray = field(default_factory=bytearray)
 
 
 class Supervisor:
     def __init__(self, data_dir: Path, idle_exit_s: float, fsync: bool) -> None:
         self.data_dir = data_dir
         self.idle_exit_s = idle_exit_s
-        self.fsync = fsync
         self.sel = selectors.DefaultSelector()
         self.programs: dict[int, Program] = {}
         self.by_key: dict[str, Program] = {}
-        self.clients: dict[int, Client] = {}
-        self.timers: list[tuple[float, int, str, str]] = []
-        self._seq = itertools.count()
+        self.conns = Connections(self.sel, self.handle, self._client_gone)
+        self.timers = Timers()
         self.idle_since = time.monotonic()
-        # Exit records whose file could not be written (full or failing disk), by key: kept
-        # and retried, and listed as still running meanwhile, so nothing reads them as lost.
-        self.unwritten: dict[str, tuple[Path, ExitRecord]] = {}
         # The last failure of each kind of durable write (point -> why), until one succeeds:
         # the server's readiness reports them (op_ping), and a ping probes whether they cleared.
         self.write_errors: dict[str, str] = {}
+        self.exits = ExitFiles(
+            fsync, self.write_errors, lambda key: self.timers.add(REWRITE_EVERY_S, "rewrite", key)
+        )
         # Self-fencing in a cluster (lease_watch.py): programs stop when their lease lapses.
-        self.leases = LeaseWatch(lambda delay, token: self.add_timer(delay, "lease", token))
+        self.leases = LeaseWatch(lambda delay, token: self.timers.add(delay, "lease", token))
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -122,96 +83,41 @@ class Supervisor:
 
     # -- main loop --------------------------------------------------------------------------
 
+    def idle(self) -> bool:
+        return not self.programs and not self.conns.clients and not self.exits.unwritten
+
     def serve_forever(self) -> None:
         while True:
             now = time.monotonic()
             self.fire_timers(now)
-            if not self.programs and not self.clients and not self.unwritten:
+            if self.idle():
                 if now - self.idle_since >= self.idle_exit_s:
                     return
-                timeout = self.idle_exit_s - (now - self.idle_since)
+                timeout: float | None = self.idle_exit_s - (now - self.idle_since)
             else:
                 timeout = None
-            if self.timers:
-                until = max(0.0, self.timers[0][0] - now)
+            until = self.timers.wait_s(now)
+            if until is not None:
                 timeout = until if timeout is None else min(timeout, until)
             for key, mask in self.sel.select(timeout):
                 self.dispatch(key, mask)
 
     def dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
         if key.data == "accept":
-            self.accept(key.fileobj)  # type: ignore[arg-type]
+            self.conns.accept(key.fileobj)  # type: ignore[arg-type]
         elif key.data == "signal":
             with contextlib.suppress(BlockingIOError):
                 self._wake_pair[0].recv(4096)
             self.reap()
         else:
-            client = self.clients.get(key.fd)
-            if client is None:
-                return
-            if mask & selectors.EVENT_WRITE:
-                self.flush(client)
-            if mask & selectors.EVENT_READ:
-                self.read(client)
+            self.conns.ready(key.fd, mask)
 
-    # -- clients ----------------------------------------------------------------------------
-
-    def accept(self, srv: socket.socket) -> None:
-        with contextlib.suppress(BlockingIOError):
-            sock, _ = srv.accept()
-            sock.setblocking(False)
-            self.clients[sock.fileno()] = Client(sock)
-            self.sel.register(sock, selectors.EVENT_READ, "client")
-
-    def drop(self, client: Client) -> None:
-        self.clients.pop(client.sock.fileno(), None)
-        with contextlib.suppress(KeyError, ValueError):
-            self.sel.unregister(client.sock)
-        client.sock.close()
-        if not self.clients and not self.programs:
+    def _client_gone(self) -> None:
+        if not self.conns.clients and not self.programs:
             self.idle_since = time.monotonic()
 
-    def read(self, client: Client) -> None:
-        try:
-            data = client.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.drop(client)
-            return
-        client.inbuf += data
-        while (nl := client.inbuf.find(b"\n")) >= 0:
-            line = bytes(client.inbuf[:nl])
-            del client.inbuf[: nl + 1]
-            self.handle(client, line)
-        if len(client.inbuf) > MAX_LINE:
-            self.drop(client)
-
-    def send(self, client: Client, message: dict[str, Any]) -> None:
-        client.outbuf += encode(message)
-        if len(client.outbuf) > MAX_CLIENT_BACKLOG:
-            self.drop(client)  # it stopped reading; it will reconcile from the exit files
-            return
-        self.flush(client)
-
-    def flush(self, client: Client) -> None:
-        try:
-            sent = client.sock.send(client.outbuf)
-            del client.outbuf[:sent]
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            self.drop(client)
-            return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.outbuf else 0)
-        with contextlib.suppress(KeyError, ValueError):
-            self.sel.modify(client.sock, events, "client")
-
     def broadcast(self, message: dict[str, Any]) -> None:
-        for client in list(self.clients.values()):
-            self.send(client, message)
+        self.conns.broadcast(message)
 
     def handle(self, client: Client, line: bytes) -> None:
         msg: dict[str, Any] = {}
@@ -228,89 +134,41 @@ class Supervisor:
         except Exception as exc:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         reply["req"] = msg.get("req")
-        self.send(client, reply)
+        self.conns.send(client, reply)
 
     # -- operations -------------------------------------------------------------------------
 
     def op_spawn(self, msg: dict[str, Any]) -> dict[str, Any]:
-        key = str(msg["key"])
-        if key in self.by_key:
-            return {"ok": False, "error": f"attempt {key} is already running"}
-        deadline = msg.get("deadline")
-        if isinstance(deadline, (int, float)) and time.time() > deadline:
+        req = SpawnRequest.parse(msg)
+        if req.key in self.by_key:
+            return {"ok": False, "error": f"attempt {req.key} is already running"}
+        if req.deadline is not None and time.time() > req.deadline:
             # the server stopped waiting for this answer (we were paused or swamped) and has
             # re-queued the attempt: starting it now would make a program nobody tracks
             return {"ok": False, "error": "the spawn request expired before it was read"}
-        self.leases.admit(key, msg.get("lease"))  # LeaseLapsedError: its server was fenced
-        exit_path = Path(msg["exit"])
+        self.leases.admit(req.key, req.lease)  # LeaseLapsedError: its server was fenced
         try:
-            failpoints.check("workspace")
-            for directory in msg.get("mkdirs", []):
-                Path(directory).mkdir(parents=True, exist_ok=True)
-            for path, text in msg.get("files", {}).items():
-                Path(path).write_text(text, encoding="utf-8")
+            spawning.prepare(req)
         except OSError as exc:
             return self.write_failed("workspace", f"cannot prepare the workspace: {exc}")
         self.write_errors.pop("workspace", None)
-        env = {str(k): str(v) for k, v in msg["env"].items()}
-        limits = dict(msg.get("limits") or {})
         started_at = time.time()
         try:
-            failpoints.check("log")
-            log = Path(msg["log"]).open("ab")  # noqa: SIM115  closed below, once spawned
+            log = spawning.open_log(req)
         except OSError as exc:
             return self.write_failed("log", f"cannot open the attempt's log: {exc}")
         self.write_errors.pop("log", None)
         try:
-            user = hand_over(msg) if msg.get("run_as") else None
-            with log:
-                popen = subprocess.Popen(
-                    [str(a) for a in msg["argv"]],
-                    cwd=msg["cwd"],
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                    # only jobs with limits pay for a preexec_fn (it rules out vfork)
-                    preexec_fn=limiter(limits) if limits else None,  # noqa: PLW1509  single-threaded
-                    user=user[0] if user else None,
-                    group=user[1] if user else None,
-                    extra_groups=[] if user else None,
-                )
+            prog = spawning.start(req, log, started_at)
         except (OSError, KeyError) as exc:
-            record = ExitRecord(
-                key=key,
-                pid=None,
-                exit_code=127 if getattr(exc, "errno", None) == errno.ENOENT else 126,
-                signal=None,
-                killed_by=None,
-                started_at=None,
-                ended_at=time.time(),
-                error=f"cannot start {msg['argv'][0]!r}: {getattr(exc, 'strerror', None) or exc}",
-            )
-            self.write_exit(exit_path, record)
+            record = spawning.not_started(req, exc)
+            self.exits.write(Path(req.exit), record)
             self.broadcast({"op": "exited", **record.to_dict()})
             return {"ok": False, "error": record.error, "exited": True}
-        prog = Program(
-            key=key,
-            pid=popen.pid,
-            pgid=popen.pid,
-            start_time=start_time(popen.pid),
-            started_at=started_at,
-            exit_path=exit_path,
-            kill_grace_s=float(msg.get("kill_grace_s", 10.0)),
-            marker=env.get("RUNYARD_ATTEMPT_KEY", key),
-            popen=popen,
-            progress_path=env.get("RUNYARD_PROGRESS_FILE"),
-            log_path=str(msg["log"]),
-            log_cap=int(limits["max_log_mb"] * 2**20) if "max_log_mb" in limits else None,
-        )
         self.programs[prog.pid] = prog
-        self.by_key[key] = prog
-        if msg.get("timeout_s"):
-            self.add_timer(float(msg["timeout_s"]), "timeout", key)
+        self.by_key[req.key] = prog
+        if req.timeout_s:
+            self.timers.add(req.timeout_s, "timeout", req.key)
         return {
             "ok": True,
             "pid": prog.pid,
@@ -335,7 +193,7 @@ class Supervisor:
         # `exited` event is sent again once the file is written.
         attempts += [
             {"key": k, "pid": r.pid, "start_time": None, "started_at": r.started_at, "ended": True}
-            for k, (_, r) in self.unwritten.items()
+            for k, (_, r) in self.exits.unwritten.items()
         ]
         return {"ok": True, "attempts": attempts}
 
@@ -352,14 +210,10 @@ class Supervisor:
         say(why)
         return {"ok": False, "error": why, "write_error": point}
 
-    # -- signals, timers, reaping -----------------------------------------------------------
-
-    def add_timer(self, delay: float, kind: str, key: str) -> None:
-        heapq.heappush(self.timers, (time.monotonic() + delay, next(self._seq), kind, key))
+    # -- timers and kills -------------------------------------------------------------------
 
     def fire_timers(self, now: float) -> None:
-        while self.timers and self.timers[0][0] <= now:
-            _, _, kind, key = heapq.heappop(self.timers)
+        for kind, key in self.timers.due(now):
             if kind == "rewrite":
                 self.rewrite_exit(key)
                 continue
@@ -379,9 +233,8 @@ class Supervisor:
         if prog.killed_by is not None:
             return
         prog.killed_by = reason
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(prog.pgid, signal.SIGTERM)
-        self.add_timer(prog.kill_grace_s, "kill", prog.key)
+        kills.kill_group(prog.pgid, signal.SIGTERM)
+        self.timers.add(prog.kill_grace_s, "kill", prog.key)
 
     def fence(self, keys: list[str], grace_s: float) -> None:
         """Their server's lease lapsed: stop them before another server may retry them."""
@@ -392,45 +245,13 @@ class Supervisor:
                 prog.kill_grace_s = min(prog.kill_grace_s, grace_s)
                 self.terminate(prog, "fenced")
             else:  # already stopping (cancel, timeout): no longer than the fence allows
-                self.add_timer(grace_s, "kill", key)
+                self.timers.add(grace_s, "kill", key)
 
     def kill_all(self, prog: Program) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(prog.pgid, signal.SIGKILL)
-        self.kill_escaped(prog.marker)
+        kills.kill_group(prog.pgid)
+        kills.kill_escaped(prog.marker, self.programs)
 
-    def kill_escaped(self, marker: str) -> None:
-        """SIGKILL descendants that left the program's group (setsid, daemonising). They were
-        reparented to us, the subreaper; their environment still names the attempt."""
-        import psutil
-
-        needle = f"RUNYARD_ATTEMPT_KEY={marker}".encode()
-        for pid in self.orphans():
-            try:
-                with Path(f"/proc/{pid}/environ").open("rb") as fh:
-                    if needle not in fh.read().split(b"\0"):
-                        continue
-                proc = psutil.Process(pid)
-                victims = [proc, *proc.children(recursive=True)]
-            except (OSError, psutil.Error):
-                continue
-            for victim in victims:
-                with contextlib.suppress(psutil.Error):
-                    victim.kill()
-
-    def orphans(self) -> list[int]:
-        me = os.getpid()
-        try:
-            fd = os.open(f"/proc/{me}/task/{me}/children", os.O_RDONLY)
-            try:
-                children = [int(p) for p in os.read(fd, 65536).split()]
-            finally:
-                os.close(fd)
-        except OSError:
-            import psutil
-
-            children = [c.pid for c in psutil.Process(me).children()]
-        return [pid for pid in children if pid not in self.programs]
+    # -- reaping and exit records -----------------------------------------------------------
 
     def reap(self) -> None:
         while True:
@@ -460,55 +281,25 @@ class Supervisor:
             ended_at=time.time(),
             peak_rss_kb=int(rusage.ru_maxrss),
             cpu_s=round(rusage.ru_utime + rusage.ru_stime, 6),
-            progress_bytes=_size(prog.progress_path),
+            progress_bytes=spawning.progress_size(prog.progress_path),
         )
         if prog.log_cap is not None:
             with contextlib.suppress(OSError):  # a full disk must not stop the exit's record
                 mark_cut(prog.log_path, prog.log_cap)
-        self.write_exit(prog.exit_path, record)
+        self.exits.write(prog.exit_path, record)
         self.broadcast({"op": "exited", **record.to_dict()})
-        if not self.programs and not self.clients:
+        if not self.programs and not self.conns.clients:
             self.idle_since = time.monotonic()
 
-    def write_exit(self, path: Path, record: ExitRecord) -> bool:
-        """Write the exit file atomically. On failure (full or failing disk) the record is
-        kept and written again every REWRITE_EVERY_S until it lands: the event tells a
-        connected server at once, the file is what a later reconcile reads."""
-        try:
-            write_exit_file(path, json.dumps(record.to_dict()).encode(), fsync=self.fsync)
-        except OSError as exc:
-            if record.key not in self.unwritten:
-                self.write_failed("exit_file", f"cannot write exit file {path}: {exc}")
-                self.add_timer(REWRITE_EVERY_S, "rewrite", record.key)
-            self.unwritten[record.key] = (path, record)
-            return False
-        self.unwritten.pop(record.key, None)
-        if not self.unwritten:
-            self.write_errors.pop("exit_file", None)
-        return True
-
     def rewrite_exit(self, key: str) -> None:
-        entry = self.unwritten.get(key)
-        if entry is None:
+        record = self.exits.rewrite(key)
+        if record is None:
             return
-        if self.write_exit(*entry):
-            say(f"exit file of {key} written after all")
-            # again, for a server that could not record it the first time (its store was
-            # full too): recording an end is idempotent
-            self.broadcast({"op": "exited", **entry[1].to_dict()})
-            if not self.programs and not self.clients and not self.unwritten:
-                self.idle_since = time.monotonic()
-        else:
-            self.add_timer(REWRITE_EVERY_S, "rewrite", key)
-
-
-def _size(path: str | None) -> int:
-    if path is None:
-        return 0
-    try:
-        return os.stat(path).st_size  # noqa: PTH116  hot path
-    except OSError:
-        return 0
+        # again, for a server that could not record it the first time (its store was full
+        # too): recording an end is idempotent
+        self.broadcast({"op": "exited", **record.to_dict()})
+        if self.idle():
+            self.idle_since = time.monotonic()
 
 
 def become_subreaper() -> None:

@@ -1,0 +1,59 @@
+"""Exit records made durable by the supervisor: written atomically, kept and retried while
+the disk refuses them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from runyard.execution.diskwrites import say, write_exit_file
+from runyard.execution.protocol import ExitRecord
+
+REWRITE_EVERY_S = 1.0  # an exit file that could not be written is tried again this often
+
+
+class ExitFiles:
+    """`write_errors` is the supervisor's (point -> why, reported by ping); `retry(key)` asks
+    its loop to call `rewrite(key)` in REWRITE_EVERY_S."""
+
+    def __init__(
+        self, fsync: bool, write_errors: dict[str, str], retry: Callable[[str], None]
+    ) -> None:
+        self.fsync = fsync
+        self.write_errors = write_errors
+        self.retry = retry
+        # Exit records whose file could not be written (full or failing disk), by key: kept
+        # and retried, and listed as still running meanwhile, so nothing reads them as lost.
+        self.unwritten: dict[str, tuple[Path, ExitRecord]] = {}
+
+    def write(self, path: Path, record: ExitRecord) -> bool:
+        """Write the exit file atomically. On failure (full or failing disk) the record is
+        kept and written again every REWRITE_EVERY_S until it lands: the event tells a
+        connected server at once, the file is what a later reconcile reads."""
+        try:
+            write_exit_file(path, json.dumps(record.to_dict()).encode(), fsync=self.fsync)
+        except OSError as exc:
+            if record.key not in self.unwritten:
+                why = f"cannot write exit file {path}: {exc}"
+                self.write_errors["exit_file"] = why
+                say(why)
+                self.retry(record.key)
+            self.unwritten[record.key] = (path, record)
+            return False
+        self.unwritten.pop(record.key, None)
+        if not self.unwritten:
+            self.write_errors.pop("exit_file", None)
+        return True
+
+    def rewrite(self, key: str) -> ExitRecord | None:
+        """Try a kept record again: the record if it is written now (to be told again),
+        None if it is not (retried later) or was not kept."""
+        entry = self.unwritten.get(key)
+        if entry is None:
+            return None
+        if self.write(*entry):
+            say(f"exit file of {key} written after all")
+            return entry[1]
+        self.retry(key)
+        return None

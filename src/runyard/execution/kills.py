@@ -1,0 +1,50 @@
+"""Killing what an attempt leaves: its process group, and descendants that escaped it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Container
+from pathlib import Path
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def kill_escaped(marker: str, supervised: Container[int]) -> None:
+    """SIGKILL descendants that left the program's group (setsid, daemonising). They were
+    reparented to us, the subreaper; their environment still names the attempt."""
+    import psutil
+
+    needle = f"RUNYARD_ATTEMPT_KEY={marker}".encode()
+    for pid in orphans(supervised):
+        try:
+            with Path(f"/proc/{pid}/environ").open("rb") as fh:
+                if needle not in fh.read().split(b"\0"):
+                    continue
+            proc = psutil.Process(pid)
+            victims = [proc, *proc.children(recursive=True)]
+        except (OSError, psutil.Error):
+            continue
+        for victim in victims:
+            with contextlib.suppress(psutil.Error):
+                victim.kill()
+
+
+def orphans(supervised: Container[int]) -> list[int]:
+    """Our children that are not programs we spawned: reparented descendants."""
+    me = os.getpid()
+    try:
+        fd = os.open(f"/proc/{me}/task/{me}/children", os.O_RDONLY)
+        try:
+            children = [int(p) for p in os.read(fd, 65536).split()]
+        finally:
+            os.close(fd)
+    except OSError:
+        import psutil
+
+        children = [c.pid for c in psutil.Process(me).children()]
+    return [pid for pid in children if pid not in supervised]

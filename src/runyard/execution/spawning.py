@@ -1,0 +1,108 @@
+"""Starting one attempt's program for the supervisor: its files, its log, its process group."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from runyard import failpoints
+from runyard.execution.limits import hand_over, limiter
+from runyard.execution.procinfo import start_time
+from runyard.execution.protocol import ExitRecord, SpawnRequest
+
+
+@dataclass
+class Program:
+    key: str
+    pid: int
+    pgid: int
+    start_time: float
+    started_at: float
+    exit_path: Path
+    kill_grace_s: float
+    marker: str  # RUNYARD_ATTEMPT_KEY value, to find descendants that left the group
+    popen: subprocess.Popen[bytes]
+    progress_path: str | None
+    log_path: str = ""
+    log_cap: int | None = None
+    killed_by: str | None = None
+
+
+def prepare(req: SpawnRequest) -> None:
+    """The workspace's directories and files (params.json); OSError if they cannot be made."""
+    failpoints.check("workspace")
+    for directory in req.mkdirs:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    for path, text in req.files.items():
+        Path(path).write_text(text, encoding="utf-8")
+
+
+def open_log(req: SpawnRequest) -> IO[bytes]:
+    failpoints.check("log")
+    return Path(req.log).open("ab")
+
+
+def start(req: SpawnRequest, log: IO[bytes], started_at: float) -> Program:
+    """Spawn the program in a session of its own, its output into `log` (closed here).
+    OSError or KeyError (no such user) if it cannot start: see `not_started`."""
+    with log:
+        user = hand_over(req.run_as, req.cwd, req.progress) if req.run_as else None
+        popen = subprocess.Popen(
+            req.argv,
+            cwd=req.cwd,
+            env=req.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            # only jobs with limits pay for a preexec_fn (it rules out vfork)
+            preexec_fn=limiter(req.limits) if req.limits else None,  # noqa: PLW1509  single-threaded
+            user=user[0] if user else None,
+            group=user[1] if user else None,
+            extra_groups=[] if user else None,
+        )
+    cap = req.limits.get("max_log_mb")
+    return Program(
+        key=req.key,
+        pid=popen.pid,
+        pgid=popen.pid,
+        start_time=start_time(popen.pid),
+        started_at=started_at,
+        exit_path=Path(req.exit),
+        kill_grace_s=req.kill_grace_s,
+        marker=req.env.get("RUNYARD_ATTEMPT_KEY", req.key),
+        popen=popen,
+        progress_path=req.env.get("RUNYARD_PROGRESS_FILE"),
+        log_path=req.log,
+        log_cap=int(cap * 2**20) if cap is not None else None,
+    )
+
+
+def not_started(req: SpawnRequest, exc: OSError | KeyError) -> ExitRecord:
+    """The exit record of a program that could not start: 127 if there is no such command
+    (as a shell says), 126 for anything else."""
+    return ExitRecord(
+        key=req.key,
+        pid=None,
+        exit_code=127 if getattr(exc, "errno", None) == errno.ENOENT else 126,
+        signal=None,
+        killed_by=None,
+        started_at=None,
+        ended_at=time.time(),
+        error=f"cannot start {req.argv[0]!r}: {getattr(exc, 'strerror', None) or exc}",
+    )
+
+
+def progress_size(path: str | None) -> int:
+    if path is None:
+        return 0
+    try:
+        return os.stat(path).st_size  # noqa: PTH116  hot path
+    except OSError:
+        return 0
