@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -239,3 +240,34 @@ async def test_log_and_workspace_faults_refuse_the_spawn_and_clear(armed_sup: Ha
     set_faults(sup.data_dir, "")
     assert (await sup.client.ping(5))["write_errors"] == {}  # the ping probes: cleared
     assert (await sup.spawn("y.3", ["true"]))["ok"]
+
+
+def test_spawn_requests_are_built_and_parsed_strictly(tmp_path: Path) -> None:
+    """The executor builds the request from a dataclass; the supervisor parses it back the same,
+    and refuses one of the wrong shape instead of guessing at it."""
+    from runyard.execution.protocol import BadRequestError, SpawnRequest
+
+    request = SpawnRequest(
+        key="r.1", argv=["sh", "-c", "true"], cwd=str(tmp_path), env={"PATH": "/bin"},
+        log=str(tmp_path / "log"), exit=str(tmp_path / "exit"), timeout_s=3.0,
+        limits={"cpu_s": 2}, lease={"token": "t", "until": 1.0, "grace_s": 1.0},
+    )  # fmt: skip
+    message = json.loads(json.dumps(request.to_message()))
+    assert message["op"] == "spawn"
+    assert "deadline" not in message  # the client stamps its own
+    parsed = SpawnRequest.parse({**message, "req": 7, "deadline": 5.0})
+    assert parsed == dataclasses.replace(request, deadline=5.0)
+    for bad in (
+        {"key": "no dot"},
+        {"argv": []},
+        {"argv": ["sh", 1]},
+        {"env": {"A": 1}},
+        {"cwd": None},
+        {"timeout_s": "3"},
+        {"timeout_s": float("inf")},
+        {"kill_grace_s": True},
+        {"limits": []},
+        {"run_as": 0},
+    ):
+        with pytest.raises(BadRequestError):
+            SpawnRequest.parse({**message, **bad})
