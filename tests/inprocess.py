@@ -6,8 +6,12 @@ runs the real supervisor; `faked` a fake clock and a fake executor (tests/fakes.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import inspect
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
@@ -130,15 +134,33 @@ class FakedServer(InProcessServer):
             self.call(asyncio.sleep(0))
 
 
+SHM = Path("/dev/shm")
+_on_tmpfs: list[Path] = []
+# removed when the test process ends (each worker its own): a test may restart its server
+# on the same data, so they outlive one `faked`
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _on_tmpfs])
+
+
+def tmpfs_data(tmp_path: Path) -> Path:
+    """The test's data directory, on tmpfs where the machine has one (the database and run
+    files without touching a disk): tmp_path/data, a link to it, made on first use."""
+    data = tmp_path / "data"
+    if not data.exists() and SHM.is_dir() and os.access(SHM, os.W_OK):
+        target = Path(tempfile.mkdtemp(prefix="runyard-test-", dir=SHM))
+        _on_tmpfs.append(target)
+        data.symlink_to(target)
+    return data
+
+
 @contextlib.contextmanager
 def faked(
     tmp_path: Path, jobs_dir: Path, clock: FakeClock | None = None, **settings: Any
 ) -> Iterator[FakedServer]:
-    """A server on the real SQLite store (a database file in tmp_path), a fake clock and a
+    """A server on the real SQLite store (on tmpfs: see tmpfs_data), a fake clock and a
     fake executor: dispatch, retries, admission and schedules in milliseconds."""
     if "executor" not in inspect.signature(Runtime).parameters:
         pytest.skip("Runtime(settings, clock, executor) is not there yet (issue 15)")
-    data = tmp_path / "data"
+    data = tmpfs_data(tmp_path)
     clock = clock or FakeClock()
     server = FakedServer(
         # a lease far longer than any advance of the fake clock: it never lapses in a test
