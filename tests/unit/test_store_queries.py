@@ -13,8 +13,9 @@ from runyard.store import logic, postgres_sql, sqlite_sql
 NAMED = re.compile(r'\b(?:one|rows|count|execute|Query)\(\s*"([A-Z_]+)"')
 
 
-def test_the_logic_names_its_queries() -> None:
-    assert len(set(NAMED.findall(inspect.getsource(logic)))) > 40
+def test_the_pattern_finds_the_logics_queries() -> None:
+    names = set(NAMED.findall(inspect.getsource(logic)))
+    assert {"INSERT_RUN", "CLAIM_CANDIDATES", "END_ATTEMPT", "LIST_RUNS", "LIST_BATCHES"} <= names
 
 
 @pytest.mark.parametrize("dialect", [sqlite_sql, postgres_sql], ids=["sqlite", "postgres"])
