@@ -12,8 +12,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from runyard.clock import SystemClock
 from runyard.execution.base import Executor
 from runyard.execution.executor import LocalExecutor
+from tests.fakes import FakeBackend, FakeExecutor, acted_command
 from tests.support import kill_everything
 
 
@@ -67,4 +69,27 @@ async def local_executor(tmp_path: Path) -> AsyncIterator[Subject]:
         kill_everything(data_dir)
 
 
-EXECUTORS: list[ExecutorFactory] = [local_executor]
+def acted(program: Program) -> list[str]:
+    return acted_command(
+        program.output,
+        program.exit_code,
+        until_signalled=program.until_signalled,
+        missing=program.missing,
+    )
+
+
+@contextlib.asynccontextmanager
+async def fake_executor(tmp_path: Path) -> AsyncIterator[Subject]:
+    """tests/fakes.py's, which the in-process layer runs on: no process, programs acted out."""
+    data_dir, jobs_dir = tmp_path / "data", tmp_path / "jobs"
+    data_dir.mkdir()
+    jobs_dir.mkdir()
+    backend, clock = FakeBackend(), SystemClock()
+    yield Subject(
+        executor=FakeExecutor(data_dir, clock, backend=backend, jobs_dir=jobs_dir),
+        command=acted,
+        reopen=lambda: FakeExecutor(data_dir, clock, backend=backend, jobs_dir=jobs_dir),
+    )
+
+
+EXECUTORS: list[ExecutorFactory] = [local_executor, fake_executor]
