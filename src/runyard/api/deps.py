@@ -24,8 +24,8 @@ from runyard.runtime import Runtime
 from runyard.scheduling.scheduler import Scheduler
 from runyard.services.artifact_listing import ListingPool
 from runyard.services.batches import BatchService
+from runyard.services.file_owner import owner_elsewhere
 from runyard.services.health import HealthMonitor
-from runyard.services.placement import owner_elsewhere
 from runyard.services.runs import RunService
 from runyard.streams.feed import RunFeed
 from runyard.streams.follow import EventItem, LogItem, follow_events, follow_log

@@ -32,7 +32,7 @@ from runyard.api.problems import problem
 from runyard.auth import RELAY_HEADER, RelayClaim, RelaySigner, Role
 from runyard.errors import ForbiddenPathError, InvalidInputError, UnavailableError
 from runyard.models import ServerInfo
-from runyard.services.placement import OwnerUnavailableError
+from runyard.services.file_owner import OwnerUnavailableError
 
 SERVED_BY = "x-runyard-served-by"
 RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
