@@ -1,4 +1,5 @@
-"""A long-lived task owned by one component: started once, cancelled and awaited on stop."""
+"""Tasks owned by one component: a long-lived loop (`Background`) started once and cancelled
+on stop, or short ones (`TaskGroup`) whose failures are logged and which stop awaits."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import asyncio
 import contextlib
 from collections.abc import Coroutine
 from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 
 class Background:
@@ -22,3 +27,36 @@ class Background:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+class TaskGroup:
+    """Short tasks started on an event (an exit, a fire): kept referenced while they run, a
+    failure logged under the group's name, all awaited (or cancelled) on stop."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name=self.name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("task_failed", group=self.name, exc_info=exc)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def wait(self) -> None:
+        """Await every task running now (their failures are logged, not raised)."""
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
+
+    async def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.wait()

@@ -38,7 +38,7 @@ class FakeStore:
         # any other run was deleted meanwhile: nothing to settle
 
 
-class FakeDispatcher:
+class FakeAttempts:
     host = "h"
 
     def __init__(self, failures: int = 0, attempts: list[Attempt] | None = None) -> None:
@@ -55,7 +55,7 @@ def attempt(run_id: str) -> Attempt:
 
 def test_a_failed_pass_is_reported_and_retried_with_backoff_until_it_succeeds() -> None:
     async def scenario() -> None:
-        reconciler = Reconciler(FakeDispatcher(failures=3), retry_base_s=0.01, min_gap_s=0)  # type: ignore[arg-type]
+        reconciler = Reconciler(FakeAttempts(failures=3), retry_base_s=0.01, min_gap_s=0)  # type: ignore[arg-type]
         state = await reconciler.run()
         assert not state.ok
         assert state.error is not None and "No space left on device" in state.error
@@ -72,7 +72,7 @@ def test_a_failed_pass_is_reported_and_retried_with_backoff_until_it_succeeds() 
 def test_a_poke_retries_at_once_instead_of_waiting_out_the_backoff() -> None:
     async def scenario() -> None:
         reconciler = Reconciler(
-            FakeDispatcher(failures=1),  # type: ignore[arg-type]
+            FakeAttempts(failures=1),  # type: ignore[arg-type]
             retry_base_s=3600, min_gap_s=0,
         )  # fmt: skip
         assert not (await reconciler.run()).ok
@@ -88,8 +88,8 @@ def test_a_poke_retries_at_once_instead_of_waiting_out_the_backoff() -> None:
 
 def test_one_runs_failure_is_counted_and_the_others_go_on() -> None:
     async def scenario() -> None:
-        dispatcher = FakeDispatcher(attempts=[attempt("bad"), attempt("gone")])
-        reconciler = Reconciler(dispatcher, retry_base_s=3600)  # type: ignore[arg-type]
+        attempts = FakeAttempts(attempts=[attempt("bad"), attempt("gone")])
+        reconciler = Reconciler(attempts, retry_base_s=3600)  # type: ignore[arg-type]
         state = await reconciler.run()
         assert (state.ok, state.failed) == (False, 1)
         assert state.error == "reconcile failed: run bad: RuntimeError: database or disk is full"
@@ -101,7 +101,7 @@ def test_one_runs_failure_is_counted_and_the_others_go_on() -> None:
 
 def test_needed_marks_not_ok_until_a_pass_settles_it() -> None:
     async def scenario() -> None:
-        reconciler = Reconciler(FakeDispatcher(), retry_base_s=0.01, min_gap_s=0)  # type: ignore[arg-type]
+        reconciler = Reconciler(FakeAttempts(), retry_base_s=0.01, min_gap_s=0)  # type: ignore[arg-type]
         assert (await reconciler.run()).ok
         reconciler.needed("the end of attempt r.1 was not recorded (disk full)")
         assert not reconciler.state.ok

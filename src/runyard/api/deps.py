@@ -165,8 +165,8 @@ async def _server_state(conn: HTTPConnection) -> ServerState:
     rt = runtime_of(conn)
     return ServerState(
         started_at=rt.started_at, store_kind=type(rt.store).__name__,
-        supervisor_connected=rt.executor.healthy, active=rt.dispatcher.active,
-        running_by_job=dict(rt.dispatcher.running), watchers=rt.hub.watchers,
+        supervisor_connected=rt.executor.healthy, active=rt.slots.active,
+        running_by_job=dict(rt.slots.running), watchers=rt.hub.watchers,
         notify=rt.hub.notifier.mode, tailers=len(rt.hub.tailers), draining=rt.draining,
     )  # fmt: skip
 

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import structlog
 
+from runyard.background import TaskGroup
 from runyard.clock import Clock, new_id
 from runyard.errors import InvalidInputError, NotFoundError
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.models import Run, RunState, Schedule
 from runyard.scheduling.timing import check_cron, check_interval, next_after
-from runyard.services.dispatch import Dispatcher
-from runyard.services.runs import RunService
+from runyard.services.runs import new_run
+from runyard.services.wakeup import Wakeup
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
@@ -67,10 +67,10 @@ class Scheduler:
         self,
         store: Store,
         registry: JobRegistry,
-        runs: RunService,
-        dispatcher: Dispatcher,
+        queue: Wakeup,
         clock: Clock,
         *,
+        published: Wakeup | None = None,
         recheck_s: float | None = None,
         min_interval_s: float = 1.0,
     ) -> None:
@@ -81,16 +81,19 @@ class Scheduler:
         self.recheck_s = recheck_s
         self.leading = False
         self.registry = registry
-        self.runs = runs
-        self.dispatcher = dispatcher
+        self.queue = queue  # a fired run is claimable: the dispatcher looks
         self.clock = clock
         self.schedules: dict[str, Schedule] = {}
         self.snapshot = SchedulerSnapshot("stopped", 0, None, ())
-        self.on_publish: list[Callable[[], None]] = []
+        self.published = published  # told of every new snapshot (health rebuilds)
+        self._fires = TaskGroup("schedule-fire")
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        dispatcher.listeners.append(self._on_transition)
+
+    def snapshot_dict(self) -> dict[str, Any]:
+        """The current snapshot, as health shows it (replaced whole on every change)."""
+        return self.snapshot.as_dict()
 
     # -- life -------------------------------------------------------------------------------
 
@@ -105,8 +108,7 @@ class Scheduler:
 
     def changed_elsewhere(self) -> None:
         """Another server created, changed or deleted a schedule, or fired one."""
-        task = asyncio.create_task(self._reload_and_wake())
-        task.add_done_callback(lambda _: None)
+        self._fires.start(self._reload_and_wake())
 
     async def _reload_and_wake(self) -> None:
         await self.reload()
@@ -139,6 +141,7 @@ class Scheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._fires.cancel()
         self._publish("stopped")
 
     async def _loop(self) -> None:
@@ -202,8 +205,8 @@ class Scheduler:
         self.snapshot = SchedulerSnapshot(
             status, old.ticks + (tick is not None), tick or old.last_tick_at, states
         )
-        for hook in self.on_publish:
-            hook()
+        if self.published is not None:
+            self.published.set()
 
     # -- firing -----------------------------------------------------------------------------
 
@@ -229,7 +232,7 @@ class Scheduler:
         s.last_run_id = run.id
         s.pending = False
         await self.store.save_schedule(s, run)
-        self.dispatcher.wake()
+        self.queue.set()
 
     async def _previous_active(self, s: Schedule) -> bool:
         if s.last_run_id is None:
@@ -247,23 +250,21 @@ class Scheduler:
         except ParamError as exc:
             log.warning("schedule_params_invalid", schedule_id=s.id, error=str(exc))
             return None
-        return self.runs.new_run(job, values, priority=s.priority, labels=s.labels,
-                                 schedule_id=s.id)  # fmt: skip
+        return new_run(job, values, self.clock, priority=s.priority, labels=s.labels,
+                       schedule_id=s.id)  # fmt: skip
 
     def ended_elsewhere(self, run_id: str) -> None:
         """overlap=queue, with the previous run executed by another server."""
         for s in list(self.schedules.values()):
             if self.leading and s.pending and s.last_run_id == run_id:
-                task = asyncio.create_task(self._fire_pending(s))
-                task.add_done_callback(lambda _: None)
+                self._fires.start(self._fire_pending(s))
 
-    def _on_transition(self, run: Run, previous: RunState) -> None:
+    def on_transition(self, run: Run, previous: RunState) -> None:
         """overlap=queue: the previous run ended, so the waiting fire goes now."""
         s = self.schedules.get(run.schedule_id or "")
         if s is None or not s.pending or not run.state.terminal or s.last_run_id != run.id:
             return
-        task = asyncio.create_task(self._fire_pending(s))
-        task.add_done_callback(lambda _: None)
+        self._fires.start(self._fire_pending(s))
 
     async def _fire_pending(self, s: Schedule) -> None:
         async with self._lock:

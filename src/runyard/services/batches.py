@@ -93,7 +93,7 @@ class BatchService:
             for v in values
         ]
         await self.store.insert_batch(batch, runs)
-        self.runs.dispatcher.wake()
+        self.runs.queue.set()
         self.runs.announce("batch", {"id": batch.id, "job": batch.job, "size": batch.size})
         return batch, runs
 

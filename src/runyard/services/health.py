@@ -23,9 +23,10 @@ import structlog
 
 from runyard import failpoints
 from runyard.background import Background
-from runyard.execution.executor import LocalExecutor
+from runyard.execution.base import Executor
 from runyard.models import RunState
-from runyard.services.dispatch import Dispatcher
+from runyard.services.slots import Slots
+from runyard.services.wakeup import Wakeup
 from runyard.store import Store
 from runyard.streams.hub import StreamHub
 
@@ -70,11 +71,10 @@ class HealthSources:
     """What the monitor looks at; functions for what changes after construction."""
 
     store: Store
-    executor: LocalExecutor
-    dispatcher: Dispatcher
+    executor: Executor
+    slots: Slots
     hub: StreamHub
     data_dir: Path
-    draining: Callable[[], bool]
     reconcile: Callable[[], ReconcileStatus]
     scheduler: Callable[[], dict[str, Any] | None]
 
@@ -94,14 +94,15 @@ def writable(directory: Path) -> str | None:
 class HealthMonitor:
     def __init__(
         self, sources: HealthSources, capacity: int, interval_s: float = 1.0,
-        min_interval_s: float = 0.1,
+        min_interval_s: float = 0.1, wake: Wakeup | None = None,
     ) -> None:  # fmt: skip
         self.sources = sources
         self.interval_s = interval_s
         self.min_interval_s = min_interval_s
         self.current = HealthSnapshot(time.time(), 0, 0, capacity, False,
                                       {"starting": "the server is starting"})  # fmt: skip
-        self._wake = asyncio.Event()
+        self._wake = wake or Wakeup()  # set on transitions and scheduler snapshots too
+        self._draining = False
         self._task = Background("health")
         self._submitted = 0  # submissions counted into `current` since start
 
@@ -125,6 +126,7 @@ class HealthMonitor:
 
     def mark_draining(self) -> None:
         """Publish at once, without I/O: the server is shutting down."""
+        self._draining = True
         failed = {**self.current.failed_checks, "draining": "the server is shutting down"}
         self.current = replace(self.current, draining=True, failed_checks=failed,
                                snapshot_at=time.time())  # fmt: skip
@@ -167,30 +169,28 @@ class HealthMonitor:
         reconcile = src.reconcile()
         if not reconcile.ok:
             failed["reconcile"] = reconcile.error or "the last reconcile failed"
-        if src.draining():
+        if self._draining:
             failed["draining"] = "the server is shutting down"
-        d, hub = src.dispatcher, src.hub
+        d, hub = src.slots, src.hub
         return HealthSnapshot(
             snapshot_at=time.time(), active=d.active, queued=queued, capacity=d.capacity,
-            draining=src.draining(), failed_checks=failed, scheduler=src.scheduler(),
+            draining=self._draining, failed_checks=failed, scheduler=src.scheduler(),
             streams={"watchers": hub.watchers, "tailers": len(hub.tailers),
                      "lagged_total": hub.lagged_total, "notify": hub.notifier.mode},
         )  # fmt: skip
 
     async def _supervisor(self) -> dict[str, str]:
-        """The supervisor answers a ping in time; its failing writes, by failpoint name."""
+        """The executor answers in time; its failing writes, by failpoint name."""
         executor = self.sources.executor
         if not executor.healthy:
             return {"executor": "not connected to the supervisor"}
         try:
-            reply = await executor.ping(CHECK_TIMEOUT_S)
+            reply = await executor.health(CHECK_TIMEOUT_S)
         except Exception as exc:
+            if "refused a ping" in str(exc):
+                return {"executor": str(exc)}
             return {"executor": f"the supervisor does not answer: {_says(exc)}"}
-        if not reply.get("ok") and "KeyError" not in str(reply.get("error")):
-            # (a KeyError: an older supervisor without `ping`, still running programs: alive)
-            return {"executor": f"the supervisor refused a ping: {reply.get('error')}"}
-        errors = reply.get("write_errors") or {}
-        return {str(point): str(why)[:500] for point, why in errors.items()}
+        return {point: why[:500] for point, why in reply.write_errors.items()}
 
 
 def _says(exc: BaseException) -> str:

@@ -21,7 +21,8 @@ import structlog
 
 from runyard.background import Background
 from runyard.clock import Clock
-from runyard.services.dispatch import Dispatcher
+from runyard.services.attempts import Attempts
+from runyard.services.lease import Lease
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
@@ -39,7 +40,8 @@ class Membership:
     def __init__(
         self,
         store: Store,
-        dispatcher: Dispatcher,
+        attempts: Attempts,
+        lease: Lease,
         clock: Clock,
         *,
         server_id: str,
@@ -48,9 +50,11 @@ class Membership:
         lease_s: float,
         reap_margin_s: float = 0.0,
         holder: LeaseHolder | None = None,
+        rejoined: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
-        self.dispatcher = dispatcher
+        self.attempts = attempts  # reaps other servers' attempts
+        self.lease = lease
         self.clock = clock
         self.server_id = server_id
         self.url = url
@@ -61,7 +65,7 @@ class Membership:
         self.token: str | None = None
         self.reaped = 0
         # called after a lapsed lease was replaced by a new one (reconcile what we run)
-        self.on_rejoined: list[Callable[[], Awaitable[object]]] = []
+        self.rejoined = rejoined
         self._task = Background("membership")
 
     async def join(self) -> str:
@@ -69,7 +73,7 @@ class Membership:
         self.token = await self.store.register_server(
             self.server_id, self.url, self.capacity, now, self.lease_s
         )
-        self.dispatcher.token = self.token
+        self.lease.hold(self.token)
         await self._held(now)
         log.info("joined", server_id=self.server_id, url=self.url, lease_s=self.lease_s)
         return self.token
@@ -99,9 +103,8 @@ class Membership:
             log.error("lease_lapsed", server_id=self.server_id)
             old = self.token
             await self.join()
-            if self.token != old:
-                for hook in self.on_rejoined:
-                    await hook()
+            if self.token != old and self.rejoined is not None:
+                await self.rejoined()
         await self.reap()
 
     async def _held(self, renewed_at: float) -> None:
@@ -121,7 +124,7 @@ class Membership:
             if run is None or run.attempt != attempt.number:
                 continue
             why = f"its server {attempt.host} stopped renewing its lease"
-            await self.dispatcher.reap(run, attempt.number, attempt.lease_token, why)
+            await self.attempts.reap(run, attempt.number, attempt.lease_token, why)
             log.warning("attempt_reaped", run_id=run.id, attempt=attempt.number,
                         server=attempt.host)  # fmt: skip
             found += 1

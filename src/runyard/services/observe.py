@@ -1,4 +1,4 @@
-"""Run metrics from state transitions (a dispatcher listener)."""
+"""Run metrics from state transitions (a transitions subscriber)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,7 @@ from dataclasses import replace
 
 from runyard.execution.protocol import ExitRecord
 from runyard.jobs.spec import Backoff, JobSpec
-from runyard.models import AttemptState, Run, RunState
-from runyard.store.base import AttemptEnd
+from runyard.models import AttemptEnd, AttemptState, Run, RunState
 
 
 def backoff_delay(policy: Backoff, attempt: int, rng: random.Random) -> float:

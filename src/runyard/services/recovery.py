@@ -21,7 +21,8 @@ import structlog
 
 from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.models import Attempt, AttemptState, parse_attempt_key
-from runyard.services.dispatch import Dispatcher
+from runyard.services.attempts import Attempts
+from runyard.services.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -45,13 +46,13 @@ class Pass:
     errors: list[str]
 
 
-async def reconcile(dispatcher: Dispatcher, *, skip_own: bool = False) -> Pass:
+async def reconcile(attempts: Attempts, *, skip_own: bool = False) -> Pass:
     """One pass over this server's active attempts. `skip_own`: leave alone the attempts this
-    dispatcher launched itself (a retry pass while it runs must not take an attempt being
+    server launched itself (a retry pass while it runs must not take an attempt being
     spawned right now for one that never started). Raises only if nothing can be listed."""
-    store, executor = dispatcher.store, dispatcher.executor
+    store, executor = attempts.store, attempts.executor
     alive = await executor.running()
-    mine = await store.active_attempts(dispatcher.host)
+    mine = await store.active_attempts(attempts.host)
     counts: Counter[str] = Counter()
     errors: list[str] = []
     # Programs the supervisor still runs for attempts that are no longer this server's (its
@@ -66,7 +67,7 @@ async def reconcile(dispatcher: Dispatcher, *, skip_own: bool = False) -> Pass:
             errors.append(f"attempt {key[:80]}: {_says(exc)}")
     for attempt in mine:
         try:
-            outcome = await _settle(dispatcher, attempt, alive, skip_own=skip_own)
+            outcome = await _settle(attempts, attempt, alive, skip_own=skip_own)
         except Exception as exc:
             # its files or its store write failed: the others go on, a later pass retries it
             log.exception("reconcile_run_failed", run_id=attempt.run_id, attempt=attempt.number)
@@ -79,48 +80,48 @@ async def reconcile(dispatcher: Dispatcher, *, skip_own: bool = False) -> Pass:
 
 
 async def _settle(
-    dispatcher: Dispatcher, attempt: Attempt, alive: Collection[str], *, skip_own: bool
+    attempts: Attempts, attempt: Attempt, alive: Collection[str], *, skip_own: bool
 ) -> str:
     # A retry pass runs beside the dispatcher: what it launched itself (being spawned right
     # now, or running) is its own to record, unless an exit file (readable or not) says its
     # program ended, and ending it here is as safe as anywhere.
-    own = skip_own and dispatcher.launched(attempt.run_id, attempt.number)
+    own = skip_own and attempts.launched(attempt.run_id, attempt.number)
     if attempt.key in alive:
         # The supervisor writes an exit file only after it stops listing the attempt: a file
         # beside a live attempt is not its record (its program may have written it).
         if own:
             return "own"
-        await dispatcher.adopted(attempt.run_id, attempt.number)
+        await attempts.adopted(attempt.run_id, attempt.number)
         return "adopted"
-    record = await dispatcher.executor.read_exit(attempt.run_id, attempt.number)
-    if record is None and skip_own and dispatcher.launched(attempt.run_id, attempt.number):
+    record = await attempts.executor.read_exit(attempt.run_id, attempt.number)
+    if record is None and skip_own and attempts.launched(attempt.run_id, attempt.number):
         return "own"  # asked again after the read: a claim made meanwhile is known by now
     if isinstance(record, ExitRecord):  # its key is this attempt's: read_exit checked
-        await dispatcher.attempt_exited(record)
+        await attempts.exited(record)
         return "finalised"
-    return await _end_unrecorded(dispatcher, attempt, record)
+    return await _end_unrecorded(attempts, attempt, record)
 
 
 async def _end_unrecorded(
-    dispatcher: Dispatcher, attempt: Attempt, record: UnreadableExit | None
+    attempts: Attempts, attempt: Attempt, record: UnreadableExit | None
 ) -> str:
     """An attempt nobody runs and whose end is unknown: lost (or never started)."""
-    run = await dispatcher.store.get_run(attempt.run_id)
+    run = await attempts.store.get_run(attempt.run_id)
     if run is None:
         return "gone"
     # Nothing of it may run on when a retry starts: no run ever has two live attempts.
-    await dispatcher.executor.kill_leftovers(
+    await attempts.executor.kill_leftovers(
         attempt.run_id, attempt.number, attempt.pid, attempt.proc_start_time
     )
     if record is not None:
-        await dispatcher.attempt_lost(run, attempt.number, record.why)
+        await attempts.lost(run, attempt.number, record.why)
         return "unreadable"
     if attempt.state is AttemptState.STARTING:
         why = "the server stopped before its program was spawned"
-        await dispatcher.attempt_not_started(run, attempt.number, why)
+        await attempts.not_started(run, attempt.number, why)
         return "requeued"
     why = "its program was no longer under a supervisor"
-    await dispatcher.attempt_lost(run, attempt.number, why)
+    await attempts.lost(run, attempt.number, why)
     return "lost"
 
 
@@ -136,20 +137,21 @@ class Reconciler:
 
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        attempts: Attempts,
         *,
+        poked: Wakeup | None = None,
         retry_base_s: float = RETRY_BASE_S,
         retry_max_s: float = RETRY_MAX_S,
         min_gap_s: float = RETRY_BASE_S,
     ) -> None:
-        self.dispatcher = dispatcher
+        self.attempts = attempts
         self.state = ReconcileState(ok=False, error="not reconciled yet")
         self.passes = 0
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
         self._min_gap_s = min_gap_s
         self._lock = asyncio.Lock()
-        self._poked = asyncio.Event()
+        self._poked = poked or Wakeup()  # set on any transition too
         self._retry: asyncio.Task[None] | None = None
         self._needed: str | None = None
 
@@ -158,7 +160,7 @@ class Reconciler:
         async with self._lock:
             self._needed = None  # this pass settles what was asked for before it began
             try:
-                result = await reconcile(self.dispatcher, skip_own=skip_own)
+                result = await reconcile(self.attempts, skip_own=skip_own)
             except Exception as exc:
                 log.exception("reconcile_failed")
                 result = Pass(Counter(), [_says(exc)])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import structlog
 
 from runyard.errors import UnavailableError
-from runyard.execution.executor import LocalExecutor
+from runyard.execution.base import Executor
 
 log = structlog.get_logger(__name__)
 
@@ -16,7 +16,7 @@ class FilesRemainError(UnavailableError):
     title, slug = "Files not removed", "files-remain"
 
 
-async def remove_run_files(executor: LocalExecutor, run_id: str) -> None:
+async def remove_run_files(executor: Executor, run_id: str) -> None:
     try:
         await executor.remove_files(run_id)
     except OSError as exc:

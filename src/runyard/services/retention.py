@@ -13,7 +13,7 @@ import structlog
 
 from runyard.background import Background
 from runyard.clock import Clock
-from runyard.execution.executor import LocalExecutor
+from runyard.execution.base import Executor
 from runyard.jobs import JobRegistry
 from runyard.services.removal import FilesRemainError, remove_run_files
 from runyard.store import Store
@@ -31,7 +31,7 @@ class Retention:
     def __init__(
         self,
         store: Store,
-        executor: LocalExecutor,
+        executor: Executor,
         registry: JobRegistry,
         clock: Clock,
         *,

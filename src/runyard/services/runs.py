@@ -20,15 +20,18 @@ from runyard.errors import (
     StorageIOError,
     UnavailableError,
 )
+from runyard.execution.base import Executor
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
-from runyard.models import Attempt, Run, RunFilter, RunState
+from runyard.models import Attempt, Page, Run, RunFilter, RunState
+from runyard.services.attempts import Attempts
 from runyard.services.diskspace import DiskGuard
-from runyard.services.dispatch import Dispatcher
 from runyard.services.removal import remove_run_files
+from runyard.services.transitions import Transitions
+from runyard.services.waiters import EndWaiters, FinishRate
+from runyard.services.wakeup import Wakeup
 from runyard.store import Store
-from runyard.store.base import Page
 
 MAX_LOG_CHUNK = 4 * 1024 * 1024
 
@@ -44,25 +47,70 @@ def request_hash(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+ProgressRefresher = Callable[[str, int], Awaitable[None]]
+Announcer = Callable[[str, dict[str, Any]], None]
+
+
+def new_run(
+    job: Job,
+    values: dict[str, Any],
+    clock: Clock,
+    *,
+    priority: int | None,
+    labels: dict[str, str],
+    batch_id: str | None = None,
+    schedule_id: str | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> Run:
+    """A queued run of `job` with validated `values`, carrying the job as it is now."""
+    return Run(
+        id=new_id(),
+        job=job.name,
+        params=values,
+        state=RunState.QUEUED,
+        priority=job.spec.priority if priority is None else priority,
+        created_at=clock.now(),
+        labels=labels,
+        batch_id=batch_id,
+        schedule_id=schedule_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        spec=job.snapshot,
+    )
+
+
 class RunService:
     def __init__(
         self,
         store: Store,
         registry: JobRegistry,
-        dispatcher: Dispatcher,
+        executor: Executor,
+        attempts: Attempts,
+        transitions: Transitions,
+        queue: Wakeup,
         clock: Clock,
         *,
+        waiters: EndWaiters,
+        finish_rate: FinishRate,
+        progress: ProgressRefresher | None = None,
+        announce: Announcer | None = None,
         max_queue: int | None = None,
         disk: DiskGuard | None = None,
     ) -> None:
         self.accepting = True
         self.disk = disk
-        self.progress_refresher: Callable[[str, int], Awaitable[None]] | None = None
+        self.progress_refresher = progress
         # tells overviews (the feed) that runs appeared or went away
-        self.announce: Callable[[str, dict[str, Any]], None] = lambda kind, data: None
+        self.announce: Announcer = announce or (lambda kind, data: None)
         self.store = store
         self.registry = registry
-        self.dispatcher = dispatcher
+        self.executor = executor  # the run's files (logs, removal)
+        self._attempts = attempts  # cancel requests to a running attempt
+        self.transitions = transitions
+        self.queue = queue  # a new run may be claimable: the dispatcher looks
+        self.waiters = waiters
+        self.finish_rate = finish_rate
         self.clock = clock
         self.max_queue = max_queue
 
@@ -100,7 +148,7 @@ class RunService:
         stored, created = await self.store.insert_run(run)
         if not created:
             return self._same_request(stored, digest), False
-        self.dispatcher.wake()
+        self.queue.set()
         self.announce("submitted", {"id": stored.id, "job": stored.job})
         return stored, True
 
@@ -116,25 +164,13 @@ class RunService:
         priority: int | None,
         labels: dict[str, str],
         batch_id: str | None = None,
-        schedule_id: str | None = None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
     ) -> Run:
-        """A queued run of `job` with validated `values`, carrying the job as it is now."""
-        return Run(
-            id=new_id(),
-            job=job.name,
-            params=values,
-            state=RunState.QUEUED,
-            priority=job.spec.priority if priority is None else priority,
-            created_at=self.clock.now(),
-            labels=labels,
-            batch_id=batch_id,
-            schedule_id=schedule_id,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            spec=job.snapshot,
-        )
+        return new_run(
+            job, values, self.clock, priority=priority, labels=labels, batch_id=batch_id,
+            idempotency_key=idempotency_key, request_hash=request_hash,
+        )  # fmt: skip
 
     async def _by_key(self, key: str, digest: str) -> Run | None:
         # A replay is answered before admission: a full queue must not refuse it.
@@ -151,7 +187,7 @@ class RunService:
 
     def retry_after(self, excess: int) -> int:
         """Seconds until about `excess` runs will have left the queue, at the recent rate."""
-        rate = self.dispatcher.finish_rate()
+        rate = self.finish_rate.per_second()
         if rate <= 0:
             return 30
         return max(1, min(3600, math.ceil(excess / rate)))
@@ -176,7 +212,7 @@ class RunService:
         """The run once it has ended, or as it is after `seconds` (it is never cancelled)."""
         run = await self.get(run_id)
         if not run.state.terminal and seconds > 0:
-            await self.dispatcher.wait_for_end(run_id, seconds)
+            await self.waiters.wait_for_end(run_id, seconds)
             run = await self.get(run_id)
         return run
 
@@ -210,7 +246,7 @@ class RunService:
                 run_id, self.clock.now(), "cancelled on request"
             )
             if cancelled is not None:
-                self.dispatcher.notify(cancelled, RunState.QUEUED)
+                self.transitions.publish(cancelled, RunState.QUEUED)
                 return cancelled
             run = await self.get(run_id)  # it started meanwhile: cancel the running attempt
         if run.state.terminal:
@@ -218,8 +254,7 @@ class RunService:
         flagged = await self.store.request_cancel(run_id)
         if flagged is None:
             return await self.get(run_id)
-        self.dispatcher.cancel_pending.add(run_id)
-        await self.dispatcher.executor.cancel(run_id, flagged.attempt)
+        await self._attempts.request_cancel(run_id, flagged.attempt)
         return flagged
 
     async def delete(self, run_id: str) -> None:
@@ -229,7 +264,7 @@ class RunService:
                 f"run {run_id} is {run.state.value}; only finished runs can be deleted"
             )
         # files first: a removal that fails leaves the run listed, so a retry can finish it
-        await remove_run_files(self.dispatcher.executor, run_id)
+        await remove_run_files(self.executor, run_id)
         if await self.store.delete_run(run_id):
             self.announce("deleted", {"id": run_id})
 
@@ -243,7 +278,7 @@ class RunService:
             if attempt is None:
                 return b"", 0, 0  # not started yet: an empty log
             raise NotFoundError(f"run {run_id} has no attempt {number}", field="attempt")
-        path = self.dispatcher.executor.paths(run_id).log(number)
+        path = self.executor.paths(run_id).log(number)
         limit = min(limit, MAX_LOG_CHUNK)
 
         def read() -> tuple[bytes, int, int]:

@@ -120,6 +120,14 @@ async def follow_log(
             yield item
 
 
+async def _replay(hub: StreamHub, path: Path, offset: int) -> AsyncIterator[Chunk]:
+    """The file as it is now; a long replay stops between whole chunks at shutdown."""
+    async for chunk in _file_chunks(path, offset, None):
+        yield chunk
+        if hub.closed:
+            return
+
+
 async def _follow_attempt(
     hub: StreamHub,
     store: Store,
@@ -136,11 +144,9 @@ async def _follow_attempt(
             async for item in _through_tailer(hub, tailer, path, offset):
                 yield item
             return
-        async for chunk in _file_chunks(path, offset, None):
+        async for chunk in _replay(hub, path, offset):
             offset = chunk.end
             yield chunk
-            if hub.closed:
-                break  # a long replay stops between whole chunks
         latest = await store.get_run(run_id)
         if latest is None:
             return

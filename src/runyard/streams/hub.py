@@ -15,8 +15,8 @@ from runyard.models import Run, RunEvent, RunState
 from runyard.store import Store
 from runyard.streams.changes import ChangeWaiter, RunChanges
 from runyard.streams.feed import RunFeed
-from runyard.streams.keyed import KeyedLock
 from runyard.streams.notify import FileNotifier, Handle
+from runyard.streams.run_locks import RunLocks
 from runyard.streams.subscriber import Closed, End, Subscriber
 from runyard.streams.tailer import AttemptTailer
 
@@ -53,10 +53,10 @@ class StreamHub:
         self._handles: dict[str, Handle] = {}
         self._event_subs: dict[str, set[Subscriber]] = defaultdict(set)
         self._last_seq: dict[str, int] = {}
-        self._locks = KeyedLock()  # a run's event watchers and their last seq
+        self._locks = RunLocks()  # a run's event watchers and their last seq
         # one reader of a run's progress file at a time: two readers starting from the same
         # stored offset would both record the same lines (and count the same bad ones)
-        self._progress_locks = KeyedLock()
+        self._progress_locks = RunLocks()
         self._ended_early: OrderedDict[str, int] = OrderedDict()
         self.changes = RunChanges()
         self._tasks: set[asyncio.Task[None]] = set()

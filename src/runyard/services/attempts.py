@@ -1,0 +1,187 @@
+"""Attempts: the one writer of an attempt's start and end on this server — launched, adopted,
+exited, lost, reaped — and of cancel requests to a running attempt. Each end gives back its
+slot, publishes its transition and wakes the dispatcher."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Protocol
+
+import structlog
+
+from runyard import failpoints
+from runyard.clock import Clock
+from runyard.execution.base import Executor
+from runyard.execution.protocol import ExitRecord, UnreadableExit
+from runyard.jobs.spec import JobSpec
+from runyard.models import AttemptEnd, Claim, Run, RunState, attempt_key, parse_attempt_key
+from runyard.services import outcomes
+from runyard.services.lease import Lease
+from runyard.services.slots import Slots
+from runyard.services.transitions import Transitions
+from runyard.services.wakeup import Wakeup
+from runyard.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+class AttemptWatcher(Protocol):
+    """Who follows an attempt's program while it runs (the stream hub)."""
+
+    async def track(self, run_id: str, attempt: int, fresh: bool) -> None: ...
+
+    async def attempt_ending(
+        self, run_id: str, attempt: int, progress_bytes: int | None
+    ) -> None: ...
+
+
+class Attempts:
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        slots: Slots,
+        transitions: Transitions,
+        watcher: AttemptWatcher,
+        queue: Wakeup,
+        lease: Lease,
+        clock: Clock,
+        *,
+        host: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.slots = slots
+        self.transitions = transitions
+        self.watcher = watcher
+        self.queue = queue  # an end frees a slot (or re-queues a run): the dispatcher looks
+        self.lease = lease
+        self.clock = clock
+        self.host = host  # this server's id: the attempts it runs carry it
+        self.rng = rng or random.Random()  # noqa: S311  jitter, not secrets
+        # What this server claimed, kept for its attempt's life so that starting and ending
+        # it need not read back what was just written; the store stays the truth for the rest.
+        self._claimed: dict[str, Run] = {}
+        self._specs: dict[str, tuple[dict[str, object], JobSpec]] = {}
+        self._cancel_pending: set[str] = set()
+
+    # -- start --------------------------------------------------------------------------------
+
+    def claimed(self, claim: Claim) -> None:
+        """The dispatcher took this attempt: its slot is held and its claim published."""
+        self.slots.take(claim.run.job, claim.attempt.key)
+        self._claimed[claim.run.id] = claim.run
+        self.transitions.publish(claim.run, RunState.QUEUED)
+
+    def launched(self, run_id: str, number: int) -> bool:
+        """Whether this server claimed that attempt itself and has not yet recorded its end:
+        its start and its end are its own to record."""
+        run = self._claimed.get(run_id)
+        return run is not None and run.attempt == number
+
+    def spec_of(self, run: Run) -> JobSpec:
+        """The run's job spec, parsed once per distinct spec rather than once per use."""
+        cached = self._specs.get(run.job)
+        if cached is not None and cached[0] == run.spec:
+            return cached[1]
+        spec = JobSpec.model_validate(run.spec)
+        self._specs[run.job] = (run.spec, spec)
+        return spec
+
+    async def started(
+        self, run: Run, number: int, *, pid: int, pgid: int, start_time: float, at: float
+    ) -> None:
+        """Its program runs. Written before anything else happens: recovery tells a program
+        that ran from one that never started by this record."""
+        await self.store.attempt_started(
+            run.id, number, pid=pid, pgid=pgid, proc_start_time=start_time, at=at
+        )
+        await self._track(run.id, number, fresh=True)
+        if run.id in self._cancel_pending:
+            await self.executor.cancel(run.id, number)  # cancel came while it was starting
+
+    async def adopted(self, run_id: str, number: int) -> None:
+        """Its program still runs under the supervisor after a restart (reconcile)."""
+        await self._track(run_id, number, fresh=False)
+
+    async def _track(self, run_id: str, number: int, *, fresh: bool) -> None:
+        try:
+            await self.watcher.track(run_id, number, fresh)
+        except Exception:
+            # streams are a view: a failure there must never stop a run being recorded
+            log.exception("attempt_hook_failed", run_id=run_id, attempt=number)
+
+    # -- cancel -------------------------------------------------------------------------------
+
+    async def request_cancel(self, run_id: str, number: int) -> None:
+        """Stop the running attempt; one still starting is stopped once its program runs."""
+        self._cancel_pending.add(run_id)
+        await self.executor.cancel(run_id, number)
+
+    # -- end ----------------------------------------------------------------------------------
+
+    async def exited(self, record: ExitRecord | UnreadableExit) -> None:
+        """An attempt ended (event, exit file or failed launch): record it exactly once.
+        An unreadable record ends it `lost`: it ended, but nobody can say how."""
+        run_id, number = parse_attempt_key(record.key)
+        run = self._claimed.get(run_id)
+        if run is None or run.attempt != number:
+            run = await self.store.get_run(run_id)  # adopted, or learned from an exit file
+        if run is None or run.attempt != number or run.state is not RunState.RUNNING:
+            return
+        if run_id in self._cancel_pending and not run.cancel_requested:
+            run = replace(run, cancel_requested=True)
+        spec = self.spec_of(run)
+        if isinstance(record, UnreadableExit):
+            end, progress = outcomes.lost(run, spec, self.clock.now(), self.rng, record.why), None
+        else:
+            end, progress = outcomes.decide(record, run, spec, self.rng), record.progress_bytes
+        failpoints.hit("before_end")
+        await self.end(run, number, end, progress)
+
+    async def lost(self, run: Run, number: int, why: str) -> None:
+        spec = self.spec_of(run)
+        await self.end(run, number, outcomes.lost(run, spec, self.clock.now(), self.rng, why))
+
+    async def not_started(self, run: Run, number: int, why: str) -> None:
+        await self.end(run, number, outcomes.not_started(self.clock.now(), why))
+
+    def claim_unspawned(self, run_id: str) -> bool:
+        """Whether a claim of this run is still held here (a launch that failed may end it)."""
+        return run_id in self._claimed
+
+    async def end(
+        self, run: Run, number: int, end: AttemptEnd, progress_bytes: int | None = None
+    ) -> None:
+        try:
+            await self.watcher.attempt_ending(run.id, number, progress_bytes)
+        except Exception:
+            log.exception("attempt_hook_failed", run_id=run.id, attempt=number)
+        updated = await self.store.end_attempt(run.id, number, end, token=self.lease.token)
+        counted = self.slots.give_back(run.job, attempt_key(run.id, number))
+        if updated is None:
+            # already recorded from the other source (event vs exit file), or fenced: our
+            # lease lapsed and another server declared the attempt lost; either way its
+            # program is over here, and so is its slot
+            if counted:
+                log.warning("attempt_end_fenced", run_id=run.id, attempt=number)
+                self._claimed.pop(run.id, None)
+                self.queue.set()
+            return
+        self._claimed.pop(run.id, None)
+        if updated.state.terminal:
+            self._cancel_pending.discard(run.id)
+        self.transitions.publish(updated, RunState.RUNNING)
+        self.queue.set()
+
+    async def reap(self, run: Run, number: int, token: str | None, why: str) -> None:
+        """Another server's attempt whose lease expired: lost, retried here or elsewhere per
+        its job's policy. Only if it is still held under that (stale) lease: a server that
+        came back in time, or another reaper, may have settled it first."""
+        end = outcomes.lost(run, self.spec_of(run), self.clock.now(), self.rng, why)
+        updated = await self.store.end_attempt(run.id, number, end, token=token)
+        if updated is not None:
+            self.transitions.publish(updated, RunState.RUNNING)
+            self.queue.set()

@@ -1,0 +1,140 @@
+"""The server's life around its runs: the executor's reports (an exit handed to the attempts
+owner, a lost supervisor reconnected and reconciled), other servers' run notifications routed
+to who cares, point-in-time gauges, and drain at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from runyard.background import TaskGroup
+from runyard.errors import ConflictError
+from runyard.execution.base import Executor, ExecutorEvents
+from runyard.execution.protocol import ExitRecord, UnreadableExit
+from runyard.metrics import Metrics
+from runyard.models import RunState
+from runyard.services.attempts import Attempts
+from runyard.services.dispatch import Dispatcher
+from runyard.services.health import HealthMonitor
+from runyard.services.recovery import Reconciler
+from runyard.services.runs import RunService
+from runyard.services.slots import Slots
+from runyard.store import Store
+from runyard.streams.hub import StreamHub
+
+log = structlog.get_logger(__name__)
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        attempts: Attempts,
+        dispatcher: Dispatcher,
+        slots: Slots,
+        reconciler: Reconciler,
+        runs: RunService,
+        health: HealthMonitor,
+        hub: StreamHub,
+        metrics: Metrics,
+        *,
+        server_id: str,
+        drain_timeout_s: float,
+        ended_elsewhere: Sequence[Callable[[str], None]],
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.attempts = attempts
+        self.dispatcher = dispatcher
+        self.slots = slots
+        self.reconciler = reconciler
+        self.runs = runs
+        self.health = health
+        self.hub = hub
+        self.metrics = metrics
+        self.server_id = server_id
+        self.drain_timeout_s = drain_timeout_s
+        self._ended_elsewhere = tuple(ended_elsewhere)  # who hears another server's run end
+        self.draining = False
+        self._exits = TaskGroup("attempt-exit")
+        self.events = ExecutorEvents(exited=self._exited, lost=self._supervisor_lost)
+
+    # -- the executor's reports ---------------------------------------------------------------
+
+    async def _exited(self, record: ExitRecord | UnreadableExit) -> None:
+        # Handled in its own task so the executor's connection keeps being read meanwhile.
+        self._exits.start(self._record_exit(record))
+
+    async def _record_exit(self, record: ExitRecord | UnreadableExit) -> None:
+        try:
+            await self.attempts.exited(record)
+        except Exception as exc:
+            # The exit file stays on disk: a reconcile pass, retried until it works, ends it.
+            log.exception("exit_handling_failed", attempt=record.key)
+            self.reconciler.needed(f"the end of attempt {record.key} was not recorded ({exc})")
+
+    async def _supervisor_lost(self) -> None:
+        if self.draining:
+            return
+        log.error("supervisor_lost")
+        try:
+            await self.executor.reconnect()
+            await self.reconciler.run()
+        except Exception:
+            log.exception("supervisor_restart_failed")
+        self.dispatcher.queue.set()
+
+    async def stop(self) -> None:
+        """After the executor stopped: the ends it delivered are recorded."""
+        await self._exits.wait()
+
+    # -- other servers ------------------------------------------------------------------------
+
+    def run_changed_elsewhere(self, payload: str) -> None:
+        parts = payload.split()
+        if len(parts) != 3 or parts[2] == self.server_id:
+            return  # a resync after reconnecting, or our own change: already handled here
+        run_id, state = parts[0], parts[1]
+        self.hub.changed_elsewhere(run_id, state)
+        if RunState(state).terminal:
+            for listener in self._ended_elsewhere:
+                listener(run_id)
+
+    # -- gauges -------------------------------------------------------------------------------
+
+    async def refresh_gauges(self) -> None:
+        """Point-in-time gauges, set when scraped."""
+        m = self.metrics
+        m.queued.clear()
+        for job, n in (await self.store.counts_by_job(RunState.QUEUED)).items():
+            m.queued.labels(job).set(n)
+        m.running.clear()
+        for job, n in self.slots.running.items():
+            m.running.labels(job).set(n)
+        m.watchers.set(self.hub.watchers)
+        m.lagged.set(self.hub.lagged_total + sum(t.lagged_total for t in self.hub.tailers.values()))
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Stop admitting at once (submissions get 503); called from the signal handler."""
+        self.draining = True
+        self.runs.accepting = False
+        self.health.mark_draining()
+
+    async def drain(self) -> None:
+        """Start nothing new; wait for running programs up to drain_timeout_s, then cancel
+        what still runs and wait for it to end (its kill grace). Queued runs stay queued."""
+        self.begin_shutdown()
+        self.dispatcher.paused = True
+        log.info("draining", active=self.slots.active)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.slots.idle(), self.drain_timeout_s)
+        for attempt in await self.store.active_attempts(self.server_id):
+            with contextlib.suppress(ConflictError):  # it ended meanwhile
+                await self.runs.cancel(attempt.run_id)
+        await self.slots.idle()

@@ -1,0 +1,82 @@
+"""The small owners of a run's life: slots (capacity and per-job room), end waiters, the
+finish rate behind Retry-After, and owned tasks whose failures are logged."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from runyard.background import TaskGroup
+from runyard.models import Run, RunState
+from runyard.services.slots import Slots
+from runyard.services.waiters import EndWaiters, FinishRate
+
+
+def a_run(run_id: str, state: RunState) -> Run:
+    return Run(id=run_id, job="j", params={}, state=state, priority=0, created_at=0.0)
+
+
+def test_slots_count_per_job_and_free_up_once() -> None:
+    async def scenario() -> None:
+        slots = Slots(capacity=3)
+        slots.take("a", "r1:1")
+        slots.take("a", "r2:1")
+        slots.take("b", "r3:1")
+        assert (slots.active, slots.free) == (3, 0)
+        assert slots.job_room({"a": 2, "b": 5}) == {"a": 0, "b": 4}
+        assert slots.give_back("a", "r1:1")
+        assert not slots.give_back("a", "r1:1")  # its slot was given back already
+        assert slots.running == {"a": 1, "b": 1}
+        slots.give_back("a", "r2:1")
+        slots.give_back("b", "r3:1")
+        await asyncio.wait_for(slots.idle(), 1)
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_wakes_when_its_run_ends_and_not_before() -> None:
+    async def scenario() -> None:
+        waiters = EndWaiters()
+        waiting = asyncio.create_task(waiters.wait_for_end("r1", 5))
+        await asyncio.sleep(0)
+        waiters.on_transition(a_run("r1", RunState.RUNNING), RunState.QUEUED)
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        waiters.on_transition(a_run("r1", RunState.SUCCEEDED), RunState.RUNNING)
+        await asyncio.wait_for(waiting, 1)
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_gives_up_after_its_time() -> None:
+    async def scenario() -> None:
+        await asyncio.wait_for(EndWaiters().wait_for_end("r1", 0.01), 1)
+
+    asyncio.run(scenario())
+
+
+def test_the_finish_rate_counts_only_ends() -> None:
+    rate = FinishRate()
+    assert rate.per_second() == 0.0
+    rate.on_transition(a_run("r1", RunState.RUNNING), RunState.QUEUED)
+    rate.on_transition(a_run("r1", RunState.SUCCEEDED), RunState.RUNNING)
+    assert rate.per_second() == 0.0  # one end says nothing of a rate
+    rate.on_transition(a_run("r2", RunState.FAILED), RunState.RUNNING)
+    assert rate.per_second() > 0
+
+
+def test_a_failed_owned_task_is_logged_and_awaited() -> None:
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    async def scenario() -> None:
+        group = TaskGroup("test")
+        group.start(fails())
+        await group.wait()
+        await asyncio.sleep(0)  # the done callback runs
+        assert len(group) == 0
+
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(scenario())
+    assert any(e["event"] == "task_failed" and e["group"] == "test" for e in logs)
