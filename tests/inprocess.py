@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import inspect
 import os
 import shutil
 import tempfile
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import pytest
 
 from runyard.api.app import create_app
 from runyard.config import Settings
@@ -158,8 +156,6 @@ def faked(
 ) -> Iterator[FakedServer]:
     """A server on the real SQLite store (on tmpfs: see tmpfs_data), a fake clock and a
     fake executor: dispatch, retries, admission and schedules in milliseconds."""
-    if "executor" not in inspect.signature(Runtime).parameters:
-        pytest.skip("Runtime(settings, clock, executor) is not there yet (issue 15)")
     data = tmpfs_data(tmp_path)
     clock = clock or FakeClock()
     server = FakedServer(
