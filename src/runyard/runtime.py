@@ -163,8 +163,7 @@ class Runtime:
         self.membership.start()
         await self.scheduler.start()
         self.retention.start()
-        self.health.current = await self.health.build()  # ready before the first request
-        self.health.start()
+        await self.health.start()
 
     def _store(self, settings: Settings, data_dir: Path) -> Store:
         url = settings.database_url

@@ -69,6 +69,10 @@ class Dispatcher:
         self._task = asyncio.create_task(self._loop(), name="dispatcher")
         self.queue.set()
 
+    def pause(self) -> None:
+        """Draining: claim nothing more (what runs goes on; queued runs stay queued)."""
+        self.paused = True
+
     async def stop(self) -> None:
         if self._due is not None:
             self._due.cancel()

@@ -106,7 +106,8 @@ class HealthMonitor:
         self._task = Background("health")
         self._submitted = 0  # submissions counted into `current` since start
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        self.current = await self.build()  # ready before the first request
         self._task.start(self._loop())
 
     async def stop(self) -> None:

@@ -123,14 +123,14 @@ class Lifecycle:
     def begin_shutdown(self) -> None:
         """Stop admitting at once (submissions get 503); called from the signal handler."""
         self.draining = True
-        self.runs.accepting = False
+        self.runs.stop_accepting()
         self.health.mark_draining()
 
     async def drain(self) -> None:
         """Start nothing new; wait for running programs up to drain_timeout_s, then cancel
         what still runs and wait for it to end (its kill grace). Queued runs stay queued."""
         self.begin_shutdown()
-        self.dispatcher.paused = True
+        self.dispatcher.pause()
         log.info("draining", active=self.slots.active)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.slots.idle(), self.drain_timeout_s)

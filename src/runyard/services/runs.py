@@ -152,6 +152,10 @@ class RunService:
         self.announce("submitted", {"id": stored.id, "job": stored.job})
         return stored, True
 
+    def stop_accepting(self) -> None:
+        """Shutting down: every submission from now on is refused with 503."""
+        self.accepting = False
+
     def check_accepting(self) -> None:
         if not self.accepting:
             raise UnavailableError("the server is shutting down; submit again shortly", 5)
