@@ -23,9 +23,8 @@ import structlog
 
 from runyard import failpoints
 from runyard.background import Background
-from runyard.execution.base import Executor
+from runyard.execution.base import ExecutorHealth
 from runyard.models import RunState
-from runyard.services.slots import Slots
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
 from runyard.streams.hub import StreamHub
@@ -66,13 +65,33 @@ class HealthSnapshot:
         return not self.failed_checks
 
 
+class ExecutorProbe(Protocol):
+    """Readiness of what runs programs (any Executor)."""
+
+    @property
+    def healthy(self) -> bool: ...
+
+    async def health(self, timeout_s: float) -> ExecutorHealth: ...
+
+
+class CapacityProbe(Protocol):
+    """How full this server is (services.slots.Slots)."""
+
+    @property
+    def active(self) -> int: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class HealthSources:
-    """What the monitor looks at; functions for what changes after construction."""
+    """What the monitor looks at, each through a narrow probe; functions for what is
+    replaced whole after construction (the reconcile state, the scheduler's snapshot)."""
 
     store: Store
-    executor: Executor
-    slots: Slots
+    executor: ExecutorProbe
+    slots: CapacityProbe
     hub: StreamHub
     data_dir: Path
     reconcile: Callable[[], ReconcileStatus]

@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from runyard.background import TaskGroup
 from runyard.execution.layout import RunPaths
 from runyard.models import Run, RunEvent, RunState
 from runyard.store import Store
@@ -59,7 +60,7 @@ class StreamHub:
         self._progress_locks = RunLocks()
         self._ended_early: OrderedDict[str, int] = OrderedDict()
         self.changes = RunChanges()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._publishes = TaskGroup("event-publish")  # failures logged, awaited on close
         self.feed = RunFeed(max_buffer_bytes)
         self.lagged_total = 0
         self.closed = False
@@ -107,6 +108,7 @@ class StreamHub:
         await self.close_streams(0)
         for run_id in list(self.tailers):
             self._drop_tailer(run_id)
+        await self._publishes.cancel()
         await self.notifier.stop()
 
     @property
@@ -192,9 +194,7 @@ class StreamHub:
         self.feed.offer("run", {"id": run.id, "job": run.job, "state": run.state.value,
                                 "reason": run.reason})  # fmt: skip
         if run.id in self._event_subs:
-            task = asyncio.create_task(self.publish_events(run.id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._publishes.start(self.publish_events(run.id))
 
     def _remember_ended_early(self, run_id: str, attempt: int) -> None:
         self._ended_early[run_id] = attempt
@@ -224,9 +224,7 @@ class StreamHub:
         self._signal(run_id)
         self.feed.offer("run", {"id": run_id, "state": state})
         if run_id in self._event_subs:
-            task = asyncio.create_task(self.publish_events(run_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._publishes.start(self.publish_events(run_id))
 
     async def _progress_read(self, run_id: str, latest: dict[str, Any] | None) -> None:
         if latest is not None:
