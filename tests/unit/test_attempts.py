@@ -1,0 +1,87 @@
+"""The attempts owner: an end is written once, under this server's lease; it gives back the
+slot, publishes one transition and wakes the dispatcher; a fenced end only frees the slot."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+from runyard.clock import SystemClock
+from runyard.models import Attempt, AttemptEnd, AttemptState, Claim, Run, RunState
+from runyard.services import outcomes
+from runyard.services.attempts import Attempts
+from runyard.services.lease import Lease
+from runyard.services.slots import Slots
+from runyard.services.transitions import Transitions
+from runyard.services.wakeup import Wakeup
+
+
+class FakeStore:
+    """Records end writes; `fenced` makes the store refuse them (another server decided)."""
+
+    def __init__(self, *, fenced: bool = False) -> None:
+        self.fenced = fenced
+        self.ends: list[tuple[str, int, str | None]] = []
+
+    async def end_attempt(
+        self, run_id: str, number: int, end: AttemptEnd, *, token: str | None
+    ) -> Run | None:
+        self.ends.append((run_id, number, token))
+        return None if self.fenced else replace(RUNNING, state=end.run_state)
+
+
+class Watcher:
+    def __init__(self) -> None:
+        self.ending: list[tuple[str, int]] = []
+
+    async def track(self, run_id: str, attempt: int, fresh: bool) -> None:
+        pass
+
+    async def attempt_ending(self, run_id: str, attempt: int, progress_bytes: int | None) -> None:
+        self.ending.append((run_id, attempt))
+
+
+RUNNING = Run(id="r1", job="j", params={}, state=RunState.RUNNING, priority=0, created_at=0.0,
+              attempt=1, spec={"command": ["true"]})  # fmt: skip
+
+
+def owner(store: FakeStore) -> tuple[Attempts, Slots, list[tuple[RunState, RunState]], Wakeup]:
+    told: list[tuple[RunState, RunState]] = []
+    slots, queue, lease = Slots(capacity=2), Wakeup(), Lease()
+    lease.hold("tok")
+    transitions = Transitions([lambda run, previous: told.append((previous, run.state))])
+    executor: Any = None  # never reached: nothing here cancels or launches
+    attempts = Attempts(
+        store, executor, slots, transitions, Watcher(), queue, lease, SystemClock(),  # type: ignore[arg-type]
+        host="h",
+    )  # fmt: skip
+    claim = Claim(RUNNING, Attempt("r1", 1, AttemptState.STARTING, 0.0, "h"))
+    attempts.claimed(claim)
+    queue.clear()
+    return attempts, slots, told, queue
+
+
+def test_an_end_is_written_under_the_lease_frees_the_slot_and_is_published_once() -> None:
+    async def scenario() -> None:
+        store = FakeStore()
+        attempts, slots, told, queue = owner(store)
+        assert slots.active == 1 and attempts.launched("r1", 1)
+        await attempts.end(RUNNING, 1, outcomes.not_started(0.0, "test"))
+        assert store.ends == [("r1", 1, "tok")]
+        assert slots.active == 0 and not attempts.launched("r1", 1)
+        assert told == [(RunState.QUEUED, RunState.RUNNING), (RunState.RUNNING, RunState.QUEUED)]
+        assert queue.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_a_fenced_end_frees_the_slot_without_a_transition() -> None:
+    async def scenario() -> None:
+        attempts, slots, told, queue = owner(FakeStore(fenced=True))
+        await attempts.end(RUNNING, 1, outcomes.not_started(0.0, "test"))
+        assert slots.active == 0
+        assert told == [(RunState.QUEUED, RunState.RUNNING)]  # the claim only
+        assert queue.is_set()
+
+    asyncio.run(scenario())
