@@ -100,7 +100,14 @@ async def test_timeout_then_sigkill_after_grace(sup: Harness) -> None:
 async def test_escaped_descendants_die_with_the_run(sup: Harness) -> None:
     marker = sup.data_dir / "escapee.pid"
     await sup.spawn(
-        "d.1", ["sh", "-c", f"setsid sh -c 'echo $$ > {marker}; exec sleep 60' & sleep 0.2"]
+        # the run ends only once its escapee exists (a fixed pause lost that race under load)
+        "d.1",
+        [
+            "sh",
+            "-c",
+            f"setsid sh -c 'echo $$ > {marker}.tmp; mv {marker}.tmp {marker}; "
+            f"exec sleep 60' & while [ ! -e {marker} ]; do sleep 0.01; done",
+        ],
     )
     await sup.next_exit()
     pid = int(marker.read_text())
