@@ -20,10 +20,6 @@ from runyard.models import (
     ServerInfo,
 )
 
-# AttemptEnd and Page live in runyard.models; re-exported here for a while so that code still
-# importing them from the store keeps working.
-__all__ = ["AttemptEnd", "Page", "Store"]
-
 
 class Store(abc.ABC):
     """Every write checks the transition table; every method is one short transaction.
