@@ -175,8 +175,7 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_job(path: Path, ceiling: JsonCeiling | None = None) -> Job:
-    """Parse and validate one job file. Every problem is a LoadError naming the file."""
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -184,17 +183,12 @@ def load_job(path: Path, ceiling: JsonCeiling | None = None) -> Job:
     if len(raw) > MAX_JOB_FILE_BYTES:
         raise LoadError(path, f"file is over {MAX_JOB_FILE_BYTES} bytes")
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise LoadError(path, f"not valid TOML: {exc}") from None
-    if "name" in data:
-        raise LoadError(path, "`name` comes from the file name; remove it")
-    try:
-        spec = JobSpec.model_validate({"name": path.stem, **data})
-    except ValidationError as exc:
-        raise LoadError(path, _describe(exc)) from None
-    _check_bounds(path, spec, ceiling or JsonCeiling())
-    model = build_params_model(spec.name, spec.params)
+
+
+def _check_defaults(path: Path, spec: JobSpec, model: type[BaseModel]) -> None:
     try:
         model.model_validate({})
     except ValidationError as exc:
@@ -209,6 +203,20 @@ def load_job(path: Path, ceiling: JsonCeiling | None = None) -> Job:
                 check_json(name, decl, decl.default)
     except ParamError as exc:
         raise LoadError(path, f"a default does not fit its param ({exc})") from None
+
+
+def load_job(path: Path, ceiling: JsonCeiling | None = None) -> Job:
+    """Parse and validate one job file. Every problem is a LoadError naming the file."""
+    data = _read_toml(path)
+    if "name" in data:
+        raise LoadError(path, "`name` comes from the file name; remove it")
+    try:
+        spec = JobSpec.model_validate({"name": path.stem, **data})
+    except ValidationError as exc:
+        raise LoadError(path, _describe(exc)) from None
+    _check_bounds(path, spec, ceiling or JsonCeiling())
+    model = build_params_model(spec.name, spec.params)
+    _check_defaults(path, spec, model)
     return Job(
         spec=spec, path=path, params_model=model, schema=params_schema(model),
         snapshot=spec.model_dump(mode="json"),
