@@ -16,11 +16,14 @@ from tests.support import wait_for
 
 LINE = "x" * 1023 + "\n"  # 1 KiB
 LINES = 2048  # 2 MiB: four times the smallest buffer a watcher may have
+STEP = 128  # lines written at a time, each step read by the fast watcher before the next
 
 
-async def slow_watch(app: FastAPI, path: str, first: asyncio.Event, gate: asyncio.Event) -> bytes:
-    """GET `path`, taking the first body chunk at once and then none until `gate` opens."""
-    body = bytearray()
+async def watch(
+    app: FastAPI, path: str, body: bytearray, first: asyncio.Event, gate: asyncio.Event
+) -> None:
+    """GET `path` into `body` (readable as it grows), taking the first chunk at once and then
+    none until `gate` opens (a watcher that stops reading)."""
     asked = False
 
     async def receive() -> dict[str, Any]:
@@ -46,7 +49,6 @@ async def slow_watch(app: FastAPI, path: str, first: asyncio.Event, gate: asynci
         "server": ("runyard.test", 80), "root_path": "",
     }  # fmt: skip
     await app(scope, receive, send)
-    return bytes(body)
 
 
 def lagged_total(srv: FakedServer) -> int:
@@ -61,18 +63,32 @@ def test_a_slow_watcher_is_dropped_with_lagged_and_others_get_everything(
         run_id = srv.submit("chatter")["id"]
         wait_for(lambda: srv.launched() == [run_id], what="the run to start")
         path = f"/v1/runs/{run_id}/logs/stream"
+        slow_body, fast_body = bytearray(), bytearray()
         first, gate = asyncio.Event(), asyncio.Event()
-        slow = asyncio.run_coroutine_threadsafe(slow_watch(srv.app, path, first, gate), srv.loop)
-        srv.call(asyncio.wait_for(first.wait(), 10))
-        fast = srv.begin("GET", path)  # whole once the run ends (the transport buffers it)
+        fast_first, open_gate = asyncio.Event(), asyncio.Event()
+        srv.loop.call_soon_threadsafe(open_gate.set)
+        slow = asyncio.run_coroutine_threadsafe(
+            watch(srv.app, path, slow_body, first, gate), srv.loop
+        )
+        fast = asyncio.run_coroutine_threadsafe(
+            watch(srv.app, path, fast_body, fast_first, open_gate), srv.loop
+        )
+
+        async def both_started() -> None:
+            await asyncio.wait_for(asyncio.gather(first.wait(), fast_first.wait()), 10)
+
+        srv.call(both_started())
         log = srv.executor.paths(run_id).log(1)
-        with log.open("a") as out:
-            for _ in range(LINES):
-                out.write(LINE)
-        srv.finish(run_id)  # its end is recorded once the tailer has read the whole log
-        fast_body = fast.result(timeout=20).content
+        for written in range(STEP, LINES + 1, STEP):
+            with log.open("a") as out:
+                out.write(LINE * STEP)
+            # a watcher that keeps reading never holds more than one step: it never lags
+            wait_for(lambda n=written: bytes(fast_body).count(b"x" * 1023) >= n,
+                     what=f"the fast watcher to read {written} lines")  # fmt: skip
+        srv.finish(run_id)
+        fast.result(timeout=20)
         srv.loop.call_soon_threadsafe(gate.set)
-        slow_body = slow.result(timeout=20)
+        slow.result(timeout=20)
         # counted once the attempt's tailer retires, with the run's end
         wait_for(lambda: lagged_total(srv) >= 1, what="the lag to be counted")
     assert b"event: lagged" in slow_body
