@@ -21,6 +21,8 @@ N = 300 if QUICK else 2000
 N_RQ = 100 if QUICK else 500
 N_SUBMIT = 1000 if QUICK else 10_000
 CAPACITIES = [1, 2, 8]
+# single runs, submit -> result known: (idle samples, warm samples, idle gap between them in s)
+LATENCY = (50, 100, 0.05) if QUICK else (200, 500, 0.05)
 
 
 def log(msg: str) -> None:
@@ -49,14 +51,51 @@ def throughput_section(base: Path, jobs: Path, capacities: list[int]) -> dict[st
             srv.stop()
         out[f"runyard_c{c}"] = t.runs_per_s
         out[f"loaded_dispatch_c{c}"] = (t.dispatch_p50_ms, t.dispatch_p99_ms)
+        out[f"cpu_c{c}"] = t.cpu_ms
         log(f"C={c}: floor {out[f'floor_c{c}']:.0f}/s, limit {out[f'limit_c{c}']:.0f}/s, "
             f"runyard {t.runs_per_s:.0f}/s")  # fmt: skip
     return out
 
 
+def idle_section(base: Path, jobs: Path) -> dict[str, Any]:
+    """Dispatch latency and single runs with `Prefer: wait` on an idle server, then admission."""
+    out: dict[str, Any] = {}
+    srv = server(base, jobs, "idle", 8)
+    try:
+        out["idle_dispatch"] = runyard_e2e.idle_dispatch(srv, 50 if QUICK else 200)
+        log(f"idle dispatch p50/p99 {out['idle_dispatch']}")
+        idle, warm, gap = LATENCY
+        out["wait_latency"] = {
+            "idle": runyard_e2e.wait_latency(srv, idle, gap),
+            "warm": runyard_e2e.wait_latency(srv, warm, 0),
+        }
+        log(f"Prefer: wait latency p50/p99 {out['wait_latency']}")
+        out["submissions"] = runyard_e2e.submissions(srv, N_SUBMIT)
+        log(f"submissions {out['submissions']}")
+        srv.wait_idle()
+    finally:
+        srv.stop()
+    return out
+
+
+def peers_section(base: Path) -> dict[str, Any]:
+    plog = base / "peers.log"
+    out = {
+        "celery": peers.celery(N, 8, plog, fresh(base, "celery"), LATENCY),
+        "arq": peers.arq(N, 8, plog, fresh(base, "arq")),
+        "rq": peers.rq(N_RQ, 8, plog, fresh(base, "rq")),
+    }
+    for name, p in out.items():
+        bare, fair = p["bare"]["runs_per_s"], p["fair"]["runs_per_s"]
+        log(f"{name}: bare {bare:.0f}/s, same work {fair:.0f}/s")
+    log(f"celery latency {out['celery']['latency']}")
+    return out
+
+
 def main() -> None:
     started = time.monotonic()
-    results: dict[str, Any] = {"quick": QUICK, "n": N, "n_rq": N_RQ, "n_submit": N_SUBMIT}
+    results: dict[str, Any] = {"quick": QUICK, "n": N, "n_rq": N_RQ, "n_submit": N_SUBMIT,
+                               "latency": LATENCY}  # fmt: skip
     tmpfs = Path(tempfile.mkdtemp(prefix="runyard-bench-", dir="/dev/shm"))
     disk = Path(tempfile.mkdtemp(prefix="runyard-bench-", dir="/var/tmp"))
     jobs = write_jobs(tmpfs / "jobs")
@@ -66,23 +105,8 @@ def main() -> None:
         log("throughput, data dir on disk")
         results["disk"] = throughput_section(disk, jobs, [8])
 
-        srv = server(tmpfs, jobs, "idle", 8)
-        try:
-            results["idle_dispatch"] = runyard_e2e.idle_dispatch(srv, 50 if QUICK else 200)
-            log(f"idle dispatch p50/p99 {results['idle_dispatch']}")
-            results["submissions"] = runyard_e2e.submissions(srv, N_SUBMIT)
-            log(f"submissions {results['submissions']}")
-            srv.wait_idle()
-        finally:
-            srv.stop()
-
-        plog = tmpfs / "peers.log"
-        results["peers"] = {
-            "celery": peers.celery_rate(N, 8, plog),
-            "arq": peers.arq_rate(N, 8, plog),
-            "rq": peers.rq_rate(N_RQ, 8, plog),
-        }
-        log(f"peers {results['peers']}")
+        results.update(idle_section(tmpfs, jobs))
+        results["peers"] = peers_section(tmpfs)
 
         srv = server(tmpfs, jobs, "fanout", 8)
         try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -100,3 +102,76 @@ def write_jobs(directory: Path) -> Path:
         '[params.delay]\ntype = "float"\ndefault = 0\n'
     )
     return directory
+
+
+# --- CPU per process: the budget of a run -------------------------------------------------
+
+
+def client_cpu_s() -> float:
+    """This process's CPU (every thread, user + system) so far, in seconds."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def supervisor_pid(data_dir: Path) -> int | None:
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "runyard.execution.supervisor" in cmd and str(data_dir) in cmd:
+            return proc.pid
+    return None
+
+
+def redis_cpu_s(url: str = "redis://127.0.0.1:6379") -> float:
+    import redis
+
+    info = redis.Redis.from_url(url).info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+class CpuMeter:
+    """CPU seconds spent between start() and stop() by named groups of processes.
+
+    A group's own time is user + system of its processes (every thread); its `programs` time is
+    what its processes reaped from children that ended in the window (the kernel's cutime and
+    cstime): the programs a supervisor or worker ran, with everything they ran in turn. The
+    groups are fixed at start(): a process born later counts once its parent reaps it."""
+
+    def __init__(self, groups: dict[str, list[psutil.Process]], *, redis: bool = False) -> None:
+        self.groups = groups
+        self.redis = redis
+        self._before: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        out = {"client": client_cpu_s(), "programs": 0.0}
+        for name, procs in self.groups.items():
+            own = system = 0.0
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    own += t.user + t.system
+                    system += t.system
+                    out["programs"] += t.children_user + t.children_system
+            out[name] = own
+            # where a process's time goes: in the kernel, and on its main thread (an asyncio
+            # server's event loop) against its other threads (a store's, a thread pool's)
+            out[f"{name}.system"] = system
+            with contextlib.suppress(psutil.Error):
+                main = [th for th in procs[0].threads() if th.id == procs[0].pid]
+                out[f"{name}.main_thread"] = sum(th.user_time + th.system_time for th in main)
+        if self.redis:
+            out["redis"] = redis_cpu_s()
+        return out
+
+    def start(self) -> CpuMeter:
+        self._before = self._read()
+        return self
+
+    def stop(self, runs: int) -> dict[str, float]:
+        """CPU milliseconds per run for each group, the client, programs and (if asked) Redis."""
+        after = self._read()
+        return {k: (after[k] - self._before[k]) * 1000 / runs for k in after if k in self._before}

@@ -1,7 +1,10 @@
-"""The same work on Celery, arq and RQ: N tasks that each run /bin/true, C at a time.
+"""The same work on Celery, arq and RQ: N tasks that each run /bin/true, C at a time, bare (a
+subprocess and nothing else) and fair (runyard's per-run work: a fresh directory, the output to
+a log file in it, a new session), each with the CPU every process spent per run.
 
 Each peer uses the machine's Redis (its own database number, flushed first) and runs as it is
-normally deployed: a Celery prefork worker, an arq worker, an RQ worker pool.
+normally deployed: a Celery prefork worker, an arq worker, an RQ worker pool. One worker serves
+both variants (and Celery's single-task latency), measured one after the other.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
-from bench.common import REPO
+from bench.common import REPO, CpuMeter, pct, process_tree
 
 REDIS = "redis://127.0.0.1:6379"
 DB = {"celery": 11, "arq": 12, "rq": 13}
@@ -38,10 +43,33 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def celery_rate(n: int, c: int, log: Path) -> float:
-    from bench.peer_tasks import celery_app, celery_true
+def _measured(worker: subprocess.Popen[bytes], n: int, body: Callable[[], None]) -> dict[str, Any]:
+    """Run `body` (n tasks, enqueued and awaited) under a CPU meter: runs/s and ms per run."""
+    meter = CpuMeter({"worker": process_tree(worker.pid)}, redis=True).start()
+    t = time.perf_counter()
+    body()
+    rate = n / (time.perf_counter() - t)
+    return {"runs_per_s": rate, "cpu_ms": meter.stop(n)}
+
+
+def _latency(call: Callable[[], object], n: int, gap_s: float) -> tuple[float, float]:
+    lat = []
+    for _ in range(n):
+        if gap_s:
+            time.sleep(gap_s)
+        t = time.perf_counter()
+        call()
+        lat.append((time.perf_counter() - t) * 1000)
+    return pct(lat, 50), pct(lat, 99)
+
+
+def celery(n: int, c: int, log: Path, root: Path, lat: tuple[int, int, float]) -> dict[str, Any]:
+    """Bare and fair throughput, then `delay().get()` of one task at a time: `lat` is (idle
+    samples, warm samples, idle gap in s)."""
+    from bench.peer_tasks import celery_app, celery_fair, celery_true
 
     _flush(DB["celery"])
+    root.mkdir(parents=True, exist_ok=True)
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bench.peer_tasks:celery_app", "worker",
          "--pool=prefork", f"--concurrency={c}", "--loglevel=WARNING", "--without-gossip",
@@ -53,51 +81,78 @@ def celery_rate(n: int, c: int, log: Path) -> float:
         while not celery_app.control.ping(timeout=0.5):
             if time.monotonic() > deadline:
                 raise RuntimeError("celery worker did not start")
-        t = time.perf_counter()
-        results = [celery_true.delay() for _ in range(n)]
-        for r in results:
-            r.get(timeout=300)
-        return n / (time.perf_counter() - t)
+        celery_true.delay().get(timeout=60)
+        out: dict[str, Any] = {}
+
+        def bare() -> None:
+            for r in [celery_true.delay() for _ in range(n)]:
+                r.get(timeout=300)
+
+        def fair() -> None:
+            for r in [celery_fair.delay(str(root), i) for i in range(n)]:
+                r.get(timeout=300)
+
+        out["bare"] = _measured(worker, n, bare)
+        out["fair"] = _measured(worker, n, fair)
+        idle, warm, gap = lat
+        ids = iter(range(n, n + 2 * (idle + warm)))
+        out["latency"] = {
+            "bare_idle": _latency(lambda: celery_true.delay().get(timeout=30), idle, gap),
+            "bare_warm": _latency(lambda: celery_true.delay().get(timeout=30), warm, 0),
+            "fair_idle": _latency(
+                lambda: celery_fair.delay(str(root), next(ids)).get(timeout=30), idle, gap
+            ),
+            "fair_warm": _latency(
+                lambda: celery_fair.delay(str(root), next(ids)).get(timeout=30), warm, 0
+            ),
+        }
+        return out
     finally:
         _stop(worker)
 
 
-async def _arq_enqueue_and_wait(n: int) -> float:
+async def _arq_run(n: int, job: str, root: str, *, warm: bool = False) -> None:
     from arq import create_pool
     from arq.connections import RedisSettings
 
     pool = await create_pool(RedisSettings(database=DB["arq"]))
-    warm = await pool.enqueue_job("arq_true")  # answered once the worker is up
-    assert warm is not None
-    await warm.result(timeout=60, poll_delay=0.05)
-    t = time.perf_counter()
-    jobs = [await pool.enqueue_job("arq_true") for _ in range(n)]
-    for job in jobs:
-        assert job is not None
-        await job.result(timeout=300, poll_delay=0.05)
-    rate = n / (time.perf_counter() - t)
+    if warm:
+        first = await pool.enqueue_job("arq_true")  # answered once the worker is up
+        assert first is not None
+        await first.result(timeout=60, poll_delay=0.05)
+    else:
+        args: list[tuple[Any, ...]] = [() if job == "arq_true" else (root, i) for i in range(n)]
+        jobs = [await pool.enqueue_job(job, *a) for a in args]
+        for j in jobs:
+            assert j is not None
+            await j.result(timeout=300, poll_delay=0.05)
     await pool.aclose()
-    return rate
 
 
-def arq_rate(n: int, c: int, log: Path) -> float:
+def arq(n: int, c: int, log: Path, root: Path) -> dict[str, Any]:
     _flush(DB["arq"])
+    root.mkdir(parents=True, exist_ok=True)
     worker = subprocess.Popen(
         [sys.executable, "-m", "arq", "bench.peer_tasks.ArqWorker"],
         env=_env(BENCH_ARQ_MAX_JOBS=str(c)), stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        return asyncio.run(_arq_enqueue_and_wait(n))
+        asyncio.run(_arq_run(1, "arq_true", "", warm=True))
+        return {
+            "bare": _measured(worker, n, lambda: asyncio.run(_arq_run(n, "arq_true", ""))),
+            "fair": _measured(worker, n, lambda: asyncio.run(_arq_run(n, "arq_fair", str(root)))),
+        }
     finally:
         _stop(worker)
 
 
-def rq_rate(n: int, c: int, log: Path) -> float:
+def rq(n: int, c: int, log: Path, root: Path) -> dict[str, Any]:
     from rq import Queue
 
-    from bench.rq_task import rq_true
+    from bench.rq_task import rq_fair, rq_true
 
     _flush(DB["rq"])
+    root.mkdir(parents=True, exist_ok=True)
     conn = redis.Redis.from_url(f"{REDIS}/{DB['rq']}")
     queue = Queue("bench", connection=conn)
     pool = subprocess.Popen(
@@ -105,20 +160,24 @@ def rq_rate(n: int, c: int, log: Path) -> float:
          f"{REDIS}/{DB['rq']}", "--logging-level", "WARNING"],
         env=_env(), stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
-    try:
-        warm = queue.enqueue(rq_true)  # finished once the pool is up
-        while warm.get_status(refresh=True) != "finished":
-            time.sleep(0.05)
-        t = time.perf_counter()
-        jobs = [queue.enqueue(rq_true) for _ in range(n)]
+
+    def run(fair: bool) -> None:
+        jobs = [queue.enqueue(rq_fair, str(root), i) if fair else queue.enqueue(rq_true)
+                for i in range(n)]  # fmt: skip
         deadline = time.monotonic() + 600
         pending = {j.id for j in jobs}
         while pending:
             if time.monotonic() > deadline:
                 raise RuntimeError("rq did not finish")
-            done = queue.finished_job_registry.get_job_ids()
-            pending -= set(done)
+            pending -= set(queue.finished_job_registry.get_job_ids())
             time.sleep(0.05)
-        return n / (time.perf_counter() - t)
+
+    try:
+        warm = queue.enqueue(rq_true)  # finished once the pool is up
+        while warm.get_status(refresh=True) != "finished":
+            time.sleep(0.05)
+        time.sleep(1)  # every worker of the pool started, so the meter sees them all
+        return {"bare": _measured(pool, n, lambda: run(False)),
+                "fair": _measured(pool, n, lambda: run(True))}  # fmt: skip
     finally:
         _stop(pool)

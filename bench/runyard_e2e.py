@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
+import psutil
 
-from bench.common import Server, pct
+from bench.common import CpuMeter, Server, pct, process_tree, supervisor_pid
 
 
 @dataclass
@@ -17,6 +20,7 @@ class Throughput:
     runs_per_s: float
     dispatch_p50_ms: float
     dispatch_p99_ms: float
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
 async def _submit_many(url: str, job: str, n: int, clients: int) -> list[float]:
@@ -46,22 +50,82 @@ async def _submit_many(url: str, job: str, n: int, clients: int) -> list[float]:
     return latencies
 
 
-def _times(server: Server) -> tuple[list[float], float, float]:
+def _times(server: Server, skip: str = "") -> tuple[list[float], float, float]:
     """(dispatch latencies, first created_at, last finished_at) from the store."""
     with server.db() as db:
         rows = db.execute(
             "SELECT r.created_at, a.started_at, r.finished_at FROM runs r "
-            "JOIN attempts a ON a.run_id = r.id AND a.number = 1"
+            "JOIN attempts a ON a.run_id = r.id AND a.number = 1 WHERE r.id != ?",
+            (skip,),
         ).fetchall()
     dispatch = [(s - c) * 1000 for c, s, _ in rows if s is not None]
     return dispatch, min(r[0] for r in rows), max(r[2] for r in rows if r[2] is not None)
 
 
+def _wait_ended(server: Server, n: int, timeout: float = 600) -> None:
+    """Poll the store's file (a WAL reader costs the server nothing) until n runs ended; the
+    server's /health would charge its own CPU to the runs being measured."""
+    deadline = time.monotonic() + timeout
+    db = sqlite3.connect(server.data_dir / "runyard.db")
+    try:
+        while time.monotonic() < deadline:
+            (done,) = db.execute(
+                "SELECT count(*) FROM runs WHERE finished_at IS NOT NULL"
+            ).fetchone()
+            if done >= n:
+                return
+            time.sleep(0.02)
+    finally:
+        db.close()
+    raise RuntimeError("runs did not finish")
+
+
+def _one_and_wait(url: str, conn: http.client.HTTPConnection) -> str:
+    """Submit one run with `Prefer: wait` on a kept-alive connection: its id once it ended."""
+    conn.request("POST", "/v1/runs", body=b'{"job": "true"}',
+                 headers={"content-type": "application/json", "prefer": "wait=30"})  # fmt: skip
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    if resp.status != 200 or body["state"] != "succeeded":
+        raise RuntimeError(f"{url}: waited run ended {resp.status} {body.get('state')}")
+    return str(body["id"])
+
+
+def _connect(server: Server) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+
+
 def throughput(server: Server, n: int, clients: int = 16) -> Throughput:
+    """n runs submitted by `clients` at once, first submit -> last end; the CPU each process
+    spent per run over that window (the supervisor started by a warm-up run beforehand)."""
+    conn = _connect(server)
+    warm = _one_and_wait(server.url, conn)
+    conn.close()
+    sup = supervisor_pid(server.data_dir)
+    assert server.proc is not None and sup is not None
+    meter = CpuMeter(
+        {"server": process_tree(server.proc.pid), "supervisor": [psutil.Process(sup)]}
+    ).start()
     asyncio.run(_submit_many(server.url, "true", n, clients))
-    server.wait_idle()
-    dispatch, first, last = _times(server)
-    return Throughput(n / (last - first), pct(dispatch, 50), pct(dispatch, 99))
+    _wait_ended(server, n + 1)
+    cpu = meter.stop(n)
+    dispatch, first, last = _times(server, skip=warm)
+    return Throughput(n / (last - first), pct(dispatch, 50), pct(dispatch, 99), cpu)
+
+
+def wait_latency(server: Server, n: int, gap_s: float) -> tuple[float, float]:
+    """One run at a time with `Prefer: wait`, submit -> result known (ms), `gap_s` apart: idle
+    with a gap (the loop, the supervisor and the caches gone quiet), warm back to back."""
+    conn = _connect(server)
+    lat = []
+    for _ in range(n):
+        if gap_s:
+            time.sleep(gap_s)
+        t = time.perf_counter()
+        _one_and_wait(server.url, conn)
+        lat.append((time.perf_counter() - t) * 1000)
+    conn.close()
+    return pct(lat, 50), pct(lat, 99)
 
 
 def idle_dispatch(server: Server, n: int = 200) -> tuple[float, float]:
