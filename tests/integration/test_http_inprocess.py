@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from runyard.auth import Role, create_token
+from tests.auth_matrix import matrix
 from tests.inprocess import FakedServer, faked
 from tests.support import wait_for
 
@@ -37,36 +38,6 @@ def secured(
             what="the run to end",
         )
         yield srv, tokens, run_id
-
-
-def matrix(run_id: str) -> list[tuple[str, str, Role, dict[str, object] | None]]:
-    r = f"/v1/runs/{run_id}"
-    return [
-        ("GET", "/v1/jobs", Role.READ, None),
-        ("GET", "/v1/jobs/true", Role.READ, None),
-        ("POST", "/v1/runs", Role.SUBMIT, {"job": "true"}),
-        ("GET", "/v1/runs", Role.READ, None),
-        ("GET", r, Role.READ, None),
-        ("GET", f"{r}/logs", Role.READ, None),
-        ("GET", f"{r}/logs/stream", Role.READ, None),
-        ("GET", f"{r}/events", Role.READ, None),
-        ("GET", f"{r}/artifacts", Role.READ, None),
-        ("GET", f"{r}/artifacts/outputs/x", Role.READ, None),
-        ("POST", f"{r}/cancel", Role.SUBMIT, None),
-        ("POST", "/v1/batches", Role.SUBMIT, {"job": "true", "iterations": 1}),
-        ("GET", "/v1/batches/none", Role.READ, None),
-        ("POST", "/v1/batches/none/cancel", Role.SUBMIT, None),
-        ("POST", "/v1/schedules", Role.SUBMIT, {"job": "true", "interval_s": 3600}),
-        ("GET", "/v1/schedules", Role.READ, None),
-        ("GET", "/v1/schedules/none", Role.READ, None),
-        ("PATCH", "/v1/schedules/none", Role.SUBMIT, {"paused": True}),
-        ("DELETE", "/v1/schedules/none", Role.ADMIN, None),
-        ("GET", "/v1/status", Role.ADMIN, None),
-        ("GET", "/v1/me", Role.READ, None),
-        ("GET", "/v1/batches", Role.READ, None),
-        ("GET", "/v1/events", Role.READ, None),
-        ("DELETE", r, Role.ADMIN, None),  # last: it removes the run
-    ]
 
 
 def test_every_route_refuses_missing_wrong_and_weak_tokens(
