@@ -90,7 +90,7 @@ class Runtime:
             lambda run, previous: health_wake.set(),
         ])  # fmt: skip
         self.slots = Slots(settings.capacity)
-        self.lease = Lease()
+        self.lease = Lease(renewed=queue)
         self.attempts = Attempts(
             self.store, self.executor, self.slots, self.transitions, self.hub, queue,
             self.lease, self.clock, host=settings.server_id,

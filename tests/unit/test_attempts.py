@@ -49,7 +49,7 @@ RUNNING = Run(id="r1", job="j", params={}, state=RunState.RUNNING, priority=0, c
 def owner(store: FakeStore) -> tuple[Attempts, Slots, list[tuple[RunState, RunState]], Wakeup]:
     told: list[tuple[RunState, RunState]] = []
     slots, queue, lease = Slots(capacity=2), Wakeup(), Lease()
-    lease.hold("tok")
+    lease.hold("tok", 0.0)
     transitions = Transitions([lambda run, previous: told.append((previous, run.state))])
     executor: Any = None  # never reached: nothing here cancels or launches
     attempts = Attempts(
@@ -85,3 +85,20 @@ def test_a_fenced_end_frees_the_slot_without_a_transition() -> None:
         assert queue.is_set()
 
     asyncio.run(scenario())
+
+
+def test_a_lapsed_cluster_lease_holds_claims_until_renewed_and_then_wakes_the_queue() -> None:
+    """Back from a pause past its lease, a server claimed before membership noticed: its
+    supervisor refused the spawn and the run carried an extra attempt that never ran."""
+    queue = Wakeup()
+    lease = Lease(renewed=queue)
+    lease.hold("tok", 100.0, until=115.0)
+    assert not lease.lapsed(114.9)
+    assert lease.lapsed(115.0)
+    assert not queue.is_set()
+    lease.hold("tok2", 130.0, until=145.0)  # rejoined: claims may go on, and are woken
+    assert queue.is_set()
+    assert (lease.token, lease.lapsed(131.0)) == ("tok2", False)
+    single = Lease(renewed=Wakeup())
+    single.hold("tok", 0.0)  # one server: no end is enforced here
+    assert not single.lapsed(1e12)

@@ -96,6 +96,8 @@ class Dispatcher:
                 asyncio.get_running_loop().call_later(0.5, self.queue.set)
 
     async def _dispatch(self) -> None:
+        if self.lease.lapsed(self.clock.now()):
+            return  # back from a pause past the lease: claim once membership has renewed it
         while (free := self.slots.free) > 0:
             snapshot = await self.registry.snapshot()
             room = self.slots.job_room({

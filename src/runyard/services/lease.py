@@ -1,17 +1,30 @@
-"""This server's lease token: held by membership (the only writer), read by whoever writes
-an attempt's state, so a server whose lease lapsed cannot overwrite what another decided."""
+"""This server's lease: its token, held by membership (the only writer) and read by whoever
+writes an attempt's state, so a server whose lease lapsed cannot overwrite what another
+decided; and, in a cluster, until when it holds, so that a server back from a pause claims
+nothing before it has renewed (its supervisor would refuse to start it anyway)."""
 
 from __future__ import annotations
 
+from runyard.services.wakeup import Wakeup
+
 
 class Lease:
-    def __init__(self) -> None:
+    def __init__(self, renewed: Wakeup | None = None) -> None:
         self._token: str | None = None
+        self._until: float | None = None
+        self._renewed = renewed  # told when a lapsed lease holds again (the dispatch queue)
 
     @property
     def token(self) -> str | None:
         return self._token
 
-    def hold(self, token: str) -> None:
-        """Membership only: the lease the store just granted."""
-        self._token = token
+    def hold(self, token: str, now: float, until: float | None = None) -> None:
+        """Membership only: the lease the store just granted, and when it ends (None: no end
+        is enforced here, as with a single server)."""
+        was_lapsed = self.lapsed(now)
+        self._token, self._until = token, until
+        if was_lapsed and self._renewed is not None:
+            self._renewed.set()
+
+    def lapsed(self, now: float) -> bool:
+        return self._until is not None and now >= self._until

@@ -73,7 +73,6 @@ class Membership:
         self.token = await self.store.register_server(
             self.server_id, self.url, self.capacity, now, self.lease_s
         )
-        self.lease.hold(self.token)
         await self._held(now)
         log.info("joined", server_id=self.server_id, url=self.url, lease_s=self.lease_s)
         return self.token
@@ -108,8 +107,13 @@ class Membership:
         await self.reap()
 
     async def _held(self, renewed_at: float) -> None:
-        """The lease is what the store now says (renewed_at + lease_s): tell the supervisor."""
-        if self.holder is not None and self.token is not None:
+        """The lease is what the store now says (renewed_at + lease_s): hold it, and tell the
+        supervisor. Only in a cluster (a holder to tell) does the lease end claims."""
+        if self.token is None:
+            return
+        clustered = self.holder is not None
+        self.lease.hold(self.token, renewed_at, renewed_at + self.lease_s if clustered else None)
+        if self.holder is not None:
             await self.holder.hold_lease(
                 self.token, renewed_at + self.lease_s, self.reap_margin_s / 2, self.lease_s / 6
             )
