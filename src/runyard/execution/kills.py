@@ -14,17 +14,24 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pgid, sig)
 
 
-def kill_escaped(marker: str, supervised: Container[int]) -> None:
+def kill_escaped(marker: str, supervised: Container[int]) -> int:
     """SIGKILL descendants that left the program's group (setsid, daemonising). They were
-    reparented to us, the subreaper; their environment still names the attempt."""
+    reparented to us, the subreaper; their environment still names the attempt. Returns how
+    many could not be told yet: a process in the middle of an exec shows an empty
+    environment for a moment, so the caller looks again shortly."""
     import psutil
 
     needle = f"RUNYARD_ATTEMPT_KEY={marker}".encode()
+    undecided = 0
     for pid in orphans(supervised):
         try:
             with Path(f"/proc/{pid}/environ").open("rb") as fh:
-                if needle not in fh.read().split(b"\0"):
-                    continue
+                environ = fh.read()
+            if not environ:
+                undecided += 1
+                continue
+            if needle not in environ.split(b"\0"):
+                continue
             proc = psutil.Process(pid)
             victims = [proc, *proc.children(recursive=True)]
         except (OSError, psutil.Error):
@@ -32,6 +39,7 @@ def kill_escaped(marker: str, supervised: Container[int]) -> None:
         for victim in victims:
             with contextlib.suppress(psutil.Error):
                 victim.kill()
+    return undecided
 
 
 def orphans(supervised: Container[int]) -> list[int]:

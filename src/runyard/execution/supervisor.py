@@ -34,6 +34,9 @@ from runyard.execution.spawning import Program
 from runyard.execution.timers import Timers
 
 PR_SET_CHILD_SUBREAPER = 36
+# an escaped descendant caught mid-exec shows no environment yet: looked at again this often
+ESCAPED_RECHECK_S = 0.02
+ESCAPED_RECHECKS = 10
 
 
 class Supervisor:
@@ -220,6 +223,10 @@ class Supervisor:
             if kind == "lease":
                 self.fence(*self.leases.lapsed(key, now, self.by_key))
                 continue
+            if kind == "escaped":
+                tries, marker = key.split(" ", 1)
+                self.kill_escaped(marker, int(tries))
+                continue
             prog = self.by_key.get(key)
             if prog is None:
                 continue
@@ -249,7 +256,11 @@ class Supervisor:
 
     def kill_all(self, prog: Program) -> None:
         kills.kill_group(prog.pgid)
-        kills.kill_escaped(prog.marker, self.programs)
+        self.kill_escaped(prog.marker, 0)
+
+    def kill_escaped(self, marker: str, tries: int) -> None:
+        if kills.kill_escaped(marker, self.programs) and tries < ESCAPED_RECHECKS:
+            self.timers.add(ESCAPED_RECHECK_S, "escaped", f"{tries + 1} {marker}")
 
     # -- reaping and exit records -----------------------------------------------------------
 
