@@ -208,3 +208,49 @@ async def test_two_handles_on_one_directory_keep_their_watch_until_the_last_goes
     notifier.unwatch(third)
     assert notifier.watches == 0
     await notifier.stop()
+
+
+async def test_an_end_heard_before_a_new_tailers_first_read_still_gives_the_last_bytes(
+    world, monkeypatch
+) -> None:
+    """A watcher made the attempt's tailer after the attempt's last output had been read for
+    its end (there was no tailer then), and the end was heard before that tailer's first read:
+    the follower got `end` without the bytes after its offset (seen after a server restart)."""
+    import threading
+
+    from runyard.streams.tailer import AttemptTailer
+
+    store, hub, run = world
+    claimed = await claim(store, hub)
+    await hub.track(run.id, 1, fresh=True)
+    log_of(hub, run).write_bytes(b"seen\nlast\n")
+    await hub.attempt_ending(run.id, 1, 0)  # nobody watches yet: nothing to read
+    release, reading = threading.Event(), asyncio.Event()
+    original = AttemptTailer._read
+    loop = asyncio.get_running_loop()
+
+    def held_read(self: AttemptTailer) -> object:
+        loop.call_soon_threadsafe(reading.set)  # its watcher subscribed: its first read
+        release.wait(DEADLINE)
+        return original(self)
+
+    monkeypatch.setattr(AttemptTailer, "_read", held_read)
+    try:
+        follower = asyncio.ensure_future(
+            collect(follow_log(hub, store, run.id, 1, 5, wait_s=FOREVER))  # type: ignore[arg-type]
+        )
+        async with asyncio.timeout(DEADLINE):
+            await reading.wait()
+        assert hub.tailers[run.id].subscribers
+        end = AttemptEnd(
+            attempt_state=AttemptState.EXITED, ended_at=3000.0, run_state=RunState.SUCCEEDED,
+            reason="exit code 0", outcome="exit", exit_code=0,
+        )  # fmt: skip
+        updated = await store.end_attempt(claimed.id, 1, end)
+        assert updated is not None
+        hub.on_transition(updated, RunState.RUNNING)  # before the tailer's first read
+        items = await follower
+    finally:
+        release.set()
+    assert b"".join(i.data for i in items if isinstance(i, Chunk)) == b"last\n"
+    assert isinstance(items[-1], End) and items[-1].state == "succeeded"

@@ -94,6 +94,13 @@ async def _through_tailer(
                 yield Closed()
                 return
         async for item in _consume(sub, offset):
+            if isinstance(item, End):
+                # a tailer made while its attempt was ending may hear the end before its
+                # first read: the file, complete by now, gives what it did not publish
+                async for chunk in _file_chunks(path, offset, None):
+                    yield chunk
+            elif isinstance(item, Chunk):
+                offset = max(offset, item.end)
             yield item
     finally:
         tailer.unsubscribe(sub)
