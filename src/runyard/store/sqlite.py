@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from runyard import failpoints
 from runyard.errors import (
@@ -27,6 +27,7 @@ from runyard.errors import (
     storage_error,
 )
 from runyard.store import sqlite_sql as q
+from runyard.store.group_commit import GroupCommit, Pending
 from runyard.store.migrations import migration_files
 from runyard.store.sqlstore import COMMIT, SQLStore
 from runyard.store.units import Notify, Step, Unit, bind, drive
@@ -53,18 +54,122 @@ class SQLiteStore(SQLStore):
         self._write_point = COMMIT  # the failpoint of the write in progress
         # One thread owns the connection: calls queue up instead of contending for the lock.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runyard-sqlite")
+        self._group = GroupCommit(self._executor, self._run_group)
 
     # -- transactions -----------------------------------------------------------------------
 
     async def _read(self, unit: Unit[T]) -> T:
-        return await self._call(lambda c: drive(unit, partial(_execute, c)), _name(unit))
+        return await self._queued(unit, None)
 
     async def _write(self, unit: Unit[T], point: str = COMMIT) -> T:
-        def op(c: sqlite3.Connection) -> T:
-            with self._tx(c, point):
-                return drive(unit, partial(_execute, c))
+        return await self._queued(unit, point)
 
-        return await self._call(op, _name(unit))
+    async def _queued(self, unit: Unit[T], point: str | None) -> T:
+        if self._observe is None:
+            return cast(T, await self._group.submit(unit, point))
+        started = time.perf_counter()
+        try:
+            return cast(T, await self._group.submit(unit, point))
+        finally:
+            self._observe(_name(unit), time.perf_counter() - started)
+
+    def _run_group(self, group: list[Pending]) -> None:
+        """On the store thread: the group's writes in one transaction, then its reads."""
+        conn = self._conn
+        if conn is None:
+            for p in group:
+                p.fail(StoreBusyError("the store is not open"))
+            return
+        writes = [p for p in group if p.point is not None]
+        if writes:
+            self._commit_group(conn, writes)
+        for p in group:
+            if p.point is None:
+                try:
+                    p.succeed(drive(p.unit, partial(_execute, conn)))
+                except Exception as exc:
+                    p.fail(self._error(exc, COMMIT))
+
+    def _commit_group(self, conn: sqlite3.Connection, writes: list[Pending]) -> None:
+        alone = len(writes) == 1  # idle: no savepoint, exactly the transaction it was before
+        try:
+            conn.execute(q.BEGIN)
+        except Exception as exc:
+            for p in writes:
+                p.fail(self._error(exc, p.point or COMMIT))
+            return
+        done: list[Pending] = []
+        for p in writes:
+            point = self._write_point = p.point or COMMIT
+            try:
+                if not alone:
+                    conn.execute(q.SAVEPOINT)
+                p.succeed(drive(p.unit, partial(_execute, conn)))
+                failpoints.check(point)
+            except Exception as exc:
+                p.fail(self._error(exc, point))
+                if not self._undo(conn, alone):
+                    # SQLite rolled the whole transaction back (a full disk, an I/O error):
+                    # what the group had done is gone with it
+                    for d in done:
+                        d.fail(p.error or exc)
+                    done.clear()
+                    if not self._begin_again(conn, writes, p):
+                        return
+                continue
+            if not alone:
+                conn.execute(q.RELEASE)
+            done.append(p)
+        self._commit(conn, done)
+
+    def _undo(self, conn: sqlite3.Connection, alone: bool) -> bool:
+        """Undo the failed unit; False when its transaction is gone altogether."""
+        if not conn.in_transaction:
+            return False
+        if alone:
+            conn.rollback()
+            return True
+        conn.execute(q.ROLLBACK_TO)
+        conn.execute(q.RELEASE)
+        return True
+
+    def _begin_again(
+        self, conn: sqlite3.Connection, writes: list[Pending], failed: Pending
+    ) -> bool:
+        rest = writes[writes.index(failed) + 1 :]
+        if not rest:
+            return True
+        try:
+            conn.execute(q.BEGIN)
+        except Exception as exc:
+            for p in rest:
+                p.fail(self._error(exc, p.point or COMMIT))
+            return False
+        return True
+
+    def _commit(self, conn: sqlite3.Connection, done: list[Pending]) -> None:
+        if not conn.in_transaction:
+            return  # the last unit failed alone: its rollback ended the transaction
+        try:
+            self._check_file()
+            conn.commit()
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            for p in done:
+                p.fail(self._error(exc, p.point or COMMIT))
+            return
+        for p in done:
+            self._written(p.point or COMMIT)
+
+    def _error(self, exc: Exception, point: str) -> Exception:
+        """What a caller hears of a failure on the store thread (storage errors mapped)."""
+        self._write_point = point
+        if isinstance(exc, OSError):  # a failpoint, or the file check
+            return self._failed(storage_error(exc, "the database"), point)
+        if isinstance(exc, sqlite3.OperationalError):
+            return self._mapped(exc)
+        return exc
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T], operation: str) -> T:
         """Run `fn` on the store thread; `operation` (the Store method) labels its latency."""

@@ -19,6 +19,10 @@ def pragmas(busy_timeout_ms: int, synchronous: str) -> list[str]:
 
 
 BEGIN = "BEGIN IMMEDIATE"  # takes the write lock up front: no failure half way on an upgrade
+# each unit of a group commit in its own savepoint: one failing is undone alone
+SAVEPOINT = "SAVEPOINT unit"
+RELEASE = "RELEASE unit"
+ROLLBACK_TO = "ROLLBACK TO unit"
 PING = "SELECT 1"
 # a write of the header only (user_version set to itself): does a write go through again?
 GET_USER_VERSION = "PRAGMA user_version"
