@@ -33,6 +33,13 @@ def main() -> None:
             srv.wait_idle()
         finally:
             srv.stop()
+        srv = Server(base / "batch", jobs, 8).start()
+        try:
+            b = runyard_e2e.batch(srv, int(os.environ.get("BENCH_BATCH", "10000")))
+            out["batch_runs_per_s"] = round(b.runs_per_s)
+            out["batch_cpu_ms"] = {k: round(v, 3) for k, v in b.cpu_ms.items()}
+        finally:
+            srv.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(json.dumps(out, indent=1))

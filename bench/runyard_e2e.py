@@ -113,6 +113,28 @@ def throughput(server: Server, n: int, clients: int = 16) -> Throughput:
     return Throughput(n / (last - first), pct(dispatch, 50), pct(dispatch, 99), cpu)
 
 
+def batch(server: Server, n: int) -> Throughput:
+    """One batch of n runs (`iterations`), one request: accepted -> last run ended, with the
+    CPU each process spent per run. Measures the queue, dispatch and supervisor without
+    HTTP per run: the path a sweep takes."""
+    conn = _connect(server)
+    warm = _one_and_wait(server.url, conn)
+    conn.close()
+    sup = supervisor_pid(server.data_dir)
+    assert server.proc is not None and sup is not None
+    meter = CpuMeter(
+        {"server": process_tree(server.proc.pid), "supervisor": [psutil.Process(sup)]}
+    ).start()
+    resp = httpx.post(f"{server.url}/v1/batches", json={"job": "true", "iterations": n},
+                      timeout=600)  # fmt: skip
+    if resp.status_code != 201 and resp.status_code != 202:
+        raise RuntimeError(f"batch refused: {resp.status_code} {resp.text[:200]}")
+    _wait_ended(server, n + 1)
+    cpu = meter.stop(n)
+    dispatch, first, last = _times(server, skip=warm)
+    return Throughput(n / (last - first), pct(dispatch, 50), pct(dispatch, 99), cpu)
+
+
 def wait_latency(server: Server, n: int, gap_s: float) -> tuple[float, float]:
     """One run at a time with `Prefer: wait`, submit -> result known (ms), `gap_s` apart: idle
     with a gap (the loop, the supervisor and the caches gone quiet), warm back to back."""

@@ -51,6 +51,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served by api/docs.py from the package, not from a CDN
         redoc_url=None,
+        # runyard's own metrics and logs observe every request (request_context.py); FastAPI's
+        # OpenTelemetry hooks would ask the providers per request for nothing
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = rt
     app.state.artifact_pool = ListingPool(settings.artifact_threads)

@@ -25,7 +25,7 @@ from runyard.execution.base import (
     RunningAttempt,
     Started,
 )
-from runyard.execution.environment import program_env
+from runyard.execution.environment import base_env, program_env
 from runyard.execution.layout import RunPaths
 from runyard.execution.protocol import (
     KEY_PATTERN,
@@ -65,6 +65,8 @@ class LocalExecutor:
     ) -> None:
         self.data_dir = data_dir
         self.jobs_dir = jobs_dir
+        self._jobs_dir_str = str(jobs_dir)
+        self._base_env = base_env()  # the server's environment does not change under it
         # Given here (older wiring) or to `start` (the protocol's): both end up in _events.
         self._events: ExecutorEvents | None = None
         if on_exit is not None and on_supervisor_lost is not None:
@@ -164,33 +166,8 @@ class LocalExecutor:
                 await asyncio.to_thread(self._prepare, spec.workspace, paths)
             except (workspace.WorkspaceError, OSError) as exc:
                 raise LaunchError(f"workspace: {exc}") from exc
-        values = {
-            **spec.params,
-            "jobs_dir": str(self.jobs_dir),
-            "workspace": str(paths.workspace),
-            "run_id": spec.run_id,
-            "attempt": spec.attempt,
-        }
-        env = program_env(run_id=spec.run_id, attempt=spec.attempt, paths=paths, job_env=spec.env)
-        request = SpawnRequest(
-            key=attempt_key(spec.run_id, spec.attempt),
-            argv=render(spec.command, values),
-            cwd=str(paths.workspace),
-            env=env,
-            log=str(paths.log(spec.attempt)),
-            exit=str(paths.exit_file(spec.attempt)),
-            mkdirs=[str(paths.workspace), str(paths.artifacts_dir)],
-            files={str(paths.params_file): json.dumps(spec.params, indent=2) + "\n"},
-            timeout_s=spec.timeout_s,
-            kill_grace_s=spec.kill_grace_s,
-            limits=spec.limits or {},
-            run_as=spec.run_as,
-            progress=str(paths.progress_file(spec.attempt)),
-            lease=self._lease,  # None with one server: never fenced
-        )
-        reply = await self._client.request(
-            request.to_message()
-        )  # SupervisorUnavailableError propagates
+        # SupervisorUnavailableError propagates
+        reply = await self._client.request(self._spawn_request(spec, paths).to_message())
         if reply.get("ok"):
             return Started(reply["pid"], reply["pgid"], reply["start_time"], reply["started_at"])
         if reply.get("exited"):
@@ -199,6 +176,40 @@ class LocalExecutor:
             # our lease lapsed: not a failure of the run; it goes back to the queue
             raise SupervisorUnavailableError(f"refused: {reply['error']}")
         raise LaunchError(str(reply.get("error")))
+
+    def _spawn_request(self, spec: Launch, paths: RunPaths) -> SpawnRequest:
+        # each path turned into its string once: this runs on the loop for every attempt
+        workspace, outputs, params_file = (
+            str(paths.workspace), str(paths.artifacts_dir), str(paths.params_file),
+        )  # fmt: skip
+        progress = str(paths.progress_file(spec.attempt))
+        values = {
+            **spec.params,
+            "jobs_dir": self._jobs_dir_str,
+            "workspace": workspace,
+            "run_id": spec.run_id,
+            "attempt": spec.attempt,
+        }
+        env = program_env(
+            run_id=spec.run_id, attempt=spec.attempt, workspace=workspace, outputs=outputs,
+            params_file=params_file, progress=progress, job_env=spec.env, base=self._base_env,
+        )  # fmt: skip
+        return SpawnRequest(
+            key=attempt_key(spec.run_id, spec.attempt),
+            argv=render(spec.command, values),
+            cwd=workspace,
+            env=env,
+            log=str(paths.log(spec.attempt)),
+            exit=str(paths.exit_file(spec.attempt)),
+            mkdirs=[workspace, outputs],
+            files={params_file: json.dumps(spec.params, indent=2) + "\n"},
+            timeout_s=spec.timeout_s,
+            kill_grace_s=spec.kill_grace_s,
+            limits=spec.limits or {},
+            run_as=spec.run_as,
+            progress=progress,
+            lease=self._lease,  # None with one server: never fenced
+        )
 
     def _prepare(self, spec: str, paths: RunPaths) -> None:
         paths.root.mkdir(parents=True, exist_ok=True)

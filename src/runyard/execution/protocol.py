@@ -12,7 +12,7 @@ import json
 import math
 import re
 import signal as _signal
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 SOCKET_NAME = "supervisor.sock"
@@ -116,7 +116,8 @@ class ExitRecord:
     progress_bytes: int | None = None  # size of its progress file (None: unknown)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # every field is a scalar: no deep copy (asdict) needed, and this runs twice per exit
+        return {name: getattr(self, name) for name in _EXIT_FIELDS}
 
     @classmethod
     def parse(cls, data: object, key: str | None = None) -> ExitRecord:
@@ -242,7 +243,8 @@ class SpawnRequest:
     deadline: float | None = None  # wall clock; set by the client: refused when read later
 
     def to_message(self) -> dict[str, Any]:
-        message = {"op": "spawn", **asdict(self)}
+        # shallow: its dicts are serialised as they are, no deep copy (asdict) per spawn
+        message = {"op": "spawn", **{f.name: getattr(self, f.name) for f in fields(self)}}
         del message["deadline"]  # the client stamps each request with its own
         return message
 
@@ -280,3 +282,6 @@ class SpawnRequest:
 
 def _clip(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_EXIT_FIELDS = tuple(f.name for f in fields(ExitRecord))

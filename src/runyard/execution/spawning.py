@@ -36,15 +36,17 @@ class Program:
 def prepare(req: SpawnRequest) -> None:
     """The workspace's directories and files (params.json); OSError if they cannot be made."""
     failpoints.check("workspace")
+    # os rather than pathlib: this runs once per spawn on the supervisor's only thread
     for directory in req.mkdirs:
-        Path(directory).mkdir(parents=True, exist_ok=True)
+        os.makedirs(directory, exist_ok=True)  # noqa: PTH103
     for path, text in req.files.items():
-        Path(path).write_text(text, encoding="utf-8")
+        with open(path, "w", encoding="utf-8") as fh:  # noqa: PTH123
+            fh.write(text)
 
 
 def open_log(req: SpawnRequest) -> IO[bytes]:
     failpoints.check("log")
-    return Path(req.log).open("ab")
+    return open(req.log, "ab")  # noqa: PTH123  closed by start()
 
 
 def start(req: SpawnRequest, log: IO[bytes], started_at: float) -> Program:

@@ -212,13 +212,13 @@ class RunService:
                     retry_after_s=self.retry_after(queued - self.max_queue + 1),
                 )
 
-    async def wait(self, run_id: str, seconds: float) -> Run:
-        """The run once it has ended, or as it is after `seconds` (it is never cancelled)."""
-        run = await self.get(run_id)
-        if not run.state.terminal and seconds > 0:
-            await self.waiters.wait_for_end(run_id, seconds)
-            run = await self.get(run_id)
-        return run
+    async def wait(self, run: Run, seconds: float) -> Run:
+        """`run` (as submit just gave it) once it has ended, or as it is after `seconds` (it
+        is never cancelled). Its end, published here, is the run as stored: no re-read."""
+        if run.state.terminal or seconds <= 0:
+            return run
+        ended = await self.waiters.wait_for_end(run.id, seconds)
+        return ended if ended is not None else await self.get(run.id)
 
     async def get(self, run_id: str) -> Run:
         run = await self.store.get_run(run_id)

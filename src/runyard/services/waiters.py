@@ -14,31 +14,35 @@ class EndWaiters:
     """Requests waiting for a run to reach a terminal state."""
 
     def __init__(self) -> None:
-        self._ended: dict[str, set[asyncio.Event]] = {}
+        self._ended: dict[str, set[asyncio.Future[Run | None]]] = {}
 
-    async def wait_for_end(self, run_id: str, seconds: float) -> None:
-        """Return when the run reaches a terminal state, or after `seconds`."""
-        event = asyncio.Event()
+    async def wait_for_end(self, run_id: str, seconds: float) -> Run | None:
+        """The run as it ended here, once it has; None after `seconds`, or when it ended on
+        another server (only its id is heard of). The waiter is in place before the first
+        suspension: a caller that holds the run's latest state and calls this without an
+        await in between cannot miss its end."""
+        future: asyncio.Future[Run | None] = asyncio.get_running_loop().create_future()
         waiters = self._ended.setdefault(run_id, set())
-        waiters.add(event)
+        waiters.add(future)
         try:
             async with asyncio.timeout(seconds):
-                await event.wait()
+                return await future
         except TimeoutError:
-            pass
+            return None
         finally:
-            waiters.discard(event)
+            waiters.discard(future)
             if not waiters:
                 self._ended.pop(run_id, None)
 
-    def ended(self, run_id: str) -> None:
-        """The run ended (here or on another server): wake whoever waits for it here."""
+    def ended(self, run_id: str, run: Run | None = None) -> None:
+        """The run ended (here, as `run`, or on another server): wake whoever waits for it."""
         for waiter in self._ended.pop(run_id, set()):
-            waiter.set()
+            if not waiter.done():
+                waiter.set_result(run)
 
     def on_transition(self, run: Run, previous: RunState) -> None:
         if run.state.terminal:
-            self.ended(run.id)
+            self.ended(run.id, run)
 
 
 class FinishRate:

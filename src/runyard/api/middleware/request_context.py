@@ -5,9 +5,11 @@ Pure ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched
 
 from __future__ import annotations
 
+import itertools
 import re
+import secrets
 import time
-import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -26,7 +28,18 @@ def request_id_of(scope: Scope) -> str:
             if WELL_FORMED.match(candidate):
                 return str(candidate)
             break
-    return uuid.uuid4().hex
+    return next(_ids)
+
+
+def _request_ids() -> Iterator[str]:
+    """Unique ids at the cost of a counter: a random prefix per process, then a sequence
+    (a uuid4 per request costs a system call for randomness)."""
+    prefix = secrets.token_hex(8)
+    for n in itertools.count(1):
+        yield f"{prefix}{n:016x}"
+
+
+_ids = _request_ids()
 
 
 def route_of(scope: Scope) -> str:

@@ -60,8 +60,9 @@ async def submit_run(
         headers["Idempotent-Replayed"] = "true"
     wait = prefer_wait(prefer, settings.max_wait_s)
     if wait > 0:
-        # The run is stored and queued already: a client leaving now changes nothing.
-        run = await runs.wait(run.id, wait)
+        # The run is stored and queued already: a client leaving now changes nothing. No
+        # await since submit returned: its end cannot come before the waiter is in place.
+        run = await runs.wait(run, wait)
         headers["Preference-Applied"] = f"wait={wait:g}"
     status = 200 if run.state.terminal and wait > 0 else 202
     return JSONResponse(
