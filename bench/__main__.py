@@ -20,6 +20,7 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 N = 300 if QUICK else 2000
 N_RQ = 100 if QUICK else 500
 N_SUBMIT = 1000 if QUICK else 10_000
+N_BATCH = 1000 if QUICK else 10_000
 CAPACITIES = [1, 2, 8]
 # single runs, submit -> result known: (idle samples, warm samples, idle gap between them in s)
 LATENCY = (50, 100, 0.05) if QUICK else (200, 500, 0.05)
@@ -95,13 +96,20 @@ def peers_section(base: Path) -> dict[str, Any]:
 def main() -> None:
     started = time.monotonic()
     results: dict[str, Any] = {"quick": QUICK, "n": N, "n_rq": N_RQ, "n_submit": N_SUBMIT,
-                               "latency": LATENCY}  # fmt: skip
+                               "latency": LATENCY, "n_batch": N_BATCH}  # fmt: skip
     tmpfs = Path(tempfile.mkdtemp(prefix="runyard-bench-", dir="/dev/shm"))
     disk = Path(tempfile.mkdtemp(prefix="runyard-bench-", dir="/var/tmp"))
     jobs = write_jobs(tmpfs / "jobs")
     try:
         log("throughput, data dir on tmpfs")
         results["tmpfs"] = throughput_section(tmpfs, jobs, CAPACITIES)
+        srv = server(tmpfs, jobs, "batch", 8)
+        try:
+            b = runyard_e2e.batch(srv, N_BATCH)
+        finally:
+            srv.stop()
+        results["batch"] = {"runs_per_s": b.runs_per_s, "cpu": b.cpu_ms}
+        log(f"batch of {N_BATCH}: {b.runs_per_s:.0f}/s")
         log("throughput, data dir on disk")
         results["disk"] = throughput_section(disk, jobs, [8])
 
@@ -124,7 +132,7 @@ def main() -> None:
             def submit(s: Server, n: int) -> None:
                 runyard_e2e.submissions(s, n // 10 if QUICK else n, job="true")
 
-            results["deep"] = load.deep_store(srv, submit)
+            results["deep"] = load.deep_store(srv, submit, million=200_000 if QUICK else 1_000_000)
             log(f"deep store {results['deep']}")
         finally:
             srv.stop()

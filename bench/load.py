@@ -75,9 +75,21 @@ def _submit_latency(http: httpx.Client, n: int) -> tuple[float, float]:
     return pct(lat, 50), pct(lat, 99)
 
 
-def deep_store(server: Server, submit, streams: int = 100) -> dict[str, float]:
+def batch_submit(server: Server, n: int, size: int = 10_000) -> None:
+    """n queued runs, as batches of `size` (one request, one transaction each)."""
+    with httpx.Client(base_url=server.url, timeout=600) as http:
+        while n > 0:
+            take = min(n, size)
+            resp = http.post("/v1/batches", json={"job": "true", "iterations": take})
+            resp.raise_for_status()
+            n -= take
+
+
+def deep_store(
+    server: Server, submit, streams: int = 100, million: int = 1_000_000
+) -> dict[str, float]:
     """Capacity held by long runs, so everything submitted stays queued: RSS and latencies
-    at 1,000, 10,000 and 100,000 stored runs, /health/live with streams open."""
+    at 1,000, 10,000, 100,000 and `million` stored runs, /health/live with streams open."""
     out: dict[str, float] = {"rss_idle_mb": server.rss_mb()}
     http = httpx.Client(base_url=server.url, timeout=60)
     holders = [http.post("/v1/runs", json={"job": "hold"}).json()["id"]
@@ -106,6 +118,11 @@ def deep_store(server: Server, submit, streams: int = 100) -> dict[str, float]:
     out["rss_100k_mb"] = server.rss_mb()
     out["submit_100k_p50_ms"], out["submit_100k_p99_ms"] = _submit_latency(http, 100)
     out["list_100k_p50_ms"], out["list_100k_p99_ms"] = _latencies(http, "/v1/runs?limit=50", 200)
+    batch_submit(server, million - 100_000 - 200)
+    out["rss_1m_mb"] = server.rss_mb()
+    out["submit_1m_p50_ms"], out["submit_1m_p99_ms"] = _submit_latency(http, 100)
+    out["list_1m_p50_ms"], out["list_1m_p99_ms"] = _latencies(http, "/v1/runs?limit=50", 200)
+    out["stored"] = million
     for run_id in holders:
         http.post(f"/v1/runs/{run_id}/cancel")
     http.close()

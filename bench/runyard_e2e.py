@@ -127,7 +127,7 @@ def batch(server: Server, n: int) -> Throughput:
     ).start()
     resp = httpx.post(f"{server.url}/v1/batches", json={"job": "true", "iterations": n},
                       timeout=600)  # fmt: skip
-    if resp.status_code != 201 and resp.status_code != 202:
+    if resp.status_code not in {201, 202}:
         raise RuntimeError(f"batch refused: {resp.status_code} {resp.text[:200]}")
     _wait_ended(server, n + 1)
     cpu = meter.stop(n)
