@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import signal
 import socket
 import sys
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
+import orjson
 import structlog
 import uvicorn
 
@@ -32,11 +35,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _log_json(event: Any, **kw: Any) -> bytes:
+    """A log line: orjson (a few lines per run on the hot path), or json for what orjson
+    refuses (an integer past 64 bits) — a log call must never fail."""
+    try:
+        return orjson.dumps(event, default=kw.get("default"), option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(event, default=repr).encode()
+
+
 def configure_logging(fmt: str) -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
-    )
+    binary = getattr(sys.stderr, "buffer", None)  # absent when stderr was replaced by text
+    renderer: structlog.typing.Processor = structlog.dev.ConsoleRenderer()
+    factory: Any = structlog.PrintLoggerFactory(sys.stderr)
+    if use_json and binary is not None:
+        renderer = structlog.processors.JSONRenderer(serializer=_log_json)
+        factory = structlog.BytesLoggerFactory(binary)
+    elif use_json:
+        renderer = structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -45,7 +62,7 @@ def configure_logging(fmt: str) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=factory,
         # below INFO a call returns at once, before any processor runs
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         cache_logger_on_first_use=True,

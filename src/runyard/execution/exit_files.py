@@ -3,9 +3,10 @@ the disk refuses them."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
+
+import orjson
 
 from runyard.execution.diskwrites import say, write_exit_file
 from runyard.execution.protocol import ExitRecord
@@ -32,7 +33,7 @@ class ExitFiles:
         kept and written again every REWRITE_EVERY_S until it lands: the event tells a
         connected server at once, the file is what a later reconcile reads."""
         try:
-            write_exit_file(path, json.dumps(record.to_dict()).encode(), fsync=self.fsync)
+            write_exit_file(path, orjson.dumps(record.to_dict()), fsync=self.fsync)
         except OSError as exc:
             if record.key not in self.unwritten:
                 why = f"cannot write exit file {path}: {exc}"
