@@ -15,20 +15,24 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from queue import Empty, SimpleQueue
+from typing import Any, TypeVar, cast
 
 from runyard.store.units import Unit
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
 class Pending:
-    """One unit waiting for the store thread; `point` is its commit's failpoint (None: a read)."""
+    """One unit waiting for the store thread; `point` is its commit's failpoint (None: a read).
+    Or, with `call`, a plain function of the thread's own (open, close, ping) run alone."""
 
-    unit: Unit[Any]
+    unit: Unit[Any] | None
     point: str | None
     future: asyncio.Future[Any]
+    call: Callable[[], Any] | None = None
     value: Any = None
     # None once it succeeded; a unit the group never reached must not read as a success
     error: BaseException | None = field(default_factory=lambda: RuntimeError("never run"))
@@ -51,41 +55,72 @@ def _deliver(group: list[Pending]) -> None:
             p.future.set_exception(p.error)
 
 
-class GroupCommit:
-    """Queues units for `run_group`, which runs on the store's one thread (`executor`)."""
+_STOP = object()
 
-    def __init__(self, executor: Executor, run_group: Callable[[list[Pending]], None]) -> None:
-        self._executor = executor
+
+class GroupCommit:
+    """The store's one thread: runs what is queued for it, units as groups (`run_group`).
+
+    A thread of its own fed by a SimpleQueue rather than an executor: handing it a unit is
+    one C-level put, not a future and a work item per unit."""
+
+    def __init__(self, run_group: Callable[[list[Pending]], None], name: str) -> None:
         self._run_group = run_group
-        self._lock = threading.Lock()
-        self._queue: list[Pending] = []
-        self._scheduled = False  # a drain is queued on, or running on, the store thread
+        self._queue: SimpleQueue[Pending | object] = SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
 
     async def submit(self, unit: Unit[Any], point: str | None) -> Any:
-        loop = asyncio.get_running_loop()
-        pending = Pending(unit, point, loop.create_future())
-        with self._lock:
-            self._queue.append(pending)
-            start = not self._scheduled
-            self._scheduled = True
-        if start:
-            self._executor.submit(self._drain, loop)
+        pending = Pending(unit, point, asyncio.get_running_loop().create_future())
+        self._queue.put(pending)
         return await pending.future
 
-    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the store thread: run what is queued as one group, then hand the thread back
-        (other calls queued on it — ping, health — go between groups, never starved)."""
-        with self._lock:
-            group, self._queue = self._queue, []
-        live = [p for p in group if not p.future.done()]
-        try:
-            self._run_group(live)
-        except BaseException as exc:  # a bug in the driver: nobody may wait forever
-            for p in live:
+    async def call(self, fn: Callable[[], T]) -> T:
+        """`fn` on the store thread, alone, between groups."""
+        pending = Pending(None, None, asyncio.get_running_loop().create_future(), call=fn)
+        self._queue.put(pending)
+        return cast(T, await pending.future)
+
+    async def stop(self) -> None:
+        """After what is queued has run: the thread ends."""
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    def _serve(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            with contextlib.suppress(Empty):
+                while True:  # everything queued meanwhile joins this turn
+                    batch.append(self._queue.get_nowait())
+            stop = _STOP in batch
+            self._turn([p for p in batch if isinstance(p, Pending)])
+            if stop:
+                return
+
+    def _turn(self, batch: list[Pending]) -> None:
+        units: list[Pending] = []
+        for p in batch:
+            if p.future.done():
+                continue
+            if p.call is None:
+                units.append(p)
+                continue
+            self._group(units)
+            units = []
+            try:
+                p.succeed(p.call())
+            except Exception as exc:
                 p.fail(exc)
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is left to tell
-            loop.call_soon_threadsafe(_deliver, live)
-        with self._lock:
-            again = self._scheduled = bool(self._queue)
-        if again:
-            self._executor.submit(self._drain, loop)
+        self._group(units)
+        if batch:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is left to tell
+                batch[0].future.get_loop().call_soon_threadsafe(_deliver, batch)
+
+    def _group(self, units: list[Pending]) -> None:
+        if not units:
+            return
+        try:
+            self._run_group(units)
+        except BaseException as exc:  # a bug in the driver: nobody may wait forever
+            for p in units:
+                p.fail(exc)

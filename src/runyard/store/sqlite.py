@@ -8,12 +8,10 @@ algorithms are logic.py's; this module holds the connection, its errors and the 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -53,8 +51,7 @@ class SQLiteStore(SQLStore):
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         self._write_point = COMMIT  # the failpoint of the write in progress
         # One thread owns the connection: calls queue up instead of contending for the lock.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runyard-sqlite")
-        self._group = GroupCommit(self._executor, self._run_group)
+        self._group: GroupCommit | None = None  # its thread, from open() to close()
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -66,12 +63,17 @@ class SQLiteStore(SQLStore):
 
     async def _queued(self, unit: Unit[T], point: str | None) -> T:
         if self._observe is None:
-            return cast(T, await self._group.submit(unit, point))
+            return cast(T, await self._thread().submit(unit, point))
         started = time.perf_counter()
         try:
-            return cast(T, await self._group.submit(unit, point))
+            return cast(T, await self._thread().submit(unit, point))
         finally:
             self._observe(_name(unit), time.perf_counter() - started)
+
+    def _thread(self) -> GroupCommit:
+        if self._group is None:
+            raise StoreBusyError("the store is not open")
+        return self._group
 
     def _run_group(self, group: list[Pending]) -> None:
         """On the store thread: the group's writes in one transaction, then its reads."""
@@ -86,7 +88,7 @@ class SQLiteStore(SQLStore):
         for p in group:
             if p.point is None:
                 try:
-                    p.succeed(drive(p.unit, partial(_execute, conn)))
+                    p.succeed(drive(cast("Unit[Any]", p.unit), partial(_execute, conn)))
                 except Exception as exc:
                     p.fail(self._error(exc, COMMIT))
 
@@ -104,7 +106,7 @@ class SQLiteStore(SQLStore):
             try:
                 if not alone:
                     conn.execute(q.SAVEPOINT)
-                p.succeed(drive(p.unit, partial(_execute, conn)))
+                p.succeed(drive(cast("Unit[Any]", p.unit), partial(_execute, conn)))
                 failpoints.check(point)
             except Exception as exc:
                 p.fail(self._error(exc, point))
@@ -173,12 +175,11 @@ class SQLiteStore(SQLStore):
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T], operation: str) -> T:
         """Run `fn` on the store thread; `operation` (the Store method) labels its latency."""
-        loop = asyncio.get_running_loop()
         if self._observe is None:
-            return await loop.run_in_executor(self._executor, self._guarded, fn)
+            return await self._thread().call(partial(self._guarded, fn))
         started = time.perf_counter()
         try:
-            return await loop.run_in_executor(self._executor, self._guarded, fn)
+            return await self._thread().call(partial(self._guarded, fn))
         finally:
             self._observe(operation, time.perf_counter() - started)
 
@@ -258,8 +259,9 @@ class SQLiteStore(SQLStore):
     # -- the Store contract: what the shared logic leaves to a backend ----------------------
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._connect)
+        if self._group is None:
+            self._group = GroupCommit(self._run_group, "runyard-sqlite")
+        await self._group.call(self._connect)
 
     async def close(self) -> None:
         def _close() -> None:
@@ -267,9 +269,11 @@ class SQLiteStore(SQLStore):
                 self._conn.close()
                 self._conn = None
 
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, _close)
-        self._executor.shutdown(wait=True)
+        if self._group is None:
+            return
+        await self._group.call(_close)
+        await self._group.stop()
+        self._group = None
 
     async def ping(self) -> None:
         await self._call(lambda c: c.execute(q.PING).fetchone(), "ping")
