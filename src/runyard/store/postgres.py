@@ -9,7 +9,7 @@ this module holds the pool, its errors, notifications and the sessions of postgr
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -48,17 +48,19 @@ class PostgresStore(SQLStore):
         )
         self._kwargs = kwargs
         self._listener: Listener | None = None
-        self._leadership = Leadership(dsn, kwargs, q.SCHEDULER_LOCK)
+        self._leadership = Leadership(dsn, kwargs, q.scoped_lock(q.SCHEDULER_LOCK, schema))
+        self._migration_lock = q.scoped_lock(q.MIGRATION_LOCK, schema)
+        self._scope = partial(q.scoped_channel, schema=schema)
 
     # -- transactions -----------------------------------------------------------------------
 
     async def _read(self, unit: Unit[T]) -> T:
         async with self._tx() as c:
-            return await drive_async(unit, partial(_execute, c))
+            return await drive_async(unit, partial(_execute, c, self._scope))
 
     async def _write(self, unit: Unit[T], point: str = COMMIT) -> T:
         async with self._tx(point) as c:
-            return await drive_async(unit, partial(_execute, c))
+            return await drive_async(unit, partial(_execute, c, self._scope))
 
     @asynccontextmanager
     async def _tx(self, write: str | None = None) -> AsyncIterator[Conn]:
@@ -86,7 +88,7 @@ class PostgresStore(SQLStore):
     async def open(self) -> None:
         await self.pool.open(wait=True)
         async with self._tx() as c:
-            await c.execute(q.LOCK_MIGRATIONS, (q.MIGRATION_LOCK,))
+            await c.execute(q.LOCK_MIGRATIONS, (self._migration_lock,))
             await c.execute(q.CREATE_MIGRATIONS)
             done = {r[0] for r in await (await c.execute(q.APPLIED_MIGRATIONS)).fetchall()}
             for version, name, sql in migration_files("postgres"):
@@ -117,7 +119,8 @@ class PostgresStore(SQLStore):
         return {"store": "; ".join(failing)} if failing else {}
 
     async def listen(self, handlers: Handlers) -> None:
-        self._listener = Listener(self.dsn, self._kwargs, handlers)
+        scoped = {self._scope(channel): handler for channel, handler in handlers.items()}
+        self._listener = Listener(self.dsn, self._kwargs, scoped)
         self._listener.start()
         await self._listener.connected.wait()
 
@@ -125,9 +128,9 @@ class PostgresStore(SQLStore):
         return await self._leadership.try_lead()
 
 
-async def _execute(c: Conn, step: Step) -> Any:
+async def _execute(c: Conn, scope: Callable[[str], str], step: Step) -> Any:
     if isinstance(step, Notify):  # sent at commit: never heard before it can be read
-        await c.execute(q.NOTIFY, (step.channel, step.payload))
+        await c.execute(q.NOTIFY, (scope(step.channel), step.payload))
         return None
     sql, args = bind(q, step)
     if sql is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from runyard.models import RunFilter
@@ -13,6 +14,24 @@ SCHEDULER_LOCK = 7_261_012  # pg_try_advisory_lock: the one server that fires sc
 
 # LISTEN/NOTIFY: sent at commit, so a listener never hears of what it cannot read yet
 NOTIFY = "SELECT pg_notify(%s, %s)"
+
+
+def _tag(schema: str) -> str:
+    return hashlib.blake2b(schema.encode(), digest_size=6).hexdigest()
+
+
+def scoped_channel(channel: str, schema: str | None) -> str:
+    """NOTIFY channels are the database's, not a schema's: deployments in different schemas
+    of one database each get their own (a hash keeps the name under 63 bytes)."""
+    return channel if schema is None else f"{channel}_{_tag(schema)}"
+
+
+def scoped_lock(key: int, schema: str | None) -> int:
+    """Advisory lock keys are the database's too: one per schema (a signed 63-bit key)."""
+    if schema is None:
+        return key
+    digest = hashlib.blake2b(f"{key}:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 def listen(channel: str) -> str:
