@@ -118,4 +118,4 @@ async def test_hot_queries_walk_their_indexes(tmp_path: Path) -> None:
     claim = plan(q.CLAIM_CANDIDATES, (0.0, "[]", 8))
     assert "USING INDEX runs_queue" in claim
     assert "TEMP B-TREE" not in claim
-    assert "USING INDEX runs_due" in plan(q.NEXT_DUE, ())
+    assert "USING INDEX runs_due" in plan(q.NEXT_DUE, (0.0,))

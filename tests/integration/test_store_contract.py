@@ -120,7 +120,8 @@ async def test_retry_goes_back_to_queue_with_not_before(store: Store) -> None:
     assert queued is not None
     assert queued.state is RunState.QUEUED
     assert queued.finished_at is None
-    assert await store.next_due() == 2010.0
+    assert await store.next_due(2005.0) == 2010.0
+    assert await store.next_due(2010.0) is None  # claimable now: no timer needed for it
     assert await store.claim(1, {}, now=2005.0, host="h") == []  # still backing off
     (claim,) = await store.claim(1, {}, now=2010.0, host="h")
     assert claim.run.attempt == 2

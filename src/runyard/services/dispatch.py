@@ -98,6 +98,17 @@ class Dispatcher:
     async def _dispatch(self) -> None:
         if self.lease.lapsed(self.clock.now()):
             return  # back from a pause past the lease: claim once membership has renewed it
+        # When the next backing-off run becomes claimable does not depend on what is claimed
+        # now: asked at once, it shares the first claim's store turn (group_commit.py).
+        due = asyncio.ensure_future(self.store.next_due(self.clock.now()))
+        try:
+            await self._claim_free_slots()
+        except BaseException:
+            due.cancel()  # the loop tries again shortly, and reads it again then
+            raise
+        self._arm_due_timer(await due)
+
+    async def _claim_free_slots(self) -> None:
         while (free := self.slots.free) > 0:
             snapshot = await self.registry.snapshot()
             room = self.slots.job_room({
@@ -113,10 +124,8 @@ class Dispatcher:
                 self._launches.start(self._launch(claim))
             if len(claims) < free:
                 break
-        await self._arm_due_timer()
 
-    async def _arm_due_timer(self) -> None:
-        due = await self.store.next_due()
+    def _arm_due_timer(self, due: float | None) -> None:
         if self._due is not None:
             self._due.cancel()
             self._due = None

@@ -145,10 +145,13 @@ class RunService:
             job, values, priority=priority, labels=labels, idempotency_key=idempotency_key,
             request_hash=digest,
         )  # fmt: skip
+        # The dispatcher is woken before the insert is awaited: its claim then joins the same
+        # store turn (group_commit.py), after the insert in one transaction, and a free slot
+        # takes the run without another round trip. If the insert fails, it claims nothing.
+        self.queue.set()
         stored, created = await self.store.insert_run(run)
         if not created:
             return self._same_request(stored, digest), False
-        self.queue.set()
         self.announce("submitted", {"id": stored.id, "job": stored.job})
         return stored, True
 

@@ -106,8 +106,10 @@ class Store(abc.ABC):
         claimed by `host` under its lease `token`."""
 
     @abc.abstractmethod
-    async def next_due(self) -> float | None:
-        """The earliest `not_before` of a queued run, if any run waits for its backoff."""
+    async def next_due(self, now: float) -> float | None:
+        """The earliest `not_before` after `now` of a queued run: when the next run still
+        backing off becomes claimable. One whose backoff is over is claimable already; a slot
+        freeing wakes the dispatcher for it (a past time here would wake it for nothing)."""
 
     async def attempt_started(
         self, run_id: str, number: int, *, pid: int, pgid: int, proc_start_time: float, at: float

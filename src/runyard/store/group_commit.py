@@ -66,20 +66,33 @@ class GroupCommit:
 
     def __init__(self, run_group: Callable[[list[Pending]], None], name: str) -> None:
         self._run_group = run_group
-        self._queue: SimpleQueue[Pending | object] = SimpleQueue()
+        self._queue: SimpleQueue[list[Pending] | object] = SimpleQueue()
+        # What this turn of the event loop asked for, handed over together when it ends: a
+        # submit that wakes the dispatcher, and the claim that wakes, share a transaction.
+        self._this_turn: list[Pending] = []
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
     async def submit(self, unit: Unit[Any], point: str | None) -> Any:
-        pending = Pending(unit, point, asyncio.get_running_loop().create_future())
-        self._queue.put(pending)
-        return await pending.future
+        return await self._enqueue(Pending(unit, point, self._future()))
 
     async def call(self, fn: Callable[[], T]) -> T:
-        """`fn` on the store thread, alone, between groups."""
-        pending = Pending(None, None, asyncio.get_running_loop().create_future(), call=fn)
-        self._queue.put(pending)
-        return cast(T, await pending.future)
+        """`fn` on the store thread, alone, in its place between groups."""
+        return cast(T, await self._enqueue(Pending(None, None, self._future(), call=fn)))
+
+    @staticmethod
+    def _future() -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    def _enqueue(self, pending: Pending) -> asyncio.Future[Any]:
+        if not self._this_turn:
+            pending.future.get_loop().call_soon(self._hand_over)
+        self._this_turn.append(pending)
+        return pending.future
+
+    def _hand_over(self) -> None:
+        batch, self._this_turn = self._this_turn, []
+        self._queue.put(batch)
 
     async def stop(self) -> None:
         """After what is queued has run: the thread ends."""
@@ -88,13 +101,12 @@ class GroupCommit:
 
     def _serve(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            handed = [self._queue.get()]
             with contextlib.suppress(Empty):
-                while True:  # everything queued meanwhile joins this turn
-                    batch.append(self._queue.get_nowait())
-            stop = _STOP in batch
-            self._turn([p for p in batch if isinstance(p, Pending)])
-            if stop:
+                while True:  # everything handed over meanwhile joins this turn
+                    handed.append(self._queue.get_nowait())
+            self._turn([p for batch in handed if isinstance(batch, list) for p in batch])
+            if _STOP in handed:
                 return
 
     def _turn(self, batch: list[Pending]) -> None:

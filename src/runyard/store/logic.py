@@ -210,8 +210,8 @@ def _claim_one(run_id: str, now: float, host: str, token: str | None) -> Unit[Cl
     return Claim(run=run, attempt=attempt)
 
 
-def next_due() -> Unit[float | None]:
-    row = yield one("NEXT_DUE")
+def next_due(now: float) -> Unit[float | None]:
+    row = yield one("NEXT_DUE", now)
     return row[0] if row else None
 
 

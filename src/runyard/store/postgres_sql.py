@@ -103,7 +103,10 @@ UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
 WHERE id = %s AND state = 'queued'
 RETURNING attempt
 """
-NEXT_DUE = "SELECT min(not_before) FROM runs WHERE state = 'queued' AND not_before IS NOT NULL"
+NEXT_DUE = (
+    "SELECT min(not_before) FROM runs "
+    "WHERE state = 'queued' AND not_before IS NOT NULL AND not_before > %s"
+)
 INSERT_ATTEMPT = f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})"  # noqa: S608
 GET_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = %s ORDER BY number"  # noqa: S608
 ACTIVE_ATTEMPTS = (

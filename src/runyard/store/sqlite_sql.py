@@ -94,7 +94,7 @@ RETURNING attempt
 """
 NEXT_DUE = (
     "SELECT min(not_before) FROM runs INDEXED BY runs_due "
-    "WHERE state = 'queued' AND not_before IS NOT NULL"
+    "WHERE state = 'queued' AND not_before IS NOT NULL AND not_before > ?"
 )
 
 INSERT_ATTEMPT = f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * 15)})"  # noqa: S608

@@ -109,8 +109,8 @@ class SQLStore(Store):
             return []
         return await self._write(logic.claim(limit, job_slots, now, host, token))
 
-    async def next_due(self) -> float | None:
-        return await self._read(logic.next_due())
+    async def next_due(self, now: float) -> float | None:
+        return await self._read(logic.next_due(now))
 
     async def attempts_started(
         self, started: list[tuple[str, int, int, int, float, float]]
