@@ -19,6 +19,7 @@ class Client:
     sock: socket.socket
     inbuf: bytearray = field(default_factory=bytearray)
     outbuf: bytearray = field(default_factory=bytearray)
+    writing: bool = False  # registered for EVENT_WRITE: its output waits for the socket
 
 
 class Connections:
@@ -35,6 +36,7 @@ class Connections:
         self.handle = handle
         self.dropped = dropped
         self.clients: dict[int, Client] = {}
+        self._unsent: dict[int, Client] = {}  # what was said since the last flush_all
 
     def accept(self, srv: socket.socket) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -54,6 +56,7 @@ class Connections:
             self.read(client)
 
     def drop(self, client: Client) -> None:
+        self._unsent.pop(client.sock.fileno(), None)
         self.clients.pop(client.sock.fileno(), None)
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(client.sock)
@@ -79,11 +82,19 @@ class Connections:
             self.drop(client)
 
     def send(self, client: Client, message: dict[str, Any]) -> None:
+        """Queued, not sent: flush_all sends everything said in one turn of the supervisor's
+        loop (the replies to a burst of spawns, the exits of one SIGCHLD) in one write."""
         client.outbuf += encode(message)
         if len(client.outbuf) > MAX_CLIENT_BACKLOG:
             self.drop(client)  # it stopped reading; it will reconcile from the exit files
             return
-        self.flush(client)
+        self._unsent[client.sock.fileno()] = client
+
+    def flush_all(self) -> None:
+        unsent, self._unsent = self._unsent, {}
+        for client in unsent.values():
+            if not client.writing:  # else the selector says when the socket takes more
+                self.flush(client)
 
     def flush(self, client: Client) -> None:
         try:
@@ -94,9 +105,12 @@ class Connections:
         except OSError:
             self.drop(client)
             return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.outbuf else 0)
-        with contextlib.suppress(KeyError, ValueError):
-            self.sel.modify(client.sock, events, "client")
+        writing = bool(client.outbuf)
+        if writing != client.writing:  # one epoll_ctl only when the interest changes
+            client.writing = writing
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0)
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.modify(client.sock, events, "client")
 
     def broadcast(self, message: dict[str, Any]) -> None:
         for client in list(self.clients.values()):
