@@ -36,7 +36,6 @@ class Connections:
         self.handle = handle
         self.dropped = dropped
         self.clients: dict[int, Client] = {}
-        self._unsent: dict[int, Client] = {}  # what was said since the last flush_all
 
     def accept(self, srv: socket.socket) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -56,7 +55,6 @@ class Connections:
             self.read(client)
 
     def drop(self, client: Client) -> None:
-        self._unsent.pop(client.sock.fileno(), None)
         self.clients.pop(client.sock.fileno(), None)
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(client.sock)
@@ -82,19 +80,14 @@ class Connections:
             self.drop(client)
 
     def send(self, client: Client, message: dict[str, Any]) -> None:
-        """Queued, not sent: flush_all sends everything said in one turn of the supervisor's
-        loop (the replies to a burst of spawns, the exits of one SIGCHLD) in one write."""
+        """Sent at once, not held for the end of the turn: the server works on a spawn's
+        reply (its start record) while the next program of the burst is being spawned."""
         client.outbuf += encode(message)
         if len(client.outbuf) > MAX_CLIENT_BACKLOG:
             self.drop(client)  # it stopped reading; it will reconcile from the exit files
             return
-        self._unsent[client.sock.fileno()] = client
-
-    def flush_all(self) -> None:
-        unsent, self._unsent = self._unsent, {}
-        for client in unsent.values():
-            if not client.writing:  # else the selector says when the socket takes more
-                self.flush(client)
+        if not client.writing:  # else the selector says when the socket takes more
+            self.flush(client)
 
     def flush(self, client: Client) -> None:
         try:

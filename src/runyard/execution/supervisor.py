@@ -102,7 +102,6 @@ class Supervisor:
             until = self.timers.wait_s(now)
             if until is not None:
                 timeout = until if timeout is None else min(timeout, until)
-            self.conns.flush_all()  # what the last turn and the timers said, one write each
             for key, mask in self.sel.select(timeout):
                 self.dispatch(key, mask)
 

@@ -95,7 +95,6 @@ class SupervisorClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._outbox: list[bytes] = []  # this loop turn's requests, written together
         self._req = itertools.count(1)
         self._read_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -146,8 +145,9 @@ class SupervisorClient:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req] = fut
         try:
-            self._send(encode({**message, "req": req, "deadline": time.time() + timeout}))
+            self._writer.write(encode({**message, "req": req, "deadline": time.time() + timeout}))
             async with asyncio.timeout(timeout + REPLY_MARGIN_S):
+                await self._writer.drain()
                 return await fut
         except TimeoutError:
             raise SupervisorTimeoutError(
@@ -155,21 +155,6 @@ class SupervisorClient:
             ) from None
         finally:
             self._pending.pop(req, None)
-
-    def _send(self, line: bytes) -> None:
-        """Queue a request; the requests of one turn of the event loop (the launches of one
-        dispatch) go out in one write. No drain: every request waits for its reply within
-        its timeout, so what is unsent is bounded by what is in flight."""
-        if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._write_out)
-        self._outbox.append(line)
-
-    def _write_out(self) -> None:
-        lines, self._outbox = self._outbox, []
-        writer = self._writer
-        if writer is None or writer.is_closing():
-            return  # their callers hear it: the read loop fails every pending request
-        writer.write(b"".join(lines))
 
     async def ping(self, timeout_s: float) -> dict[str, Any]:
         """A cheap round trip for readiness: the supervisor's pid and its failing writes."""
