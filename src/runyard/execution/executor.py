@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
 import structlog
 
@@ -26,7 +27,7 @@ from runyard.execution.base import (
     Started,
 )
 from runyard.execution.environment import base_env, program_env
-from runyard.execution.layout import RunPaths
+from runyard.execution.layout import AttemptFiles, RunPaths
 from runyard.execution.protocol import (
     KEY_PATTERN,
     MAX_EXIT_FILE,
@@ -66,6 +67,7 @@ class LocalExecutor:
         self.data_dir = data_dir
         self.jobs_dir = jobs_dir
         self._jobs_dir_str = str(jobs_dir)
+        self._runs_dir = str(data_dir / "runs")
         self._base_env = base_env()  # the server's environment does not change under it
         # Given here (older wiring) or to `start` (the protocol's): both end up in _events.
         self._events: ExecutorEvents | None = None
@@ -160,14 +162,15 @@ class LocalExecutor:
     async def launch(self, spec: Launch) -> Started | None:
         """Start the attempt. None when the program could not be started: its exit record
         (with the reason) arrives through `events.exited` like any other end."""
-        paths = self.paths(spec.run_id)
-        if spec.workspace != "empty" and not await asyncio.to_thread(paths.workspace.exists):
+        if spec.workspace != "empty" and not await asyncio.to_thread(
+            (paths := self.paths(spec.run_id)).workspace.exists
+        ):
             try:
                 await asyncio.to_thread(self._prepare, spec.workspace, paths)
             except (workspace.WorkspaceError, OSError) as exc:
                 raise LaunchError(f"workspace: {exc}") from exc
         # SupervisorUnavailableError propagates
-        reply = await self._client.request(self._spawn_request(spec, paths).to_message())
+        reply = await self._client.request(self._spawn_request(spec).to_message())
         if reply.get("ok"):
             return Started(reply["pid"], reply["pgid"], reply["start_time"], reply["started_at"])
         if reply.get("exited"):
@@ -177,37 +180,34 @@ class LocalExecutor:
             raise SupervisorUnavailableError(f"refused: {reply['error']}")
         raise LaunchError(str(reply.get("error")))
 
-    def _spawn_request(self, spec: Launch, paths: RunPaths) -> SpawnRequest:
-        # each path turned into its string once: this runs on the loop for every attempt
-        workspace, outputs, params_file = (
-            str(paths.workspace), str(paths.artifacts_dir), str(paths.params_file),
-        )  # fmt: skip
-        progress = str(paths.progress_file(spec.attempt))
+    def _spawn_request(self, spec: Launch) -> SpawnRequest:
+        files = AttemptFiles.of(self._runs_dir, spec.run_id, spec.attempt)
         values = {
             **spec.params,
             "jobs_dir": self._jobs_dir_str,
-            "workspace": workspace,
+            "workspace": files.workspace,
             "run_id": spec.run_id,
             "attempt": spec.attempt,
         }
         env = program_env(
-            run_id=spec.run_id, attempt=spec.attempt, workspace=workspace, outputs=outputs,
-            params_file=params_file, progress=progress, job_env=spec.env, base=self._base_env,
+            run_id=spec.run_id, attempt=spec.attempt, workspace=files.workspace,
+            outputs=files.outputs, params_file=files.params, progress=files.progress,
+            job_env=spec.env, base=self._base_env,
         )  # fmt: skip
         return SpawnRequest(
             key=attempt_key(spec.run_id, spec.attempt),
             argv=render(spec.command, values),
-            cwd=workspace,
+            cwd=files.workspace,
             env=env,
-            log=str(paths.log(spec.attempt)),
-            exit=str(paths.exit_file(spec.attempt)),
-            mkdirs=[workspace, outputs],
-            files={params_file: json.dumps(spec.params, indent=2) + "\n"},
+            log=files.log,
+            exit=files.exit,
+            mkdirs=[files.workspace, files.outputs],
+            files={files.params: _params_text(spec.params)},
             timeout_s=spec.timeout_s,
             kill_grace_s=spec.kill_grace_s,
             limits=spec.limits or {},
             run_as=spec.run_as,
-            progress=progress,
+            progress=files.progress,
             lease=self._lease,  # None with one server: never fenced
         )
 
@@ -301,3 +301,12 @@ def kill_leftovers(key: str, pid: int | None, start_time: float | None) -> int:
                 proc.kill()
                 killed += 1
     return killed
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    """params.json as the program reads it: orjson, or json for what orjson refuses (an
+    integer past 64 bits), indented either way."""
+    try:
+        return orjson.dumps(params, option=orjson.OPT_INDENT_2).decode() + "\n"
+    except TypeError:
+        return json.dumps(params, indent=2) + "\n"

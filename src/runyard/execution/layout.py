@@ -5,6 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The names, once: RunPaths gives them as Paths, AttemptFiles as strings for the hot path.
+WORKSPACE = "workspace"
+OUTPUTS = "workspace/outputs"
+PARAMS = "workspace/params.json"
+
+
+def _log(attempt: int) -> str:
+    return f"attempt-{attempt}.log"
+
+
+def _exit(attempt: int) -> str:
+    return f"attempt-{attempt}.exit.json"
+
+
+def _progress(attempt: int) -> str:
+    return f"attempt-{attempt}.progress.jsonl"
+
 
 @dataclass(frozen=True, slots=True)
 class RunPaths:
@@ -16,21 +33,41 @@ class RunPaths:
 
     @property
     def workspace(self) -> Path:
-        return self.root / "workspace"
+        return self.root / WORKSPACE
 
     @property
     def artifacts_dir(self) -> Path:
-        return self.workspace / "outputs"
+        return self.root / OUTPUTS
 
     @property
     def params_file(self) -> Path:
-        return self.workspace / "params.json"
+        return self.root / PARAMS
 
     def log(self, attempt: int) -> Path:
-        return self.root / f"attempt-{attempt}.log"
+        return self.root / _log(attempt)
 
     def exit_file(self, attempt: int) -> Path:
-        return self.root / f"attempt-{attempt}.exit.json"
+        return self.root / _exit(attempt)
 
     def progress_file(self, attempt: int) -> Path:
-        return self.root / f"attempt-{attempt}.progress.jsonl"
+        return self.root / _progress(attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFiles:
+    """One attempt's paths as strings, joined without pathlib: built for every spawn."""
+
+    workspace: str
+    outputs: str
+    params: str
+    log: str
+    exit: str
+    progress: str
+
+    @classmethod
+    def of(cls, runs_dir: str, run_id: str, attempt: int) -> AttemptFiles:
+        root = f"{runs_dir}/{run_id}/"
+        return cls(
+            root + WORKSPACE, root + OUTPUTS, root + PARAMS, root + _log(attempt),
+            root + _exit(attempt), root + _progress(attempt),
+        )  # fmt: skip
