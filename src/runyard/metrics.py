@@ -5,7 +5,11 @@ Labels are bounded: route templates (never raw paths or run ids), declared job n
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+M = TypeVar("M", Counter, Histogram)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 RUN_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
@@ -13,6 +17,7 @@ RUN_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400, 86
 
 class Metrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.http_requests = Counter(
@@ -46,3 +51,13 @@ class Metrics:
             "runyard_store_operation_seconds", "Store operation latency", ["operation"],
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+
+    def child(self, metric: M, *labels: str) -> M:
+        """`metric.labels(*labels)`, looked up once per label set: a handful of these run per
+        run, and labels() validates and locks every time. Counters and histograms only: a
+        gauge's children are cleared (refresh), which would leave a cached one orphaned."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found

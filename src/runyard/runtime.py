@@ -175,7 +175,7 @@ class Runtime:
             data_dir / "runyard.db",
             synchronous="FULL" if settings.fsync else "NORMAL",
             busy_timeout_ms=settings.db_busy_timeout_ms,
-            observe=lambda op, s: self.metrics.store_latency.labels(op).observe(s),
+            observe=lambda op, s: self.metrics.child(self.metrics.store_latency, op).observe(s),
         )
 
     async def refresh_gauges(self) -> None:

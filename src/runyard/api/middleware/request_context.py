@@ -81,8 +81,8 @@ class RequestContextMiddleware:
     def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
         method = scope.get("method", "WS")
         route = route_of(scope)
-        self.metrics.http_requests.labels(method, route, str(status)).inc()
-        self.metrics.http_duration.labels(method, route).observe(seconds)
+        self.metrics.child(self.metrics.http_requests, method, route, str(status)).inc()
+        self.metrics.child(self.metrics.http_duration, method, route).observe(seconds)
         principal = scope.get("state", {}).get("principal", "anonymous")
         log.info(
             "request", method=method, route=route, status=status,
