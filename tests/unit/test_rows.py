@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+
+import pytest
 
 from runyard.models import AttemptState, RunState
 from runyard.schemas import RunView
-from runyard.store.rows import attempt_from_row, run_from_row
+from runyard.store.rows import attempt_from_row, dumps, loads, run_from_row
 
 
 def test_a_poisoned_run_row_reads_back_and_serialises() -> None:
@@ -40,3 +43,28 @@ def test_good_values_are_kept_as_they_are() -> None:
            0, None, None, None, 0, "{}", 0)  # fmt: skip
     run = run_from_row(row)
     assert (run.started_at, run.finished_at, run.exit_code) == (2.0, 3.5, 0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"n": 2**70}, {"n": -(2**80), "nested": [2**65]}, {1: "a key that is no string"}],
+)
+def test_what_orjson_refuses_is_stored_and_read_back_by_json(value: object) -> None:
+    stored = dumps(value)
+    back = loads(stored)
+    expected = {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+    assert back == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [('{"x": NaN}', "nan"), ('{"s": "\\ud800"}', "\ud800"), ('{"n": 1' + "0" * 30 + "}", None)],
+)
+def test_what_earlier_versions_wrote_reads_back(text: str, expected: str | None) -> None:
+    value = next(iter(loads(text).values()))
+    if expected == "nan":
+        assert isinstance(value, float) and math.isnan(value)
+    elif expected is None:
+        assert value == 10**30
+    else:
+        assert value == expected

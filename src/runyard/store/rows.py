@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
+
+import orjson
 
 from runyard.models import Attempt, AttemptState, Run, RunState, Schedule
 
@@ -25,11 +28,30 @@ SCHEDULE_COLUMNS = (
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    """A stored JSON value: orjson (several per run on the store's thread), or json for what
+    orjson refuses (an integer past 64 bits, a non-string key)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
+
+
+# 19 digits or more may be an integer past 64 bits, which orjson would read as a float: such
+# text goes to json, which keeps it exact (what was accepted reads back unchanged)
+_LONG_NUMBER = re.compile(r"\d{19}")
 
 
 def loads(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
+    """A stored JSON value back: orjson, or json for what orjson refuses or would change
+    (NaN that earlier versions wrote, a lone surrogate's escape, a very long integer)."""
+    if not isinstance(value, str):
+        return json.loads(value) if isinstance(value, bytes) else value  # jsonb: parsed
+    if _LONG_NUMBER.search(value):
+        return json.loads(value)
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return json.loads(value)
 
 
 def _time(value: Any) -> float | None:
