@@ -12,7 +12,6 @@ import pytest
 
 from runyard.store.logic import QUEUE_CHANNEL
 from runyard.store.postgres import PostgresStore
-from runyard.store.postgres_sql import scoped_channel
 from tests.integration.conftest import POSTGRES
 from tests.integration.test_store_contract import make_run
 
@@ -24,13 +23,21 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def two_deployments() -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+def _store(schema: str, how: str) -> PostgresStore:
+    if how == "given":
+        return PostgresStore(POSTGRES, schema=schema)
+    return PostgresStore(f"{POSTGRES} options='-c search_path={schema}'")  # as an operator would
+
+
+@pytest.fixture(params=["given", "search_path"])
+async def two_deployments(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
     schemas = [f"t_{uuid.uuid4().hex[:16]}" for _ in range(2)]
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         for schema in schemas:
             conn.execute(f"CREATE SCHEMA {schema}")
-    stores = [PostgresStore(POSTGRES, schema=schema) for schema in schemas]
+    stores = [_store(schema, request.param) for schema in schemas]
     for store in stores:
         await store.open()
     yield stores[0], stores[1]
@@ -54,7 +61,7 @@ async def test_a_deployment_hears_only_its_own_schema(
     # a marker after them all: notifications arrive in commit order, so whatever of the
     # above reaches this listener has arrived once the marker has
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        channel = scoped_channel(QUEUE_CHANNEL, mine.schema)
+        channel = mine._scope(QUEUE_CHANNEL)
         conn.execute("SELECT pg_notify(%s, 'marker')", (channel,))
     got = []
     while (item := await asyncio.wait_for(heard.get(), 10)) != "marker":

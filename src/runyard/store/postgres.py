@@ -48,9 +48,8 @@ class PostgresStore(SQLStore):
         )
         self._kwargs = kwargs
         self._listener: Listener | None = None
-        self._leadership = Leadership(dsn, kwargs, q.scoped_lock(q.SCHEDULER_LOCK, schema))
-        self._migration_lock = q.scoped_lock(q.MIGRATION_LOCK, schema)
-        self._scope = partial(q.scoped_channel, schema=schema)
+        self._leadership = Leadership(dsn, kwargs, q.SCHEDULER_LOCK)
+        self._scope: Callable[[str], str] = str  # set by open(), once the schema is known
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -88,7 +87,14 @@ class PostgresStore(SQLStore):
     async def open(self) -> None:
         await self.pool.open(wait=True)
         async with self._tx() as c:
-            await c.execute(q.LOCK_MIGRATIONS, (self._migration_lock,))
+            # the schema in use — given here, or by search_path in the URL: channels and
+            # advisory locks are the database's, so they are scoped to it
+            (current,) = await (await c.execute(q.CURRENT_SCHEMA)).fetchone() or ("public",)
+            schema = self.schema or current
+            scoped = None if schema in (None, "public") else schema
+            self._scope = partial(q.scoped_channel, schema=scoped)
+            self._leadership.key = q.scoped_lock(q.SCHEDULER_LOCK, scoped)
+            await c.execute(q.LOCK_MIGRATIONS, (q.scoped_lock(q.MIGRATION_LOCK, scoped),))
             await c.execute(q.CREATE_MIGRATIONS)
             done = {r[0] for r in await (await c.execute(q.APPLIED_MIGRATIONS)).fetchall()}
             for version, name, sql in migration_files("postgres"):

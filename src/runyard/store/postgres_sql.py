@@ -22,7 +22,8 @@ def _tag(schema: str) -> str:
 
 def scoped_channel(channel: str, schema: str | None) -> str:
     """NOTIFY channels are the database's, not a schema's: deployments in different schemas
-    of one database each get their own (a hash keeps the name under 63 bytes)."""
+    of one database each get their own (a hash keeps the name under 63 bytes). The default
+    schema keeps the plain names, which servers of earlier versions use."""
     return channel if schema is None else f"{channel}_{_tag(schema)}"
 
 
@@ -32,6 +33,9 @@ def scoped_lock(key: int, schema: str | None) -> int:
         return key
     digest = hashlib.blake2b(f"{key}:{schema}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+CURRENT_SCHEMA = "SELECT current_schema()"
 
 
 def listen(channel: str) -> str:
