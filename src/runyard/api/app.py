@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from runyard import __version__
-from runyard.api import dashboard, docs, inputs, problems, proxy
+from runyard.api import dashboard, docs, fast_submit, inputs, problems, proxy
 from runyard.api.middleware.authenticate import AuthenticateMiddleware
 from runyard.api.middleware.body_limit import BodyLimitMiddleware
 from runyard.api.middleware.request_context import RequestContextMiddleware
@@ -63,6 +63,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     routes = (jobs, runs, streams, feed, artifacts, batches, schedules, health, metrics, status, me)
     for module in routes:
         app.include_router(module.router)
+    fast_submit.install(app)  # after the declared route, which it stands in front of
     dashboard.mount(app)
     docs.mount(app)
     inputs.publish(app, settings)

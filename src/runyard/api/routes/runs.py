@@ -11,9 +11,11 @@ from runyard.api.deps import RunsDep, SettingsDep
 from runyard.api.inputs import Cursor, IdempotencyKey, IdFilter, JobFilter, LabelFilter, RunId
 from runyard.api.proxy import ON_OWNER
 from runyard.api.security import ADMIN, READ, SUBMIT
+from runyard.config import Settings
 from runyard.errors import InvalidInputError
 from runyard.models import RunFilter, RunState
 from runyard.schemas import RunPage, RunView, SubmitRequest, problem_responses
+from runyard.services.runs import RunService
 
 router = APIRouter(
     prefix="/v1/runs",
@@ -47,6 +49,17 @@ async def submit_run(
     idempotency_key: IdempotencyKey = None,
     prefer: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
+    return await answer_submit(runs, settings, body, idempotency_key, prefer)
+
+
+async def answer_submit(
+    runs: RunService,
+    settings: Settings,
+    body: SubmitRequest,
+    idempotency_key: str | None,
+    prefer: str | None,
+) -> Response:
+    """What a submission answers, by this route or by its fast path (api/fast_submit.py)."""
     run, created = await runs.submit(
         body.job,
         body.params,

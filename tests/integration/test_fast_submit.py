@@ -1,0 +1,80 @@
+"""`POST /v1/runs` has a fast path in front of its declared route (api/fast_submit.py): the
+two must answer alike, and whatever the fast path does not take must reach the declared route
+with its body intact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from runyard.auth import Role, create_token
+from tests.inprocess import FakedServer, faked
+
+
+@pytest.fixture
+def server(
+    tmp_path: Path, write_job: Callable[[str, str], Path], jobs_dir: Path
+) -> Iterator[tuple[FakedServer, dict[Role, str]]]:
+    write_job("true", 'command = ["true"]\n[params.n]\ntype = "int"\ndefault = 1\n')
+    tokens_file = tmp_path / "tokens.toml"
+    tokens = {role: create_token(tokens_file, role.name.lower(), role) for role in Role}
+    with faked(tmp_path, jobs_dir, tokens_file=tokens_file) as srv:
+        yield srv, {role: f"Bearer {token}" for role, token in tokens.items()}
+
+
+def _shape(body: dict[str, object]) -> dict[str, object]:
+    """What must match between two answers for different runs."""
+    varying = {"id", "created_at", "idempotency_key"}
+    return {k: v for k, v in body.items() if k not in varying}
+
+
+def test_the_fast_path_and_the_declared_route_answer_alike(
+    server: tuple[FakedServer, dict[Role, str]],
+) -> None:
+    srv, auth = server
+    body = {"job": "true", "params": {"n": 7}, "labels": {"team": "cfd"}, "priority": 3}
+    fast = srv.post("/v1/runs", json=body, headers={"Authorization": auth[Role.SUBMIT]})
+    # an Idempotency-Key is the declared route's to handle: this one goes the long way
+    declared = srv.post("/v1/runs", json=body, headers={
+        "Authorization": auth[Role.SUBMIT], "Idempotency-Key": "k-1",
+    })  # fmt: skip
+    assert fast.status_code == declared.status_code == 202
+    assert fast.headers["location"] == f"/v1/runs/{fast.json()['id']}"
+    assert fast.headers["content-type"] == declared.headers["content-type"]
+    assert _shape(fast.json()) == _shape(declared.json())
+    assert srv.get(fast.headers["location"], headers={"Authorization": auth[Role.READ]}).json()[
+        "params"
+    ] == {"n": 7}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "field"),
+    [
+        ({}, b'{"job": "true"}', 401, None),  # no token: the same guard as the declared route
+        ({"Authorization": "READ"}, b'{"job": "true"}', 403, None),
+        ({"Authorization": "SUBMIT"}, b'{"job": "true", "params": {"n": "x"}}', 422, "n"),
+        ({"Authorization": "SUBMIT"}, b'{"job": "true", "extra": 1}', 422, "extra"),
+        ({"Authorization": "SUBMIT"}, b'{"job": ', 422, None),
+        ({"Authorization": "SUBMIT", "Content-Type": "text/plain"}, b'{"job": "true"}', 422, None),
+        ({"Authorization": "SUBMIT", "Prefer": "x" * 201}, b'{"job": "true"}', 422, "prefer"),
+        ({"Authorization": "SUBMIT"}, b'{"job": "nope"}', 404, "job"),
+    ],
+)
+def test_what_the_fast_path_refuses_is_answered_as_documented(
+    server: tuple[FakedServer, dict[Role, str]],
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    field: str | None,
+) -> None:
+    srv, auth = server
+    sent = {"Content-Type": "application/json", **headers}
+    if "Authorization" in sent:
+        sent["Authorization"] = auth[Role[sent["Authorization"]]]
+    resp = srv.post("/v1/runs", content=body, headers=sent)
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    if field is not None:
+        assert field in resp.text
