@@ -133,8 +133,9 @@ class RunService:
             values = job.validate_params(params)
         except ParamError as exc:
             raise InvalidInputError(str(exc), errors=exc.errors) from None
-        digest = request_hash(job_name, params, priority, labels)
+        digest = None  # only a replay under the same key compares requests
         if idempotency_key is not None:
+            digest = request_hash(job_name, params, priority, labels)
             existing = await self._by_key(idempotency_key, digest)
             if existing is not None:
                 return existing, False
@@ -150,8 +151,8 @@ class RunService:
         # takes the run without another round trip. If the insert fails, it claims nothing.
         self.queue.set()
         stored, created = await self.store.insert_run(run)
-        if not created:
-            return self._same_request(stored, digest), False
+        if not created:  # the key was taken meanwhile (so there is a key, and a digest)
+            return self._same_request(stored, digest or ""), False
         self.announce("submitted", {"id": stored.id, "job": stored.job})
         return stored, True
 
