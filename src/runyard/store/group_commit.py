@@ -124,9 +124,12 @@ class GroupCommit:
             except Exception as exc:
                 p.fail(exc)
         self._group(units)
-        if batch:
+        by_loop: dict[asyncio.AbstractEventLoop, list[Pending]] = {}
+        for p in batch:  # one loop in a server; a store shared by several tells each its own
+            by_loop.setdefault(p.future.get_loop(), []).append(p)
+        for loop, told in by_loop.items():
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is left to tell
-                batch[0].future.get_loop().call_soon_threadsafe(_deliver, batch)
+                loop.call_soon_threadsafe(_deliver, told)
 
     def _group(self, units: list[Pending]) -> None:
         if not units:
