@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psutil
 import structlog
 
+from runyard import fastjson
 from runyard.execution import procinfo, workspace
 from runyard.execution.base import (
     Executor,
@@ -304,9 +303,5 @@ def kill_leftovers(key: str, pid: int | None, start_time: float | None) -> int:
 
 
 def _params_text(params: dict[str, Any]) -> str:
-    """params.json as the program reads it: orjson, or json for what orjson refuses (an
-    integer past 64 bits), indented either way."""
-    try:
-        return orjson.dumps(params, option=orjson.OPT_INDENT_2).decode() + "\n"
-    except TypeError:
-        return json.dumps(params, indent=2) + "\n"
+    """params.json as the program reads it: indented, UTF-8."""
+    return fastjson.dumps(params, indent=True).decode() + "\n"

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import orjson
-
+from runyard import fastjson
 from runyard.execution.diskwrites import say, write_exit_file
 from runyard.execution.protocol import ExitRecord
 
@@ -33,7 +32,7 @@ class ExitFiles:
         kept and written again every REWRITE_EVERY_S until it lands: the event tells a
         connected server at once, the file is what a later reconcile reads."""
         try:
-            write_exit_file(path, orjson.dumps(record.to_dict()), fsync=self.fsync)
+            write_exit_file(path, fastjson.dumps(record.to_dict()), fsync=self.fsync)
         except OSError as exc:
             if record.key not in self.unwritten:
                 why = f"cannot write exit file {path}: {exc}"

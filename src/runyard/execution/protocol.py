@@ -14,7 +14,7 @@ import signal as _signal
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import orjson
+from runyard import fastjson
 
 SOCKET_NAME = "supervisor.sock"
 LOCK_NAME = "supervisor.lock"
@@ -39,16 +39,24 @@ class BadRequestError(ValueError):
     """A request to the supervisor that does not follow the schema: refused, nothing done."""
 
 
+def _reject_constant(name: str) -> float:
+    # json accepts NaN and Infinity by default; no peer of ours ever writes them
+    raise ValueError(f"{name} is not JSON")
+
+
 def loads_strict(raw: bytes | str) -> Any:
-    """Strict JSON: no NaN/Infinity, no invalid UTF-8, nesting bounded (orjson: 1024 levels);
-    anything else is a ValueError (orjson.JSONDecodeError is one)."""
-    return orjson.loads(raw)
+    """JSON without NaN/Infinity; nesting too deep for the parser is a ValueError too.
+
+    fastjson: orjson first, json for what it refuses (json decides, and gives the reason)."""
+    try:
+        return fastjson.loads(raw, _reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    # orjson: a message per spawn and per exit on both ends of the socket, several times
-    # cheaper than json; TypeError on what JSON cannot hold (a bug of ours, never input)
-    return orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE)
+    """One line; a message is never lost to its encoding (fastjson falls back to json)."""
+    return fastjson.dumps(message) + b"\n"
 
 
 def decode(line: bytes) -> dict[str, Any]:

@@ -3,13 +3,10 @@ PostgreSQL's jsonb as objects; both decode here)."""
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from typing import Any
 
-import orjson
-
+from runyard import fastjson
 from runyard.models import Attempt, AttemptState, Run, RunState, Schedule
 
 RUN_COLUMNS = (
@@ -28,30 +25,15 @@ SCHEDULE_COLUMNS = (
 
 
 def dumps(value: Any) -> str:
-    """A stored JSON value: orjson (several per run on the store's thread), or json for what
-    orjson refuses (an integer past 64 bits, a non-string key)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"))
-
-
-# 19 digits or more may be an integer past 64 bits, which orjson would read as a float: such
-# text goes to json, which keeps it exact (what was accepted reads back unchanged)
-_LONG_NUMBER = re.compile(r"\d{19}")
+    return fastjson.dumps(value).decode()
 
 
 def loads(value: Any) -> Any:
-    """A stored JSON value back: orjson, or json for what orjson refuses or would change
-    (NaN that earlier versions wrote, a lone surrogate's escape, a very long integer)."""
-    if not isinstance(value, str):
-        return json.loads(value) if isinstance(value, bytes) else value  # jsonb: parsed
-    if _LONG_NUMBER.search(value):
-        return json.loads(value)
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return json.loads(value)
+    """A stored JSON value back; json (through fastjson) reads whatever earlier versions
+    wrote that orjson would refuse or change (NaN, a lone surrogate, a very long integer)."""
+    if isinstance(value, str | bytes):
+        return fastjson.loads(value)
+    return value  # PostgreSQL's jsonb arrives parsed
 
 
 def _time(value: Any) -> float | None:
