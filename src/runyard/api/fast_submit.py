@@ -16,15 +16,14 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.datastructures import Headers
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from runyard.api.deps import relay_signer, runtime_of
-from runyard.api.proxy import verify_relay
 from runyard.api.routes import runs as runs_routes
 from runyard.api.routes.runs import answer_submit
-from runyard.api.security import check
+from runyard.api.security import authorize
 from runyard.auth import Role
 from runyard.schemas import SubmitRequest
 
@@ -39,17 +38,16 @@ class FastSubmit:
         self.declared = declared
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)  # capped by BodyLimitMiddleware as it streams
+        # read as the declared route reads it (capped by BodyLimitMiddleware as it streams)
+        body = await Request(scope, receive).body()
         headers = Headers(scope=scope)
         request = self._well_formed(headers, body)
         if request is None:
             await self.declared.handle(scope, _replay(body, receive), send)
             return
         conn = HTTPConnection(scope)
-        verify_relay(relay_signer(conn), scope)  # a relay claim stands for a token
         runtime = runtime_of(conn)
-        check(runtime.auth, headers.get("authorization"), Role.SUBMIT,
-              scope.setdefault("state", {}))  # fmt: skip
+        authorize(scope, runtime.auth, relay_signer(conn), Role.SUBMIT)
         response = await answer_submit(
             runtime.runs, runtime.settings, request, None, headers.get("prefer")
         )
@@ -65,18 +63,6 @@ class FastSubmit:
             return SubmitRequest.model_validate_json(body)
         except ValidationError:
             return None
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break  # the client left: what was read stands, the declared route decides
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

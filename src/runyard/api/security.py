@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request, WebSocket
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from runyard.api.deps import AuthDep, RelaySignerDep
 from runyard.api.proxy import verify_relay
@@ -56,11 +58,16 @@ def check(
         )
 
 
+def authorize(scope: Scope, auth: Authenticator, signer: RelaySigner, needed: Role) -> None:
+    """The route guard: a relay claim or the bearer token must carry `needed` (raises
+    401/403). For the declared routes (`require`) and the submit fast path alike."""
+    verify_relay(signer, scope)  # a relay claim stands for a token
+    check(auth, Headers(scope=scope).get("authorization"), needed, scope.setdefault("state", {}))
+
+
 def require(needed: Role) -> Callable[[Request, Authenticator, RelaySigner], Awaitable[None]]:
     async def guard(request: Request, auth: AuthDep, signer: RelaySignerDep) -> None:
-        verify_relay(signer, request.scope)  # a relay claim stands for a token
-        check(auth, request.headers.get("authorization"), needed,
-              request.scope.setdefault("state", {}))  # fmt: skip
+        authorize(request.scope, auth, signer, needed)
 
     return guard
 
