@@ -7,6 +7,7 @@ import http.client
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -95,9 +96,9 @@ def _connect(server: Server) -> http.client.HTTPConnection:
     return http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
 
 
-def throughput(server: Server, n: int, clients: int = 16) -> Throughput:
-    """n runs submitted by `clients` at once, first submit -> last end; the CPU each process
-    spent per run over that window (the supervisor started by a warm-up run beforehand)."""
+def _measured(server: Server, n: int, load: Callable[[], None]) -> Throughput:
+    """`load` makes n runs: first created -> last ended, with the CPU each process spent per
+    run over that window (the supervisor started by a warm-up run beforehand)."""
     conn = _connect(server)
     warm = _one_and_wait(server.url, conn)
     conn.close()
@@ -106,33 +107,29 @@ def throughput(server: Server, n: int, clients: int = 16) -> Throughput:
     meter = CpuMeter(
         {"server": process_tree(server.proc.pid), "supervisor": [psutil.Process(sup)]}
     ).start()
-    asyncio.run(_submit_many(server.url, "true", n, clients))
+    load()
     _wait_ended(server, n + 1)
     cpu = meter.stop(n)
     dispatch, first, last = _times(server, skip=warm)
     return Throughput(n / (last - first), pct(dispatch, 50), pct(dispatch, 99), cpu)
+
+
+def throughput(server: Server, n: int, clients: int = 16) -> Throughput:
+    """n runs submitted over HTTP by `clients` at once."""
+    return _measured(server, n, lambda: asyncio.run(_submit_many(server.url, "true", n, clients)))
 
 
 def batch(server: Server, n: int) -> Throughput:
-    """One batch of n runs (`iterations`), one request: accepted -> last run ended, with the
-    CPU each process spent per run. Measures the queue, dispatch and supervisor without
-    HTTP per run: the path a sweep takes."""
-    conn = _connect(server)
-    warm = _one_and_wait(server.url, conn)
-    conn.close()
-    sup = supervisor_pid(server.data_dir)
-    assert server.proc is not None and sup is not None
-    meter = CpuMeter(
-        {"server": process_tree(server.proc.pid), "supervisor": [psutil.Process(sup)]}
-    ).start()
-    resp = httpx.post(f"{server.url}/v1/batches", json={"job": "true", "iterations": n},
-                      timeout=600)  # fmt: skip
-    if resp.status_code not in {201, 202}:
-        raise RuntimeError(f"batch refused: {resp.status_code} {resp.text[:200]}")
-    _wait_ended(server, n + 1)
-    cpu = meter.stop(n)
-    dispatch, first, last = _times(server, skip=warm)
-    return Throughput(n / (last - first), pct(dispatch, 50), pct(dispatch, 99), cpu)
+    """One batch of n runs (`iterations`), one request: the queue, dispatch and supervisor
+    without HTTP per run — the path a sweep takes."""
+
+    def submit() -> None:
+        resp = httpx.post(f"{server.url}/v1/batches", json={"job": "true", "iterations": n},
+                          timeout=600)  # fmt: skip
+        if resp.status_code not in {201, 202}:
+            raise RuntimeError(f"batch refused: {resp.status_code} {resp.text[:200]}")
+
+    return _measured(server, n, submit)
 
 
 def wait_latency(server: Server, n: int, gap_s: float) -> tuple[float, float]:
