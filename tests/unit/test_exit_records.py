@@ -12,12 +12,11 @@ import pytest
 from runyard.execution.executor import read_exit_file
 from runyard.execution.protocol import (
     MAX_EXIT_FILE,
-    decode,
-    encode,
     BadExitRecordError,
     ExitRecord,
     UnreadableExit,
     decode,
+    encode,
 )
 
 KEY = "01JDURABLE0000000000000000.1"
