@@ -12,7 +12,7 @@ from typing import IO
 
 from runyard import failpoints
 from runyard.execution.limits import hand_over, limiter
-from runyard.execution.procinfo import start_time
+from runyard.execution.procinfo import boot_tick, spawned_start_time
 from runyard.execution.protocol import ExitRecord, SpawnRequest
 
 
@@ -66,6 +66,7 @@ def start(req: SpawnRequest, log: IO[bytes], started_at: float) -> Program:
     OSError or KeyError (no such user) if it cannot start: see `not_started`."""
     with log:
         user = hand_over(req.run_as, req.cwd, req.progress) if req.run_as else None
+        tick = boot_tick()
         popen = subprocess.Popen(
             req.argv,
             cwd=req.cwd,
@@ -81,12 +82,13 @@ def start(req: SpawnRequest, log: IO[bytes], started_at: float) -> Program:
             group=user[1] if user else None,
             extra_groups=[] if user else None,
         )
+        started = spawned_start_time(popen.pid, tick, boot_tick())
     cap = req.limits.get("max_log_mb")
     return Program(
         key=req.key,
         pid=popen.pid,
         pgid=popen.pid,
-        start_time=start_time(popen.pid),
+        start_time=started,
         started_at=started_at,
         exit_path=Path(req.exit),
         kill_grace_s=req.kill_grace_s,
