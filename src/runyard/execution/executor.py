@@ -200,7 +200,8 @@ class LocalExecutor:
             env=env,
             log=files.log,
             exit=files.exit,
-            mkdirs=[files.workspace, files.outputs],
+            # parents first: one mkdir(2) each, never makedirs' walk up a missing parent
+            mkdirs=[files.root, files.workspace, files.outputs],
             files={files.params: _params_text(spec.params)},
             timeout_s=spec.timeout_s,
             kill_grace_s=spec.kill_grace_s,

@@ -57,6 +57,7 @@ class RunPaths:
 class AttemptFiles:
     """One attempt's paths as strings, joined without pathlib: built for every spawn."""
 
+    root: str
     workspace: str
     outputs: str
     params: str
@@ -66,8 +67,9 @@ class AttemptFiles:
 
     @classmethod
     def of(cls, runs_dir: str, run_id: str, attempt: int) -> AttemptFiles:
-        root = f"{runs_dir}/{run_id}/"
+        root = f"{runs_dir}/{run_id}"
+        base = root + "/"
         return cls(
-            root + WORKSPACE, root + OUTPUTS, root + PARAMS, root + _log(attempt),
-            root + _exit(attempt), root + _progress(attempt),
+            root, base + WORKSPACE, base + OUTPUTS, base + PARAMS, base + _log(attempt),
+            base + _exit(attempt), base + _progress(attempt),
         )  # fmt: skip
