@@ -1,5 +1,5 @@
 # The two commands of the README: `make serve` and `make test`.
-.PHONY: serve test lint bench install browser screenshots
+.PHONY: serve test lint bench install browser slurm screenshots
 
 install:
 	./scripts/bootstrap
@@ -17,7 +17,12 @@ lint: install
 browser:
 	./scripts/browser
 
-test: lint browser
+# Debian's Slurm and munge, for the tests against a real one-node cluster (tests/slurm/;
+# installed once, when missing; the tests start and stop the daemons themselves)
+slurm:
+	./scripts/slurm
+
+test: lint browser slurm
 	.venv/bin/pytest
 
 screenshots: install browser

@@ -14,7 +14,7 @@ from runyard.execution.protocol import MAX_LINE, encode
 MAX_CLIENT_BACKLOG = 64 * 1024 * 1024
 
 
-@dataclass
+@dataclass(eq=False)
 class Client:
     sock: socket.socket
     inbuf: bytearray = field(default_factory=bytearray)
@@ -36,6 +36,7 @@ class Connections:
         self.handle = handle
         self.dropped = dropped
         self.clients: dict[int, Client] = {}
+        self.pending: set[Client] = set()
 
     def accept(self, srv: socket.socket) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -80,14 +81,22 @@ class Connections:
             self.drop(client)
 
     def send(self, client: Client, message: dict[str, Any]) -> None:
-        """Sent at once, not held for the end of the turn: the server works on a spawn's
-        reply (its start record) while the next program of the burst is being spawned."""
+        """Queued, and sent by `flush_pending` at the end of the supervisor's turn: one send
+        (one wake-up of the server) for all a turn's replies and exits — each send was a
+        wake-up that could take the CPU from the supervisor mid-burst."""
         client.outbuf += encode(message)
         if len(client.outbuf) > MAX_CLIENT_BACKLOG:
             self.drop(client)  # it stopped reading; it will reconcile from the exit files
             return
         if not client.writing:  # else the selector says when the socket takes more
-            self.flush(client)
+            self.pending.add(client)
+
+    def flush_pending(self) -> None:
+        """Send what the turn queued (a client dropped meanwhile is skipped)."""
+        for client in self.pending:
+            if self.clients.get(client.sock.fileno()) is client:
+                self.flush(client)
+        self.pending.clear()
 
     def flush(self, client: Client) -> None:
         try:

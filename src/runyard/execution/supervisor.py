@@ -102,6 +102,8 @@ class Supervisor:
             until = self.timers.wait_s(now)
             if until is not None:
                 timeout = until if timeout is None else min(timeout, until)
+            # what this turn said goes out in one send per server, before waiting again
+            self.conns.flush_pending()
             for key, mask in self.sel.select(timeout):
                 self.dispatch(key, mask)
 
