@@ -55,8 +55,7 @@ def new_token(row: tuple[Any, ...] | None, now: float) -> str:
 
 def _add_event(run_id: str, at: float, kind: str, data: dict[str, Any]) -> Unit[None]:
     # numbered under the run's row lock (PostgreSQL) or the write lock (SQLite): no race
-    row = yield one("NEXT_EVENT_SEQ", run_id)
-    yield execute("INSERT_EVENT", run_id, row[0], at, kind, dumps(data))
+    yield execute("ADD_EVENT", run_id, at, kind, dumps(data), run_id)
 
 
 def _add_run(run: Run) -> Unit[None]:
@@ -199,13 +198,12 @@ def claim(
 
 
 def _claim_one(run_id: str, now: float, host: str, token: str | None) -> Unit[Claim]:
-    (number,) = yield one("CLAIM_RUN", now, run_id)
+    run = run_from_row((yield one("CLAIM_RUN", now, run_id)))
     attempt = Attempt(
-        run_id=run_id, number=number, state=AttemptState.STARTING, created_at=now, host=host,
+        run_id=run_id, number=run.attempt, state=AttemptState.STARTING, created_at=now, host=host,
         lease_token=token,
     )  # fmt: skip
     yield execute("INSERT_ATTEMPT", *attempt_to_row(attempt))
-    run = yield from _read_run(run_id)
     yield from _add_event(run_id, now, "state", state_event(run, RunState.QUEUED))
     return Claim(run=run, attempt=attempt)
 
@@ -230,11 +228,11 @@ def end_attempt(run_id: str, number: int, end: AttemptEnd, token: str | None) ->
         return None
     check_transition(run_id, RunState(locked[0]), end.run_state)
     finished = None if end.run_state is RunState.QUEUED else end.ended_at
-    yield execute(
+    row = yield one(
         "END_RUN", end.run_state.value, end.exit_code, end.reason, finished, end.not_before,
         run_id, RunState.RUNNING.value,
     )  # fmt: skip
-    run = yield from _read_run(run_id)
+    run = run_from_row(row) if row is not None else (yield from _read_run(run_id))
     event = state_event(run, RunState.RUNNING) | {"attempt": number}
     yield from _add_event(run_id, end.ended_at, "state", event)
     yield Notify(RUN_CHANNEL, f"{run_id} {run.state.value} {ended[0]}")

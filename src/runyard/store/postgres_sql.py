@@ -101,12 +101,13 @@ ORDER BY priority DESC, id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
-CLAIM_RUN = """
+# the claimed run as it now is: nothing to read back
+CLAIM_RUN = f"""
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
     started_at = coalesce(started_at, %s)
 WHERE id = %s AND state = 'queued'
-RETURNING attempt
-"""
+RETURNING {RUN_COLUMNS}
+"""  # noqa: S608
 NEXT_DUE = (
     "SELECT min(not_before) FROM runs "
     "WHERE state = 'queued' AND not_before IS NOT NULL AND not_before > %s"
@@ -158,10 +159,12 @@ WHERE run_id = %s AND number = %s AND state IN ('starting', 'running')
     AND (%s::text IS NULL OR lease_token = %s)
 RETURNING host
 """
-END_RUN = """
+# the ended run as it now is: nothing to read back
+END_RUN = f"""
 UPDATE runs SET state = %s, exit_code = %s, reason = %s, finished_at = %s, not_before = %s
 WHERE id = %s AND state = %s
-"""
+RETURNING {RUN_COLUMNS}
+"""  # noqa: S608
 SET_CANCEL_REQUESTED = "UPDATE runs SET cancel_requested = TRUE WHERE id = %s AND state = 'running'"
 DELETE_RUN = (
     "DELETE FROM runs WHERE id = %s AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out')"
@@ -173,8 +176,12 @@ WHERE id = %s
 """
 SET_PROGRESS_OFFSET = "UPDATE attempts SET progress_offset = %s WHERE run_id = %s AND number = %s"
 GET_PROGRESS_OFFSET = "SELECT progress_offset FROM attempts WHERE run_id = %s AND number = %s"
-NEXT_EVENT_SEQ = "SELECT coalesce(max(seq), 0) + 1 FROM run_events WHERE run_id = %s"
-INSERT_EVENT = "INSERT INTO run_events (run_id, seq, at, kind, data) VALUES (%s, %s, %s, %s, %s)"
+# numbered in the statement that adds it: one statement per event
+ADD_EVENT = (
+    "INSERT INTO run_events (run_id, seq, at, kind, data) "
+    "SELECT %s, coalesce(max(seq), 0) + 1, %s::double precision, %s, %s::jsonb "
+    "FROM run_events WHERE run_id = %s"
+)
 LIST_EVENTS = (
     "SELECT run_id, seq, at, kind, data FROM run_events WHERE run_id = %s AND seq > %s "
     "ORDER BY seq LIMIT %s"

@@ -86,12 +86,13 @@ WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?)
 ORDER BY priority DESC, id
 LIMIT ?
 """
-CLAIM_RUN = """
+# the claimed run as it now is: nothing to read back
+CLAIM_RUN = f"""
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
     started_at = coalesce(started_at, ?)
 WHERE id = ? AND state = 'queued'
-RETURNING attempt
-"""
+RETURNING {RUN_COLUMNS}
+"""  # noqa: S608
 NEXT_DUE = (
     "SELECT min(not_before) FROM runs INDEXED BY runs_due "
     "WHERE state = 'queued' AND not_before IS NOT NULL AND not_before > ?"
@@ -144,18 +145,23 @@ WHERE run_id = ? AND number = ? AND state IN ('starting', 'running')
     AND (? IS NULL OR lease_token = ?)
 RETURNING host
 """
-END_RUN = """
+# the ended run as it now is: nothing to read back
+END_RUN = f"""
 UPDATE runs SET state = ?, exit_code = ?, reason = ?, finished_at = ?, not_before = ?
 WHERE id = ? AND state = ?
-"""
+RETURNING {RUN_COLUMNS}
+"""  # noqa: S608
 SET_CANCEL_REQUESTED = "UPDATE runs SET cancel_requested = 1 WHERE id = ? AND state = 'running'"
 DELETE_RUN = (
     "DELETE FROM runs WHERE id = ? AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out')"
 )
 SET_PROGRESS = "UPDATE runs SET progress = ? WHERE id = ?"
 
-NEXT_EVENT_SEQ = "SELECT coalesce(max(seq), 0) + 1 FROM run_events WHERE run_id = ?"
-INSERT_EVENT = "INSERT INTO run_events (run_id, seq, at, kind, data) VALUES (?, ?, ?, ?, ?)"
+# numbered in the statement that adds it: one statement per event
+ADD_EVENT = (
+    "INSERT INTO run_events (run_id, seq, at, kind, data) "
+    "SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ? FROM run_events WHERE run_id = ?"
+)
 LIST_EVENTS = (
     "SELECT run_id, seq, at, kind, data FROM run_events WHERE run_id = ? AND seq > ? "
     "ORDER BY seq LIMIT ?"
