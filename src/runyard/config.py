@@ -72,6 +72,24 @@ class Settings(BaseModel):
         description="others reap a lapsed lease's attempts this long after it expired; its "
         "supervisor stops them first (SIGTERM, SIGKILL half of it later): cover clock skew",
     )  # fmt: skip
+    # running programs on Slurm (docs/slurm.md)
+    slurm_shared_dir: Path | None = Field(
+        default=None,
+        description="a directory the Slurm compute nodes also see: with it, run directories "
+        'live there and jobs may say executor = "slurm"',
+    )
+    slurm_poll_s: float = Field(
+        default=5.0, ge=0.05, le=600, description="one squeue per period for all our jobs"
+    )
+    slurm_max_in_flight: int = Field(
+        default=1000, ge=1, description="Slurm jobs submitted and not yet ended, at most"
+    )
+    slurm_submit_per_s: float = Field(default=20.0, gt=0, description="sbatch calls per second")
+    slurm_exit_grace_s: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="after Slurm says a job ended, wait this long for its exit file (shared "
+        "filesystems lag) before the attempt is lost",
+    )  # fmt: skip
     cluster_secret: str | None = Field(
         default=None, min_length=16, description="credential servers use to proxy to each other"
     )

@@ -16,6 +16,9 @@ from runyard.clock import Clock, SystemClock
 from runyard.config import Settings
 from runyard.execution.base import Executor
 from runyard.execution.executor import LocalExecutor
+from runyard.execution.routing import RoutedExecutor
+from runyard.execution.slurm.commands import SlurmCommands
+from runyard.execution.slurm.executor import SlurmExecutor
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import JsonCeiling
 from runyard.metrics import Metrics
@@ -43,6 +46,24 @@ from runyard.streams.hub import StreamHub, stream_grace_s
 log = structlog.get_logger(__name__)
 
 
+def _executor(settings: Settings, data_dir: Path) -> Executor:
+    """The supervisor; with a Slurm shared directory, Slurm beside it (run directories there)."""
+    jobs_dir = settings.jobs_dir.resolve()
+    shared = settings.slurm_shared_dir.resolve() if settings.slurm_shared_dir else None
+    local = LocalExecutor(
+        data_dir, jobs_dir, fsync=settings.fsync, request_timeout_s=settings.supervisor_timeout_s,
+        runs_dir=shared / "runs" if shared else None,
+    )  # fmt: skip
+    if shared is None:
+        return local
+    slurm = SlurmExecutor(
+        shared / "runs", jobs_dir, SlurmCommands(submit_per_s=settings.slurm_submit_per_s),
+        server_id=settings.server_id, poll_s=settings.slurm_poll_s,
+        max_in_flight=settings.slurm_max_in_flight, exit_grace_s=settings.slurm_exit_grace_s,
+    )  # fmt: skip
+    return RoutedExecutor(local, slurm)
+
+
 class Runtime:
     """Builds every collaborator once, in dependency order, and passes each what it uses.
 
@@ -66,14 +87,13 @@ class Runtime:
             settings.jobs_dir.resolve(), settings.jobs_refresh_s,
             JsonCeiling(settings.json_depth_ceiling, settings.json_keys_ceiling),
         )  # fmt: skip
-        self.executor: Executor = executor or LocalExecutor(
-            data_dir, settings.jobs_dir.resolve(),
-            fsync=settings.fsync, request_timeout_s=settings.supervisor_timeout_s,
-        )  # fmt: skip
+        self.executor: Executor = executor or _executor(settings, data_dir)
         queue, health_wake, reconcile_wake = Wakeup(), Wakeup(), Wakeup()
         self.hub = StreamHub(
-            self.store, self.executor.paths, max_buffer_bytes=settings.stream_buffer_kb * 1024
-        )
+            self.store, self.executor.paths, max_buffer_bytes=settings.stream_buffer_kb * 1024,
+            # another host's writes to a shared filesystem never reach inotify: poll there
+            inotify=settings.slurm_shared_dir is None,
+        )  # fmt: skip
         self.waiters, self.finish_rate = EndWaiters(), FinishRate()
         self.scheduler = Scheduler(
             self.store, self.registry, queue, self.clock, published=health_wake,

@@ -63,6 +63,9 @@ class Launch:
     kill_grace_s: float  # between SIGTERM and SIGKILL for cancel, timeout and fencing
     limits: dict[str, Any] | None = None
     run_as: str | None = None
+    executor: str = "local"  # which executor runs it (the job's `executor`)
+    slurm: dict[str, Any] | None = None  # the job's [slurm] table, for the slurm executor
+    resources: dict[str, Any] | None = None  # cpus, gpus, memory_mb: placement on a cluster
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,11 +62,14 @@ class LocalExecutor:
         *,
         fsync: bool = False,
         request_timeout_s: float = 10.0,
+        runs_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.jobs_dir = jobs_dir
         self._jobs_dir_str = str(jobs_dir)
-        self._runs_dir = str(data_dir / "runs")
+        # the runs' directories: DATA_DIR/runs, or a directory Slurm's nodes see too
+        self.runs_dir = runs_dir or data_dir / "runs"
+        self._runs_dir = str(self.runs_dir)
         self._base_env = base_env()  # the server's environment does not change under it
         # Given here (older wiring) or to `start` (the protocol's): both end up in _events.
         self._events: ExecutorEvents | None = None
@@ -99,7 +102,7 @@ class LocalExecutor:
             self._events = events
         if self._events is None:
             raise TypeError("LocalExecutor.start needs the events it reports to")
-        await asyncio.to_thread(lambda: (self.data_dir / "runs").mkdir(parents=True, exist_ok=True))
+        await asyncio.to_thread(lambda: self.runs_dir.mkdir(parents=True, exist_ok=True))
         await self._client.connect()
         await self._tell_lease(5.0)  # a new supervisor must know the lease before any spawn
 
@@ -156,11 +159,15 @@ class LocalExecutor:
         return found
 
     def paths(self, run_id: str) -> RunPaths:
-        return RunPaths.of(self.data_dir, run_id)
+        return RunPaths(self.runs_dir / run_id)
 
     async def launch(self, spec: Launch) -> Started | None:
         """Start the attempt. None when the program could not be started: its exit record
         (with the reason) arrives through `events.exited` like any other end."""
+        if spec.executor != "local":
+            raise LaunchError(
+                f"this server runs no {spec.executor!r} executor (docs/slurm.md: slurm_shared_dir)"
+            )
         if spec.workspace != "empty" and not await asyncio.to_thread(
             (paths := self.paths(spec.run_id)).workspace.exists
         ):
@@ -180,36 +187,7 @@ class LocalExecutor:
         raise LaunchError(str(reply.get("error")))
 
     def _spawn_request(self, spec: Launch) -> SpawnRequest:
-        files = AttemptFiles.of(self._runs_dir, spec.run_id, spec.attempt)
-        values = {
-            **spec.params,
-            "jobs_dir": self._jobs_dir_str,
-            "workspace": files.workspace,
-            "run_id": spec.run_id,
-            "attempt": spec.attempt,
-        }
-        env = program_env(
-            run_id=spec.run_id, attempt=spec.attempt, workspace=files.workspace,
-            outputs=files.outputs, params_file=files.params, progress=files.progress,
-            job_env=spec.env, base=self._base_env,
-        )  # fmt: skip
-        return SpawnRequest(
-            key=attempt_key(spec.run_id, spec.attempt),
-            argv=render(spec.command, values),
-            cwd=files.workspace,
-            env=env,
-            log=files.log,
-            exit=files.exit,
-            # parents first: one mkdir(2) each, never makedirs' walk up a missing parent
-            mkdirs=[files.root, files.workspace, files.outputs],
-            files={files.params: _params_text(spec.params)},
-            timeout_s=spec.timeout_s,
-            kill_grace_s=spec.kill_grace_s,
-            limits=spec.limits or {},
-            run_as=spec.run_as,
-            progress=files.progress,
-            lease=self._lease,  # None with one server: never fenced
-        )
+        return spawn_request(spec, self._runs_dir, self._jobs_dir_str, self._base_env, self._lease)
 
     def _prepare(self, spec: str, paths: RunPaths) -> None:
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -301,6 +279,46 @@ def kill_leftovers(key: str, pid: int | None, start_time: float | None) -> int:
                 proc.kill()
                 killed += 1
     return killed
+
+
+def spawn_request(
+    spec: Launch,
+    runs_dir: str,
+    jobs_dir: str,
+    base: dict[str, str],
+    lease: dict[str, Any] | None = None,
+) -> SpawnRequest:
+    """What starting `spec` takes, whoever starts it: its argv, environment, files, paths."""
+    files = AttemptFiles.of(runs_dir, spec.run_id, spec.attempt)
+    values = {
+        **spec.params,
+        "jobs_dir": jobs_dir,
+        "workspace": files.workspace,
+        "run_id": spec.run_id,
+        "attempt": spec.attempt,
+    }
+    env = program_env(
+        run_id=spec.run_id, attempt=spec.attempt, workspace=files.workspace,
+        outputs=files.outputs, params_file=files.params, progress=files.progress,
+        job_env=spec.env, base=base,
+    )  # fmt: skip
+    return SpawnRequest(
+        key=attempt_key(spec.run_id, spec.attempt),
+        argv=render(spec.command, values),
+        cwd=files.workspace,
+        env=env,
+        log=files.log,
+        exit=files.exit,
+        # parents first: one mkdir(2) each, never makedirs' walk up a missing parent
+        mkdirs=[files.root, files.workspace, files.outputs],
+        files={files.params: _params_text(spec.params)},
+        timeout_s=spec.timeout_s,
+        kill_grace_s=spec.kill_grace_s,
+        limits=spec.limits or {},
+        run_as=spec.run_as,
+        progress=files.progress,
+        lease=lease,  # None with one server: never fenced
+    )
 
 
 def _params_text(params: dict[str, Any]) -> str:

@@ -43,6 +43,39 @@ class Resources(BaseModel):
     memory_mb: int | None = Field(default=None, gt=0)
 
 
+# sbatch options a job file may add beyond its [slurm] fields: placement and scheduling only,
+# never what would move the job's output, identity or script (those are runyard's)
+SLURM_OPTIONS = frozenset({
+    "constraint", "exclude", "nodelist", "nodes", "ntasks", "ntasks-per-node", "mem-per-cpu",
+    "gres", "licenses", "reservation", "exclusive", "comment", "wckey", "nice", "clusters",
+    "cpus-per-gpu", "gpus-per-node", "hint", "mail-type", "mail-user", "begin", "deadline",
+})  # fmt: skip
+SLURM_NAME = re.compile(r"^[A-Za-z0-9_.:+-]{1,64}$")
+SLURM_VALUE = re.compile(r"^[A-Za-z0-9_.,:=+@/%\[\]-]{0,256}$")
+
+
+class SlurmOptions(BaseModel):
+    """A job's [slurm] table: where its runs go on the cluster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    partition: str | None = Field(default=None, pattern=SLURM_NAME.pattern)
+    account: str | None = Field(default=None, pattern=SLURM_NAME.pattern)
+    qos: str | None = Field(default=None, pattern=SLURM_NAME.pattern)
+    requeue: bool = Field(default=False, description="Slurm may requeue it (preemption)")
+    options: dict[str, str] = Field(default_factory=dict, description="allowlisted sbatch options")
+
+    @field_validator("options")
+    @classmethod
+    def _allowlisted(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if name not in SLURM_OPTIONS:
+                allowed = ", ".join(sorted(SLURM_OPTIONS))
+                raise ValueError(f"sbatch option {name!r} is not allowed (allowed: {allowed})")
+            if not SLURM_VALUE.match(value):
+                raise ValueError(f"sbatch option {name!r} has characters not allowed")
+        return v
+
+
 class Limits(BaseModel):
     """Enforced on the program with rlimits set before it starts."""
 
@@ -82,6 +115,8 @@ class JobSpec(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     limits: Limits = Field(default_factory=Limits)
     run_as: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    executor: Literal["local", "slurm"] = "local"
+    slurm: SlurmOptions | None = None
 
     @field_validator("name")
     @classmethod
@@ -124,6 +159,16 @@ class JobSpec(BaseModel):
         if v.startswith(("copy:", "git:")) and not v.split(":", 1)[1]:
             raise ValueError("workspace source is empty")
         return v
+
+    @model_validator(mode="after")
+    def _executor(self) -> JobSpec:
+        if self.slurm is not None and self.executor != "slurm":
+            raise ValueError('a [slurm] table needs executor = "slurm"')
+        if self.executor == "slurm" and (
+            self.run_as or self.limits.model_dump(exclude_none=True).keys() - {"on_log_cap"}
+        ):
+            raise ValueError("run_as and [limits] are local; on Slurm use resources and [slurm]")
+        return self
 
     @model_validator(mode="after")
     def _placeholders(self) -> JobSpec:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import structlog
 
@@ -33,6 +34,14 @@ def _limits(spec: JobSpec) -> dict[str, object] | None:
     """The job's limits, or None when it sets none (on_log_cap alone limits nothing)."""
     limits = spec.limits.model_dump(exclude_none=True)
     return limits if set(limits) - {"on_log_cap"} else None
+
+
+def _placement(spec: JobSpec) -> dict[str, Any]:
+    """What a cluster executor places the run by (nothing a local run pays for)."""
+    return {
+        "slurm": spec.slurm.model_dump() if spec.slurm is not None else {},
+        "resources": spec.resources.model_dump(exclude_none=True),
+    }
 
 
 class Dispatcher:
@@ -160,6 +169,8 @@ class Dispatcher:
             kill_grace_s=spec.kill_grace_s,
             limits=_limits(spec),
             run_as=spec.run_as,
+            executor=spec.executor,
+            **(_placement(spec) if spec.executor != "local" else {}),
         )
 
     async def _start(self, claim: Claim) -> None:

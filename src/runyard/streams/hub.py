@@ -42,11 +42,12 @@ class StreamHub:
         *,
         max_buffer_bytes: int = 1024 * 1024,
         poll_interval_s: float = 0.5,
+        inotify: bool = True,
     ) -> None:
         self.store = store
         self.paths = paths
         self.max_buffer_bytes = max_buffer_bytes
-        self.notifier = FileNotifier(poll_interval_s)
+        self.notifier = FileNotifier(poll_interval_s, inotify=inotify)
         self.tailers: dict[str, AttemptTailer] = {}
         # attempts whose program runs: (attempt, fresh); a tailer is made for one only when
         # somebody watches it, so an unwatched run costs nothing here

@@ -31,8 +31,9 @@ class Handle:
 
 
 class FileNotifier:
-    def __init__(self, poll_interval_s: float = 0.5) -> None:
+    def __init__(self, poll_interval_s: float = 0.5, *, inotify: bool = True) -> None:
         self.poll_interval_s = poll_interval_s
+        self.use_inotify = inotify  # False: every directory is polled (a shared filesystem)
         self._inotify: Inotify | None = None
         # the kernel gives one watch per directory, however often it is added: it is
         # removed only when the last handle on it goes
@@ -45,7 +46,7 @@ class FileNotifier:
         return "inotify" if self._inotify is not None else "polling"
 
     def start(self) -> None:
-        if Inotify is not None:
+        if Inotify is not None and self.use_inotify:
             try:
                 self._inotify = Inotify()
                 self._tasks.append(asyncio.create_task(self._read(), name="inotify"))

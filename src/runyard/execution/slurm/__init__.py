@@ -1,0 +1,1 @@
+"""Running attempts as Slurm batch jobs: the script, the commands, the tracking, the executor."""

@@ -1,0 +1,152 @@
+"""Slurm's command-line tools, called from threads (never on the event loop), with their
+output bounded, their transient failures retried and sbatch rate-limited.
+
+Only the commands every Slurm site has (sbatch, squeue, scancel, scontrol) and output formats
+that 22.05 and later give alike: squeue's `-o` with `|` between fields (job names here never
+hold one), `scontrol show job -o` (one line of Key=Value).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# What Slurm says when its controller is busy or restarting: the same call may work shortly.
+TRANSIENT = re.compile(
+    r"Socket timed out|Resource temporarily unavailable|temporarily unable|"
+    r"Unable to contact slurm controller|Connection refused|Transport endpoint|"
+    r"Zero Bytes were transmitted|slurm_receive_msg|Communication connection failure"
+)
+MAX_OUTPUT = 64 * 1024 * 1024  # squeue of many thousand jobs fits with room to spare
+CALL_TIMEOUT_S = 60.0
+RETRIES = 4
+RETRY_BASE_S = 0.5
+JOB_STATE = "|".join(["%i", "%j", "%T", "%r"])  # id, name, state, reason
+
+
+class SlurmError(Exception):
+    """A Slurm command failed for good; `message` is what it said (first line of stderr)."""
+
+    def __init__(self, argv0: str, code: int, message: str) -> None:
+        super().__init__(f"{argv0} failed ({code}): {message}")
+        self.message = message
+
+
+class SlurmUnavailableError(SlurmError):
+    """The controller did not answer (after retries), or the command is not there."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    job_id: str
+    name: str
+    state: str  # PENDING, RUNNING, COMPLETED, CANCELLED, ...
+    reason: str
+
+
+def _run(argv: list[str], stdin: str | None, env: Mapping[str, str] | None) -> tuple[int, str, str]:
+    """Blocking: one call, its output bounded (a runaway command is damage, not an answer)."""
+    try:
+        done = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=CALL_TIMEOUT_S,
+            env=dict(env) if env is not None else None, check=False,
+        )  # fmt: skip
+    except FileNotFoundError:
+        return 127, "", f"{argv[0]}: command not found"
+    except subprocess.TimeoutExpired:
+        return 124, "", f"{argv[0]}: Socket timed out (no answer in {CALL_TIMEOUT_S:g} s)"
+    return done.returncode, done.stdout[:MAX_OUTPUT], done.stderr[:4096]
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0][:500] if lines else "no message"
+
+
+class SlurmCommands:
+    """One Slurm cluster as its commands see it (SLURM_CONF etc. from `env`)."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, submit_per_s: float = 20.0) -> None:
+        self.env = env
+        self.calls: dict[str, int] = {}  # per command, for /v1/status and the tests
+        self._submit_gap_s = 1.0 / submit_per_s
+        self._next_submit = 0.0
+        self._submit_lock = asyncio.Lock()
+
+    async def call(self, argv: list[str], stdin: str | None = None) -> str:
+        """stdout of a successful call; SlurmError (for good) or SlurmUnavailableError."""
+        delay = RETRY_BASE_S
+        for attempt in range(RETRIES + 1):
+            self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
+            code, out, err = await asyncio.to_thread(_run, argv, stdin, self.env)
+            if code == 0:
+                return out
+            message = _first_line(err or out)
+            if code == 127:
+                raise SlurmUnavailableError(argv[0], code, message)
+            if not TRANSIENT.search(err) or attempt == RETRIES:
+                cls = SlurmUnavailableError if TRANSIENT.search(err) else SlurmError
+                raise cls(argv[0], code, message)
+            log.warning("slurm_transient_error", command=argv[0], error=message, attempt=attempt)
+            await asyncio.sleep(delay)  # the controller asked for time: back off
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    async def submit(self, options: list[str], script: str) -> str:
+        """sbatch, at most `submit_per_s` per second; the job id."""
+        async with self._submit_lock:
+            wait = self._next_submit - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)  # a rate, not an event: nothing to be told
+            self._next_submit = time.monotonic() + self._submit_gap_s
+        out = await self.call(["sbatch", *options], stdin=script)
+        job_id = out.strip().split(";")[0]  # --parsable: "ID" or "ID;CLUSTER"
+        if not job_id.isdigit():
+            raise SlurmError("sbatch", 0, f"unexpected answer {out[:200]!r}")
+        return job_id
+
+    async def queue(self, user: str) -> list[QueuedJob]:
+        """Every job of `user` Slurm still knows, ended ones too: one call, whatever their
+        number."""
+        out = await self.call(["squeue", "-h", "-t", "all", "-u", user, "-o", JOB_STATE])
+        jobs = []
+        for line in out.splitlines():
+            parts = line.split("|")
+            if len(parts) == 4 and parts[0].strip():
+                jobs.append(QueuedJob(parts[0].strip(), parts[1], parts[2].strip(), parts[3]))
+        return jobs
+
+    async def cancel(self, job_id: str, *, signal: str | None = None) -> None:
+        """scancel; with `signal`, only to the batch shell (which passes it to the program).
+        A job Slurm no longer knows is not an error: it is already gone."""
+        argv = ["scancel", *([f"--signal={signal}", "--batch"] if signal else []), job_id]
+        try:
+            await self.call(argv)
+        except SlurmError as exc:
+            if "Invalid job id" not in exc.message and "already completing" not in exc.message:
+                raise
+
+    async def ping(self) -> str:
+        """`scontrol ping`: what it says when the controller answers (SlurmError if not)."""
+        out = await self.call(["scontrol", "ping"])
+        if "UP" not in out:
+            raise SlurmUnavailableError("scontrol", 1, _first_line(out))
+        return _first_line(out)
+
+    async def show_job(self, job_id: str) -> dict[str, str]:
+        """`scontrol show job -o`: its Key=Value fields ({} once Slurm has purged it)."""
+        try:
+            out = await self.call(["scontrol", "show", "job", "-o", job_id])
+        except SlurmError as exc:
+            if "Invalid job id" in exc.message:
+                return {}
+            raise
+        return dict(field.split("=", 1) for field in out.strip().split(" ") if "=" in field)

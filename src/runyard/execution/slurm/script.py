@@ -1,0 +1,114 @@
+"""The batch script of one attempt on Slurm, and the sbatch options that place it.
+
+The script needs only bash and coreutils on the compute node (no runyard, no Python). It runs
+the program in its workspace with exactly the environment a local run gets (`env -i`), in a
+session of its own so that a TERM reaches everything it started, and writes the exit record
+atomically (temporary file, rename) into the shared run directory, where the server reads it.
+Every value is quoted by `shlex.quote`: nothing from a job file or a request is ever shell
+code. A restarted (requeued) job appends a line to the log saying where the restart began.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+# The exit record's JSON, printed by bash: every value is a number, null or a fixed string.
+_RECORD = (
+    '{"key":"%s","pid":%s,"exit_code":%s,"signal":%s,"killed_by":null,'
+    '"started_at":%s,"ended_at":%s,"progress_bytes":%s,"slurm_job_id":%s,"restarts":%s}'
+)
+
+# A quiet margin above runyard's own timeout and kill grace: --time is only a backstop.
+TIME_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptSpec:
+    key: str  # the attempt key (KEY_PATTERN: letters, digits, ':')
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    exit_path: str
+    progress_path: str
+    requeue: bool  # a TERM may be Slurm's preemption: the job comes back, it has not ended
+
+
+def batch_script(spec: ScriptSpec) -> str:
+    q = shlex.quote
+    env = " ".join(q(f"{k}={v}") for k, v in sorted(spec.env.items()))
+    # When Slurm may requeue the job, a TERM does not end the attempt: the script leaves no
+    # exit record then, and the server decides from Slurm's state whether it came back
+    # (requeued) or ended (cancelled, timed out: the server writes that record itself).
+    on_term = "exit 0" if spec.requeue else ":"
+    return f"""#!/bin/bash
+# runyard attempt {spec.key}: generated, do not edit
+set -u
+exit_file={q(spec.exit_path)}
+progress_file={q(spec.progress_path)}
+restarts="${{SLURM_RESTART_COUNT:-0}}"
+started=$(date +%s.%N)
+record() {{  # code signal pid
+    size=$(stat -c %s "$progress_file" 2>/dev/null || echo null)
+    printf '{_RECORD}\\n' {q(spec.key)} "$3" "$1" "$2" "$started" "$(date +%s.%N)" \\
+        "$size" "${{SLURM_JOB_ID:-null}}" "$restarts" > "$exit_file.tmp.$$" \\
+        && mv -f "$exit_file.tmp.$$" "$exit_file"
+}}
+echo "--- runyard: attempt {spec.key} (slurm job ${{SLURM_JOB_ID:-?}}, start $((restarts + 1)))" \\
+    "on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+child=
+termed=
+trap 'termed=1; [ -n "$child" ] && kill -TERM -- "-$child" 2>/dev/null' TERM
+if ! cd {q(spec.cwd)}; then record 126 null null; exit 0; fi
+setsid env -i -- {env} {" ".join(q(a) for a in spec.argv)} </dev/null &
+child=$!
+while :; do
+    wait "$child"
+    rc=$?
+    if [ "$rc" -gt 128 ] && kill -0 "$child" 2>/dev/null; then continue; fi
+    break
+done
+if [ -n "$termed" ]; then {on_term}; fi
+if [ "$rc" -gt 128 ] && [ "$rc" -le 192 ]; then
+    record null $((rc - 128)) "$child"
+else
+    record "$rc" null "$child"
+fi
+exit 0
+"""
+
+
+def sbatch_options(
+    *,
+    name: str,
+    log: str,
+    cwd: str,
+    slurm: dict[str, Any],
+    resources: dict[str, Any],
+    timeout_s: float | None,
+    kill_grace_s: float,
+) -> list[str]:
+    """The sbatch command line's options (every one `--name=value`: no shell, no splitting)."""
+    opts = [
+        "--parsable", f"--job-name={name}", f"--output={log}", "--open-mode=append",
+        f"--chdir={cwd}", "--export=NONE", "--requeue" if slurm.get("requeue") else "--no-requeue",
+        # TERM to the batch shell (which passes it on) before Slurm's own kill at --time
+        f"--signal=B:TERM@{max(1, math.ceil(kill_grace_s))}",
+    ]  # fmt: skip
+    for field in ("partition", "account", "qos"):
+        if slurm.get(field):
+            opts.append(f"--{field}={slurm[field]}")
+    if resources.get("cpus"):
+        opts.append(f"--cpus-per-task={max(1, math.ceil(resources['cpus']))}")
+    if resources.get("memory_mb"):
+        opts.append(f"--mem={int(resources['memory_mb'])}M")
+    if resources.get("gpus"):
+        opts.append(f"--gpus={int(resources['gpus'])}")
+    if timeout_s is not None:
+        minutes = math.ceil((timeout_s + kill_grace_s + TIME_MARGIN_S) / 60)
+        opts.append(f"--time={minutes}")
+    for option, value in sorted((slurm.get("options") or {}).items()):
+        opts.append(f"--{option}={value}" if value != "" else f"--{option}")
+    return opts
