@@ -88,6 +88,7 @@ class Runtime:
             JsonCeiling(settings.json_depth_ceiling, settings.json_keys_ceiling),
         )  # fmt: skip
         self.executor: Executor = executor or _executor(settings, data_dir)
+        self.slurm = self.executor.slurm if isinstance(self.executor, RoutedExecutor) else None
         queue, health_wake, reconcile_wake = Wakeup(), Wakeup(), Wakeup()
         self.hub = StreamHub(
             self.store, self.executor.paths, max_buffer_bytes=settings.stream_buffer_kb * 1024,

@@ -159,6 +159,7 @@ class ServerState:
     notify: str
     tailers: int
     draining: bool
+    slurm: dict[str, object] | None = None  # jobs in flight by Slurm state, the last poll
 
 
 async def _server_state(conn: HTTPConnection) -> ServerState:
@@ -168,6 +169,7 @@ async def _server_state(conn: HTTPConnection) -> ServerState:
         supervisor_connected=rt.executor.healthy, active=rt.slots.active,
         running_by_job=dict(rt.slots.running), watchers=rt.hub.watchers,
         notify=rt.hub.notifier.mode, tailers=len(rt.hub.tailers), draining=rt.draining,
+        slurm=rt.slurm.status() if rt.slurm is not None else None,
     )  # fmt: skip
 
 

@@ -41,10 +41,11 @@ async def status(s: SettingsDep, registry: RegistryDep, state: ServerStateDep) -
         },
         "store": {"kind": state.store_kind},
         "executor": {
-            "kind": "local",
+            "kind": "local" if state.slurm is None else "local+slurm",
             "supervisor_connected": state.supervisor_connected,
             "active": state.active,
             "running_by_job": state.running_by_job,
+            **({"slurm": state.slurm} if state.slurm is not None else {}),
         },
         "streams": {"watchers": state.watchers, "notify": state.notify},
         "jobs": {"declared": sorted(snap.jobs), "load_errors": snap.errors},

@@ -1,0 +1,223 @@
+"""The Slurm executor through a real runyard server and a real one-node Slurm cluster."""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runyard.client import Client
+from runyard.schemas import RunView
+from tests.slurm_cluster import SlurmCluster
+from tests.support import ServerProcess, free_port, wait_for
+
+pytestmark = pytest.mark.xdist_group("slurm")
+
+JOBS = {
+    "exits": """
+        executor = "slurm"
+        command = ["sh", "-c", "echo out; echo err >&2; exit {code}"]
+        [params.code]
+        type = "int"
+    """,
+    "killed": """
+        executor = "slurm"
+        command = ["sh", "-c", "kill -KILL $$"]
+    """,
+    "sleeps": """
+        executor = "slurm"
+        command = ["sh", "-c", "echo started; exec sleep {seconds}"]
+        kill_grace_s = 2
+        [params.seconds]
+        type = "int"
+    """,
+    "later": """
+        executor = "slurm"
+        command = ["true"]
+        [slurm.options]
+        begin = "now+3600"
+    """,
+    "slow": """
+        executor = "slurm"
+        command = ["sh", "-c", "exec sleep 60"]
+        timeout_s = 2
+        kill_grace_s = 1
+    """,
+    "nowhere": """
+        executor = "slurm"
+        command = ["true"]
+        [slurm]
+        partition = "nosuchpartition"
+    """,
+    "reports": """
+        executor = "slurm"
+        command = ["sh", "-c", '''
+            echo '{{"pct": 50, "note": "half"}}' >> "$RUNYARD_PROGRESS_FILE"
+            echo result > "$RUNYARD_ARTIFACTS_DIR/answer.txt"
+        ''']
+    """,
+}
+
+
+@pytest.fixture
+def server(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[ServerProcess]:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for name, body in JOBS.items():
+        (jobs / f"{name}.toml").write_text(textwrap.dedent(body))
+    shared = tmp_path / "shared"
+    srv = ServerProcess(
+        tmp_path / "data", jobs, free_port(), 300, tmp_path / "server.log",
+        env={
+            **slurm_cluster.env,
+            "RUNYARD_SLURM_SHARED_DIR": str(shared),
+            "RUNYARD_SLURM_POLL_S": "0.2",
+            "RUNYARD_SLURM_EXIT_GRACE_S": "2",
+            "RUNYARD_SLURM_SUBMIT_PER_S": "1000",
+            "RUNYARD_SERVER_ID": f"t{free_port()}",
+        },
+    ).start()  # fmt: skip
+    try:
+        yield srv
+    finally:
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.stop(signal.SIGKILL)
+        slurm_cluster.run("scancel", "-u", "root")
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[Client]:
+    with server.client() as c:
+        yield c
+
+
+def finished(srv: ServerProcess, client: Client, run_id: str, timeout: float = 60) -> RunView:
+    return srv.wait_run(client, run_id, timeout=timeout)
+
+
+def log_of(client: Client, run_id: str) -> str:
+    return client.logs(run_id)[0].decode(errors="replace")
+
+
+def job_id_of(client: Client, run_id: str) -> str:
+    """The Slurm job id: an attempt on Slurm shows it as its pid."""
+    attempts = client.run(run_id).attempts or []
+    return str(attempts[-1].pid)
+
+
+def status(srv: ServerProcess) -> dict[str, object]:
+    body = httpx.get(f"{srv.url}/v1/status", timeout=10).json()
+    found: dict[str, object] = body["executor"]["slurm"]
+    return found
+
+
+def test_exit_codes_and_output_come_back_from_the_node(
+    server: ServerProcess, client: Client
+) -> None:
+    ok = client.submit("exits", {"code": 0})
+    bad = client.submit("exits", {"code": 3})
+    assert finished(server, client, ok.id).state == "succeeded"
+    failed = finished(server, client, bad.id)
+    assert (failed.state, failed.exit_code) == ("failed", 3)
+    text = log_of(client, bad.id)
+    assert "out" in text and "err" in text and "--- runyard: attempt" in text
+
+
+def test_a_signal_death_is_read_as_one(server: ServerProcess, client: Client) -> None:
+    run = finished(server, client, client.submit("killed", {}).id)
+    assert run.state == "failed"
+    assert "signal 9" in (run.reason or "") or "SIGKILL" in (run.reason or "")
+
+
+def test_progress_and_artifacts_are_read_from_the_shared_directory(
+    server: ServerProcess, client: Client, tmp_path: Path
+) -> None:
+    run = finished(server, client, client.submit("reports", {}).id)
+    assert run.state == "succeeded"
+    listed = client.artifacts(run.id)
+    assert "outputs/answer.txt" in listed.model_dump_json()
+    got = client.download(run.id, "outputs/answer.txt", tmp_path / "answer.txt")
+    assert got.read_text() == "result\n"
+    assert client.run(run.id).progress is not None
+
+
+def test_slurm_refusing_the_job_fails_the_run_with_its_message(
+    server: ServerProcess, client: Client
+) -> None:
+    run = finished(server, client, client.submit("nowhere", {}).id)
+    assert run.state == "failed"
+    assert "partition" in (run.reason or "").lower()
+
+
+def test_cancel_while_pending_in_slurm(
+    server: ServerProcess, slurm_cluster: SlurmCluster, client: Client
+) -> None:
+    run = client.submit("later", {})
+    wait_for(lambda: client.run(run.id).state == "running", what="submitted to Slurm")
+    job_id = job_id_of(client, run.id)
+    client.cancel(run.id)
+    assert finished(server, client, run.id).state == "cancelled"
+    assert slurm_cluster.job(job_id).get("JobState", "CANCELLED") == "CANCELLED"
+
+
+def test_cancel_while_running_sends_term_then_ends_cancelled(
+    server: ServerProcess, client: Client
+) -> None:
+    run = client.submit("sleeps", {"seconds": 60})
+    wait_for(lambda: "started" in log_of(client, run.id), timeout=60, what="program running")
+    client.cancel(run.id)
+    ended = finished(server, client, run.id)
+    assert ended.state == "cancelled"
+
+
+def test_timeout_is_runyards_own_not_slurms(server: ServerProcess, client: Client) -> None:
+    run = finished(server, client, client.submit("slow", {}).id)
+    assert run.state == "timed_out"
+
+
+def test_a_job_that_ends_without_an_exit_file_is_lost_never_success(
+    server: ServerProcess, slurm_cluster: SlurmCluster, client: Client
+) -> None:
+    run = client.submit("sleeps", {"seconds": 60})
+    wait_for(lambda: "started" in log_of(client, run.id), timeout=60, what="program running")
+    job_id = job_id_of(client, run.id)
+    # the batch shell dies at once: no trap runs, no exit file is written
+    slurm_cluster.run("scancel", "--batch", "--signal=KILL", job_id, check=True)
+    ended = finished(server, client, run.id)
+    assert ended.state == "failed"
+    assert "lost" in (ended.reason or "") or "exit file" in (ended.reason or "")
+
+
+def test_the_server_killed_while_jobs_run_readopts_them(
+    server: ServerProcess, slurm_cluster: SlurmCluster, client: Client
+) -> None:
+    run = client.submit("sleeps", {"seconds": 4})
+    wait_for(lambda: "started" in log_of(client, run.id), timeout=60, what="program running")
+    job_id = job_id_of(client, run.id)
+    server.stop(signal.SIGKILL)
+    server.start()
+    ended = finished(server, client, run.id)
+    assert ended.state == "succeeded"
+    attempts = client.run(run.id).attempts or []
+    assert [str(a.pid) for a in attempts] == [job_id]  # adopted, never submitted again
+
+
+def test_one_squeue_per_period_with_200_jobs_in_flight(
+    server: ServerProcess, client: Client
+) -> None:
+    batch = httpx.post(
+        f"{server.url}/v1/batches", json={"job": "later", "iterations": 200}, timeout=30
+    )
+    assert batch.status_code in {201, 202}, batch.text
+    wait_for(lambda: status(server)["in_flight"] == 200, timeout=120, what="200 jobs in Slurm")
+    before = status(server)
+    wait_for(lambda: int(status(server)["polls"]) >= int(before["polls"]) + 5, what="polls")
+    after = status(server)
+    polls = int(after["polls"]) - int(before["polls"])
+    calls = int(after["squeue_calls"]) - int(before["squeue_calls"])
+    assert calls == polls
+    assert after["by_state"] == {"PENDING": 200}
