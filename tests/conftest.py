@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from runyard.fstree import remove_tree
+from tests.slurm_cluster import stop_shared_cluster
 from tests.support import EXAMPLE_JOBS, ServerProcess, free_port, kill_everything
 
 # Tests that run side by side (pytest-xdist) but must not compete with each other for the
@@ -32,6 +33,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = XDIST_GROUPS.get(item.path.name)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _slurm_cluster_stopped() -> Iterator[None]:
+    """Whatever started this process's Slurm cluster (tests/slurm_cluster.py), it stops here."""
+    yield
+    stop_shared_cluster()
 
 
 @pytest.fixture

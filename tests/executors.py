@@ -7,6 +7,7 @@ yielding a `Subject`, cleaning up after itself) and append it to EXECUTORS.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -15,7 +16,10 @@ from pathlib import Path
 from runyard.clock import SystemClock
 from runyard.execution.base import Executor
 from runyard.execution.executor import LocalExecutor
+from runyard.execution.slurm.commands import SlurmCommands
+from runyard.execution.slurm.executor import SlurmExecutor
 from tests.fakes import FakeBackend, FakeExecutor, acted_command
+from tests.slurm_cluster import shared_cluster
 from tests.support import kill_everything
 
 
@@ -92,4 +96,29 @@ async def fake_executor(tmp_path: Path) -> AsyncIterator[Subject]:
     )
 
 
-EXECUTORS: list[ExecutorFactory] = [local_executor, fake_executor]
+@contextlib.asynccontextmanager
+async def slurm_executor(tmp_path: Path) -> AsyncIterator[Subject]:
+    """Slurm: a real one-node cluster (tests/slurm_cluster.py), run directories in a
+    directory its node sees, a fast poll."""
+    cluster = shared_cluster()
+    runs_dir, jobs_dir = tmp_path / "shared" / "runs", tmp_path / "jobs"
+    runs_dir.mkdir(parents=True)
+    jobs_dir.mkdir()
+    server_id = f"contract-{uuid.uuid4().hex[:8]}"  # its jobs, and only its jobs, adopted
+
+    def make() -> SlurmExecutor:
+        return SlurmExecutor(
+            runs_dir, jobs_dir, SlurmCommands(cluster.env, submit_per_s=1000),
+            server_id=server_id, poll_s=0.1, exit_grace_s=1.0,
+        )  # fmt: skip
+
+    try:
+        yield Subject(executor=make(), command=shell_command, reopen=make)
+    finally:
+        for job in cluster.run("squeue", "-h", "-o", "%i|%j").stdout.splitlines():
+            job_id, _, name = job.partition("|")
+            if f":{server_id}:" in name:
+                cluster.run("scancel", job_id)
+
+
+EXECUTORS: list[ExecutorFactory] = [local_executor, fake_executor, slurm_executor]

@@ -380,3 +380,27 @@ def _free_ports(count: int) -> list[int]:
 
 def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+_SHARED: SlurmCluster | None = None
+
+
+def shared_cluster() -> SlurmCluster:
+    """This test process's one cluster, started on first use (about 1.2 s) and stopped by
+    `stop_shared_cluster` at the end of the session (tests/conftest.py)."""
+    global _SHARED  # noqa: PLW0603  one per process, like the session it lives for
+    if _SHARED is None:
+        import tempfile
+
+        cluster = SlurmCluster(Path(tempfile.mkdtemp(prefix="runyard-slurm-")))
+        cluster.start()
+        _SHARED = cluster
+    return _SHARED
+
+
+def stop_shared_cluster() -> None:
+    global _SHARED  # noqa: PLW0603
+    if _SHARED is not None:
+        _SHARED.stop()
+        shutil.rmtree(_SHARED.directory, ignore_errors=True)
+        _SHARED = None

@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.slurm_cluster import SlurmCluster
+from tests.slurm_cluster import SlurmCluster, shared_cluster
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    """A real one-node Slurm cluster for the session of an xdist worker (about 1.2 s to
-    start, 0.1-0.3 s to stop). Its jobs run as root; submit them with `cluster.env`."""
-    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
-        yield cluster
+@pytest.fixture
+def slurm_cluster() -> SlurmCluster:
+    """The real one-node Slurm cluster of this test process (started on first use, stopped
+    at the end of the session). Its jobs run as root; submit them with `cluster.env`."""
+    return shared_cluster()

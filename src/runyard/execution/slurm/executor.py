@@ -94,18 +94,20 @@ class SlurmExecutor:
         self._kills = TaskGroup("slurm-kill")
         self._lease_until: float | None = None
         self._wake = asyncio.Event()
+        self._stopped = True  # until start: nothing is known of Slurm
 
     # -- the protocol ---------------------------------------------------------------------
 
     @property
     def healthy(self) -> bool:
-        return self.last_error is None
+        return not self._stopped and self.last_error is None
 
     async def start(self, events: ExecutorEvents) -> None:
         """Adopt this server's jobs Slurm still knows, then poll. Never raises: while the
         controller does not answer, `running` raises (nothing is read as lost) and readiness
         says so; the poller keeps trying."""
         self._events = events
+        self._stopped = False
         with contextlib.suppress(SlurmError):
             await self._adopt()
         self._poller.start(self._poll_forever())
@@ -114,10 +116,13 @@ class SlurmExecutor:
         return None  # nothing to reconnect: every call is a command of its own
 
     async def stop(self) -> None:
+        self._stopped = True
         await self._poller.stop()
         await self._kills.wait()
 
     async def health(self, timeout_s: float) -> ExecutorHealth:
+        if self._stopped:
+            raise ExecutorUnavailableError("the Slurm executor is stopped")
         try:
             async with asyncio.timeout(timeout_s):
                 await self.commands.ping()
@@ -134,6 +139,8 @@ class SlurmExecutor:
         return RunPaths(self.runs_dir / run_id)
 
     async def launch(self, spec: Launch) -> Started:
+        if attempt_key(spec.run_id, spec.attempt) in self.tracked:
+            raise LaunchError(f"attempt {spec.run_id}.{spec.attempt} is already on Slurm")
         if len(self.tracked) >= self.max_in_flight:
             raise ExecutorUnavailableError(f"{len(self.tracked)} Slurm jobs in flight (the most)")
         req = spawn_request(spec, str(self.runs_dir), str(self.jobs_dir), self._base_env)
@@ -186,10 +193,12 @@ class SlurmExecutor:
         return True
 
     async def running(self) -> dict[str, RunningAttempt]:
+        if self._stopped:
+            raise ExecutorUnavailableError("the Slurm executor is stopped")
         if self.last_error is not None:
             raise ExecutorUnavailableError(f"Slurm does not answer: {self.last_error}")
         return {
-            key: RunningAttempt(key, None, None, None, ended=t.ended_since is not None)
+            key: RunningAttempt(key, int(t.job_id), None, None, ended=t.ended_since is not None)
             for key, t in self.tracked.items()
         }
 

@@ -10,15 +10,17 @@ code. A restarted (requeued) job appends a line to the log saying where the rest
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from dataclasses import dataclass
 from typing import Any
 
 # The exit record's JSON, printed by bash: every value is a number, null or a fixed string.
+# `pid` is the Slurm job id: what identifies the attempt's program to the server (its Started).
 _RECORD = (
-    '{"key":"%s","pid":%s,"exit_code":%s,"signal":%s,"killed_by":null,'
-    '"started_at":%s,"ended_at":%s,"progress_bytes":%s,"slurm_job_id":%s,"restarts":%s}'
+    '{"key":"%s","pid":%s,"exit_code":%s,"signal":%s,"killed_by":null,"error":%s,'
+    '"started_at":%s,"ended_at":%s,"progress_bytes":%s,"restarts":%s}'
 )
 
 # A quiet margin above runyard's own timeout and kill grace: --time is only a backstop.
@@ -50,18 +52,24 @@ exit_file={q(spec.exit_path)}
 progress_file={q(spec.progress_path)}
 restarts="${{SLURM_RESTART_COUNT:-0}}"
 started=$(date +%s.%N)
-record() {{  # code signal pid
+record() {{  # code signal [error]
     size=$(stat -c %s "$progress_file" 2>/dev/null || echo null)
-    printf '{_RECORD}\\n' {q(spec.key)} "$3" "$1" "$2" "$started" "$(date +%s.%N)" \\
-        "$size" "${{SLURM_JOB_ID:-null}}" "$restarts" > "$exit_file.tmp.$$" \\
+    printf '{_RECORD}\\n' {q(spec.key)} "${{SLURM_JOB_ID:-null}}" "$1" "$2" "${{3:-null}}" \\
+        "$started" "$(date +%s.%N)" "$size" "$restarts" > "$exit_file.tmp.$$" \\
         && mv -f "$exit_file.tmp.$$" "$exit_file"
 }}
-echo "--- runyard: attempt {spec.key} (slurm job ${{SLURM_JOB_ID:-?}}, start $((restarts + 1)))" \\
-    "on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+if [ "$restarts" -gt 0 ]; then  # the log says where each restart (requeue) began
+    echo "--- runyard: attempt {spec.key} restarted by Slurm (job ${{SLURM_JOB_ID:-?}}," \\
+        "start $((restarts + 1))) on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+fi
 child=
 termed=
 trap 'termed=1; [ -n "$child" ] && kill -TERM -- "-$child" 2>/dev/null' TERM
-if ! cd {q(spec.cwd)}; then record 126 null null; exit 0; fi
+if ! cd {q(spec.cwd)}; then record 126 null '"cannot enter the workspace"'; exit 0; fi
+if ! PATH={q(spec.env.get("PATH", ""))} command -v {q(spec.argv[0])} >/dev/null; then
+    record 127 null {q(json.dumps(f"cannot start {spec.argv[0]!r}: no such command"))}
+    exit 0
+fi
 setsid env -i -- {env} {" ".join(q(a) for a in spec.argv)} </dev/null &
 child=$!
 while :; do
@@ -72,9 +80,9 @@ while :; do
 done
 if [ -n "$termed" ]; then {on_term}; fi
 if [ "$rc" -gt 128 ] && [ "$rc" -le 192 ]; then
-    record null $((rc - 128)) "$child"
+    record null $((rc - 128))
 else
-    record "$rc" null "$child"
+    record "$rc" null
 fi
 exit 0
 """
