@@ -60,6 +60,19 @@ JOBS = {
             echo result > "$RUNYARD_ARTIFACTS_DIR/answer.txt"
         ''']
     """,
+    "yields": """
+        executor = "slurm"
+        command = ["sh", "-c", "echo started; sleep 2"]
+        resources = {cpus = 2}
+        [slurm]
+        requeue = true
+    """,
+    "holds": """
+        executor = "slurm"
+        command = ["sh", "-c", "echo started; exec sleep 60"]
+        kill_grace_s = 1
+        resources = {cpus = 2}
+    """,
 }
 
 
@@ -221,3 +234,41 @@ def test_one_squeue_per_period_with_200_jobs_in_flight(
     calls = int(after["squeue_calls"]) - int(before["squeue_calls"])
     assert calls == polls
     assert after["by_state"] == {"PENDING": 200}
+
+
+def preempt(cluster: SlurmCluster) -> None:
+    """A job in the higher partition that needs the node now."""
+    cluster.run("sbatch", "-p", "high", "-c", "1", "--wrap", "sleep 1", check=True)
+
+
+def test_preemption_requeues_a_requeueable_job_under_the_same_id(
+    server: ServerProcess, client: Client, slurm_cluster: SlurmCluster
+) -> None:
+    run = client.submit("yields", {})
+    wait_for(lambda: "started" in log_of(client, run.id), timeout=60, what="program running")
+    job_id = job_id_of(client, run.id)
+    preempt(slurm_cluster)
+    wait_for(
+        lambda: slurm_cluster.job(job_id).get("JobState") == "PENDING"
+        and slurm_cluster.job(job_id).get("Restarts") == "1",
+        timeout=60, what="requeued by Slurm",
+    )  # fmt: skip
+    assert client.run(run.id).state == "running"  # put off, not ended: one live attempt
+    slurm_cluster.release_requeued(job_id)
+    ended = finished(server, client, run.id, timeout=120)
+    assert ended.state == "succeeded"
+    assert [str(a.pid) for a in ended.attempts or []] == [job_id]
+    text = log_of(client, run.id)
+    assert text.splitlines().count("started") == 2  # the program ran twice, one log
+    assert "restarted by Slurm" in text  # and the log says where the second start began
+
+
+def test_preemption_of_a_job_that_may_not_requeue_ends_its_attempt_lost(
+    server: ServerProcess, client: Client, slurm_cluster: SlurmCluster
+) -> None:
+    run = client.submit("holds", {})
+    wait_for(lambda: "started" in log_of(client, run.id), timeout=60, what="program running")
+    preempt(slurm_cluster)
+    ended = finished(server, client, run.id, timeout=60)
+    assert ended.state == "failed"
+    assert "preempted" in (ended.reason or "")

@@ -317,6 +317,11 @@ class SlurmExecutor:
         run_id, attempt = parse_attempt_key(tracked.key)
         if tracked.killed_by is None and tracked.state == "TIMEOUT":
             tracked.killed_by = "timeout"  # Slurm's --time backstop: a timeout all the same
+        if tracked.state == "PREEMPTED" and tracked.killed_by is None:
+            # not requeue-able: it did not fail, it was put off; lost, retried per its policy
+            why = f"Slurm job {tracked.job_id} was preempted (requeue = false)"
+            await self._deliver(tracked, UnreadableExit(key=tracked.key, why=why))
+            return
         record = await self.read_exit(run_id, attempt)
         if record is None and now - tracked.ended_since < self.exit_grace_s:
             return  # the file may still be on its way from the compute node
