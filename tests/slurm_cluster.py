@@ -272,6 +272,10 @@ class SlurmCluster:
             raise SlurmClusterError(f"job {job_id} is {state}, not PENDING: not requeued yet")
         self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=True)
 
+    def controller_pid(self) -> int:
+        """slurmctld's pid: a test may pause it (SIGSTOP) to play a controller that is gone."""
+        return self._daemons["slurmctld"].pid
+
     def daemon_pids(self) -> list[int]:
         """The pids of the daemons this cluster started (munged only when it is ours)."""
         pids = [p.pid for p in self._daemons.values()]

@@ -60,6 +60,10 @@ JOBS = {
             echo result > "$RUNYARD_ARTIFACTS_DIR/answer.txt"
         ''']
     """,
+    "late": """
+        executor = "slurm"
+        command = ["sh", "-c", "echo started; sleep 2; exit 5"]
+    """,
     "yields": """
         executor = "slurm"
         command = ["sh", "-c", "echo started; sleep 2"]
@@ -272,3 +276,24 @@ def test_preemption_of_a_job_that_may_not_requeue_ends_its_attempt_lost(
     ended = finished(server, client, run.id, timeout=60)
     assert ended.state == "failed"
     assert "preempted" in (ended.reason or "")
+
+
+def test_jobs_purged_from_squeue_while_the_server_was_down(
+    server: ServerProcess, client: Client, slurm_cluster: SlurmCluster
+) -> None:
+    """Ended and forgotten by Slurm (MinJobAge) before the restarted server looked: the exit
+    file says how one ended; the other, whose batch shell was killed, left none: lost."""
+    recorded = client.submit("late", {})
+    unrecorded = client.submit("sleeps", {"seconds": 60})
+    for run in (recorded, unrecorded):
+        wait_for(lambda r=run: "started" in log_of(client, r.id), timeout=60, what="running")
+    jobs = [job_id_of(client, recorded.id), job_id_of(client, unrecorded.id)]
+    server.stop(signal.SIGKILL)
+    slurm_cluster.run("scancel", "--batch", "--signal=KILL", jobs[1], check=True)
+    wait_for(lambda: all(slurm_cluster.job(j) == {} for j in jobs), timeout=90, what="purged")
+    server.start()
+    first = finished(server, client, recorded.id)
+    assert (first.state, first.exit_code) == ("failed", 5)  # its true exit code, from the file
+    second = finished(server, client, unrecorded.id)
+    assert second.state == "failed"
+    assert "lost" in (second.reason or "")
