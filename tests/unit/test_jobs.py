@@ -120,6 +120,14 @@ def test_invalid_params_name_the_field(tmp_path: Path, params: dict, field: str)
             'command = ["x"]\n[params.p]\ntype = "json"\nmax_depth = 1\ndefault = {a = {b = 1}}\n',
             "max_depth (1)",
         ),
+        # Slurm: only allowlisted sbatch options, values without shell or option syntax
+        ('command = ["x"]\nexecutor = "slurm"\n[slurm.options]\noutput = "/x"\n', "not allowed"),
+        ('command = ["x"]\nexecutor = "slurm"\n[slurm.options]\ncomment = "a b"\n', "characters"),
+        ('command = ["x"]\nexecutor = "slurm"\n[slurm.options]\ncomment = "$(x)"\n', "characters"),
+        ('command = ["x"]\nexecutor = "slurm"\n[slurm]\npartition = "-x y"\n', "partition"),
+        ('command = ["x"]\n[slurm]\npartition = "p"\n', "executor"),
+        ('command = ["x"]\nexecutor = "slurm"\nrun_as = "nobody"\n', "local"),
+        ('command = ["x"]\nexecutor = "k8s"\n', "executor"),
     ],
 )
 def test_bad_job_files_are_load_errors(tmp_path: Path, text: str, words: str) -> None:

@@ -133,7 +133,7 @@ class SlurmExecutor:
     async def hold_lease(self, token: str, until: float, grace_s: float, timeout_s: float) -> None:
         """Cluster mode: past `until` unrenewed, this server's jobs are cancelled (fenced)
         before another server may retry their runs."""
-        self._lease_until = until + grace_s / 2
+        self._lease_until = until
 
     def paths(self, run_id: str) -> RunPaths:
         return RunPaths(self.runs_dir / run_id)
@@ -230,6 +230,12 @@ class SlurmExecutor:
         )
         if found is None:
             return 0
+        # the job file lies in the run's directory, where its program may write: cancel only
+        # a job Slurm itself names as this attempt's (never somebody else's job id)
+        jobs = await self.commands.queue(self.user)
+        name = job_name(self.server_id, key)
+        if not any(j.job_id == found.job_id and j.name == name for j in jobs):
+            return 0
         await self.commands.cancel(found.job_id)
         return 1
 
@@ -279,8 +285,8 @@ class SlurmExecutor:
 
     async def poll(self) -> None:
         """One squeue for every job; then each tracked job moves on from what it said."""
-        if not self.tracked:
-            return
+        if not self.tracked and self.last_error is None:
+            return  # idle: nothing to ask (after a failure, asked again to clear it)
         jobs = {job.job_id: job for job in await self._queue()}
         now = time.monotonic()
         fenced = self._lease_until is not None and time.time() > self._lease_until
