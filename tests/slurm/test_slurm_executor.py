@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runyard.client import Client
+from runyard.client import Client, LogPiece, StreamEnd
 from runyard.schemas import RunView
 from tests.slurm_cluster import SlurmCluster
 from tests.support import ServerProcess, free_port, wait_for
@@ -63,6 +63,10 @@ JOBS = {
     "late": """
         executor = "slurm"
         command = ["sh", "-c", "echo started; sleep 2; exit 5"]
+    """,
+    "counts": """
+        executor = "slurm"
+        command = ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done"]
     """,
     "yields": """
         executor = "slurm"
@@ -297,3 +301,20 @@ def test_jobs_purged_from_squeue_while_the_server_was_down(
     second = finished(server, client, unrecorded.id)
     assert second.state == "failed"
     assert "lost" in (second.reason or "")
+
+
+def test_the_log_streams_live_from_the_shared_directory(
+    server: ServerProcess, client: Client
+) -> None:
+    """Another host's writes never reach inotify: the tailer polls there, and a watcher
+    gets every byte, in order, then the end."""
+    run = client.submit("counts", {})
+    got = b""
+    end = None
+    for item in client.stream_log(run.id):
+        if isinstance(item, LogPiece):
+            got += item.data
+        elif isinstance(item, StreamEnd):
+            end = item
+    assert got == b"".join(f"line {i}\n".encode() for i in range(1, 6))
+    assert end is not None and end.kind == "end"

@@ -9,6 +9,7 @@ hold one), `scontrol show job -o` (one line of Key=Value).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import time
@@ -71,22 +72,34 @@ def _first_line(text: str) -> str:
     return lines[0][:500] if lines else "no message"
 
 
+# What sbatch and the batch shell get of the server's environment (it is exported to the job
+# and kept in Slurm's state): how to find commands and the cluster, never the server's secrets.
+SUBMIT_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
+
+
+def submit_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k in SUBMIT_ENV or k.startswith("SLURM_")}
+
+
 class SlurmCommands:
     """One Slurm cluster as its commands see it (SLURM_CONF etc. from `env`)."""
 
     def __init__(self, env: Mapping[str, str] | None = None, submit_per_s: float = 20.0) -> None:
         self.env = env
+        self._submit_env = submit_env(os.environ if env is None else env)
         self.calls: dict[str, int] = {}  # per command, for /v1/status and the tests
         self._submit_gap_s = 1.0 / submit_per_s
         self._next_submit = 0.0
         self._submit_lock = asyncio.Lock()
 
-    async def call(self, argv: list[str], stdin: str | None = None) -> str:
+    async def call(
+        self, argv: list[str], stdin: str | None = None, env: Mapping[str, str] | None = None
+    ) -> str:
         """stdout of a successful call; SlurmError (for good) or SlurmUnavailableError."""
         delay = RETRY_BASE_S
         for attempt in range(RETRIES + 1):
             self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
-            code, out, err = await asyncio.to_thread(_run, argv, stdin, self.env)
+            code, out, err = await asyncio.to_thread(_run, argv, stdin, env or self.env)
             if code == 0:
                 return out
             message = _first_line(err or out)
@@ -107,7 +120,7 @@ class SlurmCommands:
             if wait > 0:
                 await asyncio.sleep(wait)  # a rate, not an event: nothing to be told
             self._next_submit = time.monotonic() + self._submit_gap_s
-        out = await self.call(["sbatch", *options], stdin=script)
+        out = await self.call(["sbatch", *options], stdin=script, env=self._submit_env)
         job_id = out.strip().split(";")[0]  # --parsable: "ID" or "ID;CLUSTER"
         if not job_id.isdigit():
             raise SlurmError("sbatch", 0, f"unexpected answer {out[:200]!r}")

@@ -101,7 +101,10 @@ def sbatch_options(
     """The sbatch command line's options (every one `--name=value`: no shell, no splitting)."""
     opts = [
         "--parsable", f"--job-name={name}", f"--output={log}", "--open-mode=append",
-        f"--chdir={cwd}", "--export=NONE", "--requeue" if slurm.get("requeue") else "--no-requeue",
+        f"--chdir={cwd}",
+        # the batch shell gets sbatch's own (minimal: commands.py) environment; NONE would
+        # make Slurm run a login shell on the node first for every job (SLURM_GET_USER_ENV)
+        "--export=ALL", "--requeue" if slurm.get("requeue") else "--no-requeue",
         # TERM to the batch shell (which passes it on) before Slurm's own kill at --time
         f"--signal=B:TERM@{max(1, math.ceil(kill_grace_s))}",
     ]  # fmt: skip
