@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import cluster, floor, load, peers, runyard_e2e
+from bench import cluster, floor, load, peers, runyard_e2e, slurm
 from bench.common import REPO, Server, write_jobs
 from bench.report import write_report
 
@@ -21,6 +21,7 @@ N = 300 if QUICK else 2000
 N_RQ = 100 if QUICK else 500
 N_SUBMIT = 1000 if QUICK else 10_000
 N_BATCH = 1000 if QUICK else 10_000
+N_SLURM = 20 if QUICK else slurm.N  # the one-node cluster runs about 2 jobs/s
 CAPACITIES = [1, 2, 8]
 # single runs, submit -> result known: (idle samples, warm samples, idle gap between them in s)
 LATENCY = (50, 100, 0.05) if QUICK else (200, 500, 0.05)
@@ -93,10 +94,28 @@ def peers_section(base: Path) -> dict[str, Any]:
     return out
 
 
+def slurm_section(base: Path) -> dict[str, Any]:
+    """runyard on Slurm beside a plain sbatch loop; when Slurm cannot run here, or this part
+    fails, the report says why instead of the run failing (the rest of its figures stand)."""
+    try:
+        out = slurm.measure(fresh(base, "slurm"), N_SLURM)
+    except Exception as exc:  # reported, not raised: it depends on daemons outside runyard
+        out = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    if "error" in out:
+        log(f"slurm: not measured ({out['error']})")
+    else:
+        e, ry = out["engine"], out["runyard"]
+        log(f"slurm, N = {out['n']}: sbatch loop {e['runs_per_s']:.2f}/s, runyard "
+            f"{ry['runs_per_s']:.2f}/s (ratio {out['ratio']:.2f}), "
+            f"{ry['squeue_per_min']:.0f} squeue calls/min")  # fmt: skip
+    return out
+
+
 def main() -> None:
     started = time.monotonic()
     results: dict[str, Any] = {"quick": QUICK, "n": N, "n_rq": N_RQ, "n_submit": N_SUBMIT,
-                               "latency": LATENCY, "n_batch": N_BATCH}  # fmt: skip
+                               "latency": LATENCY, "n_batch": N_BATCH,
+                               "n_slurm": N_SLURM}  # fmt: skip
     tmpfs = Path(tempfile.mkdtemp(prefix="runyard-bench-", dir="/dev/shm"))
     disk = Path(tempfile.mkdtemp(prefix="runyard-bench-", dir="/var/tmp"))
     jobs = write_jobs(tmpfs / "jobs")
@@ -125,6 +144,9 @@ def main() -> None:
 
         results["cluster"] = cluster.scale(tmpfs, jobs, N)
         log(f"cluster {results['cluster']}")
+
+        log("slurm: one-node cluster, runyard beside a plain sbatch loop")
+        results["slurm"] = slurm_section(tmpfs)
 
         srv = server(tmpfs, jobs, "deep", 2)
         try:

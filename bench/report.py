@@ -160,7 +160,9 @@ Capacity held by long runs so that everything submitted stays queued.
 | submit p50 / p99 at 1,000 → {deep["stored"]:,} stored | {deep["submit_1k_p50_ms"]:.1f} / {deep["submit_1k_p99_ms"]:.1f} → {deep["submit_1m_p50_ms"]:.1f} / {deep["submit_1m_p99_ms"]:.1f} ms | within 2×: {ok(deep["submit_1m_p50_ms"] <= 2 * deep["submit_1k_p50_ms"])} |
 | list (first page of 50) p50 / p99 at 1,000 → {deep["stored"]:,} stored | {deep["list_1k_p50_ms"]:.1f} / {deep["list_1k_p99_ms"]:.1f} → {deep["list_1m_p50_ms"]:.1f} / {deep["list_1m_p99_ms"]:.1f} ms | within 2×: {ok(deep["list_1m_p50_ms"] <= 2 * deep["list_1k_p50_ms"])} |
 """
-    (docs / "benchmarks.md").write_text(text + issue16_section(r) + cluster_section(r))
+    (docs / "benchmarks.md").write_text(
+        text + issue16_section(r) + cluster_section(r) + slurm_section(r)
+    )
 
 
 def _ms(v: float | None) -> str:
@@ -307,4 +309,38 @@ the figures show what the shared queue costs, and that work spreads over every s
 | servers | accepted/s | × 1 server | submit p99 ms | end-to-end runs/s | × 1 server | busiest server's share |
 |---|---|---|---|---|---|---|
 {rows}
+"""
+
+
+def slurm_section(r: dict[str, Any]) -> str:
+    s = r.get("slurm")
+    if s is None:
+        return ""
+    head = "\n## Slurm: the same jobs through runyard and through plain sbatch\n"
+    if s.get("unavailable"):
+        return f"""{head}
+Not measured in this run: a one-node Slurm cluster could not be started on this machine
+({s["error"]}). `make slurm` installs Slurm and munge.
+"""
+    if "error" in s:
+        return f"{head}\nNot measured in this run: the measurement failed ({s['error']}).\n"
+    e, ry = s["engine"], s["runyard"]
+    return f"""{head}
+N = {s["n"]} runs of `/bin/true` on a real one-node Slurm cluster started for the bench
+(tests/slurm_cluster.py: {s["cpus"]} CPUs, a scheduler pass every second), one side after the
+other. *Engine*: the same N jobs submitted by a plain loop of `sbatch --parsable --wrap
+/bin/true`, timed from the first submission until one `squeue -j` (every {s["check_s"]:g} s)
+says all ended: Slurm's own rate here. *runyard*: a job with `executor = "slurm"` running
+`/bin/true`, one batch of N (`iterations`; capacity N, run directories on tmpfs), timed from
+the request until every run is terminal in the store, so its poll period counts. *squeue
+calls/min*: runyard's own over that window (`/v1/status`), one call per period for all its
+jobs. The absolute rates are this cluster's (its scheduler starts jobs once a second): the
+ratio is the figure to compare.
+
+| engine runs/s | runyard runs/s | runyard / engine | squeue calls/min | poll period |
+|---|---|---|---|---|
+| {e["runs_per_s"]:.2f} | {ry["runs_per_s"]:.2f} | {s["ratio"]:.2f} | {ry["squeue_per_min"]:.0f} | {s["poll_s"]:g} s |
+
+The engine took {e["elapsed_s"]:.1f} s (its N submissions {e["submit_s"]:.2f} s of it), runyard
+{ry["elapsed_s"]:.1f} s ({ry["squeue_calls"]} squeue calls in {ry["polls"]} polls).
 """
