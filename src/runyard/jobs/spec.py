@@ -47,7 +47,7 @@ class Resources(BaseModel):
 # never what would move the job's output, identity or script (those are runyard's)
 SLURM_OPTIONS = frozenset({
     "constraint", "exclude", "nodelist", "nodes", "ntasks", "ntasks-per-node", "mem-per-cpu",
-    "gres", "licenses", "reservation", "exclusive", "comment", "wckey", "nice", "clusters",
+    "gres", "licenses", "reservation", "exclusive", "comment", "wckey", "nice",
     "cpus-per-gpu", "gpus-per-node", "hint", "mail-type", "mail-user", "begin", "deadline",
 })  # fmt: skip
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_.:+-]{1,64}$")

@@ -29,6 +29,8 @@ from runyard.store import Store
 
 log = structlog.get_logger(__name__)
 
+UNAVAILABLE_RETRY_S = 1.0
+
 
 def _limits(spec: JobSpec) -> dict[str, object] | None:
     """The job's limits, or None when it sets none (on_log_cap alone limits nothing)."""
@@ -180,7 +182,11 @@ class Dispatcher:
         try:
             started = await self.executor.launch(launch)
         except ExecutorUnavailableError as exc:
-            end = outcomes.not_started(self.clock.now(), f"the supervisor went away ({exc})")
+            # unavailable (the supervisor went away, Slurm's controller is silent or full):
+            # back to the queue, not claimed again before it may have recovered
+            end = outcomes.not_started(
+                self.clock.now(), f"the executor is unavailable ({exc})", UNAVAILABLE_RETRY_S
+            )
             await self.attempts.end(run, number, end)
             return
         except LaunchError as exc:

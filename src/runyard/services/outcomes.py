@@ -91,13 +91,15 @@ def lost(run: Run, spec: JobSpec, now: float, rng: random.Random, why: str) -> A
     return _maybe_retry(end, "lost", run, spec, rng)
 
 
-def not_started(now: float, why: str) -> AttemptEnd:
+def not_started(now: float, why: str, retry_in_s: float = 0.0) -> AttemptEnd:
     """The attempt's program never ran (the server or supervisor stopped first): nothing was
-    tried, so the run goes back to the queue whatever its retry policy says."""
+    tried, so the run goes back to the queue whatever its retry policy says — claimable again
+    after `retry_in_s` (an executor that refused now would refuse a claim made at once)."""
     return AttemptEnd(
         attempt_state=AttemptState.LOST,
         ended_at=now,
         run_state=RunState.QUEUED,
         reason=f"not started: {why}; re-queued",
         outcome="not_started",
+        not_before=now + retry_in_s if retry_in_s > 0 else None,
     )

@@ -93,11 +93,15 @@ class SlurmCommands:
         self._submit_lock = asyncio.Lock()
 
     async def call(
-        self, argv: list[str], stdin: str | None = None, env: Mapping[str, str] | None = None
+        self,
+        argv: list[str],
+        stdin: str | None = None,
+        env: Mapping[str, str] | None = None,
+        retries: int = RETRIES,
     ) -> str:
         """stdout of a successful call; SlurmError (for good) or SlurmUnavailableError."""
         delay = RETRY_BASE_S
-        for attempt in range(RETRIES + 1):
+        for attempt in range(retries + 1):
             self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
             code, out, err = await asyncio.to_thread(_run, argv, stdin, env or self.env)
             if code == 0:
@@ -105,26 +109,54 @@ class SlurmCommands:
             message = _first_line(err or out)
             if code == 127:
                 raise SlurmUnavailableError(argv[0], code, message)
-            if not TRANSIENT.search(err) or attempt == RETRIES:
-                cls = SlurmUnavailableError if TRANSIENT.search(err) else SlurmError
-                raise cls(argv[0], code, message)
+            if not TRANSIENT.search(err):
+                raise SlurmError(argv[0], code, message)
+            if attempt == retries:
+                raise SlurmUnavailableError(argv[0], code, message)
             log.warning("slurm_transient_error", command=argv[0], error=message, attempt=attempt)
             await asyncio.sleep(delay)  # the controller asked for time: back off
             delay *= 2
         raise AssertionError("unreachable")
 
-    async def submit(self, options: list[str], script: str) -> str:
-        """sbatch, at most `submit_per_s` per second; the job id."""
+    async def submit(
+        self, options: list[str], script: str, *, name: str | None = None, user: str = ""
+    ) -> str:
+        """sbatch, at most `submit_per_s` per second; the job id. After a transient failure
+        the submission may have gone through all the same: a job of that `name` already in
+        the queue is the one (never two jobs for one attempt)."""
+        delay = RETRY_BASE_S
+        for attempt in range(RETRIES + 1):
+            await self._pace()
+            try:
+                out = await self.call(["sbatch", *options], script, self._submit_env, 0)
+            except SlurmUnavailableError as exc:
+                if exc.message.endswith("command not found") or attempt == RETRIES:
+                    raise
+                if name is not None and (found := await self.job_named(name, user)):
+                    return found
+                log.warning("slurm_submit_retried", error=exc.message, attempt=attempt)
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            job_id = out.strip().split(";")[0]  # --parsable: "ID" or "ID;CLUSTER"
+            if not job_id.isdigit():
+                raise SlurmError("sbatch", 0, f"unexpected answer {out[:200]!r}")
+            return job_id
+        raise AssertionError("unreachable")
+
+    async def _pace(self) -> None:
         async with self._submit_lock:
             wait = self._next_submit - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)  # a rate, not an event: nothing to be told
             self._next_submit = time.monotonic() + self._submit_gap_s
-        out = await self.call(["sbatch", *options], stdin=script, env=self._submit_env)
-        job_id = out.strip().split(";")[0]  # --parsable: "ID" or "ID;CLUSTER"
-        if not job_id.isdigit():
-            raise SlurmError("sbatch", 0, f"unexpected answer {out[:200]!r}")
-        return job_id
+
+    async def job_named(self, name: str, user: str) -> str | None:
+        """The id of `user`'s job called `name`, if Slurm has one."""
+        argv = ["squeue", "-h", "-t", "all", "--name", name, "-o", "%i"]
+        out = await self.call([*argv, "-u", user] if user else argv)
+        ids = [line.strip() for line in out.splitlines() if line.strip().isdigit()]
+        return ids[0] if ids else None
 
     async def queue(self, user: str) -> list[QueuedJob]:
         """Every job of `user` Slurm still knows, ended ones too: one call, whatever their

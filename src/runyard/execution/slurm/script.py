@@ -19,7 +19,7 @@ from typing import Any
 # The exit record's JSON, printed by bash: every value is a number, null or a fixed string.
 # `pid` is the Slurm job id: what identifies the attempt's program to the server (its Started).
 _RECORD = (
-    '{"key":"%s","pid":%s,"exit_code":%s,"signal":%s,"killed_by":null,"error":%s,'
+    '{"key":"%s","pid":%s,"exit_code":%s,"signal":%s,"killed_by":%s,"error":%s,'
     '"started_at":%s,"ended_at":%s,"progress_bytes":%s,"restarts":%s}'
 )
 
@@ -53,8 +53,10 @@ progress_file={q(spec.progress_path)}
 restarts="${{SLURM_RESTART_COUNT:-0}}"
 started=$(date +%s.%N)
 record() {{  # code signal [error]
+    by=null
+    if [ "$killed" != null ]; then by="\\"$killed\\""; fi
     size=$(stat -c %s "$progress_file" 2>/dev/null || echo null)
-    printf '{_RECORD}\\n' {q(spec.key)} "${{SLURM_JOB_ID:-null}}" "$1" "$2" "${{3:-null}}" \\
+    printf '{_RECORD}\\n' {q(spec.key)} "${{SLURM_JOB_ID:-null}}" "$1" "$2" "$by" "${{3:-null}}" \\
         "$started" "$(date +%s.%N)" "$size" "$restarts" > "$exit_file.tmp.$$" \\
         && mv -f "$exit_file.tmp.$$" "$exit_file"
 }}
@@ -64,21 +66,31 @@ if [ "$restarts" -gt 0 ]; then  # the log says where each restart (requeue) bega
 fi
 child=
 termed=
+killed=null
 trap 'termed=1; [ -n "$child" ] && kill -TERM -- "-$child" 2>/dev/null' TERM
+# USR1 is Slurm's warning before --time (sbatch_options): runyard's timeout backstop
+trap 'killed=timeout; [ -n "$child" ] && kill -TERM -- "-$child" 2>/dev/null' USR1
 if ! cd {q(spec.cwd)}; then record 126 null '"cannot enter the workspace"'; exit 0; fi
 if ! PATH={q(spec.env.get("PATH", ""))} command -v {q(spec.argv[0])} >/dev/null; then
     record 127 null {q(json.dumps(f"cannot start {spec.argv[0]!r}: no such command"))}
     exit 0
 fi
-setsid env -i -- {env} {" ".join(q(a) for a in spec.argv)} </dev/null &
+slurm_env=()  # the allocation's SLURM_* variables: the program may run srun steps in it
+for name in ${{!SLURM_@}}; do slurm_env+=("$name=${{!name}}"); done
+setsid env -i -- {env} "${{slurm_env[@]}}" {" ".join(q(a) for a in spec.argv)} </dev/null &
 child=$!
 while :; do
     wait "$child"
     rc=$?
-    if [ "$rc" -gt 128 ] && kill -0 "$child" 2>/dev/null; then continue; fi
+    if [ "$rc" -le 128 ]; then break; fi
+    # > 128: a signal ended it, or a trap interrupted the wait while it runs on
+    if kill -0 "$child" 2>/dev/null; then continue; fi
+    wait "$child"  # gone: bash keeps its status, which the interrupted wait may not have had
+    st=$?
+    if [ "$st" -ne 127 ]; then rc=$st; fi
     break
 done
-if [ -n "$termed" ]; then {on_term}; fi
+if [ -n "$termed" ] && [ "$killed" = null ]; then {on_term}; fi
 if [ "$rc" -gt 128 ] && [ "$rc" -le 192 ]; then
     record null $((rc - 128))
 else
@@ -105,8 +117,9 @@ def sbatch_options(
         # the batch shell gets sbatch's own (minimal: commands.py) environment; NONE would
         # make Slurm run a login shell on the node first for every job (SLURM_GET_USER_ENV)
         "--export=ALL", "--requeue" if slurm.get("requeue") else "--no-requeue",
-        # TERM to the batch shell (which passes it on) before Slurm's own kill at --time
-        f"--signal=B:TERM@{max(1, math.ceil(kill_grace_s))}",
+        # USR1 to the batch shell before Slurm's own kill at --time: the script stops the
+        # program and records a timeout (a TERM would read as a cancel or a preemption)
+        f"--signal=B:USR1@{max(1, math.ceil(kill_grace_s))}",
     ]  # fmt: skip
     for field in ("partition", "account", "qos"):
         if slurm.get(field):

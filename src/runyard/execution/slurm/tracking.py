@@ -34,6 +34,7 @@ class Tracked:
     reason: str = ""
     running_since: float | None = None  # monotonic: when a poll first saw it RUNNING
     ended_since: float | None = None  # monotonic: when Slurm first said it ended or vanished
+    termed_at: float | None = None  # monotonic: when runyard's stop was sent (0: plain kill)
     restarts: int = 0
 
     def live(self, state: str) -> bool:
@@ -57,6 +58,11 @@ def job_name(server_id: str, key: str) -> str:
 def key_of(name: str, server_id: str) -> str | None:
     prefix = f"{NAME_PREFIX}{server_id}:"
     return name[len(prefix) :] if name.startswith(prefix) else None
+
+
+def names_attempt(name: str, key: str) -> bool:
+    """Whether a Slurm job name is runyard's for attempt `key` (placed by any server)."""
+    return name.startswith(NAME_PREFIX) and name.endswith(f":{key}")
 
 
 def write_job_file(path: str, tracked: Tracked) -> None:
