@@ -181,6 +181,12 @@ class Attempts:
         its job's policy. Only if it is still held under that (stale) lease: a server that
         came back in time, or another reaper, may have settled it first."""
         end = outcomes.lost(run, self.spec_of(run), self.clock.now(), self.rng, why)
+        try:
+            # a program its dead server can no longer fence (a Slurm job) is stopped here
+            # before its run may be retried: never two live attempts
+            await self.executor.kill_leftovers(run.id, number, None, None)
+        except Exception:
+            log.exception("reap_kill_failed", run_id=run.id, attempt=number)
         updated = await self.store.end_attempt(run.id, number, end, token=token)
         if updated is not None:
             self.transitions.publish(updated, RunState.RUNNING)
