@@ -94,3 +94,10 @@ def test_readiness_says_when_the_controller_stops_answering(
         )  # fmt: skip
     finally:
         srv.stop()
+
+
+def test_accounting_is_probed_and_absent_without_slurmdbd(slurm_cluster: SlurmCluster) -> None:
+    commands = SlurmCommands(slurm_cluster.env)
+    assert asyncio.run(commands.accounting()) is False  # the test cluster keeps none
+    assert asyncio.run(commands.accounting()) is False
+    assert commands.calls["sacct"] == 1  # probed once

@@ -210,7 +210,8 @@ def test_a_job_that_ends_without_an_exit_file_is_lost_never_success(
     slurm_cluster.run("scancel", "--batch", "--signal=KILL", job_id, check=True)
     ended = finished(server, client, run.id)
     assert ended.state == "failed"
-    assert "lost" in (ended.reason or "") or "exit file" in (ended.reason or "")
+    assert "lost" in (ended.reason or "") and "without an exit file" in (ended.reason or "")
+    assert "ExitCode=0:9" in (ended.reason or "")  # what Slurm said, filled in from scontrol
 
 
 def test_the_server_killed_while_jobs_run_readopts_them(

@@ -91,6 +91,7 @@ class SlurmCommands:
         self._submit_gap_s = 1.0 / submit_per_s
         self._next_submit = 0.0
         self._submit_lock = asyncio.Lock()
+        self._accounting: bool | None = None  # whether sacct answers (asked once)
 
     async def call(
         self,
@@ -195,3 +196,25 @@ class SlurmCommands:
                 return {}
             raise
         return dict(field.split("=", 1) for field in out.strip().split(" ") if "=" in field)
+
+    async def accounting(self) -> bool:
+        """Whether this cluster keeps accounting (`sacct` answers): probed once. Without
+        slurmdbd, sacct says "accounting storage is disabled"."""
+        if self._accounting is None:
+            try:
+                await self.call(["sacct", "-n", "-X", "-o", "JobID", "-j", "1"], retries=0)
+                self._accounting = True
+            except SlurmUnavailableError:
+                return False  # the controller is silent: ask again later
+            except SlurmError:
+                self._accounting = False
+        return self._accounting
+
+    async def accounted(self, job_id: str) -> tuple[str, str] | None:
+        """(State, ExitCode) of a job from accounting, if it has it."""
+        out = await self.call(["sacct", "-n", "-X", "-P", "-o", "State,ExitCode", "-j", job_id])
+        for line in out.splitlines():
+            state, _, code = line.partition("|")
+            if state.strip():
+                return state.strip()[:64], code.strip()[:16]
+        return None

@@ -140,10 +140,8 @@ class Follower:
 
     async def _record_without_file(self, tracked: Tracked) -> ExitRecord | UnreadableExit:
         if tracked.killed_by is None:
-            why = (
-                f"Slurm job {tracked.job_id} ended {tracked.state} ({tracked.reason}) "
-                "without an exit file"
-            )
+            said = await self._what_slurm_says(tracked)
+            why = f"Slurm job {tracked.job_id} ended {said} without an exit file"
             return UnreadableExit(key=tracked.key, why=why)
         # stopped by runyard, its script left no record (a requeue-able job does not): ours
         record = ExitRecord(
@@ -158,6 +156,26 @@ class Follower:
         except OSError as exc:
             log.warning("slurm_exit_file_failed", key=tracked.key, error=str(exc))
         return record
+
+    async def _what_slurm_says(self, tracked: Tracked) -> str:
+        """How Slurm saw the end, for the reason only (never the outcome: without an exit
+        file the attempt is lost whatever Slurm says): `scontrol show job` while the
+        controller keeps the job, `sacct` once it is purged where accounting works."""
+        said = f"{tracked.state} ({tracked.reason})"
+        try:
+            shown = await self.commands.show_job(tracked.job_id)
+            if shown:
+                return (
+                    f"{shown.get('JobState', tracked.state)} ({shown.get('Reason', '')}, "
+                    f"ExitCode={shown.get('ExitCode', '?')})"
+                )
+            if await self.commands.accounting():
+                accounted = await self.commands.accounted(tracked.job_id)
+                if accounted:
+                    return f"{accounted[0]} (ExitCode={accounted[1]}, from sacct)"
+        except SlurmError as exc:
+            log.warning("slurm_end_unknown", key=tracked.key, error=exc.message)
+        return said
 
     async def _deliver(
         self, tracked: Tracked, record: ExitRecord | UnreadableExit, deliver: Deliver
