@@ -186,7 +186,9 @@ class Attempts:
             # before its run may be retried: never two live attempts
             await self.executor.kill_leftovers(run.id, number, None, None)
         except Exception:
+            # not ended while it may run on: the next reaping pass tries again
             log.exception("reap_kill_failed", run_id=run.id, attempt=number)
+            return
         updated = await self.store.end_attempt(run.id, number, end, token=token)
         if updated is not None:
             self.transitions.publish(updated, RunState.RUNNING)

@@ -1,7 +1,8 @@
 """Slurm's command-line tools, called from threads (never on the event loop), with their
 output bounded, their transient failures retried and sbatch rate-limited.
 
-Only the commands every Slurm site has (sbatch, squeue, scancel, scontrol) and output formats
+Only the commands every Slurm site has (sbatch, squeue, scancel, scontrol; sacct where a probe
+shows accounting works, for a lost job's reason only) and output formats
 that 22.05 and later give alike: squeue's `-o` with `|` between fields (job names here never
 hold one), `scontrol show job -o` (one line of Key=Value).
 """
@@ -131,10 +132,13 @@ class SlurmCommands:
             try:
                 out = await self.call(["sbatch", *options], script, self._submit_env, 0)
             except SlurmUnavailableError as exc:
-                if exc.message.endswith("command not found") or attempt == RETRIES:
+                if exc.message.endswith("command not found"):
                     raise
+                # it may have gone through all the same: that job is the attempt's
                 if name is not None and (found := await self.job_named(name, user)):
                     return found
+                if attempt == RETRIES:
+                    raise
                 log.warning("slurm_submit_retried", error=exc.message, attempt=attempt)
                 await asyncio.sleep(delay)
                 delay *= 2

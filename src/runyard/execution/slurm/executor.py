@@ -44,6 +44,7 @@ from runyard.execution.slurm.commands import (
 from runyard.execution.slurm.follow import Follower, job_file
 from runyard.execution.slurm.script import ScriptSpec, batch_script, sbatch_options
 from runyard.execution.slurm.tracking import (
+    LIVE,
     Tracked,
     job_name,
     key_of,
@@ -90,6 +91,7 @@ class SlurmExecutor:
         self._wake = asyncio.Event()
         self._stopped = True  # until start: nothing is known of Slurm
         self._adopted = False  # this server's jobs found again (after a restart)
+        self._submitting: set[str] = set()  # attempt keys whose sbatch has not answered yet
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -105,6 +107,7 @@ class SlurmExecutor:
         self._stopped = False
         with contextlib.suppress(SlurmError):
             await self._adopt(await self._queue())
+            await self.commands.accounting()  # probed once: what sacct may fill in later
         self._poller.start(self._poll_forever())
 
     async def reconnect(self) -> None:
@@ -127,6 +130,8 @@ class SlurmExecutor:
                 await self.commands.ping()
         except (SlurmError, TimeoutError) as exc:
             raise ExecutorUnavailableError(f"the Slurm controller does not answer: {exc}") from exc
+        if self.last_error is None:
+            self.last_poll = time.time()  # an answer as good as a poll's, for the next ask
         return ExecutorHealth()
 
     async def hold_lease(self, token: str, until: float, grace_s: float, timeout_s: float) -> None:
@@ -166,12 +171,15 @@ class SlurmExecutor:
             name=name, log=req.log, cwd=req.cwd, slurm=slurm, resources=spec.resources or {},
             timeout_s=spec.timeout_s, kill_grace_s=spec.kill_grace_s,
         )  # fmt: skip
+        self._submitting.add(key)
         try:
             tracked.job_id = await self.commands.submit(options, script, name=name, user=self.user)
         except SlurmUnavailableError as exc:
             raise ExecutorUnavailableError(str(exc)) from exc
         except SlurmError as exc:
             raise LaunchError(f"Slurm refused the job: {exc.message}") from exc
+        finally:
+            self._submitting.discard(key)
         self.tracked[key] = tracked
         try:
             await asyncio.to_thread(write_job_file, job_file(paths.root, spec.attempt), tracked)
@@ -298,9 +306,22 @@ class SlurmExecutor:
         listed = await self._queue()
         if not self._adopted:
             await self._adopt(listed)
+        await self._cancel_orphans(listed)
         if self._events is not None:
             jobs = {job.job_id: job for job in listed}
             await self.follower.settle(jobs, self._events.exited)
+
+    async def _cancel_orphans(self, listed: list[QueuedJob]) -> None:
+        """A job named for this server that nobody follows (a submission Slurm took although
+        sbatch seemed to fail, so its run was re-queued) must not run beside its retry."""
+        for job in listed:
+            key = key_of(job.name, self.server_id)
+            if key is None or key in self.tracked or key in self._submitting:
+                continue
+            if job.state in LIVE:
+                log.warning("slurm_orphan_cancelled", key=key, job_id=job.job_id)
+                with contextlib.suppress(SlurmError):
+                    await self.commands.cancel(job.job_id)
 
     def status(self) -> dict[str, object]:
         """For /v1/status: jobs in flight by Slurm state, and the last poll."""
