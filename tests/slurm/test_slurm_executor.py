@@ -192,7 +192,7 @@ def test_cancel_while_running_sends_term_then_ends_cancelled(
     wait_for(lambda: "started" in log_of(client, run.id), timeout=60, what="program running")
     client.cancel(run.id)
     ended = finished(server, client, run.id)
-    assert ended.state == "cancelled"
+    assert ended.state == "cancelled", ended.reason
 
 
 def test_timeout_is_runyards_own_not_slurms(server: ServerProcess, client: Client) -> None:

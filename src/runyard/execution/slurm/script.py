@@ -90,6 +90,11 @@ while :; do
     if [ "$st" -ne 127 ]; then rc=$st; fi
     break
 done
+if [ "$rc" -lt 0 ] || [ "$rc" -gt 255 ]; then
+    # bash lost the status (a wait a trap interrupted can answer -1): a program it signalled
+    # ended by that signal; of any other nothing is known, so no record (lost, never success)
+    if [ -n "$termed" ] || [ "$killed" != null ]; then rc=143; else exit 0; fi
+fi
 if [ -n "$termed" ] && [ "$killed" = null ]; then {on_term}; fi
 if [ "$rc" -gt 128 ] && [ "$rc" -le 192 ]; then
     record null $((rc - 128))
