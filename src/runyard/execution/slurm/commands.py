@@ -104,8 +104,9 @@ class SlurmCommands:
         """stdout of a successful call; SlurmError (for good) or SlurmUnavailableError."""
         delay = RETRY_BASE_S
         for attempt in range(retries + 1):
-            self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
             code, out, err = await asyncio.to_thread(_run, argv, stdin, env or self.env)
+            # counted once answered: a poll and its squeue are counted in the same loop step
+            self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
             if code == 0:
                 return out
             message = _first_line(err or out)
