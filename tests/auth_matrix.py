@@ -32,5 +32,8 @@ def matrix(run_id: str) -> list[tuple[str, str, Role, dict[str, object] | None]]
         ("GET", "/v1/me", Role.READ, None),
         ("GET", "/v1/batches", Role.READ, None),
         ("GET", "/v1/events", Role.READ, None),
+        ("PUT", "/v1/uploads", Role.SUBMIT, None),
+        ("POST", "/v1/uploads", Role.SUBMIT, None),
+        ("GET", f"/v1/uploads/{'0' * 64}", Role.READ, None),
         ("DELETE", r, Role.ADMIN, None),  # last: it removes the run
     ]

@@ -43,6 +43,9 @@ class Settings(BaseModel):
     )
     retention_s: float | None = Field(default=None, gt=0, description="keep finished runs")
     retention_interval_s: float = Field(default=60.0, gt=0, description="retention sweep")
+    max_upload_mb: int = Field(
+        default=1024, ge=1, description="one upload (PUT /v1/uploads) at most, streamed"
+    )
     max_batch: int = Field(default=10_000, ge=1, description="runs one batch may create")
     max_wait_s: float = Field(default=300.0, ge=0, description="bound on Prefer: wait=N")
     heartbeat_s: float = Field(default=15.0, gt=0, description="idle stream keep-alive")

@@ -37,6 +37,7 @@ from runyard.services.retention import Retention
 from runyard.services.runs import RunService
 from runyard.services.slots import Slots
 from runyard.services.transitions import Transitions
+from runyard.services.uploads import Uploads
 from runyard.services.waiters import EndWaiters, FinishRate
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
@@ -132,6 +133,7 @@ class Runtime:
             capacity=settings.capacity, wake=health_wake,
         )  # fmt: skip
         self.disk = DiskGuard(data_dir, settings.min_free_mb * 2**20)
+        self.uploads = Uploads(data_dir, settings.max_upload_mb * 2**20)
         self.runs = RunService(
             self.store, self.registry, self.executor, self.attempts, self.transitions, queue,
             self.clock, waiters=self.waiters, finish_rate=self.finish_rate,

@@ -113,6 +113,14 @@ class BatchView(BaseModel):
     done: bool = Field(description="every run has ended")
 
 
+class UploadView(BaseModel):
+    id: str = Field(description="the sha256 of the bytes (hex); a param takes `upload:ID`")
+    size: int = Field(description="bytes")
+    name: str = Field(description="the file name, made safe to stage")
+    original_name: str = Field(description="as sent (metadata only)")
+    created_at: datetime
+
+
 class BatchPage(BaseModel):
     batches: list[BatchView]
     next_cursor: str | None

@@ -24,6 +24,7 @@ from runyard.api.routes import (
     schedules,
     status,
     streams,
+    uploads,
 )
 from runyard.auth import RelaySigner
 from runyard.config import Settings
@@ -60,7 +61,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     problems.install(app)
     signer = RelaySigner(rt.settings.cluster_secret, rt.settings.server_id)
     proxy.install(app, signer)
-    routes = (jobs, runs, streams, feed, artifacts, batches, schedules, health, metrics, status, me)
+    routes = (jobs, runs, streams, feed, artifacts, batches, schedules, uploads, health, metrics,
+              status, me)  # fmt: skip
     for module in routes:
         app.include_router(module.router)
     fast_submit.install(app)  # after the declared route, which it stands in front of

@@ -27,6 +27,7 @@ from runyard.services.batches import BatchService
 from runyard.services.file_owner import owner_elsewhere
 from runyard.services.health import HealthMonitor
 from runyard.services.runs import RunService
+from runyard.services.uploads import Uploads
 from runyard.streams.feed import RunFeed
 from runyard.streams.follow import EventItem, LogItem, follow_events, follow_log
 from runyard.streams.hub import StreamHub
@@ -67,6 +68,10 @@ async def _settings(conn: HTTPConnection) -> Settings:
 
 async def _auth(conn: HTTPConnection) -> Authenticator:
     return runtime_of(conn).auth
+
+
+async def _uploads(conn: HTTPConnection) -> Uploads:
+    return runtime_of(conn).uploads
 
 
 async def _runs(conn: HTTPConnection) -> RunService:
@@ -177,6 +182,7 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 AuthDep = Annotated[Authenticator, Depends(_auth)]
 RelaySignerDep = Annotated[RelaySigner, Depends(_relay_signer)]
 RunsDep = Annotated[RunService, Depends(_runs)]
+UploadsDep = Annotated[Uploads, Depends(_uploads)]
 BatchesDep = Annotated[BatchService, Depends(_batches)]
 SchedulerDep = Annotated[Scheduler, Depends(_scheduler)]
 RegistryDep = Annotated[JobRegistry, Depends(_registry)]

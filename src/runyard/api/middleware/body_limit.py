@@ -11,6 +11,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runyard.api.middleware.answer import send_problem
 
+UPLOADS = "/v1/uploads"
+
 
 class BodyTooLargeError(HTTPException):
     """An HTTPException, because FastAPI turns any other error raised while it reads a body
@@ -28,7 +30,8 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] == UPLOADS:
+            # uploads stream to disk under their own, larger cap (services/uploads.py)
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):

@@ -1,0 +1,72 @@
+"""Upload routes: a file sent ahead of the runs that use it, streamed to disk, stored once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from runyard.api.deps import UploadsDep
+from runyard.api.security import READ, SUBMIT
+from runyard.schemas import UploadView, problem_responses
+from runyard.services.uploads import Upload, UploadTooLargeError
+
+router = APIRouter(
+    prefix="/v1/uploads",
+    tags=["uploads"],
+    responses=problem_responses(400, 401, 403, 404, 413, 422, 503, 507),
+)
+
+BODY = {
+    "requestBody": {
+        "required": False,  # no body is an empty file, which is a file all the same
+        "description": "the file's bytes (up to max_upload_mb; chunked is fine)",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+Name = Annotated[str, Query(min_length=1, max_length=1024, description="the file's name")]
+
+
+def upload_view(upload: Upload) -> UploadView:
+    return UploadView(
+        id=upload.id, size=upload.size, name=upload.name, original_name=upload.original_name,
+        created_at=datetime.fromtimestamp(upload.created_at, UTC),
+    )  # fmt: skip
+
+
+async def _receive(request: Request, uploads: UploadsDep, name: str) -> JSONResponse:
+    announced = request.headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > uploads.max_bytes:
+        # refused unread: the connection closes rather than drain what it would send
+        error = UploadTooLargeError(
+            f"the upload is over the limit of {uploads.max_bytes // 2**20} MiB (max_upload_mb)"
+        )
+        error.headers = {"Connection": "close"}
+        raise error
+    upload, new = await uploads.receive(request.stream(), name)
+    return JSONResponse(
+        upload_view(upload).model_dump(mode="json"), status_code=201 if new else 200
+    )
+
+
+@router.put(
+    "", status_code=201, response_model=UploadView, dependencies=[SUBMIT], openapi_extra=BODY,
+    responses={200: {"model": UploadView, "description": "the same bytes were already stored"}},
+)  # fmt: skip
+async def put_upload(request: Request, uploads: UploadsDep, name: Name = "upload") -> JSONResponse:
+    return await _receive(request, uploads, name)
+
+
+@router.post(
+    "", status_code=201, response_model=UploadView, dependencies=[SUBMIT], openapi_extra=BODY,
+    responses={200: {"model": UploadView, "description": "the same bytes were already stored"}},
+)  # fmt: skip
+async def post_upload(request: Request, uploads: UploadsDep, name: Name = "upload") -> JSONResponse:
+    return await _receive(request, uploads, name)
+
+
+@router.get("/{upload_id}", response_model=UploadView, dependencies=[READ])
+async def get_upload(upload_id: str, uploads: UploadsDep) -> UploadView:
+    return upload_view(await uploads.get(upload_id))

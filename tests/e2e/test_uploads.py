@@ -1,0 +1,109 @@
+"""Uploads (issue 18, first part): streamed to disk, hashed and capped while they stream,
+stored once by content, and nothing left behind by a body that is refused or cut off."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+MIB = 2**20
+
+
+def stored(data_dir: Path) -> list[Path]:
+    """Every file under the uploads directory, the incoming ones too."""
+    root = data_dir / "uploads"
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def test_an_upload_is_stored_once_by_its_content(start_server) -> None:
+    server = start_server()
+    body = os.urandom(300_000)
+    digest = hashlib.sha256(body).hexdigest()
+    first = httpx.put(f"{server.url}/v1/uploads", params={"name": "part.step"}, content=body)
+    assert first.status_code == 201, first.text
+    assert first.json()["id"] == digest and first.json()["size"] == len(body)
+    again = httpx.post(f"{server.url}/v1/uploads", params={"name": "copy.step"}, content=body)
+    assert again.status_code == 200 and again.json()["id"] == digest
+    assert again.json()["name"] == "part.step"  # the first upload's metadata stands
+    blob = server.data_dir / "uploads" / digest
+    assert [p.name for p in stored(server.data_dir)] == [digest, f"{digest}.json"]
+    assert blob.read_bytes() == body
+    assert not stat.S_IMODE(blob.stat().st_mode) & 0o222  # read-only
+    got = httpx.get(f"{server.url}/v1/uploads/{digest}")
+    assert got.status_code == 200 and got.json()["size"] == len(body)
+
+
+def test_a_file_name_is_made_safe_and_the_original_kept(start_server) -> None:
+    server = start_server()
+    resp = httpx.put(f"{server.url}/v1/uploads", params={"name": "../../etc/.passwd"},
+                     content=b"x")  # fmt: skip
+    assert resp.status_code == 201
+    assert (resp.json()["name"], resp.json()["original_name"]) == ("passwd", "../../etc/.passwd")
+
+
+def test_unknown_and_malformed_ids_are_404(start_server) -> None:
+    server = start_server()
+    for upload_id in ("0" * 64, "nothex", "../../runyard.db"):
+        resp = httpx.get(f"{server.url}/v1/uploads/{upload_id}")
+        assert resp.status_code == 404
+        assert resp.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_body_over_the_cap_is_refused_and_leaves_nothing(start_server) -> None:
+    server = start_server(env={"RUNYARD_MAX_UPLOAD_MB": "1"})
+    announced = httpx.put(f"{server.url}/v1/uploads", content=b"x" * (2 * MIB))
+    assert announced.status_code == 413
+    assert "max_upload_mb" in announced.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # chunked: no length announced, capped while it streams
+        for _ in range(4):
+            yield b"y" * (MIB // 2 + 1)
+
+    streamed = httpx.put(f"{server.url}/v1/uploads", content=chunks())
+    assert streamed.status_code == 413
+    assert stored(server.data_dir) == []
+
+
+def test_a_connection_cut_mid_upload_leaves_nothing(start_server) -> None:
+    server = start_server()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"PUT /v1/uploads?name=a HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 10000000\r\n\r\n" + b"z" * 3_000_000)  # fmt: skip
+        wait_for(lambda: stored(server.data_dir), what="the upload to start")
+    wait_for(lambda: stored(server.data_dir) == [], what="the partial upload to go")
+    assert httpx.get(f"{server.url}/health/live").status_code == 200
+
+
+def test_a_200_mib_upload_streams_without_growing_the_server(start_server) -> None:
+    server = start_server()
+    assert server.proc is not None
+    proc = psutil.Process(server.proc.pid)
+    before = proc.memory_info().rss
+    peak = before
+    digest = hashlib.sha256()
+    block = os.urandom(MIB)
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal peak
+        for i in range(200):
+            piece = block[i:] + block[:i]
+            digest.update(piece)
+            peak = max(peak, proc.memory_info().rss)
+            yield piece
+
+    resp = httpx.put(f"{server.url}/v1/uploads", content=chunks(), timeout=120)
+    assert resp.status_code == 201, resp.text
+    assert resp.json() == resp.json() | {"id": digest.hexdigest(), "size": 200 * MIB}
+    assert peak - before < 20 * MIB
