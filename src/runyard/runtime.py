@@ -61,6 +61,7 @@ def _executor(settings: Settings, data_dir: Path) -> Executor:
         shared / "runs", jobs_dir, SlurmCommands(submit_per_s=settings.slurm_submit_per_s),
         server_id=settings.server_id, poll_s=settings.slurm_poll_s,
         max_in_flight=settings.slurm_max_in_flight, exit_grace_s=settings.slurm_exit_grace_s,
+        uploads_dir=data_dir / "uploads",
     )  # fmt: skip
     return RoutedExecutor(local, slurm)
 
@@ -138,7 +139,7 @@ class Runtime:
             self.store, self.registry, self.executor, self.attempts, self.transitions, queue,
             self.clock, waiters=self.waiters, finish_rate=self.finish_rate,
             progress=self.hub.refresh_progress, announce=self._announce,
-            max_queue=settings.max_queue, disk=self.disk,
+            max_queue=settings.max_queue, disk=self.disk, uploads=self.uploads,
         )  # fmt: skip
         self.batches = BatchService(
             self.store, self.registry, self.runs, self.clock, settings.max_batch

@@ -60,6 +60,12 @@ JOBS = {
             echo result > "$RUNYARD_ARTIFACTS_DIR/answer.txt"
         ''']
     """,
+    "reads": """
+        executor = "slurm"
+        command = ["sh", "-c", 'wc -l < "$0" > "$RUNYARD_ARTIFACTS_DIR/lines.txt"', "{data}"]
+        [params.data]
+        type = "file"
+    """,
     "late": """
         executor = "slurm"
         command = ["sh", "-c", "echo started; sleep 2; exit 5"]
@@ -319,3 +325,14 @@ def test_the_log_streams_live_from_the_shared_directory(
             end = item
     assert got == b"".join(f"line {i}\n".encode() for i in range(1, 6))
     assert end is not None and end.kind == "end"
+
+
+def test_a_file_input_is_staged_into_the_shared_run_directory(
+    server: ServerProcess, client: Client, tmp_path: Path
+) -> None:
+    put = httpx.put(f"{server.url}/v1/uploads", params={"name": "t.csv"}, content=b"a\nb\n")
+    data = f"upload:{put.json()['id']}"
+    run = finished(server, client, client.submit("reads", {"data": data}).id)
+    assert run.state == "succeeded", run.reason
+    got = client.download(run.id, "outputs/lines.txt", tmp_path / "lines.txt")
+    assert got.read_text().strip() == "2"

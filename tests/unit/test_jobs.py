@@ -128,6 +128,10 @@ def test_invalid_params_name_the_field(tmp_path: Path, params: dict, field: str)
         ('command = ["x"]\n[slurm]\npartition = "p"\n', "executor"),
         ('command = ["x"]\nexecutor = "slurm"\nrun_as = "nobody"\n', "local"),
         ('command = ["x"]\nexecutor = "k8s"\n', "executor"),
+        # file params: an upload per run, limits only where they mean something
+        ('command = ["x"]\n[params.f]\ntype = "file"\ndefault = "upload:x"\n', "no default"),
+        ('command = ["x"]\n[params.f]\ntype = "str"\nmax_mb = 1\n', "only for file"),
+        ('command = ["x"]\n[params.f]\ntype = "file"\naccept = ["csv"]\n', "accept"),
     ],
 )
 def test_bad_job_files_are_load_errors(tmp_path: Path, text: str, words: str) -> None:

@@ -66,6 +66,7 @@ class Launch:
     executor: str = "local"  # which executor runs it (the job's `executor`)
     slurm: dict[str, Any] | None = None  # the job's [slurm] table, for the slurm executor
     resources: dict[str, Any] | None = None  # cpus, gpus, memory_mb: placement on a cluster
+    inputs: dict[str, str] | None = None  # file params: name -> upload id, staged before start
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import psutil
 import structlog
 
 from runyard import fastjson
-from runyard.execution import procinfo, workspace
+from runyard.execution import inputs, procinfo, workspace
 from runyard.execution.base import (
     Executor,
     ExecutorEvents,
@@ -69,6 +69,7 @@ class LocalExecutor:
         self._jobs_dir_str = str(jobs_dir)
         # the runs' directories: DATA_DIR/runs, or a directory Slurm's nodes see too
         self.runs_dir = runs_dir or data_dir / "runs"
+        self.uploads_dir = data_dir / "uploads"  # services/uploads.py keeps them there
         self._runs_dir = str(self.runs_dir)
         self._base_env = base_env()  # the server's environment does not change under it
         # Given here (older wiring) or to `start` (the protocol's): both end up in _events.
@@ -175,8 +176,16 @@ class LocalExecutor:
                 await asyncio.to_thread(self._prepare, spec.workspace, paths)
             except (workspace.WorkspaceError, OSError) as exc:
                 raise LaunchError(f"workspace: {exc}") from exc
+        staged = None
+        if spec.inputs:
+            try:
+                staged = await asyncio.to_thread(
+                    inputs.stage, self.uploads_dir, self.paths(spec.run_id).workspace, spec.inputs
+                )
+            except (workspace.WorkspaceError, OSError) as exc:
+                raise LaunchError(f"inputs: {exc}") from exc
         # SupervisorUnavailableError propagates
-        reply = await self._client.request(self._spawn_request(spec).to_message())
+        reply = await self._client.request(self._spawn_request(spec, staged).to_message())
         if reply.get("ok"):
             return Started(reply["pid"], reply["pgid"], reply["start_time"], reply["started_at"])
         if reply.get("exited"):
@@ -186,8 +195,12 @@ class LocalExecutor:
             raise SupervisorUnavailableError(f"refused: {reply['error']}")
         raise LaunchError(str(reply.get("error")))
 
-    def _spawn_request(self, spec: Launch) -> SpawnRequest:
-        return spawn_request(spec, self._runs_dir, self._jobs_dir_str, self._base_env, self._lease)
+    def _spawn_request(
+        self, spec: Launch, staged: dict[str, dict[str, Any]] | None = None
+    ) -> SpawnRequest:
+        return spawn_request(
+            spec, self._runs_dir, self._jobs_dir_str, self._base_env, self._lease, staged
+        )
 
     def _prepare(self, spec: str, paths: RunPaths) -> None:
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -287,11 +300,15 @@ def spawn_request(
     jobs_dir: str,
     base: dict[str, str],
     lease: dict[str, Any] | None = None,
+    staged: dict[str, dict[str, Any]] | None = None,
 ) -> SpawnRequest:
-    """What starting `spec` takes, whoever starts it: its argv, environment, files, paths."""
+    """What starting `spec` takes, whoever starts it: its argv, environment, files, paths.
+    `staged`: its file inputs (inputs.py); `{NAME}` is the staged file's path."""
     files = AttemptFiles.of(runs_dir, spec.run_id, spec.attempt)
+    params = {**spec.params, **staged} if staged else spec.params
     values = {
         **spec.params,
+        **{name: entry["path"] for name, entry in (staged or {}).items()},
         "jobs_dir": jobs_dir,
         "workspace": files.workspace,
         "run_id": spec.run_id,
@@ -311,7 +328,7 @@ def spawn_request(
         exit=files.exit,
         # parents first: one mkdir(2) each, never makedirs' walk up a missing parent
         mkdirs=[files.root, files.workspace, files.outputs],
-        files={files.params: _params_text(spec.params)},
+        files={files.params: _params_text(params)},
         timeout_s=spec.timeout_s,
         kill_grace_s=spec.kill_grace_s,
         limits=spec.limits or {},

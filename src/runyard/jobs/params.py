@@ -17,7 +17,9 @@ from runyard.bounds import (
     json_problem,
 )
 
-ParamType = Literal["int", "float", "str", "bool", "enum", "json"]
+ParamType = Literal["int", "float", "str", "bool", "enum", "json", "file"]
+UPLOAD_REF = r"^upload:[0-9a-f]{64}$"  # a file param's value: an upload's id (PUT /v1/uploads)
+EXTENSION = r"^\.[A-Za-z0-9_+-]{1,16}$"
 
 # A str param without max_length is still bounded: nothing unbounded reaches argv or the store.
 DEFAULT_STR_MAX = 4096
@@ -48,6 +50,10 @@ class ParamDecl(BaseModel):
     required: bool | None = None
     max_depth: int | None = Field(default=None, ge=1, description="json: nesting depth")
     max_keys: int | None = Field(default=None, ge=1, description="json: keys per object")
+    max_mb: float | None = Field(default=None, gt=0, description="file: size at most")
+    accept: list[Annotated[str, Field(pattern=EXTENSION)]] | None = Field(
+        default=None, min_length=1, description="file: the file name's extensions allowed"
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> ParamDecl:
@@ -63,6 +69,10 @@ class ParamDecl(BaseModel):
             raise ValueError("`min` is greater than `max`")
         if (self.max_depth is not None or self.max_keys is not None) and self.type != "json":
             raise ValueError("`max_depth`/`max_keys` are only for json params")
+        if (self.max_mb is not None or self.accept is not None) and self.type != "file":
+            raise ValueError("`max_mb`/`accept` are only for file params")
+        if self.type == "file" and self.default is not None:
+            raise ValueError("a file param has no default: each run's file is uploaded")
         return self
 
     @property
@@ -112,7 +122,21 @@ def _annotation(decl: ParamDecl) -> Any:
         return Annotated[str, Field(strict=True, max_length=limit, pattern=TEXT_PATTERN, **meta)]
     if decl.type == "enum":
         return Annotated[Literal[tuple(decl.choices or ())], Field(**meta)]
+    return _structured(decl, meta)
+
+
+def _structured(decl: ParamDecl, meta: dict[str, Any]) -> Any:
+    """A file param (`upload:ID`, its limits published beside) or a json one."""
+    if decl.type == "file":
+        meta["json_schema_extra"] = _file_schema(decl)
+        return Annotated[str, Field(strict=True, pattern=UPLOAD_REF, **meta)]
     return Annotated[Any, Field(json_schema_extra=_json_schema(decl), **meta)]
+
+
+def _file_schema(decl: ParamDecl) -> dict[str, Any]:
+    """A file's limits, published beside the `upload:ID` pattern."""
+    extra = {"x-max-mb": decl.max_mb, "x-accept": decl.accept}
+    return {k: v for k, v in extra.items() if v is not None}
 
 
 def _json_schema(decl: ParamDecl) -> dict[str, Any]:

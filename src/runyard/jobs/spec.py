@@ -160,6 +160,11 @@ class JobSpec(BaseModel):
             raise ValueError("workspace source is empty")
         return v
 
+    @property
+    def has_files(self) -> bool:
+        """Whether a run of it takes file params (staged before its program starts)."""
+        return any(decl.type == "file" for decl in self.params.values())
+
     @model_validator(mode="after")
     def _executor(self) -> JobSpec:
         if self.slurm is not None and self.executor != "slurm":

@@ -14,6 +14,7 @@ from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.models import Batch, Run, RunState
 from runyard.services.runs import RunService
+from runyard.services.uploads import Upload
 from runyard.store import Store
 
 _SHORT = reprlib.Repr()  # Python 3.11's Repr takes no arguments: its limits are attributes
@@ -81,6 +82,10 @@ class BatchService:
                     f"batch element {index} {shown}: {exc}; no run was created",
                     errors=exc.errors, element=index,
                 ) from None  # fmt: skip
+        if job.spec.has_files:
+            seen: dict[str, Upload] = {}  # one upload shared by the batch is read once
+            for element in values:
+                await self.runs.check_files(job, element, seen)
         self.runs.check_accepting()
         now = self.clock.now()
         batch = Batch(

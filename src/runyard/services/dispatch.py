@@ -46,6 +46,15 @@ def _placement(spec: JobSpec) -> dict[str, Any]:
     }
 
 
+def _inputs(spec: JobSpec, params: dict[str, Any]) -> dict[str, str]:
+    """The run's file params: name -> upload id (the value is `upload:ID`, checked at submit)."""
+    return {
+        name: str(params[name])[len("upload:") :]
+        for name, decl in spec.params.items()
+        if decl.type == "file" and name in params
+    }
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -152,7 +161,10 @@ class Dispatcher:
             # re-queues the run as never started (after its exit, the exit record ends it).
             log.exception("launch_failed", run_id=claim.run.id, attempt=claim.attempt.number)
             if self.attempts.claim_unspawned(claim.run.id) and claim.run.id not in self._spawned:
-                end = outcomes.not_started(self.clock.now(), f"launch failed: {exc}")
+                # not at once: a launch that fails the same way again must not spin
+                end = outcomes.not_started(
+                    self.clock.now(), f"launch failed: {exc}", UNAVAILABLE_RETRY_S
+                )
                 with contextlib.suppress(Exception):
                     await self.attempts.end(claim.run, claim.attempt.number, end)
         finally:
@@ -173,6 +185,7 @@ class Dispatcher:
             run_as=spec.run_as,
             executor=spec.executor,
             **(_placement(spec) if spec.executor != "local" else {}),
+            inputs=_inputs(spec, run.params) if spec.has_files else None,
         )
 
     async def _start(self, claim: Claim) -> None:

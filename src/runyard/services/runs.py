@@ -29,6 +29,7 @@ from runyard.services.attempts import Attempts
 from runyard.services.diskspace import DiskGuard
 from runyard.services.removal import remove_run_files
 from runyard.services.transitions import Transitions
+from runyard.services.uploads import Upload, Uploads, check_files
 from runyard.services.waiters import EndWaiters, FinishRate
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
@@ -97,8 +98,10 @@ class RunService:
         announce: Announcer | None = None,
         max_queue: int | None = None,
         disk: DiskGuard | None = None,
+        uploads: Uploads | None = None,
     ) -> None:
         self.accepting = True
+        self.uploads = uploads  # what file params name
         self.disk = disk
         self.progress_refresher = progress
         # tells overviews (the feed) that runs appeared or went away
@@ -133,6 +136,8 @@ class RunService:
             values = job.validate_params(params)
         except ParamError as exc:
             raise InvalidInputError(str(exc), errors=exc.errors) from None
+        if job.spec.has_files:
+            await self.check_files(job, values, {})
         digest = None  # only a replay under the same key compares requests
         if idempotency_key is not None:
             digest = request_hash(job_name, params, priority, labels)
@@ -155,6 +160,11 @@ class RunService:
             return self._same_request(stored, digest or ""), False
         self.announce("submitted", {"id": stored.id, "job": stored.job})
         return stored, True
+
+    async def check_files(self, job: Job, values: dict[str, Any], seen: dict[str, Upload]) -> None:
+        if self.uploads is None:
+            raise InvalidInputError("this server takes no uploads", field="params")
+        await check_files(self.uploads, job.spec, values, seen)
 
     def stop_accepting(self) -> None:
         """Shutting down: every submission from now on is refused with 503."""

@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from runyard.errors import (
     FULL_ERRNOS,
@@ -31,6 +31,7 @@ from runyard.errors import (
     StorageFullError,
     StorageIOError,
 )
+from runyard.jobs.spec import JobSpec
 
 UPLOAD_ID = re.compile(r"^[0-9a-f]{64}$")
 MAX_NAME = 255
@@ -143,14 +144,34 @@ class Uploads:
         return upload
 
 
-def check_id(value: str, param: str) -> str:
-    """The upload id of a param value `upload:ID` (InvalidInputError naming the param)."""
-    if not value.startswith("upload:") or not UPLOAD_ID.fullmatch(value[7:]):
-        raise InvalidInputError(
-            f"param {param!r} takes an upload: 'upload:' and the id PUT /v1/uploads gave",
-            field=f"params.{param}",
-        )
-    return value[7:]
+async def check_files(
+    uploads: Uploads, spec: JobSpec, values: dict[str, Any], seen: dict[str, Upload]
+) -> None:
+    """Each file param names a stored upload within its limits (422 or 413 naming the param
+    and the limit). `seen`: uploads already read (a batch shares one upload among runs)."""
+    for name, decl in spec.params.items():
+        if decl.type != "file" or name not in values:
+            continue
+        field = f"params.{name}"
+        upload_id = str(values[name])[len("upload:") :]
+        upload = seen.get(upload_id)
+        if upload is None:
+            try:
+                upload = seen[upload_id] = await uploads.get(upload_id)
+            except NotFoundError:
+                raise InvalidInputError(
+                    f"param {name!r}: no upload {upload_id} (PUT /v1/uploads first)", field=field
+                ) from None
+        if decl.max_mb is not None and upload.size > decl.max_mb * 2**20:
+            raise UploadTooLargeError(
+                f"param {name!r}: the file is {upload.size} bytes, over its max_mb "
+                f"({decl.max_mb:g})", field=field,
+            )  # fmt: skip
+        accept = tuple(ext.lower() for ext in decl.accept or ())
+        if accept and not upload.name.lower().endswith(accept):
+            raise InvalidInputError(
+                f"param {name!r}: {upload.name!r} is not a {', '.join(accept)} file", field=field
+            )
 
 
 def _write(fh: IO[bytes], digest: hashlib._Hash, chunks: list[bytes]) -> None:

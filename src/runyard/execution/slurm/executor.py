@@ -16,11 +16,12 @@ import getpass
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from runyard.background import Background
-from runyard.execution import workspace
+from runyard.execution import inputs, workspace
 from runyard.execution.base import (
     Executor,
     ExecutorEvents,
@@ -34,7 +35,7 @@ from runyard.execution.base import (
 from runyard.execution.environment import base_env
 from runyard.execution.executor import read_exit_file, spawn_request
 from runyard.execution.layout import RunPaths
-from runyard.execution.protocol import ExitRecord, SpawnRequest, UnreadableExit
+from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.execution.slurm.commands import (
     QueuedJob,
     SlurmCommands,
@@ -72,8 +73,10 @@ class SlurmExecutor:
         poll_s: float = 5.0,
         max_in_flight: int = 1000,
         exit_grace_s: float = 30.0,
+        uploads_dir: Path | None = None,
     ) -> None:
         self.runs_dir = runs_dir
+        self.uploads_dir = uploads_dir or runs_dir.parent / "uploads"
         self.jobs_dir = jobs_dir
         self.commands = commands
         self.server_id = server_id
@@ -151,8 +154,14 @@ class SlurmExecutor:
         until = self.follower.lease_until
         if until is not None and time.time() > until:
             raise ExecutorUnavailableError("this server's lease lapsed: nothing is submitted")
-        req = spawn_request(spec, str(self.runs_dir), str(self.jobs_dir), self._base_env)
         paths = self.paths(spec.run_id)
+        try:
+            staged = await asyncio.to_thread(self._prepare, spec.workspace, paths, spec.inputs)
+        except (workspace.WorkspaceError, OSError) as exc:
+            raise LaunchError(f"workspace: {exc}") from exc
+        req = spawn_request(
+            spec, str(self.runs_dir), str(self.jobs_dir), self._base_env, staged=staged
+        )
         slurm = spec.slurm or {}
         tracked = Tracked(
             key=key, job_id="", timeout_s=spec.timeout_s, kill_grace_s=spec.kill_grace_s,
@@ -163,8 +172,8 @@ class SlurmExecutor:
             progress_path=req.progress or "", requeue=tracked.requeue,
         ))  # fmt: skip
         try:
-            await asyncio.to_thread(self._prepare, spec.workspace, paths, req)
-        except (workspace.WorkspaceError, OSError) as exc:
+            await asyncio.to_thread(prepare, req)
+        except OSError as exc:
             raise LaunchError(f"workspace: {exc}") from exc
         name = job_name(self.server_id, key)
         options = sbatch_options(
@@ -188,12 +197,15 @@ class SlurmExecutor:
         log.info("slurm_submitted", key=key, job_id=tracked.job_id)
         return Started(int(tracked.job_id), 0, 0.0, time.time())
 
-    def _prepare(self, spec: str, paths: RunPaths, req: SpawnRequest) -> None:
-        """Blocking: the run's workspace (once per run), its params file and directories."""
+    def _prepare(
+        self, spec: str, paths: RunPaths, files: dict[str, str] | None
+    ) -> dict[str, dict[str, Any]] | None:
+        """Blocking: the run's workspace (once per run) and its file inputs, staged into the
+        shared run directory (copied when the uploads are on another filesystem)."""
         if spec != "empty" and not paths.workspace.exists():
             paths.root.mkdir(parents=True, exist_ok=True)
             workspace.prepare(spec, self.jobs_dir, paths.workspace)
-        prepare(req)
+        return inputs.stage(self.uploads_dir, paths.workspace, files) if files else None
 
     async def cancel(self, run_id: str, attempt: int, reason: str = "cancel") -> bool:
         """False if it is not ours or has already ended; ExecutorUnavailableError if Slurm

@@ -1,0 +1,38 @@
+"""A run's file inputs, staged into its workspace before the program starts: each upload
+hard-linked (or, across filesystems, copied) to `inputs/NAME/FILENAME`, read-only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from runyard.execution.workspace import WorkspaceError
+
+INPUTS = "inputs"
+
+
+def stage(uploads_dir: Path, workspace: Path, inputs: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Blocking. `inputs`: param name -> upload id. Returns, per param, what the program is
+    told of its file (path, size, sha256). WorkspaceError if an upload is gone."""
+    staged: dict[str, dict[str, Any]] = {}
+    for name, upload_id in inputs.items():
+        blob = uploads_dir / upload_id
+        try:
+            meta = json.loads((uploads_dir / f"{upload_id}.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise WorkspaceError(f"input {name!r}: upload {upload_id} is gone ({exc})") from exc
+        folder = workspace / INPUTS / name
+        folder.mkdir(parents=True, exist_ok=True)
+        # the upload's name was made a plain file name when it was stored (uploads.py)
+        target = folder / Path(str(meta.get("name") or "upload")).name
+        if not target.exists():
+            try:
+                os.link(blob, target)  # same filesystem: no copy, read-only as the upload is
+            except OSError:
+                shutil.copyfile(blob, target)
+                target.chmod(0o444)
+        staged[name] = {"path": str(target), "size": meta.get("size"), "sha256": upload_id}
+    return staged

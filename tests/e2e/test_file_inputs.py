@@ -1,0 +1,103 @@
+"""File params (issue 18): a run names an upload, checked at submit against the param's limits,
+staged read-only into its workspace before the program starts; `{NAME}` is the staged path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+JOB = """
+command = ["sh", "-c", '''
+    out="$RUNYARD_ARTIFACTS_DIR"
+    wc -l < "$0" | tr -d ' ' > "$out/lines.txt"
+    stat -c %a "$0" > "$out/mode.txt"
+    cp "$RUNYARD_PARAMS_FILE" "$out/params.json"
+    echo "$0" > "$out/path.txt"
+''', "{data}"]
+[params.data]
+type = "file"
+max_mb = 1
+accept = [".csv"]
+"""
+
+
+@pytest.fixture
+def server(start_server, tmp_path: Path):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "count.toml").write_text(JOB)
+    return start_server(jobs)
+
+
+def upload(server, body: bytes, name: str) -> str:
+    resp = httpx.put(f"{server.url}/v1/uploads", params={"name": name}, content=body)
+    assert resp.status_code in (200, 201), resp.text
+    return str(resp.json()["id"])
+
+
+def artifact(server, run_id: str, path: str) -> str:
+    return httpx.get(f"{server.url}/v1/runs/{run_id}/artifacts/outputs/{path}").text
+
+
+def test_a_run_reads_its_uploaded_file_staged_read_only(server) -> None:
+    upload_id = upload(server, b"a,b\n1,2\n3,4\n", "table.csv")
+    resp = httpx.post(f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
+                      json={"job": "count", "params": {"data": f"upload:{upload_id}"}})  # fmt: skip
+    run = resp.json()
+    assert run["state"] == "succeeded", run
+    assert artifact(server, run["id"], "lines.txt").strip() == "3"
+    assert artifact(server, run["id"], "mode.txt").strip() == "444"
+    staged = artifact(server, run["id"], "path.txt").strip()
+    assert staged.endswith(f"/runs/{run['id']}/workspace/inputs/data/table.csv")
+    params = json.loads(artifact(server, run["id"], "params.json"))
+    assert params["data"] == {"path": staged, "size": 12, "sha256": upload_id}
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "words"),
+    [
+        ("upload:" + "0" * 64, 422, "no upload"),
+        ("table.csv", 422, "data"),
+    ],
+)
+def test_bad_file_values_are_refused_naming_the_param(server, value, status, words) -> None:
+    resp = httpx.post(f"{server.url}/v1/runs", json={"job": "count", "params": {"data": value}})
+    assert resp.status_code == status, resp.text
+    assert words in resp.text and "data" in resp.text
+
+
+def test_a_file_over_max_mb_or_of_another_kind_is_refused(server) -> None:
+    big = upload(server, b"x\n" * (600 * 1024), "big.csv")  # 1.2 MB, over max_mb = 1
+    resp = httpx.post(f"{server.url}/v1/runs",
+                      json={"job": "count", "params": {"data": f"upload:{big}"}})  # fmt: skip
+    assert resp.status_code == 413 and "max_mb" in resp.text and "data" in resp.text
+    text = upload(server, b"hello\n", "notes.txt")
+    resp = httpx.post(f"{server.url}/v1/runs",
+                      json={"job": "count", "params": {"data": f"upload:{text}"}})  # fmt: skip
+    assert resp.status_code == 422 and ".csv" in resp.text
+    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []  # nothing was created
+
+
+def test_a_batch_of_20_runs_shares_one_upload(server) -> None:
+    upload_id = upload(server, b"h\n1\n", "one.csv")
+    resp = httpx.post(f"{server.url}/v1/batches", json={
+        "job": "count", "params": {"data": f"upload:{upload_id}"}, "iterations": 20,
+    })  # fmt: skip
+    assert resp.status_code == 202, resp.text
+    batch_id = resp.json()["id"]
+
+    def done() -> bool:
+        return bool(httpx.get(f"{server.url}/v1/batches/{batch_id}").json()["done"])
+
+    from tests.support import wait_for
+
+    wait_for(done, timeout=60, what="the batch")
+    counts = httpx.get(f"{server.url}/v1/batches/{batch_id}").json()["counts"]
+    assert counts == {"succeeded": 20}
+    blobs = [p for p in (server.data_dir / "uploads").iterdir() if p.is_file()]
+    assert len([p for p in blobs if not p.name.endswith(".json")]) == 1  # stored once
