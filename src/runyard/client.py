@@ -23,6 +23,7 @@ from runyard.schemas import (
     RunPage,
     RunView,
     ScheduleView,
+    UploadView,
 )
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -113,7 +114,8 @@ class Client:
     ) -> RunView:
         """Submit a run. With `wait`, the server holds the answer until the run ends or `wait`
         seconds pass (`Prefer: wait`): check `state` to know which."""
-        body: dict[str, Any] = {"job": job, "params": params or {}, "labels": labels or {}}
+        params = self._uploaded(params or {})
+        body: dict[str, Any] = {"job": job, "params": params, "labels": labels or {}}
         if priority is not None:
             body["priority"] = priority
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -183,13 +185,29 @@ class Client:
         priority: int | None = None,
         labels: dict[str, str] | None = None,
     ) -> BatchView:
-        body: dict[str, Any] = {"job": job, "params": params or {}, "labels": labels or {}}
+        body: dict[str, Any] = {
+            "job": job, "params": self._uploaded(params or {}), "labels": labels or {},
+        }  # fmt: skip
         for key, value in (("iterations", iterations), ("sweep", sweep), ("priority", priority)):
             if value is not None:
                 body[key] = value
         return BatchView.model_validate(
             self._check(self.http.post("/v1/batches", json=body)).json()
         )
+
+    def upload(self, path: Path, name: str | None = None) -> UploadView:
+        """Upload a file (streamed from disk); its id is what a file param takes as
+        `upload:ID`. The same bytes uploaded twice are stored once."""
+        with path.open("rb") as fh:
+            resp = self.http.put("/v1/uploads", params={"name": name or path.name}, content=fh)
+        return UploadView.model_validate(self._check(resp).json())
+
+    def _uploaded(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Params with each `Path` value uploaded first and replaced by `upload:ID`."""
+        return {
+            k: f"upload:{self.upload(v).id}" if isinstance(v, Path) else v
+            for k, v in params.items()
+        }
 
     def get_batch(self, batch_id: str) -> BatchView:
         return BatchView.model_validate(

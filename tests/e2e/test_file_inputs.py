@@ -101,3 +101,25 @@ def test_a_batch_of_20_runs_shares_one_upload(server) -> None:
     assert counts == {"succeeded": 20}
     blobs = [p for p in (server.data_dir / "uploads").iterdir() if p.is_file()]
     assert len([p for p in blobs if not p.name.endswith(".json")]) == 1  # stored once
+
+
+def test_the_sdk_and_the_cli_upload_a_path_then_submit(server, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from runyard.client import Client
+
+    table = tmp_path / "table.csv"
+    table.write_text("a\nb\nc\nd\n")
+    with Client(server.url) as client:
+        run = client.submit("count", {"data": table}, wait=60)  # a Path: uploaded first
+    assert run.state == "succeeded"
+    assert artifact(server, run.id, "lines.txt").strip() == "4"
+    done = subprocess.run(  # curl's spelling: -p NAME=@FILE
+        [sys.executable, "-m", "runyard", "run", "count", "-p", f"data=@{table}",
+         "--server", server.url],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    blobs = [p for p in (server.data_dir / "uploads").iterdir() if p.suffix != ".json"]
+    assert [p.name for p in blobs if p.is_file()] == [run.params["data"][len("upload:") :]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -20,13 +21,20 @@ ParamOpt = Annotated[
 LabelOpt = Annotated[list[str], typer.Option("-l", "--label", help="KEY=VALUE label.")]
 
 
-def parse_kv(items: list[str], what: str) -> dict[str, Any]:
-    """`k=v` pairs; values are read as JSON when they parse (42, true, [1,2]), else strings."""
+def parse_kv(items: list[str], what: str, files: bool = False) -> dict[str, Any]:
+    """`k=v` pairs; values are read as JSON when they parse (42, true, [1,2]), else strings.
+    With `files`, `k=@PATH` names a file to upload for a file param (curl's spelling)."""
     out_: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"{what} {item!r} is not KEY=VALUE")
+        if files and raw.startswith("@"):
+            path = Path(raw[1:]).expanduser()
+            if not path.is_file():
+                raise typer.BadParameter(f"{what} {key}: {raw[1:]!r} is not a file")
+            out_[key] = path
+            continue
         try:
             out_[key] = json.loads(raw)
         except ValueError:

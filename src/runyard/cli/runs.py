@@ -44,8 +44,8 @@ def submit(
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Submit a run of JOB."""
-    params = parse_kv(param, "param")
+    """Submit a run of JOB (`-p NAME=@FILE` uploads a file for a file param)."""
+    params = parse_kv(param, "param", files=True)
     labels = parse_labels(label)
     with connected(server, token) as c:
         run = c.submit(
@@ -68,7 +68,7 @@ def run_sync(
     token: TokenOpt = None,
 ) -> None:
     """Run JOB synchronously: print its log when it ends and exit with its status."""
-    params = parse_kv(param, "param")
+    params = parse_kv(param, "param", files=True)
     labels = parse_labels(label)
     with connected(server, token) as c:
         run = c.submit(job, params, labels=labels, wait=wait)
