@@ -81,3 +81,16 @@ def test_missing_executable_fails_with_a_reason(start_server, write_job, jobs_di
         assert done.state is RunState.FAILED
         assert done.exit_code == 127
         assert "cannot start" in (done.reason or "")
+
+
+def test_summarize_reads_an_uploaded_table(start_server, tmp_path: Path) -> None:
+    server = start_server()
+    table = tmp_path / "scores.csv"
+    table.write_text("name,score,age\nann,3,31\nbob,5,42\n")
+    with server.client() as c:
+        run = c.submit("summarize", {"table": table}, wait=60)
+        assert run.state == "succeeded", run.reason
+        got = c.download(run.id, "outputs/summary.json", tmp_path / "summary.json")
+    summary = json.loads(got.read_text())
+    assert summary["rows"] == 2 and summary["columns"] == ["name", "score", "age"]
+    assert summary["numeric"]["score"] == {"min": 3.0, "mean": 4.0, "max": 5.0}
