@@ -35,6 +35,7 @@ WRITE_POINTS = frozenset(
         "log",  # the supervisor opens an attempt's log for the program
         "workspace",  # a run's directory, workspace and params file are prepared
         "supervisor_log",  # the supervisor writes to its own log
+        "upload",  # an upload's bytes are written to disk (services/uploads.py)
     }
 )
 POINTS = CRASH_POINTS | WRITE_POINTS

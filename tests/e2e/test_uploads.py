@@ -107,3 +107,20 @@ def test_a_200_mib_upload_streams_without_growing_the_server(start_server) -> No
     assert resp.status_code == 201, resp.text
     assert resp.json() == resp.json() | {"id": digest.hexdigest(), "size": 200 * MIB}
     assert peak - before < 20 * MIB
+
+
+@pytest.mark.parametrize(("fault", "status"), [("enospc", 507), ("eio", 503)])
+def test_a_failing_disk_mid_upload_answers_and_leaves_nothing(
+    start_server, fault: str, status: int
+) -> None:
+    server = start_server(env={"RUNYARD_FAILPOINTS": f"upload={fault}"})
+    resp = httpx.put(f"{server.url}/v1/uploads", params={"name": "a.bin"}, content=b"x" * MIB)
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    assert "could not be stored" in resp.json()["detail"]
+    assert stored(server.data_dir) == []
+    (server.data_dir / "failpoints").write_text("none")  # the disk is back: the same works
+    wait_for(
+        lambda: httpx.put(f"{server.url}/v1/uploads", content=b"x" * MIB).status_code == 201,
+        what="the upload once the disk works again",
+    )

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from runyard import failpoints
 from runyard.errors import (
     FULL_ERRNOS,
     InvalidInputError,
@@ -176,6 +177,7 @@ async def check_files(
 
 def _write(fh: IO[bytes], digest: hashlib._Hash, chunks: list[bytes]) -> None:
     """Blocking: chunks to the file and into the hash (both off the event loop)."""
+    failpoints.check("upload")
     for chunk in chunks:
         fh.write(chunk)
         digest.update(chunk)
