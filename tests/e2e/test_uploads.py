@@ -124,3 +124,31 @@ def test_a_failing_disk_mid_upload_answers_and_leaves_nothing(
         lambda: httpx.put(f"{server.url}/v1/uploads", content=b"x" * MIB).status_code == 201,
         what="the upload once the disk works again",
     )
+
+
+def test_the_same_bytes_uploaded_at_once_are_kept_once_and_readable(start_server) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start_server()
+    for round_ in range(10):
+        body = f"round {round_}\n".encode() * 1000
+
+        def send(_: int, body: bytes = body) -> httpx.Response:
+            return httpx.put(f"{server.url}/v1/uploads", params={"name": "same.bin"},
+                             content=body, timeout=30)  # fmt: skip
+
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(send, range(4)))
+        assert sorted(r.status_code for r in answers)[0] in (200, 201)
+        assert {r.status_code for r in answers} <= {200, 201}, [r.text for r in answers]
+        assert [r.status_code for r in answers].count(201) <= 1
+        upload_id = answers[0].json()["id"]
+        assert httpx.get(f"{server.url}/v1/uploads/{upload_id}").status_code == 200
+
+
+def test_a_long_non_ascii_name_is_cut_in_bytes_keeping_its_suffix(start_server) -> None:
+    server = start_server()
+    resp = httpx.put(f"{server.url}/v1/uploads", params={"name": "é" * 250 + ".csv"},
+                     content=b"a\n")  # fmt: skip
+    name = resp.json()["name"]
+    assert len(name.encode()) <= 255 and name.endswith(".csv") and name.startswith("éé")

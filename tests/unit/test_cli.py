@@ -64,3 +64,20 @@ def test_help_lists_every_command_in_order() -> None:
 @pytest.mark.parametrize("group", ["schedule", "token"])
 def test_command_groups_answer_help(group: str) -> None:
     assert CliRunner().invoke(app, [group, "--help"]).exit_code == 0
+
+
+def test_a_param_value_at_file_names_a_file_and_double_at_escapes(tmp_path) -> None:
+    import typer
+
+    from runyard.cli.options import parse_kv
+
+    table = tmp_path / "t.csv"
+    table.write_text("x")
+    got = parse_kv([f"data=@{table}", "handle=@@alice", "n=3"], "param", files=True)
+    assert got == {"data": table, "handle": "@alice", "n": 3}
+    assert parse_kv(["handle=@alice"], "param") == {"handle": "@alice"}  # not a submit
+    try:
+        parse_kv(["data=@/no/such/file"], "param", files=True)
+        raise AssertionError("a missing file was taken")
+    except typer.BadParameter as exc:
+        assert "@@" in str(exc)

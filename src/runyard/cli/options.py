@@ -29,10 +29,15 @@ def parse_kv(items: list[str], what: str, files: bool = False) -> dict[str, Any]
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"{what} {item!r} is not KEY=VALUE")
-        if files and raw.startswith("@"):
+        if files and raw.startswith("@@"):
+            raw = raw[1:]  # a value that starts with "@" itself
+        elif files and raw.startswith("@"):
             path = Path(raw[1:]).expanduser()
             if not path.is_file():
-                raise typer.BadParameter(f"{what} {key}: {raw[1:]!r} is not a file")
+                raise typer.BadParameter(
+                    f"{what} {key}: {raw[1:]!r} is not a file (write @@ for a value that "
+                    "starts with @)"
+                )
             out_[key] = path
             continue
         try:

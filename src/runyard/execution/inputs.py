@@ -3,6 +3,7 @@ hard-linked (or, across filesystems, copied) to `inputs/NAME/FILENAME`, read-onl
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -12,6 +13,8 @@ from typing import Any
 from runyard.execution.workspace import WorkspaceError
 
 INPUTS = "inputs"
+# a hard link cannot be made (another filesystem, links refused, too many): copy instead
+COPY_INSTEAD = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK})
 
 
 def stage(uploads_dir: Path, workspace: Path, inputs: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -28,11 +31,15 @@ def stage(uploads_dir: Path, workspace: Path, inputs: dict[str, str]) -> dict[st
         folder.mkdir(parents=True, exist_ok=True)
         # the upload's name was made a plain file name when it was stored (uploads.py)
         target = folder / Path(str(meta.get("name") or "upload")).name
-        if not target.exists():
-            try:
-                os.link(blob, target)  # same filesystem: no copy, read-only as the upload is
-            except OSError:
-                shutil.copyfile(blob, target)
-                target.chmod(0o444)
+        # whatever is there (a workspace source's file, a symlink, an earlier attempt's link)
+        # gives way: the program reads the upload, nothing else under its name
+        target.unlink(missing_ok=True)
+        try:
+            os.link(blob, target)  # same filesystem: no copy, read-only as the upload is
+        except OSError as exc:
+            if exc.errno not in COPY_INSTEAD:
+                raise
+            shutil.copyfile(blob, target)
+            target.chmod(0o444)
         staged[name] = {"path": str(target), "size": meta.get("size"), "sha256": upload_id}
     return staged

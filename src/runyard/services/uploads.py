@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import secrets
+import threading
 import time
 import unicodedata
 from collections.abc import AsyncIterator
@@ -61,7 +62,12 @@ def safe_name(name: str) -> str:
         ch for ch in unicodedata.normalize("NFC", base)
         if unicodedata.category(ch)[0] != "C" and ch not in '<>:"|?*'
     ).strip().lstrip(".")  # fmt: skip
-    return kept[:MAX_NAME] or "upload"
+    if len(kept.encode()) > MAX_NAME:  # the filesystem counts bytes: cut them, keep the suffix
+        stem, dot, suffix = kept.rpartition(".")
+        ext = f".{suffix}" if dot and stem and len(suffix.encode()) <= 16 else ""
+        room = MAX_NAME - len(ext.encode())
+        kept = (stem if ext else kept).encode()[:room].decode("utf-8", "ignore") + ext
+    return kept or "upload"
 
 
 class Uploads:
@@ -71,6 +77,7 @@ class Uploads:
         self.root = data_dir / "uploads"
         self.incoming = self.root / ".incoming"
         self.max_bytes = max_bytes
+        self._keeping = threading.Lock()  # one upload of given bytes becomes the stored one
 
     def blob(self, upload_id: str) -> Path:
         return self.root / upload_id
@@ -113,6 +120,10 @@ class Uploads:
     def _keep(self, tmp: Path, upload: Upload) -> tuple[Upload, bool]:
         """Blocking: the complete file into place (read-only), its metadata beside it; or,
         when the same bytes are stored already, the first upload as it was kept."""
+        with self._keeping:  # the same bytes sent at once by two clients: one is kept
+            return self._keep_alone(tmp, upload)
+
+    def _keep_alone(self, tmp: Path, upload: Upload) -> tuple[Upload, bool]:
         blob = self.blob(upload.id)
         meta = self.root / f"{upload.id}.json"
         kept = self._read_meta(upload.id)
@@ -120,7 +131,7 @@ class Uploads:
             return kept, False  # stored once: the first upload's metadata stands
         tmp.chmod(0o444)
         tmp.replace(blob)
-        meta_tmp = self.incoming / f"{upload.id}.json.tmp"
+        meta_tmp = self.incoming / f"{upload.id}.{secrets.token_hex(4)}.json.tmp"
         meta_tmp.write_text(json.dumps(asdict(upload)))
         meta_tmp.replace(meta)
         return upload, True
