@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -51,18 +51,20 @@ async def _receive(request: Request, uploads: UploadsDep, name: str) -> JSONResp
     )
 
 
-@router.put(
-    "", status_code=201, response_model=UploadView, dependencies=[SUBMIT], openapi_extra=BODY,
-    responses={200: {"model": UploadView, "description": "the same bytes were already stored"}},
-)  # fmt: skip
+# PUT and POST alike (curl -T sends PUT, a form or fetch() POST): one declaration for both
+UPLOAD_ROUTE: dict[str, Any] = {
+    "status_code": 201, "response_model": UploadView, "dependencies": [SUBMIT],
+    "openapi_extra": BODY,
+    "responses": {200: {"model": UploadView, "description": "the same bytes were already stored"}},
+}  # fmt: skip
+
+
+@router.put("", **UPLOAD_ROUTE)
 async def put_upload(request: Request, uploads: UploadsDep, name: Name = "upload") -> JSONResponse:
     return await _receive(request, uploads, name)
 
 
-@router.post(
-    "", status_code=201, response_model=UploadView, dependencies=[SUBMIT], openapi_extra=BODY,
-    responses={200: {"model": UploadView, "description": "the same bytes were already stored"}},
-)  # fmt: skip
+@router.post("", **UPLOAD_ROUTE)
 async def post_upload(request: Request, uploads: UploadsDep, name: Name = "upload") -> JSONResponse:
     return await _receive(request, uploads, name)
 
