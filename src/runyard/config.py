@@ -46,6 +46,12 @@ class Settings(BaseModel):
     max_upload_mb: int = Field(
         default=1024, ge=1, description="one upload (PUT /v1/uploads) at most, streamed"
     )
+    max_uploads_mb: int | None = Field(
+        default=20_480, ge=1, description="all uploads together (507 past it); none: no quota"
+    )
+    upload_ttl_s: float = Field(
+        default=86_400.0, gt=0, description="an upload no run uses is removed after this long"
+    )
     max_batch: int = Field(default=10_000, ge=1, description="runs one batch may create")
     max_wait_s: float = Field(default=300.0, ge=0, description="bound on Prefer: wait=N")
     heartbeat_s: float = Field(default=15.0, gt=0, description="idle stream keep-alive")

@@ -37,7 +37,7 @@ from runyard.services.retention import Retention
 from runyard.services.runs import RunService
 from runyard.services.slots import Slots
 from runyard.services.transitions import Transitions
-from runyard.services.uploads import Uploads
+from runyard.services.uploads import UploadExpiry, Uploads
 from runyard.services.waiters import EndWaiters, FinishRate
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
@@ -134,7 +134,10 @@ class Runtime:
             capacity=settings.capacity, wake=health_wake,
         )  # fmt: skip
         self.disk = DiskGuard(data_dir, settings.min_free_mb * 2**20)
-        self.uploads = Uploads(data_dir, settings.max_upload_mb * 2**20)
+        quota = settings.max_uploads_mb
+        self.uploads = Uploads(
+            data_dir, settings.max_upload_mb * 2**20, quota * 2**20 if quota else None
+        )
         self.runs = RunService(
             self.store, self.registry, self.executor, self.attempts, self.transitions, queue,
             self.clock, waiters=self.waiters, finish_rate=self.finish_rate,
@@ -149,6 +152,9 @@ class Runtime:
             default_s=settings.retention_s, interval_s=settings.retention_interval_s,
             server_id=settings.server_id,
         )  # fmt: skip
+        self.upload_expiry = UploadExpiry(
+            self.uploads, self._run_exists, ttl_s=settings.upload_ttl_s
+        )
         self.membership = Membership(
             self.store, self.attempts, self.lease, self.clock, server_id=settings.server_id,
             url=settings.url, capacity=settings.capacity, lease_s=settings.lease_s,
@@ -187,6 +193,11 @@ class Runtime:
         self.membership.start()
         await self.scheduler.start()
         self.retention.start()
+        try:
+            await asyncio.to_thread(self.uploads.prepare)
+        except OSError as exc:  # damaged or unwritable: uploads answer errors, the rest serves
+            log.warning("uploads_not_prepared", error=str(exc))
+        self.upload_expiry.start()
         await self.health.start()
 
     def _store(self, settings: Settings, data_dir: Path) -> Store:
@@ -201,6 +212,9 @@ class Runtime:
             busy_timeout_ms=settings.db_busy_timeout_ms,
             observe=lambda op, s: self.metrics.child(self.metrics.store_latency, op).observe(s),
         )
+
+    async def _run_exists(self, run_id: str) -> bool:
+        return await self.store.get_run(run_id) is not None
 
     async def refresh_gauges(self) -> None:
         """Point-in-time gauges, set when scraped."""
@@ -224,6 +238,7 @@ class Runtime:
         await self.hub.close()
         await self.health.stop()
         await self.retention.stop()
+        await self.upload_expiry.stop()
         await self.membership.stop()
         await self.scheduler.stop()
         await self.reconciler.stop()

@@ -14,7 +14,7 @@ from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.models import Batch, Run, RunState
 from runyard.services.runs import RunService
-from runyard.services.uploads import Upload
+from runyard.services.uploads import Seen
 from runyard.store import Store
 
 _SHORT = reprlib.Repr()  # Python 3.11's Repr takes no arguments: its limits are attributes
@@ -83,7 +83,7 @@ class BatchService:
                     errors=exc.errors, element=index,
                 ) from None  # fmt: skip
         if job.spec.has_files:
-            seen: dict[str, Upload] = {}  # one upload shared by the batch is read once
+            seen: Seen = {}  # one upload shared by the batch is read once
             for element in values:
                 await self.runs.check_files(job, element, seen)
         self.runs.check_accepting()
@@ -97,6 +97,8 @@ class BatchService:
             self.runs.new_run(job, v, priority=priority, labels=labels, batch_id=batch.id)
             for v in values
         ]
+        if job.spec.has_files:  # marked as used before they are stored
+            await self.runs.reference(job, runs)
         await self.store.insert_batch(batch, runs)
         self.runs.queue.set()
         self.runs.announce("batch", {"id": batch.id, "job": batch.job, "size": batch.size})

@@ -29,7 +29,7 @@ from runyard.services.attempts import Attempts
 from runyard.services.diskspace import DiskGuard
 from runyard.services.removal import remove_run_files
 from runyard.services.transitions import Transitions
-from runyard.services.uploads import Upload, Uploads, check_files
+from runyard.services.uploads import Seen, Uploads, check_files, file_values, named_uploads
 from runyard.services.waiters import EndWaiters, FinishRate
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
@@ -154,6 +154,8 @@ class RunService:
         # The dispatcher is woken before the insert is awaited: its claim then joins the same
         # store turn (group_commit.py), after the insert in one transaction, and a free slot
         # takes the run without another round trip. If the insert fails, it claims nothing.
+        if job.spec.has_files:  # marked as used before it is stored: it cannot expire meanwhile
+            await self.reference(job, [run])
         self.queue.set()
         stored, created = await self.store.insert_run(run)
         if not created:  # the key was taken meanwhile (so there is a key, and a digest)
@@ -161,10 +163,19 @@ class RunService:
         self.announce("submitted", {"id": stored.id, "job": stored.job})
         return stored, True
 
-    async def check_files(self, job: Job, values: dict[str, Any], seen: dict[str, Upload]) -> None:
+    async def check_files(self, job: Job, values: dict[str, Any], seen: Seen) -> None:
         if self.uploads is None:
             raise InvalidInputError("this server takes no uploads", field="params")
         await check_files(self.uploads, job.spec, values, seen)
+
+    async def reference(self, job: Job, runs: list[Run]) -> None:
+        """Mark the uploads `runs` use (all runs of one job) before they are stored."""
+        if self.uploads is not None:
+            users: dict[str, list[str]] = {}
+            for run in runs:
+                for upload_id in set(file_values(job.spec, run.params).values()):
+                    users.setdefault(upload_id, []).append(run.id)
+            await self.uploads.reference(users)
 
     def stop_accepting(self) -> None:
         """Shutting down: every submission from now on is refused with 503."""
@@ -285,6 +296,8 @@ class RunService:
         await remove_run_files(self.executor, run_id)
         if await self.store.delete_run(run_id):
             self.announce("deleted", {"id": run_id})
+        if self.uploads is not None:  # its uploads expire upload_ttl_s from now, if unused
+            await self.uploads.release(named_uploads(run.params.values()), run_id)
 
     async def read_log(
         self, run_id: str, attempt: int | None, offset: int, limit: int

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -120,9 +121,9 @@ class ArtifactFileResponse(FileResponse):
         return None
 
 
-async def _open(workspace: os.PathLike[str], path: str, patterns: list[str]) -> OpenArtifact:
+async def open_off_loop(opener: Callable[[], OpenArtifact]) -> OpenArtifact:
     """Open off the event loop; a request cancelled meanwhile still closes what was opened."""
-    task = asyncio.ensure_future(asyncio.to_thread(open_artifact, workspace, path, patterns))  # type: ignore[arg-type]
+    task = asyncio.ensure_future(asyncio.to_thread(opener))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -155,5 +156,6 @@ async def download_artifact(
         )
     run = await runs.get(run_id)
     workspace = workspace_of(run_id)
-    opened = await _open(workspace, path, run.spec.get("artifacts", []))
+    patterns = run.spec.get("artifacts", [])
+    opened = await open_off_loop(lambda: open_artifact(workspace, path, patterns))
     return ArtifactFileResponse(opened, filename=path.rsplit("/", 1)[-1])

@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from runyard.api.deps import UploadsDep
+from runyard.api.routes.artifacts import ArtifactFileResponse, open_off_loop
 from runyard.api.security import READ, SUBMIT
+from runyard.errors import NotFoundError
 from runyard.schemas import UploadView, problem_responses
 from runyard.services.uploads import Upload, UploadTooLargeError
 
@@ -72,3 +74,19 @@ async def post_upload(request: Request, uploads: UploadsDep, name: Name = "uploa
 @router.get("/{upload_id}", response_model=UploadView, dependencies=[READ])
 async def get_upload(upload_id: str, uploads: UploadsDep) -> UploadView:
     return upload_view(await uploads.get(upload_id))
+
+
+@router.get(
+    "/{upload_id}/content",
+    response_class=FileResponse,
+    dependencies=[READ],
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def download_upload(upload_id: str, uploads: UploadsDep) -> FileResponse:
+    """The upload's bytes (Range supported), as an attachment under its sanitised name."""
+    upload = await uploads.get(upload_id)
+    try:
+        opened = await open_off_loop(lambda: uploads.open_blob(upload.id))
+    except FileNotFoundError:
+        raise NotFoundError(f"no upload {upload.id}") from None
+    return ArtifactFileResponse(opened, filename=upload.name)

@@ -1,0 +1,74 @@
+"""Uploads nobody uses expire: `upload_ttl_s` after they were last uploaded or a run stopped
+using them. A marker whose run is no longer stored (deleted, removed by retention, or a
+submit that failed after its marker was made) is dropped first — but only once it is older
+than a submit can take, so a run being stored right now keeps its upload."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from runyard.background import Background
+from runyard.services.uploads.store import Uploads
+
+log = structlog.get_logger(__name__)
+
+MARKER_GRACE_S = 300.0  # a marker younger than this may belong to a run being stored
+
+RunExists = Callable[[str], Awaitable[bool]]
+
+
+class UploadExpiry:
+    def __init__(self, uploads: Uploads, run_exists: RunExists, *, ttl_s: float) -> None:
+        self.uploads = uploads
+        self.run_exists = run_exists
+        self.ttl_s = ttl_s
+        # often enough that an upload outlives its TTL by a fraction of it
+        self.interval_s = max(0.2, min(600.0, ttl_s / 4))
+        self.expired_total = 0
+        self._task = Background("upload-expiry")
+
+    def start(self) -> None:
+        self._task.start(self._loop())
+
+    async def stop(self) -> None:
+        await self._task.stop()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("upload_expiry_failed")
+            await asyncio.sleep(self.interval_s)  # a periodic sweep: nothing to be told about
+
+    async def sweep(self) -> int:
+        """Expire what is due; returns how many uploads were removed."""
+        now = time.time()  # compared with files' mtimes: the wall clock
+        before = now - self.ttl_s
+        await asyncio.to_thread(self.uploads.remove_leftovers)
+        uploads = await asyncio.to_thread(self.uploads.all)
+        expired = 0
+        for upload in uploads:
+            if await asyncio.to_thread(self.uploads.last_used, upload.id) >= before:
+                continue  # used lately: nothing to decide yet
+            await self._drop_dead_markers(upload.id, now)
+            expired += await asyncio.to_thread(self.uploads.expire, upload.id, before)
+        if expired:
+            self.expired_total += expired
+            log.info("uploads_expired", uploads=expired)
+        return expired
+
+    async def _drop_dead_markers(self, upload_id: str, now: float) -> None:
+        dead = []
+        for run_id, made_at in await asyncio.to_thread(self.uploads.markers, upload_id):
+            if made_at > now - MARKER_GRACE_S:
+                return  # a run being stored may hold it: kept
+            if await self.run_exists(run_id):
+                return  # one live run keeps the upload: no need to look further
+            dead.append(run_id)
+        for run_id in dead:
+            await self.uploads.release([upload_id], run_id)

@@ -1,0 +1,79 @@
+"""One upload being received: written and hashed chunk by chunk in worker threads, capped as
+it streams, invisible until it is kept (services/uploads/store.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from runyard import failpoints
+from runyard.errors import RunyardError
+
+if TYPE_CHECKING:
+    from runyard.services.uploads.store import Uploads
+
+# bytes written per thread hand-off: large enough that the hop costs nothing per byte
+FLUSH_BYTES = 1024 * 1024
+
+
+class UploadTooLargeError(RunyardError):
+    status, title, slug = 413, "Payload too large", "upload-too-large"
+
+
+class Incoming:
+    """Bytes of one upload on their way to disk. `write` them, then `finish` (or `discard`,
+    which is always safe to call and leaves nothing)."""
+
+    def __init__(self, uploads: Uploads, tmp: Path, fh: IO[bytes]) -> None:
+        self.uploads = uploads
+        self.tmp = tmp
+        self._fh: IO[bytes] | None = fh
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self._pending: list[bytes] = []
+        self._held = 0
+
+    async def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self.uploads.check_room(self.size)
+        self._pending.append(chunk)
+        self._held += len(chunk)
+        if self._held >= FLUSH_BYTES:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        pending, self._pending, self._held = self._pending, [], 0
+        if self._fh is not None and pending:
+            await asyncio.to_thread(_write, self._fh, self.digest, pending)
+
+    async def close(self) -> None:
+        """Everything written and the file closed: ready to be kept."""
+        if self._fh is not None:
+            try:
+                await self._flush()
+            finally:
+                fh, self._fh = self._fh, None
+                await asyncio.to_thread(fh.close)
+
+    async def discard(self) -> None:
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            await asyncio.to_thread(fh.close)
+        await asyncio.to_thread(_remove, self.tmp)
+        self.uploads.forget(self.tmp)
+
+
+def _write(fh: IO[bytes], digest: hashlib._Hash, chunks: list[bytes]) -> None:
+    """Blocking: chunks to the file and into the hash (both off the event loop)."""
+    failpoints.check("upload")
+    for chunk in chunks:
+        fh.write(chunk)
+        digest.update(chunk)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

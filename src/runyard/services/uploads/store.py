@@ -1,0 +1,280 @@
+"""The uploads of one server's data directory, stored once by content.
+
+An upload's id is the sha256 of its bytes: the same bytes sent twice are kept once. A body is
+streamed to `uploads/.incoming` (services/uploads/incoming.py) and only a complete one is
+renamed into place, read-only, with its metadata beside it: a connection that drops, a body
+over a cap, a full disk leave nothing visible.
+
+References: a run that names an upload holds a marker `uploads/.refs/ID/RUN_ID`, made before the
+run is stored. An upload with markers of live runs is kept; one without expires `upload_ttl_s`
+after it was last uploaded or released (services/uploads/expiry.py). Keeping, referencing and
+expiring take one lock, so an upload cannot expire between a submit's check and its marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO
+
+from runyard.errors import (
+    FULL_ERRNOS,
+    InvalidInputError,
+    NotFoundError,
+    RunyardError,
+    StorageFullError,
+    StorageIOError,
+)
+from runyard.services.artifacts import OpenArtifact
+from runyard.services.uploads.incoming import Incoming, UploadTooLargeError
+from runyard.services.uploads.names import UPLOAD_ID, safe_name
+from runyard.services.uploads.sniff import HEAD
+
+
+class UploadQuotaError(StorageFullError):
+    title, slug = "Upload quota reached", "upload-quota"
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    id: str  # sha256 of the bytes, hex
+    size: int
+    name: str  # sanitised: a plain file name, safe to stage as it is
+    original_name: str  # as the client sent it (metadata only, never a path)
+    created_at: float
+
+
+class Uploads:
+    def __init__(self, data_dir: Path, max_bytes: int, quota_bytes: int | None = None) -> None:
+        self.root = data_dir / "uploads"
+        self.incoming = self.root / ".incoming"
+        self.refs = self.root / ".refs"
+        self.max_bytes = max_bytes  # one upload
+        self.quota_bytes = quota_bytes  # all of them together
+        self.stored_bytes = 0  # counted at start (prepare), kept up to date
+        self._lock = threading.Lock()
+        self._receiving: set[str] = set()  # temporary files being written now
+
+    def blob(self, upload_id: str) -> Path:
+        return self.root / upload_id
+
+    def _meta(self, upload_id: str) -> Path:
+        return self.root / f"{upload_id}.json"
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Blocking, at start: the folders, what is stored counted, and the leftovers of
+        uploads cut by a crash removed (no upload is being received yet)."""
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.refs.mkdir(exist_ok=True)
+        self.remove_leftovers()
+        self.stored_bytes = sum(u.size for u in self.all())
+
+    def remove_leftovers(self) -> int:
+        """Blocking: temporary files no upload in progress writes."""
+        removed = 0
+        for entry in self.incoming.iterdir():
+            if entry.name not in self._receiving:
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+                    removed += 1
+        return removed
+
+    def check_room(self, size: int) -> None:
+        """An upload grown to `size` bytes still fits its cap and the quota."""
+        if size > self.max_bytes:
+            raise UploadTooLargeError(
+                f"the upload is over the limit of {self.max_bytes // 2**20} MiB "
+                "(max_upload_mb)", limit_bytes=self.max_bytes,
+            )  # fmt: skip
+        if self.quota_bytes is not None and self.stored_bytes + size > self.quota_bytes:
+            raise UploadQuotaError(
+                f"the server's uploads would be over their quota of "
+                f"{self.quota_bytes // 2**20} MiB (max_uploads_mb); uploads nobody uses expire "
+                "after upload_ttl_s", limit_bytes=self.quota_bytes,
+            )  # fmt: skip
+
+    async def open(self) -> Incoming:
+        tmp = self.incoming / secrets.token_hex(8)
+        self._receiving.add(tmp.name)
+        try:
+            fh = await asyncio.to_thread(_create, tmp)
+        except OSError as exc:
+            self._receiving.discard(tmp.name)
+            raise storage_error(exc) from exc
+        return Incoming(self, tmp, fh)
+
+    def forget(self, tmp: Path) -> None:
+        self._receiving.discard(tmp.name)
+
+    async def keep(self, incoming: Incoming, name: str) -> tuple[Upload, bool]:
+        """The received file stored (or, when the same bytes are stored, the upload as first
+        kept); whether it is new. The temporary file is gone either way."""
+        try:
+            await incoming.close()
+            upload = Upload(
+                incoming.digest.hexdigest(), incoming.size, safe_name(name), name[:1024],
+                time.time(),
+            )  # fmt: skip
+            return await asyncio.to_thread(self._keep, incoming.tmp, upload)
+        except OSError as exc:
+            raise storage_error(exc) from exc
+        finally:
+            await incoming.discard()
+
+    async def receive(self, chunks: AsyncIterator[bytes], name: str) -> tuple[Upload, bool]:
+        """Store a streamed body; the upload and whether it is new. Raises
+        UploadTooLargeError, UploadQuotaError, StorageFullError, StorageIOError."""
+        incoming = await self.open()
+        try:
+            async for chunk in chunks:
+                await incoming.write(chunk)
+        except OSError as exc:
+            await incoming.discard()
+            raise storage_error(exc) from exc
+        except BaseException:
+            await incoming.discard()
+            raise
+        return await self.keep(incoming, name)
+
+    def _keep(self, tmp: Path, upload: Upload) -> tuple[Upload, bool]:
+        with self._lock:  # the same bytes sent at once by two clients: one is kept
+            kept = self._read_meta(upload.id)
+            if kept is not None:
+                self._meta(upload.id).touch()  # uploaded again: its expiry starts again
+                return kept, False
+            self.check_room(upload.size)
+            tmp.chmod(0o444)
+            tmp.replace(self.blob(upload.id))
+            meta_tmp = self.incoming / f"{upload.id}.{secrets.token_hex(4)}.json.tmp"
+            meta_tmp.write_text(json.dumps(asdict(upload)))
+            meta_tmp.replace(self._meta(upload.id))
+            self.stored_bytes += upload.size
+            return upload, True
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def get(self, upload_id: str) -> Upload:
+        """NotFoundError for an id that is not a stored upload (or not an id at all)."""
+        if not UPLOAD_ID.fullmatch(upload_id):
+            raise NotFoundError(f"no upload {upload_id[:80]!r}: an upload id is a sha256 (hex)")
+        found = await asyncio.to_thread(self._read_meta, upload_id)
+        if found is None:
+            raise NotFoundError(f"no upload {upload_id}")
+        return found
+
+    def open_blob(self, upload_id: str) -> OpenArtifact:
+        """Blocking: the upload opened for reading (the caller closes it). Served as bytes,
+        never as what its name suggests: a client's file is not the server's page."""
+        fd = os.open(self.blob(upload_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return OpenArtifact(fd, os.fstat(fd), "application/octet-stream")
+
+    def head(self, upload_id: str) -> bytes:
+        """Blocking: the first bytes of an upload, to sniff what it is."""
+        with self.blob(upload_id).open("rb") as fh:
+            return fh.read(HEAD)
+
+    def all(self) -> list[Upload]:
+        """Blocking: every stored upload."""
+        found = []
+        for meta in self.root.glob("*.json"):
+            upload = self._read_meta(meta.stem)
+            if upload is not None:
+                found.append(upload)
+        return found
+
+    def _read_meta(self, upload_id: str) -> Upload | None:
+        try:
+            upload = Upload(**json.loads(self._meta(upload_id).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if upload.id != upload_id or not self.blob(upload_id).is_file():
+            return None
+        return upload
+
+    # -- references and expiry ---------------------------------------------------------------
+
+    async def reference(self, users: Mapping[str, list[str]]) -> None:
+        """Markers that runs use uploads (upload id -> run ids), made before the runs are
+        stored. An upload that expired since it was checked is a 422 naming it."""
+        if users:
+            try:
+                await asyncio.to_thread(self._reference, users)
+            except OSError as exc:
+                raise storage_error(exc) from exc
+
+    def _reference(self, users: Mapping[str, list[str]]) -> None:
+        with self._lock:
+            for upload_id, run_ids in users.items():
+                if not self.blob(upload_id).is_file():
+                    raise InvalidInputError(
+                        f"upload {upload_id} expired meanwhile: upload it again", field="params"
+                    )
+                folder = self.refs / upload_id
+                folder.mkdir(parents=True, exist_ok=True)
+                for run_id in run_ids:
+                    (folder / run_id).touch()
+
+    async def release(self, upload_ids: Iterable[str], run_id: str) -> None:
+        """The run is gone: its markers go; each upload expires upload_ttl_s from now unless
+        another run uses it."""
+        ids = list(upload_ids)
+        if ids:
+            await asyncio.to_thread(self._release, ids, [run_id])
+
+    def _release(self, upload_ids: list[str], run_ids: list[str]) -> None:
+        for upload_id in upload_ids:
+            for run_id in run_ids:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.refs / upload_id / run_id).unlink()
+
+    def markers(self, upload_id: str) -> list[tuple[str, float]]:
+        """Blocking: (run id, when the marker was made) of each run said to use the upload."""
+        found = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.refs / upload_id):
+                with contextlib.suppress(FileNotFoundError):
+                    found.append((entry.name, entry.stat().st_mtime))
+        return found
+
+    def last_used(self, upload_id: str) -> float:
+        """Blocking: when the upload was last uploaded, or a run stopped using it."""
+        times = [0.0]
+        for path in (self._meta(upload_id), self.refs / upload_id):
+            with contextlib.suppress(FileNotFoundError):
+                times.append(path.stat().st_mtime)
+        return max(times)
+
+    def expire(self, upload_id: str, before: float) -> bool:
+        """Blocking: remove the upload if no run uses it and it was last used before
+        `before`; whether it was removed."""
+        with self._lock:
+            upload = self._read_meta(upload_id)
+            if upload is None or self.markers(upload_id) or self.last_used(upload_id) >= before:
+                return False
+            shutil.rmtree(self.refs / upload_id, ignore_errors=True)
+            self._meta(upload_id).unlink(missing_ok=True)
+            self.blob(upload_id).unlink(missing_ok=True)
+            self.stored_bytes = max(0, self.stored_bytes - upload.size)
+            return True
+
+
+def _create(path: Path) -> IO[bytes]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("xb")
+
+
+def storage_error(exc: OSError) -> RunyardError:
+    if exc.errno in FULL_ERRNOS:
+        return StorageFullError(f"the upload could not be stored: {exc.strerror or exc}")
+    return StorageIOError(f"the upload could not be stored: {exc.strerror or exc}")
