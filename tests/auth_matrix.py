@@ -35,5 +35,6 @@ def matrix(run_id: str) -> list[tuple[str, str, Role, dict[str, object] | None]]
         ("PUT", "/v1/uploads", Role.SUBMIT, None),
         ("POST", "/v1/uploads", Role.SUBMIT, None),
         ("GET", f"/v1/uploads/{'0' * 64}", Role.READ, None),
+        ("GET", f"/v1/uploads/{'0' * 64}/content", Role.READ, None),
         ("DELETE", r, Role.ADMIN, None),  # last: it removes the run
     ]

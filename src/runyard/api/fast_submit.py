@@ -21,6 +21,7 @@ from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from runyard.api.deps import relay_signer, runtime_of
+from runyard.api.multipart_submit import is_multipart, submit_multipart
 from runyard.api.routes import runs as runs_routes
 from runyard.api.routes.runs import answer_submit
 from runyard.api.security import authorize
@@ -38,9 +39,12 @@ class FastSubmit:
         self.declared = declared
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        if is_multipart(headers):  # the run and its files, streamed (not a body to hold)
+            await submit_multipart(scope, receive, send)
+            return
         # read as the declared route reads it (capped by BodyLimitMiddleware as it streams)
         body = await Request(scope, receive).body()
-        headers = Headers(scope=scope)
         request = self._well_formed(headers, body)
         if request is None:
             await self.declared.handle(scope, _replay(body, receive), send)

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runyard.api.middleware.answer import send_problem
 
 UPLOADS = "/v1/uploads"
+RUNS = "/v1/runs"  # as multipart/form-data: files stream to the uploads (api/multipart_submit.py)
 
 
 class BodyTooLargeError(HTTPException):
@@ -30,8 +31,8 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == UPLOADS:
-            # uploads stream to disk under their own, larger cap (services/uploads.py)
+        if scope["type"] != "http" or scope["path"] == UPLOADS or _multipart_submit(scope):
+            # uploads stream to disk under their own, larger caps (services/uploads)
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):
@@ -71,3 +72,12 @@ class BodyLimitMiddleware:
             send, 413, "Payload too large", "body-too-large",
             f"the request body is over the limit of {kib} KiB (max_body_kb)",
         )  # fmt: skip
+
+
+def _multipart_submit(scope: Scope) -> bool:
+    if scope["path"] != RUNS or scope["method"] != "POST":
+        return False
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return bool(value.lower().startswith(b"multipart/form-data"))
+    return False

@@ -24,6 +24,29 @@ router = APIRouter(
 )
 
 
+# The same submit as multipart/form-data, with files (handled by api/multipart_submit.py)
+MULTIPART = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "encoding": {"run": {"contentType": "application/json"}},
+                "schema": {
+                    "type": "object",
+                    "required": ["run"],
+                    "properties": {
+                        "run": {"$ref": "#/components/schemas/SubmitRequest"},
+                    },
+                    "additionalProperties": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "a file for the file param of the part's name",
+                    },
+                },
+            }
+        }
+    }
+}
+
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
@@ -41,6 +64,7 @@ def prefer_wait(prefer: str | None, limit: float) -> float:
     status_code=202,
     response_model=RunView,
     responses={200: {"model": RunView, "description": "ended within Prefer: wait=N"}},
+    openapi_extra=MULTIPART,
 )
 async def submit_run(
     body: SubmitRequest,

@@ -1,0 +1,221 @@
+"""`POST /v1/runs` as `multipart/form-data`: the run and its files in one request, for a form
+or curl (`curl -F run='{"job": "cad"}' -F model=@part.step`).
+
+The part named `run` is the JSON a plain submit sends (capped at max_body_kb); every other part
+is the file of the file param it is named for, streamed to the uploads as it arrives
+(services/uploads; hashed, capped and never held whole), so the run names it `upload:ID` as if
+it had been uploaded first. The role is checked before a byte is read. A request that fails —
+a malformed or cut body, a part over a limit, a run refused — keeps none of the files it
+brought: an upload it created that no run uses is removed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import AsyncIterator
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection, Request
+from starlette.types import Receive, Scope, Send
+
+from runyard.api.deps import relay_signer, runtime_of
+from runyard.api.routes.runs import answer_submit
+from runyard.api.security import authorize
+from runyard.auth import Role
+from runyard.errors import InvalidInputError, RunyardError
+from runyard.schemas import SubmitRequest
+from runyard.services.uploads import Incoming, Upload, Uploads
+
+RUN_PART = "run"
+MAX_PARTS = 33  # the run and up to 32 files
+MAX_NAME = 256  # characters of a part's name (a param name, or "run")
+IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+MAX_PREFER = 200
+
+
+class BadMultipartError(RunyardError):
+    status, title, slug = 400, "Bad multipart body", "bad-multipart"
+
+
+def is_multipart(headers: Headers) -> bool:
+    return headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+class _Events:
+    """The parser's callbacks, collected per chunk fed so they can be handled with awaits."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+        self.finished = False
+        self._headers: dict[str, bytes] = {}
+        self._field = bytearray()
+        self._value = bytearray()
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._headers.clear,
+            "on_header_field": lambda d, s, e: self._field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._value.extend(d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": lambda: self.events.append(("part", dict(self._headers))),
+            "on_part_data": lambda d, s, e: self.events.append(("data", bytes(d[s:e]))),
+            "on_part_end": lambda: self.events.append(("end", None)),
+            "on_end": self._end,
+        }
+
+    def _header_end(self) -> None:
+        name = self._field.decode("latin-1").lower()
+        self._headers[name] = bytes(self._value)
+        self._field.clear()
+        self._value.clear()
+
+    def _end(self) -> None:
+        self.finished = True
+
+    def take(self) -> list[tuple[str, object]]:
+        taken, self.events = self.events, []
+        return taken
+
+
+class _Form:
+    """What one multipart body held: the run's JSON and the uploads of its files."""
+
+    def __init__(self, uploads: Uploads, max_run_bytes: int) -> None:
+        self.uploads = uploads
+        self.max_run_bytes = max_run_bytes
+        self.run: bytearray | None = None
+        self.files: dict[str, Upload] = {}
+        self.created: list[str] = []  # uploads this request stored first (removed on failure)
+        self.parts = 0
+        self._name = ""
+        self._filename: str | None = None
+        self._buffer: bytearray | None = None
+        self._incoming: Incoming | None = None
+
+    async def read(self, chunks: AsyncIterator[bytes], boundary: bytes) -> None:
+        events = _Events()
+        parser = MultipartParser(boundary, events.callbacks())  # type: ignore[arg-type]
+        async for chunk in chunks:
+            try:
+                parser.write(chunk)
+            except MultipartParseError as exc:
+                raise BadMultipartError(f"malformed multipart body: {exc}") from None
+            for kind, value in events.take():
+                await self.handle(kind, value)
+        if not events.finished:
+            raise BadMultipartError("the multipart body ended before its closing boundary")
+
+    async def handle(self, kind: str, value: object) -> None:
+        if kind == "part":
+            await self._begin(value)  # type: ignore[arg-type]
+        elif kind == "data":
+            await self._data(value)  # type: ignore[arg-type]
+        else:
+            await self._end()
+
+    async def _begin(self, headers: dict[str, bytes]) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise BadMultipartError(f"more than {MAX_PARTS} parts (the run and its files)")
+        disposition, options = parse_options_header(headers.get("content-disposition", b""))
+        if disposition != b"form-data" or b"name" not in options:
+            raise BadMultipartError("every part needs Content-Disposition: form-data; name=...")
+        self._name = options[b"name"].decode("utf-8", "replace")
+        if len(self._name) > MAX_NAME:
+            raise InvalidInputError(
+                f"a part's name is over {MAX_NAME} characters", field=self._name[:64]
+            )
+        if self._name == RUN_PART:  # a field, or a file (curl -F run=@run.json): JSON either way
+            if self.run is not None:
+                raise InvalidInputError("the part 'run' is given twice", field=RUN_PART)
+            self.run = self._buffer = bytearray()
+            return
+        # any other part is the file of the param it is named for (the run's job says, once
+        # it is known, whether there is such a param)
+        if self._name in self.files:
+            raise InvalidInputError(f"file part {self._name!r} is given twice", field=self._name)
+        filename = options.get(b"filename")
+        self._filename = self._name if not filename else filename.decode("utf-8", "replace")
+        self._incoming = await self.uploads.open()
+
+    async def _data(self, data: bytes) -> None:
+        if self._incoming is not None:
+            await self._incoming.write(data)
+        elif self._buffer is not None:
+            self._buffer.extend(data)
+            if len(self._buffer) > self.max_run_bytes:
+                raise InvalidInputError(
+                    f"the part 'run' is over the limit of {self.max_run_bytes // 1024} KiB "
+                    "(max_body_kb)", field=RUN_PART,
+                )  # fmt: skip
+
+    async def _end(self) -> None:
+        incoming, self._incoming, self._buffer = self._incoming, None, None
+        if incoming is not None:
+            upload, new = await self.uploads.keep(incoming, self._filename or "upload")
+            self.files[self._name] = upload
+            if new:
+                self.created.append(upload.id)
+
+    async def discard(self) -> None:
+        """Nothing of a failed request stays: the file being received, and the uploads it
+        created that no run uses."""
+        if self._incoming is not None:
+            await self._incoming.discard()
+        for upload_id in self.created:
+            await asyncio.to_thread(self.uploads.expire, upload_id, math.inf)
+
+    def submit_request(self) -> SubmitRequest:
+        if self.run is None:
+            raise InvalidInputError(
+                "no part 'run': send the run as JSON in a part named 'run'", field=RUN_PART
+            )
+        try:
+            request = SubmitRequest.model_validate_json(bytes(self.run))
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", RUN_PART, *e["loc"])} for e in exc.errors()]
+            ) from None
+        for name, upload in self.files.items():
+            if name in request.params:
+                raise InvalidInputError(
+                    f"param {name!r} is given both in the run and as a file part",
+                    field=f"params.{name}",
+                )
+            request.params[name] = f"upload:{upload.id}"
+        return request
+
+
+async def submit_multipart(scope: Scope, receive: Receive, send: Send) -> None:
+    conn = HTTPConnection(scope)
+    runtime = runtime_of(conn)
+    authorize(scope, runtime.auth, relay_signer(conn), Role.SUBMIT)  # before reading anything
+    headers = Headers(scope=scope)
+    key = headers.get("idempotency-key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidInputError(
+            "Idempotency-Key: 1 to 255 visible ASCII characters", field="Idempotency-Key"
+        )
+    prefer = headers.get("prefer")
+    if prefer is not None and len(prefer) > MAX_PREFER:
+        raise InvalidInputError(f"Prefer: over {MAX_PREFER} characters", field="Prefer")
+    _, options = parse_options_header(headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary or len(boundary) > 70:
+        raise BadMultipartError("Content-Type multipart/form-data needs a boundary (1-70 chars)")
+    form = _Form(runtime.uploads, runtime.settings.max_body_kb * 1024)
+    try:
+        await form.read(Request(scope, receive).stream(), boundary)
+        response = await answer_submit(
+            runtime.runs, runtime.settings, form.submit_request(), key, prefer
+        )
+    except BaseException:
+        await form.discard()
+        raise
+    await response(scope, receive, send)

@@ -1,0 +1,164 @@
+"""POST /v1/runs as multipart/form-data (issue 18): the run and its files in one request, the
+files streamed to the uploads; a request that fails keeps none of the files it brought."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runyard.auth import Role, create_token
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+JOB = """
+command = ["sh", "-c", 'wc -l < "$0" | tr -d " " > "$RUNYARD_ARTIFACTS_DIR/lines.txt"', "{data}"]
+[params.data]
+type = "file"
+max_mb = 1
+accept = [".csv"]
+[params.note]
+type = "str"
+default = ""
+"""
+TABLE = b"a,b\n1,2\n3,4\n"
+
+
+@pytest.fixture
+def server(start_server, tmp_path: Path):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "count.toml").write_text(JOB)
+    return start_server(jobs, env={"RUNYARD_MAX_UPLOAD_MB": "2"})
+
+
+def blobs(data_dir: Path) -> list[str]:
+    """The stored uploads, and anything left being received."""
+    root = data_dir / "uploads"
+    kept = [p.name for p in root.iterdir() if p.is_file()] if root.exists() else []
+    incoming = root / ".incoming"
+    return sorted(kept + ([p.name for p in incoming.iterdir()] if incoming.exists() else []))
+
+
+def lines_of(server, run_id: str) -> str:
+    url = f"{server.url}/v1/runs/{run_id}/artifacts/outputs/lines.txt"
+    return httpx.get(url).text.strip()
+
+
+def test_a_run_and_its_file_in_one_request(server) -> None:
+    resp = httpx.post(
+        f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
+        data={"run": json.dumps({"job": "count", "params": {"note": "x"}})},
+        files={"data": ("../../etc/table.csv", TABLE, "text/csv")},
+    )  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    run = resp.json()
+    upload_id = hashlib.sha256(TABLE).hexdigest()
+    assert run["state"] == "succeeded"
+    assert run["params"] == {"data": f"upload:{upload_id}", "note": "x"}
+    assert lines_of(server, run["id"]) == "3"
+    upload = httpx.get(f"{server.url}/v1/uploads/{upload_id}").json()
+    assert upload["name"] == "table.csv"  # the path the client sent is metadata only
+    assert upload["original_name"] == "../../etc/table.csv"
+    assert httpx.get(f"{server.url}/v1/uploads/{upload_id}/content").content == TABLE
+
+
+def test_curl_dash_f_as_the_docs_show(server, tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")  # the SDK path above covers the server side
+    table = tmp_path / "t.csv"
+    table.write_bytes(TABLE + b"5,6\n")
+    out = subprocess.run(
+        ["curl", "-sS", "-H", "Prefer: wait=60", "-F", 'run={"job": "count"}',
+         "-F", f"data=@{table}", f"{server.url}/v1/runs"],
+        capture_output=True, check=True, timeout=120,
+    )  # fmt: skip
+    run = json.loads(out.stdout)
+    assert run["state"] == "succeeded", run
+    assert lines_of(server, run["id"]) == "4"
+
+
+def test_an_idempotent_multipart_submit_is_one_run(server) -> None:
+    def send() -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/v1/runs", headers={"Idempotency-Key": "mp-1"},
+            data={"run": json.dumps({"job": "count"})}, files={"data": ("t.csv", TABLE)},
+        )  # fmt: skip
+
+    first, second = send(), send()
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    assert second.headers["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("data", "files", "status", "field"),
+    [
+        ({}, {"data": ("t.csv", TABLE)}, 422, "run"),
+        ({"run": "{not json"}, {"data": ("t.csv", TABLE)}, 422, "run"),
+        ({"run": json.dumps({"job": "count"}), "extra": "x"}, {"data": ("t.csv", TABLE)}, 422,
+         "extra"),
+        ({"run": json.dumps({"job": "nope"})}, {"data": ("t.csv", TABLE)}, 404, "job"),
+        ({"run": json.dumps({"job": "count"})}, {"data": ("t.txt", b"\x00\x01binary")}, 422,
+         "params.data"),
+        ({"run": json.dumps({"job": "count"})}, {"data": ("t.csv", b"\x00\x01binary")}, 422,
+         "params.data"),
+        ({"run": json.dumps({"job": "count", "params": {"data": "x"}})},
+         {"data": ("t.csv", TABLE)}, 422, "params.data"),
+        ({"run": json.dumps({"job": "count"})}, {"data": ("big.csv", b"x" * (3 * 2**20))}, 413,
+         None),
+    ],
+)  # fmt: skip
+def test_a_refused_multipart_submit_keeps_none_of_its_files(
+    server, data, files, status, field
+) -> None:
+    resp = httpx.post(f"{server.url}/v1/runs", data=data, files=files, timeout=60)
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    body = resp.json()
+    if field is not None:
+        named = body.get("field") or " ".join(e["field"] for e in body.get("errors", []))
+        assert field in named or field in body["detail"], body
+    assert blobs(server.data_dir) == []
+    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+
+
+def test_a_multipart_body_cut_short_keeps_nothing(server) -> None:
+    head = (b"--B\r\nContent-Disposition: form-data; name=\"run\"\r\n\r\n"
+            b"{\"job\": \"count\"}\r\n--B\r\nContent-Disposition: form-data; "
+            b"name=\"data\"; filename=\"t.csv\"\r\n\r\n" + b"1,2\n" * 100_000)  # fmt: skip
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /v1/runs HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: multipart/form-data; boundary=B\r\n"
+                     b"Content-Length: 9000000\r\n\r\n" + head)  # fmt: skip
+        wait_for(lambda: blobs(server.data_dir), what="the file to start streaming")
+    wait_for(lambda: blobs(server.data_dir) == [], what="the partial file to go")
+    # and one whose closing boundary never comes, sent whole
+    resp = httpx.post(f"{server.url}/v1/runs", content=head,
+                      headers={"Content-Type": "multipart/form-data; boundary=B"})  # fmt: skip
+    assert resp.status_code == 400, resp.text
+    assert "closing boundary" in resp.json()["detail"]
+    assert blobs(server.data_dir) == []
+
+
+def test_multipart_needs_the_submit_role_before_a_byte_is_read(start_server, tmp_path) -> None:
+    tokens = tmp_path / "tokens.toml"
+    reader = create_token(tokens, "reader", Role.READ)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "count.toml").write_text(JOB)
+    server = start_server(jobs, env={"RUNYARD_TOKENS_FILE": str(tokens)})
+    for headers, status in (({}, 401), ({"Authorization": f"Bearer {reader}"}, 403)):
+        resp = httpx.post(
+            f"{server.url}/v1/runs", headers=headers,
+            data={"run": json.dumps({"job": "count"})}, files={"data": ("t.csv", TABLE)},
+        )  # fmt: skip
+        assert resp.status_code == status, resp.text
+    assert blobs(server.data_dir) == []
