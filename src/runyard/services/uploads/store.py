@@ -90,14 +90,16 @@ class Uploads:
                     removed += 1
         return removed
 
-    def check_room(self, size: int) -> None:
-        """An upload grown to `size` bytes still fits its cap and the quota."""
+    def check_room(self, size: int, stored: int = 0) -> None:
+        """An upload grown to `size` bytes still fits its cap and the quota with `stored`
+        bytes kept already (while it streams, 0: the same bytes may be stored, which needs no
+        room; when it is kept, what is stored)."""
         if size > self.max_bytes:
             raise UploadTooLargeError(
                 f"the upload is over the limit of {self.max_bytes // 2**20} MiB "
                 "(max_upload_mb)", limit_bytes=self.max_bytes,
             )  # fmt: skip
-        if self.quota_bytes is not None and self.stored_bytes + size > self.quota_bytes:
+        if self.quota_bytes is not None and stored + size > self.quota_bytes:
             raise UploadQuotaError(
                 f"the server's uploads would be over their quota of "
                 f"{self.quota_bytes // 2**20} MiB (max_uploads_mb); uploads nobody uses expire "
@@ -153,7 +155,7 @@ class Uploads:
             if kept is not None:
                 self._meta(upload.id).touch()  # uploaded again: its expiry starts again
                 return kept, False
-            self.check_room(upload.size)
+            self.check_room(upload.size, self.stored_bytes)
             tmp.chmod(0o444)
             tmp.replace(self.blob(upload.id))
             meta_tmp = self.incoming / f"{upload.id}.{secrets.token_hex(4)}.json.tmp"

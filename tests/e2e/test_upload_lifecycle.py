@@ -1,0 +1,86 @@
+"""An upload's life (issue 18): kept while a run uses it, expired `upload_ttl_s` after nobody
+does (a deleted run releases it), bounded by the server's quota (507), and what a crash left
+half-received removed at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+JOB = """
+command = ["cat", "{data}"]
+[params.data]
+type = "file"
+"""
+KIB = 1024
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> Path:
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / "read.toml").write_text(JOB)
+    return folder
+
+
+def upload(server, body: bytes, name: str = "f.bin") -> httpx.Response:
+    return httpx.put(f"{server.url}/v1/uploads", params={"name": name}, content=body)
+
+
+def exists(server, upload_id: str) -> bool:
+    return httpx.get(f"{server.url}/v1/uploads/{upload_id}").status_code == 200
+
+
+def test_an_unused_upload_expires_and_a_used_one_lives_as_long_as_its_run(
+    start_server, jobs: Path
+) -> None:
+    server = start_server(jobs, env={"RUNYARD_UPLOAD_TTL_S": "1"})
+    unused = upload(server, b"nobody reads me").json()["id"]
+    used = upload(server, b"a run reads me").json()["id"]
+    resp = httpx.post(f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
+                      json={"job": "read", "params": {"data": f"upload:{used}"}})  # fmt: skip
+    run = resp.json()
+    assert run["state"] == "succeeded", run
+    wait_for(lambda: not exists(server, unused), what="the unused upload to expire")
+    assert not (server.data_dir / "uploads" / unused).exists()
+    # the used one outlived that sweep and the next ones: its run still stands
+    assert exists(server, used)
+    log = httpx.get(f"{server.url}/v1/runs/{run['id']}/logs").text
+    assert "a run reads me" in log
+    # the run deleted, nothing uses the upload any more: it expires in its turn
+    assert httpx.delete(f"{server.url}/v1/runs/{run['id']}").status_code == 204
+    wait_for(lambda: not exists(server, used), what="the released upload to expire")
+    assert sorted(p.name for p in (server.data_dir / "uploads").iterdir()) == [".incoming", ".refs"]
+
+
+def test_uploads_over_the_quota_are_refused_with_507(start_server, jobs: Path) -> None:
+    server = start_server(jobs, env={"RUNYARD_MAX_UPLOADS_MB": "1"})
+    first = upload(server, b"a" * 700 * KIB)
+    assert first.status_code == 201
+    over = upload(server, b"b" * 700 * KIB)
+    assert over.status_code == 507, over.text
+    assert over.headers["content-type"].startswith("application/problem+json")
+    assert "max_uploads_mb" in over.json()["detail"]
+    stored = sorted(p.name for p in (server.data_dir / "uploads").iterdir() if p.is_file())
+    assert stored == sorted([first.json()["id"], f"{first.json()['id']}.json"])
+    assert list((server.data_dir / "uploads" / ".incoming").iterdir()) == []
+    # the same bytes again need no room: answered as stored
+    assert upload(server, b"a" * 700 * KIB).status_code == 200
+    # a file bigger than the whole quota is refused while it streams
+    assert upload(server, b"c" * 2 * 1024 * KIB).status_code == 507
+
+
+def test_what_a_crash_left_half_received_is_removed_at_start(start_server, tmp_path) -> None:
+    data = tmp_path / "data"
+    incoming = data / "uploads" / ".incoming"
+    incoming.mkdir(parents=True)
+    (incoming / "0123456789abcdef").write_bytes(b"half an upload")
+    server = start_server(data_dir=data)
+    wait_for(lambda: not any(incoming.iterdir()), what="the leftover to be removed")
+    assert upload(server, b"whole").status_code == 201
