@@ -45,6 +45,20 @@ export const post = (path, body) => request("POST", path, body);
 export const patch = (path, body) => request("PATCH", path, body);
 export const del = (path) => request("DELETE", path);
 
+// A file chosen in a form, streamed to PUT /v1/uploads: its upload (id, name, size).
+export async function upload(file) {
+  const res = await fetch(`/v1/uploads?name=${encodeURIComponent(file.name)}`, {
+    method: "PUT", body: file, headers: headers({ "Content-Type": "application/octet-stream" }),
+  });
+  if (res.status === 401) listeners.unauthorized.forEach((fn) => fn());
+  if (!res.ok) {
+    let problem = { detail: `${res.status} ${res.statusText}` };
+    try { problem = await res.json(); } catch { /* not JSON: keep the status line */ }
+    throw new ApiError(res.status, problem);
+  }
+  return res.json();
+}
+
 // A file of a run as a Blob (artifacts need the token too, so no plain links).
 export async function blob(path, range) {
   const res = await fetch(path, { headers: headers(range ? { Range: range } : {}) });

@@ -15,6 +15,16 @@ function csvTable(text) {
     h("tbody", {}, rows.slice(1).map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))));
 }
 
+// A fetched file saved by the browser (fetched with the token, so no plain link).
+export function saveBlob(b, name) {
+  const href = URL.createObjectURL(b);
+  const a = h("a", { href, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 10000);
+}
+
 export function artifactsView(runId) {
   const list = h("ul", { class: "artifacts", id: "artifacts" });
   const preview = h("div", { class: "preview", id: "preview" });
@@ -23,13 +33,7 @@ export function artifactsView(runId) {
   const objectUrls = [];
 
   async function download(path) {
-    const b = await api.blob(url(path));
-    const href = URL.createObjectURL(b);
-    const a = h("a", { href, download: path.split("/").pop() });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(href), 10000);
+    saveBlob(await api.blob(url(path)), path.split("/").pop());
   }
 
   async function show(item) {

@@ -4,11 +4,30 @@
 import * as api from "../api.js";
 import { h, errorBox } from "../util.js";
 
+const UPLOAD_REF = "^upload:[0-9a-f]{64}$"; // a file param's value (jobs/params.py)
+const MIB = 1024 * 1024;
+
+// What a file input says before anything is uploaded: its size limit and accepted kinds.
+function fileLimits(prop) {
+  return [prop["x-max-mb"] !== undefined ? `at most ${prop["x-max-mb"]} MB` : null,
+    prop["x-accept"] ? prop["x-accept"].join(" ") : null];
+}
+
+function tooBig(input, prop) {
+  const file = input.files && input.files[0];
+  const max = prop["x-max-mb"];
+  return file && max !== undefined && file.size > max * MIB
+    ? `${file.name} is ${(file.size / MIB).toFixed(1)} MB, over this param's ${max} MB` : "";
+}
+
 function fieldFor(name, prop, required) {
   const id = `param-${name}`;
   const attrs = { id, name, "aria-describedby": `err-${name}` };
+  const isFile = prop.pattern === UPLOAD_REF;
   let input;
-  if (Array.isArray(prop.enum)) {
+  if (isFile) {
+    input = h("input", { ...attrs, type: "file", accept: prop["x-accept"] ? prop["x-accept"].join(",") : null, required });
+  } else if (Array.isArray(prop.enum)) {
     input = h("select", attrs, prop.enum.map((v) => h("option", { value: JSON.stringify(v), selected: v === prop.default }, String(v))));
   } else if (prop.type === "boolean") {
     input = h("input", { ...attrs, type: "checkbox", checked: prop.default === true });
@@ -19,23 +38,33 @@ function fieldFor(name, prop, required) {
     input = h("input", { ...attrs, type: "text", maxlength: prop.maxLength ?? null, value: prop.default ?? "",
       required: required && prop.default === undefined, size: 40 });
   }
-  input.dataset.kind = Array.isArray(prop.enum) ? "enum" : prop.type;
-  const hint = [prop.type, prop.minimum !== undefined ? `≥ ${prop.minimum}` : null, prop.maximum !== undefined ? `≤ ${prop.maximum}` : null,
+  input.dataset.kind = isFile ? "file" : Array.isArray(prop.enum) ? "enum" : prop.type;
+  const hint = [isFile ? "file" : prop.type, ...(isFile ? fileLimits(prop) : []), prop.minimum !== undefined ? `≥ ${prop.minimum}` : null, prop.maximum !== undefined ? `≤ ${prop.maximum}` : null,
     prop.maxLength ? `at most ${prop.maxLength} characters` : null, required ? "required" : null].filter(Boolean).join(", ");
   const err = h("span", { class: "field-error", id: `err-${name}`, role: "alert" });
   // shown as you type; the browser's own message says what is out of bounds
-  input.addEventListener("input", () => { err.textContent = input.validity.valid ? "" : input.validationMessage; });
+  input.addEventListener(isFile ? "change" : "input", () => {
+    err.textContent = isFile ? tooBig(input, prop) : input.validity.valid ? "" : input.validationMessage;
+  });
   return h("div", { class: "field" },
     h("label", { for: id }, name), input, h("span", { class: "hint muted small" }, hint),
     prop.description ? h("div", { class: "muted small" }, prop.description) : null, err);
 }
 
-function readParams(form, schema) {
+// The form's values; each chosen file is uploaded first and named by its upload id.
+async function readParams(form, schema, status) {
   const params = {};
-  for (const [name] of Object.entries(schema.properties || {})) {
+  for (const [name, prop] of Object.entries(schema.properties || {})) {
     const input = form.elements[name];
     const kind = input.dataset.kind;
-    if (kind === "boolean") params[name] = input.checked;
+    if (kind === "file") {
+      if (!input.files.length) continue; // required: the server names it
+      const big = tooBig(input, prop);
+      if (big) throw Object.assign(new Error(big), { problem: { errors: [{ field: `params.${name}`, message: big }] } });
+      status.textContent = `Uploading ${input.files[0].name}…`;
+      params[name] = `upload:${(await api.upload(input.files[0])).id}`;
+      status.textContent = "";
+    } else if (kind === "boolean") params[name] = input.checked;
     else if (kind === "enum") params[name] = JSON.parse(input.value);
     else if (input.value === "") continue; // the job's default applies
     else if (kind === "integer" || kind === "number") params[name] = Number(input.value);
@@ -48,25 +77,27 @@ function jobForm(ctx, job) {
   const schema = job.params_schema;
   const required = new Set(schema.required || []);
   const general = h("div", { class: "form-error", role: "alert" });
+  const status = h("div", { class: "muted small", id: "submit-status", role: "status" });
   const form = h("form", { class: "submit-form", id: "submit-form", novalidate: true },
     Object.entries(schema.properties || {}).map(([n, p]) => fieldFor(n, p, required.has(n))),
     h("details", {}, h("summary", {}, "Priority and labels"),
       h("div", { class: "field" }, h("label", { for: "priority" }, "priority"), h("input", { id: "priority", name: "_priority", type: "number", step: "1", placeholder: String(job.priority) })),
       h("div", { class: "field" }, h("label", { for: "labels" }, "labels"), h("input", { id: "labels", name: "_labels", placeholder: "team=cfd, case=7", size: 40 }))),
-    general,
+    general, status,
     h("button", { type: "submit", id: "submit-run", disabled: !ctx.can("submit") }, ctx.can("submit") ? "Submit run" : "Submit (needs the submit role)"));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     form.querySelectorAll(".field-error").forEach((el) => { el.textContent = ""; });
     general.replaceChildren();
-    const body = { job: job.name, params: readParams(form, schema) };
-    if (form.elements._priority.value !== "") body.priority = Number(form.elements._priority.value);
-    const labels = form.elements._labels.value.split(",").map((s) => s.trim()).filter(Boolean);
-    if (labels.length) body.labels = Object.fromEntries(labels.map((l) => l.split("=").map((s) => s.trim())));
     try {
+      const body = { job: job.name, params: await readParams(form, schema, status) };
+      if (form.elements._priority.value !== "") body.priority = Number(form.elements._priority.value);
+      const labels = form.elements._labels.value.split(",").map((s) => s.trim()).filter(Boolean);
+      if (labels.length) body.labels = Object.fromEntries(labels.map((l) => l.split("=").map((s) => s.trim())));
       const run = await api.post("/v1/runs", body);
       location.hash = `#/runs/${run.id}`;
     } catch (err) {
+      status.textContent = "";
       let placed = false;
       for (const fe of (err.problem && err.problem.errors) || []) {
         const name = String(fe.field).replace(/^(body\.)?params\./, "");

@@ -3,7 +3,30 @@ import * as api from "../api.js";
 import { stream } from "../sse.js";
 import { h, badge, progressBar, duration, bytes, errorBox, encodePath, ACTIVE } from "../util.js";
 import { logView } from "./log.js";
-import { artifactsView } from "./artifacts.js";
+import { artifactsView, saveBlob } from "./artifacts.js";
+
+const UPLOAD = /^upload:([0-9a-f]{64})$/;
+
+// The files the run was given (its file params): name, size, a download.
+function inputsView(run) {
+  const list = h("ul", { class: "artifacts", id: "inputs" });
+  const el = h("section", { hidden: true }, h("h2", {}, "Inputs"), list);
+  const files = Object.entries(run.params).filter(([, v]) => typeof v === "string" && UPLOAD.test(v));
+  if (files.length) {
+    el.hidden = false;
+    for (const [name, value] of files) {
+      const uploadId = UPLOAD.exec(value)[1];
+      const item = h("li", { "data-param": name }, h("b", {}, name), " ", h("span", { class: "muted small" }, "…"));
+      list.append(item);
+      api.get(`/v1/uploads/${uploadId}`).then((u) => {
+        const link = h("button", { type: "button", class: "ghost download" }, u.name);
+        link.addEventListener("click", async () => saveBlob(await api.blob(`/v1/uploads/${uploadId}/content`), u.name));
+        item.replaceChildren(h("b", {}, name), " ", link, " ", h("span", { class: "muted small" }, bytes(u.size)));
+      }, () => { item.replaceChildren(h("b", {}, name), " ", h("span", { class: "muted small" }, "no longer stored")); });
+    }
+  }
+  return { el };
+}
 
 export async function runPage(ctx, id) {
   let run = await api.get(`/v1/runs/${encodeURIComponent(id)}`);
@@ -13,6 +36,7 @@ export async function runPage(ctx, id) {
   const actionsMsg = h("div", { class: "action-msg", role: "status" });
   const log = logView(id);
   const artifacts = artifactsView(id);
+  const inputs = inputsView(run);
 
   ctx.main.append(
     h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / ", h("span", { class: "mono" }, id)),
@@ -21,6 +45,7 @@ export async function runPage(ctx, id) {
       h("section", { class: "log-panel" }, h("h2", {}, "Log"), log.el),
       h("aside", {},
         h("section", {}, h("h2", {}, "Params"), h("pre", { class: "params-json", id: "params" }, JSON.stringify(run.params, null, 2))),
+        inputs.el,
         h("section", {}, h("h2", {}, "Attempts"), attempts),
         h("section", {}, h("h2", {}, "Artifacts"), artifacts.el))),
   );
