@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import structlog
 
 from runyard import failpoints
-from runyard.auth import Authenticator, load_tokens
+from runyard.auth import Authenticator, RelaySigner, load_tokens
 from runyard.clock import Clock, SystemClock
 from runyard.config import Settings
 from runyard.execution.base import Executor
@@ -38,6 +39,7 @@ from runyard.services.runs import RunService
 from runyard.services.slots import Slots
 from runyard.services.transitions import Transitions
 from runyard.services.uploads import UploadExpiry, Uploads
+from runyard.services.uploads.fetch import InputFetcher
 from runyard.services.waiters import EndWaiters, FinishRate
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
@@ -118,9 +120,20 @@ class Runtime:
             self.store, self.executor, self.slots, self.transitions, self.hub, queue,
             self.lease, self.clock, host=settings.server_id,
         )  # fmt: skip
+        quota = settings.max_uploads_mb
+        self.uploads = Uploads(
+            data_dir, settings.max_upload_mb * 2**20, quota * 2**20 if quota else None
+        )
+        # a cluster's member fetches the uploads of runs it claims from the one holding them
+        self._fetch_client: httpx.AsyncClient | None = None
+        fetcher = None
+        if clustered:
+            self._fetch_client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+            signer = RelaySigner(settings.cluster_secret, settings.server_id)
+            fetcher = InputFetcher(self.uploads, self.store, self.clock, signer, self._fetch_client)
         self.dispatcher = Dispatcher(
             self.store, self.registry, self.executor, self.slots, self.attempts, queue,
-            self.lease, self.clock, host=settings.server_id,
+            self.lease, self.clock, host=settings.server_id, inputs=fetcher,
         )  # fmt: skip
         # reconcile passes, one at a time; a failed one is retried until it succeeds
         self.reconciler = Reconciler(self.attempts, poked=reconcile_wake)
@@ -134,10 +147,6 @@ class Runtime:
             capacity=settings.capacity, wake=health_wake,
         )  # fmt: skip
         self.disk = DiskGuard(data_dir, settings.min_free_mb * 2**20)
-        quota = settings.max_uploads_mb
-        self.uploads = Uploads(
-            data_dir, settings.max_upload_mb * 2**20, quota * 2**20 if quota else None
-        )
         self.runs = RunService(
             self.store, self.registry, self.executor, self.attempts, self.transitions, queue,
             self.clock, waiters=self.waiters, finish_rate=self.finish_rate,
@@ -246,6 +255,8 @@ class Runtime:
         await self.executor.stop()
         await self.lifecycle.stop()
         await self.store.close()
+        if self._fetch_client is not None:
+            await self._fetch_client.aclose()
 
     def _announce(self, kind: str, data: dict[str, Any]) -> None:
         self.hub.feed.offer(kind, data)

@@ -24,6 +24,7 @@ from runyard.services import outcomes
 from runyard.services.attempts import Attempts
 from runyard.services.lease import Lease
 from runyard.services.slots import Slots
+from runyard.services.uploads.fetch import InputFetcher
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
 
@@ -68,7 +69,9 @@ class Dispatcher:
         clock: Clock,
         *,
         host: str,
+        inputs: InputFetcher | None = None,
     ) -> None:
+        self.inputs = inputs  # in a cluster: uploads another member holds, fetched first
         self.store = store
         self.registry = registry
         self.executor = executor
@@ -193,6 +196,8 @@ class Dispatcher:
         launch = self._request(claim)
         failpoints.hit("before_spawn")
         try:
+            if launch.inputs and self.inputs is not None:
+                await self.inputs.ensure(run.id, launch.inputs.values())
             started = await self.executor.launch(launch)
         except ExecutorUnavailableError as exc:
             # unavailable (the supervisor went away, Slurm's controller is silent or full):

@@ -1,0 +1,107 @@
+"""In a cluster, a run may be claimed by a server that does not hold its uploads (they went to
+the server the client talked to). Before the spawn, the claiming server fetches each missing
+upload from a live member that has it — as that member's own relay (auth.RelaySigner: a claim
+with the read role, signed for that one request), streamed into its own uploads under the same
+caps, and kept only if its bytes hash to the id asked for: a member cannot hand over other
+bytes than the run named. The fetched upload is marked as the run's, so it lives as long as
+the run here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from urllib.parse import quote
+
+import httpx
+import structlog
+
+from runyard.auth import RELAY_HEADER, RelaySigner, Role
+from runyard.clock import Clock
+from runyard.errors import RunyardError
+from runyard.execution.base import LaunchError
+from runyard.models import ServerInfo
+from runyard.services.uploads.names import UPLOAD_ID
+from runyard.services.uploads.store import Uploads
+from runyard.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+class InputFetcher:
+    def __init__(
+        self,
+        uploads: Uploads,
+        store: Store,
+        clock: Clock,
+        signer: RelaySigner,
+        client: httpx.AsyncClient,
+    ) -> None:
+        self.uploads = uploads
+        self.store = store
+        self.clock = clock
+        self.signer = signer
+        self.client = client
+        self.fetched_total = 0
+
+    async def ensure(self, run_id: str, upload_ids: Iterable[str]) -> None:
+        """Every upload named here, fetched from another member if missing; LaunchError
+        (naming the upload and why) when no live member gives it."""
+        for upload_id in sorted(set(upload_ids)):
+            if not UPLOAD_ID.fullmatch(upload_id):
+                raise LaunchError(f"inputs: {upload_id[:80]!r} is not an upload id")
+            if not await asyncio.to_thread(self.uploads.blob(upload_id).is_file):
+                await self._fetch(upload_id)
+            await self.uploads.reference({upload_id: [run_id]})
+
+    async def _fetch(self, upload_id: str) -> None:
+        me = self.signer.server_id
+        members = [s for s in await self.store.live_servers(self.clock.now()) if s.id != me]
+        why = []
+        for server in members:
+            try:
+                if await self._from(server, upload_id):
+                    self.fetched_total += 1
+                    log.info("input_fetched", upload_id=upload_id, server=server.id)
+                    return
+                why.append(f"{server.id}: not there")
+            except (httpx.HTTPError, RunyardError, ValueError) as exc:
+                why.append(f"{server.id}: {exc}")
+        raise LaunchError(
+            f"inputs: upload {upload_id} is not on this server, and no live member gave it "
+            f"({'; '.join(why) or 'no other member is live'})"
+        )
+
+    def _headers(self, path: str, server: ServerInfo) -> dict[str, str]:
+        me = f"server {self.signer.server_id}"
+        return {RELAY_HEADER: self.signer.sign("GET", path.encode(), server.id, me, Role.READ)}
+
+    async def _from(self, server: ServerInfo, upload_id: str) -> bool:
+        """Whether `server` gave the upload (False: it has none by that id)."""
+        base = server.url.rstrip("/")
+        path = f"/v1/uploads/{quote(upload_id)}"
+        meta = await self.client.get(base + path, headers=self._headers(path, server))
+        if meta.status_code == 404:
+            return False
+        meta.raise_for_status()
+        name = str(meta.json().get("name") or "upload")
+        path += "/content"
+        async with self.client.stream(
+            "GET", base + path, headers=self._headers(path, server)
+        ) as resp:
+            if resp.status_code == 404:
+                return False
+            resp.raise_for_status()
+            incoming = await self.uploads.open()
+            try:
+                async for chunk in resp.aiter_bytes():
+                    await incoming.write(chunk)
+                await incoming.close()
+            except BaseException:
+                await incoming.discard()
+                raise
+        if incoming.digest.hexdigest() != upload_id:
+            await incoming.discard()
+            raise ValueError("its bytes do not hash to the upload's id: not kept")
+        await self.uploads.keep(incoming, name)
+        return True

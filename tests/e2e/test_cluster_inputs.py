@@ -1,0 +1,60 @@
+"""A run's file input in a cluster (issue 18): uploaded to one server, the run claimed by
+another, which fetches the upload from the first (a signed relay claim with the read role)
+before the program starts, and checks its bytes against the upload's id."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from runyard.auth import Role, create_token
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "another-cluster-secret-0123456789"  # noqa: S105  a test cluster's
+BODY = b"part: bracket\nmass: 1.25 kg\n"
+
+
+def test_a_run_claimed_by_another_server_fetches_its_input(
+    start_server, write_job, jobs_dir: Path, database: str, tmp_path: Path
+) -> None:
+    write_job("hold", 'command = ["sleep", "300"]\n')
+    write_job("read", 'command = ["cat", "{data}"]\n[params.data]\ntype = "file"\n')
+    tokens = tmp_path / "tokens.toml"
+    token = create_token(tokens, "submitter", Role.SUBMIT)
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def member(name: str):
+        env = {"RUNYARD_DATABASE_URL": database, "RUNYARD_SERVER_ID": name,
+               "RUNYARD_LEASE_S": "1.5", "RUNYARD_TOKENS_FILE": str(tokens),
+               "RUNYARD_CLUSTER_SECRET": SECRET}  # fmt: skip
+        return start_server(jobs_dir, capacity=1, data_dir=tmp_path / name, env=env)
+
+    a = member("a")
+    hold = httpx.post(f"{a.url}/v1/runs", json={"job": "hold"}, headers=auth).json()
+    wait_for(lambda: httpx.get(f"{a.url}/v1/runs/{hold['id']}", headers=auth).json()["state"]
+             == "running", what="a's only slot to be taken")  # fmt: skip
+    upload_id = httpx.put(f"{a.url}/v1/uploads", params={"name": "part.txt"}, content=BODY,
+                          headers=auth).json()["id"]  # fmt: skip
+    assert upload_id == hashlib.sha256(BODY).hexdigest()
+    params = {"data": f"upload:{upload_id}"}
+    run = httpx.post(f"{a.url}/v1/runs", headers=auth, json={"job": "read", "params": params})
+    run = run.json()
+    assert run["state"] == "queued"
+    assert not (tmp_path / "b" / "uploads" / upload_id).exists()
+
+    b = member("b")  # the only free slot in the cluster: b claims the run
+    wait_for(lambda: httpx.get(f"{b.url}/v1/runs/{run['id']}", headers=auth).json()["state"]
+             == "succeeded", timeout=60, what="b to run it")  # fmt: skip
+    with psycopg.connect(database) as conn:
+        hosts = conn.execute("SELECT host FROM attempts WHERE run_id = %s", (run["id"],)).fetchall()
+    assert hosts == [("b",)]
+    assert httpx.get(f"{b.url}/v1/runs/{run['id']}/logs", headers=auth).content == BODY
+    fetched = tmp_path / "b" / "uploads" / upload_id
+    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == upload_id
+    httpx.post(f"{a.url}/v1/runs/{hold['id']}/cancel", headers=auth)
