@@ -152,6 +152,7 @@ class Runtime:
             self.clock, waiters=self.waiters, finish_rate=self.finish_rate,
             progress=self.hub.refresh_progress, announce=self._announce,
             max_queue=settings.max_queue, disk=self.disk, uploads=self.uploads,
+            fetch_upload=fetcher.fetch if fetcher is not None else None,
         )  # fmt: skip
         self.batches = BatchService(
             self.store, self.registry, self.runs, self.clock, settings.max_batch

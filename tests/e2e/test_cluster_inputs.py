@@ -58,3 +58,15 @@ def test_a_run_claimed_by_another_server_fetches_its_input(
     fetched = tmp_path / "b" / "uploads" / upload_id
     assert hashlib.sha256(fetched.read_bytes()).hexdigest() == upload_id
     httpx.post(f"{a.url}/v1/runs/{hold['id']}/cancel", headers=auth)
+    # a submit sent to another server than the upload (as a load balancer does) is accepted:
+    # that server fetches the upload to check it
+    other = httpx.put(f"{a.url}/v1/uploads", params={"name": "other.txt"}, content=b"other",
+                      headers=auth).json()["id"]  # fmt: skip
+    resp = httpx.post(f"{b.url}/v1/runs", headers=auth,
+                      json={"job": "read", "params": {"data": f"upload:{other}"}})  # fmt: skip
+    assert resp.status_code == 202, resp.text
+    assert (tmp_path / "b" / "uploads" / other).is_file()
+    nowhere = {"job": "read", "params": {"data": "upload:" + "0" * 64}}
+    unknown = httpx.post(f"{b.url}/v1/runs", headers=auth, json=nowhere)
+    assert unknown.status_code == 422
+    assert "no upload" in unknown.json()["detail"]

@@ -29,7 +29,7 @@ from runyard.services.attempts import Attempts
 from runyard.services.diskspace import DiskGuard
 from runyard.services.removal import remove_run_files
 from runyard.services.transitions import Transitions
-from runyard.services.uploads import Seen, Uploads, check_files, file_values, named_uploads
+from runyard.services.uploads import Fetch, Seen, Uploads, check_files, file_values, named_uploads
 from runyard.services.waiters import EndWaiters, FinishRate
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
@@ -99,7 +99,9 @@ class RunService:
         max_queue: int | None = None,
         disk: DiskGuard | None = None,
         uploads: Uploads | None = None,
+        fetch_upload: Fetch | None = None,
     ) -> None:
+        self.fetch_upload = fetch_upload  # in a cluster: an upload another member holds
         self.accepting = True
         self.uploads = uploads  # what file params name
         self.disk = disk
@@ -166,7 +168,7 @@ class RunService:
     async def check_files(self, job: Job, values: dict[str, Any], seen: Seen) -> None:
         if self.uploads is None:
             raise InvalidInputError("this server takes no uploads", field="params")
-        await check_files(self.uploads, job.spec, values, seen)
+        await check_files(self.uploads, job.spec, values, seen, self.fetch_upload)
 
     async def reference(self, job: Job, runs: list[Run]) -> None:
         """Mark the uploads `runs` use (all runs of one job) before they are stored."""

@@ -4,7 +4,7 @@ size limit and of an accepted kind — by name and, where cheap, by content (sni
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import PurePath
 from typing import Any
 
@@ -18,6 +18,18 @@ from runyard.services.uploads.store import Upload, Uploads
 PREFIX = "upload:"
 # an upload read once per request, with its first bytes once they were needed
 Seen = dict[str, tuple[Upload, bytes | None]]
+
+
+Fetch = Callable[[str], Awaitable[bool]]
+
+
+async def _get(uploads: Uploads, upload_id: str, fetch: Fetch | None) -> Upload:
+    try:
+        return await uploads.get(upload_id)
+    except NotFoundError:
+        if fetch is None or not UPLOAD_ID.fullmatch(upload_id) or not await fetch(upload_id):
+            raise
+    return await uploads.get(upload_id)
 
 
 def file_values(spec: JobSpec, values: dict[str, Any]) -> dict[str, str]:
@@ -40,15 +52,18 @@ def named_uploads(params: Iterable[Any]) -> list[str]:
     ]
 
 
-async def check_files(uploads: Uploads, spec: JobSpec, values: dict[str, Any], seen: Seen) -> None:
+async def check_files(
+    uploads: Uploads, spec: JobSpec, values: dict[str, Any], seen: Seen, fetch: Fetch | None = None
+) -> None:
     """Each file param names a stored upload within its limits (422 or 413 naming the param
-    and the limit). `seen`: uploads already read (a batch shares one upload among runs)."""
+    and the limit). `seen`: uploads already read (a batch shares one upload among runs).
+    `fetch`: in a cluster, an upload another member holds is fetched here first."""
     for name, upload_id in file_values(spec, values).items():
         decl = spec.params[name]
         field = f"params.{name}"
         if upload_id not in seen:
             try:
-                seen[upload_id] = (await uploads.get(upload_id), None)
+                seen[upload_id] = (await _get(uploads, upload_id, fetch), None)
             except NotFoundError:
                 raise InvalidInputError(
                     f"param {name!r}: no upload {upload_id} (PUT /v1/uploads first)", field=field

@@ -54,6 +54,15 @@ class InputFetcher:
                 await self._fetch(upload_id)
             await self.uploads.reference({upload_id: [run_id]})
 
+    async def fetch(self, upload_id: str) -> bool:
+        """Whether a live member gave the upload (a submit naming one sent to another
+        server, as a load balancer may do)."""
+        try:
+            await self._fetch(upload_id)
+        except LaunchError:
+            return False
+        return True
+
     async def _fetch(self, upload_id: str) -> None:
         me = self.signer.server_id
         members = [s for s in await self.store.live_servers(self.clock.now()) if s.id != me]
