@@ -180,8 +180,9 @@ class LocalExecutor:
         if spec.inputs:
             try:
                 staged = await asyncio.to_thread(
-                    inputs.stage, self.uploads_dir, self.paths(spec.run_id).workspace, spec.inputs
-                )
+                    inputs.stage, self.uploads_dir, self.paths(spec.run_id).workspace,
+                    spec.inputs, spec.input_paths,
+                )  # fmt: skip
             except (workspace.WorkspaceError, OSError) as exc:
                 raise LaunchError(f"inputs: {exc}") from exc
         # SupervisorUnavailableError propagates

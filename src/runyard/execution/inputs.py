@@ -17,9 +17,17 @@ INPUTS = "inputs"
 COPY_INSTEAD = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK})
 
 
-def stage(uploads_dir: Path, workspace: Path, inputs: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Blocking. `inputs`: param name -> upload id. Returns, per param, what the program is
-    told of its file (path, size, sha256). WorkspaceError if an upload is gone."""
+def stage(
+    uploads_dir: Path,
+    workspace: Path,
+    inputs: dict[str, str],
+    where: dict[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Blocking. `inputs`: param name -> upload id; `where`: param name -> the path the job
+    says it lands at, relative to the workspace. Returns, per param, what the program is told
+    of its file (path, size, sha256). WorkspaceError if an upload is gone, or if the place it
+    would land leads out of the workspace (a symlink a workspace source or an earlier
+    attempt left): staging runs as the server, never writes through a link."""
     staged: dict[str, dict[str, Any]] = {}
     for name, upload_id in inputs.items():
         blob = uploads_dir / upload_id
@@ -27,10 +35,11 @@ def stage(uploads_dir: Path, workspace: Path, inputs: dict[str, str]) -> dict[st
             meta = json.loads((uploads_dir / f"{upload_id}.json").read_text())
         except (OSError, ValueError) as exc:
             raise WorkspaceError(f"input {name!r}: upload {upload_id} is gone ({exc})") from exc
-        folder = workspace / INPUTS / name
-        folder.mkdir(parents=True, exist_ok=True)
-        # the upload's name was made a plain file name when it was stored (uploads.py)
-        target = folder / Path(str(meta.get("name") or "upload")).name
+        if where and name in where:  # a relative path of plain segments (jobs/params.py)
+            target = workspace / where[name]
+        else:  # the upload's name was made a plain file name when it was stored
+            target = workspace / INPUTS / name / Path(str(meta.get("name") or "upload")).name
+        _folders(workspace, target.parent.relative_to(workspace).parts, name)
         # whatever is there (a workspace source's file, a symlink, an earlier attempt's link)
         # gives way: the program reads the upload, nothing else under its name
         target.unlink(missing_ok=True)
@@ -43,3 +52,16 @@ def stage(uploads_dir: Path, workspace: Path, inputs: dict[str, str]) -> dict[st
             target.chmod(0o444)
         staged[name] = {"path": str(target), "size": meta.get("size"), "sha256": upload_id}
     return staged
+
+
+def _folders(workspace: Path, parts: tuple[str, ...], name: str) -> None:
+    """Make the folders down to where an input lands, refusing any that is a symlink: it
+    could lead out of the workspace, and nothing is made or written before that is known."""
+    here = workspace
+    for part in parts:
+        here = here / part
+        if here.is_symlink():
+            raise WorkspaceError(
+                f"input {name!r}: {here} is a symlink; an input is never staged through one"
+            )
+        here.mkdir(exist_ok=True)

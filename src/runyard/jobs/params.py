@@ -20,6 +20,9 @@ from runyard.bounds import (
 ParamType = Literal["int", "float", "str", "bool", "enum", "json", "file"]
 UPLOAD_REF = r"^upload:[0-9a-f]{64}$"  # a file param's value: an upload's id (PUT /v1/uploads)
 EXTENSION = r"^\.[A-Za-z0-9_+-]{1,16}$"
+# where a file param's file lands in the workspace: a relative path of plain segments
+SEGMENT = r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,127}"  # never . or .., nor hidden
+STAGE_PATH = rf"^{SEGMENT}(/{SEGMENT}){{0,15}}$"
 
 # A str param without max_length is still bounded: nothing unbounded reaches argv or the store.
 DEFAULT_STR_MAX = 4096
@@ -54,6 +57,10 @@ class ParamDecl(BaseModel):
     accept: list[Annotated[str, Field(pattern=EXTENSION)]] | None = Field(
         default=None, min_length=1, description="file: the file name's extensions allowed"
     )
+    path: str | None = Field(
+        default=None, max_length=255, pattern=STAGE_PATH,
+        description="file: where it lands in the workspace (default inputs/NAME/FILE_NAME)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _coherent(self) -> ParamDecl:
@@ -69,8 +76,8 @@ class ParamDecl(BaseModel):
             raise ValueError("`min` is greater than `max`")
         if (self.max_depth is not None or self.max_keys is not None) and self.type != "json":
             raise ValueError("`max_depth`/`max_keys` are only for json params")
-        if (self.max_mb is not None or self.accept is not None) and self.type != "file":
-            raise ValueError("`max_mb`/`accept` are only for file params")
+        if {self.max_mb, self.accept, self.path} != {None} and self.type != "file":
+            raise ValueError("`max_mb`/`accept`/`path` are only for file params")
         if self.type == "file" and self.default is not None:
             raise ValueError("a file param has no default: each run's file is uploaded")
         return self

@@ -47,6 +47,10 @@ def _placement(spec: JobSpec) -> dict[str, Any]:
     }
 
 
+def _input_paths(spec: JobSpec) -> dict[str, str]:
+    return {n: d.path for n, d in spec.params.items() if d.type == "file" and d.path is not None}
+
+
 def _inputs(spec: JobSpec, params: dict[str, Any]) -> dict[str, str]:
     """The run's file params: name -> upload id (the value is `upload:ID`, checked at submit)."""
     return {
@@ -189,6 +193,7 @@ class Dispatcher:
             executor=spec.executor,
             **(_placement(spec) if spec.executor != "local" else {}),
             inputs=_inputs(spec, run.params) if spec.has_files else None,
+            input_paths=_input_paths(spec) if spec.has_files else None,
         )
 
     async def _start(self, claim: Claim) -> None:

@@ -156,7 +156,9 @@ class SlurmExecutor:
             raise ExecutorUnavailableError("this server's lease lapsed: nothing is submitted")
         paths = self.paths(spec.run_id)
         try:
-            staged = await asyncio.to_thread(self._prepare, spec.workspace, paths, spec.inputs)
+            staged = await asyncio.to_thread(
+                self._prepare, spec.workspace, paths, spec.inputs, spec.input_paths
+            )
         except (workspace.WorkspaceError, OSError) as exc:
             raise LaunchError(f"workspace: {exc}") from exc
         req = spawn_request(
@@ -198,14 +200,18 @@ class SlurmExecutor:
         return Started(int(tracked.job_id), 0, 0.0, time.time())
 
     def _prepare(
-        self, spec: str, paths: RunPaths, files: dict[str, str] | None
+        self,
+        spec: str,
+        paths: RunPaths,
+        files: dict[str, str] | None,
+        where: dict[str, str] | None = None,
     ) -> dict[str, dict[str, Any]] | None:
         """Blocking: the run's workspace (once per run) and its file inputs, staged into the
         shared run directory (copied when the uploads are on another filesystem)."""
         if spec != "empty" and not paths.workspace.exists():
             paths.root.mkdir(parents=True, exist_ok=True)
             workspace.prepare(spec, self.jobs_dir, paths.workspace)
-        return inputs.stage(self.uploads_dir, paths.workspace, files) if files else None
+        return inputs.stage(self.uploads_dir, paths.workspace, files, where) if files else None
 
     async def cancel(self, run_id: str, attempt: int, reason: str = "cancel") -> bool:
         """False if it is not ours or has already ended; ExecutorUnavailableError if Slurm
