@@ -57,6 +57,7 @@ def stage(
 def _folders(workspace: Path, parts: tuple[str, ...], name: str) -> None:
     """Make the folders down to where an input lands, refusing any that is a symlink: it
     could lead out of the workspace, and nothing is made or written before that is known."""
+    workspace.mkdir(parents=True, exist_ok=True)  # runyard's own (an empty one is made here)
     here = workspace
     for part in parts:
         here = here / part

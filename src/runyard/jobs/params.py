@@ -76,7 +76,8 @@ class ParamDecl(BaseModel):
             raise ValueError("`min` is greater than `max`")
         if (self.max_depth is not None or self.max_keys is not None) and self.type != "json":
             raise ValueError("`max_depth`/`max_keys` are only for json params")
-        if {self.max_mb, self.accept, self.path} != {None} and self.type != "file":
+        file_only = (self.max_mb, self.accept, self.path)
+        if any(v is not None for v in file_only) and self.type != "file":
             raise ValueError("`max_mb`/`accept`/`path` are only for file params")
         if self.type == "file" and self.default is not None:
             raise ValueError("a file param has no default: each run's file is uploaded")
