@@ -6,7 +6,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,8 @@ from runyard.schemas import (
     ScheduleView,
     UploadView,
 )
+
+UPLOAD_CHUNK = 1024 * 1024  # bytes read from disk and sent at a time
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -195,11 +197,25 @@ class Client:
             self._check(self.http.post("/v1/batches", json=body)).json()
         )
 
-    def upload(self, path: Path, name: str | None = None) -> UploadView:
+    def upload(
+        self, path: Path, name: str | None = None, progress: Callable[[int], None] | None = None
+    ) -> UploadView:
         """Upload a file (streamed from disk); its id is what a file param takes as
-        `upload:ID`. The same bytes uploaded twice are stored once."""
+        `upload:ID`. The same bytes uploaded twice are stored once. `progress` is told the
+        bytes sent after each chunk."""
         with path.open("rb") as fh:
-            resp = self.http.put("/v1/uploads", params={"name": name or path.name}, content=fh)
+            size = os.fstat(fh.fileno()).st_size
+
+            def chunks() -> Iterator[bytes]:
+                while chunk := fh.read(UPLOAD_CHUNK):
+                    yield chunk
+                    if progress is not None:
+                        progress(len(chunk))
+
+            resp = self.http.put(
+                "/v1/uploads", params={"name": name or path.name}, content=chunks(),
+                headers={"Content-Length": str(size)},  # refused at once when over the cap
+            )  # fmt: skip
         return UploadView.model_validate(self._check(resp).json())
 
     def _uploaded(self, params: dict[str, Any]) -> dict[str, Any]:

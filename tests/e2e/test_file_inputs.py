@@ -123,3 +123,48 @@ def test_the_sdk_and_the_cli_upload_a_path_then_submit(server, tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     blobs = [p for p in (server.data_dir / "uploads").iterdir() if p.suffix != ".json"]
     assert [p.name for p in blobs if p.is_file()] == [run.params["data"][len("upload:") :]]
+
+
+def test_a_large_file_shows_upload_progress_on_a_terminal(start_server, tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from runyard.client import Client
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "size.toml").write_text(
+        'command = ["wc", "-c", "{data}"]\n[params.data]\ntype = "file"\n'
+    )
+    server = start_server(jobs)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(1024 * 1024) * 12)
+    seen: list[int] = []
+    with Client(server.url) as client:
+        upload = client.upload(big, progress=seen.append)  # the SDK reports what it sent
+    assert sum(seen) == upload.size == 12 * 1024 * 1024
+    primary, secondary = pty.openpty()  # the CLI on a terminal: a progress bar on stderr
+    with subprocess.Popen(
+        [sys.executable, "-m", "runyard", "submit", "size", "-p", f"data=@{big}",
+         "--server", server.url],
+        stdout=subprocess.PIPE, stderr=secondary, env={**os.environ, "TERM": "xterm"},
+    ) as proc:  # fmt: skip
+        os.close(secondary)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the terminal closed: the CLI is done
+                break
+            if not chunk:
+                break
+            shown += chunk
+        run_id = proc.stdout.read().decode().strip() if proc.stdout else ""
+        assert proc.wait(timeout=120) == 0
+    os.close(primary)
+    assert b"uploading big.bin" in shown
+    assert httpx.get(f"{server.url}/v1/runs/{run_id}").json()["params"] == {
+        "data": f"upload:{upload.id}"
+    }

@@ -28,6 +28,7 @@ from runyard.cli.output import (
     print_run,
     styled_state,
 )
+from runyard.cli.uploads import upload_files
 from runyard.models import RunState
 from runyard.schemas import RunPage
 
@@ -48,6 +49,7 @@ def submit(
     params = parse_kv(param, "param", files=True)
     labels = parse_labels(label)
     with connected(server, token) as c:
+        params = upload_files(c, params, err)
         run = c.submit(
             job, params, priority=priority, labels=labels, idempotency_key=idempotency_key
         )
@@ -71,6 +73,7 @@ def run_sync(
     params = parse_kv(param, "param", files=True)
     labels = parse_labels(label)
     with connected(server, token) as c:
+        params = upload_files(c, params, err)
         run = c.submit(job, params, labels=labels, wait=wait)
         if run.state.terminal:
             print_log(c, run.id)

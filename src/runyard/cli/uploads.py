@@ -1,0 +1,33 @@
+"""The files a command names (`-p NAME=@FILE`), uploaded before it submits: a progress bar on
+the terminal for the large ones, nothing where output is not a terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from runyard.client import Client
+
+SHOWN_FROM = 8 * 1024 * 1024  # smaller files go up before a bar would be seen
+
+
+def upload_files(client: Client, params: dict[str, Any], console: Console) -> dict[str, Any]:
+    """Params with each `Path` value uploaded and replaced by `upload:ID`."""
+    done = dict(params)
+    for name, value in params.items():
+        if isinstance(value, Path):
+            done[name] = f"upload:{_upload(client, value, console).id}"
+    return done
+
+
+def _upload(client: Client, path: Path, console: Console) -> Any:
+    size = path.stat().st_size
+    if size < SHOWN_FROM or not console.is_terminal:
+        return client.upload(path)
+    columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"uploading {path.name}", total=size)
+        return client.upload(path, progress=lambda sent: bar.advance(task, sent))
