@@ -162,3 +162,30 @@ def test_multipart_needs_the_submit_role_before_a_byte_is_read(start_server, tmp
         )  # fmt: skip
         assert resp.status_code == status, resp.text
     assert blobs(server.data_dir) == []
+
+
+def test_a_zip_is_staged_as_sent_never_unpacked(start_server, tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "listing.toml").write_text(
+        'command = ["sh", "-c", "cd inputs && find . | sort"]\n'
+        '[params.bundle]\ntype = "file"\naccept = [".zip"]\n'
+    )
+    server = start_server(jobs)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as z:
+        z.writestr("../../escape.txt", "out")  # a hostile member name: never extracted
+        z.writestr("inside.txt", "in")
+    resp = httpx.post(
+        f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
+        data={"run": json.dumps({"job": "listing"})},
+        files={"bundle": ("cases.zip", packed.getvalue())},
+    )  # fmt: skip
+    run = resp.json()
+    assert run["state"] == "succeeded", run
+    log = httpx.get(f"{server.url}/v1/runs/{run['id']}/logs").text.split()
+    assert log == [".", "./bundle", "./bundle/cases.zip"]
+    assert not list(tmp_path.rglob("escape.txt"))
