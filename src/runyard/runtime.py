@@ -122,8 +122,9 @@ class Runtime:
         )  # fmt: skip
         quota = settings.max_uploads_mb
         self.uploads = Uploads(
-            data_dir, settings.max_upload_mb * 2**20, quota * 2**20 if quota else None
-        )
+            data_dir, settings.max_upload_mb * 2**20, quota * 2**20 if quota else None,
+            fsync=settings.fsync,
+        )  # fmt: skip
         # a cluster's member fetches the uploads of runs it claims from the one holding them
         self._fetch_client: httpx.AsyncClient | None = None
         fetcher = None

@@ -26,11 +26,19 @@ accept = [".csv"]
 """
 
 
+TAMPER = """
+command = ["sh", "-c", 'chmod u+w "$0" && echo TAMPERED >> "$0"', "{data}"]
+[params.data]
+type = "file"
+"""
+
+
 @pytest.fixture
 def server(start_server, tmp_path: Path):
     jobs = tmp_path / "jobs"
     jobs.mkdir()
     (jobs / "count.toml").write_text(JOB)
+    (jobs / "tamper.toml").write_text(TAMPER)
     return start_server(jobs)
 
 
@@ -168,3 +176,14 @@ def test_a_large_file_shows_upload_progress_on_a_terminal(start_server, tmp_path
     assert httpx.get(f"{server.url}/v1/runs/{run_id}").json()["params"] == {
         "data": f"upload:{upload.id}"
     }
+
+
+def test_a_program_that_changes_its_input_never_changes_the_upload(server) -> None:
+    body = b"a,b\n1,2\n"
+    upload_id = upload(server, body, "t.csv")
+    submit = {"job": "tamper", "params": {"data": f"upload:{upload_id}"}}
+    resp = httpx.post(f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
+                      json=submit)  # fmt: skip
+    assert resp.json().get("state") == "succeeded", resp.text  # root may write its own copy
+    stored = httpx.get(f"{server.url}/v1/uploads/{upload_id}/content").content
+    assert stored == body  # and the stored upload is what was sent, for every later run

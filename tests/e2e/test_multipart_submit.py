@@ -189,3 +189,63 @@ def test_a_zip_is_staged_as_sent_never_unpacked(start_server, tmp_path: Path) ->
     log = httpx.get(f"{server.url}/v1/runs/{run['id']}/logs").text.split()
     assert log == [".", "./bundle", "./bundle/cases.zip"]
     assert not list(tmp_path.rglob("escape.txt"))
+
+
+def test_a_file_part_must_name_a_file_param(server) -> None:
+    resp = httpx.post(
+        f"{server.url}/v1/runs", data={"run": json.dumps({"job": "count"})},
+        files={"data": ("t.csv", TABLE), "note": ("n.txt", b"not a file param")},
+    )  # fmt: skip
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == "params.note"
+    assert blobs(server.data_dir) == []
+
+
+def test_a_part_over_its_params_max_mb_is_refused_naming_it(server) -> None:
+    resp = httpx.post(
+        f"{server.url}/v1/runs", data={"run": json.dumps({"job": "count"})},
+        files={"data": ("t.csv", b"1,2\n" * 300_000)},  # 1.2 MB for max_mb = 1
+    )  # fmt: skip
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["field"] == "params.data"
+    assert "max_mb" in resp.json()["detail"]
+    assert blobs(server.data_dir) == []
+
+
+def test_a_failed_multipart_submit_never_takes_back_what_another_client_uploaded(
+    server,
+) -> None:
+    part = b"--B\r\nContent-Disposition: form-data; name="
+    head = (part + b'"data"; filename="t.csv"\r\n\r\n' + TABLE + b"\r\n"
+            + part + b'"run"\r\n\r\n')  # fmt: skip
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /v1/runs HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: multipart/form-data; boundary=B\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n"
+                     + f"{len(head):x}\r\n".encode() + head + b"\r\n")  # fmt: skip
+        upload_id = hashlib.sha256(TABLE).hexdigest()
+        kept = server.data_dir / "uploads" / upload_id
+        wait_for(kept.exists, what="the multipart file to be kept")
+        again = httpx.put(f"{server.url}/v1/uploads", content=TABLE)  # another client
+        assert again.status_code == 200
+        tail = b'{"job": "nope"}\r\n--B--\r\n'
+        sock.sendall(f"{len(tail):x}\r\n".encode() + tail + b"\r\n0\r\n\r\n")
+        answer = sock.recv(65536)
+    assert b" 404 " in answer.split(b"\r\n", 1)[0]
+    assert httpx.get(f"{server.url}/v1/uploads/{upload_id}").status_code == 200
+
+
+def test_a_disk_failing_under_a_multipart_file_is_507_and_leaves_nothing(
+    start_server, tmp_path: Path
+) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "count.toml").write_text(JOB.replace("max_mb = 1\n", ""))
+    server = start_server(jobs, env={"RUNYARD_FAILPOINTS": "upload=enospc"})
+    resp = httpx.post(
+        f"{server.url}/v1/runs", data={"run": json.dumps({"job": "count"})},
+        files={"data": ("t.csv", b"1,2\n" * 400_000)},  # flushed while it streams
+    )  # fmt: skip
+    assert resp.status_code == 507, resp.text
+    assert "could not be stored" in resp.json()["detail"]
+    assert blobs(server.data_dir) == []

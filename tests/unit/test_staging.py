@@ -53,3 +53,16 @@ def test_an_input_is_never_staged_through_a_symlink(
     with pytest.raises(WorkspaceError, match="symlink"):
         stage(uploads, workspace, {"model": ID}, where)
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize(("a", "b"), [("case/m.stl", "case/m.stl"), ("case", "case/m.stl")])
+def test_file_params_whose_paths_overlap_are_a_load_error(tmp_path: Path, a: str, b: str) -> None:
+    from runyard.jobs.spec import LoadError, load_job
+
+    job = tmp_path / "two.toml"
+    job.write_text(
+        f'command = ["true"]\n[params.one]\ntype = "file"\npath = "{a}"\n'
+        f'[params.two]\ntype = "file"\npath = "{b}"\n'
+    )
+    with pytest.raises(LoadError, match="overlap"):
+        load_job(job)

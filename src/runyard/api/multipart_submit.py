@@ -12,7 +12,6 @@ brought: an upload it created that no run uses is removed at once.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 from collections.abc import AsyncIterator
 
@@ -28,9 +27,11 @@ from runyard.api.deps import relay_signer, runtime_of
 from runyard.api.routes.runs import answer_submit
 from runyard.api.security import authorize
 from runyard.auth import Role
-from runyard.errors import InvalidInputError, RunyardError
+from runyard.errors import InvalidInputError, NotFoundError, RunyardError
+from runyard.jobs import JobRegistry
+from runyard.jobs.spec import Job
 from runyard.schemas import SubmitRequest
-from runyard.services.uploads import Incoming, Upload, Uploads
+from runyard.services.uploads import Incoming, Upload, Uploads, UploadTooLargeError
 
 RUN_PART = "run"
 MAX_PARTS = 33  # the run and up to 32 files
@@ -86,9 +87,13 @@ class _Events:
 class _Form:
     """What one multipart body held: the run's JSON and the uploads of its files."""
 
-    def __init__(self, uploads: Uploads, max_run_bytes: int) -> None:
+    def __init__(self, uploads: Uploads, registry: JobRegistry, max_run_bytes: int) -> None:
         self.uploads = uploads
+        self.registry = registry
         self.max_run_bytes = max_run_bytes
+        self.request: SubmitRequest | None = None
+        self.job: Job | None = None  # once the run is read: its file parts checked as they come
+        self._cap: int | None = None  # the bytes the file part being read may have
         self.run: bytearray | None = None
         self.files: dict[str, Upload] = {}
         self.created: list[str] = []  # uploads this request stored first (removed on failure)
@@ -142,11 +147,21 @@ class _Form:
             raise InvalidInputError(f"file part {self._name!r} is given twice", field=self._name)
         filename = options.get(b"filename")
         self._filename = self._name if not filename else filename.decode("utf-8", "replace")
+        self._cap = self._check_part(self._name) if self.job is not None else None
         self._incoming = await self.uploads.open()
 
     async def _data(self, data: bytes) -> None:
         if self._incoming is not None:
-            await self._incoming.write(data)
+            field = f"params.{self._name}"
+            if self._cap is not None and self._incoming.size + len(data) > self._cap:
+                raise UploadTooLargeError(
+                    f"file part {self._name!r} is over its param's max_mb "
+                    f"({self._cap / 2**20:g})", field=field, limit_bytes=self._cap,
+                )  # fmt: skip
+            try:
+                await self._incoming.write(data)
+            except UploadTooLargeError as exc:
+                raise UploadTooLargeError(exc.detail, field=field, **exc.extra) from None
         elif self._buffer is not None:
             self._buffer.extend(data)
             if len(self._buffer) > self.max_run_bytes:
@@ -158,30 +173,54 @@ class _Form:
     async def _end(self) -> None:
         incoming, self._incoming, self._buffer = self._incoming, None, None
         if incoming is not None:
-            upload, new = await self.uploads.keep(incoming, self._filename or "upload")
+            upload, new = await self.uploads.keep(incoming, self._filename or "upload", fresh=True)
             self.files[self._name] = upload
             if new:
                 self.created.append(upload.id)
+        elif self._name == RUN_PART:  # the run is known: the files are checked as they come
+            await self._know_job()
 
-    async def discard(self) -> None:
-        """Nothing of a failed request stays: the file being received, and the uploads it
-        created that no run uses."""
-        if self._incoming is not None:
-            await self._incoming.discard()
-        for upload_id in self.created:
-            await asyncio.to_thread(self.uploads.expire, upload_id, math.inf)
-
-    def submit_request(self) -> SubmitRequest:
+    async def _know_job(self) -> None:
         if self.run is None:
             raise InvalidInputError(
                 "no part 'run': send the run as JSON in a part named 'run'", field=RUN_PART
             )
         try:
-            request = SubmitRequest.model_validate_json(bytes(self.run))
+            self.request = SubmitRequest.model_validate_json(bytes(self.run))
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**e, "loc": ("body", RUN_PART, *e["loc"])} for e in exc.errors()]
             ) from None
+        self.job = await self.registry.get(self.request.job)
+        if self.job is None:
+            raise NotFoundError(f"job {self.request.job!r} is not declared", field="job")
+        for name in self.files:
+            self._check_part(name)
+
+    def _check_part(self, name: str) -> int | None:
+        """A file part names a file param of the run's job: its max_mb in bytes, if any."""
+        assert self.job is not None  # noqa: S101  called once the job is known
+        decl = self.job.spec.params.get(name)
+        if decl is None or decl.type != "file":
+            raise InvalidInputError(
+                f"file part {name[:64]!r}: job {self.job.name!r} has no file param of that "
+                "name", field=f"params.{name[:64]}",
+            )  # fmt: skip
+        return None if decl.max_mb is None else int(decl.max_mb * 2**20)
+
+    async def discard(self) -> None:
+        """Nothing of a failed request stays: the file being received, and the uploads it
+        created that nobody else uploaded or used meanwhile."""
+        if self._incoming is not None:
+            await self._incoming.discard()
+        for upload_id in self.created:
+            await asyncio.to_thread(self.uploads.take_back, upload_id)
+
+    async def submit_request(self) -> SubmitRequest:
+        if self.job is None:
+            await self._know_job()
+        request = self.request
+        assert request is not None  # noqa: S101  _know_job read it or raised
         for name, upload in self.files.items():
             if name in request.params:
                 raise InvalidInputError(
@@ -209,13 +248,16 @@ async def submit_multipart(scope: Scope, receive: Receive, send: Send) -> None:
     boundary = options.get(b"boundary")
     if not boundary or len(boundary) > 70:
         raise BadMultipartError("Content-Type multipart/form-data needs a boundary (1-70 chars)")
-    form = _Form(runtime.uploads, runtime.settings.max_body_kb * 1024)
+    runtime.runs.check_accepting()  # nothing is received that could not be submitted
+    if runtime.runs.disk is not None:
+        await runtime.runs.disk.check()
+    form = _Form(runtime.uploads, runtime.registry, runtime.settings.max_body_kb * 1024)
     try:
         await form.read(Request(scope, receive).stream(), boundary)
-        response = await answer_submit(
-            runtime.runs, runtime.settings, form.submit_request(), key, prefer
-        )
+        request = await form.submit_request()
+        response = await answer_submit(runtime.runs, runtime.settings, request, key, prefer)
     except BaseException:
         await form.discard()
         raise
+    runtime.uploads.settle(form.created)
     await response(scope, receive, send)

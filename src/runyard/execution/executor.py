@@ -181,7 +181,7 @@ class LocalExecutor:
             try:
                 staged = await asyncio.to_thread(
                     inputs.stage, self.uploads_dir, self.paths(spec.run_id).workspace,
-                    spec.inputs, spec.input_paths,
+                    spec.inputs, spec.input_paths, link=spec.run_as is not None,
                 )  # fmt: skip
             except (workspace.WorkspaceError, OSError) as exc:
                 raise LaunchError(f"inputs: {exc}") from exc

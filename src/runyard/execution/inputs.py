@@ -1,9 +1,11 @@
 """A run's file inputs, staged into its workspace before the program starts: each upload
-hard-linked (or, across filesystems, copied) to `inputs/NAME/FILENAME`, read-only."""
+copied (or hard-linked, where the program cannot change it) to `inputs/NAME/FILENAME`,
+read-only."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -15,6 +17,8 @@ from runyard.execution.workspace import WorkspaceError
 INPUTS = "inputs"
 # a hard link cannot be made (another filesystem, links refused, too many): copy instead
 COPY_INSTEAD = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK})
+FICLONE = 0x40049409  # Linux's ioctl for a copy-on-write clone (btrfs, XFS)
+COPY_CHUNK = 1024 * 1024
 
 
 def stage(
@@ -22,12 +26,18 @@ def stage(
     workspace: Path,
     inputs: dict[str, str],
     where: dict[str, str] | None = None,
+    *,
+    link: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Blocking. `inputs`: param name -> upload id; `where`: param name -> the path the job
-    says it lands at, relative to the workspace. Returns, per param, what the program is told
-    of its file (path, size, sha256). WorkspaceError if an upload is gone, or if the place it
-    would land leads out of the workspace (a symlink a workspace source or an earlier
-    attempt left): staging runs as the server, never writes through a link."""
+    says it lands at, relative to the workspace. `link`: the program cannot change a file it
+    does not own (it runs as another user, or sees its inputs read-only): a hard link to the
+    stored upload does, else a copy (a clone where the filesystem can) — a program running
+    as the server's own user could chmod a link and change the upload for every later run.
+    Returns, per param, what the program is told of its file (path, size, sha256).
+    WorkspaceError if an upload is gone, or if the place it would land leads out of the
+    workspace (a symlink a workspace source or an earlier attempt left): staging runs as the
+    server, never writes through a link."""
     staged: dict[str, dict[str, Any]] = {}
     for name, upload_id in inputs.items():
         blob = uploads_dir / upload_id
@@ -43,15 +53,32 @@ def stage(
         # whatever is there (a workspace source's file, a symlink, an earlier attempt's link)
         # gives way: the program reads the upload, nothing else under its name
         target.unlink(missing_ok=True)
-        try:
-            os.link(blob, target)  # same filesystem: no copy, read-only as the upload is
-        except OSError as exc:
-            if exc.errno not in COPY_INSTEAD:
-                raise
-            shutil.copyfile(blob, target)
+        if not link or not _linked(blob, target):
+            _copy(blob, target)
             target.chmod(0o444)
         staged[name] = {"path": str(target), "size": meta.get("size"), "sha256": upload_id}
     return staged
+
+
+def _linked(blob: Path, target: Path) -> bool:
+    """A hard link, where one can be made (same filesystem, links allowed)."""
+    try:
+        os.link(blob, target)  # no copy, read-only as the upload is
+    except OSError as exc:
+        if exc.errno not in COPY_INSTEAD:
+            raise
+        return False
+    return True
+
+
+def _copy(source: Path, target: Path) -> None:
+    """A clone (copy on write: instant, no space) where the filesystem makes one, else bytes
+    copied by the kernel."""
+    with source.open("rb") as src, target.open("xb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+        except OSError:
+            shutil.copyfileobj(src, dst, COPY_CHUNK)
 
 
 def _folders(workspace: Path, parts: tuple[str, ...], name: str) -> None:

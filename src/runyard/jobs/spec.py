@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 from dataclasses import dataclass
@@ -133,6 +134,12 @@ class JobSpec(BaseModel):
                 raise ValueError(f"param name {name!r} is not an identifier")
             if name in BUILTINS:
                 raise ValueError(f"param name {name!r} is reserved for runyard's own values")
+        # two files landing at one place, or one inside the other, cannot both be staged
+        places = sorted((d.path, n) for n, d in v.items() if d.path is not None)
+        for (here, first), (there, second) in itertools.pairwise(places):
+            if there == here or there.startswith(f"{here}/"):
+                raise ValueError(f"file params {first!r} and {second!r}: paths {here!r} and "
+                                 f"{there!r} overlap")  # fmt: skip
         return v
 
     @field_validator("env")

@@ -10,6 +10,8 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
+
 from runyard.clock import Clock, new_id
 from runyard.errors import (
     ConflictError,
@@ -35,6 +37,7 @@ from runyard.services.wakeup import Wakeup
 from runyard.store import Store
 
 MAX_LOG_CHUNK = 4 * 1024 * 1024
+log = structlog.get_logger(__name__)
 
 
 def request_hash(
@@ -299,7 +302,10 @@ class RunService:
         if await self.store.delete_run(run_id):
             self.announce("deleted", {"id": run_id})
         if self.uploads is not None:  # its uploads expire upload_ttl_s from now, if unused
-            await self.uploads.release(named_uploads(run.params.values()), run_id)
+            try:
+                await self.uploads.release(named_uploads(run.params.values()), run_id)
+            except OSError as exc:  # the run is gone: the expiry sweep drops its markers
+                log.warning("upload_markers_kept", run_id=run_id, error=str(exc))
 
     async def read_log(
         self, run_id: str, attempt: int | None, offset: int, limit: int

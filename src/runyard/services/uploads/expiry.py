@@ -63,12 +63,8 @@ class UploadExpiry:
         return expired
 
     async def _drop_dead_markers(self, upload_id: str, now: float) -> None:
-        dead = []
         for run_id, made_at in await asyncio.to_thread(self.uploads.markers, upload_id):
             if made_at > now - MARKER_GRACE_S:
-                return  # a run being stored may hold it: kept
-            if await self.run_exists(run_id):
-                return  # one live run keeps the upload: no need to look further
-            dead.append(run_id)
-        for run_id in dead:
-            await self.uploads.release([upload_id], run_id)
+                continue  # a run being stored may hold it: kept
+            if not await self.run_exists(run_id):  # every marker looked at: none piles up
+                await self.uploads.release([upload_id], run_id)

@@ -18,14 +18,18 @@ import structlog
 
 from runyard.auth import RELAY_HEADER, RelaySigner, Role
 from runyard.clock import Clock
-from runyard.errors import RunyardError
-from runyard.execution.base import LaunchError
+from runyard.execution.base import ExecutorUnavailableError, LaunchError
 from runyard.models import ServerInfo
+from runyard.services.uploads.incoming import Incoming
 from runyard.services.uploads.names import UPLOAD_ID
 from runyard.services.uploads.store import Uploads
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
+
+
+class UploadNowhereError(LaunchError):
+    """No live member holds the upload: the run cannot have its input (it fails)."""
 
 
 class InputFetcher:
@@ -56,17 +60,21 @@ class InputFetcher:
 
     async def fetch(self, upload_id: str) -> bool:
         """Whether a live member gave the upload (a submit naming one sent to another
-        server, as a load balancer may do)."""
+        server, as a load balancer may do). A member that could not answer is a 503, this
+        server's full disk or quota a 507: not the client's 'no such upload'."""
         try:
             await self._fetch(upload_id)
-        except LaunchError:
+        except UploadNowhereError:
             return False
         return True
 
     async def _fetch(self, upload_id: str) -> None:
+        """UploadNowhereError when every live member says it has no such upload;
+        ExecutorUnavailableError when one could not say (tried again later); this server's
+        own storage errors (quota, disk) as they are."""
         me = self.signer.server_id
         members = [s for s in await self.store.live_servers(self.clock.now()) if s.id != me]
-        why = []
+        why, unsure = [], False
         for server in members:
             try:
                 if await self._from(server, upload_id):
@@ -74,12 +82,14 @@ class InputFetcher:
                     log.info("input_fetched", upload_id=upload_id, server=server.id)
                     return
                 why.append(f"{server.id}: not there")
-            except (httpx.HTTPError, RunyardError, ValueError) as exc:
+            except (httpx.HTTPError, ValueError) as exc:
                 why.append(f"{server.id}: {exc}")
-        raise LaunchError(
+                unsure = True
+        detail = (
             f"inputs: upload {upload_id} is not on this server, and no live member gave it "
             f"({'; '.join(why) or 'no other member is live'})"
         )
+        raise ExecutorUnavailableError(detail) if unsure else UploadNowhereError(detail)
 
     def _headers(self, path: str, server: ServerInfo) -> dict[str, str]:
         me = f"server {self.signer.server_id}"
@@ -93,24 +103,30 @@ class InputFetcher:
         if meta.status_code == 404:
             return False
         meta.raise_for_status()
-        name = str(meta.json().get("name") or "upload")
+        about = meta.json()
+        # room for it here, before a byte is fetched (else each member would send it in vain)
+        self.uploads.check_room(int(about.get("size") or 0), self.uploads.stored_bytes)
         path += "/content"
-        async with self.client.stream(
-            "GET", base + path, headers=self._headers(path, server)
-        ) as resp:
-            if resp.status_code == 404:
-                return False
-            resp.raise_for_status()
-            incoming = await self.uploads.open()
-            try:
+        incoming = await self.uploads.open()
+        try:
+            async with self.client.stream(
+                "GET", base + path, headers=self._headers(path, server)
+            ) as resp:
+                if resp.status_code == 404:
+                    await incoming.discard()
+                    return False
+                resp.raise_for_status()
                 async for chunk in resp.aiter_bytes():
                     await incoming.write(chunk)
-                await incoming.close()
-            except BaseException:
-                await incoming.discard()
-                raise
-        if incoming.digest.hexdigest() != upload_id:
+            await incoming.close()
+            _same_bytes(incoming, upload_id)
+        except BaseException:
             await incoming.discard()
-            raise ValueError("its bytes do not hash to the upload's id: not kept")
-        await self.uploads.keep(incoming, name)
+            raise
+        await self.uploads.keep(incoming, str(about.get("name") or "upload"))
         return True
+
+
+def _same_bytes(incoming: Incoming, upload_id: str) -> None:
+    if incoming.digest.hexdigest() != upload_id:
+        raise ValueError("its bytes do not hash to the upload's id: not kept")

@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from runyard import failpoints
-from runyard.errors import RunyardError
+from runyard.errors import (
+    FULL_ERRNOS,
+    RunyardError,
+    StorageFullError,
+    StorageIOError,
+)
 
 if TYPE_CHECKING:
     from runyard.services.uploads.store import Uploads
@@ -37,8 +42,9 @@ class Incoming:
         self._held = 0
 
     async def write(self, chunk: bytes) -> None:
+        self.uploads.check_room(self.size + len(chunk), self.uploads.receiving_bytes - self.size)
         self.size += len(chunk)
-        self.uploads.check_room(self.size)
+        self.uploads.receiving_bytes += len(chunk)
         self._pending.append(chunk)
         self._held += len(chunk)
         if self._held >= FLUSH_BYTES:
@@ -47,7 +53,10 @@ class Incoming:
     async def _flush(self) -> None:
         pending, self._pending, self._held = self._pending, [], 0
         if self._fh is not None and pending:
-            await asyncio.to_thread(_write, self._fh, self.digest, pending)
+            try:
+                await asyncio.to_thread(_write, self._fh, self.digest, pending)
+            except OSError as exc:  # answered as the disk's trouble (507, 503), by any caller
+                raise storage_error(exc) from exc
 
     async def close(self) -> None:
         """Everything written and the file closed: ready to be kept."""
@@ -59,9 +68,12 @@ class Incoming:
                 await asyncio.to_thread(fh.close)
 
     async def discard(self) -> None:
+        """Always safe, also twice: the temporary file and what it counted, given back."""
         if self._fh is not None:
             fh, self._fh = self._fh, None
             await asyncio.to_thread(fh.close)
+        self.uploads.receiving_bytes -= self.size
+        self.size = 0
         await asyncio.to_thread(_remove, self.tmp)
         self.uploads.forget(self.tmp)
 
@@ -77,3 +89,9 @@ def _write(fh: IO[bytes], digest: hashlib._Hash, chunks: list[bytes]) -> None:
 def _remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def storage_error(exc: OSError) -> RunyardError:
+    if exc.errno in FULL_ERRNOS:
+        return StorageFullError(f"the upload could not be stored: {exc.strerror or exc}")
+    return StorageIOError(f"the upload could not be stored: {exc.strerror or exc}")

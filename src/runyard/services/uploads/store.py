@@ -27,15 +27,12 @@ from pathlib import Path
 from typing import IO
 
 from runyard.errors import (
-    FULL_ERRNOS,
     InvalidInputError,
     NotFoundError,
-    RunyardError,
     StorageFullError,
-    StorageIOError,
 )
 from runyard.services.artifacts import OpenArtifact
-from runyard.services.uploads.incoming import Incoming, UploadTooLargeError
+from runyard.services.uploads.incoming import Incoming, UploadTooLargeError, storage_error
 from runyard.services.uploads.names import UPLOAD_ID, safe_name
 from runyard.services.uploads.sniff import HEAD
 
@@ -54,15 +51,22 @@ class Upload:
 
 
 class Uploads:
-    def __init__(self, data_dir: Path, max_bytes: int, quota_bytes: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, max_bytes: int, quota_bytes: int | None = None, *, fsync: bool = False
+    ) -> None:
         self.root = data_dir / "uploads"
         self.incoming = self.root / ".incoming"
         self.refs = self.root / ".refs"
         self.max_bytes = max_bytes  # one upload
         self.quota_bytes = quota_bytes  # all of them together
         self.stored_bytes = 0  # counted at start (prepare), kept up to date
+        self.fsync = fsync  # as the database does: blobs, metadata and markers reach the disk
+        self.receiving_bytes = 0  # of uploads being received now (bounded by the quota too)
         self._lock = threading.Lock()
         self._receiving: set[str] = set()  # temporary files being written now
+        # uploads a request created and may take back (multipart_submit), with the metadata's
+        # mtime when created: taken back only if nobody uploaded or used them since
+        self._fresh: dict[str, int] = {}
 
     def blob(self, upload_id: str) -> Path:
         return self.root / upload_id
@@ -81,19 +85,26 @@ class Uploads:
         self.stored_bytes = sum(u.size for u in self.all())
 
     def remove_leftovers(self) -> int:
-        """Blocking: temporary files no upload in progress writes."""
+        """Blocking: temporary files no upload in progress writes, and metadata whose blob
+        is gone (a crash between the two, or a removal cut short)."""
         removed = 0
-        for entry in self.incoming.iterdir():
-            if entry.name not in self._receiving:
-                with contextlib.suppress(FileNotFoundError):
-                    entry.unlink()
+        with self._lock:  # keeping writes its metadata's temporary file under the lock
+            for entry in self.incoming.iterdir():
+                if entry.name not in self._receiving:
+                    with contextlib.suppress(FileNotFoundError):
+                        entry.unlink()
+                        removed += 1
+            for meta in self.root.glob("*.json"):
+                if UPLOAD_ID.fullmatch(meta.stem) and not self.blob(meta.stem).exists():
+                    meta.unlink(missing_ok=True)
                     removed += 1
         return removed
 
     def check_room(self, size: int, stored: int = 0) -> None:
         """An upload grown to `size` bytes still fits its cap and the quota with `stored`
-        bytes kept already (while it streams, 0: the same bytes may be stored, which needs no
-        room; when it is kept, what is stored)."""
+        bytes besides it (while it streams: the other uploads being received, so they never
+        hold more than the quota between them; when it is kept: what is stored — the same
+        bytes stored already need no room, which only the hash tells)."""
         if size > self.max_bytes:
             raise UploadTooLargeError(
                 f"the upload is over the limit of {self.max_bytes // 2**20} MiB "
@@ -119,16 +130,19 @@ class Uploads:
     def forget(self, tmp: Path) -> None:
         self._receiving.discard(tmp.name)
 
-    async def keep(self, incoming: Incoming, name: str) -> tuple[Upload, bool]:
+    async def keep(
+        self, incoming: Incoming, name: str, *, fresh: bool = False
+    ) -> tuple[Upload, bool]:
         """The received file stored (or, when the same bytes are stored, the upload as first
-        kept); whether it is new. The temporary file is gone either way."""
+        kept); whether it is new. The temporary file is gone either way. `fresh`: the caller
+        may take a new upload back (`take_back`) while nobody else has used it."""
         try:
             await incoming.close()
             upload = Upload(
                 incoming.digest.hexdigest(), incoming.size, safe_name(name), name[:1024],
                 time.time(),
             )  # fmt: skip
-            return await asyncio.to_thread(self._keep, incoming.tmp, upload)
+            return await asyncio.to_thread(self._keep, incoming.tmp, upload, fresh)
         except OSError as exc:
             raise storage_error(exc) from exc
         finally:
@@ -149,20 +163,54 @@ class Uploads:
             raise
         return await self.keep(incoming, name)
 
-    def _keep(self, tmp: Path, upload: Upload) -> tuple[Upload, bool]:
+    def _keep(self, tmp: Path, upload: Upload, fresh: bool) -> tuple[Upload, bool]:
         with self._lock:  # the same bytes sent at once by two clients: one is kept
             kept = self._read_meta(upload.id)
             if kept is not None:
                 self._meta(upload.id).touch()  # uploaded again: its expiry starts again
+                self._fresh.pop(upload.id, None)  # and whoever made it may not take it back
                 return kept, False
             self.check_room(upload.size, self.stored_bytes)
             tmp.chmod(0o444)
-            tmp.replace(self.blob(upload.id))
+            meta = self._meta(upload.id)
             meta_tmp = self.incoming / f"{upload.id}.{secrets.token_hex(4)}.json.tmp"
             meta_tmp.write_text(json.dumps(asdict(upload)))
-            meta_tmp.replace(self._meta(upload.id))
+            if self.fsync:
+                _fsync(tmp)
+                _fsync(meta_tmp)
+            # metadata first, the blob last: an upload exists once its blob does, and a
+            # failure in between leaves metadata without a blob, which is not an upload
+            # (and is removed with the leftovers)
+            meta_tmp.replace(meta)
+            try:
+                tmp.replace(self.blob(upload.id))
+            except OSError:
+                meta.unlink(missing_ok=True)
+                raise
+            if self.fsync:
+                _fsync_dir(self.root)
             self.stored_bytes += upload.size
+            if fresh:
+                self._fresh[upload.id] = meta.stat().st_mtime_ns
             return upload, True
+
+    def take_back(self, upload_id: str) -> bool:
+        """Blocking: remove an upload kept `fresh` by a request that failed, unless somebody
+        uploaded the same bytes or a run used it since; whether it was removed."""
+        with self._lock:
+            stamp = self._fresh.pop(upload_id, None)
+            try:
+                untouched = stamp == self._meta(upload_id).stat().st_mtime_ns
+            except FileNotFoundError:
+                return False
+            if not untouched or self.markers(upload_id):
+                return False
+            return self._remove(upload_id)
+
+    def settle(self, upload_ids: Iterable[str]) -> None:
+        """The request that kept these succeeded: they are no longer its to take back."""
+        for upload_id in upload_ids:
+            self._fresh.pop(upload_id, None)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -222,10 +270,13 @@ class Uploads:
                     raise InvalidInputError(
                         f"upload {upload_id} expired meanwhile: upload it again", field="params"
                     )
+                self._fresh.pop(upload_id, None)  # a run uses it: nobody takes it back
                 folder = self.refs / upload_id
                 folder.mkdir(parents=True, exist_ok=True)
                 for run_id in run_ids:
                     (folder / run_id).touch()
+                if self.fsync:  # the run is stored next: its marker must outlive a crash
+                    _fsync_dir(folder)
 
     async def release(self, upload_ids: Iterable[str], run_id: str) -> None:
         """The run is gone: its markers go; each upload expires upload_ttl_s from now unless
@@ -264,19 +315,33 @@ class Uploads:
             upload = self._read_meta(upload_id)
             if upload is None or self.markers(upload_id) or self.last_used(upload_id) >= before:
                 return False
-            shutil.rmtree(self.refs / upload_id, ignore_errors=True)
-            self._meta(upload_id).unlink(missing_ok=True)
-            self.blob(upload_id).unlink(missing_ok=True)
-            self.stored_bytes = max(0, self.stored_bytes - upload.size)
-            return True
+            return self._remove(upload_id)
+
+    def _remove(self, upload_id: str) -> bool:
+        """Under the lock: the blob first (then it is no upload), its metadata and markers."""
+        upload = self._read_meta(upload_id)
+        if upload is None:
+            return False
+        self.blob(upload_id).unlink(missing_ok=True)
+        self.stored_bytes = max(0, self.stored_bytes - upload.size)
+        self._meta(upload_id).unlink(missing_ok=True)
+        shutil.rmtree(self.refs / upload_id, ignore_errors=True)
+        return True
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _create(path: Path) -> IO[bytes]:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.open("xb")
-
-
-def storage_error(exc: OSError) -> RunyardError:
-    if exc.errno in FULL_ERRNOS:
-        return StorageFullError(f"the upload could not be stored: {exc.strerror or exc}")
-    return StorageIOError(f"the upload could not be stored: {exc.strerror or exc}")
