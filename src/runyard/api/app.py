@@ -20,6 +20,7 @@ from runyard.api.routes import (
     jobs,
     me,
     metrics,
+    openai,
     runs,
     schedules,
     status,
@@ -62,7 +63,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     signer = RelaySigner(rt.settings.cluster_secret, rt.settings.server_id)
     proxy.install(app, signer)
     routes = (jobs, runs, streams, feed, artifacts, batches, schedules, uploads, health, metrics,
-              status, me)  # fmt: skip
+              status, me, openai)  # fmt: skip
     for module in routes:
         app.include_router(module.router)
     fast_submit.install(app)  # after the declared route, which it stands in front of
