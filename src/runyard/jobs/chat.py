@@ -19,7 +19,7 @@ MAX_ANSWER_PATH = 255
 class OpenAIOptions(BaseModel):
     """`[openai]`: how a chat completion becomes a run of the job and its answer."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     model: str | None = Field(default=None, description="the model id (default: the job name)")
     input: str = Field(description="the param that receives the conversation")
     format: Literal["text", "messages"] = Field(
