@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from runyard import __version__
-from runyard.api import dashboard, docs, fast_submit, inputs, problems, proxy
+from runyard.api import dashboard, docs, fast_submit, inputs, openai_errors, problems, proxy
 from runyard.api.middleware.authenticate import AuthenticateMiddleware
 from runyard.api.middleware.body_limit import BodyLimitMiddleware
 from runyard.api.middleware.request_context import RequestContextMiddleware
@@ -74,5 +74,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     # innermost first: the body cap, then authentication (both before any body is read)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_kb * 1024)
     app.add_middleware(AuthenticateMiddleware, auth=rt.auth, signer=signer)
+    app.add_middleware(openai_errors.OpenAIShape)  # what those answer, on the OpenAI routes
     app.add_middleware(RequestContextMiddleware, metrics=rt.metrics)
     return app

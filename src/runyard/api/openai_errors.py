@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PATHS = ("/v1/chat/", "/v1/models")
 
@@ -63,10 +64,18 @@ def reshape(
 ) -> Response:
     """The same error, OpenAI-shaped; `status` overrides the problem's own."""
     problem = json.loads(bytes(response.body))
-    status = status or response.status_code
+    status, headers, content = _reshaped(
+        problem, status or response.status_code, dict(response.headers), retry_after_ms
+    )
+    return JSONResponse(content, status, headers=headers)
+
+
+def _reshaped(
+    problem: dict[str, Any], status: int, headers: dict[str, str], retry_after_ms: int | None
+) -> tuple[int, dict[str, str], dict[str, Any]]:
     slug = str(problem.get("type", "")).rsplit(":", 1)[-1]
     code = problem.get("code") or _CODES.get(slug, slug.replace("-", "_") or None)
-    headers = {k: v for k, v in response.headers.items() if k.lower() not in _OWN_HEADERS}
+    headers = {k: v for k, v in headers.items() if k.lower() not in _OWN_HEADERS}
     retry_after = problem.get("retry_after")
     if status == 429 and isinstance(retry_after, int | float):
         ms = retry_after_ms if retry_after_ms is not None else math.ceil(retry_after * 1000)
@@ -80,7 +89,52 @@ def reshape(
     message = str(problem.get("detail") or problem.get("title") or "error")
     if slug == "invalid-input":  # fields named as the request names them (see _param)
         message = message.replace("body.", "")
-    return JSONResponse(body(status, message, _param(problem), code), status, headers=headers)
+    return status, headers, body(status, message, _param(problem), code)
 
 
 _OWN_HEADERS = frozenset({"content-type", "content-length"})
+
+
+class OpenAIShape:
+    """Reshapes the problems that middleware sends before any route (401 without a token,
+    413 over the body cap, 422 for a control character in the path) on these routes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not applies(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        held: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def reshaping(message: Message) -> None:
+            if message["type"] == "http.response.start" and _is_problem(message):
+                held.update(message)
+                return
+            if not held or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in held["headers"]}
+            status, out, content = _reshaped(
+                json.loads(b"".join(chunks)), held["status"], headers, None
+            )
+            data = json.dumps(content).encode()
+            raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out.items()]
+            raw += [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(data)).encode())]  # fmt: skip
+            await send({"type": "http.response.start", "status": status, "headers": raw})
+            await send({"type": "http.response.body", "body": data})
+
+        await self.app(scope, receive, reshaping)
+
+
+def _is_problem(message: Message) -> bool:
+    return any(
+        k.lower() == b"content-type" and v.startswith(b"application/problem+json")
+        for k, v in message.get("headers", [])
+    )

@@ -13,7 +13,7 @@ from runyard.jobs.chat import MODEL_PATTERN
 from runyard.services.chat import Message, estimate_tokens
 
 MAX_MESSAGES = 1024
-MAX_CONTENT = 1_000_000  # the job's own param bounds the whole conversation (max_length)
+MAX_CONTENT = 100_000  # characters a message (or part) may hold; the job bounds the whole
 MAX_PARTS = 256
 Text = Annotated[str, StringConstraints(max_length=MAX_CONTENT, pattern=TEXT_PATTERN)]
 ModelId = Annotated[str, StringConstraints(pattern=MODEL_PATTERN)]
@@ -49,7 +49,6 @@ class ChatRequest(BaseModel):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    n: Annotated[int, Field(ge=1, le=1, description="one choice per run")] | None = None
 
 
 class AnswerMessage(BaseModel):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 from starlette.types import Receive
@@ -53,11 +53,6 @@ async def _chat(conn: HTTPConnection, runs: RunsDep, workspace_of: WorkspaceDep)
 
 
 ChatDep = Annotated[ChatService, Depends(_chat)]
-RetryCount = Annotated[
-    str | None,
-    Header(alias="x-stainless-retry-count", max_length=8, pattern=r"^[0-9]{1,8}$",
-           description="set by the openai SDK: N >= 1 marks a retry of the same request"),
-]  # fmt: skip
 
 
 async def _created(jobs: list[tuple[str, Job]]) -> list[int]:
@@ -83,7 +78,7 @@ async def list_models(chat: ChatDep) -> ModelList:
     ])  # fmt: skip
 
 
-@router.get("/models/{model}", response_model=ModelView, dependencies=[READ])
+@router.get("/models/{model:path}", response_model=ModelView, dependencies=[READ])
 async def get_model(model: ModelId, chat: ChatDep) -> ModelView:
     job = await chat.job_for(model)
     (created,) = await _created([(model, job)])
@@ -105,14 +100,13 @@ async def chat_completions(
     hub: HubDep,
     follow_log: LogFollowerDep,
     idempotency_key: IdempotencyKey = None,
-    retry_count: RetryCount = None,
 ) -> Response:
     job = await chat.job_for(body.model)
     messages = [m.plain() for m in body.messages]
     principal = str(getattr(request.state, "principal", "anonymous"))
     run, created = await chat.start(
         job, messages, principal=principal, idempotency_key=idempotency_key,
-        retried=retry_count is not None and int(retry_count) > 0,
+        retried=_retried(request.headers.get("x-stainless-retry-count")),
     )  # fmt: skip
     headers = {"X-Runyard-Run-Id": run.id, "Location": f"/v1/runs/{run.id}"}
     if not created:
@@ -142,6 +136,12 @@ async def chat_completions(
         usage=usage(prompt, answer.text),
     )  # fmt: skip
     return JSONResponse(completion.model_dump(), headers=headers)
+
+
+def _retried(count: str | None) -> bool:
+    """Whether the openai SDK says this is a retry (`x-stainless-retry-count: N`, N >= 1).
+    Read here rather than declared: it is the SDK's bookkeeping, not part of the API."""
+    return count is not None and count.isascii() and count.isdigit() and int(count[:9]) > 0
 
 
 async def _until_end_or_gone(chat: ChatService, run: Run, receive: Receive) -> Run | None:
