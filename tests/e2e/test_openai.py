@@ -103,6 +103,17 @@ def test_models_and_completions_plain_and_streamed(start_server) -> None:
     assert len(runs_of(server, "chat")) == 2
 
 
+def test_the_readme_agent_answers_as_a_model(start_server) -> None:
+    server = start_server()
+    reply = sdk(server).chat.completions.create(model="agent", messages=ask("add a note"))
+    report = reply.choices[0].message.content or ""
+    assert report.startswith("agent: task 'user: add a note', editing README.md\n")
+    assert "agent: wrote outputs/changes.diff" in report
+    (run,) = runs_of(server, "agent")
+    diff = httpx.get(f"{server.url}/v1/runs/{run['id']}/artifacts/outputs/changes.diff").text
+    assert "+<!-- agent note: user: add a note -->" in diff
+
+
 def test_a_stream_shows_the_answer_while_it_is_written(start_server, gated, jobs_dir) -> None:
     gate = gated()
     server = start_server(jobs_dir)
