@@ -35,9 +35,11 @@ from runyard.api.openai_schemas import (
 )
 from runyard.api.routes.streams import sse_response
 from runyard.api.security import READ, SUBMIT
+from runyard.errors import UnavailableError
 from runyard.jobs.spec import Job
 from runyard.models import Run
 from runyard.services.chat import ChatService, render_text
+from runyard.streams.hub import StreamHub
 
 _ERROR = {"model": openai_errors.ErrorBody, "description": "an error, in OpenAI's shape"}
 router = APIRouter(
@@ -123,7 +125,7 @@ async def chat_completions(
         response = sse_response(settings, hub, completion_events(chat, follow_log, plan))
         response.headers.update(headers)
         return response
-    ended = await _until_end_or_gone(chat, run, request.receive)
+    ended = await _until_end_or_gone(chat, hub, run, request.receive)
     if ended is None:  # the caller went away; nobody reads this
         if chat_table.cancel_on_disconnect:
             await chat.runs.cancel(run.id)
@@ -144,20 +146,36 @@ def _retried(count: str | None) -> bool:
     return count is not None and count.isascii() and count.isdigit() and int(count[:9]) > 0
 
 
-async def _until_end_or_gone(chat: ChatService, run: Run, receive: Receive) -> Run | None:
+async def _until_end_or_gone(
+    chat: ChatService, hub: StreamHub, run: Run, receive: Receive
+) -> Run | None:
     """The run once it has ended, or None as soon as the caller disconnects (the body is
-    read: what the connection says next is that it is gone)."""
+    read: what the connection says next is that it is gone). A server shutting down answers
+    503 at once: the run goes on, and the SDK's retry attaches to it wherever it is asked."""
     waiting = asyncio.ensure_future(chat.until_end(run))
     gone = asyncio.ensure_future(_disconnect(receive))
+    closing = asyncio.ensure_future(_shutdown(hub, run.id))
+    tasks = (waiting, gone, closing)
     try:
-        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (waiting, gone):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(waiting, gone, return_exceptions=True)
-    if waiting.cancelled():
-        return None
-    return waiting.result()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if not waiting.cancelled():
+        return waiting.result()
+    if not closing.cancelled():
+        raise UnavailableError(
+            f"the server is shutting down; run {run.id} goes on: ask again to get its answer"
+        )
+    return None
+
+
+async def _shutdown(hub: StreamHub, run_id: str) -> None:
+    """Returns when the server starts to shut down (its streams are closed)."""
+    with hub.changes.watch(run_id) as changed:
+        while not hub.changes.closed:
+            await changed.wait(3600.0)  # woken by the close; a change of the run: look again
 
 
 async def _disconnect(receive: Receive) -> None:
