@@ -3,7 +3,19 @@ real server (tests/e2e/test_security.py), and a route added without an entry fai
 
 from __future__ import annotations
 
+import json
+
 from runyard.auth import Role
+
+CHAT = [{"role": "user", "content": "hi"}]
+OPENAI_ROUTES = {"/v1/models", "/v1/models/{model}", "/v1/chat/completions"}
+
+
+def refusal_detail(body: bytes) -> str:
+    """What a refusal says: a problem's detail, or the message of an OpenAI-shaped error
+    (the OpenAI-compatible routes answer in that shape; docs/openai.md)."""
+    data = json.loads(body)
+    return str(data["error"]["message"] if "error" in data else data["detail"])
 
 
 def matrix(run_id: str) -> list[tuple[str, str, Role, dict[str, object] | None]]:
@@ -36,5 +48,8 @@ def matrix(run_id: str) -> list[tuple[str, str, Role, dict[str, object] | None]]
         ("POST", "/v1/uploads", Role.SUBMIT, None),
         ("GET", f"/v1/uploads/{'0' * 64}", Role.READ, None),
         ("GET", f"/v1/uploads/{'0' * 64}/content", Role.READ, None),
+        ("GET", "/v1/models", Role.READ, None),
+        ("GET", "/v1/models/true", Role.READ, None),
+        ("POST", "/v1/chat/completions", Role.SUBMIT, {"model": "true", "messages": CHAT}),
         ("DELETE", r, Role.ADMIN, None),  # last: it removes the run
     ]

@@ -37,9 +37,11 @@ class ForbiddenPathError(RunyardError):
 class QueueFullError(RunyardError):
     status, title, slug = 429, "Queue full", "queue-full"
 
-    def __init__(self, detail: str, retry_after_s: int) -> None:
+    def __init__(self, detail: str, retry_after_s: int, retry_after_ms: int | None = None) -> None:
         super().__init__(detail, retry_after=retry_after_s)
         self.headers = {"Retry-After": str(retry_after_s)}
+        # finer than Retry-After's whole seconds, for clients that read it (retry-after-ms)
+        self.retry_after_ms = retry_after_ms if retry_after_ms is not None else retry_after_s * 1000
 
 
 class UnavailableError(RunyardError):

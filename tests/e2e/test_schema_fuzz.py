@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+# a hang guard, not a threshold: 36 operations' examples take about a minute on a shared
+# machine (generating from the schema is most of it), over the default 60 s
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 CLI = Path(sys.executable).parent / "schemathesis"
 

@@ -3,7 +3,6 @@ the server's secrets never reach a program."""
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from runyard.auth import Role, create_token
-from tests.auth_matrix import matrix
+from tests.auth_matrix import OPENAI_ROUTES, matrix, refusal_detail
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +41,8 @@ def test_every_route_refuses_missing_wrong_and_weak_tokens(secured) -> None:
                "/v1/runs/{run_id}/cancel", "/v1/batches", "/v1/batches/{batch_id}",
                "/v1/batches/{batch_id}/cancel", "/v1/schedules", "/v1/schedules/{schedule_id}",
                "/v1/status", "/v1/jobs", "/v1/runs", "/v1/me", "/v1/events", "/v1/uploads",
-               "/v1/uploads/{upload_id}", "/v1/uploads/{upload_id}/content"}  # fmt: skip
+               "/v1/uploads/{upload_id}", "/v1/uploads/{upload_id}/content",
+               *OPENAI_ROUTES}  # fmt: skip
     assert templates - PUBLIC - covered == set()  # a new route must join the matrix
     with httpx.Client(base_url=server.url, timeout=30) as http:
         for method, path, needed, body in routes:
@@ -57,7 +57,7 @@ def test_every_route_refuses_missing_wrong_and_weak_tokens(secured) -> None:
                 with http.stream(method, path, json=body, headers=headers) as resp:
                     if role < needed:
                         assert resp.status_code == 403, (method, path, role)
-                        assert needed.name.lower() in json.loads(resp.read())["detail"]
+                        assert needed.name.lower() in refusal_detail(resp.read())
                     else:
                         assert resp.status_code not in (401, 403), (method, path, role)
         for path in ("/health/live", "/health/ready", "/health", "/metrics"):

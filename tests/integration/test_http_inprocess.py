@@ -3,14 +3,13 @@ who `/v1/me` says you are, and pagination of the run list (cursor, limit, filter
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from runyard.auth import Role, create_token
-from tests.auth_matrix import matrix
+from tests.auth_matrix import OPENAI_ROUTES, matrix, refusal_detail
 from tests.inprocess import FakedServer, faked
 from tests.support import wait_for
 
@@ -51,13 +50,16 @@ def test_every_route_refuses_missing_wrong_and_weak_tokens(
                "/v1/runs/{run_id}/cancel", "/v1/batches", "/v1/batches/{batch_id}",
                "/v1/batches/{batch_id}/cancel", "/v1/schedules", "/v1/schedules/{schedule_id}",
                "/v1/status", "/v1/jobs", "/v1/runs", "/v1/me", "/v1/events", "/v1/uploads",
-               "/v1/uploads/{upload_id}"}  # fmt: skip
+               "/v1/uploads/{upload_id}", *OPENAI_ROUTES}  # fmt: skip
     assert templates - PUBLIC - covered == set()  # a new route must join the matrix
     for method, path, needed, body in matrix(run_id):
         resp = srv.request(method, path, json=body)
         assert resp.status_code == 401, (method, path)
         assert resp.headers["www-authenticate"].startswith("Bearer")
-        assert resp.headers["content-type"] == "application/problem+json"
+        openai_route = path.startswith(("/v1/models", "/v1/chat/"))
+        assert resp.headers["content-type"] == (
+            "application/json" if openai_route else "application/problem+json"
+        )
         wrong = srv.request(method, path, json=body, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401, (method, path)
         for role in Role:
@@ -67,7 +69,7 @@ def test_every_route_refuses_missing_wrong_and_weak_tokens(
             resp = srv.request(method, path, json=body, headers=headers)
             if role < needed:
                 assert resp.status_code == 403, (method, path, role)
-                assert needed.name.lower() in json.loads(resp.content)["detail"]
+                assert needed.name.lower() in refusal_detail(resp.content)
             else:
                 assert resp.status_code not in (401, 403), (method, path, role)
     for path in ("/health/live", "/health/ready", "/health", "/metrics"):

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from runyard import __version__
-from runyard.api import dashboard, docs, fast_submit, inputs, problems, proxy
+from runyard.api import dashboard, docs, fast_submit, inputs, openai_errors, problems, proxy
 from runyard.api.middleware.authenticate import AuthenticateMiddleware
 from runyard.api.middleware.body_limit import BodyLimitMiddleware
 from runyard.api.middleware.request_context import RequestContextMiddleware
@@ -20,6 +20,7 @@ from runyard.api.routes import (
     jobs,
     me,
     metrics,
+    openai,
     runs,
     schedules,
     status,
@@ -62,7 +63,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     signer = RelaySigner(rt.settings.cluster_secret, rt.settings.server_id)
     proxy.install(app, signer)
     routes = (jobs, runs, streams, feed, artifacts, batches, schedules, uploads, health, metrics,
-              status, me)  # fmt: skip
+              status, me, openai)  # fmt: skip
     for module in routes:
         app.include_router(module.router)
     fast_submit.install(app)  # after the declared route, which it stands in front of
@@ -73,5 +74,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     # innermost first: the body cap, then authentication (both before any body is read)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_kb * 1024)
     app.add_middleware(AuthenticateMiddleware, auth=rt.auth, signer=signer)
+    app.add_middleware(openai_errors.OpenAIShape)  # what those answer, on the OpenAI routes
     app.add_middleware(RequestContextMiddleware, metrics=rt.metrics)
     return app

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from runyard.api import openai_errors
 from runyard.errors import RunyardError
 
 log = structlog.get_logger(__name__)
@@ -82,8 +84,24 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def _scoped(handler: Handler, openai_status: int | None = None) -> Handler:
+    """The handler, with its answer reshaped for the OpenAI-compatible routes (a malformed
+    request is a 400 there, as OpenAI answers it)."""
+
+    async def answer(request: Request, exc: Exception) -> Response:
+        response = await handler(request, exc)
+        if not openai_errors.applies(request.url.path):
+            return response
+        return openai_errors.reshape(response, openai_status, getattr(exc, "retry_after_ms", None))
+
+    return answer
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(RunyardError, _runyard_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(RunyardError, _scoped(_runyard_error))
+    app.add_exception_handler(RequestValidationError, _scoped(_validation_error, 400))
+    app.add_exception_handler(StarletteHTTPException, _scoped(_http_error))
+    app.add_exception_handler(Exception, _scoped(_unexpected))

@@ -106,9 +106,18 @@ class JobRegistry:
 def _snapshot_of(seen: dict[str, tuple[tuple[int, int], Job | LoadError]]) -> JobSnapshot:
     jobs: dict[str, Job] = {}
     errors: dict[str, str] = {}
+    models: dict[str, str] = {}  # model id -> the job answering to it (docs/openai.md)
     for fname, (_, result) in seen.items():
         if isinstance(result, LoadError):
             errors[fname] = result.message
-        else:
-            jobs[result.name] = result
+            continue
+        chat = result.spec.openai
+        if chat is not None:
+            model = chat.model_id(result.name)
+            if model in models:
+                # files are scanned in name order: the first one keeps the model
+                errors[fname] = f"openai.model {model!r} is already job {models[model]!r}'s"
+                continue
+            models[model] = result.name
+        jobs[result.name] = result
     return JobSnapshot(jobs=jobs, errors=errors)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runyard.bounds import json_problem
+from runyard.jobs.chat import OpenAIOptions
 from runyard.jobs.params import (
     JsonCeiling,
     ParamDecl,
@@ -118,6 +119,7 @@ class JobSpec(BaseModel):
     run_as: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     executor: Literal["local", "slurm"] = "local"
     slurm: SlurmOptions | None = None
+    openai: OpenAIOptions | None = None
 
     @field_validator("name")
     @classmethod
@@ -180,6 +182,12 @@ class JobSpec(BaseModel):
             self.run_as or self.limits.model_dump(exclude_none=True).keys() - {"on_log_cap"}
         ):
             raise ValueError("run_as and [limits] are local; on Slurm use resources and [slurm]")
+        return self
+
+    @model_validator(mode="after")
+    def _openai(self) -> JobSpec:
+        if self.openai is not None:
+            self.openai.check(self.params)
         return self
 
     @model_validator(mode="after")

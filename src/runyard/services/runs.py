@@ -226,20 +226,30 @@ class RunService:
             return 30
         return max(1, min(3600, math.ceil(excess / rate)))
 
+    def retry_after_ms(self, excess: int) -> int:
+        """The same in milliseconds (at least 100), for `retry-after-ms`."""
+        rate = self.finish_rate.per_second()
+        if rate <= 0:
+            return 30_000
+        return max(100, min(3_600_000, math.ceil(excess / rate * 1000)))
+
+    def _queue_full(self, detail: str, excess: int) -> QueueFullError:
+        return QueueFullError(detail, self.retry_after(excess), self.retry_after_ms(excess))
+
     async def _admit(self, job: str, job_max_queue: int | None) -> None:
         if job_max_queue is not None:
             queued = await self.store.count_runs(RunState.QUEUED, job)
             if queued >= job_max_queue:
-                raise QueueFullError(
+                raise self._queue_full(
                     f"job {job!r} has {queued} queued runs, its max_queue ({job_max_queue})",
-                    retry_after_s=self.retry_after(queued - job_max_queue + 1),
+                    queued - job_max_queue + 1,
                 )
         if self.max_queue is not None:
             queued = await self.store.count_runs(RunState.QUEUED)
             if queued >= self.max_queue:
-                raise QueueFullError(
+                raise self._queue_full(
                     f"{queued} runs are queued, the server's max_queue ({self.max_queue})",
-                    retry_after_s=self.retry_after(queued - self.max_queue + 1),
+                    queued - self.max_queue + 1,
                 )
 
     async def wait(self, run: Run, seconds: float) -> Run:

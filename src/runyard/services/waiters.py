@@ -4,8 +4,10 @@ Retry-After. Both are transition subscribers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
+from collections.abc import Iterator
 
 from runyard.models import Run, RunState
 
@@ -21,17 +23,25 @@ class EndWaiters:
         another server (only its id is heard of). The waiter is in place before the first
         suspension: a caller that holds the run's latest state and calls this without an
         await in between cannot miss its end."""
+        with self.expecting(run_id) as future:
+            try:
+                async with asyncio.timeout(seconds):
+                    return await future
+            except TimeoutError:
+                return None
+
+    @contextlib.contextmanager
+    def expecting(self, run_id: str) -> Iterator[asyncio.Future[Run | None]]:
+        """A future of the run's end, in place at once: read the run inside the block, and an
+        end published after that read (even during it) sets the future."""
         future: asyncio.Future[Run | None] = asyncio.get_running_loop().create_future()
         waiters = self._ended.setdefault(run_id, set())
         waiters.add(future)
         try:
-            async with asyncio.timeout(seconds):
-                return await future
-        except TimeoutError:
-            return None
+            yield future
         finally:
             waiters.discard(future)
-            if not waiters:
+            if not waiters and self._ended.get(run_id) is waiters:
                 self._ended.pop(run_id, None)
 
     def ended(self, run_id: str, run: Run | None = None) -> None:

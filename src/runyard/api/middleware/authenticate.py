@@ -9,7 +9,9 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from runyard.api import openai_errors
 from runyard.api.middleware.answer import send_problem
+from runyard.api.problems import problem
 from runyard.api.proxy import verify_relay
 from runyard.api.security import UnauthorizedError, check
 from runyard.auth import Authenticator, RelaySigner, Role
@@ -32,6 +34,14 @@ class AuthenticateMiddleware:
             try:
                 check(self.auth, header, Role.READ, scope.setdefault("state", {}))
             except UnauthorizedError as exc:
+                if openai_errors.applies(scope["path"]):
+                    # closed after it, like send_problem's: the body is never read
+                    headers = {**exc.headers, "Connection": "close"}
+                    answer = openai_errors.reshape(
+                        problem(401, exc.title, exc.detail, exc.slug, headers)
+                    )
+                    await answer(scope, receive, send)
+                    return
                 await send_problem(
                     send, 401, "Unauthorized", "unauthorized", exc.detail,
                     [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()],

@@ -1,0 +1,106 @@
+"""The request and answer bodies of the OpenAI-compatible routes, as the `openai` SDK sends
+and reads them. Only what runyard uses is checked; sampling knobs (temperature, max_tokens,
+tools, ...) mean nothing to a program and are ignored, as other compatible servers do."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from runyard.jobs.chat import MODEL_PATTERN
+from runyard.services.chat import Message, estimate_tokens
+
+MAX_MESSAGES = 1024
+MAX_CONTENT = 100_000  # characters a message (or part) may hold; the job bounds the whole
+MAX_PARTS = 256
+# Control characters are refused by the job's own param (a 422 naming `messages`), as any
+# param's are; a pattern here would only make the published schema costly to generate from
+Text = Annotated[str, StringConstraints(max_length=MAX_CONTENT)]
+ModelId = Annotated[str, StringConstraints(pattern=MODEL_PATTERN)]
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: Text
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Text | Annotated[list[TextPart], Field(max_length=MAX_PARTS)] | None = None
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+
+    def plain(self) -> Message:
+        content = self.content
+        if isinstance(content, list):
+            content = "".join(part.text for part in content)
+        return Message(self.role, content or "", self.name)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: ModelId
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+
+
+class AnswerMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AnswerMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class Usage(BaseModel):
+    """Estimated (about four characters a token): a program reports no tokens."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class ModelView(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelView]
+
+
+def usage(prompt: str, answer: str) -> Usage:
+    p, c = estimate_tokens(prompt), estimate_tokens(answer)
+    return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+
+
+def chunk(
+    completion_id: str, created: int, model: str, delta: dict[str, Any], finish: str | None
+) -> dict[str, Any]:
+    return {
+        "id": completion_id, "object": "chat.completion.chunk", "created": created,
+        "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }  # fmt: skip

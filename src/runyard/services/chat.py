@@ -1,0 +1,209 @@
+"""Chat completions as runs: a job that declares `[openai]` answers to a model id; a
+conversation becomes one run of it, and the run's output becomes the answer (docs/openai.md).
+
+A call that is retried (by the `openai` SDK after a lost connection, a timeout, a 429 or a
+5xx) must attach to the run its first try started, never start a second one. An explicit
+`Idempotency-Key` does that through the key runs already have. The SDK sends no key, but
+every retry says it is one (`x-stainless-retry-count: N`, N >= 1) and repeats the request
+exactly; so each run started by a chat call is labelled with a digest of who asked and what
+(the caller, the model, the conversation), and a retry attaches to the newest run with the
+same digest that is still going or ended at most `RETRY_WINDOW_S` ago. A first try
+(count 0 or absent) always starts a run: two identical questions asked one after the other
+get two runs. See docs/openai.md for what this cannot tell apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runyard.errors import InvalidInputError, NotFoundError, RunyardError
+from runyard.jobs import JobRegistry
+from runyard.jobs.chat import OpenAIOptions
+from runyard.jobs.spec import Job
+from runyard.models import Run, RunFilter, RunState
+from runyard.services.artifacts import open_artifact
+from runyard.services.runs import RunService
+
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+RETRY_WINDOW_S = 600.0  # the SDK's whole retry sequence, its timeouts included, fits well
+DIGEST_LABEL = "openai.request"
+MODEL_LABEL = "openai.model"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str
+    content: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    truncated: bool  # cut at MAX_ANSWER_BYTES: finish_reason "length"
+
+
+class RunEndedBadlyError(RunyardError):
+    """The run behind a chat completion did not succeed."""
+
+    status, title, slug = 500, "Run did not succeed", "run-failed"
+
+
+def render_text(messages: list[Message]) -> str:
+    """The conversation as text: one 'role: content' paragraph per message."""
+    return "\n\n".join(f"{m.role}: {m.content}" for m in messages)
+
+
+def render_json(messages: list[Message]) -> list[dict[str, str]]:
+    out = []
+    for m in messages:
+        item = {"role": m.role, "content": m.content}
+        if m.name is not None:
+            item["name"] = m.name
+        out.append(item)
+    return out
+
+
+def request_digest(principal: str, model: str, messages: list[Message]) -> str:
+    canonical = json.dumps(
+        [principal, model, render_json(messages)], separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:40]
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token: what `usage` reports (an estimate, never billed)."""
+    return (len(text) + 3) // 4
+
+
+class ChatService:
+    def __init__(
+        self,
+        runs: RunService,
+        registry: JobRegistry,
+        workspace_of: Callable[[str], Path],
+        now: Callable[[], float],
+    ) -> None:
+        self.runs = runs
+        self.registry = registry
+        self.workspace_of = workspace_of  # where a run's program wrote its files
+        self.now = now
+
+    async def models(self) -> list[tuple[str, Job]]:
+        snap = await self.registry.snapshot()
+        found = [
+            (job.spec.openai.model_id(name), job)
+            for name, job in snap.jobs.items()
+            if job.spec.openai is not None
+        ]
+        return sorted(found, key=lambda pair: pair[0])
+
+    async def job_for(self, model: str) -> Job:
+        for model_id, job in await self.models():
+            if model_id == model:
+                return job
+        raise NotFoundError(f"the model {model!r} does not exist", field="model")
+
+    async def start(
+        self,
+        job: Job,
+        messages: list[Message],
+        *,
+        principal: str,
+        idempotency_key: str | None,
+        retried: bool,
+    ) -> tuple[Run, bool]:
+        """(run, created): a new run of `job` for the conversation, or the one this same
+        request started already (by its key, or as a retry: see the module's docstring)."""
+        chat = job.spec.openai
+        assert chat is not None  # noqa: S101  job_for only gives jobs that opted in
+        model = chat.model_id(job.name)
+        digest = request_digest(principal, model, messages)
+        if retried and idempotency_key is None:
+            earlier = await self._earlier(job.name, digest)
+            if earlier is not None:
+                return earlier, False
+        value: Any = render_text(messages) if chat.format == "text" else render_json(messages)
+        try:
+            return await self.runs.submit(
+                job.name, {chat.input: value}, labels={MODEL_LABEL: model, DIGEST_LABEL: digest},
+                idempotency_key=idempotency_key,
+            )  # fmt: skip
+        except InvalidInputError as exc:
+            # the job's own bound on its param (max_length) is a bound on the conversation
+            raise InvalidInputError(
+                f"the conversation does not fit model {model!r}: {exc.detail}", field="messages"
+            ) from None
+
+    async def _earlier(self, job: str, digest: str) -> Run | None:
+        page = await self.runs.list(RunFilter(job=job, labels=((DIGEST_LABEL, digest),), limit=1))
+        if not page.runs:
+            return None
+        run = page.runs[0]
+        if run.state.terminal and (run.finished_at or 0) < self.now() - RETRY_WINDOW_S:
+            return None
+        return run
+
+    async def until_end(self, run: Run) -> Run:
+        """The run once it has ended. Its end is expected before the run is read again, so
+        an end between that read and the wait is never missed."""
+        while not run.state.terminal:
+            with self.runs.waiters.expecting(run.id) as ended:
+                run = await self.runs.get(run.id)
+                if run.state.terminal:
+                    break
+                found = await ended
+            run = found if found is not None else await self.runs.get(run.id)
+        return run
+
+    async def answer(self, run: Run) -> Answer:
+        """The answer of a run that succeeded: its log, or the file its job names (as the
+        job was when the run was submitted: the run's own copy of it)."""
+        if run.state is not RunState.SUCCEEDED:
+            raise RunEndedBadlyError(describe_end(run), code=run.state.value, run_id=run.id)
+        path = answer_file_of(run)
+        if path is None:
+            data, _, size = await self.runs.read_log(run.id, None, 0, MAX_ANSWER_BYTES)
+            return Answer(data.decode("utf-8", errors="replace"), size > len(data))
+        workspace: Path = self.workspace_of(run.id)
+        return await asyncio.to_thread(_read_answer_file, workspace, path)
+
+
+def answer_file_of(run: Run) -> str | None:
+    """The answer file the run's job named when it was submitted (None: its log)."""
+    table = run.spec.get("openai")
+    return OpenAIOptions.model_validate(table).answer_file if table else None
+
+
+def describe_end(run: Run) -> str:
+    how = f"run {run.id} {run.state.value}"
+    if run.exit_code is not None:
+        how += f" with exit code {run.exit_code}"
+    return f"{how}: {run.reason}" if run.reason else how
+
+
+def _read_answer_file(workspace: Path, path: str) -> Answer:
+    """Blocking. The answer file as a plain file inside the workspace (never through a
+    symlink or a hard link), its first MAX_ANSWER_BYTES."""
+    try:
+        opened = open_artifact(workspace, path, [path])
+    except RunyardError as exc:
+        raise RunEndedBadlyError(
+            f"the run succeeded but its answer file is unusable: {exc.detail}", code="no_answer"
+        ) from None
+    try:
+        with os.fdopen(opened.fd, "rb") as fh:
+            data = fh.read(MAX_ANSWER_BYTES + 1)
+    except OSError as exc:
+        raise RunEndedBadlyError(
+            f"the answer file {path!r} cannot be read: {exc.strerror}", code="no_answer"
+        ) from None
+    return Answer(data[:MAX_ANSWER_BYTES].decode("utf-8", errors="replace"),
+                  len(data) > MAX_ANSWER_BYTES)  # fmt: skip

@@ -1,0 +1,371 @@
+"""The OpenAI-compatible front (docs/openai.md), with the real `openai` SDK against a real
+server: models, completions plain and streamed, queueing for a slot, a full queue, errors in
+OpenAI's shape, retries that attach to the first run, disconnects, auth."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from runyard.auth import Role, create_token
+from tests.support import ServerProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+
+PROGRAMS = Path(__file__).parent / "programs"
+GATED = """
+command = ["python3", "@PROGRAMS@/chat_gate.py", "{conversation}"]
+[params.conversation]
+type = "str"
+max_length = 10000
+[env]
+CHAT_GATE = "@GATE@"
+[openai]
+input = "conversation"
+"""
+
+
+def sdk(server: ServerProcess, key: str = "unused", retries: int = 0) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=retries, timeout=120)
+
+
+def ask(text: str) -> list[Any]:
+    return [{"role": "user", "content": text}]
+
+
+def runs_of(server: ServerProcess, job: str, headers: dict[str, str] | None = None) -> list[Any]:
+    resp = httpx.get(f"{server.url}/v1/runs", params={"job": job}, headers=headers, timeout=10)
+    runs: list[Any] = resp.json()["runs"]
+    return runs
+
+
+@pytest.fixture
+def gated(write_job: Callable[[str, str], Path], tmp_path: Path) -> Callable[..., Path]:
+    """Writes a job answering in two parts, the second once `gate` (returned) exists."""
+    gate = tmp_path / "go"
+
+    def make(name: str = "gated", extra: str = "", head: str = "") -> Path:
+        text = GATED.replace("@PROGRAMS@", str(PROGRAMS)).replace("@GATE@", str(gate))
+        write_job(name, head + text + extra)
+        return gate
+
+    return make
+
+
+def test_models_and_completions_plain_and_streamed(start_server) -> None:
+    server = start_server()
+    client = sdk(server)
+    models = client.models.list()
+    assert {m.id for m in models.data} == {"agent", "chat-agent"}
+    assert all(m.object == "model" and m.owned_by == "runyard" for m in models.data)
+    assert client.models.retrieve("chat-agent").id == "chat-agent"
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="chat-agent",
+        messages=[{"role": "system", "content": "be kind"}, *ask("hello queue")],
+    )
+    completion = raw.parse()
+    run_id = raw.headers["x-runyard-run-id"]
+    assert completion.id == f"chatcmpl-{run_id}"
+    assert completion.object == "chat.completion"
+    assert completion.model == "chat-agent"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].message.content == "You said: hello queue\n"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+    run = httpx.get(f"{server.url}/v1/runs/{run_id}").json()
+    assert run["state"] == "succeeded"
+    assert run["params"] == {"conversation": "system: be kind\n\nuser: hello queue"}
+    assert run["labels"]["openai.model"] == "chat-agent"
+
+    stream = client.chat.completions.create(
+        model="chat-agent", messages=ask("one two three four"), stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    contents = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert "".join(contents) == "You said: one two three four\n"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert len(runs_of(server, "chat")) == 2
+
+
+def test_the_readme_agent_answers_as_a_model(start_server) -> None:
+    server = start_server()
+    reply = sdk(server).chat.completions.create(model="agent", messages=ask("add a note"))
+    report = reply.choices[0].message.content or ""
+    assert report.startswith("agent: task 'user: add a note', editing README.md\n")
+    assert "agent: wrote outputs/changes.diff" in report
+    (run,) = runs_of(server, "agent")
+    diff = httpx.get(f"{server.url}/v1/runs/{run['id']}/artifacts/outputs/changes.diff").text
+    assert "+<!-- agent note: user: add a note -->" in diff
+
+
+def test_a_stream_shows_the_answer_while_it_is_written(start_server, gated, jobs_dir) -> None:
+    gate = gated()
+    server = start_server(jobs_dir)
+    stream = sdk(server).chat.completions.create(model="gated", messages=ask("hi"), stream=True)
+    chunks = iter(stream)
+    assert next(chunks).choices[0].delta.role == "assistant"
+    first = next(chunks).choices[0].delta.content
+    assert first == "part one\n"
+    # the run is still running: what arrived was written live, not read after the end
+    assert runs_of(server, "gated")[0]["state"] == "running"
+    gate.touch()
+    rest = [c.choices[0] for c in chunks]
+    assert "".join(c.delta.content or "" for c in rest) == "part two: user: hi\n"
+    assert rest[-1].finish_reason == "stop"
+
+
+def test_twelve_calls_with_room_for_ten_queue_and_all_get_answers(
+    start_server, gated, jobs_dir
+) -> None:
+    gate = gated()
+    server = start_server(jobs_dir, capacity=10)
+    client = sdk(server)
+
+    def call(i: int) -> tuple[str, str | None]:
+        raw = client.chat.completions.with_raw_response.create(
+            model="gated", messages=ask(f"call {i}")
+        )
+        return raw.headers["x-runyard-run-id"], raw.parse().choices[0].message.content
+
+    with ThreadPoolExecutor(12) as pool:
+        futures = []
+        for i in range(12):  # one at a time, so that the order of arrival is known
+            futures.append(pool.submit(call, i))
+            wait_for(lambda n=i + 1: len(runs_of(server, "gated")) == n, what=f"call {i}")
+        states = wait_for(
+            lambda: (s := [r["state"] for r in runs_of(server, "gated")]).count("running") == 10
+            and s, what="ten calls running",
+        )  # fmt: skip
+        runs = sorted(runs_of(server, "gated"), key=lambda r: r["created_at"])
+        assert sorted(states) == ["queued"] * 2 + ["running"] * 10  # queued, not refused
+        assert [r["state"] for r in runs[-2:]] == ["queued", "queued"]  # the last two came
+        gate.touch()
+        answers = [f.result() for f in futures]
+    by_id = {r["id"]: r for r in runs}
+    for i, (run_id, content) in enumerate(answers):
+        assert content == f"part one\npart two: user: call {i}\n"
+        assert by_id[run_id]["params"]["conversation"] == f"user: call {i}"
+    ended = {r["id"]: r for r in runs_of(server, "gated")}
+    first_ten = [ended[r["id"]]["started_at"] for r in runs[:10]]
+    assert all(ended[r["id"]]["started_at"] >= max(first_ten) for r in runs[-2:])  # FIFO
+
+
+def test_a_full_queue_is_a_rate_limit_after_the_retries_it_asks_for(
+    start_server, gated, jobs_dir
+) -> None:
+    gated("full", head="max_queue = 0\n")
+    (jobs_dir / "quick.toml").write_text('command = ["true"]\n')
+    server = start_server(jobs_dir)
+    for _ in range(3):  # a finish rate, so that the server can say when to come back
+        httpx.post(f"{server.url}/v1/runs", json={"job": "quick"},
+                   headers={"Prefer": "wait=30"}, timeout=40)  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk(server, retries=2).chat.completions.create(model="full", messages=ask("x"))
+    took = time.monotonic() - started
+    headers = caught.value.response.headers
+    wait_ms = int(headers["retry-after-ms"])
+    assert 100 <= wait_ms <= 30_000 and int(headers["retry-after"]) >= 1
+    assert took >= 2 * wait_ms / 1000 * 0.99  # the SDK waited as told, twice, before giving up
+    assert caught.value.body["code"] == "queue_full"  # type: ignore[index]
+
+    def statuses() -> list[int]:  # each try is logged once answered
+        lines = server.log_path.read_text().splitlines()
+        return [json.loads(line)["status"] for line in lines
+                if '"route":"/v1/chat/completions"' in line.replace(" ", "")]  # fmt: skip
+
+    assert wait_for(lambda: len(s := statuses()) >= 3 and s) == [429, 429, 429]
+    assert runs_of(server, "full") == []
+
+
+def test_errors_are_in_openai_shape(start_server, gated, jobs_dir) -> None:
+    gated()
+    server = start_server(jobs_dir)
+    client = sdk(server)
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="gpt-nope", messages=ask("x"))
+    assert missing.value.body == {"message": "the model 'gpt-nope' does not exist",
+                                  "type": "invalid_request_error", "param": "model",
+                                  "code": "model_not_found"}  # fmt: skip
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-nope")
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="gated", messages=[{"role": "robot", "content": "x"}])  # type: ignore[list-item]
+    assert bad.value.body["param"] == "messages.0.role"  # type: ignore[index]
+    with pytest.raises(openai.UnprocessableEntityError) as too_long:
+        client.chat.completions.create(model="gated", messages=ask("x" * 20_000))
+    assert too_long.value.body["param"] == "messages"  # type: ignore[index]
+    assert "at most 10000" in too_long.value.message
+    with pytest.raises(openai.UnprocessableEntityError) as control:
+        client.chat.completions.create(model="gated", messages=ask("a NUL \x00 here"))
+    assert control.value.body["param"] == "messages"  # type: ignore[index]
+    assert runs_of(server, "gated") == []  # nothing was started by a refused call
+    # the rest of the API keeps its problem documents
+    assert (
+        httpx.get(f"{server.url}/v1/runs/nope")
+        .headers["content-type"]
+        .startswith("application/problem+json")
+    )
+
+
+def test_a_failing_agent_is_an_error_plain_and_streamed(start_server, gated, jobs_dir) -> None:
+    gated()
+    server = start_server(jobs_dir)
+    client = sdk(server, retries=2)
+    with pytest.raises(openai.InternalServerError) as plain:
+        client.chat.completions.create(model="gated", messages=ask("please fail"))
+    assert "exit code 3" in plain.value.message
+    assert plain.value.body["code"] == "failed"  # type: ignore[index]
+    run_id = plain.value.response.headers["x-runyard-run-id"]
+    assert [r["id"] for r in runs_of(server, "gated")] == [run_id]  # not retried: same answer
+    stream = client.chat.completions.create(
+        model="gated", messages=ask("now please fail"), stream=True
+    )
+    got = []
+    with pytest.raises(openai.APIError) as streamed:
+        for c in stream:
+            got.append(c.choices[0].delta.content)
+    assert "part one\n" in got  # what it wrote before failing was streamed
+    assert "exit code 3" in streamed.value.message
+
+
+@pytest.mark.leaks_allowed("the first server is stopped mid-call")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_a_call_retried_across_a_server_restart_makes_one_run(
+    start_server, gated, jobs_dir, how: signal.Signals
+) -> None:
+    gate = gated()
+    server = start_server(jobs_dir)
+    client = sdk(server, retries=8)
+    result: dict[str, Any] = {}
+
+    def call() -> None:
+        raw = client.chat.completions.with_raw_response.create(model="gated", messages=ask("hi"))
+        result["replayed"] = raw.headers.get("idempotent-replayed")
+        result["content"] = raw.parse().choices[0].message.content
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    wait_for(lambda: [r["state"] for r in runs_of(server, "gated")] == ["running"], what="run")
+    server.stop(how)  # the run goes on under the supervisor
+    if how is signal.SIGTERM:  # a graceful stop answers the waiting call at once: retry
+        answered = [json.loads(line) for line in server.log_path.read_text().splitlines()
+                    if '"/v1/chat/completions"' in line]  # fmt: skip
+        assert [a["status"] for a in answered] == [503]
+    start_server(jobs_dir, port=server.port)  # same data directory: it adopts the run
+    gate.touch()
+    caller.join(timeout=120)
+    assert result["content"] == "part one\npart two: user: hi\n"
+    assert result["replayed"] == "true"
+    assert len(runs_of(server, "gated")) == 1
+
+
+def test_an_idempotency_key_attaches_and_refuses_another_request(
+    start_server, gated, jobs_dir
+) -> None:
+    gate = gated()
+    gate.touch()
+    server = start_server(jobs_dir)
+    client = sdk(server, retries=2)
+    key = {"Idempotency-Key": "chat-1"}
+    first = client.chat.completions.with_raw_response.create(
+        model="gated", messages=ask("a"), extra_headers=key
+    )
+    again = client.chat.completions.with_raw_response.create(
+        model="gated", messages=ask("a"), extra_headers=key
+    )
+    assert first.headers["x-runyard-run-id"] == again.headers["x-runyard-run-id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.parse().choices[0].message.content == first.parse().choices[0].message.content
+    with pytest.raises(openai.ConflictError):  # not retried: it would conflict again
+        client.chat.completions.create(model="gated", messages=ask("b"), extra_headers=key)
+    assert len(runs_of(server, "gated")) == 1
+
+
+def test_a_caller_that_goes_away_leaves_the_run_to_finish(start_server, gated, jobs_dir) -> None:
+    gate = gated()
+    gated("cancelling", extra="cancel_on_disconnect = true\n")
+    server = start_server(jobs_dir)
+    client = sdk(server)
+    for model in ("gated", "cancelling"):
+        stream = client.chat.completions.create(model=model, messages=ask("bye"), stream=True)
+        chunks = iter(stream)
+        next(chunks)
+        assert next(chunks).choices[0].delta.content == "part one\n"
+        stream.close()
+    with pytest.raises(httpx.ReadTimeout):  # a plain call, given up by its caller
+        httpx.post(f"{server.url}/v1/chat/completions", timeout=httpx.Timeout(10, read=0.5),
+                   json={"model": "cancelling", "messages": ask("plain")})  # fmt: skip
+    wait_for(
+        lambda: [r["state"] for r in runs_of(server, "cancelling")] == ["cancelled"] * 2,
+        what="both runs of the job that asks for it cancelled",
+    )
+    gate.touch()
+    (run,) = runs_of(server, "gated")
+    done = wait_for(lambda: (r := httpx.get(f"{server.url}/v1/runs/{run['id']}").json())
+                    ["state"] in ("succeeded", "failed", "cancelled") and r)  # fmt: skip
+    assert done["state"] == "succeeded"
+
+
+def test_messages_as_json_and_the_answer_from_a_file(start_server, write_job, jobs_dir) -> None:
+    write_job(
+        "filed",
+        f"""
+command = ["python3", "{PROGRAMS}/chat_gate.py", "--messages", "{{conversation}}"]
+[params.conversation]
+type = "json"
+[openai]
+model = "org/filed:v1"
+input = "conversation"
+format = "messages"
+answer = "file:outputs/answer.txt"
+""",
+    )
+    server = start_server(jobs_dir)
+    client = sdk(server)
+    messages: list[Any] = [
+        {"role": "system", "content": "terse"},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "in "}, {"type": "text", "text": "parts"}],
+        },
+    ]
+    plain = client.chat.completions.create(model="org/filed:v1", messages=messages)
+    assert plain.choices[0].message.content == "system=terse | user=in parts"
+    stream = client.chat.completions.create(model="org/filed:v1", messages=messages, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "system=terse | user=in parts"  # the file, not the log
+
+
+def test_auth_maps_to_the_sdk_errors(start_server, tmp_path: Path) -> None:
+    tokens_file = tmp_path / "tokens.toml"
+    tokens = {role: create_token(tokens_file, role.name.lower(), role) for role in Role}
+    server = start_server(env={"RUNYARD_TOKENS_FILE": str(tokens_file)})
+    with pytest.raises(openai.AuthenticationError) as wrong:
+        sdk(server, key="nope").models.list()
+    assert wrong.value.body["type"] == "authentication_error"  # type: ignore[index]
+    reader = sdk(server, key=tokens[Role.READ])
+    assert "chat-agent" in {m.id for m in reader.models.list().data}
+    with pytest.raises(openai.PermissionDeniedError) as weak:
+        reader.chat.completions.create(model="chat-agent", messages=ask("x"))
+    assert "submit role" in weak.value.message
+    answer = sdk(server, key=tokens[Role.SUBMIT]).chat.completions.create(
+        model="chat-agent", messages=ask("ok")
+    )
+    assert answer.choices[0].message.content == "You said: ok\n"
