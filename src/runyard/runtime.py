@@ -21,6 +21,7 @@ from runyard.execution.slurm.commands import SlurmCommands
 from runyard.execution.slurm.executor import SlurmExecutor
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import JsonCeiling
+from runyard.jobs.sandbox import SandboxPolicy
 from runyard.metrics import Metrics
 from runyard.scheduling.scheduler import Scheduler
 from runyard.services.attempts import Attempts
@@ -85,9 +86,12 @@ class Runtime:
         failpoints.watch(data_dir)  # tests only: nothing unless RUNYARD_FAILPOINTS is set
         self.store = self._store(settings, data_dir)
         clustered = not isinstance(self.store, SQLiteStore)
+        shared = settings.slurm_shared_dir.resolve() if settings.slurm_shared_dir else None
         self.registry = JobRegistry(
             settings.jobs_dir.resolve(), settings.jobs_refresh_s,
             JsonCeiling(settings.json_depth_ceiling, settings.json_keys_ceiling),
+            SandboxPolicy(forbidden=(data_dir, *([shared] if shared else [])),
+                          required=settings.require_sandbox),
         )  # fmt: skip
         self.executor: Executor = executor or _executor(settings, data_dir)
         self.slurm = self.executor.slurm if isinstance(self.executor, RoutedExecutor) else None

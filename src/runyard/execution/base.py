@@ -67,6 +67,7 @@ class Launch:
     slurm: dict[str, Any] | None = None  # the job's [slurm] table, for the slurm executor
     resources: dict[str, Any] | None = None  # cpus, gpus, memory_mb: placement on a cluster
     inputs: dict[str, str] | None = None  # file params: name -> upload id, staged before start
+    sandbox: dict[str, Any] | None = None  # the job's [sandbox] table (jobs/sandbox.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from runyard import failpoints
-from runyard.execution import kills, spawning
+from runyard.execution import kills, sandbox, spawning
 from runyard.execution.connections import Client, Connections
 from runyard.execution.diskwrites import probe, say
 from runyard.execution.exit_files import REWRITE_EVERY_S, ExitFiles
@@ -46,6 +46,9 @@ class Supervisor:
         self.sel = selectors.DefaultSelector()
         self.programs: dict[int, Program] = {}
         self.by_key: dict[str, Program] = {}
+        # a sandbox's init (bwrap's pid 1), reaped by us once bwrap ends: its usage is the
+        # program's (sandbox.py); pid -> (max RSS KiB, CPU s) when reaped before its program
+        self.init_usage: dict[int, tuple[int, float]] = {}
         self.conns = Connections(self.sel, self.handle, self._client_gone)
         self.timers = Timers()
         self.idle_since = time.monotonic()
@@ -172,6 +175,8 @@ class Supervisor:
             return {"ok": False, "error": record.error, "exited": True}
         self.programs[prog.pid] = prog
         self.by_key[req.key] = prog
+        if prog.init_pid is not None:
+            self.init_usage[prog.init_pid] = (0, 0.0)
         if req.timeout_s:
             self.timers.add(req.timeout_s, "timeout", req.key)
         return {
@@ -277,23 +282,32 @@ class Supervisor:
             prog = self.programs.pop(pid, None)
             if prog is not None:
                 self.finish(prog, status, rusage)
+            elif pid in self.init_usage:
+                self.init_usage[pid] = _usage(rusage)
 
     def finish(self, prog: Program, status: int, rusage: Any) -> None:
         self.by_key.pop(prog.key, None)
-        prog.popen.returncode = os.waitstatus_to_exitcode(status)
+        prog.popen.returncode = code = os.waitstatus_to_exitcode(status)
         # The run ends with its main process: nothing it leaves behind may outlive it.
-        self.kill_all(prog)
-        code = os.waitstatus_to_exitcode(status)
+        kills.kill_group(prog.pgid)
+        peak, cpu = _usage(rusage)
+        if prog.sandboxed:
+            exit_code, sig = sandbox.exit_status(code)
+            init_peak, init_cpu = self.reap_init(prog)
+            peak, cpu = max(peak, init_peak), cpu + init_cpu
+        else:
+            exit_code, sig = (code, None) if code >= 0 else (None, -code)
+        self.kill_escaped(prog.marker, 0)
         record = ExitRecord(
             key=prog.key,
             pid=prog.pid,
-            exit_code=code if code >= 0 else None,
-            signal=-code if code < 0 else None,
+            exit_code=exit_code,
+            signal=sig,
             killed_by=prog.killed_by,
             started_at=prog.started_at,
             ended_at=time.time(),
-            peak_rss_kb=int(rusage.ru_maxrss),
-            cpu_s=round(rusage.ru_utime + rusage.ru_stime, 6),
+            peak_rss_kb=peak,
+            cpu_s=round(cpu, 6),
             progress_bytes=spawning.progress_size(prog.progress_path),
         )
         if prog.log_cap is not None:
@@ -304,6 +318,20 @@ class Supervisor:
         if not self.programs and not self.conns.clients:
             self.idle_since = time.monotonic()
 
+    def reap_init(self, prog: Program) -> tuple[int, float]:
+        """The usage of a sandbox's init, which reaped the program: bwrap has ended, so the
+        init is our child now (we are the subreaper) and was just SIGKILLed with the group."""
+        if prog.init_pid is None:
+            return 0, 0.0
+        usage = self.init_usage.pop(prog.init_pid, (0, 0.0))
+        if usage != (0, 0.0):
+            return usage  # already reaped by `reap`
+        try:
+            _, _, rusage = os.wait4(prog.init_pid, 0)
+        except ChildProcessError:
+            return usage  # bwrap reaped it itself: its usage is in bwrap's
+        return _usage(rusage)
+
     def rewrite_exit(self, key: str) -> None:
         record = self.exits.rewrite(key)
         if record is None:
@@ -313,6 +341,10 @@ class Supervisor:
         self.broadcast({"op": "exited", **record.to_dict()})
         if self.idle():
             self.idle_since = time.monotonic()
+
+
+def _usage(rusage: Any) -> tuple[int, float]:
+    return int(rusage.ru_maxrss), rusage.ru_utime + rusage.ru_stime
 
 
 def become_subreaper() -> None:

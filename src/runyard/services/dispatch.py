@@ -186,6 +186,7 @@ class Dispatcher:
             executor=spec.executor,
             **(_placement(spec) if spec.executor != "local" else {}),
             inputs=_inputs(spec, run.params) if spec.has_files else None,
+            sandbox=spec.sandbox.model_dump() if spec.sandbox is not None else None,
         )
 
     async def _start(self, claim: Claim) -> None:
