@@ -17,6 +17,7 @@ from runyard.config import Settings
 from runyard.execution.base import Executor
 from runyard.execution.executor import LocalExecutor
 from runyard.execution.routing import RoutedExecutor
+from runyard.execution.sandbox_probe import SandboxProbe
 from runyard.execution.slurm.commands import SlurmCommands
 from runyard.execution.slurm.executor import SlurmExecutor
 from runyard.jobs import JobRegistry
@@ -128,12 +129,15 @@ class Runtime:
         )  # fmt: skip
         # reconcile passes, one at a time; a failed one is retried until it succeeds
         self.reconciler = Reconciler(self.attempts, poked=reconcile_wake)
-        reconciler = self.reconciler
+        reconciler, registry = self.reconciler, self.registry
+        self.sandbox_probe = SandboxProbe(
+            lambda: settings.require_sandbox or registry.sandboxed, settings.sandbox_check_s
+        )
         self.health = HealthMonitor(
             HealthSources(
                 store=self.store, executor=self.executor, slots=self.slots, hub=self.hub,
                 data_dir=data_dir, reconcile=lambda: reconciler.state,
-                scheduler=self.scheduler.snapshot_dict,
+                scheduler=self.scheduler.snapshot_dict, sandbox=self.sandbox_probe.problem,
             ),
             capacity=settings.capacity, wake=health_wake,
         )  # fmt: skip

@@ -8,11 +8,14 @@ notice a broken sandbox, unsandboxed (`open`): what the open run can do, the box
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from runyard.client import APIError, Client
@@ -333,3 +336,28 @@ def test_a_sandbox_the_host_cannot_give_is_a_load_error(
     assert "plain path" in errors["dotdot.toml"]
     assert "sandbox.network" in errors["net.toml"]
     assert "Slurm executor runs no sandbox" in errors["slurmy.toml"]
+
+
+def test_readiness_says_when_bwrap_stops_making_sandboxes(
+    start_server, write_job, jobs_dir, tmp_path: Path
+) -> None:
+    real, broken, bin_dir = shutil.which("bwrap"), tmp_path / "broken", tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "bwrap"  # the real one, until the test breaks it
+    fake.write_text(
+        f'#!/bin/sh\nif [ -e {broken} ]; then echo "bwrap: broken by the test" >&2; exit 1; fi\n'
+        f'exec {real} "$@"\n'
+    )
+    fake.chmod(0o755)
+    write_job("boxed", PY + "[sandbox]\n")
+    server = start_server(
+        jobs_dir,
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "RUNYARD_SANDBOX_CHECK_S": "0.2"},
+    )
+    ready = f"{server.url}/health/ready"
+    assert httpx.get(ready).status_code == 200
+    broken.touch()
+    wait_for(lambda: httpx.get(ready).status_code == 503, timeout=20, what="not ready")
+    assert "broken by the test" in httpx.get(ready).json()["checks"]["sandbox"]
+    broken.unlink()
+    wait_for(lambda: httpx.get(ready).status_code == 200, timeout=20, what="ready again")
