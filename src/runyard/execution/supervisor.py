@@ -47,8 +47,8 @@ class Supervisor:
         self.programs: dict[int, Program] = {}
         self.by_key: dict[str, Program] = {}
         # a sandbox's init (bwrap's pid 1), reaped by us once bwrap ends: its usage is the
-        # program's (sandbox.py); pid -> (max RSS KiB, CPU s) when reaped before its program
-        self.init_usage: dict[int, tuple[int, float]] = {}
+        # program's (sandbox.py); pid -> (max RSS KiB, CPU s) once reaped, None until then
+        self.init_usage: dict[int, tuple[int, float] | None] = {}
         self.conns = Connections(self.sel, self.handle, self._client_gone)
         self.timers = Timers()
         self.idle_since = time.monotonic()
@@ -176,7 +176,7 @@ class Supervisor:
         self.programs[prog.pid] = prog
         self.by_key[req.key] = prog
         if prog.init_pid is not None:
-            self.init_usage[prog.init_pid] = (0, 0.0)
+            self.init_usage[prog.init_pid] = None
         if req.timeout_s:
             self.timers.add(req.timeout_s, "timeout", req.key)
         return {
@@ -323,13 +323,13 @@ class Supervisor:
         init is our child now (we are the subreaper) and was just SIGKILLed with the group."""
         if prog.init_pid is None:
             return 0, 0.0
-        usage = self.init_usage.pop(prog.init_pid, (0, 0.0))
-        if usage != (0, 0.0):
+        usage = self.init_usage.pop(prog.init_pid, None)
+        if usage is not None:
             return usage  # already reaped by `reap`
         try:
             _, _, rusage = os.wait4(prog.init_pid, 0)
         except ChildProcessError:
-            return usage  # bwrap reaped it itself: its usage is in bwrap's
+            return 0, 0.0  # bwrap reaped it itself: its usage is in bwrap's
         return _usage(rusage)
 
     def rewrite_exit(self, key: str) -> None:
