@@ -361,3 +361,38 @@ def test_readiness_says_when_bwrap_stops_making_sandboxes(
     assert "broken by the test" in httpx.get(ready).json()["checks"]["sandbox"]
     broken.unlink()
     wait_for(lambda: httpx.get(ready).status_code == 200, timeout=20, what="ready again")
+
+
+FILE_JOB = """
+command = ["sh", "-c", '''
+    cat "$0"
+    chmod 644 "$0" 2>/dev/null; {{ echo tamper >> "$0"; }} 2>/dev/null || echo "input read-only"
+    echo '{{"fraction": 0.5, "message": "half"}}' >> "$RUNYARD_PROGRESS_FILE"
+    grep -c sha256 "$RUNYARD_PARAMS_FILE"
+    echo made > "$RUNYARD_ARTIFACTS_DIR/made.txt"
+''', "{data}"]
+[params.data]
+type = "file"
+max_mb = 1
+[sandbox]
+"""
+
+
+def test_runyard_paths_work_inside_and_file_inputs_stay_read_only(
+    start_server, write_job, jobs_dir
+) -> None:
+    write_job("inputs", FILE_JOB)
+    server = start_server(jobs_dir)
+    resp = httpx.put(f"{server.url}/v1/uploads", params={"name": "t.csv"}, content=b"a,b\n")
+    upload_id = resp.json()["id"]
+    with server.client() as c:
+        done = server.wait_run(c, c.submit("inputs", {"data": f"upload:{upload_id}"}).id)
+        log = c.logs(done.id)[0]
+        artifacts = [a.path for a in c.artifacts(done.id).artifacts]
+    assert done.state is RunState.SUCCEEDED, log
+    # the upload, as staged: root inside, yet neither chmod nor a write reaches it
+    assert log == b"a,b\ninput read-only\n1\n"
+    assert (server.data_dir / "uploads" / upload_id).read_bytes() == b"a,b\n"
+    assert done.progress is not None
+    assert done.progress["message"] == "half"
+    assert "outputs/made.txt" in artifacts
