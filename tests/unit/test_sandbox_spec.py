@@ -132,7 +132,7 @@ def test_the_command_line_hides_before_it_binds_and_closes_nothing_it_did_not_op
         assert str(tmp_path / "nothing") not in line  # not there: nothing to hide
         assert f"--remount-ro {tmp_path / 'data'}" in line
         assert "--remount-ro /tmp" in line  # tmp not writable
-        assert line.endswith("--default-signal=TERM prog x")
+        assert line.endswith("--info-fd 99 -- prog x")
         assert len(fds) == 3  # workspace, inputs (read-only), progress
         assert f"--ro-bind-fd {fds[1]} {workspace / 'inputs'}" in line
     finally:

@@ -3,14 +3,16 @@
 What the program sees: the system read-only, its workspace (read-write, file inputs
 read-only), its progress file, a private /tmp, a /proc of its own pid namespace, a minimal
 /dev; no data, runs or jobs directory, no home directories; no network unless the job says
-`network = "host"` (and then no /run either without it: no Unix sockets of the host's daemons).
+`network = "host"` (and without it no /run either: no Unix socket of the host's daemons).
 
 Supervision keeps its meaning (docs/security.md):
 - `bwrap` is the supervised process and leads the attempt's process group, as the program
   would; its pid-1 init and the program stay in that group (no `--new-session`: there is no
-  terminal to steal, stdin is /dev/null), so the group's SIGTERM reaches the program.
-- bwrap itself ignores SIGTERM (set between fork and exec, so it stays up and reports the
-  program's end); `env --default-signal=TERM` gives the program back the default action.
+  terminal to steal, stdin is /dev/null).
+- SIGTERM (cancel, timeout, fencing) goes to the group's members but bwrap and its init
+  (`kills.signal_members`): bwrap stays up to report the program's end, and the program may
+  clean up within the grace. Sent again shortly while no member but those two exists yet (a
+  sandbox still being set up), so it is never lost.
 - SIGKILL of bwrap kills the whole sandbox: `--die-with-parent` kills its init, whose death
   ends the pid namespace. Nothing the program started outlives it.
 - bwrap exits with the program's code, or 128+N when a signal N killed it: `exit_status`
@@ -22,12 +24,11 @@ Supervision keeps its meaning (docs/security.md):
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import select
 import shutil
-import signal
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,7 +82,28 @@ def argv(
         uid, gid = user
         args += [tool("setpriv"), f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                  "--inh-caps=-all", "--bounding-set=-all", "--"]  # fmt: skip
-    return [*args, tool("env"), "--default-signal=TERM", *program], fds
+    return [*args, *program], fds
+
+
+def findable(command: str, path: str | None, hidden: list[str], bound: list[str]) -> None:
+    """Blocking (a PATH lookup): FileNotFoundError unless `command` is there for the sandbox:
+    on the host (the sandbox sees its system), and not under a place hidden from it unless
+    bound back (`bound`: the workspace first, the binds). Otherwise bwrap would start, and
+    `env` say 127 in the log: this way the attempt is not started, as without a sandbox."""
+    cwd = bound[0]
+    where = os.path.join(cwd, command) if "/" in command else shutil.which(command, path=path)  # noqa: PTH118
+    if where is None or not os.access(where, os.X_OK):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", command)
+    real = os.path.realpath(where)
+    if any(_under(real, place) for place in bound):
+        return
+    for place in hidden:
+        if _under(real, place):
+            raise FileNotFoundError(errno.ENOENT, f"hidden from the sandbox ({place})", command)
+
+
+def _under(path: str, place: str) -> bool:
+    return path == place or path.startswith(place.rstrip("/") + "/")
 
 
 def _namespaces(network: str, user: tuple[int, int] | None) -> list[str]:
@@ -133,17 +155,6 @@ def _bind_fd(args: list[str], fds: list[int], path: str, *, writable: bool) -> N
     args += ["--bind-fd" if writable else "--ro-bind-fd", str(fd), path]
 
 
-def preexec(then: Callable[[], None] | None) -> Callable[[], None]:
-    """Between fork and exec of bwrap: ignore SIGTERM (see the module), then `then` (limits)."""
-
-    def apply() -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if then is not None:
-            then()
-
-    return apply
-
-
 @dataclass(frozen=True, slots=True)
 class Wrapped:
     """A sandboxed spawn's command line, the descriptors bwrap is given, and the read end of
@@ -164,8 +175,11 @@ class Wrapped:
 
 def wrap(req: SpawnRequest, box: dict[str, Any], user: tuple[int, int] | None) -> Wrapped:
     """Blocking: `req`'s program under bwrap, in the sandbox `box` (req.sandbox), as `user`
-    (run_as: uid, gid) if set. OSError if its places cannot be opened; then nothing is left
-    open."""
+    (run_as: uid, gid) if set. OSError if its command cannot be found (as Popen would say: the
+    attempt is not started, 127) or its places cannot be opened; then nothing is left open."""
+    hidden = [*HIDDEN, TMP, *([] if box.get("network") == "host" else ["/run"])]
+    bound = [req.cwd, *box.get("ro", []), *box.get("rw", [])]
+    findable(req.argv[0], req.env.get("PATH"), [*hidden, *box.get("hide", [])], bound)
     if req.progress is not None:  # it must exist to be bound
         os.close(os.open(req.progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
     info_read, info_write = os.pipe()

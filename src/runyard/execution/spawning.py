@@ -69,7 +69,7 @@ def start(req: SpawnRequest, log: IO[bytes], started_at: float) -> Program:
     OSError or KeyError (no such user) if it cannot start: see `not_started`."""
     with log:
         user = hand_over(req.run_as, req.cwd, req.progress) if req.run_as else None
-        # only jobs with limits or a sandbox pay for a preexec_fn (it rules out vfork)
+        # only jobs with limits pay for a preexec_fn (it rules out vfork)
         limit = limiter(req.limits) if req.limits else None
         wrapped = None
         if req.sandbox is not None:  # bwrap starts as root; the program becomes the user
@@ -86,7 +86,7 @@ def start(req: SpawnRequest, log: IO[bytes], started_at: float) -> Program:
                 start_new_session=True,
                 close_fds=True,
                 pass_fds=wrapped.passed if wrapped else (),
-                preexec_fn=sandbox.preexec(limit) if wrapped else limit,  # noqa: PLW1509  single-threaded
+                preexec_fn=limit,  # noqa: PLW1509  the supervisor is single-threaded
                 user=user[0] if user else None,
                 group=user[1] if user else None,
                 extra_groups=[] if user else None,

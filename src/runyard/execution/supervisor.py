@@ -37,6 +37,7 @@ PR_SET_CHILD_SUBREAPER = 36
 # an escaped descendant caught mid-exec shows no environment yet: looked at again this often
 ESCAPED_RECHECK_S = 0.02
 ESCAPED_RECHECKS = 10
+TERM_AGAIN_S = 0.01  # a sandbox being made has no program to SIGTERM yet: sent again this soon
 
 
 class Supervisor:
@@ -239,6 +240,8 @@ class Supervisor:
                 continue
             if kind == "timeout":
                 self.terminate(prog, "timeout")
+            elif kind == "term":
+                self.send_term(prog)
             elif kind == "kill":
                 self.kill_all(prog)
 
@@ -247,8 +250,17 @@ class Supervisor:
         if prog.killed_by is not None:
             return
         prog.killed_by = reason
-        kills.kill_group(prog.pgid, signal.SIGTERM)
+        self.send_term(prog)
         self.timers.add(prog.kill_grace_s, "kill", prog.key)
+
+    def send_term(self, prog: Program) -> None:
+        if not prog.sandboxed:
+            kills.kill_group(prog.pgid, signal.SIGTERM)
+        elif not kills.signal_members(
+            prog.pgid, signal.SIGTERM, {prog.pid, prog.init_pid or prog.pid}
+        ):
+            # the sandbox is still being made: its program is not there yet to be told
+            self.timers.add(TERM_AGAIN_S, "term", prog.key)
 
     def fence(self, keys: list[str], grace_s: float) -> None:
         """Their server's lease lapsed: stop them before another server may retry them."""
