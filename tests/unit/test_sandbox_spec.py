@@ -146,3 +146,26 @@ def test_the_command_line_hides_before_it_binds_and_closes_nothing_it_did_not_op
     assert "--unshare-all" not in user_argv
     assert "--share-net" in user_argv
     assert "--reuid=65534" in user_argv
+
+
+def test_a_command_is_found_as_execvp_will_find_it_inside(tmp_path: Path) -> None:
+    hidden_bin, open_bin, workspace = tmp_path / "home", tmp_path / "usr", tmp_path / "ws"
+    for d in (hidden_bin, open_bin, workspace):
+        d.mkdir()
+    for d in (hidden_bin, open_bin):
+        (d / "tool").write_text("#!/bin/sh\n")
+        (d / "tool").chmod(0o755)
+    (hidden_bin / "only-hidden").write_text("#!/bin/sh\n")
+    (hidden_bin / "only-hidden").chmod(0o755)
+    path = f"{hidden_bin}:{open_bin}"
+    # the hidden one first on PATH: execvp inside goes on to the next, so it is found
+    sandbox.findable("tool", path, [str(hidden_bin)], [str(workspace)])
+    with pytest.raises(FileNotFoundError, match="hidden from the sandbox"):
+        sandbox.findable("only-hidden", path, [str(hidden_bin)], [str(workspace)])
+    # bound back (a bind, or the workspace itself), a hidden place is visible again
+    sandbox.findable("only-hidden", path, [str(hidden_bin)], [str(workspace), str(hidden_bin)])
+    with pytest.raises(FileNotFoundError, match="No such file"):
+        sandbox.findable("no-such-tool", path, [], [str(workspace)])
+    (workspace / "run.sh").write_text("#!/bin/sh\n")
+    (workspace / "run.sh").chmod(0o755)
+    sandbox.findable("./run.sh", path, [str(tmp_path)], [str(workspace)])

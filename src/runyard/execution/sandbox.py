@@ -86,20 +86,26 @@ def argv(
 
 
 def findable(command: str, path: str | None, hidden: list[str], bound: list[str]) -> None:
-    """Blocking (a PATH lookup): FileNotFoundError unless `command` is there for the sandbox:
-    on the host (the sandbox sees its system), and not under a place hidden from it unless
-    bound back (`bound`: the workspace first, the binds). Otherwise bwrap would start, and
-    `env` say 127 in the log: this way the attempt is not started, as without a sandbox."""
+    """Blocking (stats along PATH): FileNotFoundError unless bwrap's execvp will find
+    `command`: on the host (the sandbox sees its system) and not under a place hidden from it
+    unless bound back (`bound`: the workspace first, then the binds). Otherwise bwrap would
+    start and fail with 1; this way the attempt is not started (127), as without a sandbox."""
     cwd = bound[0]
-    where = os.path.join(cwd, command) if "/" in command else shutil.which(command, path=path)  # noqa: PTH118
-    if where is None or not os.access(where, os.X_OK):
-        raise FileNotFoundError(errno.ENOENT, "No such file or directory", command)
-    real = os.path.realpath(where)
-    if any(_under(real, place) for place in bound):
-        return
-    for place in hidden:
-        if _under(real, place):
-            raise FileNotFoundError(errno.ENOENT, f"hidden from the sandbox ({place})", command)
+    if "/" in command:
+        candidates = [os.path.join(cwd, command)]  # noqa: PTH118  absolute stays absolute
+    else:
+        dirs = (path if path is not None else os.defpath).split(os.pathsep)
+        candidates = [os.path.join(cwd, d, command) for d in dirs]  # noqa: PTH118
+    why = "No such file or directory"
+    for where in candidates:
+        if not os.access(where, os.X_OK) or os.path.isdir(where):  # noqa: PTH112
+            continue
+        real = os.path.realpath(where)
+        place = next((p for p in hidden if _under(real, p)), None)
+        if place is None or any(_under(real, b) for b in bound):
+            return
+        why = f"hidden from the sandbox ({place})"  # execvp goes on to the next directory
+    raise FileNotFoundError(errno.ENOENT, why, command)
 
 
 def _under(path: str, place: str) -> bool:
