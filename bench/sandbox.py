@@ -18,7 +18,7 @@ from bench import runyard_e2e
 from bench.common import REPO, Server
 
 N = 1000
-ROUNDS = 2  # plain and sandboxed alternate, so a machine's drift falls on both
+ROUNDS = 3  # plain and sandboxed alternate, so a machine's drift falls on both
 CAPACITY = 8
 N_WAIT = 100  # single runs, one at a time: submit -> result known
 TITLE = "## Sandbox: the same runs with and without bubblewrap"
@@ -95,7 +95,8 @@ Per run, a sandbox costs about **{r["extra_cpu_ms"]:.1f} ms of CPU** (the namesp
 mounts bubblewrap makes, the supervisor's fork rather than vfork, its init reaped) and
 **{r["extra_wait_ms"]:.1f} ms** of a single run's latency; a batch of `/bin/true`, which is
 all spawn, runs at **{r["ratio"]:.2f} times** the plain rate (rounds, plain / sandboxed runs/s:
-{rounds}). For a program that works for longer than that, the sandbox is noise.
+{rounds}: the spread is the machine's, whose cores other work shares). For a program that
+works for longer than that, the sandbox is noise.
 """
 
 
