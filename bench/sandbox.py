@@ -82,8 +82,8 @@ One batch of N = {r["n"]} runs of `/bin/true` (capacity {r["capacity"]}, data di
 on a server whose job is plain, then on one whose job has a `[sandbox]` table (network none:
 every namespace, a tmpfs per hidden directory, the workspace bound back), alternating
 {r["rounds"]} times in one invocation; runs/s from the first run created to the last ended.
-CPU per run from the kernel's accounting (bench/common.py): `programs` is bwrap, its init,
-`env` and `/bin/true` for a sandboxed run. Then, on the same servers, {N_WAIT} single runs
+CPU per run from the kernel's accounting (bench/common.py): `programs` is bwrap, its init
+and `/bin/true` for a sandboxed run. Then, on the same servers, {N_WAIT} single runs
 one after the other with `Prefer: wait` (submit → result known).
 
 | | batch runs/s | supervisor CPU ms/run | programs CPU ms/run | single run p50 / p99 ms |
@@ -92,7 +92,8 @@ one after the other with `Prefer: wait` (submit → result known).
 {_row("sandboxed", s)}
 
 Per run, a sandbox costs about **{r["extra_cpu_ms"]:.1f} ms of CPU** (the namespaces and
-mounts bubblewrap makes, the supervisor's fork rather than vfork, its init reaped) and
+mounts bubblewrap makes; the supervisor's share: the command line, bwrap's `--info-fd` read,
+its init reaped) and
 **{r["extra_wait_ms"]:.1f} ms** of a single run's latency; a batch of `/bin/true`, which is
 all spawn, runs at **{r["ratio"]:.2f} times** the plain rate (rounds, plain / sandboxed runs/s:
 {rounds}: the spread is the machine's, whose cores other work shares). For a program that
