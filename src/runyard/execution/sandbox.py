@@ -218,6 +218,24 @@ def init_pid(fd: int) -> int | None:
     return int(digits) if found and digits.isdigit() else None
 
 
+def usage(rusage: Any) -> tuple[int, float]:
+    """(peak RSS in KiB, CPU seconds) of a reaped process and what it reaped."""
+    return int(rusage.ru_maxrss), rusage.ru_utime + rusage.ru_stime
+
+
+def reap_init(pid: int, reaped: tuple[int, float] | None) -> tuple[int, float]:
+    """Blocking, briefly: the usage of a sandbox's init, which reaped the program. bwrap has
+    ended, so the init is the supervisor's child now (its subreaper) and was just SIGKILLed
+    with the group. `reaped`: its usage if the supervisor's reaping loop got it first."""
+    if reaped is not None:
+        return reaped
+    try:
+        _, _, rusage = os.wait4(pid, 0)
+    except ChildProcessError:
+        return 0, 0.0  # bwrap reaped it itself: its usage is in bwrap's
+    return usage(rusage)
+
+
 def exit_status(code: int) -> tuple[int | None, int | None]:
     """(exit code, signal) of a sandboxed program from bwrap's wait status code
     (os.waitstatus_to_exitcode): 128+N is signal N; bwrap itself killed is its signal."""

@@ -295,14 +295,14 @@ class Supervisor:
             if prog is not None:
                 self.finish(prog, status, rusage)
             elif pid in self.init_usage:
-                self.init_usage[pid] = _usage(rusage)
+                self.init_usage[pid] = sandbox.usage(rusage)
 
     def finish(self, prog: Program, status: int, rusage: Any) -> None:
         self.by_key.pop(prog.key, None)
         prog.popen.returncode = code = os.waitstatus_to_exitcode(status)
         # The run ends with its main process: nothing it leaves behind may outlive it.
         kills.kill_group(prog.pgid)
-        peak, cpu = _usage(rusage)
+        peak, cpu = sandbox.usage(rusage)
         if prog.sandboxed:
             exit_code, sig = sandbox.exit_status(code)
             init_peak, init_cpu = self.reap_init(prog)
@@ -331,18 +331,9 @@ class Supervisor:
             self.idle_since = time.monotonic()
 
     def reap_init(self, prog: Program) -> tuple[int, float]:
-        """The usage of a sandbox's init, which reaped the program: bwrap has ended, so the
-        init is our child now (we are the subreaper) and was just SIGKILLed with the group."""
         if prog.init_pid is None:
             return 0, 0.0
-        usage = self.init_usage.pop(prog.init_pid, None)
-        if usage is not None:
-            return usage  # already reaped by `reap`
-        try:
-            _, _, rusage = os.wait4(prog.init_pid, 0)
-        except ChildProcessError:
-            return 0, 0.0  # bwrap reaped it itself: its usage is in bwrap's
-        return _usage(rusage)
+        return sandbox.reap_init(prog.init_pid, self.init_usage.pop(prog.init_pid, None))
 
     def rewrite_exit(self, key: str) -> None:
         record = self.exits.rewrite(key)
@@ -353,10 +344,6 @@ class Supervisor:
         self.broadcast({"op": "exited", **record.to_dict()})
         if self.idle():
             self.idle_since = time.monotonic()
-
-
-def _usage(rusage: Any) -> tuple[int, float]:
-    return int(rusage.ru_maxrss), rusage.ru_utime + rusage.ru_stime
 
 
 def become_subreaper() -> None:
