@@ -144,7 +144,8 @@ def test_the_command_line_hides_before_it_binds_and_closes_nothing_it_did_not_op
     for fd in user_fds:
         os.close(fd)
     assert "--unshare-all" not in user_argv
-    assert "--share-net" in user_argv
+    assert "--unshare-net" not in user_argv  # network = "host"
+    assert "--unshare-pid" in user_argv
     assert "--reuid=65534" in user_argv
 
 

@@ -45,7 +45,7 @@ INFO_TIMEOUT_S = 5.0  # bwrap says its init's pid right after clone(2); a hang i
 
 @functools.cache
 def tool(name: str) -> str:
-    """The host's path of `name` (read once per supervisor): bwrap, and env inside it."""
+    """The host's path of `name` (read once per supervisor): bwrap, and setpriv inside it."""
     return shutil.which(name) or name
 
 
@@ -56,8 +56,8 @@ def argv(
     """Blocking (a stat per hidden place): the bwrap command line that runs `program`, and the
     descriptors it names (the caller passes them to bwrap, then closes them).
 
-    The run's own places are bound from descriptors opened here, by the supervisor: a
-    `run_as` user's bwrap could not reach them by name through the data directory's parents."""
+    The run's own places are bound from descriptors opened here, by the supervisor: what is
+    bound is what was opened, whatever the path names by the time bwrap reads it."""
     writable = set(sandbox.get("writable", WRITABLE))
     network = sandbox.get("network", "none")
     args = [tool("bwrap"), "--die-with-parent", *_namespaces(network, user), "--cap-drop", "ALL"]
@@ -118,11 +118,9 @@ def _namespaces(network: str, user: tuple[int, int] | None) -> list[str]:
     stays root (it reaches the run's places by name), and setpriv becomes the user, dropping
     every capability, before the program starts."""
     if user is None:
-        spaces = ["--unshare-all"]
-    else:
-        spaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-                  "--unshare-cgroup-try"]  # fmt: skip
-    return [*spaces, "--share-net"] if network == "host" else spaces
+        return ["--unshare-all", "--share-net"] if network == "host" else ["--unshare-all"]
+    spaces = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+    return spaces if network == "host" else [*spaces, "--unshare-net"]
 
 
 def _hide(args: list[str], paths: list[str]) -> list[str]:
