@@ -1,5 +1,5 @@
 # The two commands of the README: `make serve` and `make test`.
-.PHONY: serve test lint bench install browser slurm screenshots
+.PHONY: serve test lint bench install browser slurm bwrap screenshots
 
 install:
 	./scripts/bootstrap
@@ -22,7 +22,11 @@ browser:
 slurm:
 	./scripts/slurm
 
-test: lint browser slurm
+# Debian's bubblewrap, for sandboxed jobs ([sandbox]) and their tests (installed once, when missing)
+bwrap:
+	./scripts/bwrap
+
+test: lint browser slurm bwrap
 	.venv/bin/pytest
 
 screenshots: install browser

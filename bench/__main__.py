@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import cluster, floor, load, peers, runyard_e2e, slurm
+from bench import cluster, floor, load, peers, runyard_e2e, sandbox, slurm
 from bench.common import REPO, Server, write_jobs
 from bench.report import write_report
 
@@ -22,6 +22,7 @@ N_RQ = 100 if QUICK else 500
 N_SUBMIT = 1000 if QUICK else 10_000
 N_BATCH = 1000 if QUICK else 10_000
 N_SLURM = 20 if QUICK else slurm.N  # the one-node cluster runs about 2 jobs/s
+N_SANDBOX = 200 if QUICK else sandbox.N
 CAPACITIES = [1, 2, 8]
 # single runs, submit -> result known: (idle samples, warm samples, idle gap between them in s)
 LATENCY = (50, 100, 0.05) if QUICK else (200, 500, 0.05)
@@ -144,6 +145,10 @@ def main() -> None:
 
         results["cluster"] = cluster.scale(tmpfs, jobs, N)
         log(f"cluster {results['cluster']}")
+
+        log("sandbox: the same batch with and without bubblewrap")
+        results["sandbox"] = sandbox.measure(fresh(tmpfs, "sandbox"), N_SANDBOX)
+        log(f"sandbox {results['sandbox']}")
 
         log("slurm: one-node cluster, runyard beside a plain sbatch loop")
         results["slurm"] = slurm_section(tmpfs)

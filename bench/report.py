@@ -10,6 +10,8 @@ from typing import Any
 
 import psutil
 
+from bench import sandbox
+
 
 def machine() -> str:
     model = "unknown CPU"
@@ -161,7 +163,11 @@ Capacity held by long runs so that everything submitted stays queued.
 | list (first page of 50) p50 / p99 at 1,000 → {deep["stored"]:,} stored | {deep["list_1k_p50_ms"]:.1f} / {deep["list_1k_p99_ms"]:.1f} → {deep["list_1m_p50_ms"]:.1f} / {deep["list_1m_p99_ms"]:.1f} ms | within 2×: {ok(deep["list_1m_p50_ms"] <= 2 * deep["list_1k_p50_ms"])} |
 """
     (docs / "benchmarks.md").write_text(
-        text + issue16_section(r) + cluster_section(r) + slurm_section(r)
+        text
+        + issue16_section(r)
+        + cluster_section(r)
+        + slurm_section(r)
+        + (sandbox.section(r["sandbox"]) if "sandbox" in r else "")
     )
 
 

@@ -7,6 +7,7 @@ yielding a `Subject`, cleaning up after itself) and append it to EXECUTORS.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runyard.clock import SystemClock
-from runyard.execution.base import Executor
+from runyard.execution.base import Executor, Launch, Started
 from runyard.execution.executor import LocalExecutor
 from runyard.execution.slurm.commands import SlurmCommands
 from runyard.execution.slurm.executor import SlurmExecutor
@@ -121,4 +122,30 @@ async def slurm_executor(tmp_path: Path) -> AsyncIterator[Subject]:
                 cluster.run("scancel", job_id)
 
 
-EXECUTORS: list[ExecutorFactory] = [local_executor, fake_executor, slurm_executor]
+class _Sandboxed(LocalExecutor):
+    """The local executor with every launch sandboxed (the default [sandbox] table)."""
+
+    async def launch(self, spec: Launch) -> Started | None:
+        box = {"network": "none", "ro": [], "rw": [], "writable": ["workspace", "tmp"]}
+        return await super().launch(dataclasses.replace(spec, sandbox=box))
+
+
+@contextlib.asynccontextmanager
+async def sandboxed_executor(tmp_path: Path) -> AsyncIterator[Subject]:
+    """The supervisor running every program under bubblewrap: supervision means the same."""
+    data_dir, jobs_dir = tmp_path / "data", tmp_path / "jobs"
+    data_dir.mkdir()
+    jobs_dir.mkdir()
+    try:
+        yield Subject(
+            executor=_Sandboxed(data_dir, jobs_dir),
+            command=shell_command,
+            reopen=lambda: _Sandboxed(data_dir, jobs_dir),
+        )
+    finally:
+        kill_everything(data_dir)
+
+
+EXECUTORS: list[ExecutorFactory] = [
+    local_executor, fake_executor, slurm_executor, sandboxed_executor,
+]  # fmt: skip

@@ -67,6 +67,15 @@ class Settings(BaseModel):
     )
     stream_buffer_kb: int = Field(default=1024, ge=512, description="per watcher, then lagged")
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    require_sandbox: bool = Field(
+        default=False,
+        description="run every job in a bubblewrap sandbox; a job without a [sandbox] table "
+        "gets the default one (docs/security.md)",
+    )
+    sandbox_check_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="readiness probes bubblewrap this often while a job is sandboxed",
+    )  # fmt: skip
     # several servers over one PostgreSQL (docs/scale-out.md)
     server_id: str = Field(
         default_factory=socket.gethostname, min_length=1, max_length=64,

@@ -18,10 +18,12 @@ from runyard.config import Settings
 from runyard.execution.base import Executor
 from runyard.execution.executor import LocalExecutor
 from runyard.execution.routing import RoutedExecutor
+from runyard.execution.sandbox_probe import SandboxProbe
 from runyard.execution.slurm.commands import SlurmCommands
 from runyard.execution.slurm.executor import SlurmExecutor
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import JsonCeiling
+from runyard.jobs.sandbox import SandboxPolicy
 from runyard.metrics import Metrics
 from runyard.scheduling.scheduler import Scheduler
 from runyard.services.attempts import Attempts
@@ -87,9 +89,12 @@ class Runtime:
         failpoints.watch(data_dir)  # tests only: nothing unless RUNYARD_FAILPOINTS is set
         self.store = self._store(settings, data_dir)
         clustered = not isinstance(self.store, SQLiteStore)
+        shared = settings.slurm_shared_dir.resolve() if settings.slurm_shared_dir else None
         self.registry = JobRegistry(
             settings.jobs_dir.resolve(), settings.jobs_refresh_s,
             JsonCeiling(settings.json_depth_ceiling, settings.json_keys_ceiling),
+            SandboxPolicy(forbidden=(data_dir, *([shared] if shared else [])),
+                          required=settings.require_sandbox),
         )  # fmt: skip
         self.executor: Executor = executor or _executor(settings, data_dir)
         self.slurm = self.executor.slurm if isinstance(self.executor, RoutedExecutor) else None
@@ -138,12 +143,15 @@ class Runtime:
         )  # fmt: skip
         # reconcile passes, one at a time; a failed one is retried until it succeeds
         self.reconciler = Reconciler(self.attempts, poked=reconcile_wake)
-        reconciler = self.reconciler
+        reconciler, registry = self.reconciler, self.registry
+        self.sandbox_probe = SandboxProbe(
+            lambda: settings.require_sandbox or registry.sandboxed, settings.sandbox_check_s
+        )
         self.health = HealthMonitor(
             HealthSources(
                 store=self.store, executor=self.executor, slots=self.slots, hub=self.hub,
                 data_dir=data_dir, reconcile=lambda: reconciler.state,
-                scheduler=self.scheduler.snapshot_dict,
+                scheduler=self.scheduler.snapshot_dict, sandbox=self.sandbox_probe.problem,
             ),
             capacity=settings.capacity, wake=health_wake,
         )  # fmt: skip

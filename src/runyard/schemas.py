@@ -294,6 +294,9 @@ class JobView(BaseModel):
     max_queue: int | None
     workspace: str
     artifacts: list[str]
+    sandbox: dict[str, Any] | None = Field(
+        default=None, description="the sandbox its runs get (network, binds), or null: none"
+    )
 
 
 class JobList(BaseModel):

@@ -68,6 +68,7 @@ class Launch:
     resources: dict[str, Any] | None = None  # cpus, gpus, memory_mb: placement on a cluster
     inputs: dict[str, str] | None = None  # file params: name -> upload id, staged before start
     input_paths: dict[str, str] | None = None  # name -> where it lands, where the job says
+    sandbox: dict[str, Any] | None = None  # the job's [sandbox] table (jobs/sandbox.py)
 
 
 @dataclass(frozen=True, slots=True)

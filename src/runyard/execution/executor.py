@@ -72,6 +72,8 @@ class LocalExecutor:
         self.uploads_dir = data_dir / "uploads"  # services/uploads.py keeps them there
         self._runs_dir = str(self.runs_dir)
         self._base_env = base_env()  # the server's environment does not change under it
+        # what a sandboxed program never sees (the runs directory may be Slurm's shared one)
+        self._hidden = tuple(dict.fromkeys(map(str, (data_dir, self.runs_dir, jobs_dir))))
         # Given here (older wiring) or to `start` (the protocol's): both end up in _events.
         self._events: ExecutorEvents | None = None
         if on_exit is not None and on_supervisor_lost is not None:
@@ -200,8 +202,9 @@ class LocalExecutor:
         self, spec: Launch, staged: dict[str, dict[str, Any]] | None = None
     ) -> SpawnRequest:
         return spawn_request(
-            spec, self._runs_dir, self._jobs_dir_str, self._base_env, self._lease, staged
-        )
+            spec, self._runs_dir, self._jobs_dir_str, self._base_env, self._lease, staged,
+            self._hidden,
+        )  # fmt: skip
 
     def _prepare(self, spec: str, paths: RunPaths) -> None:
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -302,9 +305,11 @@ def spawn_request(
     base: dict[str, str],
     lease: dict[str, Any] | None = None,
     staged: dict[str, dict[str, Any]] | None = None,
+    hidden: tuple[str, ...] = (),
 ) -> SpawnRequest:
     """What starting `spec` takes, whoever starts it: its argv, environment, files, paths.
-    `staged`: its file inputs (inputs.py); `{NAME}` is the staged file's path."""
+    `staged`: its file inputs (inputs.py); `{NAME}` is the staged file's path. `hidden`: the
+    server's directories, never seen from a sandbox."""
     files = AttemptFiles.of(runs_dir, spec.run_id, spec.attempt)
     params = {**spec.params, **staged} if staged else spec.params
     values = {
@@ -336,6 +341,7 @@ def spawn_request(
         run_as=spec.run_as,
         progress=files.progress,
         lease=lease,  # None with one server: never fenced
+        sandbox={**spec.sandbox, "hide": list(hidden)} if spec.sandbox is not None else None,
     )
 
 

@@ -14,6 +14,27 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pgid, sig)
 
 
+def signal_members(pgid: int, sig: int, spared: Container[int]) -> int:
+    """Send `sig` to every process of group `pgid` but the `spared` ones (a sandbox's bwrap
+    and its init, which must outlive the program to report its end). Returns how many were
+    signalled. A scan of /proc: only on terminate, never per spawn."""
+    sent = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in spared:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:  # noqa: PTH123
+                stat = fh.read()
+            # after the command's closing parenthesis: state, ppid, pgrp, ...
+            if int(stat[stat.rfind(b")") + 2 :].split()[2]) != pgid:
+                continue
+            os.kill(int(entry.name), sig)
+            sent += 1
+        except (OSError, ValueError, IndexError):
+            continue
+    return sent
+
+
 def kill_escaped(marker: str, supervised: Container[int]) -> int:
     """SIGKILL descendants that left the program's group (setsid, daemonising). They were
     reparented to us, the subreaper; their environment still names the attempt. Returns how

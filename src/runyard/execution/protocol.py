@@ -245,6 +245,8 @@ class SpawnRequest:
     progress: str | None = None  # the progress file, given to `run_as` before the spawn
     lease: dict[str, Any] | None = None  # the cluster lease it starts under (lease_watch.py)
     deadline: float | None = None  # wall clock; set by the client: refused when read later
+    # run under bubblewrap (sandbox.py): network, ro, rw, writable, hide (the server's places)
+    sandbox: dict[str, Any] | None = None
 
     def to_message(self) -> dict[str, Any]:
         # shallow: its dicts are serialised as they are, no deep copy (asdict) per spawn
@@ -281,7 +283,25 @@ class SpawnRequest:
             progress=_want(data, "progress", str, None),
             lease=_want(data, "lease", dict, None),
             deadline=_seconds(data, "deadline", None),
+            sandbox=_sandbox(data.get("sandbox")),
         )
+
+
+def _sandbox(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequestError("spawn: sandbox must be an object")
+    if value.get("network") not in ("none", "host"):
+        raise BadRequestError("spawn: sandbox.network must be none or host")
+    for name in ("ro", "rw", "hide"):
+        for path in _strings(value.get(name, []), f"sandbox.{name}"):
+            if not path.startswith("/") or "\0" in path:
+                raise BadRequestError(f"spawn: sandbox.{name} holds a path that is not absolute")
+    writable = _strings(value.get("writable", []), "sandbox.writable")
+    if not set(writable) <= {"workspace", "tmp"}:
+        raise BadRequestError("spawn: sandbox.writable names only workspace and tmp")
+    return value
 
 
 def _clip(text: str, limit: int = 120) -> str:

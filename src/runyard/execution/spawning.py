@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from runyard import failpoints
+from runyard.execution import sandbox
 from runyard.execution.limits import hand_over, limiter
 from runyard.execution.procinfo import boot_tick, spawned_start_time
 from runyard.execution.protocol import ExitRecord, SpawnRequest
@@ -31,6 +32,8 @@ class Program:
     log_path: str = ""
     log_cap: int | None = None
     killed_by: str | None = None
+    sandboxed: bool = False
+    init_pid: int | None = None  # a sandbox's init, the program's parent (sandbox.py)
 
 
 def prepare(req: SpawnRequest) -> None:
@@ -66,23 +69,37 @@ def start(req: SpawnRequest, log: IO[bytes], started_at: float) -> Program:
     OSError or KeyError (no such user) if it cannot start: see `not_started`."""
     with log:
         user = hand_over(req.run_as, req.cwd, req.progress) if req.run_as else None
+        # only jobs with limits pay for a preexec_fn (it rules out vfork)
+        limit = limiter(req.limits) if req.limits else None
+        wrapped = None
+        if req.sandbox is not None:  # bwrap starts as root; the program becomes the user
+            wrapped, user = sandbox.wrap(req, req.sandbox, user), None
         tick = boot_tick()
-        popen = subprocess.Popen(
-            req.argv,
-            cwd=req.cwd,
-            env=req.env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            # only jobs with limits pay for a preexec_fn (it rules out vfork)
-            preexec_fn=limiter(req.limits) if req.limits else None,  # noqa: PLW1509  single-threaded
-            user=user[0] if user else None,
-            group=user[1] if user else None,
-            extra_groups=[] if user else None,
-        )
+        try:
+            popen = subprocess.Popen(
+                wrapped.argv if wrapped else req.argv,
+                cwd=req.cwd,
+                env=req.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=wrapped.passed if wrapped else (),
+                preexec_fn=limit,  # noqa: PLW1509  the supervisor is single-threaded
+                user=user[0] if user else None,
+                group=user[1] if user else None,
+                extra_groups=[] if user else None,
+            )
+        except BaseException:
+            if wrapped is not None:
+                os.close(wrapped.info)
+            raise
+        finally:
+            if wrapped is not None:
+                wrapped.close_passed()
         started = spawned_start_time(popen.pid, tick, boot_tick())
+        init = wrapped.init_pid() if wrapped is not None else None
     cap = req.limits.get("max_log_mb")
     return Program(
         key=req.key,
@@ -97,6 +114,8 @@ def start(req: SpawnRequest, log: IO[bytes], started_at: float) -> Program:
         progress_path=req.env.get("RUNYARD_PROGRESS_FILE"),
         log_path=req.log,
         log_cap=int(cap * 2**20) if cap is not None else None,
+        sandboxed=wrapped is not None,
+        init_pid=init,
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from runyard import failpoints
-from runyard.execution import kills, spawning
+from runyard.execution import kills, sandbox, spawning
 from runyard.execution.connections import Client, Connections
 from runyard.execution.diskwrites import probe, say
 from runyard.execution.exit_files import REWRITE_EVERY_S, ExitFiles
@@ -37,6 +37,7 @@ PR_SET_CHILD_SUBREAPER = 36
 # an escaped descendant caught mid-exec shows no environment yet: looked at again this often
 ESCAPED_RECHECK_S = 0.02
 ESCAPED_RECHECKS = 10
+TERM_AGAIN_S = 0.01  # a sandbox being made has no program to SIGTERM yet: sent again this soon
 
 
 class Supervisor:
@@ -46,6 +47,9 @@ class Supervisor:
         self.sel = selectors.DefaultSelector()
         self.programs: dict[int, Program] = {}
         self.by_key: dict[str, Program] = {}
+        # a sandbox's init (bwrap's pid 1), reaped by us once bwrap ends: its usage is the
+        # program's (sandbox.py); pid -> (max RSS KiB, CPU s) once reaped, None until then
+        self.init_usage: dict[int, tuple[int, float] | None] = {}
         self.conns = Connections(self.sel, self.handle, self._client_gone)
         self.timers = Timers()
         self.idle_since = time.monotonic()
@@ -172,6 +176,8 @@ class Supervisor:
             return {"ok": False, "error": record.error, "exited": True}
         self.programs[prog.pid] = prog
         self.by_key[req.key] = prog
+        if prog.init_pid is not None:
+            self.init_usage[prog.init_pid] = None
         if req.timeout_s:
             self.timers.add(req.timeout_s, "timeout", req.key)
         return {
@@ -234,6 +240,8 @@ class Supervisor:
                 continue
             if kind == "timeout":
                 self.terminate(prog, "timeout")
+            elif kind == "term":
+                self.send_term(prog)
             elif kind == "kill":
                 self.kill_all(prog)
 
@@ -242,8 +250,17 @@ class Supervisor:
         if prog.killed_by is not None:
             return
         prog.killed_by = reason
-        kills.kill_group(prog.pgid, signal.SIGTERM)
+        self.send_term(prog)
         self.timers.add(prog.kill_grace_s, "kill", prog.key)
+
+    def send_term(self, prog: Program) -> None:
+        if not prog.sandboxed:
+            kills.kill_group(prog.pgid, signal.SIGTERM)
+        elif not kills.signal_members(
+            prog.pgid, signal.SIGTERM, {prog.pid, prog.init_pid or prog.pid}
+        ):
+            # the sandbox is still being made: its program is not there yet to be told
+            self.timers.add(TERM_AGAIN_S, "term", prog.key)
 
     def fence(self, keys: list[str], grace_s: float) -> None:
         """Their server's lease lapsed: stop them before another server may retry them."""
@@ -277,23 +294,32 @@ class Supervisor:
             prog = self.programs.pop(pid, None)
             if prog is not None:
                 self.finish(prog, status, rusage)
+            elif pid in self.init_usage:
+                self.init_usage[pid] = sandbox.usage(rusage)
 
     def finish(self, prog: Program, status: int, rusage: Any) -> None:
         self.by_key.pop(prog.key, None)
-        prog.popen.returncode = os.waitstatus_to_exitcode(status)
+        prog.popen.returncode = code = os.waitstatus_to_exitcode(status)
         # The run ends with its main process: nothing it leaves behind may outlive it.
-        self.kill_all(prog)
-        code = os.waitstatus_to_exitcode(status)
+        kills.kill_group(prog.pgid)
+        peak, cpu = sandbox.usage(rusage)
+        if prog.sandboxed:
+            exit_code, sig = sandbox.exit_status(code)
+            init_peak, init_cpu = self.reap_init(prog)
+            peak, cpu = max(peak, init_peak), cpu + init_cpu
+        else:
+            exit_code, sig = (code, None) if code >= 0 else (None, -code)
+        self.kill_escaped(prog.marker, 0)
         record = ExitRecord(
             key=prog.key,
             pid=prog.pid,
-            exit_code=code if code >= 0 else None,
-            signal=-code if code < 0 else None,
+            exit_code=exit_code,
+            signal=sig,
             killed_by=prog.killed_by,
             started_at=prog.started_at,
             ended_at=time.time(),
-            peak_rss_kb=int(rusage.ru_maxrss),
-            cpu_s=round(rusage.ru_utime + rusage.ru_stime, 6),
+            peak_rss_kb=peak,
+            cpu_s=round(cpu, 6),
             progress_bytes=spawning.progress_size(prog.progress_path),
         )
         if prog.log_cap is not None:
@@ -303,6 +329,11 @@ class Supervisor:
         self.broadcast({"op": "exited", **record.to_dict()})
         if not self.programs and not self.conns.clients:
             self.idle_since = time.monotonic()
+
+    def reap_init(self, prog: Program) -> tuple[int, float]:
+        if prog.init_pid is None:
+            return 0, 0.0
+        return sandbox.reap_init(prog.init_pid, self.init_usage.pop(prog.init_pid, None))
 
     def rewrite_exit(self, key: str) -> None:
         record = self.exits.rewrite(key)

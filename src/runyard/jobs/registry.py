@@ -11,6 +11,7 @@ from pathlib import Path
 import structlog
 
 from runyard.jobs.params import JsonCeiling
+from runyard.jobs.sandbox import SandboxPolicy
 from runyard.jobs.spec import Job, LoadError, load_job
 
 log = structlog.get_logger(__name__)
@@ -41,11 +42,13 @@ class JobRegistry:
     """Rescans at most every `refresh_s`; unchanged files (same mtime and size) are not reparsed."""
 
     def __init__(
-        self, directory: Path, refresh_s: float = 1.0, ceiling: JsonCeiling | None = None
-    ) -> None:
+        self, directory: Path, refresh_s: float = 1.0, ceiling: JsonCeiling | None = None,
+        sandbox: SandboxPolicy | None = None,
+    ) -> None:  # fmt: skip
         self.directory = directory
         self.refresh_s = refresh_s
         self.ceiling = ceiling or JsonCeiling()
+        self.sandbox = sandbox or SandboxPolicy()
         self._cache: dict[str, tuple[tuple[int, int], Job | LoadError]] = {}
         self._snapshot = JobSnapshot()
         self._checked_at = float("-inf")
@@ -59,6 +62,11 @@ class JobRegistry:
                 self._snapshot = await asyncio.to_thread(self.scan)
                 self._checked_at = time.monotonic()
         return self._snapshot
+
+    @property
+    def sandboxed(self) -> bool:
+        """Whether a job of the last scan runs sandboxed (readiness then probes bubblewrap)."""
+        return any(job.spec.sandbox is not None for job in self._snapshot.jobs.values())
 
     async def get(self, name: str) -> Job | None:
         return (await self.snapshot()).jobs.get(name)
@@ -86,21 +94,29 @@ class JobRegistry:
                 continue
             stamp = (st.st_mtime_ns, st.st_size)
             cached = self._cache.get(entry.name)
-            if cached is not None and cached[0] == stamp:
+            # a job the host could not sandbox is looked at again: bwrap may be installed since
+            if cached is not None and cached[0] == stamp and not _of_host(cached[1]):
                 seen[entry.name] = cached
                 continue
             if not _openable(entry.path):
                 if cached is not None:  # a passing fault: keep what it was, retry next scan
                     seen[entry.name] = (cached[0], cached[1])
                 continue
-            try:
-                result: Job | LoadError = load_job(Path(entry.path), self.ceiling)
-            except LoadError as exc:
-                result = exc
-                log.warning("job_load_error", file=entry.name, error=exc.message)
-            seen[entry.name] = (stamp, result)
+            seen[entry.name] = (stamp, self._load(entry.path, cached[1] if cached else None))
         self._cache = seen
         return _snapshot_of(seen)
+
+    def _load(self, path: str, was: Job | LoadError | None) -> Job | LoadError:
+        try:
+            return load_job(Path(path), self.ceiling, self.sandbox)
+        except LoadError as exc:
+            if str(was) != str(exc):  # logged once, not at every scan of a host's fault
+                log.warning("job_load_error", file=exc.path.name, error=exc.message)
+            return exc
+
+
+def _of_host(result: Job | LoadError) -> bool:
+    return isinstance(result, LoadError) and result.of_host
 
 
 def _snapshot_of(seen: dict[str, tuple[tuple[int, int], Job | LoadError]]) -> JobSnapshot:

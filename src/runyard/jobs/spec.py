@@ -22,6 +22,7 @@ from runyard.jobs.params import (
     params_schema,
     validate_params,
 )
+from runyard.jobs.sandbox import Sandbox, SandboxPolicy, check
 from runyard.jobs.template import BUILTINS, TemplateError, placeholders, render
 
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -120,6 +121,7 @@ class JobSpec(BaseModel):
     executor: Literal["local", "slurm"] = "local"
     slurm: SlurmOptions | None = None
     openai: OpenAIOptions | None = None
+    sandbox: Sandbox | None = None
 
     @field_validator("name")
     @classmethod
@@ -182,6 +184,10 @@ class JobSpec(BaseModel):
             self.run_as or self.limits.model_dump(exclude_none=True).keys() - {"on_log_cap"}
         ):
             raise ValueError("run_as and [limits] are local; on Slurm use resources and [slurm]")
+        if self.executor == "slurm" and self.sandbox is not None:
+            raise ValueError(
+                "[sandbox] is local: the Slurm executor runs no sandbox (docs/slurm.md)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -225,10 +231,11 @@ class Job:
 
 
 class LoadError(Exception):
-    def __init__(self, path: Path, message: str) -> None:
+    def __init__(self, path: Path, message: str, *, of_host: bool = False) -> None:
         super().__init__(f"{path.name}: {message}")
         self.path = path
         self.message = message
+        self.of_host = of_host  # the host's fault (no bwrap, a missing bind): looked at again
 
 
 def _describe(exc: ValidationError) -> str:
@@ -270,8 +277,11 @@ def _check_defaults(path: Path, spec: JobSpec, model: type[BaseModel]) -> None:
         raise LoadError(path, f"a default does not fit its param ({exc})") from None
 
 
-def load_job(path: Path, ceiling: JsonCeiling | None = None) -> Job:
-    """Parse and validate one job file. Every problem is a LoadError naming the file."""
+def load_job(
+    path: Path, ceiling: JsonCeiling | None = None, sandbox: SandboxPolicy | None = None
+) -> Job:
+    """Parse and validate one job file. Every problem is a LoadError naming the file.
+    `sandbox`: the server's policy (require_sandbox, its own directories, bubblewrap)."""
     data = _read_toml(path)
     if "name" in data:
         raise LoadError(path, "`name` comes from the file name; remove it")
@@ -279,6 +289,7 @@ def load_job(path: Path, ceiling: JsonCeiling | None = None) -> Job:
         spec = JobSpec.model_validate({"name": path.stem, **data})
     except ValidationError as exc:
         raise LoadError(path, _describe(exc)) from None
+    spec = _sandboxed(path, spec, sandbox or SandboxPolicy())
     _check_bounds(path, spec, ceiling or JsonCeiling())
     model = build_params_model(spec.name, spec.params)
     _check_defaults(path, spec, model)
@@ -300,3 +311,16 @@ def _check_bounds(path: Path, spec: JobSpec, ceiling: JsonCeiling) -> None:
     found = json_problem(spec.model_dump(mode="json"), max_depth=64, max_keys=100_000)
     if found is not None:
         raise LoadError(path, f"{found[0]}: {found[1]}")
+
+
+def _sandboxed(path: Path, spec: JobSpec, policy: SandboxPolicy) -> JobSpec:
+    """The spec with the sandbox it runs in: its own, or the default one the server requires.
+    A sandbox this host cannot give is the job's load error, never a run that fails later."""
+    if spec.sandbox is None and policy.required:
+        if spec.executor == "slurm":
+            raise LoadError(path, "the server requires a sandbox (require_sandbox); the Slurm "
+                            "executor runs no sandbox (docs/slurm.md)")  # fmt: skip
+        spec = spec.model_copy(update={"sandbox": Sandbox()})
+    if spec.sandbox is not None and (why := check(spec.sandbox, policy)) is not None:
+        raise LoadError(path, why, of_host=True)
+    return spec

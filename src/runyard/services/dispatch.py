@@ -194,6 +194,7 @@ class Dispatcher:
             **(_placement(spec) if spec.executor != "local" else {}),
             inputs=_inputs(spec, run.params) if spec.has_files else None,
             input_paths=_input_paths(spec) if spec.has_files else None,
+            sandbox=spec.sandbox.model_dump() if spec.sandbox is not None else None,
         )
 
     async def _start(self, claim: Claim) -> None:

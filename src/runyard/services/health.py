@@ -4,8 +4,8 @@ Every health endpoint reads the current snapshot object and nothing else, so no 
 see a half-updated state (the counts, the checks and the scheduler state of one instant).
 Readiness checks each part that can hang or go missing: the database answers and its file is
 the one opened, the store and the data directory take writes, the supervisor answers a ping
-in time and reports no failing writes, the last reconcile succeeded, the server is not
-draining.
+in time and reports no failing writes, bubblewrap makes a sandbox (when a job needs one), the
+last reconcile succeeded, the server is not draining.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -96,6 +96,8 @@ class HealthSources:
     data_dir: Path
     reconcile: Callable[[], ReconcileStatus]
     scheduler: Callable[[], dict[str, Any] | None]
+    # why sandboxed jobs could not run now (execution/sandbox_probe.py), None if they can
+    sandbox: Callable[[], Awaitable[str | None]] | None = None
 
 
 def writable(directory: Path) -> str | None:
@@ -186,6 +188,8 @@ class HealthMonitor:
         if (err := await asyncio.to_thread(writable, src.data_dir)) is not None:
             failed["data_dir"] = err
         failed.update(await self._supervisor())
+        if src.sandbox is not None and (why := await src.sandbox()) is not None:
+            failed["sandbox"] = why
         reconcile = src.reconcile()
         if not reconcile.ok:
             failed["reconcile"] = reconcile.error or "the last reconcile failed"

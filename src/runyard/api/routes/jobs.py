@@ -35,6 +35,7 @@ def job_view(job: Job) -> JobView:
         max_queue=s.max_queue,
         workspace=s.workspace,
         artifacts=s.artifacts,
+        sandbox=s.sandbox.model_dump() if s.sandbox is not None else None,
     )
 
 

@@ -149,6 +149,8 @@ class SlurmExecutor:
         key = attempt_key(spec.run_id, spec.attempt)
         if key in self.tracked:
             raise LaunchError(f"attempt {key} is already on Slurm")
+        if spec.sandbox is not None:  # refused at job load; never run unsandboxed regardless
+            raise LaunchError("the Slurm executor runs no sandbox (docs/slurm.md)")
         if len(self.tracked) >= self.max_in_flight:
             raise ExecutorUnavailableError(f"{len(self.tracked)} Slurm jobs in flight (the most)")
         until = self.follower.lease_until
