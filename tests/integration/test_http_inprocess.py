@@ -50,7 +50,8 @@ def test_every_route_refuses_missing_wrong_and_weak_tokens(
                "/v1/runs/{run_id}/cancel", "/v1/batches", "/v1/batches/{batch_id}",
                "/v1/batches/{batch_id}/cancel", "/v1/schedules", "/v1/schedules/{schedule_id}",
                "/v1/status", "/v1/jobs", "/v1/runs", "/v1/me", "/v1/events", "/v1/uploads",
-               "/v1/uploads/{upload_id}", *OPENAI_ROUTES}  # fmt: skip
+               "/v1/uploads/{upload_id}", "/v1/uploads/{upload_id}/content",
+               *OPENAI_ROUTES}  # fmt: skip
     assert templates - PUBLIC - covered == set()  # a new route must join the matrix
     for method, path, needed, body in matrix(run_id):
         resp = srv.request(method, path, json=body)
