@@ -8,7 +8,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,24 @@ input = "conversation"
 """
 
 
+_OPENED: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    """Each SDK client's connections closed with its test, not whenever the garbage collector
+    gets to them (an unclosed socket's warning would fail whichever test runs then)."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 def sdk(server: ServerProcess, key: str = "unused", retries: int = 0) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=retries, timeout=120)
+    client = openai.OpenAI(
+        base_url=f"{server.url}/v1", api_key=key, max_retries=retries, timeout=120
+    )
+    _OPENED.append(client)
+    return client
 
 
 def ask(text: str) -> list[Any]:
