@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -27,6 +27,31 @@ class Background:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+class Periodic:
+    """A sweep run every `interval_s` (retention, upload expiry): a failure is logged and the
+    next turn comes all the same. Waiting on the clock is the point: a sweep looks at what
+    time alone makes due, nothing it could be told about."""
+
+    def __init__(self, name: str, interval_s: float, sweep: Callable[[], Awaitable[object]]):
+        self.interval_s = interval_s
+        self._sweep = sweep
+        self._task = Background(name)
+
+    def start(self) -> None:
+        self._task.start(self._loop())
+
+    async def stop(self) -> None:
+        await self._task.stop()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._sweep()
+            except Exception:
+                log.exception("sweep_failed", sweep=self._task.name)
+            await asyncio.sleep(self.interval_s)
 
 
 class TaskGroup:

@@ -6,12 +6,11 @@ runs are ever considered, so an active run is never touched.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import structlog
 
-from runyard.background import Background
+from runyard.background import Periodic
 from runyard.clock import Clock
 from runyard.execution.base import Executor
 from runyard.jobs import JobRegistry
@@ -47,21 +46,13 @@ class Retention:
         self.default_s = default_s
         self.interval_s = interval_s
         self.removed_total = 0
-        self._task = Background("retention")
+        self._periodic = Periodic("retention", interval_s, self.sweep)
 
     def start(self) -> None:
-        self._task.start(self._loop())
+        self._periodic.start()
 
     async def stop(self) -> None:
-        await self._task.stop()
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("retention_sweep_failed")
-            await asyncio.sleep(self.interval_s)  # a periodic sweep: nothing to be told about
+        await self._periodic.stop()
 
     async def _mine(self, run_id: str) -> bool:
         """Its files are on this server's disk (or it never ran): removing it here removes

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from runyard.background import Background
+from runyard.background import Periodic
 from runyard.services.uploads.store import Uploads
 
 log = structlog.get_logger(__name__)
@@ -29,21 +29,13 @@ class UploadExpiry:
         # often enough that an upload outlives its TTL by a fraction of it
         self.interval_s = max(0.2, min(600.0, ttl_s / 4))
         self.expired_total = 0
-        self._task = Background("upload-expiry")
+        self._periodic = Periodic("upload-expiry", self.interval_s, self.sweep)
 
     def start(self) -> None:
-        self._task.start(self._loop())
+        self._periodic.start()
 
     async def stop(self) -> None:
-        await self._task.stop()
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("upload_expiry_failed")
-            await asyncio.sleep(self.interval_s)  # a periodic sweep: nothing to be told about
+        await self._periodic.stop()
 
     async def sweep(self) -> int:
         """Expire what is due; returns how many uploads were removed."""
