@@ -71,8 +71,8 @@ def test_a_run_and_its_file_in_one_request(server) -> None:
 
 
 def test_curl_dash_f_as_the_docs_show(server, tmp_path: Path) -> None:
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")  # the SDK path above covers the server side
+    # curl is part of the machine (the README's tour is curl): a missing one is a failure
+    assert shutil.which("curl") is not None, "curl is needed: apt-get install curl"
     table = tmp_path / "t.csv"
     table.write_bytes(TABLE + b"5,6\n")
     out = subprocess.run(
