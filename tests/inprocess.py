@@ -105,7 +105,8 @@ class FakedServer(InProcessServer):
     `executor` ends each attempt when told (`finish`)."""
 
     def __init__(self, settings: Settings, clock: FakeClock, executor: FakeExecutor) -> None:
-        super().__init__(settings, Runtime(settings, clock=clock, executor=executor))
+        self.runtime = Runtime(settings, clock=clock, executor=executor)
+        super().__init__(settings, self.runtime)
         self.clock = clock
         self.executor = executor
 

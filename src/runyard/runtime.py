@@ -43,7 +43,7 @@ from runyard.services.transitions import Transitions
 from runyard.services.uploads import UploadExpiry, Uploads
 from runyard.services.uploads.fetch import InputFetcher
 from runyard.services.waiters import EndWaiters, FinishRate
-from runyard.services.wakeup import Wakeup
+from runyard.services.wakeup import QueueWakeup, Wakeup
 from runyard.store import Store
 from runyard.store.sqlite import SQLiteStore
 from runyard.streams.hub import StreamHub, stream_grace_s
@@ -98,7 +98,7 @@ class Runtime:
         )  # fmt: skip
         self.executor: Executor = executor or _executor(settings, data_dir)
         self.slurm = self.executor.slurm if isinstance(self.executor, RoutedExecutor) else None
-        queue, health_wake, reconcile_wake = Wakeup(), Wakeup(), Wakeup()
+        queue, health_wake, reconcile_wake = QueueWakeup(), Wakeup(), Wakeup()
         self.hub = StreamHub(
             self.store, self.executor.paths, max_buffer_bytes=settings.stream_buffer_kb * 1024,
             # another host's writes to a shared filesystem never reach inotify: poll there

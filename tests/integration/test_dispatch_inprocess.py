@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -218,3 +219,38 @@ def test_capacity_and_job_concurrency_are_never_exceeded(
         for run_id in ids:
             assert state_of(srv, run_id, "succeeded")
         assert (most, most_limited) == (3, 2)  # it did run things side by side, to the limits
+
+
+def test_an_end_into_a_dry_queue_claims_nothing_and_waiting_runs_are_still_taken(
+    tmp_path: Path,
+) -> None:
+    """A claim that found the queue dry is not repeated for every end that follows (one store
+    transaction per run saved when runs come one at a time); anything submitted since, and a
+    run waiting for the slot, is still claimed."""
+    jobs = tmp_path / "plain-jobs"
+    jobs.mkdir()
+    (jobs / "mark.toml").write_text('command = ["true"]\n')  # no concurrency limit anywhere
+    with faked(tmp_path, jobs, capacity=2) as srv:
+        store, claims = srv.runtime.store, [0]
+        claim = store.claim
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            claims[0] += 1
+            return await claim(*args, **kwargs)
+
+        store.claim = counted  # type: ignore[method-assign]
+        first = srv.submit("mark")["id"]
+        launches(srv, 1)
+        before = claims[0]
+        srv.finish(first)
+        state_of(srv, first, "succeeded")
+        srv.settle()
+        assert claims[0] == before  # the queue was dry when it was claimed: nothing to look for
+        queued = [srv.submit("mark")["id"] for _ in range(3)]
+        assert launches(srv, 3)[1:] == queued[:2]  # capacity 2
+        srv.finish(queued[0])
+        assert launches(srv, 4)[-1] == queued[2]  # waiting for a slot: taken once it is free
+        for run_id in queued[1:]:
+            srv.finish(run_id)
+        for run_id in queued:
+            state_of(srv, run_id, "succeeded")

@@ -14,7 +14,7 @@ from runyard.services.attempts import Attempts
 from runyard.services.lease import Lease
 from runyard.services.slots import Slots
 from runyard.services.transitions import Transitions
-from runyard.services.wakeup import Wakeup
+from runyard.services.wakeup import QueueWakeup, Wakeup
 
 
 class FakeStore:
@@ -46,9 +46,9 @@ RUNNING = Run(id="r1", job="j", params={}, state=RunState.RUNNING, priority=0, c
               attempt=1, spec={"command": ["true"]})  # fmt: skip
 
 
-def owner(store: FakeStore) -> tuple[Attempts, Slots, list[tuple[RunState, RunState]], Wakeup]:
+def owner(store: FakeStore) -> tuple[Attempts, Slots, list[tuple[RunState, RunState]], QueueWakeup]:
     told: list[tuple[RunState, RunState]] = []
-    slots, queue, lease = Slots(capacity=2), Wakeup(), Lease()
+    slots, queue, lease = Slots(capacity=2), QueueWakeup(), Lease()
     lease.hold("tok", 0.0)
     transitions = Transitions([lambda run, previous: told.append((previous, run.state))])
     executor: Any = None  # never reached: nothing here cancels or launches
@@ -102,3 +102,24 @@ def test_a_lapsed_cluster_lease_holds_claims_until_renewed_and_then_wakes_the_qu
     single = Lease(renewed=Wakeup())
     single.hold("tok", 0.0)  # one server: no end is enforced here
     assert not single.lapsed(1e12)
+
+
+def test_an_end_wakes_the_dispatcher_unless_its_last_claim_found_the_queue_dry() -> None:
+    async def scenario() -> None:
+        attempts, _, _, queue = owner(FakeStore())
+        queue.drained(queue.generation)  # the claim of this generation took all there was
+        done = AttemptEnd(AttemptState.EXITED, 1.0, RunState.SUCCEEDED, "exited", "success", 0)
+        await attempts.end(RUNNING, 1, done)
+        assert not queue.is_set()  # a freed slot could take nothing
+        queue.set()  # a submit since: the freed slot may be wanted
+        queue.clear()
+        attempts.claimed(Claim(RUNNING, Attempt("r1", 1, AttemptState.STARTING, 0.0, "h")))
+        await attempts.end(RUNNING, 1, done)
+        assert queue.is_set()
+        queue.clear()
+        queue.drained(queue.generation)
+        attempts.claimed(Claim(RUNNING, Attempt("r1", 1, AttemptState.STARTING, 0.0, "h")))
+        await attempts.end(RUNNING, 1, outcomes.not_started(0.0, "test"))
+        assert queue.is_set()  # re-queued: a run to claim, however dry the queue was
+
+    asyncio.run(scenario())

@@ -20,7 +20,7 @@ from runyard.services import outcomes
 from runyard.services.lease import Lease
 from runyard.services.slots import Slots
 from runyard.services.transitions import Transitions
-from runyard.services.wakeup import Wakeup
+from runyard.services.wakeup import QueueWakeup
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
@@ -44,7 +44,7 @@ class Attempts:
         slots: Slots,
         transitions: Transitions,
         watcher: AttemptWatcher,
-        queue: Wakeup,
+        queue: QueueWakeup,
         lease: Lease,
         clock: Clock,
         *,
@@ -174,7 +174,10 @@ class Attempts:
         if updated.state.terminal:
             self._cancel_pending.discard(run.id)
         self.transitions.publish(updated, RunState.RUNNING)
-        self.queue.set()
+        if updated.state.terminal:
+            self.queue.slot_freed()  # a claim only if something may be waiting for the slot
+        else:
+            self.queue.set()  # re-queued: claimable now or when its backoff is due
 
     async def reap(self, run: Run, number: int, token: str | None, why: str) -> None:
         """Another server's attempt whose lease expired: lost, retried here or elsewhere per

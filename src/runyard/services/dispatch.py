@@ -25,7 +25,7 @@ from runyard.services.attempts import Attempts
 from runyard.services.lease import Lease
 from runyard.services.slots import Slots
 from runyard.services.uploads.fetch import InputFetcher
-from runyard.services.wakeup import Wakeup
+from runyard.services.wakeup import QueueWakeup
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
@@ -68,7 +68,7 @@ class Dispatcher:
         executor: Executor,
         slots: Slots,
         attempts: Attempts,
-        queue: Wakeup,
+        queue: QueueWakeup,
         lease: Lease,
         clock: Clock,
         *,
@@ -143,6 +143,7 @@ class Dispatcher:
                 for name, job in snapshot.jobs.items()
                 if job.spec.concurrency is not None
             })  # fmt: skip
+            began = self.queue.generation
             claims = await self.store.claim(
                 free, room, self.clock.now(), self.host, self.lease.token
             )
@@ -150,6 +151,8 @@ class Dispatcher:
                 self.attempts.claimed(claim)
                 self._launches.start(self._launch(claim))
             if len(claims) < free:
+                if not room:  # no job's limit held a run back: nothing claimable is left
+                    self.queue.drained(began)
                 break
 
     def _arm_due_timer(self, due: float | None) -> None:

@@ -21,3 +21,31 @@ class Wakeup:
 
     async def wait(self) -> None:
         await self._event.wait()
+
+
+class QueueWakeup(Wakeup):
+    """The dispatcher's wake-up call, which also knows when a freed slot is not worth one.
+
+    Every `set` starts a new generation. A claim that took fewer runs than it had room for,
+    with no job's concurrency limit in play, found the queue dry: it marks the generation it
+    began in as `drained`. Until anything sets the queue again (a submit, a retry, a backoff
+    due, another server's notice), a slot given back could take nothing, so an attempt's end
+    does not wake the dispatcher for a claim that would find nothing: one store transaction
+    and one loop-thread round trip fewer per run whenever the queue runs dry, and the next
+    submit's claim shares its insert's transaction again instead of queueing behind it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0
+        self._drained = -1
+
+    def set(self) -> None:
+        self.generation += 1
+        super().set()
+
+    def drained(self, generation: int) -> None:
+        self._drained = generation
+
+    def slot_freed(self) -> None:
+        if self._drained != self.generation:
+            self.set()
