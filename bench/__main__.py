@@ -55,6 +55,7 @@ def throughput_section(base: Path, jobs: Path, capacities: list[int]) -> dict[st
         out[f"runyard_c{c}"] = t.runs_per_s
         out[f"loaded_dispatch_c{c}"] = (t.dispatch_p50_ms, t.dispatch_p99_ms)
         out[f"cpu_c{c}"] = t.cpu_ms
+        out[f"store_ops_c{c}"] = t.store_ops
         log(f"C={c}: floor {out[f'floor_c{c}']:.0f}/s, limit {out[f'limit_c{c}']:.0f}/s, "
             f"runyard {t.runs_per_s:.0f}/s")  # fmt: skip
     return out
@@ -68,9 +69,10 @@ def idle_section(base: Path, jobs: Path) -> dict[str, Any]:
         out["idle_dispatch"] = runyard_e2e.idle_dispatch(srv, 50 if QUICK else 200)
         log(f"idle dispatch p50/p99 {out['idle_dispatch']}")
         idle, warm, gap = LATENCY
+        out["store_ops_single"] = {}
         out["wait_latency"] = {
             "idle": runyard_e2e.wait_latency(srv, idle, gap),
-            "warm": runyard_e2e.wait_latency(srv, warm, 0),
+            "warm": runyard_e2e.wait_latency(srv, warm, 0, out["store_ops_single"]),
         }
         log(f"Prefer: wait latency p50/p99 {out['wait_latency']}")
         out["submissions"] = runyard_e2e.submissions(srv, N_SUBMIT)
@@ -128,7 +130,7 @@ def main() -> None:
             b = runyard_e2e.batch(srv, N_BATCH)
         finally:
             srv.stop()
-        results["batch"] = {"runs_per_s": b.runs_per_s, "cpu": b.cpu_ms}
+        results["batch"] = {"runs_per_s": b.runs_per_s, "cpu": b.cpu_ms, "store_ops": b.store_ops}
         log(f"batch of {N_BATCH}: {b.runs_per_s:.0f}/s")
         log("throughput, data dir on disk")
         results["disk"] = throughput_section(disk, jobs, [8])

@@ -127,6 +127,7 @@ cwd=dir)`; arq the same with asyncio's subprocess). runyard's figure is the C = 
 {peer_rows}
 
 {cpu_section(r)}
+{store_ops_section(r)}
 {latency_section(r)}
 
 ## Latency and admission
@@ -235,6 +236,35 @@ def server_detail(cpu: dict[str, float]) -> str:
         f"writes, wake-ups). Of the supervisor's {v:.2f} ms, {cpu['supervisor.system']:.2f} ms "
         "in the kernel (the spawn, the run's directory and log file, its socket)."
     )
+
+
+def store_ops_section(r: dict[str, Any]) -> str:
+    """Store operations per run, from the server's own /metrics counts: what a run costs the
+    store, whatever the machine's speed (group commit puts many in one transaction)."""
+    columns = [
+        ("single runs, `Prefer: wait`", r.get("store_ops_single") or {}),
+        ("C = 8 over HTTP", r["tmpfs"].get("store_ops_c8") or {}),
+        ("batch", r["batch"].get("store_ops") or {}),
+    ]
+    names = sorted({name for _, ops in columns for name in ops})
+    if not names:
+        return ""
+    rows = "\n".join(
+        f"| {name} | " + " | ".join(f"{ops.get(name, 0.0):.2f}" for _, ops in columns) + " |"
+        for name in names
+    )
+    totals = " | ".join(f"**{sum(ops.values()):.2f}**" for _, ops in columns)
+    return f"""## Store operations per run
+
+Counted by the server itself (`runyard_store_operation_seconds_count` in `/metrics`, before
+and after), divided by the runs: reads and writes the store thread ran, whatever this
+machine's speed. Under load, group commit puts many of them in one transaction.
+
+| operation | {" | ".join(label for label, _ in columns)} |
+|---|---|---|---|
+{rows}
+| all | {totals} |
+"""
 
 
 def latency_section(r: dict[str, Any]) -> str:

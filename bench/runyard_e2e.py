@@ -22,6 +22,24 @@ class Throughput:
     dispatch_p50_ms: float
     dispatch_p99_ms: float
     cpu_ms: dict[str, float] = field(default_factory=dict)
+    store_ops: dict[str, float] = field(default_factory=dict)
+
+
+def store_ops(server: Server) -> dict[str, float]:
+    """The store operations the server has made so far, by name (its /metrics counts)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    prefix = 'runyard_store_operation_seconds_count{operation="'
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            name, _, rest = line[len(prefix) :].partition('"')
+            found[name] = float(rest.rsplit(" ", 1)[1])
+    return found
+
+
+def ops_per_run(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """Store operations per run between two readings (the readings' own /metrics aside)."""
+    return {k: (v - before.get(k, 0.0)) / n for k, v in after.items() if v > before.get(k, 0.0)}
 
 
 async def _submit_many(url: str, job: str, n: int, clients: int) -> list[float]:
@@ -107,11 +125,13 @@ def _measured(server: Server, n: int, load: Callable[[], None]) -> Throughput:
     meter = CpuMeter(
         {"server": process_tree(server.proc.pid), "supervisor": [psutil.Process(sup)]}
     ).start()
+    ops = store_ops(server)
     load()
     _wait_ended(server, n + 1)
     cpu = meter.stop(n)
+    ops = ops_per_run(ops, store_ops(server), n)
     dispatch, first, last = _times(server, skip=warm)
-    return Throughput(n / (last - first), pct(dispatch, 50), pct(dispatch, 99), cpu)
+    return Throughput(n / (last - first), pct(dispatch, 50), pct(dispatch, 99), cpu, ops)
 
 
 def throughput(server: Server, n: int, clients: int = 16) -> Throughput:
@@ -132,9 +152,13 @@ def batch(server: Server, n: int) -> Throughput:
     return _measured(server, n, submit)
 
 
-def wait_latency(server: Server, n: int, gap_s: float) -> tuple[float, float]:
+def wait_latency(
+    server: Server, n: int, gap_s: float, ops: dict[str, float] | None = None
+) -> tuple[float, float]:
     """One run at a time with `Prefer: wait`, submit -> result known (ms), `gap_s` apart: idle
-    with a gap (the loop, the supervisor and the caches gone quiet), warm back to back."""
+    with a gap (the loop, the supervisor and the caches gone quiet), warm back to back.
+    `ops`, if given, receives the store operations per run."""
+    before = store_ops(server) if ops is not None else {}
     conn = _connect(server)
     lat = []
     for _ in range(n):
@@ -144,6 +168,9 @@ def wait_latency(server: Server, n: int, gap_s: float) -> tuple[float, float]:
         _one_and_wait(server.url, conn)
         lat.append((time.perf_counter() - t) * 1000)
     conn.close()
+    if ops is not None:
+        server.wait_idle()  # the last run's start and end are written
+        ops.update(ops_per_run(before, store_ops(server), n))
     return pct(lat, 50), pct(lat, 99)
 
 
