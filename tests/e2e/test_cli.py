@@ -62,16 +62,20 @@ def test_errors_are_reported_not_raised(start_server) -> None:
 
 
 def test_follow_crosses_retries_and_a_server_restart(start_server, write_job, jobs_dir) -> None:
+    # the first attempt goes on until the test opens its gate: the follower (a process whose
+    # start takes seconds on a busy machine) attaches to it however slow it is to start
+    gate = jobs_dir.parent / "gate"
     write_job(
         "steps",
-        'command = ["sh", "-c", "i=0; while [ $i -lt {n} ]; do echo step $i of attempt '
-        '$RUNYARD_ATTEMPT; i=$((i+1)); sleep 0.1; done; [ $RUNYARD_ATTEMPT -ge 2 ]"]\n'
+        'command = ["sh", "-c", "i=0; while [ $i -lt {n} ] || [ $RUNYARD_ATTEMPT -lt 2 -a '
+        "! -e {gate} ]; do echo step $i of attempt $RUNYARD_ATTEMPT; i=$((i+1)); sleep 0.1; "
+        'done; [ $RUNYARD_ATTEMPT -ge 2 ]"]\n'
         "max_attempts = 2\nretry_on = [1]\n[backoff]\nbase_s = 0.1\njitter = 0\n"
-        '[params.n]\ntype = "int"\ndefault = 30\n',
+        '[params.n]\ntype = "int"\ndefault = 30\n[params.gate]\ntype = "str"\n',
     )
     server = start_server(jobs_dir)
     with server.client() as c:
-        run = c.submit("steps", {"n": 30})
+        run = c.submit("steps", {"n": 30, "gate": str(gate)})
     captured = jobs_dir.parent / "follower.out"
     with captured.open("wb") as sink:
         follower = subprocess.Popen(
@@ -81,9 +85,10 @@ def test_follow_crosses_retries_and_a_server_restart(start_server, write_job, jo
     log1 = server.data_dir / "runs" / run.id / "attempt-1.log"
     from tests.support import wait_for
 
-    wait_for(lambda: b"step 3 " in captured.read_bytes(), what="the follower streaming")
+    wait_for(lambda: b"step 3 of attempt 1" in captured.read_bytes(), what="the follower")
     server.stop()  # the stream is cut mid-attempt; the program runs on under the supervisor
     restarted = start_server(jobs_dir, port=server.port)
+    gate.touch()  # attempt 1 may end now (and fail: it is retried)
     _, err = follower.communicate(timeout=60)
     out = captured.read_bytes()
     assert follower.returncode == 0, err
