@@ -1,4 +1,8 @@
-"""A small typed client for runyard's HTTP API (httpx). The CLI is built on it."""
+"""A small typed client for runyard's HTTP API (httpx). The CLI is built on it.
+
+httpx is imported where a client is made, not with this module: importing httpx loads its
+own command line (click, rich, pygments) too, a third of a second of CPU that `runyard serve`
+and the quick commands, which import this module, do not need."""
 
 from __future__ import annotations
 
@@ -9,10 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx
-from httpx_sse import ServerSentEvent, SSEError, connect_sse
+from typing import TYPE_CHECKING, Any
 
 from runyard.models import RunState
 from runyard.schemas import (
@@ -25,6 +26,10 @@ from runyard.schemas import (
     ScheduleView,
     UploadView,
 )
+
+if TYPE_CHECKING:
+    import httpx
+    from httpx_sse import ServerSentEvent
 
 UPLOAD_CHUNK = 1024 * 1024  # bytes read from disk and sent at a time
 
@@ -72,6 +77,8 @@ class Client:
         server = server or os.environ.get("RUNYARD_SERVER") or DEFAULT_SERVER
         token = token or os.environ.get("RUNYARD_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        import httpx
+
         self.http = httpx.Client(
             base_url=server.rstrip("/"), headers=headers, timeout=timeout, transport=transport
         )
@@ -123,6 +130,8 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         timeout = self.http.timeout
         if wait:
+            import httpx
+
             headers["Prefer"] = f"wait={wait:g}"
             timeout = httpx.Timeout(wait + 30.0)
         resp = self._check(self.http.post("/v1/runs", json=body, headers=headers, timeout=timeout))
@@ -292,6 +301,9 @@ class Client:
         self, url: str, params: dict[str, Any], last_id: str, retries: int
     ) -> Iterator[ServerSentEvent]:
         """Server-sent events, reconnecting with Last-Event-ID after a dropped connection."""
+        import httpx
+        from httpx_sse import SSEError, connect_sse
+
         failures = 0
         while True:
             try:

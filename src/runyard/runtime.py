@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
 
 from runyard import failpoints
@@ -47,6 +46,9 @@ from runyard.services.wakeup import QueueWakeup, Wakeup
 from runyard.store import Store
 from runyard.store.sqlite import SQLiteStore
 from runyard.streams.hub import StreamHub, stream_grace_s
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger(__name__)
 
@@ -134,6 +136,8 @@ class Runtime:
         self._fetch_client: httpx.AsyncClient | None = None
         fetcher = None
         if clustered:
+            import httpx  # only a cluster's members fetch: a server on its own never loads it
+
             self._fetch_client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
             signer = RelaySigner(settings.cluster_secret, settings.server_id)
             fetcher = InputFetcher(self.uploads, self.store, self.clock, signer, self._fetch_client)

@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
@@ -28,6 +27,9 @@ from runyard.services.file_owner import owner_elsewhere
 from runyard.services.health import HealthMonitor
 from runyard.services.runs import RunService
 from runyard.services.uploads import Uploads
+
+if TYPE_CHECKING:
+    import httpx
 from runyard.streams.feed import RunFeed
 from runyard.streams.follow import EventItem, LogItem, follow_events, follow_log
 from runyard.streams.hub import StreamHub
@@ -46,7 +48,16 @@ def relay_signer(conn: HTTPConnection) -> RelaySigner:
 
 
 def cluster_client(conn: HTTPConnection) -> httpx.AsyncClient:
-    client: httpx.AsyncClient = conn.app.state.cluster_client
+    """The client that relays to the other members, made by the first relay: a server on its
+    own never imports httpx (api/proxy.py)."""
+    client: httpx.AsyncClient | None = getattr(conn.app.state, "cluster_client", None)
+    if client is None:
+        import httpx
+
+        # streams are long: no read timeout; connecting to a live member is quick or it is gone
+        timeout = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0)
+        client = httpx.AsyncClient(timeout=timeout)
+        conn.app.state.cluster_client = client
     return client
 
 

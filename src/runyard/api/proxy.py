@@ -18,10 +18,9 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import httpx
 from fastapi import Depends, FastAPI, Request
 from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
@@ -33,6 +32,9 @@ from runyard.auth import RELAY_HEADER, RelayClaim, RelaySigner, Role
 from runyard.errors import ForbiddenPathError, InvalidInputError, UnavailableError
 from runyard.models import ServerInfo
 from runyard.services.file_owner import OwnerUnavailableError
+
+if TYPE_CHECKING:
+    import httpx
 
 SERVED_BY = "x-runyard-served-by"
 RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
@@ -184,6 +186,8 @@ def _headers(request: Request, route: Relayable) -> dict[str, str]:
 
 async def _relay(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ForwardToOwner)  # noqa: S101  registered for this type only
+    import httpx  # only a cluster relays: a server on its own never loads it
+
     client = cluster_client(request)
     signer = relay_signer(request)
     state: dict[str, Any] = request.scope.get("state", {})
@@ -228,8 +232,4 @@ class RelayedResponse(StreamingResponse):
 
 def install(app: FastAPI, signer: RelaySigner) -> None:
     app.state.relay_signer = signer
-    # streams are long: no read timeout; connecting to a live member is quick or it is gone
-    app.state.cluster_client = httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0)
-    )
     app.add_exception_handler(ForwardToOwner, _relay)

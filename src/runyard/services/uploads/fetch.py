@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import httpx
 import structlog
 
 from runyard.auth import RELAY_HEADER, RelaySigner, Role
@@ -24,6 +24,9 @@ from runyard.services.uploads.incoming import Incoming
 from runyard.services.uploads.names import UPLOAD_ID
 from runyard.services.uploads.store import Uploads
 from runyard.store import Store
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +75,8 @@ class InputFetcher:
         """UploadNowhereError when every live member says it has no such upload;
         ExecutorUnavailableError when one could not say (tried again later); this server's
         own storage errors (quota, disk) as they are."""
+        import httpx  # a cluster's member only: loaded with its client (runtime.py)
+
         me = self.signer.server_id
         members = [s for s in await self.store.live_servers(self.clock.now()) if s.id != me]
         why, unsure = [], False
