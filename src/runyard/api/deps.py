@@ -27,12 +27,12 @@ from runyard.services.file_owner import owner_elsewhere
 from runyard.services.health import HealthMonitor
 from runyard.services.runs import RunService
 from runyard.services.uploads import Uploads
-
-if TYPE_CHECKING:
-    import httpx
 from runyard.streams.feed import RunFeed
 from runyard.streams.follow import EventItem, LogItem, follow_events, follow_log
 from runyard.streams.hub import StreamHub
+
+if TYPE_CHECKING:
+    import httpx
 
 # -- what create_app keeps on app.state (also read by middleware and exception handlers) --
 
