@@ -221,24 +221,34 @@ def test_capacity_and_job_concurrency_are_never_exceeded(
         assert (most, most_limited) == (3, 2)  # it did run things side by side, to the limits
 
 
+def counting_claims(srv: FakedServer) -> list[int]:
+    """The store's claim calls, counted from now on (claims[0])."""
+    store, claims = srv.runtime.store, [0]
+    claim = store.claim
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        claims[0] += 1
+        return await claim(*args, **kwargs)
+
+    store.claim = counted  # type: ignore[method-assign]
+    return claims
+
+
+def plain_jobs(tmp_path: Path) -> Path:
+    jobs = tmp_path / "plain-jobs"
+    jobs.mkdir()
+    (jobs / "mark.toml").write_text('command = ["true"]\n')  # no concurrency limit anywhere
+    return jobs
+
+
 def test_an_end_into_a_dry_queue_claims_nothing_and_waiting_runs_are_still_taken(
     tmp_path: Path,
 ) -> None:
     """A claim that found the queue dry is not repeated for every end that follows (one store
     transaction per run saved when runs come one at a time); anything submitted since, and a
     run waiting for the slot, is still claimed."""
-    jobs = tmp_path / "plain-jobs"
-    jobs.mkdir()
-    (jobs / "mark.toml").write_text('command = ["true"]\n')  # no concurrency limit anywhere
-    with faked(tmp_path, jobs, capacity=2) as srv:
-        store, claims = srv.runtime.store, [0]
-        claim = store.claim
-
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            claims[0] += 1
-            return await claim(*args, **kwargs)
-
-        store.claim = counted  # type: ignore[method-assign]
+    with faked(tmp_path, plain_jobs(tmp_path), capacity=2) as srv:
+        claims = counting_claims(srv)
         first = srv.submit("mark")["id"]
         launches(srv, 1)
         before = claims[0]
@@ -254,3 +264,17 @@ def test_an_end_into_a_dry_queue_claims_nothing_and_waiting_runs_are_still_taken
             srv.finish(run_id)
         for run_id in queued:
             state_of(srv, run_id, "succeeded")
+
+
+def test_a_store_whose_claims_skip_rows_claims_again_after_every_end(tmp_path: Path) -> None:
+    """PostgreSQL's claim skips rows other transactions hold (SKIP LOCKED): a short claim there
+    does not prove the queue dry, so every end looks again, as before."""
+    with faked(tmp_path, plain_jobs(tmp_path), capacity=2) as srv:
+        srv.runtime.store.claims_see_every_run = False
+        claims = counting_claims(srv)
+        first = srv.submit("mark")["id"]
+        launches(srv, 1)
+        before = claims[0]
+        srv.finish(first)
+        state_of(srv, first, "succeeded")
+        wait_for(lambda: claims[0] > before, what="a claim after the end")

@@ -151,7 +151,8 @@ class Dispatcher:
                 self.attempts.claimed(claim)
                 self._launches.start(self._launch(claim))
             if len(claims) < free:
-                if not room:  # no job's limit held a run back: nothing claimable is left
+                if not room and self.store.claims_see_every_run:
+                    # no job's limit held a run back and no row was skipped: nothing is left
                     self.queue.drained(began)
                 break
 

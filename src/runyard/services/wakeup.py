@@ -27,7 +27,8 @@ class QueueWakeup(Wakeup):
     """The dispatcher's wake-up call, which also knows when a freed slot is not worth one.
 
     Every `set` starts a new generation. A claim that took fewer runs than it had room for,
-    with no job's concurrency limit in play, found the queue dry: it marks the generation it
+    with no job's concurrency limit in play, on a store whose claims see every queued run
+    (SQLite: `Store.claims_see_every_run`), found the queue dry: it marks the generation it
     began in as `drained`. Until anything sets the queue again (a submit, a retry, a backoff
     due, another server's notice), a slot given back could take nothing, so an attempt's end
     does not wake the dispatcher for a claim that would find nothing: one store transaction

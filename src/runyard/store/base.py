@@ -26,6 +26,13 @@ class Store(abc.ABC):
 
     Implementations list their methods in this order."""
 
+    # Whether a claim that took fewer runs than it was asked for has seen every queued run,
+    # so that nothing more is claimable until the queue changes: true of SQLite's one writer.
+    # PostgreSQL's claim skips rows other transactions hold (SKIP LOCKED): a run locked for a
+    # moment by a progress write or another server's rolled-back claim is claimable again
+    # with no notice, so there a short claim proves nothing (services/wakeup.py).
+    claims_see_every_run: bool = False
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Connect and apply pending migrations."""

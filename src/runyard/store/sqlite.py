@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 
 class SQLiteStore(SQLStore):
+    claims_see_every_run = True  # one connection, one writer: nothing is ever skipped
+
     def __init__(
         self,
         path: Path,
