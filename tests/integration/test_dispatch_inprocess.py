@@ -241,6 +241,16 @@ def plain_jobs(tmp_path: Path) -> Path:
     return jobs
 
 
+def one_run_ended(srv: FakedServer, claims: list[int]) -> int:
+    """One run submitted, launched and ended alone: the claims counted before it ended."""
+    run_id = srv.submit("mark")["id"]
+    launches(srv, 1)
+    before = claims[0]
+    srv.finish(run_id)
+    state_of(srv, run_id, "succeeded")
+    return before
+
+
 def test_an_end_into_a_dry_queue_claims_nothing_and_waiting_runs_are_still_taken(
     tmp_path: Path,
 ) -> None:
@@ -249,11 +259,7 @@ def test_an_end_into_a_dry_queue_claims_nothing_and_waiting_runs_are_still_taken
     run waiting for the slot, is still claimed."""
     with faked(tmp_path, plain_jobs(tmp_path), capacity=2) as srv:
         claims = counting_claims(srv)
-        first = srv.submit("mark")["id"]
-        launches(srv, 1)
-        before = claims[0]
-        srv.finish(first)
-        state_of(srv, first, "succeeded")
+        before = one_run_ended(srv, claims)
         srv.settle()
         assert claims[0] == before  # the queue was dry when it was claimed: nothing to look for
         queued = [srv.submit("mark")["id"] for _ in range(3)]
@@ -272,9 +278,5 @@ def test_a_store_whose_claims_skip_rows_claims_again_after_every_end(tmp_path: P
     with faked(tmp_path, plain_jobs(tmp_path), capacity=2) as srv:
         srv.runtime.store.claims_see_every_run = False
         claims = counting_claims(srv)
-        first = srv.submit("mark")["id"]
-        launches(srv, 1)
-        before = claims[0]
-        srv.finish(first)
-        state_of(srv, first, "succeeded")
+        before = one_run_ended(srv, claims)
         wait_for(lambda: claims[0] > before, what="a claim after the end")
