@@ -30,13 +30,19 @@ class Background:
 
 
 class Periodic:
-    """A sweep run every `interval_s` (retention, upload expiry): a failure is logged and the
-    next turn comes all the same. Waiting on the clock is the point: a sweep looks at what
-    time alone makes due, nothing it could be told about."""
+    """A sweep run every `interval_s` (retention, upload expiry, the cluster's heartbeat): a
+    failure is logged as `failed` and the next turn comes all the same. Waiting on the clock
+    is the point: a sweep looks at what time alone makes due, nothing it could be told
+    about. `wait_first`: the first turn after one interval, not at start."""
 
-    def __init__(self, name: str, interval_s: float, sweep: Callable[[], Awaitable[object]]):
+    def __init__(
+        self, name: str, interval_s: float, sweep: Callable[[], Awaitable[object]], *,
+        wait_first: bool = False, failed: str = "sweep_failed",
+    ) -> None:  # fmt: skip
         self.interval_s = interval_s
         self._sweep = sweep
+        self._wait_first = wait_first
+        self._failed = failed
         self._task = Background(name)
 
     def start(self) -> None:
@@ -46,11 +52,13 @@ class Periodic:
         await self._task.stop()
 
     async def _loop(self) -> None:
+        if self._wait_first:
+            await asyncio.sleep(self.interval_s)
         while True:
             try:
                 await self._sweep()
             except Exception:
-                log.exception("sweep_failed", sweep=self._task.name)
+                log.exception(self._failed, sweep=self._task.name)
             await asyncio.sleep(self.interval_s)
 
 

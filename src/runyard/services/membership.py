@@ -13,13 +13,12 @@ fence always acts first and no run has two live attempts.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import structlog
 
-from runyard.background import Background
+from runyard.background import Periodic
 from runyard.clock import Clock
 from runyard.services.attempts import Attempts
 from runyard.services.lease import Lease
@@ -66,7 +65,11 @@ class Membership:
         self.reaped = 0
         # called after a lapsed lease was replaced by a new one (reconcile what we run)
         self.rejoined = rejoined
-        self._task = Background("membership")
+        # A lease is a promise to speak again within lease_s: a heartbeat, the one place where
+        # waiting on the clock is the point (joining was the first beat)
+        self._task = Periodic(
+            "membership", lease_s / 3, self.beat, wait_first=True, failed="heartbeat_failed"
+        )
 
     async def join(self) -> str:
         now = self.clock.now()
@@ -78,20 +81,10 @@ class Membership:
         return self.token
 
     def start(self) -> None:
-        self._task.start(self._loop())
+        self._task.start()
 
     async def stop(self) -> None:
         await self._task.stop()
-
-    async def _loop(self) -> None:
-        # A lease is a promise to speak again within lease_s: this is a heartbeat, the one
-        # place where waiting on the clock is the point.
-        while True:
-            await asyncio.sleep(self.lease_s / 3)
-            try:
-                await self.beat()
-            except Exception:
-                log.exception("heartbeat_failed", server_id=self.server_id)
 
     async def beat(self) -> None:
         assert self.token is not None  # noqa: S101  joined before started
