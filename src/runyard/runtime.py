@@ -132,13 +132,21 @@ class Runtime:
             data_dir, settings.max_upload_mb * 2**20, quota * 2**20 if quota else None,
             fsync=settings.fsync,
         )  # fmt: skip
-        # a cluster's member fetches the uploads of runs it claims from the one holding them
+        # A cluster's member fetches the uploads of runs it claims from the one holding them,
+        # and relays requests about files another member holds (api/proxy.py). Made here,
+        # before the event loop runs (a client loads its TLS context): a server on its own
+        # never imports httpx at all.
         self._fetch_client: httpx.AsyncClient | None = None
+        self.relay_client: httpx.AsyncClient | None = None
         fetcher = None
         if clustered:
-            import httpx  # only a cluster's members fetch: a server on its own never loads it
+            import httpx
 
             self._fetch_client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+            # relayed streams are long: no read timeout; a live member connects quickly or is gone
+            self.relay_client = httpx.AsyncClient(
+                timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0)
+            )
             signer = RelaySigner(settings.cluster_secret, settings.server_id)
             fetcher = InputFetcher(self.uploads, self.store, self.clock, signer, self._fetch_client)
         self.dispatcher = Dispatcher(
@@ -269,8 +277,9 @@ class Runtime:
         await self.executor.stop()
         await self.lifecycle.stop()
         await self.store.close()
-        if self._fetch_client is not None:
-            await self._fetch_client.aclose()
+        for client in (self._fetch_client, self.relay_client):
+            if client is not None:
+                await client.aclose()
 
     def _announce(self, kind: str, data: dict[str, Any]) -> None:
         self.hub.feed.offer(kind, data)

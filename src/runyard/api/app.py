@@ -43,8 +43,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             yield
         finally:
             await rt.stop()
-            if (relaying := getattr(app.state, "cluster_client", None)) is not None:
-                await relaying.aclose()
             app.state.artifact_pool.close()
 
     app = FastAPI(

@@ -48,16 +48,11 @@ def relay_signer(conn: HTTPConnection) -> RelaySigner:
 
 
 def cluster_client(conn: HTTPConnection) -> httpx.AsyncClient:
-    """The client that relays to the other members, made by the first relay: a server on its
-    own never imports httpx (api/proxy.py)."""
-    client: httpx.AsyncClient | None = getattr(conn.app.state, "cluster_client", None)
+    """The client that relays to the other members (only a cluster's member has one, and only
+    a cluster relays: runtime.py)."""
+    client = runtime_of(conn).relay_client
     if client is None:
-        import httpx
-
-        # streams are long: no read timeout; connecting to a live member is quick or it is gone
-        timeout = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0)
-        client = httpx.AsyncClient(timeout=timeout)
-        conn.app.state.cluster_client = client
+        raise RuntimeError("a relay on a server that is not a cluster's member")
     return client
 
 

@@ -186,7 +186,7 @@ def _headers(request: Request, route: Relayable) -> dict[str, str]:
 
 async def _relay(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ForwardToOwner)  # noqa: S101  registered for this type only
-    import httpx  # only a cluster relays: a server on its own never loads it
+    import httpx  # only a cluster relays, and its Runtime has loaded httpx already
 
     client = cluster_client(request)
     signer = relay_signer(request)
