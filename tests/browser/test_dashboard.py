@@ -26,8 +26,8 @@ def test_submit_from_the_form_then_watch_it_finish_and_download_an_artifact(
     expect(page).to_have_url(re.compile(r"#/runs/[0-9A-Z]{26}$"))
     run_id = page.url.rsplit("/", 1)[1]
     # the progress bar and the log follow the run to its end, live
-    expect(page.locator("#progress-text")).to_have_text(re.compile(r"^100% · tick 3000/3000"))
     expect(page.locator(".run-head .badge")).to_have_text("succeeded")
+    expect(page.locator("#progress-text")).to_have_text(re.compile(r"^100% · tick 3000/3000"))
     expect(page.locator("#log")).to_have_attribute("data-ended", "succeeded")
     log = page.locator("#log").inner_text()
     assert "tick 3000/3000" in log and log.rstrip().splitlines()[-1].startswith("done ")
