@@ -7,7 +7,6 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.browser.chromium import VIEWPORT, executable, launch
 
-
 # What the pages wait for is mostly a run's progress: a real program's start and length, which
 # on a loaded two-core machine running the suite in parallel outlast expect's default of 5 s.
 # A longer wait changes nothing for a page that works; it only fails later one that does not.
