@@ -73,10 +73,15 @@ class Connections:
             self.drop(client)
             return
         client.inbuf += data
+        fd = client.sock.fileno()
         while (nl := client.inbuf.find(b"\n")) >= 0:
             line = bytes(client.inbuf[:nl])
             del client.inbuf[: nl + 1]
             self.handle(client, line)
+            if self.clients.get(fd) is not client:
+                # dropped while it was being served (its backlog overflowed): nobody would
+                # hear the replies to the rest, so nothing more of it is carried out
+                return
         if len(client.inbuf) > MAX_LINE:
             self.drop(client)
 
