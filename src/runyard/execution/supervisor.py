@@ -144,6 +144,11 @@ class Supervisor:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         reply["req"] = msg.get("req")
         self.conns.send(client, reply)
+        # A burst of spawn requests keeps this loop away from select for milliseconds. A
+        # program that ended meanwhile (often one spawned earlier in the same burst) is reaped
+        # now, so its exit goes out with this turn's replies instead of a turn later: under
+        # load that turn was most of the time between a program's end and its slot's next run.
+        self.reap()
 
     # -- operations -------------------------------------------------------------------------
 
