@@ -146,9 +146,11 @@ class Supervisor:
         self.conns.send(client, reply)
         # A burst of spawn requests keeps this loop away from select for milliseconds. A
         # program that ended meanwhile (often one spawned earlier in the same burst) is reaped
-        # now, so its exit goes out with this turn's replies instead of a turn later: under
-        # load that turn was most of the time between a program's end and its slot's next run.
-        self.reap()
+        # now and its exit sent at once, not after the burst: an exit frees a slot, so the
+        # server can record it and claim the next run while the rest of the burst spawns
+        # (replies alone still wait for the turn's one send: no slot waits for them).
+        if self.reap():
+            self.conns.flush_pending()
 
     # -- operations -------------------------------------------------------------------------
 
@@ -288,17 +290,20 @@ class Supervisor:
 
     # -- reaping and exit records -----------------------------------------------------------
 
-    def reap(self) -> None:
+    def reap(self) -> bool:
+        """Every child that ended; whether any of them was a program (an exit to tell)."""
+        ended = False
         while True:
             try:
                 pid, status, rusage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                return ended
             if pid == 0:
-                return
+                return ended
             prog = self.programs.pop(pid, None)
             if prog is not None:
                 self.finish(prog, status, rusage)
+                ended = True
             elif pid in self.init_usage:
                 self.init_usage[pid] = sandbox.usage(rusage)
 
