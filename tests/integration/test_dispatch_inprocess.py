@@ -221,17 +221,17 @@ def test_capacity_and_job_concurrency_are_never_exceeded(
         assert (most, most_limited) == (3, 2)  # it did run things side by side, to the limits
 
 
-def counting_claims(srv: FakedServer) -> list[int]:
-    """The store's claim calls, counted from now on (claims[0])."""
-    store, claims = srv.runtime.store, [0]
-    claim = store.claim
+def counting_claims(srv: FakedServer, method: str = "claim") -> list[int]:
+    """The store's calls of `method` (its claims), counted from now on (calls[0])."""
+    store, calls = srv.runtime.store, [0]
+    original = getattr(store, method)
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
-        claims[0] += 1
-        return await claim(*args, **kwargs)
+        calls[0] += 1
+        return await original(*args, **kwargs)
 
-    store.claim = counted  # type: ignore[method-assign]
-    return claims
+    setattr(store, method, counted)
+    return calls
 
 
 def plain_jobs(tmp_path: Path) -> Path:
@@ -280,3 +280,27 @@ def test_a_store_whose_claims_skip_rows_claims_again_after_every_end(tmp_path: P
         claims = counting_claims(srv)
         before = one_run_ended(srv, claims)
         wait_for(lambda: claims[0] > before, what="a claim after the end")
+
+
+def test_the_next_backoff_is_read_again_only_when_a_retry_may_have_set_one(
+    tmp_path: Path, jobs: Path
+) -> None:
+    """Submits and freed slots add no backoff: the dispatcher claims for them without asking
+    the store when the next backing-off run is due; a retry's re-queue makes it ask again."""
+    with faked(tmp_path, jobs, capacity=1) as srv:
+        srv.settle()
+        reads = counting_claims(srv, "next_due")
+        marks = [srv.submit("mark")["id"] for _ in range(3)]
+        for n, run_id in enumerate(marks, start=1):
+            assert launches(srv, n)[-1] == run_id
+            srv.finish(run_id)
+            state_of(srv, run_id, "succeeded")
+        assert reads[0] == 0  # three submits, three ends, every run claimed: not one read
+        flaky = srv.submit("flaky")["id"]
+        launches(srv, 4)
+        srv.finish(flaky, 1, exit_code=1)
+        state_of(srv, flaky, "queued")
+        wait_for(lambda: reads[0] == 1, what="the due time read after the re-queue")
+        srv.clock.advance(31)
+        srv.submit("mark")  # a wake-up that reads nothing new, yet the due retry goes first
+        assert launches(srv, 5)[-1] == flaky

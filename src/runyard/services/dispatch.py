@@ -125,15 +125,21 @@ class Dispatcher:
     async def _dispatch(self) -> None:
         if self.lease.lapsed(self.clock.now()):
             return  # back from a pause past the lease: claim once membership has renewed it
+        if not self.queue.due_stale:  # no backoff added since it was read: the timer stands
+            await self._claim_free_slots()
+            return
+        self.queue.due_stale = False
         # When the next backing-off run becomes claimable does not depend on what is claimed
         # now: asked at once, it shares the first claim's store turn (group_commit.py).
         due = asyncio.ensure_future(self.store.next_due(self.clock.now()))
         try:
             await self._claim_free_slots()
+            when = await due
         except BaseException:
             due.cancel()  # the loop tries again shortly, and reads it again then
+            self.queue.due_stale = True
             raise
-        self._arm_due_timer(await due)
+        self._arm_due_timer(when)
 
     async def _claim_free_slots(self) -> None:
         while (free := self.slots.free) > 0:

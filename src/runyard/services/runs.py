@@ -33,7 +33,7 @@ from runyard.services.removal import remove_run_files
 from runyard.services.transitions import Transitions
 from runyard.services.uploads import Fetch, Seen, Uploads, check_files, file_values, named_uploads
 from runyard.services.waiters import EndWaiters, FinishRate
-from runyard.services.wakeup import Wakeup
+from runyard.services.wakeup import QueueWakeup
 from runyard.store import Store
 
 MAX_LOG_CHUNK = 4 * 1024 * 1024
@@ -92,7 +92,7 @@ class RunService:
         executor: Executor,
         attempts: Attempts,
         transitions: Transitions,
-        queue: Wakeup,
+        queue: QueueWakeup,
         clock: Clock,
         *,
         waiters: EndWaiters,
@@ -161,7 +161,7 @@ class RunService:
         # takes the run without another round trip. If the insert fails, it claims nothing.
         if job.spec.has_files:  # marked as used before it is stored: it cannot expire meanwhile
             await self.reference(job, [run])
-        self.queue.set()
+        self.queue.set_claimable()
         stored, created = await self.store.insert_run(run)
         if not created:  # the key was taken meanwhile (so there is a key, and a digest)
             return self._same_request(stored, digest or ""), False

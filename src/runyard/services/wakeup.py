@@ -39,8 +39,21 @@ class QueueWakeup(Wakeup):
         super().__init__()
         self.generation = 0
         self._drained = -1
+        # Whether a run may have been queued to wait out a backoff since the dispatcher last
+        # read when the next one is due (`due_stale`). Only a retry's re-queue (here or, in a
+        # cluster, on another server) sets a `not_before`; a submit, a batch or a freed slot
+        # does not, so their wake-ups (`set_claimable`, `slot_freed`) leave the earliest due
+        # time as it was read, and the dispatcher skips that read: one store read less per
+        # claim on the hot path.
+        self.due_stale = True
 
     def set(self) -> None:
+        """Anything may have changed, the earliest backoff included."""
+        self.due_stale = True
+        self.set_claimable()
+
+    def set_claimable(self) -> None:
+        """New runs, claimable now (a submit, a batch): no backoff was added."""
         self.generation += 1
         super().set()
 
@@ -49,4 +62,4 @@ class QueueWakeup(Wakeup):
 
     def slot_freed(self) -> None:
         if self._drained != self.generation:
-            self.set()
+            self.set_claimable()
