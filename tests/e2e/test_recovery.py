@@ -118,6 +118,10 @@ def test_sigkill_while_running_and_a_program_ending_while_down(start_server, job
             what="long and gate running",
         )
         wait_for(lambda: b"waiting" in c.logs(gate.id)[0], what="gate waiting")
+        # flaky's first attempt was spawned (its log is opened just before): it exits 75
+        # whether or not the server is still there to hear it
+        first = server.data_dir / "runs" / flaky.id / "attempt-1.log"
+        wait_for(first.exists, what="flaky's first attempt spawned")
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL
     # while the server is down, the gate's program finishes with exit code 5
     (server.data_dir / "runs" / gate.id / "workspace" / "go").touch()
