@@ -132,6 +132,11 @@ cwd=dir)`; arq the same with asyncio's subprocess). runyard's figure is the C = 
 
 ## Latency and admission
 
+*Dispatch latency, idle server*: one run at a time, the next submitted once the last one
+ended (seen in the store's file, so that no request to the server overlaps the dispatch being
+measured); from the run's `created_at` to its attempt's `started_at` (the supervisor's clock
+just before the spawn).
+
 | measure | figure | target |
 |---|---|---|
 | dispatch latency, idle server (accepted → program started), p50 / p99 | {idle50:.2f} / {idle99:.2f} ms | ≤ 5 / ≤ 25 ms: {ok(idle50 <= 5 and idle99 <= 25)} |
