@@ -24,6 +24,8 @@ N_BATCH = 1000 if QUICK else 10_000
 N_SLURM = 20 if QUICK else slurm.N  # the one-node cluster runs about 2 jobs/s
 N_SANDBOX = 200 if QUICK else sandbox.N
 CAPACITIES = [1, 2, 8]
+# rounds of runyard (C = 8) and Celery, interleaved, whose medians the headline ratios use
+HEAD_TO_HEAD = 2 if QUICK else 3
 # single runs, submit -> result known: (idle samples, warm samples, idle gap between them in s)
 LATENCY = (50, 100, 0.05) if QUICK else (200, 500, 0.05)
 
@@ -83,10 +85,21 @@ def idle_section(base: Path, jobs: Path) -> dict[str, Any]:
     return out
 
 
-def peers_section(base: Path) -> dict[str, Any]:
+def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """The peers' runs, and the head-to-head rounds of runyard and Celery (interleaved)."""
     plog = base / "peers.log"
-    out = {
-        "celery": peers.celery(N, 8, plog, fresh(base, "celery"), LATENCY),
+    head: list[float] = []
+
+    def runyard_round() -> None:
+        srv = server(base, jobs, "head", 8)
+        try:
+            head.append(runyard_e2e.throughput(srv, N).runs_per_s)
+        finally:
+            srv.stop()
+
+    celery = peers.celery(N, 8, plog, fresh(base, "celery"), LATENCY, HEAD_TO_HEAD, runyard_round)
+    out: dict[str, Any] = {
+        "celery": celery,
         "arq": peers.arq(N, 8, plog, fresh(base, "arq")),
         "rq": peers.rq(N_RQ, 8, plog, fresh(base, "rq")),
     }
@@ -94,7 +107,13 @@ def peers_section(base: Path) -> dict[str, Any]:
         bare, fair = p["bare"]["runs_per_s"], p["fair"]["runs_per_s"]
         log(f"{name}: bare {bare:.0f}/s, same work {fair:.0f}/s")
     log(f"celery latency {out['celery']['latency']}")
-    return out
+    head_to_head = {
+        "runyard": head,
+        "celery_bare": [r["bare"] for r in celery["rounds"]],
+        "celery_fair": [r["fair"] for r in celery["rounds"]],
+    }
+    log(f"head to head, C = 8: {head_to_head}")
+    return out, head_to_head
 
 
 def slurm_section(base: Path) -> dict[str, Any]:
@@ -136,7 +155,7 @@ def main() -> None:
         results["disk"] = throughput_section(disk, jobs, [8])
 
         results.update(idle_section(tmpfs, jobs))
-        results["peers"] = peers_section(tmpfs)
+        results["peers"], results["head_to_head"] = peers_section(tmpfs, jobs)
 
         srv = server(tmpfs, jobs, "fanout", 8)
         try:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +83,15 @@ def _latency(call: Callable[[], object], n: int, gap_s: float) -> tuple[float, f
     return pct(lat, 50), pct(lat, 99)
 
 
-def celery(n: int, c: int, log: Path, root: Path, lat: tuple[int, int, float]) -> dict[str, Any]:
+def celery(
+    n: int, c: int, log: Path, root: Path, lat: tuple[int, int, float],
+    rounds: int = 0, between: Callable[[], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Bare and fair throughput, then `delay().get()` of one task at a time: `lat` is (idle
-    samples, warm samples, idle gap in s)."""
+    samples, warm samples, idle gap in s). Then `rounds` more of bare and fair, each after
+    `between()` (the bench's own round of runyard): head to head, interleaved, so that a
+    slower stretch of a shared machine falls on both sides alike (their runs/s in
+    `rounds`)."""
     from bench.peer_tasks import celery_app, celery_fair, celery_true
 
     _flush(DB["celery"])
@@ -107,8 +114,8 @@ def celery(n: int, c: int, log: Path, root: Path, lat: tuple[int, int, float]) -
             for r in [celery_true.delay() for _ in range(n)]:
                 r.get(timeout=300)
 
-        def fair() -> None:
-            for r in [celery_fair.delay(str(root), i) for i in range(n)]:
+        def fair(first: int = 0) -> None:  # each task makes directory `first + i`
+            for r in [celery_fair.delay(str(root), first + i) for i in range(n)]:
                 r.get(timeout=300)
 
         out["bare"] = _measured(worker, n, bare)
@@ -125,6 +132,15 @@ def celery(n: int, c: int, log: Path, root: Path, lat: tuple[int, int, float]) -
                 lambda: celery_fair.delay(str(root), next(ids)).get(timeout=30), warm, 0
             ),
         }
+        out["rounds"] = []
+        for k in range(rounds):
+            if between is not None:
+                between()
+            first = (k + 1) * 10 * n  # past the indices the latency runs took
+            out["rounds"].append({
+                "bare": _measured(worker, n, bare)["runs_per_s"],
+                "fair": _measured(worker, n, partial(fair, first))["runs_per_s"],
+            })  # fmt: skip
         return out
     finally:
         _stop(worker)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -296,19 +297,30 @@ Celery's worker is the prefork worker above. Milliseconds, p50 / p99.
 """
 
 
+def _rounds(xs: list[float]) -> str:
+    return " / ".join(f"{x:.0f}" for x in xs)
+
+
 def issue16_section(r: dict[str, Any]) -> str:
-    t, peers = r["tmpfs"], r["peers"]
-    ry = t["runyard_c8"]
-    cb, cf = peers["celery"]["bare"]["runs_per_s"], peers["celery"]["fair"]["runs_per_s"]
+    t, head = r["tmpfs"], r["head_to_head"]
+    # the medians of the interleaved rounds: one slower stretch of the machine moves no ratio
+    ry, cb, cf = (statistics.median(head[k]) for k in ("runyard", "celery_bare", "celery_fair"))
     server = t["cpu_c8"]["server"]
     w = r["wait_latency"]
     cl = r["peers"]["celery"]["latency"]
     idle50, idle99 = r["idle_dispatch"]
     sub = r["submissions"]["accepted_per_s"]
-    floor = ry / t["floor_c8"]
+    floor = t["runyard_c8"] / t["floor_c8"]  # both from the throughput section
     b = r["batch"]
     return f"""
 ## Issue 16's targets, from this run
+
+The ratios to Celery are those of medians over {len(head["runyard"])} interleaved rounds, each
+a runyard round (a fresh server, C = 8, N = {r["n"]} over HTTP) followed by Celery's bare and
+same-work rounds (one prefork worker of concurrency 8): this machine's speed drifts by ±15 %
+over minutes, and interleaving puts each slower stretch on both sides. Runs/s per round:
+runyard {_rounds(head["runyard"])}; Celery bare {_rounds(head["celery_bare"])}, same work
+{_rounds(head["celery_fair"])}. The other rows are the single measurements above.
 
 | target | figure | |
 |---|---|---|
