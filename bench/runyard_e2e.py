@@ -174,31 +174,20 @@ def wait_latency(
     return pct(lat, 50), pct(lat, 99)
 
 
-def _wait_finished(db: sqlite3.Connection, run_id: str, timeout: float = 60) -> None:
-    """Poll the store's file until the run ended: asking the server (/health) while its
-    dispatch is being measured would put that request, and its store reads, in the way."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = db.execute("SELECT finished_at FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is not None and row[0] is not None:
-            return
-        time.sleep(0.005)
-    raise RuntimeError(f"run {run_id} did not finish")
-
-
 def idle_dispatch(server: Server, n: int = 200) -> tuple[float, float]:
-    """Submit one run at a time to an idle server (the one before it ended, nothing else
-    asked of it): accepted -> program started (ms)."""
-    db = sqlite3.connect(server.data_dir / "runyard.db")
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            ids = []
-            for _ in range(n):
-                run = http.post("/v1/runs", json={"job": "true"}).json()
-                ids.append(run["id"])
-                _wait_finished(db, run["id"])
-    finally:
-        db.close()
+    """Submit one run at a time to an idle server, the next once the one before ended (seen
+    in the store's file: asking the server, /health, while the dispatch being measured is
+    under way would put that request and its store reads in the way): accepted -> program
+    started (ms)."""
+    server.wait_idle()
+    with server.db() as db:
+        (ended,) = db.execute("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL").fetchone()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        ids = []
+        for _ in range(n):
+            run = http.post("/v1/runs", json={"job": "true"}).json()
+            ids.append(run["id"])
+            _wait_ended(server, ended + len(ids))
     with server.db() as db:
         rows = db.execute(
             "SELECT r.created_at, a.started_at FROM runs r JOIN attempts a ON a.run_id = r.id "
