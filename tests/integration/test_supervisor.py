@@ -129,6 +129,55 @@ async def test_unstartable_program_gets_an_exit_record(sup: Harness) -> None:
     assert json.loads((sup.data_dir / "e.1.exit").read_text())["exit_code"] == 127
 
 
+@pytest.fixture
+async def sup_with_leaked_fd(tmp_path: Path):
+    """A supervisor started by a process holding a descriptor without close-on-exec."""
+    leaked = os.open(tmp_path, os.O_RDONLY)
+    os.set_inheritable(leaked, True)
+    h = Harness(tmp_path)
+    try:
+        await h.client.connect()
+    finally:
+        os.close(leaked)
+    yield h, leaked
+    await h.client.close()
+    kill_everything(tmp_path)
+
+
+async def test_a_program_starts_as_from_a_shell(sup_with_leaked_fd: tuple[Harness, int]) -> None:
+    sup, leaked = sup_with_leaked_fd
+    script = (
+        f"test -e /proc/self/fd/{leaked} && echo leaked || echo sealed; "
+        "readlink /proc/self/fd/0; pwd; grep SigIgn /proc/self/status"
+    )
+    await sup.spawn("s.1", ["sh", "-c", script])
+    assert (await sup.next_exit())["exit_code"] == 0
+    sealed, stdin, cwd, ignored = (sup.data_dir / "s.1.log").read_text().splitlines()
+    assert sealed == "sealed"  # nothing of the supervisor's but 0, 1 and 2 reaches a program
+    assert (stdin, cwd) == ("/dev/null", str(sup.data_dir / "s.1"))
+    mask = int(ignored.split()[1], 16)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; a program must not
+        assert not mask & (1 << (sig - 1)), sig
+
+
+async def test_a_bare_command_is_looked_up_in_the_programs_own_path(
+    sup: Harness, tmp_path: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "hello").write_text("#!/bin/sh\necho hello from $0\n")
+    (bin_dir / "hello").chmod(0o755)
+    (bin_dir / "locked").write_text("#!/bin/sh\n")  # there, but not executable
+    env = {"PATH": f"/no/such/dir:{bin_dir}:{os.environ['PATH']}", "RUNYARD_ATTEMPT_KEY": "h.1"}
+    assert (await sup.spawn("h.1", ["hello"], env=env))["ok"]
+    assert (await sup.next_exit())["exit_code"] == 0
+    assert (sup.data_dir / "h.1.log").read_text() == f"hello from {bin_dir / 'hello'}\n"
+    env["RUNYARD_ATTEMPT_KEY"] = "h.2"
+    assert (await sup.spawn("h.2", ["locked"], env=env))["ok"] is False
+    refused = await sup.next_exit()
+    assert (refused["exit_code"], "Permission denied" in refused["error"]) == (126, True)
+
+
 async def test_bad_requests_do_not_hurt_the_supervisor(sup: Harness) -> None:
     assert (await sup.client.request({"op": "nope"}))["ok"] is False
     assert (await sup.client.request({"op": "spawn"}))["ok"] is False

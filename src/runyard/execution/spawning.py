@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import IO
 
@@ -27,13 +30,21 @@ class Program:
     exit_path: Path
     kill_grace_s: float
     marker: str  # RUNYARD_ATTEMPT_KEY value, to find descendants that left the group
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | None  # None when posix_spawn started it
     progress_path: str | None
     log_path: str = ""
     log_cap: int | None = None
     killed_by: str | None = None
     sandboxed: bool = False
     init_pid: int | None = None  # a sandbox's init, the program's parent (sandbox.py)
+
+    def reaped(self, status: int) -> int:
+        """Its exit code, from wait4's status. A Popen hears it too: it must never wait for
+        the pid itself (by then somebody else's)."""
+        code = os.waitstatus_to_exitcode(status)
+        if self.popen is not None:
+            self.popen.returncode = code
+        return code
 
 
 def prepare(req: SpawnRequest) -> None:
@@ -67,44 +78,22 @@ def open_log(req: SpawnRequest) -> IO[bytes]:
 def start(req: SpawnRequest, log: IO[bytes], started_at: float) -> Program:
     """Spawn the program in a session of its own, its output into `log` (closed here).
     OSError or KeyError (no such user) if it cannot start: see `not_started`."""
+    popen = None
     with log:
         user = hand_over(req.run_as, req.cwd, req.progress) if req.run_as else None
-        # only jobs with limits pay for a preexec_fn (it rules out vfork)
-        limit = limiter(req.limits) if req.limits else None
-        wrapped = None
-        if req.sandbox is not None:  # bwrap starts as root; the program becomes the user
-            wrapped, user = sandbox.wrap(req, req.sandbox, user), None
         tick = boot_tick()
-        try:
-            popen = subprocess.Popen(
-                wrapped.argv if wrapped else req.argv,
-                cwd=req.cwd,
-                env=req.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=wrapped.passed if wrapped else (),
-                preexec_fn=limit,  # noqa: PLW1509  the supervisor is single-threaded
-                user=user[0] if user else None,
-                group=user[1] if user else None,
-                extra_groups=[] if user else None,
-            )
-        except BaseException:
-            if wrapped is not None:
-                os.close(wrapped.info)
-            raise
-        finally:
-            if wrapped is not None:
-                wrapped.close_passed()
-        started = spawned_start_time(popen.pid, tick, boot_tick())
-        init = wrapped.init_pid() if wrapped is not None else None
+        if user is None and not req.limits and req.sandbox is None:
+            pid = spawn(req.argv, req.cwd, req.env, log.fileno())
+            init = None
+        else:
+            popen, init = _popen(req, log, user)
+            pid = popen.pid
+        started = spawned_start_time(pid, tick, boot_tick())
     cap = req.limits.get("max_log_mb")
     return Program(
         key=req.key,
-        pid=popen.pid,
-        pgid=popen.pid,
+        pid=pid,
+        pgid=pid,
         start_time=started,
         started_at=started_at,
         exit_path=Path(req.exit),
@@ -114,9 +103,109 @@ def start(req: SpawnRequest, log: IO[bytes], started_at: float) -> Program:
         progress_path=req.env.get("RUNYARD_PROGRESS_FILE"),
         log_path=req.log,
         log_cap=int(cap * 2**20) if cap is not None else None,
-        sandboxed=wrapped is not None,
+        sandboxed=init is not None,
         init_pid=init,
     )
+
+
+def _popen(
+    req: SpawnRequest, log: IO[bytes], user: tuple[int, int] | None
+) -> tuple[subprocess.Popen[bytes], int | None]:
+    """A program that needs what only Popen does (a preexec_fn for limits, a change of user,
+    bubblewrap's descriptors): the Popen and its sandbox's init, if any."""
+    # only jobs with limits pay for a preexec_fn (it rules out vfork)
+    limit = limiter(req.limits) if req.limits else None
+    wrapped = None
+    if req.sandbox is not None:  # bwrap starts as root; the program becomes the user
+        wrapped, user = sandbox.wrap(req, req.sandbox, user), None
+    try:
+        popen = subprocess.Popen(
+            wrapped.argv if wrapped else req.argv,
+            cwd=req.cwd,
+            env=req.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=wrapped.passed if wrapped else (),
+            preexec_fn=limit,  # noqa: PLW1509  the supervisor is single-threaded
+            user=user[0] if user else None,
+            group=user[1] if user else None,
+            extra_groups=[] if user else None,
+        )
+    except BaseException:
+        if wrapped is not None:
+            os.close(wrapped.info)
+        raise
+    finally:
+        if wrapped is not None:
+            wrapped.close_passed()
+    return popen, wrapped.init_pid() if wrapped is not None else None
+
+
+# Popen(restore_signals=True) sets these back to the default in the child; Python ignores them
+RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def spawn(argv: list[str], cwd: str, env: Mapping[str, str], log_fd: int) -> int:
+    """posix_spawn the program as Popen would (cwd, a new session, stdin from /dev/null, stdout
+    and stderr to the log, the executable looked up in the program's own PATH): the pid.
+
+    Why not Popen: the supervisor is single-threaded, and each spawn holds it until the child
+    has exec'd. Popen's way there is longer (its Python, an error pipe, the child's own sweep
+    of descriptors and signals); glibc's posix_spawn does the least a child can. Measured on a
+    2-core VM: 153 -> 96 us per spawn alone, 350 -> 164 us with 8 programs running. No sweep
+    of descriptors is needed: all the supervisor's are close-on-exec (`seal_descriptors`)."""
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, log_fd, 1),
+        (os.POSIX_SPAWN_DUP2, log_fd, 2),
+    ]
+    # posix_spawn has no chdir: the supervisor's own, and back (it uses no relative path
+    # meanwhile; single-threaded, nobody else sees it)
+    os.chdir(cwd)
+    try:
+        missing: OSError | None = None
+        refused: OSError | None = None
+        for path in _candidates(argv[0], env):
+            try:
+                return os.posix_spawn(
+                    path, argv, env, file_actions=actions, setsid=True,
+                    setsigdef=RESTORED_SIGNALS,
+                )  # fmt: skip
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                missing = exc
+            except OSError as exc:  # as execvp: the first other error is the one reported
+                refused = refused or exc
+        raise refused or missing or FileNotFoundError(errno.ENOENT, "no PATH", argv[0])
+    finally:
+        os.fchdir(_home())
+
+
+def _candidates(name: str, env: Mapping[str, str]) -> list[str]:
+    """Where Popen would look for `name`: itself if it has a slash, else along env's PATH."""
+    if "/" in name:  # os.path.dirname(name) is not empty, as Popen tests it
+        return [name]
+    return [os.path.join(d, name) for d in os.get_exec_path(env)]  # noqa: PTH118
+
+
+@cache
+def _home() -> int:
+    """The supervisor's working directory, held open to return to after each spawn."""
+    return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def seal_descriptors() -> None:
+    """Make every descriptor above stderr close-on-exec: what the supervisor inherited (or a
+    library opened without O_CLOEXEC) never reaches a program. Once, at start."""
+    for entry in Path("/proc/self/fd").iterdir():
+        fd = int(entry.name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                continue  # the listing's own descriptor, closed by now
 
 
 def not_started(req: SpawnRequest, exc: OSError | KeyError) -> ExitRecord:

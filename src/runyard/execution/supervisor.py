@@ -309,7 +309,7 @@ class Supervisor:
 
     def finish(self, prog: Program, status: int, rusage: Any) -> None:
         self.by_key.pop(prog.key, None)
-        prog.popen.returncode = code = os.waitstatus_to_exitcode(status)
+        code = prog.reaped(status)
         # The run ends with its main process: nothing it leaves behind may outlive it.
         kills.kill_group(prog.pgid)
         peak, cpu = sandbox.usage(rusage)
@@ -388,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         ready(b"busy")  # another supervisor owns this data directory; use that one
         return 0
     become_subreaper()
+    spawning.seal_descriptors()
     sup = Supervisor(args.data_dir, args.idle_exit_s, args.fsync)
     sup.install_signals()
     sup.listen()

@@ -22,8 +22,9 @@ from runyard.execution.protocol import LOG_NAME, MAX_LINE, SOCKET_NAME, decode, 
 log = structlog.get_logger(__name__)
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
-# Environment the supervisor keeps from the server's: no secrets, only what it needs.
-SUPERVISOR_ENV = ("PATH", "HOME", "LANG", "TZ", failpoints.ENV)
+# Environment the supervisor keeps from the server's: no secrets, only what it needs (with
+# PYTHONPATH: it must import the very runyard the server runs, wherever that comes from).
+SUPERVISOR_ENV = ("PATH", "HOME", "LANG", "TZ", "PYTHONPATH", failpoints.ENV)
 # A spawn request is refused by the supervisor once this old (it carries the deadline), and
 # the server waits this much longer for a reply than the deadline itself, so a spawn the server
 # gave up on can never start late: either the reply arrives in time, or nothing was started.
