@@ -28,6 +28,8 @@ CAPACITIES = [1, 2, 8]
 HEAD_TO_HEAD = 2 if QUICK else 3
 # single runs, submit -> result known: (idle samples, warm samples, idle gap between them in s)
 LATENCY = (50, 100, 0.05) if QUICK else (200, 500, 0.05)
+# the same in each head-to-head round (runyard's and Celery's p50s interleaved, their medians)
+LATENCY_ROUND = (30, 60, 0.05) if QUICK else (100, 300, 0.05)
 
 
 def log(msg: str) -> None:
@@ -89,15 +91,23 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
     """The peers' runs, and the head-to-head rounds of runyard and Celery (interleaved)."""
     plog = base / "peers.log"
     head: list[float] = []
+    idle_p50: list[float] = []
+    warm_p50: list[float] = []
 
     def runyard_round() -> None:
+        # throughput first: it times every run the store holds
         srv = server(base, jobs, "head", 8)
         try:
             head.append(runyard_e2e.throughput(srv, N).runs_per_s)
+            idle, warm, gap = LATENCY_ROUND
+            idle_p50.append(runyard_e2e.wait_latency(srv, idle, gap)[0])
+            warm_p50.append(runyard_e2e.wait_latency(srv, warm, 0)[0])
         finally:
             srv.stop()
 
-    celery = peers.celery(N, 8, plog, fresh(base, "celery"), LATENCY, HEAD_TO_HEAD, runyard_round)
+    celery = peers.celery(
+        N, 8, plog, fresh(base, "celery"), LATENCY, HEAD_TO_HEAD, runyard_round, LATENCY_ROUND
+    )
     out: dict[str, Any] = {
         "celery": celery,
         "arq": peers.arq(N, 8, plog, fresh(base, "arq")),
@@ -111,6 +121,10 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
         "runyard": head,
         "celery_bare": [r["bare"] for r in celery["rounds"]],
         "celery_fair": [r["fair"] for r in celery["rounds"]],
+        "runyard_wait_idle": idle_p50,
+        "runyard_wait_warm": warm_p50,
+        "celery_wait_idle": [r["wait_idle"] for r in celery["rounds"]],
+        "celery_wait_warm": [r["wait_warm"] for r in celery["rounds"]],
     }
     log(f"head to head, C = 8: {head_to_head}")
     return out, head_to_head
@@ -136,8 +150,8 @@ def slurm_section(base: Path) -> dict[str, Any]:
 def main() -> None:
     started = time.monotonic()
     results: dict[str, Any] = {"quick": QUICK, "n": N, "n_rq": N_RQ, "n_submit": N_SUBMIT,
-                               "latency": LATENCY, "n_batch": N_BATCH,
-                               "n_slurm": N_SLURM}  # fmt: skip
+                               "latency": LATENCY, "latency_round": LATENCY_ROUND,
+                               "n_batch": N_BATCH, "n_slurm": N_SLURM}  # fmt: skip
     tmpfs = Path(tempfile.mkdtemp(prefix="runyard-bench-", dir="/dev/shm"))
     disk = Path(tempfile.mkdtemp(prefix="runyard-bench-", dir="/var/tmp"))
     jobs = write_jobs(tmpfs / "jobs")

@@ -86,12 +86,13 @@ def _latency(call: Callable[[], object], n: int, gap_s: float) -> tuple[float, f
 def celery(
     n: int, c: int, log: Path, root: Path, lat: tuple[int, int, float],
     rounds: int = 0, between: Callable[[], None] | None = None,
+    round_lat: tuple[int, int, float] = (0, 0, 0.0),
 ) -> dict[str, Any]:  # fmt: skip
     """Bare and fair throughput, then `delay().get()` of one task at a time: `lat` is (idle
-    samples, warm samples, idle gap in s). Then `rounds` more of bare and fair, each after
-    `between()` (the bench's own round of runyard): head to head, interleaved, so that a
-    slower stretch of a shared machine falls on both sides alike (their runs/s in
-    `rounds`)."""
+    samples, warm samples, idle gap in s). Then `rounds` more of bare and fair throughput and
+    bare latency (`round_lat`), each after `between()` (the bench's own round of runyard):
+    head to head, interleaved, so that a slower stretch of a shared machine falls on both
+    sides alike (their runs/s and latency p50s in `rounds`)."""
     from bench.peer_tasks import celery_app, celery_fair, celery_true
 
     _flush(DB["celery"])
@@ -122,9 +123,13 @@ def celery(
         out["fair"] = _measured(worker, n, fair)
         idle, warm, gap = lat
         ids = iter(range(n, n + 2 * (idle + warm)))
+
+        def call() -> object:
+            return celery_true.delay().get(timeout=30)
+
         out["latency"] = {
-            "bare_idle": _latency(lambda: celery_true.delay().get(timeout=30), idle, gap),
-            "bare_warm": _latency(lambda: celery_true.delay().get(timeout=30), warm, 0),
+            "bare_idle": _latency(call, idle, gap),
+            "bare_warm": _latency(call, warm, 0),
             "fair_idle": _latency(
                 lambda: celery_fair.delay(str(root), next(ids)).get(timeout=30), idle, gap
             ),
@@ -137,9 +142,12 @@ def celery(
             if between is not None:
                 between()
             first = (k + 1) * 10 * n  # past the indices the latency runs took
+            r_idle, r_warm, r_gap = round_lat
             out["rounds"].append({
                 "bare": _measured(worker, n, bare)["runs_per_s"],
                 "fair": _measured(worker, n, partial(fair, first))["runs_per_s"],
+                "wait_idle": _latency(call, r_idle, r_gap)[0] if r_idle else float("nan"),
+                "wait_warm": _latency(call, r_warm, 0)[0] if r_warm else float("nan"),
             })  # fmt: skip
         return out
     finally:
