@@ -77,6 +77,26 @@ async def test_a_batch_is_read_back_counted_and_listed_by_state(store: Store) ->
     assert await store.batch_counts("missing") == {}
 
 
+async def test_a_batchs_runs_read_back_whole_with_their_first_event(store: Store) -> None:
+    batch = Batch(new_id(), "j", 3, 1000.0, {"job": "j"})
+    spec = {"name": "j", "command": ["true"], "env": {"A": "1"}}  # one object, shared
+    runs = [
+        replace(make_run(batch_id=batch.id, created=1000.0 + i, labels={"i": str(i)}),
+                params={"i": i}, spec=spec)
+        for i in range(3)
+    ]  # fmt: skip
+    await store.insert_batch(batch, runs)
+    for run in runs:
+        assert await store.get_run(run.id) == run
+        (first,) = await store.list_events(run.id, 0)
+        assert (first.seq, first.at, first.kind) == (1, run.created_at, "state")
+        assert first.data == {"from": None, "to": "queued", "attempt": 0, "exit_code": None,
+                              "reason": None}  # fmt: skip
+    (claim,) = await store.claim(1, {}, now=2000.0, host="h")
+    later = await store.list_events(claim.run.id, 1)
+    assert [(e.seq, e.data["to"]) for e in later] == [(2, "running")]
+
+
 async def test_runs_are_counted_by_job_in_a_state(store: Store) -> None:
     for job in ("a", "a", "b"):
         await store.insert_run(make_run(job))

@@ -33,6 +33,7 @@ from runyard.store.rows import (
     run_to_row,
     schedule_from_row,
     schedule_to_row,
+    shared_dumps,
 )
 from runyard.store.units import Notify, Query, Unit, count, execute, one, rows
 
@@ -91,10 +92,21 @@ def insert_run(run: Run) -> Unit[tuple[Run, bool]]:
 
 
 def insert_batch(batch: Batch, runs: list[Run]) -> Unit[None]:
+    """The batch and its new queued runs (keyless: a key taken fails the whole batch), each
+    kind of row in one executemany: a sweep of 10,000 is three statements, not 20,001."""
     request = dumps(batch.request)
     yield execute("INSERT_BATCH", batch.id, batch.job, batch.size, batch.created_at, request)
+    dump = shared_dumps()
+    yield Query("INSERT_RUNS", [run_to_row(run, dump) for run in runs], "many")
+    # a new run's first event is numbered 1, with no max() to look up; alike runs share a text
+    texts: dict[tuple[Any, ...], str] = {}
+    events = []
     for run in runs:
-        yield from _add_run(run)
+        key = (run.state, run.attempt, run.exit_code, run.reason)
+        if key not in texts:
+            texts[key] = dumps(state_event(run, None))
+        events.append((run.id, run.created_at, texts[key]))
+    yield Query("ADD_FIRST_EVENTS", events, "many")
     yield Notify(QUEUE_CHANNEL)
 
 

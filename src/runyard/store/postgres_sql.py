@@ -59,6 +59,7 @@ INSERT_RUN = (
     f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 21)}) "  # noqa: S608
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
 )
+INSERT_RUNS = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 21)})"  # noqa: S608
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s"  # noqa: S608
 GET_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = %s"  # noqa: S608
 
@@ -181,6 +182,10 @@ ADD_EVENT = (
     "INSERT INTO run_events (run_id, seq, at, kind, data) "
     "SELECT %s, coalesce(max(seq), 0) + 1, %s::double precision, %s, %s::jsonb "
     "FROM run_events WHERE run_id = %s"
+)
+ADD_FIRST_EVENTS = (
+    "INSERT INTO run_events (run_id, seq, at, kind, data) "
+    "VALUES (%s, 1, %s::double precision, 'state', %s::jsonb)"
 )
 LIST_EVENTS = (
     "SELECT run_id, seq, at, kind, data FROM run_events WHERE run_id = %s AND seq > %s "

@@ -4,6 +4,7 @@ PostgreSQL's jsonb as objects; both decode here)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from runyard import fastjson
@@ -60,14 +61,28 @@ def run_from_row(row: tuple[Any, ...]) -> Run:
     )  # fmt: skip
 
 
-def run_to_row(r: Run) -> tuple[Any, ...]:
+def run_to_row(r: Run, dump: Callable[[Any], str] = dumps) -> tuple[Any, ...]:
     return (
-        r.id, r.job, dumps(r.params), r.state.value, r.priority, dumps(r.labels), r.batch_id,
+        r.id, r.job, dump(r.params), r.state.value, r.priority, dump(r.labels), r.batch_id,
         r.schedule_id, r.idempotency_key, r.request_hash, r.created_at, r.started_at,
         r.finished_at, r.attempt, r.exit_code, r.reason,
         dumps(r.progress) if r.progress is not None else None, r.not_before,
-        r.cancel_requested, dumps(r.spec), r.progress_skipped,
+        r.cancel_requested, dump(r.spec), r.progress_skipped,
     )  # fmt: skip
+
+
+def shared_dumps() -> Callable[[Any], str]:
+    """`dumps` that writes each object once: a batch's runs share one spec and one labels
+    object, which would otherwise be encoded again for every run. Only while those live."""
+    texts: dict[int, tuple[Any, str]] = {}
+
+    def dump(value: Any) -> str:
+        found = texts.get(id(value))
+        if found is None or found[0] is not value:
+            found = texts[id(value)] = (value, dumps(value))
+        return found[1]
+
+    return dump
 
 
 def attempt_from_row(row: tuple[Any, ...]) -> Attempt:

@@ -43,6 +43,7 @@ INSERT_RUN = (
     f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 21)}) "  # noqa: S608
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
 )
+INSERT_RUNS = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 21)})"  # noqa: S608
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"  # noqa: S608
 GET_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?"  # noqa: S608
 # the run's state; no lock to take, the transaction holds the database's write lock
@@ -161,6 +162,9 @@ SET_PROGRESS = "UPDATE runs SET progress = ? WHERE id = ?"
 ADD_EVENT = (
     "INSERT INTO run_events (run_id, seq, at, kind, data) "
     "SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ? FROM run_events WHERE run_id = ?"
+)
+ADD_FIRST_EVENTS = (
+    "INSERT INTO run_events (run_id, seq, at, kind, data) VALUES (?, 1, ?, 'state', ?)"
 )
 LIST_EVENTS = (
     "SELECT run_id, seq, at, kind, data FROM run_events WHERE run_id = ? AND seq > ? "
