@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -82,10 +83,11 @@ def start(req: SpawnRequest, log: IO[bytes], started_at: float) -> Program:
     with log:
         user = hand_over(req.run_as, req.cwd, req.progress) if req.run_as else None
         tick = boot_tick()
+        pid, init = None, None
         if user is None and not req.limits and req.sandbox is None:
-            pid = spawn(req.argv, req.cwd, req.env, log.fileno())
-            init = None
-        else:
+            with contextlib.suppress(NotImplementedError):  # a libc without POSIX_SPAWN_SETSID
+                pid = spawn(req.argv, req.cwd, req.env, log.fileno())
+        if pid is None:
             popen, init = _popen(req, log, user)
             pid = popen.pid
         started = spawned_start_time(pid, tick, boot_tick())
