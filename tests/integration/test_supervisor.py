@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import secrets
 import signal
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,39 @@ async def test_a_bare_command_is_looked_up_in_the_programs_own_path(
     assert (await sup.spawn("h.2", ["locked"], env=env))["ok"] is False
     refused = await sup.next_exit()
     assert (refused["exit_code"], "Permission denied" in refused["error"]) == (126, True)
+
+
+def _real(path: str | Path) -> Path:
+    return Path(path).resolve()
+
+
+@pytest.fixture
+def relative_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data dir named relative to the test's cwd, unique: found by its name among all."""
+    monkeypatch.chdir(tmp_path)
+    name = Path(f"rel-{secrets.token_hex(4)}")
+    name.mkdir()
+    return name
+
+
+async def test_a_relative_data_dir_keeps_the_supervisor_where_it_started(
+    tmp_path: Path, relative_dir: Path
+) -> None:
+    h = Harness(relative_dir)
+    await h.client.connect()
+    try:
+        for key in ("r.1", "r.2"):  # the second spawn resolves its paths as the first did
+            assert (await h.spawn(key, ["sh", "-c", "pwd"]))["ok"]
+            assert (await h.next_exit())["exit_code"] == 0
+            shown = (tmp_path / relative_dir / f"{key}.log").read_text().strip()
+            assert _real(shown) == _real(tmp_path / relative_dir / key)
+            record = json.loads((tmp_path / relative_dir / f"{key}.exit").read_text())
+            assert record["exit_code"] == 0
+        (supervisor,) = supervisors_of(relative_dir)
+        assert _real(os.readlink(f"/proc/{supervisor.pid}/cwd")) == _real(tmp_path)
+    finally:
+        await h.client.close()
+        kill_everything(relative_dir)
 
 
 async def test_bad_requests_do_not_hurt_the_supervisor(sup: Harness) -> None:

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from runyard import failpoints
 from runyard.execution import sandbox
+from runyard.execution.diskwrites import say
 from runyard.execution.limits import hand_over, limiter
 from runyard.execution.procinfo import boot_tick, spawned_start_time
 from runyard.execution.protocol import ExitRecord, SpawnRequest
@@ -166,23 +167,32 @@ def spawn(argv: list[str], cwd: str, env: Mapping[str, str], log_fd: int) -> int
     ]
     # posix_spawn has no chdir: the supervisor's own, and back (it uses no relative path
     # meanwhile; single-threaded, nobody else sees it)
+    home = _home()  # opened before the first chdir, whatever called first
     os.chdir(cwd)
     try:
-        missing: OSError | None = None
-        refused: OSError | None = None
-        for path in _candidates(argv[0], env):
-            try:
-                return os.posix_spawn(
-                    path, argv, env, file_actions=actions, setsid=True,
-                    setsigdef=RESTORED_SIGNALS,
-                )  # fmt: skip
-            except (FileNotFoundError, NotADirectoryError) as exc:
-                missing = exc
-            except OSError as exc:  # as execvp: the first other error is the one reported
-                refused = refused or exc
-        raise refused or missing or FileNotFoundError(errno.ENOENT, "no PATH", argv[0])
+        pid = _spawn_found(argv, env, actions)
     finally:
-        os.fchdir(_home())
+        try:
+            os.fchdir(home)
+        except OSError as exc:  # never seen (an O_PATH descriptor); a started program
+            say(f"cannot return to the supervisor's directory: {exc}")  # must not be lost
+    return pid
+
+
+def _spawn_found(argv: list[str], env: Mapping[str, str], actions: list[Any]) -> int:
+    """posix_spawn the first of `argv[0]`'s candidates that can be executed."""
+    missing: OSError | None = None
+    refused: OSError | None = None
+    for path in _candidates(argv[0], env):
+        try:
+            return os.posix_spawn(
+                path, argv, env, file_actions=actions, setsid=True, setsigdef=RESTORED_SIGNALS
+            )
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            missing = exc
+        except OSError as exc:  # as execvp: the first other error is the one reported
+            refused = refused or exc
+    raise refused or missing or FileNotFoundError(errno.ENOENT, "no PATH", argv[0])
 
 
 def _candidates(name: str, env: Mapping[str, str]) -> list[str]:
@@ -194,13 +204,16 @@ def _candidates(name: str, env: Mapping[str, str]) -> list[str]:
 
 @cache
 def _home() -> int:
-    """The supervisor's working directory, held open to return to after each spawn."""
-    return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """The supervisor's working directory, held open to return to after each spawn (O_PATH:
+    a directory it may enter but not read will do). Opened at start (`seal_descriptors`)."""
+    return os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def seal_descriptors() -> None:
     """Make every descriptor above stderr close-on-exec: what the supervisor inherited (or a
-    library opened without O_CLOEXEC) never reaches a program. Once, at start."""
+    library opened without O_CLOEXEC) never reaches a program. Once, at start, when the
+    supervisor is still in its own directory: it is held open then (`_home`)."""
+    _home()
     for entry in Path("/proc/self/fd").iterdir():
         fd = int(entry.name)
         if fd > 2:
