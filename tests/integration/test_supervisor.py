@@ -157,7 +157,8 @@ async def test_a_program_starts_as_from_a_shell(sup_with_leaked_fd: tuple[Harnes
     assert sealed == "sealed"  # nothing of the supervisor's but 0, 1 and 2 reaches a program
     assert (stdin, cwd) == ("/dev/null", str(sup.data_dir / "s.1"))
     mask = int(ignored.split()[1], 16)
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; a program must not
+    # Python ignores SIGPIPE and SIGXFSZ, the supervisor SIGINT and SIGHUP: a program must not
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGHUP):
         assert not mask & (1 << (sig - 1)), sig
 
 

@@ -82,9 +82,10 @@ class Supervisor:
         wsock.setblocking(False)
         signal.set_wakeup_fd(wsock.fileno())
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        # The server's terminal or process group must not take the programs down with it.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # The server's terminal or group must not take the programs down with it: caught, not
+        # ignored (an exec keeps what is ignored; programs must start with the defaults).
+        signal.signal(signal.SIGINT, lambda *_: None)
+        signal.signal(signal.SIGHUP, lambda *_: None)
         self._wake_pair = (rsock, wsock)
         self.sel.register(rsock, selectors.EVENT_READ, "signal")
 
@@ -125,9 +126,6 @@ class Supervisor:
         if not self.conns.clients and not self.programs:
             self.idle_since = time.monotonic()
 
-    def broadcast(self, message: dict[str, Any]) -> None:
-        self.conns.broadcast(message)
-
     def handle(self, client: Client, line: bytes) -> None:
         msg: dict[str, Any] = {}
         try:
@@ -144,11 +142,10 @@ class Supervisor:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         reply["req"] = msg.get("req")
         self.conns.send(client, reply)
-        # A burst of spawn requests keeps this loop away from select for milliseconds. A
-        # program that ended meanwhile (often one spawned earlier in the same burst) is reaped
-        # now and its exit sent at once, not after the burst: an exit frees a slot, so the
-        # server can record it and claim the next run while the rest of the burst spawns
-        # (replies alone still wait for the turn's one send: no slot waits for them).
+        # A burst of spawn requests keeps this loop from select for milliseconds. A program
+        # that ended meanwhile (often one of the burst) is reaped now and its exit sent at
+        # once: it frees a slot, so the server records it and claims the next run while the
+        # burst spawns (replies alone wait for the turn's one send: no slot waits for them).
         if self.reap():
             self.conns.flush_pending()
 
@@ -179,7 +176,7 @@ class Supervisor:
         except (OSError, KeyError) as exc:
             record = spawning.not_started(req, exc)
             self.exits.write(Path(req.exit), record)
-            self.broadcast({"op": "exited", **record.to_dict()})
+            self.conns.broadcast({"op": "exited", **record.to_dict()})
             return {"ok": False, "error": record.error, "exited": True}
         self.programs[prog.pid] = prog
         self.by_key[req.key] = prog
@@ -336,7 +333,7 @@ class Supervisor:
             with contextlib.suppress(OSError):  # a full disk must not stop the exit's record
                 mark_cut(prog.log_path, prog.log_cap)
         self.exits.write(prog.exit_path, record)
-        self.broadcast({"op": "exited", **record.to_dict()})
+        self.conns.broadcast({"op": "exited", **record.to_dict()})
         if not self.programs and not self.conns.clients:
             self.idle_since = time.monotonic()
 
@@ -351,7 +348,7 @@ class Supervisor:
             return
         # again, for a server that could not record it the first time (its store was full
         # too): recording an end is idempotent
-        self.broadcast({"op": "exited", **record.to_dict()})
+        self.conns.broadcast({"op": "exited", **record.to_dict()})
         if self.idle():
             self.idle_since = time.monotonic()
 
