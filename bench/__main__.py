@@ -91,6 +91,7 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
     """The peers' runs, and the head-to-head rounds of runyard and Celery (interleaved)."""
     plog = base / "peers.log"
     head: list[float] = []
+    server_cpu: list[float] = []
     idle_p50: list[float] = []
     warm_p50: list[float] = []
 
@@ -98,7 +99,9 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
         # throughput first: it times every run the store holds
         srv = server(base, jobs, "head", 8)
         try:
-            head.append(runyard_e2e.throughput(srv, N).runs_per_s)
+            t = runyard_e2e.throughput(srv, N)
+            head.append(t.runs_per_s)
+            server_cpu.append(t.cpu_ms["server"])
             idle, warm, gap = LATENCY_ROUND
             idle_p50.append(runyard_e2e.wait_latency(srv, idle, gap)[0])
             warm_p50.append(runyard_e2e.wait_latency(srv, warm, 0)[0])
@@ -121,6 +124,7 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
         "runyard": head,
         "celery_bare": [r["bare"] for r in celery["rounds"]],
         "celery_fair": [r["fair"] for r in celery["rounds"]],
+        "runyard_server_cpu": server_cpu,
         "runyard_wait_idle": idle_p50,
         "runyard_wait_warm": warm_p50,
         "celery_wait_idle": [r["wait_idle"] for r in celery["rounds"]],

@@ -309,7 +309,7 @@ def issue16_section(r: dict[str, Any]) -> str:
     t, head = r["tmpfs"], r["head_to_head"]
     # the medians of the interleaved rounds: one slower stretch of the machine moves no ratio
     ry, cb, cf = (statistics.median(head[k]) for k in ("runyard", "celery_bare", "celery_fair"))
-    server = t["cpu_c8"]["server"]
+    server = statistics.median(head["runyard_server_cpu"])
     ry_idle, ry_warm, cl_idle, cl_warm = (
         statistics.median(head[k])
         for k in ("runyard_wait_idle", "runyard_wait_warm", "celery_wait_idle", "celery_wait_warm")
@@ -326,7 +326,8 @@ a runyard round (a fresh server, C = 8, N = {r["n"]} over HTTP) followed by Cele
 same-work rounds (one prefork worker of concurrency 8): this machine's speed drifts by ±15 %
 over minutes, and interleaving puts each slower stretch on both sides. Runs/s per round:
 runyard {_rounds(head["runyard"])}; Celery bare {_rounds(head["celery_bare"])}, same work
-{_rounds(head["celery_fair"])}. A single run's p50 is taken the same way: in each round,
+{_rounds(head["celery_fair"])}; the server's CPU per run in runyard's rounds
+{_round_ms(head["runyard_server_cpu"])} ms. A single run's p50 is taken the same way: in each round,
 after its throughput, {r["latency_round"][0]} idle and {r["latency_round"][1]} warm runs with
 `Prefer: wait` on the round's runyard server, then as many `delay().get()` of bare Celery (ms per
 round, idle: runyard {_round_ms(head["runyard_wait_idle"])}, Celery {_round_ms(head["celery_wait_idle"])};
@@ -338,7 +339,7 @@ other rows are the single measurements above.
 | runyard ≥ 2× Celery with the same per-run work (C = 8) | {ry / cf:.2f}× | {ok(ry >= 2 * cf)} |
 | runyard ≥ 1.3× bare Celery (C = 8) | {ry / cb:.2f}× | {ok(ry >= 1.3 * cb)} |
 | runyard ≥ 0.5× the asyncio floor (C = 8) | {floor:.2f}× | {ok(floor >= 0.5)} |
-| server CPU per run ≤ 0.8 ms (C = 8) | {server:.2f} ms | {ok(server <= 0.8)} |
+| server CPU per run ≤ 0.8 ms (C = 8; median of the rounds) | {server:.2f} ms | {ok(server <= 0.8)} |
 | single run `Prefer: wait` p50 below Celery's `delay().get()` (bare), idle / warm | {ry_idle:.2f} vs {cl_idle:.2f} / {ry_warm:.2f} vs {cl_warm:.2f} ms | {ok(ry_idle < cl_idle and ry_warm < cl_warm)} |
 | dispatch latency, idle server, p50 ≤ 2 ms, p99 ≤ 25 ms | {idle50:.2f} / {idle99:.2f} ms | {ok(idle50 <= 2 and idle99 <= 25)} |
 | accepted single submissions ≥ 2000/s (32 clients) | {sub:.0f}/s | {ok(sub >= 2000)} |
