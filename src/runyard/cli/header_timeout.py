@@ -12,9 +12,11 @@ only what both have: `cycle` (a new one per parsed request head) and the transpo
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from runyard.cli.head_with_body import HeadWithBody
 
 _BASE: Any = AutoHTTPProtocol
 
@@ -25,7 +27,8 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
     _cycle_at_arm: object = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+        # an answer's head and body leave in one send (head_with_body.py)
+        super().connection_made(HeadWithBody(cast(asyncio.Transport, transport), self.loop))
         self._arm()
 
     def data_received(self, data: bytes) -> None:
