@@ -7,6 +7,7 @@ queue moves again with no restart and no run left `running` without a process.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runyard.errors import StorageFullError
 from runyard.models import RunState
+from runyard.services.diskspace import DiskGuard
 from tests.support import processes_of, supervisors_of, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -83,3 +86,18 @@ def test_full_disk_keeps_the_supervisor_and_the_queue_moves_once_freed(
         after = server.wait_run(c, c.submit("true").id)
         assert after.state is RunState.SUCCEEDED
         assert c.runs(state="running").runs == []
+
+
+def test_a_refusal_for_a_full_disk_ends_as_soon_as_space_is_freed(small_tmpfs: Path) -> None:
+    """The guard keeps a good answer for a while, never a refusal: the first submission after
+    space is freed is taken, however soon (its ttl here is an hour)."""
+    guard = DiskGuard(small_tmpfs, min_free_bytes=2 * 2**20, ttl_s=3600)
+    asyncio.run(guard.check())  # 8 MiB free: taken, and that answer kept
+    fill = small_tmpfs / "fill"
+    fill.write_bytes(b"\0" * (7 * 2**20))
+    asyncio.run(guard.check())  # within the hour, the good answer holds: no look
+    guard._checked_at = float("-inf")  # the hour is over
+    with pytest.raises(StorageFullError):
+        asyncio.run(guard.check())
+    fill.unlink()
+    asyncio.run(guard.check())  # at once, not an hour later

@@ -11,7 +11,9 @@ from runyard.errors import StorageFullError
 
 
 class DiskGuard:
-    """Checks at most every `ttl_s` (off the event loop); between checks the last answer holds."""
+    """Checks at most every `ttl_s` (off the event loop) while there is room; between checks
+    that answer holds. Short of room, every check looks again: a refusal must stop as soon as
+    space is freed, not up to `ttl_s` later (refusals are rare, and a look costs one statvfs)."""
 
     def __init__(self, path: Path, min_free_bytes: int, ttl_s: float = 1.0) -> None:
         self.path = path
@@ -21,7 +23,8 @@ class DiskGuard:
         self._checked_at = float("-inf")
 
     async def free_bytes(self) -> int:
-        if self._free is None or time.monotonic() - self._checked_at >= self.ttl_s:
+        stale = time.monotonic() - self._checked_at >= self.ttl_s
+        if self._free is None or self._free < self.min_free_bytes or stale:
             self._free = (await asyncio.to_thread(shutil.disk_usage, self.path)).free
             self._checked_at = time.monotonic()
         return self._free
