@@ -106,7 +106,7 @@ def start(req: SpawnRequest, log: IO[bytes], started_at: float) -> Program:
         progress_path=req.env.get("RUNYARD_PROGRESS_FILE"),
         log_path=req.log,
         log_cap=int(cap * 2**20) if cap is not None else None,
-        sandboxed=init is not None,
+        sandboxed=req.sandbox is not None,  # wrapped by bwrap (its init may be unknown)
         init_pid=init,
     )
 
