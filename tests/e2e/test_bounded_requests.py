@@ -88,3 +88,14 @@ def test_docs_and_dashboard_load_nothing_from_elsewhere(start_server) -> None:
                 continue
             asset = httpx.get(httpx.URL(str(resp.url)).join(source))
             assert asset.status_code == 200, (page, source)
+
+
+def test_an_answer_with_no_body_reaches_a_client_that_half_closed(start_server) -> None:
+    """A HEAD's answer is a head alone (held for a body that never comes, cli/head_with_body.py);
+    a client that sends its request and shuts its side (nc -N, HTTP/1.0 tools) still gets it."""
+    server = start_server()
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(b"HEAD /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)
+            assert _answer(s).startswith(b"HTTP/1.1 405")

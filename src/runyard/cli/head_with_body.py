@@ -38,10 +38,17 @@ class HeadWithBody:
         for data in lines:
             self.write(data)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send a head held now (before a close the event loop makes itself: a half-close)."""
         head, self._head = self._head, None
-        if head is not None and not self._transport.is_closing():  # aborted: nobody to tell
+        if head is not None and not self._transport.is_closing():
             self._transport.write(head)
+
+    _flush = flush
+
+    def abort(self) -> None:
+        self._head = None  # nobody to tell
+        self._transport.abort()
 
     def close(self) -> None:
         self._flush()

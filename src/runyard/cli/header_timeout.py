@@ -39,6 +39,12 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         if upgraded or self.cycle is not self._cycle_at_arm or self.transport.is_closing():
             self._disarm()
 
+    def eof_received(self) -> bool | None:
+        # The client half-closed: the event loop closes the transport itself once this returns,
+        # not through the wrapper, so a head held for its body (a HEAD's) must leave now.
+        self.transport.flush()
+        return cast("bool | None", super().eof_received())
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
