@@ -30,7 +30,7 @@ class HeadWithBody:
             data, self._head = self._head + bytes(data), None
         elif bytes(data[: len(HEAD)]) == HEAD:
             self._head = bytes(data)
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
             return
         self._transport.write(data)
 
@@ -44,18 +44,16 @@ class HeadWithBody:
         if head is not None and not self._transport.is_closing():
             self._transport.write(head)
 
-    _flush = flush
-
     def abort(self) -> None:
         self._head = None  # nobody to tell
         self._transport.abort()
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.close()
 
     def write_eof(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.write_eof()
 
     def get_write_buffer_size(self) -> int:
