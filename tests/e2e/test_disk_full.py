@@ -8,9 +8,11 @@ queue moves again with no restart and no run left `running` without a process.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -101,3 +103,33 @@ def test_a_refusal_for_a_full_disk_ends_as_soon_as_space_is_freed(small_tmpfs: P
         asyncio.run(guard.check())
     fill.unlink()
     asyncio.run(guard.check())  # at once, not an hour later
+
+
+def test_refused_checks_made_at_once_share_one_look(
+    small_tmpfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Short of room every check looks again, but not once per caller of a flood: those that
+    come while a look is under way wait for it (and one that leaves does not end it)."""
+    (small_tmpfs / "fill").write_bytes(b"\0" * (7 * 2**20))
+    looks = []
+    real = shutil.disk_usage
+
+    def counted(path: Any) -> Any:  # the real statvfs, counted
+        looks.append(path)
+        return real(path)
+
+    monkeypatch.setattr(shutil, "disk_usage", counted)
+    guard = DiskGuard(small_tmpfs, min_free_bytes=2 * 2**20)
+
+    async def flood() -> list[BaseException | None]:
+        leaving = asyncio.ensure_future(guard.check())
+        checks = [asyncio.ensure_future(guard.check()) for _ in range(20)]
+        await asyncio.sleep(0)
+        leaving.cancel()
+        return await asyncio.gather(*checks, return_exceptions=True)
+
+    results = asyncio.run(flood())
+    assert all(isinstance(r, StorageFullError) for r in results)
+    assert len(looks) == 1
+    asyncio.run(flood())  # a later flood looks again: a refusal is never kept
+    assert len(looks) == 2
