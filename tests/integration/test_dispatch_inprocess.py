@@ -221,16 +221,18 @@ def test_capacity_and_job_concurrency_are_never_exceeded(
         assert (most, most_limited) == (3, 2)  # it did run things side by side, to the limits
 
 
-def counting_claims(srv: FakedServer, method: str = "claim") -> list[int]:
-    """The store's calls of `method` (its claims), counted from now on (calls[0])."""
+def counting_claims(srv: FakedServer, *methods: str) -> list[int]:
+    """The store's calls of `methods` (its claims: the dispatcher's own and those an end makes
+    in its transaction), counted from now on (calls[0])."""
     store, calls = srv.runtime.store, [0]
-    original = getattr(store, method)
+    for method in methods or ("claim", "end_and_claim"):
+        original = getattr(store, method)
 
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return await original(*args, **kwargs)
+        async def counted(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            calls[0] += 1
+            return await _original(*args, **kwargs)
 
-    setattr(store, method, counted)
+        setattr(store, method, counted)
     return calls
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from runyard import failpoints
 from runyard.clock import new_id
-from runyard.models import AttemptEnd, AttemptState, Batch, Run, RunFilter, RunState
+from runyard.errors import StorageIOError
+from runyard.models import AttemptEnd, AttemptState, Batch, ClaimAsk, Run, RunFilter, RunState
 from runyard.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -293,3 +295,44 @@ async def test_a_server_back_after_its_lease_takes_back_attempts_nobody_reaped(
     assert await store.active_attempts("other") == []
     assert await store.orphaned_attempts(now=2001.0) == []
     assert await store.end_attempt(run.id, 1, succeeded(2002.0), token=fresh) is not None
+
+
+def ask(limit: int = 1, room: dict[str, int] | None = None, token: str | None = None) -> ClaimAsk:
+    return ClaimAsk(limit=limit, room=room or {}, now=2000.0, host="h", token=token, generation=0)
+
+
+async def test_an_end_claims_what_takes_its_slot_in_its_own_transaction(store: Store) -> None:
+    ending = (await store.insert_run(make_run()))[0]
+    await store.claim(1, {}, now=2000.0, host="h")
+    waiting = [(await store.insert_run(make_run()))[0] for _ in range(2)]
+    ended, claims = await store.end_and_claim(ending.id, 1, succeeded(), None, ask())
+    assert ended is not None and ended.state is RunState.SUCCEEDED
+    assert [c.run.id for c in claims] == [waiting[0].id]  # the oldest; one slot freed
+    assert claims[0].run.state is RunState.RUNNING and claims[0].attempt.host == "h"
+    assert [a.state for a in await store.get_attempts(waiting[0].id)] == [AttemptState.STARTING]
+    # learned twice, or a job with no room left: the end changes nothing, or claims nothing
+    assert await store.end_and_claim(ending.id, 1, succeeded(), None, ask()) == (None, [])
+    (claim,) = await store.claim(1, {}, now=2000.0, host="h")
+    assert claim.run.id == waiting[1].id
+    await store.insert_run(make_run())
+    ended, claims = await store.end_and_claim(waiting[0].id, 1, succeeded(), None, ask(2, {"j": 0}))
+    assert ended is not None and claims == []
+    assert await store.count_runs(RunState.QUEUED) == 1
+
+
+async def test_a_fenced_or_failed_end_claims_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = "lease-1", "lease-2"
+    ending = (await store.insert_run(make_run()))[0]
+    (held,) = await store.claim(1, {}, now=2000.0, host="h", token=old)
+    waiting = (await store.insert_run(make_run()))[0]
+    fenced = await store.end_and_claim(ending.id, 1, succeeded(), new, ask(token=new))
+    assert fenced == (None, [])
+    monkeypatch.setattr(failpoints, "_STATE", failpoints._Failpoints("store_commit=eio"))
+    with pytest.raises(StorageIOError):
+        await store.end_and_claim(ending.id, 1, succeeded(), old, ask(token=old))
+    monkeypatch.setattr(failpoints, "_STATE", failpoints._Failpoints(None))
+    assert (await store.get_run(waiting.id)).state is RunState.QUEUED  # type: ignore[union-attr]
+    assert (await store.get_run(ending.id)).state is RunState.RUNNING  # type: ignore[union-attr]
+    assert [a.key for a in await store.active_attempts()] == [held.attempt.key]

@@ -64,6 +64,11 @@ class JobRegistry:
         return self._snapshot
 
     @property
+    def last_scan(self) -> JobSnapshot:
+        """The jobs as last scanned, without looking again (for a caller that cannot wait)."""
+        return self._snapshot
+
+    @property
     def sandboxed(self) -> bool:
         """Whether a job of the last scan runs sandboxed (readiness then probes bubblewrap)."""
         return any(job.spec.sandbox is not None for job in self._snapshot.jobs.values())

@@ -5,7 +5,9 @@ slot, publishes its transition and wakes the dispatcher."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Protocol
 
 import structlog
@@ -15,7 +17,15 @@ from runyard.clock import Clock
 from runyard.execution.base import Executor
 from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.jobs.spec import JobSpec
-from runyard.models import AttemptEnd, Claim, Run, RunState, attempt_key, parse_attempt_key
+from runyard.models import (
+    AttemptEnd,
+    Claim,
+    ClaimAsk,
+    Run,
+    RunState,
+    attempt_key,
+    parse_attempt_key,
+)
 from runyard.services import outcomes
 from runyard.services.lease import Lease
 from runyard.services.slots import Slots
@@ -34,6 +44,15 @@ class AttemptWatcher(Protocol):
     async def attempt_ending(
         self, run_id: str, attempt: int, progress_bytes: int | None
     ) -> None: ...
+
+
+class EndClaims(Protocol):
+    """Who lets an attempt's end claim, in its own transaction, what takes its slot (the
+    dispatcher): asked before the end is written, told what came of it after."""
+
+    def ask(self, job: str) -> ClaimAsk | None: ...
+
+    def settle(self, ask: ClaimAsk, claims: list[Claim] | None) -> None: ...
 
 
 class Attempts:
@@ -66,6 +85,7 @@ class Attempts:
         self._claimed: dict[str, Run] = {}
         self._specs: dict[str, tuple[dict[str, object], JobSpec]] = {}
         self._cancel_pending: set[str] = set()
+        self.end_claims: EndClaims | None = None  # set while the dispatcher runs
 
     # -- start --------------------------------------------------------------------------------
 
@@ -159,7 +179,7 @@ class Attempts:
             await self.watcher.attempt_ending(run.id, number, progress_bytes)
         except Exception:
             log.exception("attempt_hook_failed", run_id=run.id, attempt=number)
-        updated = await self.store.end_attempt(run.id, number, end, token=self.lease.token)
+        updated, settle = await self._write_end(run, number, end)
         counted = self.slots.give_back(run.job, attempt_key(run.id, number))
         if updated is None:
             # already recorded from the other source (event vs exit file), or fenced: our
@@ -174,10 +194,35 @@ class Attempts:
         if updated.state.terminal:
             self._cancel_pending.discard(run.id)
         self.transitions.publish(updated, RunState.RUNNING)
-        if updated.state.terminal:
+        if settle is not None:
+            settle()  # what took its slot launched, or the queue known dry
+        elif updated.state.terminal:
             self.queue.slot_freed()  # a claim only if something may be waiting for the slot
         else:
             self.queue.set()  # re-queued: claimable now or when its backoff is due
+
+    async def _write_end(
+        self, run: Run, number: int, end: AttemptEnd
+    ) -> tuple[Run | None, Callable[[], None] | None]:
+        """The end written, and the run as it left it. An end that leaves its run terminal
+        frees a slot: when the dispatcher allows (no other claim in flight), what takes it is
+        claimed in the end's own transaction, and `settle` launches it once the slot is given
+        back: no claim of its own (a transaction, a loop turn) per slot freed under load."""
+        claimer = self.end_claims if end.run_state.terminal else None
+        ask = claimer.ask(run.job) if claimer is not None else None
+        if claimer is None or ask is None:
+            return await self.store.end_attempt(run.id, number, end, token=self.lease.token), None
+        try:
+            updated, claims = await self.store.end_and_claim(
+                run.id, number, end, self.lease.token, ask
+            )
+        except BaseException:
+            claimer.settle(ask, None)
+            raise
+        if updated is None:  # recorded already, or fenced: nothing claimed
+            claimer.settle(ask, None)
+            return None, None
+        return updated, partial(claimer.settle, ask, claims)
 
     async def reap(self, run: Run, number: int, token: str | None, why: str) -> None:
         """Another server's attempt whose lease expired: lost, retried here or elsewhere per

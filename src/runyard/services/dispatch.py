@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -18,8 +19,8 @@ from runyard.clock import Clock
 from runyard.execution.base import Executor, ExecutorUnavailableError, Launch, LaunchError
 from runyard.execution.protocol import ExitRecord
 from runyard.jobs import JobRegistry
-from runyard.jobs.spec import JobSpec
-from runyard.models import Claim
+from runyard.jobs.spec import Job, JobSpec
+from runyard.models import Claim, ClaimAsk
 from runyard.services import outcomes
 from runyard.services.attempts import Attempts
 from runyard.services.lease import Lease
@@ -90,10 +91,17 @@ class Dispatcher:
         self._due: asyncio.TimerHandle | None = None
         self._launches = TaskGroup("launch")
         self._spawned: set[str] = set()  # launches whose program exists
+        # Claims in flight, the dispatcher's own and those ends make (`ask`). Each takes only
+        # slots nobody else counts (the free ones; an end, the one it frees), but a job's room
+        # is shared: where a job has a concurrency limit, a claim waits for the others.
+        self._in_flight = 0
+        self._claims_over = asyncio.Event()
+        self._claims_over.set()
 
     async def start(self) -> None:
         await self.slots.load(self.store, self.host)
         self._task = asyncio.create_task(self._loop(), name="dispatcher")
+        self.attempts.end_claims = self
         self.queue.set()
 
     def pause(self) -> None:
@@ -101,6 +109,7 @@ class Dispatcher:
         self.paused = True
 
     async def stop(self) -> None:
+        self.attempts.end_claims = None
         if self._due is not None:
             self._due.cancel()
         if self._task is not None:
@@ -144,23 +153,82 @@ class Dispatcher:
     async def _claim_free_slots(self) -> None:
         while (free := self.slots.free) > 0:
             snapshot = await self.registry.snapshot()
-            room = self.slots.job_room({
-                name: job.spec.concurrency
-                for name, job in snapshot.jobs.items()
-                if job.spec.concurrency is not None
-            })  # fmt: skip
+            room = self._room(snapshot.jobs)
+            if room and self._in_flight:  # limits in play: count after the claims in flight
+                await self._claims_over.wait()
+                continue
             began = self.queue.generation
-            claims = await self.store.claim(
-                free, room, self.clock.now(), self.host, self.lease.token
-            )
-            for claim in claims:
-                self.attempts.claimed(claim)
-                self._launches.start(self._launch(claim))
+            self._begin_claim()
+            try:
+                claims = await self.store.claim(
+                    free, room, self.clock.now(), self.host, self.lease.token
+                )
+            finally:
+                self._end_claim()
+            self._launch_all(claims)
             if len(claims) < free:
-                if not room and self.store.claims_see_every_run:
-                    # no job's limit held a run back and no row was skipped: nothing is left
-                    self.queue.drained(began)
-                break
+                self._maybe_drained(room, began)
+                return
+
+    def _room(self, jobs: Mapping[str, Job]) -> dict[str, int]:
+        return self.slots.job_room({
+            name: job.spec.concurrency for name, job in jobs.items()
+            if job.spec.concurrency is not None
+        })  # fmt: skip
+
+    def _begin_claim(self) -> None:
+        self._in_flight += 1
+        self._claims_over.clear()
+
+    def _end_claim(self) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._claims_over.set()
+
+    def _launch_all(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            self.attempts.claimed(claim)
+            self._launches.start(self._launch(claim))
+
+    def _maybe_drained(self, room: dict[str, int], began: int) -> None:
+        """A claim took less than it had room for: with no job's limit holding a run back and
+        no row skipped, nothing claimable is left."""
+        if not room and self.store.claims_see_every_run:
+            self.queue.drained(began)
+
+    # -- claims made by an attempt's end (services/attempts.py) --------------------------------
+
+    def ask(self, job: str) -> ClaimAsk | None:
+        """What the end of an attempt of `job` may claim in its own transaction: a run for
+        the slot it frees. None when the dispatcher claims for it the usual way (paused, its
+        lease lapsed, the earliest backoff to read, a job's limit shared with a claim in
+        flight) or when nothing waits."""
+        now = self.clock.now()
+        if (
+            self.paused or self.queue.due_stale or not self.queue.may_have_runs
+            or self.lease.lapsed(now)
+        ):  # fmt: skip
+            return None
+        room = self._room(self.registry.last_scan.jobs)
+        if room and self._in_flight:
+            return None
+        if job in room:
+            room[job] += 1  # its attempt's slot is about to be given back
+        self._begin_claim()
+        return ClaimAsk(
+            limit=1, room=room, now=now, host=self.host, token=self.lease.token,
+            generation=self.queue.generation,
+        )  # fmt: skip
+
+    def settle(self, ask: ClaimAsk, claims: list[Claim] | None) -> None:
+        """What the end claimed (None: nothing, the end was not written or changed nothing),
+        after its own slot was given back."""
+        self._end_claim()
+        if claims is None:
+            return
+        self._launch_all(claims)
+        if len(claims) < ask.limit:
+            self._maybe_drained(ask.room, ask.generation)
 
     def _arm_due_timer(self, due: float | None) -> None:
         if self._due is not None:

@@ -60,6 +60,11 @@ class QueueWakeup(Wakeup):
     def drained(self, generation: int) -> None:
         self._drained = generation
 
+    @property
+    def may_have_runs(self) -> bool:
+        """False while the queue is known dry (nothing set it since a claim found it so)."""
+        return self._drained != self.generation
+
     def slot_freed(self) -> None:
-        if self._drained != self.generation:
+        if self.may_have_runs:
             self.set_claimable()

@@ -14,6 +14,7 @@ from runyard.models import (
     AttemptState,
     Batch,
     Claim,
+    ClaimAsk,
     Page,
     Run,
     RunEvent,
@@ -251,6 +252,18 @@ def end_attempt(run_id: str, number: int, end: AttemptEnd, token: str | None) ->
     if run.state is RunState.QUEUED:  # a retry: any server may take it
         yield Notify(QUEUE_CHANNEL)
     return run
+
+
+def end_and_claim(
+    run_id: str, number: int, end: AttemptEnd, token: str | None, ask: ClaimAsk
+) -> Unit[tuple[Run | None, list[Claim]]]:
+    """An attempt's end, then the claim of what takes its slot, in one transaction: no claim
+    of its own (a transaction, a loop turn) for the slot an end frees. Nothing is claimed when
+    the end changed nothing (already recorded, or fenced)."""
+    run = yield from end_attempt(run_id, number, end, token)
+    if run is None:
+        return None, []
+    return run, (yield from claim(ask.limit, ask.room, ask.now, ask.host, ask.token))
 
 
 def cancel_queued(run_id: str, at: float, reason: str) -> Unit[Run | None]:

@@ -14,6 +14,7 @@ from runyard.models import (
     AttemptEnd,
     Batch,
     Claim,
+    ClaimAsk,
     Page,
     Run,
     RunEvent,
@@ -121,6 +122,11 @@ class SQLStore(Store):
         self, run_id: str, number: int, end: AttemptEnd, token: str | None = None
     ) -> Run | None:
         return await self._write(logic.end_attempt(run_id, number, end, token))
+
+    async def end_and_claim(
+        self, run_id: str, number: int, end: AttemptEnd, token: str | None, ask: ClaimAsk
+    ) -> tuple[Run | None, list[Claim]]:
+        return await self._write(logic.end_and_claim(run_id, number, end, token, ask))
 
     async def cancel_queued(self, run_id: str, at: float, reason: str) -> Run | None:
         return await self._write(logic.cancel_queued(run_id, at, reason))
