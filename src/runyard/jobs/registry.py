@@ -64,9 +64,12 @@ class JobRegistry:
         return self._snapshot
 
     @property
-    def last_scan(self) -> JobSnapshot:
-        """The jobs as last scanned, without looking again (for a caller that cannot wait)."""
-        return self._snapshot
+    def last_scan(self) -> JobSnapshot | None:
+        """The jobs as last scanned if that is recent enough to be `snapshot()`'s answer
+        (None: it would scan again), for a caller that cannot wait."""
+        if time.monotonic() - self._checked_at < self.refresh_s:
+            return self._snapshot
+        return None
 
     @property
     def sandboxed(self) -> bool:

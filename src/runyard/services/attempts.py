@@ -50,7 +50,7 @@ class EndClaims(Protocol):
     """Who lets an attempt's end claim, in its own transaction, what takes its slot (the
     dispatcher): asked before the end is written, told what came of it after."""
 
-    def ask(self, job: str) -> ClaimAsk | None: ...
+    def ask(self, job: str, key: str) -> ClaimAsk | None: ...
 
     def settle(self, ask: ClaimAsk, claims: list[Claim] | None) -> None: ...
 
@@ -209,7 +209,7 @@ class Attempts:
         claimed in the end's own transaction, and `settle` launches it once the slot is given
         back: no claim of its own (a transaction, a loop turn) per slot freed under load."""
         claimer = self.end_claims if end.run_state.terminal else None
-        ask = claimer.ask(run.job) if claimer is not None else None
+        ask = claimer.ask(run.job, attempt_key(run.id, number)) if claimer is not None else None
         if claimer is None or ask is None:
             return await self.store.end_attempt(run.id, number, end, token=self.lease.token), None
         try:

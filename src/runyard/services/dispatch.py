@@ -116,6 +116,7 @@ class Dispatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._claims_over.wait()  # an end's claim under way launches before we stop
         await self._launches.wait()
 
     async def _loop(self) -> None:
@@ -198,18 +199,20 @@ class Dispatcher:
 
     # -- claims made by an attempt's end (services/attempts.py) --------------------------------
 
-    def ask(self, job: str) -> ClaimAsk | None:
-        """What the end of an attempt of `job` may claim in its own transaction: a run for
-        the slot it frees. None when the dispatcher claims for it the usual way (paused, its
-        lease lapsed, the earliest backoff to read, a job's limit shared with a claim in
-        flight) or when nothing waits."""
+    def ask(self, job: str, key: str) -> ClaimAsk | None:
+        """What the end of attempt `key` of `job` may claim in its own transaction: a run for
+        the slot it frees. None when the dispatcher claims for it the usual way: paused, its
+        lease lapsed, the earliest backoff to read, the job files to scan again, the slot not
+        one it holds or more held than there are (capacity lowered across a restart), a
+        job's limit shared with a claim in flight; or when nothing waits."""
         now = self.clock.now()
+        jobs = self.registry.last_scan
         if (
-            self.paused or self.queue.due_stale or not self.queue.may_have_runs
-            or self.lease.lapsed(now)
+            jobs is None or self.paused or self.queue.due_stale or not self.queue.may_have_runs
+            or self.lease.lapsed(now) or not self.slots.holds(key) or self.slots.free < 0
         ):  # fmt: skip
             return None
-        room = self._room(self.registry.last_scan.jobs)
+        room = self._room(jobs.jobs)
         if room and self._in_flight:
             return None
         if job in room:
@@ -229,6 +232,10 @@ class Dispatcher:
         self._launch_all(claims)
         if len(claims) < ask.limit:
             self._maybe_drained(ask.room, ask.generation)
+        if self.slots.free > 0:
+            # a slot still free (a claim that skipped rows, a job's limit): the dispatcher
+            # looks, unless the queue is known dry
+            self.queue.slot_freed()
 
     def _arm_due_timer(self, due: float | None) -> None:
         if self._due is not None:

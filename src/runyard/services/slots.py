@@ -40,6 +40,9 @@ class Slots:
         self._held.add(key)
         self.running[job] += 1
 
+    def holds(self, key: str) -> bool:
+        return key in self._held
+
     def give_back(self, job: str, key: str) -> bool:
         """Release the attempt's slot; False if it held none (not counted here)."""
         if key not in self._held:

@@ -139,15 +139,12 @@ class Store(abc.ABC):
         ended (outcomes can be learned twice: from an event and from the exit file) or, with
         `token`, when the attempt is not held under that lease any more (fencing)."""
 
+    @abc.abstractmethod
     async def end_and_claim(
         self, run_id: str, number: int, end: AttemptEnd, token: str | None, ask: ClaimAsk
     ) -> tuple[Run | None, list[Claim]]:
-        """`end_attempt`, then, if it ended the attempt, `claim` as `ask` says: in one
-        transaction where the store can (a failure undoes both), else one after the other."""
-        run = await self.end_attempt(run_id, number, end, token)
-        if run is None:
-            return None, []
-        return run, await self.claim(ask.limit, ask.room, ask.now, ask.host, ask.token)
+        """`end_attempt`, then, if it ended the attempt, `claim` as `ask` says, in one
+        transaction: a failure undoes both."""
 
     @abc.abstractmethod
     async def cancel_queued(self, run_id: str, at: float, reason: str) -> Run | None:

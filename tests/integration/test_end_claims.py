@@ -1,0 +1,164 @@
+"""An attempt's end claims what takes its slot in its own transaction (Dispatcher.ask/settle):
+under load the dispatcher makes no claim of its own, and the limits it keeps still hold —
+a job's concurrency edited in its file, a capacity lowered across a restart, a claim that
+skipped rows on PostgreSQL, a dispatcher stopping with an end under way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from tests.inprocess import FakedServer, faked
+from tests.integration.conftest import POSTGRES
+from tests.integration.test_dispatch_inprocess import counting_claims, plain_jobs
+from tests.support import wait_for
+
+REFRESH_S = 0.05  # how often the job files are looked at again, here
+
+
+def running(srv: FakedServer) -> int:
+    srv.settle()
+    return len(srv.executor.running_keys())
+
+
+def end_one(srv: FakedServer) -> None:
+    """The attempt launched first among those running ends, and is recorded."""
+    run_id = srv.executor.running_keys()[0].split(".")[0]
+    srv.finish(run_id)
+    wait_for(lambda: srv.run(run_id)["state"] == "succeeded", what="the end recorded")
+
+
+def job_files(tmp_path: Path, **jobs: str) -> Path:
+    directory = tmp_path / "jobs"
+    directory.mkdir()
+    for name, text in jobs.items():
+        (directory / f"{name}.toml").write_text(text)
+    return directory
+
+
+def past_refresh() -> None:
+    """Job files read again from now on (their rescan is due)."""
+    time.sleep(REFRESH_S * 2)
+
+
+def test_under_load_each_end_claims_the_run_that_takes_its_slot(tmp_path: Path) -> None:
+    with faked(tmp_path, plain_jobs(tmp_path), capacity=2) as srv:
+        ids = [srv.submit("mark")["id"] for _ in range(6)]
+        wait_for(lambda: running(srv) == 2, what="both slots taken")
+        own = counting_claims(srv, "claim")
+        by_ends = counting_claims(srv, "end_and_claim")
+        for n in range(4):
+            end_one(srv)
+            wait_for(lambda n=n: len(srv.launched()) == 3 + n, what="the next run launched")
+        assert (own[0], by_ends[0]) == (0, 4)
+        assert srv.launched() == ids  # oldest first, as the dispatcher takes them
+
+
+def test_a_concurrency_limit_written_into_a_job_file_holds(tmp_path: Path) -> None:
+    jobs = job_files(tmp_path, j='command = ["true"]\n')
+    with faked(tmp_path, jobs, capacity=3, jobs_refresh_s=REFRESH_S) as srv:
+        for _ in range(12):
+            srv.submit("j")
+        wait_for(lambda: running(srv) == 3, what="three running")
+        (jobs / "j.toml").write_text('command = ["true"]\nconcurrency = 1\n')
+        past_refresh()
+        seen = []
+        for _ in range(5):
+            end_one(srv)
+            seen.append(running(srv))
+        assert seen[:2] == [2, 1] and max(seen[2:]) == 1, seen
+
+
+def test_a_limit_lifted_from_a_job_file_fills_every_slot(tmp_path: Path) -> None:
+    jobs = job_files(tmp_path, j='command = ["true"]\nconcurrency = 1\n', x='command = ["true"]\n')
+    with faked(tmp_path, jobs, capacity=3, jobs_refresh_s=REFRESH_S) as srv:
+        x = srv.submit("x")["id"]
+        for _ in range(4):
+            srv.submit("j")
+        wait_for(lambda: running(srv) == 2, what="x and one j running")
+        (jobs / "j.toml").write_text('command = ["true"]\n')
+        past_refresh()
+        srv.finish(x)
+        wait_for(lambda: running(srv) == 3, what="every slot taken by j")
+
+
+def test_more_held_than_capacity_is_not_replaced_one_for_one(tmp_path: Path) -> None:
+    """As after a restart with a lower capacity and more programs adopted than it allows."""
+    with faked(tmp_path, plain_jobs(tmp_path), capacity=3) as srv:
+        for _ in range(8):
+            srv.submit("mark")
+        wait_for(lambda: running(srv) == 3, what="three running")
+        srv.runtime.slots.capacity = 1
+        seen = []
+        for _ in range(3):
+            end_one(srv)
+            seen.append(running(srv))
+        assert seen == [2, 1, 1]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    at = conninfo_to_dict(POSTGRES)
+    try:
+        yield (
+            f"postgresql://{at.get('user', 'postgres')}@{at.get('host', '127.0.0.1')}:"
+            f"{at.get('port', 5432)}/{at.get('dbname', 'test')}?options=-csearch_path%3D{schema}"
+        )
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_a_claim_that_skipped_rows_on_postgres_leaves_no_slot_idle(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """PostgreSQL's claims skip rows another transaction holds: the slot an end could not fill
+    is filled at the next end, as the dispatcher did before."""
+    with faked(tmp_path, plain_jobs(tmp_path), capacity=2, database_url=postgres_url) as srv:
+        for _ in range(8):
+            srv.submit("mark")
+        wait_for(lambda: running(srv) == 2, what="two running")
+        with psycopg.connect(postgres_url) as holder:  # a peer's claim, say, under way
+            holder.execute("SELECT id FROM runs WHERE state = 'queued' FOR UPDATE")
+            end_one(srv)  # its claim skips every held row: nothing taken
+            assert running(srv) == 1
+        end_one(srv)
+        wait_for(lambda: running(srv) == 2, what="both slots taken again")
+
+
+def test_a_dispatcher_stopping_waits_for_an_end_claiming_under_way(tmp_path: Path) -> None:
+    with faked(tmp_path, plain_jobs(tmp_path), capacity=1) as srv:
+        ids = [srv.submit("mark")["id"] for _ in range(3)]
+        wait_for(lambda: len(srv.launched()) == 1, what="one launch")
+        runtime = srv.runtime
+        writing = asyncio.Event()
+
+        async def scenario() -> tuple[int, int]:
+            store, original = runtime.store, runtime.store.end_and_claim
+
+            async def held(*args: Any, **kwargs: Any) -> Any:
+                writing.set()
+                await asyncio.sleep(0.2)  # the end's transaction, slow
+                return await original(*args, **kwargs)
+
+            store.end_and_claim = held  # type: ignore[method-assign]
+            await srv.executor.finish(ids[0], 1)
+            await writing.wait()
+            await runtime.dispatcher.stop()
+            at_stop = len(srv.executor.launches)
+            await asyncio.sleep(0.3)
+            return at_stop, len(srv.executor.launches)
+
+        at_stop, later = srv.call(scenario())
+        assert (at_stop, later) == (2, 2)  # launched before stop returned, nothing after
