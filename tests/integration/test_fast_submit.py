@@ -4,7 +4,7 @@ with its body intact."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,3 +78,19 @@ def test_what_the_fast_path_refuses_is_answered_as_documented(
     assert resp.headers["content-type"] == "application/problem+json"
     if field is not None:
         assert field in resp.text
+
+
+def test_a_body_sent_in_chunks_is_read_whole(server: tuple[FakedServer, dict[Role, str]]) -> None:
+    """Chunked transfer: the fast path reads every piece of the body before parsing it."""
+    srv, auth = server
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for piece in (b'{"job": "tr', b'ue", "params": {"n"', b": 41}}"):
+            yield piece
+
+    resp = srv.post("/v1/runs", content=pieces(), headers={
+        "Authorization": auth[Role.SUBMIT], "Content-Type": "application/json",
+    })  # fmt: skip
+    assert resp.status_code == 202, resp.text
+    read = srv.get(resp.headers["location"], headers={"Authorization": auth[Role.READ]})
+    assert read.json()["params"] == {"n": 41}
