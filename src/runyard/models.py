@@ -174,9 +174,9 @@ class Claim:
 
 @dataclass(slots=True, frozen=True)
 class ClaimAsk:
-    """What an attempt's end may claim in its own transaction for the slot it frees (and any
-    other free one): up to `limit` runs, at most `room[job]` of a job with a concurrency limit,
-    for `host` under its lease `token`. `generation` is the dispatcher queue's when asked."""
+    """What an attempt's end may claim in its own transaction for the slot it frees: up to
+    `limit` runs, at most `room[job]` of a job with a concurrency limit, for `host` under its
+    lease `token`. `generation` is the dispatcher queue's when asked."""
 
     limit: int
     room: dict[str, int]

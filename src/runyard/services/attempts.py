@@ -205,9 +205,9 @@ class Attempts:
         self, run: Run, number: int, end: AttemptEnd
     ) -> tuple[Run | None, Callable[[], None] | None]:
         """The end written, and the run as it left it. An end that leaves its run terminal
-        frees a slot: when the dispatcher allows (no other claim in flight), what takes it is
-        claimed in the end's own transaction, and `settle` launches it once the slot is given
-        back: no claim of its own (a transaction, a loop turn) per slot freed under load."""
+        frees a slot: when the dispatcher allows (`Dispatcher.ask`), what takes it is claimed
+        in the end's own transaction, and `settle` launches it once the slot is given back: no
+        claim of its own (a transaction, a loop turn) per slot freed under load."""
         claimer = self.end_claims if end.run_state.terminal else None
         ask = claimer.ask(run.job, attempt_key(run.id, number)) if claimer is not None else None
         if claimer is None or ask is None:
