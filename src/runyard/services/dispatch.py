@@ -188,8 +188,10 @@ class Dispatcher:
 
     def _launch_all(self, claims: list[Claim]) -> None:
         for claim in claims:
-            self.attempts.claimed(claim)
+            # the launch first: its spawn request then goes out before the claim's log line
+            # (transitions.py), and claimed() still runs before the launch's first step
             self._launches.start(self._launch(claim))
+            self.attempts.claimed(claim)
 
     def _maybe_drained(self, room: dict[str, int], began: int) -> None:
         """A claim took less than it had room for: with no job's limit holding a run back and

@@ -3,6 +3,7 @@ given at construction (waiters, streams, metrics, the scheduler, reconcile, heal
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -20,17 +21,27 @@ class Transitions:
         self._subscribers = tuple(subscribers)
 
     def publish(self, run: Run, previous: RunState) -> None:
-        log.info(
-            "run_transition",
-            run_id=run.id,
-            job=run.job,
-            attempt=run.attempt,
-            **{"from": previous.value, "to": run.state.value},
-            reason=run.reason,
-        )
         for subscriber in self._subscribers:
             try:
                 subscriber(run, previous)
             except Exception:
                 # one subscriber's failure must not keep the others (or the writer) uninformed
                 log.exception("transition_subscriber_failed", run_id=run.id)
+        fields = {
+            "run_id": run.id, "job": run.job, "attempt": run.attempt,
+            "from": previous.value, "to": run.state.value, "reason": run.reason,
+        }  # fmt: skip
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            log.info("run_transition", **fields)
+            return
+        # The line is written once what the subscribers woke has run (a waiting client's
+        # answer, the next launch): it records the change, it is not on its way. Lines keep
+        # their order (the loop runs callbacks first in, first out) and the context they were
+        # published in (call_soon runs them in a copy of it).
+        loop.call_soon(_log_transition, fields)
+
+
+def _log_transition(fields: dict[str, object]) -> None:
+    log.info("run_transition", **fields)
