@@ -162,3 +162,77 @@ def test_a_dispatcher_stopping_waits_for_an_end_claiming_under_way(tmp_path: Pat
 
         at_stop, later = srv.call(scenario())
         assert (at_stop, later) == (2, 2)  # launched before stop returned, nothing after
+
+
+async def draining(srv: FakedServer) -> asyncio.Task[None]:
+    """A drain begun, once its first step has paused the dispatcher."""
+    dispatcher, paused = srv.runtime.dispatcher, asyncio.Event()
+    pause = dispatcher.pause
+
+    async def pausing() -> None:
+        paused.set()  # pause() sets `paused` before its first await, in this same step
+        await pause()
+
+    dispatcher.pause = pausing  # type: ignore[method-assign]
+    drain = asyncio.create_task(srv.runtime.lifecycle.drain())
+    await paused.wait()
+    return drain
+
+
+def test_a_drain_begun_while_an_end_claims_launches_nothing_and_cancels_nothing(
+    tmp_path: Path,
+) -> None:
+    """The end's claim commits after the drain paused the dispatcher: the run it took goes
+    back to the queue, never started, and the drain neither launches nor cancels it."""
+    with faked(tmp_path, plain_jobs(tmp_path), capacity=1) as srv:
+        ids = [srv.submit("mark")["id"] for _ in range(3)]
+        wait_for(lambda: len(srv.launched()) == 1, what="one launch")
+        runtime = srv.runtime
+
+        async def scenario() -> None:
+            store, original = runtime.store, runtime.store.end_and_claim
+            writing, release = asyncio.Event(), asyncio.Event()
+
+            async def held(*args: Any, **kwargs: Any) -> Any:
+                writing.set()
+                await release.wait()  # the end's transaction, still under way
+                return await original(*args, **kwargs)
+
+            store.end_and_claim = held  # type: ignore[method-assign]
+            await srv.executor.finish(ids[0], 1)
+            await writing.wait()
+            drain = await draining(srv)
+            release.set()
+            await drain  # its timeout is 300 s: it ends only if nothing is left running
+
+        srv.call(scenario())
+        assert len(srv.launched()) == 1
+        assert srv.executor.cancels == []
+        assert [srv.run(i)["state"] for i in ids] == ["succeeded", "queued", "queued"]
+
+
+def test_a_drain_begun_while_the_dispatcher_claims_launches_nothing(tmp_path: Path) -> None:
+    """The same for the dispatcher's own claim, under way when the drain began."""
+    with faked(tmp_path, plain_jobs(tmp_path), capacity=1) as srv:
+        runtime = srv.runtime
+
+        async def scenario() -> str:
+            store, original = runtime.store, runtime.store.claim
+            claiming, release = asyncio.Event(), asyncio.Event()
+
+            async def held(*args: Any, **kwargs: Any) -> Any:
+                claiming.set()
+                await release.wait()
+                return await original(*args, **kwargs)
+
+            store.claim = held  # type: ignore[method-assign]
+            run, _ = await runtime.runs.submit("mark", {})
+            await claiming.wait()
+            drain = await draining(srv)
+            release.set()
+            await drain
+            return run.id
+
+        run_id = srv.call(scenario())
+        assert srv.launched() == []
+        assert srv.run(run_id)["state"] == "queued"

@@ -104,9 +104,12 @@ class Dispatcher:
         self.attempts.end_claims = self
         self.queue.set()
 
-    def pause(self) -> None:
-        """Draining: claim nothing more (what runs goes on; queued runs stay queued)."""
+    async def pause(self) -> None:
+        """Draining: claim nothing more (what runs goes on; queued runs stay queued). Returns
+        once the claims already under way (the dispatcher's, an end's) are settled: what they
+        took went back to the queue, never launched (`_launch_all`)."""
         self.paused = True
+        await self._claims_over.wait()
 
     async def stop(self) -> None:
         self.attempts.end_claims = None
@@ -187,6 +190,11 @@ class Dispatcher:
             self._claims_over.set()
 
     def _launch_all(self, claims: list[Claim]) -> None:
+        if self.paused:  # claimed before the drain began, settled after: not started
+            for claim in claims:
+                self.attempts.claimed(claim)
+                self._launches.start(self._not_launched(claim))
+            return
         for claim in claims:
             # the launch first: its spawn request then goes out before the claim's log line
             # (transitions.py), and claimed() still runs before the launch's first step
@@ -246,6 +254,14 @@ class Dispatcher:
         if due is not None:
             delay = max(0.0, due - self.clock.now())
             self._due = asyncio.get_running_loop().call_later(delay, self.queue.set)
+
+    async def _not_launched(self, claim: Claim) -> None:
+        end = outcomes.not_started(self.clock.now(), "the server is draining")
+        try:
+            await self.attempts.end(claim.run, claim.attempt.number, end)
+        except Exception:
+            # its attempt stays claimed and never spawned: a reconcile pass re-queues it
+            log.exception("requeue_failed", run_id=claim.run.id, attempt=claim.attempt.number)
 
     async def _launch(self, claim: Claim) -> None:
         try:

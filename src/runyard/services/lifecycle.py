@@ -130,7 +130,7 @@ class Lifecycle:
         """Start nothing new; wait for running programs up to drain_timeout_s, then cancel
         what still runs and wait for it to end (its kill grace). Queued runs stay queued."""
         self.begin_shutdown()
-        self.dispatcher.pause()
+        await self.dispatcher.pause()  # claims under way settle first: not launched
         log.info("draining", active=self.slots.active)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.slots.idle(), self.drain_timeout_s)
