@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import json
 import logging
@@ -88,6 +89,15 @@ class RunyardServer(uvicorn.Server):
             loop.call_soon_threadsafe(lambda: loop.create_task(self._drain_then_exit(sig)))
             return
         super().handle_exit(sig, frame)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # What start-up built (the app, its routes and schemas, the modules) lives as long as
+        # the server: out of the cyclic collector's sight, a full collection walks only what
+        # serving made (measured at C = 8: two full collections of ~30 ms per 4000 runs, the
+        # loop stopped meanwhile). Objects frozen are still freed when nothing refers to them.
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Streams first, while their connections are open: each sends a whole `shutdown`
