@@ -3,6 +3,7 @@ is known, request heads cut after a deadline, and no page loading anything from 
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from pathlib import Path
@@ -70,6 +71,40 @@ def test_slow_request_heads_are_cut(start_server) -> None:
     with httpx.Client(base_url=server.url) as client:
         assert client.get("/health/live").status_code == 200
         assert client.get("/health/live").status_code == 200
+
+
+def test_request_heads_over_the_cap_are_refused_and_nothing_is_stored(start_server) -> None:
+    server = start_server()
+    filler = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"a" * 500) for n in range(200))  # ~100 KiB
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        head = b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        s.sendall(head)
+        for start in range(0, len(filler), 4096):  # in pieces, never a whole head
+            try:
+                s.sendall(filler[start : start + 4096])
+            except (BrokenPipeError, ConnectionResetError):
+                break  # refused and closed while we were still sending
+        answer = _answer(s)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    problem = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert problem["type"] == "urn:runyard:problem:head-too-large"
+    assert problem["limit"] == 64 * 1024
+    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+    # a head under the cap, then a body far over it in the same send, then a second request on
+    # the same connection: none is a head too large
+    body = json.dumps({"job": "true", "params": {"x": "a" * 200_000}}).encode()
+    big_head = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"a" * 500) for n in range(100))
+    with httpx.Client(base_url=server.url) as client:
+        refused = client.post(
+            "/v1/runs", content=body,
+            headers={"content-type": "application/json", **_headers(big_head)},
+        )  # fmt: skip
+        assert refused.status_code == 422  # its params, not its size
+        assert client.post("/v1/runs", json={"job": "true"}).status_code == 202
+
+
+def _headers(raw: bytes) -> dict[str, str]:
+    return dict(line.decode().split(": ", 1) for line in raw.split(b"\r\n") if line)
 
 
 def test_docs_and_dashboard_load_nothing_from_elsewhere(start_server) -> None:
