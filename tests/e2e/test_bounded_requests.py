@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from runyard.auth import Role, create_token
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -105,6 +106,31 @@ def test_request_heads_over_the_cap_are_refused_and_nothing_is_stored(start_serv
 
 def _headers(raw: bytes) -> dict[str, str]:
     return dict(line.decode().split(": ", 1) for line in raw.split(b"\r\n") if line)
+
+
+def test_a_client_gone_mid_body_is_not_a_server_error(start_server) -> None:
+    """A client that left mid-body (with an Idempotency-Key too, which sends the body on to
+    the declared route once it is read) gets what the declared route answers then: a 400,
+    logged as such, with no error and no traceback."""
+    server = start_server()
+    for extra in (b"", b"Idempotency-Key: k1\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(
+                b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n" + extra + b"\r\n" + b'{"job":'
+            )  # then gone, 993 bytes short
+
+    def requests() -> list[dict[str, object]] | None:
+        lines = [json.loads(line) for line in Path(server.log_path).read_text().splitlines()
+                 if line.startswith("{")]  # fmt: skip
+        seen = [e for e in lines if e.get("event") == "request" and e.get("route") == "/v1/runs"]
+        return lines if len(seen) == 2 else None
+
+    lines = wait_for(requests, what="both requests logged")
+    runs = [e for e in lines if e.get("event") == "request" and e.get("route") == "/v1/runs"]
+    assert [e["status"] for e in runs] == [400, 400]
+    assert [e for e in lines if e.get("level") == "error"] == []
+    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
 
 
 def test_docs_and_dashboard_load_nothing_from_elsewhere(start_server) -> None:

@@ -12,7 +12,7 @@ OpenAPI document describes the declared route; this one is not in it (it is the 
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.datastructures import Headers
@@ -43,8 +43,11 @@ class FastSubmit:
         if is_multipart(headers):  # the run and its files, streamed (not a body to hold)
             await submit_multipart(scope, receive, send)
             return
-        # capped by BodyLimitMiddleware as it streams
-        body = await read_body(receive)
+        try:
+            body = await read_body(receive)  # capped by BodyLimitMiddleware as it streams
+        except ClientDisconnect:
+            # gone mid-body: what the declared route answers (and logs) then, not a 500
+            raise HTTPException(400, "There was an error parsing the body") from None
         request = self._well_formed(headers, body)
         if request is None:
             await self.declared.handle(scope, _replay(body, receive), send)
