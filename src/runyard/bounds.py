@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 # Names and ids: visible ASCII only, so they are safe in a URL, a path, a header and a log.
@@ -23,7 +24,6 @@ LINE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 # text legitimately holds; every other C0 control, DEL and C1 is refused. NUL never reaches
 # an argv element (where the kernel cannot take it) nor the store (PostgreSQL refuses it).
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
-_TEXT_ALLOWED = frozenset("\t\n\r")
 
 # Five cron fields (minute hour day month weekday) or a macro: croniter also takes a sixth
 # field of seconds and a seventh of years, which would fire every second, or once.
@@ -38,19 +38,21 @@ JSON_DEFAULT_DEPTH = 5
 JSON_DEFAULT_KEYS = 200
 
 
-def _is_control(ch: str) -> bool:
-    code = ord(ch)
-    return code < 0x20 or 0x7F <= code <= 0x9F
+# What text_problem looks for, as one compiled search: a 1 MB string takes about 4 ms, where
+# a Python loop over its characters took a hundred, on the event loop.
+_REFUSED_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_REFUSED_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def text_problem(value: str, *, multiline: bool) -> str | None:
     """Why `value` is not acceptable text, or None. `multiline` allows tab, LF and CR."""
-    for index, ch in enumerate(value):
-        if _is_control(ch) and not (multiline and ch in _TEXT_ALLOWED):
-            return f"control character U+{ord(ch):04X} at position {index} is not accepted"
-        if 0xD800 <= ord(ch) <= 0xDFFF:
-            return f"lone surrogate U+{ord(ch):04X} at position {index} is not valid Unicode"
-    return None
+    found = (_REFUSED_TEXT if multiline else _REFUSED_LINE).search(value)
+    if found is None:
+        return None
+    code, index = ord(found.group()), found.start()
+    if 0xD800 <= code <= 0xDFFF:
+        return f"lone surrogate U+{code:04X} at position {index} is not valid Unicode"
+    return f"control character U+{code:04X} at position {index} is not accepted"
 
 
 def _scalar_problem(value: Any) -> str | None:
