@@ -53,6 +53,9 @@ class Settings(BaseModel):
         default=86_400.0, gt=0, description="an upload no run uses is removed after this long"
     )
     max_batch: int = Field(default=10_000, ge=1, description="runs one batch may create")
+    max_batch_mb: int = Field(
+        default=64, ge=1, description="params one batch may store, its runs together (MiB)"
+    )
     max_wait_s: float = Field(default=300.0, ge=0, description="bound on Prefer: wait=N")
     heartbeat_s: float = Field(default=15.0, gt=0, description="idle stream keep-alive")
     stream_send_timeout_s: float = Field(default=30.0, gt=0, description="then drop a watcher")

@@ -176,7 +176,12 @@ class Runtime:
             fetch_upload=fetcher.fetch if fetcher is not None else None,
         )  # fmt: skip
         self.batches = BatchService(
-            self.store, self.registry, self.runs, self.clock, settings.max_batch
+            self.store,
+            self.registry,
+            self.runs,
+            self.clock,
+            settings.max_batch,
+            settings.max_batch_mb * 2**20,
         )
         self.retention = Retention(
             self.store, self.executor, self.registry, self.clock,

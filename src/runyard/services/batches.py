@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import math
@@ -10,8 +11,10 @@ from typing import Any
 
 from runyard.clock import Clock, new_id
 from runyard.errors import ConflictError, InvalidInputError, NotFoundError
+from runyard.fastjson import dumps
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
+from runyard.jobs.spec import Job
 from runyard.models import Batch, Run, RunState
 from runyard.services.runs import RunService
 from runyard.services.uploads import Seen
@@ -36,15 +39,55 @@ def expand(
     ]
 
 
+def _validated(
+    job: Job, base: dict[str, Any], iterations: int | None, sweep: dict[str, list[Any]] | None
+) -> list[dict[str, Any]]:
+    """Every element's params, validated before any run is created: on a thread (a sweep of
+    thousands is tens of milliseconds of checks), and `iterations` copies checked once."""
+    if sweep is not None and (overridden := set(base) & set(sweep)):
+        # a base value a swept param replaces is used by no run, but is stored with the
+        # batch's request: it is checked as if it were used
+        first = base | {name: values[0] for name, values in sweep.items() if values}
+        try:
+            job.validate_params(first | {name: base[name] for name in overridden})
+        except ParamError as exc:
+            raise InvalidInputError(
+                f"params, a value the sweep replaces: {exc}; no run was created",
+                errors=exc.errors,
+            ) from None
+    elements = expand(base, 1 if iterations is not None else None, sweep)
+    values = []
+    for index, element in enumerate(elements):
+        try:
+            values.append(job.validate_params(element))
+        except ParamError as exc:
+            # bounded: the offending value may be deep or large (it was just refused)
+            shown = _SHORT.repr({k: element[k] for k in (sweep or {})})
+            raise InvalidInputError(
+                f"batch element {index} {shown}: {exc}; no run was created",
+                errors=exc.errors, element=index,
+            ) from None  # fmt: skip
+    if iterations is not None:
+        return [dict(values[0]) for _ in range(iterations)]
+    return values
+
+
 class BatchService:
     def __init__(
-        self, store: Store, registry: JobRegistry, runs: RunService, clock: Clock, max_batch: int
+        self,
+        store: Store,
+        registry: JobRegistry,
+        runs: RunService,
+        clock: Clock,
+        max_batch: int,
+        max_bytes: int = 64 * 2**20,
     ) -> None:
         self.store = store
         self.registry = registry
         self.runs = runs
         self.clock = clock
         self.max_batch = max_batch
+        self.max_bytes = max_bytes  # params stored by one batch, all its runs together
 
     async def create(
         self,
@@ -70,23 +113,16 @@ class BatchService:
                 f"the batch would create {size} runs, over max_batch ({self.max_batch})",
                 field="sweep" if sweep else "iterations",
             )
-        elements = expand(params, iterations, sweep)
-        values = []
-        for index, element in enumerate(elements):  # all validated before any is created
-            try:
-                values.append(job.validate_params(element))
-            except ParamError as exc:
-                # bounded: the offending value may be deep or large (it was just refused)
-                shown = _SHORT.repr({k: element[k] for k in (sweep or {})})
-                raise InvalidInputError(
-                    f"batch element {index} {shown}: {exc}; no run was created",
-                    errors=exc.errors, element=index,
-                ) from None  # fmt: skip
+        self._check_stored_size(params, size, iterations, sweep)
+        values = await asyncio.to_thread(_validated, job, params, iterations, sweep)
         if job.spec.has_files:
             seen: Seen = {}  # one upload shared by the batch is read once
             for element in values:
                 await self.runs.check_files(job, element, seen)
         self.runs.check_accepting()
+        await self.runs.admit(job_name, job.spec.max_queue, len(values))
+        if self.runs.disk is not None:
+            await self.runs.disk.check()
         now = self.clock.now()
         batch = Batch(
             id=new_id(), job=job_name, size=len(values), created_at=now,
@@ -103,6 +139,26 @@ class BatchService:
         self.runs.queue.set_claimable()
         self.runs.announce("batch", {"id": batch.id, "job": batch.job, "size": batch.size})
         return batch, runs
+
+    def _check_stored_size(
+        self,
+        params: dict[str, Any],
+        size: int,
+        iterations: int | None,
+        sweep: dict[str, list[Any]] | None,
+    ) -> None:
+        """Each run stores its own params: a small request must not store gigabytes. Bounded
+        from above (the base's size plus each swept param's largest value, per run)."""
+        per_run = len(dumps(params)) + sum(
+            max((len(dumps(v)) for v in values), default=0) for values in (sweep or {}).values()
+        )
+        if size * per_run > self.max_bytes:
+            mib = self.max_bytes // 2**20
+            raise InvalidInputError(
+                f"the batch would store up to {size} runs of {per_run} bytes of params, over "
+                f"max_batch_mb ({mib} MiB); no run was created",
+                field="sweep" if sweep else "iterations", limit=self.max_bytes,
+            )  # fmt: skip
 
     async def get(self, batch_id: str) -> tuple[Batch, dict[str, int]]:
         batch = await self.store.get_batch(batch_id)

@@ -149,7 +149,7 @@ class RunService:
             existing = await self._by_key(idempotency_key, digest)
             if existing is not None:
                 return existing, False
-        await self._admit(job_name, job.spec.max_queue)
+        await self.admit(job_name, job.spec.max_queue)
         if self.disk is not None:
             await self.disk.check()
         run = self.new_run(
@@ -236,20 +236,26 @@ class RunService:
     def _queue_full(self, detail: str, excess: int) -> QueueFullError:
         return QueueFullError(detail, self.retry_after(excess), self.retry_after_ms(excess))
 
-    async def _admit(self, job: str, job_max_queue: int | None) -> None:
+    async def admit(self, job: str, job_max_queue: int | None, adding: int = 1) -> None:
+        """Refuse (429, with when to try again) `adding` more queued runs of `job` that would
+        pass its max_queue or the server's."""
         if job_max_queue is not None:
             queued = await self.store.count_runs(RunState.QUEUED, job)
-            if queued >= job_max_queue:
+            if queued + adding > job_max_queue:
                 raise self._queue_full(
-                    f"job {job!r} has {queued} queued runs, its max_queue ({job_max_queue})",
-                    queued - job_max_queue + 1,
+                    f"job {job!r} has {queued} queued runs"
+                    + (f": {adding} more would pass" if adding > 1 else ",")
+                    + f" its max_queue ({job_max_queue})",
+                    queued + adding - job_max_queue,
                 )
         if self.max_queue is not None:
             queued = await self.store.count_runs(RunState.QUEUED)
-            if queued >= self.max_queue:
+            if queued + adding > self.max_queue:
                 raise self._queue_full(
-                    f"{queued} runs are queued, the server's max_queue ({self.max_queue})",
-                    queued - self.max_queue + 1,
+                    f"{queued} runs are queued"
+                    + (f": {adding} more would pass" if adding > 1 else ",")
+                    + f" the server's max_queue ({self.max_queue})",
+                    queued + adding - self.max_queue,
                 )
 
     async def wait(self, run: Run, seconds: float) -> Run:
