@@ -260,6 +260,10 @@ class Runtime:
         """Stop admitting at once (submissions get 503); called from the signal handler."""
         self.lifecycle.begin_shutdown()
 
+    def release_waiters(self) -> None:
+        """Before connections close: `Prefer: wait` requests answer with their run as it is."""
+        self.waiters.release_all()
+
     async def close_streams(self) -> None:
         """Before connections close: every stream sends its `shutdown` event and ends."""
         await self.hub.close_streams(stream_grace_s(self.settings.shutdown_timeout_s))

@@ -115,3 +115,35 @@ def test_sigterm_gives_every_open_stream_its_shutdown_event(start_server, busy_j
         messages, close_code = result
         assert messages[-1]["type"] == "shutdown"
         assert close_code == 1001  # going away, sent by the handler after the event
+
+
+def test_sigterm_answers_a_waiting_submission_with_its_run(start_server, busy_jobs) -> None:
+    """A `Prefer: wait` submission still waiting when the server stops is answered (202, its
+    run as it is), not cut off with a bare 500: it was accepted, and a client must know it."""
+    server = start_server(
+        busy_jobs, capacity=1, env={"RUNYARD_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)}
+    )
+
+    def running() -> bool:
+        runs = httpx.get(f"{server.url}/v1/runs").json()["runs"]
+        return bool(runs) and runs[0]["state"] == "running"
+
+    async def main() -> tuple[httpx.Response, int]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            waiting = asyncio.ensure_future(
+                client.post(
+                    f"{server.url}/v1/runs", json={"job": "busy"}, headers={"Prefer": "wait=60"}
+                )
+            )
+            await asyncio.to_thread(wait_for, running, what="its run running")
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            answer = await waiting
+            return answer, await asyncio.to_thread(server.proc.wait, SHUTDOWN_S + 10)
+
+    answer, code = asyncio.run(main())
+    assert code in (0, -signal.SIGTERM)
+    assert answer.status_code == 202, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json()["state"] == "running"
+    assert answer.headers["location"] == f"/v1/runs/{answer.json()['id']}"

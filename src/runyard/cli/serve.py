@@ -100,8 +100,10 @@ class RunyardServer(uvicorn.Server):
         gc.freeze()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # Streams first, while their connections are open: each sends a whole `shutdown`
-        # event and ends (uvicorn would wait for them, then cut them mid-stream).
+        # Streams and waits first, while their connections are open: each stream sends a
+        # whole `shutdown` event and ends, each `Prefer: wait` answers with its run as it is
+        # (uvicorn would wait for them, then cut them off with a bare 500).
+        self.runtime.release_waiters()
         await self.runtime.close_streams()
         await super().shutdown(sockets)
 

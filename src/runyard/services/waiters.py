@@ -54,6 +54,14 @@ class EndWaiters:
         if run.state.terminal:
             self.ended(run.id, run)
 
+    def release_all(self) -> None:
+        """Shutting down: every waiter answers now with its run as it is (202), rather than
+        be cut off as the server closes its connections."""
+        for waiters in self._ended.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
 
 class FinishRate:
     """Runs finished per second, over the last (up to) 200 ends."""
