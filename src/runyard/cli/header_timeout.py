@@ -2,10 +2,8 @@
 covers only the idle time between requests and is reset by every byte): a connection whose
 request head is not complete within `header_timeout_s` of its first byte (or of the
 connection) is closed, so slow or partial headers cannot hold connections and descriptors.
-Once a request's headers are in, the deadline is off; a body then may take as long as it needs,
-but may not stall: one that receives nothing for `header_timeout_s` while the server still
-waits for it is cut too (its request ends as a client that left). Long responses and streams
-are never cut.
+Once a request's headers are in, the deadline is off: slow bodies are bounded by the body cap,
+long responses and streams are never cut.
 
 Nor does httptools cap a request head's size (h11 does, at 16 KiB): every header is kept in a
 list as it is parsed, before any authentication, so a head that is not complete within
@@ -56,8 +54,6 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
     _cycle_at_arm: object = None
     _head_bytes = 0  # received since the head now awaited began
     _refused = False  # answered 431: nothing more is parsed
-    _body_idle: asyncio.TimerHandle | None = None
-    _body_seen = 0.0  # loop time of the body's last read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # an answer's head and body leave in one send (head_with_body.py)
@@ -73,8 +69,6 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         upgraded = self.transport.get_protocol() is not self  # a websocket now owns it
         if upgraded or self.cycle is not self._cycle_at_arm or self.transport.is_closing():
             self._disarm()
-            if not upgraded:
-                self._watch_body()
             return
         # still no whole head: what came in belongs to it (a body comes only after a head)
         self._head_bytes += len(data)
@@ -102,7 +96,6 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        self._stop_watching_body()
         super().connection_lost(exc)
 
     def _awaiting_head(self) -> bool:
@@ -118,33 +111,6 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-
-    def _watch_body(self) -> None:
-        """While a request's body is still awaited, it may not stall: every read starts the
-        wait again (a timer moved, not made, per read)."""
-        cycle = self.cycle
-        if cycle is None or not cycle.more_body or cycle.response_complete:
-            self._stop_watching_body()
-            return
-        if self._body_idle is None:
-            self._body_idle = self.loop.call_later(self.header_timeout_s, self._body_stalled)
-        self._body_seen = self.loop.time()
-
-    def _stop_watching_body(self) -> None:
-        if self._body_idle is not None:
-            self._body_idle.cancel()
-            self._body_idle = None
-
-    def _body_stalled(self) -> None:
-        self._body_idle = None
-        cycle = self.cycle
-        if cycle is None or not cycle.more_body or cycle.response_complete:
-            return
-        idle = self.loop.time() - self._body_seen
-        if idle < self.header_timeout_s:  # data came meanwhile: wait out the rest
-            self._body_idle = self.loop.call_later(self.header_timeout_s - idle, self._body_stalled)
-        elif not self.transport.is_closing():
-            self.transport.close()
 
     def _expired(self) -> None:
         self._deadline = None
