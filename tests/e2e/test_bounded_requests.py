@@ -104,6 +104,36 @@ def test_request_heads_over_the_cap_are_refused_and_nothing_is_stored(start_serv
         assert client.post("/v1/runs", json={"job": "true"}).status_code == 202
 
 
+def test_what_is_not_a_head_never_counts_toward_the_cap(start_server) -> None:
+    """A body answered before it was read (a 404) is read past and dropped, not counted as the
+    next head; nor is a request's head kept from the cap by the one before still running."""
+    server = start_server()
+    body = b"x" * 200_000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(
+            b"POST /v1/nope HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+            + b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        answers = _answer(s)
+    assert answers.startswith(b"HTTP/1.1 404"), answers[:200]
+    assert answers.count(b"HTTP/1.1 200") == 1 and b" 431 " not in answers
+    # a stream running on the connection: a second request's endless head still ends it
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\n")
+        try:
+            for n in range(400):  # ~200 KiB of headers, never ended
+                s.sendall(b"X-Filler-%d: %s\r\n" % (n, b"a" * 500))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused and closed while we were still sending
+        try:
+            answer = _answer(s)  # the server closed the connection, stream and all
+        except ConnectionResetError:
+            answer = b""  # closed with our headers unread: a reset
+    assert b" 431 " not in answer  # no answer written into the stream's
+
+
 def _headers(raw: bytes) -> dict[str, str]:
     return dict(line.decode().split(": ", 1) for line in raw.split(b"\r\n") if line)
 

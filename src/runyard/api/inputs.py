@@ -39,8 +39,8 @@ IdempotencyKey = Annotated[
 
 
 # What the guard allows any path or query value, published for every parameter without a
-# stricter bound of its own. Well inside the server's own limit on a request's head (64 KiB,
-# cli/header_timeout.py), past which it answers 431 before any of this runs.
+# stricter bound of its own. Well inside the server's own limit on a request's head (64 KiB
+# give or take one read, cli/header_timeout.py), past which it answers 431 before any of this.
 MAX_PATH = 4096
 MAX_QUERY_VALUE = 8192
 

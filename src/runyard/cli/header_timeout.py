@@ -5,10 +5,11 @@ connection) is closed, so slow or partial headers cannot hold connections and de
 Once a request's headers are in, the deadline is off: slow bodies are bounded by the body cap,
 long responses and streams are never cut.
 
-Nor does httptools cap a request head's size (h11 does, at 16 KiB): every header is kept in a
-list as it is parsed, before any authentication, so a head that is not complete within
-MAX_HEAD_BYTES of its start is answered 431 (problem JSON) and its connection closed. What a
-connection can hold is then the cap and one read.
+Nor does httptools cap a request head's size (h11 does, at 16 KiB): every header is kept as it
+is parsed, before any authentication. A head whose bytes pass MAX_HEAD_BYTES while it is still
+being parsed (counted from the parser's own callbacks, whatever the previous request is doing)
+is answered 431 (problem JSON) and its connection closed. What a connection can hold is then
+the cap and one read.
 
 It wraps uvicorn's own HTTP protocol (httptools, or h11 where that is missing) and watches
 only what both have: `cycle` (a new one per parsed request head) and the transport.
@@ -52,8 +53,13 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
     header_timeout_s: float  # set on the subclass with_header_timeout makes
     _deadline: asyncio.TimerHandle | None = None
     _cycle_at_arm: object = None
-    _head_bytes = 0  # received since the head now awaited began
+    # Where httptools' parser is (its callbacks: with h11 none is called, and h11 caps heads
+    # itself): inside a request's head, or its body; and a head's bytes as far as counted.
+    _in_head = False
+    _in_body = False
+    _head_bytes = 0
     _refused = False  # answered 431: nothing more is parsed
+    _begun = False  # a head began during the read being parsed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # an answer's head and body leave in one send (head_with_body.py)
@@ -65,15 +71,34 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
             return
         if self._deadline is None and self._awaiting_head():
             self._arm()
+        head_before, body_before = self._in_head, self._in_body
+        self._begun = False
         super().data_received(data)
         upgraded = self.transport.get_protocol() is not self  # a websocket now owns it
         if upgraded or self.cycle is not self._cycle_at_arm or self.transport.is_closing():
             self._disarm()
+        if upgraded or self.transport.is_closing() or not self._in_head:
             return
-        # still no whole head: what came in belongs to it (a body comes only after a head)
-        self._head_bytes += len(data)
+        # Still inside a head: the read counts whole when it held nothing else, that is when
+        # it began inside this head, or between two requests. One that began inside a body
+        # counts nothing (where the head began in it is not known): the cap is then exceeded
+        # by one read at most.
+        if (head_before and not self._begun) or (self._begun and not body_before):
+            self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
             self._refuse()
+
+    def on_message_begin(self) -> None:
+        self._in_head, self._in_body, self._head_bytes, self._begun = True, False, 0, True
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._in_body = False, True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
 
     def _refuse(self) -> None:
         """431, then a lingering close: closing with the client's bytes unread would send a
@@ -81,6 +106,10 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         is read and dropped until it closes, or for LINGER_S at most."""
         self._disarm()
         self._refused = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            self.transport.close()  # an answer is under way (a stream): no room for another
+            return
         self.transport.write(TOO_LARGE)
         self.transport.write_eof()
         self._deadline = self.loop.call_later(LINGER_S, self.transport.close)
@@ -104,7 +133,6 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
 
     def _arm(self) -> None:
         self._cycle_at_arm = self.cycle
-        self._head_bytes = 0
         self._deadline = self.loop.call_later(self.header_timeout_s, self._expired)
 
     def _disarm(self) -> None:
