@@ -236,3 +236,39 @@ def test_a_drain_begun_while_the_dispatcher_claims_launches_nothing(tmp_path: Pa
         run_id = srv.call(scenario())
         assert srv.launched() == []
         assert srv.run(run_id)["state"] == "queued"
+
+
+def test_a_dispatcher_reading_the_job_files_when_a_drain_begins_claims_nothing(
+    tmp_path: Path,
+) -> None:
+    """Paused while it awaited the job files (their rescan runs on a thread): it claims
+    nothing after, so the drain finds no attempt of this server to wait for or cancel."""
+    with faked(tmp_path, plain_jobs(tmp_path), capacity=1) as srv:
+        runtime = srv.runtime
+        claims = counting_claims(srv, "claim")
+
+        async def scenario() -> str:
+            registry, original = runtime.registry, runtime.registry.snapshot
+            reading, release = asyncio.Event(), asyncio.Event()
+
+            async def snapshot() -> Any:
+                if asyncio.current_task() is runtime.dispatcher._task and not release.is_set():
+                    reading.set()
+                    await release.wait()
+                return await original()
+
+            registry.snapshot = snapshot  # type: ignore[method-assign]
+            before = claims[0]
+            run, _ = await runtime.runs.submit("mark", {})
+            await reading.wait()
+            drain = await draining(srv)
+            release.set()
+            await drain
+            assert claims[0] == before
+            return run.id
+
+        run_id = srv.call(scenario())
+        srv.settle()
+        assert srv.launched() == []
+        assert srv.executor.cancels == []
+        assert srv.run(run_id)["state"] == "queued"

@@ -161,6 +161,8 @@ class Dispatcher:
             if room and self._in_flight:  # limits in play: count after the claims in flight
                 await self._claims_over.wait()
                 continue
+            if self.paused:  # paused while the job files were read: a drain has begun
+                return
             began = self.queue.generation
             self._begin_claim()
             try:
