@@ -86,3 +86,14 @@ def test_iterations_checked_once_still_refuse_a_bad_value(server: FakedServer) -
     assert resp.status_code == 422
     assert "params.b" in resp.json()["detail"]
     assert stored(server, "grid") == 1
+
+
+def test_a_bad_swept_value_is_named_as_its_element_even_beside_a_replaced_one(
+    server: FakedServer,
+) -> None:
+    body = {"job": "grid", "params": {"a": 5}, "sweep": {"a": [1, 2], "b": [999, 1]}}
+    resp = server.post("/v1/batches", json=body)
+    assert resp.status_code == 422
+    assert resp.json()["detail"].startswith("batch element 0 ")
+    assert resp.json()["element"] == 0
+    assert stored(server, "grid") == 1

@@ -44,17 +44,6 @@ def _validated(
 ) -> list[dict[str, Any]]:
     """Every element's params, validated before any run is created: on a thread (a sweep of
     thousands is tens of milliseconds of checks), and `iterations` copies checked once."""
-    if sweep is not None and (overridden := set(base) & set(sweep)):
-        # a base value a swept param replaces is used by no run, but is stored with the
-        # batch's request: it is checked as if it were used
-        first = base | {name: values[0] for name, values in sweep.items() if values}
-        try:
-            job.validate_params(first | {name: base[name] for name in overridden})
-        except ParamError as exc:
-            raise InvalidInputError(
-                f"params, a value the sweep replaces: {exc}; no run was created",
-                errors=exc.errors,
-            ) from None
     elements = expand(base, 1 if iterations is not None else None, sweep)
     values = []
     for index, element in enumerate(elements):
@@ -67,9 +56,25 @@ def _validated(
                 f"batch element {index} {shown}: {exc}; no run was created",
                 errors=exc.errors, element=index,
             ) from None  # fmt: skip
+    if sweep is not None and elements and (replaced := set(base) & set(sweep)):
+        _check_replaced(job, elements[0], {name: base[name] for name in replaced})
     if iterations is not None:
         return [dict(values[0]) for _ in range(iterations)]
     return values
+
+
+def _check_replaced(job: Job, element: dict[str, Any], replaced: dict[str, Any]) -> None:
+    """A base value the sweep replaces is used by no run, but is stored with the batch's
+    request: checked as if it were used, in an element that is valid otherwise."""
+    try:
+        job.validate_params(element | replaced)
+    except ParamError as exc:
+        errors = [(loc, msg) for loc, msg in exc.errors if loc.split(".")[0] in replaced]
+        if errors:
+            raise InvalidInputError(
+                f"params, a value the sweep replaces: {ParamError(errors)}; no run was created",
+                errors=errors,
+            ) from None
 
 
 class BatchService:
