@@ -17,12 +17,15 @@ class EndWaiters:
 
     def __init__(self) -> None:
         self._ended: dict[str, set[asyncio.Future[Run | None]]] = {}
+        self.released = False
 
     async def wait_for_end(self, run_id: str, seconds: float) -> Run | None:
         """The run as it ended here, once it has; None after `seconds`, or when it ended on
         another server (only its id is heard of). The waiter is in place before the first
         suspension: a caller that holds the run's latest state and calls this without an
         await in between cannot miss its end."""
+        if self.released:  # shutting down: nobody is kept waiting any more
+            return None
         with self.expecting(run_id) as future:
             try:
                 async with asyncio.timeout(seconds):
@@ -56,7 +59,8 @@ class EndWaiters:
 
     def release_all(self) -> None:
         """Shutting down: every waiter answers now with its run as it is (202), rather than
-        be cut off as the server closes its connections."""
+        be cut off as the server closes its connections; so does any that comes after."""
+        self.released = True
         for waiters in self._ended.values():
             for waiter in waiters:
                 if not waiter.done():

@@ -17,7 +17,7 @@ from runyard.schemas import BatchPage, BatchRequest, BatchView, problem_response
 router = APIRouter(
     prefix="/v1/batches",
     tags=["batches"],
-    responses=problem_responses(400, 401, 403, 404, 413, 422, 503, 507),
+    responses=problem_responses(400, 401, 403, 404, 413, 422, 429, 503, 507),
 )
 
 
