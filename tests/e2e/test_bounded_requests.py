@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -161,6 +162,32 @@ def test_a_client_gone_mid_body_is_not_a_server_error(start_server) -> None:
     assert [e["status"] for e in runs] == [400, 400]
     assert [e for e in lines if e.get("level") == "error"] == []
     assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+
+
+def test_a_stalled_body_is_answered_408_and_a_slow_one_is_read_whole(start_server) -> None:
+    """While the server waits for more of a body, nothing for the header timeout ends the
+    request (408, problem JSON, the connection closed); a body that keeps coming, however
+    slowly, is read whole."""
+    server = start_server(env={"RUNYARD_HEADER_TIMEOUT_S": "1"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as stalled:
+        stalled.sendall(
+            b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b'{"job":'
+        )  # 993 bytes owed, never sent
+        answer = _answer(stalled)  # and the server closed the connection
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"RUNYARD_HEADER_TIMEOUT_S" in answer
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as slow:
+        body = b'{"job": "true"}'
+        slow.sendall(
+            b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        for byte in body:
+            time.sleep(0.1)  # the client's pace: 1.5 s in all, past the timeout
+            slow.sendall(bytes([byte]))
+        assert _answer(slow).startswith(b"HTTP/1.1 202")
+    assert len(httpx.get(f"{server.url}/v1/runs").json()["runs"]) == 1
 
 
 def test_docs_and_dashboard_load_nothing_from_elsewhere(start_server) -> None:

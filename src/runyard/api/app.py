@@ -71,7 +71,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     inputs.publish(app, settings)
     app.add_middleware(inputs.ControlCharacterGuard)  # before any route reads a path or query
     # innermost first: the body cap, then authentication (both before any body is read)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_kb * 1024)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_kb * 1024,
+        idle_s=settings.header_timeout_s,
+    )  # fmt: skip
     app.add_middleware(AuthenticateMiddleware, auth=rt.auth, signer=signer)
     app.add_middleware(openai_errors.OpenAIShape)  # what those answer, on the OpenAI routes
     app.add_middleware(RequestContextMiddleware, metrics=rt.metrics)

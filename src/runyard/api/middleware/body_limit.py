@@ -2,9 +2,16 @@
 any other (chunked, or a Content-Length that undercounts) as soon as what was read passes the
 cap, so no body is ever held whole past it. Answered as problem JSON naming the limit
 (FastAPI's own `max_body_size` sits outside the app's handlers and answers plain text).
+
+A body may take its time, but not stall: while the app waits for more of it, nothing for
+`idle_s` (RUNYARD_HEADER_TIMEOUT_S) ends the request with 408 and the connection. Timed here,
+inside `receive`, only while the app asks for the body, so a body uvicorn holds back (flow
+control, a pipelined request behind another, `Expect: 100-continue`) is never timed.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,10 +32,19 @@ class BodyTooLargeError(HTTPException):
         super().__init__(413, detail, headers={"Connection": "close"})
 
 
+class BodyStalledError(HTTPException):
+    """An HTTPException, for the same reason as BodyTooLargeError."""
+
+    def __init__(self, idle_s: float) -> None:
+        detail = f"the request body stalled: nothing for {idle_s:g} s (RUNYARD_HEADER_TIMEOUT_S)"
+        super().__init__(408, detail, headers={"Connection": "close"})
+
+
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, idle_s: float = 10.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_s = idle_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == UPLOADS or _multipart_submit(scope):
@@ -46,10 +62,18 @@ class BodyLimitMiddleware:
     async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
         seen = 0
         started = False
+        whole = False  # the body is all in: what the app awaits now is the client leaving
 
         async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, whole
+            if whole:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.idle_s):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyStalledError(self.idle_s) from None
+            whole = message["type"] != "http.request" or not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
                 raise BodyTooLargeError(self.max_bytes)
