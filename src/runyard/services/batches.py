@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import math
 import reprlib
+from functools import partial
 from typing import Any
 
 from runyard.clock import Clock, new_id
@@ -40,10 +41,18 @@ def expand(
 
 
 def _validated(
-    job: Job, base: dict[str, Any], iterations: int | None, sweep: dict[str, list[Any]] | None
+    job: Job,
+    base: dict[str, Any],
+    iterations: int | None,
+    sweep: dict[str, list[Any]] | None,
+    *,
+    size: int,
+    max_bytes: int,
 ) -> list[dict[str, Any]]:
     """Every element's params, validated before any run is created: on a thread (a sweep of
-    thousands is tens of milliseconds of checks), and `iterations` copies checked once."""
+    thousands is tens of milliseconds of checks, the size bound a serialisation of up to the
+    whole body), and `iterations` copies checked once."""
+    _check_stored_size(base, size, sweep, max_bytes)
     elements = expand(base, 1 if iterations is not None else None, sweep)
     values = []
     for index, element in enumerate(elements):
@@ -61,6 +70,22 @@ def _validated(
     if iterations is not None:
         return [dict(values[0]) for _ in range(iterations)]
     return values
+
+
+def _check_stored_size(
+    base: dict[str, Any], size: int, sweep: dict[str, list[Any]] | None, limit: int
+) -> None:
+    """Each run stores its own params: a small request must not store gigabytes. Bounded
+    from above (the base's size plus each swept param's largest value, per run)."""
+    per_run = len(dumps(base)) + sum(
+        max((len(dumps(v)) for v in values), default=0) for values in (sweep or {}).values()
+    )
+    if size * per_run > limit:
+        raise InvalidInputError(
+            f"the batch would store up to {size} runs of {per_run} bytes of params, over "
+            f"max_batch_mb ({limit // 2**20} MiB); no run was created",
+            field="sweep" if sweep else "iterations", limit=limit,
+        )  # fmt: skip
 
 
 def _check_replaced(job: Job, element: dict[str, Any], replaced: dict[str, Any]) -> None:
@@ -118,8 +143,9 @@ class BatchService:
                 f"the batch would create {size} runs, over max_batch ({self.max_batch})",
                 field="sweep" if sweep else "iterations",
             )
-        self._check_stored_size(params, size, iterations, sweep)
-        values = await asyncio.to_thread(_validated, job, params, iterations, sweep)
+        values = await asyncio.to_thread(
+            partial(_validated, size=size, max_bytes=self.max_bytes), job, params, iterations, sweep
+        )
         if job.spec.has_files:
             seen: Seen = {}  # one upload shared by the batch is read once
             for element in values:
@@ -144,26 +170,6 @@ class BatchService:
         self.runs.queue.set_claimable()
         self.runs.announce("batch", {"id": batch.id, "job": batch.job, "size": batch.size})
         return batch, runs
-
-    def _check_stored_size(
-        self,
-        params: dict[str, Any],
-        size: int,
-        iterations: int | None,
-        sweep: dict[str, list[Any]] | None,
-    ) -> None:
-        """Each run stores its own params: a small request must not store gigabytes. Bounded
-        from above (the base's size plus each swept param's largest value, per run)."""
-        per_run = len(dumps(params)) + sum(
-            max((len(dumps(v)) for v in values), default=0) for values in (sweep or {}).values()
-        )
-        if size * per_run > self.max_bytes:
-            mib = self.max_bytes // 2**20
-            raise InvalidInputError(
-                f"the batch would store up to {size} runs of {per_run} bytes of params, over "
-                f"max_batch_mb ({mib} MiB); no run was created",
-                field="sweep" if sweep else "iterations", limit=self.max_bytes,
-            )  # fmt: skip
 
     async def get(self, batch_id: str) -> tuple[Batch, dict[str, int]]:
         batch = await self.store.get_batch(batch_id)
