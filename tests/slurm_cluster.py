@@ -23,6 +23,8 @@ from typing import IO
 
 import psutil
 
+from tests.support import free_ports
+
 # In the daemons' environment and in `env`: slurmstepd inherits it from slurmd, and a job
 # from the sbatch that submitted it with `env` (--export=ALL, the default), so stop() finds
 # what is left of jobs: slurmstepd detaches from slurmd, and a job's children that outlive
@@ -151,7 +153,7 @@ class SlurmCluster:
         auth_info = f"cred_expire={self.cred_expire}"
         if self.munge_socket is not None:
             auth_info += f",socket={self.munge_socket}"
-        ctld_port, slurmd_port = _free_ports(2)
+        ctld_port, slurmd_port = free_ports(2)
         lines = [
             "ClusterName=runyard",
             f"SlurmctldHost={self.node}(127.0.0.1)",
@@ -371,15 +373,6 @@ def _munge_answers(sock: Path | None) -> bool:
     except (subprocess.SubprocessError, OSError):
         return False
     return True
-
-
-def _free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports: all sockets stay bound until all are picked."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -39,10 +39,41 @@ def wait_for(check: Callable[[], T | None], timeout: float = 20.0, what: str = "
         delay = min(delay * 1.5, 0.2)
 
 
+# Ports come from a block of this xdist worker's own, below the kernel's ephemeral range
+# (32768 and up here), handed out in turn. A port from bind(0) could be handed to another
+# worker, or taken as an outgoing connection's local port, in the second a test's server is
+# down between a kill and its restart on the same port; then the restart fails to bind, and
+# its readiness poll may be answered by somebody else's server.
+_PORT_BLOCK = 1000
+_PORT_BASE = 20000
+_ports_given = 0
+
+
+def _worker_index() -> int:
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name.removeprefix("gw") or 0)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port that no other test worker hands out, and that is free now."""
+    global _ports_given  # noqa: PLW0603  one counter per test process
+    start = _PORT_BASE + _worker_index() * _PORT_BLOCK
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert start + _PORT_BLOCK <= ephemeral, "too many xdist workers for the port blocks"
+    for _ in range(_PORT_BLOCK):
+        port = start + _ports_given % _PORT_BLOCK
+        _ports_given += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError(f"no free port in {start}..{start + _PORT_BLOCK - 1}")
+
+
+def free_ports(count: int) -> list[int]:
+    return [free_port() for _ in range(count)]
 
 
 def processes_of(data_dir: Path) -> list[psutil.Process]:
@@ -106,9 +137,14 @@ class ServerProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"server exited: {self.log_path.read_text()[-3000:]}")
         try:
-            return httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200
+            ready = httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
+        # The answer must come from our process, not from whoever else holds the port.
+        return ready and any(
+            c.status == psutil.CONN_LISTEN and c.laddr.port == self.port
+            for c in psutil.Process(self.proc.pid).net_connections("tcp")
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         assert self.proc is not None
