@@ -177,6 +177,15 @@ def test_a_stalled_body_is_answered_408_and_a_slow_one_is_read_whole(start_serve
         answer = _answer(stalled)  # and the server closed the connection
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"RUNYARD_HEADER_TIMEOUT_S" in answer
+    # a plain submission whose body never starts: the submit lane's own wait (submit_lane.py)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as never:
+        never.sendall(
+            b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Request-ID: never-1\r\nContent-Length: 15\r\n\r\n"
+        )
+        answer = _answer(never)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"application/problem+json" in answer and b"x-request-id: never-1" in answer
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as slow:
         body = b'{"job": "true"}'
         slow.sendall(

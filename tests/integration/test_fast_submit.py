@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from starlette.types import Receive, Scope, Send
 
+from runyard.api.middleware.request_context import RequestContextMiddleware
 from runyard.auth import Role, create_token
 from tests.inprocess import FakedServer, faked
 
@@ -94,3 +96,32 @@ def test_a_body_sent_in_chunks_is_read_whole(server: tuple[FakedServer, dict[Rol
     assert resp.status_code == 202, resp.text
     read = srv.get(resp.headers["location"], headers={"Authorization": auth[Role.READ]})
     assert read.json()["params"] == {"n": 41}
+
+
+def test_a_plain_submission_takes_the_lane_and_is_counted_as_any_request(
+    server: tuple[FakedServer, dict[Role, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The submit lane (api/middleware/submit_lane.py) answers a plain submission before the
+    middleware stack; it still carries its request id, and is counted under its route."""
+    srv, auth = server
+    entered: list[str] = []
+    through = RequestContextMiddleware.__call__
+
+    async def spy(
+        self: RequestContextMiddleware, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        entered.append(scope["path"])
+        await through(self, scope, receive, send)
+
+    monkeypatch.setattr(RequestContextMiddleware, "__call__", spy)
+    plain = {"Authorization": auth[Role.SUBMIT], "X-Request-ID": "lane-1"}
+    resp = srv.post("/v1/runs", json={"job": "true"}, headers=plain)
+    assert resp.status_code == 202, resp.text
+    assert resp.headers["x-request-id"] == "lane-1"
+    assert entered == []  # the lane answered it
+    keyed = srv.post("/v1/runs", json={"job": "true"}, headers={**plain, "Idempotency-Key": "k"})
+    assert keyed.status_code == 202
+    assert entered == ["/v1/runs"]  # the long way, for what the lane does not take
+    metrics = srv.get("/metrics", headers={"Authorization": auth[Role.ADMIN]}).text
+    counted = 'runyard_http_requests_total{method="POST",route="/v1/runs",status="202"} 2.0'
+    assert counted in metrics

@@ -12,6 +12,7 @@ from runyard.api import dashboard, docs, fast_submit, inputs, openai_errors, pro
 from runyard.api.middleware.authenticate import AuthenticateMiddleware
 from runyard.api.middleware.body_limit import BodyLimitMiddleware
 from runyard.api.middleware.request_context import RequestContextMiddleware
+from runyard.api.middleware.submit_lane import SubmitLane
 from runyard.api.routes import (
     artifacts,
     batches,
@@ -65,7 +66,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
               status, me, openai)  # fmt: skip
     for module in routes:
         app.include_router(module.router)
-    fast_submit.install(app)  # after the declared route, which it stands in front of
+    submit_route = fast_submit.install(app)  # after the declared route, in front of it
     dashboard.mount(app)
     docs.mount(app)
     inputs.publish(app, settings)
@@ -78,4 +79,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(AuthenticateMiddleware, auth=rt.auth, signer=signer)
     app.add_middleware(openai_errors.OpenAIShape)  # what those answer, on the OpenAI routes
     app.add_middleware(RequestContextMiddleware, metrics=rt.metrics)
+    app.add_middleware(
+        SubmitLane, runtime=rt, route=submit_route, handlers=app.exception_handlers,
+        max_bytes=settings.max_body_kb * 1024, idle_s=settings.header_timeout_s,
+    )  # fmt: skip
     return app

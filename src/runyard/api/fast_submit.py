@@ -50,7 +50,8 @@ class FastSubmit:
             raise HTTPException(400, "There was an error parsing the body") from None
         request = self._well_formed(headers, body)
         if request is None:
-            await self.declared.handle(scope, _replay(body, receive), send)
+            whole = {"type": "http.request", "body": body, "more_body": False}
+            await self.declared.handle(scope, replay([whole], receive), send)
             return
         conn = HTTPConnection(scope)
         runtime = runtime_of(conn)
@@ -86,16 +87,12 @@ async def read_body(receive: Receive) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """`receive` for the declared route: the body already read, then the connection's own."""
-    sent = False
+def replay(read: list[Message], receive: Receive) -> Receive:
+    """`receive` for the declared route: the messages already read, then the connection's."""
+    pending = list(read)
 
     async def again() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        return pending.pop(0) if pending else await receive()
 
     return again
 
@@ -113,12 +110,12 @@ class _FastRoute(Route):
         return match, child
 
 
-def install(app: FastAPI) -> None:
-    """Put the fast path first, in front of the declared route it stands for."""
+def install(app: FastAPI) -> Route:
+    """Put the fast path first, in front of the declared route it stands for: the route."""
     declared = next(
         r for r in runs_routes.router.routes
         if isinstance(r, APIRoute) and r.path == PATH and "POST" in (r.methods or set())
     )  # fmt: skip
-    app.router.routes.insert(
-        0, _FastRoute(PATH, FastSubmit(declared), methods=["POST"], include_in_schema=False)
-    )
+    route = _FastRoute(PATH, FastSubmit(declared), methods=["POST"], include_in_schema=False)
+    app.router.routes.insert(0, route)
+    return route

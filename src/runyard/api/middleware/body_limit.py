@@ -64,7 +64,7 @@ class BodyLimitMiddleware:
         seen = 0
         started = False
         whole = False  # the body is all in: what the app awaits now is the client leaving
-        watch = _StallWatch(self.idle_s)
+        watch = StallWatch(self.idle_s)
 
         async def counting_receive() -> Message:
             nonlocal seen, whole
@@ -100,7 +100,7 @@ class BodyLimitMiddleware:
         )  # fmt: skip
 
 
-class _StallWatch:
+class StallWatch:
     """A request's body may not stall: a wait in `receive` with nothing for `idle_s` ends it
     (BodyStalledError). One timer per request at most, moved rather than remade: a timeout
     context per receive cost about 2 % of the server's CPU per submission (A/B)."""

@@ -48,6 +48,55 @@ def route_of(scope: Scope) -> str:
     return path if isinstance(path, str) else "<unmatched>"
 
 
+class RequestRecord:
+    """One request's bookkeeping: its id (in its state, its log context and its answer's
+    X-Request-ID), the status it was answered with, and at `close` its metrics and log line.
+    For this middleware and the submit lane (submit_lane.py) alike."""
+
+    __slots__ = ("_send", "metrics", "request_id", "scope", "sent", "started", "status")
+
+    def __init__(self, scope: Scope, metrics: Metrics, send: Send) -> None:
+        self.scope, self.metrics, self._send = scope, metrics, send
+        self.request_id = request_id_of(scope)
+        scope.setdefault("state", {})["request_id"] = self.request_id
+        self.status = 500  # what an exception that escapes every handler becomes
+        self.sent = False  # the answer has begun
+        self.started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(request_id=self.request_id)
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status, self.sent = message["status"], True
+            headers = list(message.get("headers", []))
+            headers.append((b"x-request-id", self.request_id.encode()))
+            message = {**message, "headers": headers}
+        await self._send(message)
+
+    def close(self) -> None:
+        """The request is over: count it, log it, and leave its log context."""
+        try:
+            self._record(time.perf_counter() - self.started)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Leave its log context, uncounted (the request goes on elsewhere, counted there)."""
+        structlog.contextvars.unbind_contextvars("request_id")
+
+    def _record(self, seconds: float) -> None:
+        scope = self.scope
+        method = scope.get("method", "WS")
+        route = route_of(scope)
+        self.metrics.child(self.metrics.http_requests, method, route, str(self.status)).inc()
+        self.metrics.child(self.metrics.http_duration, method, route).observe(seconds)
+        principal = scope.get("state", {}).get("principal", "anonymous")
+        log.info(
+            "request", method=method, route=route, status=self.status,
+            duration_ms=round(seconds * 1000, 3), request_id=self.request_id,
+            principal=principal,
+        )  # fmt: skip
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -57,34 +106,8 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request_id = request_id_of(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
-        status = 500
-        started = time.perf_counter()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
+        record = RequestRecord(scope, self.metrics, send)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, record.send)
         finally:
-            self._record(scope, status, time.perf_counter() - started, request_id)
-            structlog.contextvars.unbind_contextvars("request_id")
-
-    def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
-        method = scope.get("method", "WS")
-        route = route_of(scope)
-        self.metrics.child(self.metrics.http_requests, method, route, str(status)).inc()
-        self.metrics.child(self.metrics.http_duration, method, route).observe(seconds)
-        principal = scope.get("state", {}).get("principal", "anonymous")
-        log.info(
-            "request", method=method, route=route, status=status,
-            duration_ms=round(seconds * 1000, 3), request_id=request_id, principal=principal,
-        )  # fmt: skip
+            record.close()
