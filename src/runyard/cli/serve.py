@@ -20,6 +20,7 @@ import structlog
 import uvicorn
 
 from runyard.auth import AuthConfigError, load_tokens
+from runyard.cli import log_output
 from runyard.cli.header_timeout import with_header_timeout
 from runyard.config import Settings
 from runyard.runtime import Runtime
@@ -52,7 +53,7 @@ def configure_logging(fmt: str) -> None:
     factory: Any = structlog.PrintLoggerFactory(sys.stderr)
     if use_json and binary is not None:
         renderer = structlog.processors.JSONRenderer(serializer=_log_json)
-        factory = structlog.BytesLoggerFactory(binary)
+        factory = log_output.factory(binary)
     elif use_json:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
