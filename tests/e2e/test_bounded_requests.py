@@ -226,3 +226,34 @@ def test_an_answer_with_no_body_reaches_a_client_that_half_closed(start_server) 
             s.sendall(b"HEAD /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
             s.shutdown(socket.SHUT_WR)
             assert _answer(s).startswith(b"HTTP/1.1 405")
+
+
+@pytest.mark.parametrize("token", [False, True])
+def test_a_content_length_padded_past_what_int_reads_is_its_value(
+    start_server, tmp_path: Path, token: bool
+) -> None:
+    """int() refuses a string of over 4300 digits, whatever its value, and zeros may pad a
+    Content-Length that far: such a length is read as the number it is (a 500 before), on the
+    submit lane, the whole stack (no token: 401) and the uploads alike."""
+    tokens_file = tmp_path / "tokens.toml"
+    env = {"RUNYARD_TOKENS_FILE": str(tokens_file)} if token else {}
+    auth = b""
+    if token:
+        auth = (
+            b"Authorization: Bearer %s\r\n"
+            % create_token(tokens_file, "submitter", Role.SUBMIT).encode()
+        )
+    server = start_server(env=env)
+    length = b"0" * 4990 + b"15"
+    targets = ((b"/v1/runs", b'{"job": "true"}'), (b"/v1/uploads?name=x.bin", b"fifteen bytes!!"))
+    for path, body in targets:
+        for sent in {auth, b""}:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+                s.sendall(
+                    b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\n%sContent-Length: %s\r\n\r\n%s"
+                    % (path, sent, length, body)
+                )
+                answer = _answer(s)
+            expected = {b"401"} if token and not sent else {b"201", b"202"}
+            assert answer.split(b" ", 2)[1] in expected, (path, sent, answer[:300])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import threading
 
-from runyard.cli.log_output import TurnFlushedLogger
+from runyard.cli.log_output import Handler, TurnFlushedLogger
 
 
 class Recording(io.RawIOBase):
@@ -76,3 +77,42 @@ def test_a_partial_write_is_finished_and_a_closed_loop_does_not_hold_lines_back(
     asyncio.run(log(b"second"))  # another loop: it schedules its own write
     assert stream.text() == b"first\nsecond\n"
     assert max(len(w) for w in stream.writes) == 3
+
+
+class FailsOnce(Recording):
+    """Takes part of the first write, then fails the next (a disk that filled)."""
+
+    def __init__(self) -> None:
+        super().__init__(take=3)
+        self.failed = False
+
+    def write(self, data: object) -> int:
+        if self.writes and not self.failed:
+            self.failed = True
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+def test_a_write_that_failed_part_way_leaves_the_next_line_whole() -> None:
+    stream = FailsOnce()
+    logger = TurnFlushedLogger(stream)  # type: ignore[arg-type]
+    logger.msg(b"abcdef")  # "abc" written, then the disk is full: no exception escapes
+    stream.take = 1 << 20
+    logger.msg(b'{"next": 1}')
+    assert stream.text() == b'abc\n{"next": 1}\n'
+
+
+def test_the_standard_librarys_records_keep_their_place() -> None:
+    stream = Recording()
+    logger = TurnFlushedLogger(stream)  # type: ignore[arg-type]
+    stdlib = logging.getLogger("test_log_output.order")
+    stdlib.propagate = False
+    stdlib.addHandler(Handler(logger))
+
+    async def turn() -> None:
+        logger.msg(b"one")
+        stdlib.warning("two")
+        logger.msg(b"three")
+
+    asyncio.run(turn())
+    assert stream.writes == [b"one\ntwo\nthree\n"]

@@ -45,6 +45,20 @@ MAX_PATH = 4096
 MAX_QUERY_VALUE = 8192
 
 
+_INT_CEILING = 2**63 - 1  # the stores' largest integer; past every size cap
+
+
+def header_int(value: str | bytes) -> int | None:
+    """A header's non-negative decimal integer (Content-Length), at most 2**63 - 1 (a larger
+    one reads as that: past every cap); None if it is not one. Not int() alone: it refuses
+    a string of over 4300 digits (ValueError), and zeros may pad a small value that far."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0")
+    return _INT_CEILING if len(digits) > 19 else min(int(digits or "0"), _INT_CEILING)
+
+
 def _refusal(field: str, why: str) -> bytes:
     return json.dumps({
         "type": "urn:runyard:problem:invalid-input", "title": "Invalid input", "status": 422,

@@ -4,13 +4,15 @@ event loop rather than once per line.
 A run writes three lines (its request, two transitions) and each flush is a write(2) to the
 log; under load many runs end in one turn, and their lines now leave in one write, after
 what that turn did. A line logged off the loop (the store's thread, start-up, shutdown) is
-flushed at once, as before. A line is never held longer than the turn that logged it.
+flushed at once, as before. A line is never held longer than the turn that logged it; a
+process killed outright (SIGKILL, the OOM killer) loses what its last turn logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import threading
 from typing import Any, BinaryIO
 
@@ -25,7 +27,10 @@ class TurnFlushedLogger:
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._lines: list[bytes] = []
-        self._lock = threading.Lock()  # lines come from the loop and from other threads
+        # lines come from the loop and from other threads; re-entrant, for a line logged by
+        # a finaliser the collector runs while a write holds it
+        self._lock = threading.RLock()
+        self._torn = False  # a write failed part way: the next starts on a new line
         # the loop a write is due on; a loop that closed before its write ran is never
         # waited for: the next line on another loop (or off any) schedules or writes again
         self._due_on: asyncio.AbstractEventLoop | None = None
@@ -58,13 +63,17 @@ class TurnFlushedLogger:
             return
         lines, self._lines = self._lines, []
         lines.append(b"")
+        if self._torn:
+            lines.insert(0, b"")
         data = memoryview(b"\n".join(lines))
         try:
             while data:  # a raw file may take part of it (the stream is unbuffered)
                 written = self._stream.write(data)
-                if not written:
-                    break
+                if written is None:  # a non-blocking stream that is full
+                    raise BlockingIOError
+                self._torn = True
                 data = data[written:]
+            self._torn = False
             self._stream.flush()
         except (OSError, ValueError):  # a full disk or a closed stream: a log line is not
             pass  # worth a failed request (structlog's own logger would have raised here)
@@ -73,7 +82,21 @@ class TurnFlushedLogger:
     fatal = failure = err = error = critical = exception = msg
 
 
-def factory(stream: BinaryIO) -> Any:
+class Handler(logging.Handler):
+    """The standard library's records (uvicorn's, a traceback) through the same logger, so
+    that they keep their place among the JSON lines."""
+
+    def __init__(self, logger: TurnFlushedLogger) -> None:
+        super().__init__()
+        self.logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.logger.msg(self.format(record).encode("utf-8", "backslashreplace"))
+        except Exception:
+            self.handleError(record)
+
+
+def factory(logger: TurnFlushedLogger) -> Any:
     """structlog's `logger_factory`: the same logger whatever it is asked for."""
-    logger = TurnFlushedLogger(stream)
     return lambda *_args: logger

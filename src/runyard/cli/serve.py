@@ -51,9 +51,11 @@ def configure_logging(fmt: str) -> None:
     binary = getattr(sys.stderr, "buffer", None)  # absent when stderr was replaced by text
     renderer: structlog.typing.Processor = structlog.dev.ConsoleRenderer()
     factory: Any = structlog.PrintLoggerFactory(sys.stderr)
+    sink = None
     if use_json and binary is not None:
         renderer = structlog.processors.JSONRenderer(serializer=_log_json)
-        factory = log_output.factory(binary)
+        sink = log_output.TurnFlushedLogger(binary)
+        factory = log_output.factory(sink)
     elif use_json:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
@@ -69,7 +71,9 @@ def configure_logging(fmt: str) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    # uvicorn's records through the same logger: they keep their place among the JSON lines
+    handler = log_output.Handler(sink) if sink is not None else logging.StreamHandler(sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
 
 
 class RunyardServer(uvicorn.Server):

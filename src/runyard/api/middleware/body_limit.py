@@ -17,6 +17,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runyard.api.inputs import header_int
 from runyard.api.middleware.answer import send_problem
 
 UPLOADS = "/v1/uploads"
@@ -54,7 +55,8 @@ class BodyLimitMiddleware:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
+                announced = header_int(value)
+                if announced is None or announced > self.max_bytes:
                     await self._refuse(send)
                     return
                 break

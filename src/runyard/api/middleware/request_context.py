@@ -57,8 +57,10 @@ class RequestRecord:
 
     def __init__(self, scope: Scope, metrics: Metrics, send: Send) -> None:
         self.scope, self.metrics, self._send = scope, metrics, send
-        self.request_id = request_id_of(scope)
-        scope.setdefault("state", {})["request_id"] = self.request_id
+        state = scope.setdefault("state", {})
+        # a request the submit lane handed on keeps the id the lane gave it
+        self.request_id = state.get("request_id") or request_id_of(scope)
+        state["request_id"] = self.request_id
         self.status = 500  # what an exception that escapes every handler becomes
         self.sent = False  # the answer has begun
         self.started = time.perf_counter()

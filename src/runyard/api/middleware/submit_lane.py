@@ -12,8 +12,9 @@ call as the submit route (`answer_submit`).
 
 Only for a plain request: JSON, a Content-Length within the cap, no query, no
 `Idempotency-Key`, no relay, a token that is good for submitting. Anything else, and a body
-the model refuses or that comes in several pieces, goes on through the whole stack, its body
-handed on as it was read, so every refusal is answered and counted as documented.
+the model refuses, one past the cap or a client gone mid-body, goes on through the whole
+stack, with what was read of the body handed on, so every refusal is answered and counted as
+documented (under the request id the lane gave it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runyard.api.fast_submit import MAX_PREFER, PATH, replay
+from runyard.api.inputs import header_int
 from runyard.api.middleware.body_limit import StallWatch
 from runyard.api.middleware.request_context import RequestRecord
 from runyard.api.routes.runs import answer_submit
@@ -85,7 +87,8 @@ class SubmitLane:
         prefer = found.get(b"prefer", b"")
         if content_type != b"application/json" or len(prefer) > MAX_PREFER:
             return None
-        if not length.isdigit() or int(length) > self.max_bytes:
+        announced = header_int(length)
+        if announced is None or announced > self.max_bytes:
             return None
         authorization = found.get(b"authorization")
         try:

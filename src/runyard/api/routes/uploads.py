@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from runyard.api.deps import UploadsDep
+from runyard.api.inputs import header_int
 from runyard.api.routes.artifacts import ArtifactFileResponse, open_off_loop
 from runyard.api.security import READ, SUBMIT
 from runyard.errors import NotFoundError
@@ -39,8 +40,8 @@ def upload_view(upload: Upload) -> UploadView:
 
 
 async def _receive(request: Request, uploads: UploadsDep, name: str) -> JSONResponse:
-    announced = request.headers.get("content-length", "")
-    if announced.isdigit() and int(announced) > uploads.max_bytes:
+    announced = header_int(request.headers.get("content-length", ""))
+    if announced is not None and announced > uploads.max_bytes:
         # refused unread: the connection closes rather than drain what it would send
         error = UploadTooLargeError(
             f"the upload is over the limit of {uploads.max_bytes // 2**20} MiB (max_upload_mb)"
