@@ -57,7 +57,7 @@ class FastSubmit:
         runtime = runtime_of(conn)
         authorize(scope, runtime.auth, relay_signer(conn), Role.SUBMIT)
         response = await answer_submit(
-            runtime.runs, runtime.settings, request, None, headers.get("prefer")
+            runtime.runs, runtime.settings, request, None, headers.get("prefer"), receive
         )
         await response(scope, receive, send)
 

@@ -255,7 +255,9 @@ async def submit_multipart(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         await form.read(Request(scope, receive).stream(), boundary)
         request = await form.submit_request()
-        response = await answer_submit(runtime.runs, runtime.settings, request, key, prefer)
+        response = await answer_submit(
+            runtime.runs, runtime.settings, request, key, prefer, receive
+        )
     except BaseException:
         await form.discard()
         raise

@@ -7,7 +7,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -258,12 +258,17 @@ class RunService:
                     queued + adding - self.max_queue,
                 )
 
-    async def wait(self, run: Run, seconds: float) -> Run:
-        """`run` (as submit just gave it) once it has ended, or as it is after `seconds` (it
-        is never cancelled). Its end, published here, is the run as stored: no re-read."""
+    async def wait(
+        self, run: Run, seconds: float, gone: Coroutine[Any, Any, object] | None = None
+    ) -> Run:
+        """`run` (as submit just gave it) once it has ended, or as it is after `seconds` or
+        once `gone` is done (the caller left; the run is never cancelled). Its end, published
+        here, is the run as stored: no re-read."""
         if run.state.terminal or seconds <= 0:
+            if gone is not None:
+                gone.close()
             return run
-        ended = await self.waiters.wait_for_end(run.id, seconds)
+        ended = await self.waiters.wait_for_end(run.id, seconds, gone)
         return ended if ended is not None else await self.get(run.id)
 
     async def get(self, run_id: str) -> Run:

@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 from runyard.models import Run, RunState
 
@@ -19,19 +20,30 @@ class EndWaiters:
         self._ended: dict[str, set[asyncio.Future[Run | None]]] = {}
         self.released = False
 
-    async def wait_for_end(self, run_id: str, seconds: float) -> Run | None:
-        """The run as it ended here, once it has; None after `seconds`, or when it ended on
-        another server (only its id is heard of). The waiter is in place before the first
-        suspension: a caller that holds the run's latest state and calls this without an
-        await in between cannot miss its end."""
+    async def wait_for_end(
+        self, run_id: str, seconds: float, gone: Coroutine[Any, Any, object] | None = None
+    ) -> Run | None:
+        """The run as it ended here, once it has; None after `seconds`, once `gone` is done
+        (the caller left), or when it ended on another server (only its id is heard of). The
+        waiter is in place before the first suspension: a caller that holds the run's latest
+        state and calls this without an await in between cannot miss its end."""
         if self.released:  # shutting down: nobody is kept waiting any more
+            if gone is not None:
+                gone.close()  # never started
             return None
         with self.expecting(run_id) as future:
+            watch = None
+            if gone is not None:
+                watch = asyncio.create_task(gone)
+                watch.add_done_callback(lambda _: _settle(future))
             try:
                 async with asyncio.timeout(seconds):
                     return await future
             except TimeoutError:
                 return None
+            finally:
+                if watch is not None:
+                    watch.cancel()
 
     @contextlib.contextmanager
     def expecting(self, run_id: str) -> Iterator[asyncio.Future[Run | None]]:
@@ -65,6 +77,11 @@ class EndWaiters:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+
+
+def _settle(future: asyncio.Future[Run | None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class FinishRate:

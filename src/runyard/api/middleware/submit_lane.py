@@ -135,7 +135,7 @@ class SubmitLane:
         except ValidationError:  # the declared route names what is wrong
             return replay([_piece([body], more=False)], receive)
         runs, settings = self.runtime.runs, self.runtime.settings
-        response = await answer_submit(runs, settings, request, None, prefer)
+        response = await answer_submit(runs, settings, request, None, prefer, receive)
         await response(scope, receive, send)
         return None
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from starlette.types import Receive
 
 from runyard.api.deps import RunsDep, SettingsDep
 from runyard.api.inputs import Cursor, IdempotencyKey, IdFilter, JobFilter, LabelFilter, RunId
@@ -70,10 +71,11 @@ async def submit_run(
     body: SubmitRequest,
     runs: RunsDep,
     settings: SettingsDep,
+    request: Request,
     idempotency_key: IdempotencyKey = None,
     prefer: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
-    return await answer_submit(runs, settings, body, idempotency_key, prefer)
+    return await answer_submit(runs, settings, body, idempotency_key, prefer, request.receive)
 
 
 async def answer_submit(
@@ -82,8 +84,10 @@ async def answer_submit(
     body: SubmitRequest,
     idempotency_key: str | None,
     prefer: str | None,
+    receive: Receive,
 ) -> Response:
-    """What a submission answers, by this route or by its fast path (api/fast_submit.py)."""
+    """What a submission answers, by this route or by its fast paths (api/fast_submit.py,
+    api/middleware/submit_lane.py); `receive` is the request's, its body read whole."""
     run, created = await runs.submit(
         body.job,
         body.params,
@@ -96,9 +100,10 @@ async def answer_submit(
         headers["Idempotent-Replayed"] = "true"
     wait = prefer_wait(prefer, settings.max_wait_s)
     if wait > 0:
-        # The run is stored and queued already: a client leaving now changes nothing. No
-        # await since submit returned: its end cannot come before the waiter is in place.
-        run = await runs.wait(run, wait)
+        # The run is stored and queued already: a client leaving now changes nothing but
+        # the wait, which ends (what is answered then goes nowhere). No await since submit
+        # returned: its end cannot come before the waiter is in place.
+        run = await runs.wait(run, wait, client_gone(receive))
         headers["Preference-Applied"] = f"wait={wait:g}"
     status = 200 if run.state.terminal and wait > 0 else 202
     # serialised by pydantic-core straight to bytes: one per submission, the hottest body
@@ -106,6 +111,12 @@ async def answer_submit(
         RunView.of(run).model_dump_json(), status_code=status, headers=headers,
         media_type="application/json",
     )  # fmt: skip
+
+
+async def client_gone(receive: Receive) -> None:
+    """Returns once the client has left: what `receive` gives after a body read whole."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _labels(raw: list[str]) -> tuple[tuple[str, str], ...]:

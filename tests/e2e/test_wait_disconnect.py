@@ -1,0 +1,53 @@
+"""A `Prefer: wait` submission holds its request until the run ends, up to the wait asked; a
+client that leaves meanwhile ends the wait at once (it used to hold the request, its task and
+its timer for the whole wait). Its run goes on: it was accepted."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+
+from tests.support import ServerProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+WAIT_S = 600  # what the clients ask for; the test waits for far less than that
+
+
+def _request_line(server: ServerProcess, request_id: str) -> dict[str, object] | None:
+    for line in server.log_path.read_text().splitlines():
+        if line.startswith("{") and f'"{request_id}"' in line:
+            entry = json.loads(line)
+            if entry.get("event") == "request":
+                return dict(entry)
+    return None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"",  # the submit lane
+        b"Idempotency-Key: left-1\r\n",  # the declared route
+    ],
+)
+def test_a_client_that_leaves_ends_its_wait_and_its_run_goes_on(start_server, extra: bytes) -> None:
+    server = start_server(env={"RUNYARD_MAX_WAIT_S": str(WAIT_S)})
+    body = b'{"job": "sleeper", "params": {"seconds": 3600}}'
+    request_id = f"left-{len(extra)}"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Prefer: wait=%d\r\nX-Request-ID: %s\r\n%sContent-Length: %d\r\n\r\n%s"
+            % (WAIT_S, request_id.encode(), extra, len(body), body)
+        )
+        run = wait_for(
+            lambda: httpx.get(f"{server.url}/v1/runs").json()["runs"], what="the run stored"
+        )[0]
+        assert _request_line(server, request_id) is None  # still waiting
+    # the client is gone: the request ends now, not after WAIT_S
+    line = wait_for(lambda: _request_line(server, request_id), what="the request to end")
+    assert line["route"] == "/v1/runs"
+    assert httpx.get(f"{server.url}/v1/runs/{run['id']}").json()["state"] in ("queued", "running")
+    httpx.post(f"{server.url}/v1/runs/{run['id']}/cancel")
