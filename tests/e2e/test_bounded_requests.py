@@ -257,3 +257,32 @@ def test_a_content_length_padded_past_what_int_reads_is_its_value(
                 answer = _answer(s)
             expected = {b"401"} if token and not sent else {b"201", b"202"}
             assert answer.split(b" ", 2)[1] in expected, (path, sent, answer[:300])
+
+
+@pytest.mark.parametrize(
+    ("target", "content_type", "start"),
+    [
+        (b"/v1/uploads?name=a.bin", b"application/octet-stream", b"ten bytes!"),
+        (b"/v1/runs", b"multipart/form-data; boundary=XyZ",
+         b'--XyZ\r\nContent-Disposition: form-data; name="run"\r\n\r\n{"job": "true"}\r\n'),
+    ],
+)  # fmt: skip
+def test_a_stalled_upload_is_answered_408_and_nothing_of_it_is_kept(
+    start_server, target: bytes, content_type: bytes, start: bytes
+) -> None:
+    """Uploads and multipart submissions have size caps of their own, not the body cap; a
+    body of theirs that stalls ends the same way (it held the connection, and a file being
+    written, for ever), and what it brought is discarded."""
+    server = start_server(env={"RUNYARD_HEADER_TIMEOUT_S": "1"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as stalled:
+        stalled.sendall(
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: 100000\r\n\r\n%s"
+            % (target, content_type, start)
+        )  # most of it owed, never sent
+        answer = _answer(stalled)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"RUNYARD_HEADER_TIMEOUT_S" in answer
+    uploads = server.data_dir / "uploads"
+    kept = [p for p in uploads.rglob("*") if p.is_file()] if uploads.exists() else []
+    assert [p for p in kept if ".refs" not in p.parts] == []
+    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []

@@ -4,7 +4,8 @@ cap, so no body is ever held whole past it. Answered as problem JSON naming the 
 (FastAPI's own `max_body_size` sits outside the app's handlers and answers plain text).
 
 A body may take its time, but not stall: while the app waits for more of it, nothing for
-`idle_s` (RUNYARD_HEADER_TIMEOUT_S) ends the request with 408 and the connection. Timed here,
+`idle_s` (RUNYARD_HEADER_TIMEOUT_S) ends the request with 408 and the connection (uploads and
+multipart submissions too, whose size caps are their own). Timed here,
 inside `receive`, only while the app asks for the body, so a body uvicorn holds back (flow
 control, a pipelined request behind another, `Expect: 100-continue`) is never timed.
 """
@@ -49,9 +50,13 @@ class BodyLimitMiddleware:
         self.idle_s = idle_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == UPLOADS or _multipart_submit(scope):
-            # uploads stream to disk under their own, larger caps (services/uploads)
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"] == UPLOADS or _multipart_submit(scope):
+            # uploads stream to disk under their own, larger caps (services/uploads): timed
+            # like any body, not counted here
+            await self._counted(scope, receive, send, cap=None)
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length":
@@ -60,9 +65,11 @@ class BodyLimitMiddleware:
                     await self._refuse(send)
                     return
                 break
-        await self._counted(scope, receive, send)
+        await self._counted(scope, receive, send, self.max_bytes)
 
-    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, cap: int | None) -> None:
+        """The app, its body counted against `cap` (None: not counted here) and timed while
+        it is asked for."""
         seen = 0
         started = False
         whole = False  # the body is all in: what the app awaits now is the client leaving
@@ -77,8 +84,8 @@ class BodyLimitMiddleware:
             if whole:
                 watch.close()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise BodyTooLargeError(self.max_bytes)
+            if cap is not None and seen > cap:
+                raise BodyTooLargeError(cap)
             return message
 
         async def tracking_send(message: Message) -> None:
