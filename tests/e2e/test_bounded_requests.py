@@ -286,3 +286,20 @@ def test_a_stalled_upload_is_answered_408_and_nothing_of_it_is_kept(
     kept = [p for p in uploads.rglob("*") if p.is_file()] if uploads.exists() else []
     assert [p for p in kept if ".refs" not in p.parts] == []
     assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+
+
+def test_the_openapi_document_names_the_protocols_own_answers(start_server) -> None:
+    """431 (a head over the cap) can answer any request, 408 (a stalled body) any that takes
+    a body: the document says so, as problem JSON, as the server answers them."""
+    server = start_server()
+    doc = httpx.get(f"{server.url}/openapi.json").json()
+    ops = [op for item in doc["paths"].values() for op in item.values() if isinstance(op, dict)]
+    with_body = [op for op in ops if "requestBody" in op]
+    assert with_body  # submits, batches, uploads, schedules, chat completions
+    for op in ops:
+        assert "application/problem+json" in op["responses"]["431"]["content"], op["operationId"]
+        assert ("408" in op["responses"]) == (op in with_body), op["operationId"]
+    # the OpenAI-compatible route answers its errors in OpenAI's shape, a stall too
+    chat = doc["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert chat["408"]["content"] == chat["422"]["content"]
+    assert "application/problem+json" not in chat["408"]["content"]

@@ -132,11 +132,22 @@ def _guarded(op: dict[str, Any]) -> None:
             cap = MAX_QUERY_VALUE if param["in"] == "query" else MAX_PATH
             branch["maxLength"] = min(branch.get("maxLength", cap), cap)
     responses = op.setdefault("responses", {})
-    for code, why in (("400", "a malformed HTTP request"), ("422", "invalid input")):
+    answers = [
+        ("400", "a malformed HTTP request"),
+        ("422", "invalid input"),
+        # the protocol's own answers (cli/header_timeout.py, middleware/body_limit.py)
+        ("431", "the request line and headers are over the server's limit (64 KiB)"),
+    ]
+    for code, why in answers:
         responses.setdefault(code, {
             "description": why,
             "content": {"application/problem+json": {
                 "schema": {"$ref": "#/components/schemas/Problem"}}},
+        })  # fmt: skip
+    if "requestBody" in op:  # answered by the app's handlers: shaped as its 422 is
+        responses.setdefault("408", {
+            "description": "the body stalled: nothing for RUNYARD_HEADER_TIMEOUT_S",
+            "content": responses["422"].get("content", {}),
         })  # fmt: skip
     # uvicorn answers a request it cannot parse (e.g. a line over its limit) in plain text
     responses["400"].setdefault("content", {}).setdefault("text/plain", {})
