@@ -164,6 +164,38 @@ def test_a_dispatcher_stopping_waits_for_an_end_claiming_under_way(tmp_path: Pat
         assert (at_stop, later) == (2, 2)  # launched before stop returned, nothing after
 
 
+def test_a_dispatcher_stopping_while_its_own_claim_commits_launches_what_it_took(
+    tmp_path: Path,
+) -> None:
+    """Stopped after its claim committed and before it heard back: the run it took is
+    launched before stop returns, as an end's claim is — not left claimed, its attempt
+    `starting` with no program, for the next start's reconcile to find."""
+    with faked(tmp_path, plain_jobs(tmp_path), capacity=1) as srv:
+        runtime = srv.runtime
+
+        async def scenario() -> str:
+            store, original = runtime.store, runtime.store.claim
+            committed, release = asyncio.Event(), asyncio.Event()
+
+            async def held(*args: Any, **kwargs: Any) -> Any:
+                claims = await original(*args, **kwargs)
+                committed.set()
+                await release.wait()  # its answer on its way back to the dispatcher
+                return claims
+
+            store.claim = held  # type: ignore[method-assign]
+            run, _ = await runtime.runs.submit("mark", {})
+            await committed.wait()
+            stopping = asyncio.create_task(runtime.dispatcher.stop())
+            await asyncio.sleep(0)
+            release.set()
+            await stopping
+            return run.id
+
+        run_id = srv.call(scenario())
+        assert srv.launched() == [run_id]
+
+
 async def draining(srv: FakedServer) -> asyncio.Task[None]:
     """A drain begun, once its first step has paused the dispatcher."""
     dispatcher, paused = srv.runtime.dispatcher, asyncio.Event()

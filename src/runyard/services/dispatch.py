@@ -32,6 +32,7 @@ from runyard.store import Store
 log = structlog.get_logger(__name__)
 
 UNAVAILABLE_RETRY_S = 1.0
+STOP_GRACE_S = 10.0  # how long stop() waits for a claim under way before it cancels it
 
 
 def _limits(spec: JobSpec) -> dict[str, object] | None:
@@ -87,6 +88,7 @@ class Dispatcher:
         self.clock = clock
         self.host = host  # this server's id: attempts it claims carry it
         self.paused = False
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._due: asyncio.TimerHandle | None = None
         self._launches = TaskGroup("launch")
@@ -116,16 +118,28 @@ class Dispatcher:
         if self._due is not None:
             self._due.cancel()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Told, not cancelled: a claim of its own that is under way may have committed
+            # already; cancelled, what it took would stay claimed with no program. It claims
+            # nothing more, and ends once what it took is launched (or at the latest after
+            # STOP_GRACE_S, a store that never answers).
+            self._stopping = True
+            self.queue.set()
+            try:
+                async with asyncio.timeout(STOP_GRACE_S):
+                    await asyncio.shield(self._task)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         await self._claims_over.wait()  # an end's claim under way launches before we stop
         await self._launches.wait()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             await self.queue.wait()
             self.queue.clear()
+            if self._stopping:
+                return
             if self.paused:
                 continue
             try:
@@ -155,7 +169,7 @@ class Dispatcher:
         self._arm_due_timer(when)
 
     async def _claim_free_slots(self) -> None:
-        while (free := self.slots.free) > 0:
+        while (free := self.slots.free) > 0 and not self._stopping:
             snapshot = await self.registry.snapshot()
             room = self._room(snapshot.jobs)
             if room and self._in_flight:  # limits in play: count after the claims in flight
