@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
 from runyard.bounds import (
     CRON_PATTERN,
@@ -84,7 +91,27 @@ def _shown(run: Run) -> tuple[dict[str, Any], list[str]]:
     return values, withheld
 
 
-class SubmitRequest(BaseModel):
+class RequestBody(BaseModel):
+    """A request body takes JSON's own types, as the OpenAPI document says: pydantic's lax
+    mode would also turn "5" or true into a number, "yes" or 1 into a boolean."""
+
+    @field_validator("priority", "iterations", "interval_s", mode="before", check_fields=False)
+    @classmethod
+    def _a_json_number(cls, value: object) -> object:
+        if isinstance(value, str | bool):
+            # a ValueError, which pydantic answers as invalid input (a TypeError would be a 500)
+            raise ValueError("must be a JSON number, not a string or a boolean")  # noqa: TRY004
+        return value
+
+    @field_validator("paused", "stream", "include_usage", mode="before", check_fields=False)
+    @classmethod
+    def _a_json_boolean(cls, value: object) -> object:
+        if value is not None and not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+
+
+class SubmitRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     job: JobName
@@ -93,7 +120,7 @@ class SubmitRequest(BaseModel):
     labels: Labels = Field(default_factory=dict)
 
 
-class BatchRequest(BaseModel):
+class BatchRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     job: JobName
@@ -132,7 +159,7 @@ class Principal(BaseModel):
     auth: bool = Field(description="whether this server asks for tokens at all")
 
 
-class ScheduleRequest(BaseModel):
+class ScheduleRequest(RequestBody):
     # exactly one of cron and interval_s (the server answers 422 otherwise)
     model_config = ConfigDict(
         extra="forbid",
@@ -161,7 +188,7 @@ class ScheduleRequest(BaseModel):
     labels: Labels = Field(default_factory=dict)
 
 
-class SchedulePatch(BaseModel):
+class SchedulePatch(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     params: Params | None = None

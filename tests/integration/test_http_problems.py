@@ -114,3 +114,24 @@ def test_job_edits_are_picked_up_without_restart(
         assert server.get("/v1/jobs/late").status_code == 404
         write_job("late", 'command = ["true"]\n')
         wait_for(lambda: server.get("/v1/jobs/late").status_code == 200, what="new job")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "status"),
+    [
+        ("/v1/batches", {"job": "true", "iterations": "3"}, "iterations", 422),
+        ("/v1/batches", {"job": "true", "iterations": 2, "priority": False}, "priority", 422),
+        ("/v1/schedules", {"job": "true", "interval_s": "60"}, "interval_s", 422),
+        ("/v1/schedules", {"job": "true", "interval_s": 60, "paused": "yes"}, "paused", 422),
+        ("/v1/chat/completions",
+         {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": "true"},
+         "stream", 400),
+    ],
+)  # fmt: skip
+def test_numbers_and_booleans_are_jsons_own(
+    server: InProcessServer, path: str, body: dict[str, object], field: str, status: int
+) -> None:
+    """As the OpenAPI document says: pydantic's lax mode took "3" for 3 and "yes" for true."""
+    resp = server.post(path, json=body)
+    assert resp.status_code == status, resp.text
+    assert field in resp.text

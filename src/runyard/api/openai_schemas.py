@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from runyard.jobs.chat import MODEL_PATTERN
+from runyard.schemas import RequestBody
 from runyard.services.chat import Message, estimate_tokens
 
 MAX_MESSAGES = 1024
@@ -39,12 +40,12 @@ class ChatMessage(BaseModel):
         return Message(self.role, content or "", self.name)
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(RequestBody):
     model_config = ConfigDict(extra="ignore")
     include_usage: bool = False
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(RequestBody):
     model_config = ConfigDict(extra="ignore")
     model: ModelId
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
