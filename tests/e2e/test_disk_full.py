@@ -76,6 +76,10 @@ def test_full_disk_keeps_the_supervisor_and_the_queue_moves_once_freed(
         wait_for(lambda: "data_dir" in httpx.get(ready).json()["checks"], what="not ready")
         assert httpx.get(ready).status_code == 503
         assert httpx.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 507
+        batch = httpx.post(f"{server.url}/v1/batches", json={"job": "true", "iterations": 3})
+        assert batch.status_code == 507, batch.text  # and nothing of it is stored
+        assert batch.headers["content-type"] == "application/problem+json"
+        assert c.runs(job="true").runs == []
         assert c.run(healthy).id == healthy
         assert supervisors_of(data) == [sup]
 
