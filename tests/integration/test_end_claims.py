@@ -304,3 +304,38 @@ def test_a_dispatcher_reading_the_job_files_when_a_drain_begins_claims_nothing(
         assert srv.launched() == []
         assert srv.executor.cancels == []
         assert srv.run(run_id)["state"] == "queued"
+
+
+def test_a_dispatcher_reading_the_job_files_when_it_is_stopped_claims_nothing(
+    tmp_path: Path,
+) -> None:
+    """The same when the server stops: told to stop while it read the job files, it makes
+    no claim after (stop no longer cancels it there)."""
+    with faked(tmp_path, plain_jobs(tmp_path), capacity=1) as srv:
+        runtime = srv.runtime
+        claims = counting_claims(srv, "claim")
+
+        async def scenario() -> str:
+            registry, original = runtime.registry, runtime.registry.snapshot
+            reading, release = asyncio.Event(), asyncio.Event()
+
+            async def snapshot() -> Any:
+                if asyncio.current_task() is runtime.dispatcher._task and not release.is_set():
+                    reading.set()
+                    await release.wait()
+                return await original()
+
+            registry.snapshot = snapshot  # type: ignore[method-assign]
+            before = claims[0]
+            run, _ = await runtime.runs.submit("mark", {})
+            await reading.wait()
+            stopping = asyncio.create_task(runtime.dispatcher.stop())
+            await asyncio.sleep(0)
+            release.set()
+            await stopping
+            assert claims[0] == before
+            return run.id
+
+        run_id = srv.call(scenario())
+        assert srv.launched() == []
+        assert srv.run(run_id)["state"] == "queued"

@@ -147,7 +147,7 @@ def _guarded(op: dict[str, Any]) -> None:
     if "requestBody" in op:  # answered by the app's handlers: shaped as its 422 is
         responses.setdefault("408", {
             "description": "the body stalled: nothing for RUNYARD_HEADER_TIMEOUT_S",
-            "content": responses["422"].get("content", {}),
+            "content": dict(responses["422"].get("content", {})),
         })  # fmt: skip
     # uvicorn answers a request it cannot parse (e.g. a line over its limit) in plain text
     responses["400"].setdefault("content", {}).setdefault("text/plain", {})

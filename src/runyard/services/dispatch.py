@@ -115,9 +115,8 @@ class Dispatcher:
 
     async def stop(self) -> None:
         self.attempts.end_claims = None
-        if self._due is not None:
-            self._due.cancel()
-        if self._task is not None:
+        task = self._task
+        if task is not None and not task.done():
             # Told, not cancelled: a claim of its own that is under way may have committed
             # already; cancelled, what it took would stay claimed with no program. It claims
             # nothing more, and ends once what it took is launched (or at the latest after
@@ -126,11 +125,17 @@ class Dispatcher:
             self.queue.set()
             try:
                 async with asyncio.timeout(STOP_GRACE_S):
-                    await asyncio.shield(self._task)
+                    await asyncio.shield(task)
             except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                task.cancel()
+            except asyncio.CancelledError:
+                task.cancel()  # our caller gave up: the dispatcher does not outlive it
+                raise
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task  # settled already; an error of its own is raised here, as ever
+        if self._due is not None:  # after the loop: its last turn may have armed one
+            self._due.cancel()
         await self._claims_over.wait()  # an end's claim under way launches before we stop
         await self._launches.wait()
 
@@ -175,8 +180,8 @@ class Dispatcher:
             if room and self._in_flight:  # limits in play: count after the claims in flight
                 await self._claims_over.wait()
                 continue
-            if self.paused:  # paused while the job files were read: a drain has begun
-                return
+            if self.paused or self._stopping:  # while the job files were read: a drain
+                return  # has begun, or the server stops
             began = self.queue.generation
             self._begin_claim()
             try:

@@ -42,8 +42,9 @@ class EndWaiters:
             except TimeoutError:
                 return None
             finally:
-                if watch is not None:
+                if watch is not None:  # gone with the request, its outcome retrieved
                     watch.cancel()
+                    await asyncio.gather(watch, return_exceptions=True)
 
     @contextlib.contextmanager
     def expecting(self, run_id: str) -> Iterator[asyncio.Future[Run | None]]:
