@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import socket
 import time
 from pathlib import Path
@@ -303,3 +304,31 @@ def test_the_openapi_document_names_the_protocols_own_answers(start_server) -> N
     chat = doc["paths"]["/v1/chat/completions"]["post"]["responses"]
     assert chat["408"]["content"] == chat["422"]["content"]
     assert "application/problem+json" not in chat["408"]["content"]
+
+
+@pytest.mark.parametrize(
+    ("target", "content_type"),
+    [(b"/v1/uploads?name=a.bin", b"application/octet-stream"), (b"/v1/runs", b"application/json")],
+)
+def test_a_body_that_trickles_is_answered_408(
+    start_server, target: bytes, content_type: bytes
+) -> None:
+    """A byte now and then never stalls, and would hold the connection (and an upload's file)
+    for ever: past twice the idle time, a body must average MIN_BODY_RATE (240 bytes/s)."""
+    server = start_server(env={"RUNYARD_HEADER_TIMEOUT_S": "1"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as slow:
+        slow.sendall(
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: 100000\r\n\r\n"
+            % (target, content_type)
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # a byte every quarter second, until answered
+            if select.select([slow], [], [], 0.25)[0]:
+                break
+            slow.sendall(b"x")
+        answer = _answer(slow)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"240 bytes/s" in answer
+    uploads = server.data_dir / "uploads"
+    kept = [p for p in uploads.rglob("*") if p.is_file()] if uploads.exists() else []
+    assert [p for p in kept if ".refs" not in p.parts] == []

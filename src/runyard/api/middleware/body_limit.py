@@ -22,6 +22,10 @@ from runyard.api.inputs import header_int
 from runyard.api.middleware.answer import send_problem
 
 UPLOADS = "/v1/uploads"
+# The least a body must average while the server waits for it, once it has waited twice the
+# idle time: a byte now and then would otherwise hold a connection (and an upload's file) for ever
+# without ever stalling. Kestrel's default minimum data rate.
+MIN_BODY_RATE = 240
 RUNS = "/v1/runs"  # as multipart/form-data: files stream to the uploads (api/multipart_submit.py)
 
 
@@ -38,8 +42,13 @@ class BodyTooLargeError(HTTPException):
 class BodyStalledError(HTTPException):
     """An HTTPException, for the same reason as BodyTooLargeError."""
 
-    def __init__(self, idle_s: float) -> None:
+    def __init__(self, idle_s: float, *, trickled: bool = False) -> None:
         detail = f"the request body stalled: nothing for {idle_s:g} s (RUNYARD_HEADER_TIMEOUT_S)"
+        if trickled:
+            detail = (
+                f"the request body came slower than {MIN_BODY_RATE} bytes/s, past its first "
+                f"{2 * idle_s:g} s (twice RUNYARD_HEADER_TIMEOUT_S)"
+            )
         super().__init__(408, detail, headers={"Connection": "close"})
 
 
@@ -111,8 +120,10 @@ class BodyLimitMiddleware:
 
 class StallWatch:
     """A request's body may not stall: a wait in `receive` with nothing for `idle_s` ends it
-    (BodyStalledError). One timer per request at most, moved rather than remade: a timeout
-    context per receive cost about 2 % of the server's CPU per submission (A/B)."""
+    (BodyStalledError), and so does a body that averages under MIN_BODY_RATE over the time
+    spent waiting for it, once that is past twice `idle_s`. One timer per request at most,
+    moved rather than remade: a timeout context per receive cost about 2 % of the server's
+    CPU per submission (A/B)."""
 
     def __init__(self, idle_s: float) -> None:
         self.idle_s = idle_s
@@ -120,15 +131,18 @@ class StallWatch:
         self._timer: asyncio.TimerHandle | None = None
         self._waiting: tuple[float, asyncio.Task[Any]] | None = None  # since when, and who
         self._stalled = False
+        self._waited = 0.0  # seconds spent waiting for the body, and what came meanwhile
+        self._came = 0
 
     async def receive(self, receive: Receive) -> Message:
         task = asyncio.current_task()
+        began = self._loop.time()
         if task is not None:
-            self._waiting = (self._loop.time(), task)
+            self._waiting = (began, task)
             if self._timer is None:
                 self._timer = self._loop.call_later(self.idle_s, self._check)
         try:
-            return await receive()
+            message = await receive()
         except asyncio.CancelledError:
             if not self._stalled or task is None:
                 raise
@@ -137,6 +151,11 @@ class StallWatch:
             raise BodyStalledError(self.idle_s) from None
         finally:
             self._waiting = None
+        self._waited += self._loop.time() - began
+        self._came += len(message.get("body", b""))
+        if self._waited > 2 * self.idle_s and self._came < self._waited * MIN_BODY_RATE:
+            raise BodyStalledError(self.idle_s, trickled=True)
+        return message
 
     def close(self) -> None:
         if self._timer is not None:
