@@ -19,6 +19,13 @@ from tests.support import wait_for
 pytestmark = pytest.mark.e2e
 
 
+def _uploads_kept(server) -> list[Path]:
+    """Every upload's file left under the data directory, those still incoming too."""
+    uploads = server.data_dir / "uploads"
+    kept = [p for p in uploads.rglob("*") if p.is_file()] if uploads.exists() else []
+    return [p for p in kept if ".refs" not in p.parts]
+
+
 def _answer(sock: socket.socket) -> bytes:
     answer = b""
     while chunk := sock.recv(65536):  # the server closes after answering
@@ -283,9 +290,7 @@ def test_a_stalled_upload_is_answered_408_and_nothing_of_it_is_kept(
         answer = _answer(stalled)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
     assert b"RUNYARD_HEADER_TIMEOUT_S" in answer
-    uploads = server.data_dir / "uploads"
-    kept = [p for p in uploads.rglob("*") if p.is_file()] if uploads.exists() else []
-    assert [p for p in kept if ".refs" not in p.parts] == []
+    assert _uploads_kept(server) == []
     assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
 
 
@@ -329,6 +334,4 @@ def test_a_body_that_trickles_is_answered_408(
         answer = _answer(slow)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
     assert b"240 bytes/s" in answer
-    uploads = server.data_dir / "uploads"
-    kept = [p for p in uploads.rglob("*") if p.is_file()] if uploads.exists() else []
-    assert [p for p in kept if ".refs" not in p.parts] == []
+    assert _uploads_kept(server) == []

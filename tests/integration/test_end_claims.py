@@ -270,11 +270,13 @@ def test_a_drain_begun_while_the_dispatcher_claims_launches_nothing(tmp_path: Pa
         assert srv.run(run_id)["state"] == "queued"
 
 
-def test_a_dispatcher_reading_the_job_files_when_a_drain_begins_claims_nothing(
-    tmp_path: Path,
+@pytest.mark.parametrize("how", ["drain", "stop"])
+def test_a_dispatcher_reading_the_job_files_when_a_drain_or_a_stop_begins_claims_nothing(
+    tmp_path: Path, how: str
 ) -> None:
-    """Paused while it awaited the job files (their rescan runs on a thread): it claims
-    nothing after, so the drain finds no attempt of this server to wait for or cancel."""
+    """Paused (a drain) or told to stop while it awaited the job files (their rescan runs on
+    a thread): it claims nothing after, so the drain finds no attempt of this server to wait
+    for or cancel, and a stop leaves nothing claimed."""
     with faked(tmp_path, plain_jobs(tmp_path), capacity=1) as srv:
         runtime = srv.runtime
         claims = counting_claims(srv, "claim")
@@ -293,49 +295,19 @@ def test_a_dispatcher_reading_the_job_files_when_a_drain_begins_claims_nothing(
             before = claims[0]
             run, _ = await runtime.runs.submit("mark", {})
             await reading.wait()
-            drain = await draining(srv)
+            if how == "drain":
+                ending = await draining(srv)
+            else:
+                ending = asyncio.create_task(runtime.dispatcher.stop())
+                await asyncio.sleep(0)
             release.set()
-            await drain
+            await ending
             assert claims[0] == before
             return run.id
 
         run_id = srv.call(scenario())
-        srv.settle()
+        if how == "drain":
+            srv.settle()
         assert srv.launched() == []
         assert srv.executor.cancels == []
-        assert srv.run(run_id)["state"] == "queued"
-
-
-def test_a_dispatcher_reading_the_job_files_when_it_is_stopped_claims_nothing(
-    tmp_path: Path,
-) -> None:
-    """The same when the server stops: told to stop while it read the job files, it makes
-    no claim after (stop no longer cancels it there)."""
-    with faked(tmp_path, plain_jobs(tmp_path), capacity=1) as srv:
-        runtime = srv.runtime
-        claims = counting_claims(srv, "claim")
-
-        async def scenario() -> str:
-            registry, original = runtime.registry, runtime.registry.snapshot
-            reading, release = asyncio.Event(), asyncio.Event()
-
-            async def snapshot() -> Any:
-                if asyncio.current_task() is runtime.dispatcher._task and not release.is_set():
-                    reading.set()
-                    await release.wait()
-                return await original()
-
-            registry.snapshot = snapshot  # type: ignore[method-assign]
-            before = claims[0]
-            run, _ = await runtime.runs.submit("mark", {})
-            await reading.wait()
-            stopping = asyncio.create_task(runtime.dispatcher.stop())
-            await asyncio.sleep(0)
-            release.set()
-            await stopping
-            assert claims[0] == before
-            return run.id
-
-        run_id = srv.call(scenario())
-        assert srv.launched() == []
         assert srv.run(run_id)["state"] == "queued"
