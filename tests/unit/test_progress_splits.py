@@ -38,3 +38,26 @@ def test_any_cut_of_any_lines_reads_the_same(lines: list[bytes], cuts: list[int]
     for value in got:
         assert isinstance(value, dict)
         json.dumps(value, allow_nan=False).encode("utf-8")  # what is kept can be answered
+
+
+# a line far longer than a line may be, so that a cut falls inside what was dropped of it
+LONG = st.just(b"x" * (MAX_PROGRESS_LINE * 3))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    lines=st.lists(st.one_of(LINES, LONG), max_size=8),
+    cut=st.integers(0, 4 * MAX_PROGRESS_LINE),
+)
+def test_a_parser_resumed_from_a_resume_point_reads_on_alike(lines: list[bytes], cut: int) -> None:
+    """A run read while nobody watches it gets a new parser, from the resume point stored
+    with the count (streams/hub.py): an oversized line cut there was counted twice."""
+    data = b"".join(line + b"\n" for line in lines)
+    whole = ProgressParser()
+    expected = whole.feed(data)
+    first = ProgressParser()
+    got = first.feed(data[: min(cut, len(data))])
+    resumed = ProgressParser(consumed=first.consumed)
+    got += resumed.feed(data[first.consumed :])
+    assert got == expected
+    assert first.skipped + resumed.skipped == whole.skipped

@@ -45,7 +45,7 @@ class ProgressParser:
     consumed: int = 0
     skipped: int = 0
     _partial: bytearray = field(default_factory=bytearray)
-    _discarding: bool = False
+    _discarded: int | None = None  # inside an oversized line: how much of it was dropped
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -53,10 +53,14 @@ class ProgressParser:
         while (nl := self._partial.find(b"\n")) >= 0:
             line = bytes(self._partial[:nl])
             del self._partial[: nl + 1]
-            self.consumed += nl + 1
-            if self._discarding:
-                self._discarding = False  # the end of an oversized line
+            if self._discarded is not None:
+                # the end of an oversized line: passed and counted only now, as a whole, so
+                # that `consumed` (a resume point, stored with the count) is never inside it
+                self.consumed += self._discarded + nl + 1
+                self._discarded = None
+                self.skipped += 1
                 continue
+            self.consumed += nl + 1
             if not line.strip():
                 continue
             value = self._parse(line)
@@ -65,12 +69,9 @@ class ProgressParser:
             else:
                 found.append(value)
         if len(self._partial) > MAX_PROGRESS_LINE:
-            # an endless line: drop what we have, skip to its end, count it once
-            self.consumed += len(self._partial)
+            # an endless line: what we have is dropped as it comes, up to its end
+            self._discarded = (self._discarded or 0) + len(self._partial)
             self._partial.clear()
-            if not self._discarding:
-                self.skipped += 1
-            self._discarding = True
         return found
 
     @staticmethod
