@@ -51,3 +51,33 @@ def test_a_client_that_leaves_ends_its_wait_and_its_run_goes_on(start_server, ex
     assert line["route"] == "/v1/runs"
     assert httpx.get(f"{server.url}/v1/runs/{run['id']}").json()["state"] in ("queued", "running")
     httpx.post(f"{server.url}/v1/runs/{run['id']}/cancel")
+
+
+@pytest.mark.parametrize("keyed", [False, True])  # the submit lane, the declared route
+def test_several_prefer_headers_are_one_list(start_server, keyed: bool) -> None:
+    """RFC 7240: preferences may come in several Prefer headers; `wait` counts wherever it
+    is (only the first header counted before), and the limit is on them all together."""
+    server = start_server()
+    body = b'{"job": "true"}'
+
+    def submit(key: bytes, *prefer: bytes) -> bytes:
+        headers = b"".join(b"Prefer: %s\r\n" % p for p in prefer)
+        if keyed:
+            headers += b"Idempotency-Key: %s\r\n" % key
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\n%sContent-Length: %d\r\n\r\n%s" % (headers, len(body), body)
+            )
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return answer
+
+    waited = submit(b"k-1", b"respond-async", b"wait=30")
+    assert waited.startswith(b"HTTP/1.1 200"), waited[:300]
+    assert b"preference-applied: wait=30" in waited.lower()
+    assert b'"state":"succeeded"' in waited
+    too_long = submit(b"k-2", b"wait=1, " + b"x" * 150, b"y" * 60)
+    assert too_long.startswith(b"HTTP/1.1 422"), too_long[:300]
+    assert b"Prefer" in too_long

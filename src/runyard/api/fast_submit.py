@@ -23,13 +23,12 @@ from starlette.types import Message, Receive, Scope, Send
 from runyard.api.deps import relay_signer, runtime_of
 from runyard.api.multipart_submit import is_multipart, submit_multipart
 from runyard.api.routes import runs as runs_routes
-from runyard.api.routes.runs import answer_submit
+from runyard.api.routes.runs import MAX_PREFER, answer_submit, prefer_of
 from runyard.api.security import authorize
 from runyard.auth import Role
 from runyard.schemas import SubmitRequest
 
 PATH = "/v1/runs"
-MAX_PREFER = 200  # the declared route's limit on the Prefer header
 
 
 class FastSubmit:
@@ -57,7 +56,7 @@ class FastSubmit:
         runtime = runtime_of(conn)
         authorize(scope, runtime.auth, relay_signer(conn), Role.SUBMIT)
         response = await answer_submit(
-            runtime.runs, runtime.settings, request, None, headers.get("prefer"), receive
+            runtime.runs, runtime.settings, request, None, prefer_of(headers), receive
         )
         await response(scope, receive, send)
 
@@ -65,7 +64,7 @@ class FastSubmit:
     def _well_formed(headers: Headers, body: bytes) -> SubmitRequest | None:
         if headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return None
-        if "idempotency-key" in headers or len(headers.get("prefer", "")) > MAX_PREFER:
+        if "idempotency-key" in headers or len(", ".join(headers.getlist("prefer"))) > MAX_PREFER:
             return None
         try:
             return SubmitRequest.model_validate_json(body)

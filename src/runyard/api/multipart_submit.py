@@ -24,7 +24,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
 
 from runyard.api.deps import relay_signer, runtime_of
-from runyard.api.routes.runs import answer_submit
+from runyard.api.routes.runs import answer_submit, prefer_of
 from runyard.api.security import authorize
 from runyard.auth import Role
 from runyard.errors import InvalidInputError, NotFoundError, RunyardError
@@ -37,7 +37,6 @@ RUN_PART = "run"
 MAX_PARTS = 33  # the run and up to 32 files
 MAX_NAME = 256  # characters of a part's name (a param name, or "run")
 IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
-MAX_PREFER = 200
 
 
 class BadMultipartError(RunyardError):
@@ -241,9 +240,7 @@ async def submit_multipart(scope: Scope, receive: Receive, send: Send) -> None:
         raise InvalidInputError(
             "Idempotency-Key: 1 to 255 visible ASCII characters", field="Idempotency-Key"
         )
-    prefer = headers.get("prefer")
-    if prefer is not None and len(prefer) > MAX_PREFER:
-        raise InvalidInputError(f"Prefer: over {MAX_PREFER} characters", field="Prefer")
+    prefer = prefer_of(headers)
     _, options = parse_options_header(headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if not boundary or len(boundary) > 70:

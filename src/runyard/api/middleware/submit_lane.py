@@ -28,11 +28,11 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runyard.api.fast_submit import MAX_PREFER, PATH, replay
+from runyard.api.fast_submit import PATH, replay
 from runyard.api.inputs import header_int
 from runyard.api.middleware.body_limit import StallWatch
 from runyard.api.middleware.request_context import RequestRecord
-from runyard.api.routes.runs import answer_submit
+from runyard.api.routes.runs import MAX_PREFER, answer_submit
 from runyard.api.security import check
 from runyard.auth import RELAY_HEADER, Role
 from runyard.errors import RunyardError
@@ -174,7 +174,9 @@ def _wanted_headers(scope: Scope) -> dict[bytes, bytes] | None:
     """The first of each header the lane reads, in one pass; None if one rules it out."""
     found: dict[bytes, bytes] = {}
     for name, value in scope["headers"]:
-        if name in _WANTED:
+        if name == b"prefer" and name in found:  # several are one list (RFC 7240)
+            found[name] += b", " + value
+        elif name in _WANTED:
             found.setdefault(name, value)
         elif name in _NOT_PLAIN:
             return None

@@ -6,6 +6,7 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from starlette.datastructures import Headers
 from starlette.types import Receive
 
 from runyard.api.deps import RunsDep, SettingsDep
@@ -51,6 +52,21 @@ MULTIPART = {
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
+MAX_PREFER = 200  # characters of Prefer, its several headers taken together
+
+
+def prefer_of(headers: Headers) -> str | None:
+    """The request's preferences: several Prefer headers are one list (RFC 7240), as if
+    joined with commas. Refused (422) past MAX_PREFER characters."""
+    values = headers.getlist("prefer")
+    if not values:
+        return None
+    prefer = values[0] if len(values) == 1 else ", ".join(values)
+    if len(prefer) > MAX_PREFER:
+        raise InvalidInputError(f"Prefer: over {MAX_PREFER} characters", field="Prefer")
+    return prefer
+
+
 def prefer_wait(prefer: str | None, limit: float) -> float:
     """RFC 7240 `Prefer: wait=N`, bounded by the server's max_wait_s."""
     if not prefer:
@@ -73,9 +89,11 @@ async def submit_run(
     settings: SettingsDep,
     request: Request,
     idempotency_key: IdempotencyKey = None,
-    prefer: Annotated[str | None, Header(max_length=200)] = None,
+    prefer: Annotated[str | None, Header(max_length=MAX_PREFER)] = None,
 ) -> Response:
-    return await answer_submit(runs, settings, body, idempotency_key, prefer, request.receive)
+    # the param says it in the document; the value is every Prefer header's (prefer_of)
+    joined = prefer_of(request.headers) if prefer is not None else None
+    return await answer_submit(runs, settings, body, idempotency_key, joined, request.receive)
 
 
 async def answer_submit(
