@@ -15,7 +15,7 @@ import pytest
 
 from runyard import failpoints
 from runyard.errors import StorageFullError, StorageIOError
-from runyard.models import Batch, RunFilter
+from runyard.models import Batch, RunFilter, RunState
 from runyard.store.sqlite import SQLiteStore
 from tests.integration.test_store_contract import make_run
 
@@ -77,6 +77,31 @@ async def test_a_failing_unit_is_undone_alone(sqlite_store: SQLiteStore, tmp_pat
     stored = {r.id for r in (await sqlite_store.list_runs(RunFilter(limit=100))).runs}
     assert stored == {first.id, *(r.id for r in runs)}  # the batch's run was undone with it
     assert (await sqlite_store.get_batch("b1")) == Batch("b1", "j", 0, 1.0, {})
+
+
+async def test_what_ran_before_a_failing_unit_is_run_again_not_kept_from_before(
+    sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
+    """The group runs as one transaction; a unit failing late undoes all of it, so the units
+    before it must be run again (a claim then takes what it takes in the redone transaction),
+    never answered with what the undone one did."""
+    await sqlite_store.insert_batch(Batch("b1", "j", 0, 1.0, {}), [])
+    run = make_run()
+    with write_lock_held(tmp_path / "store.db"):
+        tasks = await queued(
+            sqlite_store.insert_run(run),
+            sqlite_store.claim(10, {}, 1500.0, "h"),
+            sqlite_store.insert_batch(Batch("b1", "j", 1, 2.0, {}), [make_run()]),  # taken id
+            sqlite_store.claim(10, {}, 1500.0, "h"),  # after the failure: nothing left
+        )
+    inserted, claimed, failed, nothing = await outcomes(tasks)
+    assert isinstance(failed, sqlite3.IntegrityError)
+    assert inserted == (run, True)
+    assert [c.run.id for c in claimed] == [run.id] and nothing == []
+    stored = await sqlite_store.get_run(run.id)
+    assert stored is not None and stored.state is RunState.RUNNING and stored.attempt == 1
+    assert [a.number for a in await sqlite_store.get_attempts(run.id)] == [1]
+    assert [e.seq for e in await sqlite_store.list_events(run.id, 0, 10)] == [1, 2]
 
 
 async def test_a_failpoint_fails_only_its_own_kind_of_write(

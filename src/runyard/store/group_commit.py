@@ -1,11 +1,11 @@
 """Group commit: the units of work that reach a single-connection store while its thread is
-busy run together when it is free — every write of the group in one transaction, each in its
-own savepoint, and every result handed back to the event loop in one wake-up.
+busy run together when it is free — every write of the group in one transaction, and every
+result handed back to the event loop in one wake-up.
 
 Under load one BEGIN/COMMIT, one thread hand-off and one loop wake-up then serve many
 submits, claims, starts and ends instead of one each. Nothing is acknowledged early: a write's
 caller hears of it only after the COMMIT that made it durable, and a write that fails (its
-own error, its failpoint) is rolled back to its savepoint alone, its neighbours unharmed.
+own error, its failpoint) fails alone, its neighbours unharmed (the store runs them again).
 Idle, a group is one unit and costs what a plain transaction did.
 """
 
@@ -19,17 +19,18 @@ from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any, TypeVar, cast
 
-from runyard.store.units import Unit
+from runyard.store.units import Make
 
 T = TypeVar("T")
 
 
 @dataclass(slots=True)
 class Pending:
-    """One unit waiting for the store thread; `point` is its commit's failpoint (None: a read).
-    Or, with `call`, a plain function of the thread's own (open, close, ping) run alone."""
+    """One unit waiting for the store thread, as the maker of it (a group that has to undo
+    everything runs it again); `point` is its commit's failpoint (None: a read). Or, with
+    `call`, a plain function of the thread's own (open, close, ping) run alone."""
 
-    unit: Unit[Any] | None
+    make: Make[Any] | None
     point: str | None
     future: asyncio.Future[Any]
     call: Callable[[], Any] | None = None
@@ -73,8 +74,8 @@ class GroupCommit:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    async def submit(self, unit: Unit[Any], point: str | None) -> Any:
-        return await self._enqueue(Pending(unit, point, self._future()))
+    async def submit(self, make: Make[Any], point: str | None) -> Any:
+        return await self._enqueue(Pending(make, point, self._future()))
 
     async def call(self, fn: Callable[[], T]) -> T:
         """`fn` on the store thread, alone, in its place between groups."""

@@ -29,7 +29,7 @@ from runyard.store import postgres_sql as q
 from runyard.store.migrations import migration_files
 from runyard.store.postgres_session import Handlers, Leadership, Listener
 from runyard.store.sqlstore import COMMIT, SQLStore
-from runyard.store.units import Notify, Step, Unit, bind, drive_async
+from runyard.store.units import Make, Notify, Step, bind, drive_async
 
 Conn = AsyncConnection[Any]
 T = TypeVar("T")
@@ -53,13 +53,13 @@ class PostgresStore(SQLStore):
 
     # -- transactions -----------------------------------------------------------------------
 
-    async def _read(self, unit: Unit[T]) -> T:
+    async def _read(self, make: Make[T]) -> T:
         async with self._tx() as c:
-            return await drive_async(unit, partial(_execute, c, self._scope))
+            return await drive_async(make(), partial(_execute, c, self._scope))
 
-    async def _write(self, unit: Unit[T], point: str = COMMIT) -> T:
+    async def _write(self, make: Make[T], point: str = COMMIT) -> T:
         async with self._tx(point) as c:
-            return await drive_async(unit, partial(_execute, c, self._scope))
+            return await drive_async(make(), partial(_execute, c, self._scope))
 
     @asynccontextmanager
     async def _tx(self, write: str | None = None) -> AsyncIterator[Conn]:

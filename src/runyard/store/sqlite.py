@@ -8,6 +8,7 @@ algorithms are logic.py's; this module holds the connection, its errors and the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -28,7 +29,7 @@ from runyard.store import sqlite_sql as q
 from runyard.store.group_commit import GroupCommit, Pending
 from runyard.store.migrations import migration_files
 from runyard.store.sqlstore import COMMIT, SQLStore
-from runyard.store.units import Notify, Step, Unit, bind, drive
+from runyard.store.units import Make, Notify, Step, bind, drive, name_of
 
 T = TypeVar("T")
 
@@ -57,20 +58,20 @@ class SQLiteStore(SQLStore):
 
     # -- transactions -----------------------------------------------------------------------
 
-    async def _read(self, unit: Unit[T]) -> T:
-        return await self._queued(unit, None)
+    async def _read(self, make: Make[T]) -> T:
+        return await self._queued(make, None)
 
-    async def _write(self, unit: Unit[T], point: str = COMMIT) -> T:
-        return await self._queued(unit, point)
+    async def _write(self, make: Make[T], point: str = COMMIT) -> T:
+        return await self._queued(make, point)
 
-    async def _queued(self, unit: Unit[T], point: str | None) -> T:
+    async def _queued(self, make: Make[T], point: str | None) -> T:
         if self._observe is None:
-            return cast(T, await self._thread().submit(unit, point))
+            return cast(T, await self._thread().submit(make, point))
         started = time.perf_counter()
         try:
-            return cast(T, await self._thread().submit(unit, point))
+            return cast(T, await self._thread().submit(make, point))
         finally:
-            self._observe(_name(unit), time.perf_counter() - started)
+            self._observe(name_of(make), time.perf_counter() - started)
 
     def _thread(self) -> GroupCommit:
         if self._group is None:
@@ -85,17 +86,49 @@ class SQLiteStore(SQLStore):
                 p.fail(StoreBusyError("the store is not open"))
             return
         writes = [p for p in group if p.point is not None]
-        if writes:
-            self._commit_group(conn, writes)
+        if writes and (failed := self._commit_whole(conn, writes)) is not None:
+            rest = [p for p in writes if p is not failed]
+            for p in rest:  # undone with the transaction: each is run again
+                p.fail(RuntimeError("never run"))
+            if rest:
+                self._commit_each(conn, rest)
         for p in group:
             if p.point is None:
                 try:
-                    p.succeed(drive(cast("Unit[Any]", p.unit), partial(_execute, conn)))
+                    p.succeed(drive(cast("Make[Any]", p.make)(), partial(_execute, conn)))
                 except Exception as exc:
                     p.fail(self._error(exc, COMMIT))
 
-    def _commit_group(self, conn: sqlite3.Connection, writes: list[Pending]) -> None:
-        alone = len(writes) == 1  # idle: no savepoint, exactly the transaction it was before
+    def _commit_whole(self, conn: sqlite3.Connection, writes: list[Pending]) -> Pending | None:
+        """Every write of the group in one transaction and nothing more: no savepoint per
+        unit. On the store's thread every statement gives up the GIL and takes it back from a
+        busy event loop, which costs more there than the statement itself; a failure is rare
+        (a bug's refusal, a failpoint, the disk), so it pays instead: the whole transaction
+        is undone, and the unit that failed is returned for the others to run again."""
+        try:
+            conn.execute(q.BEGIN)
+        except Exception as exc:
+            for p in writes:
+                p.fail(self._error(exc, p.point or COMMIT))
+            return None
+        for p in writes:
+            point = self._write_point = p.point or COMMIT
+            try:
+                p.succeed(drive(cast("Make[Any]", p.make)(), partial(_execute, conn)))
+                failpoints.check(point)
+            except Exception as exc:
+                p.fail(self._error(exc, point))
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # gone with its file: BEGIN says
+                        conn.rollback()
+                return p
+        self._commit(conn, writes)
+        return None
+
+    def _commit_each(self, conn: sqlite3.Connection, writes: list[Pending]) -> None:
+        """The writes of a group whose one transaction failed: each in its own savepoint, so
+        that one failing again is undone alone, its neighbours unharmed."""
+        alone = len(writes) == 1  # no savepoint: the transaction is the unit's
         try:
             conn.execute(q.BEGIN)
         except Exception as exc:
@@ -108,7 +141,7 @@ class SQLiteStore(SQLStore):
             try:
                 if not alone:
                     conn.execute(q.SAVEPOINT)
-                p.succeed(drive(cast("Unit[Any]", p.unit), partial(_execute, conn)))
+                p.succeed(drive(cast("Make[Any]", p.make)(), partial(_execute, conn)))
                 failpoints.check(point)
             except Exception as exc:
                 p.fail(self._error(exc, point))
@@ -299,11 +332,6 @@ class SQLiteStore(SQLStore):
             return {"store": "; ".join(failing)} if failing else {}
 
         return await self._call(op, "health_problems")
-
-
-def _name(unit: Unit[Any]) -> str:
-    # a unit is named after the Store method it implements: the latency metric's label
-    return str(getattr(unit, "__name__", "store"))
 
 
 def _execute(c: sqlite3.Connection, step: Step) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 from runyard.errors import RunyardError
@@ -25,7 +26,7 @@ from runyard.models import (
 )
 from runyard.store import logic
 from runyard.store.base import Store
-from runyard.store.units import Unit
+from runyard.store.units import Make
 
 T = TypeVar("T")
 
@@ -40,12 +41,13 @@ class SQLStore(Store):
         self.write_errors: dict[str, str] = {}
 
     @abc.abstractmethod
-    async def _read(self, unit: Unit[T]) -> T:
-        """Run `unit` where it sees committed data and writes nothing."""
+    async def _read(self, make: Make[T]) -> T:
+        """Run the unit `make` makes where it sees committed data and writes nothing."""
 
     @abc.abstractmethod
-    async def _write(self, unit: Unit[T], point: str = COMMIT) -> T:
-        """Run `unit` in one write transaction whose commit is the failpoint `point`."""
+    async def _write(self, make: Make[T], point: str = COMMIT) -> T:
+        """Run the unit `make` makes in one write transaction whose commit is the failpoint
+        `point` (again, from the start, if that transaction had to be undone)."""
 
     def _failed(self, error: RunyardError, point: str) -> RunyardError:
         self.write_errors[point] = error.detail
@@ -58,49 +60,49 @@ class SQLStore(Store):
     # -- the Store contract, in its order ---------------------------------------------------
 
     async def insert_run(self, run: Run) -> tuple[Run, bool]:
-        return await self._write(logic.insert_run(run))
+        return await self._write(partial(logic.insert_run, run))
 
     async def insert_batch(self, batch: Batch, runs: list[Run]) -> None:
-        await self._write(logic.insert_batch(batch, runs))
+        await self._write(partial(logic.insert_batch, batch, runs))
 
     async def get_batch(self, batch_id: str) -> Batch | None:
-        return await self._read(logic.get_batch(batch_id))
+        return await self._read(partial(logic.get_batch, batch_id))
 
     async def list_batches(self, before: str | None, limit: int) -> list[Batch]:
-        return await self._read(logic.list_batches(before, limit))
+        return await self._read(partial(logic.list_batches, before, limit))
 
     async def batch_counts(self, batch_id: str) -> dict[str, int]:
-        return await self._read(logic.batch_counts(batch_id))
+        return await self._read(partial(logic.batch_counts, batch_id))
 
     async def batch_run_ids(self, batch_id: str, state: RunState) -> list[str]:
-        return await self._read(logic.batch_run_ids(batch_id, state))
+        return await self._read(partial(logic.batch_run_ids, batch_id, state))
 
     async def save_schedule(self, schedule: Schedule, run: Run | None = None) -> None:
-        await self._write(logic.save_schedule(schedule, run))
+        await self._write(partial(logic.save_schedule, schedule, run))
 
     async def list_schedules(self) -> list[Schedule]:
-        return await self._read(logic.list_schedules())
+        return await self._read(partial(logic.list_schedules))
 
     async def delete_schedule(self, schedule_id: str) -> bool:
-        return await self._write(logic.delete_schedule(schedule_id))
+        return await self._write(partial(logic.delete_schedule, schedule_id))
 
     async def get_run(self, run_id: str) -> Run | None:
-        return await self._read(logic.get_run(run_id))
+        return await self._read(partial(logic.get_run, run_id))
 
     async def get_run_by_idempotency_key(self, key: str) -> Run | None:
-        return await self._read(logic.get_run_by_idempotency_key(key))
+        return await self._read(partial(logic.get_run_by_idempotency_key, key))
 
     async def list_runs(self, flt: RunFilter) -> Page:
-        return await self._read(logic.list_runs(flt))
+        return await self._read(partial(logic.list_runs, flt))
 
     async def count_runs(self, state: RunState, job: str | None = None) -> int:
-        return await self._read(logic.count_runs(state, job))
+        return await self._read(partial(logic.count_runs, state, job))
 
     async def counts_by_job(self, state: RunState) -> dict[str, int]:
-        return await self._read(logic.counts_by_job(state))
+        return await self._read(partial(logic.counts_by_job, state))
 
     async def count_active_by_job(self, host: str | None = None) -> dict[str, int]:
-        return await self._read(logic.count_active_by_job(host))
+        return await self._read(partial(logic.count_active_by_job, host))
 
     async def claim(
         self, limit: int, job_slots: Mapping[str, int], now: float, host: str,
@@ -108,62 +110,64 @@ class SQLStore(Store):
     ) -> list[Claim]:  # fmt: skip
         if limit <= 0:  # no transaction (and no commit to fail) for nothing to take
             return []
-        return await self._write(logic.claim(limit, job_slots, now, host, token))
+        return await self._write(partial(logic.claim, limit, job_slots, now, host, token))
 
     async def next_due(self, now: float) -> float | None:
-        return await self._read(logic.next_due(now))
+        return await self._read(partial(logic.next_due, now))
 
     async def attempts_started(
         self, started: list[tuple[str, int, int, int, float, float]]
     ) -> None:
-        await self._write(logic.attempts_started(started))
+        await self._write(partial(logic.attempts_started, started))
 
     async def end_attempt(
         self, run_id: str, number: int, end: AttemptEnd, token: str | None = None
     ) -> Run | None:
-        return await self._write(logic.end_attempt(run_id, number, end, token))
+        return await self._write(partial(logic.end_attempt, run_id, number, end, token))
 
     async def end_and_claim(
         self, run_id: str, number: int, end: AttemptEnd, token: str | None, ask: ClaimAsk
     ) -> tuple[Run | None, list[Claim]]:
-        return await self._write(logic.end_and_claim(run_id, number, end, token, ask))
+        return await self._write(partial(logic.end_and_claim, run_id, number, end, token, ask))
 
     async def cancel_queued(self, run_id: str, at: float, reason: str) -> Run | None:
-        return await self._write(logic.cancel_queued(run_id, at, reason))
+        return await self._write(partial(logic.cancel_queued, run_id, at, reason))
 
     async def request_cancel(self, run_id: str) -> Run | None:
-        return await self._write(logic.request_cancel(run_id))
+        return await self._write(partial(logic.request_cancel, run_id))
 
     async def finished_before(
         self, before: float, limit: int, offset: int = 0
     ) -> list[tuple[str, dict[str, Any], float]]:
-        return await self._read(logic.finished_before(before, limit, offset))
+        return await self._read(partial(logic.finished_before, before, limit, offset))
 
     async def delete_run(self, run_id: str) -> bool:
-        return await self._write(logic.delete_run(run_id))
+        return await self._write(partial(logic.delete_run, run_id))
 
     async def get_attempts(self, run_id: str) -> list[Attempt]:
-        return await self._read(logic.get_attempts(run_id))
+        return await self._read(partial(logic.get_attempts, run_id))
 
     async def active_attempts(self, host: str | None = None) -> list[Attempt]:
-        return await self._read(logic.active_attempts(host))
+        return await self._read(partial(logic.active_attempts, host))
 
     async def register_server(
         self, server_id: str, url: str, capacity: int, now: float, lease_s: float
     ) -> str:
-        return await self._write(logic.register_server(server_id, url, capacity, now, lease_s))
+        return await self._write(
+            partial(logic.register_server, server_id, url, capacity, now, lease_s)
+        )
 
     async def renew_server(self, server_id: str, token: str, now: float, lease_s: float) -> bool:
-        return await self._write(logic.renew_server(server_id, token, now, lease_s))
+        return await self._write(partial(logic.renew_server, server_id, token, now, lease_s))
 
     async def live_servers(self, now: float) -> list[ServerInfo]:
-        return await self._read(logic.live_servers(now))
+        return await self._read(partial(logic.live_servers, now))
 
     async def orphaned_attempts(self, now: float) -> list[Attempt]:
-        return await self._read(logic.orphaned_attempts(now))
+        return await self._read(partial(logic.orphaned_attempts, now))
 
     async def set_progress(self, run_id: str, progress: dict[str, Any]) -> None:
-        await self._write(logic.set_progress(run_id, progress), PROGRESS)
+        await self._write(partial(logic.set_progress, run_id, progress), PROGRESS)
 
     async def add_progress(
         self,
@@ -174,13 +178,15 @@ class SQLStore(Store):
         offset: int,
         skipped: int,
     ) -> None:
-        await self._write(logic.add_progress(run_id, attempt, events, offset, skipped), PROGRESS)
+        await self._write(
+            partial(logic.add_progress, run_id, attempt, events, offset, skipped), PROGRESS
+        )
 
     async def progress_offset(self, run_id: str, attempt: int) -> int:
-        return await self._read(logic.progress_offset(run_id, attempt))
+        return await self._read(partial(logic.progress_offset, run_id, attempt))
 
     async def list_events(self, run_id: str, after: int, limit: int = 1000) -> list[RunEvent]:
-        return await self._read(logic.list_events(run_id, after, limit))
+        return await self._read(partial(logic.list_events, run_id, after, limit))
 
     async def last_event_seq(self, run_id: str) -> int:
-        return await self._read(logic.last_event_seq(run_id))
+        return await self._read(partial(logic.last_event_seq, run_id))

@@ -33,6 +33,14 @@ class Notify:
 
 Step = Query | Notify
 Unit = Generator[Step, Any, T]
+# What a store runs: the maker of a unit (logic.py's function and its arguments, a partial),
+# not the unit, so that a group commit that had to undo a transaction can run it again.
+Make = Callable[[], Unit[T]]
+
+
+def name_of(make: Make[Any]) -> str:
+    """The Store method a unit implements (logic.py names its functions after them)."""
+    return str(getattr(getattr(make, "func", make), "__name__", "store"))
 
 
 def one(name: str, *args: Any) -> Query:
