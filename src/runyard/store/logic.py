@@ -83,7 +83,11 @@ def _counts(found: list[tuple[Any, ...]]) -> dict[str, int]:
 
 
 def insert_run(run: Run) -> Unit[tuple[Run, bool]]:
-    inserted = yield one("INSERT_RUN", *run_to_row(run))
+    if run.idempotency_key is None:  # nothing to conflict on: no row to fetch back
+        yield execute("INSERT_RUNS", *run_to_row(run))
+        inserted: Any = True
+    else:
+        inserted = yield one("INSERT_RUN", *run_to_row(run))
     if inserted is None:  # the idempotency key was taken: the first run stands
         row = yield one("GET_RUN_BY_KEY", run.idempotency_key)
         return run_from_row(row), False
@@ -191,33 +195,31 @@ def claim(
     limit: int, job_slots: Mapping[str, int], now: float, host: str, token: str | None
 ) -> Unit[list[Claim]]:
     slots = dict(job_slots)
-    full = {job for job, n in slots.items() if n <= 0}
+    full = sorted(job for job, n in slots.items() if n <= 0)
     claims: list[Claim] = []
-    # Each query skips jobs with no free slot; a job that fills up during the claim ends the
-    # page, so the queue is never scanned past what can be taken.
+    # One statement per run (the run found and taken at once), none for a list of candidates:
+    # on SQLite's thread each statement costs a GIL hand-back from the event loop. Jobs with
+    # no room left are skipped by the statement itself; one that fills up is added to them.
     while len(claims) < limit:
-        found = yield rows("CLAIM_CANDIDATES", now, dumps(sorted(full)), limit - len(claims))
-        if not found:
+        row = yield one("CLAIM_NEXT", now, now, dumps(full))
+        if row is None:
             break
-        for run_id, job in found:
-            if job in full:
-                break
-            if job in slots:
-                slots[job] -= 1
-                if slots[job] <= 0:
-                    full.add(job)
-            claims.append((yield from _claim_one(run_id, now, host, token)))
+        run = run_from_row(row)
+        if run.job in slots:
+            slots[run.job] -= 1
+            if slots[run.job] <= 0:
+                full = sorted({*full, run.job})
+        claims.append((yield from _claim_one(run, now, host, token)))
     return claims
 
 
-def _claim_one(run_id: str, now: float, host: str, token: str | None) -> Unit[Claim]:
-    run = run_from_row((yield one("CLAIM_RUN", now, run_id)))
+def _claim_one(run: Run, now: float, host: str, token: str | None) -> Unit[Claim]:
     attempt = Attempt(
-        run_id=run_id, number=run.attempt, state=AttemptState.STARTING, created_at=now, host=host,
-        lease_token=token,
+        run_id=run.id, number=run.attempt, state=AttemptState.STARTING, created_at=now,
+        host=host, lease_token=token,
     )  # fmt: skip
     yield execute("INSERT_ATTEMPT", *attempt_to_row(attempt))
-    yield from _add_event(run_id, now, "state", state_event(run, RunState.QUEUED))
+    yield from _add_event(run.id, now, "state", state_event(run, RunState.QUEUED))
     return Claim(run=run, attempt=attempt)
 
 
