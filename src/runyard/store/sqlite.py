@@ -28,8 +28,9 @@ from runyard.errors import (
 from runyard.store import sqlite_sql as q
 from runyard.store.group_commit import GroupCommit, Pending
 from runyard.store.migrations import migration_files
+from runyard.store.sqlite_reads import Reads, execute
 from runyard.store.sqlstore import COMMIT, SQLStore
-from runyard.store.units import Make, Notify, Step, bind, drive, name_of
+from runyard.store.units import Make, drive, name_of
 
 T = TypeVar("T")
 
@@ -55,16 +56,23 @@ class SQLiteStore(SQLStore):
         self._write_point = COMMIT  # the failpoint of the write in progress
         # One thread owns the connection: calls queue up instead of contending for the lock.
         self._group: GroupCommit | None = None  # its thread, from open() to close()
+        self._reads = Reads(path, busy_timeout_ms)  # reads: a connection and thread of their own
 
     # -- transactions -----------------------------------------------------------------------
 
     async def _read(self, make: Make[T]) -> T:
-        return await self._queued(make, None)
+        if self._observe is None:
+            return await self._reads.read(make)
+        started = time.perf_counter()
+        try:
+            return await self._reads.read(make)
+        finally:
+            self._observe(name_of(make), time.perf_counter() - started)
 
     async def _write(self, make: Make[T], point: str = COMMIT) -> T:
         return await self._queued(make, point)
 
-    async def _queued(self, make: Make[T], point: str | None) -> T:
+    async def _queued(self, make: Make[T], point: str) -> T:
         if self._observe is None:
             return cast(T, await self._thread().submit(make, point))
         started = time.perf_counter()
@@ -78,26 +86,19 @@ class SQLiteStore(SQLStore):
             raise StoreBusyError("the store is not open")
         return self._group
 
-    def _run_group(self, group: list[Pending]) -> None:
-        """On the store thread: the group's writes in one transaction, then its reads."""
+    def _run_group(self, writes: list[Pending]) -> None:
+        """On the store thread: the group's writes in one transaction (reads are `Reads`')."""
         conn = self._conn
         if conn is None:
-            for p in group:
+            for p in writes:
                 p.fail(StoreBusyError("the store is not open"))
             return
-        writes = [p for p in group if p.point is not None]
-        if writes and (failed := self._commit_whole(conn, writes)) is not None:
+        if (failed := self._commit_whole(conn, writes)) is not None:
             rest = [p for p in writes if p is not failed]
             for p in rest:  # undone with the transaction: each is run again
                 p.fail(RuntimeError("never run"))
             if rest:
                 self._commit_each(conn, rest)
-        for p in group:
-            if p.point is None:
-                try:
-                    p.succeed(drive(cast("Make[Any]", p.make)(), partial(_execute, conn)))
-                except Exception as exc:
-                    p.fail(self._error(exc, COMMIT))
 
     def _commit_whole(self, conn: sqlite3.Connection, writes: list[Pending]) -> Pending | None:
         """Every write of the group in one transaction and nothing more: no savepoint per
@@ -114,7 +115,7 @@ class SQLiteStore(SQLStore):
         for p in writes:
             point = self._write_point = p.point or COMMIT
             try:
-                p.succeed(drive(cast("Make[Any]", p.make)(), partial(_execute, conn)))
+                p.succeed(drive(cast("Make[Any]", p.make)(), partial(execute, conn)))
                 failpoints.check(point)
             except Exception as exc:
                 p.fail(self._error(exc, point))
@@ -141,7 +142,7 @@ class SQLiteStore(SQLStore):
             try:
                 if not alone:
                     conn.execute(q.SAVEPOINT)
-                p.succeed(drive(cast("Make[Any]", p.make)(), partial(_execute, conn)))
+                p.succeed(drive(cast("Make[Any]", p.make)(), partial(execute, conn)))
                 failpoints.check(point)
             except Exception as exc:
                 p.fail(self._error(exc, point))
@@ -297,6 +298,7 @@ class SQLiteStore(SQLStore):
         if self._group is None:
             self._group = GroupCommit(self._run_group, "runyard-sqlite")
         await self._group.call(self._connect)
+        await self._reads.open()
 
     async def close(self) -> None:
         def _close() -> None:
@@ -304,6 +306,7 @@ class SQLiteStore(SQLStore):
                 self._conn.close()
                 self._conn = None
 
+        await self._reads.close()
         if self._group is None:
             return
         await self._group.call(_close)
@@ -332,23 +335,6 @@ class SQLiteStore(SQLStore):
             return {"store": "; ".join(failing)} if failing else {}
 
         return await self._call(op, "health_problems")
-
-
-def _execute(c: sqlite3.Connection, step: Step) -> Any:
-    if isinstance(step, Notify):
-        return None  # one server per SQLite database: nobody else to tell
-    sql, args = bind(q, step)
-    if sql is None:
-        return None
-    if step.result == "many":
-        c.executemany(sql, args)
-        return None
-    cur = c.execute(sql, args)
-    if step.result == "one":
-        return cur.fetchone()
-    if step.result == "all":
-        return cur.fetchall()
-    return cur.rowcount if step.result == "count" else None
 
 
 def _statements(script: str) -> Iterator[str]:
