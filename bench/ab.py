@@ -1,0 +1,81 @@
+"""`python -m bench.ab A B [--rounds 6] [--n 4000] [--batch]`: two source trees side by side.
+
+A and B are `src` directories (of a worktree of the commit before a change, say, and of the
+change). Each round starts a fresh server (C = 8, data dir on tmpfs) from A and one from B, in
+alternating order, and runs N runs through each (over HTTP, or as one batch), reading the
+server's CPU per run by thread from /proc. This machine's speed drifts by ±15 % within
+minutes; interleaved rounds put each slower stretch on both sides, and the medians are what
+the CHANGELOG's "A/B" figures quote. For deciding whether a change pays; the report comes
+only from `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench import runyard_e2e
+from bench.common import Server, write_jobs
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _thread_ticks(pid: int) -> dict[int, int]:
+    """Each thread of `pid`: user + system clock ticks so far."""
+    out: dict[int, int] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # ended meanwhile
+        out[int(tid)] = int(fields[11]) + int(fields[12])
+    return out
+
+
+def one_round(src: str, n: int, batch: bool) -> dict[str, float]:
+    base = Path(tempfile.mkdtemp(prefix="runyard-ab-", dir="/dev/shm"))
+    try:
+        jobs = write_jobs(base / "jobs")
+        srv = Server(base / "d", jobs, 8).start(PYTHONPATH=src)
+        try:
+            assert srv.proc is not None
+            before = _thread_ticks(srv.proc.pid)
+            t = runyard_e2e.batch(srv, n) if batch else runyard_e2e.throughput(srv, n)
+            after = _thread_ticks(srv.proc.pid)
+        finally:
+            srv.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    spent = {tid: (ticks - before.get(tid, 0)) * 1000 / TICK / n for tid, ticks in after.items()}
+    loop = spent.pop(srv.proc.pid, 0.0)  # the event loop's thread is the process's first
+    others = sorted(spent.values(), reverse=True)  # the store's threads, then the pool's
+    return {"runs_per_s": t.runs_per_s, "server_ms": t.cpu_ms["server"], "loop_ms": loop,
+            "busiest_other_ms": others[0] if others else 0.0}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
+    parser.add_argument("a")
+    parser.add_argument("b")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--n", type=int, default=4000)
+    parser.add_argument("--batch", action="store_true", help="one batch of N, not N submits")
+    args = parser.parse_args()
+    results: dict[str, list[dict[str, float]]] = {args.a: [], args.b: []}
+    for r in range(args.rounds):
+        for src in (args.a, args.b) if r % 2 == 0 else (args.b, args.a):
+            got = one_round(src, args.n, args.batch)
+            results[src].append(got)
+            print(src, {k: round(v, 3) for k, v in got.items()}, flush=True)
+    for src, rounds in results.items():
+        keys = sorted({k for r in rounds for k in r})
+        medians = {k: round(statistics.median(r.get(k, 0.0) for r in rounds), 3) for k in keys}
+        print("median", src, medians)
+
+
+if __name__ == "__main__":
+    main()
