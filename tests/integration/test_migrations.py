@@ -115,7 +115,7 @@ async def test_hot_queries_walk_their_indexes(tmp_path: Path) -> None:
     def plan(sql: str, args: tuple[object, ...]) -> str:
         return " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
 
-    claim = plan(q.CLAIM_NEXT, (0.0, 0.0, "[]"))
+    claim = plan(q.CLAIM_CANDIDATES, (0.0, "[]", 8))
     assert "USING INDEX runs_queue" in claim
     assert "TEMP B-TREE" not in claim
     assert "USING INDEX runs_due" in plan(q.NEXT_DUE, (0.0,))

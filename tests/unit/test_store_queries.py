@@ -15,7 +15,7 @@ NAMED = re.compile(r'\b(?:one|rows|count|execute|Query)\(\s*"([A-Z_]+)"')
 
 def test_the_pattern_finds_the_logics_queries() -> None:
     names = set(NAMED.findall(inspect.getsource(logic)))
-    assert {"INSERT_RUN", "CLAIM_NEXT", "END_ATTEMPT", "LIST_RUNS", "LIST_BATCHES"} <= names
+    assert {"INSERT_RUN", "CLAIM_CANDIDATES", "END_ATTEMPT", "LIST_RUNS", "LIST_BATCHES"} <= names
 
 
 @pytest.mark.parametrize("dialect", [sqlite_sql, postgres_sql], ids=["sqlite", "postgres"])

@@ -195,31 +195,33 @@ def claim(
     limit: int, job_slots: Mapping[str, int], now: float, host: str, token: str | None
 ) -> Unit[list[Claim]]:
     slots = dict(job_slots)
-    full = sorted(job for job, n in slots.items() if n <= 0)
+    full = {job for job, n in slots.items() if n <= 0}
     claims: list[Claim] = []
-    # One statement per run (the run found and taken at once), none for a list of candidates:
-    # on SQLite's thread each statement costs a GIL hand-back from the event loop. Jobs with
-    # no room left are skipped by the statement itself; one that fills up is added to them.
+    # Each query skips jobs with no free slot; a job that fills up during the claim ends the
+    # page, so the queue is never scanned past what can be taken.
     while len(claims) < limit:
-        row = yield one("CLAIM_NEXT", now, now, dumps(full))
-        if row is None:
+        found = yield rows("CLAIM_CANDIDATES", now, dumps(sorted(full)), limit - len(claims))
+        if not found:
             break
-        run = run_from_row(row)
-        if run.job in slots:
-            slots[run.job] -= 1
-            if slots[run.job] <= 0:
-                full = sorted({*full, run.job})
-        claims.append((yield from _claim_one(run, now, host, token)))
+        for run_id, job in found:
+            if job in full:
+                break
+            if job in slots:
+                slots[job] -= 1
+                if slots[job] <= 0:
+                    full.add(job)
+            claims.append((yield from _claim_one(run_id, now, host, token)))
     return claims
 
 
-def _claim_one(run: Run, now: float, host: str, token: str | None) -> Unit[Claim]:
+def _claim_one(run_id: str, now: float, host: str, token: str | None) -> Unit[Claim]:
+    run = run_from_row((yield one("CLAIM_RUN", now, run_id)))
     attempt = Attempt(
-        run_id=run.id, number=run.attempt, state=AttemptState.STARTING, created_at=now,
-        host=host, lease_token=token,
+        run_id=run_id, number=run.attempt, state=AttemptState.STARTING, created_at=now, host=host,
+        lease_token=token,
     )  # fmt: skip
     yield execute("INSERT_ATTEMPT", *attempt_to_row(attempt))
-    yield from _add_event(run.id, now, "state", state_event(run, RunState.QUEUED))
+    yield from _add_event(run_id, now, "state", state_event(run, RunState.QUEUED))
     return Claim(run=run, attempt=attempt)
 
 

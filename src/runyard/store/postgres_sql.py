@@ -94,20 +94,19 @@ COUNT_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = %s GROUP BY job"
 COUNT_ACTIVE_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = 'running' GROUP BY job"
 # The jobs with no free slot come as a JSON array (as for SQLite).
 # SKIP LOCKED: several servers claim from one queue without waiting on each other's rows
-# The next claimable run, claimed, in one statement: the first due one in claim order whose
-# job has room (a JSON list of those without), locked past any another server holds (SKIP
-# LOCKED: two servers never wait for, nor take, the same run), and returned as it now is.
-CLAIM_NEXT = f"""
+CLAIM_CANDIDATES = """
+SELECT id, job FROM runs
+WHERE state = 'queued' AND (not_before IS NULL OR not_before <= %s)
+  AND job NOT IN (SELECT jsonb_array_elements_text(%s::jsonb))
+ORDER BY priority DESC, id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+# the claimed run as it now is: nothing to read back
+CLAIM_RUN = f"""
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
     started_at = coalesce(started_at, %s)
-WHERE state = 'queued' AND id = (
-    SELECT id FROM runs
-    WHERE state = 'queued' AND (not_before IS NULL OR not_before <= %s)
-      AND job NOT IN (SELECT jsonb_array_elements_text(%s::jsonb))
-    ORDER BY priority DESC, id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-)
+WHERE id = %s AND state = 'queued'
 RETURNING {RUN_COLUMNS}
 """  # noqa: S608
 NEXT_DUE = (

@@ -78,20 +78,20 @@ COUNT_RUNS_OF_JOB = "SELECT count(*) FROM runs WHERE state = ? AND job = ?"
 COUNT_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = ? GROUP BY job"
 COUNT_ACTIVE_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = 'running' GROUP BY job"
 
-# The next claimable run, claimed, in one statement: the first of the queue in claim order
-# (INDEXED BY: without statistics SQLite would pick runs_by_state and sort every queued run;
-# the partial queue index yields them already in that order) that is due and not of a job
-# with no room left (a JSON list), taken and returned as it now is.
-CLAIM_NEXT = f"""
+# INDEXED BY: without statistics SQLite would pick runs_by_state and sort every queued run;
+# the partial queue index yields them already in claim order.
+CLAIM_CANDIDATES = """
+SELECT id, job FROM runs INDEXED BY runs_queue
+WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?)
+  AND job NOT IN (SELECT value FROM json_each(?))
+ORDER BY priority DESC, id
+LIMIT ?
+"""
+# the claimed run as it now is: nothing to read back
+CLAIM_RUN = f"""
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
     started_at = coalesce(started_at, ?)
-WHERE state = 'queued' AND id = (
-    SELECT id FROM runs INDEXED BY runs_queue
-    WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?)
-      AND job NOT IN (SELECT value FROM json_each(?))
-    ORDER BY priority DESC, id
-    LIMIT 1
-)
+WHERE id = ? AND state = 'queued'
 RETURNING {RUN_COLUMNS}
 """  # noqa: S608
 NEXT_DUE = (
