@@ -32,6 +32,11 @@ from runyard.streams.hub import StreamHub
 log = structlog.get_logger(__name__)
 
 CHECK_TIMEOUT_S = 2.0  # each check; a part slower than this is reported, not waited for
+# A rebuild may take at most about this share of the time: its count of queued runs costs what
+# the queue is deep (60 ms at a million), and under churn it would otherwise run ten times a
+# second. A deep queue's snapshot is then rebuilt less often; this server's own submissions
+# are counted into it at once all the same (`submitted`).
+REBUILD_SHARE = 0.05
 PROBE_BYTES = 4096  # a probe needs a real block: an empty file still fits on a full disk
 
 
@@ -116,8 +121,11 @@ class HealthMonitor:
     def __init__(
         self, sources: HealthSources, capacity: int, interval_s: float = 1.0,
         min_interval_s: float = 0.1, wake: Wakeup | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:  # fmt: skip
         self.sources = sources
+        self._clock, self._sleep = clock, sleep
         self.interval_s = interval_s
         self.min_interval_s = min_interval_s
         self.current = HealthSnapshot(time.time(), 0, 0, capacity, False,
@@ -155,15 +163,21 @@ class HealthMonitor:
 
     async def _loop(self) -> None:
         while True:
+            began = self._clock()
             try:
                 await self.publish()
             except Exception:
                 log.exception("health_snapshot_failed")
-            await asyncio.sleep(self.min_interval_s)  # a rate limit under churn, not a poll
+            await self._sleep(self.rest_after(self._clock() - began))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval_s):
                     await self._wake.wait()
             self._wake.clear()
+
+    def rest_after(self, took: float) -> float:
+        """How long to rest after a rebuild that took `took` seconds before the next may start:
+        a rate limit under churn (not a poll), longer as rebuilding costs more."""
+        return max(self.min_interval_s, took * (1 - REBUILD_SHARE) / REBUILD_SHARE)
 
     async def publish(self) -> None:
         before = self._submitted

@@ -1,0 +1,82 @@
+"""The health snapshot's rebuild rests longer as it costs more: its count of queued runs takes
+what the queue is deep, and under churn it would otherwise run ten times a second."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from runyard.models import RunState
+from runyard.services.health import REBUILD_SHARE, HealthMonitor, HealthSources
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingStore:
+    """A store whose count of queued runs takes `cost` seconds of the clock."""
+
+    def __init__(self, clock: Clock, cost: float) -> None:
+        self.clock, self.cost, self.counts = clock, cost, 0
+
+    async def count_runs(self, state: RunState) -> int:
+        self.clock.now += self.cost
+        self.counts += 1
+        return 1_000_000
+
+    async def health_problems(self) -> dict[str, str]:
+        return {}
+
+
+async def rests_of(tmp_path: Path, cost: float, rebuilds: int = 3) -> tuple[list[float], int]:
+    clock = Clock()
+    store = CountingStore(clock, cost)
+    hub = SimpleNamespace(
+        watchers=0, tailers={}, lagged_total=0, notifier=SimpleNamespace(mode="x")
+    )
+    sources = HealthSources(
+        store=store,  # type: ignore[arg-type]
+        executor=SimpleNamespace(healthy=False),  # type: ignore[arg-type]
+        slots=SimpleNamespace(active=0, capacity=8),  # type: ignore[arg-type]
+        hub=hub,  # type: ignore[arg-type]
+        data_dir=tmp_path,
+        reconcile=lambda: SimpleNamespace(ok=True, error=None),
+        scheduler=lambda: None,
+    )
+    rests: list[float] = []
+    enough = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        rests.append(seconds)
+        if len(rests) == rebuilds:
+            enough.set()
+        await asyncio.sleep(0)
+
+    monitor = HealthMonitor(sources, 8, interval_s=0.001, clock=clock, sleep=sleep)
+    loop: asyncio.Task[Any] = asyncio.ensure_future(monitor._loop())
+    await enough.wait()
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loop
+    assert monitor.current.queued == 1_000_000
+    return rests, store.counts
+
+
+def test_a_cheap_rebuild_rests_the_minimum(tmp_path: Path) -> None:
+    rests, counts = asyncio.run(rests_of(tmp_path, cost=0.001))
+    assert rests == [0.1] * 3 and counts == 3
+
+
+def test_a_costly_rebuild_rests_in_proportion(tmp_path: Path) -> None:
+    rests, _ = asyncio.run(rests_of(tmp_path, cost=0.065))  # a million queued runs, counted
+    assert all(r == pytest.approx(0.065 * (1 - REBUILD_SHARE) / REBUILD_SHARE) for r in rests)
+    assert all(0.065 / (0.065 + r) <= REBUILD_SHARE + 1e-9 for r in rests)
