@@ -162,7 +162,8 @@ class Dispatcher:
             return
         self.queue.due_stale = False
         # When the next backing-off run becomes claimable does not depend on what is claimed
-        # now: asked at once, it shares the first claim's store turn (group_commit.py).
+        # now (a claim takes runs due by now, this reads those due later): asked at once, it
+        # is read beside the claim (on SQLite, by the reads' own thread).
         due = asyncio.ensure_future(self.store.next_due(self.clock.now()))
         try:
             await self._claim_free_slots()

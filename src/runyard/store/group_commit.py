@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any, TypeVar, cast
 
+from runyard.errors import StoreBusyError
 from runyard.store.units import Make
 
 T = TypeVar("T")
@@ -56,6 +57,17 @@ def _deliver(group: list[Pending]) -> None:
             p.future.set_exception(p.error)
 
 
+def _tell(batch: list[Pending]) -> None:
+    """From any thread: every caller of the batch hears its outcome on its own loop (one in
+    a server; a store shared by several loops tells each its own)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Pending]] = {}
+    for p in batch:
+        by_loop.setdefault(p.future.get_loop(), []).append(p)
+    for loop, told in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is left to tell
+            loop.call_soon_threadsafe(_deliver, told)
+
+
 _STOP = object()
 
 
@@ -71,6 +83,7 @@ class GroupCommit:
         # What this turn of the event loop asked for, handed over together when it ends: a
         # submit that wakes the dispatcher, and the claim that wakes, share a transaction.
         self._this_turn: list[Pending] = []
+        self._closing = False  # stop() has begun: nothing new is taken
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -86,6 +99,9 @@ class GroupCommit:
         return asyncio.get_running_loop().create_future()
 
     def _enqueue(self, pending: Pending) -> asyncio.Future[Any]:
+        if self._closing:  # the thread may be gone already: nobody would ever answer
+            pending.future.set_exception(StoreBusyError("the store is closed"))
+            return pending.future
         if not self._this_turn:
             pending.future.get_loop().call_soon(self._hand_over)
         self._this_turn.append(pending)
@@ -93,12 +109,23 @@ class GroupCommit:
 
     def _hand_over(self) -> None:
         batch, self._this_turn = self._this_turn, []
-        self._queue.put(batch)
+        if batch:  # stop() may have handed this turn over already
+            self._queue.put(batch)
 
     async def stop(self) -> None:
-        """After what is queued has run: the thread ends."""
+        """After what is queued has run (this turn's too): the thread ends. Whatever is asked
+        meanwhile, or would land behind the end, is refused, never left unanswered."""
+        self._closing = True
+        self._hand_over()
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
+        with contextlib.suppress(Empty):
+            while True:
+                left = self._queue.get_nowait()
+                if isinstance(left, list):
+                    for p in left:
+                        p.fail(StoreBusyError("the store is closed"))
+                    _tell(left)
 
     def _serve(self) -> None:
         while True:
@@ -125,12 +152,7 @@ class GroupCommit:
             except Exception as exc:
                 p.fail(exc)
         self._group(units)
-        by_loop: dict[asyncio.AbstractEventLoop, list[Pending]] = {}
-        for p in batch:  # one loop in a server; a store shared by several tells each its own
-            by_loop.setdefault(p.future.get_loop(), []).append(p)
-        for loop, told in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is left to tell
-                loop.call_soon_threadsafe(_deliver, told)
+        _tell(batch)
 
     def _group(self, units: list[Pending]) -> None:
         if not units:

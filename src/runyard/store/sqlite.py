@@ -34,6 +34,13 @@ from runyard.store.units import Make, drive, name_of
 
 T = TypeVar("T")
 
+# The reads' connection (sqlite_reads.py) can keep SQLite's automatic checkpoint from ever
+# rewinding the WAL while reads follow each other closely: every WAL_CHECK_EVERY commits the
+# writer looks at its size, and past WAL_LIMIT_BYTES waits for the reads under way (one
+# statement each) and rewinds it; journal_size_limit then cuts the file back to that size.
+WAL_LIMIT_BYTES = 64 * 2**20
+WAL_CHECK_EVERY = 100
+
 
 class SQLiteStore(SQLStore):
     claims_see_every_run = True  # one connection, one writer: nothing is ever skipped
@@ -45,9 +52,12 @@ class SQLiteStore(SQLStore):
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 5000,
         observe: Callable[[str, float], None] | None = None,
+        wal_limit_bytes: int = WAL_LIMIT_BYTES,
     ) -> None:
         super().__init__()
         self.path = path
+        self._wal_limit = wal_limit_bytes
+        self._commits = 0
         self._observe = observe
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
@@ -199,6 +209,18 @@ class SQLiteStore(SQLStore):
             return
         for p in done:
             self._written(p.point or COMMIT)
+        self._commits += 1
+        if self._commits % WAL_CHECK_EVERY == 0:
+            self._bound_wal(conn)
+
+    def _bound_wal(self, conn: sqlite3.Connection) -> None:
+        try:
+            size = os.stat(f"{self.path}-wal").st_size  # noqa: PTH116  on the store thread
+        except OSError:
+            return
+        if size > self._wal_limit:
+            with contextlib.suppress(sqlite3.Error):  # busy past the timeout: next time
+                conn.execute(q.REWIND_WAL).fetchone()
 
     def _error(self, exc: Exception, point: str) -> Exception:
         """What a caller hears of a failure on the store thread (storage errors mapped)."""
@@ -274,7 +296,7 @@ class SQLiteStore(SQLStore):
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in q.pragmas(self._busy_timeout_ms, self._synchronous):
+        for pragma in q.pragmas(self._busy_timeout_ms, self._synchronous, self._wal_limit):
             conn.execute(pragma)
         st = os.stat(self.path)  # noqa: PTH116  the file the connection has just opened
         self._identity = (st.st_dev, st.st_ino)

@@ -8,14 +8,20 @@ from runyard.models import RunFilter
 from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS
 
 
-def pragmas(busy_timeout_ms: int, synchronous: str) -> list[str]:
-    """Set on every connection: wait for a lock instead of failing, WAL, durability level."""
+def pragmas(busy_timeout_ms: int, synchronous: str, wal_limit_bytes: int) -> list[str]:
+    """Set on the writer's connection: wait for a lock instead of failing, WAL, durability
+    level, and the size a rewound WAL file is cut back to."""
     return [
         f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
         "PRAGMA journal_mode = WAL",
         f"PRAGMA synchronous = {synchronous}",
         "PRAGMA foreign_keys = ON",
+        f"PRAGMA journal_size_limit = {int(wal_limit_bytes)}",
     ]
+
+
+# every frame copied back, then the next write starts the WAL over (waits for the reads on it)
+REWIND_WAL = "PRAGMA wal_checkpoint(RESTART)"
 
 
 BEGIN = "BEGIN IMMEDIATE"  # takes the write lock up front: no failure half way on an upgrade
