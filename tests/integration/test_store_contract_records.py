@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from runyard.clock import new_id
-from runyard.models import Batch, RunState, Schedule
+from runyard.models import AttemptEnd, AttemptState, Batch, RunState, Schedule
 from runyard.store import Store
 from tests.integration.test_store_contract import make_run, succeeded
 
@@ -122,3 +122,37 @@ async def test_finished_before_lists_ended_runs_oldest_first_in_pages(store: Sto
     assert [r[2] for r in listed] == [2998.0, 2999.0, 3000.0]
     assert [r[0] for r in await store.finished_before(5000.0, 2, offset=2)] == oldest_first[2:]
     assert [r[0] for r in await store.finished_before(2999.0, 10)] == oldest_first[:1]
+
+
+async def test_a_runs_state_events_record_each_change_when_it_happened(store: Store) -> None:
+    """Every state change of a run's life is one event, at the time of the change and with
+    the run as it then was: a retry and its second attempt, and a cancel while queued."""
+    run = (await store.insert_run(make_run(created=1000.0)))[0]
+    await store.claim(1, {}, now=2000.0, host="h")
+    retry = AttemptEnd(
+        attempt_state=AttemptState.EXITED, ended_at=2001.0, run_state=RunState.QUEUED,
+        reason="exit code 1; retrying", outcome="exit", exit_code=1, not_before=2050.0,
+    )  # fmt: skip
+    await store.end_attempt(run.id, 1, retry)
+    await store.claim(1, {}, now=2100.0, host="h")
+    await store.end_attempt(run.id, 2, succeeded(2101.0))
+    life = [(e.seq, e.at, e.kind, e.data) for e in await store.list_events(run.id, 0)]
+
+    def state(frm: str | None, to: str, attempt: int, code: int | None, why: str | None) -> Any:
+        return {"from": frm, "to": to, "attempt": attempt, "exit_code": code, "reason": why}
+
+    assert life == [
+        (1, 1000.0, "state", state(None, "queued", 0, None, None)),
+        (2, 2000.0, "state", state("queued", "running", 1, None, None)),
+        (3, 2001.0, "state", state("running", "queued", 1, 1, "exit code 1; retrying")),
+        (4, 2100.0, "state", state("queued", "running", 2, 1, "exit code 1; retrying")),
+        (5, 2101.0, "state", state("running", "succeeded", 2, 0, "exit code 0")),
+    ]
+    queued = (await store.insert_run(make_run(created=1200.0)))[0]
+    await store.cancel_queued(queued.id, 1500.0, "cancelled by a user")
+    (_, cancelled) = await store.list_events(queued.id, 0)
+    assert (cancelled.seq, cancelled.at, cancelled.data) == (
+        2,
+        1500.0,
+        state("queued", "cancelled", 0, None, "cancelled by a user"),
+    )
