@@ -25,6 +25,15 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """One SQLite store over a fresh file, patient with a write lock held elsewhere."""
+    store = SQLiteStore(tmp_path / "store.db", busy_timeout_ms=30_000)
+    await store.open()
+    yield store
+    await store.close()
+
+
 @pytest.fixture(params=STORES)
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
     """A fresh database per test (a new file, a new schema), as a factory of stores over it:

@@ -116,11 +116,7 @@ class SQLiteStore(SQLStore):
         busy event loop, which costs more there than the statement itself; a failure is rare
         (a bug's refusal, a failpoint, the disk), so it pays instead: the whole transaction
         is undone, and the unit that failed is returned for the others to run again."""
-        try:
-            conn.execute(q.BEGIN)
-        except Exception as exc:
-            for p in writes:
-                p.fail(self._error(exc, p.point or COMMIT))
+        if not self._begin(conn, writes):
             return None
         for p in writes:
             point = self._write_point = p.point or COMMIT
@@ -140,11 +136,7 @@ class SQLiteStore(SQLStore):
         """The writes of a group whose one transaction failed: each in its own savepoint, so
         that one failing again is undone alone, its neighbours unharmed."""
         alone = len(writes) == 1  # no savepoint: the transaction is the unit's
-        try:
-            conn.execute(q.BEGIN)
-        except Exception as exc:
-            for p in writes:
-                p.fail(self._error(exc, p.point or COMMIT))
+        if not self._begin(conn, writes):
             return
         done: list[Pending] = []
         for p in writes:
@@ -185,12 +177,14 @@ class SQLiteStore(SQLStore):
         self, conn: sqlite3.Connection, writes: list[Pending], failed: Pending
     ) -> bool:
         rest = writes[writes.index(failed) + 1 :]
-        if not rest:
-            return True
+        return not rest or self._begin(conn, rest)
+
+    def _begin(self, conn: sqlite3.Connection, writes: list[Pending]) -> bool:
+        """BEGIN for `writes`; False, each of them failed with the reason, when it cannot."""
         try:
             conn.execute(q.BEGIN)
         except Exception as exc:
-            for p in rest:
+            for p in writes:
                 p.fail(self._error(exc, p.point or COMMIT))
             return False
         return True
