@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from runyard.models import RunState
-from runyard.services.health import REBUILD_SHARE, HealthMonitor, HealthSources
+from runyard.services.health import MAX_REST_S, REBUILD_SHARE, HealthMonitor, HealthSources
 
 
 class Clock:
@@ -37,15 +37,31 @@ class CountingStore:
         return {}
 
 
-async def rests_of(tmp_path: Path, cost: float, rebuilds: int = 3) -> tuple[list[float], int]:
+class StalledSupervisor:
+    """A supervisor that answers no ping: each check waits out its timeout (of the clock)."""
+
+    healthy = True
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    async def health(self, timeout_s: float) -> Any:
+        self.clock.now += timeout_s
+        raise TimeoutError
+
+
+async def rests_of(
+    tmp_path: Path, cost: float, rebuilds: int = 3, stalled: bool = False
+) -> tuple[list[float], int]:
     clock = Clock()
     store = CountingStore(clock, cost)
+    executor = StalledSupervisor(clock) if stalled else SimpleNamespace(healthy=False)
     hub = SimpleNamespace(
         watchers=0, tailers={}, lagged_total=0, notifier=SimpleNamespace(mode="x")
     )
     sources = HealthSources(
         store=store,  # type: ignore[arg-type]
-        executor=SimpleNamespace(healthy=False),  # type: ignore[arg-type]
+        executor=executor,  # type: ignore[arg-type]
         slots=SimpleNamespace(active=0, capacity=8),  # type: ignore[arg-type]
         hub=hub,  # type: ignore[arg-type]
         data_dir=tmp_path,
@@ -80,3 +96,15 @@ def test_a_costly_rebuild_rests_in_proportion(tmp_path: Path) -> None:
     rests, _ = asyncio.run(rests_of(tmp_path, cost=0.065))  # a million queued runs, counted
     assert all(r == pytest.approx(0.065 * (1 - REBUILD_SHARE) / REBUILD_SHARE) for r in rests)
     assert all(0.065 / (0.065 + r) <= REBUILD_SHARE + 1e-9 for r in rests)
+
+
+def test_a_count_of_any_cost_rests_no_longer_than_the_cap(tmp_path: Path) -> None:
+    rests, _ = asyncio.run(rests_of(tmp_path, cost=10.0))  # a queue deeper than anyone's
+    assert rests == [MAX_REST_S] * 3
+
+
+def test_a_check_waiting_out_its_timeout_does_not_lengthen_the_rest(tmp_path: Path) -> None:
+    """A stalled supervisor costs the rebuild two seconds of waiting, no CPU: resting for it
+    would only hide its recovery from readiness."""
+    rests, _ = asyncio.run(rests_of(tmp_path, cost=0.001, stalled=True))
+    assert rests == [0.1] * 3

@@ -37,6 +37,8 @@ CHECK_TIMEOUT_S = 2.0  # each check; a part slower than this is reported, not wa
 # second. A deep queue's snapshot is then rebuilt less often; this server's own submissions
 # are counted into it at once all the same (`submitted`).
 REBUILD_SHARE = 0.05
+# ...but never longer than this: a rest hides a change of readiness for as long as it lasts
+MAX_REST_S = 2.0
 PROBE_BYTES = 4096  # a probe needs a real block: an empty file still fits on a full disk
 
 
@@ -126,6 +128,7 @@ class HealthMonitor:
     ) -> None:  # fmt: skip
         self.sources = sources
         self._clock, self._sleep = clock, sleep
+        self._count_took = 0.0  # the last count of queued runs, in seconds (what a rest is for)
         self.interval_s = interval_s
         self.min_interval_s = min_interval_s
         self.current = HealthSnapshot(time.time(), 0, 0, capacity, False,
@@ -163,21 +166,23 @@ class HealthMonitor:
 
     async def _loop(self) -> None:
         while True:
-            began = self._clock()
             try:
                 await self.publish()
             except Exception:
                 log.exception("health_snapshot_failed")
-            await self._sleep(self.rest_after(self._clock() - began))
+            await self._sleep(self.rest_after(self._count_took))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval_s):
                     await self._wake.wait()
             self._wake.clear()
 
     def rest_after(self, took: float) -> float:
-        """How long to rest after a rebuild that took `took` seconds before the next may start:
-        a rate limit under churn (not a poll), longer as rebuilding costs more."""
-        return max(self.min_interval_s, took * (1 - REBUILD_SHARE) / REBUILD_SHARE)
+        """How long to rest after a rebuild whose count of queued runs took `took` seconds,
+        before the next may start: a rate limit under churn (not a poll), longer as counting
+        costs more. Only the count: a check that waits for its timeout costs no CPU, and
+        resting for it would only hide its recovery."""
+        share = took * (1 - REBUILD_SHARE) / REBUILD_SHARE
+        return min(MAX_REST_S, max(self.min_interval_s, share))
 
     async def publish(self) -> None:
         before = self._submitted
@@ -195,7 +200,9 @@ class HealthMonitor:
         queued = self.current.queued
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_S):
+                began = self._clock()
                 queued = await src.store.count_runs(RunState.QUEUED)
+                self._count_took = self._clock() - began
                 failed.update(await src.store.health_problems())
         except Exception as exc:
             failed["database"] = f"the database is unreachable: {_says(exc)}"
