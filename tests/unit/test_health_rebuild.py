@@ -25,12 +25,14 @@ class Clock:
 class CountingStore:
     """A store whose count of queued runs takes `cost` seconds of the clock."""
 
-    def __init__(self, clock: Clock, cost: float) -> None:
-        self.clock, self.cost, self.counts = clock, cost, 0
+    def __init__(self, clock: Clock, cost: float, gives_up: bool = False) -> None:
+        self.clock, self.cost, self.counts, self.gives_up = clock, cost, 0, gives_up
 
     async def count_runs(self, state: RunState) -> int:
         self.clock.now += self.cost
         self.counts += 1
+        if self.gives_up:  # as the check's timeout would end it, after `cost`
+            raise TimeoutError
         return 1_000_000
 
     async def health_problems(self) -> dict[str, str]:
@@ -51,10 +53,10 @@ class StalledSupervisor:
 
 
 async def rests_of(
-    tmp_path: Path, cost: float, rebuilds: int = 3, stalled: bool = False
+    tmp_path: Path, cost: float, rebuilds: int = 3, stalled: bool = False, gives_up: bool = False
 ) -> tuple[list[float], int]:
     clock = Clock()
-    store = CountingStore(clock, cost)
+    store = CountingStore(clock, cost, gives_up)
     executor = StalledSupervisor(clock) if stalled else SimpleNamespace(healthy=False)
     hub = SimpleNamespace(
         watchers=0, tailers={}, lagged_total=0, notifier=SimpleNamespace(mode="x")
@@ -83,7 +85,7 @@ async def rests_of(
     loop.cancel()
     with pytest.raises(asyncio.CancelledError):
         await loop
-    assert monitor.current.queued == 1_000_000
+    assert monitor.current.queued == (0 if gives_up else 1_000_000)
     return rests, store.counts
 
 
@@ -108,3 +110,9 @@ def test_a_check_waiting_out_its_timeout_does_not_lengthen_the_rest(tmp_path: Pa
     would only hide its recovery from readiness."""
     rests, _ = asyncio.run(rests_of(tmp_path, cost=0.001, stalled=True))
     assert rests == [0.1] * 3
+
+
+def test_a_count_that_times_out_rests_as_long_as_it_took(tmp_path: Path) -> None:
+    """A count given up at its timeout goes on in the store: the next must not pile on."""
+    rests, _ = asyncio.run(rests_of(tmp_path, cost=2.0, gives_up=True))
+    assert rests == [MAX_REST_S] * 3

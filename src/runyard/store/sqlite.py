@@ -40,6 +40,7 @@ T = TypeVar("T")
 # statement each) and rewinds it; journal_size_limit then cuts the file back to that size.
 WAL_LIMIT_BYTES = 64 * 2**20
 WAL_CHECK_EVERY = 100
+REWIND_WAIT_MS = 100
 
 
 class SQLiteStore(SQLStore):
@@ -213,8 +214,14 @@ class SQLiteStore(SQLStore):
         except OSError:
             return
         if size > self._wal_limit:
-            with contextlib.suppress(sqlite3.Error):  # busy past the timeout: next time
-                conn.execute(q.REWIND_WAL).fetchone()
+            # Waits for the reads under way, holding up the writes queued behind it: briefly.
+            # A read still going then (busy) leaves it to the next look, 100 commits on.
+            conn.execute(q.busy_timeout(REWIND_WAIT_MS))
+            try:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(q.REWIND_WAL).fetchone()
+            finally:
+                conn.execute(q.busy_timeout(self._busy_timeout_ms))
 
     def _error(self, exc: Exception, point: str) -> Exception:
         """What a caller hears of a failure on the store thread (storage errors mapped)."""

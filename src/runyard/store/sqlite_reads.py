@@ -51,7 +51,7 @@ class Reads:
         # mode=rw: a database gone from its path is an error here, not a new empty one
         uri = f"{self.path.resolve().as_uri()}?mode=rw"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        conn.execute(q.busy_timeout(self._busy_timeout_ms))
         conn.execute("PRAGMA query_only = ON")  # a bug here must not write behind the writer
         self._conn = conn
 

@@ -12,12 +12,16 @@ def pragmas(busy_timeout_ms: int, synchronous: str, wal_limit_bytes: int) -> lis
     """Set on the writer's connection: wait for a lock instead of failing, WAL, durability
     level, and the size a rewound WAL file is cut back to."""
     return [
-        f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
+        busy_timeout(busy_timeout_ms),
         "PRAGMA journal_mode = WAL",
         f"PRAGMA synchronous = {synchronous}",
         "PRAGMA foreign_keys = ON",
         f"PRAGMA journal_size_limit = {int(wal_limit_bytes)}",
     ]
+
+
+def busy_timeout(ms: int) -> str:
+    return f"PRAGMA busy_timeout = {int(ms)}"
 
 
 # every frame copied back, then the next write starts the WAL over (waits for the reads on it)
