@@ -12,7 +12,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -72,23 +72,18 @@ class SQLiteStore(SQLStore):
     # -- transactions -----------------------------------------------------------------------
 
     async def _read(self, make: Make[T]) -> T:
-        if self._observe is None:
-            return await self._reads.read(make)
-        started = time.perf_counter()
-        try:
-            return await self._reads.read(make)
-        finally:
-            self._observe(name_of(make), time.perf_counter() - started)
+        return await self._observed(make, self._reads.read(make))
 
     async def _write(self, make: Make[T], point: str = COMMIT) -> T:
-        return await self._queued(make, point)
+        return cast(T, await self._observed(make, self._thread().submit(make, point)))
 
-    async def _queued(self, make: Make[T], point: str) -> T:
+    async def _observed(self, make: Make[Any], work: Awaitable[T]) -> T:
+        """`work`, its latency labelled with the Store method `make` implements."""
         if self._observe is None:
-            return cast(T, await self._thread().submit(make, point))
+            return await work
         started = time.perf_counter()
         try:
-            return cast(T, await self._thread().submit(make, point))
+            return await work
         finally:
             self._observe(name_of(make), time.perf_counter() - started)
 
@@ -213,13 +208,15 @@ class SQLiteStore(SQLStore):
             size = os.stat(f"{self.path}-wal").st_size  # noqa: PTH116  on the store thread
         except OSError:
             return
-        if size > self._wal_limit:
-            # Waits for the reads under way, holding up the writes queued behind it: briefly.
-            # A read still going then (busy) leaves it to the next look, 100 commits on.
+        if size <= self._wal_limit:
+            return
+        # Waits for the reads under way, holding up the writes queued behind it: briefly. A
+        # read still going then (busy) leaves it to the next look, 100 commits on. The group
+        # has committed: nothing here may turn its callers' success into a failure.
+        with contextlib.suppress(sqlite3.Error):
             conn.execute(q.busy_timeout(REWIND_WAIT_MS))
             try:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute(q.REWIND_WAL).fetchone()
+                conn.execute(q.REWIND_WAL).fetchone()
             finally:
                 conn.execute(q.busy_timeout(self._busy_timeout_ms))
 
