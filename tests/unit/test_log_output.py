@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import json
 import logging
+import os
+import socket
 import threading
+from typing import BinaryIO
 
-from runyard.cli.log_output import Handler, TurnFlushedLogger
+import pytest
+
+from runyard.cli.log_output import MAX_HELD_BYTES, Handler, TurnFlushedLogger
 
 
 class Recording(io.RawIOBase):
@@ -116,3 +123,59 @@ def test_the_standard_librarys_records_keep_their_place() -> None:
 
     asyncio.run(turn())
     assert stream.writes == [b"one\ntwo\nthree\n"]
+
+
+def _stalled(kind: str) -> tuple[BinaryIO, int]:
+    """A stream whose reader reads nothing for now (its other end, to read later)."""
+    if kind == "pipe":
+        read_fd, write_fd = os.pipe()
+        return os.fdopen(write_fd, "wb", buffering=0), read_fd
+    ours, theirs = socket.socketpair()
+    return os.fdopen(ours.detach(), "wb", buffering=0), theirs.detach()
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socket"])
+def test_a_reader_that_stalls_holds_lines_back_not_the_loop_and_hears_what_was_dropped(
+    kind: str,
+) -> None:
+    stream, reader = _stalled(kind)
+    logger = TurnFlushedLogger(stream)
+    lines = 3000  # 3 MB: far past what the stream and MAX_HELD_BYTES take
+
+    async def flood_then_read() -> bytes:
+        for n in range(lines):
+            logger.msg(b"%d " % n + b"x" * 1000)
+            if n % 100 == 0:
+                await asyncio.sleep(0)  # turns pass, each write finds the stream full
+        # a blocking write would never have let the loop get here: nobody reads yet
+        os.set_blocking(reader, False)
+        got = bytearray()
+        caught_up = asyncio.get_running_loop().create_future()
+
+        def readable() -> None:
+            with contextlib.suppress(BlockingIOError):
+                got.extend(os.read(reader, 1 << 16))
+            if b"log_lines_dropped" in got and got.endswith(b"\n"):
+                caught_up.done() or caught_up.set_result(None)
+
+        asyncio.get_running_loop().add_reader(reader, readable)
+        await asyncio.wait_for(caught_up, 30)
+        asyncio.get_running_loop().remove_reader(reader)
+        return bytes(got)
+
+    # were the loop blocked in a write, closing the reader would end it (EPIPE): a failure
+    watchdog = threading.Timer(20, os.close, (reader,))
+    watchdog.start()
+    try:
+        got = asyncio.run(flood_then_read())
+    finally:
+        watchdog.cancel()
+    os.close(reader)
+    *kept, notice = got.rstrip(b"\n").split(b"\n")
+    numbers = [int(line.split(b" ")[0]) for line in kept]
+    assert numbers == list(range(len(numbers)))  # whole lines, in order, none skipped
+    assert all(line.endswith(b"x" * 1000) for line in kept)
+    assert len(kept) * 1000 >= MAX_HELD_BYTES  # held what the bound allows, then dropped
+    said = json.loads(notice)
+    assert said["event"] == "log_lines_dropped"
+    assert said["count"] == lines - len(kept)
