@@ -20,23 +20,54 @@ pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "jobs"
 
 
+class PipedServer:
+    """A real server whose stderr is a pipe that nobody reads until `read` is called."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port, self.data = free_port(), tmp_path / "data"
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "runyard", "serve", "--jobs", str(EXAMPLES), "--data-dir",
+                str(self.data), "--port", str(self.port), "--capacity", "2"]  # fmt: skip
+        env = {**os.environ, "RUNYARD_LOG_FORMAT": "json"}
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
+        self.lines: list[bytes] = []
+        self.dropped_said = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    def read(self) -> None:
+        """The reader comes back (one thread, to the end): what was held, then the notice."""
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read, daemon=True)
+            self._reader.start()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.join(30)  # the pipe's end: the server has exited
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if b"log_lines_dropped" in line:
+                self.dropped_said.set()
+
+
 @pytest.fixture
-def piped_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real server whose stderr is a pipe that the test does not read until it says so."""
-    port, data = free_port(), tmp_path / "data"
-    argv = [sys.executable, "-m", "runyard", "serve", "--jobs", str(EXAMPLES),
-            "--data-dir", str(data), "--port", str(port), "--capacity", "2"]  # fmt: skip
-    env = {**os.environ, "RUNYARD_LOG_FORMAT": "json"}
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    url = f"http://127.0.0.1:{port}"
+def piped_server(tmp_path: Path) -> Iterator[PipedServer]:
+    server = PipedServer(tmp_path)
     try:
-        wait_for(lambda: _answers(f"{url}/health/ready"), timeout=30, what="server ready")
-        yield url, proc
+        wait_for(lambda: _answers(f"{server.url}/health/ready"), timeout=30, what="ready")
+        yield server
     finally:
-        proc.terminate()
-        threading.Thread(target=proc.communicate, daemon=True).start()  # let it log its end
-        proc.wait(30)
-        kill_everything(data)
+        server.read()  # so that it can log its way out
+        server.proc.terminate()
+        server.proc.wait(30)
+        server.close()
+        kill_everything(server.data)
 
 
 def _answers(url: str) -> bool:
@@ -47,11 +78,9 @@ def _answers(url: str) -> bool:
 
 
 def test_a_stalled_log_pipe_holds_lines_not_requests_and_says_what_it_dropped(
-    piped_server: tuple[str, subprocess.Popen[bytes]],
+    piped_server: PipedServer,
 ) -> None:
-    url, proc = piped_server
-    assert proc.stderr is not None
-    with httpx.Client(base_url=url, timeout=10) as http:
+    with httpx.Client(base_url=piped_server.url, timeout=10) as http:
         # each answer logs a line of about 200 bytes: far past the pipe's 64 KiB and the
         # server's own bound; a write that waited for the reader would hang the next request
         for _ in range(MAX_HELD_BYTES // 150):
@@ -59,19 +88,10 @@ def test_a_stalled_log_pipe_holds_lines_not_requests_and_says_what_it_dropped(
         run = http.post("/v1/runs", json={"job": "true"}, headers={"prefer": "wait=30"})
         assert run.status_code == 200 and run.json()["state"] == "succeeded"
         assert http.get("/health/ready").status_code == 200
-
-        lines: list[bytes] = []
-        seen = threading.Event()
-
-        def read() -> None:  # the reader comes back: what was held arrives, then the notice
-            for line in proc.stderr:  # type: ignore[union-attr]
-                lines.append(line)
-                if b"log_lines_dropped" in line:
-                    seen.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        http.get("/health/live")  # a line after the reader is back
-        assert seen.wait(30), "no log_lines_dropped line once the reader caught up"
+        piped_server.read()
+        said = piped_server.dropped_said.wait(30)
+        assert said, "no log_lines_dropped line once the reader caught up"
+    lines = list(piped_server.lines)
     records = [json.loads(line) for line in lines if line.startswith(b"{")]  # whole lines
     notice = next(r for r in records if r["event"] == "log_lines_dropped")
     assert notice["count"] > 0
