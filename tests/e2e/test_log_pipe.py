@@ -96,3 +96,50 @@ def test_a_stalled_log_pipe_holds_lines_not_requests_and_says_what_it_dropped(
     notice = next(r for r in records if r["event"] == "log_lines_dropped")
     assert notice["count"] > 0
     assert sum(r["event"] == "request" for r in records) * 150 >= MAX_HELD_BYTES // 2
+
+
+SERVING_PROCESS = """
+import asyncio, threading, warnings
+from runyard.cli.serve import configure_logging
+
+configure_logging("json")
+
+async def serving() -> None:
+    for n in range(2000):  # about 300 KB of warnings, each its own text
+        warnings.warn(f"warning {n} " + "x" * 100)
+        if n % 100 == 0:
+            await asyncio.sleep(0)
+    failing = threading.Thread(target=lambda: 1 / 0, name="failing")
+    failing.start()
+    failing.join()
+    print("done", flush=True)
+
+asyncio.run(serving())
+"""
+
+
+def test_what_python_writes_to_stderr_itself_never_waits_on_a_stalled_reader() -> None:
+    """Warnings and a thread's traceback go through the same non-blocking log, not
+    straight to stderr (where a full pipe would stop the event loop that wrote them)."""
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVING_PROCESS], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        said: list[bytes] = []
+        printer = threading.Thread(target=lambda: said.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        printer.start()
+        printer.join(30)  # nobody reads its stderr meanwhile
+        assert said == [b"done\n"], "the process stopped in a write to its stderr"
+        err = proc.stderr.read()  # the reader comes back: held lines, then the notice
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert all(b"warning %d " % n in err for n in range(2000))  # held, none lost: under the bound
+    failed = [json.loads(line) for line in err.splitlines() if b'"thread_failed"' in line]
+    assert failed and failed[0]["thread"] == "failing"
+    assert "ZeroDivisionError" in failed[0]["exception"]

@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -74,6 +75,19 @@ def configure_logging(fmt: str) -> None:
     # uvicorn's records through the same logger: they keep their place among the JSON lines
     handler = log_output.Handler(sink) if sink is not None else logging.StreamHandler(sys.stderr)
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
+    if sink is not None:
+        # what Python itself would write to stderr while serving (a warning, a thread's
+        # traceback) goes the same way, not by a write that could wait on a stalled reader
+        logging.captureWarnings(True)
+        threading.excepthook = _thread_failed
+
+
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    exc = (args.exc_type, args.exc_value, args.exc_traceback)
+    name = args.thread.name if args.thread is not None else None
+    log.error("thread_failed", thread=name, exc_info=exc)
 
 
 class RunyardServer(uvicorn.Server):
