@@ -94,8 +94,10 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
     server_cpu: list[float] = []
     idle_p50: list[float] = []
     warm_p50: list[float] = []
+    wake_us: list[float] = []
 
     def runyard_round() -> None:
+        wake_us.append(floor.wake_round_trip())  # what a wake-up costs in this stretch
         # throughput first: it times every run the store holds
         srv = server(base, jobs, "head", 8)
         try:
@@ -125,6 +127,7 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
         "celery_bare": [r["bare"] for r in celery["rounds"]],
         "celery_fair": [r["fair"] for r in celery["rounds"]],
         "runyard_server_cpu": server_cpu,
+        "wake_round_trip_us": wake_us,
         "runyard_wait_idle": idle_p50,
         "runyard_wait_warm": warm_p50,
         "celery_wait_idle": [r["wait_idle"] for r in celery["rounds"]],

@@ -56,3 +56,29 @@ def spawn_limit(root: Path, n: int, c: int) -> float:
         os.wait()
         running -= 1
     return n / (time.perf_counter() - t0)
+
+
+def wake_round_trip(n: int = 5000) -> float:
+    """Microseconds of CPU (both threads, user + system) that one round trip between two
+    threads costs on this machine: a queue put that wakes a sleeping thread, and its answer.
+    The same mechanism as the server's hand-over to its store's thread and back; a figure
+    that moves with the machine's speed (on a virtual machine mostly the kernel's wake-ups),
+    to read the CPU-per-run figures by."""
+    import queue
+    import threading
+
+    there: queue.SimpleQueue[int] = queue.SimpleQueue()
+    back: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def echo() -> None:
+        for _ in range(n):
+            back.put(there.get())
+
+    thread = threading.Thread(target=echo)
+    before = time.process_time()
+    thread.start()
+    for i in range(n):
+        there.put(i)
+        back.get()
+    thread.join()
+    return (time.process_time() - before) * 1e6 / n

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import psutil
 
 from bench import sandbox
+from bench.targets import issue16_section, ok
 
 
 def machine() -> str:
@@ -26,10 +26,6 @@ def machine() -> str:
     mem = psutil.virtual_memory().total / 2**30
     return (f"{os.cpu_count()} × {model}, {mem:.0f} GiB RAM, Linux {platform.release()}, "
             f"Python {platform.python_version()}")  # fmt: skip
-
-
-def ok(flag: bool) -> str:
-    return "met" if flag else "**missed**"
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -295,60 +291,6 @@ Celery's worker is the prefork worker above. Milliseconds, p50 / p99.
 | runyard, `Prefer: wait` (same work) | {cell(w["idle"])} | {cell(w["warm"])} |
 | Celery `delay().get()`, bare | {cell(cl["bare_idle"])} | {cell(cl["bare_warm"])} |
 | Celery `delay().get()`, same work | {cell(cl["fair_idle"])} | {cell(cl["fair_warm"])} |
-"""
-
-
-def _rounds(xs: list[float]) -> str:
-    return " / ".join(f"{x:.0f}" for x in xs)
-
-
-def _round_ms(xs: list[float]) -> str:
-    return " / ".join(f"{x:.2f}" for x in xs)
-
-
-def issue16_section(r: dict[str, Any]) -> str:
-    t, head = r["tmpfs"], r["head_to_head"]
-    # the medians of the interleaved rounds: one slower stretch of the machine moves no ratio
-    ry, cb, cf = (statistics.median(head[k]) for k in ("runyard", "celery_bare", "celery_fair"))
-    server = statistics.median(head["runyard_server_cpu"])
-    ry_idle, ry_warm, cl_idle, cl_warm = (
-        statistics.median(head[k])
-        for k in ("runyard_wait_idle", "runyard_wait_warm", "celery_wait_idle", "celery_wait_warm")
-    )  # fmt: skip
-    idle50, idle99 = r["idle_dispatch"]
-    sub = r["submissions"]["accepted_per_s"]
-    floor = t["runyard_c8"] / t["floor_c8"]  # both from the throughput section
-    b = r["batch"]
-    return f"""
-## Issue 16's targets, from this run
-
-The ratios to Celery are those of medians over {len(head["runyard"])} interleaved rounds, each
-a runyard round (a fresh server, C = 8, N = {r["n"]} over HTTP) followed by Celery's bare and
-same-work rounds (one prefork worker of concurrency 8): this machine's speed drifts by ±15 %
-over minutes, and interleaving puts each slower stretch on both sides. Runs/s per round:
-runyard {_rounds(head["runyard"])}; Celery bare {_rounds(head["celery_bare"])}, same work
-{_rounds(head["celery_fair"])}; the server's CPU per run in runyard's rounds
-{_round_ms(head["runyard_server_cpu"])} ms. A single run's p50 is taken the same way: in each round,
-after its throughput, {r["latency_round"][0]} idle and {r["latency_round"][1]} warm runs with
-`Prefer: wait` on the round's runyard server, then as many `delay().get()` of bare Celery (ms per
-round, idle: runyard {_round_ms(head["runyard_wait_idle"])}, Celery {_round_ms(head["celery_wait_idle"])};
-warm: runyard {_round_ms(head["runyard_wait_warm"])}, Celery {_round_ms(head["celery_wait_warm"])}). The
-other rows are the single measurements above.
-
-| target | figure | |
-|---|---|---|
-| runyard ≥ 2× Celery with the same per-run work (C = 8) | {ry / cf:.2f}× | {ok(ry >= 2 * cf)} |
-| runyard ≥ 1.3× bare Celery (C = 8) | {ry / cb:.2f}× | {ok(ry >= 1.3 * cb)} |
-| runyard ≥ 0.5× the asyncio floor (C = 8) | {floor:.2f}× | {ok(floor >= 0.5)} |
-| server CPU per run ≤ 0.8 ms (C = 8; median of the rounds) | {server:.2f} ms | {ok(server <= 0.8)} |
-| single run `Prefer: wait` p50 below Celery's `delay().get()` (bare), idle / warm | {ry_idle:.2f} vs {cl_idle:.2f} / {ry_warm:.2f} vs {cl_warm:.2f} ms | {ok(ry_idle < cl_idle and ry_warm < cl_warm)} |
-| dispatch latency, idle server, p50 ≤ 2 ms, p99 ≤ 25 ms | {idle50:.2f} / {idle99:.2f} ms | {ok(idle50 <= 2 and idle99 <= 25)} |
-| accepted single submissions ≥ 2000/s (32 clients) | {sub:.0f}/s | {ok(sub >= 2000)} |
-| a batch of {r["n_batch"]:,} runs ≥ 0.8× the asyncio floor, end to end (C = 8) | {b["runs_per_s"]:.0f}/s = {b["runs_per_s"] / t["floor_c8"]:.2f}× | {ok(b["runs_per_s"] >= 0.8 * t["floor_c8"])} |
-
-The batch, CPU per run: server {b["cpu"]["server"]:.2f} ms ({b["cpu"].get("server.main_thread", 0):.2f} on
-the event loop), supervisor {b["cpu"]["supervisor"]:.2f} ms, programs {b["cpu"]["programs"]:.2f} ms
-(accepted → last run ended, one request of `iterations`: no HTTP per run).
 """
 
 
