@@ -179,3 +179,53 @@ def test_a_reader_that_stalls_holds_lines_back_not_the_loop_and_hears_what_was_d
     said = json.loads(notice)
     assert said["event"] == "log_lines_dropped"
     assert said["count"] == lines - len(kept)
+
+
+def test_after_a_stall_with_no_loop_to_watch_the_next_lines_write_again() -> None:
+    """Off any loop (start-up, shutdown) nobody is told of room: each new line tries again,
+    even while lines are being dropped, and the notice follows once the reader is back."""
+    stream, reader = _stalled("pipe")
+    logger = TurnFlushedLogger(stream)
+    for n in range(1500):
+        logger.msg(b"%d " % n + b"x" * 1000)  # off the loop, into a reader that reads nothing
+    os.set_blocking(reader, False)
+    got = bytearray()
+    for n in range(10_000):
+        with contextlib.suppress(BlockingIOError):
+            got.extend(os.read(reader, 1 << 16))
+        if b"last\n" in got:
+            break
+        logger.msg(b"last" if n >= 100 else b"more")  # the reader is back: these push on
+    os.close(reader)
+    assert b"log_lines_dropped" in got and got.endswith(b"last\n")
+
+
+def test_a_line_logged_while_a_write_is_under_way_joins_it() -> None:
+    """A finaliser that logs while the lock's own thread writes (the collector can run
+    anywhere): its line is written after the one under way, and nothing fails."""
+
+    class LogsOnce(Recording):
+        def write(self, data: object) -> int:
+            if not self.writes:
+                logger.msg(b"from a finaliser")
+            return super().write(data)
+
+    stream = LogsOnce()
+    logger = TurnFlushedLogger(stream)  # type: ignore[arg-type]
+    logger.msg(b"outer")
+    assert stream.text() == b"outer\nfrom a finaliser\n"
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socket"])
+def test_stderr_itself_stays_blocking_and_no_descriptor_is_added(kind: str) -> None:
+    """The non-blocking write is a flag of the call: whatever else writes to the same pipe
+    or socket (a child, a fatal error) still waits as it expects, and lines follow fd 2."""
+    stream, reader = _stalled(kind)
+    before = len(os.listdir("/proc/self/fd"))
+    logger = TurnFlushedLogger(stream)
+    for n in range(200):
+        logger.msg(b"%d " % n + b"x" * 1000)  # past what the reader's side holds
+    assert os.get_blocking(stream.fileno())
+    assert len(os.listdir("/proc/self/fd")) == before
+    os.close(reader)
+    stream.close()

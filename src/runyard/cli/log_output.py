@@ -42,21 +42,20 @@ class TurnFlushedLogger:
     containers, and set here) `sys.stderr.buffer` is the raw file, a write(2) per call."""
 
     def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
         self._sink = sink_for(stream)
         self._lines: list[bytes] = []
         self._held = 0  # bytes in _lines and _unsent
         self._unsent = bytearray()  # what the reader has not taken yet
         self._dropped = 0  # lines dropped while the reader was that far behind
         # lines come from the loop and from other threads; re-entrant, for a line logged by
-        # a finaliser the collector runs while a write holds it
+        # a finaliser the collector runs while a write holds it (that line joins the write)
         self._lock = threading.RLock()
+        self._writing = False
         self._line_open = False  # the last byte that left ended no line
         self._torn = False  # what was held is lost mid-line: the next starts on a new line
         # the loop a write is due on; a loop that closed before its write ran is never
         # waited for: the next line on another loop (or off any) schedules or writes again
         self._due_on: asyncio.AbstractEventLoop | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the last one seen, to watch on
         self._watching: asyncio.AbstractEventLoop | None = None  # for room in a full pipe
         atexit.register(self._flush_at_exit)  # what the last turn logged, if never written
 
@@ -68,85 +67,88 @@ class TurnFlushedLogger:
         with self._lock:
             if self._held > MAX_HELD_BYTES:
                 self._dropped += 1  # the reader is that far behind: not this line too
-                return
-            self._lines.append(message)
-            self._held += len(message) + 1
+            else:
+                if self._dropped:  # what the reader missed, said as soon as it can be
+                    self._keep(_dropped_line(self._dropped))
+                    self._dropped = 0
+                self._keep(message)
             if loop is None:
-                self._write_out()  # no turn to wait for
+                self._write_out()  # no turn to wait for (a write never waits)
             elif self._due_on is not loop:
-                self._due_on = self._loop = loop
-                loop.call_soon(self._flush_due)
+                self._due_on = loop
+                loop.call_soon(self._flush_due, loop)
+
+    def _keep(self, line: bytes) -> None:
+        self._lines.append(line)
+        self._held += len(line) + 1
 
     def flush(self) -> None:
         with self._lock:
             self._write_out()
 
-    def _flush_due(self) -> None:
+    def _flush_due(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._due_on = None
-            self._write_out()
+            self._write_out(loop)
 
-    def _write_out(self) -> None:
-        if self._lines:
-            self._lines.append(b"")
-            if self._torn:
-                self._lines.insert(0, b"")
-                self._torn = False
-            self._unsent += b"\n".join(self._lines)
-            self._lines = []
+    def _write_out(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Send what is held, as far as the reader takes it; `loop` (the running one, if
+        any) is told to say when there is room for the rest."""
+        if self._writing:
+            return  # a line logged during the write under way: that write takes it along
+        self._writing = True
         try:
-            while self._unsent:
-                with memoryview(self._unsent) as view:  # released before the resize below
-                    written = self._sink.write(view)
-                self._line_open = self._unsent[written - 1] != NEWLINE
-                del self._unsent[:written]
-                self._held = len(self._unsent)
-            if self._sink.fd is None:
-                self._stream.flush()
+            self._send()
         except BlockingIOError:
-            self._wait_for_room()
-            return
+            self._wait_for_room(loop)
         except (OSError, ValueError):  # a full disk or a closed stream: a log line is not
             # worth a failed request (structlog's own logger would have raised here)
             self._torn = self._line_open
             del self._unsent[:]
-            self._held = 0
-            return
-        if self._dropped:  # the reader caught up: say what it missed
-            self._lines.append(_dropped_line(self._dropped))
-            self._held, self._dropped = len(self._lines[0]) + 1, 0
-            self._write_out()
+            self._held = len(self._unsent) + sum(len(line) + 1 for line in self._lines)
+        finally:
+            self._writing = False
 
-    def _wait_for_room(self) -> None:
-        """Have the loop say when a full pipe or socket has room again."""
+    def _send(self) -> None:
+        while True:
+            if not self._lines and not self._unsent:
+                if not self._dropped:
+                    break
+                self._keep(_dropped_line(self._dropped))  # caught up: say what it missed
+                self._dropped = 0
+            if self._lines:
+                lines, self._lines = self._lines, []
+                lines.append(b"")
+                if self._torn:
+                    lines.insert(0, b"")
+                    self._torn = False
+                self._unsent += b"\n".join(lines)
+            with memoryview(self._unsent) as view:  # released before the resize below
+                written = self._sink.write(view)
+            if written <= 0:
+                raise BlockingIOError
+            self._line_open = self._unsent[written - 1] != NEWLINE
+            del self._unsent[:written]
+            self._held -= written
+        self._held = 0
+        self._sink.flush()
+
+    def _wait_for_room(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Have the loop say when a full pipe or socket has room again. Off the loop (a
+        line from a thread, start-up) the next turn's write, or the next line, tries again."""
         if self._watching is not None and self._watching.is_closed():
             self._watching = None  # its loop ended while the reader was behind
-        loop = self._loop
-        if self._sink.fd is None or self._watching is not None or loop is None:
-            return  # the next turn's write tries again
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._watch()
+        fd = self._sink.fd
+        if fd is None or self._watching is not None or loop is None:
             return
-        with contextlib.suppress(RuntimeError):  # closed meanwhile
-            loop.call_soon_threadsafe(self._watch)
+        loop.add_writer(fd, self._room, loop, fd)
+        self._watching = loop
 
-    def _watch(self) -> None:
-        loop, fd = self._loop, self._sink.fd
+    def _room(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         with self._lock:
-            if self._watching is None and self._unsent and loop is not None and fd is not None:
-                loop.add_writer(fd, self._room)
-                self._watching = loop
-
-    def _room(self) -> None:
-        with self._lock:
-            self._write_out()
-            if not self._unsent and self._watching is not None and self._sink.fd is not None:
-                self._watching.remove_writer(self._sink.fd)
-                self._watching = None
+            self._watching = None
+            loop.remove_writer(fd)
+            self._write_out(loop)  # watches again if the reader took only part of it
 
     def _flush_at_exit(self) -> None:
         """What is still held, waiting a little for a reader that is behind (no loop now)."""

@@ -3,41 +3,60 @@
 stderr is often a pipe or a socket (a container runtime, systemd's journal, `| tee`), and
 its reader can stop or fall behind. A blocking write(2) to it then waits until the reader
 makes room, and a write made on the event loop stops the whole server: requests hang, and
-`/health/live` with them. So for a pipe a second open file description of the same pipe
-(through /proc) is made non-blocking, leaving stderr's own as it was for whatever else
-writes there (a traceback, a warning); a socket is sent to with MSG_DONTWAIT, a per-call flag
-that changes nothing shared. A regular file or a terminal is written as it is: its writes
+`/health/live` with them. So a pipe or a socket is written with RWF_NOWAIT (pwritev2), a
+flag of the call, not of the descriptor: stderr stays blocking for whatever else writes to
+it (the supervisor's launch, a fatal error at exit), and the lines follow fd 2 wherever it
+is pointed. A kernel that does not take the flag on this file (EOPNOTSUPP) has a pipe
+written through a second, non-blocking open of it (/proc/self/fd), and failing that, a
+socket, as before, blocking. A regular file or a terminal is written as it is: its writes
 do not wait on anybody.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-import socket
 import stat
-from collections.abc import Callable
 from typing import BinaryIO
 
-Write = Callable[[memoryview], int]  # the bytes taken; BlockingIOError when there is no room
+UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
 
 class Sink:
-    """Where log bytes go, and the descriptor to watch for room when a write was refused
-    (None for a stream whose writes never wait)."""
+    """`write(data)` takes what it can of `data` and says how much, or raises
+    BlockingIOError when there is no room; `fd` is what to watch for room (None for a
+    stream whose writes never wait)."""
 
-    def __init__(self, write: Write, fd: int | None = None) -> None:
-        self.write = write
+    def __init__(self, stream: BinaryIO, fd: int | None = None, nowait: bool = False) -> None:
+        self._stream = stream
         self.fd = fd
+        self._nowait = nowait
 
-
-def _stream_write(stream: BinaryIO) -> Write:
-    def write(data: memoryview) -> int:
-        written = stream.write(data)
+    def write(self, data: memoryview) -> int:
+        if self._nowait and self.fd is not None:
+            try:
+                return os.pwritev(self.fd, [data], -1, os.RWF_NOWAIT)
+            except OSError as exc:
+                if exc.errno not in UNSUPPORTED:
+                    raise
+                self._fall_back()  # this kernel does not take the flag here
+                return self.write(data)
+        written = self._stream.write(data) if self.fd is None else os.write(self.fd, data)
         if not written:  # a raw stream that is non-blocking and full says None
             raise BlockingIOError
         return written
 
-    return write
+    def flush(self) -> None:
+        if self.fd is None:
+            self._stream.flush()
+
+    def _fall_back(self) -> None:
+        self._nowait, fd, self.fd = False, self.fd, None  # a socket: as before, blocking
+        if fd is not None and stat.S_ISFIFO(os.fstat(fd).st_mode):
+            flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
+            with contextlib.suppress(OSError):  # no /proc, another user's pipe (EACCES)
+                self.fd = os.open(f"/proc/self/fd/{fd}", flags)
 
 
 def sink_for(stream: BinaryIO) -> Sink:
@@ -45,19 +64,7 @@ def sink_for(stream: BinaryIO) -> Sink:
         fd = stream.fileno()
         mode = os.fstat(fd).st_mode
     except (OSError, ValueError):  # not a file (a test's stream), or closed
-        return Sink(_stream_write(stream))
-    if stat.S_ISFIFO(mode):
-        try:
-            own = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:  # no /proc, or the reader is gone already (ENXIO)
-            return Sink(_stream_write(stream))
-        return Sink(lambda data: os.write(own, data), own)
-    if stat.S_ISSOCK(mode):
-        copy = os.dup(fd)
-        try:
-            sock = socket.socket(fileno=copy)
-        except OSError:
-            os.close(copy)
-            return Sink(_stream_write(stream))
-        return Sink(lambda data: sock.send(data, socket.MSG_DONTWAIT), sock.fileno())
-    return Sink(_stream_write(stream))
+        return Sink(stream)
+    if (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and hasattr(os, "RWF_NOWAIT"):
+        return Sink(stream, fd, nowait=True)
+    return Sink(stream)
