@@ -50,7 +50,10 @@ def past_refresh() -> None:
 
 
 def test_under_load_each_end_claims_the_run_that_takes_its_slot(tmp_path: Path) -> None:
-    with faked(tmp_path, plain_jobs(tmp_path), capacity=2) as srv:
+    # An end claims only while the job files' last scan is fresh (an older one must be
+    # refreshed first, by a claim of the dispatcher's own): fresh for the whole test, however
+    # slow the machine, so that every end here may claim.
+    with faked(tmp_path, plain_jobs(tmp_path), capacity=2, jobs_refresh_s=3600) as srv:
         ids = [srv.submit("mark")["id"] for _ in range(6)]
         wait_for(lambda: running(srv) == 2, what="both slots taken")
         own = counting_claims(srv, "claim")
@@ -59,7 +62,9 @@ def test_under_load_each_end_claims_the_run_that_takes_its_slot(tmp_path: Path) 
             end_one(srv)
             wait_for(lambda n=n: len(srv.launched()) == 3 + n, what="the next run launched")
         assert (own[0], by_ends[0]) == (0, 4)
-        assert srv.launched() == ids  # oldest first, as the dispatcher takes them
+        launched = srv.launched()  # oldest first, as the dispatcher takes them; the first
+        # two launch side by side, and either may be recorded first
+        assert set(launched[:2]) == set(ids[:2]) and launched[2:] == ids[2:]
 
 
 def test_a_concurrency_limit_written_into_a_job_file_holds(tmp_path: Path) -> None:
