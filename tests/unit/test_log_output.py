@@ -13,6 +13,7 @@ import threading
 from typing import BinaryIO
 
 import pytest
+import uvloop
 
 from runyard.cli.log_output import MAX_HELD_BYTES, Handler, TurnFlushedLogger
 
@@ -134,9 +135,10 @@ def _stalled(kind: str) -> tuple[BinaryIO, int]:
     return os.fdopen(ours.detach(), "wb", buffering=0), theirs.detach()
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("kind", ["pipe", "socket"])
 def test_a_reader_that_stalls_holds_lines_back_not_the_loop_and_hears_what_was_dropped(
-    kind: str,
+    kind: str, loop: str
 ) -> None:
     stream, reader = _stalled(kind)
     logger = TurnFlushedLogger(stream)
@@ -147,7 +149,9 @@ def test_a_reader_that_stalls_holds_lines_back_not_the_loop_and_hears_what_was_d
             logger.msg(b"%d " % n + b"x" * 1000)
             if n % 100 == 0:
                 await asyncio.sleep(0)  # turns pass, each write finds the stream full
-        # a blocking write would never have let the loop get here: nobody reads yet
+        # a blocking write would never have let the loop get here: nobody reads yet; and
+        # stderr itself is still blocking for whatever else writes to it
+        assert os.get_blocking(stream.fileno())
         os.set_blocking(reader, False)
         got = bytearray()
         caught_up = asyncio.get_running_loop().create_future()
@@ -166,8 +170,10 @@ def test_a_reader_that_stalls_holds_lines_back_not_the_loop_and_hears_what_was_d
     # were the loop blocked in a write, closing the reader would end it (EPIPE): a failure
     watchdog = threading.Timer(20, os.close, (reader,))
     watchdog.start()
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
     try:
-        got = asyncio.run(flood_then_read())
+        with asyncio.Runner(loop_factory=factory) as runner:
+            got = runner.run(flood_then_read())
     finally:
         watchdog.cancel()
     os.close(reader)

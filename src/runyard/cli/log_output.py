@@ -9,8 +9,9 @@ its last turn logged.
 
 A reader that stops (a pipe nobody drains) holds lines back instead of the server: what it
 refuses is held, up to MAX_HELD_BYTES, and sent as it makes room (the loop says when); lines
-past that are dropped and counted, and a `log_lines_dropped` line says how many once the
-reader has caught up (log_sink.py).
+past that are dropped and counted, and a `log_lines_dropped` line says how many, with the
+first line the reader takes again (log_sink.py). Off the loop nobody is told of room: the
+next line tries again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import os
 import select
 import threading
 import time
@@ -136,13 +138,17 @@ class TurnFlushedLogger:
     def _wait_for_room(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Have the loop say when a full pipe or socket has room again. Off the loop (a
         line from a thread, start-up) the next turn's write, or the next line, tries again."""
-        if self._watching is not None and self._watching.is_closed():
-            self._watching = None  # its loop ended while the reader was behind
+        watching = self._watching
+        if watching is not None and (watching.is_closed() or not watching.is_running()):
+            self._watching = None  # its loop ended (or stopped) while the reader was behind
         fd = self._sink.fd
         if fd is None or self._watching is not None or loop is None:
             return
+        blocking = os.get_blocking(fd)
         loop.add_writer(fd, self._room, loop, fd)
         self._watching = loop
+        if blocking:  # uvloop (libuv) made it non-blocking for every user of stderr: undone
+            os.set_blocking(fd, True)
 
     def _room(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         with self._lock:
@@ -160,7 +166,9 @@ class TurnFlushedLogger:
                 if left <= 0:
                     return
                 with contextlib.suppress(OSError, ValueError):
-                    select.select([], [self._sink.fd], [], left)
+                    room = select.poll()
+                    room.register(self._sink.fd, select.POLLOUT)
+                    room.poll(left * 1000)
                 self._write_out()
 
     log = debug = info = warn = warning = msg
@@ -176,10 +184,18 @@ class Handler(logging.Handler):
         self.logger = logger
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(_emitting, "now", False):
+            return  # a record made while one is written (a warning the logging raised)
+        _emitting.now = True
         try:
             self.logger.msg(self.format(record).encode("utf-8", "backslashreplace"))
         except Exception:
             self.handleError(record)
+        finally:
+            _emitting.now = False
+
+
+_emitting = threading.local()
 
 
 def factory(logger: TurnFlushedLogger) -> Any:

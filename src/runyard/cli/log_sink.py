@@ -7,9 +7,9 @@ makes room, and a write made on the event loop stops the whole server: requests 
 flag of the call, not of the descriptor: stderr stays blocking for whatever else writes to
 it (the supervisor's launch, a fatal error at exit), and the lines follow fd 2 wherever it
 is pointed. A kernel that does not take the flag on this file (EOPNOTSUPP) has a pipe
-written through a second, non-blocking open of it (/proc/self/fd), and failing that, a
-socket, as before, blocking. A regular file or a terminal is written as it is: its writes
-do not wait on anybody.
+written through a second, non-blocking open of it (/proc/self/fd) and a socket with
+MSG_DONTWAIT; only another user's pipe on such a kernel is written blocking, as before.
+A regular file or a terminal is written as it is: its writes do not wait on anybody.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 import stat
 from typing import BinaryIO
 
@@ -32,6 +33,7 @@ class Sink:
         self._stream = stream
         self.fd = fd
         self._nowait = nowait
+        self._socket: socket.socket | None = None
 
     def write(self, data: memoryview) -> int:
         if self._nowait and self.fd is not None:
@@ -42,6 +44,8 @@ class Sink:
                     raise
                 self._fall_back()  # this kernel does not take the flag here
                 return self.write(data)
+        if self._socket is not None:
+            return self._socket.send(data, socket.MSG_DONTWAIT)
         written = self._stream.write(data) if self.fd is None else os.write(self.fd, data)
         if not written:  # a raw stream that is non-blocking and full says None
             raise BlockingIOError
@@ -52,11 +56,27 @@ class Sink:
             self._stream.flush()
 
     def _fall_back(self) -> None:
-        self._nowait, fd, self.fd = False, self.fd, None  # a socket: as before, blocking
-        if fd is not None and stat.S_ISFIFO(os.fstat(fd).st_mode):
-            flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
-            with contextlib.suppress(OSError):  # no /proc, another user's pipe (EACCES)
+        """Without RWF_NOWAIT: a pipe through a second open of it, non-blocking; a socket
+        with MSG_DONTWAIT. Failing that (another user's pipe: EACCES), blocking as before."""
+        self._nowait, fd, self.fd = False, self.fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
                 self.fd = os.open(f"/proc/self/fd/{fd}", flags)
+                return
+            blocking, copy = os.get_blocking(fd), os.dup(fd)
+            try:
+                sock = socket.socket(fileno=copy)
+            except OSError:
+                os.close(copy)
+                raise
+            # a default timeout (socket.setdefaulttimeout) made it non-blocking for every
+            # user of the descriptor, and would make send wait: undone
+            sock.settimeout(None)
+            os.set_blocking(fd, blocking)
+            self._socket, self.fd = sock, fd
 
 
 def sink_for(stream: BinaryIO) -> Sink:

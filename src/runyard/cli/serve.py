@@ -80,6 +80,7 @@ def configure_logging(fmt: str) -> None:
         # traceback) goes the same way, not by a write that could wait on a stalled reader
         logging.captureWarnings(True)
         threading.excepthook = _thread_failed
+        sys.unraisablehook = _unraisable
 
 
 def _thread_failed(args: threading.ExceptHookArgs) -> None:
@@ -88,6 +89,12 @@ def _thread_failed(args: threading.ExceptHookArgs) -> None:
     exc = (args.exc_type, args.exc_value, args.exc_traceback)
     name = args.thread.name if args.thread is not None else None
     log.error("thread_failed", thread=name, exc_info=exc)
+
+
+def _unraisable(args: Any) -> None:
+    """An exception nobody could catch (a finaliser's, a __del__'s): logged, not printed."""
+    exc = (args.exc_type, args.exc_value, args.exc_traceback)
+    log.error("unraisable", message=args.err_msg, object=repr(args.object)[:200], exc_info=exc)
 
 
 class RunyardServer(uvicorn.Server):
