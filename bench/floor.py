@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
+import threading
 import time
 from pathlib import Path
 
@@ -64,9 +66,6 @@ def wake_round_trip(n: int = 5000) -> float:
     The same mechanism as the server's hand-over to its store's thread and back; a figure
     that moves with the machine's speed (on a virtual machine mostly the kernel's wake-ups),
     to read the CPU-per-run figures by."""
-    import queue
-    import threading
-
     there: queue.SimpleQueue[int] = queue.SimpleQueue()
     back: queue.SimpleQueue[int] = queue.SimpleQueue()
 

@@ -145,3 +145,4 @@ def test_what_python_writes_to_stderr_itself_never_waits_on_a_stalled_reader() -
     assert "ZeroDivisionError" in failed[0]["exception"]
     unraisable = [json.loads(line) for line in err.splitlines() if b'"unraisable"' in line]
     assert unraisable and "ValueError: in a finaliser" in unraisable[0]["exception"]
+    assert b"Exception ignored" not in err  # nothing went around the log

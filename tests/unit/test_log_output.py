@@ -10,12 +10,14 @@ import logging
 import os
 import socket
 import threading
+from types import SimpleNamespace
 from typing import BinaryIO
 
 import pytest
 import uvloop
 
 from runyard.cli.log_output import MAX_HELD_BYTES, Handler, TurnFlushedLogger
+from runyard.cli.serve import _unraisable
 
 
 class Recording(io.RawIOBase):
@@ -135,13 +137,16 @@ def _stalled(kind: str) -> tuple[BinaryIO, int]:
     return os.fdopen(ours.detach(), "wb", buffering=0), theirs.detach()
 
 
+# nowait=False: the fallback of a kernel that refuses RWF_NOWAIT (a second, non-blocking
+# open of the pipe; a socket sent to with MSG_DONTWAIT), taken from the start
+@pytest.mark.parametrize("nowait", [True, False], ids=["rwf_nowait", "fallback"])
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("kind", ["pipe", "socket"])
 def test_a_reader_that_stalls_holds_lines_back_not_the_loop_and_hears_what_was_dropped(
-    kind: str, loop: str
+    kind: str, loop: str, nowait: bool
 ) -> None:
     stream, reader = _stalled(kind)
-    logger = TurnFlushedLogger(stream)
+    logger = TurnFlushedLogger(stream, nowait=nowait)
     lines = 3000  # 3 MB: far past what the stream and MAX_HELD_BYTES take
 
     async def flood_then_read() -> bytes:
@@ -235,3 +240,42 @@ def test_stderr_itself_stays_blocking_and_no_descriptor_is_added(kind: str) -> N
     assert len(os.listdir("/proc/self/fd")) == before
     os.close(reader)
     stream.close()
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socket"])
+def test_the_fallback_never_waits_nor_leaves_stderr_non_blocking(kind: str) -> None:
+    """Without RWF_NOWAIT, under a default socket timeout (celery sets one), which a socket
+    object made for stderr would take: a send would wait for it, fail, and what was held
+    would be lost. Here every line arrives once the reader is back."""
+    stream, reader = _stalled(kind)
+    socket.setdefaulttimeout(1)
+    try:
+        logger = TurnFlushedLogger(stream, nowait=False)
+        for n in range(300):
+            logger.msg(b"%d " % n + b"x" * 1000)  # off any loop, into a reader that reads nothing
+        assert os.get_blocking(stream.fileno())
+        os.set_blocking(reader, False)
+        got = bytearray()
+        while not got.endswith(b"last\n"):
+            with contextlib.suppress(BlockingIOError):
+                got.extend(os.read(reader, 1 << 16))
+            logger.msg(b"last")  # the reader is back: each line pushes on what is held
+    finally:
+        socket.setdefaulttimeout(None)
+    os.close(reader)
+    numbers = [int(line.split(b" ")[0]) for line in got.split(b"\n") if b"x" in line]
+    assert numbers == list(range(300))
+
+
+def test_the_unraisable_hook_takes_an_object_whose_repr_fails() -> None:
+    """A hook that raised would have Python print around the log, straight to stderr."""
+
+    class NoRepr:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    exc = ValueError("in a finaliser")
+    args = SimpleNamespace(  # what sys.unraisablehook is given
+        exc_type=ValueError, exc_value=exc, exc_traceback=None, err_msg=None, object=NoRepr()
+    )
+    _unraisable(args)  # raises nothing

@@ -43,8 +43,8 @@ class TurnFlushedLogger:
     It holds the lines itself, not the stream's buffer: under PYTHONUNBUFFERED (usual in
     containers, and set here) `sys.stderr.buffer` is the raw file, a write(2) per call."""
 
-    def __init__(self, stream: BinaryIO) -> None:
-        self._sink = sink_for(stream)
+    def __init__(self, stream: BinaryIO, *, nowait: bool = True) -> None:
+        self._sink = sink_for(stream, nowait=nowait)  # nowait=False: log_sink's fallback
         self._lines: list[bytes] = []
         self._held = 0  # bytes in _lines and _unsent
         self._unsent = bytearray()  # what the reader has not taken yet
@@ -107,7 +107,7 @@ class TurnFlushedLogger:
             # worth a failed request (structlog's own logger would have raised here)
             self._torn = self._line_open
             del self._unsent[:]
-            self._held = len(self._unsent) + sum(len(line) + 1 for line in self._lines)
+            self._held = sum(len(line) + 1 for line in self._lines)  # logged during the write
         finally:
             self._writing = False
 
@@ -127,8 +127,6 @@ class TurnFlushedLogger:
                 self._unsent += b"\n".join(lines)
             with memoryview(self._unsent) as view:  # released before the resize below
                 written = self._sink.write(view)
-            if written <= 0:
-                raise BlockingIOError
             self._line_open = self._unsent[written - 1] != NEWLINE
             del self._unsent[:written]
             self._held -= written

@@ -38,15 +38,18 @@ class Sink:
     def write(self, data: memoryview) -> int:
         if self._nowait and self.fd is not None:
             try:
-                return os.pwritev(self.fd, [data], -1, os.RWF_NOWAIT)
+                written: int | None = os.pwritev(self.fd, [data], -1, os.RWF_NOWAIT)
             except OSError as exc:
                 if exc.errno not in UNSUPPORTED:
                     raise
                 self._fall_back()  # this kernel does not take the flag here
                 return self.write(data)
-        if self._socket is not None:
-            return self._socket.send(data, socket.MSG_DONTWAIT)
-        written = self._stream.write(data) if self.fd is None else os.write(self.fd, data)
+        elif self._socket is not None:
+            written = self._socket.send(data, socket.MSG_DONTWAIT)
+        elif self.fd is not None:
+            written = os.write(self.fd, data)
+        else:
+            written = self._stream.write(data)
         if not written:  # a raw stream that is non-blocking and full says None
             raise BlockingIOError
         return written
@@ -79,12 +82,16 @@ class Sink:
             self._socket, self.fd = sock, fd
 
 
-def sink_for(stream: BinaryIO) -> Sink:
+def sink_for(stream: BinaryIO, *, nowait: bool = True) -> Sink:
+    """`nowait=False`: as on a kernel that refuses RWF_NOWAIT (the fallback from the start)."""
     try:
         fd = stream.fileno()
         mode = os.fstat(fd).st_mode
     except (OSError, ValueError):  # not a file (a test's stream), or closed
         return Sink(stream)
-    if (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and hasattr(os, "RWF_NOWAIT"):
-        return Sink(stream, fd, nowait=True)
-    return Sink(stream)
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return Sink(stream)
+    sink = Sink(stream, fd, nowait=True)
+    if not nowait or not hasattr(os, "RWF_NOWAIT"):
+        sink._fall_back()
+    return sink

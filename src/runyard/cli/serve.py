@@ -94,7 +94,11 @@ def _thread_failed(args: threading.ExceptHookArgs) -> None:
 def _unraisable(args: Any) -> None:
     """An exception nobody could catch (a finaliser's, a __del__'s): logged, not printed."""
     exc = (args.exc_type, args.exc_value, args.exc_traceback)
-    log.error("unraisable", message=args.err_msg, object=repr(args.object)[:200], exc_info=exc)
+    try:
+        what = repr(args.object)[:200]
+    except Exception:  # its repr fails too: a hook that raised would print to stderr
+        what = f"<{type(args.object).__name__} object>"
+    log.error("unraisable", message=args.err_msg, object=what, exc_info=exc)
 
 
 class RunyardServer(uvicorn.Server):
