@@ -22,6 +22,7 @@ import httpx
 from runyard.api.app import create_app
 from runyard.config import Settings
 from runyard.runtime import Runtime
+from tests import web
 from tests.fakes import FakeClock, FakeExecutor
 
 T = TypeVar("T")
@@ -44,7 +45,7 @@ class InProcessServer:
         async def enter() -> None:
             self._lifespan = self.app.router.lifespan_context(self.app)
             await self._lifespan.__aenter__()
-            self.client = httpx.AsyncClient(
+            self.client = web.AsyncClient(
                 transport=httpx.ASGITransport(app=self.app), base_url="http://runyard.test"
             )
 

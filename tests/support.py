@@ -19,6 +19,7 @@ import psutil
 
 from runyard.client import Client
 from runyard.schemas import RunView
+from tests import web
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -137,7 +138,7 @@ class ServerProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"server exited: {self.log_path.read_text()[-3000:]}")
         try:
-            ready = httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200
+            ready = web.get(f"{self.url}/health/ready", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
         # The answer must come from our process, not from whoever else holds the port.

@@ -7,6 +7,7 @@ and the quick commands, which import this module, do not need."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import time
@@ -28,6 +29,8 @@ from runyard.schemas import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
     from httpx_sse import ServerSentEvent
 
@@ -65,6 +68,15 @@ class StreamEnd:
     data: dict[str, Any]
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """The TLS context httpx would build, built once per process: httpx builds one per client,
+    loading the CA bundle again (35-50 ms of CPU), and a program may make many clients."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
 class Client:
     def __init__(
         self,
@@ -80,8 +92,9 @@ class Client:
         import httpx
 
         self.http = httpx.Client(
-            base_url=server.rstrip("/"), headers=headers, timeout=timeout, transport=transport
-        )
+            base_url=server.rstrip("/"), headers=headers, timeout=timeout, transport=transport,
+            verify=_tls(),
+        )  # fmt: skip
 
     def __enter__(self) -> Client:
         return self

@@ -6,10 +6,10 @@ import json
 import re
 from pathlib import Path
 
-import httpx
 from playwright.sync_api import Page, expect
 
 from runyard.auth import Role, create_token
+from tests import web
 from tests.support import wait_for
 
 
@@ -31,7 +31,7 @@ def test_submit_from_the_form_then_watch_it_finish_and_download_an_artifact(
     expect(page.locator("#log")).to_have_attribute("data-ended", "succeeded")
     log = page.locator("#log").inner_text()
     assert "tick 3000/3000" in log and log.rstrip().splitlines()[-1].startswith("done ")
-    assert log == httpx.get(f"{server.url}/v1/runs/{run_id}/logs").text
+    assert log == web.get(f"{server.url}/v1/runs/{run_id}/logs").text
 
     item = page.locator("li[data-path='outputs/result.json']")
     with page.expect_download() as info:
@@ -62,7 +62,7 @@ def test_an_out_of_range_param_shows_the_servers_422_next_to_the_field(
     expect(page.locator("#err-ticks")).to_contain_text("greater than or equal to 1")
     expect(page.locator("#err-seed")).to_be_empty()
     assert page.url.endswith("#/jobs/simulate")  # still on the form
-    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []  # nothing was created
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []  # nothing was created
 
 
 def test_cancel_a_running_run_from_its_page(start_server, page: Page) -> None:
@@ -75,7 +75,7 @@ def test_cancel_a_running_run_from_its_page(start_server, page: Page) -> None:
     page.click("#cancel")
     expect(page.locator(".run-head .badge")).to_have_text("cancelled")
     expect(page.locator("#cancel")).to_have_count(0)  # nothing left to cancel
-    assert httpx.get(f"{server.url}/v1/runs/{run.id}").json()["state"] == "cancelled"
+    assert web.get(f"{server.url}/v1/runs/{run.id}").json()["state"] == "cancelled"
 
 
 def test_the_runs_table_follows_new_runs_without_reloading(start_server, page: Page) -> None:
@@ -97,7 +97,7 @@ def test_a_protected_server_asks_for_a_token_and_shows_only_what_the_role_may_do
     reader = create_token(tokens_file, "viewer", Role.READ)
     submitter = create_token(tokens_file, "alice", Role.SUBMIT)
     server = start_server(env={"RUNYARD_TOKENS_FILE": str(tokens_file)})
-    run = httpx.post(f"{server.url}/v1/runs", json={"job": "sleeper", "params": {"seconds": 300}},
+    run = web.post(f"{server.url}/v1/runs", json={"job": "sleeper", "params": {"seconds": 300}},
                      headers={"Authorization": f"Bearer {submitter}"}).json()  # fmt: skip
     urls: list[str] = []
     page.on("request", lambda r: urls.append(r.url))
@@ -122,7 +122,7 @@ def test_ten_thousand_runs_are_paged_not_loaded(
 ) -> None:
     write_job("hold", 'command = ["sleep", "300"]\nconcurrency = 1\n')
     server = start_server(jobs_dir, capacity=1)
-    made = httpx.post(f"{server.url}/v1/batches", json={"job": "hold", "iterations": 10_000},
+    made = web.post(f"{server.url}/v1/batches", json={"job": "hold", "iterations": 10_000},
                       timeout=60)  # fmt: skip
     assert made.status_code == 202
     sizes: list[int] = []

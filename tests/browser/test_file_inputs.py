@@ -7,8 +7,9 @@ import json
 import re
 from pathlib import Path
 
-import httpx
 from playwright.sync_api import Page, expect
+
+from tests import web
 
 TABLE = "x,y\n1,10\n2,20\n3,60\n"
 
@@ -30,7 +31,7 @@ def test_choose_a_csv_in_the_form_and_see_the_run_read_it(
     expect(page).to_have_url(re.compile(r"#/runs/[0-9A-Z]{26}$"))
     run_id = page.url.rsplit("/", 1)[1]
     expect(page.locator(".run-head .badge")).to_have_text("succeeded")
-    summary = httpx.get(f"{server.url}/v1/runs/{run_id}/artifacts/outputs/summary.json").json()
+    summary = web.get(f"{server.url}/v1/runs/{run_id}/artifacts/outputs/summary.json").json()
     assert summary["rows"] == 3
     assert summary["numeric"]["y"] == {"min": 10.0, "mean": 30.0, "max": 60.0}
     assert summary["file"] == "measurements.csv"
@@ -62,5 +63,5 @@ def test_a_file_over_the_params_limit_is_stopped_before_it_is_uploaded(
     page.click("#submit-run")
     expect(page.locator("#err-data")).to_contain_text("over this param's 0.001 MB")
     assert not any((server.data_dir / "uploads").glob("*.json"))
-    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
-    assert json.loads(httpx.get(f"{server.url}/v1/jobs/tiny").text)["name"] == "tiny"
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
+    assert json.loads(web.get(f"{server.url}/v1/jobs/tiny").text)["name"] == "tiny"

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import web
 from tests.support import ServerProcess, wait_for
 
 POSTGRES_PORT = 5432
@@ -96,7 +97,7 @@ def _fds(pid: int, peers: set[int]) -> int:
 def _status(server: ServerProcess) -> dict[str, Any] | None:
     """The server's own counts from /v1/status (None when it needs a token we do not have)."""
     try:
-        resp = httpx.get(f"{server.url}/v1/status", timeout=10)
+        resp = web.get(f"{server.url}/v1/status", timeout=10)
     except httpx.HTTPError:
         return None
     if resp.status_code != 200:
@@ -132,7 +133,7 @@ def measure(server: ServerProcess, peers: Collection[int] = ()) -> Held:
 def _idle(server: ServerProcess) -> bool:
     """No run of this server queued or running (/health is public, no token needed)."""
     try:
-        health = httpx.get(f"{server.url}/health", timeout=10).json()
+        health = web.get(f"{server.url}/health", timeout=10).json()
     except (httpx.HTTPError, ValueError):
         return False
     return health.get("active") == 0 and health.get("queued") == 0

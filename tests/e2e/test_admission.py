@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from runyard.models import RunState
+from tests import web
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +54,7 @@ def test_prefer_wait_queues_for_a_slot_and_survives_a_disconnect(start_server, j
         waited = c.submit("mark", wait=20)  # capacity is full: it waits for the slot
         assert waited.state is RunState.SUCCEEDED
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{server.url}/v1/runs", json={"job": "hold", "params": {"s": 1.0}},
+            web.post(f"{server.url}/v1/runs", json={"job": "hold", "params": {"s": 1.0}},
                        headers={"Prefer": "wait=10"}, timeout=0.3)  # fmt: skip
         (left,) = [r for r in c.runs(job="hold").runs if r.id != holder.id]
         assert server.wait_run(c, left.id).state is RunState.SUCCEEDED  # not cancelled

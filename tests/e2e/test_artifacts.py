@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from runyard.models import RunState
+from tests import web
 from tests.e2e.conftest import measure
 from tests.support import wait_for
 
@@ -79,9 +80,9 @@ def planted(start_server, write_job, jobs_dir):
 
 def test_listing_shows_only_plain_files(planted) -> None:
     server, run_id = planted
-    body = httpx.get(f"{server.url}/v1/runs/{run_id}/artifacts").json()
+    body = web.get(f"{server.url}/v1/runs/{run_id}/artifacts").json()
     assert [a["path"] for a in body["artifacts"]] == ["outputs/ok.txt"]
-    resp = httpx.get(f"{server.url}/v1/runs/{run_id}/artifacts/outputs/ok.txt")
+    resp = web.get(f"{server.url}/v1/runs/{run_id}/artifacts/outputs/ok.txt")
     assert resp.status_code == 200
     assert resp.content == b"inside\n"
 
@@ -91,7 +92,7 @@ def _raw_get(server, run_id: str, path: str) -> httpx.Response:
     url = httpx.URL(f"{server.url}/").copy_with(
         raw_path=f"/v1/runs/{run_id}/artifacts/{path}".encode()
     )
-    return httpx.get(url)
+    return web.get(url)
 
 
 def test_traversal_corpus_is_refused(planted) -> None:
@@ -117,7 +118,7 @@ def test_odd_but_inside_paths_serve_nothing_else(planted) -> None:
 
 def test_range_request(planted) -> None:
     server, run_id = planted
-    resp = httpx.get(
+    resp = web.get(
         f"{server.url}/v1/runs/{run_id}/artifacts/outputs/ok.txt", headers={"Range": "bytes=1-3"}
     )
     assert resp.status_code == 206
@@ -145,7 +146,7 @@ def test_symlink_swapped_in_after_listing_is_refused(start_server, write_job, jo
         )
         (ws / "go").touch()
         wait_for((ws / "swapped").exists, what="swap")
-        resp = httpx.get(f"{server.url}/v1/runs/{run.id}/artifacts/outputs/a.txt")
+        resp = web.get(f"{server.url}/v1/runs/{run.id}/artifacts/outputs/a.txt")
         assert resp.status_code == 403
         assert b"root:" not in resp.content
         c.cancel(run.id)
@@ -191,7 +192,7 @@ def test_bad_ranges_are_problems_and_give_back_their_descriptors(planted) -> Non
     server, run_id = planted
     url = f"{server.url}/v1/runs/{run_id}/artifacts/outputs/ok.txt"
     before = measure(server)
-    with httpx.Client() as client:
+    with web.Client() as client:
         for _ in range(40):
             unsatisfiable = client.get(url, headers={"Range": "bytes=100-200"})
             assert unsatisfiable.status_code == 416
@@ -214,7 +215,7 @@ def test_listing_comes_in_bounded_pages(start_server, odd_job, jobs_dir) -> None
     pages = 0
     while True:
         params = {"limit": 1000} | ({"cursor": cursor} if cursor else {})
-        page = httpx.get(url, params=params).json()
+        page = web.get(url, params=params).json()
         assert len(page["artifacts"]) <= 1000
         seen += [a["path"] for a in page["artifacts"]]
         pages += 1
@@ -224,7 +225,7 @@ def test_listing_comes_in_bounded_pages(start_server, odd_job, jobs_dir) -> None
     assert pages >= 3
     assert len(seen) == len(set(seen)) == 2500 + 2  # many/*, leaf.txt, sparse.bin
     for bad in ({"limit": 0}, {"limit": 10**6}, {"cursor": "not a cursor"}, {"cursor": "Li4"}):
-        refused = httpx.get(url, params=bad)
+        refused = web.get(url, params=bad)
         assert refused.status_code == 422, bad
         assert next(iter(bad)) in refused.json()["detail"]
 
@@ -240,7 +241,7 @@ def test_deep_sparse_and_unnameable_files_list_and_delete(
     with server.client() as c:
         run = server.wait_run(c, c.submit("deep").id)
     url = f"{server.url}/v1/runs/{run.id}"
-    listing = httpx.get(f"{url}/artifacts")
+    listing = web.get(f"{url}/artifacts")
     assert listing.status_code == 200, listing.text
     paths = [a["path"] for a in listing.json()["artifacts"]]
     deep = next(p for p in paths if p.endswith("/leaf.txt"))
@@ -248,7 +249,7 @@ def test_deep_sparse_and_unnameable_files_list_and_delete(
     assert "outputs/sparse.bin" in paths
     assert not any("\n" in p for p in paths)  # never listed, since never downloadable
     assert listing.json()["workspace_bytes"] < 64 << 20  # blocks held, not the 1 GiB length
-    assert httpx.get(f"{url}/artifacts/{deep}").content == b"deep"
-    assert httpx.delete(url).status_code == 204
+    assert web.get(f"{url}/artifacts/{deep}").content == b"deep"
+    assert web.delete(url).status_code == 204
     assert not (server.data_dir / "runs" / run.id).exists()
-    assert httpx.get(url).status_code == 404
+    assert web.get(url).status_code == 404

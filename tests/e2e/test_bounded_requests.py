@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from runyard.auth import Role, create_token
+from tests import web
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +48,7 @@ def test_chunked_body_is_cut_at_the_cap_while_it_streams(start_server) -> None:
         answer = _answer(s)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"max_body_kb" in answer
-    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
 
 
 def test_no_body_is_read_before_authentication(start_server, tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ def test_no_body_is_read_before_authentication(start_server, tmp_path: Path) -> 
             answer = _answer(s)
         assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
         assert b"www-authenticate: Bearer" in answer.lower().replace(b"bearer", b"Bearer")
-    ok = httpx.post(
+    ok = web.post(
         f"{server.url}/v1/runs", json={"job": "true"}, headers={"Authorization": f"Bearer {token}"}
     )
     assert ok.status_code == 202
@@ -78,7 +79,7 @@ def test_slow_request_heads_are_cut(start_server) -> None:
             assert _answer(slow) == b""  # closed by the server, unanswered
             assert _answer(silent) == b""
     # a whole request is served as ever, and so is a second one on the same connection
-    with httpx.Client(base_url=server.url) as client:
+    with web.Client(base_url=server.url) as client:
         assert client.get("/health/live").status_code == 200
         assert client.get("/health/live").status_code == 200
 
@@ -99,12 +100,12 @@ def test_request_heads_over_the_cap_are_refused_and_nothing_is_stored(start_serv
     problem = json.loads(answer.partition(b"\r\n\r\n")[2])
     assert problem["type"] == "urn:runyard:problem:head-too-large"
     assert problem["limit"] == 64 * 1024
-    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
     # a head under the cap, then a body far over it in the same send, then a second request on
     # the same connection: none is a head too large
     body = json.dumps({"job": "true", "params": {"x": "a" * 200_000}}).encode()
     big_head = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"a" * 500) for n in range(100))
-    with httpx.Client(base_url=server.url) as client:
+    with web.Client(base_url=server.url) as client:
         refused = client.post(
             "/v1/runs", content=body,
             headers={"content-type": "application/json", **_headers(big_head)},
@@ -169,7 +170,7 @@ def test_a_client_gone_mid_body_is_not_a_server_error(start_server) -> None:
     runs = [e for e in lines if e.get("event") == "request" and e.get("route") == "/v1/runs"]
     assert [e["status"] for e in runs] == [400, 400]
     assert [e for e in lines if e.get("level") == "error"] == []
-    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
 
 
 def test_a_stalled_body_is_answered_408_and_a_slow_one_is_read_whole(start_server) -> None:
@@ -204,13 +205,13 @@ def test_a_stalled_body_is_answered_408_and_a_slow_one_is_read_whole(start_serve
             time.sleep(0.1)  # the client's pace: 1.5 s in all, past the timeout
             slow.sendall(bytes([byte]))
         assert _answer(slow).startswith(b"HTTP/1.1 202")
-    assert len(httpx.get(f"{server.url}/v1/runs").json()["runs"]) == 1
+    assert len(web.get(f"{server.url}/v1/runs").json()["runs"]) == 1
 
 
 def test_docs_and_dashboard_load_nothing_from_elsewhere(start_server) -> None:
     server = start_server()
     for page in ("/docs", "/redoc", "/ui/"):
-        resp = httpx.get(f"{server.url}{page}", follow_redirects=True)
+        resp = web.get(f"{server.url}{page}", follow_redirects=True)
         if resp.status_code == 404:
             continue  # a page that is not served loads nothing
         assert resp.status_code == 200, page
@@ -221,7 +222,7 @@ def test_docs_and_dashboard_load_nothing_from_elsewhere(start_server) -> None:
         for source in sources:  # and everything it names is served here
             if source.startswith(("data:", "#")):
                 continue
-            asset = httpx.get(httpx.URL(str(resp.url)).join(source))
+            asset = web.get(httpx.URL(str(resp.url)).join(source))
             assert asset.status_code == 200, (page, source)
 
 
@@ -291,14 +292,14 @@ def test_a_stalled_upload_is_answered_408_and_nothing_of_it_is_kept(
     assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
     assert b"RUNYARD_HEADER_TIMEOUT_S" in answer
     assert _uploads_kept(server) == []
-    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
 
 
 def test_the_openapi_document_names_the_protocols_own_answers(start_server) -> None:
     """431 (a head over the cap) can answer any request, 408 (a stalled body) any that takes
     a body: the document says so, as problem JSON, as the server answers them."""
     server = start_server()
-    doc = httpx.get(f"{server.url}/openapi.json").json()
+    doc = web.get(f"{server.url}/openapi.json").json()
     ops = [op for item in doc["paths"].values() for op in item.values() if isinstance(op, dict)]
     with_body = [op for op in ops if "requestBody" in op]
     assert with_body  # submits, batches, uploads, schedules, chat completions

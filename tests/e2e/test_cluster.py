@@ -8,10 +8,10 @@ import signal
 from collections import defaultdict
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 
+from tests import web
 from tests.support import ServerProcess, kill_everything, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +64,7 @@ def test_a_thousand_runs_on_three_servers_each_run_once_within_capacity(
     start_server, cluster_jobs, database, tmp_path
 ) -> None:
     servers = start_cluster(start_server, cluster_jobs, database, tmp_path)
-    clients = [httpx.Client(base_url=s.url, timeout=30) for s in servers.values()]
+    clients = [web.Client(base_url=s.url, timeout=30) for s in servers.values()]
     ids = []
     for http in itertools.islice(itertools.cycle(clients), 1000):  # round robin
         ids.append(http.post("/v1/runs", json={"job": "quick"}).json()["id"])
@@ -97,7 +97,7 @@ def test_a_stream_on_one_server_delivers_a_log_written_on_another(
     start_server, cluster_jobs, database, tmp_path
 ) -> None:
     servers = start_cluster(start_server, cluster_jobs, database, tmp_path)
-    with httpx.Client(base_url=servers["a"].url, timeout=30) as a:
+    with web.Client(base_url=servers["a"].url, timeout=30) as a:
         ids = [a.post("/v1/runs", json={"job": "talk"}).json()["id"] for _ in range(9)]
         on_c = wait_for(lambda: next((i for i in ids if _host(database, i) == "c"), None),
                         what="a run executing on server c")  # fmt: skip
@@ -113,13 +113,13 @@ def test_a_stream_on_one_server_delivers_a_log_written_on_another(
                 elif line.startswith("data: ") and event == "end":
                     assert '"succeeded"' in line
                     break
-    whole = httpx.get(f"{servers['c'].url}/v1/runs/{on_c}/logs").text
+    whole = web.get(f"{servers['c'].url}/v1/runs/{on_c}/logs").text
     assert whole.splitlines() == [f"line {i}" for i in range(1, LOG_LINES + 1)]
     assert [t for t in text if t] == whole.splitlines()  # every line, once, in order
     # the same run's files through the third server: a byte range and its artifact listing
-    part = httpx.get(f"{servers['b'].url}/v1/runs/{on_c}/logs", params={"limit": 7})
+    part = web.get(f"{servers['b'].url}/v1/runs/{on_c}/logs", params={"limit": 7})
     assert part.text == "line 1\n" and part.headers["x-runyard-served-by"] == "c"
-    assert httpx.get(f"{servers['b'].url}/v1/runs/{on_c}/artifacts").status_code == 200
+    assert web.get(f"{servers['b'].url}/v1/runs/{on_c}/artifacts").status_code == 200
 
 
 def _host(database: str, run_id: str) -> str | None:
@@ -135,7 +135,7 @@ def test_host_loss_retries_elsewhere_and_the_returning_server_changes_nothing(
     start_server, cluster_jobs, database, tmp_path
 ) -> None:
     servers = start_cluster(start_server, cluster_jobs, database, tmp_path)
-    with httpx.Client(base_url=servers["a"].url, timeout=30) as a:
+    with web.Client(base_url=servers["a"].url, timeout=30) as a:
         ids = [a.post("/v1/runs", json={"job": "nap"}).json()["id"] for _ in range(9)]
     on_b = wait_for(lambda: [i for i in ids if _host(database, i) == "b"] or None,
                     what="runs executing on server b")  # fmt: skip
@@ -179,7 +179,7 @@ def test_schedules_fire_once_per_due_time_with_three_servers(
     start_server, cluster_jobs, database, tmp_path
 ) -> None:
     servers = start_cluster(start_server, cluster_jobs, database, tmp_path)
-    made = httpx.post(f"{servers['b'].url}/v1/schedules",
+    made = web.post(f"{servers['b'].url}/v1/schedules",
                       json={"job": "quick", "interval_s": 1, "overlap": "allow"})  # fmt: skip
     assert made.status_code == 201
     schedule = made.json()["id"]
@@ -187,7 +187,7 @@ def test_schedules_fire_once_per_due_time_with_three_servers(
     def leader() -> str | None:
         for name, s in servers.items():
             alive = s.proc is not None and s.proc.poll() is None
-            if alive and httpx.get(f"{s.url}/health").json()["scheduler"]["status"] == "running":
+            if alive and web.get(f"{s.url}/health").json()["scheduler"]["status"] == "running":
                 return name
         return None
 

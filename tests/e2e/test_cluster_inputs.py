@@ -7,11 +7,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 
 from runyard.auth import Role, create_token
+from tests import web
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -36,37 +36,37 @@ def test_a_run_claimed_by_another_server_fetches_its_input(
         return start_server(jobs_dir, capacity=1, data_dir=tmp_path / name, env=env)
 
     a = member("a")
-    hold = httpx.post(f"{a.url}/v1/runs", json={"job": "hold"}, headers=auth).json()
-    wait_for(lambda: httpx.get(f"{a.url}/v1/runs/{hold['id']}", headers=auth).json()["state"]
+    hold = web.post(f"{a.url}/v1/runs", json={"job": "hold"}, headers=auth).json()
+    wait_for(lambda: web.get(f"{a.url}/v1/runs/{hold['id']}", headers=auth).json()["state"]
              == "running", what="a's only slot to be taken")  # fmt: skip
-    upload_id = httpx.put(f"{a.url}/v1/uploads", params={"name": "part.txt"}, content=BODY,
+    upload_id = web.put(f"{a.url}/v1/uploads", params={"name": "part.txt"}, content=BODY,
                           headers=auth).json()["id"]  # fmt: skip
     assert upload_id == hashlib.sha256(BODY).hexdigest()
     params = {"data": f"upload:{upload_id}"}
-    run = httpx.post(f"{a.url}/v1/runs", headers=auth, json={"job": "read", "params": params})
+    run = web.post(f"{a.url}/v1/runs", headers=auth, json={"job": "read", "params": params})
     run = run.json()
     assert run["state"] == "queued"
     assert not (tmp_path / "b" / "uploads" / upload_id).exists()
 
     b = member("b")  # the only free slot in the cluster: b claims the run
-    wait_for(lambda: httpx.get(f"{b.url}/v1/runs/{run['id']}", headers=auth).json()["state"]
+    wait_for(lambda: web.get(f"{b.url}/v1/runs/{run['id']}", headers=auth).json()["state"]
              == "succeeded", timeout=60, what="b to run it")  # fmt: skip
     with psycopg.connect(database) as conn:
         hosts = conn.execute("SELECT host FROM attempts WHERE run_id = %s", (run["id"],)).fetchall()
     assert hosts == [("b",)]
-    assert httpx.get(f"{b.url}/v1/runs/{run['id']}/logs", headers=auth).content == BODY
+    assert web.get(f"{b.url}/v1/runs/{run['id']}/logs", headers=auth).content == BODY
     fetched = tmp_path / "b" / "uploads" / upload_id
     assert hashlib.sha256(fetched.read_bytes()).hexdigest() == upload_id
-    httpx.post(f"{a.url}/v1/runs/{hold['id']}/cancel", headers=auth)
+    web.post(f"{a.url}/v1/runs/{hold['id']}/cancel", headers=auth)
     # a submit sent to another server than the upload (as a load balancer does) is accepted:
     # that server fetches the upload to check it
-    other = httpx.put(f"{a.url}/v1/uploads", params={"name": "other.txt"}, content=b"other",
+    other = web.put(f"{a.url}/v1/uploads", params={"name": "other.txt"}, content=b"other",
                       headers=auth).json()["id"]  # fmt: skip
-    resp = httpx.post(f"{b.url}/v1/runs", headers=auth,
+    resp = web.post(f"{b.url}/v1/runs", headers=auth,
                       json={"job": "read", "params": {"data": f"upload:{other}"}})  # fmt: skip
     assert resp.status_code == 202, resp.text
     assert (tmp_path / "b" / "uploads" / other).is_file()
     nowhere = {"job": "read", "params": {"data": "upload:" + "0" * 64}}
-    unknown = httpx.post(f"{b.url}/v1/runs", headers=auth, json=nowhere)
+    unknown = web.post(f"{b.url}/v1/runs", headers=auth, json=nowhere)
     assert unknown.status_code == 422
     assert "no upload" in unknown.json()["detail"]

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from runyard.models import RunState
+from tests import web
 from tests.support import ServerProcess, processes_of, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -122,12 +123,12 @@ def test_damaged_exit_files_make_their_own_attempt_lost_and_nothing_else(
         assert c.run(victim).state is RunState.RUNNING
         alive = [p.environ().get("RUNYARD_RUN_ID") for p in processes_of(server.data_dir)]
         assert victim in alive
-        assert httpx.get(f"{server.url}/health/ready").status_code == 200
+        assert web.get(f"{server.url}/health/ready").status_code == 200
         release(server, victim)
         done = server.wait_run(c, victim)
         # it ends with its own true outcome, and holds no slot any more
         assert (done.state, done.exit_code, done.reason) == (RunState.FAILED, 5, "exit code 5")
-        wait_for(lambda: httpx.get(f"{server.url}/health").json()["active"] == 0, what="slot")
+        wait_for(lambda: web.get(f"{server.url}/health").json()["active"] == 0, what="slot")
 
 
 def start_unready(server: ServerProcess) -> ServerProcess:
@@ -145,7 +146,7 @@ def start_unready(server: ServerProcess) -> ServerProcess:
         if server.proc.poll() is not None:
             raise AssertionError(f"server exited: {server.log_path.read_text()[-3000:]}")
         try:
-            return httpx.get(f"{server.url}/v1/runs", timeout=2).status_code == 200
+            return web.get(f"{server.url}/v1/runs", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -179,10 +180,10 @@ def test_one_runs_failing_store_write_never_stops_the_start_and_is_retried(
             done = restarted.wait_run(c, stuck)
             assert (done.state, done.exit_code) == (RunState.FAILED, 5)
             wait_for(
-                lambda: httpx.get(f"{restarted.url}/health/ready").status_code == 200,
+                lambda: web.get(f"{restarted.url}/health/ready").status_code == 200,
                 what="ready once reconciled",
             )
-            active = lambda: httpx.get(f"{restarted.url}/health").json()["active"] == 0  # noqa: E731
+            active = lambda: web.get(f"{restarted.url}/health").json()["active"] == 0  # noqa: E731
             wait_for(active, what="its slot given back")
     finally:
         db.close()
@@ -215,7 +216,7 @@ def test_hostile_progress_lines_are_skipped_and_the_run_stays_readable(
         run = server.wait_run(c, c.submit("hostile_progress").id)
         assert run.state is RunState.SUCCEEDED
         assert run.progress_skipped == len(lines) - 1
-        assert httpx.get(f"{server.url}/v1/runs/{run.id}").status_code == 200
-        assert httpx.get(f"{server.url}/v1/runs").status_code == 200
+        assert web.get(f"{server.url}/v1/runs/{run.id}").status_code == 200
+        assert web.get(f"{server.url}/v1/runs").status_code == 200
         # only the good line became progress (what is kept is strict JSON: unit-tested)
         assert run.progress == {"fraction": 0.5, "message": "half way"}

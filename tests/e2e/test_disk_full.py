@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from runyard.errors import StorageFullError
 from runyard.models import RunState
 from runyard.services.diskspace import DiskGuard
+from tests import web
 from tests.support import processes_of, supervisors_of, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -73,10 +73,10 @@ def test_full_disk_keeps_the_supervisor_and_the_queue_moves_once_freed(
         wait_for(lambda: not processes_of(data), what="the healthy run's program to end")
 
         # full: readiness says so, submissions are refused, reads work, the supervisor lives
-        wait_for(lambda: "data_dir" in httpx.get(ready).json()["checks"], what="not ready")
-        assert httpx.get(ready).status_code == 503
-        assert httpx.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 507
-        batch = httpx.post(f"{server.url}/v1/batches", json={"job": "true", "iterations": 3})
+        wait_for(lambda: "data_dir" in web.get(ready).json()["checks"], what="not ready")
+        assert web.get(ready).status_code == 503
+        assert web.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 507
+        batch = web.post(f"{server.url}/v1/batches", json={"job": "true", "iterations": 3})
         assert batch.status_code == 507, batch.text  # and nothing of it is stored
         assert batch.headers["content-type"] == "application/problem+json"
         assert c.runs(job="true").runs == []
@@ -84,7 +84,7 @@ def test_full_disk_keeps_the_supervisor_and_the_queue_moves_once_freed(
         assert supervisors_of(data) == [sup]
 
         fill.unlink()  # space is freed
-        wait_for(lambda: httpx.get(ready).status_code == 200, what="ready again", timeout=30)
+        wait_for(lambda: web.get(ready).status_code == 200, what="ready again", timeout=30)
         done = server.wait_run(c, healthy)
         assert done.state is RunState.SUCCEEDED, done.reason  # its real outcome, not lost
         assert c.run(filler).state is RunState.FAILED

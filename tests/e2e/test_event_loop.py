@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import httpx
 import pytest
 
 from runyard.models import RunState
+from tests import web
 from tests.support import EXAMPLE_JOBS, REPO, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -59,8 +59,8 @@ def test_no_blocking_io_on_the_event_loop(start_server, tmp_path: Path, jobs_dir
         assert list(c.stream_events(runs[0].id))[-1].data["state"] == "succeeded"
         c.delete(runs[3].id)
         (jobs_dir / "late.toml").write_text('command = ["true"]\n')
-        wait_for(lambda: httpx.get(f"{server.url}/v1/jobs/late").status_code == 200, what="rescan")
-        assert httpx.get(f"{server.url}/health/ready").status_code == 200
+        wait_for(lambda: web.get(f"{server.url}/v1/jobs/late").status_code == 200, what="rescan")
+        assert web.get(f"{server.url}/health/ready").status_code == 200
         assert c.run(runs[1].id).state is RunState.SUCCEEDED
         assert c.run(runs[2].id).state is RunState.SUCCEEDED
     server.stop()

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import httpx
 import pytest
 
 from runyard.models import RunState
+from tests import web
 from tests.support import ServerProcess, processes_of, supervisors_of, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +31,7 @@ def set_faults(server: ServerProcess, spec: str) -> None:
 
 
 def checks(server: ServerProcess) -> dict[str, str]:
-    resp = httpx.get(f"{server.url}/health/ready")
+    resp = web.get(f"{server.url}/health/ready")
     body = resp.json()
     assert (resp.status_code == 200) == (body["checks"] == {})
     return dict(body["checks"])
@@ -47,7 +47,7 @@ def supervisor_pid(server: ServerProcess) -> int:
 
 
 def submit(server: ServerProcess, job: str, params: dict[str, object] | None = None) -> str:
-    resp = httpx.post(f"{server.url}/v1/runs", json={"job": job, "params": params or {}})
+    resp = web.post(f"{server.url}/v1/runs", json={"job": job, "params": params or {}})
     assert resp.status_code == 202, resp.text
     return str(resp.json()["id"])
 
@@ -72,7 +72,7 @@ def test_store_commit_fault_refuses_writes_keeps_reads_and_clears(
     with server.client() as c:
         before = server.wait_run(c, submit(server, "true"))
     set_faults(server, f"store_commit={fault}")
-    resp = httpx.post(f"{server.url}/v1/runs", json={"job": "true"})
+    resp = web.post(f"{server.url}/v1/runs", json={"job": "true"})
     assert resp.status_code == status
     problem = resp.json()
     assert problem["type"].endswith(slug)
@@ -80,8 +80,8 @@ def test_store_commit_fault_refuses_writes_keeps_reads_and_clears(
     assert cause in problem["detail"]
     assert "database" in problem["detail"]
     # reads keep working
-    assert httpx.get(f"{server.url}/v1/runs/{before.id}").status_code == 200
-    assert len(httpx.get(f"{server.url}/v1/runs").json()["runs"]) == 1  # nothing was stored
+    assert web.get(f"{server.url}/v1/runs/{before.id}").status_code == 200
+    assert len(web.get(f"{server.url}/v1/runs").json()["runs"]) == 1  # nothing was stored
     wait_for(lambda: "store" in checks(server), what="readiness to name the store")
     assert cause in checks(server)["store"]
     set_faults(server, "")
@@ -125,7 +125,7 @@ def test_run_ending_while_exit_file_store_and_supervisor_log_fail(
         assert "No space left on device" in checks(server)["exit_file"]
         assert c.run(run_id).state is RunState.RUNNING
         assert not (server.data_dir / "runs" / run_id / "attempt-1.exit.json").exists()
-        assert httpx.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 507
+        assert web.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 507
         set_faults(server, "")
         done = server.wait_run(c, run_id)
         assert done.state is RunState.SUCCEEDED, done.reason
@@ -180,10 +180,10 @@ def test_store_commit_fault_on_postgresql(database: str, start_server) -> None:
     (`database` first: it must outlive the server, whose leak check runs at teardown.)"""
     server = start_server(env={**ARMED, "RUNYARD_DATABASE_URL": database})
     set_faults(server, "store_commit=enospc")
-    resp = httpx.post(f"{server.url}/v1/runs", json={"job": "true"})
+    resp = web.post(f"{server.url}/v1/runs", json={"job": "true"})
     assert resp.status_code == 507
     assert "No space left on device" in resp.json()["detail"]
-    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
     wait_for(lambda: "store" in checks(server), what="readiness to name the store")
     set_faults(server, "")
     ready_again(server)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests import web
 
 pytestmark = pytest.mark.e2e
 
@@ -43,18 +44,18 @@ def server(start_server, tmp_path: Path):
 
 
 def upload(server, body: bytes, name: str) -> str:
-    resp = httpx.put(f"{server.url}/v1/uploads", params={"name": name}, content=body)
+    resp = web.put(f"{server.url}/v1/uploads", params={"name": name}, content=body)
     assert resp.status_code in (200, 201), resp.text
     return str(resp.json()["id"])
 
 
 def artifact(server, run_id: str, path: str) -> str:
-    return httpx.get(f"{server.url}/v1/runs/{run_id}/artifacts/outputs/{path}").text
+    return web.get(f"{server.url}/v1/runs/{run_id}/artifacts/outputs/{path}").text
 
 
 def test_a_run_reads_its_uploaded_file_staged_read_only(server) -> None:
     upload_id = upload(server, b"a,b\n1,2\n3,4\n", "table.csv")
-    resp = httpx.post(f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
+    resp = web.post(f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
                       json={"job": "count", "params": {"data": f"upload:{upload_id}"}})  # fmt: skip
     run = resp.json()
     assert run["state"] == "succeeded", run
@@ -74,38 +75,38 @@ def test_a_run_reads_its_uploaded_file_staged_read_only(server) -> None:
     ],
 )
 def test_bad_file_values_are_refused_naming_the_param(server, value, status, words) -> None:
-    resp = httpx.post(f"{server.url}/v1/runs", json={"job": "count", "params": {"data": value}})
+    resp = web.post(f"{server.url}/v1/runs", json={"job": "count", "params": {"data": value}})
     assert resp.status_code == status, resp.text
     assert words in resp.text and "data" in resp.text
 
 
 def test_a_file_over_max_mb_or_of_another_kind_is_refused(server) -> None:
     big = upload(server, b"x\n" * (600 * 1024), "big.csv")  # 1.2 MB, over max_mb = 1
-    resp = httpx.post(f"{server.url}/v1/runs",
+    resp = web.post(f"{server.url}/v1/runs",
                       json={"job": "count", "params": {"data": f"upload:{big}"}})  # fmt: skip
     assert resp.status_code == 413 and "max_mb" in resp.text and "data" in resp.text
     text = upload(server, b"hello\n", "notes.txt")
-    resp = httpx.post(f"{server.url}/v1/runs",
+    resp = web.post(f"{server.url}/v1/runs",
                       json={"job": "count", "params": {"data": f"upload:{text}"}})  # fmt: skip
     assert resp.status_code == 422 and ".csv" in resp.text
-    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []  # nothing was created
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []  # nothing was created
 
 
 def test_a_batch_of_20_runs_shares_one_upload(server) -> None:
     upload_id = upload(server, b"h\n1\n", "one.csv")
-    resp = httpx.post(f"{server.url}/v1/batches", json={
+    resp = web.post(f"{server.url}/v1/batches", json={
         "job": "count", "params": {"data": f"upload:{upload_id}"}, "iterations": 20,
     })  # fmt: skip
     assert resp.status_code == 202, resp.text
     batch_id = resp.json()["id"]
 
     def done() -> bool:
-        return bool(httpx.get(f"{server.url}/v1/batches/{batch_id}").json()["done"])
+        return bool(web.get(f"{server.url}/v1/batches/{batch_id}").json()["done"])
 
     from tests.support import wait_for
 
     wait_for(done, timeout=60, what="the batch")
-    counts = httpx.get(f"{server.url}/v1/batches/{batch_id}").json()["counts"]
+    counts = web.get(f"{server.url}/v1/batches/{batch_id}").json()["counts"]
     assert counts == {"succeeded": 20}
     blobs = [p for p in (server.data_dir / "uploads").iterdir() if p.is_file()]
     assert len([p for p in blobs if not p.name.endswith(".json")]) == 1  # stored once
@@ -173,7 +174,7 @@ def test_a_large_file_shows_upload_progress_on_a_terminal(start_server, tmp_path
         assert proc.wait(timeout=120) == 0
     os.close(primary)
     assert b"uploading big.bin" in shown
-    assert httpx.get(f"{server.url}/v1/runs/{run_id}").json()["params"] == {
+    assert web.get(f"{server.url}/v1/runs/{run_id}").json()["params"] == {
         "data": f"upload:{upload.id}"
     }
 
@@ -182,8 +183,8 @@ def test_a_program_that_changes_its_input_never_changes_the_upload(server) -> No
     body = b"a,b\n1,2\n"
     upload_id = upload(server, body, "t.csv")
     submit = {"job": "tamper", "params": {"data": f"upload:{upload_id}"}}
-    resp = httpx.post(f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
+    resp = web.post(f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
                       json=submit)  # fmt: skip
     assert resp.json().get("state") == "succeeded", resp.text  # root may write its own copy
-    stored = httpx.get(f"{server.url}/v1/uploads/{upload_id}/content").content
+    stored = web.get(f"{server.url}/v1/uploads/{upload_id}/content").content
     assert stored == body  # and the stored upload is what was sent, for every later run

@@ -8,11 +8,11 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 
-import httpx
 import psutil
 import pytest
 
 from runyard.models import RunState
+from tests import web
 from tests.support import ServerProcess, processes_of, supervisors_of, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -23,22 +23,22 @@ def test_ready_names_an_unwritable_data_dir_and_recovers(start_server) -> None:
         pytest.skip("chattr is needed to make a directory read-only for root")
     server = start_server()
     ready = f"{server.url}/health/ready"
-    assert httpx.get(ready).status_code == 200
+    assert web.get(ready).status_code == 200
     subprocess.run(["chattr", "+i", str(server.data_dir)], check=True)
     try:
-        wait_for(lambda: httpx.get(ready).status_code == 503, timeout=10, what="not ready")
-        body = httpx.get(ready).json()
+        wait_for(lambda: web.get(ready).status_code == 503, timeout=10, what="not ready")
+        body = web.get(ready).json()
         assert "data_dir" in body["checks"]
         assert "not writable" in body["checks"]["data_dir"]
-        assert httpx.get(f"{server.url}/health/live").status_code == 200
+        assert web.get(f"{server.url}/health/live").status_code == 200
     finally:
         subprocess.run(["chattr", "-i", str(server.data_dir)], check=True)
-    wait_for(lambda: httpx.get(ready).status_code == 200, timeout=10, what="ready again")
+    wait_for(lambda: web.get(ready).status_code == 200, timeout=10, what="ready again")
 
 
 def test_health_reports_capacity(start_server) -> None:
     server = start_server(capacity=3)
-    body = httpx.get(f"{server.url}/health").json()
+    body = web.get(f"{server.url}/health").json()
     assert body["capacity"] == 3
     assert body["active"] == 0
     assert body["busy"] is False
@@ -52,12 +52,12 @@ def test_health_counts_submissions_at_once(start_server) -> None:
     with server.client() as c:
         blocker = c.submit("sleeper", {"seconds": 60})
         wait_for(lambda: c.run(blocker.id).state is RunState.RUNNING, what="blocker running")
-        wait_for(lambda: httpx.get(f"{server.url}/health").json()["active"] == 1, what="active")
+        wait_for(lambda: web.get(f"{server.url}/health").json()["active"] == 1, what="active")
         for n in range(1, 4):
             c.submit("sleeper", {"seconds": 60})
-            assert httpx.get(f"{server.url}/health").json()["queued"] == n
+            assert web.get(f"{server.url}/health").json()["queued"] == n
         c.batch("sleeper", {"seconds": 60}, iterations=3)
-        assert httpx.get(f"{server.url}/health").json()["queued"] == 6
+        assert web.get(f"{server.url}/health").json()["queued"] == 6
         for run in c.runs().runs:
             c.cancel(run.id)
 
@@ -89,9 +89,9 @@ def test_a_paused_supervisor_is_noticed_and_nothing_hangs(start_server, stopped_
         first = c.submit("sleeper", {"seconds": 60}).id
         wait_for(lambda: processes_of(server.data_dir), what="first program running")
         sup = stopped_supervisor(server)
-        wait_for(lambda: "executor" in httpx.get(ready).json()["checks"], what="not ready")
-        assert "does not answer" in httpx.get(ready).json()["checks"]["executor"]
-        resp = httpx.post(f"{server.url}/v1/runs/{first}/cancel", timeout=30)
+        wait_for(lambda: "executor" in web.get(ready).json()["checks"], what="not ready")
+        assert "does not answer" in web.get(ready).json()["checks"]["executor"]
+        resp = web.post(f"{server.url}/v1/runs/{first}/cancel", timeout=30)
         assert resp.status_code == 503
         assert "supervisor" in resp.json()["detail"]
         second = c.submit("sleeper", {"seconds": 60}).id
@@ -100,7 +100,7 @@ def test_a_paused_supervisor_is_noticed_and_nothing_hangs(start_server, stopped_
             lambda: any(a.state == "lost" for a in c.run(second).attempts), what="spawn given up"
         )
         sup.send_signal(signal.SIGCONT)
-        wait_for(lambda: httpx.get(ready).status_code == 200, what="ready again")
+        wait_for(lambda: web.get(ready).status_code == 200, what="ready again")
         # the cancel was recorded before the 503: it takes effect once the supervisor runs
         assert server.wait_run(c, first).state is RunState.CANCELLED
         wait_for(lambda: c.run(second).state is RunState.RUNNING, what="second running again")
@@ -122,9 +122,9 @@ def test_a_deleted_database_file_is_noticed_and_writes_refused(start_server) -> 
         run = server.wait_run(c, c.submit("true").id)
     (server.data_dir / "runyard.db").unlink()
     ready = f"{server.url}/health/ready"
-    wait_for(lambda: "database" in httpx.get(ready).json()["checks"], what="not ready")
-    assert "deleted or replaced" in httpx.get(ready).json()["checks"]["database"]
-    resp = httpx.post(f"{server.url}/v1/runs", json={"job": "true"})
+    wait_for(lambda: "database" in web.get(ready).json()["checks"], what="not ready")
+    assert "deleted or replaced" in web.get(ready).json()["checks"]["database"]
+    resp = web.post(f"{server.url}/v1/runs", json={"job": "true"})
     assert resp.status_code == 503
     assert "deleted or replaced" in resp.json()["detail"]
-    assert httpx.get(f"{server.url}/v1/runs/{run.id}").status_code == 200
+    assert web.get(f"{server.url}/v1/runs/{run.id}").status_code == 200

@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import web
+
 pytestmark = pytest.mark.e2e
 
 JOBS = {
@@ -46,16 +48,16 @@ def server(request, write_job, jobs_dir):
 
 def post(server, path: str, body: dict[str, Any]) -> httpx.Response:
     # json.dumps, not httpx's encoder, so what is sent is exactly what a hostile client sends
-    return httpx.post(
+    return web.post(
         f"{server.url}{path}", content=json.dumps(body),
         headers={"content-type": "application/json"},
     )  # fmt: skip
 
 
 def stored(server) -> tuple[int, int, int]:
-    runs = httpx.get(f"{server.url}/v1/runs")
-    batches = httpx.get(f"{server.url}/v1/batches")
-    schedules = httpx.get(f"{server.url}/v1/schedules")
+    runs = web.get(f"{server.url}/v1/runs")
+    batches = web.get(f"{server.url}/v1/batches")
+    schedules = web.get(f"{server.url}/v1/schedules")
     assert [r.status_code for r in (runs, batches, schedules)] == [200, 200, 200]
     return len(runs.json()["runs"]), len(batches.json()["batches"]), len(schedules.json())
 
@@ -84,7 +86,7 @@ def test_deep_or_wide_json_params_are_refused_naming_the_limit(server) -> None:
     assert stored(server) == (0, 0, 0)  # nothing stored, and every list answers
     ok = post(server, "/v1/runs", {"job": "probe", "params": {"cfg": nest(5)}})
     assert ok.status_code == 202, ok.text
-    assert httpx.get(f"{server.url}/v1/runs/{ok.json()['id']}").json()["params"]["cfg"] == nest(5)
+    assert web.get(f"{server.url}/v1/runs/{ok.json()['id']}").json()["params"]["cfg"] == nest(5)
 
 
 def test_a_job_file_may_raise_json_bounds_within_the_ceiling(server) -> None:
@@ -92,9 +94,9 @@ def test_a_job_file_may_raise_json_bounds_within_the_ceiling(server) -> None:
     assert roomy.status_code == 202, roomy.text
     refused(post(server, "/v1/runs", {"job": "roomy", "params": {"cfg": nest(11)}}),
             "params.cfg", "max_depth (10)")  # fmt: skip
-    jobs = httpx.get(f"{server.url}/v1/jobs").json()
+    jobs = web.get(f"{server.url}/v1/jobs").json()
     assert "json_depth_ceiling (32)" in jobs["errors"]["greedy.toml"]  # over the ceiling
-    schema = httpx.get(f"{server.url}/v1/jobs/roomy").json()["params_schema"]
+    schema = web.get(f"{server.url}/v1/jobs/roomy").json()["params_schema"]
     assert schema["properties"]["cfg"]["x-max-depth"] == 10  # published as it is enforced
     assert schema["properties"]["cfg"]["x-max-keys"] == 400
 
@@ -131,10 +133,10 @@ def test_control_characters_in_paths_and_queries_are_refused(server) -> None:
         ("/v1/batches?cursor=%00", "query.cursor"),
     ):  # fmt: skip
         method = "POST" if url.endswith("/cancel") else "GET"
-        refused(httpx.request(method, f"{server.url}{url}"), field)
+        refused(web.request(method, f"{server.url}{url}"), field)
     # well-formed text that names nothing is still a plain 404
-    assert httpx.get(f"{server.url}/v1/runs/01NOPE").status_code == 404
-    refused(httpx.get(f"{server.url}/v1/runs/a b"), "run_id")  # not an id at all
+    assert web.get(f"{server.url}/v1/runs/01NOPE").status_code == 404
+    refused(web.get(f"{server.url}/v1/runs/a b"), "run_id")  # not an id at all
 
 
 def test_free_text_keeps_tabs_and_newlines(server) -> None:
@@ -142,10 +144,10 @@ def test_free_text_keeps_tabs_and_newlines(server) -> None:
     resp = post(server, "/v1/runs", {"job": "probe", "params": {"s": "a\tb\nc\r\n"},
                                      "labels": {"note": "ok é ✓"}})  # fmt: skip
     assert resp.status_code == 202, resp.text
-    run = httpx.get(f"{server.url}/v1/runs/{resp.json()['id']}").json()
+    run = web.get(f"{server.url}/v1/runs/{resp.json()['id']}").json()
     assert run["params"]["s"] == "a\tb\nc\r\n"
     assert run["labels"] == {"note": "ok é ✓"}
-    listed = httpx.get(f"{server.url}/v1/runs", params={"label": "note=ok é ✓"}).json()
+    listed = web.get(f"{server.url}/v1/runs", params={"label": "note=ok é ✓"}).json()
     assert [r["id"] for r in listed["runs"]] == [run["id"]]
 
 
@@ -163,15 +165,15 @@ def test_schedules_are_bounded(server) -> None:
     assert stored(server) == (0, 0, 0)
     ok = post(server, "/v1/schedules", {"job": "probe", "interval_s": 1, "paused": True})
     assert ok.status_code == 201, ok.text
-    patched = httpx.patch(f"{server.url}/v1/schedules/{ok.json()['id']}", json={"interval_s": 0.01})
+    patched = web.patch(f"{server.url}/v1/schedules/{ok.json()['id']}", json={"interval_s": 0.01})
     refused(patched, "interval_s", "minimum interval")
-    assert httpx.get(f"{server.url}/v1/schedules/{ok.json()['id']}").json()["interval_s"] == 1
+    assert web.get(f"{server.url}/v1/schedules/{ok.json()['id']}").json()["interval_s"] == 1
 
 
 def test_the_openapi_document_is_as_strict_as_the_server(server) -> None:
     """Defect 17 (part): the labels key pattern and value type, exactly one of cron and
     interval_s, the minimum interval — each missing, so schemathesis' positive data failed."""
-    doc = httpx.get(f"{server.url}/openapi.json").json()
+    doc = web.get(f"{server.url}/openapi.json").json()
     schemas = doc["components"]["schemas"]
     labels = schemas["SubmitRequest"]["properties"]["labels"]
     assert labels["propertyNames"]["pattern"].startswith("^[A-Za-z0-9]")
@@ -197,13 +199,13 @@ def test_a_stored_value_that_cannot_be_shown_never_fails_a_list(start_server, wr
     with sqlite3.connect(server.data_dir / "runyard.db") as db:
         db.execute("UPDATE runs SET params = ? WHERE id = ?",
                    (json.dumps({"cfg": nest(400)}), bad.json()["id"]))  # fmt: skip
-    listed = httpx.get(f"{server.url}/v1/runs")
+    listed = web.get(f"{server.url}/v1/runs")
     assert listed.status_code == 200
     runs = {r["id"]: r for r in listed.json()["runs"]}
     assert runs[bad.json()["id"]]["withheld"] == ["params"]
     assert runs[bad.json()["id"]]["params"] == {}
     assert runs[ok.json()["id"]]["withheld"] == []
     assert runs[ok.json()["id"]]["labels"] == {"k": "v"}
-    one = httpx.get(f"{server.url}/v1/runs/{bad.json()['id']}")
+    one = web.get(f"{server.url}/v1/runs/{bad.json()['id']}")
     assert one.status_code == 200
     assert one.json()["withheld"] == ["params"]

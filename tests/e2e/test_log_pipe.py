@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import web
 from tests.support import free_port, kill_everything, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +69,7 @@ def piped_server(tmp_path: Path) -> Iterator[PipedServer]:
 
 def _answers(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=2).status_code == 200
+        return web.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -76,7 +77,7 @@ def _answers(url: str) -> bool:
 def test_a_stalled_log_pipe_holds_lines_not_requests(piped_server: PipedServer) -> None:
     """(What happens past the bound, lines dropped and the notice, is the unit tests'.)"""
     requests = 1000  # a line of about 200 bytes each: three times what the pipe holds
-    with httpx.Client(base_url=piped_server.url, timeout=10) as http:
+    with web.Client(base_url=piped_server.url, timeout=10) as http:
         # a write that waited for the reader would hang the next request
         for _ in range(requests):
             assert http.get("/health/live").status_code == 200

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from runyard.auth import Role, create_token
+from tests import web
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -49,11 +50,11 @@ def blobs(data_dir: Path) -> list[str]:
 
 def lines_of(server, run_id: str) -> str:
     url = f"{server.url}/v1/runs/{run_id}/artifacts/outputs/lines.txt"
-    return httpx.get(url).text.strip()
+    return web.get(url).text.strip()
 
 
 def test_a_run_and_its_file_in_one_request(server) -> None:
-    resp = httpx.post(
+    resp = web.post(
         f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
         data={"run": json.dumps({"job": "count", "params": {"note": "x"}})},
         files={"data": ("../../etc/table.csv", TABLE, "text/csv")},
@@ -64,10 +65,10 @@ def test_a_run_and_its_file_in_one_request(server) -> None:
     assert run["state"] == "succeeded"
     assert run["params"] == {"data": f"upload:{upload_id}", "note": "x"}
     assert lines_of(server, run["id"]) == "3"
-    upload = httpx.get(f"{server.url}/v1/uploads/{upload_id}").json()
+    upload = web.get(f"{server.url}/v1/uploads/{upload_id}").json()
     assert upload["name"] == "table.csv"  # the path the client sent is metadata only
     assert upload["original_name"] == "../../etc/table.csv"
-    assert httpx.get(f"{server.url}/v1/uploads/{upload_id}/content").content == TABLE
+    assert web.get(f"{server.url}/v1/uploads/{upload_id}/content").content == TABLE
 
 
 def test_curl_dash_f_as_the_docs_show(server, tmp_path: Path) -> None:
@@ -87,7 +88,7 @@ def test_curl_dash_f_as_the_docs_show(server, tmp_path: Path) -> None:
 
 def test_an_idempotent_multipart_submit_is_one_run(server) -> None:
     def send() -> httpx.Response:
-        return httpx.post(
+        return web.post(
             f"{server.url}/v1/runs", headers={"Idempotency-Key": "mp-1"},
             data={"run": json.dumps({"job": "count"})}, files={"data": ("t.csv", TABLE)},
         )  # fmt: skip
@@ -119,7 +120,7 @@ def test_an_idempotent_multipart_submit_is_one_run(server) -> None:
 def test_a_refused_multipart_submit_keeps_none_of_its_files(
     server, data, files, status, field
 ) -> None:
-    resp = httpx.post(f"{server.url}/v1/runs", data=data, files=files, timeout=60)
+    resp = web.post(f"{server.url}/v1/runs", data=data, files=files, timeout=60)
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/problem+json")
     body = resp.json()
@@ -127,7 +128,7 @@ def test_a_refused_multipart_submit_keeps_none_of_its_files(
         named = body.get("field") or " ".join(e["field"] for e in body.get("errors", []))
         assert field in named or field in body["detail"], body
     assert blobs(server.data_dir) == []
-    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
 
 
 def test_a_multipart_body_cut_short_keeps_nothing(server) -> None:
@@ -141,7 +142,7 @@ def test_a_multipart_body_cut_short_keeps_nothing(server) -> None:
         wait_for(lambda: blobs(server.data_dir), what="the file to start streaming")
     wait_for(lambda: blobs(server.data_dir) == [], what="the partial file to go")
     # and one whose closing boundary never comes, sent whole
-    resp = httpx.post(f"{server.url}/v1/runs", content=head,
+    resp = web.post(f"{server.url}/v1/runs", content=head,
                       headers={"Content-Type": "multipart/form-data; boundary=B"})  # fmt: skip
     assert resp.status_code == 400, resp.text
     assert "closing boundary" in resp.json()["detail"]
@@ -156,7 +157,7 @@ def test_multipart_needs_the_submit_role_before_a_byte_is_read(start_server, tmp
     (jobs / "count.toml").write_text(JOB)
     server = start_server(jobs, env={"RUNYARD_TOKENS_FILE": str(tokens)})
     for headers, status in (({}, 401), ({"Authorization": f"Bearer {reader}"}, 403)):
-        resp = httpx.post(
+        resp = web.post(
             f"{server.url}/v1/runs", headers=headers,
             data={"run": json.dumps({"job": "count"})}, files={"data": ("t.csv", TABLE)},
         )  # fmt: skip
@@ -179,20 +180,20 @@ def test_a_zip_is_staged_as_sent_never_unpacked(start_server, tmp_path: Path) ->
     with zipfile.ZipFile(packed, "w") as z:
         z.writestr("../../escape.txt", "out")  # a hostile member name: never extracted
         z.writestr("inside.txt", "in")
-    resp = httpx.post(
+    resp = web.post(
         f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
         data={"run": json.dumps({"job": "listing"})},
         files={"bundle": ("cases.zip", packed.getvalue())},
     )  # fmt: skip
     run = resp.json()
     assert run["state"] == "succeeded", run
-    log = httpx.get(f"{server.url}/v1/runs/{run['id']}/logs").text.split()
+    log = web.get(f"{server.url}/v1/runs/{run['id']}/logs").text.split()
     assert log == [".", "./bundle", "./bundle/cases.zip"]
     assert not list(tmp_path.rglob("escape.txt"))
 
 
 def test_a_file_part_must_name_a_file_param(server) -> None:
-    resp = httpx.post(
+    resp = web.post(
         f"{server.url}/v1/runs", data={"run": json.dumps({"job": "count"})},
         files={"data": ("t.csv", TABLE), "note": ("n.txt", b"not a file param")},
     )  # fmt: skip
@@ -202,7 +203,7 @@ def test_a_file_part_must_name_a_file_param(server) -> None:
 
 
 def test_a_part_over_its_params_max_mb_is_refused_naming_it(server) -> None:
-    resp = httpx.post(
+    resp = web.post(
         f"{server.url}/v1/runs", data={"run": json.dumps({"job": "count"})},
         files={"data": ("t.csv", b"1,2\n" * 300_000)},  # 1.2 MB for max_mb = 1
     )  # fmt: skip
@@ -226,13 +227,13 @@ def test_a_failed_multipart_submit_never_takes_back_what_another_client_uploaded
         upload_id = hashlib.sha256(TABLE).hexdigest()
         kept = server.data_dir / "uploads" / upload_id
         wait_for(kept.exists, what="the multipart file to be kept")
-        again = httpx.put(f"{server.url}/v1/uploads", content=TABLE)  # another client
+        again = web.put(f"{server.url}/v1/uploads", content=TABLE)  # another client
         assert again.status_code == 200
         tail = b'{"job": "nope"}\r\n--B--\r\n'
         sock.sendall(f"{len(tail):x}\r\n".encode() + tail + b"\r\n0\r\n\r\n")
         answer = sock.recv(65536)
     assert b" 404 " in answer.split(b"\r\n", 1)[0]
-    assert httpx.get(f"{server.url}/v1/uploads/{upload_id}").status_code == 200
+    assert web.get(f"{server.url}/v1/uploads/{upload_id}").status_code == 200
 
 
 def test_a_disk_failing_under_a_multipart_file_is_507_and_leaves_nothing(
@@ -242,7 +243,7 @@ def test_a_disk_failing_under_a_multipart_file_is_507_and_leaves_nothing(
     jobs.mkdir()
     (jobs / "count.toml").write_text(JOB.replace("max_mb = 1\n", ""))
     server = start_server(jobs, env={"RUNYARD_FAILPOINTS": "upload=enospc"})
-    resp = httpx.post(
+    resp = web.post(
         f"{server.url}/v1/runs", data={"run": json.dumps({"job": "count"})},
         files={"data": ("t.csv", b"1,2\n" * 400_000)},  # flushed while it streams
     )  # fmt: skip

@@ -6,11 +6,11 @@ import json
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runyard.models import RunState
+from tests import web
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ def server(start_server, write_job, jobs_dir):
 
 
 def scrape(server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(f"{server.url}/metrics").text
+    text = web.get(f"{server.url}/metrics").text
     out = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -65,7 +65,7 @@ def test_metrics_move_with_runs(server) -> None:
 
 
 def test_label_sets_stay_bounded(server) -> None:
-    with httpx.Client(base_url=server.url) as http:
+    with web.Client(base_url=server.url) as http:
         for _ in range(1000):
             assert http.get(f"/v1/runs/{uuid.uuid4().hex}").status_code == 404
     samples = scrape(server)
@@ -87,12 +87,12 @@ def log_lines(server) -> list[dict]:
 
 
 def test_request_id_kept_or_made_and_logged(server) -> None:
-    kept = httpx.get(f"{server.url}/v1/jobs", headers={"X-Request-ID": "trace-abc.123"})
+    kept = web.get(f"{server.url}/v1/jobs", headers={"X-Request-ID": "trace-abc.123"})
     assert kept.headers["x-request-id"] == "trace-abc.123"
-    made = httpx.get(f"{server.url}/v1/jobs", headers={"X-Request-ID": "bad id with spaces"})
+    made = web.get(f"{server.url}/v1/jobs", headers={"X-Request-ID": "bad id with spaces"})
     assert made.headers["x-request-id"] != "bad id with spaces"
     assert len(made.headers["x-request-id"]) == 32
-    missing = httpx.get(f"{server.url}/v1/runs/nope")
+    missing = web.get(f"{server.url}/v1/runs/nope")
     assert missing.headers["x-request-id"]
     with server.client() as c:
         run = c.submit("bad")
@@ -117,7 +117,7 @@ def test_request_id_kept_or_made_and_logged(server) -> None:
 
 
 def test_status_shows_configuration_without_secrets(server) -> None:
-    body = httpx.get(f"{server.url}/v1/status").json()
+    body = web.get(f"{server.url}/v1/status").json()
     assert body["version"]
     assert body["config"]["capacity"] == 4
     assert sorted(body["jobs"]["declared"]) == ["bad", "flaky", "ok"]

@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from runyard.auth import Role, create_token
+from tests import web
 from tests.support import ServerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +61,7 @@ def ask(text: str) -> list[Any]:
 
 
 def runs_of(server: ServerProcess, job: str, headers: dict[str, str] | None = None) -> list[Any]:
-    resp = httpx.get(f"{server.url}/v1/runs", params={"job": job}, headers=headers, timeout=10)
+    resp = web.get(f"{server.url}/v1/runs", params={"job": job}, headers=headers, timeout=10)
     runs: list[Any] = resp.json()["runs"]
     return runs
 
@@ -99,7 +100,7 @@ def test_models_and_completions_plain_and_streamed(start_server) -> None:
     assert completion.choices[0].message.content == "You said: hello queue\n"
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None and completion.usage.completion_tokens > 0
-    run = httpx.get(f"{server.url}/v1/runs/{run_id}").json()
+    run = web.get(f"{server.url}/v1/runs/{run_id}").json()
     assert run["state"] == "succeeded"
     assert run["params"] == {"conversation": "system: be kind\n\nuser: hello queue"}
     assert run["labels"]["openai.model"] == "chat-agent"
@@ -126,7 +127,7 @@ def test_the_readme_agent_answers_as_a_model(start_server) -> None:
     assert report.startswith("agent: task 'user: add a note', editing README.md\n")
     assert "agent: wrote outputs/changes.diff" in report
     (run,) = runs_of(server, "agent")
-    diff = httpx.get(f"{server.url}/v1/runs/{run['id']}/artifacts/outputs/changes.diff").text
+    diff = web.get(f"{server.url}/v1/runs/{run['id']}/artifacts/outputs/changes.diff").text
     assert "+<!-- agent note: user: add a note -->" in diff
 
 
@@ -189,7 +190,7 @@ def test_a_full_queue_is_a_rate_limit_after_the_retries_it_asks_for(
     (jobs_dir / "quick.toml").write_text('command = ["true"]\n')
     server = start_server(jobs_dir)
     for _ in range(3):  # a finish rate, so that the server can say when to come back
-        httpx.post(f"{server.url}/v1/runs", json={"job": "quick"},
+        web.post(f"{server.url}/v1/runs", json={"job": "quick"},
                    headers={"Prefer": "wait=30"}, timeout=40)  # fmt: skip
     started = time.monotonic()
     with pytest.raises(openai.RateLimitError) as caught:
@@ -234,7 +235,7 @@ def test_errors_are_in_openai_shape(start_server, gated, jobs_dir) -> None:
     assert runs_of(server, "gated") == []  # nothing was started by a refused call
     # the rest of the API keeps its problem documents
     assert (
-        httpx.get(f"{server.url}/v1/runs/nope")
+        web.get(f"{server.url}/v1/runs/nope")
         .headers["content-type"]
         .startswith("application/problem+json")
     )
@@ -326,7 +327,7 @@ def test_a_caller_that_goes_away_leaves_the_run_to_finish(start_server, gated, j
         assert next(chunks).choices[0].delta.content == "part one\n"
         stream.close()
     with pytest.raises(httpx.ReadTimeout):  # a plain call, given up by its caller
-        httpx.post(f"{server.url}/v1/chat/completions", timeout=httpx.Timeout(10, read=0.5),
+        web.post(f"{server.url}/v1/chat/completions", timeout=httpx.Timeout(10, read=0.5),
                    json={"model": "cancelling", "messages": ask("plain")})  # fmt: skip
     wait_for(
         lambda: [r["state"] for r in runs_of(server, "cancelling")] == ["cancelled"] * 2,
@@ -334,7 +335,7 @@ def test_a_caller_that_goes_away_leaves_the_run_to_finish(start_server, gated, j
     )
     gate.touch()
     (run,) = runs_of(server, "gated")
-    done = wait_for(lambda: (r := httpx.get(f"{server.url}/v1/runs/{run['id']}").json())
+    done = wait_for(lambda: (r := web.get(f"{server.url}/v1/runs/{run['id']}").json())
                     ["state"] in ("succeeded", "failed", "cancelled") and r)  # fmt: skip
     assert done["state"] == "succeeded"
 

@@ -15,6 +15,7 @@ import pytest
 from runyard.client import APIError, Client
 from runyard.models import RunState
 from runyard.schemas import RunView
+from tests import web
 from tests.support import processes_of, supervisors_of, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -45,7 +46,7 @@ def jobs(write_job, jobs_dir: Path) -> Path:
 def submit_through_crash(server, job: str, key: str, **params: object) -> None:
     """Submit; the server may die (failpoint) before or after answering."""
     with contextlib.suppress(httpx.HTTPError):
-        httpx.post(
+        web.post(
             f"{server.url}/v1/runs",
             json={"job": job, "params": params},
             headers={"Idempotency-Key": key},
@@ -209,10 +210,8 @@ def test_drain_waits_for_programs_and_refuses_submissions(start_server, jobs) ->
         run = c.submit("long", {"s": 1.5})
         wait_for(lambda: c.run(run.id).state is RunState.RUNNING, what="running")
         server.proc.send_signal(signal.SIGTERM)
-        wait_for(
-            lambda: httpx.get(f"{server.url}/health/ready").status_code == 503, what="draining"
-        )
-        refused = httpx.post(f"{server.url}/v1/runs", json={"job": "quick"})
+        wait_for(lambda: web.get(f"{server.url}/health/ready").status_code == 503, what="draining")
+        refused = web.post(f"{server.url}/v1/runs", json={"job": "quick"})
         assert refused.status_code == 503
         assert "Retry-After" in refused.headers
         assert c.run(run.id).state is RunState.RUNNING  # reads keep working while draining

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
-import httpx
 import psycopg
 import pytest
 
 from runyard.auth import RELAY_HEADER, Role, create_token
+from tests import web
 from tests.support import ServerProcess, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -57,11 +57,11 @@ def cluster(start_server, relay_jobs, database, tmp_path, tokens):
         return start_server(relay_jobs, capacity=2, data_dir=tmp_path / name, env=env)
 
     c1 = one("c1")
-    run = httpx.post(f"{c1.url}/v1/runs", json={"job": "art"}, headers=auth(toks[Role.SUBMIT]))
+    run = web.post(f"{c1.url}/v1/runs", json={"job": "art"}, headers=auth(toks[Role.SUBMIT]))
     run_id = run.json()["id"]
     wait_for(
         lambda: (
-            httpx.get(f"{c1.url}/v1/runs/{run_id}", headers=auth(toks[Role.READ])).json()["state"]
+            web.get(f"{c1.url}/v1/runs/{run_id}", headers=auth(toks[Role.READ])).json()["state"]
             == "succeeded"
         ),
         what="the run to succeed on c1",
@@ -95,7 +95,7 @@ def test_the_relay_cannot_be_steered_by_paths_or_forged_headers(cluster) -> None
         assert status in (403, 404), (tail, status, body)
         assert b"uptime" not in body and b"version" not in body, tail
     # the genuine artifact, with a space in a directory's name, comes through re-encoded
-    got = httpx.get(f"{c2.url}/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt", headers=read)
+    got = web.get(f"{c2.url}/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt", headers=read)
     assert got.status_code == 200 and got.text == "hello\n"
     assert got.headers["x-runyard-served-by"] == "c1"
 
@@ -104,16 +104,16 @@ def test_the_relay_cannot_be_steered_by_paths_or_forged_headers(cluster) -> None
         RELAY_HEADER: f"v1 c1 c2 admin 1 {'0' * 32} mallory {'0' * 64}",
     }
     # a non-owner with forged headers still relays to the owner: the whole log, not an empty one
-    got = httpx.get(f"{c2.url}/v1/runs/{run_id}/logs", headers={**read, **forged})
+    got = web.get(f"{c2.url}/v1/runs/{run_id}/logs", headers={**read, **forged})
     assert got.status_code == 200
     assert got.text.splitlines() == [f"line {i}" for i in range(1, LINES + 1)]
     assert got.headers["x-runyard-served-by"] == "c1"
     assert got.headers.get_list("x-request-id") == [got.headers["x-request-id"]]  # once
     # a forged claim is no credential, and the cluster secret is not a bearer token any more
     forged[RELAY_HEADER] = forged[RELAY_HEADER].replace("c2", "c1")
-    assert httpx.get(f"{c1.url}/v1/status", headers=forged).status_code == 401
-    assert httpx.get(f"{c1.url}/v1/status", headers=auth(SECRET)).status_code == 401
-    assert httpx.get(f"{c2.url}/v1/status", headers=read).status_code == 403
+    assert web.get(f"{c1.url}/v1/status", headers=forged).status_code == 401
+    assert web.get(f"{c1.url}/v1/status", headers=auth(SECRET)).status_code == 401
+    assert web.get(f"{c2.url}/v1/status", headers=read).status_code == 403
 
 
 class Capture(http.server.BaseHTTPRequestHandler):
@@ -149,7 +149,7 @@ def test_the_relay_carries_the_callers_role_signed_for_that_one_request(
     c1, c2, run_id, toks = cluster
     with psycopg.connect(database) as conn:  # c1's files, as far as c2 knows, are at `capture`
         conn.execute("UPDATE servers SET url = %s WHERE id = 'c1'", (capture,))
-    got = httpx.get(
+    got = web.get(
         f"{c2.url}/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt",
         headers={**auth(toks[Role.READ]), "X-Request-ID": "req-1", "Cookie": "x=1"},
     )
@@ -164,13 +164,13 @@ def test_the_relay_carries_the_callers_role_signed_for_that_one_request(
 
     # The claim, taken to the real c1: good once for exactly that request, then never again.
     stolen = {RELAY_HEADER: lowered[RELAY_HEADER]}
-    assert httpx.get(f"{c1.url}/v1/status", headers=stolen).status_code == 401
-    assert httpx.delete(f"{c1.url}/v1/runs/{run_id}", headers=stolen).status_code == 401
+    assert web.get(f"{c1.url}/v1/status", headers=stolen).status_code == 401
+    assert web.delete(f"{c1.url}/v1/runs/{run_id}", headers=stolen).status_code == 401
     upgraded = {RELAY_HEADER: lowered[RELAY_HEADER].replace(" read ", " admin ")}
-    assert httpx.get(f"{c1.url}{path}", headers=upgraded).status_code == 401
-    first = httpx.get(f"{c1.url}{path}", headers=stolen)
+    assert web.get(f"{c1.url}{path}", headers=upgraded).status_code == 401
+    first = web.get(f"{c1.url}{path}", headers=stolen)
     assert first.status_code == 200 and first.text == "hello\n"
-    assert httpx.get(f"{c1.url}{path}", headers=stolen).status_code == 401  # replayed
+    assert web.get(f"{c1.url}{path}", headers=stolen).status_code == 401  # replayed
 
 
 def test_tokens_in_a_cluster_without_a_secret_refuse_to_start(

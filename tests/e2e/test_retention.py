@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-import httpx
 import pytest
 
 from runyard.models import RunState
+from tests import web
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ def test_expired_runs_go_active_and_unexpired_stay(start_server, write_job, jobs
         other = c.submit("kept")
         server.wait_run(c, short.id)
         server.wait_run(c, other.id)
-        wait_for(lambda: httpx.get(f"{server.url}/v1/runs/{short.id}").status_code == 404,
+        wait_for(lambda: web.get(f"{server.url}/v1/runs/{short.id}").status_code == 404,
                  timeout=15, what="expired run removed")  # fmt: skip
         assert not (server.data_dir / "runs" / short.id).exists()
         assert c.run(active.id).state is RunState.RUNNING  # active: never touched
@@ -56,5 +56,5 @@ def test_retention_removes_trees_of_any_depth(
         assert run.state is RunState.SUCCEEDED
         files = server.data_dir / "runs" / run.id
         wait_for(lambda: not files.exists(), timeout=30, what="the deep tree removed")
-        wait_for(lambda: httpx.get(f"{server.url}/v1/runs/{run.id}").status_code == 404,
+        wait_for(lambda: web.get(f"{server.url}/v1/runs/{run.id}").status_code == 404,
                  what="the record removed")  # fmt: skip

@@ -15,12 +15,12 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from runyard.client import APIError, Client
 from runyard.models import RunState
 from runyard.schemas import RunView
+from tests import web
 from tests.support import REPO, processes_of, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -355,12 +355,12 @@ def test_readiness_says_when_bwrap_stops_making_sandboxes(
         env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "RUNYARD_SANDBOX_CHECK_S": "0.2"},
     )
     ready = f"{server.url}/health/ready"
-    assert httpx.get(ready).status_code == 200
+    assert web.get(ready).status_code == 200
     broken.touch()
-    wait_for(lambda: httpx.get(ready).status_code == 503, timeout=20, what="not ready")
-    assert "broken by the test" in httpx.get(ready).json()["checks"]["sandbox"]
+    wait_for(lambda: web.get(ready).status_code == 503, timeout=20, what="not ready")
+    assert "broken by the test" in web.get(ready).json()["checks"]["sandbox"]
     broken.unlink()
-    wait_for(lambda: httpx.get(ready).status_code == 200, timeout=20, what="ready again")
+    wait_for(lambda: web.get(ready).status_code == 200, timeout=20, what="ready again")
 
 
 FILE_JOB = """
@@ -383,7 +383,7 @@ def test_runyard_paths_work_inside_and_file_inputs_stay_read_only(
 ) -> None:
     write_job("inputs", FILE_JOB)
     server = start_server(jobs_dir)
-    resp = httpx.put(f"{server.url}/v1/uploads", params={"name": "t.csv"}, content=b"a,b\n")
+    resp = web.put(f"{server.url}/v1/uploads", params={"name": "t.csv"}, content=b"a,b\n")
     upload_id = resp.json()["id"]
     with server.client() as c:
         done = server.wait_run(c, c.submit("inputs", {"data": f"upload:{upload_id}"}).id)

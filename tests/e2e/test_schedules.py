@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import threading
 
-import httpx
 import pytest
 
+from tests import web
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -26,17 +26,17 @@ def server(start_server, write_job, jobs_dir):
 
 
 def create(server, **body) -> dict:
-    resp = httpx.post(f"{server.url}/v1/schedules", json=body)
+    resp = web.post(f"{server.url}/v1/schedules", json=body)
     assert resp.status_code == 201, resp.text
     return resp.json()
 
 
 def get(server, sid: str) -> dict:
-    return httpx.get(f"{server.url}/v1/schedules/{sid}").json()
+    return web.get(f"{server.url}/v1/schedules/{sid}").json()
 
 
 def runs_of(server, sid: str) -> list[dict]:
-    runs = httpx.get(f"{server.url}/v1/runs", params={"limit": 500}).json()["runs"]
+    runs = web.get(f"{server.url}/v1/runs", params={"limit": 500}).json()["runs"]
     return sorted((r for r in runs if r["schedule_id"] == sid), key=lambda r: r["id"])
 
 
@@ -47,7 +47,7 @@ def test_health_readers_always_see_a_consistent_scheduler_snapshot(server) -> No
     stop = threading.Event()
 
     def reader() -> None:
-        with httpx.Client(base_url=server.url) as http:
+        with web.Client(base_url=server.url) as http:
             while not stop.is_set():
                 snap = http.get("/health").json()["scheduler"]
                 for s in snap["schedules"]:
@@ -72,6 +72,6 @@ def test_health_readers_always_see_a_consistent_scheduler_snapshot(server) -> No
         t.join()
     assert problems == []
     assert len(seen) > 20
-    snap = httpx.get(f"{server.url}/health").json()["scheduler"]
+    snap = web.get(f"{server.url}/health").json()["scheduler"]
     assert snap["status"] == "running"
     assert snap["ticks"] >= 8

@@ -6,10 +6,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import httpx
 import pytest
 
 from runyard.auth import Role, create_token
+from tests import web
 from tests.auth_matrix import OPENAI_ROUTES, matrix, refusal_detail
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +24,7 @@ def secured(start_server, tmp_path: Path):
     tokens = {role: create_token(tokens_file, role.name.lower(), role) for role in Role}
     server = start_server(env={"RUNYARD_TOKENS_FILE": str(tokens_file)})
     admin = {"Authorization": f"Bearer {tokens[Role.ADMIN]}"}
-    run = httpx.post(f"{server.url}/v1/runs", json={"job": "true"}, headers=admin).json()
+    run = web.post(f"{server.url}/v1/runs", json={"job": "true"}, headers=admin).json()
     with server.client() as c:
         c.http.headers.update(admin)
         server.wait_run(c, run["id"])
@@ -34,7 +34,7 @@ def secured(start_server, tmp_path: Path):
 def test_every_route_refuses_missing_wrong_and_weak_tokens(secured) -> None:
     server, tokens, run_id = secured
     routes = matrix(run_id)
-    templates = set(httpx.get(f"{server.url}/openapi.json").json()["paths"])
+    templates = set(web.get(f"{server.url}/openapi.json").json()["paths"])
     covered = {"/v1/jobs/{name}", "/v1/runs/{run_id}", "/v1/runs/{run_id}/logs",
                "/v1/runs/{run_id}/logs/stream", "/v1/runs/{run_id}/events",
                "/v1/runs/{run_id}/artifacts", "/v1/runs/{run_id}/artifacts/{path}",
@@ -44,7 +44,7 @@ def test_every_route_refuses_missing_wrong_and_weak_tokens(secured) -> None:
                "/v1/uploads/{upload_id}", "/v1/uploads/{upload_id}/content",
                *OPENAI_ROUTES}  # fmt: skip
     assert templates - PUBLIC - covered == set()  # a new route must join the matrix
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with web.Client(base_url=server.url, timeout=30) as http:
         for method, path, needed, body in routes:
             resp = http.request(method, path, json=body)
             assert resp.status_code == 401, (method, path)
@@ -95,29 +95,27 @@ def test_oversize_body_is_refused_before_it_is_read(start_server) -> None:
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 413")
     assert b"max_body_kb" in answer
-    assert httpx.get(f"{server.url}/v1/runs").json()["runs"] == []
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
 
 
 def test_deep_huge_and_oversized_input_changes_nothing(start_server) -> None:
     server = start_server()
     url = f"{server.url}/v1/runs"
     deep = b'{"job":"simulate","params":{"x":' + b"[" * 50_000 + b"]" * 50_000 + b"}}"
-    assert httpx.post(
+    assert web.post(
         url, content=deep, headers={"content-type": "application/json"}
     ).status_code in (400, 413, 422)
-    long_task = httpx.post(url, json={"job": "agent", "params": {"task": "x" * 5000}})
+    long_task = web.post(url, json={"job": "agent", "params": {"task": "x" * 5000}})
     assert long_task.status_code == 422
     assert "params.task" in long_task.json()["detail"]
-    many_labels = httpx.post(
-        url, json={"job": "true", "labels": {f"k{i}": "v" for i in range(100)}}
-    )
+    many_labels = web.post(url, json={"job": "true", "labels": {f"k{i}": "v" for i in range(100)}})
     assert many_labels.status_code == 422
     assert "labels" in many_labels.json()["detail"]
     grid = {"seed": list(range(1000)), "ticks": list(range(1, 1001))}  # a million runs
-    sweep = httpx.post(f"{server.url}/v1/batches", json={"job": "simulate", "sweep": grid})
+    sweep = web.post(f"{server.url}/v1/batches", json={"job": "simulate", "sweep": grid})
     assert sweep.status_code == 422
     assert "max_batch" in sweep.json()["detail"]
-    assert httpx.get(url).json()["runs"] == []
+    assert web.get(url).json()["runs"] == []
 
 
 def test_server_environment_never_reaches_a_program(start_server, write_job, jobs_dir) -> None:
@@ -141,5 +139,5 @@ def test_server_environment_never_reaches_a_program(start_server, write_job, job
 def test_me_names_the_token_and_its_role(secured) -> None:
     server, tokens, _ = secured
     for role in Role:
-        got = httpx.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {tokens[role]}"})
+        got = web.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {tokens[role]}"})
         assert got.json() == {"name": role.name.lower(), "role": role.name.lower(), "auth": True}

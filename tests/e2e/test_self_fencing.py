@@ -12,11 +12,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psutil
 import psycopg
 import pytest
 
+from tests import web
 from tests.support import ServerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -137,7 +137,7 @@ def test_a_paused_server_never_leaves_two_live_attempts_of_a_run(
     c1 = server(start_server, fence_jobs, database, tmp_path, "c1")
     c2 = server(start_server, fence_jobs, database, tmp_path, "c2")
     with paused(c2):  # both runs start on c1
-        ids = [httpx.post(f"{c1.url}/v1/runs", json={"job": "long"}).json()["id"] for _ in "ab"]
+        ids = [web.post(f"{c1.url}/v1/runs", json={"job": "long"}).json()["id"] for _ in "ab"]
         for run_id in ids:
             wait_for(lambda r=run_id: attempts(database, r) == [(1, "c1", "running", None)]
                      and "1" in live_attempts([c1.data_dir]).get(r, ()),
@@ -168,7 +168,7 @@ def test_a_server_back_before_anyone_reaped_records_its_fenced_attempt_lost(
     # One server over PostgreSQL is a cluster of one: a long margin keeps reapers away, so the
     # server itself records the end its supervisor's fence wrote.
     c1 = server(start_server, fence_jobs, database, tmp_path, "c1", RUNYARD_REAP_MARGIN_S="60")
-    run_id = httpx.post(f"{c1.url}/v1/runs", json={"job": "long"}).json()["id"]
+    run_id = web.post(f"{c1.url}/v1/runs", json={"job": "long"}).json()["id"]
     wait_for(lambda: "1" in live_attempts([c1.data_dir]).get(run_id, ()), what="attempt 1")
     with paused(c1):
         wait_for(lambda: run_id not in live_attempts([c1.data_dir]), timeout=60,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from tests import web
 from tests.e2e.conftest import _inotify_watches
 from tests.support import ServerProcess, wait_for
 
@@ -19,7 +19,7 @@ TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 
 
 def tailers(server: ServerProcess) -> int:
-    return int(httpx.get(f"{server.url}/health", timeout=10).json()["streams"]["tailers"])
+    return int(web.get(f"{server.url}/health", timeout=10).json()["streams"]["tailers"])
 
 
 def test_short_runs_under_a_feed_watcher_leave_no_tailer_or_watch(
@@ -40,7 +40,7 @@ def test_short_runs_under_a_feed_watcher_leave_no_tailer_or_watch(
 
     async def main() -> int:
         async with (
-            httpx.AsyncClient(base_url=server.url, timeout=60) as http,
+            web.AsyncClient(base_url=server.url, timeout=60) as http,
             aconnect_sse(http, "GET", "/v1/events") as source,
         ):
             events = source.aiter_sse()

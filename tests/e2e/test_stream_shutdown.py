@@ -17,6 +17,7 @@ from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
 from runyard.models import RunState
+from tests import web
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -70,7 +71,7 @@ def test_sigterm_gives_every_open_stream_its_shutdown_event(start_server, busy_j
 
     async def main() -> tuple[list, list, int | None]:
         limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async with web.AsyncClient(timeout=60, limits=limits) as client:
             opened = 0
             all_open = asyncio.Event()
             expected = 90  # every stream but the queued run's (which say nothing until it runs)
@@ -125,11 +126,11 @@ def test_sigterm_answers_a_waiting_submission_with_its_run(start_server, busy_jo
     )
 
     def running() -> bool:
-        runs = httpx.get(f"{server.url}/v1/runs").json()["runs"]
+        runs = web.get(f"{server.url}/v1/runs").json()["runs"]
         return bool(runs) and runs[0]["state"] == "running"
 
     async def main() -> tuple[httpx.Response, int]:
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with web.AsyncClient(timeout=60) as client:
             waiting = asyncio.ensure_future(
                 client.post(
                     f"{server.url}/v1/runs", json={"job": "busy"}, headers={"Prefer": "wait=60"}

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from runyard.models import RunState
+from tests import web
 from tests.sse import watch_events, watch_log
 from tests.support import wait_for
 
@@ -44,7 +45,7 @@ def log_bytes(server, run_id: str, attempt: int = 1) -> bytes:
 
 
 def watchers(server) -> int:
-    return int(httpx.get(f"{server.url}/health").json()["streams"]["watchers"])
+    return int(web.get(f"{server.url}/health").json()["streams"]["watchers"])
 
 
 def test_hundred_watchers_get_the_byte_identical_log(start_server, chatter_jobs) -> None:
@@ -56,7 +57,7 @@ def test_hundred_watchers_get_the_byte_identical_log(start_server, chatter_jobs)
 
     async def main() -> list:
         limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async with web.AsyncClient(timeout=60, limits=limits) as client:
             tasks = [asyncio.create_task(watch_log(client, url)) for _ in range(100)]
             await asyncio.to_thread(wait_for, lambda: watchers(server) >= 100, 30, "watchers")
             (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
@@ -87,7 +88,7 @@ def test_slow_watcher_is_dropped_without_delaying_others(start_server, chatter_j
     slow.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
 
     async def main() -> list:
-        async with httpx.AsyncClient(timeout=120) as client:
+        async with web.AsyncClient(timeout=120) as client:
             tasks = [asyncio.create_task(watch_log(client, server.url + path)) for _ in range(3)]
             await asyncio.to_thread(wait_for, lambda: watchers(server) >= 4, 30, "watchers")
             (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
@@ -100,7 +101,7 @@ def test_slow_watcher_is_dropped_without_delaying_others(start_server, chatter_j
     for got in fast:
         assert got.end is not None
         assert bytes(got.data) == expected
-    assert httpx.get(f"{server.url}/health").json()["streams"]["lagged_total"] >= 1
+    assert web.get(f"{server.url}/health").json()["streams"]["lagged_total"] >= 1
     slow.settimeout(30)
     received = bytearray()
     while b"event: lagged" not in received:
@@ -120,7 +121,7 @@ def test_resume_log_with_last_event_id_is_exact(start_server, chatter_jobs) -> N
     url = f"{server.url}/v1/runs/{run.id}/logs/stream"
 
     async def main():
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with web.AsyncClient(timeout=60) as client:
             first = asyncio.create_task(watch_log(client, url, stop_after_bytes=30_000))
             await asyncio.to_thread(wait_for, lambda: watchers(server) >= 1, 30, "watcher")
             (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
@@ -136,7 +137,7 @@ def test_resume_log_with_last_event_id_is_exact(start_server, chatter_jobs) -> N
     offset = len(part.data) // 2
 
     async def replay():
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with web.AsyncClient(timeout=60) as client:
             return await watch_log(client, f"{url}?offset={offset}")
 
     tail = asyncio.run(replay())
@@ -153,7 +154,7 @@ def test_events_resume_by_sequence_number(start_server, chatter_jobs) -> None:
     url = f"{server.url}/v1/runs/{run.id}/events"
 
     async def main():
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with web.AsyncClient(timeout=60) as client:
             first = asyncio.create_task(watch_events(client, url, stop_after=5))
             await asyncio.to_thread(wait_for, lambda: watchers(server) >= 1, 30, "watcher")
             (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
@@ -203,7 +204,7 @@ def test_bad_progress_and_binary_output_never_break_anything(start_server, chatt
     assert done.progress_skipped == 4  # not JSON, an array, not UTF-8, 200 kB long
 
     async def main():
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with web.AsyncClient(timeout=60) as client:
             base = f"{server.url}/v1/runs/{run.id}"
             return await watch_log(client, f"{base}/logs/stream"), await watch_events(
                 client, f"{base}/events"
@@ -237,7 +238,7 @@ def test_the_feed_tells_of_every_run_its_states_and_its_progress(start_server) -
     seen: list[tuple[str, dict]] = []
     body = {"job": "simulate", "params": {"ticks": 100, "pace": 0.01}}
     with (
-        httpx.Client(base_url=server.url, timeout=30) as http,
+        web.Client(base_url=server.url, timeout=30) as http,
         connect_sse(http, "GET", "/v1/events") as source,
     ):
         run_id = None
@@ -268,7 +269,7 @@ def test_resume_points_are_validated_before_any_work_and_published(
         run = c.submit("chatter", {"lines": 3})
         server.wait_run(c, run.id)
     base = f"{server.url}/v1/runs/{run.id}"
-    with httpx.Client(timeout=30) as http:
+    with web.Client(timeout=30) as http:
         for path, name in (("logs/stream", "offset"), ("events", "after")):
             for bad in ("1e20", "100000000000000000000", "-1", "1.5"):
                 resp = http.get(f"{base}/{path}", params={name: bad})
@@ -327,7 +328,7 @@ def test_events_resumed_beyond_the_last_seq_still_end_with_the_run(start_server,
     url = f"{server.url}/v1/runs/{run.id}/events"
 
     async def main():
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with web.AsyncClient(timeout=60) as client:
             task = asyncio.create_task(watch_events(client, url, last_id="999999999999999999"))
             await asyncio.to_thread(wait_for, lambda: watchers(server) >= 1, 30, "watcher")
             (server.data_dir / "runs" / run.id / "workspace" / "go").touch()

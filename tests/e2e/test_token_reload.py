@@ -6,17 +6,17 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import httpx
 import pytest
 
 from runyard.auth import Role, create_token
+from tests import web
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 def status_with(url: str, token: str) -> int:
-    return httpx.get(f"{url}/v1/jobs", headers={"Authorization": f"Bearer {token}"}).status_code
+    return web.get(f"{url}/v1/jobs", headers={"Authorization": f"Bearer {token}"}).status_code
 
 
 @pytest.mark.timeout(60)

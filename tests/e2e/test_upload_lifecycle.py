@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import web
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -30,11 +31,11 @@ def jobs(tmp_path: Path) -> Path:
 
 
 def upload(server, body: bytes, name: str = "f.bin") -> httpx.Response:
-    return httpx.put(f"{server.url}/v1/uploads", params={"name": name}, content=body)
+    return web.put(f"{server.url}/v1/uploads", params={"name": name}, content=body)
 
 
 def exists(server, upload_id: str) -> bool:
-    return httpx.get(f"{server.url}/v1/uploads/{upload_id}").status_code == 200
+    return web.get(f"{server.url}/v1/uploads/{upload_id}").status_code == 200
 
 
 def test_an_unused_upload_expires_and_a_used_one_lives_as_long_as_its_run(
@@ -43,7 +44,7 @@ def test_an_unused_upload_expires_and_a_used_one_lives_as_long_as_its_run(
     server = start_server(jobs, env={"RUNYARD_UPLOAD_TTL_S": "1"})
     unused = upload(server, b"nobody reads me").json()["id"]
     used = upload(server, b"a run reads me").json()["id"]
-    resp = httpx.post(f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
+    resp = web.post(f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
                       json={"job": "read", "params": {"data": f"upload:{used}"}})  # fmt: skip
     run = resp.json()
     assert run["state"] == "succeeded", run
@@ -51,10 +52,10 @@ def test_an_unused_upload_expires_and_a_used_one_lives_as_long_as_its_run(
     assert not (server.data_dir / "uploads" / unused).exists()
     # the used one outlived that sweep and the next ones: its run still stands
     assert exists(server, used)
-    log = httpx.get(f"{server.url}/v1/runs/{run['id']}/logs").text
+    log = web.get(f"{server.url}/v1/runs/{run['id']}/logs").text
     assert "a run reads me" in log
     # the run deleted, nothing uses the upload any more: it expires in its turn
-    assert httpx.delete(f"{server.url}/v1/runs/{run['id']}").status_code == 204
+    assert web.delete(f"{server.url}/v1/runs/{run['id']}").status_code == 204
     wait_for(lambda: not exists(server, used), what="the released upload to expire")
     assert sorted(p.name for p in (server.data_dir / "uploads").iterdir()) == [".incoming", ".refs"]
 

@@ -14,6 +14,7 @@ import httpx
 import psutil
 import pytest
 
+from tests import web
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -31,23 +32,23 @@ def test_an_upload_is_stored_once_by_its_content(start_server) -> None:
     server = start_server()
     body = os.urandom(300_000)
     digest = hashlib.sha256(body).hexdigest()
-    first = httpx.put(f"{server.url}/v1/uploads", params={"name": "part.step"}, content=body)
+    first = web.put(f"{server.url}/v1/uploads", params={"name": "part.step"}, content=body)
     assert first.status_code == 201, first.text
     assert first.json()["id"] == digest and first.json()["size"] == len(body)
-    again = httpx.post(f"{server.url}/v1/uploads", params={"name": "copy.step"}, content=body)
+    again = web.post(f"{server.url}/v1/uploads", params={"name": "copy.step"}, content=body)
     assert again.status_code == 200 and again.json()["id"] == digest
     assert again.json()["name"] == "part.step"  # the first upload's metadata stands
     blob = server.data_dir / "uploads" / digest
     assert [p.name for p in stored(server.data_dir)] == [digest, f"{digest}.json"]
     assert blob.read_bytes() == body
     assert not stat.S_IMODE(blob.stat().st_mode) & 0o222  # read-only
-    got = httpx.get(f"{server.url}/v1/uploads/{digest}")
+    got = web.get(f"{server.url}/v1/uploads/{digest}")
     assert got.status_code == 200 and got.json()["size"] == len(body)
 
 
 def test_a_file_name_is_made_safe_and_the_original_kept(start_server) -> None:
     server = start_server()
-    resp = httpx.put(f"{server.url}/v1/uploads", params={"name": "../../etc/.passwd"},
+    resp = web.put(f"{server.url}/v1/uploads", params={"name": "../../etc/.passwd"},
                      content=b"x")  # fmt: skip
     assert resp.status_code == 201
     assert (resp.json()["name"], resp.json()["original_name"]) == ("passwd", "../../etc/.passwd")
@@ -56,14 +57,14 @@ def test_a_file_name_is_made_safe_and_the_original_kept(start_server) -> None:
 def test_unknown_and_malformed_ids_are_404(start_server) -> None:
     server = start_server()
     for upload_id in ("0" * 64, "nothex", "../../runyard.db"):
-        resp = httpx.get(f"{server.url}/v1/uploads/{upload_id}")
+        resp = web.get(f"{server.url}/v1/uploads/{upload_id}")
         assert resp.status_code == 404
         assert resp.headers["content-type"].startswith("application/problem+json")
 
 
 def test_a_body_over_the_cap_is_refused_and_leaves_nothing(start_server) -> None:
     server = start_server(env={"RUNYARD_MAX_UPLOAD_MB": "1"})
-    announced = httpx.put(f"{server.url}/v1/uploads", content=b"x" * (2 * MIB))
+    announced = web.put(f"{server.url}/v1/uploads", content=b"x" * (2 * MIB))
     assert announced.status_code == 413
     assert "max_upload_mb" in announced.json()["detail"]
 
@@ -71,7 +72,7 @@ def test_a_body_over_the_cap_is_refused_and_leaves_nothing(start_server) -> None
         for _ in range(4):
             yield b"y" * (MIB // 2 + 1)
 
-    streamed = httpx.put(f"{server.url}/v1/uploads", content=chunks())
+    streamed = web.put(f"{server.url}/v1/uploads", content=chunks())
     assert streamed.status_code == 413
     assert stored(server.data_dir) == []
 
@@ -83,7 +84,7 @@ def test_a_connection_cut_mid_upload_leaves_nothing(start_server) -> None:
                      b"Content-Length: 10000000\r\n\r\n" + b"z" * 3_000_000)  # fmt: skip
         wait_for(lambda: stored(server.data_dir), what="the upload to start")
     wait_for(lambda: stored(server.data_dir) == [], what="the partial upload to go")
-    assert httpx.get(f"{server.url}/health/live").status_code == 200
+    assert web.get(f"{server.url}/health/live").status_code == 200
 
 
 def test_a_200_mib_upload_streams_without_growing_the_server(start_server) -> None:
@@ -103,7 +104,7 @@ def test_a_200_mib_upload_streams_without_growing_the_server(start_server) -> No
             peak = max(peak, proc.memory_info().rss)
             yield piece
 
-    resp = httpx.put(f"{server.url}/v1/uploads", content=chunks(), timeout=120)
+    resp = web.put(f"{server.url}/v1/uploads", content=chunks(), timeout=120)
     assert resp.status_code == 201, resp.text
     assert resp.json() == resp.json() | {"id": digest.hexdigest(), "size": 200 * MIB}
     assert peak - before < 20 * MIB
@@ -114,14 +115,14 @@ def test_a_failing_disk_mid_upload_answers_and_leaves_nothing(
     start_server, fault: str, status: int
 ) -> None:
     server = start_server(env={"RUNYARD_FAILPOINTS": f"upload={fault}"})
-    resp = httpx.put(f"{server.url}/v1/uploads", params={"name": "a.bin"}, content=b"x" * MIB)
+    resp = web.put(f"{server.url}/v1/uploads", params={"name": "a.bin"}, content=b"x" * MIB)
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/problem+json")
     assert "could not be stored" in resp.json()["detail"]
     assert stored(server.data_dir) == []
     (server.data_dir / "failpoints").write_text("none")  # the disk is back: the same works
     wait_for(
-        lambda: httpx.put(f"{server.url}/v1/uploads", content=b"x" * MIB).status_code == 201,
+        lambda: web.put(f"{server.url}/v1/uploads", content=b"x" * MIB).status_code == 201,
         what="the upload once the disk works again",
     )
 
@@ -134,7 +135,7 @@ def test_the_same_bytes_uploaded_at_once_are_kept_once_and_readable(start_server
         body = f"round {round_}\n".encode() * 1000
 
         def send(_: int, body: bytes = body) -> httpx.Response:
-            return httpx.put(f"{server.url}/v1/uploads", params={"name": "same.bin"},
+            return web.put(f"{server.url}/v1/uploads", params={"name": "same.bin"},
                              content=body, timeout=30)  # fmt: skip
 
         with ThreadPoolExecutor(4) as pool:
@@ -143,12 +144,12 @@ def test_the_same_bytes_uploaded_at_once_are_kept_once_and_readable(start_server
         assert {r.status_code for r in answers} <= {200, 201}, [r.text for r in answers]
         assert [r.status_code for r in answers].count(201) <= 1
         upload_id = answers[0].json()["id"]
-        assert httpx.get(f"{server.url}/v1/uploads/{upload_id}").status_code == 200
+        assert web.get(f"{server.url}/v1/uploads/{upload_id}").status_code == 200
 
 
 def test_a_long_non_ascii_name_is_cut_in_bytes_keeping_its_suffix(start_server) -> None:
     server = start_server()
-    resp = httpx.put(f"{server.url}/v1/uploads", params={"name": "é" * 250 + ".csv"},
+    resp = web.put(f"{server.url}/v1/uploads", params={"name": "é" * 250 + ".csv"},
                      content=b"a\n")  # fmt: skip
     name = resp.json()["name"]
     assert len(name.encode()) <= 255 and name.endswith(".csv") and name.startswith("éé")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import socket
 
-import httpx
 import pytest
 
+from tests import web
 from tests.support import ServerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -43,14 +43,14 @@ def test_a_client_that_leaves_ends_its_wait_and_its_run_goes_on(start_server, ex
             % (WAIT_S, request_id.encode(), extra, len(body), body)
         )
         run = wait_for(
-            lambda: httpx.get(f"{server.url}/v1/runs").json()["runs"], what="the run stored"
+            lambda: web.get(f"{server.url}/v1/runs").json()["runs"], what="the run stored"
         )[0]
         assert _request_line(server, request_id) is None  # still waiting
     # the client is gone: the request ends now, not after WAIT_S
     line = wait_for(lambda: _request_line(server, request_id), what="the request to end")
     assert line["route"] == "/v1/runs"
-    assert httpx.get(f"{server.url}/v1/runs/{run['id']}").json()["state"] in ("queued", "running")
-    httpx.post(f"{server.url}/v1/runs/{run['id']}/cancel")
+    assert web.get(f"{server.url}/v1/runs/{run['id']}").json()["state"] in ("queued", "running")
+    web.post(f"{server.url}/v1/runs/{run['id']}/cancel")
 
 
 @pytest.mark.parametrize("keyed", [False, True])  # the submit lane, the declared route

@@ -9,10 +9,10 @@ import signal
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from runyard.execution.slurm.commands import SlurmCommands, SlurmError
+from tests import web
 from tests.slurm_cluster import SlurmCluster
 from tests.support import ServerProcess, free_port, wait_for
 
@@ -80,7 +80,7 @@ def test_readiness_says_when_the_controller_stops_answering(
     try:
         os.kill(controller, signal.SIGSTOP)
         body = wait_for(
-            lambda: (r := httpx.get(f"{srv.url}/health/ready", timeout=30)).status_code == 503
+            lambda: (r := web.get(f"{srv.url}/health/ready", timeout=30)).status_code == 503
             and r.json(),
             timeout=60, what="readiness to fail",
         )  # fmt: skip
@@ -89,7 +89,7 @@ def test_readiness_says_when_the_controller_stops_answering(
         os.kill(controller, signal.SIGCONT)
     try:
         wait_for(
-            lambda: httpx.get(f"{srv.url}/health/ready", timeout=30).status_code == 200,
+            lambda: web.get(f"{srv.url}/health/ready", timeout=30).status_code == 200,
             timeout=60, what="readiness back",
         )  # fmt: skip
     finally:

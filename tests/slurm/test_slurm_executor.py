@@ -7,11 +7,11 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from runyard.client import Client, LogPiece, StreamEnd
 from runyard.schemas import RunView
+from tests import web
 from tests.slurm_cluster import SlurmCluster
 from tests.support import ServerProcess, free_port, wait_for
 
@@ -137,7 +137,7 @@ def job_id_of(client: Client, run_id: str) -> str:
 
 
 def status(srv: ServerProcess) -> dict[str, object]:
-    body = httpx.get(f"{srv.url}/v1/status", timeout=10).json()
+    body = web.get(f"{srv.url}/v1/status", timeout=10).json()
     found: dict[str, object] = body["executor"]["slurm"]
     return found
 
@@ -237,7 +237,7 @@ def test_the_server_killed_while_jobs_run_readopts_them(
 def test_one_squeue_per_period_with_200_jobs_in_flight(
     server: ServerProcess, client: Client
 ) -> None:
-    batch = httpx.post(
+    batch = web.post(
         f"{server.url}/v1/batches", json={"job": "later", "iterations": 200}, timeout=30
     )
     assert batch.status_code in {201, 202}, batch.text
@@ -330,7 +330,7 @@ def test_the_log_streams_live_from_the_shared_directory(
 def test_a_file_input_is_staged_into_the_shared_run_directory(
     server: ServerProcess, client: Client, tmp_path: Path
 ) -> None:
-    put = httpx.put(f"{server.url}/v1/uploads", params={"name": "t.csv"}, content=b"a\nb\n")
+    put = web.put(f"{server.url}/v1/uploads", params={"name": "t.csv"}, content=b"a\nb\n")
     data = f"upload:{put.json()['id']}"
     run = finished(server, client, client.submit("reads", {"data": data}).id)
     assert run.state == "succeeded", run.reason

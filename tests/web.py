@@ -1,0 +1,27 @@
+"""httpx's calls and clients, with one TLS context for the whole test process.
+
+httpx builds a TLS context for every client, and `httpx.get()` and its siblings build a client
+per call: each loads the CA bundle, 35-50 ms of CPU on the CI machine, though the servers under
+test speak plain HTTP on loopback. The suite's polling loops make thousands of such calls;
+profiled (py-spy on the pytest process), they were two thirds of its CPU, taken from the
+servers the tests wait on. These are the same calls and clients, with one context built once
+and shared, as an SSLContext may be.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import httpx
+
+TLS = httpx.create_ssl_context()
+
+get = partial(httpx.get, verify=TLS)
+post = partial(httpx.post, verify=TLS)
+put = partial(httpx.put, verify=TLS)
+patch = partial(httpx.patch, verify=TLS)
+delete = partial(httpx.delete, verify=TLS)
+request = partial(httpx.request, verify=TLS)
+stream = partial(httpx.stream, verify=TLS)
+Client = partial(httpx.Client, verify=TLS)
+AsyncClient = partial(httpx.AsyncClient, verify=TLS)
