@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,9 @@ import pytest
 
 from runyard.clock import new_id
 from runyard.execution.layout import RunPaths
-from runyard.models import AttemptEnd, AttemptState, Run, RunState
+from runyard.models import AttemptEnd, AttemptState, Run, RunEvent, RunState
 from runyard.store.sqlite import SQLiteStore
-from runyard.streams.follow import follow_log
+from runyard.streams.follow import follow_events, follow_log
 from runyard.streams.hub import StreamHub
 from runyard.streams.subscriber import Chunk, End, Following
 
@@ -41,6 +42,7 @@ class RacingStore:
         self.races: dict[int, Callable[[], Awaitable[None]]] = {}
         self.reads = 0
         self.offset_race: Callable[[], Awaitable[None]] | None = None
+        self.events_race: Callable[[], Awaitable[None]] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -52,6 +54,13 @@ class RacingStore:
         if race is not None:
             await race()
         return run
+
+    async def list_events(self, run_id: str, after: int, limit: int = 1000) -> list[RunEvent]:
+        events = await self._store.list_events(run_id, after, limit)
+        race, self.events_race = self.events_race, None
+        if race is not None:
+            await race()
+        return events
 
     async def progress_offset(self, run_id: str, attempt: int) -> int:
         offset = await self._store.progress_offset(run_id, attempt)
@@ -254,3 +263,19 @@ async def test_an_end_heard_before_a_new_tailers_first_read_still_gives_the_last
         release.set()
     assert b"".join(i.data for i in items if isinstance(i, Chunk)) == b"last\n"
     assert isinstance(items[-1], End) and items[-1].state == "succeeded"
+
+
+async def test_an_end_while_the_stored_events_are_read_is_not_missed(world) -> None:
+    """A watcher that comes (or resumes) as the run ends: the events it must read from the
+    store are fixed when it subscribes; the end lands while they are read. Its state event
+    must still come before the end of the stream, as it does for a watcher that came later."""
+    store, hub, run = world
+    claimed = await claim(store, hub)
+    store.events_race = partial(finish, store, hub, claimed)
+    raced = await collect(follow_events(hub, store, run.id, 0))  # type: ignore[arg-type]
+    later = await collect(follow_events(hub, store, run.id, 0))  # type: ignore[arg-type]
+    assert raced == later
+    assert isinstance(raced[-1], End) and raced[-1].state == "succeeded"
+    last = raced[-2]
+    assert isinstance(last, RunEvent) and last.kind == "state"
+    assert last.data["to"] == "succeeded"

@@ -171,6 +171,9 @@ async def _follow_attempt(
     yield Closed()
 
 
+_EVERY = 2**63 - 1  # as `upto`: every event stored
+
+
 async def _stored_events(store: Store, run_id: str, after: int, upto: int) -> list[RunEvent]:
     out: list[RunEvent] = []
     last = after
@@ -220,7 +223,11 @@ async def follow_events(
         run = await store.get_run(run_id)
         if run is None:
             return
-        if run.state.terminal and last >= upto:
+        if run.state.terminal:
+            # It may have ended since `upto` was read: its last events are in the store, each
+            # written with the change it records, and they come before its end.
+            for event in await _stored_events(store, run_id, last, _EVERY):
+                yield event
             yield _end(run, run.attempt)
             return
         async for item in _live_events(store, run_id, sub, last):
