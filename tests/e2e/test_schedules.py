@@ -65,13 +65,16 @@ def test_health_readers_always_see_a_consistent_scheduler_snapshot(server) -> No
     readers = [threading.Thread(target=reader) for _ in range(4)]
     for t in readers:
         t.start()
-    wait_for(lambda: all(get(server, s["id"])["fire_count"] >= 8 for s in scheds), timeout=20,
-             what="churn")  # fmt: skip
+    # churn, and the readers shown enough of it: on a loaded machine the schedules can reach
+    # their count before the readers have seen many snapshots (the check is on what they saw)
+    wait_for(
+        lambda: all(get(server, s["id"])["fire_count"] >= 8 for s in scheds) and len(seen) > 20,
+        timeout=30, what="churn seen by the readers",
+    )  # fmt: skip
     stop.set()
     for t in readers:
         t.join()
     assert problems == []
-    assert len(seen) > 20
     snap = web.get(f"{server.url}/health").json()["scheduler"]
     assert snap["status"] == "running"
     assert snap["ticks"] >= 8
