@@ -95,9 +95,11 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
     idle_p50: list[float] = []
     warm_p50: list[float] = []
     wake_us: list[float] = []
+    python_ms: list[float] = []
 
     def runyard_round() -> None:
         wake_us.append(floor.wake_round_trip())  # what a wake-up costs in this stretch
+        python_ms.append(floor.interpreter_ms())  # and plain Python
         # throughput first: it times every run the store holds
         srv = server(base, jobs, "head", 8)
         try:
@@ -128,6 +130,7 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
         "celery_fair": [r["fair"] for r in celery["rounds"]],
         "runyard_server_cpu": server_cpu,
         "wake_round_trip_us": wake_us,
+        "interpreter_ms": python_ms,
         "runyard_wait_idle": idle_p50,
         "runyard_wait_warm": warm_p50,
         "celery_wait_idle": [r["wait_idle"] for r in celery["rounds"]],

@@ -81,3 +81,23 @@ def wake_round_trip(n: int = 5000) -> float:
         back.get()
     thread.join()
     return (time.process_time() - before) * 1e6 / n
+
+
+def interpreter_ms(n: int = 1_000_000) -> float:
+    """Milliseconds of CPU that a fixed piece of plain Python takes on this machine: n turns
+    of a loop that calls a method and fills a dict, as the server's code mostly does. The
+    server's CPU per run is mostly interpreted code, so it moves with this figure from one
+    machine (or stretch of one) to another."""
+
+    class Box:
+        def __init__(self) -> None:
+            self.seen: dict[int, int] = {}
+
+        def add(self, i: int) -> None:
+            self.seen[i & 1023] = i
+
+    box = Box()
+    before = time.process_time()
+    for i in range(n):
+        box.add(i)
+    return (time.process_time() - before) * 1000

@@ -29,6 +29,18 @@ def _wakes(head: dict[str, list[float]]) -> str:
         f"wakes one, and its answer: what each hand-over to the store's thread and back costs) "
         f"took {' / '.join(f'{w:.0f}' for w in wakes)} µs of CPU (`bench.floor.wake_round_trip`): "
         "a measure of this stretch of the machine, to read the server's figure beside."
+        + _interpreter(head)
+    )
+
+
+def _interpreter(head: dict[str, list[float]]) -> str:
+    python = head.get("interpreter_ms")
+    if not python:
+        return ""
+    return (
+        f" A fixed piece of plain Python (a million method calls that fill a dict) took "
+        f"{' / '.join(f'{p:.0f}' for p in python)} ms of CPU (`bench.floor.interpreter_ms`): "
+        "most of the server's CPU per run is interpreted code, and moves with it."
     )
 
 
