@@ -4,8 +4,11 @@ httpx builds a TLS context for every client, and `httpx.get()` and its siblings 
 per call: each loads the CA bundle, 35-50 ms of CPU on the CI machine, though the servers under
 test speak plain HTTP on loopback. The suite's polling loops make thousands of such calls;
 profiled (py-spy on the pytest process), they were two thirds of its CPU, taken from the
-servers the tests wait on. These are the same calls and clients, with one context built once
-and shared, as an SSLContext may be.
+servers the tests wait on. These are the same calls and clients, with one context built once.
+It is shared by threads too, because the tests speak plain HTTP and no connection ever uses
+it (httpcore sets a context's ALPN protocols for each TLS connection it opens, which makes a
+context shared by threads that open TLS connections unsafe: the client, `runyard.client`,
+keeps one per thread).
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ and the quick commands, which import this module, do not need."""
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -68,13 +68,20 @@ class StreamEnd:
     data: dict[str, Any]
 
 
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    """The TLS context httpx would build, built once per process: httpx builds one per client,
-    loading the CA bundle again (35-50 ms of CPU), and a program may make many clients."""
-    import httpx
+_contexts = threading.local()
 
-    return httpx.create_ssl_context()
+
+def _tls() -> ssl.SSLContext:
+    """The TLS context httpx would build, built once per thread: httpx builds one per client,
+    loading the CA bundle again (35-50 ms of CPU), and a program may make many clients. Not
+    shared across threads: httpcore sets the context's ALPN protocols for each connection it
+    opens, and OpenSSL reads them while another thread's connection may be setting them."""
+    context: ssl.SSLContext | None = getattr(_contexts, "context", None)
+    if context is None:
+        import httpx
+
+        context = _contexts.context = httpx.create_ssl_context()
+    return context
 
 
 class Client:

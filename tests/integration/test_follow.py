@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from runyard.clock import new_id
 from runyard.execution.layout import RunPaths
 from runyard.models import AttemptEnd, AttemptState, Run, RunEvent, RunState
+from runyard.services.lifecycle import Lifecycle
 from runyard.store.sqlite import SQLiteStore
 from runyard.streams.follow import follow_events, follow_log
 from runyard.streams.hub import StreamHub
@@ -43,6 +45,7 @@ class RacingStore:
         self.reads = 0
         self.offset_race: Callable[[], Awaitable[None]] | None = None
         self.events_race: Callable[[], Awaitable[None]] | None = None
+        self.seq_race: Callable[[], Awaitable[None]] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -61,6 +64,13 @@ class RacingStore:
         if race is not None:
             await race()
         return events
+
+    async def last_event_seq(self, run_id: str) -> int:
+        seq = await self._store.last_event_seq(run_id)
+        race, self.seq_race = self.seq_race, None
+        if race is not None:
+            await race()
+        return seq
 
     async def progress_offset(self, run_id: str, attempt: int) -> int:
         offset = await self._store.progress_offset(run_id, attempt)
@@ -279,3 +289,111 @@ async def test_an_end_while_the_stored_events_are_read_is_not_missed(world) -> N
     last = raced[-2]
     assert isinstance(last, RunEvent) and last.kind == "state"
     assert last.data["to"] == "succeeded"
+
+
+async def test_a_watcher_beside_another_gets_an_end_not_yet_published(world) -> None:
+    """With a watcher already following, the events a new one reads from the store are
+    bounded by what the hub has published; the end stored but not yet published is past
+    that bound, and must still come before the new watcher's end."""
+    store, hub, run = world
+    await claim(store, hub)
+    first = await following(store, hub, run)
+    end = AttemptEnd(
+        attempt_state=AttemptState.EXITED, ended_at=3000.0, run_state=RunState.SUCCEEDED,
+        reason="exit code 0", outcome="exit", exit_code=0,
+    )  # fmt: skip
+    updated = await store.end_attempt(run.id, 1, end)
+    assert updated is not None
+    hub.on_transition(updated, RunState.RUNNING)  # its publication is under way, not done
+    second = await collect(follow_events(hub, store, run.id, 0))  # type: ignore[arg-type]
+    assert await first == second
+    assert states_of(second)[-1] == "succeeded" and isinstance(second[-1], End)
+
+
+async def test_a_watcher_resuming_at_the_last_event_gets_the_end_that_lands_meanwhile(
+    world,
+) -> None:
+    """Resumed at the last event stored: nothing to replay, and the end lands while the
+    bound is read."""
+    store, hub, run = world
+    claimed = await claim(store, hub)
+    last = await store.last_event_seq(run.id)
+    store.seq_race = partial(finish, store, hub, claimed)
+    items = await collect(follow_events(hub, store, run.id, last))  # type: ignore[arg-type]
+    assert states_of(items) == ["succeeded"] and isinstance(items[-1], End)
+
+
+async def test_an_event_stored_after_the_end_is_no_part_of_the_stream(world) -> None:
+    """Progress stored after the run's end (a fenced server's late tailer): a watcher that
+    was following stops at the end's state event, and so does one that comes later."""
+    store, hub, run = world
+    claimed = await claim(store, hub)
+    live = await following(store, hub, run)
+    await finish(store, hub, claimed)
+    await store.add_progress(run.id, 1, [(3001.0, {"pct": 100})], offset=10, skipped=0)
+    later = await collect(follow_events(hub, store, run.id, 0))  # type: ignore[arg-type]
+    assert await live == later
+    assert states_of(later)[-1] == "succeeded" and isinstance(later[-2], RunEvent)
+    assert later[-2].kind == "state"
+
+
+async def following(store: RacingStore, hub: StreamHub, run: Run) -> asyncio.Future[list[object]]:
+    """A watcher of the run's events from the start, once it has subscribed (it has, by the
+    time the first watcher's bound is read: it registers in the same step)."""
+    subscribed = asyncio.Event()
+
+    async def mark() -> None:
+        subscribed.set()
+
+    store.seq_race = mark
+    watcher = asyncio.ensure_future(collect(follow_events(hub, store, run.id, 0)))  # type: ignore[arg-type]
+    await subscribed.wait()
+    assert hub.watchers == 1
+    return watcher
+
+
+def states_of(items: list[object]) -> list[str]:
+    return [i.data["to"] for i in items if isinstance(i, RunEvent) and i.kind == "state"]
+
+
+async def test_a_publication_the_last_watcher_left_during_keeps_no_cursor(world) -> None:
+    """The hub keeps a run's event cursor only while somebody watches the run's events."""
+    store, hub, run = world
+    claimed = await claim(store, hub)
+    sub, _ = await hub.subscribe_events(run.id)
+    await finish(store, hub, claimed)
+
+    async def leave() -> None:
+        hub.unsubscribe_events(run.id, sub)
+
+    store.events_race = leave  # while the publication reads the events
+    await hub.publish_events(run.id)
+    assert hub.watchers == 0
+    assert run.id not in hub._last_seq
+
+
+async def test_an_end_written_elsewhere_while_the_listener_was_away_reaches_the_watcher(
+    world,
+) -> None:
+    """In a cluster, the end of a run written by another server while this server's listener
+    was reconnecting is never notified here. The listener's resync (its empty payload) must
+    bring it to a watcher of the run's events, which waits for no timer."""
+    store, hub, run = world
+    await claim(store, hub)
+    live = asyncio.Event()
+
+    async def read_as_running() -> None:
+        live.set()  # the watcher goes on to wait for live events, in this same step
+
+    store.races[store.reads + 1] = read_as_running
+    watcher = await following(store, hub, run)
+    await live.wait()
+    end = AttemptEnd(
+        attempt_state=AttemptState.EXITED, ended_at=3000.0, run_state=RunState.SUCCEEDED,
+        reason="exit code 0", outcome="exit", exit_code=0,
+    )  # fmt: skip
+    assert await store.end_attempt(run.id, 1, end) is not None  # by another server
+    here = SimpleNamespace(server_id="here", hub=hub, _ended_elsewhere=())
+    Lifecycle.run_changed_elsewhere(here, "")  # type: ignore[arg-type]  # the resync
+    items = await watcher
+    assert states_of(items)[-1] == "succeeded" and isinstance(items[-1], End)

@@ -95,9 +95,16 @@ class Lifecycle:
     # -- other servers ------------------------------------------------------------------------
 
     def run_changed_elsewhere(self, payload: str) -> None:
+        if not payload:
+            # the listener reconnected: what was said meanwhile is lost. Whoever follows a run
+            # here reads it again. (A request waiting for a run's end answers at its deadline
+            # at the latest, and a pending schedule fires at its next due time: both read the
+            # run then.)
+            self.hub.resync()
+            return
         parts = payload.split()
         if len(parts) != 3 or parts[2] == self.server_id:
-            return  # a resync after reconnecting, or our own change: already handled here
+            return  # malformed, or our own change: already handled here
         run_id, state = parts[0], parts[1]
         self.hub.changed_elsewhere(run_id, state)
         if RunState(state).terminal:

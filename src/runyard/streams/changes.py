@@ -58,11 +58,15 @@ class RunChanges:
         for waiter in self._waiters.get(run_id, ()):
             waiter.notify()
 
-    def close(self) -> None:
-        self.closed = True
+    def notify_all(self) -> None:
+        """Every run may have changed: whoever waits reads its run again."""
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.notify()
+
+    def close(self) -> None:
+        self.closed = True
+        self.notify_all()
 
     def __len__(self) -> int:
         return sum(len(w) for w in self._waiters.values())

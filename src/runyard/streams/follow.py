@@ -174,6 +174,11 @@ async def _follow_attempt(
 _EVERY = 2**63 - 1  # as `upto`: every event stored
 
 
+def _ends(event: RunEvent) -> bool:
+    """The state event that moved the run to a terminal state."""
+    return event.kind == "state" and RunState(event.data["to"]).terminal
+
+
 async def _stored_events(store: Store, run_id: str, after: int, upto: int) -> list[RunEvent]:
     out: list[RunEvent] = []
     last = after
@@ -197,7 +202,7 @@ async def _live_events(
             if item.seq > last:  # else already seen (or a resume point beyond it)
                 last = item.seq
                 yield item
-            if item.kind == "state" and RunState(item.data["to"]).terminal:
+            if _ends(item):
                 final = await store.get_run(run_id)
                 if final is not None:
                     yield _end(final, final.attempt)
@@ -213,21 +218,28 @@ async def follow_events(
     """Yield the run's events with seq > after; End once the run is in a terminal state."""
     sub, upto = await hub.subscribe_events(run_id)
     try:
-        last = after
+        last, ended = after, False
         for event in await _stored_events(store, run_id, after, upto):
-            last = event.seq
+            last, ended = event.seq, _ends(event)
             yield event
             if hub.closed:
                 yield Closed()
                 return
+            if ended:
+                break
         run = await store.get_run(run_id)
         if run is None:
             return
         if run.state.terminal:
             # It may have ended since `upto` was read: its last events are in the store, each
-            # written with the change it records, and they come before its end.
-            for event in await _stored_events(store, run_id, last, _EVERY):
-                yield event
+            # written with the change it records, and they come before its end. As for a
+            # watcher that was following, the stream ends with the state event that ended the
+            # run: progress a late tailer stored after it is no part of the stream.
+            if not ended:
+                for event in await _stored_events(store, run_id, last, _EVERY):
+                    yield event
+                    if _ends(event):
+                        break
             yield _end(run, run.attempt)
             return
         async for item in _live_events(store, run_id, sub, last):

@@ -227,6 +227,15 @@ class StreamHub:
         if run_id in self._event_subs:
             self._publishes.start(self.publish_events(run_id))
 
+    def resync(self) -> None:
+        """What other servers said may have been missed (the cluster's listener reconnected):
+        every run followed here is read again, its events published to their watchers, its
+        log's followers woken. Without it, an end written elsewhere meanwhile never reaches
+        an events stream here, which waits for no timer."""
+        for run_id in list(self._event_subs):
+            self._publishes.start(self.publish_events(run_id))
+        self.changes.notify_all()
+
     async def _progress_read(self, run_id: str, latest: dict[str, Any] | None) -> None:
         if latest is not None:
             self.feed.offer("progress", {"id": run_id, "progress": latest})
@@ -273,6 +282,8 @@ class StreamHub:
             events: list[RunEvent] = await self.store.list_events(
                 run_id, self._last_seq.get(run_id, 0)
             )
+            if self._event_subs.get(run_id) is not subs:
+                return  # the last watcher left meanwhile, and its cursor went with it
             for event in events:
                 self._last_seq[run_id] = event.seq
                 for sub in list(subs):
