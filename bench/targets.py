@@ -20,28 +20,24 @@ def _round_ms(xs: list[float]) -> str:
 
 
 def _wakes(head: dict[str, list[float]]) -> str:
-    """The machine's speed in each round, by what waking a thread and being answered costs."""
-    wakes = head.get("wake_round_trip_us")
-    if not wakes:
-        return ""
-    return (
-        f" Before each runyard round, one round trip between two threads (a queue put that "
-        f"wakes one, and its answer: what each hand-over to the store's thread and back costs) "
-        f"took {' / '.join(f'{w:.0f}' for w in wakes)} µs of CPU (`bench.floor.wake_round_trip`): "
-        "a measure of this stretch of the machine, to read the server's figure beside."
-        + _interpreter(head)
-    )
+    """The machine's speed in each round: what waking a thread and being answered costs, and
+    what a fixed piece of plain Python costs."""
+    return _per_round(
+        head.get("wake_round_trip_us"),
+        " Before each runyard round, one round trip between two threads (a queue put that "
+        "wakes one, and its answer: what each hand-over to the store's thread and back costs) "
+        "took {} µs of CPU (`bench.floor.wake_round_trip`): a measure of this stretch of the "
+        "machine, to read the server's figure beside.",
+    ) + _per_round(
+        head.get("interpreter_ms"),
+        " A fixed piece of plain Python (a million method calls that fill a dict) took {} ms "
+        "of CPU (`bench.floor.interpreter_ms`): most of the server's CPU per run is "
+        "interpreted code, and moves with it.",
+    )  # fmt: skip
 
 
-def _interpreter(head: dict[str, list[float]]) -> str:
-    python = head.get("interpreter_ms")
-    if not python:
-        return ""
-    return (
-        f" A fixed piece of plain Python (a million method calls that fill a dict) took "
-        f"{' / '.join(f'{p:.0f}' for p in python)} ms of CPU (`bench.floor.interpreter_ms`): "
-        "most of the server's CPU per run is interpreted code, and moves with it."
-    )
+def _per_round(figures: list[float] | None, sentence: str) -> str:
+    return sentence.format(" / ".join(f"{f:.0f}" for f in figures)) if figures else ""
 
 
 def issue16_section(r: dict[str, Any]) -> str:

@@ -100,6 +100,12 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[RacingStore, StreamHub, R
         await real.close()
 
 
+SUCCEEDED = AttemptEnd(
+    attempt_state=AttemptState.EXITED, ended_at=3000.0, run_state=RunState.SUCCEEDED,
+    reason="exit code 0", outcome="exit", exit_code=0,
+)  # fmt: skip
+
+
 async def claim(store: RacingStore, hub: StreamHub) -> Run:
     (got,) = await store.claim(1, {}, now=2000.0, host="h")
     hub.on_transition(got.run, RunState.QUEUED)
@@ -109,12 +115,8 @@ async def claim(store: RacingStore, hub: StreamHub) -> Run:
 async def finish(
     store: RacingStore, hub: StreamHub, run: Run, progress_bytes: int | None = None
 ) -> None:
-    end = AttemptEnd(
-        attempt_state=AttemptState.EXITED, ended_at=3000.0, run_state=RunState.SUCCEEDED,
-        reason="exit code 0", outcome="exit", exit_code=0,
-    )  # fmt: skip
     await hub.attempt_ending(run.id, 1, progress_bytes)
-    updated = await store.end_attempt(run.id, 1, end)
+    updated = await store.end_attempt(run.id, 1, SUCCEEDED)
     assert updated is not None
     hub.on_transition(updated, RunState.RUNNING)
 
@@ -261,11 +263,7 @@ async def test_an_end_heard_before_a_new_tailers_first_read_still_gives_the_last
         async with asyncio.timeout(DEADLINE):
             await reading.wait()
         assert hub.tailers[run.id].subscribers
-        end = AttemptEnd(
-            attempt_state=AttemptState.EXITED, ended_at=3000.0, run_state=RunState.SUCCEEDED,
-            reason="exit code 0", outcome="exit", exit_code=0,
-        )  # fmt: skip
-        updated = await store.end_attempt(claimed.id, 1, end)
+        updated = await store.end_attempt(claimed.id, 1, SUCCEEDED)
         assert updated is not None
         hub.on_transition(updated, RunState.RUNNING)  # before the tailer's first read
         items = await follower
@@ -298,11 +296,7 @@ async def test_a_watcher_beside_another_gets_an_end_not_yet_published(world) -> 
     store, hub, run = world
     await claim(store, hub)
     first = await following(store, hub, run)
-    end = AttemptEnd(
-        attempt_state=AttemptState.EXITED, ended_at=3000.0, run_state=RunState.SUCCEEDED,
-        reason="exit code 0", outcome="exit", exit_code=0,
-    )  # fmt: skip
-    updated = await store.end_attempt(run.id, 1, end)
+    updated = await store.end_attempt(run.id, 1, SUCCEEDED)
     assert updated is not None
     hub.on_transition(updated, RunState.RUNNING)  # its publication is under way, not done
     second = await collect(follow_events(hub, store, run.id, 0))  # type: ignore[arg-type]
@@ -388,11 +382,7 @@ async def test_an_end_written_elsewhere_while_the_listener_was_away_reaches_the_
     store.races[store.reads + 1] = read_as_running
     watcher = await following(store, hub, run)
     await live.wait()
-    end = AttemptEnd(
-        attempt_state=AttemptState.EXITED, ended_at=3000.0, run_state=RunState.SUCCEEDED,
-        reason="exit code 0", outcome="exit", exit_code=0,
-    )  # fmt: skip
-    assert await store.end_attempt(run.id, 1, end) is not None  # by another server
+    assert await store.end_attempt(run.id, 1, SUCCEEDED) is not None  # by another server
     here = SimpleNamespace(server_id="here", hub=hub, _ended_elsewhere=())
     Lifecycle.run_changed_elsewhere(here, "")  # type: ignore[arg-type]  # the resync
     items = await watcher
