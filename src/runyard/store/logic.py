@@ -222,8 +222,6 @@ def _claim_one(run_id: str, now: float, host: str, token: str | None) -> Unit[Cl
     )  # fmt: skip
     yield execute("INSERT_ATTEMPT", *attempt_to_row(attempt))
     yield from _add_event(run_id, now, "state", state_event(run, RunState.QUEUED))
-    # other servers' watchers of the run (its events stream, the feed) hear it start
-    yield Notify(RUN_CHANNEL, f"{run_id} {RunState.RUNNING.value} {host}")
     return Claim(run=run, attempt=attempt)
 
 
