@@ -154,7 +154,7 @@ class ServerProcess:
         return self.proc.wait(timeout)
 
     def client(self) -> Client:
-        return Client(self.url)
+        return Client(self.url, verify=web.TLS)
 
     def wait_run(self, client: Client, run_id: str, timeout: float = 30) -> RunView:
         return wait_for(

@@ -7,8 +7,8 @@ profiled (py-spy on the pytest process), they were two thirds of its CPU, taken 
 servers the tests wait on. These are the same calls and clients, with one context built once.
 It is shared by threads too, because the tests speak plain HTTP and no connection ever uses
 it (httpcore sets a context's ALPN protocols for each TLS connection it opens, which makes a
-context shared by threads that open TLS connections unsafe: the client, `runyard.client`,
-keeps one per thread).
+context shared by threads that open TLS connections unsafe). The tests' `runyard.client`
+clients are given it too (`verify=`).
 """
 
 from __future__ import annotations

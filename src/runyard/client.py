@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -68,22 +67,6 @@ class StreamEnd:
     data: dict[str, Any]
 
 
-_contexts = threading.local()
-
-
-def _tls() -> ssl.SSLContext:
-    """The TLS context httpx would build, built once per thread: httpx builds one per client,
-    loading the CA bundle again (35-50 ms of CPU), and a program may make many clients. Not
-    shared across threads: httpcore sets the context's ALPN protocols for each connection it
-    opens, and OpenSSL reads them while another thread's connection may be setting them."""
-    context: ssl.SSLContext | None = getattr(_contexts, "context", None)
-    if context is None:
-        import httpx
-
-        context = _contexts.context = httpx.create_ssl_context()
-    return context
-
-
 class Client:
     def __init__(
         self,
@@ -92,7 +75,12 @@ class Client:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        """`verify` is httpx's: True builds a TLS context for this client (the CA bundle
+        loaded, tens of ms of CPU); a program that makes many clients may pass one context to
+        clients that no two threads use at once (httpcore sets its ALPN protocols for each
+        connection it opens)."""
         server = server or os.environ.get("RUNYARD_SERVER") or DEFAULT_SERVER
         token = token or os.environ.get("RUNYARD_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -100,7 +88,7 @@ class Client:
 
         self.http = httpx.Client(
             base_url=server.rstrip("/"), headers=headers, timeout=timeout, transport=transport,
-            verify=_tls(),
+            verify=verify,
         )  # fmt: skip
 
     def __enter__(self) -> Client:

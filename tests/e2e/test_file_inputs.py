@@ -120,7 +120,7 @@ def test_the_sdk_and_the_cli_upload_a_path_then_submit(server, tmp_path: Path) -
 
     table = tmp_path / "table.csv"
     table.write_text("a\nb\nc\nd\n")
-    with Client(server.url) as client:
+    with Client(server.url, verify=web.TLS) as client:
         run = client.submit("count", {"data": table}, wait=60)  # a Path: uploaded first
     assert run.state == "succeeded"
     assert artifact(server, run.id, "lines.txt").strip() == "4"
@@ -151,7 +151,7 @@ def test_a_large_file_shows_upload_progress_on_a_terminal(start_server, tmp_path
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(1024 * 1024) * 12)
     seen: list[int] = []
-    with Client(server.url) as client:
+    with Client(server.url, verify=web.TLS) as client:
         upload = client.upload(big, progress=seen.append)  # the SDK reports what it sent
     assert sum(seen) == upload.size == 12 * 1024 * 1024
     primary, secondary = pty.openpty()  # the CLI on a terminal: a progress bar on stderr

@@ -331,6 +331,19 @@ async def test_an_event_stored_after_the_end_is_no_part_of_the_stream(world) -> 
     assert later[-2].kind == "state"
 
 
+async def test_a_watcher_resuming_at_the_end_gets_no_event_stored_after_it(world) -> None:
+    """A client that had the run's last state event, not the end of the stream, resumes
+    there: what a fenced server's late tailer stored after that event is not sent to it
+    either, only the end."""
+    store, hub, run = world
+    claimed = await claim(store, hub)
+    await finish(store, hub, claimed)
+    end_seq = await store.last_event_seq(run.id)
+    await store.add_progress(run.id, 1, [(3001.0, {"pct": 100})], offset=10, skipped=0)
+    items = await collect(follow_events(hub, store, run.id, end_seq))  # type: ignore[arg-type]
+    assert len(items) == 1 and isinstance(items[0], End) and items[0].state == "succeeded"
+
+
 async def following(store: RacingStore, hub: StreamHub, run: Run) -> asyncio.Future[list[object]]:
     """A watcher of the run's events from the start, once it has subscribed (it has, by the
     time the first watcher's bound is read: it registers in the same step)."""

@@ -218,28 +218,27 @@ async def follow_events(
     """Yield the run's events with seq > after; End once the run is in a terminal state."""
     sub, upto = await hub.subscribe_events(run_id)
     try:
-        last, ended = after, False
-        for event in await _stored_events(store, run_id, after, upto):
-            last, ended = event.seq, _ends(event)
+        stored = await _stored_events(store, run_id, after, upto)
+        last = stored[-1].seq if stored else after
+        run = await store.get_run(run_id)  # after the events: their end, if any, is among them
+        if run is None:
+            return
+        ended = run.state.terminal
+        if ended:
+            # It may have ended since `upto` was read: its last events are in the store, each
+            # written with the change it records, and they come before its end. As for a
+            # watcher that was following, the stream ends with the state event that ended the
+            # run: what was stored after it (a fenced server's late progress) is no part of
+            # it, nor is anything when that event is behind the resume point.
+            stored += await _stored_events(store, run_id, last, _EVERY)
+            cut = next((i for i, e in enumerate(stored) if _ends(e)), None)
+            stored = stored[: cut + 1] if cut is not None else []
+        for event in stored:
             yield event
             if hub.closed:
                 yield Closed()
                 return
-            if ended:
-                break
-        run = await store.get_run(run_id)
-        if run is None:
-            return
-        if run.state.terminal:
-            # It may have ended since `upto` was read: its last events are in the store, each
-            # written with the change it records, and they come before its end. As for a
-            # watcher that was following, the stream ends with the state event that ended the
-            # run: progress a late tailer stored after it is no part of the stream.
-            if not ended:
-                for event in await _stored_events(store, run_id, last, _EVERY):
-                    yield event
-                    if _ends(event):
-                        break
+        if ended:
             yield _end(run, run.attempt)
             return
         async for item in _live_events(store, run_id, sub, last):
