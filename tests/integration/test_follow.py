@@ -23,7 +23,7 @@ from runyard.services.lifecycle import Lifecycle
 from runyard.store.sqlite import SQLiteStore
 from runyard.streams.follow import follow_events, follow_log
 from runyard.streams.hub import StreamHub
-from runyard.streams.subscriber import Chunk, End, Following
+from runyard.streams.subscriber import Chunk, End, Following, Lagged
 
 pytestmark = pytest.mark.anyio
 FOREVER = 3600.0  # the follower's re-check period: a missed change would hang, never be
@@ -400,3 +400,16 @@ async def test_an_end_written_elsewhere_while_the_listener_was_away_reaches_the_
     Lifecycle.run_changed_elsewhere(here, "")  # type: ignore[arg-type]  # the resync
     items = await watcher
     assert states_of(items)[-1] == "succeeded" and isinstance(items[-1], End)
+
+
+async def test_the_feeds_watchers_re_read_the_list_after_a_resync(world) -> None:
+    """The feed carries notifications, not history: after the listener's resync, what it
+    missed cannot be told item by item, so each watcher is dropped with `lagged` (the
+    dashboard then re-reads the runs list), and the feed holds none of them any more."""
+    _, hub, _ = world
+    subs = [hub.feed.subscribe() for _ in range(2)]
+    here = SimpleNamespace(server_id="here", hub=hub, _ended_elsewhere=())
+    Lifecycle.run_changed_elsewhere(here, "")  # type: ignore[arg-type]  # the resync
+    for sub in subs:
+        assert await collect(hub.feed.follow(sub)) == [Lagged(0)]
+    assert not hub.feed.subscribers

@@ -53,6 +53,14 @@ class RunFeed:
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
 
+    def resync(self) -> None:
+        """What changed may have been missed (the cluster's listener reconnected): every
+        watcher is dropped with `lagged`, and re-reads the list, which is the truth."""
+        for sub in self.subscribers:
+            sub.lag()
+        self.lagged_total += len(self.subscribers)
+        self.subscribers.clear()
+
     def close(self) -> None:
         self.closed = True
         for sub in self.subscribers:

@@ -230,11 +230,13 @@ class StreamHub:
     def resync(self) -> None:
         """What other servers said may have been missed (the cluster's listener reconnected):
         every run followed here is read again, its events published to their watchers, its
-        log's followers woken. Without it, an end written elsewhere meanwhile never reaches
-        an events stream here, which waits for no timer."""
+        log's followers woken, and the feed's watchers re-read the list. Without it, an end
+        written elsewhere meanwhile never reaches an events stream here, which waits for no
+        timer."""
         for run_id in list(self._event_subs):
             self._publishes.start(self.publish_events(run_id))
         self.changes.notify_all()
+        self.feed.resync()
 
     async def _progress_read(self, run_id: str, latest: dict[str, Any] | None) -> None:
         if latest is not None:

@@ -68,6 +68,11 @@ class Subscriber:
         self.ready.set()
         return True
 
+    def lag(self) -> None:
+        """Dropped although its buffer has room: what it missed cannot be told item by item."""
+        self.lagged = True
+        self.ready.set()
+
     def close(self, item: Any) -> None:
         """Always delivered (it does not count against the bound): End or Closed."""
         self.items.append(item)
