@@ -179,6 +179,11 @@ def _ends(event: RunEvent) -> bool:
     return event.kind == "state" and RunState(event.data["to"]).terminal
 
 
+def _ending(events: list[RunEvent]) -> int | None:
+    """Where the state event that ended the run is among `events`, if it is."""
+    return next((i for i, e in enumerate(events) if _ends(e)), None)
+
+
 async def _stored_events(store: Store, run_id: str, after: int, upto: int) -> list[RunEvent]:
     out: list[RunEvent] = []
     last = after
@@ -230,8 +235,10 @@ async def follow_events(
             # watcher that was following, the stream ends with the state event that ended the
             # run: what was stored after it (a fenced server's late progress) is no part of
             # it, nor is anything when that event is behind the resume point.
-            stored += await _stored_events(store, run_id, last, _EVERY)
-            cut = next((i for i, e in enumerate(stored) if _ends(e)), None)
+            cut = _ending(stored)
+            if cut is None:  # not among those read: stored since, or behind the resume point
+                stored += await _stored_events(store, run_id, last, _EVERY)
+                cut = _ending(stored)
             stored = stored[: cut + 1] if cut is not None else []
         for event in stored:
             yield event
