@@ -4,6 +4,7 @@ finish rate behind Retry-After, and owned tasks whose failures are logged."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import structlog
 
@@ -45,6 +46,44 @@ def test_a_waiter_wakes_when_its_run_ends_and_not_before() -> None:
         assert not waiting.done()
         waiters.on_transition(a_run("r1", RunState.SUCCEEDED), RunState.RUNNING)
         await asyncio.wait_for(waiting, 1)
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_answers_in_the_step_its_run_ends_and_its_watch_ends_after() -> None:
+    """The answer does not wait for a turn of the loop spent on cancelling the watch of the
+    caller's connection; the watch still ends, and an error of its own is retrieved (never
+    reported as unretrieved) whether it came before or after the end."""
+
+    async def scenario() -> None:
+        unretrieved: list[dict[str, object]] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+        waiters = EndWaiters()
+        never = asyncio.Event()
+
+        async def connection_open() -> None:
+            await never.wait()
+
+        waiting = asyncio.create_task(waiters.wait_for_end("r1", 5, connection_open()))
+        await asyncio.sleep(0)
+        watches = asyncio.all_tasks() - {asyncio.current_task(), waiting}
+        assert len(watches) == 1
+        waiters.on_transition(a_run("r1", RunState.SUCCEEDED), RunState.RUNNING)
+        await asyncio.sleep(0)  # the one step in which the waiter resumes
+        assert waiting.done()  # answered in that step
+        ended = waiting.result()
+        assert ended is not None and ended.state is RunState.SUCCEEDED
+        await asyncio.sleep(0)
+        assert all(t.cancelled() for t in watches)  # and its watch is over the step after
+
+        async def broken() -> None:
+            raise OSError("the connection broke")
+
+        assert await asyncio.wait_for(waiters.wait_for_end("r2", 5, broken()), 1) is None
+        await asyncio.sleep(0)
+        gc.collect()
+        assert unretrieved == []
 
     asyncio.run(scenario())
 

@@ -42,9 +42,12 @@ class EndWaiters:
             except TimeoutError:
                 return None
             finally:
-                if watch is not None:  # gone with the request, its outcome retrieved
+                # Gone with the request, not awaited: the answer goes out in this step, not
+                # after a turn of the loop spent on the watch's cancellation (and on whatever
+                # was queued before it, such as the end's log line). cancel() also marks an
+                # error the watch ended with as retrieved.
+                if watch is not None:
                     watch.cancel()
-                    await asyncio.gather(watch, return_exceptions=True)
 
     @contextlib.contextmanager
     def expecting(self, run_id: str) -> Iterator[asyncio.Future[Run | None]]:
