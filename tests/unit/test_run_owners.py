@@ -52,8 +52,8 @@ def test_a_waiter_wakes_when_its_run_ends_and_not_before() -> None:
 
 def test_a_waiter_answers_in_the_step_its_run_ends_and_its_watch_ends_after() -> None:
     """The answer does not wait for a turn of the loop spent on cancelling the watch of the
-    caller's connection; the watch still ends, and an error of its own is retrieved (never
-    reported as unretrieved) whether it came before or after the end."""
+    caller's connection; the watch still ends, one step later, and an error it ended with (a
+    connection that broke) is never reported as unretrieved."""
 
     async def scenario() -> None:
         unretrieved: list[dict[str, object]] = []
