@@ -169,7 +169,10 @@ def test_a_server_back_before_anyone_reaped_records_its_fenced_attempt_lost(
     # server itself records the end its supervisor's fence wrote.
     c1 = server(start_server, fence_jobs, database, tmp_path, "c1", RUNYARD_REAP_MARGIN_S="60")
     run_id = web.post(f"{c1.url}/v1/runs", json={"job": "long"}).json()["id"]
-    wait_for(lambda: "1" in live_attempts([c1.data_dir]).get(run_id, ()), what="attempt 1")
+    # its start recorded too, not only its process alive: paused before that, the attempt
+    # would stay `starting` in the store, which is not what this test is about
+    wait_for(lambda: attempts(database, run_id) == [(1, "c1", "running", None)]
+             and "1" in live_attempts([c1.data_dir]).get(run_id, ()), what="attempt 1")  # fmt: skip
     with paused(c1):
         wait_for(lambda: run_id not in live_attempts([c1.data_dir]), timeout=60,
                  what="the supervisor to stop attempt 1 of the paused server")  # fmt: skip
@@ -187,3 +190,54 @@ def test_a_server_back_before_anyone_reaped_records_its_fenced_attempt_lost(
         ).fetchall()
     assert any("lost: lease lapsed (self-fenced)" in e[0] for e in events), events
     assert not (locks / "overlaps").exists()
+
+
+@pytest.mark.timeout(150)
+def test_a_server_back_from_a_pause_hears_that_its_attempt_was_reaped(
+    start_server, write_job, jobs_dir, database, tmp_path
+) -> None:
+    # The reaper's notification names the reaper: it used to name the attempt's own server,
+    # which took it for its own change and skipped it, so that a log stream it served of the
+    # reaped attempt waited for the retry (here 90 s) to end elsewhere.
+    program = 'echo "attempt $RUNYARD_ATTEMPT"; exec sleep $((RUNYARD_ATTEMPT == 1 ? 120 : 90))'
+    write_job(
+        "twice",
+        f'command = ["bash", "-c", {json.dumps(program)}]\nmax_attempts = 2\nretry_on = ["lost"]\n'
+        "kill_grace_s = 1\n[backoff]\nbase_s = 0.1\njitter = 0\n",
+    )
+    c1 = server(start_server, jobs_dir, database, tmp_path, "c1")
+    c2 = server(start_server, jobs_dir, database, tmp_path, "c2")
+    with paused(c2):  # attempt 1 starts on c1
+        run_id = web.post(f"{c1.url}/v1/runs", json={"job": "twice"}).json()["id"]
+        wait_for(lambda: attempts(database, run_id) == [(1, "c1", "running", None)],
+                 what="attempt 1 running on c1")  # fmt: skip
+    seen: list[tuple[str, str]] = []
+    ended = threading.Event()
+
+    def follow() -> None:
+        with (
+            web.Client(base_url=c1.url, timeout=None) as client,
+            client.stream("GET", f"/v1/runs/{run_id}/logs/stream") as resp,
+        ):
+            event = ""
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    seen.append((event, line[6:]))
+                    if event == "end":
+                        ended.set()
+                        return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    wait_for(lambda: ("log", "attempt 1") in seen, what="the stream on c1 to show attempt 1")
+    with paused(c1):  # c2 reaps attempt 1 and runs attempt 2
+        wait_for(lambda: [a[:3] for a in attempts(database, run_id)]
+                 == [(1, "c1", "lost"), (2, "c2", "running")], timeout=60,
+                 what="attempt 2 running on c2")  # fmt: skip
+    assert ended.wait(30), f"c1's stream of attempt 1 never ended: {seen}"
+    assert run_state(database, run_id) == "running"  # attempt 2 still runs: not its end
+    kind, data = seen[-1]
+    assert kind == "end" and json.loads(data)["attempt"] == 1, seen
+    web.post(f"{c2.url}/v1/runs/{run_id}/cancel")

@@ -56,6 +56,10 @@ async def test_listen_hears_what_other_servers_change(store: Store, peer: Store)
     await peer.end_attempt(run.id, 1, retry)
     assert await next_heard() == (RUN_CHANNEL, f"{run.id} queued peer")
     assert await next_heard() == (QUEUE_CHANNEL, "")  # a retry: anyone may take it
+    await peer.claim(1, {}, now=2002.0, host="peer")
+    await peer.end_attempt(run.id, 2, retry, by="reaper")  # another server reaped it:
+    assert await next_heard() == (RUN_CHANNEL, f"{run.id} queued reaper")  # named, not "peer"
+    assert await next_heard() == (QUEUE_CHANNEL, "")
     schedule = make_schedule()
     await peer.save_schedule(schedule)
     assert await next_heard() == (SCHEDULES_CHANNEL, schedule.id)

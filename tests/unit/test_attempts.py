@@ -25,7 +25,13 @@ class FakeStore:
         self.ends: list[tuple[str, int, str | None]] = []
 
     async def end_attempt(
-        self, run_id: str, number: int, end: AttemptEnd, *, token: str | None
+        self,
+        run_id: str,
+        number: int,
+        end: AttemptEnd,
+        *,
+        token: str | None,
+        by: str | None = None,
     ) -> Run | None:
         self.ends.append((run_id, number, token))
         return None if self.fenced else replace(RUNNING, state=end.run_state)

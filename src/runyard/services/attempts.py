@@ -237,7 +237,7 @@ class Attempts:
             # not ended while it may run on: the next reaping pass tries again
             log.exception("reap_kill_failed", run_id=run.id, attempt=number)
             return
-        updated = await self.store.end_attempt(run.id, number, end, token=token)
+        updated = await self.store.end_attempt(run.id, number, end, token=token, by=self.host)
         if updated is not None:
             self.transitions.publish(updated, RunState.RUNNING)
             self.queue.set()

@@ -133,11 +133,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def end_attempt(
-        self, run_id: str, number: int, end: AttemptEnd, token: str | None = None
+        self,
+        run_id: str,
+        number: int,
+        end: AttemptEnd,
+        token: str | None = None,
+        by: str | None = None,
     ) -> Run | None:
         """Record the end of an attempt and move its run; None when that attempt had already
         ended (outcomes can be learned twice: from an event and from the exit file) or, with
-        `token`, when the attempt is not held under that lease any more (fencing)."""
+        `token`, when the attempt is not held under that lease any more (fencing). `by` is
+        the server recording it when that is not the attempt's own (a reaper): other servers
+        hear the change from it, and the attempt's own server, if it comes back, too."""
 
     @abc.abstractmethod
     async def end_and_claim(
@@ -176,9 +183,9 @@ class Store(abc.ABC):
     async def listen(self, handlers: Mapping[str, Callable[[str], None]]) -> None:
         """Call handlers[channel](payload) when another server changes something (the
         channels of store/logic.py): `runyard_queue` (runs to claim), `runyard_run`
-        ("ID STATE HOST"), `runyard_schedules` (a schedule's id). Once listening, each handler
-        is called with "" for whatever was said before. A store only one server uses has
-        nobody else to hear from."""
+        ("ID STATE SERVER", SERVER the one that wrote the change), `runyard_schedules` (a
+        schedule's id). Once listening, each handler is called with "" for whatever was said
+        before. A store only one server uses has nobody else to hear from."""
         return
 
     async def try_lead(self) -> bool:

@@ -235,7 +235,10 @@ def attempts_started(started: list[tuple[str, int, int, int, float, float]]) -> 
     yield Query("ATTEMPT_STARTED", found, "many")
 
 
-def end_attempt(run_id: str, number: int, end: AttemptEnd, token: str | None) -> Unit[Run | None]:
+def end_attempt(
+    run_id: str, number: int, end: AttemptEnd, token: str | None, by: str | None = None
+) -> Unit[Run | None]:
+    """`by`: the server that records the end, when it is not the attempt's own (a reaper)."""
     locked = yield one("LOCK_RUN", run_id)
     ended = yield one(
         "END_ATTEMPT", end.attempt_state.value, end.ended_at, end.exit_code, end.signal,
@@ -252,7 +255,9 @@ def end_attempt(run_id: str, number: int, end: AttemptEnd, token: str | None) ->
     run = run_from_row(row) if row is not None else (yield from _read_run(run_id))
     event = state_event(run, RunState.RUNNING) | {"attempt": number}
     yield from _add_event(run_id, end.ended_at, "state", event)
-    yield Notify(RUN_CHANNEL, f"{run_id} {run.state.value} {ended[0]}")
+    # Names the server that wrote the change: each server skips its own changes, so an end
+    # another server wrote of this server's attempt (it reaped it) must not name this one.
+    yield Notify(RUN_CHANNEL, f"{run_id} {run.state.value} {by or ended[0]}")
     if run.state is RunState.QUEUED:  # a retry: any server may take it
         yield Notify(QUEUE_CHANNEL)
     return run
@@ -264,7 +269,7 @@ def end_and_claim(
     """An attempt's end, then the claim of what takes its slot, in one transaction: no claim
     of its own (a transaction, a loop turn) for the slot an end frees. Nothing is claimed when
     the end changed nothing (already recorded, or fenced)."""
-    run = yield from end_attempt(run_id, number, end, token)
+    run = yield from end_attempt(run_id, number, end, token, ask.host)
     if run is None:
         return None, []
     return run, (yield from claim(ask.limit, ask.room, ask.now, ask.host, ask.token))

@@ -121,9 +121,14 @@ class SQLStore(Store):
         await self._write(partial(logic.attempts_started, started))
 
     async def end_attempt(
-        self, run_id: str, number: int, end: AttemptEnd, token: str | None = None
+        self,
+        run_id: str,
+        number: int,
+        end: AttemptEnd,
+        token: str | None = None,
+        by: str | None = None,
     ) -> Run | None:
-        return await self._write(partial(logic.end_attempt, run_id, number, end, token))
+        return await self._write(partial(logic.end_attempt, run_id, number, end, token, by))
 
     async def end_and_claim(
         self, run_id: str, number: int, end: AttemptEnd, token: str | None, ask: ClaimAsk
