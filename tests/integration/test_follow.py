@@ -413,3 +413,53 @@ async def test_the_feeds_watchers_re_read_the_list_after_a_resync(world) -> None
     for sub in subs:
         assert await collect(hub.feed.follow(sub)) == [Lagged(0)]
     assert not hub.feed.subscribers
+
+
+RETRY = AttemptEnd(
+    attempt_state=AttemptState.LOST, ended_at=2500.0, run_state=RunState.QUEUED,
+    reason="lost: lease lapsed; retrying", outcome="lost",
+)  # fmt: skip
+
+
+async def test_an_attempt_reaped_by_another_server_ends_its_stream_here(world) -> None:
+    """Back from a pause, this server hears that another reaped its attempt: the stream of
+    that attempt ends, and its tailer and watch go."""
+    store, hub, run = world
+    hub.feed.subscribe()  # a feed watcher: the running attempt gets a tailer
+    await claim(store, hub)
+    await hub.track(run.id, 1, fresh=True)
+    watcher, _ = hub.tailers[run.id].subscribe()  # a log stream of attempt 1
+    assert await store.end_attempt(run.id, 1, RETRY, by="there") is not None
+    here = SimpleNamespace(server_id="here", hub=hub, _ended_elsewhere=())
+    Lifecycle.run_changed_elsewhere(here, f"{run.id} queued there")  # type: ignore[arg-type]
+    async with asyncio.timeout(DEADLINE):
+        items = await watcher.drain()
+    assert items[-1] == End("queued", 1, None, "ended by another server")
+    assert hub.running == {} and hub.tailers == {} and hub.notifier.watches == 0
+
+
+async def test_late_word_of_an_earlier_attempts_reaping_leaves_the_retry_here_running(
+    world,
+) -> None:
+    """The notification carries no attempt: heard after this server took the retry itself,
+    it must not end the stream of the attempt that runs now. The store decides."""
+    store, hub, run = world
+    hub.feed.subscribe()
+    await claim(store, hub)
+    assert await store.end_attempt(run.id, 1, RETRY, by="there") is not None
+    await claim(store, hub)  # the retry, taken here
+    await hub.track(run.id, 2, fresh=True)
+    tailer = hub.tailers[run.id]
+    here = SimpleNamespace(server_id="here", hub=hub, _ended_elsewhere=())
+    heard = asyncio.Event()
+
+    async def read_back() -> None:
+        heard.set()
+
+    store.races[store.reads + 1] = read_back  # the hub's read of the run
+    Lifecycle.run_changed_elsewhere(here, f"{run.id} queued there")  # type: ignore[arg-type]
+    assert not tailer.ended  # not on the word alone
+    async with asyncio.timeout(DEADLINE):
+        await heard.wait()  # the hub has read the run, and acted on it in that same step
+    assert hub.running[run.id][0] == 2 and hub.tailers.get(run.id) is tailer
+    assert not tailer.ended

@@ -215,17 +215,31 @@ class StreamHub:
 
     def changed_elsewhere(self, run_id: str, state: str) -> None:
         """Another server moved this run: its events are in the store, for watchers here."""
-        if state != RunState.RUNNING.value and run_id in self.running:
-            # our attempt was ended there (fenced: our lease lapsed); it is over here too
-            attempt, _ = self.running.pop(run_id)
-            tailer = self.tailers.get(run_id)
-            self._drop_tailer(run_id)
-            if tailer is not None:
-                tailer.end(End(state, attempt, None, "ended by another server"))
+        held = self.running.get(run_id)
+        if state != RunState.RUNNING.value and held is not None:
+            # our attempt may have been ended there (reaped: our lease lapsed while we were
+            # paused); the store says whether it is the one followed here (word of an older
+            # attempt's reaping, heard late, must not end the retry this server runs now)
+            self._publishes.start(self._ended_there(run_id, held[0], state))
         self._signal(run_id)
         self.feed.offer("run", {"id": run_id, "state": state})
         if run_id in self._event_subs:
             self._publishes.start(self.publish_events(run_id))
+
+    async def _ended_there(self, run_id: str, attempt: int, heard: str) -> None:
+        run = await self.store.get_run(run_id)
+        held = self.running.get(run_id)
+        if held is None or held[0] != attempt:
+            return  # ended here meanwhile, or another attempt is followed now
+        if run is not None and run.attempt == attempt and run.state is RunState.RUNNING:
+            return  # it runs on: the change was of an earlier attempt
+        del self.running[run_id]
+        tailer = self.tailers.get(run_id)
+        self._drop_tailer(run_id)
+        if tailer is not None:
+            state = run.state.value if run is not None else heard
+            tailer.end(End(state, attempt, None, "ended by another server"))
+        self._signal(run_id)
 
     def resync(self) -> None:
         """What other servers said may have been missed (the cluster's listener reconnected):
