@@ -10,7 +10,7 @@ import json
 import shutil
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,7 @@ class FakeExecutor:
         self.clock = clock or FakeClock()
         self.backend = backend or FakeBackend()
         self.launches: list[Launch] = []  # every launch through this executor, in order
+        self.sent: list[str] = []  # the attempts whose launch went out at once (launch_now)
         self.cancels: list[tuple[str, int, str]] = []
         self._events: ExecutorEvents | None = None
         self.connected = False
@@ -144,6 +145,12 @@ class FakeExecutor:
 
     def paths(self, run_id: str) -> RunPaths:
         return RunPaths.of(self.data_dir, run_id)
+
+    def launch_now(self, spec: Launch) -> Awaitable[Started | None]:
+        """As the supervisor's executor: the request goes out now (`sent`, in order), its
+        outcome comes when awaited."""
+        self.sent.append(attempt_key(spec.run_id, spec.attempt))
+        return self.launch(spec)
 
     async def launch(self, spec: Launch) -> Started | None:
         self._connected()

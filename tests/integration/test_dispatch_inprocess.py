@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from runyard.models import attempt_key
 from tests.inprocess import FakedServer, faked
 from tests.support import wait_for
 
@@ -307,3 +308,20 @@ def test_the_next_backoff_is_read_again_only_when_a_retry_may_have_set_one(
         srv.clock.advance(31)
         srv.submit("mark")  # a wake-up that reads nothing new, yet the due retry goes first
         assert launches(srv, 5)[-1] == flaky
+
+
+def test_a_free_slots_launch_goes_out_before_the_answer_to_its_submit(
+    server: FakedServer,
+) -> None:
+    """The run is claimed in its insert's own transaction; its spawn request leaves in the
+    dispatcher's step, which goes before the answer to the submit is built and sent."""
+    assert server.client is not None
+    client = server.client
+
+    async def submit_then_look() -> tuple[str, list[str]]:
+        resp = await client.post("/v1/runs", json={"job": "mark"})
+        assert resp.status_code == 202
+        return resp.json()["id"], list(server.executor.sent)  # as the client got its answer
+
+    run_id, sent = server.call(submit_then_look())
+    assert sent == [attempt_key(run_id, 1)]

@@ -154,6 +154,13 @@ class Executor(Protocol):
         fails) or ExecutorUnavailableError (nothing started: it is re-queued)."""
         ...
 
+    def launch_now(self, spec: Launch) -> Awaitable[Started | None] | None:
+        """`launch`, when it can send what starts the program now, in the caller's step, with
+        no await first: what it returns gives `launch`'s outcome (and raises its errors).
+        None when it cannot: the caller awaits `launch`. Lets a claim's spawn go out before
+        whatever else that step has queued (the answer to the submit that claimed it)."""
+        ...
+
     async def cancel(self, run_id: str, attempt: int, reason: str = "cancel") -> bool:
         """Stop the attempt: SIGTERM to its process group, SIGKILL after its kill grace; its end
         is recorded with killed_by `reason`. False if the executor does not run it (or is

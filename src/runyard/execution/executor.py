@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from runyard.execution.protocol import (
     UnreadableExit,
 )
 from runyard.execution.supervisor_client import (
+    Sent,
     SupervisorClient,
     SupervisorTimeoutError,
     SupervisorUnavailableError,
@@ -188,7 +190,22 @@ class LocalExecutor:
             except (workspace.WorkspaceError, OSError) as exc:
                 raise LaunchError(f"inputs: {exc}") from exc
         # SupervisorUnavailableError propagates
-        reply = await self._client.request(self._spawn_request(spec, staged).to_message())
+        return self._outcome(
+            await self._client.request(self._spawn_request(spec, staged).to_message())
+        )
+
+    def launch_now(self, spec: Launch) -> Awaitable[Started | None] | None:
+        """A plain local run (an empty workspace, no inputs) needs no await before its spawn
+        request: it is written now, in the caller's step."""
+        if spec.executor != "local" or spec.workspace != "empty" or spec.inputs:
+            return None
+        return self._started(self._client.send(self._spawn_request(spec).to_message()))
+
+    async def _started(self, sent: Sent) -> Started | None:
+        return self._outcome(await self._client.reply(sent))
+
+    @staticmethod
+    def _outcome(reply: dict[str, Any]) -> Started | None:
         if reply.get("ok"):
             return Started(reply["pid"], reply["pgid"], reply["start_time"], reply["started_at"])
         if reply.get("exited"):

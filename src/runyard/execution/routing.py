@@ -7,6 +7,7 @@ shared directory when Slurm is configured), so a run's files are found without a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import replace
 
 from runyard.execution.base import (
@@ -70,6 +71,9 @@ class RoutedExecutor:
         if spec.executor != "local":
             raise LaunchError(f"no executor {spec.executor!r} on this server")
         return await self.local.launch(spec)
+
+    def launch_now(self, spec: Launch) -> Awaitable[Started | None] | None:
+        return self.local.launch_now(spec) if spec.executor == "local" else None
 
     async def _of(self, run_id: str, attempt: int) -> Executor:
         return self.slurm if await self.slurm.owns(run_id, attempt) else self.local

@@ -10,6 +10,7 @@ import select
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,16 @@ def launch_supervisor(data_dir: Path, *, fsync: bool, timeout_s: float = 30.0) -
     if word not in ("ready", "busy"):
         raise SupervisorUnavailableError(f"the supervisor did not start; see {data_dir / LOG_NAME}")
     return word
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A request written to the supervisor, its answer to come (`SupervisorClient.reply`)."""
+
+    req: int
+    future: asyncio.Future[dict[str, Any]]
+    timeout_s: float
+    op: str
 
 
 class SupervisorClient:
@@ -139,6 +150,11 @@ class SupervisorClient:
         """Send one request and wait for its reply, at most `timeout_s` (default: the client's)
         plus a margin: a paused or hung supervisor is an error, never a caller that waits
         forever. The request carries its deadline; the supervisor refuses a late spawn."""
+        return await self.reply(self.send(message, timeout_s))
+
+    def send(self, message: dict[str, Any], timeout_s: float | None = None) -> Sent:
+        """`request`'s first half: the request written now, in the caller's step (no await);
+        `reply` waits for its answer."""
         if self._writer is None or self._writer.is_closing():
             raise SupervisorUnavailableError("not connected to the supervisor")
         timeout = self.timeout_s if timeout_s is None else timeout_s
@@ -147,15 +163,24 @@ class SupervisorClient:
         self._pending[req] = fut
         try:
             self._writer.write(encode({**message, "req": req, "deadline": time.time() + timeout}))
-            async with asyncio.timeout(timeout + REPLY_MARGIN_S):
-                await self._writer.drain()
-                return await fut
+        except BaseException:
+            self._pending.pop(req, None)
+            raise
+        return Sent(req, fut, timeout, str(message.get("op")))
+
+    async def reply(self, sent: Sent) -> dict[str, Any]:
+        """The answer to a request `send` wrote, within its timeout plus a margin."""
+        try:
+            async with asyncio.timeout(sent.timeout_s + REPLY_MARGIN_S):
+                if self._writer is not None:
+                    await self._writer.drain()
+                return await sent.future
         except TimeoutError:
             raise SupervisorTimeoutError(
-                f"the supervisor did not answer {message.get('op')!r} within {timeout:g} s"
+                f"the supervisor did not answer {sent.op!r} within {sent.timeout_s:g} s"
             ) from None
         finally:
-            self._pending.pop(req, None)
+            self._pending.pop(sent.req, None)
 
     async def ping(self, timeout_s: float) -> dict[str, Any]:
         """A cheap round trip for readiness: the supervisor's pid and its failing writes."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import structlog
@@ -16,7 +16,13 @@ import structlog
 from runyard import failpoints
 from runyard.background import TaskGroup
 from runyard.clock import Clock
-from runyard.execution.base import Executor, ExecutorUnavailableError, Launch, LaunchError
+from runyard.execution.base import (
+    Executor,
+    ExecutorUnavailableError,
+    Launch,
+    LaunchError,
+    Started,
+)
 from runyard.execution.protocol import ExitRecord
 from runyard.jobs import JobRegistry
 from runyard.jobs.spec import Job, JobSpec
@@ -220,8 +226,24 @@ class Dispatcher:
         for claim in claims:
             # the launch first: its spawn request then goes out before the claim's log line
             # (transitions.py), and claimed() still runs before the launch's first step
-            self._launches.start(self._launch(claim))
+            self._launches.start(self._launch(claim, self._send_now(claim)))
             self.attempts.claimed(claim)
+
+    def _send_now(self, claim: Claim) -> Awaitable[Started | None] | None:
+        """The claim's spawn request sent in this step, when the executor can (a plain local
+        run): it leaves before what this step queued, such as the answer to the submit that
+        claimed it (api/routes/runs.py). None: the launch sends it in its own step. What fails
+        here is raised where the launch awaits it, and handled there as ever."""
+        try:
+            launch = self._request(claim)
+            if launch.inputs and self.inputs is not None:
+                return None  # uploads another member holds are fetched first
+            failpoints.hit("before_spawn")
+            return self.executor.launch_now(launch)
+        except Exception as exc:
+            failed: asyncio.Future[Started | None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
 
     def _maybe_drained(self, room: dict[str, int], began: int) -> None:
         """A claim took less than it had room for: with no job's limit holding a run back and
@@ -285,9 +307,9 @@ class Dispatcher:
             # its attempt stays claimed and never spawned: a reconcile pass re-queues it
             log.exception("requeue_failed", run_id=claim.run.id, attempt=claim.attempt.number)
 
-    async def _launch(self, claim: Claim) -> None:
+    async def _launch(self, claim: Claim, sent: Awaitable[Started | None] | None) -> None:
         try:
-            await self._start(claim)
+            await self._start(claim, sent)
         except Exception as exc:
             # Never let a claimed attempt hold its slot in silence: an error before the spawn
             # re-queues the run as never started (after its exit, the exit record ends it).
@@ -322,14 +344,17 @@ class Dispatcher:
             sandbox=spec.sandbox.model_dump() if spec.sandbox is not None else None,
         )
 
-    async def _start(self, claim: Claim) -> None:
-        run, number = claim.run, claim.attempt.number
+    async def _launched(self, claim: Claim) -> Started | None:
         launch = self._request(claim)
         failpoints.hit("before_spawn")
+        if launch.inputs and self.inputs is not None:
+            await self.inputs.ensure(claim.run.id, launch.inputs.values())
+        return await self.executor.launch(launch)
+
+    async def _start(self, claim: Claim, sent: Awaitable[Started | None] | None) -> None:
+        run, number = claim.run, claim.attempt.number
         try:
-            if launch.inputs and self.inputs is not None:
-                await self.inputs.ensure(run.id, launch.inputs.values())
-            started = await self.executor.launch(launch)
+            started = await (sent if sent is not None else self._launched(claim))
         except ExecutorUnavailableError as exc:
             # unavailable (the supervisor went away, Slurm's controller is silent or full):
             # back to the queue, not claimed again before it may have recovered

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated
 
@@ -123,6 +124,11 @@ async def answer_submit(
         # returned: its end cannot come before the waiter is in place.
         run = await runs.wait(run, wait, client_gone(receive))
         headers["Preference-Applied"] = f"wait={wait:g}"
+    else:
+        # A free slot took this run in its insert's own transaction, and the dispatcher,
+        # woken with this request, is next in line: its step sends the spawn request
+        # (dispatch.py, `_send_now`). It goes first; this answer is built and sent after.
+        await asyncio.sleep(0)
     status = 200 if run.state.terminal and wait > 0 else 202
     # serialised by pydantic-core straight to bytes: one per submission, the hottest body
     return Response(

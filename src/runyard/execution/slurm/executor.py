@@ -145,6 +145,9 @@ class SlurmExecutor:
     def paths(self, run_id: str) -> RunPaths:
         return RunPaths(self.runs_dir / run_id)
 
+    def launch_now(self, spec: Launch) -> None:
+        """Never: a submission to Slurm is awaited (sbatch) before anything is sent."""
+
     async def launch(self, spec: Launch) -> Started:
         key = attempt_key(spec.run_id, spec.attempt)
         if key in self.tracked:
