@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -173,6 +174,33 @@ def test_killed_supervisor_loses_runs_then_retries_or_fails(start_server, jobs) 
         assert len(supervisors_of(server.data_dir)) == 1
         c.cancel(retry.id)
         assert server.wait_run(c, retry.id).state is RunState.CANCELLED
+
+
+@pytest.mark.timeout(120)
+def test_a_supervisor_killed_again_while_it_restarts_is_restarted_until_one_stays(
+    start_server, jobs
+) -> None:
+    """A bad few seconds: the supervisor is killed, and so is every one the server starts in
+    its place for 3 s. The server tries again until one stays up: ready again, and a run
+    submitted then runs once (it used to stay disconnected for good, never ready, each
+    claimed run re-queued every second with a new attempt number)."""
+    server = start_server(jobs)
+    with server.client() as c:
+        assert server.wait_run(c, c.submit("quick").id).state is RunState.SUCCEEDED
+        killed: set[int] = set()
+        until = time.monotonic() + 3
+        while time.monotonic() < until:  # the fault: not a wait for anything
+            for sup in supervisors_of(server.data_dir):
+                with contextlib.suppress(psutil.Error):
+                    sup.kill()
+                    killed.add(sup.pid)
+            time.sleep(0.01)
+        assert len(killed) > 1  # the server did start another (and it was killed too)
+        wait_for(lambda: web.get(f"{server.url}/health/ready").status_code == 200,
+                 timeout=60, what="ready again")  # fmt: skip
+        after = server.wait_run(c, c.submit("quick").id)
+        assert after.state is RunState.SUCCEEDED and after.attempt == 1
+        assert len(supervisors_of(server.data_dir)) == 1
 
 
 def test_idempotent_resubmission(start_server, jobs) -> None:

@@ -27,6 +27,9 @@ from runyard.streams.hub import StreamHub
 
 log = structlog.get_logger(__name__)
 
+RECONNECT_FIRST_S = 0.5  # after a failed restart of the supervisor, doubling up to:
+RECONNECT_MAX_S = 5.0
+
 
 class Lifecycle:
     def __init__(
@@ -61,6 +64,7 @@ class Lifecycle:
         self._ended_elsewhere = tuple(ended_elsewhere)  # who hears another server's run end
         self.draining = False
         self._exits = TaskGroup("attempt-exit")
+        self._reconnecting: asyncio.Task[None] | None = None  # after the supervisor was lost
         self.events = ExecutorEvents(exited=self._exited, lost=self._supervisor_lost)
 
     # -- the executor's reports ---------------------------------------------------------------
@@ -81,15 +85,34 @@ class Lifecycle:
         if self.draining:
             return
         log.error("supervisor_lost")
-        try:
-            await self.executor.reconnect()
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.create_task(self._reconnect(), name="supervisor-restart")
+
+    async def _reconnect(self) -> None:
+        """Until a supervisor answers again. One killed while it starts (or that cannot start
+        for a while) used to leave the server disconnected for good: never ready again, and
+        every claimed run re-queued once a second, a new attempt number each time."""
+        delay = RECONNECT_FIRST_S
+        while not self.draining:
+            try:
+                await self.executor.reconnect()
+            except Exception:
+                log.exception("supervisor_restart_failed", retry_in_s=delay)
+                await asyncio.sleep(delay)  # nothing tells when a start may work: try again
+                delay = min(2 * delay, RECONNECT_MAX_S)
+                continue
             await self.reconciler.run()
-        except Exception:
-            log.exception("supervisor_restart_failed")
-        self.dispatcher.queue.set()
+            self.dispatcher.queue.set()
+            if self.executor.healthy:
+                return
+            # lost again meanwhile (that loss found this task still going): start once more
 
     async def stop(self) -> None:
         """After the executor stopped: the ends it delivered are recorded."""
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
         await self._exits.wait()
 
     # -- other servers ------------------------------------------------------------------------
@@ -130,6 +153,11 @@ class Lifecycle:
     def begin_shutdown(self) -> None:
         """Stop admitting at once (submissions get 503); called from the signal handler."""
         self.draining = True
+        if (task := self._reconnecting) is not None:
+            # no new supervisor for a server that stops; thread-safe: this may run in a signal
+            # handler, between two steps of the loop
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nothing runs on
+                task.get_loop().call_soon_threadsafe(task.cancel)
         self.runs.stop_accepting()
         self.health.mark_draining()
 
