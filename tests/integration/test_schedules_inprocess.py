@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from runyard import failpoints
 from tests.fakes import FakeClock
 from tests.inprocess import FakedServer, faked
 from tests.support import wait_for
@@ -168,3 +169,20 @@ def test_bad_schedules_are_refused(server: FakedServer) -> None:
     assert cron["next_fire_at"] is not None
     assert server.request("DELETE", f"/v1/schedules/{cron['id']}").status_code == 204
     assert server.get(f"/v1/schedules/{cron['id']}").status_code == 404
+
+
+def test_a_refused_write_leaves_the_schedule_as_it_was(
+    server: FakedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk refuses a change: what the API shows of the schedule is what the store
+    holds, unchanged (it used to show the change that was never written)."""
+    sid = create(server, job="tick", interval_s=MINUTE, overlap="allow")["id"]
+    before = get(server, sid)
+    monkeypatch.setattr(failpoints, "_STATE", failpoints._Failpoints("store_commit=enospc"))
+    change = {"overlap": "skip", "interval_s": 2 * MINUTE, "paused": True}
+    assert server.request("PATCH", f"/v1/schedules/{sid}", json=change).status_code == 507
+    assert get(server, sid) == before
+    monkeypatch.setattr(failpoints, "_STATE", failpoints._Failpoints(None))
+    assert server.request("PATCH", f"/v1/schedules/{sid}", json=change).is_success
+    after = get(server, sid)
+    assert (after["overlap"], after["interval_s"], after["paused"]) == ("skip", 2 * MINUTE, True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import structlog
@@ -211,28 +211,39 @@ class Scheduler:
     # -- firing -----------------------------------------------------------------------------
 
     async def _fire(self, s: Schedule, now: float, *, pending: bool = False) -> None:
+        # on a copy, `s` changed only once the store has it (`_saved`): read meanwhile, it
+        # names no run not yet stored, and a write that fails (a full disk) leaves it as it
+        # was, due again at the next tick
+        t = replace(s)
         if not pending:
-            s.next_fire_at = self._next(s, s.created_at, now)
-        if await self._previous_active(s):
-            if s.overlap == "skip":
-                s.skip_count += 1
-                await self.store.save_schedule(s)
+            t.next_fire_at = self._next(t, t.created_at, now)
+        if await self._previous_active(t):
+            if t.overlap == "skip":
+                t.skip_count += 1
+                await self._saved(s, t)
                 return
-            if s.overlap == "queue":
-                s.pending = True  # fires when the previous run ends (coalesced)
-                await self.store.save_schedule(s)
+            if t.overlap == "queue":
+                t.pending = True  # fires when the previous run ends (coalesced)
+                await self._saved(s, t)
                 return
-        run = await self._new_run(s)
+        run = await self._new_run(t)
         if run is None:
-            s.skip_count += 1
-            await self.store.save_schedule(s)
+            t.skip_count += 1
+            await self._saved(s, t)
             return
-        s.fire_count += 1
-        s.last_fired_at = now
-        s.last_run_id = run.id
-        s.pending = False
-        await self.store.save_schedule(s, run)
+        t.fire_count += 1
+        t.last_fired_at = now
+        t.last_run_id = run.id
+        t.pending = False
+        await self._saved(s, t, run)
         self.queue.set()
+
+    async def _saved(self, s: Schedule, changed: Schedule, run: Run | None = None) -> None:
+        """`changed` (a copy of `s`) written, with `run` if it fired one; then `s` takes it,
+        in one step: what the API shows is what the store holds."""
+        await self.store.save_schedule(changed, run)
+        for f in fields(Schedule):
+            setattr(s, f.name, getattr(changed, f.name))
 
     async def _previous_active(self, s: Schedule) -> bool:
         if s.last_run_id is None:
@@ -341,16 +352,16 @@ class Scheduler:
             interval = changes.get("interval_s", None if "cron" in changes else s.interval_s)
             await self._check(s.job, params, cron, interval, self.clock.now())
             resumed = s.paused and changes.get("paused") is False
-            s.params, s.cron, s.interval_s = params, cron, interval
+            t = replace(s, params=params, cron=cron, interval_s=interval)
             for key in ("overlap", "catch_up", "paused"):
                 if key in changes:
-                    setattr(s, key, changes[key])
+                    setattr(t, key, changes[key])
             if timing or resumed:
                 now = self.clock.now()
-                s.next_fire_at = next_after(
-                    s.cron, s.interval_s, now if timing else s.created_at, now
+                t.next_fire_at = next_after(
+                    t.cron, t.interval_s, now if timing else t.created_at, now
                 )
-            await self.store.save_schedule(s)
+            await self._saved(s, t)  # refused (a full disk): the schedule stays as it was
             self._publish(self.snapshot.status)
         self._wake.set()
         return s
