@@ -98,14 +98,15 @@ class Lifecycle:
                 await self.executor.reconnect()
             except Exception:
                 log.exception("supervisor_restart_failed", retry_in_s=delay)
-                await asyncio.sleep(delay)  # nothing tells when a start may work: try again
-                delay = min(2 * delay, RECONNECT_MAX_S)
-                continue
-            await self.reconciler.run()
-            self.dispatcher.queue.set()
-            if self.executor.healthy:
-                return
-            # lost again meanwhile (that loss found this task still going): start once more
+            else:
+                await self.reconciler.run()
+                self.dispatcher.queue.set()
+                if self.executor.healthy:
+                    return
+                # lost again meanwhile (that loss found this task still going): once more
+                log.error("supervisor_lost_again", retry_in_s=delay)
+            await asyncio.sleep(delay)  # nothing tells when a start may work: try again
+            delay = min(2 * delay, RECONNECT_MAX_S)
 
     async def stop(self) -> None:
         """After the executor stopped: the ends it delivered are recorded."""
