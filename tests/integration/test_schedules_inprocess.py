@@ -54,12 +54,19 @@ def ticks(srv: FakedServer) -> int:
 
 def tick(srv: FakedServer, sid: str, advance: float = 0.0) -> dict[str, Any]:
     """Move the clock, wake the scheduler (a PATCH that changes nothing wakes it), and wait
-    until it has ticked at the new time; the schedule as it is then."""
+    until it has ticked at the new time; the schedule as it is then. A tick counted is not
+    enough: one under way from before (an earlier PATCH woke it) may end first, at its time."""
     srv.clock.advance(advance)
+    now = srv.clock.now()
     before = ticks(srv)
     overlap = get(srv, sid)["overlap"]
     assert srv.request("PATCH", f"/v1/schedules/{sid}", json={"overlap": overlap}).is_success
-    wait_for(lambda: ticks(srv) > before, what="a scheduler tick")
+
+    def ticked_now() -> bool:
+        scheduler = srv.get("/health").json()["scheduler"]
+        return int(scheduler["ticks"]) > before and (scheduler["last_tick_at"] or 0.0) >= now
+
+    wait_for(ticked_now, what="a scheduler tick at the new time")
     return get(srv, sid)
 
 
