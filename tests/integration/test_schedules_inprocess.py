@@ -4,6 +4,7 @@ the scheduler through the API (a PATCH), then waits for its tick to be published
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -193,3 +194,26 @@ def test_a_refused_write_leaves_the_schedule_as_it_was(
     assert server.request("PATCH", f"/v1/schedules/{sid}", json=change).is_success
     after = get(server, sid)
     assert (after["overlap"], after["interval_s"], after["paused"]) == ("skip", 2 * MINUTE, True)
+
+
+def test_a_refused_fire_stays_due_and_is_tried_again_shortly(
+    server: FakedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk refuses a fire: the schedule is unchanged and still due, and the scheduler
+    tries again after a pause, not in a loop that spins while the disk stays full; the fire
+    lands once writes work."""
+    sid = create(server, job="tick", interval_s=MINUTE, overlap="allow")["id"]
+    before = get(server, sid)
+    monkeypatch.setattr(failpoints, "_STATE", failpoints._Failpoints("store_commit=enospc"))
+    server.clock.advance(MINUTE)
+    counted = ticks(server)
+    server.loop.call_soon_threadsafe(server.runtime.scheduler._wake.set)  # a PATCH would fail
+    wait_for(lambda: ticks(server) > counted, what="the refused fire's tick")
+    scheduler = server.runtime.scheduler  # its own count, not /health's periodic copy
+    refused = scheduler.snapshot.ticks
+    time.sleep(0.3)  # the fault stays: a spinning retry would tick hundreds of times meanwhile
+    assert scheduler.snapshot.ticks <= refused + 1
+    assert get(server, sid) == before  # nothing fired, nothing skipped past
+    monkeypatch.setattr(failpoints, "_STATE", failpoints._Failpoints(None))
+    wait_for(lambda: get(server, sid)["fire_count"] == 1, what="the fire once writes work")
+    assert len(runs_of(server, sid)) == 1

@@ -31,6 +31,7 @@ CATCH_UPS = ("once", "none")
 # Fires one tick may make; the rest wait for the next tick (at once, after the event loop has
 # served others), so a burst of due schedules can never hold the loop or the store for long.
 MAX_FIRES_PER_TICK = 50
+FIRE_RETRY_S = 1.0  # after a fire that failed, which stays due
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +150,12 @@ class Scheduler:
             delay: float | None = None
             if await self._lead():
                 async with self._lock:
-                    await self._tick()
+                    refused = await self._tick()
                 due = [s.next_fire_at for s in self.schedules.values()
                        if not s.paused and s.next_fire_at is not None]  # fmt: skip
                 delay = max(0.0, min(due) - self.clock.now()) if due else None
+                if refused:  # still due (nothing changed): tried again shortly, not at once
+                    delay = max(delay or 0.0, FIRE_RETRY_S)
             else:
                 self._publish("standby")
             if self.recheck_s is not None:
@@ -162,7 +165,9 @@ class Scheduler:
                     await self._wake.wait()
             self._wake.clear()
 
-    async def _tick(self) -> None:
+    async def _tick(self) -> bool:
+        """Fire what is due; whether a fire failed (its write refused: a full disk)."""
+        refused = False
         now = self.clock.now()
         due = sorted(
             (s for s in self.schedules.values()
@@ -173,8 +178,10 @@ class Scheduler:
             try:
                 await self._fire(s, now)
             except Exception:
+                refused = True
                 log.exception("schedule_fire_failed", schedule_id=s.id)
         self._publish("running", tick=now)
+        return refused
 
     def _next(self, s: Schedule, anchor: float, after: float) -> float | None:
         """The next fire, or None (the schedule never fires again) when its timing cannot
