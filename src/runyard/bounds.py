@@ -114,9 +114,44 @@ def _depth_over(value: Any, limit: int) -> bool:
     return False
 
 
+_INT64 = (-(2**63), 2**64)  # any int inside is far from the interpreter's digit limit
+
+
+def _plain_scalar(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
+        return bool(value.isascii())  # ASCII holds no surrogate: it always encodes
+    if kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(_INT64[0] <= value < _INT64[1])
+    return kind is float and math.isfinite(value)
+
+
+def _plainly_showable(value: Any, levels: int) -> bool:
+    """True when `value` is JSON at a glance: scalars (ASCII text, finite numbers), in dicts
+    with ASCII text keys or lists, `levels` deep at most. False says nothing: look closer."""
+    if type(value) is dict:
+        if levels == 0:
+            return False
+        for key, child in value.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            if not _plainly_showable(child, levels - 1):
+                return False
+        return True
+    if type(value) is list:
+        return levels > 0 and all(_plainly_showable(child, levels - 1) for child in value)
+    return _plain_scalar(value)
+
+
 def unshowable(value: Any) -> str | None:
     """Why a stored value cannot be answered as JSON, or None: the last line of defence, so
-    one bad row (written before a bound existed, or by a bug) can never fail a whole list."""
+    one bad row (written before a bound existed, or by a bug) can never fail a whole list.
+    Asked of every run answered; most are plain (a few flat params and labels), told so
+    without the walk and the serialisation that the rest take."""
+    if _plainly_showable(value, 3):
+        return None
     if _depth_over(value, SHOW_MAX_DEPTH):
         return f"nested deeper than {SHOW_MAX_DEPTH}"
     try:
