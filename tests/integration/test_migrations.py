@@ -112,10 +112,12 @@ async def test_hot_queries_walk_their_indexes(tmp_path: Path) -> None:
     await store.close()
     conn = sqlite3.connect(tmp_path / "p.db")
 
-    def plan(sql: str, args: tuple[object, ...]) -> str:
+    def plan(sql: str, args: tuple[object, ...] | dict[str, object]) -> str:
         return " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
 
-    claim = plan(q.CLAIM_CANDIDATES, (0.0, "[]", 8))
-    assert "USING INDEX runs_queue" in claim
-    assert "TEMP B-TREE" not in claim
+    for claim in (
+        plan(q.CLAIM_CANDIDATES, (0.0, "[]", 8)), plan(q.CLAIM_NEXT, {"now": 0.0, "limit": 8}),
+    ):  # fmt: skip
+        assert "USING INDEX runs_queue" in claim
+        assert "TEMP B-TREE" not in claim
     assert "USING INDEX runs_due" in plan(q.NEXT_DUE, (0.0,))

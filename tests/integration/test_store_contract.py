@@ -83,6 +83,17 @@ async def test_claim_order_priority_then_fifo(store: Store) -> None:
     assert await store.count_active_by_job() == {"j": 3}
 
 
+async def test_a_claim_takes_its_limit_and_no_more(store: Store) -> None:
+    """One statement picks and takes the runs (no job's limit in play): picked once, never
+    again per row taken (a subquery's LIMIT re-run per row took every queued run)."""
+    runs = [(await store.insert_run(make_run(priority=p)))[0] for p in (0, 0, 3, 0, 3)]
+    claims = await store.claim(2, {}, now=2000.0, host="h")
+    assert [c.run.id for c in claims] == [runs[2].id, runs[4].id]
+    assert await store.count_runs(RunState.QUEUED, None) == 3
+    (next_one,) = await store.claim(1, {}, now=2000.0, host="h")
+    assert next_one.run.id == runs[0].id
+
+
 async def test_claim_respects_job_slots_without_blocking_other_jobs(store: Store) -> None:
     for _ in range(5):
         await store.insert_run(make_run("flood"))

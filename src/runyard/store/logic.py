@@ -194,9 +194,14 @@ def count_active_by_job(host: str | None) -> Unit[dict[str, int]]:
 def claim(
     limit: int, job_slots: Mapping[str, int], now: float, host: str, token: str | None
 ) -> Unit[list[Claim]]:
+    claims: list[Claim] = []
+    if not job_slots:  # no job's limit in play: the runs taken in one statement
+        found = yield Query("CLAIM_NEXT", {"now": now, "limit": limit}, "all")
+        for run in sorted(map(run_from_row, found), key=lambda run: (-run.priority, run.id)):
+            claims.append((yield from _attempt_of(run, now, host, token)))
+        return claims
     slots = dict(job_slots)
     full = {job for job, n in slots.items() if n <= 0}
-    claims: list[Claim] = []
     # Each query skips jobs with no free slot; a job that fills up during the claim ends the
     # page, so the queue is never scanned past what can be taken.
     while len(claims) < limit:
@@ -216,6 +221,12 @@ def claim(
 
 def _claim_one(run_id: str, now: float, host: str, token: str | None) -> Unit[Claim]:
     run = run_from_row((yield one("CLAIM_RUN", now, run_id)))
+    return (yield from _attempt_of(run, now, host, token))
+
+
+def _attempt_of(run: Run, now: float, host: str, token: str | None) -> Unit[Claim]:
+    """The attempt of a run just claimed, and its claim's event."""
+    run_id = run.id
     attempt = Attempt(
         run_id=run_id, number=run.attempt, state=AttemptState.STARTING, created_at=now, host=host,
         lease_token=token,

@@ -109,6 +109,24 @@ UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
 WHERE id = %s AND state = 'queued'
 RETURNING {RUN_COLUMNS}
 """  # noqa: S608
+# A claim with no job's limit in play, in one statement (RETURNING's order is not the
+# queue's: the logic sorts them); rows another server holds are skipped, as in a claim. The
+# rows are picked once, in a CTE: as `id IN (subquery)` the planner may run the LIMIT again
+# per row and take more than asked.
+_TAKEN_COLUMNS = ", ".join(f"runs.{c}" for c in RUN_COLUMNS.split(", "))
+CLAIM_NEXT = f"""
+WITH taken AS MATERIALIZED (
+    SELECT id FROM runs
+    WHERE state = 'queued' AND (not_before IS NULL OR not_before <= %(now)s)
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
+    started_at = coalesce(started_at, %(now)s)
+FROM taken WHERE runs.id = taken.id AND runs.state = 'queued'
+RETURNING {_TAKEN_COLUMNS}
+"""  # noqa: S608
 NEXT_DUE = (
     "SELECT min(not_before) FROM runs "
     "WHERE state = 'queued' AND not_before IS NOT NULL AND not_before > %s"

@@ -104,6 +104,19 @@ UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
 WHERE id = ? AND state = 'queued'
 RETURNING {RUN_COLUMNS}
 """  # noqa: S608
+# A claim with no job's limit in play, in one statement: the first `limit` claimable runs
+# taken as they are found (RETURNING's order is not the queue's: the logic sorts them).
+CLAIM_NEXT = f"""
+UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
+    started_at = coalesce(started_at, :now)
+WHERE state = 'queued' AND id IN (
+    SELECT id FROM runs INDEXED BY runs_queue
+    WHERE state = 'queued' AND (not_before IS NULL OR not_before <= :now)
+    ORDER BY priority DESC, id
+    LIMIT :limit
+)
+RETURNING {RUN_COLUMNS}
+"""  # noqa: S608
 NEXT_DUE = (
     "SELECT min(not_before) FROM runs INDEXED BY runs_due "
     "WHERE state = 'queued' AND not_before IS NOT NULL AND not_before > ?"
