@@ -250,14 +250,16 @@ def end_attempt(
     run_id: str, number: int, end: AttemptEnd, token: str | None, by: str | None = None
 ) -> Unit[Run | None]:
     """`by`: the server that records the end, when it is not the attempt's own (a reaper)."""
-    locked = yield one("LOCK_RUN", run_id)
+    yield execute("HOLD_RUN", run_id)
+    # (host, the run's state before this end): one statement, one step fewer per end
     ended = yield one(
         "END_ATTEMPT", end.attempt_state.value, end.ended_at, end.exit_code, end.signal,
         end.outcome, end.peak_rss_kb, end.pid, end.started_at, run_id, number, token, token,
+        run_id,
     )  # fmt: skip
-    if ended is None or locked is None:  # ended already, or no longer held under `token`
+    if ended is None or ended[1] is None:  # ended already, or no longer held under `token`
         return None
-    check_transition(run_id, RunState(locked[0]), end.run_state)
+    check_transition(run_id, RunState(ended[1]), end.run_state)
     finished = None if end.run_state is RunState.QUEUED else end.ended_at
     row = yield one(
         "END_RUN", end.run_state.value, end.exit_code, end.reason, finished, end.not_before,

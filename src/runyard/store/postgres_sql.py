@@ -88,6 +88,8 @@ def _list_runs(flt: RunFilter) -> tuple[str, list[Any]]:
 
 LIST_RUNS = _list_runs
 LOCK_RUN = "SELECT state FROM runs WHERE id = %s FOR UPDATE"
+# an end locks its run's row before it writes the attempt's, as before (one lock order)
+HOLD_RUN = "SELECT 1 FROM runs WHERE id = %s FOR UPDATE"
 COUNT_RUNS = "SELECT count(*) FROM runs WHERE state = %s"
 COUNT_RUNS_OF_JOB = "SELECT count(*) FROM runs WHERE state = %s AND job = %s"
 COUNT_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = %s GROUP BY job"
@@ -176,7 +178,7 @@ UPDATE attempts SET state = %s, ended_at = %s, exit_code = %s, signal = %s, outc
     peak_rss_kb = %s, pid = coalesce(pid, %s), started_at = coalesce(started_at, %s)
 WHERE run_id = %s AND number = %s AND state IN ('starting', 'running')
     AND (%s::text IS NULL OR lease_token = %s)
-RETURNING host
+RETURNING host, (SELECT state FROM runs WHERE id = %s)
 """
 # the ended run as it now is: nothing to read back
 END_RUN = f"""

@@ -58,6 +58,8 @@ GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"  # noqa: S608
 GET_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?"  # noqa: S608
 # the run's state; no lock to take, the transaction holds the database's write lock
 LOCK_RUN = "SELECT state FROM runs WHERE id = ?"
+# an end locks nothing first: one connection writes, one transaction at a time
+HOLD_RUN = None
 
 
 def _list_runs(flt: RunFilter) -> tuple[str, list[Any]]:
@@ -167,7 +169,7 @@ UPDATE attempts SET state = ?, ended_at = ?, exit_code = ?, signal = ?, outcome 
     peak_rss_kb = ?, pid = coalesce(pid, ?), started_at = coalesce(started_at, ?)
 WHERE run_id = ? AND number = ? AND state IN ('starting', 'running')
     AND (? IS NULL OR lease_token = ?)
-RETURNING host
+RETURNING host, (SELECT state FROM runs WHERE id = ?)
 """
 # the ended run as it now is: nothing to read back
 END_RUN = f"""
