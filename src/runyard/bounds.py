@@ -114,9 +114,6 @@ def _depth_over(value: Any, limit: int) -> bool:
     return False
 
 
-_INT64 = (-(2**63), 2**64)  # any int inside is far from the interpreter's digit limit
-
-
 def _plain_scalar(value: Any) -> bool:
     kind = type(value)
     if kind is str:
@@ -124,7 +121,7 @@ def _plain_scalar(value: Any) -> bool:
     if kind is bool or value is None:
         return True
     if kind is int:
-        return bool(_INT64[0] <= value < _INT64[1])
+        return bool(-(2**63) <= value < 2**64)  # far from the interpreter's digit limit
     return kind is float and math.isfinite(value)
 
 
