@@ -5,6 +5,7 @@ kind of write, or a commit that cannot happen decide exactly the callers they co
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
@@ -127,3 +128,14 @@ async def test_a_commit_that_cannot_happen_fails_every_write_of_the_group(
     assert all(isinstance(r, StorageIOError) for r in results), results
     (tmp_path / "elsewhere.db").rename(db)  # back: the store reads its own file again
     assert (await sqlite_store.list_runs(RunFilter())).runs == []  # none of them was kept
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux's scheduling policies")
+async def test_the_store_thread_gives_way_to_the_event_loop(sqlite_store: SQLiteStore) -> None:
+    """The writer's thread is a batch thread (a hand-over does not preempt the loop that made
+    it); the loop's own thread, and so the server's, keeps the default policy."""
+    await sqlite_store.insert_run(make_run())  # the thread has served a unit: it is up
+    writer = sqlite_store._thread()._thread.native_id
+    assert writer is not None
+    assert os.sched_getscheduler(writer) == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
