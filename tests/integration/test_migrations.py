@@ -12,9 +12,12 @@ import pytest
 
 from runyard.store import postgres_sql as pq
 from runyard.store import sqlite_sql as q
+from runyard.store.migrations import migration_files
 from runyard.store.postgres import PostgresStore
-from runyard.store.sqlite import SQLiteStore
+from runyard.store.rows import run_to_row
+from runyard.store.sqlite import SQLiteStore, _statements
 from tests.integration.conftest import POSTGRES
+from tests.integration.test_store_contract import make_run, succeeded
 
 pytestmark = pytest.mark.anyio
 
@@ -121,3 +124,63 @@ async def test_hot_queries_walk_their_indexes(tmp_path: Path) -> None:
         assert "USING INDEX runs_queue" in claim
         assert "TEMP B-TREE" not in claim
     assert "USING INDEX runs_due" in plan(q.NEXT_DUE, (0.0,))
+
+
+async def test_sqlite_writes_each_state_event_in_the_statement_that_changes_the_state(
+    tmp_path: Path,
+) -> None:
+    """No INSERT of the store's own for a state event (migration 0008's triggers write it, at
+    the time the statement sets), and the events are those PostgreSQL's are (the contract)."""
+    store = SQLiteStore(tmp_path / "t.db")
+    await store.open()
+    seen: list[str] = []
+    conn = store._conn
+    assert conn is not None
+    await store._thread().call(lambda: conn.set_trace_callback(seen.append))
+    run, _ = await store.insert_run(make_run(created=1000.0))
+    await store.claim(1, {}, now=1500.0, host="h")
+    await store.end_attempt(run.id, 1, succeeded(2000.0))
+    await store._thread().call(lambda: conn.set_trace_callback(None))
+    events = [
+        (e.seq, e.at, e.data["from"], e.data["to"]) for e in await store.list_events(run.id, 0)
+    ]
+    await store.close()
+    assert events == [
+        (1, 1000.0, None, "queued"), (2, 1500.0, "queued", "running"),
+        (3, 2000.0, "running", "succeeded"),
+    ]  # fmt: skip
+    own = [s for s in seen if s.lstrip().upper().startswith("INSERT INTO RUN_EVENTS")]
+    assert own == []
+    assert any(s.lstrip().startswith("UPDATE runs") for s in seen)  # it saw the store's writes
+
+
+async def test_a_sqlite_database_from_before_the_triggers_numbers_its_events_on(
+    tmp_path: Path,
+) -> None:
+    """A run queued by a version before migration 0008 (its first event written by the
+    server, no `state_at`) goes on from event 2 once the database is migrated."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(q.CREATE_MIGRATIONS)
+    for version, name, sql in migration_files("sqlite"):
+        if version >= 8:
+            break
+        for statement in _statements(sql):
+            conn.execute(statement)
+        conn.execute(q.RECORD_MIGRATION, (version, name, 0.0))
+    run = make_run(created=1000.0)
+    conn.execute(q.INSERT_RUNS, run_to_row(run))
+    conn.execute(
+        "INSERT INTO run_events VALUES (?, 1, 1000.0, 'state', ?)",
+        (run.id, '{"from":null,"to":"queued","attempt":0,"exit_code":null,"reason":null}'),
+    )
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.claim(1, {}, now=1500.0, host="h")
+        await store.end_attempt(run.id, 1, succeeded(2000.0))
+        events = [(e.seq, e.at, e.data["to"]) for e in await store.list_events(run.id, 0)]
+    finally:
+        await store.close()
+    assert events == [(1, 1000.0, "queued"), (2, 1500.0, "running"), (3, 2000.0, "succeeded")]

@@ -60,10 +60,17 @@ def _add_event(run_id: str, at: float, kind: str, data: dict[str, Any]) -> Unit[
     yield execute("ADD_EVENT", run_id, at, kind, dumps(data), run_id)
 
 
+def _state_event(run: Run, previous: RunState | None, at: float) -> Unit[None]:
+    """The event of the change of state just written, where the backend does not write it
+    itself (SQLite's triggers do, from the row: the same data, at its `state_at`)."""
+    data = dumps(state_event(run, previous))
+    yield execute("ADD_STATE_EVENT", run.id, at, "state", data, run.id)
+
+
 def _add_run(run: Run) -> Unit[None]:
-    """A new queued run and its first state event (the insert of a batch or a fire)."""
+    """A new queued run and its first state event (the insert of a fire)."""
     yield one("INSERT_RUN", *run_to_row(run))
-    yield from _add_event(run.id, run.created_at, "state", state_event(run, None))
+    yield from _state_event(run, None, run.created_at)
 
 
 def _read_run(run_id: str) -> Unit[Run]:
@@ -91,7 +98,7 @@ def insert_run(run: Run) -> Unit[tuple[Run, bool]]:
     if inserted is None:  # the idempotency key was taken: the first run stands
         row = yield one("GET_RUN_BY_KEY", run.idempotency_key)
         return run_from_row(row), False
-    yield from _add_event(run.id, run.created_at, "state", state_event(run, None))
+    yield from _state_event(run, None, run.created_at)
     yield Notify(QUEUE_CHANNEL)
     return run, True
 
@@ -220,7 +227,7 @@ def claim(
 
 
 def _claim_one(run_id: str, now: float, host: str, token: str | None) -> Unit[Claim]:
-    run = run_from_row((yield one("CLAIM_RUN", now, run_id)))
+    run = run_from_row((yield one("CLAIM_RUN", now, now, run_id)))
     return (yield from _attempt_of(run, now, host, token))
 
 
@@ -232,7 +239,7 @@ def _attempt_of(run: Run, now: float, host: str, token: str | None) -> Unit[Clai
         lease_token=token,
     )  # fmt: skip
     yield execute("INSERT_ATTEMPT", *attempt_to_row(attempt))
-    yield from _add_event(run_id, now, "state", state_event(run, RunState.QUEUED))
+    yield from _state_event(run, RunState.QUEUED, now)
     return Claim(run=run, attempt=attempt)
 
 
@@ -263,11 +270,13 @@ def end_attempt(
     finished = None if end.run_state is RunState.QUEUED else end.ended_at
     row = yield one(
         "END_RUN", end.run_state.value, end.exit_code, end.reason, finished, end.not_before,
-        run_id, RunState.RUNNING.value,
+        end.ended_at, run_id, RunState.RUNNING.value,
     )  # fmt: skip
-    run = run_from_row(row) if row is not None else (yield from _read_run(run_id))
-    event = state_event(run, RunState.RUNNING) | {"attempt": number}
-    yield from _add_event(run_id, end.ended_at, "state", event)
+    if row is None:  # not running (fenced above, so never): no change, no event
+        return (yield from _read_run(run_id))
+    run = run_from_row(row)
+    # the run's attempt is the one ending (a claim numbers it; a stale one is fenced above)
+    yield from _state_event(run, RunState.RUNNING, end.ended_at)
     # Names the server that wrote the change: each server skips its own changes, so an end
     # another server wrote of this server's attempt (it reaped it) must not name this one.
     yield Notify(RUN_CHANNEL, f"{run_id} {run.state.value} {by or ended[0]}")
@@ -293,12 +302,14 @@ def cancel_queued(run_id: str, at: float, reason: str) -> Unit[Run | None]:
     if row is None or row[0] != RunState.QUEUED.value:
         return None
     check_transition(run_id, RunState.QUEUED, RunState.CANCELLED)
-    yield execute(
-        "END_RUN", RunState.CANCELLED.value, None, reason, at, None, run_id,
+    row = yield one(
+        "END_RUN", RunState.CANCELLED.value, None, reason, at, None, at, run_id,
         RunState.QUEUED.value,
     )  # fmt: skip
-    run = yield from _read_run(run_id)
-    yield from _add_event(run_id, at, "state", state_event(run, RunState.QUEUED))
+    if row is None:  # changed meanwhile (never: the state was read under the lock above)
+        return None
+    run = run_from_row(row)
+    yield from _state_event(run, RunState.QUEUED, at)
     yield Notify(RUN_CHANNEL, f"{run_id} {run.state.value} -")
     return run
 

@@ -107,7 +107,7 @@ FOR UPDATE SKIP LOCKED
 # the claimed run as it now is: nothing to read back
 CLAIM_RUN = f"""
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
-    started_at = coalesce(started_at, %s)
+    started_at = coalesce(started_at, %s), state_at = %s
 WHERE id = %s AND state = 'queued'
 RETURNING {RUN_COLUMNS}
 """  # noqa: S608
@@ -125,7 +125,7 @@ WITH taken AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
-    started_at = coalesce(started_at, %(now)s)
+    started_at = coalesce(started_at, %(now)s), state_at = %(now)s
 FROM taken WHERE runs.id = taken.id AND runs.state = 'queued'
 RETURNING {_TAKEN_COLUMNS}
 """  # noqa: S608
@@ -182,7 +182,8 @@ RETURNING host, (SELECT state FROM runs WHERE id = %s)
 """
 # the ended run as it now is: nothing to read back
 END_RUN = f"""
-UPDATE runs SET state = %s, exit_code = %s, reason = %s, finished_at = %s, not_before = %s
+UPDATE runs SET state = %s, exit_code = %s, reason = %s, finished_at = %s, not_before = %s,
+    state_at = %s
 WHERE id = %s AND state = %s
 RETURNING {RUN_COLUMNS}
 """  # noqa: S608
@@ -203,6 +204,8 @@ ADD_EVENT = (
     "SELECT %s, coalesce(max(seq), 0) + 1, %s::double precision, %s, %s::jsonb "
     "FROM run_events WHERE run_id = %s"
 )
+# a state event: the same statement (SQLite writes its own by trigger)
+ADD_STATE_EVENT = ADD_EVENT
 ADD_FIRST_EVENTS = (
     "INSERT INTO run_events (run_id, seq, at, kind, data) "
     "VALUES (%s, 1, %s::double precision, 'state', %s::jsonb)"

@@ -102,7 +102,7 @@ LIMIT ?
 # the claimed run as it now is: nothing to read back
 CLAIM_RUN = f"""
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
-    started_at = coalesce(started_at, ?)
+    started_at = coalesce(started_at, ?), state_at = ?
 WHERE id = ? AND state = 'queued'
 RETURNING {RUN_COLUMNS}
 """  # noqa: S608
@@ -110,7 +110,7 @@ RETURNING {RUN_COLUMNS}
 # taken as they are found (RETURNING's order is not the queue's: the logic sorts them).
 CLAIM_NEXT = f"""
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
-    started_at = coalesce(started_at, :now)
+    started_at = coalesce(started_at, :now), state_at = :now
 WHERE state = 'queued' AND id IN (
     SELECT id FROM runs INDEXED BY runs_queue
     WHERE state = 'queued' AND (not_before IS NULL OR not_before <= :now)
@@ -173,7 +173,8 @@ RETURNING host, (SELECT state FROM runs WHERE id = ?)
 """
 # the ended run as it now is: nothing to read back
 END_RUN = f"""
-UPDATE runs SET state = ?, exit_code = ?, reason = ?, finished_at = ?, not_before = ?
+UPDATE runs SET state = ?, exit_code = ?, reason = ?, finished_at = ?, not_before = ?,
+    state_at = ?
 WHERE id = ? AND state = ?
 RETURNING {RUN_COLUMNS}
 """  # noqa: S608
@@ -188,9 +189,10 @@ ADD_EVENT = (
     "INSERT INTO run_events (run_id, seq, at, kind, data) "
     "SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ? FROM run_events WHERE run_id = ?"
 )
-ADD_FIRST_EVENTS = (
-    "INSERT INTO run_events (run_id, seq, at, kind, data) VALUES (?, 1, ?, 'state', ?)"
-)
+# A state event is written by SQLite, in the statement that inserts the run or changes its
+# state (triggers runs_first_event and runs_state_event, migration 0008): no step of its own.
+ADD_STATE_EVENT = None
+ADD_FIRST_EVENTS = None
 LIST_EVENTS = (
     "SELECT run_id, seq, at, kind, data FROM run_events WHERE run_id = ? AND seq > ? "
     "ORDER BY seq LIMIT ?"
