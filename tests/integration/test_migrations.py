@@ -184,3 +184,18 @@ async def test_a_sqlite_database_from_before_the_triggers_numbers_its_events_on(
     finally:
         await store.close()
     assert events == [(1, 1000.0, "queued"), (2, 1500.0, "running"), (3, 2000.0, "succeeded")]
+
+
+async def test_sqlite_refuses_a_database_a_newer_runyard_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+    known = max(v for v, _, _ in migration_files("sqlite"))
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(q.RECORD_MIGRATION, (known + 1, f"{known + 1:04d}_future.sql", 0.0))
+    conn.close()
+    store = SQLiteStore(path)
+    with pytest.raises(RuntimeError, match=f"schema version {known + 1}.*up to {known}"):
+        await store.open()
+    await store.close()

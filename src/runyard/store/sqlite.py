@@ -305,7 +305,9 @@ class SQLiteStore(SQLStore):
         with self._tx(conn):
             conn.execute(q.CREATE_MIGRATIONS)
             done = {v for (v,) in conn.execute(q.APPLIED_MIGRATIONS)}
-            for version, name, sql in migration_files("sqlite"):
+            files = migration_files("sqlite")
+            _refuse_newer(self.path, done, max(v for v, _, _ in files))
+            for version, name, sql in files:
                 if version in done:
                     continue
                 for statement in _statements(sql):
@@ -355,6 +357,18 @@ class SQLiteStore(SQLStore):
             return {"store": "; ".join(failing)} if failing else {}
 
         return await self._call(op, "health_problems")
+
+
+def _refuse_newer(path: Path, applied: set[int], known: int) -> None:
+    """A database a newer runyard has migrated is not written by this one: its statements
+    would break what the newer schema keeps (migration 0008 on: the state events its
+    triggers write, which a server from before would write again)."""
+    if applied and max(applied) > known:
+        raise RuntimeError(
+            f"the database {path} has schema version {max(applied)}, written by a newer "
+            f"runyard; this one knows versions up to {known}. Run the newer runyard, or "
+            "restore a copy of the database from before it was upgraded."
+        )
 
 
 def _statements(script: str) -> Iterator[str]:
