@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ async def sqlite_schema(path: Path) -> tuple[dict[str, set[str]], list[int]]:
     conn = sqlite3.connect(path)
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     schema = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in tables}
-    versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
+    versions = [v for (v,) in conn.execute(q.APPLIED_MIGRATIONS)]
     conn.close()
     return schema, versions
 
@@ -99,6 +100,8 @@ async def test_both_backends_migrate_to_the_same_tables_and_columns(
 ) -> None:
     lite, _ = await sqlite_schema(tmp_path / "m.db")
     pg, _ = await postgres_schema(pg_schema)
+    # each keeps its versions under its own name (SQLite's moved at 0008: sqlite_sql.py)
+    assert lite.pop("schema_versions") == pg.pop("schema_migrations")
     assert pg == lite
 
 
@@ -160,14 +163,7 @@ async def test_a_sqlite_database_from_before_the_triggers_numbers_its_events_on(
     """A run queued by a version before migration 0008 (its first event written by the
     server, no `state_at`) goes on from event 2 once the database is migrated."""
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute(q.CREATE_MIGRATIONS)
-    for version, name, sql in migration_files("sqlite"):
-        if version >= 8:
-            break
-        for statement in _statements(sql):
-            conn.execute(statement)
-        conn.execute(q.RECORD_MIGRATION, (version, name, 0.0))
+    conn = _before_0008(path)
     run = make_run(created=1000.0)
     conn.execute(q.INSERT_RUNS, run_to_row(run))
     conn.execute(
@@ -199,3 +195,90 @@ async def test_sqlite_refuses_a_database_a_newer_runyard_migrated(tmp_path: Path
     with pytest.raises(RuntimeError, match=f"schema version {known + 1}.*up to {known}"):
         await store.open()
     await store.close()
+
+
+def _before_0008(path: Path) -> sqlite3.Connection:
+    """A database as a runyard from before migration 0008 left it (its versions' table then)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "CREATE TABLE schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    for version, name, sql in migration_files("sqlite"):
+        if version >= 8:
+            break
+        for statement in _statements(sql):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, 0.0))
+    return conn
+
+
+async def test_a_runyard_from_before_0008_cannot_start_on_a_migrated_database(
+    tmp_path: Path,
+) -> None:
+    """What a runyard from before 0008 does first at start-up: create its (old) table of
+    versions if missing and apply what it does not find there. On a database 0008 migrated
+    it finds none, and stops at the first (rolled back: nothing changes), instead of
+    serving with statements that would write every state event twice."""
+    path = tmp_path / "up.db"
+    _before_0008(path).close()
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "schema_migrations" not in tables
+    assert [v for (v,) in conn.execute(q.APPLIED_MIGRATIONS)] == list(range(1, 9))
+    conn.execute("BEGIN IMMEDIATE")  # the old server's migration, as it ran it
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    assert conn.execute("SELECT version FROM schema_migrations").fetchall() == []
+    _, _, first = migration_files("sqlite")[0]
+    with pytest.raises(sqlite3.OperationalError, match="already exists"):
+        for statement in _statements(first):
+            conn.execute(statement)
+    conn.execute("ROLLBACK")
+    conn.close()
+
+
+def test_every_sqlite_statement_that_changes_a_state_sets_state_at() -> None:
+    """The update trigger of migration 0008 dates the event with `state_at`: a statement that
+    changed the state without setting it would date the event wrongly, or fail."""
+
+    def sets(sql: object) -> str:  # what an UPDATE of runs sets ("" for anything else)
+        found = (
+            re.search(r"UPDATE runs SET (.*?)\bWHERE\b", sql, re.S)
+            if isinstance(sql, str)
+            else None
+        )
+        return found.group(1) if found else ""
+
+    changing = {name: sets(sql) for name, sql in vars(q).items() if "state = " in sets(sql)}
+    assert set(changing) == {"CLAIM_RUN", "CLAIM_NEXT", "END_RUN"}
+    for name, assigned in changing.items():
+        assert "state_at = " in assigned, name
+
+
+async def test_an_exit_code_an_older_version_stored_damaged_reads_as_null_in_events(
+    tmp_path: Path,
+) -> None:
+    """As rows._int reads it in the run (the trigger copies the row, not the model)."""
+    path = tmp_path / "d.db"
+    store = SQLiteStore(path)
+    await store.open()
+    run, _ = await store.insert_run(make_run(created=1000.0))
+    await store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE runs SET exit_code = 'x1' WHERE id = ?", (run.id,))
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        (claim,) = await store.claim(1, {}, now=1500.0, host="h")
+        events = await store.list_events(run.id, 1)
+    finally:
+        await store.close()
+    assert claim.run.exit_code is None
+    assert [(e.data["to"], e.data["exit_code"]) for e in events] == [("running", None)]

@@ -88,7 +88,10 @@ def give_way() -> None:
     if policy is None:
         return
     with contextlib.suppress(OSError):  # a sandbox that forbids it: the default policy stays
-        os.sched_setscheduler(0, policy, os.sched_param(0))
+        # only from the default: a server started under another policy (real-time, idle) was
+        # put there on purpose, and keeps it
+        if os.sched_getscheduler(0) == os.SCHED_OTHER:
+            os.sched_setscheduler(0, policy, os.sched_param(0))
 
 
 class GroupCommit:

@@ -304,6 +304,9 @@ class SQLiteStore(SQLStore):
     def _migrate(self, conn: sqlite3.Connection) -> None:
         with self._tx(conn):
             conn.execute(q.CREATE_MIGRATIONS)
+            if conn.execute(q.LEGACY_MIGRATIONS).fetchone() is not None:
+                for statement in q.ADOPT_LEGACY_MIGRATIONS:
+                    conn.execute(statement)
             done = {v for (v,) in conn.execute(q.APPLIED_MIGRATIONS)}
             files = migration_files("sqlite")
             _refuse_newer(self.path, done, max(v for v, _, _ in files))

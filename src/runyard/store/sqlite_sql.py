@@ -42,12 +42,23 @@ def set_user_version(version: int) -> str:
     return f"PRAGMA user_version = {int(version)}"
 
 
+# The versions applied, in `schema_versions` since migration 0008 (before, `schema_migrations`,
+# whose rows move over). A runyard from before 0008 then finds no version applied, runs 0001
+# again and stops at start-up ("table runs already exists"): it would otherwise write the
+# state events 0008's triggers write, and its claims would fail (docs/operations.md).
 CREATE_MIGRATIONS = (
-    "CREATE TABLE IF NOT EXISTS schema_migrations "
+    "CREATE TABLE IF NOT EXISTS schema_versions "
     "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
 )
-APPLIED_MIGRATIONS = "SELECT version FROM schema_migrations"
-RECORD_MIGRATION = "INSERT INTO schema_migrations VALUES (?, ?, ?)"
+LEGACY_MIGRATIONS = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+)
+ADOPT_LEGACY_MIGRATIONS = (
+    "INSERT OR IGNORE INTO schema_versions SELECT version, name, applied_at FROM schema_migrations",
+    "DROP TABLE schema_migrations",
+)
+APPLIED_MIGRATIONS = "SELECT version FROM schema_versions"
+RECORD_MIGRATION = "INSERT INTO schema_versions VALUES (?, ?, ?)"
 
 INSERT_RUN = (
     f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 21)}) "  # noqa: S608
