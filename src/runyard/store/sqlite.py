@@ -35,7 +35,7 @@ from runyard.store.units import Make, drive, name_of
 T = TypeVar("T")
 
 # The reads' connection (sqlite_reads.py) can keep SQLite's automatic checkpoint from ever
-# rewinding the WAL while reads follow each other closely: every WAL_CHECK_EVERY commits the
+# rewinding the WAL while reads follow each other closely: every WAL_CHECK_EVERY writes the
 # writer looks at its size, and past WAL_LIMIT_BYTES waits for the reads under way (one
 # statement each) and rewinds it; journal_size_limit then cuts the file back to that size.
 WAL_LIMIT_BYTES = 64 * 2**20
@@ -58,7 +58,7 @@ class SQLiteStore(SQLStore):
         super().__init__()
         self.path = path
         self._wal_limit = wal_limit_bytes
-        self._commits = 0
+        self._writes = 0  # units committed: the WAL's size is looked at every WAL_CHECK_EVERY
         self._observe = observe
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
@@ -199,8 +199,10 @@ class SQLiteStore(SQLStore):
             return
         for p in done:
             self._written(p.point or COMMIT)
-        self._commits += 1
-        if self._commits % WAL_CHECK_EVERY == 0:
+        # counted in writes, not commits: a group of many writes grows the WAL as much as
+        # they would one by one, and under load groups grow (the store's thread yields)
+        before, self._writes = self._writes, self._writes + len(done)
+        if self._writes // WAL_CHECK_EVERY != before // WAL_CHECK_EVERY:
             self._bound_wal(conn)
 
     def _bound_wal(self, conn: sqlite3.Connection) -> None:
