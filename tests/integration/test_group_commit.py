@@ -5,9 +5,7 @@ kind of write, or a commit that cannot happen decide exactly the callers they co
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import threading
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,35 +127,3 @@ async def test_a_commit_that_cannot_happen_fails_every_write_of_the_group(
     assert all(isinstance(r, StorageIOError) for r in results), results
     (tmp_path / "elsewhere.db").rename(db)  # back: the store reads its own file again
     assert (await sqlite_store.list_runs(RunFilter())).runs == []  # none of them was kept
-
-
-def _batch_allowed() -> bool:
-    """Whether a thread of this process may take SCHED_BATCH (Linux, from the default policy,
-    not forbidden by a sandbox), tried on a thread of its own."""
-    if not hasattr(os, "SCHED_BATCH") or os.sched_getscheduler(0) != os.SCHED_OTHER:
-        return False
-    allowed: list[bool] = []
-
-    def attempt() -> None:
-        try:
-            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-        except OSError:
-            allowed.append(False)
-        else:
-            allowed.append(True)
-
-    probe = threading.Thread(target=attempt)
-    probe.start()
-    probe.join()
-    return allowed == [True]
-
-
-@pytest.mark.skipif(not _batch_allowed(), reason="no SCHED_BATCH for a thread here")
-async def test_the_store_thread_gives_way_to_the_event_loop(sqlite_store: SQLiteStore) -> None:
-    """The writer's thread is a batch thread (a hand-over does not preempt the loop that made
-    it); the loop's own thread, and so the server's, keeps the default policy."""
-    await sqlite_store.insert_run(make_run())  # the thread has served a unit: it is up
-    writer = sqlite_store._thread()._thread.native_id
-    assert writer is not None
-    assert os.sched_getscheduler(writer) == os.SCHED_BATCH
-    assert os.sched_getscheduler(0) == os.SCHED_OTHER

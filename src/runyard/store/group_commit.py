@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,29 +69,6 @@ def _tell(batch: list[Pending]) -> None:
 
 
 _STOP = object()
-
-
-def give_way() -> None:
-    """Make the calling thread one that never preempts another when it wakes (Linux's
-    SCHED_BATCH; elsewhere nothing changes).
-
-    For a GroupCommit's thread (the SQLite writer's, and its reads'). The event loop wakes
-    it with every hand-over, while the loop still holds the GIL. Woken under the usual
-    policy, the thread is often run at once, in place of the loop's own thread (or of the
-    supervisor, or a program, on the other core); it then finds the GIL taken and sleeps
-    again: two context switches for nothing. Under the batch policy it waits for a free core
-    or its turn, by which time the loop has usually moved on, and what was handed over
-    meanwhile joins its group. Measured on a batch of 4,000 runs: the loop's thread is
-    preempted 0.15 times per run instead of about once; runs/s +1.5 to +9 % (bench/ab.py,
-    8 and 4 rounds); over HTTP, no change beyond the noise."""
-    policy = getattr(os, "SCHED_BATCH", None)
-    if policy is None:
-        return
-    with contextlib.suppress(OSError):  # a sandbox that forbids it: the default policy stays
-        # only from the default: a server started under another policy (real-time, idle) was
-        # put there on purpose, and keeps it
-        if os.sched_getscheduler(0) == os.SCHED_OTHER:
-            os.sched_setscheduler(0, policy, os.sched_param(0))
 
 
 class GroupCommit:
@@ -152,7 +128,6 @@ class GroupCommit:
                     _tell(left)
 
     def _serve(self) -> None:
-        give_way()
         while True:
             handed = [self._queue.get()]
             with contextlib.suppress(Empty):
