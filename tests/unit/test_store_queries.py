@@ -7,19 +7,21 @@ import re
 
 import pytest
 
-from runyard.store import logic, postgres_sql, sqlite_sql
+from runyard.store import leases, logic, postgres_sql, sqlite_sql
 
 # one("NAME", ...), rows(...), count(...), execute(...), Query("NAME", ...)
 NAMED = re.compile(r'\b(?:one|rows|count|execute|Query)\(\s*"([A-Z_]+)"')
+SOURCE = inspect.getsource(logic) + inspect.getsource(leases)  # the units of both modules
 
 
 def test_the_pattern_finds_the_logics_queries() -> None:
-    names = set(NAMED.findall(inspect.getsource(logic)))
+    names = set(NAMED.findall(SOURCE))
     assert {"INSERT_RUN", "CLAIM_CANDIDATES", "END_ATTEMPT", "LIST_RUNS", "LIST_BATCHES"} <= names
+    assert {"GET_SERVER", "RENEW_SERVER", "ORPHANED_ATTEMPTS"} <= names
 
 
 @pytest.mark.parametrize("dialect", [sqlite_sql, postgres_sql], ids=["sqlite", "postgres"])
-@pytest.mark.parametrize("name", sorted(set(NAMED.findall(inspect.getsource(logic)))))
+@pytest.mark.parametrize("name", sorted(set(NAMED.findall(SOURCE))))
 def test_each_backend_defines_every_query(dialect: object, name: str) -> None:
     query = getattr(dialect, name)
     assert query is None or isinstance(query, str) or callable(query)

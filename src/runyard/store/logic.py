@@ -4,7 +4,6 @@ which backend it is."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +20,6 @@ from runyard.models import (
     RunFilter,
     RunState,
     Schedule,
-    ServerInfo,
     check_transition,
     state_event,
 )
@@ -42,14 +40,6 @@ from runyard.store.units import Notify, Query, Unit, count, execute, one, rows
 QUEUE_CHANNEL = "runyard_queue"  # runs to claim
 RUN_CHANNEL = "runyard_run"  # "ID STATE HOST" of a run that moved
 SCHEDULES_CHANNEL = "runyard_schedules"  # a schedule changed
-
-
-def new_token(row: tuple[Any, ...] | None, now: float) -> str:
-    """The lease token of a (re)registering server: its current one while its lease
-    (row[6]) lasts, else a new one, which fences out whatever it wrote in its past life."""
-    if row is not None and row[6] > now:
-        return str(row[2])
-    return secrets.token_hex(8)
 
 
 # -- building blocks --------------------------------------------------------------------------
@@ -341,37 +331,7 @@ def active_attempts(host: str | None) -> Unit[list[Attempt]]:
     return [attempt_from_row(r) for r in found]
 
 
-# -- membership, progress and events ----------------------------------------------------------
-
-
-def register_server(
-    server_id: str, url: str, capacity: int, now: float, lease_s: float
-) -> Unit[str]:
-    yield execute("LOCK_SERVER_ID", server_id)  # two processes claiming one identity: in turn
-    row = yield one("GET_SERVER", server_id)
-    token, expires = new_token(row, now), now + lease_s
-    values = (url, token, capacity, now, now, expires, server_id)
-    if row is None:
-        yield execute("INSERT_SERVER", server_id, *values[:-1])
-        return token
-    yield execute("UPDATE_SERVER", *values)
-    if token != row[2]:  # a new life takes back the attempts nobody reaped
-        yield execute("RETOKEN_ATTEMPTS", token, server_id, row[2])
-    return token
-
-
-def renew_server(server_id: str, token: str, now: float, lease_s: float) -> Unit[bool]:
-    return int((yield count("RENEW_SERVER", now, now + lease_s, server_id, token, now))) > 0
-
-
-def live_servers(now: float) -> Unit[list[ServerInfo]]:
-    found = yield rows("LIVE_SERVERS", now)
-    return [ServerInfo(*r) for r in found]
-
-
-def orphaned_attempts(now: float) -> Unit[list[Attempt]]:
-    found = yield rows("ORPHANED_ATTEMPTS", now)
-    return [attempt_from_row(r) for r in found]
+# -- progress and events -----------------------------------------------------------------------
 
 
 def set_progress(run_id: str, progress: dict[str, Any]) -> Unit[None]:

@@ -24,7 +24,7 @@ from runyard.models import (
     Schedule,
     ServerInfo,
 )
-from runyard.store import logic
+from runyard.store import leases, logic
 from runyard.store.base import Store
 from runyard.store.units import Make
 
@@ -159,17 +159,17 @@ class SQLStore(Store):
         self, server_id: str, url: str, capacity: int, now: float, lease_s: float
     ) -> str:
         return await self._write(
-            partial(logic.register_server, server_id, url, capacity, now, lease_s)
+            partial(leases.register_server, server_id, url, capacity, now, lease_s)
         )
 
     async def renew_server(self, server_id: str, token: str, now: float, lease_s: float) -> bool:
-        return await self._write(partial(logic.renew_server, server_id, token, now, lease_s))
+        return await self._write(partial(leases.renew_server, server_id, token, now, lease_s))
 
     async def live_servers(self, now: float) -> list[ServerInfo]:
-        return await self._read(partial(logic.live_servers, now))
+        return await self._read(partial(leases.live_servers, now))
 
     async def orphaned_attempts(self, now: float) -> list[Attempt]:
-        return await self._read(partial(logic.orphaned_attempts, now))
+        return await self._read(partial(leases.orphaned_attempts, now))
 
     async def set_progress(self, run_id: str, progress: dict[str, Any]) -> None:
         await self._write(partial(logic.set_progress, run_id, progress), PROGRESS)
