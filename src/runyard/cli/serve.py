@@ -25,6 +25,7 @@ from runyard.cli import log_output
 from runyard.cli.header_timeout import with_header_timeout
 from runyard.config import Settings
 from runyard.runtime import Runtime
+from runyard.store.schema_version import refusal_of
 
 log = structlog.get_logger("runyard")
 
@@ -195,12 +196,21 @@ def cluster_config_problem(settings: Settings) -> str | None:
     return None
 
 
+def schema_problem(settings: Settings) -> str | None:
+    """Why this server's SQLite database must not be served (a newer runyard migrated it),
+    said before anything starts rather than as a traceback from the store's opening."""
+    url = settings.database_url or ""
+    if url.startswith(("postgresql://", "postgres://")):
+        return None  # older servers of a cluster keep serving a newer schema (scale-out.md)
+    return refusal_of(settings.database_path)
+
+
 def serve(settings: Settings) -> None:
     from runyard.api.app import create_app
 
     configure_logging(settings.log_format)
     try:
-        problem = cluster_config_problem(settings)
+        problem = cluster_config_problem(settings) or schema_problem(settings)
     except AuthConfigError as exc:
         problem = str(exc)
     if problem is not None:

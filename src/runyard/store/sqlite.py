@@ -28,6 +28,7 @@ from runyard.errors import (
 from runyard.store import sqlite_sql as q
 from runyard.store.group_commit import GroupCommit, Pending
 from runyard.store.migrations import migration_files
+from runyard.store.schema_version import NewerSchemaError, newer_than_known
 from runyard.store.sqlite_reads import Reads, execute
 from runyard.store.sqlstore import COMMIT, SQLStore
 from runyard.store.units import Make, drive, name_of
@@ -310,8 +311,9 @@ class SQLiteStore(SQLStore):
                 for statement in q.ADOPT_LEGACY_MIGRATIONS:
                     conn.execute(statement)
             done = {v for (v,) in conn.execute(q.APPLIED_MIGRATIONS)}
+            if (newer := newer_than_known(self.path, done)) is not None:
+                raise NewerSchemaError(newer)
             files = migration_files("sqlite")
-            _refuse_newer(self.path, done, max(v for v, _, _ in files))
             for version, name, sql in files:
                 if version in done:
                     continue
@@ -362,18 +364,6 @@ class SQLiteStore(SQLStore):
             return {"store": "; ".join(failing)} if failing else {}
 
         return await self._call(op, "health_problems")
-
-
-def _refuse_newer(path: Path, applied: set[int], known: int) -> None:
-    """A database a newer runyard has migrated is not written by this one: its statements
-    would break what the newer schema keeps (migration 0008 on: the state events its
-    triggers write, which a server from before would write again)."""
-    if applied and max(applied) > known:
-        raise RuntimeError(
-            f"the database {path} has schema version {max(applied)}, written by a newer "
-            f"runyard; this one knows versions up to {known}. Run the newer runyard, or "
-            "restore a copy of the database from before it was upgraded."
-        )
 
 
 def _statements(script: str) -> Iterator[str]:
