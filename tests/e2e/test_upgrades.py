@@ -1,5 +1,6 @@
-"""A database a newer runyard has migrated: `runyard serve` refuses it before anything starts,
-in one line that says what to do, and leaves it as it found it."""
+"""A database this runyard must not serve (a newer runyard migrated it, or it is not a readable
+database): `runyard serve` refuses it before anything starts, in one line that says what to
+do, and leaves it as it found it."""
 
 from __future__ import annotations
 
@@ -20,54 +21,87 @@ from tests.support import free_port
 pytestmark = pytest.mark.e2e
 
 
-def _migrated_by_a_newer_runyard(path: Path) -> int:
+def _current(path: Path) -> None:
     async def create() -> None:
         store = SQLiteStore(path)
         await store.open()
         await store.close()
 
     asyncio.run(create())
+
+
+def _migrated_by_a_newer_runyard(path: Path) -> int:
+    _current(path)
     newer = known_version() + 1
     with sqlite3.connect(path, isolation_level=None) as conn:
         conn.execute(q.RECORD_MIGRATION, (newer, f"{newer:04d}_future.sql", 0.0))
     return newer
 
 
-def test_serve_refuses_a_database_a_newer_runyard_migrated(write_job, jobs_dir, tmp_path) -> None:
-    write_job("true", 'command = ["true"]\n')
-    data = tmp_path / "d"
-    data.mkdir()
-    db = data / "runyard.db"
-    newer = _migrated_by_a_newer_runyard(db)
-    before = db.read_bytes()
-    done = subprocess.run(
+def _serve(jobs_dir: Path, data: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "runyard", "serve", "--jobs", str(jobs_dir),
          "--data-dir", str(data), "--port", str(free_port())],
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path),
              "RUNYARD_LOG_FORMAT": "json"},
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
+
+
+def _refused(done: subprocess.CompletedProcess[str], data: Path, said: str) -> str:
+    """Refused in one line and one log line, status 2, nothing started; the log line's reason."""
     out = done.stdout + done.stderr
     assert done.returncode == 2, out
     assert "Traceback" not in out
-    said = f"runyard: refusing to start: the database {db} has schema version {newer}"
-    assert said in done.stderr
+    assert f"runyard: refusing to start: {said}" in done.stderr
     logged = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     assert [e["event"] for e in logged] == ["refusing_to_start"]
-    assert f"knows versions up to {newer - 1}" in logged[0]["reason"]
+    assert not (data / "supervisor.sock").exists()
+    return str(logged[0]["reason"])
+
+
+@pytest.fixture
+def data(write_job, tmp_path: Path) -> Path:
+    write_job("true", 'command = ["true"]\n')
+    path = tmp_path / "d"
+    path.mkdir()
+    return path
+
+
+def test_serve_refuses_a_database_a_newer_runyard_migrated(jobs_dir, data) -> None:
+    db = data / "runyard.db"
+    newer = _migrated_by_a_newer_runyard(db)
+    before = db.read_bytes()
+    done = _serve(jobs_dir, data)
+    reason = _refused(done, data, f"the database {db} has schema version {newer}")
+    assert f"knows versions up to {newer - 1}" in reason
     assert db.read_bytes() == before  # nothing migrated, nothing written
-    assert not (data / "supervisor.sock").exists()  # nothing started
+
+
+@pytest.mark.parametrize("damage", ["not_a_database", "damaged_pages"])
+def test_serve_refuses_a_database_it_cannot_read(jobs_dir, data, damage: str) -> None:
+    db = data / "runyard.db"
+    if damage == "not_a_database":
+        db.write_bytes(b"not a database at all" * 100)
+    else:
+        _current(db)
+        damaged = bytearray(db.read_bytes())
+        damaged[4096:] = bytes([0xAB]) * (len(damaged) - 4096)  # every page past the first
+        db.write_bytes(bytes(damaged))
+    before = db.read_bytes()
+    reason = _refused(_serve(jobs_dir, data), data, f"the database {db} cannot be read")
+    assert "Restore it from a backup" in reason
+    assert db.read_bytes() == before
 
 
 def test_the_check_leaves_other_databases_to_the_store(tmp_path: Path) -> None:
-    """No file, a file that is not a database, one from before the table of versions, one of
-    this version: no refusal here (the store's own opening upgrades, or says what is wrong)."""
+    """No file, an empty one, one from before the table of versions, one of this version: no
+    refusal here (the store's own opening creates, upgrades, or says what is wrong)."""
     assert refusal_of(tmp_path / "missing.db") is None
     assert not (tmp_path / "missing.db").exists()
-    junk = tmp_path / "junk.db"
-    junk.write_bytes(b"not a database at all" * 100)
-    assert refusal_of(junk) is None
-    assert junk.read_bytes() == b"not a database at all" * 100
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert refusal_of(empty) is None
     legacy = tmp_path / "legacy.db"
     with sqlite3.connect(legacy) as conn:
         conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")

@@ -3,8 +3,8 @@ break what the newer schema keeps (from migration 0008 on, the state events its 
 write, which a runyard from before would write again).
 
 Checked twice: by `runyard serve` before anything starts (`refusal_of`: one clear line and
-exit status 2, as every refusal to start), and by the store as it opens, for whatever opens
-it otherwise (`newer_than_known`).
+exit status 2, as every refusal to start; it also refuses a file that is not a readable
+database), and by the store as it opens, for whatever opens it otherwise (`newer_than_known`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from pathlib import Path
 
 from runyard.store import sqlite_sql as q
 from runyard.store.migrations import migration_files
+
+# what SQLite answers for a file that is not a database, or one whose pages are damaged
+UNREADABLE = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
 
 
 class NewerSchemaError(RuntimeError):
@@ -38,18 +41,21 @@ def newer_than_known(path: Path, applied: set[int]) -> str | None:
 
 
 def refusal_of(path: Path) -> str | None:
-    """`newer_than_known` for the SQLite file at `path`, read without writing: no file, no
-    table of versions (a database from before 0008, which the store upgrades) or one that
-    cannot be read leave the answer to the store's own opening, which reports what is wrong."""
+    """Why the SQLite file at `path` must not be served, read without writing: a newer
+    runyard's schema, or a file SQLite cannot read as a database (not one, or its pages
+    damaged), which the store's opening would stop at too. No file, or no table of versions
+    (a new file, a database from before 0008, which the store upgrades): None."""
     if not path.is_file():
         return None
+    uri = f"{path.absolute().as_uri()}?mode=ro"
     try:
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return None
-    with contextlib.closing(conn):
-        try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
             applied = {v for (v,) in conn.execute(q.APPLIED_MIGRATIONS)}
-        except sqlite3.Error:  # no such table, not a database, damaged: the store says
-            return None
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorname", None) not in UNREADABLE:
+            return None  # no such table, busy, cannot open: the store's opening says
+        return (
+            f"the database {path} cannot be read ({exc}). Restore it from a backup, or move "
+            "it (with its -wal and -shm files) aside to start with an empty one."
+        )
     return newer_than_known(path, applied)
