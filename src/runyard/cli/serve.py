@@ -196,6 +196,16 @@ def cluster_config_problem(settings: Settings) -> str | None:
     return None
 
 
+def data_dir_problem(settings: Settings) -> str | None:
+    """Why the data directory cannot hold this server's files (a file in its place, a parent
+    that cannot be entered or written), said before anything starts."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"the data directory {settings.data_dir} cannot be used: {exc.strerror or exc}"
+    return None
+
+
 def schema_problem(settings: Settings) -> str | None:
     """Why this server's SQLite database must not be served (a newer runyard migrated it),
     said before anything starts rather than as a traceback from the store's opening."""
@@ -210,7 +220,10 @@ def serve(settings: Settings) -> None:
 
     configure_logging(settings.log_format)
     try:
-        problem = cluster_config_problem(settings) or schema_problem(settings)
+        problem = (
+            cluster_config_problem(settings) or data_dir_problem(settings)
+            or schema_problem(settings)
+        )  # fmt: skip
     except AuthConfigError as exc:
         problem = str(exc)
     if problem is not None:

@@ -1,6 +1,6 @@
-"""A database this runyard must not serve (a newer runyard migrated it, or it is not a readable
-database): `runyard serve` refuses it before anything starts, in one line that says what to
-do, and leaves it as it found it."""
+"""What `runyard serve` must not start on (a database a newer runyard migrated, a file that is
+not a readable database, a data directory it cannot use) is refused before anything starts,
+in one line that says what to do, and left as it was found."""
 
 from __future__ import annotations
 
@@ -92,6 +92,14 @@ def test_serve_refuses_a_database_it_cannot_read(jobs_dir, data, damage: str) ->
     reason = _refused(_serve(jobs_dir, data), data, f"the database {db} cannot be read")
     assert "Restore it from a backup" in reason
     assert db.read_bytes() == before
+
+
+def test_serve_refuses_a_data_directory_it_cannot_use(jobs_dir, tmp_path: Path) -> None:
+    in_the_way = tmp_path / "d"
+    in_the_way.write_text("a file where the data directory should be")
+    said = f"the data directory {in_the_way} cannot be used: File exists"
+    assert _refused(_serve(jobs_dir, in_the_way), tmp_path, said) == said
+    assert in_the_way.read_text() == "a file where the data directory should be"
 
 
 def test_the_check_leaves_other_databases_to_the_store(tmp_path: Path) -> None:
