@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import APIResponse, Page, Route, expect
 
 from runyard.auth import Role, create_token
 from tests import web
@@ -63,6 +63,42 @@ def test_an_out_of_range_param_shows_the_servers_422_next_to_the_field(
     expect(page.locator("#err-seed")).to_be_empty()
     assert page.url.endswith("#/jobs/simulate")  # still on the form
     assert web.get(f"{server.url}/v1/runs").json()["runs"] == []  # nothing was created
+
+
+def test_an_answer_that_comes_after_a_newer_one_does_not_undo_it(start_server, page: Page) -> None:
+    """The page re-reads the run on each state event; a read of a running run can be answered
+    after a later read of the ended run (it reads the latest progress first). Held back here
+    until the page shows the end, that older answer must not put the page back to running."""
+    server = start_server()
+    with server.client() as c:
+        run = c.submit("sleeper", {"seconds": 300})
+        wait_for(lambda: c.run(run.id).state.value == "running", what="sleeper running")
+    held: list[tuple[Route, APIResponse]] = []
+    reads = 0
+
+    def hold_the_first_re_read(route: Route) -> None:
+        nonlocal reads
+        reads += 1
+        if reads == 2:  # the first re-read (the first read is the page's own, at load)
+            held.append((route, route.fetch()))  # the answer of the running run, kept
+        else:
+            route.continue_()
+
+    page.route(re.compile(rf"/v1/runs/{run.id}$"), hold_the_first_re_read)
+    page.goto(f"{server.url}/ui/#/runs/{run.id}")
+    for _ in range(1500):  # route handlers run while Playwright is called, not in a sleep
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert held[0][1].json()["state"] == "running"
+    page.click("#cancel")
+    expect(page.locator(".run-head .badge")).to_have_text("cancelled")
+    route, stale = held[0]
+    with page.expect_request_finished(lambda r: r.url.endswith(f"/v1/runs/{run.id}")):
+        route.fulfill(response=stale)
+    page.evaluate("() => new Promise((done) => setTimeout(done, 200))")  # it is applied, or not
+    expect(page.locator(".run-head .badge")).to_have_text("cancelled")
+    expect(page.locator("#cancel")).to_have_count(0)
 
 
 def test_cancel_a_running_run_from_its_page(start_server, page: Page) -> None:

@@ -67,6 +67,19 @@ export function paramsSummary(params) {
   return text.length > 80 ? `${text.slice(0, 79)}…` : text;
 }
 
+// Reads answered out of the order they were asked in (a read of a running run first reads
+// its progress; a filter typed on while the last page loads): each answer is applied only if
+// no answer asked after it has been applied already. `ask()` numbers a read; `fresh(n)` says
+// whether its answer may be applied (and from then on, that no older one may).
+export function inOrder() {
+  let asked = 0;
+  let applied = 0;
+  return {
+    ask: () => ++asked,
+    fresh: (n) => { if (n < applied) return false; applied = n; return true; },
+  };
+}
+
 export function debounce(fn, ms) {
   let t = null;
   return (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };

@@ -1,7 +1,7 @@
 // A run's artifacts: download (fetched with the token, saved from a blob) and inline preview
 // of text, CSV, JSON and images.
 import * as api from "../api.js";
-import { h, bytes, errorBox, encodePath } from "../util.js";
+import { h, bytes, errorBox, encodePath, inOrder } from "../util.js";
 
 const PREVIEW_BYTES = 256 * 1024;
 const TEXT = /\.(txt|log|md|csv|tsv|json|jsonl|yaml|yml|toml|out|dat)$/i;
@@ -58,12 +58,15 @@ export function artifactsView(runId) {
     } catch (err) { preview.replaceChildren(errorBox(err)); }
   }
 
+  const reads = inOrder(); // the listing of the ended run must not be replaced by an older one
   async function load() {
+    const n = reads.ask();
     let res;
     try { res = await api.get(`/v1/runs/${runId}/artifacts`); } catch (err) {
-      list.replaceChildren(h("li", { class: "muted" }, err.status === 404 ? "none" : err.message));
+      if (reads.fresh(n)) list.replaceChildren(h("li", { class: "muted" }, err.status === 404 ? "none" : err.message));
       return;
     }
+    if (!reads.fresh(n)) return;
     if (!res.artifacts.length) { list.replaceChildren(h("li", { class: "muted" }, "none yet")); return; }
     list.replaceChildren(...res.artifacts.map((item) => h("li", { dataset: { path: item.path } },
       h("span", { class: "mono path" }, item.path), h("span", { class: "muted small" }, bytes(item.size)),

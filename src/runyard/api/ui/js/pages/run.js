@@ -1,7 +1,7 @@
 // One run: state, attempts, live progress, live log, params, artifacts, cancel and resubmit.
 import * as api from "../api.js";
 import { stream } from "../sse.js";
-import { h, badge, progressBar, duration, bytes, errorBox, encodePath, ACTIVE } from "../util.js";
+import { h, badge, progressBar, duration, bytes, errorBox, encodePath, inOrder, ACTIVE } from "../util.js";
 import { logView } from "./log.js";
 import { artifactsView, saveBlob } from "./artifacts.js";
 
@@ -92,8 +92,14 @@ export async function runPage(ctx, id) {
         h("td", {}, a.peak_rss_kb ? bytes(a.peak_rss_kb * 1024) : ""))))));
   }
 
+  // an older answer that comes last would put an ended run's page back to "running"
+  const reads = inOrder();
   async function refresh() {
-    try { run = await api.get(`/v1/runs/${id}`); } catch { return; }
+    const n = reads.ask();
+    let got;
+    try { got = await api.get(`/v1/runs/${id}`); } catch { return; }
+    if (!reads.fresh(n)) return;
+    run = got;
     render();
     if (!ACTIVE.has(run.state)) artifacts.load();
     ctx.refreshHeader();

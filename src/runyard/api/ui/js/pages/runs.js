@@ -1,7 +1,7 @@
 // The runs table: filters, keyset paging, live over the /v1/events feed.
 import * as api from "../api.js";
 import { stream } from "../sse.js";
-import { h, badge, progressBar, ago, duration, paramsSummary, debounce, ACTIVE } from "../util.js";
+import { h, badge, progressBar, ago, duration, paramsSummary, debounce, inOrder, ACTIVE } from "../util.js";
 
 const STATES = ["", "queued", "running", "retrying", "succeeded", "failed", "cancelled", "timed_out", "lost"];
 const PAGE = 50;
@@ -55,16 +55,19 @@ export async function runsPage(ctx) {
     return tr;
   }
 
+  const reads = inOrder(); // a page for filters typed over must not replace the newer one's
   async function load() {
     const params = { ...filters, limit: PAGE, cursor: cursors[cursors.length - 1] };
     if (params.label) params.label = [params.label];
+    const n = reads.ask();
     let page;
     try {
       page = await api.get(`/v1/runs${api.qs(params)}`);
     } catch (err) {
-      status.textContent = err.message;
+      if (reads.fresh(n)) status.textContent = err.message;
       return;
     }
+    if (!reads.fresh(n)) return;
     rows.clear();
     tbody.replaceChildren(...page.runs.map((run) => { const tr = row(run); rows.set(run.id, { tr, run }); return tr; }));
     if (!page.runs.length) tbody.append(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No runs match.")));
