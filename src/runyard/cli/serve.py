@@ -207,8 +207,9 @@ def data_dir_problem(settings: Settings) -> str | None:
 
 
 def schema_problem(settings: Settings) -> str | None:
-    """Why this server's SQLite database must not be served (a newer runyard migrated it),
-    said before anything starts rather than as a traceback from the store's opening."""
+    """Why this server's SQLite database must not be served (a newer runyard migrated it, or
+    it cannot be read as a database), said before anything starts rather than as a traceback
+    from the store's opening."""
     url = settings.database_url or ""
     if url.startswith(("postgresql://", "postgres://")):
         return None  # older servers of a cluster keep serving a newer schema (scale-out.md)
