@@ -136,3 +136,8 @@ class Settings(BaseModel):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "runyard.db"
+
+    @property
+    def on_postgres(self) -> bool:
+        """Whether the store is a PostgreSQL database (a cluster's), not the SQLite file."""
+        return (self.database_url or "").startswith(("postgresql://", "postgres://"))

@@ -237,11 +237,10 @@ class Runtime:
         await self.health.start()
 
     def _store(self, settings: Settings, data_dir: Path) -> Store:
-        url = settings.database_url
-        if url and url.startswith(("postgresql://", "postgres://")):
+        if settings.on_postgres and settings.database_url is not None:
             from runyard.store.postgres import PostgresStore
 
-            return PostgresStore(url)
+            return PostgresStore(settings.database_url)
         return SQLiteStore(
             data_dir / "runyard.db",
             synchronous="FULL" if settings.fsync else "NORMAL",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from runyard.store import sqlite_sql as q
-from runyard.store.schema_version import known_version, refusal_of
+from runyard.store.schema_version import NewerSchemaError, known_version, refusal_of
 from runyard.store.sqlite import SQLiteStore
 from tests.support import free_port
 
@@ -100,6 +100,29 @@ def test_serve_refuses_a_data_directory_it_cannot_use(jobs_dir, tmp_path: Path) 
     said = f"the data directory {in_the_way} cannot be used: File exists"
     assert _refused(_serve(jobs_dir, in_the_way), tmp_path, said) == said
     assert in_the_way.read_text() == "a file where the data directory should be"
+
+
+def test_a_table_of_versions_runyard_did_not_make_is_refused_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """Versions that are not numbers (a table made by hand, by something else) are refused in
+    words, before start and by the store's opening, not by a TypeError from comparing them."""
+    odd = tmp_path / "odd.db"
+    with sqlite3.connect(odd) as conn:
+        conn.execute("CREATE TABLE schema_versions (version TEXT, name TEXT, applied_at REAL)")
+        conn.execute("INSERT INTO schema_versions VALUES ('next', 'x', 0), ('1', 'y', 0)")
+    refused = refusal_of(odd)
+    assert refused is not None and "something other than version numbers" in refused
+
+    async def open_it() -> None:
+        store = SQLiteStore(odd)
+        try:
+            await store.open()
+        finally:
+            await store.close()
+
+    with pytest.raises(NewerSchemaError, match="something other than version numbers"):
+        asyncio.run(open_it())
 
 
 def test_the_check_leaves_other_databases_to_the_store(tmp_path: Path) -> None:

@@ -184,9 +184,7 @@ async def reload_tokens(runtime: Runtime) -> None:
 
 def cluster_config_problem(settings: Settings) -> str | None:
     """Why this configuration must not start, for a server joining a cluster."""
-    url = settings.database_url or ""
-    clustered = url.startswith(("postgresql://", "postgres://"))
-    if clustered and not settings.cluster_secret and load_tokens(settings.tokens_file):
+    if settings.on_postgres and not settings.cluster_secret and load_tokens(settings.tokens_file):
         return (
             "tokens are configured for a server over PostgreSQL (a cluster) but "
             "RUNYARD_CLUSTER_SECRET is not set: servers could not relay a caller's requests "
@@ -210,8 +208,7 @@ def schema_problem(settings: Settings) -> str | None:
     """Why this server's SQLite database must not be served (a newer runyard migrated it, or
     it cannot be read as a database), said before anything starts rather than as a traceback
     from the store's opening."""
-    url = settings.database_url or ""
-    if url.startswith(("postgresql://", "postgres://")):
+    if settings.on_postgres:
         return None  # older servers of a cluster keep serving a newer schema (scale-out.md)
     return refusal_of(settings.database_path)
 

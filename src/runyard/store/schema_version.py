@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from runyard.store import sqlite_sql as q
 from runyard.store.migrations import migration_files
@@ -28,9 +29,14 @@ def known_version() -> int:
     return max(v for v, _, _ in migration_files("sqlite"))
 
 
-def newer_than_known(path: Path, applied: set[int]) -> str | None:
-    """Why a database with the versions `applied` must not be served, or None."""
-    known = known_version()
+def newer_than_known(path: Path, applied: set[Any], known: int) -> str | None:
+    """Why a database with the versions `applied` must not be served by a runyard that knows
+    versions up to `known`, or None."""
+    if any(type(v) is not int for v in applied):  # a table of versions not made by runyard
+        return (
+            f"the database {path} has a table of versions that holds something other than "
+            "version numbers (not one runyard made). Restore the database from a backup."
+        )
     if not applied or max(applied) <= known:
         return None
     return (
@@ -58,4 +64,4 @@ def refusal_of(path: Path) -> str | None:
             f"the database {path} cannot be read ({exc}). Restore it from a backup, or move "
             "it (with its -wal and -shm files) aside to start with an empty one."
         )
-    return newer_than_known(path, applied)
+    return newer_than_known(path, applied, known_version())

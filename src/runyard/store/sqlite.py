@@ -311,9 +311,10 @@ class SQLiteStore(SQLStore):
                 for statement in q.ADOPT_LEGACY_MIGRATIONS:
                     conn.execute(statement)
             done = {v for (v,) in conn.execute(q.APPLIED_MIGRATIONS)}
-            if (newer := newer_than_known(self.path, done)) is not None:
-                raise NewerSchemaError(newer)
             files = migration_files("sqlite")
+            known = max(v for v, _, _ in files)
+            if (newer := newer_than_known(self.path, done, known)) is not None:
+                raise NewerSchemaError(newer)
             for version, name, sql in files:
                 if version in done:
                     continue
