@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import ipaddress
-import json
 import logging
 import signal
 import socket
@@ -16,13 +15,13 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-import orjson
 import structlog
 import uvicorn
 
 from runyard.auth import AuthConfigError, load_tokens
 from runyard.cli import log_output
 from runyard.cli.header_timeout import with_header_timeout
+from runyard.cli.log_render import render_json
 from runyard.config import Settings
 from runyard.runtime import Runtime
 from runyard.store.schema_version import refusal_of
@@ -39,35 +38,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _log_json(event: Any, **kw: Any) -> bytes:
-    """A log line: orjson (a few lines per run on the hot path), or json for what orjson
-    refuses (an integer past 64 bits) — a log call must never fail."""
-    try:
-        return orjson.dumps(event, default=kw.get("default"), option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        return json.dumps(event, default=repr).encode()
-
-
 def configure_logging(fmt: str) -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     binary = getattr(sys.stderr, "buffer", None)  # absent when stderr was replaced by text
     renderer: structlog.typing.Processor = structlog.dev.ConsoleRenderer()
     factory: Any = structlog.PrintLoggerFactory(sys.stderr)
     sink = None
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
     if use_json and binary is not None:
-        renderer = structlog.processors.JSONRenderer(serializer=_log_json)
+        processors = [render_json]  # the same steps in one (log_render.py): the hot path's
         sink = log_output.TurnFlushedLogger(binary)
         factory = log_output.factory(sink)
     elif use_json:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=processors if sink is not None else [*processors, renderer],
         logger_factory=factory,
         # below INFO a call returns at once, before any processor runs
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),

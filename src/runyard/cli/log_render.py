@@ -1,0 +1,60 @@
+"""The JSON log's one structlog processor: the context, the level, the time and a traceback
+added, then the line rendered — what five processors did one after the other.
+
+A run writes three lines (its request, two transitions). Through the chain each cost about
+13 µs of the event loop's time, most of it not the rendering but the calls between the
+processors and the time stamp (a timezone-aware datetime and its isoformat per line); about
+3 % of the loop's time per submission at C = 8. The line is the same, key for key: only the
+time stamp is built from the second it falls in, formatted once per second.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import orjson
+from structlog.contextvars import merge_contextvars
+from structlog.processors import add_log_level, format_exc_info
+from structlog.typing import EventDict, WrappedLogger
+
+
+class _Stamper:
+    """ISO 8601 UTC with microseconds ("2026-12-03T07:11:02.603076Z"), as structlog's
+    TimeStamper(fmt="iso", utc=True) writes it, the date and time of day reused within a
+    second. Read and replaced as one tuple: safe from any thread."""
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")
+
+    def __call__(self) -> str:
+        now = time.time()
+        whole = int(now)
+        second, prefix = self._second
+        if whole != second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            self._second = (whole, prefix)
+        return f"{prefix}.{int((now - whole) * 1_000_000):06d}Z"
+
+
+stamp = _Stamper()
+
+
+def log_json(event: Any) -> bytes:
+    """A log line: orjson (what it cannot write as its repr, as structlog's JSONRenderer
+    does), or json for what orjson refuses (an integer past 64 bits): a log call must never
+    fail."""
+    try:
+        return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(event, default=repr).encode()
+
+
+def render_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> bytes:
+    event_dict = merge_contextvars(logger, method_name, event_dict)
+    event_dict = add_log_level(logger, method_name, event_dict)
+    event_dict["timestamp"] = stamp()
+    if "exc_info" in event_dict:
+        event_dict = format_exc_info(logger, method_name, event_dict)
+    return log_json(event_dict)
