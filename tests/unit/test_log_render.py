@@ -61,3 +61,12 @@ def test_a_traceback_and_what_json_cannot_hold_are_still_written() -> None:
     assert "ValueError: boom" in got["exception"] and "exc_info" not in got
     odd = orjson.loads(render_json(None, "info", {"event": "x", "what": object(), "n": 2**70}))
     assert odd["n"] == 2**70 and odd["what"].startswith("<object object")
+    shown = orjson.loads(render_json(None, "info", {"event": "x", "what": _Told()}))
+    assert shown["what"] == {"as": "told"}
+
+
+class _Told:
+    """An object that says how structlog should log it."""
+
+    def __structlog__(self) -> dict[str, str]:
+        return {"as": "told"}

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from structlog.contextvars import merge_contextvars
-from structlog.processors import add_log_level, format_exc_info
+from structlog.processors import JSONRenderer, add_log_level, format_exc_info
 from structlog.typing import EventDict, WrappedLogger
 
 
@@ -41,14 +41,17 @@ class _Stamper:
 stamp = _Stamper()
 
 
-def log_json(event: Any) -> bytes:
-    """A log line: orjson (what it cannot write as its repr, as structlog's JSONRenderer
-    does), or json for what orjson refuses (an integer past 64 bits): a log call must never
-    fail."""
+def log_json(event: Any, **kw: Any) -> bytes:
+    """A log line: orjson, what it cannot write handed to structlog's fallback (an object's
+    `__structlog__`, else its repr), or json for what orjson refuses (an integer past 64
+    bits): a log call must never fail."""
     try:
-        return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(event, default=kw.get("default"), option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
         return json.dumps(event, default=repr).encode()
+
+
+_render = JSONRenderer(serializer=log_json)  # passes its fallback as `default`
 
 
 def render_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> bytes:
@@ -57,4 +60,4 @@ def render_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) 
     event_dict["timestamp"] = stamp()
     if "exc_info" in event_dict:
         event_dict = format_exc_info(logger, method_name, event_dict)
-    return log_json(event_dict)
+    return cast(bytes, _render(logger, method_name, event_dict))
