@@ -51,7 +51,7 @@ def configure_logging(fmt: str) -> None:
         structlog.processors.format_exc_info,
     ]
     if use_json and binary is not None:
-        processors = [render_json]  # the same steps in one (log_render.py): the hot path's
+        processors = [render_json]  # the same steps as one processor (log_render.py)
         sink = log_output.TurnFlushedLogger(binary)
         factory = log_output.factory(sink)
     elif use_json:
