@@ -7,17 +7,9 @@ import sys
 from datetime import UTC, datetime
 
 import orjson
-import structlog
 from structlog.contextvars import bound_contextvars
 
-from runyard.cli.log_render import render_json, stamp
-
-CHAIN = [
-    structlog.contextvars.merge_contextvars,
-    structlog.processors.add_log_level,
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
-    structlog.processors.format_exc_info,
-]
+from runyard.cli.log_render import CHAIN, render_json, stamp
 
 
 def _by_chain(method: str, event: dict[str, object]) -> dict[str, object]:

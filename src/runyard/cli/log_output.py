@@ -24,11 +24,11 @@ import os
 import select
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import orjson
 
+from runyard.cli.log_render import stamp
 from runyard.cli.log_sink import sink_for
 
 MAX_HELD_BYTES = 1 << 20  # what a stalled reader can make the server hold
@@ -203,6 +203,5 @@ def factory(logger: TurnFlushedLogger) -> Any:
 
 def _dropped_line(count: int) -> bytes:
     """The line that says how many lines a stalled reader made the server drop."""
-    at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    event = {"count": count, "event": "log_lines_dropped", "level": "warning", "timestamp": at}
+    event = {"count": count, "event": "log_lines_dropped", "level": "warning", "timestamp": stamp()}
     return orjson.dumps(event)

@@ -17,8 +17,14 @@ from typing import Any, cast
 
 import orjson
 from structlog.contextvars import merge_contextvars
-from structlog.processors import JSONRenderer, add_log_level, format_exc_info
-from structlog.typing import EventDict, WrappedLogger
+from structlog.processors import JSONRenderer, TimeStamper, add_log_level, format_exc_info
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+# What a line goes through before its renderer: as it stands for the console's lines, and
+# what `render_json` does in one step for the JSON log's (the test holds the two together).
+CHAIN: list[Processor] = [
+    merge_contextvars, add_log_level, TimeStamper(fmt="iso", utc=True), format_exc_info,
+]  # fmt: skip
 
 
 class _Stamper:

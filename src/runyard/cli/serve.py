@@ -21,7 +21,7 @@ import uvicorn
 from runyard.auth import AuthConfigError, load_tokens
 from runyard.cli import log_output
 from runyard.cli.header_timeout import with_header_timeout
-from runyard.cli.log_render import render_json
+from runyard.cli.log_render import CHAIN, render_json
 from runyard.config import Settings
 from runyard.runtime import Runtime
 from runyard.store.schema_version import refusal_of
@@ -41,23 +41,17 @@ def is_loopback(host: str) -> bool:
 def configure_logging(fmt: str) -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     binary = getattr(sys.stderr, "buffer", None)  # absent when stderr was replaced by text
-    renderer: structlog.typing.Processor = structlog.dev.ConsoleRenderer()
     factory: Any = structlog.PrintLoggerFactory(sys.stderr)
     sink = None
-    processors: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
-    ]
     if use_json and binary is not None:
-        processors = [render_json]  # the same steps as one processor (log_render.py)
+        processors: list[structlog.typing.Processor] = [render_json]  # CHAIN's steps in one
         sink = log_output.TurnFlushedLogger(binary)
         factory = log_output.factory(sink)
-    elif use_json:
-        renderer = structlog.processors.JSONRenderer()
+    else:
+        text: structlog.typing.Processor = structlog.dev.ConsoleRenderer()
+        processors = [*CHAIN, structlog.processors.JSONRenderer() if use_json else text]
     structlog.configure(
-        processors=processors if sink is not None else [*processors, renderer],
+        processors=processors,
         logger_factory=factory,
         # below INFO a call returns at once, before any processor runs
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
