@@ -133,7 +133,7 @@ def _guarded(op: dict[str, Any]) -> None:
             branch["maxLength"] = min(branch.get("maxLength", cap), cap)
     responses = op.setdefault("responses", {})
     answers = [
-        ("400", "a malformed HTTP request"),
+        ("400", "a malformed HTTP request (the detail says what the parser refused)"),
         ("422", "invalid input"),
         # the protocol's own answers (cli/header_timeout.py, middleware/body_limit.py)
         ("431", "the request line and headers are over the server's limit (64 KiB)"),
@@ -149,8 +149,6 @@ def _guarded(op: dict[str, Any]) -> None:
             "description": "the body stalled: nothing for RUNYARD_HEADER_TIMEOUT_S",
             "content": dict(responses["422"].get("content", {})),
         })  # fmt: skip
-    # uvicorn answers a request it cannot parse (e.g. a line over its limit) in plain text
-    responses["400"].setdefault("content", {}).setdefault("text/plain", {})
 
 
 def _settings_bounds(schemas: dict[str, Any], settings: Settings) -> None:

@@ -6,10 +6,17 @@ Once a request's headers are in, the deadline is off: slow bodies are bounded by
 long responses and streams are never cut.
 
 Nor does httptools cap a request head's size (h11 does, at 16 KiB): every header is kept as it
-is parsed, before any authentication. A head whose bytes pass MAX_HEAD_BYTES while it is still
-being parsed (counted from the parser's own callbacks, whatever the previous request is doing)
-is answered 431 (problem JSON) and its connection closed. What a connection can hold is then
-the cap and one read.
+is parsed, before any authentication. A head over MAX_HEAD_BYTES is answered 431 (problem
+JSON) and its connection closed: while it is still being parsed, from the reads that lay
+inside it; once it is whole, from what the parser kept of it. What a connection can hold is
+then the cap and one read.
+
+What uvicorn would answer itself to a request it cannot parse (a broken Content-Length, bad
+chunk framing) is problem JSON naming the parser's reason, not a line of plain text. Such a
+refusal, and a 431, waits for the answers of the requests before it on the connection: they
+were accepted, and their clients hear of them first (what comes meanwhile is read and
+dropped). A client that half-closes after its request still gets the answer, unless that
+answer had begun (a stream): then the connection closes, as before.
 
 It wraps uvicorn's own HTTP protocol (httptools, or h11 where that is missing) and watches
 only what both have: `cycle` (a new one per parsed request head) and the transport.
@@ -18,6 +25,7 @@ only what both have: `cycle` (a new one per parsed request head) and the transpo
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any, cast
 
 import orjson
@@ -30,23 +38,33 @@ MAX_HEAD_BYTES = 64 * 1024  # a request line and its headers; nginx's default is
 LINGER_S = 2.0
 
 
-def _too_large() -> bytes:
-    body = orjson.dumps({
-        "type": "urn:runyard:problem:head-too-large",
-        "title": "Request header fields too large",
-        "status": 431,
-        "detail": f"the request line and headers are over the limit of {MAX_HEAD_BYTES} bytes",
-        "limit": MAX_HEAD_BYTES,
-    })  # fmt: skip
+def _answer(status: str, problem: dict[str, Any]) -> bytes:
+    body = orjson.dumps(problem)
     head = (
-        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
-        "content-type: application/problem+json\r\n"
+        f"HTTP/1.1 {status}\r\ncontent-type: application/problem+json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
 
 
-TOO_LARGE = _too_large()
+TOO_LARGE = _answer("431 Request Header Fields Too Large", {
+    "type": "urn:runyard:problem:head-too-large",
+    "title": "Request header fields too large",
+    "status": 431,
+    "detail": f"the request line and headers are over the limit of {MAX_HEAD_BYTES} bytes",
+    "limit": MAX_HEAD_BYTES,
+})  # fmt: skip
+
+
+def _malformed(reason: str) -> bytes:
+    """The answer to bytes the HTTP parser refused, with its reason (httptools names what it
+    found: "Duplicate Content-Length", "Invalid character in chunk size", ...)."""
+    return _answer("400 Bad Request", {
+        "type": "urn:runyard:problem:malformed-http",
+        "title": "Malformed HTTP request",
+        "status": 400,
+        "detail": f"the request is not valid HTTP/1.1: {reason[:200]}",
+    })  # fmt: skip
 
 
 class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
@@ -57,9 +75,12 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
     # itself): inside a request's head, or its body; and a head's bytes as far as counted.
     _in_head = False
     _in_body = False
-    _head_bytes = 0
-    _refused = False  # answered 431: nothing more is parsed
-    _begun = False  # a head began during the read being parsed
+    _head_bytes = 0  # of the reads that lay wholly inside the head being parsed
+    _read_len = 0  # of the read being parsed
+    _refused = False  # refused (431, 400): nothing more is parsed, nor any request answered
+    _refusal: bytes | None = None  # to be sent once the answers before it are out
+    _eof = False  # the client half-closed after a whole request: close once it is answered
+    _begun = 0  # heads begun during the read being parsed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # an answer's head and body leave in one send (head_with_body.py)
@@ -72,52 +93,121 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         if self._deadline is None and self._awaiting_head():
             self._arm()
         head_before, body_before = self._in_head, self._in_body
-        self._begun = False
+        self._begun, self._read_len = 0, len(data)
         super().data_received(data)
         upgraded = self.transport.get_protocol() is not self  # a websocket now owns it
         if upgraded or self.cycle is not self._cycle_at_arm or self.transport.is_closing():
             self._disarm()
-        if upgraded or self.transport.is_closing() or not self._in_head:
+        if upgraded or self.transport.is_closing() or not self._in_head or self._refused:
             return
         # Still inside a head: the read counts whole when it held nothing else, that is when
-        # it began inside this head, or between two requests. One that began inside a body
-        # counts nothing (where the head began in it is not known): the cap is then exceeded
-        # by one read at most.
-        if (head_before and not self._begun) or (self._begun and not body_before):
+        # it began inside this head, or between two requests with this head at its start.
+        # One that held the end of a request before it counts nothing (where the head began
+        # in it is not known): the cap is then exceeded by one read at most.
+        if (head_before and not self._begun) or (
+            self._begun == 1 and not head_before and not body_before
+        ):
             self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse()
+            self._refuse(TOO_LARGE)
 
     def on_message_begin(self) -> None:
-        self._in_head, self._in_body, self._head_bytes, self._begun = True, False, 0, True
+        if self._refused:
+            return
+        self._in_head, self._in_body, self._head_bytes = True, False, 0
+        self._begun += 1
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         self._in_head, self._in_body = False, True
+        # the head is whole: measured only when this read and those before could hold more
+        if self._head_bytes + self._read_len > MAX_HEAD_BYTES and self._head_size() > (
+            MAX_HEAD_BYTES
+        ):
+            self._refuse(TOO_LARGE)  # before uvicorn makes a request of it
+            return
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         self._in_body = False
         super().on_message_complete()
 
-    def _refuse(self) -> None:
-        """431, then a lingering close: closing with the client's bytes unread would send a
-        reset, which may destroy the answer before the client reads it. What it still sends
-        is read and dropped until it closes, or for LINGER_S at most."""
+    def _head_size(self) -> int:
+        """The head just parsed, in bytes, from what uvicorn kept of it (give or take the
+        request line's method and version)."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn calls this in its `except` of the parser's error: that error is the reason
+        error = sys.exc_info()[1]
+        answer = _malformed(str(error) if error is not None else msg)
+        if not self._in_body:
+            self._refuse(answer)  # after the answers to the requests before it
+            return
+        # The body being read is the broken one: its request ends here, answered if its
+        # answer has not begun, and the connection closes (uvicorn tells its app it is gone).
         self._disarm()
         self._refused = True
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            self.transport.close()  # an answer is under way (a stream): no room for another
+        if cycle is not None and not cycle.response_started:
+            self.transport.write(answer)
+        self.transport.close()
+
+    def _refuse(self, answer: bytes) -> None:
+        """Nothing more is parsed; `answer` is sent once every request accepted before it on
+        this connection has been answered (until then what comes is read and dropped)."""
+        self._disarm()
+        self._refused, self._in_head = True, False
+        if self._answering():
+            self._refusal = answer
             return
-        self.transport.write(TOO_LARGE)
+        self._send_refusal(answer)
+
+    def _answering(self) -> bool:
+        cycle = self.cycle  # uvicorn's h11 protocol has no pipeline: it reads one at a time
+        pipelined = getattr(self, "pipeline", ())
+        return bool(pipelined) or (cycle is not None and not cycle.response_complete)
+
+    def _send_refusal(self, answer: bytes) -> None:
+        """Then a lingering close: closing with the client's bytes unread would send a reset,
+        which may destroy the answer before the client reads it. What it still sends is read
+        and dropped until it closes, or for LINGER_S at most."""
+        if self.transport.is_closing():
+            return
+        self.transport.write(answer)
+        if self._eof:  # the client has sent all it will: nothing to linger for
+            self.transport.close()
+            return
         self.transport.write_eof()
         self._deadline = self.loop.call_later(LINGER_S, self.transport.close)
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # the next request of a pipeline starts
+        if self._answering():
+            return
+        if self._refusal is not None:
+            answer, self._refusal = self._refusal, None
+            self._send_refusal(answer)
+        elif self._eof:
+            self.transport.close()
+
     def eof_received(self) -> bool | None:
-        # The client half-closed: the event loop closes the transport itself once this returns,
-        # not through the wrapper, so a head held for its body (a HEAD's) must leave now.
+        # The client half-closed: the event loop closes the transport itself once this returns
+        # False, not through the wrapper, so a head held for its body (a HEAD's) must leave now.
         self.transport.flush()
+        cycle = self.cycle
+        whole = self._refusal is not None or (not self._in_head and not self._in_body)
+        if whole and self._answering() and cycle is not None and not cycle.response_started:
+            self._eof = True  # what it sent is answered (or refused), then it closes
+            return True
         if self._refused:
             self.transport.close()
             return False

@@ -1,0 +1,126 @@
+"""What a connection answers around the requests it carries (cli/header_timeout.py): every
+request accepted is answered, in order, before whatever refuses what follows it on the same
+connection; what the HTTP parser refuses is problem JSON with its reason; a head over the cap
+is refused however it arrives; a client that half-closes still hears its answer."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from tests import web
+
+pytestmark = pytest.mark.e2e
+
+SUBMIT = b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+def _submit(body: bytes, extra: bytes = b"") -> bytes:
+    return SUBMIT + extra + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def _answers(raw: bytes) -> list[tuple[int, bytes]]:
+    """(status, body) of each answer in what the connection sent until it closed."""
+    found = []
+    while raw.startswith(b"HTTP/1.1 "):
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        found.append((int(head[9:12]), rest[:length]))
+        raw = rest[length:]
+    assert raw == b"", raw[:200]
+    return found
+
+
+def _exchange(server, data: bytes, *, half_close: bool = False) -> list[tuple[int, bytes]]:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(data)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        raw = b""
+        while chunk := s.recv(65536):  # the server closes after its last answer
+            raw += chunk
+    return _answers(raw)
+
+
+def _stored(server, tag: str) -> int:
+    return len(web.get(f"{server.url}/v1/runs?label=probe%3D{tag}").json()["runs"])
+
+
+def test_accepted_requests_are_answered_before_what_refuses_the_rest(start_server) -> None:
+    server = start_server()
+    # a submit (a body of 200 KB, under the cap for bodies, over the one for heads) whose
+    # read also holds the start of the next head: that next head is its own, and small
+    body = json.dumps({"job": "true", "labels": {"probe": "a"}}).encode()
+    big = body[:-1] + b" " * 200_000 + b"}"
+    then = _submit(body, b"Connection: close\r\n")
+    assert [s for s, _ in _exchange(server, _submit(big) + then)] == [202, 202]
+    assert _stored(server, "a") == 2
+    # a submit followed by bytes that are no HTTP: the submit's 202, then the refusal
+    body = json.dumps({"job": "true", "labels": {"probe": "b"}}).encode()
+    answers = _exchange(server, _submit(body) + b"\x00\x01 not http\r\n\r\n")
+    assert [s for s, _ in answers] == [202, 400]
+    assert json.loads(answers[1][1])["type"] == "urn:runyard:problem:malformed-http"
+    assert _stored(server, "b") == 1
+    # a submit waited for, then a head over the cap (by more than the one read in which it
+    # began, which is not counted): the run's answer, then the 431
+    body = json.dumps({"job": "true", "labels": {"probe": "c"}}).encode()
+    filler = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"a" * 1000) for n in range(400))
+    answers = _exchange(server, _submit(body, b"Prefer: wait=30\r\n") + SUBMIT + filler)
+    assert [s for s, _ in answers] == [200, 431]
+    assert json.loads(answers[0][1])["state"] == "succeeded"
+    assert _stored(server, "c") == 1
+
+
+@pytest.mark.parametrize("pieces", [1, 2])
+def test_a_head_over_the_cap_is_refused_when_its_last_read_completes_it(
+    start_server, pieces: int
+) -> None:
+    """The read that completes a head counts too: a head of ~120 KB arriving in one or two
+    reads never becomes a request."""
+    server = start_server()
+    body = json.dumps({"job": "true", "labels": {"probe": "d"}}).encode()
+    filler = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"a" * 1000) for n in range(120))
+    data = _submit(body, filler)
+    cut = len(data) // pieces
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        for start in range(0, len(data), cut):
+            s.sendall(data[start : start + cut])
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    assert [s for s, _ in _answers(raw)] == [431]
+    assert _stored(server, "d") == 0
+
+
+@pytest.mark.parametrize(
+    ("framing", "reason"),
+    [
+        (b"Content-Length: 14\r\nContent-Length: 14\r\n\r\n", "Duplicate Content-Length"),
+        (b"Content-Length: abc\r\n\r\n", "Content-Length"),
+        (b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
+    ],
+)
+def test_what_the_parser_refuses_is_problem_json_with_its_reason(
+    start_server, framing: bytes, reason: str
+) -> None:
+    server = start_server()
+    answers = _exchange(server, SUBMIT + framing + b'{"job":"true"}\r\n0\r\n\r\n')
+    assert [s for s, _ in answers] == [400]
+    problem = json.loads(answers[0][1])
+    assert problem["type"] == "urn:runyard:problem:malformed-http"
+    assert reason in problem["detail"]
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
+
+
+def test_a_client_that_half_closes_after_its_submit_hears_the_answer(start_server) -> None:
+    server = start_server()
+    body = json.dumps({"job": "true", "labels": {"probe": "e"}}).encode()
+    for query in (b"", b"?x=1"):  # the submit lane's and the declared route's
+        data = _submit(body).replace(b"/v1/runs ", b"/v1/runs" + query + b" ")
+        answers = _exchange(server, data, half_close=True)
+        assert [s for s, _ in answers] == [202]
+        run = json.loads(answers[0][1])
+        assert web.get(f"{server.url}/v1/runs/{run['id']}").status_code == 200
+    assert _stored(server, "e") == 2
