@@ -365,7 +365,8 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    errors: list[ProblemError] | None = None
+    errors: list[ProblemError] | None = Field(default=None, max_length=50)
+    errors_omitted: int | None = Field(default=None, description="errors found past the 50 listed")
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -63,6 +63,22 @@ def test_malformed_body_names_the_field(server: InProcessServer) -> None:
     assert resp.headers["content-type"] == PROBLEM
 
 
+def test_a_problem_lists_at_most_fifty_errors_and_says_how_many_more(
+    server: InProcessServer,
+) -> None:
+    """60,000 unknown params (1 MB) were answered with every error (7 MB): an answer stays
+    small whatever the request, the params' own or the request model's."""
+    many = {f"p{i}": i for i in range(60_000)}
+    for body in ({"job": "simulate", "params": many}, {"job": "simulate", **many}):
+        resp = server.post("/v1/runs", json=body)
+        assert resp.status_code == 422
+        problem = resp.json()
+        assert len(problem["errors"]) == 50
+        assert problem["errors_omitted"] == 60_000 - 50
+        assert len(resp.content) < 10_000
+    assert server.get("/v1/runs").json()["runs"] == []
+
+
 def test_unknown_job_is_404_naming_it(server: InProcessServer) -> None:
     resp = server.post("/v1/runs", json={"job": "nope"})
     assert resp.status_code == 404

@@ -17,6 +17,11 @@ from runyard.errors import RunyardError
 
 log = structlog.get_logger(__name__)
 MEDIA_TYPE = "application/problem+json"
+# An answer stays small whatever the request: 60,000 unknown params are not 60,000 errors
+# back (7 MB for a 1 MB request), and a field is named by its first characters.
+MAX_LISTED = 50
+MAX_DETAILED = 10
+MAX_FIELD = 200
 
 
 def problem(
@@ -45,17 +50,27 @@ async def _runyard_error(_: Request, exc: Exception) -> JSONResponse:
     exc = cast(RunyardError, exc)
     extra = {k: v for k, v in exc.extra.items() if k not in ("type", "title", "status", "detail")}
     if "errors" in extra:
-        extra["errors"] = [
-            {"field": f"params.{loc}", "message": msg} for loc, msg in extra["errors"]
-        ]
+        extra.update(_listed([(f"params.{loc}", msg) for loc, msg in extra["errors"]]))
     return problem(exc.status, exc.title, exc.detail, exc.slug, exc.headers or None, **extra)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     exc = cast(RequestValidationError, exc)
-    errors = [{"field": _loc(e["loc"]), "message": e["msg"]} for e in exc.errors()]
-    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:10])
-    return problem(422, "Invalid input", detail, "invalid-input", errors=errors)
+    found = exc.errors()
+    listed = _listed([(_loc(e["loc"]), e["msg"]) for e in found[:MAX_LISTED]], len(found))
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in listed["errors"][:MAX_DETAILED])
+    return problem(422, "Invalid input", detail, "invalid-input", **listed)
+
+
+def _listed(errors: list[tuple[str, str]], found: int | None = None) -> dict[str, Any]:
+    """A problem's `errors`: the first MAX_LISTED, and how many more were `found`."""
+    found = len(errors) if found is None else found
+    listed: dict[str, Any] = {
+        "errors": [{"field": f[:MAX_FIELD], "message": m} for f, m in errors[:MAX_LISTED]]
+    }
+    if found > MAX_LISTED:
+        listed["errors_omitted"] = found - MAX_LISTED
+    return listed
 
 
 def _allowed_methods(request: Request) -> str:

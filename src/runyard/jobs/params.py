@@ -185,7 +185,10 @@ class ParamError(Exception):
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         self.errors = errors
-        super().__init__("; ".join(f"params.{loc}: {msg}" for loc, msg in errors))
+        # said of the first ten (a field by its first characters): a message stays short
+        said = "; ".join(f"params.{loc[:200]}: {msg}" for loc, msg in errors[:10])
+        more = f"; and {len(errors) - 10} more" if len(errors) > 10 else ""
+        super().__init__(said + more)
 
 
 def validate_params(
