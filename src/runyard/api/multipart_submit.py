@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import Headers
-from starlette.requests import HTTPConnection, Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
 
 from runyard.api.deps import relay_signer, runtime_of
@@ -250,7 +251,11 @@ async def submit_multipart(scope: Scope, receive: Receive, send: Send) -> None:
         await runtime.runs.disk.check()
     form = _Form(runtime.uploads, runtime.registry, runtime.settings.max_body_kb * 1024)
     try:
-        await form.read(Request(scope, receive).stream(), boundary)
+        try:
+            await form.read(Request(scope, receive).stream(), boundary)
+        except ClientDisconnect:
+            # gone mid-body: a 400, as the JSON body's (fast_submit.py), not a server error
+            raise HTTPException(400, "the client left before its body was whole") from None
         request = await form.submit_request()
         response = await answer_submit(
             runtime.runs, runtime.settings, request, key, prefer, receive
