@@ -47,7 +47,16 @@ def test_chunked_body_is_cut_at_the_cap_while_it_streams(start_server) -> None:
             s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         answer = _answer(s)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert b"max_body_kb" in answer
+    problem = json.loads(answer.partition(b"\r\n\r\n")[2])
+    # the same problem as a body announced over the cap (refused unread)
+    announced = web.post(
+        f"{server.url}/v1/runs", content=b"x" * (64 * 1024 + 1),
+        headers={"content-type": "application/json"},
+    )  # fmt: skip
+    assert announced.status_code == 413
+    assert problem == announced.json()
+    assert problem["type"] == "urn:runyard:problem:body-too-large"
+    assert "max_body_kb" in problem["detail"]
     assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
 
 
@@ -188,6 +197,7 @@ def test_a_stalled_body_is_answered_408_and_a_slow_one_is_read_whole(start_serve
         answer = _answer(stalled)  # and the server closed the connection
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"RUNYARD_HEADER_TIMEOUT_S" in answer
+    assert b'"type":"urn:runyard:problem:body-stalled"' in answer
     # a plain submission whose body never starts: the submit lane's own wait (submit_lane.py)
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as never:
         never.sendall(
@@ -197,6 +207,7 @@ def test_a_stalled_body_is_answered_408_and_a_slow_one_is_read_whole(start_serve
         answer = _answer(never)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"application/problem+json" in answer and b"x-request-id: never-1" in answer
+    assert b'"type":"urn:runyard:problem:body-stalled"' in answer
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as slow:
         body = b'{"job": "true"}'
         slow.sendall(

@@ -89,7 +89,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     headers = dict(exc.headers) if exc.headers else None
     if exc.status_code == 405:
         headers = {**(headers or {}), "Allow": _allowed_methods(request)}
-    return problem(exc.status_code, detail, detail, f"http-{exc.status_code}", headers)
+    # the body's own refusals (middleware/body_limit.py) name themselves
+    title = getattr(exc, "title", detail)
+    slug = getattr(exc, "slug", f"http-{exc.status_code}")
+    return problem(exc.status_code, title, detail, slug, headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

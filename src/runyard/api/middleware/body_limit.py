@@ -31,16 +31,19 @@ RUNS = "/v1/runs"  # as multipart/form-data: files stream to the uploads (api/mu
 
 class BodyTooLargeError(HTTPException):
     """An HTTPException, because FastAPI turns any other error raised while it reads a body
-    into a 400; this one it lets through to the problem handlers."""
+    into a 400; this one it lets through to the problem handlers, which answer it with its
+    `title` and `slug` (the same problem as `_refuse`'s, however the body came)."""
+
+    title, slug = "Payload too large", "body-too-large"
 
     def __init__(self, max_bytes: int) -> None:
-        kib = max_bytes // 1024
-        detail = f"the request body is over the limit of {kib} KiB (max_body_kb)"
-        super().__init__(413, detail, headers={"Connection": "close"})
+        super().__init__(413, too_large(max_bytes), headers={"Connection": "close"})
 
 
 class BodyStalledError(HTTPException):
     """An HTTPException, for the same reason as BodyTooLargeError."""
+
+    title, slug = "Request body stalled", "body-stalled"
 
     def __init__(self, idle_s: float, *, trickled: bool = False) -> None:
         detail = f"the request body stalled: nothing for {idle_s:g} s (RUNYARD_HEADER_TIMEOUT_S)"
@@ -50,6 +53,10 @@ class BodyStalledError(HTTPException):
                 f"{2 * idle_s:g} s (twice RUNYARD_HEADER_TIMEOUT_S)"
             )
         super().__init__(408, detail, headers={"Connection": "close"})
+
+
+def too_large(max_bytes: int) -> str:
+    return f"the request body is over the limit of {max_bytes // 1024} KiB (max_body_kb)"
 
 
 class BodyLimitMiddleware:
@@ -111,11 +118,8 @@ class BodyLimitMiddleware:
             watch.close()
 
     async def _refuse(self, send: Send) -> None:
-        kib = self.max_bytes // 1024
-        await send_problem(
-            send, 413, "Payload too large", "body-too-large",
-            f"the request body is over the limit of {kib} KiB (max_body_kb)",
-        )  # fmt: skip
+        error = BodyTooLargeError
+        await send_problem(send, 413, error.title, error.slug, too_large(self.max_bytes))
 
 
 class StallWatch:
