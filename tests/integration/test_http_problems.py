@@ -79,6 +79,30 @@ def test_a_problem_lists_at_most_fifty_errors_and_says_how_many_more(
     assert server.get("/v1/runs").json()["runs"] == []
 
 
+def test_a_header_is_named_alike_whichever_way_the_run_came(server: InProcessServer) -> None:
+    """A bad Idempotency-Key or Prefer is `header.<name>` in `errors`, as the request model
+    names it, for a JSON body, a multipart one, and several Prefer headers taken together."""
+    multipart = (
+        b'--B\r\nContent-Disposition: form-data; name="run"\r\n\r\n{"job":"summarize"}\r\n--B--\r\n'
+    )
+    bodies = [
+        ({"content-type": "application/json"}, b'{"job":"true"}'),
+        ({"content-type": "multipart/form-data; boundary=B"}, multipart),
+    ]
+    cases = [
+        ([("Idempotency-Key", "")], "header.Idempotency-Key"),
+        ([("Idempotency-Key", "k" * 256)], "header.Idempotency-Key"),
+        ([("Prefer", "x" * 201)], "header.prefer"),
+        ([("Prefer", "x" * 150), ("Prefer", "y" * 150)], "header.prefer"),
+    ]
+    for headers, field in cases:
+        for kind, body in bodies:
+            resp = server.post("/v1/runs", content=body, headers=[*kind.items(), *headers])
+            assert resp.status_code == 422, (headers, kind)
+            assert [e["field"] for e in resp.json()["errors"]] == [field], (headers, kind)
+    assert server.get("/v1/runs").json()["runs"] == []
+
+
 def test_unknown_job_is_404_naming_it(server: InProcessServer) -> None:
     resp = server.post("/v1/runs", json={"job": "nope"})
     assert resp.status_code == 404

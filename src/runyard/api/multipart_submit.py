@@ -239,7 +239,7 @@ async def submit_multipart(scope: Scope, receive: Receive, send: Send) -> None:
     key = headers.get("idempotency-key")
     if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
         raise InvalidInputError(
-            "Idempotency-Key: 1 to 255 visible ASCII characters", field="Idempotency-Key"
+            "Idempotency-Key: 1 to 255 visible ASCII characters", field="header.Idempotency-Key"
         )
     prefer = prefer_of(headers)
     _, options = parse_options_header(headers.get("content-type", ""))

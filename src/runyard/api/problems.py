@@ -51,6 +51,8 @@ async def _runyard_error(_: Request, exc: Exception) -> JSONResponse:
     extra = {k: v for k, v in exc.extra.items() if k not in ("type", "title", "status", "detail")}
     if "errors" in extra:
         extra.update(_listed([(f"params.{loc}", msg) for loc, msg in extra["errors"]]))
+    elif isinstance(extra.get("field"), str):  # one field: listed as the request model's are
+        extra.update(_listed([(extra["field"], exc.detail)]))
     return problem(exc.status, exc.title, exc.detail, exc.slug, exc.headers or None, **extra)
 
 

@@ -64,7 +64,7 @@ def prefer_of(headers: Headers) -> str | None:
         return None
     prefer = values[0] if len(values) == 1 else ", ".join(values)
     if len(prefer) > MAX_PREFER:
-        raise InvalidInputError(f"Prefer: over {MAX_PREFER} characters", field="Prefer")
+        raise InvalidInputError(f"Prefer: over {MAX_PREFER} characters", field="header.prefer")
     return prefer
 
 
