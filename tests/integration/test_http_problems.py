@@ -103,6 +103,24 @@ def test_a_header_is_named_alike_whichever_way_the_run_came(server: InProcessSer
     assert server.get("/v1/runs").json()["runs"] == []
 
 
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"job":"true","params":{"a":' + b"[" * 5000 + b"]" * 5000 + b"}}", "nested"),
+        (b'{"job":"simulate","params":{"seed":' + b"9" * 5000 + b"}}", "4300 digits"),
+        (b'{"job":"true","labels":{"a":"\xff"}}', "not UTF-8"),
+    ],
+)
+def test_a_body_the_json_reader_gives_up_on_is_400_saying_why(
+    server: InProcessServer, body: bytes, words: str
+) -> None:
+    resp = server.post("/v1/runs", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 400
+    assert resp.json()["type"] == "urn:runyard:problem:unreadable-body"
+    assert words in resp.json()["detail"]
+    assert server.get("/v1/runs").json()["runs"] == []
+
+
 def test_unknown_job_is_404_naming_it(server: InProcessServer) -> None:
     resp = server.post("/v1/runs", json={"job": "nope"})
     assert resp.status_code == 404

@@ -94,7 +94,19 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     # the body's own refusals (middleware/body_limit.py) name themselves
     title = getattr(exc, "title", detail)
     slug = getattr(exc, "slug", f"http-{exc.status_code}")
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError | ValueError):
+        # FastAPI's "There was an error parsing the body": what its JSON reader gave up on
+        title, slug = "Unreadable body", "unreadable-body"
+        detail = f"the body cannot be read as JSON: {_unreadable(exc.__cause__)}"
     return problem(exc.status_code, title, detail, slug, headers)
+
+
+def _unreadable(cause: BaseException) -> str:
+    if isinstance(cause, RecursionError):
+        return "nested too deeply for the JSON reader"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not UTF-8 ({cause.reason} at byte {cause.start})"
+    return str(cause).split("; use ", 1)[0][:200]  # "Exceeds the limit (4300 digits) ..."
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
