@@ -321,6 +321,28 @@ async def test_exit_file_fault_keeps_the_record_until_it_can_be_written(armed_su
     assert supervisors_of(sup.data_dir) == [supervisor]
 
 
+async def test_an_exit_file_whose_place_its_program_took_is_never_waited_for(
+    sup: Harness,
+) -> None:
+    """A program can remove its run's directory (its workspace is inside), or put a directory
+    where its exit file goes. The first is made again for the record; the second is given up
+    at once, told by the event but never listed as running nor held as a write error (both
+    were retried for ever, the attempt listed as running, readiness failing)."""
+    gone = sup.data_dir / "r1" / "attempt-1.exit.json"
+    gone.parent.mkdir()
+    argv = ["sh", "-c", f"rm -rf {gone.parent}"]
+    assert (await sup.spawn("z.1", argv, exit=str(gone)))["ok"]
+    assert (await sup.next_exit())["exit_code"] == 0
+    assert json.loads(gone.read_text())["exit_code"] == 0
+    taken = sup.data_dir / "r2" / "attempt-1.exit.json"
+    taken.parent.mkdir()
+    argv = ["sh", "-c", f"mkdir -p {taken}/x; exit 4"]
+    assert (await sup.spawn("z.2", argv, exit=str(taken)))["ok"]
+    assert (await sup.next_exit())["exit_code"] == 4
+    assert (await sup.client.request({"op": "list"}))["attempts"] == []
+    assert (await sup.client.ping(5))["write_errors"] == {}
+
+
 async def test_log_and_workspace_faults_refuse_the_spawn_and_clear(armed_sup: Harness) -> None:
     sup = armed_sup
     set_faults(sup.data_dir, "log=eio")

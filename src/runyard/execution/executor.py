@@ -45,6 +45,7 @@ from runyard.execution.supervisor_client import (
 from runyard.fstree import remove_tree
 from runyard.jobs.template import render
 from runyard.models import attempt_key, parse_attempt_key
+from runyard.regular_files import open_regular
 
 log = structlog.get_logger(__name__)
 
@@ -282,7 +283,7 @@ def read_exit_file(path: Path, key: str) -> ExitRecord | UnreadableExit | None:
     be read or does not follow the schema says the program ended but not how: the attempt is
     lost, with that reason, and nothing else is touched (whatever key the file names)."""
     try:
-        with path.open("rb") as f:
+        with os.fdopen(open_regular(path), "rb") as f:  # a FIFO there must not block us
             raw = f.read(MAX_EXIT_FILE + 1)  # bounded: a huge file is damage, not a record
         return ExitRecord.from_file(raw, key)
     except FileNotFoundError:

@@ -3,6 +3,7 @@ the disk refuses them."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from runyard.execution.diskwrites import say, write_exit_file
 from runyard.execution.protocol import ExitRecord
 
 REWRITE_EVERY_S = 1.0  # an exit file that could not be written is tried again this often
+# What waiting may cure: a disk full or failing for now. Any other refusal is the place's
+# itself (its program made a file of its run's directory, or a directory of its exit file's
+# path): no retry would ever land, and a record kept for it would hold the attempt as running.
+TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM})
 
 
 class ExitFiles:
@@ -32,8 +37,14 @@ class ExitFiles:
         kept and written again every REWRITE_EVERY_S until it lands: the event tells a
         connected server at once, the file is what a later reconcile reads."""
         try:
-            write_exit_file(path, fastjson.dumps(record.to_dict()), fsync=self.fsync)
+            self._write(path, fastjson.dumps(record.to_dict()))
         except OSError as exc:
+            if exc.errno not in TRANSIENT:
+                # told by the `exited` event to a server connected now; one that reconciles
+                # later finds no file and ends the attempt lost
+                say(f"cannot write exit file {path}, and will not retry: {exc}")
+                self._forget(record.key)
+                return False
             if record.key not in self.unwritten:
                 why = f"cannot write exit file {path}: {exc}"
                 self.write_errors["exit_file"] = why
@@ -41,10 +52,21 @@ class ExitFiles:
                 self.retry(record.key)
             self.unwritten[record.key] = (path, record)
             return False
-        self.unwritten.pop(record.key, None)
+        self._forget(record.key)
+        return True
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            write_exit_file(path, data, fsync=self.fsync)
+        except FileNotFoundError:
+            # its run's directory is gone (its program can remove it): the record needs one
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_exit_file(path, data, fsync=self.fsync)
+
+    def _forget(self, key: str) -> None:
+        self.unwritten.pop(key, None)
         if not self.unwritten:
             self.write_errors.pop("exit_file", None)
-        return True
 
     def rewrite(self, key: str) -> ExitRecord | None:
         """Try a kept record again: the record if it is written now (to be told again),
@@ -55,5 +77,6 @@ class ExitFiles:
         if self.write(*entry):
             say(f"exit file of {key} written after all")
             return entry[1]
-        self.retry(key)
+        if key in self.unwritten:  # kept: the disk may take it later
+            self.retry(key)
         return None

@@ -54,7 +54,8 @@ def hand_over(run_as: str, cwd: str, progress: str | None) -> tuple[int, int]:
 def mark_cut(log_path: str, cap: int) -> None:
     with contextlib.suppress(OSError):
         if os.stat(log_path).st_size >= cap:  # noqa: PTH116
-            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+            # the run's own file or none: not through a link its program put there
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
             try:
                 os.write(fd, f"\n[runyard: log cut at {cap} bytes (limits.max_log_mb)]\n".encode())
             finally:

@@ -27,6 +27,7 @@ from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
 from runyard.models import Attempt, Page, Run, RunFilter, RunState
+from runyard.regular_files import open_regular
 from runyard.services.attempts import Attempts
 from runyard.services.diskspace import DiskGuard
 from runyard.services.removal import remove_run_files
@@ -343,12 +344,16 @@ class RunService:
 
         def read() -> tuple[bytes, int, int]:
             try:
-                with path.open("rb") as fh:
-                    size = os.fstat(fh.fileno()).st_size
-                    fh.seek(min(offset, size))
-                    data = fh.read(limit)
+                fd = open_regular(path)
             except FileNotFoundError:
                 return b"", offset, 0
+            except OSError:  # its program made something else of it: no log to show
+                return b"", 0, 0
+            try:
+                size = os.fstat(fd).st_size
+                data = os.pread(fd, limit, min(offset, size))
+            finally:
+                os.close(fd)
             return data, min(offset, size) + len(data), size
 
         return await asyncio.to_thread(read)

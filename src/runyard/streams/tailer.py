@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from runyard.execution.layout import RunPaths
+from runyard.regular_files import open_regular
 from runyard.store import Store
 from runyard.streams.chunks import ProgressParser, split_chunks
 from runyard.streams.subscriber import Chunk, End, Subscriber
@@ -37,8 +38,8 @@ def read_from(path: Path, offset: int, limit: int) -> bytes:
     """Up to `limit` bytes from `offset`; nothing past the end (an offset beyond any file
     size the kernel allows would make a seek fail: it is never attempted)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = open_regular(path)
+    except OSError:  # not there (yet), or its program made something else of it
         return b""
     try:
         if offset >= os.fstat(fd).st_size:

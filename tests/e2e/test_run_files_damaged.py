@@ -1,0 +1,61 @@
+"""A run's program can make what it likes of the files beside its workspace: its log, its
+exit file's place, its whole run directory. The server opens them as the regular files the
+supervisor made or not at all (a FIFO never blocks a thread, a link never leads elsewhere, a
+directory is no 500), and a run directory removed by its own program never holds the attempt
+as running nor readiness as failing."""
+
+from __future__ import annotations
+
+import pytest
+
+from runyard.models import RunState
+from tests import web
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+# each replaces its own log (stdout still goes to the file it had open) and succeeds
+SABOTEURS = {
+    "fifo": 'echo before; rm ../attempt-1.log; mkfifo ../attempt-1.log; echo after',
+    "dir": 'echo before; rm ../attempt-1.log; mkdir ../attempt-1.log; echo after',
+    "link": 'echo before; rm ../attempt-1.log; ln -s /etc/passwd ../attempt-1.log',
+    "loop": 'echo before; rm ../attempt-1.log; ln -s attempt-1.log ../attempt-1.log',
+}
+
+
+def test_a_log_made_into_something_else_reads_as_empty(start_server, write_job, jobs_dir) -> None:
+    for name, script in SABOTEURS.items():
+        write_job(name, f"command = ['sh', '-c', '{script}']\nartifacts = []\n")
+    write_job("true", "command = ['true']\n")
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        runs = {name: c.submit(name) for name in SABOTEURS}
+        for name, run in runs.items():
+            assert server.wait_run(c, run.id).state is RunState.SUCCEEDED, name
+    for name, run in runs.items():
+        for _ in range(70):  # more reads than the thread pool has threads: none may block
+            resp = web.get(f"{server.url}/v1/runs/{run.id}/logs", timeout=10)
+            assert resp.status_code == 200, (name, resp.text[:200])
+            assert b"root:" not in resp.content, name
+        stream = web.get(f"{server.url}/v1/runs/{run.id}/logs/stream", timeout=10)
+        assert stream.status_code == 200, name
+        assert b"root:" not in stream.content, name
+    assert web.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 202
+
+
+def test_a_run_directory_its_program_removed_holds_nothing(
+    start_server, write_job, jobs_dir
+) -> None:
+    write_job("vanish", "command = ['sh', '-c', 'rm -rf \"$(dirname $RUNYARD_WORKSPACE)\"']\n")
+    write_job("true", "command = ['true']\n")
+    server = start_server(jobs_dir, capacity=1)
+    with server.client() as c:
+        run = c.submit("vanish")
+        assert server.wait_run(c, run.id).state is RunState.SUCCEEDED
+        after = c.submit("true")  # the one slot is free again
+        assert server.wait_run(c, after.id).state is RunState.SUCCEEDED
+
+    def ready() -> bool:
+        return web.get(f"{server.url}/health/ready").status_code == 200
+
+    wait_for(ready, what="readiness, no exit file held unwritten")
