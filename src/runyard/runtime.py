@@ -14,6 +14,7 @@ from runyard import failpoints
 from runyard.auth import Authenticator, RelaySigner, load_tokens
 from runyard.clock import Clock, SystemClock
 from runyard.config import Settings
+from runyard.errors import StorageFullError, StorageIOError, StoreBusyError
 from runyard.execution.base import Executor
 from runyard.execution.executor import LocalExecutor
 from runyard.execution.routing import RoutedExecutor
@@ -164,6 +165,7 @@ class Runtime:
                 store=self.store, executor=self.executor, slots=self.slots, hub=self.hub,
                 data_dir=data_dir, reconcile=lambda: reconciler.state,
                 scheduler=self.scheduler.snapshot_dict, sandbox=self.sandbox_probe.problem,
+                lease=lambda: self.lease.token,
             ),
             capacity=settings.capacity, wake=health_wake,
         )  # fmt: skip
@@ -216,7 +218,12 @@ class Runtime:
         await asyncio.to_thread(self.settings.data_dir.mkdir, parents=True, exist_ok=True)
         await self.store.open()
         await self.registry.snapshot()
-        await self.membership.join()
+        try:
+            await self.membership.join()
+        except (StorageFullError, StorageIOError, StoreBusyError) as exc:
+            # a full or failing disk: serve what can be read, claim nothing (no lease), say so
+            # in readiness (the store's check), and join at the next heartbeat
+            log.error("join_failed", error=str(exc))  # noqa: TRY400  its cause says it all
         await self.store.listen({
             "runyard_queue": lambda _: self.dispatcher.queue.set(),
             "runyard_run": self.lifecycle.run_changed_elsewhere,

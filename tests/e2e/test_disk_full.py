@@ -8,8 +8,10 @@ queue moves again with no restart and no run left `running` without a process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,3 +139,20 @@ def test_refused_checks_made_at_once_share_one_look(
     assert len(looks) == 1
     asyncio.run(flood())  # a later flood looks again: a refusal is never kept
     assert len(looks) == 2
+
+
+def test_a_server_started_on_a_full_disk_says_so_in_one_line(small_tmpfs: Path) -> None:
+    """Too full for the database's own files: it used to stop in the store's first pragma
+    with some 90 lines of traceback (status 3); it refuses to start, naming the disk."""
+    data = small_tmpfs / "data"
+    data.mkdir()
+    junk = small_tmpfs / "junk"
+    with junk.open("wb", buffering=0) as fh, contextlib.suppress(OSError):
+        while True:  # until ENOSPC
+            fh.write(b"\0" * 65536)
+    argv = [sys.executable, "-m", "runyard", "serve", "--data-dir", str(data), "--port", "0"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "refusing to start" in done.stderr
+    assert "is full (No space left on device)" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -8,8 +8,10 @@ the queue moves again with no restart and no run left `running` without a proces
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from runyard.models import RunState
@@ -87,6 +89,38 @@ def test_store_commit_fault_refuses_writes_keeps_reads_and_clears(
     set_faults(server, "")
     ready_again(server)
     queue_moves(server)
+
+
+def test_a_server_started_on_a_store_that_refuses_writes_serves_reads_and_joins_later(
+    start_server, tmp_path: Path
+) -> None:
+    """Its registration (a write) refused at start: it used to exit. It serves reads, claims
+    nothing (no lease), says so in readiness, and joins at the next heartbeat once the store
+    takes writes again; what was queued then runs."""
+    env = {**ARMED, "RUNYARD_LEASE_S": "1.5"}
+    server = start_server(env=env, capacity=1)
+    with server.client() as c:
+        done = server.wait_run(c, submit(server, "true"))
+    server.stop()
+    set_faults(server, "store_commit=enospc")
+    started: list[ServerProcess] = []
+    again = threading.Thread(target=lambda: started.append(start_server(
+        env=env, capacity=1, data_dir=server.data_dir, port=server.port)))  # fmt: skip
+    again.start()
+    wait_for(lambda: "lease" in _checks_or_none(server), what="readiness to name the lease")
+    assert web.get(f"{server.url}/v1/runs/{done.id}").json()["state"] == "succeeded"
+    assert web.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 507
+    set_faults(server, "")
+    again.join()
+    (restarted,) = started
+    queue_moves(restarted)
+
+
+def _checks_or_none(server: ServerProcess) -> dict[str, str]:
+    try:
+        return checks(server)
+    except httpx.HTTPError:
+        return {}  # not listening yet
 
 
 GATED = """

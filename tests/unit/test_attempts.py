@@ -98,7 +98,10 @@ def test_a_lapsed_cluster_lease_holds_claims_until_renewed_and_then_wakes_the_qu
     supervisor refused the spawn and the run carried an extra attempt that never ran."""
     queue = Wakeup()
     lease = Lease(renewed=queue)
+    assert lease.lapsed(0.0)  # never held (a server that could not join): nothing is claimed
     lease.hold("tok", 100.0, until=115.0)
+    assert queue.is_set()  # held at last: claims may begin
+    queue.clear()
     assert not lease.lapsed(114.9)
     assert lease.lapsed(115.0)
     assert not queue.is_set()

@@ -7,9 +7,11 @@ import contextlib
 import gc
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -23,6 +25,7 @@ from runyard.cli import log_output
 from runyard.cli.header_timeout import with_header_timeout
 from runyard.cli.log_render import CHAIN, render_json
 from runyard.config import Settings
+from runyard.errors import FULL_ERRNOS
 from runyard.runtime import Runtime
 from runyard.store.schema_version import refusal_of
 
@@ -178,6 +181,9 @@ def cluster_config_problem(settings: Settings) -> str | None:
     return None
 
 
+START_ROOM = 256 * 1024  # what opening the database needs at least (its WAL index: 32 KiB)
+
+
 def data_dir_problem(settings: Settings) -> str | None:
     """Why the data directory cannot hold this server's files (a file in its place, a parent
     that cannot be entered or written), said before anything starts."""
@@ -185,6 +191,19 @@ def data_dir_problem(settings: Settings) -> str | None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"the data directory {settings.data_dir} cannot be used: {exc.strerror or exc}"
+    # A disk too full for the database's own files (its WAL and index): the store could not
+    # even open. Said here, plainly, rather than as a traceback from the store's first pragma.
+    try:
+        with tempfile.TemporaryFile(dir=settings.data_dir) as probe:
+            probe.write(b"\0" * START_ROOM)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        if exc.errno in FULL_ERRNOS:
+            return (
+                f"the disk of the data directory {settings.data_dir} is full "
+                f"({exc.strerror}): free some space, then start again"
+            )
     return None
 
 

@@ -105,6 +105,8 @@ class HealthSources:
     scheduler: Callable[[], dict[str, Any] | None]
     # why sandboxed jobs could not run now (execution/sandbox_probe.py), None if they can
     sandbox: Callable[[], Awaitable[str | None]] | None = None
+    # this server's lease token: None until it could join (its store refused the write)
+    lease: Callable[[], str | None] | None = None
 
 
 def writable(directory: Path) -> str | None:
@@ -213,6 +215,8 @@ class HealthMonitor:
         failed.update(await self._supervisor())
         if src.sandbox is not None and (why := await src.sandbox()) is not None:
             failed["sandbox"] = why
+        if src.lease is not None and src.lease() is None:
+            failed["lease"] = "not joined: its store refused the registration (retried)"
         reconcile = src.reconcile()
         if not reconcile.ok:
             failed["reconcile"] = reconcile.error or "the last reconcile failed"

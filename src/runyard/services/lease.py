@@ -27,4 +27,6 @@ class Lease:
             self._renewed.set()
 
     def lapsed(self, now: float) -> bool:
-        return self._until is not None and now >= self._until
+        """Past its end; or never held yet (the server could not join: a full disk at start),
+        so nothing is claimed under no lease at all."""
+        return self._token is None or (self._until is not None and now >= self._until)

@@ -87,7 +87,11 @@ class Membership:
         await self._task.stop()
 
     async def beat(self) -> None:
-        assert self.token is not None  # noqa: S101  joined before started
+        if self.token is None:  # could not join at start (its store refused the write)
+            await self.join()
+            if self.rejoined is not None:
+                await self.rejoined()
+            return
         now = self.clock.now()
         if await self.store.renew_server(self.server_id, self.token, now, self.lease_s):
             await self._held(now)

@@ -281,13 +281,21 @@ class SQLiteStore(SQLStore):
                           "was opened; restart the server")  # fmt: skip
 
     @contextmanager
-    def _tx(self, conn: sqlite3.Connection, point: str = COMMIT) -> Iterator[None]:
+    def _tx(
+        self,
+        conn: sqlite3.Connection,
+        point: str = COMMIT,
+        *,
+        wrote: Callable[[], bool] | None = None,
+    ) -> Iterator[None]:
+        """A write transaction; its failpoint is checked if it `wrote` (default: always)."""
         self._write_point = point
         conn.execute(q.BEGIN)
         try:
             yield
             self._check_file()
-            failpoints.check(point)
+            if wrote is None or wrote():
+                failpoints.check(point)
         except BaseException:
             conn.rollback()
             raise
@@ -305,7 +313,14 @@ class SQLiteStore(SQLStore):
         self._migrate(conn)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        with self._tx(conn):
+        # Nothing to migrate writes nothing, and commits on a full disk too: a server started
+        # there serves reads (its registration, a write, is refused and retried: runtime.py).
+        before = (conn.total_changes, conn.execute(q.SCHEMA_VERSION).fetchone()[0])
+
+        def wrote() -> bool:
+            return (conn.total_changes, conn.execute(q.SCHEMA_VERSION).fetchone()[0]) != before
+
+        with self._tx(conn, wrote=wrote):
             conn.execute(q.CREATE_MIGRATIONS)
             if conn.execute(q.LEGACY_MIGRATIONS).fetchone() is not None:
                 for statement in q.ADOPT_LEGACY_MIGRATIONS:

@@ -36,6 +36,7 @@ ROLLBACK_TO = "ROLLBACK TO unit"
 PING = "SELECT 1"
 # a write of the header only (user_version set to itself): does a write go through again?
 GET_USER_VERSION = "PRAGMA user_version"
+SCHEMA_VERSION = "PRAGMA schema_version"  # moves with every change of the schema
 
 
 def set_user_version(version: int) -> str:
