@@ -176,6 +176,43 @@ def test_events_resume_by_sequence_number(start_server, chatter_jobs) -> None:
     assert full.events[-1]["data"]["to"] == "succeeded"
 
 
+BURST = """
+command = ["sh", "-c", '''
+cd "$RUNYARD_WORKSPACE"
+i=0; while [ $i -lt 2500 ]; do echo '{{"fraction": 0.5}}' >> burst; i=$((i+1)); done
+while [ ! -e go ]; do sleep 0.02; done
+cat burst >> "$RUNYARD_PROGRESS_FILE"
+''']
+"""
+
+
+def test_live_watchers_get_the_end_after_a_burst_longer_than_a_page(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """2500 progress lines at once, read in one go: the events after the first page (a
+    thousand), the run's last state among them, were left for nobody to send; its live
+    watchers never heard it end."""
+    write_job("burst", BURST)
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = c.submit("burst")
+        wait_for(lambda: c.run(run.id).state is RunState.RUNNING, what="running")
+    url = f"{server.url}/v1/runs/{run.id}/events"
+
+    async def main():
+        async with web.AsyncClient(timeout=60) as client:
+            live = [asyncio.create_task(watch_events(client, url)) for _ in range(2)]
+            await asyncio.to_thread(wait_for, lambda: watchers(server) >= 2, 30, "watchers")
+            (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
+            return await asyncio.gather(*live)
+
+    for seen in asyncio.run(main()):
+        assert seen.end is not None and seen.end["state"] == "succeeded"
+        kinds = [e["kind"] for e in seen.events]
+        assert kinds.count("progress") >= 2500
+        assert seen.events[-1]["data"]["to"] == "succeeded"
+
+
 def test_websocket_events_resume(start_server, chatter_jobs) -> None:
     from websockets.sync.client import connect
 

@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 # Attempts that ended before the hub heard they started (a short program's exit can be
 # recorded while its start is still being written): kept so the late start is ignored, and
 # bounded, since an attempt that never starts (a failed launch) is never asked about again.
+EVENT_PAGE = 1000  # a run's events read at once for its live watchers (then the next page)
 MAX_ENDED_EARLY = 4096
 
 
@@ -295,14 +296,19 @@ class StreamHub:
             subs = self._event_subs.get(run_id)
             if not subs:
                 return
-            events: list[RunEvent] = await self.store.list_events(
-                run_id, self._last_seq.get(run_id, 0)
-            )
-            if self._event_subs.get(run_id) is not subs:
-                return  # the last watcher left meanwhile, and its cursor went with it
-            for event in events:
-                self._last_seq[run_id] = event.seq
-                for sub in list(subs):
-                    if not sub.offer(event, 256 + len(str(event.data))):
-                        subs.discard(sub)
-                        self.lagged_total += 1
+            # page by page to the last: a burst longer than one page (a run's progress lines
+            # read at its end) left what followed it, its end included, for no one to send
+            while True:
+                events: list[RunEvent] = await self.store.list_events(
+                    run_id, self._last_seq.get(run_id, 0), EVENT_PAGE
+                )
+                if self._event_subs.get(run_id) is not subs:
+                    return  # the last watcher left meanwhile, and its cursor went with it
+                for event in events:
+                    self._last_seq[run_id] = event.seq
+                    for sub in list(subs):
+                        if not sub.offer(event, 256 + len(str(event.data))):
+                            subs.discard(sub)
+                            self.lagged_total += 1
+                if len(events) < EVENT_PAGE or not subs:
+                    return
