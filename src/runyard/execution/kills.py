@@ -63,6 +63,37 @@ def kill_escaped(marker: str, supervised: Container[int]) -> int:
     return undecided
 
 
+def kill_strays(running: Container[str], supervised: Container[int]) -> int:
+    """SIGKILL orphans whose attempt (the RUNYARD_ATTEMPT_KEY of their environment) is not
+    running any more: descendants reparented to us only after their attempt's end was swept
+    (a double fork whose middle process was still alive then). Orphans that name no attempt
+    are left alone. Returns how many were killed or could not be told yet (mid-exec), for
+    the caller to look again: their descendants may be reparented to us next."""
+    import psutil
+
+    acted = 0
+    prefix = b"RUNYARD_ATTEMPT_KEY="
+    for pid in orphans(supervised):
+        try:
+            with Path(f"/proc/{pid}/environ").open("rb") as fh:
+                environ = fh.read()
+            if not environ:
+                acted += 1
+                continue
+            names = [v for v in environ.split(b"\0") if v.startswith(prefix)]
+            if not names or names[0][len(prefix) :].decode(errors="replace") in running:
+                continue
+            proc = psutil.Process(pid)
+            victims = [proc, *proc.children(recursive=True)]
+        except (OSError, psutil.Error):
+            continue
+        acted += 1
+        for victim in victims:
+            with contextlib.suppress(psutil.Error):
+                victim.kill()
+    return acted
+
+
 def orphans(supervised: Container[int]) -> list[int]:
     """Our children that are not programs we spawned: reparented descendants."""
     me = os.getpid()

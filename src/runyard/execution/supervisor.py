@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from runyard import failpoints
-from runyard.execution import kills, sandbox, spawning
+from runyard.execution import kills, leftovers, sandbox, spawning
 from runyard.execution.connections import Client, Connections
 from runyard.execution.diskwrites import probe, say
 from runyard.execution.exit_files import REWRITE_EVERY_S, ExitFiles
@@ -34,9 +34,6 @@ from runyard.execution.spawning import Program
 from runyard.execution.timers import Timers
 
 PR_SET_CHILD_SUBREAPER = 36
-# an escaped descendant caught mid-exec shows no environment yet: looked at again this often
-ESCAPED_RECHECK_S = 0.02
-ESCAPED_RECHECKS = 10
 TERM_AGAIN_S = 0.01  # a sandbox being made has no program to SIGTERM yet: sent again this soon
 
 
@@ -52,6 +49,7 @@ class Supervisor:
         self.init_usage: dict[int, tuple[int, float] | None] = {}
         self.conns = Connections(self.sel, self.handle, self._client_gone)
         self.timers = Timers()
+        self.leftovers = leftovers.Leftovers(self.timers, self.programs)
         self.idle_since = time.monotonic()
         # The last failure of each kind of durable write (point -> why), until one succeeds:
         # the server's readiness reports them (op_ping), and a ping probes whether they cleared.
@@ -235,9 +233,8 @@ class Supervisor:
             if kind == "lease":
                 self.fence(*self.leases.lapsed(key, now, self.by_key))
                 continue
-            if kind == "escaped":
-                tries, marker = key.split(" ", 1)
-                self.kill_escaped(marker, int(tries))
+            if kind in leftovers.KINDS:
+                self.leftovers.fire(kind, key)
                 continue
             prog = self.by_key.get(key)
             if prog is None:
@@ -279,11 +276,7 @@ class Supervisor:
 
     def kill_all(self, prog: Program) -> None:
         kills.kill_group(prog.pgid)
-        self.kill_escaped(prog.marker, 0)
-
-    def kill_escaped(self, marker: str, tries: int) -> None:
-        if kills.kill_escaped(marker, self.programs) and tries < ESCAPED_RECHECKS:
-            self.timers.add(ESCAPED_RECHECK_S, "escaped", f"{tries + 1} {marker}")
+        self.leftovers.escaped(prog.marker)
 
     # -- reaping and exit records -----------------------------------------------------------
 
@@ -316,7 +309,7 @@ class Supervisor:
             peak, cpu = max(peak, init_peak), cpu + init_cpu
         else:
             exit_code, sig = (code, None) if code >= 0 else (None, -code)
-        self.kill_escaped(prog.marker, 0)
+        self.leftovers.ended(prog.marker)
         record = ExitRecord(
             key=prog.key,
             pid=prog.pid,
