@@ -160,16 +160,16 @@ class Runtime:
         self.sandbox_probe = SandboxProbe(
             lambda: settings.require_sandbox or registry.sandboxed, settings.sandbox_check_s
         )
+        self.disk = DiskGuard(data_dir, settings.min_free_mb * 2**20)
         self.health = HealthMonitor(
             HealthSources(
                 store=self.store, executor=self.executor, slots=self.slots, hub=self.hub,
                 data_dir=data_dir, reconcile=lambda: reconciler.state,
                 scheduler=self.scheduler.snapshot_dict, sandbox=self.sandbox_probe.problem,
-                lease=lambda: self.lease.token,
+                lease=lambda: self.lease.token, disk=self.disk,
             ),
             capacity=settings.capacity, wake=health_wake,
         )  # fmt: skip
-        self.disk = DiskGuard(data_dir, settings.min_free_mb * 2**20)
         self.runs = RunService(
             self.store, self.registry, self.executor, self.attempts, self.transitions, queue,
             self.clock, waiters=self.waiters, finish_rate=self.finish_rate,

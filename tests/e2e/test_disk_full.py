@@ -156,3 +156,21 @@ def test_a_server_started_on_a_full_disk_says_so_in_one_line(small_tmpfs: Path) 
     assert "refusing to start" in done.stderr
     assert "is full (No space left on device)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_readiness_names_the_disk_while_free_space_is_under_min_free_mb(
+    small_tmpfs: Path, start_server, write_job, jobs_dir: Path
+) -> None:
+    """Submissions are refused (507) under min_free_mb: readiness said 200 meanwhile, so a
+    balancer kept sending them."""
+    write_job("true", TRUE)
+    server = start_server(jobs_dir, data_dir=small_tmpfs / "data", env={"RUNYARD_MIN_FREE_MB": "4"})
+    ready = f"{server.url}/health/ready"
+    junk = small_tmpfs / "junk"
+    junk.write_bytes(b"\0" * (5 * 2**20))  # about 2 MiB of the 8 left
+    wait_for(lambda: "disk" in web.get(ready).json()["checks"], what="readiness to name the disk")
+    assert "min_free_mb" in web.get(ready).json()["checks"]["disk"]
+    assert web.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 507
+    junk.unlink()
+    wait_for(lambda: web.get(ready).status_code == 200, what="ready again", timeout=30)
+    assert web.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 202

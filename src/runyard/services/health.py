@@ -23,8 +23,10 @@ import structlog
 
 from runyard import failpoints
 from runyard.background import Background
+from runyard.errors import StorageFullError
 from runyard.execution.base import ExecutorHealth
 from runyard.models import RunState
+from runyard.services.diskspace import DiskGuard
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
 from runyard.streams.hub import StreamHub
@@ -107,6 +109,8 @@ class HealthSources:
     sandbox: Callable[[], Awaitable[str | None]] | None = None
     # this server's lease token: None until it could join (its store refused the write)
     lease: Callable[[], str | None] | None = None
+    # free space under min_free_mb: submissions are refused (507), so it is not ready for them
+    disk: DiskGuard | None = None
 
 
 def writable(directory: Path) -> str | None:
@@ -215,6 +219,11 @@ class HealthMonitor:
         failed.update(await self._supervisor())
         if src.sandbox is not None and (why := await src.sandbox()) is not None:
             failed["sandbox"] = why
+        if src.disk is not None:
+            try:
+                await src.disk.check()
+            except StorageFullError as exc:
+                failed["disk"] = exc.detail
         if src.lease is not None and src.lease() is None:
             failed["lease"] = "not joined: its store refused the registration (retried)"
         reconcile = src.reconcile()
