@@ -81,6 +81,7 @@ def start_server(
         env: dict[str, str] | None = None,
         entry: list[str] | None = None,
         port: int | None = None,
+        health: str = "/health/ready",
     ) -> ServerProcess:
         data = data_dir or tmp_path / "data"
         data_dirs.add(data)
@@ -92,6 +93,7 @@ def start_server(
             log_path=tmp_path / f"server-{len(started)}.log",
             env=env or {},
             entry=entry or ["-m", "runyard"],
+            health=health,
         ).start()
         started.append(server)
         return server

@@ -118,6 +118,7 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     entry: list[str] = field(default_factory=lambda: ["-m", "runyard"])
     proc: subprocess.Popen[bytes] | None = None
+    health: str = "/health/ready"  # what start() waits for (/health/live: up, not ready)
 
     @property
     def url(self) -> str:
@@ -138,7 +139,7 @@ class ServerProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"server exited: {self.log_path.read_text()[-3000:]}")
         try:
-            ready = web.get(f"{self.url}/health/ready", timeout=2).status_code == 200
+            ready = web.get(f"{self.url}{self.health}", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
         # The answer must come from our process, not from whoever else holds the port.

@@ -16,10 +16,10 @@ pytestmark = pytest.mark.e2e
 
 # each replaces its own log (stdout still goes to the file it had open) and succeeds
 SABOTEURS = {
-    "fifo": 'echo before; rm ../attempt-1.log; mkfifo ../attempt-1.log; echo after',
-    "dir": 'echo before; rm ../attempt-1.log; mkdir ../attempt-1.log; echo after',
-    "link": 'echo before; rm ../attempt-1.log; ln -s /etc/passwd ../attempt-1.log',
-    "loop": 'echo before; rm ../attempt-1.log; ln -s attempt-1.log ../attempt-1.log',
+    "fifo": "echo before; rm ../attempt-1.log; mkfifo ../attempt-1.log; echo after",
+    "dir": "echo before; rm ../attempt-1.log; mkdir ../attempt-1.log; echo after",
+    "link": "echo before; rm ../attempt-1.log; ln -s /etc/passwd ../attempt-1.log",
+    "loop": "echo before; rm ../attempt-1.log; ln -s attempt-1.log ../attempt-1.log",
 }
 
 

@@ -36,10 +36,12 @@ def test_busy_database_refuses_writes_with_503_while_reads_work(start_server) ->
 
 
 def test_low_disk_refuses_submissions_with_507_while_reads_work(start_server) -> None:
-    server = start_server(env={"RUNYARD_MIN_FREE_MB": str(2**40)})  # more than any disk has
+    # more than any disk has: up, but not ready for submissions (readiness names the disk)
+    server = start_server(env={"RUNYARD_MIN_FREE_MB": str(2**40)}, health="/health/live")
     resp = web.post(f"{server.url}/v1/runs", json={"job": "true"})
     assert resp.status_code == 507
     assert "min_free_mb" in resp.json()["detail"]
+    wait_for(lambda: "disk" in web.get(f"{server.url}/health/ready").json()["checks"])
     assert web.get(f"{server.url}/v1/runs").json()["runs"] == []  # nothing was created
     assert web.get(f"{server.url}/health/live").status_code == 200
 

@@ -15,8 +15,9 @@ What uvicorn would answer itself to a request it cannot parse (a broken Content-
 chunk framing) is problem JSON naming the parser's reason, not a line of plain text. Such a
 refusal, and a 431, waits for the answers of the requests before it on the connection: they
 were accepted, and their clients hear of them first (what comes meanwhile is read and
-dropped). A client that half-closes after its request still gets the answer, unless that
-answer had begun (a stream): then the connection closes, as before.
+dropped). A client that half-closes after its request still gets the answer if it comes
+within LINGER_S, unless that answer had begun (a stream); otherwise the connection closes,
+as it did (and a `Prefer: wait` it left ends).
 
 It wraps uvicorn's own HTTP protocol (httptools, or h11 where that is missing) and watches
 only what both have: `cycle` (a new one per parsed request head) and the transport.
@@ -206,7 +207,11 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         cycle = self.cycle
         whole = self._refusal is not None or (not self._in_head and not self._in_body)
         if whole and self._answering() and cycle is not None and not cycle.response_started:
-            self._eof = True  # what it sent is answered (or refused), then it closes
+            # What it sent is answered (or refused), then it closes; but not waited on for
+            # long: a client gone altogether sends the same FIN, and one that left a wait
+            # (`Prefer: wait`) must end it, and give back what it holds, soon.
+            self._eof = True
+            self._deadline = self.loop.call_later(LINGER_S, self.transport.close)
             return True
         if self._refused:
             self.transport.close()
