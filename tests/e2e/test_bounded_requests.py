@@ -156,8 +156,8 @@ def _headers(raw: bytes) -> dict[str, str]:
 
 def test_a_client_gone_mid_body_is_not_a_server_error(start_server) -> None:
     """A client that left mid-body (with an Idempotency-Key too, which sends the body on to
-    the declared route once it is read, and a multipart one) gets what the declared route
-    answers then: a 400, logged as such, with no error and no traceback."""
+    the declared route once it is read, a multipart one, an upload) gets what the declared
+    route answers then: a 400, logged as such, with no error and no traceback."""
     server = start_server()
     multipart = b"Content-Type: multipart/form-data; boundary=B\r\n"
     for extra, body in (
@@ -170,16 +170,20 @@ def test_a_client_gone_mid_body_is_not_a_server_error(start_server) -> None:
                 b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n" + extra
                 + b"\r\n" + body
             )  # then gone, hundreds of bytes short  # fmt: skip
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"PUT /v1/uploads HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
 
     def requests() -> list[dict[str, object]] | None:
         lines = [json.loads(line) for line in Path(server.log_path).read_text().splitlines()
                  if line.startswith("{")]  # fmt: skip
-        seen = [e for e in lines if e.get("event") == "request" and e.get("route") == "/v1/runs"]
-        return lines if len(seen) == 3 else None
+        seen = [e for e in lines if e.get("event") == "request"
+                and e.get("route") in ("/v1/runs", "/v1/uploads")]  # fmt: skip
+        return lines if len(seen) == 4 else None
 
-    lines = wait_for(requests, what="the three requests logged")
-    runs = [e for e in lines if e.get("event") == "request" and e.get("route") == "/v1/runs"]
-    assert [e["status"] for e in runs] == [400, 400, 400]
+    lines = wait_for(requests, what="the four requests logged")
+    runs = [e for e in lines if e.get("event") == "request"
+            and e.get("route") in ("/v1/runs", "/v1/uploads")]  # fmt: skip
+    assert [e["status"] for e in runs] == [400, 400, 400, 400]
     assert [e for e in lines if e.get("level") == "error"] == []
     assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
 

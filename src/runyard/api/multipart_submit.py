@@ -20,11 +20,11 @@ from pydantic import ValidationError
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
 
 from runyard.api.deps import relay_signer, runtime_of
+from runyard.api.problems import client_left
 from runyard.api.routes.runs import answer_submit, prefer_of
 from runyard.api.security import authorize
 from runyard.auth import Role
@@ -254,8 +254,7 @@ async def submit_multipart(scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await form.read(Request(scope, receive).stream(), boundary)
         except ClientDisconnect:
-            # gone mid-body: a 400, as the JSON body's (fast_submit.py), not a server error
-            raise HTTPException(400, "the client left before its body was whole") from None
+            raise client_left() from None  # as the JSON body's (fast_submit.py)
         request = await form.submit_request()
         response = await answer_submit(
             runtime.runs, runtime.settings, request, key, prefer, receive

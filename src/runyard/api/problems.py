@@ -42,6 +42,12 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+def client_left() -> StarletteHTTPException:
+    """A client gone before its body was whole: a 400 (logged as one), not a 500 with a
+    traceback (ClientDisconnect from a body being read)."""
+    return StarletteHTTPException(400, "the client left before its body was whole")
+
+
 def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc)
 

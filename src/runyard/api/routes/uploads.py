@@ -7,9 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.requests import ClientDisconnect
 
 from runyard.api.deps import UploadsDep
 from runyard.api.inputs import header_int
+from runyard.api.problems import client_left
 from runyard.api.routes.artifacts import ArtifactFileResponse, open_off_loop
 from runyard.api.security import READ, SUBMIT
 from runyard.errors import NotFoundError
@@ -48,7 +50,10 @@ async def _receive(request: Request, uploads: UploadsDep, name: str) -> JSONResp
         )
         error.headers = {"Connection": "close"}
         raise error
-    upload, new = await uploads.receive(request.stream(), name)
+    try:
+        upload, new = await uploads.receive(request.stream(), name)
+    except ClientDisconnect:
+        raise client_left() from None
     return JSONResponse(
         upload_view(upload).model_dump(mode="json"), status_code=201 if new else 200
     )
