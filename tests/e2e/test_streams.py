@@ -229,6 +229,16 @@ def test_websocket_events_resume(start_server, chatter_jobs) -> None:
     with connect(f"{ws_url}?after=3") as ws:
         resumed = [__import__("json").loads(m) for m in ws]
     assert [m["seq"] for m in resumed[:-1]] == seqs[3:]
+    with pytest.raises(Exception, match="403"):  # an unknown run: refused before accepting
+        connect(f"ws://127.0.0.1:{server.port}/v1/runs/01NOSUCHRUN0000000000000000/ws")
+
+    def sessions() -> list[int] | None:  # as logged and counted (every one was a 500)
+        lines = [json.loads(line) for line in server.log_path.read_text().splitlines()
+                 if line.startswith("{")]  # fmt: skip
+        found = [e["status"] for e in lines if e.get("event") == "request" and e["method"] == "WS"]
+        return found if len(found) == 3 else None
+
+    assert wait_for(sessions, what="the three sessions logged") == [101, 101, 403]
 
 
 def test_bad_progress_and_binary_output_never_break_anything(start_server, chatter_jobs) -> None:

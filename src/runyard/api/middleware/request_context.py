@@ -72,6 +72,10 @@ class RequestRecord:
             headers = list(message.get("headers", []))
             headers.append((b"x-request-id", self.request_id.encode()))
             message = {**message, "headers": headers}
+        elif message["type"] == "websocket.accept":
+            self.status, self.sent = 101, True
+        elif message["type"] == "websocket.close" and not self.sent:
+            self.status, self.sent = 403, True  # refused before accepting: what the client gets
         await self._send(message)
 
     def close(self) -> None:
