@@ -124,3 +124,25 @@ def test_a_client_that_half_closes_after_its_submit_hears_the_answer(start_serve
         run = json.loads(answers[0][1])
         assert web.get(f"{server.url}/v1/runs/{run['id']}").status_code == 200
     assert _stored(server, "e") == 2
+
+
+def test_what_breaks_behind_accepted_requests_never_costs_their_answers(start_server) -> None:
+    """A request refused while those before it are still being answered (its chunk framing
+    broken, its head over the cap in the read that held the one before, its trailer fields
+    endless, or the client's half gone in the middle of it) is refused or dropped after their
+    answers: they used to be lost, or the cap missed."""
+    server = start_server()
+    body = json.dumps({"job": "true", "labels": {"probe": "f"}}).encode()
+    waited = _submit(body, b"Prefer: wait=30\r\n")
+    broken_chunk = SUBMIT + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
+    assert [s for s, _ in _exchange(server, waited + broken_chunk)] == [200, 400]
+    health = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    big = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 90_000 + b"\r\n\r\n"
+    assert [s for s, _ in _exchange(server, health + big)] == [200, 431]
+    trailers = b"".join(b"X-T-%d: %s\r\n" % (n, b"t" * 1000) for n in range(100))
+    chunked = SUBMIT + b"Transfer-Encoding: chunked\r\n\r\n0\r\n" + trailers + b"\r\n"
+    assert [s for s, _ in _exchange(server, health + chunked)] == [200, 431]
+    for unfinished in (b"GET /health/live HTTP/1.1\r\nHo", SUBMIT + b"Content-Length: 50\r\n\r\n{"):
+        answers = _exchange(server, waited + unfinished, half_close=True)
+        assert [s for s, _ in answers] == [200]
+    assert _stored(server, "f") == 3

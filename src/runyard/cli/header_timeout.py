@@ -82,6 +82,9 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
     _refusal: bytes | None = None  # to be sent once the answers before it are out
     _eof = False  # the client half-closed after a whole request: close once it is answered
     _begun = 0  # heads begun during the read being parsed
+    _uncounted = False  # the head began in a read that held an earlier request's end
+    _open = 0  # requests made (a cycle each) and not yet answered whole, pipelined ones too
+    _trailer_bytes = 0  # of a chunked body's trailer fields (kept by nobody, but counted)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # an answer's head and body leave in one send (head_with_body.py)
@@ -109,6 +112,8 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
             self._begun == 1 and not head_before and not body_before
         ):
             self._head_bytes += len(data)
+        elif self._begun:
+            self._uncounted = True  # measured whole once it is complete (on_headers_complete)
         if self._head_bytes > MAX_HEAD_BYTES:
             self._refuse(TOO_LARGE)
 
@@ -116,6 +121,7 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         if self._refused:
             return
         self._in_head, self._in_body, self._head_bytes = True, False, 0
+        self._uncounted, self._trailer_bytes = False, 0
         self._begun += 1
         super().on_message_begin()
 
@@ -124,12 +130,26 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
             return
         self._in_head, self._in_body = False, True
         # the head is whole: measured only when this read and those before could hold more
-        if self._head_bytes + self._read_len > MAX_HEAD_BYTES and self._head_size() > (
-            MAX_HEAD_BYTES
-        ):
+        could_hold = self._uncounted or self._head_bytes + self._read_len > MAX_HEAD_BYTES
+        if could_hold and self._head_size() > MAX_HEAD_BYTES:
             self._refuse(TOO_LARGE)  # before uvicorn makes a request of it
             return
+        cycle = self.cycle
         super().on_headers_complete()
+        if self.cycle is not cycle:  # a request made (not an upgrade, which leaves us)
+            self._open += 1
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_body:
+            super().on_header(name, value)
+            return
+        # a chunked body's trailer fields: no one reads them, so none is kept; capped as a head
+        self._trailer_bytes += len(name) + len(value) + 4
+        if self._trailer_bytes > MAX_HEAD_BYTES and not self._refused:
+            self._refuse_unfinished(TOO_LARGE)
+
+    def _should_upgrade(self) -> bool:
+        return not self._refused and bool(super()._should_upgrade())
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -149,12 +169,15 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
     def send_400_response(self, msg: str) -> None:
         # uvicorn calls this in its `except` of the parser's error: that error is the reason
         error = sys.exc_info()[1]
-        answer = _malformed(str(error) if error is not None else msg)
-        if not self._in_body:
-            self._refuse(answer)  # after the answers to the requests before it
+        self._refuse_unfinished(_malformed(str(error) if error is not None else msg))
+
+    def _refuse_unfinished(self, answer: bytes) -> None:
+        """The request being parsed is refused: after the answers to those before it, or, if
+        it is the one being answered (its body being read), at once; then the connection
+        closes (uvicorn tells its app it is gone)."""
+        if not self._in_body or self._drop_unfinished():
+            self._refuse(answer)
             return
-        # The body being read is the broken one: its request ends here, answered if its
-        # answer has not begun, and the connection closes (uvicorn tells its app it is gone).
         self._disarm()
         self._refused = True
         cycle = self.cycle
@@ -172,10 +195,25 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
             return
         self._send_refusal(answer)
 
+    def _drop_unfinished(self) -> bool:
+        """The request begun and never finished (bytes refused in it, or the client's half
+        went), dropped so that those before it are answered: False if it is the one being
+        answered (its app waits for the rest of its body)."""
+        if self._in_head:
+            return True  # no request made of it yet
+        queued = [entry for entry in getattr(self, "pipeline", ()) if entry[0] is self.cycle]
+        if not queued:
+            return False
+        self.pipeline.remove(queued[0])  # its turn never comes
+        queued[0][0].response_complete = True  # nor is it waited for
+        self._open -= 1
+        return True
+
     def _answering(self) -> bool:
-        cycle = self.cycle  # uvicorn's h11 protocol has no pipeline: it reads one at a time
-        pipelined = getattr(self, "pipeline", ())
-        return bool(pipelined) or (cycle is not None and not cycle.response_complete)
+        # self.cycle is the newest request, not always the one being answered; uvicorn's h11
+        # protocol (no httptools callbacks, so no count) reads one request at a time
+        cycle = self.cycle
+        return self._open > 0 or (cycle is not None and not cycle.response_complete)
 
     def _send_refusal(self, answer: bytes) -> None:
         """Then a lingering close: closing with the client's bytes unread would send a reset,
@@ -191,6 +229,7 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         self._deadline = self.loop.call_later(LINGER_S, self.transport.close)
 
     def on_response_complete(self) -> None:
+        self._open = max(0, self._open - 1)  # (h11's requests are not counted)
         super().on_response_complete()  # the next request of a pipeline starts
         if self._answering():
             return
@@ -204,13 +243,13 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         # The client half-closed: the event loop closes the transport itself once this returns
         # False, not through the wrapper, so a head held for its body (a HEAD's) must leave now.
         self.transport.flush()
-        cycle = self.cycle
-        whole = self._refusal is not None or (not self._in_head and not self._in_body)
-        if whole and self._answering() and cycle is not None and not cycle.response_started:
-            # What it sent is answered (or refused), then it closes; but not waited on for
-            # long: a client gone altogether sends the same FIN, and one that left a wait
-            # (`Prefer: wait`) must end it, and give back what it holds, soon.
-            self._eof = True
+        unfinished = self._refusal is None and (self._in_head or self._in_body)
+        if self._answering() and (not unfinished or self._drop_unfinished()):
+            # What it sent whole is answered (or refused), then it closes; but not waited on
+            # for long: a client gone altogether sends the same FIN, and one that left a wait
+            # (`Prefer: wait`) or a stream must end it, and give back what it holds, soon.
+            self._refused, self._in_head, self._eof = True, False, True
+            self._disarm()
             self._deadline = self.loop.call_later(LINGER_S, self.transport.close)
             return True
         if self._refused:
