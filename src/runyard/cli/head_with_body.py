@@ -26,6 +26,11 @@ class HeadWithBody:
         self._head: bytes | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._transport.is_closing():
+            # its client is gone (uvicorn marks only the newest request of a pipeline as
+            # disconnected; an older one's stream still writes): nobody to send it to
+            self._head = None
+            return
         if self._head is not None:
             data, self._head = self._head + bytes(data), None
         elif bytes(data[: len(HEAD)]) == HEAD:
