@@ -84,7 +84,7 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
     _begun = 0  # heads begun during the read being parsed
     _uncounted = False  # the head began in a read that held an earlier request's end
     _open = 0  # requests made (a cycle each) and not yet answered whole, pipelined ones too
-    _trailer_bytes = 0  # of a chunked body's trailer fields (kept by nobody, but counted)
+    _head_fields = 0  # how many header fields the request's head had (trailers come after)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # an answer's head and body leave in one send (head_with_body.py)
@@ -102,7 +102,11 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         upgraded = self.transport.get_protocol() is not self  # a websocket now owns it
         if upgraded or self.cycle is not self._cycle_at_arm or self.transport.is_closing():
             self._disarm()
-        if upgraded or self.transport.is_closing() or not self._in_head or self._refused:
+        if upgraded or self.transport.is_closing() or self._refused:
+            return
+        if not self._in_head:
+            if self._in_body and len(self.headers) > self._head_fields:
+                self._check_trailers()
             return
         # Still inside a head: the read counts whole when it held nothing else, that is when
         # it began inside this head, or between two requests with this head at its start.
@@ -121,7 +125,7 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         if self._refused:
             return
         self._in_head, self._in_body, self._head_bytes = True, False, 0
-        self._uncounted, self._trailer_bytes = False, 0
+        self._uncounted = False
         self._begun += 1
         super().on_message_begin()
 
@@ -134,18 +138,16 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         if could_hold and self._head_size() > MAX_HEAD_BYTES:
             self._refuse(TOO_LARGE)  # before uvicorn makes a request of it
             return
-        cycle = self.cycle
+        cycle, self._head_fields = self.cycle, len(self.headers)
         super().on_headers_complete()
         if self.cycle is not cycle:  # a request made (not an upgrade, which leaves us)
             self._open += 1
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_body:
-            super().on_header(name, value)
-            return
-        # a chunked body's trailer fields: no one reads them, so none is kept; capped as a head
-        self._trailer_bytes += len(name) + len(value) + 4
-        if self._trailer_bytes > MAX_HEAD_BYTES and not self._refused:
+    def _check_trailers(self) -> None:
+        """A chunked body's trailer fields, which uvicorn adds to the head's: capped as a head
+        is (looked at once per read, not per field: over by one read at most)."""
+        extra = self.headers[self._head_fields :]
+        if sum(len(name) + len(value) + 4 for name, value in extra) > MAX_HEAD_BYTES:
             self._refuse_unfinished(TOO_LARGE)
 
     def _should_upgrade(self) -> bool:
@@ -158,6 +160,10 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
     def on_message_complete(self) -> None:
         if self._refused:
             return
+        if len(self.headers) > self._head_fields:  # trailers came whole within a read
+            self._check_trailers()
+            if self._refused:
+                return
         self._in_body = False
         super().on_message_complete()
 
