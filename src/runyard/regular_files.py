@@ -18,16 +18,17 @@ class NotRegularFileError(OSError):
     """The path holds something other than a regular file."""
 
 
-def open_regular(path: Path | str) -> int:
-    """A descriptor open for reading; FileNotFoundError if nothing is there, another OSError
-    (ELOOP for a link, NotRegularFileError) if what is there is not the file."""
+def open_regular(path: Path | str) -> tuple[int, int]:
+    """A descriptor open for reading, and the file's size then; FileNotFoundError if nothing
+    is there, another OSError (ELOOP for a link, NotRegularFileError) if what is there is not
+    the file."""
     fd = os.open(path, READ_FLAGS)
     try:
-        mode = os.fstat(fd).st_mode
+        st = os.fstat(fd)
     except BaseException:
         os.close(fd)
         raise
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise NotRegularFileError(errno.EINVAL, "not a regular file", str(path))
-    return fd
+    return fd, st.st_size

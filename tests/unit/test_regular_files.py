@@ -25,8 +25,8 @@ def places(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_only_a_regular_file_opens(places: dict[str, Path]) -> None:
-    fd = open_regular(places["file"])
-    assert os.read(fd, 10) == b"data"
+    fd, size = open_regular(places["file"])
+    assert (os.read(fd, 10), size) == (b"data", 4)
     os.close(fd)
     with pytest.raises(FileNotFoundError):
         open_regular(places["file"].with_name("missing"))

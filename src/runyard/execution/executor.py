@@ -283,7 +283,7 @@ def read_exit_file(path: Path, key: str) -> ExitRecord | UnreadableExit | None:
     be read or does not follow the schema says the program ended but not how: the attempt is
     lost, with that reason, and nothing else is touched (whatever key the file names)."""
     try:
-        with os.fdopen(open_regular(path), "rb") as f:  # a FIFO there must not block us
+        with os.fdopen(open_regular(path)[0], "rb") as f:  # a FIFO there must not block us
             raw = f.read(MAX_EXIT_FILE + 1)  # bounded: a huge file is damage, not a record
         return ExitRecord.from_file(raw, key)
     except FileNotFoundError:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Container
+from collections.abc import Callable, Container
 from pathlib import Path
+
+ATTEMPT_VAR = b"RUNYARD_ATTEMPT_KEY="  # the variable that names a process's attempt
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
@@ -40,10 +42,30 @@ def kill_escaped(marker: str, supervised: Container[int]) -> int:
     reparented to us, the subreaper; their environment still names the attempt. Returns how
     many could not be told yet: a process in the middle of an exec shows an empty
     environment for a moment, so the caller looks again shortly."""
+    return _kill_orphans(lambda key: key == marker, supervised)[1]
+
+
+def kill_strays(running: Container[str], supervised: Container[int]) -> int:
+    """SIGKILL orphans whose attempt is not running any more: descendants reparented to us
+    only after their attempt's end was swept (a double fork whose middle process was still
+    alive then). Orphans that name no attempt are left alone. Returns how many were killed
+    or could not be told yet, for the caller to look again: their descendants may be
+    reparented to us next."""
+    killed, undecided = _kill_orphans(
+        lambda key: key is not None and key not in running, supervised
+    )
+    return killed + undecided
+
+
+def _kill_orphans(
+    doomed: Callable[[str | None], bool], supervised: Container[int]
+) -> tuple[int, int]:
+    """SIGKILL, with its descendants, each orphan whose attempt (the RUNYARD_ATTEMPT_KEY of
+    its environment; None if it names none) is `doomed`: (how many were killed, how many
+    could not be told yet, their environment still empty mid-exec)."""
     import psutil
 
-    needle = f"RUNYARD_ATTEMPT_KEY={marker}".encode()
-    undecided = 0
+    killed = undecided = 0
     for pid in orphans(supervised):
         try:
             with Path(f"/proc/{pid}/environ").open("rb") as fh:
@@ -51,47 +73,18 @@ def kill_escaped(marker: str, supervised: Container[int]) -> int:
             if not environ:
                 undecided += 1
                 continue
-            if needle not in environ.split(b"\0"):
+            keys = [v for v in environ.split(b"\0") if v.startswith(ATTEMPT_VAR)]
+            if not doomed(keys[0][len(ATTEMPT_VAR) :].decode(errors="replace") if keys else None):
                 continue
             proc = psutil.Process(pid)
             victims = [proc, *proc.children(recursive=True)]
         except (OSError, psutil.Error):
             continue
+        killed += 1
         for victim in victims:
             with contextlib.suppress(psutil.Error):
                 victim.kill()
-    return undecided
-
-
-def kill_strays(running: Container[str], supervised: Container[int]) -> int:
-    """SIGKILL orphans whose attempt (the RUNYARD_ATTEMPT_KEY of their environment) is not
-    running any more: descendants reparented to us only after their attempt's end was swept
-    (a double fork whose middle process was still alive then). Orphans that name no attempt
-    are left alone. Returns how many were killed or could not be told yet (mid-exec), for
-    the caller to look again: their descendants may be reparented to us next."""
-    import psutil
-
-    acted = 0
-    prefix = b"RUNYARD_ATTEMPT_KEY="
-    for pid in orphans(supervised):
-        try:
-            with Path(f"/proc/{pid}/environ").open("rb") as fh:
-                environ = fh.read()
-            if not environ:
-                acted += 1
-                continue
-            names = [v for v in environ.split(b"\0") if v.startswith(prefix)]
-            if not names or names[0][len(prefix) :].decode(errors="replace") in running:
-                continue
-            proc = psutil.Process(pid)
-            victims = [proc, *proc.children(recursive=True)]
-        except (OSError, psutil.Error):
-            continue
-        acted += 1
-        for victim in victims:
-            with contextlib.suppress(psutil.Error):
-                victim.kill()
-    return acted
+    return killed, undecided
 
 
 def orphans(supervised: Container[int]) -> list[int]:

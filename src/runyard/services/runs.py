@@ -344,13 +344,12 @@ class RunService:
 
         def read() -> tuple[bytes, int, int]:
             try:
-                fd = open_regular(path)
+                fd, size = open_regular(path)
             except FileNotFoundError:
                 return b"", offset, 0
             except OSError:  # its program made something else of it: no log to show
                 return b"", 0, 0
             try:
-                size = os.fstat(fd).st_size
                 data = os.pread(fd, limit, min(offset, size))
             finally:
                 os.close(fd)

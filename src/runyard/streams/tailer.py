@@ -38,11 +38,11 @@ def read_from(path: Path, offset: int, limit: int) -> bytes:
     """Up to `limit` bytes from `offset`; nothing past the end (an offset beyond any file
     size the kernel allows would make a seek fail: it is never attempted)."""
     try:
-        fd = open_regular(path)
+        fd, size = open_regular(path)
     except OSError:  # not there (yet), or its program made something else of it
         return b""
     try:
-        if offset >= os.fstat(fd).st_size:
+        if offset >= size:
             return b""
         return os.pread(fd, limit, offset)
     finally:
