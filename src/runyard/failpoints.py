@@ -1,8 +1,9 @@
 """Named failpoints for tests: crash points and injected write faults.
 
 `RUNYARD_FAILPOINTS=before_spawn,store_commit=enospc,exit_file=eio`: at a bare name (a crash
-point) the process SIGKILLs itself, exactly as a crash would; at `name=enospc|eio` the durable
-write at that point fails with that OSError, as a full or failing disk would make it.
+point) the process SIGKILLs itself, exactly as a crash would; at `name=enospc|eio|eacces` the
+durable write at that point fails with that OSError, as a full or failing disk, or a place
+made unwritable, would make it.
 
 Switchable at runtime: only when RUNYARD_FAILPOINTS is set at all (`none` arms nothing but
 enables switching), the process also honours DATA_DIR/failpoints (same syntax, commas or
@@ -39,7 +40,7 @@ WRITE_POINTS = frozenset(
     }
 )
 POINTS = CRASH_POINTS | WRITE_POINTS
-FAULTS = {"enospc": errno.ENOSPC, "eio": errno.EIO}
+FAULTS = {"enospc": errno.ENOSPC, "eio": errno.EIO, "eacces": errno.EACCES}
 
 
 def parse(spec: str) -> tuple[frozenset[str], dict[str, int]]:

@@ -176,23 +176,44 @@ def test_run_ending_while_exit_file_store_and_supervisor_log_fail(
         ("workspace", "enospc", "No space left on device", "cannot prepare the workspace"),
     ],
 )
-def test_launch_write_fault_fails_the_run_naming_it_and_clears(
+def test_launch_write_shortage_requeues_the_run_until_it_clears(
     start_server, gated_jobs: Path, point: str, fault: str, cause: str, says: str
 ) -> None:
+    """A disk full or failing when a run is prepared is the machine's fault, not the run's:
+    nothing started, so the run waits in the queue (readiness naming the point) and runs
+    once the disk does, whatever its retry policy (it has none here)."""
     server = start_server(gated_jobs, env=ARMED)
     sup = supervisor_pid(server)
     set_faults(server, f"{point}={fault}")
     with server.client() as c:
-        done = server.wait_run(c, submit(server, "true"))
-    assert done.state is RunState.FAILED
-    assert says in (done.reason or "")
-    assert cause in (done.reason or "")
-    wait_for(lambda: point in checks(server), what=f"readiness to name {point}")
-    assert cause in checks(server)[point]
-    set_faults(server, "")
+        run_id = submit(server, "true")
+        wait_for(lambda: c.run(run_id).attempt >= 2, what="the run tried again")
+        run = c.run(run_id)
+        assert run.state in {RunState.QUEUED, RunState.RUNNING}
+        assert f"not started: {says}" in (run.reason or "")
+        assert cause in (run.reason or "")
+        wait_for(lambda: point in checks(server), what=f"readiness to name {point}")
+        assert cause in checks(server)[point]
+        set_faults(server, "")
+        done = server.wait_run(c, run_id)
+    assert done.state is RunState.SUCCEEDED, done.reason
     ready_again(server)
     queue_moves(server)
     assert supervisor_pid(server) == sup
+
+
+def test_launch_write_refusal_fails_the_run_naming_it(start_server, gated_jobs: Path) -> None:
+    """A place refused for good (a permission) is no shortage: the run fails naming it."""
+    server = start_server(gated_jobs, env=ARMED)
+    set_faults(server, "workspace=eacces")
+    with server.client() as c:
+        done = server.wait_run(c, submit(server, "true"))
+    assert done.state is RunState.FAILED
+    assert "cannot prepare the workspace" in (done.reason or "")
+    assert "Permission denied" in (done.reason or "")
+    set_faults(server, "")
+    ready_again(server)
+    queue_moves(server)
 
 
 def test_progress_write_fault_keeps_the_run_and_clears(start_server, gated_jobs: Path) -> None:

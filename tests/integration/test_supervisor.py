@@ -349,12 +349,18 @@ async def test_log_and_workspace_faults_refuse_the_spawn_and_clear(armed_sup: Ha
     reply = await sup.spawn("y.1", ["true"])
     assert not reply["ok"]
     assert reply["write_error"] == "log"
+    assert reply["shortage"]  # a failing disk may come back: the server retries the run
     assert "Input/output error" in reply["error"]
     assert "log" in (await sup.client.ping(5))["write_errors"]
     set_faults(sup.data_dir, "workspace=enospc")
     reply = await sup.spawn("y.2", ["true"])
     assert reply["write_error"] == "workspace"
+    assert reply["shortage"]
     assert not (sup.data_dir / "y.2").exists()
+    set_faults(sup.data_dir, "workspace=eacces")
+    reply = await sup.spawn("y.4", ["true"])
+    assert reply["write_error"] == "workspace"
+    assert not reply["shortage"]  # no wait makes a refused place writable: the run fails
     set_faults(sup.data_dir, "")
     assert (await sup.client.ping(5))["write_errors"] == {}  # the ping probes: cleared
     assert (await sup.spawn("y.3", ["true"]))["ok"]

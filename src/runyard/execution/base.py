@@ -23,6 +23,12 @@ class ExecutorUnavailableError(UnavailableError):
     was started, the attempt goes back to the queue (503 when it reaches a client)."""
 
 
+class ShortageError(ExecutorUnavailableError):
+    """The attempt could not be prepared or started for want of room (a full or failing disk,
+    memory, descriptors): the machine's fault, not the run's. It goes back to the queue, and
+    runs once the room is back; readiness names what failed meanwhile."""
+
+
 class ExecutorTimeoutError(ExecutorUnavailableError):
     """The executor is connected but did not answer in time (paused, hung or swamped)."""
 

@@ -24,8 +24,10 @@ from runyard.execution.base import (
     LaunchError,
     LossHandler,
     RunningAttempt,
+    ShortageError,
     Started,
 )
+from runyard.execution.diskwrites import shortage
 from runyard.execution.environment import base_env, program_env
 from runyard.execution.layout import AttemptFiles, RunPaths
 from runyard.execution.protocol import (
@@ -180,7 +182,7 @@ class LocalExecutor:
             try:
                 await asyncio.to_thread(self._prepare, spec.workspace, paths)
             except (workspace.WorkspaceError, OSError) as exc:
-                raise LaunchError(f"workspace: {exc}") from exc
+                raise _refusal(exc)(f"workspace: {exc}") from exc
         staged = None
         if spec.inputs:
             try:
@@ -189,7 +191,7 @@ class LocalExecutor:
                     spec.inputs, spec.input_paths, link=spec.run_as is not None,
                 )  # fmt: skip
             except (workspace.WorkspaceError, OSError) as exc:
-                raise LaunchError(f"inputs: {exc}") from exc
+                raise _refusal(exc)(f"inputs: {exc}") from exc
         # SupervisorUnavailableError propagates
         return self._outcome(
             await self._client.request(self._spawn_request(spec, staged).to_message())
@@ -211,6 +213,8 @@ class LocalExecutor:
             return Started(reply["pid"], reply["pgid"], reply["start_time"], reply["started_at"])
         if reply.get("exited"):
             return None
+        if reply.get("shortage"):  # nothing started, for want of room: back to the queue
+            raise ShortageError(str(reply.get("error")))
         if str(reply.get("error")).startswith("LeaseLapsedError"):
             # our lease lapsed: not a failure of the run; it goes back to the queue
             raise SupervisorUnavailableError(f"refused: {reply['error']}")
@@ -366,3 +370,8 @@ def spawn_request(
 def _params_text(params: dict[str, Any]) -> str:
     """params.json as the program reads it: indented, UTF-8."""
     return fastjson.dumps(params, indent=True).decode() + "\n"
+
+
+def _refusal(exc: BaseException) -> type[LaunchError] | type[ShortageError]:
+    """A preparation that failed for want of room is retried, any other failure is the run's."""
+    return ShortageError if shortage(exc) else LaunchError

@@ -3,19 +3,17 @@ the disk refuses them."""
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from pathlib import Path
 
 from runyard import fastjson
-from runyard.execution.diskwrites import say, write_exit_file
+from runyard.execution.diskwrites import say, shortage, write_exit_file
 from runyard.execution.protocol import ExitRecord
 
-REWRITE_EVERY_S = 1.0  # an exit file that could not be written is tried again this often
-# What waiting may cure: a disk full or failing for now. Any other refusal is the place's
-# itself (its program made a file of its run's directory, or a directory of its exit file's
-# path): no retry would ever land, and a record kept for it would hold the attempt as running.
-TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM})
+# An exit file that could not be written for want of room is tried again this often. Any other
+# refusal is the place's own (its program made a file of its run's directory, or a directory of
+# its exit file's path): a record kept for it would hold the attempt as running.
+REWRITE_EVERY_S = 1.0
 
 
 class ExitFiles:
@@ -39,7 +37,7 @@ class ExitFiles:
         try:
             self._write(path, fastjson.dumps(record.to_dict()))
         except OSError as exc:
-            if exc.errno not in TRANSIENT:
+            if not shortage(exc):
                 # told by the `exited` event to a server connected now; one that reconciles
                 # later finds no file and ends the attempt lost
                 say(f"cannot write exit file {path}, and will not retry: {exc}")

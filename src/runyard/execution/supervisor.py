@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import fcntl
 import os
 import selectors
@@ -25,7 +26,7 @@ from typing import Any
 from runyard import failpoints
 from runyard.execution import kills, leftovers, sandbox, spawning
 from runyard.execution.connections import Client, Connections
-from runyard.execution.diskwrites import probe, say
+from runyard.execution.diskwrites import probe, say, shortage
 from runyard.execution.exit_files import REWRITE_EVERY_S, ExitFiles
 from runyard.execution.lease_watch import LeaseWatch
 from runyard.execution.limits import mark_cut
@@ -161,21 +162,18 @@ class Supervisor:
         try:
             spawning.prepare(req)
         except OSError as exc:
-            return self.write_failed("workspace", f"cannot prepare the workspace: {exc}")
+            return self.write_failed("workspace", f"cannot prepare the workspace: {exc}", exc)
         self.write_errors.pop("workspace", None)
         started_at = time.time()
         try:
             log = spawning.open_log(req)
         except OSError as exc:
-            return self.write_failed("log", f"cannot open the attempt's log: {exc}")
+            return self.write_failed("log", f"cannot open the attempt's log: {exc}", exc)
         self.write_errors.pop("log", None)
         try:
             prog = spawning.start(req, log, started_at)
         except (OSError, KeyError) as exc:
-            record = spawning.not_started(req, exc)
-            self.exits.write(Path(req.exit), record)
-            self.conns.broadcast({"op": "exited", **record.to_dict()})
-            return {"ok": False, "error": record.error, "exited": True}
+            return self.start_failed(req, exc)
         self.programs[prog.pid] = prog
         self.by_key[req.key] = prog
         if prog.init_pid is not None:
@@ -218,10 +216,21 @@ class Supervisor:
         return {"ok": True, "pid": os.getpid(), "programs": len(self.programs),
                 "write_errors": dict(self.write_errors)}  # fmt: skip
 
-    def write_failed(self, point: str, why: str) -> dict[str, Any]:
+    def start_failed(self, req: SpawnRequest, exc: OSError | KeyError) -> dict[str, Any]:
+        if shortage(exc) or getattr(exc, "errno", None) == errno.EAGAIN:
+            # no memory, descriptors or process slot for it now: not the run's fault
+            return {"ok": False, "error": f"cannot start: {exc}", "shortage": True}
+        record = spawning.not_started(req, exc)  # no such command, user, permission, ...
+        self.exits.write(Path(req.exit), record)
+        self.conns.broadcast({"op": "exited", **record.to_dict()})
+        return {"ok": False, "error": record.error, "exited": True}
+
+    def write_failed(self, point: str, why: str, exc: OSError) -> dict[str, Any]:
+        """A spawn refused because `point` could not be written: retried later if for want
+        of room (`shortage`), the run's failure otherwise."""
         self.write_errors[point] = why
         say(why)
-        return {"ok": False, "error": why, "write_error": point}
+        return {"ok": False, "error": why, "write_error": point, "shortage": shortage(exc)}
 
     # -- timers and kills -------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from runyard.execution.base import (
     ExecutorUnavailableError,
     Launch,
     LaunchError,
+    ShortageError,
     Started,
 )
 from runyard.execution.protocol import ExitRecord
@@ -356,11 +357,14 @@ class Dispatcher:
         try:
             started = await (sent if sent is not None else self._launched(claim))
         except ExecutorUnavailableError as exc:
-            # unavailable (the supervisor went away, Slurm's controller is silent or full):
-            # back to the queue, not claimed again before it may have recovered
-            end = outcomes.not_started(
-                self.clock.now(), f"the executor is unavailable ({exc})", UNAVAILABLE_RETRY_S
+            # unavailable (the supervisor went away, Slurm's controller is silent or full) or
+            # short of room: back to the queue, not claimed again before it may have recovered
+            why = (
+                str(exc)
+                if isinstance(exc, ShortageError)
+                else f"the executor is unavailable ({exc})"
             )
+            end = outcomes.not_started(self.clock.now(), why, UNAVAILABLE_RETRY_S)
             await self.attempts.end(run, number, end)
             return
         except LaunchError as exc:
