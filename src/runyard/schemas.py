@@ -55,9 +55,9 @@ Params = Annotated[
 MAX_SWEEP = 32
 Sweep = Annotated[
     dict[ParamName, Annotated[list[Any], Field(min_length=1)]],
-    Field(max_length=MAX_SWEEP),
+    Field(min_length=1, max_length=MAX_SWEEP),  # `{}` sweeps nothing: a mistake, not one run
     WithJsonSchema({
-        "type": "object", "maxProperties": MAX_SWEEP,
+        "type": "object", "minProperties": 1, "maxProperties": MAX_SWEEP,
         "propertyNames": {"pattern": PARAM_NAME_PATTERN},
         "additionalProperties": {"type": "array", "minItems": 1},
         "description": "param -> values: one run per combination",

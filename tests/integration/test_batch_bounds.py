@@ -97,3 +97,10 @@ def test_a_bad_swept_value_is_named_as_its_element_even_beside_a_replaced_one(
     assert resp.json()["detail"].startswith("batch element 0 ")
     assert resp.json()["element"] == 0
     assert stored(server, "grid") == 1
+
+
+def test_a_sweep_of_nothing_is_refused_not_one_run(server: FakedServer) -> None:
+    resp = server.post("/v1/batches", json={"job": "grid", "params": {"a": 1}, "sweep": {}})
+    assert resp.status_code == 422
+    assert [e["field"] for e in resp.json()["errors"]] == ["body.sweep"]
+    assert stored(server, "grid") == 1  # the slot holder only

@@ -121,6 +121,19 @@ def test_a_body_the_json_reader_gives_up_on_is_400_saying_why(
     assert server.get("/v1/runs").json()["runs"] == []
 
 
+@pytest.mark.parametrize("path", ["/v1/runs", "/v1/batches", "/v1/schedules"])
+def test_a_json_syntax_error_names_the_body_and_where(server: InProcessServer, path: str) -> None:
+    """Not `body.15` (FastAPI's offset where a field's name goes): the body, the character,
+    and what the reader expected there."""
+    resp = server.post(
+        path, content=b'{"job": "true",}', headers={"content-type": "application/json"}
+    )
+    assert resp.status_code == 422
+    why = "not valid JSON at character 15: Expecting property name enclosed in double quotes"
+    assert resp.json()["errors"] == [{"field": "body", "message": why}]
+    assert server.get("/v1/runs").json()["runs"] == []
+
+
 def test_unknown_job_is_404_naming_it(server: InProcessServer) -> None:
     resp = server.post("/v1/runs", json={"job": "nope"})
     assert resp.status_code == 404

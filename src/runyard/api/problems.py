@@ -65,9 +65,19 @@ async def _runyard_error(_: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     exc = cast(RequestValidationError, exc)
     found = exc.errors()
-    listed = _listed([(_loc(e["loc"]), e["msg"]) for e in found[:MAX_LISTED]], len(found))
+    listed = _listed([_field_error(e) for e in found[:MAX_LISTED]], len(found))
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in listed["errors"][:MAX_DETAILED])
     return problem(422, "Invalid input", detail, "invalid-input", **listed)
+
+
+def _field_error(error: Any) -> tuple[str, str]:
+    """(field, message) of one of FastAPI's errors. A JSON syntax error is the body's, at a
+    character (FastAPI puts the offset where a field's name goes: `body.15`)."""
+    loc = error["loc"]
+    if error.get("type") == "json_invalid" and len(loc) == 2 and isinstance(loc[1], int):
+        why = str((error.get("ctx") or {}).get("error", ""))[:200]
+        return "body", f"not valid JSON at character {loc[1]}" + (f": {why}" if why else "")
+    return _loc(loc), error["msg"]
 
 
 def _listed(errors: list[tuple[str, str]], found: int | None = None) -> dict[str, Any]:
