@@ -90,6 +90,36 @@ def test_run_as_user(start_server, write_job, jobs_dir) -> None:
     assert made.stat().st_uid == pwd.getpwnam("nobody").pw_uid
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_a_run_as_program_cannot_make_the_supervisor_write_through_its_workspace(
+    start_server, write_job, jobs_dir, tmp_path
+) -> None:
+    """The workspace is the program's; the supervisor, root, writes `params.json` into it at
+    every attempt. An attempt that leaves a link in that file's place must not get the next
+    attempt's params written into whatever it points at (a root-owned file)."""
+    target = tmp_path / "roots-file"
+    target.write_text("root's own\n")
+    target.chmod(0o644)
+    (tmp_path).chmod(0o755)
+    script = (
+        f"if [ -e second ]; then cat params.json; exit 0; fi; touch second; "
+        f"rm -f params.json; ln -s {target} params.json; ln -s {tmp_path} out; exit 3"
+    )
+    write_job("relinks", f'command = ["sh", "-c", {script!r}]\nrun_as = "nobody"\n'
+              'max_attempts = 2\nretry_on = [3]\n[backoff]\nbase_s = 0\n')  # fmt: skip
+    server = start_server(jobs_dir)
+    run, log = finish(server, "relinks")
+    assert run.state is RunState.SUCCEEDED, log
+    assert run.attempt == 2
+    assert target.read_text() == "root's own\n"  # not truncated, not written to
+    # the workspace handed over again (chowned to the user) without following its links
+    assert target.stat().st_uid == 0
+    assert tmp_path.stat().st_uid == 0
+    params = server.data_dir / "runs" / run.id / "workspace" / "params.json"
+    assert not params.is_symlink()
+    assert log.strip().endswith(b"{}")  # the second attempt read its own params
+
+
 def test_workspace_usage_is_reported(start_server) -> None:
     server = start_server()
     with server.client() as c:

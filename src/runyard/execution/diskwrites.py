@@ -43,7 +43,9 @@ def write_exit_file(path: Path, data: bytes, *, fsync: bool) -> None:
     tmp = f"{path}.tmp"
     try:
         failpoints.check("exit_file")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        # never through a link a program left in the run's directory (ELOOP: given up)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o644)
         try:
             os.write(fd, data)
             if fsync:

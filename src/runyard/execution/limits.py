@@ -40,9 +40,11 @@ def hand_over(run_as: str, cwd: str, progress: str | None) -> tuple[int, int]:
     """For `run_as`: the user's ids, with the workspace and progress file given to them."""
     entry = pwd.getpwnam(run_as)
     uid, gid = entry.pw_uid, entry.pw_gid
-    for root, dirs, files in os.walk(cwd):
+    # fwalk: every step by a descriptor opened without following links, so a directory the
+    # user's other programs swap for a link meanwhile never leads the walk (root) out of it
+    for _, dirs, files, here in os.fwalk(cwd):
         for name in [*dirs, *files]:
-            os.lchown(os.path.join(root, name), uid, gid)  # noqa: PTH118
+            os.chown(name, uid, gid, dir_fd=here, follow_symlinks=False)
     os.chown(cwd, uid, gid)
     if progress:
         fd = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

@@ -56,8 +56,24 @@ def prepare(req: SpawnRequest) -> None:
     for directory in req.mkdirs:
         _mkdir(directory)
     for path, text in req.files.items():
-        with open(path, "w", encoding="utf-8") as fh:  # noqa: PTH123
-            fh.write(text)
+        _write_anew(path, text.encode())
+
+
+def _write_anew(path: str, data: bytes) -> None:
+    """A file of runyard's in the workspace, made anew at each attempt. The workspace is the
+    program's (its own user's, with `run_as`): whatever an earlier attempt left under the name,
+    a symlink or a hard link to another file, gives way, and nothing is written through it by
+    the supervisor, which may be root."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # noqa: PTH108
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _mkdir(directory: str) -> None:
