@@ -202,6 +202,25 @@ def test_launch_write_shortage_requeues_the_run_until_it_clears(
     assert supervisor_pid(server) == sup
 
 
+def test_a_copied_workspace_the_disk_refuses_requeues_the_run(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """The same for a workspace the server copies itself (`copy:DIR`), before the spawn."""
+    (jobs_dir / "tree").mkdir()
+    (jobs_dir / "tree" / "data.txt").write_text("x")
+    write_job("copied", 'command = ["cat", "data.txt"]\nworkspace = "copy:tree"\n')
+    server = start_server(jobs_dir, env=ARMED)
+    set_faults(server, "workspace=enospc")
+    with server.client() as c:
+        run_id = submit(server, "copied")
+        wait_for(lambda: c.run(run_id).attempt >= 2, what="the run tried again")
+        assert "not started: workspace: " in (c.run(run_id).reason or "")
+        assert "No space left on device" in (c.run(run_id).reason or "")
+        set_faults(server, "")
+        done = server.wait_run(c, run_id)
+    assert done.state is RunState.SUCCEEDED, done.reason
+
+
 def test_launch_write_refusal_fails_the_run_naming_it(start_server, gated_jobs: Path) -> None:
     """A place refused for good (a permission) is no shortage: the run fails naming it."""
     server = start_server(gated_jobs, env=ARMED)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runyard.errors import UnavailableError
+from runyard.execution.diskwrites import shortage
 from runyard.execution.layout import RunPaths
 from runyard.execution.protocol import ExitRecord, UnreadableExit
 
@@ -36,6 +37,13 @@ class ExecutorTimeoutError(ExecutorUnavailableError):
 class LaunchError(Exception):
     """The attempt cannot be started for a reason of its own (its workspace cannot be
     prepared, its request is refused): the attempt ends failed with this message."""
+
+
+def preparation_failed(exc: BaseException, what: str) -> LaunchError | ShortageError:
+    """What an attempt's preparation that raised `exc` (its workspace, its inputs) is: the
+    machine short of room (retried once there is room) or the run's own failure."""
+    error = ShortageError if shortage(exc) else LaunchError
+    return error(f"{what}: {exc}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,8 @@ from runyard.execution.base import (
     RunningAttempt,
     ShortageError,
     Started,
+    preparation_failed,
 )
-from runyard.execution.diskwrites import shortage
 from runyard.execution.environment import base_env, program_env
 from runyard.execution.layout import AttemptFiles, RunPaths
 from runyard.execution.protocol import (
@@ -182,7 +182,7 @@ class LocalExecutor:
             try:
                 await asyncio.to_thread(self._prepare, spec.workspace, paths)
             except (workspace.WorkspaceError, OSError) as exc:
-                raise _refusal(exc)(f"workspace: {exc}") from exc
+                raise preparation_failed(exc, "workspace") from exc
         staged = None
         if spec.inputs:
             try:
@@ -191,7 +191,7 @@ class LocalExecutor:
                     spec.inputs, spec.input_paths, link=spec.run_as is not None,
                 )  # fmt: skip
             except (workspace.WorkspaceError, OSError) as exc:
-                raise _refusal(exc)(f"inputs: {exc}") from exc
+                raise preparation_failed(exc, "inputs") from exc
         # SupervisorUnavailableError propagates
         return self._outcome(
             await self._client.request(self._spawn_request(spec, staged).to_message())
@@ -370,8 +370,3 @@ def spawn_request(
 def _params_text(params: dict[str, Any]) -> str:
     """params.json as the program reads it: indented, UTF-8."""
     return fastjson.dumps(params, indent=True).decode() + "\n"
-
-
-def _refusal(exc: BaseException) -> type[LaunchError] | type[ShortageError]:
-    """A preparation that failed for want of room is retried, any other failure is the run's."""
-    return ShortageError if shortage(exc) else LaunchError

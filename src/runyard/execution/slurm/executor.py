@@ -31,6 +31,7 @@ from runyard.execution.base import (
     LaunchError,
     RunningAttempt,
     Started,
+    preparation_failed,
 )
 from runyard.execution.environment import base_env
 from runyard.execution.executor import read_exit_file, spawn_request
@@ -165,7 +166,7 @@ class SlurmExecutor:
                 self._prepare, spec.workspace, paths, spec.inputs, spec.input_paths
             )
         except (workspace.WorkspaceError, OSError) as exc:
-            raise LaunchError(f"workspace: {exc}") from exc
+            raise preparation_failed(exc, "workspace") from exc
         req = spawn_request(
             spec, str(self.runs_dir), str(self.jobs_dir), self._base_env, staged=staged
         )
@@ -181,7 +182,7 @@ class SlurmExecutor:
         try:
             await asyncio.to_thread(prepare, req)
         except OSError as exc:
-            raise LaunchError(f"workspace: {exc}") from exc
+            raise preparation_failed(exc, "workspace") from exc
         name = job_name(self.server_id, key)
         options = sbatch_options(
             name=name, log=req.log, cwd=req.cwd, slurm=slurm, resources=spec.resources or {},
