@@ -8,6 +8,7 @@ while one of its reads is in flight, which is where the race lives."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -21,7 +22,7 @@ from runyard.execution.layout import RunPaths
 from runyard.models import AttemptEnd, AttemptState, Run, RunEvent, RunState
 from runyard.services.lifecycle import Lifecycle
 from runyard.store.sqlite import SQLiteStore
-from runyard.streams.follow import follow_events, follow_log
+from runyard.streams.follow import EVENT_PAGE, follow_events, follow_log
 from runyard.streams.hub import StreamHub
 from runyard.streams.subscriber import Chunk, End, Following, Lagged
 
@@ -342,6 +343,32 @@ async def test_a_watcher_resuming_at_the_end_gets_no_event_stored_after_it(world
     await store.add_progress(run.id, 1, [(3001.0, {"pct": 100})], offset=10, skipped=0)
     items = await collect(follow_events(hub, store, run.id, end_seq))  # type: ignore[arg-type]
     assert len(items) == 1 and isinstance(items[0], End) and items[0].state == "succeeded"
+
+
+async def test_a_long_history_is_sent_a_page_at_a_time_and_stops_at_the_end(world) -> None:
+    """A finished run of 5,000 events: a watcher that has its first event holds a page or two
+    of them, never the whole history (40 MB a watcher for 20,000, for one that never reads);
+    what was stored after the end is still no part of the stream, from the start or
+    resuming in the middle."""
+    store, hub, run = world
+    claimed = await claim(store, hub)
+    await store.add_progress(
+        run.id, 1, [(2001.0, {"i": i}) for i in range(5000)], offset=1, skipped=0
+    )
+    await finish(store, hub, claimed)
+    await store.add_progress(run.id, 1, [(3001.0, {"late": True})], offset=2, skipped=0)
+    stream = follow_events(hub, store, run.id, 0)  # type: ignore[arg-type]
+    first = await anext(stream)
+    held = sum(isinstance(o, RunEvent) for o in gc.get_objects())
+    assert held <= 2 * EVENT_PAGE + 10
+    rest = [first] + await collect(stream)
+    events = [e for e in rest if isinstance(e, RunEvent)]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.data["i"] for e in events if e.kind == "progress"] == list(range(5000))
+    assert events[-1].kind == "state" and events[-1].data["to"] == "succeeded"
+    assert isinstance(rest[-1], End)
+    middle = await collect(follow_events(hub, store, run.id, 2500))  # type: ignore[arg-type]
+    assert [e.seq for e in middle if isinstance(e, RunEvent)] == [e.seq for e in events[2500:]]
 
 
 async def following(store: RacingStore, hub: StreamHub, run: Run) -> asyncio.Future[list[object]]:

@@ -172,6 +172,7 @@ async def _follow_attempt(
 
 
 _EVERY = 2**63 - 1  # as `upto`: every event stored
+EVENT_PAGE = 1000  # stored events read at a time for a watcher
 
 
 def _ends(event: RunEvent) -> bool:
@@ -184,16 +185,49 @@ def _ending(events: list[RunEvent]) -> int | None:
     return next((i for i, e in enumerate(events) if _ends(e)), None)
 
 
-async def _stored_events(store: Store, run_id: str, after: int, upto: int) -> list[RunEvent]:
-    out: list[RunEvent] = []
+async def _stored_pages(
+    store: Store, run_id: str, after: int, upto: int
+) -> AsyncIterator[list[RunEvent]]:
+    """The stored events in (after, upto], a page at a time: a run's whole history is never
+    held for a watcher (a finished run of 20,000 events held 40 MB per watcher that did not
+    read)."""
     last = after
     while last < upto:
-        page = [e for e in await store.list_events(run_id, last, 1000) if e.seq <= upto]
+        page = [e for e in await store.list_events(run_id, last, EVENT_PAGE) if e.seq <= upto]
         if not page:
-            break
-        out += page
+            return
+        yield page
         last = page[-1].seq
-    return out
+
+
+async def _ended_events(store: Store, run_id: str, after: int) -> AsyncIterator[RunEvent]:
+    """An ended run's events after `after`, up to the state event that ended it. What was
+    stored after that event (a fenced server's late progress) is no part of it, nor is
+    anything when that event is behind the resume point. Where it is is known by reading up
+    to it first; a history longer than a page is then read again, a page at a time."""
+    first: list[RunEvent] | None = None
+    cut = None
+    async for page in _stored_pages(store, run_id, after, _EVERY):
+        first = page if first is None else first
+        if (i := _ending(page)) is not None:
+            cut = page[i].seq
+            break
+    if cut is None or first is None:
+        return
+    if first[-1].seq >= cut:  # all in the first page: no second read
+        for event in first:
+            if event.seq <= cut:
+                yield event
+        return
+    async for page in _stored_pages(store, run_id, after, cut):
+        for event in page:
+            yield event
+
+
+async def _pages(store: Store, run_id: str, after: int, upto: int) -> AsyncIterator[RunEvent]:
+    async for page in _stored_pages(store, run_id, after, upto):
+        for event in page:
+            yield event
 
 
 async def _live_events(
@@ -223,25 +257,19 @@ async def follow_events(
     """Yield the run's events with seq > after; End once the run is in a terminal state."""
     sub, upto = await hub.subscribe_events(run_id)
     try:
-        stored = await _stored_events(store, run_id, after, upto)
-        last = stored[-1].seq if stored else after
-        run = await store.get_run(run_id)  # after the events: their end, if any, is among them
+        # An ended run's events are all stored (each written with the change it records); a
+        # run not ended yet has those up to `upto` stored, the rest to come by `sub`.
+        run = await store.get_run(run_id)
         if run is None:
             return
         ended = run.state.terminal
-        if ended:
-            # It may have ended since `upto` was read: its last events are in the store, each
-            # written with the change it records, and they come before its end. As for a
-            # watcher that was following, the stream ends with the state event that ended the
-            # run: what was stored after it (a fenced server's late progress) is no part of
-            # it, nor is anything when that event is behind the resume point.
-            cut = _ending(stored)
-            if cut is None:  # not among those read: stored since, or behind the resume point
-                stored += await _stored_events(store, run_id, last, _EVERY)
-                cut = _ending(stored)
-            stored = stored[: cut + 1] if cut is not None else []
-        for event in stored:
+        last = after
+        stored = (
+            _ended_events(store, run_id, after) if ended else _pages(store, run_id, after, upto)
+        )
+        async for event in stored:
             yield event
+            last = event.seq
             if hub.closed:
                 yield Closed()
                 return
