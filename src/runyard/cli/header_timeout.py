@@ -39,7 +39,7 @@ MAX_HEAD_BYTES = 64 * 1024  # a request line and its headers; nginx's default is
 LINGER_S = 2.0
 
 
-def _answer(status: str, problem: dict[str, Any]) -> bytes:
+def problem_answer(status: str, problem: dict[str, Any]) -> bytes:
     body = orjson.dumps(problem)
     head = (
         f"HTTP/1.1 {status}\r\ncontent-type: application/problem+json\r\n"
@@ -48,7 +48,7 @@ def _answer(status: str, problem: dict[str, Any]) -> bytes:
     return head.encode() + body
 
 
-TOO_LARGE = _answer("431 Request Header Fields Too Large", {
+TOO_LARGE = problem_answer("431 Request Header Fields Too Large", {
     "type": "urn:runyard:problem:head-too-large",
     "title": "Request header fields too large",
     "status": 431,
@@ -60,7 +60,7 @@ TOO_LARGE = _answer("431 Request Header Fields Too Large", {
 def _malformed(reason: str) -> bytes:
     """The answer to bytes the HTTP parser refused, with its reason (httptools names what it
     found: "Duplicate Content-Length", "Invalid character in chunk size", ...)."""
-    return _answer("400 Bad Request", {
+    return problem_answer("400 Bad Request", {
         "type": "urn:runyard:problem:malformed-http",
         "title": "Malformed HTTP request",
         "status": 400,

@@ -24,6 +24,7 @@ from runyard.auth import AuthConfigError, load_tokens
 from runyard.cli import log_output
 from runyard.cli.header_timeout import with_header_timeout
 from runyard.cli.log_render import CHAIN, render_json
+from runyard.cli.ws_guard import GuardedWebSocket
 from runyard.config import Settings
 from runyard.errors import FULL_ERRNOS
 from runyard.runtime import Runtime
@@ -181,6 +182,8 @@ def cluster_config_problem(settings: Settings) -> str | None:
     return None
 
 
+WS_MAX_MESSAGE = 64 * 1024  # bytes of one message a WebSocket client may send
+WS_PING_S = 10.0  # a WebSocket peer is pinged this often, and closed if silent this long
 START_ROOM = 256 * 1024  # what opening the database needs at least (its WAL index: 32 KiB)
 
 
@@ -250,5 +253,12 @@ def serve(settings: Settings) -> None:
         access_log=False,
         proxy_headers=False,
         http=with_header_timeout(settings.header_timeout_s),
+        # runyard reads no client message but a close: a message is bounded small, nothing
+        # is inflated, and a peer that stops answering pings is closed (cli/ws_guard.py)
+        ws=GuardedWebSocket,
+        ws_max_size=WS_MAX_MESSAGE,
+        ws_per_message_deflate=False,
+        ws_ping_interval=WS_PING_S,
+        ws_ping_timeout=WS_PING_S,
     )
     RunyardServer(config, runtime).run()

@@ -1,0 +1,126 @@
+"""Each WebSocket connection: uvicorn's websockets-sansio protocol, with the bounds it lacks.
+
+Probed as an attacker would (uvicorn 0.54, websockets 17), one client could hold memory or a
+socket without bound, or fill the log:
+- a handshake the parser refuses (a request line over 8 KiB, more than 128 headers) was
+  built as a 414 or 431 and never written: the socket was held, unanswered and untimed;
+- a pong is written for every ping whatever the peer has not read: a client that pings and
+  never reads grew the server by 120 MB a million pings;
+- a message is bounded by its payload alone: empty or one-byte frames grew one message
+  without bound (43 bytes a frame; five million empty ones took the loop 22 s);
+- invalid UTF-8 in a text message logged a traceback;
+- a close waits for the write buffer to drain, which a peer that does not read never lets
+  happen: its socket, task and stream were held for good (keepalive's own close included).
+
+wsproto, uvicorn's other protocol, was tried and not kept: it answers a protocol error with no
+close frame, inflates a compressed message without a cap, and its per-frame parsing held the
+event loop for seconds (health checks late, the lease lapsing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+from typing import Any, cast
+
+import structlog
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from runyard.cli.header_timeout import problem_answer
+
+log = structlog.get_logger(__name__)
+
+MAX_UNREAD = 1 << 20  # bytes of the server's frames the peer has not taken: more, it is failed
+MAX_FRAMES = 64  # frames in one message (runyard reads no client message but a close)
+CLOSE_GRACE_S = 5.0  # a close whose last bytes the peer has not taken by then is cut
+
+
+class _ClosingTransport:
+    """The connection's transport, except that a close is made final: if the peer has not
+    taken the last bytes CLOSE_GRACE_S after it, the socket is aborted."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._cut: asyncio.TimerHandle | None = None
+
+    def close(self) -> None:
+        self._transport.close()
+        if self._cut is None:
+            self._cut = self._loop.call_later(CLOSE_GRACE_S, self._transport.abort)
+
+    def forget(self) -> None:
+        if self._cut is not None:
+            self._cut.cancel()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class GuardedWebSocket(WebSocketsSansIOProtocol):
+    _frames_in_message = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        guarded = _ClosingTransport(cast(asyncio.Transport, transport), self.loop)
+        super().connection_made(cast(asyncio.Transport, guarded))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cast(_ClosingTransport, self.transport).forget()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # failed or closing: what the peer still sends is not read
+        super().data_received(data)
+        if not self.handshake_initiated:
+            self._refuse_handshake()
+        elif self.transport.get_write_buffer_size() > MAX_UNREAD:
+            self._fail(1008, "the server's frames are not being read")
+
+    def _refuse_handshake(self) -> None:
+        """A handshake the parser refused: its 414 or 431 sent, as problem JSON."""
+        refused = b"".join(self.conn.data_to_send())
+        if not refused:
+            return  # not whole yet
+        status = int(refused.split(b" ", 2)[1])
+        phrase = http.HTTPStatus(status).phrase
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.transport.write(problem_answer(f"{status} {phrase}", {
+            "type": "urn:runyard:problem:handshake-refused",
+            "title": phrase,
+            "status": status,
+            "detail": f"the WebSocket handshake was refused: {self.conn.handshake_exc}",
+        }))  # fmt: skip
+        self.transport.close()
+
+    def _fail(self, code: int, reason: str) -> None:
+        log.info("websocket_failed", code=code, reason=reason, client=self.client)
+        self.frames = []
+        self.conn.fail(code, reason)
+        self.handle_parser_exception()  # the app told, the close frame sent, the socket closed
+
+    def handle_text(self, event: Any) -> None:
+        self._frames_in_message = 1
+        super().handle_text(event)
+
+    def handle_bytes(self, event: Any) -> None:
+        self._frames_in_message = 1
+        super().handle_bytes(event)
+
+    def handle_cont(self, event: Any) -> None:
+        if self.close_sent:
+            return
+        self._frames_in_message += 1
+        if self._frames_in_message > MAX_FRAMES:
+            self._fail(1009, f"a message of more than {MAX_FRAMES} frames")
+            return
+        super().handle_cont(event)
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError as exc:
+                self._fail(1007, f"invalid UTF-8 at byte {exc.start}")
+                return
+        super().send_receive_event_to_app()
