@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from runyard.models import attempt_key
+from runyard.services.dispatch import unavailable_retry_s
 from tests.inprocess import FakedServer, faked
 from tests.support import wait_for
 
@@ -325,3 +326,25 @@ def test_a_free_slots_launch_goes_out_before_the_answer_to_its_submit(
 
     run_id, sent = server.call(submit_then_look())
     assert sent == [attempt_key(run_id, 1)]
+
+
+def test_a_run_the_executor_cannot_take_waits_longer_at_each_attempt(server: FakedServer) -> None:
+    """Not started for a reason not its own (the executor away, the disk full): back to the
+    queue after 1 s, then 2, 4, ... at most a minute — a fault that lasts costs each run an
+    attempt a minute, not one a second (each attempt is listed with the run)."""
+    assert [unavailable_retry_s(n) for n in (1, 2, 3, 7, 8, 50)] == [1, 2, 4, 60, 60, 60]
+    server.executor.connected = False
+    run_id = server.submit("mark")["id"]
+
+    def requeued(attempt: int) -> dict[str, Any] | None:
+        run = server.run(run_id)
+        return run if run["attempt"] == attempt and run["state"] == "queued" else None
+
+    for attempt, wait in ((1, 1.0), (2, 2.0)):
+        run = wait_for(lambda a=attempt: requeued(a), what=f"attempt {attempt} re-queued")
+        assert "not started: the executor is unavailable" in str(run["reason"])
+        due = datetime.fromisoformat(str(run["not_before"])).timestamp()
+        assert due == pytest.approx(server.clock.now() + wait, abs=0.01)
+        server.clock.advance(wait)  # its timer (real time, as long) then claims it again
+    server.executor.connected = True
+    assert launches(server, 1) == [run_id]

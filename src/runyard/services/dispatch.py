@@ -38,7 +38,20 @@ from runyard.store import Store
 
 log = structlog.get_logger(__name__)
 
-UNAVAILABLE_RETRY_S = 1.0
+UNAVAILABLE_RETRY_S = 1.0  # a run not started for a reason not its own waits this at first,
+UNAVAILABLE_RETRY_MAX_S = 60.0  # doubling at each attempt to at most this
+
+
+def unavailable_retry_s(attempt: int) -> float:
+    """How long a run whose attempt `attempt` was not started for a reason not its own (the
+    executor away, the disk full) waits before it is claimed again. A fault that lasts costs
+    each run an attempt a minute, not one a second: its attempts, each listed with the run,
+    stay few."""
+    return min(
+        UNAVAILABLE_RETRY_MAX_S, UNAVAILABLE_RETRY_S * float(2 ** min(max(attempt - 1, 0), 10))
+    )
+
+
 STOP_GRACE_S = 10.0  # how long stop() waits for a claim under way before it cancels it
 
 
@@ -318,8 +331,9 @@ class Dispatcher:
             if self.attempts.claim_unspawned(claim.run.id) and claim.run.id not in self._spawned:
                 # not at once: a launch that fails the same way again must not spin
                 end = outcomes.not_started(
-                    self.clock.now(), f"launch failed: {exc}", UNAVAILABLE_RETRY_S
-                )
+                    self.clock.now(), f"launch failed: {exc}",
+                    unavailable_retry_s(claim.attempt.number),
+                )  # fmt: skip
                 with contextlib.suppress(Exception):
                     await self.attempts.end(claim.run, claim.attempt.number, end)
         finally:
@@ -364,7 +378,7 @@ class Dispatcher:
                 if isinstance(exc, ShortageError)
                 else f"the executor is unavailable ({exc})"
             )
-            end = outcomes.not_started(self.clock.now(), why, UNAVAILABLE_RETRY_S)
+            end = outcomes.not_started(self.clock.now(), why, unavailable_retry_s(number))
             await self.attempts.end(run, number, end)
             return
         except LaunchError as exc:
