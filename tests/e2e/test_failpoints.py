@@ -216,9 +216,12 @@ def test_a_copied_workspace_the_disk_refuses_requeues_the_run(
         wait_for(lambda: c.run(run_id).attempt >= 2, what="the run tried again")
         assert "not started: workspace: " in (c.run(run_id).reason or "")
         assert "No space left on device" in (c.run(run_id).reason or "")
+        wait_for(lambda: "workspace" in checks(server), what="readiness to name the workspace")
+        assert "No space left on device" in checks(server)["workspace"]
         set_faults(server, "")
         done = server.wait_run(c, run_id)
     assert done.state is RunState.SUCCEEDED, done.reason
+    ready_again(server)
 
 
 def test_launch_write_refusal_fails_the_run_naming_it(start_server, gated_jobs: Path) -> None:

@@ -7,6 +7,7 @@ import base64
 import os
 import socket
 import struct
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,8 +40,14 @@ def handshake(server: ServerProcess, run_id: str, path_extra: str = "") -> bytes
 
 
 @contextmanager
-def opened(server: ServerProcess, run_id: str) -> Iterator[socket.socket]:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+def opened(server: ServerProcess, run_id: str, rcvbuf: int = 0) -> Iterator[socket.socket]:
+    """A WebSocket to the run's events, past its 101; `rcvbuf`: a small window, set before
+    the connection is made (after, the kernel keeps the window it offered)."""
+    sock = socket.socket()
+    sock.settimeout(30)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", server.port))
     try:
         sock.sendall(handshake(server, run_id))
         head = b""
@@ -125,8 +132,7 @@ def test_a_ping_flood_that_reads_nothing_is_failed_and_cut(watched) -> None:
     the close is not taken either, the socket is cut and everything given back."""
     server, run_id = watched
     baseline = open_fds(server)
-    with opened(server, run_id) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with opened(server, run_id, rcvbuf=4096) as sock:
         flood = frame(PING, b"p" * 125) * 1000
         with pytest.raises(OSError):  # the server stops reading, then cuts the connection
             for _ in range(2000):
@@ -147,3 +153,38 @@ def test_a_handshake_the_parser_refuses_is_answered(watched, extra: str, status:
     assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
     assert b"application/problem+json" in answer
     assert b"urn:runyard:problem:handshake-refused" in answer
+
+
+def test_an_upgrade_with_a_body_is_refused_as_problem_json(watched) -> None:
+    server, run_id = watched
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        head = handshake(server, run_id).replace(b"\r\n\r\n", b"\r\nContent-Length: 1\r\n\r\nx")
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"urn:runyard:problem:handshake-refused" in answer
+
+
+def test_a_half_close_with_events_unread_gives_the_connection_back(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """The peer sends FIN and reads nothing of a long history sent to it: closed through the
+    guard and cut once the kernel's buffers are full, not held (the loop's own close on EOF
+    waited for a drain that never came: the socket, its task and its stream, for good)."""
+    program = jobs_dir / "chatty.py"
+    program.write_text(
+        "import json, os\n"
+        "with open(os.environ['RUNYARD_PROGRESS_FILE'], 'a') as f:\n"
+        "    for i in range(4000):\n"
+        "        f.write(json.dumps({'message': 'x' * 1500}) + '\\n')\n"
+    )
+    write_job("chatty", f'command = ["{sys.executable}", "{program}"]\n')
+    server = start_server(jobs_dir)
+    run_id = str(web.post(f"{server.url}/v1/runs", json={"job": "chatty"}).json()["id"])
+    wait_for(lambda: web.get(f"{server.url}/v1/runs/{run_id}").json()["state"] == "succeeded")
+    baseline = open_fds(server)
+    with opened(server, run_id, rcvbuf=4096) as sock:
+        sock.shutdown(socket.SHUT_WR)
+        wait_for(lambda: open_fds(server) <= baseline, what="the connection given back")

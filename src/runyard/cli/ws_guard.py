@@ -68,6 +68,12 @@ class GuardedWebSocket(WebSocketsSansIOProtocol):
         cast(_ClosingTransport, self.transport).forget()
         super().connection_lost(exc)
 
+    def eof_received(self) -> None:
+        """The peer half-closed: closed here, through the guard (uvicorn's default lets the
+        loop close the transport itself, past the cut: with a write buffer the peer does not
+        read, the socket, its task and its stream were held for as long as it liked)."""
+        self.transport.close()
+
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return  # failed or closing: what the peer still sends is not read
@@ -78,11 +84,12 @@ class GuardedWebSocket(WebSocketsSansIOProtocol):
             self._fail(1008, "the server's frames are not being read")
 
     def _refuse_handshake(self) -> None:
-        """A handshake the parser refused: its 414 or 431 sent, as problem JSON."""
-        refused = b"".join(self.conn.data_to_send())
-        if not refused:
+        """A handshake the parser refused: its 414 or 431, or a 400 for the rest (a body
+        announced on the upgrade: the parser says nothing then), sent as problem JSON."""
+        if self.conn.handshake_exc is None:
             return  # not whole yet
-        status = int(refused.split(b" ", 2)[1])
+        refused = b"".join(self.conn.data_to_send())
+        status = int(refused.split(b" ", 2)[1]) if refused.startswith(b"HTTP/") else 400
         phrase = http.HTTPStatus(status).phrase
         self.handshake_initiated = self.handshake_complete = self.close_sent = True
         self.transport.write(problem_answer(f"{status} {phrase}", {
@@ -96,6 +103,11 @@ class GuardedWebSocket(WebSocketsSansIOProtocol):
     def _fail(self, code: int, reason: str) -> None:
         log.info("websocket_failed", code=code, reason=reason, client=self.client)
         self.frames = []
+        if not self.handshake_complete:
+            # frames before the app accepted: no close frame may be sent yet (uvicorn's own
+            # failure path asserts one was), the socket is closed and the app told by its loss
+            self.transport.close()
+            return
         self.conn.fail(code, reason)
         self.handle_parser_exception()  # the app told, the close frame sent, the socket closed
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ from runyard.regular_files import open_regular
 
 log = structlog.get_logger(__name__)
 
+SHORTAGE_SHOWN_S = 60.0  # the server retries a run not started at least this often
+
 __all__ = ["Launch", "LaunchError", "LocalExecutor", "Started"]  # re-exported for services
 
 
@@ -87,6 +90,9 @@ class LocalExecutor:
             data_dir, self._event, self._lost, fsync=fsync, timeout_s=request_timeout_s
         )
         self._lease: dict[str, Any] | None = None  # cluster mode: see hold_lease
+        # a preparation of the server's own (a copy, a clone, inputs) refused for want of
+        # room: shown by readiness until one succeeds, or no retry has failed for a minute
+        self._short: tuple[float, str] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -102,8 +108,10 @@ class LocalExecutor:
             if "KeyError" in str(reply.get("error")):
                 return ExecutorHealth()  # an older supervisor without `ping`: alive
             raise SupervisorUnavailableError(f"the supervisor refused a ping: {reply.get('error')}")
-        errors = reply.get("write_errors") or {}
-        return ExecutorHealth({str(point): str(why) for point, why in errors.items()})
+        errors = {str(point): str(why) for point, why in (reply.get("write_errors") or {}).items()}
+        if self._short is not None and time.monotonic() - self._short[0] < SHORTAGE_SHOWN_S:
+            errors.setdefault("workspace", self._short[1])
+        return ExecutorHealth(errors)
 
     async def start(self, events: ExecutorEvents | None = None) -> None:
         if events is not None:
@@ -182,7 +190,7 @@ class LocalExecutor:
             try:
                 await asyncio.to_thread(self._prepare, spec.workspace, paths)
             except (workspace.WorkspaceError, OSError) as exc:
-                raise preparation_failed(exc, "workspace") from exc
+                raise self._failed(preparation_failed(exc, "workspace")) from exc
         staged = None
         if spec.inputs:
             try:
@@ -191,11 +199,17 @@ class LocalExecutor:
                     spec.inputs, spec.input_paths, link=spec.run_as is not None,
                 )  # fmt: skip
             except (workspace.WorkspaceError, OSError) as exc:
-                raise preparation_failed(exc, "inputs") from exc
+                raise self._failed(preparation_failed(exc, "inputs")) from exc
+        self._short = None
         # SupervisorUnavailableError propagates
         return self._outcome(
             await self._client.request(self._spawn_request(spec, staged).to_message())
         )
+
+    def _failed(self, error: LaunchError | ShortageError) -> LaunchError | ShortageError:
+        if isinstance(error, ShortageError):
+            self._short = (time.monotonic(), str(error))
+        return error
 
     def launch_now(self, spec: Launch) -> Awaitable[Started | None] | None:
         """A plain local run (an empty workspace, no inputs) needs no await before its spawn

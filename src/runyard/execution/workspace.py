@@ -5,6 +5,7 @@ Everything here blocks (copies, git); the executor calls it from a worker thread
 
 from __future__ import annotations
 
+import errno
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,10 +40,40 @@ def prepare(spec: str, jobs_dir: Path, target: Path) -> None:
     if kind == "copy":
         if not source.is_dir():
             raise WorkspaceError(f"workspace source {source} is not a directory")
-        # symlinks are copied as links, never followed, so a copy pulls in nothing from outside
-        shutil.copytree(source, target, symlinks=True)
+        _copy_tree(source, target)
         return
     _git_clone(source, target, ref)
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """A copy, or nothing: a partial one is removed (a later attempt would run in it). A file
+    that could not be copied fails it with that file's own OSError, not shutil's summary of
+    them (whose errno is none: a full disk would read as the run's fault)."""
+    failed: list[OSError] = []
+
+    def copy(src: str, dst: str) -> object:
+        try:
+            return shutil.copy2(src, dst)
+        except OSError as exc:
+            failed.append(exc)
+            raise
+
+    try:
+        # symlinks are copied as links, never followed, so a copy pulls in nothing from outside
+        shutil.copytree(source, target, symlinks=True, copy_function=copy)
+    except BaseException as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        if isinstance(exc, shutil.Error) and failed:
+            raise failed[0] from exc
+        raise
+
+
+# What git says when the disk refuses it: strerror's words, kept as the errno they stand for
+_GIT_SHORTAGES = (
+    (errno.ENOSPC, "No space left on device"),
+    (errno.EDQUOT, "Disk quota exceeded"),
+    (errno.EIO, "Input/output error"),
+)
 
 
 def _git_clone(source: Path, target: Path, ref: str | None) -> None:
@@ -56,4 +87,8 @@ def _git_clone(source: Path, target: Path, ref: str | None) -> None:
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             shutil.rmtree(target, ignore_errors=True)
-            raise WorkspaceError(f"{' '.join(argv[:2])} failed: {proc.stderr.strip()[:500]}")
+            why = f"{' '.join(argv[:2])} failed: {proc.stderr.strip()[:500]}"
+            for code, words in _GIT_SHORTAGES:  # git's messages (C locale: no LANG given)
+                if words in proc.stderr:
+                    raise OSError(code, why)
+            raise WorkspaceError(why)
