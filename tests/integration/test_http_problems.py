@@ -197,6 +197,12 @@ def test_job_edits_are_picked_up_without_restart(
         ("/v1/chat/completions",
          {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": "true"},
          "stream", 400),
+        # only an assistant's message may be without content (it was taken as empty)
+        ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "user", "content": None}]},
+         "messages.0.content", 400),
+        ("/v1/chat/completions", {"model": "chat", "messages": [
+            {"role": "assistant"}, {"role": "system"}, {"role": "user", "content": "hi"}]},
+         "messages.1.content", 400),
     ],
 )  # fmt: skip
 def test_numbers_and_booleans_are_jsons_own(

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.config import JsonDict
 
 from runyard.jobs.chat import MODEL_PATTERN
 from runyard.schemas import RequestBody
@@ -27,11 +35,29 @@ class TextPart(BaseModel):
     text: Text
 
 
+# Only an assistant's message may come without content (one that called tools), as OpenAI
+# has it: any other without, or with null, is refused naming it (it was taken as empty).
+_CONTENT_REQUIRED: JsonDict = {
+    "if": {"properties": {"role": {"enum": ["system", "developer", "user", "tool"]}}},
+    "then": {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+}
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_CONTENT_REQUIRED)
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Text | Annotated[list[TextPart], Field(max_length=MAX_PARTS)] | None = None
+    content: Text | Annotated[list[TextPart], Field(max_length=MAX_PARTS)] | None = Field(
+        default=None, validate_default=True
+    )
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_unless_assistant(cls, value: object, info: ValidationInfo) -> object:
+        role = info.data.get("role")
+        if value is None and role is not None and role != "assistant":
+            raise ValueError(f"a {role} message needs content (a string or text parts)")
+        return value
 
     def plain(self) -> Message:
         content = self.content
