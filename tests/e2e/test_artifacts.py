@@ -123,6 +123,13 @@ def test_range_request(planted) -> None:
     )
     assert resp.status_code == 206
     assert resp.content == b"nsi"
+    # a unit the server does not know: the header is ignored, the whole artifact served
+    # (RFC 9110 14.2), not refused
+    whole = web.get(
+        f"{server.url}/v1/runs/{run_id}/artifacts/outputs/ok.txt", headers={"Range": "items=1-3"}
+    )
+    assert whole.status_code == 200
+    assert whole.content == b"inside\n"
 
 
 def test_symlink_swapped_in_after_listing_is_refused(start_server, write_job, jobs_dir) -> None:

@@ -96,6 +96,7 @@ class ArtifactFileResponse(FileResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
+            scope = _without_foreign_range(scope)
             refusal = self._range_refusal(scope)
             if refusal is not None:
                 await refusal(scope, receive, send)
@@ -119,6 +120,16 @@ class ArtifactFileResponse(FileResponse):
                 "bytes", "range-not-satisfiable", {"Content-Range": f"bytes */{exc.max_size}"},
             )  # fmt: skip
         return None
+
+
+def _without_foreign_range(scope: Scope) -> Scope:
+    """A Range in a unit other than bytes is ignored, the whole artifact served, as RFC 9110
+    (14.2) requires of a server that does not know the unit (Starlette refused it with 400)."""
+    headers = scope.get("headers", [])
+    ranges = [v for k, v in headers if k == b"range"]
+    if not ranges or all(v.split(b"=", 1)[0].strip().lower() == b"bytes" for v in ranges):
+        return scope
+    return {**scope, "headers": [(k, v) for k, v in headers if k != b"range"]}
 
 
 async def open_off_loop(opener: Callable[[], OpenArtifact]) -> OpenArtifact:
