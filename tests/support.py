@@ -9,13 +9,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
 import psutil
+import pytest
 
 from runyard.client import Client
 from runyard.schemas import RunView
@@ -48,6 +49,24 @@ def wait_for(check: Callable[[], T | None], timeout: float = 20.0, what: str = "
 _PORT_BLOCK = 1000
 _PORT_BASE = 20000
 _ports_given = 0
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` ("8m") at `where`, a disk to fill; unmounted after. Mounting needs
+    root: without it the test is skipped."""
+    where.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)]
+    try:
+        proc = subprocess.run(mount, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        pytest.skip(f"cannot mount a tmpfs: {exc}")
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _worker_index() -> int:

@@ -23,6 +23,7 @@ from runyard.models import RunState
 from runyard.services.diskspace import DiskGuard
 from tests import web
 from tests.support import processes_of, supervisors_of, wait_for
+from tests.support import small_tmpfs as mounted_tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -38,21 +39,10 @@ TRUE = 'command = ["true"]\nartifacts = []\n'
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs (root only); requested before start_server, so it is unmounted after
-    the server and every process of its runs are gone."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)]
-    try:
-        proc = subprocess.run(mount, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        pytest.skip(f"cannot mount a tmpfs: {exc}")
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.strip()}")
-    try:
+    """An 8 MiB tmpfs; requested before start_server, so it is unmounted after the server and
+    every process of its runs are gone."""
+    with mounted_tmpfs(tmp_path / "small", "8m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_full_disk_keeps_the_supervisor_and_the_queue_moves_once_freed(

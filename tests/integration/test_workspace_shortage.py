@@ -4,7 +4,6 @@ the disk's (the run waits in the queue), not a summary that reads as the run's f
 from __future__ import annotations
 
 import errno
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,24 +11,13 @@ import pytest
 
 from runyard.execution import workspace
 from runyard.execution.base import LaunchError, ShortageError, preparation_failed
+from tests.support import small_tmpfs
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs (root only)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)]
-    try:
-        proc = subprocess.run(mount, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        pytest.skip(f"cannot mount a tmpfs: {exc}")
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "4m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_copy_the_disk_cannot_hold_leaves_nothing_and_is_a_shortage(

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runyard.errors import UnavailableError
-from runyard.execution.diskwrites import shortage
 from runyard.execution.layout import RunPaths
 from runyard.execution.protocol import ExitRecord, UnreadableExit
+from runyard.execution.shortages import shortage
 
 ExitHandler = Callable[[ExitRecord | UnreadableExit], Awaitable[None]]
 LossHandler = Callable[[], Awaitable[None]]

@@ -6,24 +6,12 @@ supervisor can keep going and say what failed, and never dies of a full disk.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from pathlib import Path
 
 from runyard import failpoints
 
 PROBE_BYTES = 4096  # a probe write needs a real block: an empty file fits on a full disk
-# What waiting may cure: the machine short of room for now (a disk full or failing, memory,
-# descriptors). Any other refusal is the place's own (a file where the run's directory should
-# be, a permission): no retry would ever land.
-SHORTAGES = frozenset({
-    errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE,
-})  # fmt: skip
-
-
-def shortage(exc: BaseException) -> bool:
-    """Did `exc` fail for want of room that waiting may give back?"""
-    return isinstance(exc, OSError) and exc.errno in SHORTAGES
 
 
 def say(text: str) -> None:

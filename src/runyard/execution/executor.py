@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from runyard.execution.protocol import (
     SpawnRequest,
     UnreadableExit,
 )
+from runyard.execution.shortages import LastShortage
 from runyard.execution.supervisor_client import (
     Sent,
     SupervisorClient,
@@ -51,8 +51,6 @@ from runyard.models import attempt_key, parse_attempt_key
 from runyard.regular_files import open_regular
 
 log = structlog.get_logger(__name__)
-
-SHORTAGE_SHOWN_S = 60.0  # the server retries a run not started at least this often
 
 __all__ = ["Launch", "LaunchError", "LocalExecutor", "Started"]  # re-exported for services
 
@@ -90,9 +88,8 @@ class LocalExecutor:
             data_dir, self._event, self._lost, fsync=fsync, timeout_s=request_timeout_s
         )
         self._lease: dict[str, Any] | None = None  # cluster mode: see hold_lease
-        # a preparation of the server's own (a copy, a clone, inputs) refused for want of
-        # room: shown by readiness until one succeeds, or no retry has failed for a minute
-        self._short: tuple[float, str] | None = None
+        # a preparation of the server's own (a copy, a clone, inputs) refused for want of room
+        self._short = LastShortage()
 
     @property
     def healthy(self) -> bool:
@@ -109,9 +106,7 @@ class LocalExecutor:
                 return ExecutorHealth()  # an older supervisor without `ping`: alive
             raise SupervisorUnavailableError(f"the supervisor refused a ping: {reply.get('error')}")
         errors = {str(point): str(why) for point, why in (reply.get("write_errors") or {}).items()}
-        if self._short is not None and time.monotonic() - self._short[0] < SHORTAGE_SHOWN_S:
-            errors.setdefault("workspace", self._short[1])
-        return ExecutorHealth(errors)
+        return ExecutorHealth({**self._short.shown("workspace"), **errors})
 
     async def start(self, events: ExecutorEvents | None = None) -> None:
         if events is not None:
@@ -200,7 +195,7 @@ class LocalExecutor:
                 )  # fmt: skip
             except (workspace.WorkspaceError, OSError) as exc:
                 raise self._failed(preparation_failed(exc, "inputs")) from exc
-        self._short = None
+        self._short.succeeded()
         # SupervisorUnavailableError propagates
         return self._outcome(
             await self._client.request(self._spawn_request(spec, staged).to_message())
@@ -208,7 +203,7 @@ class LocalExecutor:
 
     def _failed(self, error: LaunchError | ShortageError) -> LaunchError | ShortageError:
         if isinstance(error, ShortageError):
-            self._short = (time.monotonic(), str(error))
+            self._short.failed(str(error))
         return error
 
     def launch_now(self, spec: Launch) -> Awaitable[Started | None] | None:

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runyard import fastjson
-from runyard.execution.diskwrites import say, shortage, write_exit_file
+from runyard.execution.diskwrites import say, write_exit_file
 from runyard.execution.protocol import ExitRecord
+from runyard.execution.shortages import shortage
 
 # An exit file that could not be written for want of room is tried again this often. Any other
 # refusal is the place's own (its program made a file of its run's directory, or a directory of

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import errno
 import fcntl
 import os
 import selectors
@@ -26,18 +25,17 @@ from typing import Any
 from runyard import failpoints
 from runyard.execution import kills, leftovers, sandbox, spawning
 from runyard.execution.connections import Client, Connections
-from runyard.execution.diskwrites import probe, say, shortage
+from runyard.execution.diskwrites import probe, say
 from runyard.execution.exit_files import REWRITE_EVERY_S, ExitFiles
 from runyard.execution.lease_watch import LeaseWatch
 from runyard.execution.limits import mark_cut
 from runyard.execution.protocol import LOCK_NAME, SOCKET_NAME, ExitRecord, SpawnRequest, decode
+from runyard.execution.shortages import LastShortage, fork_shortage, shortage
 from runyard.execution.spawning import Program
 from runyard.execution.timers import Timers
 
 PR_SET_CHILD_SUBREAPER = 36
 TERM_AGAIN_S = 0.01  # a sandbox being made has no program to SIGTERM yet: sent again this soon
-# a spawn refused for want of room is shown this long (the server retries at least this often)
-SPAWN_FAILURE_SHOWN_S = 60.0
 
 
 class Supervisor:
@@ -57,7 +55,7 @@ class Supervisor:
         # The last failure of each kind of durable write (point -> why), until one succeeds:
         # the server's readiness reports them (op_ping), and a ping probes whether they cleared.
         self.write_errors: dict[str, str] = {}
-        self.spawn_failed_at = 0.0  # monotonic: the last spawn refused for want of room
+        self.spawn_short = LastShortage()  # a fork refused for want of room: no probe makes one
         self.exits = ExitFiles(
             fsync, self.write_errors, lambda key: self.timers.add(REWRITE_EVERY_S, "rewrite", key)
         )
@@ -177,7 +175,7 @@ class Supervisor:
             prog = spawning.start(req, log, started_at)
         except (OSError, KeyError) as exc:
             return self.start_failed(req, exc)
-        self.write_errors.pop("spawn", None)
+        self.spawn_short.succeeded()
         self.programs[prog.pid] = prog
         self.by_key[req.key] = prog
         if prog.init_pid is not None:
@@ -215,19 +213,15 @@ class Supervisor:
     def op_ping(self, _msg: dict[str, Any]) -> dict[str, Any]:
         """Cheap liveness for the server's readiness, with the durable writes now failing."""
         for point in list(self.write_errors):
-            if point == "spawn":  # no probe makes a process: shown while retries still fail
-                if time.monotonic() - self.spawn_failed_at > SPAWN_FAILURE_SHOWN_S:
-                    self.write_errors.pop(point, None)
-            elif point != "exit_file" and probe(self.data_dir, point):
+            if point != "exit_file" and probe(self.data_dir, point):
                 self.write_errors.pop(point, None)
+        errors = {**self.write_errors, **self.spawn_short.shown("spawn")}
         return {"ok": True, "pid": os.getpid(), "programs": len(self.programs),
-                "write_errors": dict(self.write_errors)}  # fmt: skip
+                "write_errors": errors}  # fmt: skip
 
     def start_failed(self, req: SpawnRequest, exc: OSError | KeyError) -> dict[str, Any]:
-        if shortage(exc) or getattr(exc, "errno", None) == errno.EAGAIN:
-            # no memory, descriptors or process slot for it now: not the run's fault
-            self.write_errors["spawn"] = why = f"cannot start: {exc}"
-            self.spawn_failed_at = time.monotonic()
+        if fork_shortage(exc):  # no memory, descriptors or process slot now: not the run's fault
+            self.spawn_short.failed(why := f"cannot start: {exc}")
             return {"ok": False, "error": why, "shortage": True}
         record = spawning.not_started(req, exc)  # no such command, user, permission, ...
         self.exits.write(Path(req.exit), record)
