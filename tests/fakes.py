@@ -27,7 +27,6 @@ from runyard.execution.base import (
 )
 from runyard.execution.layout import RunPaths
 from runyard.execution.protocol import ExitRecord, UnreadableExit
-from runyard.fstree import remove_tree
 from runyard.models import attempt_key
 
 ACTED = "runyard-fake-program"  # a command the fake executor acts out instead of waiting
@@ -211,11 +210,6 @@ class FakeExecutor:
         self, run_id: str, attempt: int, pid: int | None, start_time: float | None
     ) -> int:
         return 0
-
-    async def remove_files(self, run_id: str) -> None:
-        await asyncio.to_thread(remove_tree, self.paths(run_id).root)
-        for key in [k for k in self.backend.exits if k.rpartition(".")[0] == run_id]:
-            del self.backend.exits[key]
 
     # -- the test's side --
 

@@ -36,6 +36,7 @@ from runyard.services.lifecycle import Lifecycle
 from runyard.services.membership import Membership
 from runyard.services.observe import transition_recorder
 from runyard.services.recovery import Reconciler
+from runyard.services.removal import Removal
 from runyard.services.retention import Retention
 from runyard.services.runs import RunService
 from runyard.services.slots import Slots
@@ -170,12 +171,13 @@ class Runtime:
             ),
             capacity=settings.capacity, wake=health_wake,
         )  # fmt: skip
+        removal = Removal(self.store, self.executor)  # a request's deletes and retention's
         self.runs = RunService(
             self.store, self.registry, self.executor, self.attempts, self.transitions, queue,
             self.clock, waiters=self.waiters, finish_rate=self.finish_rate,
             progress=self.hub.refresh_progress, announce=self._announce,
             max_queue=settings.max_queue, disk=self.disk, uploads=self.uploads,
-            fetch_upload=fetcher.fetch if fetcher is not None else None,
+            fetch_upload=fetcher.fetch if fetcher is not None else None, removal=removal,
         )  # fmt: skip
         self.batches = BatchService(
             self.store,
@@ -186,9 +188,9 @@ class Runtime:
             settings.max_batch_mb * 2**20,
         )
         self.retention = Retention(
-            self.store, self.executor, self.registry, self.clock,
+            self.store, removal, self.registry, self.clock,
             default_s=settings.retention_s, interval_s=settings.retention_interval_s,
-            server_id=settings.server_id,
+            server_id=settings.server_id, announce=self._announce,
         )  # fmt: skip
         self.upload_expiry = UploadExpiry(
             self.uploads, self._run_exists, ttl_s=settings.upload_ttl_s

@@ -185,17 +185,6 @@ async def test_a_refused_spawn_raises_launch_error(subject: Subject, told: Told)
     assert told.ends.empty()  # a refused spawn has no end to tell
 
 
-async def test_remove_files_takes_all_of_a_runs_files(subject: Subject, told: Told) -> None:
-    ex = subject.executor
-    await ex.launch(launch(subject, "r9", Program(output="x")))
-    await told.next_end()
-    assert await ex.read_exit("r9", 1) is not None
-    await ex.remove_files("r9")
-    assert not ex.paths("r9").root.exists()
-    assert await ex.read_exit("r9", 1) is None
-    assert await ex.read_exit("r9", 2) is None  # never ran: no record, not an error
-
-
 async def test_health_while_connected_and_after_stop(subject: Subject, told: Told) -> None:
     ex: Executor = subject.executor
     assert ex.healthy

@@ -198,7 +198,3 @@ class Executor(Protocol):
         """Kill what is left of an attempt nobody supervises any more (only processes that are
         provably its own). Returns how many died."""
         ...
-
-    async def remove_files(self, run_id: str) -> None:
-        """All of a run's files, at any depth; raises OSError if some could not go."""
-        ...

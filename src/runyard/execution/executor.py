@@ -45,7 +45,6 @@ from runyard.execution.supervisor_client import (
     SupervisorTimeoutError,
     SupervisorUnavailableError,
 )
-from runyard.fstree import remove_tree
 from runyard.jobs.template import render
 from runyard.models import attempt_key, parse_attempt_key
 from runyard.regular_files import open_regular
@@ -272,10 +271,6 @@ class LocalExecutor:
         return await asyncio.to_thread(
             kill_leftovers, attempt_key(run_id, attempt), pid, start_time
         )
-
-    async def remove_files(self, run_id: str) -> None:
-        """All of a run's files, at any depth; raises OSError if some could not go."""
-        await asyncio.to_thread(remove_tree, self.paths(run_id).root)
 
 
 _CONFORMS: type[Executor] = LocalExecutor  # mypy proves LocalExecutor keeps the protocol

@@ -96,9 +96,6 @@ class RoutedExecutor:
             run_id, attempt, pid, start_time
         )
 
-    async def remove_files(self, run_id: str) -> None:
-        await self.local.remove_files(run_id)
-
     def status(self) -> dict[str, object]:
         return {"slurm": self.slurm.status()}
 

@@ -1,27 +1,127 @@
-"""Removing a finished run's files, before its record: a removal that fails keeps the record,
-so the delete (or the next retention sweep) can be retried instead of leaving files nobody
-can name any more."""
+"""Deleting a finished run: its record and its files, all or nothing as anyone can see.
+
+The files are set aside first, in one rename into the runs directory's trash; then the
+record is deleted; then what was set aside is removed. A record that cannot be deleted (a
+full disk, an I/O error) gets its files back under their names: the refused delete changed
+nothing. Files that cannot be removed once their record is gone stay in the trash, where
+nothing can name them, and the next retention pass (one at start, then each interval)
+removes them.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from pathlib import Path
 
 import structlog
 
 from runyard.errors import UnavailableError
 from runyard.execution.base import Executor
+from runyard.fstree import remove_tree
+from runyard.store import Store
 
 log = structlog.get_logger(__name__)
+
+TRASH = ".deleting"  # beside the runs' directories: no run id starts with a dot
 
 
 class FilesRemainError(UnavailableError):
     title, slug = "Files not removed", "files-remain"
 
 
-async def remove_run_files(executor: Executor, run_id: str) -> None:
+class Removal:
+    """Deletes runs (a request's, retention's) and empties the trash, never of a delete that
+    is under way: its files may yet have to be put back."""
+
+    def __init__(self, store: Store, executor: Executor) -> None:
+        self.store = store
+        self.trash = executor.paths(TRASH).root  # DATA_DIR/runs/.deleting
+        self.executor = executor
+        self._under_way: set[str] = set()  # run ids whose files are set aside
+
+    async def delete(self, run_id: str) -> bool:
+        """The run's record and files; False when the record was gone already (its files,
+        if any, are removed all the same). Shielded: a caller that goes away mid-way cannot
+        leave the files set aside with the record kept, or put back with the record gone."""
+        return await asyncio.shield(self._delete(run_id))
+
+    async def _delete(self, run_id: str) -> bool:
+        root = self.executor.paths(run_id).root
+        self._under_way.add(run_id)
+        try:
+            try:
+                aside = await asyncio.to_thread(_set_aside, root, self.trash / run_id)
+            except OSError as exc:
+                log.warning("run_files_not_set_aside", run_id=run_id, error=str(exc))
+                raise FilesRemainError(
+                    f"the files of run {run_id} could not be set aside for removal "
+                    f"({exc.strerror or exc}); nothing was changed: retry"
+                ) from None
+            try:
+                deleted = await self.store.delete_run(run_id)
+            except BaseException:
+                if aside is not None:
+                    await asyncio.to_thread(_put_back, aside, root, run_id)
+                raise
+        finally:
+            self._under_way.discard(run_id)
+        if aside is not None:
+            await asyncio.to_thread(_discard, aside, run_id)
+        return deleted
+
+    async def empty_trash(self) -> int:
+        """Remove what earlier deletes left in the trash; how many entries are left."""
+        return await asyncio.to_thread(_empty, self.trash, frozenset(self._under_way))
+
+
+def _set_aside(root: Path, aside: Path) -> Path | None:
+    """Blocking: `root` moved to `aside`; None when the run has no files."""
     try:
-        await executor.remove_files(run_id)
+        aside.parent.mkdir()
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        return None  # no runs' directory: no run has files
+    try:
+        os.rename(root, aside)  # noqa: PTH104
+    except FileNotFoundError:
+        return None
     except OSError as exc:
-        log.warning("run_files_not_removed", run_id=run_id, error=str(exc))
-        raise FilesRemainError(
-            f"the files of run {run_id} could not all be removed ({exc.strerror or exc}); "
-            "the run is kept: retry"
-        ) from None
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        remove_tree(aside)  # an earlier delete's leftover under the same name
+        os.rename(root, aside)  # noqa: PTH104
+    return aside
+
+
+def _put_back(aside: Path, root: Path, run_id: str) -> None:
+    try:
+        os.rename(aside, root)  # noqa: PTH104
+    except OSError as exc:  # the record stays, its files in the trash: a retry removes them
+        log.warning("run_files_not_put_back", run_id=run_id, error=str(exc))
+
+
+def _discard(aside: Path, run_id: str) -> None:
+    try:
+        remove_tree(aside)
+    except OSError as exc:
+        log.warning("run_files_left_in_trash", run_id=run_id, error=str(exc))
+
+
+def _empty(trash: Path, skip: frozenset[str]) -> int:
+    try:
+        entries = list(trash.iterdir())
+    except FileNotFoundError:
+        return 0
+    left = 0
+    for entry in entries:
+        if entry.name in skip:
+            continue
+        try:
+            remove_tree(entry)
+        except OSError as exc:
+            left += 1
+            log.warning("trash_not_emptied", name=entry.name, error=str(exc))
+    return left

@@ -12,9 +12,9 @@ import structlog
 
 from runyard.background import Periodic
 from runyard.clock import Clock
-from runyard.execution.base import Executor
 from runyard.jobs import JobRegistry
-from runyard.services.removal import FilesRemainError, remove_run_files
+from runyard.services.removal import FilesRemainError, Removal
+from runyard.services.runs import Announcer
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
@@ -30,17 +30,19 @@ class Retention:
     def __init__(
         self,
         store: Store,
-        executor: Executor,
+        removal: Removal,
         registry: JobRegistry,
         clock: Clock,
         *,
         default_s: float | None,
         interval_s: float,
         server_id: str | None = None,
+        announce: Announcer | None = None,
     ) -> None:
+        self.announce: Announcer = announce or (lambda kind, data: None)  # the feed's `deleted`
         self.server_id = server_id  # in a cluster, each server removes the runs it executed
         self.store = store
-        self.executor = executor
+        self.removal = removal
         self.registry = registry
         self.clock = clock
         self.default_s = default_s
@@ -63,16 +65,20 @@ class Retention:
         return not attempts or attempts[-1].host == self.server_id
 
     async def _remove(self, run_id: str) -> bool | None:
-        """Files first, then the record, so a failure never leaves files nobody can name.
-        True: removed; False: somebody else removed the record; None: files remain."""
+        """True: removed; False: somebody else removed the record; None: kept, its files
+        could not be set aside (tried again at the next sweep)."""
         try:
-            await remove_run_files(self.executor, run_id)
+            removed = await self.removal.delete(run_id)
         except FilesRemainError:
             return None
-        return await self.store.delete_run(run_id)
+        if removed:
+            self.announce("deleted", {"id": run_id})
+        return removed
 
     async def sweep(self) -> int:
-        """Remove every finished run past its TTL; returns how many were removed."""
+        """Remove every finished run past its TTL; returns how many were removed. First, what
+        earlier deletes could not remove from the trash."""
+        await self.removal.empty_trash()
         jobs = (await self.registry.snapshot()).jobs.values()
         ttls = [j.spec.retention_s for j in jobs if j.spec.retention_s] + [self.default_s]
         shortest = min((t for t in ttls if t), default=None)

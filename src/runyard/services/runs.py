@@ -30,7 +30,7 @@ from runyard.models import Attempt, Page, Run, RunFilter, RunState
 from runyard.regular_files import open_regular
 from runyard.services.attempts import Attempts
 from runyard.services.diskspace import DiskGuard
-from runyard.services.removal import remove_run_files
+from runyard.services.removal import Removal
 from runyard.services.transitions import Transitions
 from runyard.services.uploads import Fetch, Seen, Uploads, check_files, file_values, named_uploads
 from runyard.services.waiters import EndWaiters, FinishRate
@@ -104,7 +104,9 @@ class RunService:
         disk: DiskGuard | None = None,
         uploads: Uploads | None = None,
         fetch_upload: Fetch | None = None,
+        removal: Removal | None = None,
     ) -> None:
+        self.removal = removal or Removal(store, executor)  # shared with retention
         self.fetch_upload = fetch_upload  # in a cluster: an upload another member holds
         self.accepting = True
         self.uploads = uploads  # what file params name
@@ -319,9 +321,7 @@ class RunService:
             raise ConflictError(
                 f"run {run_id} is {run.state.value}; only finished runs can be deleted"
             )
-        # files first: a removal that fails leaves the run listed, so a retry can finish it
-        await remove_run_files(self.executor, run_id)
-        if await self.store.delete_run(run_id):
+        if await self.removal.delete(run_id):
             self.announce("deleted", {"id": run_id})
         if self.uploads is not None:  # its uploads expire upload_ttl_s from now, if unused
             try:

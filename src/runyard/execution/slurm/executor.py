@@ -55,7 +55,6 @@ from runyard.execution.slurm.tracking import (
     write_job_file,
 )
 from runyard.execution.spawning import prepare
-from runyard.fstree import remove_tree
 from runyard.models import attempt_key, parse_attempt_key
 
 log = structlog.get_logger(__name__)
@@ -277,9 +276,6 @@ class SlurmExecutor:
             return 0
         await self.commands.cancel(found.job_id)
         return 1
-
-    async def remove_files(self, run_id: str) -> None:
-        await asyncio.to_thread(remove_tree, self.paths(run_id).root)
 
     # -- following the jobs ----------------------------------------------------------------
 
