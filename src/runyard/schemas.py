@@ -136,8 +136,10 @@ class BatchView(BaseModel):
     job: str
     size: int
     created_at: datetime
-    counts: dict[str, int] = Field(description="the batch's runs by state")
-    done: bool = Field(description="every run has ended")
+    counts: dict[str, int] = Field(
+        description="the batch's runs by state; `size` less their sum were deleted since"
+    )
+    done: bool = Field(description="every run has ended (none is queued or running)")
 
 
 class UploadView(BaseModel):

@@ -348,3 +348,21 @@ def test_a_run_the_executor_cannot_take_waits_longer_at_each_attempt(server: Fak
         server.clock.advance(wait)  # its timer (real time, as long) then claims it again
     server.executor.connected = True
     assert launches(server, 1) == [run_id]
+
+
+def test_a_batch_stays_done_when_its_runs_are_deleted(tmp_path: Path, jobs: Path) -> None:
+    """Deleted runs are no longer counted, yet they ended: the batch was reported not done
+    for good once one of its runs was deleted (by a request, by retention)."""
+    with faked(tmp_path, jobs, capacity=2) as srv:
+        batch = srv.post("/v1/batches", json={"job": "mark", "iterations": 2}).json()
+        url = f"/v1/batches/{batch['id']}"
+        assert srv.get(url).json()["done"] is False
+        for run_id in launches(srv, 2):
+            srv.finish(run_id)
+        wait_for(lambda: srv.get(url).json()["done"], what="all ended")
+        first, _ = srv.get(f"/v1/runs?batch={batch['id']}").json()["runs"]
+        assert srv.request("DELETE", f"/v1/runs/{first['id']}").status_code == 204
+        assert srv.get(url).json() | {"created_at": None} == {
+            "id": batch["id"], "job": "mark", "size": 2, "created_at": None,
+            "counts": {"succeeded": 1}, "done": True,
+        }  # fmt: skip

@@ -22,11 +22,12 @@ router = APIRouter(
 
 
 def batch_view(batch: Batch, counts: dict[str, int]) -> BatchView:
-    ended = sum(n for state, n in counts.items() if state in TERMINAL_STATES)
+    # Not "as many ended as the batch has": its runs are stored with it, all at once, and
+    # those deleted since (by a request, by retention) are no longer counted, yet ended.
     return BatchView(
         id=batch.id, job=batch.job, size=batch.size,
         created_at=datetime.fromtimestamp(batch.created_at, UTC), counts=counts,
-        done=ended == batch.size,
+        done=all(state in TERMINAL_STATES for state in counts),
     )  # fmt: skip
 
 
