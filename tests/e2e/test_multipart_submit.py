@@ -15,6 +15,7 @@ import pytest
 
 from runyard.auth import Role, create_token
 from tests import web
+from tests.e2e.test_failpoints import set_faults
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -250,3 +251,23 @@ def test_a_disk_failing_under_a_multipart_file_is_507_and_leaves_nothing(
     assert resp.status_code == 507, resp.text
     assert "could not be stored" in resp.json()["detail"]
     assert blobs(server.data_dir) == []
+
+
+def test_a_submit_the_store_refuses_keeps_none_of_its_files(start_server, tmp_path) -> None:
+    """Refused at the store's write (a full disk): the run's uploads were already marked as
+    used by it, so its own new file was kept for a day, marked by a run that never existed."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "count.toml").write_text(JOB)
+    server = start_server(jobs, env={"RUNYARD_FAILPOINTS": "none"})
+    shared = web.put(f"{server.url}/v1/uploads", params={"name": "s.csv"}, content=TABLE)
+    shared_id = shared.json()["id"]
+    set_faults(server, "store_commit=enospc")
+    form = {"data": {"run": json.dumps({"job": "count"})}, "files": {"data": ("t.csv", b"x\n")}}
+    assert web.post(f"{server.url}/v1/runs", timeout=60, **form).status_code == 507
+    batch = {"job": "count", "iterations": 3, "params": {"data": f"upload:{shared_id}"}}
+    assert web.post(f"{server.url}/v1/batches", json=batch).status_code == 507
+    set_faults(server, "")
+    assert blobs(server.data_dir) == sorted([shared_id, f"{shared_id}.json"])
+    refs = server.data_dir / "uploads" / ".refs"
+    assert [p for p in refs.rglob("*") if p.is_file()] == []

@@ -166,7 +166,11 @@ class BatchService:
         ]
         if job.spec.has_files:  # marked as used before they are stored
             await self.runs.reference(job, runs)
-        await self.store.insert_batch(batch, runs)
+        try:
+            await self.store.insert_batch(batch, runs)
+        except Exception:
+            await self.runs.unreference(job, runs)
+            raise
         self.runs.queue.set_claimable()
         self.runs.announce("batch", {"id": batch.id, "job": batch.job, "size": batch.size})
         return batch, runs

@@ -56,6 +56,15 @@ ProgressRefresher = Callable[[str, int], Awaitable[None]]
 Announcer = Callable[[str, dict[str, Any]], None]
 
 
+def _users(job: Job, runs: list[Run]) -> dict[str, list[str]]:
+    """upload id -> the runs (all of `job`) that name it."""
+    users: dict[str, list[str]] = {}
+    for run in runs:
+        for upload_id in set(file_values(job.spec, run.params).values()):
+            users.setdefault(upload_id, []).append(run.id)
+    return users
+
+
 def new_run(
     job: Job,
     values: dict[str, Any],
@@ -165,8 +174,13 @@ class RunService:
         if job.spec.has_files:  # marked as used before it is stored: it cannot expire meanwhile
             await self.reference(job, [run])
         self.queue.set_claimable()
-        stored, created = await self.store.insert_run(run)
+        try:
+            stored, created = await self.store.insert_run(run)
+        except Exception:
+            await self.unreference(job, [run])
+            raise
         if not created:  # the key was taken meanwhile (so there is a key, and a digest)
+            await self.unreference(job, [run])
             return self._same_request(stored, digest or ""), False
         self.announce("submitted", {"id": stored.id, "job": stored.job})
         return stored, True
@@ -179,11 +193,16 @@ class RunService:
     async def reference(self, job: Job, runs: list[Run]) -> None:
         """Mark the uploads `runs` use (all runs of one job) before they are stored."""
         if self.uploads is not None:
-            users: dict[str, list[str]] = {}
-            for run in runs:
-                for upload_id in set(file_values(job.spec, run.params).values()):
-                    users.setdefault(upload_id, []).append(run.id)
-            await self.uploads.reference(users)
+            await self.uploads.reference(_users(job, runs))
+
+    async def unreference(self, job: Job, runs: list[Run]) -> None:
+        """The runs were not stored: their marks go (a request's own uploads can then be
+        taken back). Never raises: the store's refusal is what the caller reports."""
+        if self.uploads is not None and job.spec.has_files:
+            try:
+                await self.uploads.unreference(_users(job, runs))
+            except OSError as exc:  # the expiry sweep drops markers of runs that do not exist
+                log.warning("upload_markers_kept", runs=len(runs), error=str(exc))
 
     def stop_accepting(self) -> None:
         """Shutting down: every submission from now on is refused with 503."""

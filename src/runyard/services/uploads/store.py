@@ -270,13 +270,20 @@ class Uploads:
                     raise InvalidInputError(
                         f"upload {upload_id} expired meanwhile: upload it again", field="params"
                     )
-                self._fresh.pop(upload_id, None)  # a run uses it: nobody takes it back
+                # still `fresh`: a request that fails takes it back once its run's marker is
+                # gone (unreference), never while a run is said to use it (take_back)
                 folder = self.refs / upload_id
                 folder.mkdir(parents=True, exist_ok=True)
                 for run_id in run_ids:
                     (folder / run_id).touch()
                 if self.fsync:  # the run is stored next: its marker must outlive a crash
                     _fsync_dir(folder)
+
+    async def unreference(self, users: Mapping[str, list[str]]) -> None:
+        """The markers `reference` made, for runs that were not stored after all (the store
+        refused them): no upload is said to be used by a run that does not exist."""
+        for upload_id, run_ids in users.items():
+            await asyncio.to_thread(self._release, [upload_id], run_ids)
 
     async def release(self, upload_ids: Iterable[str], run_id: str) -> None:
         """The run is gone: its markers go; each upload expires upload_ttl_s from now unless
