@@ -179,6 +179,7 @@ class Runtime:
             max_queue=settings.max_queue, disk=self.disk, uploads=self.uploads,
             fetch_upload=fetcher.fetch if fetcher is not None else None, removal=removal,
         )  # fmt: skip
+        self.scheduler.files = self.runs  # a schedule's file params, checked as a submit's
         self.batches = BatchService(
             self.store,
             self.registry,
@@ -193,7 +194,10 @@ class Runtime:
             server_id=settings.server_id, announce=self._announce,
         )  # fmt: skip
         self.upload_expiry = UploadExpiry(
-            self.uploads, self._run_exists, ttl_s=settings.upload_ttl_s
+            self.uploads,
+            self._run_exists,
+            ttl_s=settings.upload_ttl_s,
+            pinned=self.scheduler.named_uploads,
         )
         self.membership = Membership(
             self.store, self.attempts, self.lease, self.clock, server_id=settings.server_id,

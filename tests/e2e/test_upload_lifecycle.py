@@ -85,3 +85,45 @@ def test_what_a_crash_left_half_received_is_removed_at_start(start_server, tmp_p
     server = start_server(data_dir=data)
     wait_for(lambda: not any(incoming.iterdir()), what="the leftover to be removed")
     assert upload(server, b"whole").status_code == 201
+
+
+def test_a_schedule_checks_its_files_and_keeps_them_while_it_stands(
+    start_server, jobs: Path
+) -> None:
+    """A schedule naming no upload was accepted, and every run it fired failed to start; one
+    naming an upload did not keep it: a day later (here a second) every fire failed."""
+    server = start_server(jobs, env={"RUNYARD_UPLOAD_TTL_S": "1"})
+    none = "a" * 64
+    body = {"job": "read", "interval_s": 1, "params": {"data": f"upload:{none}"}}
+    refused = web.post(f"{server.url}/v1/schedules", json=body)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == "params.data"
+    assert web.get(f"{server.url}/v1/schedules").json() == []
+    kept = upload(server, b"a schedule reads me").json()["id"]
+    unused = upload(server, b"nobody reads me").json()["id"]
+    body["params"] = {"data": f"upload:{kept}"}
+    made = web.post(f"{server.url}/v1/schedules", json=body)
+    assert made.status_code == 201, made.text
+    wait_for(lambda: not exists(server, unused), what="the unused upload to expire")
+    # two seconds past its TTL, fired more than once: still there, and each run read it
+    runs = wait_for(lambda: _ended_fired(server, 2), what="two fired runs ended")
+    assert exists(server, kept)
+    assert [r["state"] for r in runs] == ["succeeded", "succeeded"], runs
+    assert "a schedule reads me" in web.get(f"{server.url}/v1/runs/{runs[0]['id']}/logs").text
+    # the schedule and its runs gone, nothing names it: it expires in its turn
+    assert web.delete(f"{server.url}/v1/schedules/{made.json()['id']}").status_code == 204
+    for run in web.get(f"{server.url}/v1/runs").json()["runs"]:
+        wait_for(lambda r=run: _deleted(server, r["id"]), what="each fired run deleted")
+    wait_for(lambda: not exists(server, kept), what="the upload, named by nothing, to expire")
+
+
+def _ended_fired(server, n: int) -> list[dict[str, object]] | None:
+    runs = web.get(f"{server.url}/v1/runs").json()["runs"]
+    ended = [r for r in runs if r["state"] not in ("queued", "running")]
+    return ended[:n] if len(ended) >= n else None
+
+
+def _deleted(server, run_id: str) -> bool:
+    """Deleted once it has ended (a fire may still be running when the schedule goes)."""
+    status = web.delete(f"{server.url}/v1/runs/{run_id}").status_code
+    return status in (204, 404)

@@ -19,7 +19,9 @@ from runyard.clock import Clock, new_id
 from runyard.errors import InvalidInputError, NotFoundError
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
+from runyard.jobs.spec import Job
 from runyard.models import Run, RunState, Schedule
+from runyard.scheduling.file_params import FileParams, named_by
 from runyard.scheduling.timing import check_cron, check_interval, next_after
 from runyard.services.runs import new_run
 from runyard.services.wakeup import Wakeup
@@ -87,6 +89,7 @@ class Scheduler:
         self.schedules: dict[str, Schedule] = {}
         self.snapshot = SchedulerSnapshot("stopped", 0, None, ())
         self.published = published  # told of every new snapshot (health rebuilds)
+        self.files: FileParams | None = None  # the runs' service, set once the runtime has it
         self._fires = TaskGroup("schedule-fire")
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -233,16 +236,24 @@ class Scheduler:
                 t.pending = True  # fires when the previous run ends (coalesced)
                 await self._saved(s, t)
                 return
-        run = await self._new_run(t)
-        if run is None:
+        made = await self._new_run(t)
+        if made is None:
             t.skip_count += 1
             await self._saved(s, t)
             return
+        job, run = made
         t.fire_count += 1
         t.last_fired_at = now
         t.last_run_id = run.id
         t.pending = False
-        await self._saved(s, t, run)
+        if job.spec.has_files and self.files is not None:  # as a submit: marked, then stored
+            await self.files.reference(job, [run])
+        try:
+            await self._saved(s, t, run)
+        except Exception:
+            if self.files is not None:
+                await self.files.unreference(job, [run])
+            raise
         self.queue.set()
 
     async def _saved(self, s: Schedule, changed: Schedule, run: Run | None = None) -> None:
@@ -258,7 +269,7 @@ class Scheduler:
         run = await self.store.get_run(s.last_run_id)
         return run is not None and not run.state.terminal
 
-    async def _new_run(self, s: Schedule) -> Run | None:
+    async def _new_run(self, s: Schedule) -> tuple[Job, Run] | None:
         job = await self.registry.get(s.job)
         if job is None:
             log.warning("schedule_job_missing", schedule_id=s.id, job=s.job)
@@ -268,8 +279,8 @@ class Scheduler:
         except ParamError as exc:
             log.warning("schedule_params_invalid", schedule_id=s.id, error=str(exc))
             return None
-        return new_run(job, values, self.clock, priority=s.priority, labels=s.labels,
-                       schedule_id=s.id)  # fmt: skip
+        return job, new_run(job, values, self.clock, priority=s.priority, labels=s.labels,
+                            schedule_id=s.id)  # fmt: skip
 
     def ended_elsewhere(self, run_id: str) -> None:
         """overlap=queue, with the previous run executed by another server."""
@@ -340,9 +351,16 @@ class Scheduler:
         if interval_s is not None:
             check_interval(interval_s, self.min_interval_s)
         try:
-            declared.validate_params(params)
+            values = declared.validate_params(params)
         except ParamError as exc:
             raise InvalidInputError(str(exc), errors=exc.errors) from None
+        if declared.spec.has_files:  # each names a stored upload within its limits
+            if self.files is None:
+                raise InvalidInputError("this server takes no uploads", field="params")
+            await self.files.check_files(declared, values, {})
+
+    def named_uploads(self) -> set[str]:
+        return named_by(self.schedules.values())
 
     def get(self, schedule_id: str) -> Schedule:
         s = self.schedules.get(schedule_id)

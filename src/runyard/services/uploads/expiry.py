@@ -19,10 +19,15 @@ log = structlog.get_logger(__name__)
 MARKER_GRACE_S = 300.0  # a marker younger than this may belong to a run being stored
 
 RunExists = Callable[[str], Awaitable[bool]]
+Pinned = Callable[[], set[str]]  # uploads kept whatever their age: those schedules name
 
 
 class UploadExpiry:
-    def __init__(self, uploads: Uploads, run_exists: RunExists, *, ttl_s: float) -> None:
+    def __init__(
+        self, uploads: Uploads, run_exists: RunExists, *, ttl_s: float,
+        pinned: Pinned = set,
+    ) -> None:  # fmt: skip
+        self.pinned = pinned
         self.uploads = uploads
         self.run_exists = run_exists
         self.ttl_s = ttl_s
@@ -44,7 +49,10 @@ class UploadExpiry:
         await asyncio.to_thread(self.uploads.remove_leftovers)
         uploads = await asyncio.to_thread(self.uploads.all)
         expired = 0
+        pinned = self.pinned()
         for upload in uploads:
+            if upload.id in pinned:
+                continue  # a schedule names it: its next run may need it
             if await asyncio.to_thread(self.uploads.last_used, upload.id) >= before:
                 continue  # used lately: nothing to decide yet
             await self._drop_dead_markers(upload.id, now)

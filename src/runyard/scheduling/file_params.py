@@ -1,0 +1,27 @@
+"""A schedule's file params: checked when it is made or changed as a submit's are, and the
+uploads it names kept while it may fire a run that uses them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from runyard.jobs.spec import Job
+from runyard.models import Run, Schedule
+from runyard.services.uploads import Seen, named_uploads
+
+
+class FileParams(Protocol):
+    """What a submit does with file params (services/runs.py's RunService)."""
+
+    async def check_files(self, job: Job, values: dict[str, Any], seen: Seen) -> None: ...
+
+    async def reference(self, job: Job, runs: list[Run]) -> None: ...
+
+    async def unreference(self, job: Job, runs: list[Run]) -> None: ...
+
+
+def named_by(schedules: Iterable[Schedule]) -> set[str]:
+    """The uploads these schedules name: each may be needed by the next run one fires, so
+    none expires while its schedule exists (services/uploads/expiry.py)."""
+    return {u for s in schedules for u in named_uploads(s.params.values())}
