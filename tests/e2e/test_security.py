@@ -3,6 +3,7 @@ the server's secrets never reach a program."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from runyard.auth import Role, create_token
 from tests import web
 from tests.auth_matrix import OPENAI_ROUTES, matrix, refusal_detail
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -141,3 +143,25 @@ def test_me_names_the_token_and_its_role(secured) -> None:
     for role in Role:
         got = web.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {tokens[role]}"})
         assert got.json() == {"name": role.name.lower(), "role": role.name.lower(), "auth": True}
+
+
+def test_public_health_names_no_schedule(secured) -> None:
+    """/health is public (probes, load balancers); reading schedules needs the read role. It
+    listed every schedule's id, job and last run to anyone."""
+    server, tokens, _ = secured
+    submit = {"Authorization": f"Bearer {tokens[Role.SUBMIT]}"}
+    made = web.post(f"{server.url}/v1/schedules", headers=submit,
+                    json={"job": "true", "interval_s": 3600, "paused": True})  # fmt: skip
+    assert made.status_code == 201, made.text
+    read = {"Authorization": f"Bearer {tokens[Role.READ]}"}
+
+    def listed() -> list[str]:
+        seen = web.get(f"{server.url}/health", headers=read).json()["scheduler"]["schedules"]
+        return [s["id"] for s in seen]
+
+    wait_for(lambda: listed() == [made.json()["id"]], what="the schedule in the snapshot")
+    for header in ({}, {"Authorization": "Bearer nonsense"}):
+        public = web.get(f"{server.url}/health", headers=header).json()["scheduler"]
+        assert "schedules" not in public
+        assert made.json()["id"] not in json.dumps(public)
+        assert public["status"] == "running"

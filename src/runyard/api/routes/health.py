@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from runyard.api.deps import HealthDep
+from runyard.api.deps import AuthDep, HealthDep
+from runyard.api.security import check
+from runyard.auth import Role
+from runyard.errors import RunyardError
 
 router = APIRouter(tags=["health"])
 
@@ -29,8 +32,22 @@ async def ready(health: HealthDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if snap.ready else 503)
 
 
+def _scheduler_seen_by(
+    request: Request, auth: AuthDep, scheduler: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Each schedule (its id, job, last run) only for a caller who may read schedules: the
+    rest of /health is public (load balancers, probes), GET /v1/schedules is not."""
+    if scheduler is None:
+        return None
+    try:
+        check(auth, request.headers.get("authorization"), Role.READ, {})
+    except RunyardError:
+        return {k: v for k, v in scheduler.items() if k != "schedules"}
+    return scheduler
+
+
 @router.get("/health")
-async def capacity(health: HealthDep) -> dict[str, Any]:
+async def capacity(request: Request, health: HealthDep, auth: AuthDep) -> dict[str, Any]:
     snap = health.current
     return {
         "active": snap.active,
@@ -39,7 +56,7 @@ async def capacity(health: HealthDep) -> dict[str, Any]:
         "busy": snap.busy,
         "draining": snap.draining,
         "ready": snap.ready,
-        "scheduler": snap.scheduler,
+        "scheduler": _scheduler_seen_by(request, auth, snap.scheduler),
         "streams": snap.streams,
         "snapshot_at": datetime.fromtimestamp(snap.snapshot_at, UTC).isoformat(),
     }
