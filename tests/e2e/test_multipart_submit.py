@@ -271,3 +271,30 @@ def test_a_submit_the_store_refuses_keeps_none_of_its_files(start_server, tmp_pa
     assert blobs(server.data_dir) == sorted([shared_id, f"{shared_id}.json"])
     refs = server.data_dir / "uploads" / ".refs"
     assert [p for p in refs.rglob("*") if p.is_file()] == []
+
+
+def _form(filename: bytes, after: bytes = b"\r\n") -> bytes:
+    return (b"--B\r\nContent-Disposition: form-data; name=\"run\"\r\n\r\n{\"job\": \"count\"}\r\n"
+            b"--B\r\nContent-Disposition: form-data; name=\"data\"; filename=\"" + filename
+            + b"\"\r\n\r\n" + TABLE + b"\r\n--B--" + after)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "words"),
+    [
+        (_form(b"t\x1b[31m.csv"), "multipart/form-data; boundary=B", 422, "U+001B"),
+        (_form(b"t.csv", b"\r\n" + b"x" * 5000), "multipart/form-data; boundary=B", 400,
+         "after the closing boundary"),
+        # not multipart: the JSON submit's rules, the body cap among them
+        (_form(b"t.csv"), "multipart/form-dataX; boundary=B", 422, "body"),
+    ],
+)  # fmt: skip
+def test_a_form_with_bad_names_or_trailing_bytes_keeps_nothing(
+    server, body: bytes, content_type: str, status: int, words: str
+) -> None:
+    resp = web.post(f"{server.url}/v1/runs", content=body,
+                    headers={"Content-Type": content_type})  # fmt: skip
+    assert resp.status_code == status, resp.text
+    assert words in resp.json()["detail"], resp.json()
+    assert blobs(server.data_dir) == []
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []

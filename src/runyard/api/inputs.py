@@ -183,3 +183,9 @@ def publish(app: FastAPI, settings: Settings) -> None:
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def is_form_data(content_type: str) -> bool:
+    """multipart/form-data, its parameters aside (not a type that merely begins so): what
+    the body cap lets through uncapped and what the submit streams must be the same."""
+    return content_type.split(";", 1)[0].strip().lower() == "multipart/form-data"

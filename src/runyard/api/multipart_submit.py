@@ -24,10 +24,12 @@ from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
 
 from runyard.api.deps import relay_signer, runtime_of
+from runyard.api.inputs import is_form_data
 from runyard.api.problems import client_left
 from runyard.api.routes.runs import answer_submit, prefer_of
 from runyard.api.security import authorize
 from runyard.auth import Role
+from runyard.bounds import text_problem
 from runyard.errors import InvalidInputError, NotFoundError, RunyardError
 from runyard.jobs import JobRegistry
 from runyard.jobs.spec import Job
@@ -36,6 +38,7 @@ from runyard.services.uploads import Incoming, Upload, Uploads, UploadTooLargeEr
 
 RUN_PART = "run"
 MAX_PARTS = 33  # the run and up to 32 files
+MAX_EPILOGUE = 1024  # after the closing boundary: a line break is usual, nothing more
 MAX_NAME = 256  # characters of a part's name (a param name, or "run")
 IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 
@@ -45,7 +48,7 @@ class BadMultipartError(RunyardError):
 
 
 def is_multipart(headers: Headers) -> bool:
-    return headers.get("content-type", "").lower().startswith("multipart/form-data")
+    return is_form_data(headers.get("content-type", ""))
 
 
 class _Events:
@@ -106,13 +109,24 @@ class _Form:
     async def read(self, chunks: AsyncIterator[bytes], boundary: bytes) -> None:
         events = _Events()
         parser = MultipartParser(boundary, events.callbacks())  # type: ignore[arg-type]
+        closing = b"\r\n--" + boundary + b"--"
+        after_end = 0  # bytes of epilogue: the parser drops them, whatever their number
         async for chunk in chunks:
-            try:
-                parser.write(chunk)
-            except MultipartParseError as exc:
-                raise BadMultipartError(f"malformed multipart body: {exc}") from None
-            for kind, value in events.take():
-                await self.handle(kind, value)
+            if events.finished:
+                after_end += len(chunk)
+            else:
+                try:
+                    parser.write(chunk)
+                except MultipartParseError as exc:
+                    raise BadMultipartError(f"malformed multipart body: {exc}") from None
+                for kind, value in events.take():
+                    await self.handle(kind, value)
+                if events.finished and (at := chunk.find(closing)) >= 0:
+                    after_end = len(chunk) - at - len(closing)
+            if after_end > MAX_EPILOGUE:
+                raise BadMultipartError(
+                    f"more than {MAX_EPILOGUE} bytes after the closing boundary"
+                )
         if not events.finished:
             raise BadMultipartError("the multipart body ended before its closing boundary")
 
@@ -143,10 +157,14 @@ class _Form:
             return
         # any other part is the file of the param it is named for (the run's job says, once
         # it is known, whether there is such a param)
+        field = f"params.{self._name}"
         if self._name in self.files:
-            raise InvalidInputError(f"file part {self._name!r} is given twice", field=self._name)
+            raise InvalidInputError(f"file part {self._name!r} is given twice", field=field)
         filename = options.get(b"filename")
         self._filename = self._name if not filename else filename.decode("utf-8", "replace")
+        # the rule of PUT /v1/uploads?name=: the name as given is shown back, so it is text
+        if (why := text_problem(self._filename, multiline=False)) is not None:
+            raise InvalidInputError(f"file part {self._name!r}: its filename: {why}", field=field)
         self._cap = self._check_part(self._name) if self.job is not None else None
         self._incoming = await self.uploads.open()
 

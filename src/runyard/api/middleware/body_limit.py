@@ -18,7 +18,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runyard.api.inputs import header_int
+from runyard.api.inputs import header_int, is_form_data
 from runyard.api.middleware.answer import send_problem
 
 UPLOADS = "/v1/uploads"
@@ -184,5 +184,5 @@ def _multipart_submit(scope: Scope) -> bool:
         return False
     for name, value in scope.get("headers", []):
         if name == b"content-type":
-            return bool(value.lower().startswith(b"multipart/form-data"))
+            return is_form_data(value.decode("latin-1"))
     return False
