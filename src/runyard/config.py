@@ -68,6 +68,9 @@ class Settings(BaseModel):
     schedule_min_interval_s: float = Field(
         default=1.0, gt=0, description="shortest interval_s a schedule may have"
     )
+    max_schedules: int = Field(
+        default=1_000, ge=1, description="schedules a server holds (409 past it)"
+    )
     stream_buffer_kb: int = Field(default=1024, ge=512, description="per watcher, then lagged")
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     require_sandbox: bool = Field(

@@ -25,6 +25,7 @@ from runyard.jobs import JobRegistry
 from runyard.jobs.params import JsonCeiling
 from runyard.jobs.sandbox import SandboxPolicy
 from runyard.metrics import Metrics
+from runyard.scheduling.file_params import named_by
 from runyard.scheduling.scheduler import Scheduler
 from runyard.services.attempts import Attempts
 from runyard.services.batches import BatchService
@@ -112,7 +113,7 @@ class Runtime:
         self.scheduler = Scheduler(
             self.store, self.registry, queue, self.clock, published=health_wake,
             recheck_s=settings.lease_s / 3 if clustered else None,
-            min_interval_s=settings.schedule_min_interval_s,
+            min_interval_s=settings.schedule_min_interval_s, max_schedules=settings.max_schedules,
         )  # fmt: skip
         self.transitions = Transitions([
             self.finish_rate.on_transition,
@@ -197,7 +198,7 @@ class Runtime:
             self.uploads,
             self._run_exists,
             ttl_s=settings.upload_ttl_s,
-            pinned=self.scheduler.named_uploads,
+            pinned=lambda: named_by(self.scheduler.schedules.values()),
         )
         self.membership = Membership(
             self.store, self.attempts, self.lease, self.clock, server_id=settings.server_id,

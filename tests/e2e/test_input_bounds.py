@@ -137,6 +137,10 @@ def test_control_characters_in_paths_and_queries_are_refused(server) -> None:
     # well-formed text that names nothing is still a plain 404
     assert web.get(f"{server.url}/v1/runs/01NOPE").status_code == 404
     refused(web.get(f"{server.url}/v1/runs/a b"), "run_id")  # not an id at all
+    for malformed in ("ZZZ", ".hidden", "a" * 65, "A" * 64):  # an upload id is sha256 hex
+        refused(web.get(f"{server.url}/v1/uploads/{malformed}"), "upload_id")
+        refused(web.get(f"{server.url}/v1/uploads/{malformed}/content"), "upload_id")
+    assert web.get(f"{server.url}/v1/uploads/{'a' * 64}").status_code == 404
 
 
 def test_free_text_keeps_tabs_and_newlines(server) -> None:

@@ -217,3 +217,16 @@ def test_a_refused_fire_stays_due_and_is_tried_again_shortly(
     monkeypatch.setattr(failpoints, "_STATE", failpoints._Failpoints(None))
     wait_for(lambda: get(server, sid)["fire_count"] == 1, what="the fire once writes work")
     assert len(runs_of(server, sid)) == 1
+
+
+def test_a_server_holds_at_most_max_schedules(tmp_path: Path, jobs: Path) -> None:
+    """Unbounded, each create republished them all and the list grew without end."""
+    with faked(tmp_path, jobs, max_schedules=2) as srv:
+        made = [create(srv, job="tick", interval_s=60, paused=True)["id"] for _ in range(2)]
+        over = srv.post("/v1/schedules", json={"job": "tick", "interval_s": 60})
+        assert over.status_code == 409, over.text
+        assert over.json()["limit"] == 2
+        assert "max_schedules" in over.json()["detail"]
+        assert sorted(s["id"] for s in srv.get("/v1/schedules").json()) == sorted(made)
+        assert srv.request("DELETE", f"/v1/schedules/{made[0]}").status_code == 204
+        create(srv, job="tick", interval_s=60, paused=True)  # room again

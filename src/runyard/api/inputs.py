@@ -15,10 +15,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runyard.bounds import ID_PATTERN, JOB_NAME_PATTERN, LINE_PATTERN, text_problem
 from runyard.config import Settings
+from runyard.services.uploads import UPLOAD_ID
 
 RunId = Annotated[str, Path(pattern=ID_PATTERN, description="a run's id")]
 BatchId = Annotated[str, Path(pattern=ID_PATTERN, description="a batch's id")]
 ScheduleId = Annotated[str, Path(pattern=ID_PATTERN, description="a schedule's id")]
+UploadId = Annotated[
+    str, Path(pattern=UPLOAD_ID.pattern, description="an upload's id: the sha256 of its bytes")
+]
 JobNamePath = Annotated[str, Path(pattern=JOB_NAME_PATTERN, description="a job's name")]
 JobFilter = Annotated[str | None, Query(pattern=JOB_NAME_PATTERN)]
 IdFilter = Annotated[str | None, Query(pattern=ID_PATTERN)]

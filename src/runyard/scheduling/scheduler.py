@@ -16,12 +16,12 @@ import structlog
 
 from runyard.background import TaskGroup
 from runyard.clock import Clock, new_id
-from runyard.errors import InvalidInputError, NotFoundError
+from runyard.errors import ConflictError, InvalidInputError, NotFoundError
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
 from runyard.models import Run, RunState, Schedule
-from runyard.scheduling.file_params import FileParams, named_by
+from runyard.scheduling.file_params import FileParams
 from runyard.scheduling.timing import check_cron, check_interval, next_after
 from runyard.services.runs import new_run
 from runyard.services.wakeup import Wakeup
@@ -76,9 +76,12 @@ class Scheduler:
         published: Wakeup | None = None,
         recheck_s: float | None = None,
         min_interval_s: float = 1.0,
+        max_schedules: int = 1_000,
     ) -> None:
         self.store = store
         self.min_interval_s = min_interval_s
+        # each change republishes all of them (health's snapshot), and the list is one answer
+        self.max_schedules = max_schedules
         # With several servers, one fires schedules (the store's lock); the others stand by
         # and check every `recheck_s` whether the leader is gone.
         self.recheck_s = recheck_s
@@ -326,6 +329,11 @@ class Scheduler:
             next_fire_at=next_after(cron, interval_s, now, now),
         )  # fmt: skip
         async with self._lock:
+            if len(self.schedules) >= self.max_schedules:
+                raise ConflictError(
+                    f"this server holds at most {self.max_schedules} schedules "
+                    "(max_schedules): delete one first", limit=self.max_schedules,
+                )  # fmt: skip
             await self.store.save_schedule(s)
             self.schedules[s.id] = s
             self._publish(self.snapshot.status)
@@ -358,9 +366,6 @@ class Scheduler:
             if self.files is None:
                 raise InvalidInputError("this server takes no uploads", field="params")
             await self.files.check_files(declared, values, {})
-
-    def named_uploads(self) -> set[str]:
-        return named_by(self.schedules.values())
 
     def get(self, schedule_id: str) -> Schedule:
         s = self.schedules.get(schedule_id)

@@ -38,7 +38,10 @@ def schedule_view(s: Schedule) -> ScheduleView:
     )  # fmt: skip
 
 
-@router.post("", status_code=201, response_model=ScheduleView, dependencies=[SUBMIT])
+@router.post(
+    "", status_code=201, response_model=ScheduleView, dependencies=[SUBMIT],
+    responses=problem_responses(409),
+)  # fmt: skip
 async def create_schedule(body: ScheduleRequest, scheduler: SchedulerDep) -> JSONResponse:
     s = await scheduler.create(
         body.job, body.params, cron=body.cron, interval_s=body.interval_s,

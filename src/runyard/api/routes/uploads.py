@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
 from runyard.api.deps import UploadsDep
-from runyard.api.inputs import header_int
+from runyard.api.inputs import UploadId, header_int
 from runyard.api.problems import client_left
 from runyard.api.routes.artifacts import ArtifactFileResponse, open_off_loop
 from runyard.api.security import READ, SUBMIT
@@ -78,7 +78,7 @@ async def post_upload(request: Request, uploads: UploadsDep, name: Name = "uploa
 
 
 @router.get("/{upload_id}", response_model=UploadView, dependencies=[READ])
-async def get_upload(upload_id: str, uploads: UploadsDep) -> UploadView:
+async def get_upload(upload_id: UploadId, uploads: UploadsDep) -> UploadView:
     return upload_view(await uploads.get(upload_id))
 
 
@@ -88,7 +88,7 @@ async def get_upload(upload_id: str, uploads: UploadsDep) -> UploadView:
     dependencies=[READ],
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-async def download_upload(upload_id: str, uploads: UploadsDep) -> FileResponse:
+async def download_upload(upload_id: UploadId, uploads: UploadsDep) -> FileResponse:
     """The upload's bytes (Range supported), as an attachment under its sanitised name."""
     upload = await uploads.get(upload_id)
     try:
