@@ -230,3 +230,18 @@ def test_a_server_holds_at_most_max_schedules(tmp_path: Path, jobs: Path) -> Non
         assert sorted(s["id"] for s in srv.get("/v1/schedules").json()) == sorted(made)
         assert srv.request("DELETE", f"/v1/schedules/{made[0]}").status_code == 204
         create(srv, job="tick", interval_s=60, paused=True)  # room again
+
+
+def test_a_null_timing_clears_only_its_own_kind(server: FakedServer) -> None:
+    """{"cron": null} on an interval schedule was refused: the interval was cleared too."""
+    sid = create(server, job="tick", interval_s=60, paused=True)["id"]
+    for body in ({"cron": None}, {"cron": None, "paused": True}):
+        resp = server.request("PATCH", f"/v1/schedules/{sid}", json=body)
+        assert resp.status_code == 200, resp.text
+        assert (resp.json()["cron"], resp.json()["interval_s"]) == (None, 60)
+    switched = server.request("PATCH", f"/v1/schedules/{sid}", json={"cron": "0 * * * *"})
+    assert (switched.json()["cron"], switched.json()["interval_s"]) == ("0 * * * *", None)
+    # the only timing cleared: refused, nothing changed
+    resp = server.request("PATCH", f"/v1/schedules/{sid}", json={"cron": None})
+    assert resp.status_code == 422, resp.text
+    assert get(server, sid)["cron"] == "0 * * * *"

@@ -189,6 +189,10 @@ def publish(app: FastAPI, settings: Settings) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+MAX_FORM_PARTS = 33  # a multipart submit: the run and up to 32 files
+MAX_PART_NAME = 256  # characters of a part's name (a param name, or "run")
+
+
 def is_form_data(content_type: str) -> bool:
     """multipart/form-data, its parameters aside (not a type that merely begins so): what
     the body cap lets through uncapped and what the submit streams must be the same."""

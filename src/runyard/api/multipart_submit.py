@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
 
 from runyard.api.deps import relay_signer, runtime_of
-from runyard.api.inputs import is_form_data
+from runyard.api.inputs import MAX_FORM_PARTS, MAX_PART_NAME, is_form_data
 from runyard.api.problems import client_left
 from runyard.api.routes.runs import answer_submit, prefer_of
 from runyard.api.security import authorize
@@ -37,9 +37,7 @@ from runyard.schemas import SubmitRequest
 from runyard.services.uploads import Incoming, Upload, Uploads, UploadTooLargeError
 
 RUN_PART = "run"
-MAX_PARTS = 33  # the run and up to 32 files
 MAX_EPILOGUE = 1024  # after the closing boundary: a line break is usual, nothing more
-MAX_NAME = 256  # characters of a part's name (a param name, or "run")
 IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 
 
@@ -140,15 +138,15 @@ class _Form:
 
     async def _begin(self, headers: dict[str, bytes]) -> None:
         self.parts += 1
-        if self.parts > MAX_PARTS:
-            raise BadMultipartError(f"more than {MAX_PARTS} parts (the run and its files)")
+        if self.parts > MAX_FORM_PARTS:
+            raise BadMultipartError(f"more than {MAX_FORM_PARTS} parts (the run and its files)")
         disposition, options = parse_options_header(headers.get("content-disposition", b""))
         if disposition != b"form-data" or b"name" not in options:
             raise BadMultipartError("every part needs Content-Disposition: form-data; name=...")
         self._name = options[b"name"].decode("utf-8", "replace")
-        if len(self._name) > MAX_NAME:
+        if len(self._name) > MAX_PART_NAME:
             raise InvalidInputError(
-                f"a part's name is over {MAX_NAME} characters", field=self._name[:64]
+                f"a part's name is over {MAX_PART_NAME} characters", field=self._name[:64]
             )
         if self._name == RUN_PART:  # a field, or a file (curl -F run=@run.json): JSON either way
             if self.run is not None:
@@ -163,7 +161,7 @@ class _Form:
         filename = options.get(b"filename")
         self._filename = self._name if not filename else filename.decode("utf-8", "replace")
         # the rule of PUT /v1/uploads?name=: the name as given is shown back, so it is text
-        if (why := text_problem(self._filename, multiline=False)) is not None:
+        if filename and (why := text_problem(self._filename, multiline=False)) is not None:
             raise InvalidInputError(f"file part {self._name!r}: its filename: {why}", field=field)
         self._cap = self._check_part(self._name) if self.job is not None else None
         self._incoming = await self.uploads.open()

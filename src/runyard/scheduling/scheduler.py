@@ -378,8 +378,9 @@ class Scheduler:
             s = self.get(schedule_id)
             params = changes.get("params", s.params)
             timing = "cron" in changes or "interval_s" in changes
-            cron = changes.get("cron", None if "interval_s" in changes else s.cron)
-            interval = changes.get("interval_s", None if "cron" in changes else s.interval_s)
+            # a new timing replaces the other kind; a null one replaces nothing
+            cron = changes.get("cron", None if changes.get("interval_s") else s.cron)
+            interval = changes.get("interval_s", None if changes.get("cron") else s.interval_s)
             await self._check(s.job, params, cron, interval, self.clock.now())
             resumed = s.paused and changes.get("paused") is False
             t = replace(s, params=params, cron=cron, interval_s=interval)

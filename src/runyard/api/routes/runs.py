@@ -11,9 +11,18 @@ from starlette.datastructures import Headers
 from starlette.types import Receive
 
 from runyard.api.deps import RunsDep, SettingsDep
-from runyard.api.inputs import Cursor, IdempotencyKey, IdFilter, JobFilter, LabelFilter, RunId
+from runyard.api.inputs import (
+    MAX_FORM_PARTS,
+    Cursor,
+    IdempotencyKey,
+    IdFilter,
+    JobFilter,
+    LabelFilter,
+    RunId,
+)
 from runyard.api.proxy import ON_OWNER
 from runyard.api.security import ADMIN, READ, SUBMIT
+from runyard.bounds import PARAM_NAME_PATTERN
 from runyard.config import Settings
 from runyard.errors import InvalidInputError
 from runyard.models import RunFilter, RunState
@@ -36,6 +45,9 @@ MULTIPART = {
                 "schema": {
                     "type": "object",
                     "required": ["run"],
+                    "maxProperties": MAX_FORM_PARTS,
+                    # "run", or the name of a file param (any other part is refused)
+                    "propertyNames": {"pattern": PARAM_NAME_PATTERN},
                     "properties": {
                         "run": {"$ref": "#/components/schemas/SubmitRequest"},
                     },

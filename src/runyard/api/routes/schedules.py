@@ -68,7 +68,8 @@ async def get_schedule(schedule_id: ScheduleId, scheduler: SchedulerDep) -> Sche
 async def patch_schedule(
     schedule_id: ScheduleId, body: SchedulePatch, scheduler: SchedulerDep
 ) -> ScheduleView:
-    # null leaves a field as it is, except for cron/interval_s where it switches timing
+    # null leaves a field as it is, except for cron/interval_s: it clears that timing (the
+    # schedule must still have exactly one)
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items()
                if v is not None or k in ("cron", "interval_s")}  # fmt: skip
     return schedule_view(await scheduler.update(schedule_id, changes))
