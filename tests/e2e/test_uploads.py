@@ -54,11 +54,13 @@ def test_a_file_name_is_made_safe_and_the_original_kept(start_server) -> None:
     assert (resp.json()["name"], resp.json()["original_name"]) == ("passwd", "../../etc/.passwd")
 
 
-def test_unknown_and_malformed_ids_are_404(start_server) -> None:
+def test_unknown_ids_are_404_and_malformed_ones_422(start_server) -> None:
+    """As every id in a path (docs/api.md, Names and ids): the document publishes the
+    pattern, and a path that names no upload at all is the client's error."""
     server = start_server()
-    for upload_id in ("0" * 64, "nothex", "../../runyard.db"):
+    for upload_id, status in (("0" * 64, 404), ("nothex", 422), ("../../runyard.db", 404)):
         resp = web.get(f"{server.url}/v1/uploads/{upload_id}")
-        assert resp.status_code == 404
+        assert resp.status_code == status, upload_id
         assert resp.headers["content-type"].startswith("application/problem+json")
 
 

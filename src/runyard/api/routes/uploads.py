@@ -27,8 +27,11 @@ router = APIRouter(
 BODY = {
     "requestBody": {
         "required": False,  # no body is an empty file, which is a file all the same
-        "description": "the file's bytes (up to max_upload_mb; chunked is fine)",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": (
+            "the file's bytes (up to max_upload_mb; chunked is fine), stored as they are "
+            "whatever the Content-Type says (curl's --data-binary and -T send others)"
+        ),
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
 Name = Annotated[str, Query(min_length=1, max_length=1024, description="the file's name")]
