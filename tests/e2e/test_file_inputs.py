@@ -85,6 +85,7 @@ def test_a_file_over_max_mb_or_of_another_kind_is_refused(server) -> None:
     resp = web.post(f"{server.url}/v1/runs",
                       json={"job": "count", "params": {"data": f"upload:{big}"}})  # fmt: skip
     assert resp.status_code == 413 and "max_mb" in resp.text and "data" in resp.text
+    assert resp.json()["limit_bytes"] == 2**20  # as every size refusal says its limit
     text = upload(server, b"hello\n", "notes.txt")
     resp = web.post(f"{server.url}/v1/runs",
                       json={"job": "count", "params": {"data": f"upload:{text}"}})  # fmt: skip

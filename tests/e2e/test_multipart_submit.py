@@ -203,14 +203,18 @@ def test_a_file_part_must_name_a_file_param(server) -> None:
     assert blobs(server.data_dir) == []
 
 
-def test_a_part_over_its_params_max_mb_is_refused_naming_it(server) -> None:
-    resp = web.post(
-        f"{server.url}/v1/runs", data={"run": json.dumps({"job": "count"})},
-        files={"data": ("t.csv", b"1,2\n" * 300_000)},  # 1.2 MB for max_mb = 1
-    )  # fmt: skip
+@pytest.mark.parametrize("file_first", [False, True])
+def test_a_part_over_its_params_max_mb_is_refused_naming_it(server, file_first: bool) -> None:
+    """Before the run part, the file is checked once the job is known, after it is stored:
+    the same 413, with its limit."""
+    run = ("run", (None, json.dumps({"job": "count"}), "application/json"))
+    data = ("data", ("t.csv", b"1,2\n" * 300_000))  # 1.2 MB for max_mb = 1
+    parts = [data, run] if file_first else [run, data]
+    resp = web.post(f"{server.url}/v1/runs", files=parts)
     assert resp.status_code == 413, resp.text
     assert resp.json()["field"] == "params.data"
     assert "max_mb" in resp.json()["detail"]
+    assert resp.json()["limit_bytes"] == 2**20
     assert blobs(server.data_dir) == []
 
 

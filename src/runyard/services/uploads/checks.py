@@ -72,7 +72,7 @@ async def check_files(
         if decl.max_mb is not None and upload.size > decl.max_mb * 2**20:
             raise UploadTooLargeError(
                 f"param {name!r}: the file is {upload.size} bytes, over its max_mb "
-                f"({decl.max_mb:g})", field=field,
+                f"({decl.max_mb:g})", field=field, limit_bytes=int(decl.max_mb * 2**20),
             )  # fmt: skip
         accept = tuple(ext.lower() for ext in decl.accept or ())
         if not accept:
