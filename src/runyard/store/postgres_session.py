@@ -88,7 +88,11 @@ class Leadership:
         return False
 
     async def release(self) -> None:
+        """Let go at once (a standby takes over at its next try), then end the session; a
+        session already broken let go with its end."""
         if self._conn is not None:
+            with contextlib.suppress(Error):
+                await self._conn.execute(q.STOP_LEADING, (self.key,))
             with contextlib.suppress(Error):
                 await self._conn.close()
             self._conn = None

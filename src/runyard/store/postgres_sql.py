@@ -43,6 +43,8 @@ def listen(channel: str) -> str:
 
 
 TRY_LEAD = "SELECT pg_try_advisory_lock(%s)"  # held by the session until it ends
+# let go before the session ends: its backend may take a while to notice a closed socket
+STOP_LEADING = "SELECT pg_advisory_unlock(%s)"
 PING = "SELECT 1"
 # takes a transaction id, so its commit is written to the WAL: does a write go through again?
 PROBE_WRITE = "SELECT pg_current_xact_id()"
