@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import jsonschema_rs
 import pytest
 
 from runyard.jobs import JobRegistry
@@ -209,3 +211,31 @@ def test_the_ceiling_comes_from_the_server(tmp_path: Path) -> None:
     assert (
         load_job(write(tmp_path, "p", text), JsonCeiling(depth=8)).spec.params["p"].max_depth == 8
     )
+
+
+def test_a_json_param_at_the_depth_ceiling_publishes_a_small_schema_as_strict(
+    tmp_path: Path,
+) -> None:
+    """Each level was spelled inline twice (array items, object values): the schema doubled
+    with the depth, and a job file at the ceiling (32) ran the server out of memory."""
+    job = load_job(write(tmp_path, "deep", 'command = ["x"]\n[params.cfg]\ntype = "json"\n'
+                                           "max_depth = 32\nmax_keys = 10000\n"))  # fmt: skip
+    schema = job.schema
+    assert len(json.dumps(schema)) < 50_000
+    assert schema["properties"]["cfg"]["x-max-depth"] == 32
+    check = jsonschema_rs.validator_for(schema)
+
+    def nest(levels: int) -> object:
+        value: object = 1
+        for i in range(levels):
+            value = [value] if i % 2 else {"k": value}
+        return value
+
+    for value, valid in ((nest(32), True), (nest(33), False), ({"a": "\x1b"}, False)):
+        assert check.is_valid({"cfg": value}) is valid
+        try:
+            job.validate_params({"cfg": value})
+        except ParamError:
+            assert not valid  # the server refuses exactly what the schema refuses
+        else:
+            assert valid

@@ -148,23 +148,33 @@ def _file_schema(decl: ParamDecl) -> dict[str, Any]:
 
 
 def _json_schema(decl: ParamDecl) -> dict[str, Any]:
-    """A JSON Schema as strict as `json_problem`: nesting spelled out level by level (JSON
-    Schema has no depth keyword), keys per object, text without control characters."""
+    """The bounds `json_problem` enforces; `params_schema` spells the nesting out from them."""
+    return {"x-max-depth": decl.depth_limit, "x-max-keys": decl.keys_limit}
+
+
+def _json_levels(depth: int, keys: int, defs: dict[str, Any]) -> str:
+    """The definition of JSON nested at most `depth` levels, at most `keys` keys an object,
+    text without control characters (JSON Schema has no depth keyword): one definition a
+    level, each naming the one below. Spelled inline, each level held the next twice (in
+    `items` and in `additionalProperties`): a schema that doubled with every level, which
+    a job file at the depth ceiling (32) made too big to build."""
     scalar: list[dict[str, Any]] = [
         {"type": "string", "pattern": TEXT_PATTERN}, {"type": "number"},
         {"type": "boolean"}, {"type": "null"},
     ]  # fmt: skip
-    level: dict[str, Any] = {"anyOf": scalar}
-    for _ in range(decl.depth_limit):
-        level = {
+    name = f"json_{keys}_keys_0"
+    defs.setdefault(name, {"anyOf": scalar})
+    for level in range(1, depth + 1):
+        below, name = {"$ref": f"#/$defs/{name}"}, f"json_{keys}_keys_{level}"
+        defs.setdefault(name, {
             "anyOf": [
                 *scalar,
-                {"type": "array", "items": level},
-                {"type": "object", "maxProperties": decl.keys_limit,
-                 "propertyNames": {"pattern": LINE_PATTERN}, "additionalProperties": level},
+                {"type": "array", "items": below},
+                {"type": "object", "maxProperties": keys,
+                 "propertyNames": {"pattern": LINE_PATTERN}, "additionalProperties": below},
             ]
-        }  # fmt: skip
-    return {**level, "x-max-depth": decl.depth_limit, "x-max-keys": decl.keys_limit}
+        })  # fmt: skip
+    return name
 
 
 def build_params_model(job: str, decls: dict[str, ParamDecl]) -> type[BaseModel]:
@@ -224,4 +234,7 @@ def params_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
         prop.pop("title", None)
+        if "x-max-depth" in prop:  # a json param: its nesting, level by level
+            defs = schema.setdefault("$defs", {})
+            prop["$ref"] = f"#/$defs/{_json_levels(prop['x-max-depth'], prop['x-max-keys'], defs)}"
     return schema
