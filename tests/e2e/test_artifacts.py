@@ -260,3 +260,41 @@ def test_deep_sparse_and_unnameable_files_list_and_delete(
     assert web.delete(url).status_code == 204
     assert not (server.data_dir / "runs" / run.id).exists()
     assert web.get(url).status_code == 404
+
+
+GROWER = """
+import os, time
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/grow.bin", "ab") as f:
+    f.write(b"x" * 4_000_000)
+    f.flush()
+    while not os.path.exists("stop"):  # a checkpoint its program keeps writing
+        f.write(b"y" * 65536)
+        f.flush()
+        time.sleep(0.002)
+"""
+
+
+def test_a_file_still_growing_downloads_as_big_as_announced(
+    start_server, write_job, jobs_dir, tmp_path
+) -> None:
+    """Starlette read on to the end of the file, past the Content-Length it had announced,
+    and uvicorn cut every such download short."""
+    script = tmp_path / "grow.py"
+    script.write_text(GROWER)
+    write_job("grow", f'command = ["{sys.executable}", "{script}"]\nartifacts = ["outputs/**"]\n')
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = c.submit("grow")
+        url = f"{server.url}/v1/runs/{run.id}/artifacts/outputs/grow.bin"
+        workspace = server.data_dir / "runs" / run.id / "workspace"
+        grown = workspace / "outputs" / "grow.bin"
+        try:
+            wait_for(lambda: grown.is_file() and grown.stat().st_size > 4_000_000, what="4 MB")
+            for _ in range(3):
+                resp = web.get(url, timeout=60)
+                assert resp.status_code == 200, resp.text[:200]
+                assert len(resp.content) == int(resp.headers["content-length"]) > 4_000_000
+        finally:
+            (workspace / "stop").touch()
+        assert server.wait_run(c, run.id).state is RunState.SUCCEEDED

@@ -105,6 +105,25 @@ class ArtifactFileResponse(FileResponse):
         finally:
             os.close(self.fd)
 
+    async def _handle_simple(self, send: Send, send_header_only: bool, send_pathsend: bool) -> None:
+        """The size announced and no more: a file its program still writes grows while it is
+        sent, and Starlette read on to the end, past Content-Length, which made uvicorn cut
+        every such download short (a 206's range already stops at its end)."""
+        if send_header_only or send_pathsend or self.stat_result is None:
+            await super()._handle_simple(send, send_header_only, send_pathsend)
+            return
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})  # fmt: skip
+        left = self.stat_result.st_size
+        async with self._open_file() as file:
+            while True:
+                chunk = await file.read(min(self.chunk_size, left))
+                left -= len(chunk)
+                more = bool(chunk) and left > 0
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                if not more:
+                    return
+
     def _range_refusal(self, scope: Scope) -> Response | None:
         """A bad Range as problem JSON naming the header (Starlette answers plain text)."""
         header = dict(scope.get("headers", [])).get(b"range")
