@@ -3,12 +3,14 @@ uploads it names kept while it may fire a run that uses them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 from runyard.jobs.spec import Job
 from runyard.models import Run, Schedule
 from runyard.services.uploads import Seen, named_uploads
+
+T = TypeVar("T")
 
 
 class FileParams(Protocol):
@@ -16,9 +18,9 @@ class FileParams(Protocol):
 
     async def check_files(self, job: Job, values: dict[str, Any], seen: Seen) -> None: ...
 
-    async def reference(self, job: Job, runs: list[Run]) -> None: ...
-
-    async def unreference(self, job: Job, runs: list[Run]) -> None: ...
+    async def stored_with_uploads(
+        self, job: Job, runs: list[Run], store: Callable[[], Awaitable[T]]
+    ) -> T: ...
 
 
 def named_by(schedules: Iterable[Schedule]) -> set[str]:

@@ -249,14 +249,10 @@ class Scheduler:
         t.last_fired_at = now
         t.last_run_id = run.id
         t.pending = False
-        if job.spec.has_files and self.files is not None:  # as a submit: marked, then stored
-            await self.files.reference(job, [run])
-        try:
+        if self.files is None:
             await self._saved(s, t, run)
-        except Exception:
-            if self.files is not None:
-                await self.files.unreference(job, [run])
-            raise
+        else:  # as a submit's: its uploads marked as used, then stored
+            await self.files.stored_with_uploads(job, [run], lambda: self._saved(s, t, run))
         self.queue.set()
 
     async def _saved(self, s: Schedule, changed: Schedule, run: Run | None = None) -> None:

@@ -164,13 +164,7 @@ class BatchService:
             self.runs.new_run(job, v, priority=priority, labels=labels, batch_id=batch.id)
             for v in values
         ]
-        if job.spec.has_files:  # marked as used before they are stored
-            await self.runs.reference(job, runs)
-        try:
-            await self.store.insert_batch(batch, runs)
-        except Exception:
-            await self.runs.unreference(job, runs)
-            raise
+        await self.runs.stored_with_uploads(job, runs, lambda: self.store.insert_batch(batch, runs))
         self.runs.queue.set_claimable()
         self.runs.announce("batch", {"id": batch.id, "job": batch.job, "size": batch.size})
         return batch, runs

@@ -8,7 +8,7 @@ import json
 import math
 import os
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -54,6 +54,7 @@ def request_hash(
 
 ProgressRefresher = Callable[[str, int], Awaitable[None]]
 Announcer = Callable[[str, dict[str, Any]], None]
+T = TypeVar("T")
 
 
 def _users(job: Job, runs: list[Run]) -> dict[str, list[str]]:
@@ -168,17 +169,16 @@ class RunService:
             job, values, priority=priority, labels=labels, idempotency_key=idempotency_key,
             request_hash=digest,
         )  # fmt: skip
-        # The dispatcher is woken before the insert is awaited: its claim then joins the same
-        # store turn (group_commit.py), after the insert in one transaction, and a free slot
-        # takes the run without another round trip. If the insert fails, it claims nothing.
-        if job.spec.has_files:  # marked as used before it is stored: it cannot expire meanwhile
-            await self.reference(job, [run])
-        self.queue.set_claimable()
-        try:
-            stored, created = await self.store.insert_run(run)
-        except Exception:
-            await self.unreference(job, [run])
-            raise
+
+        async def insert() -> tuple[Run, bool]:
+            # The dispatcher is woken before the insert is awaited: its claim then joins the
+            # same store turn (group_commit.py), after the insert in one transaction, and a
+            # free slot takes the run without another round trip. If the insert fails, it
+            # claims nothing.
+            self.queue.set_claimable()
+            return await self.store.insert_run(run)
+
+        stored, created = await self.stored_with_uploads(job, [run], insert)
         if not created:  # the key was taken meanwhile (so there is a key, and a digest)
             await self.unreference(job, [run])
             return self._same_request(stored, digest or ""), False
@@ -190,10 +190,18 @@ class RunService:
             raise InvalidInputError("this server takes no uploads", field="params")
         await check_files(self.uploads, job.spec, values, seen, self.fetch_upload)
 
-    async def reference(self, job: Job, runs: list[Run]) -> None:
-        """Mark the uploads `runs` use (all runs of one job) before they are stored."""
-        if self.uploads is not None:
+    async def stored_with_uploads(
+        self, job: Job, runs: list[Run], store: Callable[[], Awaitable[T]]
+    ) -> T:
+        """`store` the runs (all of `job`), the uploads they use marked first, so none can
+        expire meanwhile; the marks taken back if the store refuses them."""
+        if job.spec.has_files and self.uploads is not None:
             await self.uploads.reference(_users(job, runs))
+        try:
+            return await store()
+        except Exception:
+            await self.unreference(job, runs)
+            raise
 
     async def unreference(self, job: Job, runs: list[Run]) -> None:
         """The runs were not stored: their marks go (a request's own uploads can then be
