@@ -37,6 +37,7 @@ WRITE_POINTS = frozenset(
         "workspace",  # a run's directory, workspace and params file are prepared
         "supervisor_log",  # the supervisor writes to its own log
         "upload",  # an upload's bytes are written to disk (services/uploads.py)
+        "removal",  # a deleted run's files are set aside for removal (services/removal.py)
     }
 )
 POINTS = CRASH_POINTS | WRITE_POINTS

@@ -42,6 +42,26 @@ def test_a_delete_the_store_refuses_changes_nothing(start_server, write_job, job
     assert list((server.data_dir / "runs" / ".deleting").iterdir()) == []
 
 
+def test_files_that_cannot_be_set_aside_keep_the_run(start_server, write_job, jobs_dir) -> None:
+    write_job("says", SAYS)
+    server = start_server(jobs_dir, env=ARMED)
+    with server.client() as c:
+        run = server.wait_run(c, c.submit("says").id)
+    files = server.data_dir / "runs" / run.id
+    for fault, status, slug in [("enospc", 507, "storage-full"), ("eio", 503, "files-remain")]:
+        set_faults(server, f"removal={fault}")
+        resp = web.delete(f"{server.url}/v1/runs/{run.id}")
+        assert resp.status_code == status, resp.text
+        problem = resp.json()
+        assert problem["type"].endswith(slug) and "nothing was changed" in problem["detail"]
+        assert web.get(f"{server.url}/v1/runs/{run.id}").json()["state"] == "succeeded"
+        assert web.get(f"{server.url}/v1/runs/{run.id}/logs").text == "hello\n"
+        assert (files / "workspace" / "outputs" / "result.txt").read_text() == "out\n"
+    set_faults(server, "")
+    assert web.delete(f"{server.url}/v1/runs/{run.id}").status_code == 204
+    assert not files.exists()
+
+
 def _feed(url: str, seen: list[tuple[str, object]], ready: threading.Event) -> None:
     """(event, data) of the feed until its first `deleted`."""
     event = ""

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import structlog
 
-from runyard.errors import UnavailableError
+from runyard import failpoints
+from runyard.errors import FULL_ERRNOS, StorageFullError, UnavailableError
 from runyard.execution.base import Executor
 from runyard.fstree import remove_tree
 from runyard.store import Store
@@ -29,6 +30,13 @@ TRASH = ".deleting"  # beside the runs' directories: no run id starts with a dot
 
 class FilesRemainError(UnavailableError):
     title, slug = "Files not removed", "files-remain"
+
+
+class FilesRemainFullError(FilesRemainError):
+    """Not set aside for want of room (the trash's directory not made): the disk is full, as
+    a store that refuses the delete says (507), not a fault to retry elsewhere."""
+
+    status, title, slug = StorageFullError.status, StorageFullError.title, StorageFullError.slug
 
 
 class Removal:
@@ -55,7 +63,8 @@ class Removal:
                 aside = await asyncio.to_thread(_set_aside, root, self.trash / run_id)
             except OSError as exc:
                 log.warning("run_files_not_set_aside", run_id=run_id, error=str(exc))
-                raise FilesRemainError(
+                full = exc.errno in FULL_ERRNOS
+                raise (FilesRemainFullError if full else FilesRemainError)(
                     f"the files of run {run_id} could not be set aside for removal "
                     f"({exc.strerror or exc}); nothing was changed: retry"
                 ) from None
@@ -78,6 +87,7 @@ class Removal:
 
 def _set_aside(root: Path, aside: Path) -> Path | None:
     """Blocking: `root` moved to `aside`; None when the run has no files."""
+    failpoints.check("removal")
     try:
         aside.parent.mkdir()
     except FileExistsError:

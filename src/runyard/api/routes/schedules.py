@@ -17,7 +17,7 @@ from runyard.schemas import SchedulePatch, ScheduleRequest, ScheduleView, proble
 router = APIRouter(
     prefix="/v1/schedules",
     tags=["schedules"],
-    responses=problem_responses(400, 401, 403, 404, 413, 422),
+    responses=problem_responses(400, 401, 403, 404, 413, 422, 503, 507),
 )
 
 
