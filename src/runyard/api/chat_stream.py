@@ -1,7 +1,7 @@
 """A streamed chat completion: the run's log as `chat.completion.chunk` events while it is
 written, a last chunk with `finish_reason`, then `data: [DONE]` — or an error event that the
 `openai` SDK raises as an `APIError`. Keep-alive comments come from the SSE response itself
-while the run queues or the program thinks (api/routes/streams.py's `sse_response`)."""
+while the run queues or the program thinks (api/sse.py's `sse_response`)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,13 @@ def _data(payload: dict[str, Any]) -> ServerSentEvent:
 
 def _error(status: int, message: str, code: str | None) -> ServerSentEvent:
     return _data(openai_errors.body(status, message, None, code))
+
+
+def fell_behind(_: str | None) -> ServerSentEvent:
+    """The last event to a client that did not take the stream in time (it is then dropped):
+    the run is not this connection's; asked again, the answer comes from the same run."""
+    message = "this client did not read the stream in time and was dropped; ask again"
+    return _error(408, message, "lagged")
 
 
 class _Completion:

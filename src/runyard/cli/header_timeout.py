@@ -19,6 +19,9 @@ dropped). A client that half-closes after its request still gets the answer if i
 within LINGER_S, unless that answer had begun (a stream); otherwise the connection closes,
 as it did (and a `Prefer: wait` it left ends).
 
+A response may drop its connection at once through the `runyard.abort` ASGI extension (a
+stream whose watcher stopped reading).
+
 It wraps uvicorn's own HTTP protocol (httptools, or h11 where that is missing) and watches
 only what both have: `cycle` (a new one per parsed request head) and the transport.
 """
@@ -32,6 +35,7 @@ from typing import Any, cast
 import orjson
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from runyard.api.sse import ABORT_EXTENSION
 from runyard.cli.head_with_body import HeadWithBody
 
 _BASE: Any = AutoHTTPProtocol
@@ -128,6 +132,9 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
         self._uncounted = False
         self._begun += 1
         super().on_message_begin()
+        # a stream whose peer stopped reading drops the connection through this (api/sse.py);
+        # uvicorn's close would first flush to a peer that never reads, and keep the socket
+        self.scope["extensions"] = {ABORT_EXTENSION: {"abort": self.transport.abort}}
 
     def on_headers_complete(self) -> None:
         if self._refused:

@@ -113,6 +113,10 @@ class StreamHub:
         await self._publishes.cancel()
         await self.notifier.stop()
 
+    def note_lagged(self) -> None:
+        """A watcher dropped by its response (its connection did not take a send in time)."""
+        self.lagged_total += 1
+
     @property
     def watchers(self) -> int:
         logs = sum(len(t.subscribers) for t in self.tailers.values())

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from runyard.api.deps import FeedDep, HubDep, SettingsDep
-from runyard.api.routes.streams import sse_response
 from runyard.api.security import READ
+from runyard.api.sse import sse_response
 from runyard.schemas import problem_responses
 from runyard.streams.feed import FeedItem
 from runyard.streams.subscriber import Closed, Lagged
@@ -33,7 +33,7 @@ async def stream_feed(hub: HubDep, feed: FeedDep, settings: SettingsDep) -> Even
         finally:
             feed.unsubscribe(sub)
 
-    return sse_response(settings, hub, events())
+    return sse_response(settings, hub, events(), lambda _: _feed_event(Lagged(0)))
 
 
 def _feed_event(item: FeedItem | Lagged | Closed) -> ServerSentEvent:

@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Receive
 
 from runyard.api import openai_errors
-from runyard.api.chat_stream import StreamPlan, completion_events
+from runyard.api.chat_stream import StreamPlan, completion_events, fell_behind
 from runyard.api.deps import (
     HubDep,
     LogFollowerDep,
@@ -33,8 +33,8 @@ from runyard.api.openai_schemas import (
     ModelView,
     usage,
 )
-from runyard.api.routes.streams import sse_response
 from runyard.api.security import READ, SUBMIT
+from runyard.api.sse import sse_response
 from runyard.errors import UnavailableError
 from runyard.jobs.spec import Job
 from runyard.models import Run
@@ -122,7 +122,8 @@ async def chat_completions(
             include_usage=body.stream_options is not None and body.stream_options.include_usage,
             cancel_on_disconnect=chat_table.cancel_on_disconnect,
         )  # fmt: skip
-        response = sse_response(settings, hub, completion_events(chat, follow_log, plan))
+        events = completion_events(chat, follow_log, plan)
+        response = sse_response(settings, hub, events, fell_behind)
         response.headers.update(headers)
         return response
     ended = await _until_end_or_gone(chat, hub, run, request.receive)

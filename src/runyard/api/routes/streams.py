@@ -6,7 +6,7 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
@@ -24,12 +24,12 @@ from runyard.api.deps import (
 )
 from runyard.api.proxy import ON_OWNER, ON_OWNER_IF_ALIVE
 from runyard.api.security import READ, ws_read
-from runyard.config import Settings
+from runyard.api.sse import sse_response
 from runyard.errors import InvalidInputError, NotFoundError, RunyardError
 from runyard.models import RunEvent
 from runyard.schemas import problem_responses
 from runyard.streams.follow import EventItem
-from runyard.streams.hub import StreamHub, stream_grace_s
+from runyard.streams.hub import StreamHub
 from runyard.streams.subscriber import Chunk, Closed, End, Following, Lagged
 
 router = APIRouter(
@@ -56,7 +56,6 @@ AttemptQuery = Annotated[
     Annotated[int, Field(ge=1, le=MAX_RESUME_ID)] | SkipJsonSchema[None],
     Query(description="the attempt to follow (default: the latest)"),
 ]
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _resume_point(last_event_id: str | None, query: int | None) -> int:
@@ -79,28 +78,15 @@ def _control(item: End | Lagged | Closed) -> tuple[str, dict[str, Any]]:
     return "shutdown", {"detail": "the server is shutting down; reconnect to resume"}
 
 
-def sse_response(
-    settings: Settings, hub: StreamHub, events: AsyncIterator[ServerSentEvent]
-) -> EventSourceResponse:
-    """Heartbeats while idle; a watcher that cannot take a send within the timeout is cut.
+def _lagged_from(start: int) -> Callable[[str | None], ServerSentEvent]:
+    """The `lagged` event of a watcher dropped for not taking a send in time: resume after the
+    last event its connection was handed, or where it began when it was handed none."""
 
-    At shutdown the hub tells every stream, which sends a whole `shutdown` event and ends;
-    sse-starlette's own shutdown watcher would cancel the stream at once (mid-stream, no
-    event), so it is given a grace period and only cuts a stream that did not end by then."""
-    return EventSourceResponse(
-        _held(hub, events), ping=settings.heartbeat_s,
-        send_timeout=settings.stream_send_timeout_s, headers=SSE_HEADERS,
-        shutdown_grace_period=stream_grace_s(settings.shutdown_timeout_s),
-    )  # fmt: skip
+    def farewell(last_id: str | None) -> ServerSentEvent:
+        name, body = _control(Lagged(start if last_id is None else int(last_id)))
+        return ServerSentEvent(data=json.dumps(body), event=name)
 
-
-async def _held(
-    hub: StreamHub, events: AsyncIterator[ServerSentEvent]
-) -> AsyncIterator[ServerSentEvent]:
-    """The stream counts as open (shutdown waits for it) from its first event to its end."""
-    with hub.stream():
-        async for event in events:
-            yield event
+    return farewell
 
 
 def log_event(chunk: Chunk) -> ServerSentEvent:
@@ -144,7 +130,7 @@ async def stream_log(
                 name, body = _control(item)
                 yield ServerSentEvent(data=json.dumps(body), event=name)
 
-    return sse_response(settings, hub, events())
+    return sse_response(settings, hub, events(), _lagged_from(start))
 
 
 @router.get("/events", response_class=EventSourceResponse, dependencies=[READ, ON_OWNER_IF_ALIVE])
@@ -170,7 +156,7 @@ async def stream_events(
                 name, body = _control(item)
                 yield ServerSentEvent(data=json.dumps(body), event=name)
 
-    return sse_response(settings, hub, events())
+    return sse_response(settings, hub, events(), _lagged_from(start))
 
 
 @router.websocket("/ws")

@@ -1,0 +1,158 @@
+"""SSE responses of the live routes: heartbeats, the shutdown grace, and a watcher that cannot
+take a send in time, which is dropped as lagged (told so when it can still take one last
+event, else its connection is cut) — never an unhandled error."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import anyio
+import structlog
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Message, Receive, Scope, Send
+
+from runyard.config import Settings
+from runyard.streams.hub import StreamHub, stream_grace_s
+
+log = structlog.get_logger(__name__)
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# The ASGI extension through which the server's HTTP protocol (cli/header_timeout.py) lets a
+# response drop its connection at once: what ASGI itself offers is a close that first flushes
+# what the peer never reads, and so holds the socket for as long as the peer likes.
+ABORT_EXTENSION = "runyard.abort"
+
+# What a stream says to a watcher it drops for falling behind, given the id of the last
+# event handed to its connection (None: none with an id yet).
+Farewell = Callable[[str | None], ServerSentEvent]
+
+
+class FellBehind(Exception):
+    """The connection did not take a send within the stream's send timeout."""
+
+
+@dataclass
+class _Delivered:
+    last_id: str | None = None
+
+
+class _Paced:
+    """The response's `send`, each body send given `timeout_s`: one not taken by then means
+    the watcher fell behind, and every send after it fails at once (a heartbeat's as well as
+    an event's). uvicorn waits for its write buffer to drain before it writes, so a send cut
+    by the timeout wrote nothing: the last event handed over is the one before it."""
+
+    def __init__(self, send: Send, timeout_s: float) -> None:
+        self._send, self.timeout_s = send, timeout_s
+        self.behind = False
+
+    async def send(self, message: Message) -> None:
+        if self.behind:
+            raise FellBehind
+        if message["type"] != "http.response.body":
+            await self._send(message)
+            return
+        with anyio.move_on_after(self.timeout_s) as scope:
+            await self._send(message)
+        if scope.cancelled_caught:
+            self.behind = True
+            raise FellBehind
+
+
+def _only_fell_behind(exc: BaseException) -> bool:
+    """The stream's task group raised FellBehind, alone or in a group with nothing else."""
+    if isinstance(exc, FellBehind):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(FellBehind)
+        return rest is None
+    return False
+
+
+class WatcherStream(EventSourceResponse):
+    """sse-starlette's response, with its send timeout meaning "this watcher fell behind"
+    (sse-starlette's own raises SendTimeoutError out of the app: an unhandled error logged,
+    and the watcher never told)."""
+
+    def __init__(
+        self,
+        events: AsyncIterator[ServerSentEvent],
+        *,
+        settings: Settings,
+        hub: StreamHub,
+        farewell: Farewell,
+    ) -> None:
+        self._delivered = _Delivered()
+        self._hub, self._farewell = hub, farewell
+        self._send_timeout_s = settings.stream_send_timeout_s
+        super().__init__(
+            _held(hub, _noted(events, self._delivered)), ping=settings.heartbeat_s,
+            send_timeout=None, headers=SSE_HEADERS,
+            shutdown_grace_period=stream_grace_s(settings.shutdown_timeout_s),
+        )  # fmt: skip
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        paced = _Paced(send, self._send_timeout_s)
+        try:
+            await super().__call__(scope, receive, paced.send)
+        except BaseException as exc:
+            if not (paced.behind and _only_fell_behind(exc)):
+                raise
+        else:
+            return
+        self._hub.note_lagged()
+        with self._hub.stream():  # shutdown waits for the farewell too (bounded below)
+            await self._part(scope, receive, send)
+
+    async def _part(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The farewell and the response's end, if the connection takes them within another
+        send timeout (a slow reader does); else the connection is cut."""
+        last = self._farewell(self._delivered.last_id).encode()
+        with anyio.move_on_after(self._send_timeout_s):
+            await send({"type": "http.response.body", "body": last, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            log.info("stream_lagged", path=scope.get("path"), told=True)
+            return
+        log.info("stream_lagged", path=scope.get("path"), told=False)
+        abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
+        if abort is None:
+            return  # another server: it closes the connection itself (and says so)
+        abort()
+        while (await receive())["type"] != "http.disconnect":
+            pass  # the loop hears of the dropped connection next: the response is over then
+
+
+async def _noted(
+    events: AsyncIterator[ServerSentEvent], delivered: _Delivered
+) -> AsyncIterator[ServerSentEvent]:
+    """The events, noting each one's id once its send has returned: sse-starlette asks for the
+    next event only then, so an event whose send failed is never noted."""
+    async for event in events:
+        yield event
+        if event.id is not None:
+            delivered.last_id = event.id
+
+
+async def _held(
+    hub: StreamHub, events: AsyncIterator[ServerSentEvent]
+) -> AsyncIterator[ServerSentEvent]:
+    """The stream counts as open (shutdown waits for it) from its first event to its end."""
+    with hub.stream():
+        async for event in events:
+            yield event
+
+
+def sse_response(
+    settings: Settings,
+    hub: StreamHub,
+    events: AsyncIterator[ServerSentEvent],
+    farewell: Farewell,
+) -> WatcherStream:
+    """Heartbeats while idle; a watcher that cannot take a send within
+    `stream_send_timeout_s` is dropped with `farewell` (its `lagged` event).
+
+    At shutdown the hub tells every stream, which sends a whole `shutdown` event and ends;
+    sse-starlette's own shutdown watcher would cancel the stream at once (mid-stream, no
+    event), so it is given a grace period and only cuts a stream that did not end by then."""
+    return WatcherStream(events, settings=settings, hub=hub, farewell=farewell)
