@@ -10,12 +10,34 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Header, Path, Query
-from pydantic import StringConstraints
+from pydantic import GetJsonSchemaHandler, StringConstraints
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runyard.bounds import ID_PATTERN, JOB_NAME_PATTERN, LINE_PATTERN, text_problem
 from runyard.config import Settings
 from runyard.services.uploads import UPLOAD_ID
+
+
+class NullUnpublished:
+    """On `X | None` whose None only means "not sent" (a query or header param's default):
+    the schema published is X's alone, as only X is taken on the wire. The type stays
+    pydantic's plain optional, validated as X, so a refusal names the param and nothing
+    else. (`X | SkipJsonSchema[None]`, which hid null before, is a union of two members: each
+    refusal came twice, once per member, named by pydantic's union tags:
+    `header.Last-Event-ID.constrained-str` and `header.Last-Event-ID.none`.)"""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        published = handler(schema)
+        kept = [m for m in published.get("anyOf", ()) if m != {"type": "null"}]
+        if "anyOf" not in published or len(kept) != 1:
+            return published
+        rest = {k: v for k, v in published.items() if k != "anyOf"}
+        return {**kept[0], **rest}
+
 
 RunId = Annotated[str, Path(pattern=ID_PATTERN, description="a run's id")]
 BatchId = Annotated[str, Path(pattern=ID_PATTERN, description="a batch's id")]

@@ -10,11 +10,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     StringConstraints,
+    TypeAdapter,
     ValidationInfo,
     field_validator,
 )
 from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
 from runyard.jobs.chat import MODEL_PATTERN
 from runyard.schemas import RequestBody
@@ -43,12 +46,32 @@ _CONTENT_REQUIRED: JsonDict = {
 }
 
 
+Parts = Annotated[list[TextPart], Field(max_length=MAX_PARTS)]
+_TEXT, _PARTS = TypeAdapter(Text), TypeAdapter(Parts)
+
+
+def _text_or_parts(value: object) -> str | list[TextPart]:
+    """A message's content: a string, or a list of text parts, told apart by the input's own
+    type. Not a union of the two, which pydantic tries member by member: each refusal came
+    once per member, named by its union tag (`messages.0.content.constrained-str` and
+    `messages.0.content.list[TextPart]` for one string too long); this names the field, or
+    the part within it, once."""
+    if isinstance(value, str):
+        return _TEXT.validate_python(value)
+    if isinstance(value, list):
+        return _PARTS.validate_python(value)
+    raise PydanticCustomError("text_or_parts", "Input should be a string or a list of text parts")
+
+
+Content = Annotated[
+    str | list[TextPart], PlainValidator(_text_or_parts, json_schema_input_type=Text | Parts)
+]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", json_schema_extra=_CONTENT_REQUIRED)
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Text | Annotated[list[TextPart], Field(max_length=MAX_PARTS)] | None = Field(
-        default=None, validate_default=True
-    )
+    content: Content | None = Field(default=None, validate_default=True)
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
 
     @field_validator("content")

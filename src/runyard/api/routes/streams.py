@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
 from pydantic import Field, StringConstraints
-from pydantic.json_schema import SkipJsonSchema
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from runyard.api.deps import (
@@ -22,6 +21,7 @@ from runyard.api.deps import (
     RunsDep,
     SettingsDep,
 )
+from runyard.api.inputs import NullUnpublished
 from runyard.api.proxy import ON_OWNER, ON_OWNER_IF_ALIVE
 from runyard.api.security import READ, ws_read
 from runyard.api.sse import sse_response
@@ -41,19 +41,21 @@ router = APIRouter(
 # Resume points (a byte offset, an event's seq) are bounded: what is accepted is what a stream
 # can answer, and the declared schema says exactly that (absent, or 1-18 digits; never null).
 MAX_RESUME_ID = 10**18 - 1
-# Constraints sit on the non-null branch, where the schema shows them; the null branch is
-# only Python's "absent" and is left out of the published schema.
+# Constraints sit on the non-null type, where the schema shows them; None is only Python's
+# "absent", and is left out of the published schema (NullUnpublished).
 ResumeId = Annotated[int, Field(ge=0, le=MAX_RESUME_ID)]
 LastEventId = Annotated[
-    Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | SkipJsonSchema[None],
+    Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None,
+    NullUnpublished(),
     Header(
         alias="Last-Event-ID",
         description="resume point: the id of the last event received (wins over the query)",
     ),
 ]
-ResumeQuery = Annotated[ResumeId | SkipJsonSchema[None], Query()]
+ResumeQuery = Annotated[ResumeId | None, NullUnpublished(), Query()]
 AttemptQuery = Annotated[
-    Annotated[int, Field(ge=1, le=MAX_RESUME_ID)] | SkipJsonSchema[None],
+    Annotated[int, Field(ge=1, le=MAX_RESUME_ID)] | None,
+    NullUnpublished(),
     Query(description="the attempt to follow (default: the latest)"),
 ]
 
