@@ -23,6 +23,20 @@ def _char_boundary(data: bytes, cut: int) -> int:
     return back if back > 0 else cut
 
 
+def utf8_text_end(data: bytes) -> int | None:
+    """Where `data` ends as UTF-8 text: its length when it is UTF-8 throughout; the start of
+    a character cut short at its very end (the rest not written yet, or past the range asked
+    for), when all before it is UTF-8; None when it is not UTF-8 text, or is only that cut
+    character."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # the first fault: everything before it decodes
+        cut_short = exc.reason == "unexpected end of data" and exc.end == len(data)
+        return exc.start if cut_short and exc.start > 0 else None
+    return len(data)
+
+
 def split_chunks(data: bytes, max_size: int = MAX_CHUNK) -> list[bytes]:
     """Pieces of at most `max_size`, cut after a newline where there is one, else on a UTF-8
     character boundary: a very long line is split, never a character."""

@@ -28,6 +28,7 @@ from runyard.errors import InvalidInputError
 from runyard.models import RunFilter, RunState
 from runyard.schemas import RunPage, RunView, SubmitRequest, problem_responses
 from runyard.services.runs import RunService
+from runyard.streams.chunks import utf8_text_end
 
 router = APIRouter(
     prefix="/v1/runs",
@@ -200,12 +201,19 @@ async def delete_run(run_id: RunId, runs: RunsDep) -> Response:
     return Response(status_code=204)
 
 
+LOG_TEXT, LOG_BYTES = "text/plain; charset=utf-8", "application/octet-stream"
+
+
 @router.get(
     "/{run_id}/logs",
     dependencies=[READ, ON_OWNER],
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "a byte range of the log"}},
-)
+    responses={200: {
+        "content": {LOG_TEXT: {}, LOG_BYTES: {}},
+        "description": "a byte range of the log, exactly as written: UTF-8 text when the range "
+                       "is (one that would end inside a character ends before it), else bytes",
+    }},
+)  # fmt: skip
 async def get_logs(
     run_id: RunId,
     runs: RunsDep,
@@ -214,8 +222,15 @@ async def get_logs(
     attempt: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
     data, next_offset, size = await runs.read_log(run_id, attempt, offset, limit)
+    # Labelled as the stream frames the same bytes (a `log` event for UTF-8 text, `log.b64`
+    # otherwise): never altered, called UTF-8 only when they are. A range cut inside a
+    # character stops before it (the next range begins with it), as the stream's chunks do.
+    text_end = await asyncio.to_thread(utf8_text_end, data)
+    if text_end is not None and text_end < len(data):
+        next_offset -= len(data) - text_end
+        data = data[:text_end]
     return Response(
         data,
-        media_type="text/plain; charset=utf-8",
+        media_type=LOG_BYTES if text_end is None else LOG_TEXT,
         headers={"X-Next-Offset": str(next_offset), "X-Log-Size": str(size)},
     )
