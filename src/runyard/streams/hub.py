@@ -137,8 +137,14 @@ class StreamHub:
         """A watcher of every run's changes. While anybody watches, running attempts are
         tailed, so their progress reaches the feed as it is written."""
         sub = self.feed.subscribe()  # closed at once during shutdown
-        for run_id, (attempt, _) in list(self.running.items()):
-            await self.tailer_for(run_id, attempt)
+        try:
+            for run_id, (attempt, _) in list(self.running.items()):
+                await self.tailer_for(run_id, attempt)
+        except BaseException:
+            # the watcher went away (or a tailer failed) before it got its subscription: left
+            # subscribed, it would make every run that starts be tailed for nobody, for good
+            self.feed.unsubscribe(sub)
+            raise
         return sub
 
     async def tailer_for(self, run_id: str, attempt: int) -> AttemptTailer | None:
