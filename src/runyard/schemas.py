@@ -339,6 +339,11 @@ class ArtifactView(BaseModel):
     modified_at: datetime
 
 
+class SkippedArtifact(BaseModel):
+    path: str = Field(description="to be shown, not asked for: bytes not UTF-8 as \\xNN")
+    reason: str = Field(description="why it cannot be served")
+
+
 class ArtifactList(BaseModel):
     artifacts: list[ArtifactView]
     workspace_bytes: int = Field(
@@ -349,9 +354,16 @@ class ArtifactList(BaseModel):
     )
     partial: bool = Field(
         default=False,
-        description="the workspace was larger than one walk may read (artifact_walk_max): "
-        "some entries are not listed, or workspace_bytes counts only part of it",
+        description="not every declared file is listed: some were skipped (`skipped` says "
+        "which and why), or the workspace was larger than one walk may read "
+        "(artifact_walk_max), or workspace_bytes counts only part of it",
     )
+    skipped: list[SkippedArtifact] = Field(
+        default_factory=list,
+        description="entries the globs declare that cannot be served (a name that is not "
+        "UTF-8 or holds a control character, a link, not a regular file), 100 a page at most",
+    )
+    skipped_omitted: int = Field(default=0, description="skipped past the 100 named")
 
 
 class ProblemError(BaseModel):

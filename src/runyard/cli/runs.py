@@ -165,13 +165,19 @@ def artifacts(
 ) -> None:
     """List a run's artifacts, or download them."""
     with connected(server, token) as c:
-        found = c.artifacts(run_id).artifacts
+        listing = c.artifacts(run_id)
+        found = listing.artifacts
         if download is None:
             table = Table("path", "size")
             for a in found:
                 table.add_row(a.path, str(a.size))
             out.print(table)
-            return
-        for a in found:
-            dest = c.download(run_id, a.path, download / a.path)
-            out.print(f"{dest}")
+        else:
+            for a in found:
+                dest = c.download(run_id, a.path, download / a.path)
+                out.print(f"{dest}")
+        # what the run declared and cannot be served is said, never left out in silence
+        for skipped in listing.skipped:
+            out.print(f"not listed: {skipped.path!r}: {skipped.reason}", markup=False)
+        if listing.skipped_omitted:
+            out.print(f"not listed: {listing.skipped_omitted} more", markup=False)

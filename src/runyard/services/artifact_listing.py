@@ -7,6 +7,10 @@ next page resumes strictly after it. A page ends at `limit` artifacts or once `w
 entries past the cursor were walked, whichever comes first, and no directory is read past
 `walk_max` entries (a larger one is listed in part, and the page says so), so every
 request's work is bounded.
+
+An entry the globs declare that cannot be served (a name no request path can carry, a link,
+a hard link, not a regular file) is never left out in silence: the page names it among its
+`skipped`, with the reason, and says it is partial.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
 import re
 import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,20 +47,34 @@ class ArtifactInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedEntry:
+    path: str  # to be shown, not asked for: bytes that are not UTF-8 as \xNN escapes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ArtifactPage:
     artifacts: list[ArtifactInfo]
     next_cursor: str | None  # None: nothing follows
-    partial: bool  # a directory held more entries than one walk may read
+    walked_part: bool  # a directory held more entries than one walk may read
+    skipped: list[SkippedEntry] = field(default_factory=list)  # the first MAX_SKIPPED
+    skipped_omitted: int = 0  # and how many more
+
+    @property
+    def partial(self) -> bool:
+        return self.walked_part or bool(self.skipped)
 
 
+# Names are the file system's bytes, held as Python holds them (os.fsdecode: bytes that are
+# not UTF-8 as lone surrogates); a cursor carries them back exactly.
 def encode_cursor(parts: tuple[str, ...]) -> str:
-    return base64.urlsafe_b64encode("/".join(parts).encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode(os.fsencode("/".join(parts))).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[str, ...]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        text = raw.decode()
+        text = os.fsdecode(raw)
     except (binascii.Error, ValueError):
         raise InvalidInputError("cursor is not one this server gave", field="cursor") from None
     parts = tuple(text.split("/"))
@@ -75,34 +94,75 @@ def _literal_prefix(pattern: str) -> tuple[str, ...]:
 
 
 _UNNAMEABLE = re.compile("[\x00-\x1f\x7f-\x9f]")
+MAX_SKIPPED = 100  # named on one page; past that, counted
 
 
-def _nameable(name: str) -> bool:
-    """A name a client can ask for again: valid UTF-8 (not bytes smuggled in) and free of
-    control characters, which no request path may carry (api/inputs.py refuses them)."""
+def _unnameable(rel: str) -> str | None:
+    """Why no client could ask for this path again, if it could not: bytes that are not
+    UTF-8 (a JSON string cannot carry them, nor a request path name them), or a control
+    character, which no request path may carry (api/inputs.py refuses them)."""
     try:
-        name.encode()
+        rel.encode()
     except UnicodeEncodeError:
-        return False
-    return _UNNAMEABLE.search(name) is None
+        return "its name is not UTF-8: no request path can name it"
+    if _UNNAMEABLE.search(rel) is not None:
+        return "its name holds a control character: no request path can carry it"
+    if len(rel) > MAX_LISTED_PATH:
+        return f"its path is over {MAX_LISTED_PATH} characters: no request path can hold it"
+    return None
+
+
+def _refused(st: os.stat_result) -> str | None:
+    """Why a declared entry is not served (as open_artifact refuses it), if it is not."""
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link: links are never followed"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_nlink != 1:
+        return "a hard link: it could be a file from outside the workspace"
+    return None
+
+
+def shown(rel: str) -> str:
+    """A path as it can be shown: its bytes that are not UTF-8 as \\xNN, at most
+    MAX_LISTED_PATH characters."""
+    text = os.fsencode(rel).decode("utf-8", "backslashreplace")
+    return text if len(text) <= MAX_LISTED_PATH else text[: MAX_LISTED_PATH - 1] + "\u2026"
+
+
+@dataclass
+class _Found:
+    artifacts: list[ArtifactInfo] = field(default_factory=list)
+    skipped: list[SkippedEntry] = field(default_factory=list)
+    skipped_omitted: int = 0
+
+    def skip(self, rel: str, reason: str) -> None:
+        if len(self.skipped) < MAX_SKIPPED:
+            self.skipped.append(SkippedEntry(shown(rel), reason))
+        else:
+            self.skipped_omitted += 1
+
+    def page(self, next_cursor: str | None, walked_part: bool) -> ArtifactPage:
+        return ArtifactPage(
+            self.artifacts, next_cursor, walked_part, self.skipped, self.skipped_omitted
+        )
 
 
 def _consider(
-    walker: TreeWalker, parts: tuple[str, ...], patterns: list[str], found: list[ArtifactInfo]
+    walker: TreeWalker, parts: tuple[str, ...], patterns: list[str], found: _Found
 ) -> None:
-    if not _nameable(parts[-1]):
-        return
     rel = "/".join(parts)
-    if len(rel) > MAX_LISTED_PATH:
-        return
     if not matches(rel, patterns):
         return
     try:
         st = walker.lstat(parts[-1])
     except OSError:
+        return  # gone meanwhile
+    why = _refused(st) or _unnameable(rel)
+    if why is not None:
+        found.skip(rel, why)
         return
-    if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-        found.append(ArtifactInfo(rel, st.st_size, st.st_mtime))
+    found.artifacts.append(ArtifactInfo(rel, st.st_size, st.st_mtime))
 
 
 def list_page(
@@ -111,9 +171,9 @@ def list_page(
 ) -> ArtifactPage:  # fmt: skip
     """Blocking. Regular files matching the job's globs after `after`; links never followed,
     hard links (which could bring in a file from outside) left out."""
-    found: list[ArtifactInfo] = []
+    found = _Found()
     if not workspace.is_dir():
-        return ArtifactPage(found, None, partial=False)
+        return found.page(None, walked_part=False)
     after = after or ()
 
     roots = [_literal_prefix(p) for p in patterns]
@@ -136,14 +196,14 @@ def list_page(
             visited += 1
             if not is_dir:
                 _consider(walker, parts, patterns, found)
-            if len(found) >= limit or visited >= walk_max:
+            if len(found.artifacts) >= limit or visited >= walk_max:
                 # a full page, or the walk's budget spent: the next page goes on from here
-                return ArtifactPage(found, encode_cursor(parts), walker.partial)
+                return found.page(encode_cursor(parts), walker.partial)
     except (TreeMovedError, FileNotFoundError):
         pass  # the program moved things while we looked: what was seen so far stands
     finally:
         walk.close()  # its directory descriptor, now rather than when collected
-    return ArtifactPage(found, None, walker.partial)
+    return found.page(None, walker.partial)
 
 
 def workspace_usage(workspace: Path, walk_max: int) -> tuple[int, bool]:

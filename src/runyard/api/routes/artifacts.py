@@ -21,7 +21,7 @@ from runyard.api.problems import problem
 from runyard.api.proxy import ON_OWNER
 from runyard.api.security import READ
 from runyard.errors import ForbiddenPathError
-from runyard.schemas import ArtifactList, ArtifactView, problem_responses
+from runyard.schemas import ArtifactList, ArtifactView, SkippedArtifact, problem_responses
 from runyard.services.artifact_listing import (
     MAX_LISTED_PATH,
     PAGE_DEFAULT,
@@ -76,6 +76,8 @@ async def get_artifacts(
             )
             for a in page.artifacts
         ],
+        skipped=[SkippedArtifact(path=e.path, reason=e.reason) for e in page.skipped],
+        skipped_omitted=page.skipped_omitted,
     )
 
 
