@@ -191,7 +191,8 @@ def test_live_watchers_get_the_end_after_a_burst_longer_than_a_page(
 ) -> None:
     """2500 progress lines at once, read in one go: the events after the first page (a
     thousand), the run's last state among them, were left for nobody to send; its live
-    watchers never heard it end."""
+    watchers never heard it end. Now such a burst is coalesced to its last lines, and every
+    watcher hears the same of it, and the end."""
     write_job("burst", BURST)
     server = start_server(jobs_dir)
     with server.client() as c:
@@ -206,11 +207,14 @@ def test_live_watchers_get_the_end_after_a_burst_longer_than_a_page(
             (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
             return await asyncio.gather(*live)
 
-    for seen in asyncio.run(main()):
+    watched = asyncio.run(main())
+    for seen in watched:
         assert seen.end is not None and seen.end["state"] == "succeeded"
         kinds = [e["kind"] for e in seen.events]
-        assert kinds.count("progress") >= 2500
+        assert 0 < kinds.count("progress") < 2500  # coalesced, not one event a line
+        assert seen.events[-2]["data"] == {"fraction": 0.5, "attempt": 1}
         assert seen.events[-1]["data"]["to"] == "succeeded"
+    assert watched[0].events == watched[1].events
 
 
 def test_websocket_events_resume(start_server, chatter_jobs) -> None:

@@ -251,10 +251,10 @@ async def test_an_end_heard_before_a_new_tailers_first_read_still_gives_the_last
     original = AttemptTailer._read
     loop = asyncio.get_running_loop()
 
-    def held_read(self: AttemptTailer) -> object:
+    def held_read(self: AttemptTailer, with_log: bool) -> object:
         loop.call_soon_threadsafe(reading.set)  # its watcher subscribed: its first read
         release.wait(DEADLINE)
-        return original(self)
+        return original(self, with_log)
 
     monkeypatch.setattr(AttemptTailer, "_read", held_read)
     try:

@@ -9,6 +9,7 @@ from runyard.clock import new_id
 from runyard.errors import StorageIOError
 from runyard.models import AttemptEnd, AttemptState, Batch, ClaimAsk, Run, RunFilter, RunState
 from runyard.store import Store
+from runyard.store.logic import MAX_RUN_EVENTS
 
 pytestmark = pytest.mark.anyio
 
@@ -211,6 +212,25 @@ async def test_state_changes_and_progress_are_numbered_events(store: Store) -> N
     assert got.progress == {"fraction": 1.0}
     assert got.progress_skipped == 2
     assert await store.progress_offset(run.id, 1) == 40
+
+
+async def test_a_runs_progress_events_stop_at_the_cap_and_its_latest_progress_does_not(
+    store: Store,
+) -> None:
+    run = (await store.insert_run(make_run()))[0]
+    await store.claim(1, {}, now=2000.0, host="h")  # two state events so far
+    many = [(2000.0, {"i": i}) for i in range(MAX_RUN_EVENTS)]
+    await store.add_progress(run.id, 1, many, offset=10, skipped=0)
+    assert await store.last_event_seq(run.id) == MAX_RUN_EVENTS
+    kept = [e for e in await store.list_events(run.id, 0, MAX_RUN_EVENTS) if e.kind == "progress"]
+    assert [e.data["i"] for e in kept] == list(range(2, MAX_RUN_EVENTS))  # the latest ones
+    await store.add_progress(run.id, 1, [(2001.0, {"i": "after"})], offset=20, skipped=1)
+    assert await store.last_event_seq(run.id) == MAX_RUN_EVENTS  # no event past the cap
+    got = await store.get_run(run.id)
+    assert got is not None and got.progress == {"i": "after"} and got.progress_skipped == 1
+    assert await store.progress_offset(run.id, 1) == 20
+    await store.end_attempt(run.id, 1, succeeded(2002.0))  # state changes are still told
+    assert await store.last_event_seq(run.id) == MAX_RUN_EVENTS + 1
 
 
 async def test_postgres_migrations_run_once_when_servers_start_together() -> None:

@@ -225,7 +225,8 @@ class Store(abc.ABC):
         skipped: int,
     ) -> None:
         """Record progress lines read from an attempt's progress file up to `offset`: each
-        becomes an event, the last is the run's `progress`, `skipped` adds to the count."""
+        becomes an event while the run has fewer than MAX_RUN_EVENTS (logic.py), the last is
+        the run's `progress`, `skipped` adds to the count."""
 
     @abc.abstractmethod
     async def progress_offset(self, run_id: str, attempt: int) -> int: ...

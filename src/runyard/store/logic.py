@@ -338,12 +338,21 @@ def set_progress(run_id: str, progress: dict[str, Any]) -> Unit[None]:
     yield execute("SET_PROGRESS", dumps(progress), run_id)
 
 
+# A run's events are stored up to this many, its progress events among them; past it, only
+# its state changes are, and its latest progress is still kept on the run. What a program
+# writes cannot grow the store without bound (a million lines were a million rows).
+MAX_RUN_EVENTS = 10_000
+
+
 def add_progress(
     run_id: str, attempt: int, events: list[tuple[float, dict[str, Any]]], offset: int, skipped: int
 ) -> Unit[None]:
     yield one("LOCK_RUN", run_id)  # the events' numbering
-    for at, data in events:
-        yield from _add_event(run_id, at, "progress", data | {"attempt": attempt})
+    if events:
+        (last,) = yield one("LAST_EVENT_SEQ", run_id)
+        room = MAX_RUN_EVENTS - int(last)
+        for at, data in events[max(0, len(events) - room) :] if room > 0 else ():
+            yield from _add_event(run_id, at, "progress", data | {"attempt": attempt})
     latest = dumps(events[-1][1]) if events else None
     yield execute("SAVE_PROGRESS", latest, skipped, run_id)
     yield execute("SET_PROGRESS_OFFSET", offset, run_id, attempt)

@@ -51,41 +51,67 @@ def split_chunks(data: bytes, max_size: int = MAX_CHUNK) -> list[bytes]:
     return out
 
 
+# What one read of a progress file yields at most: its last lines that are progress. Progress
+# is a latest state, each line superseding the one before; a program writing thousands of lines
+# a second (a flood, a loop's every turn) would otherwise cost a parse and a stored event each.
+PROGRESS_KEEP = 256
+# Lines looked at per read for those it keeps: bounds the parsing of a read of nothing but
+# malformed lines.
+_PROGRESS_EXAMINE = 4 * PROGRESS_KEEP
+
+
 @dataclass
 class ProgressParser:
     """Complete JSON-object lines become progress; anything else is skipped and counted.
-    `consumed` is how far the file has been read into whole lines (a resume point)."""
+    `consumed` is how far the file has been read into whole lines (a resume point). Of each
+    read's lines only the last `PROGRESS_KEEP` that are progress are kept, looked for from
+    the end; the lines before them are passed over unparsed and counted in `coalesced`."""
 
     consumed: int = 0
     skipped: int = 0
+    coalesced: int = 0
     _partial: bytearray = field(default_factory=bytearray)
     _discarded: int | None = None  # inside an oversized line: how much of it was dropped
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
         self._partial += data
-        while (nl := self._partial.find(b"\n")) >= 0:
-            line = bytes(self._partial[:nl])
-            del self._partial[: nl + 1]
-            if self._discarded is not None:
-                # the end of an oversized line: passed and counted only now, as a whole, so
-                # that `consumed` (a resume point, stored with the count) is never inside it
-                self.consumed += self._discarded + nl + 1
-                self._discarded = None
-                self.skipped += 1
-                continue
-            self.consumed += nl + 1
+        last = self._partial.rfind(b"\n")
+        whole = b""
+        if last >= 0:
+            whole = bytes(self._partial[: last + 1])
+            del self._partial[: last + 1]
+        if whole and self._discarded is not None:
+            # the end of an oversized line: passed and counted only now, as a whole, so that
+            # `consumed` (a resume point, stored with the count) is never inside it
+            nl = whole.find(b"\n")
+            self.consumed += self._discarded + nl + 1
+            self._discarded = None
+            self.skipped += 1
+            whole = whole[nl + 1 :]
+        self.consumed += len(whole)
+        found = self._last_progress(whole.split(b"\n")[:-1]) if whole else []
+        if len(self._partial) > MAX_PROGRESS_LINE:
+            # an endless line: what we have is dropped as it comes, up to its end
+            self._discarded = (self._discarded or 0) + len(self._partial)
+            self._partial.clear()
+        return found
+
+    def _last_progress(self, lines: list[bytes]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        at, examined = len(lines), 0
+        while at > 0 and len(found) < PROGRESS_KEEP and examined < _PROGRESS_EXAMINE:
+            at -= 1
+            line = lines[at]
             if not line.strip():
                 continue
+            examined += 1
             value = self._parse(line)
             if value is None:
                 self.skipped += 1
             else:
                 found.append(value)
-        if len(self._partial) > MAX_PROGRESS_LINE:
-            # an endless line: what we have is dropped as it comes, up to its end
-            self._discarded = (self._discarded or 0) + len(self._partial)
-            self._partial.clear()
+        self.coalesced += at  # passed over (blank ones among them)
+        found.reverse()
         return found
 
     @staticmethod

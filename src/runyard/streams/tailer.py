@@ -1,7 +1,10 @@
 """The tailer of one running attempt: reads new log bytes and progress lines once, fans out.
 
-Woken by the notifier (or explicitly at the end); each wake reads in a worker thread, so the
-program, the event loop and other watchers never wait for a slow one.
+Woken by the notifier (or explicitly at the end); each wake reads, and parses progress, in a
+worker thread, so the program, the event loop and other watchers never wait for a slow one.
+Progress is written to the store at most every PROGRESS_EVERY_S, what was read meanwhile
+coalesced to its last lines (chunks.PROGRESS_KEEP): a program that writes progress as fast as
+it can costs the store a few small transactions a second, not one per read.
 """
 
 from __future__ import annotations
@@ -20,18 +23,20 @@ import structlog
 from runyard.execution.layout import RunPaths
 from runyard.regular_files import open_regular
 from runyard.store import Store
-from runyard.streams.chunks import ProgressParser, split_chunks
+from runyard.streams.chunks import PROGRESS_KEEP, ProgressParser, split_chunks
 from runyard.streams.subscriber import Chunk, End, Subscriber
 
 log = structlog.get_logger(__name__)
 
 READ_MAX = 256 * 1024  # per file per pump: a burst stays well under a watcher's buffer
+PROGRESS_EVERY_S = 0.05  # an attempt's progress is written at most this often (but at its end)
 
 
 @dataclass
 class _Read:
     log: bytes
-    progress: bytes
+    progress_bytes: int  # how much of the progress file this read took
+    progress: list[dict[str, Any]]  # what of it is progress, coalesced
 
 
 def read_from(path: Path, offset: int, limit: int) -> bytes:
@@ -69,7 +74,13 @@ class AttemptTailer:
         self.on_progress = on_progress
         self.offset = log_offset  # everything before it has been published
         self.parser = ProgressParser(consumed=progress_offset)
+        self._skipped_seen = 0  # of the parser's count, what has been held
         self._progress_read = progress_offset
+        # read, not yet written: the last PROGRESS_KEEP of them, and the bad lines' count
+        self._held: list[tuple[float, dict[str, Any]]] = []
+        self._held_skipped = 0
+        self._written_at = -PROGRESS_EVERY_S
+        self._due: asyncio.TimerHandle | None = None
         self.max_buffer_bytes = max_buffer_bytes
         self.subscribers: set[Subscriber] = set()
         self.lagged_total = 0
@@ -91,6 +102,16 @@ class AttemptTailer:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        self._cancel_due()
+
+    def _cancel_due(self) -> None:
+        if self._due is not None:
+            self._due.cancel()
+            self._due = None
+
+    def _when_due(self) -> None:
+        self._due = None
+        self._dirty.set()
 
     def subscribe(self) -> tuple[Subscriber, int]:
         """A new watcher, and the offset from which the queue will carry the log: the watcher
@@ -115,30 +136,61 @@ class AttemptTailer:
                 log.exception("tailer_pump_failed", run_id=self.run_id, attempt=self.attempt)
 
     async def pump(self) -> None:
+        """Read what is new; progress written if it is due, else held until it is."""
         async with self._pump_lock:
-            got = await asyncio.to_thread(self._read)
-            if len(got.log) == READ_MAX or len(got.progress) == READ_MAX:
+            got = await asyncio.to_thread(self._read, True)
+            if len(got.log) == READ_MAX or got.progress_bytes == READ_MAX:
                 self._dirty.set()  # more is waiting
             self._publish(got.log)
-            await self._progress(got.progress)
+            self._hold(got)
+            await self._write_progress(False)
 
     async def pump_progress(self) -> None:
-        """Read only new progress lines (until none is left)."""
+        """Read only new progress lines (until none is left), and write them."""
         async with self._pump_lock:
             while True:
-                path = self.paths.progress_file(self.attempt)
-                data = await asyncio.to_thread(read_from, path, self._progress_read, READ_MAX)
-                await self._progress(data)
-                if len(data) < READ_MAX:
-                    return
+                got = await asyncio.to_thread(self._read, False)
+                self._hold(got)
+                if got.progress_bytes < READ_MAX:
+                    break
+            await self._write_progress(True)
 
-    def _read(self) -> _Read:
+    def _read(self, with_log: bool) -> _Read:
+        """In a worker thread, under the pump lock (the parser is used by nobody else)."""
+        data = read_from(self.paths.progress_file(self.attempt), self._progress_read, READ_MAX)
         return _Read(
-            log=read_from(self.paths.log(self.attempt), self.offset, READ_MAX),
-            progress=read_from(
-                self.paths.progress_file(self.attempt), self._progress_read, READ_MAX
-            ),
+            log=read_from(self.paths.log(self.attempt), self.offset, READ_MAX) if with_log else b"",
+            progress_bytes=len(data),
+            progress=self.parser.feed(data) if data else [],
         )
+
+    def _hold(self, got: _Read) -> None:
+        self._progress_read += got.progress_bytes
+        if got.progress:
+            now = time.time()
+            self._held += [(now, item) for item in got.progress]
+            if len(self._held) > PROGRESS_KEEP:
+                self.parser.coalesced += len(self._held) - PROGRESS_KEEP
+                del self._held[:-PROGRESS_KEEP]
+        self._held_skipped += self.parser.skipped - self._skipped_seen
+        self._skipped_seen = self.parser.skipped
+
+    async def _write_progress(self, now: bool) -> None:
+        if not self._held and not self._held_skipped:
+            return
+        wait = self._written_at + PROGRESS_EVERY_S - time.monotonic()
+        if wait > 0 and not now:
+            if self._due is None:
+                self._due = asyncio.get_running_loop().call_later(wait, self._when_due)
+            return
+        self._cancel_due()
+        events, skipped = self._held, self._held_skipped
+        self._held, self._held_skipped = [], 0
+        self._written_at = time.monotonic()
+        await self.store.add_progress(
+            self.run_id, self.attempt, events, offset=self.parser.consumed, skipped=skipped
+        )
+        await self.on_progress(self.run_id, events[-1][1] if events else None)
 
     def _publish(self, data: bytes) -> None:
         for piece in split_chunks(data):
@@ -148,25 +200,6 @@ class AttemptTailer:
                 if not sub.offer(chunk, len(piece)):
                     self.subscribers.discard(sub)  # dropped: it resumes from its last id
                     self.lagged_total += 1
-
-    async def _progress(self, data: bytes) -> None:
-        if not data:
-            return
-        self._progress_read += len(data)
-        before = self.parser.skipped
-        found = self.parser.feed(data)
-        skipped = self.parser.skipped - before
-        if not found and not skipped:
-            return
-        now = time.time()
-        await self.store.add_progress(
-            self.run_id,
-            self.attempt,
-            [(now, item) for item in found],
-            offset=self.parser.consumed,
-            skipped=skipped,
-        )
-        await self.on_progress(self.run_id, found[-1] if found else None)
 
     async def finish(self) -> None:
         """The program ended: read what is left, then stop following."""
@@ -179,7 +212,13 @@ class AttemptTailer:
             before = (self.offset, self._progress_read)
             await self.pump()
             if (self.offset, self._progress_read) == before:
-                return
+                break
+        async with self._pump_lock:
+            await self._write_progress(True)  # what was held back for being due later
+        self._cancel_due()
+        if self.parser.coalesced:
+            log.info("progress_coalesced", run_id=self.run_id, attempt=self.attempt,
+                     lines=self.parser.coalesced)  # fmt: skip
 
     def end(self, final: End) -> None:
         """Tell every watcher the attempt is over."""
