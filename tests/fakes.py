@@ -206,6 +206,15 @@ class FakeExecutor:
     async def read_exit(self, run_id: str, attempt: int) -> ExitRecord | UnreadableExit | None:
         return self.backend.exits.get(attempt_key(run_id, attempt))
 
+    async def still_runs(
+        self, run_id: str, attempt: int, pid: int | None, start_time: float | None
+    ) -> bool:
+        held = self.attempts.get(attempt_key(run_id, attempt))
+        return (
+            held is not None and not held.ended
+            and (held.started.pid, held.started.start_time) == (pid, start_time)
+        )  # fmt: skip
+
     async def kill_leftovers(
         self, run_id: str, attempt: int, pid: int | None, start_time: float | None
     ) -> int:

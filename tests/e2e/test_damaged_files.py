@@ -42,6 +42,10 @@ DAMAGE: dict[str, tuple[Any, str]] = {
     "ended_text": (lambda r: good(r, ended_at="yesterday"), "ended_at is not a number"),
     "signal": (lambda r: good(r, exit_code=None, signal="x"), "signal is not an integer"),
     "exit_text": (lambda r: good(r, exit_code="0"), "exit_code is not an integer"),
+    # well-formed, but not what the store knows of the attempt
+    "ended_1970": (lambda r: good(r, ended_at=2.0), "is before its start"),
+    "ended_9999": (lambda r: good(r, ended_at=253402300000.0), "is in the future"),
+    "pid": (lambda r: good(r, pid=1), "is not its program's"),
     # `other` is filled in with the key of a run that is still running
     "other": (lambda r: good(r, exit_code=0), "key names another attempt"),
 }

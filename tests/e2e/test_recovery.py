@@ -34,13 +34,26 @@ JOBS = {
     "max_attempts = 3\nretry_on = [75]\n[backoff]\nbase_s = 0.2\njitter = 0\n",
     "lost_retry": 'command = ["sleep", "60"]\nmax_attempts = 2\nretry_on = ["lost"]\n',
     "lost_fail": 'command = ["sleep", "60"]\n',
+    # writes its own exit file ("exit code 0", ended in 1970), leaves its group, runs on
+    "forger": 'command = ["sh", "{jobs_dir}/forge.sh"]\n',
 }
+# (a script: a command's braces are placeholders, and the record is JSON)
+FORGE = """\
+printf '{"key":"%s","exit_code":0,"ended_at":2.0}' "$RUNYARD_ATTEMPT_KEY" \\
+    > "../attempt-$RUNYARD_ATTEMPT.exit.json"
+setsid sleep 600 &
+echo forged
+sleep 600
+echo "still here after its run ended"
+exit 3
+"""
 
 
 @pytest.fixture
 def jobs(write_job, jobs_dir: Path) -> Path:
     for name, text in JOBS.items():
         write_job(name, text)
+    (jobs_dir / "forge.sh").write_text(FORGE)
     return jobs_dir
 
 
@@ -174,6 +187,64 @@ def test_killed_supervisor_loses_runs_then_retries_or_fails(start_server, jobs) 
         assert len(supervisors_of(server.data_dir)) == 1
         c.cancel(retry.id)
         assert server.wait_run(c, retry.id).state is RunState.CANCELLED
+
+
+@pytest.mark.parametrize("server_too", [True, False], ids=["with-the-server", "alone"])
+def test_an_exit_file_its_program_wrote_is_ignored_and_the_program_killed(
+    start_server, jobs, server_too: bool
+) -> None:
+    """The supervisor dies (with the server, or alone) while a program that wrote its own
+    exit file runs on: the file is not the supervisor's (it writes one only once its program
+    ended), so the attempt is lost, and nothing of the program outlives it (it used to be
+    believed: `succeeded`, exit code 0, finished in 1970, the program running on)."""
+    server = start_server(jobs)
+    with server.client() as c:
+        run = c.submit("forger")
+        wait_for(lambda: b"forged" in c.logs(run.id)[0], what="the exit file forged")
+        wait_for(lambda: len(processes_of(server.data_dir)) == 3, what="sh, sleep, escapee")
+        (supervisor,) = supervisors_of(server.data_dir)
+    if server_too:
+        assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    supervisor.kill()
+    supervisor.wait(10)
+    if server_too:
+        assert len(processes_of(server.data_dir)) == 3  # the program outlived both
+        server = start_server(jobs)
+    with server.client() as c:
+        done = server.wait_run(c, run.id)
+        assert done.state is RunState.FAILED  # lost, and `lost` is not retried: failed
+        assert (done.reason or "").startswith("lost: its program ran on with no supervisor")
+        assert done.exit_code is None  # nothing of the file was believed
+        (attempt,) = done.attempts or []
+        assert attempt.outcome == "lost"
+        assert done.started_at is not None and done.finished_at is not None
+        assert done.finished_at >= done.started_at
+        assert attempt.started_at is not None and attempt.ended_at is not None
+        assert attempt.ended_at >= attempt.started_at
+    assert processes_of(server.data_dir) == []  # its group and its escapee: killed
+    assert b"still here" not in (server.data_dir / "runs" / run.id / "attempt-1.log").read_bytes()
+
+
+def test_an_exit_file_written_before_the_supervisor_died_is_believed(start_server, jobs) -> None:
+    """The program really ended and the supervisor wrote its record, then died with the
+    server: the next start finalises the run from that record."""
+    server = start_server(jobs)
+    with server.client() as c:
+        gate = c.submit("gate")
+        wait_for(lambda: b"waiting" in c.logs(gate.id)[0], what="gate waiting")
+        (supervisor,) = supervisors_of(server.data_dir)
+    assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    (server.data_dir / "runs" / gate.id / "workspace" / "go").touch()
+    exit_file = server.data_dir / "runs" / gate.id / "attempt-1.exit.json"
+    wait_for(exit_file.exists, what="gate exit file")
+    supervisor.kill()
+    supervisor.wait(10)
+    server = start_server(jobs)
+    with server.client() as c:
+        done = server.wait_run(c, gate.id)
+        assert (done.state, done.exit_code, done.reason) == (RunState.FAILED, 5, "exit code 5")
+        assert [a.outcome for a in done.attempts or []] == ["exit"]
+        assert c.logs(gate.id)[0] == b"waiting\nreleased\n"
 
 
 @pytest.mark.timeout(120)

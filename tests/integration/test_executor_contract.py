@@ -158,6 +158,19 @@ async def test_a_running_attempt_is_listed_and_adopted_after_a_restart(
         await again.stop()
 
 
+async def test_its_program_still_runs_until_it_ends(subject: Subject, told: Told) -> None:
+    """What recovery asks before it believes an exit file: a record is written only once its
+    program has ended, so one found while the program still runs is not its record."""
+    ex = subject.executor
+    started = await ex.launch(launch(subject, "r11", Program(until_signalled=True)))
+    assert started is not None
+    assert await ex.still_runs("r11", 1, started.pid, started.start_time)
+    assert await ex.cancel("r11", 1)
+    assert (await told.next_end()).key == "r11.1"
+    assert not await ex.still_runs("r11", 1, started.pid, started.start_time)
+    assert not await ex.still_runs("nobody", 1, None, None)
+
+
 async def test_a_missing_command_ends_the_attempt_with_a_record(
     subject: Subject, told: Told
 ) -> None:

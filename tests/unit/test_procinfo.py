@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 
 from runyard.execution import procinfo
+from runyard.execution.executor import same_process
 
 
 def test_the_start_time_bracketed_by_the_spawn_is_the_one_proc_reports() -> None:
@@ -32,3 +33,17 @@ def test_across_a_tick_boundary_proc_decides() -> None:
         )
     finally:
         child.wait()
+
+
+def test_a_process_is_its_pid_and_its_start_time_never_its_pid_alone() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        start = procinfo.start_time(child.pid)
+        assert same_process(child.pid, start)
+        assert not same_process(child.pid, start - 1)  # the pid, reused by somebody else
+        assert not same_process(child.pid, None)
+        assert not same_process(None, start)
+    finally:
+        child.kill()
+        child.wait()
+    assert not same_process(child.pid, start)  # reaped: gone

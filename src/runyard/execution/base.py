@@ -192,6 +192,16 @@ class Executor(Protocol):
         one is there but damaged; None while it has none."""
         ...
 
+    async def still_runs(
+        self, run_id: str, attempt: int, pid: int | None, start_time: float | None
+    ) -> bool:
+        """Whether the attempt's program provably still runs, even if `running` does not hold
+        it (whoever ran it died): `pid` and `start_time` as its start recorded them, never a
+        pid alone. False when nothing of it is known to run. Recovery asks before it believes
+        an exit file: a record is written only once its program has ended, so a file beside
+        a program that still runs is not its record (the program may have written it)."""
+        ...
+
     async def kill_leftovers(
         self, run_id: str, attempt: int, pid: int | None, start_time: float | None
     ) -> int:

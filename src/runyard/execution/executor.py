@@ -51,6 +51,8 @@ from runyard.regular_files import open_regular
 
 log = structlog.get_logger(__name__)
 
+SAME_START_S = 0.01  # one clock tick: /proc gives a process's start time in ticks
+
 __all__ = ["Launch", "LaunchError", "LocalExecutor", "Started"]  # re-exported for services
 
 
@@ -262,6 +264,13 @@ class LocalExecutor:
         path = self.paths(run_id).exit_file(attempt)
         return await asyncio.to_thread(read_exit_file, path, attempt_key(run_id, attempt))
 
+    async def still_runs(
+        self, run_id: str, attempt: int, pid: int | None, start_time: float | None
+    ) -> bool:
+        """Whether the process the supervisor spawned for the attempt is still there: `pid`
+        with its start time (a reused pid is somebody else's). One read of /proc."""
+        return same_process(pid, start_time)
+
     async def kill_leftovers(
         self, run_id: str, attempt: int, pid: int | None, start_time: float | None
     ) -> int:
@@ -302,15 +311,25 @@ def read_exit_file(path: Path, key: str) -> ExitRecord | UnreadableExit | None:
         return UnreadableExit(key=key, why=f"unreadable exit file ({exc})")
 
 
+def same_process(pid: int | None, start_time: float | None) -> bool:
+    """Whether `pid` is still the process that started at `start_time` (as procinfo reads it,
+    in clock ticks); never a pid alone, which the kernel hands out again. A zombie nobody
+    reaped yet still is: it has ended, but nobody has recorded how."""
+    if pid is None or start_time is None:
+        return False
+    try:
+        return abs(procinfo.start_time(pid) - start_time) <= SAME_START_S
+    except OSError:
+        return False
+
+
 def kill_leftovers(key: str, pid: int | None, start_time: float | None) -> int:
     """Blocking: see LocalExecutor.kill_leftovers."""
     killed = 0
-    if pid is not None and start_time is not None:
-        with contextlib.suppress(OSError):
-            if abs(procinfo.start_time(pid) - start_time) <= 0.01:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                    killed += 1
+    if pid is not None and same_process(pid, start_time):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+            killed += 1
     needle = f"RUNYARD_ATTEMPT_KEY={key}".encode()
     for proc in psutil.process_iter():
         try:

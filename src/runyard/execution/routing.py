@@ -89,6 +89,11 @@ class RoutedExecutor:
     async def read_exit(self, run_id: str, attempt: int) -> ExitRecord | UnreadableExit | None:
         return await (await self._of(run_id, attempt)).read_exit(run_id, attempt)
 
+    async def still_runs(
+        self, run_id: str, attempt: int, pid: int | None, start_time: float | None
+    ) -> bool:
+        return await (await self._of(run_id, attempt)).still_runs(run_id, attempt, pid, start_time)
+
     async def kill_leftovers(
         self, run_id: str, attempt: int, pid: int | None, start_time: float | None
     ) -> int:

@@ -2,10 +2,13 @@
 
 For every attempt the store thinks is starting or running: a live entry in the supervisor
 means it still runs (adopt it); an exit file means it ended (finalise it with its real exit
-status, or `lost` if the file cannot be read); anything else is lost, and what is left of its
-process group is killed (checked by pid and start time) before any retry can start, so no run
-ever has two live attempts. Run by run: one run's damaged files or failing store write are
-logged, counted and retried later, and never stop the others or the server from starting.
+status, or `lost` if the file cannot be read or contradicts what the store knows of the
+attempt); anything else is lost. An exit file is data from outside (its program can write it):
+one found while the program still runs (pid and start time) is ignored, and the attempt is lost.
+Either way what is left of its processes is killed (its group checked by pid and start time)
+before its end is recorded, so no settled run leaves a live program and no run ever has two
+live attempts. Run by run: one run's damaged files or failing store write are logged, counted
+and retried later, and never stop the others or the server from starting.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
+from runyard.clock import isoformat
 from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.models import Attempt, AttemptState, parse_attempt_key
 from runyard.services.attempts import Attempts
@@ -28,6 +32,11 @@ log = structlog.get_logger(__name__)
 
 RETRY_BASE_S = 0.5
 RETRY_MAX_S = 15.0
+# The clocks that stamp one attempt may differ (a Slurm node's and the server's; a quick job
+# may even end before the server has noted its submission): an exit record that ends this much
+# before its attempt's start is taken for that, and ends at the start; any earlier, or this
+# much after now, is no record of this attempt.
+CLOCK_SKEW_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +102,56 @@ async def _settle(
             return "own"
         await attempts.adopted(attempt.run_id, attempt.number)
         return "adopted"
-    record = await attempts.executor.read_exit(attempt.run_id, attempt.number)
+    executor = attempts.executor
+    record = await executor.read_exit(attempt.run_id, attempt.number)
     if record is None and skip_own and attempts.launched(attempt.run_id, attempt.number):
         return "own"  # asked again after the read: a claim made meanwhile is known by now
-    if isinstance(record, ExitRecord):  # its key is this attempt's: read_exit checked
-        await attempts.exited(record)
-        return "finalised"
-    return await _end_unrecorded(attempts, attempt, record)
+    if record is not None and await executor.still_runs(
+        attempt.run_id, attempt.number, attempt.pid, attempt.proc_start_time
+    ):
+        # Its program still runs, so the file is not the supervisor's (written only once it
+        # has reaped the program): its program wrote it. Ignored, as beside a listed attempt.
+        if skip_own and attempts.launched(attempt.run_id, attempt.number):
+            return "own"  # spawned since the list, by a supervisor that tells its end
+        why = "its program ran on with no supervisor, beside an exit file it wrote (ignored)"
+        record = UnreadableExit(key=attempt.key, why=why)
+    if isinstance(record, ExitRecord):
+        record = _checked(record, attempt, attempts.clock.now())
+    if not isinstance(record, ExitRecord):
+        return await _end_unrecorded(attempts, attempt, record)
+    # Nothing of it outlives its recorded end: a descendant the supervisor had not swept yet
+    # when it died (group checked by pid and start time, the rest by its attempt key).
+    await executor.kill_leftovers(
+        attempt.run_id, attempt.number, attempt.pid, attempt.proc_start_time
+    )
+    await attempts.exited(record)
+    return "finalised"
+
+
+def _checked(record: ExitRecord, attempt: Attempt, now: float) -> ExitRecord | UnreadableExit:
+    """The record, if it can be this attempt's end as the store knows the attempt (its end
+    never before the start it will be recorded with); else unreadable, saying why."""
+    start = attempt.started_at if attempt.started_at is not None else record.started_at
+    why = _contradiction(record, attempt, start, now)
+    if why is not None:
+        return UnreadableExit(key=attempt.key, why=f"unreadable exit file ({why})")
+    if start is not None and record.ended_at < start:  # within CLOCK_SKEW_S
+        return replace(record, ended_at=start)
+    return record
+
+
+def _contradiction(
+    record: ExitRecord, attempt: Attempt, start: float | None, now: float
+) -> str | None:
+    if record.key != attempt.key:  # read_exit checked it; an executor's bug must not leak
+        return "key names another attempt"
+    if record.pid is not None and attempt.pid is not None and record.pid != attempt.pid:
+        return f"pid {record.pid} is not its program's, {attempt.pid}"
+    if start is not None and record.ended_at < start - CLOCK_SKEW_S:
+        return f"ended_at {isoformat(record.ended_at)} is before its start {isoformat(start)}"
+    if record.ended_at > now + CLOCK_SKEW_S:
+        return f"ended_at {isoformat(record.ended_at)} is in the future"
+    return None
 
 
 async def _end_unrecorded(

@@ -258,6 +258,22 @@ class SlurmExecutor:
             return True
         return await asyncio.to_thread(Path(job_file(self.paths(run_id).root, attempt)).exists)
 
+    async def still_runs(
+        self, run_id: str, attempt: int, pid: int | None, start_time: float | None
+    ) -> bool:
+        """Whether Slurm still has a job it names as the attempt's in a state it may run in
+        (by its name, which runyard gave it: the job file lies where its program may write).
+        A job that ended ended all its processes with it."""
+        key = attempt_key(run_id, attempt)
+        tracked = self.tracked.get(key)
+        if tracked is not None:
+            return tracked.ended_since is None
+        jobs = await self.commands.queue(self.user)
+        # a preempted job may be requeued: as good as running until Slurm says otherwise
+        return any(
+            names_attempt(j.name, key) and (j.state in LIVE or j.state == "PREEMPTED") for j in jobs
+        )
+
     async def kill_leftovers(
         self, run_id: str, attempt: int, pid: int | None, start_time: float | None
     ) -> int:
