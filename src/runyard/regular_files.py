@@ -2,7 +2,8 @@
 change at will) opened as the regular files the supervisor made there, or not at all: never
 through a symbolic link (it could lead anywhere the server can read), never a FIFO (opening
 one blocks the opening thread until a writer comes: the thread pool, then start-up, wedged),
-never a directory or a device."""
+never a directory or a device. Job files are read the same way, except that a link is
+followed (deploy tools and Kubernetes ConfigMaps link them into place), and never past a cap."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ class NotRegularFileError(OSError):
     """The path holds something other than a regular file."""
 
 
-def open_regular(path: Path | str) -> tuple[int, int]:
+def open_regular(path: Path | str, *, follow_links: bool = False) -> tuple[int, int]:
     """A descriptor open for reading, and the file's size then; FileNotFoundError if nothing
     is there, another OSError (ELOOP for a link, NotRegularFileError) if what is there is not
-    the file."""
-    fd = os.open(path, READ_FLAGS)
+    the file. `follow_links`: a link to a regular file will do (a job file's)."""
+    flags = READ_FLAGS & ~os.O_NOFOLLOW if follow_links else READ_FLAGS
+    fd = os.open(path, flags)
     try:
         st = os.fstat(fd)
     except BaseException:
@@ -30,5 +32,31 @@ def open_regular(path: Path | str) -> tuple[int, int]:
         raise
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise NotRegularFileError(errno.EINVAL, "not a regular file", str(path))
+        why = f"not a regular file ({kind_of(st.st_mode)})"
+        raise NotRegularFileError(errno.EINVAL, why, str(path))
     return fd, st.st_size
+
+
+def read_regular(path: Path | str, limit: int, *, follow_links: bool = False) -> bytes:
+    """At most `limit` bytes of the regular file at `path` (open_regular's errors): a file
+    that grows, is sparse or claims any size costs no more than that."""
+    fd, _ = open_regular(path, follow_links=follow_links)
+    chunks: list[bytes] = []
+    left = limit
+    try:
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 16))):
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular one is, to say so in an error."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a regular file"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,10 +12,17 @@ from pathlib import Path
 import structlog
 
 from runyard.jobs.params import JsonCeiling
+from runyard.jobs.reading import PASSING
 from runyard.jobs.sandbox import SandboxPolicy
 from runyard.jobs.spec import Job, LoadError, load_job
+from runyard.regular_files import kind_of
 
 log = structlog.get_logger(__name__)
+
+# What a file was when last loaded (device, inode, mtime, size): a file replaced by another
+# of the same size in the same clock tick (a link moved, a rename into place) is read again.
+Stamp = tuple[int, int, int, int]
+Loaded = tuple[Stamp | None, Job | LoadError]  # None: nothing to compare, looked at each scan
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,21 +33,9 @@ class JobSnapshot:
     errors: dict[str, str] = field(default_factory=dict)  # file name -> message
 
 
-def _openable(path: str) -> bool:
-    """False on a fault of this moment (no descriptor left, EIO), not of the file itself."""
-    try:
-        os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-    except FileNotFoundError:
-        return True  # gone since the listing: load_job reports it as the file's problem
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 class JobRegistry:
-    """Rescans at most every `refresh_s`; unchanged files (same mtime and size) are not reparsed."""
+    """Rescans at most every `refresh_s`; unchanged files (same file, mtime and size) are not
+    reparsed."""
 
     def __init__(
         self, directory: Path, refresh_s: float = 1.0, ceiling: JsonCeiling | None = None,
@@ -49,7 +45,7 @@ class JobRegistry:
         self.refresh_s = refresh_s
         self.ceiling = ceiling or JsonCeiling()
         self.sandbox = sandbox or SandboxPolicy()
-        self._cache: dict[str, tuple[tuple[int, int], Job | LoadError]] = {}
+        self._cache: dict[str, Loaded] = {}
         self._snapshot = JobSnapshot()
         self._checked_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -80,8 +76,9 @@ class JobRegistry:
         return (await self.snapshot()).jobs.get(name)
 
     def scan(self) -> JobSnapshot:
-        """Blocking: call from a thread (or before the event loop starts)."""
-        seen: dict[str, tuple[tuple[int, int], Job | LoadError]] = {}
+        """Blocking: call from a thread (or before the event loop starts). Whatever one file
+        is or holds, it is that file's load error: never a scan that raises or waits."""
+        seen: dict[str, Loaded] = {}
         try:
             entries = sorted(os.scandir(self.directory), key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError) as exc:
@@ -94,40 +91,82 @@ class JobRegistry:
             fault = {str(self.directory): f"cannot read jobs directory: {exc}"}
             return JobSnapshot(jobs=last.jobs, errors={**last.errors, **fault})
         for entry in entries:
-            if not entry.name.endswith(".toml") or entry.name.startswith("."):
-                continue
-            try:
-                st = entry.stat()
-            except OSError:
-                continue
-            stamp = (st.st_mtime_ns, st.st_size)
-            cached = self._cache.get(entry.name)
-            # a job the host could not sandbox is looked at again: bwrap may be installed since
-            if cached is not None and cached[0] == stamp and not _of_host(cached[1]):
-                seen[entry.name] = cached
-                continue
-            if not _openable(entry.path):
-                if cached is not None:  # a passing fault: keep what it was, retry next scan
-                    seen[entry.name] = (cached[0], cached[1])
-                continue
-            seen[entry.name] = (stamp, self._load(entry.path, cached[1] if cached else None))
+            if entry.name.endswith(".toml") and not entry.name.startswith("."):
+                loaded = self._entry(entry)
+                if loaded is not None:
+                    seen[entry.name] = loaded
         self._cache = seen
         return _snapshot_of(seen)
+
+    def _entry(self, entry: os.DirEntry[str]) -> Loaded | None:
+        """One file's job or load error; None if it went since the listing."""
+        cached = self._cache.get(entry.name)
+        was = cached[1] if cached else None
+        try:
+            st = entry.stat()  # through a link: its target is the job file
+        except OSError as exc:
+            return self._unstatable(entry, exc, cached)
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        # a job the host could not sandbox is looked at again: bwrap may be installed since
+        if cached is not None and cached[0] == stamp and not _again(cached[1]):
+            return cached
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the scan, a device never end
+            why = f"not a regular file ({kind_of(st.st_mode)})"
+            return stamp, self._failed(LoadError(Path(entry.path), why), was)
+        result = self._load(entry.path, was)
+        if isinstance(result, LoadError) and result.passing and cached is not None:
+            return cached  # a passing fault: keep what it was, read it again next scan
+        return stamp, result
+
+    def _unstatable(
+        self, entry: os.DirEntry[str], exc: OSError, cached: Loaded | None
+    ) -> Loaded | None:
+        if isinstance(exc, FileNotFoundError) and not _is_link(entry):
+            return None  # removed since the listing
+        if exc.errno in PASSING and cached is not None:
+            return cached  # a passing fault (EIO): keep what it was, look again next scan
+        # a link to nothing or a loop of links: the job is declared, and broken
+        was = cached[1] if cached else None
+        return None, self._failed(LoadError(Path(entry.path), _unfollowed(exc)), was)
 
     def _load(self, path: str, was: Job | LoadError | None) -> Job | LoadError:
         try:
             return load_job(Path(path), self.ceiling, self.sandbox)
         except LoadError as exc:
-            if str(was) != str(exc):  # logged once, not at every scan of a host's fault
-                log.warning("job_load_error", file=exc.path.name, error=exc.message)
-            return exc
+            return self._failed(exc, was)
+        except Exception as exc:
+            # a fault of runyard's own reading one file must not stop every job's lookups (and
+            # start-up with them): it is that file's load error, with its traceback logged
+            log.exception("job_load_crashed", file=Path(path).name)
+            why = f"could not be loaded: {type(exc).__name__}: {exc}"[:500]
+            return LoadError(Path(path), why)
+
+    @staticmethod
+    def _failed(exc: LoadError, was: Job | LoadError | None) -> LoadError:
+        if str(was) != str(exc):  # logged once, not at every scan of a host's fault
+            log.warning("job_load_error", file=exc.path.name, error=exc.message)
+        return exc
 
 
-def _of_host(result: Job | LoadError) -> bool:
-    return isinstance(result, LoadError) and result.of_host
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
 
 
-def _snapshot_of(seen: dict[str, tuple[tuple[int, int], Job | LoadError]]) -> JobSnapshot:
+def _unfollowed(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "cannot read: a symbolic link to nothing (its target is missing)"
+    return f"cannot read: {exc.strerror or exc}"
+
+
+def _again(result: Job | LoadError) -> bool:
+    """A load error read again at each scan: the host's fault, or one of the moment."""
+    return isinstance(result, LoadError) and (result.of_host or result.passing)
+
+
+def _snapshot_of(seen: dict[str, Loaded]) -> JobSnapshot:
     jobs: dict[str, Job] = {}
     errors: dict[str, str] = {}
     models: dict[str, str] = {}  # model id -> the job answering to it (docs/openai.md)

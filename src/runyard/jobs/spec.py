@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,13 +21,13 @@ from runyard.jobs.params import (
     params_schema,
     validate_params,
 )
+from runyard.jobs.reading import MAX_DEPTH, UnreadableError, read_job_toml
 from runyard.jobs.sandbox import Sandbox, SandboxPolicy, check
 from runyard.jobs.template import BUILTINS, TemplateError, placeholders, render
 
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-MAX_JOB_FILE_BYTES = 256 * 1024
 
 
 class Backoff(BaseModel):
@@ -231,11 +230,15 @@ class Job:
 
 
 class LoadError(Exception):
-    def __init__(self, path: Path, message: str, *, of_host: bool = False) -> None:
+    def __init__(
+        self, path: Path, message: str, *, of_host: bool = False, passing: bool = False
+    ) -> None:
         super().__init__(f"{path.name}: {message}")
         self.path = path
         self.message = message
         self.of_host = of_host  # the host's fault (no bwrap, a missing bind): looked at again
+        # a fault of this moment (no descriptor left, EIO): the file's last load stands
+        self.passing = passing
 
 
 def _describe(exc: ValidationError) -> str:
@@ -249,15 +252,9 @@ def _describe(exc: ValidationError) -> str:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise LoadError(path, f"cannot read: {exc.strerror}") from None
-    if len(raw) > MAX_JOB_FILE_BYTES:
-        raise LoadError(path, f"file is over {MAX_JOB_FILE_BYTES} bytes")
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise LoadError(path, f"not valid TOML: {exc}") from None
+        return read_job_toml(path)
+    except UnreadableError as exc:
+        raise LoadError(path, exc.message, passing=exc.passing) from None
 
 
 def _check_defaults(path: Path, spec: JobSpec, model: type[BaseModel]) -> None:
@@ -308,7 +305,7 @@ def _check_bounds(path: Path, spec: JobSpec, ceiling: JsonCeiling) -> None:
                 raise LoadError(path, str(exc)) from None
     # The spec is stored with every run and its strings reach argv and the environment: a
     # control character (NUL above all) would fail each submit, so it fails the load instead.
-    found = json_problem(spec.model_dump(mode="json"), max_depth=64, max_keys=100_000)
+    found = json_problem(spec.model_dump(mode="json"), max_depth=MAX_DEPTH, max_keys=100_000)
     if found is not None:
         raise LoadError(path, f"{found[0]}: {found[1]}")
 
