@@ -120,6 +120,36 @@ def test_a_run_as_program_cannot_make_the_supervisor_write_through_its_workspace
     assert log.strip().endswith(b"{}")  # the second attempt read its own params
 
 
+HOST_CPU_S = 1000  # the server's (and so its supervisor's) hard RLIMIT_CPU in the test below
+LOWERED_CPU = [
+    "-c",
+    "import resource, runpy, sys\n"
+    f"resource.setrlimit(resource.RLIMIT_CPU, ({HOST_CPU_S}, {HOST_CPU_S}))\n"
+    "sys.argv[0] = 'runyard'\n"
+    "runpy.run_module('runyard', run_name='__main__')\n",
+]
+
+
+def test_a_limit_over_the_hosts_hard_limit_fails_its_run_saying_so(
+    start_server, write_job, jobs_dir
+) -> None:
+    """A limit the program may not have (over the hard limit its supervisor runs under, which
+    it cannot raise: not root, or root become another user) failed inside the child, and the
+    run said only "SubprocessError: Exception occurred in preexec_fn"."""
+    user = 'run_as = "nobody"\n' if os.geteuid() == 0 else ""  # root could raise it itself
+    write_job("over", f'command = ["true"]\n{user}[limits]\ncpu_s = {HOST_CPU_S * 5}\n')
+    # within the hard limit, though its 5 s of grace are not: the grace is what the host allows
+    write_job("within", f'command = ["true"]\n{user}[limits]\ncpu_s = {HOST_CPU_S - 2}\n')
+    server = start_server(jobs_dir, entry=LOWERED_CPU)
+    run, _ = finish(server, "over")
+    assert run.state is RunState.FAILED
+    assert (
+        f"limits.cpu_s ({HOST_CPU_S * 5}) is over this host's hard RLIMIT_CPU ({HOST_CPU_S})"
+        in (run.reason or "")
+    ), run.reason
+    assert finish(server, "within")[0].state is RunState.SUCCEEDED
+
+
 def test_workspace_usage_is_reported(start_server) -> None:
     server = start_server()
     with server.client() as c:

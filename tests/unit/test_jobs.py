@@ -130,6 +130,19 @@ def test_invalid_params_name_the_field(tmp_path: Path, params: dict, field: str)
         ('command = ["x"]\n[slurm]\npartition = "p"\n', "executor"),
         ('command = ["x"]\nexecutor = "slurm"\nrun_as = "nobody"\n', "local"),
         ('command = ["x"]\nexecutor = "k8s"\n', "executor"),
+        # limits an rlimit cannot hold: every run failed inside the child's setrlimit
+        (
+            'command = ["x"]\n[limits]\nmemory_mb = 100000000000000\n',
+            "limits.memory_mb: Input should be less than or equal to 8796093022207",
+        ),
+        (
+            'command = ["x"]\n[limits]\ncpu_s = 10000000000000000000\n',
+            "limits.cpu_s: Input should be less than or equal to 9223372036854775802",
+        ),
+        (
+            'command = ["x"]\n[limits]\nmax_log_mb = 1e300\n',
+            "limits.max_log_mb: Input should be less than or equal to 8796093022207",
+        ),
         # file params: an upload per run, limits only where they mean something
         ('command = ["x"]\n[params.f]\ntype = "file"\ndefault = "upload:x"\n', "no default"),
         ('command = ["x"]\n[params.f]\ntype = "str"\nmax_mb = 1\n', "only for file"),

@@ -4,6 +4,7 @@ exec, and the marker left in a log that reached its cap. Used by the supervisor.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pwd
 import resource
@@ -18,22 +19,61 @@ _RLIMITS: dict[str, tuple[int, float, int]] = {
     "open_files": (resource.RLIMIT_NOFILE, 1, 0),
     "max_log_mb": (resource.RLIMIT_FSIZE, 2**20, 0),
 }
+_NAMES = {
+    resource.RLIMIT_AS: "RLIMIT_AS",
+    resource.RLIMIT_CPU: "RLIMIT_CPU",
+    resource.RLIMIT_NOFILE: "RLIMIT_NOFILE",
+    resource.RLIMIT_FSIZE: "RLIMIT_FSIZE",
+}
 
 
-def limiter(limits: dict[str, Any]) -> Callable[[], None]:
+class LimitRefusedError(OSError):
+    """A job's [limits] this host does not let its program have: the run fails saying so
+    (a failure inside the child would only say "Exception occurred in preexec_fn")."""
+
+
+def limiter(limits: dict[str, Any], *, may_raise: bool) -> Callable[[], None]:
     """Runs in the child between fork and exec: set its rlimits (and, to cut rather than
-    kill at the log cap, ignore SIGXFSZ so writes past it just fail)."""
-    settings = [(res, int(limits[name] * unit), extra)
-                for name, (res, unit, extra) in _RLIMITS.items() if name in limits]  # fmt: skip
+    kill at the log cap, ignore SIGXFSZ so writes past it just fail). `may_raise`: the child
+    may raise its hard limits (root, not yet another user); otherwise a limit over the
+    supervisor's own hard one is a LimitRefusedError here, before any fork."""
+    settings = []
+    for name, (res, unit, extra) in _RLIMITS.items():
+        if name in limits:
+            value = int(limits[name] * unit)
+            hard = _hard(res, value, extra, may_raise)
+            if hard is None:
+                over = resource.getrlimit(res)[1] / unit
+                raise LimitRefusedError(errno.EPERM, f"limits.{name} ({limits[name]:g}) is over "
+                                        f"this host's hard {_NAMES[res]} ({over:g})")  # fmt: skip
+            settings.append((name, res, value, hard))
     ignore_xfsz = "max_log_mb" in limits and limits.get("on_log_cap", "cut") == "cut"
 
     def apply() -> None:
-        for res, value, extra in settings:
-            resource.setrlimit(res, (value, value + extra))
+        for name, res, value, hard in settings:
+            try:
+                resource.setrlimit(res, (value, hard))
+            except (OSError, ValueError) as exc:
+                # the exception itself never reaches the supervisor: the log says which
+                os.write(2, f"runyard: cannot set limits.{name} ({_NAMES[res]}): {exc}\n".encode())
+                raise
         if ignore_xfsz:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     return apply
+
+
+def _hard(res: int, value: int, extra: int, may_raise: bool) -> int | None:
+    """The hard limit to set with soft limit `value`: `extra` above it, within what this
+    process's own hard limit allows when the child may not raise it; None if even `value`
+    is over that."""
+    wanted = value + extra
+    if may_raise:
+        return wanted
+    hard = resource.getrlimit(res)[1]
+    if hard == resource.RLIM_INFINITY or wanted <= hard:
+        return wanted
+    return hard if value <= hard else None  # the grace above the soft limit: what it allows
 
 
 def hand_over(run_as: str, cwd: str, progress: str | None) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from typing import IO, Any
 from runyard import failpoints
 from runyard.execution import sandbox
 from runyard.execution.diskwrites import say
-from runyard.execution.limits import hand_over, limiter
+from runyard.execution.limits import LimitRefusedError, hand_over, limiter
 from runyard.execution.procinfo import boot_tick, spawned_start_time
 from runyard.execution.protocol import ExitRecord, SpawnRequest
 
@@ -132,8 +132,11 @@ def _popen(
 ) -> tuple[subprocess.Popen[bytes], int | None]:
     """A program that needs what only Popen does (a preexec_fn for limits, a change of user,
     bubblewrap's descriptors): the Popen and its sandbox's init, if any."""
-    # only jobs with limits pay for a preexec_fn (it rules out vfork)
-    limit = limiter(req.limits) if req.limits else None
+    # only jobs with limits pay for a preexec_fn (it rules out vfork). It runs after the
+    # change of user, but bwrap's before: only a root supervisor's child that stays root
+    # (or becomes bwrap) may raise its hard limits
+    may_raise = os.geteuid() == 0 and (user is None or req.sandbox is not None)
+    limit = limiter(req.limits, may_raise=may_raise) if req.limits else None
     wrapped = None
     if req.sandbox is not None:  # bwrap starts as root; the program becomes the user
         wrapped, user = sandbox.wrap(req, req.sandbox, user), None
@@ -153,6 +156,13 @@ def _popen(
             group=user[1] if user else None,
             extra_groups=[] if user else None,
         )
+    except subprocess.SubprocessError as exc:
+        if wrapped is not None:
+            os.close(wrapped.info)
+        # only the preexec_fn fails so (exec and its other steps raise OSError): the limits
+        raise LimitRefusedError(
+            errno.EPERM, "the job's [limits] could not be set (the run's log says which)"
+        ) from exc
     except BaseException:
         if wrapped is not None:
             os.close(wrapped.info)

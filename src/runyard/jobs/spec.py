@@ -78,16 +78,27 @@ class SlurmOptions(BaseModel):
         return v
 
 
+# The most an rlimit holds (a signed 64-bit count), in the units of the limits below: a
+# value past it loaded cleanly, then failed every run inside the child's setrlimit.
+RLIMIT_MAX = 2**63 - 1
+RLIMIT_MAX_MB = RLIMIT_MAX // 2**20
+
+
 class Limits(BaseModel):
     """Enforced on the program with rlimits set before it starts."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    memory_mb: int | None = Field(default=None, gt=0, description="address space (RLIMIT_AS)")
-    cpu_s: int | None = Field(default=None, gt=0, description="CPU seconds (RLIMIT_CPU)")
+    memory_mb: int | None = Field(
+        default=None, gt=0, le=RLIMIT_MAX_MB, description="address space (RLIMIT_AS)"
+    )
+    cpu_s: int | None = Field(
+        default=None, gt=0, le=RLIMIT_MAX - 5, description="CPU seconds (RLIMIT_CPU)"
+    )  # its hard limit is 5 s above
     open_files: int | None = Field(default=None, ge=8, le=1_048_576, description="RLIMIT_NOFILE")
     max_log_mb: float | None = Field(
-        default=None, gt=0, description="cap on the log (RLIMIT_FSIZE: every file it writes)"
-    )
+        default=None, gt=0, le=RLIMIT_MAX_MB,
+        description="cap on the log (RLIMIT_FSIZE: every file it writes)",
+    )  # fmt: skip
     on_log_cap: Literal["cut", "kill"] = "cut"
 
 
