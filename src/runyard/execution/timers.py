@@ -7,6 +7,11 @@ import itertools
 import time
 from collections.abc import Iterator
 
+# The longest the supervisor waits in one select: epoll takes at most 2^31 - 1 ms (24.8 days),
+# and a job's timeout_s of 35 days raised OverflowError out of the loop (the supervisor gone,
+# every run's program lost). A timer further off is waited for in turns.
+MAX_WAIT_S = 3600.0
+
 
 class Timers:
     """(deadline, kind, key) on the monotonic clock, fired in deadline order."""
@@ -25,5 +30,8 @@ class Timers:
             yield kind, key
 
     def wait_s(self, now: float) -> float | None:
-        """Seconds until the next timer (0 if one is due), None if there is none."""
-        return max(0.0, self._heap[0][0] - now) if self._heap else None
+        """Seconds until the next timer (0 if one is due), None if there is none; at most
+        MAX_WAIT_S, after which the loop asks again."""
+        if not self._heap:
+            return None
+        return min(MAX_WAIT_S, max(0.0, self._heap[0][0] - now))
