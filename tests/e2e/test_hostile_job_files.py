@@ -144,3 +144,19 @@ def test_a_dangling_or_looping_link_is_a_load_error(start_server, write_job, job
     wait_for(lambda: "linked" in [job["name"] for job in jobs_of(server)["jobs"]],
              what="the linked job back")  # fmt: skip
     assert "linked.toml" not in load_errors(server)
+
+
+def test_job_file_names_that_are_not_names_are_load_errors_every_route_can_show(
+    start_server, write_job, jobs_dir
+) -> None:
+    """A file name whose bytes are not UTF-8 reached /v1/status as lone surrogates, which no
+    JSON encoder takes: a 500 for as long as the file was there."""
+    write_job("true", TRUE)
+    with open(os.fsencode(jobs_dir) + b"/bad\xff.toml", "wb") as f:
+        f.write(TRUE.encode())
+    write_job("esc\x1b", TRUE)
+    server = start_server(jobs_dir)
+    for name in ("bad\\xff.toml", "esc\x1b.toml"):
+        assert "job names are letters, digits" in load_errors(server)[name]
+        assert "job names are letters, digits" in status_errors(server)[name]
+    runs_true(server)

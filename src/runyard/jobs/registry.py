@@ -82,13 +82,15 @@ class JobRegistry:
         try:
             entries = sorted(os.scandir(self.directory), key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError) as exc:
-            return JobSnapshot(errors={str(self.directory): f"cannot read jobs directory: {exc}"})
+            return JobSnapshot(
+                errors={_shown(str(self.directory)): _shown(f"cannot read jobs directory: {exc}")}
+            )
         except OSError as exc:
             # out of descriptors, an I/O error: a passing fault must not undeclare every job,
             # so the last scan's jobs stand (with the fault reported) until a scan succeeds
             log.warning("jobs_dir_unreadable", error=str(exc))
             last = _snapshot_of(self._cache)
-            fault = {str(self.directory): f"cannot read jobs directory: {exc}"}
+            fault = {_shown(str(self.directory)): _shown(f"cannot read jobs directory: {exc}")}
             return JobSnapshot(jobs=last.jobs, errors={**last.errors, **fault})
         for entry in entries:
             if entry.name.endswith(".toml") and not entry.name.startswith("."):
@@ -161,6 +163,15 @@ def _unfollowed(exc: OSError) -> str:
     return f"cannot read: {exc.strerror or exc}"
 
 
+def _shown(text: str) -> str:
+    """`text` as UTF-8 can carry it: a file name's bytes that are not UTF-8 (which Python
+    holds as lone surrogates, and no JSON encoder takes: /v1/status was a 500) escaped."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name decoded to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _again(result: Job | LoadError) -> bool:
     """A load error read again at each scan: the host's fault, or one of the moment."""
     return isinstance(result, LoadError) and (result.of_host or result.passing)
@@ -172,14 +183,14 @@ def _snapshot_of(seen: dict[str, Loaded]) -> JobSnapshot:
     models: dict[str, str] = {}  # model id -> the job answering to it (docs/openai.md)
     for fname, (_, result) in seen.items():
         if isinstance(result, LoadError):
-            errors[fname] = result.message
+            errors[_shown(fname)] = _shown(result.message)
             continue
         chat = result.spec.openai
         if chat is not None:
             model = chat.model_id(result.name)
             if model in models:
                 # files are scanned in name order: the first one keeps the model
-                errors[fname] = f"openai.model {model!r} is already job {models[model]!r}'s"
+                errors[_shown(fname)] = f"openai.model {model!r} is already job {models[model]!r}'s"
                 continue
             models[model] = result.name
         jobs[result.name] = result
