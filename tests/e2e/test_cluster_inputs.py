@@ -30,8 +30,10 @@ def test_a_run_claimed_by_another_server_fetches_its_input(
     auth = {"Authorization": f"Bearer {token}"}
 
     def member(name: str):
+        # a lease long enough that a loaded machine never lets one lapse: a lapse is reaped
+        # and retried (another attempt), which is not what this test is about
         env = {"RUNYARD_DATABASE_URL": database, "RUNYARD_SERVER_ID": name,
-               "RUNYARD_LEASE_S": "1.5", "RUNYARD_TOKENS_FILE": str(tokens),
+               "RUNYARD_LEASE_S": "10", "RUNYARD_TOKENS_FILE": str(tokens),
                "RUNYARD_CLUSTER_SECRET": SECRET}  # fmt: skip
         return start_server(jobs_dir, capacity=1, data_dir=tmp_path / name, env=env)
 
@@ -53,7 +55,11 @@ def test_a_run_claimed_by_another_server_fetches_its_input(
              == "succeeded", timeout=60, what="b to run it")  # fmt: skip
     with psycopg.connect(database) as conn:
         hosts = conn.execute("SELECT host FROM attempts WHERE run_id = %s", (run["id"],)).fetchall()
-    assert hosts == [("b",)]
+        ends = conn.execute(  # what ended an attempt before it, if there was one
+            "SELECT data FROM run_events WHERE run_id = %s AND kind = 'state' ORDER BY seq",
+            (run["id"],),
+        ).fetchall()
+    assert hosts == [("b",)], ends
     assert web.get(f"{b.url}/v1/runs/{run['id']}/logs", headers=auth).content == BODY
     fetched = tmp_path / "b" / "uploads" / upload_id
     assert hashlib.sha256(fetched.read_bytes()).hexdigest() == upload_id
