@@ -24,11 +24,12 @@ import hmac
 import re
 import secrets
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
+
+from runyard.jobs.reading import UnreadableError, read_toml
 
 
 class Role(enum.IntEnum):
@@ -48,6 +49,10 @@ class AuthConfigError(Exception):
     pass
 
 
+# Thousands of tokens (each about 150 bytes): a file past this is not a tokens file.
+MAX_TOKENS_FILE_BYTES = 1024 * 1024
+
+
 def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -56,9 +61,11 @@ def load_tokens(path: Path | None) -> list[TokenEntry]:
     if path is None:
         return []
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise AuthConfigError(f"cannot read tokens file {path}: {exc}") from None
+        # bounded as a job file is: a FIFO, a device, a huge or deeply nested file is refused
+        # with its reason, never read without end nor a crash of the start or of a reload
+        data = read_toml(path, MAX_TOKENS_FILE_BYTES)
+    except UnreadableError as exc:
+        raise AuthConfigError(f"cannot read tokens file {path}: {exc.message}") from None
     entries = []
     for i, item in enumerate(data.get("token", [])):
         try:

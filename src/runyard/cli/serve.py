@@ -170,6 +170,15 @@ async def reload_tokens(runtime: Runtime) -> None:
     log.error("tokens_not_reloaded", reason=failure, kept=len(runtime.auth.entries))
 
 
+def tokens_problem(settings: Settings) -> str | None:
+    """Why the tokens file cannot be used (unreadable, not TOML, a role unknown, ...)."""
+    try:
+        load_tokens(settings.tokens_file)
+    except AuthConfigError as exc:
+        return str(exc)
+    return None
+
+
 def cluster_config_problem(settings: Settings) -> str | None:
     """Why this configuration must not start, for a server joining a cluster."""
     if settings.on_postgres and not settings.cluster_secret and load_tokens(settings.tokens_file):
@@ -225,8 +234,8 @@ def serve(settings: Settings) -> None:
     configure_logging(settings.log_format)
     try:
         problem = (
-            cluster_config_problem(settings) or data_dir_problem(settings)
-            or schema_problem(settings)
+            tokens_problem(settings) or cluster_config_problem(settings)
+            or data_dir_problem(settings) or schema_problem(settings)
         )  # fmt: skip
     except AuthConfigError as exc:
         problem = str(exc)

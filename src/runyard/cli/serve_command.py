@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from runyard.auth import load_tokens
+from runyard.auth import AuthConfigError, load_tokens
 from runyard.cli.output import err
 from runyard.config import Settings
 
@@ -45,7 +45,10 @@ def serve(
         drain_timeout_s=drain_timeout,
         tokens_file=tokens,
     )
-    has_tokens = bool(load_tokens(settings.tokens_file))
+    try:
+        has_tokens = bool(load_tokens(settings.tokens_file))
+    except AuthConfigError:
+        has_tokens = True  # a file that cannot be used: serve refuses it, in one line, below
     if not is_loopback(settings.host) and not has_tokens and not insecure:
         err.print(
             f"[red]refusing to bind {settings.host}:[/red] no tokens are configured, so anyone "

@@ -1,8 +1,8 @@
-"""Reading one job file into TOML data, bounded before any parsing: a regular file (through
-links, never a FIFO or a device), at most MAX_JOB_FILE_BYTES of it, nested at most MAX_DEPTH
-levels. tomllib recurses once per level of arrays and inline tables (a 2 KB file of
-brackets exhausts the stack) and takes time quadratic in a dotted key's parts (a 100 KB key,
-a minute), so both are measured on the text first."""
+"""Reading one TOML file (a job file, the tokens file) into data, bounded before any parsing: a
+regular file (through links, never a FIFO or a device), at most a given size of it, nested at
+most MAX_DEPTH levels. tomllib recurses once per level of arrays and inline tables (a 2 KB
+file of brackets exhausts the stack) and takes time quadratic in a dotted key's parts (a 100
+KB key, a minute), so both are measured on the text first."""
 
 from __future__ import annotations
 
@@ -48,14 +48,20 @@ class UnreadableError(Exception):
 
 
 def read_job_toml(path: Path) -> dict[str, Any]:
-    """The file's TOML data, or UnreadableError saying why not. Blocking (a scan's thread)."""
+    """The job file's TOML data, or UnreadableError saying why not. Blocking (a scan's
+    thread)."""
+    return read_toml(path, MAX_JOB_FILE_BYTES)
+
+
+def read_toml(path: Path, max_bytes: int) -> dict[str, Any]:
+    """The file's TOML data, or UnreadableError saying why not. Blocking."""
     try:
-        raw = read_regular(path, MAX_JOB_FILE_BYTES + 1, follow_links=True)
+        raw = read_regular(path, max_bytes + 1, follow_links=True)
     except OSError as exc:
         raise UnreadableError(f"cannot read: {exc.strerror or exc}",
                               passing=exc.errno in PASSING) from None  # fmt: skip
-    if len(raw) > MAX_JOB_FILE_BYTES:
-        raise UnreadableError(f"file is over {MAX_JOB_FILE_BYTES} bytes")
+    if len(raw) > max_bytes:
+        raise UnreadableError(f"file is over {max_bytes} bytes")
     if raw.startswith(codecs.BOM_UTF8):
         raise UnreadableError("starts with a byte order mark: save it as UTF-8 without one")
     try:
