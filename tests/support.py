@@ -19,6 +19,8 @@ import psutil
 import pytest
 
 from runyard.client import Client
+from runyard.clock import new_id
+from runyard.models import Run, RunState
 from runyard.schemas import RunView
 from tests import web
 
@@ -182,3 +184,11 @@ class ServerProcess:
             timeout=timeout,
             what=f"run {run_id} to finish",
         )
+
+
+def queued_run(job: str = "j") -> Run:
+    """A new queued run of a job that runs `true`, for a store's or a hub's tests to insert."""
+    return Run(
+        id=new_id(), job=job, params={}, state=RunState.QUEUED, priority=0,
+        created_at=1000.0, spec={"name": job, "command": ["true"]},
+    )  # fmt: skip

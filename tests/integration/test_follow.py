@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from runyard.clock import new_id
 from runyard.execution.layout import RunPaths
 from runyard.models import AttemptEnd, AttemptState, Run, RunEvent, RunState
 from runyard.services.lifecycle import Lifecycle
@@ -25,6 +24,7 @@ from runyard.store.sqlite import SQLiteStore
 from runyard.streams.follow import EVENT_PAGE, follow_events, follow_log
 from runyard.streams.hub import StreamHub
 from runyard.streams.subscriber import Chunk, End, Following, Lagged
+from tests.support import queued_run
 
 pytestmark = pytest.mark.anyio
 FOREVER = 3600.0  # the follower's re-check period: a missed change would hang, never be
@@ -85,10 +85,7 @@ class RacingStore:
 async def world(tmp_path: Path) -> AsyncIterator[tuple[RacingStore, StreamHub, Run]]:
     real = SQLiteStore(tmp_path / "store.db")
     await real.open()
-    run = Run(
-        id=new_id(), job="j", params={}, state=RunState.QUEUED, priority=0,
-        created_at=1000.0, spec={"name": "j", "command": ["true"]},
-    )  # fmt: skip
+    run = queued_run()
     await real.insert_run(run)
     store = RacingStore(real)
     hub = StreamHub(store, lambda rid: RunPaths.of(tmp_path, rid))  # type: ignore[arg-type]

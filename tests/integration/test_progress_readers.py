@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runyard.clock import new_id
 from runyard.execution.layout import RunPaths
-from runyard.models import Run, RunState
 from runyard.store.sqlite import SQLiteStore
 from runyard.streams.hub import StreamHub
+from tests.support import queued_run
 
 pytestmark = pytest.mark.anyio
 
@@ -27,10 +26,7 @@ async def test_concurrent_progress_reads_record_each_line_once(tmp_path: Path) -
     store = SQLiteStore(tmp_path / "store.db")
     await store.open()
     try:
-        run = Run(
-            id=new_id(), job="j", params={}, state=RunState.QUEUED, priority=0,
-            created_at=1000.0, spec={"name": "j", "command": ["true"]},
-        )  # fmt: skip
+        run = queued_run()
         await store.insert_run(run)
         await store.claim(1, {}, now=2000.0, host="h")
         paths = RunPaths.of(tmp_path, run.id)
