@@ -268,8 +268,9 @@ class LocalExecutor:
         self, run_id: str, attempt: int, pid: int | None, start_time: float | None
     ) -> bool:
         """Whether the process the supervisor spawned for the attempt is still there: `pid`
-        with its start time (a reused pid is somebody else's). One read of /proc."""
-        return same_process(pid, start_time)
+        with its start time (a reused pid is somebody else's). One read of /proc, in a thread
+        as every file read of the server's."""
+        return await asyncio.to_thread(same_process, pid, start_time)
 
     async def kill_leftovers(
         self, run_id: str, attempt: int, pid: int | None, start_time: float | None
