@@ -23,6 +23,7 @@ from runyard.schemas import (
     JobView,
     RunPage,
     RunView,
+    SchedulePage,
     ScheduleView,
     UploadView,
 )
@@ -263,8 +264,20 @@ class Client:
         )
 
     def schedules(self) -> list[ScheduleView]:
-        resp = self._check(self.http.get("/v1/schedules"))
-        return [ScheduleView.model_validate(s) for s in resp.json()]
+        """Every schedule, page after page."""
+        found: list[ScheduleView] = []
+        cursor: str | None = None
+        while True:
+            query: dict[str, str | int] = {"limit": 500}
+            if cursor is not None:
+                query["cursor"] = cursor
+            page = SchedulePage.model_validate(
+                self._check(self.http.get("/v1/schedules", params=query)).json()
+            )
+            found += page.schedules
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
 
     def update_schedule(self, schedule_id: str, **changes: Any) -> ScheduleView:
         resp = self._check(self.http.patch(f"/v1/schedules/{schedule_id}", json=changes))

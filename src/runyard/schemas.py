@@ -222,6 +222,11 @@ class ScheduleView(BaseModel):
     last_run_id: str | None
 
 
+class SchedulePage(BaseModel):
+    schedules: list[ScheduleView]
+    next_cursor: str | None
+
+
 class AttemptView(BaseModel):
     number: int
     state: str

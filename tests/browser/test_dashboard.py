@@ -175,3 +175,22 @@ def test_ten_thousand_runs_are_paged_not_loaded(
     page.click("#newer")
     expect(page.locator("tr[data-id]").first).to_have_attribute("data-id", first or "")
     assert sizes and max(sizes) < 200_000  # a page at a time, never the 10,000
+
+
+def test_the_schedules_page_shows_every_page_of_schedules(start_server, page: Page) -> None:
+    """GET /v1/schedules comes in pages: the page reads each (pages of two here)."""
+    server = start_server()
+    with server.client() as c:
+        made = [c.create_schedule("simulate", interval_s=3600, paused=True).id for _ in range(5)]
+    asked: list[str] = []
+
+    def small_pages(route: Route) -> None:
+        asked.append(route.request.url)
+        route.continue_(url=route.request.url.replace("limit=500", "limit=2"))
+
+    page.route(re.compile(r".*/v1/schedules\?.*"), small_pages)
+    page.goto(f"{server.url}/ui/#/schedules")
+    for schedule_id in made:
+        expect(page.locator(f"tr[data-id='{schedule_id}']")).to_have_count(1)
+    expect(page.locator("tbody tr")).to_have_count(5)
+    assert len(asked) >= 3  # 2 + 2 + 1

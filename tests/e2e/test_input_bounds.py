@@ -59,7 +59,11 @@ def stored(server) -> tuple[int, int, int]:
     batches = web.get(f"{server.url}/v1/batches")
     schedules = web.get(f"{server.url}/v1/schedules")
     assert [r.status_code for r in (runs, batches, schedules)] == [200, 200, 200]
-    return len(runs.json()["runs"]), len(batches.json()["batches"]), len(schedules.json())
+    return (
+        len(runs.json()["runs"]),
+        len(batches.json()["batches"]),
+        len(schedules.json()["schedules"]),
+    )
 
 
 def refused(resp: httpx.Response, field: str, *words: str) -> None:

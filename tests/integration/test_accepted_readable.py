@@ -131,9 +131,13 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InProcess
 def counts(srv: InProcessServer) -> tuple[int, int, int]:
     runs = srv.get("/v1/runs", params={"limit": 500})
     batches = srv.get("/v1/batches", params={"limit": 200})
-    schedules = srv.get("/v1/schedules")
+    schedules = srv.get("/v1/schedules", params={"limit": 500})
     assert (runs.status_code, batches.status_code, schedules.status_code) == (200, 200, 200)
-    return len(runs.json()["runs"]), len(batches.json()["batches"]), len(schedules.json())
+    return (
+        len(runs.json()["runs"]),
+        len(batches.json()["batches"]),
+        len(schedules.json()["schedules"]),
+    )
 
 
 def refused_and_unchanged(srv: InProcessServer, resp: Any, before: tuple[int, int, int]) -> None:
@@ -233,5 +237,5 @@ def test_a_schedule_is_refused_or_readable(
     assert same(got.json()["params"], p)
     assert got.json()["labels"] == lab
     assert got.json()["next_fire_at"] is not None  # what is accepted fires
-    listed = {s["id"]: s for s in server.get("/v1/schedules").json()}
+    listed = {s["id"]: s for s in server.get("/v1/schedules").json()["schedules"]}
     assert same(listed[resp.json()["id"]]["params"], p)

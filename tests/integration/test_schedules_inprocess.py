@@ -172,7 +172,7 @@ def test_bad_schedules_are_refused(server: FakedServer) -> None:
         assert resp.status_code == 422, body
         assert field in resp.json()["detail"]
     assert server.post("/v1/schedules", json={"job": "nope", "interval_s": 1}).status_code == 404
-    assert server.get("/v1/schedules").json() == []
+    assert server.get("/v1/schedules").json() == {"schedules": [], "next_cursor": None}
     cron = create(server, job="tick", cron="*/5 * * * *")
     assert cron["next_fire_at"] is not None
     assert server.request("DELETE", f"/v1/schedules/{cron['id']}").status_code == 204
@@ -227,7 +227,7 @@ def test_a_server_holds_at_most_max_schedules(tmp_path: Path, jobs: Path) -> Non
         assert over.status_code == 409, over.text
         assert over.json()["limit"] == 2
         assert "max_schedules" in over.json()["detail"]
-        assert sorted(s["id"] for s in srv.get("/v1/schedules").json()) == sorted(made)
+        assert sorted(s["id"] for s in srv.get("/v1/schedules").json()["schedules"]) == sorted(made)
         assert srv.request("DELETE", f"/v1/schedules/{made[0]}").status_code == 204
         create(srv, job="tick", interval_s=60, paused=True)  # room again
 

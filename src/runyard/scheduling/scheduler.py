@@ -16,13 +16,14 @@ import structlog
 
 from runyard.background import TaskGroup
 from runyard.clock import Clock, new_id
-from runyard.errors import ConflictError, InvalidInputError, NotFoundError
+from runyard.errors import ConflictError, NotFoundError
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
 from runyard.models import Run, RunState, Schedule
 from runyard.scheduling.file_params import FileParams
-from runyard.scheduling.timing import check_cron, check_interval, next_after
+from runyard.scheduling.requests import check_request
+from runyard.scheduling.timing import next_after
 from runyard.services.runs import new_run
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
@@ -344,24 +345,9 @@ class Scheduler:
         interval_s: float | None,
         now: float,
     ) -> None:
-        # the job first: a request about no declared job is a 404 whatever else it says
-        declared = await self.registry.get(job)
-        if declared is None:
-            raise NotFoundError(f"job {job!r} is not declared", field="job")
-        if (cron is None) == (interval_s is None):
-            raise InvalidInputError("give exactly one of `cron` and `interval_s`", field="cron")
-        if cron is not None:
-            check_cron(cron, now)
-        if interval_s is not None:
-            check_interval(interval_s, self.min_interval_s)
-        try:
-            values = declared.validate_params(params)
-        except ParamError as exc:
-            raise InvalidInputError(str(exc), errors=exc.errors) from None
-        if declared.spec.has_files:  # each names a stored upload within its limits
-            if self.files is None:
-                raise InvalidInputError("this server takes no uploads", field="params")
-            await self.files.check_files(declared, values, {})
+        await check_request(
+            self.registry, self.files, self.min_interval_s, job, params, cron, interval_s, now
+        )
 
     def get(self, schedule_id: str) -> Schedule:
         s = self.schedules.get(schedule_id)

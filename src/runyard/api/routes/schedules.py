@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
 from runyard.api.deps import SchedulerDep
-from runyard.api.inputs import ScheduleId
+from runyard.api.inputs import Cursor, ScheduleId
 from runyard.api.security import ADMIN, READ, SUBMIT
 from runyard.bounds import unshowable
 from runyard.models import Schedule
-from runyard.schemas import SchedulePatch, ScheduleRequest, ScheduleView, problem_responses
+from runyard.schemas import (
+    SchedulePage,
+    SchedulePatch,
+    ScheduleRequest,
+    ScheduleView,
+    problem_responses,
+)
 
 router = APIRouter(
     prefix="/v1/schedules",
@@ -54,9 +61,19 @@ async def create_schedule(body: ScheduleRequest, scheduler: SchedulerDep) -> JSO
     )  # fmt: skip
 
 
-@router.get("", response_model=list[ScheduleView], dependencies=[READ])
-async def list_schedules(scheduler: SchedulerDep) -> list[ScheduleView]:
-    return [schedule_view(s) for s in scheduler.schedules.values()]
+@router.get("", response_model=SchedulePage, dependencies=[READ])
+async def list_schedules(
+    scheduler: SchedulerDep,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> SchedulePage:
+    """Oldest first (ids grow with time), `limit` at a time: a page is bounded whatever the
+    number of schedules (`max_schedules`)."""
+    ids = sorted(i for i in scheduler.schedules if cursor is None or i > cursor)
+    page = ids[: limit + 1]
+    more = len(page) > limit
+    shown = [schedule_view(scheduler.schedules[i]) for i in page[:limit]]
+    return SchedulePage(schedules=shown, next_cursor=page[limit - 1] if more else None)
 
 
 @router.get("/{schedule_id}", response_model=ScheduleView, dependencies=[READ])

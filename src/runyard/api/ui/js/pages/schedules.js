@@ -24,7 +24,12 @@ export async function schedulesPage(ctx) {
   }
 
   async function load() {
-    const list = await api.get("/v1/schedules");
+    const list = [];
+    for (let cursor = null, first = true; first || cursor; first = false) {
+      const page = await api.get(`/v1/schedules?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+      list.push(...page.schedules);
+      cursor = page.next_cursor;
+    }
     tbody.replaceChildren(...list.map(row));
     if (!list.length) tbody.append(h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No schedules. POST /v1/schedules or `runyard schedule add` makes one.")));
   }
