@@ -46,3 +46,29 @@ def test_a_failed_rescan_keeps_the_jobs(tmp_path: Path) -> None:
     assert during.startswith("DURING ['a', 'b'] |")  # both still declared, the fault reported
     assert str(jobs) in during
     assert after == "AFTER ['a', 'b'] ['false']"  # and the change is picked up once it passes
+
+
+def test_a_jobs_directory_past_its_limit_loads_the_first_files_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """Every file was loaded and held, and looked at again at each rescan, however many."""
+    from runyard.jobs.registry import JobRegistry
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for name in ("e", "a", "d", "b", "c"):
+        (jobs / f"{name}.toml").write_text('command = ["true"]\n')
+    (jobs / "notes.txt").write_text("not a job, not counted")
+    registry = JobRegistry(jobs, refresh_s=0, max_files=3)
+    snapshot = registry.scan()
+    assert sorted(snapshot.jobs) == ["a", "b", "c"]  # the first by name, the same each scan
+    (why,) = snapshot.errors.values()
+    assert "2 job files were not loaded" in why and "at most 3" in why and "d.toml" in why
+    (jobs / "a.toml").unlink()
+    again = registry.scan()
+    assert sorted(again.jobs) == ["b", "c", "d"] and "1 job files" in next(
+        iter(again.errors.values())
+    )
+    (jobs / "b.toml").unlink()
+    within = registry.scan()
+    assert sorted(within.jobs) == ["c", "d", "e"] and within.errors == {}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import os
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,11 @@ log = structlog.get_logger(__name__)
 Stamp = tuple[int, int, int, int]
 Loaded = tuple[Stamp | None, Job | LoadError]  # None: nothing to compare, looked at each scan
 
+# Every job is held in memory and every file is looked at again at each rescan (once a second
+# while there are requests): a directory of a million job files must not make each scan read
+# them all. Past this many, in name order, the rest are one load error of the directory.
+MAX_JOB_FILES = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class JobSnapshot:
@@ -39,8 +46,9 @@ class JobRegistry:
 
     def __init__(
         self, directory: Path, refresh_s: float = 1.0, ceiling: JsonCeiling | None = None,
-        sandbox: SandboxPolicy | None = None,
+        sandbox: SandboxPolicy | None = None, max_files: int = MAX_JOB_FILES,
     ) -> None:  # fmt: skip
+        self.max_files = max_files
         self.directory = directory
         self.refresh_s = refresh_s
         self.ceiling = ceiling or JsonCeiling()
@@ -49,6 +57,7 @@ class JobRegistry:
         self._snapshot = JobSnapshot()
         self._checked_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._over = False  # the last scan left files out (logged once, not each scan)
 
     async def snapshot(self) -> JobSnapshot:
         if time.monotonic() - self._checked_at < self.refresh_s:
@@ -80,7 +89,7 @@ class JobRegistry:
         is or holds, it is that file's load error: never a scan that raises or waits."""
         seen: dict[str, Loaded] = {}
         try:
-            entries = sorted(os.scandir(self.directory), key=lambda e: e.name)
+            files, total = _job_files(self.directory, self.max_files)
         except (FileNotFoundError, NotADirectoryError) as exc:
             return JobSnapshot(
                 errors={_shown(str(self.directory)): _shown(f"cannot read jobs directory: {exc}")}
@@ -92,13 +101,25 @@ class JobRegistry:
             last = _snapshot_of(self._cache)
             fault = {_shown(str(self.directory)): _shown(f"cannot read jobs directory: {exc}")}
             return JobSnapshot(jobs=last.jobs, errors={**last.errors, **fault})
-        for entry in entries:
-            if entry.name.endswith(".toml") and not entry.name.startswith("."):
-                loaded = self._entry(entry)
-                if loaded is not None:
-                    seen[entry.name] = loaded
+        for entry in files[: self.max_files]:
+            loaded = self._entry(entry)
+            if loaded is not None:
+                seen[entry.name] = loaded
         self._cache = seen
-        return _snapshot_of(seen)
+        snapshot = _snapshot_of(seen)
+        if total > self.max_files:
+            over = total - self.max_files
+            why = (
+                f"{over} job files were not loaded: a jobs directory holds at most "
+                f"{self.max_files} (the first left out is {files[self.max_files].name})"
+            )
+            snapshot.errors[_shown(str(self.directory))] = _shown(why)
+            if not self._over:
+                log.warning("job_files_over_limit", left_out=over, limit=self.max_files)
+            self._over = True
+        else:
+            self._over = False
+        return snapshot
 
     def _entry(self, entry: os.DirEntry[str]) -> Loaded | None:
         """One file's job or load error; None if it went since the listing."""
@@ -148,6 +169,23 @@ class JobRegistry:
         if str(was) != str(exc):  # logged once, not at every scan of a host's fault
             log.warning("job_load_error", file=exc.path.name, error=exc.message)
         return exc
+
+
+def _job_files(directory: Path, keep: int) -> tuple[list[os.DirEntry[str]], int]:
+    """The first `keep` + 1 job files of `directory` by name, and how many there are: a huge
+    directory is listed once, never held whole."""
+    total = 0
+
+    def counted(listing: Iterator[os.DirEntry[str]]) -> Iterator[os.DirEntry[str]]:
+        nonlocal total
+        for entry in listing:
+            if entry.name.endswith(".toml") and not entry.name.startswith("."):
+                total += 1
+                yield entry
+
+    with os.scandir(directory) as listing:
+        first = heapq.nsmallest(keep + 1, counted(listing), key=lambda e: e.name)
+    return first, total
 
 
 def _is_link(entry: os.DirEntry[str]) -> bool:
