@@ -56,6 +56,13 @@ class StoreBusyError(UnavailableError):
     slug = "store-busy"
 
 
+class StoreUnreachableError(UnavailableError):
+    """The database's connection was lost (a restart, a failover, a terminated backend) or
+    none could be had: nothing of the request is known to be written, unless it says so."""
+
+    slug = "store-unreachable"
+
+
 class StorageFullError(RunyardError):
     status, title, slug = 507, "Insufficient storage", "storage-full"
 

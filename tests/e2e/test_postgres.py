@@ -25,3 +25,30 @@ def test_runs_on_postgres(start_server, database) -> None:
         (count,) = conn.execute("SELECT count(*) FROM runs").fetchone()
     assert count == 5  # the runs are in PostgreSQL, not in a SQLite file
     assert not (server.data_dir / "runyard.db").exists()
+
+
+def test_a_database_that_drops_every_connection_costs_no_request(start_server, database) -> None:
+    """A restart, a failover or an administrator's pg_terminate_backend drops every
+    connection of the pool at once: each was found broken only by the next request to use it,
+    and answered 500 (`AdminShutdown`), as were the dispatcher's and the exits' writes. A
+    transaction dropped before its commit wrote nothing: it is run again on a new one."""
+    server = start_server(env={"RUNYARD_DATABASE_URL": database})
+    name = database.rsplit("/", 1)[1]
+    with server.client() as c:
+        before = [c.submit("true").id for _ in range(5)]  # the pool holds connections now
+        for run_id in before:
+            assert server.wait_run(c, run_id).state is RunState.SUCCEEDED
+        for _ in range(3):
+            with psycopg.connect(database.rsplit("/", 1)[0] + "/test", autocommit=True) as conn:
+                (dropped,) = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                ).fetchone()
+            assert dropped >= 1
+            resp = c.http.post("/v1/runs", json={"job": "true"}, headers={"prefer": "wait=30"})
+            assert resp.status_code == 200, resp.text  # neither a 500 nor a 503
+            assert resp.json()["state"] == "succeeded"  # stored, dispatched, ended: recorded
+            assert c.http.get("/v1/runs", params={"limit": 50}).status_code == 200
+    log = server.log_path.read_text()
+    assert "AdminShutdown" not in log and "unhandled_error" not in log

@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from psycopg import AsyncConnection, errors
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from runyard import failpoints
 from runyard.errors import (
@@ -23,6 +23,7 @@ from runyard.errors import (
     StorageFullError,
     StorageIOError,
     StoreBusyError,
+    StoreUnreachableError,
     storage_error,
 )
 from runyard.store import postgres_sql as q
@@ -54,30 +55,53 @@ class PostgresStore(SQLStore):
     # -- transactions -----------------------------------------------------------------------
 
     async def _read(self, make: Make[T]) -> T:
-        async with self._tx() as c:
-            return await drive_async(make(), partial(_execute, c, self._scope))
+        return await self._again_if_dropped(make, None)
 
     async def _write(self, make: Make[T], point: str = COMMIT) -> T:
-        async with self._tx(point) as c:
+        return await self._again_if_dropped(make, point)
+
+    async def _again_if_dropped(self, make: Make[T], write: str | None) -> T:
+        """The transaction, run once more on another connection if the database dropped the
+        first before its commit: a restart, a failover or a terminated backend drops every
+        idle connection of the pool at once, and each was found broken only by the next
+        request to use it (a 500). Nothing of a transaction dropped before its commit was
+        written; a write dropped during its commit is not run again (it may be written), and
+        neither is the second: 503 `store-unreachable`. The pool's idle connections are
+        checked first, and the broken ones replaced."""
+        try:
+            async with self._tx(write) as c:
+                return await drive_async(make(), partial(_execute, c, self._scope))
+        except _DroppedError as exc:
+            if exc.committing and write is not None:
+                raise
+        # what dropped one connection (a restart) dropped the pool's idle others with it
+        await self.pool.check()
+        async with self._tx(write) as c:
             return await drive_async(make(), partial(_execute, c, self._scope))
 
     @asynccontextmanager
     async def _tx(self, write: str | None = None) -> AsyncIterator[Conn]:
         """One transaction; `write` names the failpoint of a transaction that writes."""
+        conn: Conn | None = None
+        committing = False
         try:
             async with self.pool.connection() as conn, conn.transaction():
                 yield conn
                 if write is not None:
                     failpoints.check(write)  # raising here rolls the transaction back
+                committing = True
+        except PoolTimeout as exc:
+            raise StoreUnreachableError(f"no connection to the database: {exc}") from exc
+        except errors.OperationalError as exc:
+            if conn is not None and conn.broken:
+                raise _DroppedError(str(exc).strip(), committing) from exc
+            mapped = _mapped(exc, write, self._failed)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         except OSError as exc:
             raise self._failed(storage_error(exc, "the database"), write or COMMIT) from exc
-        except errors.DiskFull as exc:
-            error: RunyardError = StorageFullError("the database's disk is full")
-            raise self._failed(error, write or COMMIT) from exc
-        except errors.IoError as exc:
-            error = StorageIOError(f"the database cannot be written: {exc}")
-            raise self._failed(error, write or COMMIT) from exc
-        except (errors.LockNotAvailable, errors.DeadlockDetected, errors.QueryCanceled) as exc:
+        except errors.DeadlockDetected as exc:
             raise StoreBusyError("the database is busy; try again") from exc
         if write is not None:
             self._written(write)
@@ -132,6 +156,38 @@ class PostgresStore(SQLStore):
 
     async def try_lead(self) -> bool:
         return await self._leadership.try_lead()
+
+
+class _DroppedError(StoreUnreachableError):
+    """The connection broke under a transaction; `committing`: during its commit."""
+
+    def __init__(self, why: str, committing: bool) -> None:
+        if committing:
+            super().__init__(
+                f"the database's connection was lost during a commit ({why}): what was asked "
+                "may have been written; read it back, or repeat it with the same "
+                "Idempotency-Key"
+            )
+        else:
+            super().__init__(f"the database's connection was lost ({why})")
+        self.committing = committing
+
+
+def _mapped(
+    exc: errors.OperationalError,
+    write: str | None,
+    failed: Callable[[RunyardError, str], RunyardError],
+) -> Exception:
+    """What a database error on a sound connection is: its disk full or failing (a write
+    fault, as a full disk is for SQLite), or busy; anything else as it is."""
+    if isinstance(exc, errors.DiskFull):
+        return failed(StorageFullError("the database's disk is full"), write or COMMIT)
+    if isinstance(exc, errors.IoError):
+        error = StorageIOError(f"the database cannot be written: {exc}")
+        return failed(error, write or COMMIT)
+    if isinstance(exc, errors.LockNotAvailable | errors.QueryCanceled):
+        return StoreBusyError("the database is busy; try again")
+    return exc
 
 
 async def _execute(c: Conn, scope: Callable[[str], str], step: Step) -> Any:
