@@ -91,6 +91,13 @@ def test_a_stalled_log_pipe_holds_lines_not_requests(piped_server: PipedServer) 
         return sum(r.get("event") == "request" and r["route"] == "/health/live" for r in records)
 
     wait_for(lambda: served() == requests, what="every line whole, none lost")
+    # uvicorn's own lines among them ("Started server process"), JSON like every other
+    others = [line for line in list(piped_server.lines) if line[:1] != b"{"]
+    assert others == []
+    uvicorn = [
+        json.loads(line) for line in list(piped_server.lines) if b'"logger":"uvicorn' in line
+    ]
+    assert any("startup complete" in r["event"] for r in uvicorn)
 
 
 SERVING_PROCESS = """

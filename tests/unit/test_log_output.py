@@ -125,7 +125,33 @@ def test_the_standard_librarys_records_keep_their_place() -> None:
         logger.msg(b"three")
 
     asyncio.run(turn())
-    assert stream.writes == [b"one\ntwo\nthree\n"]
+    (written,) = stream.writes
+    one, two, three, end = written.split(b"\n")
+    assert (one, three, end) == (b"one", b"three", b"")
+    line = json.loads(two)  # a JSON line like the others: it was the bare text "two"
+    assert (line["event"], line["level"], line["logger"]) == ("two", "warning", stdlib.name)
+    assert line["timestamp"].endswith("Z")
+
+
+def test_a_standard_library_traceback_is_one_json_line() -> None:
+    stream = Recording()
+    logger = TurnFlushedLogger(stream)  # type: ignore[arg-type]
+    stdlib = logging.getLogger("test_log_output.traceback")
+    stdlib.propagate = False
+    stdlib.addHandler(Handler(logger))
+
+    async def turn() -> None:
+        try:
+            int("bad \x00 value")
+        except ValueError:
+            stdlib.exception("it failed: %s", "why")
+
+    asyncio.run(turn())
+    (written,) = stream.writes
+    (line,) = written.splitlines()
+    parsed = json.loads(line)
+    assert parsed["event"] == "it failed: why" and parsed["level"] == "error"
+    assert "ValueError: invalid literal" in parsed["exception"]
 
 
 def _stalled(kind: str) -> tuple[BinaryIO, int]:

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from runyard.cli.log_render import stamp
+from runyard.cli.log_render import log_json, stamp
 from runyard.cli.log_sink import sink_for
 
 MAX_HELD_BYTES = 1 << 20  # what a stalled reader can make the server hold
@@ -174,8 +174,9 @@ class TurnFlushedLogger:
 
 
 class Handler(logging.Handler):
-    """The standard library's records (uvicorn's, a traceback) through the same logger, so
-    that they keep their place among the JSON lines."""
+    """The standard library's records (uvicorn's, psycopg's pool, a traceback) through the
+    same logger, so that they keep their place among the JSON lines, each a JSON line itself
+    (they were written as bare text: every line a log shipper could not parse)."""
 
     def __init__(self, logger: TurnFlushedLogger) -> None:
         super().__init__()
@@ -186,7 +187,7 @@ class Handler(logging.Handler):
             return  # a record made while one is written (a warning the logging raised)
         _emitting.now = True
         try:
-            self.logger.msg(self.format(record).encode("utf-8", "backslashreplace"))
+            self.logger.msg(json_record(record))
         except Exception:
             self.handleError(record)
         finally:
@@ -194,6 +195,17 @@ class Handler(logging.Handler):
 
 
 _emitting = threading.local()
+
+
+def json_record(record: logging.LogRecord) -> bytes:
+    """A standard library record as the JSON log's line: the message as `event`, its logger,
+    its level, the time, and a traceback if it has one (as structlog's lines carry them)."""
+    line: dict[str, Any] = {"event": record.getMessage(), "logger": record.name}
+    if record.exc_info:
+        line["exception"] = logging.Formatter().formatException(record.exc_info)
+    line["level"] = record.levelname.lower()
+    line["timestamp"] = stamp()
+    return log_json(line)
 
 
 def factory(logger: TurnFlushedLogger) -> Any:
