@@ -133,7 +133,7 @@ class Runtime:
         quota = settings.max_uploads_mb
         self.uploads = Uploads(
             data_dir, settings.max_upload_mb * 2**20, quota * 2**20 if quota else None,
-            fsync=settings.fsync,
+            fsync=settings.fsync, min_free_bytes=settings.min_free_mb * 2**20,
         )  # fmt: skip
         # A cluster's member fetches the uploads of runs it claims from the one holding them,
         # and relays requests about files another member holds (api/proxy.py). Made here,

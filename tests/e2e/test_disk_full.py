@@ -164,3 +164,44 @@ def test_readiness_names_the_disk_while_free_space_is_under_min_free_mb(
     junk.unlink()
     wait_for(lambda: web.get(ready).status_code == 200, what="ready again", timeout=30)
     assert web.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 202
+
+
+@pytest.fixture
+def roomier_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    with mounted_tmpfs(tmp_path / "roomier", "16m") as mnt:
+        yield mnt
+
+
+def test_an_upload_never_takes_the_reserve_the_runs_need(
+    roomier_tmpfs: Path, start_server, write_job, jobs_dir: Path
+) -> None:
+    """One upload of the disk's free space was taken (201) down to its last 4 KiB, under
+    min_free_mb: the ends of the runs going on could not be written, nor the lease renewed,
+    and nothing could delete the upload for a day."""
+    write_job("gated", GATED)
+    data = roomier_tmpfs / "data"
+    server = start_server(jobs_dir, data_dir=data, env={"RUNYARD_MIN_FREE_MB": "4"})
+    url = f"{server.url}/v1/uploads"
+    with server.client() as c:
+        going = c.submit("gated").id
+        wait_for(lambda: processes_of(data), what="the gated run's program")
+        free = shutil.disk_usage(roomier_tmpfs).free
+        big = b"x" * (free - 2 * 2**20)  # would leave 2 MiB: under the 4 MiB reserve
+        announced = web.put(url, params={"name": "big.bin"}, content=big)
+        assert announced.status_code == 507, announced.text  # refused before it was read
+        assert "min_free_mb" in announced.json()["detail"]
+
+        def chunked() -> Iterator[bytes]:  # no length announced: refused as it streams
+            for i in range(0, len(big), 2**20):
+                yield big[i : i + 2**20]
+
+        streamed = web.put(url, params={"name": "big.bin"}, content=chunked())
+        assert streamed.status_code == 507, streamed.text
+        assert shutil.disk_usage(roomier_tmpfs).free > 4 * 2**20  # the reserve is whole
+        leftovers = [p for p in (data / "uploads").rglob("*") if p.is_file()]
+        assert leftovers == []  # nothing of either was kept
+        small = web.put(url, params={"name": "small.bin"}, content=b"y" * 2**20)
+        assert small.status_code == 201, small.text  # what fits is taken
+        (data / "runs" / going / "workspace" / "go").touch()
+        assert server.wait_run(c, going).state is RunState.SUCCEEDED  # its end was written
+    assert web.get(f"{server.url}/health/ready").status_code == 200

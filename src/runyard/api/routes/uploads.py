@@ -54,7 +54,7 @@ async def _receive(request: Request, uploads: UploadsDep, name: str) -> JSONResp
         error.headers = {"Connection": "close"}
         raise error
     try:
-        upload, new = await uploads.receive(request.stream(), name)
+        upload, new = await uploads.receive(request.stream(), name, announced or 0)
     except ClientDisconnect:
         raise client_left() from None
     return JSONResponse(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -54,7 +55,9 @@ class Incoming:
         pending, self._pending, self._held = self._pending, [], 0
         if self._fh is not None and pending:
             try:
-                await asyncio.to_thread(_write, self._fh, self.digest, pending)
+                await asyncio.to_thread(
+                    _write, self._fh, self.digest, pending, self.uploads.min_free_bytes
+                )
             except OSError as exc:  # answered as the disk's trouble (507, 503), by any caller
                 raise storage_error(exc) from exc
 
@@ -78,9 +81,11 @@ class Incoming:
         self.uploads.forget(self.tmp)
 
 
-def _write(fh: IO[bytes], digest: hashlib._Hash, chunks: list[bytes]) -> None:
-    """Blocking: chunks to the file and into the hash (both off the event loop)."""
+def _write(fh: IO[bytes], digest: hashlib._Hash, chunks: list[bytes], min_free: int) -> None:
+    """Blocking: chunks to the file and into the hash (both off the event loop), as long as
+    they leave `min_free` bytes free on its disk."""
     failpoints.check("upload")
+    keep_free(fh.fileno(), sum(map(len, chunks)), min_free)
     for chunk in chunks:
         fh.write(chunk)
         digest.update(chunk)
@@ -89,6 +94,23 @@ def _write(fh: IO[bytes], digest: hashlib._Hash, chunks: list[bytes]) -> None:
 def _remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def keep_free(fd: int, more: int, min_free: int) -> None:
+    """Blocking: StorageFullError if `more` bytes written to `fd`'s disk would leave it under
+    `min_free` (min_free_mb). That reserve is what lets runs end while the disk is nearly full
+    (their exit files, the store): one upload took it whole, and the ends of the runs going
+    on could not be written, nor the server's lease renewed."""
+    if min_free <= 0:
+        return
+    st = os.fstatvfs(fd)
+    free = st.f_bavail * st.f_frsize
+    if free - more < min_free:
+        raise StorageFullError(
+            f"the upload would leave the data directory under min_free_mb "
+            f"({min_free // 2**20} MiB; {free // 2**20} MiB are free): it is refused, and "
+            "nothing of it is kept", free_bytes=free,
+        )  # fmt: skip
 
 
 def storage_error(exc: OSError) -> RunyardError:

@@ -32,7 +32,12 @@ from runyard.errors import (
     StorageFullError,
 )
 from runyard.services.artifacts import OpenArtifact
-from runyard.services.uploads.incoming import Incoming, UploadTooLargeError, storage_error
+from runyard.services.uploads.incoming import (
+    Incoming,
+    UploadTooLargeError,
+    keep_free,
+    storage_error,
+)
 from runyard.services.uploads.names import UPLOAD_ID, safe_name
 from runyard.services.uploads.sniff import HEAD
 
@@ -52,8 +57,10 @@ class Upload:
 
 class Uploads:
     def __init__(
-        self, data_dir: Path, max_bytes: int, quota_bytes: int | None = None, *, fsync: bool = False
-    ) -> None:
+        self, data_dir: Path, max_bytes: int, quota_bytes: int | None = None, *,
+        fsync: bool = False, min_free_bytes: int = 0,
+    ) -> None:  # fmt: skip
+        self.min_free_bytes = min_free_bytes  # left free on the disk by every upload
         self.root = data_dir / "uploads"
         self.incoming = self.root / ".incoming"
         self.refs = self.root / ".refs"
@@ -117,14 +124,19 @@ class Uploads:
                 "after upload_ttl_s", limit_bytes=self.quota_bytes,
             )  # fmt: skip
 
-    async def open(self) -> Incoming:
+    async def open(self, expected: int = 0) -> Incoming:
+        """A new upload's file; `expected`: the bytes it announces, refused at once (507)
+        if they would leave the disk under min_free_mb, before any is read."""
         tmp = self.incoming / secrets.token_hex(8)
         self._receiving.add(tmp.name)
         try:
-            fh = await asyncio.to_thread(_create, tmp)
+            fh = await asyncio.to_thread(_create, tmp, expected, self.min_free_bytes)
         except OSError as exc:
             self._receiving.discard(tmp.name)
             raise storage_error(exc) from exc
+        except BaseException:
+            self._receiving.discard(tmp.name)
+            raise
         return Incoming(self, tmp, fh)
 
     def forget(self, tmp: Path) -> None:
@@ -148,10 +160,13 @@ class Uploads:
         finally:
             await incoming.discard()
 
-    async def receive(self, chunks: AsyncIterator[bytes], name: str) -> tuple[Upload, bool]:
-        """Store a streamed body; the upload and whether it is new. Raises
-        UploadTooLargeError, UploadQuotaError, StorageFullError, StorageIOError."""
-        incoming = await self.open()
+    async def receive(
+        self, chunks: AsyncIterator[bytes], name: str, expected: int = 0
+    ) -> tuple[Upload, bool]:
+        """Store a streamed body (`expected`: the size it announces); the upload and whether
+        it is new. Raises UploadTooLargeError, UploadQuotaError, StorageFullError,
+        StorageIOError."""
+        incoming = await self.open(expected)
         try:
             async for chunk in chunks:
                 await incoming.write(chunk)
@@ -349,6 +364,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _create(path: Path) -> IO[bytes]:
+def _create(path: Path, expected: int, min_free: int) -> IO[bytes]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("xb")
+    fh = path.open("xb")
+    try:
+        keep_free(fh.fileno(), expected, min_free)
+    except BaseException:
+        fh.close()
+        path.unlink(missing_ok=True)
+        raise
+    return fh
