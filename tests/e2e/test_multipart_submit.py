@@ -302,3 +302,20 @@ def test_a_form_with_bad_names_or_trailing_bytes_keeps_nothing(
     assert words in resp.json()["detail"], resp.json()
     assert blobs(server.data_dir) == []
     assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
+
+
+@pytest.mark.parametrize("name", [b"f\x00x", b"da\x1bta", b"../data", b"x" * 300])
+def test_a_part_whose_name_is_no_param_name_is_refused_without_echoing_it(
+    server, name: bytes
+) -> None:
+    """A NUL in a part's name came back raw in the problem's `field` (`params.f\\u0000x`)."""
+    body = _form(b"t.csv").replace(b'name="data"', b'name="' + name + b'"')
+    resp = web.post(f"{server.url}/v1/runs", content=body,
+                    headers={"Content-Type": "multipart/form-data; boundary=B"})  # fmt: skip
+    assert resp.status_code == 422, resp.text
+    problem = resp.json()
+    assert problem["field"] == "params"
+    assert "a part's name is `run` or a file param's name" in problem["detail"]
+    assert not any(ord(ch) < 0x20 for ch in resp.text)  # escaped, never as it came
+    assert blobs(server.data_dir) == []
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []

@@ -29,7 +29,7 @@ from runyard.api.problems import client_left
 from runyard.api.routes.runs import answer_submit, prefer_of
 from runyard.api.security import authorize
 from runyard.auth import Role
-from runyard.bounds import text_problem
+from runyard.bounds import PARAM_NAME_PATTERN, text_problem
 from runyard.errors import InvalidInputError, NotFoundError, RunyardError
 from runyard.jobs import JobRegistry
 from runyard.jobs.spec import Job
@@ -39,6 +39,8 @@ from runyard.services.uploads import Incoming, Upload, Uploads, UploadTooLargeEr
 RUN_PART = "run"
 MAX_EPILOGUE = 1024  # after the closing boundary: a line break is usual, nothing more
 IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+
+_PARAM_NAME = re.compile(PARAM_NAME_PATTERN)
 
 
 class BadMultipartError(RunyardError):
@@ -144,10 +146,13 @@ class _Form:
         if disposition != b"form-data" or b"name" not in options:
             raise BadMultipartError("every part needs Content-Disposition: form-data; name=...")
         self._name = options[b"name"].decode("utf-8", "replace")
-        if len(self._name) > MAX_PART_NAME:
+        if self._name != RUN_PART and not _PARAM_NAME.fullmatch(self._name):
+            # never echoed as it came (a NUL, a control character) in `field` or `detail`
+            shown = ascii(self._name[:MAX_PART_NAME])
             raise InvalidInputError(
-                f"a part's name is over {MAX_PART_NAME} characters", field=self._name[:64]
-            )
+                f"a part is named {shown}: a part's name is `run` or a file param's name "
+                f"({PARAM_NAME_PATTERN})", field="params",
+            )  # fmt: skip
         if self._name == RUN_PART:  # a field, or a file (curl -F run=@run.json): JSON either way
             if self.run is not None:
                 raise InvalidInputError("the part 'run' is given twice", field=RUN_PART)
