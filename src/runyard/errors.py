@@ -75,6 +75,15 @@ class StorageIOError(UnavailableError):
 
 
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# The server's own limits, not the disk's: too many descriptors open (in this process or the
+# whole system), or no memory for the kernel's part. Passing, and nothing about the disk.
+SHORT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+
+
+class OutOfResourcesError(UnavailableError):
+    """A write could not even begin for want of a descriptor or memory: the disk is fine."""
+
+    title, slug = "Out of resources", "out-of-resources"
 
 
 def storage_error(exc: OSError, what: str) -> RunyardError:
@@ -83,4 +92,15 @@ def storage_error(exc: OSError, what: str) -> RunyardError:
     cause = exc.strerror or str(exc)
     if exc.errno in FULL_ERRNOS:
         return StorageFullError(f"{what} cannot be written: {cause}; nothing was changed")
+    if exc.errno in SHORT_ERRNOS:
+        return short_of_resources(exc, f"{what} cannot be written")
     return StorageIOError(f"{what} cannot be written: {cause}; nothing was changed")
+
+
+def short_of_resources(exc: OSError, failed: str) -> OutOfResourcesError:
+    """`failed` says what could not be done ("the upload could not be stored")."""
+    name = errno.errorcode.get(exc.errno or 0, "?")
+    return OutOfResourcesError(
+        f"{failed}: the server is short of descriptors or memory "
+        f"({name}: {exc.strerror or exc}), not of disk; nothing was changed, try again"
+    )

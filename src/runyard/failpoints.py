@@ -1,7 +1,7 @@
 """Named failpoints for tests: crash points and injected write faults.
 
 `RUNYARD_FAILPOINTS=before_spawn,store_commit=enospc,exit_file=eio`: at a bare name (a crash
-point) the process SIGKILLs itself, exactly as a crash would; at `name=enospc|eio|eacces` the
+point) the process SIGKILLs itself, exactly as a crash would; at `name=enospc|eio|eacces|emfile`
 durable write at that point fails with that OSError, as a full or failing disk, or a place
 made unwritable, would make it.
 
@@ -41,7 +41,9 @@ WRITE_POINTS = frozenset(
     }
 )
 POINTS = CRASH_POINTS | WRITE_POINTS
-FAULTS = {"enospc": errno.ENOSPC, "eio": errno.EIO, "eacces": errno.EACCES}
+FAULTS = {
+    "enospc": errno.ENOSPC, "eio": errno.EIO, "eacces": errno.EACCES, "emfile": errno.EMFILE,
+}  # fmt: skip
 
 
 def parse(spec: str) -> tuple[frozenset[str], dict[str, int]]:

@@ -65,8 +65,9 @@ def queue_moves(server: ServerProcess) -> None:
 
 @pytest.mark.parametrize(
     ("fault", "status", "slug"),
-    [("enospc", 507, "storage-full"), ("eio", 503, "storage-io")],
-)
+    [("enospc", 507, "storage-full"), ("eio", 503, "storage-io"),
+     ("emfile", 503, "out-of-resources")],  # out of descriptors: not the disk's fault
+)  # fmt: skip
 def test_store_commit_fault_refuses_writes_keeps_reads_and_clears(
     start_server, fault: str, status: int, slug: str
 ) -> None:
@@ -78,7 +79,8 @@ def test_store_commit_fault_refuses_writes_keeps_reads_and_clears(
     assert resp.status_code == status
     problem = resp.json()
     assert problem["type"].endswith(slug)
-    cause = "No space left on device" if fault == "enospc" else "Input/output error"
+    cause = {"enospc": "No space left on device", "eio": "Input/output error",
+             "emfile": "Too many open files"}[fault]  # fmt: skip
     assert cause in problem["detail"]
     assert "database" in problem["detail"]
     # reads keep working

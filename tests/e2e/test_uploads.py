@@ -112,14 +112,19 @@ def test_a_200_mib_upload_streams_without_growing_the_server(start_server) -> No
     assert peak - before < 20 * MIB
 
 
-@pytest.mark.parametrize(("fault", "status"), [("enospc", 507), ("eio", 503)])
+@pytest.mark.parametrize(
+    ("fault", "status", "slug"),
+    [("enospc", 507, "storage-full"), ("eio", 503, "storage-io"),
+     ("emfile", 503, "out-of-resources")],  # was storage-io: "the disk answered an I/O error"
+)  # fmt: skip
 def test_a_failing_disk_mid_upload_answers_and_leaves_nothing(
-    start_server, fault: str, status: int
+    start_server, fault: str, status: int, slug: str
 ) -> None:
     server = start_server(env={"RUNYARD_FAILPOINTS": f"upload={fault}"})
     resp = web.put(f"{server.url}/v1/uploads", params={"name": "a.bin"}, content=b"x" * MIB)
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/problem+json")
+    assert resp.json()["type"].endswith(slug)
     assert "could not be stored" in resp.json()["detail"]
     assert stored(server.data_dir) == []
     (server.data_dir / "failpoints").write_text("none")  # the disk is back: the same works

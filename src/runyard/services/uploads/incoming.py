@@ -13,9 +13,11 @@ from typing import IO, TYPE_CHECKING
 from runyard import failpoints
 from runyard.errors import (
     FULL_ERRNOS,
+    SHORT_ERRNOS,
     RunyardError,
     StorageFullError,
     StorageIOError,
+    short_of_resources,
 )
 
 if TYPE_CHECKING:
@@ -116,4 +118,6 @@ def keep_free(fd: int, more: int, min_free: int) -> None:
 def storage_error(exc: OSError) -> RunyardError:
     if exc.errno in FULL_ERRNOS:
         return StorageFullError(f"the upload could not be stored: {exc.strerror or exc}")
+    if exc.errno in SHORT_ERRNOS:
+        return short_of_resources(exc, "the upload could not be stored")
     return StorageIOError(f"the upload could not be stored: {exc.strerror or exc}")
