@@ -48,6 +48,7 @@ def matrix(run_id: str) -> list[tuple[str, str, Role, dict[str, object] | None]]
         ("POST", "/v1/uploads", Role.SUBMIT, None),
         ("GET", f"/v1/uploads/{'0' * 64}", Role.READ, None),
         ("GET", f"/v1/uploads/{'0' * 64}/content", Role.READ, None),
+        ("DELETE", f"/v1/uploads/{'0' * 64}", Role.ADMIN, None),
         ("GET", "/v1/models", Role.READ, None),
         ("GET", "/v1/models/true", Role.READ, None),
         ("POST", "/v1/chat/completions", Role.SUBMIT, {"model": "true", "messages": CHAT}),

@@ -127,3 +127,44 @@ def _deleted(server, run_id: str) -> bool:
     """Deleted once it has ended (a fire may still be running when the schedule goes)."""
     status = web.delete(f"{server.url}/v1/runs/{run_id}").status_code
     return status in (204, 404)
+
+
+def test_an_operator_deletes_an_upload_nothing_needs_and_only_that(
+    start_server, jobs: Path
+) -> None:
+    """Nothing deleted an upload before its TTL (a day): one that filled the disk held it."""
+    server = start_server(jobs)
+    unused = upload(server, b"x" * (64 * KIB)).json()["id"]
+    used = upload(server, b"a run reads me").json()["id"]
+    named = upload(server, b"a schedule names me").json()["id"]
+    run = web.post(f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
+                   json={"job": "read", "params": {"data": f"upload:{used}"}}).json()  # fmt: skip
+    assert run["state"] == "succeeded", run
+    schedule = web.post(f"{server.url}/v1/schedules", json={
+        "job": "read", "params": {"data": f"upload:{named}"}, "interval_s": 3600,
+        "paused": True,
+    }).json()  # fmt: skip
+
+    gone = web.delete(f"{server.url}/v1/uploads/{unused}")
+    assert gone.status_code == 204, gone.text
+    assert not exists(server, unused)
+    assert not (server.data_dir / "uploads" / unused).exists()
+    assert web.delete(f"{server.url}/v1/uploads/{unused}").status_code == 404
+
+    in_use = web.delete(f"{server.url}/v1/uploads/{used}")
+    assert in_use.status_code == 409, in_use.text
+    assert run["id"] in in_use.json()["detail"]  # names who uses it
+    assert exists(server, used)
+    assert "a run reads me" in web.get(f"{server.url}/v1/runs/{run['id']}/logs").text
+    pinned = web.delete(f"{server.url}/v1/uploads/{named}")
+    assert pinned.status_code == 409 and "schedule" in pinned.json()["detail"]
+
+    assert web.delete(f"{server.url}/v1/runs/{run['id']}").status_code == 204
+    assert web.delete(f"{server.url}/v1/uploads/{used}").status_code == 204  # released
+    assert web.delete(f"{server.url}/v1/schedules/{schedule['id']}").status_code == 204
+    assert web.delete(f"{server.url}/v1/uploads/{named}").status_code == 204
+    bad = web.delete(f"{server.url}/v1/uploads/..%2f..%2fetc")
+    assert bad.status_code in {404, 422} and bad.headers["content-type"].startswith(
+        "application/problem+json"
+    )
+    assert upload(server, b"x" * (64 * KIB)).status_code == 201  # the same bytes: new again

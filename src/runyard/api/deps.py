@@ -27,6 +27,7 @@ from runyard.services.file_owner import owner_elsewhere
 from runyard.services.health import HealthMonitor
 from runyard.services.runs import RunService
 from runyard.services.uploads import Uploads
+from runyard.services.uploads.expiry import UploadExpiry
 from runyard.streams.feed import RunFeed
 from runyard.streams.follow import EventItem, LogItem, follow_events, follow_log
 from runyard.streams.hub import StreamHub
@@ -78,6 +79,10 @@ async def _auth(conn: HTTPConnection) -> Authenticator:
 
 async def _uploads(conn: HTTPConnection) -> Uploads:
     return runtime_of(conn).uploads
+
+
+async def _upload_expiry(conn: HTTPConnection) -> UploadExpiry:
+    return runtime_of(conn).upload_expiry
 
 
 async def _runs(conn: HTTPConnection) -> RunService:
@@ -189,6 +194,7 @@ AuthDep = Annotated[Authenticator, Depends(_auth)]
 RelaySignerDep = Annotated[RelaySigner, Depends(_relay_signer)]
 RunsDep = Annotated[RunService, Depends(_runs)]
 UploadsDep = Annotated[Uploads, Depends(_uploads)]
+UploadExpiryDep = Annotated[UploadExpiry, Depends(_upload_expiry)]
 BatchesDep = Annotated[BatchService, Depends(_batches)]
 SchedulerDep = Annotated[Scheduler, Depends(_scheduler)]
 RegistryDep = Annotated[JobRegistry, Depends(_registry)]

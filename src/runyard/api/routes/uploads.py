@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
-from runyard.api.deps import UploadsDep
+from runyard.api.deps import UploadExpiryDep, UploadsDep
 from runyard.api.inputs import UploadId, header_int
 from runyard.api.problems import client_left
 from runyard.api.routes.artifacts import ArtifactFileResponse, open_off_loop
-from runyard.api.security import READ, SUBMIT
+from runyard.api.security import ADMIN, READ, SUBMIT
 from runyard.errors import NotFoundError
 from runyard.schemas import UploadView, problem_responses
 from runyard.services.uploads import Upload, UploadTooLargeError
@@ -83,6 +83,16 @@ async def post_upload(request: Request, uploads: UploadsDep, name: Name = "uploa
 @router.get("/{upload_id}", response_model=UploadView, dependencies=[READ])
 async def get_upload(upload_id: UploadId, uploads: UploadsDep) -> UploadView:
     return upload_view(await uploads.get(upload_id))
+
+
+@router.delete(
+    "/{upload_id}", status_code=204, dependencies=[ADMIN], responses=problem_responses(409)
+)
+async def delete_upload(upload_id: UploadId, expiry: UploadExpiryDep) -> Response:
+    """An upload nothing uses any more, removed now rather than upload_ttl_s after its last
+    use: 409 while a schedule names it or a stored run uses it."""
+    await expiry.delete(upload_id)
+    return Response(status_code=204)
 
 
 @router.get(

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from runyard.background import Periodic
+from runyard.errors import ConflictError
 from runyard.services.uploads.store import Uploads
 
 log = structlog.get_logger(__name__)
@@ -61,6 +62,23 @@ class UploadExpiry:
             self.expired_total += expired
             log.info("uploads_expired", uploads=expired)
         return expired
+
+    async def delete(self, upload_id: str) -> None:
+        """An operator's removal of an upload nothing needs: NotFoundError if there is none,
+        ConflictError while a schedule names it or a stored run uses it (its inputs stay
+        readable). The disk an unused upload held was otherwise back only upload_ttl_s later."""
+        await self.uploads.get(upload_id)  # NotFoundError
+        if upload_id in self.pinned():
+            raise ConflictError(f"upload {upload_id} is named by a schedule: delete it first")
+        await self._drop_dead_markers(upload_id, time.time())
+        users = [run_id for run_id, _ in await asyncio.to_thread(self.uploads.markers, upload_id)]
+        if users or not await asyncio.to_thread(self.uploads.remove_unused, upload_id):
+            shown = ", ".join(users[:3]) if users else "a run being stored"
+            raise ConflictError(
+                f"upload {upload_id} is used by {len(users) or 1} run(s) ({shown}); it can be "
+                "deleted once they are", runs=len(users) or 1,
+            )  # fmt: skip
+        log.info("upload_deleted", upload_id=upload_id)
 
     async def _drop_dead_markers(self, upload_id: str, now: float) -> None:
         for run_id, made_at in await asyncio.to_thread(self.uploads.markers, upload_id):

@@ -339,6 +339,15 @@ class Uploads:
                 return False
             return self._remove(upload_id)
 
+    def remove_unused(self, upload_id: str) -> bool:
+        """Blocking: remove the upload if no run is said to use it (checked under the lock a
+        run's reference takes); whether it was removed."""
+        with self._lock:
+            if self.markers(upload_id):
+                return False
+            self._fresh.pop(upload_id, None)
+            return self._remove(upload_id)
+
     def _remove(self, upload_id: str) -> bool:
         """Under the lock: the blob first (then it is no upload), its metadata and markers."""
         upload = self._read_meta(upload_id)
