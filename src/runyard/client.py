@@ -236,6 +236,11 @@ class Client:
             )  # fmt: skip
         return UploadView.model_validate(self._check(resp).json())
 
+    def delete_upload(self, upload_id: str) -> None:
+        """Remove an upload nothing uses (the `admin` role); 409 while a run or a schedule
+        does."""
+        self._check(self.http.delete(f"/v1/uploads/{upload_id}"))
+
     def _uploaded(self, params: dict[str, Any]) -> dict[str, Any]:
         """Params with each `Path` value uploaded first and replaced by `upload:ID`."""
         return {
