@@ -318,7 +318,9 @@ class Scheduler:
         labels: dict[str, str] | None = None,
     ) -> Schedule:
         now = self.clock.now()
-        await self._check(job, params, cron, interval_s, now)
+        await check_request(
+            self.registry, self.files, self.min_interval_s, job, params, cron, interval_s, now
+        )
         s = Schedule(
             id=new_id(), job=job, params=params, priority=priority, labels=labels or {},
             cron=cron, interval_s=interval_s, overlap=overlap, catch_up=catch_up,
@@ -337,18 +339,6 @@ class Scheduler:
         self._wake.set()
         return s
 
-    async def _check(
-        self,
-        job: str,
-        params: dict[str, Any],
-        cron: str | None,
-        interval_s: float | None,
-        now: float,
-    ) -> None:
-        await check_request(
-            self.registry, self.files, self.min_interval_s, job, params, cron, interval_s, now
-        )
-
     def get(self, schedule_id: str) -> Schedule:
         s = self.schedules.get(schedule_id)
         if s is None:
@@ -363,7 +353,10 @@ class Scheduler:
             # a new timing replaces the other kind; a null one replaces nothing
             cron = changes.get("cron", None if changes.get("interval_s") else s.cron)
             interval = changes.get("interval_s", None if changes.get("cron") else s.interval_s)
-            await self._check(s.job, params, cron, interval, self.clock.now())
+            await check_request(
+                self.registry, self.files, self.min_interval_s, s.job, params, cron, interval,
+                self.clock.now(),
+            )  # fmt: skip
             resumed = s.paused and changes.get("paused") is False
             t = replace(s, params=params, cron=cron, interval_s=interval)
             for key in ("overlap", "catch_up", "paused"):
