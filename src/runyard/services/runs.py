@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import math
-import os
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -27,9 +26,9 @@ from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
 from runyard.models import Attempt, Page, Run, RunFilter, RunState
-from runyard.regular_files import open_regular
 from runyard.services.attempts import Attempts
 from runyard.services.diskspace import DiskGuard
+from runyard.services.log_ranges import LogRange, close_opened, open_range, read_all
 from runyard.services.removal import Removal
 from runyard.services.transitions import Transitions
 from runyard.services.uploads import Fetch, Seen, Uploads, check_files, file_values, named_uploads
@@ -359,27 +358,30 @@ class RunService:
     async def read_log(
         self, run_id: str, attempt: int | None, offset: int, limit: int
     ) -> tuple[bytes, int, int]:
-        """(chunk, offset after it, current size) of an attempt's log (default: the latest)."""
+        """(chunk, offset after it, current size) of an attempt's log (default: the latest),
+        whole in memory: for what reads a bounded piece (a chat's answer)."""
+        log = await self.open_log(run_id, attempt, offset, limit)
+        try:
+            data = await asyncio.to_thread(read_all, log)
+        finally:
+            log.close()
+        return data, log.start + len(data), log.size
+
+    async def open_log(self, run_id: str, attempt: int | None, offset: int, limit: int) -> LogRange:
+        """A range of an attempt's log (default: the latest) to send piece by piece; the
+        caller closes it. A request cancelled meanwhile still closes what was opened."""
         run = await self.get(run_id)
         number = attempt or run.attempt
         if number < 1 or number > run.attempt:
             if attempt is None:
-                return b"", 0, 0  # not started yet: an empty log
+                return LogRange(None, 0, 0, 0, True)  # not started yet: an empty log
             raise NotFoundError(f"run {run_id} has no attempt {number}", field="attempt")
         path = self.executor.paths(run_id).log(number)
-        limit = min(limit, MAX_LOG_CHUNK)
-
-        def read() -> tuple[bytes, int, int]:
-            try:
-                fd, size = open_regular(path)
-            except FileNotFoundError:
-                return b"", offset, 0
-            except OSError:  # its program made something else of it: no log to show
-                return b"", 0, 0
-            try:
-                data = os.pread(fd, limit, min(offset, size))
-            finally:
-                os.close(fd)
-            return data, min(offset, size) + len(data), size
-
-        return await asyncio.to_thread(read)
+        task = asyncio.ensure_future(
+            asyncio.to_thread(open_range, path, offset, min(limit, MAX_LOG_CHUNK))
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(close_opened)
+            raise

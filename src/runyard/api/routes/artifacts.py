@@ -4,11 +4,12 @@ supported)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastAPIPath
@@ -126,6 +127,13 @@ class ArtifactFileResponse(FileResponse):
                 if not more:
                     return
 
+    @contextlib.asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[Any]:
+        """The descriptor already held, read where asked (pread): Starlette opened the path
+        anew, `/proc/self/fd/N`, after the status was sent. Out of descriptors, that open
+        failed then: a 200 cut short, and two descriptors per download where one will do."""
+        yield _HeldFile(self.fd)
+
     def _range_refusal(self, scope: Scope) -> Response | None:
         """A bad Range as problem JSON naming the header (Starlette answers plain text)."""
         header = dict(scope.get("headers", [])).get(b"range")
@@ -151,6 +159,23 @@ def _without_foreign_range(scope: Scope) -> Scope:
     if not ranges or all(v.split(b"=", 1)[0].strip().lower() == b"bytes" for v in ranges):
         return scope
     return {**scope, "headers": [(k, v) for k, v in headers if k != b"range"]}
+
+
+class _HeldFile:
+    """What Starlette's FileResponse reads a file through (seek, read), over a descriptor
+    the response holds: each read a pread in a worker thread, at the position it keeps."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.position = 0
+
+    async def seek(self, offset: int) -> None:
+        self.position = offset
+
+    async def read(self, size: int) -> bytes:
+        chunk = await asyncio.to_thread(os.pread, self.fd, size, self.position)
+        self.position += len(chunk)
+        return chunk
 
 
 async def open_off_loop(opener: Callable[[], OpenArtifact]) -> OpenArtifact:

@@ -20,6 +20,7 @@ from runyard.api.inputs import (
     LabelFilter,
     RunId,
 )
+from runyard.api.log_response import LogRangeResponse
 from runyard.api.proxy import ON_OWNER
 from runyard.api.security import ADMIN, READ, SUBMIT
 from runyard.bounds import PARAM_NAME_PATTERN
@@ -28,7 +29,6 @@ from runyard.errors import InvalidInputError
 from runyard.models import RunFilter, RunState
 from runyard.schemas import RunPage, RunView, SubmitRequest, problem_responses
 from runyard.services.runs import RunService
-from runyard.streams.chunks import utf8_text_end
 
 router = APIRouter(
     prefix="/v1/runs",
@@ -221,16 +221,8 @@ async def get_logs(
     limit: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 1024 * 1024,
     attempt: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
-    data, next_offset, size = await runs.read_log(run_id, attempt, offset, limit)
     # Labelled as the stream frames the same bytes (a `log` event for UTF-8 text, `log.b64`
     # otherwise): never altered, called UTF-8 only when they are. A range cut inside a
     # character stops before it (the next range begins with it), as the stream's chunks do.
-    text_end = await asyncio.to_thread(utf8_text_end, data)
-    if text_end is not None and text_end < len(data):
-        next_offset -= len(data) - text_end
-        data = data[:text_end]
-    return Response(
-        data,
-        media_type=LOG_BYTES if text_end is None else LOG_TEXT,
-        headers={"X-Next-Offset": str(next_offset), "X-Log-Size": str(size)},
-    )
+    log = await runs.open_log(run_id, attempt, offset, limit)
+    return LogRangeResponse(log, LOG_TEXT if log.text else LOG_BYTES)
