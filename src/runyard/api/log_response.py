@@ -18,6 +18,7 @@ class LogRangeResponse(Response):
             "Content-Length": str(log.end - log.start),
             "X-Next-Offset": str(log.end),
             "X-Log-Size": str(log.size),
+            "Content-Security-Policy": "sandbox; default-src 'none'; frame-ancestors 'none'",
         }
         super().__init__(None, media_type=media_type, headers=headers)
 

@@ -71,6 +71,10 @@ class RequestRecord:
             self.status, self.sent = message["status"], True
             headers = list(message.get("headers", []))
             headers.append((b"x-request-id", self.request_id.encode()))
+            # no answer of this server is to be read as anything but its declared type (a
+            # log line or a program's file taken for a page): every one, not the UI's alone
+            if not any(name.lower() == b"x-content-type-options" for name, _ in headers):
+                headers.append((b"x-content-type-options", b"nosniff"))
             message = {**message, "headers": headers}
         elif message["type"] == "websocket.accept":
             self.status, self.sent = 101, True
