@@ -212,3 +212,21 @@ def test_numbers_and_booleans_are_jsons_own(
     resp = server.post(path, json=body)
     assert resp.status_code == status, resp.text
     assert field in resp.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/v1/runs", "GET, POST"),
+        ("HEAD", "/v1/runs", "GET, POST"),
+        ("PUT", "/v1/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV", "DELETE, GET"),
+        ("POST", f"/v1/uploads/{'0' * 64}", "DELETE, GET"),
+    ],
+)
+def test_a_method_the_path_has_not_is_405_naming_those_it_has(
+    server: InProcessServer, method: str, path: str, allowed: str
+) -> None:
+    """The Allow header came out empty: the routes of an included router name no methods."""
+    resp = server.request(method, path)
+    assert resp.status_code == 405
+    assert resp.headers["allow"] == allowed
