@@ -38,3 +38,26 @@ def test_every_answer_is_nosniff_and_files_are_sandboxed(
                   http.get("/ui/"), http.get("/health/live")]  # fmt: skip
         for resp in others:
             assert resp.headers.get_list("x-content-type-options") == ["nosniff"], resp.url
+
+
+def test_head_gives_a_downloads_headers_without_its_body(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """Download tools ask HEAD for the size first: it was 405, with an empty Allow."""
+    write_job("page", PAGE)
+    server = start_server(jobs_dir)
+    with web.Client(base_url=server.url, timeout=30) as http:
+        run = http.post("/v1/runs", json={"job": "page"}, headers={"prefer": "wait=30"}).json()
+        upload = http.put("/v1/uploads", params={"name": "u.bin"}, content=b"12345").json()
+        for path in (
+            f"/v1/runs/{run['id']}/artifacts/outputs/page.html",
+            f"/v1/runs/{run['id']}/logs",
+            f"/v1/uploads/{upload['id']}/content",
+        ):
+            got, head = http.get(path), http.head(path)
+            assert head.status_code == 200, (path, head.status_code)
+            assert head.content == b""
+            assert head.headers["content-length"] == str(len(got.content)) != "0"
+            assert head.headers["content-type"] == got.headers["content-type"]
+        missing = http.head(f"/v1/runs/{run['id']}/artifacts/outputs/none.txt")
+        assert missing.status_code == 404

@@ -27,6 +27,9 @@ class LogRangeResponse(Response):
         try:
             await send({"type": "http.response.start", "status": self.status_code,
                         "headers": self.raw_headers})  # fmt: skip
+            if scope.get("method") == "HEAD":  # the headers (size, next offset) alone
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             at = log.start
             while True:
                 piece = await asyncio.to_thread(read_piece, log, at)

@@ -199,6 +199,7 @@ async def open_off_loop(opener: Callable[[], OpenArtifact]) -> OpenArtifact:
         raise
 
 
+@router.head("/{path:path}", response_class=FileResponse, operation_id="head_artifact")
 @router.get(
     "/{path:path}",
     response_class=FileResponse,

@@ -204,6 +204,7 @@ async def delete_run(run_id: RunId, runs: RunsDep) -> Response:
 LOG_TEXT, LOG_BYTES = "text/plain; charset=utf-8", "application/octet-stream"
 
 
+@router.head("/{run_id}/logs", dependencies=[READ, ON_OWNER], operation_id="head_logs")
 @router.get(
     "/{run_id}/logs",
     dependencies=[READ, ON_OWNER],

@@ -95,6 +95,10 @@ async def delete_upload(upload_id: UploadId, expiry: UploadExpiryDep) -> Respons
     return Response(status_code=204)
 
 
+@router.head(
+    "/{upload_id}/content", response_class=FileResponse, dependencies=[READ],
+    operation_id="head_upload_content",
+)  # fmt: skip
 @router.get(
     "/{upload_id}/content",
     response_class=FileResponse,
