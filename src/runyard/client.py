@@ -9,12 +9,21 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runyard.client_guards import (
+    MAX_ERROR_TEXT,
+    MAX_PAGES,
+    ClientError,
+    capped_client,
+    destination,
+    next_cursor,
+    redirected,
+)
+from runyard.client_streams import sse_events
 from runyard.models import RunState
 from runyard.schemas import (
     ArtifactList,
@@ -32,7 +41,6 @@ if TYPE_CHECKING:
     import ssl
 
     import httpx
-    from httpx_sse import ServerSentEvent
 
 UPLOAD_CHUNK = 1024 * 1024  # bytes read from disk and sent at a time
 
@@ -85,9 +93,7 @@ class Client:
         server = server or os.environ.get("RUNYARD_SERVER") or DEFAULT_SERVER
         token = token or os.environ.get("RUNYARD_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        import httpx
-
-        self.http = httpx.Client(
+        self.http = capped_client()(
             base_url=server.rstrip("/"), headers=headers, timeout=timeout, transport=transport,
             verify=verify,
         )  # fmt: skip
@@ -102,11 +108,15 @@ class Client:
         self.http.close()
 
     def _check(self, resp: httpx.Response) -> httpx.Response:
+        """The answer if it is a 2xx; else APIError with its problem (a 3xx too: a runyard
+        server never redirects, and the client follows none)."""
+        if 300 <= resp.status_code < 400:
+            raise APIError(resp.status_code, redirected(resp))
         if resp.status_code >= 400:
             try:
                 problem = resp.json()
-            except ValueError:
-                problem = {"detail": resp.text[:500]}
+            except (ValueError, RecursionError):
+                problem = {"detail": resp.content[:MAX_ERROR_TEXT].decode("utf-8", "replace")}
             raise APIError(resp.status_code, problem if isinstance(problem, dict) else {})
         return resp
 
@@ -165,13 +175,15 @@ class Client:
         return RunPage.model_validate(self._check(self.http.get("/v1/runs", params=params)).json())
 
     def iter_runs(self, **filters: Any) -> Iterator[RunView]:
-        cursor = None
-        while True:
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
             page = self.runs(cursor=cursor, **filters)
             yield from page.runs
             if page.next_cursor is None:
                 return
-            cursor = page.next_cursor
+            cursor = next_cursor(page.next_cursor, seen)
+        raise ClientError(f"more than {MAX_PAGES} pages of runs")
 
     def run(self, run_id: str) -> RunView:
         return RunView.model_validate(self._check(self.http.get(f"/v1/runs/{run_id}")).json())
@@ -191,7 +203,14 @@ class Client:
         if attempt is not None:
             params["attempt"] = attempt
         resp = self._check(self.http.get(f"/v1/runs/{run_id}/logs", params=params))
-        return resp.content, int(resp.headers.get("X-Next-Offset", offset + len(resp.content)))
+        after = offset + len(resp.content)
+        try:
+            after = int(resp.headers.get("X-Next-Offset", after))
+        except ValueError:
+            raise ClientError("the server's X-Next-Offset is not a number") from None
+        if resp.content and after <= offset:  # a reader that never ends
+            raise ClientError(f"the server's X-Next-Offset ({after}) does not move past {offset}")
+        return resp.content, after
 
     # -- batches ----------------------------------------------------------------------------
 
@@ -272,7 +291,8 @@ class Client:
         """Every schedule, page after page."""
         found: list[ScheduleView] = []
         cursor: str | None = None
-        while True:
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
             query: dict[str, str | int] = {"limit": 500}
             if cursor is not None:
                 query["cursor"] = cursor
@@ -282,7 +302,8 @@ class Client:
             found += page.schedules
             if page.next_cursor is None:
                 return found
-            cursor = page.next_cursor
+            cursor = next_cursor(page.next_cursor, seen)
+        raise ClientError(f"more than {MAX_PAGES} pages of schedules")
 
     def update_schedule(self, schedule_id: str, **changes: Any) -> ScheduleView:
         resp = self._check(self.http.patch(f"/v1/schedules/{schedule_id}", json=changes))
@@ -301,7 +322,7 @@ class Client:
         same attempt: no gap, no repeat."""
         url = f"/v1/runs/{run_id}/logs/stream"
         params: dict[str, Any] = {"attempt": attempt} if attempt else {}
-        for sse in self._sse(url, params, str(offset), retries):
+        for sse in sse_events(self.http, self._check, url, params, str(offset), retries):
             if sse.event == "attempt":
                 params["attempt"] = int(json.loads(sse.data)["attempt"])  # pinned from now on
                 yield LogStart(params["attempt"])
@@ -316,54 +337,41 @@ class Client:
         self, run_id: str, *, after: int = 0, retries: int = 5
     ) -> Iterator[dict[str, Any] | StreamEnd]:
         """State changes and progress of a run ({seq, at, kind, data}), then a StreamEnd."""
-        for sse in self._sse(f"/v1/runs/{run_id}/events", {}, str(after), retries):
+        for sse in sse_events(
+            self.http, self._check, f"/v1/runs/{run_id}/events", {}, str(after), retries
+        ):
             if sse.event in ("state", "progress"):
                 yield json.loads(sse.data)
             elif sse.event in ("end", "lagged", "shutdown"):
                 yield StreamEnd(sse.event, json.loads(sse.data))
                 return
 
-    def _sse(
-        self, url: str, params: dict[str, Any], last_id: str, retries: int
-    ) -> Iterator[ServerSentEvent]:
-        """Server-sent events, reconnecting with Last-Event-ID after a dropped connection."""
-        import httpx
-        from httpx_sse import SSEError, connect_sse
-
-        failures = 0
-        while True:
-            try:
-                with connect_sse(
-                    self.http, "GET", url, params=params, headers={"Last-Event-ID": last_id},
-                    timeout=httpx.Timeout(30.0, read=None),
-                ) as source:  # fmt: skip
-                    if source.response.status_code >= 400:
-                        source.response.read()
-                        self._check(source.response)
-                    for sse in source.iter_sse():
-                        failures = 0
-                        if sse.id:
-                            last_id = sse.id
-                        yield sse
-                        if sse.event in ("end", "lagged", "shutdown"):
-                            return
-            except (httpx.TransportError, SSEError):
-                failures += 1
-                if failures > retries:
-                    raise
-                time.sleep(min(0.2 * 2**failures, 5.0))  # reconnect backoff, client side
-
     # -- artifacts --------------------------------------------------------------------------
 
-    def artifacts(self, run_id: str) -> ArtifactList:
-        resp = self._check(self.http.get(f"/v1/runs/{run_id}/artifacts"))
+    def artifacts(self, run_id: str, cursor: str | None = None) -> ArtifactList:
+        params = {"cursor": cursor} if cursor else {}
+        resp = self._check(self.http.get(f"/v1/runs/{run_id}/artifacts", params=params))
         return ArtifactList.model_validate(resp.json())
+
+    def download_all(self, run_id: str, root: Path) -> Iterator[Path]:
+        """Every artifact of the run (every page of them) into `root`, each where its path
+        says inside it: a path that would land elsewhere is a ClientError."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            listing = self.artifacts(run_id, cursor)
+            for a in listing.artifacts:
+                yield self.download(run_id, a.path, destination(root, a.path))
+            if listing.next_cursor is None:
+                return
+            cursor = next_cursor(listing.next_cursor, seen)
+        raise ClientError(f"more than {MAX_PAGES} pages of artifacts")
 
     def download(self, run_id: str, path: str, dest: Path) -> Path:
         """Download one artifact to `dest` (a file path), streaming."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         with self.http.stream("GET", f"/v1/runs/{run_id}/artifacts/{path}") as resp:
-            if resp.status_code >= 400:
+            if not 200 <= resp.status_code < 300:  # never a redirect's page saved as the file
                 resp.read()
                 self._check(resp)
             with dest.open("wb") as fh:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from runyard.client import APIError, Client
+from runyard.client_guards import ClientError
 from runyard.models import RunState
 from runyard.schemas import RunView
 
@@ -39,12 +40,22 @@ def fail(exc: APIError) -> typer.Exit:
 
 @contextmanager
 def connected(server: str | None, token: str | None) -> Iterator[Client]:
-    """A client for one command; an error answer is printed and exits with status 2."""
+    """A client for one command; an error answer, a server that cannot be reached or an
+    answer that cannot be read is printed in one line and exits with status 2 (they were
+    tracebacks)."""
+    import httpx
+
     with Client(server, token) as c:
         try:
             yield c
         except APIError as exc:
             raise fail(exc) from None
+        except (ClientError, httpx.HTTPError, ValueError, RecursionError) as exc:
+            # ValueError: an answer whose JSON is not what a runyard server sends (pydantic's
+            # ValidationError is one), or a number that is none
+            why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            err.print(f"[red]error:[/red] {type(exc).__name__}: {why}", markup=True)
+            raise typer.Exit(2) from None
 
 
 def exit_status(run: RunView) -> int:
@@ -68,7 +79,7 @@ def finished(run: RunView) -> typer.Exit:
 def print_log(c: Client, run_id: str, attempt: int | None = None) -> None:
     offset = 0
     while True:
-        data, offset = c.logs(run_id, offset, attempt=attempt)
+        data, offset = c.logs(run_id, offset, attempt=attempt)  # ClientError if it stays put
         if not data:
             break
         sys.stdout.buffer.write(data)

@@ -173,9 +173,9 @@ def artifacts(
                 table.add_row(a.path, str(a.size))
             out.print(table)
         else:
-            for a in found:
-                dest = c.download(run_id, a.path, download / a.path)
-                out.print(f"{dest}")
+            # every page; each file inside DIR whatever path the server names (ClientError)
+            for dest in c.download_all(run_id, download):
+                out.print(f"{dest}", markup=False)
         # what the run declared and cannot be served is said, never left out in silence
         for skipped in listing.skipped:
             out.print(f"not listed: {skipped.path!r}: {skipped.reason}", markup=False)

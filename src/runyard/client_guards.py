@@ -1,0 +1,114 @@
+"""What the Python client holds a server's answers to: a server may be anyone's (a wrong
+`--server`, a proxy in between, a hostile host), and its answers are input like any other.
+
+An answer is read to at most MAX_ANSWER_BYTES; anything but a 2xx is an error (a runyard
+server never redirects); an answer that cannot be read is a ClientError, never a traceback
+from deep in a parser; a file an answer names is written inside the folder asked for, never
+through `..`, an absolute path or a link."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported when a client is made: the CLI starts without it
+    import httpx
+
+MAX_ANSWER_BYTES = 64 * 2**20  # a page of runs is a few hundred KiB; an error a few hundred B
+MAX_ERROR_TEXT = 500
+MAX_PAGES = 100_000  # pages of one listing: a cursor that never ends is the server's fault
+
+
+class ClientError(Exception):
+    """An answer the client cannot use (too large, not JSON, not a runyard answer), or a
+    server that does not answer as one."""
+
+
+@cache
+def capped_client() -> type[httpx.Client]:
+    """httpx's client, with every answer not streamed read to at most MAX_ANSWER_BYTES (a
+    400 MB body took 2 GB of the caller's memory before anything looked at it)."""
+    import httpx
+
+    class CappedClient(httpx.Client):
+        def send(
+            self, request: httpx.Request, *, stream: bool = False, **kw: Any
+        ) -> httpx.Response:
+            resp = super().send(request, stream=True, **kw)
+            if stream:
+                return resp
+            try:
+                body = read_capped(resp, MAX_ANSWER_BYTES)
+            finally:
+                resp.close()
+            return httpx.Response(
+                resp.status_code, headers=resp.headers, content=body, request=request
+            )
+
+    return CappedClient
+
+
+def read_capped(resp: httpx.Response, cap: int) -> bytes:
+    pieces, total = [], 0
+    for piece in resp.iter_bytes():
+        total += len(piece)
+        if total > cap:
+            raise ClientError(
+                f"the server's answer to {resp.request.method} {resp.request.url.path} is over "
+                f"{cap // 2**20} MiB: not a runyard server's answer"
+            )
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+def redirected(resp: httpx.Response) -> dict[str, Any]:
+    """The problem to raise for a 3xx: a runyard server never redirects, and following one
+    would send the token elsewhere."""
+    where = resp.headers.get("location", "")[:200]
+    return {"detail": f"the server answered {resp.status_code} (to {where!r}); a runyard "
+                      "server never redirects: check --server"}  # fmt: skip
+
+
+def parsed(resp: httpx.Response) -> Any:
+    """The answer's JSON, or a ClientError saying why it is none."""
+    try:
+        return resp.json()
+    except (ValueError, RecursionError) as exc:
+        raise ClientError(
+            f"the server's answer to {resp.request.url.path} is not JSON it can read: "
+            f"{type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+
+
+def destination(root: Path, path: str) -> Path:
+    """Where an artifact named `path` by the server goes under `root`: refused (ClientError)
+    if it would land anywhere else (`..`, an absolute path, a link on the way)."""
+    parts = PurePosixPath(path).parts
+    if (
+        not parts
+        or path.startswith("/")
+        or any(p in ("..", ".", "") for p in parts)
+        or ("\\" in path or "\x00" in path)
+    ):
+        raise ClientError(f"the server named an artifact {path!r}: not a path inside a folder")
+    dest = root.joinpath(*parts)
+    here = root
+    for part in parts[:-1]:
+        here = here / part
+        if here.is_symlink():
+            raise ClientError(f"{here} is a link: {path!r} is not written through it")
+    if dest.is_symlink():
+        raise ClientError(f"{dest} is a link: {path!r} is not written through it")
+    if not os.path.realpath(dest).startswith(os.path.realpath(root) + os.sep):
+        raise ClientError(f"the artifact {path!r} would be written outside {root}")
+    return dest
+
+
+def next_cursor(cursor: str, seen: set[str]) -> str:
+    """The next page's cursor, unless the server gave it already: a listing that never ends."""
+    if cursor in seen:
+        raise ClientError(f"the server gave the cursor {cursor[:80]!r} twice")
+    seen.add(cursor)
+    return cursor
