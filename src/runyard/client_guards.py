@@ -9,6 +9,7 @@ through `..`, an absolute path or a link."""
 from __future__ import annotations
 
 import os
+import time
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # imported when a client is made: the CLI starts without it
 MAX_ANSWER_BYTES = 64 * 2**20  # a page of runs is a few hundred KiB; an error a few hundred B
 MAX_ERROR_TEXT = 500
 MAX_PAGES = 100_000  # pages of one listing: a cursor that never ends is the server's fault
+MIN_RATE, RATE_GRACE_S = 1024.0, 60.0  # an answer slower than 1 KiB/s after a minute is given up
 
 
 class ClientError(Exception):
@@ -50,8 +52,13 @@ def capped_client() -> type[httpx.Client]:
     return CappedClient
 
 
-def read_capped(resp: httpx.Response, cap: int) -> bytes:
+def read_capped(
+    resp: httpx.Response, cap: int, min_rate: float = MIN_RATE, grace_s: float = RATE_GRACE_S
+) -> bytes:
+    """The body, up to `cap` bytes, coming at `min_rate` bytes/s at least once `grace_s` have
+    passed (httpx's timeout is per read: a byte every few seconds held a caller for ever)."""
     pieces, total = [], 0
+    began = time.monotonic()
     for piece in resp.iter_bytes():
         total += len(piece)
         if total > cap:
@@ -60,6 +67,12 @@ def read_capped(resp: httpx.Response, cap: int) -> bytes:
                 f"{cap // 2**20} MiB: not a runyard server's answer"
             )
         pieces.append(piece)
+        spent = time.monotonic() - began
+        if spent > grace_s and total < min_rate * spent:
+            raise ClientError(
+                f"the server's answer to {resp.request.url.path} comes at under "
+                f"{min_rate:g} bytes/s ({total} bytes in {spent:.0f} s): given up"
+            )
     return b"".join(pieces)
 
 

@@ -182,3 +182,30 @@ def test_the_cli_says_what_went_wrong_in_one_line(hostile) -> None:
         out = cli(url, "show", RUN)
         assert out.returncode == 2, out
         assert "Traceback" not in out.stderr and "error" in out.stderr, out.stderr
+
+
+def test_an_answer_that_trickles_is_given_up(hostile) -> None:
+    """httpx's timeout is per read: a byte every few seconds held `runyard show` for ever."""
+    import time
+
+    import httpx
+
+    from runyard.client_guards import read_capped
+
+    def trickle(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.end_headers()
+        try:
+            for _ in range(50):
+                h.wfile.write(b"x")
+                time.sleep(0.1)
+        except OSError:
+            pass  # the client gave up: as it should
+
+    server = hostile({"/": trickle})
+    with (
+        httpx.Client() as http,
+        http.stream("GET", f"{server.url}/v1/runs") as resp,
+        pytest.raises(ClientError, match="bytes/s"),
+    ):
+        read_capped(resp, 2**20, min_rate=100.0, grace_s=1.0)
