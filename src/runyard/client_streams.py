@@ -15,6 +15,31 @@ if TYPE_CHECKING:
     from httpx_sse import ServerSentEvent
 
 SSE_SILENCE_S = 60.0  # four of the server's 15 s heartbeats missed: the stream is gone
+# a line of the server's is one event's field: a log chunk of at most 64 KiB, base64'd
+MAX_SSE_LINE = 8 * 2**20
+
+
+def line_capped(stream: Any) -> Any:
+    """The response's byte stream, refusing a line longer than MAX_SSE_LINE as it comes
+    (httpx_sse gathers a line whole: one without an end took the caller's memory)."""
+    import httpx
+
+    class LineCapped(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            since = 0  # bytes since the last line break
+            for chunk in stream:
+                cut = chunk.rfind(b"\n")
+                since = len(chunk) - cut - 1 if cut >= 0 else since + len(chunk)
+                if since > MAX_SSE_LINE:
+                    raise ClientError(
+                        f"the server sent a stream line of over {MAX_SSE_LINE // 2**20} MiB"
+                    )
+                yield chunk
+
+        def close(self) -> None:
+            stream.close()
+
+    return LineCapped()
 
 
 def sse_events(
@@ -37,6 +62,7 @@ def sse_events(
                 if not 200 <= source.response.status_code < 300:
                     source.response.read()
                     check(source.response)
+                source.response.stream = line_capped(source.response.stream)
                 for sse in source.iter_sse():
                     failures = 0
                     if sse.id:

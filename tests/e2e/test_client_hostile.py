@@ -209,3 +209,24 @@ def test_an_answer_that_trickles_is_given_up(hostile) -> None:
         pytest.raises(ClientError, match="bytes/s"),
     ):
         read_capped(resp, 2**20, min_rate=100.0, grace_s=1.0)
+
+
+def test_a_stream_line_without_end_is_refused_as_it_grows(hostile) -> None:
+    """httpx_sse gathers a line whole: 600 MB without a line break took 600 MB."""
+    from runyard.client_streams import MAX_SSE_LINE
+
+    def endless(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.end_headers()
+        h.wfile.write(b"event: log\ndata: ")
+        try:
+            for _ in range(MAX_SSE_LINE // 2**20 + 8):
+                h.wfile.write(b"x" * 2**20)
+        except OSError:
+            pass  # the client stopped reading: as it should
+
+    server = hostile({"/": endless})
+    with Client(server.url) as c, pytest.raises(ClientError, match="stream line"):
+        list(c.stream_log(RUN))
+    assert len(server.asked) == 1  # not asked again: the server's fault, not the network's
