@@ -13,10 +13,12 @@ from fastapi import FastAPI, Header, Path, Query
 from pydantic import GetJsonSchemaHandler, StringConstraints
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runyard.bounds import ID_PATTERN, JOB_NAME_PATTERN, LINE_PATTERN, text_problem
 from runyard.config import Settings
+from runyard.errors import InvalidInputError
 from runyard.services.uploads import UPLOAD_ID
 
 
@@ -57,11 +59,22 @@ LabelFilter = Annotated[
     list[Annotated[str, StringConstraints(pattern=LABEL_FILTER_PATTERN)]],
     Query(max_length=16, description="KEY=VALUE, repeatable"),
 ]
-# visible ASCII and spaces: it is stored and echoed back, and must survive any proxy
+# visible ASCII and spaces: it is stored and echoed back, and must survive any proxy. Not
+# ending in a space: HTTP drops the leading ones (they never reach the server) and kept the
+# trailing, so `k ` was another key than `k` (a duplicate run for a client or a proxy that trims)
+IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]*[\x21-\x7e]$"
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$"),
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=IDEMPOTENCY_KEY_PATTERN),
 ]
+
+
+def one_idempotency_key(headers: Headers) -> None:
+    """Two Idempotency-Key headers are refused: the first was used and the second dropped."""
+    if len(headers.getlist("idempotency-key")) > 1:
+        raise InvalidInputError(
+            "Idempotency-Key is given more than once", field="header.Idempotency-Key"
+        )
 
 
 # What the guard allows any path or query value, published for every parameter without a

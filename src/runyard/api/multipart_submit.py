@@ -24,7 +24,13 @@ from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
 
 from runyard.api.deps import relay_signer, runtime_of
-from runyard.api.inputs import MAX_FORM_PARTS, MAX_PART_NAME, is_form_data
+from runyard.api.inputs import (
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_FORM_PARTS,
+    MAX_PART_NAME,
+    is_form_data,
+    one_idempotency_key,
+)
 from runyard.api.problems import client_left
 from runyard.api.routes.runs import answer_submit, prefer_of
 from runyard.api.security import authorize
@@ -38,7 +44,7 @@ from runyard.services.uploads import Incoming, Upload, Uploads, UploadTooLargeEr
 
 RUN_PART = "run"
 MAX_EPILOGUE = 1024  # after the closing boundary: a line break is usual, nothing more
-IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 _PARAM_NAME = re.compile(PARAM_NAME_PATTERN)
 
@@ -257,11 +263,13 @@ async def submit_multipart(scope: Scope, receive: Receive, send: Send) -> None:
     runtime = runtime_of(conn)
     authorize(scope, runtime.auth, relay_signer(conn), Role.SUBMIT)  # before reading anything
     headers = Headers(scope=scope)
+    one_idempotency_key(headers)
     key = headers.get("idempotency-key")
-    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+    if key is not None and (len(key) > 255 or not IDEMPOTENCY_KEY.fullmatch(key)):
         raise InvalidInputError(
-            "Idempotency-Key: 1 to 255 visible ASCII characters", field="header.Idempotency-Key"
-        )
+            "Idempotency-Key: 1 to 255 visible ASCII characters and spaces, not ending in one",
+            field="header.Idempotency-Key",
+        )  # fmt: skip
     prefer = prefer_of(headers)
     _, options = parse_options_header(headers.get("content-type", ""))
     boundary = options.get(b"boundary")

@@ -19,6 +19,7 @@ from runyard.api.inputs import (
     JobFilter,
     LabelFilter,
     RunId,
+    one_idempotency_key,
 )
 from runyard.api.log_response import LogRangeResponse
 from runyard.api.proxy import ON_OWNER
@@ -105,6 +106,7 @@ async def submit_run(
     idempotency_key: IdempotencyKey = None,
     prefer: Annotated[str | None, Header(max_length=MAX_PREFER)] = None,
 ) -> Response:
+    one_idempotency_key(request.headers)
     # the param says it in the document; the value is every Prefer header's (prefer_of)
     joined = prefer_of(request.headers) if prefer is not None else None
     return await answer_submit(runs, settings, body, idempotency_key, joined, request.receive)
