@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from runyard.api.deps import BatchesDep
 from runyard.api.inputs import BatchId, Cursor
 from runyard.api.security import READ, SUBMIT
+from runyard.errors import InvalidInputError
 from runyard.models import TERMINAL_STATES, Batch
 from runyard.schemas import BatchPage, BatchRequest, BatchView, problem_responses
 
@@ -32,7 +33,13 @@ def batch_view(batch: Batch, counts: dict[str, int]) -> BatchView:
 
 
 @router.post("", status_code=202, response_model=BatchView, dependencies=[SUBMIT])
-async def create_batch(body: BatchRequest, batches: BatchesDep) -> JSONResponse:
+async def create_batch(body: BatchRequest, batches: BatchesDep, request: Request) -> JSONResponse:
+    if "idempotency-key" in request.headers:
+        # it was ignored: a batch retried after a timeout was made twice, key or not
+        raise InvalidInputError(
+            "a batch takes no Idempotency-Key (it would not make it once): list GET /v1/batches "
+            "before sending one again", field="header.Idempotency-Key",
+        )  # fmt: skip
     batch, runs = await batches.create(
         body.job, body.params, iterations=body.iterations, sweep=body.sweep,
         priority=body.priority, labels=body.labels,
