@@ -4,7 +4,6 @@ downloads open against a low descriptor limit)."""
 
 from __future__ import annotations
 
-import os
 import resource
 from pathlib import Path
 
@@ -31,8 +30,9 @@ def test_out_of_descriptors_is_503_for_artifacts_and_logs(
         logs = f"/v1/runs/{run['id']}/logs"
         assert http.get(artifact).content == b"made\n"
         soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-        held = len(os.listdir(f"/proc/{pid}/fd"))
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (held, hard))  # no descriptor to spare
+        # under what is open already: every new descriptor fails (EMFILE), whatever the others
+        # the server closes meanwhile (a limit at what was open left one spare, at times)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (3, hard))
         try:
             for path in (artifact, logs):
                 resp = http.get(path)
