@@ -104,3 +104,15 @@ def short_of_resources(exc: OSError, failed: str) -> OutOfResourcesError:
         f"{failed}: the server is short of descriptors or memory "
         f"({name}: {exc.strerror or exc}), not of disk; nothing was changed, try again"
     )
+
+
+def raise_if_servers_fault(exc: OSError, what: str) -> None:
+    """An open or a read of `what` ("the log") that failed for the server's own reasons is
+    raised as such: out of descriptors or memory (503 out-of-resources), the disk failing
+    (503 storage-io). Anything else is the caller's to answer from what the path is (absent,
+    a link, not a file): those were answered so, 403, 404 or an empty log, for a file that was
+    there, to a client that did nothing wrong."""
+    if exc.errno in SHORT_ERRNOS:
+        raise short_of_resources(exc, f"{what} could not be opened") from exc
+    if exc.errno == errno.EIO:
+        raise StorageIOError(f"{what} could not be read: {exc.strerror}") from exc

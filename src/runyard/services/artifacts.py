@@ -8,7 +8,6 @@ and the check and the open are the same act: no time-of-check/time-of-use gap.
 from __future__ import annotations
 
 import contextlib
-import errno
 import mimetypes
 import os
 import re
@@ -17,13 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from runyard.errors import (
-    SHORT_ERRNOS,
-    ForbiddenPathError,
-    NotFoundError,
-    StorageIOError,
-    short_of_resources,
-)
+from runyard.errors import ForbiddenPathError, NotFoundError, raise_if_servers_fault
 
 MAX_LISTED = 10_000
 
@@ -82,17 +75,6 @@ class OpenArtifact:
     media_type: str
 
 
-def _not_ours(exc: OSError) -> None:
-    """Raise what an open that failed for the server's own reasons is: out of descriptors or
-    memory (503 out-of-resources), or the disk failing (503 storage-io). Those were answered
-    403 `path-refused` or 404, about a file that is there, to a client that did nothing wrong;
-    only what the path itself is (a link, not a directory, absent) is the client's answer."""
-    if exc.errno in SHORT_ERRNOS:
-        raise short_of_resources(exc, "the artifact could not be opened") from exc
-    if exc.errno == errno.EIO:
-        raise StorageIOError(f"the artifact could not be read: {exc.strerror}") from exc
-
-
 def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifact:
     """Blocking. The artifact opened for reading, its stat and media type."""
     parts = check_relative(path)
@@ -102,7 +84,7 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
     try:
         fd = os.open(workspace, flags_dir)
     except OSError as exc:
-        _not_ours(exc)
+        raise_if_servers_fault(exc, "the artifact")
         raise NotFoundError("this run has no workspace") from None
     try:
         for part in parts[:-1]:
@@ -115,7 +97,7 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
     except FileNotFoundError:
         raise NotFoundError(f"artifact {path!r} does not exist", field="path") from None
     except OSError as exc:
-        _not_ours(exc)
+        raise_if_servers_fault(exc, "the artifact")
         # ELOOP / ENOTDIR: a symlink or a non-directory where a directory should be
         raise ForbiddenPathError(
             f"artifact {path!r} is not a plain file inside the workspace", field="path"

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runyard.errors import SHORT_ERRNOS, StorageIOError, short_of_resources
+from runyard.errors import raise_if_servers_fault
 from runyard.regular_files import open_regular
 
 PIECE = 64 * 1024  # read and sent at a time: what one request holds
@@ -46,10 +45,7 @@ def open_range(path: Path, offset: int, limit: int) -> LogRange:
     except FileNotFoundError:
         return LogRange(None, offset, offset, 0, True)
     except OSError as exc:
-        if exc.errno in SHORT_ERRNOS:  # the server's own shortage, not an empty log
-            raise short_of_resources(exc, "the log could not be opened") from exc
-        if exc.errno == errno.EIO:
-            raise StorageIOError(f"the log could not be read: {exc.strerror}") from exc
+        raise_if_servers_fault(exc, "the log")  # not an empty log
         return LogRange(None, 0, 0, 0, True)  # its program made something else of it
     try:
         start = min(offset, size)
