@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -48,7 +49,9 @@ def _serve(jobs_dir: Path, data: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def _refused(done: subprocess.CompletedProcess[str], data: Path, said: str) -> str:
+def _refused(
+    done: subprocess.CompletedProcess[str], data: Path, said: str, *, socket_left: bool = False
+) -> str:
     """Refused in one line and one log line, status 2, nothing started; the log line's reason."""
     out = done.stdout + done.stderr
     assert done.returncode == 2, out
@@ -56,7 +59,8 @@ def _refused(done: subprocess.CompletedProcess[str], data: Path, said: str) -> s
     assert f"runyard: refusing to start: {said}" in done.stderr
     logged = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     assert [e["event"] for e in logged] == ["refusing_to_start"]
-    assert not (data / "supervisor.sock").exists()
+    if not socket_left:  # no supervisor started (where the socket was in the way, it stays)
+        assert not (data / "supervisor.sock").exists()
     return str(logged[0]["reason"])
 
 
@@ -144,3 +148,54 @@ def test_the_check_leaves_other_databases_to_the_store(tmp_path: Path) -> None:
     with sqlite3.connect(current, isolation_level=None) as conn:
         conn.execute("DELETE FROM schema_versions WHERE version = ?", (newer,))
     assert refusal_of(current) is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "kind", "what", "purpose"),
+    [
+        ("runyard.db", "dir", "a directory", "the database"),
+        ("runyard.db-wal", "dir", "a directory", "the database"),
+        ("supervisor.sock", "dir", "a directory", "the supervisor's socket"),
+        ("supervisor.lock", "dir", "a directory", "the supervisor's lock"),
+        ("supervisor.log", "dir", "a directory", "the supervisor's log"),
+        ("supervisor.log", "fifo", "a FIFO", "the supervisor's log"),
+        ("runs", "file", "a regular file", "the runs' directories"),
+        ("uploads", "file", "a regular file", "the uploaded files"),
+    ],
+)
+def test_serve_refuses_an_entry_of_the_wrong_kind_in_the_data_directory(
+    jobs_dir, data, entry: str, kind: str, what: str, purpose: str
+) -> None:
+    """Each used to stop the start with a traceback (or, the uploads, to start with readiness
+    saying ok while every upload failed)."""
+    path = data / entry
+    if kind == "dir":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text("in the way")
+    done = _serve(jobs_dir, data)
+    said = f"{path} is {what}, where runyard keeps {purpose}: move it aside"
+    _refused(done, data, said, socket_left=entry == "supervisor.sock")
+    assert {"dir": path.is_dir, "fifo": path.is_fifo, "file": path.is_file}[kind]()  # left
+
+
+def test_serve_refuses_beside_a_live_supervisor_whose_socket_is_gone(jobs_dir, data) -> None:
+    """It holds the lock, so none can start beside it, and no server can reach it: it used to
+    end in a traceback after ten seconds, and every later start the same way."""
+    lock = data / "supervisor.lock"
+    with subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+         str(lock)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as holder:  # fmt: skip
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            (data / "supervisor.sock").write_text("not a socket")
+            done = _serve(jobs_dir, data)
+            reason = _refused(done, data, f"a supervisor still holds {lock}", socket_left=True)
+            assert "stop that supervisor" in reason
+        finally:
+            holder.kill()

@@ -22,6 +22,7 @@ import uvicorn
 
 from runyard.auth import AuthConfigError, load_tokens
 from runyard.cli import log_output
+from runyard.cli.data_entries import entries_problem
 from runyard.cli.header_timeout import with_header_timeout
 from runyard.cli.log_render import CHAIN, render_json
 from runyard.cli.ws_guard import GuardedWebSocket
@@ -216,7 +217,8 @@ def data_dir_problem(settings: Settings) -> str | None:
                 f"the disk of the data directory {settings.data_dir} is full "
                 f"({exc.strerror}): free some space, then start again"
             )
-    return None
+    database = None if settings.on_postgres else settings.database_path
+    return entries_problem(settings.data_dir, database)
 
 
 def schema_problem(settings: Settings) -> str | None:
