@@ -334,3 +334,31 @@ def test_drain_timeout_cancels_what_still_runs(start_server, jobs) -> None:
     server = start_server(jobs)
     with server.client() as c:
         assert c.run(run.id).state is RunState.CANCELLED
+
+
+def test_a_program_that_ran_on_beside_no_exit_file_is_not_said_to_have_written_one(
+    start_server, jobs
+) -> None:
+    """Its run's directory replaced by a file while the server and the supervisor were down:
+    the exit file cannot be read (not a directory), and the program still runs. The reason
+    said it ran on "beside an exit file it wrote" (a damaged-data-directory probe)."""
+    server = start_server(jobs)
+    with server.client() as c:
+        run = c.submit("lost_fail")
+        wait_for(lambda: len(processes_of(server.data_dir)) == 1, what="the program started")
+        (supervisor,) = supervisors_of(server.data_dir)
+    assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    supervisor.kill()
+    supervisor.wait(10)
+    run_dir = server.data_dir / "runs" / run.id
+    run_dir.rename(run_dir.with_name(run.id + ".aside"))  # the program runs on in it
+    run_dir.write_text("a file where the run's directory was")
+    server = start_server(jobs)
+    with server.client() as c:
+        done = server.wait_run(c, run.id)
+        assert done.state is RunState.FAILED
+        reason = done.reason or ""
+        assert reason.startswith("lost: its program ran on with no supervisor"), reason
+        assert reason.endswith("and an unreadable exit file (Not a directory)"), reason
+        assert "it wrote" not in reason
+    assert processes_of(server.data_dir) == []  # killed all the same

@@ -113,7 +113,11 @@ async def _settle(
         # has reaped the program): its program wrote it. Ignored, as beside a listed attempt.
         if skip_own and attempts.launched(attempt.run_id, attempt.number):
             return "own"  # spawned since the list, by a supervisor that tells its end
-        why = "its program ran on with no supervisor, beside an exit file it wrote (ignored)"
+        why = "its program ran on with no supervisor, " + (
+            "beside an exit file it wrote (ignored)"
+            if isinstance(record, ExitRecord)
+            else f"and an {record.why}"  # no file of its own to blame: unreadable (ENOTDIR)
+        )
         record = UnreadableExit(key=attempt.key, why=why)
     if isinstance(record, ExitRecord):
         record = _checked(record, attempt, attempts.clock.now())
