@@ -25,7 +25,7 @@ def say(text: str) -> None:
         pass
 
 
-def write_exit_file(path: Path, data: bytes, *, fsync: bool) -> None:
+def write_exit_file(path: str | Path, data: bytes, *, fsync: bool) -> None:
     """Atomically (temp file, optional fsync, rename); OSError if the disk refuses it, with no
     partial temp file left behind to hold space that is short."""
     tmp = f"{path}.tmp"

@@ -3,8 +3,8 @@ the disk refuses them."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from pathlib import Path
 
 from runyard import fastjson
 from runyard.execution.diskwrites import say, write_exit_file
@@ -29,9 +29,9 @@ class ExitFiles:
         self.retry = retry
         # Exit records whose file could not be written (full or failing disk), by key: kept
         # and retried, and listed as still running meanwhile, so nothing reads them as lost.
-        self.unwritten: dict[str, tuple[Path, ExitRecord]] = {}
+        self.unwritten: dict[str, tuple[str, ExitRecord]] = {}
 
-    def write(self, path: Path, record: ExitRecord) -> bool:
+    def write(self, path: str, record: ExitRecord) -> bool:
         """Write the exit file atomically. On failure (full or failing disk) the record is
         kept and written again every REWRITE_EVERY_S until it lands: the event tells a
         connected server at once, the file is what a later reconcile reads."""
@@ -54,12 +54,12 @@ class ExitFiles:
         self._forget(record.key)
         return True
 
-    def _write(self, path: Path, data: bytes) -> None:
+    def _write(self, path: str, data: bytes) -> None:
         try:
             write_exit_file(path, data, fsync=self.fsync)
         except FileNotFoundError:
             # its run's directory is gone (its program can remove it): the record needs one
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)  # noqa: PTH103, PTH120
             write_exit_file(path, data, fsync=self.fsync)
 
     def _forget(self, key: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 from collections.abc import Callable, Container
@@ -89,9 +90,8 @@ def _kill_orphans(
 
 def orphans(supervised: Container[int]) -> list[int]:
     """Our children that are not programs we spawned: reparented descendants."""
-    me = os.getpid()
     try:
-        fd = os.open(f"/proc/{me}/task/{me}/children", os.O_RDONLY)
+        fd = os.open(_children_file(), os.O_RDONLY)
         try:
             children = [int(p) for p in os.read(fd, 65536).split()]
         finally:
@@ -99,5 +99,16 @@ def orphans(supervised: Container[int]) -> list[int]:
     except OSError:
         import psutil
 
-        children = [c.pid for c in psutil.Process(me).children()]
+        children = [c.pid for c in psutil.Process().children()]
     return [pid for pid in children if pid not in supervised]
+
+
+@functools.cache
+def _children_file() -> str:
+    """This process's list of children (a getpid(2) once, not at every end), forgotten by a
+    child this process forks."""
+    me = os.getpid()
+    return f"/proc/{me}/task/{me}/children"
+
+
+os.register_at_fork(after_in_child=_children_file.cache_clear)

@@ -224,7 +224,7 @@ class Supervisor:
             self.spawn_short.failed(why := f"cannot start: {exc}")
             return {"ok": False, "error": why, "shortage": True}
         record = spawning.not_started(req, exc)  # no such command, user, permission, ...
-        self.exits.write(Path(req.exit), record)
+        self.exits.write(req.exit, record)
         self.conns.broadcast({"op": "exited", **record.to_dict()})
         return {"ok": False, "error": record.error, "exited": True}
 
