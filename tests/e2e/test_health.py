@@ -36,6 +36,26 @@ def test_ready_names_an_unwritable_data_dir_and_recovers(start_server) -> None:
     wait_for(lambda: web.get(ready).status_code == 200, timeout=10, what="ready again")
 
 
+@pytest.mark.parametrize("entry", ["uploads", "runs"])
+def test_ready_names_a_file_put_where_a_directory_of_the_data_dir_belongs(
+    start_server, entry: str
+) -> None:
+    """A file in the place of uploads/ failed every upload (503, "Not a directory") while
+    readiness said ok; in the place of runs/, every run. Readiness names the path and what is
+    there, and is itself again once the file is moved aside (the directory is made anew)."""
+    server = start_server()
+    ready = f"{server.url}/health/ready"
+    directory = server.data_dir / entry
+    directory.mkdir(exist_ok=True)
+    directory.rename(server.data_dir / f"{entry}.moved")
+    directory.write_text("not a directory\n")
+    wait_for(lambda: web.get(ready).status_code == 503, timeout=10, what="not ready")
+    why = web.get(ready).json()["checks"]["data_dir"]
+    assert f"{directory} is a regular file" in why, why
+    directory.unlink()
+    wait_for(lambda: web.get(ready).status_code == 200, timeout=10, what="ready again")
+
+
 def test_health_reports_capacity(start_server) -> None:
     server = start_server(capacity=3)
     body = web.get(f"{server.url}/health").json()

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from runyard import failpoints
+from runyard import data_dir, failpoints
 from runyard.background import Background
 from runyard.errors import StorageFullError
 from runyard.execution.base import ExecutorHealth
@@ -114,7 +114,12 @@ class HealthSources:
 
 
 def writable(directory: Path) -> str | None:
-    """Blocking: can a block be written in `directory`? (where workspaces are prepared)"""
+    """Blocking: can a block be written in `directory`, the data directory, and are the
+    directories made in it when needed (the runs', the uploads') directories, or absent? A
+    file put in their place while the server runs fails every run or upload from then on."""
+    entries = data_dir.directories(directory)
+    if (why := data_dir.wrong_kind(entries, "move it aside (it is made again)")) is not None:
+        return why
     try:
         failpoints.check("workspace")
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".ready-") as fh:
