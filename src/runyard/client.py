@@ -223,15 +223,19 @@ class Client:
         sweep: dict[str, list[Any]] | None = None,
         priority: int | None = None,
         labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> BatchView:
+        """Create a batch. Sent again with the same `idempotency_key` (after a timeout, say),
+        the batch that key made is answered and no run is made twice."""
         body: dict[str, Any] = {
             "job": job, "params": self._uploaded(params or {}), "labels": labels or {},
         }  # fmt: skip
         for key, value in (("iterations", iterations), ("sweep", sweep), ("priority", priority)):
             if value is not None:
                 body[key] = value
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return BatchView.model_validate(
-            self._check(self.http.post("/v1/batches", json=body)).json()
+            self._check(self.http.post("/v1/batches", json=body, headers=headers)).json()
         )
 
     def upload(

@@ -141,6 +141,7 @@ class Batch:
     size: int
     created_at: float
     request: dict[str, Any]
+    idempotency_key: str | None = None
 
 
 @dataclass(slots=True)

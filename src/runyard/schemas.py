@@ -140,6 +140,7 @@ class BatchView(BaseModel):
         description="the batch's runs by state; `size` less their sum were deleted since"
     )
     done: bool = Field(description="every run has ended (none is queued or running)")
+    idempotency_key: str | None = Field(description="the `Idempotency-Key` it was made with")
 
 
 class UploadView(BaseModel):

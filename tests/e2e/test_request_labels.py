@@ -67,15 +67,3 @@ def test_an_idempotency_key_is_one_key_without_spaces_at_its_ends(start_server) 
             http.get("/v1/runs").json()["runs"] == [first.json()]
             or len(http.get("/v1/runs").json()["runs"]) == 1
         )  # only the one run was made
-
-
-def test_a_batch_with_an_idempotency_key_is_refused_not_made_twice(start_server) -> None:
-    """The key was ignored: the same batch sent twice with one key made two batches."""
-    server = start_server()
-    body = {"job": "true", "iterations": 2}
-    with web.Client(base_url=server.url, timeout=30) as http:
-        refused = http.post("/v1/batches", json=body, headers={"Idempotency-Key": "b1"})
-        assert refused.status_code == 422, refused.text
-        assert refused.json()["field"] == "header.Idempotency-Key"
-        assert http.get("/v1/batches").json()["batches"] == []
-        assert http.post("/v1/batches", json=body).status_code == 202

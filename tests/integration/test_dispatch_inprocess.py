@@ -376,5 +376,5 @@ def test_a_batch_stays_done_when_its_runs_are_deleted(tmp_path: Path, jobs: Path
         assert srv.request("DELETE", f"/v1/runs/{first['id']}").status_code == 204
         assert srv.get(url).json() | {"created_at": None} == {
             "id": batch["id"], "job": "mark", "size": 2, "created_at": None,
-            "counts": {"succeeded": 1}, "done": True,
+            "counts": {"succeeded": 1}, "done": True, "idempotency_key": None,
         }  # fmt: skip

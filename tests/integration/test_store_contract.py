@@ -285,6 +285,22 @@ async def test_batches_are_listed_newest_first_in_pages(store: Store) -> None:
     assert rest[0].request == {"job": "j"}
 
 
+async def test_a_batch_key_taken_answers_the_batch_that_took_it_and_stores_nothing(
+    store: Store,
+) -> None:
+    first = Batch(new_id(), "j", 1, 1000.0, {"iterations": 1}, idempotency_key="bk")
+    assert await store.insert_batch(first, [make_run(batch_id=first.id)]) == (first, True)
+    again = Batch(new_id(), "j", 2, 1001.0, {"iterations": 2}, idempotency_key="bk")
+    stored, created = await store.insert_batch(again, [make_run(batch_id=again.id)] * 2)
+    assert (stored, created) == (first, False)
+    assert await store.get_batch(again.id) is None
+    assert await store.batch_counts(again.id) == {}  # none of its runs either
+    assert await store.get_batch_by_key("bk") == first
+    assert await store.get_batch_by_key("other") is None
+    keyless = [Batch(new_id(), "j", 0, 1002.0, {}) for _ in range(2)]  # NULLs never conflict
+    assert [(await store.insert_batch(b, []))[1] for b in keyless] == [True, True]
+
+
 async def test_a_lease_keeps_its_token_while_it_lasts_and_fences_when_it_lapses(
     store: Store,
 ) -> None:

@@ -18,6 +18,10 @@ def batch(
         list[str], typer.Option(help="KEY=[v1,v2,...]: one run per combination.")
     ] = [],  # noqa: B006
     priority: Annotated[int | None, typer.Option(help="Higher runs first.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option("--idempotency-key", help="Sent again with it, the batch is made once."),
+    ] = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
@@ -27,5 +31,5 @@ def batch(
         raise typer.BadParameter("--sweep values are JSON lists, e.g. --sweep seed=[1,2,3]")
     with connected(server, token) as c:
         made = c.batch(job, parse_kv(param, "param"), iterations=iterations, sweep=grid,
-                       priority=priority)  # fmt: skip
+                       priority=priority, idempotency_key=idempotency_key)  # fmt: skip
     out.print(f"{made.id}  {made.size} runs of {made.job}")

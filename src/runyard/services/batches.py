@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
+import json
 import math
 import reprlib
 from functools import partial
@@ -16,7 +18,7 @@ from runyard.fastjson import dumps
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
-from runyard.models import Batch, Run, RunState
+from runyard.models import Batch, RunState
 from runyard.services.runs import RunService
 from runyard.services.uploads import Seen
 from runyard.store import Store
@@ -102,6 +104,13 @@ def _check_replaced(job: Job, element: dict[str, Any], replaced: dict[str, Any])
             ) from None
 
 
+def batch_hash(job: str, request: dict[str, Any]) -> str:
+    """What a batch was asked for, as a replay under its key must ask it again: the job and
+    the request as stored with the batch (params, iterations, sweep, priority, labels)."""
+    canonical = json.dumps({"job": job, **request}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class BatchService:
     def __init__(
         self,
@@ -128,11 +137,22 @@ class BatchService:
         sweep: dict[str, list[Any]] | None,
         priority: int | None,
         labels: dict[str, str],
-    ) -> tuple[Batch, list[Run]]:
+        idempotency_key: str | None = None,
+    ) -> tuple[Batch, dict[str, int], bool]:
+        """The batch, its runs' counts by state, and whether it was made now: sent again
+        under the Idempotency-Key it was made with, the batch that key made is answered."""
         # the job first: a request about no declared job is a 404 whatever else it says
         job = await self.registry.get(job_name)
         if job is None:
             raise NotFoundError(f"job {job_name!r} is not declared", field="job")
+        request = {"params": params, "iterations": iterations, "sweep": sweep,
+                   "priority": priority, "labels": labels}  # fmt: skip
+        if idempotency_key is not None:
+            # a replay is answered before its checks and admission: a queue full since, or a
+            # sweep of 10,000 to validate again, must not stand in its way
+            existing = await self.store.get_batch_by_key(idempotency_key)
+            if existing is not None:
+                return await self._replayed(existing, job_name, request)
         size = (
             iterations
             if iterations is not None
@@ -156,18 +176,31 @@ class BatchService:
             await self.runs.disk.check()
         now = self.clock.now()
         batch = Batch(
-            id=new_id(), job=job_name, size=len(values), created_at=now,
-            request={"params": params, "iterations": iterations, "sweep": sweep,
-                     "priority": priority, "labels": labels},
+            id=new_id(), job=job_name, size=len(values), created_at=now, request=request,
+            idempotency_key=idempotency_key,
         )  # fmt: skip
         runs = [
             self.runs.new_run(job, v, priority=priority, labels=labels, batch_id=batch.id)
             for v in values
         ]
-        await self.runs.stored_with_uploads(job, runs, lambda: self.store.insert_batch(batch, runs))
+        stored, created = await self.runs.stored_with_uploads(
+            job, runs, lambda: self.store.insert_batch(batch, runs)
+        )
+        if not created:  # the key was taken meanwhile, by a request sent at the same time
+            await self.runs.unreference(job, runs)
+            return await self._replayed(stored, job_name, request)
         self.runs.queue.set_claimable()
         self.runs.announce("batch", {"id": batch.id, "job": batch.job, "size": batch.size})
-        return batch, runs
+        return batch, {"queued": len(runs)}, True
+
+    async def _replayed(
+        self, batch: Batch, job: str, request: dict[str, Any]
+    ) -> tuple[Batch, dict[str, int], bool]:
+        if batch_hash(batch.job, batch.request) != batch_hash(job, request):
+            raise ConflictError(
+                "this Idempotency-Key was used for a different batch", batch_id=batch.id
+            )
+        return batch, await self.store.batch_counts(batch.id), False
 
     async def get(self, batch_id: str) -> tuple[Batch, dict[str, int]]:
         batch = await self.store.get_batch(batch_id)

@@ -56,8 +56,13 @@ class Store(abc.ABC):
         (the existing run, False) and store nothing."""
 
     @abc.abstractmethod
-    async def insert_batch(self, batch: Batch, runs: list[Run]) -> None:
-        """Store a batch and all its runs in one transaction: all of them or none."""
+    async def insert_batch(self, batch: Batch, runs: list[Run]) -> tuple[Batch, bool]:
+        """Store a batch and all its runs in one transaction: all of them or none. With the
+        batch's idempotency key already taken, return (the batch that took it, False) and
+        store nothing."""
+
+    @abc.abstractmethod
+    async def get_batch_by_key(self, key: str) -> Batch | None: ...
 
     @abc.abstractmethod
     async def get_batch(self, batch_id: str) -> Batch | None: ...

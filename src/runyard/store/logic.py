@@ -69,7 +69,7 @@ def _read_run(run_id: str) -> Unit[Run]:
 
 
 def _batch(row: tuple[Any, ...]) -> Batch:
-    return Batch(row[0], row[1], row[2], row[3], loads(row[4]))
+    return Batch(row[0], row[1], row[2], row[3], loads(row[4]), row[5])
 
 
 def _counts(found: list[tuple[Any, ...]]) -> dict[str, int]:
@@ -93,11 +93,15 @@ def insert_run(run: Run) -> Unit[tuple[Run, bool]]:
     return run, True
 
 
-def insert_batch(batch: Batch, runs: list[Run]) -> Unit[None]:
-    """The batch and its new queued runs (keyless: a key taken fails the whole batch), each
-    kind of row in one executemany: a sweep of 10,000 is three statements, not 20,001."""
-    request = dumps(batch.request)
-    yield execute("INSERT_BATCH", batch.id, batch.job, batch.size, batch.created_at, request)
+def insert_batch(batch: Batch, runs: list[Run]) -> Unit[tuple[Batch, bool]]:
+    """The batch and its new queued runs (keyless: a run's key taken fails the whole batch),
+    each kind of row in one executemany: a sweep of 10,000 is three statements, not 20,001.
+    With the batch's idempotency key taken: (the batch that took it, False), nothing stored."""
+    row = (batch.id, batch.job, batch.size, batch.created_at, dumps(batch.request))
+    if batch.idempotency_key is None:
+        yield execute("INSERT_BATCH", *row, None)
+    elif (yield one("INSERT_BATCH_KEYED", *row, batch.idempotency_key)) is None:
+        return _batch((yield one("GET_BATCH_BY_KEY", batch.idempotency_key))), False
     dump = shared_dumps()
     yield Query("INSERT_RUNS", [run_to_row(run, dump) for run in runs], "many")
     # a new run's first event is numbered 1, with no max() to look up; alike runs share a text
@@ -110,6 +114,12 @@ def insert_batch(batch: Batch, runs: list[Run]) -> Unit[None]:
         events.append((run.id, run.created_at, texts[key]))
     yield Query("ADD_FIRST_EVENTS", events, "many")
     yield Notify(QUEUE_CHANNEL)
+    return batch, True
+
+
+def get_batch_by_key(key: str) -> Unit[Batch | None]:
+    row = yield one("GET_BATCH_BY_KEY", key)
+    return _batch(row) if row else None
 
 
 def get_batch(batch_id: str) -> Unit[Batch | None]:

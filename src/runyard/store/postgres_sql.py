@@ -217,13 +217,14 @@ LIST_EVENTS = (
     "ORDER BY seq LIMIT %s"
 )
 LAST_EVENT_SEQ = "SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = %s"
-INSERT_BATCH = (
-    "INSERT INTO batches (id, job, size, created_at, request) VALUES (%s, %s, %s, %s, %s)"
-)
-GET_BATCH = "SELECT id, job, size, created_at, request FROM batches WHERE id = %s"
-LIST_BATCHES = """
-SELECT id, job, size, created_at, request FROM batches
-WHERE (%(before)s::text IS NULL OR id < %(before)s) ORDER BY id DESC LIMIT %(limit)s"""
+BATCH_COLUMNS = "id, job, size, created_at, request, idempotency_key"
+INSERT_BATCH = f"INSERT INTO batches ({BATCH_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)"  # noqa: S608
+INSERT_BATCH_KEYED = INSERT_BATCH + " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+GET_BATCH = f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = %s"  # noqa: S608
+GET_BATCH_BY_KEY = f"SELECT {BATCH_COLUMNS} FROM batches WHERE idempotency_key = %s"  # noqa: S608
+LIST_BATCHES = f"""
+SELECT {BATCH_COLUMNS} FROM batches
+WHERE (%(before)s::text IS NULL OR id < %(before)s) ORDER BY id DESC LIMIT %(limit)s"""  # noqa: S608
 BATCH_COUNTS = "SELECT state, count(*) FROM runs WHERE batch_id = %s GROUP BY state"
 BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = %s AND state = %s"
 UPSERT_SCHEDULE = (

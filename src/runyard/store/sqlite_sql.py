@@ -217,11 +217,14 @@ WHERE id = ?
 SET_PROGRESS_OFFSET = "UPDATE attempts SET progress_offset = ? WHERE run_id = ? AND number = ?"
 GET_PROGRESS_OFFSET = "SELECT progress_offset FROM attempts WHERE run_id = ? AND number = ?"
 
-INSERT_BATCH = "INSERT INTO batches (id, job, size, created_at, request) VALUES (?, ?, ?, ?, ?)"
-GET_BATCH = "SELECT id, job, size, created_at, request FROM batches WHERE id = ?"
-LIST_BATCHES = """
-SELECT id, job, size, created_at, request FROM batches
-WHERE (:before IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit"""
+BATCH_COLUMNS = "id, job, size, created_at, request, idempotency_key"
+INSERT_BATCH = f"INSERT INTO batches ({BATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
+INSERT_BATCH_KEYED = INSERT_BATCH + " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+GET_BATCH = f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?"  # noqa: S608
+GET_BATCH_BY_KEY = f"SELECT {BATCH_COLUMNS} FROM batches WHERE idempotency_key = ?"  # noqa: S608
+LIST_BATCHES = f"""
+SELECT {BATCH_COLUMNS} FROM batches
+WHERE (:before IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit"""  # noqa: S608
 BATCH_COUNTS = "SELECT state, count(*) FROM runs WHERE batch_id = ? GROUP BY state"
 BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = ? AND state = ?"
 

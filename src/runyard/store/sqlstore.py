@@ -62,8 +62,11 @@ class SQLStore(Store):
     async def insert_run(self, run: Run) -> tuple[Run, bool]:
         return await self._write(partial(logic.insert_run, run))
 
-    async def insert_batch(self, batch: Batch, runs: list[Run]) -> None:
-        await self._write(partial(logic.insert_batch, batch, runs))
+    async def insert_batch(self, batch: Batch, runs: list[Run]) -> tuple[Batch, bool]:
+        return await self._write(partial(logic.insert_batch, batch, runs))
+
+    async def get_batch_by_key(self, key: str) -> Batch | None:
+        return await self._read(partial(logic.get_batch_by_key, key))
 
     async def get_batch(self, batch_id: str) -> Batch | None:
         return await self._read(partial(logic.get_batch, batch_id))

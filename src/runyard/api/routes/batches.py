@@ -9,9 +9,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from runyard.api.deps import BatchesDep
-from runyard.api.inputs import BatchId, Cursor
+from runyard.api.inputs import BatchId, Cursor, IdempotencyKey, one_idempotency_key
 from runyard.api.security import READ, SUBMIT
-from runyard.errors import InvalidInputError
 from runyard.models import TERMINAL_STATES, Batch
 from runyard.schemas import BatchPage, BatchRequest, BatchView, problem_responses
 
@@ -29,27 +28,33 @@ def batch_view(batch: Batch, counts: dict[str, int]) -> BatchView:
         id=batch.id, job=batch.job, size=batch.size,
         created_at=datetime.fromtimestamp(batch.created_at, UTC), counts=counts,
         done=all(state in TERMINAL_STATES for state in counts),
+        idempotency_key=batch.idempotency_key,
     )  # fmt: skip
 
 
-@router.post("", status_code=202, response_model=BatchView, dependencies=[SUBMIT])
-async def create_batch(body: BatchRequest, batches: BatchesDep, request: Request) -> JSONResponse:
-    if "idempotency-key" in request.headers:
-        # it was ignored: a batch retried after a timeout was made twice, key or not
-        raise InvalidInputError(
-            "a batch takes no Idempotency-Key (it would not make it once): list GET /v1/batches "
-            "before sending one again", field="header.Idempotency-Key",
-        )  # fmt: skip
-    batch, runs = await batches.create(
+@router.post(
+    "", status_code=202, response_model=BatchView, dependencies=[SUBMIT],
+    responses=problem_responses(409),
+)  # fmt: skip
+async def create_batch(
+    body: BatchRequest,
+    batches: BatchesDep,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Sent again under the `Idempotency-Key` it was made with, the batch that key made is
+    answered (`Idempotent-Replayed: true`, its runs' counts now), and no run is made; the key
+    with another request is a 409."""
+    one_idempotency_key(request.headers)
+    batch, counts, created = await batches.create(
         body.job, body.params, iterations=body.iterations, sweep=body.sweep,
-        priority=body.priority, labels=body.labels,
+        priority=body.priority, labels=body.labels, idempotency_key=idempotency_key,
     )  # fmt: skip
-    view = batch_view(batch, {"queued": len(runs)})
-    return JSONResponse(
-        view.model_dump(mode="json"),
-        status_code=202,
-        headers={"Location": f"/v1/batches/{batch.id}"},
-    )
+    headers = {"Location": f"/v1/batches/{batch.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    view = batch_view(batch, counts)
+    return JSONResponse(view.model_dump(mode="json"), status_code=202, headers=headers)
 
 
 @router.get("", response_model=BatchPage, dependencies=[READ])
