@@ -185,6 +185,31 @@ def _popen(
 
 # Popen(restore_signals=True) sets these back to the default in the child; Python ignores them
 RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+# What a handler may not take the place of: the kernel's to deliver (a fault signal that
+# returns to its handler faults again, for ever)
+NOT_CAUGHT = frozenset({
+    signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
+    signal.SIGILL, signal.SIGTRAP, signal.SIGSYS, *RESTORED_SIGNALS,
+})  # fmt: skip
+
+
+def inherited_ignored() -> list[int]:
+    """The signals the supervisor was started with ignored (a nohup's SIGHUP, a script's
+    SIGINT and SIGQUIT for a job it sent to the background, whatever its caller ignored).
+    An ignored signal stays ignored across exec, on every spawn path: each would reach every
+    program, which then ran on through a `kill -USR1` or a SIGQUIT. The supervisor catches
+    them instead (doing nothing, as ignoring did), and a caught signal is back to its default
+    in the program."""
+    found = []
+    for sig in signal.valid_signals():
+        if sig in NOT_CAUGHT:
+            continue
+        try:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                found.append(int(sig))
+        except (OSError, ValueError):  # one the C library keeps for itself
+            continue
+    return found
 
 
 def spawn(argv: list[str], cwd: str, env: Mapping[str, str], log_fd: int) -> int:

@@ -86,6 +86,8 @@ class Supervisor:
         # ignored (an exec keeps what is ignored; programs must start with the defaults).
         signal.signal(signal.SIGINT, lambda *_: None)
         signal.signal(signal.SIGHUP, lambda *_: None)
+        for sig in spawning.inherited_ignored():
+            signal.signal(sig, lambda *_: None)
         self._wake_pair = (rsock, wsock)
         self.sel.register(rsock, selectors.EVENT_READ, "signal")
 
