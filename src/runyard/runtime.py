@@ -169,6 +169,7 @@ class Runtime:
                 data_dir=data_dir, reconcile=lambda: reconciler.state,
                 scheduler=self.scheduler.snapshot_dict, sandbox=self.sandbox_probe.problem,
                 lease=lambda: self.lease.token, disk=self.disk,
+                lease_lapsed=lambda: self.lease.lapsed(self.clock.now()),
             ),
             capacity=settings.capacity, wake=health_wake,
         )  # fmt: skip

@@ -132,3 +132,35 @@ def test_an_end_wakes_the_dispatcher_unless_its_last_claim_found_the_queue_dry()
         assert queue.is_set()  # re-queued: a run to claim, however dry the queue was
 
     asyncio.run(scenario())
+
+
+def test_an_end_that_would_queue_a_run_whose_cancel_was_accepted_cancels_it() -> None:
+    """A cancel answered 202 while its attempt was lost (its server paused past its lease) was
+    forgotten: the retry ran the program again in full, and its end was recorded as the
+    cancel. A lost or not-started attempt of such a run now ends it cancelled."""
+
+    async def scenario() -> None:
+        store = FakeStore()
+        written: list[AttemptEnd] = []
+        real = store.end_attempt
+
+        async def end_attempt(run_id: str, number: int, end: AttemptEnd, **kw: Any) -> Run | None:
+            written.append(end)
+            return await real(run_id, number, end, **kw)
+
+        store.end_attempt = end_attempt  # type: ignore[method-assign]
+        attempts, _, told, _ = owner(store)
+        asked = replace(RUNNING, cancel_requested=True)
+        lost = AttemptEnd(
+            attempt_state=AttemptState.LOST, ended_at=5.0, run_state=RunState.QUEUED,
+            reason="lost: its server went; retrying", outcome="lost", not_before=6.0,
+        )  # fmt: skip
+        await attempts.end(asked, 1, lost)
+        (end,) = written
+        assert (end.run_state, end.not_before) == (RunState.CANCELLED, None)
+        assert end.reason is not None and end.reason.startswith("cancelled on request (lost:")
+        assert told[-1] == (RunState.RUNNING, RunState.CANCELLED)
+        plain = outcomes.not_started(0.0, "test")  # no cancel asked: re-queued as ever
+        assert outcomes.honouring_cancel(plain, False) is plain
+
+    asyncio.run(scenario())

@@ -116,3 +116,28 @@ def test_a_count_that_times_out_rests_as_long_as_it_took(tmp_path: Path) -> None
     """A count given up at its timeout goes on in the store: the next must not pile on."""
     rests, _ = asyncio.run(rests_of(tmp_path, cost=2.0, gives_up=True))
     assert rests == [MAX_REST_S] * 3
+
+
+def test_readiness_fails_while_a_held_lease_has_lapsed(tmp_path: Path) -> None:
+    """A member whose heartbeat hung (a row lock, a half-open link) claims nothing once its
+    lease lapses, and readiness said ok all along: a load balancer kept sending it work."""
+    from runyard.services.lease import Lease
+
+    lease, now = Lease(), [100.0]
+    lease.hold("tok", now[0], until=103.0)
+    sources = HealthSources(
+        store=CountingStore(Clock(), 0.0, False),  # type: ignore[arg-type]
+        executor=SimpleNamespace(healthy=False),  # type: ignore[arg-type]
+        slots=SimpleNamespace(active=0, capacity=8),  # type: ignore[arg-type]
+        hub=SimpleNamespace(watchers=0, tailers={}, lagged_total=0,
+                            notifier=SimpleNamespace(mode="x")),  # type: ignore[arg-type]
+        data_dir=tmp_path, reconcile=lambda: SimpleNamespace(ok=True, error=None),
+        scheduler=lambda: None, lease=lambda: lease.token,
+        lease_lapsed=lambda: lease.lapsed(now[0]),
+    )  # fmt: skip
+    monitor = HealthMonitor(sources, 8)
+    assert "lease" not in asyncio.run(monitor.build()).failed_checks
+    now[0] = 104.0
+    assert "lapsed" in asyncio.run(monitor.build()).failed_checks["lease"]
+    lease.hold("tok", now[0], until=107.0)  # renewed: ready again
+    assert "lease" not in asyncio.run(monitor.build()).failed_checks
