@@ -82,11 +82,10 @@ class Supervisor:
         wsock.setblocking(False)
         signal.set_wakeup_fd(wsock.fileno())
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        # The server's terminal or group must not take the programs down with it: caught, not
-        # ignored (an exec keeps what is ignored; programs must start with the defaults).
-        signal.signal(signal.SIGINT, lambda *_: None)
-        signal.signal(signal.SIGHUP, lambda *_: None)
-        for sig in spawning.inherited_ignored():
+        # The server's terminal or group must not take the programs down with it, nor what
+        # we were started with ignored reach them: caught, not ignored (an exec keeps what is
+        # ignored; programs must start with the defaults).
+        for sig in (signal.SIGINT, signal.SIGHUP, *spawning.inherited_ignored()):
             signal.signal(sig, lambda *_: None)
         self._wake_pair = (rsock, wsock)
         self.sel.register(rsock, selectors.EVENT_READ, "signal")
