@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -36,6 +36,7 @@ from runyard.services.lease import Lease
 from runyard.services.lifecycle import Lifecycle
 from runyard.services.membership import Membership
 from runyard.services.observe import transition_recorder
+from runyard.services.peers import Peers
 from runyard.services.recovery import Reconciler
 from runyard.services.removal import Removal
 from runyard.services.retention import Retention
@@ -49,9 +50,6 @@ from runyard.services.wakeup import QueueWakeup, Wakeup
 from runyard.store import Store
 from runyard.store.sqlite import SQLiteStore
 from runyard.streams.hub import StreamHub, stream_grace_s
-
-if TYPE_CHECKING:
-    import httpx
 
 log = structlog.get_logger(__name__)
 
@@ -139,19 +137,21 @@ class Runtime:
         # and relays requests about files another member holds (api/proxy.py). Made here,
         # before the event loop runs (a client loads its TLS context): a server on its own
         # never imports httpx at all.
-        self._fetch_client: httpx.AsyncClient | None = None
-        self.relay_client: httpx.AsyncClient | None = None
+        self._fetch_peers: Peers | None = None
+        self.relay_peers: Peers | None = None
         fetcher = None
         if clustered:
             import httpx
 
-            self._fetch_client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
-            # relayed streams are long: no read timeout; a live member connects quickly or is gone
-            self.relay_client = httpx.AsyncClient(
-                timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0)
+            self._fetch_peers = Peers(httpx.Timeout(30.0, connect=5.0), per_member=16)
+            # A relayed stream is long, but the owner sends something at least every
+            # heartbeat: one silent for two of them (its headers included) is stalled.
+            stalled_s = 2 * settings.heartbeat_s + 5.0
+            self.relay_peers = Peers(
+                httpx.Timeout(connect=5.0, read=stalled_s, write=30.0, pool=5.0), per_member=256
             )
             signer = RelaySigner(settings.cluster_secret, settings.server_id)
-            fetcher = InputFetcher(self.uploads, self.store, self.clock, signer, self._fetch_client)
+            fetcher = InputFetcher(self.uploads, self.store, self.clock, signer, self._fetch_peers)
         self.dispatcher = Dispatcher(
             self.store, self.registry, self.executor, self.slots, self.attempts, queue,
             self.lease, self.clock, host=settings.server_id, inputs=fetcher,
@@ -300,9 +300,9 @@ class Runtime:
         await self.executor.stop()
         await self.lifecycle.stop()
         await self.store.close()
-        for client in (self._fetch_client, self.relay_client):
-            if client is not None:
-                await client.aclose()
+        for peers in (self._fetch_peers, self.relay_peers):
+            if peers is not None:
+                await peers.aclose()
 
     def _announce(self, kind: str, data: dict[str, Any]) -> None:
         self.hub.feed.offer(kind, data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection
@@ -25,15 +25,13 @@ from runyard.services.artifact_listing import ListingPool
 from runyard.services.batches import BatchService
 from runyard.services.file_owner import owner_elsewhere
 from runyard.services.health import HealthMonitor
+from runyard.services.peers import Peers
 from runyard.services.runs import RunService
 from runyard.services.uploads import Uploads
 from runyard.services.uploads.expiry import UploadExpiry
 from runyard.streams.feed import RunFeed
 from runyard.streams.follow import EventItem, LogItem, follow_events, follow_log
 from runyard.streams.hub import StreamHub
-
-if TYPE_CHECKING:
-    import httpx
 
 # -- what create_app keeps on app.state (also read by middleware and exception handlers) --
 
@@ -48,13 +46,13 @@ def relay_signer(conn: HTTPConnection) -> RelaySigner:
     return signer
 
 
-def cluster_client(conn: HTTPConnection) -> httpx.AsyncClient:
-    """The client that relays to the other members (only a cluster's member has one, and only
+def relay_peers(conn: HTTPConnection) -> Peers:
+    """The pools that relay to the other members (only a cluster's member has them, and only
     a cluster relays: runtime.py)."""
-    client = runtime_of(conn).relay_client
-    if client is None:
+    peers = runtime_of(conn).relay_peers
+    if peers is None:
         raise RuntimeError("a relay on a server that is not a cluster's member")
-    return client
+    return peers
 
 
 async def _relay_signer(conn: HTTPConnection) -> RelaySigner:

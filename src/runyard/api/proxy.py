@@ -15,8 +15,10 @@ moved meanwhile, so nothing loops.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -26,7 +28,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from runyard.api.deps import OwnerOfDep, RelaySignerDep, cluster_client, relay_signer
+from runyard.api.deps import OwnerOfDep, RelaySignerDep, relay_peers, relay_signer
 from runyard.api.problems import problem
 from runyard.auth import RELAY_HEADER, RelayClaim, RelaySigner, Role
 from runyard.errors import ForbiddenPathError, InvalidInputError, UnavailableError
@@ -188,7 +190,7 @@ async def _relay(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ForwardToOwner)  # noqa: S101  registered for this type only
     import httpx  # only a cluster relays, and its Runtime has loaded httpx already
 
-    client = cluster_client(request)
+    client = relay_peers(request).to(exc.server)
     signer = relay_signer(request)
     state: dict[str, Any] = request.scope.get("state", {})
     url = httpx.URL(f"{exc.server.url}{exc.target}")
@@ -201,17 +203,49 @@ async def _relay(request: Request, exc: Exception) -> Response:
         role if isinstance(role, Role) else exc.route.role,  # auth off here: the route's role
     )  # fmt: skip
     try:
-        upstream = await client.send(
-            client.build_request(request.method, url, headers=headers), stream=True
+        upstream = await _answer(
+            client.send(client.build_request(request.method, url, headers=headers), stream=True),
+            request.receive,
         )
+        if upstream is None:
+            return Response(status_code=499)  # the caller left: nobody reads this
     except httpx.HTTPError as error:
         return problem(503, OwnerUnavailableError.title, f"server {exc.server.id!r}, which "
-                       f"holds the files of this run, did not answer: {error}",
+                       f"holds the files of this run, did not answer: {error!r}",
                        OwnerUnavailableError.slug, {"Retry-After": "5"})  # fmt: skip
 
     kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
     kept[SERVED_BY] = exc.server.id
     return RelayedResponse(upstream, kept)
+
+
+async def _answer(
+    sending: Coroutine[Any, Any, httpx.Response], receive: Receive
+) -> httpx.Response | None:
+    """The owner's answer (its headers), or None when the caller left before it came: the
+    request to the owner is then called off, its connection closed, not left to the deadline."""
+    answer = asyncio.ensure_future(sending)
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # this server is stopping
+        answer.cancel()
+        if answer.done() and not answer.cancelled() and answer.exception() is None:
+            await answer.result().aclose()
+        raise
+    finally:
+        gone.cancel()
+    if answer.done():
+        return answer.result()
+    answer.cancel()
+    await asyncio.wait((answer,))  # its connection closed before this request ends
+    return None
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the caller has gone (a relayed request has no body to read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class RelayedResponse(StreamingResponse):

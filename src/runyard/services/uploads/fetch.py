@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import structlog
@@ -20,13 +19,11 @@ from runyard.auth import RELAY_HEADER, RelaySigner, Role
 from runyard.clock import Clock
 from runyard.execution.base import ExecutorUnavailableError, LaunchError
 from runyard.models import ServerInfo
+from runyard.services.peers import Peers
 from runyard.services.uploads.incoming import Incoming
 from runyard.services.uploads.names import UPLOAD_ID
 from runyard.services.uploads.store import Uploads
 from runyard.store import Store
-
-if TYPE_CHECKING:
-    import httpx
 
 log = structlog.get_logger(__name__)
 
@@ -42,13 +39,13 @@ class InputFetcher:
         store: Store,
         clock: Clock,
         signer: RelaySigner,
-        client: httpx.AsyncClient,
+        peers: Peers,
     ) -> None:
         self.uploads = uploads
         self.store = store
         self.clock = clock
         self.signer = signer
-        self.client = client
+        self.peers = peers
         self.fetched_total = 0
 
     async def ensure(self, run_id: str, upload_ids: Iterable[str]) -> None:
@@ -104,7 +101,8 @@ class InputFetcher:
         """Whether `server` gave the upload (False: it has none by that id)."""
         base = server.url.rstrip("/")
         path = f"/v1/uploads/{quote(upload_id)}"
-        meta = await self.client.get(base + path, headers=self._headers(path, server))
+        client = self.peers.to(server)
+        meta = await client.get(base + path, headers=self._headers(path, server))
         if meta.status_code == 404:
             return False
         meta.raise_for_status()
@@ -114,7 +112,7 @@ class InputFetcher:
         path += "/content"
         incoming = await self.uploads.open()
         try:
-            async with self.client.stream(
+            async with client.stream(
                 "GET", base + path, headers=self._headers(path, server)
             ) as resp:
                 if resp.status_code == 404:
