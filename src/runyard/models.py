@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -223,6 +223,19 @@ class AttemptEnd:
     not_before: float | None = None  # retry backoff
     pid: int | None = None  # known from the exit record even if the start was never recorded
     started_at: float | None = None
+
+    def honouring_cancel(self, cancel_requested: bool) -> AttemptEnd:
+        """This end, or, if it would queue its run again (a retry, a re-queue) and the run's
+        cancel was accepted, its end as `cancelled`: a cancel answered 202 while its attempt
+        was lost (its server paused past its lease) was forgotten, the retry ran the program
+        again in full, and its ordinary end was then recorded as the cancel. The store applies
+        it too, under the run's lock: a cancel accepted after the end's caller read the run."""
+        if not cancel_requested or self.run_state is not RunState.QUEUED:
+            return self
+        return replace(
+            self, run_state=RunState.CANCELLED, reason=f"cancelled on request ({self.reason})",
+            not_before=None,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,6 +143,26 @@ async def test_retry_goes_back_to_queue_with_not_before(store: Store) -> None:
     assert [a.number for a in await store.get_attempts(run.id)] == [1, 2]
 
 
+async def test_a_retry_of_a_run_whose_cancel_was_accepted_meanwhile_ends_it_cancelled(
+    store: Store,
+) -> None:
+    """The end's caller read the run before its cancel was accepted: the store, which reads
+    the flag under the run's lock, ends it cancelled rather than queue it to run again."""
+    run = (await store.insert_run(make_run()))[0]
+    await store.claim(1, {}, now=2000.0, host="h")
+    assert await store.request_cancel(run.id) is not None
+    retry = AttemptEnd(
+        attempt_state=AttemptState.LOST, ended_at=2001.0, run_state=RunState.QUEUED,
+        reason="lost: its server went; retrying", outcome="lost", not_before=2010.0,
+    )  # fmt: skip
+    ended = await store.end_attempt(run.id, 1, retry)
+    assert ended is not None and ended.state is RunState.CANCELLED
+    assert ended.finished_at == 2001.0 and ended.not_before is None
+    assert ended.reason == "cancelled on request (lost: its server went; retrying)"
+    assert await store.claim(1, {}, now=2020.0, host="h") == []  # never runs again
+    assert (await store.get_attempts(run.id))[0].state is AttemptState.LOST
+
+
 async def test_cancel_and_delete_only_in_the_right_states(store: Store) -> None:
     queued = (await store.insert_run(make_run()))[0]
     running = (await store.insert_run(make_run()))[0]

@@ -161,6 +161,6 @@ def test_an_end_that_would_queue_a_run_whose_cancel_was_accepted_cancels_it() ->
         assert end.reason is not None and end.reason.startswith("cancelled on request (lost:")
         assert told[-1] == (RunState.RUNNING, RunState.CANCELLED)
         plain = outcomes.not_started(0.0, "test")  # no cancel asked: re-queued as ever
-        assert outcomes.honouring_cancel(plain, False) is plain
+        assert plain.honouring_cancel(False) is plain
 
     asyncio.run(scenario())

@@ -180,7 +180,7 @@ class Attempts:
         except Exception:
             log.exception("attempt_hook_failed", run_id=run.id, attempt=number)
         cancelled = run.cancel_requested or run.id in self._cancel_pending
-        end = outcomes.honouring_cancel(end, cancelled)
+        end = end.honouring_cancel(cancelled)
         updated, settle = await self._write_end(run, number, end)
         counted = self.slots.give_back(run.job, attempt_key(run.id, number))
         if updated is None:
@@ -231,7 +231,7 @@ class Attempts:
         its job's policy. Only if it is still held under that (stale) lease: a server that
         came back in time, or another reaper, may have settled it first."""
         end = outcomes.lost(run, self.spec_of(run), self.clock.now(), self.rng, why)
-        end = outcomes.honouring_cancel(end, run.cancel_requested)
+        end = end.honouring_cancel(run.cancel_requested)
         try:
             # a program its dead server can no longer fence (a Slurm job) is stopped here
             # before its run may be retried: never two live attempts

@@ -103,16 +103,3 @@ def not_started(now: float, why: str, retry_in_s: float = 0.0) -> AttemptEnd:
         outcome="not_started",
         not_before=now + retry_in_s if retry_in_s > 0 else None,
     )
-
-
-def honouring_cancel(end: AttemptEnd, cancel_requested: bool) -> AttemptEnd:
-    """An end that would queue its run again (a retry, a re-queue) ends a run whose cancel was
-    accepted `cancelled` instead: a cancel answered 202 while its attempt was lost (its server
-    paused past its lease) was forgotten, the retry ran the program again in full, and its
-    ordinary end was then recorded as the cancel."""
-    if not cancel_requested or end.run_state is not RunState.QUEUED:
-        return end
-    return replace(
-        end, run_state=RunState.CANCELLED, reason=f"cancelled on request ({end.reason})",
-        not_before=None,
-    )  # fmt: skip

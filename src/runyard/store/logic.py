@@ -262,10 +262,12 @@ def end_attempt(
     ended = yield one(
         "END_ATTEMPT", end.attempt_state.value, end.ended_at, end.exit_code, end.signal,
         end.outcome, end.peak_rss_kb, end.pid, end.started_at, run_id, number, token, token,
-        run_id,
+        run_id, run_id,
     )  # fmt: skip
     if ended is None or ended[1] is None:  # ended already, or no longer held under `token`
         return None
+    # read under the run's lock: a cancel accepted since the caller read the run still holds
+    end = end.honouring_cancel(bool(ended[2]))
     check_transition(run_id, RunState(ended[1]), end.run_state)
     finished = None if end.run_state is RunState.QUEUED else end.ended_at
     row = yield one(

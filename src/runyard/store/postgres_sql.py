@@ -180,7 +180,8 @@ UPDATE attempts SET state = %s, ended_at = %s, exit_code = %s, signal = %s, outc
     peak_rss_kb = %s, pid = coalesce(pid, %s), started_at = coalesce(started_at, %s)
 WHERE run_id = %s AND number = %s AND state IN ('starting', 'running')
     AND (%s::text IS NULL OR lease_token = %s)
-RETURNING host, (SELECT state FROM runs WHERE id = %s)
+RETURNING host, (SELECT state FROM runs WHERE id = %s),
+    (SELECT cancel_requested FROM runs WHERE id = %s)
 """
 # the ended run as it now is: nothing to read back
 END_RUN = f"""

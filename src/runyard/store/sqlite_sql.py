@@ -181,7 +181,8 @@ UPDATE attempts SET state = ?, ended_at = ?, exit_code = ?, signal = ?, outcome 
     peak_rss_kb = ?, pid = coalesce(pid, ?), started_at = coalesce(started_at, ?)
 WHERE run_id = ? AND number = ? AND state IN ('starting', 'running')
     AND (? IS NULL OR lease_token = ?)
-RETURNING host, (SELECT state FROM runs WHERE id = ?)
+RETURNING host, (SELECT state FROM runs WHERE id = ?),
+    (SELECT cancel_requested FROM runs WHERE id = ?)
 """
 # the ended run as it now is: nothing to read back
 END_RUN = f"""
