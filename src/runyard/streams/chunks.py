@@ -96,6 +96,13 @@ class ProgressParser:
             self._partial.clear()
         return found
 
+    def restart(self) -> None:
+        """The file is read again from its start (it was cut back or rewritten): what was
+        half read of it is gone; the counts go on."""
+        self.consumed = 0
+        self._partial.clear()
+        self._discarded = None
+
     def _last_progress(self, lines: list[bytes]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         at, examined = len(lines), 0

@@ -24,17 +24,19 @@ from runyard.execution.layout import RunPaths
 from runyard.regular_files import open_regular
 from runyard.store import Store
 from runyard.streams.chunks import PROGRESS_KEEP, ProgressParser, split_chunks
-from runyard.streams.subscriber import Chunk, End, Subscriber
+from runyard.streams.cursor import FileCursor, Read, read_on
+from runyard.streams.subscriber import Chunk, End, Lagged, Subscriber
 
 log = structlog.get_logger(__name__)
 
 READ_MAX = 256 * 1024  # per file per pump: a burst stays well under a watcher's buffer
+NONE = Read(b"", False)
 PROGRESS_EVERY_S = 0.05  # an attempt's progress is written at most this often (but at its end)
 
 
 @dataclass
 class _Read:
-    log: bytes
+    log: Read
     progress_bytes: int  # how much of the progress file this read took
     progress: list[dict[str, Any]]  # what of it is progress, coalesced
 
@@ -72,10 +74,10 @@ class AttemptTailer:
         self.paths = paths
         self.store = store
         self.on_progress = on_progress
-        self.offset = log_offset  # everything before it has been published
+        self.log_read = FileCursor(log_offset)  # everything before it has been published
         self.parser = ProgressParser(consumed=progress_offset)
         self._skipped_seen = 0  # of the parser's count, what has been held
-        self._progress_read = progress_offset
+        self._progress = FileCursor(progress_offset)  # moved in the reading thread
         # read, not yet written: the last PROGRESS_KEEP of them, and the bad lines' count
         self._held: list[tuple[float, dict[str, Any]]] = []
         self._held_skipped = 0
@@ -119,7 +121,7 @@ class AttemptTailer:
         sub = Subscriber(self.max_buffer_bytes)
         self.subscribers.add(sub)
         self._dirty.set()
-        return sub, self.offset
+        return sub, self.log_read.offset
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
@@ -139,9 +141,11 @@ class AttemptTailer:
         """Read what is new; progress written if it is due, else held until it is."""
         async with self._pump_lock:
             got = await asyncio.to_thread(self._read, True)
-            if len(got.log) == READ_MAX or got.progress_bytes == READ_MAX:
+            if len(got.log.data) == READ_MAX or got.progress_bytes == READ_MAX:
                 self._dirty.set()  # more is waiting
-            self._publish(got.log)
+            if got.log.restarted:
+                self._log_rewritten()
+            self._publish(got.log.data)
             self._hold(got)
             await self._write_progress(False)
 
@@ -157,15 +161,20 @@ class AttemptTailer:
 
     def _read(self, with_log: bool) -> _Read:
         """In a worker thread, under the pump lock (the parser is used by nobody else)."""
-        data = read_from(self.paths.progress_file(self.attempt), self._progress_read, READ_MAX)
+        got = read_on(self.paths.progress_file(self.attempt), self._progress, READ_MAX)
+        if got.restarted:
+            self._progress.restart()
+            self.parser.restart()
+        self._progress.advance(got.data)
         return _Read(
-            log=read_from(self.paths.log(self.attempt), self.offset, READ_MAX) if with_log else b"",
-            progress_bytes=len(data),
-            progress=self.parser.feed(data) if data else [],
+            log=read_on(self.paths.log(self.attempt), self.log_read, READ_MAX)
+            if with_log
+            else NONE,
+            progress_bytes=len(got.data),
+            progress=self.parser.feed(got.data) if got.data else [],
         )
 
     def _hold(self, got: _Read) -> None:
-        self._progress_read += got.progress_bytes
         if got.progress:
             now = time.time()
             self._held += [(now, item) for item in got.progress]
@@ -192,10 +201,21 @@ class AttemptTailer:
         )
         await self.on_progress(self.run_id, events[-1][1] if events else None)
 
+    def _log_rewritten(self) -> None:
+        """The program cut its log back or rewrote it: what was published is no longer the
+        file. Its watchers are told to resume from 0 (what is there now), and the tailer goes
+        on from the file's new start."""
+        log.warning("log_rewritten", run_id=self.run_id, attempt=self.attempt,
+                    published=self.log_read.offset)  # fmt: skip
+        self.log_read.restart()
+        for sub in self.subscribers:
+            sub.close(Lagged(0))
+        self.subscribers.clear()
+
     def _publish(self, data: bytes) -> None:
         for piece in split_chunks(data):
-            chunk = Chunk(self.offset, piece)
-            self.offset = chunk.end
+            chunk = Chunk(self.log_read.offset, piece)
+            self.log_read.advance(piece)
             for sub in list(self.subscribers):
                 if not sub.offer(chunk, len(piece)):
                     self.subscribers.discard(sub)  # dropped: it resumes from its last id
@@ -209,9 +229,9 @@ class AttemptTailer:
                 await self._task
             self._task = None
         while True:
-            before = (self.offset, self._progress_read)
+            before = (self.log_read.offset, self._progress.offset)
             await self.pump()
-            if (self.offset, self._progress_read) == before:
+            if (self.log_read.offset, self._progress.offset) == before:
                 break
         async with self._pump_lock:
             await self._write_progress(True)  # what was held back for being due later
