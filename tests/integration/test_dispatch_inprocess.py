@@ -191,8 +191,11 @@ def test_prefer_wait_answers_200_when_the_run_ends_in_time(server: FakedServer) 
     assert resp.headers["Preference-Applied"] == "wait=10"
 
 
-def test_prefer_wait_answers_202_when_it_does_not(server: FakedServer) -> None:
-    resp = server.post("/v1/runs", json={"job": "mark"}, headers={"Prefer": "wait=0.2"})
+@pytest.mark.parametrize(
+    "prefer", ["wait=0.2", 'wait="0.2"', "WAIT = 0.2; x=1", 'foo="a, wait=9", wait=0.2']
+)
+def test_prefer_wait_answers_202_when_it_does_not(server: FakedServer, prefer: str) -> None:
+    resp = server.post("/v1/runs", json={"job": "mark"}, headers={"Prefer": prefer})
     assert resp.status_code == 202
     assert resp.json()["state"] == "running"
     assert resp.headers["Preference-Applied"] == "wait=0.2"

@@ -94,6 +94,12 @@ def test_a_header_is_named_alike_whichever_way_the_run_came(server: InProcessSer
         ([("Idempotency-Key", "k" * 256)], "header.Idempotency-Key"),
         ([("Prefer", "x" * 201)], "header.prefer"),
         ([("Prefer", "x" * 150), ("Prefer", "y" * 150)], "header.prefer"),
+        # a wait that is not a number of seconds, not what it begins with
+        ([("Prefer", "wait=3abc")], "header.prefer"),
+        ([("Prefer", "wait=1e9")], "header.prefer"),
+        ([("Prefer", "respond-async, wait=-1")], "header.prefer"),
+        ([("Prefer", "handling=lenient"), ("Prefer", 'wait="soon"')], "header.prefer"),
+        ([("Prefer", "wait=")], "header.prefer"),
     ]
     for headers, field in cases:
         for kind, body in bodies:

@@ -32,7 +32,7 @@ from runyard.api.inputs import (
     one_idempotency_key,
 )
 from runyard.api.problems import client_left
-from runyard.api.routes.runs import answer_submit, prefer_of
+from runyard.api.routes.runs import answer_submit, prefer_of, prefer_wait
 from runyard.api.security import authorize
 from runyard.auth import Role
 from runyard.bounds import PARAM_NAME_PATTERN, text_problem
@@ -271,6 +271,7 @@ async def submit_multipart(scope: Scope, receive: Receive, send: Send) -> None:
             field="header.Idempotency-Key",
         )  # fmt: skip
     prefer = prefer_of(headers)
+    prefer_wait(prefer, runtime.settings.max_wait_s)  # a malformed wait: refused before the files
     _, options = parse_options_header(headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if not boundary or len(boundary) > 70:

@@ -23,13 +23,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+import structlog
 from fastapi import Depends, FastAPI, Request
 from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from runyard.api.client_gone import client_gone
 from runyard.api.deps import OwnerOfDep, RelaySignerDep, relay_peers, relay_signer
 from runyard.api.problems import problem
+from runyard.api.sse import ABORT_EXTENSION
 from runyard.auth import RELAY_HEADER, RelayClaim, RelaySigner, Role
 from runyard.errors import ForbiddenPathError, InvalidInputError, UnavailableError
 from runyard.models import ServerInfo
@@ -37,6 +40,8 @@ from runyard.services.file_owner import OwnerUnavailableError
 
 if TYPE_CHECKING:
     import httpx
+
+log = structlog.get_logger(__name__)
 
 SERVED_BY = "x-runyard-served-by"
 RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
@@ -216,7 +221,7 @@ async def _relay(request: Request, exc: Exception) -> Response:
 
     kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
     kept[SERVED_BY] = exc.server.id
-    return RelayedResponse(upstream, kept)
+    return RelayedResponse(upstream, kept, exc.server.id)
 
 
 async def _answer(
@@ -225,7 +230,7 @@ async def _answer(
     """The owner's answer (its headers), or None when the caller left before it came: the
     request to the owner is then called off, its connection closed, not left to the deadline."""
     answer = asyncio.ensure_future(sending)
-    gone = asyncio.ensure_future(_disconnected(receive))
+    gone = asyncio.ensure_future(client_gone(receive))
     try:
         await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:  # this server is stopping
@@ -242,24 +247,30 @@ async def _answer(
     return None
 
 
-async def _disconnected(receive: Receive) -> None:
-    """Returns once the caller has gone (a relayed request has no body to read)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 class RelayedResponse(StreamingResponse):
     """The owner's answer as it comes. Its connection is closed however this one ends: a
     client gone mid-stream included (a background task would not run then, and the owner
-    would keep serving a live stream nobody reads)."""
+    would keep serving a live stream nobody reads). An owner that falls silent or goes
+    mid-answer has the caller's connection cut, not the answer ended: a cut log or file must
+    not pass for a whole one."""
 
-    def __init__(self, upstream: httpx.Response, headers: dict[str, str]) -> None:
+    def __init__(self, upstream: httpx.Response, headers: dict[str, str], server: str) -> None:
         super().__init__(upstream.aiter_raw(), status_code=upstream.status_code, headers=headers)
         self.upstream = upstream
+        self.server = server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        import httpx
+
         try:
             await super().__call__(scope, receive, send)
+        except httpx.HTTPError as error:
+            log.warning("relay_cut", server=self.server, path=scope.get("path"), error=repr(error))
+            abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
+            if abort is None:
+                raise  # another server: the error cuts the connection (and is logged)
+            abort()
+            await client_gone(receive)
         finally:
             await self.upstream.aclose()
 

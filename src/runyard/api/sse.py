@@ -12,6 +12,7 @@ import structlog
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Message, Receive, Scope, Send
 
+from runyard.api.client_gone import client_gone
 from runyard.config import Settings
 from runyard.streams.hub import StreamHub, stream_grace_s
 
@@ -119,8 +120,7 @@ class WatcherStream(EventSourceResponse):
         if abort is None:
             return  # another server: it closes the connection itself (and says so)
         abort()
-        while (await receive())["type"] != "http.disconnect":
-            pass  # the loop hears of the dropped connection next: the response is over then
+        await client_gone(receive)  # the loop hears of the dropped connection next: over then
 
 
 async def _noted(

@@ -14,6 +14,7 @@ from starlette.types import Receive
 
 from runyard.api import openai_errors
 from runyard.api.chat_stream import StreamPlan, completion_events, fell_behind
+from runyard.api.client_gone import client_gone
 from runyard.api.deps import (
     HubDep,
     LogFollowerDep,
@@ -154,7 +155,7 @@ async def _until_end_or_gone(
     read: what the connection says next is that it is gone). A server shutting down answers
     503 at once: the run goes on, and the SDK's retry attaches to it wherever it is asked."""
     waiting = asyncio.ensure_future(chat.until_end(run))
-    gone = asyncio.ensure_future(_disconnect(receive))
+    gone = asyncio.ensure_future(client_gone(receive))
     closing = asyncio.ensure_future(_shutdown(hub, run.id))
     tasks = (waiting, gone, closing)
     try:
@@ -177,8 +178,3 @@ async def _shutdown(hub: StreamHub, run_id: str) -> None:
     with hub.changes.watch(run_id) as changed:
         while not hub.changes.closed:
             await changed.wait(3600.0)  # woken by the close; a change of the run: look again
-
-
-async def _disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass

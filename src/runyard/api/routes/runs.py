@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.datastructures import Headers
 from starlette.types import Receive
 
+from runyard.api.client_gone import client_gone
 from runyard.api.deps import RunsDep, SettingsDep
 from runyard.api.inputs import (
     MAX_FORM_PARTS,
@@ -64,7 +65,10 @@ MULTIPART = {
     }
 }
 
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+# RFC 7240: preferences are comma-separated, a value a token or a quoted string (which may
+# hold a comma); `wait` is delta-seconds, here with up to six decimals
+_PREFERENCES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
+_WAIT_SECONDS = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
 
 
 MAX_PREFER = 200  # characters of Prefer, its several headers taken together
@@ -83,11 +87,22 @@ def prefer_of(headers: Headers) -> str | None:
 
 
 def prefer_wait(prefer: str | None, limit: float) -> float:
-    """RFC 7240 `Prefer: wait=N`, bounded by the server's max_wait_s."""
-    if not prefer:
-        return 0.0
-    found = _PREFER_WAIT.search(prefer)
-    return min(float(found.group(1)), limit) if found else 0.0
+    """RFC 7240 `Prefer: wait=N` (the first, if several), bounded by the server's max_wait_s;
+    a wait that is not a number of seconds is refused (422), not read as what it begins with."""
+    for preference in _PREFERENCES.split(prefer or ""):
+        name, _, value = preference.split(";", 1)[0].partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if not _WAIT_SECONDS.fullmatch(value):
+            raise InvalidInputError(
+                f"Prefer: wait must be a number of seconds, such as wait=30; got {value[:40]!r}",
+                field="header.prefer",
+            )
+        return min(float(value), limit)
+    return 0.0
 
 
 @router.post(
@@ -104,7 +119,14 @@ async def submit_run(
     settings: SettingsDep,
     request: Request,
     idempotency_key: IdempotencyKey = None,
-    prefer: Annotated[str | None, Header(max_length=MAX_PREFER)] = None,
+    prefer: Annotated[
+        str | None,
+        Header(
+            max_length=MAX_PREFER,
+            description="RFC 7240 preferences; `wait=N` holds the answer up to N seconds (digits, "
+            "up to six decimals; at most max_wait_s), anything else there is a 422",
+        ),
+    ] = None,
 ) -> Response:
     one_idempotency_key(request.headers)
     # the param says it in the document; the value is every Prefer header's (prefer_of)
@@ -122,6 +144,7 @@ async def answer_submit(
 ) -> Response:
     """What a submission answers, by this route or by its fast paths (api/fast_submit.py,
     api/middleware/submit_lane.py); `receive` is the request's, its body read whole."""
+    wait = prefer_wait(prefer, settings.max_wait_s)  # a malformed one refused before anything
     run, created = await runs.submit(
         body.job,
         body.params,
@@ -132,7 +155,6 @@ async def answer_submit(
     headers = {"Location": f"/v1/runs/{run.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    wait = prefer_wait(prefer, settings.max_wait_s)
     if wait > 0:
         # The run is stored and queued already: a client leaving now changes nothing but
         # the wait, which ends (what is answered then goes nowhere). No await since submit
@@ -150,12 +172,6 @@ async def answer_submit(
         RunView.of(run).model_dump_json(), status_code=status, headers=headers,
         media_type="application/json",
     )  # fmt: skip
-
-
-async def client_gone(receive: Receive) -> None:
-    """Returns once the client has left: what `receive` gives after a body read whole."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def _labels(raw: list[str]) -> tuple[tuple[str, str], ...]:
