@@ -43,49 +43,53 @@ def kill_escaped(marker: str, supervised: Container[int]) -> int:
     reparented to us, the subreaper; their environment still names the attempt. Returns how
     many could not be told yet: a process in the middle of an exec shows an empty
     environment for a moment, so the caller looks again shortly."""
-    return _kill_orphans(lambda key: key == marker, supervised)[1]
+    return len(_kill_orphans(lambda key: key == marker, supervised)[1])
 
 
-def kill_strays(running: Container[str], supervised: Container[int]) -> int:
+def kill_strays(running: Container[str], supervised: Container[int]) -> tuple[int, list[int]]:
     """SIGKILL orphans whose attempt is not running any more: descendants reparented to us
     only after their attempt's end was swept (a double fork whose middle process was still
-    alive then). Orphans that name no attempt are left alone. Returns how many were killed
-    or could not be told yet, for the caller to look again: their descendants may be
-    reparented to us next."""
-    killed, undecided = _kill_orphans(
-        lambda key: key is not None and key not in running, supervised
-    )
-    return killed + undecided
+    alive then). Returns how many were killed, for the caller to look again (their
+    descendants may be reparented to us next), and the orphans that name no attempt (their
+    environment empty or cleared: `env -i`), which the caller judges otherwise."""
+    killed, unnamed = _kill_orphans(lambda key: key is not None and key not in running, supervised)
+    return killed, unnamed
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and its descendants (read before the first is killed)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        victims = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return
+    for victim in victims:
+        with contextlib.suppress(psutil.Error):
+            victim.kill()
 
 
 def _kill_orphans(
     doomed: Callable[[str | None], bool], supervised: Container[int]
-) -> tuple[int, int]:
+) -> tuple[int, list[int]]:
     """SIGKILL, with its descendants, each orphan whose attempt (the RUNYARD_ATTEMPT_KEY of
-    its environment; None if it names none) is `doomed`: (how many were killed, how many
-    could not be told yet, their environment still empty mid-exec)."""
-    import psutil
-
-    killed = undecided = 0
+    its environment) is `doomed`: (how many were killed, the orphans that name no attempt:
+    an empty environment, as mid-exec or after `env -i`, or one without the key)."""
+    killed, unnamed = 0, []
     for pid in orphans(supervised):
         try:
             with Path(f"/proc/{pid}/environ").open("rb") as fh:
                 environ = fh.read()
-            if not environ:
-                undecided += 1
-                continue
-            keys = [v for v in environ.split(b"\0") if v.startswith(ATTEMPT_VAR)]
-            if not doomed(keys[0][len(ATTEMPT_VAR) :].decode(errors="replace") if keys else None):
-                continue
-            proc = psutil.Process(pid)
-            victims = [proc, *proc.children(recursive=True)]
-        except (OSError, psutil.Error):
+        except OSError:
             continue
-        killed += 1
-        for victim in victims:
-            with contextlib.suppress(psutil.Error):
-                victim.kill()
-    return killed, undecided
+        keys = [v for v in environ.split(b"\0") if v.startswith(ATTEMPT_VAR)]
+        if not keys:
+            unnamed.append(pid)
+        elif doomed(keys[0][len(ATTEMPT_VAR) :].decode(errors="replace")):
+            killed += 1
+            kill_tree(pid)
+    return killed, unnamed
 
 
 def orphans(supervised: Container[int]) -> list[int]:

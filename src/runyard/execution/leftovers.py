@@ -6,6 +6,11 @@ marker, and again shortly while one is caught mid-exec (no environment to read y
 fork can hand the supervisor its grandchild only after that, once the middle process, killed
 with the group, has died: orphans are swept again a little later, by whether the attempt
 they name still runs, with one timer at a time for every end, never one per run.
+
+An orphan that names no attempt (its environment cleared, `env -i`) came from a program that
+was running when it was made. It is killed once every program running when it was first
+seen has ended: not before, as it may be a live program's own helper; and not never, as the
+README promises of everything a run leaves.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ class Leftovers:
         self.programs = programs  # by pid: the supervisor's running programs
         self._armed = False  # a sweep of strays is due
         self._sweeps_left = 0
+        # orphans that name no attempt: the programs running when each was first seen
+        self._unnamed: dict[int, frozenset[int]] = {}
 
     def ended(self, marker: str) -> None:
         """A program ended: its escapees now, and strays a little later."""
@@ -47,9 +54,27 @@ class Leftovers:
             return
         self._armed = False
         running = {p.marker for p in self.programs.values()}
-        if kills.kill_strays(running, self.programs) and self._sweeps_left > 0:
+        killed, unnamed = kills.kill_strays(running, self._spared())
+        killed += self._unnamed_ended(unnamed)
+        if (killed or self._unnamed) and self._sweeps_left > 0:
             self._sweeps_left -= 1
             self._arm()
+
+    def _spared(self) -> set[int]:
+        """The programs, and the inits of their sandboxes: children that are no orphans."""
+        spared = set(self.programs)
+        spared.update(p.init_pid for p in self.programs.values() if p.init_pid is not None)
+        return spared
+
+    def _unnamed_ended(self, unnamed: list[int]) -> int:
+        """Kill the orphans naming no attempt whose possible programs have all ended."""
+        live = frozenset(self.programs)
+        self._unnamed = {pid: self._unnamed.get(pid, live) for pid in unnamed}
+        doomed = [pid for pid, seen in self._unnamed.items() if not seen & live]
+        for pid in doomed:
+            kills.kill_tree(pid)
+            del self._unnamed[pid]
+        return len(doomed)
 
     def _arm(self) -> None:
         if not self._armed:
