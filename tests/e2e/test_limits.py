@@ -71,6 +71,7 @@ def test_log_cap_kills(server) -> None:
 def test_log_cap_cuts_and_the_program_runs_on(server) -> None:
     run, log = finish(server, "chatty_cut")
     assert run.state is RunState.SUCCEEDED  # it kept running past the cap
+    assert run.reason == "exit code 0 (log cut at limits.max_log_mb)"  # said, not only logged
     assert log.endswith(b"[runyard: log cut at 1048576 bytes (limits.max_log_mb)]\n")
     assert len(log) < 2**20 + 100  # 3 MB written, 1 MiB kept
     after = server.data_dir / "runs" / run.id / "workspace" / "after-cap"

@@ -77,6 +77,8 @@ def test_the_supervisors_own_records_round_trip() -> None:
         ({**GOOD, "pid": 2**40}, "pid is not an integer"),
         ({**GOOD, "peak_rss_kb": -5}, "peak_rss_kb is not an integer"),
         ({**GOOD, "progress_bytes": 2**64}, "progress_bytes is not an integer"),
+        ({**GOOD, "log_cut": "yes"}, "log_cut is not true or false"),
+        ({**GOOD, "log_cut": 1}, "log_cut is not true or false"),
         ({**GOOD, "killed_by": "Cancel; DROP"}, "killed_by is not of the form"),
         ({**GOOD, "killed_by": 1}, "killed_by is not a string"),
         ({**GOOD, "error": "x\0y"}, "error is not a string"),

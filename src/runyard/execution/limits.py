@@ -93,12 +93,19 @@ def hand_over(run_as: str, cwd: str, progress: str | None) -> tuple[int, int]:
     return uid, gid
 
 
-def mark_cut(log_path: str, cap: int) -> None:
-    with contextlib.suppress(OSError):
-        if os.stat(log_path).st_size >= cap:  # noqa: PTH116
-            # the run's own file or none: not through a link its program put there
-            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
-            try:
-                os.write(fd, f"\n[runyard: log cut at {cap} bytes (limits.max_log_mb)]\n".encode())
-            finally:
-                os.close(fd)
+def mark_cut(log_path: str, cap: int | None) -> bool | None:
+    """True if the log reached its cap (a line saying so is then added past it), else None
+    (the exit record leaves the field out)."""
+    try:
+        if cap is None or os.stat(log_path).st_size < cap:  # noqa: PTH116
+            return None
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):  # a full disk must not stop the exit's record
+        # the run's own file or none: not through a link its program put there
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            os.write(fd, f"\n[runyard: log cut at {cap} bytes (limits.max_log_mb)]\n".encode())
+        finally:
+            os.close(fd)
+    return True

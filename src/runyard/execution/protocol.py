@@ -92,6 +92,13 @@ def _time(data: dict[str, Any], name: str) -> float:
     return value
 
 
+def _flag(data: dict[str, Any], name: str) -> bool | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise BadExitRecordError(f"{name} is not true or false")
+    return value
+
+
 def _text(data: dict[str, Any], name: str, pattern: re.Pattern[str] | None = None) -> str | None:
     value = data.get(name)
     if value is None:
@@ -118,6 +125,7 @@ class ExitRecord:
     cpu_s: float | None = None
     error: str | None = None  # the program could not be started
     progress_bytes: int | None = None  # size of its progress file (None: unknown)
+    log_cut: bool | None = None  # its log reached limits.max_log_mb and was cut there
 
     def to_dict(self) -> dict[str, Any]:
         # every field is a scalar: no deep copy (asdict) needed, and this runs twice per exit
@@ -159,6 +167,7 @@ class ExitRecord:
             cpu_s=_number(data, "cpu_s", _MAX_TIME),
             error=error,
             progress_bytes=_int(data, "progress_bytes", 0, _MAX_COUNT),
+            log_cut=_flag(data, "log_cut"),
         )
 
     @classmethod
@@ -182,7 +191,8 @@ class ExitRecord:
                 name = f"signal {self.signal}"
             why = {"SIGXFSZ": " (log over limits.max_log_mb)", "SIGXCPU": " (over limits.cpu_s)"}
             return f"killed by {name}{why.get(name, '')}"
-        return f"exit code {self.exit_code}"
+        cut = " (log cut at limits.max_log_mb)" if self.log_cut else ""
+        return f"exit code {self.exit_code}{cut}"
 
 
 @dataclass(frozen=True, slots=True)

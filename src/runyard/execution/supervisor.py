@@ -334,10 +334,8 @@ class Supervisor:
             peak_rss_kb=peak,
             cpu_s=round(cpu, 6),
             progress_bytes=spawning.progress_size(prog.progress_path),
+            log_cut=mark_cut(prog.log_path, prog.log_cap),
         )
-        if prog.log_cap is not None:
-            with contextlib.suppress(OSError):  # a full disk must not stop the exit's record
-                mark_cut(prog.log_path, prog.log_cap)
         self.exits.write(prog.exit_path, record)
         self.conns.broadcast({"op": "exited", **record.to_dict()})
         if not self.programs and not self.conns.clients:
