@@ -56,6 +56,24 @@ def test_ready_names_a_file_put_where_a_directory_of_the_data_dir_belongs(
     wait_for(lambda: web.get(ready).status_code == 200, timeout=10, what="ready again")
 
 
+def test_a_run_dispatched_while_a_file_is_where_the_runs_belong_waits_and_then_runs(
+    start_server,
+) -> None:
+    """The server's fault, not the run's: it failed ("Not a directory"); now it goes back to
+    the queue, and runs once the file is moved."""
+    server = start_server()
+    runs = server.data_dir / "runs"
+    runs.rename(server.data_dir / "runs.moved")
+    runs.write_text("not a directory\n")
+    run_id = web.post(f"{server.url}/v1/runs", json={"job": "true"}).json()["id"]
+    url = f"{server.url}/v1/runs/{run_id}"
+    wait_for(lambda: web.get(url).json()["attempt"] >= 1 and web.get(url).json()["state"]
+             == "queued", what="the run refused and queued again")  # fmt: skip
+    assert "Not a directory" in web.get(url).json()["reason"]
+    runs.unlink()
+    wait_for(lambda: web.get(url).json()["state"] == "succeeded", what="the run to run")
+
+
 def test_health_reports_capacity(start_server) -> None:
     server = start_server(capacity=3)
     body = web.get(f"{server.url}/health").json()

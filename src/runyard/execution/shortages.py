@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import time
+from pathlib import Path
 
 SHORTAGES = frozenset({
     errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE,
@@ -16,6 +17,14 @@ SHOWN_S = 60.0  # a run refused for want of room is retried at least this often 
 def shortage(exc: BaseException) -> bool:
     """Did `exc` fail for want of room that waiting may give back?"""
     return isinstance(exc, OSError) and exc.errno in SHORTAGES
+
+
+def unplaced(exc: BaseException, runs_dir: Path) -> bool:
+    """Did a run's directory fail to be made because something not a directory is where the
+    data directory keeps the runs (a file put there)? The server's fault, not the run's: the
+    run waits queued while readiness says what is in the way (check `data_dir`), until it is
+    moved. A blocking stat, on this failure only."""
+    return isinstance(exc, OSError) and exc.errno == errno.ENOTDIR and not runs_dir.is_dir()
 
 
 def fork_shortage(exc: BaseException) -> bool:

@@ -30,7 +30,7 @@ from runyard.execution.exit_files import REWRITE_EVERY_S, ExitFiles
 from runyard.execution.lease_watch import LeaseWatch
 from runyard.execution.limits import mark_cut
 from runyard.execution.protocol import LOCK_NAME, SOCKET_NAME, ExitRecord, SpawnRequest, decode
-from runyard.execution.shortages import LastShortage, fork_shortage, shortage
+from runyard.execution.shortages import LastShortage, fork_shortage, shortage, unplaced
 from runyard.execution.spawning import Program
 from runyard.execution.timers import Timers
 
@@ -234,7 +234,8 @@ class Supervisor:
         of room (`shortage`), the run's failure otherwise."""
         self.write_errors[point] = why
         say(why)
-        return {"ok": False, "error": why, "write_error": point, "shortage": shortage(exc)}
+        waits = shortage(exc) or unplaced(exc, self.data_dir / "runs")
+        return {"ok": False, "error": why, "write_error": point, "shortage": waits}
 
     # -- timers and kills -------------------------------------------------------------------
 
