@@ -62,6 +62,30 @@ def test_files_that_cannot_be_set_aside_keep_the_run(start_server, write_job, jo
     assert not files.exists()
 
 
+def test_of_deletes_at_once_one_answers_204_and_the_rest_404(
+    start_server, write_job, jobs_dir
+) -> None:
+    """Each delete that read the run before another took it answered 204 as well."""
+    write_job("says", SAYS)
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = server.wait_run(c, c.submit("says").id)
+    start = threading.Barrier(24)
+    answers: list[int] = []
+
+    def delete() -> None:
+        start.wait()
+        answers.append(web.delete(f"{server.url}/v1/runs/{run.id}", timeout=30).status_code)
+
+    threads = [threading.Thread(target=delete) for _ in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [204] + [404] * 23
+    assert not (server.data_dir / "runs" / run.id).exists()
+
+
 def _feed(url: str, seen: list[tuple[str, object]], ready: threading.Event) -> None:
     """(event, data) of the feed until its first `deleted`."""
     event = ""

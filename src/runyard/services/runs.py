@@ -347,8 +347,11 @@ class RunService:
             raise ConflictError(
                 f"run {run_id} is {run.state.value}; only finished runs can be deleted"
             )
-        if await self.removal.delete(run_id):
-            self.announce("deleted", {"id": run_id})
+        if not await self.removal.delete(run_id):
+            # another delete took the record meanwhile (through another member, or at once
+            # here): that one answered 204 and released its uploads; this one is a 404
+            raise NotFoundError(f"run {run_id!r} does not exist")
+        self.announce("deleted", {"id": run_id})
         if self.uploads is not None:  # its uploads expire upload_ttl_s from now, if unused
             try:
                 await self.uploads.release(named_uploads(run.params.values()), run_id)
