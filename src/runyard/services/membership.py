@@ -96,7 +96,10 @@ class Membership:
         if await self.store.renew_server(self.server_id, self.token, now, self.lease_s):
             await self._held(now)
         else:
-            log.error("lease_lapsed", server_id=self.server_id)
+            # alone (no holder: SQLite) nothing was fenced or reaped meanwhile: this server
+            # was only late (paused, swamped), which is worth a note, not an alarm
+            report = log.error if self.holder is not None else log.info
+            report("lease_lapsed", server_id=self.server_id, alone=self.holder is None)
             old = self.token
             await self.join()
             if self.token != old and self.rejoined is not None:
