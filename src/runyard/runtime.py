@@ -236,6 +236,7 @@ class Runtime:
             "runyard_queue": lambda _: self.dispatcher.queue.set(),
             "runyard_run": self.lifecycle.run_changed_elsewhere,
             "runyard_schedules": lambda _: self.scheduler.changed_elsewhere(),
+            "runyard_cancel": self.attempts.cancel_heard,
         })  # fmt: skip
         self.hub.start()
         await self.executor.start(self.lifecycle.events)

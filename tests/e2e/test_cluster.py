@@ -26,6 +26,7 @@ def cluster_jobs(write_job, jobs_dir: Path) -> Path:
     write_job("talk", f'command = ["sh", "-c", "{loop}"]\n')
     write_job("nap", 'command = ["sleep", "2"]\nmax_attempts = 3\nretry_on = ["lost"]\n'
               '[backoff]\nbase_s = 0.1\njitter = 0\n')  # fmt: skip
+    write_job("long", 'command = ["sleep", "600"]\n')
     return jobs_dir
 
 
@@ -212,3 +213,24 @@ def test_schedules_fire_once_per_due_time_with_three_servers(
             "SELECT fire_count FROM schedules WHERE id = %s", (schedule,)
         ).fetchone()
     assert count == len(fired(1) or [])  # every firing made exactly one run
+
+
+@pytest.mark.timeout(120)
+def test_a_cancel_sent_to_any_server_stops_the_run_where_it_runs(
+    start_server, cluster_jobs, database, tmp_path
+) -> None:
+    """Accepted (202) and then nothing: the server asked flagged the run and told its own
+    supervisor, which did not have it; the program ran on to its end."""
+    servers = start_cluster(start_server, cluster_jobs, database, tmp_path)
+    ids = [web.post(f"{servers['a'].url}/v1/runs", json={"job": "long"}).json()["id"]
+           for _ in range(6)]  # fmt: skip
+    hosts = wait_for(lambda: (h := {i: _host(database, i) for i in ids}) and all(h.values())
+                     and h, what="every run running")  # fmt: skip
+    assert len(set(hosts.values())) > 1  # spread over the servers
+    for run_id, host in hosts.items():
+        other = next(name for name in "abc" if name != host)
+        resp = web.post(f"{servers[other].url}/v1/runs/{run_id}/cancel")
+        assert resp.status_code == 202, resp.text
+    for run_id in ids:
+        wait_for(lambda r=run_id: web.get(f"{servers['a'].url}/v1/runs/{r}").json()["state"]
+                 == "cancelled", what=f"run {run_id} cancelled")  # fmt: skip

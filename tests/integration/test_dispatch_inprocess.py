@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from runyard.models import attempt_key
+from runyard.models import RunState, attempt_key
 from runyard.services.dispatch import unavailable_retry_s
 from tests.inprocess import FakedServer, faked
 from tests.support import wait_for
@@ -167,6 +167,31 @@ def test_batch_too_large_is_refused(tmp_path: Path, jobs: Path) -> None:
         assert resp.status_code in (413, 422)
         assert "max_batch (10)" in resp.json()["detail"]
         assert srv.get("/v1/runs").json()["runs"] == []
+
+
+def test_batch_cancel_catches_a_run_that_went_back_to_the_queue_between_its_lists(
+    tmp_path: Path, jobs: Path
+) -> None:
+    """The running runs were listed after the queued ones: a run retried in between (running,
+    then queued again) was in neither list, and made its attempts after the cancel."""
+    with faked(tmp_path, jobs, capacity=1) as srv:
+        batch = srv.post("/v1/batches", json={"job": "flaky", "iterations": 1}).json()
+        (run_id,) = launches(srv, 1)
+        store = srv.runtime.batches.store
+        listed = store.batch_run_ids
+
+        async def racing(batch_id: str, state: RunState) -> list[str]:
+            found = await listed(batch_id, state)
+            if state is RunState.QUEUED and not found:  # listed while it ran: now it retries
+                store.batch_run_ids = listed  # type: ignore[method-assign]
+                await srv.executor.finish(run_id, 1, exit_code=1)
+                await srv.runtime.lifecycle._exits.wait()  # its end recorded: queued again
+            return found
+
+        store.batch_run_ids = racing  # type: ignore[method-assign]
+        assert srv.post(f"/v1/batches/{batch['id']}/cancel").status_code in (200, 202)
+        assert srv.run(run_id)["state"] == "cancelled"
+        assert len(srv.launched()) == 1  # it never ran again
 
 
 def test_batch_cancel_ends_all_of_its_runs(tmp_path: Path, jobs: Path) -> None:

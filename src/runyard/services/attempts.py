@@ -13,6 +13,7 @@ from typing import Protocol
 import structlog
 
 from runyard import failpoints
+from runyard.background import TaskGroup
 from runyard.clock import Clock
 from runyard.execution.base import Executor
 from runyard.execution.protocol import ExitRecord, UnreadableExit
@@ -85,6 +86,7 @@ class Attempts:
         self._claimed: dict[str, Run] = {}
         self._specs: dict[str, tuple[dict[str, object], JobSpec]] = {}
         self._cancel_pending: set[str] = set()
+        self._heard = TaskGroup("cancel_heard")  # cancels other servers accepted, sent on
         self.end_claims: EndClaims | None = None  # set while the dispatcher runs
 
     # -- start --------------------------------------------------------------------------------
@@ -139,6 +141,26 @@ class Attempts:
         """Stop the running attempt; one still starting is stopped once its program runs."""
         self._cancel_pending.add(run_id)
         await self.executor.cancel(run_id, number)
+
+    def cancel_heard(self, payload: str) -> None:
+        """A cancel accepted by any server ("ID ATTEMPT HOST"): the attempt is stopped if it
+        runs here, where its program is (a cluster's; the server asked may be another)."""
+        if not payload:  # the listener (re)connected: what was said meanwhile is lost
+            self._heard.start(self.recheck_cancels())
+            return
+        parts = payload.split()
+        if len(parts) != 3 or parts[2] != self.host or not parts[1].isdigit():
+            return
+        if parts[0] not in self._cancel_pending:  # asked here: stopped already
+            self._heard.start(self.request_cancel(parts[0], int(parts[1])))
+
+    async def recheck_cancels(self) -> None:
+        """Cancels that may have gone unheard (the listener reconnected): the store's flag
+        of each attempt running here, read again."""
+        for run_id, claimed in list(self._claimed.items()):
+            run = await self.store.get_run(run_id)
+            if run is not None and run.cancel_requested and run_id not in self._cancel_pending:
+                await self.request_cancel(run_id, claimed.attempt)
 
     # -- end ----------------------------------------------------------------------------------
 

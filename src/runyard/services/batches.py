@@ -222,9 +222,22 @@ class BatchService:
         return page, (page[-1][0].id if more else None)
 
     async def cancel(self, batch_id: str) -> tuple[Batch, dict[str, int]]:
+        """Every run of the batch still queued or running, cancelled. The queued are listed
+        again after the running: a run that went from running back to queued (a retry)
+        between the first two lists was in neither. A running one is flagged, and the store
+        ends its retry cancelled. Looked for again until nothing new is found."""
         await self.get(batch_id)
-        for state in (RunState.QUEUED, RunState.RUNNING):
-            for run_id in await self.store.batch_run_ids(batch_id, state):
+        done: set[tuple[str, RunState]] = set()
+        while True:
+            found = [
+                (run_id, state)
+                for state in (RunState.QUEUED, RunState.RUNNING, RunState.QUEUED)
+                for run_id in await self.store.batch_run_ids(batch_id, state)
+                if (run_id, state) not in done
+            ]
+            if not found:
+                return await self.get(batch_id)
+            for run_id, state in dict.fromkeys(found):
+                done.add((run_id, state))
                 with contextlib.suppress(ConflictError):  # it ended meanwhile
                     await self.runs.cancel(run_id)
-        return await self.get(batch_id)

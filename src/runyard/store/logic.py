@@ -40,6 +40,7 @@ from runyard.store.units import Notify, Query, Unit, count, execute, one, rows
 QUEUE_CHANNEL = "runyard_queue"  # runs to claim
 RUN_CHANNEL = "runyard_run"  # "ID STATE HOST" of a run that moved
 SCHEDULES_CHANNEL = "runyard_schedules"  # a schedule changed
+CANCEL_CHANNEL = "runyard_cancel"  # "ID ATTEMPT HOST": a cancel for the server running it
 
 
 # -- building blocks --------------------------------------------------------------------------
@@ -319,7 +320,13 @@ def cancel_queued(run_id: str, at: float, reason: str) -> Unit[Run | None]:
 def request_cancel(run_id: str) -> Unit[Run | None]:
     if int((yield count("SET_CANCEL_REQUESTED", run_id))) == 0:
         return None
-    return (yield from _read_run(run_id))
+    run = yield from _read_run(run_id)
+    # the server running the attempt stops it: it may not be the one asked
+    found = yield rows("GET_ATTEMPTS", run_id)
+    if found:
+        attempt = attempt_from_row(found[-1])
+        yield Notify(CANCEL_CHANNEL, f"{run_id} {attempt.number} {attempt.host or '-'}")
+    return run
 
 
 def finished_before(
