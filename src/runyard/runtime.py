@@ -189,6 +189,7 @@ class Runtime:
             self.clock,
             settings.max_batch,
             settings.max_batch_mb * 2**20,
+            local_store=isinstance(self.store, SQLiteStore),
         )
         self.retention = Retention(
             self.store, removal, self.registry, self.clock,

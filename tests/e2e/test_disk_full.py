@@ -205,3 +205,24 @@ def test_an_upload_never_takes_the_reserve_the_runs_need(
         (data / "runs" / going / "workspace" / "go").touch()
         assert server.wait_run(c, going).state is RunState.SUCCEEDED  # its end was written
     assert web.get(f"{server.url}/health/ready").status_code == 200
+
+
+BLOB = 'command = ["true"]\n[params.blob]\ntype = "str"\nmax_length = 10000\n'
+
+
+def test_a_batch_the_disk_refuses_gives_the_disk_back(
+    roomier_tmpfs: Path, start_server, write_job, jobs_dir: Path
+) -> None:
+    """Refused (507, nothing stored), it left the database's WAL holding what it had written,
+    the disk full, and every submission after it refused until a restart (a probe)."""
+    write_job("blob", BLOB)
+    data = roomier_tmpfs / "data"
+    server = start_server(jobs_dir, data_dir=data, env={"RUNYARD_MIN_FREE_MB": "2"})
+    before = shutil.disk_usage(roomier_tmpfs).free
+    big = {"job": "blob", "params": {"blob": "z" * 6000}, "iterations": 10_000}
+    resp = web.post(f"{server.url}/v1/batches", json=big, timeout=60)
+    assert resp.status_code == 507, resp.text
+    assert web.get(f"{server.url}/v1/batches").json()["batches"] == []
+    assert shutil.disk_usage(roomier_tmpfs).free > before - 2**20  # given back at once
+    one = {"job": "blob", "params": {"blob": "z"}}
+    assert web.post(f"{server.url}/v1/runs", json=one).status_code == 202

@@ -27,6 +27,10 @@ _SHORT = reprlib.Repr()  # Python 3.11's Repr takes no arguments: its limits are
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxdict, _SHORT.maxlist = 3, 60, 60, 8, 8
 
 
+# a run's row besides its params and spec, its first events and index entries: an upper bound
+ROW_BYTES = 1024
+
+
 def expand(
     base: dict[str, Any], iterations: int | None, sweep: dict[str, list[Any]] | None
 ) -> list[dict[str, Any]]:
@@ -50,11 +54,11 @@ def _validated(
     *,
     size: int,
     max_bytes: int,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], int]:
     """Every element's params, validated before any run is created: on a thread (a sweep of
     thousands is tens of milliseconds of checks, the size bound a serialisation of up to the
-    whole body), and `iterations` copies checked once."""
-    _check_stored_size(base, size, sweep, max_bytes)
+    whole body), and `iterations` copies checked once. And the bound of a run's params."""
+    per_run = _check_stored_size(base, size, sweep, max_bytes)
     elements = expand(base, 1 if iterations is not None else None, sweep)
     values = []
     for index, element in enumerate(elements):
@@ -70,15 +74,16 @@ def _validated(
     if sweep is not None and elements and (replaced := set(base) & set(sweep)):
         _check_replaced(job, elements[0], {name: base[name] for name in replaced})
     if iterations is not None:
-        return [dict(values[0]) for _ in range(iterations)]
-    return values
+        return [dict(values[0]) for _ in range(iterations)], per_run
+    return values, per_run
 
 
 def _check_stored_size(
     base: dict[str, Any], size: int, sweep: dict[str, list[Any]] | None, limit: int
-) -> None:
+) -> int:
     """Each run stores its own params: a small request must not store gigabytes. Bounded
-    from above (the base's size plus each swept param's largest value, per run)."""
+    from above (the base's size plus each swept param's largest value, per run), which is
+    returned."""
     per_run = len(dumps(base)) + sum(
         max((len(dumps(v)) for v in values), default=0) for values in (sweep or {}).values()
     )
@@ -88,6 +93,7 @@ def _check_stored_size(
             f"max_batch_mb ({limit // 2**20} MiB); no run was created",
             field="sweep" if sweep else "iterations", limit=limit,
         )  # fmt: skip
+    return per_run
 
 
 def _check_replaced(job: Job, element: dict[str, Any], replaced: dict[str, Any]) -> None:
@@ -120,6 +126,8 @@ class BatchService:
         clock: Clock,
         max_batch: int,
         max_bytes: int = 64 * 2**20,
+        *,
+        local_store: bool = True,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -127,6 +135,7 @@ class BatchService:
         self.clock = clock
         self.max_batch = max_batch
         self.max_bytes = max_bytes  # params stored by one batch, all its runs together
+        self.local_store = local_store  # the database is in the data directory (SQLite)
 
     async def create(
         self,
@@ -163,7 +172,7 @@ class BatchService:
                 f"the batch would create {size} runs, over max_batch ({self.max_batch})",
                 field="sweep" if sweep else "iterations",
             )
-        values = await asyncio.to_thread(
+        values, per_run = await asyncio.to_thread(
             partial(_validated, size=size, max_bytes=self.max_bytes), job, params, iterations, sweep
         )
         if job.spec.has_files:
@@ -173,7 +182,11 @@ class BatchService:
         self.runs.check_accepting()
         await self.runs.admit(job_name, job.spec.max_queue, len(values))
         if self.runs.disk is not None:
-            await self.runs.disk.check()
+            # its runs in the database's WAL, then in the database: refused before a byte is
+            # written if that would take the reserve (a transaction the disk cuts short leaves
+            # its WAL on it, and nothing can be written to checkpoint it back)
+            row = per_run + len(dumps(job.snapshot)) + ROW_BYTES
+            await self.runs.disk.check(2 * size * row if self.local_store else 0)
         now = self.clock.now()
         batch = Batch(
             id=new_id(), job=job_name, size=len(values), created_at=now, request=request,

@@ -41,11 +41,19 @@ class DiskGuard:
         finally:
             self._looking = None
 
-    async def check(self) -> None:
+    async def check(self, writing: int = 0) -> None:
+        """StorageFullError unless `writing` bytes leave min_free_mb free."""
         free = await self.free_bytes()
         if free < self.min_free_bytes:
             raise StorageFullError(
                 f"the data directory has {free // 2**20} MiB free, under min_free_mb "
                 f"({self.min_free_bytes // 2**20} MiB); new runs are refused until space is freed",
+                free_bytes=free,
+            )
+        if free - writing < self.min_free_bytes:
+            raise StorageFullError(
+                f"this would write about {-(-writing // 2**20)} MiB, of the "
+                f"{free // 2**20} MiB the data directory has free, leaving under min_free_mb "
+                f"({self.min_free_bytes // 2**20} MiB); nothing was stored",
                 free_bytes=free,
             )

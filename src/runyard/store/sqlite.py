@@ -257,8 +257,10 @@ class SQLiteStore(SQLStore):
 
     def _mapped(self, exc: sqlite3.OperationalError) -> Exception:
         # extended result codes (SQLITE_IOERR_WRITE...) keep the primary code in the low byte
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-        if code == sqlite3.SQLITE_FULL:
+        extended = getattr(exc, "sqlite_errorcode", 0)
+        code = extended & 0xFF
+        # the -shm index could not grow: on a full disk (ENOSPC), never a failing one
+        if code == sqlite3.SQLITE_FULL or extended == sqlite3.SQLITE_IOERR_SHMSIZE:
             return self._failed(StorageFullError("the database's disk is full"), self._write_point)
         if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CORRUPT):
             error = StorageIOError(f"the database cannot be written: {exc}")
