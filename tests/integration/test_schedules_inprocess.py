@@ -20,6 +20,7 @@ from tests.support import wait_for
 JOBS = {
     "tick": 'command = ["true"]\n',
     "echo": 'command = ["echo", "{n}"]\n[params.n]\ntype = "int"\nmax = 10\n',
+    "capped": 'command = ["true"]\nmax_queue = 1\nconcurrency = 1\n',
 }
 MINUTE = 60.0
 
@@ -122,6 +123,43 @@ def test_queue_overlap_defers_one_fire_until_the_previous_run_ends(server: Faked
     wait_for(lambda: server.launched() == [first, second], what="the deferred run to start")
     assert get(server, sid)["fire_count"] == 2
     assert len(server.executor.running_keys()) == 1  # behind the first, never beside it
+
+
+def test_a_fire_waiting_for_the_previous_run_is_dropped_by_a_pause(server: FakedServer) -> None:
+    """It fired when the previous run ended, paused or not (a probe)."""
+    sid = create(server, job="tick", interval_s=MINUTE, overlap="queue")["id"]
+    tick(server, sid, MINUTE)
+    (first,) = runs_of(server, sid)
+    wait_for(lambda: server.launched() == [first], what="the first run to start")
+    tick(server, sid, MINUTE)  # deferred: waits for the first's end
+    assert server.request("PATCH", f"/v1/schedules/{sid}", json={"paused": True}).is_success
+    server.finish(first)
+    wait_for(lambda: server.run(first)["state"] == "succeeded", what="the first to end")
+    server.settle()
+    assert runs_of(server, sid) == [first] and get(server, sid)["fire_count"] == 1
+
+
+def test_a_new_interval_fires_on_the_schedules_grid(server: FakedServer) -> None:
+    """The first fire after a change came at the change's time plus the interval, then the
+    next on the grid from creation: two fires closer than the interval (a probe)."""
+    sched = create(server, job="tick", interval_s=100.0, overlap="allow")
+    sid, created = sched["id"], at(sched["created_at"])
+    server.clock.advance(3.3)
+    changed = server.request("PATCH", f"/v1/schedules/{sid}", json={"interval_s": 4.0}).json()
+    nxt = at(changed["next_fire_at"])
+    assert server.clock.now() < nxt <= server.clock.now() + 4.0
+    assert (nxt - created) / 4.0 == pytest.approx(round((nxt - created) / 4.0), abs=1e-3)
+
+
+def test_a_fire_is_admitted_as_a_submission_is(server: FakedServer) -> None:
+    """Past the job's max_queue a fire is skipped; it queued runs without bound (a probe)."""
+    sid = create(server, job="capped", interval_s=MINUTE, overlap="allow")["id"]
+    tick(server, sid, MINUTE)
+    wait_for(lambda: len(server.launched()) == 1, what="the first run to start")
+    assert tick(server, sid, MINUTE)["fire_count"] == 2  # queued behind it: 1 of max_queue 1
+    s = tick(server, sid, MINUTE)
+    assert (s["fire_count"], s["skip_count"]) == (2, 1)
+    assert len(runs_of(server, sid)) == 2
 
 
 def test_allow_overlap_runs_side_by_side(server: FakedServer) -> None:

@@ -14,9 +14,14 @@ T = TypeVar("T")
 
 
 class FileParams(Protocol):
-    """What a submit does with file params (services/runs.py's RunService)."""
+    """What a submit does with file params, and the admission a fired run passes as a
+    submitted one does (services/runs.py's RunService)."""
 
     async def check_files(self, job: Job, values: dict[str, Any], seen: Seen) -> None: ...
+
+    def check_accepting(self) -> None: ...
+
+    async def admit(self, job: str, job_max_queue: int | None, adding: int = 1) -> None: ...
 
     async def stored_with_uploads(
         self, job: Job, runs: list[Run], store: Callable[[], Awaitable[T]]

@@ -16,7 +16,7 @@ import structlog
 
 from runyard.background import TaskGroup
 from runyard.clock import Clock, new_id
-from runyard.errors import ConflictError, NotFoundError
+from runyard.errors import ConflictError, NotFoundError, QueueFullError, UnavailableError
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
@@ -228,6 +228,11 @@ class Scheduler:
         # on a copy, `s` changed only once the store has it (`_saved`): read meanwhile, it
         # names no run not yet stored, and a write that fails (a full disk) leaves it as it
         # was, due again at the next tick
+        if self.files is not None:
+            try:
+                self.files.check_accepting()
+            except UnavailableError:
+                return  # shutting down: left due, for its catch_up after the restart
         t = replace(s)
         if not pending:
             t.next_fire_at = self._next(t, t.created_at, now)
@@ -279,6 +284,12 @@ class Scheduler:
         except ParamError as exc:
             log.warning("schedule_params_invalid", schedule_id=s.id, error=str(exc))
             return None
+        if self.files is not None:
+            try:  # admitted as a submission is: not past a max_queue
+                await self.files.admit(s.job, job.spec.max_queue)
+            except QueueFullError as exc:
+                log.info("schedule_fire_refused", schedule_id=s.id, why=str(exc))
+                return None
         return job, new_run(job, values, self.clock, priority=s.priority, labels=s.labels,
                             schedule_id=s.id)  # fmt: skip
 
@@ -298,7 +309,7 @@ class Scheduler:
     async def _fire_pending(self, s: Schedule) -> None:
         async with self._lock:
             current = self.schedules.get(s.id)  # a reload may have replaced it meanwhile
-            if current is not None and current.pending:
+            if current is not None and current.pending and not current.paused:
                 await self._fire(current, self.clock.now(), pending=True)
                 self._publish("running")
 
@@ -353,20 +364,25 @@ class Scheduler:
             # a new timing replaces the other kind; a null one replaces nothing
             cron = changes.get("cron", None if changes.get("interval_s") else s.cron)
             interval = changes.get("interval_s", None if changes.get("cron") else s.interval_s)
-            await check_request(
-                self.registry, self.files, self.min_interval_s, s.job, params, cron, interval,
-                self.clock.now(),
-            )  # fmt: skip
+            if changes.keys() - {"paused", "overlap", "catch_up"}:
+                # what it runs or when: checked as a new schedule (a pause alone is not, so
+                # a schedule whose job was removed or changed can still be paused)
+                await check_request(
+                    self.registry, self.files, self.min_interval_s, s.job, params, cron,
+                    interval, self.clock.now(),
+                )  # fmt: skip
             resumed = s.paused and changes.get("paused") is False
             t = replace(s, params=params, cron=cron, interval_s=interval)
             for key in ("overlap", "catch_up", "paused"):
                 if key in changes:
                     setattr(t, key, changes[key])
+            if t.paused or t.overlap != "queue":
+                t.pending = False  # a fire waiting for the previous run's end: not any more
             if timing or resumed:
+                # on the grid the fires follow (an interval counts from created_at), so the
+                # first fire after a change is no nearer than the rest
                 now = self.clock.now()
-                t.next_fire_at = next_after(
-                    t.cron, t.interval_s, now if timing else t.created_at, now
-                )
+                t.next_fire_at = next_after(t.cron, t.interval_s, t.created_at, now)
             await self._saved(s, t)  # refused (a full disk): the schedule stays as it was
             self._publish(self.snapshot.status)
         self._wake.set()
