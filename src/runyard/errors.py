@@ -26,6 +26,10 @@ class ConflictError(RunyardError):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class StaleWriteError(ConflictError):
+    """A write from a copy of a record that changed (or went) since it was read."""
+
+
 class InvalidInputError(RunyardError):
     status, title, slug = 422, "Invalid input", "invalid-input"
 

@@ -163,6 +163,7 @@ class Schedule:
     last_run_id: str | None = None
     next_fire_at: float | None = None
     pending: bool = False  # overlap=queue: one fire waits for the previous run to end
+    version: int = 0  # of the stored row this copy was read from (0: never stored)
 
 
 @dataclass(slots=True, frozen=True)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from runyard.clock import new_id
+from runyard.errors import StaleWriteError
 from runyard.models import AttemptEnd, AttemptState, Batch, RunState, Schedule
 from runyard.store import Store
 from tests.integration.test_store_contract import make_run, succeeded
@@ -28,18 +29,42 @@ async def test_schedules_are_written_whole_listed_and_deleted(store: Store) -> N
     a, b = make_schedule("a"), make_schedule("b", cron="*/5 * * * *", interval_s=None)
     await store.save_schedule(a)
     await store.save_schedule(b)
+    a.version = b.version = 1  # stored
     assert await store.list_schedules() == sorted([a, b], key=lambda s: s.id)
     a.paused, a.skip_count, a.pending = True, 3, True  # the whole row is written again
     await store.save_schedule(a)
+    a.version = 2
     assert [s for s in await store.list_schedules() if s.id == a.id] == [a]
     assert await store.delete_schedule(a.id)
     assert not await store.delete_schedule(a.id)
     assert [s.id for s in await store.list_schedules()] == [b.id]
 
 
+async def test_a_write_from_a_stale_copy_changes_nothing(store: Store) -> None:
+    """Two servers' copies of one schedule: the second write of version 1 (a fire, a change
+    made through another server) is refused, its run with it; a deleted one stays deleted."""
+    schedule = make_schedule()
+    await store.save_schedule(schedule)
+    mine, theirs = replace(schedule, version=1), replace(schedule, version=1)
+    theirs.paused = True
+    await store.save_schedule(theirs)
+    fired = replace(mine, fire_count=1, next_fire_at=1120.0)
+    run = make_run(schedule_id=schedule.id)
+    with pytest.raises(StaleWriteError):
+        await store.save_schedule(fired, run)
+    assert await store.get_run(run.id) is None
+    (stored,) = await store.list_schedules()
+    assert (stored.paused, stored.fire_count, stored.version) == (True, 0, 2)
+    assert await store.delete_schedule(schedule.id)
+    with pytest.raises(StaleWriteError):
+        await store.save_schedule(stored)
+    assert await store.list_schedules() == []
+
+
 async def test_a_fire_stores_its_run_with_the_schedules_new_state(store: Store) -> None:
     schedule = make_schedule()
     await store.save_schedule(schedule)
+    schedule.version = 1
     run = make_run(schedule_id=schedule.id)
     schedule.last_run_id, schedule.fire_count, schedule.last_fired_at = run.id, 1, 1060.0
     await store.save_schedule(schedule, run)
@@ -57,8 +82,8 @@ async def test_a_fire_whose_run_cannot_be_stored_changes_nothing(store: Store) -
     clash.id = taken.id  # the run's insert fails: the schedule's new state must not land
     fired = replace(schedule, fire_count=1, last_run_id=taken.id)
     with pytest.raises(Exception):  # noqa: B017  each database names it its own way
-        await store.save_schedule(fired, clash)
-    assert await store.list_schedules() == [schedule]
+        await store.save_schedule(replace(fired, version=1), clash)
+    assert await store.list_schedules() == [replace(schedule, version=1)]
 
 
 async def test_a_batch_is_read_back_counted_and_listed_by_state(store: Store) -> None:

@@ -16,7 +16,13 @@ import structlog
 
 from runyard.background import TaskGroup
 from runyard.clock import Clock, new_id
-from runyard.errors import ConflictError, NotFoundError, QueueFullError, UnavailableError
+from runyard.errors import (
+    ConflictError,
+    NotFoundError,
+    QueueFullError,
+    StaleWriteError,
+    UnavailableError,
+)
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
@@ -35,6 +41,7 @@ CATCH_UPS = ("once", "none")
 # served others), so a burst of due schedules can never hold the loop or the store for long.
 MAX_FIRES_PER_TICK = 50
 FIRE_RETRY_S = 1.0  # after a fire that failed, which stays due
+STALE_RETRIES = 3  # a change made again to a schedule that changed elsewhere meanwhile
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +119,11 @@ class Scheduler:
     async def reload(self) -> None:
         """Read every schedule from the store (other servers may have changed them)."""
         async with self._lock:
-            self.schedules = {s.id: s for s in await self.store.list_schedules()}
+            await self._read_all()
+
+    async def _read_all(self) -> None:
+        """Under the lock: the store's schedules, replacing every copy held here."""
+        self.schedules = {s.id: s for s in await self.store.list_schedules()}
 
     def changed_elsewhere(self) -> None:
         """Another server created, changed or deleted a schedule, or fired one."""
@@ -125,11 +136,13 @@ class Scheduler:
 
     async def _catch_up(self) -> None:
         now = self.clock.now()
-        for s in self.schedules.values():
+        for s in list(self.schedules.values()):
             missed = s.next_fire_at is not None and s.next_fire_at <= now and not s.paused
             if missed and s.catch_up == "none":  # skip what was missed while nobody fired
-                s.next_fire_at = self._next(s, s.created_at, now)
-                await self.store.save_schedule(s)
+                try:
+                    await self._saved(s, replace(s, next_fire_at=self._next(s, s.created_at, now)))
+                except StaleWriteError:  # changed elsewhere meanwhile: its new state is read
+                    await self._read_all()
             # catch_up == "once": it is due now and fires once at the first tick
 
     async def _lead(self) -> bool:
@@ -181,12 +194,20 @@ class Scheduler:
              if not s.paused and s.next_fire_at is not None and s.next_fire_at <= now),
             key=lambda s: s.next_fire_at or 0.0,
         )  # fmt: skip
+        stale = False
         for s in due[:MAX_FIRES_PER_TICK]:  # the most overdue first; the rest next tick
             try:
                 await self._fire(s, now)
+            except StaleWriteError:
+                # changed or deleted through another server since it was read: not fired
+                # from an old copy (a slot fired twice, a delete undone); read, then looked at
+                stale = True
             except Exception:
                 refused = True
                 log.exception("schedule_fire_failed", schedule_id=s.id)
+        if stale:
+            await self._read_all()
+            self._wake.set()
         self._publish("running", tick=now)
         return refused
 
@@ -265,6 +286,7 @@ class Scheduler:
         """`changed` (a copy of `s`) written, with `run` if it fired one; then `s` takes it,
         in one step: what the API shows is what the store holds."""
         await self.store.save_schedule(changed, run)
+        changed.version += 1  # as the store moved it (a new one: stored at 1)
         for f in fields(Schedule):
             setattr(s, f.name, getattr(changed, f.name))
 
@@ -310,7 +332,10 @@ class Scheduler:
         async with self._lock:
             current = self.schedules.get(s.id)  # a reload may have replaced it meanwhile
             if current is not None and current.pending and not current.paused:
-                await self._fire(current, self.clock.now(), pending=True)
+                try:
+                    await self._fire(current, self.clock.now(), pending=True)
+                except StaleWriteError:
+                    await self._read_all()
                 self._publish("running")
 
     # -- the API's operations ---------------------------------------------------------------
@@ -344,7 +369,7 @@ class Scheduler:
                     f"this server holds at most {self.max_schedules} schedules "
                     "(max_schedules): delete one first", limit=self.max_schedules,
                 )  # fmt: skip
-            await self.store.save_schedule(s)
+            await self._saved(s, replace(s))
             self.schedules[s.id] = s
             self._publish(self.snapshot.status)
         self._wake.set()
@@ -358,35 +383,48 @@ class Scheduler:
 
     async def update(self, schedule_id: str, changes: dict[str, Any]) -> Schedule:
         async with self._lock:
-            s = self.get(schedule_id)
-            params = changes.get("params", s.params)
-            timing = "cron" in changes or "interval_s" in changes
-            # a new timing replaces the other kind; a null one replaces nothing
-            cron = changes.get("cron", None if changes.get("interval_s") else s.cron)
-            interval = changes.get("interval_s", None if changes.get("cron") else s.interval_s)
-            if changes.keys() - {"paused", "overlap", "catch_up"}:
-                # what it runs or when: checked as a new schedule (a pause alone is not, so
-                # a schedule whose job was removed or changed can still be paused)
-                await check_request(
-                    self.registry, self.files, self.min_interval_s, s.job, params, cron,
-                    interval, self.clock.now(),
-                )  # fmt: skip
-            resumed = s.paused and changes.get("paused") is False
-            t = replace(s, params=params, cron=cron, interval_s=interval)
-            for key in ("overlap", "catch_up", "paused"):
-                if key in changes:
-                    setattr(t, key, changes[key])
-            if t.paused or t.overlap != "queue":
-                t.pending = False  # a fire waiting for the previous run's end: not any more
-            if timing or resumed:
-                # on the grid the fires follow (an interval counts from created_at), so the
-                # first fire after a change is no nearer than the rest
-                now = self.clock.now()
-                t.next_fire_at = next_after(t.cron, t.interval_s, t.created_at, now)
-            await self._saved(s, t)  # refused (a full disk): the schedule stays as it was
+            for tries in range(STALE_RETRIES):
+                s = self.get(schedule_id)
+                t = await self._changed(s, changes)
+                try:
+                    await self._saved(s, t)  # refused (a full disk): the schedule stays as it was
+                    break
+                except StaleWriteError:
+                    # changed elsewhere since this copy was read (a fire, another change):
+                    # the change is made again to what the store holds now (gone: a 404)
+                    await self._read_all()
+                    if tries == STALE_RETRIES - 1:
+                        raise
             self._publish(self.snapshot.status)
         self._wake.set()
         return s
+
+    async def _changed(self, s: Schedule, changes: dict[str, Any]) -> Schedule:
+        """A copy of `s` with `changes` made, checked."""
+        params = changes.get("params", s.params)
+        timing = "cron" in changes or "interval_s" in changes
+        # a new timing replaces the other kind; a null one replaces nothing
+        cron = changes.get("cron", None if changes.get("interval_s") else s.cron)
+        interval = changes.get("interval_s", None if changes.get("cron") else s.interval_s)
+        if changes.keys() - {"paused", "overlap", "catch_up"}:
+            # what it runs or when: checked as a new schedule (a pause alone is not, so a
+            # schedule whose job was removed or changed can still be paused)
+            await check_request(
+                self.registry, self.files, self.min_interval_s, s.job, params, cron, interval,
+                self.clock.now(),
+            )  # fmt: skip
+        resumed = s.paused and changes.get("paused") is False
+        t = replace(s, params=params, cron=cron, interval_s=interval)
+        for key in ("overlap", "catch_up", "paused"):
+            if key in changes:
+                setattr(t, key, changes[key])
+        if t.paused or t.overlap != "queue":
+            t.pending = False  # a fire waiting for the previous run's end: not any more
+        if timing or resumed:
+            # on the grid the fires follow (an interval counts from created_at), so the
+            # first fire after a change is no nearer than the rest
+            t.next_fire_at = next_after(t.cron, t.interval_s, t.created_at, self.clock.now())
+        return t
 
     async def delete(self, schedule_id: str) -> None:
         async with self._lock:

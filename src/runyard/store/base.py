@@ -80,8 +80,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def save_schedule(self, schedule: Schedule, run: Run | None = None) -> None:
-        """Write the schedule's whole row; with `run`, insert that run in the same
-        transaction (a fire: the run and the schedule's new state, or neither)."""
+        """Write the schedule's whole row: a new one (version 0), or over the version it was
+        read from, which the store then moves on by one; StaleWriteError, and nothing
+        written, when the stored row is at another version or gone. With `run`, insert that
+        run in the same transaction (a fire: the run and the schedule's new state, or
+        neither)."""
 
     @abc.abstractmethod
     async def list_schedules(self) -> list[Schedule]: ...

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from runyard.errors import StaleWriteError
 from runyard.models import (
     Attempt,
     AttemptEnd,
@@ -146,7 +147,12 @@ def save_schedule(schedule: Schedule, run: Run | None) -> Unit[None]:
     if run is not None:  # a fire: the run and the schedule's new state, or neither
         yield from _add_run(run)
         yield Notify(QUEUE_CHANNEL)
-    yield execute("UPSERT_SCHEDULE", *schedule_to_row(schedule))
+    row = schedule_to_row(schedule)
+    if schedule.version == 0:  # never stored
+        yield execute("INSERT_SCHEDULE", *row)
+    elif int((yield count("UPDATE_SCHEDULE", *row[1:], schedule.id, schedule.version))) == 0:
+        # changed or deleted elsewhere since this copy was read: nothing of it (nor its run)
+        raise StaleWriteError(f"schedule {schedule.id} changed meanwhile; read it again")
     yield Notify(SCHEDULES_CHANNEL, schedule.id)
 
 

@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from runyard.models import RunFilter
-from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS
+from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS, SCHEDULE_WRITTEN
 
 MIGRATION_LOCK = 7_261_010  # pg_advisory_xact_lock key: servers starting together migrate once
 MEMBERSHIP_LOCK = 7_261_011  # with the server id's hash: one registration of an id at a time
@@ -228,10 +228,12 @@ SELECT {BATCH_COLUMNS} FROM batches
 WHERE (%(before)s::text IS NULL OR id < %(before)s) ORDER BY id DESC LIMIT %(limit)s"""  # noqa: S608
 BATCH_COUNTS = "SELECT state, count(*) FROM runs WHERE batch_id = %s GROUP BY state"
 BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = %s AND state = %s"
-UPSERT_SCHEDULE = (
-    f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({', '.join(['%s'] * 17)}) "  # noqa: S608
-    "ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{c.strip()} = EXCLUDED.{c.strip()}" for c in SCHEDULE_COLUMNS.split(",")[1:])
+INSERT_SCHEDULE = f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) VALUES ({', '.join(['%s'] * 17)})"  # noqa: S608
+# a write of the version it read: nothing when the row changed or went meanwhile
+_SCHEDULE_SETS = ", ".join(f"{c.strip()} = %s" for c in SCHEDULE_WRITTEN.split(",")[1:])
+UPDATE_SCHEDULE = (
+    f"UPDATE schedules SET {_SCHEDULE_SETS}, version = version + 1 "  # noqa: S608
+    "WHERE id = %s AND version = %s"
 )
 LIST_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id"  # noqa: S608
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = %s"

@@ -19,10 +19,12 @@ ATTEMPT_COLUMNS = (
     "run_id, number, state, host, created_at, pid, pgid, proc_start_time, started_at, ended_at, "
     "exit_code, signal, outcome, peak_rss_kb, lease_token"
 )
-SCHEDULE_COLUMNS = (
+# what a schedule's write sets (its version is the store's to move), and what is read
+SCHEDULE_WRITTEN = (
     "id, job, params, priority, labels, cron, interval_s, overlap, catch_up, paused, "
     "created_at, last_fired_at, fire_count, skip_count, last_run_id, next_fire_at, pending"
 )
+SCHEDULE_COLUMNS = SCHEDULE_WRITTEN + ", version"
 
 
 def dumps(value: Any) -> str:
@@ -107,7 +109,7 @@ def schedule_from_row(r: tuple[Any, ...]) -> Schedule:
         id=r[0], job=r[1], params=loads(r[2]), priority=r[3], labels=loads(r[4]), cron=r[5],
         interval_s=r[6], overlap=r[7], catch_up=r[8], paused=bool(r[9]), created_at=r[10],
         last_fired_at=r[11], fire_count=r[12], skip_count=r[13], last_run_id=r[14],
-        next_fire_at=r[15], pending=bool(r[16]),
+        next_fire_at=r[15], pending=bool(r[16]), version=r[17],
     )  # fmt: skip
 
 

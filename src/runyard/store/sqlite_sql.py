@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runyard.models import RunFilter
-from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS
+from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS, SCHEDULE_WRITTEN
 
 
 def pragmas(busy_timeout_ms: int, synchronous: str, wal_limit_bytes: int) -> list[str]:
@@ -229,8 +229,12 @@ WHERE (:before IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit"""  # noqa
 BATCH_COUNTS = "SELECT state, count(*) FROM runs WHERE batch_id = ? GROUP BY state"
 BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = ? AND state = ?"
 
-UPSERT_SCHEDULE = (
-    f"INSERT OR REPLACE INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({', '.join('?' * 17)})"  # noqa: S608
+INSERT_SCHEDULE = f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) VALUES ({', '.join('?' * 17)})"  # noqa: S608
+# a write of the version it read: nothing when the row changed or went meanwhile
+_SCHEDULE_SETS = ", ".join(f"{c.strip()} = ?" for c in SCHEDULE_WRITTEN.split(",")[1:])
+UPDATE_SCHEDULE = (
+    f"UPDATE schedules SET {_SCHEDULE_SETS}, version = version + 1 "  # noqa: S608
+    "WHERE id = ? AND version = ?"
 )
 LIST_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id"  # noqa: S608
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = ?"
