@@ -386,3 +386,45 @@ def test_auth_maps_to_the_sdk_errors(start_server, tmp_path: Path) -> None:
         model="chat-agent", messages=ask("ok")
     )
     assert answer.choices[0].message.content == "You said: ok\n"
+
+
+# attempt 1 fails once the test says so, attempt 2 succeeds
+RETRIES_ONCE = (
+    "echo attempt-$RUNYARD_ATTEMPT; [ $RUNYARD_ATTEMPT -gt 1 ] && exit 0; "
+    "while [ ! -e @GATE@ ]; do sleep 0.02; done; exit 1"
+)
+RETRIED = f"""
+command = ["sh", "-c", "{RETRIES_ONCE}", "{{conversation}}"]
+max_attempts = 2
+retry_on = [1]
+[backoff]
+base_s = 0.05
+jitter = 0
+[params.conversation]
+type = "str"
+[openai]
+input = "conversation"
+"""
+
+
+def test_a_streamed_answer_is_never_a_failed_attempts_output(
+    start_server, write_job, jobs_dir, tmp_path: Path
+) -> None:
+    """The first attempt failed and the second succeeded: the stream sent the first's output
+    and "stop", as if it were the answer; the plain call answered the second's (a probe)."""
+    gate = tmp_path / "fail-now"
+    write_job("retried", RETRIED.replace("@GATE@", str(gate)))
+    server = start_server(jobs_dir)
+    client = sdk(server)
+    stream = client.chat.completions.create(model="retried", messages=ask("hello"), stream=True)
+    got = []
+    with pytest.raises(openai.APIError) as streamed:
+        for c in stream:
+            got.append(c.choices[0].delta.content or "")
+            assert c.choices[0].finish_reason is None  # never a "stop" for attempt 1's text
+            if "".join(got) == "attempt-1\n":
+                gate.touch()  # attempt 1 fails now, once its output was streamed
+    assert "".join(got) == "attempt-1\n"
+    assert "attempt 2 succeeded" in streamed.value.message
+    plain = client.chat.completions.create(model="retried", messages=ask("again"))
+    assert plain.choices[0].message.content == "attempt-2\n"

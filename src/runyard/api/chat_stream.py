@@ -21,7 +21,7 @@ from runyard.api.openai_schemas import chunk, usage
 from runyard.errors import RunyardError
 from runyard.models import Run, RunState
 from runyard.services.chat import MAX_ANSWER_BYTES, ChatService, answer_file_of, describe_end
-from runyard.streams.subscriber import Chunk, Closed, End, Lagged
+from runyard.streams.subscriber import Chunk, Closed, End, Following, Lagged
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,9 @@ class _Completion:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.sent: list[str] = []
         self.offset = 0
+        self.attempt: int | None = None  # the one streamed: pinned once followed
         self.closed = False
+        self.rewritten = False  # the program cut its log back: what was sent is not the log
 
     def piece(self, delta: dict[str, Any], finish: str | None = None) -> ServerSentEvent:
         return _data(chunk(self.cid, self.created, self.plan.model, delta, finish))
@@ -75,12 +77,17 @@ class _Completion:
         lagged = True
         while lagged:  # a watcher that fell behind resumes from where it was
             lagged = False
-            async for item in self.follow_log(self.plan.run.id, None, self.offset):
-                if isinstance(item, Chunk):
+            async for item in self.follow_log(self.plan.run.id, self.attempt, self.offset):
+                if isinstance(item, Following):
+                    self.attempt = item.attempt  # resumed, the same attempt, not a retry's
+                elif isinstance(item, Chunk):
                     text = self._text(item)
                     self.offset = item.end
                     if text:
                         yield self.piece({"content": text})
+                elif isinstance(item, Lagged) and item.last_id < self.offset:
+                    self.rewritten = True  # read again from its start: not what was sent
+                    break
                 elif isinstance(item, Lagged):
                     self.offset, lagged = item.last_id, True
                 elif isinstance(item, Closed):
@@ -97,6 +104,17 @@ class _Completion:
         final = await self.chat.until_end(self.plan.run)
         if final.state is not RunState.SUCCEEDED:
             yield _error(500, describe_end(final), final.state.value)
+            return
+        if self.live and (self.rewritten or final.attempt != self.attempt):
+            # what was sent is not the answer: an attempt that failed and was retried (its
+            # output is not the successful one's), or a log its program rewrote meanwhile
+            why = (
+                "the program rewrote its output while it was streamed"
+                if self.rewritten
+                else f"the attempt streamed failed and the run was retried: attempt "
+                f"{final.attempt} succeeded"
+            )
+            yield _error(500, f"{why}; ask again for the answer (the same run's)", "retried")
             return
         reason = "length" if self.offset > MAX_ANSWER_BYTES else "stop"
         if self.live:
