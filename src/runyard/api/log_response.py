@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from runyard.api.client_gone import cut
 from runyard.services.log_ranges import LogRange, read_piece
+
+log_ = structlog.get_logger(__name__)
+
+
+class ShortLogError(RuntimeError):
+    def __init__(self, sent: int, announced: int) -> None:
+        super().__init__(f"the log got shorter while it was sent: {sent} of {announced} bytes")
 
 
 class LogRangeResponse(Response):
@@ -33,8 +42,16 @@ class LogRangeResponse(Response):
             at = log.start
             while True:
                 piece = await asyncio.to_thread(read_piece, log, at)
+                if not piece and at < log.end:
+                    # the file got shorter (its program cut its log back): less than the
+                    # Content-Length announced is left, so the answer is cut, not ended
+                    log_.warning("log_shrank", path=scope.get("path"), sent=at - log.start,
+                                 announced=log.end - log.start)  # fmt: skip
+                    if not await cut(scope, receive):
+                        raise ShortLogError(at - log.start, log.end - log.start)
+                    return
                 at += len(piece)
-                more = bool(piece) and at < log.end
+                more = at < log.end
                 await send({"type": "http.response.body", "body": piece, "more_body": more})
                 if not more:
                     return

@@ -29,10 +29,9 @@ from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from runyard.api.client_gone import client_gone
+from runyard.api.client_gone import client_gone, cut
 from runyard.api.deps import OwnerOfDep, RelaySignerDep, relay_peers, relay_signer
 from runyard.api.problems import problem
-from runyard.api.sse import ABORT_EXTENSION
 from runyard.auth import RELAY_HEADER, RelayClaim, RelaySigner, Role
 from runyard.errors import ForbiddenPathError, InvalidInputError, UnavailableError
 from runyard.models import ServerInfo
@@ -266,11 +265,8 @@ class RelayedResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         except httpx.HTTPError as error:
             log.warning("relay_cut", server=self.server, path=scope.get("path"), error=repr(error))
-            abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
-            if abort is None:
+            if not await cut(scope, receive):
                 raise  # another server: the error cuts the connection (and is logged)
-            abort()
-            await client_gone(receive)
         finally:
             await self.upstream.aclose()
 

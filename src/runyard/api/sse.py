@@ -12,7 +12,7 @@ import structlog
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Message, Receive, Scope, Send
 
-from runyard.api.client_gone import client_gone
+from runyard.api.client_gone import cut
 from runyard.config import Settings
 from runyard.streams.hub import StreamHub, stream_grace_s
 
@@ -22,7 +22,6 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # The ASGI extension through which the server's HTTP protocol (cli/header_timeout.py) lets a
 # response drop its connection at once: what ASGI itself offers is a close that first flushes
 # what the peer never reads, and so holds the socket for as long as the peer likes.
-ABORT_EXTENSION = "runyard.abort"
 
 # What a stream says to a watcher it drops for falling behind, given the id of the last
 # event handed to its connection (None: none with an id yet).
@@ -116,11 +115,7 @@ class WatcherStream(EventSourceResponse):
             log.info("stream_lagged", path=scope.get("path"), told=True)
             return
         log.info("stream_lagged", path=scope.get("path"), told=False)
-        abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
-        if abort is None:
-            return  # another server: it closes the connection itself (and says so)
-        abort()
-        await client_gone(receive)  # the loop hears of the dropped connection next: over then
+        await cut(scope, receive)  # on another server, it closes the connection itself
 
 
 async def _noted(

@@ -35,7 +35,7 @@ from typing import Any, cast
 import orjson
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from runyard.api.sse import ABORT_EXTENSION
+from runyard.api.client_gone import ABORT_EXTENSION
 from runyard.cli.head_with_body import HeadWithBody
 
 _BASE: Any = AutoHTTPProtocol
