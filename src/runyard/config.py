@@ -30,7 +30,7 @@ class Settings(BaseModel):
     metrics_public: bool = Field(default=True, description="serve /metrics without a token")
     port: int = Field(default=8000, ge=0, le=65535)
     capacity: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    max_queue: int | None = Field(default=None, ge=0, description="global queue depth")
+    max_queue: int | None = Field(default=None, ge=1, description="global queue depth")
     jobs_refresh_s: float = Field(default=1.0, ge=0)
     fsync: bool = Field(default=False, description="fsync exit files and the database")
     shutdown_timeout_s: float = Field(default=10.0, gt=0)

@@ -186,9 +186,12 @@ def test_twelve_calls_with_room_for_ten_queue_and_all_get_answers(
 def test_a_full_queue_is_a_rate_limit_after_the_retries_it_asks_for(
     start_server, gated, jobs_dir
 ) -> None:
-    gated("full", head="max_queue = 0\n")
+    gate = gated("full", head="max_queue = 1\nconcurrency = 1\n")
     (jobs_dir / "quick.toml").write_text('command = ["true"]\n')
     server = start_server(jobs_dir)
+    held = [web.post(f"{server.url}/v1/runs", json={"job": "full", "params": {"conversation": c}})
+            for c in ("runs", "waits")]  # fmt: skip
+    assert [r.status_code for r in held] == [202, 202]  # one running (gated), one queued: full
     for _ in range(3):  # a finish rate, so that the server can say when to come back
         web.post(f"{server.url}/v1/runs", json={"job": "quick"},
                    headers={"Prefer": "wait=30"}, timeout=40)  # fmt: skip
@@ -208,7 +211,8 @@ def test_a_full_queue_is_a_rate_limit_after_the_retries_it_asks_for(
                 if '"route":"/v1/chat/completions"' in line.replace(" ", "")]  # fmt: skip
 
     assert wait_for(lambda: len(s := statuses()) >= 3 and s) == [429, 429, 429]
-    assert runs_of(server, "full") == []
+    assert sorted(r["id"] for r in runs_of(server, "full")) == sorted(r.json()["id"] for r in held)
+    gate.touch()
 
 
 def test_errors_are_in_openai_shape(start_server, gated, jobs_dir) -> None:

@@ -143,6 +143,11 @@ def test_invalid_params_name_the_field(tmp_path: Path, params: dict, field: str)
             'command = ["x"]\n[limits]\nmax_log_mb = 1e300\n',
             "limits.max_log_mb: Input should be less than or equal to 8796093022207",
         ),
+        # a queue of none refused every run, a free slot or not (a probe)
+        (
+            'command = ["x"]\nmax_queue = 0\n',
+            "max_queue: Input should be greater than or equal to 1",
+        ),
         # file params: an upload per run, limits only where they mean something
         ('command = ["x"]\n[params.f]\ntype = "file"\ndefault = "upload:x"\n', "no default"),
         ('command = ["x"]\n[params.f]\ntype = "str"\nmax_mb = 1\n', "only for file"),

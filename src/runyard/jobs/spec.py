@@ -120,7 +120,7 @@ class JobSpec(BaseModel):
     backoff: Backoff = Field(default_factory=Backoff)
     concurrency: int | None = Field(default=None, ge=1)
     priority: int = Field(default=0, ge=-1000, le=1000)
-    max_queue: int | None = Field(default=None, ge=0)
+    max_queue: int | None = Field(default=None, ge=1)  # 0 would refuse every run: none queues
     workspace: str = "empty"
     artifacts: list[str] = Field(default_factory=lambda: ["outputs/**"])
     env: dict[str, str] = Field(default_factory=dict)
