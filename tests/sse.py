@@ -47,7 +47,7 @@ async def watch_log(
                 return got
             if sse.id:
                 got.last_id = sse.id
-                got.arrivals.append((int(sse.id), time.monotonic()))
+                got.arrivals.append((int(sse.id.rpartition(":")[2]), time.monotonic()))
             if stop_after_bytes is not None and len(got.data) >= stop_after_bytes:
                 return got
     return got

@@ -326,13 +326,15 @@ class Client:
         same attempt: no gap, no repeat."""
         url = f"/v1/runs/{run_id}/logs/stream"
         params: dict[str, Any] = {"attempt": attempt} if attempt else {}
-        for sse in sse_events(self.http, self._check, url, params, str(offset), retries):
+        if offset:
+            params["offset"] = offset  # then the ids it is sent (ATTEMPT:OFFSET past attempt 1)
+        for sse in sse_events(self.http, self._check, url, params, "", retries):
             if sse.event == "attempt":
                 params["attempt"] = int(json.loads(sse.data)["attempt"])  # pinned from now on
                 yield LogStart(params["attempt"])
             elif sse.event in ("log", "log.b64"):
                 data = sse.data.encode() if sse.event == "log" else base64.b64decode(sse.data)
-                yield LogPiece(int(sse.id), data)
+                yield LogPiece(int(sse.id.rpartition(":")[2]), data)
             elif sse.event in ("end", "lagged", "shutdown"):
                 yield StreamEnd(sse.event, json.loads(sse.data))
                 return

@@ -54,7 +54,8 @@ def sse_events(
     while True:
         try:
             with connect_sse(
-                http, "GET", url, params=params, headers={"Last-Event-ID": last_id},
+                http, "GET", url, params=params,
+                headers={"Last-Event-ID": last_id} if last_id else {},  # none: from `params`
                 # the server sends a heartbeat every 15 s: a stream silent for a minute
                 # is gone, whatever its socket says
                 timeout=httpx.Timeout(30.0, read=SSE_SILENCE_S),

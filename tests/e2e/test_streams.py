@@ -13,7 +13,7 @@ import pytest
 
 from runyard.models import RunState
 from tests import web
-from tests.sse import watch_events, watch_log
+from tests.sse import Watched, watch_events, watch_log
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -309,6 +309,42 @@ def test_the_feed_tells_of_every_run_its_states_and_its_progress(start_server) -
     assert fractions == sorted(fractions)
 
 
+RETRIED = (
+    'command = ["sh", "-c", "echo attempt $RUNYARD_ATTEMPT of a log; [ $RUNYARD_ATTEMPT -gt 1 ] '
+    '&& exit 0; while [ ! -e go ]; do sleep 0.02; done; exit 1"]\n'
+    "max_attempts = 2\nretry_on = [1]\n[backoff]\nbase_s = 0.05\njitter = 0\n"
+)
+
+
+def test_a_log_stream_resumes_in_the_attempt_it_was_reading(start_server, write_job, jobs_dir):
+    """A retry's log ids went on from 0 like the first attempt's: a client reconnecting with
+    an id of attempt 1 (as an EventSource does) was served attempt 2 from that offset, its
+    first bytes skipped without a word (a probe). Past attempt 1 an id is ATTEMPT:OFFSET."""
+    write_job("retried", RETRIED)
+    server = start_server(jobs_dir)
+    run_id = web.post(f"{server.url}/v1/runs", json={"job": "retried"}).json()["id"]
+    url = f"{server.url}/v1/runs/{run_id}/logs/stream"
+
+    async def main() -> tuple[Watched, Watched, Watched, Watched]:
+        async with web.AsyncClient(timeout=60) as client:
+            first = await watch_log(client, url, stop_after_bytes=len("attempt 1 of a log\n"))
+            (server.data_dir / "runs" / run_id / "workspace" / "go").touch()
+            run = f"{server.url}/v1/runs/{run_id}"
+            succeeded = lambda: web.get(run).json()["state"] == "succeeded"  # noqa: E731
+            await asyncio.to_thread(wait_for, succeeded, 30, "the retry's success")
+            again = await watch_log(client, url, last_id=first.last_id)
+            latest = await watch_log(client, url, stop_after_bytes=8)
+            rest = await watch_log(client, url, last_id=latest.last_id)
+            return first, again, latest, rest
+
+    first, again, latest, rest = asyncio.run(main())
+    assert first.last_id == "19" and bytes(first.data) == b"attempt 1 of a log\n"
+    assert again.data == b"" and again.end is not None and again.end["attempt"] == 1
+    assert latest.last_id is not None and latest.last_id.startswith("2:")
+    assert bytes(latest.data) + bytes(rest.data) == log_bytes(server, run_id, 2)
+    assert log_bytes(server, run_id, 2) == b"attempt 2 of a log\n"
+
+
 def test_resume_points_are_validated_before_any_work_and_published(
     start_server, chatter_jobs
 ) -> None:
@@ -346,7 +382,8 @@ def test_resume_points_are_validated_before_any_work_and_published(
         header = params["Last-Event-ID"]
         assert header["in"] == "header" and not header.get("required", False)
         assert header["schema"]["type"] == "string"  # never null
-        assert header["schema"]["pattern"] == "^[0-9]{1,18}$"
+        pattern = "^([1-9][0-9]{0,17}:)?[0-9]{1,18}$" if path == "logs/stream" else "^[0-9]{1,18}$"
+        assert header["schema"]["pattern"] == pattern
         query = params[name]["schema"]
         assert "anyOf" not in query  # never null either
         assert (query["type"], query["minimum"], query["maximum"]) == ("integer", 0, int(top))

@@ -52,6 +52,18 @@ LastEventId = Annotated[
         description="resume point: the id of the last event received (wins over the query)",
     ),
 ]
+# A log event's id is its offset in attempt 1's log, or ATTEMPT:OFFSET in a later attempt's: a
+# client that reconnects by itself (an EventSource) sends it back, and must resume in the
+# attempt it was reading, not at that offset of whichever attempt is the latest now.
+LogEventId = Annotated[
+    Annotated[str, StringConstraints(pattern=r"^([1-9][0-9]{0,17}:)?[0-9]{1,18}$")] | None,
+    NullUnpublished(),
+    Header(
+        alias="Last-Event-ID",
+        description="resume point: the id of the last event received, OFFSET (attempt 1) or "
+        "ATTEMPT:OFFSET (wins over the query; the attempt query wins over its attempt)",
+    ),
+]
 ResumeQuery = Annotated[ResumeId | None, NullUnpublished(), Query()]
 AttemptQuery = Annotated[
     Annotated[int, Field(ge=1, le=MAX_RESUME_ID)] | None,
@@ -80,28 +92,44 @@ def _control(item: End | Lagged | Closed) -> tuple[str, dict[str, Any]]:
     return "shutdown", {"detail": "the server is shutting down; reconnect to resume"}
 
 
+def _log_resume_point(last_event_id: str | None, query: int | None) -> tuple[int | None, int]:
+    """The attempt (None: the latest) and the offset a log stream resumes from."""
+    if last_event_id is None:
+        return None, query or 0
+    attempt, _, offset = last_event_id.rpartition(":")
+    if attempt:
+        return int(attempt), int(offset)
+    # a bare id is attempt 1's (0: from the start, of the latest attempt, as a new stream)
+    return (1 if int(offset) else None), int(offset)
+
+
 def _lagged_from(start: int) -> Callable[[str | None], ServerSentEvent]:
     """The `lagged` event of a watcher dropped for not taking a send in time: resume after the
     last event its connection was handed, or where it began when it was handed none."""
 
     def farewell(last_id: str | None) -> ServerSentEvent:
-        name, body = _control(Lagged(start if last_id is None else int(last_id)))
+        offset = start if last_id is None else int(last_id.rpartition(":")[2])
+        name, body = _control(Lagged(offset))
         return ServerSentEvent(data=json.dumps(body), event=name)
 
     return farewell
 
 
-def log_event(chunk: Chunk) -> ServerSentEvent:
+def log_event(chunk: Chunk, attempt: int = 1) -> ServerSentEvent:
     # SSE frames text by lines (\r, \n, \r\n all end a line), so a chunk goes as text only when
     # that framing gives back exactly its bytes; otherwise as base64.
     try:
         text = chunk.data.decode("utf-8")
         if "\r" not in text:
-            return ServerSentEvent(data=text, event="log", id=str(chunk.end))
+            return ServerSentEvent(data=text, event="log", id=_log_id(chunk, attempt))
     except UnicodeDecodeError:
         pass
     data = base64.b64encode(chunk.data).decode()
-    return ServerSentEvent(data=data, event="log.b64", id=str(chunk.end))
+    return ServerSentEvent(data=data, event="log.b64", id=_log_id(chunk, attempt))
+
+
+def _log_id(chunk: Chunk, attempt: int) -> str:
+    return str(chunk.end) if attempt == 1 else f"{attempt}:{chunk.end}"
 
 
 def event_payload(event: RunEvent) -> dict[str, Any]:
@@ -115,18 +143,20 @@ async def stream_log(
     follow_log: LogFollowerDep,
     settings: SettingsDep,
     hub: HubDep,
-    last_event_id: LastEventId = None,
+    last_event_id: LogEventId = None,
     offset: ResumeQuery = None,
     attempt: AttemptQuery = None,
 ) -> EventSourceResponse:
-    start = _resume_point(last_event_id, offset)
+    resumed, start = _log_resume_point(last_event_id, offset)
     await runs.get(run_id)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        async for item in follow_log(run_id, attempt, start):
+        following = 1
+        async for item in follow_log(run_id, attempt or resumed, start):
             if isinstance(item, Chunk):
-                yield log_event(item)
+                yield log_event(item, following)
             elif isinstance(item, Following):
+                following = item.attempt
                 yield ServerSentEvent(data=json.dumps({"attempt": item.attempt}), event="attempt")
             else:
                 name, body = _control(item)
