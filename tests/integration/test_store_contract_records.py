@@ -145,8 +145,22 @@ async def test_finished_before_lists_ended_runs_oldest_first_in_pages(store: Sto
     assert [r[0] for r in listed] == oldest_first
     assert listed[0][1] == {"name": "job2", "command": ["true"]}  # the job as submitted
     assert [r[2] for r in listed] == [2998.0, 2999.0, 3000.0]
-    assert [r[0] for r in await store.finished_before(5000.0, 2, offset=2)] == oldest_first[2:]
+    page = await store.finished_before(5000.0, 2)
+    after = (page[-1][2], page[-1][0])
+    assert [r[0] for r in await store.finished_before(5000.0, 2, after)] == oldest_first[2:]
     assert [r[0] for r in await store.finished_before(2999.0, 10)] == oldest_first[:1]
+    # runs that ended at the same time are each listed once, a page boundary between them
+    tied = []
+    for _ in range(3):
+        await store.insert_run(make_run())
+        (claim,) = await store.claim(1, {}, now=2000.0, host="h")  # the oldest queued first
+        await store.end_attempt(claim.run.id, 1, succeeded(3500.0))
+        tied.append(claim.run.id)
+    seen, after_ = [], None
+    while page := await store.finished_before(5000.0, 1, after_):
+        seen.append(page[0][0])
+        after_ = (page[0][2], page[0][0])
+    assert seen == oldest_first + sorted(tied)
 
 
 async def test_a_runs_state_events_record_each_change_when_it_happened(store: Store) -> None:

@@ -85,17 +85,17 @@ class Retention:
         if shortest is None:
             return 0
         now = self.clock.now()
-        removed = kept = 0
-        while True:  # oldest first; runs kept by a longer job TTL are paged past
-            page = await self.store.finished_before(now - shortest, BATCH, kept)
+        removed = 0
+        after: tuple[float, str] | None = None
+        while True:  # oldest first; runs kept by a longer job TTL are paged past, once
+            page = await self.store.finished_before(now - shortest, BATCH, after)
+            if page:
+                after = (page[-1][2], page[-1][0])
             for run_id, spec, finished_at in page:
                 ttl = ttl_of(spec, self.default_s)
-                if ttl is None or finished_at >= now - ttl or not await self._mine(run_id):
-                    kept += 1
-                else:
-                    outcome = await self._remove(run_id)
-                    removed += outcome is True
-                    kept += outcome is None  # its files would not go: kept, tried next sweep
+                if ttl is not None and finished_at < now - ttl and await self._mine(run_id):
+                    # None: its files would not go: kept, tried again at the next sweep
+                    removed += await self._remove(run_id) is True
             if len(page) < BATCH:
                 break
         if removed:

@@ -171,9 +171,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def finished_before(
-        self, before: float, limit: int, offset: int = 0
+        self, before: float, limit: int, after: tuple[float, str] | None = None
     ) -> list[tuple[str, dict[str, Any], float]]:
-        """(id, job spec, finished_at) of runs that ended before `before`, oldest first."""
+        """(id, job spec, finished_at) of runs that ended before `before`, oldest first (by
+        finished_at, then id), after the run `after` names by its (finished_at, id)."""
 
     @abc.abstractmethod
     async def delete_run(self, run_id: str) -> bool:

@@ -336,9 +336,12 @@ def request_cancel(run_id: str) -> Unit[Run | None]:
 
 
 def finished_before(
-    before: float, limit: int, offset: int
+    before: float, limit: int, after: tuple[float, str] | None
 ) -> Unit[list[tuple[str, dict[str, Any], float]]]:
-    found = yield rows("FINISHED_BEFORE", before, limit, offset)
+    if after is None:
+        found = yield rows("FINISHED_BEFORE", before, limit)
+    else:
+        found = yield rows("FINISHED_BEFORE_AFTER", before, after[0], after[0], after[1], limit)
     return [(r[0], loads(r[1]), r[2]) for r in found]
 
 

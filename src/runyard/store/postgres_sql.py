@@ -237,8 +237,18 @@ UPDATE_SCHEDULE = (
 )
 LIST_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id"  # noqa: S608
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = %s"
+# oldest first, each page after the last one's (finished_at, id): a sweep reads each finished
+# run once, where an OFFSET made it read every run it had paged past again at each page
 FINISHED_BEFORE = (
-    "SELECT id, spec, finished_at FROM runs WHERE finished_at IS NOT NULL AND finished_at < %s "
+    "SELECT id, spec, finished_at FROM runs "
+    "WHERE finished_at IS NOT NULL AND finished_at < %s "
     "AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out') "
-    "ORDER BY finished_at LIMIT %s OFFSET %s"
+    "ORDER BY finished_at, id LIMIT %s"
+)
+FINISHED_BEFORE_AFTER = (
+    "SELECT id, spec, finished_at FROM runs "
+    "WHERE finished_at IS NOT NULL AND finished_at < %s "
+    "AND finished_at >= %s AND (finished_at, id) > (%s, %s) "
+    "AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out') "
+    "ORDER BY finished_at, id LIMIT %s"
 )

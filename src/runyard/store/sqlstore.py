@@ -145,9 +145,9 @@ class SQLStore(Store):
         return await self._write(partial(logic.request_cancel, run_id))
 
     async def finished_before(
-        self, before: float, limit: int, offset: int = 0
+        self, before: float, limit: int, after: tuple[float, str] | None = None
     ) -> list[tuple[str, dict[str, Any], float]]:
-        return await self._read(partial(logic.finished_before, before, limit, offset))
+        return await self._read(partial(logic.finished_before, before, limit, after))
 
     async def delete_run(self, run_id: str) -> bool:
         return await self._write(partial(logic.delete_run, run_id))
