@@ -121,7 +121,16 @@ class SubmitRequest(RequestBody):
 
 
 class BatchRequest(RequestBody):
-    model_config = ConfigDict(extra="forbid")
+    # exactly one of iterations and sweep, as the server checks it (422 otherwise)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {"iterations": {"type": "integer"}}, "required": ["iterations"]},
+                {"properties": {"sweep": {"type": "object"}}, "required": ["sweep"]},
+            ]
+        },
+    )
 
     job: JobName
     params: Params = Field(default_factory=dict, description="shared by every run")
