@@ -159,6 +159,11 @@ def test_openapi_is_served(server: InProcessServer) -> None:
     spec = server.get("/openapi.json").json()
     assert "/v1/runs" in spec["paths"]
     assert "/v1/runs/{run_id}/artifacts/{path}" in spec["paths"]
+    # a batch: exactly one of iterations and sweep, as the server checks (neither, both: 422)
+    one_of = spec["components"]["schemas"]["BatchRequest"]["oneOf"]
+    assert [branch["required"] for branch in one_of] == [["iterations"], ["sweep"]]
+    for body in ({"job": "true"}, {"job": "true", "iterations": 2, "sweep": {"a": [1]}}):
+        assert server.post("/v1/batches", json=body).status_code == 422
 
 
 def test_jobs_list_publishes_schema_and_load_errors(
