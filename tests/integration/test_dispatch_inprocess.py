@@ -4,6 +4,7 @@ this process on the real SQLite store, its attempts ended by the test (tests/fak
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -406,3 +407,28 @@ def test_a_batch_stays_done_when_its_runs_are_deleted(tmp_path: Path, jobs: Path
             "id": batch["id"], "job": "mark", "size": 2, "created_at": None,
             "counts": {"succeeded": 1}, "done": True, "idempotency_key": None,
         }  # fmt: skip
+
+
+def test_nothing_is_spawned_on_a_new_supervisor_before_the_pass_that_settles_the_old(
+    tmp_path: Path, jobs: Path
+) -> None:
+    """A run claimed between the new supervisor's start and the reconcile pass was spawned,
+    then taken by that pass for one never started: killed and re-queued (a probe)."""
+    with faked(tmp_path, jobs, capacity=2) as srv:
+        listed = srv.executor.running
+        paused_while_listed: list[bool] = []
+
+        async def running() -> Any:
+            paused_while_listed.append(srv.runtime.dispatcher.paused)
+            return await listed()
+
+        srv.executor.running = running  # type: ignore[method-assign]
+        srv.executor.connected = False  # the supervisor died
+        srv.call(srv.runtime.lifecycle._supervisor_lost())
+        task = srv.runtime.lifecycle._reconnecting
+        assert task is not None
+        srv.call(asyncio.wait_for(asyncio.shield(task), 30))
+        assert paused_while_listed == [True]  # the pass ran with nothing being spawned
+        assert not srv.runtime.dispatcher.paused  # and claims go on after it
+        run = srv.submit("mark")
+        assert launches(srv, 1) == [run["id"]]

@@ -133,6 +133,11 @@ class Dispatcher:
         self.paused = True
         await self._claims_over.wait()
 
+    def resume(self) -> None:
+        """After a pause that was not a drain (its supervisor replaced): claims again."""
+        self.paused = False
+        self.queue.set()
+
     async def stop(self) -> None:
         self.attempts.end_claims = None
         task = self._task

@@ -93,20 +93,27 @@ class Lifecycle:
         for a while) used to leave the server disconnected for good: never ready again, and
         every claimed run re-queued once a second, a new attempt number each time."""
         delay = RECONNECT_FIRST_S
-        while not self.draining:
-            try:
-                await self.executor.reconnect()
-            except Exception:
-                log.exception("supervisor_restart_failed", retry_in_s=delay)
-            else:
-                await self.reconciler.run()
-                self.dispatcher.queue.set()
-                if self.executor.healthy:
-                    return
-                # lost again meanwhile (that loss found this task still going): once more
-                log.error("supervisor_lost_again", retry_in_s=delay)
-            await asyncio.sleep(delay)  # nothing tells when a start may work: try again
-            delay = min(2 * delay, RECONNECT_MAX_S)
+        # Nothing is spawned on the new supervisor before the pass that settles what the old
+        # one ran: that pass, listing the new one's programs first, would take an attempt
+        # spawned meanwhile for one that never started (killed, and re-queued as such).
+        await self.dispatcher.pause()
+        try:
+            while not self.draining:
+                try:
+                    await self.executor.reconnect()
+                except Exception:
+                    log.exception("supervisor_restart_failed", retry_in_s=delay)
+                else:
+                    await self.reconciler.run()
+                    if self.executor.healthy:
+                        return
+                    # lost again meanwhile (that loss found this task still going): once more
+                    log.error("supervisor_lost_again", retry_in_s=delay)
+                await asyncio.sleep(delay)  # nothing tells when a start may work: try again
+                delay = min(2 * delay, RECONNECT_MAX_S)
+        finally:
+            if not self.draining:  # a drain keeps it paused
+                self.dispatcher.resume()
 
     async def stop(self) -> None:
         """After the executor stopped: the ends it delivered are recorded."""
