@@ -23,6 +23,8 @@ JOBS = {
     "flood": 'command = ["true"]\nconcurrency = 1\n',
     "flaky": 'command = ["false"]\nmax_attempts = 3\nretry_on = [1]\n'
     "[backoff]\nbase_s = 30\nfactor = 2\njitter = 0\n",
+    "defaults": 'command = ["true"]\n[params.n]\ntype = "int"\ndefault = 0\n'
+    '[params.x]\ntype = "float"\ndefault = 1.5\n',
     "grid": 'command = ["echo", "{a}", "{b}"]\n[params.a]\ntype = "int"\n'
     '[params.b]\ntype = "int"\nmax = 100\n',
 }
@@ -432,3 +434,25 @@ def test_nothing_is_spawned_on_a_new_supervisor_before_the_pass_that_settles_the
         assert not srv.runtime.dispatcher.paused  # and claims go on after it
         run = srv.submit("mark")
         assert launches(srv, 1) == [run["id"]]
+
+
+def test_a_replay_is_the_same_request_whatever_way_its_params_were_written(
+    server: FakedServer,
+) -> None:
+    """Compared as sent: a default sent that was left out, a float sent as 1 and read back as
+    1.0 (how GET answers it), were "a different request" (409) (a probe: 1,891 of 2,802)."""
+
+    def submit(key: str, params: dict[str, Any]) -> Any:
+        return server.post("/v1/runs", json={"job": "defaults", "params": params},
+                           headers={"Idempotency-Key": key})  # fmt: skip
+
+    first = submit("k1", {})
+    assert first.status_code == 202
+    for same in ({"n": 0}, {"x": 1.5}, {"n": 0, "x": 1.5}):
+        replay = submit("k1", same)
+        assert replay.status_code == 202 and replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.json()["id"] == first.json()["id"]
+    assert submit("k1", {"n": 1}).status_code == 409
+    floats = submit("k2", {"x": 2})
+    stored = server.run(floats.json()["id"])["params"]
+    assert submit("k2", stored).json()["id"] == floats.json()["id"]

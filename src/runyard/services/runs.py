@@ -156,9 +156,14 @@ class RunService:
         if job.spec.has_files:
             await self.check_files(job, values, {})
         digest = None  # only a replay under the same key compares requests
+        asked: tuple[str, ...] = ()
         if idempotency_key is not None:
-            digest = request_hash(job_name, params, priority, labels)
-            existing = await self._by_key(idempotency_key, digest)
+            # of the params as validated: a default sent or left out, 1 or 1.0 for a float,
+            # ask for the same run (a stored run's params sent back are the same request);
+            # also as sent, which is how runs stored before this were hashed
+            digest = request_hash(job_name, values, priority, labels)
+            asked = (digest, request_hash(job_name, params, priority, labels))
+            existing = await self._by_key(idempotency_key, asked)
             if existing is not None:
                 return existing, False
         await self.admit(job_name, job.spec.max_queue)
@@ -180,7 +185,7 @@ class RunService:
         stored, created = await self.stored_with_uploads(job, [run], insert)
         if not created:  # the key was taken meanwhile (so there is a key, and a digest)
             await self.unreference(job, [run])
-            return self._same_request(stored, digest or ""), False
+            return self._same_request(stored, asked), False
         self.announce("submitted", {"id": stored.id, "job": stored.job})
         return stored, True
 
@@ -235,14 +240,14 @@ class RunService:
             idempotency_key=idempotency_key, request_hash=request_hash,
         )  # fmt: skip
 
-    async def _by_key(self, key: str, digest: str) -> Run | None:
+    async def _by_key(self, key: str, asked: tuple[str, ...]) -> Run | None:
         # A replay is answered before admission: a full queue must not refuse it.
         run = await self.store.get_run_by_idempotency_key(key)
-        return None if run is None else self._same_request(run, digest)
+        return None if run is None else self._same_request(run, asked)
 
     @staticmethod
-    def _same_request(run: Run, digest: str) -> Run:
-        if run.request_hash != digest:
+    def _same_request(run: Run, asked: tuple[str, ...]) -> Run:
+        if run.request_hash not in asked:
             raise ConflictError(
                 "this Idempotency-Key was used for a different request", run_id=run.id
             )
