@@ -283,3 +283,15 @@ def test_a_null_timing_clears_only_its_own_kind(server: FakedServer) -> None:
     resp = server.request("PATCH", f"/v1/schedules/{sid}", json={"cron": None})
     assert resp.status_code == 422, resp.text
     assert get(server, sid)["cron"] == "0 * * * *"
+
+
+def test_a_draining_server_fires_nothing_and_looks_again_only_after_a_pause(
+    server: FakedServer,
+) -> None:
+    """While draining a due fire is left due; the tick said it fired nothing "refused", so
+    the scheduler looked again at once, for ever: 70,000 ticks a second (a review)."""
+    sid = create(server, job="tick", interval_s=MINUTE, overlap="allow")["id"]
+    server.runtime.runs.stop_accepting()
+    server.clock.advance(MINUTE + 1)
+    assert server.call(server.runtime.scheduler._tick()) is True  # wait FIRE_RETRY_S first
+    assert runs_of(server, sid) == [] and get(server, sid)["fire_count"] == 0

@@ -4,14 +4,16 @@ be held in memory for as long as the schedule exists."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from runyard.errors import InvalidInputError, NotFoundError
 from runyard.fastjson import dumps
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
+from runyard.models import Schedule
 from runyard.scheduling.file_params import FileParams
-from runyard.scheduling.timing import check_cron, check_interval
+from runyard.scheduling.timing import check_cron, check_interval, next_after
 
 # The scheduler holds every schedule in memory (it fires them without reading the store), up
 # to `max_schedules` of them. A request body may be 1 MiB: a thousand such schedules held a
@@ -55,3 +57,35 @@ async def check_request(
         if files is None:
             raise InvalidInputError("this server takes no uploads", field="params")
         await files.check_files(declared, values, {})
+
+
+async def changed(
+    s: Schedule,
+    changes: dict[str, Any],
+    registry: JobRegistry,
+    files: FileParams | None,
+    min_interval_s: float,
+    now: float,
+) -> Schedule:
+    """A copy of `s` with `changes` (a PATCH's) made, checked."""
+    params = changes.get("params", s.params)
+    timing = "cron" in changes or "interval_s" in changes
+    # a new timing replaces the other kind; a null one replaces nothing
+    cron = changes.get("cron", None if changes.get("interval_s") else s.cron)
+    interval = changes.get("interval_s", None if changes.get("cron") else s.interval_s)
+    if changes.keys() - {"paused", "overlap", "catch_up"}:
+        # what it runs or when: checked as a new schedule (a pause alone is not, so a schedule
+        # whose job was removed or changed can still be paused)
+        await check_request(registry, files, min_interval_s, s.job, params, cron, interval, now)
+    resumed = s.paused and changes.get("paused") is False
+    t = replace(s, params=params, cron=cron, interval_s=interval)
+    for key in ("overlap", "catch_up", "paused"):
+        if key in changes:
+            setattr(t, key, changes[key])
+    if t.paused or t.overlap != "queue":
+        t.pending = False  # a fire waiting for the previous run's end: not any more
+    if timing or resumed:
+        # on the grid the fires follow (an interval counts from created_at), so the first fire
+        # after a change is no nearer than the rest
+        t.next_fire_at = next_after(t.cron, t.interval_s, t.created_at, now)
+    return t

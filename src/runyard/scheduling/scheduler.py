@@ -28,7 +28,7 @@ from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
 from runyard.models import Run, RunState, Schedule
 from runyard.scheduling.file_params import FileParams
-from runyard.scheduling.requests import check_request
+from runyard.scheduling.requests import changed, check_request
 from runyard.scheduling.timing import next_after
 from runyard.services.runs import new_run
 from runyard.services.wakeup import Wakeup
@@ -135,14 +135,20 @@ class Scheduler:
         self._wake.set()
 
     async def _catch_up(self) -> None:
+        for _ in range(STALE_RETRIES):
+            try:
+                await self._skip_missed()
+            except StaleWriteError:  # changed elsewhere meanwhile: all looked at again, read
+                await self._read_all()
+            else:
+                return
+
+    async def _skip_missed(self) -> None:
         now = self.clock.now()
         for s in list(self.schedules.values()):
             missed = s.next_fire_at is not None and s.next_fire_at <= now and not s.paused
             if missed and s.catch_up == "none":  # skip what was missed while nobody fired
-                try:
-                    await self._saved(s, replace(s, next_fire_at=self._next(s, s.created_at, now)))
-                except StaleWriteError:  # changed elsewhere meanwhile: its new state is read
-                    await self._read_all()
+                await self._saved(s, replace(s, next_fire_at=self._next(s, s.created_at, now)))
             # catch_up == "once": it is due now and fires once at the first tick
 
     async def _lead(self) -> bool:
@@ -186,9 +192,14 @@ class Scheduler:
             self._wake.clear()
 
     async def _tick(self) -> bool:
-        """Fire what is due; whether a fire failed (its write refused: a full disk)."""
+        """Fire what is due; whether a fire failed (its write refused: a full disk) or none
+        may be made now (the server is shutting down: each stays due, for its catch_up after
+        the restart). Either way the next look is FIRE_RETRY_S away, not at once."""
         refused = False
         now = self.clock.now()
+        if not self._accepting():
+            self._publish("running", tick=now)
+            return True
         due = sorted(
             (s for s in self.schedules.values()
              if not s.paused and s.next_fire_at is not None and s.next_fire_at <= now),
@@ -249,11 +260,8 @@ class Scheduler:
         # on a copy, `s` changed only once the store has it (`_saved`): read meanwhile, it
         # names no run not yet stored, and a write that fails (a full disk) leaves it as it
         # was, due again at the next tick
-        if self.files is not None:
-            try:
-                self.files.check_accepting()
-            except UnavailableError:
-                return  # shutting down: left due, for its catch_up after the restart
+        if not self._accepting():
+            return  # shutting down: left due, for its catch_up after the restart
         t = replace(s)
         if not pending:
             t.next_fire_at = self._next(t, t.created_at, now)
@@ -281,6 +289,14 @@ class Scheduler:
         else:  # as a submit's: its uploads marked as used, then stored
             await self.files.stored_with_uploads(job, [run], lambda: self._saved(s, t, run))
         self.queue.set()
+
+    def _accepting(self) -> bool:
+        if self.files is not None:
+            try:
+                self.files.check_accepting()
+            except UnavailableError:
+                return False
+        return True
 
     async def _saved(self, s: Schedule, changed: Schedule, run: Run | None = None) -> None:
         """`changed` (a copy of `s`) written, with `run` if it fired one; then `s` takes it,
@@ -385,7 +401,9 @@ class Scheduler:
         async with self._lock:
             for tries in range(STALE_RETRIES):
                 s = self.get(schedule_id)
-                t = await self._changed(s, changes)
+                t = await changed(
+                    s, changes, self.registry, self.files, self.min_interval_s, self.clock.now()
+                )
                 try:
                     await self._saved(s, t)  # refused (a full disk): the schedule stays as it was
                     break
@@ -398,33 +416,6 @@ class Scheduler:
             self._publish(self.snapshot.status)
         self._wake.set()
         return s
-
-    async def _changed(self, s: Schedule, changes: dict[str, Any]) -> Schedule:
-        """A copy of `s` with `changes` made, checked."""
-        params = changes.get("params", s.params)
-        timing = "cron" in changes or "interval_s" in changes
-        # a new timing replaces the other kind; a null one replaces nothing
-        cron = changes.get("cron", None if changes.get("interval_s") else s.cron)
-        interval = changes.get("interval_s", None if changes.get("cron") else s.interval_s)
-        if changes.keys() - {"paused", "overlap", "catch_up"}:
-            # what it runs or when: checked as a new schedule (a pause alone is not, so a
-            # schedule whose job was removed or changed can still be paused)
-            await check_request(
-                self.registry, self.files, self.min_interval_s, s.job, params, cron, interval,
-                self.clock.now(),
-            )  # fmt: skip
-        resumed = s.paused and changes.get("paused") is False
-        t = replace(s, params=params, cron=cron, interval_s=interval)
-        for key in ("overlap", "catch_up", "paused"):
-            if key in changes:
-                setattr(t, key, changes[key])
-        if t.paused or t.overlap != "queue":
-            t.pending = False  # a fire waiting for the previous run's end: not any more
-        if timing or resumed:
-            # on the grid the fires follow (an interval counts from created_at), so the
-            # first fire after a change is no nearer than the rest
-            t.next_fire_at = next_after(t.cron, t.interval_s, t.created_at, self.clock.now())
-        return t
 
     async def delete(self, schedule_id: str) -> None:
         async with self._lock:

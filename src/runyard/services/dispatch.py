@@ -369,6 +369,8 @@ class Dispatcher:
         failpoints.hit("before_spawn")
         if launch.inputs and self.inputs is not None:
             await self.inputs.ensure(claim.run.id, launch.inputs.values())
+            if self.paused:  # meanwhile: a drain, or a supervisor replaced (not before reconcile)
+                raise ExecutorUnavailableError("paused while its inputs were fetched")
         return await self.executor.launch(launch)
 
     async def _start(self, claim: Claim, sent: Awaitable[Started | None] | None) -> None:
