@@ -89,7 +89,9 @@ def prefer_of(headers: Headers) -> str | None:
 def prefer_wait(prefer: str | None, limit: float) -> float:
     """RFC 7240 `Prefer: wait=N` (the first, if several), bounded by the server's max_wait_s;
     a wait that is not a number of seconds is refused (422), not read as what it begins with."""
-    for preference in _PREFERENCES.split(prefer or ""):
+    if not prefer:  # nearly every submission: nothing to parse
+        return 0.0
+    for preference in _PREFERENCES.split(prefer):
         name, _, value = preference.split(";", 1)[0].partition("=")
         if name.strip().lower() != "wait":
             continue
