@@ -58,7 +58,10 @@ class Settings(BaseModel):
     )
     max_wait_s: float = Field(default=300.0, ge=0, description="bound on Prefer: wait=N")
     heartbeat_s: float = Field(default=15.0, gt=0, description="idle stream keep-alive")
-    stream_send_timeout_s: float = Field(default=30.0, gt=0, description="then drop a watcher")
+    stream_send_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="then drop a watcher; a client taking nothing for 2x this + heartbeat_s is cut",
+    )  # fmt: skip
     json_depth_ceiling: int = Field(
         default=32, ge=1, le=128, description="most nesting a job file may allow a json param"
     )

@@ -23,7 +23,8 @@ A response may drop its connection at once through the `runyard.abort` ASGI exte
 stream whose watcher stopped reading).
 
 It wraps uvicorn's own HTTP protocol (httptools, or h11 where that is missing) and watches
-only what both have: `cycle` (a new one per parsed request head) and the transport.
+only what both have: `cycle` (a new one per parsed request head) and the transport. A client
+that stops taking an answer is cut by the guard below it (write_stall.py).
 """
 
 from __future__ import annotations
@@ -33,12 +34,11 @@ import sys
 from typing import Any, cast
 
 import orjson
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from runyard.api.client_gone import ABORT_EXTENSION
 from runyard.cli.head_with_body import HeadWithBody
+from runyard.cli.write_stall import WriteStallGuard
 
-_BASE: Any = AutoHTTPProtocol
 MAX_HEAD_BYTES = 64 * 1024  # a request line and its headers; nginx's default is 32 KiB
 LINGER_S = 2.0
 
@@ -72,7 +72,7 @@ def _malformed(reason: str) -> bytes:
     })  # fmt: skip
 
 
-class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
+class HeaderDeadlineProtocol(WriteStallGuard):
     header_timeout_s: float  # set on the subclass with_header_timeout makes
     _deadline: asyncio.TimerHandle | None = None
     _cycle_at_arm: object = None
@@ -293,8 +293,10 @@ class HeaderDeadlineProtocol(_BASE):  # type: ignore[misc]
             self.transport.close()
 
 
-def with_header_timeout(header_timeout_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's protocol class with this deadline (uvicorn makes one per connection)."""
+def with_header_timeout(header_timeout_s: float, stall_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's protocol class with this deadline and this cut of a client that stopped
+    reading (uvicorn makes one per connection)."""
     return type(
-        "HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout_s": header_timeout_s}
-    )
+        "HeaderDeadlineProtocol", (HeaderDeadlineProtocol,),
+        {"header_timeout_s": header_timeout_s, "stall_s": stall_s},
+    )  # fmt: skip

@@ -34,6 +34,14 @@ from runyard.store.schema_version import refusal_of
 log = structlog.get_logger("runyard")
 
 
+def stall_s(settings: Settings) -> float:
+    """How long a client may take none of an answer before it is cut (cli/write_stall.py).
+    A stream's watcher that stopped reading is told first (api/sse.py): its next event or
+    heartbeat comes within heartbeat_s of the stall, is given a send timeout, and its farewell
+    another."""
+    return 2 * settings.stream_send_timeout_s + settings.heartbeat_s
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -263,7 +271,7 @@ def serve(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         proxy_headers=False,
-        http=with_header_timeout(settings.header_timeout_s),
+        http=with_header_timeout(settings.header_timeout_s, stall_s(settings)),
         # runyard reads no client message but a close: a message is bounded small, nothing
         # is inflated, and a peer that stops answering pings is closed (cli/ws_guard.py)
         ws=GuardedWebSocket,
