@@ -31,6 +31,7 @@ from runyard.services.attempts import Attempts
 from runyard.services.batches import BatchService
 from runyard.services.diskspace import DiskGuard
 from runyard.services.dispatch import Dispatcher
+from runyard.services.file_audit import FileAuditor
 from runyard.services.health import HealthMonitor, HealthSources
 from runyard.services.lease import Lease
 from runyard.services.lifecycle import Lifecycle
@@ -163,6 +164,7 @@ class Runtime:
             lambda: settings.require_sandbox or registry.sandboxed, settings.sandbox_check_s
         )
         self.disk = DiskGuard(data_dir, settings.min_free_mb * 2**20)
+        self.file_audit = FileAuditor(self.store, data_dir / "runs", enabled=not clustered)
         self.health = HealthMonitor(
             HealthSources(
                 store=self.store, executor=self.executor, slots=self.slots, hub=self.hub,
@@ -252,6 +254,7 @@ class Runtime:
             log.warning("uploads_not_prepared", error=str(exc))
         self.upload_expiry.start()
         await self.health.start()
+        self.file_audit.start()
 
     def _store(self, settings: Settings, data_dir: Path) -> Store:
         if settings.on_postgres and settings.database_url is not None:
@@ -298,6 +301,7 @@ class Runtime:
         await self.membership.stop()
         await self.scheduler.stop()
         await self.reconciler.stop()
+        await self.file_audit.stop()
         await self.dispatcher.stop()
         await self.executor.stop()
         await self.lifecycle.stop()

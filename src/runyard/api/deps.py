@@ -174,6 +174,7 @@ class ServerState:
     tailers: int
     draining: bool
     slurm: dict[str, object] | None = None  # jobs in flight by Slurm state, the last poll
+    file_audit: dict[str, object] | None = None  # what the run directories know and it not
 
 
 async def _server_state(conn: HTTPConnection) -> ServerState:
@@ -184,6 +185,7 @@ async def _server_state(conn: HTTPConnection) -> ServerState:
         running_by_job=dict(rt.slots.running), watchers=rt.hub.watchers,
         notify=rt.hub.notifier.mode, tailers=len(rt.hub.tailers), draining=rt.draining,
         slurm=rt.slurm.status() if rt.slurm is not None else None,
+        file_audit=rt.file_audit.state.as_dict() if rt.file_audit.enabled else None,
     )  # fmt: skip
 
 

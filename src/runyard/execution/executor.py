@@ -220,6 +220,8 @@ class LocalExecutor:
     @staticmethod
     def _outcome(reply: dict[str, Any]) -> Started | None:
         if reply.get("ok"):
+            if reply.get("set_aside"):  # the store had forgotten an attempt of that number
+                log.warning("stale_attempt_files_set_aside", files=reply["set_aside"][:3])
             return Started(reply["pid"], reply["pgid"], reply["start_time"], reply["started_at"])
         if reply.get("exited"):
             return None

@@ -91,14 +91,32 @@ def _mkdir(directory: str) -> None:
         os.makedirs(directory, exist_ok=True)  # noqa: PTH103
 
 
-LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC  # open(path, "ab")'s
+# open(path, "ab")'s, but only ever a new file: an attempt number is given out once
+LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+STALE = ".stale-"  # what a file of a forgotten attempt is renamed to end with, and a time
 
 
-def open_log(req: SpawnRequest) -> int:
+def open_log(req: SpawnRequest, set_aside: list[str]) -> int:
     """The attempt's log, a descriptor closed by `start`: a file object would cost three more
-    system calls (fstat, lseek, ioctl) and two objects per spawn, for nothing read or written."""
+    system calls (fstat, lseek, ioctl) and two objects per spawn, for nothing read or written.
+
+    The store gives out each attempt number once, so a file already under this attempt's
+    names is never its own: it is of an attempt the store no longer knows (its record lost,
+    as a torn WAL without fsync loses it). Its log, exit record and progress file are renamed
+    aside (their names added to `set_aside`), so that none is taken for this attempt's end,
+    nor its log continued by this one's."""
     failpoints.check("log")
-    return os.open(req.log, LOG_FLAGS, 0o666)
+    try:
+        return os.open(req.log, LOG_FLAGS, 0o666)
+    except FileExistsError:  # O_EXCL: a link planted under the name is moved aside too
+        stamp = f"{STALE}{time.time_ns()}"
+        for name in (req.log, req.exit, req.progress):
+            if name is not None:
+                path = Path(name)
+                with contextlib.suppress(FileNotFoundError):
+                    aside = path.rename(path.with_name(path.name + stamp))
+                    set_aside.append(f"{path.parent.name}/{aside.name}")  # ID/attempt-N…
+        return os.open(req.log, LOG_FLAGS, 0o666)
 
 
 def start(req: SpawnRequest, log: int, started_at: float) -> Program:

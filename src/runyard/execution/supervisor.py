@@ -167,8 +167,9 @@ class Supervisor:
             return self.write_failed("workspace", f"cannot prepare the workspace: {exc}", exc)
         self.write_errors.pop("workspace", None)
         started_at = time.time()
+        set_aside: list[str] = []
         try:
-            log = spawning.open_log(req)
+            log = spawning.open_log(req, set_aside)
         except OSError as exc:
             return self.write_failed("log", f"cannot open the attempt's log: {exc}", exc)
         self.write_errors.pop("log", None)
@@ -183,13 +184,13 @@ class Supervisor:
             self.init_usage[prog.init_pid] = None
         if req.timeout_s:
             self.timers.add(req.timeout_s, "timeout", req.key)
-        return {
-            "ok": True,
-            "pid": prog.pid,
-            "pgid": prog.pgid,
-            "start_time": prog.start_time,
+        reply: dict[str, Any] = {
+            "ok": True, "pid": prog.pid, "pgid": prog.pgid, "start_time": prog.start_time,
             "started_at": started_at,
-        }
+        }  # fmt: skip
+        if set_aside:
+            reply["set_aside"] = set_aside
+        return reply
 
     def op_signal(self, msg: dict[str, Any]) -> dict[str, Any]:
         prog = self.by_key.get(str(msg["key"]))

@@ -184,6 +184,11 @@ class Store(abc.ABC):
     async def get_attempts(self, run_id: str) -> list[Attempt]: ...
 
     @abc.abstractmethod
+    async def last_attempts(self, run_ids: list[str]) -> dict[str, int | None]:
+        """{run id: its last attempt's number (0: none yet; None: finished)} for the runs of
+        `run_ids` it has."""
+
+    @abc.abstractmethod
     async def active_attempts(self, host: str | None = None) -> list[Attempt]:
         """Attempts starting or running (on `host`): what a restarted server reconciles."""
 

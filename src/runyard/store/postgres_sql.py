@@ -63,6 +63,11 @@ INSERT_RUN = (
 )
 INSERT_RUNS = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 21)})"  # noqa: S608
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s"  # noqa: S608
+LAST_ATTEMPTS = """
+SELECT r.id, CASE WHEN r.state IN ('succeeded', 'failed', 'cancelled', 'timed_out') THEN NULL
+  ELSE (SELECT coalesce(max(a.number), 0) FROM attempts a WHERE a.run_id = r.id) END
+FROM runs r WHERE r.id IN (SELECT jsonb_array_elements_text(%s::jsonb))
+"""
 GET_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = %s"  # noqa: S608
 
 

@@ -67,6 +67,11 @@ INSERT_RUN = (
 )
 INSERT_RUNS = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 21)})"  # noqa: S608
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"  # noqa: S608
+LAST_ATTEMPTS = """
+SELECT r.id, CASE WHEN r.state IN ('succeeded', 'failed', 'cancelled', 'timed_out') THEN NULL
+  ELSE (SELECT coalesce(max(a.number), 0) FROM attempts a WHERE a.run_id = r.id) END
+FROM runs r WHERE r.id IN (SELECT value FROM json_each(?))
+"""
 GET_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?"  # noqa: S608
 # the run's state; no lock to take, the transaction holds the database's write lock
 LOCK_RUN = "SELECT state FROM runs WHERE id = ?"

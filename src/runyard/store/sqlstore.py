@@ -24,7 +24,7 @@ from runyard.models import (
     Schedule,
     ServerInfo,
 )
-from runyard.store import leases, logic
+from runyard.store import known, leases, logic
 from runyard.store.base import Store
 from runyard.store.units import Make
 
@@ -154,6 +154,9 @@ class SQLStore(Store):
 
     async def get_attempts(self, run_id: str) -> list[Attempt]:
         return await self._read(partial(logic.get_attempts, run_id))
+
+    async def last_attempts(self, run_ids: list[str]) -> dict[str, int | None]:
+        return await self._read(partial(known.last_attempts, run_ids))
 
     async def active_attempts(self, host: str | None = None) -> list[Attempt]:
         return await self._read(partial(logic.active_attempts, host))

@@ -39,7 +39,11 @@ async def status(s: SettingsDep, registry: RegistryDep, state: ServerStateDep) -
             "min_free_mb": s.min_free_mb,
             "heartbeat_s": s.heartbeat_s,
         },
-        "store": {"kind": state.store_kind},
+        "store": {
+            "kind": state.store_kind,
+            # signs that the store lost writes the files outlived (services/file_audit.py)
+            **({"file_audit": state.file_audit} if state.file_audit is not None else {}),
+        },
         "executor": {
             "kind": "local" if state.slurm is None else "local+slurm",
             "supervisor_connected": state.supervisor_connected,

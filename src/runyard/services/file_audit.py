@@ -1,0 +1,141 @@
+"""At start, what the run directories know that the store does not: the signs of a store that
+lost writes it had committed (a torn WAL with `fsync` off, a database restored from a copy
+older than the files). Such a store answers 404 for runs it accepted, or runs a program again
+as an attempt it already made; nothing in its own rows shows it.
+
+Two signs are looked for, and nothing is changed:
+- a directory under `runs/` named as a run the store does not have (a deleted run's files
+  are set aside before its record goes, services/removal.py: none is left under its name);
+- a run the store has not finished, with files of an attempt number past the last it gave
+  it (numbers are given once: its next attempt's files are set aside by the supervisor when
+  it starts, execution/spawning.py, so none is taken for the new attempt's).
+
+What is found is logged once (`store_behind_files`, a warning, with a few examples) and kept
+for `GET /v1/status`. Only a store beside its files (SQLite) is audited: a shared database's
+runs are spread over its members' directories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from runyard.background import Background
+from runyard.store import Store
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 500  # run ids asked of the store at once
+EXAMPLES = 5
+_RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # what a run's directory is named (no dot)
+_ATTEMPT_FILE = re.compile(r"attempt-([0-9]{1,9})\.(?:log|exit\.json)")
+
+
+@dataclass(frozen=True, slots=True)
+class FileAudit:
+    done: bool = False
+    unknown_runs: int = 0  # directories of runs the store does not have
+    attempts_ahead: int = 0  # unfinished runs with files of an attempt past the store's last
+    examples: tuple[str, ...] = ()
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "done": self.done, "unknown_runs": self.unknown_runs,
+            "attempts_ahead": self.attempts_ahead, "examples": list(self.examples),
+            "error": self.error,
+        }  # fmt: skip
+
+
+async def audit(store: Store, runs_dir: Path) -> FileAudit:
+    """One pass over the run directories, a chunk of them at a time."""
+    names = await asyncio.to_thread(_run_dirs, runs_dir)
+    unknown: list[str] = []
+    ahead: list[str] = []
+    for start in range(0, len(names), CHUNK):
+        chunk = names[start : start + CHUNK]
+        last = await store.last_attempts(chunk)
+        missing = [name for name in chunk if name not in last]
+        if missing:  # gone meanwhile (deleted, its record with it) is no sign
+            unknown += await asyncio.to_thread(_still_there, runs_dir, missing)
+        unfinished = {name: n for name, n in last.items() if n is not None}
+        if unfinished:
+            found = await asyncio.to_thread(_highest_attempts, runs_dir, unfinished)
+            if found:  # a claim made since the store was asked is no sign either
+                again = await store.last_attempts(list(found))
+                ahead += [
+                    f"{name}/attempt-{number}"
+                    for name, number in found.items()
+                    if (now := again.get(name)) is not None and number > now
+                ]
+    result = FileAudit(
+        done=True, unknown_runs=len(unknown), attempts_ahead=len(ahead),
+        examples=tuple((unknown + ahead)[:EXAMPLES]),
+    )  # fmt: skip
+    if unknown or ahead:
+        log.warning(
+            "store_behind_files", unknown_runs=len(unknown), attempts_ahead=len(ahead),
+            examples=list(result.examples),
+            hint="the store lost writes it had committed (fsync off and a crash, or an older "
+            "copy restored): these runs' files are kept, not served",
+        )  # fmt: skip
+    return result
+
+
+def _run_dirs(runs_dir: Path) -> list[str]:
+    try:
+        with os.scandir(runs_dir) as entries:
+            return sorted(
+                e.name
+                for e in entries
+                if _RUN_ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+            )
+    except FileNotFoundError:
+        return []
+
+
+def _still_there(runs_dir: Path, names: list[str]) -> list[str]:
+    return [name for name in names if (runs_dir / name).is_dir()]
+
+
+def _highest_attempts(runs_dir: Path, last: dict[str, int]) -> dict[str, int]:
+    """{run: the highest attempt number its files name} where that is past `last`'s."""
+    found: dict[str, int] = {}
+    for name, known in last.items():
+        try:
+            files = [path.name for path in (runs_dir / name).iterdir()]
+        except OSError:
+            continue
+        numbers = [int(m[1]) for f in files if (m := _ATTEMPT_FILE.fullmatch(f))]
+        if numbers and max(numbers) > known:
+            found[name] = max(numbers)
+    return found
+
+
+class FileAuditor:
+    """The audit, once, in the background after start (a deep data directory takes seconds:
+    nothing waits for it); `state` is what it found so far."""
+
+    def __init__(self, store: Store, runs_dir: Path, *, enabled: bool) -> None:
+        self.store, self.runs_dir, self.enabled = store, runs_dir, enabled
+        self.state = FileAudit()
+        self._task = Background("file-audit")
+
+    def start(self) -> None:
+        if self.enabled:
+            self._task.start(self._run())
+
+    async def _run(self) -> None:
+        try:
+            self.state = await audit(self.store, self.runs_dir)
+        except Exception as exc:  # a report, never a reason to stop serving
+            log.warning("file_audit_failed", error=repr(exc))
+            self.state = FileAudit(error=repr(exc)[:200])
+
+    async def stop(self) -> None:
+        await self._task.stop()
