@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from runyard.client_guards import (
     MAX_ERROR_TEXT,
@@ -45,6 +46,12 @@ if TYPE_CHECKING:
 UPLOAD_CHUNK = 1024 * 1024  # bytes read from disk and sent at a time
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+def _seg(value: str) -> str:
+    """One path segment of a request, percent-encoded whole: an id a user typed cannot add a
+    segment, a query or a dot-segment to the path it is put in."""
+    return quote(value, safe="")
 
 
 class APIError(Exception):
@@ -126,7 +133,7 @@ class Client:
         return JobList.model_validate(self._check(self.http.get("/v1/jobs")).json())
 
     def job(self, name: str) -> JobView:
-        return JobView.model_validate(self._check(self.http.get(f"/v1/jobs/{name}")).json())
+        return JobView.model_validate(self._check(self.http.get(f"/v1/jobs/{_seg(name)}")).json())
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -186,14 +193,14 @@ class Client:
         raise ClientError(f"more than {MAX_PAGES} pages of runs")
 
     def run(self, run_id: str) -> RunView:
-        return RunView.model_validate(self._check(self.http.get(f"/v1/runs/{run_id}")).json())
+        return RunView.model_validate(self._check(self.http.get(f"/v1/runs/{_seg(run_id)}")).json())
 
     def cancel(self, run_id: str) -> RunView:
-        resp = self._check(self.http.post(f"/v1/runs/{run_id}/cancel"))
+        resp = self._check(self.http.post(f"/v1/runs/{_seg(run_id)}/cancel"))
         return RunView.model_validate(resp.json())
 
     def delete(self, run_id: str) -> None:
-        self._check(self.http.delete(f"/v1/runs/{run_id}"))
+        self._check(self.http.delete(f"/v1/runs/{_seg(run_id)}"))
 
     def logs(
         self, run_id: str, offset: int = 0, limit: int = 1024 * 1024, attempt: int | None = None
@@ -202,7 +209,7 @@ class Client:
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         if attempt is not None:
             params["attempt"] = attempt
-        resp = self._check(self.http.get(f"/v1/runs/{run_id}/logs", params=params))
+        resp = self._check(self.http.get(f"/v1/runs/{_seg(run_id)}/logs", params=params))
         after = offset + len(resp.content)
         try:
             after = int(resp.headers.get("X-Next-Offset", after))
@@ -262,7 +269,7 @@ class Client:
     def delete_upload(self, upload_id: str) -> None:
         """Remove an upload nothing uses (the `admin` role); 409 while a run or a schedule
         does."""
-        self._check(self.http.delete(f"/v1/uploads/{upload_id}"))
+        self._check(self.http.delete(f"/v1/uploads/{_seg(upload_id)}"))
 
     def _uploaded(self, params: dict[str, Any]) -> dict[str, Any]:
         """Params with each `Path` value uploaded first and replaced by `upload:ID`."""
@@ -273,11 +280,11 @@ class Client:
 
     def get_batch(self, batch_id: str) -> BatchView:
         return BatchView.model_validate(
-            self._check(self.http.get(f"/v1/batches/{batch_id}")).json()
+            self._check(self.http.get(f"/v1/batches/{_seg(batch_id)}")).json()
         )
 
     def cancel_batch(self, batch_id: str) -> BatchView:
-        resp = self._check(self.http.post(f"/v1/batches/{batch_id}/cancel"))
+        resp = self._check(self.http.post(f"/v1/batches/{_seg(batch_id)}/cancel"))
         return BatchView.model_validate(resp.json())
 
     # -- schedules --------------------------------------------------------------------------
@@ -310,11 +317,11 @@ class Client:
         raise ClientError(f"more than {MAX_PAGES} pages of schedules")
 
     def update_schedule(self, schedule_id: str, **changes: Any) -> ScheduleView:
-        resp = self._check(self.http.patch(f"/v1/schedules/{schedule_id}", json=changes))
+        resp = self._check(self.http.patch(f"/v1/schedules/{_seg(schedule_id)}", json=changes))
         return ScheduleView.model_validate(resp.json())
 
     def delete_schedule(self, schedule_id: str) -> None:
-        self._check(self.http.delete(f"/v1/schedules/{schedule_id}"))
+        self._check(self.http.delete(f"/v1/schedules/{_seg(schedule_id)}"))
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -324,7 +331,7 @@ class Client:
         """LogStart (which attempt), the attempt's log as it grows (bytes, exactly), then a
         StreamEnd. A dropped connection is resumed from the last offset (Last-Event-ID) of the
         same attempt: no gap, no repeat."""
-        url = f"/v1/runs/{run_id}/logs/stream"
+        url = f"/v1/runs/{_seg(run_id)}/logs/stream"
         params: dict[str, Any] = {"attempt": attempt} if attempt else {}
         if offset:
             params["offset"] = offset  # then the ids it is sent (ATTEMPT:OFFSET past attempt 1)
@@ -344,7 +351,7 @@ class Client:
     ) -> Iterator[dict[str, Any] | StreamEnd]:
         """State changes and progress of a run ({seq, at, kind, data}), then a StreamEnd."""
         for sse in sse_events(
-            self.http, self._check, f"/v1/runs/{run_id}/events", {}, str(after), retries
+            self.http, self._check, f"/v1/runs/{_seg(run_id)}/events", {}, str(after), retries
         ):
             if sse.event in ("state", "progress"):
                 yield json.loads(sse.data)
@@ -356,27 +363,35 @@ class Client:
 
     def artifacts(self, run_id: str, cursor: str | None = None) -> ArtifactList:
         params = {"cursor": cursor} if cursor else {}
-        resp = self._check(self.http.get(f"/v1/runs/{run_id}/artifacts", params=params))
+        resp = self._check(self.http.get(f"/v1/runs/{_seg(run_id)}/artifacts", params=params))
         return ArtifactList.model_validate(resp.json())
 
-    def download_all(self, run_id: str, root: Path) -> Iterator[Path]:
-        """Every artifact of the run (every page of them) into `root`, each where its path
-        says inside it: a path that would land elsewhere is a ClientError."""
+    def artifact_pages(self, run_id: str) -> Iterator[ArtifactList]:
+        """Every page of the run's artifacts, in order (a cursor that comes back, or more
+        than MAX_PAGES pages, is a ClientError)."""
         cursor: str | None = None
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
             listing = self.artifacts(run_id, cursor)
-            for a in listing.artifacts:
-                yield self.download(run_id, a.path, destination(root, a.path))
+            yield listing
             if listing.next_cursor is None:
                 return
             cursor = next_cursor(listing.next_cursor, seen)
         raise ClientError(f"more than {MAX_PAGES} pages of artifacts")
 
+    def download_all(self, run_id: str, root: Path) -> Iterator[Path]:
+        """Every artifact of the run (every page of them) into `root`, each where its path
+        says inside it: a path that would land elsewhere is a ClientError."""
+        for listing in self.artifact_pages(run_id):
+            for a in listing.artifacts:
+                yield self.download(run_id, a.path, destination(root, a.path))
+
     def download(self, run_id: str, path: str, dest: Path) -> Path:
-        """Download one artifact to `dest` (a file path), streaming."""
+        """Download one artifact to `dest` (a file path), streaming. The path is sent
+        percent-encoded segment by segment: a `?`, `#` or `%` in a name is part of it."""
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with self.http.stream("GET", f"/v1/runs/{run_id}/artifacts/{path}") as resp:
+        url = f"/v1/runs/{_seg(run_id)}/artifacts/{quote(path, safe='/')}"
+        with self.http.stream("GET", url) as resp:
             if not 200 <= resp.status_code < 300:  # never a redirect's page saved as the file
                 resp.read()
                 self._check(resp)

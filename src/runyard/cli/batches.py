@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from runyard.cli.options import ParamOpt, ServerOpt, TokenOpt, parse_kv
-from runyard.cli.output import connected, out
+from runyard.cli.output import connected, out, shown
 
 
 def batch(
@@ -32,4 +32,4 @@ def batch(
     with connected(server, token) as c:
         made = c.batch(job, parse_kv(param, "param"), iterations=iterations, sweep=grid,
                        priority=priority, idempotency_key=idempotency_key)  # fmt: skip
-    out.print(f"{made.id}  {made.size} runs of {made.job}")
+    out.print(f"{shown(made.id)}  {made.size} runs of {shown(made.job)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from runyard.cli.options import JsonOpt, ServerOpt, TokenOpt
-from runyard.cli.output import connected, err, out
+from runyard.cli.output import connected, err, out, shown
 
 
 def list_jobs(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
@@ -18,7 +18,7 @@ def list_jobs(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt
     table = Table("job", "params", "description")
     for job in jobs.jobs:
         props = job.params_schema.get("properties", {})
-        table.add_row(job.name, ", ".join(props), job.description)
+        table.add_row(shown(job.name), shown(", ".join(props)), shown(job.description))
     out.print(table)
     for fname, message in jobs.errors.items():
-        err.print(f"[red]{fname}[/red]: {message}")
+        err.print(f"[red]{shown(fname)}[/red]: {shown(message)}")

@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from runyard.cli.output import plain, shown
 from runyard.client import Client, LogPiece, LogStart, StreamEnd
 from runyard.models import RunState
 from runyard.schemas import RunView
@@ -38,9 +39,9 @@ def _feed_progress(client: Client, run_id: str, bar: Progress, task: Any) -> Non
         data = item["data"]
         if item["kind"] == "progress" and isinstance(data.get("fraction"), int | float):
             bar.update(task, completed=max(0.0, min(1.0, data["fraction"])) * 100,
-                       message=str(data.get("message", ""))[:80])  # fmt: skip
+                       message=shown(str(data.get("message", ""))[:80]))  # fmt: skip
         elif item["kind"] == "state":
-            bar.update(task, description=f"{data['to']} (attempt {data['attempt']})")
+            bar.update(task, description=shown(f"{data['to']} (attempt {data['attempt']})"))
 
 
 def stream_attempts(client: Client, run_id: str, write: Any) -> None:
@@ -86,8 +87,10 @@ def follow(client: Client, run_id: str, err: Console) -> RunView:
             target=_feed_progress, args=(side, run_id, bar, task), daemon=True
         )
         feeder.start()
+        # under the bar, the log's text only: an escape sequence of the program's would move
+        # the cursor or restyle what the bar draws (without a terminal it is passed whole)
         stream_attempts(client, run_id, lambda data: bar.console.out(
-            data.decode("utf-8", "replace"), end="", highlight=False))  # fmt: skip
+            plain(data.decode("utf-8", "replace")), end="", highlight=False))  # fmt: skip
     return client.run(run_id)
 
 
@@ -102,7 +105,7 @@ def watch(client: Client, run_id: str, console: Console, lines: int = 20) -> Run
     partial = [""]
 
     def on_log(data: bytes) -> None:
-        text = partial[0] + data.decode("utf-8", "replace")
+        text = partial[0] + plain(data.decode("utf-8", "replace"))
         *done, partial[0] = text.split("\n")
         tail.extend(done)
 
@@ -121,7 +124,9 @@ def watch(client: Client, run_id: str, console: Console, lines: int = 20) -> Run
         with Live(console=console, refresh_per_second=4) as live:
             while True:
                 run = client.run(run_id)
-                header = Text(f"{run.id}  {run.job}  {run.state.value}  attempt {run.attempt}")
+                header = Text(
+                    plain(f"{run.id}  {run.job}  {run.state.value}  attempt {run.attempt}")
+                )
                 live.update(Group(header, bar, Text("\n".join([*tail, partial[0]]))))
                 if run.state.terminal and not threads[1].is_alive():
                     return run

@@ -3,12 +3,14 @@ status a finished run maps to."""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from runyard.client import APIError, Client
 from runyard.client_guards import ClientError
@@ -17,6 +19,24 @@ from runyard.schemas import RunView
 
 out = Console()
 err = Console(stderr=True)
+
+# What a terminal acts on rather than shows: C0 and C1 control characters (ESC starts colour,
+# title and hyperlink sequences) and the bidi controls that reorder what follows them on the
+# line (a name shown as "exe.png" that is "gnp.exe" backwards). Tab and newline are kept.
+_ACTS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(value: object) -> str:
+    """Text from a server or a program made safe to write to a terminal: what it would act on
+    is written as a visible escape (\\x1b, \\u202e)."""
+    return _ACTS.sub(lambda m: ascii(m[0])[1:-1], str(value))
+
+
+def shown(value: object) -> str:
+    """`plain`, for a console that reads rich markup (print, a table cell, a progress field):
+    a `[`...`]` in the text is shown, never taken for a style, a link or a closing tag."""
+    return escape(plain(value))
+
 
 STATE_STYLE = {
     "queued": "yellow",
@@ -34,7 +54,7 @@ def styled_state(state: RunState) -> str:
 
 
 def fail(exc: APIError) -> typer.Exit:
-    err.print(f"[red]error {exc.status}:[/red] {exc.detail}")
+    err.print(f"[red]error {exc.status}:[/red] {shown(exc.detail)}")
     return typer.Exit(2)
 
 
@@ -54,7 +74,7 @@ def connected(server: str | None, token: str | None) -> Iterator[Client]:
             # ValueError: an answer whose JSON is not what a runyard server sends (pydantic's
             # ValidationError is one), or a number that is none
             why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            err.print(f"[red]error:[/red] {type(exc).__name__}: {why}", markup=True)
+            err.print(f"[red]error:[/red] {type(exc).__name__}: {shown(why)}")
             raise typer.Exit(2) from None
 
 
@@ -72,7 +92,7 @@ def exit_status(run: RunView) -> int:
 
 def finished(run: RunView) -> typer.Exit:
     """Say how the run ended (on stderr) and exit with the status it maps to."""
-    err.print(f"{styled_state(run.state)}: {run.reason or ''}")
+    err.print(f"{styled_state(run.state)}: {shown(run.reason or '')}")
     return typer.Exit(exit_status(run))
 
 
@@ -87,11 +107,13 @@ def print_log(c: Client, run_id: str, attempt: int | None = None) -> None:
 
 
 def print_run(run: RunView) -> None:
-    out.print(f"[bold]{run.id}[/bold]  {run.job}  {styled_state(run.state)}")
+    out.print(f"[bold]{shown(run.id)}[/bold]  {shown(run.job)}  {styled_state(run.state)}")
     for key in ("params", "labels", "attempt", "exit_code", "reason", "progress", "created_at",
                 "started_at", "finished_at"):  # fmt: skip
         value = getattr(run, key)
         if value not in (None, {}, 0) or (key == "exit_code" and value == 0):
-            out.print(f"  {key}: {value}")
+            out.print(f"  {key}: {shown(value)}")
     for a in run.attempts or []:
-        out.print(f"  attempt {a.number}: {a.state} pid={a.pid} exit={a.exit_code} {a.outcome}")
+        out.print(
+            f"  attempt {a.number}: {a.state} pid={a.pid} exit={a.exit_code} {shown(a.outcome)}"
+        )

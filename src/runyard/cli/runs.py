@@ -26,6 +26,7 @@ from runyard.cli.output import (
     out,
     print_log,
     print_run,
+    shown,
     styled_state,
 )
 from runyard.cli.uploads import upload_files
@@ -54,9 +55,9 @@ def submit(
             job, params, priority=priority, labels=labels, idempotency_key=idempotency_key
         )
         if not follow_:
-            out.print(run.id)
+            out.print(shown(run.id))
             return
-        err.print(f"[dim]run {run.id} queued[/dim]")
+        err.print(f"[dim]run {shown(run.id)} queued[/dim]")
         final = follow(c, run.id, err)
     raise finished(final)
 
@@ -106,9 +107,10 @@ def _runs_table(page: RunPage) -> Table:
     table = Table("job", "state", "attempt", "exit", "created", "reason")
     table.columns.insert(0, Column("id", no_wrap=True))
     for r in page.runs:
-        table.add_row(r.id, r.job, styled_state(r.state), str(r.attempt),
-                      "" if r.exit_code is None else str(r.exit_code),
-                      r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.reason or "")  # fmt: skip
+        exit_code = "" if r.exit_code is None else str(r.exit_code)
+        created = r.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(shown(r.id), shown(r.job), styled_state(r.state), str(r.attempt), exit_code,
+                      created, shown(r.reason or ""))  # fmt: skip
     return table
 
 
@@ -153,7 +155,8 @@ def cancel(run_id: str, server: ServerOpt = None, token: TokenOpt = None) -> Non
     with connected(server, token) as c:
         run = c.cancel(run_id)
     out.print(
-        f"{run.id} {run.state.value}" + (" (cancelling)" if run.state is RunState.RUNNING else "")
+        f"{shown(run.id)} {run.state.value}"
+        + (" (cancelling)" if run.state is RunState.RUNNING else "")
     )
 
 
@@ -165,19 +168,19 @@ def artifacts(
 ) -> None:
     """List a run's artifacts, or download them."""
     with connected(server, token) as c:
-        listing = c.artifacts(run_id)
-        found = listing.artifacts
+        pages = list(c.artifact_pages(run_id))  # every page, not the first one's thousand
         if download is None:
             table = Table("path", "size")
-            for a in found:
-                table.add_row(a.path, str(a.size))
+            for a in (a for page in pages for a in page.artifacts):
+                table.add_row(shown(a.path), str(a.size))
             out.print(table)
         else:
-            # every page; each file inside DIR whatever path the server names (ClientError)
+            # each file inside DIR whatever path the server names (ClientError)
             for dest in c.download_all(run_id, download):
-                out.print(f"{dest}", markup=False)
+                out.print(shown(dest))
         # what the run declared and cannot be served is said, never left out in silence
-        for skipped in listing.skipped:
-            out.print(f"not listed: {skipped.path!r}: {skipped.reason}", markup=False)
-        if listing.skipped_omitted:
-            out.print(f"not listed: {listing.skipped_omitted} more", markup=False)
+        for page in pages:
+            for skipped in page.skipped:
+                out.print(f"not listed: {shown(repr(skipped.path))}: {shown(skipped.reason)}")
+            if page.skipped_omitted:
+                out.print(f"not listed: {page.skipped_omitted} more")

@@ -8,7 +8,7 @@ import typer
 from rich.table import Column, Table
 
 from runyard.cli.options import parse_kv
-from runyard.cli.output import connected, out
+from runyard.cli.output import connected, out, shown
 
 app = typer.Typer(help="Schedules: runs submitted by cron or at an interval.", no_args_is_help=True)
 
@@ -47,7 +47,8 @@ def list_schedules(server: ServerOpt = None, token: TokenOpt = None) -> None:
     for s in _run("schedules", server, token):  # type: ignore[attr-defined]
         when = s.cron or f"every {s.interval_s:g}s"
         nxt = s.next_fire_at.strftime("%Y-%m-%d %H:%M:%S") if s.next_fire_at else ""
-        table.add_row(s.id, s.job, when, s.overlap, str(s.paused), str(s.fire_count),
+        table.add_row(shown(s.id), shown(s.job), shown(when), s.overlap, str(s.paused),
+                      str(s.fire_count),
                       str(s.skip_count), nxt)  # fmt: skip
     out.print(table)
 
