@@ -171,6 +171,31 @@ def test_run_ending_while_exit_file_store_and_supervisor_log_fail(
     queue_moves(server)
 
 
+def test_an_end_heard_while_the_store_fails_and_its_exit_file_cannot_be_written_is_recorded(
+    start_server, gated_jobs: Path
+) -> None:
+    """An attacker's probe: the exit file refused for good (EACCES, or a directory a program
+    put in its place: never retried) while the store refused the end the supervisor told of.
+    The run stayed `running` with no program, holding its slot, readiness 200, until a
+    restart called it lost. The end heard is kept and recorded once the store takes writes."""
+    server = start_server(gated_jobs, env=ARMED)
+    with server.client() as c:
+        run_id = submit(server, "gated")
+        wait_for(lambda: processes_of(server.data_dir), what="program running")
+        set_faults(server, "store_commit=enospc,exit_file=eacces")
+        (server.data_dir / "runs" / run_id / "workspace" / "go").touch()
+        wait_for(lambda: not processes_of(server.data_dir), what="program ended")
+        wait_for(lambda: "reconcile" in checks(server), what="readiness to say it")
+        assert c.run(run_id).state is RunState.RUNNING
+        set_faults(server, "")
+        done = server.wait_run(c, run_id)
+        assert done.state is RunState.SUCCEEDED, done.reason  # as it ended: exit 0, not lost
+        assert done.exit_code == 0
+        assert not (server.data_dir / "runs" / run_id / "attempt-1.exit.json").exists()
+    ready_again(server)
+    queue_moves(server)
+
+
 @pytest.mark.parametrize(
     ("point", "fault", "cause", "says"),
     [

@@ -59,3 +59,38 @@ def test_a_run_directory_its_program_removed_holds_nothing(
         return web.get(f"{server.url}/health/ready").status_code == 200
 
     wait_for(ready, what="readiness, no exit file held unwritten")
+
+
+# each puts something in the way of its own exit file, then exits 3
+BLOCKERS = {
+    "tmp_dir": "mkdir ../attempt-1.exit.json.tmp",
+    "final_dir": "mkdir -p ../attempt-1.exit.json/inner",
+    "tmp_link": "ln -s /etc/passwd ../attempt-1.exit.json.tmp",
+}
+
+
+def test_what_a_program_puts_where_its_exit_file_goes_is_set_aside(
+    start_server, write_job, jobs_dir
+) -> None:
+    """A probe: a directory where the exit file's temporary name goes made its write fail for
+    good (EISDIR, never retried): the attempt's end lived only in the supervisor's event,
+    and a server that had not recorded it called the run lost. The obstacle is renamed aside
+    and the file written, so its real exit code is on disk for any later reconcile."""
+    for name, script in BLOCKERS.items():
+        write_job(name, f"command = ['sh', '-c', '{script}; exit 3']\nartifacts = []\n")
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        runs = {name: c.submit(name) for name in BLOCKERS}
+        for name, run in runs.items():
+            done = server.wait_run(c, run.id)
+            assert (done.state, done.exit_code) == (RunState.FAILED, 3), name
+    for name, run in runs.items():
+        root = server.data_dir / "runs" / run.id
+        record = root / "attempt-1.exit.json"
+        assert record.is_file() and not record.is_symlink(), name
+        assert '"exit_code":3' in record.read_text(), name
+        if name != "tmp_link":  # a link under the temp name is removed (nothing of it kept)
+            assert any(".stale-" in p.name for p in root.iterdir()), name
+    assert "root:" not in "".join(  # the link was never written through
+        (server.data_dir / "runs" / r.id / "attempt-1.exit.json").read_text() for r in runs.values()
+    )

@@ -44,6 +44,7 @@ class FakeAttempts:
     def __init__(self, failures: int = 0, attempts: list[Attempt] | None = None) -> None:
         self.executor = FakeExecutor(failures)
         self.store = FakeStore(attempts or [])
+        self.unrecorded: dict[str, object] = {}
 
     def launched(self, run_id: str, number: int) -> bool:
         return False

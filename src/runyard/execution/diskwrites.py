@@ -6,7 +6,10 @@ supervisor can keep going and say what failed, and never dies of a full disk.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
+import time
 from pathlib import Path
 
 from runyard import failpoints
@@ -25,13 +28,30 @@ def say(text: str) -> None:
         pass
 
 
+# what a write meets when a program put something under the names it writes (a directory, a
+# link: the run's directory is open to a program that runs as the supervisor's user)
+_PLANTED = frozenset({errno.EISDIR, errno.ELOOP, errno.EEXIST, errno.ENOTEMPTY})
+
+
 def write_exit_file(path: str | Path, data: bytes, *, fsync: bool) -> None:
     """Atomically (temp file, optional fsync, rename); OSError if the disk refuses it, with no
-    partial temp file left behind to hold space that is short."""
+    partial temp file left behind to hold space that is short. A directory or a link found
+    under the file's or its temp file's name is renamed aside (`….stale-<ns>`) and the write
+    made again: a program cannot keep its attempt's end from being recorded."""
+    try:
+        _write_atomically(str(path), data, fsync)
+    except OSError as exc:
+        if exc.errno not in _PLANTED:
+            raise
+        _set_aside_planted(str(path))  # a link under the temp name is unlinked already
+        _write_atomically(str(path), data, fsync)
+
+
+def _write_atomically(path: str, data: bytes, fsync: bool) -> None:
     tmp = f"{path}.tmp"
     try:
         failpoints.check("exit_file")
-        # never through a link a program left in the run's directory (ELOOP: given up)
+        # never through a link a program left in the run's directory (ELOOP: set aside)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o644)
         try:
@@ -45,6 +65,14 @@ def write_exit_file(path: str | Path, data: bytes, *, fsync: bool) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)  # noqa: PTH108
         raise
+
+
+def _set_aside_planted(path: str) -> None:
+    """Rename what is not a regular file under `path` or its temp name."""
+    for name in (f"{path}.tmp", path):
+        with contextlib.suppress(OSError):
+            if not stat.S_ISREG(os.lstat(name).st_mode):
+                os.rename(name, f"{name}.stale-{time.time_ns()}")  # noqa: PTH104
 
 
 def probe(directory: Path, point: str) -> bool:

@@ -86,6 +86,10 @@ class Attempts:
         self._claimed: dict[str, Run] = {}
         self._specs: dict[str, tuple[dict[str, object], JobSpec]] = {}
         self._cancel_pending: set[str] = set()
+        # Ends the executor told of whose write to the store failed (a full disk): kept for
+        # the reconcile pass that retries them, since their exit file may be missing too (a
+        # program can put a directory where it goes), and no supervisor tells an end twice.
+        self.unrecorded: dict[str, ExitRecord | UnreadableExit] = {}
         self._heard = TaskGroup("cancel_heard")  # cancels other servers accepted, sent on
         self.end_claims: EndClaims | None = None  # set while the dispatcher runs
 
@@ -204,6 +208,7 @@ class Attempts:
         cancelled = run.cancel_requested or run.id in self._cancel_pending
         end = end.honouring_cancel(cancelled)
         updated, settle = await self._write_end(run, number, end)
+        self.unrecorded.pop(attempt_key(run.id, number), None)  # written, or ended before
         counted = self.slots.give_back(run.job, attempt_key(run.id, number))
         if updated is None:
             # already recorded from the other source (event vs exit file), or fenced: our

@@ -77,7 +77,9 @@ class Lifecycle:
         try:
             await self.attempts.exited(record)
         except Exception as exc:
-            # The exit file stays on disk: a reconcile pass, retried until it works, ends it.
+            # Kept, with its exit file if it has one: a reconcile pass, retried until it
+            # works, ends it with this record.
+            self.attempts.unrecorded[record.key] = record
             log.exception("exit_handling_failed", attempt=record.key)
             self.reconciler.needed(f"the end of attempt {record.key} was not recorded ({exc})")
 

@@ -104,6 +104,8 @@ async def _settle(
         return "adopted"
     executor = attempts.executor
     record = await executor.read_exit(attempt.run_id, attempt.number)
+    if record is None:  # told of, and not recorded then: the supervisor will not tell again
+        record = attempts.unrecorded.get(attempt.key)
     if record is None and skip_own and attempts.launched(attempt.run_id, attempt.number):
         return "own"  # asked again after the read: a claim made meanwhile is known by now
     if record is not None and await executor.still_runs(
