@@ -226,3 +226,26 @@ def test_a_batch_the_disk_refuses_gives_the_disk_back(
     assert shutil.disk_usage(roomier_tmpfs).free > before - 2**20  # given back at once
     one = {"job": "blob", "params": {"blob": "z"}}
     assert web.post(f"{server.url}/v1/runs", json=one).status_code == 202
+
+
+def test_a_schedule_fires_no_run_the_disk_reserve_refuses(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """A probe: with submissions refused under min_free_mb (507), a schedule went on making
+    runs every second, and on a small disk its runs' writes then filled it. A fire is
+    admitted as a submission is: under the reserve it is a skip, counted and logged."""
+    write_job("true", TRUE)
+    # never enough room: not ready (the disk), but up
+    server = start_server(jobs_dir, env={"RUNYARD_MIN_FREE_MB": str(2**40)}, health="/health/live")
+    assert web.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 507
+    made = web.post(
+        f"{server.url}/v1/schedules", json={"job": "true", "interval_s": 1, "overlap": "allow"}
+    )
+    assert made.status_code == 201, made.text
+    url = f"{server.url}/v1/schedules/{made.json()['id']}"
+    wait_for(lambda: web.get(url).json()["skip_count"] >= 2, what="two fires refused")
+    assert web.get(url).json()["fire_count"] == 0
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
+    refused = [line for line in server.log_path.read_text().splitlines()
+               if "schedule_fire_refused" in line]  # fmt: skip
+    assert refused and "min_free_mb" in refused[0]

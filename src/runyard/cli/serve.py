@@ -30,6 +30,7 @@ from runyard.config import Settings
 from runyard.errors import FULL_ERRNOS
 from runyard.runtime import Runtime
 from runyard.store.schema_version import refusal_of
+from runyard.store.sqlite import WAL_LIMIT_BYTES
 
 log = structlog.get_logger("runyard")
 
@@ -262,6 +263,11 @@ def serve(settings: Settings) -> None:
         capacity=settings.capacity,
         auth="none: bound to loopback only" if is_loopback(settings.host) else "none (--insecure)",
     )
+    if not settings.on_postgres and settings.min_free_mb * 2**20 < WAL_LIMIT_BYTES:
+        # the reserve is what the database's WAL may grow into before it is bounded: a
+        # smaller one lets the WAL fill the disk, and then nothing is written to shrink it
+        log.warning("min_free_below_wal_bound", min_free_mb=settings.min_free_mb,
+                    wal_bound_mb=WAL_LIMIT_BYTES // 2**20)  # fmt: skip
     runtime = Runtime(settings)
     config = uvicorn.Config(
         create_app(settings, runtime),

@@ -21,7 +21,9 @@ class FileParams(Protocol):
 
     def check_accepting(self) -> None: ...
 
-    async def admit(self, job: str, job_max_queue: int | None, adding: int = 1) -> None: ...
+    async def admit(
+        self, job: str, job_max_queue: int | None, adding: int = 1, writing: int = 0
+    ) -> None: ...
 
     async def stored_with_uploads(
         self, job: Job, runs: list[Run], store: Callable[[], Awaitable[T]]

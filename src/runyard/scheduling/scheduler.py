@@ -21,6 +21,7 @@ from runyard.errors import (
     NotFoundError,
     QueueFullError,
     StaleWriteError,
+    StorageFullError,
     UnavailableError,
 )
 from runyard.jobs import JobRegistry
@@ -323,9 +324,9 @@ class Scheduler:
             log.warning("schedule_params_invalid", schedule_id=s.id, error=str(exc))
             return None
         if self.files is not None:
-            try:  # admitted as a submission is: not past a max_queue
+            try:  # admitted as a submission is: not past a max_queue nor the disk's reserve
                 await self.files.admit(s.job, job.spec.max_queue)
-            except QueueFullError as exc:
+            except (QueueFullError, StorageFullError) as exc:
                 log.info("schedule_fire_refused", schedule_id=s.id, why=str(exc))
                 return None
         return job, new_run(job, values, self.clock, priority=s.priority, labels=s.labels,

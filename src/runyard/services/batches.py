@@ -180,13 +180,12 @@ class BatchService:
             for element in values:
                 await self.runs.check_files(job, element, seen)
         self.runs.check_accepting()
-        await self.runs.admit(job_name, job.spec.max_queue, len(values))
-        if self.runs.disk is not None:
-            # its runs in the database's WAL, then in the database: refused before a byte is
-            # written if that would take the reserve (a transaction the disk cuts short leaves
-            # its WAL on it, and nothing can be written to checkpoint it back)
-            row = per_run + len(dumps(job.snapshot)) + ROW_BYTES
-            await self.runs.disk.check(2 * size * row if self.local_store else 0)
+        # its runs in the database's WAL, then in the database: refused before a byte is
+        # written if that would take the reserve (a transaction the disk cuts short leaves its
+        # WAL on it, and nothing can be written to checkpoint it back)
+        row = per_run + len(dumps(job.snapshot)) + ROW_BYTES
+        writing = 2 * size * row if self.local_store else 0
+        await self.runs.admit(job_name, job.spec.max_queue, len(values), writing)
         now = self.clock.now()
         batch = Batch(
             id=new_id(), job=job_name, size=len(values), created_at=now, request=request,

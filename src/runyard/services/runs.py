@@ -167,8 +167,6 @@ class RunService:
             if existing is not None:
                 return existing, False
         await self.admit(job_name, job.spec.max_queue)
-        if self.disk is not None:
-            await self.disk.check()
         run = self.new_run(
             job, values, priority=priority, labels=labels, idempotency_key=idempotency_key,
             request_hash=digest,
@@ -270,9 +268,13 @@ class RunService:
     def _queue_full(self, detail: str, excess: int) -> QueueFullError:
         return QueueFullError(detail, self.retry_after(excess), self.retry_after_ms(excess))
 
-    async def admit(self, job: str, job_max_queue: int | None, adding: int = 1) -> None:
+    async def admit(
+        self, job: str, job_max_queue: int | None, adding: int = 1, writing: int = 0
+    ) -> None:
         """Refuse (429, with when to try again) `adding` more queued runs of `job` that would
-        pass its max_queue or the server's."""
+        pass its max_queue or the server's; and (507) runs whose `writing` bytes would take
+        the disk's reserve (min_free_mb). Every way runs are made is admitted here: a submit,
+        a batch, a schedule's fire."""
         if job_max_queue is not None:
             queued = await self.store.count_runs(RunState.QUEUED, job)
             if queued + adding > job_max_queue:
@@ -291,6 +293,8 @@ class RunService:
                     + f" the server's max_queue ({self.max_queue})",
                     queued + adding - self.max_queue,
                 )
+        if self.disk is not None:
+            await self.disk.check(writing)
 
     async def wait(
         self, run: Run, seconds: float, gone: Coroutine[Any, Any, object] | None = None
