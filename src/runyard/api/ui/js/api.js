@@ -24,6 +24,29 @@ export function headers(extra = {}) {
   return h;
 }
 
+// A number JavaScript cannot hold exactly (an integer past 2^53 written in digits) is kept as
+// the text the server sent (JSON.rawJSON, where the browser has it): shown and sent back as
+// it is, never rounded. `inexact` says whether a value still holds one that was rounded.
+const KEEPS_SOURCE = typeof JSON.rawJSON === "function";
+const unsafe = (v) => typeof v === "number" && (!Number.isFinite(v) || (Number.isInteger(v) && !Number.isSafeInteger(v)));
+// kept: only a number past a double's range is rounded (to Infinity); else any unsafe integer may be
+const rounded = (v) => typeof v === "number" && (KEEPS_SOURCE ? !Number.isFinite(v) : unsafe(v));
+
+function exact(key, value, context) {
+  if (KEEPS_SOURCE && unsafe(value) && context && /^-?\d+$/.test(context.source)) return JSON.rawJSON(context.source);
+  return value;
+}
+
+export const parse = (text) => JSON.parse(text, exact);
+
+export function inexact(value) {
+  if (rounded(value)) return true;
+  if (value && typeof value === "object" && !(KEEPS_SOURCE && JSON.isRawJSON(value))) {
+    return Object.values(value).some(inexact);
+  }
+  return false;
+}
+
 export async function request(method, path, body, extra = {}) {
   const init = { method, headers: headers(extra) };
   if (body !== undefined) {
@@ -37,7 +60,7 @@ export async function request(method, path, body, extra = {}) {
     try { problem = await res.json(); } catch { /* not JSON: keep the status line */ }
     throw new ApiError(res.status, problem);
   }
-  return res.status === 204 ? null : res.json();
+  return res.status === 204 ? null : parse(await res.text());
 }
 
 export const get = (path) => request("GET", path);

@@ -91,3 +91,9 @@ export function errorBox(err) {
 
 // Encode each path segment (artifact paths keep their slashes).
 export const encodePath = (p) => p.split("/").map(encodeURIComponent).join("/");
+
+// A program's text as shown: the bidi controls that would reorder it (a name shown as
+// "exe.png" that is "gnp.exe" backwards) and other control characters written as \uXXXX.
+// eslint-disable-next-line no-control-regex
+const ACTS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+export const visible = (text) => String(text).replace(ACTS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);

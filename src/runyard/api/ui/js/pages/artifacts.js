@@ -1,9 +1,10 @@
 // A run's artifacts: download (fetched with the token, saved from a blob) and inline preview
 // of text, CSV, JSON and images.
 import * as api from "../api.js";
-import { h, bytes, errorBox, encodePath, inOrder } from "../util.js";
+import { h, bytes, errorBox, encodePath, inOrder, visible } from "../util.js";
 
 const PREVIEW_BYTES = 256 * 1024;
+const MAX_PAGES = 100; // of 1,000 files each
 const TEXT = /\.(txt|log|md|csv|tsv|json|jsonl|yaml|yml|toml|out|dat)$/i;
 const IMAGE = /\.(png|jpe?g|gif|webp)$/i;
 
@@ -42,7 +43,7 @@ export function artifactsView(runId) {
       if (IMAGE.test(item.path)) {
         const href = URL.createObjectURL(await api.blob(url(item.path)));
         objectUrls.push(href);
-        preview.replaceChildren(h("h3", {}, item.path), h("img", { src: href, alt: item.path }));
+        preview.replaceChildren(h("h3", {}, visible(item.path)), h("img", { src: href, alt: item.path }));
         return;
       }
       const b = await api.blob(url(item.path), `bytes=0-${PREVIEW_BYTES - 1}`);
@@ -53,7 +54,7 @@ export function artifactsView(runId) {
         body = h("pre", { class: "mono" }, text);
       } else if (/\.csv$/i.test(item.path)) body = csvTable(text);
       else body = h("pre", { class: "mono" }, text);
-      preview.replaceChildren(h("h3", {}, item.path), body);
+      preview.replaceChildren(h("h3", {}, visible(item.path)), body);
       if (item.size > PREVIEW_BYTES) preview.append(h("p", { class: "muted" }, `first ${bytes(PREVIEW_BYTES)} of ${bytes(item.size)}`));
     } catch (err) { preview.replaceChildren(errorBox(err)); }
   }
@@ -61,18 +62,33 @@ export function artifactsView(runId) {
   const reads = inOrder(); // the listing of the ended run must not be replaced by an older one
   async function load() {
     const n = reads.ask();
-    let res;
-    try { res = await api.get(`/v1/runs/${runId}/artifacts`); } catch (err) {
+    const pages = [];
+    try {
+      // every page (a run may keep more files than one page lists), as far as MAX_PAGES
+      let cursor = null;
+      do {
+        const page = await api.get(`/v1/runs/${runId}/artifacts${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`);
+        pages.push(page);
+        cursor = page.next_cursor;
+      } while (cursor && pages.length < MAX_PAGES && reads.fresh(n));
+    } catch (err) {
       if (reads.fresh(n)) list.replaceChildren(h("li", { class: "muted" }, err.status === 404 ? "none" : err.message));
       return;
     }
     if (!reads.fresh(n)) return;
-    if (!res.artifacts.length) { list.replaceChildren(h("li", { class: "muted" }, "none yet")); return; }
-    list.replaceChildren(...res.artifacts.map((item) => h("li", { dataset: { path: item.path } },
-      h("span", { class: "mono path" }, item.path), h("span", { class: "muted small" }, bytes(item.size)),
+    const found = pages.flatMap((p) => p.artifacts);
+    // what the run declared and cannot be served is said, never left out in silence
+    const skipped = pages.flatMap((p) => p.skipped.map((s) => h("li", { class: "muted skipped" },
+      "not listed: ", h("bdi", { class: "mono" }, visible(s.path)), ` (${s.reason})`)));
+    const omitted = pages.reduce((sum, p) => sum + p.skipped_omitted, 0);
+    if (omitted) skipped.push(h("li", { class: "muted skipped" }, `not listed: ${omitted} more`));
+    if (pages[pages.length - 1].next_cursor) skipped.push(h("li", { class: "muted" }, `the first ${found.length} files only`));
+    if (!found.length && !skipped.length) { list.replaceChildren(h("li", { class: "muted" }, "none yet")); return; }
+    list.replaceChildren(...found.map((item) => h("li", { dataset: { path: item.path } },
+      h("bdi", { class: "mono path" }, visible(item.path)), h("span", { class: "muted small" }, bytes(item.size)),
       h("button", { type: "button", class: "ghost small download", onclick: () => download(item.path).catch((e) => preview.replaceChildren(errorBox(e))) }, "Download"),
       TEXT.test(item.path) || IMAGE.test(item.path)
-        ? h("button", { type: "button", class: "ghost small preview-btn", onclick: () => show(item) }, "Preview") : null)));
+        ? h("button", { type: "button", class: "ghost small preview-btn", onclick: () => show(item) }, "Preview") : null)), ...skipped);
   }
 
   return { el, load, dispose() { objectUrls.forEach((u) => URL.revokeObjectURL(u)); } };

@@ -1,7 +1,7 @@
 // One run: state, attempts, live progress, live log, params, artifacts, cancel and resubmit.
 import * as api from "../api.js";
 import { stream } from "../sse.js";
-import { h, badge, progressBar, duration, bytes, errorBox, encodePath, inOrder, ACTIVE } from "../util.js";
+import { h, badge, progressBar, duration, bytes, errorBox, encodePath, inOrder, ACTIVE, visible } from "../util.js";
 import { logView } from "./log.js";
 import { artifactsView, saveBlob } from "./artifacts.js";
 
@@ -58,6 +58,11 @@ export async function runPage(ctx, id) {
   }
 
   async function resubmit() {
+    if (api.inexact(run.params)) {
+      // sent back rounded, it would be another run's params, and accepted as such
+      actionsMsg.replaceChildren(errorBox(new Error("this run's params hold numbers this browser cannot hold exactly: resubmit it with the CLI or the API")));
+      return;
+    }
     try {
       const body = { job: run.job, params: run.params, priority: run.priority, labels: run.labels };
       const created = await api.post("/v1/runs", body);
@@ -81,8 +86,8 @@ export async function runPage(ctx, id) {
     const p = run.progress || {};
     prog.replaceChildren(progressBar(run.progress, run.state),
       h("span", { class: "progress-text", id: "progress-text" },
-        typeof p.fraction === "number" ? `${Math.round(p.fraction * 100)}%` : "",
-        p.message ? ` · ${p.message}` : ""));
+        typeof p.fraction === "number" ? `${Math.round(Math.min(1, Math.max(0, p.fraction)) * 100)}%` : "",
+        typeof p.message === "string" && p.message ? ` · ${visible(p.message)}` : ""));
     attempts.replaceChildren(h("table", { class: "compact" },
       h("thead", {}, h("tr", {}, ["#", "State", "Outcome", "Duration", "Peak RSS"].map((t) => h("th", {}, t)))),
       h("tbody", {}, (run.attempts || []).map((a) => h("tr", {},
