@@ -55,3 +55,24 @@ def test_what_is_kept_round_trips_through_strict_json() -> None:
         text = json.dumps(value, allow_nan=False)
         assert json.loads(text) == value
         text.encode("utf-8")  # no lone surrogate survived
+
+
+def test_a_lines_own_attempt_gives_way_to_runyards() -> None:
+    """A probe: `{"attempt": "mine"}` was kept in the run's progress, replaced by the attempt's
+    number in its event, and dropped by the dashboard: three readers, three answers."""
+    assert ProgressParser().feed(b'{"fraction": 0.5, "attempt": "mine"}\n') == [{"fraction": 0.5}]
+
+
+def test_a_last_line_without_its_newline_counts_once_the_program_has_ended() -> None:
+    """A probe: a line a program wrote without a newline just before it exited was neither
+    taken nor counted. Until the end it may be half written; at the end it is whole."""
+    parser = ProgressParser()
+    assert parser.feed(b'{"fraction": 0.2}\n{"fraction": 0.9, "message": "last"}') == [
+        {"fraction": 0.2}
+    ]
+    assert parser.close() == [{"fraction": 0.9, "message": "last"}]
+    assert parser.consumed == len(b'{"fraction": 0.2}\n{"fraction": 0.9, "message": "last"}')
+    cut = ProgressParser()
+    assert cut.feed(b'{"fraction": 0.9') == []
+    assert cut.close() == [] and cut.skipped == 1  # half a line: skipped and counted
+    assert cut.close() == [] and cut.skipped == 1  # once

@@ -96,6 +96,17 @@ class ProgressParser:
             self._partial.clear()
         return found
 
+    def close(self) -> list[dict[str, Any]]:
+        """The program has ended: a last line it left without its newline is a line all the
+        same (it will write no more), taken or skipped as any other."""
+        line, self._partial = bytes(self._partial), bytearray()
+        self.consumed += len(line) + (self._discarded or 0)  # to the file's end, no further
+        if self._discarded is not None:  # an endless line, cut off by the end
+            self._discarded = None
+            self.skipped += 1
+            return []
+        return self._last_progress([line]) if line else []
+
     def restart(self) -> None:
         """The file is read again from its start (it was cut back or rewritten): what was
         half read of it is gone; the counts go on."""
@@ -131,7 +142,10 @@ class ProgressParser:
             )
         except (ValueError, RecursionError):
             return None
-        return value if isinstance(value, dict) and _storable(value) else None
+        if not isinstance(value, dict) or not _storable(value):
+            return None
+        value.pop("attempt", None)  # runyard's to say: every event names its attempt's number
+        return value
 
 
 def _not_json(name: str) -> Any:

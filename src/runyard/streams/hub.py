@@ -174,13 +174,14 @@ class StreamHub:
             progress_offset=offset, max_buffer_bytes=self.max_buffer_bytes,
         )  # fmt: skip
 
-    async def refresh_progress(self, run_id: str, attempt: int) -> None:
-        """Read new progress lines of a running attempt nobody watches (on a run's read)."""
+    async def refresh_progress(self, run_id: str, attempt: int, *, final: bool = False) -> None:
+        """Read new progress lines of a running attempt nobody watches (on a run's read; at
+        its end, `final`)."""
         async with self._progress_locks.hold(run_id):
             tailer = self.tailers.get(run_id)
             if tailer is None or tailer.attempt != attempt:
                 tailer = await self._new_tailer(run_id, attempt)
-            await tailer.pump_progress()
+            await tailer.pump_progress(final=final)
 
     async def attempt_ending(self, run_id: str, attempt: int, progress_bytes: int | None) -> None:
         """Before the end of an attempt is recorded: read its last output and progress, so
@@ -191,7 +192,7 @@ class StreamHub:
             return
         if progress_bytes == 0:
             return  # unwatched and no progress written: nothing to read
-        await self.refresh_progress(run_id, attempt)
+        await self.refresh_progress(run_id, attempt, final=True)
 
     def on_transition(self, run: Run, previous: RunState) -> None:
         """Dispatcher listener (synchronous): end tailers of attempts that ended, publish."""

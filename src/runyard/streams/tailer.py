@@ -149,14 +149,17 @@ class AttemptTailer:
             self._hold(got)
             await self._write_progress(False)
 
-    async def pump_progress(self) -> None:
-        """Read only new progress lines (until none is left), and write them."""
+    async def pump_progress(self, *, final: bool = False) -> None:
+        """Read only new progress lines (until none is left), and write them. `final`: the
+        program has ended, and a last line without its newline counts too."""
         async with self._pump_lock:
             while True:
                 got = await asyncio.to_thread(self._read, False)
                 self._hold(got)
                 if got.progress_bytes < READ_MAX:
                     break
+            if final:
+                self._hold(_Read(log=NONE, progress_bytes=0, progress=self.parser.close()))
             await self._write_progress(True)
 
     def _read(self, with_log: bool) -> _Read:
@@ -234,6 +237,7 @@ class AttemptTailer:
             if (self.log_read.offset, self._progress.offset) == before:
                 break
         async with self._pump_lock:
+            self._hold(_Read(log=NONE, progress_bytes=0, progress=self.parser.close()))
             await self._write_progress(True)  # what was held back for being due later
         self._cancel_due()
         if self.parser.coalesced:
