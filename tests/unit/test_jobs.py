@@ -257,3 +257,41 @@ def test_a_json_param_at_the_depth_ceiling_publishes_a_small_schema_as_strict(
             assert not valid  # the server refuses exactly what the schema refuses
         else:
             assert valid
+
+
+BOUNDS = """
+command = ["prog"]
+[params.n]
+type = "int"
+max = 100000000000000000000000
+[params.x]
+type = "float"
+"""
+
+
+def test_bounds_are_kept_as_written_and_a_float_is_a_doubles_at_most(tmp_path: Path) -> None:
+    """A probe: an int bound past 2^53 went through a float (1e23 published and enforced as
+    99999999999999991611392, refusing what the job file allows); a float param's schema took
+    1e400, which the server refuses."""
+    job = load_job(write(tmp_path, "bounds", BOUNDS))
+    schema = job.schema["properties"]
+    assert schema["n"]["maximum"] == 10**23
+    assert job.validate_params({"n": 10**23 - 1, "x": 1.5}) == {"n": 10**23 - 1, "x": 1.5}
+    assert schema["x"]["maximum"] == 1.7976931348623157e308
+    assert not jsonschema_rs.validator_for(schema["x"]).is_valid(10**400)
+    bad = write(tmp_path, "nan", 'command = ["prog"]\n[params.y]\ntype = "float"\nmax = nan\n')
+    with pytest.raises(LoadError):
+        load_job(bad)
+
+
+def test_a_head_of_a_log_is_published_with_the_logs_own_types(tmp_path: Path) -> None:
+    from runyard.api.app import create_app
+    from runyard.config import Settings
+
+    app = create_app(Settings(data_dir=tmp_path / "data", jobs_dir=tmp_path))
+    logs = app.openapi()["paths"]["/v1/runs/{run_id}/logs"]
+    for method in ("get", "head"):
+        assert set(logs[method]["responses"]["200"]["content"]) == {
+            "text/plain; charset=utf-8",
+            "application/octet-stream",
+        }, method

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -46,8 +47,9 @@ class ParamDecl(BaseModel):
     type: ParamType
     description: str = ""
     default: Any = None
-    min: float | None = None
-    max: float | None = None
+    # an int as written (a bound past 2^53 is not rounded through a float), a float finite
+    min: int | Annotated[float, Field(allow_inf_nan=False)] | None = None
+    max: int | Annotated[float, Field(allow_inf_nan=False)] | None = None
     max_length: int | None = Field(default=None, ge=1, le=1_000_000)
     choices: list[str | int | float] | None = None
     required: bool | None = None
@@ -119,8 +121,12 @@ def _annotation(decl: ParamDecl) -> Any:
         return Annotated[int, Field(strict=True, ge=lo, le=hi, **meta)]
     if decl.type == "float":
         # strict float still takes a JSON integer, which is what a client expects
+        # bounded by a double's range at least, so that the schema says what a number too
+        # large for one (1e400, refused) is
+        least = -sys.float_info.max if decl.min is None else decl.min
+        most = sys.float_info.max if decl.max is None else decl.max
         return Annotated[
-            float, Field(strict=True, ge=decl.min, le=decl.max, allow_inf_nan=False, **meta)
+            float, Field(strict=True, ge=least, le=most, allow_inf_nan=False, **meta)
         ]
     if decl.type == "bool":
         return Annotated[bool, Field(strict=True, **meta)]

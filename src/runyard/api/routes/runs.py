@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.datastructures import Headers
@@ -224,16 +224,20 @@ async def delete_run(run_id: RunId, runs: RunsDep) -> Response:
 LOG_TEXT, LOG_BYTES = "text/plain; charset=utf-8", "application/octet-stream"
 
 
-@router.head("/{run_id}/logs", dependencies=[READ, ON_OWNER], operation_id="head_logs")
+LOG_ANSWERS: dict[int | str, dict[str, Any]] = {200: {
+    "content": {LOG_TEXT: {}, LOG_BYTES: {}},
+    "description": "a byte range of the log, exactly as written: UTF-8 text when the range is "
+                   "(one that would end inside a character ends before it), else bytes",
+}}  # fmt: skip
+
+
+@router.head(
+    "/{run_id}/logs", dependencies=[READ, ON_OWNER], operation_id="head_logs",
+    response_class=Response, responses=LOG_ANSWERS,
+)  # fmt: skip
 @router.get(
-    "/{run_id}/logs",
-    dependencies=[READ, ON_OWNER],
-    response_class=Response,
-    responses={200: {
-        "content": {LOG_TEXT: {}, LOG_BYTES: {}},
-        "description": "a byte range of the log, exactly as written: UTF-8 text when the range "
-                       "is (one that would end inside a character ends before it), else bytes",
-    }},
+    "/{run_id}/logs", dependencies=[READ, ON_OWNER], response_class=Response,
+    responses=LOG_ANSWERS,
 )  # fmt: skip
 async def get_logs(
     run_id: RunId,
