@@ -125,9 +125,7 @@ def _annotation(decl: ParamDecl) -> Any:
         # large for one (1e400, refused) is
         least = -sys.float_info.max if decl.min is None else decl.min
         most = sys.float_info.max if decl.max is None else decl.max
-        return Annotated[
-            float, Field(strict=True, ge=least, le=most, allow_inf_nan=False, **meta)
-        ]
+        return Annotated[float, Field(strict=True, ge=least, le=most, allow_inf_nan=False, **meta)]
     if decl.type == "bool":
         return Annotated[bool, Field(strict=True, **meta)]
     if decl.type == "str":
