@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import fields, replace
 from typing import Any
 
 import structlog
@@ -30,6 +30,7 @@ from runyard.jobs.spec import Job
 from runyard.models import Run, RunState, Schedule
 from runyard.scheduling.file_params import FileParams
 from runyard.scheduling.requests import changed, check_request
+from runyard.scheduling.snapshot import SchedulerSnapshot
 from runyard.scheduling.timing import next_after
 from runyard.services.runs import new_run
 from runyard.services.wakeup import Wakeup
@@ -43,35 +44,6 @@ CATCH_UPS = ("once", "none")
 MAX_FIRES_PER_TICK = 50
 FIRE_RETRY_S = 1.0  # after a fire that failed, which stays due
 STALE_RETRIES = 3  # a change made again to a schedule that changed elsewhere meanwhile
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleState:
-    id: str
-    job: str
-    paused: bool
-    overlap: str
-    fire_count: int
-    skip_count: int
-    last_fired_at: float | None
-    last_run_id: str | None
-    next_fire_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerSnapshot:
-    status: str
-    ticks: int
-    last_tick_at: float | None
-    schedules: tuple[ScheduleState, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "ticks": self.ticks,
-            "last_tick_at": self.last_tick_at,
-            "schedules": [asdict(s) for s in self.schedules],
-        }
 
 
 class Scheduler:
@@ -234,24 +206,7 @@ class Scheduler:
             return None
 
     def _publish(self, status: str, tick: float | None = None) -> None:
-        old = self.snapshot
-        states = tuple(
-            ScheduleState(
-                s.id,
-                s.job,
-                s.paused,
-                s.overlap,
-                s.fire_count,
-                s.skip_count,
-                s.last_fired_at,
-                s.last_run_id,
-                s.next_fire_at,
-            )
-            for s in self.schedules.values()
-        )
-        self.snapshot = SchedulerSnapshot(
-            status, old.ticks + (tick is not None), tick or old.last_tick_at, states
-        )
+        self.snapshot = self.snapshot.next(status, self.schedules.values(), tick)
         if self.published is not None:
             self.published.set()
 
