@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Mapping
-from typing import Any
 
 import structlog
 
@@ -26,10 +25,11 @@ from runyard.execution.base import (
 )
 from runyard.execution.protocol import ExitRecord
 from runyard.jobs import JobRegistry
-from runyard.jobs.spec import Job, JobSpec
+from runyard.jobs.spec import Job
 from runyard.models import Claim, ClaimAsk
 from runyard.services import outcomes
 from runyard.services.attempts import Attempts
+from runyard.services.launches import launch_of
 from runyard.services.lease import Lease
 from runyard.services.slots import Slots
 from runyard.services.uploads.fetch import InputFetcher
@@ -53,33 +53,6 @@ def unavailable_retry_s(attempt: int) -> float:
 
 
 STOP_GRACE_S = 10.0  # how long stop() waits for a claim under way before it cancels it
-
-
-def _limits(spec: JobSpec) -> dict[str, object] | None:
-    """The job's limits, or None when it sets none (on_log_cap alone limits nothing)."""
-    limits = spec.limits.model_dump(exclude_none=True)
-    return limits if set(limits) - {"on_log_cap"} else None
-
-
-def _placement(spec: JobSpec) -> dict[str, Any]:
-    """What a cluster executor places the run by (nothing a local run pays for)."""
-    return {
-        "slurm": spec.slurm.model_dump() if spec.slurm is not None else {},
-        "resources": spec.resources.model_dump(exclude_none=True),
-    }
-
-
-def _input_paths(spec: JobSpec) -> dict[str, str]:
-    return {n: d.path for n, d in spec.params.items() if d.type == "file" and d.path is not None}
-
-
-def _inputs(spec: JobSpec, params: dict[str, Any]) -> dict[str, str]:
-    """The run's file params: name -> upload id (the value is `upload:ID`, checked at submit)."""
-    return {
-        name: str(params[name])[len("upload:") :]
-        for name, decl in spec.params.items()
-        if decl.type == "file" and name in params
-    }
 
 
 class Dispatcher:
@@ -345,24 +318,7 @@ class Dispatcher:
             self._spawned.discard(claim.run.id)
 
     def _request(self, claim: Claim) -> Launch:
-        run, spec = claim.run, self.attempts.spec_of(claim.run)
-        return Launch(
-            run_id=run.id,
-            attempt=claim.attempt.number,
-            command=spec.command,
-            params=run.params,
-            workspace=spec.workspace,
-            env=spec.env,
-            timeout_s=spec.timeout_s,
-            kill_grace_s=spec.kill_grace_s,
-            limits=_limits(spec),
-            run_as=spec.run_as,
-            executor=spec.executor,
-            **(_placement(spec) if spec.executor != "local" else {}),
-            inputs=_inputs(spec, run.params) if spec.has_files else None,
-            input_paths=_input_paths(spec) if spec.has_files else None,
-            sandbox=spec.sandbox.model_dump() if spec.sandbox is not None else None,
-        )
+        return launch_of(claim, self.attempts.spec_of(claim.run))
 
     async def _launched(self, claim: Claim) -> Started | None:
         launch = self._request(claim)
