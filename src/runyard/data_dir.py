@@ -6,6 +6,7 @@ and for the directories it makes again when they are missing, at each readiness 
 
 from __future__ import annotations
 
+import socket
 import stat
 from pathlib import Path
 
@@ -64,3 +65,10 @@ def wrong_kind(entries: Expected, remedy: str) -> str | None:
             what = _KINDS.get(kind, "something else")
             return f"{path} is {what}, where runyard keeps {purpose}: {remedy}"
     return None
+
+
+def instance_of(data_dir: Path) -> str:
+    """Which process a server is, as its cluster sees it: its host and its data directory
+    (device and inode, which a restart keeps and a copy elsewhere does not)."""
+    st = data_dir.stat()
+    return f"{socket.gethostname()}:{st.st_dev}:{st.st_ino}"

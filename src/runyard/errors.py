@@ -30,6 +30,10 @@ class StaleWriteError(ConflictError):
     """A write from a copy of a record that changed (or went) since it was read."""
 
 
+class ServerIdTakenError(ConflictError):
+    """A server started under an id whose lease another live process holds."""
+
+
 class InvalidInputError(RunyardError):
     status, title, slug = 422, "Invalid input", "invalid-input"
 

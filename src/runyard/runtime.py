@@ -14,7 +14,13 @@ from runyard import failpoints
 from runyard.auth import Authenticator, RelaySigner, load_tokens
 from runyard.clock import Clock, SystemClock
 from runyard.config import Settings
-from runyard.errors import StorageFullError, StorageIOError, StoreBusyError
+from runyard.data_dir import instance_of
+from runyard.errors import (
+    ServerIdTakenError,
+    StorageFullError,
+    StorageIOError,
+    StoreBusyError,
+)
 from runyard.execution.base import Executor
 from runyard.execution.executor import LocalExecutor
 from runyard.execution.routing import RoutedExecutor
@@ -229,8 +235,12 @@ class Runtime:
         await asyncio.to_thread(self.settings.data_dir.mkdir, parents=True, exist_ok=True)
         await self.store.open()
         await self.registry.snapshot()
+        self.membership.instance = await asyncio.to_thread(instance_of, self.settings.data_dir)
         try:
             await self.membership.join()
+        except ServerIdTakenError as exc:
+            log.error("refusing_to_start", reason=str(exc))  # noqa: TRY400  it says it all
+            raise
         except (StorageFullError, StorageIOError, StoreBusyError) as exc:
             # a full or failing disk: serve what can be read, claim nothing (no lease), say so
             # in readiness (the store's check), and join at the next heartbeat

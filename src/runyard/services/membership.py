@@ -50,8 +50,10 @@ class Membership:
         reap_margin_s: float = 0.0,
         holder: LeaseHolder | None = None,
         rejoined: Callable[[], Awaitable[object]] | None = None,
+        instance: str | None = None,
     ) -> None:
         self.store = store
+        self.instance = instance  # this process's host and data directory (runtime.py)
         self.attempts = attempts  # reaps other servers' attempts
         self.lease = lease
         self.clock = clock
@@ -74,7 +76,7 @@ class Membership:
     async def join(self) -> str:
         now = self.clock.now()
         self.token = await self.store.register_server(
-            self.server_id, self.url, self.capacity, now, self.lease_s
+            self.server_id, self.url, self.capacity, now, self.lease_s, self.instance
         )
         await self._held(now)
         log.info("joined", server_id=self.server_id, url=self.url, lease_s=self.lease_s)

@@ -208,11 +208,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def register_server(
-        self, server_id: str, url: str, capacity: int, now: float, lease_s: float
-    ) -> str:
+        self, server_id: str, url: str, capacity: int, now: float, lease_s: float,
+        instance: str | None = None,
+    ) -> str:  # fmt: skip
         """Join (or rejoin) the cluster and return this life's lease token. Within its lease
         a server keeps its token; after it, it gets a new one and takes back those of its
-        attempts nobody reaped (so a lone server restarted late still re-adopts its runs)."""
+        attempts nobody reaped (so a lone server restarted late still re-adopts its runs).
+        ServerIdTakenError while another `instance` (host and data directory) holds the
+        id's lease: a restart of the same one rejoins, a second process is refused."""
 
     @abc.abstractmethod
     async def renew_server(self, server_id: str, token: str, now: float, lease_s: float) -> bool:

@@ -153,6 +153,11 @@ WHERE a.state IN ('starting', 'running') AND a.host = %s GROUP BY r.job
 SERVER_COLUMNS = "id, url, token, capacity, started_at, heartbeat_at, lease_expires_at"
 LOCK_SERVER_ID = f"SELECT pg_advisory_xact_lock({MEMBERSHIP_LOCK}, hashtext(%s))"
 GET_SERVER = f"SELECT {SERVER_COLUMNS} FROM servers WHERE id = %s"  # noqa: S608
+GET_SERVER_INSTANCE = "SELECT instance FROM server_instances WHERE id = %s"
+SET_SERVER_INSTANCE = (
+    "INSERT INTO server_instances (instance, id) VALUES (%s, %s) "
+    "ON CONFLICT (id) DO UPDATE SET instance = excluded.instance"
+)
 INSERT_SERVER = "INSERT INTO servers VALUES (%s, %s, %s, %s, %s, %s, %s)"
 UPDATE_SERVER = """
 UPDATE servers SET url = %s, token = %s, capacity = %s, started_at = %s, heartbeat_at = %s,

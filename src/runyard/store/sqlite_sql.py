@@ -154,6 +154,11 @@ WHERE a.state IN ('starting', 'running') AND a.host = ? GROUP BY r.job
 SERVER_COLUMNS = "id, url, token, capacity, started_at, heartbeat_at, lease_expires_at"
 LOCK_SERVER_ID: str | None = None  # every write transaction already runs alone
 GET_SERVER = f"SELECT {SERVER_COLUMNS} FROM servers WHERE id = ?"  # noqa: S608
+GET_SERVER_INSTANCE = "SELECT instance FROM server_instances WHERE id = ?"
+SET_SERVER_INSTANCE = (
+    "INSERT INTO server_instances (instance, id) VALUES (?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET instance = excluded.instance"
+)
 INSERT_SERVER = "INSERT INTO servers VALUES (?, ?, ?, ?, ?, ?, ?)"
 UPDATE_SERVER = """
 UPDATE servers SET url = ?, token = ?, capacity = ?, started_at = ?, heartbeat_at = ?,

@@ -162,10 +162,11 @@ class SQLStore(Store):
         return await self._read(partial(logic.active_attempts, host))
 
     async def register_server(
-        self, server_id: str, url: str, capacity: int, now: float, lease_s: float
-    ) -> str:
+        self, server_id: str, url: str, capacity: int, now: float, lease_s: float,
+        instance: str | None = None,
+    ) -> str:  # fmt: skip
         return await self._write(
-            partial(leases.register_server, server_id, url, capacity, now, lease_s)
+            partial(leases.register_server, server_id, url, capacity, now, lease_s, instance)
         )
 
     async def renew_server(self, server_id: str, token: str, now: float, lease_s: float) -> bool:
