@@ -5,6 +5,7 @@ attempt's number: what the run holds and what its events say agree."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,29 @@ def test_a_last_line_without_newline_is_the_runs_progress(
     progress = [e["data"] for e in asyncio.run(events()) if e["kind"] == "progress"]
     assert progress == [{"fraction": 0.5, "attempt": 1},
                         {"fraction": 0.9, "message": "last", "attempt": 1}]  # fmt: skip
+
+
+SPARSE = r"""
+command = ["sh", "-c", '''
+echo '{{"fraction": 0.1}}' >> "$RUNYARD_PROGRESS_FILE"
+truncate -s 1T "$RUNYARD_PROGRESS_FILE"
+printf '\n{{"fraction": 0.2}}\n' >> "$RUNYARD_PROGRESS_FILE"
+''']
+"""
+
+
+def test_a_sparse_progress_file_of_a_terabyte_is_read_at_its_end(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """A probe: the run stayed `running` for minutes after its program ended (its end waited
+    on reading every zero), reads of it hung, and the server could not stop."""
+    write_job("sparse", SPARSE)
+    server = start_server(jobs_dir)
+    run_id = web.post(f"{server.url}/v1/runs", json={"job": "sparse"}).json()["id"]
+    wait_for(
+        lambda: web.get(f"{server.url}/v1/runs/{run_id}", timeout=10).json()["state"]
+        == "succeeded",
+        what="the run to end",
+    )
+    assert web.get(f"{server.url}/v1/runs/{run_id}").json()["progress"] == {"fraction": 0.2}
+    assert server.stop(timeout=30) == -signal.SIGTERM  # and it stops as ever, at once

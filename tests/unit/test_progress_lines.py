@@ -76,3 +76,27 @@ def test_a_last_line_without_its_newline_counts_once_the_program_has_ended() -> 
     assert cut.feed(b'{"fraction": 0.9') == []
     assert cut.close() == [] and cut.skipped == 1  # half a line: skipped and counted
     assert cut.close() == [] and cut.skipped == 1  # once
+
+
+def test_a_reader_that_passes_over_lines_lands_on_the_next_whole_one(tmp_path) -> None:
+    """A probe: a progress file made sparse (`truncate -s 4T`) was read 256 KiB at a time to
+    its end: the run's end waited on it for minutes and the server could not stop. Far
+    behind, only the last bytes are read; the line landed in is passed over."""
+    from runyard.streams.cursor import FileCursor, read_latest
+
+    path = tmp_path / "progress"
+    with path.open("wb") as f:
+        f.write(b'{"fraction": 0.1}\n')
+        f.truncate(2**40)  # a terabyte, sparse
+        f.seek(2**40)
+        f.write(b'\n{"fraction": 0.2}\n')
+    cursor, parser = FileCursor(), ProgressParser()
+    got = read_latest(path, cursor, 4096, 16384)
+    assert got.jumped_to == 2**40 + 19 - 4096 and len(got.data) == 4096
+    parser.jump(got.jumped_to)
+    cursor.offset = got.jumped_to
+    cursor.advance(got.data)
+    assert parser.feed(got.data) == [{"fraction": 0.2}]
+    assert (parser.skipped, parser.coalesced) == (0, 1)
+    assert parser.consumed == cursor.offset == path.stat().st_size
+    assert read_latest(path, cursor, 4096, 16384).data == b""  # and nothing more to read

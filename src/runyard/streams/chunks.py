@@ -72,6 +72,7 @@ class ProgressParser:
     coalesced: int = 0
     _partial: bytearray = field(default_factory=bytearray)
     _discarded: int | None = None  # inside an oversized line: how much of it was dropped
+    _jumped: bool = False  # that line is where a reader landed, passing over lines (`jump`)
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         self._partial += data
@@ -86,7 +87,11 @@ class ProgressParser:
             nl = whole.find(b"\n")
             self.consumed += self._discarded + nl + 1
             self._discarded = None
-            self.skipped += 1
+            if self._jumped:  # passed over, not malformed
+                self.coalesced += 1
+                self._jumped = False
+            else:
+                self.skipped += 1
             whole = whole[nl + 1 :]
         self.consumed += len(whole)
         found = self._last_progress(whole.split(b"\n")[:-1]) if whole else []
@@ -103,9 +108,21 @@ class ProgressParser:
         self.consumed += len(line) + (self._discarded or 0)  # to the file's end, no further
         if self._discarded is not None:  # an endless line, cut off by the end
             self._discarded = None
-            self.skipped += 1
+            if self._jumped:
+                self.coalesced += 1
+                self._jumped = False
+            else:
+                self.skipped += 1
             return []
         return self._last_progress([line]) if line else []
+
+    def jump(self, to: int) -> None:
+        """The reader passed over what the file held between `consumed` and `to`, and reads
+        on from there: the line it lands in is dropped up to its end, as an oversized one is
+        (and counted as coalesced: passed over, not malformed)."""
+        self._partial.clear()
+        self._discarded = to - self.consumed
+        self._jumped = True
 
     def restart(self) -> None:
         """The file is read again from its start (it was cut back or rewritten): what was
@@ -113,6 +130,7 @@ class ProgressParser:
         self.consumed = 0
         self._partial.clear()
         self._discarded = None
+        self._jumped = False
 
     def _last_progress(self, lines: list[bytes]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

@@ -41,6 +41,7 @@ class FileCursor:
 class Read:
     data: bytes
     restarted: bool  # the file was cut back or rewritten: `data` is from its start
+    jumped_to: int | None = None  # `data` is from here: what was before it was passed over
 
 
 def read_on(path: Path, cursor: FileCursor, limit: int) -> Read:
@@ -61,5 +62,24 @@ def read_on(path: Path, cursor: FileCursor, limit: int) -> Read:
         if data[:back] != cursor.tail:
             return Read(os.pread(fd, limit, 0), True)
         return Read(data[back:], False)
+    finally:
+        os.close(fd)
+
+
+def read_latest(path: Path, cursor: FileCursor, limit: int, behind_max: int) -> Read:
+    """`read_on`, for a file of which only the latest lines count (progress): more than
+    `behind_max` bytes unread, and the last `limit` of them are read instead, the rest passed
+    over. A program writing faster than anyone reads, or a sparse file of terabytes, costs
+    one read, not one per `limit` bytes of it."""
+    try:
+        fd, size = open_regular(path)
+    except OSError:
+        return Read(b"", False)
+    try:
+        start = 0 if size < cursor.offset else cursor.offset
+        if size - start <= behind_max:
+            return read_on(path, cursor, limit)
+        jump = size - limit
+        return Read(os.pread(fd, limit, jump), start == 0 and cursor.offset > 0, jump)
     finally:
         os.close(fd)

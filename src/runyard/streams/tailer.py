@@ -24,12 +24,14 @@ from runyard.execution.layout import RunPaths
 from runyard.regular_files import open_regular
 from runyard.store import Store
 from runyard.streams.chunks import PROGRESS_KEEP, ProgressParser, split_chunks
-from runyard.streams.cursor import FileCursor, Read, read_on
+from runyard.streams.cursor import FileCursor, Read, read_latest, read_on
 from runyard.streams.subscriber import Chunk, End, Lagged, Subscriber
 
 log = structlog.get_logger(__name__)
 
 READ_MAX = 256 * 1024  # per file per pump: a burst stays well under a watcher's buffer
+# progress unread past this is passed over but for its last READ_MAX (only the latest counts)
+PROGRESS_BEHIND_MAX = 4 * READ_MAX
 NONE = Read(b"", False)
 PROGRESS_EVERY_S = 0.05  # an attempt's progress is written at most this often (but at its end)
 
@@ -164,10 +166,14 @@ class AttemptTailer:
 
     def _read(self, with_log: bool) -> _Read:
         """In a worker thread, under the pump lock (the parser is used by nobody else)."""
-        got = read_on(self.paths.progress_file(self.attempt), self._progress, READ_MAX)
+        path = self.paths.progress_file(self.attempt)
+        got = read_latest(path, self._progress, READ_MAX, PROGRESS_BEHIND_MAX)
         if got.restarted:
             self._progress.restart()
             self.parser.restart()
+        if got.jumped_to is not None:
+            self._progress.offset, self._progress.tail = got.jumped_to, b""
+            self.parser.jump(got.jumped_to)
         self._progress.advance(got.data)
         return _Read(
             log=read_on(self.paths.log(self.attempt), self.log_read, READ_MAX)
