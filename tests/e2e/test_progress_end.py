@@ -66,8 +66,9 @@ def test_a_sparse_progress_file_of_a_terabyte_is_read_at_its_end(
     server = start_server(jobs_dir)
     run_id = web.post(f"{server.url}/v1/runs", json={"job": "sparse"}).json()["id"]
     wait_for(
-        lambda: web.get(f"{server.url}/v1/runs/{run_id}", timeout=10).json()["state"]
-        == "succeeded",
+        lambda: (
+            web.get(f"{server.url}/v1/runs/{run_id}", timeout=10).json()["state"] == "succeeded"
+        ),
         what="the run to end",
     )
     assert web.get(f"{server.url}/v1/runs/{run_id}").json()["progress"] == {"fraction": 0.2}
