@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import selectors
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from runyard.execution.protocol import MAX_LINE, encode
 
 MAX_CLIENT_BACKLOG = 64 * 1024 * 1024
+# Servers (one at a time, each reconnecting) and a few tools: more is a flood of connections
+# (any process of the supervisor's user may connect), which costs the quietest of them.
+MAX_CLIENTS = 64
 
 
 @dataclass(eq=False)
@@ -20,6 +25,8 @@ class Client:
     inbuf: bytearray = field(default_factory=bytearray)
     outbuf: bytearray = field(default_factory=bytearray)
     writing: bool = False  # registered for EVENT_WRITE: its output waits for the socket
+    lines: int = 0  # requests it has sent
+    since: float = field(default_factory=time.monotonic)
 
 
 class Connections:
@@ -37,13 +44,32 @@ class Connections:
         self.dropped = dropped
         self.clients: dict[int, Client] = {}
         self.pending: set[Client] = set()
+        self._spare = _spare_descriptor()
 
     def accept(self, srv: socket.socket) -> None:
-        with contextlib.suppress(BlockingIOError):
+        try:
             sock, _ = srv.accept()
-            sock.setblocking(False)
-            self.clients[sock.fileno()] = Client(sock)
-            self.sel.register(sock, selectors.EVENT_READ, "client")
+        except BlockingIOError:
+            return
+        except OSError:  # out of descriptors (EMFILE, ENFILE) or memory: a flood
+            self._shed(srv)
+            return
+        if len(self.clients) >= MAX_CLIENTS:
+            self.drop(_evictee(self.clients.values()))
+        sock.setblocking(False)
+        self.clients[sock.fileno()] = Client(sock)
+        self.sel.register(sock, selectors.EVENT_READ, "client")
+
+    def _shed(self, srv: socket.socket) -> None:
+        """The spare descriptor given up for as long as it takes to accept one connection and
+        close it: the listener's backlog drains (not a failing accept at every turn), the
+        supervisor goes on (it died of EMFILE), and whoever connected is told by the close."""
+        if self._spare >= 0:
+            os.close(self._spare)
+        with contextlib.suppress(OSError):
+            sock, _ = srv.accept()
+            sock.close()
+        self._spare = _spare_descriptor()
 
     def ready(self, fd: int, mask: int) -> None:
         """The selector says client `fd` can be written to or read from."""
@@ -77,6 +103,7 @@ class Connections:
         while (nl := client.inbuf.find(b"\n")) >= 0:
             line = bytes(client.inbuf[:nl])
             del client.inbuf[: nl + 1]
+            client.lines += 1
             self.handle(client, line)
             if self.clients.get(fd) is not client:
                 # dropped while it was being served (its backlog overflowed): nobody would
@@ -122,3 +149,20 @@ class Connections:
     def broadcast(self, message: dict[str, Any]) -> None:
         for client in list(self.clients.values()):
             self.send(client, message)
+
+
+def _spare_descriptor() -> int:
+    """One descriptor held back for `_shed` (-1 if even that cannot be had now)."""
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _evictee(clients: Iterable[Client]) -> Client:
+    """Who makes room for a new client: the one silent longest, else the newest speaker (a
+    server that has spoken since it connected is the last to go)."""
+    silent = [c for c in clients if not c.lines]
+    if silent:
+        return min(silent, key=lambda c: c.since)
+    return max(clients, key=lambda c: c.since)

@@ -101,7 +101,11 @@ class LocalExecutor:
         return await self._client.ping(timeout_s)
 
     async def health(self, timeout_s: float) -> ExecutorHealth:
-        reply = await self._client.ping(timeout_s)
+        try:
+            reply = await self._client.ping(timeout_s)
+        except SupervisorTimeoutError:
+            await asyncio.to_thread(self._client.continue_if_stopped)
+            raise
         if not reply.get("ok"):
             if "KeyError" in str(reply.get("error")):
                 return ExecutorHealth()  # an older supervisor without `ping`: alive

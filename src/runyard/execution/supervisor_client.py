@@ -7,6 +7,9 @@ import contextlib
 import itertools
 import os
 import select
+import signal
+import socket
+import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -114,6 +117,31 @@ class SupervisorClient:
     @property
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
+
+    def continue_if_stopped(self) -> None:
+        """A supervisor that does not answer because it is stopped (SIGSTOP: any process of
+        its user may send it, one of its programs included) is continued: stopped, it held
+        every run (no timeout fired, no cancel, no spawn) until someone sent SIGCONT by hand.
+        In a thread: it reads /proc."""
+        pid = self.peer_pid()
+        if pid is None:
+            return
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state in ("T", "t"):
+                os.kill(pid, signal.SIGCONT)
+                log.warning("supervisor_continued", pid=pid, was="stopped")
+        except (OSError, IndexError):
+            pass  # gone: a lost supervisor is handled as ever
+
+    def peer_pid(self) -> int | None:
+        """The connected supervisor's pid, as the kernel says (SO_PEERCRED)."""
+        sock = self._writer.get_extra_info("socket") if self._writer is not None else None
+        if sock is None:
+            return None
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, _, _ = struct.unpack("3i", creds)
+        return int(pid) or None
 
     async def connect(self) -> None:
         """Connect to the running supervisor, starting one first if none answers."""
