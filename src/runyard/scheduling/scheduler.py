@@ -125,7 +125,8 @@ class Scheduler:
             # catch_up == "once": it is due now and fires once at the first tick
 
     async def _lead(self) -> bool:
-        leading = await self.store.try_lead()
+        # silent for a lease (it looks every third of one): paused or cut off, it is replaced
+        leading = await self.store.try_lead(3 * self.recheck_s if self.recheck_s else None)
         if leading and not self.leading:
             log.info("scheduler_leading")
             await self.reload()  # the last leader's firings are in the store

@@ -202,8 +202,9 @@ class Store(abc.ABC):
         before. A store only one server uses has nobody else to hear from."""
         return
 
-    async def try_lead(self) -> bool:
-        """Whether this server is (still) the one that fires schedules."""
+    async def try_lead(self, silent_after_s: float | None = None) -> bool:
+        """Whether this server is (still) the one that fires schedules. `silent_after_s`: a
+        leader that has not looked for that long (paused, cut off) is replaced."""
         return True
 
     @abc.abstractmethod
