@@ -63,3 +63,18 @@ async def test_a_finished_run_and_an_empty_directory_are_no_sign(
     assert await store.end_attempt(run.id, 1, SUCCEEDED) is not None
     assert await store.last_attempts([run.id]) == {run.id: None}
     assert (await audit(store, runs)).attempts_ahead == 0
+
+
+async def test_a_claim_read_before_a_runs_insert_never_dates_its_start_before_it(
+    store: Store,
+) -> None:
+    """A probe on three servers: a claim's `now` is read before its transaction, which can
+    take a run another server inserted after that moment; its `running` event was dated
+    before its `queued` one (3 to 8 ms)."""
+    run = queued_run()  # created at 1000
+    await store.insert_run(run)
+    (claim,) = await store.claim(1, {}, now=999.5, host="h")
+    assert claim.run.started_at == 1000.0
+    events = await store.list_events(run.id, after=0)
+    assert [e.kind for e in events] == ["state", "state"]
+    assert events[1].at >= events[0].at

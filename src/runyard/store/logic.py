@@ -246,7 +246,8 @@ def _attempt_of(run: Run, now: float, host: str, token: str | None) -> Unit[Clai
         lease_token=token,
     )  # fmt: skip
     yield execute("INSERT_ATTEMPT", *attempt_to_row(attempt))
-    yield from _state_event(run, RunState.QUEUED, now)
+    # `now` was read before this transaction, which may take a run inserted after it
+    yield from _state_event(run, RunState.QUEUED, max(now, run.created_at))
     return Claim(run=run, attempt=attempt)
 
 

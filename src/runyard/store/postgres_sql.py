@@ -123,7 +123,8 @@ FOR UPDATE SKIP LOCKED
 # the claimed run as it now is: nothing to read back
 CLAIM_RUN = f"""
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
-    started_at = coalesce(started_at, %s), state_at = %s
+    started_at = coalesce(started_at, GREATEST(%s, created_at)),
+    state_at = GREATEST(%s, created_at)
 WHERE id = %s AND state = 'queued'
 RETURNING {RUN_COLUMNS}
 """  # noqa: S608
@@ -140,8 +141,11 @@ WITH taken AS MATERIALIZED (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
+-- never before the run's own creation: a claim's `now` is read before its transaction,
+-- which can take a run submitted (through another server) after that moment
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
-    started_at = coalesce(started_at, %(now)s), state_at = %(now)s
+    started_at = coalesce(started_at, GREATEST(%(now)s, runs.created_at)),
+    state_at = GREATEST(%(now)s, runs.created_at)
 FROM taken WHERE runs.id = taken.id AND runs.state = 'queued'
 RETURNING {_TAKEN_COLUMNS}
 """  # noqa: S608

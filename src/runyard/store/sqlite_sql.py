@@ -119,7 +119,7 @@ LIMIT ?
 # the claimed run as it now is: nothing to read back
 CLAIM_RUN = f"""
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
-    started_at = coalesce(started_at, ?), state_at = ?
+    started_at = coalesce(started_at, max(?, created_at)), state_at = max(?, created_at)
 WHERE id = ? AND state = 'queued'
 RETURNING {RUN_COLUMNS}
 """  # noqa: S608
@@ -127,7 +127,7 @@ RETURNING {RUN_COLUMNS}
 # taken as they are found (RETURNING's order is not the queue's: the logic sorts them).
 CLAIM_NEXT = f"""
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
-    started_at = coalesce(started_at, :now), state_at = :now
+    started_at = coalesce(started_at, max(:now, created_at)), state_at = max(:now, created_at)
 WHERE state = 'queued' AND id IN (
     SELECT id FROM runs INDEXED BY runs_queue
     WHERE state = 'queued' AND (not_before IS NULL OR not_before <= :now)
