@@ -233,8 +233,9 @@ class AttemptEnd:
         it too, under the run's lock: a cancel accepted after the end's caller read the run."""
         if not cancel_requested or self.run_state is not RunState.QUEUED:
             return self
+        why = (self.reason or "").split("; retrying in ", 1)[0]  # nothing is retried now
         return replace(
-            self, run_state=RunState.CANCELLED, reason=f"cancelled on request ({self.reason})",
+            self, run_state=RunState.CANCELLED, reason=f"cancelled on request ({why})",
             not_before=None,
         )  # fmt: skip
 

@@ -162,5 +162,10 @@ def test_an_end_that_would_queue_a_run_whose_cancel_was_accepted_cancels_it() ->
         assert told[-1] == (RunState.RUNNING, RunState.CANCELLED)
         plain = outcomes.not_started(0.0, "test")  # no cancel asked: re-queued as ever
         assert plain.honouring_cancel(False) is plain
+        # what it would have been says nothing of a retry that will not come (a probe)
+        retried = replace(lost, reason="lost: its server went; retrying in 0.2s (attempt 2 of 5)")
+        assert (
+            retried.honouring_cancel(True).reason == "cancelled on request (lost: its server went)"
+        )
 
     asyncio.run(scenario())
