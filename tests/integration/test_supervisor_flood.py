@@ -5,6 +5,7 @@ EMFILE, the supervisor died, and every run it supervised was lost)."""
 from __future__ import annotations
 
 import socket
+import sys
 
 import psutil
 import pytest
@@ -40,3 +41,36 @@ async def test_a_flood_of_silent_connections_leaves_the_supervisor_serving(
         for c in flood:
             c.close()
     assert psutil.pid_exists(running["pid"])  # its program untouched
+
+
+PEER = r"""
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b'{"op": "list", "req": 1}\n')
+print("answer:", s.recv(65536))
+"""
+
+
+async def test_a_program_speaking_to_its_supervisor_is_not_heard(
+    sup: Harness,  # noqa: F811
+) -> None:
+    """A probe: a program (it runs as the supervisor's user) connected to the socket, spawned
+    an untracked program, stopped another run's and chose the reason recorded for its end.
+    A peer that is one of the supervisor's programs, or anything they started (the
+    supervisor is their subreaper), is not served."""
+    socket_path = str(sup.data_dir / SOCKET_NAME)
+    direct = await sup.spawn("p.1", [sys.executable, "-c", PEER, socket_path])
+    assert direct["ok"], direct
+    # a grandchild: the shell's child (it is not the last command, so not exec'ed)
+    nested = await sup.spawn(
+        "p.2", ["sh", "-c", f'{sys.executable} -c "$0" "$1"; true', PEER, socket_path]
+    )
+    assert nested["ok"], nested
+    for _ in range(2):
+        await sup.next_exit()
+    for key in ("p.1", "p.2"):
+        said = (sup.data_dir / f"{key}.log").read_text()
+        # closed unheard: an empty answer, or the peer's send or read cut off
+        assert '"ok"' not in said and "attempts" not in said, said
+    assert (await sup.client.request({"op": "ping"}))["ok"]  # the server's connection is

@@ -6,6 +6,7 @@ import contextlib
 import os
 import selectors
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ MAX_CLIENT_BACKLOG = 64 * 1024 * 1024
 # Servers (one at a time, each reconnecting) and a few tools: more is a flood of connections
 # (any process of the supervisor's user may connect), which costs the quietest of them.
 MAX_CLIENTS = 64
+MAX_ANCESTRY = 64  # levels of parents looked at
 
 
 @dataclass(eq=False)
@@ -53,6 +55,9 @@ class Connections:
             return
         except OSError:  # out of descriptors (EMFILE, ENFILE) or memory: a flood
             self._shed(srv)
+            return
+        if _from_a_program(sock):
+            sock.close()  # its programs are served by it, not its clients
             return
         if len(self.clients) >= MAX_CLIENTS:
             self.drop(_evictee(self.clients.values()))
@@ -166,3 +171,23 @@ def _evictee(clients: Iterable[Client]) -> Client:
     if silent:
         return min(silent, key=lambda c: c.since)
     return max(clients, key=lambda c: c.since)
+
+
+def _from_a_program(sock: socket.socket) -> bool:
+    """Whether the peer is one of this supervisor's programs, or anything they started: the
+    supervisor is their subreaper, so every such process, a double-forked one in a session
+    of its own included, has it for an ancestor while it lives. Such a peer could otherwise
+    spawn untracked programs, stop other runs and choose the reason recorded for their end."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, me = struct.unpack("3i", creds)[0], os.getpid()
+    for _ in range(MAX_ANCESTRY):
+        if pid <= 1:
+            return False
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:  # noqa: PTH123  one small read per level
+                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False  # gone: nothing to serve anyway
+        if pid == me:
+            return True
+    return False
