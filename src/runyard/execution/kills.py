@@ -81,7 +81,10 @@ def _kill_orphans(
         try:
             with Path(f"/proc/{pid}/environ").open("rb") as fh:
                 environ = fh.read()
-        except OSError:
+        except PermissionError:  # it made itself undumpable (prctl): it names nothing
+            unnamed.append(pid)
+            continue
+        except OSError:  # gone meanwhile
             continue
         keys = [v for v in environ.split(b"\0") if v.startswith(ATTEMPT_VAR)]
         if not keys:
