@@ -119,6 +119,7 @@ class Runtime:
             self.store, self.registry, queue, self.clock, published=health_wake,
             recheck_s=settings.lease_s / 3 if clustered else None,
             min_interval_s=settings.schedule_min_interval_s, max_schedules=settings.max_schedules,
+            server_id=settings.server_id,
         )  # fmt: skip
         self.transitions = Transitions([
             self.finish_rate.on_transition,

@@ -58,8 +58,10 @@ class Scheduler:
         recheck_s: float | None = None,
         min_interval_s: float = 1.0,
         max_schedules: int = 1_000,
+        server_id: str | None = None,
     ) -> None:
         self.store = store
+        self.server_id = server_id  # names its leadership: replaced once its lease lapses
         self.min_interval_s = min_interval_s
         # each change republishes all of them (health's snapshot), and the list is one answer
         self.max_schedules = max_schedules
@@ -125,8 +127,7 @@ class Scheduler:
             # catch_up == "once": it is due now and fires once at the first tick
 
     async def _lead(self) -> bool:
-        # silent for a lease (it looks every third of one): paused or cut off, it is replaced
-        leading = await self.store.try_lead(3 * self.recheck_s if self.recheck_s else None)
+        leading = await self.store.try_lead(self.server_id)
         if leading and not self.leading:
             log.info("scheduler_leading")
             await self.reload()  # the last leader's firings are in the store

@@ -202,9 +202,9 @@ class Store(abc.ABC):
         before. A store only one server uses has nobody else to hear from."""
         return
 
-    async def try_lead(self, silent_after_s: float | None = None) -> bool:
-        """Whether this server is (still) the one that fires schedules. `silent_after_s`: a
-        leader that has not looked for that long (paused, cut off) is replaced."""
+    async def try_lead(self, server_id: str | None = None) -> bool:
+        """Whether this server (`server_id`) is (still) the one that fires schedules. A leader
+        whose own lease has lapsed (paused, cut off) is replaced."""
         return True
 
     @abc.abstractmethod

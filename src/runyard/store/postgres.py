@@ -154,8 +154,8 @@ class PostgresStore(SQLStore):
         self._listener.start()
         await self._listener.connected.wait()
 
-    async def try_lead(self, silent_after_s: float | None = None) -> bool:
-        return await self._leadership.try_lead(silent_after_s)
+    async def try_lead(self, server_id: str | None = None) -> bool:
+        return await self._leadership.try_lead(server_id)
 
 
 class _DroppedError(StoreUnreachableError):

@@ -67,12 +67,12 @@ class Leadership:
         self.key = key
         self._conn: AsyncConnection[Any] | None = None
 
-    async def try_lead(self, silent_after_s: float | None = None) -> bool:
-        """The lock, held or taken. A leader looks (a ping on its session) at least every
-        third of `silent_after_s`: one whose session has been idle longer is paused or cut
-        off, and would keep the lock for as long as its session lives (a half-open
-        connection: hours), so no schedule fired meanwhile. Its session is ended and the
-        lock taken; back, it finds its session gone and stands by."""
+    async def try_lead(self, server_id: str | None = None) -> bool:
+        """The lock, held or taken. Its session is named for its server: a leader whose own
+        lease has lapsed (paused, or cut off with its session half open, which PostgreSQL may
+        keep for hours) would hold the lock, and nothing would fire, for as long as that
+        session lives. It is ended and the lock taken; back, the old leader finds its session
+        gone and stands by."""
         if self._conn is not None:
             try:
                 await self._conn.execute(q.PING)  # still our session, so still our lock
@@ -80,29 +80,36 @@ class Leadership:
                 await self.release()
             else:
                 return True
+        kwargs = dict(self.kwargs)
+        if server_id is not None:
+            kwargs["application_name"] = f"{q.LEADER_NAME}{server_id}"[:63]
         try:
-            conn = await AsyncConnection.connect(self.dsn, **self.kwargs)
-            row = await (await conn.execute(q.TRY_LEAD, (self.key,))).fetchone()
-            silent = silent_after_s is not None and not (row and row[0])
-            if silent and await self._end_silent_leader(conn, silent_after_s or 0.0):
-                row = await (await conn.execute(q.TRY_LEAD, (self.key,))).fetchone()
+            conn = await AsyncConnection.connect(self.dsn, **kwargs)
         except Error as exc:
             log.warning("leadership_unavailable", error=str(exc))
             return False
+        try:
+            row = await (await conn.execute(q.TRY_LEAD, (self.key,))).fetchone()
+            if not (row and row[0]) and await self._end_lapsed_leader(conn):
+                row = await (await conn.execute(q.TRY_LEAD, (self.key,))).fetchone()
+        except Error as exc:
+            log.warning("leadership_unavailable", error=str(exc))
+            row = None
         if row and row[0]:
             self._conn = conn
             return True
-        await conn.close()
+        with contextlib.suppress(Error):
+            await conn.close()
         return False
 
-    async def _end_silent_leader(self, conn: AsyncConnection[Any], silent_s: float) -> bool:
-        key = (self.key >> 32, self.key & 0xFFFFFFFF, silent_s)
-        found = await (await conn.execute(q.SILENT_LEADER, key)).fetchone()
+    async def _end_lapsed_leader(self, conn: AsyncConnection[Any]) -> bool:
+        found = await (
+            await conn.execute(q.SILENT_LEADER, (self.key >> 32, self.key & 0xFFFFFFFF))
+        ).fetchone()
         if found is None:
             return False
         ended = await (await conn.execute(q.END_SESSION, (found[0],))).fetchone()
-        log.warning("silent_leader_replaced", backend=found[0], silent_s=silent_s,
-                    ended=bool(ended and ended[0]))  # fmt: skip
+        log.warning("silent_leader_replaced", backend=found[0], ended=bool(ended and ended[0]))
         return bool(ended and ended[0])
 
     async def release(self) -> None:

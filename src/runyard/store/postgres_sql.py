@@ -46,15 +46,17 @@ TRY_LEAD = "SELECT pg_try_advisory_lock(%s)"  # held by the session until it end
 # let go before the session ends: its backend may take a while to notice a closed socket
 STOP_LEADING = "SELECT pg_advisory_unlock(%s)"
 PING = "SELECT 1"
-# the session holding a one-key advisory lock, if it has been idle longer than %s seconds
-SILENT_LEADER = """
+LEADER_NAME = "runyard-leader:"  # + the server's id: the leadership session's application_name
+# the session holding a one-key advisory lock, if its server's own lease has lapsed
+SILENT_LEADER = f"""
 SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+JOIN servers s ON a.application_name = '{LEADER_NAME}' || s.id
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid
-  AND a.state = 'idle' AND a.state_change < clock_timestamp() - make_interval(secs => %s)
-"""
-END_SESSION = "SELECT pg_terminate_backend(%s)"
+  AND s.lease_expires_at < extract(epoch FROM clock_timestamp())
+"""  # noqa: S608
+END_SESSION = "SELECT pg_terminate_backend(%s, 5000)"  # and wait (up to 5 s) for it to end
 # takes a transaction id, so its commit is written to the WAL: does a write go through again?
 PROBE_WRITE = "SELECT pg_current_xact_id()"
 
