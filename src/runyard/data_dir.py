@@ -6,7 +6,9 @@ and for the directories it makes again when they are missing, at each readiness 
 
 from __future__ import annotations
 
-import socket
+import contextlib
+import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -25,6 +27,9 @@ _KINDS = {
 Expected = dict[Path, tuple[tuple[int, ...], str]]  # path -> (the kinds it may be, its use)
 
 
+INSTANCE_FILE = "instance-id"
+
+
 def directories(data_dir: Path) -> Expected:
     """The directories the server makes when they are missing, at start or while it runs."""
     return {
@@ -41,6 +46,7 @@ def expected(data_dir: Path, database: Path | None) -> Expected:
         data_dir / SOCKET_NAME: ((SOCKET, REGULAR), "the supervisor's socket"),
         data_dir / LOCK_NAME: ((REGULAR,), "the supervisor's lock"),
         data_dir / LOG_NAME: ((REGULAR,), "the supervisor's log"),
+        data_dir / INSTANCE_FILE: ((REGULAR,), "this server's instance id in a cluster"),
     }
     if database is not None:
         for suffix in ("", "-wal", "-shm"):
@@ -68,7 +74,16 @@ def wrong_kind(entries: Expected, remedy: str) -> str | None:
 
 
 def instance_of(data_dir: Path) -> str:
-    """Which process a server is, as its cluster sees it: its host and its data directory
-    (device and inode, which a restart keeps and a copy elsewhere does not)."""
-    st = data_dir.stat()
-    return f"{socket.gethostname()}:{st.st_dev}:{st.st_ino}"
+    """Which process a server is, as its cluster sees it: the id its data directory keeps
+    (made at its first start), which a restart keeps whatever its host is called now (a
+    container made anew), and another data directory does not have."""
+    path = data_dir / INSTANCE_FILE
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, secrets.token_hex(16).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    text = path.read_text(encoding="ascii", errors="replace").strip()
+    return text[:64] or "unknown"

@@ -236,7 +236,8 @@ class Runtime:
         await asyncio.to_thread(self.settings.data_dir.mkdir, parents=True, exist_ok=True)
         await self.store.open()
         await self.registry.snapshot()
-        self.membership.instance = await asyncio.to_thread(instance_of, self.settings.data_dir)
+        if self.membership.holder is not None:  # a cluster: one server per id at a time
+            self.membership.instance = await asyncio.to_thread(instance_of, self.settings.data_dir)
         try:
             await self.membership.join()
         except ServerIdTakenError as exc:
