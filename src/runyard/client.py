@@ -50,8 +50,10 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 def _seg(value: str) -> str:
     """One path segment of a request, percent-encoded whole: an id a user typed cannot add a
-    segment, a query or a dot-segment to the path it is put in."""
-    return quote(value, safe="")
+    segment, a query or a dot-segment to the path it is put in (quote keeps dots)."""
+    return (
+        quote(value, safe="").replace(".", "%2E") if value in (".", "..") else quote(value, safe="")
+    )
 
 
 class APIError(Exception):

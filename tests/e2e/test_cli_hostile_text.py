@@ -125,3 +125,18 @@ def test_shown_text_escapes_markup_and_what_a_terminal_would_act_on() -> None:
     said = "[/] \x1b]0;T\x07 \u202egnp.exe \x9b tab\there\nline"
     assert plain(said) == "[/] \\x1b]0;T\\x07 \\u202egnp.exe \\x9b tab\there\nline"
     assert shown(said).startswith("\\[/] ")
+
+
+def test_an_id_a_user_types_stays_one_path_segment(start_server) -> None:
+    """A review: `cancel("..")` was sent as POST /v1/cancel, `cancel(".")` as POST
+    /v1/runs/cancel (quote keeps dots, and the client resolves dot-segments)."""
+    from runyard.client import APIError, Client
+
+    server = start_server()
+    with Client(server.url) as c:
+        for typed in ("..", ".", "x?y", "x#y"):
+            with pytest.raises(APIError) as refused:
+                c.cancel(typed)
+            # answered by the cancel route about that run, not by some other route
+            assert refused.value.status in (404, 422), (typed, refused.value.detail)
+            assert "run" in str(refused.value.detail).lower(), (typed, refused.value.detail)

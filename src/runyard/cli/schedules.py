@@ -36,7 +36,7 @@ def create(
     """Create a schedule for JOB (--cron or --every)."""
     made = _run("create_schedule", server, token, job=job, params=parse_kv(param, "param"),
                 cron=cron, interval_s=every, overlap=overlap, catch_up=catch_up)  # fmt: skip
-    out.print(getattr(made, "id", ""))
+    out.print(shown(getattr(made, "id", "")))
 
 
 @app.command("ls")
@@ -47,7 +47,7 @@ def list_schedules(server: ServerOpt = None, token: TokenOpt = None) -> None:
     for s in _run("schedules", server, token):  # type: ignore[attr-defined]
         when = s.cron or f"every {s.interval_s:g}s"
         nxt = s.next_fire_at.strftime("%Y-%m-%d %H:%M:%S") if s.next_fire_at else ""
-        table.add_row(shown(s.id), shown(s.job), shown(when), s.overlap, str(s.paused),
+        table.add_row(shown(s.id), shown(s.job), shown(when), shown(s.overlap), str(s.paused),
                       str(s.fire_count),
                       str(s.skip_count), nxt)  # fmt: skip
     out.print(table)

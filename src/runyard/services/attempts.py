@@ -176,6 +176,7 @@ class Attempts:
         if run is None or run.attempt != number:
             run = await self.store.get_run(run_id)  # adopted, or learned from an exit file
         if run is None or run.attempt != number or run.state is not RunState.RUNNING:
+            self.unrecorded.pop(record.key, None)  # ended already (reaped elsewhere, say)
             return
         if run_id in self._cancel_pending and not run.cancel_requested:
             run = replace(run, cancel_requested=True)
