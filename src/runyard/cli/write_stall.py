@@ -6,8 +6,9 @@ and on a cluster a connection of the relaying server's pool to the member that h
 files (and that member's file and stream behind it), for as long as the client keeps its
 socket open. The event loop says when a connection's send buffer is full and when it drains
 again (`pause_writing`, `resume_writing`): a connection paused for `stall_s` without draining
-is aborted, whatever the answer, as nginx's `send_timeout` does. A slow reader that keeps
-taking is not cut: each drain starts the time again.
+is aborted, whatever the answer, as nginx's `send_timeout` does. A slow reader is not cut as
+long as it drains the buffer (to the loop's low mark, about 48 KiB) once a period: each drain
+starts the time again. Finer progress is not seen (the kernel's own buffer moves too).
 
 Watchers of a stream are dropped sooner and told first (api/sse.py: its `lagged` event within
 `stream_send_timeout_s`, then as long again for the farewell): `stall_s` leaves them that
