@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,26 +54,30 @@ class FileAudit:
 
 
 async def audit(store: Store, runs_dir: Path) -> FileAudit:
-    """One pass over the run directories, a chunk of them at a time."""
-    names = await asyncio.to_thread(_run_dirs, runs_dir)
+    """One pass over the run directories, a chunk of them at a time: the directory is read
+    as it goes (ten million runs are never held at once), and each chunk is one store read."""
     unknown: list[str] = []
     ahead: list[str] = []
-    for start in range(0, len(names), CHUNK):
-        chunk = names[start : start + CHUNK]
-        last = await store.last_attempts(chunk)
-        missing = [name for name in chunk if name not in last]
-        if missing:  # gone meanwhile (deleted, its record with it) is no sign
-            unknown += await asyncio.to_thread(_still_there, runs_dir, missing)
-        unfinished = {name: n for name, n in last.items() if n is not None}
-        if unfinished:
-            found = await asyncio.to_thread(_highest_attempts, runs_dir, unfinished)
-            if found:  # a claim made since the store was asked is no sign either
-                again = await store.last_attempts(list(found))
-                ahead += [
-                    f"{name}/attempt-{number}"
-                    for name, number in found.items()
-                    if (now := again.get(name)) is not None and number > now
-                ]
+    entries = await asyncio.to_thread(_open_dir, runs_dir)
+    try:
+        while chunk := await asyncio.to_thread(_next_names, entries):
+            last = await store.last_attempts(chunk)
+            missing = [name for name in chunk if name not in last]
+            if missing:  # gone meanwhile (deleted, its record with it) is no sign
+                unknown += await asyncio.to_thread(_still_there, runs_dir, missing)
+            unfinished = {name: n for name, n in last.items() if n is not None}
+            if unfinished:
+                found = await asyncio.to_thread(_highest_attempts, runs_dir, unfinished)
+                if found:  # a claim made since the store was asked is no sign either
+                    again = await store.last_attempts(list(found))
+                    ahead += [
+                        f"{name}/attempt-{number}"
+                        for name, number in found.items()
+                        if (now := again.get(name)) is not None and number > now
+                    ]
+    finally:
+        if entries is not None:
+            await asyncio.to_thread(entries.close)
     result = FileAudit(
         done=True, unknown_runs=len(unknown), attempts_ahead=len(ahead),
         examples=tuple((unknown + ahead)[:EXAMPLES]),
@@ -87,16 +92,24 @@ async def audit(store: Store, runs_dir: Path) -> FileAudit:
     return result
 
 
-def _run_dirs(runs_dir: Path) -> list[str]:
+def _open_dir(runs_dir: Path) -> os._ScandirIterator[str] | None:
     try:
-        with os.scandir(runs_dir) as entries:
-            return sorted(
-                e.name
-                for e in entries
-                if _RUN_ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
-            )
+        return os.scandir(runs_dir)
     except FileNotFoundError:
-        return []
+        return None
+
+
+def _next_names(entries: Iterator[os.DirEntry[str]] | None) -> list[str]:
+    """The next CHUNK run directories' names (fewer at the end, none after it)."""
+    names: list[str] = []
+    if entries is None:
+        return names
+    for e in entries:
+        if _RUN_ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False):
+            names.append(e.name)
+            if len(names) == CHUNK:
+                break
+    return names
 
 
 def _still_there(runs_dir: Path, names: list[str]) -> list[str]:
