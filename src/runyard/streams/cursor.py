@@ -53,15 +53,7 @@ def read_on(path: Path, cursor: FileCursor, limit: int) -> Read:
     except OSError:  # not there (yet), or its program made something else of it
         return Read(b"", False)
     try:
-        if size < cursor.offset:
-            return Read(os.pread(fd, limit, 0), True)
-        back = len(cursor.tail)
-        if size == cursor.offset and not back:
-            return Read(b"", False)
-        data = os.pread(fd, limit + back, cursor.offset - back)
-        if data[:back] != cursor.tail:
-            return Read(os.pread(fd, limit, 0), True)
-        return Read(data[back:], False)
+        return _read(fd, size, cursor, limit)
     finally:
         os.close(fd)
 
@@ -78,8 +70,20 @@ def read_latest(path: Path, cursor: FileCursor, limit: int, behind_max: int) -> 
     try:
         start = 0 if size < cursor.offset else cursor.offset
         if size - start <= behind_max:
-            return read_on(path, cursor, limit)
+            return _read(fd, size, cursor, limit)
         jump = size - limit
         return Read(os.pread(fd, limit, jump), start == 0 and cursor.offset > 0, jump)
     finally:
         os.close(fd)
+
+
+def _read(fd: int, size: int, cursor: FileCursor, limit: int) -> Read:
+    if size < cursor.offset:
+        return Read(os.pread(fd, limit, 0), True)
+    back = len(cursor.tail)
+    if size == cursor.offset and not back:
+        return Read(b"", False)
+    data = os.pread(fd, limit + back, cursor.offset - back)
+    if data[:back] != cursor.tail:
+        return Read(os.pread(fd, limit, 0), True)
+    return Read(data[back:], False)
