@@ -115,10 +115,12 @@ def processes_of(data_dir: Path) -> list[psutil.Process]:
 
 
 def supervisors_of(data_dir: Path) -> list[psutil.Process]:
+    """The live supervisors of `data_dir` (not one that has exited and awaits its reaping)."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "status"]):
         cmd = proc.info["cmdline"] or []
-        if "runyard.execution.supervisor" in cmd and str(data_dir) in cmd:
+        ended = proc.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+        if "runyard.execution.supervisor" in cmd and str(data_dir) in cmd and not ended:
             found.append(proc)
     return found
 

@@ -1,7 +1,8 @@
 """A program that stops its supervisor (it is the program's parent, of the same user) holds
 no other run (a probe: `kill -STOP $PPID` froze every run: no timeout fired, cancels and
 spawns timed out, until someone sent SIGCONT by hand). The server's readiness check finds it
-stopped and continues it."""
+stopped and, after STOPPED_GRACE_S (30 s: a stop made on purpose is left alone that long),
+continues it."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from tests.support import wait_for
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.timeout(180)
 def test_a_supervisor_stopped_by_a_program_is_continued(
     start_server, write_job, jobs_dir: Path
 ) -> None:
-    write_job("slow", 'command = ["sleep", "30"]\ntimeout_s = 2\nkill_grace_s = 1\n')
+    write_job("slow", 'command = ["sleep", "600"]\ntimeout_s = 2\nkill_grace_s = 1\n')
     write_job("stopper", 'command = ["sh", "-c", "kill -STOP $PPID; echo stopped it"]\n')
     server = start_server(jobs_dir)
     slow = web.post(f"{server.url}/v1/runs", json={"job": "slow"}).json()["id"]
@@ -27,8 +29,8 @@ def test_a_supervisor_stopped_by_a_program_is_continued(
     stopper = web.post(f"{server.url}/v1/runs", json={"job": "stopper"}).json()["id"]
     # its timeout fires once the supervisor runs again, and the stopper's end is recorded
     wait_for(lambda: web.get(f"{server.url}/v1/runs/{slow}").json()["state"] == "timed_out",
-             timeout=60, what="the slow run's timeout")  # fmt: skip
+             timeout=120, what="the slow run's timeout")  # fmt: skip
     wait_for(lambda: web.get(f"{server.url}/v1/runs/{stopper}").json()["state"] == "succeeded",
-             timeout=60, what="the stopper to end")  # fmt: skip
+             timeout=120, what="the stopper to end")  # fmt: skip
     assert "supervisor_continued" in server.log_path.read_text()
     wait_for(lambda: web.get(f"{server.url}/health/ready").status_code == 200, what="ready")

@@ -33,6 +33,9 @@ SUPERVISOR_ENV = ("PATH", "HOME", "LANG", "TZ", "PYTHONPATH", failpoints.ENV)
 # the server waits this much longer for a reply than the deadline itself, so a spawn the server
 # gave up on can never start late: either the reply arrives in time, or nothing was started.
 REPLY_MARGIN_S = 2.0
+# a supervisor found stopped (SIGSTOP) this long is continued: a stop made on purpose, to look
+# at it, is left alone that long
+STOPPED_GRACE_S = 30.0
 
 
 class SupervisorUnavailableError(ExecutorUnavailableError):
@@ -113,26 +116,36 @@ class SupervisorClient:
         self._req = itertools.count(1)
         self._read_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._stopped_since: float | None = None  # when it was first found stopped
 
     @property
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
 
     def continue_if_stopped(self) -> None:
-        """A supervisor that does not answer because it is stopped (SIGSTOP: any process of
-        its user may send it, one of its programs included) is continued: stopped, it held
-        every run (no timeout fired, no cancel, no spawn) until someone sent SIGCONT by hand.
-        In a thread: it reads /proc."""
+        """A supervisor that does not answer because it has been stopped (SIGSTOP: any process
+        of its user may send it, one of its programs included) for STOPPED_GRACE_S is
+        continued: stopped, it held every run (no timeout fired, no cancel, no spawn) until
+        someone sent SIGCONT by hand. The grace leaves a stop an operator makes on purpose (to
+        look at it) alone for a while. In a thread: it reads /proc."""
         pid = self.peer_pid()
-        if pid is None:
-            return
         try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            if state in ("T", "t"):
-                os.kill(pid, signal.SIGCONT)
-                log.warning("supervisor_continued", pid=pid, was="stopped")
+            stopped = pid is not None and _state(pid) in ("T", "t")
         except (OSError, IndexError):
-            pass  # gone: a lost supervisor is handled as ever
+            stopped = False  # gone: a lost supervisor is handled as ever
+        if not stopped:
+            self._stopped_since = None
+            return
+        now = time.monotonic()
+        if self._stopped_since is None:
+            self._stopped_since = now
+        if now - self._stopped_since >= STOPPED_GRACE_S and pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)
+                log.warning(
+                    "supervisor_continued", pid=pid, stopped_s=round(now - self._stopped_since)
+                )
+            self._stopped_since = None
 
     def peer_pid(self) -> int | None:
         """The connected supervisor's pid, as the kernel says (SO_PEERCRED)."""
@@ -237,3 +250,8 @@ class SupervisorClient:
             self._writer = None
             if not self._closing:
                 await self.on_disconnect()
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (R, S, T...), from /proc."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
