@@ -181,12 +181,13 @@ class Dispatcher:
                 continue
             if self.paused or self._stopping:  # while the job files were read: a drain
                 return  # has begun, or the server stops
+            now = self.clock.now()
+            if self.lease.lapsed(now):  # paused since the look at the start of this turn
+                return
             began = self.queue.generation
             self._begin_claim()
             try:
-                claims = await self.store.claim(
-                    free, room, self.clock.now(), self.host, self.lease.token
-                )
+                claims = await self.store.claim(free, room, now, self.host, self.lease.token)
             finally:
                 self._end_claim()
             self._launch_all(claims)
