@@ -73,3 +73,32 @@ def test_a_sparse_progress_file_of_a_terabyte_is_read_at_its_end(
     )
     assert web.get(f"{server.url}/v1/runs/{run_id}").json()["progress"] == {"fraction": 0.2}
     assert server.stop(timeout=30) == -signal.SIGTERM  # and it stops as ever, at once
+
+
+SPARSE_LOG = """
+command = ["sh", "-c", "sleep 2; python3 -c 'import os; os.ftruncate(1, 1 << 40)'"]
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_terabyte_log_with_a_watcher_does_not_hold_the_runs_end(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """A review: with a watcher, the end of an attempt read its log to the end first (a
+    sparse terabyte: four million reads) before recording it. Past 64 MiB the watcher is
+    told to resume from the file (`lagged`), and the end is recorded."""
+    write_job("sparselog", SPARSE_LOG)
+    server = start_server(jobs_dir)
+    run_id = web.post(f"{server.url}/v1/runs", json={"job": "sparselog"}).json()["id"]
+    with web.stream("GET", f"{server.url}/v1/runs/{run_id}/logs/stream", timeout=60) as resp:
+        assert resp.status_code == 200
+        shown = ("event: log.b64", "event: log", "event: attempt")  # the log and its start
+        told = next(
+            line for line in resp.iter_lines() if line.startswith("event: ") and line not in shown
+        )
+    assert told in ("event: lagged", "event: end"), told
+    wait_for(
+        lambda: web.get(f"{server.url}/v1/runs/{run_id}", timeout=10).json()["state"]
+        == "succeeded",
+        timeout=60, what="the run's end",
+    )  # fmt: skip

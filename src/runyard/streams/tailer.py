@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 READ_MAX = 256 * 1024  # per file per pump: a burst stays well under a watcher's buffer
 # progress unread past this is passed over but for its last READ_MAX (only the latest counts)
 PROGRESS_BEHIND_MAX = 4 * READ_MAX
+# what an ended attempt's log is read on for its watchers before its end is recorded
+FINISH_LOG_MAX = 64 * 2**20
 NONE = Read(b"", False)
 PROGRESS_EVERY_S = 0.05  # an attempt's progress is written at most this often (but at its end)
 
@@ -237,14 +239,19 @@ class AttemptTailer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        while True:
-            before = (self.log_read.offset, self._progress.offset)
+        start = self.log_read.offset
+        while self.subscribers:  # the log is read here for its watchers alone
+            before = self.log_read.offset
             await self.pump()
-            if (self.log_read.offset, self._progress.offset) == before:
+            if self.log_read.offset == before:
                 break
-        async with self._pump_lock:
-            self._hold(_Read(log=NONE, progress_bytes=0, progress=self.parser.close()))
-            await self._write_progress(True)  # what was held back for being due later
+            if self.log_read.offset - start > FINISH_LOG_MAX:
+                # a log still growing (endless, or sparse: terabytes of it): the run's end
+                # does not wait on it. Its watchers resume from the file, as after a lag
+                for sub in self.subscribers:
+                    sub.lag()
+                self.subscribers.clear()
+        await self.pump_progress(final=True)  # bounded (read_latest), and what was held back
         self._cancel_due()
         if self.parser.coalesced:
             log.info("progress_coalesced", run_id=self.run_id, attempt=self.attempt,
