@@ -6,12 +6,12 @@ import contextlib
 import os
 import selectors
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runyard.execution.procinfo import parent, peer_pid
 from runyard.execution.protocol import MAX_LINE, encode
 
 MAX_CLIENT_BACKLOG = 64 * 1024 * 1024
@@ -178,14 +178,12 @@ def _from_a_program(sock: socket.socket) -> bool:
     supervisor is their subreaper, so every such process, a double-forked one in a session
     of its own included, has it for an ancestor while it lives. Such a peer could otherwise
     spawn untracked programs, stop other runs and choose the reason recorded for their end."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, me = struct.unpack("3i", creds)[0], os.getpid()
+    pid, me = peer_pid(sock), os.getpid()
     for _ in range(MAX_ANCESTRY):
         if pid <= 1:
             return False
         try:
-            with open(f"/proc/{pid}/stat", "rb") as f:  # noqa: PTH123  one small read per level
-                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            pid = parent(pid)
         except (OSError, ValueError, IndexError):
             return False  # gone: nothing to serve anyway
         if pid == me:

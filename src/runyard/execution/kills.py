@@ -9,6 +9,8 @@ import signal
 from collections.abc import Callable, Container
 from pathlib import Path
 
+from runyard.execution.procinfo import stat_fields
+
 ATTEMPT_VAR = b"RUNYARD_ATTEMPT_KEY="  # the variable that names a process's attempt
 
 
@@ -26,10 +28,7 @@ def signal_members(pgid: int, sig: int, spared: Container[int]) -> int:
         if not entry.name.isdigit() or int(entry.name) in spared:
             continue
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:  # noqa: PTH123
-                stat = fh.read()
-            # after the command's closing parenthesis: state, ppid, pgrp, ...
-            if int(stat[stat.rfind(b")") + 2 :].split()[2]) != pgid:
+            if int(stat_fields(int(entry.name))[2]) != pgid:  # state, ppid, pgrp, ...
                 continue
             os.kill(int(entry.name), sig)
             sent += 1

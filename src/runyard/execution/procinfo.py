@@ -1,9 +1,12 @@
 """Process identity: (pid, start time), the same number psutil's create_time() gives, read
-straight from /proc (the supervisor does this once per spawn: it must be cheap)."""
+straight from /proc (the supervisor does this once per spawn: it must be cheap); a process's
+state and parent; and the process at the other end of a unix socket."""
 
 from __future__ import annotations
 
 import os
+import socket
+import struct
 import time
 from functools import cache
 
@@ -27,16 +30,37 @@ def _ns_per_tick() -> int:
     return 1_000_000_000 // _ticks()
 
 
-def start_time(pid: int) -> float:
-    """Seconds since the epoch at which `pid` started; raises OSError if it does not exist."""
+def stat_fields(pid: int) -> list[bytes]:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, ... (OSError if `pid` is
+    gone, ValueError if the file is not what the kernel writes)."""
     fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     try:
         data = os.read(fd, 4096)
     finally:
         os.close(fd)
     # the command name (field 2) may contain spaces and parentheses: split after the last ')'
-    fields = data[data.rindex(b")") + 2 :].split()
-    return _boot_time() + int(fields[19]) / _ticks()
+    return data[data.rindex(b")") + 2 :].split()
+
+
+def start_time(pid: int) -> float:
+    """Seconds since the epoch at which `pid` started; raises OSError if it does not exist."""
+    return _boot_time() + int(stat_fields(pid)[19]) / _ticks()
+
+
+def stopped(pid: int) -> bool:
+    """Whether `pid` is stopped (SIGSTOP, or a tracer's stop)."""
+    return stat_fields(pid)[0] in (b"T", b"t")
+
+
+def parent(pid: int) -> int:
+    return int(stat_fields(pid)[1])
+
+
+def peer_pid(sock: socket.socket) -> int:
+    """The pid of the process at the other end of a unix socket, as the kernel says
+    (SO_PEERCRED: taken when it connected, or listened)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[0])
 
 
 def boot_tick() -> int:

@@ -8,8 +8,6 @@ import itertools
 import os
 import select
 import signal
-import socket
-import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +19,7 @@ import structlog
 
 from runyard import failpoints
 from runyard.execution.base import ExecutorTimeoutError, ExecutorUnavailableError
+from runyard.execution.procinfo import peer_pid, stopped
 from runyard.execution.protocol import LOG_NAME, MAX_LINE, SOCKET_NAME, decode, encode
 
 log = structlog.get_logger(__name__)
@@ -130,10 +129,10 @@ class SupervisorClient:
         look at it) alone for a while. In a thread: it reads /proc."""
         pid = self.peer_pid()
         try:
-            stopped = pid is not None and _state(pid) in ("T", "t")
-        except (OSError, IndexError):
-            stopped = False  # gone: a lost supervisor is handled as ever
-        if not stopped:
+            is_stopped = pid is not None and stopped(pid)
+        except (OSError, ValueError, IndexError):
+            is_stopped = False  # gone: a lost supervisor is handled as ever
+        if not is_stopped:
             self._stopped_since = None
             return
         now = time.monotonic()
@@ -148,13 +147,9 @@ class SupervisorClient:
             self._stopped_since = None
 
     def peer_pid(self) -> int | None:
-        """The connected supervisor's pid, as the kernel says (SO_PEERCRED)."""
+        """The connected supervisor's pid, as the kernel says."""
         sock = self._writer.get_extra_info("socket") if self._writer is not None else None
-        if sock is None:
-            return None
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, _, _ = struct.unpack("3i", creds)
-        return int(pid) or None
+        return (peer_pid(sock) or None) if sock is not None else None
 
     async def connect(self) -> None:
         """Connect to the running supervisor, starting one first if none answers."""
@@ -250,8 +245,3 @@ class SupervisorClient:
             self._writer = None
             if not self._closing:
                 await self.on_disconnect()
-
-
-def _state(pid: int) -> str:
-    """A process's state letter (R, S, T...), from /proc."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
