@@ -21,7 +21,8 @@ def test_a_supervisor_stopped_by_a_program_is_continued(
     start_server, write_job, jobs_dir: Path
 ) -> None:
     write_job("slow", 'command = ["sleep", "600"]\ntimeout_s = 2\nkill_grace_s = 1\n')
-    write_job("stopper", 'command = ["sh", "-c", "kill -STOP $PPID; echo stopped it"]\n')
+    # once its start is told (stopped before its spawn's answer, the server gives the spawn up)
+    write_job("stopper", 'command = ["sh", "-c", "sleep 1; kill -STOP $PPID; echo stopped it"]\n')
     server = start_server(jobs_dir)
     slow = web.post(f"{server.url}/v1/runs", json={"job": "slow"}).json()["id"]
     wait_for(lambda: web.get(f"{server.url}/v1/runs/{slow}").json()["state"] == "running",
