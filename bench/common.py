@@ -84,7 +84,7 @@ class Server:
             self.proc.wait(60)
         for proc in psutil.process_iter(["cmdline"]):
             cmd = proc.info["cmdline"] or []
-            if "runyard.execution.supervisor" in cmd and str(self.data_dir) in cmd:
+            if "runyard.execution.supervisor_process" in cmd and str(self.data_dir) in cmd:
                 proc.kill()
 
     def db(self) -> sqlite3.Connection:
@@ -116,7 +116,7 @@ def client_cpu_s() -> float:
 def supervisor_pid(data_dir: Path) -> int | None:
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "runyard.execution.supervisor" in cmd and str(data_dir) in cmd:
+        if "runyard.execution.supervisor_process" in cmd and str(data_dir) in cmd:
             return proc.pid
     return None
 

@@ -120,7 +120,7 @@ def supervisors_of(data_dir: Path) -> list[psutil.Process]:
     for proc in psutil.process_iter(["cmdline", "status"]):
         cmd = proc.info["cmdline"] or []
         ended = proc.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-        if "runyard.execution.supervisor" in cmd and str(data_dir) in cmd and not ended:
+        if "runyard.execution.supervisor_process" in cmd and str(data_dir) in cmd and not ended:
             found.append(proc)
     return found
 

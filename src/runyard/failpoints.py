@@ -1,7 +1,8 @@
 """Named failpoints for tests: crash points and injected write faults.
 
 `RUNYARD_FAILPOINTS=before_spawn,store_commit=enospc,exit_file=eio`: at a bare name (a crash
-point) the process SIGKILLs itself, exactly as a crash would; at `name=enospc|eio|eacces|emfile`
+point) the process SIGKILLs itself, exactly as a crash would (at a stop point, it SIGSTOPs
+itself once); at `name=enospc|eio|eacces|emfile`
 durable write at that point fails with that OSError, as a full or failing disk, or a place
 made unwritable, would make it.
 
@@ -27,6 +28,9 @@ ENV = "RUNYARD_FAILPOINTS"
 CONTROL_FILE = "failpoints"
 
 CRASH_POINTS = frozenset({"before_spawn", "after_spawn", "before_end"})
+# Where the process stops itself (SIGSTOP, once), as a stop any process of its user may send
+# would stop it there: the supervisor between a spawn and its answer.
+STOP_POINTS = frozenset({"before_spawn_answer"})
 # Every durable write that can fail, by where it happens.
 WRITE_POINTS = frozenset(
     {
@@ -40,7 +44,7 @@ WRITE_POINTS = frozenset(
         "removal",  # a deleted run's files are set aside for removal (services/removal.py)
     }
 )
-POINTS = CRASH_POINTS | WRITE_POINTS
+POINTS = CRASH_POINTS | STOP_POINTS | WRITE_POINTS
 FAULTS = {
     "enospc": errno.ENOSPC, "eio": errno.EIO, "eacces": errno.EACCES, "emfile": errno.EMFILE,
 }  # fmt: skip
@@ -53,7 +57,7 @@ def parse(spec: str) -> tuple[frozenset[str], dict[str, int]]:
     faults: dict[str, int] = {}
     for item in spec.replace("\n", ",").split(","):
         name, _, fault = item.strip().partition("=")
-        if name in CRASH_POINTS and not fault:
+        if name in CRASH_POINTS | STOP_POINTS and not fault:
             crashes.add(name)
         elif name in WRITE_POINTS and fault.lower() in FAULTS:
             faults[name] = FAULTS[fault.lower()]
@@ -106,11 +110,16 @@ def watch(data_dir: Path) -> None:
 
 
 def hit(name: str) -> None:
-    """A crash point: die here, as a crash would, when it is listed."""
+    """A crash point: die here, as a crash would, when it is listed; a stop point: stop
+    here, once."""
     if not _STATE.armed:
         return
     _STATE.refresh()
     if name in _STATE.crashes:
+        if name in STOP_POINTS:
+            _STATE.crashes -= {name}  # continued, it goes on
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return
         os.kill(os.getpid(), signal.SIGKILL)
 
 

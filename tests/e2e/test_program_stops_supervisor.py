@@ -6,10 +6,12 @@ continues it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from runyard.models import RunState
 from tests import web
 from tests.support import wait_for
 
@@ -35,3 +37,33 @@ def test_a_supervisor_stopped_by_a_program_is_continued(
              timeout=120, what="the stopper to end")  # fmt: skip
     assert "supervisor_continued" in server.log_path.read_text()
     wait_for(lambda: web.get(f"{server.url}/health/ready").status_code == 200, what="ready")
+
+
+@pytest.mark.timeout(180)
+def test_a_spawn_answered_late_is_stopped_before_its_run_is_retried(
+    start_server, write_job, jobs_dir: Path, tmp_path: Path
+) -> None:
+    """The supervisor stops between a spawn and its answer (a failpoint: as a stop by any
+    process of its user would). The server gives the spawn up after its timeout and the run
+    goes back to the queue, but its program ran on untracked: the retry started beside it
+    (two live attempts of one run). Now the late answer is still awaited, its program is
+    stopped, and no other attempt of the run starts before it has ended."""
+    ran = tmp_path / "ran"
+    script = (
+        f'trap "echo stop $RUNYARD_ATTEMPT >> {ran}; exit 143" TERM; '
+        f"echo start $RUNYARD_ATTEMPT >> {ran}; "
+        f'if [ "$RUNYARD_ATTEMPT" = 1 ]; then sleep 60 & wait; fi; '
+        f"echo end $RUNYARD_ATTEMPT >> {ran}"
+    )
+    write_job("late", f"command = {json.dumps(['sh', '-c', script])}\n")
+    server = start_server(jobs_dir, env={"RUNYARD_FAILPOINTS": "before_spawn_answer"})
+    with server.client() as c:
+        run_id = web.post(f"{server.url}/v1/runs", json={"job": "late"}).json()["id"]
+        done = server.wait_run(c, run_id, timeout=120)
+        assert done.state is RunState.SUCCEEDED, done.reason
+        last = done.attempt
+    assert last is not None and last > 1
+    assert ran.read_text().splitlines() == ["start 1", "stop 1", f"start {last}", f"end {last}"]
+    log = server.log_path.read_text()
+    assert "late_spawn_stopped" in log
+    assert "supervisor_continued" in log

@@ -273,16 +273,32 @@ async def test_a_spawn_read_after_its_deadline_starts_nothing(sup: Harness) -> N
     reply = await sup.spawn("late.1", ["sleep", "30"])
     assert reply["ok"]  # the normal path: the client's deadline is in the future
     late = await sup.client.request(
-        {"op": "spawn", "key": "late.2", "argv": ["sleep", "30"], "cwd": str(sup.data_dir),
-         "env": {"PATH": os.environ["PATH"]}, "log": str(sup.data_dir / "late.2.log"),
-         "exit": str(sup.data_dir / "late.2.exit")},
+        {"op": "spawn", "key": "tardy.1", "argv": ["sleep", "30"], "cwd": str(sup.data_dir),
+         "env": {"PATH": os.environ["PATH"]}, "log": str(sup.data_dir / "tardy.1.log"),
+         "exit": str(sup.data_dir / "tardy.1.exit")},
         timeout_s=-1.0,  # its deadline has passed when the supervisor reads it
     )  # fmt: skip
     assert not late["ok"]
     assert "expired" in late["error"]
-    assert not (sup.data_dir / "late.2.log").exists()
+    assert late["requeue"]  # no fault of its run's
+    assert not (sup.data_dir / "tardy.1.log").exists()
     listed = await sup.client.request({"op": "list"})
     assert [a["key"] for a in listed["attempts"]] == ["late.1"]
+
+
+async def test_no_second_attempt_of_a_run_starts_while_one_runs(sup: Harness) -> None:
+    """An attempt whose spawn the server gave up on may still run (its answer came late, and
+    it is being stopped): the run's retry is refused, to be tried again, until it has ended."""
+    assert (await sup.spawn("twice.1", ["sleep", "30"]))["ok"]
+    refused = await sup.spawn("twice.2", ["true"])
+    assert not refused["ok"]
+    assert refused["requeue"]
+    assert "twice.1 of its run still runs" in refused["error"]
+    assert not (sup.data_dir / "twice.2.log").exists()
+    assert (await sup.client.request({"op": "signal", "key": "twice.1"}))["ok"]
+    ended = await sup.next_exit()
+    assert (ended["key"], ended["killed_by"]) == ("twice.1", "cancel")
+    assert (await sup.spawn("twice.2", ["true"]))["ok"]
 
 
 async def test_requests_to_a_stopped_supervisor_time_out(sup: Harness) -> None:

@@ -29,6 +29,7 @@ from runyard.execution.base import (
     preparation_failed,
 )
 from runyard.execution.environment import base_env, program_env
+from runyard.execution.late_spawns import LateSpawns
 from runyard.execution.layout import AttemptFiles, RunPaths
 from runyard.execution.protocol import (
     KEY_PATTERN,
@@ -88,6 +89,7 @@ class LocalExecutor:
         self._client = SupervisorClient(
             data_dir, self._event, self._lost, fsync=fsync, timeout_s=request_timeout_s
         )
+        self._late = LateSpawns(self._client, lambda key: kill_leftovers(key, None, None))
         self._lease: dict[str, Any] | None = None  # cluster mode: see hold_lease
         # a preparation of the server's own (a copy, a clone, inputs) refused for want of room
         self._short = LastShortage()
@@ -149,6 +151,7 @@ class LocalExecutor:
     async def stop(self) -> None:
         """Disconnect; running programs stay with the supervisor."""
         await self._client.close()
+        await self._late.stop()
 
     async def _event(self, msg: dict[str, Any]) -> None:
         if msg.get("op") != "exited":
@@ -202,9 +205,8 @@ class LocalExecutor:
                 raise self._failed(preparation_failed(exc, "inputs")) from exc
         self._short.succeeded()
         # SupervisorUnavailableError propagates
-        return self._outcome(
-            await self._client.request(self._spawn_request(spec, staged).to_message())
-        )
+        request = self._spawn_request(spec, staged)
+        return await self._started(self._client.send(request.to_message()), request.key)
 
     def _failed(self, error: LaunchError | ShortageError) -> LaunchError | ShortageError:
         if isinstance(error, ShortageError):
@@ -216,10 +218,22 @@ class LocalExecutor:
         request: it is written now, in the caller's step."""
         if spec.executor != "local" or spec.workspace != "empty" or spec.inputs:
             return None
-        return self._started(self._client.send(self._spawn_request(spec).to_message()))
+        request = self._spawn_request(spec)
+        return self._started(self._client.send(request.to_message()), request.key)
 
-    async def _started(self, sent: Sent) -> Started | None:
-        return self._outcome(await self._client.reply(sent))
+    async def _started(self, sent: Sent, key: str) -> Started | None:
+        try:
+            reply = await self._client.reply(sent)
+        except SupervisorTimeoutError:
+            if self._client.connected:
+                self._late.given_up(sent, key)  # its answer may still come
+            else:
+                await self._late.went_away(key)
+            raise
+        except SupervisorUnavailableError:
+            await self._late.went_away(key)  # it may have started the program first
+            raise
+        return self._outcome(reply)
 
     @staticmethod
     def _outcome(reply: dict[str, Any]) -> Started | None:
@@ -231,8 +245,9 @@ class LocalExecutor:
             return None
         if reply.get("shortage"):  # nothing started, for want of room: back to the queue
             raise ShortageError(str(reply.get("error")))
-        if str(reply.get("error")).startswith("LeaseLapsedError"):
-            # our lease lapsed: not a failure of the run; it goes back to the queue
+        if reply.get("requeue") or str(reply.get("error")).startswith("LeaseLapsedError"):
+            # read late, another attempt of the run being stopped (late_spawns.py), or our
+            # lease lapsed: not a failure of the run; it goes back to the queue
             raise SupervisorUnavailableError(f"refused: {reply['error']}")
         raise LaunchError(str(reply.get("error")))
 

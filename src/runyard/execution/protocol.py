@@ -31,6 +31,11 @@ _INT32 = 2**31 - 1
 _MAX_COUNT = 2**53  # sizes and kilobytes: exact in JSON and in every store column
 
 
+def run_of(key: str) -> str:
+    """The run of attempt key RUN_ID.N."""
+    return key.rpartition(".")[0]
+
+
 class BadExitRecordError(ValueError):
     """An exit record (file or event) that does not follow the schema."""
 

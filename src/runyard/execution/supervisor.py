@@ -4,20 +4,16 @@ It outlives the API server. It spawns each program in its own process group, rea
 its timeout, and writes its exit status atomically to the attempt's exit file before telling
 any connected server. Single-threaded: one selector loop over the socket (connections.py), a
 SIGCHLD wake-up pipe and a timer heap (timers.py); spawning, kills and exit files have modules
-of their own. Run as `python -m runyard.execution.supervisor --data-dir DIR`.
+of their own; its process starts in supervisor_process.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import ctypes
-import fcntl
 import os
 import selectors
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,13 +25,16 @@ from runyard.execution.diskwrites import probe, say
 from runyard.execution.exit_files import REWRITE_EVERY_S, ExitFiles
 from runyard.execution.lease_watch import LeaseWatch
 from runyard.execution.limits import mark_cut
-from runyard.execution.protocol import LOCK_NAME, SOCKET_NAME, ExitRecord, SpawnRequest, decode
+from runyard.execution.protocol import SOCKET_NAME, ExitRecord, SpawnRequest, decode, run_of
 from runyard.execution.shortages import LastShortage, fork_shortage, shortage, unplaced
 from runyard.execution.spawning import Program
 from runyard.execution.timers import Timers
 
-PR_SET_CHILD_SUBREAPER = 36
 TERM_AGAIN_S = 0.01  # a sandbox being made has no program to SIGTERM yet: sent again this soon
+
+
+# a spawn refused for no fault of its run's: the server puts the run back in the queue
+REQUEUE = {"requeue": True}
 
 
 class Supervisor:
@@ -45,6 +44,7 @@ class Supervisor:
         self.sel = selectors.DefaultSelector()
         self.programs: dict[int, Program] = {}
         self.by_key: dict[str, Program] = {}
+        self.by_run: dict[str, Program] = {}  # by run id: one live attempt of each at most
         # a sandbox's init (bwrap's pid 1), reaped by us once bwrap ends: its usage is the
         # program's (sandbox.py); pid -> (max RSS KiB, CPU s) once reaped, None until then
         self.init_usage: dict[int, tuple[int, float] | None] = {}
@@ -152,14 +152,23 @@ class Supervisor:
 
     # -- operations -------------------------------------------------------------------------
 
-    def op_spawn(self, msg: dict[str, Any]) -> dict[str, Any]:
-        req = SpawnRequest.parse(msg)
+    def refused(self, req: SpawnRequest) -> dict[str, Any] | None:
+        """Why the spawn `req` must not start, if it must not."""
         if req.key in self.by_key:
             return {"ok": False, "error": f"attempt {req.key} is already running"}
+        if (live := self.by_run.get(run_of(req.key))) is not None:
+            # one whose spawn the server gave up on (late_spawns.py), being stopped: never two
+            return {"ok": False, "error": f"attempt {live.key} of its run still runs", **REQUEUE}
         if req.deadline is not None and time.time() > req.deadline:
-            # the server stopped waiting for this answer (we were paused or swamped) and has
-            # re-queued the attempt: starting it now would make a program nobody tracks
-            return {"ok": False, "error": "the spawn request expired before it was read"}
+            # the server stops waiting for this answer (we were paused or swamped) and re-queues
+            # the attempt: starting it now would make a program nobody tracks
+            return {"ok": False, "error": "the spawn request expired before it was read", **REQUEUE}
+        return None
+
+    def op_spawn(self, msg: dict[str, Any]) -> dict[str, Any]:
+        req = SpawnRequest.parse(msg)
+        if (refusal := self.refused(req)) is not None:
+            return refusal
         self.leases.admit(req.key, req.lease)  # LeaseLapsedError: its server was fenced
         try:
             spawning.prepare(req)
@@ -179,7 +188,7 @@ class Supervisor:
             return self.start_failed(req, exc)
         self.spawn_short.succeeded()
         self.programs[prog.pid] = prog
-        self.by_key[req.key] = prog
+        self.by_key[req.key] = self.by_run[run_of(req.key)] = prog
         if prog.init_pid is not None:
             self.init_usage[prog.init_pid] = None
         if req.timeout_s:
@@ -190,6 +199,7 @@ class Supervisor:
         }  # fmt: skip
         if set_aside:
             reply["set_aside"] = set_aside
+        failpoints.hit("before_spawn_answer")
         return reply
 
     def op_signal(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -314,6 +324,7 @@ class Supervisor:
 
     def finish(self, prog: Program, status: int, rusage: Any) -> None:
         self.by_key.pop(prog.key, None)
+        self.by_run.pop(run_of(prog.key), None)
         code = prog.reaped(status)
         # The run ends with its main process: nothing it leaves behind may outlive it.
         kills.kill_group(prog.pgid)
@@ -357,48 +368,3 @@ class Supervisor:
         self.conns.broadcast({"op": "exited", **record.to_dict()})
         if self.idle():
             self.idle_since = time.monotonic()
-
-
-def become_subreaper() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        say("warning: cannot become a subreaper")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="runyard-supervisor")
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--ready-fd", type=int, default=-1)
-    parser.add_argument("--idle-exit-s", type=float, default=5.0)
-    parser.add_argument("--fsync", action="store_true")
-    args = parser.parse_args(argv)
-
-    def ready(word: bytes) -> None:
-        if args.ready_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.write(args.ready_fd, word + b"\n")
-                os.close(args.ready_fd)
-
-    # Detach from the server: our parent exits now and we are nobody's child but init's
-    # (or a subreaper's). This is one fork per supervisor life, never per run.
-    if os.fork() > 0:
-        os._exit(0)
-    failpoints.watch(args.data_dir)
-    lock = (args.data_dir / LOCK_NAME).open("a")
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        ready(b"busy")  # another supervisor owns this data directory; use that one
-        return 0
-    become_subreaper()
-    spawning.seal_descriptors()
-    sup = Supervisor(args.data_dir, args.idle_exit_s, args.fsync)
-    sup.install_signals()
-    sup.listen()
-    ready(b"ready")
-    sup.serve_forever()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

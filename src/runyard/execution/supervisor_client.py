@@ -28,10 +28,13 @@ EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 # Environment the supervisor keeps from the server's: no secrets, only what it needs (with
 # PYTHONPATH: it must import the very runyard the server runs, wherever that comes from).
 SUPERVISOR_ENV = ("PATH", "HOME", "LANG", "TZ", "PYTHONPATH", failpoints.ENV)
-# A spawn request is refused by the supervisor once this old (it carries the deadline), and
-# the server waits this much longer for a reply than the deadline itself, so a spawn the server
-# gave up on can never start late: either the reply arrives in time, or nothing was started.
+# A request carries its deadline; the server waits this much longer for the reply. A spawn
+# the supervisor reads past its deadline is refused; but one read in time may be answered
+# after the server gave up (the supervisor stopped, or slow, between the spawn and its
+# answer): that answer is still awaited (`late`), and the program it started is stopped.
 REPLY_MARGIN_S = 2.0
+# requests whose late answer still matters: a program may have been started
+BINDING_OPS = frozenset({"spawn"})
 # a supervisor found stopped (SIGSTOP) this long is continued: a stop made on purpose, to look
 # at it, is left alone that long
 STOPPED_GRACE_S = 30.0
@@ -50,7 +53,13 @@ def launch_supervisor(data_dir: Path, *, fsync: bool, timeout_s: float = 30.0) -
     one already does). Returns "ready" or "busy"."""
     read_fd, write_fd = os.pipe()
     os.set_inheritable(write_fd, True)
-    argv = [sys.executable, "-m", "runyard.execution.supervisor", "--data-dir", str(data_dir)]
+    argv = [
+        sys.executable,
+        "-m",
+        "runyard.execution.supervisor_process",
+        "--data-dir",
+        str(data_dir),
+    ]
     argv += ["--ready-fd", str(write_fd)] + (["--fsync"] if fsync else [])
     log_fd = os.open(data_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -185,7 +194,8 @@ class SupervisorClient:
     ) -> dict[str, Any]:
         """Send one request and wait for its reply, at most `timeout_s` (default: the client's)
         plus a margin: a paused or hung supervisor is an error, never a caller that waits
-        forever. The request carries its deadline; the supervisor refuses a late spawn."""
+        forever. The request carries its deadline; the supervisor refuses a spawn it reads
+        late."""
         return await self.reply(self.send(message, timeout_s))
 
     def send(self, message: dict[str, Any], timeout_s: float | None = None) -> Sent:
@@ -205,16 +215,37 @@ class SupervisorClient:
         return Sent(req, fut, timeout, str(message.get("op")))
 
     async def reply(self, sent: Sent) -> dict[str, Any]:
-        """The answer to a request `send` wrote, within its timeout plus a margin."""
+        """The answer to a request `send` wrote, within its timeout plus a margin. A spawn's
+        answer that does not come in time is still expected: `late` waits for it."""
+        given_up = False
         try:
             async with asyncio.timeout(sent.timeout_s + REPLY_MARGIN_S):
                 if self._writer is not None:
                     await self._writer.drain()
                 return await sent.future
         except TimeoutError:
+            if sent.future.done() and not sent.future.cancelled():
+                return sent.future.result()  # answered as the time ran out
+            if sent.op in BINDING_OPS and self.connected:
+                # the timeout cancelled its future: a new one takes the answer, if it comes
+                self._pending[sent.req] = asyncio.get_running_loop().create_future()
+                given_up = True
             raise SupervisorTimeoutError(
                 f"the supervisor did not answer {sent.op!r} within {sent.timeout_s:g} s"
             ) from None
+        finally:
+            if not given_up:
+                self._pending.pop(sent.req, None)
+
+    async def late(self, sent: Sent) -> dict[str, Any]:
+        """The answer to a binding request `reply` gave up on, whenever it comes (the readiness
+        check continues a stopped supervisor); SupervisorUnavailableError if the connection
+        drops first."""
+        future = self._pending.get(sent.req)
+        if future is None:
+            raise SupervisorUnavailableError(f"no answer to {sent.op!r} is awaited")
+        try:
+            return await future
         finally:
             self._pending.pop(sent.req, None)
 

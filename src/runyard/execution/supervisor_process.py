@@ -1,0 +1,69 @@
+"""The supervisor's process: `python -m runyard.execution.supervisor_process --data-dir DIR`.
+
+Started by the server (supervisor_client.launch_supervisor), it detaches at once, takes the
+data directory's lock (a second one says "busy" and leaves), becomes the subreaper of every
+program, and then serves (supervisor.py) until it has been idle long enough.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import fcntl
+import os
+import sys
+from pathlib import Path
+
+from runyard import failpoints
+from runyard.execution import spawning
+from runyard.execution.diskwrites import say
+from runyard.execution.protocol import LOCK_NAME
+from runyard.execution.supervisor import Supervisor
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        say("warning: cannot become a subreaper")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="runyard-supervisor")
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--ready-fd", type=int, default=-1)
+    parser.add_argument("--idle-exit-s", type=float, default=5.0)
+    parser.add_argument("--fsync", action="store_true")
+    args = parser.parse_args(argv)
+
+    def ready(word: bytes) -> None:
+        if args.ready_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(args.ready_fd, word + b"\n")
+                os.close(args.ready_fd)
+
+    # Detach from the server: our parent exits now and we are nobody's child but init's
+    # (or a subreaper's). This is one fork per supervisor life, never per run.
+    if os.fork() > 0:
+        os._exit(0)
+    failpoints.watch(args.data_dir)
+    lock = (args.data_dir / LOCK_NAME).open("a")
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        ready(b"busy")  # another supervisor owns this data directory; use that one
+        return 0
+    become_subreaper()
+    spawning.seal_descriptors()
+    sup = Supervisor(args.data_dir, args.idle_exit_s, args.fsync)
+    sup.install_signals()
+    sup.listen()
+    ready(b"ready")
+    sup.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
