@@ -60,16 +60,16 @@ async def test_a_program_speaking_to_its_supervisor_is_not_heard(
     A peer that is one of the supervisor's programs, or anything they started (the
     supervisor is their subreaper), is not served."""
     socket_path = str(sup.data_dir / SOCKET_NAME)
-    direct = await sup.spawn("p.1", [sys.executable, "-c", PEER, socket_path])
+    direct = await sup.spawn("p1.1", [sys.executable, "-c", PEER, socket_path])
     assert direct["ok"], direct
     # a grandchild: the shell's child (it is not the last command, so not exec'ed)
     nested = await sup.spawn(
-        "p.2", ["sh", "-c", f'{sys.executable} -c "$0" "$1"; true', PEER, socket_path]
+        "p2.1", ["sh", "-c", f'{sys.executable} -c "$0" "$1"; true', PEER, socket_path]
     )
     assert nested["ok"], nested
     for _ in range(2):
         await sup.next_exit()
-    for key in ("p.1", "p.2"):
+    for key in ("p1.1", "p2.1"):
         said = (sup.data_dir / f"{key}.log").read_text()
         # closed unheard: an empty answer, or the peer's send or read cut off
         assert '"ok"' not in said and "attempts" not in said, said

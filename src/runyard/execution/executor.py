@@ -13,7 +13,6 @@ from typing import Any
 import psutil
 import structlog
 
-from runyard import fastjson
 from runyard.execution import inputs, procinfo, workspace
 from runyard.execution.base import (
     Executor,
@@ -28,9 +27,9 @@ from runyard.execution.base import (
     Started,
     preparation_failed,
 )
-from runyard.execution.environment import base_env, program_env
+from runyard.execution.environment import base_env
 from runyard.execution.late_spawns import LateSpawns
-from runyard.execution.layout import AttemptFiles, RunPaths
+from runyard.execution.layout import RunPaths
 from runyard.execution.protocol import (
     KEY_PATTERN,
     MAX_EXIT_FILE,
@@ -40,13 +39,13 @@ from runyard.execution.protocol import (
     UnreadableExit,
 )
 from runyard.execution.shortages import LastShortage
+from runyard.execution.spawn_requests import spawn_request
 from runyard.execution.supervisor_client import (
     Sent,
     SupervisorClient,
     SupervisorTimeoutError,
     SupervisorUnavailableError,
 )
-from runyard.jobs.template import render
 from runyard.models import attempt_key, parse_attempt_key
 from runyard.regular_files import open_regular
 
@@ -363,55 +362,3 @@ def kill_leftovers(key: str, pid: int | None, start_time: float | None) -> int:
                 proc.kill()
                 killed += 1
     return killed
-
-
-def spawn_request(
-    spec: Launch,
-    runs_dir: str,
-    jobs_dir: str,
-    base: dict[str, str],
-    lease: dict[str, Any] | None = None,
-    staged: dict[str, dict[str, Any]] | None = None,
-    hidden: tuple[str, ...] = (),
-) -> SpawnRequest:
-    """What starting `spec` takes, whoever starts it: its argv, environment, files, paths.
-    `staged`: its file inputs (inputs.py); `{NAME}` is the staged file's path. `hidden`: the
-    server's directories, never seen from a sandbox."""
-    files = AttemptFiles.of(runs_dir, spec.run_id, spec.attempt)
-    params = {**spec.params, **staged} if staged else spec.params
-    values = {
-        **spec.params,
-        **{name: entry["path"] for name, entry in (staged or {}).items()},
-        "jobs_dir": jobs_dir,
-        "workspace": files.workspace,
-        "run_id": spec.run_id,
-        "attempt": spec.attempt,
-    }
-    env = program_env(
-        run_id=spec.run_id, attempt=spec.attempt, workspace=files.workspace,
-        outputs=files.outputs, params_file=files.params, progress=files.progress,
-        job_env=spec.env, base=base,
-    )  # fmt: skip
-    return SpawnRequest(
-        key=attempt_key(spec.run_id, spec.attempt),
-        argv=render(spec.command, values),
-        cwd=files.workspace,
-        env=env,
-        log=files.log,
-        exit=files.exit,
-        # parents first: one mkdir(2) each, never makedirs' walk up a missing parent
-        mkdirs=[files.root, files.workspace, files.outputs],
-        files={files.params: _params_text(params)},
-        timeout_s=spec.timeout_s,
-        kill_grace_s=spec.kill_grace_s,
-        limits=spec.limits or {},
-        run_as=spec.run_as,
-        progress=files.progress,
-        lease=lease,  # None with one server: never fenced
-        sandbox={**spec.sandbox, "hide": list(hidden)} if spec.sandbox is not None else None,
-    )
-
-
-def _params_text(params: dict[str, Any]) -> str:
-    """params.json as the program reads it: indented, UTF-8."""
-    return fastjson.dumps(params, indent=True).decode() + "\n"

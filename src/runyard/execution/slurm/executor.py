@@ -34,7 +34,7 @@ from runyard.execution.base import (
     preparation_failed,
 )
 from runyard.execution.environment import base_env
-from runyard.execution.executor import read_exit_file, spawn_request
+from runyard.execution.executor import read_exit_file
 from runyard.execution.layout import RunPaths
 from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.execution.slurm.commands import (
@@ -54,6 +54,7 @@ from runyard.execution.slurm.tracking import (
     read_job_file,
     write_job_file,
 )
+from runyard.execution.spawn_requests import spawn_request
 from runyard.execution.spawning import prepare
 from runyard.models import attempt_key, parse_attempt_key
 
