@@ -51,6 +51,15 @@ def test_plain_outcomes() -> None:
     assert "timed out after 5s" in timed.reason
 
 
+def test_a_program_stopped_as_its_spawn_was_given_up_is_no_fault_of_its_run() -> None:
+    """Its end recorded before the launch's own `not started` (late_spawns.py): the run goes
+    back to the queue, its retry budget untouched, even with no retries at all."""
+    end = decide(record(None, 15, "given_up"), run(), spec(max_attempts=1), RNG)
+    assert end.run_state is RunState.QUEUED
+    assert end.outcome == "not_started"
+    assert "given it up" in end.reason
+
+
 def test_retry_on_listed_exit_code_until_attempts_run_out() -> None:
     s = spec(max_attempts=3, retry_on=[3, "timeout"], backoff={"base_s": 2, "jitter": 0})
     first = decide(record(3), run(1), s, RNG)

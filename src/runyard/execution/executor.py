@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ class LocalExecutor:
         self._client = SupervisorClient(
             data_dir, self._event, self._lost, fsync=fsync, timeout_s=request_timeout_s
         )
-        self._late = LateSpawns(self._client, lambda key: kill_leftovers(key, None, None))
+        self._late = LateSpawns(self._client, kill_by_keys)
         self._lease: dict[str, Any] | None = None  # cluster mode: see hold_lease
         # a preparation of the server's own (a copy, a clone, inputs) refused for want of room
         self._short = LastShortage()
@@ -149,8 +149,8 @@ class LocalExecutor:
 
     async def stop(self) -> None:
         """Disconnect; running programs stay with the supervisor."""
-        await self._client.close()
         await self._late.stop()
+        await self._client.close()
 
     async def _event(self, msg: dict[str, Any]) -> None:
         if msg.get("op") != "exited":
@@ -351,13 +351,20 @@ def kill_leftovers(key: str, pid: int | None, start_time: float | None) -> int:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
             killed += 1
-    needle = f"RUNYARD_ATTEMPT_KEY={key}".encode()
+    return killed + kill_by_keys((key,))
+
+
+def kill_by_keys(keys: Collection[str]) -> int:
+    """Blocking: SIGKILL every process whose environment names one of these attempts (one
+    scan of /proc for them all). Returns how many."""
+    killed = 0
+    needles = {f"RUNYARD_ATTEMPT_KEY={key}".encode() for key in keys}
     for proc in psutil.process_iter():
         try:
             environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
         except OSError:
             continue
-        if needle in environ.split(b"\0"):
+        if not needles.isdisjoint(environ.split(b"\0")):
             with contextlib.suppress(psutil.Error):
                 proc.kill()
                 killed += 1

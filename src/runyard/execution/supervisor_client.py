@@ -31,7 +31,7 @@ SUPERVISOR_ENV = ("PATH", "HOME", "LANG", "TZ", "PYTHONPATH", failpoints.ENV)
 # A request carries its deadline; the server waits this much longer for the reply. A spawn
 # the supervisor reads past its deadline is refused; but one read in time may be answered
 # after the server gave up (the supervisor stopped, or slow, between the spawn and its
-# answer): that answer is still awaited (`late`), and the program it started is stopped.
+# answer): that answer is still awaited (late_spawns.py), and the program it started stopped.
 REPLY_MARGIN_S = 2.0
 # requests whose late answer still matters: a program may have been started
 BINDING_OPS = frozenset({"spawn"})
@@ -216,20 +216,21 @@ class SupervisorClient:
 
     async def reply(self, sent: Sent) -> dict[str, Any]:
         """The answer to a request `send` wrote, within its timeout plus a margin. A spawn's
-        answer that does not come in time is still expected: `late` waits for it."""
+        answer that does not come in time is still expected: its future stays with the
+        caller, who hands it on (late_spawns.py) and `forget`s it once settled."""
+        binding = sent.op in BINDING_OPS
         given_up = False
         try:
             async with asyncio.timeout(sent.timeout_s + REPLY_MARGIN_S):
                 if self._writer is not None:
                     await self._writer.drain()
-                return await sent.future
+                # shielded: the timeout must not cancel a future its answer may yet settle
+                # (read in the very turn the timeout fires, or later)
+                return await (asyncio.shield(sent.future) if binding else sent.future)
         except TimeoutError:
             if sent.future.done() and not sent.future.cancelled():
                 return sent.future.result()  # answered as the time ran out
-            if sent.op in BINDING_OPS and self.connected:
-                # the timeout cancelled its future: a new one takes the answer, if it comes
-                self._pending[sent.req] = asyncio.get_running_loop().create_future()
-                given_up = True
+            given_up = binding and self.connected
             raise SupervisorTimeoutError(
                 f"the supervisor did not answer {sent.op!r} within {sent.timeout_s:g} s"
             ) from None
@@ -237,17 +238,9 @@ class SupervisorClient:
             if not given_up:
                 self._pending.pop(sent.req, None)
 
-    async def late(self, sent: Sent) -> dict[str, Any]:
-        """The answer to a binding request `reply` gave up on, whenever it comes (the readiness
-        check continues a stopped supervisor); SupervisorUnavailableError if the connection
-        drops first."""
-        future = self._pending.get(sent.req)
-        if future is None:
-            raise SupervisorUnavailableError(f"no answer to {sent.op!r} is awaited")
-        try:
-            return await future
-        finally:
-            self._pending.pop(sent.req, None)
+    def forget(self, sent: Sent) -> None:
+        """A request `reply` gave up on is settled (answered, or its connection gone)."""
+        self._pending.pop(sent.req, None)
 
     async def ping(self, timeout_s: float) -> dict[str, Any]:
         """A cheap round trip for readiness: the supervisor's pid and its failing writes."""

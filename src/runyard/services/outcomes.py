@@ -59,6 +59,19 @@ def decide(record: ExitRecord, run: Run, spec: JobSpec, rng: random.Random) -> A
             reason=f"cancelled on request ({record.describe()})",
             outcome="cancel",
         )
+    stopped = _stopped(record, base, run, spec, rng)
+    if stopped is not None:
+        return stopped
+    if record.exit_code == 0:
+        return replace(base, run_state=RunState.SUCCEEDED)
+    trigger = record.exit_code if record.exit_code is not None else f"signal {record.signal}"
+    return _maybe_retry(base, trigger, run, spec, rng)
+
+
+def _stopped(
+    record: ExitRecord, base: AttemptEnd, run: Run, spec: JobSpec, rng: random.Random
+) -> AttemptEnd | None:
+    """The end of a program its supervisor stopped for a reason of its own, if it was."""
     if record.killed_by == "timeout":
         timed_out = replace(
             base,
@@ -70,14 +83,14 @@ def decide(record: ExitRecord, run: Run, spec: JobSpec, rng: random.Random) -> A
             outcome="timeout",
         )
         return _maybe_retry(timed_out, "timeout", run, spec, rng)
+    if record.killed_by == "given_up":  # started after its spawn was given up on, and stopped
+        why = "its spawn was answered after the server had given it up"
+        return not_started(record.ended_at, why)
     if record.killed_by == "fenced":  # the supervisor stopped it: its server's lease lapsed
         lapsed = replace(base, attempt_state=AttemptState.LOST, outcome="lost",
                          reason="lost: lease lapsed (self-fenced)")  # fmt: skip
         return _maybe_retry(lapsed, "lost", run, spec, rng)
-    if record.exit_code == 0:
-        return replace(base, run_state=RunState.SUCCEEDED)
-    trigger = record.exit_code if record.exit_code is not None else f"signal {record.signal}"
-    return _maybe_retry(base, trigger, run, spec, rng)
+    return None
 
 
 def lost(run: Run, spec: JobSpec, now: float, rng: random.Random, why: str) -> AttemptEnd:
