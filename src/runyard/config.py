@@ -40,7 +40,9 @@ class Settings(BaseModel):
     db_busy_timeout_ms: int = Field(default=5000, ge=0)
     supervisor_timeout_s: float = Field(
         # below a second, a loaded machine's spawns expire before they are read: re-queued
-        default=10.0, ge=1.0, description="a supervisor request unanswered this long is an error"
+        default=10.0,
+        ge=1.0,
+        description="a supervisor request unanswered this long is an error",
     )
     retention_s: float | None = Field(default=None, gt=0, description="keep finished runs")
     retention_interval_s: float = Field(default=60.0, gt=0, description="retention sweep")
