@@ -6,8 +6,8 @@ and for the directories it makes again when they are missing, at each readiness 
 
 from __future__ import annotations
 
-import contextlib
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -28,6 +28,9 @@ Expected = dict[Path, tuple[tuple[int, ...], str]]  # path -> (the kinds it may 
 
 
 INSTANCE_FILE = "instance-id"
+# what this writes (hex), or a name an operator put there; anything else (empty) is damage
+INSTANCE_ID = re.compile(r"[!-~]{1,64}")  # printable ASCII, no space
+INSTANCE_READ_MAX = 256
 
 
 def directories(data_dir: Path) -> Expected:
@@ -76,14 +79,45 @@ def wrong_kind(entries: Expected, remedy: str) -> str | None:
 def instance_of(data_dir: Path) -> str:
     """Which process a server is, as its cluster sees it: the id its data directory keeps
     (made at its first start), which a restart keeps whatever its host is called now (a
-    container made anew), and another data directory does not have."""
+    container made anew), and another data directory does not have.
+
+    Written whole or not at all (a temporary file, synced, then linked to its name: a crash
+    or a full disk midway leaves no empty id behind, which every such server would share).
+    One found that is not an id (empty, cut, damaged) never named a member: replaced."""
     path = data_dir / INSTANCE_FILE
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    found = _instance_in(path)
+    if found is not None:
+        return found
+    made = secrets.token_hex(16)
+    tmp = data_dir / f".{INSTANCE_FILE}.{made}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
         try:
-            os.write(fd, secrets.token_hex(16).encode())
+            os.write(fd, made.encode())
             os.fsync(fd)
         finally:
             os.close(fd)
-    text = path.read_text(encoding="ascii", errors="replace").strip()
-    return text[:64] or "unknown"
+        try:
+            path.hardlink_to(tmp)  # only if none is there: two starts at once keep one id
+        except FileExistsError:
+            found = _instance_in(path)  # another start's, made meanwhile
+            if found is not None:
+                return found
+            tmp.replace(path)  # not an id: ours takes its place
+        dir_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return made
+
+
+def _instance_in(path: Path) -> str | None:
+    try:
+        with path.open("rb") as f:
+            text = f.read(INSTANCE_READ_MAX).decode("ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    return text if INSTANCE_ID.fullmatch(text) else None
