@@ -217,7 +217,10 @@ class Runtime:
             reap_margin_s=settings.reap_margin_s,
             # self-fencing only in a cluster: a lone SQLite server's programs are never stopped
             holder=self.executor if clustered else None,
-            rejoined=self.reconciler.run,  # a lapsed lease replaced: reconcile what we run
+            # a lapsed lease replaced: reconcile what we run. The new lease lets the dispatcher
+            # claim at once: what it launched meanwhile is its own (being spawned, it is not
+            # yet listed by the supervisor, and was taken for never started and killed)
+            rejoined=lambda: self.reconciler.run(skip_own=True),
         )  # fmt: skip
         self.lifecycle = Lifecycle(
             self.store, self.executor, self.attempts, self.dispatcher, self.slots,
