@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
+from runyard.execution import supervisor_client
 from runyard.execution.protocol import SOCKET_NAME
 from runyard.execution.supervisor_client import SupervisorClient, SupervisorTimeoutError
 from tests.support import kill_everything, supervisors_of, wait_for
@@ -310,6 +311,26 @@ async def test_requests_to_a_stopped_supervisor_time_out(sup: Harness) -> None:
     finally:
         supervisor.send_signal(signal.SIGCONT)
     assert (await sup.client.ping(5))["ok"]  # and it answers again once resumed
+
+
+async def test_a_stop_ended_meanwhile_is_not_counted_into_the_next(
+    sup: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe: a stop seen once and then ended by hand (SIGCONT) was remembered, so that the
+    next stop, however much later, was continued at once, its grace counted from the first."""
+    monkeypatch.setattr(supervisor_client, "STOPPED_GRACE_S", 0.5)
+    (supervisor,) = supervisors_of(sup.data_dir)
+    supervisor.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.to_thread(sup.client.continue_if_stopped)  # seen stopped: timed from now
+        supervisor.send_signal(signal.SIGCONT)  # by hand, before its grace
+        assert (await sup.client.ping(5))["ok"]
+        await asyncio.sleep(0.6)  # longer than the grace since the first sighting
+        supervisor.send_signal(signal.SIGSTOP)
+        await asyncio.to_thread(sup.client.continue_if_stopped)  # a new stop: its own grace
+        assert supervisor.status() == psutil.STATUS_STOPPED
+    finally:
+        supervisor.send_signal(signal.SIGCONT)
 
 
 async def test_exit_file_fault_keeps_the_record_until_it_can_be_written(armed_sup: Harness) -> None:

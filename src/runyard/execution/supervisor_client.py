@@ -175,6 +175,7 @@ class SupervisorClient:
                 word = await asyncio.to_thread(launch_supervisor, self.data_dir, fsync=self.fsync)
                 log.info("supervisor_started" if word == "ready" else "supervisor_found")
         self._closing = False
+        self._stopped_since = None  # perhaps another supervisor: none of it was seen stopped
         self._read_task = asyncio.create_task(self._read_loop(), name="supervisor-reader")
 
     async def close(self) -> None:
@@ -252,6 +253,10 @@ class SupervisorClient:
             return
         try:
             while line := await reader.readline():
+                # it speaks, so it runs: a later stop is timed from when it is found (a
+                # probe: a stop seen once, then ended by hand, had the next one continued
+                # at once, counted from the first)
+                self._stopped_since = None
                 msg = decode(line)
                 req = msg.get("req")
                 if req is not None:
