@@ -127,6 +127,7 @@ class LocalExecutor:
         await self.start()
 
     async def _lost(self) -> None:
+        await self._late.lost()  # before anything of the lost supervisor's may be retried
         if self._events is not None:
             await self._events.lost()
 
@@ -159,7 +160,10 @@ class LocalExecutor:
             record: ExitRecord | UnreadableExit | None = ExitRecord.parse(msg)
         except BadExitRecordError as exc:
             record = await self._bad_event(msg, str(exc))
-        if record is not None and self._events is not None:
+        if record is None:
+            return
+        self._late.ended(record.key)
+        if self._events is not None:
             await self._events.exited(record)
 
     async def _bad_event(self, msg: dict[str, Any], why: str) -> ExitRecord | UnreadableExit | None:

@@ -9,14 +9,17 @@ attempt any more: its answer is still listened for, and the program it names is 
 (`killed_by` "given_up"). Until it has ended, the supervisor refuses to start another attempt
 of its run (supervisor.op_spawn), so no run ever has two live attempts.
 
-A supervisor that goes away before it answers may have started the program all the same: it
-is looked for by its attempt key (one scan of /proc for every such spawn at the time) and
-killed before the run may be retried.
+A supervisor that goes away before it answers may have started the program all the same; one
+that goes away while it stops such a program (a program may take its whole grace, or ignore
+SIGTERM) leaves it running with nobody to kill it: either is looked for by its attempt key
+(one scan of /proc for every such key at the time) and killed before the loss is handled,
+so before its run may be retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable, Collection
 from typing import Any
@@ -40,19 +43,32 @@ class LateSpawns:
         self._tasks = TaskGroup("late-spawn")
         self._doomed: set[str] = set()  # attempt keys the next scan kills
         self._scan: asyncio.Task[None] | None = None
+        self._unanswered: set[str] = set()  # given up, no answer yet
+        self._stopping: set[str] = set()  # answered late and told to stop: not ended yet
         self._stopped = False
 
     def given_up(self, sent: Sent, key: str) -> None:
         """`reply` timed out on spawn `sent` of attempt `key`: settled when it answers."""
+        self._unanswered.add(key)
         sent.future.add_done_callback(functools.partial(self._answered, sent, key))
+
+    def ended(self, key: str) -> None:
+        """Attempt `key`'s end was heard (any attempt's: most are none of ours)."""
+        self._stopping.discard(key)
 
     async def went_away(self, key: str) -> None:
         """The supervisor went away before it answered the spawn of attempt `key`: whatever
         runs under that key is killed before this returns."""
-        self._doomed.add(key)
-        if self._scan is None or self._scan.done():
-            self._scan = asyncio.create_task(self._kill_doomed(), name="late-spawn-kill")
-        await asyncio.shield(self._scan)
+        await self._kill({key})
+
+    async def lost(self) -> None:
+        """The supervisor went away: what it may have left of a late spawn is killed, before
+        the loss is handled and anything retried."""
+        keys = self._unanswered | self._stopping
+        self._unanswered.clear()
+        self._stopping.clear()
+        if keys:
+            await self._kill(keys)
 
     async def stop(self) -> None:
         """Before the connection closes: a program started under a spawn still unanswered
@@ -63,22 +79,23 @@ class LateSpawns:
 
     def _answered(self, sent: Sent, key: str, future: asyncio.Future[dict[str, Any]]) -> None:
         self._client.forget(sent)
-        if future.cancelled():
-            return
-        failed = future.exception()  # retrieved here, whatever happens next
-        if self._stopped:
-            return
-        if failed is not None:
-            self._tasks.start(self.went_away(key))
-        elif future.result().get("ok"):
+        if future.cancelled() or future.exception() is not None:  # retrieved, whatever comes
+            return  # the connection closed: `lost` has it (a shutdown: the reconcile)
+        self._unanswered.discard(key)
+        if future.result().get("ok") and not self._stopped:
             log.warning("late_spawn_stopped", attempt=key, pid=future.result().get("pid"))
+            self._stopping.add(key)
             self._tasks.start(self._stop(key))
 
     async def _stop(self, key: str) -> None:
-        try:
+        with contextlib.suppress(SupervisorUnavailableError):  # gone: `lost` kills it
             await self._client.request({"op": "signal", "key": key, "reason": REASON})
-        except SupervisorUnavailableError:
-            await self.went_away(key)
+
+    async def _kill(self, keys: Collection[str]) -> None:
+        self._doomed.update(keys)
+        if self._scan is None or self._scan.done():
+            self._scan = asyncio.create_task(self._kill_doomed(), name="late-spawn-kill")
+        await asyncio.shield(self._scan)
 
     async def _kill_doomed(self) -> None:
         while self._doomed:  # keys added during a scan are killed by the next one

@@ -20,6 +20,7 @@ from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.jobs.spec import JobSpec
 from runyard.models import (
     AttemptEnd,
+    AttemptState,
     Claim,
     ClaimAsk,
     Run,
@@ -181,16 +182,32 @@ class Attempts:
         if run_id in self._cancel_pending and not run.cancel_requested:
             run = replace(run, cancel_requested=True)
         spec = self.spec_of(run)
+        spent = await self.as_spent(run, spec)
         if isinstance(record, UnreadableExit):
-            end, progress = outcomes.lost(run, spec, self.clock.now(), self.rng, record.why), None
+            end, progress = outcomes.lost(spent, spec, self.clock.now(), self.rng, record.why), None
         else:
-            end, progress = outcomes.decide(record, run, spec, self.rng), record.progress_bytes
+            end, progress = outcomes.decide(record, spent, spec, self.rng), record.progress_bytes
         failpoints.hit("before_end")
         await self.end(run, number, end, progress)
 
     async def lost(self, run: Run, number: int, why: str) -> None:
         spec = self.spec_of(run)
-        await self.end(run, number, outcomes.lost(run, spec, self.clock.now(), self.rng, why))
+        spent = await self.as_spent(run, spec)
+        await self.end(run, number, outcomes.lost(spent, spec, self.clock.now(), self.rng, why))
+
+    async def as_spent(self, run: Run, spec: JobSpec) -> Run:
+        """The run as its retry policy counts it: by the attempts whose program ran. One that
+        never started (the executor away, a spawn given up on) took a number but spends none
+        of `max_attempts`. The attempts are read only when the number says the budget is
+        spent (a probe: runs failed with the retry their program asked for never made)."""
+        if run.attempt <= 1 or run.attempt < spec.max_attempts or not spec.retry_on:
+            return run
+        unstarted = sum(
+            1 for a in await self.store.get_attempts(run.id)
+            if a.number != run.attempt and a.state is AttemptState.LOST
+            and a.outcome == "not_started"
+        )  # fmt: skip
+        return replace(run, attempt=run.attempt - unstarted) if unstarted else run
 
     async def not_started(self, run: Run, number: int, why: str) -> None:
         await self.end(run, number, outcomes.not_started(self.clock.now(), why))
@@ -258,7 +275,8 @@ class Attempts:
         """Another server's attempt whose lease expired: lost, retried here or elsewhere per
         its job's policy. Only if it is still held under that (stale) lease: a server that
         came back in time, or another reaper, may have settled it first."""
-        end = outcomes.lost(run, self.spec_of(run), self.clock.now(), self.rng, why)
+        spec = self.spec_of(run)
+        end = outcomes.lost(await self.as_spent(run, spec), spec, self.clock.now(), self.rng, why)
         end = end.honouring_cancel(run.cancel_requested)
         try:
             # a program its dead server can no longer fence (a Slurm job) is stopped here
