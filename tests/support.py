@@ -117,12 +117,14 @@ def processes_of(data_dir: Path) -> list[psutil.Process]:
 def supervisors_of(data_dir: Path) -> list[psutil.Process]:
     """The live supervisors of `data_dir` (not one that has exited and awaits its reaping)."""
     found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
+    for proc in psutil.process_iter(["cmdline", "status", "ppid"]):
         cmd = proc.info["cmdline"] or []
         ended = proc.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
         if "runyard.execution.supervisor_process" in cmd and str(data_dir) in cmd and not ended:
             found.append(proc)
-    return found
+    # a program being spawned shows its supervisor's command line until it execs
+    pids = {proc.pid for proc in found}
+    return [proc for proc in found if proc.info["ppid"] not in pids]
 
 
 def kill_everything(data_dir: Path) -> None:

@@ -53,8 +53,8 @@ def test_a_late_spawn_that_ignores_sigterm_dies_with_its_supervisor(
     write_job("deaf", f"command = {json.dumps(['sh', '-c', script])}\nkill_grace_s = 30\n")
     server = start_server(jobs_dir, env={"RUNYARD_FAILPOINTS": "none", **IMPATIENT})
     set_faults(server, "before_spawn_answer")  # the supervisor stops between spawn and answer
-    run_id = web.post(f"{server.url}/v1/runs", json={"job": "deaf"}).json()["id"]
     sup = supervisor(server)
+    run_id = web.post(f"{server.url}/v1/runs", json={"job": "deaf"}).json()["id"]
     wait_for(lambda: sup.status() == psutil.STATUS_STOPPED, what="the supervisor stopped")
     set_faults(server, "")  # once only: its successor spawns as ever
     wait_for(lambda: given_up(server, run_id), what="the spawn given up")
