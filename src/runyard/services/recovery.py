@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from runyard.clock import isoformat
+from runyard.execution.base import ExecutorUnavailableError
 from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.models import Attempt, AttemptState, parse_attempt_key
 from runyard.services.attempts import Attempts
@@ -219,6 +220,11 @@ class Reconciler:
             self._needed = None  # this pass settles what was asked for before it began
             try:
                 result = await reconcile(self.attempts, skip_own=skip_own)
+            except ExecutorUnavailableError as exc:
+                # nothing can be listed while the executor is away (a supervisor being
+                # replaced): expected, and retried; not a fault to trace
+                log.warning("reconcile_deferred", error=_says(exc))
+                result = Pass(Counter(), [_says(exc)])
             except Exception as exc:
                 log.exception("reconcile_failed")
                 result = Pass(Counter(), [_says(exc)])
