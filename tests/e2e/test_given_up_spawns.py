@@ -95,3 +95,34 @@ def test_spawns_given_up_spend_none_of_the_retry_budget(
     assert done.state is RunState.SUCCEEDED, done.reason
     ran = [o for o in outcomes_of(server, run_id) if o != "not_started"]
     assert ran == ["exit", "exit"]  # its two attempts, whatever number they took
+
+
+@pytest.mark.timeout(120)
+def test_a_late_spawn_is_not_left_behind_by_a_shutdown(
+    start_server, write_job, jobs_dir: Path, tmp_path: Path
+) -> None:
+    """A probe: the spawn given up (its attempt ended, not started), the server stopped, and
+    its supervisor killed before the next start. Nothing knew the program any more: the
+    restarted server's retry ran beside it."""
+    ran = tmp_path / "ran"
+    script = (
+        f"echo start $RUNYARD_ATTEMPT >> {ran}; "
+        f'if [ "$RUNYARD_ATTEMPT" = 1 ]; then sleep 60; fi; echo end $RUNYARD_ATTEMPT >> {ran}'
+    )
+    write_job("hold", f"command = {json.dumps(['sh', '-c', script])}\n")
+    server = start_server(jobs_dir, env={"RUNYARD_FAILPOINTS": "none", **IMPATIENT})
+    set_faults(server, "before_spawn_answer")
+    sup = supervisor(server)
+    run_id = web.post(f"{server.url}/v1/runs", json={"job": "hold"}).json()["id"]
+    wait_for(lambda: sup.status() == psutil.STATUS_STOPPED, what="the supervisor stopped")
+    set_faults(server, "")
+    wait_for(lambda: given_up(server, run_id), what="the spawn given up")
+    server.stop()  # SIGTERM: a clean shutdown
+    sup.kill()
+    assert not processes_of(server.data_dir)  # killed at the shutdown, not left to run on
+    again = start_server(jobs_dir, data_dir=server.data_dir, env=IMPATIENT)
+    with again.client() as c:
+        done = again.wait_run(c, run_id, timeout=60)
+    assert done.state is RunState.SUCCEEDED, done.reason
+    lines = ran.read_text().splitlines()
+    assert lines == ["start 1", f"start {done.attempt}", f"end {done.attempt}"], lines

@@ -53,8 +53,10 @@ class LateSpawns:
         sent.future.add_done_callback(functools.partial(self._answered, sent, key))
 
     def ended(self, key: str) -> None:
-        """Attempt `key`'s end was heard (any attempt's: most are none of ours)."""
+        """Attempt `key`'s end was heard (any attempt's: most are none of ours), perhaps
+        before its late answer was (read in the same turn): nothing of it is left to stop."""
         self._stopping.discard(key)
+        self._unanswered.discard(key)
 
     async def went_away(self, key: str) -> None:
         """The supervisor went away before it answered the spawn of attempt `key`: whatever
@@ -71,16 +73,20 @@ class LateSpawns:
             await self._kill(keys)
 
     async def stop(self) -> None:
-        """Before the connection closes: a program started under a spawn still unanswered
-        stays the supervisor's, and the next start's reconcile fences it (as any program of
-        an attempt that is not this server's)."""
+        """At shutdown, before the connection closes: what a given-up spawn may have started
+        is killed, not left behind. Its attempt has ended (not started); were its supervisor
+        to die before the next start, nothing would know the program, which would run on
+        beside its run's retry (a probe)."""
         self._stopped = True
         await self._tasks.cancel()
+        await self.lost()
 
     def _answered(self, sent: Sent, key: str, future: asyncio.Future[dict[str, Any]]) -> None:
         self._client.forget(sent)
         if future.cancelled() or future.exception() is not None:  # retrieved, whatever comes
-            return  # the connection closed: `lost` has it (a shutdown: the reconcile)
+            return  # the connection closed: `lost` (or `stop`) has it
+        if key not in self._unanswered:
+            return  # its end was heard first, or `stop` has it
         self._unanswered.discard(key)
         if future.result().get("ok") and not self._stopped:
             log.warning("late_spawn_stopped", attempt=key, pid=future.result().get("pid"))
