@@ -265,7 +265,9 @@ class SupervisorClient:
                         fut.set_result(msg)
                 else:
                     await self.on_event(msg)
-        except (ConnectionError, ValueError) as exc:
+        except ConnectionError as exc:  # how a killed supervisor's socket ends: no traceback
+            log.warning("supervisor_connection_error", error=str(exc))
+        except ValueError as exc:  # a line that is not our protocol: worth its traceback
             log.exception("supervisor_connection_error", error=str(exc))
         finally:
             for fut in self._pending.values():
