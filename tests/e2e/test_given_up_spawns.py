@@ -41,23 +41,34 @@ def given_up(server: ServerProcess, run_id: str) -> bool:
     return "not_started" in outcomes_of(server, run_id)
 
 
+def a_given_up_spawn(
+    start_server, write_job, jobs_dir: Path, ran: Path, *, prelude: str = "", spec: str = ""
+) -> tuple[ServerProcess, psutil.Process, str]:
+    """A run whose first attempt's program starts, its supervisor stopped before it answers
+    (a failpoint, once), and whose spawn the server has given up: (server, supervisor, run)."""
+    script = (
+        f"{prelude}echo start $RUNYARD_ATTEMPT >> {ran}; "
+        f'if [ "$RUNYARD_ATTEMPT" = 1 ]; then sleep 60; fi; echo end $RUNYARD_ATTEMPT >> {ran}'
+    )
+    write_job("late", f"command = {json.dumps(['sh', '-c', script])}\n{spec}")
+    server = start_server(jobs_dir, env={"RUNYARD_FAILPOINTS": "none", **IMPATIENT})
+    set_faults(server, "before_spawn_answer")  # the supervisor stops between spawn and answer
+    sup = supervisor(server)
+    run_id = web.post(f"{server.url}/v1/runs", json={"job": "late"}).json()["id"]
+    wait_for(lambda: sup.status() == psutil.STATUS_STOPPED, what="the supervisor stopped")
+    set_faults(server, "")  # once only: its successor spawns as ever
+    wait_for(lambda: given_up(server, run_id), what="the spawn given up")
+    return server, sup, run_id
+
+
 @pytest.mark.timeout(120)
 def test_a_late_spawn_that_ignores_sigterm_dies_with_its_supervisor(
     start_server, write_job, jobs_dir: Path, tmp_path: Path
 ) -> None:
     ran = tmp_path / "ran"
-    script = (
-        f"trap '' TERM; echo start $RUNYARD_ATTEMPT >> {ran}; "
-        f'if [ "$RUNYARD_ATTEMPT" = 1 ]; then sleep 60; fi; echo end $RUNYARD_ATTEMPT >> {ran}'
+    server, sup, run_id = a_given_up_spawn(
+        start_server, write_job, jobs_dir, ran, prelude="trap '' TERM; ", spec="kill_grace_s = 30\n"
     )
-    write_job("deaf", f"command = {json.dumps(['sh', '-c', script])}\nkill_grace_s = 30\n")
-    server = start_server(jobs_dir, env={"RUNYARD_FAILPOINTS": "none", **IMPATIENT})
-    set_faults(server, "before_spawn_answer")  # the supervisor stops between spawn and answer
-    sup = supervisor(server)
-    run_id = web.post(f"{server.url}/v1/runs", json={"job": "deaf"}).json()["id"]
-    wait_for(lambda: sup.status() == psutil.STATUS_STOPPED, what="the supervisor stopped")
-    set_faults(server, "")  # once only: its successor spawns as ever
-    wait_for(lambda: given_up(server, run_id), what="the spawn given up")
     sup.send_signal(signal.SIGCONT)
     wait_for(lambda: "late_spawn_stopped" in server.log_path.read_text(), what="its answer")
     assert ran.read_text().split() == ["start", "1"]  # it runs on, deaf to the SIGTERM
@@ -105,18 +116,7 @@ def test_a_late_spawn_is_not_left_behind_by_a_shutdown(
     its supervisor killed before the next start. Nothing knew the program any more: the
     restarted server's retry ran beside it."""
     ran = tmp_path / "ran"
-    script = (
-        f"echo start $RUNYARD_ATTEMPT >> {ran}; "
-        f'if [ "$RUNYARD_ATTEMPT" = 1 ]; then sleep 60; fi; echo end $RUNYARD_ATTEMPT >> {ran}'
-    )
-    write_job("hold", f"command = {json.dumps(['sh', '-c', script])}\n")
-    server = start_server(jobs_dir, env={"RUNYARD_FAILPOINTS": "none", **IMPATIENT})
-    set_faults(server, "before_spawn_answer")
-    sup = supervisor(server)
-    run_id = web.post(f"{server.url}/v1/runs", json={"job": "hold"}).json()["id"]
-    wait_for(lambda: sup.status() == psutil.STATUS_STOPPED, what="the supervisor stopped")
-    set_faults(server, "")
-    wait_for(lambda: given_up(server, run_id), what="the spawn given up")
+    server, sup, run_id = a_given_up_spawn(start_server, write_job, jobs_dir, ran)
     server.stop()  # SIGTERM: a clean shutdown
     sup.kill()
     assert not processes_of(server.data_dir)  # killed at the shutdown, not left to run on
