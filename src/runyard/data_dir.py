@@ -104,6 +104,8 @@ def instance_of(data_dir: Path) -> str:
             if found is not None:
                 return found
             tmp.replace(path)  # not an id: ours takes its place
+        except OSError:  # a file system without hard links (EPERM): a rename, as whole
+            tmp.replace(path)
         dir_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(dir_fd)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from runyard.data_dir import INSTANCE_FILE, instance_of
 
 
@@ -37,3 +39,18 @@ def test_two_data_directories_differ(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     assert instance_of(tmp_path / "a") != instance_of(tmp_path / "b")
+
+
+def test_made_whole_where_hard_links_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some file systems (vfat, some FUSE) refuse link(2): the id is still made, whole."""
+
+    def refused(self: Path, target: Path) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(Path, "hardlink_to", refused)
+    made = instance_of(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+    assert instance_of(tmp_path) == made
+    assert sorted(p.name for p in tmp_path.iterdir()) == [INSTANCE_FILE]
