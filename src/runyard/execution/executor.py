@@ -149,7 +149,8 @@ class LocalExecutor:
             log.warning("lease_not_told", error=str(exc))
 
     async def stop(self) -> None:
-        """Disconnect; running programs stay with the supervisor."""
+        """Disconnect; running programs stay with the supervisor (but what a spawn given up
+        on may have started: late_spawns.py)."""
         await self._late.stop()
         await self._client.close()
 
