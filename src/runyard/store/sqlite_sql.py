@@ -6,6 +6,7 @@ from typing import Any
 
 from runyard.models import RunFilter
 from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS, SCHEDULE_WRITTEN
+from runyard.store.sqlite_steps import ReadBack, TakeNext
 
 
 def pragmas(busy_timeout_ms: int, synchronous: str, wal_limit_bytes: int) -> list[str]:
@@ -61,12 +62,13 @@ ADOPT_LEGACY_MIGRATIONS = (
 APPLIED_MIGRATIONS = "SELECT version FROM schema_versions"
 RECORD_MIGRATION = "INSERT INTO schema_versions VALUES (?, ?, ?)"
 
-INSERT_RUN = (
-    f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 21)}) "  # noqa: S608
-    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
-)
 INSERT_RUNS = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 21)})"  # noqa: S608
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"  # noqa: S608
+# Writes of `runs` that the logic reads a row back from run without RETURNING, the row read
+# after: RETURNING beside the table's triggers costs more than both (sqlite_steps.py).
+INSERT_RUN = ReadBack(
+    INSERT_RUNS + " ON CONFLICT (idempotency_key) DO NOTHING", 0, "SELECT id FROM runs WHERE id = ?"
+)
 LAST_ATTEMPTS = """
 SELECT r.id, CASE WHEN r.state IN ('succeeded', 'failed', 'cancelled', 'timed_out') THEN NULL
   ELSE (SELECT coalesce(max(a.number), 0) FROM attempts a WHERE a.run_id = r.id) END
@@ -116,26 +118,25 @@ WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?)
 ORDER BY priority DESC, id
 LIMIT ?
 """
-# the claimed run as it now is: nothing to read back
-CLAIM_RUN = f"""
+_TAKE_RUN = """
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
     started_at = coalesce(started_at, max(?, created_at)), state_at = max(?, created_at)
 WHERE id = ? AND state = 'queued'
-RETURNING {RUN_COLUMNS}
-"""  # noqa: S608
-# A claim with no job's limit in play, in one statement: the first `limit` claimable runs
-# taken as they are found (RETURNING's order is not the queue's: the logic sorts them).
-CLAIM_NEXT = f"""
-UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
-    started_at = coalesce(started_at, max(:now, created_at)), state_at = max(:now, created_at)
-WHERE state = 'queued' AND id IN (
+"""
+# the claimed run as it now is
+CLAIM_RUN = ReadBack(_TAKE_RUN, 2, GET_RUN)
+# A claim with no job's limit in play: the first `limit` claimable runs in the queue's order,
+# each taken, then read as it now is.
+CLAIM_NEXT = TakeNext(
+    """
     SELECT id FROM runs INDEXED BY runs_queue
     WHERE state = 'queued' AND (not_before IS NULL OR not_before <= :now)
     ORDER BY priority DESC, id
     LIMIT :limit
+    """,
+    _TAKE_RUN,
+    GET_RUN,
 )
-RETURNING {RUN_COLUMNS}
-"""  # noqa: S608
 NEXT_DUE = (
     "SELECT min(not_before) FROM runs INDEXED BY runs_due "
     "WHERE state = 'queued' AND not_before IS NOT NULL AND not_before > ?"
@@ -194,13 +195,16 @@ WHERE run_id = ? AND number = ? AND state IN ('starting', 'running')
 RETURNING host, (SELECT state FROM runs WHERE id = ?),
     (SELECT cancel_requested FROM runs WHERE id = ?)
 """
-# the ended run as it now is: nothing to read back
-END_RUN = f"""
-UPDATE runs SET state = ?, exit_code = ?, reason = ?, finished_at = ?, not_before = ?,
-    state_at = ?
-WHERE id = ? AND state = ?
-RETURNING {RUN_COLUMNS}
-"""  # noqa: S608
+# the ended run as it now is
+END_RUN = ReadBack(
+    """
+    UPDATE runs SET state = ?, exit_code = ?, reason = ?, finished_at = ?, not_before = ?,
+        state_at = ?
+    WHERE id = ? AND state = ?
+    """,
+    6,
+    GET_RUN,
+)
 SET_CANCEL_REQUESTED = "UPDATE runs SET cancel_requested = 1 WHERE id = ? AND state = 'running'"
 DELETE_RUN = (
     "DELETE FROM runs WHERE id = ? AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out')"
