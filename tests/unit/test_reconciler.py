@@ -49,6 +49,9 @@ class FakeAttempts:
     def launched(self, run_id: str, number: int) -> bool:
         return False
 
+    async def starts_written(self) -> None:
+        pass  # none in flight: nothing here starts a program
+
 
 def attempt(run_id: str) -> Attempt:
     return Attempt(run_id=run_id, number=1, state=AttemptState.RUNNING, created_at=0, host="h")

@@ -66,7 +66,8 @@ def test_a_waiter_answers_in_the_step_its_run_ends_and_its_watch_ends_after() ->
             await never.wait()
 
         waiting = asyncio.create_task(waiters.wait_for_end("r1", 5, connection_open()))
-        await asyncio.sleep(0)
+        for _ in range(2):  # in place, it lets one turn go (a spawn request's), then watches
+            await asyncio.sleep(0)
         watches = asyncio.all_tasks() - {asyncio.current_task(), waiting}
         assert len(watches) == 1
         waiters.on_transition(a_run("r1", RunState.SUCCEEDED), RunState.RUNNING)

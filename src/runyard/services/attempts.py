@@ -93,6 +93,7 @@ class Attempts:
         self.unrecorded: dict[str, ExitRecord | UnreadableExit] = {}
         self._heard = TaskGroup("cancel_heard")  # cancels other servers accepted, sent on
         self.end_claims: EndClaims | None = None  # set while the dispatcher runs
+        self._start_writes = TaskGroup("start_writes")  # `started`: not awaited by the launch
 
     # -- start --------------------------------------------------------------------------------
 
@@ -120,14 +121,31 @@ class Attempts:
     async def started(
         self, run: Run, number: int, *, pid: int, pgid: int, start_time: float, at: float
     ) -> None:
-        """Its program runs. Written before anything else happens: recovery tells a program
-        that ran from one that never started by this record."""
-        await self.store.attempt_started(
-            run.id, number, pid=pid, pgid=pgid, proc_start_time=start_time, at=at
-        )
+        """Its program runs. Its record is handed to the store at once, and not waited for
+        here: what follows (its tracking, a cancel that came while it was starting, the exit
+        of a short program) does not wait a store turn for it. The store writes a start only
+        to an attempt still starting: an end read first (in the same turn) stands, with the
+        pid and start of its exit record. Recovery tells a program that ran from one that never
+        started by this record: a reconcile pass waits for those in flight (`starts_written`),
+        and so does a stop."""
+        self._start_writes.start(self._write_start(run.id, number, pid, pgid, start_time, at))
         await self._track(run.id, number, fresh=True)
         if run.id in self._cancel_pending:
             await self.executor.cancel(run.id, number)  # cancel came while it was starting
+
+    async def _write_start(
+        self, run_id: str, number: int, pid: int, pgid: int, start_time: float, at: float
+    ) -> None:
+        try:
+            await self.store.attempt_started(
+                run_id, number, pid=pid, pgid=pgid, proc_start_time=start_time, at=at
+            )
+        except Exception as exc:  # a full disk: its end, recorded later, carries pid and start
+            log.warning("attempt_start_not_written", run_id=run_id, attempt=number, error=str(exc))
+
+    async def starts_written(self) -> None:
+        """Once the start records handed to the store so far are written (or failed)."""
+        await self._start_writes.wait()
 
     async def adopted(self, run_id: str, number: int) -> None:
         """Its program still runs under the supervisor after a restart (reconcile)."""

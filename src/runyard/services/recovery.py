@@ -61,6 +61,7 @@ async def reconcile(attempts: Attempts, *, skip_own: bool = False) -> Pass:
     server launched itself (a retry pass while it runs must not take an attempt being
     spawned right now for one that never started). Raises only if nothing can be listed."""
     store, executor = attempts.store, attempts.executor
+    await attempts.starts_written()  # a program that ran must not be read as never started
     alive = await executor.running()
     mine = await store.active_attempts(attempts.host)
     counts: Counter[str] = Counter()

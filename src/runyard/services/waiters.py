@@ -32,6 +32,15 @@ class EndWaiters:
                 gone.close()  # never started
             return None
         with self.expecting(run_id) as future:
+            # In place: one turn is let go first. A free slot claimed this run in its insert's
+            # own transaction, and the dispatcher, woken with the submit, is next: its step
+            # sends the spawn request, which then leaves before this wait is set up.
+            try:
+                await asyncio.sleep(0)
+            except BaseException:
+                if gone is not None:
+                    gone.close()  # never started
+                raise
             watch = None
             if gone is not None:
                 watch = asyncio.create_task(gone)

@@ -1,0 +1,57 @@
+"""A program's start record (pid, start time): handed to the store as soon as the program
+runs, not waited for by what follows, and never missing where recovery reads it. The whole
+server in this process on the real SQLite store, its programs the test's (tests/fakes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.inprocess import FakedServer, faked
+from tests.support import wait_for
+
+
+@pytest.fixture
+def jobs(write_job: Callable[[str, str], Path], jobs_dir: Path) -> Path:
+    write_job("hold", 'command = ["hold"]\nretry_on = ["lost"]\nmax_attempts = 2\n')
+    return jobs_dir
+
+
+def attempt_of(srv: FakedServer, run_id: str) -> dict[str, object]:
+    found: list[dict[str, object]] = srv.run(run_id)["attempts"]
+    return found[0]
+
+
+def test_a_running_programs_start_is_recorded(tmp_path: Path, jobs: Path) -> None:
+    with faked(tmp_path, jobs) as srv:
+        run = srv.submit("hold")
+        pid = wait_for(
+            lambda: (a := attempt_of(srv, run["id"]))["state"] == "running" and a["pid"],
+            what="its start recorded",
+        )
+        assert pid == srv.executor.attempts[f"{run['id']}.1"].started.pid
+
+
+def test_a_supervisor_lost_right_after_a_start_leaves_its_attempt_lost_not_unstarted(
+    tmp_path: Path, jobs: Path
+) -> None:
+    """Its supervisor lost as soon as the start was heard: the reconcile pass reads the
+    attempt once its start is written, so its program, which ran, is lost (an attempt spent),
+    never taken for one that never started (re-queued free)."""
+    with faked(tmp_path, jobs) as srv:
+        run = srv.submit("hold")
+        wait_for(lambda: srv.launched() == [run["id"]], what="the launch")
+        srv.executor.attempts.clear()  # its programs went with it
+        srv.executor.connected = False  # the supervisor died
+        srv.call(srv.runtime.lifecycle._supervisor_lost())
+        task = srv.runtime.lifecycle._reconnecting
+        assert task is not None
+        srv.call(asyncio.wait_for(asyncio.shield(task), 30))
+        attempt = wait_for(
+            lambda: (a := attempt_of(srv, run["id"]))["state"] != "running" and a,
+            what="its attempt ended",
+        )
+        assert (attempt["state"], attempt["outcome"]) == ("lost", "lost"), attempt
