@@ -99,7 +99,7 @@ def _wait_ended(server: Server, n: int, timeout: float = 600) -> None:
     raise RuntimeError("runs did not finish")
 
 
-def _one_and_wait(url: str, conn: http.client.HTTPConnection) -> str:
+def one_and_wait(url: str, conn: http.client.HTTPConnection) -> str:
     """Submit one run with `Prefer: wait` on a kept-alive connection: its id once it ended."""
     conn.request("POST", "/v1/runs", body=b'{"job": "true"}',
                  headers={"content-type": "application/json", "prefer": "wait=30"})  # fmt: skip
@@ -110,15 +110,15 @@ def _one_and_wait(url: str, conn: http.client.HTTPConnection) -> str:
     return str(body["id"])
 
 
-def _connect(server: Server) -> http.client.HTTPConnection:
+def connect(server: Server) -> http.client.HTTPConnection:
     return http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
 
 
 def _measured(server: Server, n: int, load: Callable[[], None]) -> Throughput:
     """`load` makes n runs: first created -> last ended, with the CPU each process spent per
     run over that window (the supervisor started by a warm-up run beforehand)."""
-    conn = _connect(server)
-    warm = _one_and_wait(server.url, conn)
+    conn = connect(server)
+    warm = one_and_wait(server.url, conn)
     conn.close()
     sup = supervisor_pid(server.data_dir)
     assert server.proc is not None and sup is not None
@@ -159,13 +159,13 @@ def wait_latency(
     with a gap (the loop, the supervisor and the caches gone quiet), warm back to back.
     `ops`, if given, receives the store operations per run."""
     before = store_ops(server) if ops is not None else {}
-    conn = _connect(server)
+    conn = connect(server)
     lat = []
     for _ in range(n):
         if gap_s:
             time.sleep(gap_s)
         t = time.perf_counter()
-        _one_and_wait(server.url, conn)
+        one_and_wait(server.url, conn)
         lat.append((time.perf_counter() - t) * 1000)
     conn.close()
     if ops is not None:
