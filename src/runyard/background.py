@@ -89,6 +89,12 @@ class TaskGroup:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
 
+    async def ended(self) -> None:
+        """Once every task running now has ended. A cancel of the caller is raised here and
+        never passed on to them (`wait`'s await would: a write they make would be dropped)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
     async def cancel(self) -> None:
         for task in list(self._tasks):
             task.cancel()

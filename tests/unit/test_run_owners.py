@@ -120,3 +120,29 @@ def test_a_failed_owned_task_is_logged_and_awaited() -> None:
     with structlog.testing.capture_logs() as logs:
         asyncio.run(scenario())
     assert any(e["event"] == "task_failed" and e["group"] == "test" for e in logs)
+
+
+def test_a_cancelled_wait_for_a_groups_tasks_is_the_callers_alone() -> None:
+    """`ended`: its caller cancelled (a reconcile pass at shutdown) is cancelled, and the
+    tasks it waited for (start records being written) go on to their end."""
+
+    async def scenario() -> None:
+        group = TaskGroup("test")
+        release = asyncio.Event()
+        written: list[str] = []
+
+        async def write() -> None:
+            await release.wait()
+            written.append("start")
+
+        group.start(write())
+        waiter = asyncio.create_task(group.ended())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.sleep(0)
+        assert waiter.cancelled()
+        release.set()
+        await asyncio.wait_for(group.ended(), 1)
+        assert written == ["start"]
+
+    asyncio.run(scenario())

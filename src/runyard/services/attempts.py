@@ -144,8 +144,9 @@ class Attempts:
             log.warning("attempt_start_not_written", run_id=run_id, attempt=number, error=str(exc))
 
     async def starts_written(self) -> None:
-        """Once the start records handed to the store so far are written (or failed)."""
-        await self._start_writes.wait()
+        """Once the start records handed to the store so far are written (or failed). A
+        caller cancelled meanwhile (a reconcile pass at shutdown) is; the writes go on."""
+        await self._start_writes.ended()
 
     async def adopted(self, run_id: str, number: int) -> None:
         """Its program still runs under the supervisor after a restart (reconcile)."""
