@@ -295,7 +295,7 @@ async def test_an_exit_code_an_older_version_stored_damaged_reads_as_null_in_eve
 def _texts(sql: object) -> list[object]:
     """The statements a named query runs (several for one SQLite runs as several)."""
     if isinstance(sql, ReadBack):
-        return [sql.sql, sql.read]
+        return [sql.sql] if sql.read is None else [sql.sql, sql.read]
     if isinstance(sql, TakeNext):
         return [sql.pick, sql.take, sql.read]
     return [sql]

@@ -66,9 +66,7 @@ INSERT_RUNS = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"  # noqa: S608
 # Writes of `runs` that the logic reads a row back from run without RETURNING, the row read
 # after: RETURNING beside the table's triggers costs more than both (sqlite_steps.py).
-INSERT_RUN = ReadBack(
-    INSERT_RUNS + " ON CONFLICT (idempotency_key) DO NOTHING", 0, "SELECT id FROM runs WHERE id = ?"
-)
+INSERT_RUN = ReadBack(INSERT_RUNS + " ON CONFLICT (idempotency_key) DO NOTHING", 0)  # its id
 LAST_ATTEMPTS = """
 SELECT r.id, CASE WHEN r.state IN ('succeeded', 'failed', 'cancelled', 'timed_out') THEN NULL
   ELSE (SELECT coalesce(max(a.number), 0) FROM attempts a WHERE a.run_id = r.id) END

@@ -19,15 +19,18 @@ from typing import Any
 class ReadBack:
     """`sql`, a write of one run whose id is its parameter `id_at`; then the run as written
     (`read`), or None if the write changed no row (its WHERE did not hold, or a conflict
-    was ignored): what `sql ... RETURNING` would have given."""
+    was ignored): what `sql ... RETURNING` would have given. With no `read`, the row is the
+    id alone, which the write was given: nothing to read."""
 
     sql: str
     id_at: int
-    read: str
+    read: str | None = None
 
     def __call__(self, c: sqlite3.Connection, args: Any) -> Any:
         if c.execute(self.sql, args).rowcount < 1:
             return None
+        if self.read is None:
+            return (args[self.id_at],)
         return c.execute(self.read, (args[self.id_at],)).fetchone()
 
 
