@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import structlog
 
+from runyard.errors import StorageFullError
 from tests.inprocess import FakedServer, faked
 from tests.support import wait_for
 
@@ -64,3 +66,29 @@ def test_a_supervisor_lost_right_after_a_start_leaves_its_attempt_lost_not_unsta
             what="its attempt ended",
         )
         assert (attempt["state"], attempt["outcome"]) == ("lost", "lost"), attempt
+
+
+def test_a_start_the_store_refuses_changes_nothing_of_its_run(tmp_path: Path, jobs: Path) -> None:
+    """A full disk at its start record: said in the log, nothing waits for it, and its end,
+    written once the disk takes writes again, records the pid and start of its exit."""
+    with faked(tmp_path, jobs) as srv:
+        store = srv.runtime.store
+
+        async def refused(started: list[tuple[str, int, int, int, float, float]]) -> None:
+            raise StorageFullError("no space left on device")
+
+        store.attempts_started = refused  # type: ignore[method-assign]
+        with structlog.testing.capture_logs() as logs:
+            run = srv.submit("hold")
+            wait_for(lambda: srv.launched() == [run["id"]], what="the launch")
+            srv.call(asyncio.wait_for(srv.runtime.attempts.starts_written(), 10))
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+            "attempt_start_not_written"
+        ]
+        assert attempt_of(srv, run["id"])["state"] == "starting"
+        pid = srv.executor.attempts[f"{run['id']}.1"].started.pid
+        srv.finish(run["id"])
+        wait_for(lambda: srv.run(run["id"])["state"] == "succeeded", what="its end")
+        attempt = attempt_of(srv, run["id"])
+        assert (attempt["state"], attempt["pid"]) == ("exited", pid)
+        assert attempt["started_at"] is not None
