@@ -10,10 +10,12 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import cluster, floor, load, peers, runyard_e2e, sandbox, slurm
+from bench import cluster, floor, interleave, load, peers, runyard_e2e, sandbox, slurm
 from bench.common import REPO, Server, write_jobs
 from bench.report import write_report
 
@@ -30,7 +32,7 @@ BATCH_ROUNDS = 2 if QUICK else 3  # a batch and an asyncio floor of as many runs
 HEAD_TO_HEAD = 2 if QUICK else 5  # 3 left a ratio ±5 % between runs on a drifting machine
 # single runs, submit -> result known: (idle samples, warm samples, idle gap between them in s)
 LATENCY = (50, 100, 0.05) if QUICK else (200, 500, 0.05)
-# the same in each head-to-head round (runyard's and Celery's p50s interleaved, their medians)
+# the same in each head-to-head round, runyard's and Celery's taking turns (interleave.py)
 LATENCY_ROUND = (30, 60, 0.05) if QUICK else (100, 300, 0.05)
 
 
@@ -118,8 +120,6 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
     plog = base / "peers.log"
     head: list[float] = []
     server_cpu: list[float] = []
-    idle_p50: list[float] = []
-    warm_p50: list[float] = []
     wake_us: list[float] = []
     python_ms: list[float] = []
 
@@ -132,14 +132,27 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
             t = runyard_e2e.throughput(srv, N)
             head.append(t.runs_per_s)
             server_cpu.append(t.cpu_ms["server"])
-            idle, warm, gap = LATENCY_ROUND
-            idle_p50.append(runyard_e2e.wait_latency(srv, idle, gap)[0])
-            warm_p50.append(runyard_e2e.wait_latency(srv, warm, 0)[0])
+        finally:
+            srv.stop()
+
+    def side_by_side(celery_call: Callable[[], object]) -> dict[str, dict[str, float]]:
+        """A fresh runyard server's `Prefer: wait` runs and Celery's, taking turns."""
+        srv = server(base, jobs, "head-wait", 8)
+        try:
+            conn = runyard_e2e.connect(srv)
+            calls = {"runyard": partial(runyard_e2e.one_and_wait, srv.url, conn),
+                     "celery": celery_call}  # fmt: skip
+            for call in calls.values():  # unmeasured: the supervisor started, caches warm
+                for _ in range(interleave.BLOCK):
+                    call()
+            got = interleave.alternate(calls, *LATENCY_ROUND)
+            conn.close()
+            return got
         finally:
             srv.stop()
 
     celery = peers.celery(
-        N, 8, plog, fresh(base, "celery"), LATENCY, HEAD_TO_HEAD, runyard_round, LATENCY_ROUND
+        N, 8, plog, fresh(base, "celery"), LATENCY, HEAD_TO_HEAD, runyard_round, side_by_side
     )
     out: dict[str, Any] = {
         "celery": celery,
@@ -157,10 +170,11 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
         "runyard_server_cpu": server_cpu,
         "wake_round_trip_us": wake_us,
         "interpreter_ms": python_ms,
-        "runyard_wait_idle": idle_p50,
-        "runyard_wait_warm": warm_p50,
-        "celery_wait_idle": [r["wait_idle"] for r in celery["rounds"]],
-        "celery_wait_warm": [r["wait_warm"] for r in celery["rounds"]],
+        **{
+            f"{name}_wait_{kind}": [r[f"{name}_wait_{kind}"] for r in celery["rounds"]]
+            for name in ("runyard", "celery")
+            for kind in ("idle", "warm")
+        },
     }
     log(f"head to head, C = 8: {head_to_head}")
     return out, head_to_head

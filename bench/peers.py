@@ -25,6 +25,10 @@ import redis
 
 from bench.common import REPO, CpuMeter, pct, process_tree
 
+# Given Celery's single task (`delay().get()`), its p50s and runyard's, taken in turns: per
+# system ("celery", "runyard"), interleave.alternate's figures
+SideBySide = Callable[[Callable[[], object]], dict[str, dict[str, float]]]
+
 REDIS = "redis://127.0.0.1:6379"
 DB = {"celery": 11, "arq": 12, "rq": 13}
 
@@ -83,16 +87,27 @@ def _latency(call: Callable[[], object], n: int, gap_s: float) -> tuple[float, f
     return pct(lat, 50), pct(lat, 99)
 
 
+def _side_by_side(side_by_side: SideBySide | None, call: Callable[[], object]) -> dict[str, float]:
+    """`side_by_side`'s p50s as a round's `runyard_wait_idle`, `celery_wait_warm`, ..."""
+    if side_by_side is None:
+        return {}
+    with _no_cyclic_gc():
+        waits = side_by_side(call)
+    return {f"{name}_wait_{kind}": waits[name][f"{kind}_p50"]
+            for name in waits for kind in ("idle", "warm")}  # fmt: skip
+
+
 def celery(
     n: int, c: int, log: Path, root: Path, lat: tuple[int, int, float],
     rounds: int = 0, between: Callable[[], None] | None = None,
-    round_lat: tuple[int, int, float] = (0, 0, 0.0),
+    side_by_side: SideBySide | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Bare and fair throughput, then `delay().get()` of one task at a time: `lat` is (idle
-    samples, warm samples, idle gap in s). Then `rounds` more of bare and fair throughput and
-    bare latency (`round_lat`), each after `between()` (the bench's own round of runyard):
-    head to head, interleaved, so that a slower stretch of a shared machine falls on both
-    sides alike (their runs/s and latency p50s in `rounds`)."""
+    samples, warm samples, idle gap in s). Then `rounds` more of bare and fair throughput,
+    each after `between()` (the bench's own round of runyard): head to head, interleaved, so
+    that a slower stretch of a shared machine falls on both sides alike (their runs/s in
+    `rounds`); and in each, `side_by_side(call)`: bare `delay().get()` and runyard's single
+    runs taking turns (interleave.py), their p50s in `rounds` too."""
     from bench.peer_tasks import celery_app, celery_fair, celery_true
 
     _flush(DB["celery"])
@@ -142,13 +157,11 @@ def celery(
             if between is not None:
                 between()
             first = (k + 1) * 10 * n  # past the indices the latency runs took
-            r_idle, r_warm, r_gap = round_lat
-            out["rounds"].append({
+            got: dict[str, Any] = {
                 "bare": _measured(worker, n, bare)["runs_per_s"],
                 "fair": _measured(worker, n, partial(fair, first))["runs_per_s"],
-                "wait_idle": _latency(call, r_idle, r_gap)[0] if r_idle else float("nan"),
-                "wait_warm": _latency(call, r_warm, 0)[0] if r_warm else float("nan"),
-            })  # fmt: skip
+            }
+            out["rounds"].append(got | _side_by_side(side_by_side, call))
         return out
     finally:
         _stop(worker)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from bench.interleave import BLOCK, WARM_UP
+
 
 def ok(flag: bool) -> str:
     return "met" if flag else "**missed**"
@@ -67,10 +69,13 @@ same-work rounds (one prefork worker of concurrency 8): this machine's speed dri
 over minutes, and interleaving puts each slower stretch on both sides. Runs/s per round:
 runyard {_rounds(head["runyard"])}; Celery bare {_rounds(head["celery_bare"])}, same work
 {_rounds(head["celery_fair"])}; the server's CPU per run in runyard's rounds
-{_round_ms(head["runyard_server_cpu"])} ms.{_wakes(head)} A single run's p50 is taken the same way: in each round,
-after its throughput, {r["latency_round"][0]} idle and {r["latency_round"][1]} warm runs with
-`Prefer: wait` on the round's runyard server, then as many `delay().get()` of bare Celery (ms per
-round, idle: runyard {_round_ms(head["runyard_wait_idle"])}, Celery {_round_ms(head["celery_wait_idle"])};
+{_round_ms(head["runyard_server_cpu"])} ms.{_wakes(head)} A single run's p50 is taken in each round too, after
+Celery's throughput, runyard's `Prefer: wait` and bare Celery's `delay().get()` taking turns
+(bench/interleave.py: a fresh runyard server, C = 8, beside the Celery worker; {r["latency_round"][0]} idle runs
+each, {r["latency_round"][2] * 1000:.0f} ms apart, the two alternating run by run; {r["latency_round"][1]} warm runs each,
+back to back in blocks of {BLOCK} that alternate, each block's first {WARM_UP} left out): a single run's
+p50 drifts by more from one minute to the next than the two differ, and taking turns puts
+the drift on both (ms per round, idle: runyard {_round_ms(head["runyard_wait_idle"])}, Celery {_round_ms(head["celery_wait_idle"])};
 warm: runyard {_round_ms(head["runyard_wait_warm"])}, Celery {_round_ms(head["celery_wait_warm"])}). The
 other rows are the single measurements above.
 
