@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,30 @@ async def test_supervisor_exits_when_idle_and_alone(tmp_path: Path) -> None:
     await asyncio.to_thread(supervisor.wait, 30)
     assert not supervisor.is_running()
     assert (tmp_path / SOCKET_NAME).exists()  # a stale socket is harmless: the next one rebinds
+
+
+async def test_a_server_gone_before_its_answer_leaves_the_supervisor_free_to_exit(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path)
+    await h.client.connect()
+    (supervisor,) = supervisors_of(tmp_path)
+    await h.client.close()
+    try:
+        # the last server asks and leaves at once; the supervisor (stopped meanwhile) reads
+        # the request only then, and the send of its answer finds nobody. It still leaves
+        # when idle: it waited for ever, nobody connected to wake it.
+        supervisor.suspend()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(str(tmp_path / SOCKET_NAME))
+                s.sendall(b'{"op": "ping", "req": 1}\n')
+        finally:
+            supervisor.resume()
+        await asyncio.to_thread(supervisor.wait, 30)
+        assert not supervisor.is_running()
+    finally:
+        kill_everything(tmp_path)
 
 
 @pytest.fixture

@@ -99,6 +99,11 @@ class Supervisor:
         while True:
             now = time.monotonic()
             self.fire_timers(now)
+            # What this turn said goes out in one send per server, before waiting again; and
+            # before the wait is decided: a send that finds its server gone drops it, and the
+            # last one dropped here left a wait with no end (nobody connected, nothing to
+            # tell it, and no idle exit), the supervisor idle for good.
+            self.conns.flush_pending()
             if self.idle():
                 if now - self.idle_since >= self.idle_exit_s:
                     return
@@ -108,8 +113,6 @@ class Supervisor:
             until = self.timers.wait_s(now)
             if until is not None:
                 timeout = until if timeout is None else min(timeout, until)
-            # what this turn said goes out in one send per server, before waiting again
-            self.conns.flush_pending()
             for key, mask in self.sel.select(timeout):
                 self.dispatch(key, mask)
 
