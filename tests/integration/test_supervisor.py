@@ -9,6 +9,8 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +269,50 @@ async def test_a_server_gone_before_its_answer_leaves_the_supervisor_free_to_exi
         assert not supervisor.is_running()
     finally:
         kill_everything(tmp_path)
+
+
+# A supervisor idle long enough, a server connecting that very moment (in the listen
+# backlog, not accepted yet): the supervisor's loop is entered with both already so.
+LEAVING = """
+import socket, sys, threading
+from pathlib import Path
+from runyard.execution.protocol import SOCKET_NAME
+from runyard.execution.supervisor import Supervisor
+
+sup = Supervisor(Path(sys.argv[1]), 0.2, False)
+sup.listen()
+sup.install_signals()
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.connect(str(Path(sys.argv[1]) / SOCKET_NAME))
+server.sendall(b'{"op": "ping", "req": 7}\\n')
+server.settimeout(10)
+sup.idle_since -= 60
+
+
+def hear() -> None:
+    try:
+        print(server.recv(65536).decode().strip() or "EOF", flush=True)
+    except OSError as exc:
+        print("no answer:", exc, flush=True)
+    server.close()
+
+
+listener = threading.Thread(target=hear)
+listener.start()
+sup.serve_forever()
+listener.join()
+"""
+
+
+def test_a_server_connecting_as_the_supervisor_leaves_is_served(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LEAVING, str(tmp_path)],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("{"), done.stdout  # not "no answer: timed out" (dropped)
+    answer = json.loads(done.stdout)
+    assert answer["ok"] and answer["req"] == 7  # heard, then left once idle again
 
 
 @pytest.fixture

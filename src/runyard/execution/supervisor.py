@@ -105,9 +105,9 @@ class Supervisor:
             # tell it, and no idle exit), the supervisor idle for good.
             self.conns.flush_pending()
             if self.idle():
-                if now - self.idle_since >= self.idle_exit_s:
+                if now - self.idle_since >= self.idle_exit_s and self.leave():
                     return
-                timeout: float | None = self.idle_exit_s - (now - self.idle_since)
+                timeout: float | None = max(0.0, self.idle_exit_s - (now - self.idle_since))
             else:
                 timeout = None
             until = self.timers.wait_s(now)
@@ -115,6 +115,21 @@ class Supervisor:
                 timeout = until if timeout is None else min(timeout, until)
             for key, mask in self.sel.select(timeout):
                 self.dispatch(key, mask)
+
+    def leave(self) -> bool:
+        """Idle long enough: stop listening and say so, unless a server is connecting this
+        very moment (in the listen backlog, not accepted yet: it would be dropped unheard by
+        the exit, its first request answered with EOF). Then it is served and the idle time
+        starts again once it has gone."""
+        for key, mask in self.sel.select(0):
+            self.dispatch(key, mask)
+        if not self.idle():
+            return False
+        for key in list(self.sel.get_map().values()):
+            if key.data == "accept":
+                self.sel.unregister(key.fileobj)
+                key.fileobj.close()  # type: ignore[union-attr]  # from here on: refused
+        return True
 
     def dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
         if key.data == "accept":
