@@ -96,6 +96,30 @@ def test_a_waiter_gives_up_after_its_time() -> None:
     asyncio.run(scenario())
 
 
+def test_an_end_between_a_replays_two_reads_is_seen() -> None:
+    """An idempotent replay waits on a run it read before its waiter was in place: the run,
+    read again once it is (`current`), may still show running while its end is published."""
+
+    async def scenario() -> None:
+        waiters = EndWaiters()
+        ended = a_run("r1", RunState.SUCCEEDED)
+
+        async def current() -> Run:
+            waiters.ended("r1", ended)  # the end, published while the run is read again
+            return a_run("r1", RunState.RUNNING)  # what that read saw
+
+        got = await asyncio.wait_for(waiters.wait_for_end("r1", 30, None, current), 5)
+        assert got is ended
+
+        async def already() -> Run:
+            return ended  # ended before the waiter was in place: nothing will be published
+
+        got = await asyncio.wait_for(waiters.wait_for_end("r1", 30, None, already), 5)
+        assert got is ended
+
+    asyncio.run(scenario())
+
+
 def test_the_finish_rate_counts_only_ends() -> None:
     rate = FinishRate()
     assert rate.per_second() == 0.0

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -297,16 +298,24 @@ class RunService:
             await self.disk.check(writing)
 
     async def wait(
-        self, run: Run, seconds: float, gone: Coroutine[Any, Any, object] | None = None
+        self,
+        run: Run,
+        seconds: float,
+        gone: Coroutine[Any, Any, object] | None = None,
+        *,
+        replayed: bool = False,
     ) -> Run:
         """`run` (as submit just gave it) once it has ended, or as it is after `seconds` or
         once `gone` is done (the caller left; the run is never cancelled). Its end, published
-        here, is the run as stored: no re-read."""
+        here, is the run as stored: no re-read. A `replayed` run (an idempotent replay's) was
+        read before the wait could be in place: it is read again once it is, or an end in
+        between would leave the caller waiting all its seconds for nothing."""
         if run.state.terminal or seconds <= 0:
             if gone is not None:
                 gone.close()
             return run
-        ended = await self.waiters.wait_for_end(run.id, seconds, gone)
+        current = partial(self.get, run.id) if replayed else None
+        ended = await self.waiters.wait_for_end(run.id, seconds, gone, current)
         return ended if ended is not None else await self.get(run.id)
 
     async def get(self, run_id: str) -> Run:

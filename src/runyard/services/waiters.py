@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 from runyard.models import Run, RunState
@@ -21,26 +21,34 @@ class EndWaiters:
         self.released = False
 
     async def wait_for_end(
-        self, run_id: str, seconds: float, gone: Coroutine[Any, Any, object] | None = None
+        self,
+        run_id: str,
+        seconds: float,
+        gone: Coroutine[Any, Any, object] | None = None,
+        current: Callable[[], Awaitable[Run]] | None = None,
     ) -> Run | None:
         """The run as it ended here, once it has; None after `seconds`, once `gone` is done
         (the caller left), or when it ended on another server (only its id is heard of). The
         waiter is in place before the first suspension: a caller that holds the run's latest
-        state and calls this without an await in between cannot miss its end."""
+        state and calls this without an await in between cannot miss its end. One that holds
+        an older read (an idempotent replay's) gives `current`, which reads the run again
+        once the waiter is in place: an end between the two reads is seen by one of them."""
         if self.released:  # shutting down: nobody is kept waiting any more
-            if gone is not None:
-                gone.close()  # never started
+            _close(gone)
             return None
         with self.expecting(run_id) as future:
-            # In place: one turn is let go first. A free slot claimed this run in its insert's
-            # own transaction, and the dispatcher, woken with the submit, is next: its step
-            # sends the spawn request, which then leaves before this wait is set up.
             try:
+                now = await current() if current is not None else None
+                # In place: one turn is let go first. A free slot claimed this run in its
+                # insert's own transaction, and the dispatcher, woken with the submit, is
+                # next: its step sends the spawn request, which then leaves before this wait.
                 await asyncio.sleep(0)
             except BaseException:
-                if gone is not None:
-                    gone.close()  # never started
+                _close(gone)
                 raise
+            if now is not None and now.state.terminal:
+                _close(gone)
+                return now
             watch = None
             if gone is not None:
                 watch = asyncio.create_task(gone)
@@ -112,3 +120,9 @@ class FinishRate:
             return 0.0
         span = self._times[-1] - self._times[0]
         return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+def _close(gone: Coroutine[Any, Any, object] | None) -> None:
+    """A watch that will never be started (its coroutine closed, never awaited)."""
+    if gone is not None:
+        gone.close()

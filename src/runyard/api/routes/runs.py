@@ -160,8 +160,9 @@ async def answer_submit(
     if wait > 0:
         # The run is stored and queued already: a client leaving now changes nothing but
         # the wait, which ends (what is answered then goes nowhere). No await since submit
-        # returned: its end cannot come before the waiter is in place.
-        run = await runs.wait(run, wait, client_gone(receive))
+        # returned: its end cannot come before the waiter is in place. A replay's run was
+        # read, not written, by this request: it is read again once the waiter is.
+        run = await runs.wait(run, wait, client_gone(receive), replayed=not created)
         headers["Preference-Applied"] = f"wait={wait:g}"
     else:
         # A free slot took this run in its insert's own transaction, and the dispatcher,
