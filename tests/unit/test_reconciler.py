@@ -14,8 +14,11 @@ from runyard.services.recovery import Reconciler
 class FakeExecutor:
     def __init__(self, failures: int) -> None:
         self.failures = failures
+        self.during: list[Any] = []  # what happens while a pass runs, one per pass
 
     async def running(self) -> dict[str, Any]:
+        if self.during:
+            self.during.pop(0)()
         if self.failures:
             self.failures -= 1
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -85,6 +88,24 @@ def test_a_poke_retries_at_once_instead_of_waiting_out_the_backoff() -> None:
         assert reconciler._retry is not None
         await asyncio.wait_for(reconciler._retry, 10)
         assert reconciler.state.ok
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_poke_while_a_retry_fails_asks_for_the_next_at_once() -> None:
+    async def scenario() -> None:
+        attempts = FakeAttempts(failures=2)
+        reconciler = Reconciler(attempts, retry_base_s=3600, min_gap_s=0)  # type: ignore[arg-type]
+        # the first pass fails; the second (poked) fails too, with a transition (a poke)
+        # while it runs: the third comes at once, not after the hour's backoff
+        attempts.executor.during = [lambda: None, reconciler.poke]
+        assert not (await reconciler.run()).ok
+        await asyncio.sleep(0)  # the retry loop starts waiting
+        reconciler.poke()
+        assert reconciler._retry is not None
+        await asyncio.wait_for(reconciler._retry, 10)
+        assert reconciler.state.ok and reconciler.passes == 3
         await reconciler.stop()
 
     asyncio.run(scenario())

@@ -262,7 +262,6 @@ class Reconciler:
         delay = self._retry_base_s
         while not self.state.ok:
             last = time.monotonic()
-            self._poked.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._poked.wait()
@@ -272,6 +271,9 @@ class Reconciler:
             if gap > 0:
                 await asyncio.sleep(gap)
             delay = min(delay * 2, self._retry_max_s)
+            # cleared as the pass begins, not before the wait: a poke while a pass runs (and
+            # then fails) asks for the next one, which a clear after it threw away
+            self._poked.clear()
             log.info("reconcile_retry", error=self.state.error)
             # the dispatcher runs meanwhile: what it launched itself is its own to settle
             await self.run(skip_own=True)
