@@ -114,7 +114,11 @@ class Membership:
         if self.token is None:
             return
         clustered = self.holder is not None
-        self.lease.hold(self.token, renewed_at, renewed_at + self.lease_s if clustered else None)
+        # Lapsed or not is asked of the clock now, not of the renewal's start: a renewal
+        # slower than what was left of the lease returns past its end, and a dispatch in
+        # between found it lapsed and claimed nothing; only a hold that says so wakes it.
+        until = renewed_at + self.lease_s if clustered else None
+        self.lease.hold(self.token, self.clock.now(), until)
         if self.holder is not None:
             await self.holder.hold_lease(
                 self.token, renewed_at + self.lease_s, self.reap_margin_s / 2, self.lease_s / 6
