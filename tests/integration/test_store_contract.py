@@ -356,6 +356,8 @@ async def test_a_server_back_after_its_lease_takes_back_attempts_nobody_reaped(
     await store.claim(1, {}, now=1001.0, host="solo", token=token)
     assert await store.count_active_by_job("solo") == {"j": 1}
     assert await store.count_active_by_job("other") == {}
+    assert await store.held_attempts("solo") == [(f"{run.id}.1", "j")]
+    assert await store.held_attempts("other") == []
     fresh = await store.register_server("solo", "http://s", 2, now=2000.0, lease_s=10)
     (attempt,) = await store.active_attempts("solo")
     assert attempt.lease_token == fresh != token

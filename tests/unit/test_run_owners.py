@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable
 
 import structlog
 
@@ -32,6 +33,28 @@ def test_slots_count_per_job_and_free_up_once() -> None:
         slots.give_back("a", "r2:1")
         slots.give_back("b", "r3:1")
         await asyncio.wait_for(slots.idle(), 1)
+
+    asyncio.run(scenario())
+
+
+class HeldStore:
+    """A store's answer to what a restarting server holds, its end recorded while it is read."""
+
+    def __init__(self, during: Callable[[], object]) -> None:
+        self.during = during
+
+    async def held_attempts(self, host: str) -> list[tuple[str, str]]:
+        self.during()  # an adopted attempt's end, recorded by a reconcile meanwhile
+        return [("r1.1", "a"), ("r2.1", "b")]
+
+
+def test_an_end_recorded_while_the_slots_are_loaded_frees_its_slot() -> None:
+    async def scenario() -> None:
+        slots = Slots(capacity=4)
+        await slots.load(HeldStore(lambda: slots.give_back("a", "r1.1")), "h")  # type: ignore[arg-type]
+        assert slots.running == {"b": 1} and not slots.holds("r1.1")
+        slots.give_back("b", "r2.1")
+        await asyncio.wait_for(slots.idle(), 1)  # a drain waits for nothing that ended
 
     asyncio.run(scenario())
 

@@ -15,6 +15,9 @@ class Slots:
         self.running: Counter[str] = Counter()
         self._held: set[str] = set()  # attempt keys counted in `running`
         self._idle = asyncio.Event()
+        # while `load` reads: the attempts whose end was recorded meanwhile (they may be in
+        # what it read, and nobody would give their slots back)
+        self._ended_while_loading: set[str] | None = None
 
     @property
     def active(self) -> int:
@@ -25,9 +28,17 @@ class Slots:
         return self.capacity - self.active
 
     async def load(self, store: Store, host: str) -> None:
-        """Count what this server already runs (attempts adopted at start)."""
-        self.running = Counter(await store.count_active_by_job(host))
-        self._held = {a.key for a in await store.active_attempts(host)}
+        """Count what this server already runs (attempts adopted at start): one read of the
+        attempts with their jobs, less those whose end was recorded while it was read (a
+        reconcile at start settles adopted attempts meanwhile)."""
+        self._ended_while_loading = set()
+        try:
+            found = await store.held_attempts(host)
+        finally:
+            ended, self._ended_while_loading = self._ended_while_loading, None
+        held = {key: job for key, job in found if key not in ended}
+        self._held = set(held)
+        self.running = Counter(held.values())
         if not self.active:
             self._idle.set()
 
@@ -46,6 +57,8 @@ class Slots:
     def give_back(self, job: str, key: str) -> bool:
         """Release the attempt's slot; False if it held none (not counted here)."""
         if key not in self._held:
+            if self._ended_while_loading is not None:
+                self._ended_while_loading.add(key)
             return False
         self._held.discard(key)
         self.running[job] -= 1

@@ -192,6 +192,11 @@ class Store(abc.ABC):
     async def active_attempts(self, host: str | None = None) -> list[Attempt]:
         """Attempts starting or running (on `host`): what a restarted server reconciles."""
 
+    @abc.abstractmethod
+    async def held_attempts(self, host: str) -> list[tuple[str, str]]:
+        """(attempt key, job) of the attempts starting or running on `host`, in one read:
+        the slots a restarted server holds."""
+
     # -- membership -------------------------------------------------------------------------
 
     async def listen(self, handlers: Mapping[str, Callable[[str], None]]) -> None:

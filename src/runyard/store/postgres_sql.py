@@ -165,6 +165,10 @@ COUNT_ACTIVE_ON_HOST = """
 SELECT r.job, count(*) FROM attempts a JOIN runs r ON r.id = a.run_id
 WHERE a.state IN ('starting', 'running') AND a.host = %s GROUP BY r.job
 """
+HELD_ATTEMPTS = """
+SELECT a.run_id, a.number, r.job FROM attempts a JOIN runs r ON r.id = a.run_id
+WHERE a.state IN ('starting', 'running') AND a.host = %s
+"""
 SERVER_COLUMNS = "id, url, token, capacity, started_at, heartbeat_at, lease_expires_at"
 LOCK_SERVER_ID = f"SELECT pg_advisory_xact_lock({MEMBERSHIP_LOCK}, hashtext(%s))"
 GET_SERVER = f"SELECT {SERVER_COLUMNS} FROM servers WHERE id = %s"  # noqa: S608

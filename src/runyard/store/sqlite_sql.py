@@ -150,6 +150,10 @@ COUNT_ACTIVE_ON_HOST = """
 SELECT r.job, count(*) FROM attempts a JOIN runs r ON r.id = a.run_id
 WHERE a.state IN ('starting', 'running') AND a.host = ? GROUP BY r.job
 """
+HELD_ATTEMPTS = """
+SELECT a.run_id, a.number, r.job FROM attempts a JOIN runs r ON r.id = a.run_id
+WHERE a.state IN ('starting', 'running') AND a.host = ?
+"""
 SERVER_COLUMNS = "id, url, token, capacity, started_at, heartbeat_at, lease_expires_at"
 LOCK_SERVER_ID: str | None = None  # every write transaction already runs alone
 GET_SERVER = f"SELECT {SERVER_COLUMNS} FROM servers WHERE id = ?"  # noqa: S608

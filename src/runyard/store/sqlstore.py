@@ -24,7 +24,7 @@ from runyard.models import (
     Schedule,
     ServerInfo,
 )
-from runyard.store import known, leases, logic
+from runyard.store import held, known, leases, logic
 from runyard.store.base import Store
 from runyard.store.units import Make
 
@@ -160,6 +160,9 @@ class SQLStore(Store):
 
     async def active_attempts(self, host: str | None = None) -> list[Attempt]:
         return await self._read(partial(logic.active_attempts, host))
+
+    async def held_attempts(self, host: str) -> list[tuple[str, str]]:
+        return await self._read(partial(held.held_attempts, host))
 
     async def register_server(
         self, server_id: str, url: str, capacity: int, now: float, lease_s: float,
