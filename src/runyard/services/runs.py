@@ -298,24 +298,19 @@ class RunService:
             await self.disk.check(writing)
 
     async def wait(
-        self,
-        run: Run,
-        seconds: float,
-        gone: Coroutine[Any, Any, object] | None = None,
-        *,
-        replayed: bool = False,
-    ) -> Run:
+        self, run: Run, seconds: float, gone: Coroutine[Any, Any, object] | None = None,
+        *, replayed: bool = False,
+    ) -> Run:  # fmt: skip
         """`run` (as submit just gave it) once it has ended, or as it is after `seconds` or
         once `gone` is done (the caller left; the run is never cancelled). Its end, published
-        here, is the run as stored: no re-read. A `replayed` run (an idempotent replay's) was
-        read before the wait could be in place: it is read again once it is, or an end in
-        between would leave the caller waiting all its seconds for nothing."""
+        here, is the run as stored: no re-read. A `replayed` run (an idempotent replay's),
+        read before the wait was in place, is read again once it is (an end in between)."""
         if run.state.terminal or seconds <= 0:
             if gone is not None:
                 gone.close()
             return run
-        current = partial(self.get, run.id) if replayed else None
-        ended = await self.waiters.wait_for_end(run.id, seconds, gone, current)
+        again = partial(self.get, run.id) if replayed else None
+        ended = await self.waiters.wait_for_end(run.id, seconds, gone, again)
         return ended if ended is not None else await self.get(run.id)
 
     async def get(self, run_id: str) -> Run:
