@@ -432,3 +432,28 @@ def test_a_streamed_answer_is_never_a_failed_attempts_output(
     assert "attempt 2 succeeded" in streamed.value.message
     plain = client.chat.completions.create(model="retried", messages=ask("again"))
     assert plain.choices[0].message.content == "attempt-2\n"
+
+
+def test_a_stream_waiting_for_a_retry_at_shutdown_ends_with_its_closed_event(
+    start_server, write_job, jobs_dir, tmp_path: Path
+) -> None:
+    """Its first attempt failed and its retry is far off when the server is told to stop:
+    the stream ends with the 503 `closed` event (ask again), not cut off after the streams'
+    grace (it waited for an end nothing would tell it of any more)."""
+    gate = tmp_path / "fail-now"
+    retried = RETRIED.replace("@GATE@", str(gate)).replace("base_s = 0.05", "base_s = 600")
+    write_job("retried", retried)
+    server = start_server(jobs_dir)
+    client = sdk(server)
+    stream = client.chat.completions.create(model="retried", messages=ask("hello"), stream=True)
+    got = []
+    with pytest.raises(openai.APIError) as streamed:
+        for c in stream:
+            got.append(c.choices[0].delta.content or "")
+            if "".join(got) == "attempt-1\n":
+                gate.touch()  # attempt 1 fails now; its retry is 10 minutes away
+                wait_for(lambda: [r["state"] for r in runs_of(server, "retried")] == ["queued"],
+                         what="the retry's wait")  # fmt: skip
+                server.stop(signal.SIGTERM)
+    assert "shutting down" in streamed.value.message
+    assert "".join(got) == "attempt-1\n"

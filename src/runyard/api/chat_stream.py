@@ -102,6 +102,9 @@ class _Completion:
             return
         # an attempt that ended with a retry to come is not the end of the run
         final = await self.chat.until_end(self.plan.run)
+        if not final.state.terminal:  # the server began to shut down meanwhile
+            yield _error(503, "the server is shutting down; the run goes on: ask again", "closed")
+            return
         if final.state is not RunState.SUCCEEDED:
             yield _error(500, describe_end(final), final.state.value)
             return

@@ -152,8 +152,9 @@ class ChatService:
         return run
 
     async def until_end(self, run: Run) -> Run:
-        """The run once it has ended. Its end is expected before the run is read again, so
-        an end between that read and the wait is never missed."""
+        """The run once it has ended; or, once the server is shutting down, as it is then
+        (not ended: its caller answers that the run goes on). Its end is expected before the
+        run is read again, so an end between that read and the wait is never missed."""
         while not run.state.terminal:
             with self.runs.waiters.expecting(run.id) as ended:
                 run = await self.runs.get(run.id)
@@ -161,6 +162,8 @@ class ChatService:
                     break
                 found = await ended
             run = found if found is not None else await self.runs.get(run.id)
+            if self.runs.waiters.released:
+                break  # nothing will tell of its end any more
         return run
 
     async def answer(self, run: Run) -> Answer:

@@ -69,8 +69,11 @@ class EndWaiters:
     @contextlib.contextmanager
     def expecting(self, run_id: str) -> Iterator[asyncio.Future[Run | None]]:
         """A future of the run's end, in place at once: read the run inside the block, and an
-        end published after that read (even during it) sets the future."""
+        end published after that read (even during it) sets the future. Once the waiters
+        are released (shutting down) it is set at once: nothing would ever set it."""
         future: asyncio.Future[Run | None] = asyncio.get_running_loop().create_future()
+        if self.released:
+            future.set_result(None)
         waiters = self._ended.setdefault(run_id, set())
         waiters.add(future)
         try:

@@ -164,9 +164,9 @@ async def _until_end_or_gone(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    if not waiting.cancelled():
+    if not waiting.cancelled() and waiting.result().state.terminal:
         return waiting.result()
-    if not closing.cancelled():
+    if not waiting.cancelled() or not closing.cancelled():  # shutting down (not ended)
         raise UnavailableError(
             f"the server is shutting down; run {run.id} goes on: ask again to get its answer"
         )
