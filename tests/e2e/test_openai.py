@@ -411,16 +411,26 @@ input = "conversation"
 """
 
 
+def retried_stream(
+    start_server, write_job, jobs_dir: Path, gate: Path, backoff_s: float = 0.05
+) -> tuple[ServerProcess, openai.OpenAI, Any]:
+    """A streamed call to a job whose first attempt fails once `gate` exists, and is retried
+    `backoff_s` later: (the server, the SDK client, the stream)."""
+    job = RETRIED.replace("@GATE@", str(gate))
+    write_job("retried", job.replace("base_s = 0.05", f"base_s = {backoff_s}"))
+    server = start_server(jobs_dir)
+    client = sdk(server)
+    stream = client.chat.completions.create(model="retried", messages=ask("hello"), stream=True)
+    return server, client, stream
+
+
 def test_a_streamed_answer_is_never_a_failed_attempts_output(
     start_server, write_job, jobs_dir, tmp_path: Path
 ) -> None:
     """The first attempt failed and the second succeeded: the stream sent the first's output
     and "stop", as if it were the answer; the plain call answered the second's (a probe)."""
     gate = tmp_path / "fail-now"
-    write_job("retried", RETRIED.replace("@GATE@", str(gate)))
-    server = start_server(jobs_dir)
-    client = sdk(server)
-    stream = client.chat.completions.create(model="retried", messages=ask("hello"), stream=True)
+    _, client, stream = retried_stream(start_server, write_job, jobs_dir, gate)
     got = []
     with pytest.raises(openai.APIError) as streamed:
         for c in stream:
@@ -441,11 +451,7 @@ def test_a_stream_waiting_for_a_retry_at_shutdown_ends_with_its_closed_event(
     the stream ends with the 503 `closed` event (ask again), not cut off after the streams'
     grace (it waited for an end nothing would tell it of any more)."""
     gate = tmp_path / "fail-now"
-    retried = RETRIED.replace("@GATE@", str(gate)).replace("base_s = 0.05", "base_s = 600")
-    write_job("retried", retried)
-    server = start_server(jobs_dir)
-    client = sdk(server)
-    stream = client.chat.completions.create(model="retried", messages=ask("hello"), stream=True)
+    server, _, stream = retried_stream(start_server, write_job, jobs_dir, gate, backoff_s=600)
     got = []
     with pytest.raises(openai.APIError) as streamed:
         for c in stream:
