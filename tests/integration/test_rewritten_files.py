@@ -4,6 +4,7 @@ program, where it froze at the first line as long as the new one (an attacker's 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -127,3 +128,25 @@ def test_a_cursor_reads_on_where_the_file_is_what_it_saw_and_from_the_start_else
     assert read_on(path, resumed, 100).data == b""
     path.write_bytes(b"a" * 100 + b"more")
     assert read_on(path, resumed, 100).data == b"more"
+
+
+async def test_a_read_cancelled_under_way_is_neither_lost_nor_read_twice(running) -> None:
+    """The tailer finished (or stopped) while a pump's read was under way in its thread: the
+    read cannot be stopped, and the pump that followed read beside it, the two moving one
+    progress cursor and parser. Each line is parsed once, and the last is the run's."""
+    store, run, paths = running
+    seen: list[Any] = []
+    tailer = tailer_of(store, run, paths, seen)
+    lines = b"".join(b'{"fraction": %.6f}\n' % (i / 30_000) for i in range(30_001))
+    paths.progress_file(1).write_bytes(lines)  # within a read: parsed in one go, for a while
+    pumping = asyncio.create_task(tailer.pump())
+    await asyncio.sleep(0)  # its read is under way in a worker thread
+    pumping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pumping
+    await tailer.pump_progress(final=True)
+    assert tailer.parser.consumed == len(lines)
+    assert seen[-1]["fraction"] == 1.0
+    # every line is an event stored or one counted as coalesced: none dropped with the read
+    stored = [e for e in await store.list_events(run.id, 0, 10_000) if e.kind == "progress"]
+    assert len(stored) + tailer.parser.coalesced == 30_001

@@ -144,7 +144,7 @@ class AttemptTailer:
     async def pump(self) -> None:
         """Read what is new; progress written if it is due, else held until it is."""
         async with self._pump_lock:
-            got = await asyncio.to_thread(self._read, True)
+            got = await self._read_off_loop(True)
             if len(got.log.data) == READ_MAX or got.progress_bytes == READ_MAX:
                 self._dirty.set()  # more is waiting
             if got.log.restarted:
@@ -158,13 +158,30 @@ class AttemptTailer:
         program has ended, and a last line without its newline counts too."""
         async with self._pump_lock:
             while True:
-                got = await asyncio.to_thread(self._read, False)
+                got = await self._read_off_loop(False)
                 self._hold(got)
                 if got.progress_bytes < READ_MAX:
                     break
             if final:
                 self._hold(_Read(log=NONE, progress_bytes=0, progress=self.parser.close()))
             await self._write_progress(True)
+
+    async def _read_off_loop(self, with_log: bool) -> _Read:
+        """`_read` in a worker thread, under the pump lock. A read under way cannot be
+        stopped: a cancel (the tailer finished or stopped meanwhile) waits for it to end and
+        keeps the progress it parsed before the lock is let go. Let go at once, the next
+        pump read beside it, both moving the progress cursor and parser (lines counted twice,
+        or the first read's lost); the log it read is read again (its cursor moves later)."""
+        reading = asyncio.ensure_future(asyncio.to_thread(self._read, with_log))
+        try:
+            return await asyncio.shield(reading)
+        except asyncio.CancelledError:
+            while not reading.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([reading])
+            if not reading.cancelled() and reading.exception() is None:
+                self._hold(reading.result())
+            raise
 
     def _read(self, with_log: bool) -> _Read:
         """In a worker thread, under the pump lock (the parser is used by nobody else)."""
