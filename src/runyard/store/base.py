@@ -108,10 +108,6 @@ class Store(abc.ABC):
     async def counts_by_job(self, state: RunState) -> dict[str, int]: ...
 
     @abc.abstractmethod
-    async def count_active_by_job(self, host: str | None = None) -> dict[str, int]:
-        """Runs in state running, by job; with `host`, only attempts that server runs."""
-
-    @abc.abstractmethod
     async def claim(
         self, limit: int, job_slots: Mapping[str, int], now: float, host: str,
         token: str | None = None,

@@ -196,12 +196,6 @@ def counts_by_job(state: RunState) -> Unit[dict[str, int]]:
     return _counts((yield rows("COUNT_BY_JOB", state.value)))
 
 
-def count_active_by_job(host: str | None) -> Unit[dict[str, int]]:
-    if host is None:
-        return _counts((yield rows("COUNT_ACTIVE_BY_JOB")))
-    return _counts((yield rows("COUNT_ACTIVE_ON_HOST", host)))
-
-
 # -- dispatch ---------------------------------------------------------------------------------
 
 

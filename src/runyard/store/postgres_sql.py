@@ -111,7 +111,6 @@ HOLD_RUN = "SELECT 1 FROM runs WHERE id = %s FOR UPDATE"
 COUNT_RUNS = "SELECT count(*) FROM runs WHERE state = %s"
 COUNT_RUNS_OF_JOB = "SELECT count(*) FROM runs WHERE state = %s AND job = %s"
 COUNT_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = %s GROUP BY job"
-COUNT_ACTIVE_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = 'running' GROUP BY job"
 # The jobs with no free slot come as a JSON array (as for SQLite).
 # SKIP LOCKED: several servers claim from one queue without waiting on each other's rows
 CLAIM_CANDIDATES = """
@@ -161,10 +160,6 @@ ACTIVE_ATTEMPTS = (
     f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE state IN ('starting', 'running') "  # noqa: S608
     "AND (%s::text IS NULL OR host = %s) ORDER BY run_id, number"
 )
-COUNT_ACTIVE_ON_HOST = """
-SELECT r.job, count(*) FROM attempts a JOIN runs r ON r.id = a.run_id
-WHERE a.state IN ('starting', 'running') AND a.host = %s GROUP BY r.job
-"""
 HELD_ATTEMPTS = """
 SELECT a.run_id, a.number, r.job FROM attempts a JOIN runs r ON r.id = a.run_id
 WHERE a.state IN ('starting', 'running') AND a.host = %s

@@ -105,7 +105,6 @@ LIST_RUNS = _list_runs
 COUNT_RUNS = "SELECT count(*) FROM runs WHERE state = ?"
 COUNT_RUNS_OF_JOB = "SELECT count(*) FROM runs WHERE state = ? AND job = ?"
 COUNT_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = ? GROUP BY job"
-COUNT_ACTIVE_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = 'running' GROUP BY job"
 
 # INDEXED BY: without statistics SQLite would pick runs_by_state and sort every queued run;
 # the partial queue index yields them already in claim order.
@@ -146,10 +145,6 @@ ACTIVE_ATTEMPTS = (
     f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE state IN ('starting', 'running') "  # noqa: S608
     "AND (? IS NULL OR host = ?) ORDER BY run_id, number"
 )
-COUNT_ACTIVE_ON_HOST = """
-SELECT r.job, count(*) FROM attempts a JOIN runs r ON r.id = a.run_id
-WHERE a.state IN ('starting', 'running') AND a.host = ? GROUP BY r.job
-"""
 HELD_ATTEMPTS = """
 SELECT a.run_id, a.number, r.job FROM attempts a JOIN runs r ON r.id = a.run_id
 WHERE a.state IN ('starting', 'running') AND a.host = ?

@@ -104,9 +104,6 @@ class SQLStore(Store):
     async def counts_by_job(self, state: RunState) -> dict[str, int]:
         return await self._read(partial(logic.counts_by_job, state))
 
-    async def count_active_by_job(self, host: str | None = None) -> dict[str, int]:
-        return await self._read(partial(logic.count_active_by_job, host))
-
     async def claim(
         self, limit: int, job_slots: Mapping[str, int], now: float, host: str,
         token: str | None = None,
