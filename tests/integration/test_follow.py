@@ -315,6 +315,29 @@ async def test_a_watcher_resuming_at_the_last_event_gets_the_end_that_lands_mean
     assert states_of(items) == ["succeeded"] and isinstance(items[-1], End)
 
 
+async def test_an_event_stored_while_the_first_watcher_subscribes_is_sent_at_once(world) -> None:
+    """The run starts while its first watcher reads the bound of what it must read from the
+    store: the start's event is past that bound, and must come live then, not with the run's
+    next event (its end, however long it runs)."""
+    store, hub, run = world
+
+    async def start() -> None:
+        await claim(store, hub)
+
+    store.seq_race = start
+    events = follow_events(hub, store, run.id, 0)  # type: ignore[arg-type]
+    states = []
+    async with asyncio.timeout(DEADLINE):
+        async for item in events:
+            assert isinstance(item, RunEvent)
+            states.append(item.data.get("to"))
+            if item.data.get("to") == "running":
+                break
+    await events.aclose()
+    assert states == ["queued", "running"]
+    assert hub.watchers == 0
+
+
 async def test_an_event_stored_after_the_end_is_no_part_of_the_stream(world) -> None:
     """Progress stored after the run's end (a fenced server's late tailer): a watcher that
     was following stops at the end's state event, and so does one that comes later."""

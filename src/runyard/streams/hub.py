@@ -283,11 +283,20 @@ class StreamHub:
     async def subscribe_events(self, run_id: str) -> tuple[Subscriber, int]:
         """A watcher of the run's events, and the seq up to which it must read the store;
         later events come through its queue."""
+        sub = Subscriber(self.max_buffer_bytes)
         async with self._locks.hold(run_id):
-            if run_id not in self._last_seq or not self._event_subs.get(run_id):
-                self._last_seq[run_id] = await self.store.last_event_seq(run_id)
-            sub = Subscriber(self.max_buffer_bytes)
+            first = run_id not in self._last_seq or not self._event_subs.get(run_id)
+            # Watching before the bound is read: an event stored while it is read starts a
+            # publication (which waits for this lock, then sends what is past the bound).
+            # Registered after, the first watcher missed that publication, and had the event
+            # only with the run's next one, minutes later for a quiet run.
             self._event_subs[run_id].add(sub)
+            if first:
+                try:
+                    self._last_seq[run_id] = await self.store.last_event_seq(run_id)
+                except BaseException:
+                    self.unsubscribe_events(run_id, sub)
+                    raise
             if self.closed:
                 sub.close(Closed())
             return sub, self._last_seq[run_id]
