@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -49,7 +53,7 @@ def _sleeping(seconds: str) -> list[psutil.Process]:
 @pytest.fixture
 def unnamed_sleeps() -> Iterator[None]:
     yield
-    for seconds in ("7701", "7702", "7703", "7704"):
+    for seconds in ("7701", "7702", "7703", "7704", "7706"):
         for proc in _sleeping(seconds):
             with contextlib.suppress(psutil.Error):
                 proc.kill()
@@ -85,3 +89,45 @@ async def test_escapees_that_name_no_attempt_die_once_every_program_that_may_own
         await asyncio.to_thread(
             wait_for, lambda s=seconds: not _sleeping(s), 15, f"the unnamed sleep {seconds}"
         )
+
+
+# A supervisor that leaves after 0.2 s idle, shorter than the first sweep of strays: its one
+# program leaves an escapee naming no attempt (found only by that sweep), then the server goes.
+IDLE_BEFORE_SWEEP = """
+import json, socket, sys
+from pathlib import Path
+from runyard.execution.protocol import SOCKET_NAME
+from runyard.execution.supervisor import Supervisor
+from runyard.execution.supervisor_process import become_subreaper
+
+data = Path(sys.argv[1])
+become_subreaper()
+sup = Supervisor(data, 0.2, False)
+sup.listen()
+sup.install_signals()
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.connect(str(data / SOCKET_NAME))
+spawn = {
+    "op": "spawn", "req": 1, "key": "u.1", "cwd": str(data), "mkdirs": [],
+    "argv": ["sh", "-c", "env -i setsid sleep 7706 & sleep 0.3; echo bye"],
+    "env": {"PATH": "/usr/bin:/bin", "RUNYARD_ATTEMPT_KEY": "u.1"},
+    "log": str(data / "u.1.log"), "exit": str(data / "u.1.exit"),
+}
+server.sendall(json.dumps(spawn).encode() + b"\\n")
+server.close()  # gone before the program ends: idle once it has
+sup.serve_forever()
+"""
+
+
+def test_an_idle_supervisor_leaves_only_after_sweeping_what_its_last_program_left(
+    tmp_path: Path, unnamed_sleeps: None
+) -> None:
+    """It used to leave 0.2 s after the program's end, before the sweep due at 0.5 s: the
+    escapee, handed to init, ran on for good."""
+    done = subprocess.run(
+        [sys.executable, "-c", IDLE_BEFORE_SWEEP, str(tmp_path)],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "u.1.exit").read_text())["exit_code"] == 0
+    assert not _sleeping("7706")

@@ -34,6 +34,7 @@ class Leftovers:
         self.programs = programs  # by pid: the supervisor's running programs
         self._armed = False  # a sweep of strays is due
         self._sweeps_left = 0
+        self._rechecks = 0  # escapees' re-checks due
         # orphans that name no attempt: the programs running when each was first seen
         self._unnamed: dict[int, frozenset[int]] = {}
 
@@ -43,12 +44,19 @@ class Leftovers:
         self._sweeps_left = STRAYS_SWEEPS
         self._arm()
 
+    @property
+    def pending(self) -> bool:
+        """A sweep or a re-check is due: the supervisor must not leave idle before it."""
+        return self._armed or self._rechecks > 0
+
     def escaped(self, marker: str, tries: int = 0) -> None:
         if kills.kill_escaped(marker, self.programs) and tries < ESCAPED_RECHECKS:
+            self._rechecks += 1
             self.timers.add(ESCAPED_RECHECK_S, "escaped", f"{tries + 1} {marker}")
 
     def fire(self, kind: str, key: str) -> None:
         if kind == "escaped":
+            self._rechecks -= 1
             tries, marker = key.split(" ", 1)
             self.escaped(marker, int(tries))
             return

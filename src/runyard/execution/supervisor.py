@@ -93,7 +93,12 @@ class Supervisor:
     # -- main loop --------------------------------------------------------------------------
 
     def idle(self) -> bool:
-        return not self.programs and not self.conns.clients and not self.exits.unwritten
+        # a sweep still due is of what an ended program left: leaving before it, the
+        # supervisor left that running for good (orphaned to init, nobody's to kill)
+        return (
+            not self.programs and not self.conns.clients and not self.exits.unwritten
+            and not self.leftovers.pending
+        )  # fmt: skip
 
     def serve_forever(self) -> None:
         while True:
