@@ -22,7 +22,8 @@ PROGRAM = r"""
 import os
 os.makedirs(b"outputs/\xfe", exist_ok=True)
 for name in (b"outputs/a.txt", b"outputs/\xff.txt", b"outputs/\xfe/in.txt",
-             b"outputs/new\nline.txt", b"outputs/z.txt", b"outputs/hard"):
+             b"outputs/new\nline.txt", b"outputs/back\\slash.txt", b"outputs/z.txt",
+             b"outputs/hard"):
     with open(name, "wb") as f:
         f.write(b"x")
 os.link(b"outputs/hard", b"outputs/hard2")
@@ -35,6 +36,10 @@ SKIPPED = {
     "outputs/\\xff.txt": "its name is not UTF-8: no request path can name it",
     "outputs/\\xfe/in.txt": "its name is not UTF-8: no request path can name it",
     "outputs/new\nline.txt": "its name holds a control character: no request path can carry it",
+    # listed as an artifact, it could never be fetched (its %5C is refused) nor downloaded
+    "outputs/back\\slash.txt": (
+        "its name holds a backslash: artifact paths are '/'-separated, none can name it"
+    ),
     "outputs/hard": "a hard link: it could be a file from outside the workspace",
     "outputs/hard2": "a hard link: it could be a file from outside the workspace",
     "outputs/link.txt": "a symbolic link: links are never followed",

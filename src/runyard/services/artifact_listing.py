@@ -107,6 +107,8 @@ def _unnameable(rel: str) -> str | None:
         return "its name is not UTF-8: no request path can name it"
     if _UNNAMEABLE.search(rel) is not None:
         return "its name holds a control character: no request path can carry it"
+    if "\\" in rel:  # check_relative refuses it, as the route does its encoding (%5C)
+        return "its name holds a backslash: artifact paths are '/'-separated, none can name it"
     if len(rel) > MAX_LISTED_PATH:
         return f"its path is over {MAX_LISTED_PATH} characters: no request path can hold it"
     return None
