@@ -90,6 +90,22 @@ def test_invalid_params_name_the_field(tmp_path: Path, params: dict, field: str)
     assert field in [loc for loc, _ in info.value.errors]
 
 
+NUMERIC_CHOICES = 'command = ["x", "{e}"]\n[params.e]\ntype = "enum"\nchoices = ["a", 1, 2.5, 0]\n'
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_a_boolean_is_none_of_an_enums_numeric_choices(tmp_path: Path, flag: bool) -> None:
+    """`true` equals 1 in Python, not in JSON: it was taken for choice 1 (false for 0) and
+    stored as the number, which the published schema's enum refuses."""
+    job = load_job(write(tmp_path, "e", NUMERIC_CHOICES))
+    assert job.schema["properties"]["e"]["enum"] == ["a", 1, 2.5, 0]
+    with pytest.raises(ParamError) as info:
+        job.validate_params({"e": flag})
+    assert [loc for loc, _ in info.value.errors] == ["e"]
+    assert job.validate_params({"e": 1}) == {"e": 1}  # the numbers themselves still are
+    assert job.validate_params({"e": 0}) == {"e": 0}
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [

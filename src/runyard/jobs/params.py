@@ -8,7 +8,15 @@ import sys
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from runyard.bounds import (
     JSON_DEFAULT_DEPTH,
@@ -133,8 +141,17 @@ def _annotation(decl: ParamDecl) -> Any:
         limit = decl.max_length or DEFAULT_STR_MAX
         return Annotated[str, Field(strict=True, max_length=limit, pattern=TEXT_PATTERN, **meta)]
     if decl.type == "enum":
-        return Annotated[Literal[tuple(decl.choices or ())], Field(**meta)]
+        # BeforeValidator: a Literal matches by ==, and True == 1: `true` was taken for
+        # choice 1 (and stored as 1), which the schema's enum (JSON: true is no number) refuses
+        choices = Literal[tuple(decl.choices or ())]
+        return Annotated[choices, BeforeValidator(_no_bool), Field(**meta)]
     return _structured(decl, meta)
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # no choice is one (choices are strings and numbers)
+        raise ValueError("a boolean is none of the choices")  # noqa: TRY004  pydantic: a 422
+    return value
 
 
 def _structured(decl: ParamDecl, meta: dict[str, Any]) -> Any:
