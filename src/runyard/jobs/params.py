@@ -143,8 +143,8 @@ def _annotation(decl: ParamDecl) -> Any:
     if decl.type == "enum":
         # BeforeValidator: a Literal matches by ==, and True == 1: `true` was taken for
         # choice 1 (and stored as 1), which the schema's enum (JSON: true is no number) refuses
-        choices = Literal[tuple(decl.choices or ())]
-        return Annotated[choices, BeforeValidator(_no_bool), Field(**meta)]
+        choices = tuple(decl.choices or ())
+        return Annotated[Literal[choices], BeforeValidator(_no_bool), Field(**meta)]
     return _structured(decl, meta)
 
 
