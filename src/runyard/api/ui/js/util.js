@@ -18,7 +18,7 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-export const ACTIVE = new Set(["queued", "running", "retrying"]);
+export const ACTIVE = new Set(["queued", "running"]);
 
 export function badge(state) {
   return h("span", { class: `badge state-${state}`, dataset: { state } }, state);

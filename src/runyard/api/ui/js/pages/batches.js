@@ -3,7 +3,7 @@ import * as api from "../api.js";
 import { stream } from "../sse.js";
 import { h, ago, debounce, errorBox } from "../util.js";
 
-const ORDER = ["queued", "running", "retrying", "succeeded", "failed", "cancelled", "timed_out", "lost"];
+const ORDER = ["queued", "running", "succeeded", "failed", "cancelled", "timed_out"];
 
 export async function batchesPage(ctx) {
   const tbody = h("tbody");

@@ -3,7 +3,7 @@ import * as api from "../api.js";
 import { stream } from "../sse.js";
 import { h, badge, progressBar, ago, duration, paramsSummary, debounce, inOrder, ACTIVE } from "../util.js";
 
-const STATES = ["", "queued", "running", "retrying", "succeeded", "failed", "cancelled", "timed_out", "lost"];
+const STATES = ["", "queued", "running", "succeeded", "failed", "cancelled", "timed_out"];
 const PAGE = 50;
 
 export async function runsPage(ctx) {
