@@ -100,3 +100,23 @@ def test_a_reader_that_passes_over_lines_lands_on_the_next_whole_one(tmp_path) -
     assert (parser.skipped, parser.coalesced) == (0, 1)
     assert parser.consumed == cursor.offset == path.stat().st_size
     assert read_latest(path, cursor, 4096, 16384).data == b""  # and nothing more to read
+
+
+def test_an_oversized_line_a_reader_lands_in_is_skipped_and_counted(tmp_path) -> None:
+    """A probe: a progress line of 10 MB, written at once, put the reader past its limit of
+    unread bytes; it landed inside the line, which was then counted nowhere: the run showed
+    neither progress nor a skipped line. What follows the landing alone is over the limit of
+    a line: an oversized line, skipped and counted, whatever was passed over before it."""
+    from runyard.streams.cursor import FileCursor, read_latest
+    from runyard.streams.tailer import PROGRESS_BEHIND_MAX, READ_MAX
+
+    path = tmp_path / "progress"
+    path.write_bytes(b'{"fraction": 0.5}\n{"m": "' + b"x" * 10_000_000 + b'"}\n')
+    cursor, parser = FileCursor(), ProgressParser()
+    got = read_latest(path, cursor, READ_MAX, PROGRESS_BEHIND_MAX)
+    assert got.jumped_to is not None
+    parser.jump(got.jumped_to)
+    assert parser.feed(got.data) == []
+    assert parser.close() == []
+    assert (parser.skipped, parser.coalesced) == (1, 0)
+    assert parser.consumed == path.stat().st_size

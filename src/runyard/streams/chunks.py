@@ -73,6 +73,7 @@ class ProgressParser:
     _partial: bytearray = field(default_factory=bytearray)
     _discarded: int | None = None  # inside an oversized line: how much of it was dropped
     _jumped: bool = False  # that line is where a reader landed, passing over lines (`jump`)
+    _landed: int = 0  # the part of `_discarded` before where the reader landed
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         self._partial += data
@@ -86,12 +87,7 @@ class ProgressParser:
             # `consumed` (a resume point, stored with the count) is never inside it
             nl = whole.find(b"\n")
             self.consumed += self._discarded + nl + 1
-            self._discarded = None
-            if self._jumped:  # passed over, not malformed
-                self.coalesced += 1
-                self._jumped = False
-            else:
-                self.skipped += 1
+            self._count_cut(self._discarded + nl)
             whole = whole[nl + 1 :]
         self.consumed += len(whole)
         found = self._last_progress(whole.split(b"\n")[:-1]) if whole else []
@@ -107,12 +103,7 @@ class ProgressParser:
         line, self._partial = bytes(self._partial), bytearray()
         self.consumed += len(line) + (self._discarded or 0)  # to the file's end, no further
         if self._discarded is not None:  # an endless line, cut off by the end
-            self._discarded = None
-            if self._jumped:
-                self.coalesced += 1
-                self._jumped = False
-            else:
-                self.skipped += 1
+            self._count_cut(self._discarded + len(line))
             return []
         return self._last_progress([line]) if line else []
 
@@ -121,8 +112,19 @@ class ProgressParser:
         on from there: the line it lands in is dropped up to its end, as an oversized one is
         (and counted as coalesced: passed over, not malformed)."""
         self._partial.clear()
-        self._discarded = to - self.consumed
+        self._discarded = self._landed = to - self.consumed
         self._jumped = True
+
+    def _count_cut(self, length: int) -> None:
+        """A line dropped up to its end (`length` bytes of it seen): skipped, as oversized;
+        or, the one a jump landed in, passed over — unless what followed the landing alone
+        was over the limit: then it was an oversized line whatever came before (one such
+        line, megabytes long, was counted nowhere, and the run showed no sign of it)."""
+        if self._jumped and length - self._landed <= MAX_PROGRESS_LINE:
+            self.coalesced += 1
+        else:
+            self.skipped += 1
+        self._discarded, self._jumped = None, False
 
     def restart(self) -> None:
         """The file is read again from its start (it was cut back or rewritten): what was
