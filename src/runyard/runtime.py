@@ -21,7 +21,7 @@ from runyard.errors import (
     StorageIOError,
     StoreBusyError,
 )
-from runyard.execution.base import Executor
+from runyard.execution.base import Executor, ExecutorUnavailableError
 from runyard.execution.executor import LocalExecutor
 from runyard.execution.routing import RoutedExecutor
 from runyard.execution.sandbox_probe import SandboxProbe
@@ -257,7 +257,11 @@ class Runtime:
             "runyard_cancel": self.attempts.cancel_heard,
         })  # fmt: skip
         self.hub.start()
-        await self.executor.start(self.lifecycle.events)
+        try:
+            await self.executor.start(self.lifecycle.events)
+        except ExecutorUnavailableError as exc:
+            # paused until reached, then a reconcile pass before any spawn (lifecycle.py)
+            self.lifecycle.unreachable_at_start(exc)
         await self.reconciler.run()  # never raises: one run's damage cannot stop the start
         await self.dispatcher.start()
         self.membership.start()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 
+from runyard.execution.protocol import LOCK_NAME, SOCKET_NAME
 from runyard.models import RunState
 from tests import web
 from tests.support import ServerProcess, processes_of, supervisors_of, wait_for
@@ -169,3 +173,35 @@ def test_a_deleted_database_file_is_noticed_and_writes_refused(start_server) -> 
     assert resp.status_code == 503
     assert "deleted or replaced" in resp.json()["detail"]
     assert web.get(f"{server.url}/v1/runs/{run.id}").status_code == 200
+
+
+@pytest.mark.leaks_allowed(
+    "measured at start, before it could reach its supervisor: its connection is no leak"
+)
+def test_a_server_starts_beside_a_supervisor_it_cannot_reach_and_connects_once_it_can(
+    start_server, tmp_path: Path
+) -> None:
+    """A probe: the data directory's supervisor lock held by a process that does not listen
+    (a stale socket file beside it) made the server exit at start (rc 3, a traceback), as did
+    a stopped supervisor whose backlog was full. It starts: alive, not ready (saying why),
+    taking submissions; and connects once a supervisor can be reached, the run then run."""
+    data = tmp_path / "data"
+    data.mkdir()
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(data / SOCKET_NAME))
+    stale.close()  # the file stays: a connect is refused
+    holder = (data / LOCK_NAME).open("a")
+    fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+    try:
+        server = start_server(data_dir=data, health="/health/live")
+        ready = web.get(f"{server.url}/health/ready")
+        assert ready.status_code == 503
+        assert "supervisor" in ready.json()["checks"]["executor"], ready.json()
+        with server.client() as c:
+            run = c.submit("true").id
+            assert c.run(run).state is RunState.QUEUED
+    finally:
+        holder.close()  # a supervisor can take the directory now
+    wait_for(lambda: web.get(f"{server.url}/health/ready").status_code == 200, what="ready")
+    with server.client() as c:
+        assert server.wait_run(c, run).state is RunState.SUCCEEDED

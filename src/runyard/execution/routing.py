@@ -39,8 +39,10 @@ class RoutedExecutor:
         return self.local.healthy
 
     async def start(self, events: ExecutorEvents) -> None:
-        await self.local.start(events)
-        await self.slurm.start(events)
+        try:
+            await self.local.start(events)
+        finally:  # a supervisor out of reach is reconnected later; Slurm's start is now
+            await self.slurm.start(events)
 
     async def reconnect(self) -> None:
         await self.local.reconnect()

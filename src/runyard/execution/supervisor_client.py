@@ -48,6 +48,15 @@ class SupervisorTimeoutError(SupervisorUnavailableError, ExecutorTimeoutError):
     """The supervisor is connected but did not answer in time (paused, hung or swamped)."""
 
 
+def _unreachable(exc: OSError) -> str:
+    if isinstance(exc, BlockingIOError):
+        return "it accepts no connection (stopped or hung, its backlog full)"
+    if isinstance(exc, ConnectionRefusedError):
+        # launch_supervisor found the data directory's lock held: a supervisor owns it
+        return "its socket refuses connections, and the data directory's lock is held"
+    return exc.strerror or str(exc)
+
+
 def launch_supervisor(data_dir: Path, *, fsync: bool, timeout_s: float = 30.0) -> str:
     """Blocking: spawn a supervisor for `data_dir` and wait until it listens (or says another
     one already does). Returns "ready" or "busy"."""
@@ -169,11 +178,19 @@ class SupervisorClient:
                     str(path), limit=MAX_LINE
                 )
                 break
-            except (FileNotFoundError, ConnectionRefusedError):
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
                 if attempt == 2:
-                    raise SupervisorUnavailableError("cannot reach the supervisor") from None
+                    raise SupervisorUnavailableError(
+                        f"cannot reach the supervisor: {_unreachable(exc)}"
+                    ) from None
                 word = await asyncio.to_thread(launch_supervisor, self.data_dir, fsync=self.fsync)
                 log.info("supervisor_started" if word == "ready" else "supervisor_found")
+            except OSError as exc:
+                # its listen backlog full (a stopped supervisor that accepts nobody: EAGAIN),
+                # the socket's mode: no new supervisor would do better; the caller retries
+                raise SupervisorUnavailableError(
+                    f"cannot reach the supervisor: {_unreachable(exc)}"
+                ) from None
         self._closing = False
         self._stopped_since = None  # perhaps another supervisor: none of it was seen stopped
         self._read_task = asyncio.create_task(self._read_loop(), name="supervisor-reader")

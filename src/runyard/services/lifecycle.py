@@ -12,7 +12,7 @@ import structlog
 
 from runyard.background import TaskGroup
 from runyard.errors import ConflictError
-from runyard.execution.base import Executor, ExecutorEvents
+from runyard.execution.base import Executor, ExecutorEvents, ExecutorUnavailableError
 from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.metrics import Metrics
 from runyard.models import RunState
@@ -83,6 +83,13 @@ class Lifecycle:
             log.exception("exit_handling_failed", attempt=record.key)
             self.reconciler.needed(f"the end of attempt {record.key} was not recorded ({exc})")
 
+    def unreachable_at_start(self, exc: Exception) -> None:
+        """The executor could not be reached as the server started: the server starts all the
+        same (not ready, saying why), and connects as it would after a loss. It used to exit
+        (a supervisor stopped with its backlog full, or holding the lock without listening)."""
+        log.error("supervisor_unreachable", error=str(exc))
+        self._reconnecting = asyncio.create_task(self._reconnect(), name="supervisor-restart")
+
     async def _supervisor_lost(self) -> None:
         if self.draining:
             return
@@ -103,6 +110,8 @@ class Lifecycle:
             while not self.draining:
                 try:
                     await self.executor.reconnect()
+                except ExecutorUnavailableError as exc:  # out of reach still: no fault to trace
+                    log.warning("supervisor_unreachable", error=str(exc), retry_in_s=delay)
                 except Exception:
                     log.exception("supervisor_restart_failed", retry_in_s=delay)
                 else:
