@@ -218,6 +218,7 @@ def test_live_watchers_get_the_end_after_a_burst_longer_than_a_page(
 
 
 def test_websocket_events_resume(start_server, chatter_jobs) -> None:
+    from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
     server = start_server(chatter_jobs)
@@ -233,16 +234,27 @@ def test_websocket_events_resume(start_server, chatter_jobs) -> None:
     with connect(f"{ws_url}?after=3") as ws:
         resumed = [__import__("json").loads(m) for m in ws]
     assert [m["seq"] for m in resumed[:-1]] == seqs[3:]
-    with pytest.raises(Exception, match="403"):  # an unknown run: refused before accepting
-        connect(f"ws://127.0.0.1:{server.port}/v1/runs/01NOSUCHRUN0000000000000000/ws")
+    refused = {}  # before accepting: answered as over HTTP (a close reached it as a bare 403)
+    for name, url in [
+        ("unknown run", f"ws://127.0.0.1:{server.port}/v1/runs/01NOSUCHRUN0000000000000000/ws"),
+        ("bad resume point", f"{ws_url}?after=-1"),
+    ]:
+        with pytest.raises(InvalidStatus) as info:
+            connect(url)
+        answer = info.value.response
+        assert answer.headers["content-type"] == "application/problem+json"
+        refused[name] = (answer.status_code, json.loads(answer.body))
+    assert refused["unknown run"][0] == 404
+    assert refused["bad resume point"][0] == 422
+    assert refused["bad resume point"][1]["errors"][0]["field"] == "query.after"
 
     def sessions() -> list[int] | None:  # as logged and counted (every one was a 500)
         lines = [json.loads(line) for line in server.log_path.read_text().splitlines()
                  if line.startswith("{")]  # fmt: skip
         found = [e["status"] for e in lines if e.get("event") == "request" and e["method"] == "WS"]
-        return found if len(found) == 3 else None
+        return found if len(found) == 4 else None
 
-    assert wait_for(sessions, what="the three sessions logged") == [101, 101, 403]
+    assert wait_for(sessions, what="the four sessions logged") == [101, 101, 404, 422]
 
 
 def test_bad_progress_and_binary_output_never_break_anything(start_server, chatter_jobs) -> None:

@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -53,7 +53,10 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
 
 
 async def _runyard_error(_: Request, exc: Exception) -> JSONResponse:
-    exc = cast(RunyardError, exc)
+    return problem_of(cast(RunyardError, exc))
+
+
+def problem_of(exc: RunyardError) -> JSONResponse:
     extra = {k: v for k, v in exc.extra.items() if k not in ("type", "title", "status", "detail")}
     if "errors" in extra:
         extra.update(_listed([(f"params.{loc}", msg) for loc, msg in extra["errors"]]))
@@ -68,6 +71,21 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     listed = _listed([_field_error(e) for e in found[:MAX_LISTED]], len(found))
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in listed["errors"][:MAX_DETAILED])
     return problem(422, "Invalid input", detail, "invalid-input", **listed)
+
+
+async def refuse_websocket(websocket: WebSocket, answer: Response, close_code: int) -> None:
+    """A WebSocket refused before its handshake is accepted: the problem as an HTTP answer (the
+    ASGI denial response, which uvicorn sends). A close before the accept, all a server
+    without it can do, reaches a client as a bare 403, whatever the cause."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(answer)
+    else:
+        await websocket.close(code=close_code)
+
+
+async def _websocket_invalid(websocket: WebSocket, exc: Exception) -> None:
+    """A WebSocket's query the route refuses (`after=-1`): 422 naming the field, as over HTTP."""
+    await refuse_websocket(websocket, await _validation_error(cast(Request, None), exc), 1008)
 
 
 def _field_error(error: Any) -> tuple[str, str]:
@@ -158,3 +176,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _scoped(_validation_error, 400))
     app.add_exception_handler(StarletteHTTPException, _scoped(_http_error))
     app.add_exception_handler(Exception, _scoped(_unexpected))
+    app.add_exception_handler(WebSocketRequestValidationError, _websocket_invalid)

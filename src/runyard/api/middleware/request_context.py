@@ -70,7 +70,7 @@ class RequestRecord:
         structlog.contextvars.bind_contextvars(request_id=self.request_id)
 
     async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
+        if message["type"] in ("http.response.start", "websocket.http.response.start"):
             self.status, self.sent = message["status"], True
             headers = list(message.get("headers", []))
             headers.append((b"x-request-id", self.request_id.encode()))

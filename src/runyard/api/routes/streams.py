@@ -22,10 +22,11 @@ from runyard.api.deps import (
     SettingsDep,
 )
 from runyard.api.inputs import NullUnpublished
+from runyard.api.problems import problem_of, refuse_websocket
 from runyard.api.proxy import ON_OWNER, ON_OWNER_IF_ALIVE
 from runyard.api.security import READ, ws_read
 from runyard.api.sse import sse_response
-from runyard.errors import InvalidInputError, NotFoundError, RunyardError
+from runyard.errors import InvalidInputError, RunyardError
 from runyard.models import RunEvent
 from runyard.schemas import problem_responses
 from runyard.streams.follow import EventItem
@@ -203,13 +204,9 @@ async def events_socket(
 ) -> None:
     try:
         await ws_read(websocket, auth)
-    except RunyardError as exc:
-        await websocket.close(code=4000 + exc.status, reason=exc.detail[:120])
-        return
-    try:
         await runs.get(run_id)
-    except NotFoundError:
-        await websocket.close(code=4404, reason="no such run")
+    except RunyardError as exc:  # 401, 403, 404: answered as over HTTP, not a bare 403
+        await refuse_websocket(websocket, problem_of(exc), 4000 + exc.status)
         return
     await websocket.accept()
     with hub.stream():
