@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from runyard import failpoints
@@ -10,6 +12,7 @@ from runyard.errors import StorageIOError
 from runyard.models import AttemptEnd, AttemptState, Batch, ClaimAsk, Run, RunFilter, RunState
 from runyard.store import Store
 from runyard.store.logic import MAX_RUN_EVENTS
+from runyard.store.rows import PAGE_BYTES
 
 pytestmark = pytest.mark.anyio
 
@@ -57,6 +60,27 @@ async def test_keyset_pagination_newest_first(store: Store) -> None:
             break
         cursor = page.next_cursor
     assert seen == sorted(ids, reverse=True)
+
+
+async def test_a_page_of_large_runs_ends_at_its_byte_bound_and_the_next_goes_on(
+    store: Store,
+) -> None:
+    """A probe: 300 runs of 1 MB params made one 286 MB page (7 s). A page ends once its
+    runs' stored JSON passes PAGE_BYTES, at least one run in it; its cursor goes on from
+    there, no run left out or shown twice."""
+    big = "x" * (PAGE_BYTES // 3 - 100)  # three fit (with their JSON around), a fourth not
+    ids = [(await store.insert_run(replace(make_run(), params={"s": big})))[0].id for _ in range(7)]
+    huge = (await store.insert_run(replace(make_run(), params={"s": big * 4})))[0].id  # alone
+    pages, cursor = [], None
+    while True:
+        page = await store.list_runs(RunFilter(limit=100, cursor=cursor))
+        pages.append([r.id for r in page.runs])
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    newest_first = sorted([*ids, huge], reverse=True)
+    assert [len(p) for p in pages] == [1, 3, 3, 1]
+    assert [i for p in pages for i in p] == newest_first
 
 
 async def test_filters(store: Store) -> None:

@@ -29,6 +29,7 @@ from runyard.store.rows import (
     attempt_to_row,
     dumps,
     loads,
+    page_of,
     run_from_row,
     run_to_row,
     schedule_from_row,
@@ -178,9 +179,9 @@ def get_run_by_idempotency_key(key: str) -> Unit[Run | None]:
 
 def list_runs(flt: RunFilter) -> Unit[Page]:
     found = yield Query("LIST_RUNS", (flt,), "all")  # one row past the page: is there more?
-    runs = [run_from_row(r) for r in found]
-    more = len(runs) > flt.limit
-    runs = runs[: flt.limit]
+    page = page_of(found[: flt.limit])
+    more = len(found) > flt.limit or len(page) < min(len(found), flt.limit)
+    runs = [run_from_row(r) for r in page]
     return Page(runs=runs, next_cursor=runs[-1].id if more else None)
 
 

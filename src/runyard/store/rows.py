@@ -52,6 +52,31 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+# A page of 500 runs of 1 MB params each was a 500 MB answer (seconds to make, and its memory
+# several times over): a listing's page ends past this much stored JSON, its cursor there.
+PAGE_BYTES = 8 * 2**20
+
+
+def page_of(found: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The first of a listing's run rows, up to PAGE_BYTES of params, labels and progress
+    (at least one: a run is never too large to list)."""
+    weight = 0
+    for n, row in enumerate(found):
+        weight += _json_bytes(row[2]) + _json_bytes(row[5]) + _json_bytes(row[16])
+        if weight > PAGE_BYTES and n > 0:
+            return found[:n]
+    return found
+
+
+def _json_bytes(value: Any) -> int:
+    """A stored JSON value's size: its text (SQLite), or PostgreSQL's jsonb encoded again."""
+    if value is None:
+        return 0
+    if isinstance(value, str | bytes):
+        return len(value)
+    return len(fastjson.dumps(value))
+
+
 def run_from_row(row: tuple[Any, ...]) -> Run:
     return Run(
         id=row[0], job=row[1], params=loads(row[2]), state=RunState(row[3]), priority=row[4],
