@@ -150,3 +150,34 @@ async def test_a_read_cancelled_under_way_is_neither_lost_nor_read_twice(running
     # every line is an event stored or one counted as coalesced: none dropped with the read
     stored = [e for e in await store.list_events(run.id, 0, 10_000) if e.kind == "progress"]
     assert len(stored) + tailer.parser.coalesced == 30_001
+
+
+async def test_the_last_lines_written_as_the_tailer_finishes_are_the_runs(running) -> None:
+    """A flake of the dashboard's test, explained: the program wrote its last progress, the
+    pump read it and was writing it when the run ended and the tailer finished, cancelling
+    the pump. The write, abandoned before the store ran it, took the lines with it (the cursor
+    past them): the run ended at 60 %. The write ends first; the run ends at its last line."""
+    store, run, paths = running
+    seen: list[Any] = []
+    tailer = tailer_of(store, run, paths, seen)
+    held, release = asyncio.Event(), asyncio.Event()
+    real = store.add_progress
+
+    async def slow_write(*args: Any, **kwargs: Any) -> None:
+        held.set()
+        await release.wait()  # under way when the pump is cancelled
+        await real(*args, **kwargs)
+
+    store.add_progress = slow_write  # type: ignore[method-assign]
+    paths.progress_file(1).write_bytes(b'{"fraction": 0.5}\n{"fraction": 1.0}\n')
+    tailer._written_at = 0.0  # a write is due at once
+    pumping = asyncio.create_task(tailer.pump())
+    await held.wait()
+    pumping.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await pumping
+    store.add_progress = real  # type: ignore[method-assign]
+    await tailer.pump_progress(final=True)
+    stored = await store.get_run(run.id)
+    assert stored is not None and stored.progress == {"fraction": 1.0}

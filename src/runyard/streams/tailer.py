@@ -224,9 +224,21 @@ class AttemptTailer:
         events, skipped = self._held, self._held_skipped
         self._held, self._held_skipped = [], 0
         self._written_at = time.monotonic()
-        await self.store.add_progress(
+        writing = asyncio.ensure_future(self.store.add_progress(
             self.run_id, self.attempt, events, offset=self.parser.consumed, skipped=skipped
-        )
+        ))  # fmt: skip
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            # The tailer finished as its pump wrote (the run's last lines, often): abandoned,
+            # the write was dropped before the store ran it, and the lines it held with it,
+            # which its cursor had passed: the run ended showing older progress. It ends first.
+            while not writing.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([writing])
+            if writing.cancelled() or writing.exception() is not None:  # nothing stored
+                self._held, self._held_skipped = events + self._held, skipped + self._held_skipped
+            raise
         await self.on_progress(self.run_id, events[-1][1] if events else None)
 
     def _log_rewritten(self) -> None:
