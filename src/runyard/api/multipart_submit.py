@@ -170,8 +170,14 @@ class _Form:
         if self._name in self.files:
             raise InvalidInputError(f"file part {self._name!r} is given twice", field=field)
         filename = options.get(b"filename")
-        self._filename = self._name if not filename else filename.decode("utf-8", "replace")
-        # the rule of PUT /v1/uploads?name=: the name as given is shown back, so it is text
+        # the rule of PUT /v1/uploads?name=: the name as given is shown back, so it is text,
+        # and UTF-8 (decoded with replacement, bytes that were not became U+FFFD, stored)
+        try:
+            self._filename = self._name if not filename else filename.decode()
+        except UnicodeDecodeError:
+            raise InvalidInputError(
+                f"file part {self._name!r}: its filename is not UTF-8", field=field
+            ) from None
         if filename and (why := text_problem(self._filename, multiline=False)) is not None:
             raise InvalidInputError(f"file part {self._name!r}: its filename: {why}", field=field)
         self._cap = self._check_part(self._name) if self.job is not None else None
