@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -104,6 +105,21 @@ def test_serve_refuses_a_data_directory_it_cannot_use(jobs_dir, tmp_path: Path) 
     said = f"the data directory {in_the_way} cannot be used: File exists"
     assert _refused(_serve(jobs_dir, in_the_way), tmp_path, said) == said
     assert in_the_way.read_text() == "a file where the data directory should be"
+
+
+def test_serve_refuses_a_data_directory_it_cannot_write(jobs_dir, data) -> None:
+    """A probe: a read-only data directory (a filesystem remounted read-only after an error)
+    failed the start with a traceback, from the store (it cannot open the database) or, a
+    database there, from the supervisor's log; or the store opened read-only, for good."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is needed to make a directory read-only for root")
+    _current(data / "runyard.db")
+    subprocess.run(["chattr", "+i", str(data)], check=True)
+    try:
+        done = _serve(jobs_dir, data)
+    finally:
+        subprocess.run(["chattr", "-i", str(data)], check=True)
+    _refused(done, data, f"the data directory {data} cannot be written: Operation not permitted")
 
 
 def test_a_table_of_versions_runyard_did_not_make_is_refused_not_a_crash(

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -226,8 +227,18 @@ def data_dir_problem(settings: Settings) -> str | None:
                 f"the disk of the data directory {settings.data_dir} is full "
                 f"({exc.strerror}): free some space, then start again"
             )
+        # read-only (EROFS), not ours to write (EACCES): the store opened read-only, for
+        # good (a remount did not mend it), or the supervisor's log failed the start
+        return f"the data directory {settings.data_dir} cannot be written: {exc.strerror or exc}"
     database = None if settings.on_postgres else settings.database_path
+    for path in (database, *(_sidecars(database) if database is not None else ())):
+        if path is not None and path.exists() and not os.access(path, os.W_OK):
+            return f"{path} cannot be written (its mode or owner): the store would be read-only"
     return entries_problem(settings.data_dir, database)
+
+
+def _sidecars(database: Path) -> tuple[Path, Path]:
+    return database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")
 
 
 def schema_problem(settings: Settings) -> str | None:

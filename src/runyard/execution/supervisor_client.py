@@ -183,7 +183,14 @@ class SupervisorClient:
                     raise SupervisorUnavailableError(
                         f"cannot reach the supervisor: {_unreachable(exc)}"
                     ) from None
-                word = await asyncio.to_thread(launch_supervisor, self.data_dir, fsync=self.fsync)
+                try:
+                    word = await asyncio.to_thread(
+                        launch_supervisor, self.data_dir, fsync=self.fsync
+                    )
+                except OSError as exc:  # its log cannot be opened, it cannot be spawned
+                    raise SupervisorUnavailableError(
+                        f"cannot start a supervisor: {exc.strerror or exc}"
+                    ) from None
                 log.info("supervisor_started" if word == "ready" else "supervisor_found")
             except OSError as exc:
                 # its listen backlog full (a stopped supervisor that accepts nobody: EAGAIN),
