@@ -37,6 +37,8 @@ def directories(data_dir: Path) -> Expected:
     """The directories the server makes when they are missing, at start or while it runs."""
     return {
         data_dir / "runs": ((DIRECTORY,), "the runs' directories"),
+        # a file there failed every delete (503, for ever) and stopped retention for good
+        data_dir / "runs" / ".deleting": ((DIRECTORY,), "the runs being deleted"),
         data_dir / "uploads": ((DIRECTORY,), "the uploaded files"),
     }
 

@@ -176,6 +176,8 @@ def test_the_check_leaves_other_databases_to_the_store(tmp_path: Path) -> None:
         ("supervisor.log", "dir", "a directory", "the supervisor's log"),
         ("supervisor.log", "fifo", "a FIFO", "the supervisor's log"),
         ("runs", "file", "a regular file", "the runs' directories"),
+        # a probe: every DELETE a 503 for ever, and retention stopped, readiness saying ok
+        ("runs/.deleting", "file", "a regular file", "the runs being deleted"),
         ("uploads", "file", "a regular file", "the uploaded files"),
     ],
 )
@@ -185,6 +187,7 @@ def test_serve_refuses_an_entry_of_the_wrong_kind_in_the_data_directory(
     """Each used to stop the start with a traceback (or, the uploads, to start with readiness
     saying ok while every upload failed)."""
     path = data / entry
+    path.parent.mkdir(exist_ok=True)
     if kind == "dir":
         path.mkdir()
     elif kind == "fifo":

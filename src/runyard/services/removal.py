@@ -125,6 +125,9 @@ def _empty(trash: Path, skip: frozenset[str]) -> int:
         entries = list(trash.iterdir())
     except FileNotFoundError:
         return 0
+    except NotADirectoryError:  # readiness names it (data_dir.py); the sweep goes on
+        log.warning("trash_not_a_directory", path=str(trash))
+        return 0
     left = 0
     for entry in entries:
         if entry.name in skip:
