@@ -178,9 +178,7 @@ class Supervisor:
     def refused(self, req: SpawnRequest) -> dict[str, Any] | None:
         """Why the spawn `req` must not start, if it must not."""
         if req.key in self.by_key:
-            # the store gave the number out again (it lost the claim: a copy restored, a WAL
-            # lost): no fault of the run's, which failed for it; tried again once it has ended
-            return {"ok": False, "error": f"attempt {req.key} is already running", **REQUEUE}
+            return {"ok": False, "error": f"attempt {req.key} is already running"}
         if (live := self.by_run.get(run_of(req.key))) is not None:
             # one whose spawn the server gave up on (late_spawns.py), being stopped: never two
             return {"ok": False, "error": f"attempt {live.key} of its run still runs", **REQUEUE}
