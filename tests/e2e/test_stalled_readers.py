@@ -96,6 +96,38 @@ def test_a_download_nobody_reads_is_cut_and_its_file_closed(
     assert len(stalls_logged(server)) == 1
 
 
+def server_side_states(server_port: int, client: socket.socket) -> list[str]:
+    """The TCP states (hex, as /proc/net/tcp shows them) of the server's end of `client`'s
+    connection: 01 established, 04 FIN-WAIT-1 (closed, its unsent bytes still owed)."""
+    client_port = client.getsockname()[1]
+    states = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+        if (local, remote) == (server_port, client_port):
+            states.append(fields[3])
+    return states
+
+
+def test_a_cut_connection_is_reset_not_left_owing_its_unsent_bytes(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """A probe: a cut was asyncio's abort, a close the kernel went on delivering: the
+    connection sat in FIN-WAIT-1 for minutes holding megabytes for a client that reads
+    nothing (20 cut log streams: 75 MiB for over 60 s). It is reset: nothing left owed."""
+    write_job("big", BIG)
+    server = start_server(jobs_dir, env=QUICK)
+    run_id = finished_big(server)
+    with never_reading(server, f"/v1/runs/{run_id}/artifacts/out/big.bin") as sock:
+        wait_for(lambda: open_files(server, "big.bin") == 1, what="the download to begin")
+        wait_for(lambda: stalls_logged(server), timeout=30, what="the connection cut")
+        wait_for(lambda: not server_side_states(server.port, sock), timeout=5,
+                 what="the server's end of it gone")  # fmt: skip
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(1 << 20):
+                pass
+
+
 @pytest.mark.timeout(120)
 def test_a_relayed_download_nobody_reads_gives_back_both_members_connections(
     start_server, write_job, jobs_dir: Path, database, tmp_path: Path

@@ -14,12 +14,15 @@ async def client_gone(receive: Receive) -> None:
         pass
 
 
-async def cut(scope: Scope, receive: Receive) -> bool:
+async def cut(scope: Scope, receive: Receive, *, reset: bool = False) -> bool:
     """Cut the connection of an answer under way that cannot be completed (its source fell
     silent, or gave less than was announced): the client sees it broken, never ended as if
-    whole. Returns once it is gone; False, at once, on a server that gives no way to (the
-    caller raises, which cuts it too, with a traceback in the log)."""
-    abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
+    whole. `reset`, for a client that does not read: nothing it was sent is owed it any more
+    (cli/reset.py); else what it was sent reaches it first. Returns once it is gone; False, at
+    once, on a server that gives no way to (the caller raises, which cuts it too, with a
+    traceback in the log)."""
+    way = "reset" if reset else "abort"
+    abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get(way)
     if abort is None:
         return False
     abort()

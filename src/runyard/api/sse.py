@@ -115,7 +115,9 @@ class WatcherStream(EventSourceResponse):
             log.info("stream_lagged", path=scope.get("path"), told=True)
             return
         log.info("stream_lagged", path=scope.get("path"), told=False)
-        await cut(scope, receive)  # on another server, it closes the connection itself
+        # not reading: nothing it was sent is owed it (on another server, which closes the
+        # connection itself, as that server does)
+        await cut(scope, receive, reset=True)
 
 
 async def _noted(

@@ -37,6 +37,7 @@ import orjson
 
 from runyard.api.client_gone import ABORT_EXTENSION
 from runyard.cli.head_with_body import HeadWithBody
+from runyard.cli.reset import reset
 from runyard.cli.write_stall import WriteStallGuard
 
 MAX_HEAD_BYTES = 64 * 1024  # a request line and its headers; nginx's default is 32 KiB
@@ -134,7 +135,10 @@ class HeaderDeadlineProtocol(WriteStallGuard):
         super().on_message_begin()
         # a stream whose peer stopped reading drops the connection through this (api/sse.py);
         # uvicorn's close would first flush to a peer that never reads, and keep the socket
-        self.scope["extensions"] = {ABORT_EXTENSION: {"abort": self.transport.abort}}
+        transport = self.transport
+        self.scope["extensions"] = {
+            ABORT_EXTENSION: {"abort": transport.abort, "reset": lambda: reset(transport)}
+        }
 
     def on_headers_complete(self) -> None:
         if self._refused:

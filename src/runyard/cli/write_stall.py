@@ -23,6 +23,8 @@ from typing import Any
 import structlog
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from runyard.cli.reset import reset
+
 log = structlog.get_logger("runyard.http")
 _BASE: Any = AutoHTTPProtocol
 
@@ -57,4 +59,4 @@ class WriteStallGuard(_BASE):  # type: ignore[misc]
         path = cycle.scope.get("path") if cycle is not None else None
         log.info("client_stalled", path=path, stall_s=self.stall_s)
         # not close(): that would first flush to a client that does not read
-        self.transport.abort()
+        reset(self.transport)

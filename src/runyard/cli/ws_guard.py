@@ -27,6 +27,7 @@ import structlog
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from runyard.cli.header_timeout import problem_answer
+from runyard.cli.reset import reset
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +48,7 @@ class _ClosingTransport:
     def close(self) -> None:
         self._transport.close()
         if self._cut is None:
-            self._cut = self._loop.call_later(CLOSE_GRACE_S, self._transport.abort)
+            self._cut = self._loop.call_later(CLOSE_GRACE_S, reset, self._transport)
 
     def forget(self) -> None:
         if self._cut is not None:
