@@ -179,8 +179,8 @@ def get_run_by_idempotency_key(key: str) -> Unit[Run | None]:
 
 def list_runs(flt: RunFilter) -> Unit[Page]:
     found = yield Query("LIST_RUNS", (flt,), "all")  # one row past the page: is there more?
-    page = page_of(found[: flt.limit])
-    more = len(found) > flt.limit or len(page) < min(len(found), flt.limit)
+    page = page_of(found[: flt.limit])  # a part of what was found: more if it is not all
+    more = len(found) > len(page)
     runs = [run_from_row(r) for r in page]
     return Page(runs=runs, next_cursor=runs[-1].id if more else None)
 
