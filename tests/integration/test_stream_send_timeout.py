@@ -133,3 +133,43 @@ def test_a_watcher_that_takes_nothing_more_is_let_go(
         wait_for(lambda: lagged_total(srv) == 1, what="the drop counted (health's next snapshot)")
     assert [e["event"] for e in watcher.events()] == ["attempt", "log", "log"]
     assert not watcher.ended  # nothing more was taken: no farewell, no end
+
+
+class HoldsItsLagged(Watcher):
+    """Takes every send but the `lagged` event's, which it holds until it is cut."""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if b"event: lagged" in message.get("body", b""):
+            await asyncio.Event().wait()
+        await super().send(message)
+
+
+def test_a_watcher_its_buffer_dropped_is_counted_once_though_it_then_stalls(
+    tmp_path: Path,
+) -> None:
+    """Dropped by its buffer (counted there), the watcher's stream sends it `lagged`; its
+    connection not taking that in time is the same drop, not a second one (it counted twice)."""
+    from sse_starlette import ServerSentEvent
+
+    from runyard.api.sse import sse_response
+    from runyard.config import Settings
+    from runyard.streams.hub import StreamHub
+
+    async def dropped_by_its_buffer() -> Any:
+        yield ServerSentEvent(data="a", event="log", id="1")
+        yield ServerSentEvent(data='{"last_id": 1}', event="lagged")
+
+    async def main() -> tuple[int, list[dict[str, str]]]:
+        settings = Settings(
+            data_dir=tmp_path / "data", jobs_dir=tmp_path, stream_send_timeout_s=0.2
+        )
+        hub = StreamHub(None, lambda _: None)  # type: ignore[arg-type]
+        watcher = HoldsItsLagged(passes=10**6, reads_again=False)
+        farewell = ServerSentEvent(data="{}", event="lagged")
+        stream = sse_response(settings, hub, dropped_by_its_buffer(), lambda _: farewell)
+        await watcher.get(stream, "/v1/runs/x/logs/stream")
+        return hub.lagged_total, watcher.events()
+
+    counted, events = asyncio.run(main())
+    assert [e["event"] for e in events] == ["log"]  # its `lagged` was never taken
+    assert counted == 0  # here: its buffer's drop is counted by what dropped it

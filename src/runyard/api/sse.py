@@ -35,6 +35,9 @@ class FellBehind(Exception):
 @dataclass
 class _Delivered:
     last_id: str | None = None
+    # the event handed to the connection last was `lagged`: its buffer had dropped the
+    # watcher, which was counted then (a stalled send of it is the same drop, not another)
+    told_lagged: bool = False
 
 
 class _Paced:
@@ -101,7 +104,8 @@ class WatcherStream(EventSourceResponse):
                 raise
         else:
             return
-        self._hub.note_lagged()
+        if not self._delivered.told_lagged:
+            self._hub.note_lagged()
         with self._hub.stream():  # shutdown waits for the farewell too (bounded below)
             await self._part(scope, receive, send)
 
@@ -126,6 +130,7 @@ async def _noted(
     """The events, noting each one's id once its send has returned: sse-starlette asks for the
     next event only then, so an event whose send failed is never noted."""
     async for event in events:
+        delivered.told_lagged = event.event == "lagged"
         yield event
         if event.id is not None:
             delivered.last_id = event.id

@@ -165,7 +165,7 @@ class Lifecycle:
         for job, n in self.slots.running.items():
             m.running.labels(job).set(n)
         m.watchers.set(self.hub.watchers)
-        m.lagged.set(self.hub.lagged_total + sum(t.lagged_total for t in self.hub.tailers.values()))
+        m.lagged.set(self.hub.lagged_total)
 
     # -- shutdown -----------------------------------------------------------------------------
 

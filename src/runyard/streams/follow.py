@@ -8,7 +8,8 @@ any moment gets every byte or event once, in order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 
 from runyard.models import Run, RunEvent, RunState
@@ -84,7 +85,7 @@ async def _attempt_to_follow(
 
 async def _through_tailer(
     hub: StreamHub, tailer: AttemptTailer, path: Path, offset: int
-) -> AsyncIterator[LogItem]:
+) -> AsyncGenerator[LogItem, None]:
     sub, upto = tailer.subscribe()
     try:
         async for chunk in _file_chunks(path, offset, upto):
@@ -104,6 +105,7 @@ async def _through_tailer(
             yield item
     finally:
         tailer.unsubscribe(sub)
+        hub.let_go(tailer.run_id)
 
 
 async def follow_log(
@@ -123,8 +125,11 @@ async def follow_log(
             return
         _, number = found
         yield Following(number)
-        async for item in _follow_attempt(hub, store, run_id, number, offset, changes, wait_s):
-            yield item
+        # closed with this one, not when the collector gets to it: its tailer is let go then
+        following = _follow_attempt(hub, store, run_id, number, offset, changes, wait_s)
+        async with aclosing(following):
+            async for item in following:
+                yield item
 
 
 async def _replay(hub: StreamHub, path: Path, offset: int) -> AsyncIterator[Chunk]:
@@ -143,13 +148,14 @@ async def _follow_attempt(
     offset: int,
     changes: ChangeWaiter,
     wait_s: float,
-) -> AsyncIterator[LogItem]:
+) -> AsyncGenerator[LogItem, None]:
     path = hub.paths(run_id).log(number)
     while not hub.closed:
         tailer = await hub.tailer_for(run_id, number)
         if tailer is not None and not tailer.ended:
-            async for item in _through_tailer(hub, tailer, path, offset):
-                yield item
+            async with aclosing(_through_tailer(hub, tailer, path, offset)) as items:
+                async for item in items:
+                    yield item
             return
         async for chunk in _replay(hub, path, offset):
             offset = chunk.end

@@ -64,7 +64,7 @@ class StreamHub:
         self.changes = RunChanges()
         self._publishes = TaskGroup("event-publish")  # failures logged, awaited on close
         self.feed = RunFeed(max_buffer_bytes)
-        self.lagged_total = 0
+        self._lagged_before = 0  # of the hub's own drops and of tailers gone
         self.closed = False
         self.open_streams = 0  # responses (SSE or WebSocket) that follow something here
         self._no_streams = asyncio.Event()
@@ -115,7 +115,14 @@ class StreamHub:
 
     def note_lagged(self) -> None:
         """A watcher dropped by its response (its connection did not take a send in time)."""
-        self.lagged_total += 1
+        self._lagged_before += 1
+
+    @property
+    def lagged_total(self) -> int:
+        """Watchers dropped for falling behind since start: by their buffer (a tailer's, the
+        events', the feed's) or by their connection, each once."""
+        live = sum(t.lagged_total for t in self.tailers.values())
+        return self._lagged_before + live + self.feed.lagged_total
 
     @property
     def watchers(self) -> int:
@@ -130,8 +137,8 @@ class StreamHub:
             return  # its end came first: nothing to follow
         self.running[run_id] = (attempt, fresh)
         self._signal(run_id)
-        if self.feed:
-            await self.tailer_for(run_id, attempt)  # the feed carries its progress
+        if self.feed or self._event_subs.get(run_id):
+            await self.tailer_for(run_id, attempt)  # its progress is watched as it is written
 
     async def subscribe_feed(self) -> Subscriber:
         """A watcher of every run's changes. While anybody watches, running attempts are
@@ -143,9 +150,36 @@ class StreamHub:
         except BaseException:
             # the watcher went away (or a tailer failed) before it got its subscription: left
             # subscribed, it would make every run that starts be tailed for nobody, for good
-            self.feed.unsubscribe(sub)
+            self.unsubscribe_feed(sub)
             raise
         return sub
+
+    def unsubscribe_feed(self, sub: Subscriber) -> None:
+        self.feed.unsubscribe(sub)
+        for run_id in list(self.tailers):
+            self.let_go(run_id)
+
+    def _watched(self, run_id: str) -> bool:
+        """Whether anybody wants the run's running attempt followed as it writes: its log's
+        watchers, its events' (progress is an event), the feed's (every run's progress)."""
+        tailer = self.tailers.get(run_id)
+        return bool(self.feed or self._event_subs.get(run_id) or (tailer and tailer.subscribers))
+
+    def let_go(self, run_id: str) -> None:
+        """A watcher left: the run's tailer goes if nobody else wants it. Kept, it would read
+        the log of a running program for nobody, on every write, until the program ended."""
+        if run_id in self.tailers and not self._watched(run_id) and not self.closed:
+            self._publishes.start(self._retire(run_id))
+
+    async def _retire(self, run_id: str) -> None:
+        # under the run's progress lock: a reader made meanwhile (a new watcher's tailer, the
+        # attempt's end) waits, then resumes from the progress this one stored
+        async with self._progress_locks.hold(run_id):
+            tailer = self.tailers.get(run_id)
+            if tailer is None or self._watched(run_id) or self.closed:
+                return  # ended meanwhile, or watched again
+            self._forget(run_id)
+            await tailer.retire()
 
     async def tailer_for(self, run_id: str, attempt: int) -> AttemptTailer | None:
         """The running attempt's tailer, made on first use; None if it is not running."""
@@ -217,13 +251,18 @@ class StreamHub:
 
     def _drop_tailer(self, run_id: str) -> None:
         """Everything a tailer holds goes with it: its task, its watch, its entry."""
+        tailer = self._forget(run_id)
+        if tailer is not None:
+            tailer.stop()
+
+    def _forget(self, run_id: str) -> AttemptTailer | None:
         tailer = self.tailers.pop(run_id, None)
         if tailer is not None:
-            self.lagged_total += tailer.lagged_total
-            tailer.stop()
+            self._lagged_before += tailer.lagged_total
         handle = self._handles.pop(run_id, None)
         if handle is not None:
             self.notifier.unwatch(handle)
+        return tailer
 
     def changed_elsewhere(self, run_id: str, state: str) -> None:
         """Another server moved this run: its events are in the store, for watchers here."""
@@ -299,7 +338,15 @@ class StreamHub:
                     raise
             if self.closed:
                 sub.close(Closed())
-            return sub, self._last_seq[run_id]
+            upto = self._last_seq[run_id]
+        held = self.running.get(run_id)
+        try:
+            if held is not None:  # its progress, as it is written, is among its events
+                await self.tailer_for(run_id, held[0])
+        except BaseException:
+            self.unsubscribe_events(run_id, sub)
+            raise
+        return sub, upto
 
     def unsubscribe_events(self, run_id: str, sub: Subscriber) -> None:
         subs = self._event_subs.get(run_id)
@@ -308,6 +355,7 @@ class StreamHub:
             if not subs:
                 self._event_subs.pop(run_id, None)
                 self._last_seq.pop(run_id, None)
+                self.let_go(run_id)
 
     async def publish_events(self, run_id: str) -> None:
         if not self._event_subs.get(run_id):
@@ -329,6 +377,6 @@ class StreamHub:
                     for sub in list(subs):
                         if not sub.offer(event, 256 + len(str(event.data))):
                             subs.discard(sub)
-                            self.lagged_total += 1
+                            self._lagged_before += 1
                 if len(events) < EVENT_PAGE or not subs:
                     return

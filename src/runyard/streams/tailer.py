@@ -110,6 +110,20 @@ class AttemptTailer:
             self._task = None
         self._cancel_due()
 
+    async def retire(self) -> None:
+        """Nobody watches any more, and the attempt runs on: stop following, once the read or
+        write under way is over, and store the progress read and held back, so whoever reads
+        next (a new tailer, a run's read, its end) resumes after it, not before it."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        try:
+            async with self._pump_lock:
+                await self._write_progress(True)
+        finally:
+            self._cancel_due()
+
     def _cancel_due(self) -> None:
         if self._due is not None:
             self._due.cancel()

@@ -31,7 +31,7 @@ async def stream_feed(hub: HubDep, feed: FeedDep, settings: SettingsDep) -> Even
             async for item in feed.follow(sub):
                 yield _feed_event(item)
         finally:
-            feed.unsubscribe(sub)
+            hub.unsubscribe_feed(sub)
 
     return sse_response(settings, hub, events(), lambda _: _feed_event(Lagged(0)))
 
