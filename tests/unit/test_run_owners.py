@@ -27,11 +27,11 @@ def test_slots_count_per_job_and_free_up_once() -> None:
         slots.take("b", "r3:1")
         assert (slots.active, slots.free) == (3, 0)
         assert slots.job_room({"a": 2, "b": 5}) == {"a": 0, "b": 4}
-        assert slots.give_back("a", "r1:1")
-        assert not slots.give_back("a", "r1:1")  # its slot was given back already
+        assert slots.give_back("r1:1")
+        assert not slots.give_back("r1:1")  # its slot was given back already
         assert slots.running == {"a": 1, "b": 1}
-        slots.give_back("a", "r2:1")
-        slots.give_back("b", "r3:1")
+        slots.give_back("r2:1")
+        slots.give_back("r3:1")
         await asyncio.wait_for(slots.idle(), 1)
 
     asyncio.run(scenario())
@@ -51,9 +51,9 @@ class HeldStore:
 def test_an_end_recorded_while_the_slots_are_loaded_frees_its_slot() -> None:
     async def scenario() -> None:
         slots = Slots(capacity=4)
-        await slots.load(HeldStore(lambda: slots.give_back("a", "r1.1")), "h")  # type: ignore[arg-type]
+        await slots.load(HeldStore(lambda: slots.give_back("r1.1")), "h")  # type: ignore[arg-type]
         assert slots.running == {"b": 1} and not slots.holds("r1.1")
-        slots.give_back("b", "r2.1")
+        slots.give_back("r2.1")
         await asyncio.wait_for(slots.idle(), 1)  # a drain waits for nothing that ended
 
     asyncio.run(scenario())

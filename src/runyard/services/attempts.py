@@ -4,6 +4,7 @@ slot, publishes its transition and wakes the dispatcher."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import replace
@@ -36,6 +37,8 @@ from runyard.services.wakeup import QueueWakeup
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
+
+RECHECK_FIRST_S, RECHECK_MAX_S = 0.5, 15.0  # a cancel re-check the store could not answer
 
 
 class AttemptWatcher(Protocol):
@@ -180,7 +183,21 @@ class Attempts:
 
     async def recheck_cancels(self) -> None:
         """Cancels that may have gone unheard (the listener reconnected): the store's flag
-        of each attempt running here, read again."""
+        of each attempt running here, read again, until the store answers. The listener can
+        be back before the pool is (PostgreSQL restarting): a re-check that failed once was
+        dropped, and a cancel accepted meanwhile was never carried out."""
+        delay = RECHECK_FIRST_S
+        while True:
+            try:
+                await self._recheck_cancels()
+            except Exception as exc:
+                log.warning("cancel_recheck_failed", error=str(exc)[:200], retry_in_s=delay)
+            else:
+                return
+            await asyncio.sleep(delay)  # the store says nothing when it is back
+            delay = min(delay * 2, RECHECK_MAX_S)
+
+    async def _recheck_cancels(self) -> None:
         for run_id, claimed in list(self._claimed.items()):
             run = await self.store.get_run(run_id)
             if run is not None and run.cancel_requested and run_id not in self._cancel_pending:
@@ -196,7 +213,14 @@ class Attempts:
         if run is None or run.attempt != number:
             run = await self.store.get_run(run_id)  # adopted, or learned from an exit file
         if run is None or run.attempt != number or run.state is not RunState.RUNNING:
-            self.unrecorded.pop(record.key, None)  # ended already (reaped elsewhere, say)
+            # ended already (reaped elsewhere, say): its program is over here, and so is its
+            # slot, which an attempt adopted at start holds without a claim here
+            self.unrecorded.pop(record.key, None)
+            if self.launched(run_id, number):
+                del self._claimed[run_id]
+            if self.slots.give_back(record.key):
+                log.warning("attempt_end_fenced", run_id=run_id, attempt=number)
+                self.queue.set()
             return
         if run_id in self._cancel_pending and not run.cancel_requested:
             run = replace(run, cancel_requested=True)
@@ -246,7 +270,7 @@ class Attempts:
         end = end.honouring_cancel(cancelled)
         updated, settle = await self._write_end(run, number, end)
         self.unrecorded.pop(attempt_key(run.id, number), None)  # written, or ended before
-        counted = self.slots.give_back(run.job, attempt_key(run.id, number))
+        counted = self.slots.give_back(attempt_key(run.id, number))
         if updated is None:
             # already recorded from the other source (event vs exit file), or fenced: our
             # lease lapsed and another server declared the attempt lost; either way its

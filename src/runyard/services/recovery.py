@@ -85,6 +85,21 @@ async def reconcile(attempts: Attempts, *, skip_own: bool = False) -> Pass:
             errors.append(f"run {attempt.run_id}: {_says(exc)}")
             outcome = "failed"
         counts[outcome] += 1
+    # Ends told and not recorded then (the store was away) of attempts no longer this
+    # server's (reaped elsewhere meanwhile): not among `mine`, and held here (their slots,
+    # their claims) until recorded, which ends them as fenced. Left, the server kept them
+    # for good: busy at capacity, claiming nothing, and ready all the same.
+    listed = {a.key for a in mine}
+    for key, record in list(attempts.unrecorded.items()):
+        if key in listed:
+            continue
+        try:
+            await attempts.exited(record)
+            counts["released"] += 1
+        except Exception as exc:
+            log.exception("reconcile_run_failed", attempt=key[:80])
+            errors.append(f"attempt {key[:80]}: {_says(exc)}")
+            counts["failed"] += 1
     if counts:
         log.info("reconciled", **counts)
     return Pass(counts, errors)

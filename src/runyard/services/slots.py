@@ -13,7 +13,7 @@ class Slots:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.running: Counter[str] = Counter()
-        self._held: set[str] = set()  # attempt keys counted in `running`
+        self._held: dict[str, str] = {}  # attempt keys counted in `running`, and their job
         self._idle = asyncio.Event()
         # while `load` reads: the attempts whose end was recorded meanwhile (they may be in
         # what it read, and nobody would give their slots back)
@@ -36,9 +36,8 @@ class Slots:
             found = await store.held_attempts(host)
         finally:
             ended, self._ended_while_loading = self._ended_while_loading, None
-        held = {key: job for key, job in found if key not in ended}
-        self._held = set(held)
-        self.running = Counter(held.values())
+        self._held = {key: job for key, job in found if key not in ended}
+        self.running = Counter(self._held.values())
         if not self.active:
             self._idle.set()
 
@@ -48,19 +47,19 @@ class Slots:
 
     def take(self, job: str, key: str) -> None:
         self._idle.clear()
-        self._held.add(key)
+        self._held[key] = job
         self.running[job] += 1
 
     def holds(self, key: str) -> bool:
         return key in self._held
 
-    def give_back(self, job: str, key: str) -> bool:
+    def give_back(self, key: str) -> bool:
         """Release the attempt's slot; False if it held none (not counted here)."""
-        if key not in self._held:
+        job = self._held.pop(key, None)
+        if job is None:
             if self._ended_while_loading is not None:
                 self._ended_while_loading.add(key)
             return False
-        self._held.discard(key)
         self.running[job] -= 1
         if self.running[job] <= 0:
             del self.running[job]
