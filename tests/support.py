@@ -127,6 +127,23 @@ def supervisors_of(data_dir: Path) -> list[psutil.Process]:
     return [proc for proc in found if proc.info["ppid"] not in pids]
 
 
+def warden_of(supervisor: psutil.Process) -> psutil.Process:
+    """The supervisor's warden (its parent, which ends its programs when it dies)."""
+    warden = supervisor.parent()
+    assert warden is not None and "runyard.execution.warden" in warden.cmdline()
+    return warden
+
+
+def kill_unwarded(supervisor: psutil.Process) -> None:
+    """SIGKILL the supervisor and its warden first, as `kill -9` of every process of runyard
+    (but its programs) would: what it ran runs on, under nobody."""
+    warden = warden_of(supervisor)
+    warden.kill()
+    warden.wait(10)
+    supervisor.kill()
+    supervisor.wait(10)
+
+
 def kill_everything(data_dir: Path) -> None:
     for proc in processes_of(data_dir) + supervisors_of(data_dir):
         with contextlib.suppress(psutil.Error):

@@ -17,7 +17,7 @@ from runyard.client import APIError, Client
 from runyard.models import RunState
 from runyard.schemas import RunView
 from tests import web
-from tests.support import processes_of, supervisors_of, wait_for
+from tests.support import kill_unwarded, processes_of, supervisors_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -207,8 +207,7 @@ def test_an_exit_file_its_program_wrote_is_ignored_and_the_program_killed(
         (supervisor,) = supervisors_of(server.data_dir)
     if server_too:
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL
-    supervisor.kill()
-    supervisor.wait(10)
+    kill_unwarded(supervisor)  # its warden too: else the program is ended with it
     if server_too:
         assert len(processes_of(server.data_dir)) == 3  # the program outlived both
         server = start_server(jobs)
@@ -350,8 +349,7 @@ def test_a_program_that_ran_on_beside_no_exit_file_is_not_said_to_have_written_o
         wait_for(lambda: len(processes_of(server.data_dir)) == 1, what="the program started")
         (supervisor,) = supervisors_of(server.data_dir)
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL
-    supervisor.kill()
-    supervisor.wait(10)
+    kill_unwarded(supervisor)
     run_dir = server.data_dir / "runs" / run.id
     run_dir.rename(run_dir.with_name(run.id + ".aside"))  # the program runs on in it
     run_dir.write_text("a file where the run's directory was")

@@ -14,6 +14,7 @@ import fcntl
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from runyard import failpoints
 from runyard.execution import spawning
@@ -45,9 +46,14 @@ def main(argv: list[str] | None = None) -> int:
                 os.close(args.ready_fd)
 
     # Detach from the server: our parent exits now and we are nobody's child but init's
-    # (or a subreaper's). This is one fork per supervisor life, never per run.
+    # (or a subreaper's). Then the warden above us (warden.py), which ends what we leave if
+    # we die. Two forks per supervisor life, never per run.
     if os.fork() > 0:
         os._exit(0)
+    become_subreaper()  # before the fork: nothing we leave may go past the warden to init
+    supervisor = os.fork()
+    if supervisor > 0:
+        _become_warden(args, supervisor)
     failpoints.watch(args.data_dir)
     lock = (args.data_dir / LOCK_NAME).open("a")
     try:
@@ -63,6 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     ready(b"ready")
     sup.serve_forever()
     return 0
+
+
+def _become_warden(args: argparse.Namespace, supervisor: int) -> NoReturn:
+    """The first process of the two becomes the warden of the second, the supervisor: an
+    exec, so that it is small and `ps` tells it from the supervisor."""
+    if args.ready_fd >= 0:
+        os.close(args.ready_fd)  # the supervisor's to answer (the server reads to its end)
+    argv = [sys.executable, "-m", "runyard.execution.warden",
+            "--data-dir", str(args.data_dir), "--supervisor", str(supervisor)]  # fmt: skip
+    os.execv(sys.executable, argv)  # noqa: S606  our own interpreter, a fixed argv
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""The warden: `python -m runyard.execution.warden --data-dir DIR --supervisor PID`.
+
+The supervisor's parent and a subreaper above it, and otherwise asleep in `waitpid`: when
+the supervisor is gone — killed (SIGKILL, the OOM killer), crashed — every program it ran,
+and everything those left, is reparented here, and the warden kills it all, then leaves.
+
+Without it, a supervisor killed with its server (a host's service stopped badly, both
+SIGKILLed) left its programs running under init: on a cluster, where the other servers
+cannot see or kill this host's processes, they reaped the attempts once the lease lapsed and
+retried them, and the run had two live programs. What an unsupervised program does is
+nobody's record any more (its attempt is `lost` either way), so ending it is always right.
+
+Not one syscall per run: while the supervisor lives, what its programs leave is reparented to
+the supervisor, the nearest subreaper. The warden outliving its supervisor by the time the
+kills take also keeps the data directory's next supervisor from meeting its predecessor's
+programs still running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+
+from runyard.execution.diskwrites import say
+from runyard.execution.kills import kill_group, orphans
+
+
+def _end_all() -> int:
+    """Kill every child (the programs, reparented here) with its process group, and what
+    each leaves (reparented here in turn), until none is left. Returns how many there were."""
+    own_group = os.getpgrp()
+    killed: set[int] = set()
+    while True:
+        for pid in orphans(()):
+            if pid in killed:
+                continue
+            killed.add(pid)
+            with contextlib.suppress(OSError):
+                group = os.getpgid(pid)
+                if group != own_group:
+                    kill_group(group)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            ended, _ = os.waitpid(-1, 0)  # its own children, if any, are ours now
+        except ChildProcessError:
+            return len(killed)
+        killed.discard(ended)  # reaped: its pid may be another's next
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exited with {os.waitstatus_to_exitcode(status)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="runyard-warden")
+    parser.add_argument("--data-dir", required=True)  # shown by ps: whose warden this is
+    parser.add_argument("--supervisor", type=int, required=True)
+    args = parser.parse_args(argv)
+    # The supervisor's SIGINT/SIGHUP policy: the server's terminal must not take it down.
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    while True:
+        try:
+            _, status = os.waitpid(args.supervisor, 0)
+            break
+        except ChildProcessError:  # not ours (it cannot be): nothing to guard
+            return 0
+        except InterruptedError:
+            continue
+    leftovers = _end_all()
+    if leftovers or not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+        say(f"warden: the supervisor {args.supervisor} {_describe(status)}; "
+            f"{leftovers} process(es) it left killed")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""A supervisor that dies leaves nothing running: its warden (its parent, a subreaper above
+it) ends every program it ran and everything those left, with no server needed. Its programs
+used to run on under init: on a cluster, the other servers (which cannot see this host's
+processes) reaped their attempts once the lease lapsed and retried them elsewhere, and a run
+had two live programs (a probe with servers in their own PID namespaces)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from runyard.execution.protocol import LOG_NAME
+from runyard.models import RunState
+from tests.support import processes_of, supervisors_of, wait_for, warden_of
+
+pytestmark = pytest.mark.e2e
+
+# sh, its sleep, and a sleep that left the program's session
+ESCAPER = 'command = ["sh", "-c", "setsid sleep 600 & echo started; sleep 600"]\n'
+
+
+@pytest.mark.parametrize("server_too", [True, False], ids=["with-the-server", "alone"])
+def test_a_killed_supervisor_leaves_no_program_running(
+    start_server, write_job, jobs_dir: Path, server_too: bool
+) -> None:
+    write_job("escaper", ESCAPER)
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = c.submit("escaper")
+        wait_for(lambda: len(processes_of(server.data_dir)) == 3, what="sh, sleep, escapee")
+        (supervisor,) = supervisors_of(server.data_dir)
+        warden = warden_of(supervisor)
+    if server_too:  # nobody left to reconcile: the warden alone
+        assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    supervisor.kill()
+    wait_for(lambda: processes_of(server.data_dir) == [], what="the programs ended")
+    warden.wait(10)  # and then it leaves (a timeout raises)
+    said = (server.data_dir / LOG_NAME).read_text()
+    assert f"warden: the supervisor {supervisor.pid} killed by signal 9;" in said
+    if server_too:
+        server = start_server(jobs_dir)
+    with server.client() as c:
+        done = server.wait_run(c, run.id)
+    assert done.state is RunState.FAILED  # lost, and `lost` is not retried
+    assert (done.reason or "").startswith("lost"), done.reason
