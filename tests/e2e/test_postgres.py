@@ -6,6 +6,8 @@ import psycopg
 import pytest
 
 from runyard.models import RunState
+from runyard.store.postgres import POOL_WAIT_S
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -52,3 +54,39 @@ def test_a_database_that_drops_every_connection_costs_no_request(start_server, d
             assert c.http.get("/v1/runs", params={"limit": 50}).status_code == 200
     log = server.log_path.read_text()
     assert "AdminShutdown" not in log and "unhandled_error" not in log
+
+
+def test_a_database_that_refuses_connections_is_a_prompt_503_then_forgotten(
+    start_server, database
+) -> None:
+    """No connection to be had (PostgreSQL down, restarting, refusing this database): a
+    request is answered 503 `store-unreachable` once the pool's wait ends — it waited 30 s,
+    past a lease, and clients with shorter timeouts had no answer at all — readiness says so,
+    and the first request after the database takes connections again succeeds."""
+    server = start_server(env={"RUNYARD_DATABASE_URL": database})
+    name = database.rsplit("/", 1)[1]
+    admin = database.rsplit("/", 1)[0] + "/test"
+    with server.client() as c:
+        assert server.wait_run(c, c.submit("true").id).state is RunState.SUCCEEDED
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+        try:
+            # answered once the pool's wait is over, not 30 s later: a bound, not a speed
+            resp = c.http.post("/v1/runs", json={"job": "true"}, timeout=4 * POOL_WAIT_S)
+            assert resp.status_code == 503, resp.text
+            assert resp.json()["type"].endswith("store-unreachable")
+            assert "Retry-After" in resp.headers
+            wait_for(
+                lambda: c.http.get("/health/ready").status_code == 503,
+                what="readiness to say the database is unreachable",
+            )
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        wait_for(lambda: c.http.get("/health/ready").status_code == 200, what="ready again")
+        assert server.wait_run(c, c.submit("true").id).state is RunState.SUCCEEDED

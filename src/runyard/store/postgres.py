@@ -36,6 +36,11 @@ Conn = AsyncConnection[Any]
 T = TypeVar("T")
 
 
+# How long a transaction waits for a connection before it is `store-unreachable` (a 503 with
+# Retry-After): the pool's own 30 s outlasted a lease (15 s), and clients' timeouts
+POOL_WAIT_S = 5.0
+
+
 class PostgresStore(SQLStore):
     def __init__(self, dsn: str, *, schema: str | None = None, max_size: int = 10) -> None:
         super().__init__()
@@ -45,7 +50,7 @@ class PostgresStore(SQLStore):
         if schema is not None:
             kwargs["options"] = f"-c search_path={schema}"
         self.pool = AsyncConnectionPool(
-            dsn, min_size=1, max_size=max_size, kwargs=kwargs, open=False
+            dsn, min_size=1, max_size=max_size, kwargs=kwargs, open=False, timeout=POOL_WAIT_S
         )
         self._kwargs = kwargs
         self._listener: Listener | None = None
