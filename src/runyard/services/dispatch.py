@@ -14,6 +14,7 @@ import structlog
 
 from runyard import failpoints
 from runyard.background import TaskGroup
+from runyard.bad_days import expected, log_failure
 from runyard.clock import Clock
 from runyard.execution.base import (
     Executor,
@@ -81,6 +82,7 @@ class Dispatcher:
         self.clock = clock
         self.host = host  # this server's id: attempts it claims carry it
         self.paused = False
+        self._deferred = False  # the last turn failed as a bad day does: said once
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._due: asyncio.TimerHandle | None = None
@@ -147,10 +149,17 @@ class Dispatcher:
                 continue
             try:
                 await self._dispatch()
-            except Exception:
-                log.exception("dispatch_failed")
-                # the store may be busy: try again shortly rather than stall the queue
+            except Exception as exc:
+                # the store may be busy or full: try again shortly rather than stall the
+                # queue, and say so once for the whole stretch, not at every try
+                if not (expected(exc) and self._deferred):
+                    log_failure(log, "dispatch_failed", exc)
+                self._deferred = expected(exc)
                 asyncio.get_running_loop().call_later(0.5, self.queue.set)
+            else:
+                if self._deferred:
+                    log.info("dispatch_resumed")
+                self._deferred = False
 
     async def _dispatch(self) -> None:
         if self.lease.lapsed(self.clock.now()):

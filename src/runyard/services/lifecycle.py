@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from runyard.background import TaskGroup
+from runyard.bad_days import log_failure
 from runyard.errors import ConflictError
 from runyard.execution.base import Executor, ExecutorEvents, ExecutorUnavailableError
 from runyard.execution.protocol import ExitRecord, UnreadableExit
@@ -80,7 +81,7 @@ class Lifecycle:
             # Kept, with its exit file if it has one: a reconcile pass, retried until it
             # works, ends it with this record.
             self.attempts.unrecorded[record.key] = record
-            log.exception("exit_handling_failed", attempt=record.key)
+            log_failure(log, "exit_handling_failed", exc, attempt=record.key)
             self.reconciler.needed(f"the end of attempt {record.key} was not recorded ({exc})")
 
     def unreachable_at_start(self, exc: Exception) -> None:

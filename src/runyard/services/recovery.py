@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import structlog
 
+from runyard.bad_days import log_failure
 from runyard.clock import isoformat
 from runyard.execution.base import ExecutorUnavailableError
 from runyard.execution.protocol import ExitRecord, UnreadableExit
@@ -74,14 +75,16 @@ async def reconcile(attempts: Attempts, *, skip_own: bool = False) -> Pass:
             await executor.cancel(run_id, number, reason="fenced")
             counts["fenced"] += 1
         except Exception as exc:
-            log.exception("reconcile_fence_failed", attempt=key[:80])
+            log_failure(log, "reconcile_fence_failed", exc, attempt=key[:80])
             errors.append(f"attempt {key[:80]}: {_says(exc)}")
     for attempt in mine:
         try:
             outcome = await _settle(attempts, attempt, alive, skip_own=skip_own)
         except Exception as exc:
             # its files or its store write failed: the others go on, a later pass retries it
-            log.exception("reconcile_run_failed", run_id=attempt.run_id, attempt=attempt.number)
+            log_failure(
+                log, "reconcile_run_failed", exc, run_id=attempt.run_id, attempt=attempt.number
+            )
             errors.append(f"run {attempt.run_id}: {_says(exc)}")
             outcome = "failed"
         counts[outcome] += 1
@@ -97,7 +100,7 @@ async def reconcile(attempts: Attempts, *, skip_own: bool = False) -> Pass:
             await attempts.exited(record)
             counts["released"] += 1
         except Exception as exc:
-            log.exception("reconcile_run_failed", attempt=key[:80])
+            log_failure(log, "reconcile_run_failed", exc, attempt=key[:80])
             errors.append(f"attempt {key[:80]}: {_says(exc)}")
             counts["failed"] += 1
     if counts:
@@ -242,7 +245,7 @@ class Reconciler:
                 log.warning("reconcile_deferred", error=_says(exc))
                 result = Pass(Counter(), [_says(exc)])
             except Exception as exc:
-                log.exception("reconcile_failed")
+                log_failure(log, "reconcile_failed", exc)
                 result = Pass(Counter(), [_says(exc)])
             self.passes += 1
             error = None

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from runyard.bad_days import log_failure
 from runyard.execution.layout import RunPaths
 from runyard.regular_files import open_regular
 from runyard.store import Store
@@ -150,10 +151,12 @@ class AttemptTailer:
             self._dirty.clear()
             try:
                 await self.pump()
-            except Exception:
+            except Exception as exc:
                 # a failed read or progress write (a full disk, a busy store) must not end
                 # the tailer: its watchers would stall; the next change retries
-                log.exception("tailer_pump_failed", run_id=self.run_id, attempt=self.attempt)
+                log_failure(
+                    log, "tailer_pump_failed", exc, run_id=self.run_id, attempt=self.attempt
+                )
 
     async def pump(self) -> None:
         """Read what is new; progress written if it is due, else held until it is."""
