@@ -25,7 +25,7 @@ from runyard.api.inputs import NullUnpublished
 from runyard.api.problems import problem_of, refuse_websocket
 from runyard.api.proxy import ON_OWNER, ON_OWNER_IF_ALIVE
 from runyard.api.security import READ, ws_read
-from runyard.api.sse import sse_response
+from runyard.api.sse import FramedEvent, sse_response
 from runyard.errors import InvalidInputError, RunyardError
 from runyard.models import RunEvent
 from runyard.schemas import problem_responses
@@ -120,13 +120,14 @@ def log_event(chunk: Chunk, attempt: int = 1) -> ServerSentEvent:
     # SSE frames text by lines (\r, \n, \r\n all end a line), so a chunk goes as text only when
     # that framing gives back exactly its bytes; otherwise as base64.
     try:
-        text = chunk.data.decode("utf-8")
-        if "\r" not in text:
-            return ServerSentEvent(data=text, event="log", id=_log_id(chunk, attempt))
+        chunk.data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    data = base64.b64encode(chunk.data).decode()
-    return ServerSentEvent(data=data, event="log.b64", id=_log_id(chunk, attempt))
+    else:
+        if b"\r" not in chunk.data:
+            return FramedEvent(chunk.data, event="log", id=_log_id(chunk, attempt))
+    data = base64.b64encode(chunk.data)
+    return FramedEvent(data, event="log.b64", id=_log_id(chunk, attempt))
 
 
 def _log_id(chunk: Chunk, attempt: int) -> str:
