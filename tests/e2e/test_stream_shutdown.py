@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -148,3 +150,46 @@ def test_sigterm_answers_a_waiting_submission_with_its_run(start_server, busy_jo
     assert answer.headers["content-type"] == "application/json"
     assert answer.json()["state"] == "running"
     assert answer.headers["location"] == f"/v1/runs/{answer.json()['id']}"
+
+
+FLOOD = (
+    'command = ["sh", "-c", "yes \'a line of a log that floods, to fill buffers fast\' '
+    '| head -c 30000000; sleep 600"]\n'
+)
+
+
+def unsent(server_port: int, client: socket.socket) -> int:
+    """Bytes the kernel holds unsent (or unacknowledged) on the server's end of `client`'s
+    connection, as /proc/net/tcp shows them."""
+    client_port = client.getsockname()[1]
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+        if (local, remote) == (server_port, client_port):
+            return int(fields[4].split(":")[0], 16)
+    return 0
+
+
+def test_sigterm_cuts_a_stream_whose_client_does_not_read(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """Its `shutdown` event not taken in the streams' grace, the stream was closed, not cut:
+    uvicorn then flushed to a client that never reads until its own graceful time was over
+    (`timeout graceful shutdown exceeded`, 1.5 times the shutdown time in all), and said the
+    response had not been completed. It is reset: the server exits as soon as the rest has."""
+    write_job("flood", FLOOD)
+    server = start_server(jobs_dir, env={"RUNYARD_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)})
+    with server.client() as c:
+        run = c.submit("flood")
+        wait_for(lambda: c.run(run.id).state is RunState.RUNNING, what="running")
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(f"GET /v1/runs/{run.id}/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            wait_for(lambda: unsent(server.port, sock) > 0, what="its buffers full, unread")
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            code = server.proc.wait(SHUTDOWN_S + 10)
+    assert code in (0, -signal.SIGTERM)
+    log = server.log_path.read_text()
+    assert "timeout graceful shutdown exceeded" not in log
+    assert "ASGI callable returned without completing response" not in log

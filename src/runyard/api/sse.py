@@ -65,6 +65,7 @@ class _Paced:
     def __init__(self, send: Send, timeout_s: float) -> None:
         self._send, self.timeout_s = send, timeout_s
         self.behind = False
+        self.ended = False  # the response's last body send was taken
 
     async def send(self, message: Message) -> None:
         if self.behind:
@@ -77,6 +78,7 @@ class _Paced:
         if scope.cancelled_caught:
             self.behind = True
             raise FellBehind
+        self.ended = not message.get("more_body", False)
 
 
 def _only_fell_behind(exc: BaseException) -> bool:
@@ -119,6 +121,12 @@ class WatcherStream(EventSourceResponse):
             if not (paced.behind and _only_fell_behind(exc)):
                 raise
         else:
+            if self._hub.closed and not paced.ended:
+                # Shutdown's grace for streams is over and this one's `shutdown` event was
+                # not taken: its client does not read. Closed, not cut, its connection kept
+                # the server from exiting for as long as uvicorn flushed to it (the rest of
+                # the shutdown time again: 1.5 times it in all).
+                await cut(scope, receive, reset=True)
             return
         if not self._delivered.told_lagged:
             self._hub.note_lagged()
