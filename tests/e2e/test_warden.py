@@ -6,6 +6,7 @@ had two live programs (a probe with servers in their own PID namespaces)."""
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 
@@ -38,10 +39,29 @@ def test_a_killed_supervisor_leaves_no_program_running(
     wait_for(lambda: processes_of(server.data_dir) == [], what="the programs ended")
     warden.wait(10)  # and then it leaves (a timeout raises)
     said = (server.data_dir / LOG_NAME).read_text()
-    assert f"warden: the supervisor {supervisor.pid} killed by signal 9;" in said
+    found = re.search(rf"warden: the supervisor {supervisor.pid} killed by signal 9; (\d+) ", said)
+    assert found is not None, said[-2000:]
+    assert int(found[1]) >= 2  # sh, its group, what left it: as they came (it said 0)
     if server_too:
         server = start_server(jobs_dir)
     with server.client() as c:
         done = server.wait_run(c, run.id)
     assert done.state is RunState.FAILED  # lost, and `lost` is not retried
     assert (done.reason or "").startswith("lost"), done.reason
+
+
+def test_a_supervisor_whose_warden_is_killed_says_so(start_server, write_job, jobs_dir) -> None:
+    """A program of the same user can kill the warden (it is the supervisor's parent): the
+    supervisor, told by the kernel, says at once that its programs would outlive it now."""
+    write_job("escaper", ESCAPER)
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = c.submit("escaper")
+        wait_for(lambda: len(processes_of(server.data_dir)) == 3, what="sh, sleep, escapee")
+        (supervisor,) = supervisors_of(server.data_dir)
+        warden = warden_of(supervisor)
+        warden.kill()
+        log = server.data_dir / LOG_NAME
+        wait_for(lambda: f"the warden {warden.pid} is gone" in log.read_text(), what="said")
+        c.cancel(run.id)  # it serves on
+        assert server.wait_run(c, run.id).state is RunState.CANCELLED

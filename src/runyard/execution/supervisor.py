@@ -80,7 +80,9 @@ class Supervisor:
         rsock, wsock = socket.socketpair()
         rsock.setblocking(False)
         wsock.setblocking(False)
-        signal.set_wakeup_fd(wsock.fileno())
+        # a storm of SIGCHLD (a program forking thousands) fills the pipe: the loop reaps
+        # them all at its next turn anyway, so a wake-up more is not news (each was logged)
+        signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         # The server's terminal or group must not take the programs down with it, nor what
         # we were started with ignored reach them: caught, not ignored (an exec keeps what is

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -22,13 +23,31 @@ from runyard.execution.diskwrites import say
 from runyard.execution.protocol import LOCK_NAME
 from runyard.execution.supervisor import Supervisor
 
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+WARDEN_GONE = signal.SIGUSR2  # sent to the supervisor by the kernel if its warden dies
 
 
 def become_subreaper() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         say("warning: cannot become a subreaper")
+
+
+def watch_warden(warden: int) -> None:
+    """Be told if the warden dies (killed: a program of the same user can), which leaves this
+    supervisor's programs to run on under nobody if it dies too: said in its log, at once."""
+
+    def gone(*_: object) -> None:
+        say(
+            f"warning: the warden {warden} is gone: if this supervisor dies, its programs will "
+            "run on (run them as another user, or sandboxed, to keep them from it)"
+        )
+
+    signal.signal(WARDEN_GONE, gone)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, WARDEN_GONE, 0, 0, 0) != 0 or os.getppid() != warden:
+        gone()  # could not be told, or gone already
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     if os.fork() > 0:
         os._exit(0)
     become_subreaper()  # before the fork: nothing we leave may go past the warden to init
+    warden = os.getpid()
     supervisor = os.fork()
     if supervisor > 0:
         _become_warden(args, supervisor)
+    watch_warden(warden)
     failpoints.watch(args.data_dir)
     lock = (args.data_dir / LOCK_NAME).open("a")
     try:

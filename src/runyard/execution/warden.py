@@ -32,12 +32,14 @@ def _end_all() -> int:
     """Kill every child (the programs, reparented here) with its process group, and what
     each leaves (reparented here in turn), until none is left. Returns how many there were."""
     own_group = os.getpgrp()
-    killed: set[int] = set()
+    killed: set[int] = set()  # signalled, not reaped yet
+    count = 0
     while True:
         for pid in orphans(()):
             if pid in killed:
                 continue
             killed.add(pid)
+            count += 1
             with contextlib.suppress(OSError):
                 group = os.getpgid(pid)
                 if group != own_group:
@@ -47,7 +49,7 @@ def _end_all() -> int:
         try:
             ended, _ = os.waitpid(-1, 0)  # its own children, if any, are ours now
         except ChildProcessError:
-            return len(killed)
+            return count
         killed.discard(ended)  # reaped: its pid may be another's next
 
 
