@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 
+from runyard.bad_days import log_failure
+
 log = structlog.get_logger(__name__)
 
 
@@ -57,8 +59,8 @@ class Periodic:
         while True:
             try:
                 await self._sweep()
-            except Exception:
-                log.exception(self._failed, sweep=self._task.name)
+            except Exception as exc:
+                log_failure(log, self._failed, exc, sweep=self._task.name)
             await asyncio.sleep(self.interval_s)
 
 

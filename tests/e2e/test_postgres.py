@@ -85,8 +85,12 @@ def test_a_database_that_refuses_connections_is_a_prompt_503_then_forgotten(
                 lambda: c.http.get("/health/ready").status_code == 503,
                 what="readiness to say the database is unreachable",
             )
+            wait_for(lambda: "heartbeat_failed" in server.log_path.read_text(),
+                     what="a membership heartbeat to fail")  # fmt: skip
         finally:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
         wait_for(lambda: c.http.get("/health/ready").status_code == 200, what="ready again")
         assert server.wait_run(c, c.submit("true").id).state is RunState.SUCCEEDED
+    traced = [line for line in server.log_path.read_text().splitlines() if '"exception"' in line]
+    assert traced == []  # a bad day, said in lines (the heartbeat's was a traceback each time)

@@ -39,6 +39,10 @@ T = TypeVar("T")
 # How long a transaction waits for a connection before it is `store-unreachable` (a 503 with
 # Retry-After): the pool's own 30 s outlasted a lease (15 s), and clients' timeouts
 POOL_WAIT_S = 5.0
+# How long the pool tries to replace a connection, with its backoff doubling from 1 s, before
+# it gives up and the next request starts afresh: its own 300 s let the backoff grow to the
+# length of an outage, which then went on as long again after the database was back.
+RECONNECT_S = 2 * POOL_WAIT_S
 
 
 class PostgresStore(SQLStore):
@@ -50,8 +54,9 @@ class PostgresStore(SQLStore):
         if schema is not None:
             kwargs["options"] = f"-c search_path={schema}"
         self.pool = AsyncConnectionPool(
-            dsn, min_size=1, max_size=max_size, kwargs=kwargs, open=False, timeout=POOL_WAIT_S
-        )
+            dsn, min_size=1, max_size=max_size, kwargs=kwargs, open=False, timeout=POOL_WAIT_S,
+            reconnect_timeout=RECONNECT_S,
+        )  # fmt: skip
         self._kwargs = kwargs
         self._listener: Listener | None = None
         self._leadership = Leadership(dsn, kwargs, q.SCHEDULER_LOCK)
