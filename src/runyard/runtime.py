@@ -324,6 +324,7 @@ class Runtime:
         await self.dispatcher.stop()
         await self.executor.stop()
         await self.lifecycle.stop()
+        await self.attempts.stop()
         await self.attempts.starts_written()  # those in flight, before the store closes
         await self.store.close()
         for peers in (self._fetch_peers, self.relay_peers):

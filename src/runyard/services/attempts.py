@@ -197,6 +197,11 @@ class Attempts:
             await asyncio.sleep(delay)  # the store says nothing when it is back
             delay = min(delay * 2, RECHECK_MAX_S)
 
+    async def stop(self) -> None:
+        """At shutdown: what was heard from other servers and is still being carried out (a
+        re-check waiting for the store) stops with the server."""
+        await self._heard.cancel()
+
     async def _recheck_cancels(self) -> None:
         for run_id, claimed in list(self._claimed.items()):
             run = await self.store.get_run(run_id)
