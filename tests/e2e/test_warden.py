@@ -65,3 +65,26 @@ def test_a_supervisor_whose_warden_is_killed_says_so(start_server, write_job, jo
         wait_for(lambda: f"the warden {warden.pid} is gone" in log.read_text(), what="said")
         c.cancel(run.id)  # it serves on
         assert server.wait_run(c, run.id).state is RunState.CANCELLED
+
+
+def test_a_supervisor_stopped_past_its_lease_is_fenced_by_its_warden(
+    start_server, write_job, jobs_dir: Path, database: str
+) -> None:
+    """A cluster's server SIGKILLed, its supervisor SIGSTOPped (a debugger, a stuck host):
+    stopped, the supervisor cannot stop its programs when the lease runs out, and the other
+    servers, reaping a margin later, would retry them beside them (a probe: three runs with
+    two live attempts). Its warden, told each lease deadline, kills it then, and so ends them."""
+    write_job("escaper", ESCAPER)
+    env = {"RUNYARD_DATABASE_URL": database, "RUNYARD_LEASE_S": "1.5"}
+    server = start_server(jobs_dir, env=env)
+    with server.client() as c:
+        c.submit("escaper")
+        wait_for(lambda: len(processes_of(server.data_dir)) == 3, what="sh, sleep, escapee")
+        (supervisor,) = supervisors_of(server.data_dir)
+        warden = warden_of(supervisor)
+    assert server.stop(signal.SIGKILL) == -signal.SIGKILL  # no renewal any more
+    supervisor.suspend()
+    wait_for(lambda: processes_of(server.data_dir) == [], what="the programs ended")
+    warden.wait(10)
+    said = (server.data_dir / LOG_NAME).read_text()
+    assert f"warden: the supervisor {supervisor.pid} is stopped past its lease: killed" in said

@@ -15,8 +15,11 @@ Single-server SQLite sends no leases: nothing here ever acts.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
+import struct
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -52,6 +55,12 @@ class LeaseWatch:
         self._wall = wall
         self.leases: dict[str, Lease] = {}
         self.token_of: dict[str, str] = {}  # attempt key -> lease token
+        self._warden: int | None = None  # the warden's pipe: told each new deadline
+
+    def tell(self, fd: int) -> None:
+        """From now on, write each later deadline (monotonic, 8 bytes) to `fd`, non-blocking:
+        the warden's, which fences in the supervisor's stead if it is stopped past it."""
+        self._warden = fd
 
     def op_lease(self, msg: dict[str, Any]) -> dict[str, Any]:
         """`{"op": "lease", "token": T, "until": wall-clock seconds, "grace_s": G}`."""
@@ -72,6 +81,10 @@ class LeaseWatch:
         if known is None or deadline > known.until:
             self.leases[token] = Lease(deadline, float(grace_s))
             self._schedule(max(0.0, deadline - now), token)
+            if self._warden is not None:
+                latest = max(lease.until for lease in self.leases.values())
+                with contextlib.suppress(OSError):  # full or gone: it has a later one, or none
+                    os.write(self._warden, struct.pack("d", latest))
         return token
 
     def admit(self, key: str, lease: object) -> None:

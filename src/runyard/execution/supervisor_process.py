@@ -71,9 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         os._exit(0)
     become_subreaper()  # before the fork: nothing we leave may go past the warden to init
     warden = os.getpid()
+    deadlines, tell = os.pipe()  # lease deadlines, to the warden (a cluster's)
     supervisor = os.fork()
     if supervisor > 0:
-        _become_warden(args, supervisor)
+        os.close(tell)
+        _become_warden(args, supervisor, deadlines)
+    os.close(deadlines)
+    os.set_blocking(tell, False)
     watch_warden(warden)
     failpoints.watch(args.data_dir)
     lock = (args.data_dir / LOCK_NAME).open("a")
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     become_subreaper()
     spawning.seal_descriptors()
     sup = Supervisor(args.data_dir, args.idle_exit_s, args.fsync)
+    sup.leases.tell(tell)
     sup.install_signals()
     sup.listen()
     ready(b"ready")
@@ -92,13 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _become_warden(args: argparse.Namespace, supervisor: int) -> NoReturn:
+def _become_warden(args: argparse.Namespace, supervisor: int, deadlines: int) -> NoReturn:
     """The first process of the two becomes the warden of the second, the supervisor: an
     exec, so that it is small and `ps` tells it from the supervisor."""
     if args.ready_fd >= 0:
         os.close(args.ready_fd)  # the supervisor's to answer (the server reads to its end)
-    argv = [sys.executable, "-m", "runyard.execution.warden",
-            "--data-dir", str(args.data_dir), "--supervisor", str(supervisor)]  # fmt: skip
+    os.set_inheritable(deadlines, True)
+    argv = [sys.executable, "-m", "runyard.execution.warden", "--data-dir", str(args.data_dir),
+            "--supervisor", str(supervisor), "--deadlines", str(deadlines)]  # fmt: skip
     os.execv(sys.executable, argv)  # noqa: S606  our own interpreter, a fixed argv
 
 

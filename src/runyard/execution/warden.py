@@ -1,8 +1,10 @@
 """The warden: `python -m runyard.execution.warden --data-dir DIR --supervisor PID`.
 
-The supervisor's parent and a subreaper above it, and otherwise asleep in `waitpid`: when
-the supervisor is gone — killed (SIGKILL, the OOM killer), crashed — every program it ran,
-and everything those left, is reparented here, and the warden kills it all, then leaves.
+The supervisor's parent and a subreaper above it, and otherwise asleep (on the supervisor's
+pidfd; in a cluster, until the lease deadline it was told last): when the supervisor is gone —
+killed (SIGKILL, the OOM killer), crashed — every program it ran, and everything those left,
+is reparented here, and the warden kills it all, then leaves. A supervisor found stopped
+(SIGSTOP) when its lease runs out is killed, so the same follows: stopped, it cannot fence.
 
 Without it, a supervisor killed with its server (a host's service stopped badly, both
 SIGKILLed) left its programs running under init: on a cluster, where the other servers
@@ -10,10 +12,10 @@ cannot see or kill this host's processes, they reaped the attempts once the leas
 retried them, and the run had two live programs. What an unsupervised program does is
 nobody's record any more (its attempt is `lost` either way), so ending it is always right.
 
-Not one syscall per run: while the supervisor lives, what its programs leave is reparented to
-the supervisor, the nearest subreaper. The warden outliving its supervisor by the time the
-kills take also keeps the data directory's next supervisor from meeting its predecessor's
-programs still running.
+Not one syscall per run (a wake-up per lease renewal, in a cluster): while the supervisor
+lives, what its programs leave is reparented to the supervisor, the nearest subreaper. The
+warden outliving its supervisor by the time the kills take also keeps the data directory's
+next supervisor from meeting its predecessor's programs still running.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import signal
+import struct
 import sys
+import time
 
 from runyard.execution.diskwrites import say
 from runyard.execution.kills import kill_group, orphans
+from runyard.execution.procinfo import stat_fields
 
 
 def _end_all() -> int:
@@ -59,14 +65,63 @@ def _describe(status: int) -> str:
     return f"exited with {os.waitstatus_to_exitcode(status)}"
 
 
+def _stopped(pid: int) -> bool:
+    try:
+        return stat_fields(pid)[0] in (b"T", b"t")  # stopped by a signal, or being traced
+    except (OSError, IndexError):
+        return False
+
+
+def _last_deadline(data: bytes) -> float | None:
+    whole = len(data) // 8 * 8  # the supervisor writes 8 bytes at a time (atomic on a pipe)
+    return struct.unpack("d", data[whole - 8 : whole])[0] if whole else None
+
+
+def _guard(supervisor: int, deadlines: int | None) -> None:
+    """Until the supervisor has ended. In a cluster it tells each lease deadline it fences
+    at: found stopped (SIGSTOP, a debugger) when one passes, it cannot stop its programs, and
+    the other servers, whose reaping waits only a margin more, would retry them beside them;
+    the warden kills it then, and so ends what it ran."""
+    try:
+        ended = os.pidfd_open(supervisor)
+    except OSError:  # a kernel without pidfds: no lease kept, only the supervisor's end
+        return
+    poller = select.poll()
+    poller.register(ended, select.POLLIN)
+    if deadlines is not None:
+        poller.register(deadlines, select.POLLIN)
+    deadline: float | None = None
+    while True:
+        wait = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+        ready = poller.poll(wait)
+        if not ready:  # a lease ran out with no renewal told
+            deadline = None
+            if _stopped(supervisor):
+                say(f"warden: the supervisor {supervisor} is stopped past its lease: killed")
+                with contextlib.suppress(OSError):
+                    os.kill(supervisor, signal.SIGKILL)
+            continue
+        for fd, _ in ready:
+            if fd == ended:
+                os.close(ended)
+                return
+            data = os.read(fd, 4096)
+            if not data:
+                poller.unregister(fd)  # closed: the supervisor is ending
+            elif (told := _last_deadline(data)) is not None:
+                deadline = told
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runyard-warden")
     parser.add_argument("--data-dir", required=True)  # shown by ps: whose warden this is
     parser.add_argument("--supervisor", type=int, required=True)
+    parser.add_argument("--deadlines", type=int, default=None)
     args = parser.parse_args(argv)
     # The supervisor's SIGINT/SIGHUP policy: the server's terminal must not take it down.
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    _guard(args.supervisor, args.deadlines)
     while True:
         try:
             _, status = os.waitpid(args.supervisor, 0)
