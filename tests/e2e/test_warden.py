@@ -10,16 +10,27 @@ import re
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 
 from runyard.execution.protocol import LOG_NAME
 from runyard.models import RunState
-from tests.support import processes_of, supervisors_of, wait_for, warden_of
+from runyard.schemas import RunView
+from tests.support import ServerProcess, processes_of, supervisors_of, wait_for, warden_of
 
 pytestmark = pytest.mark.e2e
 
 # sh, its sleep, and a sleep that left the program's session
 ESCAPER = 'command = ["sh", "-c", "setsid sleep 600 & echo started; sleep 600"]\n'
+
+
+def escaping(server: ServerProcess) -> tuple[RunView, psutil.Process, psutil.Process]:
+    """An escaper run, its three processes up; its supervisor and that one's warden."""
+    with server.client() as c:
+        run = c.submit("escaper")
+    wait_for(lambda: len(processes_of(server.data_dir)) == 3, what="sh, sleep, escapee")
+    (supervisor,) = supervisors_of(server.data_dir)
+    return run, supervisor, warden_of(supervisor)
 
 
 @pytest.mark.parametrize("server_too", [True, False], ids=["with-the-server", "alone"])
@@ -28,11 +39,7 @@ def test_a_killed_supervisor_leaves_no_program_running(
 ) -> None:
     write_job("escaper", ESCAPER)
     server = start_server(jobs_dir)
-    with server.client() as c:
-        run = c.submit("escaper")
-        wait_for(lambda: len(processes_of(server.data_dir)) == 3, what="sh, sleep, escapee")
-        (supervisor,) = supervisors_of(server.data_dir)
-        warden = warden_of(supervisor)
+    run, supervisor, warden = escaping(server)
     if server_too:  # nobody left to reconcile: the warden alone
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL
     supervisor.kill()
@@ -55,11 +62,8 @@ def test_a_supervisor_whose_warden_is_killed_says_so(start_server, write_job, jo
     supervisor, told by the kernel, says at once that its programs would outlive it now."""
     write_job("escaper", ESCAPER)
     server = start_server(jobs_dir)
+    run, _, warden = escaping(server)
     with server.client() as c:
-        run = c.submit("escaper")
-        wait_for(lambda: len(processes_of(server.data_dir)) == 3, what="sh, sleep, escapee")
-        (supervisor,) = supervisors_of(server.data_dir)
-        warden = warden_of(supervisor)
         warden.kill()
         log = server.data_dir / LOG_NAME
         wait_for(lambda: f"the warden {warden.pid} is gone" in log.read_text(), what="said")
@@ -77,11 +81,7 @@ def test_a_supervisor_stopped_past_its_lease_is_fenced_by_its_warden(
     write_job("escaper", ESCAPER)
     env = {"RUNYARD_DATABASE_URL": database, "RUNYARD_LEASE_S": "1.5"}
     server = start_server(jobs_dir, env=env)
-    with server.client() as c:
-        c.submit("escaper")
-        wait_for(lambda: len(processes_of(server.data_dir)) == 3, what="sh, sleep, escapee")
-        (supervisor,) = supervisors_of(server.data_dir)
-        warden = warden_of(supervisor)
+    _, supervisor, warden = escaping(server)
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL  # no renewal any more
     supervisor.suspend()
     wait_for(lambda: processes_of(server.data_dir) == [], what="the programs ended")
