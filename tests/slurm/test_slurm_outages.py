@@ -74,3 +74,66 @@ def test_a_restart_while_the_controller_is_silent_adopts_once_it_answers(
             await again.stop()
 
     asyncio.run(scenario())
+
+
+# squeue that answers, with nothing, while the flag file exists (a partial or empty answer)
+SQUEUE_EMPTY = """#!/bin/sh
+if [ -e "{flag}" ]; then
+    exit 0
+fi
+exec {real} "$@"
+"""
+
+
+def test_a_running_job_squeue_leaves_out_is_not_read_as_ended(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """squeue answered without the job (exit 0, nothing listed) while the controller had it
+    running: once the exit file's grace was over it was lost and retried — beside itself,
+    and again (a probe: three live jobs for one run). The controller is asked first."""
+    bin_dir, flag = tmp_path / "bin", tmp_path / "squeue-empty"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(SQUEUE_EMPTY.format(flag=flag, real=shutil.which("squeue")))
+    (bin_dir / "squeue").chmod(0o755)
+    env = {**slurm_cluster.env, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    runs, jobs = tmp_path / "runs", tmp_path / "jobs"
+    runs.mkdir()
+    jobs.mkdir()
+    grace = 0.3
+
+    async def scenario() -> None:
+        ends: list[ExitRecord | UnreadableExit] = []
+
+        async def exited(record: ExitRecord | UnreadableExit) -> None:
+            ends.append(record)
+
+        async def lost() -> None:
+            return None
+
+        commands = SlurmCommands(env, submit_per_s=1000)
+        executor = SlurmExecutor(
+            runs, jobs, commands, server_id="partial", poll_s=3600, exit_grace_s=grace
+        )
+        await executor.start(ExecutorEvents(exited, lost))
+        try:
+            spec = Launch("R1", 1, ["sleep", "60"], {}, "empty", {}, None, 1.0)
+            started = await executor.launch(spec)
+            for _ in range(300):  # Slurm starts it on its own schedule, and tells nobody
+                if (await commands.show_job(str(started.pid))).get("JobState") == "RUNNING":
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError("the job never ran")
+            flag.touch()
+            await executor.poll()  # not listed: its grace for an exit file begins
+            await asyncio.sleep(grace)  # the grace is time itself
+            await executor.poll()  # over: the controller says it runs
+            assert ends == []
+            flag.unlink()
+            await executor.poll()
+            assert "R1.1" in await executor.running()
+        finally:
+            await executor.cancel("R1", 1)
+            await executor.stop()
+
+    asyncio.run(scenario())

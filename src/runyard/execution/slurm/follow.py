@@ -127,8 +127,29 @@ class Follower:
         if record is None and not self._no_file_coming(tracked, now):
             return  # the file may still be on its way from the compute node
         if record is None:
-            record = await self._record_without_file(tracked)
+            record = await self._without_file(tracked, listed=job is not None)
+            if record is None:
+                return
         await self._deliver(tracked, record, deliver)
+
+    async def _without_file(
+        self, tracked: Tracked, *, listed: bool
+    ) -> ExitRecord | UnreadableExit | None:
+        """Its end, its grace for an exit file over: runyard's record of a job it stopped, or
+        lost; None if it has not ended after all, or the controller does not say."""
+        if tracked.killed_by is not None:
+            return await self._record_without_file(tracked)
+        shown = await self._shown(tracked)
+        if shown is None:
+            return None  # the controller does not answer: ask again at the next poll
+        if not listed and tracked.live(shown.get("JobState", "")):
+            # squeue left it out (an empty or partial answer) and the controller has it
+            # alive: not ended. Read as lost, it was retried beside itself, and again.
+            log.warning("slurm_job_not_listed", key=tracked.key, job_id=tracked.job_id,
+                        state=shown.get("JobState"))  # fmt: skip
+            tracked.ended_since = None
+            return None
+        return await self._lost_without_file(tracked, shown)
 
     def _no_file_coming(self, tracked: Tracked, now: float) -> bool:
         """Whether to stop waiting for the exit file: the grace is over, or runyard stopped a
@@ -138,12 +159,8 @@ class Follower:
         stopped = tracked.killed_by is not None
         return stopped and (tracked.running_since is None or tracked.requeue)
 
-    async def _record_without_file(self, tracked: Tracked) -> ExitRecord | UnreadableExit:
-        if tracked.killed_by is None:
-            said = await self._what_slurm_says(tracked)
-            why = f"Slurm job {tracked.job_id} ended {said} without an exit file"
-            return UnreadableExit(key=tracked.key, why=why)
-        # stopped by runyard, its script left no record (a requeue-able job does not): ours
+    async def _record_without_file(self, tracked: Tracked) -> ExitRecord:
+        """Stopped by runyard, its script left no record (a requeue-able job does not): ours."""
         record = ExitRecord(
             key=tracked.key, pid=int(tracked.job_id), exit_code=None, signal=15,
             killed_by=tracked.killed_by, started_at=None, ended_at=time.time(),
@@ -157,25 +174,34 @@ class Follower:
             log.warning("slurm_exit_file_failed", key=tracked.key, error=str(exc))
         return record
 
-    async def _what_slurm_says(self, tracked: Tracked) -> str:
+    async def _shown(self, tracked: Tracked) -> dict[str, str] | None:
+        """`scontrol show job` of it ({} once purged), None if the controller is silent."""
+        try:
+            return await self.commands.show_job(tracked.job_id)
+        except SlurmError as exc:
+            log.warning("slurm_end_unknown", key=tracked.key, error=exc.message)
+            return None
+
+    async def _lost_without_file(self, tracked: Tracked, shown: dict[str, str]) -> UnreadableExit:
         """How Slurm saw the end, for the reason only (never the outcome: without an exit
         file the attempt is lost whatever Slurm says): `scontrol show job` while the
         controller keeps the job, `sacct` once it is purged where accounting works."""
         said = f"{tracked.state} ({tracked.reason})"
-        try:
-            shown = await self.commands.show_job(tracked.job_id)
-            if shown:
-                return (
-                    f"{shown.get('JobState', tracked.state)} ({shown.get('Reason', '')}, "
-                    f"ExitCode={shown.get('ExitCode', '?')})"
-                )
-            if await self.commands.accounting():
-                accounted = await self.commands.accounted(tracked.job_id)
-                if accounted:
-                    return f"{accounted[0]} (ExitCode={accounted[1]}, from sacct)"
-        except SlurmError as exc:
-            log.warning("slurm_end_unknown", key=tracked.key, error=exc.message)
-        return said
+        if shown:
+            said = (
+                f"{shown.get('JobState', tracked.state)} ({shown.get('Reason', '')}, "
+                f"ExitCode={shown.get('ExitCode', '?')})"
+            )
+        else:
+            try:
+                if await self.commands.accounting():
+                    accounted = await self.commands.accounted(tracked.job_id)
+                    if accounted:
+                        said = f"{accounted[0]} (ExitCode={accounted[1]}, from sacct)"
+            except SlurmError as exc:
+                log.warning("slurm_end_unknown", key=tracked.key, error=exc.message)
+        why = f"Slurm job {tracked.job_id} ended {said} without an exit file"
+        return UnreadableExit(key=tracked.key, why=why)
 
     async def _deliver(
         self, tracked: Tracked, record: ExitRecord | UnreadableExit, deliver: Deliver
