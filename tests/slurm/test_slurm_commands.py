@@ -101,3 +101,42 @@ def test_accounting_is_probed_and_absent_without_slurmdbd(slurm_cluster: SlurmCl
     assert asyncio.run(commands.accounting()) is False  # the test cluster keeps none
     assert asyncio.run(commands.accounting()) is False
     assert commands.calls["sacct"] == 1  # probed once
+
+
+HUNG = """#!/bin/sh
+sleep {marker}
+"""
+
+
+def test_hung_calls_are_killed_whole_and_keep_to_their_own_threads(tmp_path: Path) -> None:
+    """A Slurm command that hangs (a hung NFS mount, munge): a readiness ping's call was left
+    to its 60 s, each in a thread of the event loop's shared pool — a few readiness checks
+    filled it, and every request needing a thread waited (a probe: a submit took 31 s). Calls
+    have threads of their own, a call past its time is killed with what it started, and the
+    ping's time is readiness's own."""
+    import psutil
+
+    marker = "987654.25"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(HUNG.format(marker=marker))
+    (bin_dir / "scontrol").chmod(0o755)
+    commands = SlurmCommands({**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+
+    def hung() -> list[psutil.Process]:
+        return [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+
+    async def scenario() -> None:
+        with pytest.raises(SlurmError, match="no answer in 1 s"):
+            await commands.ping(timeout_s=1)
+        assert hung() == []  # the script and its sleep: killed, not left to run
+        pings = [asyncio.ensure_future(commands.ping()) for _ in range(12)]
+        await asyncio.to_thread(wait_for, lambda: len(hung()) >= 8, 30, "the calls to hang")
+        # the loop's own pool is free for everything else meanwhile
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 30) == "free"
+        commands.close()  # the executor stops: what is in flight is killed
+        results = await asyncio.gather(*pings, return_exceptions=True)
+        assert all(isinstance(r, SlurmError) for r in results), results
+
+    asyncio.run(scenario())
+    wait_for(lambda: hung() == [], what="nothing of the hung calls left")

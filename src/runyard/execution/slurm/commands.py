@@ -1,5 +1,5 @@
-"""Slurm's command-line tools, called from threads (never on the event loop), with their
-output bounded, their transient failures retried and sbatch rate-limited.
+"""Slurm's command-line tools, called from threads of their own (never on the event loop),
+with their output bounded, their transient failures retried and sbatch rate-limited.
 
 Only the commands every Slurm site has (sbatch, squeue, scancel, scontrol; sacct where a probe
 shows accounting works, for a lost job's reason only) and output formats
@@ -10,11 +10,15 @@ hold one), `scontrol show job -o` (one line of Key=Value).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
@@ -29,6 +33,7 @@ TRANSIENT = re.compile(
 )
 MAX_OUTPUT = 64 * 1024 * 1024  # squeue of many thousand jobs fits with room to spare
 CALL_TIMEOUT_S = 60.0
+CALLS_AT_ONCE = 8  # Slurm calls in flight at once, each in a thread of the calls' own
 RETRIES = 4
 RETRY_BASE_S = 0.5
 JOB_STATE = "|".join(["%i", "%j", "%T", "%r"])  # id, name, state, reason
@@ -54,18 +59,63 @@ class QueuedJob:
     reason: str
 
 
-def _run(argv: list[str], stdin: str | None, env: Mapping[str, str] | None) -> tuple[int, str, str]:
-    """Blocking: one call, its output bounded (a runaway command is damage, not an answer)."""
-    try:
-        done = subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, timeout=CALL_TIMEOUT_S,
-            env=dict(env) if env is not None else None, check=False,
-        )  # fmt: skip
-    except FileNotFoundError:
-        return 127, "", f"{argv[0]}: command not found"
-    except subprocess.TimeoutExpired:
-        return 124, "", f"{argv[0]}: Socket timed out (no answer in {CALL_TIMEOUT_S:g} s)"
-    return done.returncode, done.stdout[:MAX_OUTPUT], done.stderr[:4096]
+class _Calls:
+    """The calls in flight, each a process group of its own: a call that outlives its time is
+    killed whole (what it started included: a wrapper's children, munge's helper), and so are
+    all of them when the executor stops. Blocking: run in the calls' own threads."""
+
+    def __init__(self) -> None:
+        self._live: set[subprocess.Popen[str]] = set()
+        self._lock = threading.Lock()
+        self._closed = False  # then a call waiting for a thread never starts
+
+    def run(
+        self, argv: list[str], stdin: str | None, env: Mapping[str, str] | None, timeout_s: float
+    ) -> tuple[int, str, str]:
+        """One call, its output bounded (a runaway command is damage, not an answer)."""
+        if self._closed:
+            return 124, "", f"{argv[0]}: not called (the executor stopped)"
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env=dict(env) if env is not None else None, start_new_session=True,
+            )  # fmt: skip
+        except FileNotFoundError:
+            return 127, "", f"{argv[0]}: command not found"
+        with self._lock:
+            self._live.add(proc)
+            closed = self._closed
+        try:
+            out, err = proc.communicate(stdin, timeout=0 if closed else timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            return 124, "", f"{argv[0]}: Socket timed out (no answer in {timeout_s:g} s)"
+        finally:
+            with self._lock:
+                self._live.discard(proc)
+        return proc.returncode, out[:MAX_OUTPUT], err[:4096]
+
+    def close(self) -> None:
+        """Every call in flight killed, none started from now on."""
+        with self._lock:
+            self._closed = True
+            live = list(self._live)
+        for proc in live:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """Its whole group, then its reaping; its pipes closed unread (something that left the
+    group may hold them open for ever)."""
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 def _first_line(text: str) -> str:
@@ -93,6 +143,16 @@ class SlurmCommands:
         self._next_submit = 0.0
         self._submit_lock = asyncio.Lock()
         self._accounting: bool | None = None  # whether sacct answers (asked once)
+        # Threads of their own: calls that hang (a hung NFS mount, munge) used to fill the
+        # event loop's shared pool, and every request needing a thread waited behind them.
+        self._threads = ThreadPoolExecutor(CALLS_AT_ONCE, thread_name_prefix="slurm")
+        self._calls = _Calls()
+
+    def close(self) -> None:
+        """The executor stops: calls in flight are killed (their threads then free), and
+        those waiting for a thread are not made; calls after this are made afresh."""
+        calls, self._calls = self._calls, _Calls()
+        calls.close()
 
     async def call(
         self,
@@ -100,11 +160,15 @@ class SlurmCommands:
         stdin: str | None = None,
         env: Mapping[str, str] | None = None,
         retries: int = RETRIES,
+        timeout_s: float = CALL_TIMEOUT_S,
     ) -> str:
         """stdout of a successful call; SlurmError (for good) or SlurmUnavailableError."""
         delay = RETRY_BASE_S
+        loop = asyncio.get_running_loop()
         for attempt in range(retries + 1):
-            code, out, err = await asyncio.to_thread(_run, argv, stdin, env or self.env)
+            code, out, err = await loop.run_in_executor(
+                self._threads, self._calls.run, argv, stdin, env or self.env, timeout_s
+            )
             # counted once answered: a poll and its squeue are counted in the same loop step
             self.calls[argv[0]] = self.calls.get(argv[0], 0) + 1
             if code == 0:
@@ -185,9 +249,10 @@ class SlurmCommands:
             if "Invalid job id" not in exc.message and "already completing" not in exc.message:
                 raise
 
-    async def ping(self) -> str:
-        """`scontrol ping`: what it says when the controller answers (SlurmError if not)."""
-        out = await self.call(["scontrol", "ping"])
+    async def ping(self, timeout_s: float = CALL_TIMEOUT_S) -> str:
+        """`scontrol ping`: what it says when the controller answers (SlurmError if not),
+        the call killed past `timeout_s` (readiness asks with its own short wait)."""
+        out = await self.call(["scontrol", "ping"], retries=0, timeout_s=timeout_s)
         if "UP" not in out:
             raise SlurmUnavailableError("scontrol", 1, _first_line(out))
         return _first_line(out)

@@ -120,6 +120,7 @@ class SlurmExecutor:
     async def stop(self) -> None:
         self._stopped = True
         await self._poller.stop()
+        self.commands.close()
 
     async def health(self, timeout_s: float) -> ExecutorHealth:
         """The controller answers: the last poll did, recently, or `scontrol ping` does now
@@ -131,9 +132,14 @@ class SlurmExecutor:
             return ExecutorHealth()
         try:
             async with asyncio.timeout(timeout_s):
-                await self.commands.ping()
-        except (SlurmError, TimeoutError) as exc:
+                await self.commands.ping(timeout_s)
+        except SlurmError as exc:
             raise ExecutorUnavailableError(f"the Slurm controller does not answer: {exc}") from exc
+        except TimeoutError as exc:
+            said = f"scontrol ping: no answer in {timeout_s:g} s"
+            raise ExecutorUnavailableError(
+                f"the Slurm controller does not answer ({said})"
+            ) from exc
         if self.last_error is None:
             self.last_poll = time.time()  # an answer as good as a poll's, for the next ask
         return ExecutorHealth()
