@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from runyard.execution.base import ExecutorEvents, ExecutorUnavailableError, Launch
 from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.execution.slurm.commands import SlurmCommands
@@ -133,6 +135,57 @@ def test_a_running_job_squeue_leaves_out_is_not_read_as_ended(
             await executor.poll()
             assert "R1.1" in await executor.running()
         finally:
+            await executor.cancel("R1", 1)
+            await executor.stop()
+
+    asyncio.run(scenario())
+
+
+# squeue that hangs while the flag file exists (a hung mount, a stuck munge)
+SQUEUE_HUNG = """#!/bin/sh
+if [ -e "{flag}" ]; then
+    sleep 600
+fi
+exec {real} "$@"
+"""
+
+
+def test_readiness_says_squeue_is_silent_while_it_follows_jobs(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """Jobs followed by squeue alone, squeue hung, the controller answering pings: readiness
+    said ready — its ping even refreshed the last poll — while no end could be seen (a run's
+    timeout waited for the poll). Past `squeue_late_s` it says squeue is silent."""
+    bin_dir, flag = tmp_path / "bin", tmp_path / "squeue-hung"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(SQUEUE_HUNG.format(flag=flag, real=shutil.which("squeue")))
+    (bin_dir / "squeue").chmod(0o755)
+    env = {**slurm_cluster.env, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    runs, jobs = tmp_path / "runs", tmp_path / "jobs"
+    runs.mkdir()
+    jobs.mkdir()
+
+    async def scenario() -> None:
+        async def exited(record: ExitRecord | UnreadableExit) -> None:
+            return None
+
+        async def lost() -> None:
+            return None
+
+        commands = SlurmCommands(env, submit_per_s=1000)
+        executor = SlurmExecutor(runs, jobs, commands, server_id="hung", poll_s=0.2)
+        executor.squeue_late_s = 1.0
+        await executor.start(ExecutorEvents(exited, lost))
+        try:
+            await executor.launch(Launch("R1", 1, ["sleep", "60"], {}, "empty", {}, None, 1.0))
+            await executor.health(5.0)  # ready
+            flag.touch()  # every squeue from now on hangs; pings still answer
+            with pytest.raises(ExecutorUnavailableError, match="squeue has not answered"):
+                for _ in range(100):  # until the last answer is older than squeue_late_s
+                    await executor.health(5.0)
+                    await asyncio.sleep(0.1)
+        finally:
+            flag.unlink()
             await executor.cancel("R1", 1)
             await executor.stop()
 

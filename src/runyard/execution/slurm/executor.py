@@ -38,6 +38,7 @@ from runyard.execution.executor import read_exit_file
 from runyard.execution.layout import RunPaths
 from runyard.execution.protocol import ExitRecord, UnreadableExit
 from runyard.execution.slurm.commands import (
+    CALL_TIMEOUT_S,
     QueuedJob,
     SlurmCommands,
     SlurmError,
@@ -95,6 +96,9 @@ class SlurmExecutor:
         self._wake = asyncio.Event()
         self._stopped = True  # until start: nothing is known of Slurm
         self._adopted = False  # this server's jobs found again (after a restart)
+        # jobs followed and no squeue answer for this long: readiness says so (a squeue may
+        # take its time on a large cluster, up to its call's cut-off)
+        self.squeue_late_s = max(2 * poll_s, CALL_TIMEOUT_S)
         self._submitting: set[str] = set()  # attempt keys whose sbatch has not answered yet
 
     # -- the protocol ---------------------------------------------------------------------
@@ -127,9 +131,15 @@ class SlurmExecutor:
         (readiness asks often; the poller already asks every period)."""
         if self._stopped:
             raise ExecutorUnavailableError("the Slurm executor is stopped")
-        recent = self.last_poll is not None and time.time() - self.last_poll < 2 * self.poll_s
-        if self.last_error is None and recent:
+        age = None if self.last_poll is None else time.time() - self.last_poll
+        if self.last_error is None and age is not None and age < 2 * self.poll_s:
             return ExecutorHealth()
+        if self.tracked and age is not None and age > self.squeue_late_s:
+            # jobs are followed by squeue alone, and it has not answered (hung, or failing
+            # with a controller that pings): a ping said ready while nothing was followed
+            raise ExecutorUnavailableError(
+                f"squeue has not answered for {age:.0f} s; {len(self.tracked)} job(s) unfollowed"
+            )
         try:
             async with asyncio.timeout(timeout_s):
                 await self.commands.ping(timeout_s)
@@ -140,8 +150,8 @@ class SlurmExecutor:
             raise ExecutorUnavailableError(
                 f"the Slurm controller does not answer ({said})"
             ) from exc
-        if self.last_error is None:
-            self.last_poll = time.time()  # an answer as good as a poll's, for the next ask
+        if self.last_error is None and not self.tracked:
+            self.last_poll = time.time()  # idle: an answer as good as a poll's, for the next ask
         return ExecutorHealth()
 
     async def hold_lease(self, token: str, until: float, grace_s: float, timeout_s: float) -> None:
