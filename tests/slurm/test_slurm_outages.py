@@ -26,17 +26,35 @@ exec {real} "$@"
 """
 
 
-def test_a_restart_while_the_controller_is_silent_adopts_once_it_answers(
-    slurm_cluster: SlurmCluster, tmp_path: Path
-) -> None:
-    bin_dir, flag = tmp_path / "bin", tmp_path / "controller-down"
+def wrapped_squeue(
+    slurm_cluster: SlurmCluster, tmp_path: Path, script: str
+) -> tuple[dict[str, str], Path, Path, Path]:
+    """The cluster's environment with `squeue` wrapped by `script` (which acts while its flag
+    file exists): (env, flag, runs dir, jobs dir)."""
+    bin_dir, flag = tmp_path / "bin", tmp_path / "flag"
     bin_dir.mkdir()
-    (bin_dir / "squeue").write_text(SQUEUE.format(flag=flag, real=shutil.which("squeue")))
+    (bin_dir / "squeue").write_text(script.format(flag=flag, real=shutil.which("squeue")))
     (bin_dir / "squeue").chmod(0o755)
-    env = {**slurm_cluster.env, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     runs, jobs = tmp_path / "runs", tmp_path / "jobs"
     runs.mkdir()
     jobs.mkdir()
+    return {**slurm_cluster.env, "PATH": f"{bin_dir}:{os.environ['PATH']}"}, flag, runs, jobs
+
+
+def recording(ends: list[ExitRecord | UnreadableExit]) -> ExecutorEvents:
+    async def exited(record: ExitRecord | UnreadableExit) -> None:
+        ends.append(record)
+
+    async def lost() -> None:
+        return None
+
+    return ExecutorEvents(exited, lost)
+
+
+def test_a_restart_while_the_controller_is_silent_adopts_once_it_answers(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    env, flag, runs, jobs = wrapped_squeue(slurm_cluster, tmp_path, SQUEUE)
 
     def make() -> SlurmExecutor:
         commands = SlurmCommands(env, submit_per_s=1000)
@@ -44,14 +62,7 @@ def test_a_restart_while_the_controller_is_silent_adopts_once_it_answers(
 
     async def scenario() -> None:
         ends: list[ExitRecord | UnreadableExit] = []
-
-        async def exited(record: ExitRecord | UnreadableExit) -> None:
-            ends.append(record)
-
-        async def lost() -> None:
-            return None
-
-        events = ExecutorEvents(exited, lost)
+        events = recording(ends)
         first = make()
         await first.start(events)
         spec = Launch("R1", 1, ["sleep", "30"], {}, "empty", {}, None, 1.0)
@@ -93,30 +104,16 @@ def test_a_running_job_squeue_leaves_out_is_not_read_as_ended(
     """squeue answered without the job (exit 0, nothing listed) while the controller had it
     running: once the exit file's grace was over it was lost and retried — beside itself,
     and again (a probe: three live jobs for one run). The controller is asked first."""
-    bin_dir, flag = tmp_path / "bin", tmp_path / "squeue-empty"
-    bin_dir.mkdir()
-    (bin_dir / "squeue").write_text(SQUEUE_EMPTY.format(flag=flag, real=shutil.which("squeue")))
-    (bin_dir / "squeue").chmod(0o755)
-    env = {**slurm_cluster.env, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    runs, jobs = tmp_path / "runs", tmp_path / "jobs"
-    runs.mkdir()
-    jobs.mkdir()
+    env, flag, runs, jobs = wrapped_squeue(slurm_cluster, tmp_path, SQUEUE_EMPTY)
     grace = 0.3
 
     async def scenario() -> None:
         ends: list[ExitRecord | UnreadableExit] = []
-
-        async def exited(record: ExitRecord | UnreadableExit) -> None:
-            ends.append(record)
-
-        async def lost() -> None:
-            return None
-
         commands = SlurmCommands(env, submit_per_s=1000)
         executor = SlurmExecutor(
             runs, jobs, commands, server_id="partial", poll_s=3600, exit_grace_s=grace
         )
-        await executor.start(ExecutorEvents(exited, lost))
+        await executor.start(recording(ends))
         try:
             spec = Launch("R1", 1, ["sleep", "60"], {}, "empty", {}, None, 1.0)
             started = await executor.launch(spec)
@@ -156,26 +153,14 @@ def test_readiness_says_squeue_is_silent_while_it_follows_jobs(
     """Jobs followed by squeue alone, squeue hung, the controller answering pings: readiness
     said ready — its ping even refreshed the last poll — while no end could be seen (a run's
     timeout waited for the poll). Past `squeue_late_s` it says squeue is silent."""
-    bin_dir, flag = tmp_path / "bin", tmp_path / "squeue-hung"
-    bin_dir.mkdir()
-    (bin_dir / "squeue").write_text(SQUEUE_HUNG.format(flag=flag, real=shutil.which("squeue")))
-    (bin_dir / "squeue").chmod(0o755)
-    env = {**slurm_cluster.env, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    runs, jobs = tmp_path / "runs", tmp_path / "jobs"
-    runs.mkdir()
-    jobs.mkdir()
+    env, flag, runs, jobs = wrapped_squeue(slurm_cluster, tmp_path, SQUEUE_HUNG)
 
     async def scenario() -> None:
-        async def exited(record: ExitRecord | UnreadableExit) -> None:
-            return None
-
-        async def lost() -> None:
-            return None
-
+        ends: list[ExitRecord | UnreadableExit] = []
         commands = SlurmCommands(env, submit_per_s=1000)
         executor = SlurmExecutor(runs, jobs, commands, server_id="hung", poll_s=0.2)
         executor.squeue_late_s = 1.0
-        await executor.start(ExecutorEvents(exited, lost))
+        await executor.start(recording(ends))
         try:
             await executor.launch(Launch("R1", 1, ["sleep", "60"], {}, "empty", {}, None, 1.0))
             await executor.health(5.0)  # ready
