@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from runyard.bad_days import log_failure
+from runyard.bad_days import expected, log_failure
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +80,10 @@ class TaskGroup:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("task_failed", group=self.name, exc_info=exc)
+            if expected(exc):  # a bad day's: one line, its cause
+                log.warning("task_failed", group=self.name, error=str(exc)[:300])
+            else:
+                log.error("task_failed", group=self.name, exc_info=exc)
 
     def __len__(self) -> int:
         return len(self._tasks)
