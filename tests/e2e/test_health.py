@@ -159,6 +159,42 @@ def test_a_paused_supervisor_is_noticed_and_nothing_hangs(start_server, stopped_
         assert server.wait_run(c, second).state is RunState.CANCELLED
 
 
+@pytest.mark.leaks_allowed(
+    "measured at start, before it could reach its supervisor: its connection is no leak"
+)
+def test_a_server_starts_at_once_beside_a_stopped_supervisor_and_adopts_its_programs(
+    start_server, stopped_supervisor
+) -> None:
+    """A probe: a server started beside a supervisor stopped with SIGSTOP (a server killed
+    meanwhile) kept its port closed for a request timeout and a health build (17 s at the
+    defaults): its first connection went into the stopped process's backlog and every request
+    waited. With a 60 s timeout the port opens at once all the same (start() waits 30 s for
+    it): not ready, saying so; once continued, the program still running is adopted."""
+    first = start_server(capacity=2)
+    with first.client() as c:
+        run = c.submit("sleeper", {"seconds": 120}).id
+        (program,) = wait_for(lambda: processes_of(first.data_dir), what="program running")
+    first.stop(signal.SIGKILL)
+    sup = stopped_supervisor(first)
+    server = start_server(
+        capacity=2, data_dir=first.data_dir, health="/health/live",
+        env={"RUNYARD_SUPERVISOR_TIMEOUT_S": "60"},
+    )  # fmt: skip
+    ready = web.get(f"{server.url}/health/ready")
+    assert ready.status_code == 503
+    assert "supervisor" in ready.json()["checks"]["executor"], ready.json()
+    sup.send_signal(signal.SIGCONT)
+    wait_for(lambda: web.get(f"{server.url}/health/ready").status_code == 200, what="ready")
+    with server.client() as c:
+        adopted = c.run(run)
+        assert adopted.state is RunState.RUNNING
+        assert adopted.attempt == 1
+        assert processes_of(server.data_dir) == [program]  # the same program, never retried
+        c.cancel(run)
+        assert server.wait_run(c, run).state is RunState.CANCELLED
+    assert "supervisor_unreachable" in server.log_path.read_text()
+
+
 def test_a_deleted_database_file_is_noticed_and_writes_refused(start_server) -> None:
     """Defect 15: the database file deleted under a running server: not ready, submissions
     refused (rather than accepted into a file that is gone), reads still answered."""

@@ -133,36 +133,41 @@ class SupervisorClient:
         self._req = itertools.count(1)
         self._read_task: asyncio.Task[None] | None = None
         self._closing = False
-        self._stopped_since: float | None = None  # when it was first found stopped
+        # which supervisor was first found stopped, and when (monotonic)
+        self._stopped_since: tuple[int, float] | None = None
 
     @property
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
 
-    def continue_if_stopped(self) -> None:
+    def continue_if_stopped(self) -> bool:
         """A supervisor that does not answer because it has been stopped (SIGSTOP: any process
         of its user may send it, one of its programs included) for STOPPED_GRACE_S is
         continued: stopped, it held every run (no timeout fired, no cancel, no spawn) until
         someone sent SIGCONT by hand. The grace leaves a stop an operator makes on purpose (to
-        look at it) alone for a while. In a thread: it reads /proc."""
+        look at it) alone for a while; it is timed across connections to the same process.
+        Whether it is stopped still. In a thread: it reads /proc."""
         pid = self.peer_pid()
         try:
             is_stopped = pid is not None and stopped(pid)
         except (OSError, ValueError, IndexError):
             is_stopped = False  # gone: a lost supervisor is handled as ever
-        if not is_stopped:
+        if not is_stopped or pid is None:
             self._stopped_since = None
-            return
+            return False
         now = time.monotonic()
-        if self._stopped_since is None:
-            self._stopped_since = now
-        if now - self._stopped_since >= STOPPED_GRACE_S and pid is not None:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGCONT)
-                log.warning(
-                    "supervisor_continued", pid=pid, stopped_s=round(now - self._stopped_since)
-                )
-            self._stopped_since = None
+        if self._stopped_since is None or self._stopped_since[0] != pid:
+            self._stopped_since = (pid, now)
+        stopped_s = now - self._stopped_since[1]
+        if stopped_s < STOPPED_GRACE_S:
+            return True
+        self._stopped_since = None
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except OSError:
+            return False  # gone meanwhile
+        log.warning("supervisor_continued", pid=pid, stopped_s=round(stopped_s))
+        return False
 
     def peer_pid(self) -> int | None:
         """The connected supervisor's pid, as the kernel says."""
@@ -198,9 +203,26 @@ class SupervisorClient:
                 raise SupervisorUnavailableError(
                     f"cannot reach the supervisor: {_unreachable(exc)}"
                 ) from None
+        if await asyncio.to_thread(self.continue_if_stopped):
+            # Connected into the backlog of a supervisor that cannot answer: every request
+            # would wait its timeout (the start's reconcile, then its health build, held the
+            # port closed for 17 s). Out of reach instead, at once, as if it had refused: the
+            # caller connects again later, and it is continued once stopped past the grace.
+            pid = self.peer_pid()
+            await self._drop_connection()
+            raise SupervisorUnavailableError(
+                f"the supervisor (pid {pid}) is stopped (SIGSTOP); it is continued once "
+                f"stopped for {STOPPED_GRACE_S:g} s"
+            )
         self._closing = False
-        self._stopped_since = None  # perhaps another supervisor: none of it was seen stopped
         self._read_task = asyncio.create_task(self._read_loop(), name="supervisor-reader")
+
+    async def _drop_connection(self) -> None:
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     async def close(self) -> None:
         self._closing = True
