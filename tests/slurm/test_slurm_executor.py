@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import textwrap
 from collections.abc import Iterator
@@ -232,6 +234,38 @@ def test_the_server_killed_while_jobs_run_readopts_them(
     assert ended.state == "succeeded"
     attempts = client.run(run.id).attempts or []
     assert [str(a.pid) for a in attempts] == [job_id]  # adopted, never submitted again
+
+
+def test_a_restart_whose_squeue_leaves_a_running_job_out_adopts_it(
+    server: ServerProcess, slurm_cluster: SlurmCluster, client: Client, tmp_path: Path
+) -> None:
+    """A probe: restarted while squeue answered without the running job (exit 0, nothing
+    listed), the server took its attempt for lost: it cancelled the job and retried the run,
+    a healthy attempt spent. The controller is asked of an attempt the list left out."""
+    run = client.submit("holds")
+    wait_for(lambda: "started" in log_of(client, run.id), timeout=60, what="program running")
+    job_id = job_id_of(client, run.id)
+    server.stop(signal.SIGKILL)
+    bin_dir, flag = tmp_path / "bin", tmp_path / "empty"
+    bin_dir.mkdir()
+    real = shutil.which("squeue", path=server.env.get("PATH"))
+    (bin_dir / "squeue").write_text(f'#!/bin/sh\n[ -e "{flag}" ] && exit 0\nexec {real} "$@"\n')
+    (bin_dir / "squeue").chmod(0o755)
+    flag.touch()
+    server.env["PATH"] = f"{bin_dir}:{server.env.get('PATH', os.environ['PATH'])}"
+    server.env["RUNYARD_SLURM_EXIT_GRACE_S"] = "600"  # not listed: in doubt, for a long while
+    server.start()  # ready: its first reconcile pass is over
+    adopted = client.run(run.id)
+    assert adopted.state == "running", adopted
+    assert [str(a.pid) for a in adopted.attempts or []] == [job_id]  # never retried
+    assert "JobState=RUNNING" in slurm_cluster.run("scontrol", "show", "job", "-o", job_id).stdout
+    # A cancel while squeue still leaves it out (polled since) was dropped: "already ended"
+    polls = int(str(status(server)["polls"]))
+    wait_for(lambda: int(str(status(server)["polls"])) > polls + 1, what="polls without it")
+    client.cancel(run.id)
+    assert finished(server, client, run.id, timeout=30).state == "cancelled"
+    assert "JobState=RUNNING" not in slurm_cluster.run("scontrol", "show", "job", job_id).stdout
+    flag.unlink()
 
 
 def test_one_squeue_per_period_with_200_jobs_in_flight(

@@ -27,6 +27,9 @@ class FakeExecutor:
     async def read_exit(self, run_id: str, number: int) -> None:
         return None
 
+    async def still_runs(self, run_id: str, number: int, pid: Any, start_time: Any) -> bool:
+        return False
+
 
 class FakeStore:
     def __init__(self, attempts: list[Attempt]) -> None:

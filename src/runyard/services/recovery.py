@@ -126,8 +126,8 @@ async def _settle(
     record = await executor.read_exit(attempt.run_id, attempt.number)
     if record is None:  # told of, and not recorded then: the supervisor will not tell again
         record = attempts.unrecorded.get(attempt.key)
-    if record is None and skip_own and attempts.launched(attempt.run_id, attempt.number):
-        return "own"  # asked again after the read: a claim made meanwhile is known by now
+    if record is None and (known := await _known_after_all(attempts, attempt, skip_own)):
+        return known
     if record is not None and await executor.still_runs(
         attempt.run_id, attempt.number, attempt.pid, attempt.proc_start_time
     ):
@@ -152,6 +152,23 @@ async def _settle(
     )
     await attempts.exited(record)
     return "finalised"
+
+
+async def _known_after_all(attempts: Attempts, attempt: Attempt, skip_own: bool) -> str | None:
+    """An attempt not listed and without an end that is known all the same: launched by this
+    pass's own server meanwhile ("own": asked after the read, a claim made meanwhile is known
+    by now); or its program runs and its executor follows it now ("adopted": a list that left
+    it out, as Slurm's squeue can — taken for lost, it was killed and retried)."""
+    if skip_own and attempts.launched(attempt.run_id, attempt.number):
+        return "own"
+    executor = attempts.executor
+    runs = await executor.still_runs(
+        attempt.run_id, attempt.number, attempt.pid, attempt.proc_start_time
+    )
+    if not runs or attempt.key not in await executor.running():
+        return None
+    await attempts.adopted(attempt.run_id, attempt.number)
+    return "adopted"
 
 
 def _checked(record: ExitRecord, attempt: Attempt, now: float) -> ExitRecord | UnreadableExit:

@@ -239,9 +239,11 @@ class SlurmExecutor:
         """False if it is not ours or has already ended; ExecutorUnavailableError if Slurm
         did not take the cancel (it is asked again at every poll meanwhile)."""
         tracked = self.tracked.get(attempt_key(run_id, attempt))
-        if tracked is None or tracked.ended_since is not None:
+        if tracked is None:
             return False
         try:
+            if tracked.ended_since is not None and await self.follower.alive_as(tracked) is None:
+                return False  # not listed, and the controller has it ended: not ours to stop
             await self.follower.stop(tracked, reason)
         except SlurmError as exc:
             raise ExecutorUnavailableError(f"Slurm did not take the cancel: {exc}") from exc
@@ -285,6 +287,16 @@ class SlurmExecutor:
         tracked = self.tracked.get(key)
         if tracked is not None:
             return tracked.ended_since is None
+        path = job_file(self.paths(run_id).root, attempt)
+        found = await asyncio.to_thread(read_job_file, path, key)
+        name = None if found is None else await self.follower.alive_as(found)
+        if found is not None and name is not None and names_attempt(name, key):
+            if key_of(name, self.server_id) == key and self._adopted:
+                # this server's, running, and not listed (squeue's partial answer at a start
+                # made it lost, cancelled and retried): followed from now on
+                self.tracked[key] = found
+                log.warning("slurm_adopted", key=key, job_id=found.job_id, listed=False)
+            return True
         jobs = await self.commands.queue(self.user)
         # a preempted job may be requeued: as good as running until Slurm says otherwise
         return any(

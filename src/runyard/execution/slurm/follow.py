@@ -174,6 +174,14 @@ class Follower:
             log.warning("slurm_exit_file_failed", key=tracked.key, error=str(exc))
         return record
 
+    async def alive_as(self, found: Tracked) -> str | None:
+        """The name the controller gives the job of `found` (read from its job file), if it
+        has it in a state it may run in; None if not. Asked of a job squeue did not list
+        (an answer can leave a running job out); SlurmError if the controller is silent."""
+        shown = await self.commands.show_job(found.job_id)
+        state = shown.get("JobState", "")
+        return shown.get("JobName", "") if found.live(state) or state == "PREEMPTED" else None
+
     async def _shown(self, tracked: Tracked) -> dict[str, str] | None:
         """`scontrol show job` of it ({} once purged), None if the controller is silent."""
         try:
