@@ -57,6 +57,25 @@ def test_a_killed_supervisor_leaves_no_program_running(
     assert (done.reason or "").startswith("lost"), done.reason
 
 
+def test_sigterm_to_every_runyard_process_leaves_no_program_running(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """A probe: `pkill -f DATA_DIR` (SIGTERM to the server, the supervisor and the warden, the
+    warden first, as its pid is lower) left the programs running under init, with nothing in
+    supervisor.log: the warden died of the SIGTERM before its supervisor. It leaves only
+    after its supervisor, whatever it is sent but SIGKILL, and ends what that one ran."""
+    write_job("escaper", ESCAPER)
+    server = start_server(jobs_dir)
+    _, supervisor, warden = escaping(server)
+    for proc in (warden, supervisor):
+        proc.terminate()
+    server.stop()  # SIGTERM, as the others
+    wait_for(lambda: processes_of(server.data_dir) == [], what="the programs ended")
+    warden.wait(10)
+    said = (server.data_dir / LOG_NAME).read_text()
+    assert f"warden: the supervisor {supervisor.pid} killed by signal 15" in said, said[-2000:]
+
+
 def test_a_supervisor_whose_warden_is_killed_says_so(start_server, write_job, jobs_dir) -> None:
     """A program of the same user can kill the warden (it is the supervisor's parent): the
     supervisor, told by the kernel, says at once that its programs would outlive it now."""

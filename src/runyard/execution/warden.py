@@ -112,14 +112,23 @@ def _guard(supervisor: int, deadlines: int | None) -> None:
                 deadline = told
 
 
+# what ends a process unless it is handled: the warden outlives all of them
+_OUTLIVED = (
+    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+    signal.SIGUSR2, signal.SIGALRM, signal.SIGPIPE,
+)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runyard-warden")
     parser.add_argument("--data-dir", required=True)  # shown by ps: whose warden this is
     parser.add_argument("--supervisor", type=int, required=True)
     parser.add_argument("--deadlines", type=int, default=None)
     args = parser.parse_args(argv)
-    # The supervisor's SIGINT/SIGHUP policy: the server's terminal must not take it down.
-    for sig in (signal.SIGINT, signal.SIGHUP):
+    # It leaves after its supervisor, never before: the server's terminal must not take it
+    # down, nor a stop of every runyard process (`pkill -f DIR`, a service manager's SIGTERM
+    # to the group) that reached it first — the programs ran on under init. SIGKILL stays.
+    for sig in _OUTLIVED:
         signal.signal(sig, signal.SIG_IGN)
     _guard(args.supervisor, args.deadlines)
     while True:
