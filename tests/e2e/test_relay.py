@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
+import httpx
 import psycopg
 import pytest
 
@@ -189,3 +190,40 @@ def test_tokens_in_a_cluster_without_a_secret_refuse_to_start(
     assert b"RUNYARD_CLUSTER_SECRET" in done.stderr
     with psycopg.connect(database) as conn:  # it stopped before touching the database
         assert conn.execute("SELECT to_regclass('servers')").fetchone() == (None,)
+
+
+def described(resp: httpx.Response) -> dict[str, str]:
+    """What an answer says of what GET would send, not of who sent it or when."""
+    per_answer = {"date", "server", "x-request-id", "x-runyard-served-by"}
+    return {k: v for k, v in resp.headers.items() if k not in per_answer}
+
+
+@pytest.mark.timeout(90)
+def test_head_is_relayed_wherever_get_is_and_answers_as_the_owner_does(cluster) -> None:
+    # A probe: HEAD of the logs on c2 said `x-log-size: 0` (c2's empty data dir), HEAD of an
+    # artifact 404, while GET of the same paths was relayed to c1 and right.
+    c1, c2, run_id, toks = cluster
+    read = auth(toks[Role.READ])
+    for path, extra in (
+        (f"/v1/runs/{run_id}/logs", {}),
+        (f"/v1/runs/{run_id}/logs?offset=2&limit=7", {}),
+        (f"/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt", {}),
+        (f"/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt", {"Range": "bytes=1-2"}),
+        (f"/v1/runs/{run_id}/artifacts/outputs/none.txt", {}),  # the owner's 404, not c2's
+    ):
+        owner = web.request("HEAD", f"{c1.url}{path}", headers={**read, **extra})
+        got = web.request("HEAD", f"{c2.url}{path}", headers={**read, **extra})
+        assert got.status_code == owner.status_code, path
+        assert got.content == b"" and owner.content == b"", path
+        assert described(got) == described(owner), path  # x-log-size, content-length, ...
+        fetched = web.get(f"{c2.url}{path}", headers={**read, **extra})
+        assert got.status_code == fetched.status_code, path
+        assert got.headers["x-runyard-served-by"] == fetched.headers["x-runyard-served-by"] == "c1"
+    logs = web.request("HEAD", f"{c2.url}/v1/runs/{run_id}/logs", headers=read)
+    whole = "".join(f"line {i}\n" for i in range(1, LINES + 1))
+    assert logs.headers["x-log-size"] == str(len(whole))
+    assert logs.headers["content-length"] == logs.headers["x-log-size"]
+    artifact = web.request(
+        "HEAD", f"{c2.url}/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt", headers=read
+    )
+    assert artifact.status_code == 200 and artifact.headers["content-length"] == "6"  # hello\n

@@ -4,13 +4,13 @@ A route that reads logs or artifacts declares `ON_OWNER` after its role guard: o
 caller is authorised here, the request goes on to the owning server and its answer (a file,
 a byte range, a live SSE stream) is relayed as it comes.
 
-The relay cannot be steered. Only the route templates in `RELAYED` are forwarded; the
-forwarded request is rebuilt from them: the run id and artifact path validated and
-re-encoded segment by segment, only the query parameters and headers the route reads, each
-validated. It carries no token, but a relay claim signed with the cluster secret naming the
-caller's own role (auth.RelaySigner), never more. A client's own forwarding headers are not
-claims: they are ignored. A request relayed to us is served here, or refused if the files
-moved meanwhile, so nothing loops.
+The relay cannot be steered. Only the route templates in `RELAYED` are forwarded (HEAD
+wherever GET is); the forwarded request is rebuilt from them: the run id and artifact path
+validated and re-encoded segment by segment, only the query parameters and headers the route
+reads, each validated. It carries no token, but a relay claim signed with the cluster secret
+naming the caller's own role (auth.RelaySigner), never more. A client's own forwarding
+headers are not claims: they are ignored. A request relayed to us is served here, or refused
+if the files moved meanwhile, so nothing loops.
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ RELAYED: dict[tuple[str, str], Relayable] = {
     ),
     ("DELETE", "/v1/runs/{run_id}"): Relayable({}, (), Role.ADMIN),
 }
+# HEAD asks for GET's answer without its body (RFC 9110 9.3.2): answered here, it would
+# describe this server's empty data directory, not the owner's files.
+_AS_METHOD = {"HEAD": "GET"}
 _CONVERTOR = re.compile(r"\{path:[a-z]+\}")  # "{path:path}", "{path:anypath}": one template
 
 
@@ -125,7 +128,7 @@ async def _on_owner(
     if owner is None:
         return
     template = _CONVERTOR.sub("{path}", getattr(request.scope.get("route"), "path", ""))
-    route = RELAYED.get((request.method, template))
+    route = _relayable(request.method, template)
     if route is None:
         return  # not a relayable route: never forwarded, answered here
     raise ForwardToOwner(owner, _target(request, template, route, run_id), route)
@@ -142,6 +145,11 @@ async def _on_owner_if_alive(
 
 ON_OWNER = Depends(_on_owner)
 ON_OWNER_IF_ALIVE = Depends(_on_owner_if_alive)
+
+
+def _relayable(method: str, template: str) -> Relayable | None:
+    """The route `method template` is forwarded as, if it is forwarded at all."""
+    return RELAYED.get((_AS_METHOD.get(method, method), template))
 
 
 def _target(request: Request, template: str, route: Relayable, run_id: str) -> str:
@@ -218,7 +226,9 @@ async def _relay(request: Request, exc: Exception) -> Response:
                        f"holds the files of this run, did not answer: {error!r}",
                        OwnerUnavailableError.slug, {"Retry-After": "5"})  # fmt: skip
 
-    kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+    # A HEAD answer has no body to frame: its length is the answer, what GET would send.
+    dropped = HOP_BY_HOP - {"content-length"} if request.method == "HEAD" else HOP_BY_HOP
+    kept = {k: v for k, v in upstream.headers.items() if k.lower() not in dropped}
     kept[SERVED_BY] = exc.server.id
     return RelayedResponse(upstream, kept, exc.server.id)
 
