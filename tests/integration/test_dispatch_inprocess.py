@@ -5,6 +5,7 @@ this process on the real SQLite store, its attempts ended by the test (tests/fak
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from runyard.models import RunState, attempt_key
 from runyard.services.dispatch import unavailable_retry_s
+from tests.fakes import acted_command
 from tests.inprocess import FakedServer, faked
 from tests.support import wait_for
 
@@ -195,6 +197,36 @@ def test_batch_cancel_catches_a_run_that_went_back_to_the_queue_between_its_list
         assert srv.post(f"/v1/batches/{batch['id']}/cancel").status_code in (200, 202)
         assert srv.run(run_id)["state"] == "cancelled"
         assert len(srv.launched()) == 1  # it never ran again
+
+
+def test_a_batch_cancel_leaves_the_dispatcher_none_of_its_queued_runs_to_take(
+    tmp_path: Path, jobs: Path, write_job: Callable[[str, str], Path]
+) -> None:
+    """A probe: a batch of 2,000 short runs cancelled half a second in mostly ran all the
+    same (1,533 succeeded): its queued runs were cancelled one by one, and each slot a
+    run freed meanwhile took the next. Here every run ends as it starts, from the moment
+    the cancel has listed the queue: the cancel must end them before they are taken."""
+    write_job("instant", f"command = {json.dumps(acted_command())}\n")
+    with faked(tmp_path, jobs, capacity=1) as srv:
+        holder = srv.submit("mark")["id"]
+        launches(srv, 1)  # the one slot held: the batch waits in the queue
+        batch = srv.post("/v1/batches", json={"job": "instant", "iterations": 40}).json()
+        store = srv.runtime.batches.store
+        listed = store.batch_run_ids
+
+        async def freeing(batch_id: str, state: RunState) -> list[str]:
+            found = await listed(batch_id, state)
+            if state is RunState.QUEUED and found:
+                store.batch_run_ids = listed  # type: ignore[method-assign]
+                await srv.executor.finish(holder, 1)  # the slot frees: the dispatcher takes
+            return found
+
+        store.batch_run_ids = freeing  # type: ignore[method-assign]
+        assert srv.post(f"/v1/batches/{batch['id']}/cancel").status_code in (200, 202)
+        wait_for(lambda: srv.get(f"/v1/batches/{batch['id']}").json()["done"], what="all ended")
+        counts = srv.get(f"/v1/batches/{batch['id']}").json()["counts"]
+        assert counts.get("succeeded", 0) <= 2, counts  # what the freed slot took at once
+        assert sum(counts.values()) == 40
 
 
 def test_batch_cancel_ends_all_of_its_runs(tmp_path: Path, jobs: Path) -> None:

@@ -27,6 +27,10 @@ _SHORT = reprlib.Repr()  # Python 3.11's Repr takes no arguments: its limits are
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxdict, _SHORT.maxlist = 3, 60, 60, 8, 8
 
 
+# queued runs a batch's cancel ends per transaction: short, so as not to hold up every other
+# write meanwhile (a sweep of 10,000 in one transaction would)
+CANCEL_CHUNK = 500
+
 # a run's row besides its params and spec, its first events and index entries: an upper bound
 ROW_BYTES = 1024
 
@@ -234,22 +238,32 @@ class BatchService:
         return page, (page[-1][0].id if more else None)
 
     async def cancel(self, batch_id: str) -> tuple[Batch, dict[str, int]]:
-        """Every run of the batch still queued or running, cancelled. The queued are listed
-        again after the running: a run that went from running back to queued (a retry)
-        between the first two lists was in neither. A running one is flagged, and the store
-        ends its retry cancelled. Looked for again until nothing new is found."""
+        """Every run of the batch still queued or running, cancelled. The queued first, many
+        to a transaction, in the order the dispatcher takes them: one by one (a few ms each),
+        the dispatcher claimed and ran most of a batch of short runs behind the cancel (a
+        probe: 1,533 of 2,000 succeeded). Then the running, each flagged (the store ends its
+        retry cancelled) and stopped. Looked for again until nothing new is found, the queue
+        last: a run that went from running back to queued (a retry) between the first two
+        lists was in neither."""
         await self.get(batch_id)
-        done: set[tuple[str, RunState]] = set()
+        done: set[str] = set()
         while True:
-            found = [
-                (run_id, state)
-                for state in (RunState.QUEUED, RunState.RUNNING, RunState.QUEUED)
-                for run_id in await self.store.batch_run_ids(batch_id, state)
-                if (run_id, state) not in done
+            queued = await self.store.batch_run_ids(batch_id, RunState.QUEUED)
+            for i in range(0, len(queued), CANCEL_CHUNK):
+                await self._cancel_queued(queued[i : i + CANCEL_CHUNK])
+            running = [
+                run_id
+                for run_id in await self.store.batch_run_ids(batch_id, RunState.RUNNING)
+                if run_id not in done
             ]
-            if not found:
-                return await self.get(batch_id)
-            for run_id, state in dict.fromkeys(found):
-                done.add((run_id, state))
+            for run_id in running:
+                done.add(run_id)
                 with contextlib.suppress(ConflictError):  # it ended meanwhile
                     await self.runs.cancel(run_id)
+            if not running and not await self.store.batch_run_ids(batch_id, RunState.QUEUED):
+                return await self.get(batch_id)
+
+    async def _cancel_queued(self, run_ids: list[str]) -> None:
+        at = self.clock.now()
+        for run in await self.store.cancel_queued_runs(run_ids, at, "cancelled on request"):
+            self.runs.transitions.publish(run, RunState.QUEUED)

@@ -162,6 +162,10 @@ class Store(abc.ABC):
         """End a queued run as cancelled; None if it is no longer queued."""
 
     @abc.abstractmethod
+    async def cancel_queued_runs(self, run_ids: list[str], at: float, reason: str) -> list[Run]:
+        """`cancel_queued` of each, in one transaction: those it cancelled (a batch's)."""
+
+    @abc.abstractmethod
     async def request_cancel(self, run_id: str) -> Run | None:
         """Flag a running run for cancellation; None if it is not running."""
 

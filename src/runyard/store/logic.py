@@ -319,6 +319,15 @@ def cancel_queued(run_id: str, at: float, reason: str) -> Unit[Run | None]:
     return run
 
 
+def cancel_queued_runs(run_ids: list[str], at: float, reason: str) -> Unit[list[Run]]:
+    """Those of `run_ids` still queued, each cancelled as `cancel_queued`, in one transaction."""
+    cancelled = []
+    for run_id in run_ids:
+        if (run := (yield from cancel_queued(run_id, at, reason))) is not None:
+            cancelled.append(run)
+    return cancelled
+
+
 def request_cancel(run_id: str) -> Unit[Run | None]:
     if int((yield count("SET_CANCEL_REQUESTED", run_id))) == 0:
         return None

@@ -251,7 +251,9 @@ LIST_BATCHES = f"""
 SELECT {BATCH_COLUMNS} FROM batches
 WHERE (%(before)s::text IS NULL OR id < %(before)s) ORDER BY id DESC LIMIT %(limit)s"""  # noqa: S608
 BATCH_COUNTS = "SELECT state, count(*) FROM runs WHERE batch_id = %s GROUP BY state"
-BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = %s AND state = %s"
+# in the order the dispatcher takes them (a batch shares its priority): a cancel first
+# ends the runs it would claim next
+BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = %s AND state = %s ORDER BY priority DESC, id"
 INSERT_SCHEDULE = f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) VALUES ({', '.join(['%s'] * 17)})"  # noqa: S608
 # a write of the version it read: nothing when the row changed or went meanwhile
 _SCHEDULE_SETS = ", ".join(f"{c.strip()} = %s" for c in SCHEDULE_WRITTEN.split(",")[1:])

@@ -238,7 +238,9 @@ LIST_BATCHES = f"""
 SELECT {BATCH_COLUMNS} FROM batches
 WHERE (:before IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit"""  # noqa: S608
 BATCH_COUNTS = "SELECT state, count(*) FROM runs WHERE batch_id = ? GROUP BY state"
-BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = ? AND state = ?"
+# in the order the dispatcher takes them (a batch shares its priority): a cancel first
+# ends the runs it would claim next
+BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = ? AND state = ? ORDER BY priority DESC, id"
 
 INSERT_SCHEDULE = f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) VALUES ({', '.join('?' * 17)})"  # noqa: S608
 # a write of the version it read: nothing when the row changed or went meanwhile
