@@ -150,7 +150,9 @@ def _clear_files(cursor: DirCursor) -> list[str]:
 
 def remove_tree(root: Path) -> None:
     """Blocking. Remove `root` and everything under it, at any depth, following no link.
-    Raises OSError when something could not be removed (the caller keeps its record)."""
+    Raises OSError when something could not be removed (the caller keeps its record). What
+    vanishes meanwhile is removed all the same: another remover of the same tree (a delete
+    and a retention pass emptying the trash) is no failure of either."""
     try:
         cursor = DirCursor(root)
     except FileNotFoundError:
@@ -167,13 +169,18 @@ def remove_tree(root: Path) -> None:
             name, pending = levels[-1]
             if pending:
                 child = pending.pop()
-                _open_writable(cursor, child)
+                try:
+                    _open_writable(cursor, child)
+                except FileNotFoundError:
+                    continue
                 levels.append((child, _clear_files(cursor)))
                 continue
             levels.pop()
             if levels:
                 cursor.up()
-                os.rmdir(name, dir_fd=cursor.fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(name, dir_fd=cursor.fd)
     finally:
         cursor.close()
-    root.rmdir()
+    with contextlib.suppress(FileNotFoundError):
+        root.rmdir()

@@ -74,10 +74,10 @@ class Removal:
                 if aside is not None:
                     await asyncio.to_thread(_put_back, aside, root, run_id)
                 raise
+            if aside is not None:  # under way still: a trash sweep meanwhile leaves it to us
+                await asyncio.to_thread(_discard, aside, run_id)
         finally:
             self._under_way.discard(run_id)
-        if aside is not None:
-            await asyncio.to_thread(_discard, aside, run_id)
         return deleted
 
     async def empty_trash(self) -> int:
