@@ -374,6 +374,42 @@ answer = "file:outputs/answer.txt"
     assert text == "system=terse | user=in parts"  # the file, not the log
 
 
+@pytest.mark.parametrize("answer", ["log", "file"])
+def test_an_answer_cut_at_its_bound_ends_before_a_character_the_cut_would_split(
+    start_server, write_job, jobs_dir, answer: str
+) -> None:
+    """A probe: 4.5 MB of three-byte characters, cut at the 4 MiB bound, ended plain in
+    '€€€' from the log but streamed in '€€\ufffd', and from a file in U+FFFD either way:
+    a character the program never wrote, and two answers to one question."""
+    program = "import sys; sys.stdout.write('€' * 1_500_000)"
+    if answer == "file":
+        program = (
+            "import os; os.makedirs('outputs', exist_ok=True); "
+            "open('outputs/a.md', 'w').write('€' * 1_500_000)"
+        )
+    write_job(
+        "wordy",
+        f"""
+command = ["python3", "-c", "{program}", "{{conversation}}"]
+[params.conversation]
+type = "str"
+[openai]
+input = "conversation"
+{'answer = "file:outputs/a.md"' if answer == "file" else ""}
+""",
+    )
+    server = start_server(jobs_dir)
+    client = sdk(server)
+    plain = client.chat.completions.create(model="wordy", messages=ask("go"))
+    text = plain.choices[0].message.content or ""
+    assert plain.choices[0].finish_reason == "length"
+    assert text == "€" * (4 * 2**20 // 3)  # whole characters, as many as the bound holds
+    stream = client.chat.completions.create(model="wordy", messages=ask("go"), stream=True)
+    pieces = [c.choices[0] for c in stream if c.choices]
+    assert "".join(p.delta.content or "" for p in pieces) == text
+    assert pieces[-1].finish_reason == "length"
+
+
 def test_auth_maps_to_the_sdk_errors(start_server, tmp_path: Path) -> None:
     tokens_file = tmp_path / "tokens.toml"
     tokens = {role: create_token(tokens_file, role.name.lower(), role) for role in Role}

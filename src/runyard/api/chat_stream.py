@@ -121,7 +121,9 @@ class _Completion:
             return
         reason = "length" if self.offset > MAX_ANSWER_BYTES else "stop"
         if self.live:
-            tail = self.decoder.decode(b"", final=True)
+            # cut: the bytes still held are a character the cut split, dropped as the plain
+            # answer drops it (decoded, they were a U+FFFD the program never wrote)
+            tail = "" if reason == "length" else self.decoder.decode(b"", final=True)
         else:
             try:
                 answer = await self.chat.answer(final)

@@ -30,6 +30,7 @@ from runyard.jobs.spec import Job
 from runyard.models import Run, RunFilter, RunState
 from runyard.services.artifacts import open_artifact
 from runyard.services.runs import RunService
+from runyard.streams.chunks import char_boundary
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
 RETRY_WINDOW_S = 600.0  # the SDK's whole retry sequence, its timeouts included, fits well
@@ -208,5 +209,9 @@ def _read_answer_file(workspace: Path, path: str) -> Answer:
         raise RunEndedBadlyError(
             f"the answer file {path!r} cannot be read: {exc.strerror}", code="no_answer"
         ) from None
-    return Answer(data[:MAX_ANSWER_BYTES].decode("utf-8", errors="replace"),
-                  len(data) > MAX_ANSWER_BYTES)  # fmt: skip
+    if len(data) <= MAX_ANSWER_BYTES:
+        return Answer(data.decode("utf-8", errors="replace"), False)
+    # cut before a character the cut would split, as the log's answer is (its range is the
+    # logs API's): not a U+FFFD the program never wrote, and plain and streamed alike
+    cut = char_boundary(data, MAX_ANSWER_BYTES)
+    return Answer(data[:cut].decode("utf-8", errors="replace"), True)

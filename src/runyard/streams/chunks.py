@@ -15,7 +15,7 @@ MAX_PROGRESS_DEPTH = 32
 _MAX_INT = 2**63  # PostgreSQL's bigint; JavaScript clients lose precision long before
 
 
-def _char_boundary(data: bytes, cut: int) -> int:
+def char_boundary(data: bytes, cut: int) -> int:
     """Move `cut` back so it does not split a UTF-8 sequence (continuation bytes 10xxxxxx)."""
     back = cut
     while back > cut - 4 and back > 0 and (data[back] & 0xC0) == 0x80:
@@ -43,7 +43,7 @@ def split_chunks(data: bytes, max_size: int = MAX_CHUNK) -> list[bytes]:
     out = []
     while len(data) > max_size:
         nl = data.rfind(b"\n", 0, max_size)
-        cut = nl + 1 if nl >= 0 else _char_boundary(data, max_size)
+        cut = nl + 1 if nl >= 0 else char_boundary(data, max_size)
         out.append(data[:cut])
         data = data[cut:]
     if data:
