@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import re
+import socket
 import sys
 
 import httpx
@@ -211,6 +216,70 @@ def test_bad_ranges_are_problems_and_give_back_their_descriptors(planted) -> Non
     wait_for(lambda: measure(server).fds <= before.fds, what="descriptors given back")
 
 
+# Each read by Starlette's int(): `0_1` was byte 1, `+1` byte 1, `--5` a 416, a no-break space
+# a space (the HTTP parser passes bytes 0x80-0xff of a field value on, read as Latin-1).
+HOSTILE_RANGES = [
+    b"bytes=1_0-20",
+    b"bytes=0_1-3",
+    b"bytes=1-0_3",
+    b"bytes=+1-2",
+    b"bytes=1-+3",
+    b"bytes=--5",
+    b"bytes=-+5",
+    b"bytes=1--2",
+    b"bytes=\xa01-3",
+    b"bytes=1-3\x85",
+    "bytes=\u0661-\u0663".encode(),  # Arabic-Indic 1-3, as UTF-8 on the wire
+    b"bytes=1 -3",
+    b"bytes=1- 3",
+    b"bytes=1-2,x",
+    b"bytes=1-3,-",
+    b"bytes=0x1-3",
+    b"bytes=1.0-3",
+    b"bytes=5",
+    b"bytes=-",
+    b"bytes=",
+    b"bytes=3-1",
+    b"bytes=99-1",
+]
+# ok.txt is b"inside\n": what each Range gets back, as before
+GOOD_RANGES = [
+    (b"bytes=1-3", 206, b"nsi"),
+    (b"bytes=-5", 206, b"side\n"),
+    (b"bytes=5-", 206, b"e\n"),
+    (b"bytes=0-0, 2-3", 206, None),  # multipart/byteranges, read below
+    (b"bytes=0-" + b"9" * 30, 206, b"inside\n"),
+    (b"bytes=7-", 416, None),
+    (b"bytes=-0", 416, None),
+    (b"bytes=100-200", 416, None),
+    (b"items=1-3", 200, b"inside\n"),
+]
+
+
+def test_every_malformed_range_is_a_bad_range(planted) -> None:
+    server, run_id = planted
+    url = f"{server.url}/v1/runs/{run_id}/artifacts/outputs/ok.txt"
+    wrong = []
+    with web.Client() as client:
+        for header in HOSTILE_RANGES:
+            resp = client.get(url, headers={"Range": header})
+            kind = resp.json().get("type") if resp.status_code == 400 else None
+            if kind != "urn:runyard:problem:bad-range":
+                wrong.append((header, resp.status_code, resp.headers.get("content-range")))
+            head = client.head(url, headers={"Range": header})
+            if head.status_code != 400:
+                wrong.append((header, "HEAD", head.status_code))
+        for header, status, body in GOOD_RANGES:
+            resp = client.get(url, headers={"Range": header})
+            if resp.status_code != status or (body is not None and resp.content != body):
+                wrong.append((header, resp.status_code, resp.content[:40]))
+    assert wrong == []
+    multi = web.get(url, headers={"Range": "bytes=0-0, 2-3"})
+    assert multi.headers["content-type"].startswith("multipart/byteranges")
+    assert b"Content-Range: bytes 0-0/7\r\n\r\ni\r\n" in multi.content
+    assert b"Content-Range: bytes 2-3/7\r\n\r\nsi\r\n" in multi.content
+
+
 def test_listing_comes_in_bounded_pages(start_server, odd_job, jobs_dir) -> None:
     odd_job("many", files=2500)
     server = start_server(jobs_dir)
@@ -298,3 +367,77 @@ def test_a_file_still_growing_downloads_as_big_as_announced(
         finally:
             (workspace / "stop").touch()
         assert server.wait_run(c, run.id).state is RunState.SUCCEEDED
+
+
+SHRINKING = """
+command = ["sh", "-c", "mkdir -p outputs && head -c 32000000 /dev/zero > outputs/t.bin"]
+artifacts = ["outputs/**"]
+"""
+
+
+SHRINK_EVENTS = ("artifact_shrank", "unhandled_error")
+TRACED = ("unhandled_error", "Traceback", "Exception in ASGI application")
+
+
+def _slow_download(server, path: str, range_: str | None) -> socket.socket:
+    """A download read by a client with a small receive buffer: the server is a few MB ahead
+    of it at most, however large the file."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", server.port))
+    asked = f"Range: {range_}\r\n" if range_ else ""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{asked}\r\n".encode())
+    return sock
+
+
+def _read_to_the_end(sock: socket.socket) -> bytes:
+    """Everything sent until the server closed the connection (or reset it)."""
+    got = bytearray()
+    with contextlib.suppress(ConnectionResetError):
+        while piece := sock.recv(1 << 16):
+            got += piece
+    return bytes(got)
+
+
+@pytest.mark.parametrize("range_", [None, "bytes=1000-", "bytes=0-99,1000-"])
+def test_an_artifact_cut_back_while_it_downloads_cuts_the_answer_in_one_line(
+    start_server, write_job, jobs_dir, range_
+) -> None:
+    """Its answer, shorter than its Content-Length now, was ended short and uvicorn raised:
+    an `unhandled_error` with a traceback at every such download (a probe). It is cut as a
+    client gone mid-download is, and said in one warning naming the run and the path."""
+    write_job("shrink", SHRINKING)
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = server.wait_run(c, c.submit("shrink").id)
+    artifact = server.data_dir / "runs" / run.id / "workspace" / "outputs" / "t.bin"
+    sock = _slow_download(server, f"/v1/runs/{run.id}/artifacts/outputs/t.bin", range_)
+    try:
+        begun = bytearray()
+        while len(begun) < 1 << 20:  # a MiB of it taken: the server reads on ahead
+            piece = sock.recv(1 << 16)
+            assert piece, begun[:200]
+            begun += piece
+        assert begun.split(b" ", 2)[1] in (b"200", b"206"), begun[:200]
+        os.truncate(artifact, 0)  # its program cuts it back
+        answer = bytes(begun) + _read_to_the_end(sock)
+    finally:
+        sock.close()
+    headers, _, body = answer.partition(b"\r\n\r\n")
+    announced = int(re.search(rb"(?im)^content-length: *(\d+)", headers)[1])  # type: ignore[index]
+    assert 1 << 19 < len(body) < announced  # cut, not ended as if whole
+    said = wait_for(
+        lambda: [e for e in _events(server) if e.get("event") in SHRINK_EVENTS] or None,
+        what="the download's end in the log",
+    )
+    lines = server.log_path.read_text().splitlines()
+    assert [line[:200] for line in lines if any(t in line for t in TRACED)] == []
+    assert [(e["event"], e["level"], e["run_id"], e["path"]) for e in said] == [
+        ("artifact_shrank", "warning", run.id, "outputs/t.bin")
+    ]
+
+
+def _events(server) -> list[dict[str, object]]:
+    lines = server.log_path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]

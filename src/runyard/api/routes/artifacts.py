@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastAPIPath
 from fastapi.responses import FileResponse
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
+from runyard.api.byte_ranges import parse_byte_ranges
+from runyard.api.client_gone import cut
 from runyard.api.deps import ArtifactPoolDep, RunsDep, SettingsDep, WorkspaceDep
 from runyard.api.problems import problem
 from runyard.api.proxy import ON_OWNER
@@ -44,6 +47,8 @@ router = APIRouter(
 # Percent-encoded '/', '\', NUL or '.': a client hiding a separator or a dot-segment.
 _ENCODED_TRICK = re.compile(rb"%(2f|5c|00|2e)", re.IGNORECASE)
 CURSOR_MAX = 65_536
+
+log = structlog.get_logger(__name__)
 
 
 @router.get("", response_model=ArtifactList)
@@ -111,8 +116,26 @@ class ArtifactFileResponse(FileResponse):
                 await refusal(scope, receive, send)
                 return
             await super().__call__(scope, receive, send)
+        except FileShrankError as exc:
+            await self._cut_short(scope, receive, exc)
         finally:
             os.close(self.fd)
+
+    async def _cut_short(self, scope: Scope, receive: Receive, exc: FileShrankError) -> None:
+        """A file cut back while it is sent (its program's doing, a bad day, not a bug): less
+        than the Content-Length announced is left, so the connection is cut, as a client gone
+        mid-download ends it, in one line of the log. It ended the answer short, which uvicorn
+        and Starlette raised on: an `unhandled_error` with its traceback at every download."""
+        log.warning("artifact_shrank", **scope.get("path_params", {}), ended_at=exc.at,
+                    announced=self.stat_result.st_size if self.stat_result else None)  # fmt: skip
+        if not await cut(scope, receive):
+            raise exc
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        """Starlette's own reading (int() of each position) taken `1_0` for 10 and `+1` for 1:
+        every Range is read by the strict one, for the refusal below and for the answer."""
+        return parse_byte_ranges(http_range, file_size)
 
     async def _handle_simple(self, send: Send, send_header_only: bool, send_pathsend: bool) -> None:
         """The size announced and no more: a file its program still writes grows while it is
@@ -167,9 +190,20 @@ def _without_foreign_range(scope: Scope) -> Scope:
     return {**scope, "headers": [(k, v) for k, v in headers if k != b"range"]}
 
 
+class FileShrankError(RuntimeError):
+    """The file ended at `at`, short of the bytes its answer owes: it got shorter."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(f"the file ended at byte {at}, short of the size announced")
+        self.at = at
+
+
 class _HeldFile:
     """What Starlette's FileResponse reads a file through (seek, read), over a descriptor
-    the response holds: each read a pread in a worker thread, at the position it keeps."""
+    the response holds: each read a pread in a worker thread, at the position it keeps.
+    Every read asks for bytes the answer owes, so one that gives fewer (a regular file reads
+    short only at its end) is the file cut back under it: FileShrankError, never a short
+    chunk that Starlette sends as the answer's last."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -181,6 +215,8 @@ class _HeldFile:
     async def read(self, size: int) -> bytes:
         chunk = await asyncio.to_thread(os.pread, self.fd, size, self.position)
         self.position += len(chunk)
+        if len(chunk) < size:
+            raise FileShrankError(self.position)
         return chunk
 
 
