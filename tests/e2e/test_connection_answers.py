@@ -114,6 +114,22 @@ def test_what_the_parser_refuses_is_problem_json_with_its_reason(
     assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
 
 
+@pytest.mark.parametrize(
+    "head", [b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
+             b"GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n"],
+    ids=["connect", "broken-absolute-uri"],
+)  # fmt: skip
+def test_a_request_refused_as_its_head_completes_is_answered(start_server, head: bytes) -> None:
+    """A probe: `CONNECT host:port` (a target uvicorn cannot make a path of) was met by a
+    closed connection and no byte: refused as its head completed, before a request was made
+    of it, it was taken for a request being answered, with none to answer."""
+    server = start_server()
+    first = _submit(b'{"job": "true"}')
+    answers = _exchange(server, first + head)
+    assert [s for s, _ in answers] == [202, 400]  # the one before it answered first
+    assert json.loads(answers[1][1])["type"] == "urn:runyard:problem:malformed-http"
+
+
 def test_a_client_that_half_closes_after_its_submit_hears_the_answer(start_server) -> None:
     server = start_server()
     body = json.dumps({"job": "true", "labels": {"probe": "e"}}).encode()

@@ -150,7 +150,14 @@ class HeaderDeadlineProtocol(WriteStallGuard):
             self._refuse(TOO_LARGE)  # before uvicorn makes a request of it
             return
         cycle, self._head_fields = self.cycle, len(self.headers)
-        super().on_headers_complete()
+        try:
+            super().on_headers_complete()
+        except BaseException:
+            # refused before a request was made of it (a target uvicorn cannot parse, as
+            # CONNECT's host:port): refused as a head is. Taken for the request being
+            # answered, there was none to answer, and the connection closed in silence.
+            self._in_head, self._in_body = True, False
+            raise
         if self.cycle is not cycle:  # a request made (not an upgrade, which leaves us)
             self._open += 1
 
