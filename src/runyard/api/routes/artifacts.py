@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from runyard.api.byte_ranges import parse_byte_ranges
 from runyard.api.client_gone import cut
 from runyard.api.deps import ArtifactPoolDep, RunsDep, SettingsDep, WorkspaceDep
+from runyard.api.inputs import int_query
 from runyard.api.problems import problem
 from runyard.api.proxy import ON_OWNER
 from runyard.api.security import READ
@@ -59,7 +60,7 @@ async def get_artifacts(
     settings: SettingsDep,
     pool: ArtifactPoolDep,
     cursor: Annotated[str | None, Query(max_length=CURSOR_MAX, pattern=r"^[A-Za-z0-9_-]+$")] = None,
-    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_DEFAULT,
+    limit: Annotated[int, int_query(ge=1, le=PAGE_MAX)] = PAGE_DEFAULT,
 ) -> ArtifactList:
     run = await runs.get(run_id)  # 404 first: a cursor means nothing without its run
     after = decode_cursor(cursor) if cursor is not None else None

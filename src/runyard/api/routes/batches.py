@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from runyard.api.deps import BatchesDep
-from runyard.api.inputs import BatchId, Cursor, IdempotencyKey, one_idempotency_key
+from runyard.api.inputs import BatchId, Cursor, IdempotencyKey, int_query, one_idempotency_key
 from runyard.api.security import READ, SUBMIT
 from runyard.models import TERMINAL_STATES, Batch
 from runyard.schemas import BatchPage, BatchRequest, BatchView, problem_responses
@@ -61,7 +61,7 @@ async def create_batch(
 async def list_batches(
     batches: BatchesDep,
     cursor: Cursor = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    limit: Annotated[int, int_query(ge=1, le=200)] = 20,
 ) -> BatchPage:
     page, next_cursor = await batches.page(cursor, limit)
     return BatchPage(batches=[batch_view(*item) for item in page], next_cursor=next_cursor)

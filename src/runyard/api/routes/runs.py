@@ -6,7 +6,7 @@ import asyncio
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from starlette.datastructures import Headers
 from starlette.types import Receive
 
@@ -14,12 +14,14 @@ from runyard.api.client_gone import client_gone
 from runyard.api.deps import RunsDep, SettingsDep
 from runyard.api.inputs import (
     MAX_FORM_PARTS,
+    MAX_QUERY_INT,
     Cursor,
     IdempotencyKey,
     IdFilter,
     JobFilter,
     LabelFilter,
     RunId,
+    int_query,
     one_idempotency_key,
 )
 from runyard.api.log_response import LogRangeResponse
@@ -195,7 +197,7 @@ async def list_runs(
     label: LabelFilter = [],  # noqa: B006  FastAPI copies the default
     batch: IdFilter = None,
     cursor: Cursor = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int, int_query(ge=1, le=500)] = 50,
 ) -> RunPage:
     page = await runs.list(
         RunFilter(
@@ -243,9 +245,9 @@ LOG_ANSWERS: dict[int | str, dict[str, Any]] = {200: {
 async def get_logs(
     run_id: RunId,
     runs: RunsDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 1024 * 1024,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    offset: Annotated[int, int_query(ge=0, le=MAX_QUERY_INT)] = 0,
+    limit: Annotated[int, int_query(ge=1, le=4 * 1024 * 1024)] = 1024 * 1024,
+    attempt: Annotated[int | None, int_query(ge=1, le=MAX_QUERY_INT)] = None,
 ) -> Response:
     # Labelled as the stream frames the same bytes (a `log` event for UTF-8 text, `log.b64`
     # otherwise): never altered, called UTF-8 only when they are. A range cut inside a

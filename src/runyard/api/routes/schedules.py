@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from runyard.api.deps import SchedulerDep
-from runyard.api.inputs import Cursor, ScheduleId
+from runyard.api.inputs import Cursor, ScheduleId, int_query
 from runyard.api.security import ADMIN, READ, SUBMIT
 from runyard.bounds import unshowable
 from runyard.models import Schedule
@@ -65,7 +65,7 @@ async def create_schedule(body: ScheduleRequest, scheduler: SchedulerDep) -> JSO
 async def list_schedules(
     scheduler: SchedulerDep,
     cursor: Cursor = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int, int_query(ge=1, le=500)] = 50,
 ) -> SchedulePage:
     """Oldest first (ids grow with time), `limit` at a time: a page is bounded whatever the
     number of schedules (`max_schedules`)."""

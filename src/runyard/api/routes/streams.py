@@ -9,8 +9,8 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
-from pydantic import Field, StringConstraints
+from fastapi import APIRouter, Header, WebSocket, WebSocketDisconnect
+from pydantic import StringConstraints
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from runyard.api.deps import (
@@ -21,7 +21,7 @@ from runyard.api.deps import (
     RunsDep,
     SettingsDep,
 )
-from runyard.api.inputs import NullUnpublished
+from runyard.api.inputs import NullUnpublished, int_query
 from runyard.api.problems import problem_of, refuse_websocket
 from runyard.api.proxy import ON_OWNER, ON_OWNER_IF_ALIVE
 from runyard.api.security import READ, ws_read
@@ -42,9 +42,6 @@ router = APIRouter(
 # Resume points (a byte offset, an event's seq) are bounded: what is accepted is what a stream
 # can answer, and the declared schema says exactly that (absent, or 1-18 digits; never null).
 MAX_RESUME_ID = 10**18 - 1
-# Constraints sit on the non-null type, where the schema shows them; None is only Python's
-# "absent", and is left out of the published schema (NullUnpublished).
-ResumeId = Annotated[int, Field(ge=0, le=MAX_RESUME_ID)]
 LastEventId = Annotated[
     Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None,
     NullUnpublished(),
@@ -65,11 +62,13 @@ LogEventId = Annotated[
         "ATTEMPT:OFFSET (wins over the query; the attempt query wins over its attempt)",
     ),
 ]
-ResumeQuery = Annotated[ResumeId | None, NullUnpublished(), Query()]
+# None is only Python's "absent", and is left out of the published schema (NullUnpublished);
+# the bounds are the integer's, where the schema shows them.
+ResumeQuery = Annotated[int | None, NullUnpublished(), int_query(ge=0, le=MAX_RESUME_ID)]
 AttemptQuery = Annotated[
-    Annotated[int, Field(ge=1, le=MAX_RESUME_ID)] | None,
+    int | None,
     NullUnpublished(),
-    Query(description="the attempt to follow (default: the latest)"),
+    int_query(ge=1, le=MAX_RESUME_ID, description="the attempt to follow (default: the latest)"),
 ]
 
 
@@ -201,7 +200,7 @@ async def events_socket(
     runs: RunsDep,
     follow_events: EventFollowerDep,
     hub: HubDep,
-    after: Annotated[int, Query(ge=0, le=MAX_RESUME_ID)] = 0,
+    after: Annotated[int, int_query(ge=0, le=MAX_RESUME_ID)] = 0,
 ) -> None:
     try:
         await ws_read(websocket, auth)
