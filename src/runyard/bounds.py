@@ -25,11 +25,12 @@ LINE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 # an argv element (where the kernel cannot take it) nor the store (PostgreSQL refuses it).
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
 
-# Five cron fields (minute hour day month weekday) or a macro: croniter also takes a sixth
-# field of seconds and a seventh of years, which would fire every second, or once.
+# Five cron fields (minute hour day month weekday) or a macro, in the characters standard
+# cron has (scheduling/cron.py checks each field): croniter also takes a sixth field of
+# seconds and a seventh of years, and its own `?`, `#`, `L` and `W`.
 CRON_PATTERN = (
     r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
-    r"|[0-9A-Za-z*,/?#-]+( [0-9A-Za-z*,/?#-]+){4})$"
+    r"|[0-9A-Za-z*,/-]+( [0-9A-Za-z*,/-]+){4})$"
 )
 
 # A json param: nesting depth and keys per object, unless its job file says otherwise (within

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from runyard import failpoints
 from tests.fakes import FakeClock
@@ -215,6 +217,78 @@ def test_bad_schedules_are_refused(server: FakedServer) -> None:
     assert cron["next_fire_at"] is not None
     assert server.request("DELETE", f"/v1/schedules/{cron['id']}").status_code == 204
     assert server.get(f"/v1/schedules/{cron['id']}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("cron", "words"),
+    [
+        ("5-1 * * * *", "minute: the range '5-1' runs backwards (5 > 1)"),
+        ("*/1000000000000000000000 * * * *", "minute: step"),
+        ("0 0 31W 2 *", "day-of-month: '31W' is not a number from 1 to 31"),
+        ("0 0 30 2 MON#5", "should match pattern"),  # the schema's characters: no `#`
+        ("0 0 * * 8", "day-of-week: '8' is not a number from 0 to 7"),
+    ],
+)
+def test_a_cron_outside_standard_cron_is_a_422_naming_its_field(
+    server: FakedServer, cron: str, words: str
+) -> None:
+    """croniter took far more than the five fields the docs promise, and read some of it in
+    ways nobody would guess (`5-1` wrapped around the hour); refused, saying where and why."""
+    for resp in (
+        server.post("/v1/schedules", json={"job": "tick", "cron": cron}),
+        server.request(
+            "PATCH",
+            f"/v1/schedules/{create(server, job='tick', cron='0 * * * *')['id']}",
+            json={"cron": cron},
+        ),
+    ):
+        assert resp.status_code == 422, resp.text
+        problem = resp.json()
+        assert [e["field"].removeprefix("body.") for e in problem["errors"]] == ["cron"]
+        assert words in problem["detail"]
+    assert [s["cron"] for s in server.get("/v1/schedules").json()["schedules"]] == ["0 * * * *"]
+
+
+def test_a_stored_cron_this_version_refuses_is_reported_not_raised(
+    tmp_path: Path, jobs: Path
+) -> None:
+    """A cron an earlier version stored (croniter's `5-1`, `L`): the server starts, lists it
+    and says so in its log; it fires what was already planned and no more, and can be given a
+    new cron. Resuming it as it is asks for one."""
+    clock = FakeClock()
+    with faked(tmp_path, jobs, clock=clock) as srv:
+        once = create(srv, job="tick", cron="0 * * * *", overlap="allow")["id"]
+        none = create(srv, job="tick", cron="0 * * * *", catch_up="none")["id"]
+        paused = create(srv, job="tick", cron="0 * * * *", paused=True)["id"]
+
+        async def written_by_an_earlier_version() -> None:
+            for s, cron in zip(
+                sorted(await srv.runtime.store.list_schedules(), key=lambda s: s.id),
+                ("5-1 * * * *", "0 0 L * *", "0 0 * * MON#5"),
+                strict=True,
+            ):
+                await srv.runtime.store.save_schedule(replace(s, cron=cron))
+
+        srv.call(written_by_an_earlier_version())
+    clock.advance(2 * 3600)  # down past their planned fires
+    with structlog.testing.capture_logs() as logs, faked(tmp_path, jobs, clock=clock) as srv:
+        wait_for(lambda: get(srv, once)["fire_count"] == 1, what="the planned fire")
+        listed = {s["id"]: s for s in srv.get("/v1/schedules").json()["schedules"]}
+        assert [listed[sid]["cron"] for sid in (once, none, paused)] == [
+            "5-1 * * * *", "0 0 L * *", "0 0 * * MON#5"
+        ]  # fmt: skip
+        assert listed[once]["next_fire_at"] is None  # not due again: no guess at its meaning
+        assert (listed[none]["fire_count"], listed[none]["next_fire_at"]) == (0, None)
+        resumed = srv.request("PATCH", f"/v1/schedules/{paused}", json={"paused": False})
+        assert resumed.status_code == 422, resumed.text
+        assert "day-of-week: '#' is not standard cron" in resumed.json()["detail"]
+        assert get(srv, paused)["paused"] is True
+        fixed = srv.request("PATCH", f"/v1/schedules/{once}", json={"cron": "0 * * * *"})
+        assert fixed.status_code == 200, fixed.text
+        assert at(fixed.json()["next_fire_at"]) > clock.now()
+        assert srv.request("DELETE", f"/v1/schedules/{none}").status_code == 204
+    invalid = [e for e in logs if e["event"] == "schedule_timing_invalid"]
+    assert sorted(e["schedule_id"] for e in invalid) == sorted([once, none])
 
 
 def test_a_refused_write_leaves_the_schedule_as_it_was(

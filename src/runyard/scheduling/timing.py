@@ -8,20 +8,24 @@ from datetime import UTC, datetime
 from croniter import CroniterError, croniter
 
 from runyard.errors import InvalidInputError
+from runyard.scheduling.cron import MAX_CRON_LENGTH, cron_problem
 
 
 def check_cron(expr: str, now: float) -> str:
-    """A five-field expression croniter understands and that fires at least once more."""
-    if len(expr.split()) != 5 and not expr.startswith("@"):
-        raise InvalidInputError(f"cron: {expr!r} does not have five fields", field="cron")
-    if not croniter.is_valid(expr):
-        raise InvalidInputError(f"cron: {expr!r} is not a valid expression", field="cron")
+    """A standard five-field expression (or an @-macro) that fires at least once more."""
+    _check_syntax(expr)
     try:
         croniter(expr, datetime.fromtimestamp(now, UTC)).get_next(float)
     except (CroniterError, ValueError, OverflowError):
         # croniter searches a bounded span of years: `0 0 30 2 *` (Feb 30th) never matches
         raise InvalidInputError(f"cron: {expr!r} never fires", field="cron") from None
     return expr
+
+
+def _check_syntax(expr: str) -> None:
+    if problem := cron_problem(expr):
+        shown = expr if len(expr) <= MAX_CRON_LENGTH else expr[:MAX_CRON_LENGTH] + "..."
+        raise InvalidInputError(f"cron: {shown!r}: {problem}", field="cron")
 
 
 def check_interval(interval_s: float, minimum: float) -> float:
@@ -36,8 +40,10 @@ def check_interval(interval_s: float, minimum: float) -> float:
 
 def next_after(cron: str | None, interval_s: float | None, anchor: float, after: float) -> float:
     """The first fire time strictly after `after`: for an interval, on the grid that starts
-    at `anchor` (the schedule's creation), so fires never drift."""
+    at `anchor` (the schedule's creation), so fires never drift. A stored cron this version
+    refuses (an older one let croniter's extensions in) gives none: InvalidInputError."""
     if cron is not None:
+        _check_syntax(cron)
         start = datetime.fromtimestamp(after, UTC)
         return float(croniter(cron, start).get_next(float))
     if interval_s is None or interval_s <= 0:

@@ -1,0 +1,178 @@
+"""The cron language schedules take: exactly standard five-field cron and the @-macros, each
+refusal naming the field and what is wrong; croniter reads (and times) whatever is taken.
+A probe found croniter taking far more, inconsistently: `5-1` wrapped around, a step of 10**21
+was minute 0, `31W` in February fired on the 26th, `MON#5` was taken in some places only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from croniter import CroniterBadDateError, croniter
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runyard.errors import InvalidInputError
+from runyard.scheduling.cron import FIELDS, MACROS, Field
+from runyard.scheduling.timing import check_cron, next_after
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("expr", "words"),
+    [
+        # what the probe found
+        ("5-1 * * * *", ("minute:", "'5-1' runs backwards (5 > 1)")),
+        ("*/1000000000000000000000 * * * *", ("minute:", "step", "from 1 to 60")),
+        ("L * * * *", ("minute:", "'L' is not a number from 0 to 59")),
+        ("0 0 L * *", ("day-of-month:", "'L'")),
+        ("0 0 1W * *", ("day-of-month:", "'1W'")),
+        ("0 0 31W 2 *", ("day-of-month:", "'31W'")),
+        ("0 0 * * MON#5", ("day-of-week:", "'#' is not standard cron")),
+        ("0 0 30 2 MON#5", ("day-of-week:", "'#'")),
+        ("0 0 * * 5L", ("day-of-week:", "'5L'")),
+        ("0 0 ? * MON", ("day-of-month:", "'?'")),
+        ("H * * * *", ("minute:", "'H'")),
+        # the shape of the expression
+        ("", ("is empty",)),
+        ("   ", ("is empty",)),
+        ("* * * *", ("has 4 fields, not five",)),
+        ("* * * * * *", ("has 6 fields",)),  # croniter's seconds
+        ("0 0 1 1 * 2030", ("has 6 fields",)),  # croniter's years
+        ("*  * * * *", ("empty field", "single spaces")),
+        (" * * * * *", ("empty field",)),
+        ("* * * * * ", ("empty field",)),
+        ("*\t* * * *", ("'\\t'", "single spaces")),
+        ("* * * * *\n", ("'\\n'",)),
+        ("* * * *\x00 *", ("'\\x00'",)),
+        ("\u0661 * * * *", ("'\u0661'", "ASCII only")),  # Arabic-Indic 1: str.isdigit() takes it
+        ("0 0 * * \uff15", ("ASCII only",)),  # a fullwidth 5
+        ("*/5 *\u00a0* * *", ("ASCII only",)),  # a no-break space
+        ("1 " * 100 + "1", ("longer than 200",)),
+        ("1,,2 * * * *", ("minute:", "empty item")),
+        (",1 * * * *", ("minute:", "empty item")),
+        # numbers, ranges and steps out of bounds
+        ("60 * * * *", ("minute:", "'60' is not a number from 0 to 59")),
+        ("0 24 * * *", ("hour:", "from 0 to 23")),
+        ("0 0 0 * *", ("day-of-month:", "from 1 to 31")),
+        ("0 0 32 * *", ("day-of-month:", "'32'")),
+        ("0 0 * 0 *", ("month:", "from 1 to 12 or a name JAN-DEC")),
+        ("0 0 * 13 *", ("month:", "'13'")),
+        ("0 0 * * 8", ("day-of-week:", "from 0 to 7 or a name SUN-SAT")),
+        ("99999999999999999999 * * * *", ("minute:", "is not a number")),
+        ("-1 * * * *", ("minute:", "'-1' is not a value or a range")),
+        ("1- * * * *", ("minute:", "'1-'")),
+        ("1-2-3 * * * *", ("minute:", "'1-2-3'")),
+        ("0-60 * * * *", ("minute:", "'60'")),
+        ("0 0 * * 7-0", ("day-of-week:", "runs backwards")),
+        ("0 0 * * SAT-SUN", ("day-of-week:", "(6 > 0)")),
+        ("0 0 * DEC-JAN *", ("month:", "runs backwards")),
+        ("*/0 * * * *", ("minute:", "step '0'")),
+        ("*/61 * * * *", ("minute:", "from 1 to 60")),
+        ("0 */25 * * *", ("hour:", "from 1 to 24")),
+        ("*/ * * * *", ("minute:", "step ''")),
+        ("*/-1 * * * *", ("minute:", "step '-1'")),
+        ("*/5/2 * * * *", ("minute:", "more than one step")),
+        ("*-5 * * * *", ("minute:", "'*'")),
+        # names only where cron has them
+        ("0 0 * * JAN", ("day-of-week:", "'JAN'")),
+        ("0 0 * MON *", ("month:", "'MON'")),
+        ("0 0 MON * *", ("day-of-month:", "'MON'")),
+        ("0 0 * * MONDAY", ("day-of-week:", "'MONDAY'")),
+        # macros: the seven the docs name, as written
+        ("@reboot", ("is not a macro",)),
+        ("@HOURLY", ("is not a macro",)),
+        ("@every 5m", ("is not a macro",)),
+        ("@hourly ", ("is not a macro",)),
+    ],
+)
+def test_a_cron_outside_standard_cron_is_refused_naming_the_field(
+    expr: str, words: tuple[str, ...]
+) -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        check_cron(expr, NOW)
+    assert refused.value.extra["field"] == "cron"
+    for word in words:
+        assert word in refused.value.detail
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "* * * * *",
+        "*/5 * * * *",  # the docs' and tests' examples
+        "0 * * * *",
+        "0 0 * * *",
+        "0 0 31 4 MON",  # day-of-month OR day-of-week, as in Vixie cron: Mondays in April
+        "0 0 31 2 MON",
+        "05 09 * * *",  # leading zeros
+        "0-59 0-23 1-31 1-12 0-7",
+        "0-59/60 */24 */31 */12 */8",  # a step as long as the field: its first value only
+        "5/15 * * * *",  # N/STEP: from N to the field's end
+        "1,2,3-5,*/20 * * * *",
+        "0 9 * * MON-FRI",
+        "0 9 * * mon-fri",
+        "0 9 * jan-Mar,DEC sun,Sat",
+        "0 0 * * 7",  # Sunday, as 0
+        "0 0 * * 0-7/7",
+        "0 0 1 JAN/3 *",
+        "30 23 28-31 * *",
+        "59 23 31 12 6",
+        *MACROS,
+    ],
+)
+def test_standard_cron_is_taken(expr: str) -> None:
+    assert check_cron(expr, NOW) == expr
+    assert next_after(expr, None, NOW, NOW) > NOW
+
+
+def test_a_cron_that_never_fires_is_still_refused() -> None:
+    for expr in ("0 0 30 2 *", "0 0 31 4 *"):
+        with pytest.raises(InvalidInputError, match="never fires"):
+            check_cron(expr, NOW)
+
+
+def test_a_stored_cron_now_refused_gives_no_next_fire() -> None:
+    """A row an earlier version took (croniter's extensions): refused, not read as croniter
+    would; the scheduler reports it and stops it (tests/integration/test_scheduler_bounds.py)."""
+    with pytest.raises(InvalidInputError, match="minute: the range '5-1' runs backwards"):
+        next_after("5-1 * * * *", None, NOW, NOW)
+
+
+def _value(spec: Field) -> st.SearchStrategy[tuple[str, int]]:
+    numbers = st.integers(spec.low, spec.high).map(lambda v: (str(v), v))
+    if not spec.names:
+        return numbers
+    names = st.sampled_from(sorted(spec.names.items())).flatmap(
+        lambda nv: st.sampled_from([nv[0], nv[0].lower(), nv[0].title()]).map(lambda n: (n, nv[1]))
+    )
+    return numbers | names
+
+
+def _item(spec: Field) -> st.SearchStrategy[str]:
+    value = _value(spec)
+    ranged = st.tuples(value, value).map(lambda ab: sorted(ab, key=lambda nv: nv[1]))
+    base = st.just("*") | value.map(lambda nv: nv[0]) | ranged.map(lambda r: f"{r[0][0]}-{r[1][0]}")
+    step = st.integers(1, spec.high - spec.low + 1).map(lambda s: f"/{s}")
+    return st.tuples(base, st.just("") | step).map("".join)
+
+
+_EXPRESSIONS = st.tuples(
+    *(st.lists(_item(spec), min_size=1, max_size=4).map(",".join) for spec in FIELDS)
+).map(" ".join)
+
+
+@given(_EXPRESSIONS)
+def test_whatever_is_taken_croniter_reads(expr: str) -> None:
+    """Syntax is decided here and meaning by croniter: every expression of the language is
+    one croniter reads and times (or finds never firing, as `0 0 30 2 *`)."""
+    try:
+        check_cron(expr, NOW)
+    except InvalidInputError as refused:
+        assert "never fires" in refused.detail
+        with pytest.raises(CroniterBadDateError):
+            croniter(expr, datetime.fromtimestamp(NOW, UTC)).get_next(float)
+    else:
+        assert croniter.is_valid(expr)
+        assert next_after(expr, None, NOW, NOW) > NOW
