@@ -205,6 +205,23 @@ async def test_cancel_and_delete_only_in_the_right_states(store: Store) -> None:
     assert await store.get_run(running.id) is None
 
 
+async def test_queued_runs_are_cancelled_together_and_the_rest_left_as_they_are(
+    store: Store,
+) -> None:
+    """A batch's cancel: those still queued of the runs named, in one transaction; one that
+    runs meanwhile, or is gone, is left to the caller."""
+    first, second, third = [(await store.insert_run(make_run()))[0] for _ in range(3)]
+    (claimed,) = await store.claim(1, {}, now=2000.0, host="h")
+    assert claimed.run.id == first.id
+    ids = [first.id, second.id, "01NOSUCHRUN0000000000000000", third.id]
+    cancelled = await store.cancel_queued_runs(ids, 2001.0, "cancelled on request")
+    assert [(r.id, r.state, r.finished_at) for r in cancelled] == [
+        (second.id, RunState.CANCELLED, 2001.0), (third.id, RunState.CANCELLED, 2001.0),
+    ]  # fmt: skip
+    assert (await store.get_run(first.id)).state is RunState.RUNNING  # type: ignore[union-attr]
+    assert await store.cancel_queued_runs([second.id], 2002.0, "again") == []
+
+
 async def test_progress(store: Store) -> None:
     run = (await store.insert_run(make_run()))[0]
     await store.set_progress(run.id, {"fraction": 0.5, "message": "half"})
