@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,6 +39,52 @@ async def test_a_double_forked_grandchild_is_killed_after_its_program_ends(
         wait_for, lambda: not processes_of(sup.data_dir), 15, "every leftover killed"
     )
     assert left
+
+
+# forks, and the parent leaves at once, over and over: never the same pid for long. Every
+# generation holds the FIFO open (the test sees them all gone as its end of file).
+HOPPER = """
+import os, sys, time
+fifo, flag = sys.argv[1], sys.argv[2]
+if os.fork() == 0:
+    os.setsid()
+    os.open(fifo, os.O_WRONLY)
+    open(flag, "w").close()
+    begun = time.monotonic()
+    while time.monotonic() - begun < 120:
+        if os.fork():
+            os._exit(0)
+    os._exit(0)
+while not os.path.exists(flag):
+    time.sleep(0.01)
+"""
+
+
+async def test_a_descendant_that_forks_away_from_its_pid_over_and_over_dies_with_its_run(
+    sup: Harness,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A probe: a program's descendant that forks and leaves at once, over and over, had a
+    new pid by the time each sweep read its environment, and ran on after its run ended (its
+    40 s), after a cancel, and under another user."""
+    fifo, flag = tmp_path / "held", tmp_path / "hopping"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        reply = await sup.spawn("hop.1", [sys.executable, "-c", HOPPER, str(fifo), str(flag)])
+        assert reply["ok"], reply
+        await sup.next_exit()
+        assert flag.exists()  # it hopped before its program ended
+
+        def all_gone() -> bool:
+            try:
+                return os.read(reader, 1) == b""  # no writer left: every generation died
+            except BlockingIOError:
+                return False
+
+        await asyncio.to_thread(wait_for, all_gone, 15, "the hopper killed")
+    finally:
+        os.close(reader)
 
 
 def _sleeping(seconds: str) -> list[psutil.Process]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from runyard.execution.procinfo import stat_fields
 
 ATTEMPT_VAR = b"RUNYARD_ATTEMPT_KEY="  # the variable that names a process's attempt
+FREEZE_LOOKS = 1000  # at most: each look reads one small file (a hopper is caught in a few)
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
@@ -74,9 +75,43 @@ def _kill_orphans(
 ) -> tuple[int, list[int]]:
     """SIGKILL, with its descendants, each orphan whose attempt (the RUNYARD_ATTEMPT_KEY of
     its environment) is `doomed`: (how many were killed, the orphans that name no attempt:
-    an empty environment, as mid-exec or after `env -i`, or one without the key)."""
+    an empty environment, as mid-exec or after `env -i`, or one without the key). Judged
+    frozen, the others continued after."""
+    frozen = _frozen_orphans(supervised)
+    try:
+        return _judge(frozen, doomed)
+    finally:
+        for pid, was_stopped in frozen.items():
+            if not was_stopped:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGCONT)
+
+
+def _frozen_orphans(supervised: Container[int]) -> dict[int, bool]:
+    """Our orphans, each stopped (SIGSTOP) until a look finds no new one: pid -> whether it
+    was stopped already. A process that forks and leaves at once, over and over, has a new
+    pid by the time its environment is read: it outlived every sweep of its run (a probe:
+    one such ran its 40 s after its run ended, was cancelled, or ran as another user).
+    Stopped, it forks no more; the child it made just before is reparented to us once it
+    leaves, or is its descendant (kill_tree), and the next look stops it."""
+    frozen: dict[int, bool] = {}
+    for _ in range(FREEZE_LOOKS):
+        fresh = [pid for pid in orphans(supervised) if pid not in frozen]
+        if not fresh:
+            break
+        for pid in fresh:
+            try:
+                was_stopped = stat_fields(pid)[0] in (b"T", b"t")
+                os.kill(pid, signal.SIGSTOP)
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile (its child, if any, is in the next look)
+            frozen[pid] = was_stopped
+    return frozen
+
+
+def _judge(frozen: dict[int, bool], doomed: Callable[[str | None], bool]) -> tuple[int, list[int]]:
     killed, unnamed = 0, []
-    for pid in orphans(supervised):
+    for pid in frozen:
         try:
             with Path(f"/proc/{pid}/environ").open("rb") as fh:
                 environ = fh.read()
@@ -91,6 +126,7 @@ def _kill_orphans(
         elif doomed(keys[0][len(ATTEMPT_VAR) :].decode(errors="replace")):
             killed += 1
             kill_tree(pid)
+            frozen[pid] = True  # dead: not to be continued
     return killed, unnamed
 
 

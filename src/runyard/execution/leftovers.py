@@ -50,7 +50,7 @@ class Leftovers:
         return self._armed or self._rechecks > 0
 
     def escaped(self, marker: str, tries: int = 0) -> None:
-        if kills.kill_escaped(marker, self.programs) and tries < ESCAPED_RECHECKS:
+        if kills.kill_escaped(marker, self._spared()) and tries < ESCAPED_RECHECKS:
             self._rechecks += 1
             self.timers.add(ESCAPED_RECHECK_S, "escaped", f"{tries + 1} {marker}")
 
