@@ -67,3 +67,28 @@ def test_a_spawn_answered_late_is_stopped_before_its_run_is_retried(
     log = server.log_path.read_text()
     assert "late_spawn_stopped" in log
     assert "supervisor_continued" in log
+
+
+@pytest.mark.timeout(120)
+def test_a_program_that_kills_its_supervisor_as_it_starts_spends_its_attempt(
+    start_server, write_job, jobs_dir: Path, tmp_path: Path
+) -> None:
+    """A probe: a program that killed its supervisor before the spawn was answered was taken
+    for never started and run again, free (5 of 14 runs ran their program two or three times
+    with `max_attempts = 1`), and each time it took every other run on the host with it. The
+    supervisor stops between the spawn and its answer (a failpoint), so that the kill always
+    comes first: the attempt is lost, spent, and nothing runs it again."""
+    ran = tmp_path / "ran"
+    write_job(
+        "killer",
+        f"command = {json.dumps(['sh', '-c', f'echo ran >> {ran}; kill -9 $PPID; exit 3'])}\n"
+        "max_attempts = 1\n",
+    )
+    server = start_server(jobs_dir, env={"RUNYARD_FAILPOINTS": "before_spawn_answer"})
+    with server.client() as c:
+        run_id = web.post(f"{server.url}/v1/runs", json={"job": "killer"}).json()["id"]
+        done = server.wait_run(c, run_id, timeout=60)
+        assert done.state is RunState.FAILED, done
+        assert done.attempt == 1
+        assert "went away as it started it" in (done.reason or ""), done.reason
+    assert ran.read_text() == "ran\n"

@@ -30,6 +30,11 @@ class ShortageError(ExecutorUnavailableError):
     runs once the room is back; readiness names what failed meanwhile."""
 
 
+class ExecutorGoneError(ExecutorUnavailableError):
+    """The executor went away with a request of ours unanswered: what it was asked may have
+    been done all the same (a spawn: its program may have run, and killed it)."""
+
+
 class ExecutorTimeoutError(ExecutorUnavailableError):
     """The executor is connected but did not answer in time (paused, hung or swamped)."""
 

@@ -18,7 +18,11 @@ from typing import Any
 import structlog
 
 from runyard import failpoints
-from runyard.execution.base import ExecutorTimeoutError, ExecutorUnavailableError
+from runyard.execution.base import (
+    ExecutorGoneError,
+    ExecutorTimeoutError,
+    ExecutorUnavailableError,
+)
 from runyard.execution.procinfo import peer_pid, stopped
 from runyard.execution.protocol import LOG_NAME, MAX_LINE, SOCKET_NAME, decode, encode
 
@@ -42,6 +46,11 @@ STOPPED_GRACE_S = 30.0
 
 class SupervisorUnavailableError(ExecutorUnavailableError):
     """The supervisor is not connected or does not answer (503 when it reaches a client)."""
+
+
+class SupervisorGoneError(SupervisorUnavailableError, ExecutorGoneError):
+    """The connection closed with this request unanswered (the supervisor died, or was killed:
+    by the very program it had just spawned, perhaps)."""
 
 
 class SupervisorTimeoutError(SupervisorUnavailableError, ExecutorTimeoutError):
@@ -318,7 +327,7 @@ class SupervisorClient:
         finally:
             for fut in self._pending.values():
                 if not fut.done():
-                    fut.set_exception(SupervisorUnavailableError("the supervisor went away"))
+                    fut.set_exception(SupervisorGoneError("the supervisor went away"))
             self._writer = None
             if not self._closing:
                 await self.on_disconnect()

@@ -243,6 +243,11 @@ class Attempts:
         spent = await self.as_spent(run, spec)
         await self.end(run, number, outcomes.lost(spent, spec, self.clock.now(), self.rng, why))
 
+    async def may_have_run(self, run_id: str, number: int) -> bool:
+        """Whether the attempt's program may have run though no start of it was heard: its
+        log is opened just before the spawn, so without it, it never did."""
+        return await asyncio.to_thread(self.executor.paths(run_id).log(number).exists)
+
     async def as_spent(self, run: Run, spec: JobSpec) -> Run:
         """The run as its retry policy counts it: by the attempts whose program ran. One that
         never started (the executor away, a spawn given up on) took a number but spends none

@@ -18,6 +18,7 @@ from runyard.bad_days import expected, log_failure
 from runyard.clock import Clock
 from runyard.execution.base import (
     Executor,
+    ExecutorGoneError,
     ExecutorUnavailableError,
     Launch,
     LaunchError,
@@ -344,6 +345,16 @@ class Dispatcher:
         try:
             started = await (sent if sent is not None else self._launched(claim))
         except ExecutorUnavailableError as exc:
+            if isinstance(exc, ExecutorGoneError) and await self.attempts.may_have_run(
+                run.id, number
+            ):
+                # gone with the spawn unanswered, its log opened: its program may have run
+                # (and killed it: a program that kills its supervisor was run again and
+                # again, free, and took every other run on the host with it each time)
+                await self.attempts.lost(
+                    run, number, f"its executor went away as it started it ({exc})"
+                )
+                return
             # unavailable (the supervisor went away, Slurm's controller is silent or full) or
             # short of room: back to the queue, not claimed again before it may have recovered
             why = (
