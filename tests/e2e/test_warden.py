@@ -67,6 +67,8 @@ def test_sigterm_to_every_runyard_process_leaves_no_program_running(
     write_job("escaper", ESCAPER)
     server = start_server(jobs_dir)
     _, supervisor, warden = escaping(server)
+    for sig in (signal.SIGVTALRM, signal.SIGPWR, signal.SIGSYS, signal.SIGRTMIN, signal.SIGABRT):
+        warden.send_signal(sig)  # none of them ends it either (a probe: each did)
     for proc in (warden, supervisor):
         proc.terminate()
     server.stop()  # SIGTERM, as the others

@@ -112,11 +112,12 @@ def _guard(supervisor: int, deadlines: int | None) -> None:
                 deadline = told
 
 
-# what ends a process unless it is handled: the warden outlives all of them
-_OUTLIVED = (
-    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-    signal.SIGUSR2, signal.SIGALRM, signal.SIGPIPE,
-)  # fmt: skip
+# Every signal but those it cannot or must not ignore: SIGKILL and SIGSTOP, and SIGCHLD
+# (ignored, its children would be reaped for it and its waitpid never see the supervisor
+# end). A list of the signals that end a process left some out (a probe: VTALRM, PWR, PROF,
+# IO, RTMIN, STKFLT, XCPU, SYS, TRAP and ABRT each still killed it, the programs left under
+# init); a fault of its own (a SIGSEGV the kernel raises) ends it all the same.
+_OUTLIVED = sorted(set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     # down, nor a stop of every runyard process (`pkill -f DIR`, a service manager's SIGTERM
     # to the group) that reached it first — the programs ran on under init. SIGKILL stays.
     for sig in _OUTLIVED:
-        signal.signal(sig, signal.SIG_IGN)
+        with contextlib.suppress(OSError, ValueError):  # those the C library keeps for itself
+            signal.signal(sig, signal.SIG_IGN)
     _guard(args.supervisor, args.deadlines)
     while True:
         try:
