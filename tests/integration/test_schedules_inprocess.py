@@ -289,6 +289,10 @@ def test_a_stored_cron_this_version_refuses_is_reported_not_raised(
         assert srv.request("DELETE", f"/v1/schedules/{none}").status_code == 204
     invalid = [e for e in logs if e["event"] == "schedule_timing_invalid"]
     assert sorted(e["schedule_id"] for e in invalid) == sorted([once, none])
+    # the schedule's state, not a fault: one line, no traceback (a re-probe: an `error` with
+    # its traceback and the whole stored cron, 5,000 characters of it)
+    assert [(e["log_level"], "exc_info" in e) for e in invalid] == [("warning", False)] * 2
+    assert all("5-1" in e["error"] or "L" in e["error"] for e in invalid), invalid
 
 
 def test_a_refused_write_leaves_the_schedule_as_it_was(

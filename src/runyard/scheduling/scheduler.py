@@ -18,6 +18,7 @@ from runyard.background import TaskGroup
 from runyard.clock import Clock, new_id
 from runyard.errors import (
     ConflictError,
+    InvalidInputError,
     NotFoundError,
     QueueFullError,
     StaleWriteError,
@@ -203,9 +204,13 @@ class Scheduler:
         interval = None if s.interval_s is None else max(s.interval_s, self.min_interval_s)
         try:
             return next_after(s.cron, interval, anchor, after)
+        except InvalidInputError as exc:
+            # a row this version refuses (stored by an older one), or a cron that stopped
+            # matching: the schedule's state, not the server's fault, said in one line
+            log.warning("schedule_timing_invalid", schedule_id=s.id, error=exc.detail[:300])
         except Exception:
-            log.exception("schedule_timing_invalid", schedule_id=s.id, cron=s.cron)
-            return None
+            log.exception("schedule_timing_invalid", schedule_id=s.id, cron=(s.cron or "")[:300])
+        return None
 
     def _publish(self, status: str, tick: float | None = None) -> None:
         self.snapshot = self.snapshot.next(status, self.schedules.values(), tick)

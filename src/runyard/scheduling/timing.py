@@ -45,7 +45,12 @@ def next_after(cron: str | None, interval_s: float | None, anchor: float, after:
     if cron is not None:
         _check_syntax(cron)
         start = datetime.fromtimestamp(after, UTC)
-        return float(croniter(cron, start).get_next(float))
+        try:
+            return float(croniter(cron, start).get_next(float))
+        except (CroniterError, ValueError, OverflowError) as exc:  # stopped matching
+            raise InvalidInputError(
+                f"cron: {cron!r} gives no next fire ({exc})", field="cron"
+            ) from None
     if interval_s is None or interval_s <= 0:
         raise InvalidInputError("a schedule needs `cron` or a positive `interval_s`", field="cron")
     steps = math.floor((after - anchor) / interval_s) + 1
