@@ -374,39 +374,45 @@ answer = "file:outputs/answer.txt"
     assert text == "system=terse | user=in parts"  # the file, not the log
 
 
+CUT = 4 * 2**20  # the answer's bound (services/chat.py MAX_ANSWER_BYTES)
+# what the program writes, as a Python expression of bytes; what the answer must be
+CUTS = {
+    "three-byte": ("'€'.encode() * 1_500_000", "€" * (CUT // 3)),
+    "invalid-after": (f"b'a' * {CUT} + b'\\x80' * 10", "a" * CUT),
+    "invalid-before": (
+        f"b'\\xff\\xfe' + b'a' * {CUT - 4} + b'\\xf0\\x9f\\x98\\x80' + b'a' * 10",
+        "\ufffd\ufffd" + "a" * (CUT - 4),
+    ),
+}
+
+
 @pytest.mark.parametrize("answer", ["log", "file"])
+@pytest.mark.parametrize("written", sorted(CUTS))
 def test_an_answer_cut_at_its_bound_ends_before_a_character_the_cut_would_split(
-    start_server, write_job, jobs_dir, answer: str
+    start_server, write_job, jobs_dir, answer: str, written: str
 ) -> None:
     """A probe: 4.5 MB of three-byte characters, cut at the 4 MiB bound, ended plain in
-    '€€€' from the log but streamed in '€€\ufffd', and from a file in U+FFFD either way:
-    a character the program never wrote, and two answers to one question."""
-    program = "import sys; sys.stdout.write('€' * 1_500_000)"
-    if answer == "file":
-        program = (
-            "import os; os.makedirs('outputs', exist_ok=True); "
-            "open('outputs/a.md', 'w').write('€' * 1_500_000)"
-        )
+    '€€€' from the log but streamed in '€€\\ufffd', and from a file in U+FFFD either way:
+    a character the program never wrote, and two answers to one question. A re-probe: with
+    invalid bytes about, a file's answer lost a character the program wrote, and the log's
+    plain answer ended in a U+FFFD the stream did not send."""
+    data, expected = CUTS[written]
+    out = "open('outputs/a.md', 'wb')" if answer == "file" else "sys.stdout.buffer"
+    program = f"import os, sys; os.makedirs('outputs', exist_ok=True); {out}.write({data})"
     write_job(
         "wordy",
-        f"""
-command = ["python3", "-c", "{program}", "{{conversation}}"]
-[params.conversation]
-type = "str"
-[openai]
-input = "conversation"
-{'answer = "file:outputs/a.md"' if answer == "file" else ""}
-""",
+        f"command = {json.dumps(['python3', '-c', program, '{conversation}'])}\n"
+        '[params.conversation]\ntype = "str"\n[openai]\ninput = "conversation"\n'
+        + ('answer = "file:outputs/a.md"\n' if answer == "file" else ""),
     )
     server = start_server(jobs_dir)
     client = sdk(server)
     plain = client.chat.completions.create(model="wordy", messages=ask("go"))
-    text = plain.choices[0].message.content or ""
     assert plain.choices[0].finish_reason == "length"
-    assert text == "€" * (4 * 2**20 // 3)  # whole characters, as many as the bound holds
+    assert plain.choices[0].message.content == expected
     stream = client.chat.completions.create(model="wordy", messages=ask("go"), stream=True)
     pieces = [c.choices[0] for c in stream if c.choices]
-    assert "".join(p.delta.content or "" for p in pieces) == text
+    assert "".join(p.delta.content or "" for p in pieces) == expected
     assert pieces[-1].finish_reason == "length"
 
 

@@ -15,6 +15,7 @@ get two runs. See docs/openai.md for what this cannot tell apart.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hashlib
 import json
 import os
@@ -30,7 +31,6 @@ from runyard.jobs.spec import Job
 from runyard.models import Run, RunFilter, RunState
 from runyard.services.artifacts import open_artifact
 from runyard.services.runs import RunService
-from runyard.streams.chunks import char_boundary
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
 RETRY_WINDOW_S = 600.0  # the SDK's whole retry sequence, its timeouts included, fits well
@@ -175,7 +175,7 @@ class ChatService:
         path = answer_file_of(run)
         if path is None:
             data, _, size = await self.runs.read_log(run.id, None, 0, MAX_ANSWER_BYTES)
-            return Answer(data.decode("utf-8", errors="replace"), size > len(data))
+            return _cut(data, size > len(data))
         workspace: Path = self.workspace_of(run.id)
         return await asyncio.to_thread(_read_answer_file, workspace, path)
 
@@ -209,9 +209,17 @@ def _read_answer_file(workspace: Path, path: str) -> Answer:
         raise RunEndedBadlyError(
             f"the answer file {path!r} cannot be read: {exc.strerror}", code="no_answer"
         ) from None
-    if len(data) <= MAX_ANSWER_BYTES:
+    return _cut(data[:MAX_ANSWER_BYTES], len(data) > MAX_ANSWER_BYTES)
+
+
+def _cut(data: bytes, truncated: bool) -> Answer:
+    """The answer's text; cut at its bound, it ends before a character the cut would split:
+    not a U+FFFD the program never wrote, and the same from its log or a file, plain or
+    streamed: read as the stream reads it, by an incremental decoder, whose held bytes are
+    dropped at the cut. A rule of its own that looked past the cut, or at whether the text
+    was UTF-8 throughout, disagreed with the stream about output holding invalid bytes (a
+    re-probe: a character dropped, or a U+FFFD the stream did not send)."""
+    if not truncated:
         return Answer(data.decode("utf-8", errors="replace"), False)
-    # cut before a character the cut would split, as the log's answer is (its range is the
-    # logs API's): not a U+FFFD the program never wrote, and plain and streamed alike
-    cut = char_boundary(data, MAX_ANSWER_BYTES)
-    return Answer(data[:cut].decode("utf-8", errors="replace"), True)
+    # what an incremental decoder holds back at the end is the character the cut split
+    return Answer(codecs.getincrementaldecoder("utf-8")(errors="replace").decode(data), True)
