@@ -78,6 +78,8 @@ def test_websocket_needs_a_token(secured) -> None:
     assert json.loads(info.value.response.body)["status"] == 401
     with connect(url, additional_headers={"Authorization": f"Bearer {tokens[Role.READ]}"}) as ws:
         assert "state" in ws.recv()
+    # refused as it should be, and no fault of the server's (uvicorn logged one at `error`)
+    assert "without completing handshake" not in server.log_path.read_text()
 
 
 def test_oversize_body_is_refused_before_it_is_read(start_server) -> None:

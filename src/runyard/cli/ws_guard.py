@@ -112,6 +112,14 @@ class GuardedWebSocket(WebSocketsSansIOProtocol):
         self.conn.fail(code, reason)
         self.handle_parser_exception()  # the app told, the close frame sent, the socket closed
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            # a refusal sent whole ends the handshake: uvicorn, which counts only an accept,
+            # logged each (a 401, a 404, a 422 of `after`) as an ASGI callable that returned
+            # without completing it, at `error`
+            self.handshake_complete = True
+
     def handle_text(self, event: Any) -> None:
         self._frames_in_message = 1
         super().handle_text(event)
