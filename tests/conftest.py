@@ -94,13 +94,14 @@ def start_server(
             env=env or {},
             entry=entry or ["-m", "runyard"],
             health=health,
-        ).start()
-        started.append(server)
-        return server
+        )
+        started.append(server)  # first: one that never got ready is stopped all the same
+        return server.start()
 
     yield start
     for server in started:
-        server.stop()
+        if server.proc is not None:
+            server.stop()
     for data in data_dirs:
         kill_everything(data)
 

@@ -220,8 +220,8 @@ class SupervisorClient:
             pid = self.peer_pid()
             await self._drop_connection()
             raise SupervisorUnavailableError(
-                f"the supervisor (pid {pid}) is stopped (SIGSTOP); it is continued once "
-                f"stopped for {STOPPED_GRACE_S:g} s"
+                f"the supervisor (pid {pid}) is stopped (SIGSTOP, or held by a tracer); it "
+                f"is continued once stopped for {STOPPED_GRACE_S:g} s"
             )
         self._closing = False
         self._read_task = asyncio.create_task(self._read_loop(), name="supervisor-reader")
