@@ -212,16 +212,13 @@ def test_a_batch_cancel_leaves_the_dispatcher_none_of_its_queued_runs_to_take(
         launches(srv, 1)  # the one slot held: the batch waits in the queue
         batch = srv.post("/v1/batches", json={"job": "instant", "iterations": 40}).json()
         store = srv.runtime.batches.store
-        listed = store.batch_run_ids
+        cancel = store.cancel_queued_of_batch
 
-        async def freeing(batch_id: str, state: RunState) -> list[str]:
-            found = await listed(batch_id, state)
-            if state is RunState.QUEUED and found:
-                store.batch_run_ids = listed  # type: ignore[method-assign]
-                await srv.executor.finish(holder, 1)  # the slot frees: the dispatcher takes
-            return found
+        async def freeing(batch_id: str, at: float, reason: str) -> list[Any]:
+            await srv.executor.finish(holder, 1)  # the slot frees: the dispatcher takes
+            return await cancel(batch_id, at, reason)
 
-        store.batch_run_ids = freeing  # type: ignore[method-assign]
+        store.cancel_queued_of_batch = freeing  # type: ignore[method-assign]
         assert srv.post(f"/v1/batches/{batch['id']}/cancel").status_code in (200, 202)
         wait_for(lambda: srv.get(f"/v1/batches/{batch['id']}").json()["done"], what="all ended")
         counts = srv.get(f"/v1/batches/{batch['id']}").json()["counts"]

@@ -205,21 +205,26 @@ async def test_cancel_and_delete_only_in_the_right_states(store: Store) -> None:
     assert await store.get_run(running.id) is None
 
 
-async def test_queued_runs_are_cancelled_together_and_the_rest_left_as_they_are(
+async def test_a_batchs_queued_runs_are_cancelled_together_and_the_rest_left_as_they_are(
     store: Store,
 ) -> None:
-    """A batch's cancel: those still queued of the runs named, in one transaction; one that
-    runs meanwhile, or is gone, is left to the caller."""
-    first, second, third = [(await store.insert_run(make_run()))[0] for _ in range(3)]
+    """A batch's cancel: every run of it still queued, in one statement; one that runs, one
+    of another batch, and one that ended are left as they are."""
+    batch = Batch(id=new_id(), job="j", size=3, created_at=1000.0, request={})
+    runs = [make_run(batch_id=batch.id) for _ in range(3)]
+    await store.insert_batch(batch, runs)
+    other = (await store.insert_run(make_run()))[0]
     (claimed,) = await store.claim(1, {}, now=2000.0, host="h")
-    assert claimed.run.id == first.id
-    ids = [first.id, second.id, "01NOSUCHRUN0000000000000000", third.id]
-    cancelled = await store.cancel_queued_runs(ids, 2001.0, "cancelled on request")
-    assert [(r.id, r.state, r.finished_at) for r in cancelled] == [
-        (second.id, RunState.CANCELLED, 2001.0), (third.id, RunState.CANCELLED, 2001.0),
-    ]  # fmt: skip
-    assert (await store.get_run(first.id)).state is RunState.RUNNING  # type: ignore[union-attr]
-    assert await store.cancel_queued_runs([second.id], 2002.0, "again") == []
+    assert claimed.run.id == runs[0].id
+    cancelled = await store.cancel_queued_of_batch(batch.id, 2001.0, "cancelled on request")
+    assert sorted((r.id, r.state, r.finished_at, r.reason) for r in cancelled) == sorted(
+        (r.id, RunState.CANCELLED, 2001.0, "cancelled on request") for r in runs[1:]
+    )
+    for run_id, state in ((runs[0].id, RunState.RUNNING), (other.id, RunState.QUEUED)):
+        assert (await store.get_run(run_id)).state is state  # type: ignore[union-attr]
+    (_, event) = await store.list_events(runs[1].id, 0)
+    assert (event.seq, event.at, event.data["to"]) == (2, 2001.0, "cancelled")
+    assert await store.cancel_queued_of_batch(batch.id, 2002.0, "again") == []
 
 
 async def test_progress(store: Store) -> None:

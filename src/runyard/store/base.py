@@ -162,8 +162,8 @@ class Store(abc.ABC):
         """End a queued run as cancelled; None if it is no longer queued."""
 
     @abc.abstractmethod
-    async def cancel_queued_runs(self, run_ids: list[str], at: float, reason: str) -> list[Run]:
-        """`cancel_queued` of each, in one transaction: those it cancelled (a batch's)."""
+    async def cancel_queued_of_batch(self, batch_id: str, at: float, reason: str) -> list[Run]:
+        """`cancel_queued` of every queued run of the batch, at once: those it cancelled."""
 
     @abc.abstractmethod
     async def request_cancel(self, run_id: str) -> Run | None:

@@ -238,6 +238,14 @@ LIST_BATCHES = f"""
 SELECT {BATCH_COLUMNS} FROM batches
 WHERE (:before IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit"""  # noqa: S608
 BATCH_COUNTS = "SELECT state, count(*) FROM runs WHERE batch_id = ? GROUP BY state"
+# a batch's queued runs, every one in one statement: a run the dispatcher could claim between
+# two statements of a cancel (one per run, or per chunk) started behind it
+CANCEL_QUEUED_OF_BATCH = f"""
+UPDATE runs SET state = ?, exit_code = NULL, reason = ?, finished_at = ?, not_before = NULL,
+    state_at = ?
+WHERE batch_id = ? AND state = ?
+RETURNING {RUN_COLUMNS}
+"""  # noqa: S608
 # in the order the dispatcher takes them (a batch shares its priority): a cancel first
 # ends the runs it would claim next
 BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = ? AND state = ? ORDER BY priority DESC, id"

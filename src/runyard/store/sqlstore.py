@@ -138,8 +138,8 @@ class SQLStore(Store):
     async def cancel_queued(self, run_id: str, at: float, reason: str) -> Run | None:
         return await self._write(partial(logic.cancel_queued, run_id, at, reason))
 
-    async def cancel_queued_runs(self, run_ids: list[str], at: float, reason: str) -> list[Run]:
-        return await self._write(partial(logic.cancel_queued_runs, run_ids, at, reason))
+    async def cancel_queued_of_batch(self, batch_id: str, at: float, reason: str) -> list[Run]:
+        return await self._write(partial(logic.cancel_queued_of_batch, batch_id, at, reason))
 
     async def request_cancel(self, run_id: str) -> Run | None:
         return await self._write(partial(logic.request_cancel, run_id))
