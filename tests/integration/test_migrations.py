@@ -18,7 +18,7 @@ from runyard.store.postgres import PostgresStore
 from runyard.store.rows import run_to_row
 from runyard.store.schema_version import known_version
 from runyard.store.sqlite import SQLiteStore, _statements
-from runyard.store.sqlite_steps import ReadBack, TakeNext
+from runyard.store.sqlite_steps import ReadBack, TakeNext, WriteAll
 from tests.integration.conftest import POSTGRES
 from tests.integration.test_store_contract import make_run, succeeded
 
@@ -250,8 +250,8 @@ def test_every_sqlite_statement_that_changes_a_state_sets_state_at() -> None:
     changed the state without setting it would date the event wrongly, or fail."""
 
     def sets(sql: object) -> str:  # what an UPDATE of runs sets ("" for anything else)
-        if isinstance(sql, ReadBack | TakeNext):  # a statement run as several: its write
-            sql = sql.sql if isinstance(sql, ReadBack) else sql.take
+        if isinstance(sql, ReadBack | TakeNext | WriteAll):  # run as several: its write
+            sql = sql.take if isinstance(sql, TakeNext) else sql.sql
         found = (
             re.search(r"UPDATE runs SET (.*?)\bWHERE\b", sql, re.S)
             if isinstance(sql, str)
@@ -264,7 +264,7 @@ def test_every_sqlite_statement_that_changes_a_state_sets_state_at() -> None:
         for name, sql in vars(q).items()
         if not name.startswith("_") and "state = " in sets(sql)
     }
-    assert set(changing) == {"CLAIM_RUN", "CLAIM_NEXT", "END_RUN"}
+    assert set(changing) == {"CLAIM_RUN", "CLAIM_NEXT", "END_RUN", "CANCEL_QUEUED_OF_BATCH"}
     for name, assigned in changing.items():
         assert "state_at = " in assigned, name
 
@@ -298,6 +298,8 @@ def _texts(sql: object) -> list[object]:
         return [sql.sql] if sql.read is None else [sql.sql, sql.read]
     if isinstance(sql, TakeNext):
         return [sql.pick, sql.take, sql.read]
+    if isinstance(sql, WriteAll):
+        return [sql.pick, sql.sql, sql.read]
     return [sql]
 
 
@@ -310,6 +312,7 @@ def test_no_sqlite_write_of_runs_returns_rows() -> None:
         for text in _texts(sql)
         if isinstance(text, str) and re.search(r"\b(UPDATE|INSERT INTO) runs\b", text)
     }
-    assert {"INSERT_RUN", "INSERT_RUNS", "CLAIM_RUN", "CLAIM_NEXT", "END_RUN"} <= set(writes)
+    assert {"INSERT_RUN", "INSERT_RUNS", "CLAIM_RUN", "CLAIM_NEXT", "END_RUN",
+            "CANCEL_QUEUED_OF_BATCH"} <= set(writes)  # fmt: skip
     for name, text in writes.items():
         assert "RETURNING" not in text.upper(), name

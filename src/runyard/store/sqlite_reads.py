@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 from runyard.errors import StorageIOError, StoreBusyError
 from runyard.store import sqlite_sql as q
 from runyard.store.group_commit import GroupCommit, Pending
-from runyard.store.sqlite_steps import ReadBack, TakeNext
+from runyard.store.sqlite_steps import ReadBack, TakeNext, WriteAll
 from runyard.store.units import Make, Notify, Step, bind, drive
 
 T = TypeVar("T")
@@ -103,7 +103,7 @@ def execute(c: sqlite3.Connection, step: Step) -> Any:
     if isinstance(step, Notify):
         return None  # one server per SQLite database: nobody else to tell
     steps = getattr(q, step.name)
-    if isinstance(steps, ReadBack | TakeNext):  # a statement run as several
+    if isinstance(steps, ReadBack | TakeNext | WriteAll):  # a statement run as several
         return steps(c, step.args)
     sql, args = bind(q, step)
     if sql is None or step.result == "many":

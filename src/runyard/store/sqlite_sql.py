@@ -6,7 +6,7 @@ from typing import Any
 
 from runyard.models import RunFilter
 from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS, SCHEDULE_WRITTEN
-from runyard.store.sqlite_steps import ReadBack, TakeNext
+from runyard.store.sqlite_steps import ReadBack, TakeNext, WriteAll
 
 
 def pragmas(busy_timeout_ms: int, synchronous: str, wal_limit_bytes: int) -> list[str]:
@@ -240,12 +240,16 @@ WHERE (:before IS NULL OR id < :before) ORDER BY id DESC LIMIT :limit"""  # noqa
 BATCH_COUNTS = "SELECT state, count(*) FROM runs WHERE batch_id = ? GROUP BY state"
 # a batch's queued runs, every one in one statement: a run the dispatcher could claim between
 # two statements of a cancel (one per run, or per chunk) started behind it
-CANCEL_QUEUED_OF_BATCH = f"""
-UPDATE runs SET state = ?, exit_code = NULL, reason = ?, finished_at = ?, not_before = NULL,
-    state_at = ?
-WHERE batch_id = ? AND state = ?
-RETURNING {RUN_COLUMNS}
-"""  # noqa: S608
+CANCEL_QUEUED_OF_BATCH = WriteAll(
+    "SELECT id FROM runs WHERE batch_id = ? AND state = ?",
+    """
+    UPDATE runs SET state = ?, exit_code = NULL, reason = ?, finished_at = ?, not_before = NULL,
+        state_at = ?
+    WHERE batch_id = ? AND state = ?
+    """,
+    GET_RUN,
+    4,
+)
 # in the order the dispatcher takes them (a batch shares its priority): a cancel first
 # ends the runs it would claim next
 BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = ? AND state = ? ORDER BY priority DESC, id"

@@ -52,3 +52,22 @@ class TakeNext:
             if c.execute(self.take, (now, now, run_id)).rowcount == 1:
                 taken.append(c.execute(self.read, (run_id,)).fetchone())
         return taken
+
+
+@dataclass(frozen=True, slots=True)
+class WriteAll:
+    """One write of many runs (`sql`), the runs it is about to change picked first by `pick`
+    (its parameters the write's from `pick_from` on), then each read back by `read` (id):
+    what `sql ... RETURNING` would have given. Within the write transaction, which holds
+    SQLite's one write lock, none can change in between."""
+
+    pick: str
+    sql: str
+    read: str
+    pick_from: int
+
+    def __call__(self, c: sqlite3.Connection, args: Any) -> list[Any]:
+        ids = [row[0] for row in c.execute(self.pick, args[self.pick_from :]).fetchall()]
+        if not ids or c.execute(self.sql, args).rowcount < 1:
+            return []
+        return [c.execute(self.read, (run_id,)).fetchone() for run_id in ids]
