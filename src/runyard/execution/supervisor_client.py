@@ -218,20 +218,13 @@ class SupervisorClient:
             # port closed for 17 s). Out of reach instead, at once, as if it had refused: the
             # caller connects again later, and it is continued once stopped past the grace.
             pid = self.peer_pid()
-            await self._drop_connection()
+            await self.close()
             raise SupervisorUnavailableError(
                 f"the supervisor (pid {pid}) is stopped (SIGSTOP, or held by a tracer); it "
                 f"is continued once stopped for {STOPPED_GRACE_S:g} s"
             )
         self._closing = False
         self._read_task = asyncio.create_task(self._read_loop(), name="supervisor-reader")
-
-    async def _drop_connection(self) -> None:
-        writer, self._reader, self._writer = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
 
     async def close(self) -> None:
         self._closing = True

@@ -259,9 +259,7 @@ UPDATE runs SET state = %s, exit_code = NULL, reason = %s, finished_at = %s, not
 WHERE batch_id = %s AND state = %s
 RETURNING {RUN_COLUMNS}
 """  # noqa: S608
-# in the order the dispatcher takes them (a batch shares its priority): a cancel first
-# ends the runs it would claim next
-BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = %s AND state = %s ORDER BY priority DESC, id"
+BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = %s AND state = %s"
 INSERT_SCHEDULE = f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) VALUES ({', '.join(['%s'] * 17)})"  # noqa: S608
 # a write of the version it read: nothing when the row changed or went meanwhile
 _SCHEDULE_SETS = ", ".join(f"{c.strip()} = %s" for c in SCHEDULE_WRITTEN.split(",")[1:])

@@ -250,9 +250,7 @@ CANCEL_QUEUED_OF_BATCH = WriteAll(
     GET_RUN,
     4,
 )
-# in the order the dispatcher takes them (a batch shares its priority): a cancel first
-# ends the runs it would claim next
-BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = ? AND state = ? ORDER BY priority DESC, id"
+BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = ? AND state = ?"
 
 INSERT_SCHEDULE = f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) VALUES ({', '.join('?' * 17)})"  # noqa: S608
 # a write of the version it read: nothing when the row changed or went meanwhile
