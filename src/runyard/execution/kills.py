@@ -9,10 +9,11 @@ import signal
 from collections.abc import Callable, Container
 from pathlib import Path
 
-from runyard.execution.procinfo import stat_fields
+from runyard.execution.procinfo import stat_fields, stopped
 
 ATTEMPT_VAR = b"RUNYARD_ATTEMPT_KEY="  # the variable that names a process's attempt
 FREEZE_LOOKS = 1000  # at most: each look reads one small file (a hopper is caught in a few)
+FREEZE_ROUNDS = 10  # freezes and judgements, at most, while each kills something
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
@@ -77,14 +78,22 @@ def _kill_orphans(
     its environment) is `doomed`: (how many were killed, the orphans that name no attempt:
     an empty environment, as mid-exec or after `env -i`, or one without the key). Judged
     frozen, the others continued after."""
-    frozen = _frozen_orphans(supervised)
-    try:
-        return _judge(frozen, doomed)
-    finally:
-        for pid, was_stopped in frozen.items():
-            if not was_stopped:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGCONT)
+    killed, unnamed = 0, list[int]()
+    for _ in range(FREEZE_ROUNDS):
+        # again while a round kills: a child forked as its parent was being stopped may have
+        # left its own child to us just after the look that ended the freeze
+        frozen = _frozen_orphans(supervised)
+        try:
+            more, unnamed = _judge(frozen, doomed)
+        finally:
+            for pid, was_stopped in frozen.items():
+                if not was_stopped:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGCONT)
+        killed += more
+        if not more:
+            break
+    return killed, unnamed
 
 
 def _frozen_orphans(supervised: Container[int]) -> dict[int, bool]:
@@ -101,7 +110,7 @@ def _frozen_orphans(supervised: Container[int]) -> dict[int, bool]:
             break
         for pid in fresh:
             try:
-                was_stopped = stat_fields(pid)[0] in (b"T", b"t")
+                was_stopped = stopped(pid)
                 os.kill(pid, signal.SIGSTOP)
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile (its child, if any, is in the next look)

@@ -31,7 +31,7 @@ import time
 
 from runyard.execution.diskwrites import say
 from runyard.execution.kills import kill_group, orphans
-from runyard.execution.procinfo import stat_fields
+from runyard.execution.procinfo import stopped
 
 
 def _end_all() -> int:
@@ -67,7 +67,7 @@ def _describe(status: int) -> str:
 
 def _stopped(pid: int) -> bool:
     try:
-        return stat_fields(pid)[0] in (b"T", b"t")  # stopped by a signal, or being traced
+        return stopped(pid)
     except (OSError, IndexError):
         return False
 
