@@ -63,7 +63,6 @@ class HealthSnapshot:
     draining: bool
     failed_checks: dict[str, str] = field(default_factory=dict)  # check -> why
     scheduler: dict[str, Any] | None = None
-    streams: dict[str, Any] = field(default_factory=dict)
 
     @property
     def busy(self) -> bool:
@@ -241,13 +240,19 @@ class HealthMonitor:
             failed["reconcile"] = reconcile.error or "the last reconcile failed"
         if self._draining:
             failed["draining"] = "the server is shutting down"
-        d, hub = src.slots, src.hub
+        d = src.slots
         return HealthSnapshot(
             snapshot_at=time.time(), active=d.active, queued=queued, capacity=d.capacity,
             draining=self._draining, failed_checks=failed, scheduler=src.scheduler(),
-            streams={"watchers": hub.watchers, "tailers": len(hub.tailers),
-                     "lagged_total": hub.lagged_total, "notify": hub.notifier.mode},
         )  # fmt: skip
+
+    def streams(self) -> dict[str, Any]:
+        """The hub's counters as they are now, not as of the last snapshot: they cost no I/O,
+        and a watcher just dropped is counted in the next answer (a snapshot up to a rebuild
+        old said no watcher had lagged after one had)."""
+        hub = self.sources.hub
+        return {"watchers": hub.watchers, "tailers": len(hub.tailers),
+                "lagged_total": hub.lagged_total, "notify": hub.notifier.mode}  # fmt: skip
 
     async def _supervisor(self) -> dict[str, str]:
         """The executor answers in time; its failing writes, by failpoint name."""

@@ -1,4 +1,5 @@
-"""Health endpoints: public, cheap, and honest. All three read one immutable snapshot."""
+"""Health endpoints: public, cheap, and honest. All three read one immutable snapshot (and
+/health the stream counters as they are, which cost nothing to read)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,6 @@ async def capacity(request: Request, health: HealthDep, auth: AuthDep) -> dict[s
         "draining": snap.draining,
         "ready": snap.ready,
         "scheduler": _scheduler_seen_by(request, auth, snap.scheduler),
-        "streams": snap.streams,
+        "streams": health.streams(),
         "snapshot_at": datetime.fromtimestamp(snap.snapshot_at, UTC).isoformat(),
     }
