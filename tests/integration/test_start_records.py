@@ -12,6 +12,7 @@ import pytest
 import structlog
 
 from runyard.errors import StorageFullError
+from runyard.execution.base import Launch, Started
 from tests.inprocess import FakedServer, faked
 from tests.support import wait_for
 
@@ -92,3 +93,63 @@ def test_a_start_the_store_refuses_changes_nothing_of_its_run(tmp_path: Path, jo
         attempt = attempt_of(srv, run["id"])
         assert (attempt["state"], attempt["pid"]) == ("exited", pid)
         assert attempt["started_at"] is not None
+
+
+def test_an_end_heard_before_its_start_is_written_with_it_alone(tmp_path: Path, jobs: Path) -> None:
+    """A short program's start and end come in one read of the supervisor's connection, the
+    end told before the launch hears its start: the end carries the pid and start, and no
+    start record is written for it (an update that changed nothing, a store write per run)."""
+    with faked(tmp_path, jobs) as srv:
+        store, executor = srv.runtime.store, srv.executor
+        written: list[list[tuple[str, int, int, int, float, float]]] = []
+        write, launch = store.attempts_started, executor.launch
+
+        async def counted(started: list[tuple[str, int, int, int, float, float]]) -> None:
+            written.append(started)
+            await write(started)
+
+        async def ends_first(spec: Launch) -> Started | None:
+            started = await launch(spec)
+            await executor.finish(spec.run_id, spec.attempt)  # told as the reply is read
+            return started
+
+        store.attempts_started = counted  # type: ignore[method-assign]
+        executor.launch = ends_first  # type: ignore[method-assign]
+        run = srv.submit("hold")
+        wait_for(lambda: srv.run(run["id"])["state"] == "succeeded", what="its end")
+        srv.call(asyncio.wait_for(srv.runtime.attempts.starts_written(), 10))
+        attempt = attempt_of(srv, run["id"])
+        started = executor.attempts[f"{run['id']}.1"].started
+        assert (attempt["state"], attempt["pid"]) == ("exited", started.pid)
+        assert attempt["started_at"] is not None
+        assert written == []
+
+
+def test_a_program_whose_start_was_not_written_is_lost_when_its_supervisor_is(
+    tmp_path: Path, jobs: Path
+) -> None:
+    """Its start refused (a full disk), then its supervisor lost with no end told: its log
+    says it was spawned, so it is lost (an attempt spent), never re-queued as one that never
+    started, which ran it again for free."""
+    with faked(tmp_path, jobs) as srv:
+        store = srv.runtime.store
+
+        async def refused(started: list[tuple[str, int, int, int, float, float]]) -> None:
+            raise StorageFullError("no space left on device")
+
+        store.attempts_started = refused  # type: ignore[method-assign]
+        run = srv.submit("hold")
+        wait_for(lambda: srv.launched() == [run["id"]], what="the launch")
+        srv.call(asyncio.wait_for(srv.runtime.attempts.starts_written(), 10))
+        assert attempt_of(srv, run["id"])["state"] == "starting"
+        srv.executor.attempts.clear()  # its programs went with it, and told nothing
+        srv.executor.connected = False
+        srv.call(srv.runtime.lifecycle._supervisor_lost())
+        task = srv.runtime.lifecycle._reconnecting
+        assert task is not None
+        srv.call(asyncio.wait_for(asyncio.shield(task), 30))
+        attempt = wait_for(
+            lambda: (a := attempt_of(srv, run["id"]))["state"] != "starting" and a,
+            what="its attempt ended",
+        )
+        assert (attempt["state"], attempt["outcome"]) == ("lost", "lost"), attempt

@@ -88,6 +88,10 @@ class Attempts:
         # What this server claimed, kept for its attempt's life so that starting and ending
         # it need not read back what was just written; the store stays the truth for the rest.
         self._claimed: dict[str, Run] = {}
+        # Claimed here, its start not yet heard (run id -> attempt); and of those, the ones
+        # whose end was heard first: a short program's start and end come in one read
+        self._unstarted: dict[str, int] = {}
+        self._ended_unstarted: set[str] = set()
         self._specs: dict[str, tuple[dict[str, object], JobSpec]] = {}
         self._cancel_pending: set[str] = set()
         # Ends the executor told of whose write to the store failed (a full disk): kept for
@@ -104,6 +108,7 @@ class Attempts:
         """The dispatcher took this attempt: its slot is held and its claim published."""
         self.slots.take(claim.run.job, claim.attempt.key)
         self._claimed[claim.run.id] = claim.run
+        self._unstarted[claim.run.id] = claim.run.attempt
         self.transitions.publish(claim.run, RunState.QUEUED)
 
     def launched(self, run_id: str, number: int) -> bool:
@@ -130,8 +135,17 @@ class Attempts:
         to an attempt still starting: an end read first (in the same turn) stands, with the
         pid and start of its exit record. Recovery tells a program that ran from one that never
         started by this record: a reconcile pass waits for those in flight (`starts_written`),
-        and so does a stop."""
-        self._start_writes.start(self._write_start(run.id, number, pid, pgid, start_time, at))
+        and so does a stop.
+
+        An attempt whose end was heard before its start (`end_heard`) gets no start record:
+        its end, written next, carries the same pid and start. A start written then was an
+        update that changed nothing, a store write per run of a short program for nothing."""
+        self._unstarted.pop(run.id, None)
+        key = attempt_key(run.id, number)
+        if key in self._ended_unstarted:
+            self._ended_unstarted.discard(key)
+        else:
+            self._start_writes.start(self._write_start(run.id, number, pid, pgid, start_time, at))
         await self._track(run.id, number, fresh=True)
         if run.id in self._cancel_pending:
             await self.executor.cancel(run.id, number)  # cancel came while it was starting
@@ -145,6 +159,13 @@ class Attempts:
             )
         except Exception as exc:  # a full disk: its end, recorded later, carries pid and start
             log.warning("attempt_start_not_written", run_id=run_id, attempt=number, error=str(exc))
+
+    def end_heard(self, key: str) -> None:
+        """The executor told of the attempt's end, as it reads it (before it is recorded): an
+        attempt launched here whose start it has not yet been told of needs no start record."""
+        run_id, number = parse_attempt_key(key)
+        if self._unstarted.get(run_id) == number:
+            self._ended_unstarted.add(key)
 
     async def starts_written(self) -> None:
         """Once the start records handed to the store so far are written (or failed). A
@@ -222,7 +243,7 @@ class Attempts:
             # slot, which an attempt adopted at start holds without a claim here
             self.unrecorded.pop(record.key, None)
             if self.launched(run_id, number):
-                del self._claimed[run_id]
+                self._let_go(run_id)
             if self.slots.give_back(record.key):
                 log.warning("attempt_end_fenced", run_id=run_id, attempt=number)
                 self.queue.set()
@@ -287,10 +308,10 @@ class Attempts:
             # program is over here, and so is its slot
             if counted:
                 log.warning("attempt_end_fenced", run_id=run.id, attempt=number)
-                self._claimed.pop(run.id, None)
+                self._let_go(run.id)
                 self.queue.set()
             return
-        self._claimed.pop(run.id, None)
+        self._let_go(run.id)
         if updated.state.terminal:
             self._cancel_pending.discard(run.id)
         self.transitions.publish(updated, RunState.RUNNING)
@@ -300,6 +321,13 @@ class Attempts:
             self.queue.slot_freed()  # a claim only if something may be waiting for the slot
         else:
             self.queue.set()  # re-queued: claimable now or when its backoff is due
+
+    def _let_go(self, run_id: str) -> None:
+        """The attempt claimed here has its end recorded: nothing of it is kept."""
+        self._claimed.pop(run_id, None)
+        number = self._unstarted.pop(run_id, None)
+        if number is not None:
+            self._ended_unstarted.discard(attempt_key(run_id, number))
 
     async def _write_end(
         self, run: Run, number: int, end: AttemptEnd

@@ -72,6 +72,7 @@ class Lifecycle:
 
     async def _exited(self, record: ExitRecord | UnreadableExit) -> None:
         # Handled in its own task so the executor's connection keeps being read meanwhile.
+        self.attempts.end_heard(record.key)
         self._exits.start(self._record_exit(record))
 
     async def _record_exit(self, record: ExitRecord | UnreadableExit) -> None:

@@ -211,7 +211,11 @@ async def _end_unrecorded(
     if record is not None:
         await attempts.lost(run, attempt.number, record.why)
         return "unreadable"
-    if attempt.state is AttemptState.STARTING:
+    if attempt.state is AttemptState.STARTING and not await attempts.may_have_run(
+        attempt.run_id, attempt.number
+    ):
+        # no log: it was never spawned. With one, it may have run (its start unrecorded: the
+        # store failed, or its end was heard first and written with it) and is lost, spent
         why = "the server stopped before its program was spawned"
         await attempts.not_started(run, attempt.number, why)
         return "requeued"
