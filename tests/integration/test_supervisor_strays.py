@@ -60,18 +60,26 @@ while not os.path.exists(flag):
 """
 
 
+# the same, each generation lingering a little after its fork: the orphan the supervisor
+# finds is an old generation, and the newest ones, forking on, are its descendants
+LINGERING_HOPPER = HOPPER.replace("os._exit(0)\n    os._exit", "time.sleep(0.05)\n            os._exit(0)\n    os._exit")
+
+
+@pytest.mark.parametrize("hopper", [HOPPER, LINGERING_HOPPER], ids=["leaving", "lingering"])
 async def test_a_descendant_that_forks_away_from_its_pid_over_and_over_dies_with_its_run(
     sup: Harness,  # noqa: F811
     tmp_path: Path,
+    hopper: str,
 ) -> None:
     """A probe: a program's descendant that forks and leaves at once, over and over, had a
     new pid by the time each sweep read its environment, and ran on after its run ended (its
-    40 s), after a cancel, and under another user."""
+    40 s), after a cancel, and under another user. One whose generations linger: what it
+    forked since the orphan was stopped went on forking while the orphan's tree was killed."""
     fifo, flag = tmp_path / "held", tmp_path / "hopping"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        reply = await sup.spawn("hop.1", [sys.executable, "-c", HOPPER, str(fifo), str(flag)])
+        reply = await sup.spawn("hop.1", [sys.executable, "-c", hopper, str(fifo), str(flag)])
         assert reply["ok"], reply
         await sup.next_exit()
         assert flag.exists()  # it hopped before its program ended

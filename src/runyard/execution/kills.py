@@ -9,7 +9,7 @@ import signal
 from collections.abc import Callable, Container
 from pathlib import Path
 
-from runyard.execution.procinfo import stat_fields, stopped
+from runyard.execution.procinfo import children, stat_fields, stopped
 
 ATTEMPT_VAR = b"RUNYARD_ATTEMPT_KEY="  # the variable that names a process's attempt
 FREEZE_LOOKS = 1000  # at most: each look reads one small file (a hopper is caught in a few)
@@ -80,13 +80,13 @@ def _kill_orphans(
     frozen, the others continued after."""
     killed, unnamed = 0, list[int]()
     for _ in range(FREEZE_ROUNDS):
-        # again while a round kills: a child forked as its parent was being stopped may have
-        # left its own child to us just after the look that ended the freeze
-        frozen = _frozen_orphans(supervised)
+        # again while a round kills: what an orphan killed leaves (a zombie's last child) is
+        # ours to look at next
+        frozen, below = _frozen_orphans(supervised)
         try:
             more, unnamed = _judge(frozen, doomed)
         finally:
-            for pid, was_stopped in frozen.items():
+            for pid, was_stopped in (*frozen.items(), *below.items()):
                 if not was_stopped:
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGCONT)
@@ -96,26 +96,33 @@ def _kill_orphans(
     return killed, unnamed
 
 
-def _frozen_orphans(supervised: Container[int]) -> dict[int, bool]:
-    """Our orphans, each stopped (SIGSTOP) until a look finds no new one: pid -> whether it
-    was stopped already. A process that forks and leaves at once, over and over, has a new
-    pid by the time its environment is read: it outlived every sweep of its run (a probe:
-    one such ran its 40 s after its run ended, was cancelled, or ran as another user).
-    Stopped, it forks no more; the child it made just before is reparented to us once it
-    leaves, or is its descendant (kill_tree), and the next look stops it."""
+def _frozen_orphans(supervised: Container[int]) -> tuple[dict[int, bool], dict[int, bool]]:
+    """Our orphans and all their descendants, each stopped (SIGSTOP) until a look finds no
+    new one: (orphans, descendants), pid -> whether it was stopped already. A process that
+    forks and leaves at once, over and over, has a new pid by the time its environment is
+    read: it outlived every sweep of its run (a probe: one such ran its 40 s after its run
+    ended, was cancelled, or ran as another user). Stopped, it forks no more; the child it
+    made just before it was stopped is its child still, and is stopped in the next look: the
+    whole tree stands still before it is judged, and kill_tree reads it whole (its running
+    descendants used to fork on between the read and the kill, a round behind each time)."""
     frozen: dict[int, bool] = {}
+    below: dict[int, bool] = {}
     for _ in range(FREEZE_LOOKS):
         fresh = [pid for pid in orphans(supervised) if pid not in frozen]
-        if not fresh:
+        fresh_below = [
+            child for pid in (*frozen, *below) for child in children(pid)
+            if child not in below and child not in frozen
+        ]  # fmt: skip
+        if not fresh and not fresh_below:
             break
-        for pid in fresh:
+        for pid, into in (*((p, frozen) for p in fresh), *((p, below) for p in fresh_below)):
             try:
                 was_stopped = stopped(pid)
                 os.kill(pid, signal.SIGSTOP)
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile (its child, if any, is in the next look)
-            frozen[pid] = was_stopped
-    return frozen
+            into[pid] = was_stopped
+    return frozen, below
 
 
 def _judge(frozen: dict[int, bool], doomed: Callable[[str | None], bool]) -> tuple[int, list[int]]:

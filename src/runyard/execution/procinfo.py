@@ -56,6 +56,28 @@ def parent(pid: int) -> int:
     return int(stat_fields(pid)[1])
 
 
+def children(pid: int) -> list[int]:
+    """`pid`'s children, as the kernel lists them per thread (a child forked by any of its
+    threads); [] if it is gone."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")  # noqa: PTH208  names, read by fd below
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            fd = os.open(f"/proc/{pid}/task/{tid}/children", os.O_RDONLY)
+        except OSError:
+            continue  # that thread ended meanwhile
+        try:
+            found.extend(int(c) for c in os.read(fd, 65536).split())
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return found
+
+
 def peer_pid(sock: socket.socket) -> int:
     """The pid of the process at the other end of a unix socket, as the kernel says
     (SO_PEERCRED: taken when it connected, or listened)."""
