@@ -68,3 +68,20 @@ def test_what_earlier_versions_wrote_reads_back(text: str, expected: str | None)
         assert value == 10**30
     else:
         assert value == expected
+
+
+def test_the_runs_of_one_job_read_back_one_spec_parsed_once() -> None:
+    """Every claim and every end reads its run's spec back: each distinct text is parsed
+    once, and its runs share the dict (a spec read back is never changed in place)."""
+    spec = {"command": ["true"], "big": 2**70, "retry_on": ["lost"]}  # 2**70: json's to read
+
+    def row(run_id: str, text: str) -> tuple[object, ...]:
+        return (run_id, "j", "{}", "queued", 0, "{}", None, None, None, None, 1.0, None,
+                None, 0, None, None, None, None, 0, text, 0)  # fmt: skip
+
+    first, second = (run_from_row(row(i, dumps(spec))) for i in ("01JA", "01JB"))
+    assert first.spec == spec
+    assert second.spec is first.spec
+    other = run_from_row(row("01JC", dumps({**spec, "big": 1})))
+    assert other.spec["big"] == 1
+    assert first.spec["big"] == 2**70

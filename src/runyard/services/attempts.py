@@ -120,7 +120,8 @@ class Attempts:
     def spec_of(self, run: Run) -> JobSpec:
         """The run's job spec, parsed once per distinct spec rather than once per use."""
         cached = self._specs.get(run.job)
-        if cached is not None and cached[0] == run.spec:
+        # the store hands every run of a job the same spec dict: mostly found by identity
+        if cached is not None and (cached[0] is run.spec or cached[0] == run.spec):
             return cached[1]
         spec = JobSpec.model_validate(run.spec)
         self._specs[run.job] = (run.spec, spec)

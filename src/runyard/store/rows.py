@@ -3,6 +3,7 @@ PostgreSQL's jsonb as objects; both decode here)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,18 @@ def loads(value: Any) -> Any:
     if isinstance(value, str | bytes):
         return fastjson.loads(value)
     return value  # PostgreSQL's jsonb arrives parsed
+
+
+def spec_loads(value: Any) -> Any:
+    """A run's stored job spec back. Every run of a job stores the same text, read back with
+    every claim and every end: parsed once per distinct text, and the one dict shared (a
+    spec read from the store is never changed in place)."""
+    return _spec_of_text(value) if isinstance(value, str) else loads(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _spec_of_text(text: str) -> Any:
+    return fastjson.loads(text)
 
 
 def _time(value: Any) -> float | None:
@@ -84,7 +97,7 @@ def run_from_row(row: tuple[Any, ...]) -> Run:
         request_hash=row[9], created_at=row[10], started_at=_time(row[11]),
         finished_at=_time(row[12]), attempt=row[13], exit_code=_int(row[14]), reason=row[15],
         progress=loads(row[16]) if row[16] else None, not_before=_time(row[17]),
-        cancel_requested=bool(row[18]), spec=loads(row[19]), progress_skipped=row[20],
+        cancel_requested=bool(row[18]), spec=spec_loads(row[19]), progress_skipped=row[20],
     )  # fmt: skip
 
 
