@@ -176,3 +176,21 @@ def test_whatever_is_taken_croniter_reads(expr: str) -> None:
     else:
         assert croniter.is_valid(expr)
         assert next_after(expr, None, NOW, NOW) > NOW
+
+
+@pytest.mark.parametrize(
+    ("expr", "days"),
+    [
+        ("0 0 */2 * 1", ["Mon 07", "Mon 21", "Mon 11", "Mon 25"]),  # both: `*/2` starts with *
+        ("0 0 * * 1", ["Mon 07", "Mon 14", "Mon 21", "Mon 28"]),
+        ("0 0 1-7 * *", ["Tue 01", "Wed 02", "Thu 03", "Fri 04"]),
+        ("0 0 13 * 5", ["Fri 04", "Fri 11", "Sun 13", "Fri 18"]),  # either: both restricted
+    ],
+)
+def test_the_day_fields_are_read_as_cron_reads_them(expr: str, days: list[str]) -> None:
+    start = datetime(2026, 11, 30, 12, tzinfo=UTC).timestamp()
+    fires, after = [], start
+    for _ in days:
+        after = next_after(expr, None, start, after)
+        fires.append(datetime.fromtimestamp(after, UTC).strftime("%a %d"))
+    assert fires == days

@@ -15,11 +15,21 @@ def check_cron(expr: str, now: float) -> str:
     """A standard five-field expression (or an @-macro) that fires at least once more."""
     _check_syntax(expr)
     try:
-        croniter(expr, datetime.fromtimestamp(now, UTC)).get_next(float)
+        _iter(expr, datetime.fromtimestamp(now, UTC)).get_next(float)
     except (CroniterError, ValueError, OverflowError):
         # croniter searches a bounded span of years: `0 0 30 2 *` (Feb 30th) never matches
         raise InvalidInputError(f"cron: {expr!r} never fires", field="cron") from None
     return expr
+
+
+def _iter(expr: str, start: datetime) -> croniter:
+    """croniter as cron reads the day fields: a day matches either field when both are
+    restricted (`0 0 13 * 5`: every 13th and every Friday), and both when either starts with
+    `*` (`0 0 */2 * 1`: the Mondays of odd dates; croniter alone read it as every odd date
+    and every Monday)."""
+    fields = expr.split()
+    day_or = len(fields) != 5 or not (fields[2].startswith("*") or fields[4].startswith("*"))
+    return croniter(expr, start, day_or=day_or)
 
 
 def _check_syntax(expr: str) -> None:
@@ -46,7 +56,7 @@ def next_after(cron: str | None, interval_s: float | None, anchor: float, after:
         _check_syntax(cron)
         start = datetime.fromtimestamp(after, UTC)
         try:
-            return float(croniter(cron, start).get_next(float))
+            return float(_iter(cron, start).get_next(float))
         except (CroniterError, ValueError, OverflowError) as exc:  # stopped matching
             raise InvalidInputError(
                 f"cron: {cron!r} gives no next fire ({exc})", field="cron"
