@@ -7,7 +7,6 @@ and the quick commands, which import this module, do not need."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,14 +14,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from runyard.client_downloads import save
 from runyard.client_guards import (
     MAX_ERROR_TEXT,
     MAX_PAGES,
     ClientError,
+    M,
     capped_client,
     destination,
+    event_data,
+    event_int,
     next_cursor,
+    parsed,
     redirected,
+    valid,
 )
 from runyard.client_streams import sse_events
 from runyard.models import RunState
@@ -129,13 +134,17 @@ class Client:
             raise APIError(resp.status_code, problem if isinstance(problem, dict) else {})
         return resp
 
+    def _answer(self, model: type[M], resp: httpx.Response) -> M:
+        """A 2xx answer as `model`; else APIError, or ClientError for one it cannot use."""
+        return valid(model, parsed(self._check(resp)), resp.request.url.path)
+
     # -- jobs -------------------------------------------------------------------------------
 
     def jobs(self) -> JobList:
-        return JobList.model_validate(self._check(self.http.get("/v1/jobs")).json())
+        return self._answer(JobList, self.http.get("/v1/jobs"))
 
     def job(self, name: str) -> JobView:
-        return JobView.model_validate(self._check(self.http.get(f"/v1/jobs/{_seg(name)}")).json())
+        return self._answer(JobView, self.http.get(f"/v1/jobs/{_seg(name)}"))
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -162,8 +171,8 @@ class Client:
 
             headers["Prefer"] = f"wait={wait:g}"
             timeout = httpx.Timeout(wait + 30.0)
-        resp = self._check(self.http.post("/v1/runs", json=body, headers=headers, timeout=timeout))
-        return RunView.model_validate(resp.json())
+        resp = self.http.post("/v1/runs", json=body, headers=headers, timeout=timeout)
+        return self._answer(RunView, resp)
 
     def runs(
         self,
@@ -181,7 +190,7 @@ class Client:
                 params[key] = str(value)
         if labels:
             params["label"] = [f"{k}={v}" for k, v in labels.items()]
-        return RunPage.model_validate(self._check(self.http.get("/v1/runs", params=params)).json())
+        return self._answer(RunPage, self.http.get("/v1/runs", params=params))
 
     def iter_runs(self, **filters: Any) -> Iterator[RunView]:
         cursor: str | None = None
@@ -195,11 +204,10 @@ class Client:
         raise ClientError(f"more than {MAX_PAGES} pages of runs")
 
     def run(self, run_id: str) -> RunView:
-        return RunView.model_validate(self._check(self.http.get(f"/v1/runs/{_seg(run_id)}")).json())
+        return self._answer(RunView, self.http.get(f"/v1/runs/{_seg(run_id)}"))
 
     def cancel(self, run_id: str) -> RunView:
-        resp = self._check(self.http.post(f"/v1/runs/{_seg(run_id)}/cancel"))
-        return RunView.model_validate(resp.json())
+        return self._answer(RunView, self.http.post(f"/v1/runs/{_seg(run_id)}/cancel"))
 
     def delete(self, run_id: str) -> None:
         self._check(self.http.delete(f"/v1/runs/{_seg(run_id)}"))
@@ -243,9 +251,7 @@ class Client:
             if value is not None:
                 body[key] = value
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return BatchView.model_validate(
-            self._check(self.http.post("/v1/batches", json=body, headers=headers)).json()
-        )
+        return self._answer(BatchView, self.http.post("/v1/batches", json=body, headers=headers))
 
     def upload(
         self, path: Path, name: str | None = None, progress: Callable[[int], None] | None = None
@@ -266,7 +272,7 @@ class Client:
                 "/v1/uploads", params={"name": name or path.name}, content=chunks(),
                 headers={"Content-Length": str(size)},  # refused at once when over the cap
             )  # fmt: skip
-        return UploadView.model_validate(self._check(resp).json())
+        return self._answer(UploadView, resp)
 
     def delete_upload(self, upload_id: str) -> None:
         """Remove an upload nothing uses (the `admin` role); 409 while a run or a schedule
@@ -281,13 +287,10 @@ class Client:
         }
 
     def get_batch(self, batch_id: str) -> BatchView:
-        return BatchView.model_validate(
-            self._check(self.http.get(f"/v1/batches/{_seg(batch_id)}")).json()
-        )
+        return self._answer(BatchView, self.http.get(f"/v1/batches/{_seg(batch_id)}"))
 
     def cancel_batch(self, batch_id: str) -> BatchView:
-        resp = self._check(self.http.post(f"/v1/batches/{_seg(batch_id)}/cancel"))
-        return BatchView.model_validate(resp.json())
+        return self._answer(BatchView, self.http.post(f"/v1/batches/{_seg(batch_id)}/cancel"))
 
     # -- schedules --------------------------------------------------------------------------
 
@@ -296,9 +299,7 @@ class Client:
     ) -> ScheduleView:
         """`fields`: cron or interval_s, and optionally overlap, catch_up, paused, priority."""
         body = {"job": job, "params": params or {}, **fields}
-        return ScheduleView.model_validate(
-            self._check(self.http.post("/v1/schedules", json=body)).json()
-        )
+        return self._answer(ScheduleView, self.http.post("/v1/schedules", json=body))
 
     def schedules(self) -> list[ScheduleView]:
         """Every schedule, page after page."""
@@ -309,9 +310,7 @@ class Client:
             query: dict[str, str | int] = {"limit": 500}
             if cursor is not None:
                 query["cursor"] = cursor
-            page = SchedulePage.model_validate(
-                self._check(self.http.get("/v1/schedules", params=query)).json()
-            )
+            page = self._answer(SchedulePage, self.http.get("/v1/schedules", params=query))
             found += page.schedules
             if page.next_cursor is None:
                 return found
@@ -319,8 +318,8 @@ class Client:
         raise ClientError(f"more than {MAX_PAGES} pages of schedules")
 
     def update_schedule(self, schedule_id: str, **changes: Any) -> ScheduleView:
-        resp = self._check(self.http.patch(f"/v1/schedules/{_seg(schedule_id)}", json=changes))
-        return ScheduleView.model_validate(resp.json())
+        resp = self.http.patch(f"/v1/schedules/{_seg(schedule_id)}", json=changes)
+        return self._answer(ScheduleView, resp)
 
     def delete_schedule(self, schedule_id: str) -> None:
         self._check(self.http.delete(f"/v1/schedules/{_seg(schedule_id)}"))
@@ -339,13 +338,13 @@ class Client:
             params["offset"] = offset  # then the ids it is sent (ATTEMPT:OFFSET past attempt 1)
         for sse in sse_events(self.http, self._check, url, params, "", retries):
             if sse.event == "attempt":
-                params["attempt"] = int(json.loads(sse.data)["attempt"])  # pinned from now on
+                params["attempt"] = event_int(sse.data, "attempt", "attempt")  # pinned from now
                 yield LogStart(params["attempt"])
             elif sse.event in ("log", "log.b64"):
                 data = sse.data.encode() if sse.event == "log" else base64.b64decode(sse.data)
                 yield LogPiece(int(sse.id.rpartition(":")[2]), data)
             elif sse.event in ("end", "lagged", "shutdown"):
-                yield StreamEnd(sse.event, json.loads(sse.data))
+                yield StreamEnd(sse.event, event_data(sse.data, sse.event))
                 return
 
     def stream_events(
@@ -356,17 +355,17 @@ class Client:
             self.http, self._check, f"/v1/runs/{_seg(run_id)}/events", {}, str(after), retries
         ):
             if sse.event in ("state", "progress"):
-                yield json.loads(sse.data)
+                yield event_data(sse.data, sse.event)
             elif sse.event in ("end", "lagged", "shutdown"):
-                yield StreamEnd(sse.event, json.loads(sse.data))
+                yield StreamEnd(sse.event, event_data(sse.data, sse.event))
                 return
 
     # -- artifacts --------------------------------------------------------------------------
 
     def artifacts(self, run_id: str, cursor: str | None = None) -> ArtifactList:
         params = {"cursor": cursor} if cursor else {}
-        resp = self._check(self.http.get(f"/v1/runs/{_seg(run_id)}/artifacts", params=params))
-        return ArtifactList.model_validate(resp.json())
+        resp = self.http.get(f"/v1/runs/{_seg(run_id)}/artifacts", params=params)
+        return self._answer(ArtifactList, resp)
 
     def artifact_pages(self, run_id: str) -> Iterator[ArtifactList]:
         """Every page of the run's artifacts, in order (a cursor that comes back, or more
@@ -386,18 +385,16 @@ class Client:
         says inside it: a path that would land elsewhere is a ClientError."""
         for listing in self.artifact_pages(run_id):
             for a in listing.artifacts:
-                yield self.download(run_id, a.path, destination(root, a.path))
+                yield self.download(run_id, a.path, destination(root, a.path), a.size)
 
-    def download(self, run_id: str, path: str, dest: Path) -> Path:
-        """Download one artifact to `dest` (a file path), streaming. The path is sent
-        percent-encoded segment by segment: a `?`, `#` or `%` in a name is part of it."""
+    def download(self, run_id: str, path: str, dest: Path, size: int | None = None) -> Path:
+        """Download one artifact to `dest` (a file path), streaming; `size`, when known (the
+        listing's), is the most it may be. The path is sent percent-encoded segment by
+        segment: a `?`, `#` or `%` in a name is part of it. `dest` appears only once whole."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         url = f"/v1/runs/{_seg(run_id)}/artifacts/{quote(path, safe='/')}"
         with self.http.stream("GET", url) as resp:
             if not 200 <= resp.status_code < 300:  # never a redirect's page saved as the file
                 resp.read()
                 self._check(resp)
-            with dest.open("wb") as fh:
-                for chunk in resp.iter_bytes():
-                    fh.write(chunk)
-        return dest
+            return save(resp, dest, size)

@@ -8,14 +8,19 @@ through `..`, an absolute path or a link."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # imported when a client is made: the CLI starts without it
     import httpx
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 
 MAX_ANSWER_BYTES = 64 * 2**20  # a page of runs is a few hundred KiB; an error a few hundred B
 MAX_ERROR_TEXT = 500
@@ -57,23 +62,33 @@ def read_capped(
 ) -> bytes:
     """The body, up to `cap` bytes, coming at `min_rate` bytes/s at least once `grace_s` have
     passed (httpx's timeout is per read: a byte every few seconds held a caller for ever)."""
-    pieces, total = [], 0
+    over = (
+        f"the server's answer to {resp.request.method} {resp.request.url.path} is over "
+        f"{cap // 2**20} MiB: not a runyard server's answer"
+    )
+    return b"".join(paced(resp, cap, over, min_rate, grace_s))
+
+
+def paced(
+    resp: httpx.Response, cap: int | None, over: str, min_rate: float = MIN_RATE,
+    grace_s: float = RATE_GRACE_S,
+) -> Iterator[bytes]:  # fmt: skip
+    """The body's pieces as they come: a ClientError (`over`) past `cap` bytes, or once it
+    comes at under `min_rate` bytes/s after `grace_s` (a download too: a byte every few
+    seconds, or a body without end, held its caller for ever and filled its disk)."""
+    total = 0
     began = time.monotonic()
     for piece in resp.iter_bytes():
         total += len(piece)
-        if total > cap:
-            raise ClientError(
-                f"the server's answer to {resp.request.method} {resp.request.url.path} is over "
-                f"{cap // 2**20} MiB: not a runyard server's answer"
-            )
-        pieces.append(piece)
+        if cap is not None and total > cap:
+            raise ClientError(over)
+        yield piece
         spent = time.monotonic() - began
         if spent > grace_s and total < min_rate * spent:
             raise ClientError(
                 f"the server's answer to {resp.request.url.path} comes at under "
                 f"{min_rate:g} bytes/s ({total} bytes in {spent:.0f} s): given up"
             )
-    return b"".join(pieces)
 
 
 def redirected(resp: httpx.Response) -> dict[str, Any]:
@@ -88,11 +103,47 @@ def parsed(resp: httpx.Response) -> Any:
     """The answer's JSON, or a ClientError saying why it is none."""
     try:
         return resp.json()
-    except (ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ClientError(
             f"the server's answer to {resp.request.url.path} is not JSON it can read: "
             f"{type(exc).__name__}: {str(exc)[:200]}"
         ) from None
+
+
+def valid(model: type[M], data: Any, what: str) -> M:
+    """`data` as `model`, or a ClientError with how many problems and the first one. The
+    models' lists stop at their first bad item (schemas.py: fail_fast), and the error is
+    never rendered whole: a 3 MB answer of a million `{}` made 18 errors each, and its text
+    took 20 GB."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])[:200]
+        raise ClientError(
+            f"the server's answer to {what} is not a runyard answer: {exc.error_count()} "
+            f"problem(s), the first at {where or 'the top'}: {str(first['msg'])[:200]}"
+        ) from None
+
+
+def event_data(data: str, what: str) -> dict[str, Any]:
+    """A stream event's JSON object, or a ClientError saying why it is none."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ClientError(f"the server's {what} event is not JSON it can read: {exc}") from None
+    if not isinstance(value, dict):
+        raise ClientError(f"the server's {what} event is not an object")
+    return value
+
+
+def event_int(data: str, what: str, key: str) -> int:
+    value = event_data(data, what).get(key)
+    if type(value) is not int or value < 0:
+        raise ClientError(f"the server's {what} event has no {key} that is a whole number")
+    return value
 
 
 def destination(root: Path, path: str) -> Path:

@@ -23,6 +23,7 @@ from runyard.bounds import (
     unshowable,
 )
 from runyard.models import Attempt, Run, RunState
+from runyard.schema_types import IntMap, StrMap
 
 MAX_LABELS = 32
 MAX_LABEL_VALUE = 256
@@ -145,7 +146,7 @@ class BatchView(BaseModel):
     job: str
     size: int
     created_at: datetime
-    counts: dict[str, int] = Field(
+    counts: IntMap = Field(
         description="the batch's runs by state; `size` less their sum were deleted since"
     )
     done: bool = Field(description="every run has ended (none is queued or running)")
@@ -161,7 +162,7 @@ class UploadView(BaseModel):
 
 
 class BatchPage(BaseModel):
-    batches: list[BatchView]
+    batches: list[BatchView] = Field(fail_fast=True)
     next_cursor: str | None
 
 
@@ -223,7 +224,7 @@ class ScheduleView(BaseModel):
     catch_up: str
     paused: bool
     priority: int | None
-    labels: dict[str, str]
+    labels: StrMap
     created_at: datetime
     last_fired_at: datetime | None
     next_fire_at: datetime | None
@@ -233,7 +234,7 @@ class ScheduleView(BaseModel):
 
 
 class SchedulePage(BaseModel):
-    schedules: list[ScheduleView]
+    schedules: list[ScheduleView] = Field(fail_fast=True)
     next_cursor: str | None
 
 
@@ -271,7 +272,7 @@ class RunView(BaseModel):
     params: dict[str, Any]
     state: RunState
     priority: int
-    labels: dict[str, str]
+    labels: StrMap
     batch_id: str | None
     schedule_id: str | None
     idempotency_key: str | None
@@ -285,9 +286,10 @@ class RunView(BaseModel):
     progress_skipped: int = Field(default=0, description="malformed progress lines skipped")
     not_before: datetime | None
     cancel_requested: bool
-    attempts: list[AttemptView] | None = None
+    attempts: list[AttemptView] | None = Field(default=None, fail_fast=True)
     withheld: list[str] = Field(
         default_factory=list,
+        fail_fast=True,
         description="fields whose stored value cannot be shown as JSON (answered empty)",
     )
 
@@ -320,32 +322,32 @@ class RunView(BaseModel):
 
 
 class RunPage(BaseModel):
-    runs: list[RunView]
+    runs: list[RunView] = Field(fail_fast=True)
     next_cursor: str | None
 
 
 class JobView(BaseModel):
     name: str
     description: str
-    command: list[str]
+    command: list[str] = Field(fail_fast=True)
     params_schema: dict[str, Any]
     timeout_s: float | None
     kill_grace_s: float
     max_attempts: int
-    retry_on: list[int | str]
+    retry_on: list[int | str] = Field(fail_fast=True)
     concurrency: int | None
     priority: int
     max_queue: int | None
     workspace: str
-    artifacts: list[str]
+    artifacts: list[str] = Field(fail_fast=True)
     sandbox: dict[str, Any] | None = Field(
         default=None, description="the sandbox its runs get (network, binds), or null: none"
     )
 
 
 class JobList(BaseModel):
-    jobs: list[JobView]
-    errors: dict[str, str] = Field(description="job file name -> why it did not load")
+    jobs: list[JobView] = Field(fail_fast=True)
+    errors: StrMap = Field(description="job file name -> why it did not load")
 
 
 class ArtifactView(BaseModel):
@@ -360,7 +362,7 @@ class SkippedArtifact(BaseModel):
 
 
 class ArtifactList(BaseModel):
-    artifacts: list[ArtifactView]
+    artifacts: list[ArtifactView] = Field(fail_fast=True)
     workspace_bytes: int = Field(
         default=0, description="disk the run's workspace takes (first page only; else 0)"
     )
@@ -375,6 +377,7 @@ class ArtifactList(BaseModel):
     )
     skipped: list[SkippedArtifact] = Field(
         default_factory=list,
+        fail_fast=True,
         description="entries the globs declare that cannot be served (a name that is not "
         "UTF-8 or holds a control character, a link, not a regular file), 100 a page at most",
     )
