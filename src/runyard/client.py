@@ -380,12 +380,16 @@ class Client:
             cursor = next_cursor(listing.next_cursor, seen)
         raise ClientError(f"more than {MAX_PAGES} pages of artifacts")
 
-    def download_all(self, run_id: str, root: Path) -> Iterator[Path]:
+    def download_all(self, run_id: str, root: Path, *, overwrite: bool = False) -> Iterator[Path]:
         """Every artifact of the run (every page of them) into `root`, each where its path
-        says inside it: a path that would land elsewhere is a ClientError."""
+        says inside it: a path that would land elsewhere is a ClientError, and so is a file
+        there already unless `overwrite` (the server names them: `.bashrc`, into a home)."""
         for listing in self.artifact_pages(run_id):
             for a in listing.artifacts:
-                yield self.download(run_id, a.path, destination(root, a.path), a.size)
+                dest = destination(root, a.path)
+                if not overwrite and (dest.exists() or dest.is_symlink()):
+                    raise ClientError(f"{dest} exists: not overwritten (overwrite=True to)")
+                yield self.download(run_id, a.path, dest, a.size)
 
     def download(self, run_id: str, path: str, dest: Path, size: int | None = None) -> Path:
         """Download one artifact to `dest` (a file path), streaming; `size`, when known (the

@@ -118,7 +118,7 @@ def test_a_download_cut_short_leaves_no_file_and_keeps_a_good_copy(
     cut, listed = content(b"0123456789", announced=1000), listing("f.bin", "g.bin", size=1000)
     server = hostile({f"/v1/runs/{RUN}/artifacts/": cut, f"/v1/runs/{RUN}/artifacts": listed})
     with Client(server.url) as c, pytest.raises(httpx.HTTPError, match="1000"):
-        list(c.download_all(RUN, tmp_path))
+        list(c.download_all(RUN, tmp_path, overwrite=True))
     assert good.read_bytes() == b"the good copy"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]  # no part left behind
 
@@ -140,3 +140,15 @@ def test_a_whole_download_is_saved_under_its_name(hostile: Make, tmp_path: Path)
         assert list(c.download_all(RUN, tmp_path)) == [tmp_path / "d" / "f.bin"]
     assert (tmp_path / "d" / "f.bin").read_bytes() == b"abc"
     assert [p.name for p in (tmp_path / "d").iterdir()] == ["f.bin"]  # no part left over
+
+
+def test_a_download_never_overwrites_a_file_unless_asked(hostile: Make, tmp_path: Path) -> None:
+    """The server names the files: `.bashrc`, downloaded into a home, replaced it."""
+    mine = tmp_path / ".bashrc"
+    mine.write_bytes(b"mine")
+    server = hostile({f"/v1/runs/{RUN}/artifacts/": content(b"evil", announced=4),
+                      f"/v1/runs/{RUN}/artifacts": listing(".bashrc", size=4)})  # fmt: skip
+    with Client(server.url) as c, pytest.raises(ClientError, match="exists: not overwritten"):
+        list(c.download_all(RUN, tmp_path))
+    assert mine.read_bytes() == b"mine"
+    assert not [a for a in server.asked if "/artifacts/" in a]  # not even fetched
