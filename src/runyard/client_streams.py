@@ -1,6 +1,7 @@
 """A run's server-sent events for the Python client: reconnected with Last-Event-ID after a
-dropped connection, with backoff, and given up on after `retries` reconnects that brought
-nothing; a stream silent for a minute is taken as gone (the server's heartbeat is 15 s)."""
+dropped connection, with backoff, and given up on after `retries` reconnects in a row that
+brought nothing new and held briefly; a stream silent for a minute is taken as gone (the
+server's heartbeat is 15 s). What one event may hold is bounded in client_sse."""
 
 from __future__ import annotations
 
@@ -9,37 +10,22 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from runyard.client_guards import ClientError
+from runyard.client_sse import MAX_SSE_EVENT, MAX_SSE_LINE, response_events
 
 if TYPE_CHECKING:
     import httpx
     from httpx_sse import ServerSentEvent
 
+__all__ = ["MAX_SSE_EVENT", "MAX_SSE_LINE", "SSE_SILENCE_S", "sse_events"]
+
 SSE_SILENCE_S = 60.0  # four of the server's 15 s heartbeats missed: the stream is gone
-# a line of the server's is one event's field: a log chunk of at most 64 KiB, base64'd
-MAX_SSE_LINE = 8 * 2**20
-
-
-def line_capped(stream: Any) -> Any:
-    """The response's byte stream, refusing a line longer than MAX_SSE_LINE as it comes
-    (httpx_sse gathers a line whole: one without an end took the caller's memory)."""
-    import httpx
-
-    class LineCapped(httpx.SyncByteStream):
-        def __iter__(self) -> Iterator[bytes]:
-            since = 0  # bytes since the last line break
-            for chunk in stream:
-                cut = chunk.rfind(b"\n")
-                since = len(chunk) - cut - 1 if cut >= 0 else since + len(chunk)
-                if since > MAX_SSE_LINE:
-                    raise ClientError(
-                        f"the server sent a stream line of over {MAX_SSE_LINE // 2**20} MiB"
-                    )
-                yield chunk
-
-        def close(self) -> None:
-            stream.close()
-
-    return LineCapped()
+# a connection held this long before it dropped counts as one that moved on: a quiet run's
+# stream, cut now and then on the way, is followed as long as it runs (a server can hold the
+# client this way, but not make it ask again and again)
+HELD_S = 30.0
+# events without an id remembered (as hashes) to tell a new one from one sent again: the
+# server's are a few control events a stream, so this bounds only a server that is not one
+SEEN_KEPT = 4096
 
 
 def sse_events(
@@ -50,8 +36,12 @@ def sse_events(
     import httpx
     from httpx_sse import SSEError, connect_sse
 
+    news = _News(last_id)
+    # connections in a row that ended without bringing anything new: only news resets it, not
+    # any event (a server that sends the same event and hangs up was asked again for ever)
     failures = 0
     while True:
+        moved, began = False, time.monotonic()
         try:
             with connect_sse(
                 http, "GET", url, params=params,
@@ -63,9 +53,8 @@ def sse_events(
                 if not 200 <= source.response.status_code < 300:
                     source.response.read()
                     check(source.response)
-                source.response.stream = line_capped(source.response.stream)
-                for sse in source.iter_sse():
-                    failures = 0
+                for sse in response_events(source.response):
+                    moved = news.new(sse) or moved
                     if sse.id:
                         last_id = sse.id
                     yield sse
@@ -77,7 +66,43 @@ def sse_events(
             problem: Exception = ClientError("the stream ended without its end event")
         except (httpx.TransportError, SSEError) as exc:
             problem = exc
-        failures += 1
+        moved = moved or time.monotonic() - began >= HELD_S
+        failures = 1 if moved else failures + 1
         if failures > retries:
+            if isinstance(problem, ClientError) and retries:
+                raise ClientError(f"{problem}; {retries} reconnects brought nothing new")
             raise problem
         time.sleep(min(0.2 * 2**failures, 5.0))  # reconnect backoff, client side
+
+
+class _News:
+    """Whether an event moves the stream on: one with an id beyond the last seen (a server
+    that ignores Last-Event-ID sends old ones again), one without an id that was not seen."""
+
+    def __init__(self, last_id: str) -> None:
+        self.last = _rank(last_id)
+        self.seen: dict[int, None] = {}  # insertion-ordered: the oldest is dropped first
+
+    def new(self, sse: ServerSentEvent) -> bool:
+        rank = _rank(sse.id)
+        if rank is not None:
+            if self.last is not None and rank <= self.last:
+                return False
+            self.last = rank
+            return True
+        key = hash((sse.id, sse.event, sse.data))
+        if key in self.seen:
+            return False
+        self.seen[key] = None
+        if len(self.seen) > SEEN_KEPT:
+            del self.seen[next(iter(self.seen))]
+        return True
+
+
+def _rank(event_id: str) -> tuple[int, tuple[int, ...]] | None:
+    """The server's ids in order (a run event's SEQ; a log's OFFSET in attempt 1, then
+    ATTEMPT:OFFSET, so more parts are later); None for any other id."""
+    parts = event_id.split(":") if 0 < len(event_id) <= 64 else [""]
+    if not all(p.isascii() and p.isdigit() for p in parts):
+        return None
+    return len(parts), tuple(int(p) for p in parts)
