@@ -26,6 +26,7 @@ HELD_S = 30.0
 # events without an id remembered (as hashes) to tell a new one from one sent again: the
 # server's are a few control events a stream, so this bounds only a server that is not one
 SEEN_KEPT = 4096
+CONTROL = ("attempt", "end", "lagged", "shutdown")  # a stream's events that carry no id
 
 
 def sse_events(
@@ -54,7 +55,13 @@ def sse_events(
                     source.response.read()
                     check(source.response)
                 for sse in response_events(source.response):
-                    moved = news.new(sse) or moved
+                    fresh = news.new(sse)
+                    moved = moved or fresh
+                    if not fresh and sse.event not in CONTROL and _rank(sse.id) is not None:
+                        # sent again by a server that ignored Last-Event-ID: neither handed
+                        # over twice nor a step back for the next reconnect (a control event
+                        # carries the last id on, as SSE keeps it: it is passed on)
+                        continue
                     if sse.id:
                         last_id = sse.id
                     yield sse

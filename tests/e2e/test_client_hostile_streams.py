@@ -164,3 +164,18 @@ def test_a_log_stream_that_brings_nothing_new_is_given_up(
 def _run_event(seq: int) -> bytes:
     body = {"seq": seq, "at": "2026-01-01T00:00:00Z", "kind": "progress", "data": {}}
     return b"id: %d\nevent: progress\ndata: %s\n\n" % (seq, json.dumps(body).encode())
+
+
+def test_events_sent_again_are_handed_over_once(hostile: Make, slept: list[float]) -> None:
+    """A server that ignores Last-Event-ID sends a log's first pieces again: the client's
+    promise is no gap and no repeat."""
+    head = [b'event: attempt\ndata: {"attempt": 1}\n\n']
+    piece = [b"id: %d\nevent: log\ndata: %s\n\n" % (i + 1, b"abc"[i : i + 1]) for i in range(3)]
+    end = b'event: end\ndata: {"state": "succeeded"}\n\n'
+    answers = iter([head + piece[:2], head + piece + [end]])
+    server = hostile({"/": lambda h: sse(h, next(answers))})
+    with Client(server.url) as c:
+        got = list(c.stream_log(RUN))
+    assert b"".join(p.data for p in got if isinstance(p, LogPiece)) == b"abc"
+    assert [p.end_offset for p in got if isinstance(p, LogPiece)] == [1, 2, 3]
+    assert isinstance(got[-1], StreamEnd) and len(server.asked) == 2
