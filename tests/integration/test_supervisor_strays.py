@@ -62,7 +62,9 @@ while not os.path.exists(flag):
 
 # the same, each generation lingering a little after its fork: the orphan the supervisor
 # finds is an old generation, and the newest ones, forking on, are its descendants
-LINGERING_HOPPER = HOPPER.replace("os._exit(0)\n    os._exit", "time.sleep(0.05)\n            os._exit(0)\n    os._exit")
+LINGERING_HOPPER = HOPPER.replace(
+    "os._exit(0)\n    os._exit", "time.sleep(0.05)\n            os._exit(0)\n    os._exit"
+)
 
 
 @pytest.mark.parametrize("hopper", [HOPPER, LINGERING_HOPPER], ids=["leaving", "lingering"])
