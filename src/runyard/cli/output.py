@@ -7,18 +7,42 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import accumulate, takewhile
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.highlighter import ReprHighlighter
 from rich.markup import escape
+from rich.text import Text
 
 from runyard.client import APIError, Client
 from runyard.client_guards import ClientError
 from runyard.models import RunState
 from runyard.schemas import RunView
 
-out = Console()
-err = Console(stderr=True)
+# One text of a server's or a program's, as printed: a dozen lines at 80 columns. rich's
+# highlighter is quadratic in a word's length (a 40 KB detail without a space took 10 s of
+# CPU to print, 250 KB minutes); every such text is cut here, however it reached the CLI.
+SHOWN_MAX = 1000
+# Longer lines are printed without rich's colours: the bound above is per text, and a line
+# may hold several, or a command print one line per item of an answer.
+HIGHLIGHTED_MAX = 200
+# pydantic lists every error to give any one (a list of a million `{}` made 18 M errors, and
+# their message 20 GB): past this many, only their number is said.
+LISTED_ERRORS_MAX = 10_000
+
+
+class _ShortLines(ReprHighlighter):
+    """rich's highlighter, for the lines short enough for it."""
+
+    def highlight(self, text: Text) -> None:
+        if len(text) <= HIGHLIGHTED_MAX:
+            super().highlight(text)
+
+
+out = Console(highlighter=_ShortLines())
+err = Console(stderr=True, highlighter=_ShortLines())
 
 # What a terminal acts on rather than shows: C0 and C1 control characters (ESC starts colour,
 # title and hyperlink sequences) and the bidi controls that reorder what follows them on the
@@ -32,10 +56,30 @@ def plain(value: object) -> str:
     return _ACTS.sub(lambda m: ascii(m[0])[1:-1], str(value))
 
 
-def shown(value: object) -> str:
-    """`plain`, for a console that reads rich markup (print, a table cell, a progress field):
+def clipped(value: object, limit: int = SHOWN_MAX, left_out: int = 0) -> str:
+    """`plain`, at most `limit` characters of it, then `...` and how many were left out (with
+    `left_out`, those of a text kept in part). An escape is kept whole or left out whole; the
+    count is of the text's own characters."""
+    text = str(value)
+    if len(text) <= limit and len(safe := plain(text)) <= limit and not left_out:
+        return safe
+    # each character shows as one or more: no more than `limit` of them fit
+    sizes = accumulate(len(plain(char)) for char in text[: limit + 1])
+    kept = sum(1 for _ in takewhile(lambda size: size <= limit, sizes))
+    return f"{plain(text[:kept])}... ({len(text) - kept + left_out:,} more characters)"
+
+
+def shown(value: object, limit: int = SHOWN_MAX) -> str:
+    """`clipped`, for a console that reads rich markup (print, a table cell, a progress field):
     a `[`...`]` in the text is shown, never taken for a style, a link or a closing tag."""
-    return escape(plain(value))
+    text = escape(clipped(value, limit))
+    # a `[` that nothing after it in the text closes was closed by what was printed next
+    # (`[link=https://...` then `: x]` made a link of both): an empty span after it keeps it
+    # a `[` of its own
+    opening = text.rfind("[")
+    if opening >= 0 and "]" not in text[opening:]:
+        text = f"{text[: opening + 1]}[b][/b]{text[opening + 1 :]}"
+    return text
 
 
 STATE_STYLE = {
@@ -70,12 +114,26 @@ def connected(server: str | None, token: str | None) -> Iterator[Client]:
             yield c
         except APIError as exc:
             raise fail(exc) from None
-        except (ClientError, httpx.HTTPError, ValueError, RecursionError) as exc:
+        except (ClientError, httpx.HTTPError, ValueError, RecursionError, LookupError, TypeError,
+                AttributeError, ArithmeticError) as exc:  # fmt: skip
             # ValueError: an answer whose JSON is not what a runyard server sends (pydantic's
-            # ValidationError is one), or a number that is none
-            why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            err.print(f"[red]error:[/red] {type(exc).__name__}: {shown(why)}")
+            # ValidationError is one), or a number that is none; LookupError to
+            # ArithmeticError: a field missing, or of another type or size, in what the server
+            # sent (a stream's event), read by code that took it for what runyard sends
+            err.print(f"[red]error:[/red] {type(exc).__name__}: {shown(first_line(exc), 300)}")
             raise typer.Exit(2) from None
+
+
+def first_line(exc: Exception) -> str:
+    """What went wrong, in the first line of the exception's message."""
+    if isinstance(exc, ValidationError):
+        count = exc.error_count()  # str(exc) would write all of them
+        said = f"{count:,} validation error{'s' if count != 1 else ''} for {exc.title}"
+        listed = [] if count > LISTED_ERRORS_MAX else exc.errors(include_url=False)
+        for first in listed[:1]:
+            return f"{said}; the first: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+        return said
+    return str(exc).partition("\n")[0] or type(exc).__name__
 
 
 def exit_status(run: RunView) -> int:
@@ -115,5 +173,6 @@ def print_run(run: RunView) -> None:
             out.print(f"  {key}: {shown(value)}")
     for a in run.attempts or []:
         out.print(
-            f"  attempt {a.number}: {a.state} pid={a.pid} exit={a.exit_code} {shown(a.outcome)}"
+            f"  attempt {a.number}: {shown(a.state)} pid={a.pid} exit={a.exit_code} "
+            f"{shown(a.outcome)}"
         )

@@ -30,6 +30,7 @@ from runyard.cli.output import (
     styled_state,
 )
 from runyard.cli.uploads import upload_files
+from runyard.client import Client
 from runyard.models import RunState
 from runyard.schemas import RunPage
 
@@ -163,6 +164,10 @@ def cancel(run_id: str, server: ServerOpt = None, token: TokenOpt = None) -> Non
 def artifacts(
     run_id: str,
     download: Annotated[Path | None, typer.Option(help="Download all artifacts into DIR.")] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Replace files already in DIR (else refused)."),
+    ] = False,
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
@@ -175,12 +180,26 @@ def artifacts(
                 table.add_row(shown(a.path), str(a.size))
             out.print(table)
         else:
-            # each file inside DIR whatever path the server names (ClientError)
-            for dest in c.download_all(run_id, download):
-                out.print(shown(dest))
+            _download(c, run_id, download, overwrite)
         # what the run declared and cannot be served is said, never left out in silence
         for page in pages:
             for skipped in page.skipped:
                 out.print(f"not listed: {shown(repr(skipped.path))}: {shown(skipped.reason)}")
             if page.skipped_omitted:
                 out.print(f"not listed: {page.skipped_omitted} more")
+
+
+def _download(c: Client, run_id: str, folder: Path, overwrite: bool) -> None:
+    """Every artifact into `folder`, each inside it whatever path the server names (a
+    ClientError). What the folder cannot take (a file and a folder of one name, a name too
+    long) is said in one line, naming the file, and exits with status 2 (they were
+    tracebacks)."""
+    try:
+        for dest in c.download_all(run_id, folder, overwrite=overwrite):
+            out.print(shown(dest))
+    except OSError as exc:
+        # a rename's second name is the file's own (the first, its download's temporary one)
+        where = next((n for n in (exc.filename2, exc.filename) if n is not None), folder)
+        err.print(f"[red]error:[/red] cannot save {shown(repr(str(where)))}: "
+                  f"{shown(exc.strerror or type(exc).__name__)}")  # fmt: skip
+        raise typer.Exit(2) from None

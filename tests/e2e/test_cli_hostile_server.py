@@ -1,0 +1,275 @@
+"""The CLI against a server that is not what it claims (an attacker's probe): a detail or a
+reason of 100 KB without a space held `show` for minutes of CPU, an error list of 200,000
+was written whole to keep its first line, `logs -f` asked a thousand times a second for
+attempts the run never had, a stream event of the wrong shape was a traceback (drawn over the
+live view from its threads), and artifacts the download folder cannot take were tracebacks.
+Each is a bounded wait, a short text, or one line of error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from runyard.models import RunState
+from runyard.schemas import RunView
+from tests.e2e.test_client_hostile import RUN, Answer, Hostile, hostile, json_answer
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+__all__ = ["hostile"]  # the fixture, used by name
+
+Make = Callable[[dict[str, Answer]], Hostile]
+LONG = 100_000  # digits: rich's highlighter took minutes of CPU for them in one word
+STREAM = f"/v1/runs/{RUN}/logs/stream"
+
+
+def run_json(**fields: object) -> dict[str, object]:
+    run = RunView(
+        id=RUN, job="j", params={}, state=RunState.RUNNING, priority=0, labels={},
+        batch_id=None, schedule_id=None, idempotency_key=None,
+        created_at="2026-01-01T00:00:00Z", started_at=None, finished_at=None, attempt=1,
+        exit_code=None, reason=None, progress=None, not_before=None, cancel_requested=False,
+    )  # fmt: skip
+    return {**run.model_dump(mode="json"), **fields}
+
+
+def events(*sent: str) -> Answer:
+    """An event stream of `sent`, ended by closing the connection (HTTP/1.0)."""
+
+    def answer(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.end_headers()
+        h.wfile.write("".join(sent).encode())
+
+    return answer
+
+
+def cli(url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runyard", *args, "--server", url],
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+def one_line_error(out: subprocess.CompletedProcess[str]) -> str:
+    """The error the CLI said, as one line (the console wraps at 80 columns)."""
+    assert out.returncode == 2, out
+    assert "Traceback" not in out.stderr and "Exception in thread" not in out.stderr, out.stderr
+    said = " ".join(out.stderr.split())
+    assert said.startswith("error"), said
+    return said
+
+
+def followed(server: Hostile, seconds: float, *args: str) -> list[str]:
+    """The requests of `runyard ARGS` in its first `seconds` after its first stream request
+    (then it is stopped)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runyard", *args, "--server", server.url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: any(STREAM in a for a in server.asked), what="the first stream")
+        time.sleep(seconds)  # how often it asks in a while is what is measured
+        asked, ended = list(server.asked), proc.poll()
+    finally:
+        proc.kill()
+        said = proc.communicate()[1]
+    assert ended is None, said  # still following
+    return asked
+
+
+def no_log(h: BaseHTTPRequestHandler) -> None:
+    h.send_response(200)
+    h.send_header("X-Next-Offset", "0")
+    h.send_header("Content-Length", "0")
+    h.end_headers()
+
+
+def test_a_long_server_text_is_shown_cut_and_at_once(hostile: Make) -> None:
+    said = "\x1b]0;T\x07" + "1" * LONG
+
+    def problem(h: BaseHTTPRequestHandler) -> None:
+        data = json.dumps({"title": "t", "status": 400, "detail": said}).encode()
+        h.send_response(400)
+        h.send_header("Content-Type", "application/problem+json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    def submitted(h: BaseHTTPRequestHandler) -> None:
+        h.rfile.read(int(h.headers["Content-Length"]))
+        json_answer(run_json(state="failed", reason=said, exit_code=3))(h)
+
+    failed = run_json(id="r2", job=said, state="failed", reason=said, params={"p": said})
+    server = hostile({f"/v1/runs/{RUN}/logs": no_log, f"/v1/runs/{RUN}": problem,
+                      "/v1/runs/r2": json_answer(failed), "/v1/runs": submitted})  # fmt: skip
+    handler = server.httpd.RequestHandlerClass  # answers GET only: `run` submits by POST
+    setattr(handler, "do_POST", vars(handler)["do_GET"])  # noqa: B010
+    shown = cli(server.url, "show", "r2", timeout=30)  # the run's job, params and reason
+    assert shown.returncode == 0, shown.stderr
+    refused = cli(server.url, "show", RUN, timeout=30)  # the problem's detail
+    ended = cli(server.url, "run", "j", timeout=30)  # how the run ended
+    assert ended.returncode == 3, ended.stderr
+    for text in (shown.stdout, one_line_error(refused), ended.stderr):
+        assert "\x1b" not in text
+        assert len(text) < 4000, text[:300]  # a thousand characters a text, not 100,000
+        # six characters of escapes shown as twelve, then 988 of the digits
+        assert f"... ({LONG - 988:,} more characters)" in " ".join(text.split()), text[-300:]
+    assert "\\x1b]0;T\\x07111" in shown.stdout
+
+
+def test_a_validation_error_is_counted_never_written_whole(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pydantic writes every error to give the first line: an answer of a million `{}` made
+    18 M errors, and their text 20 GB (the client checks its answers now; the CLI says any
+    such error in one line whatever raised it)."""
+    import tracemalloc
+
+    import typer
+    from pydantic import BaseModel, ValidationError
+
+    from runyard.cli.output import connected
+
+    class Item(BaseModel):
+        x: int
+
+    class Listing(BaseModel):
+        items: list[Item]
+
+    caught = []
+    for count in (200_000, 3):
+        with pytest.raises(ValidationError) as failed:
+            Listing.model_validate({"items": [{}] * count})
+        caught.append(failed.value)
+    tracemalloc.start()
+    try:
+        for exc in caught:
+            with pytest.raises(typer.Exit) as exited, connected("http://127.0.0.1:9", None):
+                raise exc
+            assert exited.value.exit_code == 2
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20  # str() of the 200,000 was 31 MB
+    said = " ".join(capsys.readouterr().err.split())
+    assert "error: ValidationError: 200,000 validation errors for Listing error:" in said
+    assert said.endswith("3 validation errors for Listing; the first: items.0.x: Field required")
+
+
+def test_following_asks_for_no_attempt_the_run_does_not_have(hostile: Make) -> None:
+    """Every stream ends the attempt it was asked for with the run still running: the CLI
+    asked for attempt 2, 3, ... 5,994, 1,200 times a second."""
+
+    def ended(h: BaseHTTPRequestHandler) -> None:
+        asked = parse_qs(urlsplit(h.path).query).get("attempt", ["1"])[0]
+        events(f'event: attempt\ndata: {{"attempt": {asked}}}\n\n',
+               f'event: end\ndata: {{"state": "running", "attempt": {asked}}}\n\n')(h)  # fmt: skip
+
+    server = hostile({STREAM: ended, f"/v1/runs/{RUN}": json_answer(run_json())})
+    asked = followed(server, 4.0, "logs", RUN, "-f")
+    streams = [a for a in asked if STREAM in a]
+    assert all("attempt=" not in a or "attempt=1" in a for a in streams), streams[:5]
+    # the run is read at a growing interval (0.2 s, 0.4 s, ... 2 s) for its next attempt
+    assert len(asked) <= 12, asked
+
+
+def test_a_stream_that_keeps_lagging_is_asked_again_less_and_less(hostile: Make) -> None:
+    """`lagged` on every stream, nothing in it: asked again every 0.2 s, for ever."""
+    lagged = events('event: lagged\ndata: {"last_id": "0"}\n\n')
+    server = hostile({STREAM: lagged, f"/v1/runs/{RUN}": json_answer(run_json())})
+    asked = followed(server, 4.0, "logs", RUN, "-f")
+    assert len(asked) <= 6, asked  # 0.4 s, 0.8 s, 1.6 s, then every 2 s
+
+
+@pytest.mark.parametrize(
+    "end",
+    ["event: end\ndata: {}\n\n", 'event: end\ndata: {"attempt": null, "state": "failed"}\n\n'],
+)
+def test_a_stream_event_of_the_wrong_shape_is_one_line_of_error(hostile: Make, end: str) -> None:
+    """An `end` without its attempt was a KeyError or a TypeError: a traceback from `logs
+    -f`, and one from `watch`'s thread, over its live view."""
+    server = hostile({STREAM: events(end), f"/v1/runs/{RUN}/events": events(),
+                      f"/v1/runs/{RUN}": json_answer(run_json(state="failed"))})  # fmt: skip
+    for command in (["logs", RUN, "-f"], ["watch", RUN]):
+        said = one_line_error(cli(server.url, *command))
+        assert "ClientError: the log stream ended without naming its attempt" in said
+
+
+def test_a_progress_event_of_the_wrong_shape_leaves_the_live_view_alone(hostile: Make) -> None:
+    """`watch`'s progress thread died on it, its traceback written over the view."""
+    progress = events("id: 1\nevent: progress\ndata: [1, 2]\n\n")
+    log = events('event: attempt\ndata: {"attempt": 1}\n\n',
+                 "event: log\nid: 3\ndata: hi\n\n",
+                 'event: end\ndata: {"state": "succeeded", "attempt": 1}\n\n')  # fmt: skip
+    server = hostile({STREAM: log, f"/v1/runs/{RUN}/events": progress,
+                      f"/v1/runs/{RUN}": json_answer(run_json(state="succeeded"))})  # fmt: skip
+    watched = cli(server.url, "watch", RUN)
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stderr == "" and "hi" in watched.stdout
+
+
+@pytest.mark.parametrize(
+    ("names", "named", "why"),
+    [(["a", "a/b"], "a", "File exists"), (["b" * 300], "b" * 300, "File name too long")],
+)
+def test_an_artifact_the_folder_cannot_take_is_one_line_of_error(
+    hostile: Make, tmp_path: Path, names: list[str], named: str, why: str
+) -> None:
+    """A file and a folder of one name, or a name too long for the file system, were an
+    OSError's traceback."""
+    at = "2026-01-01T00:00:00Z"
+    listing = {"artifacts": [{"path": p, "size": 3, "modified_at": at} for p in names]}
+
+    def content(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", "3")
+        h.end_headers()
+        h.wfile.write(b"abc")
+
+    server = hostile({f"/v1/runs/{RUN}/artifacts/": content,  # the first that matches
+                      f"/v1/runs/{RUN}/artifacts": json_answer(listing)})  # fmt: skip
+    said = one_line_error(cli(server.url, "artifacts", RUN, "--download", str(tmp_path)))
+    # the console folds the long name: compared without the breaks
+    assert said.replace(" ", "") == f"error:cannotsave'{tmp_path / named}':{why}".replace(" ", "")
+
+
+def test_a_bracket_left_open_in_one_text_is_not_closed_by_the_next(hostile: Make) -> None:
+    """Each text had its `[...]` escaped on its own: one that opened `[link=` and one that
+    closed it, printed on one line, made a link of all between, and hid it."""
+    skipped = [{"path": "[link=https://evil.example", "reason": "gone]"}]
+    listing = {"artifacts": [], "skipped": skipped}
+    server = hostile({f"/v1/runs/{RUN}/artifacts": json_answer(listing)})
+    listed = cli(server.url, "artifacts", RUN)
+    assert listed.returncode == 0, listed.stderr
+    assert "not listed: '[link=https://evil.example': gone]" in listed.stdout, listed.stdout
+
+
+def test_a_download_into_a_folder_replaces_nothing_unless_asked(hostile, tmp_path: Path) -> None:
+    """The server names the files: a `.bashrc` downloaded into a home replaced it."""
+    at = "2026-01-01T00:00:00Z"
+    listing = {"artifacts": [{"path": ".bashrc", "size": 4, "modified_at": at}]}
+
+    def content(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", "4")
+        h.end_headers()
+        h.wfile.write(b"evil")
+
+    server = hostile({f"/v1/runs/{RUN}/artifacts/": content,
+                      f"/v1/runs/{RUN}/artifacts": json_answer(listing)})  # fmt: skip
+    (tmp_path / ".bashrc").write_bytes(b"mine")
+    out = cli(server.url, "artifacts", RUN, "--download", str(tmp_path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out
+    assert "not overwritten" in " ".join(out.stderr.split())
+    assert (tmp_path / ".bashrc").read_bytes() == b"mine"
+    out = cli(server.url, "artifacts", RUN, "--download", str(tmp_path), "--overwrite")
+    assert out.returncode == 0, out
+    assert (tmp_path / ".bashrc").read_bytes() == b"evil"
