@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from runyard import client_streams
 from runyard.client import Client, LogPiece, LogStart, StreamEnd
 from runyard.client_guards import ClientError
 from runyard.client_streams import MAX_SSE_EVENT, MAX_SSE_LINE
@@ -179,3 +180,30 @@ def test_events_sent_again_are_handed_over_once(hostile: Make, slept: list[float
     assert b"".join(p.data for p in got if isinstance(p, LogPiece)) == b"abc"
     assert [p.end_offset for p in got if isinstance(p, LogPiece)] == [1, 2, 3]
     assert isinstance(got[-1], StreamEnd) and len(server.asked) == 2
+
+
+@pytest.mark.parametrize("held_s", [0.0, client_streams.HELD_S], ids=["held", "dropped-at-once"])
+def test_a_quiet_stream_cut_now_and_then_is_followed_while_each_connection_lasts(
+    hostile: Make, slept: list[float], monkeypatch: pytest.MonkeyPatch, held_s: float
+) -> None:
+    """A quiet run's log stream (nothing new to send) cut on the way, again and again: a
+    connection held HELD_S counts as one that moved on, so it is followed as long as the run
+    runs (here: `held_s` 0, each connection long enough); one dropped at once is not."""
+    monkeypatch.setattr(client_streams, "HELD_S", held_s)
+    asked = iter(range(100))
+
+    def log(h: BaseHTTPRequestHandler) -> None:
+        pieces = [b'event: attempt\ndata: {"attempt": 1}\n\n']
+        if next(asked) == 12:
+            pieces.append(b'event: end\ndata: {"state": "succeeded", "attempt": 1}\n\n')
+        sse(h, pieces)
+
+    server = hostile({f"/v1/runs/{RUN}/logs/stream": log})
+    with Client(server.url) as c:
+        if held_s:
+            with pytest.raises(ClientError, match="brought nothing new"):
+                list(c.stream_log(RUN))
+            assert len(server.asked) == 1 + 5
+        else:
+            assert isinstance(list(c.stream_log(RUN))[-1], StreamEnd)
+            assert len(server.asked) == 13 and slept == [0.4] * 12
