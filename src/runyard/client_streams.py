@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 __all__ = ["MAX_SSE_EVENT", "MAX_SSE_LINE", "SSE_SILENCE_S", "sse_events"]
 
 SSE_SILENCE_S = 60.0  # four of the server's 15 s heartbeats missed: the stream is gone
-# a connection held this long before it dropped counts as one that moved on: a quiet run's
-# stream, cut now and then on the way, is followed as long as it runs (a server can hold the
-# client this way, but not make it ask again and again)
-HELD_S = 30.0
+# a stream answered and held this long before it dropped (not timed out) counts as one that
+# moved on: a quiet run's stream, cut now and then on the way (a gateway's cap on a request's
+# time, 29 s for some), is followed as long as it runs; a server can hold the client this
+# way, but not make it ask again and again. A host that never answers, or a stream silent
+# past its timeout, earns nothing: it is given up after `retries`.
+HELD_S = 10.0
 # events without an id remembered (as hashes) to tell a new one from one sent again: the
 # server's are a few control events a stream, so this bounds only a server that is not one
 SEEN_KEPT = 4096
@@ -42,7 +44,7 @@ def sse_events(
     # any event (a server that sends the same event and hangs up was asked again for ever)
     failures = 0
     while True:
-        moved, began = False, time.monotonic()
+        moved, answered, began = False, False, time.monotonic()
         try:
             with connect_sse(
                 http, "GET", url, params=params,
@@ -54,6 +56,7 @@ def sse_events(
                 if not 200 <= source.response.status_code < 300:
                     source.response.read()
                     check(source.response)
+                answered = True
                 for sse in response_events(source.response):
                     fresh = news.new(sse)
                     moved = moved or fresh
@@ -73,7 +76,8 @@ def sse_events(
             problem: Exception = ClientError("the stream ended without its end event")
         except (httpx.TransportError, SSEError) as exc:
             problem = exc
-        moved = moved or time.monotonic() - began >= HELD_S
+        held = answered and not isinstance(problem, httpx.TimeoutException)
+        moved = moved or (held and time.monotonic() - began >= HELD_S)
         failures = 1 if moved else failures + 1
         if failures > retries:
             if isinstance(problem, ClientError) and retries:

@@ -128,7 +128,7 @@ def test_a_download_longer_than_its_listing_is_refused_as_it_grows(
 ) -> None:
     server = hostile({f"/v1/runs/{RUN}/artifacts/": content(b"x" * 2_000_000),  # no length
                       f"/v1/runs/{RUN}/artifacts": listing("f.bin", size=3)})  # fmt: skip
-    with Client(server.url) as c, pytest.raises(ClientError, match="3 bytes its listing says"):
+    with Client(server.url) as c, pytest.raises(ClientError, match="than the 3 bytes it said"):
         list(c.download_all(RUN, tmp_path))
     assert list(tmp_path.iterdir()) == []
 
@@ -152,3 +152,36 @@ def test_a_download_never_overwrites_a_file_unless_asked(hostile: Make, tmp_path
         list(c.download_all(RUN, tmp_path))
     assert mine.read_bytes() == b"mine"
     assert not [a for a in server.asked if "/artifacts/" in a]  # not even fetched
+
+
+def test_an_artifact_that_grew_since_it_was_listed_is_downloaded_whole(
+    hostile: Make, tmp_path: Path
+) -> None:
+    """A running run's log, listed at 3 bytes and 10 when fetched: the server's Content-Length
+    (set as it opens the file) is the bound, not the listing's size."""
+    server = hostile({f"/v1/runs/{RUN}/artifacts/": content(b"0123456789", announced=10),
+                      f"/v1/runs/{RUN}/artifacts": listing("grow.log", size=3)})  # fmt: skip
+    with Client(server.url) as c:
+        list(c.download_all(RUN, tmp_path))
+    assert (tmp_path / "grow.log").read_bytes() == b"0123456789"
+
+
+def test_a_name_as_long_as_a_name_may_be_is_downloaded(hostile: Make, tmp_path: Path) -> None:
+    """244 bytes of name: the download's temporary name must not be longer than it."""
+    name = "漢" * 80 + ".txt"
+    server = hostile({f"/v1/runs/{RUN}/artifacts/": content(b"abc", announced=3),
+                      f"/v1/runs/{RUN}/artifacts": listing(name, size=3)})  # fmt: skip
+    with Client(server.url) as c:
+        list(c.download_all(RUN, tmp_path))
+    assert (tmp_path / name).read_bytes() == b"abc"
+
+
+def test_a_file_replaced_on_request_keeps_its_mode(hostile: Make, tmp_path: Path) -> None:
+    mine = tmp_path / "secret.txt"
+    mine.write_bytes(b"old")
+    mine.chmod(0o600)
+    server = hostile({f"/v1/runs/{RUN}/artifacts/": content(b"new", announced=3),
+                      f"/v1/runs/{RUN}/artifacts": listing("secret.txt", size=3)})  # fmt: skip
+    with Client(server.url) as c:
+        list(c.download_all(RUN, tmp_path, overwrite=True))
+    assert mine.read_bytes() == b"new" and mine.stat().st_mode & 0o777 == 0o600

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 
+import httpx
 import pytest
 
 from runyard import client_streams
@@ -207,3 +209,29 @@ def test_a_quiet_stream_cut_now_and_then_is_followed_while_each_connection_lasts
         else:
             assert isinstance(list(c.stream_log(RUN))[-1], StreamEnd)
             assert len(server.asked) == 13 and slept == [0.4] * 12
+
+
+def test_a_stream_that_answers_and_then_says_nothing_is_given_up(
+    hostile: Make, slept: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection held counts as progress only if it was not timed out: a server that
+    answers and then stays silent past the stream's timeout (or a host that never answers)
+    was held long enough every time, and followed for ever."""
+    monkeypatch.setattr(client_streams, "SSE_SILENCE_S", 0.3)  # the read timeout
+    monkeypatch.setattr(client_streams, "HELD_S", 0.1)
+
+    def silent(h: BaseHTTPRequestHandler) -> None:
+        h.protocol_version = "HTTP/1.1"
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        h.wfile.write(b"%x\r\n%s\r\n" % (8, b": hello\n"))  # answered, then nothing
+        h.wfile.flush()
+        threading.Event().wait(2)
+        h.close_connection = True
+
+    server = hostile({f"/v1/runs/{RUN}/logs/stream": silent})
+    with Client(server.url) as c, pytest.raises(httpx.ReadTimeout):
+        list(c.stream_log(RUN))
+    assert len(server.asked) == 1 + 5
