@@ -81,9 +81,17 @@ def release(server: ServerProcess, run_id: str) -> None:
 
 
 def gates_waiting(server: ServerProcess, count: int) -> list[str]:
+    """Runs whose programs wait at their gate, each start recorded (its pid in the store: a
+    record is checked against it; the start is written as the program runs, not waited for,
+    and a server killed before it lands leaves an attempt whose pid nobody knows)."""
     with server.client() as c:
         ids = [c.submit("gate").id for _ in range(count)]
-        wait_for(lambda: all(c.run(i).state is RunState.RUNNING for i in ids), what="all running")
+
+        def started(run_id: str) -> bool:
+            run = c.run(run_id)
+            return run.state is RunState.RUNNING and bool(run.attempts and run.attempts[0].pid)
+
+        wait_for(lambda: all(started(i) for i in ids), what="all running, their starts recorded")
     wait_for(lambda: all(waiting(server, i) for i in ids), what="all waiting at their gate")
     return ids
 
