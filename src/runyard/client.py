@@ -27,6 +27,7 @@ from runyard.client_guards import (
     next_cursor,
     parsed,
     redirected,
+    segment,
     valid,
 )
 from runyard.client_streams import sse_events
@@ -51,14 +52,6 @@ if TYPE_CHECKING:
 UPLOAD_CHUNK = 1024 * 1024  # bytes read from disk and sent at a time
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-
-
-def _seg(value: str) -> str:
-    """One path segment of a request, percent-encoded whole: an id a user typed cannot add a
-    segment, a query or a dot-segment to the path it is put in (quote keeps dots)."""
-    return (
-        quote(value, safe="").replace(".", "%2E") if value in (".", "..") else quote(value, safe="")
-    )
 
 
 class APIError(Exception):
@@ -144,7 +137,7 @@ class Client:
         return self._answer(JobList, self.http.get("/v1/jobs"))
 
     def job(self, name: str) -> JobView:
-        return self._answer(JobView, self.http.get(f"/v1/jobs/{_seg(name)}"))
+        return self._answer(JobView, self.http.get(f"/v1/jobs/{segment(name)}"))
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -204,13 +197,13 @@ class Client:
         raise ClientError(f"more than {MAX_PAGES} pages of runs")
 
     def run(self, run_id: str) -> RunView:
-        return self._answer(RunView, self.http.get(f"/v1/runs/{_seg(run_id)}"))
+        return self._answer(RunView, self.http.get(f"/v1/runs/{segment(run_id)}"))
 
     def cancel(self, run_id: str) -> RunView:
-        return self._answer(RunView, self.http.post(f"/v1/runs/{_seg(run_id)}/cancel"))
+        return self._answer(RunView, self.http.post(f"/v1/runs/{segment(run_id)}/cancel"))
 
     def delete(self, run_id: str) -> None:
-        self._check(self.http.delete(f"/v1/runs/{_seg(run_id)}"))
+        self._check(self.http.delete(f"/v1/runs/{segment(run_id)}"))
 
     def logs(
         self, run_id: str, offset: int = 0, limit: int = 1024 * 1024, attempt: int | None = None
@@ -219,7 +212,7 @@ class Client:
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         if attempt is not None:
             params["attempt"] = attempt
-        resp = self._check(self.http.get(f"/v1/runs/{_seg(run_id)}/logs", params=params))
+        resp = self._check(self.http.get(f"/v1/runs/{segment(run_id)}/logs", params=params))
         after = offset + len(resp.content)
         try:
             after = int(resp.headers.get("X-Next-Offset", after))
@@ -277,7 +270,7 @@ class Client:
     def delete_upload(self, upload_id: str) -> None:
         """Remove an upload nothing uses (the `admin` role); 409 while a run or a schedule
         does."""
-        self._check(self.http.delete(f"/v1/uploads/{_seg(upload_id)}"))
+        self._check(self.http.delete(f"/v1/uploads/{segment(upload_id)}"))
 
     def _uploaded(self, params: dict[str, Any]) -> dict[str, Any]:
         """Params with each `Path` value uploaded first and replaced by `upload:ID`."""
@@ -287,10 +280,10 @@ class Client:
         }
 
     def get_batch(self, batch_id: str) -> BatchView:
-        return self._answer(BatchView, self.http.get(f"/v1/batches/{_seg(batch_id)}"))
+        return self._answer(BatchView, self.http.get(f"/v1/batches/{segment(batch_id)}"))
 
     def cancel_batch(self, batch_id: str) -> BatchView:
-        return self._answer(BatchView, self.http.post(f"/v1/batches/{_seg(batch_id)}/cancel"))
+        return self._answer(BatchView, self.http.post(f"/v1/batches/{segment(batch_id)}/cancel"))
 
     # -- schedules --------------------------------------------------------------------------
 
@@ -318,11 +311,11 @@ class Client:
         raise ClientError(f"more than {MAX_PAGES} pages of schedules")
 
     def update_schedule(self, schedule_id: str, **changes: Any) -> ScheduleView:
-        resp = self.http.patch(f"/v1/schedules/{_seg(schedule_id)}", json=changes)
+        resp = self.http.patch(f"/v1/schedules/{segment(schedule_id)}", json=changes)
         return self._answer(ScheduleView, resp)
 
     def delete_schedule(self, schedule_id: str) -> None:
-        self._check(self.http.delete(f"/v1/schedules/{_seg(schedule_id)}"))
+        self._check(self.http.delete(f"/v1/schedules/{segment(schedule_id)}"))
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -332,7 +325,7 @@ class Client:
         """LogStart (which attempt), the attempt's log as it grows (bytes, exactly), then a
         StreamEnd. A dropped connection is resumed from the last offset (Last-Event-ID) of the
         same attempt: no gap, no repeat."""
-        url = f"/v1/runs/{_seg(run_id)}/logs/stream"
+        url = f"/v1/runs/{segment(run_id)}/logs/stream"
         params: dict[str, Any] = {"attempt": attempt} if attempt else {}
         if offset:
             params["offset"] = offset  # then the ids it is sent (ATTEMPT:OFFSET past attempt 1)
@@ -352,7 +345,7 @@ class Client:
     ) -> Iterator[dict[str, Any] | StreamEnd]:
         """State changes and progress of a run ({seq, at, kind, data}), then a StreamEnd."""
         for sse in sse_events(
-            self.http, self._check, f"/v1/runs/{_seg(run_id)}/events", {}, str(after), retries
+            self.http, self._check, f"/v1/runs/{segment(run_id)}/events", {}, str(after), retries
         ):
             if sse.event in ("state", "progress"):
                 yield event_data(sse.data, sse.event)
@@ -364,7 +357,7 @@ class Client:
 
     def artifacts(self, run_id: str, cursor: str | None = None) -> ArtifactList:
         params = {"cursor": cursor} if cursor else {}
-        resp = self.http.get(f"/v1/runs/{_seg(run_id)}/artifacts", params=params)
+        resp = self.http.get(f"/v1/runs/{segment(run_id)}/artifacts", params=params)
         return self._answer(ArtifactList, resp)
 
     def artifact_pages(self, run_id: str) -> Iterator[ArtifactList]:
@@ -396,7 +389,7 @@ class Client:
         listing's), is the most it may be. The path is sent percent-encoded segment by
         segment: a `?`, `#` or `%` in a name is part of it. `dest` appears only once whole."""
         dest.parent.mkdir(parents=True, exist_ok=True)
-        url = f"/v1/runs/{_seg(run_id)}/artifacts/{quote(path, safe='/')}"
+        url = f"/v1/runs/{segment(run_id)}/artifacts/{quote(path, safe='/')}"
         with self.http.stream("GET", url) as resp:
             if not 200 <= resp.status_code < 300:  # never a redirect's page saved as the file
                 resp.read()

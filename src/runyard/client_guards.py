@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 if TYPE_CHECKING:  # imported when a client is made: the CLI starts without it
     import httpx
@@ -144,6 +145,14 @@ def event_int(data: str, what: str, key: str) -> int:
     if type(value) is not int or value < 0:
         raise ClientError(f"the server's {what} event has no {key} that is a whole number")
     return value
+
+
+def segment(value: str) -> str:
+    """One path segment of a request, percent-encoded whole: an id a user typed cannot add a
+    segment, a query or a dot-segment to the path it is put in (quote keeps dots)."""
+    return (
+        quote(value, safe="").replace(".", "%2E") if value in (".", "..") else quote(value, safe="")
+    )
 
 
 def destination(root: Path, path: str) -> Path:

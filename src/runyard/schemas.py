@@ -17,31 +17,12 @@ from pydantic import (
 from runyard.bounds import (
     CRON_PATTERN,
     JOB_NAME_PATTERN,
-    LABEL_KEY_PATTERN,
-    LINE_PATTERN,
     PARAM_NAME_PATTERN,
     unshowable,
 )
 from runyard.models import Attempt, Run, RunState
-from runyard.schema_types import IntMap, StrMap
+from runyard.schema_types import IntMap, Labels, StrMap
 
-MAX_LABELS = 32
-MAX_LABEL_VALUE = 256
-LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)]
-LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE, pattern=LINE_PATTERN)]
-# Published as propertyNames + additionalProperties: pydantic's default (patternProperties)
-# would let a schema reader think any other key is fine too.
-Labels = Annotated[
-    dict[LabelKey, LabelValue],
-    Field(max_length=MAX_LABELS),
-    WithJsonSchema({
-        "type": "object", "maxProperties": MAX_LABELS,
-        "propertyNames": {"pattern": LABEL_KEY_PATTERN},
-        "additionalProperties": {"type": "string", "maxLength": MAX_LABEL_VALUE,
-                                 "pattern": LINE_PATTERN},
-        "description": f"KEY -> VALUE, at most {MAX_LABELS}",
-    }),
-]  # fmt: skip
 JobName = Annotated[str, StringConstraints(pattern=JOB_NAME_PATTERN)]
 ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME_PATTERN)]
 # Each value is checked against the job's own params schema (GET /v1/jobs/{name}).
