@@ -21,6 +21,7 @@ import pytest
 from runyard.models import RunState
 from runyard.schemas import RunView
 from tests.e2e.test_client_hostile import RUN, Answer, Hostile, hostile, json_answer
+from tests.e2e.test_client_hostile_answers import content, listing
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -225,17 +226,8 @@ def test_an_artifact_the_folder_cannot_take_is_one_line_of_error(
 ) -> None:
     """A file and a folder of one name, or a name too long for the file system, were an
     OSError's traceback."""
-    at = "2026-01-01T00:00:00Z"
-    listing = {"artifacts": [{"path": p, "size": 3, "modified_at": at} for p in names]}
-
-    def content(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Length", "3")
-        h.end_headers()
-        h.wfile.write(b"abc")
-
-    server = hostile({f"/v1/runs/{RUN}/artifacts/": content,  # the first that matches
-                      f"/v1/runs/{RUN}/artifacts": json_answer(listing)})  # fmt: skip
+    server = hostile({f"/v1/runs/{RUN}/artifacts/": content(b"abc", announced=3),
+                      f"/v1/runs/{RUN}/artifacts": listing(*names, size=3)})  # fmt: skip
     said = one_line_error(cli(server.url, "artifacts", RUN, "--download", str(tmp_path)))
     # the console folds the long name: compared without the breaks
     assert said.replace(" ", "") == f"error:cannotsave'{tmp_path / named}':{why}".replace(" ", "")
@@ -254,17 +246,8 @@ def test_a_bracket_left_open_in_one_text_is_not_closed_by_the_next(hostile: Make
 
 def test_a_download_into_a_folder_replaces_nothing_unless_asked(hostile, tmp_path: Path) -> None:
     """The server names the files: a `.bashrc` downloaded into a home replaced it."""
-    at = "2026-01-01T00:00:00Z"
-    listing = {"artifacts": [{"path": ".bashrc", "size": 4, "modified_at": at}]}
-
-    def content(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Length", "4")
-        h.end_headers()
-        h.wfile.write(b"evil")
-
-    server = hostile({f"/v1/runs/{RUN}/artifacts/": content,
-                      f"/v1/runs/{RUN}/artifacts": json_answer(listing)})  # fmt: skip
+    server = hostile({f"/v1/runs/{RUN}/artifacts/": content(b"evil", announced=4),
+                      f"/v1/runs/{RUN}/artifacts": listing(".bashrc", size=4)})  # fmt: skip
     (tmp_path / ".bashrc").write_bytes(b"mine")
     out = cli(server.url, "artifacts", RUN, "--download", str(tmp_path))
     assert out.returncode == 2 and "Traceback" not in out.stderr, out

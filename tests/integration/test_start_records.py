@@ -28,6 +28,22 @@ def attempt_of(srv: FakedServer, run_id: str) -> dict[str, object]:
     return found[0]
 
 
+def supervisor_lost(srv: FakedServer, run_id: str, state: str) -> dict[str, object]:
+    """Its supervisor dies with its programs, telling nothing; the server reconnects and
+    reconciles: the run's attempt once it has left `state`."""
+    srv.executor.attempts.clear()
+    srv.executor.connected = False
+    srv.call(srv.runtime.lifecycle._supervisor_lost())
+    task = srv.runtime.lifecycle._reconnecting
+    assert task is not None
+    srv.call(asyncio.wait_for(asyncio.shield(task), 30))
+    found: dict[str, object] = wait_for(
+        lambda: (a := attempt_of(srv, run_id))["state"] != state and a,
+        what="its attempt ended",
+    )
+    return found
+
+
 def test_a_running_programs_start_is_recorded(tmp_path: Path, jobs: Path) -> None:
     with faked(tmp_path, jobs) as srv:
         run = srv.submit("hold")
@@ -56,16 +72,7 @@ def test_a_supervisor_lost_right_after_a_start_leaves_its_attempt_lost_not_unsta
         run = srv.submit("hold")
         wait_for(lambda: srv.launched() == [run["id"]], what="the launch")
         assert attempt_of(srv, run["id"])["state"] == "starting"  # its start not written yet
-        srv.executor.attempts.clear()  # its programs went with it
-        srv.executor.connected = False  # the supervisor died
-        srv.call(srv.runtime.lifecycle._supervisor_lost())
-        task = srv.runtime.lifecycle._reconnecting
-        assert task is not None
-        srv.call(asyncio.wait_for(asyncio.shield(task), 30))
-        attempt = wait_for(
-            lambda: (a := attempt_of(srv, run["id"]))["state"] != "running" and a,
-            what="its attempt ended",
-        )
+        attempt = supervisor_lost(srv, run["id"], "running")
         assert (attempt["state"], attempt["outcome"]) == ("lost", "lost"), attempt
 
 
@@ -142,14 +149,5 @@ def test_a_program_whose_start_was_not_written_is_lost_when_its_supervisor_is(
         wait_for(lambda: srv.launched() == [run["id"]], what="the launch")
         srv.call(asyncio.wait_for(srv.runtime.attempts.starts_written(), 10))
         assert attempt_of(srv, run["id"])["state"] == "starting"
-        srv.executor.attempts.clear()  # its programs went with it, and told nothing
-        srv.executor.connected = False
-        srv.call(srv.runtime.lifecycle._supervisor_lost())
-        task = srv.runtime.lifecycle._reconnecting
-        assert task is not None
-        srv.call(asyncio.wait_for(asyncio.shield(task), 30))
-        attempt = wait_for(
-            lambda: (a := attempt_of(srv, run["id"]))["state"] != "starting" and a,
-            what="its attempt ended",
-        )
+        attempt = supervisor_lost(srv, run["id"], "starting")
         assert (attempt["state"], attempt["outcome"]) == ("lost", "lost"), attempt
