@@ -61,14 +61,20 @@ def test_a_supervisor_lost_right_after_a_start_leaves_its_attempt_lost_not_unsta
     attempt once its start is written, so its program, which ran, is lost (an attempt spent),
     never taken for one that never started (re-queued free)."""
     with faked(tmp_path, jobs) as srv:
-        store = srv.runtime.store
-        write = store.attempts_started
+        store, attempts = srv.runtime.store, srv.runtime.attempts
+        write, waits = store.attempts_started, attempts.starts_written
+        asked = asyncio.Event()
 
-        async def slow_write(started: list[tuple[str, int, int, int, float, float]]) -> None:
-            await asyncio.sleep(0.3)  # still in flight when the pass begins
+        async def held_write(started: list[tuple[str, int, int, int, float, float]]) -> None:
+            await asked.wait()  # still in flight when the pass begins
             await write(started)
 
-        store.attempts_started = slow_write  # type: ignore[method-assign]
+        async def waited() -> None:
+            asked.set()
+            await waits()
+
+        store.attempts_started = held_write  # type: ignore[method-assign]
+        attempts.starts_written = waited  # type: ignore[method-assign]
         run = srv.submit("hold")
         wait_for(lambda: srv.launched() == [run["id"]], what="the launch")
         assert attempt_of(srv, run["id"])["state"] == "starting"  # its start not written yet
