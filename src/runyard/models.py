@@ -163,6 +163,8 @@ class Schedule:
     last_run_id: str | None = None
     next_fire_at: float | None = None
     pending: bool = False  # overlap=queue: one fire waits for the previous run to end
+    fail_count: int = 0  # fires that made no run: its job gone, its params refused, no room
+    last_error: str | None = None  # why the last fire made no run; None once one does
     version: int = 0  # of the stored row this copy was read from (0: never stored)
 
 

@@ -169,7 +169,11 @@ class ScheduleRequest(RequestBody):
         default=None, description="five-field cron expression, in UTC, that fires"
     )
     interval_s: float | None = Field(
-        default=None, gt=0, le=366 * 86400, description="at least schedule_min_interval_s"
+        default=None,
+        gt=0,
+        le=366 * 86400,
+        allow_inf_nan=False,
+        description="at least schedule_min_interval_s",
     )
     overlap: Literal["skip", "queue", "allow"] = Field(
         default="skip", description="when the previous run is still active"
@@ -188,7 +192,11 @@ class SchedulePatch(RequestBody):
     params: Params | None = None
     cron: Cron | None = None
     interval_s: float | None = Field(
-        default=None, gt=0, le=366 * 86400, description="at least schedule_min_interval_s"
+        default=None,
+        gt=0,
+        le=366 * 86400,
+        allow_inf_nan=False,
+        description="at least schedule_min_interval_s",
     )
     overlap: Literal["skip", "queue", "allow"] | None = None
     catch_up: Literal["once", "none"] | None = None
@@ -210,7 +218,9 @@ class ScheduleView(BaseModel):
     last_fired_at: datetime | None
     next_fire_at: datetime | None
     fire_count: int
-    skip_count: int
+    skip_count: int = Field(description="fires skipped by its overlap policy")
+    fail_count: int = Field(description="fires that made no run (`last_error` says why)")
+    last_error: str | None = Field(description="why the last fire made no run; null once one does")
     last_run_id: str | None
 
 

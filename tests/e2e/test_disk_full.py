@@ -233,7 +233,8 @@ def test_a_schedule_fires_no_run_the_disk_reserve_refuses(
 ) -> None:
     """A probe: with submissions refused under min_free_mb (507), a schedule went on making
     runs every second, and on a small disk its runs' writes then filled it. A fire is
-    admitted as a submission is: under the reserve it is a skip, counted and logged."""
+    admitted as a submission is: under the reserve it makes no run, counted and said on the
+    schedule (`fail_count`, `last_error`), and logged once."""
     write_job("true", TRUE)
     # never enough room: not ready (the disk), but up
     server = start_server(jobs_dir, env={"RUNYARD_MIN_FREE_MB": str(2**40)}, health="/health/live")
@@ -243,9 +244,11 @@ def test_a_schedule_fires_no_run_the_disk_reserve_refuses(
     )
     assert made.status_code == 201, made.text
     url = f"{server.url}/v1/schedules/{made.json()['id']}"
-    wait_for(lambda: web.get(url).json()["skip_count"] >= 2, what="two fires refused")
-    assert web.get(url).json()["fire_count"] == 0
+    wait_for(lambda: web.get(url).json()["fail_count"] >= 2, what="two fires refused")
+    s = web.get(url).json()
+    assert (s["fire_count"], s["skip_count"]) == (0, 0)
+    assert "min_free_mb" in s["last_error"], s
     assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
     refused = [line for line in server.log_path.read_text().splitlines()
                if "schedule_fire_refused" in line]  # fmt: skip
-    assert refused and "min_free_mb" in refused[0]
+    assert len(refused) == 1 and "min_free_mb" in refused[0]

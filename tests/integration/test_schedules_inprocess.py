@@ -160,7 +160,8 @@ def test_a_fire_is_admitted_as_a_submission_is(server: FakedServer) -> None:
     wait_for(lambda: len(server.launched()) == 1, what="the first run to start")
     assert tick(server, sid, MINUTE)["fire_count"] == 2  # queued behind it: 1 of max_queue 1
     s = tick(server, sid, MINUTE)
-    assert (s["fire_count"], s["skip_count"]) == (2, 1)
+    assert (s["fire_count"], s["skip_count"], s["fail_count"]) == (2, 0, 1)
+    assert s["last_error"].startswith("refused: "), s["last_error"]
     assert len(runs_of(server, sid)) == 2
 
 
@@ -207,10 +208,17 @@ def test_bad_schedules_are_refused(server: FakedServer) -> None:
         ({"job": "tick", "cron": "* * * * *", "interval_s": 5}, "cron"),
         ({"job": "echo", "interval_s": 5, "params": {"n": 99}}, "params.n"),
         ({"job": "tick", "interval_s": 5, "overlap": "sometimes"}, "overlap"),
+        # the value as sent, not rounded to the minimum it is refused for (a probe)
+        ({"job": "tick", "interval_s": 0.9999999}, "interval_s: 0.9999999 is under"),
     ):
         resp = server.post("/v1/schedules", json=body)
         assert resp.status_code == 422, body
         assert field in resp.json()["detail"]
+    nan = server.post(
+        "/v1/schedules", content=b'{"job": "tick", "interval_s": NaN}',
+        headers={"content-type": "application/json"},
+    )  # fmt: skip
+    assert nan.status_code == 422 and "finite number" in nan.json()["detail"], nan.text
     assert server.post("/v1/schedules", json={"job": "nope", "interval_s": 1}).status_code == 404
     assert server.get("/v1/schedules").json() == {"schedules": [], "next_cursor": None}
     cron = create(server, job="tick", cron="*/5 * * * *")
@@ -373,3 +381,71 @@ def test_a_draining_server_fires_nothing_and_looks_again_only_after_a_pause(
     server.clock.advance(MINUTE + 1)
     assert server.call(server.runtime.scheduler._tick()) is True  # wait FIRE_RETRY_S first
     assert runs_of(server, sid) == [] and get(server, sid)["fire_count"] == 0
+
+
+def test_a_waiting_fire_whose_run_ended_while_the_server_was_down_goes_at_the_restart(
+    tmp_path: Path, jobs: Path
+) -> None:
+    """A probe: the previous run's end was recorded as the server started (reconcile), before
+    its scheduler led and could hear it; the waiting fire went only at the next slot."""
+    clock = FakeClock()
+    with faked(tmp_path, jobs, clock=clock) as srv:
+        sid = create(srv, job="tick", interval_s=MINUTE, overlap="queue")["id"]
+        tick(srv, sid, MINUTE)
+        (first,) = runs_of(srv, sid)
+        wait_for(lambda: srv.launched() == [first], what="the first run to start")
+        assert tick(srv, sid, MINUTE)["fire_count"] == 1  # deferred: waits for the first
+    # its program went with the server (a fake executor): the restart records it lost, with
+    # the clock where it was, so no slot of the schedule is due
+    with faked(tmp_path, jobs, clock=clock) as srv:
+        wait_for(lambda: len(runs_of(srv, sid)) == 2, what="the waiting fire")
+        assert srv.run(first)["state"] == "failed"
+        s = get(srv, sid)
+        assert s["fire_count"] == 2 and at(s["next_fire_at"]) > clock.now()
+
+
+def test_a_schedule_whose_fires_make_no_run_says_why_and_logs_it_once(
+    tmp_path: Path, jobs: Path
+) -> None:
+    """A probe: its job edited to refuse its params, or removed, each fire was a skip, a
+    warning line each, and the schedule showed nothing wrong."""
+    echo = jobs / "echo.toml"
+    with structlog.testing.capture_logs() as logs, faked(tmp_path, jobs, jobs_refresh_s=0) as srv:
+        sid = create(srv, job="echo", params={"n": 7}, interval_s=MINUTE, overlap="allow")["id"]
+        echo.write_text(JOBS["echo"].replace("max = 10", "max = 5"))
+        tick(srv, sid, MINUTE)
+        s = tick(srv, sid, MINUTE)
+        assert (s["fire_count"], s["skip_count"], s["fail_count"]) == (0, 0, 2)
+        assert s["last_error"].startswith("params no longer valid: "), s["last_error"]
+        (shown,) = srv.get("/health").json()["scheduler"]["schedules"]
+        assert (shown["fail_count"], shown["last_error"]) == (2, s["last_error"])
+        echo.unlink()
+        s = tick(srv, sid, MINUTE)
+        assert (s["fail_count"], s["last_error"]) == (3, "job 'echo' does not exist")
+        echo.write_text(JOBS["echo"])
+        s = tick(srv, sid, MINUTE)
+        assert (s["fire_count"], s["fail_count"], s["last_error"]) == (1, 3, None)
+        assert len(runs_of(srv, sid)) == 1
+    said = [e["event"] for e in logs if e.get("schedule_id") == sid]
+    assert said == ["schedule_params_invalid", "schedule_job_missing", "schedule_fires_again"]
+
+
+def test_a_catch_up_the_store_refuses_is_tried_again(
+    tmp_path: Path, jobs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found beside a probe: a catch-up's write refused (a server started on a full disk)
+    ended the scheduler's loop, and no schedule fired again until a restart."""
+    clock = FakeClock()
+    with faked(tmp_path, jobs, clock=clock) as srv:
+        sid = create(srv, job="tick", interval_s=MINUTE, catch_up="none")["id"]
+    clock.advance(10 * MINUTE)  # down for ten slots: its catch-up skips them, a write
+    monkeypatch.setattr(failpoints, "_STATE", failpoints._Failpoints("store_commit=enospc"))
+    with faked(tmp_path, jobs, clock=clock) as srv:
+        scheduler = srv.runtime.scheduler
+        wait_for(lambda: scheduler._task is not None, what="the scheduler's loop")
+        assert not scheduler.leading
+        monkeypatch.setattr(failpoints, "_STATE", failpoints._Failpoints(None))
+        wait_for(lambda: scheduler.leading, what="the catch-up once writes work")
+        s = get(srv, sid)
+        assert s["fire_count"] == 0 and at(s["next_fire_at"]) > clock.now()
+        assert tick(srv, sid, MINUTE)["fire_count"] == 1

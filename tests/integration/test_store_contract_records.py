@@ -32,6 +32,7 @@ async def test_schedules_are_written_whole_listed_and_deleted(store: Store) -> N
     a.version = b.version = 1  # stored
     assert await store.list_schedules() == sorted([a, b], key=lambda s: s.id)
     a.paused, a.skip_count, a.pending = True, 3, True  # the whole row is written again
+    a.fail_count, a.last_error = 2, "job 'a' does not exist"
     await store.save_schedule(a)
     a.version = 2
     assert [s for s in await store.list_schedules() if s.id == a.id] == [a]

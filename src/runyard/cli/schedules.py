@@ -43,14 +43,18 @@ def create(
 def list_schedules(server: ServerOpt = None, token: TokenOpt = None) -> None:
     """List schedules with their state."""
     table = Table(Column("id", no_wrap=True), "job", "when", "overlap", "paused", "fires", "skips",
-                  "next")  # fmt: skip
+                  "fails", "next")  # fmt: skip
+    failing = []
     for s in _run("schedules", server, token):  # type: ignore[attr-defined]
         when = s.cron or f"every {s.interval_s:g}s"
         nxt = s.next_fire_at.strftime("%Y-%m-%d %H:%M:%S") if s.next_fire_at else ""
         table.add_row(shown(s.id), shown(s.job), shown(when), shown(s.overlap), str(s.paused),
-                      str(s.fire_count),
-                      str(s.skip_count), nxt)  # fmt: skip
+                      str(s.fire_count), str(s.skip_count), str(s.fail_count), nxt)  # fmt: skip
+        if s.last_error is not None:
+            failing.append(s)
     out.print(table)
+    for s in failing:  # a broken schedule says why, not only that its fires made nothing
+        out.print(f"{shown(s.id)}: {shown(s.last_error)}")
 
 
 @app.command("pause")

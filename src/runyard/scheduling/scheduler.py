@@ -9,31 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from dataclasses import fields, replace
 from typing import Any
 
 import structlog
 
 from runyard.background import TaskGroup
+from runyard.bad_days import log_failure
 from runyard.clock import Clock, new_id
 from runyard.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
-    QueueFullError,
     StaleWriteError,
-    StorageFullError,
     UnavailableError,
 )
 from runyard.jobs import JobRegistry
-from runyard.jobs.params import ParamError
-from runyard.jobs.spec import Job
 from runyard.models import Run, RunState, Schedule
 from runyard.scheduling.file_params import FileParams
+from runyard.scheduling.fires import new_run_of
 from runyard.scheduling.requests import changed, check_request
 from runyard.scheduling.snapshot import SchedulerSnapshot
 from runyard.scheduling.timing import next_after
-from runyard.services.runs import new_run
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
 
@@ -109,11 +107,19 @@ class Scheduler:
         await self.reload()
         self._publish(self.snapshot.status)
         self._wake.set()
+        self._release_waiting(self.schedules.values())
+
+    def _release_waiting(self, schedules: Iterable[Schedule]) -> None:
+        """On the leader, the waiting fires among `schedules` looked at (a resume)."""
+        for s in schedules:
+            if self.leading and s.pending and not s.paused:
+                self._fires.start(self._fire_pending(s))
 
     async def _catch_up(self) -> None:
         for _ in range(STALE_RETRIES):
             try:
                 await self._skip_missed()
+                await self._fire_waiting(self.schedules.values())
             except StaleWriteError:  # changed elsewhere meanwhile: all looked at again, read
                 await self._read_all()
             else:
@@ -126,6 +132,16 @@ class Scheduler:
             if missed and s.catch_up == "none":  # skip what was missed while nobody fired
                 await self._saved(s, replace(s, next_fire_at=self._next(s, s.created_at, now)))
             # catch_up == "once": it is due now and fires once at the first tick
+
+    async def _fire_waiting(self, schedules: Iterable[Schedule]) -> None:
+        """Under the lock: a fire that waits for its previous run (overlap=queue) goes if that
+        run has ended. Its end is heard as it is recorded (`on_transition`, `ended_elsewhere`),
+        but not by a server that was not leading then (down, standing by) nor while the
+        schedule was paused: that fire waited for the next slot, or was lost."""
+        now = self.clock.now()
+        for s in list(schedules):
+            if s.pending and not s.paused and not await self._previous_active(s):
+                await self._fire(s, now, pending=True)
 
     async def _lead(self) -> bool:
         leading = await self.store.try_lead(self.server_id)
@@ -150,7 +166,12 @@ class Scheduler:
     async def _loop(self) -> None:
         while True:
             delay: float | None = None
-            if await self._lead():
+            try:
+                leading = await self._lead()
+            except Exception as exc:  # its store refused (a full disk): tried again shortly
+                log_failure(log, "scheduler_lead_failed", exc)  # it used to end the loop
+                leading, delay = False, FIRE_RETRY_S
+            if leading:
                 async with self._lock:
                     refused = await self._tick()
                 due = [s.next_fire_at for s in self.schedules.values()
@@ -158,7 +179,7 @@ class Scheduler:
                 delay = max(0.0, min(due) - self.clock.now()) if due else None
                 if refused:  # still due (nothing changed): tried again shortly, not at once
                     delay = max(delay or 0.0, FIRE_RETRY_S)
-            else:
+            elif delay is None:
                 self._publish("standby")
             if self.recheck_s is not None:
                 delay = self.recheck_s if delay is None else min(delay, self.recheck_s)
@@ -234,15 +255,21 @@ class Scheduler:
                 await self._saved(s, t)
                 return
             if t.overlap == "queue":
+                if pending:  # it waits still: nothing changed
+                    return
                 t.pending = True  # fires when the previous run ends (coalesced)
                 await self._saved(s, t)
                 return
-        made = await self._new_run(t)
-        if made is None:
-            t.skip_count += 1
+        made = await new_run_of(t, self.registry, self.files, self.clock)
+        if isinstance(made, str):
+            t.fail_count += 1
+            t.last_error = made
             await self._saved(s, t)
             return
         job, run = made
+        if t.last_error is not None:
+            log.info("schedule_fires_again", schedule_id=s.id, fail_count=t.fail_count)
+            t.last_error = None
         t.fire_count += 1
         t.last_fired_at = now
         t.last_run_id = run.id
@@ -275,25 +302,6 @@ class Scheduler:
         run = await self.store.get_run(s.last_run_id)
         return run is not None and not run.state.terminal
 
-    async def _new_run(self, s: Schedule) -> tuple[Job, Run] | None:
-        job = await self.registry.get(s.job)
-        if job is None:
-            log.warning("schedule_job_missing", schedule_id=s.id, job=s.job)
-            return None
-        try:
-            values = job.validate_params(s.params)
-        except ParamError as exc:
-            log.warning("schedule_params_invalid", schedule_id=s.id, error=str(exc))
-            return None
-        if self.files is not None:
-            try:  # admitted as a submission is: not past a max_queue nor the disk's reserve
-                await self.files.admit(s.job, job.spec.max_queue)
-            except (QueueFullError, StorageFullError) as exc:
-                log.info("schedule_fire_refused", schedule_id=s.id, why=str(exc))
-                return None
-        return job, new_run(job, values, self.clock, priority=s.priority, labels=s.labels,
-                            schedule_id=s.id)  # fmt: skip
-
     def ended_elsewhere(self, run_id: str) -> None:
         """overlap=queue, with the previous run executed by another server."""
         for s in list(self.schedules.values()):
@@ -308,6 +316,7 @@ class Scheduler:
         self._fires.start(self._fire_pending(s))
 
     async def _fire_pending(self, s: Schedule) -> None:
+        """Its waiting fire, if it waits still and its previous run has ended (`_fire`)."""
         async with self._lock:
             current = self.schedules.get(s.id)  # a reload may have replaced it meanwhile
             if current is not None and current.pending and not current.paused:
@@ -378,6 +387,7 @@ class Scheduler:
                         raise
             self._publish(self.snapshot.status)
         self._wake.set()
+        self._release_waiting([s])  # resumed: its previous run may have ended meanwhile
         return s
 
     async def delete(self, schedule_id: str) -> None:

@@ -18,6 +18,8 @@ class ScheduleState:
     overlap: str
     fire_count: int
     skip_count: int
+    fail_count: int
+    last_error: str | None
     last_fired_at: float | None
     last_run_id: str | None
     next_fire_at: float | None
@@ -45,8 +47,8 @@ class SchedulerSnapshot:
         tick if `tick` (when it was) is given."""
         states = tuple(
             ScheduleState(
-                s.id, s.job, s.paused, s.overlap, s.fire_count, s.skip_count, s.last_fired_at,
-                s.last_run_id, s.next_fire_at,
+                s.id, s.job, s.paused, s.overlap, s.fire_count, s.skip_count, s.fail_count,
+                s.last_error, s.last_fired_at, s.last_run_id, s.next_fire_at,
             )
             for s in schedules
         )  # fmt: skip

@@ -41,7 +41,7 @@ def _check_syntax(expr: str) -> None:
 def check_interval(interval_s: float, minimum: float) -> float:
     if not math.isfinite(interval_s) or interval_s < minimum:
         raise InvalidInputError(
-            f"interval_s: {interval_s:g} is under the minimum interval ({minimum:g} s, "
+            f"interval_s: {interval_s!r} is under the minimum interval ({minimum:g} s, "
             "setting schedule_min_interval_s)",
             field="interval_s",
         )

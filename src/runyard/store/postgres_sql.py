@@ -6,7 +6,13 @@ import hashlib
 from typing import Any
 
 from runyard.models import RunFilter
-from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS, SCHEDULE_WRITTEN
+from runyard.store.rows import (
+    ATTEMPT_COLUMNS,
+    RUN_COLUMNS,
+    SCHEDULE_COLUMNS,
+    SCHEDULE_WIDTH,
+    SCHEDULE_WRITTEN,
+)
 
 MIGRATION_LOCK = 7_261_010  # pg_advisory_xact_lock key: servers starting together migrate once
 MEMBERSHIP_LOCK = 7_261_011  # with the server id's hash: one registration of an id at a time
@@ -260,7 +266,8 @@ WHERE batch_id = %s AND state = %s
 RETURNING {RUN_COLUMNS}
 """  # noqa: S608
 BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = %s AND state = %s"
-INSERT_SCHEDULE = f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) VALUES ({', '.join(['%s'] * 17)})"  # noqa: S608
+_SCHEDULE_VALUES = ", ".join(["%s"] * SCHEDULE_WIDTH)
+INSERT_SCHEDULE = f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) VALUES ({_SCHEDULE_VALUES})"  # noqa: S608
 # a write of the version it read: nothing when the row changed or went meanwhile
 _SCHEDULE_SETS = ", ".join(f"{c.strip()} = %s" for c in SCHEDULE_WRITTEN.split(",")[1:])
 UPDATE_SCHEDULE = (

@@ -23,8 +23,10 @@ ATTEMPT_COLUMNS = (
 # what a schedule's write sets (its version is the store's to move), and what is read
 SCHEDULE_WRITTEN = (
     "id, job, params, priority, labels, cron, interval_s, overlap, catch_up, paused, "
-    "created_at, last_fired_at, fire_count, skip_count, last_run_id, next_fire_at, pending"
+    "created_at, last_fired_at, fire_count, skip_count, last_run_id, next_fire_at, pending, "
+    "fail_count, last_error"
 )
+SCHEDULE_WIDTH = SCHEDULE_WRITTEN.count(",") + 1
 SCHEDULE_COLUMNS = SCHEDULE_WRITTEN + ", version"
 
 
@@ -147,7 +149,8 @@ def schedule_from_row(r: tuple[Any, ...]) -> Schedule:
         id=r[0], job=r[1], params=loads(r[2]), priority=r[3], labels=loads(r[4]), cron=r[5],
         interval_s=r[6], overlap=r[7], catch_up=r[8], paused=bool(r[9]), created_at=r[10],
         last_fired_at=r[11], fire_count=r[12], skip_count=r[13], last_run_id=r[14],
-        next_fire_at=r[15], pending=bool(r[16]), version=r[17],
+        next_fire_at=r[15], pending=bool(r[16]), fail_count=r[17], last_error=r[18],
+        version=r[19],
     )  # fmt: skip
 
 
@@ -155,5 +158,5 @@ def schedule_to_row(s: Schedule) -> tuple[Any, ...]:
     return (
         s.id, s.job, dumps(s.params), s.priority, dumps(s.labels), s.cron, s.interval_s,
         s.overlap, s.catch_up, s.paused, s.created_at, s.last_fired_at, s.fire_count,
-        s.skip_count, s.last_run_id, s.next_fire_at, s.pending,
+        s.skip_count, s.last_run_id, s.next_fire_at, s.pending, s.fail_count, s.last_error,
     )  # fmt: skip

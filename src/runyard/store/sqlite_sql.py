@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from runyard.models import RunFilter
-from runyard.store.rows import ATTEMPT_COLUMNS, RUN_COLUMNS, SCHEDULE_COLUMNS, SCHEDULE_WRITTEN
+from runyard.store.rows import (
+    ATTEMPT_COLUMNS,
+    RUN_COLUMNS,
+    SCHEDULE_COLUMNS,
+    SCHEDULE_WIDTH,
+    SCHEDULE_WRITTEN,
+)
 from runyard.store.sqlite_steps import ReadBack, TakeNext, WriteAll
 
 
@@ -252,7 +258,8 @@ CANCEL_QUEUED_OF_BATCH = WriteAll(
 )
 BATCH_RUNS_IN = "SELECT id FROM runs WHERE batch_id = ? AND state = ?"
 
-INSERT_SCHEDULE = f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) VALUES ({', '.join('?' * 17)})"  # noqa: S608
+_SCHEDULE_VALUES = ", ".join("?" * SCHEDULE_WIDTH)
+INSERT_SCHEDULE = f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) VALUES ({_SCHEDULE_VALUES})"  # noqa: S608
 # a write of the version it read: nothing when the row changed or went meanwhile
 _SCHEDULE_SETS = ", ".join(f"{c.strip()} = ?" for c in SCHEDULE_WRITTEN.split(",")[1:])
 UPDATE_SCHEDULE = (

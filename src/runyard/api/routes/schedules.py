@@ -41,7 +41,8 @@ def schedule_view(s: Schedule) -> ScheduleView:
         overlap=s.overlap, catch_up=s.catch_up, paused=s.paused, priority=s.priority,
         labels=labels, created_at=datetime.fromtimestamp(s.created_at, UTC),
         last_fired_at=_dt(s.last_fired_at), next_fire_at=_dt(s.next_fire_at),
-        fire_count=s.fire_count, skip_count=s.skip_count, last_run_id=s.last_run_id,
+        fire_count=s.fire_count, skip_count=s.skip_count, fail_count=s.fail_count,
+        last_error=s.last_error, last_run_id=s.last_run_id,
     )  # fmt: skip
 
 

@@ -15,7 +15,9 @@ export async function schedulesPage(ctx) {
       h("td", { class: "mono" }, s.id.slice(-10)), h("td", {}, s.job),
       h("td", { class: "mono" }, s.cron ? s.cron : `every ${s.interval_s}s`),
       h("td", { class: "mono small" }, JSON.stringify(s.params)),
-      h("td", {}, s.paused ? h("span", { class: "badge state-cancelled" }, "paused") : h("span", { class: "badge state-running" }, "active")),
+      h("td", {}, s.paused ? h("span", { class: "badge state-cancelled" }, "paused") : h("span", { class: "badge state-running" }, "active"),
+        // its fires make no run (its job removed, its params refused): said, with why
+        s.last_error ? h("span", { class: "badge state-failed", title: s.last_error }, `failing (${s.fail_count}×)`) : null),
       h("td", { title: s.next_fire_at || "" }, s.paused || !s.next_fire_at ? "" : new Date(s.next_fire_at).toLocaleString()),
       h("td", { title: s.last_fired_at || "" }, s.last_fired_at ? `${ago(s.last_fired_at)} (${s.fire_count}×)` : "never"),
       h("td", {},
