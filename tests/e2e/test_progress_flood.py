@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runyard.models import RunState
-from runyard.store.logic import MAX_RUN_EVENTS
+from runyard.store.progress import MAX_RUN_EVENTS
 from tests import web
 from tests.sse import watch_events
 from tests.support import wait_for

@@ -6,12 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from runyard import failpoints
+from runyard import failpoints, fastjson
 from runyard.clock import new_id
 from runyard.errors import StorageIOError
 from runyard.models import AttemptEnd, AttemptState, Batch, ClaimAsk, Run, RunFilter, RunState
 from runyard.store import Store
-from runyard.store.logic import MAX_RUN_EVENTS
+from runyard.store.progress import MAX_RUN_EVENTS, MAX_RUN_PROGRESS_BYTES
 from runyard.store.rows import PAGE_BYTES
 
 pytestmark = pytest.mark.anyio
@@ -297,6 +297,32 @@ async def test_a_runs_progress_events_stop_at_the_cap_and_its_latest_progress_do
     assert await store.progress_offset(run.id, 1) == 20
     await store.end_attempt(run.id, 1, succeeded(2002.0))  # state changes are still told
     assert await store.last_event_seq(run.id) == MAX_RUN_EVENTS + 1
+
+
+async def test_a_runs_progress_events_stop_at_their_bytes_and_its_latest_progress_does_not(
+    store: Store,
+) -> None:
+    """A probe: 10,000 lines of 64 KiB each, stored while anyone watched, were 640 MB of one
+    run's events (the count was bounded, their size was not)."""
+    run = (await store.insert_run(make_run()))[0]
+    await store.claim(1, {}, now=2000.0, host="h")
+    pad = "x" * 60_000
+    lines = [(2000.0, {"i": i, "pad": pad}) for i in range(400)]
+    await store.add_progress(run.id, 1, lines, offset=10, skipped=0)
+    sizes = [len(fastjson.dumps(data | {"attempt": 1})) for _, data in lines]
+    fits = max(n for n in range(len(sizes) + 1) if sum(sizes[:n]) <= MAX_RUN_PROGRESS_BYTES)
+    assert 0 < fits < len(lines)
+    kept = [e for e in await store.list_events(run.id, 0, 1000) if e.kind == "progress"]
+    assert [e.data["i"] for e in kept] == list(range(fits))
+    seq = await store.last_event_seq(run.id)
+    await store.add_progress(
+        run.id, 1, [(2001.0, {"i": "after", "pad": pad})], offset=20, skipped=0
+    )
+    assert await store.last_event_seq(run.id) == seq  # no progress event past its share
+    got = await store.get_run(run.id)
+    assert got is not None and got.progress == {"i": "after", "pad": pad}
+    await store.end_attempt(run.id, 1, succeeded(2002.0))  # state changes are still told
+    assert await store.last_event_seq(run.id) == seq + 1
 
 
 async def test_postgres_migrations_run_once_when_servers_start_together() -> None:

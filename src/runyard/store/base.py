@@ -248,7 +248,7 @@ class Store(abc.ABC):
         skipped: int,
     ) -> None:
         """Record progress lines read from an attempt's progress file up to `offset`: each
-        becomes an event while the run has fewer than MAX_RUN_EVENTS (logic.py), the last is
+        becomes an event while the run has fewer than MAX_RUN_EVENTS (progress.py), the last is
         the run's `progress`, `skipped` adds to the count."""
 
     @abc.abstractmethod

@@ -17,7 +17,6 @@ from runyard.models import (
     ClaimAsk,
     Page,
     Run,
-    RunEvent,
     RunFilter,
     RunState,
     Schedule,
@@ -374,38 +373,3 @@ def active_attempts(host: str | None) -> Unit[list[Attempt]]:
 
 def set_progress(run_id: str, progress: dict[str, Any]) -> Unit[None]:
     yield execute("SET_PROGRESS", dumps(progress), run_id)
-
-
-# A run's events are stored up to this many, its progress events among them; past it, only
-# its state changes are, and its latest progress is still kept on the run. What a program
-# writes cannot grow the store without bound (a million lines were a million rows).
-MAX_RUN_EVENTS = 10_000
-
-
-def add_progress(
-    run_id: str, attempt: int, events: list[tuple[float, dict[str, Any]]], offset: int, skipped: int
-) -> Unit[None]:
-    yield one("LOCK_RUN", run_id)  # the events' numbering
-    if events:
-        (last,) = yield one("LAST_EVENT_SEQ", run_id)
-        room = MAX_RUN_EVENTS - int(last)
-        for at, data in events[max(0, len(events) - room) :] if room > 0 else ():
-            yield from _add_event(run_id, at, "progress", data | {"attempt": attempt})
-    latest = dumps(events[-1][1]) if events else None
-    yield execute("SAVE_PROGRESS", latest, skipped, run_id)
-    yield execute("SET_PROGRESS_OFFSET", offset, run_id, attempt)
-
-
-def progress_offset(run_id: str, attempt: int) -> Unit[int]:
-    row = yield one("GET_PROGRESS_OFFSET", run_id, attempt)
-    return int(row[0]) if row else 0
-
-
-def list_events(run_id: str, after: int, limit: int) -> Unit[list[RunEvent]]:
-    found = yield rows("LIST_EVENTS", run_id, after, limit)
-    return [RunEvent(r[0], r[1], r[2], r[3], loads(r[4])) for r in found]
-
-
-def last_event_seq(run_id: str) -> Unit[int]:
-    row = yield one("LAST_EVENT_SEQ", run_id)
-    return int(row[0]) if row else 0

@@ -112,6 +112,7 @@ def _list_runs(flt: RunFilter) -> tuple[str, list[Any]]:
 
 LIST_RUNS = _list_runs
 LOCK_RUN = "SELECT state FROM runs WHERE id = %s FOR UPDATE"
+LOCK_RUN_PROGRESS = "SELECT progress_bytes FROM runs WHERE id = %s FOR UPDATE"
 # an end locks its run's row before it writes the attempt's, as before (one lock order)
 HOLD_RUN = "SELECT 1 FROM runs WHERE id = %s FOR UPDATE"
 COUNT_RUNS = "SELECT count(*) FROM runs WHERE state = %s"
@@ -226,7 +227,8 @@ DELETE_RUN = (
 )
 SET_PROGRESS = "UPDATE runs SET progress = %s WHERE id = %s"
 SAVE_PROGRESS = """
-UPDATE runs SET progress = coalesce(%s::jsonb, progress), progress_skipped = progress_skipped + %s
+UPDATE runs SET progress = coalesce(%s::jsonb, progress), progress_skipped = progress_skipped + %s,
+    progress_bytes = progress_bytes + %s
 WHERE id = %s
 """
 SET_PROGRESS_OFFSET = "UPDATE attempts SET progress_offset = %s WHERE run_id = %s AND number = %s"

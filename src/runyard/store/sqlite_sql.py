@@ -81,6 +81,7 @@ FROM runs r WHERE r.id IN (SELECT value FROM json_each(?))
 GET_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?"  # noqa: S608
 # the run's state; no lock to take, the transaction holds the database's write lock
 LOCK_RUN = "SELECT state FROM runs WHERE id = ?"
+LOCK_RUN_PROGRESS = "SELECT progress_bytes FROM runs WHERE id = ?"
 # an end locks nothing first: one connection writes, one transaction at a time
 HOLD_RUN = None
 
@@ -229,7 +230,8 @@ LIST_EVENTS = (
 )
 LAST_EVENT_SEQ = "SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = ?"
 SAVE_PROGRESS = """
-UPDATE runs SET progress = coalesce(?, progress), progress_skipped = progress_skipped + ?
+UPDATE runs SET progress = coalesce(?, progress), progress_skipped = progress_skipped + ?,
+    progress_bytes = progress_bytes + ?
 WHERE id = ?
 """
 SET_PROGRESS_OFFSET = "UPDATE attempts SET progress_offset = ? WHERE run_id = ? AND number = ?"

@@ -25,6 +25,7 @@ from runyard.models import (
     ServerInfo,
 )
 from runyard.store import held, known, leases, logic
+from runyard.store import progress as progress_units
 from runyard.store.base import Store
 from runyard.store.units import Make
 
@@ -194,14 +195,14 @@ class SQLStore(Store):
         skipped: int,
     ) -> None:
         await self._write(
-            partial(logic.add_progress, run_id, attempt, events, offset, skipped), PROGRESS
+            partial(progress_units.add_progress, run_id, attempt, events, offset, skipped), PROGRESS
         )
 
     async def progress_offset(self, run_id: str, attempt: int) -> int:
-        return await self._read(partial(logic.progress_offset, run_id, attempt))
+        return await self._read(partial(progress_units.progress_offset, run_id, attempt))
 
     async def list_events(self, run_id: str, after: int, limit: int = 1000) -> list[RunEvent]:
-        return await self._read(partial(logic.list_events, run_id, after, limit))
+        return await self._read(partial(progress_units.list_events, run_id, after, limit))
 
     async def last_event_seq(self, run_id: str) -> int:
-        return await self._read(partial(logic.last_event_seq, run_id))
+        return await self._read(partial(progress_units.last_event_seq, run_id))
