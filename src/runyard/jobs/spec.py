@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from runyard.bounds import json_problem
+from runyard.jobs import retry_on
 from runyard.jobs.chat import OpenAIOptions
 from runyard.jobs.params import (
     JsonCeiling,
@@ -102,6 +113,10 @@ class Limits(BaseModel):
     on_log_cap: Literal["cut", "kill"] = "cut"
 
 
+# The validation context of a spec read back from a run (JobSpec.from_stored)
+STORED = MappingProxyType({"stored": True})
+
+
 class JobSpec(BaseModel):
     """The validated contents of one job file. Unknown keys are load errors, not ignored."""
 
@@ -114,9 +129,8 @@ class JobSpec(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0)
     kill_grace_s: float = Field(default=10.0, ge=0, le=3600)
     max_attempts: int = Field(default=1, ge=1, le=100)
-    retry_on: list[int | Literal["lost", "timeout"]] = Field(
-        default_factory=lambda: list[int | Literal["lost", "timeout"]](["lost"])
-    )
+    # exit codes 1..255, "lost", "timeout", signal names: checked item by item (jobs/retry_on.py)
+    retry_on: list[int | str] = Field(default_factory=lambda: list[int | str](["lost"]))
     backoff: Backoff = Field(default_factory=Backoff)
     concurrency: int | None = Field(default=None, ge=1)
     priority: int = Field(default=0, ge=-1000, le=1000)
@@ -139,6 +153,18 @@ class JobSpec(BaseModel):
         if not JOB_NAME.match(v):
             raise ValueError("job names are letters, digits, '_', '-', '.' (at most 64)")
         return v
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> JobSpec:
+        """A spec stored with a run: what a load accepted then, read back as it was, though an
+        older version's load took what this one refuses (`retry_on = [0]`)."""
+        return cls.model_validate(data, context=STORED)
+
+    @field_validator("retry_on", mode="before")
+    @classmethod
+    def _retry_on(cls, v: Any, info: ValidationInfo) -> Any:
+        stored = isinstance(info.context, Mapping) and info.context.get("stored") is True
+        return retry_on.check(v, stored=stored)
 
     @field_validator("params")
     @classmethod

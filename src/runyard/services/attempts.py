@@ -123,7 +123,7 @@ class Attempts:
         # the store hands every run of a job the same spec dict: mostly found by identity
         if cached is not None and (cached[0] is run.spec or cached[0] == run.spec):
             return cached[1]
-        spec = JobSpec.model_validate(run.spec)
+        spec = JobSpec.from_stored(run.spec)
         self._specs[run.job] = (run.spec, spec)
         return spec
 

@@ -6,6 +6,7 @@ import random
 from dataclasses import replace
 
 from runyard.execution.protocol import ExitRecord
+from runyard.jobs.retry_on import signal_trigger
 from runyard.jobs.spec import Backoff, JobSpec
 from runyard.models import AttemptEnd, AttemptState, Run, RunState
 
@@ -17,9 +18,9 @@ def backoff_delay(policy: Backoff, attempt: int, rng: random.Random) -> float:
 
 
 def _maybe_retry(
-    end: AttemptEnd, trigger: int | str, run: Run, spec: JobSpec, rng: random.Random
+    end: AttemptEnd, trigger: int | str | None, run: Run, spec: JobSpec, rng: random.Random
 ) -> AttemptEnd:
-    if trigger not in spec.retry_on or run.attempt >= spec.max_attempts:
+    if trigger is None or trigger not in spec.retry_on or run.attempt >= spec.max_attempts:
         return end
     delay = backoff_delay(spec.backoff, run.attempt, rng)
     return replace(
@@ -64,8 +65,20 @@ def decide(record: ExitRecord, run: Run, spec: JobSpec, rng: random.Random) -> A
         return stopped
     if record.exit_code == 0:
         return replace(base, run_state=RunState.SUCCEEDED)
-    trigger = record.exit_code if record.exit_code is not None else f"signal {record.signal}"
-    return _maybe_retry(base, trigger, run, spec, rng)
+    return _maybe_retry(base, _trigger(record), run, spec, rng)
+
+
+def _trigger(record: ExitRecord) -> int | str | None:
+    """The retry_on item an end of the program's own answers to: its exit code, or the name
+    of the signal it died of (its own kill, the kernel's: a limit, the OOM killer). A signal
+    runyard sent (cancel, timeout, fence: decided before, or a reason this version does not
+    know) answers to none. An exit code of 128+N (a shell telling of its child's death) is
+    an exit code, never the signal N: the program chose it."""
+    if record.exit_code is not None:
+        return record.exit_code
+    if record.signal is None or record.killed_by is not None:
+        return None
+    return signal_trigger(record.signal)
 
 
 def _stopped(
