@@ -2,6 +2,8 @@
 symbolic links: one directory descriptor open at a time, names relative to it (so no path
 ever grows past PATH_MAX), and each step back up through '..' checked against the inode we
 came down from, so a directory moved during the walk stops it instead of leading elsewhere.
+No walk leaves the mount its root is on (mounts.py): a directory another file system (or a
+bind mount) covers is not entered, and a root that is itself a mount point is not walked.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from runyard.mounts import CrossesMountError, detach, detach_path, differs, mount_id
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -21,23 +26,51 @@ class TreeMovedError(OSError):
 
 
 class DirCursor:
-    """One open directory, moved down by name and up through '..'."""
+    """One open directory, moved down by name and up through '..', never onto another mount."""
 
     def __init__(self, root: Path) -> None:
         self.fd = os.open(root, DIR_FLAGS)
-        st = os.fstat(self.fd)
+        try:
+            st = os.fstat(self.fd)
+            self.dev, self.mnt = st.st_dev, mount_id(self.fd)  # the root's: the walk's bounds
+        except BaseException:
+            os.close(self.fd)
+            raise
         self._ids = [(st.st_dev, st.st_ino)]
 
     @property
     def depth(self) -> int:
         return len(self._ids) - 1
 
+    def root_is_mount_point(self) -> bool:
+        """Whether the root is on another mount than its parent: its files are another file
+        system's (or a bind mount's), not the tree's."""
+        fd = os.open("..", DIR_FLAGS, dir_fd=self.fd)
+        try:
+            return differs(os.fstat(fd), mount_id(fd), self.dev, self.mnt)
+        finally:
+            os.close(fd)
+
     def down(self, name: str) -> None:
+        """Enter a subdirectory; CrossesMountError (and still here) if a mount covers it."""
         fd = os.open(name, DIR_FLAGS, dir_fd=self.fd)
-        st = os.fstat(fd)
+        try:
+            st = os.fstat(fd)
+            crossed = differs(st, mount_id(fd), self.dev, self.mnt)
+        except BaseException:
+            os.close(fd)
+            raise
+        if crossed:
+            os.close(fd)
+            raise CrossesMountError(name)
         os.close(self.fd)
         self.fd = fd
         self._ids.append((st.st_dev, st.st_ino))
+
+    def crosses(self, name: str, st: os.stat_result) -> bool:
+        """Whether the entry `name` here (`st`, its lstat) is on another mount: a file or a
+        directory something is mounted over. OSError if it is gone."""
+        return differs(st, mount_id(self.fd, name), self.dev, self.mnt)
 
     def up(self) -> None:
         fd = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.fd)
@@ -88,6 +121,13 @@ class TreeWalker:
             raise RuntimeError("lstat outside a walk")
         return self._cursor.lstat(name)
 
+    def crosses(self, name: str, st: os.stat_result) -> bool:
+        """Whether the entry just yielded (`st`, its lstat) is a mount point: a file something
+        is mounted over has the mount's stat, not its own."""
+        if self._cursor is None:
+            raise RuntimeError("crosses outside a walk")
+        return self._cursor.crosses(name, st)
+
     def _list(self, cursor: DirCursor) -> Iterator[tuple[str, bool]]:
         entries, complete = cursor.entries(self.max_dir_entries)
         self.read += len(entries)
@@ -95,13 +135,19 @@ class TreeWalker:
         return iter(entries)
 
     def walk(
-        self, descend: Callable[[tuple[str, ...]], bool] | None = None
+        self,
+        descend: Callable[[tuple[str, ...]], bool] | None = None,
+        on_mount: Callable[[tuple[str, ...]], None] | None = None,
     ) -> Generator[tuple[tuple[str, ...], bool], None, None]:
         """Yields (components, is a directory). `descend(components)` (default: always)
-        says whether to enter a directory just yielded."""
+        says whether to enter a directory just yielded; one it would enter that a mount
+        covers is not entered, and told to `on_mount`. CrossesMountError if the root itself
+        is a mount point."""
         enter = descend or (lambda _parts: True)
         cursor = self._cursor = DirCursor(self.root)
         try:
+            if cursor.root_is_mount_point():
+                raise CrossesMountError(str(self.root))
             parts: list[str] = []
             stack = [self._list(cursor)]
             while stack:
@@ -112,6 +158,10 @@ class TreeWalker:
                         continue
                     try:
                         cursor.down(name)
+                    except CrossesMountError:
+                        if on_mount is not None:
+                            on_mount(here)
+                        continue
                     except OSError:
                         continue  # gone, or swapped for a link or a file: not entered
                     parts.append(name)
@@ -127,60 +177,178 @@ class TreeWalker:
             cursor.close()
 
 
-def _open_writable(cursor: DirCursor, name: str) -> None:
-    """Enter a directory to empty it, granting ourselves access if the program removed it."""
-    try:
-        cursor.down(name)
-    except PermissionError:
-        os.chmod(name, stat.S_IRWXU, dir_fd=cursor.fd)
-        cursor.down(name)
+MAX_STACKED = 16  # mounts detached from one name before it is left as it is
 
 
-def _clear_files(cursor: DirCursor) -> list[str]:
-    """Unlink every non-directory here; return the subdirectories."""
-    subdirs = []
+class MountsLeftError(OSError):
+    """A removal met mount points it did not detach: they are left in place, their files
+    untouched, with the directories leading to them; the rest of the tree is removed."""
+
+    def __init__(self, root: Path, left: list[str], detached: list[str]) -> None:
+        named = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        why = f"mount points left in place, their files untouched: {named}"
+        super().__init__(errno.EBUSY, why, str(root))
+        self.detached = detached
+
+
+@dataclass
+class _Mounts:
+    """The mount points one removal met: detached (when it may try and the kernel lets it:
+    umount2 MNT_DETACH leaves the mounted files as they are), or left."""
+
+    may_detach: bool
+    detached: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+
+    def uncover(self, cursor: DirCursor, name: str, rel: str) -> bool:
+        """True: what was mounted over `name` is detached, the tree's own entry in view."""
+        if not self.may_detach:
+            self.left.append(rel)
+            return False
+        refused = detach(cursor.fd, name)
+        if refused is not None:
+            self.left.append(f"{rel} (not detached: {refused.strerror})")
+            return False
+        self.detached.append(rel)
+        return True
+
+
+@dataclass
+class _Level:
+    name: str  # in its parent
+    pending: list[str]  # subdirectories still to empty
+    kept: bool  # a mount point left under it: it stays, as its parents do
+
+
+def _enter(cursor: DirCursor, name: str, mounts: _Mounts, rel: str) -> bool:
+    """Enter a directory to empty it, granting ourselves access if the program removed it
+    (its own mode: never a mounted directory's), and uncovering it if a mount is over it.
+    False: a mount is left over it, not entered."""
+    for _ in range(MAX_STACKED):
+        try:
+            cursor.down(name)
+        except CrossesMountError:
+            pass
+        except PermissionError:
+            if not cursor.crosses(name, cursor.lstat(name)):
+                os.chmod(name, stat.S_IRWXU, dir_fd=cursor.fd)
+                cursor.down(name)
+                return True
+        else:
+            return True
+        if not mounts.uncover(cursor, name, rel):
+            return False
+    mounts.left.append(f"{rel} (more than {MAX_STACKED} mounts over it)")
+    return False
+
+
+def _unlink(cursor: DirCursor, name: str, mounts: _Mounts, rel: str) -> bool:
+    """Unlink a non-directory; False: a mount is left over it (unlinking one fails with
+    EBUSY, and never changes the mounted file)."""
+    for _ in range(MAX_STACKED):
+        try:
+            os.unlink(name, dir_fd=cursor.fd)
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or not cursor.crosses(name, cursor.lstat(name)):
+                raise
+        else:
+            return True
+        if not mounts.uncover(cursor, name, rel):
+            return False
+    mounts.left.append(f"{rel} (more than {MAX_STACKED} mounts over it)")
+    return False
+
+
+def _clear_files(cursor: DirCursor, mounts: _Mounts, where: str) -> _Level:
+    """Unlink every non-directory here; the level, with the subdirectories to empty."""
+    level = _Level(where.rpartition("/")[2], [], kept=False)
     for name, is_dir in cursor.entries()[0]:
         if is_dir:
-            subdirs.append(name)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=cursor.fd)
-    return subdirs
+            level.pending.append(name)
+        elif not _unlink(cursor, name, mounts, _join(where, name)):
+            level.kept = True
+    return level
 
 
-def remove_tree(root: Path) -> None:
-    """Blocking. Remove `root` and everything under it, at any depth, following no link.
-    Raises OSError when something could not be removed (the caller keeps its record). What
-    vanishes meanwhile is removed all the same: another remover of the same tree (a delete
-    and a retention pass emptying the trash) is no failure of either."""
-    try:
+def _join(where: str, name: str) -> str:
+    return f"{where}/{name}" if where else name
+
+
+def _open_root(root: Path, mounts: _Mounts) -> DirCursor:
+    """The root, uncovered if it is a mount point itself (MountsLeftError if it stays one)."""
+    for _ in range(MAX_STACKED):
         cursor = DirCursor(root)
+        try:
+            if not cursor.root_is_mount_point():
+                return cursor
+        except BaseException:
+            cursor.close()
+            raise
+        cursor.close()
+        refused = detach_path(str(root)) if mounts.may_detach else None
+        if not mounts.may_detach or refused is not None:
+            why = f" (not detached: {refused.strerror})" if refused is not None else ""
+            raise MountsLeftError(root, [f". (the tree's root){why}"], mounts.detached)
+        mounts.detached.append(".")
+    raise MountsLeftError(root, [f". (more than {MAX_STACKED} mounts over it)"], mounts.detached)
+
+
+def _empty(cursor: DirCursor, mounts: _Mounts) -> None:
+    """Everything under the cursor's root removed, but for mounts left and what leads there."""
+    levels = [_clear_files(cursor, mounts, "")]
+    while levels:
+        level = levels[-1]
+        if level.pending:
+            child = level.pending.pop()
+            rel = "/".join([*(lv.name for lv in levels[1:]), child])
+            try:
+                entered = _enter(cursor, child, mounts, rel)
+            except FileNotFoundError:
+                continue
+            if entered:
+                levels.append(_clear_files(cursor, mounts, rel))
+            else:
+                level.kept = True
+            continue
+        levels.pop()
+        if levels:
+            cursor.up()
+            if level.kept:
+                levels[-1].kept = True
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(level.name, dir_fd=cursor.fd)
+
+
+def remove_tree(root: Path, *, detach_mounts: bool = False) -> list[str]:
+    """Blocking. Remove `root` and everything under it, at any depth, following no link and
+    crossing no mount: one met (the root included) is detached if `detach_mounts` says to
+    try and the kernel lets us, and what it covered removed; else it is left, with the
+    directories leading to it, and MountsLeftError raised once the rest is removed. Returns
+    the mount points detached (paths under the root). Raises OSError when something could
+    not be removed (the caller keeps its record). What vanishes meanwhile is removed all the
+    same: another remover of the same tree (a delete and a retention pass emptying the
+    trash) is no failure of either."""
+    mounts = _Mounts(detach_mounts)
+    try:
+        cursor = _open_root(root, mounts)
     except FileNotFoundError:
-        return
+        return mounts.detached
+    except MountsLeftError:
+        raise
     except OSError as exc:
         if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
             raise
         root.unlink()  # a file or a link where the tree was: the link goes, not its target
-        return
+        return mounts.detached
     try:
-        # each level: (its name in the parent, subdirectories still to empty)
-        levels: list[tuple[str, list[str]]] = [("", _clear_files(cursor))]
-        while levels:
-            name, pending = levels[-1]
-            if pending:
-                child = pending.pop()
-                try:
-                    _open_writable(cursor, child)
-                except FileNotFoundError:
-                    continue
-                levels.append((child, _clear_files(cursor)))
-                continue
-            levels.pop()
-            if levels:
-                cursor.up()
-                with contextlib.suppress(FileNotFoundError):
-                    os.rmdir(name, dir_fd=cursor.fd)
+        _empty(cursor, mounts)
     finally:
         cursor.close()
+    if mounts.left:
+        raise MountsLeftError(root, mounts.left, mounts.detached)
     with contextlib.suppress(FileNotFoundError):
         root.rmdir()
+    return mounts.detached

@@ -2,15 +2,20 @@
 change at will) opened as the regular files the supervisor made there, or not at all: never
 through a symbolic link (it could lead anywhere the server can read), never a FIFO (opening
 one blocks the opening thread until a writer comes: the thread pool, then start-up, wedged),
-never a directory or a device. Job files are read the same way, except that a link is
-followed (deploy tools and Kubernetes ConfigMaps link them into place), and never past a cap."""
+never a directory or a device, never a file mounted over the run's (a program running as root
+can bind-mount any file of the host there: mounts.py). Job files are read the same way,
+except that a link is followed (deploy tools and Kubernetes ConfigMaps link them into place,
+or mount them), and never past a cap."""
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from pathlib import Path
+
+from runyard.mounts import differs, mount_id, place_of
 
 READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
@@ -34,7 +39,27 @@ def open_regular(path: Path | str, *, follow_links: bool = False) -> tuple[int, 
         os.close(fd)
         why = f"not a regular file ({kind_of(st.st_mode)})"
         raise NotRegularFileError(errno.EINVAL, why, str(path))
+    if not follow_links:
+        try:
+            mounted = _mounted_over(fd, st, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        if mounted:
+            os.close(fd)
+            why = "a mount point: another file system's file, not the run's"
+            raise NotRegularFileError(errno.EXDEV, why, str(path))
     return fd, st.st_size
+
+
+def _mounted_over(fd: int, st: os.stat_result, path: Path | str) -> bool:
+    """Whether the file open as `fd` is on another mount than the directory it is named in
+    was when first seen (a tailer opens its log at each read: one statx, not two)."""
+    dev, mnt = _place_of_dir(os.path.dirname(path) or ".")  # noqa: PTH120
+    return differs(st, mount_id(fd), dev, mnt)
+
+
+_place_of_dir = functools.lru_cache(maxsize=4096)(place_of)  # a run's directory stays put
 
 
 def read_regular(path: Path | str, limit: int, *, follow_links: bool = False) -> bytes:

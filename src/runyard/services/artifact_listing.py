@@ -9,8 +9,10 @@ entries past the cursor were walked, whichever comes first, and no directory is 
 request's work is bounded.
 
 An entry the globs declare that cannot be served (a name no request path can carry, a link,
-a hard link, not a regular file) is never left out in silence: the page names it among its
-`skipped`, with the reason, and says it is partial.
+a hard link, not a regular file, a mount point) is never left out in silence: the page names
+it among its `skipped`, with the reason, and says it is partial. No walk crosses a mount
+point (fstree.py): another file system's files, or a bind mount's, are neither listed nor
+counted in the workspace's size.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from runyard.errors import InvalidInputError
+from runyard.errors import ForbiddenPathError, InvalidInputError
 from runyard.fstree import TreeMovedError, TreeWalker
+from runyard.mounts import CrossesMountError
 from runyard.services.artifacts import matches
 
 T = TypeVar("T")
@@ -114,6 +117,9 @@ def _unnameable(rel: str) -> str | None:
     return None
 
 
+MOUNT_POINT = "a mount point: another file system's files are never listed or served"
+
+
 def _refused(st: os.stat_result) -> str | None:
     """Why a declared entry is not served (as open_artifact refuses it), if it is not."""
     if stat.S_ISLNK(st.st_mode):
@@ -144,6 +150,11 @@ class _Found:
         else:
             self.skipped_omitted += 1
 
+    def mount_point(self, parts: tuple[str, ...], after: tuple[str, ...]) -> None:
+        """A directory the walk would have entered that a mount covers."""
+        if parts > after:  # one the cursor is at was named on the page before
+            self.skip("/".join(parts), MOUNT_POINT)
+
     def page(self, next_cursor: str | None, walked_part: bool) -> ArtifactPage:
         return ArtifactPage(
             self.artifacts, next_cursor, walked_part, self.skipped, self.skipped_omitted
@@ -161,6 +172,11 @@ def _consider(
     except OSError:
         return  # gone meanwhile
     why = _refused(st) or _unnameable(rel)
+    if why is None:
+        try:
+            why = MOUNT_POINT if walker.crosses(parts[-1], st) else None
+        except OSError:
+            return
     if why is not None:
         found.skip(rel, why)
         return
@@ -172,7 +188,18 @@ def list_page(
     walk_max: int,
 ) -> ArtifactPage:  # fmt: skip
     """Blocking. Regular files matching the job's globs after `after`; links never followed,
-    hard links (which could bring in a file from outside) left out."""
+    hard links (which could bring in a file from outside) and mount points left out. A
+    workspace that is itself a mount point is refused."""
+    try:
+        return _walk_page(workspace, patterns, after=after, limit=limit, walk_max=walk_max)
+    except CrossesMountError:
+        raise ForbiddenPathError(f"this run's workspace is {MOUNT_POINT}") from None
+
+
+def _walk_page(
+    workspace: Path, patterns: list[str], *, after: tuple[str, ...] | None, limit: int,
+    walk_max: int,
+) -> ArtifactPage:  # fmt: skip
     found = _Found()
     if not workspace.is_dir():
         return found.page(None, walked_part=False)
@@ -189,7 +216,7 @@ def list_page(
         return parts > after or after[:n] == parts
 
     walker = TreeWalker(workspace, max_dir_entries=walk_max)
-    walk = walker.walk(descend)
+    walk = walker.walk(descend, on_mount=lambda parts: found.mount_point(parts, after))
     try:
         visited = 0
         for parts, is_dir in walk:
@@ -221,10 +248,12 @@ def workspace_usage(workspace: Path, walk_max: int) -> tuple[int, bool]:
             if walker.read > walk_max:
                 return total, False
             try:
-                total += walker.lstat(parts[-1]).st_blocks * 512
+                st = walker.lstat(parts[-1])
+                if not walker.crosses(parts[-1], st):  # a file mounted over is not ours
+                    total += st.st_blocks * 512
             except OSError:
                 continue
-    except (TreeMovedError, FileNotFoundError):
+    except (TreeMovedError, FileNotFoundError, CrossesMountError):
         return total, False
     finally:
         walk.close()

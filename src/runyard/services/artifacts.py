@@ -2,7 +2,10 @@
 
 Opening walks the path one component at a time with O_NOFOLLOW relative to the directory
 opened before, so a symlink planted by the program (even after listing) is never followed,
-and the check and the open are the same act: no time-of-check/time-of-use gap.
+and the check and the open are the same act: no time-of-check/time-of-use gap. Each
+directory opened, and the file, must be on the mount the workspace is on, and the workspace
+on its run directory's: a mount point the program left (mounts.py) leads outside as a link
+does, and is refused as one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from runyard.errors import ForbiddenPathError, NotFoundError, raise_if_servers_fault
+from runyard.mounts import CrossesMountError, differs, mount_id
 
 MAX_LISTED = 10_000
 
@@ -80,30 +84,27 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
     parts = check_relative(path)
     if not matches(path, patterns):
         raise NotFoundError(f"{path!r} is not a declared artifact of this run", field="path")
-    flags_dir = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(workspace, flags_dir)
+        fd = os.open(workspace, _DIR_FLAGS)
     except OSError as exc:
         raise_if_servers_fault(exc, "the artifact")
         raise NotFoundError("this run has no workspace") from None
     try:
-        for part in parts[:-1]:
-            nxt = os.open(part, flags_dir, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        leaf = os.open(
-            parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd
-        )
+        leaf = _open_leaf(fd, parts)
     except FileNotFoundError:
         raise NotFoundError(f"artifact {path!r} does not exist", field="path") from None
+    except CrossesMountError:
+        raise ForbiddenPathError(
+            f"artifact {path!r} is under a mount point: another file system's files are "
+            "never served",
+            field="path",
+        ) from None
     except OSError as exc:
         raise_if_servers_fault(exc, "the artifact")
         # ELOOP / ENOTDIR: a symlink or a non-directory where a directory should be
         raise ForbiddenPathError(
             f"artifact {path!r} is not a plain file inside the workspace", field="path"
         ) from None
-    finally:
-        os.close(fd)
     st = os.fstat(leaf)
     # A hardlink could make a file from outside the workspace appear inside it.
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
@@ -116,3 +117,41 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
     # mimetypes reads system files on first use: keep that here, off the event loop
     media_type = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
     return OpenArtifact(leaf, st, media_type)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_leaf(fd: int, parts: list[str]) -> int:
+    """The file at `parts` under the workspace open as `fd` (which this closes), each step
+    on the workspace's mount (CrossesMountError if one is not), the workspace on its
+    parent's."""
+    try:
+        here = os.fstat(fd)
+        dev, mnt = here.st_dev, mount_id(fd)
+        up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+        try:
+            if differs(os.fstat(up), mount_id(up), dev, mnt):
+                raise CrossesMountError(".")
+        finally:
+            os.close(up)
+        for part in parts[:-1]:
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+            if differs(os.fstat(fd), mount_id(fd), dev, mnt):
+                raise CrossesMountError(part)
+        leaf = os.open(
+            parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd
+        )
+    finally:
+        os.close(fd)
+    try:
+        crossed = differs(os.fstat(leaf), mount_id(leaf), dev, mnt)
+    except BaseException:
+        os.close(leaf)
+        raise
+    if crossed:
+        os.close(leaf)
+        raise CrossesMountError(parts[-1])
+    return leaf

@@ -6,6 +6,16 @@ full disk, an I/O error) gets its files back under their names: the refused dele
 nothing. Files that cannot be removed once their record is gone stay in the trash, where
 nothing can name them, and the next retention pass (one at start, then each interval)
 removes them.
+
+No removal crosses a mount point (fstree.py): one the run's program left in its files (a
+bind mount of a host directory, /dev, /proc) is detached once the record is gone (so a
+refused delete keeps it too), which takes a server running as root, and what it covered,
+the run's own, removed; the mounted files are untouched. One the server may not detach is
+left in the trash as it is, named in a warning (`run_files_left_in_trash`, then
+`trash_not_emptied` at each pass) until an operator unmounts it: the delete succeeds all the
+same, for all that was the run's own. A mount over the run's directory itself (which no
+rename can move) is detached before it is set aside; if it cannot be, the delete is refused
+with a problem that says to unmount it.
 """
 
 from __future__ import annotations
@@ -20,7 +30,8 @@ import structlog
 from runyard import failpoints
 from runyard.errors import FULL_ERRNOS, StorageFullError, UnavailableError
 from runyard.execution.base import Executor
-from runyard.fstree import remove_tree
+from runyard.fstree import MountsLeftError, remove_tree
+from runyard.mounts import detach_path, place_of
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
@@ -99,11 +110,30 @@ def _set_aside(root: Path, aside: Path) -> Path | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno == errno.EBUSY:  # the run's directory itself is a mount point
+            _detach_root(root, exc)
+            os.rename(root, aside)  # noqa: PTH104
+            return aside
         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
-        remove_tree(aside)  # an earlier delete's leftover under the same name
+        _remove(aside, "")  # an earlier delete's leftover under the same name
         os.rename(root, aside)  # noqa: PTH104
     return aside
+
+
+def _detach_root(root: Path, exc: OSError) -> None:
+    """A mount over the run's directory (a rename of it is refused): detached, as mounts
+    under it are, if the kernel lets us; else the delete is refused, saying what to do."""
+    if place_of(str(root)) == place_of(str(root.parent)):
+        raise exc  # busy for another reason: said as it is
+    refused = detach_path(str(root))
+    if refused is not None:
+        raise OSError(
+            exc.errno,
+            f"{root.name} is a mount point the server may not detach ({refused.strerror}): "
+            f"unmount it (umount -l {root}), then retry",
+        ) from None
+    _said_detached(["."], root.name)
 
 
 def _put_back(aside: Path, root: Path, run_id: str) -> None:
@@ -115,9 +145,24 @@ def _put_back(aside: Path, root: Path, run_id: str) -> None:
 
 def _discard(aside: Path, run_id: str) -> None:
     try:
-        remove_tree(aside)
+        _remove(aside, run_id)
     except OSError as exc:
         log.warning("run_files_left_in_trash", run_id=run_id, error=str(exc))
+
+
+def _remove(tree: Path, run_id: str) -> None:
+    """remove_tree, mounts met on the way detached if the kernel lets us, and each said."""
+    try:
+        detached = remove_tree(tree, detach_mounts=True)
+    except MountsLeftError as exc:
+        _said_detached(exc.detached, run_id or tree.name)
+        raise
+    _said_detached(detached, run_id or tree.name)
+
+
+def _said_detached(detached: list[str], run_id: str) -> None:
+    if detached:  # the program's doing, not the server's: an operator may want to know
+        log.warning("run_mounts_detached", run_id=run_id, mounts=detached[:20])
 
 
 def _empty(trash: Path, skip: frozenset[str]) -> int:
@@ -133,7 +178,7 @@ def _empty(trash: Path, skip: frozenset[str]) -> int:
         if entry.name in skip:
             continue
         try:
-            remove_tree(entry)
+            _remove(entry, entry.name)
         except OSError as exc:
             left += 1
             log.warning("trash_not_emptied", name=entry.name, error=str(exc))
