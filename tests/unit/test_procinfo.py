@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 from runyard.execution import procinfo
 from runyard.execution.executor import same_process
@@ -47,3 +48,41 @@ def test_a_process_is_its_pid_and_its_start_time_never_its_pid_alone() -> None:
         child.kill()
         child.wait()
     assert not same_process(child.pid, start)  # reaped: gone
+
+
+# Forks N children that wait on a pipe, says how many of them it finds among its own children
+# (kills.orphans, the supervisor's read), then waits for the test to have looked.
+MANY_CHILDREN = """
+import os, sys
+from runyard.execution import kills
+read, write = os.pipe()
+for _ in range(int(sys.argv[1])):
+    if os.fork() == 0:
+        os.close(write)
+        os.read(read, 1)  # until the parent is done
+        os._exit(0)
+os.close(read)
+print(len(kills.orphans(())), flush=True)
+sys.stdin.read()
+os.close(write)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+"""
+
+
+def test_a_list_of_children_longer_than_a_page_is_read_whole() -> None:
+    """The kernel hands out a page per read of /proc/PID/task/TID/children: one read found 682
+    of 11,500 children, and the supervisor left the rest of its orphans unswept. 1,200 pids
+    of four digits or more are over a page."""
+    many = 1200
+    with subprocess.Popen(
+        [sys.executable, "-c", MANY_CHILDREN, str(many)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as parent:  # fmt: skip
+        assert parent.stdin is not None and parent.stdout is not None
+        own = int(parent.stdout.readline())  # once every child is forked
+        # another's list (procinfo, a sweep's), and its own (kills.orphans, the supervisor's)
+        assert (len(procinfo.children(parent.pid)), own) == (many, many)
