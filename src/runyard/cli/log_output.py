@@ -5,7 +5,9 @@ A run writes three lines (its request, two transitions) and each flush is a writ
 log; under load many runs end in one turn, and their lines now leave in one write, after
 what that turn did. A line logged off the loop (the store's thread, start-up, shutdown) is
 written at once, as before. A process killed outright (SIGKILL, the OOM killer) loses what
-its last turn logged.
+its last turn logged; one that ends by the signal it was told to stop with (uvicorn raises
+SIGTERM again once shut down, and its default action skips atexit) is flushed first
+(cli/serve.py calls flush_at_exit).
 
 A reader that stops (a pipe nobody drains) holds lines back instead of the server: what it
 refuses is held, up to MAX_HELD_BYTES, and sent as it makes room (the loop says when); lines
@@ -59,7 +61,7 @@ class TurnFlushedLogger:
         # waited for: the next line on another loop (or off any) schedules or writes again
         self._due_on: asyncio.AbstractEventLoop | None = None
         self._watching: asyncio.AbstractEventLoop | None = None  # for room in a full pipe
-        atexit.register(self._flush_at_exit)  # what the last turn logged, if never written
+        atexit.register(self.flush_at_exit)  # what the last turn logged, if never written
 
     def msg(self, message: bytes) -> None:
         try:
@@ -154,8 +156,9 @@ class TurnFlushedLogger:
             loop.remove_writer(fd)
             self._write_out(loop)  # watches again if the reader took only part of it
 
-    def _flush_at_exit(self) -> None:
-        """What is still held, waiting a little for a reader that is behind (no loop now)."""
+    def flush_at_exit(self) -> None:
+        """What is still held, waiting a little for a reader that is behind (no loop now, or
+        none that will turn again)."""
         deadline = time.monotonic() + EXIT_WAIT_S
         with self._lock:
             self._write_out()

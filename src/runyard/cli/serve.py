@@ -13,7 +13,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,6 +25,7 @@ from runyard.auth import AuthConfigError, load_tokens
 from runyard.cli import log_output
 from runyard.cli.data_entries import entries_problem
 from runyard.cli.header_timeout import with_header_timeout
+from runyard.cli.listen import ListenError, bind_sockets, close
 from runyard.cli.log_render import CHAIN, render_json
 from runyard.cli.ws_guard import GuardedWebSocket
 from runyard.config import Settings
@@ -53,7 +54,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def configure_logging(fmt: str) -> None:
+def configure_logging(fmt: str) -> log_output.TurnFlushedLogger | None:
+    """Logging set up for `fmt`; the logger that holds lines until its turn ends, if any
+    (None: every line is written as it is logged)."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     binary = getattr(sys.stderr, "buffer", None)  # absent when stderr was replaced by text
     factory: Any = structlog.PrintLoggerFactory(sys.stderr)
@@ -81,6 +84,7 @@ def configure_logging(fmt: str) -> None:
         logging.captureWarnings(True)
         threading.excepthook = _thread_failed
         sys.unraisablehook = _unraisable
+    return sink
 
 
 def _thread_failed(args: threading.ExceptHookArgs) -> None:
@@ -105,9 +109,12 @@ class RunyardServer(uvicorn.Server):
     """uvicorn, told about shutdown first: submissions get 503 from the first signal on, and
     with `drain` the server keeps answering reads while running programs finish."""
 
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+    def __init__(
+        self, config: uvicorn.Config, runtime: Runtime, flush_logs: Callable[[], None]
+    ) -> None:
         super().__init__(config)
         self.runtime = runtime
+        self.flush_logs = flush_logs
         self._drain_started = False
         self._reloads: set[asyncio.Task[None]] = set()
 
@@ -122,6 +129,9 @@ class RunyardServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if sockets is not None and self.started:
+            # uvicorn says where it listens only for sockets it bound itself (cli/listen.py)
+            self._log_started_message(sockets)
         # What start-up built (the app, its routes and schemas, the modules) lives as long as
         # the server: out of the cyclic collector's sight, a full collection walks only what
         # serving made (measured at C = 8: two full collections of ~30 ms per 4000 runs, the
@@ -143,7 +153,12 @@ class RunyardServer(uvicorn.Server):
         previous = signal.signal(signal.SIGHUP, self._hangup)
         try:
             with super().capture_signals():
-                yield
+                try:
+                    yield
+                finally:
+                    # uvicorn raises a stopping signal again as this ends; SIGTERM's default
+                    # action ends the process there, before atexit: the held lines first
+                    self.flush_logs()
         finally:
             signal.signal(signal.SIGHUP, previous)
 
@@ -250,21 +265,32 @@ def schema_problem(settings: Settings) -> str | None:
     return refusal_of(settings.database_path)
 
 
-def serve(settings: Settings) -> None:
-    from runyard.api.app import create_app
-
-    configure_logging(settings.log_format)
+def bound_or_refused(settings: Settings) -> list[socket.socket]:
+    """The server's sockets (bound; they listen once it serves), when nothing stands in the
+    way of serving; otherwise a refusal in one line (and one log line), status 2, before
+    anything started. The sockets come before the data directory is looked at: a port in use
+    creates nothing there."""
+    sockets: list[socket.socket] = []
     try:
-        problem = (
-            tokens_problem(settings) or cluster_config_problem(settings)
-            or data_dir_problem(settings) or schema_problem(settings)
-        )  # fmt: skip
-    except AuthConfigError as exc:
+        problem = tokens_problem(settings) or cluster_config_problem(settings)
+        if problem is None:
+            sockets = bind_sockets(settings.host, settings.port)
+        problem = problem or data_dir_problem(settings) or schema_problem(settings)
+    except (AuthConfigError, ListenError) as exc:
         problem = str(exc)
     if problem is not None:
+        close(sockets)
         log.error("refusing_to_start", reason=problem)
         print(f"runyard: refusing to start: {problem}", file=sys.stderr)  # noqa: T201
         raise SystemExit(2)
+    return sockets
+
+
+def serve(settings: Settings) -> None:
+    from runyard.api.app import create_app
+
+    logs = configure_logging(settings.log_format)
+    sockets = bound_or_refused(settings)
     log.info(
         "starting",
         host=settings.host,
@@ -297,4 +323,9 @@ def serve(settings: Settings) -> None:
         ws_ping_interval=WS_PING_S,
         ws_ping_timeout=WS_PING_S,
     )
-    RunyardServer(config, runtime).run()
+    flush_logs = logs.flush_at_exit if logs is not None else _nothing
+    RunyardServer(config, runtime, flush_logs).run(sockets=sockets)
+
+
+def _nothing() -> None:
+    """Lines written as logged: nothing held to flush."""

@@ -1,6 +1,7 @@
-"""`runyard serve`: its options made into Settings, and the refusal to serve an open address
-without tokens. The server itself (cli/serve.py) is imported only when it starts, so client
-commands do not load it."""
+"""`runyard serve`: its options made into Settings (a setting it cannot use refused in one
+line each, naming the variable or flag), and the refusal to serve an open address without
+tokens. The server itself (cli/serve.py) is imported only when it starts, so client commands
+do not load it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import typer
 
 from runyard.auth import AuthConfigError, load_tokens
 from runyard.cli.output import err
-from runyard.config import Settings
+from runyard.config import Settings, SettingsError
+
+# each option's setting, for an error that names what the user typed
+FLAGS = {
+    "jobs_dir": "--jobs", "data_dir": "--data-dir", "host": "--host", "port": "--port",
+    "capacity": "--capacity", "drain": "--drain", "drain_timeout_s": "--drain-timeout",
+    "tokens_file": "--tokens",
+}  # fmt: skip
+REFUSED = 2  # the status of every refusal to start (cli/serve.py's too)
 
 
 def serve(
@@ -35,16 +44,23 @@ def serve(
     from runyard.cli.serve import is_loopback
     from runyard.cli.serve import serve as run_server
 
-    settings = Settings.from_env(
-        jobs_dir=jobs,
-        data_dir=data_dir,
-        host=host,
-        port=port,
-        capacity=capacity,
-        drain=drain or None,
-        drain_timeout_s=drain_timeout,
-        tokens_file=tokens,
-    )
+    try:
+        settings = Settings.from_env(
+            flags=FLAGS,
+            jobs_dir=jobs,
+            data_dir=data_dir,
+            host=host,
+            port=port,
+            capacity=capacity,
+            drain=drain or None,
+            drain_timeout_s=drain_timeout,
+            tokens_file=tokens,
+        )
+    except SettingsError as exc:
+        # plain lines, not the console's: one per problem however wide, nothing wrapped
+        for problem in exc.problems:
+            typer.echo(f"runyard: refusing to start: {problem}", err=True)
+        raise typer.Exit(REFUSED) from None
     try:
         has_tokens = bool(load_tokens(settings.tokens_file))
     except AuthConfigError:
@@ -55,5 +71,5 @@ def serve(
             "who reaches it could run programs. Configure tokens (runyard token create), "
             "bind to 127.0.0.1, or pass --insecure."
         )
-        raise typer.Exit(2)
+        raise typer.Exit(REFUSED)
     run_server(settings)
