@@ -115,16 +115,26 @@ def processes_of(data_dir: Path) -> list[psutil.Process]:
 
 
 def supervisors_of(data_dir: Path) -> list[psutil.Process]:
-    """The live supervisors of `data_dir` (not one that has exited and awaits its reaping)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status", "ppid"]):
-        cmd = proc.info["cmdline"] or []
-        ended = proc.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-        if "runyard.execution.supervisor_process" in cmd and str(data_dir) in cmd and not ended:
-            found.append(proc)
-    # a program being spawned shows its supervisor's command line until it execs
-    pids = {proc.pid for proc in found}
-    return [proc for proc in found if proc.info["ppid"] not in pids]
+    """The live supervisors of `data_dir` (not one that has exited and awaits its reaping).
+    A process forked from one shows its command line until it execs — a program being
+    spawned (the supervisor's child), and the warden (its parent: the supervisor's process
+    forks and the parent becomes the warden): which is which cannot be told then, so it is
+    looked at again until no process of that command line is another's parent or child.
+    (Taking the parent as the supervisor while its warden had not exec'd yet made a test
+    stop the warden-to-be, now and then.)"""
+    deadline = time.monotonic() + 10
+    while True:
+        found = []
+        for proc in psutil.process_iter(["cmdline", "status", "ppid"]):
+            cmd = proc.info["cmdline"] or []
+            ended = proc.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+            ours = "runyard.execution.supervisor_process" in cmd and str(data_dir) in cmd
+            if ours and not ended:
+                found.append(proc)
+        pids = {proc.pid for proc in found}
+        if not any(proc.info["ppid"] in pids for proc in found) or time.monotonic() > deadline:
+            return [proc for proc in found if proc.info["ppid"] not in pids]
+        time.sleep(0.005)  # an exec a moment away: nothing tells of it
 
 
 def warden_of(supervisor: psutil.Process) -> psutil.Process:
