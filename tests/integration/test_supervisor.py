@@ -384,6 +384,15 @@ async def test_requests_to_a_stopped_supervisor_time_out(sup: Harness) -> None:
     assert (await sup.client.ping(5))["ok"]  # and it answers again once resumed
 
 
+async def stop(process: psutil.Process) -> None:
+    """SIGSTOP, landed: a process woken to take it shows as running until it is scheduled
+    (on a loaded machine, after a check that read it as not stopped: a CI failure)."""
+    process.send_signal(signal.SIGSTOP)
+    await asyncio.to_thread(
+        wait_for, lambda: process.status() == psutil.STATUS_STOPPED, what="the stop to land"
+    )
+
+
 async def test_a_stop_ended_meanwhile_is_not_counted_into_the_next(
     sup: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -391,13 +400,13 @@ async def test_a_stop_ended_meanwhile_is_not_counted_into_the_next(
     next stop, however much later, was continued at once, its grace counted from the first."""
     monkeypatch.setattr(supervisor_client, "STOPPED_GRACE_S", 0.5)
     (supervisor,) = supervisors_of(sup.data_dir)
-    supervisor.send_signal(signal.SIGSTOP)
+    await stop(supervisor)
     try:
         await asyncio.to_thread(sup.client.continue_if_stopped)  # seen stopped: timed from now
         supervisor.send_signal(signal.SIGCONT)  # by hand, before its grace
         assert (await sup.client.ping(5))["ok"]
         await asyncio.sleep(0.6)  # longer than the grace since the first sighting
-        supervisor.send_signal(signal.SIGSTOP)
+        await stop(supervisor)
         await asyncio.to_thread(sup.client.continue_if_stopped)  # a new stop: its own grace
         assert supervisor.status() == psutil.STATUS_STOPPED
     finally:
