@@ -24,6 +24,7 @@ import uvicorn
 from runyard.auth import AuthConfigError, load_tokens
 from runyard.cli import log_output
 from runyard.cli.data_entries import entries_problem
+from runyard.cli.early_stop import EarlyStop
 from runyard.cli.header_timeout import with_header_timeout
 from runyard.cli.listen import ListenError, bind_sockets, close
 from runyard.cli.log_render import CHAIN, render_json
@@ -110,11 +111,13 @@ class RunyardServer(uvicorn.Server):
     with `drain` the server keeps answering reads while running programs finish."""
 
     def __init__(
-        self, config: uvicorn.Config, runtime: Runtime, flush_logs: Callable[[], None]
-    ) -> None:
+        self, config: uvicorn.Config, runtime: Runtime, flush_logs: Callable[[], None],
+        early: EarlyStop | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(config)
         self.runtime = runtime
         self.flush_logs = flush_logs
+        self.early = early
         self._drain_started = False
         self._reloads: set[asyncio.Task[None]] = set()
 
@@ -150,9 +153,12 @@ class RunyardServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         # SIGHUP reloads the tokens file (revocation without a restart) instead of ending us
+        kept = self.early.hand_over() if self.early is not None else []
         previous = signal.signal(signal.SIGHUP, self._hangup)
         try:
             with super().capture_signals():
+                for sig in kept:  # asked for while it started: to its handlers now
+                    signal.raise_signal(sig)
                 try:
                     yield
                 finally:
@@ -286,7 +292,7 @@ def bound_or_refused(settings: Settings) -> list[socket.socket]:
     return sockets
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, early: EarlyStop | None = None) -> None:
     from runyard.api.app import create_app
 
     logs = configure_logging(settings.log_format)
@@ -324,7 +330,7 @@ def serve(settings: Settings) -> None:
         ws_ping_timeout=WS_PING_S,
     )
     flush_logs = logs.flush_at_exit if logs is not None else _nothing
-    RunyardServer(config, runtime, flush_logs).run(sockets=sockets)
+    RunyardServer(config, runtime, flush_logs, early).run(sockets=sockets)
 
 
 def _nothing() -> None:

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from runyard.auth import AuthConfigError, load_tokens
+from runyard.cli.early_stop import EarlyStop
 from runyard.cli.output import err
 from runyard.config import Settings, SettingsError
 
@@ -41,6 +42,7 @@ def serve(
     tokens: Annotated[Path | None, typer.Option(help="Tokens file (hashes and roles).")] = None,
 ) -> None:
     """Run the server."""
+    early = EarlyStop()  # before the server's imports: a stop asked for meanwhile is kept
     from runyard.cli.serve import is_loopback
     from runyard.cli.serve import serve as run_server
 
@@ -72,4 +74,4 @@ def serve(
             "bind to 127.0.0.1, or pass --insecure."
         )
         raise typer.Exit(REFUSED)
-    run_server(settings)
+    run_server(settings, early)
