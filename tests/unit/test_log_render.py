@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -55,6 +56,15 @@ def test_a_traceback_and_what_json_cannot_hold_are_still_written() -> None:
     assert odd["n"] == 2**70 and odd["what"].startswith("<object object")
     shown = orjson.loads(render_json(None, "info", {"event": "x", "what": _Told()}))
     assert shown["what"] == {"as": "told"}
+
+
+def test_a_name_of_undecodable_bytes_is_logged_as_json_a_strict_reader_takes() -> None:
+    """A re-probe: a mount point named by invalid UTF-8 was logged through json's fallback,
+    with lone surrogates ("\\udcff") and another spacing than every other line."""
+    name = os.fsdecode(b"outputs/\xff\xfe")
+    line = render_json(None, "warning", {"event": "detached", "paths": [name], "n": 1})
+    got = orjson.loads(line)  # orjson refuses a lone surrogate
+    assert got["paths"] == ["outputs/\\xff\\xfe"] and b", " not in line
 
 
 class _Told:

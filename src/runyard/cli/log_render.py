@@ -50,12 +50,34 @@ stamp = _Stamper()
 
 def log_json(event: Any, **kw: Any) -> bytes:
     """A log line: orjson, what it cannot write handed to structlog's fallback (an object's
-    `__structlog__`, else its repr), or json for what orjson refuses (an integer past 64
-    bits): a log call must never fail."""
+    `__structlog__`, else its repr); a text that is no UTF-8 (a file name of undecodable
+    bytes, held as lone surrogates) with those bytes written as `\\xff`; json for what orjson
+    still refuses (an integer past 64 bits), as compact: a log call must never fail, and
+    its line is JSON a strict reader takes, in the same form as the others."""
+    default = kw.get("default")
     try:
-        return orjson.dumps(event, default=kw.get("default"), option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
-        return json.dumps(event, default=repr).encode()
+        event = _utf8(event)
+    try:
+        return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(event, default=repr, separators=(",", ":")).encode()
+
+
+def _utf8(value: Any) -> Any:
+    """`value` with every text made UTF-8: an undecodable byte kept as a backslash escape."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return value
+    if isinstance(value, dict):
+        return {_utf8(k): _utf8(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_utf8(v) for v in value]
+    return value
 
 
 _render = JSONRenderer(serializer=log_json)  # passes its fallback as `default`
