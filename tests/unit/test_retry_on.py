@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from runyard.execution.protocol import ExitRecord
+from runyard.jobs import retry_on
 from runyard.jobs.spec import JobSpec, LoadError, load_job
 from runyard.models import Run, RunState
 from runyard.services.outcomes import decide
@@ -138,3 +139,16 @@ def test_runyards_own_kills_never_answer_to_a_signal_name() -> None:
     assert decide(record(None, 9, "later"), run(1), named, rng).run_state is RunState.FAILED
     timed = decide(record(None, 9, "timeout"), run(1), spec(["timeout"]), rng)
     assert timed.run_state is RunState.QUEUED
+
+
+def test_a_real_time_signal_is_named_as_kill_l_names_it() -> None:
+    """A re-probe: "SIGRTMIN" loaded and "SIGRTMIN+1" was refused, so a death by a real-time
+    signal past the first could not be retried."""
+    first = signal.SIGRTMIN + 1
+    assert retry_on.signal_trigger(first) == "SIGRTMIN+1"
+    assert retry_on.check(["SIGRTMIN+1", "SIGRTMIN", "SIGRTMAX"]) == [
+        "SIGRTMIN+1", "SIGRTMIN", "SIGRTMAX",
+    ]  # fmt: skip
+    beyond = f"SIGRTMIN+{signal.SIGRTMAX - signal.SIGRTMIN}"  # that is SIGRTMAX's number
+    with pytest.raises(ValueError, match="no such word or signal"):
+        retry_on.check([beyond])

@@ -21,7 +21,12 @@ NEVER_FATAL = frozenset({
 })  # fmt: skip
 # Named as `describe` and the exit record name them: one canonical name per number, so an
 # alias (SIGIOT, SIGPOLL, SIGCLD) is refused with the name that matches, never kept unmatched.
-SIGNALS = frozenset(s.name for s in signal.Signals) - NEVER_FATAL
+# The real-time signals between SIGRTMIN and SIGRTMAX have no name of their own in Python:
+# "SIGRTMIN+N", as kill -l and strsignal name them
+REAL_TIME = {
+    f"SIGRTMIN+{n - signal.SIGRTMIN}": n for n in range(signal.SIGRTMIN + 1, signal.SIGRTMAX)
+}
+SIGNALS = frozenset(s.name for s in signal.Signals) - NEVER_FATAL | frozenset(REAL_TIME)
 ALIASES = {
     alias: sig.name for alias, sig in signal.Signals.__members__.items() if alias != sig.name
 }
@@ -32,8 +37,10 @@ ALLOWED = (
 
 
 def signal_trigger(number: int) -> str | None:
-    """The retry_on item a death by signal `number` answers to; None for a signal without a
-    name (a real-time one between SIGRTMIN and SIGRTMAX), which no item names."""
+    """The retry_on item a death by signal `number` answers to ("SIGRTMIN+3" for a real-time
+    one between SIGRTMIN and SIGRTMAX); None for a number no signal has."""
+    if signal.SIGRTMIN < number < signal.SIGRTMAX:
+        return f"SIGRTMIN+{number - signal.SIGRTMIN}"
     try:
         return signal.Signals(number).name
     except ValueError:
