@@ -16,7 +16,15 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runyard.mounts import CrossesMountError, detach, detach_path, differs, mount_id
+from runyard.mounts import (
+    CrossesMountError,
+    anchor_of,
+    detach,
+    detach_path,
+    differs,
+    mount_id,
+    warn_once,
+)
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -37,14 +45,26 @@ class DirCursor:
             os.close(self.fd)
             raise
         self._ids = [(st.st_dev, st.st_ino)]
+        self.root = root
 
     @property
     def depth(self) -> int:
         return len(self._ids) - 1
 
     def root_is_mount_point(self) -> bool:
-        """Whether the root is on another mount than its parent: its files are another file
-        system's (or a bind mount's), not the tree's."""
+        """Whether the root is on another mount than the runs' directory was on at start (a
+        mount over it, or over a directory above it: mounts.py; warned of once), or, with no
+        anchor recorded, than its parent: its files are another file system's (or a bind
+        mount's), not the tree's."""
+        anchored = anchor_of(self.root)
+        if anchored is not None:
+            place = anchored[1]
+            off = self.dev != place.dev or (
+                self.mnt is not None and place.mnt is not None and self.mnt != place.mnt
+            )
+            if off:
+                warn_once("run_tree_on_another_mount", self.root)
+            return off
         fd = os.open("..", DIR_FLAGS, dir_fd=self.fd)
         try:
             return differs(os.fstat(fd), mount_id(fd), self.dev, self.mnt)

@@ -7,6 +7,12 @@ A mount is told by its mount ID, read with statx (STATX_MNT_ID, Linux 5.8) throu
 Python's os.stat has none and a bind mount of the same file system keeps st_dev; on older
 kernels from /proc/self/fdinfo (Linux 3.15); where neither can say, st_dev alone. The ID is
 read from a descriptor or a name relative to one, never by a path the program could re-aim.
+
+Every check is anchored to the mount of the runs' directory (DATA/runs) as the server found
+it at start, before any program of its life ran (`record_anchor`): a run's directory, its
+workspace, its files and the trash are used only if the descriptor opened for them is on that
+mount, so a mount over the run's directory, over DATA/runs or over its trash (which moves
+every check's other end with it) is refused too.
 """
 
 from __future__ import annotations
@@ -16,6 +22,13 @@ import ctypes
 import errno
 import os
 import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 _STATX_MNT_ID = 0x1000
 _AT_FDCWD = -100
@@ -116,3 +129,64 @@ def detach_path(path: str | bytes) -> OSError | None:
         return None
     code = ctypes.get_errno()
     return OSError(code, os.strerror(code), os.fsdecode(path))
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a directory is: its st_dev and mount ID (None where the system cannot say)."""
+
+    dev: int
+    mnt: int | None
+
+    def holds(self, st: os.stat_result, mnt: int | None) -> bool:
+        """Whether an entry (its stat, its mount ID) is on this mount."""
+        return not differs(st, mnt, self.dev, self.mnt)
+
+
+_anchors: dict[str, Place] = {}  # a runs' directory (as its paths are built) -> its place
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+_WARNED_MAX = 1024
+
+
+def record_anchor(top: Path | str) -> Place:
+    """Blocking: the mount the directory `top` (DATA/runs) is on, read once and kept as the
+    anchor of every check on paths under it. Called at start, before any program runs."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        place = Place(os.fstat(fd).st_dev, mount_id(fd))
+    finally:
+        os.close(fd)
+    _anchors[os.fspath(top)] = place
+    return place
+
+
+def forget_anchor(top: Path | str) -> None:
+    _anchors.pop(os.fspath(top), None)
+
+
+def anchor_of(path: Path | str) -> tuple[str, Place] | None:
+    """The recorded anchor whose directory `path` is under (or is), if one is: a string
+    comparison, no lookup."""
+    text = os.fspath(path)
+    for top, place in _anchors.items():
+        if text.startswith(top) and (len(text) == len(top) or text[len(top)] == "/"):
+            return top, place
+    return None
+
+
+def covered(top: str, place: Place) -> bool:
+    """Whether the directory `top`, looked up again by path, is on another mount than the
+    one recorded: a mount covers it."""
+    dev, mnt = place_of(top)
+    return dev != place.dev or (mnt is not None and place.mnt is not None and mnt != place.mnt)
+
+
+def warn_once(event: str, path: Path | str, **fields: object) -> None:
+    """A warning naming `path`, the first time `event` meets it."""
+    key = (event, os.fspath(path))
+    with _warned_lock:
+        if key in _warned or len(_warned) >= _WARNED_MAX:
+            return
+        _warned.add(key)
+    log.warning(event, path=key[1], **fields)

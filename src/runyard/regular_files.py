@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-from runyard.mounts import differs, mount_id, place_of
+from runyard.mounts import anchor_of, differs, mount_id, place_of, warn_once
 
 READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
@@ -53,8 +53,17 @@ def open_regular(path: Path | str, *, follow_links: bool = False) -> tuple[int, 
 
 
 def _mounted_over(fd: int, st: os.stat_result, path: Path | str) -> bool:
-    """Whether the file open as `fd` is on another mount than the directory it is named in
-    was when first seen (a tailer opens its log at each read: one statx, not two)."""
+    """Whether the file open as `fd` is on another mount than it should be: a run's file
+    (under the runs' directory) on another than the one DATA/runs was on at start (a mount
+    over the file, the run's directory or DATA/runs itself: warned of once); another file
+    on another than its directory was when first seen. One statx of `fd` either way (a
+    tailer opens its log at each read)."""
+    anchored = anchor_of(path)
+    if anchored is not None:
+        if anchored[1].holds(st, mount_id(fd)):
+            return False
+        warn_once("run_file_on_another_mount", path)
+        return True
     dev, mnt = _place_of_dir(os.path.dirname(path) or ".")  # noqa: PTH120
     return differs(st, mount_id(fd), dev, mnt)
 

@@ -31,6 +31,7 @@ from runyard.jobs import JobRegistry
 from runyard.jobs.params import JsonCeiling
 from runyard.jobs.sandbox import SandboxPolicy
 from runyard.metrics import Metrics
+from runyard.mounts import record_anchor
 from runyard.scheduling.file_params import named_by
 from runyard.scheduling.scheduler import Scheduler
 from runyard.services.attempts import Attempts
@@ -45,7 +46,7 @@ from runyard.services.membership import Membership
 from runyard.services.observe import transition_recorder
 from runyard.services.peers import Peers
 from runyard.services.recovery import Reconciler
-from runyard.services.removal import Removal
+from runyard.services.removal import TRASH, Removal
 from runyard.services.retention import Retention
 from runyard.services.runs import RunService
 from runyard.services.slots import Slots
@@ -237,6 +238,7 @@ class Runtime:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.settings.data_dir.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(self._anchor_runs)  # before any program of this life runs
         await self.store.open()
         await self.registry.snapshot()
         if self.membership.holder is not None:  # a cluster: one server per id at a time
@@ -274,6 +276,16 @@ class Runtime:
         self.upload_expiry.start()
         await self.health.start()
         self.file_audit.start()
+
+    def _anchor_runs(self) -> None:
+        """The mount the runs' directory is on, recorded: every check of a run's files is
+        anchored to it (mounts.py)."""
+        runs = self.executor.paths(TRASH).root.parent
+        try:
+            runs.mkdir(exist_ok=True)
+            record_anchor(runs)
+        except OSError as exc:  # data_dir.py's readiness names a damaged one
+            log.warning("runs_dir_not_anchored", path=str(runs), error=str(exc))
 
     def _store(self, settings: Settings, data_dir: Path) -> Store:
         if settings.on_postgres and settings.database_url is not None:

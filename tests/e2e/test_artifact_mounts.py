@@ -19,7 +19,7 @@ from tests.mounting import (
     victim_intact,
     victim_tree,
 )
-from tests.support import ServerProcess
+from tests.support import ServerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -127,3 +127,96 @@ def test_a_file_mounted_over_the_runs_log_is_not_served(
     assert web.delete(base).status_code == 204
     assert victim_intact(victim)
     assert mounts_under(server.data_dir) == []
+
+
+def _victim_run_files(victim: Path) -> None:
+    """What a victim mounted over a run's directory would show as the run's own."""
+    (victim / "attempt-1.log").write_text("victim-log\n")
+    (victim / "workspace" / "outputs").mkdir(parents=True)
+    (victim / "workspace" / "outputs" / "victim.txt").write_text("victim-artifact\n")
+
+
+def test_a_mount_over_the_runs_own_directory_serves_none_of_the_victim(
+    start_server: Callable[..., ServerProcess],
+    write_job: Callable[[str, str], Path],
+    jobs_dir: Path,
+    victim: Path,
+) -> None:
+    """A probe: mounted over DATA/runs/ID from its workspace, the victim's log and artifacts
+    were served as the run's. Every check is anchored to DATA/runs as it was at start."""
+    _victim_run_files(victim)
+    write_job("sh", SH)
+    server = start_server(jobs_dir)
+    script = f'echo own-log; echo own > own.txt; mount --bind {victim} "$(cd ..; pwd)"'
+    with server.client() as c:
+        run = c.submit("sh", params={"script": script})
+        server.wait_run(c, run.id)
+    base = f"{server.url}/v1/runs/{run.id}"
+    answers = [
+        web.get(f"{base}/logs"),
+        web.get(f"{base}/artifacts"),
+        web.get(f"{base}/artifacts/outputs/victim.txt"),
+        web.get(f"{base}/artifacts/own.txt"),
+    ]
+    for resp in answers:
+        for mark in (b"victim-log", b"victim-artifact", b"precious"):
+            assert mark not in resp.content, (resp.request.url, resp.content[:300])
+    assert "outputs/victim.txt" not in answers[1].text  # the listing names none of it
+    assert answers[2].status_code == 403
+    assert "run_file_on_another_mount" in server.log_path.read_text()
+    assert web.delete(base).status_code == 204  # the mount over it detached, its own removed
+    assert victim_intact(victim)
+    assert (victim / "workspace" / "outputs" / "victim.txt").read_text() == "victim-artifact\n"
+
+
+def test_a_mount_over_the_trash_empties_nothing_of_the_victim(
+    start_server: Callable[..., ServerProcess],
+    write_job: Callable[[str, str], Path],
+    jobs_dir: Path,
+    victim: Path,
+) -> None:
+    """A probe: mounted over DATA/runs/.deleting, every delete failed (EXDEV, unexplained),
+    and the trash pass after a restart emptied the victim."""
+    write_job("sh", SH)
+    server = start_server(jobs_dir)
+    trash = server.data_dir / "runs" / ".deleting"
+    script = f'mkdir -p ../../.deleting && mount --bind {victim} "$(cd ../..; pwd)/.deleting"'
+    with server.client() as c:
+        run = c.submit("sh", params={"script": script})
+        assert server.wait_run(c, run.id).state is RunState.SUCCEEDED
+    assert mounts_under(trash) == [str(trash.resolve())]
+    assert web.delete(f"{server.url}/v1/runs/{run.id}").status_code == 204  # detached: root
+    assert victim_intact(victim)
+    assert mounts_under(trash) == []
+    assert "trash_mount_detached" in server.log_path.read_text()
+
+
+def _intact(victim: Path) -> bool:
+    try:
+        return victim_intact(victim)
+    except FileNotFoundError:
+        return False
+
+
+def test_the_trash_pass_at_start_empties_nothing_of_a_mount_over_the_trash(
+    start_server: Callable[..., ServerProcess],
+    write_job: Callable[[str, str], Path],
+    jobs_dir: Path,
+    victim: Path,
+) -> None:
+    write_job("sh", SH)
+    server = start_server(jobs_dir)
+    trash = server.data_dir / "runs" / ".deleting"
+    script = f'mkdir -p ../../.deleting && mount --bind {victim} "$(cd ../..; pwd)/.deleting"'
+    with server.client() as c:
+        run = c.submit("sh", params={"script": script})
+        assert server.wait_run(c, run.id).state is RunState.SUCCEEDED
+    server.stop()
+    assert mounts_under(trash) == [str(trash.resolve())]
+    server.start()  # its trash pass: the mount detached (root), nothing of the victim removed
+    wait_for(
+        lambda: mounts_under(trash) == [] or not _intact(victim),
+        timeout=15,
+        what="the trash pass",
+    )
+    assert victim_intact(victim)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from runyard import fstree
+from runyard import fstree, mounts
 from runyard.errors import ForbiddenPathError
 from runyard.regular_files import open_regular
 from runyard.services import removal as removal_module
@@ -251,3 +251,70 @@ def test_on_a_kernel_without_statx_mount_ids_fdinfo_tells_a_bind_mount(
     assert [path for path, _ in skipped] == ["outputs/m"]
     with pytest.raises(ForbiddenPathError, match="mount point"):
         open_artifact(run_dir / "workspace", "outputs/m/keep.txt", ALL)
+
+
+@pytest.fixture
+def anchored(run_dir: Path) -> Iterator[Path]:
+    """DATA/runs's mount recorded, as a server records it at start; forgotten after."""
+    runs = run_dir.parent
+    mounts.record_anchor(runs)
+    try:
+        yield runs
+    finally:
+        mounts.forget_anchor(runs)
+
+
+def test_a_mount_over_the_runs_directory_serves_nothing_of_the_victim(
+    run_dir: Path, anchored: Path
+) -> None:
+    """Mounted over DATA/runs/R1 (from its workspace, by a program running as root): its
+    workspace and files are the victim's, each on its parent's mount. The anchor tells."""
+    victim = _victim(run_dir)
+    (victim / "attempt-1.log").write_text("victim-log\n")
+    (victim / "workspace").mkdir()
+    (victim / "workspace" / "keep.txt").write_text("victim-artifact\n")
+    bind(victim, run_dir)
+    with pytest.raises(OSError, match="mount point"):
+        open_regular(run_dir / "attempt-1.log")
+    with pytest.raises(ForbiddenPathError, match="mount point"):
+        open_artifact(run_dir / "workspace", "keep.txt", ALL)
+    with pytest.raises(ForbiddenPathError, match="mount point"):
+        list_page(run_dir / "workspace", ALL, after=None, limit=100, walk_max=1000)
+
+
+def test_a_mount_over_the_runs_parent_serves_and_deletes_nothing(
+    run_dir: Path, anchored: Path
+) -> None:
+    """Mounted over DATA/runs itself: every run's files are the victim's; nothing under it is
+    served, and a delete is refused, naming it, without a rename in the victim."""
+    victim = _victim(run_dir)
+    (victim / "R1" / "workspace").mkdir(parents=True)
+    (victim / "R1" / "workspace" / "keep.txt").write_text("victim-artifact\n")
+    bind(victim, anchored)
+    with pytest.raises(ForbiddenPathError, match="mount point"):
+        open_artifact(run_dir / "workspace", "keep.txt", ALL)
+    removal = Removal(_Store(), _Executor(anchored))  # type: ignore[arg-type]
+    with pytest.raises(FilesRemainError, match="a mount point covers the runs' directory"):
+        asyncio.run(removal.delete("R1"))
+    assert asyncio.run(removal.empty_trash()) == 0
+    assert victim_intact(victim)
+    assert sorted(p.name for p in victim.iterdir()) == ["R1", "keep.txt", "sub"]
+
+
+def test_a_mount_over_the_trash_that_may_not_be_detached_refuses_deletes_and_the_pass(
+    run_dir: Path, anchored: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trash = anchored / ".deleting"
+    trash.mkdir()
+    victim = _victim(run_dir)
+    bind(victim, trash)
+    monkeypatch.setattr(removal_module, "detach_path", _refused)
+    removal = Removal(_Store(), _Executor(anchored))  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        with pytest.raises(FilesRemainError, match=r"a mount point covers the trash .*umount"):
+            asyncio.run(removal.delete("R1"))
+        assert asyncio.run(removal.empty_trash()) == 0
+        assert asyncio.run(removal.empty_trash()) == 0
+    assert [e["path"] for e in logs if e["event"] == "trash_is_a_mount_point"] == [str(trash)]
+    assert victim_intact(victim)
+    assert (run_dir / "workspace" / "outputs" / "ok.txt").exists()  # nothing was changed

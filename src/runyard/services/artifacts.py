@@ -3,9 +3,10 @@
 Opening walks the path one component at a time with O_NOFOLLOW relative to the directory
 opened before, so a symlink planted by the program (even after listing) is never followed,
 and the check and the open are the same act: no time-of-check/time-of-use gap. Each
-directory opened, and the file, must be on the mount the workspace is on, and the workspace
-on its run directory's: a mount point the program left (mounts.py) leads outside as a link
-does, and is refused as one.
+directory opened, and the file, must be on the mount the runs' directory was on at start
+(mounts.py: a mount over the workspace, the run's directory or DATA/runs itself moves the
+workspace off it), or, with no anchor recorded, on the workspace's, and the workspace on its
+parent's: a mount point the program left leads outside as a link does, and is refused as one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from runyard.errors import ForbiddenPathError, NotFoundError, raise_if_servers_fault
-from runyard.mounts import CrossesMountError, differs, mount_id
+from runyard.mounts import CrossesMountError, Place, anchor_of, differs, mount_id, warn_once
 
 MAX_LISTED = 10_000
 
@@ -90,10 +91,13 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
         raise_if_servers_fault(exc, "the artifact")
         raise NotFoundError("this run has no workspace") from None
     try:
-        leaf = _open_leaf(fd, parts)
+        anchored = anchor_of(workspace)
+        leaf = _open_leaf(fd, parts, anchored[1] if anchored is not None else None)
     except FileNotFoundError:
         raise NotFoundError(f"artifact {path!r} does not exist", field="path") from None
-    except CrossesMountError:
+    except CrossesMountError as exc:
+        if exc.filename == ".":
+            warn_once("run_workspace_on_another_mount", workspace)
         raise ForbiddenPathError(
             f"artifact {path!r} is under a mount point: another file system's files are "
             "never served",
@@ -122,19 +126,23 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _open_leaf(fd: int, parts: list[str]) -> int:
-    """The file at `parts` under the workspace open as `fd` (which this closes), each step
-    on the workspace's mount (CrossesMountError if one is not), the workspace on its
-    parent's."""
+def _open_leaf(fd: int, parts: list[str], anchor: Place | None) -> int:
+    """The file at `parts` under the workspace open as `fd` (which this closes), the
+    workspace and each step on the `anchor`'s mount (CrossesMountError if one is not); with
+    none, each on the workspace's, the workspace on its parent's."""
     try:
         here = os.fstat(fd)
         dev, mnt = here.st_dev, mount_id(fd)
-        up = os.open("..", _DIR_FLAGS, dir_fd=fd)
-        try:
-            if differs(os.fstat(up), mount_id(up), dev, mnt):
+        if anchor is not None:
+            if not anchor.holds(here, mnt):
                 raise CrossesMountError(".")
-        finally:
-            os.close(up)
+        else:
+            up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            try:
+                if differs(os.fstat(up), mount_id(up), dev, mnt):
+                    raise CrossesMountError(".")
+            finally:
+                os.close(up)
         for part in parts[:-1]:
             nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
             os.close(fd)

@@ -16,11 +16,17 @@ left in the trash as it is, named in a warning (`run_files_left_in_trash`, then
 same, for all that was the run's own. A mount over the run's directory itself (which no
 rename can move) is detached before it is set aside; if it cannot be, the delete is refused
 with a problem that says to unmount it.
+
+Nothing is set aside or removed unless the runs' directory and its trash are on the mount
+the runs' directory was on at start (mounts.py): a mount over DATA/runs refuses every delete
+and the trash pass; one over the trash is detached when the server may, else the same,
+with a problem naming it (`trash_is_a_mount_point`, warned of once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -31,7 +37,7 @@ from runyard import failpoints
 from runyard.errors import FULL_ERRNOS, StorageFullError, UnavailableError
 from runyard.execution.base import Executor
 from runyard.fstree import MountsLeftError, remove_tree
-from runyard.mounts import detach_path, place_of
+from runyard.mounts import Place, anchor_of, covered, detach_path, place_of, warn_once
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
@@ -99,12 +105,14 @@ class Removal:
 def _set_aside(root: Path, aside: Path) -> Path | None:
     """Blocking: `root` moved to `aside`; None when the run has no files."""
     failpoints.check("removal")
+    _check_runs(aside.parent)  # before the trash is made: never in another file system
     try:
         aside.parent.mkdir()
     except FileExistsError:
         pass
     except FileNotFoundError:
         return None  # no runs' directory: no run has files
+    _check_trash(aside.parent)
     try:
         os.rename(root, aside)  # noqa: PTH104
     except FileNotFoundError:
@@ -114,11 +122,67 @@ def _set_aside(root: Path, aside: Path) -> Path | None:
             _detach_root(root, exc)
             os.rename(root, aside)  # noqa: PTH104
             return aside
+        if exc.errno == errno.EXDEV:  # something was mounted since the trash was checked
+            raise OSError(
+                exc.errno,
+                f"a mount point covers {root} or {aside.parent} (a rename across mounts is "
+                "refused): unmount it, then retry",
+            ) from None
         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
         _remove(aside, "")  # an earlier delete's leftover under the same name
         os.rename(root, aside)  # noqa: PTH104
     return aside
+
+
+MAX_STACKED = 16  # mounts detached from the trash before it is left as it is
+
+
+def _check_runs(trash: Path) -> Place | None:
+    """Blocking: the anchor of the runs' directory the trash is in, if one was recorded;
+    OSError (EXDEV) if a mount covers that directory."""
+    anchored = anchor_of(trash)
+    if anchored is None:
+        return None
+    top, place = anchored
+    try:
+        moved = covered(top, place)
+    except FileNotFoundError:
+        return place  # no runs' directory: no run has files
+    if moved:
+        warn_once("runs_dir_is_a_mount_point", top)
+        raise OSError(
+            errno.EXDEV,
+            f"a mount point covers the runs' directory {top}: nothing under it is removed "
+            f"until it is unmounted (umount -l {top})",
+        )
+    return place
+
+
+def _check_trash(trash: Path) -> None:
+    """Blocking: OSError (EXDEV, saying what to unmount) unless the runs' directory and its
+    trash are on the mount the runs' directory was on at start; a mount over the trash is
+    detached first, if the kernel lets us. Nothing is checked with no anchor recorded."""
+    place = _check_runs(trash)
+    if place is None:
+        return
+    for _ in range(MAX_STACKED):
+        if not covered(str(trash), place):
+            return
+        refused = detach_path(str(trash))
+        if refused is not None:
+            warn_once("trash_is_a_mount_point", trash, error=refused.strerror)
+            raise OSError(
+                errno.EXDEV,
+                f"a mount point covers the trash {trash} and the server may not detach it "
+                f"({refused.strerror}): nothing is removed there until it is unmounted "
+                f"(umount -l {trash})",
+            )
+        log.warning("trash_mount_detached", path=str(trash))
+        with contextlib.suppress(FileExistsError):
+            trash.mkdir()  # what the mount covered: the trash, or nothing
+    warn_once("trash_is_a_mount_point", trash, error=f"more than {MAX_STACKED} mounts")
+    raise OSError(errno.EXDEV, f"more than {MAX_STACKED} mounts cover the trash {trash}")
 
 
 def _detach_root(root: Path, exc: OSError) -> None:
@@ -167,12 +231,17 @@ def _said_detached(detached: list[str], run_id: str) -> None:
 
 def _empty(trash: Path, skip: frozenset[str]) -> int:
     try:
+        _check_trash(trash)
         entries = list(trash.iterdir())
     except FileNotFoundError:
         return 0
     except NotADirectoryError:  # readiness names it (data_dir.py); the sweep goes on
         log.warning("trash_not_a_directory", path=str(trash))
         return 0
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        return 0  # a mount covers it (warned of once, by name): its entries are not ours
     left = 0
     for entry in entries:
         if entry.name in skip:
