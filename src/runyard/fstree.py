@@ -244,28 +244,27 @@ def _enter(cursor: DirCursor, name: str, mounts: _Mounts, rel: str) -> bool:
     """Enter a directory to empty it, granting ourselves access if the program removed it
     (its own mode: never a mounted directory's), and uncovering it if a mount is over it.
     False: a mount is left over it, not entered."""
-    for _ in range(MAX_STACKED):
+
+    def enter() -> bool | None:
         try:
             cursor.down(name)
         except CrossesMountError:
-            pass
+            return None
         except PermissionError:
-            if not cursor.crosses(name, cursor.lstat(name)):
-                os.chmod(name, stat.S_IRWXU, dir_fd=cursor.fd)
-                cursor.down(name)
-                return True
-        else:
-            return True
-        if not mounts.uncover(cursor, name, rel):
-            return False
-    mounts.left.append(f"{rel} (more than {MAX_STACKED} mounts over it)")
-    return False
+            if cursor.crosses(name, cursor.lstat(name)):
+                return None
+            os.chmod(name, stat.S_IRWXU, dir_fd=cursor.fd)
+            cursor.down(name)
+        return True
+
+    return _uncovering(enter, cursor, name, mounts, rel)
 
 
 def _unlink(cursor: DirCursor, name: str, mounts: _Mounts, rel: str) -> bool:
     """Unlink a non-directory; False: a mount is left over it (unlinking one fails with
     EBUSY, and never changes the mounted file)."""
-    for _ in range(MAX_STACKED):
+
+    def unlink() -> bool | None:
         try:
             os.unlink(name, dir_fd=cursor.fd)
         except FileNotFoundError:
@@ -273,8 +272,22 @@ def _unlink(cursor: DirCursor, name: str, mounts: _Mounts, rel: str) -> bool:
         except OSError as exc:
             if exc.errno != errno.EBUSY or not cursor.crosses(name, cursor.lstat(name)):
                 raise
-        else:
-            return True
+            return None
+        return True
+
+    return _uncovering(unlink, cursor, name, mounts, rel)
+
+
+def _uncovering(
+    act: Callable[[], bool | None], cursor: DirCursor, name: str, mounts: _Mounts, rel: str
+) -> bool:
+    """`act` on `name` until it is done (True), a mount over it uncovered each time one is in
+    its way (`act` gives None); False: one is left there (it may not be detached, or more
+    than MAX_STACKED are stacked)."""
+    for _ in range(MAX_STACKED):
+        done = act()
+        if done is not None:
+            return done
         if not mounts.uncover(cursor, name, rel):
             return False
     mounts.left.append(f"{rel} (more than {MAX_STACKED} mounts over it)")

@@ -31,6 +31,8 @@ artifacts = ["**"]
 [params.script]
 type = "str"
 """
+# the program bind-mounts the victim over DATA/runs/.deleting, from its workspace
+TRASH_MOUNT = 'mkdir -p ../../.deleting && mount --bind {} "$(cd ../..; pwd)/.deleting"'
 
 
 @pytest.fixture(params=["same file system", "another file system"])
@@ -52,6 +54,22 @@ def victim(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
                 shutil.rmtree(where, ignore_errors=True)  # the source: no mount is under it
 
 
+def ran(
+    start_server: Callable[..., ServerProcess],
+    write_job: Callable[[str, str], Path],
+    jobs_dir: Path,
+    script: str,
+) -> tuple[ServerProcess, str, RunState]:
+    """A server whose run of `script` (bash, in its workspace) has ended: the server, the
+    run's URL and how it ended."""
+    write_job("sh", SH)
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = c.submit("sh", params={"script": script})
+        state = server.wait_run(c, run.id).state
+    return server, f"{server.url}/v1/runs/{run.id}", state
+
+
 @pytest.fixture
 def mounted(
     start_server: Callable[..., ServerProcess],
@@ -60,13 +78,10 @@ def mounted(
     victim: Path,
 ) -> Mounted:
     """(server, run, victim): the run's program bind-mounted the victim at outputs/m."""
-    write_job("sh", SH)
-    server = start_server(jobs_dir)
     script = f"mkdir -p outputs/m && echo own > outputs/ok.txt && mount --bind {victim} outputs/m"
-    with server.client() as c:
-        run = c.submit("sh", params={"script": script})
-        assert server.wait_run(c, run.id).state is RunState.SUCCEEDED
-    return server, f"{server.url}/v1/runs/{run.id}", victim
+    server, base, state = ran(start_server, write_job, jobs_dir, script)
+    assert state is RunState.SUCCEEDED
+    return server, base, victim
 
 
 def test_the_listing_names_the_mount_point_and_nothing_under_it(
@@ -114,13 +129,9 @@ def test_a_file_mounted_over_the_runs_log_is_not_served(
     victim: Path,
 ) -> None:
     """The log is the run's own file beside its workspace: a file mounted over it is not."""
-    write_job("sh", SH)
-    server = start_server(jobs_dir)
     script = f"echo own-log; mount --bind {victim}/keep.txt ../attempt-1.log"
-    with server.client() as c:
-        run = c.submit("sh", params={"script": script})
-        assert server.wait_run(c, run.id).state is RunState.SUCCEEDED
-    base = f"{server.url}/v1/runs/{run.id}"
+    server, base, state = ran(start_server, write_job, jobs_dir, script)
+    assert state is RunState.SUCCEEDED
     resp = web.get(f"{base}/logs")
     assert resp.status_code == 200
     assert b"precious" not in resp.content
@@ -145,13 +156,8 @@ def test_a_mount_over_the_runs_own_directory_serves_none_of_the_victim(
     """A probe: mounted over DATA/runs/ID from its workspace, the victim's log and artifacts
     were served as the run's. Every check is anchored to DATA/runs as it was at start."""
     _victim_run_files(victim)
-    write_job("sh", SH)
-    server = start_server(jobs_dir)
     script = f'echo own-log; echo own > own.txt; mount --bind {victim} "$(cd ..; pwd)"'
-    with server.client() as c:
-        run = c.submit("sh", params={"script": script})
-        server.wait_run(c, run.id)
-    base = f"{server.url}/v1/runs/{run.id}"
+    server, base, _ = ran(start_server, write_job, jobs_dir, script)
     answers = [
         web.get(f"{base}/logs"),
         web.get(f"{base}/artifacts"),
@@ -177,15 +183,11 @@ def test_a_mount_over_the_trash_empties_nothing_of_the_victim(
 ) -> None:
     """A probe: mounted over DATA/runs/.deleting, every delete failed (EXDEV, unexplained),
     and the trash pass after a restart emptied the victim."""
-    write_job("sh", SH)
-    server = start_server(jobs_dir)
+    server, base, state = ran(start_server, write_job, jobs_dir, TRASH_MOUNT.format(victim))
+    assert state is RunState.SUCCEEDED
     trash = server.data_dir / "runs" / ".deleting"
-    script = f'mkdir -p ../../.deleting && mount --bind {victim} "$(cd ../..; pwd)/.deleting"'
-    with server.client() as c:
-        run = c.submit("sh", params={"script": script})
-        assert server.wait_run(c, run.id).state is RunState.SUCCEEDED
     assert mounts_under(trash) == [str(trash.resolve())]
-    assert web.delete(f"{server.url}/v1/runs/{run.id}").status_code == 204  # detached: root
+    assert web.delete(base).status_code == 204  # detached: root
     assert victim_intact(victim)
     assert mounts_under(trash) == []
     assert "trash_mount_detached" in server.log_path.read_text()
@@ -204,13 +206,9 @@ def test_the_trash_pass_at_start_empties_nothing_of_a_mount_over_the_trash(
     jobs_dir: Path,
     victim: Path,
 ) -> None:
-    write_job("sh", SH)
-    server = start_server(jobs_dir)
+    server, _, state = ran(start_server, write_job, jobs_dir, TRASH_MOUNT.format(victim))
+    assert state is RunState.SUCCEEDED
     trash = server.data_dir / "runs" / ".deleting"
-    script = f'mkdir -p ../../.deleting && mount --bind {victim} "$(cd ../..; pwd)/.deleting"'
-    with server.client() as c:
-        run = c.submit("sh", params={"script": script})
-        assert server.wait_run(c, run.id).state is RunState.SUCCEEDED
     server.stop()
     assert mounts_under(trash) == [str(trash.resolve())]
     server.start()  # its trash pass: the mount detached (root), nothing of the victim removed
