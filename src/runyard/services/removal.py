@@ -36,7 +36,7 @@ import structlog
 from runyard import failpoints
 from runyard.errors import FULL_ERRNOS, StorageFullError, UnavailableError
 from runyard.execution.base import Executor
-from runyard.fstree import MountsLeftError, remove_tree
+from runyard.fstree import MAX_STACKED, MountsLeftError, remove_tree
 from runyard.mounts import Place, anchor_of, covered, detach_path, place_of, warn_once
 from runyard.store import Store
 
@@ -133,9 +133,6 @@ def _set_aside(root: Path, aside: Path) -> Path | None:
         _remove(aside, "")  # an earlier delete's leftover under the same name
         os.rename(root, aside)  # noqa: PTH104
     return aside
-
-
-MAX_STACKED = 16  # mounts detached from the trash before it is left as it is
 
 
 def _check_runs(trash: Path) -> Place | None:
