@@ -1,5 +1,5 @@
 # The two commands of the README: `make serve` and `make test`.
-.PHONY: serve test lint bench install browser slurm bwrap screenshots
+.PHONY: serve test lint bench install browser slurm bwrap wrk screenshots
 
 install:
 	./scripts/bootstrap
@@ -26,12 +26,16 @@ slurm:
 bwrap:
 	./scripts/bwrap
 
+# Debian's wrk, the bench's load generator for accepted submissions (installed once, when missing)
+wrk:
+	./scripts/wrk
+
 test: lint browser slurm bwrap
 	.venv/bin/pytest
 
 screenshots: install browser
 	.venv/bin/python scripts/screenshots.py
 
-bench:
+bench: wrk
 	./scripts/bootstrap --group bench
 	.venv/bin/python -m bench

@@ -23,6 +23,7 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 N = 300 if QUICK else 2000
 N_RQ = 100 if QUICK else 500
 N_SUBMIT = 1000 if QUICK else 10_000
+SUBMIT_S = 1 if QUICK else 4  # seconds of wrk's submissions
 N_BATCH = 1000 if QUICK else 10_000
 N_SLURM = 20 if QUICK else slurm.N  # the one-node cluster runs about 2 jobs/s
 N_SANDBOX = 200 if QUICK else sandbox.N
@@ -83,8 +84,11 @@ def idle_section(base: Path, jobs: Path) -> dict[str, Any]:
             "warm": runyard_e2e.wait_latency(srv, warm, 0, out["store_ops_single"]),
         }
         log(f"Prefer: wait latency p50/p99 {out['wait_latency']}")
-        out["submissions"] = runyard_e2e.submissions(srv, N_SUBMIT)
-        log(f"submissions {out['submissions']}")
+        out["submissions"] = runyard_e2e.submissions_wrk(srv, SUBMIT_S)
+        log(f"submissions (wrk) {out['submissions']}")
+        srv.wait_idle()
+        out["submissions_aiohttp"] = runyard_e2e.submissions(srv, N_SUBMIT)
+        log(f"submissions (aiohttp) {out['submissions_aiohttp']}")
         srv.wait_idle()
     finally:
         srv.stop()
@@ -200,8 +204,9 @@ def slurm_section(base: Path) -> dict[str, Any]:
 def main() -> None:
     started = time.monotonic()
     results: dict[str, Any] = {"quick": QUICK, "n": N, "n_rq": N_RQ, "n_submit": N_SUBMIT,
-                               "latency": LATENCY, "latency_round": LATENCY_ROUND,
-                               "n_batch": N_BATCH, "n_slurm": N_SLURM}  # fmt: skip
+                               "submit_s": SUBMIT_S, "latency": LATENCY,
+                               "latency_round": LATENCY_ROUND, "n_batch": N_BATCH,
+                               "n_slurm": N_SLURM}  # fmt: skip
     tmpfs = Path(tempfile.mkdtemp(prefix="runyard-bench-", dir="/dev/shm"))
     disk = Path(tempfile.mkdtemp(prefix="runyard-bench-", dir="/var/tmp"))
     jobs = write_jobs(tmpfs / "jobs")

@@ -58,6 +58,17 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _aiohttp_row(r: dict[str, Any]) -> str:
+    sub = r.get("submissions_aiohttp")
+    if sub is None:
+        return ""
+    return (
+        f"| accepted submissions/s (32 clients: aiohttp in the bench process, {r['n_submit']} runs)"
+        f" | {sub['accepted_per_s']:.0f} | |\n| submit latency p50 / p99 under that load"
+        f" | {sub['submit_p50_ms']:.1f} / {sub['submit_p99_ms']:.1f} ms | |"
+    )
+
+
 def write_report(r: dict[str, Any], docs: Path) -> None:
     t, d = r["tmpfs"], r["disk"]
     peers = r["peers"]
@@ -129,6 +140,14 @@ cwd=dir)`; arq the same with asyncio's subprocess). runyard's figure is the C = 
 
 ## Latency and admission
 
+*Accepted submissions*: `POST /v1/runs` of `{{"job": "true"}}` from 32 keep-alive connections
+at once, each posting the next as soon as its last was answered, while the server runs what
+it accepted (capacity 8): every answer a 202 and every 202 a run in the store (checked). The
+load generator is Debian's `wrk`, one C thread: on two cores it takes about a tenth of the
+CPU per request that an aiohttp client in the bench process does, CPU the server would
+otherwise lose to its own load (both figures are below, the aiohttp one as it was measured
+before this bench used wrk).
+
 *Dispatch latency, idle server*: one run at a time, the next submitted once the last one
 ended (seen in the store's file, so that no request to the server overlaps the dispatch being
 measured); from the run's `created_at` to its attempt's `started_at` (the supervisor's clock
@@ -138,8 +157,9 @@ p50 ≤ 2 ms, ≥ 2000 submissions/s): its table, below, holds those.
 | measure | figure | target (issue 5) |
 |---|---|---|
 | dispatch latency, idle server (accepted → program started), p50 / p99 | {idle50:.2f} / {idle99:.2f} ms | ≤ 5 / ≤ 25 ms: {ok(idle50 <= 5 and idle99 <= 25)} |
-| accepted submissions/s ({r["n_submit"]} runs, 32 clients) | {sub["accepted_per_s"]:.0f} | ≥ 1000: {ok(sub["accepted_per_s"] >= 1000)} |
+| accepted submissions/s (32 clients: wrk, {r.get("submit_s", 4)} s) | {sub["accepted_per_s"]:.0f} | ≥ 1000: {ok(sub["accepted_per_s"] >= 1000)} |
 | submit latency p50 / p99 under that load | {sub["submit_p50_ms"]:.1f} / {sub["submit_p99_ms"]:.1f} ms | |
+{_aiohttp_row(r)}
 | runyard / floor at C = 8 | {ratio8:.2f} | ≥ 0.5: {ok(ratio8 >= 0.5)} |
 | runyard ahead of every peer at C = 8 (bare) | {min(t["runyard_c8"] / v for v in bare.values()):.2f}× the best | > 1: {ok(all(t["runyard_c8"] > v for v in bare.values()))} |
 

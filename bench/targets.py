@@ -87,7 +87,7 @@ other rows are the single measurements above.
 | server CPU per run ≤ 0.8 ms (C = 8; median of the rounds) | {server:.2f} ms | {ok(server <= 0.8)} |
 | single run `Prefer: wait` p50 below Celery's `delay().get()` (bare), idle / warm | {ry_idle:.2f} vs {cl_idle:.2f} / {ry_warm:.2f} vs {cl_warm:.2f} ms | {ok(ry_idle < cl_idle and ry_warm < cl_warm)} |
 | dispatch latency, idle server, p50 ≤ 2 ms, p99 ≤ 25 ms | {idle50:.2f} / {idle99:.2f} ms | {ok(idle50 <= 2 and idle99 <= 25)} |
-| accepted single submissions ≥ 2000/s (32 clients) | {sub:.0f}/s | {ok(sub >= 2000)} |
+| accepted single submissions ≥ 2000/s (32 clients, wrk) | {sub:.0f}/s | {ok(sub >= 2000)} |
 | a batch of {r["n_batch"]:,} runs ≥ 0.8× the asyncio floor, end to end (C = 8; medians of the rounds) | {b["runs_per_s"]:.0f}/s = {b["runs_per_s"] / bfloor:.2f}× | {ok(b["runs_per_s"] >= 0.8 * bfloor)} |
 
 The batch's ratio is that of medians too: {len(b.get("rounds", [1]))} rounds, each an asyncio floor of
