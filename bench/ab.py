@@ -1,5 +1,5 @@
-"""`python -m bench.ab A B [--rounds 6] [--n 4000] [--batch | --wait]`: two source trees side by
-side.
+"""`python -m bench.ab A B [--rounds 6] [--n 4000] [--batch | --wait | --submit]`: two source trees
+side by side.
 
 A and B are `src` directories (of a worktree of the commit before a change, say, and of the
 change). Each round starts a fresh server (C = 8, data dir on tmpfs) from A and one from B, in
@@ -8,7 +8,8 @@ server's CPU per run by thread from /proc. With `--wait`, a round is a server fr
 from B side by side, and N single runs with `Prefer: wait` on each (warm, after 200 unmeasured),
 back to back in blocks of BLOCK, alternating between the two: a single run's p50 moves by less
 than this machine's drift from round to round, which alternating every few tens of milliseconds
-puts on both sides alike.
+puts on both sides alike. With `--submit`, a round is wrk's accepted submissions (32 clients for
+3 s, bench/runyard_e2e.py) on a fresh server of each, and the CPU is per submission.
 This machine's speed drifts by ±15 % within
 minutes; interleaved rounds put each slower stretch on both sides, and the medians are what
 the CHANGELOG's "A/B" figures quote. For deciding whether a change pays; the report comes
@@ -44,15 +45,22 @@ def _thread_ticks(pid: int) -> dict[int, int]:
     return out
 
 
-def one_round(src: str, n: int, batch: bool) -> dict[str, float]:
+def one_round(src: str, n: int, batch: bool, submit: bool = False) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="runyard-ab-", dir="/dev/shm"))
     try:
         jobs = write_jobs(base / "jobs")
         srv = Server(base / "d", jobs, 8).start(PYTHONPATH=src)
         try:
             assert srv.proc is not None
+            if submit:
+                runyard_e2e.submissions(srv, 500)  # warm: connections, caches, the store
+                srv.wait_idle()
             before = _thread_ticks(srv.proc.pid)
-            t = runyard_e2e.batch(srv, n) if batch else runyard_e2e.throughput(srv, n)
+            if submit:
+                accepted = runyard_e2e.submissions_wrk(srv, 3)
+                n = int(accepted["requests"])
+            else:
+                t = runyard_e2e.batch(srv, n) if batch else runyard_e2e.throughput(srv, n)
             after = _thread_ticks(srv.proc.pid)
         finally:
             srv.stop()
@@ -61,6 +69,9 @@ def one_round(src: str, n: int, batch: bool) -> dict[str, float]:
     spent = {tid: (ticks - before.get(tid, 0)) * 1000 / TICK / n for tid, ticks in after.items()}
     loop = spent.pop(srv.proc.pid, 0.0)  # the event loop's thread is the process's first
     others = sorted(spent.values(), reverse=True)  # the store's threads, then the pool's
+    if submit:
+        return {"accepted_per_s": accepted["accepted_per_s"], "server_ms": loop + sum(others),
+                "loop_ms": loop, "busiest_other_ms": others[0] if others else 0.0}  # fmt: skip
     return {"runs_per_s": t.runs_per_s, "server_ms": t.cpu_ms["server"], "loop_ms": loop,
             "busiest_other_ms": others[0] if others else 0.0}  # fmt: skip
 
@@ -100,6 +111,7 @@ def main() -> None:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--batch", action="store_true", help="one batch of N, not N submits")
     kind.add_argument("--wait", action="store_true", help="N single runs with Prefer: wait")
+    kind.add_argument("--submit", action="store_true", help="wrk's accepted submissions")
     args = parser.parse_args()
     results: dict[str, list[dict[str, float]]] = {args.a: [], args.b: []}
     for _ in range(args.rounds if args.wait else 0):
@@ -108,7 +120,7 @@ def main() -> None:
             print(src, {k: round(v, 3) for k, v in got.items()}, flush=True)
     for r in range(0 if args.wait else args.rounds):
         for src in (args.a, args.b) if r % 2 == 0 else (args.b, args.a):
-            got = one_round(src, args.n, args.batch)
+            got = one_round(src, args.n, args.batch, args.submit)
             results[src].append(got)
             print(src, {k: round(v, 3) for k, v in got.items()}, flush=True)
     for src, rounds in results.items():

@@ -190,6 +190,7 @@ class Runtime:
             progress=self.hub.refresh_progress, announce=self._announce,
             max_queue=settings.max_queue, disk=self.disk, uploads=self.uploads,
             fetch_upload=fetcher.fetch if fetcher is not None else None, removal=removal,
+            claiming=lambda: self.dispatcher.claiming,
         )  # fmt: skip
         self.scheduler.files = self.runs  # a schedule's file params, checked as a submit's
         self.batches = BatchService(

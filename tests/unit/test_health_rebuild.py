@@ -141,3 +141,56 @@ def test_readiness_fails_while_a_held_lease_has_lapsed(tmp_path: Path) -> None:
     assert "lapsed" in asyncio.run(monitor.build()).failed_checks["lease"]
     lease.hold("tok", now[0], until=107.0)  # renewed: ready again
     assert "lease" not in asyncio.run(monitor.build()).failed_checks
+
+
+class HeldCount:
+    """A store whose count of queued runs sees what was stored when it began, and answers
+    only once released."""
+
+    def __init__(self, stored: list[int]) -> None:
+        self.stored = stored
+        self.began, self.release = asyncio.Event(), asyncio.Event()
+
+    async def count_runs(self, state: RunState) -> int:
+        counted = self.stored[0]
+        self.began.set()
+        await self.release.wait()
+        return counted
+
+    async def health_problems(self) -> dict[str, str]:
+        return {}
+
+
+def test_submissions_are_counted_at_once_and_never_twice(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        stored = [0]
+        store = HeldCount(stored)
+        sources = HealthSources(
+            store=store,  # type: ignore[arg-type]
+            executor=SimpleNamespace(healthy=False),  # type: ignore[arg-type]
+            slots=SimpleNamespace(active=0, capacity=8),  # type: ignore[arg-type]
+            hub=None,  # type: ignore[arg-type]
+            data_dir=tmp_path,
+            reconcile=lambda: SimpleNamespace(ok=True, error=None),
+            scheduler=lambda: None,
+        )
+        monitor = HealthMonitor(sources, 8)
+        stored[0] += 2
+        monitor.submitted(2)
+        seen = monitor.current
+        assert seen.queued == 2  # read right after the answers: no rebuild needed
+        assert monitor.current is seen  # nothing new since: the same snapshot
+        rebuild = asyncio.ensure_future(monitor.publish())
+        await store.began.wait()
+        stored[0] += 1  # stored after the count read the table: not in it
+        monitor.submitted()
+        store.release.set()
+        await rebuild
+        assert monitor.current.queued == 3  # kept until a count that includes it
+        await monitor.publish()
+        assert monitor.current.queued == 3  # that count: none of them counted twice
+        monitor.submitted()
+        monitor.mark_draining()
+        assert (monitor.current.queued, monitor.current.draining) == (4, True)
+
+    asyncio.run(scenario())

@@ -211,6 +211,11 @@ class Dispatcher:
             if job.spec.concurrency is not None
         })  # fmt: skip
 
+    @property
+    def claiming(self) -> bool:
+        """A claim of the dispatcher's own is waiting for the store's answer."""
+        return self._in_flight > 0
+
     def _begin_claim(self) -> None:
         self._in_flight += 1
         self._claims_over.clear()

@@ -144,8 +144,11 @@ class HealthMonitor:
         self._count_took = 0.0  # the last count of queued runs, in seconds (what a rest is for)
         self.interval_s = interval_s
         self.min_interval_s = min_interval_s
-        self.current = HealthSnapshot(time.time(), 0, 0, capacity, False,
-                                      {"starting": "the server is starting"})  # fmt: skip
+        self._current = HealthSnapshot(time.time(), 0, 0, capacity, False,
+                                       {"starting": "the server is starting"})  # fmt: skip
+        # submissions not yet in `_current`, and when the last came: added as it is read
+        self._uncounted = 0
+        self._uncounted_at = 0.0
         self._wake = wake or Wakeup()  # set on transitions and scheduler snapshots too
         self._draining = False
         self._task = Background("health")
@@ -162,12 +165,31 @@ class HealthMonitor:
         """Something changed (a transition, a dispatch): rebuild soon."""
         self._wake.set()
 
+    @property
+    def current(self) -> HealthSnapshot:
+        """The snapshot, with every submission so far counted in (a new one only if some
+        came since it was last read)."""
+        if self._uncounted:
+            self._current = replace(
+                self._current, queued=self._current.queued + self._uncounted,
+                snapshot_at=self._uncounted_at,
+            )  # fmt: skip
+            self._uncounted = 0
+        return self._current
+
+    @current.setter
+    def current(self, snap: HealthSnapshot) -> None:
+        # `publish` keeps the count a rebuild may have missed submissions in (it reads
+        # `current` first), and a count begun after a submission includes it
+        self._current, self._uncounted = snap, 0
+
     def submitted(self, count: int = 1) -> None:
         """Runs were just queued: counted at once, without I/O, so `/health` read after the
-        submission's answer includes them; the next rebuild recounts from the store."""
+        submission's answer includes them; the next rebuild recounts from the store. Read
+        far less often than runs are submitted: the snapshot is made anew when read."""
         self._submitted += count
-        self.current = replace(self.current, queued=self.current.queued + count,
-                               snapshot_at=time.time())  # fmt: skip
+        self._uncounted += count
+        self._uncounted_at = time.time()
         self._wake.set()
 
     def mark_draining(self) -> None:

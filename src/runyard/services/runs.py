@@ -115,6 +115,7 @@ class RunService:
         uploads: Uploads | None = None,
         fetch_upload: Fetch | None = None,
         removal: Removal | None = None,
+        claiming: Callable[[], bool] | None = None,
     ) -> None:
         self.removal = removal or Removal(store, executor)  # shared with retention
         self.fetch_upload = fetch_upload  # in a cluster: an upload another member holds
@@ -130,6 +131,9 @@ class RunService:
         self._attempts = attempts  # cancel requests to a running attempt
         self.transitions = transitions
         self.queue = queue  # a new run may be claimable: the dispatcher looks
+        # whether the dispatcher's claim is under way, which a submit's insert may have shared
+        # its transaction with (api/routes/runs.py lets its launch go first)
+        self.claiming = claiming or (lambda: False)
         self.waiters = waiters
         self.finish_rate = finish_rate
         self.clock = clock

@@ -166,10 +166,11 @@ async def answer_submit(
         # read, not written, by this request: it is read again once the waiter is.
         run = await runs.wait(run, wait, client_gone(receive), replayed=not created)
         headers["Preference-Applied"] = f"wait={wait:g}"
-    else:
-        # A free slot took this run in its insert's own transaction, and the dispatcher,
-        # woken with this request, is next in line: its step sends the spawn request
-        # (dispatch.py, `_send_now`). It goes first; this answer is built and sent after.
+    elif runs.claiming():
+        # A free slot may have taken this run in its insert's own transaction, the claim the
+        # dispatcher, woken with this request, is resuming from: its step sends the spawn
+        # request (dispatch.py, `_send_now`). It goes first; this answer is built and sent
+        # after. No claim under way (every slot taken): no step to give way to.
         await asyncio.sleep(0)
     status = 200 if run.state.terminal and wait > 0 else 202
     # serialised by pydantic-core straight to bytes: one per submission, the hottest body
