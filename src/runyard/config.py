@@ -5,6 +5,8 @@ start, named as it was given, rather than failing later in whatever first uses i
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import math
 import os
 import socket
@@ -33,6 +35,34 @@ def _not_nan(value: object) -> object:
     return value
 
 
+def _host(value: object) -> object:
+    """An address to bind as a URL writes it is taken: "[::1]" is "::1". Anything that is
+    no host name or address (a port, a scheme, a path, a space) is refused, named."""
+    if not isinstance(value, str):
+        return value  # the str type says so
+    if value.startswith("[") and value.endswith("]"):
+        inner = value[1:-1]
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            raise ValueError("brackets hold an IPv6 address, such as [::1]") from None
+        return inner
+    if not value:
+        return value  # the default's: every address (uvicorn's and asyncio's "")
+    if len(value) > 253:  # the longest a DNS name is
+        raise ValueError("must be at most 253 characters")
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(value)
+        return value
+    if "://" in value or "/" in value:
+        raise ValueError("must be a host name or an address, not a URL (127.0.0.1, ::1, myhost)")
+    if value.count(":") == 1:
+        raise ValueError("must be a host name or an address without a port (the port: --port)")
+    if not value.isascii() or not all(c.isalnum() or c in "-._" for c in value):
+        raise ValueError("must be a host name (letters, digits, '-', '.') or an IP address")
+    return value
+
+
 # Floats are finite unless declared otherwise (model_config). `OrNever` is a duration or a
 # rate where inf means "never" or "no bound" and every use of it was checked to take it so
 # (a lease that never lapses, an upload never removed, a wait without limit).
@@ -56,7 +86,7 @@ class Settings(BaseModel):
 
     data_dir: Path = Field(default=Path(".runyard"), description="runs, logs, the database")
     jobs_dir: Path = Field(default=Path("jobs"), description="one NAME.toml per job")
-    host: str = "127.0.0.1"
+    host: Annotated[str, BeforeValidator(_host)] = "127.0.0.1"
     database_url: str | None = Field(
         default=None, description="postgresql://… for PostgreSQL; default SQLite in data_dir"
     )

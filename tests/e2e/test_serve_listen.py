@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -46,3 +46,33 @@ def test_a_port_in_use_is_refused_before_anything_starts(
     assert [e["event"] for e in logged] == ["refusing_to_start"]  # nothing else began
     assert logged[0]["reason"].startswith(said)
     assert not data.exists()  # no database, no supervisor socket, nothing
+
+
+def test_an_ipv6_address_in_brackets_is_served_on(jobs_dir: Path, tmp_path: Path) -> None:
+    """`--host [::1]`, as a URL writes the address, is ::1 (it was refused as a host name)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "runyard", "serve", "--jobs", str(jobs_dir),
+         "--data-dir", str(tmp_path / "data"), "--host", "[::1]", "--port", str(port)],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path),
+             "RUNYARD_LOG_FORMAT": "json"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def live() -> bytes | None:
+        assert server.poll() is None, "the server ended"
+        try:
+            with socket.create_connection(("::1", port), timeout=10) as conn:
+                conn.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := conn.recv(4096):
+                    answer += chunk
+                return answer
+        except ConnectionRefusedError:
+            return None  # not listening yet
+
+    try:
+        assert wait_for(live, timeout=60, what="an answer on [::1]").startswith(b"HTTP/1.1 200")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

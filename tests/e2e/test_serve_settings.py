@@ -35,6 +35,17 @@ CASES = {
     "capacity_negative": ({}, ["--capacity", "-1"], ["--capacity -1: must be at least 1"]),
     "capacity_huge": ({}, ["--capacity", HUGE],
                       [f"--capacity {HUGE}: must be at most {MAX_CAPACITY}"]),
+    "host_with_port": ({}, ["--host", "127.0.0.1:8000"],
+                       ["--host 127.0.0.1:8000: must be a host name or an address without a "
+                        "port (the port: --port)"]),
+    "host_url": ({"RUNYARD_HOST": "http://example.com"}, [],
+                 ["RUNYARD_HOST=http://example.com: must be a host name or an address, not a "
+                  "URL (127.0.0.1, ::1, myhost)"]),
+    "host_brackets": ({}, ["--host", "[localhost]"],
+                      ["--host [localhost]: brackets hold an IPv6 address, such as [::1]"]),
+    "host_unresolvable": ({}, ["--host", "no-such-host.invalid"],
+                          ["cannot listen on no-such-host.invalid:{port}: Name or service not "
+                           "known"]),
     "several": ({"RUNYARD_LOG_FORMAT": "xml", "RUNYARD_HEARTBEAT_S": "nan"},
                 ["--port", "70000", "--drain-timeout", "0"],
                 ["--port 70000: must be at most 65535",
@@ -51,8 +62,9 @@ def test_a_setting_serve_cannot_use_is_one_line_naming_it(
     environ, flags, said = CASES[case]
     data = tmp_path / "data"
     argv = ["serve", "--jobs", str(jobs_dir), "--data-dir", str(data)]
+    port = free_port()
     if "--port" not in flags:
-        argv += ["--port", str(free_port())]
+        argv += ["--port", str(port)]
     done = subprocess.run(
         [sys.executable, "-m", "runyard", *argv, *flags],
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path),
@@ -62,5 +74,7 @@ def test_a_setting_serve_cannot_use_is_one_line_naming_it(
     out = done.stdout + done.stderr
     assert done.returncode == 2, out
     assert "Traceback" not in out
+    # an unresolvable host without tokens: the name, not the missing tokens, is the problem
+    said = [line.replace("{port}", str(port)) for line in said]
     assert done.stderr.splitlines() == [f"runyard: refusing to start: {line}" for line in said]
     assert not data.exists()  # nothing started, nothing written

@@ -9,10 +9,22 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+from typing import Any
 
 
 class ListenError(OSError):
     """The address cannot be listened on; the message says which and why."""
+
+
+def addresses(host: str, port: int) -> list[tuple[Any, ...]]:
+    """What `host` names to listen on (getaddrinfo's answers), or why it names nothing."""
+    try:
+        return socket.getaddrinfo(
+            host or None, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE,
+        )  # fmt: skip
+    except socket.gaierror as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def bind_sockets(host: str, port: int) -> list[socket.socket]:
@@ -20,13 +32,7 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
     create_server(host, port) would bind them (SO_REUSEADDR; an IPv6 socket IPv6 only, so
     that "::" and "0.0.0.0" are separate binds). A socket another process listens on is
     refused here, whether or not it set SO_REUSEADDR."""
-    try:
-        infos = socket.getaddrinfo(
-            host or None, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM,
-            flags=socket.AI_PASSIVE,
-        )  # fmt: skip
-    except socket.gaierror as exc:
-        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    infos = addresses(host, port)
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _name, address in dict.fromkeys(infos):

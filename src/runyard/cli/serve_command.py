@@ -43,6 +43,7 @@ def serve(
 ) -> None:
     """Run the server."""
     early = EarlyStop()  # before the server's imports: a stop asked for meanwhile is kept
+    from runyard.cli.listen import ListenError, addresses
     from runyard.cli.serve import is_loopback
     from runyard.cli.serve import serve as run_server
 
@@ -62,6 +63,11 @@ def serve(
         # plain lines, not the console's: one per problem however wide, nothing wrapped
         for problem in exc.problems:
             typer.echo(f"runyard: refusing to start: {problem}", err=True)
+        raise typer.Exit(REFUSED) from None
+    try:  # a host that names no address says so first, whatever else is missing
+        addresses(settings.host, settings.port)
+    except ListenError as exc:
+        typer.echo(f"runyard: refusing to start: {exc}", err=True)
         raise typer.Exit(REFUSED) from None
     try:
         has_tokens = bool(load_tokens(settings.tokens_file))
