@@ -1,6 +1,6 @@
 // The dashboard shell: routes on the URL hash, the capacity header, the token dialog.
 import * as api from "./api.js";
-import { h, debounce } from "./util.js";
+import { h, debounce, marked, visible } from "./util.js";
 import { runsPage } from "./pages/runs.js";
 import { runPage } from "./pages/run.js";
 import { jobsPage } from "./pages/jobs.js";
@@ -35,7 +35,7 @@ async function route() {
     else if (section === "schedules") current = await schedulesPage(ctx);
     else current = await runsPage(ctx);
   } catch (err) {
-    main.replaceChildren(h("div", { class: "error", role: "alert" }, err.message || String(err)));
+    main.replaceChildren(h("div", { class: "error", role: "alert" }, marked(err.message || String(err))));
   }
 }
 
@@ -59,7 +59,7 @@ async function loadSession() {
   try {
     Object.assign(session, await api.get("/v1/me"));
     document.getElementById("token-who").textContent = session.auth
-      ? `Signed in as ${session.name} (${session.role}).` : "This server needs no token (loopback only).";
+      ? `Signed in as ${visible(session.name)} (${visible(session.role)}).` : "This server needs no token (loopback only).";
     document.body.dataset.role = session.role;
     return true;
   } catch (err) {

@@ -1,7 +1,7 @@
 // Batches: counts by state, a bar of how far each is, cancel; kept current by the feed.
 import * as api from "../api.js";
 import { stream } from "../sse.js";
-import { h, ago, debounce, errorBox } from "../util.js";
+import { h, ago, debounce, errorBox, shown } from "../util.js";
 
 const ORDER = ["queued", "running", "succeeded", "failed", "cancelled", "timed_out"];
 
@@ -17,7 +17,7 @@ export async function batchesPage(ctx) {
       h("div", { class: `fill state-${s}`, title: `${b.counts[s]} ${s}`, style: { width: `${(100 * b.counts[s]) / b.size}%` } })));
     return h("tr", { dataset: { id: b.id } },
       h("td", {}, h("a", { class: "mono", href: `#/runs?batch=${b.id}` }, b.id.slice(-10))),
-      h("td", {}, b.job), h("td", {}, b.size), h("td", { class: "wide" }, stacked),
+      h("td", {}, shown(b.job)), h("td", {}, b.size), h("td", { class: "wide" }, stacked),
       h("td", { class: "small" }, ORDER.filter((s) => b.counts[s]).map((s) => `${b.counts[s]} ${s}`).join(", ")),
       h("td", { title: b.created_at }, ago(b.created_at)),
       h("td", {}, !b.done && ctx.can("submit") ? h("button", { type: "button", class: "danger small", onclick: async () => {

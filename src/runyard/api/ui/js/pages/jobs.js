@@ -2,7 +2,7 @@
 // The form shows bounds and choices as you type; the server stays the judge, and its 422
 // lands next to the field it names.
 import * as api from "../api.js";
-import { h, errorBox } from "../util.js";
+import { h, errorBox, marked, shown, visible } from "../util.js";
 
 const UPLOAD_REF = "^upload:[0-9a-f]{64}$"; // a file param's value (jobs/params.py)
 const MIB = 1024 * 1024;
@@ -20,6 +20,12 @@ function tooBig(input, prop) {
     ? `${file.name} is ${(file.size / MIB).toFixed(1)} MB, over this param's ${max} MB` : "";
 }
 
+// The argv as words: one that is empty or holds a space or a quote is quoted (JSON), so
+// that where each word ends is seen, and each is shown apart.
+function commandShown(argv) {
+  return argv.flatMap((a, i) => [i ? " " : "", shown(a === "" || /[\s"'\\]/.test(a) ? JSON.stringify(a) : a)]);
+}
+
 function fieldFor(name, prop, required) {
   const id = `param-${name}`;
   const attrs = { id, name, "aria-describedby": `err-${name}` };
@@ -28,7 +34,7 @@ function fieldFor(name, prop, required) {
   if (isFile) {
     input = h("input", { ...attrs, type: "file", accept: prop["x-accept"] ? prop["x-accept"].join(",") : null, required });
   } else if (Array.isArray(prop.enum)) {
-    input = h("select", attrs, prop.enum.map((v) => h("option", { value: JSON.stringify(v), selected: v === prop.default }, String(v))));
+    input = h("select", attrs, prop.enum.map((v) => h("option", { value: JSON.stringify(v), selected: v === prop.default }, visible(v))));
   } else if (prop.type === "boolean") {
     input = h("input", { ...attrs, type: "checkbox", checked: prop.default === true });
   } else if (prop.type === "integer" || prop.type === "number") {
@@ -44,11 +50,18 @@ function fieldFor(name, prop, required) {
   const err = h("span", { class: "field-error", id: `err-${name}`, role: "alert" });
   // shown as you type; the browser's own message says what is out of bounds
   input.addEventListener(isFile ? "change" : "input", () => {
-    err.textContent = isFile ? tooBig(input, prop) : input.validity.valid ? "" : input.validationMessage;
+    err.textContent = visible(isFile ? tooBig(input, prop) : input.validity.valid ? "" : input.validationMessage);
   });
+  // an input shows its text raw (it is what is sent): what that hides or turns around is
+  // said beside it, written out, for a default as for what is typed or pasted
+  const hidden = h("span", { class: "muted small hidden-chars" });
+  const sayHidden = () => hidden.replaceChildren(...(input.type === "text" && visible(input.value) !== input.value
+    ? ["holds hidden characters: ", shown(input.value)] : []));
+  input.addEventListener("input", sayHidden);
+  sayHidden();
   return h("div", { class: "field" },
-    h("label", { for: id }, name), input, h("span", { class: "hint muted small" }, hint),
-    prop.description ? h("div", { class: "muted small" }, prop.description) : null, err);
+    h("label", { for: id }, visible(name)), input, h("span", { class: "hint muted small" }, visible(hint)), hidden,
+    prop.description ? h("div", { class: "muted small" }, marked(prop.description)) : null, err);
 }
 
 // The form's values; each chosen file is uploaded first and named by its upload id.
@@ -61,7 +74,7 @@ async function readParams(form, schema, status) {
       if (!input.files.length) continue; // required: the server names it
       const big = tooBig(input, prop);
       if (big) throw Object.assign(new Error(big), { problem: { errors: [{ field: `params.${name}`, message: big }] } });
-      status.textContent = `Uploading ${input.files[0].name}…`;
+      status.textContent = `Uploading ${visible(input.files[0].name)}…`;
       params[name] = `upload:${(await api.upload(input.files[0])).id}`;
       status.textContent = "";
     } else if (kind === "boolean") params[name] = input.checked;
@@ -102,7 +115,7 @@ function jobForm(ctx, job) {
       for (const fe of (err.problem && err.problem.errors) || []) {
         const name = String(fe.field).replace(/^(body\.)?params\./, "");
         const slot = form.querySelector(`#err-${CSS.escape(name)}`);
-        if (slot) { slot.textContent = fe.message; placed = true; }
+        if (slot) { slot.textContent = visible(fe.message); placed = true; }
       }
       if (!placed) general.replaceChildren(errorBox(err));
     }
@@ -113,15 +126,15 @@ function jobForm(ctx, job) {
 export async function jobsPage(ctx, name) {
   const { jobs, errors } = await api.get("/v1/jobs");
   const list = h("ul", { class: "job-list" }, jobs.map((j) => h("li", { class: j.name === name ? "active" : "" },
-    h("a", { href: `#/jobs/${encodeURIComponent(j.name)}` }, j.name), h("div", { class: "muted small" }, j.description))));
+    h("a", { href: `#/jobs/${encodeURIComponent(j.name)}` }, shown(j.name)), h("div", { class: "muted small" }, marked(j.description)))));
   const detail = h("section", { class: "job-detail" });
   const job = jobs.find((j) => j.name === name);
   if (job) {
-    detail.append(h("h2", {}, job.name), h("p", {}, job.description),
-      h("p", { class: "muted small mono" }, job.command.join(" ")),
+    detail.append(h("h2", {}, shown(job.name)), h("p", {}, marked(job.description)),
+      h("p", { class: "muted small mono" }, commandShown(job.command)),
       h("p", { class: "muted small" }, [job.timeout_s ? `timeout ${job.timeout_s}s` : "no timeout",
         `max attempts ${job.max_attempts}`, job.concurrency ? `concurrency ${job.concurrency}` : null,
-        `workspace ${job.workspace}`].filter(Boolean).join(" · ")),
+        `workspace ${visible(job.workspace)}`].filter(Boolean).join(" · ")),
       jobForm(ctx, job));
   } else if (name) {
     detail.append(errorBox(new Error(`job ${name} is not declared`)));
@@ -133,7 +146,7 @@ export async function jobsPage(ctx, name) {
     h("div", { class: "columns jobs" }, h("nav", {}, list), detail));
   if (broken.length) {
     ctx.main.append(h("section", { class: "load-errors" }, h("h2", {}, "Job files that did not load"),
-      h("ul", {}, broken.map(([f, why]) => h("li", {}, h("b", { class: "mono" }, f), `: ${why}`)))));
+      h("ul", {}, broken.map(([f, why]) => h("li", {}, h("b", { class: "mono" }, shown(f)), ": ", marked(why, true))))));
   }
   return { dispose() {} };
 }

@@ -1,7 +1,7 @@
 // A live log: follows the tail while the reader is at the bottom, batches DOM updates per
 // frame so fast output never freezes the page, resumes by byte offset after a drop.
 import { stream } from "../sse.js";
-import { h, ACTIVE } from "../util.js";
+import { h, ACTIVE, marked } from "../util.js";
 
 const MAX_CHARS = 2_000_000; // beyond this the oldest text leaves the page (the file keeps it)
 
@@ -31,7 +31,8 @@ export function logView(runId) {
     scheduled = false;
     if (!pending.length) return;
     const follow = atBottom();
-    pre.append(document.createTextNode(pending.join("")));
+    // lines stay lines; what would reorder or hide the program's text is written out
+    pre.append(...marked(pending.join(""), true));
     pending = [];
     if (pre.textContent.length > MAX_CHARS) {
       pre.textContent = pre.textContent.slice(-MAX_CHARS / 2);

@@ -1,7 +1,7 @@
 // One run: state, attempts, live progress, live log, params, artifacts, cancel and resubmit.
 import * as api from "../api.js";
 import { stream } from "../sse.js";
-import { h, badge, progressBar, duration, bytes, errorBox, encodePath, inOrder, ACTIVE, visible } from "../util.js";
+import { h, badge, progressBar, duration, bytes, errorBox, inOrder, ACTIVE, shown, jsonShown } from "../util.js";
 import { logView } from "./log.js";
 import { artifactsView, saveBlob } from "./artifacts.js";
 
@@ -16,13 +16,13 @@ function inputsView(run) {
     el.hidden = false;
     for (const [name, value] of files) {
       const uploadId = UPLOAD.exec(value)[1];
-      const item = h("li", { "data-param": name }, h("b", {}, name), " ", h("span", { class: "muted small" }, "…"));
+      const item = h("li", { "data-param": name }, h("b", {}, shown(name)), " ", h("span", { class: "muted small" }, "…"));
       list.append(item);
       api.get(`/v1/uploads/${uploadId}`).then((u) => {
-        const link = h("button", { type: "button", class: "ghost download" }, u.name);
+        const link = h("button", { type: "button", class: "ghost download" }, shown(u.name));
         link.addEventListener("click", async () => saveBlob(await api.blob(`/v1/uploads/${uploadId}/content`), u.name));
-        item.replaceChildren(h("b", {}, name), " ", link, " ", h("span", { class: "muted small" }, bytes(u.size)));
-      }, () => { item.replaceChildren(h("b", {}, name), " ", h("span", { class: "muted small" }, "no longer stored")); });
+        item.replaceChildren(h("b", {}, shown(name)), " ", link, " ", h("span", { class: "muted small" }, bytes(u.size)));
+      }, () => { item.replaceChildren(h("b", {}, shown(name)), " ", h("span", { class: "muted small" }, "no longer stored")); });
     }
   }
   return { el };
@@ -39,12 +39,12 @@ export async function runPage(ctx, id) {
   const inputs = inputsView(run);
 
   ctx.main.append(
-    h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / ", h("span", { class: "mono" }, id)),
+    h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / ", h("span", { class: "mono" }, shown(run.id))),
     head, actionsMsg, prog,
     h("div", { class: "columns" },
       h("section", { class: "log-panel" }, h("h2", {}, "Log"), log.el),
       h("aside", {},
-        h("section", {}, h("h2", {}, "Params"), h("pre", { class: "params-json", id: "params" }, JSON.stringify(run.params, null, 2))),
+        h("section", {}, h("h2", {}, "Params"), h("pre", { class: "params-json", id: "params" }, jsonShown(run.params, 2))),
         inputs.el,
         h("section", {}, h("h2", {}, "Attempts"), attempts),
         h("section", {}, h("h2", {}, "Artifacts"), artifacts.el))),
@@ -73,12 +73,12 @@ export async function runPage(ctx, id) {
   function render() {
     const active = ACTIVE.has(run.state);
     head.replaceChildren(
-      h("h1", {}, run.job, " ", badge(run.state)),
+      h("h1", {}, shown(run.job), " ", badge(run.state)),
       h("div", { class: "meta" },
         h("span", {}, `created ${new Date(run.created_at).toLocaleString()}`),
         run.started_at ? h("span", {}, `ran ${duration(run.started_at, run.finished_at)}`) : null,
         run.exit_code !== null ? h("span", {}, `exit code ${run.exit_code}`) : null,
-        run.reason && run.reason !== `exit code ${run.exit_code}` ? h("span", { class: "reason" }, run.reason) : null,
+        run.reason && run.reason !== `exit code ${run.exit_code}` ? h("span", { class: "reason" }, shown(run.reason)) : null,
         run.batch_id ? h("a", { href: `#/runs?batch=${run.batch_id}` }, "batch") : null),
       h("div", { class: "actions" },
         active && ctx.can("submit") ? h("button", { type: "button", class: "danger", id: "cancel", onclick: cancel, disabled: run.cancel_requested }, run.cancel_requested ? "Cancelling…" : "Cancel") : null,
@@ -87,7 +87,7 @@ export async function runPage(ctx, id) {
     prog.replaceChildren(progressBar(run.progress, run.state),
       h("span", { class: "progress-text", id: "progress-text" },
         typeof p.fraction === "number" ? `${Math.round(Math.min(1, Math.max(0, p.fraction)) * 100)}%` : "",
-        typeof p.message === "string" && p.message ? ` · ${visible(p.message)}` : ""));
+        typeof p.message === "string" && p.message ? [" · ", shown(p.message)] : ""));
     attempts.replaceChildren(h("table", { class: "compact" },
       h("thead", {}, h("tr", {}, ["#", "State", "Outcome", "Duration", "Peak RSS"].map((t) => h("th", {}, t)))),
       h("tbody", {}, (run.attempts || []).map((a) => h("tr", {},

@@ -1,7 +1,7 @@
 // The runs table: filters, keyset paging, live over the /v1/events feed.
 import * as api from "../api.js";
 import { stream } from "../sse.js";
-import { h, badge, progressBar, ago, duration, paramsSummary, debounce, inOrder, ACTIVE } from "../util.js";
+import { h, badge, progressBar, ago, duration, paramsSummary, debounce, inOrder, ACTIVE, shown, visible } from "../util.js";
 
 const STATES = ["", "queued", "running", "succeeded", "failed", "cancelled", "timed_out"];
 const PAGE = 50;
@@ -20,7 +20,7 @@ export async function runsPage(ctx) {
 
   const form = h("form", { class: "filters", id: "run-filters" },
     h("label", {}, "Job ", h("select", { name: "job" }, h("option", { value: "" }, "any"),
-      (jobs.jobs || []).map((j) => h("option", { value: j.name, selected: j.name === filters.job }, j.name)))),
+      (jobs.jobs || []).map((j) => h("option", { value: j.name, selected: j.name === filters.job }, visible(j.name))))),
     h("label", {}, "State ", h("select", { name: "state" },
       STATES.map((s) => h("option", { value: s, selected: s === filters.state }, s || "any")))),
     h("label", {}, "Label ", h("input", { name: "label", placeholder: "key=value", value: filters.label, size: 14 })),
@@ -45,11 +45,11 @@ export async function runsPage(ctx) {
   function row(run) {
     const tr = h("tr", { dataset: { id: run.id, state: run.state } },
       h("td", {}, h("a", { href: `#/runs/${run.id}`, class: "mono" }, run.id.slice(-10))),
-      h("td", {}, run.job),
+      h("td", {}, shown(run.job)),
       h("td", { class: "state" }, badge(run.state)),
       h("td", { class: "params mono" }, paramsSummary(run.params)),
       h("td", { class: "prog" }, progressBar(run.progress, run.state),
-        h("span", { class: "muted small" }, (run.progress && run.progress.message) || "")),
+        h("span", { class: "muted small" }, shown((run.progress && run.progress.message) || ""))),
       h("td", { title: run.created_at }, ago(run.created_at)),
       h("td", { class: "dur" }, duration(run.started_at, run.finished_at)));
     return tr;
@@ -64,7 +64,7 @@ export async function runsPage(ctx) {
     try {
       page = await api.get(`/v1/runs${api.qs(params)}`);
     } catch (err) {
-      if (reads.fresh(n)) status.textContent = err.message;
+      if (reads.fresh(n)) status.textContent = visible(err.message);
       return;
     }
     if (!reads.fresh(n)) return;

@@ -1,6 +1,6 @@
 // Schedules: when each fires next, pause and resume, delete.
 import * as api from "../api.js";
-import { h, ago, errorBox } from "../util.js";
+import { h, ago, errorBox, shown, jsonShown, visible } from "../util.js";
 
 export async function schedulesPage(ctx) {
   const tbody = h("tbody");
@@ -12,12 +12,12 @@ export async function schedulesPage(ctx) {
 
   function row(s) {
     return h("tr", { dataset: { id: s.id } },
-      h("td", { class: "mono" }, s.id.slice(-10)), h("td", {}, s.job),
-      h("td", { class: "mono" }, s.cron ? s.cron : `every ${s.interval_s}s`),
-      h("td", { class: "mono small" }, JSON.stringify(s.params)),
+      h("td", { class: "mono" }, shown(s.id.slice(-10))), h("td", {}, shown(s.job)),
+      h("td", { class: "mono" }, s.cron ? shown(s.cron) : `every ${s.interval_s}s`),
+      h("td", { class: "mono small" }, jsonShown(s.params)),
       h("td", {}, s.paused ? h("span", { class: "badge state-cancelled" }, "paused") : h("span", { class: "badge state-running" }, "active"),
         // its fires make no run (its job removed, its params refused): said, with why
-        s.last_error ? h("span", { class: "badge state-failed", title: s.last_error }, `failing (${s.fail_count}×)`) : null),
+        s.last_error ? h("span", { class: "badge state-failed", title: visible(s.last_error) }, `failing (${s.fail_count}×)`) : null),
       h("td", { title: s.next_fire_at || "" }, s.paused || !s.next_fire_at ? "" : new Date(s.next_fire_at).toLocaleString()),
       h("td", { title: s.last_fired_at || "" }, s.last_fired_at ? `${ago(s.last_fired_at)} (${s.fire_count}×)` : "never"),
       h("td", {},
@@ -33,7 +33,7 @@ export async function schedulesPage(ctx) {
       cursor = page.next_cursor;
     }
     tbody.replaceChildren(...list.map(row));
-    if (!list.length) tbody.append(h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No schedules. POST /v1/schedules or `runyard schedule add` makes one.")));
+    if (!list.length) tbody.append(h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No schedules. POST /v1/schedules or `runyard schedule create` makes one.")));
   }
 
   ctx.main.append(h("div", { class: "page-head" }, h("h1", {}, "Schedules")), msg,
