@@ -235,7 +235,7 @@ def test_errors_are_in_openai_shape(start_server, gated, jobs_dir) -> None:
     assert "at most 10000" in too_long.value.message
     with pytest.raises(openai.UnprocessableEntityError) as control:
         client.chat.completions.create(model="gated", messages=ask("a NUL \x00 here"))
-    assert control.value.body["param"] == "messages"  # type: ignore[index]
+    assert control.value.body["param"] == "messages.0.content"  # type: ignore[index]
     assert runs_of(server, "gated") == []  # nothing was started by a refused call
     # the rest of the API keeps its problem documents
     assert (

@@ -26,8 +26,8 @@ from runyard.services.chat import Message, estimate_tokens
 MAX_MESSAGES = 1024
 MAX_CONTENT = 100_000  # characters a message (or part) may hold; the job bounds the whole
 MAX_PARTS = 256
-# Control characters are refused by the job's own param (a 422 naming `messages`), as any
-# param's are; a pattern here would only make the published schema costly to generate from
+# Control characters are refused as any param refuses them, a 422 naming the message
+# (services/chat.py); a pattern here would only make the published schema costly to generate from
 Text = Annotated[str, StringConstraints(max_length=MAX_CONTENT)]
 ModelId = Annotated[str, StringConstraints(pattern=MODEL_PATTERN)]
 

@@ -19,11 +19,13 @@ import codecs
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runyard.bounds import text_problem
 from runyard.errors import InvalidInputError, NotFoundError, RunyardError
 from runyard.jobs import JobRegistry
 from runyard.jobs.chat import OpenAIOptions
@@ -36,6 +38,16 @@ MAX_ANSWER_BYTES = 4 * 1024 * 1024
 RETRY_WINDOW_S = 600.0  # the SDK's whole retry sequence, its timeouts included, fits well
 DIGEST_LABEL = "openai.request"
 MODEL_LABEL = "openai.model"
+# The roles a message may have (api/openai_schemas.py ChatMessage.role, checked by a test).
+ROLES = ("system", "developer", "user", "assistant", "tool")
+# A content line that a reader could take for the start of a message (`format = "text"`):
+# backslashes, a role (ASCII case-insensitive), a colon, just after a line break as
+# str.splitlines() breaks lines: LF, CR (and CR LF), and the rarer ones a Python reader splits
+# at too. Never the content's first line, which follows `role: ` on the message's own line.
+_BREAK = r"[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
+_MARKER = rf"\\*(?:{'|'.join(ROLES)}):"
+_TO_ESCAPE = re.compile(rf"(?<={_BREAK})(?={_MARKER})", re.IGNORECASE | re.ASCII)
+_ESCAPED = re.compile(rf"(?<={_BREAK})\\(?={_MARKER})", re.IGNORECASE | re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +70,21 @@ class RunEndedBadlyError(RunyardError):
 
 
 def render_text(messages: list[Message]) -> str:
-    """The conversation as text: one 'role: content' paragraph per message."""
-    return "\n\n".join(f"{m.role}: {m.content}" for m in messages)
+    """The conversation as text: one 'role: content' paragraph per message, each content
+    line that begins like a message escaped (escape_content): a caller's content can never
+    pass for a message of another role (a probe forged a system message that way)."""
+    return "\n\n".join(f"{m.role}: {escape_content(m.content)}" for m in messages)
+
+
+def escape_content(content: str) -> str:
+    """One more leading backslash on each line (but the first) that begins with backslashes,
+    a role and a colon: `user: x` becomes `\\user: x`, `\\user: x` becomes `\\\\user: x`."""
+    return _TO_ESCAPE.sub(r"\\", content)
+
+
+def unescape_content(content: str) -> str:
+    """escape_content undone, exactly: one backslash less on each such line."""
+    return _ESCAPED.sub("", content)
 
 
 def render_json(messages: list[Message]) -> list[dict[str, str]]:
@@ -126,6 +151,7 @@ class ChatService:
         chat = job.spec.openai
         assert chat is not None  # noqa: S101  job_for only gives jobs that opted in
         model = chat.model_id(job.name)
+        _check_contents(messages)
         digest = request_digest(principal, model, messages)
         if retried and idempotency_key is None:
             earlier = await self._earlier(job.name, digest)
@@ -138,9 +164,11 @@ class ChatService:
                 idempotency_key=idempotency_key,
             )  # fmt: skip
         except InvalidInputError as exc:
-            # the job's own bound on its param (max_length) is a bound on the conversation
+            # the job's own bound on its param (max_length) is a bound on the conversation;
+            # said without the param's name, which is the job's business, not the caller's
             raise InvalidInputError(
-                f"the conversation does not fit model {model!r}: {exc.detail}", field="messages"
+                f"the conversation does not fit model {model!r}: {_misfit(exc)}",
+                field="messages",
             ) from None
 
     async def _earlier(self, job: str, digest: str) -> Run | None:
@@ -178,6 +206,25 @@ class ChatService:
             return _cut(data, size > len(data))
         workspace: Path = self.workspace_of(run.id)
         return await asyncio.to_thread(_read_answer_file, workspace, path)
+
+
+def _check_contents(messages: list[Message]) -> None:
+    """Refuses, naming the message, what every param refuses in free text (a control
+    character other than tab, LF and CR): the job's param would refuse the whole
+    conversation, named by the param (the job's), not by the message (the caller's)."""
+    for i, message in enumerate(messages):
+        why = text_problem(message.content, multiline=True)
+        if why is not None:
+            field = f"messages.{i}.content"
+            raise InvalidInputError(f"{field}: {why}", field=field)
+
+
+def _misfit(exc: InvalidInputError) -> str:
+    """Why the conversation does not fit the job's param, without the param's name."""
+    errors = exc.extra.get("errors")
+    if not isinstance(errors, list) or not errors:
+        return exc.detail
+    return "; ".join(str(message) for _, message in errors[:10])
 
 
 def answer_file_of(run: Run) -> str | None:

@@ -24,6 +24,7 @@ from runyard.api.deps import (
     runtime_of,
 )
 from runyard.api.inputs import IdempotencyKey
+from runyard.api.openai_body import StrictJSONRoute
 from runyard.api.openai_schemas import (
     AnswerMessage,
     ChatCompletion,
@@ -46,6 +47,7 @@ _ERROR = {"model": openai_errors.ErrorBody, "description": "an error, in OpenAI'
 router = APIRouter(
     prefix="/v1",
     tags=["openai"],
+    route_class=StrictJSONRoute,  # the chat body: application/json, and strict JSON throughout
     responses=dict.fromkeys((400, 401, 403, 404, 409, 413, 422, 429, 500, 503), _ERROR),
 )
 
