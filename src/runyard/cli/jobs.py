@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from runyard.cli.options import JsonOpt, ServerOpt, TokenOpt
-from runyard.cli.output import connected, err, out, shown
+from runyard.cli.output import connected, err, out, print_json, shown
 
 
 def list_jobs(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
@@ -13,7 +13,7 @@ def list_jobs(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt
     with connected(server, token) as c:
         jobs = c.jobs()
     if as_json:
-        out.print_json(jobs.model_dump_json())
+        print_json(jobs)
         return
     table = Table("job", "params", "description")
     for job in jobs.jobs:

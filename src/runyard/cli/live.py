@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import deque
@@ -14,7 +13,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from runyard.cli.output import SHOWN_MAX, clipped, first_line, plain, shown
+from runyard.cli.output import SHOWN_MAX, LogOut, clipped, first_line, shown
 from runyard.client import Client, LogPiece, LogStart, StreamEnd
 from runyard.client_guards import ClientError
 from runyard.models import RunState
@@ -123,13 +122,11 @@ def _next_attempt(client: Client, run_id: str, ended: int) -> int | None:
 
 def follow(client: Client, run_id: str, err: Console) -> RunView:
     """Print the run's log as it grows; on a terminal, with a live progress bar."""
-    if not (sys.stdout.isatty() and err.is_terminal):
-
-        def raw(data: bytes) -> None:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-
-        stream_attempts(client, run_id, raw)
+    log = LogOut()
+    if not (log.terminal and err.is_terminal):
+        # no bar (stderr elsewhere, `2>file`): a terminal on stdout is given text all the same
+        stream_attempts(client, run_id, lambda data: log.write(data, flush=True))
+        log.end()
         return client.run(run_id)
     bar = _progress_bar(err)
     task = bar.add_task("queued", total=100, message="")
@@ -141,7 +138,8 @@ def follow(client: Client, run_id: str, err: Console) -> RunView:
         # under the bar, the log's text only: an escape sequence of the program's would move
         # the cursor or restyle what the bar draws (without a terminal it is passed whole)
         stream_attempts(client, run_id, lambda data: bar.console.out(
-            plain(data.decode("utf-8", "replace")), end="", highlight=False))  # fmt: skip
+            log.shown(data), end="", highlight=False))  # fmt: skip
+        bar.console.out(log.shown(b"", final=True), end="", highlight=False)
     return client.run(run_id)
 
 

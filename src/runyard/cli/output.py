@@ -3,6 +3,8 @@ status a finished run maps to."""
 
 from __future__ import annotations
 
+import codecs
+import json
 import re
 import sys
 from collections.abc import Iterator
@@ -10,9 +12,10 @@ from contextlib import contextmanager
 from itertools import accumulate, takewhile
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 from rich.console import Console
-from rich.highlighter import ReprHighlighter
+from rich.highlighter import JSONHighlighter, ReprHighlighter
 from rich.markup import escape
 from rich.text import Text
 
@@ -46,8 +49,12 @@ err = Console(stderr=True, highlighter=_ShortLines())
 
 # What a terminal acts on rather than shows: C0 and C1 control characters (ESC starts colour,
 # title and hyperlink sequences) and the bidi controls that reorder what follows them on the
-# line (a name shown as "exe.png" that is "gnp.exe" backwards). Tab and newline are kept.
-_ACTS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# line (a name shown as "exe.png" that is "gnp.exe" backwards). Tab and newline are kept. And
+# lone surrogates (a server's "\ud800" in JSON), which no encoding writes: printing one was a
+# UnicodeEncodeError's traceback.
+_ACTS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 def plain(value: object) -> str:
@@ -154,14 +161,64 @@ def finished(run: RunView) -> typer.Exit:
     return typer.Exit(exit_status(run))
 
 
+class LogOut:
+    """stdout for a program's log: to a pipe or a file its bytes as they are (what tools and
+    files are given), to a terminal as `plain` text, as `logs -f` and `watch` show it: the
+    program's escape sequences would set the terminal's title, clear it or switch it to the
+    alternate screen, and a bidi control reorder the line."""
+
+    def __init__(self) -> None:
+        self.terminal = sys.stdout.isatty()
+        # a character cut between two pieces (a chunk ends every MiB) is one character, not
+        # two U+FFFD
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def shown(self, data: bytes, final: bool = False) -> str:
+        """The text a terminal is given for `data`, the next piece of the log."""
+        return plain(self._decoder.decode(data, final))
+
+    def write(self, data: bytes, flush: bool = False) -> None:
+        sys.stdout.buffer.write(self._encoded(self.shown(data)) if self.terminal else data)
+        if flush:
+            sys.stdout.buffer.flush()
+
+    def end(self) -> None:
+        """The log is over: a character it ended in the middle of is shown as U+FFFD."""
+        if self.terminal:
+            sys.stdout.buffer.write(self._encoded(self.shown(b"", final=True)))
+        sys.stdout.buffer.flush()
+
+    @staticmethod
+    def _encoded(text: str) -> bytes:
+        # what the terminal's encoding cannot write is shown as its escape, as the rest is
+        return text.encode(sys.stdout.encoding or "utf-8", "backslashreplace")
+
+
 def print_log(c: Client, run_id: str, attempt: int | None = None) -> None:
+    log = LogOut()
     offset = 0
     while True:
         data, offset = c.logs(run_id, offset, attempt=attempt)  # ClientError if it stays put
         if not data:
             break
-        sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+        log.write(data)
+    log.end()
+
+
+def print_json(model: BaseModel) -> None:
+    """`model` as indented JSON, with what a terminal would act on and JSON leaves as it is
+    (it escapes C0 controls only: C1 controls, DEL, bidi controls, lone surrogates) written as
+    JSON escapes: the same JSON to any reader, piped or not."""
+    try:
+        data = json.loads(model.model_dump_json())  # pydantic's JSON: an infinity as null
+    except PydanticSerializationError:  # a lone surrogate, which pydantic will not encode
+        data = model.model_dump(mode="json")
+    text = _ACTS.sub(
+        lambda m: f"\\u{ord(m[0]):04x}", json.dumps(data, indent=2, ensure_ascii=False)
+    )
+    shown_json = JSONHighlighter()(text)
+    shown_json.no_wrap, shown_json.overflow = True, None
+    out.print(shown_json, soft_wrap=True)
 
 
 def print_run(run: RunView) -> None:

@@ -24,6 +24,7 @@ from runyard.cli.output import (
     exit_status,
     finished,
     out,
+    print_json,
     print_log,
     print_run,
     shown,
@@ -99,7 +100,7 @@ def list_runs(
     with connected(server, token) as c:
         page = c.runs(job=job, state=state, labels=labels, batch=batch_id, limit=limit)
     if as_json:
-        out.print_json(page.model_dump_json())
+        print_json(page)
         return
     out.print(_runs_table(page))
 
@@ -122,7 +123,7 @@ def show(
     with connected(server, token) as c:
         run = c.run(run_id)
     if as_json:
-        out.print_json(run.model_dump_json())
+        print_json(run)
     else:
         print_run(run)
 
@@ -136,7 +137,7 @@ def logs(
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Print a run's log."""
+    """Print a run's log: piped, its exact bytes; on a terminal, control characters as escapes."""
     with connected(server, token) as c:
         if follow_:
             follow(c, run_id, err)

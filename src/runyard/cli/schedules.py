@@ -61,18 +61,18 @@ def list_schedules(server: ServerOpt = None, token: TokenOpt = None) -> None:
 def pause(schedule_id: str, server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Stop firing (the schedule is kept)."""
     _run("update_schedule", server, token, schedule_id=schedule_id, paused=True)
-    out.print(f"{schedule_id} paused")
+    out.print(f"{shown(schedule_id)} paused")
 
 
 @app.command("resume")
 def resume(schedule_id: str, server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Fire again from the next due time."""
     _run("update_schedule", server, token, schedule_id=schedule_id, paused=False)
-    out.print(f"{schedule_id} resumed")
+    out.print(f"{shown(schedule_id)} resumed")
 
 
 @app.command("rm")
 def remove(schedule_id: str, server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Delete a schedule (its runs are kept)."""
     _run("delete_schedule", server, token, schedule_id=schedule_id)
-    out.print(f"{schedule_id} deleted")
+    out.print(f"{shown(schedule_id)} deleted")

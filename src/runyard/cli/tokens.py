@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from runyard.auth import Role, create_token
-from runyard.cli.output import err, out
+from runyard.cli.output import err, out, shown
 
 app = typer.Typer(help="Bearer tokens.", no_args_is_help=True)
 
@@ -31,4 +31,4 @@ def token_create(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     out.print(token, markup=False, highlight=False)
-    err.print(f"[dim]hash stored in {file}; serve with --tokens {file}[/dim]")
+    err.print(f"[dim]hash stored in {shown(file)}; serve with --tokens {shown(file)}[/dim]")

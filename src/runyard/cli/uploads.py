@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from runyard.cli.output import shown
 from runyard.client import Client
 
 SHOWN_FROM = 8 * 1024 * 1024  # smaller files go up before a bar would be seen
@@ -29,5 +30,6 @@ def _upload(client: Client, path: Path, console: Console) -> Any:
         return client.upload(path)
     columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(f"uploading {path.name}", total=size)
+        # the description is markup, drawn on the terminal: the name is shown, not obeyed
+        task = bar.add_task(f"uploading {shown(path.name)}", total=size)
         return client.upload(path, progress=lambda sent: bar.advance(task, sent))
