@@ -144,10 +144,10 @@ class RelaySigner:
 
     The signature covers the method, the exact request target (path and query, as sent), both
     servers, the role, the principal, a timestamp and a nonce: a claim cannot be moved to
-    another path, method or server, replayed (nonces are remembered while valid), or kept
-    (it is valid `validity_s` around its timestamp). Compared with `hmac.compare_digest`.
-    Without a secret claims are unsigned: they still stop a relay from being relayed again,
-    but never authorise anything.
+    another path, method or server, replayed (nonces are remembered while valid, and a claim
+    issued before this signer was made is refused), or kept (it is valid `validity_s` around
+    its timestamp). Compared with `hmac.compare_digest`. Without a secret claims are
+    unsigned: they still stop a relay from being relayed again, but never authorise anything.
     """
 
     def __init__(
@@ -163,6 +163,13 @@ class RelaySigner:
         self.validity_s = validity_s
         self._clock = clock
         self._seen: dict[str, float] = {}  # nonce -> when it may be forgotten
+        # The nonces seen die with the process: a claim issued before this one started may
+        # have been used by the one before it, so it is refused. No allowance for clock skew:
+        # the validity window's would be the very window a replay needs. A relaying host whose
+        # clock lags this one's has its relays refused only in the first moments after a
+        # restart, which its callers retry (api/proxy.py answers them 503). Rounded as `sign`
+        # writes the time, so no claim issued after this, on this clock, reads as before it.
+        self.started_at = float(f"{clock():.3f}")
 
     def _mac(self, fields: list[str], method: str, target_path: bytes) -> str:
         assert self._key is not None  # noqa: S101  callers check
@@ -189,8 +196,10 @@ class RelaySigner:
         expected = self._mac(parts[:7], method, target_path)
         if not hmac.compare_digest(expected.encode(), parts[7].encode()):
             return None
-        now = self._clock()
-        if not abs(now - float(parts[4])) <= self.validity_s:  # also false for NaN
+        now, issued = self._clock(), float(parts[4])
+        if not abs(now - issued) <= self.validity_s:  # also false for NaN
+            return None
+        if issued < self.started_at:
             return None
         return self._first_use(parts[5], now, claim)
 

@@ -9,6 +9,7 @@ import http.server
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -17,7 +18,7 @@ import httpx
 import psycopg
 import pytest
 
-from runyard.auth import RELAY_HEADER, Role, create_token
+from runyard.auth import RELAY_HEADER, RELAY_VALIDITY_S, Role, create_token
 from tests import web
 from tests.support import ServerProcess, free_port, wait_for
 
@@ -172,6 +173,26 @@ def test_the_relay_carries_the_callers_role_signed_for_that_one_request(
     first = web.get(f"{c1.url}{path}", headers=stolen)
     assert first.status_code == 200 and first.text == "hello\n"
     assert web.get(f"{c1.url}{path}", headers=stolen).status_code == 401  # replayed
+
+
+@pytest.mark.timeout(120)
+def test_a_claim_used_before_a_restart_is_refused_after_it(cluster, capture, database) -> None:
+    # A probe: a claim c1 had accepted was accepted again after c1 restarted (4 s later,
+    # within its 30 s): the nonces c1 saw were in the memory of the process that went.
+    c1, c2, run_id, toks = cluster
+    with psycopg.connect(database) as conn:  # c1's files, as far as c2 knows, are at `capture`
+        conn.execute("UPDATE servers SET url = %s WHERE id = 'c1'", (capture,))
+    path = f"/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt"
+    assert web.get(f"{c2.url}{path}", headers=auth(toks[Role.READ])).status_code == 200
+    ((_, _, headers),) = Capture.seen
+    stolen = {RELAY_HEADER: {k.lower(): v for k, v in headers.items()}[RELAY_HEADER]}
+    assert web.get(f"{c1.url}{path}", headers=stolen).text == "hello\n"  # its one use
+    c1.stop()
+    c1.start()
+    # still within its validity: only the restart can be why it is refused
+    assert time.time() - float(stolen[RELAY_HEADER].split(" ")[4]) < RELAY_VALIDITY_S
+    assert web.get(f"{c1.url}{path}", headers=stolen).status_code == 401
+    assert web.get(f"{c1.url}{path}", headers=auth(toks[Role.READ])).text == "hello\n"
 
 
 def test_tokens_in_a_cluster_without_a_secret_refuse_to_start(

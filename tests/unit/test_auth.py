@@ -94,6 +94,19 @@ def test_a_relay_claim_cannot_be_altered_kept_or_made_without_the_secret() -> No
         assert c1.verify(junk, "GET", b"/p") is None
 
 
+def test_a_relay_claim_issued_before_its_server_started_is_refused() -> None:
+    # the nonces a server saw are in its memory alone: after a restart, a claim it accepted
+    # before would be new to it, within its 30 s, had it not been issued before the start
+    c2, c1, clock = signers()
+    header = c2.sign("GET", b"/p", "c1", "ci", Role.READ)
+    assert c1.verify(header, "GET", b"/p") is not None
+    clock.now += 4
+    restarted = RelaySigner("k" * 32, "c1", clock=clock)
+    assert restarted.verify(header, "GET", b"/p") is None
+    clock.now += 0.001
+    assert restarted.verify(c2.sign("GET", b"/p", "c1", "ci", Role.READ), "GET", b"/p")
+
+
 def test_unsigned_claims_authorise_nothing_but_are_recognised_without_a_secret() -> None:
     c2, c1, _ = signers(None)
     claim = c1.verify(c2.sign("GET", b"/p", "c1", "ci", Role.ADMIN), "GET", b"/p")

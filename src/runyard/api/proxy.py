@@ -11,6 +11,12 @@ reads, each validated. It carries no token, but a relay claim signed with the cl
 naming the caller's own role (auth.RelaySigner), never more. A client's own forwarding
 headers are not claims: they are ignored. A request relayed to us is served here, or refused
 if the files moved meanwhile, so nothing loops.
+
+The answer is shaped here too: a member may be broken or compromised, and what it says goes
+out under this server's name, to a dashboard on this origin. Only a status the route answers
+is relayed (anything else is a 502 naming the member), and of its headers only those that
+describe the data, each checked; the rest (the security headers of a file or a log, a stream's
+caching) are set here as this server's own route sets them.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -26,12 +32,13 @@ from urllib.parse import quote, urlencode
 import structlog
 from fastapi import Depends, FastAPI, Request
 from starlette.datastructures import Headers
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from runyard.api.client_gone import client_gone, cut
 from runyard.api.deps import OwnerOfDep, RelaySignerDep, relay_peers, relay_signer
-from runyard.api.problems import problem
+from runyard.api.problems import MEDIA_TYPE, problem
+from runyard.api.sse import SSE_HEADERS
 from runyard.auth import RELAY_HEADER, RelayClaim, RelaySigner, Role
 from runyard.errors import ForbiddenPathError, InvalidInputError, UnavailableError
 from runyard.models import ServerInfo
@@ -48,39 +55,102 @@ RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 ENCODED_TRICK = re.compile(rb"%(2f|5c|00|2e)", re.IGNORECASE)
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]{1,256}")
 _BIG = 2**63 - 1
-# what a relay keeps of the answer: not framing, and not what this server adds itself
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-              "content-length", "server", "date", "x-request-id", SERVED_BY}  # fmt: skip
+_COUNT = re.compile(r"[0-9]{1,19}")
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,65536}")
+
+# What a member's answer may say of itself: what the data is, how long, which part, which
+# version, and when to ask again; each value as runyard's routes write it. `content-length`
+# on a HEAD only (it is what GET would send): a GET's answer is framed here.
+FROM_OWNER = {
+    "content-type": _HEADER_VALUE,  # a file's, any; other answers' are checked per route
+    "content-length": _COUNT,
+    "content-range": re.compile(r"bytes ([0-9]{1,19}-[0-9]{1,19}|\*)/[0-9]{1,19}"),
+    "accept-ranges": re.compile(r"bytes"),  # a file's: Range is served
+    "etag": _HEADER_VALUE,  # a file's version, for If-Range and If-None-Match
+    "last-modified": _HEADER_VALUE,  # likewise, for If-Range and If-Modified-Since
+    "x-log-size": _COUNT,  # a log's size and where the next read starts
+    "x-next-offset": _COUNT,
+    "retry-after": re.compile(r"[0-9]{1,4}"),  # on a 503: seconds, as this server writes it
+}
+# What the relayed routes answer when they do not succeed, always as problem JSON: a refused
+# request (400, 403, 422, 431 for a head too large), no such run or file (404), a run still
+# running (409), a Range past the file (416), the owner's own failure (500, 503). A 401 means
+# the owner refused this server's claim, not the caller's token: it is answered here (503).
+REFUSALS = frozenset({400, 403, 404, 409, 416, 422, 431, 500, 503})
+
+
+def _sandboxed(_: Request) -> dict[str, str]:
+    """A log's own headers (api/log_response.py): if a browser shows it after all, it runs no
+    script and reaches nothing of this origin."""
+    from runyard.api.routes.artifacts import FILE_CSP  # it imports this module
+
+    return {"Content-Security-Policy": FILE_CSP}
+
+
+def _as_file(request: Request) -> dict[str, str]:
+    """An artifact's own headers, as routes/artifacts.py's answer (a FileResponse) gives them:
+    sandboxed, and saved under its name rather than shown, whatever the owner said."""
+    name = str(request.path_params.get("path", "")).rsplit("/", 1)[-1]
+    # the type is the owner's (checked): given here only so that nothing guesses one
+    local = FileResponse(
+        "", media_type="application/octet-stream", filename=name,
+        content_disposition_type="attachment", headers=_sandboxed(request),
+    )  # fmt: skip
+    return {k: local.headers[k] for k in ("content-security-policy", "content-disposition")}
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """What a relayed route answers when it succeeds: its statuses, its media types (None
+    among them: no body; `types` None: a file's, any), and the headers this server gives such
+    an answer itself, as its own route does."""
+
+    statuses: frozenset[int]
+    types: frozenset[str | None] | None
+    own: Callable[[Request], dict[str, str]] | None = None
+
+
+JSON = Answers(frozenset({200}), frozenset({"application/json"}))
+# uncached, and unbuffered by a proxy in front, as api/sse.py's own streams
+STREAM = Answers(frozenset({200}), frozenset({"text/event-stream; charset=utf-8"}),
+                 lambda _: dict(SSE_HEADERS))  # fmt: skip
+_LOG_TYPES = frozenset({"text/plain; charset=utf-8", "application/octet-stream"})
+LOG = Answers(frozenset({200}), _LOG_TYPES, _sandboxed)
+FILE = Answers(frozenset({200, 206}), None, _as_file)
 
 
 @dataclass(frozen=True, slots=True)
 class Relayable:
     """A route that may be forwarded: the query parameters it reads (each with the pattern
     its value must match here; the owner checks bounds as for any request), the request
-    headers it reads, and the role it needs (carried when authentication is off here)."""
+    headers it reads, what it answers, and the role it needs (carried when authentication is
+    off here)."""
 
     query: dict[str, re.Pattern[str]]
     headers: tuple[str, ...]
+    answers: Answers
     role: Role = Role.READ
 
 
-_COUNT = re.compile(r"[0-9]{1,19}")
-_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,65536}")
 RELAYED: dict[tuple[str, str], Relayable] = {
     ("GET", "/v1/runs/{run_id}/logs"): Relayable(
-        {"offset": _COUNT, "limit": _COUNT, "attempt": _COUNT}, ("accept",)
+        {"offset": _COUNT, "limit": _COUNT, "attempt": _COUNT}, ("accept",), LOG
     ),
     ("GET", "/v1/runs/{run_id}/logs/stream"): Relayable(
-        {"offset": _COUNT, "attempt": _COUNT}, ("accept", "last-event-id")
+        {"offset": _COUNT, "attempt": _COUNT}, ("accept", "last-event-id"), STREAM
     ),
-    ("GET", "/v1/runs/{run_id}/events"): Relayable({"after": _COUNT}, ("accept", "last-event-id")),
+    ("GET", "/v1/runs/{run_id}/events"): Relayable(
+        {"after": _COUNT}, ("accept", "last-event-id"), STREAM
+    ),
     ("GET", "/v1/runs/{run_id}/artifacts"): Relayable(
-        {"cursor": _CURSOR, "limit": _COUNT}, ("accept",)
+        {"cursor": _CURSOR, "limit": _COUNT}, ("accept",), JSON
     ),
     ("GET", "/v1/runs/{run_id}/artifacts/{path}"): Relayable(
-        {}, ("accept", "range", "if-range", "if-none-match", "if-modified-since")
+        {}, ("accept", "range", "if-range", "if-none-match", "if-modified-since"), FILE
     ),
-    ("DELETE", "/v1/runs/{run_id}"): Relayable({}, (), Role.ADMIN),
+    ("DELETE", "/v1/runs/{run_id}"): Relayable(
+        {}, (), Answers(frozenset({204}), frozenset({None})), Role.ADMIN
+    ),
 }
 # HEAD asks for GET's answer without its body (RFC 9110 9.3.2): answered here, it would
 # describe this server's empty data directory, not the owner's files.
@@ -226,11 +296,50 @@ async def _relay(request: Request, exc: Exception) -> Response:
                        f"holds the files of this run, did not answer: {error!r}",
                        OwnerUnavailableError.slug, {"Retry-After": "5"})  # fmt: skip
 
-    # A HEAD answer has no body to frame: its length is the answer, what GET would send.
-    dropped = HOP_BY_HOP - {"content-length"} if request.method == "HEAD" else HOP_BY_HOP
-    kept = {k: v for k, v in upstream.headers.items() if k.lower() not in dropped}
+    if upstream.status_code == 401:
+        await upstream.aclose()
+        log.warning("relay_claim_refused", server=exc.server.id, path=request.url.path)
+        return problem(503, OwnerUnavailableError.title, f"server {exc.server.id!r}, which holds "
+                       "the files of this run, refused this server's relay (it restarted since "
+                       "the relay was signed, or the servers' secrets or clocks differ); retry",
+                       OwnerUnavailableError.slug, {"Retry-After": "1"})  # fmt: skip
+    try:
+        kept = _shaped(upstream, exc.route.answers, request)
+    except InvalidAnswerError as error:
+        await upstream.aclose()
+        log.warning("relay_refused", server=exc.server.id, path=request.url.path, why=str(error))
+        return problem(502, "Invalid answer from owner", f"server {exc.server.id!r}, which "
+                       f"holds the files of this run, answered {error}: not relayed",
+                       "owner-invalid-answer")  # fmt: skip
     kept[SERVED_BY] = exc.server.id
     return RelayedResponse(upstream, kept, exc.server.id)
+
+
+class InvalidAnswerError(Exception):
+    """A member's answer that none of runyard's routes would give: not relayed."""
+
+
+def _shaped(upstream: httpx.Response, answers: Answers, request: Request) -> dict[str, str]:
+    """The headers the member's answer goes out with: those of FROM_OWNER it sent, checked,
+    and this server's own where its route would add them."""
+    status, found = upstream.status_code, upstream.headers
+    if status in answers.statuses:
+        types, own = answers.types, answers.own(request) if answers.own else {}
+    elif status in REFUSALS:
+        types, own = frozenset({MEDIA_TYPE}), {}
+    else:
+        raise InvalidAnswerError(f"with status {status}, which no relayed route answers")
+    if types is not None and found.get("content-type") not in types:
+        raise InvalidAnswerError(f"a {status} of type {found.get('content-type')!r}")
+    kept = {}
+    for name, pattern in FROM_OWNER.items():
+        value = found.get(name)
+        if value is None or (name == "content-length" and request.method != "HEAD"):
+            continue
+        if not pattern.fullmatch(value):
+            raise InvalidAnswerError(f"a malformed {name} header")
+        kept[name] = value
+    return {**kept, **own}
 
 
 async def _answer(
