@@ -81,3 +81,31 @@ def test_a_param_value_at_file_names_a_file_and_double_at_escapes(tmp_path) -> N
         raise AssertionError("a missing file was taken")
     except typer.BadParameter as exc:
         assert "@@" in str(exc)
+
+
+def test_what_takes_no_room_is_written_out_for_a_terminal_as_the_dashboard_does() -> None:
+    from runyard.cli.output import plain
+
+    hidden = "a\u200bb\ufeffc\u00add\U000e0041e\u2060f"
+    assert plain(hidden) == "a\\u200bb\\ufeffc\\xadd\\U000e0041e\\u2060f"
+    assert plain("\u200d\ufe0f") == "\u200d\ufe0f"  # ZWJ and a variation selector: emoji
+
+
+def test_json_for_a_terminal_escapes_past_the_bmp_as_json_reads_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from runyard.cli.output import print_json
+    from runyard.schemas import JobView
+
+    view = JobView.model_validate({
+        "name": "x", "description": "tag\U000e0041 zw\u200b", "command": ["x"],
+        "params_schema": {}, "timeout_s": None, "kill_grace_s": 1.0, "max_attempts": 1,
+        "retry_on": [], "concurrency": None, "priority": 0, "max_queue": None,
+        "workspace": "tmp", "artifacts": [],
+    })  # fmt: skip
+    print_json(view)
+    out = capsys.readouterr().out
+    assert "\U000e0041" not in out and "\u200b" not in out
+    assert json.loads(out)["description"] == "tag\U000e0041 zw\u200b"

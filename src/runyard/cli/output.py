@@ -51,9 +51,14 @@ err = Console(stderr=True, highlighter=_ShortLines())
 # title and hyperlink sequences) and the bidi controls that reorder what follows them on the
 # line (a name shown as "exe.png" that is "gnp.exe" backwards). Tab and newline are kept. And
 # lone surrogates (a server's "\ud800" in JSON), which no encoding writes: printing one was a
-# UnicodeEncodeError's traceback.
+# UnicodeEncodeError's traceback. And what takes no room and so hides text (zero-width
+# characters, the soft hyphen, Hangul fillers, word joiners, a BOM, tags), as the dashboard
+# writes them out (api/ui/js/util.js): ZWJ, ZWNJ and variation selectors stay, scripts and
+# emoji need them.
 _ACTS = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b"
+    "\u200e\u200f\u2028-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e007f\ud800-\udfff]"
 )
 
 
@@ -213,8 +218,9 @@ def print_json(model: BaseModel) -> None:
         data = json.loads(model.model_dump_json())  # pydantic's JSON: an infinity as null
     except PydanticSerializationError:  # a lone surrogate, which pydantic will not encode
         data = model.model_dump(mode="json")
+    # as JSON escapes them (past U+FFFF: a surrogate pair), which it reads back the same
     text = _ACTS.sub(
-        lambda m: f"\\u{ord(m[0]):04x}", json.dumps(data, indent=2, ensure_ascii=False)
+        lambda m: json.dumps(m[0])[1:-1], json.dumps(data, indent=2, ensure_ascii=False)
     )
     shown_json = JSONHighlighter()(text)
     shown_json.no_wrap, shown_json.overflow = True, None
