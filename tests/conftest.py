@@ -20,6 +20,7 @@ from tests.support import EXAMPLE_JOBS, ServerProcess, free_port, kill_everythin
 # so that one Chromium serves each module.
 XDIST_GROUPS = {
     "test_cluster.py": "timing",
+    "test_cluster_lives.py": "timing",
     "test_self_fencing.py": "timing",
     "test_disk_full.py": "timing",
     "test_stream_resources.py": "timing",

@@ -29,22 +29,25 @@ def locks(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.fixture
-def fence_jobs(write_job, jobs_dir: Path, locks: Path) -> Path:
-    # Each attempt holds an exclusive lock on its run's file for as long as any process of it
-    # lives (the shell and its sleep share the descriptor): an attempt that finds the lock
-    # taken proves two attempts of one run alive at once. Attempt 1 ignores SIGTERM and asks
-    # for a long kill grace: only the fence's own bounded grace and SIGKILL can stop it.
+def fence_job(locks: Path) -> str:
+    """Each attempt holds an exclusive lock on its run's file for as long as any process of it
+    lives (the shell and its sleep share the descriptor): an attempt that finds the lock taken
+    proves two attempts of one run alive at once. Attempt 1 ignores SIGTERM and asks for a long
+    kill grace: only the fence's own bounded grace and SIGKILL can stop it."""
     program = (
         "trap '' TERM; exec 9>>\"$LOCKS/$RUNYARD_RUN_ID\"; "
         'flock -n 9 || echo "$RUNYARD_RUN_ID $RUNYARD_ATTEMPT" >> "$LOCKS/overlaps"; '
         'if [ "$RUNYARD_ATTEMPT" = 1 ]; then sleep 120; fi'
     )
-    write_job(
-        "long",
+    return (
         f'command = ["sh", "-c", {json.dumps(program)}]\nmax_attempts = 3\nretry_on = ["lost"]\n'
-        f'kill_grace_s = 60\nenv = {{ LOCKS = "{locks}" }}\n[backoff]\nbase_s = 0.1\njitter = 0\n',
+        f'kill_grace_s = 60\nenv = {{ LOCKS = "{locks}" }}\n[backoff]\nbase_s = 0.1\njitter = 0\n'
     )
+
+
+@pytest.fixture
+def fence_jobs(write_job, jobs_dir: Path, locks: Path) -> Path:
+    write_job("long", fence_job(locks))
     return jobs_dir
 
 

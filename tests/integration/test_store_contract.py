@@ -393,11 +393,16 @@ async def test_a_batch_key_taken_answers_the_batch_that_took_it_and_stores_nothi
     assert [(await store.insert_batch(b, []))[1] for b in keyless] == [True, True]
 
 
-async def test_a_lease_keeps_its_token_while_it_lasts_and_fences_when_it_lapses(
+async def test_a_lease_is_renewed_under_its_token_and_fences_when_it_lapses(
     store: Store,
 ) -> None:
-    token = await store.register_server("a", "http://a", 4, now=1000.0, lease_s=10)
-    assert await store.register_server("a", "http://a", 4, now=1005.0, lease_s=10) == token
+    first, replaced = await store.register_server("a", "http://a", 4, now=995.0, lease_s=10)
+    assert replaced is None
+    # a restart within the lease is a new life all the same: the first can renew no more
+    token, replaced = await store.register_server("a", "http://a", 4, now=1000.0, lease_s=10)
+    assert token != first and replaced == 1005.0
+    assert not await store.renew_server("a", first, now=1001.0, lease_s=10)
+    assert await store.renew_server("a", token, now=1005.0, lease_s=10)
     assert await store.renew_server("a", token, now=1010.0, lease_s=10)
     assert [s.id for s in await store.live_servers(now=1015.0)] == ["a"]
     assert not await store.renew_server("a", "stale", now=1015.0, lease_s=10)
@@ -413,8 +418,8 @@ async def test_a_lease_keeps_its_token_while_it_lasts_and_fences_when_it_lapses(
         reason="its server's lease expired", outcome="lost",
     )  # fmt: skip
     assert await store.end_attempt(run.id, 1, lost, token=token) is not None
-    fresh = await store.register_server("a", "http://a", 4, now=1023.0, lease_s=10)
-    assert fresh != token
+    fresh, replaced = await store.register_server("a", "http://a", 4, now=1023.0, lease_s=10)
+    assert fresh != token and replaced == 1020.0
     assert await store.end_attempt(run.id, 1, succeeded(1024.0), token=fresh) is None
     got = await store.get_run(run.id)
     assert got is not None and got.state is RunState.QUEUED
@@ -423,12 +428,12 @@ async def test_a_lease_keeps_its_token_while_it_lasts_and_fences_when_it_lapses(
 async def test_a_server_back_after_its_lease_takes_back_attempts_nobody_reaped(
     store: Store,
 ) -> None:
-    token = await store.register_server("solo", "http://s", 2, now=1000.0, lease_s=10)
+    token, _ = await store.register_server("solo", "http://s", 2, now=1000.0, lease_s=10)
     run = (await store.insert_run(make_run()))[0]
     await store.claim(1, {}, now=1001.0, host="solo", token=token)
     assert await store.held_attempts("solo") == [(f"{run.id}.1", "j")]
     assert await store.held_attempts("other") == []
-    fresh = await store.register_server("solo", "http://s", 2, now=2000.0, lease_s=10)
+    fresh, _ = await store.register_server("solo", "http://s", 2, now=2000.0, lease_s=10)
     (attempt,) = await store.active_attempts("solo")
     assert attempt.lease_token == fresh != token
     assert await store.active_attempts("other") == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runyard import failpoints
-from runyard.errors import StorageFullError, StorageIOError
+from runyard.errors import ServerIdTakenError, StorageFullError, StorageIOError
 from runyard.models import AttemptEnd, AttemptState, RunFilter, RunState
 from runyard.store import Store
 from runyard.store.logic import QUEUE_CHANNEL, RUN_CHANNEL, SCHEDULES_CHANNEL
@@ -111,6 +111,41 @@ async def test_a_failed_write_changes_nothing_and_is_reported_until_writes_work(
     assert "No space left on device" in problems["store"]
     monkeypatch.setattr(failpoints, "_STATE", failpoints._Failpoints(None))
     assert await store.health_problems() == {}  # the probe's write went through: cleared
+
+
+async def test_a_new_life_takes_every_attempt_of_its_id_and_stands_off_the_one_it_replaced(
+    store: Store,
+) -> None:
+    """A registration within a live lease (a restart of the same instance, or a copy of its
+    data directory) is a new life: a token of its own, never the live one (two processes then
+    renewed one lease for ever, nothing fencing either). What the replaced process claimed
+    before it heard is reaped only once the lease it held has ended, as any lapsed lease's."""
+    old, _ = await store.register_server("a", "http://a", 4, 1000.0, 10, instance="i")
+    taken = (await store.insert_run(make_run()))[0]
+    await store.claim(1, {}, now=1001.0, host="a", token=old)
+    new, replaced = await store.register_server("a", "http://a2", 4, 1002.0, 10, instance="i")
+    assert new != old and replaced == 1010.0
+    assert [(a.run_id, a.lease_token) for a in await store.active_attempts("a")] == [
+        (taken.id, new)
+    ]
+    assert not await store.renew_server("a", old, now=1003.0, lease_s=10)
+    late = (await store.insert_run(make_run()))[0]
+    (claim,) = await store.claim(1, {}, now=1003.0, host="a", token=old)  # not heard yet
+    assert await store.orphaned_attempts(now=1009.0) == []  # its lease lasts until 1010
+    assert [a.run_id for a in await store.orphaned_attempts(now=1010.0)] == [late.id]
+    # the replaced process may not take the id back while the new life's lease lasts
+    with pytest.raises(ServerIdTakenError, match="taken over by another process"):
+        await store.register_server("a", "http://a", 4, 1004.0, 10, instance="i", holding=old)
+    # once it has lapsed, it may: a new life again, holding all of the id's attempts
+    back, replaced = await store.register_server(
+        "a", "http://a", 4, 1013.0, 10, instance="i", holding=old
+    )
+    assert back not in (old, new) and replaced == 1012.0
+    assert {a.lease_token for a in await store.active_attempts("a")} == {back}
+    assert claim.attempt.key in {a.key for a in await store.active_attempts("a")}
+    # another instance is refused while a live lease is held
+    with pytest.raises(ServerIdTakenError, match="held by another live process"):
+        await store.register_server("a", "http://b", 4, 1014.0, 10, instance="j")
 
 
 def test_every_store_method_is_in_the_contract_suite() -> None:

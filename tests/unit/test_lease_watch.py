@@ -32,11 +32,11 @@ def lease(clocks: Clocks, token: str, in_s: float) -> dict[str, object]:
 
 def test_a_lapsed_lease_stops_exactly_its_own_running_attempts(watch) -> None:
     w, clocks, timers = watch
-    w.admit("r1.1", lease(clocks, "aa", 5))
-    w.admit("r2.1", lease(clocks, "aa", 5))
     w.admit("r3.1", lease(clocks, "bb", 50))  # another life's lease, still valid
+    w.admit("r1.1", lease(clocks, "aa", 5))  # an older one's, told out of turn: not bb's
+    w.admit("r2.1", lease(clocks, "aa", 5))
     w.admit("r4.1", None)  # one server (SQLite): never fenced
-    assert timers == [(5.0, "aa"), (50.0, "bb")]
+    assert timers == [(50.0, "bb"), (5.0, "aa")]
     clocks.advance(5)
     running = {"r1.1", "r3.1", "r4.1"}  # r2.1 ended meanwhile
     assert w.lapsed("aa", clocks.mono, running) == (["r1.1"], 1.0)
@@ -59,6 +59,28 @@ def test_an_older_renewal_never_shortens_a_lease(watch) -> None:
     w.op_lease(lease(clocks, "aa", 10))
     w.op_lease(lease(clocks, "aa", 4))  # a spawn carrying what the server knew earlier
     assert timers == [(10.0, "aa")]
+
+
+def test_a_new_life_holds_the_programs_of_a_lease_still_lasting_and_not_a_lapsed_ones(
+    watch,
+) -> None:
+    """A restart within its lease registers a new life, with a new token: the store moved the
+    server's attempts to it, and so does the supervisor, or it fenced at the old lease's end
+    the programs the new life had just adopted. A lapsed lease's are being fenced: left so."""
+    w, clocks, _ = watch
+    w.admit("r1.1", lease(clocks, "zz", 1))
+    clocks.advance(2)  # zz lapsed: its programs are being stopped
+    w.admit("r2.1", lease(clocks, "aa", 5))
+    w.op_lease({"op": "lease", **lease(clocks, "bb", 15)})  # the server restarted
+    assert w.token_of == {"r1.1": "zz", "r2.1": "bb"}
+    w.op_lease({"op": "lease", **lease(clocks, "cc", 10)})  # an older token, told late
+    assert w.token_of == {"r1.1": "zz", "r2.1": "bb"}
+    running = {"r1.1", "r2.1"}
+    clocks.advance(5)
+    assert w.lapsed("aa", clocks.mono, running)[0] == []  # nothing of its own left
+    assert w.lapsed("zz", clocks.mono, running) == (["r1.1"], 1.0)
+    clocks.advance(10)
+    assert w.lapsed("bb", clocks.mono, running) == (["r2.1"], 1.0)
 
 
 def test_nothing_starts_under_a_lapsed_lease(watch) -> None:

@@ -8,6 +8,7 @@ import errno
 from typing import Any
 
 from runyard.models import Attempt, AttemptState
+from runyard.services.lease import Lease
 from runyard.services.recovery import Reconciler
 
 
@@ -51,6 +52,7 @@ class FakeAttempts:
         self.executor = FakeExecutor(failures)
         self.store = FakeStore(attempts or [])
         self.unrecorded: dict[str, object] = {}
+        self.lease = Lease()  # one server's: nothing inherited to wait for
 
     def launched(self, run_id: str, number: int) -> bool:
         return False

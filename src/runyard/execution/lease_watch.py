@@ -10,6 +10,10 @@ expired lease's attempts only after the lease plus a margin (`RUNYARD_REAP_MARGI
 than the fence's kill grace: by then the programs are gone, so a retry elsewhere never runs
 beside them.
 
+Every registration gives the server a new token (one process's life). A restart within the
+lease adopts the programs still running here: the first word of its new token moves them from
+the lease they were held under to the new one (`_succeeded`), since the store moved them too.
+
 Single-server SQLite sends no leases: nothing here ever acts.
 """
 
@@ -78,6 +82,8 @@ class LeaseWatch:
         now = self._monotonic()
         deadline = now + (float(until) - self._wall())
         known = self.leases.get(token)
+        if known is None:
+            self._succeeded(token, deadline, now)
         if known is None or deadline > known.until:
             self.leases[token] = Lease(deadline, float(grace_s))
             self._schedule(max(0.0, deadline - now), token)
@@ -86,6 +92,17 @@ class LeaseWatch:
                 with contextlib.suppress(OSError):  # full or gone: it has a later one, or none
                     os.write(self._warden, struct.pack("d", latest))
         return token
+
+    def _succeeded(self, token: str, deadline: float, now: float) -> None:
+        """A token not heard of before is a new registration of this supervisor's server: the
+        store gave it every attempt of the server as it registered, so what is held under a
+        lease still lasting (a restart within it: these programs are adopted) is held under
+        the new one from now on. Those of a lapsed lease are being fenced, and stay so; so
+        do those of a later lease than this one (an old token told again, out of turn)."""
+        moved = {t for t, lease in self.leases.items() if now < lease.until <= deadline}
+        for key, held in self.token_of.items():
+            if held in moved:
+                self.token_of[key] = token
 
     def admit(self, key: str, lease: object) -> None:
         """Before a spawn: the attempt is held under its lease from now on, or LeaseLapsedError

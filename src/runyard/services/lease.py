@@ -13,6 +13,11 @@ class Lease:
         self._token: str | None = None
         self._until: float | None = None
         self._renewed = renewed  # told when a lapsed lease holds again (the dispatch queue)
+        # In a cluster: until when an attempt this life took over at registration, and does
+        # not see run here, may still run where the life it replaced ran it (another host, a
+        # paused process): that lease's end plus the reap margin, by which its supervisor has
+        # fenced it. Recovery settles such an attempt only then. None: nothing to wait for.
+        self.inherited_until: float | None = None
 
     @property
     def token(self) -> str | None:

@@ -190,7 +190,10 @@ class Lifecycle:
         log.info("draining", active=self.slots.active)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.slots.idle(), self.drain_timeout_s)
+        token = self.attempts.lease.token
         for attempt in await self.store.active_attempts(self.server_id):
+            if attempt.lease_token not in (None, token):
+                continue  # another process took this id over and runs it: not ours to stop
             with contextlib.suppress(ConflictError):  # it ended meanwhile
                 await self.runs.cancel(attempt.run_id)
         await self.slots.idle()

@@ -9,6 +9,12 @@ long the lease now lasts (`on_lease`); should it lapse unrenewed, the supervisor
 server's programs itself (execution/lease_watch.py). Reapers here therefore wait a lease's
 expiry plus `reap_margin_s`, longer than the fence's kill grace (half the margin), so the
 fence always acts first and no run has two live attempts.
+
+Every registration is a new life with a token of its own, which takes over every attempt of
+the id. The same wait holds for a new life: what the life it replaced ran, and its own
+supervisor does not run, may run on where that life ran (another host; a paused or copied
+process) until that lease's end plus the margin (`Lease.inherited_until`, which recovery
+waits for). The replaced process, if it lives, fails its next renewal and stands by.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import structlog
 
 from runyard.background import Periodic
 from runyard.clock import Clock
+from runyard.errors import ServerIdTakenError
 from runyard.services.attempts import Attempts
 from runyard.services.lease import Lease
 from runyard.store import Store
@@ -64,6 +71,7 @@ class Membership:
         self.reap_margin_s = reap_margin_s
         self.holder = holder  # None with one server (SQLite): nothing is fenced
         self.token: str | None = None
+        self.taken_over = False  # another process registered this id since: we stand by
         self.reaped = 0
         # called after a lapsed lease was replaced by a new one (reconcile what we run)
         self.rejoined = rejoined
@@ -74,10 +82,18 @@ class Membership:
         )
 
     async def join(self) -> str:
+        """Register a new life of this server id. A process that held the id before (its
+        token) is refused (ServerIdTakenError) while another took it over and lives."""
         now = self.clock.now()
-        self.token = await self.store.register_server(
-            self.server_id, self.url, self.capacity, now, self.lease_s, self.instance
-        )
+        self.token, replaced = await self.store.register_server(
+            self.server_id, self.url, self.capacity, now, self.lease_s, self.instance,
+            holding=self.token,
+        )  # fmt: skip
+        self.taken_over = False
+        if self.holder is not None and replaced is not None:
+            # what the replaced life ran elsewhere is fenced by its own supervisor by then
+            until = replaced + self.reap_margin_s
+            self.lease.inherited_until = max(until, self.lease.inherited_until or until)
         await self._held(now)
         log.info("joined", server_id=self.server_id, url=self.url, lease_s=self.lease_s)
         return self.token
@@ -95,18 +111,35 @@ class Membership:
                 await self.rejoined()
             return
         now = self.clock.now()
-        if await self.store.renew_server(self.server_id, self.token, now, self.lease_s):
+        if not self.taken_over and await self.store.renew_server(
+            self.server_id, self.token, now, self.lease_s
+        ):
             await self._held(now)
         else:
-            # alone (no holder: SQLite) nothing was fenced or reaped meanwhile: this server
-            # was only late (paused, swamped), which is worth a note, not an alarm
-            report = log.error if self.holder is not None else log.info
-            report("lease_lapsed", server_id=self.server_id, alone=self.holder is None)
-            old = self.token
-            await self.join()
-            if self.token != old and self.rejoined is not None:
+            if not self.taken_over:
+                # alone (no holder: SQLite) nothing was fenced or reaped meanwhile: this
+                # server was only late (paused, swamped), which is worth a note, not an alarm
+                report = log.error if self.holder is not None else log.info
+                report("lease_lapsed", server_id=self.server_id, alone=self.holder is None)
+            try:
+                await self.join()
+            except ServerIdTakenError as exc:
+                self._taken_over(now, exc)
+                return
+            if self.rejoined is not None:
                 await self.rejoined()
         await self.reap()
+
+    def _taken_over(self, now: float, exc: ServerIdTakenError) -> None:
+        """Another process holds this id now: claim nothing from this moment (its lease is
+        no longer ours to renew, and what we claimed under it the other one would not know
+        of). Our supervisor stops our programs when the last lease it was told of ends, as
+        the new holder expects; we rejoin once that holder's lease lapses."""
+        if self.token is not None:
+            self.lease.hold(self.token, now, now)
+        if not self.taken_over:
+            log.error("server_id_taken_over", server_id=self.server_id, reason=str(exc))
+        self.taken_over = True
 
     async def _held(self, renewed_at: float) -> None:
         """The lease is what the store now says (renewed_at + lease_s): hold it, and tell the

@@ -3,8 +3,10 @@
 For every attempt the store thinks is starting or running: a live entry in the supervisor
 means it still runs (adopt it); an exit file means it ended (finalise it with its real exit
 status, or `lost` if the file cannot be read or contradicts what the store knows of the
-attempt); anything else is lost. An exit file is data from outside (its program can write it):
-one found while the program still runs (pid and start time) is ignored, and the attempt is lost.
+attempt); anything else is lost, but in a cluster only once the life this server replaced at
+registration, which may still run it where it ran, has been fenced (held back until then).
+An exit file is data from outside (its program can write it): one found while the program
+still runs (pid and start time) is ignored, and the attempt is lost.
 Either way what is left of its processes is killed (its group checked by pid and start time)
 before its end is recorded, so no settled run leaves a live program and no run ever has two
 live attempts. Run by run: one run's damaged files or failing store write are logged, counted
@@ -158,17 +160,35 @@ async def _known_after_all(attempts: Attempts, attempt: Attempt, skip_own: bool)
     """An attempt not listed and without an end that is known all the same: launched by this
     pass's own server meanwhile ("own": asked after the read, a claim made meanwhile is known
     by now); or its program runs and its executor follows it now ("adopted": a list that left
-    it out, as Slurm's squeue can — taken for lost, it was killed and retried)."""
+    it out, as Slurm's squeue can — taken for lost, it was killed and retried); or it may
+    still run where the life this server replaced ran it ("held_back": settled later)."""
     if skip_own and attempts.launched(attempt.run_id, attempt.number):
         return "own"
     executor = attempts.executor
     runs = await executor.still_runs(
         attempt.run_id, attempt.number, attempt.pid, attempt.proc_start_time
     )
-    if not runs or attempt.key not in await executor.running():
-        return None
-    await attempts.adopted(attempt.run_id, attempt.number)
-    return "adopted"
+    if runs and attempt.key in await executor.running():
+        await attempts.adopted(attempt.run_id, attempt.number)
+        return "adopted"
+    if _may_run_elsewhere(attempts, attempt):
+        log.info("attempt_held_back", run_id=attempt.run_id, attempt=attempt.number,
+                 until=isoformat(attempts.lease.inherited_until or 0.0))  # fmt: skip
+        return "held_back"
+    return None
+
+
+def _may_run_elsewhere(attempts: Attempts, attempt: Attempt) -> bool:
+    """Whether the attempt, not run here and of unknown end, may still run where the life this
+    one replaced ran it: another host (whose programs no read here sees), or a process paused
+    or copied, until that lease's end and the margin, when its own supervisor has fenced it.
+    Settled now it was retried beside it. What this process launched itself is its own."""
+    until = attempts.lease.inherited_until
+    return (
+        until is not None
+        and attempts.clock.now() < until
+        and not attempts.launched(attempt.run_id, attempt.number)
+    )
 
 
 def _checked(record: ExitRecord, attempt: Attempt, now: float) -> ExitRecord | UnreadableExit:
@@ -253,6 +273,8 @@ class Reconciler:
         self._poked = poked or Wakeup()  # set on any transition too
         self._retry: asyncio.Task[None] | None = None
         self._needed: str | None = None
+        self._later: asyncio.Task[None] | None = None  # settles what a pass held back
+        self._held_back = False
 
     async def run(self, *, skip_own: bool = False) -> ReconcileState:
         """One pass; never raises. A failed pass arms the retry loop."""
@@ -277,9 +299,23 @@ class Reconciler:
             self.state = ReconcileState(
                 ok=error is None, error=error, at=time.time(), failed=result.counts["failed"]
             )
+            self._held_back = result.counts["held_back"] > 0
         if error is not None:
             self._arm_retry()
+        if self._held_back and (self._later is None or self._later.done()):
+            self._later = asyncio.create_task(self._settle_held_back(), name="reconcile-later")
         return self.state
+
+    async def _settle_held_back(self) -> None:
+        """Passes until nothing is held back: each once the life this server replaced has
+        been fenced where it ran. Nothing tells us when that is done (its supervisor may be on
+        another host): waiting on the clock is the point, as for a lease."""
+        while self._held_back:
+            left = (self.attempts.lease.inherited_until or 0.0) - self.attempts.clock.now()
+            if left > 0:
+                await asyncio.sleep(left)
+                continue
+            await self.run(skip_own=True)  # the dispatcher runs: its launches are its own
 
     def needed(self, why: str) -> None:
         """Something only a pass can settle happened (an attempt's end could not be recorded):
@@ -318,7 +354,8 @@ class Reconciler:
             await self.run(skip_own=True)
 
     async def stop(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry
+        for task in (self._retry, self._later):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

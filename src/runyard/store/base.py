@@ -215,13 +215,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def register_server(
         self, server_id: str, url: str, capacity: int, now: float, lease_s: float,
-        instance: str | None = None,
-    ) -> str:  # fmt: skip
-        """Join (or rejoin) the cluster and return this life's lease token. Within its lease
-        a server keeps its token; after it, it gets a new one and takes back those of its
-        attempts nobody reaped (so a lone server restarted late still re-adopts its runs).
-        ServerIdTakenError while another `instance` (host and data directory) holds the
-        id's lease: a restart of the same one rejoins, a second process is refused."""
+        instance: str | None = None, holding: str | None = None,
+    ) -> tuple[str, float | None]:  # fmt: skip
+        """Join (or rejoin) the cluster as a new life: a token of its own (the process it
+        replaces, if alive, can renew no more), which holds from now on every attempt of the
+        id still starting or running. Returns the token and when the lease of the life it
+        replaced ended (None: the id's first): until then, and a margin, what that life ran
+        may still run where it ran. ServerIdTakenError while the id's lease lasts and another
+        `instance` (host and data directory) holds it, or, for a process that held the id
+        (`holding`: its last token), another life took it over since."""
 
     @abc.abstractmethod
     async def renew_server(self, server_id: str, token: str, now: float, lease_s: float) -> bool:

@@ -5,7 +5,6 @@ rest of the store's logic (logic.py)."""
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from runyard.errors import ServerIdTakenError
 from runyard.models import Attempt, ServerInfo
@@ -13,22 +12,24 @@ from runyard.store.rows import attempt_from_row
 from runyard.store.units import Unit, count, execute, one, rows
 
 
-def new_token(row: tuple[Any, ...] | None, now: float) -> str:
-    """The lease token of a (re)registering server: its current one while its lease
-    (row[6]) lasts, else a new one, which fences out whatever it wrote in its past life."""
-    if row is not None and row[6] > now:
-        return str(row[2])
-    return secrets.token_hex(8)
-
-
 def register_server(
     server_id: str, url: str, capacity: int, now: float, lease_s: float,
-    instance: str | None = None,
-) -> Unit[str]:  # fmt: skip
+    instance: str | None = None, holding: str | None = None,
+) -> Unit[tuple[str, float | None]]:  # fmt: skip
     yield execute("LOCK_SERVER_ID", server_id)  # two processes claiming one identity: in turn
     row = yield one("GET_SERVER", server_id)
-    if row is not None and row[6] > now and instance is not None:
-        held = yield one("GET_SERVER_INSTANCE", server_id)
+    if row is not None and row[6] > now:
+        if holding is not None and holding != row[2]:
+            # This process held the id and another took it over since (a copy of its data
+            # directory, or a restart it did not know of): taking it back now would fence that
+            # one while it runs, and be fenced in turn by it, for ever.
+            raise ServerIdTakenError(
+                f"server id {server_id!r} was taken over by another process (serving "
+                f"{row[1]}) whose lease lasts {row[6] - now:.0f} s more: this one claims "
+                "nothing more, its supervisor stops its programs as its own lease ends, and it "
+                "rejoins once the other's lease lapses"
+            )
+        held = None if instance is None else (yield one("GET_SERVER_INSTANCE", server_id))
         holder = None if held is None else held[0]
         if holder is not None and holder != instance:  # a restart is the same instance
             raise ServerIdTakenError(
@@ -36,19 +37,20 @@ def register_server(
                 f"{row[1]}) for {row[6] - now:.0f} s more: give this one its own "
                 "RUNYARD_SERVER_ID, or stop that one and start this after its lease"
             )
-    token, expires = new_token(row, now), now + lease_s
-    values = (url, token, capacity, now, now, expires, server_id)
+    # A token is one process's life, never shared: a copy of a live server's data directory
+    # given the same token renewed that lease beside it, and neither was ever fenced. The
+    # process it replaces, if alive, fails its next renewal and stops.
+    token, expires = secrets.token_hex(8), now + lease_s
     if row is None:
-        yield execute("INSERT_SERVER", server_id, *values[:-1])
+        yield execute("INSERT_SERVER", server_id, url, token, capacity, now, now, expires)
     else:
-        yield execute("UPDATE_SERVER", *values)
+        yield execute("UPDATE_SERVER", url, token, capacity, now, now, expires, row[6], server_id)
     if instance is not None:
         yield execute("SET_SERVER_INSTANCE", instance, server_id)
     if row is None:
-        return token
-    if token != row[2]:  # a new life takes back the attempts nobody reaped
-        yield execute("RETOKEN_ATTEMPTS", token, server_id, row[2])
-    return token
+        return token, None
+    yield execute("RETOKEN_ATTEMPTS", token, server_id, token)
+    return token, float(row[6])
 
 
 def renew_server(server_id: str, token: str, now: float, lease_s: float) -> Unit[bool]:

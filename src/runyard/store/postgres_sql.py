@@ -179,27 +179,31 @@ SET_SERVER_INSTANCE = (
     "INSERT INTO server_instances (instance, id) VALUES (%s, %s) "
     "ON CONFLICT (id) DO UPDATE SET instance = excluded.instance"
 )
-INSERT_SERVER = "INSERT INTO servers VALUES (%s, %s, %s, %s, %s, %s, %s)"
+INSERT_SERVER = f"INSERT INTO servers ({SERVER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"  # noqa: S608
 UPDATE_SERVER = """
 UPDATE servers SET url = %s, token = %s, capacity = %s, started_at = %s, heartbeat_at = %s,
-    lease_expires_at = %s
+    lease_expires_at = %s, previous_expires_at = %s
 WHERE id = %s
 """
-# a server whose lease lapsed but whose attempts nobody reaped takes them back (re-adoption)
+# a new life of a server id holds every attempt of the id nobody settled (those its
+# supervisor still runs it adopts; the rest it settles once the life it replaced is fenced)
 RETOKEN_ATTEMPTS = """
 UPDATE attempts SET lease_token = %s
-WHERE host = %s AND lease_token = %s AND state IN ('starting', 'running')
+WHERE host = %s AND lease_token <> %s AND state IN ('starting', 'running')
 """
 RENEW_SERVER = """
 UPDATE servers SET heartbeat_at = %s, lease_expires_at = %s
 WHERE id = %s AND token = %s AND lease_expires_at > %s
 """
 LIVE_SERVERS = f"SELECT {SERVER_COLUMNS} FROM servers WHERE lease_expires_at > %s ORDER BY id"  # noqa: S608
-# attempts whose claiming lease is not a live server's current one: their host is gone
+# attempts whose claiming lease ended before the cutoff: their server's current one, or, under
+# a token it replaced, the lease that registration replaced (which ended after any older one)
 ORPHANED_ATTEMPTS = f"""
 SELECT {", ".join("a." + c.strip() for c in ATTEMPT_COLUMNS.split(","))} FROM attempts a
-LEFT JOIN servers s ON s.id = a.host AND s.token = a.lease_token AND s.lease_expires_at > %s
-WHERE a.state IN ('starting', 'running') AND a.lease_token IS NOT NULL AND s.id IS NULL
+LEFT JOIN servers s ON s.id = a.host
+WHERE a.state IN ('starting', 'running') AND a.lease_token IS NOT NULL AND (s.id IS NULL
+    OR CASE WHEN s.token = a.lease_token THEN s.lease_expires_at
+            ELSE coalesce(s.previous_expires_at, 0) END <= %s)
 ORDER BY a.run_id
 """  # noqa: S608
 ATTEMPT_STARTED = """

@@ -164,27 +164,31 @@ SET_SERVER_INSTANCE = (
     "INSERT INTO server_instances (instance, id) VALUES (?, ?) "
     "ON CONFLICT (id) DO UPDATE SET instance = excluded.instance"
 )
-INSERT_SERVER = "INSERT INTO servers VALUES (?, ?, ?, ?, ?, ?, ?)"
+INSERT_SERVER = f"INSERT INTO servers ({SERVER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 UPDATE_SERVER = """
 UPDATE servers SET url = ?, token = ?, capacity = ?, started_at = ?, heartbeat_at = ?,
-    lease_expires_at = ?
+    lease_expires_at = ?, previous_expires_at = ?
 WHERE id = ?
 """
-# a server whose lease lapsed but whose attempts nobody reaped takes them back (re-adoption)
+# a new life of a server id holds every attempt of the id nobody settled (those its
+# supervisor still runs it adopts; the rest it settles once the life it replaced is fenced)
 RETOKEN_ATTEMPTS = """
 UPDATE attempts SET lease_token = ?
-WHERE host = ? AND lease_token = ? AND state IN ('starting', 'running')
+WHERE host = ? AND lease_token <> ? AND state IN ('starting', 'running')
 """
 RENEW_SERVER = """
 UPDATE servers SET heartbeat_at = ?, lease_expires_at = ?
 WHERE id = ? AND token = ? AND lease_expires_at > ?
 """
 LIVE_SERVERS = f"SELECT {SERVER_COLUMNS} FROM servers WHERE lease_expires_at > ? ORDER BY id"  # noqa: S608
-# attempts whose claiming lease is not a live server's current one: their host is gone
+# attempts whose claiming lease ended before the cutoff: their server's current one, or, under
+# a token it replaced, the lease that registration replaced (which ended after any older one)
 ORPHANED_ATTEMPTS = f"""
 SELECT {", ".join("a." + c.strip() for c in ATTEMPT_COLUMNS.split(","))} FROM attempts a
-LEFT JOIN servers s ON s.id = a.host AND s.token = a.lease_token AND s.lease_expires_at > ?
-WHERE a.state IN ('starting', 'running') AND a.lease_token IS NOT NULL AND s.id IS NULL
+LEFT JOIN servers s ON s.id = a.host
+WHERE a.state IN ('starting', 'running') AND a.lease_token IS NOT NULL AND (s.id IS NULL
+    OR CASE WHEN s.token = a.lease_token THEN s.lease_expires_at
+            ELSE coalesce(s.previous_expires_at, 0) END <= ?)
 ORDER BY a.run_id
 """  # noqa: S608
 ATTEMPT_STARTED = """

@@ -167,10 +167,12 @@ class SQLStore(Store):
 
     async def register_server(
         self, server_id: str, url: str, capacity: int, now: float, lease_s: float,
-        instance: str | None = None,
-    ) -> str:  # fmt: skip
+        instance: str | None = None, holding: str | None = None,
+    ) -> tuple[str, float | None]:  # fmt: skip
         return await self._write(
-            partial(leases.register_server, server_id, url, capacity, now, lease_s, instance)
+            partial(
+                leases.register_server, server_id, url, capacity, now, lease_s, instance, holding
+            )
         )
 
     async def renew_server(self, server_id: str, token: str, now: float, lease_s: float) -> bool:
