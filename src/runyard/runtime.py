@@ -120,7 +120,7 @@ class Runtime:
             self.store, self.registry, queue, self.clock, published=health_wake,
             recheck_s=settings.lease_s / 3 if clustered else None,
             min_interval_s=settings.schedule_min_interval_s, max_schedules=settings.max_schedules,
-            server_id=settings.server_id,
+            server_id=settings.server_id, life=self._life if clustered else None,
         )  # fmt: skip
         self.transitions = Transitions([
             self.finish_rate.on_transition,
@@ -343,6 +343,10 @@ class Runtime:
         for peers in (self._fetch_peers, self.relay_peers):
             if peers is not None:
                 await peers.aclose()
+
+    def _life(self) -> str | None:
+        """This server's life in the cluster (its lease token) while its lease holds."""
+        return None if self.lease.lapsed(self.clock.now()) else self.lease.token
 
     def _announce(self, kind: str, data: dict[str, Any]) -> None:
         self.hub.feed.offer(kind, data)

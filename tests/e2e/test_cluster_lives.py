@@ -185,3 +185,32 @@ def test_a_server_restarted_within_its_lease_keeps_its_program_past_the_old_leas
     assert b"self-fenced" not in (again.data_dir / "supervisor.log").read_bytes()
     web.post(f"{again.url}/v1/runs/{run_id}/cancel")
     wait_for(lambda: run_state(database, run_id) == "cancelled", what="the run cancelled")
+
+
+@pytest.mark.timeout(120)
+def test_schedules_fire_on_when_the_paused_leaders_id_has_a_new_life(
+    start_server, lives_jobs, database, tmp_path
+) -> None:
+    """A re-probe: the paused leader's session kept the scheduler's lock while a replacement
+    host renewed the id's lease, so the leader never read as silent and nothing fired."""
+    old = member(start_server, lives_jobs, database, tmp_path / "old")
+
+    def leading(s: ServerProcess) -> bool:
+        return web.get(f"{s.url}/health").json()["scheduler"]["status"] == "running"
+
+    wait_for(lambda: leading(old), what="the first server to lead")
+    with paused(old):
+        wait_for(lambda: row(database, "SELECT lease_expires_at FROM servers")[0] < time.time(),
+                 what="the paused leader's lease to lapse")  # fmt: skip
+        new = member(start_server, lives_jobs, database, tmp_path / "new")
+        made = web.post(f"{new.url}/v1/schedules",
+                        json={"job": "quick", "interval_s": 1, "overlap": "allow"})  # fmt: skip
+        assert made.status_code == 201, made.text
+        fired = "SELECT count(*) FROM runs WHERE schedule_id = %s"
+        wait_for(lambda: row(database, fired, made.json()["id"])[0] >= 2, timeout=30,
+                 what="the schedule to fire while the old leader is paused")  # fmt: skip
+        assert leading(new)
+    wait_for(lambda: b"server_id_taken_over" in old.log_path.read_bytes(),
+             what="the old server, back, to stand by")  # fmt: skip
+    wait_for(lambda: not leading(old), what="the old server to lead no more")
+    assert leading(new)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,6 +81,36 @@ async def test_one_server_at_a_time_fires_schedules(
     finally:
         await leader.close()
     assert await peer.try_lead()  # the leader's session ended: another takes over
+
+
+async def test_a_leader_whose_life_is_over_is_replaced_and_one_standing_down_lets_go(
+    store_factory: Callable[[], Store], peer: Store
+) -> None:
+    """A leader's session is named for its life (its lease token): replaced once another life
+    of its id registered, though the id's lease is live (a probe: a paused leader kept the
+    lock while a replacement host renewed the id's lease, and nothing fired)."""
+    leader = store_factory()
+    await leader.open()
+    try:
+        old, _ = await peer.register_server("a", "http://a", 4, time.time(), 60, instance="i")
+        assert await leader.try_lead("a", old)
+        if not shared(leader):  # one server per database: it always leads
+            await leader.stand_down()
+            assert await peer.try_lead("b")
+            return
+        assert not await peer.try_lead("b")  # a live life's leader holds on
+        await peer.register_server("a", "http://a2", 4, time.time(), 60, instance="i")
+        assert await peer.try_lead("b")  # the old life's session ended, the lock taken
+        assert not await leader.try_lead("a", old)  # back, it stands by
+        await peer.stand_down()
+    finally:
+        await leader.close()
+    other = store_factory()
+    await other.open()
+    try:
+        assert await other.try_lead("c")  # the one that stood down let go at once
+    finally:
+        await other.close()
 
 
 async def test_what_one_store_wrote_another_reads_once_it_closed(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import fields, replace
 from typing import Any
 
@@ -58,9 +58,11 @@ class Scheduler:
         min_interval_s: float = 1.0,
         max_schedules: int = 1_000,
         server_id: str | None = None,
+        life: Callable[[], str | None] | None = None,
     ) -> None:
         self.store = store
         self.server_id = server_id  # names its leadership: replaced once its lease lapses
+        self.life = life  # a cluster's: its lease token, None while lapsed or taken over
         self.min_interval_s = min_interval_s
         # each change republishes all of them (health's snapshot), and the list is one answer
         self.max_schedules = max_schedules
@@ -144,7 +146,12 @@ class Scheduler:
                 await self._fire(s, now, pending=True)
 
     async def _lead(self) -> bool:
-        leading = await self.store.try_lead(self.server_id)
+        life = self.life() if self.life is not None else None
+        if self.life is not None and life is None:  # holding on would keep the lock from
+            await self.store.stand_down()  # another server, or the id's new life
+            leading = False
+        else:
+            leading = await self.store.try_lead(self.server_id, life)
         if leading and not self.leading:
             log.info("scheduler_leading")
             await self.reload()  # the last leader's firings are in the store

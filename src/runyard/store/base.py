@@ -207,10 +207,15 @@ class Store(abc.ABC):
         before. A store only one server uses has nobody else to hear from."""
         return
 
-    async def try_lead(self, server_id: str | None = None) -> bool:
-        """Whether this server (`server_id`) is (still) the one that fires schedules. A leader
-        whose own lease has lapsed (paused, cut off) is replaced."""
+    async def try_lead(self, server_id: str | None = None, life: str | None = None) -> bool:
+        """Whether this server (`server_id`, in its life `life`: its lease token) is (still)
+        the one that fires schedules. A leader whose own lease has lapsed (paused, cut off),
+        or whose id another life holds now, is replaced."""
         return True
+
+    async def stand_down(self) -> None:
+        """Lead no more (a life whose lease lapsed, or was taken over): another may at once."""
+        return
 
     @abc.abstractmethod
     async def register_server(

@@ -164,8 +164,11 @@ class PostgresStore(SQLStore):
         self._listener.start()
         await self._listener.connected.wait()
 
-    async def try_lead(self, server_id: str | None = None) -> bool:
-        return await self._leadership.try_lead(server_id)
+    async def try_lead(self, server_id: str | None = None, life: str | None = None) -> bool:
+        return await self._leadership.try_lead(server_id, life)
+
+    async def stand_down(self) -> None:
+        await self._leadership.release()
 
 
 class _DroppedError(StoreUnreachableError):

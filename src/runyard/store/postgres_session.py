@@ -66,13 +66,18 @@ class Leadership:
         self.kwargs = kwargs
         self.key = key
         self._conn: AsyncConnection[Any] | None = None
+        self._name: str | None = None  # what the session holding the lock is named
 
-    async def try_lead(self, server_id: str | None = None) -> bool:
-        """The lock, held or taken. Its session is named for its server: a leader whose own
-        lease has lapsed (paused, or cut off with its session half open, which PostgreSQL may
-        keep for hours) would hold the lock, and nothing would fire, for as long as that
-        session lives. It is ended and the lock taken; back, the old leader finds its session
-        gone and stands by."""
+    async def try_lead(self, server_id: str | None = None, life: str | None = None) -> bool:
+        """The lock, held or taken. Its session is named for the life that leads (its lease
+        token; else its server id): a leader whose own lease has lapsed (paused, or cut off
+        with its session half open, which PostgreSQL may keep for hours), or whose id another
+        life holds now (a replacement host under the same name, renewing the id's lease),
+        would hold the lock, and nothing would fire, for as long as that session lives. It is
+        ended and the lock taken; back, the old leader finds its session gone and stands by."""
+        name = _session_name(server_id, life)
+        if self._conn is not None and name != self._name:
+            await self.release()  # a new life of this server: it leads under its own name
         if self._conn is not None:
             try:
                 await self._conn.execute(q.PING)  # still our session, so still our lock
@@ -80,9 +85,13 @@ class Leadership:
                 await self.release()
             else:
                 return True
+        return await self._take(name)
+
+    async def _take(self, name: str | None) -> bool:
+        """The lock in a new session named `name`, if free or held by a silent leader."""
         kwargs = dict(self.kwargs)
-        if server_id is not None:
-            kwargs["application_name"] = f"{q.LEADER_NAME}{server_id}"[:63]
+        if name is not None:
+            kwargs["application_name"] = name
         try:
             conn = await AsyncConnection.connect(self.dsn, **kwargs)
         except Error as exc:
@@ -96,7 +105,7 @@ class Leadership:
             log.warning("leadership_unavailable", error=str(exc))
             row = None
         if row and row[0]:
-            self._conn = conn
+            self._conn, self._name = conn, name
             return True
         with contextlib.suppress(Error):
             await conn.close()
@@ -121,3 +130,9 @@ class Leadership:
             with contextlib.suppress(Error):
                 await self._conn.close()
             self._conn = None
+
+
+def _session_name(server_id: str | None, life: str | None) -> str | None:
+    if life is not None:
+        return f"{q.LIFE_NAME}{life}"
+    return None if server_id is None else f"{q.LEADER_NAME}{server_id}"[:63]

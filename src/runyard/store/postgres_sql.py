@@ -52,15 +52,25 @@ TRY_LEAD = "SELECT pg_try_advisory_lock(%s)"  # held by the session until it end
 # let go before the session ends: its backend may take a while to notice a closed socket
 STOP_LEADING = "SELECT pg_advisory_unlock(%s)"
 PING = "SELECT 1"
-LEADER_NAME = "runyard-leader:"  # + the server's id: the leadership session's application_name
+LEADER_NAME = "runyard-leader:"  # + the server's id: a leadership session's name, before lives
+# + the lease token of the life that leads: the session's name since every registration is a
+# life of its own (a server id outlives a process; a token names one, and always fits in 63)
+LIFE_NAME = "runyard-life:"
 # the session holding a one-key advisory lock, if its server's own lease has lapsed
+# the leader's session, if the life it is named for holds no live lease (lapsed, or replaced
+# by another life of the same id, which renews the id's lease); or, named for its server id by
+# an older runyard, if that id's lease lapsed
 SILENT_LEADER = f"""
 SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-JOIN servers s ON a.application_name = '{LEADER_NAME}' || s.id
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid
-  AND s.lease_expires_at < extract(epoch FROM clock_timestamp())
+  AND CASE WHEN a.application_name LIKE '{LIFE_NAME}%%' THEN NOT EXISTS (
+        SELECT 1 FROM servers s WHERE a.application_name = '{LIFE_NAME}' || s.token
+          AND s.lease_expires_at >= extract(epoch FROM clock_timestamp()))
+      ELSE EXISTS (
+        SELECT 1 FROM servers s WHERE a.application_name = '{LEADER_NAME}' || s.id
+          AND s.lease_expires_at < extract(epoch FROM clock_timestamp())) END
 """  # noqa: S608
 END_SESSION = "SELECT pg_terminate_backend(%s, 5000)"  # and wait (up to 5 s) for it to end
 # takes a transaction id, so its commit is written to the WAL: does a write go through again?
