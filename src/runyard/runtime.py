@@ -179,7 +179,7 @@ class Runtime:
                 data_dir=data_dir, reconcile=lambda: reconciler.state,
                 scheduler=self.scheduler.snapshot_dict, sandbox=self.sandbox_probe.problem,
                 lease=lambda: self.lease.token, disk=self.disk,
-                lease_lapsed=lambda: self.lease.lapsed(self.clock.now()),
+                lease_problem=self._lease_problem,
             ),
             capacity=settings.capacity, wake=health_wake,
         )  # fmt: skip
@@ -343,6 +343,16 @@ class Runtime:
         for peers in (self._fetch_peers, self.relay_peers):
             if peers is not None:
                 await peers.aclose()
+
+    def _lease_problem(self) -> str | None:
+        if self.membership.taken_over:
+            return (
+                "taken over: another process registered this server id (a replacement or a "
+                "copy); it claims nothing, and rejoins once that one's lease lapses"
+            )
+        if self.lease.lapsed(self.clock.now()):
+            return "lapsed: its heartbeat has not renewed it; it claims nothing"
+        return None
 
     def _life(self) -> str | None:
         """This server's life in the cluster (its lease token) while its lease holds."""

@@ -144,6 +144,8 @@ def test_a_copy_of_a_live_servers_data_directory_takes_the_id_and_the_original_s
              what="two leases' worth of the copy's renewals")  # fmt: skip
     assert row(database, "SELECT token FROM servers") == (token,)
     wait_for(lambda: not ready(a), what="the original to say it is not ready")
+    said = web.get(f"{a.url}/health/ready").json()["checks"]["lease"]
+    assert said.startswith("taken over: another process registered this server id"), said
     assert ready(b)
     quick = web.post(f"{a.url}/v1/runs", json={"job": "quick"}).json()["id"]
     wait_for(lambda: run_state(database, quick) == "succeeded", what="a run submitted to a")

@@ -133,7 +133,7 @@ def test_readiness_fails_while_a_held_lease_has_lapsed(tmp_path: Path) -> None:
                             notifier=SimpleNamespace(mode="x")),  # type: ignore[arg-type]
         data_dir=tmp_path, reconcile=lambda: SimpleNamespace(ok=True, error=None),
         scheduler=lambda: None, lease=lambda: lease.token,
-        lease_lapsed=lambda: lease.lapsed(now[0]),
+        lease_problem=lambda: "lapsed: not renewed" if lease.lapsed(now[0]) else None,
     )  # fmt: skip
     monitor = HealthMonitor(sources, 8)
     assert "lease" not in asyncio.run(monitor.build()).failed_checks

@@ -108,9 +108,10 @@ class HealthSources:
     sandbox: Callable[[], Awaitable[str | None]] | None = None
     # this server's lease token: None until it could join (its store refused the write)
     lease: Callable[[], str | None] | None = None
-    # whether its lease, once held, has lapsed unrenewed (a cluster's heartbeat stuck): it
-    # claims nothing meanwhile, so a load balancer must not send it work
-    lease_lapsed: Callable[[], bool] | None = None
+    # why its lease, once held, holds no more (a cluster's heartbeat stuck, or its id taken
+    # over by another process), or None: it claims nothing meanwhile, so a load balancer
+    # must not send it work
+    lease_problem: Callable[[], str | None] | None = None
     # free space under min_free_mb: submissions are refused (507), so it is not ready for them
     disk: DiskGuard | None = None
 
@@ -255,8 +256,8 @@ class HealthMonitor:
                 failed["disk"] = exc.detail
         if src.lease is not None and src.lease() is None:
             failed["lease"] = "not joined: its store refused the registration (retried)"
-        elif src.lease_lapsed is not None and src.lease_lapsed():
-            failed["lease"] = "lapsed: its heartbeat has not renewed it; it claims nothing"
+        elif src.lease_problem is not None and (why := src.lease_problem()) is not None:
+            failed["lease"] = why
         reconcile = src.reconcile()
         if not reconcile.ok:
             failed["reconcile"] = reconcile.error or "the last reconcile failed"
