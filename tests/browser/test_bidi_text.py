@@ -158,3 +158,39 @@ def test_a_schedules_params_show_their_controls_and_the_empty_page_names_a_real_
     reads_as(cell, '"choice":"b"}')
     # only shown so: the value itself is kept as it was given
     assert web.get(f"{server.url}/v1/schedules").json()["schedules"][0]["params"] == PARAMS
+
+
+LONG = r"""
+command = ["python3", "-c", '''
+import sys
+w = sys.stdout.write
+for _ in range(1500):
+    w("a" * 999 + "\n")
+w("marked \u202e here\n")
+for _ in range(700):
+    w("b" * 999 + "\n")
+''']
+"""
+
+
+def test_a_long_logs_trimmed_text_keeps_its_written_out_codes_marked(
+    start_server, write_job, jobs_dir: Path, page: Page
+) -> None:
+    """A review: past two million characters the log panel kept its last half by rewriting its
+    text, which flattened the marked codes into plain text (a program's own `\\u202e` then read
+    the same as a control written out)."""
+    write_job("long", LONG)
+    server = start_server(jobs_dir)
+    run_id = web.post(f"{server.url}/v1/runs", json={"job": "long"}).json()["id"]
+    wait_for(
+        lambda: web.get(f"{server.url}/v1/runs/{run_id}").json()["state"] == "succeeded",
+        timeout=60, what="the run to end",
+    )  # fmt: skip
+    page.goto(f"{server.url}/ui/#/runs/{run_id}")
+    log = page.locator("#log")
+    expect(log).to_have_attribute("data-ended", "succeeded")
+    expect(page.locator(".log-note, #log-note").first).to_contain_text("trimmed")
+    mark = log.locator("span.esc")
+    expect(mark).to_have_count(1)
+    expect(mark).to_have_text(RLO_SHOWN)
+    assert not RAW.search(log.text_content() or "")

@@ -52,13 +52,23 @@ class Evil(http.server.BaseHTTPRequestHandler):
         "/logs": (401, {"Content-Type": PROBLEM, "WWW-Authenticate": "Bearer"}, b"{}"),
     }
 
+    asked_encodings: ClassVar[list[str | None]] = []  # what each relayed request accepted
+
     def do_GET(self) -> None:
         self._answer(body=True)
+
+    def do_DELETE(self) -> None:
+        # the owner's disk too full to remove anything: nothing changed (docs/api.md)
+        self.send_response_only(507)
+        self.send_header("Content-Type", PROBLEM)
+        self.end_headers()
+        self.wfile.write(b'{"title": "Insufficient Storage", "status": 507}')
 
     def do_HEAD(self) -> None:
         self._answer(body=False)
 
     def _answer(self, body: bool) -> None:
+        self.asked_encodings.append(self.headers.get("accept-encoding"))
         status, headers, content = next(
             (a for tail, a in self.answers.items() if self.path.endswith(tail)), (404, {}, b"")
         )
@@ -163,3 +173,24 @@ def test_a_member_refusing_the_relay_is_a_503_to_retry_not_the_callers_401(
     assert got.status_code == 503, (got.status_code, got.content)
     assert got.headers["retry-after"] == "1" and "www-authenticate" not in got.headers
     assert "'evil'" in got.json()["detail"] and "retry" in got.json()["detail"]
+
+
+def test_a_relayed_delete_the_owners_full_disk_refused_is_its_507(
+    relaying: tuple[ServerProcess, str, str],
+) -> None:
+    """A review: a 507 (nothing changed, the owner's disk full) was a 502 blaming the member."""
+    c1, _, relayed = relaying
+    got = web.delete(f"{c1.url}/v1/runs/{relayed}")
+    assert got.status_code == 507, (got.status_code, got.content)
+    assert got.headers["content-type"] == PROBLEM
+
+
+def test_a_relayed_request_asks_for_the_bytes_as_they_are(
+    relaying: tuple[ServerProcess, str, str],
+) -> None:
+    """A relayed answer keeps no Content-Encoding of the member's: a compressing proxy on the
+    way must not compress it (it would go out as gzip labelled as the file's own type)."""
+    c1, _, relayed = relaying
+    Evil.asked_encodings.clear()
+    web.get(f"{c1.url}/v1/runs/{relayed}/artifacts/outputs/x.html")
+    assert Evil.asked_encodings == ["identity"]

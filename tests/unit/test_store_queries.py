@@ -17,7 +17,7 @@ SOURCE = inspect.getsource(logic) + inspect.getsource(leases)  # the units of bo
 def test_the_pattern_finds_the_logics_queries() -> None:
     names = set(NAMED.findall(SOURCE))
     assert {"INSERT_RUN", "CLAIM_CANDIDATES", "END_ATTEMPT", "LIST_RUNS", "LIST_BATCHES"} <= names
-    assert {"GET_SERVER", "RENEW_SERVER", "ORPHANED_ATTEMPTS"} <= names
+    assert {"GET_SERVER_FOR_UPDATE", "RENEW_SERVER", "ORPHANED_ATTEMPTS"} <= names
 
 
 @pytest.mark.parametrize("dialect", [sqlite_sql, postgres_sql], ids=["sqlite", "postgres"])

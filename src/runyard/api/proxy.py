@@ -74,9 +74,10 @@ FROM_OWNER = {
 }
 # What the relayed routes answer when they do not succeed, always as problem JSON: a refused
 # request (400, 403, 422, 431 for a head too large), no such run or file (404), a run still
-# running (409), a Range past the file (416), the owner's own failure (500, 503). A 401 means
+# running (409), a Range past the file (416), the owner's own failure (500, 503), a delete its
+# full disk kept from removing anything (507). A 401 means
 # the owner refused this server's claim, not the caller's token: it is answered here (503).
-REFUSALS = frozenset({400, 403, 404, 409, 416, 422, 431, 500, 503})
+REFUSALS = frozenset({400, 403, 404, 409, 416, 422, 431, 500, 503, 507})
 
 
 def _sandboxed(_: Request) -> dict[str, str]:
@@ -277,6 +278,9 @@ async def _relay(request: Request, exc: Exception) -> Response:
     state: dict[str, Any] = request.scope.get("state", {})
     url = httpx.URL(f"{exc.server.url}{exc.target}")
     headers = _headers(request, exc.route)
+    # the bytes as the owner's route made them: a compressing proxy on the way would send
+    # an encoding this answer, which keeps no Content-Encoding of the member's, could not say
+    headers["accept-encoding"] = "identity"
     if "request_id" in state:
         headers["x-request-id"] = state["request_id"]  # one id across both servers' logs
     role = state.get("role")

@@ -17,7 +17,10 @@ def register_server(
     instance: str | None = None, holding: str | None = None,
 ) -> Unit[tuple[str, float | None]]:  # fmt: skip
     yield execute("LOCK_SERVER_ID", server_id)  # two processes claiming one identity: in turn
-    row = yield one("GET_SERVER", server_id)
+    # the row locked as it is read: a renewal of the life being replaced, which takes no
+    # advisory lock, then waits for this registration and finds its token gone, rather than
+    # moving the lease's end after it was read here (the end recorded as the replaced one)
+    row = yield one("GET_SERVER_FOR_UPDATE", server_id)
     if row is not None and row[6] > now:
         if holding is not None and holding != row[2]:
             # This process held the id and another took it over since (a copy of its data

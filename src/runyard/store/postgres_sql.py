@@ -184,6 +184,7 @@ WHERE a.state IN ('starting', 'running') AND a.host = %s
 SERVER_COLUMNS = "id, url, token, capacity, started_at, heartbeat_at, lease_expires_at"
 LOCK_SERVER_ID = f"SELECT pg_advisory_xact_lock({MEMBERSHIP_LOCK}, hashtext(%s))"
 GET_SERVER = f"SELECT {SERVER_COLUMNS} FROM servers WHERE id = %s"  # noqa: S608
+GET_SERVER_FOR_UPDATE = f"{GET_SERVER} FOR UPDATE"
 GET_SERVER_INSTANCE = "SELECT instance FROM server_instances WHERE id = %s"
 SET_SERVER_INSTANCE = (
     "INSERT INTO server_instances (instance, id) VALUES (%s, %s) "

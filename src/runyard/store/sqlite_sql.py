@@ -159,6 +159,7 @@ WHERE a.state IN ('starting', 'running') AND a.host = ?
 SERVER_COLUMNS = "id, url, token, capacity, started_at, heartbeat_at, lease_expires_at"
 LOCK_SERVER_ID: str | None = None  # every write transaction already runs alone
 GET_SERVER = f"SELECT {SERVER_COLUMNS} FROM servers WHERE id = ?"  # noqa: S608
+GET_SERVER_FOR_UPDATE = GET_SERVER  # one writer at a time: nothing renews meanwhile
 GET_SERVER_INSTANCE = "SELECT instance FROM server_instances WHERE id = ?"
 SET_SERVER_INSTANCE = (
     "INSERT INTO server_instances (instance, id) VALUES (?, ?) "

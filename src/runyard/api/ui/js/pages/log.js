@@ -35,7 +35,21 @@ export function logView(runId) {
     pre.append(...marked(pending.join(""), true));
     pending = [];
     if (pre.textContent.length > MAX_CHARS) {
-      pre.textContent = pre.textContent.slice(-MAX_CHARS / 2);
+      // whole pieces dropped from the front, never the text rewritten: a written-out code
+      // keeps its mark (and is never cut in two), a program's own "\u202e" text stays plain
+      let excess = pre.textContent.length - MAX_CHARS / 2;
+      while (excess > 0 && pre.firstChild) {
+        const node = pre.firstChild;
+        const n = node.textContent.length;
+        if (n <= excess || node.nodeType !== Node.TEXT_NODE) {
+          node.remove();
+          excess -= n;
+        } else {
+          const low = node.data.charCodeAt(excess);
+          node.data = node.data.slice(low >= 0xdc00 && low <= 0xdfff ? excess + 1 : excess);
+          excess = 0;
+        }
+      }
       trimmed = true;
     }
     if (follow) pre.scrollTop = pre.scrollHeight;
