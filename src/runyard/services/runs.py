@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any, TypeVar
@@ -17,7 +16,6 @@ from runyard.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
-    QueueFullError,
     StorageFullError,
     StorageIOError,
     UnavailableError,
@@ -27,6 +25,7 @@ from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
 from runyard.models import Attempt, Page, Run, RunFilter, RunState
+from runyard.services.admission import Admission
 from runyard.services.attempts import Attempts
 from runyard.services.diskspace import DiskGuard
 from runyard.services.log_ranges import LogRange, close_opened, open_range, read_all
@@ -137,7 +136,7 @@ class RunService:
         self.waiters = waiters
         self.finish_rate = finish_rate
         self.clock = clock
-        self.max_queue = max_queue
+        self.admission = Admission(store, finish_rate, max_queue, disk)
 
     async def submit(
         self,
@@ -256,50 +255,11 @@ class RunService:
             )
         return run
 
-    def retry_after(self, excess: int) -> int:
-        """Seconds until about `excess` runs will have left the queue, at the recent rate."""
-        rate = self.finish_rate.per_second()
-        if rate <= 0:
-            return 30
-        return max(1, min(3600, math.ceil(excess / rate)))
-
-    def retry_after_ms(self, excess: int) -> int:
-        """The same in milliseconds (at least 100), for `retry-after-ms`."""
-        rate = self.finish_rate.per_second()
-        if rate <= 0:
-            return 30_000
-        return max(100, min(3_600_000, math.ceil(excess / rate * 1000)))
-
-    def _queue_full(self, detail: str, excess: int) -> QueueFullError:
-        return QueueFullError(detail, self.retry_after(excess), self.retry_after_ms(excess))
-
     async def admit(
         self, job: str, job_max_queue: int | None, adding: int = 1, writing: int = 0
     ) -> None:
-        """Refuse (429, with when to try again) `adding` more queued runs of `job` that would
-        pass its max_queue or the server's; and (507) runs whose `writing` bytes would take
-        the disk's reserve (min_free_mb). Every way runs are made is admitted here: a submit,
-        a batch, a schedule's fire."""
-        if job_max_queue is not None:
-            queued = await self.store.count_runs(RunState.QUEUED, job)
-            if queued + adding > job_max_queue:
-                raise self._queue_full(
-                    f"job {job!r} has {queued} queued runs"
-                    + (f": {adding} more would pass" if adding > 1 else ",")
-                    + f" its max_queue ({job_max_queue})",
-                    queued + adding - job_max_queue,
-                )
-        if self.max_queue is not None:
-            queued = await self.store.count_runs(RunState.QUEUED)
-            if queued + adding > self.max_queue:
-                raise self._queue_full(
-                    f"{queued} runs are queued"
-                    + (f": {adding} more would pass" if adding > 1 else ",")
-                    + f" the server's max_queue ({self.max_queue})",
-                    queued + adding - self.max_queue,
-                )
-        if self.disk is not None:
-            await self.disk.check(writing)
+        """Every way runs are made is admitted here: a submit, a batch, a schedule's fire."""
+        await self.admission.admit(job, job_max_queue, adding, writing)
 
     async def wait(
         self, run: Run, seconds: float, gone: Coroutine[Any, Any, object] | None = None,
