@@ -20,7 +20,6 @@ from runyard.bad_days import log_failure
 from runyard.clock import Clock, new_id
 from runyard.errors import (
     ConflictError,
-    InvalidInputError,
     NotFoundError,
     StaleWriteError,
     UnavailableError,
@@ -31,7 +30,7 @@ from runyard.scheduling.file_params import FileParams
 from runyard.scheduling.fires import new_run_of
 from runyard.scheduling.requests import changed, check_request
 from runyard.scheduling.snapshot import SchedulerSnapshot
-from runyard.scheduling.timing import next_after
+from runyard.scheduling.timing import next_after, next_fire
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
 
@@ -132,7 +131,8 @@ class Scheduler:
         for s in list(self.schedules.values()):
             missed = s.next_fire_at is not None and s.next_fire_at <= now and not s.paused
             if missed and s.catch_up == "none":  # skip what was missed while nobody fired
-                await self._saved(s, replace(s, next_fire_at=self._next(s, s.created_at, now)))
+                after = next_fire(s, self.min_interval_s, s.created_at, now)
+                await self._saved(s, replace(s, next_fire_at=after))
             # catch_up == "once": it is due now and fires once at the first tick
 
     async def _fire_waiting(self, schedules: Iterable[Schedule]) -> None:
@@ -226,20 +226,6 @@ class Scheduler:
         self._publish("running", tick=now)
         return refused
 
-    def _next(self, s: Schedule, anchor: float, after: float) -> float | None:
-        """The next fire, or None (the schedule never fires again) when its timing cannot
-        give one: a cron that stopped matching, or a row written before the bounds existed."""
-        interval = None if s.interval_s is None else max(s.interval_s, self.min_interval_s)
-        try:
-            return next_after(s.cron, interval, anchor, after)
-        except InvalidInputError as exc:
-            # a row this version refuses (stored by an older one), or a cron that stopped
-            # matching: the schedule's state, not the server's fault, said in one line
-            log.warning("schedule_timing_invalid", schedule_id=s.id, error=exc.detail[:300])
-        except Exception:
-            log.exception("schedule_timing_invalid", schedule_id=s.id, cron=(s.cron or "")[:300])
-        return None
-
     def _publish(self, status: str, tick: float | None = None) -> None:
         self.snapshot = self.snapshot.next(status, self.schedules.values(), tick)
         if self.published is not None:
@@ -255,7 +241,7 @@ class Scheduler:
             return  # shutting down: left due, for its catch_up after the restart
         t = replace(s)
         if not pending:
-            t.next_fire_at = self._next(t, t.created_at, now)
+            t.next_fire_at = next_fire(t, self.min_interval_s, t.created_at, now)
         if await self._previous_active(t):
             if t.overlap == "skip":
                 t.skip_count += 1

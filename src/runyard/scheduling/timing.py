@@ -5,10 +5,14 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+import structlog
 from croniter import CroniterError, croniter
 
 from runyard.errors import InvalidInputError
+from runyard.models import Schedule
 from runyard.scheduling.cron import MAX_CRON_LENGTH, cron_problem
+
+log = structlog.get_logger(__name__)
 
 
 def check_cron(expr: str, now: float) -> str:
@@ -65,3 +69,18 @@ def next_after(cron: str | None, interval_s: float | None, anchor: float, after:
         raise InvalidInputError("a schedule needs `cron` or a positive `interval_s`", field="cron")
     steps = math.floor((after - anchor) / interval_s) + 1
     return anchor + max(1, steps) * interval_s
+
+
+def next_fire(s: Schedule, min_interval_s: float, anchor: float, after: float) -> float | None:
+    """The next fire, or None (the schedule never fires again) when its timing cannot
+    give one: a cron that stopped matching, or a row written before the bounds existed."""
+    interval = None if s.interval_s is None else max(s.interval_s, min_interval_s)
+    try:
+        return next_after(s.cron, interval, anchor, after)
+    except InvalidInputError as exc:
+        # a row this version refuses (stored by an older one), or a cron that stopped
+        # matching: the schedule's state, not the server's fault, said in one line
+        log.warning("schedule_timing_invalid", schedule_id=s.id, error=exc.detail[:300])
+    except Exception:
+        log.exception("schedule_timing_invalid", schedule_id=s.id, cron=(s.cron or "")[:300])
+    return None
