@@ -223,3 +223,33 @@ def queued_run(job: str = "j") -> Run:
         id=new_id(), job=job, params={}, state=RunState.QUEUED, priority=0,
         created_at=1000.0, spec={"name": job, "command": ["true"]},
     )  # fmt: skip
+
+
+def on_terminal(
+    server: ServerProcess, *args: str, stderr_on_terminal: bool = True
+) -> tuple[int, bytes]:
+    """`runyard ARGS` with its output on a pseudo-terminal: its exit status and every byte
+    the terminal was sent."""
+    main, side = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runyard", *args, "--server", server.url],
+            stdin=side, stdout=side,
+            stderr=side if stderr_on_terminal else subprocess.DEVNULL,
+            env={**os.environ, "TERM": "xterm", "COLUMNS": "200"},
+        )  # fmt: skip
+    finally:
+        os.close(side)
+    drawn = bytearray()
+    try:
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the terminal's last writer has gone
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        return proc.wait(timeout=60), bytes(drawn)
+    finally:
+        os.close(main)

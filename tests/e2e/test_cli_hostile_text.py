@@ -16,7 +16,7 @@ import pytest
 
 from runyard.cli.output import plain, shown
 from tests import web
-from tests.support import ServerProcess, wait_for
+from tests.support import ServerProcess, on_terminal, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -97,25 +97,8 @@ def test_a_progress_message_reaches_a_terminal_as_text(start_server, write_job, 
     server = start_server(jobs_dir)
     run_id = web.post(f"{server.url}/v1/runs", json={"job": "maker"}).json()["id"]
     # `watch` on a real terminal (a pty): the progress bar and the log's tail are drawn
-    main, side = os.openpty()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runyard", "watch", run_id, "--server", server.url],
-            stdin=side, stdout=side, stderr=side, env={**os.environ, "TERM": "xterm"},
-        )  # fmt: skip
-        os.close(side)
-        drawn = bytearray()
-        while True:
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:  # EIO: the terminal's last writer has gone
-                break
-            if not chunk:
-                break
-            drawn += chunk
-        assert proc.wait(timeout=60) == 0
-    finally:
-        os.close(main)
+    status, drawn = on_terminal(server, "watch", run_id)
+    assert status == 0
     assert b"\x1b]0;PWNED" not in drawn  # a title the program set: never sent
     assert b"\x1b[41m" not in drawn  # nor its colour
     assert b"\\x1b]0;PWNED" in drawn or b"\\x1b[41mred" in drawn or b"red [/] x" in drawn

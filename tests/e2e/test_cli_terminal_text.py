@@ -24,7 +24,7 @@ import pytest
 from tests import web
 from tests.e2e.test_cli_hostile_server import run_json
 from tests.e2e.test_client_hostile import RUN, Hostile, hostile, json_answer
-from tests.support import ServerProcess, free_port, wait_for
+from tests.support import ServerProcess, free_port, on_terminal, wait_for
 
 pytestmark = pytest.mark.e2e
 __all__ = ["hostile"]  # the fixture, used by name
@@ -48,36 +48,6 @@ def write_program(tmp_path: Path, write_job) -> None:
     script = tmp_path / "hostile.py"
     script.write_text(f"import sys\nsys.stdout.buffer.write({LOG!r})\n")
     write_job("hostile", f"command = [{str(sys.executable)!r}, {str(script)!r}]\n")
-
-
-def on_terminal(
-    server: ServerProcess, *args: str, stderr_on_terminal: bool = True
-) -> tuple[int, bytes]:
-    """`runyard ARGS` with its output on a pseudo-terminal: its exit status and every byte
-    the terminal was sent."""
-    main, side = os.openpty()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runyard", *args, "--server", server.url],
-            stdin=side, stdout=side,
-            stderr=side if stderr_on_terminal else subprocess.DEVNULL,
-            env={**os.environ, "TERM": "xterm", "COLUMNS": "200"},
-        )  # fmt: skip
-    finally:
-        os.close(side)
-    drawn = bytearray()
-    try:
-        while True:
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:  # EIO: the terminal's last writer has gone
-                break
-            if not chunk:
-                break
-            drawn += chunk
-        return proc.wait(timeout=60), bytes(drawn)
-    finally:
-        os.close(main)
 
 
 def assert_shown_as_text(drawn: bytes) -> None:
