@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +59,9 @@ async def audit(store: Store, runs_dir: Path) -> FileAudit:
     as it goes (ten million runs are never held at once), and each chunk is one store read."""
     unknown: list[str] = []
     ahead: list[str] = []
-    entries = await asyncio.to_thread(_open_dir, runs_dir)
+    names = await asyncio.to_thread(RunNames, runs_dir)
     try:
-        while chunk := await asyncio.to_thread(_next_names, entries):
+        while chunk := await asyncio.to_thread(names.next_chunk):
             last = await store.last_attempts(chunk)
             missing = [name for name in chunk if name not in last]
             if missing:  # gone meanwhile (deleted, its record with it) is no sign
@@ -76,8 +77,7 @@ async def audit(store: Store, runs_dir: Path) -> FileAudit:
                         if (now := again.get(name)) is not None and number > now
                     ]
     finally:
-        if entries is not None:
-            await asyncio.to_thread(entries.close)
+        await asyncio.to_thread(names.close)
     result = FileAudit(
         done=True, unknown_runs=len(unknown), attempts_ahead=len(ahead),
         examples=tuple((unknown + ahead)[:EXAMPLES]),
@@ -92,18 +92,32 @@ async def audit(store: Store, runs_dir: Path) -> FileAudit:
     return result
 
 
-def _open_dir(runs_dir: Path) -> os._ScandirIterator[str] | None:
-    try:
-        return os.scandir(runs_dir)
-    except FileNotFoundError:
-        return None
+class RunNames:
+    """The runs directory read on threads, a chunk at a time. Each read and the close hold one
+    lock: an audit cancelled mid-read (the server stopping) closed the directory from another
+    thread while the read went on, and freed the iterator under it (a segfault)."""
+
+    def __init__(self, runs_dir: Path) -> None:
+        self._lock = threading.Lock()
+        try:
+            self._entries: os._ScandirIterator[str] | None = os.scandir(runs_dir)
+        except FileNotFoundError:
+            self._entries = None
+
+    def next_chunk(self) -> list[str]:
+        with self._lock:
+            return [] if self._entries is None else _next_names(self._entries)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._entries is not None:
+                self._entries.close()
+                self._entries = None
 
 
-def _next_names(entries: Iterator[os.DirEntry[str]] | None) -> list[str]:
+def _next_names(entries: Iterator[os.DirEntry[str]]) -> list[str]:
     """The next CHUNK run directories' names (fewer at the end, none after it)."""
     names: list[str] = []
-    if entries is None:
-        return names
     for e in entries:
         if _RUN_ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False):
             names.append(e.name)
