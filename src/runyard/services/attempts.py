@@ -32,6 +32,7 @@ from runyard.models import (
 from runyard.services import outcomes
 from runyard.services.lease import Lease
 from runyard.services.slots import Slots
+from runyard.services.start_records import StartRecords
 from runyard.services.transitions import Transitions
 from runyard.services.wakeup import QueueWakeup
 from runyard.store import Store
@@ -100,7 +101,7 @@ class Attempts:
         self.unrecorded: dict[str, ExitRecord | UnreadableExit] = {}
         self._heard = TaskGroup("cancel_heard")  # cancels other servers accepted, sent on
         self.end_claims: EndClaims | None = None  # set while the dispatcher runs
-        self._start_writes = TaskGroup("start_writes")  # `started`: not awaited by the launch
+        self.start_records = StartRecords(store)
 
     # -- start --------------------------------------------------------------------------------
 
@@ -130,48 +131,35 @@ class Attempts:
     async def started(
         self, run: Run, number: int, *, pid: int, pgid: int, start_time: float, at: float
     ) -> None:
-        """Its program runs. Its record is handed to the store at once, and not waited for
-        here: what follows (its tracking, a cancel that came while it was starting, the exit
-        of a short program) does not wait a store turn for it. The store writes a start only
-        to an attempt still starting: an end read first (in the same turn) stands, with the
-        pid and start of its exit record. Recovery tells a program that ran from one that never
-        started by this record: a reconcile pass waits for those in flight (`starts_written`),
-        and so does a stop.
-
-        An attempt whose end was heard before its start (`end_heard`) gets no start record:
-        its end, written next, carries the same pid and start. A start written then was an
-        update that changed nothing, a store write per run of a short program for nothing."""
+        """Its program runs. Its start record is held a moment and written with others
+        (`StartRecords`), not waited for here: what follows (its tracking, a cancel that came
+        while it was starting, the exit of a short program) does not wait a store turn for
+        it. The store writes a start only to an attempt still starting: an end written first
+        stands, with the pid and start of its exit record. An attempt whose end was heard
+        before its start (`end_heard`), or within the record's wait, gets no start record."""
         self._unstarted.pop(run.id, None)
         key = attempt_key(run.id, number)
         if key in self._ended_unstarted:
             self._ended_unstarted.discard(key)
         else:
-            self._start_writes.start(self._write_start(run.id, number, pid, pgid, start_time, at))
+            self.start_records.hold(key, (run.id, number, pid, pgid, start_time, at))
         await self._track(run.id, number, fresh=True)
         if run.id in self._cancel_pending:
             await self.executor.cancel(run.id, number)  # cancel came while it was starting
 
-    async def _write_start(
-        self, run_id: str, number: int, pid: int, pgid: int, start_time: float, at: float
-    ) -> None:
-        try:
-            await self.store.attempt_started(
-                run_id, number, pid=pid, pgid=pgid, proc_start_time=start_time, at=at
-            )
-        except Exception as exc:  # a full disk: its end, recorded later, carries pid and start
-            log.warning("attempt_start_not_written", run_id=run_id, attempt=number, error=str(exc))
-
     def end_heard(self, key: str) -> None:
         """The executor told of the attempt's end, as it reads it (before it is recorded): an
-        attempt launched here whose start it has not yet been told of needs no start record."""
+        attempt launched here whose start record is not written yet needs none."""
+        self.start_records.ended(key)
         run_id, number = parse_attempt_key(key)
         if self._unstarted.get(run_id) == number:
             self._ended_unstarted.add(key)
 
     async def starts_written(self) -> None:
-        """Once the start records handed to the store so far are written (or failed). A
-        caller cancelled meanwhile (a reconcile pass at shutdown) is; the writes go on."""
-        await self._start_writes.ended()
+        """Once the start records heard so far are written (or failed): recovery tells a
+        program that ran from one that never started by them. A caller cancelled meanwhile
+        (a reconcile pass at shutdown) is; the writes go on."""
+        await self.start_records.written()
 
     async def adopted(self, run_id: str, number: int) -> None:
         """Its program still runs under the supervisor after a restart (reconcile)."""
