@@ -229,6 +229,9 @@ def test_errors_are_in_openai_shape(start_server, gated, jobs_dir) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model="gated", messages=[{"role": "robot", "content": "x"}])  # type: ignore[list-item]
     assert bad.value.body["param"] == "messages.0.role"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as many:  # one run gives one answer
+        client.chat.completions.create(model="gated", messages=ask("x"), n=2)
+    assert many.value.body["param"] == "n"  # type: ignore[index]
     with pytest.raises(openai.UnprocessableEntityError) as too_long:
         client.chat.completions.create(model="gated", messages=ask("x" * 20_000))
     assert too_long.value.body["param"] == "messages"  # type: ignore[index]

@@ -100,6 +100,11 @@ class ChatRequest(RequestBody):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    # a call is one run, and a run gives one answer: asked for more, a caller reading
+    # `choices[1]` would fail on an answer that looked whole
+    n: (
+        Annotated[int, Field(ge=1, le=1, description="Choices to make: runyard makes one.")] | None
+    ) = None
 
 
 class AnswerMessage(BaseModel):
