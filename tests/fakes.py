@@ -212,7 +212,7 @@ class FakeExecutor:
         held = self.attempts.get(attempt_key(run_id, attempt))
         return (
             held is not None and not held.ended
-            and (held.started.pid, held.started.start_time) == (pid, start_time)
+            and (pid is None or (held.started.pid, held.started.start_time) == (pid, start_time))
         )  # fmt: skip
 
     async def kill_leftovers(

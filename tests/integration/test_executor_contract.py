@@ -165,9 +165,12 @@ async def test_its_program_still_runs_until_it_ends(subject: Subject, told: Told
     started = await ex.launch(launch(subject, "r11", Program(until_signalled=True)))
     assert started is not None
     assert await ex.still_runs("r11", 1, started.pid, started.start_time)
+    # no start recorded (the server stopped first): told by the attempt alone
+    assert await ex.still_runs("r11", 1, None, None)
     assert await ex.cancel("r11", 1)
     assert (await told.next_end()).key == "r11.1"
     assert not await ex.still_runs("r11", 1, started.pid, started.start_time)
+    assert not await ex.still_runs("r11", 1, None, None)
     assert not await ex.still_runs("nobody", 1, None, None)
 
 

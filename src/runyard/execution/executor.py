@@ -293,8 +293,14 @@ class LocalExecutor:
         self, run_id: str, attempt: int, pid: int | None, start_time: float | None
     ) -> bool:
         """Whether the process the supervisor spawned for the attempt is still there: `pid`
-        with its start time (a reused pid is somebody else's). One read of /proc, in a thread
-        as every file read of the server's."""
+        with its start time (a reused pid is somebody else's), one read of /proc. With no
+        start recorded (the server stopped before it wrote it, or the store refused it): any
+        process carrying the attempt's key in its environment, its program or what it left,
+        so that an exit file such a program wrote is not believed (a scan of /proc). In a
+        thread, as every file read of the server's."""
+        if pid is None:
+            key = attempt_key(run_id, attempt)
+            return await asyncio.to_thread(lambda: bool(_carrying((key,))))
         return await asyncio.to_thread(same_process, pid, start_time)
 
     async def kill_leftovers(
@@ -363,14 +369,22 @@ def kill_by_keys(keys: Collection[str]) -> int:
     """Blocking: SIGKILL every process whose environment names one of these attempts (one
     scan of /proc for them all). Returns how many."""
     killed = 0
+    for proc in _carrying(keys):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+            killed += 1
+    return killed
+
+
+def _carrying(keys: Collection[str]) -> list[psutil.Process]:
+    """Blocking: every process whose environment names one of these attempts (one scan)."""
     needles = {f"RUNYARD_ATTEMPT_KEY={key}".encode() for key in keys}
+    found = []
     for proc in psutil.process_iter():
         try:
             environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
         except OSError:
             continue
         if not needles.isdisjoint(environ.split(b"\0")):
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-                killed += 1
-    return killed
+            found.append(proc)
+    return found
