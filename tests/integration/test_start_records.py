@@ -13,7 +13,6 @@ import structlog
 
 from runyard.errors import StorageFullError
 from runyard.execution.base import Launch, Started
-from runyard.services import start_records
 from tests.inprocess import FakedServer, faked
 from tests.support import wait_for
 
@@ -158,59 +157,3 @@ def test_a_program_whose_start_was_not_written_is_lost_when_its_supervisor_is(
         assert attempt_of(srv, run["id"])["state"] == "starting"
         attempt = supervisor_lost(srv, run["id"], "starting")
         assert (attempt["state"], attempt["outcome"]) == ("lost", "lost"), attempt
-
-
-def counted_starts(srv: FakedServer) -> list[list[tuple[str, int, int, int, float, float]]]:
-    """Every start write the store is asked for, as it is asked."""
-    written: list[list[tuple[str, int, int, int, float, float]]] = []
-    write = srv.runtime.store.attempts_started
-
-    async def counted(started: list[tuple[str, int, int, int, float, float]]) -> None:
-        written.append(started)
-        await write(started)
-
-    srv.runtime.store.attempts_started = counted  # type: ignore[method-assign]
-    return written
-
-
-def test_a_program_that_ends_while_its_start_is_held_gets_no_start_write(
-    tmp_path: Path, jobs: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Its end heard in a later read than its start, but before the start record left: the
-    end alone is written, with the pid and start of its exit (a store write per short run
-    fewer). The wait is made long here so that the end surely comes within it."""
-    monkeypatch.setattr(start_records, "DELAY_S", 3600.0)
-    with faked(tmp_path, jobs) as srv:
-        written = counted_starts(srv)
-        run = srv.submit("hold")
-        wait_for(lambda: srv.launched() == [run["id"]], what="the launch")
-        srv.finish(run["id"])
-        wait_for(lambda: srv.run(run["id"])["state"] == "succeeded", what="its end")
-        srv.call(asyncio.wait_for(srv.runtime.attempts.starts_written(), 10))
-        attempt = attempt_of(srv, run["id"])
-        assert (attempt["state"], attempt["pid"]) == (
-            "exited",
-            srv.executor.attempts[f"{run['id']}.1"].started.pid,
-        )
-        assert written == []
-
-
-def test_starts_held_together_leave_in_one_write(
-    tmp_path: Path, jobs: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two programs that run on: both records in one store write, asked for by whoever reads
-    them (a reconcile pass, a stop) without waiting for the rest of the window."""
-    monkeypatch.setattr(start_records, "DELAY_S", 3600.0)
-    with faked(tmp_path, jobs) as srv:
-        written = counted_starts(srv)
-        runs = [srv.submit("hold") for _ in range(2)]
-        wait_for(lambda: len(srv.launched()) == 2, what="both launched")
-        assert [attempt_of(srv, r["id"])["state"] for r in runs] == ["starting"] * 2
-        srv.call(asyncio.wait_for(srv.runtime.attempts.starts_written(), 10))
-        assert len(written) == 1 and len(written[0]) == 2, written
-        for r in runs:
-            attempt = attempt_of(srv, r["id"])
-            assert (attempt["state"], attempt["pid"]) == (
-                "running",
-                srv.executor.attempts[f"{r['id']}.1"].started.pid,
-            )

@@ -1,19 +1,15 @@
-"""Start records: an attempt's pid and process start time, written a little after its program
-starts, several in one store write, and not at all for a program whose end is heard first.
+"""Start records: an attempt's pid and process start time, written as soon as its program
+runs — the starts heard in one turn of the event loop in one store write, after that turn —
+and not at all for a program whose end is heard in the same turn (that end carries the same
+pid and start).
 
-A start record is not one of the promises a run's durability rests on (the run before its
-202, the attempt before its spawn, the exit file before the outcome): it is what a reconcile
-pass, with no supervisor left to ask, checks a leftover program and an exit file against.
-So it need not be written the moment the program runs. Held for `DELAY_S`, most short
-programs end meanwhile, and their end, which carries the same pid and start, is the only
-write (one fewer per run: a short program's start was a store write, a task and a wake of
-the store's thread for a record its end replaced within milliseconds). The rest leave
-together, one write for every start of the window.
-
-A process that dies inside the window leaves the attempt as a failed start write does:
-`starting`, its log beside it, so recovery counts it as run (`lost`, spent), as before.
-Whoever reads the records (a reconcile pass, a stop) asks for what is held first
-(`written`)."""
+Recovery, with no supervisor left to ask, checks a leftover program and an exit file against
+this record: written later (it was tried: held 50 ms so that most short programs' ends came
+first, one store write per run fewer), a server killed in that window left an attempt with
+no start, and an exit file its program forged beside it was believed. So nothing waits for
+it, but it is not put off. Whoever reads the records (a reconcile pass, a stop) asks for
+what is held first (`written`).
+"""
 
 from __future__ import annotations
 
@@ -26,7 +22,6 @@ from runyard.store import Store
 
 log = structlog.get_logger(__name__)
 
-DELAY_S = 0.05  # long enough for a short program's end, short enough not to be seen
 StartRecord = tuple[str, int, int, int, float, float]  # run id, attempt, pid, pgid, start, at
 
 
@@ -34,15 +29,16 @@ class StartRecords:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._due: dict[str, StartRecord] = {}  # by attempt key
-        self._timer: asyncio.TimerHandle | None = None
+        self._due_soon = False  # a flush is due at the end of this turn
         self._writes = TaskGroup("start_writes")
 
     def hold(self, key: str, record: StartRecord) -> None:
-        """The program runs: its record goes out with the window's others, unless its end
-        is heard first."""
+        """The program runs: its record goes out with this turn's others, unless its end is
+        heard in the same turn."""
         self._due[key] = record
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(DELAY_S, self.flush)
+        if not self._due_soon:
+            self._due_soon = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def ended(self, key: str) -> None:
         """Its end was heard: that end, written next, carries its pid and start."""
@@ -50,9 +46,7 @@ class StartRecords:
 
     def flush(self) -> None:
         """What is held goes to the store now, in one write (not waited for)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._due_soon = False
         if self._due:
             records, self._due = list(self._due.values()), {}
             self._writes.start(self._write(records))
