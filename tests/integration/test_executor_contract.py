@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -162,15 +163,18 @@ async def test_its_program_still_runs_until_it_ends(subject: Subject, told: Told
     """What recovery asks before it believes an exit file: a record is written only once its
     program has ended, so one found while the program still runs is not its record."""
     ex = subject.executor
-    started = await ex.launch(launch(subject, "r11", Program(until_signalled=True)))
+    # its own id: with no pid, a program is known by its key machine-wide (other tests
+    # running beside this one name theirs "r11" too)
+    rid = f"r11x{uuid.uuid4().hex[:12]}"
+    started = await ex.launch(launch(subject, rid, Program(until_signalled=True)))
     assert started is not None
-    assert await ex.still_runs("r11", 1, started.pid, started.start_time)
+    assert await ex.still_runs(rid, 1, started.pid, started.start_time)
     # no start recorded (the server stopped first): told by the attempt alone
-    assert await ex.still_runs("r11", 1, None, None)
-    assert await ex.cancel("r11", 1)
-    assert (await told.next_end()).key == "r11.1"
-    assert not await ex.still_runs("r11", 1, started.pid, started.start_time)
-    assert not await ex.still_runs("r11", 1, None, None)
+    assert await ex.still_runs(rid, 1, None, None)
+    assert await ex.cancel(rid, 1)
+    assert (await told.next_end()).key == f"{rid}.1"
+    assert not await ex.still_runs(rid, 1, started.pid, started.start_time)
+    assert not await ex.still_runs(rid, 1, None, None)
     assert not await ex.still_runs("nobody", 1, None, None)
 
 
