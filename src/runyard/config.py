@@ -99,6 +99,10 @@ class Settings(BaseModel):
         default=100_000, ge=100, description="directory entries one artifact listing may read"
     )
     artifact_threads: int = Field(default=2, ge=1, le=32, description="threads for listings")
+    max_requests: int | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description="requests at once, past which 503 (default: what the descriptor limit allows)",
+    )  # fmt: skip
     metrics_public: bool = Field(default=True, description="serve /metrics without a token")
     port: int = Field(default=8000, ge=0, le=65535)
     capacity: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=MAX_CAPACITY)

@@ -11,6 +11,7 @@ from runyard import __version__
 from runyard.api import dashboard, docs, fast_submit, inputs, openai_errors, problems, proxy
 from runyard.api.middleware.authenticate import AuthenticateMiddleware
 from runyard.api.middleware.body_limit import BodyLimitMiddleware
+from runyard.api.middleware.request_cap import RequestCap, default_max_requests
 from runyard.api.middleware.request_context import RequestContextMiddleware
 from runyard.api.middleware.submit_lane import SubmitLane
 from runyard.api.routes import (
@@ -83,4 +84,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         SubmitLane, runtime=rt, route=submit_route, handlers=app.exception_handlers,
         max_bytes=settings.max_body_kb * 1024, idle_s=settings.header_timeout_s,
     )  # fmt: skip
+    # outermost: a request past the cap holds nothing, not even a request id
+    app.add_middleware(RequestCap, max_requests=settings.max_requests or default_max_requests())
     return app

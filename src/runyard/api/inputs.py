@@ -16,6 +16,7 @@ from pydantic_core import CoreSchema, PydanticCustomError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from runyard.api.middleware.request_cap import EXEMPT
 from runyard.bounds import ID_PATTERN, JOB_NAME_PATTERN, LINE_PATTERN, text_problem
 from runyard.config import Settings
 from runyard.errors import InvalidInputError
@@ -192,7 +193,7 @@ class ControlCharacterGuard:
         await send({"type": "http.response.body", "body": body})
 
 
-def _guarded(op: dict[str, Any]) -> None:
+def _guarded(op: dict[str, Any], path: str) -> None:
     """What the guard does to every operation, said in its parameters and answers."""
     for param in op.get("parameters", []):
         if param.get("in") not in ("path", "query"):
@@ -216,6 +217,12 @@ def _guarded(op: dict[str, Any]) -> None:
     for code, why in answers:
         responses.setdefault(code, {
             "description": why,
+            "content": {"application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/Problem"}}},
+        })  # fmt: skip
+    if not path.startswith(EXEMPT):  # middleware/request_cap.py, before any route
+        responses.setdefault("503", {
+            "description": "out of resources: RUNYARD_MAX_REQUESTS requests in progress",
             "content": {"application/problem+json": {
                 "schema": {"$ref": "#/components/schemas/Problem"}}},
         })  # fmt: skip
@@ -250,10 +257,10 @@ def publish(app: FastAPI, settings: Settings) -> None:
             return app.openapi_schema
         doc = build()
         _settings_bounds(doc.get("components", {}).get("schemas", {}), settings)
-        for item in doc.get("paths", {}).values():
+        for path, item in doc.get("paths", {}).items():
             for op in item.values():
                 if isinstance(op, dict):
-                    _guarded(op)
+                    _guarded(op, path)
         app.openapi_schema = doc
         return doc
 
