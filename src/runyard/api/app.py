@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from runyard import __version__
 from runyard.api import dashboard, docs, fast_submit, inputs, openai_errors, problems, proxy
@@ -14,6 +14,7 @@ from runyard.api.middleware.body_limit import BodyLimitMiddleware
 from runyard.api.middleware.request_cap import RequestCap, default_max_requests
 from runyard.api.middleware.request_context import RequestContextMiddleware
 from runyard.api.middleware.submit_lane import SubmitLane
+from runyard.api.query_once import one_value_each
 from runyard.api.routes import (
     artifacts,
     batches,
@@ -52,6 +53,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         version=__version__,
         description="Command-line programs as a robust HTTP service.",
         lifespan=lifespan,
+        dependencies=[Depends(one_value_each)],  # a one-value query parameter given twice: 422
         docs_url=None,  # served by api/docs.py from the package, not from a CDN
         redoc_url=None,
         # runyard's own metrics and logs observe every request (request_context.py); FastAPI's
