@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from runyard.client_downloads import save
+from runyard.client_downloads import all_listed, save
 from runyard.client_guards import (
     MAX_ERROR_TEXT,
     MAX_PAGES,
@@ -376,8 +376,10 @@ class Client:
     def download_all(self, run_id: str, root: Path, *, overwrite: bool = False) -> Iterator[Path]:
         """Every artifact of the run (every page of them) into `root`, each where its path
         says inside it: a path that would land elsewhere is a ClientError, and so is a file
-        there already unless `overwrite` (the server names them: `.bashrc`, into a home)."""
-        for listing in self.artifact_pages(run_id):
+        there already unless `overwrite` (the server names them: `.bashrc`, into a home).
+        A listing that left declared entries out raises PartialListingError once every file
+        it listed is saved: "all" was not all, and no caller takes it for all in silence."""
+        for listing in all_listed(self.artifact_pages(run_id)):
             for a in listing.artifacts:
                 dest = destination(root, a.path)
                 if not overwrite and (dest.exists() or dest.is_symlink()):

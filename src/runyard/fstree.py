@@ -29,6 +29,11 @@ from runyard.mounts import (
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+Entry = tuple[str, bool]  # a name in its directory, and whether it is a real directory
+# told of a directory read in part: its components, and the names of it that were read
+OnPart = Callable[[tuple[str, ...], set[str]], None] | None
+
+
 class TreeMovedError(OSError):
     """A directory was moved while it was being walked: the walk stops rather than guess."""
 
@@ -126,7 +131,8 @@ class DirCursor:
 class TreeWalker:
     """Depth-first, children in name order (so the order of relative paths compared as tuples
     of components), never following a link. Counts the entries it read and notes when a
-    directory held more than `max_dir_entries` (only that many of it were seen)."""
+    directory held more than `max_dir_entries` (only that many of it were seen, in the order
+    the file system gives: which ones is not ours to choose)."""
 
     def __init__(self, root: Path, max_dir_entries: int | None = None) -> None:
         self.root = root
@@ -148,28 +154,34 @@ class TreeWalker:
             raise RuntimeError("crosses outside a walk")
         return self._cursor.crosses(name, st)
 
-    def _list(self, cursor: DirCursor) -> Iterator[tuple[str, bool]]:
+    def _list(self, cursor: DirCursor, parts: list[str], on_part: OnPart) -> Iterator[Entry]:
         entries, complete = cursor.entries(self.max_dir_entries)
         self.read += len(entries)
-        self.partial = self.partial or not complete
+        if not complete:
+            self.partial = True
+            if on_part is not None:
+                on_part(tuple(parts), {name for name, _ in entries})
         return iter(entries)
 
     def walk(
         self,
         descend: Callable[[tuple[str, ...]], bool] | None = None,
         on_mount: Callable[[tuple[str, ...]], None] | None = None,
+        on_part: OnPart = None,
     ) -> Generator[tuple[tuple[str, ...], bool], None, None]:
         """Yields (components, is a directory). `descend(components)` (default: always)
         says whether to enter a directory just yielded; one it would enter that a mount
-        covers is not entered, and told to `on_mount`. CrossesMountError if the root itself
-        is a mount point."""
+        covers is not entered, and told to `on_mount`. A directory read in part (more than
+        `max_dir_entries`; the root is ()) is told to `on_part` with the names that were
+        read, before any of them is yielded. CrossesMountError if the root itself is a mount
+        point."""
         enter = descend or (lambda _parts: True)
         cursor = self._cursor = DirCursor(self.root)
         try:
             if cursor.root_is_mount_point():
                 raise CrossesMountError(str(self.root))
             parts: list[str] = []
-            stack = [self._list(cursor)]
+            stack = [self._list(cursor, parts, on_part)]
             while stack:
                 for name, is_dir in stack[-1]:
                     here = (*parts, name)
@@ -185,7 +197,7 @@ class TreeWalker:
                     except OSError:
                         continue  # gone, or swapped for a link or a file: not entered
                     parts.append(name)
-                    stack.append(self._list(cursor))
+                    stack.append(self._list(cursor, parts, on_part))
                     break
                 else:
                     stack.pop()

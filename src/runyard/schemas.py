@@ -362,15 +362,16 @@ class ArtifactList(BaseModel):
     )
     partial: bool = Field(
         default=False,
-        description="not every declared file is listed: some were skipped (`skipped` says "
-        "which and why), or the workspace was larger than one walk may read "
-        "(artifact_walk_max), or workspace_bytes counts only part of it",
+        description="not every declared file is listed (`skipped` says which and why: "
+        "an entry that cannot be served, or a directory read in part, past "
+        "RUNYARD_ARTIFACT_WALK_MAX entries), or workspace_bytes counts only part of it",
     )
     skipped: list[SkippedArtifact] = Field(
         default_factory=list,
         fail_fast=True,
         description="entries the globs declare that cannot be served (a name that is not "
-        "UTF-8 or holds a control character, a link, not a regular file), 100 a page at most",
+        "UTF-8 or holds a control character, a link, not a regular file, a mount point) and "
+        "directories read in part, 100 a page at most",
     )
     skipped_omitted: int = Field(default=0, description="skipped past the 100 named")
 

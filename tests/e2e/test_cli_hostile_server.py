@@ -241,7 +241,7 @@ def test_a_bracket_left_open_in_one_text_is_not_closed_by_the_next(hostile: Make
     server = hostile({f"/v1/runs/{RUN}/artifacts": json_answer(listing)})
     listed = cli(server.url, "artifacts", RUN)
     assert listed.returncode == 0, listed.stderr
-    assert "not listed: '[link=https://evil.example': gone]" in listed.stdout, listed.stdout
+    assert "not listed: '[link=https://evil.example': gone]" in listed.stderr, listed.stderr
 
 
 def test_a_download_into_a_folder_replaces_nothing_unless_asked(hostile, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from runyard.cli.output import (
 )
 from runyard.cli.uploads import upload_files
 from runyard.client import Client
+from runyard.client_downloads import LeftOut, PartialListingError
 from runyard.models import RunState
 from runyard.schemas import RunPage
 
@@ -172,32 +173,55 @@ def artifacts(
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """List a run's artifacts, or download them."""
+    """List a run's artifacts, or download them; what the listing left out is said on stderr."""
+    # a file it cannot serve, a directory too large to read whole: named, never left out in
+    # silence; a download it left artifacts out of exits 1, once every file listed is saved
     with connected(server, token) as c:
-        pages = list(c.artifact_pages(run_id))  # every page, not the first one's thousand
         if download is None:
-            table = Table("path", "size")
-            for a in (a for page in pages for a in page.artifacts):
-                table.add_row(shown(a.path), str(a.size))
-            out.print(table)
+            _list_artifacts(c, run_id)
         else:
             _download(c, run_id, download, overwrite)
-        # what the run declared and cannot be served is said, never left out in silence
-        for page in pages:
-            for skipped in page.skipped:
-                out.print(f"not listed: {shown(repr(skipped.path))}: {shown(skipped.reason)}")
-            if page.skipped_omitted:
-                out.print(f"not listed: {page.skipped_omitted} more")
+
+
+def _list_artifacts(c: Client, run_id: str) -> None:
+    left_out = LeftOut()
+    table = Table("path", "size")
+    for page in c.artifact_pages(run_id):  # every page, not the first one's thousand
+        left_out.add(page)
+        for a in page.artifacts:
+            table.add_row(shown(a.path), str(a.size))
+    out.print(table)
+    if left_out:
+        _say_left_out(left_out)
+        err.print("[yellow]warning:[/yellow] the listing is partial: not every artifact the "
+                  "run declared is listed (named above)")  # fmt: skip
+
+
+def _say_left_out(left_out: LeftOut) -> None:
+    """What the run declared and the listing left out, on stderr: never in silence (a
+    directory read in part printed its rows and no word), and never in the table or the
+    paths saved that stdout gives a script."""
+    for path, reason in left_out.named:
+        err.print(f"not listed: {shown(repr(path))}: {shown(reason)}")
+    if left_out.omitted:
+        err.print(f"not listed: {left_out.omitted} more")
+    if n := left_out.unexplained:
+        err.print(f"not listed: what {n} {'page' if n == 1 else 'pages'} left out (the server "
+                  "said partial and named nothing)")  # fmt: skip
 
 
 def _download(c: Client, run_id: str, folder: Path, overwrite: bool) -> None:
     """Every artifact into `folder`, each inside it whatever path the server names (a
     ClientError). What the folder cannot take (a file and a folder of one name, a name too
     long) is said in one line, naming the file, and exits with status 2 (they were
-    tracebacks)."""
+    tracebacks); what the listing left out is named, and exits with status 1."""
     try:
         for dest in c.download_all(run_id, folder, overwrite=overwrite):
             out.print(shown(dest))
+    except PartialListingError as exc:
+        _say_left_out(exc.left_out)
+        err.print(f"[red]error:[/red] {shown(str(exc))}")
+        raise typer.Exit(1) from None
     except OSError as exc:
         # a rename's second name is the file's own (the first, its download's temporary one)
         where = next((n for n in (exc.filename2, exc.filename) if n is not None), folder)

@@ -5,14 +5,16 @@ that submissions and reads need.
 Order is the name order of path components; a cursor is the last entry a page walked, and the
 next page resumes strictly after it. A page ends at `limit` artifacts or once `walk_max`
 entries past the cursor were walked, whichever comes first, and no directory is read past
-`walk_max` entries (a larger one is listed in part, and the page says so), so every
-request's work is bounded.
+`walk_max` entries, so every request's work is bounded.
 
-An entry the globs declare that cannot be served (a name no request path can carry, a link,
-a hard link, not a regular file, a mount point) is never left out in silence: the page names
-it among its `skipped`, with the reason, and says it is partial. No walk crosses a mount
-point (fstree.py): another file system's files, or a bind mount's, are neither listed nor
-counted in the workspace's size.
+Nothing the globs declare is left out in silence, by a bound or otherwise: an entry that
+cannot be served (a name no request path can carry, a link, a hard link, not a regular file,
+a mount point) is named among the page's `skipped`, with the reason, and so is a directory
+read in part (which of its entries were read is the file system's order, so the rest can lie
+anywhere in the listing's), on every page that reads it, naming the bound and its setting;
+a page is partial exactly when it names something. No walk crosses a mount point
+(fstree.py): another file system's files, or a bind mount's, are neither listed nor counted
+in the workspace's size.
 """
 
 from __future__ import annotations
@@ -59,13 +61,14 @@ class SkippedEntry:
 class ArtifactPage:
     artifacts: list[ArtifactInfo]
     next_cursor: str | None  # None: nothing follows
-    walked_part: bool  # a directory held more entries than one walk may read
     skipped: list[SkippedEntry] = field(default_factory=list)  # the first MAX_SKIPPED
     skipped_omitted: int = 0  # and how many more
 
     @property
     def partial(self) -> bool:
-        return self.walked_part or bool(self.skipped)
+        # a page that left something out says what (a bare flag was set for a directory
+        # read in part, and nothing told which, nor led to the files it held back)
+        return bool(self.skipped) or self.skipped_omitted > 0
 
 
 # Names are the file system's bytes, held as Python holds them (os.fsdecode: bytes that are
@@ -118,6 +121,39 @@ def _unnameable(rel: str) -> str | None:
 
 
 MOUNT_POINT = "a mount point: another file system's files are never listed or served"
+WALK_MAX_SETTING = "RUNYARD_ARTIFACT_WALK_MAX"  # config.py: artifact_walk_max
+
+
+def read_in_part(walk_max: int) -> str:
+    """Why a directory is named: it held more entries than a listing reads of one."""
+    return (
+        f"more than {walk_max} entries: not all listed (a listing reads {walk_max} of a "
+        f"directory, in no set order: {WALK_MAX_SETTING})"
+    )
+
+
+def _wild(component: str) -> bool:
+    return any(c in component for c in "*?")  # services/artifacts.py: `[` is a literal
+
+
+def _declares_unread(parts: tuple[str, ...], read: set[str], patterns: list[str]) -> bool:
+    """Whether a glob may declare an entry under the directory `parts` that its read in
+    part left out (`read`: the names it did read). A glob that reaches it by literal names
+    only leaves out nothing if the next one was read: a workspace whose top holds a
+    hundred thousand scratch files but `outputs` among those read lost nothing of
+    `outputs/**`."""
+    for pattern in patterns:
+        components = pattern.split("/")
+        for i, component in enumerate(components):
+            if "**" in component:
+                return True  # any depth from here: any entry may lead to a declared one
+            if i == len(parts):
+                if _wild(component) or component not in read:
+                    return True
+                break
+            if not matches(parts[i], [component]):
+                break  # this glob declares nothing under `parts`
+    return False
 
 
 def _refused(st: os.stat_result) -> str | None:
@@ -152,13 +188,19 @@ class _Found:
 
     def mount_point(self, parts: tuple[str, ...], after: tuple[str, ...]) -> None:
         """A directory the walk would have entered that a mount covers."""
-        if parts > after:  # one the cursor is at was named on the page before
+        if parts > after:  # one the cursor is at was named on the page before (_page_end)
             self.skip("/".join(parts), MOUNT_POINT)
 
-    def page(self, next_cursor: str | None, walked_part: bool) -> ArtifactPage:
-        return ArtifactPage(
-            self.artifacts, next_cursor, walked_part, self.skipped, self.skipped_omitted
-        )
+    def read_in_part(
+        self, parts: tuple[str, ...], read: set[str], patterns: list[str], walk_max: int
+    ) -> None:
+        """A directory read in part, named on every page that reads it: what it held back
+        may fall in any page's range."""
+        if _declares_unread(parts, read, patterns):
+            self.skip("/".join(parts) or ".", read_in_part(walk_max))
+
+    def page(self, next_cursor: str | None) -> ArtifactPage:
+        return ArtifactPage(self.artifacts, next_cursor, self.skipped, self.skipped_omitted)
 
 
 def _consider(
@@ -202,7 +244,7 @@ def _walk_page(
 ) -> ArtifactPage:  # fmt: skip
     found = _Found()
     if not workspace.is_dir():
-        return found.page(None, walked_part=False)
+        return found.page(None)
     after = after or ()
 
     roots = [_literal_prefix(p) for p in patterns]
@@ -216,7 +258,11 @@ def _walk_page(
         return parts > after or after[:n] == parts
 
     walker = TreeWalker(workspace, max_dir_entries=walk_max)
-    walk = walker.walk(descend, on_mount=lambda parts: found.mount_point(parts, after))
+    walk = walker.walk(
+        descend,
+        on_mount=lambda parts: found.mount_point(parts, after),
+        on_part=lambda parts, read: found.read_in_part(parts, read, patterns, walk_max),
+    )
     try:
         visited = 0
         for parts, is_dir in walk:
@@ -227,12 +273,31 @@ def _walk_page(
                 _consider(walker, parts, patterns, found)
             if len(found.artifacts) >= limit or visited >= walk_max:
                 # a full page, or the walk's budget spent: the next page goes on from here
-                return found.page(encode_cursor(parts), walker.partial)
+                if is_dir:
+                    _page_end(walker, parts, descend, found)
+                return found.page(encode_cursor(parts))
     except (TreeMovedError, FileNotFoundError):
         pass  # the program moved things while we looked: what was seen so far stands
     finally:
         walk.close()  # its directory descriptor, now rather than when collected
-    return found.page(None, walker.partial)
+    return found.page(None)
+
+
+def _page_end(
+    walker: TreeWalker, parts: tuple[str, ...], descend: Callable[[tuple[str, ...]], bool],
+    found: _Found,
+) -> None:  # fmt: skip
+    """A page ends at a directory it has not entered: the next, resumed there, takes it for
+    named, so a mount over it is named now (it was named by neither, and silently held back
+    all it covered)."""
+    if not descend(parts):
+        return  # one the walk would not enter holds nothing declared
+    try:
+        st = walker.lstat(parts[-1])
+        if stat.S_ISDIR(st.st_mode) and walker.crosses(parts[-1], st):
+            found.skip("/".join(parts), MOUNT_POINT)
+    except OSError:
+        pass  # gone meanwhile: the next page does not meet it either
 
 
 def workspace_usage(workspace: Path, walk_max: int) -> tuple[int, bool]:
