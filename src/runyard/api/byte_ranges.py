@@ -14,8 +14,10 @@ _OWS = " \t"  # the only whitespace a list element may have around it (RFC 9110 
 
 def parse_byte_ranges(header: str, size: int) -> list[tuple[int, int]]:
     """The [start, end) spans a `bytes=` Range asks of a file of `size` bytes: one as asked,
-    several sorted with overlaps merged, none ([]: the whole file) past MAX_RANGES. Raises
-    MalformedRangeHeader (400) or RangeNotSatisfiable (416, a start at or past the end)."""
+    several sorted with overlaps merged, none ([]: the whole file) past MAX_RANGES. A part
+    that starts at or past the end is dropped: a set is satisfiable if one of its parts is
+    (RFC 9110 14.1.1), and Starlette refused the whole set for one. Raises
+    MalformedRangeHeader (400) or RangeNotSatisfiable (416, no part starts before the end)."""
     unit, equals, spec = header.partition("=")
     if not equals or unit.strip(_OWS).lower() != "bytes":
         raise MalformedRangeHeader("not a bytes=FIRST-LAST list")
@@ -23,10 +25,11 @@ def parse_byte_ranges(header: str, size: int) -> list[tuple[int, int]]:
     parts = [p.strip(_OWS) for p in spec.split(",") if p.strip(_OWS)]
     if not parts:
         raise MalformedRangeHeader("no range is asked for")
-    ranges = [_span(part, size) for part in parts]
-    if len(ranges) > MAX_RANGES:
+    asked = [_span(part, size) for part in parts]  # every part read: one malformed is a 400
+    if len(asked) > MAX_RANGES:
         return []
-    if any(start >= size for start, _ in ranges):
+    ranges = [(start, end) for start, end in asked if start < size]
+    if not ranges:
         raise RangeNotSatisfiable(size)
     if len(ranges) == 1:
         return ranges

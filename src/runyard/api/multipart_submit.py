@@ -33,6 +33,7 @@ from runyard.api.inputs import (
 )
 from runyard.api.problems import client_left
 from runyard.api.routes.runs import answer_submit, prefer_of, prefer_wait
+from runyard.api.routes.uploads import close_after
 from runyard.api.security import authorize
 from runyard.auth import Role
 from runyard.bounds import PARAM_NAME_PATTERN, text_problem
@@ -291,6 +292,11 @@ async def submit_multipart(scope: Scope, receive: Receive, send: Send) -> None:
             await form.read(Request(scope, receive).stream(), boundary)
         except ClientDisconnect:
             raise client_left() from None  # as the JSON body's (fast_submit.py)
+        except RunyardError as exc:
+            # refused as the body came (a file over its max_mb or max_upload_mb, a part the
+            # run has no param for): the rest of it is not read, the connection closed
+            close_after(exc)
+            raise
         request = await form.submit_request()
         response = await answer_submit(
             runtime.runs, runtime.settings, request, key, prefer, receive

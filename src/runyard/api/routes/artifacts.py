@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import re
+import unicodedata
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -42,7 +43,7 @@ router = APIRouter(
     prefix="/v1/runs/{run_id}/artifacts",
     tags=["artifacts"],
     dependencies=[READ, ON_OWNER],  # the files are where the run ran
-    responses=problem_responses(401, 403, 404, 416, 422),
+    responses=problem_responses(401, 403, 404, 422),
 )
 
 # Percent-encoded '/', '\', NUL or '.': a client hiding a separator or a dot-segment.
@@ -101,7 +102,7 @@ class ArtifactFileResponse(FileResponse):
             f"/proc/self/fd/{opened.fd}",
             stat_result=opened.stat,
             media_type=opened.media_type,
-            filename=filename,
+            filename=download_name(filename),
             content_disposition_type="attachment",
             # a program's (or a client's) file: if a browser shows it after all, it runs no
             # script and reaches nothing of this origin
@@ -111,12 +112,11 @@ class ArtifactFileResponse(FileResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            scope = _without_foreign_range(scope)
-            refusal = self._range_refusal(scope)
-            if refusal is not None:
-                await refusal(scope, receive, send)
+            served = self._as_served(scope)
+            if isinstance(served, Response):
+                await served(scope, receive, send)
                 return
-            await super().__call__(scope, receive, send)
+            await super().__call__(served, receive, send)
         except FileShrankError as exc:
             await self._cut_short(scope, receive, exc)
         finally:
@@ -135,7 +135,7 @@ class ArtifactFileResponse(FileResponse):
     @classmethod
     def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
         """Starlette's own reading (int() of each position) taken `1_0` for 10 and `+1` for 1:
-        every Range is read by the strict one, for the refusal below and for the answer."""
+        every Range is read by the strict one, for a refusal (_range_refusal) and the answer."""
         return parse_byte_ranges(http_range, file_size)
 
     async def _handle_simple(self, send: Send, send_header_only: bool, send_pathsend: bool) -> None:
@@ -164,31 +164,80 @@ class ArtifactFileResponse(FileResponse):
         failed then: a 200 cut short, and two descriptors per download where one will do."""
         yield _HeldFile(self.fd)
 
-    def _range_refusal(self, scope: Scope) -> Response | None:
-        """A bad Range as problem JSON naming the header (Starlette answers plain text)."""
-        header = dict(scope.get("headers", [])).get(b"range")
-        if header is None or self.stat_result is None:
-            return None
-        try:
-            self._parse_range_header(header.decode("latin-1"), self.stat_result.st_size)
-        except MalformedRangeHeader as exc:
-            return problem(400, "Bad Range", f"Range header: {exc.content}", "bad-range")
-        except RangeNotSatisfiable as exc:
-            return problem(
-                416, "Range not satisfiable", f"Range header: the artifact has {exc.max_size} "
-                "bytes", "range-not-satisfiable", {"Content-Range": f"bytes */{exc.max_size}"},
-            )  # fmt: skip
+    def _as_served(self, scope: Scope) -> Scope | Response:
+        """Range and If-Range read once, here, for a refusal and for the answer alike: what
+        Starlette is handed holds the one Range to serve, or none, and no If-Range. It read
+        them again its own way (the first of several Range lines where the refusal read the
+        last; If-Range only after the refusal), so a request could be refused for a Range
+        the answer would have ignored, or answered in plain text."""
+        headers = scope.get("headers", [])
+        ranges = [v for k, v in headers if k == b"range"]
+        if not ranges or self.stat_result is None:
+            return scope
+        rest = [(k, v) for k, v in headers if k not in (b"range", b"if-range")]
+        if self._range_applies([v for k, v in headers if k == b"if-range"]):
+            refusal = _range_refusal(ranges, self.stat_result.st_size)
+            if refusal is not None:
+                return refusal
+            if _in_bytes(ranges[0]):
+                rest.append((b"range", ranges[0]))
+        return {**scope, "headers": rest}
+
+    def _range_applies(self, conditions: list[bytes]) -> bool:
+        """If-Range (RFC 9110 13.1.5): with none, the Range applies; with one, only if it names
+        this file as it is now (its strong ETag or its Last-Modified, as Starlette compares
+        them). Else the client holds part of another version: the Range is ignored whatever
+        it says, malformed or past the end, and the whole file sent (200). Several If-Range
+        lines name no one validator: a condition that cannot be true."""
+        if not conditions:
+            return True
+        return len(conditions) == 1 and self._should_use_range(conditions[0].decode("latin-1"))
+
+
+def _in_bytes(header: bytes) -> bool:
+    """A Range in another unit is ignored, the whole file served, as RFC 9110 (14.2) requires
+    of a server that does not know the unit (Starlette refused it with 400)."""
+    return header.split(b"=", 1)[0].strip(b" \t").lower() == b"bytes"
+
+
+def _range_refusal(ranges: list[bytes], size: int) -> Response | None:
+    """The Range lines of a request as problem JSON if they are refused, else None."""
+    if len(ranges) > 1:  # not a list field (RFC 9110 5.3): two lines make no one set
+        return _range_problem(
+            400, "Bad Range", f"given {len(ranges)} times: one Range header asks for every "
+            "range (bytes=0-99,200-299)", "bad-range",
+        )  # fmt: skip
+    if not _in_bytes(ranges[0]):
         return None
+    try:
+        parse_byte_ranges(ranges[0].decode("latin-1"), size)
+    except MalformedRangeHeader as exc:
+        return _range_problem(400, "Bad Range", str(exc.content), "bad-range")
+    except RangeNotSatisfiable:
+        return _range_problem(
+            416, "Range not satisfiable", f"no range starts before the file's end: it has "
+            f"{size} bytes", "range-not-satisfiable", {"Content-Range": f"bytes */{size}"},
+        )  # fmt: skip
+    return None
 
 
-def _without_foreign_range(scope: Scope) -> Scope:
-    """A Range in a unit other than bytes is ignored, the whole artifact served, as RFC 9110
-    (14.2) requires of a server that does not know the unit (Starlette refused it with 400)."""
-    headers = scope.get("headers", [])
-    ranges = [v for k, v in headers if k == b"range"]
-    if not ranges or all(v.split(b"=", 1)[0].strip().lower() == b"bytes" for v in ranges):
-        return scope
-    return {**scope, "headers": [(k, v) for k, v in headers if k != b"range"]}
+def _range_problem(
+    status: int, title: str, detail: str, slug: str, headers: dict[str, str] | None = None
+) -> Response:
+    """A Range refused as problem JSON naming the header (Starlette answered plain text)."""
+    return problem(
+        status, title, f"Range header: {detail}", slug, headers, field="header.Range",
+        errors=[{"field": "header.Range", "message": detail}],
+    )  # fmt: skip
+
+
+def download_name(name: str) -> str:
+    """The name a browser's save dialog offers (Content-Disposition): no control or format
+    character, Unicode's category C. A bidi override (U+202E) before `txt.exe` shows it as
+    `exe.txt`, and zero-width ones hide what a name holds; upload names are stored without
+    them (services/uploads/names.py). Only the suggestion: a listing keeps the true name."""
+    kept = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    return kept or "download"
 
 
 class FileShrankError(RuntimeError):
@@ -236,12 +285,53 @@ async def open_off_loop(opener: Callable[[], OpenArtifact]) -> OpenArtifact:
         raise
 
 
-@router.head("/{path:path}", response_class=FileResponse, operation_id="head_artifact")
-@router.get(
-    "/{path:path}",
-    response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
-)
+# The headers a download reads (ArtifactFileResponse), declared for every route serving one.
+# Range has no pattern: what the server ignores (another unit) and what it refuses (a LAST
+# before its FIRST; 416, a set past the end of this file) are no regular language of the
+# header alone, and a pattern had schemathesis take an ignored Range for one to refuse.
+RANGE_HEADERS: dict[str, Any] = {
+    "parameters": [
+        {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
+         "description": "byte ranges (RFC 9110): bytes= then FIRST-LAST, FIRST- or -SUFFIX "
+            "in ASCII digits, comma-separated, in one Range header. Malformed or given twice: "
+            "400 bad-range; no part starting before the file's end: 416; a part past it is "
+            "dropped; another unit than bytes is ignored"},
+        {"name": "If-Range", "in": "header", "required": False, "schema": {"type": "string"},
+         "description": "the ETag or Last-Modified of the version the client holds part of: "
+            "if the file is not that version now, the Range is ignored and the whole file "
+            "sent (200)"},
+    ]
+}  # fmt: skip
+
+
+def download_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
+    """A download's answers as it gives them: the whole file, the ranges asked for (one as
+    it is, several as multipart/byteranges) and a Range none of whose parts it can serve."""
+    refused = problem_responses(416)[416]
+    size = {"description": "bytes */SIZE: the file's size", "schema": {"type": "string"}}
+    return {
+        200: {"description": "the whole file", "content": {media_type: {}}},
+        206: {
+            "description": "the ranges asked for: one range as its bytes (Content-Range), "
+            "several as multipart/byteranges, each part with its Content-Range",
+            "headers": {"Content-Range": {"description": "bytes FIRST-LAST/SIZE, for one range",
+                                          "schema": {"type": "string"}}},
+            "content": {media_type: {}, "multipart/byteranges": {}},
+        },
+        416: {**refused, "headers": {"Content-Range": size}},
+    }  # fmt: skip
+
+
+# Its type is the name's (text/plain for `.txt`), application/octet-stream when unknown
+ARTIFACT_DOWNLOAD: dict[str, Any] = {
+    "response_class": FileResponse, "openapi_extra": RANGE_HEADERS,
+    # out of descriptors or memory as it opens the file (out-of-resources), or an I/O error
+    "responses": {**download_responses("*/*"), **problem_responses(503)},
+}  # fmt: skip
+
+
+@router.head("/{path:path}", operation_id="head_artifact", **ARTIFACT_DOWNLOAD)
+@router.get("/{path:path}", **ARTIFACT_DOWNLOAD)
 async def download_artifact(
     run_id: str,
     path: Annotated[str, FastAPIPath(max_length=MAX_LISTED_PATH)],

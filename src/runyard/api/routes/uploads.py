@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
@@ -12,9 +12,14 @@ from starlette.requests import ClientDisconnect
 from runyard.api.deps import UploadExpiryDep, UploadsDep
 from runyard.api.inputs import UploadId, header_int
 from runyard.api.problems import client_left
-from runyard.api.routes.artifacts import ArtifactFileResponse, open_off_loop
+from runyard.api.routes.artifacts import (
+    RANGE_HEADERS,
+    ArtifactFileResponse,
+    download_responses,
+    open_off_loop,
+)
 from runyard.api.security import ADMIN, READ, SUBMIT
-from runyard.errors import NotFoundError
+from runyard.errors import NotFoundError, RunyardError, raise_if_servers_fault
 from runyard.schemas import UploadView, problem_responses
 from runyard.services.uploads import Upload, UploadTooLargeError
 
@@ -44,19 +49,30 @@ def upload_view(upload: Upload) -> UploadView:
     )  # fmt: skip
 
 
+E = TypeVar("E", bound=RunyardError)
+
+
+def close_after(error: E) -> E:
+    """`error`, to be answered with `Connection: close`: a body refused before it all came
+    is not read on. Kept open, uvicorn read the rest to its end and dropped it before the
+    connection could serve another request (3 GB in 4 s, its event loop busy meanwhile);
+    closed, the reading stops with the answer, as BodyTooLargeError's does for other bodies."""
+    error.headers = {**error.headers, "Connection": "close"}
+    return error
+
+
 async def _receive(request: Request, uploads: UploadsDep, name: str) -> JSONResponse:
     announced = header_int(request.headers.get("content-length", ""))
     if announced is not None and announced > uploads.max_bytes:
-        # refused unread: the connection closes rather than drain what it would send
-        error = UploadTooLargeError(
-            f"the upload is over the limit of {uploads.max_bytes // 2**20} MiB (max_upload_mb)"
-        )
-        error.headers = {"Connection": "close"}
-        raise error
+        limit = f"{uploads.max_bytes // 2**20} MiB (max_upload_mb)"
+        raise close_after(UploadTooLargeError(f"the upload is over the limit of {limit}"))
     try:
         upload, new = await uploads.receive(request.stream(), name, announced or 0)
     except ClientDisconnect:
         raise client_left() from None
+    except RunyardError as exc:  # over max_upload_mb, the quota or the disk, as it streamed
+        close_after(exc)
+        raise
     return JSONResponse(
         upload_view(upload).model_dump(mode="json"), status_code=201 if new else 200
     )
@@ -95,16 +111,15 @@ async def delete_upload(upload_id: UploadId, expiry: UploadExpiryDep) -> Respons
     return Response(status_code=204)
 
 
-@router.head(
-    "/{upload_id}/content", response_class=FileResponse, dependencies=[READ],
-    operation_id="head_upload_content",
-)  # fmt: skip
-@router.get(
-    "/{upload_id}/content",
-    response_class=FileResponse,
-    dependencies=[READ],
-    responses={200: {"content": {"application/octet-stream": {}}}},
-)
+# served as an artifact is (ArtifactFileResponse), Range and If-Range alike, always as bytes
+CONTENT_ROUTE: dict[str, Any] = {
+    "response_class": FileResponse, "dependencies": [READ], "openapi_extra": RANGE_HEADERS,
+    "responses": download_responses("application/octet-stream"),
+}  # fmt: skip
+
+
+@router.head("/{upload_id}/content", operation_id="head_upload_content", **CONTENT_ROUTE)
+@router.get("/{upload_id}/content", **CONTENT_ROUTE)
 async def download_upload(upload_id: UploadId, uploads: UploadsDep) -> FileResponse:
     """The upload's bytes (Range supported), as an attachment under its sanitised name."""
     upload = await uploads.get(upload_id)
@@ -112,4 +127,7 @@ async def download_upload(upload_id: UploadId, uploads: UploadsDep) -> FileRespo
         opened = await open_off_loop(lambda: uploads.open_blob(upload.id))
     except FileNotFoundError:
         raise NotFoundError(f"no upload {upload.id}") from None
+    except OSError as exc:  # out of descriptors (503 out-of-resources), not a 500
+        raise_if_servers_fault(exc, "the upload")
+        raise
     return ArtifactFileResponse(opened, filename=upload.name)
