@@ -14,12 +14,14 @@ import socket
 import struct
 
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, for 0 s
+_TCP = (socket.AF_INET, socket.AF_INET6)
 
 
 def reset(transport: asyncio.BaseTransport) -> None:
-    """Abort `transport`, its TCP connection reset."""
+    """Abort `transport`, its TCP connection reset; one closed already is left as it is."""
     sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+    # closed: its descriptor is -1 (uvloop's socket object then raises ValueError, not OSError)
+    if sock is not None and sock.family in _TCP and sock.fileno() >= 0:
         with contextlib.suppress(OSError):  # gone already: the abort alone does
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
     transport.abort()  # type: ignore[attr-defined]

@@ -44,13 +44,19 @@ class _ClosingTransport:
         self._transport = transport
         self._loop = loop
         self._cut: asyncio.TimerHandle | None = None
+        self._lost = False
 
     def close(self) -> None:
         self._transport.close()
-        if self._cut is None:
+        # A connection lost already (a peer that reset it) has nothing left to cut: the app's
+        # close comes after the loss there, and a cut armed then fired on a closed socket,
+        # an error logged with its traceback for every client that went away so.
+        if self._cut is None and not self._lost:
             self._cut = self._loop.call_later(CLOSE_GRACE_S, reset, self._transport)
 
     def forget(self) -> None:
+        """The connection is gone: no cut is due, now or after a later close."""
+        self._lost = True
         if self._cut is not None:
             self._cut.cancel()
 

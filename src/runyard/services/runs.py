@@ -301,22 +301,30 @@ class RunService:
         return await self.store.list_runs(flt)
 
     async def cancel(self, run_id: str) -> Run:
-        run = await self.get(run_id)
-        if run.state is RunState.QUEUED:
-            cancelled = await self.store.cancel_queued(
-                run_id, self.clock.now(), "cancelled on request"
-            )
-            if cancelled is not None:
-                self.transitions.publish(cancelled, RunState.QUEUED)
-                return cancelled
-            run = await self.get(run_id)  # it started meanwhile: cancel the running attempt
-        if run.state.terminal:
-            raise ConflictError(f"run {run_id} already ended as {run.state.value}", state=run.state)
-        flagged = await self.store.request_cancel(run_id)
-        if flagged is None:
-            return await self.get(run_id)
-        await self._attempts.request_cancel(run_id, flagged.attempt)
-        return flagged
+        """A queued run cancelled at once, a running one flagged and its attempt stopped; one
+        that ended is a 409, also when it ended while this was being asked. Each write is
+        conditional on the state read: one refused means the run moved on meanwhile (started,
+        ended, queued for a retry), and it is read again (answered as read, a run that ended
+        between the read and the flag was a 202 showing it succeeded)."""
+        for _ in range(4):  # each turn needs a transition between its read and its write
+            run = await self.get(run_id)
+            if run.state.terminal:
+                raise ConflictError(
+                    f"run {run_id} already ended as {run.state.value}", state=run.state
+                )
+            if run.state is RunState.QUEUED:
+                cancelled = await self.store.cancel_queued(
+                    run_id, self.clock.now(), "cancelled on request"
+                )
+                if cancelled is not None:
+                    self.transitions.publish(cancelled, RunState.QUEUED)
+                    return cancelled
+                continue  # it started meanwhile: cancel the running attempt
+            flagged = await self.store.request_cancel(run_id)
+            if flagged is not None:
+                await self._attempts.request_cancel(run_id, flagged.attempt)
+                return flagged
+        raise UnavailableError(f"run {run_id} changed state on every try to cancel it; retry")
 
     async def delete(self, run_id: str) -> None:
         run = await self.get(run_id)

@@ -8,6 +8,7 @@ sequence-numbered record.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,11 +16,27 @@ from typing import Any
 
 from runyard.streams.subscriber import Closed, Lagged, Subscriber
 
+# A watcher is sent what gathered for it at most this often, in one piece. Sent item by item,
+# each change cost every watcher a pass through its response and a write (about 20 us): with
+# a change every few milliseconds, most of the server's time went to the feed's watchers.
+GATHER_S = 0.05
+
 
 @dataclass(frozen=True, slots=True)
 class FeedItem:
-    kind: str  # run (a state change), submitted, batch, progress
-    data: dict[str, Any]
+    """One change as every watcher is sent it, made once however many watch: each watcher's
+    share of an offer is an append of this same object. Serialised and framed per watcher
+    (JSON, then sse-starlette's encoding), 300 watchers made a 10,000-run batch ten times
+    slower and the health check 40 times slower."""
+
+    kind: str  # run (a state change), submitted, batch, progress, deleted
+    frame: bytes  # its SSE event: `event: KIND`, then its data as one line of JSON
+
+    @classmethod
+    def of(cls, kind: str, data: dict[str, Any]) -> FeedItem:
+        # json.dumps escapes every line break (and, ASCII only, U+2028 too): one `data:` line
+        body = json.dumps(data, default=str)
+        return cls(kind, f"event: {kind}\r\ndata: {body}\r\n\r\n".encode())
 
 
 class RunFeed:
@@ -35,12 +52,12 @@ class RunFeed:
     def offer(self, kind: str, data: dict[str, Any]) -> None:
         if not self.subscribers:
             return
-        item = FeedItem(kind, data)
-        size = 64 + len(json.dumps(data, default=str))
-        for sub in list(self.subscribers):
-            if not sub.offer(item, size):
-                self.subscribers.discard(sub)
-                self.lagged_total += 1
+        item = FeedItem.of(kind, data)
+        size = len(item.frame)
+        dropped = [sub for sub in self.subscribers if not sub.offer(item, size)]
+        for sub in dropped:
+            self.subscribers.discard(sub)
+        self.lagged_total += len(dropped)
 
     def subscribe(self) -> Subscriber:
         sub = Subscriber(self.max_buffer_bytes)
@@ -67,15 +84,26 @@ class RunFeed:
             sub.close(Closed())
         self.subscribers.clear()
 
-    async def follow(self, sub: Subscriber) -> AsyncIterator[FeedItem | Lagged | Closed]:
+    async def follow(self, sub: Subscriber) -> AsyncIterator[bytes | Lagged | Closed]:
+        """What the watcher is sent, in order: the frames of the items queued for it since
+        its last send, joined, at most one send every GATHER_S (the first after a quiet
+        spell at once), then Lagged or Closed at its end."""
         try:
             while True:
+                frames: list[bytes] = []
                 for item in await sub.drain():
+                    if isinstance(item, FeedItem):
+                        frames.append(item.frame)
+                        continue
+                    if frames:
+                        yield b"".join(frames)
                     yield item
-                    if isinstance(item, Closed):
-                        return
+                    return
+                if frames:
+                    yield b"".join(frames)
                 if sub.lagged:
                     yield Lagged(0)
                     return
+                await asyncio.sleep(GATHER_S)  # what comes meanwhile waits in its buffer
         finally:
             self.unsubscribe(sub)

@@ -62,6 +62,25 @@ async def _consume(sub: Subscriber, offset: int) -> AsyncIterator[LogItem]:
             return
 
 
+def attempt_may_come(run: Run, number: int) -> bool:
+    """Whether the run has attempt `number`, or may still have it: the next one of a run that
+    is not over, queued (for its first start, a retry, a re-queue) or running an attempt its
+    job may retry. Any other is refused before a stream starts, as a log page refuses it:
+    followed, it was waited for until the run ended, then told ended with the state and exit
+    code of another attempt."""
+    if number <= run.attempt:
+        return True
+    if number > run.attempt + 1 or run.state.terminal:
+        return False
+    return run.state is RunState.QUEUED or run.attempt < _max_attempts(run)
+
+
+def _max_attempts(run: Run) -> int:
+    """The job's `max_attempts` as it was when the run was submitted (its stored spec)."""
+    value = run.spec.get("max_attempts", 1)  # absent: the spec's default
+    return value if isinstance(value, int) else 1
+
+
 async def _attempt_to_follow(
     hub: StreamHub,
     store: Store,
@@ -70,10 +89,12 @@ async def _attempt_to_follow(
     changes: ChangeWaiter,
     wait_s: float,
 ) -> tuple[Run, int] | None:
-    """The run and the attempt number to follow; a queued run is waited for. `changes` was
-    armed before the first read, so a start between a read and the wait is never missed."""
+    """The run and the attempt number to follow (default: the latest); one not started yet
+    (a queued run's first, a retry's) is waited for, until the run has it or is over.
+    `changes` was armed before the first read, so a start between a read and the wait is
+    never missed."""
     run = await store.get_run(run_id)
-    while run is not None and attempt is None and run.attempt == 0 and not run.state.terminal:
+    while run is not None and run.attempt < (attempt or 1) and not run.state.terminal:
         if hub.closed:
             return None
         await changes.wait(wait_s)
@@ -123,7 +144,11 @@ async def follow_log(
         if found is None:
             yield Closed()
             return
-        _, number = found
+        run, number = found
+        if number > max(run.attempt, 1):
+            # the run ended without the attempt waited for: its end is its last attempt's
+            yield _end(run, run.attempt)
+            return
         yield Following(number)
         # closed with this one, not when the collector gets to it: its tailer is let go then
         following = _follow_attempt(hub, store, run_id, number, offset, changes, wait_s)
@@ -165,9 +190,6 @@ async def _follow_attempt(
             return
         if hub.closed:
             break
-        if latest.attempt < number and not latest.state.terminal:
-            await changes.wait(wait_s)  # a retry not started yet: its attempt is to come
-            continue
         if latest.attempt != number or latest.state is not RunState.RUNNING:
             async for chunk in _file_chunks(path, offset, None):  # the last bytes
                 yield chunk

@@ -26,10 +26,10 @@ from runyard.api.problems import problem_of, refuse_websocket
 from runyard.api.proxy import ON_OWNER, ON_OWNER_IF_ALIVE
 from runyard.api.security import READ, ws_read
 from runyard.api.sse import FramedEvent, sse_response
-from runyard.errors import InvalidInputError, RunyardError
+from runyard.errors import InvalidInputError, NotFoundError, RunyardError
 from runyard.models import RunEvent
 from runyard.schemas import problem_responses
-from runyard.streams.follow import EventItem
+from runyard.streams.follow import EventItem, attempt_may_come
 from runyard.streams.hub import StreamHub
 from runyard.streams.subscriber import Chunk, Closed, End, Following, Lagged
 
@@ -149,7 +149,14 @@ async def stream_log(
     attempt: AttemptQuery = None,
 ) -> EventSourceResponse:
     resumed, start = _log_resume_point(last_event_id, offset)
-    await runs.get(run_id)  # 404 before the stream starts
+    run = await runs.get(run_id)  # 404 before the stream starts
+    asked = attempt or resumed
+    if asked is not None and not attempt_may_come(run, asked):
+        # as a log page answers it; followed, the stream waited, then ended a phantom
+        raise NotFoundError(
+            f"run {run_id} has no attempt {asked}",
+            field="attempt" if attempt else "Last-Event-ID",
+        )
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         following = 1
