@@ -248,3 +248,13 @@ def test_head_is_relayed_wherever_get_is_and_answers_as_the_owner_does(cluster) 
         "HEAD", f"{c2.url}/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt", headers=read
     )
     assert artifact.status_code == 200 and artifact.headers["content-length"] == "6"  # hello\n
+    # two Range lines reach the owner as they came: refused as the owner refuses them, not
+    # the first served as if it were all that was asked
+    twice = [*read.items(), ("Range", "bytes=0-1"), ("Range", "bytes=2-3")]
+    path = f"/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt"
+    owner, got = (
+        web.get(f"{c1.url}{path}", headers=twice),
+        web.get(f"{c2.url}{path}", headers=twice),
+    )
+    assert owner.status_code == got.status_code == 400, got.text
+    assert got.json()["field"] == owner.json()["field"] == "header.Range"

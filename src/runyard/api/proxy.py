@@ -257,15 +257,16 @@ def _artifact_path(request: Request) -> str:
     return "/".join(quote(segment, safe="") for segment in segments)
 
 
-def _headers(request: Request, route: Relayable) -> dict[str, str]:
-    kept = {}
+def _headers(request: Request, route: Relayable) -> list[tuple[str, str]]:
+    """Every line of each header the route takes, as it came: the owner answers two Range
+    lines as it would from the caller (a refusal), not the first alone served as if it were
+    all that was asked."""
+    kept = []
     for name in route.headers:
-        value = request.headers.get(name)
-        if value is None:
-            continue
-        if not _HEADER_VALUE.fullmatch(value):
-            raise InvalidInputError(f"header {name} is malformed", field=name)
-        kept[name] = value
+        for value in request.headers.getlist(name):
+            if not _HEADER_VALUE.fullmatch(value):
+                raise InvalidInputError(f"header {name} is malformed", field=name)
+            kept.append((name, value))
     return kept
 
 
@@ -277,7 +278,7 @@ async def _relay(request: Request, exc: Exception) -> Response:
     signer = relay_signer(request)
     state: dict[str, Any] = request.scope.get("state", {})
     url = httpx.URL(f"{exc.server.url}{exc.target}")
-    headers = _headers(request, exc.route)
+    headers = httpx.Headers(_headers(request, exc.route))
     # the bytes as the owner's route made them: a compressing proxy on the way would send
     # an encoding this answer, which keeps no Content-Encoding of the member's, could not say
     headers["accept-encoding"] = "identity"
