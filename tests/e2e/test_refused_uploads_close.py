@@ -121,3 +121,20 @@ def test_a_multipart_file_past_its_cap_is_answered_and_closed(
     _assert_refused_and_closed(answer, sent, "params.data")
     assert limit in answer
     wait_for(lambda: _uploads_kept(server) == [], what="the refused file to go")
+
+
+def test_a_multipart_run_part_refused_before_its_files_closes_the_connection(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """Its `run` part invalid (the job named by a number), a file part streaming behind it:
+    the 422 came on a kept-alive connection and the file was read on to its end."""
+    write_job("big", JOB)
+    server = start_server(jobs_dir, env={"RUNYARD_MAX_UPLOAD_MB": "512"})
+    run = b'--%s\r\nContent-Disposition: form-data; name="run"\r\n\r\n{"job": 5}\r\n' % BOUNDARY
+    answer, sent = _send_until_refused(server, _multipart_head(), run + _file_part(False))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 422"), answer[:300]
+    assert b"\r\nconnection: close" in head.lower(), head
+    assert json.loads(body.split(b"\r\n(", 1)[0])["errors"][0]["field"] == "body.run.job"
+    assert b"kept open" not in answer
+    assert sent < OFFERED // 4, f"{sent / MIB:.0f} MiB of the body were read on"

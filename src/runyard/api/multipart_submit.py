@@ -15,7 +15,6 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -31,7 +30,7 @@ from runyard.api.inputs import (
     is_form_data,
     one_idempotency_key,
 )
-from runyard.api.problems import client_left
+from runyard.api.problems import UnreadBodyValidationError, client_left
 from runyard.api.routes.runs import answer_submit, prefer_of, prefer_wait
 from runyard.api.routes.uploads import close_after
 from runyard.api.security import authorize
@@ -222,7 +221,7 @@ class _Form:
         try:
             self.request = SubmitRequest.model_validate_json(bytes(self.run))
         except ValidationError as exc:
-            raise RequestValidationError(
+            raise UnreadBodyValidationError(  # the files behind it are not read on
                 [{**e, "loc": ("body", RUN_PART, *e["loc"])} for e in exc.errors()]
             ) from None
         self.job = await self.registry.get(self.request.job)

@@ -65,12 +65,19 @@ def problem_of(exc: RunyardError) -> JSONResponse:
     return problem(exc.status, exc.title, exc.detail, exc.slug, exc.headers or None, **extra)
 
 
+class UnreadBodyValidationError(RequestValidationError):
+    """Invalid input found while the request's body still comes (a multipart submit's `run`
+    part, its files behind it): answered with `Connection: close`, so that the rest is not
+    read and dropped before the connection could serve another request."""
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     exc = cast(RequestValidationError, exc)
     found = exc.errors()
     listed = _listed([_field_error(e) for e in found[:MAX_LISTED]], len(found))
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in listed["errors"][:MAX_DETAILED])
-    return problem(422, "Invalid input", detail, "invalid-input", **listed)
+    close = {"Connection": "close"} if isinstance(exc, UnreadBodyValidationError) else None
+    return problem(422, "Invalid input", detail, "invalid-input", close, **listed)
 
 
 async def refuse_websocket(websocket: WebSocket, answer: Response, close_code: int) -> None:
