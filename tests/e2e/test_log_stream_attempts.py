@@ -135,3 +135,20 @@ def test_a_retry_that_never_comes_ends_the_stream_with_the_last_attempt(
     assert got == [
         ("end", {"state": "succeeded", "attempt": 1, "exit_code": 0, "reason": "exit code 0"})
     ]
+
+
+def test_an_earlier_attempts_stream_ends_with_its_own_exit_code(server: ServerProcess) -> None:
+    """Attempt 1 exited 1 and was retried; attempt 2 succeeded. Attempt 1's stream said
+    exit code 0, its retry's."""
+    run_id = submit(server, "retried", "running")
+    go(server, run_id)
+    wait_for(lambda: web.get(f"{server.url}/v1/runs/{run_id}").json()["state"] == "succeeded")
+    with httpx.Client(timeout=10) as http:
+        text = http.get(f"{server.url}/v1/runs/{run_id}/logs/stream?attempt=1").text
+    end = json.loads(text.split("event: end", 1)[1].split("data: ", 1)[1].split("\r\n", 1)[0])
+    assert end == {
+        "state": "succeeded",
+        "attempt": 1,
+        "exit_code": 1,
+        "reason": "attempt 1: exit code 1",
+    }

@@ -28,6 +28,26 @@ def _end(run: Run, attempt: int) -> End:
     return End(run.state.value, attempt, run.exit_code, run.reason)
 
 
+async def _attempt_end(store: Store, run: Run, number: int) -> End:
+    """The end of attempt `number`: the run's state now, with that attempt's own exit code
+    and why it ended. An earlier attempt of a run retried since was told the run's (a first
+    attempt that exited 3 said exit code 0, its retry's)."""
+    if number == run.attempt:
+        return _end(run, number)
+    own = next((a for a in await store.get_attempts(run.id) if a.number == number), None)
+    if own is None:
+        return End(run.state.value, number, None, None)
+    why = (
+        f"attempt {number}: exit code {own.exit_code}"
+        if own.exit_code is not None
+        else (
+            f"attempt {number}: {own.outcome or 'ended'}"
+            + (f" (signal {own.signal})" if own.signal is not None else "")
+        )
+    )
+    return End(run.state.value, number, own.exit_code, why)
+
+
 async def _file_chunks(path: Path, start: int, stop: int | None) -> AsyncIterator[Chunk]:
     """The file's bytes from `start` up to `stop` (or its current end), in chunks."""
     offset = start
@@ -193,7 +213,7 @@ async def _follow_attempt(
         if latest.attempt != number or latest.state is not RunState.RUNNING:
             async for chunk in _file_chunks(path, offset, None):  # the last bytes
                 yield chunk
-            yield _end(latest, number)
+            yield await _attempt_end(store, latest, number)
             return
         await changes.wait(wait_s)  # starting: its tailer is about to appear
     yield Closed()
