@@ -1,8 +1,9 @@
 """A log stream asked for an attempt the run does not have (`?attempt=`, or the attempt a
 Last-Event-ID names) is a 404 naming it, as a log page is. The stream used to answer 200,
 wait until the run was over, then say the phantom attempt ended with the real one's state and
-exit code. An attempt that may still come (the next of a run that may retry it) is waited for;
-if the run ends without it, the stream's `end` names the run's last attempt."""
+exit code. The next attempt is never refused (a watcher that saw the run queued for a retry
+asks for it, and the run may end first): it is waited for, and if the run ends without it,
+the stream's `end` names the run's last attempt."""
 
 from __future__ import annotations
 
@@ -100,17 +101,22 @@ def test_an_attempt_an_ended_run_never_had_is_404(server: ServerProcess) -> None
     run_id = submit(server, "once", "failed")
     assert_refused(server, run_id, 7, params={"attempt": 7})
     assert_refused(server, run_id, 7, headers={"Last-Event-ID": "7:0"})
-    assert_refused(server, run_id, 2, params={"attempt": 2})  # the next: none is to come
+    assert_refused(server, run_id, 3, params={"attempt": 3})
     # its one attempt is answered as ever
     with httpx.Client(timeout=10) as http:
         text = http.get(f"{server.url}/v1/runs/{run_id}/logs/stream?attempt=1").text
+        # the next is never refused (a watcher that saw it queued for a retry asks for it,
+        # and the run may end first): its stream ends at once, naming the last attempt
+        following = http.get(f"{server.url}/v1/runs/{run_id}/logs/stream?attempt=2").text
     assert "event: attempt" in text
     assert 'data: {"state": "failed", "attempt": 1, "exit_code": 3' in text
+    assert "event: attempt" not in following
+    assert 'data: {"state": "failed", "attempt": 1, "exit_code": 3' in following
 
 
-def test_an_attempt_a_running_run_will_not_have_is_404(server: ServerProcess) -> None:
-    single = submit(server, "single", "running")  # max_attempts 1: no retry to come
-    assert_refused(server, single, 2, params={"attempt": 2})
+def test_an_attempt_past_a_running_runs_next_is_404(server: ServerProcess) -> None:
+    single = submit(server, "single", "running")
+    assert_refused(server, single, 3, params={"attempt": 3})  # past the next
     retried = submit(server, "retried", "running")  # may retry once: attempt 2, never 3
     assert_refused(server, retried, 3, params={"attempt": 3})
     assert_refused(server, retried, 7, headers={"Last-Event-ID": "7:0"})

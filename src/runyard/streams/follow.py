@@ -83,22 +83,15 @@ async def _consume(sub: Subscriber, offset: int) -> AsyncIterator[LogItem]:
 
 
 def attempt_may_come(run: Run, number: int) -> bool:
-    """Whether the run has attempt `number`, or may still have it: the next one of a run that
-    is not over, queued (for its first start, a retry, a re-queue) or running an attempt its
-    job may retry. Any other is refused before a stream starts, as a log page refuses it:
-    followed, it was waited for until the run ended, then told ended with the state and exit
-    code of another attempt."""
-    if number <= run.attempt:
-        return True
-    if number > run.attempt + 1 or run.state.terminal:
-        return False
-    return run.state is RunState.QUEUED or run.attempt < _max_attempts(run)
-
-
-def _max_attempts(run: Run) -> int:
-    """The job's `max_attempts` as it was when the run was submitted (its stored spec)."""
-    value = run.spec.get("max_attempts", 1)  # absent: the spec's default
-    return value if isinstance(value, int) else 1
+    """Whether the run has attempt `number`, or it is the next: any other is refused before a
+    stream starts, as a log page refuses it (followed, it was waited for until the run ended,
+    then told ended with the state and exit code of another attempt). The next one is always
+    taken, whatever the run's state now: a watcher that saw the run queued for a retry asks
+    for it, and the run may be cancelled, or end, before that request arrives; its stream
+    then ends at once naming the run's last attempt, as one open already does. Nor can its
+    coming be told from the run alone (a spawn that never started re-queues it whatever
+    `max_attempts` says)."""
+    return number <= run.attempt + 1
 
 
 async def _attempt_to_follow(
