@@ -90,8 +90,11 @@ def _sandboxed(_: Request) -> dict[str, str]:
 
 def _as_file(request: Request) -> dict[str, str]:
     """An artifact's own headers, as routes/artifacts.py's answer (a FileResponse) gives them:
-    sandboxed, and saved under its name rather than shown, whatever the owner said."""
-    name = str(request.path_params.get("path", "")).rsplit("/", 1)[-1]
+    sandboxed, and saved under its name rather than shown, whatever the owner said; the name
+    offered as the owner offers it, no control or format character in it (`download_name`)."""
+    from runyard.api.routes.artifacts import download_name  # it imports this module
+
+    name = download_name(str(request.path_params.get("path", "")).rsplit("/", 1)[-1])
     # the type is the owner's (checked): given here only so that nothing guesses one
     local = FileResponse(
         "", media_type="application/octet-stream", filename=name,
