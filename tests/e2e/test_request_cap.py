@@ -4,17 +4,21 @@ server; the requests held open are waits for runs that do not end until the test
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
 
 import psutil
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from tests import web
 from tests.support import processes_of, wait_for
 
 pytestmark = pytest.mark.e2e
+RUN_ID = "01NOSUCHRUN0000000000000000"  # refused before its run is looked for
 
 
 @pytest.fixture
@@ -56,6 +60,15 @@ def test_a_request_past_the_cap_is_refused_at_once_and_the_health_routes_are_not
     assert "RUNYARD_MAX_REQUESTS" in problem["detail"]
     assert web.get(f"{server.url}/health/live", timeout=10).status_code == 200
     assert web.get(f"{server.url}/health/ready", timeout=10).status_code == 200
+    assert web.get(f"{server.url}/metrics", timeout=10).status_code == 200  # not blind now
+    # a WebSocket past the cap: the same problem, as its handshake's answer (a close alone
+    # reached the client as a bare 403)
+    with pytest.raises(InvalidStatus) as info:
+        connect(f"ws://127.0.0.1:{server.port}/v1/runs/{RUN_ID}/ws", open_timeout=10)
+    answer = info.value.response
+    assert answer.status_code == 503
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert json.loads(answer.body)["type"].endswith("out-of-resources")
     for proc in processes_of(server.data_dir):  # their runs end: the waits are answered
         proc.kill()
     for t in holders:

@@ -142,3 +142,41 @@ def test_needed_marks_not_ok_until_a_pass_settles_it() -> None:
         await reconciler.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_end_the_supervisor_told_is_not_doubted_for_what_carries_its_key() -> None:
+    """An end told by the supervisor whose write failed (kept in `unrecorded`) is its own
+    word, no file a program could write: an attempt without a start record (its end heard in
+    the turn its start was) is finalised with it, though a descendant not swept yet still
+    carries the attempt's key. It was taken for a program running on, and the run lost."""
+    import time
+
+    from runyard.execution.protocol import ExitRecord
+    from runyard.services.recovery import _settle
+
+    class Settling(FakeAttempts):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ended: list[object] = []
+            self.clock = type("Clock", (), {"now": staticmethod(time.time)})()
+
+            async def still_runs(*_: Any) -> bool:
+                return True  # something carrying its key runs
+
+            async def kill_leftovers(*_: Any) -> int:
+                return 0
+
+            self.executor.still_runs = still_runs  # type: ignore[method-assign]
+            self.executor.kill_leftovers = kill_leftovers  # type: ignore[attr-defined]
+
+        async def exited(self, record: object) -> None:
+            self.ended.append(record)
+
+    told = ExitRecord(key="r.1", pid=None, exit_code=0, signal=None, killed_by=None,
+                      started_at=None, ended_at=time.time())  # fmt: skip
+    attempts = Settling()
+    attempts.unrecorded["r.1"] = told
+    pending = Attempt(run_id="r", number=1, state=AttemptState.STARTING, created_at=0, host="h")
+    outcome = asyncio.run(_settle(attempts, pending, set(), skip_own=False))  # type: ignore[arg-type]
+    assert outcome == "finalised"
+    assert attempts.ended == [told]

@@ -30,7 +30,8 @@ async def one_value_each(conn: HTTPConnection) -> None:
     repeated = [name for name, n in counts.items() if n > 1]
     if not repeated:
         return
-    path = getattr(conn.scope.get("route"), "path", None)
+    # the template as the OpenAPI document keys it (`{path}`, not `{path:path}`)
+    path = getattr(conn.scope.get("route"), "path_format", None)
     if path is None:
         return
     single = _single_valued(conn.app, (conn.scope["method"].lower(), path))

@@ -126,12 +126,19 @@ async def _settle(
         return "adopted"
     executor = attempts.executor
     record = await executor.read_exit(attempt.run_id, attempt.number)
+    told = None
     if record is None:  # told of, and not recorded then: the supervisor will not tell again
-        record = attempts.unrecorded.get(attempt.key)
+        record = told = attempts.unrecorded.get(attempt.key)
     if record is None and (known := await _known_after_all(attempts, attempt, skip_own)):
         return known
-    if record is not None and await executor.still_runs(
-        attempt.run_id, attempt.number, attempt.pid, attempt.proc_start_time
+    # What the supervisor told is its own word (no file a program could write): not doubted
+    # because something carrying the attempt's key, a descendant not swept yet, runs on.
+    if (
+        record is not None
+        and record is not told
+        and await executor.still_runs(
+            attempt.run_id, attempt.number, attempt.pid, attempt.proc_start_time
+        )
     ):
         # Its program still runs, so the file is not the supervisor's (written only once it
         # has reaped the program): its program wrote it. Ignored, as beside a listed attempt.

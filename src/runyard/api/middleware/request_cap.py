@@ -9,8 +9,11 @@ limit (`default_max_requests`), and a request past the cap is answered at once w
 is (`out-of-resources`, the limit named, `Retry-After`), its connection closed, so it holds
 nothing either.
 
-The health routes are never refused: a probe asks whether the server lives and can work, and
-answers that truthfully (readiness says saturated when it is) only if it is answered.
+The health routes and `/metrics` are never refused: a probe asks whether the server lives
+and can work, and answers that truthfully (readiness says saturated when it is) only if it is
+answered; monitoring that went blind when the server is saturated would miss exactly that.
+A WebSocket past the cap is refused with the same problem, as an HTTP answer to its handshake
+where the server can send one (a close alone reaches a client as a bare 403).
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ import resource
 import time
 
 import structlog
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runyard.api.middleware.answer import send_problem
 
 log = structlog.get_logger("runyard.http")
 
-EXEMPT = ("/health",)  # /health, /health/live, /health/ready
+EXEMPT = ("/health", "/metrics")  # /health, /health/live, /health/ready, /metrics
 FDS_PER_REQUEST = 3  # its socket, an open file, a relayed connection
 FDS_KEPT = 256  # the store, logs, the supervisor, listings, spawns, the listener: never theirs
 TOLD_EVERY_S = 1.0  # refusals come in floods: one log line a second says how many
@@ -67,10 +70,22 @@ class RequestCap:
             log.warning("requests_refused_at_cap", refused=self._refused,
                         max_requests=self.max_requests)  # fmt: skip
             self._refused, self._told_at = 0, now
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1013})  # try again later
-            return
         detail = (f"the server has {self.max_requests} requests in progress, its most "
                   "(RUNYARD_MAX_REQUESTS); try again shortly")  # fmt: skip
+        if scope["type"] == "websocket":
+            if "websocket.http.response" not in scope.get("extensions", {}):
+                await send({"type": "websocket.close", "code": 1013})  # try again later
+                return
+            send = _as_denial(send)
         await send_problem(send, 503, "Out of resources", "out-of-resources", detail,
                            [(b"retry-after", b"1")])  # fmt: skip
+
+
+def _as_denial(send: Send) -> Send:
+    """An HTTP answer sent as a WebSocket handshake's denial (the ASGI extension)."""
+
+    async def denial(message: Message) -> None:
+        kind = message["type"].removeprefix("http.")
+        await send({**message, "type": f"websocket.http.{kind}"})
+
+    return denial
