@@ -47,6 +47,10 @@ class Metrics:
             "runyard_stream_lagged", "Watchers dropped for falling behind (since start)",
             registry=r,
         )  # fmt: skip
+        self.requests_refused = Counter(
+            "runyard_http_requests_refused", "Requests refused at RUNYARD_MAX_REQUESTS",
+            registry=r,
+        )  # fmt: skip
         self.store_latency = Histogram(
             "runyard_store_operation_seconds", "Store operation latency", ["operation"],
             buckets=LATENCY_BUCKETS, registry=r,

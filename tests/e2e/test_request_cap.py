@@ -69,6 +69,8 @@ def test_a_request_past_the_cap_is_refused_at_once_and_the_health_routes_are_not
     assert answer.status_code == 503
     assert answer.headers["content-type"] == "application/problem+json"
     assert json.loads(answer.body)["type"].endswith("out-of-resources")
+    metrics = web.get(f"{server.url}/metrics", timeout=10).text
+    assert "runyard_http_requests_refused_total 2.0" in metrics  # the GET and the WebSocket
     for proc in processes_of(server.data_dir):  # their runs end: the waits are answered
         proc.kill()
     for t in holders:

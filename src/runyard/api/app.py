@@ -87,5 +87,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         max_bytes=settings.max_body_kb * 1024, idle_s=settings.header_timeout_s,
     )  # fmt: skip
     # outermost: a request past the cap holds nothing, not even a request id
-    app.add_middleware(RequestCap, max_requests=settings.max_requests or default_max_requests())
+    app.add_middleware(
+        RequestCap, max_requests=settings.max_requests or default_max_requests(),
+        refused=rt.metrics.requests_refused,
+    )  # fmt: skip
     return app

@@ -22,6 +22,7 @@ import resource
 import time
 
 import structlog
+from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runyard.api.middleware.answer import send_problem
@@ -43,9 +44,10 @@ def default_max_requests() -> int:
 
 
 class RequestCap:
-    def __init__(self, app: ASGIApp, max_requests: int) -> None:
+    def __init__(self, app: ASGIApp, max_requests: int, refused: Counter | None = None) -> None:
         self.app = app
         self.max_requests = max_requests
+        self.refused = refused  # /metrics counts every refusal; the log says so once a second
         self.in_progress = 0
         self._refused = 0  # since the last line that said so
         self._told_at = 0.0
@@ -65,6 +67,8 @@ class RequestCap:
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         self._refused += 1
+        if self.refused is not None:
+            self.refused.inc()
         now = time.monotonic()
         if now - self._told_at >= TOLD_EVERY_S:
             log.warning("requests_refused_at_cap", refused=self._refused,
