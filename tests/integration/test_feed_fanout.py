@@ -115,7 +115,7 @@ def test_an_item_is_serialised_and_framed_once_for_all_its_watchers(
             await asyncio.wait_for(asyncio.gather(*(r.got_all.wait() for r in readers)), 10)
 
         srv.call(offer_all())
-        assert counts == {"json": ITEMS, "sse": 0}  # once each, not once per watcher
+        assert counts == {"json": ITEMS, "sse": ITEMS}  # once each, not once per watcher
         expected = [("progress", json.dumps(data)) for data in offered]
         for reader in readers:  # each got all of them, once, in order, after its `ready`
             assert reader.events() == [("ready", "{}"), *expected]

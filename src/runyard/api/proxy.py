@@ -89,9 +89,8 @@ def _sandboxed(_: Request) -> dict[str, str]:
 
 
 def _as_file(request: Request) -> dict[str, str]:
-    """An artifact's own headers, as routes/artifacts.py's answer (a FileResponse) gives them:
-    sandboxed, and saved under its name rather than shown, whatever the owner said; the name
-    offered as the owner offers it, no control or format character in it (`download_name`)."""
+    """An artifact's own headers, as routes/artifacts.py's answer gives them: sandboxed, and
+    saved under its clean name (`download_name`) rather than shown, whatever the owner said."""
     from runyard.api.routes.artifacts import download_name  # it imports this module
 
     name = download_name(str(request.path_params.get("path", "")).rsplit("/", 1)[-1])
@@ -261,9 +260,8 @@ def _artifact_path(request: Request) -> str:
 
 
 def _headers(request: Request, route: Relayable) -> list[tuple[str, str]]:
-    """Every line of each header the route takes, as it came: the owner answers two Range
-    lines as it would from the caller (a refusal), not the first alone served as if it were
-    all that was asked."""
+    """Every line of each header the route takes, as it came: two Range lines are refused by
+    the owner as from the caller, not the first alone served."""
     kept = []
     for name in route.headers:
         for value in request.headers.getlist(name):

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from sse_starlette.sse import ServerSentEvent
+
 from runyard.streams.subscriber import Closed, Lagged, Subscriber
 
 # A watcher is sent what gathered for it at most this often, in one piece. Sent item by item,
@@ -34,9 +36,8 @@ class FeedItem:
 
     @classmethod
     def of(cls, kind: str, data: dict[str, Any]) -> FeedItem:
-        # json.dumps escapes every line break (and, ASCII only, U+2028 too): one `data:` line
-        body = json.dumps(data, default=str)
-        return cls(kind, f"event: {kind}\r\ndata: {body}\r\n\r\n".encode())
+        # encoded by the SSE library once here, not once per watcher by its response
+        return cls(kind, ServerSentEvent(data=json.dumps(data, default=str), event=kind).encode())
 
 
 class RunFeed:
