@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from sse_starlette.sse import ServerSentEvent
+from sse_starlette import ServerSentEvent
 
 from runyard.streams.subscriber import Closed, Lagged, Subscriber
 
