@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -512,3 +513,27 @@ def test_spawn_requests_are_built_and_parsed_strictly(tmp_path: Path) -> None:
     ):
         with pytest.raises(BadRequestError):
             SpawnRequest.parse({**message, **bad})
+
+
+def test_a_server_holding_a_thousand_descriptors_still_starts_its_supervisor(
+    tmp_path: Path,
+) -> None:
+    """A server serving a thousand connections holds descriptors past select(2)'s reach
+    (FD_SETSIZE, 1024): the pipe on which it hears its new supervisor say "ready" is one of
+    them, and must still be waited on."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        assert hard == resource.RLIM_INFINITY or hard >= wanted, "this machine allows too few"
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1100:  # every descriptor made from here on is past it
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        assert supervisor_client.launch_supervisor(tmp_path, fsync=False) == "ready"
+        assert supervisors_of(tmp_path)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        kill_everything(tmp_path)

@@ -27,12 +27,12 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import select
 import shutil
 from dataclasses import dataclass
 from typing import Any
 
 from runyard.execution.protocol import SpawnRequest
+from runyard.execution.readiness import readable
 
 WRITABLE = ("workspace", "tmp")
 # the host's own places a program never sees: other users' files, daemons' sockets, temp files
@@ -201,8 +201,7 @@ def init_pid(fd: int) -> int | None:
     raw = b""
     try:
         while len(raw) < 65536:
-            ready, _, _ = select.select([fd], [], [], INFO_TIMEOUT_S)
-            if not ready:
+            if not readable(fd, INFO_TIMEOUT_S):
                 break
             chunk = os.read(fd, 4096)
             if not chunk:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import select
 import signal
 import sys
 import time
@@ -25,6 +24,7 @@ from runyard.execution.base import (
 )
 from runyard.execution.procinfo import peer_pid, stopped
 from runyard.execution.protocol import LOG_NAME, MAX_LINE, SOCKET_NAME, decode, encode
+from runyard.execution.readiness import readable
 
 log = structlog.get_logger(__name__)
 
@@ -99,8 +99,7 @@ def launch_supervisor(data_dir: Path, *, fsync: bool, timeout_s: float = 30.0) -
         os.close(devnull)
     try:
         os.waitpid(pid, 0)  # the first process forks the real supervisor and exits at once
-        ready, _, _ = select.select([read_fd], [], [], timeout_s)
-        word = os.read(read_fd, 64).decode().strip() if ready else ""
+        word = os.read(read_fd, 64).decode().strip() if readable(read_fd, timeout_s) else ""
     finally:
         os.close(read_fd)
     if word not in ("ready", "busy"):
