@@ -82,6 +82,18 @@ class StorageIOError(UnavailableError):
     title, slug = "Storage I/O error", "storage-io"
 
 
+class StoreDamagedError(StorageIOError):
+    """The database's pages are damaged (SQLite: malformed, or not a database): no write or
+    read that reaches them can succeed until the file is restored or recovered."""
+
+
+def store_damaged(path: object, exc: BaseException) -> StoreDamagedError:
+    return StoreDamagedError(
+        f"the database {path} is damaged ({exc}): stop the server, then restore it from a "
+        "backup, or move it (with its -wal and -shm files) aside to start with an empty one"
+    )
+
+
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # The server's own limits, not the disk's: too many descriptors open (in this process or the
 # whole system), or no memory for the kernel's part. Passing, and nothing about the disk.

@@ -13,11 +13,11 @@ import pytest
 
 from runyard.store import postgres_sql as pq
 from runyard.store import sqlite_sql as q
-from runyard.store.migrations import migration_files
+from runyard.store.migrations import migration_files, sqlite_statements
 from runyard.store.postgres import PostgresStore
 from runyard.store.rows import run_to_row
 from runyard.store.schema_version import known_version
-from runyard.store.sqlite import SQLiteStore, _statements
+from runyard.store.sqlite import SQLiteStore
 from runyard.store.sqlite_steps import ReadBack, TakeNext, WriteAll
 from tests.integration.conftest import POSTGRES
 from tests.integration.test_store_contract import make_run, succeeded
@@ -209,7 +209,7 @@ def _before_0008(path: Path) -> sqlite3.Connection:
     for version, name, sql in migration_files("sqlite"):
         if version >= 8:
             break
-        for statement in _statements(sql):
+        for statement in sqlite_statements(sql):
             conn.execute(statement)
         conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, 0.0))
     return conn
@@ -239,7 +239,7 @@ async def test_a_runyard_from_before_0008_cannot_start_on_a_migrated_database(
     assert conn.execute("SELECT version FROM schema_migrations").fetchall() == []
     _, _, first = migration_files("sqlite")[0]
     with pytest.raises(sqlite3.OperationalError, match="already exists"):
-        for statement in _statements(first):
+        for statement in sqlite_statements(first):
             conn.execute(statement)
     conn.execute("ROLLBACK")
     conn.close()

@@ -23,13 +23,15 @@ from runyard.errors import (
     StorageFullError,
     StorageIOError,
     StoreBusyError,
+    StoreDamagedError,
     storage_error,
+    store_damaged,
 )
 from runyard.store import sqlite_sql as q
 from runyard.store.group_commit import GroupCommit, Pending
-from runyard.store.migrations import migration_files
+from runyard.store.migrations import migration_files, sqlite_statements
 from runyard.store.schema_version import NewerSchemaError, newer_than_known
-from runyard.store.sqlite_reads import Reads, execute
+from runyard.store.sqlite_reads import DAMAGED, Reads, execute
 from runyard.store.sqlstore import COMMIT, SQLStore
 from runyard.store.units import Make, drive, name_of
 
@@ -69,11 +71,18 @@ class SQLiteStore(SQLStore):
         # One thread owns the connection: calls queue up instead of contending for the lock.
         self._group: GroupCommit | None = None  # its thread, from open() to close()
         self._reads = Reads(path, busy_timeout_ms)  # reads: a connection and thread of their own
+        # Damaged pages, once met by a read or a write: readiness says so until a restart
+        # (damage does not heal, and a probe write to the header page would succeed)
+        self._damaged: str | None = None
 
     # -- transactions -----------------------------------------------------------------------
 
     async def _read(self, make: Make[T]) -> T:
-        return await self._observed(make, self._reads.read(make))
+        try:
+            return await self._observed(make, self._reads.read(make))
+        except StoreDamagedError as exc:
+            self._damaged = str(exc)
+            raise
 
     async def _write(self, make: Make[T], point: str = COMMIT) -> T:
         return cast(T, await self._observed(make, self._thread().submit(make, point)))
@@ -228,7 +237,7 @@ class SQLiteStore(SQLStore):
         self._write_point = point
         if isinstance(exc, OSError):  # a failpoint, or the file check
             return self._failed(storage_error(exc, "the database"), point)
-        if isinstance(exc, sqlite3.OperationalError):
+        if isinstance(exc, sqlite3.DatabaseError):
             return self._mapped(exc)
         return exc
 
@@ -249,20 +258,24 @@ class SQLiteStore(SQLStore):
             return fn(self._conn)
         except OSError as exc:  # a failpoint, or the file check in _tx
             raise self._failed(storage_error(exc, "the database"), self._write_point) from exc
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:  # by its code: an IntegrityError stays itself
             mapped = self._mapped(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
 
-    def _mapped(self, exc: sqlite3.OperationalError) -> Exception:
+    def _mapped(self, exc: sqlite3.DatabaseError) -> Exception:
         # extended result codes (SQLITE_IOERR_WRITE...) keep the primary code in the low byte
         extended = getattr(exc, "sqlite_errorcode", 0)
         code = extended & 0xFF
+        if code in DAMAGED:  # a plain DatabaseError in Python, not an OperationalError
+            damaged = store_damaged(self.path, exc)
+            self._damaged = str(damaged)
+            return self._failed(damaged, self._write_point)
         # the -shm index could not grow: on a full disk (ENOSPC), never a failing one
         if code == sqlite3.SQLITE_FULL or extended == sqlite3.SQLITE_IOERR_SHMSIZE:
             return self._failed(StorageFullError("the database's disk is full"), self._write_point)
-        if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CORRUPT):
+        if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY):
             error = StorageIOError(f"the database cannot be written: {exc}")
             return self._failed(error, self._write_point)
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
@@ -335,7 +348,7 @@ class SQLiteStore(SQLStore):
             for version, name, sql in files:
                 if version in done:
                     continue
-                for statement in _statements(sql):
+                for statement in sqlite_statements(sql):
                     conn.execute(statement)
                 conn.execute(q.RECORD_MIGRATION, (version, name, time.time()))
 
@@ -367,6 +380,8 @@ class SQLiteStore(SQLStore):
         """Readiness: the file is the one opened; writes work again after one failed."""
 
         def op(c: sqlite3.Connection) -> dict[str, str]:
+            if self._damaged is not None:
+                return {"database": self._damaged}
             try:
                 self._check_file()
             except OSError as exc:
@@ -382,17 +397,3 @@ class SQLiteStore(SQLStore):
             return {"store": "; ".join(failing)} if failing else {}
 
         return await self._call(op, "health_problems")
-
-
-def _statements(script: str) -> Iterator[str]:
-    """Split a migration into statements (executescript would commit on its own)."""
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        if not buf and (not line.strip() or line.lstrip().startswith("--")):
-            continue
-        buf += line
-        if sqlite3.complete_statement(buf):
-            yield buf
-            buf = ""
-    if buf.strip():
-        yield buf

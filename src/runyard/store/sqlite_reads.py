@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from runyard.errors import StorageIOError, StoreBusyError
+from runyard.errors import StorageIOError, StoreBusyError, store_damaged
 from runyard.store import sqlite_sql as q
 from runyard.store.group_commit import GroupCommit, Pending
 from runyard.store.sqlite_steps import ReadBack, TakeNext, WriteAll
@@ -82,20 +82,27 @@ class Reads:
             try:
                 p.succeed(drive(cast("Make[Any]", p.make)(), partial(execute, self._conn)))
             except Exception as exc:
-                p.fail(_mapped(exc))
+                p.fail(_mapped(exc, self.path))
 
 
-def _mapped(exc: Exception) -> Exception:
-    """What a reader hears of a failed read: busy and I/O errors as the store's own (a read
-    failing marks no write as failing: readiness is the writer's to say)."""
-    if not isinstance(exc, sqlite3.OperationalError):
+def _mapped(exc: Exception, path: object) -> Exception:
+    """What a reader hears of a failed read: busy and I/O errors as the store's own, damaged
+    pages as such (a read failing marks no write as failing: readiness is the writer's to
+    say, and the store tells it of damage). By SQLite's code: Python raises a damaged page
+    (SQLITE_CORRUPT) as a plain DatabaseError, not an OperationalError."""
+    if not isinstance(exc, sqlite3.DatabaseError):
         return exc
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return StoreBusyError("the database is busy; try again")
-    if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_CANTOPEN):
+    if code in DAMAGED:
+        return store_damaged(path, exc)
+    if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN):
         return StorageIOError(f"the database cannot be read: {exc}")
     return exc
+
+
+DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
 def execute(c: sqlite3.Connection, step: Step) -> Any:
