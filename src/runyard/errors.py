@@ -34,6 +34,18 @@ class ServerIdTakenError(ConflictError):
     """A server started under an id whose lease another live process holds."""
 
 
+class RecordDamagedError(RunyardError):
+    """A stored row that cannot be read back as what it records (a column rewritten behind
+    the server's back, or damaged in a page that still parses): named, with its column, so
+    that one such row is that run's failure alone, not every listing's or the queue's."""
+
+    title, slug = "Damaged record", "record-damaged"
+
+    def __init__(self, run_id: str, column: str, why: str) -> None:
+        super().__init__(f"the stored record of run {run_id} is damaged ({column}: {why})")
+        self.run_id, self.column = run_id, column
+
+
 class InvalidInputError(RunyardError):
     status, title, slug = 422, "Invalid input", "invalid-input"
 

@@ -52,3 +52,35 @@ def test_damaged_pages_met_while_serving_are_named_and_kept_in_readiness(start_s
 
     kept = web.get(f"{server.url}/v1/runs/{done.id}", timeout=10)
     assert kept.status_code == 200 and kept.json()["state"] == "succeeded"
+
+
+def test_a_damaged_queued_run_fails_alone_and_the_queue_moves_on(start_server) -> None:
+    """One run's row rewritten behind the server's back (its params no longer JSON): its claim
+    fails it, naming the column, and the runs behind it still start; listings leave it out,
+    and reading it says what is wrong with it."""
+    server = start_server(EXAMPLE_JOBS, capacity=1)
+    with server.client() as client:
+        holder = client.submit("sleeper", {"seconds": 600}).id  # holds the one slot
+        wait_for(lambda: client.run(holder).state.value == "running", what="the holder runs")
+        damaged, behind = client.submit("true").id, client.submit("true").id
+        with sqlite3.connect(server.data_dir / "runyard.db") as conn:
+            conn.execute("UPDATE runs SET params = 'not json' WHERE id = ?", (damaged,))
+        client.cancel(holder)  # its end claims the damaged run, then the one behind it
+        assert server.wait_run(client, behind).state.value == "succeeded"
+
+        listed = web.get(f"{server.url}/v1/runs", timeout=10)
+        assert listed.status_code == 200, listed.text
+        ids = [r["id"] for r in listed.json()["runs"]]
+        assert behind in ids and holder in ids and damaged not in ids
+
+    read = web.get(f"{server.url}/v1/runs/{damaged}", timeout=10)
+    assert read.status_code == 500
+    problem = read.json()
+    assert problem["type"].endswith("record-damaged")
+    assert f"run {damaged} is damaged (params: not JSON)" in problem["detail"]
+    with sqlite3.connect(server.data_dir / "runyard.db") as conn:
+        state, reason = conn.execute(
+            "SELECT state, reason FROM runs WHERE id = ?", (damaged,)
+        ).fetchone()
+    assert state == "failed" and "(params: not JSON)" in reason
+    assert web.get(f"{server.url}/health/ready", timeout=10).status_code == 200

@@ -480,3 +480,43 @@ async def test_a_fenced_or_failed_end_claims_nothing(
     assert (await store.get_run(waiting.id)).state is RunState.QUEUED  # type: ignore[union-attr]
     assert (await store.get_run(ending.id)).state is RunState.RUNNING  # type: ignore[union-attr]
     assert [a.key for a in await store.active_attempts()] == [held.attempt.key]
+
+
+def _damage_labels(store: Store, run_id: str) -> None:
+    """The run's labels rewritten behind the store's back as a JSON array (no object)."""
+    import sqlite3
+
+    import psycopg
+
+    from runyard.store.postgres import PostgresStore
+    from runyard.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("UPDATE runs SET labels = '[1]' WHERE id = ?", (run_id,))
+        return
+    assert isinstance(store, PostgresStore)
+    options = f"-c search_path={store.schema}"  # the test's own schema
+    with psycopg.connect(store.dsn, autocommit=True, options=options) as conn:
+        conn.execute("UPDATE runs SET labels = '[1]' WHERE id = %s", (run_id,))
+
+
+@pytest.mark.parametrize("room", [{}, {"j": 5}], ids=["one-statement", "by-job"])
+async def test_a_damaged_queued_run_is_failed_by_its_claim_and_the_next_one_taken(
+    store: Store, room: dict[str, int]
+) -> None:
+    """A row no longer read back as a run (a probe: its claim failed, was undone and tried
+    again for ever, the runs behind it never taken) fails alone: its claim fails it, naming
+    the column, takes the next, and listings leave it out."""
+    from runyard.errors import RecordDamagedError
+
+    damaged = (await store.insert_run(make_run(created=1000.0)))[0]
+    fine = (await store.insert_run(make_run(created=1001.0)))[0]
+    _damage_labels(store, damaged.id)
+    claims = await store.claim(1, room, 3000.0, "h")
+    assert [c.run.id for c in claims] == [fine.id]
+    with pytest.raises(RecordDamagedError, match=r"labels: not a JSON object"):
+        await store.get_run(damaged.id)
+    assert [r.id for r in (await store.list_runs(RunFilter())).runs] == [fine.id]
+    assert await store.claim(5, room, 3001.0, "h") == []  # failed: never taken again
+    assert await store.count_runs(RunState.FAILED, None) == 1

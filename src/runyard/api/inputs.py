@@ -213,6 +213,8 @@ def _guarded(op: dict[str, Any], path: str) -> None:
         ("422", "invalid input"),
         # the protocol's own answers (cli/header_timeout.py, middleware/body_limit.py)
         ("431", "the request line and headers are over the server's limit (64 KiB)"),
+        # errors.py: a bug's `internal`, or a stored run that cannot be read back
+        ("500", "an internal error, or a run's stored record damaged (`record-damaged`)"),
     ]
     for code, why in answers:
         responses.setdefault(code, {

@@ -23,6 +23,8 @@ from runyard.models import (
     check_transition,
     state_event,
 )
+from runyard.store.channels import CANCEL_CHANNEL, QUEUE_CHANNEL, RUN_CHANNEL, SCHEDULES_CHANNEL
+from runyard.store.damaged import ended_run, readable, taken
 from runyard.store.rows import (
     attempt_from_row,
     attempt_to_row,
@@ -36,13 +38,6 @@ from runyard.store.rows import (
     shared_dumps,
 )
 from runyard.store.units import Notify, Query, Unit, count, execute, one, rows
-
-# What other servers sharing the database hear of (a backend that has none drops them).
-QUEUE_CHANNEL = "runyard_queue"  # runs to claim
-RUN_CHANNEL = "runyard_run"  # "ID STATE HOST" of a run that moved
-SCHEDULES_CHANNEL = "runyard_schedules"  # a schedule changed
-CANCEL_CHANNEL = "runyard_cancel"  # "ID ATTEMPT HOST": a cancel for the server running it
-
 
 # -- building blocks --------------------------------------------------------------------------
 
@@ -180,8 +175,8 @@ def list_runs(flt: RunFilter) -> Unit[Page]:
     found = yield Query("LIST_RUNS", (flt,), "all")  # one row past the page: is there more?
     page = page_of(found[: flt.limit])  # a part of what was found: more if it is not all
     more = len(found) > len(page)
-    runs = [run_from_row(r) for r in page]
-    return Page(runs=runs, next_cursor=runs[-1].id if more else None)
+    # a damaged row is left out, the cursor past it all the same
+    return Page(runs=readable(page), next_cursor=page[-1][0] if more else None)
 
 
 def count_runs(state: RunState, job: str | None) -> Unit[int]:
@@ -202,12 +197,9 @@ def counts_by_job(state: RunState) -> Unit[dict[str, int]]:
 def claim(
     limit: int, job_slots: Mapping[str, int], now: float, host: str, token: str | None
 ) -> Unit[list[Claim]]:
-    claims: list[Claim] = []
     if not job_slots:  # no job's limit in play: the runs taken in one statement
-        found = yield Query("CLAIM_NEXT", {"now": now, "limit": limit}, "all")
-        for run in sorted(map(run_from_row, found), key=lambda run: (-run.priority, run.id)):
-            claims.append((yield from _attempt_of(run, now, host, token)))
-        return claims
+        return (yield from _claim_next(limit, now, host, token))
+    claims: list[Claim] = []
     slots = dict(job_slots)
     full = {job for job, n in slots.items() if n <= 0}
     # Each query skips jobs with no free slot; a job that fills up during the claim ends the
@@ -219,17 +211,27 @@ def claim(
         for run_id, job in found:
             if job in full:
                 break
+            runs = yield from taken([(yield one("CLAIM_RUN", now, now, run_id))], now)
+            if not runs:  # damaged, and failed: no slot taken
+                continue
             if job in slots:
                 slots[job] -= 1
                 if slots[job] <= 0:
                     full.add(job)
-            claims.append((yield from _claim_one(run_id, now, host, token)))
+            claims.append((yield from _attempt_of(runs[0], now, host, token)))
     return claims
 
 
-def _claim_one(run_id: str, now: float, host: str, token: str | None) -> Unit[Claim]:
-    run = run_from_row((yield one("CLAIM_RUN", now, now, run_id)))
-    return (yield from _attempt_of(run, now, host, token))
+def _claim_next(limit: int, now: float, host: str, token: str | None) -> Unit[list[Claim]]:
+    claims: list[Claim] = []
+    while len(claims) < limit:
+        found = yield Query("CLAIM_NEXT", {"now": now, "limit": limit - len(claims)}, "all")
+        runs = yield from taken(found, now)
+        for run in sorted(runs, key=lambda run: (-run.priority, run.id)):
+            claims.append((yield from _attempt_of(run, now, host, token)))
+        if len(runs) == len(found):  # none damaged (failed instead): the claim is whole
+            break
+    return claims
 
 
 def _attempt_of(run: Run, now: float, host: str, token: str | None) -> Unit[Claim]:
@@ -278,7 +280,9 @@ def end_attempt(
     )  # fmt: skip
     if row is None:  # not running (fenced above, so never): no change, no event
         return (yield from _read_run(run_id))
-    run = run_from_row(row)
+    run = ended_run(row)
+    if run is None:  # its row damaged while it ran: the end is written, nobody is told
+        return None
     # the run's attempt is the one ending (a claim numbers it; a stale one is fenced above)
     yield from _state_event(run, RunState.RUNNING, end.ended_at)
     # Names the server that wrote the change: each server skips its own changes, so an end
@@ -325,7 +329,7 @@ def cancel_queued_of_batch(batch_id: str, at: float, reason: str) -> Unit[list[R
         "CANCEL_QUEUED_OF_BATCH", RunState.CANCELLED.value, reason, at, at, batch_id,
         RunState.QUEUED.value,
     )  # fmt: skip
-    cancelled = [run_from_row(r) for r in found]
+    cancelled = readable(found)
     for run in cancelled:
         yield from _state_event(run, RunState.QUEUED, at)
         yield Notify(RUN_CHANNEL, f"{run.id} {run.state.value} -")

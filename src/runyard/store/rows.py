@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from runyard import fastjson
+from runyard.errors import RecordDamagedError
 from runyard.models import Attempt, AttemptState, Run, RunState, Schedule
 
 RUN_COLUMNS = (
@@ -93,14 +94,68 @@ def _json_bytes(value: Any) -> int:
 
 
 def run_from_row(row: tuple[Any, ...]) -> Run:
-    return Run(
-        id=row[0], job=row[1], params=loads(row[2]), state=RunState(row[3]), priority=row[4],
-        labels=loads(row[5]), batch_id=row[6], schedule_id=row[7], idempotency_key=row[8],
-        request_hash=row[9], created_at=row[10], started_at=_time(row[11]),
-        finished_at=_time(row[12]), attempt=row[13], exit_code=_int(row[14]), reason=row[15],
-        progress=loads(row[16]) if row[16] else None, not_before=_time(row[17]),
-        cancel_requested=bool(row[18]), spec=spec_loads(row[19]), progress_skipped=row[20],
+    """The run a row records; RecordDamagedError, naming the column, if the row cannot be
+    read back as one (SQLite keeps whatever a column was set to, behind the server's back:
+    one such row must fail its own reads, not every listing that holds it)."""
+    try:
+        run = Run(
+            id=row[0], job=row[1], params=loads(row[2]), state=RunState(row[3]),
+            priority=row[4], labels=loads(row[5]), batch_id=row[6], schedule_id=row[7],
+            idempotency_key=row[8], request_hash=row[9], created_at=row[10],
+            started_at=_time(row[11]), finished_at=_time(row[12]), attempt=row[13],
+            exit_code=_int(row[14]), reason=row[15],
+            progress=loads(row[16]) if row[16] else None, not_before=_time(row[17]),
+            cancel_requested=bool(row[18]), spec=spec_loads(row[19]), progress_skipped=row[20],
+        )  # fmt: skip
+    except (ValueError, TypeError) as exc:  # not JSON, or a state no version wrote
+        raise damaged_run(row) from exc
+    if not _sound(run):
+        raise damaged_run(row)
+    return run
+
+
+def _sound(run: Run) -> bool:
+    """What every reader of a run takes for granted, and a column set behind the server's
+    back may not hold (the JSON columns objects, the numbers numbers)."""
+    return (
+        type(run.params) is dict and type(run.labels) is dict and type(run.spec) is dict
+        and (run.progress is None or type(run.progress) is dict)
+        and all(type(v) is str for v in run.labels.values())
+        and type(run.id) is str and type(run.job) is str
+        and type(run.priority) is int and type(run.attempt) is int
+        and type(run.progress_skipped) is int and _time(run.created_at) is not None
+        and (run.reason is None or type(run.reason) is str)
     )  # fmt: skip
+
+
+def damaged_run(row: tuple[Any, ...]) -> RecordDamagedError:
+    """Which column of a run's row cannot be read back, and why (only on the error path)."""
+    column, why = next(_damage(row), ("job, created_at or reason", "not of its type"))
+    return RecordDamagedError(str(row[0])[:80], column, why)
+
+
+def _damage(row: tuple[Any, ...]) -> Iterator[tuple[str, str]]:
+    if not isinstance(row[0], str):
+        yield "id", "not text"
+    try:
+        RunState(row[3])
+    except ValueError:
+        yield "state", f"{str(row[3])[:40]!r} is no run's state"
+    for column, at in (("params", 2), ("labels", 5), ("progress", 16), ("spec", 19)):
+        if at == 16 and not row[at]:
+            continue
+        try:
+            value = loads(row[at])
+        except (ValueError, TypeError):
+            yield column, "not JSON"
+            continue
+        if type(value) is not dict:
+            yield column, "not a JSON object"
+        elif column == "labels" and not all(type(v) is str for v in value.values()):
+            yield column, "a value that is not text"
+    for column, at in (("priority", 4), ("attempt", 13), ("progress_skipped", 20)):
+        if type(row[at]) is not int:
+            yield column, "not an integer"
 
 
 def run_to_row(r: Run, dump: Callable[[Any], str] = dumps) -> tuple[Any, ...]:
@@ -128,8 +183,13 @@ def shared_dumps() -> Callable[[Any], str]:
 
 
 def attempt_from_row(row: tuple[Any, ...]) -> Attempt:
+    try:
+        state = AttemptState(row[2])
+    except ValueError:
+        why = f"{str(row[2])[:40]!r} is no attempt's state"
+        raise RecordDamagedError(str(row[0])[:80], f"attempt {row[1]}'s state", why) from None
     return Attempt(
-        run_id=row[0], number=row[1], state=AttemptState(row[2]), host=row[3],
+        run_id=row[0], number=row[1], state=state, host=row[3],
         created_at=row[4], pid=_int(row[5]), pgid=_int(row[6]), proc_start_time=_time(row[7]),
         started_at=_time(row[8]), ended_at=_time(row[9]), exit_code=_int(row[10]),
         signal=_int(row[11]), outcome=row[12], peak_rss_kb=_int(row[13]), lease_token=row[14],
