@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from runyard.clock import new_id
+from runyard.models import Run, RunState
 from runyard.store import sqlite_sql as q
 from runyard.store.schema_version import NewerSchemaError, known_version, refusal_of
 from runyard.store.sqlite import SQLiteStore
@@ -97,6 +99,39 @@ def test_serve_refuses_a_database_it_cannot_read(jobs_dir, data, damage: str) ->
     reason = _refused(_serve(jobs_dir, data), data, f"the database {db} cannot be read")
     assert "Restore it from a backup" in reason
     assert db.read_bytes() == before
+
+
+def _runs_only_in_its_wal(db: Path, into: Path) -> None:
+    """A store with a run in it, copied while open (as a server killed outright leaves it):
+    the run is in the write-ahead log alone, not yet in the database file."""
+
+    async def fill() -> None:
+        store = SQLiteStore(db)
+        await store.open()
+        await store.insert_run(Run(
+            id=new_id(), job="true", params={}, state=RunState.QUEUED, priority=0,
+            created_at=1000.0, spec={"name": "true", "command": ["true"]},
+        ))  # fmt: skip
+        shutil.copy(db, into / "runyard.db")
+        shutil.copy(db.with_name(f"{db.name}-wal"), into / "runyard.db-wal")
+        await store.close()
+
+    asyncio.run(fill())
+
+
+def test_serve_refuses_a_write_ahead_log_it_would_drop(jobs_dir, data, tmp_path: Path) -> None:
+    """A probe: a WAL whose header was damaged was read by SQLite as empty, and the server
+    started ready with none of its runs."""
+    db, wal = data / "runyard.db", data / "runyard.db-wal"
+    _runs_only_in_its_wal(tmp_path / "live.db", data)
+    with wal.open("r+b") as fh:
+        fh.seek(24)  # the header's checksum
+        fh.write(bytes(8))
+    before = wal.read_bytes(), db.read_bytes()
+    said = f"the database's write-ahead log {wal} is damaged (its header fails its checksum)"
+    reason = _refused(_serve(jobs_dir, data), data, said)
+    assert "pages the database file does not" in reason and "move runyard.db-wal aside" in reason
+    assert (wal.read_bytes(), db.read_bytes()) == before  # nothing dropped, nothing written
 
 
 def test_serve_refuses_a_data_directory_it_cannot_use(jobs_dir, tmp_path: Path) -> None:

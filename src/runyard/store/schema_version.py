@@ -16,6 +16,7 @@ from typing import Any
 
 from runyard.store import sqlite_sql as q
 from runyard.store.migrations import migration_files
+from runyard.store.wal_check import wal_refusal
 
 # what SQLite answers for a file that is not a database, or one whose pages are damaged
 UNREADABLE = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
@@ -53,6 +54,8 @@ def refusal_of(path: Path) -> str | None:
     (a new file, a database from before 0008, which the store upgrades): None."""
     if not path.is_file():
         return None
+    if (dropped := wal_refusal(path)) is not None:  # before any connection may start anew
+        return dropped
     uri = f"{path.absolute().as_uri()}?mode=ro"
     try:
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:

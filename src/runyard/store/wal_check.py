@@ -1,0 +1,98 @@
+"""A write-ahead log that SQLite would drop without a word: its header damaged, while the frames
+after it hold pages the database file does not.
+
+SQLite reads a WAL whose header fails its checksum as empty, and the first write then starts a
+new one over it: every transaction not yet copied into the database file was gone (a probe:
+on a small store, all of them — the WAL holds everything until a thousand pages), and the
+server started ready with an empty store. A header torn while SQLite restarted its WAL, after
+a checkpoint had copied every frame into the database, is the same to SQLite and harmless.
+The two are told apart by the pages themselves: the last committed version of each page in
+the log, against the database file's. Read only when the header fails (the WAL's format:
+sqlite.org/fileformat2.html#walformat)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import BinaryIO
+
+HEADER = 32
+FRAME_HEADER = 24
+MAGIC_LE, MAGIC_BE = 0x377F0682, 0x377F0683  # the checksum's words little / big endian
+VERSION = 3007000
+
+
+def wal_refusal(db: Path) -> str | None:
+    """Why `db` must not be opened: its WAL would be dropped with pages only it holds."""
+    wal = db.with_name(db.name + "-wal")
+    try:
+        with wal.open("rb") as fh:
+            header = fh.read(HEADER)
+            if len(header) < HEADER or _sound(header):
+                return None  # none, new, or SQLite's to read
+            page_size = _page_size(db)
+            if page_size is None:
+                return _refusal(db, wal, "the database file has no readable header")
+            lost = _pages_only_in(fh, db, page_size)
+    except OSError:
+        return None  # not there, or not readable: the store's opening says
+    if not lost:
+        return None  # every frame is in the database already: nothing would be lost
+    return _refusal(db, wal, f"it holds {lost} pages the database file does not")
+
+
+def _refusal(db: Path, wal: Path, why: str) -> str:
+    return (
+        f"the database's write-ahead log {wal} is damaged (its header fails its checksum) and "
+        f"{why}: SQLite would drop it, and every run written since its last checkpoint with "
+        f"it. Restore {db.name} and {wal.name} from a backup, or move {wal.name} aside to "
+        "start without what it holds."
+    )
+
+
+def _sound(header: bytes) -> bool:
+    magic, version = struct.unpack(">II", header[:8])
+    if magic not in (MAGIC_LE, MAGIC_BE) or version != VERSION:
+        return False
+    order = ">" if magic == MAGIC_BE else "<"
+    s1 = s2 = 0
+    for x0, x1 in struct.iter_unpack(f"{order}II", header[:24]):
+        s1 = (s1 + x0 + s2) & 0xFFFFFFFF
+        s2 = (s2 + x1 + s1) & 0xFFFFFFFF
+    return (s1, s2) == struct.unpack(">II", header[24:32])
+
+
+def _page_size(db: Path) -> int | None:
+    with db.open("rb") as fh:
+        head = fh.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\0"):
+        return None
+    size = struct.unpack(">H", head[16:18])[0]
+    size = 65536 if size == 1 else size
+    return size if size >= 512 and size & (size - 1) == 0 else None
+
+
+def _pages_only_in(fh: BinaryIO, db: Path, page_size: int) -> int:
+    """How many pages' last committed version in the log (`fh`, read past its header) differs
+    from the database's. The frames of one generation share its salts: the first frame's."""
+    size = FRAME_HEADER + page_size
+    latest: dict[int, bytes] = {}
+    committed: dict[int, bytes] = {}
+    salts = None
+    while len(frame := fh.read(size)) == size:
+        pgno, commit = struct.unpack(">II", frame[:8])
+        if salts is None:
+            salts = frame[8:16]
+        if frame[8:16] != salts or pgno == 0:
+            break  # an older generation's frames, or none
+        latest[pgno] = frame[FRAME_HEADER:]
+        if commit:  # a transaction's last frame: what it wrote stands
+            committed.update(latest)
+            latest.clear()
+    differing = 0
+    with db.open("rb") as dfh:
+        for pgno, data in committed.items():
+            dfh.seek((pgno - 1) * page_size)
+            if dfh.read(page_size) != data:
+                differing += 1
+    return differing

@@ -1,0 +1,61 @@
+"""The WAL check at start (store/wal_check.py), on logs SQLite itself wrote."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+from runyard.store.wal_check import wal_refusal
+
+
+def _copies(tmp_path: Path, checkpointed: bool) -> Path:
+    """A database and its WAL copied while open: with every frame checkpointed into the
+    database file, or with pages only the WAL holds."""
+    db = tmp_path / "live.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("CREATE TABLE t (x)")
+    conn.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 50)
+    if checkpointed:
+        conn.execute("PRAGMA wal_checkpoint(FULL)")  # copied, the WAL left as it was
+    copy = tmp_path / "copy.db"
+    shutil.copy(db, copy)
+    shutil.copy(tmp_path / "live.db-wal", tmp_path / "copy.db-wal")
+    conn.close()
+    return copy
+
+
+def _damage_header(db: Path) -> None:
+    with db.with_name(db.name + "-wal").open("r+b") as fh:
+        fh.seek(24)
+        fh.write(bytes(8))
+
+
+def test_a_sound_log_is_sqlites_to_read(tmp_path: Path) -> None:
+    assert wal_refusal(_copies(tmp_path, checkpointed=False)) is None
+
+
+def test_a_damaged_header_over_pages_only_the_log_holds_is_refused(tmp_path: Path) -> None:
+    db = _copies(tmp_path, checkpointed=False)
+    _damage_header(db)
+    refusal = wal_refusal(db)
+    assert refusal is not None and "pages the database file does not" in refusal
+    with sqlite3.connect(db) as conn:  # what SQLite makes of it: the table is gone
+        assert conn.execute("SELECT count(*) FROM sqlite_schema").fetchone() == (0,)
+
+
+def test_a_damaged_header_over_frames_already_checkpointed_starts(tmp_path: Path) -> None:
+    """A header torn while SQLite restarted its log: its frames are in the database."""
+    db = _copies(tmp_path, checkpointed=True)
+    _damage_header(db)
+    assert wal_refusal(db) is None
+
+
+def test_no_log_or_an_empty_one_is_nothing_to_check(tmp_path: Path) -> None:
+    db = _copies(tmp_path, checkpointed=False)
+    db.with_name(db.name + "-wal").write_bytes(b"")
+    assert wal_refusal(db) is None
+    db.with_name(db.name + "-wal").unlink()
+    assert wal_refusal(db) is None
