@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,12 +16,13 @@ MAX_PROGRESS_DEPTH = 32
 _MAX_INT = 2**63  # PostgreSQL's bigint; JavaScript clients lose precision long before
 
 
-def char_boundary(data: bytes, cut: int) -> int:
-    """Move `cut` back so it does not split a UTF-8 sequence (continuation bytes 10xxxxxx)."""
+def char_boundary(data: bytes, cut: int, start: int = 0) -> int:
+    """Move `cut` back so it does not split a UTF-8 sequence (continuation bytes 10xxxxxx),
+    not to `start` or before it (then `cut` itself: no character is that long)."""
     back = cut
-    while back > cut - 4 and back > 0 and (data[back] & 0xC0) == 0x80:
+    while back > cut - 4 and back > start and (data[back] & 0xC0) == 0x80:
         back -= 1
-    return back if back > 0 else cut
+    return back if back > start else cut
 
 
 def utf8_text_end(data: bytes) -> int | None:
@@ -37,18 +39,20 @@ def utf8_text_end(data: bytes) -> int | None:
     return len(data)
 
 
-def split_chunks(data: bytes, max_size: int = MAX_CHUNK) -> list[bytes]:
+def split_chunks(data: bytes, max_size: int = MAX_CHUNK) -> Iterator[bytes]:
     """Pieces of at most `max_size`, cut after a newline where there is one, else on a UTF-8
-    character boundary: a very long line is split, never a character."""
-    out = []
-    while len(data) > max_size:
-        nl = data.rfind(b"\n", 0, max_size)
-        cut = nl + 1 if nl >= 0 else char_boundary(data, max_size)
-        out.append(data[:cut])
-        data = data[cut:]
-    if data:
-        out.append(data)
-    return out
+    character boundary: a very long line is split, never a character. Lazily, each piece cut
+    from `data` where it lies: cutting the rest off anew after each piece copied a 256 KiB
+    read eight times over, and a replay of a long log to a watcher that stops reading held
+    every piece of its read besides the read itself."""
+    start, end = 0, len(data)
+    while end - start > max_size:
+        nl = data.rfind(b"\n", start, start + max_size)
+        cut = nl + 1 if nl >= 0 else char_boundary(data, start + max_size, start)
+        yield data[start:cut]
+        start = cut
+    if start < end:
+        yield data[start:] if start else data
 
 
 # What one read of a progress file yields at most: its last lines that are progress. Progress
