@@ -194,3 +194,30 @@ def test_the_day_fields_are_read_as_cron_reads_them(expr: str, days: list[str]) 
         after = next_after(expr, None, start, after)
         fires.append(datetime.fromtimestamp(after, UTC).strftime("%a %d"))
     assert fires == days
+
+
+@pytest.mark.parametrize(
+    ("ranged", "single"),
+    [
+        ("30-30 * * * *", "30 * * * *"),
+        ("0 5-5 * * *", "0 5 * * *"),
+        ("0 0 13-13 * *", "0 0 13 * *"),
+        ("0 0 1 3-3 *", "0 0 1 3 *"),
+        ("0 23 * * 7-7", "0 23 * * 7"),
+        ("0 23 * * 0-0", "0 23 * * 0"),
+        ("0 23 * * MON-MON", "0 23 * * MON"),
+        ("2-2/5,40-41 * * * *", "2,40-41 * * * *"),
+    ],
+)
+def test_a_range_of_one_value_fires_as_that_value(ranged: str, single: str) -> None:
+    """A probe: croniter read `30-30` as the whole field, and `30-30 * * * *` fired every
+    minute, `0 23 * * 7-7` (Sundays) every day."""
+    start = datetime(2026, 12, 5, 22, 48, 15, tzinfo=UTC).timestamp()  # a Saturday
+    check_cron(ranged, start)
+    fires: dict[str, list[float]] = {ranged: [], single: []}
+    for expr, times in fires.items():
+        after = start
+        for _ in range(3):
+            after = next_after(expr, None, start, after)
+            times.append(after)
+    assert fires[ranged] == fires[single]

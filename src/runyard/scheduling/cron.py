@@ -51,6 +51,24 @@ def cron_problem(expr: str) -> str | None:
     return _fields_problem(expr)
 
 
+def croniter_form(expr: str) -> str:
+    """`expr` (one `cron_problem` takes) written so croniter reads it as cron does: a range of
+    one value (`30-30`, `MON-MON`, `2-2/5`) as that value. croniter read such a range as the
+    whole field, and `30-30 * * * *` fired every minute, `0 23 * * 7-7` every day."""
+    if expr.startswith("@"):
+        return expr
+    fields = zip(FIELDS, expr.split(" "), strict=True)
+    return " ".join(
+        ",".join(_one_value(spec, item) for item in text.split(",")) for spec, text in fields
+    )
+
+
+def _one_value(spec: Field, item: str) -> str:
+    ends = item.split("/", maxsplit=1)[0].split("-")
+    # a step over a single value takes that value alone
+    return ends[0] if len(ends) == 2 and _value(spec, ends[0]) == _value(spec, ends[1]) else item
+
+
 def _text_problem(expr: str) -> str | None:
     if not expr.strip(" "):
         return "is empty"

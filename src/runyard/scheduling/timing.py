@@ -10,7 +10,7 @@ from croniter import CroniterError, croniter
 
 from runyard.errors import InvalidInputError
 from runyard.models import Schedule
-from runyard.scheduling.cron import MAX_CRON_LENGTH, cron_problem
+from runyard.scheduling.cron import MAX_CRON_LENGTH, cron_problem, croniter_form
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +33,7 @@ def _iter(expr: str, start: datetime) -> croniter:
     and every Monday)."""
     fields = expr.split()
     day_or = len(fields) != 5 or not (fields[2].startswith("*") or fields[4].startswith("*"))
-    return croniter(expr, start, day_or=day_or)
+    return croniter(croniter_form(expr), start, day_or=day_or)
 
 
 def _check_syntax(expr: str) -> None:
