@@ -5,6 +5,14 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+# A message about an input stays short whatever the input: pydantic lists every choice of an
+# enum it refuses (20,000 choices: a 378 KB problem, its detail and its `errors` each)
+MAX_MESSAGE = 500
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
 
 class RunyardError(Exception):
     status: int = 500

@@ -241,3 +241,23 @@ def test_a_method_the_path_has_not_is_405_naming_those_it_has(
     resp = server.request(method, path)
     assert resp.status_code == 405
     assert resp.headers["allow"] == allowed
+
+
+def test_a_refusal_stays_small_whatever_the_job_declares(tmp_path: Path) -> None:
+    """A probe: an enum of 20,000 choices, refused, was a 378 KB problem (pydantic lists
+    every choice, in `detail` and in `errors`)."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    choices = ", ".join(f'"c{i}"' for i in range(20_000))
+    (jobs / "wide.toml").write_text(
+        f'command = ["true", "{{e}}"]\n[params.e]\ntype = "enum"\nchoices = [{choices}]\n'
+    )
+    with serving(tmp_path, jobs) as srv:
+        resp = srv.post("/v1/runs", json={"job": "wide", "params": {"e": "zz"}})
+        assert resp.status_code == 422
+        body = resp.json()
+        assert len(resp.content) < 4096
+        assert body["errors"][0]["field"] == "params.e"
+        assert body["errors"][0]["message"].startswith("Input should be 'c0', 'c1'")
+        assert body["errors"][0]["message"].endswith("…")
+        assert body["detail"].startswith("params.e: Input should be")

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from runyard.api import openai_errors
-from runyard.errors import RunyardError
+from runyard.errors import MAX_MESSAGE, RunyardError, bounded
 
 log = structlog.get_logger(__name__)
 MEDIA_TYPE = "application/problem+json"
@@ -22,6 +22,7 @@ MEDIA_TYPE = "application/problem+json"
 MAX_LISTED = 50
 MAX_DETAILED = 10
 MAX_FIELD = 200
+MAX_DETAIL = MAX_DETAILED * (MAX_FIELD + MAX_MESSAGE)  # ten fields and their messages
 
 
 def problem(
@@ -36,7 +37,7 @@ def problem(
         "type": f"urn:runyard:problem:{slug}",
         "title": title,
         "status": status,
-        "detail": detail,
+        "detail": bounded(detail, MAX_DETAIL),
     }
     body.update(extra)
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
@@ -109,7 +110,7 @@ def _listed(errors: list[tuple[str, str]], found: int | None = None) -> dict[str
     """A problem's `errors`: the first MAX_LISTED, and how many more were `found`."""
     found = len(errors) if found is None else found
     listed: dict[str, Any] = {
-        "errors": [{"field": f[:MAX_FIELD], "message": m} for f, m in errors[:MAX_LISTED]]
+        "errors": [{"field": f[:MAX_FIELD], "message": bounded(m)} for f, m in errors[:MAX_LISTED]]
     }
     if found > MAX_LISTED:
         listed["errors_omitted"] = found - MAX_LISTED
