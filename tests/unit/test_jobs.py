@@ -115,6 +115,8 @@ def test_a_boolean_is_none_of_an_enums_numeric_choices(tmp_path: Path, flag: boo
         ('command = ["x", "{nope}"]\n', "{nope}"),
         ('command = ["x", "{"]\n', "unbalanced"),
         ('command = ["x"]\n[params.p]\ntype = "int"\nmin = 5\nmax = 1\n', "greater than"),
+        # no value could ever be given (a probe: it loaded, and refused 0 and 1 alike)
+        ('command = ["x"]\n[params.p]\ntype = "int"\nmin = 0.5\nmax = 0.7\n', "no integer"),
         ('command = ["x"]\n[params.p]\ntype = "enum"\n', "choices"),
         ('command = ["x"]\n[params.p]\ntype = "int"\ndefault = "a"\n', "default"),
         ('command = ["x"]\n[params.p]\ntype = "int"\nmax = 3\ndefault = 9\n', "default"),

@@ -25,6 +25,7 @@ from runyard.bounds import (
     TEXT_PATTERN,
     json_problem,
 )
+from runyard.errors import bounded
 
 ParamType = Literal["int", "float", "str", "bool", "enum", "json", "file"]
 UPLOAD_REF = r"^upload:[0-9a-f]{64}$"  # a file param's value: an upload's id (PUT /v1/uploads)
@@ -84,6 +85,9 @@ class ParamDecl(BaseModel):
             raise ValueError("`max_length` is only for str and json params")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("`min` is greater than `max`")
+        if self.type == "int" and _no_integer(self.min, self.max):
+            # a job that refuses every value it could be given (`min = 0.5`, `max = 0.7`)
+            raise ValueError("no integer lies between `min` and `max`")
         if (self.max_depth is not None or self.max_keys is not None) and self.type != "json":
             raise ValueError("`max_depth`/`max_keys` are only for json params")
         file_only = (self.max_mb, self.accept, self.path)
@@ -211,13 +215,17 @@ def build_params_model(job: str, decls: dict[str, ParamDecl]) -> type[BaseModel]
     return model
 
 
+def _no_integer(low: float | None, high: float | None) -> bool:
+    return low is not None and high is not None and math.ceil(low) > math.floor(high)
+
+
 class ParamError(Exception):
     """Params that do not fit the job; `errors` name each offending field."""
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
-        self.errors = errors
+        self.errors = [(loc, bounded(msg)) for loc, msg in errors]
         # said of the first ten (a field by its first characters): a message stays short
-        said = "; ".join(f"params.{loc[:200]}: {msg}" for loc, msg in errors[:10])
+        said = "; ".join(f"params.{loc[:200]}: {msg}" for loc, msg in self.errors[:10])
         more = f"; and {len(errors) - 10} more" if len(errors) > 10 else ""
         super().__init__(said + more)
 
