@@ -1,9 +1,10 @@
 """What the Python client holds a server's answers to: a server may be anyone's (a wrong
 `--server`, a proxy in between, a hostile host), and its answers are input like any other.
 
-An answer is read to at most MAX_ANSWER_BYTES; anything but a 2xx is an error (a runyard
-server never redirects); an answer that cannot be read is a ClientError, never a traceback
-from deep in a parser; a file an answer names is written inside the folder asked for, never
+An answer is read to at most MAX_ANSWER_BYTES; one sent compressed is refused unread (the
+client asks for none: httpx inflated each piece whole before the cap saw it); anything but a
+2xx is an error (a runyard server never redirects); an answer that cannot be read is a
+ClientError, never a traceback from deep in a parser; a file an answer names is written inside the folder asked for, never
 through `..`, an absolute path or a link."""
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def capped_client() -> type[httpx.Client]:
             self, request: httpx.Request, *, stream: bool = False, **kw: Any
         ) -> httpx.Response:
             resp = super().send(request, stream=True, **kw)
+            if (coding := resp.headers.get("content-encoding", "identity")) != "identity":
+                resp.close()
+                raise ClientError(
+                    f"the server's answer to {request.url.path} is compressed "
+                    f"({coding[:40]!r}): a runyard server never compresses (the client asks "
+                    "for none), and httpx would inflate each piece whole before any cap "
+                    "looked at it: 1.8 KB gzipped twice took 2 GB"
+                )
             if stream:
                 return resp
             try:

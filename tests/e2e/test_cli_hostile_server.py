@@ -256,3 +256,39 @@ def test_a_download_into_a_folder_replaces_nothing_unless_asked(hostile, tmp_pat
     out = cli(server.url, "artifacts", RUN, "--download", str(tmp_path), "--overwrite")
     assert out.returncode == 0, out
     assert (tmp_path / ".bashrc").read_bytes() == b"evil"
+
+
+SCHEDULE = {
+    "id": "s1", "job": "j", "params": {}, "cron": None, "interval_s": None, "overlap": "skip",
+    "catch_up": "none", "paused": False, "priority": None, "labels": {},
+    "created_at": "2026-01-01T00:00:00Z", "last_fired_at": None, "next_fire_at": None,
+    "fire_count": 0, "skip_count": 0, "fail_count": 0, "last_error": None, "last_run_id": None,
+}  # fmt: skip
+JOB = {
+    "name": "j", "description": "", "command": ["true"], "params_schema": {"properties": 5},
+    "timeout_s": None, "kill_grace_s": 5.0, "max_attempts": 1, "retry_on": [],
+    "concurrency": None, "priority": 0, "max_queue": None, "workspace": "empty",
+    "artifacts": [],
+}  # fmt: skip
+
+
+def test_answers_of_the_right_shape_and_odd_values_are_shown_without_a_traceback(
+    hostile: Make,
+) -> None:
+    """A probe: a schedule with neither `cron` nor `interval_s`, a job whose params schema
+    has `properties: 5`, a run nested 260 levels deep shown as JSON: each was a traceback."""
+    deep: object = 1
+    for _ in range(260):
+        deep = {"a": deep}
+    server = hostile({
+        "/v1/schedules": json_answer({"schedules": [SCHEDULE], "next_cursor": None}),
+        "/v1/jobs": json_answer({"jobs": [JOB], "errors": {}}),
+        f"/v1/runs/{RUN}": json_answer(run_json(params=deep)),
+    })  # fmt: skip
+    listed = cli(server.url, "schedule", "ls")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert "s1" in listed.stdout
+    jobs = cli(server.url, "jobs")
+    assert jobs.returncode == 0 and "Traceback" not in jobs.stderr, jobs.stderr
+    said = one_line_error(cli(server.url, "show", RUN, "--json"))
+    assert "cannot be written as JSON" in said

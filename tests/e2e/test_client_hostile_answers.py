@@ -185,3 +185,28 @@ def test_a_file_replaced_on_request_keeps_its_mode(hostile: Make, tmp_path: Path
     with Client(server.url) as c:
         list(c.download_all(RUN, tmp_path, overwrite=True))
     assert mine.read_bytes() == b"new" and mine.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_compressed_answer_is_refused_before_it_is_inflated(hostile: Make) -> None:
+    """A probe: 1.8 KB of gzip inside gzip took 2 GB of the client's memory, httpx inflating
+    each piece whole before the 64 MiB cap saw it. The client asks for no encoding, and one
+    given all the same is refused unread."""
+    import gzip
+
+    asked: list[str] = []
+    bomb = gzip.compress(gzip.compress(bytes(64 * 2**20)))  # 64 MiB of zeros, twice over
+
+    def answer(h: BaseHTTPRequestHandler) -> None:
+        asked.append(h.headers.get("Accept-Encoding", ""))
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Encoding", "gzip, gzip")
+        h.send_header("Content-Length", str(len(bomb)))
+        h.end_headers()
+        h.wfile.write(bomb)
+
+    server = hostile({"/v1/jobs": answer})
+    with Client(server.url) as c, pytest.raises(ClientError) as caught:
+        c.jobs()
+    assert "is compressed ('gzip, gzip')" in str(caught.value)
+    assert asked == ["identity"]

@@ -27,7 +27,9 @@ def test_parse_kv_reads_json_values() -> None:
 @pytest.mark.parametrize(
     ("state", "code", "expected"),
     [("succeeded", 0, 0), ("failed", 7, 7), ("failed", None, 1), ("timed_out", None, 124),
-     ("cancelled", None, 130)],
+     ("cancelled", None, 130), ("failed", 255, 255),
+     # a shell keeps the low 8 bits: a failed run must never read as success (a probe: 256)
+     ("failed", 256, 1), ("failed", 512, 1), ("failed", -1, 1), ("failed", 0, 1)],
 )  # fmt: skip
 def test_exit_status(state: str, code: int | None, expected: int) -> None:
     now = datetime.now(UTC)

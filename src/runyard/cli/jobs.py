@@ -17,8 +17,9 @@ def list_jobs(server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt
         return
     table = Table("job", "params", "description")
     for job in jobs.jobs:
-        props = job.params_schema.get("properties", {})
-        table.add_row(shown(job.name), shown(", ".join(props)), shown(job.description))
+        props = job.params_schema.get("properties")  # a server's answer: any JSON at all
+        names = ", ".join(str(p) for p in props) if isinstance(props, dict) else ""
+        table.add_row(shown(job.name), shown(names), shown(job.description))
     out.print(table)
     for fname, message in jobs.errors.items():
         err.print(f"[red]{shown(fname)}[/red]: {shown(message)}")

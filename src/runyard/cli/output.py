@@ -150,14 +150,17 @@ def first_line(exc: Exception) -> str:
 
 def exit_status(run: RunView) -> int:
     """The shell status a finished run maps to: its exit code, 124 for a timeout (as timeout(1)),
-    130 for a cancel, 1 for any other failure without a code."""
+    130 for a cancel, 1 for any other failure without a code a shell can carry (1 to 255)."""
     if run.state is RunState.SUCCEEDED:
         return 0
     if run.state is RunState.TIMED_OUT:
         return 124
     if run.state is RunState.CANCELLED:
         return 130
-    return run.exit_code if run.exit_code not in (None, 0) else 1
+    # a shell keeps the low 8 bits of a status: 256 (a server's, or a wrapper's) read as 0,
+    # success, for a run that failed
+    code = run.exit_code
+    return code if code is not None and 1 <= code <= 255 else 1
 
 
 def finished(run: RunView) -> typer.Exit:
@@ -215,9 +218,13 @@ def print_json(model: BaseModel) -> None:
     (it escapes C0 controls only: C1 controls, DEL, bidi controls, lone surrogates) written as
     JSON escapes: the same JSON to any reader, piped or not."""
     try:
-        data = json.loads(model.model_dump_json())  # pydantic's JSON: an infinity as null
-    except PydanticSerializationError:  # a lone surrogate, which pydantic will not encode
-        data = model.model_dump(mode="json")
+        try:
+            data = json.loads(model.model_dump_json())  # pydantic's JSON: an infinity as null
+        except PydanticSerializationError:  # a lone surrogate, which pydantic will not encode
+            data = model.model_dump(mode="json")
+    except ValueError as exc:  # nested past pydantic's depth (~255): the server's doing
+        err.print(f"[red]error:[/red] the answer cannot be written as JSON here: {exc}")
+        raise typer.Exit(2) from None
     # as JSON escapes them (past U+FFFF: a surrogate pair), which it reads back the same
     text = _ACTS.sub(
         lambda m: json.dumps(m[0])[1:-1], json.dumps(data, indent=2, ensure_ascii=False)

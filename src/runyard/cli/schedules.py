@@ -46,7 +46,8 @@ def list_schedules(server: ServerOpt = None, token: TokenOpt = None) -> None:
                   "fails", "next")  # fmt: skip
     failing = []
     for s in _run("schedules", server, token):  # type: ignore[attr-defined]
-        when = s.cron or f"every {s.interval_s:g}s"
+        # neither (a server's answer, not one runyard makes): shown as nothing, not a traceback
+        when = s.cron or (f"every {s.interval_s:g}s" if s.interval_s is not None else "")
         nxt = s.next_fire_at.strftime("%Y-%m-%d %H:%M:%S") if s.next_fire_at else ""
         table.add_row(shown(s.id), shown(s.job), shown(when), shown(s.overlap), str(s.paused),
                       str(s.fire_count), str(s.skip_count), str(s.fail_count), nxt)  # fmt: skip
