@@ -4,8 +4,8 @@
 An answer is read to at most MAX_ANSWER_BYTES; one sent compressed is refused unread (the
 client asks for none: httpx inflated each piece whole before the cap saw it); anything but a
 2xx is an error (a runyard server never redirects); an answer that cannot be read is a
-ClientError, never a traceback from deep in a parser; a file an answer names is written inside the folder asked for, never
-through `..`, an absolute path or a link."""
+ClientError, never a traceback from deep in a parser; a file an answer names is written
+inside the folder asked for, never through `..`, an absolute path or a link."""
 
 from __future__ import annotations
 
