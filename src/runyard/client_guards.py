@@ -46,7 +46,8 @@ def capped_client() -> type[httpx.Client]:
             self, request: httpx.Request, *, stream: bool = False, **kw: Any
         ) -> httpx.Response:
             resp = super().send(request, stream=True, **kw)
-            if (coding := resp.headers.get("content-encoding", "identity")) != "identity":
+            coding = resp.headers.get("content-encoding", "")
+            if coding.strip().lower() not in ("", "identity"):
                 resp.close()
                 raise ClientError(
                     f"the server's answer to {request.url.path} is compressed "

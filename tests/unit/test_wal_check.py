@@ -59,3 +59,23 @@ def test_no_log_or_an_empty_one_is_nothing_to_check(tmp_path: Path) -> None:
     assert wal_refusal(db) is None
     db.with_name(db.name + "-wal").unlink()
     assert wal_refusal(db) is None
+
+
+def test_pages_past_the_end_a_vacuum_left_are_nothing_lost(tmp_path: Path) -> None:
+    """Frames of pages a later commit cut off the database's end (a VACUUM in the same log)
+    are no pages only the log holds."""
+    db = tmp_path / "live.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("CREATE TABLE t (x)")
+    conn.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 300)
+    conn.execute("DELETE FROM t")
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # every frame copied; the file shrank
+    copy = tmp_path / "copy.db"
+    shutil.copy(db, copy)
+    shutil.copy(tmp_path / "live.db-wal", tmp_path / "copy.db-wal")
+    conn.close()
+    _damage_header(copy)
+    assert wal_refusal(copy) is None

@@ -290,8 +290,6 @@ class Dispatcher:
         after its own slot was given back."""
         self._end_claim()
         if claims is None:
-            if self.slots.free > 0:  # an end written whose run is damaged frees its slot too
-                self.queue.slot_freed()
             return
         self._launch_all(claims)
         if len(claims) < ask.limit:

@@ -107,7 +107,8 @@ def run_from_row(row: tuple[Any, ...]) -> Run:
             progress=loads(row[16]) if row[16] else None, not_before=_time(row[17]),
             cancel_requested=bool(row[18]), spec=spec_loads(row[19]), progress_skipped=row[20],
         )  # fmt: skip
-    except (ValueError, TypeError) as exc:  # not JSON, or a state no version wrote
+    except (ValueError, TypeError, RecursionError) as exc:  # not JSON (or too deep for it),
+        # or a state no version wrote
         raise damaged_run(row) from exc
     if not _sound(run):
         raise damaged_run(row)
@@ -146,7 +147,7 @@ def _damage(row: tuple[Any, ...]) -> Iterator[tuple[str, str]]:
             continue
         try:
             value = loads(row[at])
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             yield column, "not JSON"
             continue
         if type(value) is not dict:

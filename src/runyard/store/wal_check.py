@@ -12,6 +12,7 @@ sqlite.org/fileformat2.html#walformat)."""
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -38,7 +39,8 @@ def wal_refusal(db: Path) -> str | None:
         return None  # not there, or not readable: the store's opening says
     if not lost:
         return None  # every frame is in the database already: nothing would be lost
-    return _refusal(db, wal, f"it holds {lost} pages the database file does not")
+    pages = f"{lost} page{'s' if lost != 1 else ''}"
+    return _refusal(db, wal, f"it holds {pages} the database file does not")
 
 
 def _refusal(db: Path, wal: Path, why: str) -> str:
@@ -77,22 +79,25 @@ def _pages_only_in(fh: BinaryIO, db: Path, page_size: int) -> int:
     from the database's. The frames of one generation share its salts: the first frame's."""
     size = FRAME_HEADER + page_size
     latest: dict[int, bytes] = {}
-    committed: dict[int, bytes] = {}
-    salts = None
+    committed: dict[int, bytes] = {}  # page -> a digest of its last committed version
+    salts, pages = None, 0
     while len(frame := fh.read(size)) == size:
         pgno, commit = struct.unpack(">II", frame[:8])
         if salts is None:
             salts = frame[8:16]
         if frame[8:16] != salts or pgno == 0:
             break  # an older generation's frames, or none
-        latest[pgno] = frame[FRAME_HEADER:]
-        if commit:  # a transaction's last frame: what it wrote stands
+        latest[pgno] = hashlib.blake2b(frame[FRAME_HEADER:], digest_size=16).digest()
+        if commit:  # a transaction's last frame, with the database's size after it
             committed.update(latest)
             latest.clear()
+            pages = commit
     differing = 0
     with db.open("rb") as dfh:
-        for pgno, data in committed.items():
+        for pgno, digest in committed.items():
+            if pgno > pages:
+                continue  # past the database's end once the log's last commit shrank it
             dfh.seek((pgno - 1) * page_size)
-            if dfh.read(page_size) != data:
+            if hashlib.blake2b(dfh.read(page_size), digest_size=16).digest() != digest:
                 differing += 1
     return differing
