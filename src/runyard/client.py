@@ -83,6 +83,25 @@ class StreamEnd:
     data: dict[str, Any]
 
 
+def digits(text: str, what: str) -> int:
+    """An offset a server's answer gives: decimal digits only (int() also took `1_0`, and
+    raised a bare ValueError for anything else)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        raise ClientError(f"{what} is not an offset: {text[:40]!r}")
+    return int(text)
+
+
+def _data(sse: Any) -> bytes:
+    """A log event's bytes: its text, or its base64 (checked: invalid base64 read as nothing
+    lost what it held without a word)."""
+    if sse.event == "log":
+        return bytes(sse.data.encode())
+    try:
+        return base64.b64decode(sse.data, validate=True)
+    except ValueError:  # binascii.Error
+        raise ClientError("a log.b64 event's data is not base64") from None
+
+
 class Client:
     def __init__(
         self,
@@ -217,10 +236,8 @@ class Client:
             params["attempt"] = attempt
         resp = self._check(self.http.get(f"/v1/runs/{segment(run_id)}/logs", params=params))
         after = offset + len(resp.content)
-        try:
-            after = int(resp.headers.get("X-Next-Offset", after))
-        except ValueError:
-            raise ClientError("the server's X-Next-Offset is not a number") from None
+        if (told := resp.headers.get("X-Next-Offset")) is not None:
+            after = digits(told, "the server's X-Next-Offset")
         if resp.content and after <= offset:  # a reader that never ends
             raise ClientError(f"the server's X-Next-Offset ({after}) does not move past {offset}")
         return resp.content, after
@@ -337,8 +354,7 @@ class Client:
                 params["attempt"] = event_int(sse.data, "attempt", "attempt")  # pinned from now
                 yield LogStart(params["attempt"])
             elif sse.event in ("log", "log.b64"):
-                data = sse.data.encode() if sse.event == "log" else base64.b64decode(sse.data)
-                yield LogPiece(int(sse.id.rpartition(":")[2]), data)
+                yield LogPiece(digits(sse.id.rpartition(":")[2], "a log event's id"), _data(sse))
             elif sse.event in ("end", "lagged", "shutdown"):
                 yield StreamEnd(sse.event, event_data(sse.data, sse.event))
                 return

@@ -237,3 +237,37 @@ def test_a_stream_that_answers_and_then_says_nothing_is_given_up(
     with Client(server.url) as c, pytest.raises(httpx.ReadTimeout):
         list(c.stream_log(RUN))
     assert len(server.asked) == 1 + 5
+
+
+@pytest.mark.parametrize(
+    ("event", "said"),
+    [
+        (b"id: 1:x\nevent: log\ndata: a\n\n", "a log event's id is not an offset"),
+        (b"id: 1:1_0\nevent: log\ndata: a\n\n", "a log event's id is not an offset"),
+        (b"id: 1:0\nevent: log.b64\ndata: not base64!\n\n", "is not base64"),
+    ],
+    ids=["id-text", "id-underscore", "b64"],
+)
+def test_a_log_event_the_client_cannot_place_is_a_client_error(
+    hostile: Make, slept: list[float], event: bytes, said: str
+) -> None:
+    """A probe: an id that is no number raised a bare ValueError from the SDK, `1_0` was read
+    as 10, and invalid base64 was read as nothing, its bytes lost without a word."""
+    body = b'event: attempt\ndata: {"attempt": 1}\n\n' + event
+    server = hostile({"/": lambda h: sse(h, [body])})
+    with Client(server.url) as c, pytest.raises(ClientError, match=said):
+        list(c.stream_log(RUN))
+
+
+def test_a_next_offset_that_is_not_digits_is_a_client_error(hostile: Make) -> None:
+    def answer(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("X-Next-Offset", "1_0")
+        h.send_header("Content-Length", "1")
+        h.end_headers()
+        h.wfile.write(b"a")
+
+    server = hostile({"/": answer})
+    with Client(server.url) as c, pytest.raises(ClientError, match="X-Next-Offset is not an"):
+        c.logs(RUN)
