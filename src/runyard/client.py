@@ -6,7 +6,6 @@ and the quick commands, which import this module, do not need."""
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,8 +21,10 @@ from runyard.client_guards import (
     M,
     capped_client,
     destination,
+    digits,
     event_data,
     event_int,
+    log_bytes,
     next_cursor,
     parsed,
     redirected,
@@ -81,25 +82,6 @@ class StreamEnd:
 
     kind: str
     data: dict[str, Any]
-
-
-def digits(text: str, what: str) -> int:
-    """An offset a server's answer gives: decimal digits only (int() also took `1_0`, and
-    raised a bare ValueError for anything else)."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 19):
-        raise ClientError(f"{what} is not an offset: {text[:40]!r}")
-    return int(text)
-
-
-def _data(sse: Any) -> bytes:
-    """A log event's bytes: its text, or its base64 (checked: invalid base64 read as nothing
-    lost what it held without a word)."""
-    if sse.event == "log":
-        return bytes(sse.data.encode())
-    try:
-        return base64.b64decode(sse.data, validate=True)
-    except ValueError:  # binascii.Error
-        raise ClientError("a log.b64 event's data is not base64") from None
 
 
 class Client:
@@ -354,7 +336,10 @@ class Client:
                 params["attempt"] = event_int(sse.data, "attempt", "attempt")  # pinned from now
                 yield LogStart(params["attempt"])
             elif sse.event in ("log", "log.b64"):
-                yield LogPiece(digits(sse.id.rpartition(":")[2], "a log event's id"), _data(sse))
+                yield LogPiece(
+                    digits(sse.id.rpartition(":")[2], "a log event's id"),
+                    log_bytes(sse.event, sse.data),
+                )
             elif sse.event in ("end", "lagged", "shutdown"):
                 yield StreamEnd(sse.event, event_data(sse.data, sse.event))
                 return

@@ -9,6 +9,7 @@ inside the folder asked for, never through `..`, an absolute path or a link."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -195,3 +196,22 @@ def next_cursor(cursor: str, seen: set[str]) -> str:
         raise ClientError(f"the server gave the cursor {cursor[:80]!r} twice")
     seen.add(cursor)
     return cursor
+
+
+def digits(text: str, what: str) -> int:
+    """An offset a server's answer gives: decimal digits only (int() also took `1_0`, and
+    raised a bare ValueError for anything else)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        raise ClientError(f"{what} is not an offset: {text[:40]!r}")
+    return int(text)
+
+
+def log_bytes(event: str, data: str) -> bytes:
+    """A log event's bytes: its text, or its base64 (checked: invalid base64 read as nothing
+    lost what it held without a word)."""
+    if event == "log":
+        return data.encode()
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:  # binascii.Error
+        raise ClientError("a log.b64 event's data is not base64") from None
