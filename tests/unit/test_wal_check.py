@@ -9,22 +9,26 @@ from pathlib import Path
 from runyard.store.wal_check import wal_refusal
 
 
-def _copies(tmp_path: Path, checkpointed: bool) -> Path:
-    """A database and its WAL copied while open: with every frame checkpointed into the
-    database file, or with pages only the WAL holds."""
+def _copies(tmp_path: Path, *after: str) -> Path:
+    """A database with a table of 50 rows, each statement of `after` run next, copied with
+    its WAL while open (as a server killed outright leaves them)."""
     db = tmp_path / "live.db"
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute("CREATE TABLE t (x)")
     conn.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 50)
-    if checkpointed:
-        conn.execute("PRAGMA wal_checkpoint(FULL)")  # copied, the WAL left as it was
+    for statement in after:
+        conn.execute(statement)
     copy = tmp_path / "copy.db"
     shutil.copy(db, copy)
     shutil.copy(tmp_path / "live.db-wal", tmp_path / "copy.db-wal")
     conn.close()
     return copy
+
+
+# every frame copied into the database file, the WAL left as it was
+CHECKPOINTED = "PRAGMA wal_checkpoint(FULL)"
 
 
 def _damage_header(db: Path) -> None:
@@ -34,11 +38,11 @@ def _damage_header(db: Path) -> None:
 
 
 def test_a_sound_log_is_sqlites_to_read(tmp_path: Path) -> None:
-    assert wal_refusal(_copies(tmp_path, checkpointed=False)) is None
+    assert wal_refusal(_copies(tmp_path)) is None
 
 
 def test_a_damaged_header_over_pages_only_the_log_holds_is_refused(tmp_path: Path) -> None:
-    db = _copies(tmp_path, checkpointed=False)
+    db = _copies(tmp_path)
     _damage_header(db)
     refusal = wal_refusal(db)
     assert refusal is not None and "pages the database file does not" in refusal
@@ -48,13 +52,13 @@ def test_a_damaged_header_over_pages_only_the_log_holds_is_refused(tmp_path: Pat
 
 def test_a_damaged_header_over_frames_already_checkpointed_starts(tmp_path: Path) -> None:
     """A header torn while SQLite restarted its log: its frames are in the database."""
-    db = _copies(tmp_path, checkpointed=True)
+    db = _copies(tmp_path, CHECKPOINTED)
     _damage_header(db)
     assert wal_refusal(db) is None
 
 
 def test_no_log_or_an_empty_one_is_nothing_to_check(tmp_path: Path) -> None:
-    db = _copies(tmp_path, checkpointed=False)
+    db = _copies(tmp_path)
     db.with_name(db.name + "-wal").write_bytes(b"")
     assert wal_refusal(db) is None
     db.with_name(db.name + "-wal").unlink()
@@ -64,18 +68,6 @@ def test_no_log_or_an_empty_one_is_nothing_to_check(tmp_path: Path) -> None:
 def test_pages_past_the_end_a_vacuum_left_are_nothing_lost(tmp_path: Path) -> None:
     """Frames of pages a later commit cut off the database's end (a VACUUM in the same log)
     are no pages only the log holds."""
-    db = tmp_path / "live.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA wal_autocheckpoint = 0")
-    conn.execute("CREATE TABLE t (x)")
-    conn.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 300)
-    conn.execute("DELETE FROM t")
-    conn.execute("VACUUM")
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # every frame copied; the file shrank
-    copy = tmp_path / "copy.db"
-    shutil.copy(db, copy)
-    shutil.copy(tmp_path / "live.db-wal", tmp_path / "copy.db-wal")
-    conn.close()
+    copy = _copies(tmp_path, "DELETE FROM t", "VACUUM", "PRAGMA wal_checkpoint(PASSIVE)")
     _damage_header(copy)
     assert wal_refusal(copy) is None
