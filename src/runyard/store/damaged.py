@@ -25,24 +25,20 @@ log = structlog.get_logger("runyard.store")
 
 def readable(found: list[tuple[Any, ...]]) -> list[Run]:
     """The runs of a listing's rows, each damaged one left out and named."""
-    runs = []
-    for row in found:
-        try:
-            runs.append(run_from_row(row))
-        except RecordDamagedError as exc:
-            log.warning("damaged_run_skipped", run_id=exc.run_id, column=exc.column,
-                        error=exc.detail)  # fmt: skip
-    return runs
+    return [run for row in found if (run := _decoded(row, "damaged_run_skipped")) is not None]
 
 
 def ended_run(row: tuple[Any, ...]) -> Run | None:
     """The run an end just wrote, or None if its row is damaged (the end stands: its exit
     is not lost to a row that fails to read back, nor tried again for ever)."""
+    return _decoded(row, "damaged_run_ended")
+
+
+def _decoded(row: tuple[Any, ...], event: str) -> Run | None:
     try:
         return run_from_row(row)
     except RecordDamagedError as exc:
-        log.warning("damaged_run_ended", run_id=exc.run_id, column=exc.column,
-                    error=exc.detail)  # fmt: skip
+        log.warning(event, run_id=exc.run_id, column=exc.column, error=exc.detail)
         return None
 
 
