@@ -94,6 +94,9 @@ def test_a_new_server_under_a_lapsed_id_retries_only_once_the_old_one_is_fenced(
                 < time.time() and r, what="the paused server's lease to lapse")  # fmt: skip
             # another data directory: another host's server, the same id (its host name)
             new = member(start_server, lives_jobs, database, tmp_path / "new")
+            # its start-up reconcile ran before it was ready: if that was inside the margin, it
+            # held attempt 1 back (on a loaded machine it may start after, with nothing to hold)
+            recovered_within_margin = time.time() < ended + MARGIN_S
             wait_for(lambda: run_state(database, run_id) == "succeeded", timeout=60,
                      what="the run retried by the new server")  # fmt: skip
         first, second = tried(database, run_id)
@@ -105,7 +108,8 @@ def test_a_new_server_under_a_lapsed_id_retries_only_once_the_old_one_is_fenced(
         wait_for(lambda: watch.samples > 10, what="the watch to sample after its return")
     assert watch.violations == []
     assert not (locks / "overlaps").exists()
-    assert b"attempt_held_back" in new.log_path.read_bytes()
+    if recovered_within_margin:
+        assert b"attempt_held_back" in new.log_path.read_bytes()
     assert b"self-fenced" in (old.data_dir / "supervisor.log").read_bytes()
     # one life holds the id; the other claims nothing (its readiness, rebuilt each second)
     wait_for(lambda: not ready(old), what="the old server to say it is not ready")
