@@ -46,7 +46,10 @@ def capped_client() -> type[httpx.Client]:
         def send(
             self, request: httpx.Request, *, stream: bool = False, **kw: Any
         ) -> httpx.Response:
-            resp = super().send(request, stream=True, **kw)
+            from runyard.client_deadline import head_within
+
+            with head_within(request):
+                resp = super().send(request, stream=True, **kw)
             coding = resp.headers.get("content-encoding", "")
             if coding.strip().lower() not in ("", "identity"):
                 resp.close()

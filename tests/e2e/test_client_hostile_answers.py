@@ -5,6 +5,7 @@ longer than their listing. Each is a ClientError; a download leaves no part of a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -210,3 +211,27 @@ def test_a_compressed_answer_is_refused_before_it_is_inflated(hostile: Make) -> 
         c.jobs()
     assert "is compressed ('gzip, gzip')" in str(caught.value)
     assert asked == ["identity"]
+
+
+def trickled_head(h: BaseHTTPRequestHandler) -> None:
+    """A head that never ends, a byte at a time, each well inside the client's read timeout."""
+    h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: ")
+    h.wfile.flush()
+    try:
+        while True:
+            h.wfile.write(b"a")
+            h.wfile.flush()
+            time.sleep(0.2)  # the hostile server's pace: nothing here waits on it
+    except OSError:
+        return  # the client gave up and closed the connection
+
+
+@pytest.mark.timeout(30)
+def test_an_answer_whose_head_trickles_is_given_up_at_the_read_timeout(hostile: Make) -> None:
+    """A probe: a server sending its headers a byte every few seconds held every CLI command
+    and SDK call for as long as it went on (httpx's timeout is per read). The head comes
+    whole within the read timeout (a stream's: a minute of silence), or the call ends."""
+    server = hostile({"/v1/jobs": trickled_head})
+    given_up = pytest.raises(httpx.ReadTimeout, match=r"did not come whole within 1\.5 s")
+    with Client(server.url, timeout=1.5) as c, given_up:
+        c.jobs()
