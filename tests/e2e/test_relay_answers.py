@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -55,7 +56,21 @@ class Evil(http.server.BaseHTTPRequestHandler):
     asked_encodings: ClassVar[list[str | None]] = []  # what each relayed request accepted
 
     def do_GET(self) -> None:
+        if self.path.endswith("/outputs/slow"):
+            self._trickle()
+            return
         self._answer(body=True)
+
+    def _trickle(self) -> None:
+        """A head that never ends, a byte at a time, each well inside the relay's read timeout."""
+        try:
+            self.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
+            while True:
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                time.sleep(0.2)  # the hostile member's pace: nothing in the test waits on it
+        except OSError:
+            return  # the relay gave up and closed the connection
 
     def do_DELETE(self) -> None:
         # the owner's disk too full to remove anything: nothing changed (docs/api.md)
@@ -101,7 +116,8 @@ def relaying(start_server, write_job, jobs_dir: Path, database: str, tmp_path: P
     write_job("page", 'command = ["sh", "-c", "mkdir outputs; echo hi > outputs/x.html"]\n'
               'artifacts = ["outputs/**"]\n')  # fmt: skip
     env = {"RUNYARD_DATABASE_URL": database, "RUNYARD_SERVER_ID": "c1",
-           "RUNYARD_CLUSTER_SECRET": SECRET}  # fmt: skip
+           "RUNYARD_CLUSTER_SECRET": SECRET,
+           "RUNYARD_HEARTBEAT_S": "1"}  # a relay's read timeout: 2 heartbeats + 5 s  # fmt: skip
     c1 = start_server(jobs_dir, capacity=2, data_dir=tmp_path / "c1", env=env)
     runs = [web.post(f"{c1.url}/v1/runs", json={"job": "page"}).json()["id"] for _ in range(2)]
     for run_id in runs:
@@ -194,3 +210,15 @@ def test_a_relayed_request_asks_for_the_bytes_as_they_are(
     Evil.asked_encodings.clear()
     web.get(f"{c1.url}/v1/runs/{relayed}/artifacts/outputs/x.html")
     assert Evil.asked_encodings == ["identity"]
+
+
+def test_a_member_that_trickles_its_answers_head_is_given_up_at_the_read_timeout(
+    relaying: tuple[ServerProcess, str, str],
+) -> None:
+    """A probe: a member sending its headers a byte at a time held the caller, and the relay,
+    for as long as it went on (httpx's timeout is per read)."""
+    c1, _, relayed = relaying
+    got = web.get(f"{c1.url}/v1/runs/{relayed}/artifacts/outputs/slow", timeout=60)
+    assert got.status_code == 503, (got.status_code, got.content)
+    detail = got.json()["detail"]
+    assert "'evil'" in detail and "did not come whole within 7 s" in detail, detail

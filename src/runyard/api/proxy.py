@@ -21,10 +21,9 @@ caching) are set here as this server's own route sets them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -32,12 +31,12 @@ from urllib.parse import quote, urlencode
 import structlog
 from fastapi import Depends, FastAPI, Request
 from starlette.datastructures import Headers
-from starlette.responses import FileResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import FileResponse, Response
+from starlette.types import Scope
 
-from runyard.api.client_gone import client_gone, cut
 from runyard.api.deps import OwnerOfDep, RelaySignerDep, relay_peers, relay_signer
 from runyard.api.problems import MEDIA_TYPE, problem
+from runyard.api.relay_answer import RelayedResponse, owners_head
 from runyard.api.sse import SSE_HEADERS
 from runyard.auth import RELAY_HEADER, RelayClaim, RelaySigner, Role
 from runyard.errors import ForbiddenPathError, InvalidInputError, UnavailableError
@@ -291,9 +290,10 @@ async def _relay(request: Request, exc: Exception) -> Response:
         role if isinstance(role, Role) else exc.route.role,  # auth off here: the route's role
     )  # fmt: skip
     try:
-        upstream = await _answer(
+        upstream = await owners_head(
             client.send(client.build_request(request.method, url, headers=headers), stream=True),
             request.receive,
+            client.timeout.read,
         )
         if upstream is None:
             return Response(status_code=499)  # the caller left: nobody reads this
@@ -346,54 +346,6 @@ def _shaped(upstream: httpx.Response, answers: Answers, request: Request) -> dic
             raise InvalidAnswerError(f"a malformed {name} header")
         kept[name] = value
     return {**kept, **own}
-
-
-async def _answer(
-    sending: Coroutine[Any, Any, httpx.Response], receive: Receive
-) -> httpx.Response | None:
-    """The owner's answer (its headers), or None when the caller left before it came: the
-    request to the owner is then called off, its connection closed, not left to the deadline."""
-    answer = asyncio.ensure_future(sending)
-    gone = asyncio.ensure_future(client_gone(receive))
-    try:
-        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:  # this server is stopping
-        answer.cancel()
-        if answer.done() and not answer.cancelled() and answer.exception() is None:
-            await answer.result().aclose()
-        raise
-    finally:
-        gone.cancel()
-    if answer.done():
-        return answer.result()
-    answer.cancel()
-    await asyncio.wait((answer,))  # its connection closed before this request ends
-    return None
-
-
-class RelayedResponse(StreamingResponse):
-    """The owner's answer as it comes. Its connection is closed however this one ends: a
-    client gone mid-stream included (a background task would not run then, and the owner
-    would keep serving a live stream nobody reads). An owner that falls silent or goes
-    mid-answer has the caller's connection cut, not the answer ended: a cut log or file must
-    not pass for a whole one."""
-
-    def __init__(self, upstream: httpx.Response, headers: dict[str, str], server: str) -> None:
-        super().__init__(upstream.aiter_raw(), status_code=upstream.status_code, headers=headers)
-        self.upstream = upstream
-        self.server = server
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        import httpx
-
-        try:
-            await super().__call__(scope, receive, send)
-        except httpx.HTTPError as error:
-            log.warning("relay_cut", server=self.server, path=scope.get("path"), error=repr(error))
-            if not await cut(scope, receive):
-                raise  # another server: the error cuts the connection (and is logged)
-        finally:
-            await self.upstream.aclose()
 
 
 def install(app: FastAPI, signer: RelaySigner) -> None:
