@@ -120,6 +120,13 @@ class Settings(BaseModel):
         ge=1.0,
         description="a supervisor request unanswered this long is an error",
     )
+    supervisor_stopped_grace_s: float = Field(
+        # finite: a supervisor stopped (SIGSTOP) by one of its programs holds every run
+        default=30.0,
+        gt=0,
+        le=86400,
+        description="a supervisor found stopped this long is continued (SIGCONT)",
+    )
     retention_s: OrNever | None = Field(default=None, gt=0, description="keep finished runs")
     retention_interval_s: OrNever = Field(default=60.0, gt=0, description="retention sweep")
     max_upload_mb: MiB = Field(

@@ -68,6 +68,7 @@ def _executor(settings: Settings, data_dir: Path) -> Executor:
     shared = settings.slurm_shared_dir.resolve() if settings.slurm_shared_dir else None
     local = LocalExecutor(
         data_dir, jobs_dir, fsync=settings.fsync, request_timeout_s=settings.supervisor_timeout_s,
+        stopped_grace_s=settings.supervisor_stopped_grace_s,
         runs_dir=shared / "runs" if shared else None,
     )  # fmt: skip
     if shared is None:

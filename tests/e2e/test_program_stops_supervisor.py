@@ -1,8 +1,8 @@
 """A program that stops its supervisor (it is the program's parent, of the same user) holds
 no other run (a probe: `kill -STOP $PPID` froze every run: no timeout fired, cancels and
 spawns timed out, until someone sent SIGCONT by hand). The server's readiness check finds it
-stopped and, after STOPPED_GRACE_S (30 s: a stop made on purpose is left alone that long),
-continues it."""
+stopped and, after `RUNYARD_SUPERVISOR_STOPPED_GRACE_S` (30 s by default: a stop made on
+purpose is left alone that long; GRACE here), continues it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 
+GRACE = {"RUNYARD_SUPERVISOR_STOPPED_GRACE_S": "3"}
+
 
 @pytest.mark.timeout(180)
 def test_a_supervisor_stopped_by_a_program_is_continued(
@@ -25,7 +27,7 @@ def test_a_supervisor_stopped_by_a_program_is_continued(
     write_job("slow", 'command = ["sleep", "600"]\ntimeout_s = 2\nkill_grace_s = 1\n')
     # once its start is told (stopped before its spawn's answer, the server gives the spawn up)
     write_job("stopper", 'command = ["sh", "-c", "sleep 1; kill -STOP $PPID; echo stopped it"]\n')
-    server = start_server(jobs_dir)
+    server = start_server(jobs_dir, env=GRACE)
     slow = web.post(f"{server.url}/v1/runs", json={"job": "slow"}).json()["id"]
     wait_for(lambda: web.get(f"{server.url}/v1/runs/{slow}").json()["state"] == "running",
              what="the slow run to start")  # fmt: skip
@@ -56,7 +58,9 @@ def test_a_spawn_answered_late_is_stopped_before_its_run_is_retried(
         f"echo end $RUNYARD_ATTEMPT >> {ran}"
     )
     write_job("late", f"command = {json.dumps(['sh', '-c', script])}\n")
-    server = start_server(jobs_dir, env={"RUNYARD_FAILPOINTS": "before_spawn_answer"})
+    # the spawn given up (2 s) before the stopped supervisor is continued (5 s)
+    late = {"RUNYARD_SUPERVISOR_TIMEOUT_S": "2", "RUNYARD_SUPERVISOR_STOPPED_GRACE_S": "5"}
+    server = start_server(jobs_dir, env={"RUNYARD_FAILPOINTS": "before_spawn_answer", **late})
     with server.client() as c:
         run_id = web.post(f"{server.url}/v1/runs", json={"job": "late"}).json()["id"]
         done = server.wait_run(c, run_id, timeout=120)

@@ -41,6 +41,7 @@ from runyard.execution.protocol import (
 from runyard.execution.shortages import LastShortage
 from runyard.execution.spawn_requests import spawn_request
 from runyard.execution.supervisor_client import (
+    STOPPED_GRACE_S,
     Sent,
     SupervisorClient,
     SupervisorTimeoutError,
@@ -69,6 +70,7 @@ class LocalExecutor:
         *,
         fsync: bool = False,
         request_timeout_s: float = 10.0,
+        stopped_grace_s: float = STOPPED_GRACE_S,
         runs_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
@@ -86,8 +88,9 @@ class LocalExecutor:
         if on_exit is not None and on_supervisor_lost is not None:
             self._events = ExecutorEvents(on_exit, on_supervisor_lost)
         self._client = SupervisorClient(
-            data_dir, self._event, self._lost, fsync=fsync, timeout_s=request_timeout_s
-        )
+            data_dir, self._event, self._lost, fsync=fsync, timeout_s=request_timeout_s,
+            stopped_grace_s=stopped_grace_s,
+        )  # fmt: skip
         self._late = LateSpawns(self._client, kill_by_keys)
         self._lease: dict[str, Any] | None = None  # cluster mode: see hold_lease
         # a preparation of the server's own (a copy, a clone, inputs) refused for want of room

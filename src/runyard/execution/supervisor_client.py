@@ -129,8 +129,10 @@ class SupervisorClient:
         *,
         fsync: bool = False,
         timeout_s: float = 10.0,
+        stopped_grace_s: float = STOPPED_GRACE_S,
     ) -> None:
         self.data_dir = data_dir
+        self.stopped_grace_s = stopped_grace_s
         self.on_event = on_event
         self.on_disconnect = on_disconnect
         self.fsync = fsync
@@ -150,7 +152,7 @@ class SupervisorClient:
 
     def continue_if_stopped(self) -> bool:
         """A supervisor that does not answer because it has been stopped (SIGSTOP: any process
-        of its user may send it, one of its programs included) for STOPPED_GRACE_S is
+        of its user may send it, one of its programs included) for `stopped_grace_s` is
         continued: stopped, it held every run (no timeout fired, no cancel, no spawn) until
         someone sent SIGCONT by hand. The grace leaves a stop an operator makes on purpose (to
         look at it) alone for a while; it is timed across connections to the same process.
@@ -167,7 +169,7 @@ class SupervisorClient:
         if self._stopped_since is None or self._stopped_since[0] != pid:
             self._stopped_since = (pid, now)
         stopped_s = now - self._stopped_since[1]
-        if stopped_s < STOPPED_GRACE_S:
+        if stopped_s < self.stopped_grace_s:
             return True
         self._stopped_since = None
         try:
@@ -220,7 +222,7 @@ class SupervisorClient:
             await self.close()
             raise SupervisorUnavailableError(
                 f"the supervisor (pid {pid}) is stopped (SIGSTOP, or held by a tracer); it "
-                f"is continued once stopped for {STOPPED_GRACE_S:g} s"
+                f"is continued once stopped for {self.stopped_grace_s:g} s"
             )
         self._closing = False
         self._read_task = asyncio.create_task(self._read_loop(), name="supervisor-reader")
