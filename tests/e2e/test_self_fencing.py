@@ -168,9 +168,10 @@ def test_a_paused_server_never_leaves_two_live_attempts_of_a_run(
 def test_a_server_back_before_anyone_reaped_records_its_fenced_attempt_lost(
     start_server, fence_jobs, database, tmp_path, locks
 ) -> None:
-    # One server over PostgreSQL is a cluster of one: a long margin keeps reapers away, so the
-    # server itself records the end its supervisor's fence wrote.
-    c1 = server(start_server, fence_jobs, database, tmp_path, "c1", RUNYARD_REAP_MARGIN_S="60")
+    # One server over PostgreSQL is a cluster of one: a margin long enough that the server is
+    # back (once the fence, at half the margin, has stopped the attempt) well before it could
+    # reap its own lapsed lease, so it records the end its supervisor's fence wrote.
+    c1 = server(start_server, fence_jobs, database, tmp_path, "c1", RUNYARD_REAP_MARGIN_S="16")
     run_id = web.post(f"{c1.url}/v1/runs", json={"job": "long"}).json()["id"]
     # its start recorded too, not only its process alive: paused before that, the attempt
     # would stay `starting` in the store, which is not what this test is about
