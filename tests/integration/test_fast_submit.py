@@ -59,7 +59,24 @@ def test_the_fast_path_and_the_declared_route_answer_alike(
         ({"Authorization": "SUBMIT"}, b'{"job": "true", "params": {"n": "x"}}', 422, "n"),
         ({"Authorization": "SUBMIT"}, b'{"job": "true", "extra": 1}', 422, "extra"),
         ({"Authorization": "SUBMIT"}, b'{"job": ', 422, None),
-        ({"Authorization": "SUBMIT", "Content-Type": "text/plain"}, b'{"job": "true"}', 422, None),
+        (
+            {"Authorization": "SUBMIT", "Content-Type": "text/plain"},
+            b'{"job": "true"}',
+            415,
+            "header.Content-Type",
+        ),
+        (
+            {"Authorization": "SUBMIT", "Content-Encoding": "br"},
+            b'{"job": "true"}',
+            415,
+            "header.Content-Encoding",
+        ),
+        (
+            {"Authorization": "SUBMIT"},
+            b'{"job": "true", "priority": 1, "priority": 2}',
+            422,
+            "body.priority",
+        ),
         ({"Authorization": "SUBMIT", "Prefer": "x" * 201}, b'{"job": "true"}', 422, "prefer"),
         ({"Authorization": "SUBMIT"}, b'{"job": "nope"}', 404, "job"),
         # JSON's own types only: pydantic's lax mode took these as 5 and 1

@@ -16,6 +16,7 @@ from pydantic_core import CoreSchema, PydanticCustomError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from runyard.api import openai_errors
 from runyard.api.middleware.request_cap import EXEMPT
 from runyard.bounds import ID_PATTERN, JOB_NAME_PATTERN, LINE_PATTERN, text_problem
 from runyard.config import Settings
@@ -225,6 +226,14 @@ def _guarded(op: dict[str, Any], path: str) -> None:
     if not path.startswith(EXEMPT):  # middleware/request_cap.py, before any route
         responses.setdefault("503", {
             "description": "out of resources: RUNYARD_MAX_REQUESTS requests in progress",
+            "content": {"application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/Problem"}}},
+        })  # fmt: skip
+    body = op.get("requestBody", {}).get("content", {})
+    # api/json_body.py: another type or an encoding (the OpenAI routes answer 400, as it does)
+    if "application/json" in body and not openai_errors.applies(path):
+        responses.setdefault("415", {
+            "description": "the body is not sent as plain JSON (Content-Type, Content-Encoding)",
             "content": {"application/problem+json": {
                 "schema": {"$ref": "#/components/schemas/Problem"}}},
         })  # fmt: skip

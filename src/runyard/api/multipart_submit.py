@@ -12,6 +12,7 @@ brought: an upload it created that no run uses is removed at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 
@@ -30,6 +31,7 @@ from runyard.api.inputs import (
     is_form_data,
     one_idempotency_key,
 )
+from runyard.api.json_body import read_json
 from runyard.api.problems import UnreadBodyValidationError, client_left
 from runyard.api.routes.runs import answer_submit, prefer_of, prefer_wait
 from runyard.api.routes.uploads import close_after
@@ -218,6 +220,13 @@ class _Form:
             raise InvalidInputError(
                 "no part 'run': send the run as JSON in a part named 'run'", field=RUN_PART
             )
+        try:
+            read_json(bytes(self.run))  # UTF-8, no key twice: as a JSON body is read
+        except json.JSONDecodeError:
+            pass  # pydantic's reader names where, below
+        except RunyardError as exc:
+            field = exc.extra.get("field", "body").replace("body", f"body.{RUN_PART}", 1)
+            raise InvalidInputError(f"the part 'run': {exc.detail}", field=field) from None
         try:
             self.request = SubmitRequest.model_validate_json(bytes(self.run))
         except ValidationError as exc:

@@ -4,26 +4,19 @@ OpenAI's clients send many; Python's JSON reader, which FastAPI uses, takes NaN,
 lone surrogates (`"\\ud800"`), which are not JSON, and an ignored field was never checked
 for them (a probe: `{"temperature": NaN}` answered 200, where `POST /v1/runs`, whose every
 field is checked, refuses NaN). So the whole body is checked before the route reads it: its
-media type, and every value in it, ignored or not. What the reader itself refuses (a syntax
-error, nesting too deep) is left to FastAPI, answered as on every other route."""
+media type, and every value in it, ignored or not, after what every JSON body is checked for
+(api/json_body.py: UTF-8, no key twice, a syntax error or nesting too deep said as such)."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi.routing import APIRoute
-from starlette.datastructures import Headers
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-
-from runyard.api.problems import client_left
+from runyard.api.json_body import JSONBodyRoute, read_json
 from runyard.errors import RunyardError
 
-MEDIA_TYPE = "application/json"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -40,58 +33,20 @@ class NotJSONBodyError(RunyardError):
     status, title, slug = 400, "Unsupported content type", "unsupported-content-type"
 
 
-class StrictJSONRoute(APIRoute):
-    """A route whose POST body must be `application/json`, and strict JSON throughout."""
+class StrictJSONRoute(JSONBodyRoute):
+    """The chat body: `application/json` (400 otherwise, as OpenAI answers), and strict JSON
+    throughout, its ignored fields included."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+    refused = NotJSONBodyError
+    names_header = False  # OpenAI's `param` names a field of the body, or nothing
 
-        async def strict(request: Request) -> Response:
-            if request.method != "POST":
-                return await handler(request)
-            check_media_type(request.headers)
-            checked = _CheckedRequest(request.scope, request.receive)
-            try:
-                body = await checked.body()
-            except ClientDisconnect:
-                raise client_left() from None  # what FastAPI answers then, not a 500
-            checked.parsed = loads_strict(body)
-            return await handler(checked)
-
-        return strict
-
-
-class _CheckedRequest(Request):
-    """The request, its body parsed once: FastAPI reads what was checked."""
-
-    parsed: Any = None
-
-    async def json(self) -> Any:
-        return self.parsed if self.parsed is not None else await super().json()
-
-
-def check_media_type(headers: Headers) -> None:
-    sent = headers.get("content-type")
-    if sent is not None and sent.split(";", 1)[0].strip().lower() == MEDIA_TYPE:
-        return
-    shown = "none" if sent is None else repr(sent[:100])
-    raise NotJSONBodyError(
-        f"the body must be JSON, sent with Content-Type: {MEDIA_TYPE} (the request's: {shown})"
-    )
-
-
-def loads_strict(body: bytes) -> Any:
-    """The body's JSON value; None when Python's reader refuses it (FastAPI answers that,
-    as on any route). NotStrictJSONError for what that reader takes but JSON has not."""
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    found = _not_json(value)
-    if found is not None:
-        where, why = found
-        raise NotStrictJSONError(f"{where}: {why}", field=where)
-    return value
+    def parse(self, body: bytes) -> Any:
+        value = read_json(body)
+        found = _not_json(value)
+        if found is not None:
+            where, why = found
+            raise NotStrictJSONError(f"{where}: {why}", field=where)
+        return value
 
 
 def _not_json(value: Any) -> tuple[str, str] | None:

@@ -10,8 +10,9 @@ role (`check`, shared with the guards), the body cap and the stalled-body timer
 (`StallWatch`), the exception handlers of the app — then the same request model and service
 call as the submit route (`answer_submit`).
 
-Only for a plain request: JSON, a Content-Length within the cap, no query, no
-`Idempotency-Key`, no relay, a token that is good for submitting. Anything else, and a body
+Only for a plain request: JSON (one Content-Type, no Content-Encoding, no key twice), a
+Content-Length within the cap, no query, no `Idempotency-Key`, no relay, a token that is good
+for submitting. Anything else, and a body
 the model refuses, one past the cap or a client gone mid-body, goes on through the whole
 stack, with what was read of the body handed on, so every refusal is answered and counted as
 documented (under the request id the lane gave it).
@@ -30,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runyard.api.fast_submit import PATH, replay
 from runyard.api.inputs import header_int
+from runyard.api.json_body import duplicate_free
 from runyard.api.middleware.body_limit import StallWatch
 from runyard.api.middleware.request_context import RequestRecord
 from runyard.api.routes.runs import MAX_PREFER, answer_submit
@@ -41,7 +43,9 @@ from runyard.schemas import SubmitRequest
 
 _RELAY = RELAY_HEADER.encode()
 Handler = Callable[[Request, Exception], Any]  # an app's exception handler, sync or async
-_NOT_PLAIN = frozenset({b"idempotency-key", _RELAY, b"expect", b"transfer-encoding"})
+_NOT_PLAIN = frozenset(
+    {b"idempotency-key", _RELAY, b"expect", b"transfer-encoding", b"content-encoding"}
+)
 
 
 class SubmitLane:
@@ -134,6 +138,8 @@ class SubmitLane:
             request = SubmitRequest.model_validate_json(body)
         except ValidationError:  # the declared route names what is wrong
             return replay([_piece([body], more=False)], receive)
+        if not duplicate_free(body):  # pydantic's reader took the last of a key given twice
+            return replay([_piece([body], more=False)], receive)
         runs, settings = self.runtime.runs, self.runtime.settings
         response = await answer_submit(runs, settings, request, None, prefer, receive)
         await response(scope, receive, send)
@@ -176,6 +182,8 @@ def _wanted_headers(scope: Scope) -> dict[bytes, bytes] | None:
     for name, value in scope["headers"]:
         if name == b"prefer" and name in found:  # several are one list (RFC 7240)
             found[name] += b", " + value
+        elif name == b"content-type" and name in found:
+            return None  # given twice: the stack refuses it
         elif name in _WANTED:
             found.setdefault(name, value)
         elif name in _NOT_PLAIN:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from runyard.api.deps import BatchesDep
 from runyard.api.inputs import BatchId, Cursor, IdempotencyKey, int_query, one_idempotency_key
+from runyard.api.json_body import JSONBodyRoute
 from runyard.api.security import READ, SUBMIT
 from runyard.models import TERMINAL_STATES, Batch
 from runyard.schemas import BatchPage, BatchRequest, BatchView, problem_responses
@@ -17,6 +18,7 @@ from runyard.schemas import BatchPage, BatchRequest, BatchView, problem_response
 router = APIRouter(
     prefix="/v1/batches",
     tags=["batches"],
+    route_class=JSONBodyRoute,  # a body: application/json, UTF-8, no key twice
     responses=problem_responses(400, 401, 403, 404, 413, 422, 429, 503, 507),
 )
 

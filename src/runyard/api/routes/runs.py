@@ -24,6 +24,7 @@ from runyard.api.inputs import (
     int_query,
     one_idempotency_key,
 )
+from runyard.api.json_body import JSONBodyRoute
 from runyard.api.log_response import LogRangeResponse
 from runyard.api.proxy import ON_OWNER
 from runyard.api.security import ADMIN, READ, SUBMIT
@@ -37,6 +38,7 @@ from runyard.services.runs import RunService
 router = APIRouter(
     prefix="/v1/runs",
     tags=["runs"],
+    route_class=JSONBodyRoute,  # a body: application/json, UTF-8, no key twice
     responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503, 507),
 )
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from runyard.api.deps import SchedulerDep
 from runyard.api.inputs import Cursor, ScheduleId, int_query
+from runyard.api.json_body import JSONBodyRoute
 from runyard.api.security import ADMIN, READ, SUBMIT
 from runyard.bounds import unshowable
 from runyard.models import Schedule
@@ -24,6 +25,7 @@ from runyard.schemas import (
 router = APIRouter(
     prefix="/v1/schedules",
     tags=["schedules"],
+    route_class=JSONBodyRoute,  # a body: application/json, UTF-8, no key twice
     responses=problem_responses(400, 401, 403, 404, 413, 422, 503, 507),
 )
 
