@@ -49,9 +49,9 @@ class RecordDamagedError(RunyardError):
 
     title, slug = "Damaged record", "record-damaged"
 
-    def __init__(self, run_id: str, column: str, why: str) -> None:
-        super().__init__(f"the stored record of run {run_id} is damaged ({column}: {why})")
-        self.run_id, self.column = run_id, column
+    def __init__(self, run_id: str, column: str, why: str, kind: str = "run") -> None:
+        super().__init__(f"the stored record of {kind} {run_id} is damaged ({column}: {why})")
+        self.run_id, self.column, self.kind = run_id, column, kind
 
 
 class InvalidInputError(RunyardError):

@@ -8,7 +8,7 @@ import secrets
 
 from runyard.errors import ServerIdTakenError
 from runyard.models import Attempt, ServerInfo
-from runyard.store.rows import attempt_from_row
+from runyard.store.rows import attempt_from_row, is_time
 from runyard.store.units import Unit, count, execute, one, rows
 
 
@@ -21,6 +21,8 @@ def register_server(
     # advisory lock, then waits for this registration and finds its token gone, rather than
     # moving the lease's end after it was read here (the end recorded as the replaced one)
     row = yield one("GET_SERVER_FOR_UPDATE", server_id)
+    if row is not None and not is_time(row[6]):  # a lease nobody can read holds nothing
+        row = (*row[:6], 0.0, *row[7:])
     if row is not None and row[6] > now:
         if holding is not None and holding != row[2]:
             # This process held the id and another took it over since (a copy of its data

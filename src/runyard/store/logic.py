@@ -25,6 +25,7 @@ from runyard.models import (
 )
 from runyard.store.channels import CANCEL_CHANNEL, QUEUE_CHANNEL, RUN_CHANNEL, SCHEDULES_CHANNEL
 from runyard.store.damaged import ended_run, readable, taken
+from runyard.store.record_rows import batch_from_row, readable_records, schedule_from_row
 from runyard.store.rows import (
     attempt_from_row,
     attempt_to_row,
@@ -33,7 +34,6 @@ from runyard.store.rows import (
     page_of,
     run_from_row,
     run_to_row,
-    schedule_from_row,
     schedule_to_row,
     shared_dumps,
 )
@@ -65,10 +65,6 @@ def _read_run(run_id: str) -> Unit[Run]:
     return run_from_row(row)  # read back inside the transaction that wrote it
 
 
-def _batch(row: tuple[Any, ...]) -> Batch:
-    return Batch(row[0], row[1], row[2], row[3], loads(row[4]), row[5])
-
-
 def _counts(found: list[tuple[Any, ...]]) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in found}
 
@@ -98,7 +94,7 @@ def insert_batch(batch: Batch, runs: list[Run]) -> Unit[tuple[Batch, bool]]:
     if batch.idempotency_key is None:
         yield execute("INSERT_BATCH", *row, None)
     elif (yield one("INSERT_BATCH_KEYED", *row, batch.idempotency_key)) is None:
-        return _batch((yield one("GET_BATCH_BY_KEY", batch.idempotency_key))), False
+        return batch_from_row((yield one("GET_BATCH_BY_KEY", batch.idempotency_key))), False
     dump = shared_dumps()
     yield Query("INSERT_RUNS", [run_to_row(run, dump) for run in runs], "many")
     # a new run's first event is numbered 1, with no max() to look up; alike runs share a text
@@ -116,17 +112,17 @@ def insert_batch(batch: Batch, runs: list[Run]) -> Unit[tuple[Batch, bool]]:
 
 def get_batch_by_key(key: str) -> Unit[Batch | None]:
     row = yield one("GET_BATCH_BY_KEY", key)
-    return _batch(row) if row else None
+    return batch_from_row(row) if row else None
 
 
 def get_batch(batch_id: str) -> Unit[Batch | None]:
     row = yield one("GET_BATCH", batch_id)
-    return _batch(row) if row else None
+    return batch_from_row(row) if row else None
 
 
 def list_batches(before: str | None, limit: int) -> Unit[list[Batch]]:
     found = yield Query("LIST_BATCHES", {"before": before, "limit": limit}, "all")
-    return [_batch(r) for r in found]
+    return readable_records(found, batch_from_row)
 
 
 def batch_counts(batch_id: str) -> Unit[dict[str, int]]:
@@ -153,7 +149,7 @@ def save_schedule(schedule: Schedule, run: Run | None) -> Unit[None]:
 
 def list_schedules() -> Unit[list[Schedule]]:
     found = yield rows("LIST_SCHEDULES")
-    return [schedule_from_row(r) for r in found]
+    return readable_records(found, schedule_from_row)  # one damaged, the others fire on
 
 
 def delete_schedule(schedule_id: str) -> Unit[bool]:

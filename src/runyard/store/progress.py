@@ -7,7 +7,8 @@ from typing import Any
 
 from runyard import fastjson
 from runyard.models import RunEvent
-from runyard.store.rows import dumps, loads
+from runyard.store.record_rows import event_from_row
+from runyard.store.rows import dumps
 from runyard.store.units import Unit, execute, one, rows
 
 # A run's events are stored up to this many, and its progress events up to this many bytes
@@ -47,7 +48,7 @@ def progress_offset(run_id: str, attempt: int) -> Unit[int]:
 
 def list_events(run_id: str, after: int, limit: int) -> Unit[list[RunEvent]]:
     found = yield rows("LIST_EVENTS", run_id, after, limit)
-    return [RunEvent(r[0], r[1], r[2], r[3], loads(r[4])) for r in found]
+    return [e for r in found if (e := event_from_row(r)) is not None]
 
 
 def last_event_seq(run_id: str) -> Unit[int]:

@@ -55,13 +55,27 @@ def _spec_of_text(text: str) -> Any:
     return fastjson.loads(text)
 
 
+# 9999-12-31T23:59:59Z: a time past it has no datetime, and its answer was a 500
+MAX_TIME = 253_402_300_799.0
+
+
+def is_time(value: Any) -> bool:
+    """Whether a column holds a time runyard could have written: a number, 1970 to 9999."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool)
+        and math.isfinite(value) and 0 <= value <= MAX_TIME
+    )  # fmt: skip
+
+
 def _time(value: Any) -> float | None:
     """A timestamp column as a number, or None. SQLite keeps whatever was written, whatever
     the column's type: a value an older version stored from a damaged exit file ("yesterday",
-    NaN) must not make every read of the run, and every list holding it, fail."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    NaN, 1e12) must not make every read of the run, and every list holding it, fail."""
+    return float(value) if is_time(value) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if type(value) is str else None
 
 
 def _int(value: Any) -> int | None:
@@ -189,11 +203,15 @@ def attempt_from_row(row: tuple[Any, ...]) -> Attempt:
     except ValueError:
         why = f"{str(row[2])[:40]!r} is no attempt's state"
         raise RecordDamagedError(str(row[0])[:80], f"attempt {row[1]}'s state", why) from None
+    # the rest read as unknown where damaged: an attempt is listed with every other in a
+    # reconcile, which must not fail for one (its host as text: a blob answered a 500)
+    host = row[3] if type(row[3]) is str else repr(row[3])[:80]
     return Attempt(
-        run_id=row[0], number=row[1], state=state, host=row[3],
-        created_at=row[4], pid=_int(row[5]), pgid=_int(row[6]), proc_start_time=_time(row[7]),
-        started_at=_time(row[8]), ended_at=_time(row[9]), exit_code=_int(row[10]),
-        signal=_int(row[11]), outcome=row[12], peak_rss_kb=_int(row[13]), lease_token=row[14],
+        run_id=row[0], number=row[1], state=state, host=host,
+        created_at=_time(row[4]) or 0.0, pid=_int(row[5]), pgid=_int(row[6]),
+        proc_start_time=_time(row[7]), started_at=_time(row[8]), ended_at=_time(row[9]),
+        exit_code=_int(row[10]), signal=_int(row[11]), outcome=_text(row[12]),
+        peak_rss_kb=_int(row[13]), lease_token=_text(row[14]),
     )  # fmt: skip
 
 
@@ -202,16 +220,6 @@ def attempt_to_row(a: Attempt) -> tuple[Any, ...]:
         a.run_id, a.number, a.state.value, a.host, a.created_at, a.pid, a.pgid,
         a.proc_start_time, a.started_at, a.ended_at, a.exit_code, a.signal, a.outcome,
         a.peak_rss_kb, a.lease_token,
-    )  # fmt: skip
-
-
-def schedule_from_row(r: tuple[Any, ...]) -> Schedule:
-    return Schedule(
-        id=r[0], job=r[1], params=loads(r[2]), priority=r[3], labels=loads(r[4]), cron=r[5],
-        interval_s=r[6], overlap=r[7], catch_up=r[8], paused=bool(r[9]), created_at=r[10],
-        last_fired_at=r[11], fire_count=r[12], skip_count=r[13], last_run_id=r[14],
-        next_fire_at=r[15], pending=bool(r[16]), fail_count=r[17], last_error=r[18],
-        version=r[19],
     )  # fmt: skip
 
 
