@@ -22,6 +22,22 @@ def test_parse_kv_reads_json_values() -> None:
     }  # fmt: skip
     with pytest.raises(typer.BadParameter):
         parse_kv(["novalue"], "p")
+    for odd in ("f=1e309", "f=NaN", "f=-Infinity", "f=[1, 1e999]"):
+        with pytest.raises(typer.BadParameter, match=r"f: .* is no JSON number"):
+            parse_kv([odd], "param")
+
+
+def test_labels_are_sent_as_typed() -> None:
+    """A probe: `-l a=1e3 -l b=true -l c=null` were sent as "1000.0", "True" and "None", and
+    the run could not be found by the label it was given."""
+    from runyard.cli.options import parse_labels
+
+    typed = ["a=1e3", "b=true", "c=null", "d=1e309", "e=x=y", "f="]
+    assert parse_labels(typed) == {
+        "a": "1e3", "b": "true", "c": "null", "d": "1e309", "e": "x=y", "f": "",
+    }  # fmt: skip
+    with pytest.raises(typer.BadParameter):
+        parse_labels(["novalue"])
 
 
 @pytest.mark.parametrize(

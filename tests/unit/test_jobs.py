@@ -227,6 +227,8 @@ def test_json_params_are_bounded_in_depth_and_keys(tmp_path: Path) -> None:
     assert job.validate_params({"name": "a", "data": ok})["data"] == ok
     schema = job.schema["properties"]["data"]
     assert (schema["x-max-depth"], schema["x-max-keys"]) == (5, 200)
+    # its size too, as compact JSON text (a probe: refused past 64 KiB, published nowhere)
+    assert schema["x-max-bytes"] == 65_536
 
 
 def test_str_params_refuse_control_characters_but_keep_tabs_and_newlines(tmp_path: Path) -> None:

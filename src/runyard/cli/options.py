@@ -41,12 +41,28 @@ def parse_kv(items: list[str], what: str, files: bool = False) -> dict[str, Any]
             out_[key] = path
             continue
         try:
-            out_[key] = json.loads(raw)
+            value = json.loads(raw)
         except ValueError:
             out_[key] = raw
+            continue
+        try:  # Python's reader takes NaN, Infinity and 1e309, which JSON has not
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{what} {key}: {raw[:40]!r} is no JSON number (NaN, Infinity, or past a "
+                "double's range); quote it to send it as text"
+            ) from None
+        out_[key] = value
     return out_
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:
-    """Labels are strings, whatever JSON their value would parse as."""
-    return {k: str(v) for k, v in parse_kv(items, "label").items()}
+    """Labels are text, sent as typed (`-l a=1e3` is "1e3", not "1000.0": a label read back,
+    or filtered on, is the one given)."""
+    out_: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"label {item!r} is not KEY=VALUE")
+        out_[key] = value
+    return out_

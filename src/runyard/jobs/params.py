@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from runyard import fastjson
 from runyard.bounds import (
     JSON_DEFAULT_DEPTH,
     JSON_DEFAULT_KEYS,
@@ -173,8 +173,10 @@ def _file_schema(decl: ParamDecl) -> dict[str, Any]:
 
 
 def _json_schema(decl: ParamDecl) -> dict[str, Any]:
-    """The bounds `json_problem` enforces; `params_schema` spells the nesting out from them."""
-    return {"x-max-depth": decl.depth_limit, "x-max-keys": decl.keys_limit}
+    """The bounds `json_problem` and the size check enforce (JSON Schema has no keyword for
+    a value's size as JSON text); `params_schema` spells the nesting out from them."""
+    return {"x-max-depth": decl.depth_limit, "x-max-keys": decl.keys_limit,
+            "x-max-bytes": decl.max_length or JSON_MAX_BYTES}  # fmt: skip
 
 
 def _json_levels(depth: int, keys: int, defs: dict[str, Any]) -> str:
@@ -252,10 +254,12 @@ def check_json(name: str, decl: ParamDecl, value: Any) -> None:
     if found is not None:
         where, why = found
         raise ParamError([(name, f"{where}: {why}" if where != "(value)" else why)])
-    size = len(json.dumps(value))
+    size = len(fastjson.dumps(value))  # as published (`x-max-bytes`): compact, UTF-8
     limit = decl.max_length or JSON_MAX_BYTES
     if size > limit:
-        raise ParamError([(name, f"JSON value is {size} bytes, over the limit of {limit}")])
+        raise ParamError(
+            [(name, f"JSON value is {size} bytes (compact, UTF-8), over the limit of {limit}")]
+        )
 
 
 def params_schema(model: type[BaseModel]) -> dict[str, Any]:
