@@ -56,6 +56,18 @@ def test_good_job_loads_with_schema(tmp_path: Path) -> None:
     assert job.schema["additionalProperties"] is False
 
 
+def test_an_int_param_takes_what_its_published_schema_takes(tmp_path: Path) -> None:
+    """JSON Schema's "integer" is any number without a fraction: `7.0` and `7e0` were refused
+    (422) where `params_schema` said they fit."""
+    job = load_job(write(tmp_path, "good", GOOD))
+    for given in (7, 7.0, 7e0):
+        got = job.validate_params({"name": "a", "n": given})["n"]
+        assert (got, type(got)) == (7, int), given
+    for refused in (7.5, "7", True, 11.0, float("inf"), float("nan")):
+        with pytest.raises(ParamError):
+            job.validate_params({"name": "a", "n": refused})
+
+
 def test_argv_substitutes_whole_elements_and_never_splits(tmp_path: Path) -> None:
     job = load_job(write(tmp_path, "good", GOOD))
     values = job.validate_params({"name": "--rm", "flag": True, "n": 10})

@@ -130,7 +130,7 @@ def _annotation(decl: ParamDecl) -> Any:
     if decl.type == "int":
         lo = None if decl.min is None else math.ceil(decl.min)
         hi = None if decl.max is None else math.floor(decl.max)
-        return Annotated[int, Field(strict=True, ge=lo, le=hi, **meta)]
+        return Annotated[int, Field(strict=True, ge=lo, le=hi, **meta), BeforeValidator(_whole)]
     if decl.type == "float":
         # strict float still takes a JSON integer, which is what a client expects
         # bounded by a double's range at least, so that the schema says what a number too
@@ -150,6 +150,14 @@ def _annotation(decl: ParamDecl) -> Any:
         choices = tuple(decl.choices or ())
         return Annotated[Literal[choices], BeforeValidator(_no_bool), Field(**meta)]
     return _structured(decl, meta)
+
+
+def _whole(value: Any) -> Any:
+    """A JSON number without a fraction is an integer, as JSON Schema (and `params_schema`)
+    has it: `1.0` and `1e2` were refused where the published schema takes them."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
 
 
 def _no_bool(value: Any) -> Any:
