@@ -132,6 +132,14 @@ def test_a_boolean_is_none_of_an_enums_numeric_choices(tmp_path: Path, flag: boo
         ('command = ["x"]\n[params.p]\ntype = "enum"\n', "choices"),
         ('command = ["x"]\n[params.p]\ntype = "int"\ndefault = "a"\n', "default"),
         ('command = ["x"]\n[params.p]\ntype = "int"\nmax = 3\ndefault = 9\n', "default"),
+        (
+            'command = ["x"]\n[params.p]\ntype = "int"\nrequired = false\n',
+            "`required = false` needs a `default`",
+        ),
+        (
+            'command = ["x"]\n[params.p]\ntype = "file"\nrequired = false\n',
+            "a file param is always required",
+        ),
         ('command = ["x"]\n[params.workspace]\ntype = "int"\n', "reserved"),
         ('command = ["x"]\nworkspace = "ftp:x"\n', "workspace"),
         ('command = ["x"]\nartifacts = ["../x"]\n', "inside the workspace"),

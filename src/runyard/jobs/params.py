@@ -93,9 +93,20 @@ class ParamDecl(BaseModel):
         file_only = (self.max_mb, self.accept, self.path)
         if any(v is not None for v in file_only) and self.type != "file":
             raise ValueError("`max_mb`/`accept`/`path` are only for file params")
+        self._default_coherent()
+        return self
+
+    def _default_coherent(self) -> None:
         if self.type == "file" and self.default is not None:
             raise ValueError("a file param has no default: each run's file is uploaded")
-        return self
+        if self.required is False and "default" not in self.model_fields_set:
+            # the run would get nothing the command could be given (a load error that named
+            # a default the file never wrote, for `None` fitting no type)
+            raise ValueError(
+                "a file param is always required: each run uploads its file"
+                if self.type == "file"
+                else "`required = false` needs a `default`: what a run that omits it gets"
+            )
 
     @property
     def depth_limit(self) -> int:
