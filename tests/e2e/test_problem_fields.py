@@ -81,3 +81,19 @@ def test_a_key_of_the_clients_own_that_reads_like_a_tag_is_kept(start_server) ->
     body = {"job": "true", "labels": labels}
     got = errors(web.post(f"{server.url}/v1/runs", json=body, timeout=30))
     assert sorted(e["field"] for e in got) == ["body.labels.constrained-str", "body.labels.none"]
+
+
+def test_a_services_refusal_names_the_field_where_the_client_sent_it(start_server) -> None:
+    """A probe: a service's refusals named bare fields (`cron`, `attempt`, `params.n`) where
+    FastAPI's name them where they were sent (`body.cron`, `query.attempt`)."""
+    server = start_server()
+    run_id = finished_run(server)
+    cases = [  # (method, path, body, field)
+        ("POST", "/v1/schedules", {"job": "true", "cron": "61 * * * *"}, "body.cron"),
+        ("GET", f"/v1/runs/{run_id}/logs?attempt=5", None, "query.attempt"),
+    ]
+    with web.Client(timeout=30) as http:
+        for method, path, body, field in cases:
+            got = http.request(method, f"{server.url}{path}", json=body)
+            assert got.status_code in (404, 422), (path, got.text)
+            assert got.json()["field"] == field, (path, got.json())

@@ -97,7 +97,7 @@ def test_a_schedule_checks_its_files_and_keeps_them_while_it_stands(
     body = {"job": "read", "interval_s": 1, "params": {"data": f"upload:{none}"}}
     refused = web.post(f"{server.url}/v1/schedules", json=body)
     assert refused.status_code == 422, refused.text
-    assert refused.json()["errors"][0]["field"] == "params.data"
+    assert refused.json()["errors"][0]["field"] == "body.params.data"
     assert web.get(f"{server.url}/v1/schedules").json()["schedules"] == []
     kept = upload(server, b"a schedule reads me").json()["id"]
     unused = upload(server, b"nobody reads me").json()["id"]

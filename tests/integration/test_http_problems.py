@@ -41,7 +41,8 @@ def test_invalid_params_are_422_naming_the_field(
     assert body["status"] == 422
     assert field in body["detail"]
     assert words in body["detail"]
-    assert any(e["field"] == field for e in body["errors"])
+    # named where the client sent it, as FastAPI names the request model's fields
+    assert any(e["field"] == f"body.{field}" for e in body["errors"])
     assert server.get("/v1/runs").json()["runs"] == []
 
 
@@ -257,7 +258,7 @@ def test_a_refusal_stays_small_whatever_the_job_declares(tmp_path: Path) -> None
         assert resp.status_code == 422
         body = resp.json()
         assert len(resp.content) < 4096
-        assert body["errors"][0]["field"] == "params.e"
+        assert body["errors"][0]["field"] == "body.params.e"
         assert body["errors"][0]["message"].startswith("Input should be 'c0', 'c1'")
         assert body["errors"][0]["message"].endswith("…")
         assert body["detail"].startswith("params.e: Input should be")

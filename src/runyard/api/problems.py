@@ -53,15 +53,41 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
 
-async def _runyard_error(_: Request, exc: Exception) -> JSONResponse:
-    return problem_of(cast(RunyardError, exc))
+async def _runyard_error(request: Request, exc: Exception) -> JSONResponse:
+    return problem_of(cast(RunyardError, exc), _where(request))
 
 
-def problem_of(exc: RunyardError) -> JSONResponse:
+LOCATED = ("body", "query", "header", "path")
+
+
+def _where(request: Request) -> Callable[[str], str]:
+    """How a field a service named (`iterations`, `params.n`, `attempt`) is named where the
+    client sent it, as FastAPI names its own (`body.iterations`, `query.attempt`): a query
+    parameter the request has, else a key of its JSON body. The OpenAI routes name their
+    `param` as OpenAI does (bare), and a form's parts are named by the part."""
+    path = request.url.path
+    json_body = request.method in ("POST", "PUT", "PATCH") and (
+        request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
+    )  # fmt: skip
+    query = request.query_params
+
+    def where(field: str) -> str:
+        first = field.split(".", 1)[0]
+        if first in LOCATED or openai_errors.applies(path):
+            return field
+        if first in query:
+            return f"query.{field}"
+        return f"body.{field}" if json_body else field
+
+    return where
+
+
+def problem_of(exc: RunyardError, where: Callable[[str], str] = str) -> JSONResponse:
     extra = {k: v for k, v in exc.extra.items() if k not in ("type", "title", "status", "detail")}
     if "errors" in extra:
-        extra.update(_listed([(f"params.{loc}", msg) for loc, msg in extra["errors"]]))
+        extra.update(_listed([(where(f"params.{loc}"), msg) for loc, msg in extra["errors"]]))
     elif isinstance(extra.get("field"), str):  # one field: listed as the request model's are
+        extra["field"] = where(extra["field"])
         extra.update(_listed([(extra["field"], exc.detail)]))
     return problem(exc.status, exc.title, exc.detail, exc.slug, exc.headers or None, **extra)
 
