@@ -262,3 +262,11 @@ def test_a_refusal_stays_small_whatever_the_job_declares(tmp_path: Path) -> None
         assert body["errors"][0]["message"].startswith("Input should be 'c0', 'c1'")
         assert body["errors"][0]["message"].endswith("…")
         assert body["detail"].startswith("params.e: Input should be")
+
+
+def test_a_wait_that_is_no_number_is_shown_as_its_bytes_came(server: InProcessServer) -> None:
+    """A probe: `Prefer: wait=٣` (UTF-8) came back as `got 'Ù£'`, the header read as Latin-1."""
+    resp = server.post("/v1/runs", json={"job": "true"},
+                       headers={"Prefer": "wait=٣".encode()})  # fmt: skip
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"].endswith(r"got '\xd9\xa3'"), resp.json()

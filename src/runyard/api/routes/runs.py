@@ -104,7 +104,9 @@ def prefer_wait(prefer: str | None, limit: float) -> float:
             value = value[1:-1]
         if not _WAIT_SECONDS.fullmatch(value):
             raise InvalidInputError(
-                f"Prefer: wait must be a number of seconds, such as wait=30; got {value[:40]!r}",
+                # ascii: the header's bytes as they came (read as Latin-1, UTF-8 showed as
+                # `Ù£`)
+                f"Prefer: wait must be a number of seconds, such as wait=30; got {value[:40]!a}",
                 field="header.prefer",
             )
         return min(float(value), limit)
