@@ -104,11 +104,9 @@ class Client:
         headers = {"Accept-Encoding": "identity"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        from runyard.client_deadline import HeadTransport
-
         self.http = capped_client()(
-            base_url=server.rstrip("/"), headers=headers, timeout=timeout,
-            transport=transport or HeadTransport(verify), verify=verify,
+            base_url=server.rstrip("/"), headers=headers, timeout=timeout, transport=transport,
+            verify=verify,
         )  # fmt: skip
 
     def __enter__(self) -> Client:

@@ -43,6 +43,15 @@ def capped_client() -> type[httpx.Client]:
     import httpx
 
     class CappedClient(httpx.Client):
+        def _init_transport(self, *args: Any, **kw: Any) -> httpx.BaseTransport:
+            """httpx's own transport for direct connections, its connections opened through
+            client_deadline's backend (a proxy from the environment is httpx's alone: the
+            head deadline does not reach through it)."""
+            from runyard.client_deadline import HeadTransport
+
+            given: httpx.BaseTransport | None = kw.get("transport")
+            return given if given is not None else HeadTransport(kw.get("verify", True))
+
         def send(
             self, request: httpx.Request, *, stream: bool = False, **kw: Any
         ) -> httpx.Response:

@@ -235,3 +235,17 @@ def test_an_answer_whose_head_trickles_is_given_up_at_the_read_timeout(hostile: 
     given_up = pytest.raises(httpx.ReadTimeout, match=r"did not come whole within 1\.5 s")
     with Client(server.url, timeout=1.5) as c, given_up:
         c.jobs()
+
+
+def test_a_proxy_from_the_environment_is_still_used(
+    hostile: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review: giving httpx a transport of the client's own (for the head's deadline) made it
+    skip HTTP_PROXY and the like: a client behind a proxy could reach nothing."""
+    proxy = hostile({"http://runyard.invalid/v1/jobs": json_answer({"jobs": [], "errors": {}})})
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with Client("http://runyard.invalid", timeout=5) as c:
+        assert c.jobs().jobs == []
+    assert proxy.asked == ["http://runyard.invalid/v1/jobs"]

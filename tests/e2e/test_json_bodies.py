@@ -55,6 +55,11 @@ def test_a_key_given_twice_is_refused_naming_it(start_server) -> None:
     nothing_stored(server)
     assert web.get(f"{server.url}/v1/schedules").json()["schedules"] == []
 
+    # found in one pass: a review found 40,000 keys, the last one twice, held the loop 34 s
+    many = b"{" + b",".join(b'"k%d": 0' % i for i in range(80_000)) + b', "k0": 1}'
+    got = sent(server, "/v1/runs", many)
+    assert (got["status"], got["field"]) == (422, "body.k0"), got
+
     made = web.post(f"{server.url}/v1/schedules", json={"job": "true", "interval_s": 3600})
     assert made.status_code == 201, made.text
     sid = made.json()["id"]

@@ -56,6 +56,25 @@ def test_good_job_loads_with_schema(tmp_path: Path) -> None:
     assert job.schema["additionalProperties"] is False
 
 
+def test_an_optional_json_param_without_a_default_is_null(tmp_path: Path) -> None:
+    """A review: refusing `required = false` without a default broke json params, whose
+    absent value was always null (TOML cannot write `default = null`)."""
+    text = 'command = ["x", "{j}"]\n[params.j]\ntype = "json"\nrequired = false\n'
+    job = load_job(write(tmp_path, "j", text))
+    assert job.validate_params({}) == {"j": None}
+
+
+def test_a_json_params_size_is_its_compact_utf8_text(tmp_path: Path) -> None:
+    """As published (`x-max-bytes`): accented text counts its UTF-8 bytes, an integer past
+    64 bits (which orjson refuses) included (a review: json's fallback escaped it, 6 a char)."""
+    text = 'command = ["x", "{j}"]\n[params.j]\ntype = "json"\nmax_length = 60\n'
+    job = load_job(write(tmp_path, "j", text))
+    fits = {"n": 2**70, "s": "é" * 8}  # 51 bytes as compact UTF-8; 83 with é escaped
+    assert job.validate_params({"j": fits}) == {"j": fits}
+    with pytest.raises(ParamError, match="over the limit of 60"):
+        job.validate_params({"j": {"n": 2**70, "s": "é" * 14}})
+
+
 def test_an_int_param_takes_what_its_published_schema_takes(tmp_path: Path) -> None:
     """JSON Schema's "integer" is any number without a fraction: `7.0` and `7e0` were refused
     (422) where `params_schema` said they fit."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -17,7 +19,6 @@ from pydantic import (
     model_validator,
 )
 
-from runyard import fastjson
 from runyard.bounds import (
     JSON_DEFAULT_DEPTH,
     JSON_DEFAULT_KEYS,
@@ -99,9 +100,14 @@ class ParamDecl(BaseModel):
     def _default_coherent(self) -> None:
         if self.type == "file" and self.default is not None:
             raise ValueError("a file param has no default: each run's file is uploaded")
-        if self.required is False and "default" not in self.model_fields_set:
+        if (
+            self.required is False
+            and "default" not in self.model_fields_set
+            and self.type != "json"
+        ):
             # the run would get nothing the command could be given (a load error that named
-            # a default the file never wrote, for `None` fitting no type)
+            # a default the file never wrote, for `None` fitting no type); a json param's
+            # absent value is JSON's null, as it always was
             raise ValueError(
                 "a file param is always required: each run uploads its file"
                 if self.type == "file"
@@ -273,12 +279,22 @@ def check_json(name: str, decl: ParamDecl, value: Any) -> None:
     if found is not None:
         where, why = found
         raise ParamError([(name, f"{where}: {why}" if where != "(value)" else why)])
-    size = len(fastjson.dumps(value))  # as published (`x-max-bytes`): compact, UTF-8
+    size = _compact_size(value)
     limit = decl.max_length or JSON_MAX_BYTES
     if size > limit:
         raise ParamError(
             [(name, f"JSON value is {size} bytes (compact, UTF-8), over the limit of {limit}")]
         )
+
+
+def _compact_size(value: Any) -> int:
+    """A JSON value's size as published (`x-max-bytes`): compact, UTF-8 (json's fallback, for
+    an integer past 64 bits, escapes no text either)."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return len(text.encode("utf-8", "surrogatepass"))
 
 
 def params_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -21,9 +21,11 @@ def register_server(
     # advisory lock, then waits for this registration and finds its token gone, rather than
     # moving the lease's end after it was read here (the end recorded as the replaced one)
     row = yield one("GET_SERVER_FOR_UPDATE", server_id)
-    if row is not None and not is_time(row[6]):  # a lease nobody can read holds nothing
-        row = (*row[:6], 0.0, *row[7:])
-    if row is not None and row[6] > now:
+    # a lease whose end nobody can read refuses no registration (it stopped every start), but
+    # the life it records may still run: its end taken as a whole lease from now
+    unreadable = row is not None and not is_time(row[6])
+    previous = now + lease_s if unreadable or row is None else float(row[6])
+    if row is not None and not unreadable and row[6] > now:
         if holding is not None and holding != row[2]:
             # This process held the id and another took it over since (a copy of its data
             # directory, or a restart it did not know of): taking it back now would fence that
@@ -49,13 +51,13 @@ def register_server(
     if row is None:
         yield execute("INSERT_SERVER", server_id, url, token, capacity, now, now, expires)
     else:
-        yield execute("UPDATE_SERVER", url, token, capacity, now, now, expires, row[6], server_id)
+        yield execute("UPDATE_SERVER", url, token, capacity, now, now, expires, previous, server_id)
     if instance is not None:
         yield execute("SET_SERVER_INSTANCE", instance, server_id)
     if row is None:
         return token, None
     yield execute("RETOKEN_ATTEMPTS", token, server_id, token)
-    return token, float(row[6])
+    return token, previous
 
 
 def renew_server(server_id: str, token: str, now: float, lease_s: float) -> Unit[bool]:

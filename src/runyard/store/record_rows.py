@@ -6,9 +6,10 @@ schedule's `params` that was not JSON stopped the server from starting (the sche
 every schedule first), one whose `next_fire_at` was text stopped the scheduler for every
 schedule while readiness said ok, a batch whose `size` was text made every batch listing a
 500, and an event whose data was not JSON every read of that run's events. As for runs
-(rows.run_from_row): a listing leaves a damaged record out, named in the log; a read of it
-alone is a `500 record-damaged` naming the record and the column; an event that cannot be
-read is left out of its run's events, named."""
+(rows.run_from_row): a listing leaves a damaged record out, named in the log; a batch read
+alone is a `500 record-damaged` naming it and the column; a schedule, which the API serves
+from the scheduler's copies, is left out of them (404; a DELETE still removes it); an event
+that cannot be read is left out of its run's events, named."""
 
 from __future__ import annotations
 
