@@ -22,7 +22,7 @@ from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from runyard.api.deps import relay_signer, runtime_of
-from runyard.api.json_body import duplicate_free
+from runyard.api.json_body import SMALL_BODY, duplicate_free
 from runyard.api.multipart_submit import is_multipart, submit_multipart
 from runyard.api.routes import runs as runs_routes
 from runyard.api.routes.runs import MAX_PREFER, answer_submit, prefer_of
@@ -68,8 +68,8 @@ class FastSubmit:
             return None
         if "idempotency-key" in headers or len(", ".join(headers.getlist("prefer"))) > MAX_PREFER:
             return None
-        if "content-encoding" in headers:
-            return None
+        if "content-encoding" in headers or len(body) > SMALL_BODY:
+            return None  # a large body is read off the event loop, by the declared route
         try:
             request = SubmitRequest.model_validate_json(body)
         except ValidationError:

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runyard.api.fast_submit import PATH, replay
 from runyard.api.inputs import header_int
-from runyard.api.json_body import duplicate_free
+from runyard.api.json_body import SMALL_BODY, duplicate_free
 from runyard.api.middleware.body_limit import StallWatch
 from runyard.api.middleware.request_context import RequestRecord
 from runyard.api.routes.runs import MAX_PREFER, answer_submit
@@ -134,6 +134,8 @@ class SubmitLane:
         body, unread = await self._read(receive)
         if unread is not None:
             return replay(unread, receive)
+        if len(body) > SMALL_BODY:  # read off the event loop, by the declared route
+            return replay([_piece([body], more=False)], receive)
         try:
             request = SubmitRequest.model_validate_json(body)
         except ValidationError:  # the declared route names what is wrong
