@@ -31,7 +31,7 @@ from runyard.api.inputs import (
     is_form_data,
     one_idempotency_key,
 )
-from runyard.api.json_body import read_json
+from runyard.api.json_body import SMALL_BODY, read_json
 from runyard.api.problems import UnreadBodyValidationError, client_left
 from runyard.api.routes.runs import answer_submit, prefer_of, prefer_wait
 from runyard.api.routes.uploads import close_after
@@ -220,8 +220,9 @@ class _Form:
             raise InvalidInputError(
                 "no part 'run': send the run as JSON in a part named 'run'", field=RUN_PART
             )
-        try:
-            read_json(bytes(self.run))  # UTF-8, no key twice: as a JSON body is read
+        run = bytes(self.run)
+        try:  # UTF-8, no key twice: as a JSON body is read (a large one off the event loop)
+            read_json(run) if len(run) <= SMALL_BODY else await asyncio.to_thread(read_json, run)
         except json.JSONDecodeError:
             pass  # pydantic's reader names where, below
         except RunyardError as exc:
