@@ -241,6 +241,14 @@ class AttemptEnd:
             not_before=None,
         )  # fmt: skip
 
+    def damaged(self, why: str) -> AttemptEnd:
+        """This end of an attempt whose run's stored record was damaged while it ran: the run
+        fails, saying why, however the attempt ended (nothing can be retried of a run that
+        cannot be read)."""
+        return replace(
+            self, run_state=RunState.FAILED, reason=f"{why}: it cannot go on", not_before=None
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Page:

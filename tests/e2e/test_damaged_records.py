@@ -108,3 +108,24 @@ def test_a_damaged_batch_attempt_or_event_is_its_own_failure_alone(start_server)
     left = [line for line in events.text.splitlines() if line.startswith("id:")]
     assert len(left) == len(seqs) - 1 and "id: 1" not in left, (seqs, left)
     assert "damaged_event_skipped" in server.log_path.read_text()
+
+
+def test_a_run_whose_state_is_damaged_while_it_runs_fails_at_its_end(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """A probe: its end could not be written (the stored state no run's), so the slot was
+    never given back, and readiness said `reconcile failed` for good."""
+    write_job("brief", 'command = ["sleep", "1"]\n')
+    write_job("tick", 'command = ["true"]\n')
+    server = start_server(jobs_dir, capacity=1)
+    with server.client() as client:
+        run = client.submit("brief").id
+        wait_for(lambda: client.run(run).state.value == "running", what="it runs")
+        damage(server, ("UPDATE runs SET state = 'zombie' WHERE id = ?", (run,)))
+        after = client.submit("tick").id  # waits for the one slot
+        assert server.wait_run(client, after).state.value == "succeeded"
+        ended = client.run(run)
+    assert ended.state.value == "failed", ended
+    assert ended.reason is not None and "'zombie' is no run's state" in ended.reason
+    wait_for(lambda: web.get(f"{server.url}/health/ready", timeout=10).status_code == 200,
+             what="readiness")  # fmt: skip

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
+
 from runyard.errors import StaleWriteError
 from runyard.models import (
     Attempt,
@@ -38,6 +40,10 @@ from runyard.store.rows import (
     shared_dumps,
 )
 from runyard.store.units import Notify, Query, Unit, count, execute, one, rows
+
+log = structlog.get_logger("runyard.store")
+# what a run's state column may hold: anything else was written behind the server's back
+RUN_STATES = frozenset(state.value for state in RunState)
 
 # -- building blocks --------------------------------------------------------------------------
 
@@ -268,11 +274,17 @@ def end_attempt(
         return None
     # read under the run's lock: a cancel accepted since the caller read the run still holds
     end = end.honouring_cancel(bool(ended[2]))
-    check_transition(run_id, RunState(ended[1]), end.run_state)
+    if ended[1] not in RUN_STATES:  # its state damaged while it ran: the end fails it
+        stored, why = ended[1], f"its stored state {str(ended[1])[:40]!r} is no run's state"
+        log.warning("damaged_run_failed", run_id=run_id[:80], column="state", error=why)
+        end = end.damaged(why)
+    else:
+        stored = RunState.RUNNING.value
+        check_transition(run_id, RunState(ended[1]), end.run_state)
     finished = None if end.run_state is RunState.QUEUED else end.ended_at
     row = yield one(
         "END_RUN", end.run_state.value, end.exit_code, end.reason, finished, end.not_before,
-        end.ended_at, run_id, RunState.RUNNING.value,
+        end.ended_at, run_id, stored,
     )  # fmt: skip
     if row is None:  # not running (fenced above, so never): no change, no event
         return (yield from _read_run(run_id))
