@@ -40,6 +40,9 @@ def directories(data_dir: Path) -> Expected:
         # a file there failed every delete (503, for ever) and stopped retention for good
         data_dir / "runs" / ".deleting": ((DIRECTORY,), "the runs being deleted"),
         data_dir / "uploads": ((DIRECTORY,), "the uploaded files"),
+        # a file there failed every upload (or every run of a file param) with a 503, for ever
+        data_dir / "uploads" / ".incoming": ((DIRECTORY,), "the uploads being received"),
+        data_dir / "uploads" / ".refs": ((DIRECTORY,), "which runs use which upload"),
     }
 
 

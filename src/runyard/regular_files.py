@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from runyard.mounts import anchor_of, differs, mount_id, place_of, warn_once
 
@@ -84,6 +86,22 @@ def read_regular(path: Path | str, limit: int, *, follow_links: bool = False) ->
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+def read_json_object(path: Path | str, limit: int) -> dict[str, Any]:
+    """The JSON object in the regular file at `path`, of at most `limit` bytes: OSError if it
+    cannot be read so (a FIFO, a link, a directory: never waited on), ValueError if it holds
+    anything else (not JSON, nested past the reader, not an object, cut at `limit`)."""
+    data = read_regular(path, limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"over {limit} bytes")
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if type(value) is not dict:
+        raise ValueError("not a JSON object")
+    return value
 
 
 def kind_of(mode: int) -> str:

@@ -214,6 +214,9 @@ def test_the_check_leaves_other_databases_to_the_store(tmp_path: Path) -> None:
         # a probe: every DELETE a 503 for ever, and retention stopped, readiness saying ok
         ("runs/.deleting", "file", "a regular file", "the runs being deleted"),
         ("uploads", "file", "a regular file", "the uploaded files"),
+        # a probe: every upload (or every run of a file param) a 503, readiness saying ok
+        ("uploads/.incoming", "file", "a regular file", "the uploads being received"),
+        ("uploads/.refs", "file", "a regular file", "which runs use which upload"),
     ],
 )
 def test_serve_refuses_an_entry_of_the_wrong_kind_in_the_data_directory(

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from runyard.execution.workspace import WorkspaceError
+from runyard.regular_files import read_json_object
 
 INPUTS = "inputs"
 # a hard link cannot be made (another filesystem, links refused, too many): copy instead
 COPY_INSTEAD = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK})
 FICLONE = 0x40049409  # Linux's ioctl for a copy-on-write clone (btrfs, XFS)
 COPY_CHUNK = 1024 * 1024
+
+META_MAX = 64 * 1024  # an upload's metadata (services/uploads/store.py): a few hundred bytes
 
 
 def stage(
@@ -41,8 +43,8 @@ def stage(
     staged: dict[str, dict[str, Any]] = {}
     for name, upload_id in inputs.items():
         blob = uploads_dir / upload_id
-        try:
-            meta = json.loads((uploads_dir / f"{upload_id}.json").read_text())
+        try:  # as the uploads read it: never a FIFO waited on, nor a deep JSON
+            meta = read_json_object(uploads_dir / f"{upload_id}.json", META_MAX)
         except (OSError, ValueError) as exc:
             raise WorkspaceError(f"input {name!r}: upload {upload_id} is gone ({exc})") from exc
         if where and name in where:  # a relative path of plain segments (jobs/params.py)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -31,6 +32,7 @@ from runyard.errors import (
     NotFoundError,
     StorageFullError,
 )
+from runyard.regular_files import read_json_object
 from runyard.services.artifacts import OpenArtifact
 from runyard.services.uploads.incoming import (
     Incoming,
@@ -53,6 +55,17 @@ class Upload:
     name: str  # sanitised: a plain file name, safe to stage as it is
     original_name: str  # as the client sent it (metadata only, never a path)
     created_at: float
+
+
+META_MAX = 64 * 1024  # an upload's metadata file: a few hundred bytes as the server writes it
+
+
+def _sound(u: Upload) -> bool:
+    return (
+        type(u.id) is str and type(u.size) is int and u.size >= 0 and type(u.name) is str
+        and type(u.original_name) is str and type(u.created_at) in (int, float)
+        and math.isfinite(u.created_at)
+    )  # fmt: skip
 
 
 class Uploads:
@@ -96,15 +109,18 @@ class Uploads:
         is gone (a crash between the two, or a removal cut short)."""
         removed = 0
         with self._lock:  # keeping writes its metadata's temporary file under the lock
+            # an entry that cannot be removed (a directory put there) is left, and the rest
+            # still is: one such stopped every sweep, and no upload expired again (a probe)
             for entry in self.incoming.iterdir():
                 if entry.name not in self._receiving:
-                    with contextlib.suppress(FileNotFoundError):
+                    with contextlib.suppress(OSError):
                         entry.unlink()
                         removed += 1
             for meta in self.root.glob("*.json"):
                 if UPLOAD_ID.fullmatch(meta.stem) and not self.blob(meta.stem).exists():
-                    meta.unlink(missing_ok=True)
-                    removed += 1
+                    with contextlib.suppress(OSError):
+                        meta.unlink(missing_ok=True)
+                        removed += 1
         return removed
 
     def check_room(self, size: int, stored: int = 0) -> None:
@@ -259,11 +275,16 @@ class Uploads:
         return found
 
     def _read_meta(self, upload_id: str) -> Upload | None:
+        """The upload its metadata file records, or None (as if there were none) when that is
+        not a regular file of the server's making (a probe: a FIFO put there hung the start,
+        or held a thread of the pool per request until none was left; a `size` of text, or
+        JSON nested past the reader, stopped the start)."""
         try:
-            upload = Upload(**json.loads(self._meta(upload_id).read_text()))
+            data = read_json_object(self._meta(upload_id), META_MAX)
+            upload = Upload(**data)
         except (OSError, ValueError, TypeError):
             return None
-        if upload.id != upload_id or not self.blob(upload_id).is_file():
+        if not _sound(upload) or upload.id != upload_id or not self.blob(upload_id).is_file():
             return None
         return upload
 
@@ -316,7 +337,8 @@ class Uploads:
     def markers(self, upload_id: str) -> list[tuple[str, float]]:
         """Blocking: (run id, when the marker was made) of each run said to use the upload."""
         found = []
-        with contextlib.suppress(FileNotFoundError):
+        # a file where its folder goes is no marker of a run (it stopped every sweep)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             for entry in os.scandir(self.refs / upload_id):
                 with contextlib.suppress(FileNotFoundError):
                     found.append((entry.name, entry.stat().st_mtime))
@@ -356,7 +378,12 @@ class Uploads:
         self.blob(upload_id).unlink(missing_ok=True)
         self.stored_bytes = max(0, self.stored_bytes - upload.size)
         self._meta(upload_id).unlink(missing_ok=True)
-        shutil.rmtree(self.refs / upload_id, ignore_errors=True)
+        refs = self.refs / upload_id
+        if refs.is_dir() and not refs.is_symlink():
+            shutil.rmtree(refs, ignore_errors=True)
+        else:  # a file in its folder's place (no marker of any run)
+            with contextlib.suppress(OSError):
+                refs.unlink()
         return True
 
 

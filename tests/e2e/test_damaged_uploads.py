@@ -1,0 +1,49 @@
+"""Upload files damaged behind the server's back (a probe): a FIFO for an upload's metadata
+hung the start, or, while serving, held a thread of the pool per request until none was
+left; metadata of the wrong types or nested past the reader stopped the start; a directory
+in `.incoming` or a file in a `.refs` folder's place stopped every expiry sweep. Each is that
+upload's alone: the server starts, the rest is served and still expires."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests import web
+from tests.e2e.test_upload_lifecycle import exists, jobs, upload
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+__all__ = ["jobs"]  # the fixture, used by name
+
+
+@pytest.mark.timeout(120)
+def test_damaged_upload_files_are_that_uploads_alone(start_server, jobs: Path) -> None:
+    server = start_server(jobs, env={"RUNYARD_UPLOAD_TTL_S": "600"})
+    ids = [upload(server, f"{i}\n".encode() * (i + 1), f"u{i}.csv").json()["id"]
+           for i in range(5)]  # fmt: skip
+    fifo, typed, deep, marked, kept = ids
+    server.stop()
+    root = server.data_dir / "uploads"
+    (root / f"{fifo}.json").unlink()
+    os.mkfifo(root / f"{fifo}.json")
+    meta = {"id": typed, "size": "12", "name": "a", "original_name": "a", "created_at": 1}
+    (root / f"{typed}.json").write_text(json.dumps(meta))
+    (root / f"{deep}.json").write_text("[" * 200_000 + "]" * 200_000)
+    (root / ".incoming" / "left").mkdir()
+    (root / ".refs" / marked).write_text("")  # a file where a folder of markers goes
+
+    server = start_server(jobs, data_dir=server.data_dir, env={"RUNYARD_UPLOAD_TTL_S": "1"})
+    for damaged in (fifo, typed, deep):
+        for _ in range(8):  # more than the thread pool holds: none may be kept waiting
+            assert web.get(f"{server.url}/v1/uploads/{damaged}", timeout=10).status_code == 404
+    assert exists(server, kept)
+    # the sweep goes on past the entries it cannot remove: the sound uploads expire
+    wait_for(lambda: not exists(server, kept) and not exists(server, marked),
+             what="the unused uploads to expire")  # fmt: skip
+    fresh = upload(server, b"x,y\n", "fresh.csv")
+    assert fresh.status_code == 201, fresh.text
+    assert "Traceback" not in server.log_path.read_text()
