@@ -45,10 +45,12 @@ def test_damaged_schedules_and_lease_are_left_out_and_the_rest_starts_and_fires(
     good = schedule(server, interval_s=0.2)
     bad_params = schedule(server, interval_s=3600)
     bad_time = schedule(server, interval_s=3600)
+    full = schedule(server, interval_s=0.2)
     server.stop()
     damage(server,
            ("UPDATE schedules SET params = '{not json' WHERE id = ?", (bad_params,)),
            ("UPDATE schedules SET next_fire_at = 'soon' WHERE id = ?", (bad_time,)),
+           ("UPDATE schedules SET fire_count = 9223372036854775807 WHERE id = ?", (full,)),
            ("UPDATE servers SET lease_expires_at = 'forever'", ()))  # fmt: skip
 
     restarted = time.time()
@@ -66,6 +68,7 @@ def test_damaged_schedules_and_lease_are_left_out_and_the_rest_starts_and_fires(
     log = server.log_path.read_text()
     assert f"schedule {bad_params} is damaged (params: not JSON)" in log
     assert f"schedule {bad_time} is damaged (next_fire_at: not a time)" in log
+    assert f"schedule {full} is damaged (fire_count: not a count (0 to 2^53))" in log
     assert "Traceback" not in log
     # left out, but not beyond reach: a DELETE removes it (and only once)
     assert web.delete(f"{server.url}/v1/schedules/{bad_params}", timeout=10).status_code == 204
@@ -129,3 +132,26 @@ def test_a_run_whose_state_is_damaged_while_it_runs_fails_at_its_end(
     assert ended.reason is not None and "'zombie' is no run's state" in ended.reason
     wait_for(lambda: web.get(f"{server.url}/health/ready", timeout=10).status_code == 200,
              what="readiness")  # fmt: skip
+
+
+def test_a_runs_damaged_reference_or_retry_time_reads_as_unknown(start_server) -> None:
+    """A probe: a blob for a run's batch id made every page of runs holding it a 500; a
+    queued run's retry time as text was never claimed (SQLite sorts text above numbers), and
+    the dispatcher's timer failed on it twice a second."""
+    server = start_server(capacity=1)
+    with server.client() as client:
+        done = client.submit("true").id
+        assert server.wait_run(client, done).state.value == "succeeded"
+        holder = client.submit("sleeper", {"seconds": 600}).id
+        wait_for(lambda: client.run(holder).state.value == "running", what="the holder runs")
+        queued = client.submit("true").id
+        damage(server,
+               ("UPDATE runs SET batch_id = x'00ff' WHERE id = ?", (done,)),
+               ("UPDATE runs SET not_before = 'soon' WHERE id = ?", (queued,)))  # fmt: skip
+        listed = web.get(f"{server.url}/v1/runs", timeout=10)
+        assert listed.status_code == 200, listed.text
+        assert done in [r["id"] for r in listed.json()["runs"]]
+        assert client.run(done).batch_id is None
+        client.cancel(holder)  # its slot frees: the queued run's time reads as due
+        assert server.wait_run(client, queued).state.value == "succeeded"
+    assert "dispatch_failed" not in server.log_path.read_text()

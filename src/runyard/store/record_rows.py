@@ -66,7 +66,8 @@ def _text_or_none(v: Any) -> bool:
 
 
 def _count(v: Any) -> bool:
-    return type(v) is int
+    # one the server can still add to: 2^63 - 1 failed every fire of its schedule (a probe)
+    return type(v) is int and 0 <= v < 2**53
 
 
 def _count_or_none(v: Any) -> bool:
@@ -82,7 +83,7 @@ def _seconds_or_none(v: Any) -> bool:
 
 
 _WHY: dict[Callable[[Any], bool], str] = {
-    _text: "not text", _text_or_none: "not text", _count: "not an integer",
+    _text: "not text", _text_or_none: "not text", _count: "not a count (0 to 2^53)",
     _count_or_none: "not an integer", is_time: "not a time", _time_or_none: "not a time",
     _seconds_or_none: "not a number of seconds",
 }  # fmt: skip

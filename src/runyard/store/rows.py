@@ -78,6 +78,14 @@ def _text(value: Any) -> str | None:
     return value if type(value) is str else None
 
 
+def _ref(value: Any) -> str | None:
+    """A run's reference to something else (its batch, its schedule, a key) as text, or
+    unknown: a blob there made every page of runs that held it a 500 (a probe)."""
+    if type(value) is str:
+        return value
+    return str(value) if type(value) is int else None
+
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -114,8 +122,9 @@ def run_from_row(row: tuple[Any, ...]) -> Run:
     try:
         run = Run(
             id=row[0], job=row[1], params=loads(row[2]), state=RunState(row[3]),
-            priority=row[4], labels=loads(row[5]), batch_id=row[6], schedule_id=row[7],
-            idempotency_key=row[8], request_hash=row[9], created_at=row[10],
+            priority=row[4], labels=loads(row[5]), batch_id=_ref(row[6]),
+            schedule_id=_ref(row[7]), idempotency_key=_ref(row[8]), request_hash=_ref(row[9]),
+            created_at=row[10],
             started_at=_time(row[11]), finished_at=_time(row[12]), attempt=row[13],
             exit_code=_int(row[14]), reason=row[15],
             progress=loads(row[16]) if row[16] else None, not_before=_time(row[17]),

@@ -113,11 +113,15 @@ COUNT_RUNS = "SELECT count(*) FROM runs WHERE state = ?"
 COUNT_RUNS_OF_JOB = "SELECT count(*) FROM runs WHERE state = ? AND job = ?"
 COUNT_BY_JOB = "SELECT job, count(*) FROM runs WHERE state = ? GROUP BY job"
 
+# A retry's time that is no number (written behind the server's back) is due now, not never
+# (`typeof` below): SQLite sorts text above every number, so such a run was never claimed, and
+# the earliest due time, text, broke the dispatcher's timer twice a second (a probe).
 # INDEXED BY: without statistics SQLite would pick runs_by_state and sort every queued run;
 # the partial queue index yields them already in claim order.
 CLAIM_CANDIDATES = """
 SELECT id, job FROM runs INDEXED BY runs_queue
-WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?)
+WHERE state = 'queued'
+  AND (not_before IS NULL OR not_before <= ? OR typeof(not_before) NOT IN ('integer', 'real'))
   AND job NOT IN (SELECT value FROM json_each(?))
 ORDER BY priority DESC, id
 LIMIT ?
@@ -134,7 +138,9 @@ CLAIM_RUN = ReadBack(_TAKE_RUN, 2, GET_RUN)
 CLAIM_NEXT = TakeNext(
     """
     SELECT id FROM runs INDEXED BY runs_queue
-    WHERE state = 'queued' AND (not_before IS NULL OR not_before <= :now)
+    WHERE state = 'queued'
+      AND (not_before IS NULL OR not_before <= :now
+           OR typeof(not_before) NOT IN ('integer', 'real'))
     ORDER BY priority DESC, id
     LIMIT :limit
     """,
@@ -143,7 +149,8 @@ CLAIM_NEXT = TakeNext(
 )
 NEXT_DUE = (
     "SELECT min(not_before) FROM runs INDEXED BY runs_due "
-    "WHERE state = 'queued' AND not_before IS NOT NULL AND not_before > ?"
+    "WHERE state = 'queued' AND not_before IS NOT NULL AND not_before > ? "
+    "AND typeof(not_before) IN ('integer', 'real')"
 )
 
 INSERT_ATTEMPT = f"INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * 15)})"  # noqa: S608
