@@ -155,3 +155,19 @@ def test_a_runs_damaged_reference_or_retry_time_reads_as_unknown(start_server) -
         client.cancel(holder)  # its slot frees: the queued run's time reads as due
         assert server.wait_run(client, queued).state.value == "succeeded"
     assert "dispatch_failed" not in server.log_path.read_text()
+
+
+def test_a_run_whose_event_number_is_damaged_while_it_runs_still_ends(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """A probe: an event's number rewritten as text numbered the next event 1 again (SQLite's
+    max() takes text for the largest), refused as a duplicate: the run could not end."""
+    write_job("brief", 'command = ["sleep", "1"]\n')
+    server = start_server(jobs_dir)
+    with server.client() as client:
+        run = client.submit("brief").id
+        wait_for(lambda: client.run(run).state.value == "running", what="it runs")
+        damage(server, ("UPDATE run_events SET seq = 'x' WHERE run_id = ? AND seq = 2", (run,)))
+        assert server.wait_run(client, run).state.value == "succeeded"
+    events = web.get(f"{server.url}/v1/runs/{run}/events", timeout=10)
+    assert events.status_code == 200 and '"to":"succeeded"' in events.text.replace(" ", "")

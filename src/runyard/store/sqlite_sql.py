@@ -227,10 +227,12 @@ DELETE_RUN = (
 )
 SET_PROGRESS = "UPDATE runs SET progress = ? WHERE id = ?"
 
-# numbered in the statement that adds it: one statement per event
+# numbered in the statement that adds it: one statement per event; from the numbers only (one
+# rewritten as text is the largest to max(): migration 0015)
 ADD_EVENT = (
     "INSERT INTO run_events (run_id, seq, at, kind, data) "
-    "SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ? FROM run_events WHERE run_id = ?"
+    "SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ? FROM run_events "
+    "WHERE run_id = ? AND seq <= 9223372036854775807"
 )
 # A state event is written by SQLite, in the statement that inserts the run or changes its
 # state (triggers runs_first_event and runs_state_event, migration 0008): no step of its own.
@@ -240,7 +242,9 @@ LIST_EVENTS = (
     "SELECT run_id, seq, at, kind, data FROM run_events WHERE run_id = ? AND seq > ? "
     "ORDER BY seq LIMIT ?"
 )
-LAST_EVENT_SEQ = "SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = ?"
+LAST_EVENT_SEQ = (
+    "SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = ? AND seq <= 9223372036854775807"
+)
 SAVE_PROGRESS = """
 UPDATE runs SET progress = coalesce(?, progress), progress_skipped = progress_skipped + ?,
     progress_bytes = progress_bytes + ?
