@@ -59,7 +59,7 @@ def assert_refused(server: ServerProcess, run_id: str, asked: int, **request: An
     problem = resp.json()
     page = web.get(f"{base}/logs", params={"attempt": asked}).json()
     assert problem["detail"] == page["detail"] == f"run {run_id} has no attempt {asked}"
-    field = "Last-Event-ID" if "headers" in request else "attempt"
+    field = "header.Last-Event-ID" if "headers" in request else "query.attempt"
     assert problem["errors"] == [{"field": field, "message": problem["detail"]}]
 
 

@@ -77,7 +77,7 @@ def _resume_point(last_event_id: str | None, query: int | None) -> int:
     if last_event_id is not None:
         if not (last_event_id.isascii() and last_event_id.isdigit()):
             raise InvalidInputError(
-                "Last-Event-ID must be a non-negative integer", field="Last-Event-ID"
+                "Last-Event-ID must be a non-negative integer", field="header.Last-Event-ID"
             )
         return int(last_event_id)
     return query or 0
@@ -155,7 +155,7 @@ async def stream_log(
         # as a log page answers it; followed, the stream waited, then ended a phantom
         raise NotFoundError(
             f"run {run_id} has no attempt {asked}",
-            field="attempt" if attempt else "Last-Event-ID",
+            field="attempt" if attempt else "header.Last-Event-ID",
         )
 
     async def events() -> AsyncIterator[ServerSentEvent]:
