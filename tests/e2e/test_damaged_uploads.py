@@ -47,3 +47,25 @@ def test_damaged_upload_files_are_that_uploads_alone(start_server, jobs: Path) -
     fresh = upload(server, b"x,y\n", "fresh.csv")
     assert fresh.status_code == 201, fresh.text
     assert "Traceback" not in server.log_path.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_a_fifo_in_a_stored_uploads_place_fails_its_run_not_a_thread(
+    start_server, jobs: Path
+) -> None:
+    """A probe (from the code): staging copied the stored upload with a plain open, and a FIFO
+    put in its place after the run was submitted held a thread of the server's pool for ever."""
+    (jobs / "nap.toml").write_text('command = ["sleep", "600"]\n')
+    server = start_server(jobs, capacity=1)
+    upload_id = upload(server, b"a,b\n", "t.csv").json()["id"]
+    with server.client() as client:
+        holder = client.submit("nap").id
+        wait_for(lambda: client.run(holder).state.value == "running", what="the holder runs")
+        queued = client.submit("read", {"data": f"upload:{upload_id}"}).id
+        blob = server.data_dir / "uploads" / upload_id
+        blob.unlink()
+        os.mkfifo(blob)
+        client.cancel(holder)  # the queued run launches: its input cannot be staged
+        ended = server.wait_run(client, queued)
+    assert ended.state.value == "failed", ended
+    assert ended.reason is not None and "a FIFO" in ended.reason, ended.reason

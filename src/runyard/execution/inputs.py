@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runyard.execution.workspace import WorkspaceError
-from runyard.regular_files import read_json_object
+from runyard.regular_files import open_regular, read_json_object
 
 INPUTS = "inputs"
 # a hard link cannot be made (another filesystem, links refused, too many): copy instead
@@ -75,8 +75,10 @@ def _linked(blob: Path, target: Path) -> bool:
 
 def _copy(source: Path, target: Path) -> None:
     """A clone (copy on write: instant, no space) where the filesystem makes one, else bytes
-    copied by the kernel."""
-    with source.open("rb") as src, target.open("xb") as dst:
+    copied by the kernel. The stored upload as a regular file, or an OSError: a FIFO put in
+    its place was waited on for ever, by a thread of the server's pool."""
+    fd, _ = open_regular(source)
+    with os.fdopen(fd, "rb") as src, target.open("xb") as dst:
         try:
             fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
         except OSError:
