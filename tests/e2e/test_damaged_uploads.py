@@ -36,13 +36,15 @@ def test_damaged_upload_files_are_that_uploads_alone(start_server, jobs: Path) -
     (root / ".incoming" / "left").mkdir()
     (root / ".refs" / marked).write_text("")  # a file where a folder of markers goes
 
-    server = start_server(jobs, data_dir=server.data_dir, env={"RUNYARD_UPLOAD_TTL_S": "1"})
+    for sound in (kept, marked):  # last used now: they expire 10 s after, not at once
+        os.utime(root / f"{sound}.json")
+    server = start_server(jobs, data_dir=server.data_dir, env={"RUNYARD_UPLOAD_TTL_S": "10"})
     for damaged in (fifo, typed, deep):
         for _ in range(8):  # more than the thread pool holds: none may be kept waiting
             assert web.get(f"{server.url}/v1/uploads/{damaged}", timeout=10).status_code == 404
     assert exists(server, kept)
     # the sweep goes on past the entries it cannot remove: the sound uploads expire
-    wait_for(lambda: not exists(server, kept) and not exists(server, marked),
+    wait_for(lambda: not exists(server, kept) and not exists(server, marked), timeout=60,
              what="the unused uploads to expire")  # fmt: skip
     fresh = upload(server, b"x,y\n", "fresh.csv")
     assert fresh.status_code == 201, fresh.text
