@@ -19,6 +19,12 @@ from tests.support import ServerProcess, wait_for
 pytestmark = pytest.mark.e2e
 
 FAST = {"RUNYARD_SCHEDULE_MIN_INTERVAL_S": "0.1"}
+# runs until the test opens its gate: the damage is done while it runs, whatever the load
+GATE = 'command = ["sh", "-c", "until [ -e gate ]; do sleep 0.05; done"]\n'
+
+
+def opened(server: ServerProcess, run_id: str) -> None:
+    (server.data_dir / "runs" / run_id / "workspace" / "gate").touch()
 
 
 def damage(server: ServerProcess, *statements: tuple[str, tuple[object, ...]]) -> None:
@@ -118,13 +124,14 @@ def test_a_run_whose_state_is_damaged_while_it_runs_fails_at_its_end(
 ) -> None:
     """A probe: its end could not be written (the stored state no run's), so the slot was
     never given back, and readiness said `reconcile failed` for good."""
-    write_job("brief", 'command = ["sleep", "1"]\n')
+    write_job("gate", GATE)
     write_job("tick", 'command = ["true"]\n')
     server = start_server(jobs_dir, capacity=1)
     with server.client() as client:
-        run = client.submit("brief").id
+        run = client.submit("gate").id
         wait_for(lambda: client.run(run).state.value == "running", what="it runs")
         damage(server, ("UPDATE runs SET state = 'zombie' WHERE id = ?", (run,)))
+        opened(server, run)
         after = client.submit("tick").id  # waits for the one slot
         assert server.wait_run(client, after).state.value == "succeeded"
         ended = client.run(run)
@@ -162,12 +169,13 @@ def test_a_run_whose_event_number_is_damaged_while_it_runs_still_ends(
 ) -> None:
     """A probe: an event's number rewritten as text numbered the next event 1 again (SQLite's
     max() takes text for the largest), refused as a duplicate: the run could not end."""
-    write_job("brief", 'command = ["sleep", "1"]\n')
+    write_job("gate", GATE)
     server = start_server(jobs_dir)
     with server.client() as client:
-        run = client.submit("brief").id
+        run = client.submit("gate").id
         wait_for(lambda: client.run(run).state.value == "running", what="it runs")
         damage(server, ("UPDATE run_events SET seq = 'x' WHERE run_id = ? AND seq = 2", (run,)))
+        opened(server, run)
         assert server.wait_run(client, run).state.value == "succeeded"
     events = web.get(f"{server.url}/v1/runs/{run}/events", timeout=10)
     assert events.status_code == 200 and '"to":"succeeded"' in events.text.replace(" ", "")
