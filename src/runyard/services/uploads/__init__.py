@@ -5,7 +5,8 @@ from runyard.services.uploads.checks import Fetch, Seen, check_files, file_value
 from runyard.services.uploads.expiry import UploadExpiry
 from runyard.services.uploads.incoming import Incoming, UploadTooLargeError, storage_error
 from runyard.services.uploads.names import UPLOAD_ID, safe_name
-from runyard.services.uploads.store import Upload, UploadQuotaError, Uploads
+from runyard.services.uploads.record import Upload
+from runyard.services.uploads.store import UploadQuotaError, Uploads
 
 __all__ = [
     "UPLOAD_ID", "Fetch", "Incoming", "Seen", "Upload", "UploadExpiry", "UploadQuotaError",

@@ -12,8 +12,9 @@ from runyard.errors import InvalidInputError, NotFoundError
 from runyard.jobs.spec import JobSpec
 from runyard.services.uploads.incoming import UploadTooLargeError
 from runyard.services.uploads.names import UPLOAD_ID
+from runyard.services.uploads.record import Upload
 from runyard.services.uploads.sniff import content_matches
-from runyard.services.uploads.store import Upload, Uploads
+from runyard.services.uploads.store import Uploads
 
 PREFIX = "upload:"
 # an upload read once per request, with its first bytes once they were needed

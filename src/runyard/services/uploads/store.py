@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import secrets
 import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO
 
@@ -32,7 +31,6 @@ from runyard.errors import (
     NotFoundError,
     StorageFullError,
 )
-from runyard.regular_files import read_json_object
 from runyard.services.artifacts import OpenArtifact
 from runyard.services.uploads.incoming import (
     Incoming,
@@ -41,31 +39,12 @@ from runyard.services.uploads.incoming import (
     storage_error,
 )
 from runyard.services.uploads.names import UPLOAD_ID, safe_name
+from runyard.services.uploads.record import Upload, read_upload
 from runyard.services.uploads.sniff import HEAD
 
 
 class UploadQuotaError(StorageFullError):
     title, slug = "Upload quota reached", "upload-quota"
-
-
-@dataclass(frozen=True, slots=True)
-class Upload:
-    id: str  # sha256 of the bytes, hex
-    size: int
-    name: str  # sanitised: a plain file name, safe to stage as it is
-    original_name: str  # as the client sent it (metadata only, never a path)
-    created_at: float
-
-
-META_MAX = 64 * 1024  # an upload's metadata file: a few hundred bytes as the server writes it
-
-
-def _sound(u: Upload) -> bool:
-    return (
-        type(u.id) is str and type(u.size) is int and u.size >= 0 and type(u.name) is str
-        and type(u.original_name) is str and type(u.created_at) in (int, float)
-        and math.isfinite(u.created_at)
-    )  # fmt: skip
 
 
 class Uploads:
@@ -275,18 +254,7 @@ class Uploads:
         return found
 
     def _read_meta(self, upload_id: str) -> Upload | None:
-        """The upload its metadata file records, or None (as if there were none) when that is
-        not a regular file of the server's making (a probe: a FIFO put there hung the start,
-        or held a thread of the pool per request until none was left; a `size` of text, or
-        JSON nested past the reader, stopped the start)."""
-        try:
-            data = read_json_object(self._meta(upload_id), META_MAX)
-            upload = Upload(**data)
-        except (OSError, ValueError, TypeError):
-            return None
-        if not _sound(upload) or upload.id != upload_id or not self.blob(upload_id).is_file():
-            return None
-        return upload
+        return read_upload(self._meta(upload_id), self.blob(upload_id), upload_id)
 
     # -- references and expiry ---------------------------------------------------------------
 
