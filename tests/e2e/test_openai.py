@@ -40,9 +40,11 @@ _OPENED: list[openai.OpenAI] = []
 
 
 @pytest.fixture(autouse=True)
-def _close_sdk_clients() -> Iterator[None]:
+def _close_sdk_clients(start_server: object) -> Iterator[None]:
     """Each SDK client's connections closed with its test, not whenever the garbage collector
-    gets to them (an unclosed socket's warning would fail whichever test runs then)."""
+    gets to them (an unclosed socket's warning would fail whichever test runs then); and
+    before the servers' leak check (it asks for `start_server`, so it ends first), which
+    otherwise waited out the server's keep-alive timeout for the SDK's idle connection."""
     yield
     while _OPENED:
         _OPENED.pop().close()

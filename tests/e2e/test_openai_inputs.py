@@ -25,7 +25,8 @@ _OPENED: list[openai.OpenAI] = []
 
 
 @pytest.fixture(autouse=True)
-def _close_sdk_clients() -> Iterator[None]:
+def _close_sdk_clients(start_server: object) -> Iterator[None]:
+    """Closed before the servers' leak check (see test_openai.py)."""
     yield
     while _OPENED:
         _OPENED.pop().close()
