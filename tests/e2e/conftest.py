@@ -67,23 +67,52 @@ def _inotify_watches(pid: int) -> int:
     return total
 
 
-def _socket_inodes_to(ports: set[int]) -> set[str]:
-    """Inodes of TCP sockets (any process) whose remote end is one of `ports`."""
-    found: set[str] = set()
+def _tcp_sockets() -> list[tuple[int, int, str]]:
+    """Every TCP socket on the machine: (local port, remote port, inode)."""
+    found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
             for line in Path(table).read_text().splitlines()[1:]:
                 fields = line.split()
-                if int(fields[2].rsplit(":", 1)[1], 16) in ports:
-                    found.add(fields[9])
+                local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+                found.append((local, remote, fields[9]))
     return found
 
 
-def _fds(pid: int, peers: set[int]) -> int:
-    """Open descriptors, less the connections to PostgreSQL and to the other servers of the
-    test (`peers`): those belong to the store's pool and to the relay's HTTP client, which grow
-    with load up to their limits and keep idle connections by design: bounded, not leaked."""
-    pooled = _socket_inodes_to({POSTGRES_PORT, *peers})
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    return inodes
+
+
+def _pooled(port: int, peers: Collection[ServerProcess]) -> set[str]:
+    """Inodes of the connections between a server (on `port`) and PostgreSQL or the other
+    servers of the test, whichever side opened them."""
+    sockets = _tcp_sockets()
+    ports = {POSTGRES_PORT, *(p.port for p in peers)}
+    theirs: set[str] = set()
+    for peer in peers:
+        if peer.proc is not None and peer.proc.poll() is None:
+            theirs |= _socket_inodes(peer.proc.pid)
+    # a peer's relay client connected to us: its end is the peer's, remote port ours
+    callers = {local for local, remote, inode in sockets if remote == port and inode in theirs}
+    return {
+        inode for local, remote, inode in sockets
+        if remote in ports or (local == port and remote in callers)
+    }  # fmt: skip
+
+
+def _fds(pid: int, port: int, peers: Collection[ServerProcess]) -> int:
+    """Open descriptors, less the connections to PostgreSQL and between the servers of the
+    test (`peers`), either way: those belong to the store's pool and to the relays' HTTP
+    clients, which grow with load up to their limits and keep idle connections by design:
+    bounded, not leaked."""
+    pooled = _pooled(port, peers)
     count = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
         with contextlib.suppress(OSError):
@@ -111,13 +140,13 @@ def _tasks(status: dict[str, Any]) -> int:
     return int(status["asyncio_tasks"]) - sum(min(kinds.get(k, 0), 1) for k in LAZY_SINGLETONS)
 
 
-def measure(server: ServerProcess, peers: Collection[int] = ()) -> Held:
+def measure(server: ServerProcess, peers: Collection[ServerProcess] = ()) -> Held:
     assert server.proc is not None
     pid = server.proc.pid
     status = _status(server)
     # /proc after the status request, whose connection the server may still hold: read when
     # it has one (like a client's) on both sides of the comparison
-    fds = _fds(pid, set(peers) - {server.port})
+    fds = _fds(pid, server.port, [p for p in peers if p is not server])
     tasks_on_disk = len(os.listdir(f"/proc/{pid}/task"))
     return Held(
         fds=fds,
@@ -143,7 +172,7 @@ def _alive(server: ServerProcess) -> bool:
     return server.proc is not None and server.proc.poll() is None
 
 
-def check_gave_back(server: ServerProcess, before: Held, peers: Collection[int]) -> None:
+def check_gave_back(server: ServerProcess, before: Held, peers: Collection[ServerProcess]) -> None:
     if not _alive(server):
         return  # stopped or killed by the test: nothing left to hold
     wait_for(lambda: _idle(server), timeout=60, what="the test's runs to end (leak check)")
@@ -177,11 +206,11 @@ def start_server(
 
     def start(*args: object, **kwargs: object) -> ServerProcess:
         server = start_server(*args, **kwargs)
-        started.append((server, measure(server, [s.port for s, _ in started])))
+        started.append((server, measure(server, [s for s, _ in started])))
         return server
 
     yield start
     if request.node.get_closest_marker("leaks_allowed") is not None:
         return
     for server, before in started:
-        check_gave_back(server, before, [s.port for s, _ in started])
+        check_gave_back(server, before, [s for s, _ in started])
