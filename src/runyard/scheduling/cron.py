@@ -52,21 +52,35 @@ def cron_problem(expr: str) -> str | None:
 
 
 def croniter_form(expr: str) -> str:
-    """`expr` (one `cron_problem` takes) written so croniter reads it as cron does: a range of
-    one value (`30-30`, `MON-MON`, `2-2/5`) as that value. croniter read such a range as the
-    whole field, and `30-30 * * * *` fired every minute, `0 23 * * 7-7` every day."""
+    """`expr` (one `cron_problem` takes) as croniter must read it: each field but a bare `*`
+    written out as the values it names, in order (day-of-week's 7 as 0). croniter reads some
+    of cron's forms its own way: a range of one value (`30-30`, `MON-MON`) as the whole field
+    (`30-30 * * * *` fired every minute), a day-of-week `N/STEP` as ending at Saturday (`6/1`
+    never fired on a Sunday) and `7/6` as Saturdays too, a list holding `*` (`1,*`) as its
+    `*` alone; a list of values it reads as cron does. Which of the day fields must match is
+    decided from `expr` as written (`timing._iter`)."""
     if expr.startswith("@"):
         return expr
     fields = zip(FIELDS, expr.split(" "), strict=True)
     return " ".join(
-        ",".join(_one_value(spec, item) for item in text.split(",")) for spec, text in fields
+        text if text == "*" else ",".join(map(str, field_values(spec, text)))
+        for spec, text in fields
     )
 
 
-def _one_value(spec: Field, item: str) -> str:
-    ends = item.split("/", maxsplit=1)[0].split("-")
-    # a step over a single value takes that value alone
-    return ends[0] if len(ends) == 2 and _value(spec, ends[0]) == _value(spec, ends[1]) else item
+def field_values(spec: Field, text: str) -> list[int]:
+    """The values a field (one `cron_problem` takes) names, in order; day-of-week's 7 as 0."""
+    found: set[int] = set()
+    for item in text.split(","):
+        base, _, step = item.partition("/")
+        ends = [spec.low, spec.high] if base == "*" else [_value(spec, e) for e in base.split("-")]
+        low = ends[0]
+        high = ends[-1] if len(ends) == 2 or not step else spec.high  # `N/STEP`: N to the end
+        if low is not None and high is not None:  # always, in a field cron_problem takes
+            found.update(range(low, high + 1, int(step) if step else 1))
+    if spec.name == "day-of-week" and 7 in found:
+        found = (found - {7}) | {0}
+    return sorted(found)
 
 
 def _text_problem(expr: str) -> str | None:
