@@ -16,6 +16,9 @@ JOBS = {
     "grid": 'command = ["true"]\n[params.a]\ntype = "int"\n[params.b]\ntype = "int"\nmax = 100\n',
     "text": 'command = ["true"]\n[params.s]\ntype = "str"\nmax_length = 100000\n'
     '[params.n]\ntype = "int"\ndefault = 0\n',
+    # a probe: a request naming no param stored this default in every run, uncounted
+    "big_default": 'command = ["true"]\n[params.s]\ntype = "str"\nmax_length = 100000\n'
+    f'default = "{"y" * 20_000}"\n',
 }
 
 
@@ -65,6 +68,26 @@ def test_a_batch_stores_no_more_params_than_max_batch_mb(server: FakedServer) ->
     assert ok.status_code == 202
     runs = [r for r in server.get("/v1/runs?limit=200").json()["runs"] if r["job"] == "text"]
     assert [r["params"] for r in runs] == [{"s": text, "n": 0}] * 10
+
+
+def test_what_a_run_stores_is_counted_its_defaults_and_labels_included(
+    server: FakedServer,
+) -> None:
+    """A probe: the bound counted the request's params only. A batch naming no param stored
+    the job's 30,000-character default in each of 2,500 runs (155 MB from a 40-byte body),
+    and 10,000 runs with 10 KB of labels each grew the database by 123 MB."""
+    defaulted = server.post("/v1/batches", json={"job": "big_default", "iterations": 100})
+    assert defaulted.status_code == 422
+    assert "max_batch_mb (1 MiB)" in defaulted.json()["detail"]
+    labels = {f"k{i:02d}": "v" * 256 for i in range(32)}  # 8.5 KB a run, 130 runs: 1.1 MB
+    labelled = {"job": "grid", "params": {"a": 1, "b": 1}, "iterations": 130, "labels": labels}
+    refused = server.post("/v1/batches", json=labelled)
+    assert refused.status_code == 422
+    assert "params and labels" in refused.json()["detail"]
+    assert stored(server, "big_default") == 0
+    assert stored(server, "grid") == 1  # the slot holder only
+    fits = server.post("/v1/batches", json={"job": "big_default", "iterations": 10})
+    assert fits.status_code == 202
 
 
 def test_a_base_value_the_sweep_replaces_is_checked_too(server: FakedServer) -> None:

@@ -54,11 +54,15 @@ def _validated(
     *,
     size: int,
     max_bytes: int,
+    labels: dict[str, str],
 ) -> tuple[list[dict[str, Any]], int]:
     """Every element's params, validated before any run is created: on a thread (a sweep of
     thousands is tens of milliseconds of checks, the size bound a serialisation of up to the
-    whole body), and `iterations` copies checked once. And the bound of a run's params."""
-    per_run = _check_stored_size(base, size, sweep, max_bytes)
+    whole body), and `iterations` copies checked once. And what a run stores of them (its
+    params as validated, its labels), in bytes."""
+    field = "sweep" if sweep else "iterations"
+    extra = len(dumps(labels))  # every run stores the batch's labels too
+    _check_stored_size(size, _request_size(base, sweep) + extra, max_bytes, field)
     elements = expand(base, 1 if iterations is not None else None, sweep)
     values = []
     for index, element in enumerate(elements):
@@ -73,27 +77,31 @@ def _validated(
             ) from None  # fmt: skip
     if sweep is not None and elements and (replaced := set(base) & set(sweep)):
         _check_replaced(job, elements[0], {name: base[name] for name in replaced})
+    # what is stored, the job's defaults filled in: a request that names no param can store
+    # a large default in every run (a probe stored 155 MB from a body of 40 bytes)
+    per_run = max(len(dumps(v)) for v in values) + extra
+    _check_stored_size(size, per_run, max_bytes, field)
     if iterations is not None:
         return [dict(values[0]) for _ in range(iterations)], per_run
     return values, per_run
 
 
-def _check_stored_size(
-    base: dict[str, Any], size: int, sweep: dict[str, list[Any]] | None, limit: int
-) -> int:
-    """Each run stores its own params: a small request must not store gigabytes. Bounded
-    from above (the base's size plus each swept param's largest value, per run), which is
-    returned."""
-    per_run = len(dumps(base)) + sum(
+def _request_size(base: dict[str, Any], sweep: dict[str, list[Any]] | None) -> int:
+    """A run's params as the request gives them, bounded from above (the base's size plus
+    each swept param's largest value): checked before a sweep of thousands is validated."""
+    return len(dumps(base)) + sum(
         max((len(dumps(v)) for v in values), default=0) for values in (sweep or {}).values()
     )
+
+
+def _check_stored_size(size: int, per_run: int, limit: int, field: str) -> None:
+    """Each run stores its own params and labels: a small request must not store gigabytes."""
     if size * per_run > limit:
         raise InvalidInputError(
-            f"the batch would store up to {size} runs of {per_run} bytes of params, over "
-            f"max_batch_mb ({limit // 2**20} MiB); no run was created",
-            field="sweep" if sweep else "iterations", limit=limit,
+            f"the batch would store up to {size} runs of {per_run} bytes of params and "
+            f"labels, over max_batch_mb ({limit // 2**20} MiB); no run was created",
+            field=field, limit=limit,
         )  # fmt: skip
-    return per_run
 
 
 def _check_replaced(job: Job, element: dict[str, Any], replaced: dict[str, Any]) -> None:
@@ -173,7 +181,11 @@ class BatchService:
                 field="sweep" if sweep else "iterations",
             )
         values, per_run = await asyncio.to_thread(
-            partial(_validated, size=size, max_bytes=self.max_bytes), job, params, iterations, sweep
+            partial(_validated, size=size, max_bytes=self.max_bytes, labels=labels),
+            job,
+            params,
+            iterations,
+            sweep,
         )
         if job.spec.has_files:
             seen: Seen = {}  # one upload shared by the batch is read once
