@@ -343,6 +343,15 @@ def test_bounds_are_kept_as_written_and_a_float_is_a_doubles_at_most(tmp_path: P
         load_job(bad)
 
 
+def test_a_negative_zero_float_is_stored_and_rendered_as_zero(tmp_path: Path) -> None:
+    """A probe: -0.0 passed `min = 0` and reached argv as `-0.0`, an option to `sleep`."""
+    text = 'command = ["sleep", "{seconds}"]\n[params.seconds]\ntype = "float"\nmin = 0\n'
+    job = load_job(write(tmp_path, "nap", text))
+    stored = job.validate_params({"seconds": -0.0})["seconds"]
+    assert (stored, str(stored)) == (0.0, "0.0")
+    assert job.validate_params({"seconds": 1e-320}) == {"seconds": 1e-320}  # as given
+
+
 def test_a_head_of_a_log_is_published_with_the_logs_own_types(tmp_path: Path) -> None:
     from runyard.api.app import create_app
     from runyard.config import Settings

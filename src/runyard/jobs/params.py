@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -154,7 +155,11 @@ def _annotation(decl: ParamDecl) -> Any:
         # large for one (1e400, refused) is
         least = -sys.float_info.max if decl.min is None else decl.min
         most = sys.float_info.max if decl.max is None else decl.max
-        return Annotated[float, Field(strict=True, ge=least, le=most, allow_inf_nan=False, **meta)]
+        return Annotated[
+            float,
+            Field(strict=True, ge=least, le=most, allow_inf_nan=False, **meta),
+            AfterValidator(_unsigned_zero),
+        ]
     if decl.type == "bool":
         return Annotated[bool, Field(strict=True, **meta)]
     if decl.type == "str":
@@ -175,6 +180,12 @@ def _whole(value: Any) -> Any:
     if type(value) is float and value.is_integer():
         return int(value)
     return value
+
+
+def _unsigned_zero(value: float) -> float:
+    """-0.0 as 0.0: it passes `min = 0`, and rendered into argv it was `-0.0`, an option to
+    most programs (a probe: `sleep -0.0` failed the run)."""
+    return value + 0.0  # -0.0 + 0.0 is 0.0; every other float is itself
 
 
 def _no_bool(value: Any) -> Any:
