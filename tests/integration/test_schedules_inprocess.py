@@ -422,6 +422,15 @@ def test_a_schedule_whose_fires_make_no_run_says_why_and_logs_it_once(
         echo.unlink()
         s = tick(srv, sid, MINUTE)
         assert (s["fail_count"], s["last_error"]) == (3, "job 'echo' does not exist")
+        # a probe: changing its params was a 404 naming `body.job`, which the PATCH had not
+        # sent (a client takes a 404 for the schedule gone); a pause is still taken
+        path = f"/v1/schedules/{sid}"
+        refused = srv.request("PATCH", path, json={"params": {"n": 1}})
+        assert refused.status_code == 409, refused.text
+        assert "job 'echo' is no longer declared" in refused.json()["detail"]
+        assert "field" not in refused.json()
+        assert srv.request("PATCH", path, json={"paused": True}).status_code == 200
+        assert srv.request("PATCH", path, json={"paused": False}).status_code == 200
         echo.write_text(JOBS["echo"])
         s = tick(srv, sid, MINUTE)
         assert (s["fire_count"], s["fail_count"], s["last_error"]) == (1, 3, None)

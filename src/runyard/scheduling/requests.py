@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from runyard.errors import InvalidInputError, NotFoundError
+from runyard.errors import ConflictError, InvalidInputError, NotFoundError
 from runyard.fastjson import dumps
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
@@ -76,6 +76,12 @@ async def changed(
     if changes.keys() - {"paused", "overlap", "catch_up"}:
         # what it runs or when: checked as a new schedule (a pause alone is not, so a schedule
         # whose job was removed or changed can still be paused)
+        if await registry.get(s.job) is None:
+            # the schedule is there: not a 404, and the PATCH names no job to blame
+            raise ConflictError(
+                f"the schedule's job {s.job!r} is no longer declared: only paused, overlap "
+                "and catch_up can be changed until it is again (or the schedule deleted)"
+            )
         await check_request(registry, files, min_interval_s, s.job, params, cron, interval, now)
     resumed = s.paused and changes.get("paused") is False
     t = replace(s, params=params, cron=cron, interval_s=interval)

@@ -84,7 +84,10 @@ async def get_schedule(schedule_id: ScheduleId, scheduler: SchedulerDep) -> Sche
     return schedule_view(scheduler.get(schedule_id))
 
 
-@router.patch("/{schedule_id}", response_model=ScheduleView, dependencies=[SUBMIT])
+@router.patch(
+    "/{schedule_id}", response_model=ScheduleView, dependencies=[SUBMIT],
+    responses=problem_responses(409),  # its job no longer declared: only a pause changes it
+)  # fmt: skip
 async def patch_schedule(
     schedule_id: ScheduleId, body: SchedulePatch, scheduler: SchedulerDep
 ) -> ScheduleView:
