@@ -343,6 +343,20 @@ def test_bounds_are_kept_as_written_and_a_float_is_a_doubles_at_most(tmp_path: P
         load_job(bad)
 
 
+def test_an_int_param_takes_a_whole_number_a_double_holds_exactly(tmp_path: Path) -> None:
+    """`2.0` and `1e2` are integers (JSON Schema's reading); past 2^53 a number written with
+    a fraction part or an exponent was rounded by the reader (`12345678901234567891.0` ran
+    as 12345678901234567168): refused, as the client's number cannot be known."""
+    job = load_job(write(tmp_path, "count", 'command = ["x"]\n[params.n]\ntype = "int"\n'))
+    assert job.validate_params({"n": 2.0}) == {"n": 2}
+    assert job.validate_params({"n": json.loads("1e2")}) == {"n": 100}
+    assert job.validate_params({"n": float(2**53)}) == {"n": 2**53}
+    assert job.validate_params({"n": 12345678901234567891}) == {"n": 12345678901234567891}
+    for written in ("12345678901234567891.0", "1e20", "-9007199254740994.0"):
+        with pytest.raises(ParamError, match=r"params\.n"):
+            job.validate_params({"n": json.loads(written)})
+
+
 def test_a_negative_zero_float_is_stored_and_rendered_as_zero(tmp_path: Path) -> None:
     """A probe: -0.0 passed `min = 0` and reached argv as `-0.0`, an option to `sleep`."""
     text = 'command = ["sleep", "{seconds}"]\n[params.seconds]\ntype = "float"\nmin = 0\n'

@@ -176,8 +176,10 @@ def _annotation(decl: ParamDecl) -> Any:
 
 def _whole(value: Any) -> Any:
     """A JSON number without a fraction is an integer, as JSON Schema (and `params_schema`)
-    has it: `1.0` and `1e2` were refused where the published schema takes them."""
-    if type(value) is float and value.is_integer():
+    has it: `1.0` and `1e2` were refused where the published schema takes them. Only where a
+    double holds every integer (|x| <= 2^53): past it the number read is not always the one
+    written (`12345678901234567891.0` reads as ...7168), and is refused, not run rounded."""
+    if type(value) is float and value.is_integer() and abs(value) <= 2**53:
         return int(value)
     return value
 
