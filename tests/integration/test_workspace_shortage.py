@@ -4,6 +4,10 @@ the disk's (the run waits in the queue), not a summary that reads as the run's f
 from __future__ import annotations
 
 import errno
+import os
+import shutil
+import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,3 +53,39 @@ def test_a_copy_refused_for_another_reason_is_the_runs_failure(tmp_path: Path) -
     with pytest.raises(OSError) as raised:
         workspace.prepare("copy:tree", jobs, target)
     assert type(preparation_failed(raised.value, "workspace")) is LaunchError
+
+
+def test_a_device_fifo_or_socket_in_the_source_fails_the_copy_naming_it(tmp_path: Path) -> None:
+    """A probe: `/dev/zero` (a device node) in a `copy:` source was read as a file for ever,
+    filling the disk at 350 MB/s past a cancel and a shutdown; a FIFO waited for a writer."""
+    jobs = tmp_path / "jobs"
+    tree = jobs / "tree"
+    tree.mkdir(parents=True)
+    (tree / "a.sh").write_text("echo hi\n")
+    (tree / "a.sh").chmod(0o751)
+    target = tmp_path / "runs" / "r1" / "workspace"
+    target.parent.mkdir(parents=True)
+    workspace.prepare("copy:tree", jobs, target)  # files are copied with their mode
+    assert (target / "a.sh").read_text() == "echo hi\n"
+    assert stat.S_IMODE((target / "a.sh").stat().st_mode) == 0o751
+    shutil.rmtree(target)
+
+    def sock(path: Path) -> None:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(path))
+
+    makers = {
+        "a character device": lambda p: os.mknod(p, stat.S_IFCHR | 0o600, os.makedev(1, 5)),
+        "a FIFO": os.mkfifo,
+        "a socket": sock,
+    }  # /dev/zero's numbers for the device
+    for kind, make in makers.items():
+        make(tree / "odd")
+        with pytest.raises(workspace.WorkspaceError, match=kind) as raised:
+            workspace.prepare("copy:tree", jobs, target)
+        assert "odd" in str(raised.value)
+        assert not target.exists()  # nothing half made
+        assert type(preparation_failed(raised.value, "workspace")) is LaunchError
+        (tree / "odd").unlink()
+    workspace.prepare("copy:tree", jobs, target)
+    assert sorted(p.name for p in target.iterdir()) == ["a.sh"]
