@@ -27,7 +27,7 @@ from pathlib import Path
 ENV = "RUNYARD_FAILPOINTS"
 CONTROL_FILE = "failpoints"
 
-CRASH_POINTS = frozenset({"before_spawn", "after_spawn", "before_end"})
+CRASH_POINTS = frozenset({"before_spawn", "after_spawn", "before_end", "after_cancel_flag"})
 # Where the process stops itself (SIGSTOP, once), as a stop any process of its user may send
 # would stop it there: the supervisor between a spawn and its answer.
 STOP_POINTS = frozenset({"before_spawn_answer"})

@@ -110,6 +110,28 @@ def test_crash_after_spawn_adopts_the_running_program(start_server, jobs) -> Non
         assert c.logs(run.id)[0] == b"start\nend\n"
 
 
+def test_a_cancel_flagged_just_before_a_crash_stops_the_adopted_program(start_server, jobs) -> None:
+    """A probe: the server died between writing a run's cancel flag and telling the
+    supervisor; the next one adopted the program, never stopped it, and recorded the run
+    `cancelled` when it ended on its own, exit code 0."""
+    server = start_server(jobs, env={"RUNYARD_FAILPOINTS": "after_cancel_flag"})
+    with server.client() as c:
+        run = c.submit("long", {"s": 60.0})
+        wait_for(lambda: c.run(run.id).state is RunState.RUNNING, what="running")
+    with contextlib.suppress(httpx.HTTPError):
+        web.post(f"{server.url}/v1/runs/{run.id}/cancel", timeout=10)
+    assert server.proc.wait(30) == -signal.SIGKILL  # flagged; its program not told
+    (program,) = [p for p in processes_of(server.data_dir) if p.name() == "sh"]
+    server = start_server(jobs)
+    with server.client() as c:
+        done = server.wait_run(c, run.id, timeout=30)  # long before its 60 s
+    assert done.state is RunState.CANCELLED
+    (attempt,) = done.attempts or []
+    assert attempt.pid == program.pid  # adopted, then stopped
+    assert (attempt.exit_code, attempt.signal) == (None, signal.SIGTERM)
+    assert not program.is_running()
+
+
 def test_crash_before_end_is_finalised_from_the_exit_file(start_server, jobs) -> None:
     server = start_server(jobs, env={"RUNYARD_FAILPOINTS": "before_end"})
     submit_through_crash(server, "failing", "k-fail")

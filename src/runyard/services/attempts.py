@@ -95,6 +95,9 @@ class Attempts:
         self._ended_unstarted: set[str] = set()
         self._specs: dict[str, tuple[dict[str, object], JobSpec]] = {}
         self._cancel_pending: set[str] = set()
+        # Programs found running at a restart (run id -> attempt): not claimed here, but their
+        # run's cancel flag is this server's to carry out (a cancel flagged just before a crash)
+        self._adopted: dict[str, int] = {}
         # Ends the executor told of whose write to the store failed (a full disk): kept for
         # the reconcile pass that retries them, since their exit file may be missing too (a
         # program can put a directory where it goes), and no supervisor tells an end twice.
@@ -162,8 +165,16 @@ class Attempts:
         await self.start_records.written()
 
     async def adopted(self, run_id: str, number: int) -> None:
-        """Its program still runs under the supervisor after a restart (reconcile)."""
+        """Its program still runs under the supervisor after a restart (reconcile). A cancel
+        flagged before the restart is carried out now: the server that flagged it may have
+        died before telling the supervisor (a probe: the program ran to its end and the run
+        was recorded cancelled, exit code 0)."""
         await self._track(run_id, number, fresh=False)
+        self._adopted[run_id] = number
+        run = await self.store.get_run(run_id)
+        flagged = run is not None and run.cancel_requested and run.attempt == number
+        if flagged and run_id not in self._cancel_pending:
+            await self.request_cancel(run_id, number)
 
     async def _track(self, run_id: str, number: int, *, fresh: bool) -> None:
         try:
@@ -213,10 +224,11 @@ class Attempts:
         await self._heard.cancel()
 
     async def _recheck_cancels(self) -> None:
-        for run_id, claimed in list(self._claimed.items()):
+        running = {run_id: run.attempt for run_id, run in self._claimed.items()}
+        for run_id, number in [*running.items(), *self._adopted.items()]:
             run = await self.store.get_run(run_id)
             if run is not None and run.cancel_requested and run_id not in self._cancel_pending:
-                await self.request_cancel(run_id, claimed.attempt)
+                await self.request_cancel(run_id, number)
 
     # -- end ----------------------------------------------------------------------------------
 
@@ -231,6 +243,7 @@ class Attempts:
             # ended already (reaped elsewhere, say): its program is over here, and so is its
             # slot, which an attempt adopted at start holds without a claim here
             self.unrecorded.pop(record.key, None)
+            self._adopted.pop(run_id, None)
             if self.launched(run_id, number):
                 self._let_go(run_id)
             if self.slots.give_back(record.key):
@@ -312,8 +325,9 @@ class Attempts:
             self.queue.set()  # re-queued: claimable now or when its backoff is due
 
     def _let_go(self, run_id: str) -> None:
-        """The attempt claimed here has its end recorded: nothing of it is kept."""
+        """The attempt claimed (or adopted) here has its end recorded: nothing of it is kept."""
         self._claimed.pop(run_id, None)
+        self._adopted.pop(run_id, None)
         number = self._unstarted.pop(run_id, None)
         if number is not None:
             self._ended_unstarted.discard(attempt_key(run_id, number))

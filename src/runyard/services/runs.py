@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from runyard import failpoints
 from runyard.clock import Clock, new_id
 from runyard.errors import (
     ConflictError,
@@ -322,6 +323,7 @@ class RunService:
                 continue  # it started meanwhile: cancel the running attempt
             flagged = await self.store.request_cancel(run_id)
             if flagged is not None:
+                failpoints.hit("after_cancel_flag")  # flagged, its program not told yet
                 await self._attempts.request_cancel(run_id, flagged.attempt)
                 return flagged
         raise UnavailableError(f"run {run_id} changed state on every try to cancel it; retry")
