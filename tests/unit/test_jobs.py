@@ -357,6 +357,23 @@ def test_an_int_param_takes_a_whole_number_a_double_holds_exactly(tmp_path: Path
             job.validate_params({"n": json.loads(written)})
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("nl\n", 'command = ["true"]\n'),  # the job's name, from its file's
+        ("chat", 'command = ["echo", "{p}"]\n[params.p]\ntype = "str"\n'
+                 '[openai]\nmodel = "evil\\n"\ninput = "p"\n'),
+        ("envy", 'command = ["true"]\n[env]\n"FOO\\n" = "x"\n'),
+        ("par", 'command = ["true"]\n[params."p\\n"]\ntype = "int"\n'),
+    ],
+)
+def test_a_name_ending_in_a_newline_is_refused(tmp_path: Path, name: str, text: str) -> None:
+    """A probe: Python's `$` also matches before a last newline, so a job named `nl\\n` (and
+    a model `evil\\n`) was listed and could never be asked for."""
+    with pytest.raises(LoadError):
+        load_job(write(tmp_path, name, text))
+
+
 def test_a_negative_zero_float_is_stored_and_rendered_as_zero(tmp_path: Path) -> None:
     """A probe: -0.0 passed `min = 0` and reached argv as `-0.0`, an option to `sleep`."""
     text = 'command = ["sleep", "{seconds}"]\n[params.seconds]\ntype = "float"\nmin = 0\n'

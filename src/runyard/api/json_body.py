@@ -146,7 +146,7 @@ def _twice_at(value: Any, found: dict[str, Any]) -> tuple[str, str]:
 
 def _shown(key: str) -> str:
     """A key as a field's name: as it is when plain, else quoted and escaped, cut short."""
-    if _PLAIN_KEY.match(key):
+    if _PLAIN_KEY.fullmatch(key):
         return key
     return ascii(key[:40]) + ("…" if len(key) > 40 else "")
 

@@ -85,7 +85,7 @@ def _join(where: str, part: str) -> str:
 def _shown(key: str) -> str:
     """A key as a field's name: as it is when plain, else quoted and escaped (a lone
     surrogate cannot be answered as UTF-8), cut short."""
-    if _PLAIN_KEY.match(key):
+    if _PLAIN_KEY.fullmatch(key):
         return key
     return repr(key[:40]) + ("…" if len(key) > 40 else "")
 

@@ -37,7 +37,7 @@ class OpenAIOptions(BaseModel):
     @field_validator("model")
     @classmethod
     def _model(cls, v: str | None) -> str | None:
-        if v is not None and not MODEL_NAME.match(v):
+        if v is not None and not MODEL_NAME.fullmatch(v):
             raise ValueError("model ids are letters, digits, '_', '.', ':', '/', '-' (at most 64)")
         return v
 

@@ -84,7 +84,7 @@ class SlurmOptions(BaseModel):
             if name not in SLURM_OPTIONS:
                 allowed = ", ".join(sorted(SLURM_OPTIONS))
                 raise ValueError(f"sbatch option {name!r} is not allowed (allowed: {allowed})")
-            if not SLURM_VALUE.match(value):
+            if not SLURM_VALUE.fullmatch(value):
                 raise ValueError(f"sbatch option {name!r} has characters not allowed")
         return v
 
@@ -150,7 +150,7 @@ class JobSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not JOB_NAME.match(v):
+        if not JOB_NAME.fullmatch(v):
             raise ValueError("job names are letters, digits, '_', '-', '.' (at most 64)")
         return v
 
@@ -170,7 +170,7 @@ class JobSpec(BaseModel):
     @classmethod
     def _param_names(cls, v: dict[str, ParamDecl]) -> dict[str, ParamDecl]:
         for name in v:
-            if not PARAM_NAME.match(name):
+            if not PARAM_NAME.fullmatch(name):
                 raise ValueError(f"param name {name!r} is not an identifier")
             if name in BUILTINS:
                 raise ValueError(f"param name {name!r} is reserved for runyard's own values")
@@ -186,7 +186,7 @@ class JobSpec(BaseModel):
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         for key in v:
-            if not ENV_NAME.match(key) or key.startswith("RUNYARD_"):
+            if not ENV_NAME.fullmatch(key) or key.startswith("RUNYARD_"):
                 raise ValueError(f"env name {key!r} is invalid or reserved")
         return v
 

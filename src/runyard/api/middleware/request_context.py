@@ -25,7 +25,7 @@ def request_id_of(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
-            if WELL_FORMED.match(candidate):
+            if WELL_FORMED.fullmatch(candidate):
                 return str(candidate)
             break
     return next(_ids)
