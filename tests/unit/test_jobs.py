@@ -361,8 +361,11 @@ def test_an_int_param_takes_a_whole_number_a_double_holds_exactly(tmp_path: Path
     ("name", "text"),
     [
         ("nl\n", 'command = ["true"]\n'),  # the job's name, from its file's
-        ("chat", 'command = ["echo", "{p}"]\n[params.p]\ntype = "str"\n'
-                 '[openai]\nmodel = "evil\\n"\ninput = "p"\n'),
+        (
+            "chat",
+            'command = ["echo", "{p}"]\n[params.p]\ntype = "str"\n'
+            '[openai]\nmodel = "evil\\n"\ninput = "p"\n',
+        ),
         ("envy", 'command = ["true"]\n[env]\n"FOO\\n" = "x"\n'),
         ("par", 'command = ["true"]\n[params."p\\n"]\ntype = "int"\n'),
     ],
