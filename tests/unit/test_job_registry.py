@@ -72,3 +72,27 @@ def test_a_jobs_directory_past_its_limit_loads_the_first_files_and_says_so(
     (jobs / "b.toml").unlink()
     within = registry.scan()
     assert sorted(within.jobs) == ["c", "d", "e"] and within.errors == {}
+
+
+def test_a_jobs_directory_gone_or_unreadable_declares_no_job_and_brings_none_back(
+    tmp_path: Path,
+) -> None:
+    """A probe: the directory moved away declared no job, but a symlink loop put in its place
+    (ELOOP, taken for a passing fault) brought back every job of the scan before."""
+    from runyard.jobs.registry import JobRegistry
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "good.toml").write_text('command = ["true"]\n')
+    registry = JobRegistry(jobs, refresh_s=0)
+    assert sorted(registry.scan().jobs) == ["good"]
+    jobs.rename(tmp_path / "jobs.bak")
+    gone = registry.scan()
+    assert gone.jobs == {} and "No such file" in next(iter(gone.errors.values()))
+    jobs.symlink_to("jobs")  # a loop
+    looped = registry.scan()
+    assert looped.jobs == {}
+    assert "Too many levels of symbolic links" in next(iter(looped.errors.values()))
+    jobs.unlink()
+    (tmp_path / "jobs.bak").rename(jobs)
+    assert sorted(registry.scan().jobs) == ["good"]

@@ -90,16 +90,18 @@ class JobRegistry:
         seen: dict[str, Loaded] = {}
         try:
             files, total = _job_files(self.directory, self.max_files)
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            return JobSnapshot(
-                errors={_shown(str(self.directory)): _shown(f"cannot read jobs directory: {exc}")}
-            )
         except OSError as exc:
+            fault = {_shown(str(self.directory)): _shown(f"cannot read jobs directory: {exc}")}
+            if exc.errno not in PASSING:
+                # gone, or no directory this server may read (a symlink loop, a permission):
+                # no job is declared, and none of the last scan's comes back with a passing
+                # fault later (a probe: an ELOOP republished jobs removed before it)
+                self._cache = {}
+                return JobSnapshot(errors=fault)
             # out of descriptors, an I/O error: a passing fault must not undeclare every job,
             # so the last scan's jobs stand (with the fault reported) until a scan succeeds
             log.warning("jobs_dir_unreadable", error=str(exc))
             last = _snapshot_of(self._cache)
-            fault = {_shown(str(self.directory)): _shown(f"cannot read jobs directory: {exc}")}
             return JobSnapshot(jobs=last.jobs, errors={**last.errors, **fault})
         for entry in files[: self.max_files]:
             loaded = self._entry(entry)
