@@ -377,6 +377,41 @@ def test_a_name_ending_in_a_newline_is_refused(tmp_path: Path, name: str, text: 
         load_job(write(tmp_path, name, text))
 
 
+def _params(n: int, decl: str) -> str:
+    return 'command = ["true"]\n[params]\n' + "".join(
+        f"p{i} = {decl.format(i=i, j=i + 1)}\n" for i in range(n)
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        # a probe: a 189 KB file of 10,000 params took 1.2 s to load at every change
+        (_params(257, '{{type = "int"}}'), "at most 256 items"),
+        # and 5,000 json params of distinct bounds made each listing of the jobs 63 MB
+        (_params(40, '{{type = "json", max_keys = {j}, max_depth = 32}}'), "schema would take"),
+        # `true` was read as 1: published as an integer choice, refused as a boolean
+        ('command = ["x"]\n[params.e]\ntype = "enum"\nchoices = [true, false]\n', "choices"),
+        ('command = ["x"]\n[params.e]\ntype = "enum"\nchoices = ["a", 1, 1.0]\n', "twice"),
+        ('command = ["x"]\n[params.e]\ntype = "enum"\nchoices = ["a", "a"]\n', "twice"),
+        # past a double's range, the bound crashed the load (OverflowError, a traceback)
+        ('command = ["x"]\n[params.f]\ntype = "float"\nmin = ' + "9" * 400 + "\n", "double"),
+    ],
+)
+def test_what_would_make_a_job_costly_or_ambiguous_is_a_load_error(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    with pytest.raises(LoadError, match=words):
+        load_job(write(tmp_path, "costly", text))
+
+
+def test_a_job_within_the_bounds_loads(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, "wide", _params(256, '{{type = "int", default = {i}}}')))
+    assert len(job.spec.params) == 256
+    shared = _params(30, '{{type = "json", max_keys = 100, max_depth = 32}}')
+    assert load_job(write(tmp_path, "shared", shared)).schema  # one set of bounds, shared
+
+
 def test_a_negative_zero_float_is_stored_and_rendered_as_zero(tmp_path: Path) -> None:
     """A probe: -0.0 passed `min = 0` and reached argv as `-0.0`, an option to `sleep`."""
     text = 'command = ["sleep", "{seconds}"]\n[params.seconds]\ntype = "float"\nmin = 0\n'

@@ -15,6 +15,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     ValidationError,
     create_model,
     model_validator,
@@ -62,7 +65,8 @@ class ParamDecl(BaseModel):
     min: int | Annotated[float, Field(allow_inf_nan=False)] | None = None
     max: int | Annotated[float, Field(allow_inf_nan=False)] | None = None
     max_length: int | None = Field(default=None, ge=1, le=1_000_000)
-    choices: list[str | int | float] | None = None
+    # strict: `true` was read as 1 (published as an integer, refused as a boolean)
+    choices: list[StrictStr | StrictInt | StrictFloat] | None = None
     required: bool | None = None
     max_depth: int | None = Field(default=None, ge=1, description="json: nesting depth")
     max_keys: int | None = Field(default=None, ge=1, description="json: keys per object")
@@ -75,12 +79,24 @@ class ParamDecl(BaseModel):
         description="file: where it lands in the workspace (default inputs/NAME/FILE_NAME)",
     )  # fmt: skip
 
+    def _values_coherent(self) -> None:
+        # 1 and 1.0 are one JSON number
+        if self.choices and len({(isinstance(c, str), c) for c in self.choices}) < len(
+            self.choices
+        ):
+            raise ValueError("`choices` names a value twice")
+        if self.type == "float" and any(
+            isinstance(b, int) and abs(b) > sys.float_info.max for b in (self.min, self.max)
+        ):
+            raise ValueError("`min`/`max` of a float param lie beyond a double's range")
+
     @model_validator(mode="after")
     def _coherent(self) -> ParamDecl:
         if self.type == "enum" and not self.choices:
             raise ValueError("an enum param needs a non-empty `choices` list")
         if self.type != "enum" and self.choices is not None:
             raise ValueError("`choices` is only for enum params")
+        self._values_coherent()
         if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
             raise ValueError("`min`/`max` are only for int and float params")
         if self.max_length is not None and self.type not in ("str", "json"):
