@@ -405,6 +405,29 @@ def test_what_would_make_a_job_costly_or_ambiguous_is_a_load_error(
         load_job(write(tmp_path, "costly", text))
 
 
+@pytest.mark.parametrize(
+    ("text", "words", "of_host"),
+    [
+        # a probe: each loaded, and every run failed
+        ('command = [""]\n', "the program, is empty", False),
+        ('command = ["x"]\nworkspace = "git:../repo@"\n', "invalid git ref", False),
+        ('command = ["x"]\nworkspace = "git:../repo@--upload-pack=x"\n', "invalid git ref", False),
+        ('command = ["x"]\nworkspace = "git:https://example.com/x.git"\n', "local paths", False),
+        ('command = ["x"]\nworkspace = "copy:missing"\n', "no directory here", True),
+        ('command = ["x"]\nrun_as = "no_such_user_here"\n', "no user", True),
+    ],
+)
+def test_what_every_run_would_fail_on_is_a_load_error(
+    tmp_path: Path, text: str, words: str, of_host: bool
+) -> None:
+    with pytest.raises(LoadError, match=words) as refused:
+        load_job(write(tmp_path, "doomed", text))
+    assert refused.value.of_host is of_host  # the host's: looked at again at each scan
+    (tmp_path / "missing").mkdir()
+    if "copy:missing" in text:
+        assert load_job(write(tmp_path, "doomed", text)).spec.workspace == "copy:missing"
+
+
 def test_a_job_within_the_bounds_loads(tmp_path: Path) -> None:
     job = load_job(write(tmp_path, "wide", _params(256, '{{type = "int", default = {i}}}')))
     assert len(job.spec.params) == 256

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from runyard import failpoints
+from runyard.jobs.workspace_source import split_source
 
 
 class WorkspaceError(Exception):
@@ -21,14 +22,10 @@ class WorkspaceError(Exception):
 
 def resolve_source(spec: str, jobs_dir: Path) -> tuple[str, Path, str | None]:
     """Split `copy:DIR` / `git:REPO[@REF]` into (kind, absolute source, ref)."""
-    kind, _, rest = spec.partition(":")
-    ref = None
-    if kind == "git" and "@" in rest:
-        rest, ref = rest.rsplit("@", 1)
-        if not ref or ref.startswith("-"):
-            raise WorkspaceError(f"invalid git ref {ref!r}")
-    if "://" in rest or rest.startswith("-"):
-        raise WorkspaceError("workspace sources are local paths")
+    try:
+        kind, rest, ref = split_source(spec)
+    except ValueError as exc:  # a job loaded by an older version may hold one
+        raise WorkspaceError(str(exc)) from None
     return kind, (jobs_dir / rest).resolve(), ref
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pwd
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from runyard.jobs.params import (
 from runyard.jobs.reading import MAX_DEPTH, UnreadableError, read_job_toml
 from runyard.jobs.sandbox import Sandbox, SandboxPolicy, check
 from runyard.jobs.template import BUILTINS, TemplateError, placeholders, render
+from runyard.jobs.workspace_source import split_source
 
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -206,10 +208,8 @@ class JobSpec(BaseModel):
     @field_validator("workspace")
     @classmethod
     def _workspace(cls, v: str) -> str:
-        if v != "empty" and not v.startswith(("copy:", "git:")):
-            raise ValueError("workspace is `empty`, `copy:DIR` or `git:REPO[@REF]`")
-        if v.startswith(("copy:", "git:")) and not v.split(":", 1)[1]:
-            raise ValueError("workspace source is empty")
+        if v != "empty":
+            split_source(v)  # a ref or a URL every run would refuse: refused here (a probe)
         return v
 
     @property
@@ -329,6 +329,7 @@ def load_job(
     except ValidationError as exc:
         raise LoadError(path, _describe(exc)) from None
     spec = _sandboxed(path, spec, sandbox or SandboxPolicy())
+    _check_host(path, spec)
     _check_bounds(path, spec, ceiling or JsonCeiling())
     model = build_params_model(spec.name, spec.params)
     _check_defaults(path, spec, model)
@@ -369,3 +370,24 @@ def _sandboxed(path: Path, spec: JobSpec, policy: SandboxPolicy) -> JobSpec:
     if spec.sandbox is not None and (why := check(spec.sandbox, policy)) is not None:
         raise LoadError(path, why, of_host=True)
     return spec
+
+
+def _check_host(path: Path, spec: JobSpec) -> None:
+    """What would fail every run, found where the job is loaded (a probe loaded each and
+    failed every run): no program to run; a `copy:`/`git:` source that is no directory here,
+    or a `run_as` user this host lacks (the host's: looked at again at each scan)."""
+    if not spec.command[0]:
+        raise LoadError(path, "command: its first element, the program, is empty")
+    if spec.workspace != "empty" and spec.executor == "local":
+        kind, source, _ = split_source(spec.workspace)
+        if not (path.parent / source).is_dir():
+            raise LoadError(
+                path, f"workspace: the {kind} source {source!r} is no directory here",
+                of_host=True,
+            )  # fmt: skip
+    if spec.run_as is not None:
+        try:
+            pwd.getpwnam(spec.run_as)
+        except KeyError:
+            why = f"run_as: this host has no user {spec.run_as!r}"
+            raise LoadError(path, why, of_host=True) from None
