@@ -419,9 +419,13 @@ def test_a_schedule_whose_fires_make_no_run_says_why_and_logs_it_once(
         assert s["last_error"].startswith("params no longer valid: "), s["last_error"]
         (shown,) = srv.get("/health").json()["scheduler"]["schedules"]
         assert (shown["fail_count"], shown["last_error"]) == (2, s["last_error"])
+        echo.write_text("command = [")  # a file that fails to load is no missing job
+        s = tick(srv, sid, MINUTE)
+        assert s["fail_count"] == 3
+        assert s["last_error"].startswith("job 'echo' cannot be loaded: "), s["last_error"]
         echo.unlink()
         s = tick(srv, sid, MINUTE)
-        assert (s["fail_count"], s["last_error"]) == (3, "job 'echo' does not exist")
+        assert (s["fail_count"], s["last_error"]) == (4, "job 'echo' does not exist")
         # a probe: changing its params was a 404 naming `body.job`, which the PATCH had not
         # sent (a client takes a 404 for the schedule gone); a pause is still taken
         path = f"/v1/schedules/{sid}"
@@ -433,10 +437,13 @@ def test_a_schedule_whose_fires_make_no_run_says_why_and_logs_it_once(
         assert srv.request("PATCH", path, json={"paused": False}).status_code == 200
         echo.write_text(JOBS["echo"])
         s = tick(srv, sid, MINUTE)
-        assert (s["fire_count"], s["fail_count"], s["last_error"]) == (1, 3, None)
+        assert (s["fire_count"], s["fail_count"], s["last_error"]) == (1, 4, None)
         assert len(runs_of(srv, sid)) == 1
     said = [e["event"] for e in logs if e.get("schedule_id") == sid]
-    assert said == ["schedule_params_invalid", "schedule_job_missing", "schedule_fires_again"]
+    assert said == [
+        "schedule_params_invalid", "schedule_job_unloadable", "schedule_job_missing",
+        "schedule_fires_again",
+    ]  # fmt: skip
 
 
 def test_a_catch_up_the_store_refuses_is_tried_again(

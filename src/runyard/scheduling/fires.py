@@ -25,8 +25,14 @@ async def new_run_of(
     s: Schedule, registry: JobRegistry, files: FileParams | None, clock: Clock
 ) -> tuple[Job, Run] | str:
     """The run a fire of `s` makes, or why it makes none."""
-    job = await registry.get(s.job)
+    snapshot = await registry.snapshot()
+    job = snapshot.jobs.get(s.job)
     if job is None:
+        # a file that fails to load is no missing job: its owner is told what to fix
+        if (error := snapshot.errors.get(f"{s.job}.toml")) is not None:
+            return _refused(
+                s, "schedule_job_unloadable", f"job {s.job!r} cannot be loaded: {error}"
+            )
         return _refused(s, "schedule_job_missing", f"job {s.job!r} does not exist")
     try:
         values = job.validate_params(s.params)
