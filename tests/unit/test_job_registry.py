@@ -96,3 +96,45 @@ def test_a_jobs_directory_gone_or_unreadable_declares_no_job_and_brings_none_bac
     jobs.unlink()
     (tmp_path / "jobs.bak").rename(jobs)
     assert sorted(registry.scan().jobs) == ["good"]
+
+
+def test_lookups_during_a_rescan_are_answered_from_the_last_one(tmp_path: Path) -> None:
+    """A probe: one rescan of slow files held every lookup (a submit waited 36 s)."""
+    import asyncio
+
+    asyncio.run(_lookups_during_a_rescan(tmp_path))
+
+
+async def _lookups_during_a_rescan(tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    from runyard.jobs.registry import JobRegistry, JobSnapshot
+
+    release, entered = threading.Event(), threading.Event()
+
+    class Slow(JobRegistry):
+        slow = False
+
+        def scan(self) -> JobSnapshot:
+            if self.slow:
+                entered.set()
+                release.wait(30)  # the slow files, held until the test has looked
+            return super().scan()
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "a.toml").write_text('command = ["true"]\n')
+    registry = Slow(jobs, refresh_s=0)
+    assert await registry.get("a") is not None  # the first scan: waited for, there is no other
+    (jobs / "b.toml").write_text('command = ["true"]\n')
+    registry.slow = True
+    rescan = asyncio.create_task(registry.snapshot())
+    assert await asyncio.to_thread(entered.wait, 5)
+    assert await asyncio.wait_for(registry.get("a"), 5) is not None  # not behind the rescan
+    new = asyncio.create_task(registry.get("b"))  # not in the last scan: waits for this one
+    await asyncio.sleep(0.05)
+    assert not new.done()
+    release.set()
+    assert "b" in (await rescan).jobs
+    assert await new is not None

@@ -82,6 +82,12 @@ class JobRegistry:
         return any(job.spec.sandbox is not None for job in self._snapshot.jobs.values())
 
     async def get(self, name: str) -> Job | None:
+        last = self._snapshot.jobs.get(name)
+        if last is not None and self._lock.locked():
+            # a rescan is under way: a job the last one had answers meanwhile (a probe: twenty
+            # slow files held a submit of an unchanged job 36 s behind the scan); one it did
+            # not have may be new, and is waited for
+            return last
         return (await self.snapshot()).jobs.get(name)
 
     def scan(self) -> JobSnapshot:
