@@ -75,10 +75,11 @@ def test_a_device_fifo_or_socket_in_the_source_fails_the_copy_naming_it(tmp_path
             s.bind(str(path))
 
     makers = {
-        "a character device": lambda p: os.mknod(p, stat.S_IFCHR | 0o600, os.makedev(1, 5)),
         "a FIFO": os.mkfifo,
         "a socket": sock,
-    }  # /dev/zero's numbers for the device
+    }
+    if os.geteuid() == 0:  # making a device node takes CAP_MKNOD; /dev/zero's numbers
+        makers["a character device"] = lambda p: os.mknod(p, stat.S_IFCHR | 0o600, os.makedev(1, 5))
     for kind, make in makers.items():
         make(tree / "odd")
         with pytest.raises(workspace.WorkspaceError, match=kind) as raised:

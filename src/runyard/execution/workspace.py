@@ -78,15 +78,31 @@ def _copy_file(src: str, dst: str) -> str:
         _regular(src, os.fstat(fd).st_mode)  # what was opened, if it was swapped meanwhile
         out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            offset = 0
-            while sent := os.sendfile(out, fd, offset, 1 << 30):
-                offset += sent
+            _copy_bytes(fd, out)
         finally:
             os.close(out)
     finally:
         os.close(fd)
     shutil.copystat(src, dst, follow_symlinks=False)
     return dst
+
+
+def _copy_bytes(source: int, target: int) -> None:
+    """sendfile, or read and write where the file system takes no sendfile (as shutil falls
+    back: an error before the first byte that is not the disk's)."""
+    offset = 0
+    try:
+        while sent := os.sendfile(target, source, offset, 1 << 30):
+            offset += sent
+    except OSError as exc:
+        if offset or exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise
+    else:
+        return
+    while chunk := os.read(source, 1 << 20):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(target, view) :]
 
 
 def _regular(src: str, mode: int) -> None:

@@ -79,16 +79,18 @@ class ParamDecl(BaseModel):
         description="file: where it lands in the workspace (default inputs/NAME/FILE_NAME)",
     )  # fmt: skip
 
-    def _values_coherent(self) -> None:
+    def load_problem(self, name: str) -> str | None:
+        """What a load refuses that a spec stored with a run by an older version may hold."""
         # 1 and 1.0 are one JSON number
         if self.choices and len({(isinstance(c, str), c) for c in self.choices}) < len(
             self.choices
         ):
-            raise ValueError("`choices` names a value twice")
+            return f"params.{name}.choices names a value twice"
         if self.type == "float" and any(
             isinstance(b, int) and abs(b) > sys.float_info.max for b in (self.min, self.max)
-        ):
-            raise ValueError("`min`/`max` of a float param lie beyond a double's range")
+        ):  # refused before its model is built, which raised OverflowError
+            return f"params.{name}: `min`/`max` of a float param lie beyond a double's range"
+        return None
 
     @model_validator(mode="after")
     def _coherent(self) -> ParamDecl:
@@ -96,7 +98,6 @@ class ParamDecl(BaseModel):
             raise ValueError("an enum param needs a non-empty `choices` list")
         if self.type != "enum" and self.choices is not None:
             raise ValueError("`choices` is only for enum params")
-        self._values_coherent()
         if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
             raise ValueError("`min`/`max` are only for int and float params")
         if self.max_length is not None and self.type not in ("str", "json"):
@@ -193,9 +194,9 @@ def _annotation(decl: ParamDecl) -> Any:
 def _whole(value: Any) -> Any:
     """A JSON number without a fraction is an integer, as JSON Schema (and `params_schema`)
     has it: `1.0` and `1e2` were refused where the published schema takes them. Only where a
-    double holds every integer (|x| <= 2^53): past it the number read is not always the one
+    double holds every integer (|x| < 2^53): from there the number read is not always the one
     written (`12345678901234567891.0` reads as ...7168), and is refused, not run rounded."""
-    if type(value) is float and value.is_integer() and abs(value) <= 2**53:
+    if type(value) is float and value.is_integer() and abs(value) < 2**53:
         return int(value)
     return value
 

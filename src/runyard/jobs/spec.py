@@ -130,9 +130,7 @@ class JobSpec(BaseModel):
     name: str
     description: str = ""
     command: list[str] = Field(min_length=1)
-    # each param is in every listing of the jobs and every run's validation: bounded, as the
-    # file is (a probe: 10,000 params took 1.2 s to load, 5,000 json ones a 63 MB listing)
-    params: dict[str, ParamDecl] = Field(default_factory=dict, max_length=MAX_PARAMS)
+    params: dict[str, ParamDecl] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
     kill_grace_s: float = Field(default=10.0, ge=0, le=3600)
     max_attempts: int = Field(default=1, ge=1, le=100)
@@ -208,8 +206,10 @@ class JobSpec(BaseModel):
     @field_validator("workspace")
     @classmethod
     def _workspace(cls, v: str) -> str:
-        if v != "empty":
-            split_source(v)  # a ref or a URL every run would refuse: refused here (a probe)
+        if v != "empty" and not v.startswith(("copy:", "git:")):
+            raise ValueError("workspace is `empty`, `copy:DIR` or `git:REPO[@REF]`")
+        if v.startswith(("copy:", "git:")) and not v.split(":", 1)[1]:
+            raise ValueError("workspace source is empty")
         return v
 
     @property
@@ -346,7 +346,15 @@ def load_job(
 
 
 def _check_bounds(path: Path, spec: JobSpec, ceiling: JsonCeiling) -> None:
+    """What a load refuses and a spec stored with a run (`from_stored`) keeps: an older
+    version's load took it."""
+    if len(spec.params) > MAX_PARAMS:
+        # each is in every listing of the jobs and every run's validation (a probe: 10,000
+        # params took 1.2 s to load, 5,000 json ones made a 63 MB listing)
+        raise LoadError(path, f"params: {len(spec.params)} of them, over {MAX_PARAMS}")
     for name, decl in spec.params.items():
+        if (problem := decl.load_problem(name)) is not None:
+            raise LoadError(path, problem)
         if decl.type == "json":
             try:
                 decl.check_ceiling(name, ceiling)
@@ -378,13 +386,21 @@ def _check_host(path: Path, spec: JobSpec) -> None:
     or a `run_as` user this host lacks (the host's: looked at again at each scan)."""
     if not spec.command[0]:
         raise LoadError(path, "command: its first element, the program, is empty")
-    if spec.workspace != "empty" and spec.executor == "local":
+    if spec.workspace == "empty":
+        return _check_user(path, spec)
+    try:  # a ref or a URL every run would refuse (a probe)
         kind, source, _ = split_source(spec.workspace)
-        if not (path.parent / source).is_dir():
-            raise LoadError(
+    except ValueError as exc:
+        raise LoadError(path, f"workspace: {exc}") from None
+    if spec.executor == "local" and not (path.parent / source).is_dir():
+        raise LoadError(
                 path, f"workspace: the {kind} source {source!r} is no directory here",
                 of_host=True,
             )  # fmt: skip
+    return _check_user(path, spec)
+
+
+def _check_user(path: Path, spec: JobSpec) -> None:
     if spec.run_as is not None:
         try:
             pwd.getpwnam(spec.run_as)

@@ -82,7 +82,10 @@ async def changed(
                 f"the schedule's job {s.job!r} is no longer declared: only paused, overlap "
                 "and catch_up can be changed until it is again (or the schedule deleted)"
             )
-        await check_request(registry, files, min_interval_s, s.job, params, cron, interval, now)
+        try:
+            await check_request(registry, files, min_interval_s, s.job, params, cron, interval, now)
+        except NotFoundError:  # removed between the two looks: the same answer
+            raise ConflictError(f"the schedule's job {s.job!r} is no longer declared") from None
     resumed = s.paused and changes.get("paused") is False
     t = replace(s, params=params, cron=cron, interval_s=interval)
     for key in ("overlap", "catch_up", "paused"):

@@ -174,7 +174,13 @@ class Attempts:
         run = await self.store.get_run(run_id)
         flagged = run is not None and run.cancel_requested and run.attempt == number
         if flagged and run_id not in self._cancel_pending:
-            await self.request_cancel(run_id, number)
+            told = False
+            try:
+                self._cancel_pending.add(run_id)
+                told = await self.executor.cancel(run_id, number)
+            finally:
+                if not told:  # the supervisor away: asked again at the next pass or re-check
+                    self._cancel_pending.discard(run_id)
 
     async def _track(self, run_id: str, number: int, *, fresh: bool) -> None:
         try:
