@@ -79,6 +79,11 @@ def _tcp_sockets() -> list[tuple[int, int, str]]:
     return found
 
 
+def _socket_inodes_to(ports: set[int]) -> set[str]:
+    """Inodes of TCP sockets (any process) whose remote end is one of `ports`."""
+    return {inode for _, remote, inode in _tcp_sockets() if remote in ports}
+
+
 def _socket_inodes(pid: int) -> set[str]:
     inodes = set()
     with contextlib.suppress(OSError):
