@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +166,17 @@ def measure(server: ServerProcess, peers: Collection[ServerProcess] = ()) -> Hel
 
 
 def _idle(server: ServerProcess) -> bool:
-    """No run of this server queued or running (/health is public, no token needed)."""
+    """No run of this server queued or running: read from its SQLite store when it has one
+    (current once the last end is written: /health's snapshot is rebuilt on its own schedule,
+    up to a second or two later, which every test's teardown waited out), else from /health
+    (public, no token needed)."""
+    db = server.data_dir / "runyard.db"
+    if db.exists():
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(db)) as conn:
+            (left,) = conn.execute(
+                "SELECT count(*) FROM runs WHERE state IN ('queued', 'running')"
+            ).fetchone()
+            return bool(left == 0)
     try:
         health = web.get(f"{server.url}/health", timeout=10).json()
     except (httpx.HTTPError, ValueError):
