@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import pwd
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pydantic import (
 
 from runyard import fastjson
 from runyard.bounds import json_problem
-from runyard.jobs import retry_on
+from runyard.jobs import retry_on, run_needs
 from runyard.jobs.chat import OpenAIOptions
 from runyard.jobs.params import (
     JsonCeiling,
@@ -37,7 +36,6 @@ from runyard.jobs.params import (
 from runyard.jobs.reading import MAX_DEPTH, UnreadableError, read_job_toml
 from runyard.jobs.sandbox import Sandbox, SandboxPolicy, check
 from runyard.jobs.template import BUILTINS, TemplateError, placeholders, render
-from runyard.jobs.workspace_source import split_source
 
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -329,7 +327,8 @@ def load_job(
     except ValidationError as exc:
         raise LoadError(path, _describe(exc)) from None
     spec = _sandboxed(path, spec, sandbox or SandboxPolicy())
-    _check_host(path, spec)
+    if (need := run_needs.unmet(spec, path.parent)) is not None:
+        raise LoadError(path, need[0], of_host=need[1])
     _check_bounds(path, spec, ceiling or JsonCeiling())
     model = build_params_model(spec.name, spec.params)
     _check_defaults(path, spec, model)
@@ -378,32 +377,3 @@ def _sandboxed(path: Path, spec: JobSpec, policy: SandboxPolicy) -> JobSpec:
     if spec.sandbox is not None and (why := check(spec.sandbox, policy)) is not None:
         raise LoadError(path, why, of_host=True)
     return spec
-
-
-def _check_host(path: Path, spec: JobSpec) -> None:
-    """What would fail every run, found where the job is loaded (a probe loaded each and
-    failed every run): no program to run; a `copy:`/`git:` source that is no directory here,
-    or a `run_as` user this host lacks (the host's: looked at again at each scan)."""
-    if not spec.command[0]:
-        raise LoadError(path, "command: its first element, the program, is empty")
-    if spec.workspace == "empty":
-        return _check_user(path, spec)
-    try:  # a ref or a URL every run would refuse (a probe)
-        kind, source, _ = split_source(spec.workspace)
-    except ValueError as exc:
-        raise LoadError(path, f"workspace: {exc}") from None
-    if spec.executor == "local" and not (path.parent / source).is_dir():
-        raise LoadError(
-                path, f"workspace: the {kind} source {source!r} is no directory here",
-                of_host=True,
-            )  # fmt: skip
-    return _check_user(path, spec)
-
-
-def _check_user(path: Path, spec: JobSpec) -> None:
-    if spec.run_as is not None:
-        try:
-            pwd.getpwnam(spec.run_as)
-        except KeyError:
-            why = f"run_as: this host has no user {spec.run_as!r}"
-            raise LoadError(path, why, of_host=True) from None
