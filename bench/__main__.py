@@ -67,6 +67,14 @@ def throughput_section(base: Path, jobs: Path, capacities: list[int]) -> dict[st
         out[f"store_ops_c{c}"] = t.store_ops
         log(f"C={c}: floor {out[f'floor_c{c}']:.0f}/s, limit {out[f'limit_c{c}']:.0f}/s, "
             f"runyard {t.runs_per_s:.0f}/s")  # fmt: skip
+    if 8 in capacities:  # the same with the load generator this bench used before wrk
+        srv = server(base, jobs, "ry8-aiohttp", 8)
+        try:
+            t = runyard_e2e.throughput(srv, N, load="aiohttp")
+        finally:
+            srv.stop()
+        out["aiohttp_runyard_c8"], out["aiohttp_cpu_c8"] = t.runs_per_s, t.cpu_ms
+        log(f"C=8, aiohttp client: runyard {t.runs_per_s:.0f}/s")
     return out
 
 
@@ -123,6 +131,7 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
     """The peers' runs, and the head-to-head rounds of runyard and Celery (interleaved)."""
     plog = base / "peers.log"
     head: list[float] = []
+    head_aiohttp: list[float] = []  # the same rounds with aiohttp as the load generator
     server_cpu: list[float] = []
     wake_us: list[float] = []
     python_ms: list[float] = []
@@ -136,6 +145,11 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
             t = runyard_e2e.throughput(srv, N)
             head.append(t.runs_per_s)
             server_cpu.append(t.cpu_ms["server"])
+        finally:
+            srv.stop()
+        srv = server(base, jobs, "head-aiohttp", 8)
+        try:
+            head_aiohttp.append(runyard_e2e.throughput(srv, N, load="aiohttp").runs_per_s)
         finally:
             srv.stop()
 
@@ -169,6 +183,7 @@ def peers_section(base: Path, jobs: Path) -> tuple[dict[str, Any], dict[str, lis
     log(f"celery latency {out['celery']['latency']}")
     head_to_head = {
         "runyard": head,
+        "runyard_aiohttp": head_aiohttp,
         "celery_bare": [r["bare"] for r in celery["rounds"]],
         "celery_fair": [r["fair"] for r in celery["rounds"]],
         "runyard_server_cpu": server_cpu,

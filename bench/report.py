@@ -78,6 +78,11 @@ def write_report(r: dict[str, Any], docs: Path) -> None:
     fan = r["fanout"]
     deep = r["deep"]
     plot(r, docs / "benchmarks.png")
+    t8a = (
+        f"{t['aiohttp_runyard_c8']:.0f} runs/s against {t['runyard_c8']:.0f} with wrk"
+        if "aiohttp_runyard_c8" in t
+        else "not measured"
+    )
     rows = "\n".join(
         f"| {c} | {t[f'limit_c{c}']:.0f} | {t[f'floor_c{c}']:.0f} | {t[f'runyard_c{c}']:.0f} | "
         f"{t[f'runyard_c{c}'] / t[f'floor_c{c}']:.2f} | {t[f'runyard_c{c}'] / t[f'limit_c{c}']:.2f} | "
@@ -103,8 +108,12 @@ Machine: {machine()}.
 
 Each run gets a fresh directory, a log file and a new session in every column. *Physical
 limit*: one process doing `posix_spawn` + reaping. *asyncio floor*: `create_subprocess_exec`.
-*runyard*: submitted over HTTP by 16 concurrent clients, first submit → last terminal state,
-with the supervisor, the store and every state change in between.
+*runyard*: submitted over HTTP by 16 concurrent keep-alive connections (wrk, one C thread:
+each posts the next run as soon as its last was answered), first submit → last terminal
+state, with the supervisor, the store and every state change in between. The load generator
+shares the machine's two cores with what it measures: aiohttp in the bench process, which
+this bench used before, costs about ten times wrk's CPU per submission (the *client* column
+below; at C = 8 with aiohttp: {t8a}).
 
 | C | limit runs/s | floor runs/s | runyard runs/s | runyard / floor | runyard / limit | dispatch p50 / p99 ms (loaded) |
 |---|---|---|---|---|---|---|
@@ -211,6 +220,10 @@ def _cpu_row(label: str, rate: float, cpu: dict[str, float], note: str = "") -> 
 def cpu_section(r: dict[str, Any]) -> str:
     t, d, peers = r["tmpfs"], r["disk"], r["peers"]
     rows = [_cpu_row("**runyard, C = 8, tmpfs**", t["runyard_c8"], t["cpu_c8"])]
+    if "aiohttp_cpu_c8" in t:
+        rows.append(_cpu_row(
+            "runyard, C = 8, tmpfs, aiohttp client", t["aiohttp_runyard_c8"], t["aiohttp_cpu_c8"]
+        ))  # fmt: skip
     rows += [
         _cpu_row(f"runyard, C = {c}, tmpfs", t[f"runyard_c{c}"], t[f"cpu_c{c}"]) for c in (1, 2)
     ]
@@ -227,11 +240,12 @@ def cpu_section(r: dict[str, Any]) -> str:
 The same throughput runs as above (runyard's rows are its throughput rows; the peers' are
 their runs at C = 8), each process's user + system CPU over the run divided by N: from the
 kernel's accounting (psutil `cpu_times` of the server, the supervisor and the peers' worker
-processes, before and after; `getrusage(RUSAGE_SELF)` of the bench process, which is the
-client), Redis from its `INFO cpu`. *Programs* is what the supervisor or the worker reaped:
+processes, before and after; `getrusage` of the bench process and of the children it
+reaped, which are the client: runyard's is wrk, a child, but for the row that says aiohttp),
+Redis from its `INFO cpu`. *Programs* is what the supervisor or the worker reaped:
 the kernel's time of ended children (`/bin/true` with its fork and exec). runyard's client
 only submits (16 keep-alive connections); the peers' client enqueues and fetches every
-result. runyard's window ends when the last run ended, waited for by reading the store's file,
+result (their protocol has no other client: Celery's, arq's and RQ's own Python libraries). runyard's window ends when the last run ended, waited for by reading the store's file,
 not by asking the server. *Cores busy* is total × runs/s: this machine has
 {os.cpu_count()}.
 

@@ -50,6 +50,7 @@ def issue16_section(r: dict[str, Any]) -> str:
     t, head = r["tmpfs"], r["head_to_head"]
     # the medians of the interleaved rounds: one slower stretch of the machine moves no ratio
     ry, cb, cf = (statistics.median(head[k]) for k in ("runyard", "celery_bare", "celery_fair"))
+    aio = head.get("runyard_aiohttp") or [float("nan")]
     server = statistics.median(head["runyard_server_cpu"])
     ry_idle, ry_warm, cl_idle, cl_warm = (
         statistics.median(head[k])
@@ -67,7 +68,8 @@ The ratios to Celery are those of medians over {len(head["runyard"])} interleave
 a runyard round (a fresh server, C = 8, N = {r["n"]} over HTTP) followed by Celery's bare and
 same-work rounds (one prefork worker of concurrency 8): this machine's speed drifts by ±15 %
 over minutes, and interleaving puts each slower stretch on both sides. Runs/s per round:
-runyard {_rounds(head["runyard"])}; Celery bare {_rounds(head["celery_bare"])}, same work
+runyard {_rounds(head["runyard"])} (with aiohttp submitting instead of wrk, each right after:
+{_rounds(head.get("runyard_aiohttp") or [])}); Celery bare {_rounds(head["celery_bare"])}, same work
 {_rounds(head["celery_fair"])}; the server's CPU per run in runyard's rounds
 {_round_ms(head["runyard_server_cpu"])} ms.{_wakes(head)} A single run's p50 is taken in each round too, after
 Celery's throughput, runyard's `Prefer: wait` and bare Celery's `delay().get()` taking turns
@@ -82,6 +84,7 @@ other rows are the single measurements above.
 | target | figure | |
 |---|---|---|
 | runyard ≥ 2× Celery with the same per-run work (C = 8) | {ry / cf:.2f}× | {ok(ry >= 2 * cf)} |
+| the same, aiohttp in the bench process as runyard's load generator (for comparison) | {statistics.median(aio) / cf:.2f}× | |
 | runyard ≥ 1.3× bare Celery (C = 8) | {ry / cb:.2f}× | {ok(ry >= 1.3 * cb)} |
 | runyard ≥ 0.5× the asyncio floor (C = 8) | {floor:.2f}× | {ok(floor >= 0.5)} |
 | server CPU per run ≤ 0.8 ms (C = 8; median of the rounds) | {server:.2f} ms | {ok(server <= 0.8)} |
