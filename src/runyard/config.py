@@ -103,6 +103,17 @@ class Settings(BaseModel):
         default=None, ge=1, le=1_000_000,
         description="requests at once, past which 503 (default: what the descriptor limit allows)",
     )  # fmt: skip
+    max_connections: int | None = Field(
+        default=None, ge=2, le=10_000_000,
+        description="connections open at once; past it the one idle longest is closed, or, "
+        "none idle, the new one refused with 503 (default: half what the descriptor limit "
+        "allows)",
+    )  # fmt: skip
+    max_connections_per_client: int | None = Field(
+        default=None, ge=1, le=10_000_000,
+        description="connections open at once from one address, past which 503 (default: "
+        "half of max_connections)",
+    )  # fmt: skip
     metrics_public: bool = Field(default=True, description="serve /metrics without a token")
     port: int = Field(default=8000, ge=0, le=65535)
     capacity: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=MAX_CAPACITY)

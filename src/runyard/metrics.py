@@ -51,6 +51,12 @@ class Metrics:
             "runyard_http_requests_refused", "Requests refused at RUNYARD_MAX_REQUESTS",
             registry=r,
         )  # fmt: skip
+        self.connections_cut = Counter(
+            "runyard_http_connections_cut",
+            "Connections refused at RUNYARD_MAX_CONNECTIONS(_PER_CLIENT), or closed idle to "
+            "make room for a new one",
+            ["why"], registry=r,
+        )  # fmt: skip
         self.store_latency = Histogram(
             "runyard_store_operation_seconds", "Store operation latency", ["operation"],
             buckets=LATENCY_BUCKETS, registry=r,

@@ -36,6 +36,7 @@ from typing import Any, cast
 import orjson
 
 from runyard.api.client_gone import ABORT_EXTENSION
+from runyard.cli.connection_cap import ConnectionCap
 from runyard.cli.head_with_body import HeadWithBody
 from runyard.cli.reset import reset
 from runyard.cli.write_stall import WriteStallGuard
@@ -73,8 +74,18 @@ def _malformed(reason: str) -> bytes:
     })  # fmt: skip
 
 
+def over_cap(detail: str) -> bytes:
+    """The answer to a connection past a connection cap, sent before anything is read."""
+    answer = problem_answer("503 Service Unavailable", {
+        "type": "urn:runyard:problem:out-of-resources", "title": "Out of resources",
+        "status": 503, "detail": detail,
+    })  # fmt: skip
+    return answer.replace(b"\r\n\r\n", b"\r\nretry-after: 1\r\n\r\n", 1)
+
+
 class HeaderDeadlineProtocol(WriteStallGuard):
     header_timeout_s: float  # set on the subclass with_header_timeout makes
+    cap: ConnectionCap | None = None  # the server's connections (cli/connection_cap.py)
     _deadline: asyncio.TimerHandle | None = None
     _cycle_at_arm: object = None
     # Where httptools' parser is (its callbacks: with h11 none is called, and h11 caps heads
@@ -94,6 +105,14 @@ class HeaderDeadlineProtocol(WriteStallGuard):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # an answer's head and body leave in one send (head_with_body.py)
         super().connection_made(HeadWithBody(cast(asyncio.Transport, transport), self.loop))
+        if self.cap is not None:
+            peer = transport.get_extra_info("peername")
+            refused = self.cap.admit(self, peer[0] if isinstance(peer, tuple) and peer else "")
+            if refused is not None:  # answered at once, nothing of it read, and closed
+                self._refused = True
+                self.transport.write(over_cap(refused))
+                self.transport.close()
+                return
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -105,8 +124,7 @@ class HeaderDeadlineProtocol(WriteStallGuard):
         self._begun, self._read_len = 0, len(data)
         super().data_received(data)
         upgraded = self.transport.get_protocol() is not self  # a websocket now owns it
-        if upgraded or self.cycle is not self._cycle_at_arm or self.transport.is_closing():
-            self._disarm()
+        self._after_read(upgraded)
         if upgraded or self.transport.is_closing() or self._refused:
             return
         if not self._in_head:
@@ -125,6 +143,14 @@ class HeaderDeadlineProtocol(WriteStallGuard):
             self._uncounted = True  # measured whole once it is complete (on_headers_complete)
         if self._head_bytes > MAX_HEAD_BYTES:
             self._refuse(TOO_LARGE)
+
+    def _after_read(self, upgraded: bool) -> None:
+        if upgraded or self.cycle is not self._cycle_at_arm or self.transport.is_closing():
+            self._disarm()
+        if upgraded and self.cap is not None:  # its place among the connections goes along
+            socket = self.transport.get_protocol()
+            self.cap.hand_over(self, socket)
+            socket.connection_cap = self.cap  # released at its end (ws_guard.py)
 
     def on_message_begin(self) -> None:
         if self._refused:
@@ -160,6 +186,8 @@ class HeaderDeadlineProtocol(WriteStallGuard):
             raise
         if self.cycle is not cycle:  # a request made (not an upgrade, which leaves us)
             self._open += 1
+            if self.cap is not None:
+                self.cap.working(self)
 
     def _check_trailers(self) -> None:
         """A chunked body's trailer fields, which uvicorn adds to the head's: capped as a head
@@ -257,6 +285,8 @@ class HeaderDeadlineProtocol(WriteStallGuard):
         super().on_response_complete()  # the next request of a pipeline starts
         if self._answering():
             return
+        if self.cap is not None:
+            self.cap.waiting(self)
         if self._refusal is not None:
             answer, self._refusal = self._refusal, None
             self._send_refusal(answer)
@@ -283,6 +313,8 @@ class HeaderDeadlineProtocol(WriteStallGuard):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self.cap is not None:
+            self.cap.release(self)
         super().connection_lost(exc)
 
     def _awaiting_head(self) -> bool:
@@ -292,6 +324,14 @@ class HeaderDeadlineProtocol(WriteStallGuard):
     def _arm(self) -> None:
         self._cycle_at_arm = self.cycle
         self._deadline = self.loop.call_later(self.header_timeout_s, self._expired)
+        if self.cap is not None:
+            self.cap.waiting(self)
+
+    def close_idle(self) -> None:
+        """Closed to make room for a new connection (cli/connection_cap.py): it has no
+        request in progress, as when its keep-alive ends."""
+        self._disarm()
+        self.transport.close()
 
     def _disarm(self) -> None:
         if self._deadline is not None:
@@ -304,10 +344,12 @@ class HeaderDeadlineProtocol(WriteStallGuard):
             self.transport.close()
 
 
-def with_header_timeout(header_timeout_s: float, stall_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's protocol class with this deadline and this cut of a client that stopped
-    reading (uvicorn makes one per connection)."""
+def with_header_timeout(
+    header_timeout_s: float, stall_s: float, cap: ConnectionCap | None = None
+) -> type[asyncio.Protocol]:
+    """uvicorn's protocol class with this deadline, this cut of a client that stopped
+    reading, and this cap on connections (uvicorn makes one per connection)."""
     return type(
         "HeaderDeadlineProtocol", (HeaderDeadlineProtocol,),
-        {"header_timeout_s": header_timeout_s, "stall_s": stall_s},
+        {"header_timeout_s": header_timeout_s, "stall_s": stall_s, "cap": cap},
     )  # fmt: skip

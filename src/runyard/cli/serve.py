@@ -23,6 +23,7 @@ import uvicorn
 
 from runyard.auth import AuthConfigError, load_tokens
 from runyard.cli import log_output
+from runyard.cli.connection_cap import ConnectionCap, default_max_connections, default_per_client
 from runyard.cli.data_entries import entries_problem
 from runyard.cli.early_stop import EarlyStop
 from runyard.cli.header_timeout import with_header_timeout
@@ -312,6 +313,11 @@ def serve(settings: Settings, early: EarlyStop | None = None) -> None:
         log.warning("min_free_below_wal_bound", min_free_mb=settings.min_free_mb,
                     wal_bound_mb=WAL_LIMIT_BYTES // 2**20)  # fmt: skip
     runtime = Runtime(settings)
+    most = settings.max_connections or default_max_connections()
+    connections = ConnectionCap(
+        most, settings.max_connections_per_client or default_per_client(most),
+        runtime.metrics.connections_cut,
+    )  # fmt: skip
     config = uvicorn.Config(
         create_app(settings, runtime),
         host=settings.host,
@@ -320,7 +326,7 @@ def serve(settings: Settings, early: EarlyStop | None = None) -> None:
         log_config=None,
         access_log=False,
         proxy_headers=False,
-        http=with_header_timeout(settings.header_timeout_s, stall_s(settings)),
+        http=with_header_timeout(settings.header_timeout_s, stall_s(settings), connections),
         # runyard reads no client message but a close: a message is bounded small, nothing
         # is inflated, and a peer that stops answering pings is closed (cli/ws_guard.py)
         ws=GuardedWebSocket,

@@ -26,6 +26,7 @@ from typing import Any, cast
 import structlog
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from runyard.cli.connection_cap import ConnectionCap
 from runyard.cli.header_timeout import problem_answer
 from runyard.cli.reset import reset
 
@@ -66,6 +67,8 @@ class _ClosingTransport:
 
 class GuardedWebSocket(WebSocketsSansIOProtocol):
     _frames_in_message = 0
+    # the connection's place among the server's, handed over at the upgrade (header_timeout.py)
+    connection_cap: ConnectionCap | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guarded = _ClosingTransport(cast(asyncio.Transport, transport), self.loop)
@@ -73,6 +76,8 @@ class GuardedWebSocket(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         cast(_ClosingTransport, self.transport).forget()
+        if self.connection_cap is not None:
+            self.connection_cap.release(self)
         super().connection_lost(exc)
 
     def eof_received(self) -> None:

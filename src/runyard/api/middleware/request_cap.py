@@ -30,17 +30,25 @@ from runyard.api.middleware.answer import send_problem
 log = structlog.get_logger("runyard.http")
 
 EXEMPT = ("/health", "/metrics")  # /health, /health/live, /health/ready, /metrics
-FDS_PER_REQUEST = 3  # its socket, an open file, a relayed connection
 FDS_KEPT = 256  # the store, logs, the supervisor, listings, spawns, the listener: never theirs
 TOLD_EVERY_S = 1.0  # refusals come in floods: one log line a second says how many
 
 
-def default_max_requests() -> int:
-    """What the process's descriptor limit allows, each request at its most."""
+def descriptor_budget() -> int:
+    """Descriptors the process may give its connections and requests: its soft limit, less
+    what the server keeps for itself."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max(16, (soft - FDS_KEPT) // FDS_PER_REQUEST)
+    return max(64, soft - FDS_KEPT)
+
+
+def default_max_requests() -> int:
+    """A quarter of the budget. A request at its most holds its connection's socket and two
+    more (an open file, a relayed connection); with every connection open that the
+    connection cap allows (half the budget, cli/connection_cap.py), the descriptors held stay
+    within the process's limit."""
+    return max(16, descriptor_budget() // 4)
 
 
 class RequestCap:

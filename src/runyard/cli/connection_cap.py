@@ -1,0 +1,136 @@
+"""At most `max_connections` connections at once, and `per_client` of them from one address.
+
+A connection holds a descriptor from its accept to its close, whether or not it asks for
+anything. `RUNYARD_MAX_REQUESTS` bounds the requests in progress (api/middleware/request_cap.py);
+a connection that sends nothing, or waits between two requests, held its socket all the same
+until the header deadline or the keep-alive's end cut it, and a client opening connections
+faster than those cut them took every descriptor of the server: `/health/live` unanswered,
+the store's and the exit files' opens failing (EMFILE), new connections refused for all.
+
+Past `per_client` connections from one address, a new one from it is answered at once:
+`503 out-of-resources` naming the limit, `Retry-After: 1`, and closed, before anything of it
+is read. At `max_connections`, the connection that has waited longest for a request (before
+its first, or between two: one the header deadline or the keep-alive would close anyway) is
+closed to make room, as a keep-alive's end closes it, which clients expect; only when every
+connection has a request in progress is the new one refused so. A kubelet's probe still gets
+in while one address floods the server with idle connections.
+
+The address is the peer's as the socket has it: behind a proxy, every connection comes from
+the proxy's, and `RUNYARD_MAX_CONNECTIONS_PER_CLIENT` is what the proxy may hold open.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import structlog
+from prometheus_client import Counter
+
+from runyard.api.middleware.request_cap import descriptor_budget
+
+log = structlog.get_logger("runyard.http")
+
+TOLD_EVERY_S = 1.0  # refusals come in floods: one log line a second says how many
+
+
+def default_max_connections() -> int:
+    """Half the descriptor budget: one each, and with every request at its most besides
+    (`default_max_requests`, a quarter of it at three each) within the process's limit."""
+    return max(32, descriptor_budget() // 2)
+
+
+def default_per_client(max_connections: int) -> int:
+    """Half of them: one address cannot take them all."""
+    return max(1, max_connections // 2)
+
+
+class Closable(Protocol):
+    def close_idle(self) -> None:
+        """Close the connection, which has no request in progress."""
+
+
+class ConnectionCap:
+    """The server's open connections, by peer address; shared by its connections' protocols."""
+
+    def __init__(self, max_connections: int, per_client: int, cut: Counter | None = None) -> None:
+        self.max_connections = max_connections
+        self.per_client = per_client
+        self.cut = cut  # /metrics: connections refused or closed to make room, by why
+        self._peer: dict[object, str] = {}  # a connection's protocol: its address
+        self._by_peer: dict[str, int] = {}
+        self._waiting: dict[Any, None] = {}  # Closable, no request in progress; oldest first
+        self._refused = 0  # since the last line that said so
+        self._told_at = 0.0
+
+    def __len__(self) -> int:
+        return len(self._peer)
+
+    def admit(self, conn: Closable, peer: str) -> str | None:
+        """None if `conn`, from `peer`, may stay open; else why not (for its 503)."""
+        if self._by_peer.get(peer, 0) >= self.per_client:
+            return self._refuse(
+                "per_client",
+                f"{self.per_client} connections from your address are open, its most "
+                "(RUNYARD_MAX_CONNECTIONS_PER_CLIENT); close one or try again shortly",
+            )
+        if len(self._peer) >= self.max_connections and not self._make_room():
+            return self._refuse(
+                "max_connections",
+                f"the server has {self.max_connections} connections open, each with a "
+                "request in progress, its most (RUNYARD_MAX_CONNECTIONS); try again shortly",
+            )
+        self._peer[conn] = peer
+        self._by_peer[peer] = self._by_peer.get(peer, 0) + 1
+        return None
+
+    def waiting(self, conn: Closable) -> None:
+        """`conn` has no request in progress: it may be closed to make room."""
+        if conn in self._peer:
+            self._waiting.pop(conn, None)
+            self._waiting[conn] = None  # the newest waiter is closed last
+
+    def working(self, conn: Closable) -> None:
+        self._waiting.pop(conn, None)
+
+    def hand_over(self, old: Closable, new: object) -> None:
+        """`old`'s connection goes on under `new` (upgraded to a WebSocket): it is counted
+        until `new` releases it, never closed to make room."""
+        peer = self._peer.pop(old, None)
+        self._waiting.pop(old, None)
+        if peer is not None:
+            self._peer[new] = peer
+
+    def release(self, conn: object) -> None:
+        """`conn` is closed: its place is free."""
+        self._waiting.pop(conn, None)
+        peer = self._peer.pop(conn, None)
+        if peer is None:
+            return
+        left = self._by_peer[peer] - 1
+        if left:
+            self._by_peer[peer] = left
+        else:
+            del self._by_peer[peer]
+
+    def _make_room(self) -> bool:
+        if not self._waiting:
+            return False
+        oldest = next(iter(self._waiting))
+        self.release(oldest)  # its descriptor goes with the close
+        oldest.close_idle()
+        if self.cut is not None:
+            self.cut.labels(why="made_room").inc()
+        return True
+
+    def _refuse(self, why: str, detail: str) -> str:
+        if self.cut is not None:
+            self.cut.labels(why=why).inc()
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._told_at >= TOLD_EVERY_S:
+            log.warning("connections_refused_at_cap", refused=self._refused, why=why,
+                        open=len(self._peer), max_connections=self.max_connections,
+                        per_client=self.per_client)  # fmt: skip
+            self._refused, self._told_at = 0, now
+        return detail

@@ -1,0 +1,199 @@
+"""At most RUNYARD_MAX_CONNECTIONS connections at once, RUNYARD_MAX_CONNECTIONS_PER_CLIENT of
+them from one address (cli/connection_cap.py): a connection that asks nothing held its
+descriptor all the same, and enough of them took every descriptor of the server. A real
+server; the connections are real sockets from several addresses of the loopback (all of
+127.0.0.0/8 is the machine's own)."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+from tests import web
+from tests.support import processes_of, wait_for
+
+pytestmark = pytest.mark.e2e
+
+HEALTH = b"GET /health/live HTTP/1.1\r\nhost: runyard\r\n\r\n"
+
+
+@pytest.fixture
+def jobs(write_job, jobs_dir: Path) -> Path:
+    write_job("hold", 'command = ["sleep", "600"]\n')
+    write_job("quick", 'command = ["true"]\n')
+    return jobs_dir
+
+
+def dial(port: int, source: str) -> socket.socket:
+    """A connection from `source` that asks nothing (yet)."""
+    sock = socket.socket()
+    sock.settimeout(10)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def answer(sock: socket.socket) -> bytes:
+    """What the server sends until it closes."""
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    return got
+
+
+def ask(sock: socket.socket, request: bytes = HEALTH) -> bytes:
+    """One request on a kept-alive connection: its answer's status line."""
+    sock.sendall(request)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed instead of answered: {got!r}"
+        got += chunk
+    return got.split(b"\r\n", 1)[0]
+
+
+def is_closed(sock: socket.socket) -> bool:
+    """Whether the server closed it (waited for up to 10 s)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except ConnectionResetError:
+        return False
+    finally:
+        sock.settimeout(10)
+
+
+def cut(url: str, why: str) -> float:
+    """runyard_http_connections_cut_total{why=...} in /metrics."""
+    for line in web.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(f'runyard_http_connections_cut_total{{why="{why}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_one_address_past_its_cap_is_answered_and_closed_and_others_get_in(
+    start_server, jobs
+) -> None:
+    server = start_server(jobs, env={"RUNYARD_MAX_CONNECTIONS": "100",
+                                     "RUNYARD_MAX_CONNECTIONS_PER_CLIENT": "4"})  # fmt: skip
+    held = [dial(server.port, "127.0.0.2") for _ in range(4)]
+    extra = dial(server.port, "127.0.0.2")
+    refused = answer(extra)  # before it sent anything
+    head, _, body = refused.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ")
+    assert b"content-type: application/problem+json" in head
+    assert b"retry-after: 1" in head
+    assert b"out-of-resources" in body and b"RUNYARD_MAX_CONNECTIONS_PER_CLIENT" in body
+    other = dial(server.port, "127.0.0.3")  # another address is not held back
+    assert ask(other) == b"HTTP/1.1 200 OK"
+    for sock in held:  # the four it holds are served as ever
+        assert ask(sock) == b"HTTP/1.1 200 OK"
+    assert cut(server.url, "per_client") == 1.0
+    for sock in [*held, extra, other]:
+        sock.close()
+
+    def admitted() -> bool:  # their places given back as they closed
+        socks = [dial(server.port, "127.0.0.2") for _ in range(4)]
+        try:
+            return all(ask(s) == b"HTTP/1.1 200 OK" for s in socks)
+        except (AssertionError, OSError):  # refused (503, closed) while the last ones close
+            return False
+        finally:
+            for s in socks:
+                s.close()
+
+    wait_for(admitted, what="four connections from the address again")
+
+
+def test_at_the_cap_the_connection_idle_longest_makes_room(start_server, jobs) -> None:
+    server = start_server(jobs, env={"RUNYARD_MAX_CONNECTIONS": "6",
+                                     "RUNYARD_MAX_CONNECTIONS_PER_CLIENT": "6"})  # fmt: skip
+    idle = [dial(server.port, "127.0.0.2") for _ in range(5)]
+    partial = dial(server.port, "127.0.0.2")
+    partial.sendall(b"GET /health/live HTTP/1.1\r\nhost")  # a head begun, never finished
+    assert ask(idle[1]) == b"HTTP/1.1 200 OK"  # asked and answered: idle again, and newest
+    newcomer = dial(server.port, "127.0.0.3")
+    assert ask(newcomer) == b"HTTP/1.1 200 OK"
+    assert is_closed(idle[0])  # the oldest with nothing asked made room, as a keep-alive ends
+    assert all(still_open(s) for s in [*idle[1:], partial])
+    newcomer2 = dial(server.port, "127.0.0.3")
+    assert ask(newcomer2) == b"HTTP/1.1 200 OK"
+    assert is_closed(idle[2])  # then the next oldest: idle[1] asked since
+    assert still_open(idle[1]) and still_open(partial)
+    assert cut(server.url, "made_room") >= 2.0
+    for sock in [*idle, partial, newcomer, newcomer2]:
+        sock.close()
+
+
+def test_with_every_connection_busy_a_new_one_is_refused_until_one_is_free(
+    start_server, jobs
+) -> None:
+    server = start_server(jobs, env={"RUNYARD_MAX_CONNECTIONS": "2",
+                                     "RUNYARD_MAX_CONNECTIONS_PER_CLIENT": "2"})  # fmt: skip
+    waits = [dial(server.port, "127.0.0.2") for _ in range(2)]
+    statuses: list[bytes] = []
+
+    def hold(sock: socket.socket) -> None:  # a request in progress until its run ends
+        statuses.append(ask(sock, b'POST /v1/runs HTTP/1.1\r\nhost: r\r\nprefer: wait=120\r\n'
+                                  b'content-type: application/json\r\ncontent-length: 15\r\n'
+                                  b'\r\n{"job": "hold"}'))  # fmt: skip
+
+    holders = [threading.Thread(target=hold, args=(s,)) for s in waits]
+    for t in holders:
+        t.start()
+
+    def stored() -> int:
+        with sqlite3.connect(server.data_dir / "runyard.db") as db:
+            return int(db.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+    wait_for(lambda: stored() == 2 and len(processes_of(server.data_dir)) == 2,
+             what="both waits in progress")  # fmt: skip
+    with dial(server.port, "127.0.0.3") as sock:
+        refused = answer(sock)
+    assert refused.startswith(b"HTTP/1.1 503 ")
+    assert b"RUNYARD_MAX_CONNECTIONS)" in refused
+    for proc in processes_of(server.data_dir):  # the runs end: both waits are answered
+        proc.kill()
+    for t in holders:
+        t.join(60)
+    assert len(statuses) == 2 and all(s.startswith(b"HTTP/1.1 200") for s in statuses)
+    later = dial(server.port, "127.0.0.3")  # kept alive, idle now: one makes room
+    assert ask(later) == b"HTTP/1.1 200 OK"
+    for sock in [*waits, later]:
+        sock.close()
+
+
+def test_a_websocket_gives_its_place_back_when_it_ends(start_server, jobs) -> None:
+    server = start_server(jobs, env={"RUNYARD_MAX_CONNECTIONS": "100",
+                                     "RUNYARD_MAX_CONNECTIONS_PER_CLIENT": "2"})  # fmt: skip
+    run = web.post(f"{server.url}/v1/runs", json={"job": "quick"}, timeout=10).json()
+    url = f"ws://127.0.0.1:{server.port}/v1/runs/{run['id']}/ws"
+    for _ in range(5):  # each upgraded connection counted, and released at its end
+        with connect(url, sock=dial(server.port, "127.0.0.2"), open_timeout=10):
+            pass  # upgraded: the connection is the websocket's now
+
+        def free() -> bool:
+            first, second = dial(server.port, "127.0.0.2"), dial(server.port, "127.0.0.2")
+            try:
+                return ask(second) == b"HTTP/1.1 200 OK"
+            except (AssertionError, OSError):  # refused (503, closed) until it is released
+                return False
+            finally:
+                first.close()
+                second.close()
+
+        wait_for(free, what="the websocket's place given back")
