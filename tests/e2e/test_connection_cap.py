@@ -9,11 +9,13 @@ from __future__ import annotations
 import socket
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
 
+from runyard.cli.connection_cap import MIN_IDLE_S
 from tests import web
 from tests.support import processes_of, wait_for
 
@@ -126,10 +128,12 @@ def test_at_the_cap_the_connection_idle_longest_makes_room(start_server, jobs) -
     partial = dial(server.port, "127.0.0.2")
     partial.sendall(b"GET /health/live HTTP/1.1\r\nhost")  # a head begun, never finished
     assert ask(idle[1]) == b"HTTP/1.1 200 OK"  # asked and answered: idle again, and newest
+    time.sleep(MIN_IDLE_S)  # one accepted a moment ago may have its request on the way
     newcomer = dial(server.port, "127.0.0.3")
     assert ask(newcomer) == b"HTTP/1.1 200 OK"
     assert is_closed(idle[0])  # the oldest with nothing asked made room, as a keep-alive ends
     assert all(still_open(s) for s in [*idle[1:], partial])
+    time.sleep(MIN_IDLE_S)  # the newcomer, idle now, is newer than the rest
     newcomer2 = dial(server.port, "127.0.0.3")
     assert ask(newcomer2) == b"HTTP/1.1 200 OK"
     assert is_closed(idle[2])  # then the next oldest: idle[1] asked since
@@ -171,6 +175,7 @@ def test_with_every_connection_busy_a_new_one_is_refused_until_one_is_free(
     for t in holders:
         t.join(60)
     assert len(statuses) == 2 and all(s.startswith(b"HTTP/1.1 200") for s in statuses)
+    time.sleep(MIN_IDLE_S)
     later = dial(server.port, "127.0.0.3")  # kept alive, idle now: one makes room
     assert ask(later) == b"HTTP/1.1 200 OK"
     for sock in [*waits, later]:

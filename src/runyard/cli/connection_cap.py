@@ -32,6 +32,9 @@ from runyard.api.middleware.request_cap import descriptor_budget
 log = structlog.get_logger("runyard.http")
 
 TOLD_EVERY_S = 1.0  # refusals come in floods: one log line a second says how many
+# A connection is closed to make room only once it has waited this long: a new one whose
+# request is on its way (accepted in the same turn of the loop, not read yet) is not idle.
+MIN_IDLE_S = 1.0
 
 
 def default_max_connections() -> int:
@@ -59,7 +62,8 @@ class ConnectionCap:
         self.cut = cut  # /metrics: connections refused or closed to make room, by why
         self._peer: dict[object, str] = {}  # a connection's protocol: its address
         self._by_peer: dict[str, int] = {}
-        self._waiting: dict[Any, None] = {}  # Closable, no request in progress; oldest first
+        # Closable -> since when it has had no request in progress; oldest first
+        self._waiting: dict[Any, float] = {}
         self._refused = 0  # since the last line that said so
         self._told_at = 0.0
 
@@ -88,7 +92,7 @@ class ConnectionCap:
         """`conn` has no request in progress: it may be closed to make room."""
         if conn in self._peer:
             self._waiting.pop(conn, None)
-            self._waiting[conn] = None  # the newest waiter is closed last
+            self._waiting[conn] = time.monotonic()  # the newest waiter is closed last
 
     def working(self, conn: Closable) -> None:
         self._waiting.pop(conn, None)
@@ -116,7 +120,9 @@ class ConnectionCap:
     def _make_room(self) -> bool:
         if not self._waiting:
             return False
-        oldest = next(iter(self._waiting))
+        oldest, since = next(iter(self._waiting.items()))
+        if time.monotonic() - since < MIN_IDLE_S:
+            return False
         self.release(oldest)  # its descriptor goes with the close
         oldest.close_idle()
         if self.cut is not None:

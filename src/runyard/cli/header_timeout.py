@@ -147,6 +147,8 @@ class HeaderDeadlineProtocol(WriteStallGuard):
     def _after_read(self, upgraded: bool) -> None:
         if upgraded or self.cycle is not self._cycle_at_arm or self.transport.is_closing():
             self._disarm()
+        if self.cap is not None and self._answering():  # (h11 calls no on_headers_complete)
+            self.cap.working(self)
         if upgraded and self.cap is not None:  # its place among the connections goes along
             socket = self.transport.get_protocol()
             self.cap.hand_over(self, socket)
@@ -285,13 +287,13 @@ class HeaderDeadlineProtocol(WriteStallGuard):
         super().on_response_complete()  # the next request of a pipeline starts
         if self._answering():
             return
-        if self.cap is not None:
-            self.cap.waiting(self)
         if self._refusal is not None:
             answer, self._refusal = self._refusal, None
             self._send_refusal(answer)
         elif self._eof:
             self.transport.close()
+        elif self.cap is not None and not self.transport.is_closing():
+            self.cap.waiting(self)  # kept alive for the next request
 
     def eof_received(self) -> bool | None:
         # The client half-closed: the event loop closes the transport itself once this returns
@@ -329,9 +331,13 @@ class HeaderDeadlineProtocol(WriteStallGuard):
 
     def close_idle(self) -> None:
         """Closed to make room for a new connection (cli/connection_cap.py): it has no
-        request in progress, as when its keep-alive ends."""
+        request in progress, as when its keep-alive ends. One whose last answer the client
+        has not taken whole is reset: a close would wait for it, its descriptor held."""
         self._disarm()
-        self.transport.close()
+        if self.transport.is_closing() or self.transport.get_write_buffer_size():
+            reset(self.transport)
+        else:
+            self.transport.close()
 
     def _disarm(self) -> None:
         if self._deadline is not None:

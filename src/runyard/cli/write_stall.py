@@ -52,9 +52,9 @@ class WriteStallGuard(_BASE):  # type: ignore[misc]
             self._stall = None
 
     def _stalled(self) -> None:
+        # A closing one too: a close waits for what the client does not take, its socket
+        # held for as long (an answer with `Connection: close` whose last bytes sat unread)
         self._stall = None
-        if self.transport.is_closing():
-            return
         cycle = self.cycle
         path = cycle.scope.get("path") if cycle is not None else None
         log.info("client_stalled", path=path, stall_s=self.stall_s)

@@ -23,6 +23,7 @@ from pydantic import (
 from runyard import fastjson
 from runyard.bounds import json_problem
 from runyard.jobs import retry_on, run_needs
+from runyard.jobs.argv_bounds import check_argv, may_pass_limits
 from runyard.jobs.chat import OpenAIOptions
 from runyard.jobs.params import (
     JsonCeiling,
@@ -257,13 +258,20 @@ class Job:
     params_model: type[BaseModel]
     schema: dict[str, Any]
     snapshot: dict[str, Any]  # the spec as JSON data, stored with each run (made once per load)
+    # whether the largest values its params allow could make its command too long to exec:
+    # then each submission's command is rendered and measured (argv_bounds.py)
+    argv_bound: bool = False
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        return validate_params(self.params_model, self.spec.params, params)
+        values = validate_params(self.params_model, self.spec.params, params)
+        if self.argv_bound:
+            spec = self.spec
+            check_argv(spec.command, spec.params, spec.env, values, str(self.path.parent))
+        return values
 
     def argv(self, values: dict[str, Any]) -> list[str]:
         return render(self.spec.command, values)
@@ -341,6 +349,7 @@ def load_job(
     return Job(
         spec=spec, path=path, params_model=model, schema=schema,
         snapshot=spec.model_dump(mode="json"),
+        argv_bound=may_pass_limits(spec.command, spec.params, spec.env),
     )  # fmt: skip
 
 
