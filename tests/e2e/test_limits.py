@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from runyard.models import RunState
+from tests import web
 
 pytestmark = pytest.mark.e2e
 PY = sys.executable
@@ -136,18 +137,20 @@ def test_a_limit_over_the_hosts_hard_limit_fails_its_run_saying_so(
 ) -> None:
     """A limit the program may not have (over the hard limit its supervisor runs under, which
     it cannot raise: not root, or root become another user) failed inside the child, and the
-    run said only "SubprocessError: Exception occurred in preexec_fn"."""
+    run said only "SubprocessError: Exception occurred in preexec_fn". Then every run failed
+    saying why; now the job's load does (jobs/run_needs.py), and its runs are refused."""
     user = 'run_as = "nobody"\n' if os.geteuid() == 0 else ""  # root could raise it itself
     write_job("over", f'command = ["true"]\n{user}[limits]\ncpu_s = {HOST_CPU_S * 5}\n')
     # within the hard limit, though its 5 s of grace are not: the grace is what the host allows
     write_job("within", f'command = ["true"]\n{user}[limits]\ncpu_s = {HOST_CPU_S - 2}\n')
     server = start_server(jobs_dir, entry=LOWERED_CPU)
-    run, _ = finish(server, "over")
-    assert run.state is RunState.FAILED
+    errors = web.get(f"{server.url}/v1/jobs", timeout=30).json()["errors"]
     assert (
         f"limits.cpu_s ({HOST_CPU_S * 5}) is over this host's hard RLIMIT_CPU ({HOST_CPU_S})"
-        in (run.reason or "")
-    ), run.reason
+        in errors["over.toml"]
+    ), errors
+    refused = web.post(f"{server.url}/v1/runs", json={"job": "over"}, timeout=30)
+    assert refused.status_code in (404, 409) and "over" in refused.json()["detail"]
     assert finish(server, "within")[0].state is RunState.SUCCEEDED
 
 

@@ -416,6 +416,13 @@ def test_what_would_make_a_job_costly_or_ambiguous_is_a_load_error(
         ('command = ["x"]\nworkspace = "git:https://example.com/x.git"\n', "local paths", False),
         ('command = ["x"]\nworkspace = "copy:missing"\n', "no directory here", True),
         ('command = ["x"]\nrun_as = "no_such_user_here"\n', "no user", True),
+        # run as another user, the program cannot raise the supervisor's hard limit (a probe:
+        # every run failed to start, "over this host's hard RLIMIT_NOFILE")
+        (
+            'command = ["x"]\nrun_as = "nobody"\n[limits]\nopen_files = 1048576\n',
+            "limits.open_files .1048576. is over this host's hard RLIMIT_NOFILE",
+            True,
+        ),
     ],
 )
 def test_what_every_run_would_fail_on_is_a_load_error(
@@ -427,6 +434,14 @@ def test_what_every_run_would_fail_on_is_a_load_error(
     (tmp_path / "missing").mkdir()
     if "copy:missing" in text:
         assert load_job(write(tmp_path, "doomed", text)).spec.workspace == "copy:missing"
+
+
+def test_limits_within_the_hosts_hard_ones_load(tmp_path: Path) -> None:
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    text = f'command = ["x"]\nrun_as = "nobody"\n[limits]\nopen_files = {min(hard, 4096)}\n'
+    assert load_job(write(tmp_path, "fits", text)).spec.limits.open_files == min(hard, 4096)
 
 
 def test_a_spec_an_older_version_stored_with_a_run_reads_back(tmp_path: Path) -> None:

@@ -12,19 +12,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-# limit name -> (rlimit, bytes or count per unit, hard above soft)
-_RLIMITS: dict[str, tuple[int, float, int]] = {
-    "memory_mb": (resource.RLIMIT_AS, 2**20, 0),
-    "cpu_s": (resource.RLIMIT_CPU, 1, 5),  # soft: SIGXCPU; 5 s later the hard limit kills
-    "open_files": (resource.RLIMIT_NOFILE, 1, 0),
-    "max_log_mb": (resource.RLIMIT_FSIZE, 2**20, 0),
-}
-_NAMES = {
-    resource.RLIMIT_AS: "RLIMIT_AS",
-    resource.RLIMIT_CPU: "RLIMIT_CPU",
-    resource.RLIMIT_NOFILE: "RLIMIT_NOFILE",
-    resource.RLIMIT_FSIZE: "RLIMIT_FSIZE",
-}
+from runyard.jobs.rlimits import NAMES, RLIMITS, hard_for, over_hard
 
 
 class LimitRefusedError(OSError):
@@ -38,14 +26,12 @@ def limiter(limits: dict[str, Any], *, may_raise: bool) -> Callable[[], None]:
     may raise its hard limits (root, not yet another user); otherwise a limit over the
     supervisor's own hard one is a LimitRefusedError here, before any fork."""
     settings = []
-    for name, (res, unit, extra) in _RLIMITS.items():
+    for name, (res, unit, extra) in RLIMITS.items():
         if name in limits:
             value = int(limits[name] * unit)
-            hard = _hard(res, value, extra, may_raise)
+            hard = hard_for(res, value, extra, may_raise)
             if hard is None:
-                over = resource.getrlimit(res)[1] / unit
-                raise LimitRefusedError(errno.EPERM, f"limits.{name} ({limits[name]:g}) is over "
-                                        f"this host's hard {_NAMES[res]} ({over:g})")  # fmt: skip
+                raise LimitRefusedError(errno.EPERM, over_hard(name, limits[name]))
             settings.append((name, res, value, hard))
     ignore_xfsz = "max_log_mb" in limits and limits.get("on_log_cap", "cut") == "cut"
 
@@ -55,25 +41,12 @@ def limiter(limits: dict[str, Any], *, may_raise: bool) -> Callable[[], None]:
                 resource.setrlimit(res, (value, hard))
             except (OSError, ValueError) as exc:
                 # the exception itself never reaches the supervisor: the log says which
-                os.write(2, f"runyard: cannot set limits.{name} ({_NAMES[res]}): {exc}\n".encode())
+                os.write(2, f"runyard: cannot set limits.{name} ({NAMES[res]}): {exc}\n".encode())
                 raise
         if ignore_xfsz:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     return apply
-
-
-def _hard(res: int, value: int, extra: int, may_raise: bool) -> int | None:
-    """The hard limit to set with soft limit `value`: `extra` above it, within what this
-    process's own hard limit allows when the child may not raise it; None if even `value`
-    is over that."""
-    wanted = value + extra
-    if may_raise:
-        return wanted
-    hard = resource.getrlimit(res)[1]
-    if hard == resource.RLIM_INFINITY or wanted <= hard:
-        return wanted
-    return hard if value <= hard else None  # the grace above the soft limit: what it allows
 
 
 def hand_over(run_as: str, cwd: str, progress: str | None) -> tuple[int, int]:

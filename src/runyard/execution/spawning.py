@@ -20,6 +20,7 @@ from runyard.execution.diskwrites import say
 from runyard.execution.limits import LimitRefusedError, hand_over, limiter
 from runyard.execution.procinfo import boot_tick, spawned_start_time
 from runyard.execution.protocol import ExitRecord, SpawnRequest
+from runyard.jobs import rlimits
 
 
 @dataclass
@@ -163,7 +164,7 @@ def _popen(
     # only jobs with limits pay for a preexec_fn (it rules out vfork). It runs after the
     # change of user, but bwrap's before: only a root supervisor's child that stays root
     # (or becomes bwrap) may raise its hard limits
-    may_raise = os.geteuid() == 0 and (user is None or req.sandbox is not None)
+    may_raise = rlimits.may_raise(req.run_as, req.sandbox is not None)
     limit = limiter(req.limits, may_raise=may_raise) if req.limits else None
     wrapped = None
     if req.sandbox is not None:  # bwrap starts as root; the program becomes the user

@@ -1,6 +1,7 @@
 """What every run of a job needs that its file can be checked for where it is loaded: a
-program to run, a workspace source that is a local directory, a `run_as` user the host has.
-A probe loaded jobs lacking each, and every run of them failed."""
+program to run, a workspace source that is a local directory, a `run_as` user the host has,
+limits a program here may be given. A probe loaded jobs lacking each, and every run of them
+failed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pwd
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runyard.jobs import rlimits
 from runyard.jobs.workspace_source import split_source
 
 if TYPE_CHECKING:
@@ -31,4 +33,8 @@ def unmet(spec: JobSpec, jobs_dir: Path) -> tuple[str, bool] | None:
             pwd.getpwnam(spec.run_as)
         except KeyError:
             return f"run_as: this host has no user {spec.run_as!r}", True
+    if spec.executor == "local":  # (a Slurm node has its own limits)
+        raising = rlimits.may_raise(spec.run_as, spec.sandbox is not None)
+        if (why := rlimits.refused(spec.limits.model_dump(), raising)) is not None:
+            return why, True
     return None
