@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BUILD_A_SERVER = """
 import json, sys
 from pathlib import Path
@@ -37,3 +39,21 @@ def test_the_client_loads_httpx_when_it_makes_one() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "True"
+
+
+# The supervisor and the warden start with the server and outlive it: none of the server's
+# heavy layers (a review found the supervisor importing `runyard.jobs`, whose package pulls
+# the job registry and pydantic: its start took 300 ms of CPU instead of 50, its memory grew).
+HEAVY = ("pydantic", "runyard.jobs", "runyard.store", "runyard.api", "fastapi", "starlette")
+
+
+@pytest.mark.parametrize(
+    "module", ["runyard.execution.supervisor_process", "runyard.execution.warden"]
+)
+def test_the_supervisors_processes_import_nothing_heavy(module: str) -> None:
+    code = (
+        f"import sys, {module}\n"
+        f"print(' '.join(sorted(m for m in sys.modules if m.startswith({HEAVY!r}))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []

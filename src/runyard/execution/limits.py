@@ -12,7 +12,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from runyard.jobs.rlimits import NAMES, RLIMITS, hard_for, over_hard
+from runyard.rlimits import NAMES, RLIMITS, hard_for, over_hard
 
 
 class LimitRefusedError(OSError):

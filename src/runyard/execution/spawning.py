@@ -14,13 +14,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from runyard import failpoints
+from runyard import failpoints, rlimits
 from runyard.execution import sandbox
 from runyard.execution.diskwrites import say
 from runyard.execution.limits import LimitRefusedError, hand_over, limiter
 from runyard.execution.procinfo import boot_tick, spawned_start_time
 from runyard.execution.protocol import ExitRecord, SpawnRequest
-from runyard.jobs import rlimits
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pwd
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runyard.jobs import rlimits
+from runyard import rlimits
 from runyard.jobs.workspace_source import split_source
 
 if TYPE_CHECKING:
