@@ -28,6 +28,7 @@ from runyard.execution.base import (
     preparation_failed,
 )
 from runyard.execution.environment import base_env
+from runyard.execution.kills import settled_environ
 from runyard.execution.late_spawns import LateSpawns
 from runyard.execution.layout import RunPaths
 from runyard.execution.protocol import (
@@ -385,7 +386,7 @@ def _carrying(keys: Collection[str]) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter():
         try:
-            environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+            environ = settled_environ(proc.pid)
         except OSError:
             continue
         if not needles.isdisjoint(environ.split(b"\0")):

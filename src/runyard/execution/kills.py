@@ -7,11 +7,14 @@ import contextlib
 import functools
 import os
 import signal
+import time
 from collections.abc import Container
 
 from runyard.execution.procinfo import read_whole, stat_fields
 
 ATTEMPT_VAR = b"RUNYARD_ATTEMPT_KEY="  # the variable that names a process's attempt
+PF_KTHREAD = 0x00200000  # /proc/PID/stat's flags: a kernel thread, which has no environment
+SETTLE_TRIES, SETTLE_S = 20, 0.001  # an exec in progress shows none for a moment (a busy core: ms)
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
@@ -47,6 +50,28 @@ def attempt_of(pid: int) -> str | None:
         return None
     keys = [v for v in environ.split(b"\0") if v.startswith(ATTEMPT_VAR)]
     return keys[0][len(ATTEMPT_VAR) :].decode(errors="replace") if keys else None
+
+
+def settled_environ(pid: int) -> bytes:
+    """/proc/PID/environ, read again while it is empty and `pid` is a live process of a user:
+    a process in the middle of an exec shows none until the kernel has set up its new one
+    (a scan for an attempt's key missed a program as its `sh` exec'd `sleep`, and a program
+    that re-execs itself could hide so). Blocking (a thread's, or the supervisor's sweep);
+    OSError if it cannot be read (gone)."""
+    for _ in range(SETTLE_TRIES - 1):
+        environ = read_whole(f"/proc/{pid}/environ")
+        if environ or not _may_be_exec_ing(pid):
+            return environ
+        time.sleep(SETTLE_S)
+    return read_whole(f"/proc/{pid}/environ")
+
+
+def _may_be_exec_ing(pid: int) -> bool:
+    try:
+        fields = stat_fields(pid)  # state, ppid, pgrp, session, tty, tpgid, flags, ...
+        return fields[0] not in (b"Z", b"X") and not int(fields[6]) & PF_KTHREAD
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def orphans(supervised: Container[int]) -> list[int]:
