@@ -101,7 +101,8 @@ class Settings(BaseModel):
     artifact_threads: int = Field(default=2, ge=1, le=32, description="threads for listings")
     max_requests: int | None = Field(
         default=None, ge=1, le=1_000_000,
-        description="requests at once, past which 503 (default: what the descriptor limit allows)",
+        description="requests at once, past which 503 (default: a quarter of what the descriptor "
+        "limit allows)",
     )  # fmt: skip
     max_connections: int | None = Field(
         default=None, ge=2, le=10_000_000,

@@ -79,6 +79,25 @@ def still_open(sock: socket.socket) -> bool:
         sock.settimeout(10)
 
 
+def capped(start_server, jobs: Path, most: int, per_client: int):
+    env = {"RUNYARD_MAX_CONNECTIONS": str(most)}
+    env["RUNYARD_MAX_CONNECTIONS_PER_CLIENT"] = str(per_client)
+    return start_server(jobs, env=env)
+
+
+def admits(port: int, source: str, n: int) -> bool:
+    """Whether `n` new connections from `source` are all served (their places given back as
+    the last ones closed; until then one is refused, 503 and closed)."""
+    socks = [dial(port, source) for _ in range(n)]
+    try:
+        return all(ask(s) == b"HTTP/1.1 200 OK" for s in socks)
+    except (AssertionError, OSError):
+        return False
+    finally:
+        for s in socks:
+            s.close()
+
+
 def cut(url: str, why: str) -> float:
     """runyard_http_connections_cut_total{why=...} in /metrics."""
     for line in web.get(f"{url}/metrics", timeout=10).text.splitlines():
@@ -90,8 +109,7 @@ def cut(url: str, why: str) -> float:
 def test_one_address_past_its_cap_is_answered_and_closed_and_others_get_in(
     start_server, jobs
 ) -> None:
-    server = start_server(jobs, env={"RUNYARD_MAX_CONNECTIONS": "100",
-                                     "RUNYARD_MAX_CONNECTIONS_PER_CLIENT": "4"})  # fmt: skip
+    server = capped(start_server, jobs, 100, 4)
     held = [dial(server.port, "127.0.0.2") for _ in range(4)]
     extra = dial(server.port, "127.0.0.2")
     refused = answer(extra)  # before it sent anything
@@ -108,22 +126,11 @@ def test_one_address_past_its_cap_is_answered_and_closed_and_others_get_in(
     for sock in [*held, extra, other]:
         sock.close()
 
-    def admitted() -> bool:  # their places given back as they closed
-        socks = [dial(server.port, "127.0.0.2") for _ in range(4)]
-        try:
-            return all(ask(s) == b"HTTP/1.1 200 OK" for s in socks)
-        except (AssertionError, OSError):  # refused (503, closed) while the last ones close
-            return False
-        finally:
-            for s in socks:
-                s.close()
-
-    wait_for(admitted, what="four connections from the address again")
+    wait_for(lambda: admits(server.port, "127.0.0.2", 4), what="four from the address again")
 
 
 def test_at_the_cap_the_connection_idle_longest_makes_room(start_server, jobs) -> None:
-    server = start_server(jobs, env={"RUNYARD_MAX_CONNECTIONS": "6",
-                                     "RUNYARD_MAX_CONNECTIONS_PER_CLIENT": "6"})  # fmt: skip
+    server = capped(start_server, jobs, 6, 6)
     idle = [dial(server.port, "127.0.0.2") for _ in range(5)]
     partial = dial(server.port, "127.0.0.2")
     partial.sendall(b"GET /health/live HTTP/1.1\r\nhost")  # a head begun, never finished
@@ -146,8 +153,7 @@ def test_at_the_cap_the_connection_idle_longest_makes_room(start_server, jobs) -
 def test_with_every_connection_busy_a_new_one_is_refused_until_one_is_free(
     start_server, jobs
 ) -> None:
-    server = start_server(jobs, env={"RUNYARD_MAX_CONNECTIONS": "2",
-                                     "RUNYARD_MAX_CONNECTIONS_PER_CLIENT": "2"})  # fmt: skip
+    server = capped(start_server, jobs, 2, 2)
     waits = [dial(server.port, "127.0.0.2") for _ in range(2)]
     statuses: list[bytes] = []
 
@@ -183,22 +189,12 @@ def test_with_every_connection_busy_a_new_one_is_refused_until_one_is_free(
 
 
 def test_a_websocket_gives_its_place_back_when_it_ends(start_server, jobs) -> None:
-    server = start_server(jobs, env={"RUNYARD_MAX_CONNECTIONS": "100",
-                                     "RUNYARD_MAX_CONNECTIONS_PER_CLIENT": "2"})  # fmt: skip
+    server = capped(start_server, jobs, 100, 2)
     run = web.post(f"{server.url}/v1/runs", json={"job": "quick"}, timeout=10).json()
     url = f"ws://127.0.0.1:{server.port}/v1/runs/{run['id']}/ws"
     for _ in range(5):  # each upgraded connection counted, and released at its end
         with connect(url, sock=dial(server.port, "127.0.0.2"), open_timeout=10):
             pass  # upgraded: the connection is the websocket's now
 
-        def free() -> bool:
-            first, second = dial(server.port, "127.0.0.2"), dial(server.port, "127.0.0.2")
-            try:
-                return ask(second) == b"HTTP/1.1 200 OK"
-            except (AssertionError, OSError):  # refused (503, closed) until it is released
-                return False
-            finally:
-                first.close()
-                second.close()
-
-        wait_for(free, what="the websocket's place given back")
+        # both places free again: the websocket's given back at its end
+        wait_for(lambda: admits(server.port, "127.0.0.2", 2), what="the websocket's place")

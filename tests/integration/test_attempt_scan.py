@@ -32,3 +32,27 @@ def test_a_program_that_keeps_exec_ing_is_never_missed(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert not _carrying((key,))  # and found no more once it is gone
+
+
+def test_processes_with_no_environment_cost_a_scan_one_settling_wait(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """An empty environment is read again in case it is an exec's: all of them together,
+    never a wait each (thirty `env -i` programs would have made a scan 0.6 s, a host's
+    worth of them minutes)."""
+    from runyard.execution import kills
+
+    waits: list[float] = []
+    real_sleep = kills.time.sleep
+    monkeypatch.setattr(kills.time, "sleep", lambda s: (waits.append(s), real_sleep(s)))
+    bare = [subprocess.Popen(["env", "-i", "sleep", "60"]) for _ in range(30)]
+    try:
+        for proc in bare:  # each has exec'd sleep (its environment empty for good)
+            while Path(f"/proc/{proc.pid}/comm").read_text().strip() != "sleep":
+                real_sleep(0.001)
+        assert not _carrying(("nobody.1",))
+        assert 0 < len(waits) <= kills.SETTLE_TRIES
+    finally:
+        for proc in bare:
+            proc.kill()
+            proc.wait()

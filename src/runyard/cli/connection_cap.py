@@ -11,27 +11,30 @@ Past `per_client` connections from one address, a new one from it is answered at
 `503 out-of-resources` naming the limit, `Retry-After: 1`, and closed, before anything of it
 is read. At `max_connections`, the connection that has waited longest for a request (before
 its first, or between two: one the header deadline or the keep-alive would close anyway) is
-closed to make room, as a keep-alive's end closes it, which clients expect; only when every
-connection has a request in progress is the new one refused so. A kubelet's probe still gets
-in while one address floods the server with idle connections.
+closed to make room, as a keep-alive's end closes it, which clients expect (once it has
+waited a second: one accepted a moment ago may have its request on its way); only when none
+has is the new one refused so. A kubelet's probe still gets in while one address floods the
+server with idle connections.
 
-The address is the peer's as the socket has it: behind a proxy, every connection comes from
-the proxy's, and `RUNYARD_MAX_CONNECTIONS_PER_CLIENT` is what the proxy may hold open.
+The address is the peer's as the socket has it (`client_of`): an IPv6 one by its /64, which
+one host is given whole (counted by address, a /64 was 2^64 clients); behind a proxy, every
+connection comes from the proxy's, and `RUNYARD_MAX_CONNECTIONS_PER_CLIENT` is what the proxy
+may hold open.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any, Protocol
 
 import structlog
 from prometheus_client import Counter
 
-from runyard.api.middleware.request_cap import descriptor_budget
+from runyard.api.middleware.request_cap import TOLD_EVERY_S, descriptor_budget
 
 log = structlog.get_logger("runyard.http")
 
-TOLD_EVERY_S = 1.0  # refusals come in floods: one log line a second says how many
 # A connection is closed to make room only once it has waited this long: a new one whose
 # request is on its way (accepted in the same turn of the loop, not read yet) is not idle.
 MIN_IDLE_S = 1.0
@@ -46,6 +49,21 @@ def default_max_connections() -> int:
 def default_per_client(max_connections: int) -> int:
     """Half of them: one address cannot take them all."""
     return max(1, max_connections // 2)
+
+
+def client_of(peer: object) -> str:
+    """Who a connection is from, as the per-client cap counts it: its IPv4 address, the /64
+    of its IPv6 one (an IPv4 one mapped into IPv6 as itself), "" for a Unix socket."""
+    host = peer[0] if isinstance(peer, tuple) and peer and isinstance(peer[0], str) else ""
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 class Closable(Protocol):
@@ -66,9 +84,6 @@ class ConnectionCap:
         self._waiting: dict[Any, float] = {}
         self._refused = 0  # since the last line that said so
         self._told_at = 0.0
-
-    def __len__(self) -> int:
-        return len(self._peer)
 
     def admit(self, conn: Closable, peer: str) -> str | None:
         """None if `conn`, from `peer`, may stay open; else why not (for its 503)."""

@@ -36,7 +36,7 @@ from typing import Any, cast
 import orjson
 
 from runyard.api.client_gone import ABORT_EXTENSION
-from runyard.cli.connection_cap import ConnectionCap
+from runyard.cli.connection_cap import ConnectionCap, client_of
 from runyard.cli.head_with_body import HeadWithBody
 from runyard.cli.reset import reset
 from runyard.cli.write_stall import WriteStallGuard
@@ -45,11 +45,12 @@ MAX_HEAD_BYTES = 64 * 1024  # a request line and its headers; nginx's default is
 LINGER_S = 2.0
 
 
-def problem_answer(status: str, problem: dict[str, Any]) -> bytes:
+def problem_answer(status: str, problem: dict[str, Any], extra: str = "") -> bytes:
+    """A whole answer, closing its connection; `extra`: more header lines, each ending CRLF."""
     body = orjson.dumps(problem)
     head = (
         f"HTTP/1.1 {status}\r\ncontent-type: application/problem+json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n{extra}\r\n"
     )
     return head.encode() + body
 
@@ -76,11 +77,10 @@ def _malformed(reason: str) -> bytes:
 
 def over_cap(detail: str) -> bytes:
     """The answer to a connection past a connection cap, sent before anything is read."""
-    answer = problem_answer("503 Service Unavailable", {
+    return problem_answer("503 Service Unavailable", {
         "type": "urn:runyard:problem:out-of-resources", "title": "Out of resources",
         "status": 503, "detail": detail,
-    })  # fmt: skip
-    return answer.replace(b"\r\n\r\n", b"\r\nretry-after: 1\r\n\r\n", 1)
+    }, "retry-after: 1\r\n")  # fmt: skip
 
 
 class HeaderDeadlineProtocol(WriteStallGuard):
@@ -106,8 +106,7 @@ class HeaderDeadlineProtocol(WriteStallGuard):
         # an answer's head and body leave in one send (head_with_body.py)
         super().connection_made(HeadWithBody(cast(asyncio.Transport, transport), self.loop))
         if self.cap is not None:
-            peer = transport.get_extra_info("peername")
-            refused = self.cap.admit(self, peer[0] if isinstance(peer, tuple) and peer else "")
+            refused = self.cap.admit(self, client_of(transport.get_extra_info("peername")))
             if refused is not None:  # answered at once, nothing of it read, and closed
                 self._refused = True
                 self.transport.write(over_cap(refused))

@@ -28,7 +28,7 @@ from runyard.execution.base import (
     preparation_failed,
 )
 from runyard.execution.environment import base_env
-from runyard.execution.kills import settled_environ
+from runyard.execution.kills import settled_environs
 from runyard.execution.late_spawns import LateSpawns
 from runyard.execution.layout import RunPaths
 from runyard.execution.protocol import (
@@ -383,12 +383,8 @@ def kill_by_keys(keys: Collection[str]) -> int:
 def _carrying(keys: Collection[str]) -> list[psutil.Process]:
     """Blocking: every process whose environment names one of these attempts (one scan)."""
     needles = {f"RUNYARD_ATTEMPT_KEY={key}".encode() for key in keys}
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            environ = settled_environ(proc.pid)
-        except OSError:
-            continue
-        if not needles.isdisjoint(environ.split(b"\0")):
-            found.append(proc)
-    return found
+    procs = {proc.pid: proc for proc in psutil.process_iter()}
+    return [
+        procs[pid] for pid, environ in settled_environs(procs)
+        if not needles.isdisjoint(environ.split(b"\0"))
+    ]  # fmt: skip

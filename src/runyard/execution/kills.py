@@ -8,7 +8,7 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Container
+from collections.abc import Container, Iterable, Iterator
 
 from runyard.execution.procinfo import read_whole, stat_fields
 
@@ -52,18 +52,41 @@ def attempt_of(pid: int) -> str | None:
     return keys[0][len(ATTEMPT_VAR) :].decode(errors="replace") if keys else None
 
 
-def settled_environ(pid: int) -> bytes:
-    """/proc/PID/environ, read again while it is empty and `pid` is a live process of a user:
-    a process in the middle of an exec shows none until the kernel has set up its new one
-    (a scan for an attempt's key missed a program as its `sh` exec'd `sleep`, and a program
-    that re-execs itself could hide so). Blocking (a thread's, or the supervisor's sweep);
-    OSError if it cannot be read (gone)."""
-    for _ in range(SETTLE_TRIES - 1):
-        environ = read_whole(f"/proc/{pid}/environ")
+def settled_environs(pids: Iterable[int]) -> Iterator[tuple[int, bytes]]:
+    """Each process's /proc/PID/environ (those gone or unreadable left out). One that is empty
+    while the process is a live one of a user is read again: a process in the middle of an
+    exec shows none until the kernel has set up its new one (a scan for an attempt's key
+    missed a program as its `sh` exec'd `sleep`, and a program that re-execs itself could hide
+    so). All such are read again together, SETTLE_TRIES times at most, SETTLE_S apart: a scan
+    waits that long at most however many processes of no environment (`env -i`) there are.
+    Blocking: a thread's."""
+    settling = []
+    for pid in pids:
+        try:
+            environ = read_whole(f"/proc/{pid}/environ")
+        except OSError:
+            continue
         if environ or not _may_be_exec_ing(pid):
-            return environ
+            yield pid, environ
+        else:
+            settling.append(pid)
+    for _ in range(SETTLE_TRIES):
+        if not settling:
+            return
         time.sleep(SETTLE_S)
-    return read_whole(f"/proc/{pid}/environ")
+        still = []
+        for pid in settling:
+            try:
+                environ = read_whole(f"/proc/{pid}/environ")
+            except OSError:
+                continue
+            if environ or not _may_be_exec_ing(pid):
+                yield pid, environ
+            else:
+                still.append(pid)
+        settling = still
+    for pid in settling:
+        yield pid, b""
 
 
 def _may_be_exec_ing(pid: int) -> bool:

@@ -36,6 +36,11 @@ def args_budget() -> int:
     return found if found > 0 else 2 * 2**20
 
 
+def _env_bytes(env: Mapping[str, str]) -> int:
+    """The program's environment: the job's variables and what runyard adds (ENV_BYTES)."""
+    return ENV_BYTES + sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items())
+
+
 def _most_bytes(decl: ParamDecl) -> int:
     """The most bytes a value of `decl` renders to (template.render_value)."""
     if decl.type == "str":
@@ -64,8 +69,7 @@ def may_pass_limits(
         )
         for element in command
     ]  # fmt: skip
-    env_bytes = ENV_BYTES + sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items())
-    total = sum(w + 1 + 8 for w in worst) + env_bytes  # each with its NUL and its pointer
+    total = sum(w + 1 + 8 for w in worst) + _env_bytes(env)  # each with its NUL and pointer
     return max(worst, default=0) > MAX_ARG_BYTES or total > args_budget()
 
 
@@ -87,8 +91,7 @@ def check_argv(
                 name, f"rendered into the command's argument {i}, it makes {size} bytes, over "
                 f"the {MAX_ARG_BYTES} a program's argument may have (Linux's MAX_ARG_STRLEN)",
             ) for name in names])  # fmt: skip
-    env_bytes = ENV_BYTES + sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items())
-    total = sum(len(a.encode()) + 1 + 8 for a in argv) + env_bytes
+    total = sum(len(a.encode()) + 1 + 8 for a in argv) + _env_bytes(env)
     if total > (budget := args_budget()):
         names = sorted({n for element in command for n in placeholders(element) if n in params})
         raise ParamError([(
