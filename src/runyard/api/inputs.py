@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from fastapi import FastAPI, Header, Path, Query
 from pydantic import BeforeValidator, GetJsonSchemaHandler, StringConstraints
@@ -152,15 +152,26 @@ def control_problem(scope: Scope) -> tuple[str, str] | None:
     bad = text_problem(path, multiline=False)
     if bad is not None:
         return "path", bad
-    raw = scope.get("query_string", b"").decode("latin-1")
-    try:
-        pairs = parse_qsl(raw, keep_blank_values=True, errors="strict")
-    except UnicodeDecodeError:
-        return "query", "not valid UTF-8"
-    for name, value in pairs:
+    return _query_problem(scope.get("query_string", b"").decode("latin-1"))
+
+
+def _query_problem(raw: str) -> tuple[str, str] | None:
+    """(field, why) for the first query parameter whose name or value is unfit."""
+    for piece in raw.split("&"):  # as parse_qsl reads it, one parameter at a time
+        if not piece:
+            continue
+        coded_name, _, coded_value = piece.partition("=")
+        try:
+            name = unquote_plus(coded_name, errors="strict")
+        except UnicodeDecodeError:
+            return "query", "a parameter name: not valid UTF-8"
         bad = text_problem(name, multiline=False)
         if bad is not None:
             return "query", f"a parameter name: {bad}"
+        try:
+            value = unquote_plus(coded_value, errors="strict")
+        except UnicodeDecodeError:
+            return f"query.{name[:64]}", "not valid UTF-8"
         bad = text_problem(value, multiline=False)
         if bad is None and len(value) > MAX_QUERY_VALUE:
             bad = f"{len(value)} characters, over the limit of {MAX_QUERY_VALUE}"
@@ -182,16 +193,19 @@ class ControlCharacterGuard:
         if found is None:
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
+        # a WebSocket's handshake is answered as a request is (the ASGI denial response):
+        # a close before the accept reached its client as a bare 403
+        kind = "http" if scope["type"] == "http" else "websocket.http"
+        if kind != "http" and "websocket.http.response" not in scope.get("extensions", {}):
             await send({"type": "websocket.close", "code": 1008})
             return
         body = _refusal(*found)
         await send({
-            "type": "http.response.start", "status": 422,
+            "type": f"{kind}.response.start", "status": 422,
             "headers": [(b"content-type", b"application/problem+json"),
                         (b"content-length", str(len(body)).encode())],
         })  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": f"{kind}.response.body", "body": body})
 
 
 def _guarded(op: dict[str, Any], path: str) -> None:

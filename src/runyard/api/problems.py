@@ -10,7 +10,10 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.responses import RedirectResponse
+from starlette.routing import Match, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketState
 
 from runyard.api import openai_errors
 from runyard.errors import MAX_MESSAGE, RunyardError, bounded
@@ -66,7 +69,7 @@ def _where(request: Request) -> Callable[[str], str]:
     parameter the request has, else a key of its JSON body. The OpenAI routes name their
     `param` as OpenAI does (bare), and a form's parts are named by the part."""
     path = request.url.path
-    json_body = request.method in ("POST", "PUT", "PATCH") and (
+    json_body = request.scope.get("method") in ("POST", "PUT", "PATCH") and (
         request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
     )  # fmt: skip
     query = request.query_params
@@ -110,10 +113,13 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 async def refuse_websocket(websocket: WebSocket, answer: Response, close_code: int) -> None:
     """A WebSocket refused before its handshake is accepted: the problem as an HTTP answer (the
     ASGI denial response, which uvicorn sends). A close before the accept, all a server
-    without it can do, reaches a client as a bare 403, whatever the cause."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+    without it can do, reaches a client as a bare 403, whatever the cause. Once accepted, it
+    can only be closed, with `close_code`."""
+    if websocket.application_state == WebSocketState.CONNECTING and (
+        "websocket.http.response" in websocket.scope.get("extensions", {})
+    ):
         await websocket.send_denial_response(answer)
-    else:
+    elif websocket.application_state != WebSocketState.DISCONNECTED:
         await websocket.close(code=close_code)
 
 
@@ -198,6 +204,13 @@ def _scoped(handler: Handler, openai_status: int | None = None) -> Handler:
 
     async def answer(request: Request, exc: Exception) -> Response:
         response = await handler(request, exc)
+        if request.scope["type"] == "websocket":
+            # what a WebSocket route's dependency refused (a query parameter given twice, a
+            # token), or its path: Starlette drops a handler's answer to a WebSocket, and the
+            # client got a bare 403 whatever the cause
+            websocket = cast(WebSocket, request)
+            await refuse_websocket(websocket, response, 4000 + response.status_code)
+            return response
         if not openai_errors.applies(request.url.path):
             return response
         return openai_errors.reshape(response, openai_status, getattr(exc, "retry_after_ms", None))
@@ -206,8 +219,42 @@ def _scoped(handler: Handler, openai_status: int | None = None) -> Handler:
 
 
 def install(app: FastAPI) -> None:
+    # the other spelling of a path (a slash more or less) is redirected to here, not by
+    # Starlette, whose Location was built from the request's Host header, any client's choice
+    app.router.redirect_slashes = False
+    app.router.default = _not_found(app.router, app.router.default)
     app.add_exception_handler(RunyardError, _scoped(_runyard_error))
     app.add_exception_handler(RequestValidationError, _scoped(_validation_error, 400))
     app.add_exception_handler(StarletteHTTPException, _scoped(_http_error))
     app.add_exception_handler(Exception, _scoped(_unexpected))
     app.add_exception_handler(WebSocketRequestValidationError, _websocket_invalid)
+
+
+def _not_found(router: Router, default: ASGIApp) -> ASGIApp:
+    """The router's answer to a path no route takes. A WebSocket's is a 404 problem (the
+    exception handlers answer it), not Starlette's close, a bare 403. A request whose path
+    a route takes with a slash more or less is redirected there, by a Location of the path
+    alone (`/ui` to `/ui/`)."""
+
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            raise StarletteHTTPException(404, "no WebSocket is served at this path")
+        if scope["type"] == "http" and (other := _other_spelling(router, scope)) is not None:
+            await RedirectResponse(other, status_code=307)(scope, receive, send)
+            return
+        await default(scope, receive, send)
+
+    return not_found
+
+
+def _other_spelling(router: Router, scope: Scope) -> str | None:
+    path: str = scope["path"]
+    raw = scope.get("raw_path") or path.encode()
+    if path == "/" or raw.startswith(b"//"):  # `//host/`: a Location to another host
+        return None
+    other = path[:-1] if path.endswith("/") else f"{path}/"
+    if not any(route.matches({**scope, "path": other})[0] != Match.NONE for route in router.routes):
+        return None
+    location = raw[:-1] if raw.endswith(b"/") else raw + b"/"
+    query = scope.get("query_string", b"")
+    return (location + (b"?" + query if query else b"")).decode("latin-1")

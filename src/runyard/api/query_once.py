@@ -1,60 +1,126 @@
-"""A query parameter that takes one value, given twice, is refused (422 naming it).
+"""A query parameter or header that takes one value, given twice, is refused (422 naming it).
 
-Starlette keeps the last of them and says nothing: `?name=a.csv&name=b.csv` stored an upload
-named `b.csv`, `?offset=1&offset=2` read from 2. A proxy, a cache or an audit log in front of
-the server may read the first, and what the server did would not be what they saw asked. A
-parameter declared as a list (`state=queued&state=running`) takes them all, as declared.
+Starlette keeps the last of a query's values and says nothing: `?name=a.csv&name=b.csv`
+stored an upload named `b.csv`, `?offset=1&offset=2` read from 2; of a header it reads the
+first (`Last-Event-ID: 1` then `Last-Event-ID: 5` resumed after 1, where a proxy that joins
+them sends `1, 5`, which is refused). A proxy, a cache or an audit log in front of the server
+may read another one, and what the server did would not be what they saw asked. A parameter
+declared as a list (`state=queued&state=running`) takes them all, as declared.
 
 Which parameters take one value is read from the OpenAPI document, the one description of
-every route's parameters the server publishes and holds itself to (api/inputs.py).
+every route's parameters the server publishes and holds itself to (api/inputs.py); a
+WebSocket route, which the document does not hold, from its own declaration. A WebSocket's
+handshake is refused as a request is (api/problems.py answers it).
 """
 
 from __future__ import annotations
 
+import typing
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from starlette.requests import HTTPConnection
 
 from runyard.errors import InvalidInputError
 
 _Key = tuple[str, str]  # (method, path template)
+# a route's one-value query parameters, and its one-value headers (lower case)
+_Single = tuple[frozenset[str], frozenset[str]]
+# Headers whose value is a list, which may come in several lines, read as one joined by
+# commas (RFC 9110, 5.3): Prefer is (RFC 7240), its lines read together (routes/runs.py)
+LIST_HEADERS = frozenset({"prefer"})
 
 
 async def one_value_each(conn: HTTPConnection) -> None:
     """A dependency of every route: past the router, so the route's declaration is known."""
-    if not conn.scope.get("query_string") or conn.scope["type"] != "http":
+    scope = conn.scope
+    names = [name for name, _ in scope["headers"]]
+    repeated_headers = len(set(names)) != len(names)  # rare: counted only then
+    if not scope.get("query_string") and not repeated_headers:
         return
-    counts = Counter(name for name, _ in conn.query_params.multi_items())
-    repeated = [name for name, n in counts.items() if n > 1]
-    if not repeated:
+    queries = _repeated(name for name, _ in conn.query_params.multi_items())
+    headers = _repeated(n.decode("latin-1").lower() for n in names) if repeated_headers else {}
+    if not queries and not headers:
         return
-    # the template as the OpenAPI document keys it (`{path}`, not `{path:path}`)
-    path = getattr(conn.scope.get("route"), "path_format", None)
-    if path is None:
+    route = scope.get("route")
+    single = _single_valued(conn.app, route, scope.get("method", "websocket").lower())
+    if single is None:
         return
-    single = _single_valued(conn.app, (conn.scope["method"].lower(), path))
-    for name in repeated:
-        if name in single:
+    for name, n in queries.items():
+        if name in single[0]:
             raise InvalidInputError(
-                f"query parameter {name!r} takes one value; it was given {counts[name]} times",
+                f"query parameter {name!r} takes one value; it was given {n} times",
                 field=f"query.{name}",
+            )
+    for name, n in headers.items():
+        if name in single[1] and name not in LIST_HEADERS:
+            raise InvalidInputError(
+                f"header {_shown(route, name)!r} takes one value; it was given {n} times",
+                field=f"header.{_shown(route, name)}",
             )
 
 
-def _single_valued(app: FastAPI, key: _Key) -> frozenset[str]:
-    cache: dict[_Key, frozenset[str]] = app.state.__dict__.setdefault("_single_valued", {})
+def _repeated(names: Iterable[str]) -> dict[str, int]:
+    return {name: n for name, n in Counter(names).items() if n > 1}
+
+
+def _single_valued(app: FastAPI, route: Any, method: str) -> _Single | None:
+    # the template as the OpenAPI document keys it (`{path}`, not `{path:path}`)
+    path = getattr(route, "path_format", None)
+    if path is None:
+        return None
+    cache: dict[_Key, _Single] = app.state.__dict__.setdefault("_single_valued", {})
+    key = (method, path)
     found = cache.get(key)
     if found is None:
-        op = app.openapi().get("paths", {}).get(key[1], {}).get(key[0], {})
-        found = frozenset(
-            p["name"] for p in op.get("parameters", [])
-            if p.get("in") == "query" and not _is_list(p.get("schema", {}))
-        )  # fmt: skip
+        if method == "websocket":
+            found = _declared(getattr(route, "dependant", None))
+        else:
+            op = app.openapi().get("paths", {}).get(path, {}).get(method, {})
+            single = [p for p in op.get("parameters", []) if not _is_list(p.get("schema", {}))]
+            found = (
+                frozenset(p["name"] for p in single if p.get("in") == "query"),
+                frozenset(p["name"].lower() for p in single if p.get("in") == "header"),
+            )
         cache[key] = found
     return found
 
 
 def _is_list(schema: dict[str, Any]) -> bool:
     return any(b.get("type") == "array" for b in schema.get("anyOf", [schema]))
+
+
+def _declared(dependant: Dependant | None) -> _Single:
+    """A WebSocket route's one-value query parameters and headers, from its declaration and
+    its dependencies'."""
+    query: set[str] = set()
+    header: set[str] = set()
+    pending = [dependant] if dependant is not None else []
+    while pending:
+        current = pending.pop()
+        query.update(f.alias for f in current.query_params if not _is_sequence(f))
+        header.update(f.alias.lower() for f in current.header_params if not _is_sequence(f))
+        pending.extend(current.dependencies)
+    return frozenset(query), frozenset(header)
+
+
+def _is_sequence(field: Any) -> bool:
+    annotation = field.field_info.annotation
+    kinds = typing.get_args(annotation) if typing.get_origin(annotation) else (annotation,)
+    return any(typing.get_origin(k) in (list, tuple, set, frozenset) for k in (annotation, *kinds))
+
+
+def _shown(route: Any, lower: str) -> str:
+    """A header's name as the route declares it (`Last-Event-ID`), not as the client cased it."""
+    dependant = getattr(route, "dependant", None)
+    pending = [dependant] if dependant is not None else []
+    while pending:
+        current = pending.pop()
+        for field in current.header_params:
+            if field.alias.lower() == lower:
+                return str(field.alias)
+        pending.extend(current.dependencies)
+    return lower
