@@ -162,3 +162,25 @@ def test_what_breaks_behind_accepted_requests_never_costs_their_answers(start_se
         answers = _exchange(server, waited + unfinished, half_close=True)
         assert [s for s, _ in answers] == [200]
     assert _stored(server, "f") == 3
+
+
+@pytest.mark.parametrize("coding", [b"foo, chunked", b"gzip, chunked", b"gzip"])
+def test_a_body_in_another_transfer_coding_is_refused_and_stores_nothing(
+    start_server, coding: bytes
+) -> None:
+    """httptools read the chunks of `gzip, chunked` and passed on what they held as the body
+    itself: a probe's `foo, chunked` submit was stored (202)."""
+    server = start_server()
+    body = json.dumps({"job": "true", "labels": {"probe": "te"}}).encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    before = _submit(json.dumps({"job": "true", "labels": {"probe": "ok"}}).encode())
+    refused = SUBMIT + b"Transfer-Encoding: " + coding + b"\r\n\r\n" + chunked
+    answers = _exchange(server, before + refused)
+    assert [s for s, _ in answers] == [202, 501]
+    problem = json.loads(answers[1][1])
+    assert problem["field"] == "header.Transfer-Encoding"
+    assert problem["type"] == "urn:runyard:problem:unsupported-transfer-coding"
+    assert (_stored(server, "ok"), _stored(server, "te")) == (1, 0)
+    plain = SUBMIT + b"Transfer-Encoding: Chunked\r\nConnection: close\r\n\r\n" + chunked
+    assert [s for s, _ in _exchange(server, plain)] == [202]
+    assert _stored(server, "te") == 1

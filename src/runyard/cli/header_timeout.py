@@ -75,6 +75,25 @@ def _malformed(reason: str) -> bytes:
     })  # fmt: skip
 
 
+def _unsupported_coding(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The answer to a request whose body comes in a transfer coding other than chunked
+    alone (`gzip, chunked`): httptools reads the chunks and passes on what they hold as if
+    nothing else had coded it, so a body another coding wraps was taken for the body itself.
+    501, as RFC 9112 (6.1) has it for a coding the server does not know; None if it is fine."""
+    given = [value for name, value in headers if name.lower() == b"transfer-encoding"]
+    if not given:
+        return None
+    codings = [c.strip().lower() for c in b",".join(given).split(b",")]
+    if codings == [b"chunked"]:
+        return None
+    shown = b", ".join(c for c in codings if c).decode("latin-1")[:100]
+    return problem_answer("501 Not Implemented", {
+        "type": "urn:runyard:problem:unsupported-transfer-coding",
+        "title": "Unsupported transfer coding", "status": 501, "field": "header.Transfer-Encoding",
+        "detail": f"Transfer-Encoding {shown!r}: only chunked is read, alone",
+    })  # fmt: skip
+
+
 def over_cap(detail: str) -> bytes:
     """The answer to a connection past a connection cap, sent before anything is read."""
     return problem_answer("503 Service Unavailable", {
@@ -176,6 +195,9 @@ class HeaderDeadlineProtocol(WriteStallGuard):
         if could_hold and self._head_size() > MAX_HEAD_BYTES:
             self._refuse(TOO_LARGE)  # before uvicorn makes a request of it
             return
+        if (unsupported := _unsupported_coding(self.headers)) is not None:
+            self._refuse(unsupported)
+            return
         cycle, self._head_fields = self.cycle, len(self.headers)
         try:
             super().on_headers_complete()
@@ -221,6 +243,11 @@ class HeaderDeadlineProtocol(WriteStallGuard):
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn calls this in its `except` of the parser's error: that error is the reason
+        if self._refused:
+            # refused already, as its head completed (a transfer coding the parser, too,
+            # gives up on right after): that refusal stands. Taken for a new one, the request
+            # before it, being answered, was dropped from the pipeline unanswered.
+            return
         error = sys.exc_info()[1]
         self._refuse_unfinished(_malformed(str(error) if error is not None else msg))
 
