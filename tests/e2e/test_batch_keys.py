@@ -34,6 +34,19 @@ def test_a_batch_sent_again_under_its_key_is_answered_not_made_again(start_serve
         assert again.headers["location"] == f"/v1/batches/{made['id']}"
         assert again.json()["id"] == made["id"]
         assert sum(again.json()["counts"].values()) == 3  # its runs now, whatever their state
+        # the job's priority given as it is (0): the same batch asked again
+        explicit = http.post(
+            "/v1/batches", json=dict(SWEEP, priority=0), headers={"Idempotency-Key": "sweep-1"}
+        )
+        assert explicit.status_code == 202, explicit.text
+        assert explicit.json()["id"] == made["id"]
+        higher = dict(SWEEP, priority=1)
+        assert (
+            http.post(
+                "/v1/batches", json=higher, headers={"Idempotency-Key": "sweep-1"}
+            ).status_code
+            == 409
+        )
         other = dict(SWEEP, sweep={"seconds": [0, 0.01]})
         refused = http.post("/v1/batches", json=other, headers={"Idempotency-Key": "sweep-1"})
         assert refused.status_code == 409, refused.text

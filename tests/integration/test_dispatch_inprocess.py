@@ -485,3 +485,10 @@ def test_a_replay_is_the_same_request_whatever_way_its_params_were_written(
     floats = submit("k2", {"x": 2})
     stored = server.run(floats.json()["id"])["params"]
     assert submit("k2", stored).json()["id"] == floats.json()["id"]
+    # the job's priority given as it is (0), or left out: the same run (a probe: a 409)
+    for body in ({"job": "defaults", "priority": 0}, {"job": "defaults"}):
+        replay = server.post("/v1/runs", json=body, headers={"Idempotency-Key": "k1"})
+        assert replay.status_code == 202, replay.text
+        assert replay.json()["id"] == first.json()["id"]
+    other = {"job": "defaults", "priority": 1}
+    assert server.post("/v1/runs", json=other, headers={"Idempotency-Key": "k1"}).status_code == 409

@@ -169,7 +169,7 @@ class BatchService:
             # sweep of 10,000 to validate again, must not stand in its way
             existing = await self.store.get_batch_by_key(idempotency_key)
             if existing is not None:
-                return await self._replayed(existing, job_name, request)
+                return await self._replayed(existing, job_name, request, job.spec.priority)
         size = (
             iterations
             if iterations is not None
@@ -212,17 +212,25 @@ class BatchService:
         )
         if not created:  # the key was taken meanwhile, by a request sent at the same time
             await self.runs.unreference(job, runs)
-            return await self._replayed(stored, job_name, request)
+            return await self._replayed(stored, job_name, request, job.spec.priority)
         self.runs.queue.set_claimable()
         self.runs.announce("batch", {"id": batch.id, "job": batch.job, "size": batch.size})
         return batch, {"queued": len(runs)}, True
 
     async def _replayed(
-        self, batch: Batch, job: str, request: dict[str, Any]
+        self, batch: Batch, job: str, request: dict[str, Any], default_priority: int
     ) -> tuple[Batch, dict[str, int], bool]:
+        def compared(asked: dict[str, Any]) -> dict[str, Any]:
+            # no priority given is the job's, as given explicitly (`"priority": 0`)
+            given = asked.get("priority")
+            return {**asked, "priority": default_priority if given is None else given}
+
         # hashed on a thread: a request of up to max_body_kb serialised twice
         asked, stored = await asyncio.to_thread(
-            lambda: (batch_hash(job, request), batch_hash(batch.job, batch.request))
+            lambda: (
+                batch_hash(job, compared(request)),
+                batch_hash(batch.job, compared(batch.request)),
+            )
         )
         if asked != stored:
             raise ConflictError(

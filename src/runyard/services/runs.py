@@ -166,8 +166,14 @@ class RunService:
             # of the params as validated: a default sent or left out, 1 or 1.0 for a float,
             # ask for the same run (a stored run's params sent back are the same request);
             # also as sent, which is how runs stored before this were hashed
-            digest = request_hash(job_name, values, priority, labels)
-            asked = (digest, request_hash(job_name, params, priority, labels))
+            # and of the priority it gets: none given is the job's, as given explicitly
+            resolved = job.spec.priority if priority is None else priority
+            digest = request_hash(job_name, values, resolved, labels)
+            asked = (
+                digest,
+                request_hash(job_name, values, priority, labels),
+                request_hash(job_name, params, priority, labels),
+            )
             existing = await self._by_key(idempotency_key, asked)
             if existing is not None:
                 return existing, False
