@@ -93,8 +93,20 @@ def test_a_one_value_header_given_twice_is_refused(start_server) -> None:
     assert both.headers["preference-applied"] == "wait=10"
 
 
-def test_a_query_value_that_is_no_utf8_is_named(start_server) -> None:
+def test_a_path_or_query_value_that_is_no_utf8_is_refused_and_named(start_server) -> None:
     server = start_server()
+    with server.client() as c:
+        run = c.submit("true", {})
+        server.wait_run(c, run.id)
+    # decoded with U+FFFD for the bad byte, it was looked up as another path (404 naming it)
+    for path in (f"/v1/runs/{run.id}/artifacts/out/%FF", f"/v1/runs/{run.id}%C3"):
+        refused = httpx.get(f"{server.url}{path}")
+        assert refused.status_code == 422, path
+        assert refused.json()["errors"] == [{"field": "path", "message": "not valid UTF-8"}]
+    status, problem = refusal(f"ws://127.0.0.1:{server.port}/v1/runs/{run.id}%FF/ws")
+    assert (status, fields(problem)) == (422, ["path"])
+    # a character sent as UTF-8 is a path like any other
+    assert httpx.get(f"{server.url}/v1/runs/{run.id}/artifacts/%C3%A9").status_code == 404
     for url, field in (
         ("/v1/runs?job=%FF", "query.job"),
         ("/v1/runs?job=ok&state=%ED%A0%80", "query.state"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, unquote_to_bytes
 
 from fastapi import FastAPI, Header, Path, Query
 from pydantic import BeforeValidator, GetJsonSchemaHandler, StringConstraints
@@ -152,7 +152,19 @@ def control_problem(scope: Scope) -> tuple[str, str] | None:
     bad = text_problem(path, multiline=False)
     if bad is not None:
         return "path", bad
+    raw = scope.get("raw_path") or b""
+    if b"%" in raw and not _utf8(unquote_to_bytes(raw)):
+        # the server decodes it with U+FFFD for each bad byte: another path than the one sent
+        return "path", "not valid UTF-8"
     return _query_problem(scope.get("query_string", b"").decode("latin-1"))
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _query_problem(raw: str) -> tuple[str, str] | None:
