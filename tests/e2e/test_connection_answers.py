@@ -184,3 +184,21 @@ def test_a_body_in_another_transfer_coding_is_refused_and_stores_nothing(
     plain = SUBMIT + b"Transfer-Encoding: Chunked\r\nConnection: close\r\n\r\n" + chunked
     assert [s for s, _ in _exchange(server, plain)] == [202]
     assert _stored(server, "te") == 1
+
+
+@pytest.mark.parametrize("path", [b"/v1/runs", b"/v1/batches", b"/v1/schedules"])
+def test_a_body_of_the_wrong_type_is_refused_before_it_is_asked_for(
+    start_server, path: bytes
+) -> None:
+    """`Expect: 100-continue` with a body that is no JSON: the 415 at once, never a `100
+    Continue` that has the client send what will be refused (a probe: POST /v1/runs did)."""
+    server = start_server()
+    head = (
+        b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 15\r\nExpect: 100-continue\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(head)  # and no body: a client waits for the 100 before it sends one
+        first = s.recv(65536)
+    assert first.startswith(b"HTTP/1.1 415 "), first[:100]
+    assert b'"field":"header.Content-Type"' in first

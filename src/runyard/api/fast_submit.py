@@ -44,6 +44,11 @@ class FastSubmit:
         if is_multipart(headers):  # the run and its files, streamed (not a body to hold)
             await submit_multipart(scope, receive, send)
             return
+        if headers.getlist("content-type") != ["application/json"] or "content-encoding" in headers:
+            # the declared route, its body unread: one it refuses (415) is refused before a
+            # byte of it is asked for (an `Expect: 100-continue` is not told to send it)
+            await self.declared.handle(scope, receive, send)
+            return
         try:
             body = await read_body(receive)  # capped by BodyLimitMiddleware as it streams
         except ClientDisconnect:
