@@ -168,6 +168,7 @@ class Runtime:
         )  # fmt: skip
         # reconcile passes, one at a time; a failed one is retried until it succeeds
         self.reconciler = Reconciler(self.attempts, poked=reconcile_wake)
+        self.attempts.needs_reconcile = self.reconciler.needed
         reconciler, registry = self.reconciler, self.registry
         self.sandbox_probe = SandboxProbe(
             lambda: settings.require_sandbox or registry.sandboxed, settings.sandbox_check_s

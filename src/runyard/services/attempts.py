@@ -104,6 +104,7 @@ class Attempts:
         self.unrecorded: dict[str, ExitRecord | UnreadableExit] = {}
         self._heard = TaskGroup("cancel_heard")  # cancels other servers accepted, sent on
         self.end_claims: EndClaims | None = None  # set while the dispatcher runs
+        self.needs_reconcile: Callable[[str], None] | None = None  # the reconciler's `needed`
         self.start_records = StartRecords(store)
 
     # -- start --------------------------------------------------------------------------------
@@ -297,6 +298,17 @@ class Attempts:
     def claim_unspawned(self, run_id: str) -> bool:
         """Whether a claim of this run is still held here (a launch that failed may end it)."""
         return run_id in self._claimed
+
+    def unended(self, run_id: str, number: int, why: str) -> None:
+        """A claim whose launch failed, and whose end (back to the queue) could not be written
+        either (a disk still full): left to the reconcile pass, asked for now and retried
+        until it works, which re-queues it. Kept as this server's own, a retry pass skipped
+        it: the run stayed running, its slot held, for good. The slot is given back when the
+        pass records the end."""
+        if self.launched(run_id, number):
+            del self._claimed[run_id]
+        if self.needs_reconcile is not None:
+            self.needs_reconcile(why)
 
     async def end(
         self, run: Run, number: int, end: AttemptEnd, progress_bytes: int | None = None

@@ -328,8 +328,16 @@ class Dispatcher:
                     self.clock.now(), f"launch failed: {exc}",
                     unavailable_retry_s(claim.attempt.number),
                 )  # fmt: skip
-                with contextlib.suppress(Exception):
+                try:
                     await self.attempts.end(claim.run, claim.attempt.number, end)
+                except Exception as unwritten:
+                    log.warning("launch_failed_end_unwritten", run_id=claim.run.id,
+                                attempt=claim.attempt.number, error=str(unwritten))  # fmt: skip
+                    self.attempts.unended(
+                        claim.run.id, claim.attempt.number,
+                        f"the failed launch of attempt {claim.attempt.key} was not recorded "
+                        f"({unwritten})",
+                    )  # fmt: skip
         finally:
             self._spawned.discard(claim.run.id)
 
