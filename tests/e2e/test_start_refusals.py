@@ -20,6 +20,7 @@ from runyard.models import Run, RunState
 from runyard.store import sqlite_sql as q
 from runyard.store.schema_version import NewerSchemaError, known_version, refusal_of
 from runyard.store.sqlite import SQLiteStore
+from runyard.store.wal_check import wal_refusal
 from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
@@ -101,17 +102,19 @@ def test_serve_refuses_a_database_it_cannot_read(jobs_dir, data, damage: str) ->
     assert db.read_bytes() == before
 
 
-def _runs_only_in_its_wal(db: Path, into: Path) -> None:
-    """A store with a run in it, copied while open (as a server killed outright leaves it):
-    the run is in the write-ahead log alone, not yet in the database file."""
+def _runs_only_in_its_wal(db: Path, into: Path, runs: int = 1) -> None:
+    """A store with runs in it, each written by a transaction of its own, copied while open
+    (as a server killed outright leaves it): the runs are in the write-ahead log alone, not
+    yet in the database file."""
 
     async def fill() -> None:
         store = SQLiteStore(db)
         await store.open()
-        await store.insert_run(Run(
-            id=new_id(), job="true", params={}, state=RunState.QUEUED, priority=0,
-            created_at=1000.0, spec={"name": "true", "command": ["true"]},
-        ))  # fmt: skip
+        for _ in range(runs):
+            await store.insert_run(Run(
+                id=new_id(), job="true", params={}, state=RunState.QUEUED, priority=0,
+                created_at=1000.0, spec={"name": "true", "command": ["true"]},
+            ))  # fmt: skip
         shutil.copy(db, into / "runyard.db")
         shutil.copy(db.with_name(f"{db.name}-wal"), into / "runyard.db-wal")
         await store.close()
@@ -132,6 +135,50 @@ def test_serve_refuses_a_write_ahead_log_it_would_drop(jobs_dir, data, tmp_path:
     reason = _refused(_serve(jobs_dir, data), data, said)
     assert "pages the database file does not" in reason and "move runyard.db-wal aside" in reason
     assert (wal.read_bytes(), db.read_bytes()) == before  # nothing dropped, nothing written
+
+
+def _damage_frame(wal: Path, frame: int) -> None:
+    """One byte flipped in the page that frame `frame` (from 1) of the log holds."""
+    page = int.from_bytes(wal.read_bytes()[8:12], "big")
+    with wal.open("r+b") as fh:
+        fh.seek(32 + (frame - 1) * (24 + page) + 24 + 100)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _frames(wal: Path) -> int:
+    data = wal.read_bytes()
+    return (len(data) - 32) // (24 + int.from_bytes(data[8:12], "big"))
+
+
+def test_serve_refuses_a_write_ahead_log_whose_frame_would_drop_later_transactions(
+    jobs_dir, data, tmp_path: Path
+) -> None:
+    """A probe: one byte flipped in a frame of the log (its header sound), and SQLite read the
+    log only up to it: every run accepted after it was a 404, the server ready."""
+    db, wal = data / "runyard.db", data / "runyard.db-wal"
+    _runs_only_in_its_wal(tmp_path / "live.db", data, runs=20)
+    _damage_frame(wal, 1)
+    before = wal.read_bytes(), db.read_bytes()
+    said = f"the database's write-ahead log {wal} is damaged (its frame 1 fails its checksum)"
+    reason = _refused(_serve(jobs_dir, data), data, said)
+    assert "committed after it would be dropped" in reason, reason
+    assert "move runyard.db-wal aside" in reason
+    assert (wal.read_bytes(), db.read_bytes()) == before  # nothing dropped, nothing written
+
+
+def test_a_log_torn_in_its_last_transaction_is_read_as_sqlite_reads_it(
+    jobs_dir, data, tmp_path: Path
+) -> None:
+    """The last transaction's frames, torn as a crash may leave them (never acknowledged): no
+    refusal, and the runs committed before it are all there."""
+    db, wal = data / "runyard.db", data / "runyard.db-wal"
+    _runs_only_in_its_wal(tmp_path / "live.db", data, runs=20)
+    _damage_frame(wal, _frames(wal))
+    assert wal_refusal(db) is None
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (19,)
 
 
 def test_serve_refuses_a_data_directory_it_cannot_use(jobs_dir, tmp_path: Path) -> None:
