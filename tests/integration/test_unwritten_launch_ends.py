@@ -36,8 +36,11 @@ def test_a_failed_launch_whose_end_is_unwritten_goes_back_to_the_queue(
         monkeypatch.setattr(executor, "launch", full_disk)
         stuck = srv.submit("talk")["id"]
         checks = wait_for(
-            lambda: (ready := srv.get("/health/ready")).status_code == 503
-            and "reconcile" in ready.json()["checks"] and ready.json()["checks"],
+            lambda: (
+                (ready := srv.get("/health/ready")).status_code == 503
+                and "reconcile" in ready.json()["checks"]
+                and ready.json()["checks"]
+            ),
             what="not ready, for the end not recorded",
         )
         assert stuck in checks["reconcile"], checks  # named, until a pass settles it

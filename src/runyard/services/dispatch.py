@@ -28,7 +28,7 @@ from runyard.execution.base import (
 from runyard.execution.protocol import ExitRecord
 from runyard.jobs import JobRegistry
 from runyard.jobs.spec import Job
-from runyard.models import Claim, ClaimAsk
+from runyard.models import AttemptEnd, Claim, ClaimAsk
 from runyard.services import outcomes
 from runyard.services.attempts import Attempts
 from runyard.services.launches import launch_of
@@ -308,12 +308,21 @@ class Dispatcher:
             self._due = asyncio.get_running_loop().call_later(delay, self.queue.set)
 
     async def _not_launched(self, claim: Claim) -> None:
-        end = outcomes.not_started(self.clock.now(), "the server is draining")
+        await self._requeue(claim, outcomes.not_started(self.clock.now(), "the server is draining"))
+
+    async def _requeue(self, claim: Claim, end: AttemptEnd) -> None:
+        """`claim`'s attempt ended as never started. An end the store does not take (a disk
+        still full) is left to the reconcile pass, retried until it is written: kept as this
+        server's own, no pass would settle it, and its run stayed running for good."""
         try:
             await self.attempts.end(claim.run, claim.attempt.number, end)
-        except Exception:
-            # its attempt stays claimed and never spawned: a reconcile pass re-queues it
-            log.exception("requeue_failed", run_id=claim.run.id, attempt=claim.attempt.number)
+        except Exception as exc:
+            log.warning("requeue_failed", run_id=claim.run.id, attempt=claim.attempt.number,
+                        error=str(exc))  # fmt: skip
+            self.attempts.unended(
+                claim.run.id, claim.attempt.number,
+                f"attempt {claim.attempt.key}, never started, was not recorded ({exc})",
+            )  # fmt: skip
 
     async def _launch(self, claim: Claim, sent: Awaitable[Started | None] | None) -> None:
         try:
@@ -328,16 +337,7 @@ class Dispatcher:
                     self.clock.now(), f"launch failed: {exc}",
                     unavailable_retry_s(claim.attempt.number),
                 )  # fmt: skip
-                try:
-                    await self.attempts.end(claim.run, claim.attempt.number, end)
-                except Exception as unwritten:
-                    log.warning("launch_failed_end_unwritten", run_id=claim.run.id,
-                                attempt=claim.attempt.number, error=str(unwritten))  # fmt: skip
-                    self.attempts.unended(
-                        claim.run.id, claim.attempt.number,
-                        f"the failed launch of attempt {claim.attempt.key} was not recorded "
-                        f"({unwritten})",
-                    )  # fmt: skip
+                await self._requeue(claim, end)
         finally:
             self._spawned.discard(claim.run.id)
 
