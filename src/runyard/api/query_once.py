@@ -29,9 +29,11 @@ from runyard.errors import InvalidInputError
 _Key = tuple[str, str]  # (method, path template)
 # a route's one-value query parameters, and its one-value headers (lower case)
 _Single = tuple[frozenset[str], frozenset[str]]
-# Headers whose value is a list, which may come in several lines, read as one joined by
-# commas (RFC 9110, 5.3): Prefer is (RFC 7240), its lines read together (routes/runs.py)
-LIST_HEADERS = frozenset({"prefer"})
+# Headers given twice that are not refused here: Prefer's value is a list, which may come in
+# several lines read as one joined by commas (RFC 9110, 5.3; RFC 7240), as routes/runs.py
+# reads it; a download answers Range and If-Range lines as RFC 9110 (14) has it, itself
+# (api/byte_ranges.py: Range given twice is its 400, If-Range twice a false condition)
+OWN_RULES = frozenset({"prefer", "range", "if-range"})
 
 
 async def one_value_each(conn: HTTPConnection) -> None:
@@ -56,7 +58,7 @@ async def one_value_each(conn: HTTPConnection) -> None:
                 field=f"query.{name}",
             )
     for name, n in headers.items():
-        if name in single[1] and name not in LIST_HEADERS:
+        if name in single[1] and name not in OWN_RULES:
             raise InvalidInputError(
                 f"header {_shown(route, name)!r} takes one value; it was given {n} times",
                 field=f"header.{_shown(route, name)}",
