@@ -91,6 +91,7 @@ def test_a_services_refusal_names_the_field_where_the_client_sent_it(start_serve
     cases = [  # (method, path, body, field)
         ("POST", "/v1/schedules", {"job": "true", "cron": "61 * * * *"}, "body.cron"),
         ("GET", f"/v1/runs/{run_id}/logs?attempt=5", None, "query.attempt"),
+        ("GET", "/v1/jobs/no-such-job", None, "path.name"),  # was `name`
     ]
     with web.Client(timeout=30) as http:
         for method, path, body, field in cases:
