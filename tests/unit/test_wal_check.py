@@ -71,3 +71,27 @@ def test_pages_past_the_end_a_vacuum_left_are_nothing_lost(tmp_path: Path) -> No
     copy = _copies(tmp_path, "DELETE FROM t", "VACUUM", "PRAGMA wal_checkpoint(PASSIVE)")
     _damage_header(copy)
     assert wal_refusal(copy) is None
+
+
+def test_a_sound_header_naming_no_page_size_sqlite_writes_is_not_read_for_frames(
+    tmp_path: Path,
+) -> None:
+    """A header whose checksum holds but whose page size is none SQLite writes (2 GiB here):
+    its frames are not read, each whole (a read of 2 GiB a frame)."""
+    import struct
+    import tracemalloc
+
+    from runyard.store.wal_check import _checksum
+
+    db = tmp_path / "a.db"
+    sqlite3.connect(db).close()
+    head = struct.pack(">IIIIII", 0x377F0682, 3007000, 2**31, 0, 1, 2)
+    cksum = _checksum("<", head, (0, 0))
+    (tmp_path / "a.db-wal").write_bytes(head + struct.pack(">II", *cksum) + b"\0" * 4096)
+    tracemalloc.start()
+    try:
+        assert wal_refusal(db) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, peak  # a read of a frame that size asked for 2 GiB

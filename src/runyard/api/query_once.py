@@ -27,8 +27,8 @@ from starlette.requests import HTTPConnection
 from runyard.errors import InvalidInputError
 
 _Key = tuple[str, str]  # (method, path template)
-# a route's one-value query parameters, and its one-value headers (lower case)
-_Single = tuple[frozenset[str], frozenset[str]]
+# a route's one-value query parameters, and its one-value headers (lower case: as declared)
+_Single = tuple[frozenset[str], dict[str, str]]
 # Headers given twice that are not refused here: Prefer's value is a list, which may come in
 # several lines read as one joined by commas (RFC 9110, 5.3; RFC 7240), as routes/runs.py
 # reads it; a download answers Range and If-Range lines as RFC 9110 (14) has it, itself
@@ -58,10 +58,10 @@ async def one_value_each(conn: HTTPConnection) -> None:
                 field=f"query.{name}",
             )
     for name, n in headers.items():
-        if name in single[1] and name not in OWN_RULES:
+        if (shown := single[1].get(name)) is not None and name not in OWN_RULES:
             raise InvalidInputError(
-                f"header {_shown(route, name)!r} takes one value; it was given {n} times",
-                field=f"header.{_shown(route, name)}",
+                f"header {shown!r} takes one value; it was given {n} times",
+                field=f"header.{shown}",
             )
 
 
@@ -85,7 +85,7 @@ def _single_valued(app: FastAPI, route: Any, method: str) -> _Single | None:
             single = [p for p in op.get("parameters", []) if not _is_list(p.get("schema", {}))]
             found = (
                 frozenset(p["name"] for p in single if p.get("in") == "query"),
-                frozenset(p["name"].lower() for p in single if p.get("in") == "header"),
+                {p["name"].lower(): p["name"] for p in single if p.get("in") == "header"},
             )
         cache[key] = found
     return found
@@ -99,30 +99,19 @@ def _declared(dependant: Dependant | None) -> _Single:
     """A WebSocket route's one-value query parameters and headers, from its declaration and
     its dependencies'."""
     query: set[str] = set()
-    header: set[str] = set()
+    header: dict[str, str] = {}
     pending = [dependant] if dependant is not None else []
     while pending:
         current = pending.pop()
         query.update(f.alias for f in current.query_params if not _is_sequence(f))
-        header.update(f.alias.lower() for f in current.header_params if not _is_sequence(f))
+        header.update(
+            (f.alias.lower(), f.alias) for f in current.header_params if not _is_sequence(f)
+        )
         pending.extend(current.dependencies)
-    return frozenset(query), frozenset(header)
+    return frozenset(query), header
 
 
 def _is_sequence(field: Any) -> bool:
     annotation = field.field_info.annotation
     kinds = typing.get_args(annotation) if typing.get_origin(annotation) else (annotation,)
     return any(typing.get_origin(k) in (list, tuple, set, frozenset) for k in (annotation, *kinds))
-
-
-def _shown(route: Any, lower: str) -> str:
-    """A header's name as the route declares it (`Last-Event-ID`), not as the client cased it."""
-    dependant = getattr(route, "dependant", None)
-    pending = [dependant] if dependant is not None else []
-    while pending:
-        current = pending.pop()
-        for field in current.header_params:
-            if field.alias.lower() == lower:
-                return str(field.alias)
-        pending.extend(current.dependencies)
-    return lower

@@ -60,20 +60,8 @@ def settled_environs(pids: Iterable[int]) -> Iterator[tuple[int, bytes]]:
     so). All such are read again together, SETTLE_TRIES times at most, SETTLE_S apart: a scan
     waits that long at most however many processes of no environment (`env -i`) there are.
     Blocking: a thread's."""
-    settling = []
-    for pid in pids:
-        try:
-            environ = read_whole(f"/proc/{pid}/environ")
-        except OSError:
-            continue
-        if environ or not _may_be_exec_ing(pid):
-            yield pid, environ
-        else:
-            settling.append(pid)
-    for _ in range(SETTLE_TRIES):
-        if not settling:
-            return
-        time.sleep(SETTLE_S)
+    settling = list(pids)
+    for tries_left in range(SETTLE_TRIES, -1, -1):
         still = []
         for pid in settling:
             try:
@@ -85,6 +73,9 @@ def settled_environs(pids: Iterable[int]) -> Iterator[tuple[int, bytes]]:
             else:
                 still.append(pid)
         settling = still
+        if not settling or not tries_left:
+            break
+        time.sleep(SETTLE_S)
     for pid in settling:
         yield pid, b""
 

@@ -82,6 +82,8 @@ def _dropped_after_damage(fh: BinaryIO, header: bytes) -> tuple[int, int] | None
     is in) when there are such transactions; else None. `fh` is read past the header."""
     order = ">" if struct.unpack(">I", header[:4])[0] == MAGIC_BE else "<"
     page_size = struct.unpack(">I", header[8:12])[0]
+    if not 512 <= page_size <= 65536 or page_size & (page_size - 1):
+        return None  # no page size SQLite writes: SQLite's to refuse, not frames to read
     salts = header[16:24]
     seed = struct.unpack(">II", header[24:32])
     size = FRAME_HEADER + page_size
