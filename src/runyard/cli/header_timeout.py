@@ -318,6 +318,7 @@ class HeaderDeadlineProtocol(WriteStallGuard):
             self._send_refusal(answer)
         elif self._eof:
             self.transport.close()
+            self._owed_on_close()
         elif self.cap is not None and not self.transport.is_closing():
             self.cap.waiting(self)  # kept alive for the next request
 
@@ -377,11 +378,16 @@ class HeaderDeadlineProtocol(WriteStallGuard):
 
 
 def with_header_timeout(
-    header_timeout_s: float, stall_s: float, cap: ConnectionCap | None = None
+    header_timeout_s: float,
+    stall_s: float,
+    cap: ConnectionCap | None = None,
+    shutdown_stall_s: float = 5.0,
 ) -> type[asyncio.Protocol]:
-    """uvicorn's protocol class with this deadline, this cut of a client that stopped
-    reading, and this cap on connections (uvicorn makes one per connection)."""
+    """uvicorn's protocol class with this deadline, these cuts of a client that stopped
+    reading (at shutdown the second), and this cap on connections (uvicorn makes one per
+    connection)."""
     return type(
         "HeaderDeadlineProtocol", (HeaderDeadlineProtocol,),
-        {"header_timeout_s": header_timeout_s, "stall_s": stall_s, "cap": cap},
+        {"header_timeout_s": header_timeout_s, "stall_s": stall_s, "cap": cap,
+         "shutdown_stall_s": shutdown_stall_s},
     )  # fmt: skip

@@ -35,6 +35,7 @@ from runyard.errors import FULL_ERRNOS
 from runyard.runtime import Runtime
 from runyard.store.schema_version import refusal_of
 from runyard.store.sqlite import WAL_LIMIT_BYTES
+from runyard.streams.hub import stream_grace_s
 
 log = structlog.get_logger("runyard")
 
@@ -326,7 +327,13 @@ def serve(settings: Settings, early: EarlyStop | None = None) -> None:
         log_config=None,
         access_log=False,
         proxy_headers=False,
-        http=with_header_timeout(settings.header_timeout_s, stall_s(settings), connections),
+        # the streams had half the shutdown time; a connection's last bytes get the other half
+        http=with_header_timeout(
+            settings.header_timeout_s,
+            stall_s(settings),
+            connections,
+            stream_grace_s(settings.shutdown_timeout_s),
+        ),
         # runyard reads no client message but a close: a message is bounded small, nothing
         # is inflated, and a peer that stops answering pings is closed (cli/ws_guard.py)
         ws=GuardedWebSocket,

@@ -13,6 +13,14 @@ starts the time again. Finer progress is not seen (the kernel's own buffer moves
 Watchers of a stream are dropped sooner and told first (api/sse.py: its `lagged` event within
 `stream_send_timeout_s`, then as long again for the farewell): `stall_s` leaves them that
 (serve.py's `stall_s`), so this cut is what is left for every other answer.
+
+A connection closed with bytes its client has not taken is waited on the same way: asyncio's
+close flushes first, for ever if the client never reads, and one never paused (its last bytes
+under the high mark) would never be cut. At shutdown every connection gets `shutdown_stall_s`
+at most: a close there (uvicorn closes each connection once its answer is complete) owed to a
+client that does not read held the server past its graceful time (an answer complete with
+its tail unread: a stream whose `shutdown` event went out just before the client's buffers
+filled, a large JSON body), when uvicorn gave up and said so.
 """
 
 from __future__ import annotations
@@ -31,16 +39,49 @@ _BASE: Any = AutoHTTPProtocol
 
 class WriteStallGuard(_BASE):  # type: ignore[misc]
     stall_s: float = 75.0  # set on the class serve.py makes
+    shutdown_stall_s: float = 5.0  # likewise
     _stall: asyncio.TimerHandle | None = None
+    _stall_limit_s = 0.0
+    _shutting_down = False
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._stall is None:
-            self._stall = self.loop.call_later(self.stall_s, self._stalled)
+        self._within(self.shutdown_stall_s if self._shutting_down else self.stall_s)
 
     def resume_writing(self) -> None:
         self._unstall()
         super().resume_writing()
+        self._owed_on_close()  # drained below the low mark, not whole: it must go on
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # closed here when the answer was the connection's last
+        self._owed_on_close()
+
+    def timeout_keep_alive_handler(self) -> None:
+        super().timeout_keep_alive_handler()
+        self._owed_on_close()
+
+    def shutdown(self) -> None:
+        self._shutting_down = True
+        super().shutdown()
+        if self._stall is not None or self._owes_on_close():
+            self._within(self.shutdown_stall_s)
+
+    def _owes_on_close(self) -> bool:
+        transport: asyncio.WriteTransport = self.transport
+        return transport.is_closing() and transport.get_write_buffer_size() > 0
+
+    def _owed_on_close(self) -> None:
+        if self._owes_on_close():
+            self._within(self.shutdown_stall_s if self._shutting_down else self.stall_s)
+
+    def _within(self, limit_s: float) -> None:
+        """The connection is cut unless it drains within `limit_s` (or sooner, if so set)."""
+        due = self.loop.time() + limit_s
+        if self._stall is not None and self._stall.when() <= due:
+            return
+        self._unstall()
+        self._stall, self._stall_limit_s = self.loop.call_at(due, self._stalled), limit_s
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._unstall()
@@ -57,6 +98,6 @@ class WriteStallGuard(_BASE):  # type: ignore[misc]
         self._stall = None
         cycle = self.cycle
         path = cycle.scope.get("path") if cycle is not None else None
-        log.info("client_stalled", path=path, stall_s=self.stall_s)
+        log.info("client_stalled", path=path, stall_s=self._stall_limit_s)
         # not close(): that would first flush to a client that does not read
         reset(self.transport)
