@@ -203,6 +203,29 @@ def test_a_file_part_must_name_a_file_param(server) -> None:
     assert blobs(server.data_dir) == []
 
 
+@pytest.mark.parametrize(
+    ("run", "field", "message"),
+    [
+        # a probe: the run's values were named as if sent bare (`params.note`, `job`), and a
+        # lone surrogate made the whole part unreadable JSON, where a JSON submit names both
+        ('{"job": "count", "params": {"note": 1e400}}', "body.run.params.note", "str"),
+        ('{"job": "count", "params": {"note": "\\ud800"}}', "body.run.params.note", "unicode"),
+        ('{"job": "count", "params": {"nope": 1}}', "body.run.params.nope", "not permitted"),
+        ('{"job": "nope"}', "body.run.job", "not declared"),
+    ],
+)
+def test_what_the_run_part_holds_is_named_within_it(
+    server, run: str, field: str, message: str
+) -> None:
+    """A value of the run is named where it is (`body.run.params.note`), as a JSON submit
+    names it in its body; a file param sent as a part is named by its part (above)."""
+    resp = web.post(f"{server.url}/v1/runs", data={"run": run}, files={"data": ("t.csv", TABLE)})
+    assert resp.status_code in (404, 422), resp.text
+    assert [e["field"] for e in resp.json()["errors"]] == [field]
+    assert message in resp.json()["errors"][0]["message"]
+    assert blobs(server.data_dir) == []
+
+
 @pytest.mark.parametrize("file_first", [False, True])
 def test_a_part_over_its_params_max_mb_is_refused_naming_it(server, file_first: bool) -> None:
     """Before the run part, the file is checked once the job is known, after it is stored:

@@ -32,7 +32,7 @@ from runyard.api.inputs import (
     one_idempotency_key,
 )
 from runyard.api.json_body import SMALL_BODY, read_json
-from runyard.api.problems import UnreadBodyValidationError, client_left
+from runyard.api.problems import FORM_FILES, UnreadBodyValidationError, client_left
 from runyard.api.routes.runs import answer_submit, prefer_of, prefer_wait
 from runyard.api.routes.uploads import close_after
 from runyard.api.security import authorize
@@ -222,21 +222,33 @@ class _Form:
             )
         run = bytes(self.run)
         try:  # UTF-8, no key twice: as a JSON body is read (a large one off the event loop)
-            read_json(run) if len(run) <= SMALL_BODY else await asyncio.to_thread(read_json, run)
+            value = (
+                read_json(run)
+                if len(run) <= SMALL_BODY
+                else await asyncio.to_thread(read_json, run)
+            )
         except json.JSONDecodeError:
-            pass  # pydantic's reader names where, below
+            value = None  # pydantic's reader names where, below
         except RunyardError as exc:
             field = exc.extra.get("field", "body").replace("body", f"body.{RUN_PART}", 1)
             raise InvalidInputError(f"the part 'run': {exc.detail}", field=field) from None
         try:
-            self.request = SubmitRequest.model_validate_json(bytes(self.run))
+            # the value as read, validated as the JSON submit's is (a lone surrogate in a
+            # string is the param's to refuse, by name, not an unreadable part)
+            self.request = (
+                SubmitRequest.model_validate_json(run)
+                if value is None
+                else SubmitRequest.model_validate(value)
+            )
         except ValidationError as exc:
             raise UnreadBodyValidationError(  # the files behind it are not read on
                 [{**e, "loc": ("body", RUN_PART, *e["loc"])} for e in exc.errors()]
             ) from None
         self.job = await self.registry.get(self.request.job)
         if self.job is None:
-            raise NotFoundError(f"job {self.request.job!r} is not declared", field="job")
+            raise NotFoundError(
+                f"job {self.request.job!r} is not declared", field=f"body.{RUN_PART}.job"
+            )
         for name in self.files:
             self._check_part(name)
 
@@ -307,6 +319,7 @@ async def submit_multipart(scope: Scope, receive: Receive, send: Send) -> None:
             close_after(exc)
             raise
         request = await form.submit_request()
+        scope[FORM_FILES] = frozenset(form.files)  # what is refused now is named in the run
         response = await answer_submit(
             runtime.runs, runtime.settings, request, key, prefer, receive
         )

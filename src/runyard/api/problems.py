@@ -61,13 +61,18 @@ async def _runyard_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 LOCATED = ("body", "query", "header", "path")
+# set on a multipart submit's scope once its run is read: the names of its file parts. A field
+# a service names from then on is in the part `run` (`body.run.params.n`), but a file param
+# sent as a part, which is named as that part is (`params.model`).
+FORM_FILES = "runyard.form_files"
 
 
 def _where(request: Request) -> Callable[[str], str]:
     """How a field a service named (`iterations`, `params.n`, `attempt`) is named where the
     client sent it, as FastAPI names its own (`body.iterations`, `query.attempt`): a query
     parameter the request has, else a key of its JSON body. The OpenAI routes name their
-    `param` as OpenAI does (bare), and a form's parts are named by the part."""
+    `param` as OpenAI does (bare); a form's parts are named by the part, and a key of its run
+    as within the part `run`."""
     path = request.url.path
     json_body = request.scope.get("method") in ("POST", "PUT", "PATCH") and (
         request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
@@ -80,6 +85,10 @@ def _where(request: Request) -> Callable[[str], str]:
             return field
         if first in query:
             return f"query.{field}"
+        files = request.scope.get(FORM_FILES)
+        if files is not None:
+            param = field.split(".", 2)[1] if first == "params" and "." in field else None
+            return field if param in files else f"body.run.{field}"
         return f"body.{field}" if json_body else field
 
     return where
