@@ -98,3 +98,25 @@ def test_a_services_refusal_names_the_field_where_the_client_sent_it(start_serve
             got = http.request(method, f"{server.url}{path}", json=body)
             assert got.status_code in (404, 422), (path, got.text)
             assert got.json()["field"] == field, (path, got.json())
+
+
+def test_a_key_that_prints_as_nothing_or_turns_text_around_is_escaped_in_its_field(
+    start_server,
+) -> None:
+    """A probe: a key's control characters and format marks were named as sent: U+202E turns
+    what follows it around wherever the problem is shown (a log, a terminal, the dashboard),
+    so `body.params.x<RLO>cod.exe` reads as another field. Each is escaped as Python writes it;
+    a key that prints as itself (`é`) is kept."""
+    server = start_server()
+    cases = [  # (where, body, field)
+        ("runs", {"job": "true", "params": {"x\u202ecod": 1}}, "body.params.x\\u202ecod.[key]"),
+        ("runs", {"job": "true", "labels": {"\x01": "a"}}, "body.labels.\\x01.[key]"),
+        ("runs", {"job": "true", "\x1b[2J": 1}, "body.\\x1b[2J"),
+        ("batches", {"job": "true", "sweep": {"\u200bn": [1]}}, "body.sweep.\\u200bn.[key]"),
+        ("runs", {"job": "true", "params": {"é": 1}}, "body.params.é.[key]"),
+    ]
+    with web.Client(timeout=30) as http:
+        for where, body, field in cases:
+            got = errors(http.post(f"{server.url}/v1/{where}", json=body))
+            assert [e["field"] for e in got] == [field], (body, got)
+            assert field in http.post(f"{server.url}/v1/{where}", json=body).json()["detail"]

@@ -56,6 +56,16 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+def shown(field: str) -> str:
+    """A field as a problem names it: a character that prints as nothing or as something else
+    (a control, a format mark such as U+202E, which turns the text after it around, a lone
+    surrogate, which no UTF-8 encoder takes) escaped as Python writes it (`\\x01`,
+    `\\u202e`): a key sent to mislead a reader is shown, not obeyed."""
+    if field.isprintable():
+        return field
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in field)
+
+
 async def _runyard_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_of(cast(RunyardError, exc), _where(request))
 
@@ -99,7 +109,7 @@ def problem_of(exc: RunyardError, where: Callable[[str], str] = str) -> JSONResp
     if "errors" in extra:
         extra.update(_listed([(where(f"params.{loc}"), msg) for loc, msg in extra["errors"]]))
     elif isinstance(extra.get("field"), str):  # one field: listed as the request model's are
-        extra["field"] = where(extra["field"])
+        extra["field"] = shown(where(extra["field"]))[:MAX_FIELD]
         extra.update(_listed([(extra["field"], exc.detail)]))
     return problem(exc.status, exc.title, exc.detail, exc.slug, exc.headers or None, **extra)
 
@@ -151,7 +161,9 @@ def _listed(errors: list[tuple[str, str]], found: int | None = None) -> dict[str
     """A problem's `errors`: the first MAX_LISTED, and how many more were `found`."""
     found = len(errors) if found is None else found
     listed: dict[str, Any] = {
-        "errors": [{"field": f[:MAX_FIELD], "message": bounded(m)} for f, m in errors[:MAX_LISTED]]
+        "errors": [
+            {"field": shown(f)[:MAX_FIELD], "message": bounded(m)} for f, m in errors[:MAX_LISTED]
+        ]
     }
     if found > MAX_LISTED:
         listed["errors_omitted"] = found - MAX_LISTED
