@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,9 @@ class Runtime:
     `Transitions`; wake-ups (the dispatcher's queue, health, reconcile) are built first so
     that who gives one needs no reference to who waits on it."""
 
+    # what else waits on a client, told to stop at shutdown (the app's body reads)
+    at_shutdown: list[Callable[[], None]]
+
     def __init__(
         self, settings: Settings, clock: Clock | None = None, executor: Executor | None = None
     ) -> None:
@@ -116,7 +120,7 @@ class Runtime:
             # another host's writes to a shared filesystem never reach inotify: poll there
             inotify=settings.slurm_shared_dir is None,
         )  # fmt: skip
-        self.waiters, self.finish_rate = EndWaiters(), FinishRate()
+        self.waiters, self.finish_rate, self.at_shutdown = EndWaiters(), FinishRate(), []
         self.scheduler = Scheduler(
             self.store, self.registry, queue, self.clock, published=health_wake,
             recheck_s=settings.lease_s / 3 if clustered else None,
@@ -314,8 +318,11 @@ class Runtime:
         self.lifecycle.begin_shutdown()
 
     def release_waiters(self) -> None:
-        """Before connections close: `Prefer: wait` requests answer with their run as it is."""
+        """Before connections close: `Prefer: wait` requests answer with their run as it is,
+        and what else waits on a client (`at_shutdown`) stops waiting."""
         self.waiters.release_all()
+        for stop_waiting in self.at_shutdown:
+            stop_waiting()
 
     async def close_streams(self) -> None:
         """Before connections close: every stream sends its `shutdown` event and ends."""

@@ -216,4 +216,4 @@ def test_sigterm_cuts_an_answer_complete_but_unread(
     assert code in (0, -signal.SIGTERM)
     log = server.log_path.read_text()
     assert "timeout graceful shutdown exceeded" not in log
-    assert '"client_stalled"' in log
+    assert '"connection_cut_at_shutdown"' in log

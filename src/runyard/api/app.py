@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from runyard import __version__
 from runyard.api import dashboard, docs, fast_submit, inputs, openai_errors, problems, proxy
 from runyard.api.middleware.authenticate import AuthenticateMiddleware
-from runyard.api.middleware.body_limit import BodyLimitMiddleware
+from runyard.api.middleware.body_limit import BodyLimitMiddleware, BodyWaits
 from runyard.api.middleware.request_cap import RequestCap, default_max_requests
 from runyard.api.middleware.request_context import RequestContextMiddleware
 from runyard.api.middleware.submit_lane import SubmitLane
@@ -74,17 +74,19 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     docs.mount(app)
     inputs.publish(app, settings)
     app.add_middleware(inputs.ControlCharacterGuard)  # before any route reads a path or query
+    bodies = BodyWaits()  # at shutdown, a body still awaited is not waited for
+    rt.at_shutdown.append(bodies.close)
     # innermost first: the body cap, then authentication (both before any body is read)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_kb * 1024,
-        idle_s=settings.header_timeout_s,
+        idle_s=settings.header_timeout_s, waits=bodies,
     )  # fmt: skip
     app.add_middleware(AuthenticateMiddleware, auth=rt.auth, signer=signer)
     app.add_middleware(openai_errors.OpenAIShape)  # what those answer, on the OpenAI routes
     app.add_middleware(RequestContextMiddleware, metrics=rt.metrics)
     app.add_middleware(
         SubmitLane, runtime=rt, route=submit_route, handlers=app.exception_handlers,
-        max_bytes=settings.max_body_kb * 1024, idle_s=settings.header_timeout_s,
+        max_bytes=settings.max_body_kb * 1024, idle_s=settings.header_timeout_s, waits=bodies,
     )  # fmt: skip
     # outermost: a request past the cap holds nothing, not even a request id
     app.add_middleware(

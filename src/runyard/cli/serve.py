@@ -13,7 +13,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,7 +29,8 @@ from runyard.cli.early_stop import EarlyStop
 from runyard.cli.header_timeout import with_header_timeout
 from runyard.cli.listen import ListenError, bind_sockets, close
 from runyard.cli.log_render import CHAIN, render_json
-from runyard.cli.ws_guard import GuardedWebSocket
+from runyard.cli.reset import reset
+from runyard.cli.ws_guard import guarded_websocket
 from runyard.config import Settings
 from runyard.errors import FULL_ERRNOS
 from runyard.runtime import Runtime
@@ -38,6 +39,7 @@ from runyard.store.sqlite import WAL_LIMIT_BYTES
 from runyard.streams.hub import stream_grace_s
 
 log = structlog.get_logger("runyard")
+FORCED_TASKS_S = 1.0  # after a second signal, what requests may take to end once reset
 
 
 def stall_s(settings: Settings) -> float:
@@ -122,6 +124,7 @@ class RunyardServer(uvicorn.Server):
         self.early = early
         self._drain_started = False
         self._reloads: set[asyncio.Task[None]] = set()
+        self._forced = asyncio.Event()  # a second signal while shutting down
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.runtime.begin_shutdown()
@@ -131,6 +134,8 @@ class RunyardServer(uvicorn.Server):
             loop.call_soon_threadsafe(lambda: loop.create_task(self._drain_then_exit(sig)))
             return
         super().handle_exit(sig, frame)
+        if self.force_exit and loop is not None:
+            loop.call_soon_threadsafe(self._forced.set)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -149,8 +154,30 @@ class RunyardServer(uvicorn.Server):
         # whole `shutdown` event and ends, each `Prefer: wait` answers with its run as it is
         # (uvicorn would wait for them, then cut them off with a bare 500).
         self.runtime.release_waiters()
-        await self.runtime.close_streams()
+        await self._unless_forced(self.runtime.close_streams())
         await super().shutdown(sockets)
+        if self.force_exit:
+            await self._forced_end()
+
+    async def _unless_forced(self, wait: Coroutine[Any, Any, None]) -> None:
+        waiting = asyncio.ensure_future(wait)
+        forced = asyncio.ensure_future(self._forced.wait())
+        await asyncio.wait((waiting, forced), return_when=asyncio.FIRST_COMPLETED)
+        for task in (waiting, forced):
+            task.cancel()
+        await asyncio.gather(waiting, forced, return_exceptions=True)
+
+    async def _forced_end(self) -> None:
+        """A second signal (Ctrl-C twice) skips the waits for connections, not the runtime's
+        stop, which uvicorn skips too: the store is closed and the starts it holds written,
+        else the next start has more to recover. Every connection is reset first, so each
+        request ends as its client's leaving, not cancelled mid-way with a traceback when the
+        loop closes."""
+        for connection in list(self.server_state.connections):
+            reset(connection.transport)
+        if self.server_state.tasks:
+            await asyncio.wait(set(self.server_state.tasks), timeout=FORCED_TASKS_S)
+        await self.lifespan.shutdown()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -327,7 +354,7 @@ def serve(settings: Settings, early: EarlyStop | None = None) -> None:
         log_config=None,
         access_log=False,
         proxy_headers=False,
-        # the streams had half the shutdown time; a connection's last bytes get the other half
+        # the streams had half the shutdown time; every connection has the other half to end
         http=with_header_timeout(
             settings.header_timeout_s,
             stall_s(settings),
@@ -336,7 +363,7 @@ def serve(settings: Settings, early: EarlyStop | None = None) -> None:
         ),
         # runyard reads no client message but a close: a message is bounded small, nothing
         # is inflated, and a peer that stops answering pings is closed (cli/ws_guard.py)
-        ws=GuardedWebSocket,
+        ws=guarded_websocket(stream_grace_s(settings.shutdown_timeout_s)),
         ws_max_size=WS_MAX_MESSAGE,
         ws_per_message_deflate=False,
         ws_ping_interval=WS_PING_S,

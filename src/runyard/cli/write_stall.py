@@ -16,11 +16,15 @@ Watchers of a stream are dropped sooner and told first (api/sse.py: its `lagged`
 
 A connection closed with bytes its client has not taken is waited on the same way: asyncio's
 close flushes first, for ever if the client never reads, and one never paused (its last bytes
-under the high mark) would never be cut. At shutdown every connection gets `shutdown_stall_s`
-at most: a close there (uvicorn closes each connection once its answer is complete) owed to a
-client that does not read held the server past its graceful time (an answer complete with
-its tail unread: a stream whose `shutdown` event went out just before the client's buffers
-filled, a large JSON body), when uvicorn gave up and said so.
+under the high mark) would never be cut.
+
+At shutdown (uvicorn calls `shutdown` on each connection once the streams have had their
+grace) every connection has `shutdown_stall_s`, the rest of the shutdown time, to end, whatever
+it does meanwhile, and is reset past it: a close owed to a client that does not read (an
+answer complete with its tail unread, a stream whose `shutdown` event went out just before its
+client's buffers filled), and a download a client takes slowly but steadily, held the server
+until uvicorn's own graceful time ran out, which then cancelled the answer mid-way with a
+traceback in the log.
 """
 
 from __future__ import annotations
@@ -42,11 +46,11 @@ class WriteStallGuard(_BASE):  # type: ignore[misc]
     shutdown_stall_s: float = 5.0  # likewise
     _stall: asyncio.TimerHandle | None = None
     _stall_limit_s = 0.0
-    _shutting_down = False
+    _last_call: asyncio.TimerHandle | None = None  # shutdown's cut, set once
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self._within(self.shutdown_stall_s if self._shutting_down else self.stall_s)
+        self._within(self.stall_s)
 
     def resume_writing(self) -> None:
         self._unstall()
@@ -62,18 +66,14 @@ class WriteStallGuard(_BASE):  # type: ignore[misc]
         self._owed_on_close()
 
     def shutdown(self) -> None:
-        self._shutting_down = True
         super().shutdown()
-        if self._stall is not None or self._owes_on_close():
-            self._within(self.shutdown_stall_s)
-
-    def _owes_on_close(self) -> bool:
-        transport: asyncio.WriteTransport = self.transport
-        return transport.is_closing() and transport.get_write_buffer_size() > 0
+        if self._last_call is None:  # (its loss, at once if nothing is owed, cancels it)
+            self._last_call = self.loop.call_later(self.shutdown_stall_s, self._cut_at_shutdown)
 
     def _owed_on_close(self) -> None:
-        if self._owes_on_close():
-            self._within(self.shutdown_stall_s if self._shutting_down else self.stall_s)
+        transport: asyncio.WriteTransport = self.transport
+        if transport.is_closing() and transport.get_write_buffer_size() > 0:
+            self._within(self.stall_s)
 
     def _within(self, limit_s: float) -> None:
         """The connection is cut unless it drains within `limit_s` (or sooner, if so set)."""
@@ -85,12 +85,20 @@ class WriteStallGuard(_BASE):  # type: ignore[misc]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._unstall()
+        if self._last_call is not None:
+            self._last_call.cancel()
         super().connection_lost(exc)
 
     def _unstall(self) -> None:
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
+
+    def _cut_at_shutdown(self) -> None:
+        cycle = self.cycle
+        path = cycle.scope.get("path") if cycle is not None else None
+        log.info("connection_cut_at_shutdown", path=path, after_s=self.shutdown_stall_s)
+        reset(self.transport)
 
     def _stalled(self) -> None:
         # A closing one too: a close waits for what the client does not take, its socket

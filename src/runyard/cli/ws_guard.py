@@ -49,11 +49,19 @@ class _ClosingTransport:
 
     def close(self) -> None:
         self._transport.close()
+        self.cut_within(CLOSE_GRACE_S)
+
+    def cut_within(self, grace_s: float) -> None:
+        """Cut the socket `grace_s` from now, unless it is gone by then (or due sooner)."""
         # A connection lost already (a peer that reset it) has nothing left to cut: the app's
         # close comes after the loss there, and a cut armed then fired on a closed socket,
         # an error logged with its traceback for every client that went away so.
-        if self._cut is None and not self._lost:
-            self._cut = self._loop.call_later(CLOSE_GRACE_S, reset, self._transport)
+        due = self._loop.time() + grace_s
+        if self._lost or (self._cut is not None and self._cut.when() <= due):
+            return
+        if self._cut is not None:
+            self._cut.cancel()
+        self._cut = self._loop.call_at(due, reset, self._transport)
 
     def forget(self) -> None:
         """The connection is gone: no cut is due, now or after a later close."""
@@ -69,6 +77,13 @@ class GuardedWebSocket(WebSocketsSansIOProtocol):
     _frames_in_message = 0
     # the connection's place among the server's, handed over at the upgrade (header_timeout.py)
     connection_cap: ConnectionCap | None = None
+    # at shutdown, the rest of the shutdown time: a peer that does not read its close (1001,
+    # sent in the streams' grace, or uvicorn's 1012) held the server CLOSE_GRACE_S past it
+    shutdown_stall_s: float = CLOSE_GRACE_S  # set on the class serve.py makes
+
+    def shutdown(self) -> None:
+        super().shutdown()  # a close frame, if none was sent, and the transport's close
+        cast(_ClosingTransport, self.transport).cut_within(self.shutdown_stall_s)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guarded = _ClosingTransport(cast(asyncio.Transport, transport), self.loop)
@@ -156,3 +171,8 @@ class GuardedWebSocket(WebSocketsSansIOProtocol):
                 self._fail(1007, f"invalid UTF-8 at byte {exc.start}")
                 return
         super().send_receive_event_to_app()
+
+
+def guarded_websocket(shutdown_stall_s: float) -> type[GuardedWebSocket]:
+    """The WebSocket protocol uvicorn makes one of per connection, with this cut at shutdown."""
+    return type("GuardedWebSocket", (GuardedWebSocket,), {"shutdown_stall_s": shutdown_stall_s})

@@ -55,15 +55,45 @@ class BodyStalledError(HTTPException):
         super().__init__(408, detail, headers={"Connection": "close"})
 
 
+class BodyCutAtShutdownError(HTTPException):
+    """An HTTPException, for the same reason as BodyTooLargeError."""
+
+    title, slug = "Service unavailable", "unavailable"
+
+    def __init__(self) -> None:
+        detail = "the server is shutting down before the request body came whole; send it again"
+        super().__init__(503, detail, headers={"Connection": "close", "Retry-After": "5"})
+
+
+class BodyWaits:
+    """The requests waiting for more of their body. At shutdown (`close`) each ends at once,
+    503 with its connection, what it brought discarded as for a body that stalls; and so does
+    one that asks for its body later. Shutdown is bounded, a body is not: an upload that
+    trickled or stalled held the server until uvicorn's graceful time ran out, and then got a
+    bare 500 with a traceback in the log."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.waiting: set[StallWatch] = set()  # each while it waits
+
+    def close(self) -> None:
+        self.closed = True
+        for watch in list(self.waiting):
+            watch.cut()
+
+
 def too_large(max_bytes: int) -> str:
     return f"the request body is over the limit of {max_bytes // 1024} KiB (max_body_kb)"
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int, idle_s: float = 10.0) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, idle_s: float = 10.0, waits: BodyWaits | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.idle_s = idle_s
+        self.waits = waits or BodyWaits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,7 +119,7 @@ class BodyLimitMiddleware:
         seen = 0
         started = False
         whole = False  # the body is all in: what the app awaits now is the client leaving
-        watch = StallWatch(self.idle_s)
+        watch = StallWatch(self.idle_s, self.waits)
 
         async def counting_receive() -> Message:
             nonlocal seen, whole
@@ -129,32 +159,40 @@ class StallWatch:
     moved rather than remade: a timeout context per receive cost about 2 % of the server's
     CPU per submission (A/B)."""
 
-    def __init__(self, idle_s: float) -> None:
+    def __init__(self, idle_s: float, waits: BodyWaits) -> None:
         self.idle_s = idle_s
+        self._waits = waits
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._waiting: tuple[float, asyncio.Task[Any]] | None = None  # since when, and who
         self._stalled = False
+        self._cut = False  # by shutdown
         self._waited = 0.0  # seconds spent waiting for the body, and what came meanwhile
         self._came = 0
 
     async def receive(self, receive: Receive) -> Message:
+        if self._waits.closed:
+            raise BodyCutAtShutdownError
         task = asyncio.current_task()
         began = self._loop.time()
         if task is not None:
             self._waiting = (began, task)
+            self._waits.waiting.add(self)
             if self._timer is None:
                 self._timer = self._loop.call_later(self.idle_s, self._check)
         try:
             message = await receive()
         except asyncio.CancelledError:
-            if not self._stalled or task is None:
+            if not (self._stalled or self._cut) or task is None:
                 raise
+            task.uncancel()  # the cancel was ours: the request ends so, not cancelled
+            if self._cut:
+                raise BodyCutAtShutdownError from None
             self._stalled = False
-            task.uncancel()  # the cancel was ours: the request ends as stalled, not cancelled
             raise BodyStalledError(self.idle_s) from None
         finally:
             self._waiting = None
+            self._waits.waiting.discard(self)
         self._waited += self._loop.time() - began
         self._came += len(message.get("body", b""))
         if self._waited > 2 * self.idle_s and self._came < self._waited * MIN_BODY_RATE:
@@ -165,6 +203,12 @@ class StallWatch:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def cut(self) -> None:
+        """Shutdown: the wait under way ends now."""
+        if self._waiting is not None and not self._cut:
+            self._cut = True
+            self._waiting[1].cancel()
 
     def _check(self) -> None:
         self._timer = None

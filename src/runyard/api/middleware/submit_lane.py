@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runyard.api.fast_submit import PATH, replay
 from runyard.api.inputs import header_int
 from runyard.api.json_body import SMALL_BODY, duplicate_free
-from runyard.api.middleware.body_limit import StallWatch
+from runyard.api.middleware.body_limit import BodyWaits, StallWatch
 from runyard.api.middleware.request_context import RequestRecord
 from runyard.api.routes.runs import MAX_PREFER, answer_submit
 from runyard.api.security import check
@@ -53,7 +53,7 @@ class SubmitLane:
 
     def __init__(
         self, app: ASGIApp, runtime: Runtime, route: BaseRoute,
-        handlers: Mapping[Any, Any], max_bytes: int, idle_s: float,
+        handlers: Mapping[Any, Any], max_bytes: int, idle_s: float, waits: BodyWaits,
     ) -> None:  # fmt: skip
         self.app = app
         self.runtime = runtime
@@ -65,6 +65,7 @@ class SubmitLane:
         self.handlers.pop(Exception, None)
         self.max_bytes = max_bytes
         self.idle_s = idle_s
+        self.waits = waits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -152,7 +153,7 @@ class SubmitLane:
         it, as messages for the stack to read again (and refuse as it does)."""
         chunks: list[bytes] = []
         seen = 0
-        watch = StallWatch(self.idle_s)  # a wait for the body that stalls is a 408
+        watch = StallWatch(self.idle_s, self.waits)  # a stalled wait is a 408
         try:
             while True:
                 message = await watch.receive(receive)

@@ -1,0 +1,152 @@
+"""Shutdown within its bound, whatever a client does then (a probe of a bad day): the streams
+have half of `RUNYARD_SHUTDOWN_TIMEOUT_S` to send their `shutdown` event, every connection the
+other half to end, and past it each is reset. Each case below held the server until uvicorn's
+own graceful time ran out (`timeout graceful shutdown exceeded`, 1.5 times the bound in all),
+which then cancelled the request mid-way: a traceback in the log, a bare 500 to the client."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runyard.models import RunState
+from tests.e2e.test_stream_shutdown import unsent
+from tests.support import ServerProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+SHUTDOWN_S = 4  # the bound the server is given in each test
+FULL = 200_000  # bytes the kernel holds unsent to a client: its buffers are full
+BAD = ("timeout graceful shutdown exceeded", "Exception in ASGI application", "Traceback")
+
+BIG_FILE = (
+    'command = ["sh", "-c", "head -c 200000000 /dev/zero > out.bin"]\nartifacts = ["out.bin"]\n'
+)
+PROGRESS = """import json, os, time
+with open(os.environ["RUNYARD_PROGRESS_FILE"], "a") as f:
+    for i in range(3000):
+        f.write(json.dumps({"fraction": i / 3000, "message": "x" * 30000}) + "\\n")
+        f.flush()
+        print("line", i, "y" * 2000, flush=True)
+        time.sleep(0.002)
+"""
+
+
+def big_progress(write_job, jobs_dir: Path) -> None:
+    """A job whose run's events are large and many, to fill what a watcher does not read."""
+    (jobs_dir / "progress.py").write_text(PROGRESS)
+    write_job("big", f'command = ["{sys.executable}", "{{jobs_dir}}/progress.py"]\n')
+
+
+def stopped(server: ServerProcess, sig: int = signal.SIGTERM, again_after: float = 0) -> str:
+    """Signal the server (twice, `again_after` apart, if given) and wait for it: its log."""
+    assert server.proc is not None
+    server.proc.send_signal(sig)
+    if again_after:
+        time.sleep(again_after)  # the second signal comes while it shuts down: that is the case
+        server.proc.send_signal(sig)
+    server.proc.wait(SHUTDOWN_S + 10)
+    log = server.log_path.read_text()
+    assert not [bad for bad in BAD if bad in log], log[-3000:]
+    return log
+
+
+def not_reading(server: ServerProcess, head: bytes) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(head)
+    return sock
+
+
+def test_a_websocket_whose_client_does_not_read_is_cut_within_the_bound(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """Its close (1001) not taken, the socket was cut 5 s after it, whatever the bound."""
+    big_progress(write_job, jobs_dir)
+    server = start_server(jobs_dir, env={"RUNYARD_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)})
+    with server.client() as c:
+        run = c.submit("big")
+        wait_for(lambda: c.run(run.id).state is RunState.RUNNING, what="running")
+    upgrade = (
+        f"GET /v1/runs/{run.id}/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    socks = [not_reading(server, upgrade) for _ in range(2)]
+    # the kernel's buffers full (and more waiting behind them, in the server)
+    wait_for(lambda: all(unsent(server.port, s) > FULL for s in socks), what="frames unread")
+    stopped(server)
+    for sock in socks:
+        sock.close()
+
+
+def test_a_download_read_slowly_but_steadily_is_cut_within_the_bound(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """Each drain put the cut off again: a client taking 200 MB at 1 MB/s held the server."""
+    write_job("big", BIG_FILE)
+    server = start_server(jobs_dir, env={"RUNYARD_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)})
+    with server.client() as c:
+        run = c.submit("big")
+        assert server.wait_run(c, run.id).state is RunState.SUCCEEDED
+    head = f"GET /v1/runs/{run.id}/artifacts/out.bin HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    sock = not_reading(server, head)
+    sock.setblocking(False)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    took = 0
+    while server.proc.poll() is None:  # a slow reader: a little, often
+        try:
+            took += len(sock.recv(65536))
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            break
+        time.sleep(0.05)
+    sock.close()
+    log = stopped(server)
+    assert took < 200_000_000
+    assert '"connection_cut_at_shutdown"' in log
+
+
+def test_an_upload_whose_body_stalls_is_answered_503_at_shutdown(start_server) -> None:
+    server = start_server(env={"RUNYARD_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)})
+    head = b"PUT /v1/uploads?name=a.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(head + b"x" * 1000)  # and nothing more
+    wait_for(lambda: any((server.data_dir / "uploads" / ".incoming").glob("*")),
+             what="the upload begun")  # fmt: skip
+    stopped(server)
+    sock.settimeout(10)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 503"), answer
+    problem = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert problem["type"] == "urn:runyard:problem:unavailable"
+    assert "shutting down" in problem["detail"]
+    assert not list((server.data_dir / "uploads" / ".incoming").glob("*"))
+
+
+def test_ctrl_c_twice_still_stops_the_runtime(start_server, write_job, jobs_dir: Path) -> None:
+    """A second SIGINT made uvicorn skip the application's shutdown: the store was not closed,
+    the loop's pending tasks were cancelled with tracebacks (KeyboardInterrupt, the lifespan's
+    CancelledError). It now cuts the waits, not the runtime's stop."""
+    write_job("big", BIG_FILE)
+    server = start_server(jobs_dir, env={"RUNYARD_SHUTDOWN_TIMEOUT_S": "20"})
+    with server.client() as c:
+        run = c.submit("big")
+        assert server.wait_run(c, run.id).state is RunState.SUCCEEDED
+    head = f"GET /v1/runs/{run.id}/artifacts/out.bin HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    sock = not_reading(server, head)  # the shutdown waits for it: 10 s
+    wait_for(lambda: unsent(server.port, sock) > FULL, what="its buffers full, unread")
+    log = stopped(server, signal.SIGINT, again_after=1.0)
+    assert "Application shutdown complete" in log
+    sock.close()
