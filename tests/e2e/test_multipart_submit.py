@@ -3,6 +3,7 @@ files streamed to the uploads; a request that fails keeps none of the files it b
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
@@ -347,3 +348,44 @@ def test_a_part_whose_name_is_no_param_name_is_refused_without_echoing_it(
     assert not any(ord(ch) < 0x20 for ch in resp.text)  # escaped, never as it came
     assert blobs(server.data_dir) == []
     assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
+
+
+def form(run: dict, boundary: str = "b0undary") -> bytes:
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="run"\r\n\r\n'
+    data = f'--{boundary}\r\nContent-Disposition: form-data; name="data"; filename="t.csv"\r\n\r\n'
+    body = part.encode() + json.dumps(run).encode() + b"\r\n" + data.encode() + TABLE
+    return body + f"\r\n--{boundary}--\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "field"),
+    [
+        # a probe: each was taken (202), read as one of the ways its head could be read
+        ([("Content-Type", "multipart/form-data; boundary=b0undary"),
+          ("Content-Type", "application/json")], 415, "header.Content-Type"),
+        ([("Content-Type", "multipart/form-data; boundary=other; boundary=b0undary")], 400, None),
+        ([("Content-Type", "multipart/form-data; boundary=b0undary"),
+          ("Content-Encoding", "gzip")], 415, "header.Content-Encoding"),
+    ],
+)  # fmt: skip
+def test_a_form_whose_head_reads_two_ways_is_refused(
+    server, headers: list[tuple[str, str]], status: int, field: str | None
+) -> None:
+    body = form({"job": "count"})
+    resp = web.post(f"{server.url}/v1/runs", content=body, headers=headers)
+    assert resp.status_code == status, resp.text
+    assert resp.json().get("field") == field
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
+    assert blobs(server.data_dir) == []
+
+
+def test_an_upload_in_a_content_coding_is_refused_not_stored_as_sent(server) -> None:
+    """A probe: a gzipped upload was stored as its compressed bytes under the client's name."""
+    packed = gzip.compress(TABLE)
+    url = f"{server.url}/v1/uploads?name=t.csv"
+    resp = web.put(url, content=packed, headers={"Content-Encoding": "gzip"})
+    assert resp.status_code == 415, resp.text
+    assert resp.json()["field"] == "header.Content-Encoding"
+    assert blobs(server.data_dir) == []
+    plain = web.put(url, content=TABLE, headers={"Content-Encoding": "identity"})
+    assert plain.json()["id"] == hashlib.sha256(TABLE).hexdigest()

@@ -55,11 +55,21 @@ def check_headers(headers: Headers, refused: type[RunyardError], named: bool = T
             f"the body must be JSON, sent with Content-Type: {MEDIA_TYPE}, once (the "
             f"request's: {shown})", **_field("header.Content-Type", named),
         )  # fmt: skip
-    coding = headers.get("content-encoding")
-    if coding is not None and coding.strip().lower() != "identity":
+    as_it_is(headers, refused, named)
+
+
+def as_it_is(
+    headers: Headers, refused: type[RunyardError] = UnsupportedMediaTypeError, named: bool = True
+) -> None:
+    """A body is taken as it is sent, never decoded: one with a Content-Encoding but identity
+    (gzip, br) is `refused`; read as if plain, an upload stored the compressed bytes under
+    the client's name and a multipart body was parsed as if it were not compressed."""
+    codings = headers.getlist("content-encoding")
+    if any(coding.strip().lower() != "identity" for coding in codings):
+        shown = ", ".join(repr(coding[:40]) for coding in codings[:2])
         raise refused(
-            f"the body must be sent as it is (Content-Encoding: {coding[:40]!r} is not "
-            "taken)", **_field("header.Content-Encoding", named),
+            f"the body must be sent as it is (Content-Encoding: {shown} is not taken)",
+            **_field("header.Content-Encoding", named),
         )  # fmt: skip
 
 

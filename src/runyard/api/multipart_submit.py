@@ -31,7 +31,7 @@ from runyard.api.inputs import (
     is_form_data,
     one_idempotency_key,
 )
-from runyard.api.json_body import SMALL_BODY, read_json
+from runyard.api.json_body import SMALL_BODY, UnsupportedMediaTypeError, as_it_is, read_json
 from runyard.api.problems import FORM_FILES, UnreadBodyValidationError, client_left
 from runyard.api.routes.runs import answer_submit, prefer_of, prefer_wait
 from runyard.api.routes.uploads import close_after
@@ -49,6 +49,7 @@ MAX_EPILOGUE = 1024  # after the closing boundary: a line break is usual, nothin
 IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 _PARAM_NAME = re.compile(PARAM_NAME_PATTERN)
+_BOUNDARY_PARAM = re.compile(r";\s*boundary\s*=", re.IGNORECASE)
 
 
 class BadMultipartError(RunyardError):
@@ -57,6 +58,25 @@ class BadMultipartError(RunyardError):
 
 def is_multipart(headers: Headers) -> bool:
     return is_form_data(headers.get("content-type", ""))
+
+
+def _boundary(headers: Headers) -> bytes:
+    """The body's boundary, as one reading of the head gives it: readers that differ on which
+    of two Content-Type lines, or of two boundaries, counts would parse two different forms
+    from one body (as for a JSON key given twice)."""
+    types = headers.getlist("content-type")
+    if len(types) != 1:
+        raise UnsupportedMediaTypeError(
+            "a form is sent with one Content-Type: multipart/form-data", field="header.Content-Type"
+        )
+    as_it_is(headers)
+    if len(_BOUNDARY_PARAM.findall(types[0])) > 1:
+        raise BadMultipartError("Content-Type names its boundary more than once")
+    _, options = parse_options_header(types[0])
+    boundary = options.get(b"boundary")
+    if not boundary or len(boundary) > 70:
+        raise BadMultipartError("Content-Type multipart/form-data needs a boundary (1-70 chars)")
+    return boundary
 
 
 class _Events:
@@ -300,10 +320,7 @@ async def submit_multipart(scope: Scope, receive: Receive, send: Send) -> None:
         )  # fmt: skip
     prefer = prefer_of(headers)
     prefer_wait(prefer, runtime.settings.max_wait_s)  # a malformed wait: refused before the files
-    _, options = parse_options_header(headers.get("content-type", ""))
-    boundary = options.get(b"boundary")
-    if not boundary or len(boundary) > 70:
-        raise BadMultipartError("Content-Type multipart/form-data needs a boundary (1-70 chars)")
+    boundary = _boundary(headers)
     runtime.runs.check_accepting()  # nothing is received that could not be submitted
     if runtime.runs.disk is not None:
         await runtime.runs.disk.check()

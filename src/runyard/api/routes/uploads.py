@@ -11,6 +11,7 @@ from starlette.requests import ClientDisconnect
 
 from runyard.api.deps import UploadExpiryDep, UploadsDep
 from runyard.api.inputs import UploadId, header_int
+from runyard.api.json_body import as_it_is
 from runyard.api.problems import client_left
 from runyard.api.routes.artifacts import (
     RANGE_HEADERS,
@@ -62,6 +63,7 @@ def close_after(error: E) -> E:
 
 
 async def _receive(request: Request, uploads: UploadsDep, name: str) -> JSONResponse:
+    as_it_is(request.headers)  # its bytes are the file: stored as sent, never decoded
     announced = header_int(request.headers.get("content-length", ""))
     if announced is not None and announced > uploads.max_bytes:
         limit = f"{uploads.max_bytes // 2**20} MiB (max_upload_mb)"
@@ -82,7 +84,10 @@ async def _receive(request: Request, uploads: UploadsDep, name: str) -> JSONResp
 UPLOAD_ROUTE: dict[str, Any] = {
     "status_code": 201, "response_model": UploadView, "dependencies": [SUBMIT],
     "openapi_extra": BODY,
-    "responses": {200: {"model": UploadView, "description": "the same bytes were already stored"}},
+    "responses": {
+        200: {"model": UploadView, "description": "the same bytes were already stored"},
+        415: {**problem_responses(415)[415], "description": "a Content-Encoding but identity"},
+    },
 }  # fmt: skip
 
 
