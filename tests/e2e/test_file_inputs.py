@@ -189,3 +189,13 @@ def test_a_program_that_changes_its_input_never_changes_the_upload(server) -> No
     assert resp.json().get("state") == "succeeded", resp.text  # root may write its own copy
     stored = web.get(f"{server.url}/v1/uploads/{upload_id}/content").content
     assert stored == body  # and the stored upload is what was sent, for every later run
+
+
+def test_a_swept_upload_that_is_missing_is_named_where_it_sits(server) -> None:
+    """A probe: named `body.params.data`, with no element, where it was the sweep's second."""
+    ok = upload(server, b"a,b\n", "t.csv")
+    sweep = {"job": "count", "sweep": {"data": [f"upload:{ok}", "upload:" + "0" * 64]}}
+    resp = web.post(f"{server.url}/v1/batches", json=sweep)
+    assert resp.status_code == 422, resp.text
+    assert (resp.json()["field"], resp.json()["element"]) == ("body.sweep.data.1", 1)
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []

@@ -120,3 +120,21 @@ def test_a_key_that_prints_as_nothing_or_turns_text_around_is_escaped_in_its_fie
             got = errors(http.post(f"{server.url}/v1/{where}", json=body))
             assert [e["field"] for e in got] == [field], (body, got)
             assert field in http.post(f"{server.url}/v1/{where}", json=body).json()["detail"]
+
+
+def test_a_batch_names_a_bad_value_where_it_sits_in_the_sweep(start_server) -> None:
+    """A probe: a swept value was named as a param of the base (`body.params.seconds`), which
+    the client never sent, and a sweep's unknown param the same way (`body.params.zz`)."""
+    server = start_server()
+    url = f"{server.url}/v1/batches"
+    # the product's order, the last param varying fastest: element 1 is seconds[1]
+    sweep = {"job": "sleeper", "sweep": {"seconds": [1, "x", 3]}}
+    got = web.post(url, json=sweep, timeout=30)
+    assert [e["field"] for e in errors(got)] == ["body.sweep.seconds.1"]
+    assert got.json()["element"] == 1
+    two = {"job": "sleeper", "sweep": {"seconds": [1, 2], "zz": ["a", "b"]}}
+    assert [e["field"] for e in errors(web.post(url, json=two, timeout=30))] == ["body.sweep.zz.0"]
+    base = {"job": "sleeper", "params": {"seconds": -1}, "iterations": 2}
+    assert [e["field"] for e in errors(web.post(url, json=base, timeout=30))] == [
+        "body.params.seconds"
+    ]

@@ -106,8 +106,10 @@ def _where(request: Request) -> Callable[[str], str]:
 
 def problem_of(exc: RunyardError, where: Callable[[str], str] = str) -> JSONResponse:
     extra = {k: v for k, v in exc.extra.items() if k not in ("type", "title", "status", "detail")}
-    if "errors" in extra:
+    if "errors" in extra:  # a param's: named from `params`
         extra.update(_listed([(where(f"params.{loc}"), msg) for loc, msg in extra["errors"]]))
+    elif "fields" in extra:  # each named from the request's top (`sweep.n.3`)
+        extra.update(_listed([(where(field), msg) for field, msg in extra.pop("fields")]))
     elif isinstance(extra.get("field"), str):  # one field: listed as the request model's are
         extra["field"] = shown(where(extra["field"]))[:MAX_FIELD]
         extra.update(_listed([(extra["field"], exc.detail)]))

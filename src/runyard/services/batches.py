@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from runyard.clock import Clock, new_id
-from runyard.errors import ConflictError, InvalidInputError, NotFoundError
+from runyard.errors import ConflictError, InvalidInputError, NotFoundError, RunyardError
 from runyard.fastjson import dumps
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
@@ -73,7 +73,7 @@ def _validated(
             shown = _SHORT.repr({k: element[k] for k in (sweep or {})})
             raise InvalidInputError(
                 f"batch element {index} {shown}: {exc}; no run was created",
-                errors=exc.errors, element=index,
+                fields=_where_sent(exc.errors, sweep, index), element=index,
             ) from None  # fmt: skip
     if sweep is not None and elements and (replaced := set(base) & set(sweep)):
         _check_replaced(job, elements[0], {name: base[name] for name in replaced})
@@ -84,6 +84,26 @@ def _validated(
     if iterations is not None:
         return [dict(values[0]) for _ in range(iterations)], per_run
     return values, per_run
+
+
+def _where_sent(
+    errors: list[tuple[str, str]], sweep: dict[str, list[Any]] | None, index: int
+) -> list[tuple[str, str]]:
+    """An element's errors named where the client sent the value: a swept param's at its
+    place in the sweep (`sweep.n.3`, element `index` being the product's, the last param
+    varying fastest), any other's in the base (`params.n`)."""
+    at: dict[str, int] = {}
+    for name in reversed(list(sweep or {})):
+        size = len(sweep[name]) if sweep else 1
+        at[name], index = index % size, index // size
+    named = []
+    for loc, message in errors:
+        name, _, rest = loc.partition(".")
+        if name in at:
+            named.append((f"sweep.{name}.{at[name]}" + (f".{rest}" if rest else ""), message))
+        else:
+            named.append((f"params.{loc}", message))
+    return named
 
 
 def _request_size(base: dict[str, Any], sweep: dict[str, list[Any]] | None) -> int:
@@ -189,8 +209,16 @@ class BatchService:
         )
         if job.spec.has_files:
             seen: Seen = {}  # one upload shared by the batch is read once
-            for element in values:
-                await self.runs.check_files(job, element, seen)
+            for index, element in enumerate(values):
+                try:
+                    await self.runs.check_files(job, element, seen)
+                except RunyardError as exc:  # named where the client sent it, as above
+                    field = exc.extra.get("field")
+                    if isinstance(field, str) and field.startswith("params."):
+                        where = [(field.removeprefix("params."), "")]
+                        exc.extra["field"] = _where_sent(where, sweep, index)[0][0]
+                        exc.extra["element"] = index
+                    raise
         self.runs.check_accepting()
         # its runs in the database's WAL, then in the database: refused before a byte is
         # written if that would take the reserve (a transaction the disk cuts short leaves its
