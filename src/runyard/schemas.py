@@ -186,8 +186,18 @@ class ScheduleRequest(RequestBody):
     labels: Labels = Field(default_factory=dict)
 
 
+def _both(cron: str, interval: str) -> dict[str, Any]:
+    both = {"cron": {"type": cron}, "interval_s": {"type": interval}}
+    return {"properties": both, "required": ["cron", "interval_s"]}
+
+
 class SchedulePatch(RequestBody):
-    model_config = ConfigDict(extra="forbid")
+    # a change of timing names one of them (the other given null, or left out): both given,
+    # or both null, is refused (422), as the schema says
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"not": {"anyOf": [_both("string", "number"), _both("null", "null")]}},
+    )
 
     params: Params | None = None
     cron: Cron | None = None

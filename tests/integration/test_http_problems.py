@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import jsonschema_rs
 import pytest
 
 from tests.inprocess import InProcessServer, serving
@@ -165,6 +166,16 @@ def test_openapi_is_served(server: InProcessServer) -> None:
     assert [branch["required"] for branch in one_of] == [["iterations"], ["sweep"]]
     for body in ({"job": "true"}, {"job": "true", "iterations": 2, "sweep": {"a": [1]}}):
         assert server.post("/v1/batches", json=body).status_code == 422
+    # a schedule's change: not both of cron and interval_s, nor both null (a probe found the
+    # schema taking what the server refused)
+    patch = jsonschema_rs.validator_for(spec["components"]["schemas"]["SchedulePatch"])
+    made = server.post("/v1/schedules", json={"job": "true", "interval_s": 3600}).json()["id"]
+    for body in ({"cron": "@hourly", "interval_s": 60}, {"cron": None, "interval_s": None}):
+        assert not patch.is_valid(body)
+        assert server.request("PATCH", f"/v1/schedules/{made}", json=body).status_code == 422
+    for body in ({"cron": "@hourly", "interval_s": None}, {"interval_s": 60}, {"paused": True}):
+        assert patch.is_valid(body)
+        assert server.request("PATCH", f"/v1/schedules/{made}", json=body).status_code == 200, body
 
 
 def test_jobs_list_publishes_schema_and_load_errors(
