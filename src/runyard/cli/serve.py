@@ -156,7 +156,8 @@ class RunyardServer(uvicorn.Server):
         self.runtime.release_waiters()
         await self._unless_forced(self.runtime.close_streams())
         await super().shutdown(sockets)
-        if self.force_exit:
+        stopped = getattr(self.lifespan, "shutdown_event", None)  # uvicorn's, when it did stop
+        if self.force_exit and not (stopped is not None and stopped.is_set()):
             await self._forced_end()
 
     async def _unless_forced(self, wait: Coroutine[Any, Any, None]) -> None:
