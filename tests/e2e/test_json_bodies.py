@@ -109,6 +109,8 @@ def test_a_body_not_utf8_json_or_not_sent_as_plain_json_is_refused(start_server)
         ("/v1/batches", "post"),
         ("/v1/schedules", "post"),
         ("/v1/schedules/{schedule_id}", "patch"),
+        ("/v1/uploads", "put"),  # a Content-Encoding but identity: an upload is stored as sent
+        ("/v1/uploads", "post"),
     }
 
     # a well-formed body, its charset said, runs
