@@ -57,6 +57,10 @@ def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_RULE = "token names are letters, digits, '_', '-', '.' (at most 64)"
+
+
 def load_tokens(path: Path | None) -> list[TokenEntry]:
     if path is None:
         return []
@@ -66,8 +70,13 @@ def load_tokens(path: Path | None) -> list[TokenEntry]:
         data = read_toml(path, MAX_TOKENS_FILE_BYTES)
     except UnreadableError as exc:
         raise AuthConfigError(f"cannot read tokens file {path}: {exc.message}") from None
+    tokens = data.get("token", [])
+    if not isinstance(tokens, list):  # `[token]` (a table), `token = "abc"`: not `[[token]]`
+        raise AuthConfigError(f"{path}: `token` must be a list of tables, each [[token]]")
     entries = []
-    for i, item in enumerate(data.get("token", [])):
+    for i, item in enumerate(tokens):
+        if not isinstance(item, dict):
+            raise AuthConfigError(f"{path}: token {i}: a table ([[token]]) is expected")
         try:
             role = Role[str(item["role"]).upper()]
             raw = bytes.fromhex(str(item["sha256"]))
@@ -75,16 +84,21 @@ def load_tokens(path: Path | None) -> list[TokenEntry]:
             raise AuthConfigError(f"{path}: token {i}: {exc}") from None
         if len(raw) != 32:
             raise AuthConfigError(f"{path}: token {i}: sha256 must be 64 hex digits")
-        entries.append(TokenEntry(str(item.get("name", f"token-{i}")), role, raw))
+        name = item.get("name", f"token-{i}")
+        # as `token create` names one: a name is shown in logs, `/v1/me` and relayed claims
+        if not isinstance(name, str) or not TOKEN_NAME.fullmatch(name):
+            raise AuthConfigError(f"{path}: token {i}: its name: {NAME_RULE}")
+        entries.append(TokenEntry(name, role, raw))
     return entries
 
 
 class Authenticator:
-    def __init__(self, entries: list[TokenEntry]) -> None:
+    def __init__(self, entries: list[TokenEntry], *, required: bool = False) -> None:
         self.entries = entries
         # once on, authentication stays on: revoking every token locks everyone out, it
-        # never opens the server to anyone
-        self._required = bool(entries)
+        # never opens the server to anyone; and a server given a tokens file has it on, its
+        # tokens or none (an empty file, every token revoked, then a restart, opened it)
+        self._required = required or bool(entries)
 
     @property
     def enabled(self) -> bool:
@@ -108,8 +122,8 @@ class Authenticator:
 
 def create_token(path: Path, name: str, role: Role) -> str:
     """Append a new token's hash to `path` (made 0600) and return the token itself."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
-        raise ValueError("token names are letters, digits, '_', '-', '.' (at most 64)")
+    if not TOKEN_NAME.fullmatch(name):
+        raise ValueError(NAME_RULE)
     token = "ry_" + secrets.token_urlsafe(32)
     line = (
         f'\n[[token]]\nname = "{name}"\nrole = "{role.name.lower()}"\n'

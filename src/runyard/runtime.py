@@ -100,7 +100,9 @@ class Runtime:
         self.clock = clock or SystemClock()
         data_dir = settings.data_dir.resolve()
         self.metrics = Metrics()
-        self.auth = Authenticator(load_tokens(settings.tokens_file))
+        self.auth = Authenticator(
+            load_tokens(settings.tokens_file), required=settings.tokens_file is not None
+        )
         self.started_at = time.time()
         failpoints.watch(data_dir)  # tests only: nothing unless RUNYARD_FAILPOINTS is set
         self.store = self._store(settings, data_dir)

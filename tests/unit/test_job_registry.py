@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from runyard.jobs.registry import JobRegistry
 
 # Run apart: it uses up every descriptor of its process, as a leak on the server did.
 OUT_OF_DESCRIPTORS = """
@@ -138,3 +141,22 @@ async def _lookups_during_a_rescan(tmp_path: Path) -> None:
     release.set()
     assert "b" in (await rescan).jobs
     assert await new is not None
+
+
+def test_a_job_file_rewritten_in_place_with_its_mtime_put_back_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """A probe: rewritten with the same size and its mtime restored (`cp -p`, tar, a restore
+    of mtimes), the old job was served for good: only the inode's change time moved."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    path = jobs / "racer.toml"
+    path.write_text('command = ["echo", "A"]\n')
+    registry = JobRegistry(jobs, refresh_s=0)
+    assert registry.scan().jobs["racer"].spec.command == ["echo", "A"]
+    before = path.stat()
+    with path.open("r+") as fh:  # the same inode, the same size
+        fh.write('command = ["echo", "B"]\n')
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert registry.scan().jobs["racer"].spec.command == ["echo", "B"]

@@ -33,6 +33,18 @@ def _bearer(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def authorization(headers: Headers, auth: Authenticator) -> str | None:
+    """The request's one Authorization header, on a server that asks for one. Given twice it
+    is refused (401): readers differ on which counts (this server took the first), so a
+    proxy that checks the last and this server would not agree on who is calling."""
+    if not auth.enabled:
+        return None
+    sent = headers.getlist("authorization")
+    if len(sent) > 1:
+        raise UnauthorizedError("the Authorization header is given more than once: send one")
+    return sent[0] if sent else None
+
+
 def check(
     auth: Authenticator, header: str | None, needed: Role, scope_state: dict[str, object]
 ) -> None:
@@ -62,7 +74,7 @@ def authorize(scope: Scope, auth: Authenticator, signer: RelaySigner, needed: Ro
     """The route guard: a relay claim or the bearer token must carry `needed` (raises
     401/403). For the declared routes (`require`) and the submit fast path alike."""
     verify_relay(signer, scope)  # a relay claim stands for a token
-    check(auth, Headers(scope=scope).get("authorization"), needed, scope.setdefault("state", {}))
+    check(auth, authorization(Headers(scope=scope), auth), needed, scope.setdefault("state", {}))
 
 
 def require(needed: Role) -> Callable[[Request, Authenticator, RelaySigner], Awaitable[None]]:
@@ -73,7 +85,7 @@ def require(needed: Role) -> Callable[[Request, Authenticator, RelaySigner], Awa
 
 
 async def ws_read(websocket: WebSocket, auth: Authenticator) -> None:
-    check(auth, websocket.headers.get("authorization"), Role.READ,
+    check(auth, authorization(websocket.headers, auth), Role.READ,
           websocket.scope.setdefault("state", {}))  # fmt: skip
 
 

@@ -23,7 +23,9 @@ log = structlog.get_logger(__name__)
 
 # What a file was when last loaded (device, inode, mtime, size): a file replaced by another
 # of the same size in the same clock tick (a link moved, a rename into place) is read again.
-Stamp = tuple[int, int, int, int]
+# the inode's change time too: a file rewritten in place with its size and mtime put back
+# (`cp -p`, tar, a restore of mtimes) changes only it, which nobody can set
+Stamp = tuple[int, int, int, int, int]
 Loaded = tuple[Stamp | None, Job | LoadError]  # None: nothing to compare, looked at each scan
 
 # Every job is held in memory and every file is looked at again at each rescan (once a second
@@ -137,7 +139,7 @@ class JobRegistry:
             st = entry.stat()  # through a link: its target is the job file
         except OSError as exc:
             return self._unstatable(entry, exc, cached)
-        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
         # a job the host could not sandbox is looked at again: bwrap may be installed since
         if cached is not None and cached[0] == stamp and not _again(cached[1]):
             return cached

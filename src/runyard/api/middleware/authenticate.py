@@ -13,7 +13,7 @@ from runyard.api import openai_errors
 from runyard.api.middleware.answer import send_problem
 from runyard.api.problems import problem
 from runyard.api.proxy import verify_relay
-from runyard.api.security import UnauthorizedError, check
+from runyard.api.security import UnauthorizedError, authorization, check
 from runyard.auth import Authenticator, RelaySigner, Role
 
 PROTECTED = "/v1/"
@@ -29,9 +29,9 @@ class AuthenticateMiddleware:
         # websockets read nothing before their guard accepts them; health, metrics (which
         # guards itself), the dashboard's files and the docs are public
         if scope["type"] == "http" and (scope["path"] + "/").startswith(PROTECTED):
-            header = Headers(scope=scope).get("authorization")
             verify_relay(self.signer, scope)  # a server relaying for a caller: no token
             try:
+                header = authorization(Headers(scope=scope), self.auth)
                 check(self.auth, header, Role.READ, scope.setdefault("state", {}))
             except UnauthorizedError as exc:
                 if openai_errors.applies(scope["path"]):

@@ -185,7 +185,7 @@ def _wanted_headers(scope: Scope) -> dict[bytes, bytes] | None:
     for name, value in scope["headers"]:
         if name == b"prefer" and name in found:  # several are one list (RFC 7240)
             found[name] += b", " + value
-        elif name == b"content-type" and name in found:
+        elif name in (b"content-type", b"authorization") and name in found:
             return None  # given twice: the stack refuses it
         elif name in _WANTED:
             found.setdefault(name, value)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from runyard.api.deps import AuthDep, HealthDep
-from runyard.api.security import check
+from runyard.api.security import authorization, check
 from runyard.auth import Role
 from runyard.errors import RunyardError
 
@@ -41,7 +41,7 @@ def _scheduler_seen_by(
     if scheduler is None:
         return None
     try:
-        check(auth, request.headers.get("authorization"), Role.READ, {})
+        check(auth, authorization(request.headers, auth), Role.READ, {})
     except RunyardError:
         return {k: v for k, v in scheduler.items() if k != "schedules"}
     return scheduler

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runyard.api.deps import AuthDep, GaugesDep, MetricsDep, SettingsDep
-from runyard.api.security import check
+from runyard.api.security import authorization, check
 from runyard.auth import Role
 
 router = APIRouter(tags=["observability"])
@@ -20,7 +20,7 @@ async def metrics(
     registry: MetricsDep,
 ) -> Response:  # fmt: skip
     if not settings.metrics_public:
-        check(auth, request.headers.get("authorization"), Role.READ,
+        check(auth, authorization(request.headers, auth), Role.READ,
               request.scope.setdefault("state", {}))  # fmt: skip
     await refresh_gauges()
     # a long text to build: in a thread, not in the loop's turn every other request waits for
