@@ -241,6 +241,18 @@ def test_errors_are_in_openai_shape(start_server, gated, jobs_dir) -> None:
     with pytest.raises(openai.UnprocessableEntityError) as control:
         client.chat.completions.create(model="gated", messages=ask("a NUL \x00 here"))
     assert control.value.body["param"] == "messages.0.content"  # type: ignore[index]
+    # malformed, as the table says (a probe: both were 422): a key twice, a header twice
+    url = f"{server.url}/v1/chat/completions"
+    twice = b'{"model": "gated", "model": "other", "messages": [{"role": "user", "content": "x"}]}'
+    got = web.post(url, content=twice, headers={"Content-Type": "application/json"})
+    assert (got.status_code, got.json()["error"]["param"]) == (400, "model"), got.text
+    keys = [
+        ("Content-Type", "application/json"),
+        ("Idempotency-Key", "a"),
+        ("Idempotency-Key", "b"),
+    ]
+    got = web.post(url, json={"model": "gated", "messages": ask("x")}, headers=keys)
+    assert (got.status_code, got.json()["error"]["param"]) == (400, "header.Idempotency-Key")
     assert runs_of(server, "gated") == []  # nothing was started by a refused call
     # the rest of the API keeps its problem documents
     assert (

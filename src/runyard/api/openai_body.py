@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from runyard.api.json_body import JSONBodyRoute, read_json
-from runyard.errors import RunyardError
+from runyard.errors import InvalidInputError, RunyardError
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -41,7 +41,10 @@ class StrictJSONRoute(JSONBodyRoute):
     names_header = False  # OpenAI's `param` names a field of the body, or nothing
 
     def parse(self, body: bytes) -> Any:
-        value = read_json(body)
+        try:
+            value = read_json(body)
+        except InvalidInputError as exc:  # a key given twice: malformed, as OpenAI answers it
+            raise NotStrictJSONError(exc.detail, field=exc.extra.get("field", "body")) from None
         found = _not_json(value)
         if found is not None:
             where, why = found

@@ -87,9 +87,12 @@ def _reshaped(
     if isinstance(run_id, str):
         headers["x-runyard-run-id"] = run_id
     message = str(problem.get("detail") or problem.get("title") or "error")
+    param = _param(problem)
+    if status == 422 and param is not None and param.startswith("header."):
+        status = 400  # a header given twice: a malformed request, as OpenAI answers one
     if slug == "invalid-input":  # fields named as the request names them (see _param)
         message = message.replace("body.", "")
-    return status, headers, body(status, message, _param(problem), code)
+    return status, headers, body(status, message, param, code)
 
 
 _OWN_HEADERS = frozenset({"content-type", "content-length"})
