@@ -234,6 +234,10 @@ def test_errors_are_in_openai_shape(start_server, gated, jobs_dir) -> None:
     with pytest.raises(openai.BadRequestError) as many:  # one run gives one answer
         client.chat.completions.create(model="gated", messages=ask("x"), n=2)
     assert many.value.body["param"] == "n"  # type: ignore[index]
+    for count in (True, "1"):  # not a count (a probe: both were taken as 1)
+        with pytest.raises(openai.BadRequestError) as odd:
+            client.chat.completions.create(model="gated", messages=ask("x"), n=count)  # type: ignore[arg-type]
+        assert odd.value.body["param"] == "n"  # type: ignore[index]
     with pytest.raises(openai.UnprocessableEntityError) as too_long:
         client.chat.completions.create(model="gated", messages=ask("x" * 20_000))
     assert too_long.value.body["param"] == "messages"  # type: ignore[index]

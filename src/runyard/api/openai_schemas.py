@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StrictInt,
     StringConstraints,
     TypeAdapter,
     ValidationInfo,
@@ -103,7 +104,9 @@ class ChatRequest(RequestBody):
     # a call is one run, and a run gives one answer: asked for more, a caller reading
     # `choices[1]` would fail on an answer that looked whole
     n: (
-        Annotated[int, Field(ge=1, le=1, description="Choices to make: runyard makes one.")] | None
+        # strict: `true` or `"1"` is not a count (a probe: both were taken as 1)
+        Annotated[StrictInt, Field(ge=1, le=1, description="Choices to make: runyard makes one.")]
+        | None
     ) = None
 
 
