@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from runyard.models import RunState
-from tests.e2e.test_stream_shutdown import unsent
+from tests import web
+from tests.e2e.test_stream_shutdown import FLOOD, unsent
 from tests.support import ServerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -150,3 +151,36 @@ def test_ctrl_c_twice_still_stops_the_runtime(start_server, write_job, jobs_dir:
     log = stopped(server, signal.SIGINT, again_after=1.0)
     assert "Application shutdown complete" in log
     sock.close()
+
+
+def test_a_download_asked_for_while_shutting_down_is_whole(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """A probe: a request with no body asked for after shutdown began was refused as a body
+    cut short, once its answer had begun (a download listens for its client leaving): a
+    traceback per request, and the client's body cut off. Only a body still coming is."""
+    write_job("big", BIG_FILE.replace("200000000", "5000000"))
+    write_job("flood", FLOOD)
+    server = start_server(jobs_dir, env={"RUNYARD_SHUTDOWN_TIMEOUT_S": "20"})
+    with server.client() as c:
+        done = c.submit("big")
+        assert server.wait_run(c, done.id).state is RunState.SUCCEEDED
+        flooding = c.submit("flood")
+        wait_for(lambda: c.run(flooding.id).state is RunState.RUNNING, what="running")
+    head = f"GET /v1/runs/{flooding.id}/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    sock = not_reading(server, head)  # holds the streams' grace (10 s): the window below
+    wait_for(lambda: unsent(server.port, sock) > FULL, what="its buffers full, unread")
+    url = f"{server.url}/v1/runs/{done.id}/artifacts/out.bin"
+    with web.Client(timeout=30) as http:
+        assert http.get(url, headers={"Range": "bytes=0-9"}).status_code == 206  # kept alive
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+
+        def bodies_refused() -> bool:
+            return http.put(f"{server.url}/v1/uploads", content=b"x").status_code == 503
+
+        wait_for(bodies_refused, what="a body refused: shutdown under way")
+        whole = http.get(url, headers={"Range": "bytes=0-4999999"})
+        assert (whole.status_code, len(whole.content)) == (206, 5_000_000)
+    sock.close()
+    stopped(server)

@@ -82,6 +82,14 @@ class BodyWaits:
             watch.cut()
 
 
+def has_body(scope: Scope) -> bool:
+    """The request says a body comes: a Content-Length but 0, or a Transfer-Encoding."""
+    for name, value in scope.get("headers", []):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
 def too_large(max_bytes: int) -> str:
     return f"the request body is over the limit of {max_bytes // 1024} KiB (max_body_kb)"
 
@@ -119,7 +127,7 @@ class BodyLimitMiddleware:
         seen = 0
         started = False
         whole = False  # the body is all in: what the app awaits now is the client leaving
-        watch = StallWatch(self.idle_s, self.waits)
+        watch = StallWatch(self.idle_s, self.waits if has_body(scope) else None)
 
         async def counting_receive() -> Message:
             nonlocal seen, whole
@@ -159,7 +167,9 @@ class StallWatch:
     moved rather than remade: a timeout context per receive cost about 2 % of the server's
     CPU per submission (A/B)."""
 
-    def __init__(self, idle_s: float, waits: BodyWaits) -> None:
+    def __init__(self, idle_s: float, waits: BodyWaits | None) -> None:
+        """`waits`: None for a request that has no body (nothing to cut at shutdown: its one
+        message is there at once, and a download asks again only to hear its client leave)."""
         self.idle_s = idle_s
         self._waits = waits
         self._loop = asyncio.get_running_loop()
@@ -171,13 +181,15 @@ class StallWatch:
         self._came = 0
 
     async def receive(self, receive: Receive) -> Message:
-        if self._waits.closed:
+        waits = self._waits
+        if waits is not None and waits.closed:
             raise BodyCutAtShutdownError
         task = asyncio.current_task()
         began = self._loop.time()
         if task is not None:
             self._waiting = (began, task)
-            self._waits.waiting.add(self)
+            if waits is not None:
+                waits.waiting.add(self)
             if self._timer is None:
                 self._timer = self._loop.call_later(self.idle_s, self._check)
         try:
@@ -192,7 +204,8 @@ class StallWatch:
             raise BodyStalledError(self.idle_s) from None
         finally:
             self._waiting = None
-            self._waits.waiting.discard(self)
+            if waits is not None:
+                waits.waiting.discard(self)
         self._waited += self._loop.time() - began
         self._came += len(message.get("body", b""))
         if self._waited > 2 * self.idle_s and self._came < self._waited * MIN_BODY_RATE:
