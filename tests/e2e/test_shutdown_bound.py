@@ -65,6 +65,24 @@ def not_reading(server: ServerProcess, head: bytes) -> socket.socket:
     return sock
 
 
+def test_an_answer_complete_but_unread_is_cut_within_the_bound(
+    start_server, write_job, jobs_dir: Path
+) -> None:
+    """An answer handed whole to the connection (a page of runs, 6 MB in one send) whose
+    client reads none of it left its connection closing, flushing for ever, as for a stream
+    whose `shutdown` event went out just before its client's buffers filled (CI saw that)."""
+    write_job("wide", 'command = ["true"]\n[params.s]\ntype = "str"\nmax_length = 65536\n')
+    server = start_server(jobs_dir, env={"RUNYARD_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)})
+    batch = {"job": "wide", "params": {"s": "x" * 60_000}, "iterations": 100}
+    assert web.post(f"{server.url}/v1/batches", json=batch).status_code == 202
+    sock = not_reading(server, b"GET /v1/runs?limit=100 HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_for(lambda: unsent(server.port, sock) > 0, what="its buffers full, unread")
+    log = stopped(server)
+    assert server.proc is not None and server.proc.returncode in (0, -signal.SIGTERM)
+    assert '"connection_cut_at_shutdown"' in log
+    sock.close()
+
+
 def test_a_websocket_whose_client_does_not_read_is_cut_within_the_bound(
     start_server, write_job, jobs_dir: Path
 ) -> None:

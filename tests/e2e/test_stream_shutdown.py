@@ -193,27 +193,3 @@ def test_sigterm_cuts_a_stream_whose_client_does_not_read(
     log = server.log_path.read_text()
     assert "timeout graceful shutdown exceeded" not in log
     assert "ASGI callable returned without completing response" not in log
-
-
-def test_sigterm_cuts_an_answer_complete_but_unread(
-    start_server, write_job, jobs_dir: Path
-) -> None:
-    """A probe: an answer handed whole to the connection (a page of runs, 6 MB in one send)
-    whose client reads none of it left its connection closing, flushing for ever: shutdown
-    waited on it until its graceful time was over, as for a stream whose `shutdown` event
-    went out just before its client's buffers filled. It is reset within the shutdown time."""
-    write_job("wide", 'command = ["true"]\n[params.s]\ntype = "str"\nmax_length = 65536\n')
-    server = start_server(jobs_dir, env={"RUNYARD_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)})
-    batch = {"job": "wide", "params": {"s": "x" * 60_000}, "iterations": 100}
-    assert web.post(f"{server.url}/v1/batches", json=batch).status_code == 202
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.sendall(b"GET /v1/runs?limit=100 HTTP/1.1\r\nHost: x\r\n\r\n")
-        wait_for(lambda: unsent(server.port, sock) > 0, what="its buffers full, unread")
-        assert server.proc is not None
-        server.proc.send_signal(signal.SIGTERM)
-        code = server.proc.wait(SHUTDOWN_S + 10)
-    assert code in (0, -signal.SIGTERM)
-    log = server.log_path.read_text()
-    assert "timeout graceful shutdown exceeded" not in log
-    assert '"connection_cut_at_shutdown"' in log

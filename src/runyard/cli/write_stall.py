@@ -95,17 +95,16 @@ class WriteStallGuard(_BASE):  # type: ignore[misc]
             self._stall = None
 
     def _cut_at_shutdown(self) -> None:
-        cycle = self.cycle
-        path = cycle.scope.get("path") if cycle is not None else None
-        log.info("connection_cut_at_shutdown", path=path, after_s=self.shutdown_stall_s)
-        reset(self.transport)
+        self._reset("connection_cut_at_shutdown", after_s=self.shutdown_stall_s)
 
     def _stalled(self) -> None:
         # A closing one too: a close waits for what the client does not take, its socket
         # held for as long (an answer with `Connection: close` whose last bytes sat unread)
         self._stall = None
+        self._reset("client_stalled", stall_s=self._stall_limit_s)
+
+    def _reset(self, event: str, **said: float) -> None:
         cycle = self.cycle
-        path = cycle.scope.get("path") if cycle is not None else None
-        log.info("client_stalled", path=path, stall_s=self._stall_limit_s)
+        log.info(event, path=cycle.scope.get("path") if cycle is not None else None, **said)
         # not close(): that would first flush to a client that does not read
         reset(self.transport)
