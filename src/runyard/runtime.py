@@ -187,7 +187,7 @@ class Runtime:
                 data_dir=data_dir, reconcile=lambda: reconciler.state,
                 scheduler=self.scheduler.snapshot_dict, sandbox=self.sandbox_probe.problem,
                 lease=lambda: self.lease.token, disk=self.disk,
-                lease_problem=self._lease_problem,
+                lease_problem=self._lease_problem, jobs_dir=registry.directory,
             ),
             capacity=settings.capacity, wake=health_wake,
         )  # fmt: skip

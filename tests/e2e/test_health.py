@@ -60,6 +60,24 @@ def test_ready_names_a_file_put_where_a_directory_of_the_data_dir_belongs(
     wait_for(lambda: web.get(ready).status_code == 200, timeout=10, what="ready again")
 
 
+def test_ready_names_a_jobs_directory_that_cannot_be_listed(start_server, jobs_dir: Path) -> None:
+    """With its jobs directory gone (or a file in its place) a server can take no submission
+    and start no run, yet readiness said ok: it names the directory now, and is itself again
+    once the directory is back. An empty directory is no fault: only one it cannot list."""
+    server = start_server(jobs_dir)
+    ready = f"{server.url}/health/ready"
+    assert web.get(ready).status_code == 200  # no job in it yet: ready all the same
+    jobs_dir.rename(jobs_dir.with_name("jobs.moved"))
+    wait_for(lambda: web.get(ready).status_code == 503, timeout=10, what="not ready")
+    assert "No such file or directory" in web.get(ready).json()["checks"]["jobs_dir"]
+    jobs_dir.write_text("not a directory\n")
+    wait_for(lambda: "Not a directory" in web.get(ready).json()["checks"].get("jobs_dir", ""),
+             timeout=10, what="the file named")  # fmt: skip
+    jobs_dir.unlink()
+    jobs_dir.with_name("jobs.moved").rename(jobs_dir)
+    wait_for(lambda: web.get(ready).status_code == 200, timeout=10, what="ready again")
+
+
 def test_a_run_dispatched_while_a_file_is_where_the_runs_belong_waits_and_then_runs(
     start_server,
 ) -> None:

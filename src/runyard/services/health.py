@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -114,6 +115,8 @@ class HealthSources:
     lease_problem: Callable[[], str | None] | None = None
     # free space under min_free_mb: submissions are refused (507), so it is not ready for them
     disk: DiskGuard | None = None
+    # the jobs directory: while it cannot be listed no job can be submitted or started
+    jobs_dir: Path | None = None
 
 
 def writable(directory: Path) -> str | None:
@@ -131,6 +134,29 @@ def writable(directory: Path) -> str | None:
     except OSError as exc:
         return f"the data directory is not writable: {exc.strerror or exc}"
     return None
+
+
+def listable(directory: Path) -> str | None:
+    """Blocking: can `directory` be listed? Its first entry only: the registry reads the
+    files when asked for jobs, and a directory of ten thousand of them is not read again
+    each second for this. Gone, not a directory, not this server's to read, an I/O error:
+    every submission would be refused and no queued run could start."""
+    try:
+        with os.scandir(directory) as listing:
+            next(listing, None)
+    except OSError as exc:
+        return f"cannot read the jobs directory: {exc.strerror or exc}"
+    return None
+
+
+def _directories(data: Path, jobs: Path | None) -> dict[str, str]:
+    """Blocking: the directories' checks, in one trip to a thread."""
+    failed = {}
+    if (why := writable(data)) is not None:
+        failed["data_dir"] = why
+    if jobs is not None and (why := listable(jobs)) is not None:
+        failed["jobs_dir"] = why
+    return failed
 
 
 class HealthMonitor:
@@ -244,8 +270,7 @@ class HealthMonitor:
                 failed.update(await src.store.health_problems())
         except Exception as exc:
             failed["database"] = f"the database is unreachable: {_says(exc)}"
-        if (err := await asyncio.to_thread(writable, src.data_dir)) is not None:
-            failed["data_dir"] = err
+        failed.update(await asyncio.to_thread(_directories, src.data_dir, src.jobs_dir))
         failed.update(await self._supervisor())
         if src.sandbox is not None and (why := await src.sandbox()) is not None:
             failed["sandbox"] = why
