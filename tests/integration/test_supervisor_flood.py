@@ -74,3 +74,52 @@ async def test_a_program_speaking_to_its_supervisor_is_not_heard(
         # closed unheard: an empty answer, or the peer's send or read cut off
         assert '"ok"' not in said and "attempts" not in said, said
     assert (await sup.client.request({"op": "ping"}))["ok"]  # the server's connection is
+
+
+# The connecting process is gone before the supervisor looks at it (its supervisor stopped
+# meanwhile, by the program itself); the socket lives on in its child, which speaks.
+GONE_PEER = r"""
+import os, signal, socket, sys
+supervisor = os.getppid()
+heard, told = os.pipe()  # read to its end: the heir has spoken and gone
+os.kill(supervisor, signal.SIGSTOP)
+try:
+    connector = os.fork()
+    if connector == 0:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sys.argv[1])
+        if os.fork() == 0:  # the heir: waits for its parent to be reaped, then speaks
+            os.kill(os.getppid(), signal.SIGKILL)
+            import time; time.sleep(1)
+            s.settimeout(5)
+            try:
+                s.sendall(b'{"op": "list", "req": 1}\n')
+                print("answer:", s.recv(65536), flush=True)
+            except OSError as exc:
+                print("cut:", exc, flush=True)
+            os._exit(0)
+        import time; time.sleep(60)
+    os.close(told)
+    os.waitpid(connector, 0)  # gone: its pid is nobody's while the supervisor is stopped
+finally:
+    os.kill(supervisor, signal.SIGCONT)
+while os.read(heard, 1):
+    pass
+"""
+
+
+async def test_a_socket_whose_connecting_program_is_gone_is_not_heard(
+    sup: Harness,  # noqa: F811
+) -> None:
+    """A probe: a program stopped its supervisor, connected from a child that then ended, and
+    let that child's own child speak on the socket: the connecting pid was gone, which was
+    read as "nothing to serve anyway", and the heir was served (it stopped another run, as
+    self-fenced). Whoever holds a socket whose connecting process is gone is not heard."""
+    socket_path = str(sup.data_dir / SOCKET_NAME)
+    started = await sup.spawn("p3.1", [sys.executable, "-c", GONE_PEER, socket_path])
+    assert started["ok"], started
+    await sup.next_exit()
+    said = (sup.data_dir / "p3.1.log").read_text()
+    assert "answer:" in said or "cut:" in said, said  # the heir spoke
+    assert '"ok"' not in said and "attempts" not in said, said
+    assert (await sup.client.request({"op": "ping"}))["ok"]  # the server's connection is

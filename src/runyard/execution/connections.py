@@ -177,7 +177,12 @@ def _from_a_program(sock: socket.socket) -> bool:
     """Whether the peer is one of this supervisor's programs, or anything they started: the
     supervisor is their subreaper, so every such process, a double-forked one in a session
     of its own included, has it for an ancestor while it lives. Such a peer could otherwise
-    spawn untracked programs, stop other runs and choose the reason recorded for their end."""
+    spawn untracked programs, stop other runs and choose the reason recorded for their end.
+
+    A peer gone by the time it is looked at is refused: the credentials are those of the
+    process that connected, and the socket outlives it in whatever inherited it (a probe: a
+    program stopped its supervisor, connected from a child that forked and exited, and its
+    grandchild was served, ending another run as "self-fenced")."""
     pid, me = peer_pid(sock), os.getpid()
     for _ in range(MAX_ANCESTRY):
         if pid <= 1:
@@ -185,7 +190,7 @@ def _from_a_program(sock: socket.socket) -> bool:
         try:
             pid = parent(pid)
         except (OSError, ValueError, IndexError):
-            return False  # gone: nothing to serve anyway
+            return True  # gone (or unreadable): whoever holds the socket now is unknown
         if pid == me:
             return True
     return False
