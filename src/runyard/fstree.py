@@ -16,6 +16,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runyard.beneath import open_beneath
 from runyard.mounts import (
     CrossesMountError,
     anchor_of,
@@ -27,6 +28,9 @@ from runyard.mounts import (
 )
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# a root that is none of the walk's: a walk of it yields nothing (a program may make its
+# workspace a file, or a link to any directory: a probe had the listing answer 500 for one)
+_NO_TREE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
 
 Entry = tuple[str, bool]  # a name in its directory, and whether it is a real directory
@@ -42,7 +46,7 @@ class DirCursor:
     """One open directory, moved down by name and up through '..', never onto another mount."""
 
     def __init__(self, root: Path) -> None:
-        self.fd = os.open(root, DIR_FLAGS)
+        self.fd, _ = open_beneath(root, DIR_FLAGS)  # a run's: no link on the way either
         try:
             st = os.fstat(self.fd)
             self.dev, self.mnt = st.st_dev, mount_id(self.fd)  # the root's: the walk's bounds
@@ -163,6 +167,14 @@ class TreeWalker:
                 on_part(tuple(parts), {name for name, _ in entries})
         return iter(entries)
 
+    def _open_root(self) -> DirCursor | None:
+        try:
+            return DirCursor(self.root)
+        except OSError as exc:
+            if exc.errno in _NO_TREE:  # nothing there, a file, or a link: nothing of its own
+                return None
+            raise
+
     def walk(
         self,
         descend: Callable[[tuple[str, ...]], bool] | None = None,
@@ -176,7 +188,9 @@ class TreeWalker:
         read, before any of them is yielded. CrossesMountError if the root itself is a mount
         point."""
         enter = descend or (lambda _parts: True)
-        cursor = self._cursor = DirCursor(self.root)
+        if (cursor := self._open_root()) is None:
+            return
+        self._cursor = cursor
         try:
             if cursor.root_is_mount_point():
                 raise CrossesMountError(str(self.root))

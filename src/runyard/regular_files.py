@@ -3,7 +3,8 @@ change at will) opened as the regular files the supervisor made there, or not at
 through a symbolic link (it could lead anywhere the server can read), never a FIFO (opening
 one blocks the opening thread until a writer comes: the thread pool, then start-up, wedged),
 never a directory or a device, never a file mounted over the run's (a program running as root
-can bind-mount any file of the host there: mounts.py). Job files are read the same way,
+can bind-mount any file of the host there: mounts.py), never another file's hard link, and
+never by way of a linked directory (beneath.py). Job files are read the same way,
 except that a link is followed (deploy tools and Kubernetes ConfigMaps link them into place,
 or mount them), and never past a cap."""
 
@@ -17,6 +18,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from runyard.beneath import only_name, open_beneath
 from runyard.mounts import anchor_of, differs, mount_id, place_of, warn_once
 
 READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -30,8 +32,10 @@ def open_regular(path: Path | str, *, follow_links: bool = False) -> tuple[int, 
     """A descriptor open for reading, and the file's size then; FileNotFoundError if nothing
     is there, another OSError (ELOOP for a link, NotRegularFileError) if what is there is not
     the file. `follow_links`: a link to a regular file will do (a job file's)."""
-    flags = READ_FLAGS & ~os.O_NOFOLLOW if follow_links else READ_FLAGS
-    fd = os.open(path, flags)
+    if follow_links:
+        fd, named = os.open(path, READ_FLAGS & ~os.O_NOFOLLOW), None
+    else:  # a run's file: no link followed on the way to it either
+        fd, named = open_beneath(path, READ_FLAGS)
     try:
         st = os.fstat(fd)
     except BaseException:
@@ -40,6 +44,10 @@ def open_regular(path: Path | str, *, follow_links: bool = False) -> tuple[int, 
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         why = f"not a regular file ({kind_of(st.st_mode)})"
+        raise NotRegularFileError(errno.EINVAL, why, str(path))
+    if named is not None and not only_name(st, named):
+        os.close(fd)
+        why = "a hard link, or no longer the name it was opened by: not the run's own file"
         raise NotRegularFileError(errno.EINVAL, why, str(path))
     if not follow_links:
         try:

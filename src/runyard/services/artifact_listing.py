@@ -243,8 +243,6 @@ def _walk_page(
     walk_max: int,
 ) -> ArtifactPage:  # fmt: skip
     found = _Found()
-    if not workspace.is_dir():
-        return found.page(None)
     after = after or ()
 
     roots = [_literal_prefix(p) for p in patterns]
@@ -303,8 +301,6 @@ def _page_end(
 def workspace_usage(workspace: Path, walk_max: int) -> tuple[int, bool]:
     """Blocking. (bytes of disk the workspace's entries take, whether all were counted).
     Allocated blocks, not apparent sizes: a sparse file costs what it really holds."""
-    if not workspace.is_dir():
-        return 0, True
     walker = TreeWalker(workspace, max_dir_entries=walk_max)
     walk = walker.walk()
     total = 0

@@ -12,6 +12,7 @@ parent's: a mount point the program left leads outside as a link does, and is re
 from __future__ import annotations
 
 import contextlib
+import errno
 import mimetypes
 import os
 import re
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from runyard.beneath import only_name, open_beneath
 from runyard.errors import ForbiddenPathError, NotFoundError, raise_if_servers_fault
 from runyard.mounts import CrossesMountError, Place, anchor_of, differs, mount_id, warn_once
 
@@ -86,13 +88,13 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
     if not matches(path, patterns):
         raise NotFoundError(f"{path!r} is not a declared artifact of this run", field="path")
     try:
-        fd = os.open(workspace, _DIR_FLAGS)
+        fd, _ = open_beneath(workspace, _DIR_FLAGS)  # no link on the way to it either
     except OSError as exc:
         raise_if_servers_fault(exc, "the artifact")
         raise NotFoundError("this run has no workspace") from None
     try:
         anchored = anchor_of(workspace)
-        leaf = _open_leaf(fd, parts, anchored[1] if anchored is not None else None)
+        leaf, named = _open_leaf(fd, parts, anchored[1] if anchored is not None else None)
     except FileNotFoundError:
         raise NotFoundError(f"artifact {path!r} does not exist", field="path") from None
     except CrossesMountError as exc:
@@ -110,8 +112,9 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
             f"artifact {path!r} is not a plain file inside the workspace", field="path"
         ) from None
     st = os.fstat(leaf)
-    # A hardlink could make a file from outside the workspace appear inside it.
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+    # A hardlink could make a file from outside the workspace appear inside it, and one
+    # dropped between the open and the fstat leaves a count of one: the name is looked at too
+    if not stat.S_ISREG(st.st_mode) or not only_name(st, named):
         os.close(leaf)
         raise ForbiddenPathError(
             f"artifact {path!r} is not a plain file inside the workspace", field="path"
@@ -126,10 +129,23 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _open_leaf(fd: int, parts: list[str], anchor: Place | None) -> int:
+def _looked_at_again(directory: int, name: str, before: os.stat_result) -> os.stat_result:
+    """The name's stat once its file is open, refused (ESTALE) unless it is the one taken
+    before the open: linked or unlinked meanwhile, the kernel drops a file's count before its
+    name, so a single look can see a dropping link's file with a count of one."""
+    named = os.stat(name, dir_fd=directory, follow_symlinks=False)
+    if (before.st_dev, before.st_ino, before.st_nlink) != (
+        named.st_dev, named.st_ino, named.st_nlink,
+    ):  # fmt: skip
+        raise OSError(errno.ESTALE, "the name changed hands as it was opened")
+    return named
+
+
+def _open_leaf(fd: int, parts: list[str], anchor: Place | None) -> tuple[int, os.stat_result]:
     """The file at `parts` under the workspace open as `fd` (which this closes), the
     workspace and each step on the `anchor`'s mount (CrossesMountError if one is not); with
-    none, each on the workspace's, the workspace on its parent's."""
+    none, each on the workspace's, the workspace on its parent's. With the stat of its name
+    in its directory, taken once it was open."""
     try:
         here = os.fstat(fd)
         dev, mnt = here.st_dev, mount_id(fd)
@@ -149,17 +165,19 @@ def _open_leaf(fd: int, parts: list[str], anchor: Place | None) -> int:
             fd = nxt
             if differs(os.fstat(fd), mount_id(fd), dev, mnt):
                 raise CrossesMountError(part)
+        before = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
         leaf = os.open(
             parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd
         )
+        try:
+            named = _looked_at_again(fd, parts[-1], before)
+            crossed = differs(os.fstat(leaf), mount_id(leaf), dev, mnt)
+        except BaseException:
+            os.close(leaf)
+            raise
     finally:
         os.close(fd)
-    try:
-        crossed = differs(os.fstat(leaf), mount_id(leaf), dev, mnt)
-    except BaseException:
-        os.close(leaf)
-        raise
     if crossed:
         os.close(leaf)
         raise CrossesMountError(parts[-1])
-    return leaf
+    return leaf, named
