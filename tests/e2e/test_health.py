@@ -96,6 +96,31 @@ def test_a_run_dispatched_while_a_file_is_where_the_runs_belong_waits_and_then_r
     wait_for(lambda: web.get(url).json()["state"] == "succeeded", what="the run to run")
 
 
+def test_a_link_where_a_queued_runs_directory_belongs_is_not_followed(
+    start_server, jobs_dir: Path, write_job, tmp_path: Path
+) -> None:
+    """A probe: a link put at a queued run's directory (DATA/runs/ID) was followed when the
+    run started: its workspace, log, exit and progress files were all made in the link's
+    target by the supervisor, and the run succeeded. Like a file in its place, it is now
+    refused ("File exists"), and nothing is made where it leads."""
+    write_job("one", 'command = ["sleep", "{s}"]\nconcurrency = 1\n[params.s]\ntype = "int"\n')
+    server = start_server(jobs_dir)
+    runs = f"{server.url}/v1/runs"
+    first = web.post(runs, json={"job": "one", "params": {"s": 60}}).json()["id"]
+    wait_for(lambda: web.get(f"{runs}/{first}").json()["state"] == "running", what="running")
+    second = web.post(runs, json={"job": "one", "params": {"s": 0}}).json()["id"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (server.data_dir / "runs" / second).symlink_to(elsewhere)
+    web.post(f"{runs}/{first}/cancel")
+    wait_for(lambda: web.get(f"{runs}/{second}").json()["state"] in ("failed", "succeeded"),
+             what="the second run to end")  # fmt: skip
+    done = web.get(f"{runs}/{second}").json()
+    assert done["state"] == "failed", done
+    assert "File exists" in done["reason"], done
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_health_reports_capacity(start_server) -> None:
     server = start_server(capacity=3)
     body = web.get(f"{server.url}/health").json()

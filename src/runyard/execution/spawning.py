@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Mapping
@@ -81,11 +82,15 @@ def _write_anew(path: str, data: bytes) -> None:
 
 def _mkdir(directory: str) -> None:
     """os.makedirs, without its stat of every parent first: the run's directory is usually
-    new, its parents usually there — one mkdir(2) each in the common case."""
+    new, its parents usually there — one mkdir(2) each in the common case. What is there
+    already must be a directory itself, not a link to one: a link put at a run's directory
+    (or a workspace made one by its program) had the supervisor, which may be root, make the
+    run's files wherever it led (a probe: a queued run's log, exit file and workspace were
+    all written in the link's target, and the run succeeded)."""
     try:
         os.mkdir(directory)  # noqa: PTH102
     except FileExistsError:
-        if not os.path.isdir(directory):  # noqa: PTH112
+        if not stat.S_ISDIR(os.lstat(directory).st_mode):
             raise
     except FileNotFoundError:
         os.makedirs(directory, exist_ok=True)  # noqa: PTH103
