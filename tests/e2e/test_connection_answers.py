@@ -5,6 +5,7 @@ is refused however it arrives; a client that half-closes still hears its answer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 
@@ -202,3 +203,83 @@ def test_a_body_of_the_wrong_type_is_refused_before_it_is_asked_for(
         first = s.recv(65536)
     assert first.startswith(b"HTTP/1.1 415 "), first[:100]
     assert b'"field":"header.Content-Type"' in first
+
+
+def _then(server, first: bytes, then: bytes) -> tuple[bytes, bytes]:
+    """Send `first`, read its answer, then send `then` on the same connection: (the first
+    answer as sent, all the connection sends after it until it closes)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(first)
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            raw += s.recv(65536)
+        head = raw.partition(b"\r\n\r\n")[0]
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(raw) < len(head) + 4 + length:
+            raw += s.recv(65536)
+        try:
+            s.sendall(then)
+            rest = b""
+            while chunk := s.recv(65536):
+                rest += chunk
+        except OSError:  # closed under it: nothing of `then` was read
+            rest = b""
+    return raw, rest
+
+
+SMUGGLED = _submit(json.dumps({"job": "true", "labels": {"probe": "smuggled"}}).encode())
+
+
+@pytest.mark.parametrize(
+    "framing", [b"Content-Length: %d\r\n" % len(SMUGGLED), b"Transfer-Encoding: chunked\r\n"]
+)
+def test_a_body_behind_an_upgrade_to_another_protocol_is_refused_never_read_as_a_request(
+    start_server, framing: bytes
+) -> None:
+    """A probe: httptools ends a request asking to switch protocols at its head. An upload
+    that asked for `Upgrade: foo` was stored empty (200), and its body, read later, was
+    parsed as a request of its own: a submit smuggled past whatever checked the upload."""
+    server = start_server()
+    head = (b"POST /v1/uploads?name=outer.bin HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/octet-stream\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+            + framing + b"\r\n")  # fmt: skip
+    body = SMUGGLED if framing.startswith(b"Content") else b"%x\r\n%s\r\n0\r\n\r\n" % (
+        len(SMUGGLED), SMUGGLED)  # fmt: skip
+    answer, after = _then(server, head, body)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+    problem = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert (problem["type"], problem["field"]) == (
+        "urn:runyard:problem:unsupported-upgrade", "header.Upgrade")  # fmt: skip
+    assert after == b""
+    assert _stored(server, "smuggled") == 0
+    for stored in (b"", SMUGGLED):  # stored as if empty, or its body whole: neither
+        upload_id = hashlib.sha256(stored).hexdigest()
+        assert web.get(f"{server.url}/v1/uploads/{upload_id}").status_code == 404
+
+
+def test_a_request_without_a_body_asking_to_upgrade_is_answered_then_its_connection_closes(
+    start_server,
+) -> None:
+    """Without a body the upgrade is ignored and the request answered; what follows it was
+    parsed as a new request (a smuggled submit): the connection closes after the answer."""
+    server = start_server()
+    head = b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+    answer, after = _then(server, head, SMUGGLED)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert b"connection: close" in answer.lower()
+    assert after == b""
+    assert _stored(server, "smuggled") == 0
+
+
+def test_trailer_fields_are_never_taken_for_the_requests_headers(start_server) -> None:
+    """A probe: a chunked submit's trailer fields were added to its headers and obeyed (an
+    `Idempotency-Key`, a `Prefer: wait` a proxy reading the head never saw). Dropped now."""
+    server = start_server()
+    body = json.dumps({"job": "true", "labels": {"probe": "trailer"}}).encode()
+    request = (SUBMIT + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+               + b"%x\r\n%s\r\n0\r\n" % (len(body), body)
+               + b"Idempotency-Key: from-the-trailer\r\nPrefer: wait=5\r\n\r\n")  # fmt: skip
+    [(status, answer)] = _exchange(server, request)
+    assert status == 202, answer  # not the 200 of a wait
+    assert json.loads(answer)["idempotency_key"] is None
+    assert _stored(server, "trailer") == 1

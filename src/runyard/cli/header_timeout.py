@@ -31,75 +31,23 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, cast
-
-import orjson
+from typing import cast
 
 from runyard.api.client_gone import ABORT_EXTENSION
 from runyard.cli.connection_cap import ConnectionCap, client_of
 from runyard.cli.head_with_body import HeadWithBody
+from runyard.cli.refusals import (
+    MAX_HEAD_BYTES,
+    TOO_LARGE,
+    malformed,
+    over_cap,
+    unsupported_coding,
+    unsupported_upgrade,
+)
 from runyard.cli.reset import reset
 from runyard.cli.write_stall import WriteStallGuard
 
-MAX_HEAD_BYTES = 64 * 1024  # a request line and its headers; nginx's default is 32 KiB
 LINGER_S = 2.0
-
-
-def problem_answer(status: str, problem: dict[str, Any], extra: str = "") -> bytes:
-    """A whole answer, closing its connection; `extra`: more header lines, each ending CRLF."""
-    body = orjson.dumps(problem)
-    head = (
-        f"HTTP/1.1 {status}\r\ncontent-type: application/problem+json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n{extra}\r\n"
-    )
-    return head.encode() + body
-
-
-TOO_LARGE = problem_answer("431 Request Header Fields Too Large", {
-    "type": "urn:runyard:problem:head-too-large",
-    "title": "Request header fields too large",
-    "status": 431,
-    "detail": f"the request line and headers are over the limit of {MAX_HEAD_BYTES} bytes",
-    "limit": MAX_HEAD_BYTES,
-})  # fmt: skip
-
-
-def _malformed(reason: str) -> bytes:
-    """The answer to bytes the HTTP parser refused, with its reason (httptools names what it
-    found: "Duplicate Content-Length", "Invalid character in chunk size", ...)."""
-    return problem_answer("400 Bad Request", {
-        "type": "urn:runyard:problem:malformed-http",
-        "title": "Malformed HTTP request",
-        "status": 400,
-        "detail": f"the request is not valid HTTP/1.1: {reason[:200]}",
-    })  # fmt: skip
-
-
-def _unsupported_coding(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The answer to a request whose body comes in a transfer coding other than chunked
-    alone (`gzip, chunked`): httptools reads the chunks and passes on what they hold as if
-    nothing else had coded it, so a body another coding wraps was taken for the body itself.
-    501, as RFC 9112 (6.1) has it for a coding the server does not know; None if it is fine."""
-    given = [value for name, value in headers if name.lower() == b"transfer-encoding"]
-    if not given:
-        return None
-    codings = [c.strip().lower() for c in b",".join(given).split(b",")]
-    if codings == [b"chunked"]:
-        return None
-    shown = b", ".join(c for c in codings if c).decode("latin-1")[:100]
-    return problem_answer("501 Not Implemented", {
-        "type": "urn:runyard:problem:unsupported-transfer-coding",
-        "title": "Unsupported transfer coding", "status": 501, "field": "header.Transfer-Encoding",
-        "detail": f"Transfer-Encoding {shown!r}: only chunked is read, alone",
-    })  # fmt: skip
-
-
-def over_cap(detail: str) -> bytes:
-    """The answer to a connection past a connection cap, sent before anything is read."""
-    return problem_answer("503 Service Unavailable", {
-        "type": "urn:runyard:problem:out-of-resources", "title": "Out of resources",
-        "status": 503, "detail": detail,
-    }, "retry-after: 1\r\n")  # fmt: skip
 
 
 class HeaderDeadlineProtocol(WriteStallGuard):
@@ -119,7 +67,7 @@ class HeaderDeadlineProtocol(WriteStallGuard):
     _begun = 0  # heads begun during the read being parsed
     _uncounted = False  # the head began in a read that held an earlier request's end
     _open = 0  # requests made (a cycle each) and not yet answered whole, pipelined ones too
-    _head_fields = 0  # how many header fields the request's head had (trailers come after)
+    _trailer_bytes = 0  # of the trailer fields of the body being read (never its headers)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # an answer's head and body leave in one send (head_with_body.py)
@@ -146,7 +94,7 @@ class HeaderDeadlineProtocol(WriteStallGuard):
         if upgraded or self.transport.is_closing() or self._refused:
             return
         if not self._in_head:
-            if self._in_body and len(self.headers) > self._head_fields:
+            if self._in_body and self._trailer_bytes:
                 self._check_trailers()
             return
         # Still inside a head: the read counts whole when it held nothing else, that is when
@@ -195,10 +143,10 @@ class HeaderDeadlineProtocol(WriteStallGuard):
         if could_hold and self._head_size() > MAX_HEAD_BYTES:
             self._refuse(TOO_LARGE)  # before uvicorn makes a request of it
             return
-        if (unsupported := _unsupported_coding(self.headers)) is not None:
-            self._refuse(unsupported)
+        if (refusal := self._refusal_of_head()) is not None:
+            self._refuse(refusal)
             return
-        cycle, self._head_fields = self.cycle, len(self.headers)
+        cycle, self._trailer_bytes = self.cycle, 0
         try:
             super().on_headers_complete()
         except BaseException:
@@ -212,15 +160,44 @@ class HeaderDeadlineProtocol(WriteStallGuard):
             if self.cap is not None:
                 self.cap.working(self)
 
+    def _refusal_of_head(self) -> bytes | None:
+        """The answer to a whole head whose body could not be read as it asks (a transfer
+        coding other than chunked, a protocol switch other than WebSocket), or None."""
+        if (refusal := unsupported_coding(self.headers)) is not None:
+            return refusal
+        if self.parser.should_upgrade() and not self._should_upgrade():
+            return unsupported_upgrade(self.headers)
+        return None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            # a chunked body's trailer field: uvicorn added it to the request's headers, read
+            # after the body (a probe: an `Idempotency-Key` and a `Prefer: wait` sent as
+            # trailers were obeyed, unseen by a proxy that reads the head). Counted, dropped.
+            self._trailer_bytes += len(name) + len(value) + 4
+            return
+        super().on_header(name, value)
+
     def _check_trailers(self) -> None:
-        """A chunked body's trailer fields, which uvicorn adds to the head's: capped as a head
-        is (looked at once per read, not per field: over by one read at most)."""
-        extra = self.headers[self._head_fields :]
-        if sum(len(name) + len(value) + 4 for name, value in extra) > MAX_HEAD_BYTES:
+        """A chunked body's trailer fields, capped as a head is (looked at once per read, not
+        per field: over by one read at most)."""
+        if self._trailer_bytes > MAX_HEAD_BYTES:
             self._refuse_unfinished(TOO_LARGE)
 
     def _should_upgrade(self) -> bool:
         return not self._refused and bool(super()._should_upgrade())
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """uvicorn's parser stopped at a request asking for a protocol other than WebSocket:
+        what followed it in the read was dropped, and later reads would be parsed as new
+        requests. It had no body (one with a body is refused as its head completes): it is
+        answered, the upgrade ignored, and then the connection closes, nothing more read."""
+        if self._refused:
+            return  # refused already, as its head completed: that answer stands
+        self._refused, self._in_head, self._in_body = True, False, False
+        self._disarm()
+        if self.cycle is not None:
+            self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -229,7 +206,7 @@ class HeaderDeadlineProtocol(WriteStallGuard):
     def on_message_complete(self) -> None:
         if self._refused:
             return
-        if len(self.headers) > self._head_fields:  # trailers came whole within a read
+        if self._trailer_bytes:  # trailers came whole within a read
             self._check_trailers()
             if self._refused:
                 return
@@ -249,7 +226,7 @@ class HeaderDeadlineProtocol(WriteStallGuard):
             # before it, being answered, was dropped from the pipeline unanswered.
             return
         error = sys.exc_info()[1]
-        self._refuse_unfinished(_malformed(str(error) if error is not None else msg))
+        self._refuse_unfinished(malformed(str(error) if error is not None else msg))
 
     def _refuse_unfinished(self, answer: bytes) -> None:
         """The request being parsed is refused: after the answers to those before it, or, if

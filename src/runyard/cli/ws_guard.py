@@ -27,7 +27,7 @@ import structlog
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from runyard.cli.connection_cap import ConnectionCap
-from runyard.cli.header_timeout import problem_answer
+from runyard.cli.refusals import problem_answer
 from runyard.cli.reset import reset
 
 log = structlog.get_logger(__name__)
