@@ -4,6 +4,7 @@ Prefer: wait's answers are in tests/integration/test_dispatch_inprocess.py."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import httpx
@@ -19,6 +20,7 @@ JOBS = {
     "hold": 'command = ["sleep", "{s}"]\nkill_grace_s = 0\n'
     '[params.s]\ntype = "float"\ndefault = 60\n',
     "mark": 'command = ["true"]\n',
+    "capped": 'command = ["sleep", "60"]\nkill_grace_s = 0\nconcurrency = 1\nmax_queue = 5\n',
     "grid": 'command = ["echo", "{a}", "{b}"]\n[params.a]\ntype = "int"\n'
     '[params.b]\ntype = "int"\nmax = 100\n',
 }
@@ -58,3 +60,31 @@ def test_prefer_wait_queues_for_a_slot_and_survives_a_disconnect(start_server, j
                        headers={"Prefer": "wait=10"}, timeout=0.3)  # fmt: skip
         (left,) = [r for r in c.runs(job="hold").runs if r.id != holder.id]
         assert server.wait_run(c, left.id).state is RunState.SUCCEEDED  # not cancelled
+
+
+def test_submits_and_batches_at_once_never_pass_max_queue(start_server, jobs) -> None:
+    """A probe: fifty submits at once each counted an empty queue before any was stored, and
+    15 runs queued past a max_queue of 5 (batches too). Runs admitted are held against the
+    limit until stored: never more queued than it, every other request a 429."""
+    server = start_server(jobs)
+    runs = f"{server.url}/v1/runs"
+    first = web.post(runs, json={"job": "capped"}).json()["id"]
+    wait_for(lambda: web.get(f"{runs}/{first}").json()["state"] == "running", what="running")
+
+    async def burst() -> list[int]:
+        async with web.AsyncClient(timeout=60) as client:
+            singles = [client.post(runs, json={"job": "capped"}) for _ in range(30)]
+            batches = [
+                client.post(f"{server.url}/v1/batches", json={"job": "capped", "iterations": 2})
+                for _ in range(15)
+            ]
+            answers = await asyncio.gather(*singles, *batches)
+        return [a.status_code for a in answers]
+
+    statuses = asyncio.run(burst())
+    assert set(statuses) <= {201, 202, 429}, statuses
+    assert 429 in statuses
+    queued = web.get(f"{runs}?job=capped&state=queued&limit=100").json()["runs"]
+    assert 1 <= len(queued) <= 5, len(queued)
+    for run in [*queued, {"id": first}]:
+        web.post(f"{runs}/{run['id']}/cancel")

@@ -8,6 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 from runyard.jobs.spec import Job
 from runyard.models import Run, Schedule
+from runyard.services.admission_holds import Hold
 from runyard.services.uploads import Seen, named_uploads
 
 T = TypeVar("T")
@@ -23,7 +24,7 @@ class FileParams(Protocol):
 
     async def admit(
         self, job: str, job_max_queue: int | None, adding: int = 1, writing: int = 0
-    ) -> None: ...
+    ) -> Hold: ...
 
     async def stored_with_uploads(
         self, job: Job, runs: list[Run], store: Callable[[], Awaitable[T]]

@@ -15,6 +15,7 @@ from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
 from runyard.models import Run, Schedule
 from runyard.scheduling.file_params import FileParams
+from runyard.services.admission_holds import Hold
 from runyard.services.runs import new_run
 
 log = structlog.get_logger(__name__)
@@ -23,8 +24,9 @@ MAX_ERROR = 300  # characters of a fire's refusal kept on its schedule
 
 async def new_run_of(
     s: Schedule, registry: JobRegistry, files: FileParams | None, clock: Clock
-) -> tuple[Job, Run] | str:
-    """The run a fire of `s` makes, or why it makes none."""
+) -> tuple[Job, Run, Hold | None] | str:
+    """The run a fire of `s` makes, or why it makes none; with its admission's hold, which
+    the caller releases once the run is stored (or not)."""
     snapshot = await registry.snapshot()
     job = snapshot.jobs.get(s.job)
     if job is None:
@@ -38,13 +40,14 @@ async def new_run_of(
         values = job.validate_params(s.params)
     except ParamError as exc:
         return _refused(s, "schedule_params_invalid", f"params no longer valid: {exc}")
+    hold = None
     if files is not None:
         try:  # admitted as a submission is: not past a max_queue nor the disk's reserve
-            await files.admit(s.job, job.spec.max_queue)
+            hold = await files.admit(s.job, job.spec.max_queue)
         except (QueueFullError, StorageFullError) as exc:
             return _refused(s, "schedule_fire_refused", f"refused: {exc}")
     run = new_run(job, values, clock, priority=s.priority, labels=s.labels, schedule_id=s.id)
-    return job, run
+    return job, run, hold
 
 
 def _refused(s: Schedule, event: str, why: str) -> str:

@@ -25,12 +25,14 @@ from runyard.errors import (
     UnavailableError,
 )
 from runyard.jobs import JobRegistry
+from runyard.jobs.spec import Job
 from runyard.models import Run, RunState, Schedule
 from runyard.scheduling.file_params import FileParams
 from runyard.scheduling.fires import new_run_of
 from runyard.scheduling.requests import changed, check_request
 from runyard.scheduling.snapshot import SchedulerSnapshot
 from runyard.scheduling.timing import next_after, next_fire
+from runyard.services.admission_holds import Hold
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
 
@@ -259,7 +261,7 @@ class Scheduler:
             t.last_error = made
             await self._saved(s, t)
             return
-        job, run = made
+        job, run, hold = made
         if t.last_error is not None:
             log.info("schedule_fires_again", schedule_id=s.id, fail_count=t.fail_count)
             t.last_error = None
@@ -267,11 +269,22 @@ class Scheduler:
         t.last_fired_at = now
         t.last_run_id = run.id
         t.pending = False
-        if self.files is None:
-            await self._saved(s, t, run)
-        else:  # as a submit's: its uploads marked as used, then stored
-            await self.files.stored_with_uploads(job, [run], lambda: self._saved(s, t, run))
+        await self._store_fired(s, t, job, run, hold)
         self.queue.set()
+
+    async def _store_fired(
+        self, s: Schedule, t: Schedule, job: Job, run: Run, hold: Hold | None
+    ) -> None:
+        """The schedule `t` (`s` changed) with the run it fired, stored together; the run's
+        admission held until then."""
+        try:
+            if self.files is None:
+                await self._saved(s, t, run)
+            else:  # as a submit's: its uploads marked as used, then stored
+                await self.files.stored_with_uploads(job, [run], lambda: self._saved(s, t, run))
+        finally:
+            if hold is not None:
+                hold.release()
 
     def _accepting(self) -> bool:
         if self.files is not None:

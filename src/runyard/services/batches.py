@@ -225,7 +225,7 @@ class BatchService:
         # WAL on it, and nothing can be written to checkpoint it back)
         row = per_run + len(dumps(job.snapshot)) + ROW_BYTES
         writing = 2 * size * row if self.local_store else 0
-        await self.runs.admit(job_name, job.spec.max_queue, len(values), writing)
+        hold = await self.runs.admit(job_name, job.spec.max_queue, len(values), writing)
         now = self.clock.now()
         batch = Batch(
             id=new_id(), job=job_name, size=len(values), created_at=now, request=request,
@@ -235,9 +235,12 @@ class BatchService:
             self.runs.new_run(job, v, priority=priority, labels=labels, batch_id=batch.id)
             for v in values
         ]
-        stored, created = await self.runs.stored_with_uploads(
-            job, runs, lambda: self.store.insert_batch(batch, runs)
-        )
+        try:
+            stored, created = await self.runs.stored_with_uploads(
+                job, runs, lambda: self.store.insert_batch(batch, runs)
+            )
+        finally:
+            hold.release()
         if not created:  # the key was taken meanwhile, by a request sent at the same time
             await self.runs.unreference(job, runs)
             return await self._replayed(stored, job_name, request, job.spec.priority)

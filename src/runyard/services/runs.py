@@ -27,6 +27,7 @@ from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
 from runyard.models import Attempt, Page, Run, RunFilter, RunState
 from runyard.services.admission import Admission
+from runyard.services.admission_holds import Hold
 from runyard.services.attempts import Attempts
 from runyard.services.diskspace import DiskGuard
 from runyard.services.log_ranges import LogRange, close_opened, open_range, read_all
@@ -177,7 +178,7 @@ class RunService:
             existing = await self._by_key(idempotency_key, asked)
             if existing is not None:
                 return existing, False
-        await self.admit(job_name, job.spec.max_queue)
+        hold = await self.admit(job_name, job.spec.max_queue)
         run = self.new_run(
             job, values, priority=priority, labels=labels, idempotency_key=idempotency_key,
             request_hash=digest,
@@ -191,7 +192,10 @@ class RunService:
             self.queue.set_claimable()
             return await self.store.insert_run(run)
 
-        stored, created = await self.stored_with_uploads(job, [run], insert)
+        try:
+            stored, created = await self.stored_with_uploads(job, [run], insert)
+        finally:
+            hold.release()
         if not created:  # the key was taken meanwhile (so there is a key, and a digest)
             await self.unreference(job, [run])
             return self._same_request(stored, asked), False
@@ -264,9 +268,10 @@ class RunService:
 
     async def admit(
         self, job: str, job_max_queue: int | None, adding: int = 1, writing: int = 0
-    ) -> None:
-        """Every way runs are made is admitted here: a submit, a batch, a schedule's fire."""
-        await self.admission.admit(job, job_max_queue, adding, writing)
+    ) -> Hold:
+        """Every way runs are made is admitted here: a submit, a batch, a schedule's fire.
+        The caller releases the hold once its insert is over (admission_holds.py)."""
+        return await self.admission.admit(job, job_max_queue, adding, writing)
 
     async def wait(
         self, run: Run, seconds: float, gone: Coroutine[Any, Any, object] | None = None,
