@@ -220,6 +220,7 @@ class Runtime:
             self._run_exists,
             ttl_s=settings.upload_ttl_s,
             pinned=lambda: named_by(self.scheduler.schedules.values()),
+            pins=self.scheduler.pins,
         )
         self.membership = Membership(
             self.store, self.attempts, self.lease, self.clock, server_id=settings.server_id,

@@ -4,6 +4,7 @@ half-received removed at start."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -168,3 +169,77 @@ def test_an_operator_deletes_an_upload_nothing_needs_and_only_that(
         "application/problem+json"
     )
     assert upload(server, b"x" * (64 * KIB)).status_code == 201  # the same bytes: new again
+
+
+def test_a_schedule_made_as_its_upload_is_deleted_never_names_a_removed_upload(
+    start_server, jobs: Path
+) -> None:
+    """A probe: a schedule created (or changed) at the moment its upload was deleted was
+    stored naming it (201) while the delete removed it (204), and each of its fires failed.
+    The check of a schedule's uploads and its save exclude the upload's removal: one of the
+    two is refused, never both."""
+    server = start_server(jobs)
+
+    async def race(upload_id: str) -> tuple[int, int]:
+        request = {"job": "read", "params": {"data": f"upload:{upload_id}"},
+                   "interval_s": 3600, "paused": True}  # fmt: skip
+        async with web.AsyncClient(timeout=30) as client:
+            made, gone = await asyncio.gather(
+                client.post(f"{server.url}/v1/schedules", json=request),
+                client.delete(f"{server.url}/v1/uploads/{upload_id}"),
+            )
+        return made.status_code, gone.status_code
+
+    outcomes = set()
+    for i in range(40):
+        upload_id = upload(server, b"round %d" % i).json()["id"]
+        made, gone = asyncio.run(race(upload_id))
+        outcomes.add((made, gone))
+        assert (made, gone) in {(201, 409), (422, 204)}, (made, gone)
+        assert (made == 201) == exists(server, upload_id)
+    assert len(outcomes) >= 1
+
+
+def test_a_fire_whose_upload_went_is_counted_on_its_schedule(start_server, jobs: Path) -> None:
+    """An upload gone from under its schedule (removed by hand): each fire raised, logged a
+    traceback, and the schedule showed nothing wrong (fail_count 0, no last_error)."""
+    server = start_server(jobs)
+    upload_id = upload(server, b"read me").json()["id"]
+    made = web.post(f"{server.url}/v1/schedules", json={
+        "job": "read", "params": {"data": f"upload:{upload_id}"}, "interval_s": 1})  # fmt: skip
+    assert made.status_code == 201, made.text
+    schedule = f"{server.url}/v1/schedules/{made.json()['id']}"
+    for name in (upload_id, f"{upload_id}.json"):
+        (server.data_dir / "uploads" / name).unlink()
+    wait_for(lambda: web.get(schedule).json()["fail_count"] >= 1, what="a refused fire")
+    said = web.get(schedule).json()
+    assert upload_id in said["last_error"], said
+    web.patch(schedule, json={"paused": True})
+    assert "Traceback" not in server.log_path.read_text()
+
+
+def test_a_submit_as_its_upload_is_deleted_is_answered_never_a_500(
+    start_server, jobs: Path
+) -> None:
+    """A probe: a submit whose upload was deleted between its lookup and the read of its
+    first bytes (a param with `accept` is sniffed) answered 500, a traceback logged, and the
+    client's kept-alive connection closed. It is the 422 of an upload that is not there."""
+    (jobs / "table.toml").write_text(
+        'command = ["cat", "{t}"]\n[params.t]\ntype = "file"\naccept = [".csv"]\n'
+    )
+    server = start_server(jobs)
+
+    async def race(upload_id: str) -> tuple[int, int]:
+        request = {"job": "table", "params": {"t": f"upload:{upload_id}"}}
+        async with web.AsyncClient(timeout=30) as client:
+            made, gone = await asyncio.gather(
+                client.post(f"{server.url}/v1/runs", json=request),
+                client.delete(f"{server.url}/v1/uploads/{upload_id}"),
+            )
+        return made.status_code, gone.status_code
+
+    for i in range(60):
+        upload_id = upload(server, b"a,b\n%d,2\n" % i, "t.csv").json()["id"]
+        made, gone = asyncio.run(race(upload_id))
+        assert made in (202, 422) and gone in (204, 409), (made, gone)
+    assert "Traceback" not in server.log_path.read_text()

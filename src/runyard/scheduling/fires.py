@@ -9,7 +9,7 @@ from __future__ import annotations
 import structlog
 
 from runyard.clock import Clock
-from runyard.errors import QueueFullError, StorageFullError
+from runyard.errors import QueueFullError, RunyardError, StorageFullError
 from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
@@ -42,6 +42,11 @@ async def new_run_of(
         return _refused(s, "schedule_params_invalid", f"params no longer valid: {exc}")
     hold = None
     if files is not None:
+        try:  # its uploads still there: one gone failed each fire with a traceback, uncounted
+            if job.spec.has_files:
+                await files.check_files(job, values, {})
+        except RunyardError as exc:
+            return _refused(s, "schedule_fire_refused", f"refused: {exc}")
         try:  # admitted as a submission is: not past a max_queue nor the disk's reserve
             hold = await files.admit(s.job, job.spec.max_queue)
         except (QueueFullError, StorageFullError) as exc:

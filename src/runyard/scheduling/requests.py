@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from runyard.clock import new_id
 from runyard.errors import ConflictError, InvalidInputError, NotFoundError
 from runyard.fastjson import dumps
 from runyard.jobs import JobRegistry
@@ -57,6 +58,20 @@ async def check_request(
         if files is None:
             raise InvalidInputError("this server takes no uploads", field="params")
         await files.check_files(declared, values, {})
+
+
+async def new_schedule(
+    registry: JobRegistry, files: FileParams | None, min_interval_s: float, now: float,
+    job: str, params: dict[str, Any], *, cron: str | None, interval_s: float | None,
+    **options: Any,
+) -> Schedule:  # fmt: skip
+    """A new schedule of `job` (checked as a submit of it would be), its first fire due;
+    `options`: the rest of Schedule's fields as the request gave them."""
+    await check_request(registry, files, min_interval_s, job, params, cron, interval_s, now)
+    return Schedule(
+        id=new_id(), job=job, params=params, cron=cron, interval_s=interval_s, created_at=now,
+        next_fire_at=next_after(cron, interval_s, now, now), **options,
+    )  # fmt: skip
 
 
 async def changed(

@@ -17,7 +17,7 @@ import structlog
 
 from runyard.background import TaskGroup
 from runyard.bad_days import log_failure
-from runyard.clock import Clock, new_id
+from runyard.clock import Clock
 from runyard.errors import (
     ConflictError,
     NotFoundError,
@@ -29,9 +29,9 @@ from runyard.jobs.spec import Job
 from runyard.models import Run, RunState, Schedule
 from runyard.scheduling.file_params import FileParams
 from runyard.scheduling.fires import new_run_of
-from runyard.scheduling.requests import changed, check_request
+from runyard.scheduling.requests import changed, new_schedule
 from runyard.scheduling.snapshot import SchedulerSnapshot
-from runyard.scheduling.timing import next_after, next_fire
+from runyard.scheduling.timing import next_fire
 from runyard.services.admission_holds import Hold
 from runyard.services.wakeup import Wakeup
 from runyard.store import Store
@@ -78,6 +78,10 @@ class Scheduler:
         self.snapshot = SchedulerSnapshot("stopped", 0, None, ())
         self.published = published  # told of every new snapshot (health rebuilds)
         self.files: FileParams | None = None  # the runs' service, set once the runtime has it
+        # held while a schedule's uploads are checked and it is saved naming them, as an
+        # upload's removal holds it (services/uploads/expiry.py): a schedule was stored naming
+        # an upload a DELETE removed meanwhile, and its every fire failed (a probe)
+        self.pins = asyncio.Lock()
         self._fires = TaskGroup("schedule-fire")
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -347,25 +351,21 @@ class Scheduler:
         priority: int | None = None,
         labels: dict[str, str] | None = None,
     ) -> Schedule:
-        now = self.clock.now()
-        await check_request(
-            self.registry, self.files, self.min_interval_s, job, params, cron, interval_s, now
-        )
-        s = Schedule(
-            id=new_id(), job=job, params=params, priority=priority, labels=labels or {},
-            cron=cron, interval_s=interval_s, overlap=overlap, catch_up=catch_up,
-            paused=paused, created_at=now,
-            next_fire_at=next_after(cron, interval_s, now, now),
-        )  # fmt: skip
-        async with self._lock:
-            if len(self.schedules) >= self.max_schedules:
-                raise ConflictError(
-                    f"this server holds at most {self.max_schedules} schedules "
-                    "(max_schedules): delete one first", limit=self.max_schedules,
-                )  # fmt: skip
-            await self._saved(s, replace(s))
-            self.schedules[s.id] = s
-            self._publish(self.snapshot.status)
+        async with self.pins:  # from the check of its uploads to its save
+            s = await new_schedule(
+                self.registry, self.files, self.min_interval_s, self.clock.now(), job, params,
+                cron=cron, interval_s=interval_s, overlap=overlap, catch_up=catch_up,
+                paused=paused, priority=priority, labels=labels or {},
+            )  # fmt: skip
+            async with self._lock:
+                if len(self.schedules) >= self.max_schedules:
+                    raise ConflictError(
+                        f"this server holds at most {self.max_schedules} schedules "
+                        "(max_schedules): delete one first", limit=self.max_schedules,
+                    )  # fmt: skip
+                await self._saved(s, replace(s))
+                self.schedules[s.id] = s
+                self._publish(self.snapshot.status)
         self._wake.set()
         return s
 
@@ -376,7 +376,7 @@ class Scheduler:
         return s
 
     async def update(self, schedule_id: str, changes: dict[str, Any]) -> Schedule:
-        async with self._lock:
+        async with self.pins, self._lock:
             for tries in range(STALE_RETRIES):
                 s = self.get(schedule_id)
                 t = await changed(

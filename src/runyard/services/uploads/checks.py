@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import PurePath
 from typing import Any
 
-from runyard.errors import InvalidInputError, NotFoundError
+from runyard.errors import InvalidInputError, NotFoundError, raise_if_servers_fault
 from runyard.jobs.spec import JobSpec
 from runyard.services.uploads.incoming import UploadTooLargeError
 from runyard.services.uploads.names import UPLOAD_ID
@@ -83,7 +83,13 @@ async def check_files(
                 f"param {name!r}: {upload.name!r} is not a {', '.join(accept)} file", field=field
             )
         if head is None:
-            head = await asyncio.to_thread(uploads.head, upload_id)
+            try:
+                head = await asyncio.to_thread(uploads.head, upload_id)
+            except OSError as exc:  # deleted since it was looked up (a 500 and a traceback)
+                raise_if_servers_fault(exc, "the upload")
+                raise InvalidInputError(
+                    f"param {name!r}: no upload {upload_id} (deleted meanwhile)", field=field
+                ) from None
             seen[upload_id] = (upload, head)
         ext = PurePath(upload.name).suffix.lower()
         if not content_matches(ext, head):

@@ -13,6 +13,7 @@ import structlog
 
 from runyard.background import Periodic
 from runyard.errors import ConflictError
+from runyard.services.uploads.record import Upload
 from runyard.services.uploads.store import Uploads
 
 log = structlog.get_logger(__name__)
@@ -26,9 +27,12 @@ Pinned = Callable[[], set[str]]  # uploads kept whatever their age: those schedu
 class UploadExpiry:
     def __init__(
         self, uploads: Uploads, run_exists: RunExists, *, ttl_s: float,
-        pinned: Pinned = set,
+        pinned: Pinned = set, pins: asyncio.Lock | None = None,
     ) -> None:  # fmt: skip
         self.pinned = pinned
+        # held from a look at what is pinned to the removal it allows, as a schedule holds it
+        # from the check of its uploads to its save (scheduling/scheduler.py)
+        self.pins = pins or asyncio.Lock()
         self.uploads = uploads
         self.run_exists = run_exists
         self.ttl_s = ttl_s
@@ -49,6 +53,14 @@ class UploadExpiry:
         before = now - self.ttl_s
         await asyncio.to_thread(self.uploads.remove_leftovers)
         uploads = await asyncio.to_thread(self.uploads.all)
+        async with self.pins:
+            expired = await self._expire(uploads, before, now)
+        if expired:
+            self.expired_total += expired
+            log.info("uploads_expired", uploads=expired)
+        return expired
+
+    async def _expire(self, uploads: list[Upload], before: float, now: float) -> int:
         expired = 0
         pinned = self.pinned()
         for upload in uploads:
@@ -58,15 +70,16 @@ class UploadExpiry:
                 continue  # used lately: nothing to decide yet
             await self._drop_dead_markers(upload.id, now)
             expired += await asyncio.to_thread(self.uploads.expire, upload.id, before)
-        if expired:
-            self.expired_total += expired
-            log.info("uploads_expired", uploads=expired)
         return expired
 
     async def delete(self, upload_id: str) -> None:
         """An operator's removal of an upload nothing needs: NotFoundError if there is none,
         ConflictError while a schedule names it or a stored run uses it (its inputs stay
         readable). The disk an unused upload held was otherwise back only upload_ttl_s later."""
+        async with self.pins:
+            await self._delete(upload_id)
+
+    async def _delete(self, upload_id: str) -> None:
         await self.uploads.get(upload_id)  # NotFoundError
         if upload_id in self.pinned():
             raise ConflictError(f"upload {upload_id} is named by a schedule: delete it first")

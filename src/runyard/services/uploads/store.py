@@ -31,6 +31,7 @@ from runyard.errors import (
     NotFoundError,
     StorageFullError,
 )
+from runyard.regular_files import read_regular
 from runyard.services.artifacts import OpenArtifact
 from runyard.services.uploads.incoming import (
     Incoming,
@@ -240,9 +241,9 @@ class Uploads:
         return OpenArtifact(fd, os.fstat(fd), "application/octet-stream")
 
     def head(self, upload_id: str) -> bytes:
-        """Blocking: the first bytes of an upload, to sniff what it is."""
-        with self.blob(upload_id).open("rb") as fh:
-            return fh.read(HEAD)
+        """Blocking: the first bytes of an upload, to sniff what it is (FileNotFoundError
+        once it is gone; a FIFO or a directory in its place is refused, never waited on)."""
+        return read_regular(self.blob(upload_id), HEAD)
 
     def all(self) -> list[Upload]:
         """Blocking: every stored upload."""
