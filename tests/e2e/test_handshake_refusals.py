@@ -62,6 +62,10 @@ def test_a_websocket_handshake_is_refused_with_problem_json(start_server) -> Non
     # what is asked right is still served
     with connect(f"{ws}?after=0") as socket_:
         assert json.loads(list(socket_)[-1])["type"] == "end"
+    # each refusal was sent once: sent again, it logged an error and a traceback, a line of
+    # log per handshake anyone could ask for, without a token (a probe)
+    said = server.log_path.read_text()
+    assert "Exception in ASGI application" not in said and "Traceback" not in said, said[-2000:]
 
 
 def test_a_one_value_header_given_twice_is_refused(start_server) -> None:

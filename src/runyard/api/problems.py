@@ -221,6 +221,17 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
+class _Answered(Response):
+    """What a handler returns for a WebSocket it has answered itself: Starlette sends a
+    handler's answer, and a second one to a handshake is an error of the server's."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+
+_ANSWERED = _Answered()
+
+
 def _scoped(handler: Handler, openai_status: int | None = None) -> Handler:
     """The handler, with its answer reshaped for the OpenAI-compatible routes (a malformed
     request is a 400 there, as OpenAI answers it)."""
@@ -229,11 +240,11 @@ def _scoped(handler: Handler, openai_status: int | None = None) -> Handler:
         response = await handler(request, exc)
         if request.scope["type"] == "websocket":
             # what a WebSocket route's dependency refused (a query parameter given twice, a
-            # token), or its path: Starlette drops a handler's answer to a WebSocket, and the
-            # client got a bare 403 whatever the cause
+            # token), or its path: sent here as the handshake's answer, and nothing returned
+            # for Starlette to send again (a second answer logged an error and a traceback)
             websocket = cast(WebSocket, request)
             await refuse_websocket(websocket, response, 4000 + response.status_code)
-            return response
+            return _ANSWERED
         if not openai_errors.applies(request.url.path):
             return response
         return openai_errors.reshape(response, openai_status, getattr(exc, "retry_after_ms", None))
