@@ -243,3 +243,20 @@ def test_a_submit_as_its_upload_is_deleted_is_answered_never_a_500(
         made, gone = asyncio.run(race(upload_id))
         assert made in (202, 422) and gone in (204, 409), (made, gone)
     assert "Traceback" not in server.log_path.read_text()
+
+
+def test_a_directory_where_an_uploads_file_belongs_gives_way_to_the_next_upload(
+    start_server, jobs: Path
+) -> None:
+    """A probe: an upload's file replaced by a directory made every upload of those bytes a
+    503 (`Is a directory`) for ever, though a client told to retry would retry."""
+    server = start_server(jobs)
+    upload_id = upload(server, b"the same bytes").json()["id"]
+    blob = server.data_dir / "uploads" / upload_id
+    blob.unlink()
+    blob.mkdir()
+    (blob / "inside").write_text("damage")
+    again = upload(server, b"the same bytes")
+    assert again.status_code in (200, 201), again.text
+    content = web.get(f"{server.url}/v1/uploads/{upload_id}/content")
+    assert content.content == b"the same bytes"

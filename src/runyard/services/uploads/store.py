@@ -19,12 +19,15 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO
+
+import structlog
 
 from runyard.errors import (
     InvalidInputError,
@@ -42,6 +45,8 @@ from runyard.services.uploads.incoming import (
 from runyard.services.uploads.names import UPLOAD_ID, safe_name
 from runyard.services.uploads.record import Upload, read_upload
 from runyard.services.uploads.sniff import HEAD
+
+log = structlog.get_logger(__name__)
 
 
 class UploadQuotaError(StorageFullError):
@@ -194,6 +199,7 @@ class Uploads:
             # (and is removed with the leftovers)
             meta_tmp.replace(meta)
             try:
+                _clear_the_way(self.blob(upload.id))
                 tmp.replace(self.blob(upload.id))
             except OSError:
                 meta.unlink(missing_ok=True)
@@ -379,3 +385,17 @@ def _create(path: Path, expected: int, min_free: int) -> IO[bytes]:
         path.unlink(missing_ok=True)
         raise
     return fh
+
+
+def _clear_the_way(blob: Path) -> None:
+    """A directory where an upload's file belongs (put there by hand, or damage) is removed:
+    an upload is its file, and the rename onto a directory failed for ever, every upload of
+    those bytes a 503 whose retry never helped (a probe). Anything else there is replaced by
+    the rename itself."""
+    try:
+        st = blob.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        log.warning("upload_place_cleared", path=str(blob), was="a directory")
+        shutil.rmtree(blob)
