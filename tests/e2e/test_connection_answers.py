@@ -283,3 +283,28 @@ def test_trailer_fields_are_never_taken_for_the_requests_headers(start_server) -
     assert status == 202, answer  # not the 200 of a wait
     assert json.loads(answer)["idempotency_key"] is None
     assert _stored(server, "trailer") == 1
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "said"),
+    [
+        (b"GET /health/live HTTP/1.1\r\n\r\n", 400, "no Host"),
+        (b"GET /health/live HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "Host given twice"),
+        (b"GET /health/live HTTP/1.1\r\nHost: evil.example/x?y@z\r\n\r\n", 400, "not a host"),
+        (b"GET /health/live HTTP/2.0\r\nHost: x\r\n\r\n", 505, "HTTP/2.0"),
+        (b"GET /health/live\r\n\r\n", 505, "is not spoken here"),
+    ],
+)
+def test_a_head_no_http_1_1_server_may_serve_is_refused(
+    start_server, head: bytes, status: int, said: str
+) -> None:
+    """RFC 9112: a 1.1 request names its Host once, and a version this server does not speak
+    is a 505. Each was served as if it were 1.1 with a Host (a probe)."""
+    server = start_server()
+    [(answered, body)] = _exchange(server, head)
+    assert answered == status, body
+    assert said in json.loads(body)["detail"]
+    # HTTP/1.0 needs no Host; 1.1 with one, as an address or an IP literal, is served
+    literal = b"GET /health/live HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n"
+    for fine in (b"GET /health/live HTTP/1.0\r\n\r\n", literal):
+        assert [s for s, _ in _exchange(server, fine)] == [200]

@@ -41,6 +41,7 @@ from runyard.cli.refusals import (
     TOO_LARGE,
     malformed,
     over_cap,
+    unacceptable_head,
     unsupported_coding,
     unsupported_upgrade,
 )
@@ -161,8 +162,12 @@ class HeaderDeadlineProtocol(WriteStallGuard):
                 self.cap.working(self)
 
     def _refusal_of_head(self) -> bytes | None:
-        """The answer to a whole head whose body could not be read as it asks (a transfer
+        """The answer to a whole head no request may be made of (another HTTP version, a
+        Host missing or given twice) or whose body could not be read as it asks (a transfer
         coding other than chunked, a protocol switch other than WebSocket), or None."""
+        version = self.parser.get_http_version()
+        if (refusal := unacceptable_head(version, self.headers)) is not None:
+            return refusal
         if (refusal := unsupported_coding(self.headers)) is not None:
             return refusal
         if self.parser.should_upgrade() and not self._should_upgrade():

@@ -4,6 +4,7 @@ HTTP/1.1 answers (problem JSON, the connection closing), written by the protocol
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -87,4 +88,31 @@ def unsupported_upgrade(headers: list[tuple[bytes, bytes]]) -> bytes | None:
         "title": "Unsupported protocol upgrade", "status": 400, "field": "header.Upgrade",
         "detail": "a request with a body cannot ask to switch protocols (Connection: upgrade): "
                   "only WebSocket is spoken, on its own routes; send it without the upgrade",
+    })  # fmt: skip
+
+
+# RFC 3986's host (a reg-name, an IPv4 address or a bracketed IP literal) and port
+_HOST = re.compile(rb"(\[[0-9A-Fa-f:.vV]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]*)?")
+
+
+def unacceptable_head(version: str, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The answer to a head no HTTP/1.1 server may serve (RFC 9112): another major version
+    than 1 (505; `HTTP/2.0` and a request line without one were answered as 1.1), or, in
+    1.1, a Host missing, given twice or not a host (400: `evil.example/x?y@z` was served). A
+    proxy and the server could each take another Host for the request's."""
+    if version not in ("1.0", "1.1"):
+        return problem_answer("505 HTTP Version Not Supported", {
+            "type": "urn:runyard:problem:http-version", "title": "HTTP version not supported",
+            "status": 505, "detail": f"HTTP/{version[:10]} is not spoken here: HTTP/1.1 is",
+        })  # fmt: skip
+    hosts = [value for name, value in headers if name == b"host"]
+    if version == "1.0" and not hosts:
+        return None
+    if len(hosts) == 1 and _HOST.fullmatch(hosts[0].strip()):
+        return None
+    why = "no Host" if not hosts else "Host given twice" if len(hosts) > 1 else "not a host"
+    return problem_answer("400 Bad Request", {
+        "type": "urn:runyard:problem:malformed-http", "title": "Malformed HTTP request",
+        "status": 400, "field": "header.Host",
+        "detail": f"the request is not valid HTTP/1.1: {why} (a request names its host once)",
     })  # fmt: skip
