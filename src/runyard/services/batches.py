@@ -226,16 +226,16 @@ class BatchService:
         row = per_run + len(dumps(job.snapshot)) + ROW_BYTES
         writing = 2 * size * row if self.local_store else 0
         hold = await self.runs.admit(job_name, job.spec.max_queue, len(values), writing)
-        now = self.clock.now()
-        batch = Batch(
-            id=new_id(), job=job_name, size=len(values), created_at=now, request=request,
-            idempotency_key=idempotency_key,
-        )  # fmt: skip
-        runs = [
-            self.runs.new_run(job, v, priority=priority, labels=labels, batch_id=batch.id)
-            for v in values
-        ]
-        try:
+        try:  # held from its admission until its insert is over, whatever happens between
+            now = self.clock.now()
+            batch = Batch(
+                id=new_id(), job=job_name, size=len(values), created_at=now, request=request,
+                idempotency_key=idempotency_key,
+            )  # fmt: skip
+            runs = [
+                self.runs.new_run(job, v, priority=priority, labels=labels, batch_id=batch.id)
+                for v in values
+            ]
             stored, created = await self.runs.stored_with_uploads(
                 job, runs, lambda: self.store.insert_batch(batch, runs)
             )

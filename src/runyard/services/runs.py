@@ -179,21 +179,12 @@ class RunService:
             if existing is not None:
                 return existing, False
         hold = await self.admit(job_name, job.spec.max_queue)
-        run = self.new_run(
-            job, values, priority=priority, labels=labels, idempotency_key=idempotency_key,
-            request_hash=digest,
-        )  # fmt: skip
-
-        async def insert() -> tuple[Run, bool]:
-            # The dispatcher is woken before the insert is awaited: its claim then joins the
-            # same store turn (group_commit.py), after the insert in one transaction, and a
-            # free slot takes the run without another round trip. If the insert fails, it
-            # claims nothing.
-            self.queue.set_claimable()
-            return await self.store.insert_run(run)
-
-        try:
-            stored, created = await self.stored_with_uploads(job, [run], insert)
+        try:  # held from its admission until its insert is over, whatever happens between
+            run = self.new_run(
+                job, values, priority=priority, labels=labels, idempotency_key=idempotency_key,
+                request_hash=digest,
+            )  # fmt: skip
+            stored, created = await self.stored_with_uploads(job, [run], partial(self._insert, run))
         finally:
             hold.release()
         if not created:  # the key was taken meanwhile (so there is a key, and a digest)
@@ -201,6 +192,13 @@ class RunService:
             return self._same_request(stored, asked), False
         self.announce("submitted", {"id": stored.id, "job": stored.job})
         return stored, True
+
+    async def _insert(self, run: Run) -> tuple[Run, bool]:
+        # The dispatcher is woken before the insert is awaited: its claim then joins the same
+        # store turn (group_commit.py), after the insert in one transaction, and a free slot
+        # takes the run without another round trip. If the insert fails, it claims nothing.
+        self.queue.set_claimable()
+        return await self.store.insert_run(run)
 
     async def check_files(self, job: Job, values: dict[str, Any], seen: Seen) -> None:
         if self.uploads is None:
