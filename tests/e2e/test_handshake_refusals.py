@@ -15,6 +15,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from runyard.auth import Role, create_token
+
 pytestmark = pytest.mark.e2e
 
 
@@ -150,3 +152,21 @@ def test_a_slash_more_or_less_is_redirected_by_path_not_to_the_host_asked(start_
         server.port, b"GET /nowhere/ HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
     )
     assert nowhere.startswith(b"HTTP/1.1 404")
+
+
+def test_a_websocket_without_a_token_is_told_so_before_its_query_is_looked_at(
+    start_server, tmp_path
+) -> None:
+    """As every HTTP route answers 401 before it looks at the query, a handshake without a
+    token is a 401, whatever its `after` (it was a 422 naming `query.after`: a probe)."""
+    path = tmp_path / "tokens.toml"
+    token = create_token(path, "reader", Role.READ)
+    server = start_server(env={"RUNYARD_TOKENS_FILE": str(path)})
+    ws = f"ws://127.0.0.1:{server.port}/v1/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV/ws"
+    for query in ("?after=-1", "?after=1&after=2", ""):
+        status, problem = refusal(ws + query)
+        assert status == 401, (query, problem)
+    # with the token, the query is the fault, and said so
+    with pytest.raises(InvalidStatus) as info:
+        connect(ws + "?after=-1", additional_headers=[("Authorization", f"Bearer {token}")])
+    assert info.value.response.status_code == 422

@@ -30,6 +30,7 @@ from runyard.api.routes import (
     streams,
     uploads,
 )
+from runyard.api.security import websocket_token
 from runyard.auth import RelaySigner
 from runyard.config import Settings
 from runyard.runtime import Runtime
@@ -53,7 +54,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         version=__version__,
         description="Command-line programs as a robust HTTP service.",
         lifespan=lifespan,
-        dependencies=[Depends(one_value_each)],  # a one-value query parameter given twice: 422
+        # a WebSocket's token first (an HTTP request's is checked before routing), then a
+        # one-value query parameter given twice: 422
+        dependencies=[Depends(websocket_token), Depends(one_value_each)],
         docs_url=None,  # served by api/docs.py from the package, not from a CDN
         redoc_url=None,
         # runyard's own metrics and logs observe every request (request_context.py); FastAPI's

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import Depends, Request, WebSocket
+from fastapi import Depends, Request
 from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
 from runyard.api.deps import AuthDep, RelaySignerDep
@@ -84,9 +85,15 @@ def require(needed: Role) -> Callable[[Request, Authenticator, RelaySigner], Awa
     return guard
 
 
-async def ws_read(websocket: WebSocket, auth: Authenticator) -> None:
-    check(auth, authorization(websocket.headers, auth), Role.READ,
-          websocket.scope.setdefault("state", {}))  # fmt: skip
+async def websocket_token(conn: HTTPConnection) -> None:
+    """A dependency of every route, first: a WebSocket's token, before any of its route's
+    parameters is looked at, as the middleware checks an HTTP request's before routing
+    (middleware/authenticate.py, which lets WebSockets through to their route). A handshake
+    without one was told its query was wrong (422) where HTTP says 401 (a probe)."""
+    if conn.scope["type"] == "websocket":
+        auth: Authenticator = conn.app.state.runtime.auth
+        check(auth, authorization(conn.headers, auth), Role.READ,
+              conn.scope.setdefault("state", {}))  # fmt: skip
 
 
 READ = Depends(require(Role.READ))

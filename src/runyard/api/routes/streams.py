@@ -14,7 +14,6 @@ from pydantic import StringConstraints
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from runyard.api.deps import (
-    AuthDep,
     EventFollowerDep,
     HubDep,
     LogFollowerDep,
@@ -24,7 +23,7 @@ from runyard.api.deps import (
 from runyard.api.inputs import NullUnpublished, int_query
 from runyard.api.problems import problem_of, refuse_websocket
 from runyard.api.proxy import ON_OWNER, ON_OWNER_IF_ALIVE
-from runyard.api.security import READ, ws_read
+from runyard.api.security import READ
 from runyard.api.sse import FramedEvent, sse_response
 from runyard.errors import InvalidInputError, NotFoundError, RunyardError
 from runyard.models import RunEvent
@@ -203,16 +202,15 @@ async def stream_events(
 async def events_socket(
     websocket: WebSocket,
     run_id: str,
-    auth: AuthDep,
     runs: RunsDep,
     follow_events: EventFollowerDep,
     hub: HubDep,
     after: Annotated[int, int_query(ge=0, le=MAX_RESUME_ID)] = 0,
 ) -> None:
+    # its token was checked first of all (api/security.py's websocket_token)
     try:
-        await ws_read(websocket, auth)
         await runs.get(run_id)
-    except RunyardError as exc:  # 401, 403, 404: answered as over HTTP, not a bare 403
+    except RunyardError as exc:  # 404: answered as over HTTP, not a bare 403
         await refuse_websocket(websocket, problem_of(exc), 4000 + exc.status)
         return
     await websocket.accept()
