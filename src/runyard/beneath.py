@@ -4,9 +4,8 @@
 directory (or its workspace) with a link to another directory had its server read logs, list
 artifacts and serve files from there (a probe). Under an anchor (mounts.py: DATA/runs,
 recorded at start) every directory on the way is opened with `O_NOFOLLOW` through its
-parent's descriptor, and the name opened is looked at again through that descriptor once
-open: what a program renamed, unlinked or hard-linked in between is seen for what it is.
-Elsewhere (a path under no anchor: job files, uploads) a path is opened as it was.
+parent's descriptor. Elsewhere (a path under no anchor: job files, uploads) a path is opened
+as it was.
 """
 
 from __future__ import annotations
@@ -46,35 +45,15 @@ def _parent(path: str) -> tuple[int, str] | None:
     return fd, name
 
 
-def open_beneath(path: Path | str, flags: int) -> tuple[int, os.stat_result | None]:
+def open_beneath(path: Path | str, flags: int) -> int:
     """`path` opened with `flags` and `O_NOFOLLOW`; under an anchor, each directory on the
-    way too, and the stat of the name in its directory as the open left it (its `st_ino`
-    is the file's only if nobody moved it meanwhile): None under no anchor."""
+    way too."""
     text = os.fspath(path)
     found = _parent(text)
     if found is None:
-        return os.open(text, flags | os.O_NOFOLLOW), None
+        return os.open(text, flags | os.O_NOFOLLOW)
     directory, name = found
     try:
-        fd = os.open(name, flags | os.O_NOFOLLOW, dir_fd=directory)
-        try:
-            named = os.stat(name, dir_fd=directory, follow_symlinks=False)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd, named
+        return os.open(name, flags | os.O_NOFOLLOW, dir_fd=directory)
     finally:
         os.close(directory)
-
-
-def only_name(st: os.stat_result, named: os.stat_result | None) -> bool:
-    """Whether the file open (`st`, its fstat) is the run's own: its one link, the name it
-    was opened by still its (`named`, None: nothing to compare). A hard link made by a
-    program brings another file's contents under a run's name; dropping the link between the
-    open and a look at the count (a probe, 300 tries: /etc/shadow served) leaves the count
-    at one, but not the name."""
-    if st.st_nlink != 1:
-        return False
-    if named is None:
-        return True
-    return (named.st_dev, named.st_ino) == (st.st_dev, st.st_ino) and named.st_nlink == 1

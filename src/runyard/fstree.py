@@ -46,7 +46,7 @@ class DirCursor:
     """One open directory, moved down by name and up through '..', never onto another mount."""
 
     def __init__(self, root: Path) -> None:
-        self.fd, _ = open_beneath(root, DIR_FLAGS)  # a run's: no link on the way either
+        self.fd = open_beneath(root, DIR_FLAGS)  # a run's: no link on the way either
         try:
             st = os.fstat(self.fd)
             self.dev, self.mnt = st.st_dev, mount_id(self.fd)  # the root's: the walk's bounds

@@ -3,10 +3,12 @@ change at will) opened as the regular files the supervisor made there, or not at
 through a symbolic link (it could lead anywhere the server can read), never a FIFO (opening
 one blocks the opening thread until a writer comes: the thread pool, then start-up, wedged),
 never a directory or a device, never a file mounted over the run's (a program running as root
-can bind-mount any file of the host there: mounts.py), never another file's hard link, and
-never by way of a linked directory (beneath.py). Job files are read the same way,
-except that a link is followed (deploy tools and Kubernetes ConfigMaps link them into place,
-or mount them), and never past a cap."""
+can bind-mount any file of the host there: mounts.py), and never by way of a linked directory
+(beneath.py). A second hard link is no reason to refuse one: an operator's `cp -al` snapshot
+of the data directory makes one of every file, and the run's directory is not its program's
+to write under `run_as` (an artifact's, in the workspace, is refused: services/artifacts.py).
+Job files are read the same way, except that a link is followed (deploy tools and Kubernetes
+ConfigMaps link them into place, or mount them), and never past a cap."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from runyard.beneath import only_name, open_beneath
+from runyard.beneath import open_beneath
 from runyard.mounts import anchor_of, differs, mount_id, place_of, warn_once
 
 READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -33,9 +35,9 @@ def open_regular(path: Path | str, *, follow_links: bool = False) -> tuple[int, 
     is there, another OSError (ELOOP for a link, NotRegularFileError) if what is there is not
     the file. `follow_links`: a link to a regular file will do (a job file's)."""
     if follow_links:
-        fd, named = os.open(path, READ_FLAGS & ~os.O_NOFOLLOW), None
+        fd = os.open(path, READ_FLAGS & ~os.O_NOFOLLOW)
     else:  # a run's file: no link followed on the way to it either
-        fd, named = open_beneath(path, READ_FLAGS)
+        fd = open_beneath(path, READ_FLAGS)
     try:
         st = os.fstat(fd)
     except BaseException:
@@ -44,10 +46,6 @@ def open_regular(path: Path | str, *, follow_links: bool = False) -> tuple[int, 
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         why = f"not a regular file ({kind_of(st.st_mode)})"
-        raise NotRegularFileError(errno.EINVAL, why, str(path))
-    if named is not None and not only_name(st, named):
-        os.close(fd)
-        why = "a hard link, or no longer the name it was opened by: not the run's own file"
         raise NotRegularFileError(errno.EINVAL, why, str(path))
     if not follow_links:
         try:

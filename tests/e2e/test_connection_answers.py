@@ -306,5 +306,6 @@ def test_a_head_no_http_1_1_server_may_serve_is_refused(
     assert said in json.loads(body)["detail"]
     # HTTP/1.0 needs no Host; 1.1 with one, as an address or an IP literal, is served
     literal = b"GET /health/live HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n"
-    for fine in (b"GET /health/live HTTP/1.0\r\n\r\n", literal):
+    zone = literal.replace(b"[::1]", b"[fe80::1%25eth0]")  # an IPv6 address with its zone
+    for fine in (b"GET /health/live HTTP/1.0\r\n\r\n", literal, zone):
         assert [s for s, _ in _exchange(server, fine)] == [200]

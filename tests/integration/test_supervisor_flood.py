@@ -123,3 +123,37 @@ async def test_a_socket_whose_connecting_program_is_gone_is_not_heard(
     assert "answer:" in said or "cut:" in said, said  # the heir spoke
     assert '"ok"' not in said and "attempts" not in said, said
     assert (await sup.client.request({"op": "ping"}))["ok"]  # the server's connection is
+
+
+# A chain of forks deeper than the walk up a peer's parents looked: the deepest speaks.
+DEEP_PEER = r"""
+import os, socket, sys
+for _ in range(int(sys.argv[2])):
+    child = os.fork()
+    if child:
+        os.waitpid(child, 0)
+        os._exit(0)
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+try:
+    s.connect(sys.argv[1])
+    s.sendall(b'{"op": "list", "req": 1}\n')
+    print("answer:", s.recv(65536), flush=True)
+except OSError as exc:
+    print("cut:", exc, flush=True)
+"""
+
+
+async def test_a_program_deeper_than_the_walk_up_its_parents_is_not_heard(
+    sup: Harness,  # noqa: F811
+) -> None:
+    """A review: the walk up a peer's parents gave up after 64 and served it, so a program's
+    descendant 70 forks deep listed every attempt and stopped another run. A peer whose
+    chain ends neither at the supervisor nor at init within the walk is refused."""
+    socket_path = str(sup.data_dir / SOCKET_NAME)
+    started = await sup.spawn("p4.1", [sys.executable, "-c", DEEP_PEER, socket_path, "70"])
+    assert started["ok"], started
+    await sup.next_exit()
+    said = (sup.data_dir / "p4.1.log").read_text()
+    assert "answer:" in said or "cut:" in said, said  # the deepest spoke
+    assert '"ok"' not in said and "attempts" not in said, said

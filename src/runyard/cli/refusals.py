@@ -92,7 +92,7 @@ def unsupported_upgrade(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 
 
 # RFC 3986's host (a reg-name, an IPv4 address or a bracketed IP literal) and port
-_HOST = re.compile(rb"(\[[0-9A-Fa-f:.vV]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]*)?")
+_HOST = re.compile(rb"(\[[0-9A-Za-z:.%\-_~]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]*)?")
 
 
 def unacceptable_head(version: str, headers: list[tuple[bytes, bytes]]) -> bytes | None:

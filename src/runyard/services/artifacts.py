@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from runyard.beneath import only_name, open_beneath
+from runyard.beneath import open_beneath
 from runyard.errors import ForbiddenPathError, NotFoundError, raise_if_servers_fault
 from runyard.mounts import CrossesMountError, Place, anchor_of, differs, mount_id, warn_once
 
@@ -88,7 +88,7 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
     if not matches(path, patterns):
         raise NotFoundError(f"{path!r} is not a declared artifact of this run", field="path")
     try:
-        fd, _ = open_beneath(workspace, _DIR_FLAGS)  # no link on the way to it either
+        fd = open_beneath(workspace, _DIR_FLAGS)  # no link on the way to it either
     except OSError as exc:
         raise_if_servers_fault(exc, "the artifact")
         raise NotFoundError("this run has no workspace") from None
@@ -114,7 +114,7 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
     st = os.fstat(leaf)
     # A hardlink could make a file from outside the workspace appear inside it, and one
     # dropped between the open and the fstat leaves a count of one: the name is looked at too
-    if not stat.S_ISREG(st.st_mode) or not only_name(st, named):
+    if not stat.S_ISREG(st.st_mode) or not _only_name(st, named):
         os.close(leaf)
         raise ForbiddenPathError(
             f"artifact {path!r} is not a plain file inside the workspace", field="path"
@@ -127,6 +127,18 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _only_name(st: os.stat_result, named: os.stat_result) -> bool:
+    """Whether the file open (`st`, its fstat) is the workspace's own: its one link, the name
+    it was opened by still its (`named`). A hard link made by a program brings another file's
+    contents under a workspace's name; dropping it between the open and a look at the count
+    (a probe, 300 tries: /etc/shadow served) leaves the count at one, but not the name."""
+    return (
+        st.st_nlink == 1
+        and (named.st_dev, named.st_ino) == (st.st_dev, st.st_ino)
+        and named.st_nlink == 1
+    )
 
 
 def _looked_at_again(directory: int, name: str, before: os.stat_result) -> os.stat_result:
