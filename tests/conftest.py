@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from runyard.fstree import remove_tree
+from runyard.tree_removal import remove_tree
 from tests.slurm_cluster import stop_shared_cluster
 from tests.support import EXAMPLE_JOBS, ServerProcess, free_port, kill_everything
 

@@ -115,7 +115,7 @@ def _deep(root: Path, levels: int, name: str, leaf: str) -> None:
 def test_very_deep_tree_is_listed_measured_and_removed(deep_trees: Path, tmp_path: Path) -> None:
     """1,200 levels: past Python's recursion limit; one branch also past PATH_MAX in total
     length, which no request could name, so it is measured and removed but not listed."""
-    from runyard.fstree import remove_tree
+    from runyard.tree_removal import remove_tree
 
     root = tmp_path / "deep"
     root.mkdir()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from runyard import fstree, mounts
+from runyard import mounts, tree_removal
 from runyard.errors import ForbiddenPathError
 from runyard.regular_files import open_regular
 from runyard.services import removal as removal_module
@@ -119,7 +119,7 @@ def test_a_workspace_that_is_itself_a_mount_point_is_refused(run_dir: Path) -> N
 def test_a_removal_that_may_not_detach_leaves_the_mount_and_the_victim(run_dir: Path) -> None:
     point = _mounted(run_dir)
     with pytest.raises(OSError, match="outputs/m"):
-        fstree.remove_tree(run_dir)
+        tree_removal.remove_tree(run_dir)
     assert victim_intact(_victim(run_dir))
     assert mounts_under(point) == [str(point.resolve())]
     # the rest of the run's own is removed: only the way to the mount is left
@@ -131,7 +131,7 @@ def test_a_removal_detaches_mounts_and_removes_what_they_covered(run_dir: Path) 
     point = _mounted(run_dir)
     _mounted(run_dir, at="workspace/deeper/still")
     bind(_victim(run_dir) / "keep.txt", run_dir / "workspace" / "outputs" / "ok.txt")
-    detached = fstree.remove_tree(run_dir, detach_mounts=True)
+    detached = tree_removal.remove_tree(run_dir, detach_mounts=True)
     assert sorted(detached) == [
         "workspace/deeper/still", "workspace/outputs/m", "workspace/outputs/ok.txt"
     ]  # fmt: skip
@@ -155,7 +155,7 @@ def test_a_bind_mount_of_another_file_system_is_not_crossed(run_dir: Path) -> No
         with pytest.raises(ForbiddenPathError, match="mount point"):
             open_artifact(run_dir / "workspace", "outputs/m/keep.txt", ALL)
         with pytest.raises(OSError, match="outputs/m"):
-            fstree.remove_tree(run_dir)
+            tree_removal.remove_tree(run_dir)
         assert victim_intact(elsewhere)
     finally:
         detach_all(run_dir)
@@ -215,7 +215,7 @@ def test_a_delete_that_may_not_detach_succeeds_and_leaves_the_mount_in_the_trash
     """A server that is not root: the record goes, the run's own files go, the mount stays
     where nothing names it, said in the log, until an operator unmounts it."""
     _mounted(run_dir)
-    monkeypatch.setattr(fstree, "detach", _refused)
+    monkeypatch.setattr(tree_removal, "detach", _refused)
     removal = Removal(_Store(), _Executor(run_dir.parent))  # type: ignore[arg-type]
     with capture_logs() as logs:
         assert asyncio.run(removal.delete("R1")) is True

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runyard import fstree
+from runyard import fstree, tree_removal
 from runyard.services import removal
 from runyard.services.removal import Removal, _empty
 
@@ -43,7 +43,7 @@ def test_a_tree_another_remover_empties_meanwhile_is_removed_without_an_error(
     for sub in ("a/deep", "b/deep", "c"):
         (tree / sub).mkdir(parents=True)
         (tree / sub / "f").write_text("x")
-    listed = fstree._clear_files
+    listed = tree_removal._clear_files
 
     def raced(cursor: fstree.DirCursor, *args: Any) -> Any:
         found = listed(cursor, *args)
@@ -52,11 +52,11 @@ def test_a_tree_another_remover_empties_meanwhile_is_removed_without_an_error(
             shutil.rmtree(tree / "b" / "deep")
         return found
 
-    monkeypatch.setattr(fstree, "_clear_files", raced)
-    fstree.remove_tree(tree)
+    monkeypatch.setattr(tree_removal, "_clear_files", raced)
+    tree_removal.remove_tree(tree)
     assert not tree.exists()
     shutil.rmtree(tmp_path)  # and one whose whole tree went before it began
-    fstree.remove_tree(tree)
+    tree_removal.remove_tree(tree)
 
 
 def test_a_delete_keeps_its_files_from_the_trash_sweep_until_it_has_removed_them(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from runyard.beneath import open_beneath
+from runyard.beneath import DIR_FLAGS, open_beneath
 from runyard.errors import ForbiddenPathError, NotFoundError, raise_if_servers_fault
 from runyard.mounts import CrossesMountError, Place, anchor_of, differs, mount_id, warn_once
 
@@ -88,13 +88,13 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
     if not matches(path, patterns):
         raise NotFoundError(f"{path!r} is not a declared artifact of this run", field="path")
     try:
-        fd = open_beneath(workspace, _DIR_FLAGS)  # no link on the way to it either
+        fd = open_beneath(workspace, DIR_FLAGS)  # no link on the way to it either
     except OSError as exc:
         raise_if_servers_fault(exc, "the artifact")
         raise NotFoundError("this run has no workspace") from None
     try:
         anchored = anchor_of(workspace)
-        leaf, named = _open_leaf(fd, parts, anchored[1] if anchored is not None else None)
+        leaf, st, named = _open_leaf(fd, parts, anchored[1] if anchored is not None else None)
     except FileNotFoundError:
         raise NotFoundError(f"artifact {path!r} does not exist", field="path") from None
     except CrossesMountError as exc:
@@ -111,7 +111,6 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
         raise ForbiddenPathError(
             f"artifact {path!r} is not a plain file inside the workspace", field="path"
         ) from None
-    st = os.fstat(leaf)
     # A hardlink could make a file from outside the workspace appear inside it, and one
     # dropped between the open and the fstat leaves a count of one: the name is looked at too
     if not stat.S_ISREG(st.st_mode) or not _only_name(st, named):
@@ -124,9 +123,6 @@ def open_artifact(workspace: Path, path: str, patterns: list[str]) -> OpenArtifa
     # mimetypes reads system files on first use: keep that here, off the event loop
     media_type = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
     return OpenArtifact(leaf, st, media_type)
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _only_name(st: os.stat_result, named: os.stat_result) -> bool:
@@ -153,11 +149,13 @@ def _looked_at_again(directory: int, name: str, before: os.stat_result) -> os.st
     return named
 
 
-def _open_leaf(fd: int, parts: list[str], anchor: Place | None) -> tuple[int, os.stat_result]:
+def _open_leaf(
+    fd: int, parts: list[str], anchor: Place | None
+) -> tuple[int, os.stat_result, os.stat_result]:
     """The file at `parts` under the workspace open as `fd` (which this closes), the
     workspace and each step on the `anchor`'s mount (CrossesMountError if one is not); with
-    none, each on the workspace's, the workspace on its parent's. With the stat of its name
-    in its directory, taken once it was open."""
+    none, each on the workspace's, the workspace on its parent's. With its fstat and the stat
+    of its name in its directory, taken once it was open."""
     try:
         here = os.fstat(fd)
         dev, mnt = here.st_dev, mount_id(fd)
@@ -165,14 +163,14 @@ def _open_leaf(fd: int, parts: list[str], anchor: Place | None) -> tuple[int, os
             if not anchor.holds(here, mnt):
                 raise CrossesMountError(".")
         else:
-            up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            up = os.open("..", DIR_FLAGS, dir_fd=fd)
             try:
                 if differs(os.fstat(up), mount_id(up), dev, mnt):
                     raise CrossesMountError(".")
             finally:
                 os.close(up)
         for part in parts[:-1]:
-            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = nxt
             if differs(os.fstat(fd), mount_id(fd), dev, mnt):
@@ -183,7 +181,8 @@ def _open_leaf(fd: int, parts: list[str], anchor: Place | None) -> tuple[int, os
         )
         try:
             named = _looked_at_again(fd, parts[-1], before)
-            crossed = differs(os.fstat(leaf), mount_id(leaf), dev, mnt)
+            st = os.fstat(leaf)
+            crossed = differs(st, mount_id(leaf), dev, mnt)
         except BaseException:
             os.close(leaf)
             raise
@@ -192,4 +191,4 @@ def _open_leaf(fd: int, parts: list[str], anchor: Place | None) -> tuple[int, os
     if crossed:
         os.close(leaf)
         raise CrossesMountError(parts[-1])
-    return leaf, named
+    return leaf, st, named

@@ -7,7 +7,7 @@ nothing. Files that cannot be removed once their record is gone stay in the tras
 nothing can name them, and the next retention pass (one at start, then each interval)
 removes them.
 
-No removal crosses a mount point (fstree.py): one the run's program left in its files (a
+No removal crosses a mount point (tree_removal.py): one the run's program left in its files (a
 bind mount of a host directory, /dev, /proc) is detached once the record is gone (so a
 refused delete keeps it too), which takes a server running as root, and what it covered,
 the run's own, removed; the mounted files are untouched. One the server may not detach is
@@ -36,9 +36,9 @@ import structlog
 from runyard import failpoints
 from runyard.errors import FULL_ERRNOS, StorageFullError, UnavailableError
 from runyard.execution.base import Executor
-from runyard.fstree import MAX_STACKED, MountsLeftError, remove_tree
 from runyard.mounts import Place, anchor_of, covered, detach_path, place_of, warn_once
 from runyard.store import Store
+from runyard.tree_removal import MAX_STACKED, MountsLeftError, remove_tree
 
 log = structlog.get_logger(__name__)
 
