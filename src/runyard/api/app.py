@@ -11,6 +11,7 @@ from runyard import __version__
 from runyard.api import dashboard, docs, fast_submit, inputs, openai_errors, problems, proxy
 from runyard.api.middleware.authenticate import AuthenticateMiddleware
 from runyard.api.middleware.body_limit import BodyLimitMiddleware, BodyWaits
+from runyard.api.middleware.head_as_get import HeadAsGet
 from runyard.api.middleware.request_cap import RequestCap, default_max_requests
 from runyard.api.middleware.request_context import RequestContextMiddleware
 from runyard.api.middleware.submit_lane import SubmitLane
@@ -76,6 +77,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     dashboard.mount(app)
     docs.mount(app)
     inputs.publish(app, settings)
+    app.add_middleware(HeadAsGet)  # innermost: the router's neighbour, as GET's answer goes
     app.add_middleware(inputs.ControlCharacterGuard)  # before any route reads a path or query
     bodies = BodyWaits()  # at shutdown, a body still awaited is not waited for
     rt.at_shutdown.append(bodies.close)

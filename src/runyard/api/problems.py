@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketState
 
 from runyard.api import openai_errors
+from runyard.api.middleware.head_as_get import full_match
 from runyard.errors import MAX_MESSAGE, RunyardError, bounded
 
 log = structlog.get_logger(__name__)
@@ -178,13 +179,13 @@ METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 def _allowed_methods(request: Request) -> str:
     """Every method the path supports, asked of the routes themselves: each method is tried
     against them (Starlette's 405 names only the first partial match, and routes of an
-    included router show no methods of their own: the Allow header came out empty)."""
-    scope = request.scope
-    return ", ".join(
-        method for method in METHODS
-        if any(route.matches({**scope, "method": method})[0] is Match.FULL
-               for route in request.app.routes)
-    )  # fmt: skip
+    included router show no methods of their own: the Allow header came out empty). HEAD
+    wherever GET is (middleware/head_as_get.py)."""
+    scope, routes = request.scope, request.app.routes
+    found = {method for method in METHODS if full_match(routes, scope, method)}
+    if "GET" in found:
+        found.add("HEAD")
+    return ", ".join(method for method in METHODS if method in found)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
