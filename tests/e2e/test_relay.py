@@ -258,3 +258,22 @@ def test_head_is_relayed_wherever_get_is_and_answers_as_the_owner_does(cluster) 
     )
     assert owner.status_code == got.status_code == 400, got.text
     assert got.json()["field"] == owner.json()["field"] == "header.Range"
+
+
+@pytest.mark.timeout(90)
+def test_a_relayed_downloads_conditions_are_the_owners(cluster) -> None:
+    """If-None-Match and If-Match reach the owner, and its 304 and 412 come back as they are
+    (a relayed 304 was a 502: no relayed route answered it)."""
+    _, c2, run_id, toks = cluster
+    read = auth(toks[Role.READ])
+    url = f"{c2.url}/v1/runs/{run_id}/artifacts/outputs/a%20b/c.txt"
+    etag = web.get(url, headers=read).headers["etag"]
+    for method in ("GET", "HEAD"):
+        same = web.request(method, url, headers={**read, "If-None-Match": etag})
+        assert same.status_code == 304, (method, same.status_code, same.text)
+        assert same.content == b"" and same.headers["etag"] == etag
+        assert same.headers["x-runyard-served-by"] == "c1"
+    other = web.get(url, headers={**read, "If-Match": '"other"'})
+    assert other.status_code == 412, other.text
+    assert other.json()["field"] == "header.If-Match"
+    assert web.get(url, headers={**read, "If-Match": etag}).content == b"hello\n"

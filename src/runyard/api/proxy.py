@@ -73,10 +73,10 @@ FROM_OWNER = {
 }
 # What the relayed routes answer when they do not succeed, always as problem JSON: a refused
 # request (400, 403, 422, 431 for a head too large), no such run or file (404), a run still
-# running (409), a Range past the file (416), the owner's own failure (500, 503), a delete its
-# full disk kept from removing anything (507). A 401 means
+# running (409), a failed If-Match (412), a Range past the file (416), the owner's own failure
+# (500, 503), a delete its full disk kept from removing anything (507). A 401 means
 # the owner refused this server's claim, not the caller's token: it is answered here (503).
-REFUSALS = frozenset({400, 403, 404, 409, 416, 422, 431, 500, 503, 507})
+REFUSALS = frozenset({400, 403, 404, 409, 412, 416, 422, 431, 500, 503, 507})
 
 
 def _sandboxed(_: Request) -> dict[str, str]:
@@ -118,7 +118,8 @@ STREAM = Answers(frozenset({200}), frozenset({"text/event-stream; charset=utf-8"
                  lambda _: dict(SSE_HEADERS))  # fmt: skip
 _LOG_TYPES = frozenset({"text/plain; charset=utf-8", "application/octet-stream"})
 LOG = Answers(frozenset({200}), _LOG_TYPES, _sandboxed)
-FILE = Answers(frozenset({200, 206}), None, _as_file)
+# 304: the version the caller holds is the file's (preconditions.py), no body
+FILE = Answers(frozenset({200, 206, 304}), None, _as_file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,17 @@ RELAYED: dict[tuple[str, str], Relayable] = {
         {"cursor": _CURSOR, "limit": _COUNT}, ("accept",), JSON
     ),
     ("GET", "/v1/runs/{run_id}/artifacts/{path}"): Relayable(
-        {}, ("accept", "range", "if-range", "if-none-match", "if-modified-since"), FILE
+        {},
+        (
+            "accept",
+            "range",
+            "if-range",
+            "if-match",
+            "if-none-match",
+            "if-modified-since",
+            "if-unmodified-since",
+        ),
+        FILE,
     ),
     ("DELETE", "/v1/runs/{run_id}"): Relayable(
         {}, (), Answers(frozenset({204}), frozenset({None})), Role.ADMIN

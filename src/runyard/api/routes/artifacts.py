@@ -23,6 +23,7 @@ from runyard.api.byte_ranges import parse_byte_ranges
 from runyard.api.client_gone import cut
 from runyard.api.deps import ArtifactPoolDep, RunsDep, SettingsDep, WorkspaceDep
 from runyard.api.inputs import int_query
+from runyard.api.preconditions import precondition_failed
 from runyard.api.problems import problem
 from runyard.api.proxy import ON_OWNER
 from runyard.api.security import READ
@@ -165,14 +166,23 @@ class ArtifactFileResponse(FileResponse):
         yield _HeldFile(self.fd)
 
     def _as_served(self, scope: Scope) -> Scope | Response:
-        """Range and If-Range read once, here, for a refusal and for the answer alike: what
+        """The conditions on the version (preconditions.py), then Range and If-Range, read
+        once, here, for a refusal and for the answer alike: what
         Starlette is handed holds the one Range to serve, or none, and no If-Range. It read
         them again its own way (the first of several Range lines where the refusal read the
         last; If-Range only after the refusal), so a request could be refused for a Range
         the answer would have ignored, or answered in plain text."""
         headers = scope.get("headers", [])
+        if self.stat_result is None:
+            return scope
+        # the version asked about first (RFC 9110 13.2.2): a 304 or 412 before any Range
+        failed = precondition_failed(
+            headers, scope["method"], self.headers["etag"], self.stat_result.st_mtime
+        )
+        if failed is not None:
+            return failed
         ranges = [v for k, v in headers if k == b"range"]
-        if not ranges or self.stat_result is None:
+        if not ranges:
             return scope
         rest = [(k, v) for k, v in headers if k not in (b"range", b"if-range")]
         if self._range_applies([v for k, v in headers if k == b"if-range"]):
@@ -289,6 +299,10 @@ async def open_off_loop(opener: Callable[[], OpenArtifact]) -> OpenArtifact:
 # Range has no pattern: what the server ignores (another unit) and what it refuses (a LAST
 # before its FIRST; 416, a set past the end of this file) are no regular language of the
 # header alone, and a pattern had schemathesis take an ignored Range for one to refuse.
+# The conditions on the version (If-Match, If-None-Match, If-Modified-Since,
+# If-Unmodified-Since: preconditions.py) are HTTP's own, listed in docs/api.md and answered
+# 304 or 412 below; as parameters they are values no schema can tell right from wrong (any
+# ETag but the file's is a 412), which schemathesis sends as valid and finds refused.
 RANGE_HEADERS: dict[str, Any] = {
     "parameters": [
         {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
@@ -306,7 +320,8 @@ RANGE_HEADERS: dict[str, Any] = {
 
 def download_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
     """A download's answers as it gives them: the whole file, the ranges asked for (one as
-    it is, several as multipart/byteranges) and a Range none of whose parts it can serve."""
+    it is, several as multipart/byteranges), a condition on its version that decides
+    (304, 412: preconditions.py) and a Range none of whose parts it can serve."""
     refused = problem_responses(416)[416]
     size = {"description": "bytes */SIZE: the file's size", "schema": {"type": "string"}}
     return {
@@ -318,6 +333,9 @@ def download_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
                                           "schema": {"type": "string"}}},
             "content": {media_type: {}, "multipart/byteranges": {}},
         },
+        304: {"description": "the version the client holds is the file's (If-None-Match, "
+              "If-Modified-Since): no body", "headers": {"ETag": {"schema": {"type": "string"}}}},
+        **problem_responses(412),
         416: {**refused, "headers": {"Content-Range": size}},
     }  # fmt: skip
 
