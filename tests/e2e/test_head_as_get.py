@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests import web
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -46,32 +47,53 @@ def test_a_get_route_answers_head_with_its_headers_and_no_body(
         assert client.head("/v1/nowhere").status_code == 404
 
 
+def _watchers(url: str) -> float:
+    for line in web.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("runyard_stream_watchers "):
+            return float(line.split()[1])
+    raise AssertionError("no runyard_stream_watchers in /metrics")
+
+
 def test_a_streams_head_ends_with_its_headers_and_frees_the_connection(
     start_server, write_job, jobs_dir: Path
 ) -> None:
-    """Raw keep-alive: each HEAD must end (no body, no chunk of a stream that goes on), or the
-    next request on the connection would wait behind it."""
+    """Raw keep-alive: each HEAD must end with its headers, even a stream with nothing to
+    send yet (events past the last one, the log of a run still queued): it ended with the
+    stream's first piece, and the next request on the connection waited for the heartbeat,
+    set past any test's life here, the stream held for nobody meanwhile (a probe)."""
     write_job("hold", 'command = ["sh", "-c", "echo started; sleep 60"]\nkill_grace_s = 0\n')
-    server = start_server(jobs_dir)
+    server = start_server(jobs_dir, capacity=1, env={"RUNYARD_HEARTBEAT_S": "3600"})
     url = urlsplit(server.url)
-    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
+    # a hang guard: a HEAD that does not end would hold the next request for the heartbeat
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+    ids = []
     try:
-        conn.request("POST", "/v1/runs", body=b'{"job": "hold"}',
-                     headers={"content-type": "application/json"})  # fmt: skip
-        resp = conn.getresponse()
-        run_id = json.loads(resp.read())["id"]
-        assert resp.status == 202
-        streams = [f"/v1/runs/{run_id}/events", f"/v1/runs/{run_id}/logs/stream", "/v1/events"]
-        for path in streams:
-            conn.request("HEAD", path)
+        for _ in range(2):  # the second queued behind the first (capacity 1)
+            conn.request("POST", "/v1/runs", body=b'{"job": "hold"}',
+                         headers={"content-type": "application/json"})  # fmt: skip
+            resp = conn.getresponse()
+            ids.append(json.loads(resp.read())["id"])
+            assert resp.status == 202
+        running, queued = ids
+        streams = [
+            (f"/v1/runs/{running}/events", {}),
+            (f"/v1/runs/{running}/events", {"Last-Event-ID": "1000"}),  # nothing new yet
+            (f"/v1/runs/{running}/logs/stream", {}),
+            (f"/v1/runs/{queued}/logs/stream", {}),  # not started: nothing to send
+            ("/v1/events", {}),
+        ]
+        for path, headers in streams:
+            conn.request("HEAD", path, headers=headers)
             resp = conn.getresponse()
             assert resp.status == 200, (path, resp.status)
             assert resp.getheader("content-type", "").startswith("text/event-stream"), path
             assert resp.read() == b"", path
             conn.request("GET", "/health/live")  # the same connection, right after
             after = conn.getresponse()
-            assert (after.status, after.read()) == (200, b'{"status":"ok"}'), path
+            assert (after.status, after.read()) == (200, b'{"status":"ok"}'), (path, headers)
+            wait_for(lambda: _watchers(server.url) == 0, timeout=20, what=f"{path} to stop")
     finally:
         conn.close()
     with web.Client(base_url=server.url, timeout=30) as client:
-        assert client.post(f"/v1/runs/{run_id}/cancel").status_code in (200, 202)
+        for run_id in ids:
+            assert client.post(f"/v1/runs/{run_id}/cancel").status_code in (200, 202)

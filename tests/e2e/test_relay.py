@@ -277,3 +277,19 @@ def test_a_relayed_downloads_conditions_are_the_owners(cluster) -> None:
     assert other.status_code == 412, other.text
     assert other.json()["field"] == "header.If-Match"
     assert web.get(url, headers={**read, "If-Match": etag}).content == b"hello\n"
+
+
+@pytest.mark.timeout(90)
+def test_a_relayed_head_of_a_get_route_keeps_its_length(cluster) -> None:
+    """A HEAD answered as its route's GET is relayed as a HEAD: the owner's Content-Length
+    comes back (relayed as a GET, it was framed here and lost)."""
+    c1, c2, run_id, toks = cluster
+    read = auth(toks[Role.READ])
+    path = f"/v1/runs/{run_id}/artifacts"
+    got = web.get(f"{c2.url}{path}", headers=read)
+    head = web.request("HEAD", f"{c2.url}{path}", headers=read)
+    assert head.status_code == 200 and head.content == b"", head.status_code
+    assert head.headers["x-runyard-served-by"] == "c1"
+    assert head.headers["content-length"] == str(len(got.content)), head.headers
+    owner = web.request("HEAD", f"{c1.url}{path}", headers=read)
+    assert owner.headers["content-length"] == head.headers["content-length"]

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError, WebSocketRequestValidatio
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse
-from starlette.routing import Match, Router
+from starlette.routing import Match, Mount, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketState
 
@@ -181,8 +181,16 @@ def _allowed_methods(request: Request) -> str:
     against them (Starlette's 405 names only the first partial match, and routes of an
     included router show no methods of their own: the Allow header came out empty). HEAD
     wherever GET is (middleware/head_as_get.py)."""
-    scope, routes = request.scope, request.app.routes
+    # as the application sees the path: a mount's scope has its prefix in `root_path`
+    scope = {
+        **request.scope,
+        "root_path": request.scope.get("app_root_path", request.scope.get("root_path", "")),
+    }
+    routes = [r for r in request.app.routes if not isinstance(r, Mount)]
     found = {method for method in METHODS if full_match(routes, scope, method)}
+    if not found and full_match([r for r in request.app.routes if isinstance(r, Mount)],
+                                scope, "GET"):  # fmt: skip
+        found.add("GET")  # a mount's static files (the dashboard, the docs): its Allow was empty
     if "GET" in found:
         found.add("HEAD")
     return ", ".join(method for method in METHODS if method in found)

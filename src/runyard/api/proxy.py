@@ -35,6 +35,7 @@ from starlette.responses import FileResponse, Response
 from starlette.types import Scope
 
 from runyard.api.deps import OwnerOfDep, RelaySignerDep, relay_peers, relay_signer
+from runyard.api.middleware.head_as_get import ASKED_HEAD
 from runyard.api.problems import MEDIA_TYPE, problem
 from runyard.api.relay_answer import RelayedResponse, owners_head
 from runyard.api.sse import SSE_HEADERS
@@ -297,12 +298,12 @@ async def _relay(request: Request, exc: Exception) -> Response:
         headers["x-request-id"] = state["request_id"]  # one id across both servers' logs
     role = state.get("role")
     headers[RELAY_HEADER] = signer.sign(
-        request.method, url.raw_path, exc.server.id, str(state.get("principal", "anonymous")),
+        _method(request), url.raw_path, exc.server.id, str(state.get("principal", "anonymous")),
         role if isinstance(role, Role) else exc.route.role,  # auth off here: the route's role
     )  # fmt: skip
     try:
         upstream = await owners_head(
-            client.send(client.build_request(request.method, url, headers=headers), stream=True),
+            client.send(client.build_request(_method(request), url, headers=headers), stream=True),
             request.receive,
             client.timeout.read,
         )
@@ -332,6 +333,12 @@ async def _relay(request: Request, exc: Exception) -> Response:
     return RelayedResponse(upstream, kept, exc.server.id)
 
 
+def _method(request: Request) -> str:
+    """What the caller asked: a HEAD answered as its route's GET (head_as_get.py) is
+    relayed as a HEAD, so that the owner's answer keeps its Content-Length."""
+    return "HEAD" if request.scope.get(ASKED_HEAD) else request.method
+
+
 class InvalidAnswerError(Exception):
     """A member's answer that none of runyard's routes would give: not relayed."""
 
@@ -351,7 +358,7 @@ def _shaped(upstream: httpx.Response, answers: Answers, request: Request) -> dic
     kept = {}
     for name, pattern in FROM_OWNER.items():
         value = found.get(name)
-        if value is None or (name == "content-length" and request.method != "HEAD"):
+        if value is None or (name == "content-length" and _method(request) != "HEAD"):
             continue
         if not pattern.fullmatch(value):
             raise InvalidAnswerError(f"a malformed {name} header")

@@ -18,6 +18,9 @@ from typing import Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# set in the scope a HEAD is answered with as a GET: the relay asks the owner with a HEAD
+ASKED_HEAD = "runyard.asked_head"
+
 
 class _Answered(BaseException):
     """Raised through the route once a HEAD's headers are out, to stop what would go on
@@ -54,20 +57,23 @@ class HeadAsGet:
             return
         # A copy: the server's own scope stays a HEAD's, so that it sends no body and expects
         # none (it checks the Content-Length GET announces against a GET's body otherwise).
-        as_get: dict[str, Any] = {**scope, "method": "GET"}
+        as_get: dict[str, Any] = {**scope, "method": "GET", ASKED_HEAD: True}
         ended = False
 
         async def head_send(message: Message) -> None:
             nonlocal ended
-            if ended:  # the route went on (a stream): stopped here
-                raise _Answered
-            if message["type"] != "http.response.body":
-                await send(message)
-                return
-            ended = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            if message.get("more_body", False):
-                raise _Answered
+            if ended:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    return  # the route's own last piece: it ends as it would
+                raise _Answered  # a stream goes on: stopped here
+            await send(message)
+            if message["type"] == "http.response.start":
+                # ended with its headers, not with the route's first piece: a stream with
+                # nothing to send yet (events past the last, a queued run's log) held the
+                # connection until its heartbeat; and the route's receive now says the
+                # client is gone, so a stream waiting for news stops at once
+                ended = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         try:
             await self.app(as_get, receive, head_send)
