@@ -526,3 +526,51 @@ def test_a_stream_waiting_for_a_retry_at_shutdown_ends_with_its_closed_event(
                 server.stop(signal.SIGTERM)
     assert "shutting down" in streamed.value.message
     assert "".join(got) == "attempt-1\n"
+
+
+# Asking again, as the openai SDK and its users do, reaches the run that answers (a probe): a
+# stream that ended telling its caller to ask again for the same run's answer had the same
+# question, asked again, start a second run (the program ran twice); and with
+# `cancel_on_disconnect`, the SDK's retry of a call that timed out was answered with the
+# cancellation its own first try caused, for ten minutes.
+
+
+def test_the_same_question_asked_again_after_a_retried_stream_is_the_same_run(
+    start_server, write_job, jobs_dir, tmp_path: Path
+) -> None:
+    gate = tmp_path / "fail-now"
+    server, client, stream = retried_stream(start_server, write_job, jobs_dir, gate)
+    got = []
+    with pytest.raises(openai.APIError) as streamed:
+        for c in stream:
+            got.append(c.choices[0].delta.content or "")
+            if "".join(got) == "attempt-1\n":
+                gate.touch()
+    assert "ask again" in streamed.value.message
+    again = client.chat.completions.create(model="retried", messages=ask("hello"))
+    assert again.choices[0].message.content == "attempt-2\n"
+    assert len(runs_of(server, "retried")) == 1  # the program did not run a second time
+    # asked back once: the same question asked a third time is a new call, a new run
+    client.chat.completions.create(model="retried", messages=ask("hello"))
+    assert len(runs_of(server, "retried")) == 2
+
+
+def test_a_retry_of_a_call_whose_going_away_cancelled_its_run_starts_anew(
+    start_server, gated, jobs_dir
+) -> None:
+    gate = gated("cancelling", extra="cancel_on_disconnect = true\n")
+    server = start_server(jobs_dir)
+    url, body = f"{server.url}/v1/chat/completions", {"model": "cancelling", "messages": ask("q")}
+    with pytest.raises(httpx.ReadTimeout):  # the first try, given up by its caller
+        web.post(url, json=body, timeout=httpx.Timeout(10, read=0.5))
+    wait_for(lambda: [r["state"] for r in runs_of(server, "cancelling")] == ["cancelled"],
+             what="the first try's run cancelled")  # fmt: skip
+    gate.touch()
+    retry = web.post(url, json=body, headers={"x-stainless-retry-count": "1"}, timeout=60)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["choices"][0]["message"]["content"] == "part one\npart two: user: q\n"
+    assert sorted(r["state"] for r in runs_of(server, "cancelling")) == ["cancelled", "succeeded"]
+    # a retry of a call whose run goes on still attaches to it, with or without the option
+    attached = web.post(url, json=body, headers={"x-stainless-retry-count": "2"}, timeout=60)
+    assert attached.headers["idempotent-replayed"] == "true"
+    assert len(runs_of(server, "cancelling")) == 2

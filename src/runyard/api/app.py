@@ -36,6 +36,7 @@ from runyard.auth import RelaySigner
 from runyard.config import Settings
 from runyard.runtime import Runtime
 from runyard.services.artifact_listing import ListingPool
+from runyard.services.chat import AskedBack
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -66,6 +67,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.state.runtime = rt
     app.state.artifact_pool = ListingPool(settings.artifact_threads)
+    app.state.chat_asked_back = AskedBack()  # chat streams that told their caller to ask again
     problems.install(app)
     signer = RelaySigner(rt.settings.cluster_secret, rt.settings.server_id)
     proxy.install(app, signer)

@@ -9,7 +9,7 @@ import asyncio
 import codecs
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,11 +41,16 @@ def _error(status: int, message: str, code: str | None) -> ServerSentEvent:
     return _data(openai_errors.body(status, message, None, code))
 
 
-def fell_behind(_: str | None) -> ServerSentEvent:
+def fell_behind(chat: ChatService, run: Run) -> Callable[[str | None], ServerSentEvent]:
     """The last event to a client that did not take the stream in time (it is then dropped):
     the run is not this connection's; asked again, the answer comes from the same run."""
-    message = "this client did not read the stream in time and was dropped; ask again"
-    return _error(408, message, "lagged")
+
+    def dropped(_: str | None) -> ServerSentEvent:
+        chat.ask_again(run)
+        message = "this client did not read the stream in time and was dropped; ask again"
+        return _error(408, message, "lagged")
+
+    return dropped
 
 
 class _Completion:
@@ -98,6 +103,7 @@ class _Completion:
     async def finish(self) -> AsyncIterator[ServerSentEvent]:
         """The last content, the finishing chunk, usage and [DONE]; or an error event."""
         if self.closed:
+            self.chat.ask_again(self.plan.run)
             yield _error(503, "the server is shutting down; the run goes on: ask again", "closed")
             return
         # an attempt that ended with a retry to come is not the end of the run
@@ -117,6 +123,7 @@ class _Completion:
                 else f"the attempt streamed failed and the run was retried: attempt "
                 f"{final.attempt} succeeded"
             )
+            self.chat.ask_again(final)
             yield _error(500, f"{why}; ask again for the answer (the same run's)", "retried")
             return
         reason = "length" if self.offset > MAX_ANSWER_BYTES else "stop"

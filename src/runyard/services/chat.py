@@ -36,6 +36,7 @@ from runyard.services.runs import RunService
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
 RETRY_WINDOW_S = 600.0  # the SDK's whole retry sequence, its timeouts included, fits well
+MAX_ASKED_BACK = 10_000  # streams told to ask again, remembered (ask_again)
 DIGEST_LABEL = "openai.request"
 MODEL_LABEL = "openai.model"
 # The roles a message may have (api/openai_schemas.py ChatMessage.role, checked by a test).
@@ -48,6 +49,24 @@ _BREAK = r"[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
 _MARKER = rf"\\*(?:{'|'.join(ROLES)}):"
 _TO_ESCAPE = re.compile(rf"(?<={_BREAK})(?={_MARKER})", re.IGNORECASE | re.ASCII)
 _ESCAPED = re.compile(rf"(?<={_BREAK})\\(?={_MARKER})", re.IGNORECASE | re.ASCII)
+
+
+class AskedBack:
+    """The streams that ended telling their caller to ask again, by the digest of the call
+    (ChatService.ask_again): one for the server, the ChatService being one per request."""
+
+    def __init__(self, most: int = MAX_ASKED_BACK) -> None:
+        self.most = most
+        self._told: dict[str, tuple[str, float]] = {}  # digest -> (run id, until)
+
+    def told(self, digest: str, run_id: str, until: float) -> None:
+        self._told.pop(digest, None)
+        self._told[digest] = (run_id, until)
+        while len(self._told) > self.most:  # the oldest first: insertion order
+            del self._told[next(iter(self._told))]
+
+    def taken(self, digest: str) -> tuple[str, float] | None:
+        return self._told.pop(digest, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +135,13 @@ class ChatService:
         registry: JobRegistry,
         workspace_of: Callable[[str], Path],
         now: Callable[[], float],
+        asked_back: AskedBack | None = None,
     ) -> None:
         self.runs = runs
         self.registry = registry
         self.workspace_of = workspace_of  # where a run's program wrote its files
         self.now = now
+        self.asked_back = asked_back if asked_back is not None else AskedBack()
 
     async def models(self) -> list[tuple[str, Job]]:
         snap = await self.registry.snapshot()
@@ -153,8 +174,12 @@ class ChatService:
         model = chat.model_id(job.name)
         _check_contents(messages)
         digest = request_digest(principal, model, messages)
-        if retried and idempotency_key is None:
-            earlier = await self._earlier(job.name, digest)
+        if idempotency_key is None:
+            earlier = (
+                await self._earlier(job.name, digest, chat.cancel_on_disconnect)
+                if retried
+                else await self._asked_again(digest)
+            )
             if earlier is not None:
                 return earlier, False
         value: Any = render_text(messages) if chat.format == "text" else render_json(messages)
@@ -171,14 +196,37 @@ class ChatService:
                 field="messages",
             ) from None
 
-    async def _earlier(self, job: str, digest: str) -> Run | None:
+    async def _earlier(self, job: str, digest: str, cancels_when_gone: bool) -> Run | None:
+        """The run a retry attaches to. Not one cancelled (or being cancelled) when the job
+        cancels a run its caller left: its first try going away did that, and the retry is
+        that caller still asking (it was answered the cancellation for ten minutes)."""
         page = await self.runs.list(RunFilter(job=job, labels=((DIGEST_LABEL, digest),), limit=1))
         if not page.runs:
             return None
         run = page.runs[0]
         if run.state.terminal and (run.finished_at or 0) < self.now() - RETRY_WINDOW_S:
             return None
+        if cancels_when_gone and (run.state is RunState.CANCELLED or run.cancel_requested):
+            return None
         return run
+
+    def ask_again(self, run: Run) -> None:
+        """A stream ended telling its caller to ask again for the run's answer (its attempt
+        was retried, it fell behind, the server closed it): the same question from the same
+        caller, asked again here within RETRY_WINDOW_S, attaches to `run` once. The SDK sends
+        that call as a first try (no retry count, no key), which started a second run."""
+        digest = run.labels.get(DIGEST_LABEL)
+        if digest is not None:
+            self.asked_back.told(digest, run.id, self.now() + RETRY_WINDOW_S)
+
+    async def _asked_again(self, digest: str) -> Run | None:
+        told = self.asked_back.taken(digest)
+        if told is None or told[1] < self.now():
+            return None
+        try:
+            return await self.runs.get(told[0])
+        except NotFoundError:  # deleted meanwhile
+            return None
 
     async def until_end(self, run: Run) -> Run:
         """The run once it has ended; or, once the server is shutting down, as it is then

@@ -54,7 +54,8 @@ router = APIRouter(
 
 async def _chat(conn: HTTPConnection, runs: RunsDep, workspace_of: WorkspaceDep) -> ChatService:
     rt = runtime_of(conn)
-    return ChatService(runs, rt.registry, workspace_of, rt.clock.now)
+    asked_back = conn.app.state.chat_asked_back  # one for the server: see AskedBack
+    return ChatService(runs, rt.registry, workspace_of, rt.clock.now, asked_back)
 
 
 ChatDep = Annotated[ChatService, Depends(_chat)]
@@ -126,7 +127,7 @@ async def chat_completions(
             cancel_on_disconnect=chat_table.cancel_on_disconnect,
         )  # fmt: skip
         events = completion_events(chat, follow_log, plan)
-        response = sse_response(settings, hub, events, fell_behind)
+        response = sse_response(settings, hub, events, fell_behind(chat, run))
         response.headers.update(headers)
         return response
     ended = await _until_end_or_gone(chat, hub, run, request.receive)
