@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from runyard.client_downloads import all_listed, save
+from runyard.client_files import not_file_params
 from runyard.client_guards import (
     MAX_ERROR_TEXT,
     MAX_PAGES,
@@ -157,7 +158,7 @@ class Client:
     ) -> RunView:
         """Submit a run. With `wait`, the server holds the answer until the run ends or `wait`
         seconds pass (`Prefer: wait`): check `state` to know which."""
-        params = self._uploaded(params or {})
+        params = self._uploaded(job, params or {})
         body: dict[str, Any] = {"job": job, "params": params, "labels": labels or {}}
         if priority is not None:
             body["priority"] = priority
@@ -240,7 +241,7 @@ class Client:
         """Create a batch. Sent again with the same `idempotency_key` (after a timeout, say),
         the batch that key made is answered and no run is made twice."""
         body: dict[str, Any] = {
-            "job": job, "params": self._uploaded(params or {}), "labels": labels or {},
+            "job": job, "params": self._uploaded(job, params or {}), "labels": labels or {},
         }  # fmt: skip
         for key, value in (("iterations", iterations), ("sweep", sweep), ("priority", priority)):
             if value is not None:
@@ -274,8 +275,16 @@ class Client:
         does."""
         self._check(self.http.delete(f"/v1/uploads/{segment(upload_id)}"))
 
-    def _uploaded(self, params: dict[str, Any]) -> dict[str, Any]:
+    def check_files(self, job: str, params: dict[str, Any]) -> None:
+        """ClientError unless each `Path` value is for a file param of `job` (client_files.py)."""
+        files = [k for k, v in params.items() if isinstance(v, Path)]
+        if files and (wrong := not_file_params(self.job(job).params_schema, files)):
+            raise ClientError(f"job {job!r} has no file param {wrong[0]!r}: only a file param "
+                              "takes a file (a value starting with @ is written @@)")  # fmt: skip
+
+    def _uploaded(self, job: str, params: dict[str, Any]) -> dict[str, Any]:
         """Params with each `Path` value uploaded first and replaced by `upload:ID`."""
+        self.check_files(job, params)
         return {
             k: f"upload:{self.upload(v).id}" if isinstance(v, Path) else v
             for k, v in params.items()
@@ -387,7 +396,9 @@ class Client:
             for a in listing.artifacts:
                 dest = destination(root, a.path)
                 if not overwrite and (dest.exists() or dest.is_symlink()):
-                    raise ClientError(f"{dest} exists: not overwritten (overwrite=True to)")
+                    raise ClientError(
+                        f"{dest} exists: not overwritten (overwrite=True, --overwrite)"
+                    )
                 yield self.download(run_id, a.path, dest, a.size)
 
     def download(self, run_id: str, path: str, dest: Path, size: int | None = None) -> Path:

@@ -33,6 +33,12 @@ command = ["sh", "-c", 'chmod u+w "$0" && echo TAMPERED >> "$0"', "{data}"]
 type = "file"
 """
 
+TEXT = """
+command = ["echo", "{text}"]
+[params.text]
+type = "str"
+"""
+
 
 @pytest.fixture
 def server(start_server, tmp_path: Path):
@@ -40,6 +46,7 @@ def server(start_server, tmp_path: Path):
     jobs.mkdir()
     (jobs / "count.toml").write_text(JOB)
     (jobs / "tamper.toml").write_text(TAMPER)
+    (jobs / "text.toml").write_text(TEXT)
     return start_server(jobs)
 
 
@@ -199,3 +206,33 @@ def test_a_swept_upload_that_is_missing_is_named_where_it_sits(server) -> None:
     assert resp.status_code == 422, resp.text
     assert (resp.json()["field"], resp.json()["element"]) == ("body.sweep.data.1", 1)
     assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
+
+
+def test_a_file_for_a_param_that_takes_none_is_refused_before_anything_is_sent(
+    server, tmp_path: Path
+) -> None:
+    """A probe: `-p text=@FILE` on a str param uploaded the file and ran the program with
+    `upload:ID` as its text, and succeeded."""
+    import subprocess
+    import sys
+
+    from runyard.client import Client, ClientError
+
+    note = tmp_path / "note.txt"
+    note.write_text("hello\n")
+    with Client(server.url, verify=web.TLS) as client, pytest.raises(ClientError) as refused:
+        client.submit("text", {"text": note})
+    assert "no file param 'text'" in str(refused.value)
+    done = subprocess.run(
+        [sys.executable, "-m", "runyard", "run", "text", "-p", f"text=@{note}",
+         "--server", server.url],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and "no file param 'text'" in done.stderr, done.stderr
+    assert web.get(f"{server.url}/v1/runs", params={"job": "text"}).json()["runs"] == []
+    assert not [p for p in (server.data_dir / "uploads").iterdir() if p.is_file()]  # no blob
+    done = subprocess.run(  # @@: a text that starts with @
+        [sys.executable, "-m", "runyard", "run", "text", "-p", "text=@@home", "--server",
+         server.url], capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr

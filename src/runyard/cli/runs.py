@@ -53,7 +53,7 @@ def submit(
     params = parse_kv(param, "param", files=True)
     labels = parse_labels(label)
     with connected(server, token) as c:
-        params = upload_files(c, params, err)
+        params = upload_files(c, job, params, err)
         run = c.submit(
             job, params, priority=priority, labels=labels, idempotency_key=idempotency_key
         )
@@ -77,7 +77,7 @@ def run_sync(
     params = parse_kv(param, "param", files=True)
     labels = parse_labels(label)
     with connected(server, token) as c:
-        params = upload_files(c, params, err)
+        params = upload_files(c, job, params, err)
         run = c.submit(job, params, labels=labels, wait=wait)
         if run.state.terminal:
             print_log(c, run.id)

@@ -15,8 +15,12 @@ from runyard.client import Client
 SHOWN_FROM = 8 * 1024 * 1024  # smaller files go up before a bar would be seen
 
 
-def upload_files(client: Client, params: dict[str, Any], console: Console) -> dict[str, Any]:
-    """Params with each `Path` value uploaded and replaced by `upload:ID`."""
+def upload_files(
+    client: Client, job: str, params: dict[str, Any], console: Console
+) -> dict[str, Any]:
+    """Params with each `Path` value uploaded and replaced by `upload:ID`: only for a file
+    param of `job`, checked before anything is sent."""
+    client.check_files(job, params)
     done = dict(params)
     for name, value in params.items():
         if isinstance(value, Path):

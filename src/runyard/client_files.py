@@ -1,0 +1,23 @@
+"""Which params of a job take a file: only those may be given one (a `Path`, the CLI's
+`-p NAME=@PATH`), uploaded and sent as `upload:ID`. Any other param took the upload's id as
+its text and ran with it, silently (a probe: `-p text=@/etc/hostname` on a str param ran the
+program with `upload:427f93ca…`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runyard.jobs.params import UPLOAD_REF
+
+
+def not_file_params(params_schema: dict[str, Any], names: list[str]) -> list[str]:
+    """Those of `names` that the job's params schema does not declare as file params (a
+    file param's value is `upload:ID`: its property has that pattern)."""
+    properties = params_schema.get("properties")
+    if not isinstance(properties, dict):
+        return list(names)
+    return [name for name in names if _pattern(properties.get(name)) != UPLOAD_REF]
+
+
+def _pattern(prop: Any) -> Any:
+    return prop.get("pattern") if isinstance(prop, dict) else None
