@@ -198,3 +198,31 @@ def test_a_websocket_gives_its_place_back_when_it_ends(start_server, jobs) -> No
 
         # both places free again: the websocket's given back at its end
         wait_for(lambda: admits(server.port, "127.0.0.2", 2), what="the websocket's place")
+
+
+def test_connections_whose_client_reads_none_of_its_answers_make_room(start_server, jobs) -> None:
+    """A probe: every connection pinned by pipelined `/metrics` requests (no request cap holds
+    them back) whose answers its client never read; each counted as busy, and `/health/live`
+    was a 503 until the stalled readers were cut, over a minute later. Past the idle ones,
+    the reader stalled longest is reset now to make room."""
+    server = capped(start_server, jobs, 2, 2)
+    metrics = b"GET /metrics HTTP/1.1\r\nhost: runyard\r\n\r\n" * 400
+    pinned = []
+    for _ in range(2):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes next to nothing
+        sock.settimeout(10)
+        sock.bind(("127.0.0.2", 0))
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(metrics)  # and never reads an answer
+        pinned.append(sock)
+
+    def health() -> bool:
+        with dial(server.port, "127.0.0.3") as sock:
+            return ask(sock) == b"HTTP/1.1 200 OK"
+
+    # a hang guard: without room made, the stalled readers held every place for 75 s
+    wait_for(health, timeout=30, what="/health/live answered with every place pinned")
+    assert cut(server.url, "reader_stalled") >= 1
+    for sock in pinned:
+        sock.close()

@@ -14,7 +14,11 @@ its first, or between two: one the header deadline or the keep-alive would close
 closed to make room, as a keep-alive's end closes it, which clients expect (once it has
 waited a second: one accepted a moment ago may have its request on its way); only when none
 has is the new one refused so. A kubelet's probe still gets in while one address floods the
-server with idle connections.
+server with idle connections. Nor do busy connections whose client takes none of its answers
+keep it out: pipelined requests (`/metrics`, which no request cap holds back) left unread
+kept every connection "in progress" and answered `/health/live` 503 until the stalled
+readers were cut, over a minute on (a probe). Past the idle ones, the connection whose
+answers have waited longest for its client to read (a second at least) is reset to make room.
 
 The address is the peer's as the socket has it (`client_of`): an IPv6 one by its /64, which
 one host is given whole (counted by address, a /64 was 2^64 clients); behind a proxy, every
@@ -70,6 +74,9 @@ class Closable(Protocol):
     def close_idle(self) -> None:
         """Close the connection, which has no request in progress."""
 
+    def close_stalled(self) -> None:
+        """Reset the connection, whose client has taken none of its answers for a while."""
+
 
 class ConnectionCap:
     """The server's open connections, by peer address; shared by its connections' protocols."""
@@ -82,6 +89,8 @@ class ConnectionCap:
         self._by_peer: dict[str, int] = {}
         # Closable -> since when it has had no request in progress; oldest first
         self._waiting: dict[Any, float] = {}
+        # Closable -> since when its client has taken none of its answer (writing paused)
+        self._stalled: dict[Any, float] = {}
         self._refused = 0  # since the last line that said so
         self._told_at = 0.0
 
@@ -112,17 +121,27 @@ class ConnectionCap:
     def working(self, conn: Closable) -> None:
         self._waiting.pop(conn, None)
 
+    def stalled(self, conn: Closable) -> None:
+        """`conn`'s client takes none of what it is sent (the transport paused writing)."""
+        if conn in self._peer:
+            self._stalled.setdefault(conn, time.monotonic())
+
+    def flowing(self, conn: Closable) -> None:
+        self._stalled.pop(conn, None)
+
     def hand_over(self, old: Closable, new: object) -> None:
         """`old`'s connection goes on under `new` (upgraded to a WebSocket): it is counted
         until `new` releases it, never closed to make room."""
         peer = self._peer.pop(old, None)
         self._waiting.pop(old, None)
+        self._stalled.pop(old, None)
         if peer is not None:
             self._peer[new] = peer
 
     def release(self, conn: object) -> None:
         """`conn` is closed: its place is free."""
         self._waiting.pop(conn, None)
+        self._stalled.pop(conn, None)
         peer = self._peer.pop(conn, None)
         if peer is None:
             return
@@ -133,16 +152,24 @@ class ConnectionCap:
             del self._by_peer[peer]
 
     def _make_room(self) -> bool:
-        if not self._waiting:
-            return False
-        oldest, since = next(iter(self._waiting.items()))
-        if time.monotonic() - since < MIN_IDLE_S:
-            return False
-        self.release(oldest)  # its descriptor goes with the close
-        oldest.close_idle()
-        if self.cut is not None:
-            self.cut.labels(why="made_room").inc()
-        return True
+        """An idle connection closed, else the most stalled reader's reset: whether one was.
+        Each table is oldest first (insertion order)."""
+        now = time.monotonic()
+        for held, why in ((self._waiting, "made_room"), (self._stalled, "reader_stalled")):
+            if not held:
+                continue
+            conn, since = next(iter(held.items()))
+            if now - since < MIN_IDLE_S:
+                continue
+            self.release(conn)  # its descriptor goes with the close
+            if why == "made_room":
+                conn.close_idle()
+            else:
+                conn.close_stalled()
+            if self.cut is not None:
+                self.cut.labels(why=why).inc()
+            return True
+        return False
 
     def _refuse(self, why: str, detail: str) -> str:
         if self.cut is not None:

@@ -348,6 +348,22 @@ class HeaderDeadlineProtocol(WriteStallGuard):
         else:
             self.transport.close()
 
+    def close_stalled(self) -> None:
+        """Reset to make room for a new connection (cli/connection_cap.py): its client has
+        taken none of its answers for a while, and a close would wait on it."""
+        self._disarm()
+        reset(self.transport)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.cap is not None:
+            self.cap.stalled(self)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.cap is not None:
+            self.cap.flowing(self)
+
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
