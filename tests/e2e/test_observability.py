@@ -123,3 +123,12 @@ def test_status_shows_configuration_without_secrets(server) -> None:
     assert sorted(body["jobs"]["declared"]) == ["bad", "flaky", "ok"]
     assert body["executor"]["supervisor_connected"] is True
     assert "token" not in json.dumps(body).lower()
+
+
+def test_the_queue_and_running_gauges_read_zero_rather_than_vanish(server) -> None:
+    """A probe: `runyard_runs_queued` and `runyard_runs_running` had no series once nothing
+    was queued or running, so `sum(...)` in an alert read no data rather than 0."""
+    samples = scrape(server)
+    for name in ("runyard_runs_queued", "runyard_runs_running"):
+        for job in JOBS:
+            assert samples.get((name, (("job", job),))) == 0.0, (name, job, samples.keys())

@@ -158,13 +158,18 @@ class Lifecycle:
     # -- gauges -------------------------------------------------------------------------------
 
     async def refresh_gauges(self) -> None:
-        """Point-in-time gauges, set when scraped."""
+        """Point-in-time gauges, set when scraped: every declared job's, at 0 too (a series
+        that vanished at 0 left `sum(runyard_runs_queued)` with no data, not 0), and those
+        of runs whose job file has gone since."""
         m = self.metrics
+        last = self.runs.registry.last_scan
+        declared = dict.fromkeys(last.jobs if last is not None else (), 0)
         m.queued.clear()
-        for job, n in (await self.store.counts_by_job(RunState.QUEUED)).items():
+        queued = await self.store.counts_by_job(RunState.QUEUED)
+        for job, n in (declared | queued).items():
             m.queued.labels(job).set(n)
         m.running.clear()
-        for job, n in self.slots.running.items():
+        for job, n in (declared | self.slots.running).items():
             m.running.labels(job).set(n)
         m.watchers.set(self.hub.watchers)
         m.lagged.set(self.hub.lagged_total)
