@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from runyard.cli.options import ParamOpt, ServerOpt, TokenOpt, parse_kv
+from runyard.cli.options import ParamOpt, ServerOpt, TokenOpt, as_declared, parse_kv
 from runyard.cli.output import connected, out, shown
 
 
@@ -29,7 +29,10 @@ def batch(
     grid = parse_kv(sweep, "sweep") or None
     if grid is not None and not all(isinstance(v, list) for v in grid.values()):
         raise typer.BadParameter("--sweep values are JSON lists, e.g. --sweep seed=[1,2,3]")
+    texts: dict[str, str] = {}
+    params = parse_kv(param, "param", texts=texts)
     with connected(server, token) as c:
-        made = c.batch(job, parse_kv(param, "param"), iterations=iterations, sweep=grid,
+        params = as_declared(c, job, params, texts)
+        made = c.batch(job, params, iterations=iterations, sweep=grid,
                        priority=priority, idempotency_key=idempotency_key)  # fmt: skip
     out.print(f"{shown(made.id)}  {made.size} runs of {shown(made.job)}")

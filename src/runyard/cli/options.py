@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from runyard.client import Client
 
 ServerOpt = Annotated[
     str | None, typer.Option("--server", envvar="RUNYARD_SERVER", help="Server URL.")
@@ -16,19 +19,31 @@ TokenOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ParamOpt = Annotated[
-    list[str], typer.Option("-p", "--param", help="KEY=VALUE (JSON values parsed).")
+    list[str],
+    typer.Option(
+        "-p",
+        "--param",
+        help="KEY=VALUE: a value that reads as JSON is JSON, but "
+        "for a text param, which takes it as written.",
+    ),
 ]
 LabelOpt = Annotated[list[str], typer.Option("-l", "--label", help="KEY=VALUE label.")]
 
 
-def parse_kv(items: list[str], what: str, files: bool = False) -> dict[str, Any]:
+def parse_kv(
+    items: list[str], what: str, files: bool = False, texts: dict[str, str] | None = None
+) -> dict[str, Any]:
     """`k=v` pairs; values are read as JSON when they parse (42, true, [1,2]), else strings.
-    With `files`, `k=@PATH` names a file to upload for a file param (curl's spelling)."""
+    With `files`, `k=@PATH` names a file to upload for a file param (curl's spelling).
+    `texts`, if given, receives the text of each value read as JSON that is no string (for
+    `as_declared`). A key given twice is refused: which one counts was the last, silently."""
     out_: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"{what} {item!r} is not KEY=VALUE")
+        if key in out_:
+            raise typer.BadParameter(f"{what} {key} is given twice")
         if files and raw.startswith("@@"):
             raw = raw[1:]  # a value that starts with "@" itself
         elif files and raw.startswith("@"):
@@ -53,6 +68,26 @@ def parse_kv(items: list[str], what: str, files: bool = False) -> dict[str, Any]
                 "double's range); quote it to send it as text"
             ) from None
         out_[key] = value
+        if texts is not None and not isinstance(value, str):
+            texts[key] = raw
+    return out_
+
+
+def as_declared(
+    client: Client, job: str, params: dict[str, Any], texts: dict[str, str]
+) -> dict[str, Any]:
+    """`params` with each value read as JSON sent as its text where the job declares a text
+    param: `-p message=1.0` (or `true`, `null`, `123`) on a str param was a 422 ("Input should
+    be a valid string") with no hint that quoting it would do (a probe). The job's params
+    are asked for only when such a value was given."""
+    if not texts:
+        return params
+    properties = client.job(job).params_schema.get("properties", {})
+    out_ = dict(params)
+    for key, text in texts.items():
+        prop = properties.get(key) if isinstance(properties, dict) else None
+        if isinstance(prop, dict) and prop.get("type") == "string":
+            out_[key] = text  # a str param (a file param's `upload:ID` is no number either)
     return out_
 
 

@@ -15,6 +15,7 @@ from runyard.cli.options import (
     ParamOpt,
     ServerOpt,
     TokenOpt,
+    as_declared,
     parse_kv,
     parse_labels,
 )
@@ -50,10 +51,11 @@ def submit(
     token: TokenOpt = None,
 ) -> None:
     """Submit a run of JOB (`-p NAME=@FILE` uploads a file for a file param)."""
-    params = parse_kv(param, "param", files=True)
+    texts: dict[str, str] = {}
+    params = parse_kv(param, "param", files=True, texts=texts)
     labels = parse_labels(label)
     with connected(server, token) as c:
-        params = upload_files(c, job, params, err)
+        params = upload_files(c, job, as_declared(c, job, params, texts), err)
         run = c.submit(
             job, params, priority=priority, labels=labels, idempotency_key=idempotency_key
         )
@@ -74,10 +76,11 @@ def run_sync(
     token: TokenOpt = None,
 ) -> None:
     """Run JOB synchronously: print its log when it ends and exit with its status."""
-    params = parse_kv(param, "param", files=True)
+    texts: dict[str, str] = {}
+    params = parse_kv(param, "param", files=True, texts=texts)
     labels = parse_labels(label)
     with connected(server, token) as c:
-        params = upload_files(c, job, params, err)
+        params = upload_files(c, job, as_declared(c, job, params, texts), err)
         run = c.submit(job, params, labels=labels, wait=wait)
         if run.state.terminal:
             print_log(c, run.id)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Column, Table
 
-from runyard.cli.options import parse_kv
+from runyard.cli.options import as_declared, parse_kv
 from runyard.cli.output import connected, out, shown
 
 app = typer.Typer(help="Schedules: runs submitted by cron or at an interval.", no_args_is_help=True)
@@ -34,8 +34,11 @@ def create(
     token: TokenOpt = None,
 ) -> None:
     """Create a schedule for JOB (--cron or --every)."""
-    made = _run("create_schedule", server, token, job=job, params=parse_kv(param, "param"),
-                cron=cron, interval_s=every, overlap=overlap, catch_up=catch_up)  # fmt: skip
+    texts: dict[str, str] = {}
+    params = parse_kv(param, "param", texts=texts)
+    with connected(server, token) as c:
+        made = c.create_schedule(job=job, params=as_declared(c, job, params, texts), cron=cron,
+                                 interval_s=every, overlap=overlap, catch_up=catch_up)  # fmt: skip
     out.print(shown(getattr(made, "id", "")))
 
 
