@@ -226,3 +226,41 @@ def test_connections_whose_client_reads_none_of_its_answers_make_room(start_serv
     assert cut(server.url, "reader_stalled") >= 1
     for sock in pinned:
         sock.close()
+
+
+def test_a_slow_reader_is_not_taken_for_a_stalled_one(start_server, write_job, jobs) -> None:
+    """A review of the rule above: a download taken slowly but steadily had its writes paused
+    a second, and was reset to make room for an attacker's connection. Only a client that
+    takes nothing at all (nothing left the socket's queue) is."""
+    write_job("big", 'command = ["sh", "-c", "mkdir -p outputs && head -c 20000000 /dev/zero '
+                     '> outputs/big.bin"]\nartifacts = ["outputs/**"]\n')  # fmt: skip
+    server = capped(start_server, jobs, 3, 3)
+    with server.client() as c:
+        run = c.submit("big")
+        assert server.wait_run(c, run.id).state.value == "succeeded"
+    victim = socket.socket()
+    victim.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    victim.settimeout(10)
+    victim.bind(("127.0.0.2", 0))
+    victim.connect(("127.0.0.1", server.port))
+    victim.sendall(f"GET /v1/runs/{run.id}/artifacts/outputs/big.bin HTTP/1.1\r\n"
+                   "host: runyard\r\n\r\n".encode())  # fmt: skip
+    streams = [dial(server.port, "127.0.0.3") for _ in range(2)]  # busy: requests in progress
+    for sock in streams:
+        sock.sendall(b"GET /v1/events HTTP/1.1\r\nhost: runyard\r\n\r\n")
+    taken, refused = 0, 0
+    deadline = time.monotonic() + 4 * 2.0  # four times the stall the rule waits for
+    next_dial = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        chunk = victim.recv(8192)  # slowly, steadily: about 200 KB/s
+        assert chunk, f"the slow download was cut after {taken} bytes"
+        taken += len(chunk)
+        time.sleep(0.04)
+        if time.monotonic() >= next_dial:
+            next_dial += 0.5
+            with dial(server.port, "127.0.0.4") as sock:
+                refused += answer(sock).startswith(b"HTTP/1.1 503 ")
+    assert refused > 0  # the cap held: every place busy, none of them stalled
+    assert cut(server.url, "reader_stalled") == 0
+    for sock in [victim, *streams]:
+        sock.close()

@@ -17,8 +17,10 @@ has is the new one refused so. A kubelet's probe still gets in while one address
 server with idle connections. Nor do busy connections whose client takes none of its answers
 keep it out: pipelined requests (`/metrics`, which no request cap holds back) left unread
 kept every connection "in progress" and answered `/health/live` 503 until the stalled
-readers were cut, over a minute on (a probe). Past the idle ones, the connection whose
-answers have waited longest for its client to read (a second at least) is reset to make room.
+readers were cut, over a minute on (a probe). Past the idle ones, a connection whose client
+has taken none of what it was sent for STALLED_S is reset to make room: nothing of its
+answer left the socket's queue or the transport's since it was last looked at. A slow reader
+is no stalled one (a review: a download taken at 8 KB/s, paused a second, was reset).
 
 The address is the peer's as the socket has it (`client_of`): an IPv6 one by its /64, which
 one host is given whole (counted by address, a /64 was 2^64 clients); behind a proxy, every
@@ -42,6 +44,9 @@ log = structlog.get_logger("runyard.http")
 # A connection is closed to make room only once it has waited this long: a new one whose
 # request is on its way (accepted in the same turn of the loop, not read yet) is not idle.
 MIN_IDLE_S = 1.0
+# A connection is reset to make room only once its client has taken nothing for this long.
+STALLED_S = 2.0
+STALLED_LOOKS = 8  # stalled connections looked at per new one at the cap, oldest first
 
 
 def default_max_connections() -> int:
@@ -77,6 +82,9 @@ class Closable(Protocol):
     def close_stalled(self) -> None:
         """Reset the connection, whose client has taken none of its answers for a while."""
 
+    def unsent(self) -> int:
+        """Bytes written to the connection that its client has not taken yet."""
+
 
 class ConnectionCap:
     """The server's open connections, by peer address; shared by its connections' protocols."""
@@ -89,8 +97,9 @@ class ConnectionCap:
         self._by_peer: dict[str, int] = {}
         # Closable -> since when it has had no request in progress; oldest first
         self._waiting: dict[Any, float] = {}
-        # Closable -> since when its client has taken none of its answer (writing paused)
-        self._stalled: dict[Any, float] = {}
+        # Closable -> (since when, bytes unsent then): writing paused, its client taking
+        # nothing since that look
+        self._stalled: dict[Any, tuple[float, int]] = {}
         self._refused = 0  # since the last line that said so
         self._told_at = 0.0
 
@@ -122,9 +131,10 @@ class ConnectionCap:
         self._waiting.pop(conn, None)
 
     def stalled(self, conn: Closable) -> None:
-        """`conn`'s client takes none of what it is sent (the transport paused writing)."""
-        if conn in self._peer:
-            self._stalled.setdefault(conn, time.monotonic())
+        """`conn`'s client takes what it is sent slower than it is written (the transport
+        paused writing): whether it takes anything at all is seen at `_make_room`."""
+        if conn in self._peer and conn not in self._stalled:
+            self._stalled[conn] = (time.monotonic(), conn.unsent())
 
     def flowing(self, conn: Closable) -> None:
         self._stalled.pop(conn, None)
@@ -152,24 +162,29 @@ class ConnectionCap:
             del self._by_peer[peer]
 
     def _make_room(self) -> bool:
-        """An idle connection closed, else the most stalled reader's reset: whether one was.
-        Each table is oldest first (insertion order)."""
+        """An idle connection closed, else a stalled reader's reset: whether one was."""
         now = time.monotonic()
-        for held, why in ((self._waiting, "made_room"), (self._stalled, "reader_stalled")):
-            if not held:
-                continue
-            conn, since = next(iter(held.items()))
-            if now - since < MIN_IDLE_S:
-                continue
-            self.release(conn)  # its descriptor goes with the close
-            if why == "made_room":
+        if self._waiting:
+            conn, since = next(iter(self._waiting.items()))  # oldest first: insertion order
+            if now - since >= MIN_IDLE_S:
+                self._made_room(conn, "made_room")
                 conn.close_idle()
-            else:
+                return True
+        for conn, (since, unsent) in list(self._stalled.items())[:STALLED_LOOKS]:
+            left = conn.unsent()
+            if left < unsent:  # it took some: slow, not stalled; looked at again from now
+                del self._stalled[conn]
+                self._stalled[conn] = (now, left)
+            elif now - since >= STALLED_S:
+                self._made_room(conn, "reader_stalled")
                 conn.close_stalled()
-            if self.cut is not None:
-                self.cut.labels(why=why).inc()
-            return True
+                return True
         return False
+
+    def _made_room(self, conn: Closable, why: str) -> None:
+        self.release(conn)  # its descriptor goes with the close
+        if self.cut is not None:
+            self.cut.labels(why=why).inc()
 
     def _refuse(self, why: str, detail: str) -> str:
         if self.cut is not None:

@@ -45,7 +45,7 @@ from runyard.cli.refusals import (
     unsupported_coding,
     unsupported_upgrade,
 )
-from runyard.cli.reset import reset
+from runyard.cli.reset import reset, socket_unsent
 from runyard.cli.write_stall import WriteStallGuard
 
 LINGER_S = 2.0
@@ -353,6 +353,10 @@ class HeaderDeadlineProtocol(WriteStallGuard):
         taken none of its answers for a while, and a close would wait on it."""
         self._disarm()
         reset(self.transport)
+
+    def unsent(self) -> int:
+        """What its client has not taken: the transport's buffer and the socket's queue."""
+        return int(self.transport.get_write_buffer_size()) + socket_unsent(self.transport)
 
     def pause_writing(self) -> None:
         super().pause_writing()

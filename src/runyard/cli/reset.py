@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import socket
 import struct
+import termios
 
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, for 0 s
 _TCP = (socket.AF_INET, socket.AF_INET6)
@@ -25,3 +27,16 @@ def reset(transport: asyncio.BaseTransport) -> None:
         with contextlib.suppress(OSError):  # gone already: the abort alone does
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
     transport.abort()  # type: ignore[attr-defined]
+
+
+def socket_unsent(transport: asyncio.BaseTransport) -> int:
+    """Bytes in the TCP socket's send queue its peer has not acknowledged (SIOCOUTQ): what a
+    client that reads takes from, however large the kernel's buffer; 0 for another socket."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in _TCP or sock.fileno() < 0:
+        return 0
+    try:
+        got = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+    except (OSError, ValueError):  # gone meanwhile
+        return 0
+    return int(struct.unpack("i", got)[0])
