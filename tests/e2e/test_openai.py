@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -574,3 +575,42 @@ def test_a_retry_of_a_call_whose_going_away_cancelled_its_run_starts_anew(
     attached = web.post(url, json=body, headers={"x-stainless-retry-count": "2"}, timeout=60)
     assert attached.headers["idempotent-replayed"] == "true"
     assert len(runs_of(server, "cancelling")) == 2
+
+
+LOUD = """
+command = ["sh", "-c", "yes a | head -c 3000000; @WAIT@; echo end", "{conversation}"]
+[params.conversation]
+type = "str"
+[openai]
+input = "conversation"
+cancel_on_disconnect = true
+"""
+
+
+def test_asked_again_after_a_drop_that_cancelled_its_run_starts_anew(
+    start_server, write_job, jobs_dir, tmp_path: Path
+) -> None:
+    """A review: a stream dropped for not reading (told to ask again) whose going away then
+    cancelled its run (`cancel_on_disconnect`) had the same question, asked again, attach to
+    that cancelled run, answered `cancelled`."""
+    gate = tmp_path / "go"
+    wait = f"while [ ! -e {gate} ]; do sleep 0.02; done"
+    write_job("loud", LOUD.replace("@WAIT@", wait))
+    server = start_server(jobs_dir, env={"RUNYARD_STREAM_SEND_TIMEOUT_S": "1",
+                                         "RUNYARD_HEARTBEAT_S": "1"})  # fmt: skip
+    body = json.dumps({"model": "loud", "stream": True, "messages": ask("hi")}).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and reads nothing
+    sock.connect(("127.0.0.1", server.port))
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    sock.sendall(head + b"content-length: %d\r\n\r\n%s" % (len(body), body))
+    try:
+        wait_for(lambda: [r["state"] for r in runs_of(server, "loud")] == ["cancelled"],
+                 timeout=60, what="the dropped stream's run cancelled")  # fmt: skip
+    finally:
+        sock.close()
+    gate.touch()
+    again = web.post(f"{server.url}/v1/chat/completions", timeout=60,
+                     json={"model": "loud", "messages": ask("hi")})  # fmt: skip
+    assert again.status_code == 200, again.text
+    assert sorted(r["state"] for r in runs_of(server, "loud")) == ["cancelled", "succeeded"]

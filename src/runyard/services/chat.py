@@ -176,11 +176,17 @@ class ChatService:
         digest = request_digest(principal, model, messages)
         if idempotency_key is None:
             earlier = (
-                await self._earlier(job.name, digest, chat.cancel_on_disconnect)
+                await self._earlier(job.name, digest)
                 if retried
                 else await self._asked_again(digest)
             )
-            if earlier is not None:
+            # not a run its caller's going away cancelled, when the job cancels such a run:
+            # the call asking again is that caller still asking (answered the cancellation
+            # for ten minutes, its first try's doing)
+            if earlier is not None and not (
+                chat.cancel_on_disconnect
+                and (earlier.state is RunState.CANCELLED or earlier.cancel_requested)
+            ):
                 return earlier, False
         value: Any = render_text(messages) if chat.format == "text" else render_json(messages)
         try:
@@ -196,17 +202,13 @@ class ChatService:
                 field="messages",
             ) from None
 
-    async def _earlier(self, job: str, digest: str, cancels_when_gone: bool) -> Run | None:
-        """The run a retry attaches to. Not one cancelled (or being cancelled) when the job
-        cancels a run its caller left: its first try going away did that, and the retry is
-        that caller still asking (it was answered the cancellation for ten minutes)."""
+    async def _earlier(self, job: str, digest: str) -> Run | None:
+        """The run a retry attaches to: the newest of the same call, going or recent."""
         page = await self.runs.list(RunFilter(job=job, labels=((DIGEST_LABEL, digest),), limit=1))
         if not page.runs:
             return None
         run = page.runs[0]
         if run.state.terminal and (run.finished_at or 0) < self.now() - RETRY_WINDOW_S:
-            return None
-        if cancels_when_gone and (run.state is RunState.CANCELLED or run.cancel_requested):
             return None
         return run
 
