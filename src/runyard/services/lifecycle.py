@@ -162,8 +162,9 @@ class Lifecycle:
         that vanished at 0 left `sum(runyard_runs_queued)` with no data, not 0), and those
         of runs whose job file has gone since."""
         m = self.metrics
-        last = self.runs.registry.last_scan
-        declared = dict.fromkeys(last.jobs if last is not None else (), 0)
+        # the jobs as scanned at most `refresh_s` ago (the last scan alone was often none: a
+        # scrape of an idle server found no series again, a review)
+        declared = dict.fromkeys((await self.runs.registry.snapshot()).jobs, 0)
         m.queued.clear()
         queued = await self.store.counts_by_job(RunState.QUEUED)
         for job, n in (declared | queued).items():
