@@ -52,3 +52,5 @@ def test_a_param_given_twice_is_refused(server) -> None:
         done = cli(server, *command, "-p", "text=a", "-p", "text=b")
         assert done.returncode != 0 and "given twice" in done.stderr, (command, done.stderr)
     assert web.get(f"{server.url}/v1/runs", params={"job": "text"}).json()["runs"] == []
+    done = cli(server, "batch", "text", "-p", "text=a", "--sweep", 'text=["b", "c"]')
+    assert done.returncode != 0 and "-p and with --sweep" in done.stderr, done.stderr

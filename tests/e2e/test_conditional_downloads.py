@@ -54,6 +54,7 @@ def test_a_cache_holding_the_file_as_it_is_gets_a_304(urls: list[str]) -> None:
             {"If-Modified-Since": modified},
             {"If-Modified-Since": _shifted(modified, 3600)},
             {"If-None-Match": etag, "Range": "bytes=0-1"},  # the version first, then Range
+            {"If-None-Match": f'"x", , {etag}'},  # an empty element is skipped (RFC 9110 5.6.1)
         ]
         for headers in same:
             for method in ("GET", "HEAD"):
@@ -94,6 +95,7 @@ def test_a_client_updating_another_version_gets_a_412_naming_the_header(
             {"If-Match": "*"},
             {"If-Unmodified-Since": modified},
             {"If-Match": etag, "If-Unmodified-Since": _shifted(modified, -3600)},  # tag decides
+            {"If-Unmodified-Since": "Mon, 01 Jan 0000 00:00:00 GMT"},  # no date: ignored
         ]
         for headers in kept:
             got = web.get(url, headers=headers)

@@ -21,6 +21,8 @@ from runyard.api.problems import problem
 # an entity tag (RFC 9110 8.8.3): opaque text in quotes, weak with W/; a comma may be in it,
 # so a list is read tag by tag, not split at commas
 _TAG = re.compile(r'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
+_EMPTY = re.compile(r"[ \t]*,")  # an empty element of a list, which a recipient skips
+_YEAR = re.compile(r"\b([0-9]{4})\b")
 
 
 def _tags(lines: list[str]) -> tuple[bool, list[tuple[bool, str]]] | None:
@@ -32,6 +34,9 @@ def _tags(lines: list[str]) -> tuple[bool, list[tuple[bool, str]]] | None:
     found: list[tuple[bool, str]] = []
     at = 0
     while at < len(joined):
+        if (empty := _EMPTY.match(joined, at)) is not None:  # `"a", , "b"`: RFC 9110 5.6.1
+            at = empty.end()
+            continue
         match = _TAG.match(joined, at)
         if match is None or match.end() == at:
             return None
@@ -46,9 +51,14 @@ def _date(lines: list[str]) -> float | None:
     if len(lines) != 1:
         return None
     try:
-        return parsedate_to_datetime(lines[0]).timestamp()
+        when = parsedate_to_datetime(lines[0])
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    # the parser reads a year below 100 as this century's, "0000" too: no date written
+    year = _YEAR.search(lines[0])
+    if year is not None and int(year.group(1)) != when.year:
+        return None
+    return when.timestamp()
 
 
 def _strong(etag: str) -> str | None:

@@ -31,6 +31,8 @@ def batch(
         raise typer.BadParameter("--sweep values are JSON lists, e.g. --sweep seed=[1,2,3]")
     texts: dict[str, str] = {}
     params = parse_kv(param, "param", texts=texts)
+    if both := sorted(set(params) & set(grid or {})):  # the sweep took it, silently
+        raise typer.BadParameter(f"param {both[0]} is given with -p and with --sweep")
     with connected(server, token) as c:
         params = as_declared(c, job, params, texts)
         made = c.batch(job, params, iterations=iterations, sweep=grid,
