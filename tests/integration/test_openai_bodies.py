@@ -84,3 +84,11 @@ def test_only_a_json_body_is_taken_and_another_is_refused_saying_so(
     doc = server.get("/openapi.json").json()
     body = doc["paths"][PATH]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["$ref"].endswith("/ChatRequest")
+
+
+@pytest.mark.parametrize("role", ["user", "system", "assistant"])
+def test_content_given_as_no_parts_at_all_is_refused(server: InProcessServer, role: str) -> None:
+    """A probe: `"content": []` was taken as an empty message, where OpenAI refuses it."""
+    body = b'{"model": "chat-agent", "messages": [{"role": "%s", "content": []}]}' % role.encode()
+    error = refused(server, body, JSON)
+    assert error["param"] == "messages.0.content"

@@ -47,7 +47,8 @@ _CONTENT_REQUIRED: JsonDict = {
 }
 
 
-Parts = Annotated[list[TextPart], Field(max_length=MAX_PARTS)]
+# at least one part, as OpenAI has it: `content: []` was taken as an empty message (a probe)
+Parts = Annotated[list[TextPart], Field(min_length=1, max_length=MAX_PARTS)]
 _TEXT, _PARTS = TypeAdapter(Text), TypeAdapter(Parts)
 
 
