@@ -54,3 +54,15 @@ def test_a_param_given_twice_is_refused(server) -> None:
     assert web.get(f"{server.url}/v1/runs", params={"job": "text"}).json()["runs"] == []
     done = cli(server, "batch", "text", "-p", "text=a", "--sweep", 'text=["b", "c"]')
     assert done.returncode != 0 and "-p and with --sweep" in done.stderr, done.stderr
+
+
+def test_a_sweep_of_a_text_param_takes_its_values_as_written(server) -> None:
+    done = cli(server, "batch", "text", "--sweep", 'text=[1, 1e3, true, null, "x"]')
+    assert done.returncode == 0, done.stderr
+    done = cli(server, "batch", "text", "-p", "text=n", "--sweep", "count=[1, 2]")
+    assert done.returncode == 0, done.stderr
+    runs = web.get(f"{server.url}/v1/runs", params={"job": "text"}).json()["runs"]
+    texts = sorted(r["params"]["text"] for r in runs if r["params"]["text"] != "n")
+    assert texts == ["1", "1e3", "null", "true", "x"], texts
+    counts = sorted(r["params"]["count"] for r in runs if r["params"]["text"] == "n")
+    assert counts == [1, 2]  # a number param's sweep stays numbers

@@ -26,7 +26,8 @@ def batch(
     token: TokenOpt = None,
 ) -> None:
     """Create a batch: --iterations N, or one or more --sweep KEY=[values] (cartesian)."""
-    grid = parse_kv(sweep, "sweep") or None
+    swept: dict[str, str] = {}
+    grid = parse_kv(sweep, "sweep", texts=swept) or None
     if grid is not None and not all(isinstance(v, list) for v in grid.values()):
         raise typer.BadParameter("--sweep values are JSON lists, e.g. --sweep seed=[1,2,3]")
     texts: dict[str, str] = {}
@@ -34,7 +35,9 @@ def batch(
     if both := sorted(set(params) & set(grid or {})):  # the sweep took it, silently
         raise typer.BadParameter(f"param {both[0]} is given with -p and with --sweep")
     with connected(server, token) as c:
-        params = as_declared(c, job, params, texts)
+        declared = as_declared(c, job, {**params, **(grid or {})}, texts, swept)
+        params = {k: v for k, v in declared.items() if grid is None or k not in grid}
+        grid = {k: v for k, v in declared.items() if k in (grid or {})} or None
         made = c.batch(job, params, iterations=iterations, sweep=grid,
                        priority=priority, idempotency_key=idempotency_key)  # fmt: skip
     out.print(f"{shown(made.id)}  {made.size} runs of {shown(made.job)}")

@@ -74,21 +74,40 @@ def parse_kv(
 
 
 def as_declared(
-    client: Client, job: str, params: dict[str, Any], texts: dict[str, str]
-) -> dict[str, Any]:
+    client: Client, job: str, params: dict[str, Any], texts: dict[str, str],
+    swept: dict[str, str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """`params` with each value read as JSON sent as its text where the job declares a text
     param: `-p message=1.0` (or `true`, `null`, `123`) on a str param was a 422 ("Input should
-    be a valid string") with no hint that quoting it would do (a probe). The job's params
+    be a valid string") with no hint that quoting it would do (a probe). `swept`: a sweep's
+    lists as written (`texts` of `--sweep`), each element of one for a text param taken so
+    too, the sweep's values replacing those params' in what is returned. The job's params
     are asked for only when such a value was given."""
-    if not texts:
+    swept = swept or {}
+    if not texts and not swept:
         return params
     properties = client.job(job).params_schema.get("properties", {})
-    out_ = dict(params)
-    for key, text in texts.items():
+
+    def is_text(key: str) -> bool:
         prop = properties.get(key) if isinstance(properties, dict) else None
-        if isinstance(prop, dict) and prop.get("type") == "string":
-            out_[key] = text  # a str param (a file param's `upload:ID` is no number either)
+        # a str param (a file param's `upload:ID` is no number either)
+        return isinstance(prop, dict) and prop.get("type") == "string"
+
+    out_ = dict(params)
+    out_.update({key: text for key, text in texts.items() if is_text(key)})
+    out_.update({key: _as_written(raw) for key, raw in swept.items() if is_text(key)})
     return out_
+
+
+def _as_written(raw: str) -> list[Any]:
+    """A JSON list with its numbers as the text they were written in (`[1, 1e3]`: "1",
+    "1e3") and true, false and null as those words; anything else as it reads."""
+    words = {True: "true", False: "false"}
+    values = json.loads(raw, parse_int=str, parse_float=str, parse_constant=str)
+    return [
+        "null" if v is None else words[v] if isinstance(v, bool) else v
+        for v in (values if isinstance(values, list) else [values])
+    ]
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:
