@@ -30,8 +30,11 @@ def running(srv: FakedServer) -> int:
 
 
 def end_one(srv: FakedServer) -> None:
-    """The attempt launched first among those running ends, and is recorded."""
-    run_id = srv.executor.running_keys()[0].split(".")[0]
+    """The attempt launched first among those running ends, and is recorded (one running
+    first: a slot freed by the end before may be taken by the dispatcher's own claim, which
+    crosses threads that a settled loop has not waited for)."""
+    keys = wait_for(srv.executor.running_keys, what="an attempt running")
+    run_id = keys[0].split(".")[0]
     srv.finish(run_id)
     wait_for(lambda: srv.run(run_id)["state"] == "succeeded", what="the end recorded")
 
@@ -76,8 +79,10 @@ def test_a_concurrency_limit_written_into_a_job_file_holds(tmp_path: Path) -> No
         (jobs / "j.toml").write_text('command = ["true"]\nconcurrency = 1\n')
         past_refresh()
         seen = []
-        for _ in range(5):
+        for i in range(5):
             end_one(srv)
+            if i >= 2:  # the slot freed is taken again (runs are queued), never two of them
+                wait_for(lambda: running(srv) >= 1, what="the freed slot taken")
             seen.append(running(srv))
         assert seen[:2] == [2, 1] and max(seen[2:]) == 1, seen
 
