@@ -13,11 +13,12 @@ from runyard.jobs.params import UPLOAD_REF
 def not_file_params(params_schema: dict[str, Any], names: list[str]) -> list[str]:
     """Those of `names` that the job's params schema does not declare as file params (a
     file param's value is `upload:ID`: its property has that pattern)."""
+    return [n for n in names if property_of(params_schema, n).get("pattern") != UPLOAD_REF]
+
+
+def property_of(params_schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """A param's JSON Schema in its job's params schema; {} if the job declares no such param
+    (or the server sent something else)."""
     properties = params_schema.get("properties")
-    if not isinstance(properties, dict):
-        return list(names)
-    return [name for name in names if _pattern(properties.get(name)) != UPLOAD_REF]
-
-
-def _pattern(prop: Any) -> Any:
-    return prop.get("pattern") if isinstance(prop, dict) else None
+    prop = properties.get(name) if isinstance(properties, dict) else None
+    return prop if isinstance(prop, dict) else {}

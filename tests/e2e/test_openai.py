@@ -492,9 +492,10 @@ def test_a_streamed_answer_is_never_a_failed_attempts_output(
     start_server, write_job, jobs_dir, tmp_path: Path
 ) -> None:
     """The first attempt failed and the second succeeded: the stream sent the first's output
-    and "stop", as if it were the answer; the plain call answered the second's (a probe)."""
+    and "stop", as if it were the answer; the plain call answered the second's (a probe).
+    And the same question asked again started a second run: the program ran twice."""
     gate = tmp_path / "fail-now"
-    _, client, stream = retried_stream(start_server, write_job, jobs_dir, gate)
+    server, client, stream = retried_stream(start_server, write_job, jobs_dir, gate)
     got = []
     with pytest.raises(openai.APIError) as streamed:
         for c in stream:
@@ -504,8 +505,16 @@ def test_a_streamed_answer_is_never_a_failed_attempts_output(
                 gate.touch()  # attempt 1 fails now, once its output was streamed
     assert "".join(got) == "attempt-1\n"
     assert "attempt 2 succeeded" in streamed.value.message
+    assert "ask again" in streamed.value.message
+    # asked again, the same question is the same run: the program does not run a second time
+    again = client.chat.completions.create(model="retried", messages=ask("hello"))
+    assert again.choices[0].message.content == "attempt-2\n"
+    assert len(runs_of(server, "retried")) == 1
+    # asked back once: another question, or the same a third time, is a new run
     plain = client.chat.completions.create(model="retried", messages=ask("again"))
     assert plain.choices[0].message.content == "attempt-2\n"
+    client.chat.completions.create(model="retried", messages=ask("hello"))
+    assert len(runs_of(server, "retried")) == 3
 
 
 def test_a_stream_waiting_for_a_retry_at_shutdown_ends_with_its_closed_event(
@@ -529,31 +538,9 @@ def test_a_stream_waiting_for_a_retry_at_shutdown_ends_with_its_closed_event(
     assert "".join(got) == "attempt-1\n"
 
 
-# Asking again, as the openai SDK and its users do, reaches the run that answers (a probe): a
-# stream that ended telling its caller to ask again for the same run's answer had the same
-# question, asked again, start a second run (the program ran twice); and with
-# `cancel_on_disconnect`, the SDK's retry of a call that timed out was answered with the
-# cancellation its own first try caused, for ten minutes.
-
-
-def test_the_same_question_asked_again_after_a_retried_stream_is_the_same_run(
-    start_server, write_job, jobs_dir, tmp_path: Path
-) -> None:
-    gate = tmp_path / "fail-now"
-    server, client, stream = retried_stream(start_server, write_job, jobs_dir, gate)
-    got = []
-    with pytest.raises(openai.APIError) as streamed:
-        for c in stream:
-            got.append(c.choices[0].delta.content or "")
-            if "".join(got) == "attempt-1\n":
-                gate.touch()
-    assert "ask again" in streamed.value.message
-    again = client.chat.completions.create(model="retried", messages=ask("hello"))
-    assert again.choices[0].message.content == "attempt-2\n"
-    assert len(runs_of(server, "retried")) == 1  # the program did not run a second time
-    # asked back once: the same question asked a third time is a new call, a new run
-    client.chat.completions.create(model="retried", messages=ask("hello"))
-    assert len(runs_of(server, "retried")) == 2
+# With `cancel_on_disconnect`, the SDK's retry of a call that timed out, or a call asked again
+# after a dropped stream, was answered with the cancellation its own first try caused, for
+# ten minutes (a probe and its review).
 
 
 def test_a_retry_of_a_call_whose_going_away_cancelled_its_run_starts_anew(

@@ -86,12 +86,12 @@ def as_declared(
     swept = swept or {}
     if not texts and not swept:
         return params
-    properties = client.job(job).params_schema.get("properties", {})
+    from runyard.client_files import property_of  # with the client: the CLI starts without it
 
-    def is_text(key: str) -> bool:
-        prop = properties.get(key) if isinstance(properties, dict) else None
-        # a str param (a file param's `upload:ID` is no number either)
-        return isinstance(prop, dict) and prop.get("type") == "string"
+    schema = client.job(job).params_schema
+
+    def is_text(key: str) -> bool:  # a str param (a file param's `upload:ID` is no number)
+        return property_of(schema, key).get("type") == "string"
 
     out_ = dict(params)
     out_.update({key: text for key, text in texts.items() if is_text(key)})
