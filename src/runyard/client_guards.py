@@ -172,7 +172,11 @@ def event_int(data: str, what: str, key: str) -> int:
 
 def segment(value: str) -> str:
     """One path segment of a request, percent-encoded whole: an id a user typed cannot add a
-    segment, a query or a dot-segment to the path it is put in (quote keeps dots)."""
+    segment, a query or a dot-segment to the path it is put in (quote keeps dots). An empty
+    one is refused here: it named the collection (`GET /v1/runs/`, answered with a redirect
+    that the client then blamed on a wrong --server)."""
+    if not value:
+        raise ClientError("an empty id or name names nothing on the server")
     return (
         quote(value, safe="").replace(".", "%2E") if value in (".", "..") else quote(value, safe="")
     )

@@ -123,3 +123,21 @@ def test_an_id_a_user_types_stays_one_path_segment(start_server) -> None:
             # answered by the cancel route about that run, not by some other route
             assert refused.value.status in (404, 422), (typed, refused.value.detail)
             assert "run" in str(refused.value.detail).lower(), (typed, refused.value.detail)
+
+
+def test_an_empty_id_is_refused_before_it_names_a_collection(start_server) -> None:
+    """A probe: `run("")` asked GET /v1/runs/, whose redirect to the runs' list the client
+    reported as a server that is no runyard one (check --server); `delete("")` likewise."""
+    from runyard.client import Client
+    from runyard.client_guards import ClientError
+
+    server = start_server()
+    with Client(server.url) as c:
+        asks = [c.run, c.cancel, c.delete, c.logs, c.job, c.artifacts, c.delete_upload]
+        for ask in asks:
+            with pytest.raises(ClientError, match="empty id"):
+                ask("")
+    said = cli(server, "show", "")
+    assert said.returncode != 0
+    assert "empty id" in said.stderr
+    assert "307" not in said.stderr
