@@ -267,6 +267,30 @@ def test_errors_are_in_openai_shape(start_server, gated, jobs_dir) -> None:
     )
 
 
+def test_openais_other_endpoints_say_what_this_server_has(start_server) -> None:
+    """A probe: the SDK's Responses API (what OpenAI's documentation leads with), the legacy
+    completions and embeddings were answered a bare "Not Found"."""
+    server = start_server()
+    client = sdk(server)
+    calls = {
+        "POST /v1/responses": lambda: client.responses.create(model="agent", input="hi"),
+        "POST /v1/completions": lambda: client.completions.create(model="agent", prompt="hi"),
+        "POST /v1/embeddings": lambda: client.embeddings.create(model="agent", input="hi"),
+    }
+    for where, call in calls.items():
+        with pytest.raises(openai.NotFoundError) as missing:
+            call()
+        assert missing.value.body["message"] == (  # type: ignore[index]
+            f"Invalid URL ({where}): this server's OpenAI-compatible API is "
+            "POST /v1/chat/completions and GET /v1/models"
+        )
+    # runyard's own routes under /v1 keep their problem documents
+    got = web.get(f"{server.url}/v1/batches/nope")
+    assert got.headers["content-type"].startswith("application/problem+json"), got.text
+    got = web.get(f"{server.url}/v1/completionsX")
+    assert got.headers["content-type"].startswith("application/problem+json"), got.text
+
+
 def test_a_failing_agent_is_an_error_plain_and_streamed(start_server, gated, jobs_dir) -> None:
     gated()
     server = start_server(jobs_dir)

@@ -13,6 +13,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PATHS = ("/v1/chat/", "/v1/models")
+# OpenAI's other endpoints, which this server does not have: an SDK's call of one (the
+# Responses API its documentation now leads with, the legacy completions, embeddings) is
+# told so in OpenAI's shape, as OpenAI answers a URL it does not know. Not /v1/batches nor
+# /v1/uploads: those are runyard's own.
+ELSEWHERE = frozenset({
+    "completions", "responses", "embeddings", "moderations", "audio", "images", "assistants",
+    "threads", "vector_stores", "fine_tuning", "realtime", "conversations", "containers",
+    "evals",
+})  # fmt: skip
+SERVED = "this server's OpenAI-compatible API is POST /v1/chat/completions and GET /v1/models"
 
 _TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -35,7 +45,13 @@ class ErrorBody(BaseModel):
 
 
 def applies(path: str) -> bool:
-    return path.startswith(PATHS) or path == "/v1/chat"
+    return path.startswith(PATHS) or path == "/v1/chat" or _elsewhere(path)
+
+
+def _elsewhere(path: str) -> bool:
+    """/v1/NAME or below it, NAME one of OpenAI's other endpoints."""
+    top, v1, name = [*path.split("/", 3), "", ""][:3]
+    return top == "" and v1 == "v1" and name in ELSEWHERE
 
 
 def error_type(status: int) -> str:
@@ -60,20 +76,27 @@ def _param(problem: dict[str, Any]) -> str | None:
 
 
 def reshape(
-    response: Response, status: int | None = None, retry_after_ms: int | None = None
+    response: Response, where: str, status: int | None = None, retry_after_ms: int | None = None
 ) -> Response:
-    """The same error, OpenAI-shaped; `status` overrides the problem's own."""
+    """The same error, OpenAI-shaped; `status` overrides the problem's own. `where` is the
+    request's method and path."""
     problem = json.loads(bytes(response.body))
     status, headers, content = _reshaped(
-        problem, status or response.status_code, dict(response.headers), retry_after_ms
+        problem, status or response.status_code, dict(response.headers), retry_after_ms, where
     )
     return JSONResponse(content, status, headers=headers)
 
 
 def _reshaped(
-    problem: dict[str, Any], status: int, headers: dict[str, str], retry_after_ms: int | None
+    problem: dict[str, Any],
+    status: int,
+    headers: dict[str, str],
+    retry_after_ms: int | None,
+    where: str,
 ) -> tuple[int, dict[str, str], dict[str, Any]]:
     slug = str(problem.get("type", "")).rsplit(":", 1)[-1]
+    if slug == "http-404":  # no such route: which URL, as OpenAI says it, and what there is
+        problem = {**problem, "detail": f"Invalid URL ({where}): {SERVED}"}
     code = problem.get("code") or _CODES.get(slug, slug.replace("-", "_") or None)
     headers = {k: v for k, v in headers.items() if k.lower() not in _OWN_HEADERS}
     retry_after = problem.get("retry_after")
@@ -124,8 +147,9 @@ class OpenAIShape:
                 return
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in held["headers"]}
             status, out, content = _reshaped(
-                json.loads(b"".join(chunks)), held["status"], headers, None
-            )
+                json.loads(b"".join(chunks)), held["status"], headers, None,
+                f"{scope['method']} {scope['path']}",
+            )  # fmt: skip
             data = json.dumps(content).encode()
             raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out.items()]
             raw += [(b"content-type", b"application/json"),

@@ -256,7 +256,9 @@ def _scoped(handler: Handler, openai_status: int | None = None) -> Handler:
             return _ANSWERED
         if not openai_errors.applies(request.url.path):
             return response
-        return openai_errors.reshape(response, openai_status, getattr(exc, "retry_after_ms", None))
+        where = f"{request.method} {request.url.path}"
+        retry_after_ms = getattr(exc, "retry_after_ms", None)
+        return openai_errors.reshape(response, where, openai_status, retry_after_ms)
 
     return answer
 

@@ -38,7 +38,8 @@ class AuthenticateMiddleware:
                     # closed after it, like send_problem's: the body is never read
                     headers = {**exc.headers, "Connection": "close"}
                     answer = openai_errors.reshape(
-                        problem(401, exc.title, exc.detail, exc.slug, headers)
+                        problem(401, exc.title, exc.detail, exc.slug, headers),
+                        f"{scope['method']} {scope['path']}",
                     )
                     await answer(scope, receive, send)
                     return
