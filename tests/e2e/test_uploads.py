@@ -69,6 +69,8 @@ def test_a_body_over_the_cap_is_refused_and_leaves_nothing(start_server) -> None
     announced = web.put(f"{server.url}/v1/uploads", content=b"x" * (2 * MIB))
     assert announced.status_code == 413
     assert "max_upload_mb" in announced.json()["detail"]
+    # the same refusal however the size was learnt (a probe: no limit_bytes when announced)
+    assert announced.json()["limit_bytes"] == MIB
 
     def chunks() -> Iterator[bytes]:  # chunked: no length announced, capped while it streams
         for _ in range(4):
@@ -76,6 +78,10 @@ def test_a_body_over_the_cap_is_refused_and_leaves_nothing(start_server) -> None
 
     streamed = web.put(f"{server.url}/v1/uploads", content=chunks())
     assert streamed.status_code == 413
+    assert streamed.json()["limit_bytes"] == MIB
+    assert {k: v for k, v in announced.json().items() if k != "instance"} == {
+        k: v for k, v in streamed.json().items() if k != "instance"
+    }
     assert stored(server.data_dir) == []
 
 

@@ -66,8 +66,10 @@ async def _receive(request: Request, uploads: UploadsDep, name: str) -> JSONResp
     as_it_is(request.headers)  # its bytes are the file: stored as sent, never decoded
     announced = header_int(request.headers.get("content-length", ""))
     if announced is not None and announced > uploads.max_bytes:
-        limit = f"{uploads.max_bytes // 2**20} MiB (max_upload_mb)"
-        raise close_after(UploadTooLargeError(f"the upload is over the limit of {limit}"))
+        try:  # the refusal an upload streamed past the cap gets, `limit_bytes` and all
+            uploads.check_room(announced)
+        except UploadTooLargeError as exc:
+            raise close_after(exc) from None
     try:
         upload, new = await uploads.receive(request.stream(), name, announced or 0)
     except ClientDisconnect:
