@@ -23,7 +23,10 @@ BODY = b"inside\n"
 @pytest.fixture
 def urls(start_server, write_job, jobs_dir: Path) -> list[str]:
     """The same seven bytes as an artifact and as an upload (one response serves both)."""
-    write_job("file", 'command = ["sh", "-c", "mkdir -p outputs && echo inside > outputs/ok.txt"]'
+    # written in a second long over: its date names this version (a file written in the
+    # second under way has no Last-Modified, test_a_date_names_no_version_in_its_own_second)
+    write_job("file", 'command = ["sh", "-c", "mkdir -p outputs && echo inside > outputs/ok.txt'
+                      ' && touch -d @1700000000.25 outputs/ok.txt"]'
                       '\nartifacts = ["outputs/**"]\n')  # fmt: skip
     server = start_server(jobs_dir)
     with server.client() as c:
@@ -109,3 +112,36 @@ def test_no_condition_changes_a_plain_download(urls: list[str]) -> None:
         got = httpx.get(url)
         assert (got.status_code, got.content) == (200, BODY)
         assert got.headers["etag"].startswith('"') and got.headers["last-modified"]
+
+
+def test_a_date_names_no_version_in_its_own_second(start_server, write_job, jobs_dir: Path) -> None:
+    """A probe: a file rewritten within the second its first version was read in kept the
+    same Last-Modified, so an If-Range by that date had the rest of the second version added
+    to the start of the first (a file that never was), and If-Modified-Since a 304. A file
+    written in a second not yet over (here: dated ahead of the clock) has no Last-Modified,
+    and a date names no version of it; once that second is over, the date is its validator."""
+    script = (
+        "mkdir -p outputs && printf %0100d 0 > outputs/new.txt && printf %0100d 0 > outputs/old.txt"
+        " && touch -d @4102444800.02 outputs/new.txt && touch -d @1700000000.52 outputs/old.txt"
+    )
+    write_job("dated", f'command = ["sh", "-c", "{script}"]\nartifacts = ["outputs/**"]\n')
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = c.submit("dated")
+        assert server.wait_run(c, run.id).state is RunState.SUCCEEDED
+    base = f"{server.url}/v1/runs/{run.id}/artifacts/outputs"
+    new = web.get(f"{base}/new.txt", headers={"Range": "bytes=0-49"})
+    assert new.status_code == 206 and "last-modified" not in new.headers, new.headers
+    its_second = formatdate(4102444800, usegmt=True)
+    whole = web.get(f"{base}/new.txt", headers={"Range": "bytes=50-", "If-Range": its_second})
+    assert (whole.status_code, len(whole.content)) == (200, 100)  # never the rest of another
+    assert web.get(f"{base}/new.txt", headers={"If-Modified-Since": its_second}).status_code == 200
+    changed = web.get(f"{base}/new.txt", headers={"If-Unmodified-Since": its_second})
+    assert changed.status_code == 412, changed.text
+    old = web.get(f"{base}/old.txt", headers={"Range": "bytes=0-49"})
+    assert old.headers["last-modified"] == formatdate(1700000000, usegmt=True)
+    dated = old.headers["last-modified"]
+    rest = web.get(f"{base}/old.txt", headers={"Range": "bytes=50-", "If-Range": dated})
+    assert (rest.status_code, len(rest.content)) == (206, 50)
+    same = web.get(f"{base}/old.txt", headers={"If-Modified-Since": old.headers["last-modified"]})
+    assert same.status_code == 304

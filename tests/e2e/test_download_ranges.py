@@ -32,6 +32,7 @@ for name, data in (("outputs/ok.txt", b"inside\n"), ("outputs/invoice\u202etxt.e
                    ("outputs/zero\u200bwidth\u200d.txt", b"z")):
     with open(name, "wb") as f:
         f.write(data)
+    os.utime(name, (1700000000.25, 1700000000.25))  # a second long over: it has a date
 """
 
 

@@ -66,16 +66,27 @@ def _strong(etag: str) -> str | None:
 
 
 def precondition_failed(
-    headers: list[tuple[bytes, bytes]], method: str, etag: str, mtime: float
+    headers: list[tuple[bytes, bytes]],
+    method: str,
+    etag: str,
+    mtime: float,
+    *,
+    settled: bool = True,
 ) -> Response | None:
-    """The answer a failed condition makes (304 or 412), or None: the request goes on."""
+    """The answer a failed condition makes (304 or 412), or None: the request goes on.
+    `settled`: the file was written a second ago or more. Until then the date of the second
+    it was written in may name an earlier version written in that second too: the date does
+    not show that the caller holds this one (a probe: a 304 for a file rewritten within it)."""
     lines: dict[bytes, list[str]] = {}
     for name, value in headers:
         if name in (b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since"):
             lines.setdefault(name, []).append(value.decode("latin-1"))
     if not lines:
         return None
-    return _kept_version(lines, etag, int(mtime)) or _same_version(lines, method, etag, int(mtime))
+    # the last whole second the file is known to have been this version in: its date's, once
+    # that second is over; before, none (the second before its date, which it was not yet)
+    modified = int(mtime) if settled else int(mtime) + 1
+    return _kept_version(lines, etag, modified) or _same_version(lines, method, etag, modified)
 
 
 def _kept_version(lines: dict[bytes, list[str]], etag: str, modified: int) -> Response | None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import re
+import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -91,6 +92,7 @@ async def get_artifacts(
 
 
 FILE_CSP = "sandbox; default-src 'none'; frame-ancestors 'none'"
+SETTLED_S = 1.0  # a file written this long ago has a date that names one version of it
 
 
 class ArtifactFileResponse(FileResponse):
@@ -98,7 +100,7 @@ class ArtifactFileResponse(FileResponse):
     path names now) and closes that descriptor however the response ends: Starlette's own
     early answers to a bad Range never run background tasks, which leaked one per request."""
 
-    def __init__(self, opened: OpenArtifact, filename: str) -> None:
+    def __init__(self, opened: OpenArtifact, filename: str, *, immutable: bool = False) -> None:
         super().__init__(
             f"/proc/self/fd/{opened.fd}",
             stat_result=opened.stat,
@@ -110,6 +112,14 @@ class ArtifactFileResponse(FileResponse):
             headers={"Content-Security-Policy": FILE_CSP},
         )
         self.fd = opened.fd
+        # Last-Modified has whole seconds: a file written in the second now under way may be
+        # written again within it, and its date would name both versions (RFC 9110 8.8.2.2:
+        # then no strong validator). Such a date is not given out, so an If-Range or an
+        # If-Modified-Since that names one was read at least a second after the write. An
+        # upload's bytes never change (their hash is its id): its date is always one version
+        self.settled = immutable or time.time() - opened.stat.st_mtime >= SETTLED_S
+        if not self.settled:
+            del self.headers["last-modified"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -177,8 +187,9 @@ class ArtifactFileResponse(FileResponse):
             return scope
         # the version asked about first (RFC 9110 13.2.2): a 304 or 412 before any Range
         failed = precondition_failed(
-            headers, scope["method"], self.headers["etag"], self.stat_result.st_mtime
-        )
+            headers, scope["method"], self.headers["etag"], self.stat_result.st_mtime,
+            settled=self.settled,
+        )  # fmt: skip
         if failed is not None:
             return failed
         ranges = [v for k, v in headers if k == b"range"]
@@ -195,13 +206,19 @@ class ArtifactFileResponse(FileResponse):
 
     def _range_applies(self, conditions: list[bytes]) -> bool:
         """If-Range (RFC 9110 13.1.5): with none, the Range applies; with one, only if it names
-        this file as it is now (its strong ETag or its Last-Modified, as Starlette compares
-        them). Else the client holds part of another version: the Range is ignored whatever
-        it says, malformed or past the end, and the whole file sent (200). Several If-Range
-        lines name no one validator: a condition that cannot be true."""
+        this file as it is now (its strong ETag, or its Last-Modified when it has one: not
+        while its second is under way). Else the client holds part of another version: the
+        Range is ignored whatever it says, malformed or past the end, and the whole file sent
+        (200). Several If-Range lines name no one validator: a condition that cannot be true."""
         if not conditions:
             return True
-        return len(conditions) == 1 and self._should_use_range(conditions[0].decode("latin-1"))
+        if len(conditions) != 1:
+            return False
+        named = conditions[0].decode("latin-1")
+        return not named.startswith("W/") and named in (
+            self.headers["etag"],
+            self.headers.get("last-modified"),
+        )
 
 
 def _in_bytes(header: bytes) -> bool:

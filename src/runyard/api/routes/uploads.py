@@ -137,4 +137,4 @@ async def download_upload(upload_id: UploadId, uploads: UploadsDep) -> FileRespo
     except OSError as exc:  # out of descriptors (503 out-of-resources), not a 500
         raise_if_servers_fault(exc, "the upload")
         raise
-    return ArtifactFileResponse(opened, filename=upload.name)
+    return ArtifactFileResponse(opened, filename=upload.name, immutable=True)
