@@ -329,6 +329,30 @@ def test_the_openapi_document_names_the_protocols_own_answers(start_server) -> N
     assert "application/problem+json" not in chat["408"]["content"]
 
 
+def test_a_fast_start_buys_no_long_trickle(start_server) -> None:
+    """A probe: averaged since the body began, 48 KB sent at once held an upload (its
+    connection, its file, its share of the quota) 200 s while a byte came every 4 s; 100 MB
+    would have held it for days. What came long ago counts less and less: the trickle after
+    a burst is cut within a few idle times' halvings (here 60 KB bought 250 s before)."""
+    server = start_server(env={"RUNYARD_HEADER_TIMEOUT_S": "1"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as slow:
+        slow.sendall(
+            b"PUT /v1/uploads?name=a.bin HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n"
+            + b"x"
+            * 60_000
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # a byte every quarter second, until answered
+            if select.select([slow], [], [], 0.25)[0]:
+                break
+            slow.sendall(b"x")
+        answer = _answer(slow)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"240 bytes/s" in answer
+    assert _uploads_kept(server) == []
+
+
 @pytest.mark.parametrize(
     ("target", "content_type"),
     [(b"/v1/uploads?name=a.bin", b"application/octet-stream"), (b"/v1/runs", b"application/json")],

@@ -26,6 +26,7 @@ UPLOADS = "/v1/uploads"
 # idle time: a byte now and then would otherwise hold a connection (and an upload's file) for ever
 # without ever stalling. Kestrel's default minimum data rate.
 MIN_BODY_RATE = 240
+RATE_WINDOWS = 4  # the average is of about the last 2-4 idle times of waiting, not all of it
 RUNS = "/v1/runs"  # as multipart/form-data: files stream to the uploads (api/multipart_submit.py)
 
 
@@ -163,7 +164,8 @@ class BodyLimitMiddleware:
 class StallWatch:
     """A request's body may not stall: a wait in `receive` with nothing for `idle_s` ends it
     (BodyStalledError), and so does a body that averages under MIN_BODY_RATE over the time
-    spent waiting for it, once that is past twice `idle_s`. One timer per request at most,
+    spent waiting for it, once that is past twice `idle_s` (the older part of it halved, and
+    what came then, each time it passes RATE_WINDOWS times `idle_s`). One timer per request at most,
     moved rather than remade: a timeout context per receive cost about 2 % of the server's
     CPU per submission (A/B)."""
 
@@ -206,11 +208,21 @@ class StallWatch:
             self._waiting = None
             if waits is not None:
                 waits.waiting.discard(self)
-        self._waited += self._loop.time() - began
-        self._came += len(message.get("body", b""))
+        self._count(self._loop.time() - began, len(message.get("body", b"")))
+        return message
+
+    def _count(self, waited: float, came: int) -> None:
+        """A wait for the body over: BodyStalledError if it now averages under the floor."""
+        self._waited += waited
+        self._came += came
         if self._waited > 2 * self.idle_s and self._came < self._waited * MIN_BODY_RATE:
             raise BodyStalledError(self.idle_s, trickled=True)
-        return message
+        if self._waited > RATE_WINDOWS * self.idle_s:
+            # what came long ago counts less and less: averaged since the start, a fast
+            # first burst bought hours of a byte now and then (a probe: 48 KB held an upload
+            # 200 s; 100 MB would hold one for days), where now it buys a few halvings
+            self._waited /= 2
+            self._came //= 2
 
     def close(self) -> None:
         if self._timer is not None:
