@@ -15,15 +15,14 @@ import contextlib
 import errno
 import mimetypes
 import os
-import re
 import stat
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from runyard.beneath import DIR_FLAGS, open_beneath
 from runyard.errors import ForbiddenPathError, NotFoundError, raise_if_servers_fault
 from runyard.mounts import CrossesMountError, Place, anchor_of, differs, mount_id, warn_once
+from runyard.services.artifact_globs import compiled
 
 MAX_LISTED = 10_000
 
@@ -35,32 +34,8 @@ class ArtifactInfo:
     modified_at: float
 
 
-@lru_cache(maxsize=256)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """`**` spans directories, `*` and `?` stay within one component."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
-
-
 def matches(path: str, patterns: list[str]) -> bool:
-    return any(_glob_regex(p).match(path) for p in patterns)
+    return any(compiled(p)(path) for p in patterns)
 
 
 def check_relative(path: str) -> list[str]:
