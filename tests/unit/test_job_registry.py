@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from runyard.jobs.registry import JobRegistry
+from runyard.jobs.spec import LoadError
 
 # Run apart: it uses up every descriptor of its process, as a leak on the server did.
 OUT_OF_DESCRIPTORS = """
@@ -160,3 +162,36 @@ def test_a_job_file_rewritten_in_place_with_its_mtime_put_back_is_read_again(
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     assert registry.scan().jobs["racer"].spec.command == ["echo", "B"]
+
+
+def test_a_broken_job_looked_at_again_keeps_no_earlier_failure(tmp_path: Path) -> None:
+    """A probe: each failed load kept the one before it alive (its traceback's frame held
+    `was`), with the file read and its models: RSS grew without bound for a job looked at
+    at every scan (a `run_as` user that does not exist) and at every edit of a broken one."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "nouser.toml").write_text('command = ["true"]\nrun_as = "no-such-user-here"\n')
+    edited = jobs / "edited.toml"
+    registry = JobRegistry(jobs, refresh_s=0)
+    for i in range(40):
+        edited.write_text(f'command = ["true"]\nunknown_{i} = 1\n')
+        os.utime(edited, ns=(i * 10**9, i * 10**9))  # a new stamp each time: read again
+        snapshot = registry.scan()
+        assert sorted(snapshot.errors) == ["edited.toml", "nouser.toml"], snapshot.errors
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, LoadError)]
+    assert len(alive) <= 2, len(alive)
+
+
+def test_a_file_of_many_mistakes_names_the_first_and_counts_the_rest(tmp_path: Path) -> None:
+    """A probe: 250 KB of unknown keys made a load error of 1.1 MB, listed whole by every
+    `GET /v1/jobs` and logged at each edit."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    keys = "".join(f"k{i} = 1\n" for i in range(300))
+    (jobs / "many.toml").write_text(f'command = ["true"]\n{keys}')
+    (jobs / "long.toml").write_text('command = ["true"]\n' + f"{'x' * 60_000} = 1\n")
+    errors = JobRegistry(jobs, refresh_s=0).scan().errors
+    assert errors["many.toml"].endswith("; and 290 more"), errors["many.toml"][-200:]
+    assert errors["many.toml"].count("Extra inputs are not permitted") == 10
+    assert len(errors["long.toml"]) <= 4000

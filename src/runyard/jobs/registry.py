@@ -178,6 +178,11 @@ class JobRegistry:
     def _failed(exc: LoadError, was: Job | LoadError | None) -> LoadError:
         if str(was) != str(exc):  # logged once, not at every scan of a host's fault
             log.warning("job_load_error", file=exc.path.name, error=exc.message)
+        # Kept as the file's error, it must hold nothing else: its traceback held the frame
+        # that loaded it, whose `was` was the error before it, and so on, each with the file
+        # read and its params' models (a probe: RSS +100 MB a minute for a job whose user
+        # does not exist, looked at again at every scan); its context, the parser's error
+        exc.__traceback__ = exc.__context__ = exc.__cause__ = None
         return exc
 
 

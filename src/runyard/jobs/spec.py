@@ -277,10 +277,16 @@ class Job:
         return render(self.spec.command, values)
 
 
+MAX_LOAD_ERROR = 4000  # characters of a load error: a file of thousands of mistakes says so
+MAX_PROBLEMS = 10  # problems named in one, the rest counted
+
+
 class LoadError(Exception):
     def __init__(
         self, path: Path, message: str, *, of_host: bool = False, passing: bool = False
     ) -> None:
+        if len(message) > MAX_LOAD_ERROR:  # listed, logged and shown in every /v1/jobs
+            message = message[: MAX_LOAD_ERROR - 1] + "\u2026"
         super().__init__(f"{path.name}: {message}")
         self.path = path
         self.message = message
@@ -290,11 +296,16 @@ class LoadError(Exception):
 
 
 def _describe(exc: ValidationError) -> str:
+    """The first MAX_PROBLEMS problems, and how many more (a probe: 250 KB of unknown keys
+    made a 1.1 MB error, listed whole by every `GET /v1/jobs` and logged at each edit)."""
+    errors = exc.errors()
     parts = []
-    for err in exc.errors():
+    for err in errors[:MAX_PROBLEMS]:
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
+    if len(errors) > MAX_PROBLEMS:
+        parts.append(f"and {len(errors) - MAX_PROBLEMS} more")
     return "; ".join(parts)
 
 
