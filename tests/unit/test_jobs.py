@@ -209,6 +209,11 @@ def test_a_boolean_is_none_of_an_enums_numeric_choices(tmp_path: Path, flag: boo
         ('command = ["x"]\n[params.f]\ntype = "file"\ndefault = "upload:x"\n', "no default"),
         ('command = ["x"]\n[params.f]\ntype = "str"\nmax_mb = 1\n', "only for file"),
         ('command = ["x"]\n[params.f]\ntype = "file"\naccept = ["csv"]\n', "accept"),
+        # no run could ever start (a probe: each was accepted and failed, 126, or refused
+        # naming a param that did not exist)
+        (f'command = ["x"]\n[env]\nBIG = "{"x" * 140_000}"\n', "env.BIG: 140004 bytes, over"),
+        (f'command = ["x", "{"y" * 200_000}"]\n', "command[1]: 200000 bytes before any param"),
+        (f'command = ["x", "{{{{{"y" * 140_000}"]\n', "command[1]: 140001 bytes before"),
     ],
 )
 def test_bad_job_files_are_load_errors(tmp_path: Path, text: str, words: str) -> None:

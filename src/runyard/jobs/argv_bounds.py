@@ -73,6 +73,38 @@ def may_pass_limits(
     return max(worst, default=0) > MAX_ARG_BYTES or total > args_budget()
 
 
+def fixed_problem(command: list[str], env: Mapping[str, str]) -> str | None:
+    """Why no run of a job could ever start, whatever its params: an argument whose own text
+    (its placeholders rendered empty) or an environment variable (`NAME=value`, which the
+    kernel holds to the same MAX_ARG_STRLEN) is over the limit, or the two together over
+    ARG_MAX. Such a job loaded, and each run of it was accepted and failed to start (126,
+    "Argument list too long"), or each submit was refused naming params it did not have."""
+    for name, value in env.items():
+        if (size := len(name.encode()) + 1 + len(value.encode())) > MAX_ARG_BYTES:
+            return f"env.{name}: {size} bytes, over the {MAX_ARG_BYTES} a variable may have"
+    least = render(command, _Nothing())
+    for i, element in enumerate(least):
+        if (size := len(element.encode())) > MAX_ARG_BYTES:
+            return (
+                f"command[{i}]: {size} bytes before any param, over the {MAX_ARG_BYTES} a "
+                "program's argument may have (Linux's MAX_ARG_STRLEN)"
+            )
+    total = sum(len(a.encode()) + 1 + 8 for a in least) + _env_bytes(env)
+    if total > (budget := args_budget()):
+        return (
+            f"command: with env, {total} bytes before any param, over the {budget} a program "
+            "may be given (ARG_MAX)"
+        )
+    return None
+
+
+class _Nothing(dict[str, str]):
+    """Every placeholder rendered empty."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
 def check_argv(
     command: list[str], params: Mapping[str, ParamDecl], env: Mapping[str, str],
     values: Mapping[str, Any], jobs_dir: str,

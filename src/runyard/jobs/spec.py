@@ -23,7 +23,7 @@ from pydantic import (
 from runyard import fastjson
 from runyard.bounds import json_problem
 from runyard.jobs import retry_on, run_needs
-from runyard.jobs.argv_bounds import check_argv, may_pass_limits
+from runyard.jobs.argv_bounds import check_argv, fixed_problem, may_pass_limits
 from runyard.jobs.chat import OpenAIOptions
 from runyard.jobs.params import (
     JsonCeiling,
@@ -384,6 +384,8 @@ def _check_bounds(path: Path, spec: JobSpec, ceiling: JsonCeiling) -> None:
     found = json_problem(spec.model_dump(mode="json"), max_depth=MAX_DEPTH, max_keys=100_000)
     if found is not None:
         raise LoadError(path, f"{found[0]}: {found[1]}")
+    if (never := fixed_problem(spec.command, spec.env)) is not None:
+        raise LoadError(path, never)
 
 
 def _sandboxed(path: Path, spec: JobSpec, policy: SandboxPolicy) -> JobSpec:
