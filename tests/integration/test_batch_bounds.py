@@ -42,14 +42,18 @@ def stored(srv: FakedServer, job: str) -> int:
 
 
 def test_a_batch_is_admitted_against_max_queue_as_a_whole(server: FakedServer) -> None:
-    over = server.post("/v1/batches", json={"job": "limited", "iterations": 4})
+    assert server.post("/v1/runs", json={"job": "limited"}).status_code == 202
+    over = server.post("/v1/batches", json={"job": "limited", "iterations": 3})
     assert over.status_code == 429
-    assert "4 more would pass its max_queue (3)" in over.json()["detail"]
+    assert "3 more would pass its max_queue (3)" in over.json()["detail"]
     assert "retry-after" in over.headers
-    assert stored(server, "limited") == 0
-    assert server.post("/v1/batches", json={"job": "limited", "iterations": 3}).status_code == 202
+    assert stored(server, "limited") == 1
+    assert server.post("/v1/batches", json={"job": "limited", "iterations": 2}).status_code == 202
     assert server.post("/v1/runs", json={"job": "limited"}).status_code == 429
     assert stored(server, "limited") == 3
+    # more than the queue can ever hold: refused for good, no Retry-After to follow
+    never = server.post("/v1/batches", json={"job": "limited", "iterations": 4})
+    assert never.status_code == 422 and "retry-after" not in never.headers
 
 
 def test_a_batch_stores_no_more_params_than_max_batch_mb(server: FakedServer) -> None:

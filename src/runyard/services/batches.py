@@ -19,6 +19,7 @@ from runyard.jobs import JobRegistry
 from runyard.jobs.params import ParamError
 from runyard.jobs.spec import Job
 from runyard.models import Batch, RunState
+from runyard.services.idempotency import json_numbers
 from runyard.services.runs import RunService
 from runyard.services.uploads import Seen
 from runyard.store import Store
@@ -140,8 +141,11 @@ def _check_replaced(job: Job, element: dict[str, Any], replaced: dict[str, Any])
 
 def batch_hash(job: str, request: dict[str, Any]) -> str:
     """What a batch was asked for, as a replay under its key must ask it again: the job and
-    the request as stored with the batch (params, iterations, sweep, priority, labels)."""
-    canonical = json.dumps({"job": job, **request}, sort_keys=True, separators=(",", ":"))
+    the request as stored with the batch (params, iterations, sweep, priority, labels), its
+    numbers as JSON has them (`1` and `1.0` are one number: a retry by another client, or
+    the CLI after the SDK, was a 409 for spelling one so)."""
+    asked = json_numbers({"job": job, **request})
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -178,28 +182,32 @@ class BatchService:
     ) -> tuple[Batch, dict[str, int], bool]:
         """The batch, its runs' counts by state, and whether it was made now: sent again
         under the Idempotency-Key it was made with, the batch that key made is answered."""
-        # the job first: a request about no declared job is a 404 whatever else it says
         job = await self.registry.get(job_name)
-        if job is None:
-            raise NotFoundError(f"job {job_name!r} is not declared", field="job")
         request = {"params": params, "iterations": iterations, "sweep": sweep,
                    "priority": priority, "labels": labels}  # fmt: skip
         if idempotency_key is not None:
-            # a replay is answered before its checks and admission: a queue full since, or a
-            # sweep of 10,000 to validate again, must not stand in its way
+            # a replay is answered before its checks and admission: a queue full since, a
+            # sweep of 10,000 to validate again, its job's file removed or broken since (a
+            # client retrying was told the job did not exist, a probe), must not stand in
+            # its way
             existing = await self.store.get_batch_by_key(idempotency_key)
             if existing is not None:
-                return await self._replayed(existing, job_name, request, job.spec.priority)
+                default = job.spec.priority if job is not None else None
+                return await self._replayed(existing, job_name, request, default)
+        if job is None:
+            raise NotFoundError(f"job {job_name!r} is not declared", field="job")
         size = (
             iterations
             if iterations is not None
             else math.prod(len(v) for v in (sweep or {}).values())
         )
+        sized = "sweep" if sweep else "iterations"
         if size > self.max_batch:
             raise InvalidInputError(
                 f"the batch would create {size} runs, over max_batch ({self.max_batch})",
-                field="sweep" if sweep else "iterations",
+                field=sized,
             )
+        self._fits_a_queue(job, size, sized)
         values, per_run = await asyncio.to_thread(
             partial(_validated, size=size, max_bytes=self.max_bytes, labels=labels),
             job,
@@ -248,8 +256,19 @@ class BatchService:
         self.runs.announce("batch", {"id": batch.id, "job": batch.job, "size": batch.size})
         return batch, {"queued": len(runs)}, True
 
+    def _fits_a_queue(self, job: Job, size: int, where: str) -> None:
+        """A batch larger than a max_queue it is admitted against can never be: a 422, not
+        a 429 whose Retry-After a client would follow for ever (a probe)."""
+        for limit, of in ((job.spec.max_queue, "the job's"), (self.runs.admission.max_queue,
+                                                             "the server's")):  # fmt: skip
+            if limit is not None and size > limit:
+                raise InvalidInputError(
+                    f"the batch would create {size} runs, more than {of} max_queue ({limit}) "
+                    "lets be queued at once", field=where, limit=limit,
+                )  # fmt: skip
+
     async def _replayed(
-        self, batch: Batch, job: str, request: dict[str, Any], default_priority: int
+        self, batch: Batch, job: str, request: dict[str, Any], default_priority: int | None
     ) -> tuple[Batch, dict[str, int], bool]:
         def compared(asked: dict[str, Any]) -> dict[str, Any]:
             # no priority given is the job's, as given explicitly (`"priority": 0`)

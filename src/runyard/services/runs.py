@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any, TypeVar
@@ -30,6 +28,7 @@ from runyard.services.admission import Admission
 from runyard.services.admission_holds import Hold
 from runyard.services.attempts import Attempts
 from runyard.services.diskspace import DiskGuard
+from runyard.services.idempotency import asks_for, request_hash
 from runyard.services.log_ranges import LogRange, close_opened, open_range, read_all
 from runyard.services.removal import Removal
 from runyard.services.transitions import Transitions
@@ -40,17 +39,6 @@ from runyard.store import Store
 
 MAX_LOG_CHUNK = 4 * 1024 * 1024
 log = structlog.get_logger(__name__)
-
-
-def request_hash(
-    job: str, params: dict[str, Any], priority: int | None, labels: dict[str, str]
-) -> str:
-    canonical = json.dumps(
-        {"job": job, "params": params, "priority": priority, "labels": labels},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 ProgressRefresher = Callable[[str, int], Awaitable[None]]
@@ -154,6 +142,12 @@ class RunService:
         self.check_accepting()
         job = await self.registry.get(job_name)
         if job is None:
+            if idempotency_key is not None:  # a replay is answered, the job's file gone or not
+                existing = await self._replay_unchecked(
+                    idempotency_key, job_name, params, priority, labels
+                )
+                if existing is not None:
+                    return existing, False
             raise NotFoundError(f"job {job_name!r} is not declared", field="job")
         try:
             values = job.validate_params(params)
@@ -255,6 +249,27 @@ class RunService:
         # A replay is answered before admission: a full queue must not refuse it.
         run = await self.store.get_run_by_idempotency_key(key)
         return None if run is None else self._same_request(run, asked)
+
+    async def _replay_unchecked(
+        self,
+        key: str,
+        job: str,
+        params: dict[str, Any],
+        priority: int | None,
+        labels: dict[str, str],
+    ) -> Run | None:
+        """The run `key` made, its job's file removed or broken since, when the request asks
+        for it again: what the request gives is what the run has (a param left out took its
+        default then, a priority left out the job's). A client retrying after a timeout was
+        told the job did not exist, and could take it that nothing was made (a probe)."""
+        run = await self.store.get_run_by_idempotency_key(key)
+        if run is None:
+            return None
+        if not asks_for(run, job, params, priority, labels):
+            raise ConflictError(
+                "this Idempotency-Key was used for a different request", run_id=run.id
+            )
+        return run
 
     @staticmethod
     def _same_request(run: Run, asked: tuple[str, ...]) -> Run:
