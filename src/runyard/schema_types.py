@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, StringConstraints, WithJsonSchema
 
-from runyard.bounds import LABEL_KEY_PATTERN, LINE_PATTERN
+from runyard.bounds import CRON_PATTERN, LABEL_KEY_PATTERN, LINE_PATTERN
+from runyard.scheduling.cron import MAX_CRON_LENGTH, cron_problem
 
 
 def _all(kind: type, name: str) -> BeforeValidator:
@@ -41,3 +42,20 @@ Labels = Annotated[
         "description": f"KEY -> VALUE, at most {MAX_LABELS}",
     }),
 ]  # fmt: skip
+
+
+def _cron_said(value: Any) -> Any:
+    """A cron expression's problem in words, before the pattern's check: the OpenAPI pattern
+    (its shape) answered most refusals with the pattern itself, never reaching "has 6 fields,
+    not five" or "is not a macro" (a probe)."""
+    fits = isinstance(value, str) and len(value) <= MAX_CRON_LENGTH
+    if fits and (problem := cron_problem(value)) is not None:
+        raise ValueError(f"{value!r}: {problem}")
+    return value
+
+
+Cron = Annotated[
+    str,
+    BeforeValidator(_cron_said),
+    StringConstraints(max_length=MAX_CRON_LENGTH, pattern=CRON_PATTERN),
+]

@@ -15,13 +15,12 @@ from pydantic import (
 )
 
 from runyard.bounds import (
-    CRON_PATTERN,
     JOB_NAME_PATTERN,
     PARAM_NAME_PATTERN,
     unshowable,
 )
 from runyard.models import Attempt, Run, RunState
-from runyard.schema_types import IntMap, Labels, StrMap
+from runyard.schema_types import Cron, IntMap, Labels, StrMap
 
 JobName = Annotated[str, StringConstraints(pattern=JOB_NAME_PATTERN)]
 ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME_PATTERN)]
@@ -45,7 +44,6 @@ Sweep = Annotated[
         "description": "param -> values: one run per combination",
     }),
 ]  # fmt: skip
-Cron = Annotated[str, StringConstraints(max_length=200, pattern=CRON_PATTERN)]
 
 
 def _dt(ts: float | None) -> datetime | None:

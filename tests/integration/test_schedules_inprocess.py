@@ -233,8 +233,13 @@ def test_bad_schedules_are_refused(server: FakedServer) -> None:
         ("5-1 * * * *", "minute: the range '5-1' runs backwards (5 > 1)"),
         ("*/1000000000000000000000 * * * *", "minute: step"),
         ("0 0 31W 2 *", "day-of-month: '31W' is not a number from 1 to 31"),
-        ("0 0 30 2 MON#5", "should match pattern"),  # the schema's characters: no `#`
+        ("0 0 30 2 MON#5", "day-of-week: '#' is not standard cron"),
         ("0 0 * * 8", "day-of-week: '8' is not a number from 0 to 7"),
+        # said in words, not as the OpenAPI pattern that would refuse them too (a probe)
+        ("* * * * * *", "'* * * * * *': has 6 fields, not five"),
+        ("@reboot", "'@reboot': is not a macro; these are: @yearly"),
+        ("0 0 ? * *", "day-of-month: '?' is not standard cron"),
+        ("\u0661 * * * *", "cron is ASCII only"),
     ],
 )
 def test_a_cron_outside_standard_cron_is_a_422_naming_its_field(

@@ -157,7 +157,8 @@ def _field_error(error: Any) -> tuple[str, str]:
     if error.get("type") == "json_invalid" and len(loc) == 2 and isinstance(loc[1], int):
         why = str((error.get("ctx") or {}).get("error", ""))[:200]
         return "body", f"not valid JSON at character {loc[1]}" + (f": {why}" if why else "")
-    return _loc(loc), error["msg"]
+    # a validator's own words, without pydantic's "Value error, " before them
+    return _loc(loc), str(error["msg"]).removeprefix("Value error, ")
 
 
 def _listed(errors: list[tuple[str, str]], found: int | None = None) -> dict[str, Any]:
