@@ -179,7 +179,12 @@ def test_pause_stops_firing_and_resume_keeps_the_grid(server: FakedServer) -> No
     assert tick(server, sid, MINUTE)["fire_count"] == 1
     paused = server.request("PATCH", f"/v1/schedules/{sid}", json={"paused": True}).json()
     assert paused["paused"] is True
-    assert tick(server, sid, 10 * MINUTE)["fire_count"] == 1  # nothing fires while paused
+    # it fires nothing: no time it would (a probe: a stale one, soon in the past)
+    assert paused["next_fire_at"] is None
+    while_paused = tick(server, sid, 10 * MINUTE)
+    assert while_paused["fire_count"] == 1  # nothing fires while paused
+    assert while_paused["next_fire_at"] is None
+    assert create(server, job="tick", interval_s=MINUTE, paused=True)["next_fire_at"] is None
     resumed = server.request("PATCH", f"/v1/schedules/{sid}", json={"paused": False}).json()
     nxt = at(resumed["next_fire_at"])
     assert nxt > server.clock.now()  # the missed fires are not made up on resume

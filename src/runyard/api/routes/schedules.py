@@ -42,7 +42,9 @@ def schedule_view(s: Schedule) -> ScheduleView:
         id=s.id, job=s.job, params=params, cron=s.cron, interval_s=s.interval_s,
         overlap=s.overlap, catch_up=s.catch_up, paused=s.paused, priority=s.priority,
         labels=labels, created_at=datetime.fromtimestamp(s.created_at, UTC),
-        last_fired_at=_dt(s.last_fired_at), next_fire_at=_dt(s.next_fire_at),
+        # paused, it fires nothing: the time it would have (stale, soon past) is not shown
+        last_fired_at=_dt(s.last_fired_at),
+        next_fire_at=None if s.paused else _dt(s.next_fire_at),
         fire_count=s.fire_count, skip_count=s.skip_count, fail_count=s.fail_count,
         last_error=s.last_error, last_run_id=s.last_run_id,
     )  # fmt: skip
