@@ -59,8 +59,10 @@ class RacingStore:
             await race()
         return run
 
-    async def list_events(self, run_id: str, after: int, limit: int = 1000) -> list[RunEvent]:
-        events = await self._store.list_events(run_id, after, limit)
+    async def list_events(
+        self, run_id: str, after: int, limit: int = 1000, max_bytes: int | None = None
+    ) -> list[RunEvent]:
+        events = await self._store.list_events(run_id, after, limit, max_bytes)
         race, self.events_race = self.events_race, None
         if race is not None:
             await race()

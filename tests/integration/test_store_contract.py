@@ -257,6 +257,26 @@ async def test_full_database_refuses_writes_and_keeps_reads(store: Store) -> Non
     assert await store.get_run(run.id) == run
 
 
+async def test_a_page_of_events_is_bounded_in_bytes_as_asked(store: Store) -> None:
+    """A watcher holds its page: 1,000 progress events of 16 KiB were 16 MiB a watcher that
+    did not read (a probe). A page stops once its events' data reaches `max_bytes`, one
+    event at least, and the pages still hold every event in order."""
+    run = (await store.insert_run(make_run()))[0]
+    await store.claim(1, {}, now=2000.0, host="h")
+    big = [(2000.0 + i / 100, {"i": i, "blob": "x" * 10_000}) for i in range(30)]
+    await store.add_progress(run.id, 1, big, offset=10, skipped=0)
+    pages, after = [], 0
+    while page := await store.list_events(run.id, after, 1000, 50_000):
+        pages.append(page)
+        after = page[-1].seq
+    assert [e.seq for page in pages for e in page] == list(range(1, 33))
+    for page in pages:
+        progress = [e for e in page if e.kind == "progress"]
+        assert len(progress) <= 6, [len(p) for p in pages]  # 5 reach 50,000 bytes; one more
+    assert len(await store.list_events(run.id, 0, 1000)) == 32  # unbounded: as before
+    assert len(await store.list_events(run.id, 0, 1000, 1)) == 1  # one at least
+
+
 async def test_state_changes_and_progress_are_numbered_events(store: Store) -> None:
     run = (await store.insert_run(make_run()))[0]
     await store.claim(1, {}, now=2000.0, host="h")

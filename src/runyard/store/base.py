@@ -262,8 +262,11 @@ class Store(abc.ABC):
     async def progress_offset(self, run_id: str, attempt: int) -> int: ...
 
     @abc.abstractmethod
-    async def list_events(self, run_id: str, after: int, limit: int = 1000) -> list[RunEvent]:
-        """Events with seq > after, in order. State changes are written by the same
+    async def list_events(
+        self, run_id: str, after: int, limit: int = 1000, max_bytes: int | None = None
+    ) -> list[RunEvent]:
+        """Events with seq > after, in order; with `max_bytes`, no more once their data's
+        text has reached it (one at least). State changes are written by the same
         transaction as the change itself."""
 
     @abc.abstractmethod

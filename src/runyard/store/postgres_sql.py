@@ -260,9 +260,9 @@ ADD_FIRST_EVENTS = (
     "INSERT INTO run_events (run_id, seq, at, kind, data) "
     "VALUES (%s, 1, %s::double precision, 'state', %s::jsonb)"
 )
-LIST_EVENTS = (
-    "SELECT run_id, seq, at, kind, data FROM run_events WHERE run_id = %s AND seq > %s "
-    "ORDER BY seq LIMIT %s"
+LIST_EVENTS = (  # with its data's size: a page may be bounded in bytes (store/progress.py)
+    "SELECT run_id, seq, at, kind, data, octet_length(data::text) FROM run_events "
+    "WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s"
 )
 LAST_EVENT_SEQ = "SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = %s"
 BATCH_COLUMNS = "id, job, size, created_at, request, idempotency_key"

@@ -46,17 +46,36 @@ def progress_offset(run_id: str, attempt: int) -> Unit[int]:
     return int(row[0]) if row else 0
 
 
-def list_events(run_id: str, after: int, limit: int) -> Unit[list[RunEvent]]:
+FIRST_ROWS = 4  # read first when a page is bounded in bytes: sizes the reads after it
+
+
+def list_events(
+    run_id: str, after: int, limit: int, max_bytes: int | None = None
+) -> Unit[list[RunEvent]]:
     """Up to `limit` events after `after`; fewer only at the end (a damaged one, left out, is
-    made up for from the rows after it: callers take a short page for the last)."""
+    made up for from the rows after it: callers take a short page for the last), or, with
+    `max_bytes`, once their data's text has reached it (one event at least). Rows are read
+    a few first, then as many as the bytes left would take at the size seen: a page of big
+    events is never read whole to be cut (a run's progress events are up to 64 KiB each)."""
     out: list[RunEvent] = []
-    while len(out) < limit:
+    size = seen = 0
+    while len(out) < limit and (max_bytes is None or size < max_bytes):
         want = limit - len(out)
+        if max_bytes is not None:
+            each = size // seen if seen else max_bytes // FIRST_ROWS
+            want = min(want, max(1, (max_bytes - size) // max(each, 1) + 1))
         found = yield rows("LIST_EVENTS", run_id, after, want)
-        out.extend(e for r in found if (e := event_from_row(r)) is not None)
+        for r in found:
+            after = r[1]
+            if (event := event_from_row(r)) is None:
+                continue
+            out.append(event)
+            size += r[5] if type(r[5]) is int else 0
+            seen += 1
+            if max_bytes is not None and size >= max_bytes:
+                break
         if len(found) < want:
             break
-        after = found[-1][1]
     return out
 
 

@@ -238,9 +238,9 @@ ADD_EVENT = (
 # state (triggers runs_first_event and runs_state_event, migration 0008): no step of its own.
 ADD_STATE_EVENT = None
 ADD_FIRST_EVENTS = None
-LIST_EVENTS = (
-    "SELECT run_id, seq, at, kind, data FROM run_events WHERE run_id = ? AND seq > ? "
-    "ORDER BY seq LIMIT ?"
+LIST_EVENTS = (  # with its data's size: a page may be bounded in bytes (store/progress.py)
+    "SELECT run_id, seq, at, kind, data, length(data) FROM run_events "
+    "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
 LAST_EVENT_SEQ = (
     "SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = ? AND seq <= 9223372036854775807"

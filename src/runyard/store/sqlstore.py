@@ -203,8 +203,12 @@ class SQLStore(Store):
     async def progress_offset(self, run_id: str, attempt: int) -> int:
         return await self._read(partial(progress_units.progress_offset, run_id, attempt))
 
-    async def list_events(self, run_id: str, after: int, limit: int = 1000) -> list[RunEvent]:
-        return await self._read(partial(progress_units.list_events, run_id, after, limit))
+    async def list_events(
+        self, run_id: str, after: int, limit: int = 1000, max_bytes: int | None = None
+    ) -> list[RunEvent]:
+        return await self._read(
+            partial(progress_units.list_events, run_id, after, limit, max_bytes)
+        )
 
     async def last_event_seq(self, run_id: str) -> int:
         return await self._read(partial(progress_units.last_event_seq, run_id))
