@@ -187,10 +187,9 @@ async def stream_events(
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         async for item in follow_events(run_id, start):
-            if isinstance(item, RunEvent):
-                yield ServerSentEvent(
-                    data=json.dumps(event_payload(item)), event=item.kind, id=str(item.seq)
-                )
+            if isinstance(item, RunEvent):  # JSON holds no line break: one `data:` line
+                payload = json.dumps(event_payload(item)).encode()
+                yield FramedEvent(payload, event=item.kind, id=str(item.seq))
             else:
                 name, body = _control(item)
                 yield ServerSentEvent(data=json.dumps(body), event=name)
