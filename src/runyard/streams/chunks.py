@@ -161,9 +161,12 @@ class ProgressParser:
         if len(line) > MAX_PROGRESS_LINE:
             return None
         try:
+            # decoded as UTF-8 first: given bytes, json guesses their encoding, and took
+            # UTF-16 and UTF-32 lines (a probe), where a line that is no UTF-8 is skipped
             value = json.loads(
-                line, parse_constant=_not_json, parse_float=_finite, parse_int=_bounded
-            )
+                line.decode("utf-8"),
+                parse_constant=_not_json, parse_float=_finite, parse_int=_bounded,
+            )  # fmt: skip
         except (ValueError, RecursionError):
             return None
         if not isinstance(value, dict) or not _storable(value):
