@@ -42,7 +42,8 @@ router = APIRouter(
 # can answer, and the declared schema says exactly that (absent, or 1-18 digits; never null).
 MAX_RESUME_ID = 10**18 - 1
 LastEventId = Annotated[
-    Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None,
+    # whitespace around a field's value is no part of it (RFC 9110 5.5): `5 ` is 5
+    Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9]{1,18}$")] | None,
     NullUnpublished(),
     Header(
         alias="Last-Event-ID",
@@ -53,7 +54,11 @@ LastEventId = Annotated[
 # client that reconnects by itself (an EventSource) sends it back, and must resume in the
 # attempt it was reading, not at that offset of whichever attempt is the latest now.
 LogEventId = Annotated[
-    Annotated[str, StringConstraints(pattern=r"^([1-9][0-9]{0,17}:)?[0-9]{1,18}$")] | None,
+    Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, pattern=r"^([1-9][0-9]{0,17}:)?[0-9]{1,18}$"),
+    ]
+    | None,
     NullUnpublished(),
     Header(
         alias="Last-Event-ID",
