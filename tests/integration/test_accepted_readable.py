@@ -236,6 +236,11 @@ def test_a_schedule_is_refused_or_readable(
     assert got.status_code == 200
     assert same(got.json()["params"], p)
     assert got.json()["labels"] == lab
-    assert got.json()["next_fire_at"] is not None  # what is accepted fires
+    assert got.json()["next_fire_at"] is None  # paused, it fires nothing
+    # what is accepted fires: resumed, it has a time to; paused again before it does
+    sid = resp.json()["id"]
+    resumed = server.request("PATCH", f"/v1/schedules/{sid}", json={"paused": False})
+    assert resumed.status_code == 200 and resumed.json()["next_fire_at"] is not None
+    assert server.request("PATCH", f"/v1/schedules/{sid}", json={"paused": True}).is_success
     listed = {s["id"]: s for s in server.get("/v1/schedules").json()["schedules"]}
     assert same(listed[resp.json()["id"]]["params"], p)
