@@ -64,6 +64,10 @@ def test_a_replay_is_answered_after_its_jobs_file_went(server: FakedServer, jobs
     with_defaults = {"job": "nap", "params": {"seconds": 2, "n": 0}, "priority": 0}
     assert keyed(server, "/v1/runs", "r1", with_defaults)["id"] == run["id"]
     assert keyed(server, "/v1/runs", "r1", {"job": "nap", "params": {"n": 1}})["status"] == 409
+    # a param left out is its default as the run stored the job (a review: it counted as
+    # whatever the run had, so another request got the run back)
+    assert keyed(server, "/v1/runs", "r1", {"job": "nap", "params": {}})["status"] == 409
+    assert keyed(server, "/v1/runs", "r1", {"job": "nap", "priority": 3})["status"] == 409
     again = keyed(server, "/v1/batches", "b1", {"job": "nap", "iterations": 3})
     assert (again["status"], again["replayed"], again["id"]) == (202, "true", batch["id"])
     # no key, or one that made nothing: the job is not declared

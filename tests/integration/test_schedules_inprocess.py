@@ -184,6 +184,8 @@ def test_pause_stops_firing_and_resume_keeps_the_grid(server: FakedServer) -> No
     while_paused = tick(server, sid, 10 * MINUTE)
     assert while_paused["fire_count"] == 1  # nothing fires while paused
     assert while_paused["next_fire_at"] is None
+    snapshot = server.get("/health").json()["scheduler"]["schedules"]
+    assert [s["next_fire_at"] for s in snapshot if s["id"] == sid] == [None]  # as the API
     assert create(server, job="tick", interval_s=MINUTE, paused=True)["next_fire_at"] is None
     resumed = server.request("PATCH", f"/v1/schedules/{sid}", json={"paused": False}).json()
     nxt = at(resumed["next_fire_at"])

@@ -48,6 +48,14 @@ def test_a_line_nobody_could_read_back_is_skipped_and_counted(line: bytes) -> No
     assert parser.consumed == len(line) + len(good) + 2
 
 
+def test_a_byte_order_mark_before_a_line_is_no_part_of_it() -> None:
+    """.NET and PowerShell write one; read as bytes, json took it (a review: decoded as
+    UTF-8 first, the line was skipped)."""
+    parser = ProgressParser()
+    assert parser.feed(b'\xef\xbb\xbf{"pct": 5}\n') == [{"pct": 5}]
+    assert parser.skipped == 0
+
+
 def test_what_is_kept_round_trips_through_strict_json() -> None:
     lines = [
         nested(MAX_PROGRESS_DEPTH),

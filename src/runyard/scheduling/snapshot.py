@@ -48,7 +48,8 @@ class SchedulerSnapshot:
         states = tuple(
             ScheduleState(
                 s.id, s.job, s.paused, s.overlap, s.fire_count, s.skip_count, s.fail_count,
-                s.last_error, s.last_fired_at, s.last_run_id, s.next_fire_at,
+                s.last_error, s.last_fired_at, s.last_run_id,
+                None if s.paused else s.next_fire_at,  # as the API shows it: paused, none
             )
             for s in schedules
         )  # fmt: skip

@@ -9,8 +9,6 @@ from typing import Any
 
 from runyard.models import Run
 
-_ABSENT = object()  # a param the stored run does not have
-
 
 def request_hash(
     job: str, params: dict[str, Any], priority: int | None, labels: dict[str, str]
@@ -39,9 +37,19 @@ def asks_for(
     run: Run, job: str, params: dict[str, Any], priority: int | None, labels: dict[str, str]
 ) -> bool:
     """Whether a request asks for `run`, read without its job (its file removed or broken
-    since): what the request gives is what the run has (a param left out took its default
-    then, a priority left out the job's)."""
-    given = json_numbers({"job": job, "labels": labels, "params": params})
-    had = json_numbers({"job": run.job, "labels": run.labels,
-                        "params": {k: run.params.get(k, _ABSENT) for k in params}})  # fmt: skip
-    return given == had and (priority is None or priority == run.priority)
+    since): its params completed with the defaults of the job as the run stored it, the
+    priority left out the job's then, compared as JSON (`true` is no `1`)."""
+    declared = run.spec.get("params") if isinstance(run.spec, dict) else None
+    defaults = {
+        name: decl.get("default")
+        for name, decl in (declared if isinstance(declared, dict) else {}).items()
+        if isinstance(decl, dict)
+    }
+    resolved = run.spec.get("priority", 0) if priority is None else priority
+    asked = {"job": job, "labels": labels, "params": {**defaults, **params}}
+    had = {"job": run.job, "labels": run.labels, "params": run.params}
+    return _canonical(asked) == _canonical(had) and resolved == run.priority
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(json_numbers(value), sort_keys=True, separators=(",", ":"), default=repr)

@@ -162,9 +162,10 @@ class ProgressParser:
             return None
         try:
             # decoded as UTF-8 first: given bytes, json guesses their encoding, and took
-            # UTF-16 and UTF-32 lines (a probe), where a line that is no UTF-8 is skipped
+            # UTF-16 and UTF-32 lines (a probe), where a line that is no UTF-8 is skipped; a
+            # byte-order mark before it (.NET and PowerShell write one) is no part of it
             value = json.loads(
-                line.decode("utf-8"),
+                line.decode("utf-8-sig"),
                 parse_constant=_not_json, parse_float=_finite, parse_int=_bounded,
             )  # fmt: skip
         except (ValueError, RecursionError):
