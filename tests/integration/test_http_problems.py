@@ -189,6 +189,20 @@ def test_jobs_list_publishes_schema_and_load_errors(
     write_job("undeclared", 'command = ["echo", "{missing}"]\n')
     with serving(tmp_path, jobs_dir) as server:
         body = server.get("/v1/jobs").json()
+        # a run of a job whose file is broken says so (a probe: "not declared", no more)
+        for refused in (
+            server.post("/v1/runs", json={"job": "typo"}),
+            server.post("/v1/batches", json={"job": "typo", "iterations": 2}),
+            server.post("/v1/schedules", json={"job": "typo", "interval_s": 60}),
+            server.get("/v1/jobs/typo"),
+        ):
+            assert refused.status_code == 404, refused.text
+            detail = refused.json()["detail"]
+            assert detail.startswith("job 'typo' is not declared: its file typo.toml failed to"), (
+                detail
+            )
+            assert "comand" in detail
+        assert server.get("/v1/jobs/nope").json()["detail"] == "job 'nope' is not declared"
     assert [j["name"] for j in body["jobs"]] == ["good"]
     schema = body["jobs"][0]["params_schema"]
     assert schema["properties"]["n"] == {

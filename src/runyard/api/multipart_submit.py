@@ -267,7 +267,7 @@ class _Form:
         self.job = await self.registry.get(self.request.job)
         if self.job is None:
             raise NotFoundError(
-                f"job {self.request.job!r} is not declared", field=f"body.{RUN_PART}.job"
+                self.registry.undeclared(self.request.job), field=f"body.{RUN_PART}.job"
             )
         for name in self.files:
             self._check_part(name)

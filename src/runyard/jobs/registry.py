@@ -83,6 +83,15 @@ class JobRegistry:
         """Whether a job of the last scan runs sandboxed (readiness then probes bubblewrap)."""
         return any(job.spec.sandbox is not None for job in self._snapshot.jobs.values())
 
+    def undeclared(self, name: str) -> str:
+        """Why `name` names no job, for its 404: a file of that name that failed to load is
+        said (a probe: "not declared", with no word of the broken file beside it)."""
+        error = self._snapshot.errors.get(f"{name}.toml")
+        if error is None:
+            return f"job {name!r} is not declared"
+        shown = error if len(error) <= 300 else error[:299] + "\u2026"
+        return f"job {name!r} is not declared: its file {name}.toml failed to load: {shown}"
+
     async def get(self, name: str) -> Job | None:
         last = self._snapshot.jobs.get(name)
         if last is not None and self._lock.locked():

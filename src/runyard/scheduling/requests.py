@@ -36,7 +36,7 @@ async def check_request(
     # the job first: a request about no declared job is a 404 whatever else it says
     declared = await registry.get(job)
     if declared is None:
-        raise NotFoundError(f"job {job!r} is not declared", field="job")
+        raise NotFoundError(registry.undeclared(job), field="job")
     if (cron is None) == (interval_s is None):
         raise InvalidInputError("give exactly one of `cron` and `interval_s`", field="cron")
     if cron is not None:

@@ -195,7 +195,7 @@ class BatchService:
                 default = job.spec.priority if job is not None else None
                 return await self._replayed(existing, job_name, request, default)
         if job is None:
-            raise NotFoundError(f"job {job_name!r} is not declared", field="job")
+            raise NotFoundError(self.registry.undeclared(job_name), field="job")
         size = (
             iterations
             if iterations is not None

@@ -148,7 +148,7 @@ class RunService:
                 )
                 if existing is not None:
                     return existing, False
-            raise NotFoundError(f"job {job_name!r} is not declared", field="job")
+            raise NotFoundError(self.registry.undeclared(job_name), field="job")
         try:
             values = job.validate_params(params)
         except ParamError as exc:

@@ -49,5 +49,5 @@ async def list_jobs(registry: RegistryDep) -> JobList:
 async def get_job(name: JobNamePath, registry: RegistryDep) -> JobView:
     job = await registry.get(name)
     if job is None:
-        raise NotFoundError(f"job {name!r} is not declared", field="path.name")
+        raise NotFoundError(registry.undeclared(name), field="path.name")
     return job_view(job)
