@@ -15,7 +15,7 @@ import pytest
 
 from runyard.auth import Role, create_token
 from tests import web
-from tests.support import wait_for
+from tests.support import ServerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -329,25 +329,28 @@ def test_the_openapi_document_names_the_protocols_own_answers(start_server) -> N
     assert "application/problem+json" not in chat["408"]["content"]
 
 
+def _trickled(server: ServerProcess, first: bytes, bound_s: float) -> bytes:
+    """The answer to a request sent `first`, then a byte every quarter second until it is
+    answered (or `bound_s` passes)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=bound_s) as slow:
+        slow.sendall(first)
+        deadline = time.monotonic() + bound_s
+        while time.monotonic() < deadline and not select.select([slow], [], [], 0.25)[0]:
+            slow.sendall(b"x")
+        return _answer(slow)
+
+
 def test_a_fast_start_buys_no_long_trickle(start_server) -> None:
     """A probe: averaged since the body began, 48 KB sent at once held an upload (its
     connection, its file, its share of the quota) 200 s while a byte came every 4 s; 100 MB
     would have held it for days. What came long ago counts less and less: the trickle after
     a burst is cut within a few idle times' halvings (here 60 KB bought 250 s before)."""
     server = start_server(env={"RUNYARD_HEADER_TIMEOUT_S": "1"})
-    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as slow:
-        slow.sendall(
-            b"PUT /v1/uploads?name=a.bin HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n"
-            + b"x"
-            * 60_000
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # a byte every quarter second, until answered
-            if select.select([slow], [], [], 0.25)[0]:
-                break
-            slow.sendall(b"x")
-        answer = _answer(slow)
+    head = (
+        b"PUT /v1/uploads?name=a.bin HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n"
+    )
+    answer = _trickled(server, head + b"x" * 60_000, bound_s=60)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
     assert b"240 bytes/s" in answer
     assert _uploads_kept(server) == []
@@ -363,17 +366,8 @@ def test_a_body_that_trickles_is_answered_408(
     """A byte now and then never stalls, and would hold the connection (and an upload's file)
     for ever: past twice the idle time, a body must average MIN_BODY_RATE (240 bytes/s)."""
     server = start_server(env={"RUNYARD_HEADER_TIMEOUT_S": "1"})
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as slow:
-        slow.sendall(
-            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: 100000\r\n\r\n"
-            % (target, content_type)
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # a byte every quarter second, until answered
-            if select.select([slow], [], [], 0.25)[0]:
-                break
-            slow.sendall(b"x")
-        answer = _answer(slow)
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: 100000\r\n\r\n"
+    answer = _trickled(server, head % (target, content_type), bound_s=20)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
     assert b"240 bytes/s" in answer
     assert _uploads_kept(server) == []
