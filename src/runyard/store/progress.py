@@ -47,6 +47,7 @@ def progress_offset(run_id: str, attempt: int) -> Unit[int]:
 
 
 FIRST_ROWS = 4  # read first when a page is bounded in bytes: sizes the reads after it
+READ_ROWS = 64  # at most, a read of a page bounded in bytes: 4 MiB of 64 KiB events
 
 
 def list_events(
@@ -55,15 +56,16 @@ def list_events(
     """Up to `limit` events after `after`; fewer only at the end (a damaged one, left out, is
     made up for from the rows after it: callers take a short page for the last), or, with
     `max_bytes`, once their data's text has reached it (one event at least). Rows are read
-    a few first, then as many as the bytes left would take at the size seen: a page of big
-    events is never read whole to be cut (a run's progress events are up to 64 KiB each)."""
+    a few first, then as many as the bytes left would take at the size seen, READ_ROWS at
+    most: a page of big events is never read whole to be cut (a run's progress events are
+    up to 64 KiB each, and small ones may come first)."""
     out: list[RunEvent] = []
     size = seen = 0
     while len(out) < limit and (max_bytes is None or size < max_bytes):
         want = limit - len(out)
         if max_bytes is not None:
             each = size // seen if seen else max_bytes // FIRST_ROWS
-            want = min(want, max(1, (max_bytes - size) // max(each, 1) + 1))
+            want = min(want, READ_ROWS, max(1, (max_bytes - size) // max(each, 1) + 1))
         found = yield rows("LIST_EVENTS", run_id, after, want)
         for r in found:
             after = r[1]
