@@ -36,6 +36,7 @@ from runyard.client_streams import sse_events
 from runyard.models import RunState
 from runyard.schemas import (
     ArtifactList,
+    BatchPage,
     BatchView,
     JobList,
     JobView,
@@ -289,6 +290,11 @@ class Client:
             k: f"upload:{self.upload(v).id}" if isinstance(v, Path) else v
             for k, v in params.items()
         }
+
+    def batches(self, *, cursor: str | None = None, limit: int = 20) -> BatchPage:
+        """Batches, newest first, a page at a time (`next_cursor` for the next one)."""
+        params: dict[str, Any] = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        return self._answer(BatchPage, self.http.get("/v1/batches", params=params))
 
     def get_batch(self, batch_id: str) -> BatchView:
         return self._answer(BatchView, self.http.get(f"/v1/batches/{segment(batch_id)}"))

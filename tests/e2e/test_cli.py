@@ -111,6 +111,11 @@ def test_run_batch_and_schedule_commands(start_server) -> None:
     batch_id = made.stdout.split()[0]
     listed = json.loads(runyard(server, "ls", "--batch", batch_id, "--json").stdout)
     assert sorted(r["params"]["seed"] for r in listed["runs"]) == [1, 2, 3]
+    shown = runyard(server, "batches", "show", batch_id)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{batch_id}  3 runs of simulate" in shown.stdout
+    listed_batches = json.loads(runyard(server, "batches", "ls", "--json").stdout)
+    assert [b["id"] for b in listed_batches["batches"]] == [batch_id]
     sid = runyard(server, "schedule", "create", "true", "--every", "3600").stdout.strip()
     assert sid in runyard(server, "schedule", "ls").stdout
     assert runyard(server, "schedule", "pause", sid).returncode == 0
@@ -120,3 +125,32 @@ def test_run_batch_and_schedule_commands(start_server) -> None:
     bad = runyard(server, "schedule", "create", "true", "--cron", "nonsense")
     assert bad.returncode == 2
     assert "cron" in bad.stderr
+
+
+def test_batches_are_listed_shown_and_cancelled(start_server) -> None:
+    """`runyard batches`: what `runyard batch` made, read back and cancelled by its id."""
+    server = start_server()
+    first = runyard(server, "batch", "sleeper", "-p", "seconds=60", "--iterations", "3")
+    second = runyard(server, "batch", "sleeper", "-p", "seconds=60", "--iterations", "2")
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    first_id, second_id = first.stdout.split()[0], second.stdout.split()[0]
+    table = runyard(server, "batches", "ls")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.index(second_id) < table.stdout.index(first_id)  # newest first
+    paged = runyard(server, "batches", "ls", "--limit", "1")
+    assert second_id in paged.stdout and first_id not in paged.stdout
+    assert f"--cursor {second_id}" in paged.stderr  # where the next page starts
+    rest = runyard(server, "batches", "ls", "--limit", "1", "--cursor", second_id)
+    assert first_id in rest.stdout and second_id not in rest.stdout
+    cancelled = runyard(server, "batches", "cancel", first_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    with server.client() as c:
+        for r in c.runs(batch=first_id).runs:
+            assert server.wait_run(c, r.id).state.value == "cancelled"
+        assert {r.state.value for r in c.runs(batch=second_id).runs} <= {"queued", "running"}
+    assert "cancelled 3" in runyard(server, "batches", "show", first_id).stdout
+    assert runyard(server, "batches", "cancel", second_id).returncode == 0
+    missing = runyard(server, "batches", "show", "01NOSUCHBATCH")
+    assert missing.returncode != 0
+    assert "Traceback" not in missing.stderr
+    assert "does not exist" in missing.stderr

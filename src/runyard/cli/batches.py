@@ -1,13 +1,16 @@
-"""`runyard batch`: many runs of one job at once, by iterations or a parameter sweep."""
+"""`runyard batch` makes many runs of one job at once, by iterations or a parameter sweep;
+`runyard batches` lists, shows and cancels them."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from rich.table import Column, Table
 
-from runyard.cli.options import ParamOpt, ServerOpt, TokenOpt, as_declared, parse_kv
-from runyard.cli.output import connected, out, shown
+from runyard.cli.options import JsonOpt, ParamOpt, ServerOpt, TokenOpt, as_declared, parse_kv
+from runyard.cli.output import connected, err, out, print_json, shown
+from runyard.schemas import BatchView
 
 
 def batch(
@@ -41,3 +44,59 @@ def batch(
         made = c.batch(job, params, iterations=iterations, sweep=grid,
                        priority=priority, idempotency_key=idempotency_key)  # fmt: skip
     out.print(f"{shown(made.id)}  {made.size} runs of {shown(made.job)}")
+
+
+# `runyard batches ...`: the batches made, beside `runyard batch` that makes one (its JOB
+# argument rules out subcommands under the same name)
+app = typer.Typer(help="Batches: list, show and cancel.", no_args_is_help=True)
+
+
+@app.command("ls")
+def list_batches(
+    limit: Annotated[int, typer.Option(help="How many.")] = 20,
+    cursor: Annotated[str | None, typer.Option(help="The page after this batch id.")] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List batches, newest first, with their runs by state."""
+    with connected(server, token) as c:
+        page = c.batches(cursor=cursor, limit=limit)
+    if as_json:
+        print_json(page)
+        return
+    table = Table(Column("id", no_wrap=True), "job", "size", "created", "done", "runs")
+    for b in page.batches:
+        created = b.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(shown(b.id), shown(b.job), str(b.size), created, "yes" if b.done else "no",
+                      _counts(b))  # fmt: skip
+    out.print(table)
+    if page.next_cursor is not None:  # said on stderr: stdout stays the table
+        err.print(f"more: --cursor {shown(page.next_cursor)}")
+
+
+@app.command("show")
+def show_batch(
+    batch_id: str, server: ServerOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Show one batch: its job, size and runs by state (`runyard ls --batch ID` lists them)."""
+    with connected(server, token) as c:
+        b = c.get_batch(batch_id)
+    if as_json:
+        print_json(b)
+        return
+    state = "done" if b.done else "not done"
+    out.print(f"{shown(b.id)}  {b.size} runs of {shown(b.job)}, {state}: {_counts(b)}")
+
+
+@app.command("cancel")
+def cancel_batch(batch_id: str, server: ServerOpt = None, token: TokenOpt = None) -> None:
+    """Cancel every run of a batch still queued or running."""
+    with connected(server, token) as c:
+        b = c.cancel_batch(batch_id)
+    out.print(f"{shown(b.id)}  {_counts(b)}")
+
+
+def _counts(b: BatchView) -> str:
+    """Its runs by state, as `succeeded 3, queued 7` (a server's names: made safe to show)."""
+    return ", ".join(f"{shown(k)} {v}" for k, v in sorted(b.counts.items())) or "no runs"

@@ -22,6 +22,7 @@ app.command("logs")(runs.logs)
 app.command("watch")(runs.watch_run)
 app.command("cancel")(runs.cancel)
 app.command("artifacts")(runs.artifacts)
+app.add_typer(batches.app, name="batches")
 app.add_typer(schedules.app, name="schedule")
 app.add_typer(tokens.app, name="token")
 
