@@ -16,6 +16,7 @@ import pytest
 from runyard.execution.protocol import LOG_NAME
 from runyard.models import RunState
 from runyard.schemas import RunView
+from tests import web
 from tests.support import ServerProcess, processes_of, supervisors_of, wait_for, warden_of
 
 pytestmark = pytest.mark.e2e
@@ -78,18 +79,35 @@ def test_sigterm_to_every_runyard_process_leaves_no_program_running(
     assert f"warden: the supervisor {supervisor.pid} killed by signal 15" in said, said[-2000:]
 
 
-def test_a_supervisor_whose_warden_is_killed_says_so(start_server, write_job, jobs_dir) -> None:
+def test_a_supervisor_whose_warden_is_killed_says_so_and_is_replaced(
+    start_server, write_job, jobs_dir
+) -> None:
     """A program of the same user can kill the warden (it is the supervisor's parent): the
-    supervisor, told by the kernel, says at once that its programs would outlive it now."""
+    supervisor, told by the kernel, says at once that its programs would outlive it now, in
+    its log and in the server's readiness. A parent cannot be given back, so once none of its
+    programs runs it leaves, and the server's next supervisor comes with a warden: it used
+    to stay unguarded for good, and ready said nothing of it."""
     write_job("escaper", ESCAPER)
     server = start_server(jobs_dir)
-    run, _, warden = escaping(server)
+    run, supervisor, warden = escaping(server)
+    ready = f"{server.url}/health/ready"
     with server.client() as c:
         warden.kill()
         log = server.data_dir / LOG_NAME
         wait_for(lambda: f"the warden {warden.pid} is gone" in log.read_text(), what="said")
-        c.cancel(run.id)  # it serves on
+        said = wait_for(lambda: web.get(ready).json()["checks"].get("warden"), what="unready")
+        assert f"the warden {warden.pid} is gone" in said
+        assert supervisor.is_running()  # its program runs: it stays, and serves
+        c.cancel(run.id)
         assert server.wait_run(c, run.id).state is RunState.CANCELLED
+        supervisor.wait(20)  # nothing runs: it leaves
+        wait_for(lambda: web.get(ready).status_code == 200, what="ready again")
+        (after,) = supervisors_of(server.data_dir)
+        assert after.pid != supervisor.pid and warden_of(after).is_running()
+        again = c.submit("escaper")  # served by the new one, guarded
+        wait_for(lambda: len(processes_of(server.data_dir)) == 3, what="its processes")
+        c.cancel(again.id)
+        assert server.wait_run(c, again.id).state is RunState.CANCELLED
 
 
 def test_a_supervisor_stopped_past_its_lease_is_fenced_by_its_warden(

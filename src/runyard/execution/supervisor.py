@@ -15,6 +15,7 @@ import selectors
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ class Supervisor:
         )
         # Self-fencing in a cluster (lease_watch.py): programs stop when their lease lapses.
         self.leases = LeaseWatch(lambda delay, token: self.timers.add(delay, "lease", token))
+        # why its death would leave its programs running (supervisor_process.watch_warden)
+        self.unguarded: str | None = None
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -94,13 +97,13 @@ class Supervisor:
 
     # -- main loop --------------------------------------------------------------------------
 
-    def idle(self) -> bool:
+    def unoccupied(self) -> bool:
         # a sweep still due is of what an ended program left: leaving before it, the
         # supervisor left that running for good (orphaned to init, nobody's to kill)
-        return (
-            not self.programs and not self.conns.clients and not self.exits.unwritten
-            and not self.leftovers.pending
-        )  # fmt: skip
+        return not self.programs and not self.exits.unwritten and not self.leftovers.pending
+
+    def idle(self) -> bool:
+        return self.unoccupied() and not self.conns.clients
 
     def serve_forever(self) -> None:
         while True:
@@ -111,8 +114,11 @@ class Supervisor:
             # last one dropped here left a wait with no end (nobody connected, nothing to
             # tell it, and no idle exit), the supervisor idle for good.
             self.conns.flush_pending()
+            if self.unguarded is not None and self.unoccupied() and self.leave(self.unoccupied):
+                say("the warden is gone: leaving while nothing runs, for a supervisor with one")
+                return  # its server starts the next, and a warden with it
             if self.idle():
-                if now - self.idle_since >= self.idle_exit_s and self.leave():
+                if now - self.idle_since >= self.idle_exit_s and self.leave(self.idle):
                     return
                 timeout: float | None = max(0.0, self.idle_exit_s - (now - self.idle_since))
             else:
@@ -123,14 +129,13 @@ class Supervisor:
             for key, mask in self.sel.select(timeout):
                 self.dispatch(key, mask)
 
-    def leave(self) -> bool:
-        """Idle long enough: stop listening and say so, unless a server is connecting this
-        very moment (in the listen backlog, not accepted yet: it would be dropped unheard by
-        the exit, its first request answered with EOF). Then it is served and the idle time
-        starts again once it has gone."""
+    def leave(self, still: Callable[[], bool]) -> bool:
+        """Stop listening, unless `still` fails once what waits is served: a server connecting
+        this very moment (in the backlog: dropped unheard by the exit, its first request met
+        with EOF), or a spawn already sent. Then the idle time starts again once it has gone."""
         for key, mask in self.sel.select(0):
             self.dispatch(key, mask)
-        if not self.idle():
+        if not still():
             return False
         for key in list(self.sel.get_map().values()):
             if key.data == "accept":
@@ -254,6 +259,8 @@ class Supervisor:
             if point != "exit_file" and probe(self.data_dir, point):
                 self.write_errors.pop(point, None)
         errors = {**self.write_errors, **self.spawn_short.shown("spawn")}
+        if self.unguarded is not None:
+            errors["warden"] = self.unguarded
         return {"ok": True, "pid": os.getpid(), "programs": len(self.programs),
                 "write_errors": errors}  # fmt: skip
 

@@ -34,11 +34,18 @@ def become_subreaper() -> None:
         say("warning: cannot become a subreaper")
 
 
-def watch_warden(warden: int) -> None:
+def watch_warden(warden: int, sup: Supervisor) -> None:
     """Be told if the warden dies (killed: a program of the same user can), which leaves this
-    supervisor's programs to run on under nobody if it dies too: said in its log, at once."""
+    supervisor's programs to run on under nobody if it dies too: said in its log at once, in
+    the server's readiness until it is mended, and mended as soon as no program runs: the
+    supervisor leaves, and its server starts another, with a warden. A process's parent
+    cannot be given back to it; a supervisor left unguarded used to stay so for good."""
 
     def gone(*_: object) -> None:
+        sup.unguarded = (
+            f"the warden {warden} is gone: if the supervisor dies, its programs run on; it is "
+            "replaced once none runs"
+        )
         say(
             f"warning: the warden {warden} is gone: if this supervisor dies, its programs will "
             "run on (run them as another user, or sandboxed, to keep them from it)"
@@ -78,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         _become_warden(args, supervisor, deadlines)
     os.close(deadlines)
     os.set_blocking(tell, False)
-    watch_warden(warden)
     failpoints.watch(args.data_dir)
     lock = (args.data_dir / LOCK_NAME).open("a")
     try:
@@ -89,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     become_subreaper()
     spawning.seal_descriptors()
     sup = Supervisor(args.data_dir, args.idle_exit_s, args.fsync)
+    watch_warden(warden, sup)  # told from here on; a death before is seen by its getppid
     sup.leases.tell(tell)
     sup.install_signals()
     sup.listen()
