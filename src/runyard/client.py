@@ -293,7 +293,9 @@ class Client:
 
     def batches(self, *, cursor: str | None = None, limit: int = 20) -> BatchPage:
         """Batches, newest first, a page at a time (`next_cursor` for the next one)."""
-        params: dict[str, Any] = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        params: dict[str, Any] = {"limit": limit}
+        if cursor is not None:  # as `runs`: an empty one is the server's to refuse
+            params["cursor"] = cursor
         return self._answer(BatchPage, self.http.get("/v1/batches", params=params))
 
     def get_batch(self, batch_id: str) -> BatchView:

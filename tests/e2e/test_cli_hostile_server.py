@@ -292,3 +292,28 @@ def test_answers_of_the_right_shape_and_odd_values_are_shown_without_a_traceback
     assert jobs.returncode == 0 and "Traceback" not in jobs.stderr, jobs.stderr
     said = one_line_error(cli(server.url, "show", RUN, "--json"))
     assert "cannot be written as JSON" in said
+
+
+def test_a_batch_is_shown_with_no_more_states_nor_rows_than_there_can_be(hostile: Make) -> None:
+    """`runyard batches` against a server sending 50,000 states for a batch (687 KB printed)
+    and 5,000 batches for a page of 5 (every row drawn; `runyard ls` too): runyard's six
+    states at most, and the rows asked for."""
+    batch = {"id": "b1", "job": "j", "size": 3, "created_at": "2026-01-01T00:00:00Z",
+             "counts": {f"s{i:05d}": 1 for i in range(50_000)}, "done": False,
+             "idempotency_key": None}  # fmt: skip
+    rows = [{**batch, "id": f"batch-{i:05d}", "counts": {"queued": 1}} for i in range(5_000)]
+    page = {"batches": rows, "next_cursor": None}
+    runs = {"runs": [run_json(id=f"run-{i:05d}") for i in range(5_000)], "next_cursor": None}
+    server = hostile({"/v1/batches/b1": json_answer(batch), "/v1/batches": json_answer(page),
+                      "/v1/runs": json_answer(runs)})  # fmt: skip
+    shown = cli(server.url, "batches", "show", "b1")
+    assert shown.returncode == 0, shown.stderr
+    said = " ".join(shown.stdout.split())
+    assert said.endswith(f"s00004 1, s00005 1, and {50_000 - len(RunState)} more"), said[-200:]
+    assert len(shown.stdout) < 1000
+    listed = cli(server.url, "batches", "ls", "--limit", "5")
+    assert listed.returncode == 0, listed.stderr
+    assert "batch-00004" in listed.stdout and "batch-00005" not in listed.stdout
+    ran = cli(server.url, "ls", "--limit", "5")  # `runyard ls` alike
+    assert ran.returncode == 0, ran.stderr
+    assert "run-00004" in ran.stdout and "run-00005" not in ran.stdout

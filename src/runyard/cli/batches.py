@@ -10,6 +10,7 @@ from rich.table import Column, Table
 
 from runyard.cli.options import JsonOpt, ParamOpt, ServerOpt, TokenOpt, as_declared, parse_kv
 from runyard.cli.output import connected, err, out, print_json, shown
+from runyard.models import RunState
 from runyard.schemas import BatchView
 
 
@@ -49,6 +50,7 @@ def batch(
 # `runyard batches ...`: the batches made, beside `runyard batch` that makes one (its JOB
 # argument rules out subcommands under the same name)
 app = typer.Typer(help="Batches: list, show and cancel.", no_args_is_help=True)
+SHOWN_STATES = len(RunState)
 
 
 @app.command("ls")
@@ -66,7 +68,7 @@ def list_batches(
         print_json(page)
         return
     table = Table(Column("id", no_wrap=True), "job", "size", "created", "done", "runs")
-    for b in page.batches:
+    for b in page.batches[:limit]:  # a server's answer: no more rows than were asked for
         created = b.created_at.strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(shown(b.id), shown(b.job), str(b.size), created, "yes" if b.done else "no",
                       _counts(b))  # fmt: skip
@@ -98,5 +100,9 @@ def cancel_batch(batch_id: str, server: ServerOpt = None, token: TokenOpt = None
 
 
 def _counts(b: BatchView) -> str:
-    """Its runs by state, as `succeeded 3, queued 7` (a server's names: made safe to show)."""
-    return ", ".join(f"{shown(k)} {v}" for k, v in sorted(b.counts.items())) or "no runs"
+    """Its runs by state, as `queued 7, succeeded 3` (a server's names: made safe to show, and
+    no more of them than runyard has states, whatever a server sends)."""
+    told = [f"{shown(k)} {v}" for k, v in sorted(b.counts.items())[:SHOWN_STATES]]
+    if (more := len(b.counts) - SHOWN_STATES) > 0:
+        told.append(f"and {more} more")
+    return ", ".join(told) or "no runs"

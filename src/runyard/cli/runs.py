@@ -106,13 +106,13 @@ def list_runs(
     if as_json:
         print_json(page)
         return
-    out.print(_runs_table(page))
+    out.print(_runs_table(page, limit))
 
 
-def _runs_table(page: RunPage) -> Table:
+def _runs_table(page: RunPage, limit: int) -> Table:
     table = Table("job", "state", "attempt", "exit", "created", "reason")
     table.columns.insert(0, Column("id", no_wrap=True))
-    for r in page.runs:
+    for r in page.runs[:limit]:  # a server's answer: no more rows than were asked for
         exit_code = "" if r.exit_code is None else str(r.exit_code)
         created = r.created_at.strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(shown(r.id), shown(r.job), styled_state(r.state), str(r.attempt), exit_code,
