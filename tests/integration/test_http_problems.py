@@ -157,6 +157,20 @@ def test_unknown_run_is_404(server: InProcessServer) -> None:
         assert resp.headers["content-type"] == PROBLEM
 
 
+def test_a_path_no_route_takes_is_404_saying_what_was_asked(server: InProcessServer) -> None:
+    """A bare "Not Found" said nothing of why: an id with an encoded slash is routed as two
+    segments, and says so."""
+    resp = server.get("/v1/runs/a%2Fb")
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == PROBLEM
+    assert resp.json()["detail"] == (
+        "nothing here: GET /v1/runs/a/b (an encoded '/' is routed as a '/': no id holds one)"
+    )
+    long = server.request("DELETE", "/v1/nowhere/" + "x" * 400)
+    assert long.status_code == 404
+    assert long.json()["detail"] == "nothing here: DELETE /v1/nowhere/" + "x" * 187 + "…"
+
+
 def test_openapi_is_served(server: InProcessServer) -> None:
     spec = server.get("/openapi.json").json()
     assert "/v1/runs" in spec["paths"]

@@ -206,11 +206,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     # the body's own refusals (middleware/body_limit.py) name themselves
     title = getattr(exc, "title", detail)
     slug = getattr(exc, "slug", f"http-{exc.status_code}")
+    if exc.status_code == 404 and detail == "Not Found":  # no route took it (Starlette's)
+        detail = _nothing_at(request)
     if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError | ValueError):
         # FastAPI's "There was an error parsing the body": what its JSON reader gave up on
         title, slug = "Unreadable body", "unreadable-body"
         detail = f"the body cannot be read as JSON: {_unreadable(exc.__cause__)}"
     return problem(exc.status_code, title, detail, slug, headers)
+
+
+def _nothing_at(request: Request) -> str:
+    """What a 404 no route took says: the method and path as routed. An id with an encoded
+    slash (`/v1/runs/a%2Fb`) is routed as two segments, and its bare "Not Found" said
+    nothing of why."""
+    path = request.url.path
+    said = f"nothing here: {request.method} {path if len(path) <= 200 else path[:199] + '…'}"
+    if b"%2f" in request.scope.get("raw_path", b"").lower():
+        said += " (an encoded '/' is routed as a '/': no id holds one)"
+    return said
 
 
 def _unreadable(cause: BaseException) -> str:
