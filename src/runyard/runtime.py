@@ -211,7 +211,7 @@ class Runtime:
             local_store=isinstance(self.store, SQLiteStore),
         )
         self.retention = Retention(
-            self.store, removal, self.registry, self.clock,
+            self.store, removal, self.clock,
             default_s=settings.retention_s, interval_s=settings.retention_interval_s,
             server_id=settings.server_id, announce=self._announce,
         )  # fmt: skip

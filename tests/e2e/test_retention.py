@@ -58,3 +58,21 @@ def test_retention_removes_trees_of_any_depth(
         wait_for(lambda: not files.exists(), timeout=30, what="the deep tree removed")
         wait_for(lambda: web.get(f"{server.url}/v1/runs/{run.id}").status_code == 404,
                  what="the record removed")  # fmt: skip
+
+
+def test_a_removed_jobs_runs_expire_by_the_ttl_they_were_run_with(
+    start_server, write_job, jobs_dir
+) -> None:
+    """A run's TTL is its job's as the run stored it: the sweep took its bound from the jobs
+    declared now, so the runs of a job removed since were kept for good when no other job and
+    not the server had a TTL."""
+    write_job("brief", 'command = ["true"]\nretention_s = 3\n')
+    write_job("kept", 'command = ["true"]\n')
+    server = start_server(jobs_dir, env={"RUNYARD_RETENTION_INTERVAL_S": "0.5"})
+    with server.client() as c:
+        runs = [c.submit(job) for job in ("brief", "kept")]
+        brief, kept = (server.wait_run(c, r.id) for r in runs)
+        (jobs_dir / "brief.toml").unlink()  # gone from the jobs (a rescan: 1 s) before it expires
+        wait_for(lambda: web.get(f"{server.url}/v1/runs/{brief.id}").status_code == 404,
+                 timeout=15, what="the removed job's run removed")  # fmt: skip
+        assert c.run(kept.id).state is RunState.SUCCEEDED  # no TTL: kept

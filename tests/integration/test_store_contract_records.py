@@ -133,35 +133,58 @@ async def test_runs_are_counted_by_job_in_a_state(store: Store) -> None:
     assert await store.count_runs(RunState.RUNNING, "a") == 1
 
 
-async def test_finished_before_lists_ended_runs_oldest_first_in_pages(store: Store) -> None:
-    ended = []
-    for i in range(3):
-        run = (await store.insert_run(make_run(f"job{i}")))[0]
-        await store.claim(1, {}, now=2000.0, host="h")
-        await store.end_attempt(run.id, 1, succeeded(3000.0 - i))  # the last ends first
-        ended.append(run.id)
+async def _ended(store: Store, at: float, spec: dict[str, Any] | None = None) -> str:
+    """A run ended at `at`, of a job stored as `spec` (a TTL of its own, or none)."""
+    run = make_run()
+    if spec is not None:
+        run = replace(run, spec=spec)
+    await store.insert_run(run)
+    (claim,) = await store.claim(1, {}, now=at - 10, host="h")  # the oldest queued first
+    await store.end_attempt(claim.run.id, 1, succeeded(at))
+    return claim.run.id
+
+
+def _ttl(seconds: object) -> dict[str, Any]:
+    return {"name": "j", "command": ["true"], "retention_s": seconds}
+
+
+async def test_runs_expire_by_their_own_ttl_soonest_first_in_pages(store: Store) -> None:
+    """Retention's listing: a run whose job has a TTL, as the run stored it, expires at its
+    end plus that TTL; a run of a job without one never expires by this listing."""
+    late = await _ended(store, 3000.0, _ttl(10))  # expires 3010
+    soon = await _ended(store, 2990.0, _ttl(5))  # 2995
+    whole = await _ended(store, 2900.0, _ttl(60))  # 2960: a whole number, as JSON has it
+    await _ended(store, 1000.0)  # no TTL of its own: never listed here
+    await _ended(store, 1000.0, _ttl("60"))  # not a number (a damaged record): nor this
+    await _ended(store, 2000.0, _ttl(10_000))  # not yet
+    listed = await store.expired(5000.0, 10)
+    assert listed == [(whole, 2960.0), (soon, 2995.0), (late, 3010.0)]
+    assert [r[0] for r in await store.expired(3000.0, 10)] == [whole, soon]
+    first = await store.expired(5000.0, 2)
+    assert await store.expired(5000.0, 2, (first[-1][1], first[-1][0])) == [(late, 3010.0)]
+    # runs that expire at the same time are each listed once, a page boundary between them
+    tied = sorted([await _ended(store, 3400.0, _ttl(100)) for _ in range(3)])
     await store.insert_run(make_run())  # queued: never listed
-    oldest_first = ended[::-1]
-    listed = await store.finished_before(5000.0, 10)
-    assert [r[0] for r in listed] == oldest_first
-    assert listed[0][1] == {"name": "job2", "command": ["true"]}  # the job as submitted
-    assert [r[2] for r in listed] == [2998.0, 2999.0, 3000.0]
-    page = await store.finished_before(5000.0, 2)
-    after = (page[-1][2], page[-1][0])
-    assert [r[0] for r in await store.finished_before(5000.0, 2, after)] == oldest_first[2:]
-    assert [r[0] for r in await store.finished_before(2999.0, 10)] == oldest_first[:1]
-    # runs that ended at the same time are each listed once, a page boundary between them
-    tied = []
-    for _ in range(3):
-        await store.insert_run(make_run())
-        (claim,) = await store.claim(1, {}, now=2000.0, host="h")  # the oldest queued first
-        await store.end_attempt(claim.run.id, 1, succeeded(3500.0))
-        tied.append(claim.run.id)
-    seen, after_ = [], None
-    while page := await store.finished_before(5000.0, 1, after_):
+    seen, after = [], None
+    while page := await store.expired(5000.0, 1, after):
         seen.append(page[0][0])
-        after_ = (page[0][2], page[0][0])
-    assert seen == oldest_first + sorted(tied)
+        after = (page[0][1], page[0][0])
+    assert seen == [whole, soon, late, *tied]
+
+
+async def test_runs_without_a_ttl_of_their_own_are_listed_by_their_end(store: Store) -> None:
+    """The listing the server's TTL applies to: ended runs whose job has no TTL, oldest first."""
+    ended = [await _ended(store, at) for at in (3000.0, 2998.0, 2999.0)]
+    damaged = await _ended(store, 2997.0, _ttl("60"))  # its TTL is no number: the server's
+    await _ended(store, 1000.0, _ttl(5))  # its own TTL: never listed here
+    await store.insert_run(make_run())  # queued: never listed
+    oldest_first = [damaged, ended[1], ended[2], ended[0]]
+    listed = await store.untimed_before(5000.0, 10)
+    assert listed == list(zip(oldest_first, [2997.0, 2998.0, 2999.0, 3000.0], strict=True))
+    page = await store.untimed_before(5000.0, 3)
+    after = (page[-1][1], page[-1][0])
+    assert [r[0] for r in await store.untimed_before(5000.0, 3, after)] == oldest_first[3:]
+    assert [r[0] for r in await store.untimed_before(2999.0, 10)] == oldest_first[:2]
 
 
 async def test_a_runs_state_events_record_each_change_when_it_happened(store: Store) -> None:

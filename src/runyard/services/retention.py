@@ -1,18 +1,18 @@
 """Retention: finished runs (records and files) removed after their TTL, in the background.
 
 A job's `retention_s` wins over the server's; without either, runs are kept. Only terminal
-runs are ever considered, so an active run is never touched.
+runs are ever considered, so an active run is never touched. The store lists only what has
+expired (an index of each run's expiry), not every finished run a sweep keeps.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from runyard.background import Periodic
 from runyard.clock import Clock
-from runyard.jobs import JobRegistry
 from runyard.services.removal import FilesRemainError, Removal
 from runyard.services.runs import Announcer
 from runyard.store import Store
@@ -21,9 +21,8 @@ log = structlog.get_logger(__name__)
 BATCH = 500
 
 
-def ttl_of(spec: dict[str, Any], default: float | None) -> float | None:
-    value = spec.get("retention_s")
-    return float(value) if isinstance(value, int | float) else default
+# a store's listing of removable runs: (bound, limit, after its (key, id)) -> [(id, key)]
+Listing = Callable[[float, int, tuple[float, str] | None], Awaitable[list[tuple[str, float]]]]
 
 
 class Retention:
@@ -31,7 +30,6 @@ class Retention:
         self,
         store: Store,
         removal: Removal,
-        registry: JobRegistry,
         clock: Clock,
         *,
         default_s: float | None,
@@ -43,7 +41,6 @@ class Retention:
         self.server_id = server_id  # in a cluster, each server removes the runs it executed
         self.store = store
         self.removal = removal
-        self.registry = registry
         self.clock = clock
         self.default_s = default_s
         self.interval_s = interval_s
@@ -77,28 +74,28 @@ class Retention:
 
     async def sweep(self) -> int:
         """Remove every finished run past its TTL; returns how many were removed. First, what
-        earlier deletes could not remove from the trash."""
+        earlier deletes could not remove from the trash. A run's TTL is its job's as the run
+        stored it (a job removed or changed since keeps its runs' TTLs), else the server's."""
         await self.removal.empty_trash()
-        jobs = (await self.registry.snapshot()).jobs.values()
-        ttls = [j.spec.retention_s for j in jobs if j.spec.retention_s] + [self.default_s]
-        shortest = min((t for t in ttls if t), default=None)
-        if shortest is None:
-            return 0
         now = self.clock.now()
-        removed = 0
-        after: tuple[float, str] | None = None
-        while True:  # oldest first; runs kept by a longer job TTL are paged past, once
-            page = await self.store.finished_before(now - shortest, BATCH, after)
-            if page:
-                after = (page[-1][2], page[-1][0])
-            for run_id, spec, finished_at in page:
-                ttl = ttl_of(spec, self.default_s)
-                if ttl is not None and finished_at < now - ttl and await self._mine(run_id):
-                    # None: its files would not go: kept, tried again at the next sweep
-                    removed += await self._remove(run_id) is True
-            if len(page) < BATCH:
-                break
+        removed = await self._remove_listed(self.store.expired, now)
+        if self.default_s is not None:
+            removed += await self._remove_listed(self.store.untimed_before, now - self.default_s)
         if removed:
             self.removed_total += removed
             log.info("retention_removed", runs=removed)
         return removed
+
+    async def _remove_listed(self, listed: Listing, bound: float) -> int:
+        """Every run `listed` up to `bound` removed, page by page; how many were. A run left
+        (another server's, or its files would not go) is paged past, tried at the next sweep."""
+        removed = 0
+        after: tuple[float, str] | None = None
+        while True:
+            page = await listed(bound, BATCH, after)
+            for run_id, _ in page:
+                if await self._mine(run_id):
+                    removed += await self._remove(run_id) is True  # None: its files stayed
+            if len(page) < BATCH:
+                return removed
+            after = (page[-1][1], page[-1][0])

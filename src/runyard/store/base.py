@@ -170,11 +170,19 @@ class Store(abc.ABC):
         """Flag a running run for cancellation; None if it is not running."""
 
     @abc.abstractmethod
-    async def finished_before(
+    async def expired(
+        self, now: float, limit: int, after: tuple[float, str] | None = None
+    ) -> list[tuple[str, float]]:
+        """(id, expiry) of ended runs whose job, as each stored it, has a `retention_s` that
+        has passed by `now` (expiry: finished_at + retention_s), soonest expired first (by
+        expiry, then id), after the run `after` names by its (expiry, id)."""
+
+    @abc.abstractmethod
+    async def untimed_before(
         self, before: float, limit: int, after: tuple[float, str] | None = None
-    ) -> list[tuple[str, dict[str, Any], float]]:
-        """(id, job spec, finished_at) of runs that ended before `before`, oldest first (by
-        finished_at, then id), after the run `after` names by its (finished_at, id)."""
+    ) -> list[tuple[str, float]]:
+        """(id, finished_at) of ended runs whose job has no `retention_s` of its own and that
+        ended before `before`, oldest first, after the run `after` names by (finished_at, id)."""
 
     @abc.abstractmethod
     async def delete_run(self, run_id: str) -> bool:

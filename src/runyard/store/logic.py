@@ -32,7 +32,6 @@ from runyard.store.rows import (
     attempt_from_row,
     attempt_to_row,
     dumps,
-    loads,
     page_of,
     run_from_row,
     run_to_row,
@@ -356,14 +355,24 @@ def request_cancel(run_id: str) -> Unit[Run | None]:
     return run
 
 
-def finished_before(
-    before: float, limit: int, after: tuple[float, str] | None
-) -> Unit[list[tuple[str, dict[str, Any], float]]]:
+def expired(
+    now: float, limit: int, after: tuple[float, str] | None
+) -> Unit[list[tuple[str, float]]]:
     if after is None:
-        found = yield rows("FINISHED_BEFORE", before, limit)
+        found = yield rows("EXPIRED", now, limit)
     else:
-        found = yield rows("FINISHED_BEFORE_AFTER", before, after[0], after[0], after[1], limit)
-    return [(r[0], loads(r[1]), r[2]) for r in found]
+        found = yield rows("EXPIRED_AFTER", now, after[0], after[0], after[1], limit)
+    return [(r[0], r[1]) for r in found]
+
+
+def untimed_before(
+    before: float, limit: int, after: tuple[float, str] | None
+) -> Unit[list[tuple[str, float]]]:
+    if after is None:
+        found = yield rows("UNTIMED_BEFORE", before, limit)
+    else:
+        found = yield rows("UNTIMED_BEFORE_AFTER", before, after[0], after[0], after[1], limit)
+    return [(r[0], r[1]) for r in found]
 
 
 def delete_run(run_id: str) -> Unit[bool]:

@@ -293,18 +293,30 @@ UPDATE_SCHEDULE = (
 )
 LIST_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id"  # noqa: S608
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = %s"
-# oldest first, each page after the last one's (finished_at, id): a sweep reads each finished
-# run once, where an OFFSET made it read every run it had paged past again at each page
-FINISHED_BEFORE = (
-    "SELECT id, spec, finished_at FROM runs "
-    "WHERE finished_at IS NOT NULL AND finished_at < %s "
-    "AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out') "
+# Retention (sqlite_sql.py says why): migration 0010's index, its expression and condition
+# spelled alike here. A TTL is clamped before the cast: a number too large for a double
+# (jsonb keeps any) would make the end of its run fail to be written.
+_TIMED = "finished_at IS NOT NULL AND jsonb_typeof(spec -> 'retention_s') = 'number'"
+_EXPIRY = "finished_at + LEAST((spec ->> 'retention_s')::numeric, 1e15)::double precision"
+_TERMINAL = "state IN ('succeeded', 'failed', 'cancelled', 'timed_out')"
+EXPIRED = (
+    f"SELECT id, {_EXPIRY} FROM runs "  # noqa: S608
+    f"WHERE {_TIMED} AND {_EXPIRY} < %s AND {_TERMINAL} ORDER BY {_EXPIRY}, id LIMIT %s"
+)
+EXPIRED_AFTER = (
+    f"SELECT id, {_EXPIRY} FROM runs "  # noqa: S608
+    f"WHERE {_TIMED} AND {_EXPIRY} < %s AND {_EXPIRY} >= %s AND ({_EXPIRY}, id) > (%s, %s) "
+    f"AND {_TERMINAL} ORDER BY {_EXPIRY}, id LIMIT %s"
+)
+UNTIMED_BEFORE = (
+    "SELECT id, finished_at FROM runs "  # noqa: S608
+    f"WHERE finished_at IS NOT NULL AND finished_at < %s "
+    f"AND NOT coalesce(({_TIMED}), false) AND {_TERMINAL} "
     "ORDER BY finished_at, id LIMIT %s"
 )
-FINISHED_BEFORE_AFTER = (
-    "SELECT id, spec, finished_at FROM runs "
-    "WHERE finished_at IS NOT NULL AND finished_at < %s "
-    "AND finished_at >= %s AND (finished_at, id) > (%s, %s) "
-    "AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out') "
+UNTIMED_BEFORE_AFTER = (
+    "SELECT id, finished_at FROM runs "  # noqa: S608
+    "WHERE finished_at IS NOT NULL AND finished_at < %s AND finished_at >= %s "
+    f"AND (finished_at, id) > (%s, %s) AND NOT coalesce(({_TIMED}), false) AND {_TERMINAL} "
     "ORDER BY finished_at, id LIMIT %s"
 )

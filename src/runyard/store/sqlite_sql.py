@@ -286,18 +286,35 @@ UPDATE_SCHEDULE = (
 )
 LIST_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id"  # noqa: S608
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = ?"
-# oldest first, each page after the last one's (finished_at, id): a sweep reads each finished
-# run once, where an OFFSET made it read every run it had paged past again at each page
-FINISHED_BEFORE = (
-    "SELECT id, spec, finished_at FROM runs INDEXED BY runs_finished "
-    "WHERE finished_at IS NOT NULL AND finished_at < ? "
-    "AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out') "
+# Retention. A run whose job has a TTL of its own expires at finished_at + its retention_s
+# (migration 0016's index, its expression and condition spelled alike here, or the index is
+# not used); one without, the server's TTL after it ended. Each page after the last one's
+# (key, id): a sweep reads each run once, and only what has expired, never every finished
+# run older than the shortest TTL (those kept longer were read again at every sweep).
+_TIMED = (
+    "finished_at IS NOT NULL AND json_valid(spec) "
+    "AND json_type(spec, '$.retention_s') IN ('integer', 'real')"
+)
+_EXPIRY = "finished_at + json_extract(spec, '$.retention_s')"
+_TERMINAL = "state IN ('succeeded', 'failed', 'cancelled', 'timed_out')"
+EXPIRED = (
+    f"SELECT id, {_EXPIRY} FROM runs INDEXED BY runs_expiry "  # noqa: S608
+    f"WHERE {_TIMED} AND {_EXPIRY} < ? AND {_TERMINAL} ORDER BY {_EXPIRY}, id LIMIT ?"
+)
+EXPIRED_AFTER = (
+    f"SELECT id, {_EXPIRY} FROM runs INDEXED BY runs_expiry "  # noqa: S608
+    f"WHERE {_TIMED} AND {_EXPIRY} < ? AND {_EXPIRY} >= ? AND ({_EXPIRY}, id) > (?, ?) "
+    f"AND {_TERMINAL} ORDER BY {_EXPIRY}, id LIMIT ?"
+)
+UNTIMED_BEFORE = (
+    "SELECT id, finished_at FROM runs INDEXED BY runs_finished "  # noqa: S608
+    f"WHERE finished_at IS NOT NULL AND finished_at < ? "
+    f"AND NOT coalesce(({_TIMED}), 0) AND {_TERMINAL} "
     "ORDER BY finished_at, id LIMIT ?"
 )
-FINISHED_BEFORE_AFTER = (
-    "SELECT id, spec, finished_at FROM runs INDEXED BY runs_finished "
-    "WHERE finished_at IS NOT NULL AND finished_at < ? "
-    "AND finished_at >= ? AND (finished_at, id) > (?, ?) "
-    "AND state IN ('succeeded', 'failed', 'cancelled', 'timed_out') "
+UNTIMED_BEFORE_AFTER = (
+    "SELECT id, finished_at FROM runs INDEXED BY runs_finished "  # noqa: S608
+    f"WHERE finished_at IS NOT NULL AND finished_at < ? AND finished_at >= ? "
+    f"AND (finished_at, id) > (?, ?) AND NOT coalesce(({_TIMED}), 0) AND {_TERMINAL} "
     "ORDER BY finished_at, id LIMIT ?"
 )

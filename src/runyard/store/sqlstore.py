@@ -145,10 +145,15 @@ class SQLStore(Store):
     async def request_cancel(self, run_id: str) -> Run | None:
         return await self._write(partial(logic.request_cancel, run_id))
 
-    async def finished_before(
+    async def expired(
+        self, now: float, limit: int, after: tuple[float, str] | None = None
+    ) -> list[tuple[str, float]]:
+        return await self._read(partial(logic.expired, now, limit, after))
+
+    async def untimed_before(
         self, before: float, limit: int, after: tuple[float, str] | None = None
-    ) -> list[tuple[str, dict[str, Any], float]]:
-        return await self._read(partial(logic.finished_before, before, limit, after))
+    ) -> list[tuple[str, float]]:
+        return await self._read(partial(logic.untimed_before, before, limit, after))
 
     async def delete_run(self, run_id: str) -> bool:
         return await self._write(partial(logic.delete_run, run_id))
