@@ -39,6 +39,7 @@ def test_a_killed_supervisor_leaves_no_program_running(
     start_server, write_job, jobs_dir: Path, server_too: bool
 ) -> None:
     write_job("escaper", ESCAPER)
+    write_job("quick", 'command = ["true"]\n')
     server = start_server(jobs_dir)
     run, supervisor, warden = escaping(server)
     if server_too:  # nobody left to reconcile: the warden alone
@@ -88,6 +89,7 @@ def test_a_supervisor_whose_warden_is_killed_says_so_and_is_replaced(
     programs runs it leaves, and the server's next supervisor comes with a warden: it used
     to stay unguarded for good, and ready said nothing of it."""
     write_job("escaper", ESCAPER)
+    write_job("quick", 'command = ["true"]\n')
     server = start_server(jobs_dir)
     run, supervisor, warden = escaping(server)
     ready = f"{server.url}/health/ready"
@@ -98,12 +100,19 @@ def test_a_supervisor_whose_warden_is_killed_says_so_and_is_replaced(
         said = wait_for(lambda: web.get(ready).json()["checks"].get("warden"), what="unready")
         assert f"the warden {warden.pid} is gone" in said
         assert supervisor.is_running()  # its program runs: it stays, and serves
+        # but starts no program more: one would be unguarded too (under a steady load it
+        # never ran dry, and was never replaced)
+        held = c.submit("quick")
+        wait_for(lambda: "the warden" in (c.run(held.id).reason or ""), what="refused")
+        assert c.run(held.id).state is RunState.QUEUED
+        assert len(processes_of(server.data_dir)) == 3  # the escaper's, no other
         c.cancel(run.id)
         assert server.wait_run(c, run.id).state is RunState.CANCELLED
         supervisor.wait(20)  # nothing runs: it leaves
         wait_for(lambda: web.get(ready).status_code == 200, what="ready again")
         (after,) = supervisors_of(server.data_dir)
         assert after.pid != supervisor.pid and warden_of(after).is_running()
+        assert server.wait_run(c, held.id).state is RunState.SUCCEEDED  # the next one ran it
         again = c.submit("escaper")  # served by the new one, guarded
         wait_for(lambda: len(processes_of(server.data_dir)) == 3, what="its processes")
         c.cancel(again.id)

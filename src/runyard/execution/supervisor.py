@@ -109,10 +109,9 @@ class Supervisor:
         while True:
             now = time.monotonic()
             self.fire_timers(now)
-            # What this turn said goes out in one send per server, before waiting again; and
-            # before the wait is decided: a send that finds its server gone drops it, and the
-            # last one dropped here left a wait with no end (nobody connected, nothing to
-            # tell it, and no idle exit), the supervisor idle for good.
+            # What this turn said goes out in one send per server, before the wait is decided:
+            # a send that finds its server gone drops it, and the last one dropped here left a
+            # wait with no end (nobody to tell, no idle exit), the supervisor idle for good.
             self.conns.flush_pending()
             if self.unguarded is not None and self.unoccupied() and self.leave(self.unoccupied):
                 say("the warden is gone: leaving while nothing runs, for a supervisor with one")
@@ -152,11 +151,10 @@ class Supervisor:
             self.reap()
         else:
             self.conns.ready(key.fd, mask)
-            # A read's burst of spawn requests keeps this loop from select for milliseconds.
-            # What ended meanwhile (often one of the burst) is reaped now and goes out with
-            # the burst's replies, in one send: its slot is not left for a turn. Not after
-            # each request: a send per exit woke the server once per run (A/B, a batch:
-            # its CPU per run -24 %, runs/s +8.5 %).
+            # A read's burst of spawn requests keeps this loop from select for milliseconds:
+            # what ended meanwhile goes out with the burst's replies, in one send, not a turn
+            # later. Not after each request: a send per exit woke the server once per run
+            # (A/B, a batch: its CPU per run -24 %, runs/s +8.5 %).
             if mask & selectors.EVENT_READ and self.reap():
                 self.conns.flush_pending()
 
@@ -190,9 +188,10 @@ class Supervisor:
         if (live := self.by_run.get(run_of(req.key))) is not None:
             # one whose spawn the server gave up on (late_spawns.py), being stopped: never two
             return {"ok": False, "error": f"attempt {live.key} of its run still runs", **REQUEUE}
+        if self.unguarded is not None:  # no program more that may outlive it unwatched
+            return {"ok": False, "error": f"not started here: {self.unguarded}", **REQUEUE}
         if req.deadline is not None and time.time() > req.deadline:
-            # the server stops waiting for this answer (we were paused or swamped) and re-queues
-            # the attempt: starting it now would make a program nobody tracks
+            # its server gave up on the answer and re-queues it: a program nobody would track
             return {"ok": False, "error": "the spawn request expired before it was read", **REQUEUE}
         return None
 

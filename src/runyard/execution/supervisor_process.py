@@ -37,9 +37,10 @@ def become_subreaper() -> None:
 def watch_warden(warden: int, sup: Supervisor) -> None:
     """Be told if the warden dies (killed: a program of the same user can), which leaves this
     supervisor's programs to run on under nobody if it dies too: said in its log at once, in
-    the server's readiness until it is mended, and mended as soon as no program runs: the
-    supervisor leaves, and its server starts another, with a warden. A process's parent
-    cannot be given back to it; a supervisor left unguarded used to stay so for good."""
+    the server's readiness until it is mended, and mended as soon as no program runs: it
+    starts none more (each spawn is refused, to be re-queued), leaves, and its server starts
+    another, with a warden. A process's parent cannot be given back to it; a supervisor left
+    unguarded used to stay so for good, starting programs all along."""
 
     def gone(*_: object) -> None:
         sup.unguarded = (
