@@ -31,6 +31,7 @@ from runyard.jobs.spec import Job
 from runyard.models import AttemptEnd, Claim, ClaimAsk
 from runyard.services import outcomes
 from runyard.services.attempts import Attempts
+from runyard.services.job_limits import JobLimits
 from runyard.services.launches import launch_of
 from runyard.services.lease import Lease
 from runyard.services.slots import Slots
@@ -89,6 +90,7 @@ class Dispatcher:
         self._due: asyncio.TimerHandle | None = None
         self._launches = TaskGroup("launch")
         self._spawned: set[str] = set()  # launches whose program exists
+        self.limits = JobLimits()
         # Claims in flight, the dispatcher's own and those ends make (`ask`). Each takes only
         # slots nobody else counts (the free ones; an end, the one it frees), but a job's room
         # is shared: where a job has a concurrency limit, a claim waits for the others.
@@ -98,6 +100,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         await self.slots.load(self.store, self.host)
+        await self.limits.load(self.store, (await self.registry.snapshot()).jobs)
         self._task = asyncio.create_task(self._loop(), name="dispatcher")
         self.attempts.end_claims = self
         self.queue.set()
@@ -206,10 +209,7 @@ class Dispatcher:
                 return
 
     def _room(self, jobs: Mapping[str, Job]) -> dict[str, int]:
-        return self.slots.job_room({
-            name: job.spec.concurrency for name, job in jobs.items()
-            if job.spec.concurrency is not None
-        })  # fmt: skip
+        return self.slots.job_room(self.limits.of(jobs))
 
     @property
     def claiming(self) -> bool:
