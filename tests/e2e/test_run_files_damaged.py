@@ -94,3 +94,25 @@ def test_what_a_program_puts_where_its_exit_file_goes_is_set_aside(
     assert "root:" not in "".join(  # the link was never written through
         (server.data_dir / "runs" / r.id / "attempt-1.exit.json").read_text() for r in runs.values()
     )
+
+
+def test_a_run_directory_made_a_link_leads_no_exit_file_elsewhere(
+    start_server, write_job, jobs_dir, tmp_path
+) -> None:
+    """A probe: a program moved its run's directory aside and left a link to a directory of
+    its choosing in its place; the supervisor (root, maybe) wrote the exit file there. The
+    link is set aside and the record written in a directory of the run's own."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = f'r=$(dirname "$RUNYARD_WORKSPACE"); cd /; mv "$r" "$r.moved"; ln -s {elsewhere} "$r"'
+    write_job("relink", f"command = ['sh', '-c', '{script}; exit 5']\nartifacts = []\n")
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        done = server.wait_run(c, c.submit("relink").id)
+        assert (done.state, done.exit_code) == (RunState.FAILED, 5)
+    assert list(elsewhere.iterdir()) == []  # nothing written through the link
+    root = server.data_dir / "runs" / done.id
+    assert root.is_dir() and not root.is_symlink()
+    assert '"exit_code":5' in (root / "attempt-1.exit.json").read_text()
+    aside = [p for p in root.parent.iterdir() if p.name.startswith(f"{done.id}.stale-")]
+    assert len(aside) == 1 and aside[0].is_symlink()  # the link, kept aside

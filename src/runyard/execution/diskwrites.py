@@ -30,7 +30,7 @@ def say(text: str) -> None:
 
 # what a write meets when a program put something under the names it writes (a directory, a
 # link: the run's directory is open to a program that runs as the supervisor's user)
-_PLANTED = frozenset({errno.EISDIR, errno.ELOOP, errno.EEXIST, errno.ENOTEMPTY})
+_PLANTED = frozenset({errno.EISDIR, errno.ELOOP, errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR})
 
 
 def write_exit_file(path: str | Path, data: bytes, *, fsync: bool) -> None:
@@ -48,27 +48,39 @@ def write_exit_file(path: str | Path, data: bytes, *, fsync: bool) -> None:
 
 
 def _write_atomically(path: str, data: bytes, fsync: bool) -> None:
-    tmp = f"{path}.tmp"
+    head, name = os.path.split(path)
+    tmp = f"{name}.tmp"
+    # never through a link a program left: its run's directory put elsewhere (a link in its
+    # place led the exit file out of the data directory), or a file in it (ELOOP either way:
+    # set aside). The names are then looked up in the directory opened here, and only there.
+    directory = os.open(head or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         failpoints.check("exit_file")
-        # never through a link a program left in the run's directory (ELOOP: set aside)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o644)
+        fd = os.open(tmp, flags, 0o644, dir_fd=directory)
         try:
             os.write(fd, data)
             if fsync:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)  # noqa: PTH105  hot path: no pathlib objects per exit
+        os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
     except OSError:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)  # noqa: PTH108
+            os.unlink(tmp, dir_fd=directory)
         raise
+    finally:
+        os.close(directory)
 
 
 def _set_aside_planted(path: str) -> None:
-    """Rename what is not a regular file under `path` or its temp name."""
+    """Rename what is not a regular file under `path` or its temp name, and what is not a
+    directory in the place of its directory (which is then made anew)."""
+    head = os.path.dirname(path)  # noqa: PTH120
+    with contextlib.suppress(OSError):
+        if not stat.S_ISDIR(os.lstat(head).st_mode):
+            os.rename(head, f"{head}.stale-{time.time_ns()}")  # noqa: PTH104
+            os.mkdir(head)  # noqa: PTH102
     for name in (f"{path}.tmp", path):
         with contextlib.suppress(OSError):
             if not stat.S_ISREG(os.lstat(name).st_mode):
