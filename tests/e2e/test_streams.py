@@ -469,3 +469,27 @@ def test_the_log_of_a_retry_not_started_yet_is_waited_for(start_server, write_jo
     end = items[-1]
     assert end.kind == "end"
     assert (end.data["attempt"], end.data["state"]) == (2, "succeeded")
+
+
+def test_a_queued_run_cancelled_ends_its_log_stream_as_attempt_0(
+    start_server, write_job, jobs_dir
+) -> None:
+    """A probe: its log stream announced an attempt 1 it never had and ended as attempt 1,
+    while its events, and the run itself, said attempt 0."""
+    write_job("hold", 'command = ["sleep", "60"]\nkill_grace_s = 0\n')
+    server = start_server(jobs_dir, capacity=1)
+    with server.client() as c:
+        holding = c.submit("hold")
+        queued = c.submit("hold")  # the one slot is taken: it waits
+        assert c.cancel(queued.id).state is RunState.CANCELLED
+        assert c.run(queued.id).attempt == 0
+        stream = web.get(f"{server.url}/v1/runs/{queued.id}/logs/stream", timeout=10)
+        events = web.get(f"{server.url}/v1/runs/{queued.id}/events", timeout=10)
+        c.cancel(holding.id)
+        server.wait_run(c, holding.id)
+    ends = []
+    for text in (stream.text, events.text):
+        lines = text.splitlines()
+        assert "event: attempt" not in lines  # no attempt is announced: there is none
+        ends.append(json.loads(lines[lines.index("event: end") + 1].removeprefix("data: ")))
+    assert [(e["state"], e["attempt"]) for e in ends] == [("cancelled", 0)] * 2

@@ -164,8 +164,10 @@ async def follow_log(
             yield Closed()
             return
         run, number = found
-        if number > max(run.attempt, 1):
+        if number > max(run.attempt, 1) or (run.attempt == 0 and run.state.terminal):
             # the run ended without the attempt waited for: its end is its last attempt's
+            # (none: a queued run cancelled, told as attempt 0, as its events and the run say;
+            # it was told as the attempt 1 it never had, announced first as followed)
             yield _end(run, run.attempt)
             return
         yield Following(number)
