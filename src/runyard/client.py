@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
-from runyard.client_downloads import all_listed, save
+from runyard.client_artifacts import ArtifactMethods
 from runyard.client_files import not_file_params
 from runyard.client_guards import (
     MAX_ERROR_TEXT,
@@ -21,7 +20,6 @@ from runyard.client_guards import (
     ClientError,
     M,
     capped_client,
-    destination,
     digits,
     event_data,
     event_int,
@@ -35,7 +33,6 @@ from runyard.client_guards import (
 from runyard.client_streams import sse_events
 from runyard.models import RunState
 from runyard.schemas import (
-    ArtifactList,
     BatchPage,
     BatchView,
     JobList,
@@ -86,7 +83,7 @@ class StreamEnd:
     data: dict[str, Any]
 
 
-class Client:
+class Client(ArtifactMethods):
     def __init__(
         self,
         server: str | None = None,
@@ -373,50 +370,3 @@ class Client:
             elif sse.event in ("end", "lagged", "shutdown"):
                 yield StreamEnd(sse.event, event_data(sse.data, sse.event))
                 return
-
-    # -- artifacts --------------------------------------------------------------------------
-
-    def artifacts(self, run_id: str, cursor: str | None = None) -> ArtifactList:
-        params = {"cursor": cursor} if cursor else {}
-        resp = self.http.get(f"/v1/runs/{segment(run_id)}/artifacts", params=params)
-        return self._answer(ArtifactList, resp)
-
-    def artifact_pages(self, run_id: str) -> Iterator[ArtifactList]:
-        """Every page of the run's artifacts, in order (a cursor that comes back, or more
-        than MAX_PAGES pages, is a ClientError)."""
-        cursor: str | None = None
-        seen: set[str] = set()
-        for _ in range(MAX_PAGES):
-            listing = self.artifacts(run_id, cursor)
-            yield listing
-            if listing.next_cursor is None:
-                return
-            cursor = next_cursor(listing.next_cursor, seen)
-        raise ClientError(f"more than {MAX_PAGES} pages of artifacts")
-
-    def download_all(self, run_id: str, root: Path, *, overwrite: bool = False) -> Iterator[Path]:
-        """Every artifact of the run (every page of them) into `root`, each where its path
-        says inside it: a path that would land elsewhere is a ClientError, and so is a file
-        there already unless `overwrite` (the server names them: `.bashrc`, into a home).
-        A listing that left declared entries out raises PartialListingError once every file
-        it listed is saved: "all" was not all, and no caller takes it for all in silence."""
-        for listing in all_listed(self.artifact_pages(run_id)):
-            for a in listing.artifacts:
-                dest = destination(root, a.path)
-                if not overwrite and (dest.exists() or dest.is_symlink()):
-                    raise ClientError(
-                        f"{dest} exists: not overwritten (overwrite=True, --overwrite)"
-                    )
-                yield self.download(run_id, a.path, dest, a.size)
-
-    def download(self, run_id: str, path: str, dest: Path, size: int | None = None) -> Path:
-        """Download one artifact to `dest` (a file path), streaming; `size`, when known (the
-        listing's), is the most it may be. The path is sent percent-encoded segment by
-        segment: a `?`, `#` or `%` in a name is part of it. `dest` appears only once whole."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        url = f"/v1/runs/{segment(run_id)}/artifacts/{quote(path, safe='/')}"
-        with self.http.stream("GET", url) as resp:
-            if not 200 <= resp.status_code < 300:  # never a redirect's page saved as the file
-                resp.read()
-                self._check(resp)
-            return save(resp, dest, size)
