@@ -355,23 +355,15 @@ def request_cancel(run_id: str) -> Unit[Run | None]:
     return run
 
 
-def expired(
-    now: float, limit: int, after: tuple[float, str] | None
+def removable(
+    listing: str, bound: float, limit: int, after: tuple[float, str] | None
 ) -> Unit[list[tuple[str, float]]]:
+    """A page of retention's `listing` (EXPIRED, UNTIMED_BEFORE): (id, key) up to `bound`,
+    after the run `after` names by its (key, id)."""
     if after is None:
-        found = yield rows("EXPIRED", now, limit)
+        found = yield rows(listing, bound, limit)
     else:
-        found = yield rows("EXPIRED_AFTER", now, after[0], after[0], after[1], limit)
-    return [(r[0], r[1]) for r in found]
-
-
-def untimed_before(
-    before: float, limit: int, after: tuple[float, str] | None
-) -> Unit[list[tuple[str, float]]]:
-    if after is None:
-        found = yield rows("UNTIMED_BEFORE", before, limit)
-    else:
-        found = yield rows("UNTIMED_BEFORE_AFTER", before, after[0], after[0], after[1], limit)
+        found = yield rows(f"{listing}_AFTER", bound, after[0], after[0], after[1], limit)
     return [(r[0], r[1]) for r in found]
 
 

@@ -148,12 +148,12 @@ class SQLStore(Store):
     async def expired(
         self, now: float, limit: int, after: tuple[float, str] | None = None
     ) -> list[tuple[str, float]]:
-        return await self._read(partial(logic.expired, now, limit, after))
+        return await self._read(partial(logic.removable, "EXPIRED", now, limit, after))
 
     async def untimed_before(
         self, before: float, limit: int, after: tuple[float, str] | None = None
     ) -> list[tuple[str, float]]:
-        return await self._read(partial(logic.untimed_before, before, limit, after))
+        return await self._read(partial(logic.removable, "UNTIMED_BEFORE", before, limit, after))
 
     async def delete_run(self, run_id: str) -> bool:
         return await self._write(partial(logic.delete_run, run_id))
