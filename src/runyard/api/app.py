@@ -11,6 +11,7 @@ from runyard import __version__
 from runyard.api import dashboard, docs, fast_submit, inputs, openai_errors, problems, proxy
 from runyard.api.middleware.authenticate import AuthenticateMiddleware
 from runyard.api.middleware.body_limit import BodyLimitMiddleware, BodyWaits
+from runyard.api.middleware.change_conditions import ChangeConditions
 from runyard.api.middleware.head_as_get import HeadAsGet
 from runyard.api.middleware.request_cap import RequestCap, default_max_requests
 from runyard.api.middleware.request_context import RequestContextMiddleware
@@ -80,6 +81,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     docs.mount(app)
     inputs.publish(app, settings)
     app.add_middleware(HeadAsGet)  # innermost: the router's neighbour, as GET's answer goes
+    app.add_middleware(ChangeConditions)  # once the route is known, before a body is read
     app.add_middleware(inputs.ControlCharacterGuard)  # before any route reads a path or query
     bodies = BodyWaits()  # at shutdown, a body still awaited is not waited for
     rt.at_shutdown.append(bodies.close)

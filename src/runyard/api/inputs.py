@@ -17,6 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runyard.api import openai_errors
+from runyard.api.middleware.change_conditions import CHANGES
 from runyard.api.middleware.request_cap import EXEMPT
 from runyard.bounds import ID_PATTERN, JOB_NAME_PATTERN, LINE_PATTERN, text_problem
 from runyard.config import Settings
@@ -220,8 +221,8 @@ class ControlCharacterGuard:
         await send({"type": f"{kind}.response.body", "body": body})
 
 
-def _guarded(op: dict[str, Any], path: str) -> None:
-    """What the guard does to every operation, said in its parameters and answers."""
+def _bounded_params(op: dict[str, Any]) -> None:
+    """Each path and query parameter's text: one line, its length capped, an id's pattern."""
     for param in op.get("parameters", []):
         if param.get("in") not in ("path", "query"):
             continue
@@ -234,6 +235,12 @@ def _guarded(op: dict[str, Any], path: str) -> None:
             branch.setdefault("pattern", LINE_PATTERN)
             cap = MAX_QUERY_VALUE if param["in"] == "query" else MAX_PATH
             branch["maxLength"] = min(branch.get("maxLength", cap), cap)
+
+
+def _guarded(op: dict[str, Any], path: str, changes: bool) -> None:
+    """What the guard does to every operation, said in its parameters and answers; and, on
+    one that changes something, the conditions (middleware/change_conditions.py)."""
+    _bounded_params(op)
     responses = op.setdefault("responses", {})
     answers = [
         ("400", "a malformed HTTP request (the detail says what the parser refused)"),
@@ -243,6 +250,9 @@ def _guarded(op: dict[str, Any], path: str) -> None:
         # errors.py: a bug's `internal`, or a stored run that cannot be read back
         ("500", "an internal error, or a run's stored record damaged (`record-damaged`)"),
     ]
+    if changes:
+        answers.append(("412", "an If-Match naming a tag (these resources have none), or "
+                        "If-None-Match: *"))  # fmt: skip
     for code, why in answers:
         responses.setdefault(code, {
             "description": why,
@@ -295,9 +305,9 @@ def publish(app: FastAPI, settings: Settings) -> None:
         doc = build()
         _settings_bounds(doc.get("components", {}).get("schemas", {}), settings)
         for path, item in doc.get("paths", {}).items():
-            for op in item.values():
+            for method, op in item.items():
                 if isinstance(op, dict):
-                    _guarded(op, path)
+                    _guarded(op, path, method.upper() in CHANGES)
         app.openapi_schema = doc
         return doc
 

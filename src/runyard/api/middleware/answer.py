@@ -9,13 +9,16 @@ from starlette.types import Send
 
 async def send_problem(
     send: Send, status: int, title: str, slug: str, detail: str,
-    headers: list[tuple[bytes, bytes]] | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None, field: str | None = None,
 ) -> None:  # fmt: skip
     """The connection is closed after it: the body the client may still be sending is never
-    read, and nothing of it may be taken for the next request."""
-    body = json.dumps({
+    read, and nothing of it may be taken for the next request. Compact, as the routes' are."""
+    problem: dict[str, object] = {
         "type": f"urn:runyard:problem:{slug}", "title": title, "status": status, "detail": detail,
-    }).encode()  # fmt: skip
+    }  # fmt: skip
+    if field is not None:
+        problem["field"] = field
+    body = json.dumps(problem, separators=(",", ":")).encode()
     await send({
         "type": "http.response.start", "status": status,
         "headers": [(b"content-type", b"application/problem+json"),

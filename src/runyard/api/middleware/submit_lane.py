@@ -44,7 +44,15 @@ from runyard.schemas import SubmitRequest
 _RELAY = RELAY_HEADER.encode()
 Handler = Callable[[Request, Exception], Any]  # an app's exception handler, sync or async
 _NOT_PLAIN = frozenset(
-    {b"idempotency-key", _RELAY, b"expect", b"transfer-encoding", b"content-encoding"}
+    {
+        b"idempotency-key",
+        _RELAY,
+        b"expect",
+        b"transfer-encoding",
+        b"content-encoding",
+        b"if-match",
+        b"if-none-match",
+    }
 )
 
 
