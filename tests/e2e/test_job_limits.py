@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from runyard.models import RunState
-from tests.support import ServerProcess
+from tests import web
+from tests.support import ServerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -18,6 +19,10 @@ def one_at_a_time(lock: Path) -> str:
     """A job held to one run at a time that fails (exit 9) if another of it runs beside it."""
     script = f'mkdir "{lock}" || exit 9; sleep 2; rmdir "{lock}"'
     return f'command = ["sh", "-c", \'{script}\']\nconcurrency = 1\n'
+
+
+def declared(server: ServerProcess) -> int:
+    return web.get(f"{server.url}/v1/jobs/one").status_code
 
 
 def run_three(server: ServerProcess) -> list[str]:
@@ -55,4 +60,24 @@ def test_a_jobs_limit_holds_for_its_queued_runs_across_a_restart_without_its_fil
     server.stop()  # its program runs on under the supervisor; two runs wait in the queue
     (jobs_dir / "one.toml").unlink()
     server.start()
+    all_alone(server, ids)
+
+
+def test_a_jobs_limit_holds_when_its_file_goes_before_any_slot_frees(
+    start_server, write_job, jobs_dir: Path, tmp_path: Path
+) -> None:
+    """A probe: the job declared, its runs submitted and its file removed while every slot
+    was busy; no claim was made in between, and its limit was learnt only at a claim."""
+    gate = tmp_path / "gate"
+    write_job("hold", f'command = ["sh", "-c", \'while [ ! -e "{gate}" ]; do sleep 0.05; done\']\n')
+    server = start_server(jobs_dir, capacity=2)
+    with server.client() as c:
+        holds = [c.submit("hold").id for _ in range(2)]
+        wait_for(lambda: all(c.run(h).state is RunState.RUNNING for h in holds), what="both")
+        write_job("one", one_at_a_time(tmp_path / "lock"))
+        wait_for(lambda: declared(server) == 200, what="the job declared")
+        ids = run_three(server)
+        (jobs_dir / "one.toml").unlink()
+        wait_for(lambda: declared(server) == 404, what="the job no longer declared")
+    gate.touch()
     all_alone(server, ids)

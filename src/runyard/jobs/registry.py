@@ -7,7 +7,7 @@ import heapq
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +60,9 @@ class JobRegistry:
         self._checked_at = float("-inf")
         self._lock = asyncio.Lock()
         self._over = False  # the last scan left files out (logged once, not each scan)
+        # told of each scan's jobs, on the loop, as it is made: what a job declared is heard
+        # even if its file goes before anyone asks again (services/job_limits.py)
+        self.listeners: list[Callable[[Mapping[str, Job]], None]] = []
 
     async def snapshot(self) -> JobSnapshot:
         if time.monotonic() - self._checked_at < self.refresh_s:
@@ -68,6 +71,8 @@ class JobRegistry:
             if time.monotonic() - self._checked_at >= self.refresh_s:
                 self._snapshot = await asyncio.to_thread(self.scan)
                 self._checked_at = time.monotonic()
+                for heard in self.listeners:
+                    heard(self._snapshot.jobs)
         return self._snapshot
 
     @property

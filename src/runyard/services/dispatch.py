@@ -91,6 +91,7 @@ class Dispatcher:
         self._launches = TaskGroup("launch")
         self._spawned: set[str] = set()  # launches whose program exists
         self.limits = JobLimits()
+        registry.listeners.append(self.limits.heard)
         # Claims in flight, the dispatcher's own and those ends make (`ask`). Each takes only
         # slots nobody else counts (the free ones; an end, the one it frees), but a job's room
         # is shared: where a job has a concurrency limit, a claim waits for the others.

@@ -27,12 +27,19 @@ class JobLimits:
         self._seen: Mapping[str, Job] | None = None
         self._held: dict[str, int] = {}  # those with a limit
 
+    def heard(self, jobs: Mapping[str, Job]) -> None:
+        """A scan of the job files (registry.py tells each): every job's limit as declared
+        in it. Heard as scanned, not at the next claim: a job declared, its runs submitted and
+        its file removed while every slot was busy was never claimed for in between, and its
+        queued runs went without a limit (a probe: two of a one-at-a-time job at once)."""
+        for name, job in jobs.items():
+            self._limits[name] = job.spec.concurrency
+
     def of(self, jobs: Mapping[str, Job]) -> dict[str, int]:
         """The limits to claim by, `jobs` being those declared now. Worked out again only
         when the registry's scan is another (a claim at each run's end asks)."""
         if jobs is not self._seen:
-            for name, job in jobs.items():
-                self._limits[name] = job.spec.concurrency
+            self.heard(jobs)
             self._seen = jobs
             self._held = {name: n for name, n in self._limits.items() if n is not None}
         return self._held
