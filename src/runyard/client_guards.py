@@ -52,6 +52,14 @@ def capped_client() -> type[httpx.Client]:
             given: httpx.BaseTransport | None = kw.get("transport")
             return given if given is not None else HeadTransport(kw.get("verify", True))
 
+        def build_request(self, *args: Any, **kw: Any) -> httpx.Request:
+            """httpx's request, or a ClientError: an argument that makes no URL (a run id
+            of 100,000 characters: httpx's InvalidURL, no HTTPError, was a traceback)."""
+            try:
+                return super().build_request(*args, **kw)
+            except httpx.InvalidURL as exc:
+                raise ClientError(f"no request can be made of these arguments: {exc}") from None
+
         def send(
             self, request: httpx.Request, *, stream: bool = False, **kw: Any
         ) -> httpx.Response:

@@ -317,3 +317,32 @@ def test_a_batch_is_shown_with_no_more_states_nor_rows_than_there_can_be(hostile
     ran = cli(server.url, "ls", "--limit", "5")  # `runyard ls` alike
     assert ran.returncode == 0, ran.stderr
     assert "run-00004" in ran.stdout and "run-00005" not in ran.stdout
+
+
+def test_json_and_counts_are_bounded_too_and_a_limit_is_at_least_one(hostile: Make) -> None:
+    """`--json` wrote every row of a page (1,100,005 lines for `--limit 1`), a count of
+    10**4000 was written whole, and `--limit -1` read a page less its last row (a probe)."""
+    batch = {"id": "b1", "job": "j", "size": 3, "created_at": "2026-01-01T00:00:00Z",
+             "counts": {"queued": 10**4000}, "done": False, "idempotency_key": None}  # fmt: skip
+    rows = [{**batch, "id": f"batch-{i:05d}", "counts": {"queued": 1}} for i in range(3_000)]
+    runs = {"runs": [run_json(id=f"run-{i:05d}") for i in range(3_000)], "next_cursor": None}
+    page = {"batches": rows, "next_cursor": None}
+    server = hostile({"/v1/batches/b1": json_answer(batch), "/v1/runs": json_answer(runs),
+                      "/v1/batches": json_answer(page)})  # fmt: skip
+    for args, key in ((("batches", "ls"), "batches"), (("ls",), "runs")):
+        listed = cli(server.url, *args, "--limit", "2", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert len(json.loads(listed.stdout)[key]) == 2
+        refused = cli(server.url, *args, "--limit", "0")
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    shown = cli(server.url, "batches", "show", "b1")
+    assert shown.returncode == 0, shown.stderr
+    assert "queued over 1e+15" in shown.stdout and len(shown.stdout) < 200, shown.stdout
+
+
+def test_an_argument_that_makes_no_url_is_one_line_of_error(hostile: Make) -> None:
+    """A run or batch id of 100,000 characters: httpx's InvalidURL, a traceback (a probe)."""
+    server = hostile({})
+    for args in (("show", "A" * 100_000), ("batches", "ls", "--cursor", "A" * 100_000)):
+        said = one_line_error(cli(server.url, *args))
+        assert "no request can be made of these arguments" in said, said

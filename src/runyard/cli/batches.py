@@ -51,11 +51,12 @@ def batch(
 # argument rules out subcommands under the same name)
 app = typer.Typer(help="Batches: list, show and cancel.", no_args_is_help=True)
 SHOWN_STATES = len(RunState)
+MAX_COUNT = 10**15  # more runs than any server holds: a count past it is shown as that
 
 
 @app.command("ls")
 def list_batches(
-    limit: Annotated[int, typer.Option(help="How many.")] = 20,
+    limit: Annotated[int, typer.Option(help="How many.", min=1)] = 20,
     cursor: Annotated[str | None, typer.Option(help="The page after this batch id.")] = None,
     server: ServerOpt = None,
     token: TokenOpt = None,
@@ -64,11 +65,13 @@ def list_batches(
     """List batches, newest first, with their runs by state."""
     with connected(server, token) as c:
         page = c.batches(cursor=cursor, limit=limit)
+    # a server's answer: no more rows than were asked for, in a table or as JSON
+    page = page.model_copy(update={"batches": page.batches[:limit]})
     if as_json:
         print_json(page)
         return
     table = Table(Column("id", no_wrap=True), "job", "size", "created", "done", "runs")
-    for b in page.batches[:limit]:  # a server's answer: no more rows than were asked for
+    for b in page.batches:
         created = b.created_at.strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(shown(b.id), shown(b.job), str(b.size), created, "yes" if b.done else "no",
                       _counts(b))  # fmt: skip
@@ -99,10 +102,15 @@ def cancel_batch(batch_id: str, server: ServerOpt = None, token: TokenOpt = None
     out.print(f"{shown(b.id)}  {_counts(b)}")
 
 
+def count(n: int) -> str:
+    """A count a server sent, in a few characters whatever its size (10**4000: 4,001 digits)."""
+    return str(n) if abs(n) < MAX_COUNT else f"{'-' if n < 0 else ''}over {MAX_COUNT:.0e}"
+
+
 def _counts(b: BatchView) -> str:
     """Its runs by state, as `queued 7, succeeded 3` (a server's names: made safe to show, and
     no more of them than runyard has states, whatever a server sends)."""
-    told = [f"{shown(k)} {v}" for k, v in sorted(b.counts.items())[:SHOWN_STATES]]
+    told = [f"{shown(k)} {count(v)}" for k, v in sorted(b.counts.items())[:SHOWN_STATES]]
     if (more := len(b.counts) - SHOWN_STATES) > 0:
         told.append(f"and {more} more")
     return ", ".join(told) or "no runs"

@@ -94,7 +94,7 @@ def list_runs(
     state: Annotated[RunState | None, typer.Option(help="Only runs in this state.")] = None,
     label: Annotated[list[str], typer.Option("-l", "--label", help="KEY=VALUE.")] = [],  # noqa: B006
     batch_id: Annotated[str | None, typer.Option("--batch", help="Only runs of a batch.")] = None,
-    limit: Annotated[int, typer.Option(help="How many.")] = 20,
+    limit: Annotated[int, typer.Option(help="How many.", min=1)] = 20,
     server: ServerOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -103,8 +103,8 @@ def list_runs(
     labels = parse_labels(label)
     with connected(server, token) as c:
         page = c.runs(job=job, state=state, labels=labels, batch=batch_id, limit=limit)
-    if as_json:
-        print_json(page)
+    if as_json:  # a server's answer: no more rows than were asked for, as in the table
+        print_json(page.model_copy(update={"runs": page.runs[:limit]}))
         return
     out.print(_runs_table(page, limit))
 
