@@ -307,6 +307,40 @@ def _form(filename: bytes, after: bytes = b"\r\n") -> bytes:
             + b"\"\r\n\r\n" + TABLE + b"\r\n--B--" + after)  # fmt: skip
 
 
+_DATA = b'Content-Disposition: form-data; name="data"; filename="t.csv"'
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "words"),
+    [
+        # a probe: the last name counted (the run), the other way round no run
+        (b'name="run"', b'name="x"; name="run"', "gives 'name' twice"),
+        (_DATA, _DATA + b'; filename="t.exe"', "gives 'filename' twice"),
+        (_DATA, _DATA + b"; filename*=UTF-8''t.exe", "'filename*'"),
+        (_DATA, _DATA + b"\r\nContent-Disposition: form-data; name=\"run\"", "header twice"),
+        # a probe: base64 was stored as its text, under the client's name
+        (_DATA, _DATA + b"\r\nContent-Transfer-Encoding: base64", "Content-Transfer-Encoding"),
+        (_DATA, _DATA + b"\r\nContent-Encoding: gzip", "Content-Encoding"),
+    ],
+)  # fmt: skip
+def test_a_part_whose_head_reads_two_ways_is_refused(
+    server, old: bytes, new: bytes, words: str
+) -> None:
+    body = _form(b"t.csv").replace(old, new, 1)
+    resp = web.post(f"{server.url}/v1/runs", content=body,
+                    headers={"Content-Type": "multipart/form-data; boundary=B"})  # fmt: skip
+    assert resp.status_code == 400, resp.text
+    assert words in resp.json()["detail"], resp.json()
+    assert blobs(server.data_dir) == []
+    assert web.get(f"{server.url}/v1/runs").json()["runs"] == []
+    # the same, said once and plainly, is taken; a quoted `;` is no parameter's end
+    plain = _form(b"t;x.csv").replace(b"Content-Disposition", b"Content-Transfer-Encoding: "
+                                      b"binary\r\nContent-Disposition", 1)  # fmt: skip
+    resp = web.post(f"{server.url}/v1/runs", content=plain,
+                    headers={"Content-Type": "multipart/form-data; boundary=B"})  # fmt: skip
+    assert resp.status_code == 202, resp.text
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "words"),
     [
