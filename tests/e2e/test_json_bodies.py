@@ -82,6 +82,11 @@ NOT_PLAIN = [
     ({**JSON, "Content-Encoding": "gzip"}, gzip.compress(b'{"job": "true"}'),
      "header.Content-Encoding"),
     ({**JSON, "Content-Encoding": "gzip"}, b'{"job": "true"}', "header.Content-Encoding"),
+    # a probe: taken, and read as UTF-8 where a reader honouring the charset reads other text
+    ({"Content-Type": "application/json; charset=latin-1"}, b'{"job": "true"}',
+     "header.Content-Type"),
+    ({"Content-Type": 'application/json; Charset="UTF-16"'}, b'{"job": "true"}',
+     "header.Content-Type"),
 ]  # fmt: skip
 
 

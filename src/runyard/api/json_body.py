@@ -55,7 +55,26 @@ def check_headers(headers: Headers, refused: type[RunyardError], named: bool = T
             f"the body must be JSON, sent with Content-Type: {MEDIA_TYPE}, once (the "
             f"request's: {shown})", **_field("header.Content-Type", named),
         )  # fmt: skip
+    if not utf8_charset(sent[0]):
+        raise refused(
+            f"JSON is read as UTF-8 (RFC 8259 8.1): a charset but utf-8 is not taken (the "
+            f"request's: {sent[0][:100]!r})", **_field("header.Content-Type", named),
+        )  # fmt: skip
     as_it_is(headers, refused, named)
+
+
+def utf8_charset(content_type: str) -> bool:
+    """Whether a JSON Content-Type names no charset but UTF-8. RFC 8259 defines none and has
+    JSON read as UTF-8, but a reader that honours `charset=latin-1` reads other text from
+    the same bytes than this server does (a probe: taken, and read as UTF-8)."""
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in UTF8:
+            return False
+    return True
+
+
+UTF8 = ("utf-8", "utf8")
 
 
 def as_it_is(

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runyard.api.fast_submit import PATH, replay
 from runyard.api.inputs import header_int
-from runyard.api.json_body import SMALL_BODY, duplicate_free
+from runyard.api.json_body import SMALL_BODY, duplicate_free, utf8_charset
 from runyard.api.middleware.body_limit import BodyWaits, StallWatch
 from runyard.api.middleware.request_context import RequestRecord
 from runyard.api.routes.runs import MAX_PREFER, answer_submit
@@ -95,7 +95,10 @@ class SubmitLane:
         found = _wanted_headers(scope)
         if found is None:
             return None
-        content_type = found.get(b"content-type", b"").split(b";")[0].strip().lower()
+        sent = found.get(b"content-type", b"")
+        content_type = sent.split(b";")[0].strip().lower()
+        if b";" in sent and not utf8_charset(sent.decode("latin-1")):
+            return None  # the stack refuses it (json_body.py)
         length = found.get(b"content-length", b"")
         prefer = found.get(b"prefer", b"")
         if content_type != b"application/json" or len(prefer) > MAX_PREFER:
