@@ -32,6 +32,7 @@ from runyard.client_guards import (
 )
 from runyard.client_streams import sse_events
 from runyard.models import RunState
+from runyard.schedule_schemas import SchedulePage, ScheduleView
 from runyard.schemas import (
     BatchPage,
     BatchView,
@@ -39,8 +40,6 @@ from runyard.schemas import (
     JobView,
     RunPage,
     RunView,
-    SchedulePage,
-    ScheduleView,
     UploadView,
 )
 

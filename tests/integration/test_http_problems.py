@@ -190,6 +190,14 @@ def test_openapi_is_served(server: InProcessServer) -> None:
     for body in ({"cron": "@hourly", "interval_s": None}, {"interval_s": 60}, {"paused": True}):
         assert patch.is_valid(body)
         assert server.request("PATCH", f"/v1/schedules/{made}", json=body).status_code == 200, body
+    # one timing null, alone: refused on a schedule of either kind (a probe: a 422 on one of
+    # its kind, a 200 changing nothing on one of the other), as the schema says
+    by_cron = server.post("/v1/schedules", json={"job": "true", "cron": "@daily"}).json()["id"]
+    for name in ("cron", "interval_s"):
+        assert not patch.is_valid({name: None})
+        for schedule in (made, by_cron):
+            resp = server.request("PATCH", f"/v1/schedules/{schedule}", json={name: None})
+            assert (resp.status_code, resp.json().get("field")) == (422, f"body.{name}"), resp.text
 
 
 def test_jobs_list_publishes_schema_and_load_errors(

@@ -6,10 +6,12 @@ be a valid dictionary", which did not say why)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
+from runyard.bounds import TEXT_PATTERN
 from tests.inprocess import InProcessServer, serving
 from tests.support import EXAMPLE_JOBS
 
@@ -92,3 +94,20 @@ def test_content_given_as_no_parts_at_all_is_refused(server: InProcessServer, ro
     body = b'{"model": "chat-agent", "messages": [{"role": "%s", "content": []}]}' % role.encode()
     error = refused(server, body, JSON)
     assert error["param"] == "messages.0.content"
+
+
+def test_the_document_refuses_a_control_character_in_a_message_as_the_server_does(
+    server: InProcessServer,
+) -> None:
+    """A probe: the document took U+0001 in a message's content, the server refused it (422
+    `messages.0.content`); every other free text carries TEXT_PATTERN, and these do now."""
+    schemas = server.get("/openapi.json").json()["components"]["schemas"]
+    content = schemas["ChatMessage"]["properties"]["content"]["anyOf"]
+    texts = [branch for branch in content if branch.get("type") == "string"]
+    texts.append(schemas["TextPart"]["properties"]["text"])
+    assert [t.get("pattern") for t in texts] == [TEXT_PATTERN, TEXT_PATTERN]
+    for sent in ("\u0001", "\u0085"):
+        body = {"model": "chat-agent", "messages": [{"role": "user", "content": f"a{sent}b"}]}
+        resp = server.post(PATH, content=json.dumps(body).encode(), headers=JSON)
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["param"] == "messages.0.content"

@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
+from runyard.bounds import TEXT_PATTERN
 from runyard.jobs.chat import MODEL_PATTERN
 from runyard.schemas import RequestBody
 from runyard.services.chat import Message, estimate_tokens
@@ -28,8 +29,13 @@ MAX_MESSAGES = 1024
 MAX_CONTENT = 100_000  # characters a message (or part) may hold; the job bounds the whole
 MAX_PARTS = 256
 # Control characters are refused as any param refuses them, a 422 naming the message
-# (services/chat.py); a pattern here would only make the published schema costly to generate from
-Text = Annotated[str, StringConstraints(max_length=MAX_CONTENT)]
+# (services/chat.py), and the published schema says so (TEXT_PATTERN, as every free text has
+# it): a pattern the model checked itself would refuse them again, unnamed
+Text = Annotated[
+    str,
+    StringConstraints(max_length=MAX_CONTENT),
+    Field(json_schema_extra={"pattern": TEXT_PATTERN}),
+]
 ModelId = Annotated[str, StringConstraints(pattern=MODEL_PATTERN)]
 
 

@@ -83,6 +83,14 @@ async def changed(
     now: float,
 ) -> Schedule:
     """A copy of `s` with `changes` (a PATCH's) made, checked."""
+    for given, other in (("cron", "interval_s"), ("interval_s", "cron")):
+        if given in changes and changes[given] is None and other not in changes:
+            # alone, a null took the timing away from a schedule of that kind (a 422) and
+            # changed nothing on one of the other: the same request, two answers by state
+            raise InvalidInputError(
+                f"`{given}: null` is given only beside `{other}`, the timing that replaces "
+                f"it (a schedule has exactly one of `cron` and `interval_s`)", field=given,
+            )  # fmt: skip
     params = changes.get("params", s.params)
     timing = "cron" in changes or "interval_s" in changes
     # a new timing replaces the other kind; a null one replaces nothing

@@ -14,13 +14,8 @@ from runyard.api.json_body import JSONBodyRoute
 from runyard.api.security import ADMIN, READ, SUBMIT
 from runyard.bounds import unshowable
 from runyard.models import Schedule
-from runyard.schemas import (
-    SchedulePage,
-    SchedulePatch,
-    ScheduleRequest,
-    ScheduleView,
-    problem_responses,
-)
+from runyard.schedule_schemas import SchedulePage, SchedulePatch, ScheduleRequest, ScheduleView
+from runyard.schemas import problem_responses
 
 router = APIRouter(
     prefix="/v1/schedules",
