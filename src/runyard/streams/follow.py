@@ -8,17 +8,19 @@ any moment gets every byte or event once, in order.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
 from runyard.models import Run, RunEvent, RunState
+from runyard.regular_files import open_regular
 from runyard.store import Store
 from runyard.streams.changes import ChangeWaiter
 from runyard.streams.chunks import split_chunks
 from runyard.streams.hub import StreamHub
 from runyard.streams.subscriber import Chunk, Closed, End, Following, Lagged, Subscriber
-from runyard.streams.tailer import AttemptTailer, read_from
+from runyard.streams.tailer import AttemptTailer, read_at
 
 LogItem = Chunk | Following | End | Lagged | Closed
 EventItem = RunEvent | End | Lagged | Closed
@@ -55,16 +57,27 @@ REPLAY_READ = 64 * 1024
 
 
 async def _file_chunks(path: Path, start: int, stop: int | None) -> AsyncIterator[Chunk]:
-    """The file's bytes from `start` up to `stop` (or its current end), in chunks."""
-    offset = start
-    while stop is None or offset < stop:
-        limit = REPLAY_READ if stop is None else min(REPLAY_READ, stop - offset)
-        data = await asyncio.to_thread(read_from, path, offset, limit)
-        if not data:
-            return
-        for piece in split_chunks(data):
-            yield Chunk(offset, piece)
-            offset += len(piece)
+    """The file's bytes from `start` up to `stop` (or its current end), in chunks, read
+    through one descriptor: a log removed while it is read (its run deleted, or its TTL over)
+    is read to its end all the same, as a download of an artifact is. Opened again for each
+    chunk, it was cut where the removal fell, and its stream ended there with no `end` (a
+    probe: 26.6 MB of 40, like a dropped connection)."""
+    try:
+        fd, _ = await asyncio.to_thread(open_regular, path)
+    except OSError:  # not there (yet), or its program made something else of it
+        return
+    try:
+        offset = start
+        while stop is None or offset < stop:
+            limit = REPLAY_READ if stop is None else min(REPLAY_READ, stop - offset)
+            data = await asyncio.to_thread(read_at, fd, offset, limit)
+            if not data:
+                return
+            for piece in split_chunks(data):
+                yield Chunk(offset, piece)
+                offset += len(piece)
+    finally:
+        os.close(fd)  # a regular file's: nothing to wait for
 
 
 async def _consume(sub: Subscriber, offset: int) -> AsyncIterator[LogItem]:
@@ -172,7 +185,7 @@ async def follow_log(
             return
         yield Following(number)
         # closed with this one, not when the collector gets to it: its tailer is let go then
-        following = _follow_attempt(hub, store, run_id, number, offset, changes, wait_s)
+        following = _follow_attempt(hub, store, run, number, offset, changes, wait_s)
         async with aclosing(following):
             async for item in following:
                 yield item
@@ -189,12 +202,13 @@ async def _replay(hub: StreamHub, path: Path, offset: int) -> AsyncIterator[Chun
 async def _follow_attempt(
     hub: StreamHub,
     store: Store,
-    run_id: str,
+    run: Run,
     number: int,
     offset: int,
     changes: ChangeWaiter,
     wait_s: float,
 ) -> AsyncGenerator[LogItem, None]:
+    run_id = run.id
     path = hub.paths(run_id).log(number)
     while not hub.closed:
         tailer = await hub.tailer_for(run_id, number)
@@ -208,6 +222,8 @@ async def _follow_attempt(
             yield chunk
         latest = await store.get_run(run_id)
         if latest is None:
+            if run.state.terminal:  # deleted while its log was read: read whole all the same
+                yield await _attempt_end(store, run, number)
             return
         if hub.closed:
             break

@@ -15,14 +15,12 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from runyard.bad_days import log_failure
 from runyard.execution.layout import RunPaths
-from runyard.regular_files import open_regular
 from runyard.store import Store
 from runyard.streams.chunks import PROGRESS_KEEP, ProgressParser, split_chunks
 from runyard.streams.cursor import FileCursor, Read, read_latest, read_on
@@ -46,19 +44,12 @@ class _Read:
     progress: list[dict[str, Any]]  # what of it is progress, coalesced
 
 
-def read_from(path: Path, offset: int, limit: int) -> bytes:
-    """Up to `limit` bytes from `offset`; nothing past the end (an offset beyond any file
-    size the kernel allows would make a seek fail: it is never attempted)."""
-    try:
-        fd, size = open_regular(path)
-    except OSError:  # not there (yet), or its program made something else of it
+def read_at(fd: int, offset: int, limit: int) -> bytes:
+    """Up to `limit` bytes of the open file from `offset`; nothing past the end (an offset
+    beyond any file size the kernel allows would make a read fail: it is never attempted)."""
+    if offset >= os.fstat(fd).st_size:
         return b""
-    try:
-        if offset >= size:
-            return b""
-        return os.pread(fd, limit, offset)
-    finally:
-        os.close(fd)
+    return os.pread(fd, limit, offset)
 
 
 class AttemptTailer:
