@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from pathlib import Path
 
 import psutil
@@ -106,13 +107,18 @@ def test_a_supervisor_whose_warden_is_killed_says_so_and_is_replaced(
         wait_for(lambda: "the warden" in (c.run(held.id).reason or ""), what="refused")
         assert c.run(held.id).state is RunState.QUEUED
         assert len(processes_of(server.data_dir)) == 3  # the escaper's, no other
+        # and claims none meanwhile: each queued run was claimed, refused and re-queued at
+        # its backoff (1 s, 2 s, ... a minute), an attempt each time (a probe: 1,440 a day)
+        time.sleep(4)  # three of those backoffs
+        assert c.run(held.id).attempt == 1
         c.cancel(run.id)
         assert server.wait_run(c, run.id).state is RunState.CANCELLED
         supervisor.wait(20)  # nothing runs: it leaves
         wait_for(lambda: web.get(ready).status_code == 200, what="ready again")
         (after,) = supervisors_of(server.data_dir)
         assert after.pid != supervisor.pid and warden_of(after).is_running()
-        assert server.wait_run(c, held.id).state is RunState.SUCCEEDED  # the next one ran it
+        done = server.wait_run(c, held.id)
+        assert (done.state, done.attempt) == (RunState.SUCCEEDED, 2)  # the next one ran it
         again = c.submit("escaper")  # served by the new one, guarded
         wait_for(lambda: len(processes_of(server.data_dir)) == 3, what="its processes")
         c.cancel(again.id)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from runyard.models import RunState, attempt_key
-from runyard.services.dispatch import unavailable_retry_s
+from runyard.services.unavailable import unavailable_retry_s
 from tests.fakes import acted_command
 from tests.inprocess import FakedServer, faked
 from tests.support import wait_for

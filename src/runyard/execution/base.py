@@ -30,6 +30,12 @@ class ShortageError(ExecutorUnavailableError):
     runs once the room is back; readiness names what failed meanwhile."""
 
 
+class ExecutorHeldError(ExecutorUnavailableError):
+    """The executor starts nothing for now, whatever the run (a supervisor whose warden is
+    gone, until it is replaced): no claim is made meanwhile, rather than each queued run
+    claimed, refused and re-queued, an attempt a minute each (a probe: 1,440 a day a run)."""
+
+
 class ExecutorGoneError(ExecutorUnavailableError):
     """The executor went away with a request of ours unanswered: what it was asked may have
     been done all the same (a spawn: its program may have run, and killed it)."""

@@ -18,6 +18,7 @@ from runyard.execution.base import (
     Executor,
     ExecutorEvents,
     ExecutorHealth,
+    ExecutorHeldError,
     ExitHandler,
     Launch,
     LaunchError,
@@ -253,6 +254,8 @@ class LocalExecutor:
             return None
         if reply.get("shortage"):  # nothing started, for want of room: back to the queue
             raise ShortageError(str(reply.get("error")))
+        if reply.get("held"):
+            raise ExecutorHeldError(f"refused: {reply['error']}")
         if reply.get("requeue") or str(reply.get("error")).startswith("LeaseLapsedError"):
             # read late, another attempt of the run being stopped (late_spawns.py), or our
             # lease lapsed: not a failure of the run; it goes back to the queue

@@ -36,6 +36,7 @@ TERM_AGAIN_S = 0.01  # a sandbox being made has no program to SIGTERM yet: sent 
 
 # a spawn refused for no fault of its run's: the server puts the run back in the queue
 REQUEUE = {"requeue": True}
+HELD = {**REQUEUE, "held": True}  # and no spawn will start here: the server claims none
 
 
 class Supervisor:
@@ -189,7 +190,7 @@ class Supervisor:
             # one whose spawn the server gave up on (late_spawns.py), being stopped: never two
             return {"ok": False, "error": f"attempt {live.key} of its run still runs", **REQUEUE}
         if self.unguarded is not None:  # no program more that may outlive it unwatched
-            return {"ok": False, "error": f"not started here: {self.unguarded}", **REQUEUE}
+            return {"ok": False, "error": f"not started here: {self.unguarded}", **HELD}
         if req.deadline is not None and time.time() > req.deadline:
             # its server gave up on the answer and re-queues it: a program nobody would track
             return {"ok": False, "error": "the spawn request expired before it was read", **REQUEUE}

@@ -19,6 +19,7 @@ from runyard.clock import Clock
 from runyard.execution.base import (
     Executor,
     ExecutorGoneError,
+    ExecutorHeldError,
     ExecutorUnavailableError,
     Launch,
     LaunchError,
@@ -35,25 +36,12 @@ from runyard.services.job_limits import JobLimits
 from runyard.services.launches import launch_of
 from runyard.services.lease import Lease
 from runyard.services.slots import Slots
+from runyard.services.unavailable import ExecutorHold, unavailable_retry_s
 from runyard.services.uploads.fetch import InputFetcher
 from runyard.services.wakeup import QueueWakeup
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
-
-UNAVAILABLE_RETRY_S = 1.0  # a run not started for a reason not its own waits this at first,
-UNAVAILABLE_RETRY_MAX_S = 60.0  # doubling at each attempt to at most this
-
-
-def unavailable_retry_s(attempt: int) -> float:
-    """How long a run whose attempt `attempt` was not started for a reason not its own (the
-    executor away, the disk full) waits before it is claimed again. A fault that lasts costs
-    each run an attempt a minute, not one a second: its attempts, each listed with the run,
-    stay few."""
-    return min(
-        UNAVAILABLE_RETRY_MAX_S, UNAVAILABLE_RETRY_S * float(2 ** min(max(attempt - 1, 0), 10))
-    )
-
 
 STOP_GRACE_S = 10.0  # how long stop() waits for a claim under way before it cancels it
 
@@ -90,6 +78,7 @@ class Dispatcher:
         self._due: asyncio.TimerHandle | None = None
         self._launches = TaskGroup("launch")
         self._spawned: set[str] = set()  # launches whose program exists
+        self.hold = ExecutorHold(self.queue.set)  # the executor starts nothing for now
         self.limits = JobLimits()
         registry.listeners.append(self.limits.heard)
         # Claims in flight, the dispatcher's own and those ends make (`ask`). Each takes only
@@ -116,6 +105,7 @@ class Dispatcher:
     def resume(self) -> None:
         """After a pause that was not a drain (its supervisor replaced): claims again."""
         self.paused = False
+        self.hold.clear()
         self.queue.set()
 
     async def stop(self) -> None:
@@ -196,7 +186,7 @@ class Dispatcher:
             if self.paused or self._stopping:  # while the job files were read: a drain
                 return  # has begun, or the server stops
             now = self.clock.now()
-            if self.lease.lapsed(now):  # paused since the look at the start of this turn
+            if self.lease.lapsed(now) or self.hold.holds(now):  # since this turn began: paused
                 return
             began = self.queue.generation
             self._begin_claim()
@@ -272,7 +262,8 @@ class Dispatcher:
         jobs = self.registry.last_scan
         if (
             jobs is None or self.paused or self.queue.due_stale or not self.queue.may_have_runs
-            or self.lease.lapsed(now) or not self.slots.holds(key) or self.slots.free < 0
+            or self.lease.lapsed(now) or self.hold.holds(now) or not self.slots.holds(key)
+            or self.slots.free < 0
         ):  # fmt: skip
             return None
         room = self._room(jobs.jobs)
@@ -377,6 +368,8 @@ class Dispatcher:
                 else f"the executor is unavailable ({exc})"
             )
             end = outcomes.not_started(self.clock.now(), why, unavailable_retry_s(number))
+            if isinstance(exc, ExecutorHeldError):
+                self.hold.begin(self.clock.now())
             await self.attempts.end(run, number, end)
             return
         except LaunchError as exc:
