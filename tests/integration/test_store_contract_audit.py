@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from runyard.clock import new_id
 from runyard.models import AttemptEnd, AttemptState, RunState
 from runyard.services.file_audit import audit
 from runyard.store import Store
@@ -37,14 +38,25 @@ async def test_the_signs_of_a_store_behind_its_files_and_nothing_else(
     queued = next(r for r in (queued, finished) if r.id != running.id)
     files(runs, queued.id, "attempt-2.exit.json", "attempt-2.log")  # past its 0 attempts
     files(runs, running.id, "attempt-1.log")  # its own attempt: no sign
-    files(runs, "lost-run-id", "attempt-1.log")  # a run the store does not have
-    (runs / ".deleting").mkdir()  # the trash, and names no run has, are never runs
+    lost = new_id()
+    files(runs, lost, "attempt-1.log")  # a run the store does not have
+    (runs / ".deleting").mkdir()  # the trash is never a run
+    # named as no run: no sign of lost writes, but named (a probe: `junkdir` was reported
+    # as a run the store had lost)
     (runs / "stray.txt").write_text("x")
+    (runs / "junkdir").mkdir()
+    # a run the store has, its directory replaced by a link: its damage, named as such
+    replaced = queued_run()
+    await store.insert_run(replaced)
+    (runs / replaced.id).symlink_to("/")
 
     found = await audit(store, runs)
     assert found.done and found.error is None
     assert (found.unknown_runs, found.attempts_ahead) == (1, 1)
-    assert sorted(found.examples) == sorted(["lost-run-id", f"{queued.id}/attempt-2"])
+    assert sorted(found.examples) == sorted([lost, f"{queued.id}/attempt-2"])
+    assert (found.damaged_runs, found.foreign) == (1, 2)
+    assert f"{replaced.id} (not a directory)" in found.odd_examples
+    assert {"'junkdir'", "'stray.txt'"} < set(found.odd_examples)
 
 
 async def test_a_finished_run_and_an_empty_directory_are_no_sign(

@@ -20,10 +20,10 @@ def test_a_close_waits_for_the_read_under_way(
     reading, release = threading.Event(), threading.Event()
     real = file_audit._next_names
 
-    def slow(entries):  # type: ignore[no-untyped-def]
+    def slow(entries, odd):  # type: ignore[no-untyped-def]
         reading.set()
         release.wait(10)
-        return real(entries)
+        return real(entries, odd)
 
     monkeypatch.setattr(file_audit, "_next_names", slow)
     names = RunNames(tmp_path)

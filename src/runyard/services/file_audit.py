@@ -13,6 +13,13 @@ Two signs are looked for, and nothing is changed:
 What is found is logged once (`store_behind_files`, a warning, with a few examples) and kept
 for `GET /v1/status`. Only a store beside its files (SQLite) is audited: a shared database's
 runs are spread over its members' directories.
+
+Beside them, what is under `runs/` and is no run's directory is told apart, not taken for a
+sign of lost writes (a probe: a stray `junkdir` was reported as writes the store lost): an
+entry named as no run is named (a run's name is its id, a ULID), `foreign`; one named as a
+run the store has that is not a directory (a link, a file, a FIFO put in its place) is that
+run's damage, `damaged_runs`: its log and artifacts cannot be read. Both are logged once,
+left as they are, and kept for the status too.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ log = structlog.get_logger(__name__)
 
 CHUNK = 500  # run ids asked of the store at once
 EXAMPLES = 5
-_RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # what a run's directory is named (no dot)
+_RUN_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")  # a run's directory: its id (clock.new_id)
 _ATTEMPT_FILE = re.compile(r"attempt-([0-9]{1,9})\.(?:log|exit\.json)")
 
 
@@ -45,12 +52,16 @@ class FileAudit:
     attempts_ahead: int = 0  # unfinished runs with files of an attempt past the store's last
     examples: tuple[str, ...] = ()
     error: str | None = None
+    damaged_runs: int = 0  # runs the store has whose directory is no directory
+    foreign: int = 0  # entries named as no run
+    odd_examples: tuple[str, ...] = ()  # of those two, shown safely
 
     def as_dict(self) -> dict[str, object]:
         return {
             "done": self.done, "unknown_runs": self.unknown_runs,
             "attempts_ahead": self.attempts_ahead, "examples": list(self.examples),
-            "error": self.error,
+            "error": self.error, "damaged_runs": self.damaged_runs, "foreign": self.foreign,
+            "odd_examples": list(self.odd_examples),
         }  # fmt: skip
 
 
@@ -59,10 +70,16 @@ async def audit(store: Store, runs_dir: Path) -> FileAudit:
     as it goes (ten million runs are never held at once), and each chunk is one store read."""
     unknown: list[str] = []
     ahead: list[str] = []
+    damaged: list[str] = []
     names = await asyncio.to_thread(RunNames, runs_dir)
     try:
-        while chunk := await asyncio.to_thread(names.next_chunk):
-            last = await store.last_attempts(chunk)
+        while (chunk := await asyncio.to_thread(names.next_chunk)) or names.not_dirs:
+            not_dirs, names.not_dirs = names.not_dirs, []
+            if not_dirs:  # named as runs: the store's are damaged, the rest are no runs
+                had = await store.last_attempts(not_dirs)
+                damaged += [name for name in not_dirs if name in had]
+                names.foreign += len(not_dirs) - len(had)
+            last = await store.last_attempts(chunk) if chunk else {}
             missing = [name for name in chunk if name not in last]
             if missing:  # gone meanwhile (deleted, its record with it) is no sign
                 unknown += await asyncio.to_thread(_still_there, runs_dir, missing)
@@ -78,10 +95,19 @@ async def audit(store: Store, runs_dir: Path) -> FileAudit:
                     ]
     finally:
         await asyncio.to_thread(names.close)
+    odd = [f"{name} (not a directory)" for name in damaged] + names.foreign_examples
     result = FileAudit(
         done=True, unknown_runs=len(unknown), attempts_ahead=len(ahead),
-        examples=tuple((unknown + ahead)[:EXAMPLES]),
+        examples=tuple((unknown + ahead)[:EXAMPLES]), damaged_runs=len(damaged),
+        foreign=names.foreign, odd_examples=tuple(odd[:EXAMPLES]),
     )  # fmt: skip
+    if damaged or names.foreign:
+        log.warning(
+            "runs_dir_not_runs", damaged_runs=len(damaged), foreign=names.foreign,
+            examples=list(result.odd_examples),
+            hint="left as they are: a run named here has its directory replaced (its log and "
+            "artifacts cannot be read); the rest are named as no run",
+        )  # fmt: skip
     if unknown or ahead:
         log.warning(
             "store_behind_files", unknown_runs=len(unknown), attempts_ahead=len(ahead),
@@ -98,6 +124,9 @@ class RunNames:
     thread while the read went on, and freed the iterator under it (a segfault)."""
 
     def __init__(self, runs_dir: Path) -> None:
+        self.not_dirs: list[str] = []  # named as runs, not directories: taken by the audit
+        self.foreign = 0  # named as no run (a dot-name is runyard's own: `.deleting`)
+        self.foreign_examples: list[str] = []
         self._lock = threading.Lock()
         try:
             self._entries: os._ScandirIterator[str] | None = os.scandir(runs_dir)
@@ -106,7 +135,7 @@ class RunNames:
 
     def next_chunk(self) -> list[str]:
         with self._lock:
-            return [] if self._entries is None else _next_names(self._entries)
+            return [] if self._entries is None else _next_names(self._entries, self)
 
     def close(self) -> None:
         with self._lock:
@@ -115,11 +144,22 @@ class RunNames:
                 self._entries = None
 
 
-def _next_names(entries: Iterator[os.DirEntry[str]]) -> list[str]:
-    """The next CHUNK run directories' names (fewer at the end, none after it)."""
+def _next_names(entries: Iterator[os.DirEntry[str]], odd: RunNames) -> list[str]:
+    """The next CHUNK run directories' names (fewer at the end, none after it); what is no
+    run's directory is noted on `odd` on the way."""
     names: list[str] = []
     for e in entries:
-        if _RUN_ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False):
+        if e.name.startswith("."):
+            continue
+        if not _RUN_ID.fullmatch(e.name):
+            odd.foreign += 1
+            if len(odd.foreign_examples) < EXAMPLES:
+                odd.foreign_examples.append(ascii(e.name[:80]))
+        elif not e.is_dir(follow_symlinks=False):
+            odd.not_dirs.append(e.name)
+            if len(odd.not_dirs) == CHUNK:
+                break
+        else:
             names.append(e.name)
             if len(names) == CHUNK:
                 break
