@@ -23,7 +23,11 @@ SABOTEURS = {
 }
 
 
-def test_a_log_made_into_something_else_reads_as_empty(start_server, write_job, jobs_dir) -> None:
+def test_a_log_made_into_something_else_is_a_409_never_read(
+    start_server, write_job, jobs_dir
+) -> None:
+    """It read as an empty log (200), which a client cannot tell from a program that printed
+    nothing (a probe): now a 409 saying the log is no plain file, before any stream starts."""
     for name, script in SABOTEURS.items():
         write_job(name, f"command = ['sh', '-c', '{script}']\nartifacts = []\n")
     write_job("true", "command = ['true']\n")
@@ -35,11 +39,13 @@ def test_a_log_made_into_something_else_reads_as_empty(start_server, write_job, 
     for name, run in runs.items():
         for _ in range(70):  # more reads than the thread pool has threads: none may block
             resp = web.get(f"{server.url}/v1/runs/{run.id}/logs", timeout=10)
-            assert resp.status_code == 200, (name, resp.text[:200])
-            assert b"root:" not in resp.content, name
+            assert resp.status_code == 409, (name, resp.text[:200])
+            assert "the attempt's log is not a plain file" in resp.json()["detail"], name
         stream = web.get(f"{server.url}/v1/runs/{run.id}/logs/stream", timeout=10)
-        assert stream.status_code == 200, name
+        assert stream.status_code == 409, name
         assert b"root:" not in stream.content, name
+        head = web.request("HEAD", f"{server.url}/v1/runs/{run.id}/logs", timeout=10)
+        assert head.status_code == 409, name
     assert web.post(f"{server.url}/v1/runs", json={"job": "true"}).status_code == 202
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runyard import mounts
-from runyard.errors import ForbiddenPathError, NotFoundError
+from runyard.errors import ConflictError, ForbiddenPathError, NotFoundError
 from runyard.regular_files import open_regular
 from runyard.services.artifact_listing import list_page
 from runyard.services.artifacts import open_artifact
@@ -50,7 +50,9 @@ def test_a_run_directory_replaced_by_a_link_is_not_read_through(runs: Path) -> N
     run.symlink_to(_outside_run(runs))
     with pytest.raises(OSError, match=r"symbolic links|Not a directory"):
         open_regular(run / "attempt-1.log")
-    assert open_range(run / "attempt-1.log", 0, 1 << 16).end == 0  # an empty log, not its
+    # not its secret, nor an empty log a client takes for a program that printed nothing
+    with pytest.raises(ConflictError, match="the attempt's log is not a plain file"):
+        open_range(run / "attempt-1.log", 0, 1 << 16)
     page = list_page(run / "workspace", ["outputs/**"], after=None, limit=100, walk_max=1000)
     assert page.artifacts == []
     with pytest.raises(NotFoundError, match="no workspace"):

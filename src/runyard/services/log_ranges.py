@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runyard.errors import raise_if_servers_fault
+from runyard.errors import ConflictError, raise_if_servers_fault
 from runyard.regular_files import open_regular
 
 PIECE = 64 * 1024  # read and sent at a time: what one request holds
@@ -38,15 +38,15 @@ class LogRange:
 
 
 def open_range(path: Path, offset: int, limit: int) -> LogRange:
-    """Blocking. The range of at most `limit` bytes from `offset` (a log not written yet, or
-    made something else by its program, is an empty one)."""
+    """Blocking. The range of at most `limit` bytes from `offset` (a log not written yet is
+    an empty one; one its program made something else of is a 409 saying so)."""
     try:
         fd, size = open_regular(path)
     except FileNotFoundError:
         return LogRange(None, offset, offset, 0, True)
     except OSError as exc:
-        raise_if_servers_fault(exc, "the log")  # not an empty log
-        return LogRange(None, 0, 0, 0, True)  # its program made something else of it
+        raise replaced(exc) from None
+
     try:
         start = min(offset, size)
         end = min(start + limit, size)
@@ -57,6 +57,31 @@ def open_range(path: Path, offset: int, limit: int) -> LogRange:
     if text_end is not None:
         end = text_end
     return LogRange(fd, start, end, size, text_end is not None)
+
+
+def replaced(exc: OSError) -> ConflictError:
+    """The answer to a log that is there but is no plain file (a link, a FIFO, a directory:
+    its program put it in the log's place). It read as an empty log, which a client cannot
+    tell from a program that printed nothing (a probe). The server's own fault (no
+    descriptor left, the disk failing) is raised as such."""
+    raise_if_servers_fault(exc, "the log")
+    why = exc.strerror or str(exc)
+    return ConflictError(
+        f"the attempt's log is not a plain file ({why}): its program put something else in "
+        "its place, and nothing of it is served"
+    )
+
+
+def log_replaced(path: Path) -> ConflictError | None:
+    """Blocking. `replaced`'s answer if the log at `path` is there and is no plain file."""
+    try:
+        fd, _ = open_regular(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return replaced(exc)
+    os.close(fd)
+    return None
 
 
 def _text_end(fd: int, start: int, end: int) -> int | None:

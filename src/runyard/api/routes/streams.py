@@ -28,6 +28,7 @@ from runyard.api.sse import FramedEvent, sse_response
 from runyard.errors import InvalidInputError, NotFoundError, RunyardError
 from runyard.models import RunEvent
 from runyard.schemas import problem_responses
+from runyard.services.log_ranges import log_replaced
 from runyard.streams.follow import EventItem, attempt_may_come
 from runyard.streams.hub import StreamHub
 from runyard.streams.subscriber import Chunk, Closed, End, Following, Lagged
@@ -141,7 +142,10 @@ def event_payload(event: RunEvent) -> dict[str, Any]:
     return {"seq": event.seq, "at": event.at, "kind": event.kind, "data": event.data}
 
 
-@router.get("/logs/stream", response_class=EventSourceResponse, dependencies=[READ, ON_OWNER])
+@router.get(
+    "/logs/stream", response_class=EventSourceResponse, dependencies=[READ, ON_OWNER],
+    responses=problem_responses(409),  # the log is no plain file (services/log_ranges.py)
+)  # fmt: skip
 async def stream_log(
     run_id: str,
     runs: RunsDep,
@@ -161,6 +165,10 @@ async def stream_log(
             f"run {run_id} has no attempt {asked}",
             field="attempt" if attempt else "header.Last-Event-ID",
         )
+    if (number := asked or run.attempt) >= 1:  # a 409 before the stream, as a log page's
+        replaced = await asyncio.to_thread(log_replaced, hub.paths(run_id).log(number))
+        if replaced is not None:
+            raise replaced
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         following = 1
