@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runyard.api.log_response import LogRangeResponse
+from runyard.errors import ConflictError
 from runyard.services.log_ranges import PIECE, open_range
 from runyard.streams.chunks import utf8_text_end
 
@@ -71,8 +72,8 @@ def test_the_range_is_called_text_as_the_whole_range_rule_says(
     assert opened.end - opened.start == (end if end is not None else len(whole))
 
 
-def test_a_log_that_is_not_there_or_not_a_file_is_an_empty_range(tmp_path: Path) -> None:
+def test_a_log_not_there_is_an_empty_range_and_one_not_a_file_a_conflict(tmp_path: Path) -> None:
     assert open_range(tmp_path / "none.log", 5, 10).fd is None
     (tmp_path / "dir.log").mkdir()
-    empty = open_range(tmp_path / "dir.log", 5, 10)
-    assert (empty.fd, empty.end - empty.start) == (None, 0)
+    with pytest.raises(ConflictError, match="not a plain file"):
+        open_range(tmp_path / "dir.log", 5, 10)
