@@ -140,8 +140,8 @@ def int_query(*, ge: int, le: int, description: str | None = None) -> Any:
 def _refusal(field: str, why: str) -> bytes:
     return json.dumps({
         "type": "urn:runyard:problem:invalid-input", "title": "Invalid input", "status": 422,
-        "detail": f"{field}: {why}", "errors": [{"field": field, "message": why}],
-    }).encode()  # fmt: skip
+        "detail": f"{field}: {why}", "field": field, "errors": [{"field": field, "message": why}],
+    }, separators=(",", ":")).encode()  # fmt: skip
 
 
 def control_problem(scope: Scope) -> tuple[str, str] | None:
