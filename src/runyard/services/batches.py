@@ -240,10 +240,14 @@ class BatchService:
                 id=new_id(), job=job_name, size=len(values), created_at=now, request=request,
                 idempotency_key=idempotency_key,
             )  # fmt: skip
-            runs = [
-                self.runs.new_run(job, v, priority=priority, labels=labels, batch_id=batch.id)
-                for v in values
-            ]
+            # made off the loop, as they were validated: 10,000 of them held the loop ~0.2 s
+            # (a probe: one `/health/live` of 197 ms), on a thread it gets back every 5 ms
+            runs = await asyncio.to_thread(
+                lambda: [
+                    self.runs.new_run(job, v, priority=priority, labels=labels, batch_id=batch.id)
+                    for v in values
+                ]
+            )
             stored, created = await self.runs.stored_with_uploads(
                 job, runs, lambda: self.store.insert_batch(batch, runs)
             )
