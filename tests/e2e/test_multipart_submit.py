@@ -349,6 +349,9 @@ def test_a_part_whose_head_reads_two_ways_is_refused(
         (_form(b"\xff\xfe.csv"), "multipart/form-data; boundary=B", 422, "not UTF-8"),
         (_form(b"t.csv", b"\r\n" + b"x" * 5000), "multipart/form-data; boundary=B", 400,
          "after the closing boundary"),
+        # said plainly (it was "Expected boundary character 45, got 116 at index 2")
+        (b"a preamble\r\n" + _form(b"t.csv"), "multipart/form-data; boundary=B", 400,
+         "it must begin with its first boundary (a preamble before it is not taken)"),
         # the run's JSON is read as a JSON body is (api/json_body.py): no key twice
         (_form(b"t.csv").replace(b'{"job": "count"}', b'{"job": "count", "job": "count"}'),
          "multipart/form-data; boundary=B", 422, "the part 'run': the key job is given twice"),

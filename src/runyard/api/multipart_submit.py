@@ -145,6 +145,11 @@ class _Form:
                 try:
                     parser.write(chunk)
                 except MultipartParseError as exc:
+                    if not self.parts:  # python-multipart's words for it were cryptic
+                        raise BadMultipartError(
+                            "malformed multipart body: it must begin with its first boundary "
+                            f"(a preamble before it is not taken): {exc}"
+                        ) from None
                     raise BadMultipartError(f"malformed multipart body: {exc}") from None
                 for kind, value in events.take():
                     await self.handle(kind, value)
