@@ -45,6 +45,10 @@ export function stream(path, onEvent, { lastEventId = null, retryMs = 1000, onSt
       buf += decoder.decode(value, { stream: true });
       let nl;
       while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
+        // a CR that ends what has come may be the first half of a CR LF split between two
+        // reads (a proxy, TLS, a slow link): its LF read as a line of its own ended the event
+        // early, as a `message`, and the rest of it was lost (a probe)
+        if (nl === buf.length - 1 && buf[nl] === "\r") break;
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + (buf.startsWith("\r\n", nl) ? 2 : 1));
         if (line === "") {
