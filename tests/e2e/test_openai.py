@@ -588,6 +588,34 @@ def test_a_retry_of_a_call_whose_going_away_cancelled_its_run_starts_anew(
     assert len(runs_of(server, "cancelling")) == 2
 
 
+def test_a_first_try_going_away_leaves_the_run_its_retry_waits_on(
+    start_server, gated, jobs_dir
+) -> None:
+    """The SDK retries a call that timed out at once, and the server hears of the first try's
+    going only when its connection closes: the retry had attached to the run, and the first
+    try's going cancelled it under the retry, answered `cancelled` (a probe). Only the last
+    caller's going cancels it."""
+    gate = gated("cancelling", extra="cancel_on_disconnect = true\n")
+    server = start_server(jobs_dir)
+    body = json.dumps({"model": "cancelling", "messages": ask("q")}).encode()
+    first = socket.create_connection(("127.0.0.1", server.port))
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    first.sendall(head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    wait_for(lambda: len(runs_of(server, "cancelling")) == 1, what="the first try's run")
+    retry = sdk(server).chat.completions.with_streaming_response.create(
+        model="cancelling", messages=ask("q"), stream=True,
+        extra_headers={"x-stainless-retry-count": "1"},
+    )  # fmt: skip
+    with retry as streamed:
+        assert streamed.headers["idempotent-replayed"] == "true"  # attached, and waiting
+        first.close()  # the first try goes
+        wait_for(lambda: '"status":499' in server.log_path.read_text(), what="heard gone")
+        gate.touch()
+        said = "".join(c.choices[0].delta.content or "" for c in streamed.parse() if c.choices)
+    assert said == "part one\npart two: user: q\n"
+    assert [r["state"] for r in runs_of(server, "cancelling")] == ["succeeded"]
+
+
 LOUD = """
 command = ["sh", "-c", "yes a | head -c 3000000; @WAIT@; echo end", "{conversation}"]
 [params.conversation]

@@ -37,7 +37,7 @@ from runyard.auth import RelaySigner
 from runyard.config import Settings
 from runyard.runtime import Runtime
 from runyard.services.artifact_listing import ListingPool
-from runyard.services.chat import AskedBack
+from runyard.services.chat import AskedBack, Callers
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -69,6 +69,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.runtime = rt
     app.state.artifact_pool = ListingPool(settings.artifact_threads)
     app.state.chat_asked_back = AskedBack()  # chat streams that told their caller to ask again
+    app.state.chat_callers = Callers()  # the chat calls waiting on each run
     problems.install(app)
     signer = RelaySigner(rt.settings.cluster_secret, rt.settings.server_id)
     proxy.install(app, signer)

@@ -154,15 +154,17 @@ async def completion_events(
 ) -> AsyncIterator[ServerSentEvent]:
     completion = _Completion(chat, follow_log, plan)
     done = False
-    try:
-        yield completion.piece({"role": "assistant", "content": ""})
-        async for event in completion.follow():
-            yield event
-        async for event in completion.finish():
-            yield event
-        done = True
-    finally:
-        if not done and plan.cancel_on_disconnect:
-            # the caller went away and the job asks for its run to go too
-            with contextlib.suppress(RunyardError):
-                await asyncio.shield(chat.runs.cancel(plan.run.id))
+    with chat.callers.waiting(plan.run.id) as alone:
+        try:
+            yield completion.piece({"role": "assistant", "content": ""})
+            async for event in completion.follow():
+                yield event
+            async for event in completion.finish():
+                yield event
+            done = True
+        finally:
+            if not done and plan.cancel_on_disconnect and alone():
+                # the caller went away, no retry of it waits on the run, and the job asks
+                # for its run to go too
+                with contextlib.suppress(RunyardError):
+                    await asyncio.shield(chat.runs.cancel(plan.run.id))

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import hashlib
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,31 @@ class AskedBack:
 
     def taken(self, digest: str) -> tuple[str, float] | None:
         return self._told.pop(digest, None)
+
+
+class Callers:
+    """The chat calls waiting on each run (one registry for the server): a job that cancels
+    its run when its caller goes cancels it only when the last of them goes. The SDK retries
+    a call that timed out at once, and the server hears of the first try's going only when
+    its connection closes: the retry had attached to the run by then, and the first try's
+    going cancelled it under the retry, answered `cancelled` (a probe)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def waiting(self, run_id: str) -> Iterator[Callable[[], bool]]:
+        """While the block runs, this call waits on `run_id`; what it yields says whether
+        it is the only one that does."""
+        self._waiting[run_id] = self._waiting.get(run_id, 0) + 1
+        try:
+            yield lambda: self._waiting.get(run_id, 0) <= 1
+        finally:
+            left = self._waiting[run_id] - 1
+            if left:
+                self._waiting[run_id] = left
+            else:
+                del self._waiting[run_id]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +162,14 @@ class ChatService:
         workspace_of: Callable[[str], Path],
         now: Callable[[], float],
         asked_back: AskedBack | None = None,
+        callers: Callers | None = None,
     ) -> None:
         self.runs = runs
         self.registry = registry
         self.workspace_of = workspace_of  # where a run's program wrote its files
         self.now = now
         self.asked_back = asked_back if asked_back is not None else AskedBack()
+        self.callers = callers if callers is not None else Callers()
 
     async def models(self) -> list[tuple[str, Job]]:
         snap = await self.registry.snapshot()

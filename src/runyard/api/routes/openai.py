@@ -54,8 +54,10 @@ router = APIRouter(
 
 async def _chat(conn: HTTPConnection, runs: RunsDep, workspace_of: WorkspaceDep) -> ChatService:
     rt = runtime_of(conn)
-    asked_back = conn.app.state.chat_asked_back  # one for the server: see AskedBack
-    return ChatService(runs, rt.registry, workspace_of, rt.clock.now, asked_back)
+    state = conn.app.state  # one of each for the server: see AskedBack, Callers
+    return ChatService(
+        runs, rt.registry, workspace_of, rt.clock.now, state.chat_asked_back, state.chat_callers
+    )
 
 
 ChatDep = Annotated[ChatService, Depends(_chat)]
@@ -130,11 +132,12 @@ async def chat_completions(
         response = sse_response(settings, hub, events, fell_behind(chat, run))
         response.headers.update(headers)
         return response
-    ended = await _until_end_or_gone(chat, hub, run, request.receive)
-    if ended is None:  # the caller went away; nobody reads this
-        if chat_table.cancel_on_disconnect:
-            await chat.runs.cancel(run.id)
-        return Response(status_code=499)
+    with chat.callers.waiting(run.id) as alone:
+        ended = await _until_end_or_gone(chat, hub, run, request.receive)
+        if ended is None:  # the caller went away; nobody reads this
+            if chat_table.cancel_on_disconnect and alone():  # no retry of it waits on it
+                await chat.runs.cancel(run.id)
+            return Response(status_code=499)
     answer = await chat.answer(ended)
     completion = ChatCompletion(
         id=f"chatcmpl-{ended.id}", created=int(ended.created_at), model=body.model,
