@@ -12,9 +12,11 @@ import pytest
 
 from runyard.auth import Role, create_token
 from tests import web
+from tests.e2e.test_client_hostile import hostile, json_answer
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
+__all__ = ["hostile"]  # the fixture, used by name
 
 SECRET = "another-cluster-secret-0123456789"  # noqa: S105  a test cluster's
 BODY = b"part: bracket\nmass: 1.25 kg\n"
@@ -76,3 +78,28 @@ def test_a_run_claimed_by_another_server_fetches_its_input(
     unknown = web.post(f"{b.url}/v1/runs", headers=auth, json=nowhere)
     assert unknown.status_code == 422
     assert "no upload" in unknown.json()["detail"]
+
+
+def test_a_member_that_says_an_upload_is_too_big_is_passed_over(
+    start_server, write_job, jobs_dir: Path, database: str, tmp_path: Path, hostile
+) -> None:
+    """A probe: a member (broken, or an impostor in the servers table) said every upload was
+    10**15 bytes, and each fetch ended there: a 413 "over the limit" for a 23-byte file, and
+    claimed runs re-queued again and again. The next member is asked all the same."""
+    write_job("read", 'command = ["cat", "{data}"]\n[params.data]\ntype = "file"\n')
+    env = {"RUNYARD_DATABASE_URL": database, "RUNYARD_LEASE_S": "10",
+           "RUNYARD_CLUSTER_SECRET": SECRET}  # fmt: skip
+    a = start_server(jobs_dir, data_dir=tmp_path / "a", env={**env, "RUNYARD_SERVER_ID": "a"})
+    b = start_server(jobs_dir, data_dir=tmp_path / "b", env={**env, "RUNYARD_SERVER_ID": "b"})
+    liar = hostile({"/v1/uploads/": json_answer({"size": 10**15, "name": "x"})})
+    with psycopg.connect(database) as conn:  # asked first: live members are taken by id
+        conn.execute(
+            "INSERT INTO servers (id, url, token, capacity, started_at, heartbeat_at, "
+            "lease_expires_at) VALUES ('0-liar', %s, 'liar-token', 1, 0, 0, 1e12)", (liar.url,)
+        )  # fmt: skip
+    upload_id = web.put(f"{a.url}/v1/uploads", params={"name": "part.txt"}, content=BODY).json()
+    params = {"data": f"upload:{upload_id['id']}"}
+    resp = web.post(f"{b.url}/v1/runs", json={"job": "read", "params": params})
+    assert resp.status_code == 202, resp.text
+    assert any(p.startswith("/v1/uploads/") for p in liar.asked), liar.asked
+    assert (tmp_path / "b" / "uploads" / upload_id["id"]).is_file()

@@ -17,12 +17,13 @@ import structlog
 
 from runyard.auth import RELAY_HEADER, RelaySigner, Role
 from runyard.clock import Clock
+from runyard.errors import RunyardError
 from runyard.execution.base import ExecutorUnavailableError, LaunchError
 from runyard.models import ServerInfo
 from runyard.services.peers import Peers
-from runyard.services.uploads.incoming import Incoming
+from runyard.services.uploads.incoming import Incoming, UploadTooLargeError
 from runyard.services.uploads.names import UPLOAD_ID
-from runyard.services.uploads.store import Uploads
+from runyard.services.uploads.store import UploadQuotaError, Uploads
 from runyard.store import Store
 
 log = structlog.get_logger(__name__)
@@ -77,6 +78,10 @@ class InputFetcher:
         me = self.signer.server_id
         members = [s for s in await self.store.live_servers(self.clock.now()) if s.id != me]
         why, unsure = [], False
+        # a member's word on the size that this server has no room for: the next member is
+        # asked all the same (a member that says 10**15 bytes, broken or lying, made every
+        # fetch a 413 for a file of 23 bytes, a probe); raised only if none gives it
+        no_room: RunyardError | None = None
         for server in members:
             try:
                 if await self._from(server, upload_id):
@@ -84,9 +89,14 @@ class InputFetcher:
                     log.info("input_fetched", upload_id=upload_id, server=server.id)
                     return
                 why.append(f"{server.id}: not there")
+            except (UploadTooLargeError, UploadQuotaError) as exc:
+                why.append(f"{server.id}: {exc.detail}")
+                no_room = no_room or exc
             except (httpx.HTTPError, ValueError) as exc:
                 why.append(f"{server.id}: {exc}")
                 unsure = True
+        if no_room is not None and not unsure:
+            raise no_room
         detail = (
             f"inputs: upload {upload_id} is not on this server, and no live member gave it "
             f"({'; '.join(why) or 'no other member is live'})"
@@ -107,8 +117,11 @@ class InputFetcher:
             return False
         meta.raise_for_status()
         about = meta.json()
+        size = about.get("size") if isinstance(about, dict) else None
+        if type(size) is not int or size < 0:  # no answer of a runyard server's
+            raise ValueError(f"its answer names no size ({str(size)[:40]})")
         # room for it here, before a byte is fetched (else each member would send it in vain)
-        self.uploads.check_room(int(about.get("size") or 0), self.uploads.stored_bytes)
+        self.uploads.check_room(size, self.uploads.stored_bytes)
         path += "/content"
         incoming = await self.uploads.open()
         try:
