@@ -103,3 +103,45 @@ def test_a_member_that_says_an_upload_is_too_big_is_passed_over(
     assert resp.status_code == 202, resp.text
     assert any(p.startswith("/v1/uploads/") for p in liar.asked), liar.asked
     assert (tmp_path / "b" / "uploads" / upload_id["id"]).is_file()
+
+
+FLAKY = """command = ["sh", "-c", 'echo "attempt $RUNYARD_ATTEMPT here"; [ $RUNYARD_ATTEMPT != 1 ]']
+max_attempts = 2
+retry_on = [1]
+backoff = { base_s = 4, jitter = 0 }
+"""
+
+
+def test_the_log_of_an_earlier_attempt_is_asked_of_the_server_that_ran_it(
+    start_server, write_job, jobs_dir: Path, database: str, tmp_path: Path
+) -> None:
+    """A probe: the relay found a run's server by its latest attempt alone, so the log of an
+    earlier one that ran elsewhere was answered by the latest's server: an empty 200, and a
+    stream ending with the run's state as if that attempt had succeeded."""
+    write_job("flaky", FLAKY)
+    write_job("hold", 'command = ["sleep", "300"]\n')
+    env = {"RUNYARD_DATABASE_URL": database, "RUNYARD_LEASE_S": "10",
+           "RUNYARD_CLUSTER_SECRET": SECRET}  # fmt: skip
+
+    def member(name: str):
+        return start_server(jobs_dir, capacity=1, data_dir=tmp_path / name,
+                            env={**env, "RUNYARD_SERVER_ID": name})  # fmt: skip
+
+    a = member("a")
+    run = web.post(f"{a.url}/v1/runs", json={"job": "flaky"}).json()["id"]
+    url = f"{a.url}/v1/runs/{run}"
+    wait_for(lambda: (r := web.get(url).json())["attempt"] == 1 and r["state"] == "queued",
+             what="its first attempt failed, the retry backing off")  # fmt: skip
+    hold = web.post(f"{a.url}/v1/runs", json={"job": "hold"}).json()["id"]  # a's slot, first
+    b = member("b")
+    wait_for(lambda: web.get(url).json()["state"] == "succeeded", timeout=60, what="retried")
+    hosts = [x["host"] for x in web.get(url).json()["attempts"]]
+    assert hosts == ["a", "b"], hosts
+    first = web.get(f"{b.url}/v1/runs/{run}/logs", params={"attempt": 1})
+    assert first.status_code == 200, first.text
+    assert first.content == b"attempt 1 here\n"
+    assert first.headers["x-runyard-served-by"] == "a"
+    streamed = web.get(f"{b.url}/v1/runs/{run}/logs/stream", params={"attempt": 1}).text
+    assert "attempt 1 here" in streamed and '"exit_code": 1' in streamed, streamed
+    assert web.get(f"{a.url}/v1/runs/{run}/logs").content == b"attempt 2 here\n"
+    web.post(f"{a.url}/v1/runs/{hold}/cancel")

@@ -131,15 +131,16 @@ async def _workspace_of(conn: HTTPConnection) -> WorkspaceOf:
     return lambda run_id: paths(run_id).workspace
 
 
-OwnerOf = Callable[[str], Awaitable[ServerInfo | None]]
+OwnerOf = Callable[[str, int | None], Awaitable[ServerInfo | None]]
 
 
 async def _owner_of(conn: HTTPConnection) -> OwnerOf:
-    """The live server holding a run's files, or None when they are here."""
+    """The live server holding a run's files (of attempt N, if given), or None when here."""
     rt = runtime_of(conn)
 
-    async def owner(run_id: str) -> ServerInfo | None:
-        return await owner_elsewhere(rt.store, run_id, rt.settings.server_id, rt.clock.now())
+    async def owner(run_id: str, attempt: int | None) -> ServerInfo | None:
+        me, now = rt.settings.server_id, rt.clock.now()
+        return await owner_elsewhere(rt.store, run_id, me, now, attempt)
 
     return owner
 

@@ -202,7 +202,7 @@ async def _on_owner(
 ) -> None:
     if not RUN_ID.fullmatch(run_id):
         return  # no run has such an id: the local handler answers
-    owner = await owner_of(run_id)
+    owner = await owner_of(run_id, _asked_attempt(request))
     if verify_relay(signer, request.scope) is not None:
         if owner is not None:  # the run moved on since the relaying server looked
             raise UnavailableError(
@@ -229,6 +229,19 @@ async def _on_owner_if_alive(
 
 ON_OWNER = Depends(_on_owner)
 ON_OWNER_IF_ALIVE = Depends(_on_owner_if_alive)
+
+
+def _asked_attempt(request: Request) -> int | None:
+    """The attempt a log request names (`?attempt=`, else a stream's `Last-Event-ID:
+    ATTEMPT:OFFSET`), read as the routes read it; None if none, or none readable (the route
+    answers that)."""
+    raw = request.query_params.get("attempt")
+    if raw is None:
+        last = request.headers.get("last-event-id", "")
+        raw = last.partition(":")[0] if ":" in last else None
+    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        return None
+    return int(raw)
 
 
 def _relayable(method: str, template: str) -> Relayable | None:
