@@ -297,7 +297,7 @@ def test_a_failing_agent_is_an_error_plain_and_streamed(start_server, gated, job
     client = sdk(server, retries=2)
     with pytest.raises(openai.InternalServerError) as plain:
         client.chat.completions.create(model="gated", messages=ask("please fail"))
-    assert "exit code 3" in plain.value.message
+    assert plain.value.message.endswith(" failed: exit code 3")  # said once (it was twice)
     assert plain.value.body["code"] == "failed"  # type: ignore[index]
     run_id = plain.value.response.headers["x-runyard-run-id"]
     assert [r["id"] for r in runs_of(server, "gated")] == [run_id]  # not retried: same answer

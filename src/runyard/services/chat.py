@@ -312,10 +312,12 @@ def answer_file_of(run: Run) -> str | None:
 
 
 def describe_end(run: Run) -> str:
+    """`run ID failed: exit code 7`: the reason says the exit code when it is one (it was
+    said twice, `failed with exit code 7: exit code 7`)."""
     how = f"run {run.id} {run.state.value}"
-    if run.exit_code is not None:
-        how += f" with exit code {run.exit_code}"
-    return f"{how}: {run.reason}" if run.reason else how
+    if run.reason:
+        return f"{how}: {run.reason}"
+    return f"{how} with exit code {run.exit_code}" if run.exit_code is not None else how
 
 
 def _read_answer_file(workspace: Path, path: str) -> Answer:
