@@ -189,3 +189,51 @@ def test_an_idle_supervisor_leaves_only_after_sweeping_what_its_last_program_lef
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "u.1.exit").read_text())["exit_code"] == 0
     assert not _sleeping("7706")
+
+
+# A supervisor whose lease timer comes due with a program that has ended but is not reaped yet
+# (stopped past the deadline, it can read the timer before the SIGCHLD): the loop is stepped by
+# hand so that the exit is waiting, unread, when the timer fires.
+ENDED_BEFORE_FENCE = """
+import json, socket, sys, time
+from pathlib import Path
+from runyard.execution.protocol import SOCKET_NAME
+from runyard.execution.supervisor import Supervisor
+from runyard.execution.supervisor_process import become_subreaper
+
+data = Path(sys.argv[1])
+become_subreaper()
+sup = Supervisor(data, 5.0, False)
+sup.listen()
+sup.install_signals()
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.connect(str(data / SOCKET_NAME))
+spawn = {
+    "op": "spawn", "req": 1, "key": "f.1", "cwd": str(data), "mkdirs": [],
+    "argv": ["sh", "-c", "sleep 0.2"], "env": {"PATH": "/usr/bin:/bin"},
+    "log": str(data / "f.1.log"), "exit": str(data / "f.1.exit"),
+    "lease": {"token": "t1", "until": time.time() + 0.5, "grace_s": 1.0},
+}
+server.sendall(json.dumps(spawn).encode() + b"\\n")
+while "f.1" not in sup.by_key:  # its spawn read and made; nothing else is read from here on
+    for key, mask in sup.sel.select(1):
+        sup.dispatch(key, mask)
+time.sleep(1.0)  # it ends (0.2 s), its lease's deadline passes (0.5 s): neither is read
+sup.fire_timers(time.monotonic())
+sup.reap()
+"""
+
+
+def test_a_program_that_ended_before_its_lease_timer_fired_is_not_fenced(
+    tmp_path: Path,
+) -> None:
+    """A probe: a supervisor stopped past its lease deadline, its program exiting 0 meanwhile,
+    fenced that program once continued (the timer read before the exit): the attempt was
+    recorded killed by the fence, lost, and run again. What ended ends as it did."""
+    done = subprocess.run(
+        [sys.executable, "-c", ENDED_BEFORE_FENCE, str(tmp_path)],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "f.1.exit").read_text())
+    assert (record["exit_code"], record["killed_by"]) == (0, None), record

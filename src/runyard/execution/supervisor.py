@@ -289,6 +289,10 @@ class Supervisor:
                 self.rewrite_exit(key)
                 continue
             if kind == "lease":
+                # what ended meanwhile ends as it did (stopped past the deadline, the timer
+                # can come before the SIGCHLD is read): a program that exited 0 was recorded
+                # killed by the fence, lost, and run again (a probe)
+                self.reap()
                 self.fence(*self.leases.lapsed(key, now, self.by_key))
                 continue
             if kind in leftovers.KINDS:
