@@ -1,9 +1,25 @@
 // A live log: follows the tail while the reader is at the bottom, batches DOM updates per
 // frame so fast output never freezes the page, resumes by byte offset after a drop.
+import { headers } from "../api.js";
 import { stream } from "../sse.js";
 import { h, ACTIVE, marked } from "../util.js";
 
 const MAX_CHARS = 2_000_000; // beyond this the oldest text leaves the page (the file keeps it)
+// A finished run's log opens at its last TAIL_BYTES: read whole to keep its last 2 MB, a
+// 330 MB log held the page for seconds (a probe). A running run's is followed from its start.
+const TAIL_BYTES = 1_000_000;
+
+// Where a finished attempt's log is opened: its size, less TAIL_BYTES (0: from the start).
+async function tailOffset(runId, attempt) {
+  try {
+    const res = await fetch(`/v1/runs/${runId}/logs?attempt=${attempt}`,
+      { method: "HEAD", headers: headers(), cache: "no-store" });
+    const size = Number(res.headers.get("x-log-size"));
+    return res.ok && Number.isSafeInteger(size) && size > TAIL_BYTES ? size - TAIL_BYTES : 0;
+  } catch {
+    return 0; // read from the start, as ever
+  }
+}
 
 function decodeB64(data) {
   const bin = atob(data);
@@ -12,7 +28,7 @@ function decodeB64(data) {
   return buf;
 }
 
-export function logView(runId) {
+export function logView(runId, run = null) {
   const pre = h("pre", { class: "log", id: "log", tabindex: "0" });
   const note = h("div", { class: "log-note muted", id: "log-note" }, "connecting…");
   const el = h("div", { class: "log-wrap" }, note, pre);
@@ -22,6 +38,7 @@ export function logView(runId) {
   let attempt = null;
   let current = null;
   let trimmed = false;
+  let partLine = false; // opened past the start: the first line is cut, and left out
 
   function atBottom() {
     return pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
@@ -56,6 +73,12 @@ export function logView(runId) {
   }
 
   function write(text) {
+    if (partLine) {
+      const nl = text.indexOf("\n");
+      if (nl < 0) return;
+      text = text.slice(nl + 1);
+      partLine = false;
+    }
     pending.push(text);
     if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
   }
@@ -64,9 +87,13 @@ export function logView(runId) {
     note.textContent = `${attempt ? `attempt ${attempt} · ` : ""}${text}${trimmed ? " · earlier output trimmed" : ""}`;
   }
 
-  function follow(pinned) {
+  function follow(pinned, offset = 0) {
     attempt = pinned;
-    current = stream(() => `/v1/runs/${runId}/logs/stream${attempt ? `?attempt=${attempt}` : ""}`, (type, data) => {
+    if (offset > 0) { trimmed = true; partLine = true; }
+    // `offset` on the first connection; a reconnect resumes by Last-Event-ID, which wins
+    const query = () => [attempt ? `attempt=${attempt}` : "", offset ? `offset=${offset}` : ""]
+      .filter(Boolean).join("&");
+    current = stream(() => `/v1/runs/${runId}/logs/stream${query() ? `?${query()}` : ""}`, (type, data) => {
       if (type === "attempt") {
         attempt = JSON.parse(data).attempt;
         status("live");
@@ -91,7 +118,11 @@ export function logView(runId) {
 
   return {
     el,
-    start() { follow(null); },
+    async start() {
+      if (run && !ACTIVE.has(run.state) && run.attempt >= 1) {
+        follow(run.attempt, await tailOffset(runId, run.attempt));
+      } else follow(null);
+    },
     close() { if (current) current.close(); },
   };
 }

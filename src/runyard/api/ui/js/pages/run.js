@@ -34,7 +34,7 @@ export async function runPage(ctx, id) {
   const prog = h("div", { class: "run-progress" });
   const attempts = h("div", { class: "attempts" });
   const actionsMsg = h("div", { class: "action-msg", role: "status" });
-  const log = logView(id);
+  const log = logView(id, run);
   const artifacts = artifactsView(id);
   const inputs = inputsView(run);
 
