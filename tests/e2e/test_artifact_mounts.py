@@ -133,7 +133,8 @@ def test_a_file_mounted_over_the_runs_log_is_not_served(
     server, base, state = ran(start_server, write_job, jobs_dir, script)
     assert state is RunState.SUCCEEDED
     resp = web.get(f"{base}/logs")
-    assert resp.status_code == 200
+    assert resp.status_code == 409, resp.text  # no plain file of the run's: said, not read
+    assert "the attempt's log is not a plain file" in resp.json()["detail"]
     assert b"precious" not in resp.content
     assert web.delete(base).status_code == 204
     assert victim_intact(victim)
