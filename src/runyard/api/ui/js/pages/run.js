@@ -70,10 +70,14 @@ export async function runPage(ctx, id) {
     } catch (err) { actionsMsg.replaceChildren(errorBox(err)); }
   }
 
+  let deleted = false; // told by the feed: what is shown is what was last read
+
   function render() {
-    const active = ACTIVE.has(run.state);
+    const active = ACTIVE.has(run.state) && !deleted;
     head.replaceChildren(
       h("h1", {}, shown(run.job), " ", badge(run.state)),
+      deleted ? h("p", { class: "notice", id: "run-deleted", role: "status" },
+        "This run was deleted: what is shown is what was last read.") : null,
       h("div", { class: "meta" },
         h("span", {}, `created ${new Date(run.created_at).toLocaleString()}`),
         run.started_at ? h("span", {}, `ran ${duration(run.started_at, run.finished_at)}`) : null,
@@ -102,7 +106,13 @@ export async function runPage(ctx, id) {
   async function refresh() {
     const n = reads.ask();
     let got;
-    try { got = await api.get(`/v1/runs/${id}`); } catch { return; }
+    try { got = await api.get(`/v1/runs/${id}`); } catch (err) {
+      if (err instanceof api.ApiError && err.status === 404 && reads.fresh(n)) {
+        deleted = true; // gone before the feed could say so
+        render();
+      }
+      return;
+    }
     if (!reads.fresh(n)) return;
     run = got;
     render();
@@ -126,5 +136,14 @@ export async function runPage(ctx, id) {
     }
     return true;
   });
-  return { dispose() { events.close(); log.close(); } };
+  // a run deleted while its page is open (its TTL, another user): the page kept showing it
+  // as stored, buttons and all, with no word of it (a probe)
+  const feed = stream("/v1/events", (type, data) => {
+    if (type === "ready") refresh(); // (re)subscribed: what it missed meanwhile, read
+    if (type !== "deleted" || JSON.parse(data).id !== id) return true;
+    deleted = true;
+    render();
+    return false;
+  });
+  return { dispose() { events.close(); log.close(); feed.close(); } };
 }
