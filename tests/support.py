@@ -114,6 +114,14 @@ def processes_of(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def open_gate(data_dir: Path, run_id: str, name: str = "go") -> None:
+    """Create `name` in a run's workspace, once there is one: a run reads `running` from
+    its claim, before the supervisor has made the workspace (CI once touched it too soon)."""
+    workspace = data_dir / "runs" / run_id / "workspace"
+    wait_for(workspace.is_dir, what=f"run {run_id}'s workspace")
+    (workspace / name).touch()
+
+
 def supervisors_of(data_dir: Path) -> list[psutil.Process]:
     """The live supervisors of `data_dir` (not one that has exited and awaits its reaping).
     A process forked from one shows its command line until it execs — a program being

@@ -16,7 +16,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from tests import web
-from tests.support import ServerProcess, wait_for
+from tests.support import ServerProcess, open_gate, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,7 @@ def submit(server: ServerProcess, job: str, state: str) -> str:
 
 
 def go(server: ServerProcess, run_id: str) -> None:
-    (server.data_dir / "runs" / run_id / "workspace" / "go").touch()
+    open_gate(server.data_dir, run_id)
 
 
 def assert_refused(server: ServerProcess, run_id: str, asked: int, **request: Any) -> None:

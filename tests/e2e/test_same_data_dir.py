@@ -11,7 +11,7 @@ import pytest
 
 from runyard.models import RunState
 from tests import web
-from tests.support import wait_for
+from tests.support import open_gate, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ def test_a_second_server_on_the_same_data_dir_takes_over_and_the_first_stands_by
 
     wait_for(stood_by, what="the first to stand by")
     assert web.get(f"{second.url}/health/ready", timeout=10).status_code == 200
-    (first.data_dir / "runs" / run.id / "workspace" / "go").touch()  # its program ends
+    open_gate(first.data_dir, run.id)  # its program ends
     with second.client() as c:
         done = second.wait_run(c, run.id)
         assert done.state is RunState.SUCCEEDED, done

@@ -14,7 +14,7 @@ import pytest
 from runyard.models import RunState
 from tests import web
 from tests.sse import Watched, watch_events, watch_log
-from tests.support import wait_for
+from tests.support import open_gate, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +60,7 @@ def test_hundred_watchers_get_the_byte_identical_log(start_server, chatter_jobs)
         async with web.AsyncClient(timeout=60, limits=limits) as client:
             tasks = [asyncio.create_task(watch_log(client, url)) for _ in range(100)]
             await asyncio.to_thread(wait_for, lambda: watchers(server) >= 100, 30, "watchers")
-            (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
+            open_gate(server.data_dir, run.id)
             return await asyncio.gather(*tasks)
 
     results = asyncio.run(main())
@@ -91,7 +91,7 @@ def test_slow_watcher_is_dropped_without_delaying_others(start_server, chatter_j
         async with web.AsyncClient(timeout=120) as client:
             tasks = [asyncio.create_task(watch_log(client, server.url + path)) for _ in range(3)]
             await asyncio.to_thread(wait_for, lambda: watchers(server) >= 4, 30, "watchers")
-            (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
+            open_gate(server.data_dir, run.id)
             return await asyncio.gather(*tasks)
 
     fast = asyncio.run(main())
@@ -124,7 +124,7 @@ def test_resume_log_with_last_event_id_is_exact(start_server, chatter_jobs) -> N
         async with web.AsyncClient(timeout=60) as client:
             first = asyncio.create_task(watch_log(client, url, stop_after_bytes=30_000))
             await asyncio.to_thread(wait_for, lambda: watchers(server) >= 1, 30, "watcher")
-            (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
+            open_gate(server.data_dir, run.id)
             part = await first  # dropped mid-stream, while the program still writes
             assert part.end is None
             rest = await watch_log(client, url, last_id=part.last_id)
@@ -157,7 +157,7 @@ def test_events_resume_by_sequence_number(start_server, chatter_jobs) -> None:
         async with web.AsyncClient(timeout=60) as client:
             first = asyncio.create_task(watch_events(client, url, stop_after=5))
             await asyncio.to_thread(wait_for, lambda: watchers(server) >= 1, 30, "watcher")
-            (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
+            open_gate(server.data_dir, run.id)
             part = await first
             rest = await watch_events(client, url, last_id=part.last_id)
             full = await watch_events(client, url)
@@ -204,7 +204,7 @@ def test_live_watchers_get_the_end_after_a_burst_longer_than_a_page(
         async with web.AsyncClient(timeout=60) as client:
             live = [asyncio.create_task(watch_events(client, url)) for _ in range(2)]
             await asyncio.to_thread(wait_for, lambda: watchers(server) >= 2, 30, "watchers")
-            (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
+            open_gate(server.data_dir, run.id)
             return await asyncio.gather(*live)
 
     watched = asyncio.run(main())
@@ -340,7 +340,7 @@ def test_a_log_stream_resumes_in_the_attempt_it_was_reading(start_server, write_
     async def main() -> tuple[Watched, Watched, Watched, Watched]:
         async with web.AsyncClient(timeout=60) as client:
             first = await watch_log(client, url, stop_after_bytes=len("attempt 1 of a log\n"))
-            (server.data_dir / "runs" / run_id / "workspace" / "go").touch()
+            open_gate(server.data_dir, run_id)
             run = f"{server.url}/v1/runs/{run_id}"
             succeeded = lambda: web.get(run).json()["state"] == "succeeded"  # noqa: E731
             await asyncio.to_thread(wait_for, succeeded, 30, "the retry's success")
@@ -441,7 +441,7 @@ def test_events_resumed_beyond_the_last_seq_still_end_with_the_run(start_server,
         async with web.AsyncClient(timeout=60) as client:
             task = asyncio.create_task(watch_events(client, url, last_id="999999999999999999"))
             await asyncio.to_thread(wait_for, lambda: watchers(server) >= 1, 30, "watcher")
-            (server.data_dir / "runs" / run.id / "workspace" / "go").touch()
+            open_gate(server.data_dir, run.id)
             return await task
 
     got = asyncio.run(main())
