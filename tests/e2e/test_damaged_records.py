@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import web
-from tests.support import ServerProcess, wait_for
+from tests.support import ServerProcess, open_gate, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +24,7 @@ GATE = 'command = ["sh", "-c", "until [ -e gate ]; do sleep 0.05; done"]\n'
 
 
 def opened(server: ServerProcess, run_id: str) -> None:
-    (server.data_dir / "runs" / run_id / "workspace" / "gate").touch()
+    open_gate(server.data_dir, run_id, "gate")
 
 
 def damage(server: ServerProcess, *statements: tuple[str, tuple[object, ...]]) -> None:
