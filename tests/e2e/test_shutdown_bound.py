@@ -18,7 +18,7 @@ import pytest
 
 from runyard.models import RunState
 from tests import web
-from tests.e2e.test_stream_shutdown import FLOOD, unsent
+from tests.e2e.test_stream_shutdown import unsent
 from tests.support import ServerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -26,6 +26,7 @@ SHUTDOWN_S = 4  # the bound the server is given in each test
 FULL = 200_000  # bytes the kernel holds unsent to a client: its buffers are full
 BAD = ("timeout graceful shutdown exceeded", "Exception in ASGI application", "Traceback")
 
+LOUD = 'command = ["sh", "-c", "yes a line of a log to fill buffers | head -c 30000000"]\n'
 BIG_FILE = (
     'command = ["sh", "-c", "head -c 200000000 /dev/zero > out.bin"]\nartifacts = ["out.bin"]\n'
 )
@@ -192,17 +193,21 @@ def test_a_download_asked_for_while_shutting_down_is_whole(
     cut short, once its answer had begun (a download listens for its client leaving): a
     traceback per request, and the client's body cut off. Only a body still coming is."""
     write_job("big", BIG_FILE.replace("200000000", "5000000"))
-    write_job("flood", FLOOD)
-    # the streams' grace, half of it, is the window the requests below have (30 s: a loaded
-    # CI machine took more than 10 once, and its listener had closed: connection refused)
-    server = start_server(jobs_dir, env={"RUNYARD_SHUTDOWN_TIMEOUT_S": "60"})
+    write_job("loud", LOUD)
+    # The window the requests below have is the streams' grace (30 s), held by a stream whose
+    # client reads nothing: an ended run's log, replayed from its file, blocks in a send. A
+    # running run's did not always hold it: under load its watcher fell behind the program's
+    # output and was dropped (`lagged`), its stream over before the signal, the listener
+    # closed at once. The send timeout is past the grace, so only the grace ends the stream.
+    env = {"RUNYARD_SHUTDOWN_TIMEOUT_S": "60", "RUNYARD_STREAM_SEND_TIMEOUT_S": "600"}
+    server = start_server(jobs_dir, env=env)
     with server.client() as c:
         done = c.submit("big")
         assert server.wait_run(c, done.id).state is RunState.SUCCEEDED
-        flooding = c.submit("flood")
-        wait_for(lambda: c.run(flooding.id).state is RunState.RUNNING, what="running")
-    head = f"GET /v1/runs/{flooding.id}/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-    sock = not_reading(server, head)  # holds the streams' grace (30 s): the window below
+        loud = c.submit("loud")
+        assert server.wait_run(c, loud.id).state is RunState.SUCCEEDED
+    head = f"GET /v1/runs/{loud.id}/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    sock = not_reading(server, head)  # holds the streams' grace: the window below
     wait_for(lambda: unsent(server.port, sock) > FULL, what="its buffers full, unread")
     url = f"{server.url}/v1/runs/{done.id}/artifacts/out.bin"
     with web.Client(timeout=30) as http:
