@@ -249,9 +249,9 @@ class Client(ArtifactMethods):
     def upload(
         self, path: Path, name: str | None = None, progress: Callable[[int], None] | None = None
     ) -> UploadView:
-        """Upload a file (streamed from disk); its id is what a file param takes as
-        `upload:ID`. The same bytes uploaded twice are stored once. `progress` is told the
-        bytes sent after each chunk."""
+        """Upload a file (streamed from disk); its `ref` is what a file param takes
+        (`upload:ID/NAME`, NAME this upload's). The same bytes uploaded twice are stored
+        once. `progress` is told the bytes sent after each chunk."""
         with path.open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
 
@@ -280,12 +280,10 @@ class Client(ArtifactMethods):
                               "takes a file (a value starting with @ is written @@)")  # fmt: skip
 
     def _uploaded(self, job: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Params with each `Path` value uploaded first and replaced by `upload:ID`."""
+        """Params with each `Path` value uploaded first and replaced by its `ref`
+        (`upload:ID/NAME`: the run sees the file under the path's own name)."""
         self.check_files(job, params)
-        return {
-            k: f"upload:{self.upload(v).id}" if isinstance(v, Path) else v
-            for k, v in params.items()
-        }
+        return {k: self.upload(v).ref if isinstance(v, Path) else v for k, v in params.items()}
 
     def batches(self, *, cursor: str | None = None, limit: int = 20) -> BatchPage:
         """Batches, newest first, a page at a time (`next_cursor` for the next one)."""

@@ -134,8 +134,13 @@ class BatchView(BaseModel):
 
 class UploadView(BaseModel):
     id: str = Field(description="the sha256 of the bytes (hex); a param takes `upload:ID`")
+    ref: str = Field(
+        description="what a file param takes for these bytes under this name: `upload:ID/NAME` "
+        "(the name this request gave them, made safe; the same bytes sent before under another "
+        "name keep that one as `name`)"
+    )
     size: int = Field(description="bytes")
-    name: str = Field(description="the file name, made safe to stage")
+    name: str = Field(description="the file name they were first stored under, made safe")
     original_name: str = Field(description="as sent (metadata only)")
     created_at: datetime
 

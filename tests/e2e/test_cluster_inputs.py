@@ -46,7 +46,7 @@ def test_a_run_claimed_by_another_server_fetches_its_input(
     upload_id = web.put(f"{a.url}/v1/uploads", params={"name": "part.txt"}, content=BODY,
                           headers=auth).json()["id"]  # fmt: skip
     assert upload_id == hashlib.sha256(BODY).hexdigest()
-    params = {"data": f"upload:{upload_id}"}
+    params = {"data": f"upload:{upload_id}/part.txt"}  # fetched by its id, staged by the name
     run = web.post(f"{a.url}/v1/runs", headers=auth, json={"job": "read", "params": params})
     run = run.json()
     assert run["state"] == "queued"

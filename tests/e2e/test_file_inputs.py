@@ -139,7 +139,8 @@ def test_the_sdk_and_the_cli_upload_a_path_then_submit(server, tmp_path: Path) -
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     blobs = [p for p in (server.data_dir / "uploads").iterdir() if p.suffix != ".json"]
-    assert [p.name for p in blobs if p.is_file()] == [run.params["data"][len("upload:") :]]
+    (blob,) = [p.name for p in blobs if p.is_file()]
+    assert run.params["data"] == f"upload:{blob}/table.csv"  # the file under the path's name
 
 
 def test_a_large_file_shows_upload_progress_on_a_terminal(start_server, tmp_path: Path) -> None:
@@ -183,7 +184,7 @@ def test_a_large_file_shows_upload_progress_on_a_terminal(start_server, tmp_path
     os.close(primary)
     assert b"uploading big.bin" in shown
     assert web.get(f"{server.url}/v1/runs/{run_id}").json()["params"] == {
-        "data": f"upload:{upload.id}"
+        "data": f"upload:{upload.id}/big.bin"
     }
 
 
@@ -236,3 +237,57 @@ def test_a_file_for_a_param_that_takes_none_is_refused_before_anything_is_sent(
          server.url], capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_the_same_bytes_sent_under_another_name_are_taken_by_the_name_a_run_gives_them(
+    server, tmp_path: Path
+) -> None:
+    """A probe: bytes first uploaded as `notes.txt` were stored under that name, and the
+    same bytes sent as `scores.csv` answered with it: a `.csv` param refused a valid CSV, and
+    a run would have read it as notes.txt. The name belongs to the use (`upload:ID/NAME`)."""
+    from runyard.client import Client
+
+    body = b"a,b\n1,2\n3,4\n"
+    first = web.put(f"{server.url}/v1/uploads", params={"name": "notes.txt"}, content=body)
+    assert first.status_code == 201, first.text
+    again = web.put(f"{server.url}/v1/uploads", params={"name": "../scores.csv"}, content=body)
+    assert again.status_code == 200, again.text  # the same bytes, stored once
+    upload_id = again.json()["id"]
+    assert again.json()["name"] == "notes.txt"  # stored under the first name
+    assert again.json()["ref"] == f"upload:{upload_id}/scores.csv"  # this request's, made safe
+    stored = web.get(f"{server.url}/v1/uploads/{upload_id}").json()
+    assert stored["ref"] == f"upload:{upload_id}/notes.txt"
+
+    runs = f"{server.url}/v1/runs"
+    refused = web.post(runs, json={"job": "count", "params": {"data": f"upload:{upload_id}"}})
+    assert refused.status_code == 422, refused.text  # no name given: the stored one, a .txt
+    assert "'notes.txt' is not a .csv file" in refused.json()["detail"]
+    ran = web.post(
+        runs, json={"job": "count", "params": {"data": again.json()["ref"]}},
+        headers={"Prefer": "wait=60"}, timeout=90,
+    )  # fmt: skip
+    assert ran.status_code == 200, ran.text
+    run = ran.json()
+    assert run["state"] == "succeeded"
+    staged = artifact(server, run["id"], "path.txt").strip()
+    assert staged.endswith("/inputs/data/scores.csv")  # staged under the run's name for it
+    told = json.loads(artifact(server, run["id"], "params.json"))["data"]
+    assert told["path"] == staged and told["sha256"] == upload_id
+    assert artifact(server, run["id"], "lines.txt").strip() == "3"
+
+    long = "\u00e9" * 200 + ".csv"  # 204 characters, 404 bytes: over what a file system takes
+    for bad, why in [("../x.csv", "pattern"), ("", "pattern"), ("a.csv\u200b", "plain"),
+                     (long, "plain")]:  # fmt: skip
+        wrong = web.post(
+            runs, json={"job": "count", "params": {"data": f"upload:{upload_id}/{bad}"}}
+        )
+        assert wrong.status_code == 422, (bad, wrong.text)
+        assert wrong.json()["errors"][0]["field"].endswith("params.data")
+        assert why in wrong.text
+    sdk_table = tmp_path / "sweep.csv"
+    sdk_table.write_bytes(body)
+    with Client(server.url, verify=web.TLS) as client:
+        by_sdk = client.submit("count", {"data": sdk_table}, wait=60)  # a Path: uploaded first
+    assert by_sdk.state == "succeeded"
+    assert by_sdk.params["data"] == f"upload:{upload_id}/sweep.csv"
+    assert artifact(server, by_sdk.id, "path.txt").strip().endswith("/inputs/data/sweep.csv")

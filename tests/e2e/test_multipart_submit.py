@@ -65,7 +65,8 @@ def test_a_run_and_its_file_in_one_request(server) -> None:
     run = resp.json()
     upload_id = hashlib.sha256(TABLE).hexdigest()
     assert run["state"] == "succeeded"
-    assert run["params"] == {"data": f"upload:{upload_id}", "note": "x"}
+    # the part's filename, made a plain one, is the name the run gives the file
+    assert run["params"] == {"data": f"upload:{upload_id}/table.csv", "note": "x"}
     assert lines_of(server, run["id"]) == "3"
     upload = web.get(f"{server.url}/v1/uploads/{upload_id}").json()
     assert upload["name"] == "table.csv"  # the path the client sent is metadata only

@@ -23,6 +23,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
 
+from runyard import upload_refs
 from runyard.api.deps import relay_signer, runtime_of
 from runyard.api.inputs import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -43,7 +44,7 @@ from runyard.errors import InvalidInputError, NotFoundError, RunyardError
 from runyard.jobs import JobRegistry
 from runyard.jobs.spec import Job
 from runyard.schemas import SubmitRequest
-from runyard.services.uploads import Incoming, Upload, Uploads, UploadTooLargeError
+from runyard.services.uploads import Incoming, Upload, Uploads, UploadTooLargeError, safe_name
 
 RUN_PART = "run"
 MAX_EPILOGUE = 1024  # after the closing boundary: a line break is usual, nothing more
@@ -126,6 +127,7 @@ class _Form:
         self._cap: int | None = None  # the bytes the file part being read may have
         self.run: bytearray | None = None
         self.files: dict[str, Upload] = {}
+        self.names: dict[str, str] = {}  # each file's name, as this request gave it (made safe)
         self.created: list[str] = []  # uploads this request stored first (removed on failure)
         self.parts = 0
         self._name = ""
@@ -235,6 +237,7 @@ class _Form:
         if incoming is not None:
             upload, new = await self.uploads.keep(incoming, self._filename or "upload", fresh=True)
             self.files[self._name] = upload
+            self.names[self._name] = safe_name(self._filename or "upload")
             if new:
                 self.created.append(upload.id)
         elif self._name == RUN_PART:  # the run is known: the files are checked as they come
@@ -307,7 +310,9 @@ class _Form:
                     f"param {name!r} is given both in the run and as a file part",
                     field=f"params.{name}",
                 )
-            request.params[name] = f"upload:{upload.id}"
+            # the run names the file as this request did: the same bytes sent before under
+            # another name are stored under that one (upload_refs.py)
+            request.params[name] = upload_refs.ref(upload.id, self.names[name])
         return request
 
 

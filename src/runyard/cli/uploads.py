@@ -18,13 +18,13 @@ SHOWN_FROM = 8 * 1024 * 1024  # smaller files go up before a bar would be seen
 def upload_files(
     client: Client, job: str, params: dict[str, Any], console: Console
 ) -> dict[str, Any]:
-    """Params with each `Path` value uploaded and replaced by `upload:ID`: only for a file
-    param of `job`, checked before anything is sent."""
+    """Params with each `Path` value uploaded and replaced by its `ref` (`upload:ID/NAME`):
+    only for a file param of `job`, checked before anything is sent."""
     client.check_files(job, params)
     done = dict(params)
     for name, value in params.items():
         if isinstance(value, Path):
-            done[name] = f"upload:{_upload(client, value, console).id}"
+            done[name] = _upload(client, value, console).ref
     return done
 
 

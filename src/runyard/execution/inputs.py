@@ -1,6 +1,6 @@
 """A run's file inputs, staged into its workspace before the program starts: each upload
 copied (or hard-linked, where the program cannot change it) to `inputs/NAME/FILENAME`,
-read-only."""
+read-only. FILENAME is the one the run gave it (`upload:ID/FILENAME`), else the upload's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from runyard import upload_refs
 from runyard.execution.workspace import WorkspaceError
 from runyard.regular_files import open_regular, read_json_object
 
@@ -31,17 +32,18 @@ def stage(
     *,
     link: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Blocking. `inputs`: param name -> upload id; `where`: param name -> the path the job
-    says it lands at, relative to the workspace. `link`: the program cannot change a file it
-    does not own (it runs as another user, or sees its inputs read-only): a hard link to the
-    stored upload does, else a copy (a clone where the filesystem can) — a program running
-    as the server's own user could chmod a link and change the upload for every later run.
-    Returns, per param, what the program is told of its file (path, size, sha256).
-    WorkspaceError if an upload is gone, or if the place it would land leads out of the
-    workspace (a symlink a workspace source or an earlier attempt left): staging runs as the
-    server, never writes through a link."""
+    """Blocking. `inputs`: param name -> `ID` or `ID/FILENAME` (services/launches.py);
+    `where`: param name -> the path the job says it lands at, relative to the workspace.
+    `link`: the program cannot change a file it does not own (it runs as another user, or
+    sees its inputs read-only): a hard link to the stored upload does, else a copy (a clone
+    where the filesystem can) — a program running as the server's own user could chmod a
+    link and change the upload for every later run. Returns, per param, what the program is
+    told of its file (path, size, sha256). WorkspaceError if an upload is gone, or if the
+    place it would land leads out of the workspace (a symlink a workspace source or an
+    earlier attempt left): staging runs as the server, never writes through a link."""
     staged: dict[str, dict[str, Any]] = {}
-    for name, upload_id in inputs.items():
+    for name, tail in inputs.items():
+        upload_id, given = upload_refs.split(tail)
         blob = uploads_dir / upload_id
         try:  # as the uploads read it: never a FIFO waited on, nor a deep JSON
             meta = read_json_object(uploads_dir / f"{upload_id}.json", META_MAX)
@@ -49,8 +51,9 @@ def stage(
             raise WorkspaceError(f"input {name!r}: upload {upload_id} is gone ({exc})") from exc
         if where and name in where:  # a relative path of plain segments (jobs/params.py)
             target = workspace / where[name]
-        else:  # the upload's name was made a plain file name when it was stored
-            target = workspace / INPUTS / name / Path(str(meta.get("name") or "upload")).name
+        else:  # a plain file name: the upload's was made one when stored, the run's checked
+            file_name = given if given is not None else str(meta.get("name") or "upload")
+            target = workspace / INPUTS / name / Path(file_name).name
         _folders(workspace, target.parent.relative_to(workspace).parts, name)
         # whatever is there (a workspace source's file, a symlink, an earlier attempt's link)
         # gives way: the program reads the upload, nothing else under its name

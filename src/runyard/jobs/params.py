@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from runyard import upload_refs
 from runyard.bounds import (
     JSON_DEFAULT_DEPTH,
     JSON_DEFAULT_KEYS,
@@ -33,7 +34,7 @@ from runyard.bounds import (
 from runyard.errors import bounded
 
 ParamType = Literal["int", "float", "str", "bool", "enum", "json", "file"]
-UPLOAD_REF = r"^upload:[0-9a-f]{64}$"  # a file param's value: an upload's id (PUT /v1/uploads)
+UPLOAD_REF = upload_refs.PATTERN  # a file param's value: `upload:ID[/NAME]` (PUT /v1/uploads)
 EXTENSION = r"^\.[A-Za-z0-9_+-]{1,16}$"
 # where a file param's file lands in the workspace: a relative path of plain segments
 SEGMENT = r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,127}"  # never . or .., nor hidden
@@ -214,7 +215,7 @@ def _no_bool(value: Any) -> Any:
 
 
 def _structured(decl: ParamDecl, meta: dict[str, Any]) -> Any:
-    """A file param (`upload:ID`, its limits published beside) or a json one."""
+    """A file param (`upload:ID[/NAME]`, its limits published beside) or a json one."""
     if decl.type == "file":
         meta["json_schema_extra"] = _file_schema(decl)
         return Annotated[str, Field(strict=True, pattern=UPLOAD_REF, **meta)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runyard import upload_refs
 from runyard.execution.base import Launch
 from runyard.jobs.spec import JobSpec
 from runyard.models import Claim
@@ -50,9 +51,10 @@ def _input_paths(spec: JobSpec) -> dict[str, str]:
 
 
 def _inputs(spec: JobSpec, params: dict[str, Any]) -> dict[str, str]:
-    """The run's file params: name -> upload id (the value is `upload:ID`, checked at submit)."""
+    """The run's file params: name -> `ID` or `ID/NAME` (the value is `upload:ID[/NAME]`,
+    checked at submit; execution/inputs.py stages the file under NAME, if given)."""
     return {
-        name: str(params[name])[len("upload:") :]
+        name: str(params[name])[len(upload_refs.PREFIX) :]
         for name, decl in spec.params.items()
         if decl.type == "file" and name in params
     }

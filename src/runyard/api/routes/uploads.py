@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
+from runyard import upload_refs
 from runyard.api.deps import UploadExpiryDep, UploadsDep
 from runyard.api.inputs import UploadId, header_int
 from runyard.api.json_body import as_it_is
@@ -22,7 +23,7 @@ from runyard.api.routes.artifacts import (
 from runyard.api.security import ADMIN, READ, SUBMIT
 from runyard.errors import NotFoundError, RunyardError, raise_if_servers_fault
 from runyard.schemas import UploadView, problem_responses
-from runyard.services.uploads import Upload, UploadTooLargeError
+from runyard.services.uploads import Upload, UploadTooLargeError, safe_name
 
 router = APIRouter(
     prefix="/v1/uploads",
@@ -43,9 +44,11 @@ BODY = {
 Name = Annotated[str, Query(min_length=1, max_length=1024, description="the file's name")]
 
 
-def upload_view(upload: Upload) -> UploadView:
+def upload_view(upload: Upload, named: str | None = None) -> UploadView:
+    """`named`: the name this request gave the bytes (made safe), else the stored one."""
     return UploadView(
-        id=upload.id, size=upload.size, name=upload.name, original_name=upload.original_name,
+        id=upload.id, ref=upload_refs.ref(upload.id, named or upload.name), size=upload.size,
+        name=upload.name, original_name=upload.original_name,
         created_at=datetime.fromtimestamp(upload.created_at, UTC),
     )  # fmt: skip
 
@@ -78,7 +81,8 @@ async def _receive(request: Request, uploads: UploadsDep, name: str) -> JSONResp
         close_after(exc)
         raise
     return JSONResponse(
-        upload_view(upload).model_dump(mode="json"), status_code=201 if new else 200
+        upload_view(upload, safe_name(name)).model_dump(mode="json"),
+        status_code=201 if new else 200,
     )
 
 

@@ -8,15 +8,16 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import PurePath
 from typing import Any
 
+from runyard import upload_refs
 from runyard.errors import InvalidInputError, NotFoundError, raise_if_servers_fault
 from runyard.jobs.spec import JobSpec
 from runyard.services.uploads.incoming import UploadTooLargeError
-from runyard.services.uploads.names import UPLOAD_ID
+from runyard.services.uploads.names import UPLOAD_ID, safe_name
 from runyard.services.uploads.record import Upload
 from runyard.services.uploads.sniff import content_matches
 from runyard.services.uploads.store import Uploads
 
-PREFIX = "upload:"
+PREFIX = upload_refs.PREFIX
 # an upload read once per request, with its first bytes once they were needed
 Seen = dict[str, tuple[Upload, bytes | None]]
 
@@ -33,24 +34,39 @@ async def _get(uploads: Uploads, upload_id: str, fetch: Fetch | None) -> Upload:
     return await uploads.get(upload_id)
 
 
-def file_values(spec: JobSpec, values: dict[str, Any]) -> dict[str, str]:
-    """Param name -> upload id, for the file params of a validated set of values."""
+def file_refs(spec: JobSpec, values: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
+    """Param name -> (upload id, the name the run gives the file, if any), for the file
+    params of a validated set of values."""
     return {
-        name: str(values[name])[len(PREFIX) :]
+        name: upload_refs.split(str(values[name])[len(PREFIX) :])
         for name, decl in spec.params.items()
         if decl.type == "file" and name in values
     }
 
 
+def file_values(spec: JobSpec, values: dict[str, Any]) -> dict[str, str]:
+    """Param name -> upload id, for the file params of a validated set of values."""
+    return {name: upload_id for name, (upload_id, _) in file_refs(spec, values).items()}
+
+
 def named_uploads(params: Iterable[Any]) -> list[str]:
     """The upload ids among a stored run's param values (to release them)."""
-    return [
-        value[len(PREFIX) :]
-        for value in params
-        if isinstance(value, str)
-        and value.startswith(PREFIX)
-        and UPLOAD_ID.fullmatch(value[len(PREFIX) :])
-    ]
+    found = []
+    for value in params:
+        if isinstance(value, str) and value.startswith(PREFIX):
+            upload_id = upload_refs.upload_id(value[len(PREFIX) :])
+            if UPLOAD_ID.fullmatch(upload_id):
+                found.append(upload_id)
+    return found
+
+
+def _plain(param: str, name: str | None, field: str) -> None:
+    """A name the run gives its file is one PUT /v1/uploads would have kept as it is."""
+    if name is not None and safe_name(name) != name:
+        raise InvalidInputError(
+            f"param {param!r}: {name!r} is not a plain file name (upload:ID/NAME takes one "
+            f"as an upload keeps it: {safe_name(name)!r})", field=field,
+        )  # fmt: skip
 
 
 async def check_files(
@@ -59,9 +75,10 @@ async def check_files(
     """Each file param names a stored upload within its limits (422 or 413 naming the param
     and the limit). `seen`: uploads already read (a batch shares one upload among runs).
     `fetch`: in a cluster, an upload another member holds is fetched here first."""
-    for name, upload_id in file_values(spec, values).items():
+    for name, (upload_id, given) in file_refs(spec, values).items():
         decl = spec.params[name]
         field = f"params.{name}"
+        _plain(name, given, field)
         if upload_id not in seen:
             try:
                 seen[upload_id] = (await _get(uploads, upload_id, fetch), None)
@@ -78,9 +95,10 @@ async def check_files(
         accept = tuple(ext.lower() for ext in decl.accept or ())
         if not accept:
             continue
-        if not upload.name.lower().endswith(accept):
+        file_name = upload.name if given is None else given  # the run's name for it, if any
+        if not file_name.lower().endswith(accept):
             raise InvalidInputError(
-                f"param {name!r}: {upload.name!r} is not a {', '.join(accept)} file", field=field
+                f"param {name!r}: {file_name!r} is not a {', '.join(accept)} file", field=field
             )
         if head is None:
             try:
@@ -91,9 +109,9 @@ async def check_files(
                     f"param {name!r}: no upload {upload_id} (deleted meanwhile)", field=field
                 ) from None
             seen[upload_id] = (upload, head)
-        ext = PurePath(upload.name).suffix.lower()
+        ext = PurePath(file_name).suffix.lower()
         if not content_matches(ext, head):
             raise InvalidInputError(
-                f"param {name!r}: {upload.name!r} does not hold what a {ext} file holds "
+                f"param {name!r}: {file_name!r} does not hold what a {ext} file holds "
                 "(its content was checked, not only its name)", field=field,
             )  # fmt: skip

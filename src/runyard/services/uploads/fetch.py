@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import structlog
 
+from runyard import upload_refs
 from runyard.auth import RELAY_HEADER, RelaySigner, Role
 from runyard.clock import Clock
 from runyard.errors import RunyardError
@@ -49,10 +50,11 @@ class InputFetcher:
         self.peers = peers
         self.fetched_total = 0
 
-    async def ensure(self, run_id: str, upload_ids: Iterable[str]) -> None:
-        """Every upload named here, fetched from another member if missing; LaunchError
-        (naming the upload and why) when no live member gives it."""
-        for upload_id in sorted(set(upload_ids)):
+    async def ensure(self, run_id: str, inputs: Iterable[str]) -> None:
+        """Every upload a launch's inputs name (`ID` or `ID/NAME`), fetched from another
+        member if missing; LaunchError (naming the upload and why) when no live member
+        gives it."""
+        for upload_id in sorted({upload_refs.upload_id(tail) for tail in inputs}):
             if not UPLOAD_ID.fullmatch(upload_id):
                 raise LaunchError(f"inputs: {upload_id[:80]!r} is not an upload id")
             if not await asyncio.to_thread(self.uploads.blob(upload_id).is_file):

@@ -4,7 +4,8 @@
 import * as api from "../api.js";
 import { h, errorBox, marked, shown, visible } from "../util.js";
 
-const UPLOAD_REF = "^upload:[0-9a-f]{64}$"; // a file param's value (jobs/params.py)
+// a file param's value is `upload:ID[/NAME]`: its pattern says so (upload_refs.py)
+const isFileParam = (prop) => typeof prop.pattern === "string" && prop.pattern.startsWith("^upload:");
 const MIB = 1024 * 1024;
 
 // What a file input says before anything is uploaded: its size limit and accepted kinds.
@@ -29,7 +30,7 @@ function commandShown(argv) {
 function fieldFor(name, prop, required) {
   const id = `param-${name}`;
   const attrs = { id, name, "aria-describedby": `err-${name}` };
-  const isFile = prop.pattern === UPLOAD_REF;
+  const isFile = isFileParam(prop);
   let input;
   if (isFile) {
     input = h("input", { ...attrs, type: "file", accept: prop["x-accept"] ? prop["x-accept"].join(",") : null, required });
@@ -75,7 +76,7 @@ async function readParams(form, schema, status) {
       const big = tooBig(input, prop);
       if (big) throw Object.assign(new Error(big), { problem: { errors: [{ field: `params.${name}`, message: big }] } });
       status.textContent = `Uploading ${visible(input.files[0].name)}…`;
-      params[name] = `upload:${(await api.upload(input.files[0])).id}`;
+      params[name] = (await api.upload(input.files[0])).ref; // the file under its own name
       status.textContent = "";
     } else if (kind === "boolean") params[name] = input.checked;
     else if (kind === "enum") params[name] = JSON.parse(input.value);

@@ -5,7 +5,7 @@ import { h, badge, progressBar, duration, bytes, errorBox, inOrder, ACTIVE, show
 import { logView } from "./log.js";
 import { artifactsView, saveBlob } from "./artifacts.js";
 
-const UPLOAD = /^upload:([0-9a-f]{64})$/;
+const UPLOAD = /^upload:([0-9a-f]{64})(?:\/(.+))?$/; // the name the run gave the file, if any
 
 // The files the run was given (its file params): name, size, a download.
 function inputsView(run) {
@@ -15,12 +15,13 @@ function inputsView(run) {
   if (files.length) {
     el.hidden = false;
     for (const [name, value] of files) {
-      const uploadId = UPLOAD.exec(value)[1];
+      const [, uploadId, given] = UPLOAD.exec(value);
       const item = h("li", { "data-param": name }, h("b", {}, shown(name)), " ", h("span", { class: "muted small" }, "…"));
       list.append(item);
       api.get(`/v1/uploads/${uploadId}`).then((u) => {
-        const link = h("button", { type: "button", class: "ghost download" }, shown(u.name));
-        link.addEventListener("click", async () => saveBlob(await api.blob(`/v1/uploads/${uploadId}/content`), u.name));
+        const fileName = given ?? u.name; // as the program saw it
+        const link = h("button", { type: "button", class: "ghost download" }, shown(fileName));
+        link.addEventListener("click", async () => saveBlob(await api.blob(`/v1/uploads/${uploadId}/content`), fileName));
         item.replaceChildren(h("b", {}, shown(name)), " ", link, " ", h("span", { class: "muted small" }, bytes(u.size)));
       }, () => { item.replaceChildren(h("b", {}, shown(name)), " ", h("span", { class: "muted small" }, "no longer stored")); });
     }
