@@ -3,7 +3,9 @@ staged read-only into its workspace before the program starts; `{NAME}` is the s
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -197,6 +199,34 @@ def test_a_program_that_changes_its_input_never_changes_the_upload(server) -> No
     assert resp.json().get("state") == "succeeded", resp.text  # root may write its own copy
     stored = web.get(f"{server.url}/v1/uploads/{upload_id}/content").content
     assert stored == body  # and the stored upload is what was sent, for every later run
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_a_program_run_as_another_user_cannot_change_the_upload_it_reads(
+    start_server, tmp_path: Path
+) -> None:
+    """A probe: its input is the stored upload itself (a hard link: it cannot change what it
+    does not own), but the workspace's hand-over gave that file to the user too. Its program
+    rewrote the upload: every later run read the new bytes, a download served them, and a
+    re-upload of the original answered `200 already stored`."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "tamper.toml").write_text('run_as = "nobody"\n' + TAMPER)
+    (jobs / "count.toml").write_text(JOB)
+    server = start_server(jobs)
+    body = b"a,b\n1,2\n"
+    upload_id = upload(server, body, "t.csv")
+    runs = f"{server.url}/v1/runs"
+    tamper = {"job": "tamper", "params": {"data": f"upload:{upload_id}"}}
+    ran = web.post(runs, headers={"Prefer": "wait=60"}, timeout=90, json=tamper).json()
+    assert ran.get("state") == "failed", ran  # its chmod is refused: the file is not its own
+    blob = server.data_dir / "uploads" / upload_id
+    assert blob.read_bytes() == body and blob.stat().st_uid == 0
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == upload_id
+    count = {"job": "count", "params": {"data": f"upload:{upload_id}"}}
+    later = web.post(runs, headers={"Prefer": "wait=60"}, timeout=90, json=count).json()
+    assert later["state"] == "succeeded", later
+    assert artifact(server, later["id"], "lines.txt").strip() == "2"  # the bytes as sent
 
 
 def test_a_swept_upload_that_is_missing_is_named_where_it_sits(server) -> None:

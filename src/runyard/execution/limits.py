@@ -9,6 +9,7 @@ import os
 import pwd
 import resource
 import signal
+import stat
 from collections.abc import Callable
 from typing import Any
 
@@ -50,20 +51,51 @@ def limiter(limits: dict[str, Any], *, may_raise: bool) -> Callable[[], None]:
 
 
 def hand_over(run_as: str, cwd: str, progress: str | None) -> tuple[int, int]:
-    """For `run_as`: the user's ids, with the workspace and progress file given to them."""
+    """For `run_as`: the user's ids, with the workspace and progress file given to them.
+
+    Only what is the workspace's alone changes hands: its directories, its links (their own
+    node, never what they point at) and each regular file of one link. A file of more than
+    one link is shared with a place outside (a staged input is the stored upload itself,
+    execution/inputs.py, a probe: its new owner rewrote it for every later run; a link a
+    program planted could be any file of the host's on that filesystem): it stays as it is.
+    Each entry is changed through a descriptor opened without following links, the check
+    made on what was opened, so one swapped for a link meanwhile is never what changes."""
     entry = pwd.getpwnam(run_as)
     uid, gid = entry.pw_uid, entry.pw_gid
     # fwalk: every step by a descriptor opened without following links, so a directory the
     # user's other programs swap for a link meanwhile never leads the walk (root) out of it
     for _, dirs, files, here in os.fwalk(cwd):
-        for name in [*dirs, *files]:
-            os.chown(name, uid, gid, dir_fd=here, follow_symlinks=False)
+        for name in dirs:
+            _give(name, here, uid, gid, os.O_DIRECTORY)
+        for name in files:
+            if stat.S_ISLNK(os.stat(name, dir_fd=here, follow_symlinks=False).st_mode):
+                os.chown(name, uid, gid, dir_fd=here, follow_symlinks=False)  # the link alone
+            else:
+                _give(name, here, uid, gid, 0)
     os.chown(cwd, uid, gid)
     if progress:
-        fd = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
         os.fchown(fd, uid, gid)
         os.close(fd)
     return uid, gid
+
+
+def _give(name: str, here: int, uid: int, gid: int, kind: int) -> None:
+    """Hand one directory (`kind` O_DIRECTORY) or regular file of one link over; anything
+    else (a FIFO, a device, a file linked elsewhere, an entry gone or swapped) is left."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | kind
+    try:
+        if not kind and not stat.S_ISREG(os.stat(name, dir_fd=here, follow_symlinks=False).st_mode):
+            return  # never opened: opening a device or a FIFO may act on it
+        fd = os.open(name, flags, dir_fd=here)
+    except OSError:
+        return  # gone, or swapped for a link or another kind since it was listed
+    try:
+        found = os.fstat(fd)
+        if kind or (stat.S_ISREG(found.st_mode) and found.st_nlink == 1):
+            os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
 
 
 def mark_cut(log_path: str, cap: int | None) -> bool | None:
