@@ -321,3 +321,35 @@ def test_the_same_bytes_sent_under_another_name_are_taken_by_the_name_a_run_give
     assert by_sdk.state == "succeeded"
     assert by_sdk.params["data"] == f"upload:{upload_id}/sweep.csv"
     assert artifact(server, by_sdk.id, "path.txt").strip().endswith("/inputs/data/sweep.csv")
+
+
+def test_the_ref_an_upload_answers_is_always_one_a_submit_takes(server, tmp_path: Path) -> None:
+    """A probe: `. x.csv` was stored as ` x.csv` (its dot went, then the space behind it
+    stayed), and a long name cut on a space ended in one: the `ref` answered was refused by
+    the param's own pattern, and a multipart submit, the CLI and the SDK failed with it."""
+    from runyard.client import Client
+
+    body = b"a,b\n1,2\n"
+    for sent, kept in [
+        (". x.csv", "x.csv"),
+        ("a" * 250 + " " + "b" * 10 + ".csv", "a" * 250 + ".csv"),
+    ]:
+        resp = web.put(f"{server.url}/v1/uploads", params={"name": sent}, content=body)
+        assert resp.status_code in (200, 201), resp.text
+        assert resp.json()["ref"] == f"upload:{resp.json()['id']}/{kept}"
+        ran = web.post(
+            f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
+            json={"job": "count", "params": {"data": resp.json()["ref"]}},
+        )  # fmt: skip
+        assert ran.status_code == 200, ran.text
+        assert artifact(server, ran.json()["id"], "path.txt").strip().endswith(f"/{kept}")
+    form = web.post(
+        f"{server.url}/v1/runs", headers={"Prefer": "wait=60"}, timeout=90,
+        data={"run": json.dumps({"job": "count"})}, files={"data": (". y.csv", body)},
+    )  # fmt: skip
+    assert form.status_code == 200, form.text
+    assert form.json()["params"]["data"].endswith("/y.csv")
+    odd = tmp_path / ". z.csv"
+    odd.write_bytes(body)
+    with Client(server.url, verify=web.TLS) as client:
+        assert client.submit("count", {"data": odd}, wait=60).state == "succeeded"

@@ -45,9 +45,11 @@ Name = Annotated[str, Query(min_length=1, max_length=1024, description="the file
 
 
 def upload_view(upload: Upload, named: str | None = None) -> UploadView:
-    """`named`: the name this request gave the bytes (made safe), else the stored one."""
+    """`named`: the name this request gave the bytes (made safe), else the stored one (made
+    safe again: one stored before names were kept as they are made may not be)."""
     return UploadView(
-        id=upload.id, ref=upload_refs.ref(upload.id, named or upload.name), size=upload.size,
+        id=upload.id, ref=upload_refs.ref(upload.id, named or safe_name(upload.name)),
+        size=upload.size,
         name=upload.name, original_name=upload.original_name,
         created_at=datetime.fromtimestamp(upload.created_at, UTC),
     )  # fmt: skip
