@@ -57,7 +57,13 @@ def stage(
         _folders(workspace, target.parent.relative_to(workspace).parts, name)
         # whatever is there (a workspace source's file, a symlink, an earlier attempt's link)
         # gives way: the program reads the upload, nothing else under its name
-        target.unlink(missing_ok=True)
+        try:
+            target.unlink(missing_ok=True)
+        except IsADirectoryError:  # a workspace source's folder: never emptied for a file
+            raise WorkspaceError(
+                f"input {name!r}: the workspace holds a folder at "
+                f"{target.relative_to(workspace)}, where its file would land"
+            ) from None
         if not link or not _linked(blob, target):
             _copy(blob, target)
             target.chmod(0o444)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pydantic import (
 
 from runyard import fastjson
 from runyard.bounds import json_problem
-from runyard.jobs import retry_on, run_needs
+from runyard.jobs import input_places, retry_on, run_needs
 from runyard.jobs.argv_bounds import check_argv, fixed_problem, may_pass_limits
 from runyard.jobs.chat import OpenAIOptions
 from runyard.jobs.params import (
@@ -178,12 +177,8 @@ class JobSpec(BaseModel):
                 raise ValueError(f"param name {name!r} is not an identifier")
             if name in BUILTINS:
                 raise ValueError(f"param name {name!r} is reserved for runyard's own values")
-        # two files landing at one place, or one inside the other, cannot both be staged
-        places = sorted((d.path, n) for n, d in v.items() if d.path is not None)
-        for (here, first), (there, second) in itertools.pairwise(places):
-            if there == here or there.startswith(f"{here}/"):
-                raise ValueError(f"file params {first!r} and {second!r}: paths {here!r} and "
-                                 f"{there!r} overlap")  # fmt: skip
+        if (why := input_places.overlap(v)) is not None:  # cannot both be staged
+            raise ValueError(why)
         return v
 
     @field_validator("env")
