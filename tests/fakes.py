@@ -24,6 +24,7 @@ from runyard.execution.base import (
     LaunchError,
     RunningAttempt,
     Started,
+    check_wanted,
 )
 from runyard.execution.layout import RunPaths
 from runyard.execution.protocol import ExitRecord, UnreadableExit
@@ -158,6 +159,7 @@ class FakeExecutor:
             raise LaunchError(f"attempt {key} was started already")
         script = _script(spec.command)
         await asyncio.to_thread(self._prepare, spec)
+        check_wanted(spec)  # as every executor: a cancel while it was prepared starts nothing
         now = self.clock.now()
         if script.get("missing"):
             record = ExitRecord(key=key, pid=None, exit_code=127, signal=None, killed_by=None,

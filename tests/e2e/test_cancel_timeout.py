@@ -74,3 +74,32 @@ def test_cancel_of_finished_run_is_a_conflict(start_server) -> None:
             c.cancel(run.id)
         assert info.value.status == 409
         assert "already ended as succeeded" in info.value.detail
+
+
+def test_a_cancel_while_the_workspace_is_copied_starts_nothing(
+    start_server, write_job, jobs_dir, tmp_path
+) -> None:
+    """A probe: the run reads `running` (its attempt `starting`) while its `copy:` workspace
+    is made; a cancel then was answered 202, and the program was spawned once the copy was
+    done, seconds later, ran its first commands, and only then got its SIGTERM."""
+    tree = jobs_dir / "tree"
+    for i in range(60):  # enough files that the copy takes far longer than a cancel's trip
+        folder = tree / f"d{i}"
+        folder.mkdir(parents=True)
+        for j in range(250):
+            (folder / f"f{j}").write_bytes(b"x")
+    marker = tmp_path / "ran"
+    write_job("copied", f'command = ["sh", "-c", "echo ran >> {marker}; sleep 30"]\n'
+              'workspace = "copy:tree"\n')  # fmt: skip
+    server = start_server(jobs_dir)
+    with server.client() as c:
+        run = c.submit("copied")
+        wait_for(lambda: c.run(run.id).state is RunState.RUNNING, what="claimed")
+        assert c.cancel(run.id).cancel_requested
+        ended = server.wait_run(c, run.id)
+        assert ended.state is RunState.CANCELLED, ended.reason
+        assert ended.reason == "cancelled on request (before its program was started)"
+        (attempt,) = c.run(run.id).attempts or []
+        assert attempt.pid is None and attempt.state == "failed_to_start"
+    assert not marker.exists()  # the program never ran
+    assert processes_of(server.data_dir) == []

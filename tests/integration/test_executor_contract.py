@@ -20,6 +20,7 @@ from runyard.execution.base import (
     ExecutorUnavailableError,
     Launch,
     LaunchError,
+    NotWantedError,
 )
 from runyard.execution.protocol import ExitRecord, UnreadableExit
 from tests.executors import EXECUTORS, ExecutorFactory, Program, Subject
@@ -203,6 +204,33 @@ async def test_a_refused_spawn_raises_launch_error(subject: Subject, told: Told)
     await ex.cancel("r8", 1)
     assert (await told.next_end()).key == "r8.1"
     assert told.ends.empty()  # a refused spawn has no end to tell
+
+
+async def test_an_attempt_no_longer_wanted_once_prepared_is_not_started(
+    subject: Subject, told: Told
+) -> None:
+    """A probe: a cancel that came while a workspace was copied was carried out only once
+    the program had been spawned (and had done its first things, seconds after the cancel).
+    Asked after the preparation, before the spawn, the attempt starts nothing."""
+    ex = subject.executor
+    asked: list[str] = []
+
+    def wanted() -> bool:
+        asked.append("r9")
+        return False
+
+    mark = Program(output="ran\n")
+    with pytest.raises(NotWantedError):
+        await ex.launch(launch(subject, "r9", mark, still_wanted=wanted))
+    assert asked == ["r9"]  # asked once
+    assert await ex.read_exit("r9", 1) is None
+    log = ex.paths("r9").log(1)
+    assert not log.exists() or log.read_text() == ""  # nothing ran
+    await asyncio.sleep(0)
+    assert told.ends.empty()  # nothing to tell
+    started = await ex.launch(launch(subject, "r10", mark, still_wanted=lambda: True))
+    assert started is not None
+    assert (await told.next_end()).key == "r10.1"
 
 
 async def test_health_while_connected_and_after_stop(subject: Subject, told: Told) -> None:

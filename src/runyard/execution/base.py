@@ -45,6 +45,18 @@ class ExecutorTimeoutError(ExecutorUnavailableError):
     """The executor is connected but did not answer in time (paused, hung or swamped)."""
 
 
+class NotWantedError(Exception):
+    """Its run's cancel came while the attempt was being prepared (a workspace copied, its
+    inputs staged or fetched): nothing was started, nor will be (a probe: the program was
+    spawned once the copy was done, seconds after the cancel, then stopped)."""
+
+
+def check_wanted(spec: Launch) -> None:
+    """Before the spawn, once what the attempt needs is ready: NotWantedError if it is not."""
+    if spec.still_wanted is not None and not spec.still_wanted():
+        raise NotWantedError("cancelled before its program was started")
+
+
 class LaunchError(Exception):
     """The attempt cannot be started for a reason of its own (its workspace cannot be
     prepared, its request is refused): the attempt ends failed with this message."""
@@ -94,6 +106,8 @@ class Launch:
     inputs: dict[str, str] | None = None  # file params: name -> upload id, staged before start
     input_paths: dict[str, str] | None = None  # name -> where it lands, where the job says
     sandbox: dict[str, Any] | None = None  # the job's [sandbox] table (jobs/sandbox.py)
+    # asked after the attempt is prepared, before its spawn: False once its run's cancel came
+    still_wanted: Callable[[], bool] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from runyard.execution.base import (
     RunningAttempt,
     ShortageError,
     Started,
+    check_wanted,
     preparation_failed,
 )
 from runyard.execution.environment import base_env
@@ -213,6 +214,7 @@ class LocalExecutor:
             except (workspace.WorkspaceError, OSError) as exc:
                 raise self._failed(preparation_failed(exc, "inputs")) from exc
         self._short.succeeded()
+        check_wanted(spec)
         # SupervisorUnavailableError propagates
         request = self._spawn_request(spec, staged)
         return await self._started(self._client.send(request.to_message()), request.key)

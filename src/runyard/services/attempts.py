@@ -192,6 +192,10 @@ class Attempts:
 
     # -- cancel -------------------------------------------------------------------------------
 
+    def wanted(self, run_id: str) -> bool:
+        """No cancel of the run was asked here: an attempt still starting may be spawned."""
+        return run_id not in self._cancel_pending
+
     async def request_cancel(self, run_id: str, number: int) -> None:
         """Stop the running attempt; one still starting is stopped once its program runs."""
         self._cancel_pending.add(run_id)

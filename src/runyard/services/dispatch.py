@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Mapping
+from dataclasses import replace
+from functools import partial
 
 import structlog
 
@@ -23,6 +25,7 @@ from runyard.execution.base import (
     ExecutorUnavailableError,
     Launch,
     LaunchError,
+    NotWantedError,
     ShortageError,
     Started,
 )
@@ -337,7 +340,9 @@ class Dispatcher:
         return launch_of(claim, self.attempts.spec_of(claim.run))
 
     async def _launched(self, claim: Claim) -> Started | None:
-        launch = self._request(claim)
+        # prepared before its spawn (a workspace, inputs): a cancel meanwhile starts nothing
+        wanted = partial(self.attempts.wanted, claim.run.id)
+        launch = replace(self._request(claim), still_wanted=wanted)
         failpoints.hit("before_spawn")
         if launch.inputs and self.inputs is not None:
             await self.inputs.ensure(claim.run.id, launch.inputs.values())
@@ -371,6 +376,9 @@ class Dispatcher:
             if isinstance(exc, ExecutorHeldError):
                 self.hold.begin(self.clock.now())
             await self.attempts.end(run, number, end)
+            return
+        except NotWantedError:
+            await self.attempts.end(run, number, outcomes.cancelled_before_start(self.clock.now()))
             return
         except LaunchError as exc:
             record = ExitRecord(

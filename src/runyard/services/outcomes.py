@@ -117,6 +117,14 @@ def lost(run: Run, spec: JobSpec, now: float, rng: random.Random, why: str) -> A
     return _maybe_retry(end, "lost", run, spec, rng)
 
 
+def cancelled_before_start(now: float) -> AttemptEnd:
+    """Its run's cancel came while the attempt was prepared: its program was never started."""
+    return AttemptEnd(
+        attempt_state=AttemptState.FAILED_TO_START, ended_at=now, run_state=RunState.CANCELLED,
+        reason="cancelled on request (before its program was started)", outcome="not_started",
+    )  # fmt: skip
+
+
 def not_started(now: float, why: str, retry_in_s: float = 0.0) -> AttemptEnd:
     """The attempt's program never ran (the server or supervisor stopped first): nothing was
     tried, so the run goes back to the queue whatever its retry policy says — claimable again

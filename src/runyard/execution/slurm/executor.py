@@ -31,6 +31,7 @@ from runyard.execution.base import (
     LaunchError,
     RunningAttempt,
     Started,
+    check_wanted,
     preparation_failed,
 )
 from runyard.execution.environment import base_env
@@ -199,6 +200,7 @@ class SlurmExecutor:
             await asyncio.to_thread(prepare, req)
         except OSError as exc:
             raise preparation_failed(exc, "workspace") from exc
+        check_wanted(spec)
         name = job_name(self.server_id, key)
         options = sbatch_options(
             name=name, log=req.log, cwd=req.cwd, slurm=slurm, resources=spec.resources or {},
