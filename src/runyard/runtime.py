@@ -83,6 +83,10 @@ def _executor(settings: Settings, data_dir: Path) -> Executor:
     return RoutedExecutor(local, slurm)
 
 
+class StartRefusedError(Exception):
+    """The server may not start (its id is another live server's): said in one line."""
+
+
 class Runtime:
     """Builds every collaborator once, in dependency order, and passes each what it uses.
 
@@ -92,6 +96,7 @@ class Runtime:
 
     # what else waits on a client, told to stop at shutdown (the app's body reads)
     at_shutdown: list[Callable[[], None]]
+    _opened = False  # `open` done: the store open, this server joined
 
     def __init__(
         self, settings: Settings, clock: Clock | None = None, executor: Executor | None = None
@@ -245,7 +250,12 @@ class Runtime:
     def draining(self) -> bool:
         return self.lifecycle.draining
 
-    async def start(self) -> None:
+    async def open(self) -> None:
+        """The data directory, the store and this server's place in the cluster: what may
+        refuse the start (StartRefusedError, the store closed again). Before the server
+        listens (cli/serve.py), so that a refusal is its one line, not a traceback."""
+        if self._opened:
+            return
         self.loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.settings.data_dir.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(self._anchor_runs)  # before any program of this life runs
@@ -257,11 +267,16 @@ class Runtime:
             await self.membership.join()
         except ServerIdTakenError as exc:
             log.error("refusing_to_start", reason=str(exc))  # noqa: TRY400  it says it all
-            raise
+            await self.store.close()
+            raise StartRefusedError(str(exc)) from None
         except (StorageFullError, StorageIOError, StoreBusyError) as exc:
             # a full or failing disk: serve what can be read, claim nothing (no lease), say so
             # in readiness (the store's check), and join at the next heartbeat
             log.error("join_failed", error=str(exc))  # noqa: TRY400  its cause says it all
+        self._opened = True
+
+    async def start(self) -> None:
+        await self.open()
         await self.store.listen({
             "runyard_queue": lambda _: self.dispatcher.queue.set(),
             "runyard_run": self.lifecycle.run_changed_elsewhere,

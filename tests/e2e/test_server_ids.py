@@ -36,9 +36,12 @@ def test_a_second_process_under_a_live_members_id_is_refused(
         env={**os.environ, **env, "RUNYARD_LOG_FORMAT": "json"},
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert twin.returncode != 0
+    assert twin.returncode == 2  # a refusal, as every other one (a probe: 3, after uvicorn's
+    # traceback of the lifespan and "Application startup failed")
     assert "refusing_to_start" in twin.stdout + twin.stderr
     assert "held by another live process" in twin.stdout + twin.stderr
+    assert "Traceback" not in twin.stdout + twin.stderr
+    assert "startup failed" not in twin.stdout + twin.stderr
     run = web.get(f"{a.url}/v1/runs/{run_id}").json()
     assert (run["state"], run["attempt"]) == ("running", 1)  # untouched, not lost
 

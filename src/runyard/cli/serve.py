@@ -33,7 +33,7 @@ from runyard.cli.reset import reset
 from runyard.cli.ws_guard import guarded_websocket
 from runyard.config import Settings
 from runyard.errors import FULL_ERRNOS
-from runyard.runtime import Runtime
+from runyard.runtime import Runtime, StartRefusedError
 from runyard.store.schema_version import refusal_of
 from runyard.store.sqlite import WAL_LIMIT_BYTES
 from runyard.streams.hub import stream_grace_s
@@ -125,6 +125,7 @@ class RunyardServer(uvicorn.Server):
         self._drain_started = False
         self._reloads: set[asyncio.Task[None]] = set()
         self._forced = asyncio.Event()  # a second signal while shutting down
+        self.refused: str | None = None  # why the start was refused (runtime.open)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.runtime.begin_shutdown()
@@ -138,6 +139,11 @@ class RunyardServer(uvicorn.Server):
             loop.call_soon_threadsafe(self._forced.set)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:  # what may refuse the start, before the app's: uvicorn logs its traceback
+            await self.runtime.open()
+        except StartRefusedError as exc:
+            self.refused, self.should_exit = str(exc), True
+            return
         await super().startup(sockets)
         if sockets is not None and self.started:
             # uvicorn says where it listens only for sockets it bound itself (cli/listen.py)
@@ -371,7 +377,12 @@ def serve(settings: Settings, early: EarlyStop | None = None) -> None:
         ws_ping_timeout=WS_PING_S,
     )
     flush_logs = logs.flush_at_exit if logs is not None else _nothing
-    RunyardServer(config, runtime, flush_logs, early).run(sockets=sockets)
+    server = RunyardServer(config, runtime, flush_logs, early)
+    server.run(sockets=sockets)
+    if server.refused is not None:  # logged as `refusing_to_start`
+        close(sockets)
+        print(f"runyard: refusing to start: {server.refused}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2)
 
 
 def _nothing() -> None:
