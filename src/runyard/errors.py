@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterable
 from typing import Any
 
 # A message about an input stays short whatever the input: pydantic lists every choice of an
 # enum it refuses (20,000 choices: a 378 KB problem, its detail and its `errors` each)
 MAX_MESSAGE = 500
+
+
+def field_path(loc: Iterable[Any]) -> str:
+    """A validation error's place as the client wrote it (`body.labels.bad key`): pydantic
+    adds `[key]` after a mapping's key that is refused, a name of its own (a probe)."""
+    return ".".join(str(p) for p in loc if p != "[key]")
 
 
 def bounded(message: str, limit: int = MAX_MESSAGE) -> str:

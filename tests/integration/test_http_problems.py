@@ -47,6 +47,24 @@ def test_invalid_params_are_422_naming_the_field(
     assert server.get("/v1/runs").json()["runs"] == []
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/runs", {"job": "simulate", "labels": {"bad key": "x"}}, "body.labels.bad key"),
+        ("/v1/batches", {"job": "simulate", "iterations": 1, "labels": {"bad key": "x"}},
+         "body.labels.bad key"),
+        ("/v1/batches", {"job": "simulate", "sweep": {"bad key": [1]}}, "body.sweep.bad key"),
+    ],
+)  # fmt: skip
+def test_a_refused_key_is_named_where_it_was_sent(
+    server: InProcessServer, path: str, body: dict[str, object], field: str
+) -> None:
+    """A probe: pydantic's own `[key]` came after it (`body.labels.bad key.[key]`)."""
+    resp = server.post(path, json=body)
+    assert resp.status_code == 422, resp.text
+    assert [e["field"] for e in resp.json()["errors"]] == [field]
+
+
 def test_required_param_missing(server: InProcessServer) -> None:
     resp = server.post("/v1/runs", json={"job": "agent", "params": {}})
     assert resp.status_code == 422

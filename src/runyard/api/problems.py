@@ -17,7 +17,7 @@ from starlette.websockets import WebSocketState
 
 from runyard.api import openai_errors
 from runyard.api.middleware.head_as_get import full_match
-from runyard.errors import MAX_MESSAGE, RunyardError, bounded
+from runyard.errors import MAX_MESSAGE, RunyardError, bounded, field_path
 
 log = structlog.get_logger(__name__)
 MEDIA_TYPE = "application/problem+json"
@@ -54,7 +54,7 @@ def client_left() -> StarletteHTTPException:
 
 
 def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
-    return ".".join(str(p) for p in loc)
+    return field_path(loc)
 
 
 def shown(field: str) -> str:

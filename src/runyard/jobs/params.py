@@ -31,7 +31,7 @@ from runyard.bounds import (
     TEXT_PATTERN,
     json_problem,
 )
-from runyard.errors import bounded
+from runyard.errors import bounded, field_path
 
 ParamType = Literal["int", "float", "str", "bool", "enum", "json", "file"]
 UPLOAD_REF = upload_refs.PATTERN  # a file param's value: `upload:ID[/NAME]` (PUT /v1/uploads)
@@ -300,7 +300,7 @@ def validate_params(
         return model.model_validate(params).model_dump()
     except ValidationError as exc:
         raise ParamError(
-            [(".".join(str(p) for p in err["loc"]) or "params", err["msg"]) for err in exc.errors()]
+            [(field_path(err["loc"]) or "params", err["msg"]) for err in exc.errors()]
         ) from None
 
 

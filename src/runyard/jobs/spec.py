@@ -21,6 +21,7 @@ from pydantic import (
 
 from runyard import fastjson
 from runyard.bounds import json_problem
+from runyard.errors import field_path
 from runyard.jobs import input_places, retry_on, run_needs
 from runyard.jobs.argv_bounds import check_argv, fixed_problem, may_pass_limits
 from runyard.jobs.chat import OpenAIOptions
@@ -296,7 +297,7 @@ def _describe(exc: ValidationError) -> str:
     errors = exc.errors()
     parts = []
     for err in errors[:MAX_PROBLEMS]:
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = field_path(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
     if len(errors) > MAX_PROBLEMS:
