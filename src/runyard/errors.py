@@ -45,6 +45,16 @@ class StaleWriteError(ConflictError):
     """A write from a copy of a record that changed (or went) since it was read."""
 
 
+class ScheduleLimitError(ConflictError):
+    """`max_schedules` stored already (counted by the store: every server's creates)."""
+
+    def __init__(self, at_most: int) -> None:
+        super().__init__(
+            f"this server holds at most {at_most} schedules (max_schedules): delete one first",
+            limit=at_most,
+        )
+
+
 class ServerIdTakenError(ConflictError):
     """A server started under an id whose lease another live process holds."""
 

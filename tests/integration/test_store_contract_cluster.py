@@ -8,17 +8,29 @@ import inspect
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
+import psycopg
 import pytest
 
 from runyard import failpoints
-from runyard.errors import ServerIdTakenError, StorageFullError, StorageIOError
+from runyard.clock import new_id
+from runyard.errors import (
+    ScheduleLimitError,
+    ServerIdTakenError,
+    StorageFullError,
+    StorageIOError,
+)
 from runyard.models import AttemptEnd, AttemptState, RunFilter, RunState
 from runyard.store import Store
 from runyard.store.logic import QUEUE_CHANNEL, RUN_CHANNEL, SCHEDULES_CHANNEL
+from runyard.store.postgres import PostgresStore
+from runyard.store.rows import SCHEDULE_WRITTEN
 from runyard.store.sqlite import SQLiteStore
+from tests.integration.conftest import POSTGRES
 from tests.integration.test_store_contract import make_run
 from tests.integration.test_store_contract_records import make_schedule
+from tests.support import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -64,6 +76,40 @@ async def test_listen_hears_what_other_servers_change(store: Store, peer: Store)
     schedule = make_schedule()
     await peer.save_schedule(schedule)
     assert await next_heard() == (SCHEDULES_CHANNEL, schedule.id)
+
+
+async def test_a_schedule_created_while_another_server_creates_one_counts_it(
+    store: Store, peer: Store
+) -> None:
+    """A probe: two servers on one database each counted the schedules they held and both
+    created the last one allowed (6 stored of `max_schedules` 5). Another server's create,
+    not committed yet, is waited for and counted."""
+    if not shared(store):
+        pytest.skip("a SQLite file has one server, whose writes are one at a time")
+    for _ in range(4):
+        await store.save_schedule(make_schedule(), at_most=5)
+    schema = cast(PostgresStore, store).schema
+    copied = SCHEDULE_WRITTEN.replace("id,", "%s,", 1)
+    with psycopg.connect(POSTGRES, options=f"-c search_path={schema}") as other:
+        other.execute(  # another server's create, under way: the fifth
+            f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) SELECT {copied} FROM schedules LIMIT 1",  # noqa: S608
+            (new_id(),),
+        )
+        racing = asyncio.ensure_future(peer.save_schedule(make_schedule(), at_most=5))
+
+        def waiting_or_done() -> bool:
+            with psycopg.connect(POSTGRES) as watch:
+                waits = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                ).fetchone()
+            return racing.done() or bool(waits and waits[0])
+
+        await asyncio.to_thread(wait_for, waiting_or_done, 30, "the create to wait, or end")
+        other.commit()
+    with pytest.raises(ScheduleLimitError) as refused:
+        await racing
+    assert refused.value.extra["limit"] == 5
+    assert len(await peer.list_schedules()) == 5
 
 
 async def test_one_server_at_a_time_fires_schedules(

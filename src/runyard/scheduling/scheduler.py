@@ -19,8 +19,8 @@ from runyard.background import TaskGroup
 from runyard.bad_days import log_failure
 from runyard.clock import Clock
 from runyard.errors import (
-    ConflictError,
     NotFoundError,
+    ScheduleLimitError,
     StaleWriteError,
     UnavailableError,
 )
@@ -298,10 +298,12 @@ class Scheduler:
                 return False
         return True
 
-    async def _saved(self, s: Schedule, changed: Schedule, run: Run | None = None) -> None:
+    async def _saved(
+        self, s: Schedule, changed: Schedule, run: Run | None = None, at_most: int | None = None
+    ) -> None:
         """`changed` (a copy of `s`) written, with `run` if it fired one; then `s` takes it,
         in one step: what the API shows is what the store holds."""
-        await self.store.save_schedule(changed, run)
+        await self.store.save_schedule(changed, run, at_most)
         changed.version += 1  # as the store moved it (a new one: stored at 1)
         for f in fields(Schedule):
             setattr(s, f.name, getattr(changed, f.name))
@@ -358,12 +360,9 @@ class Scheduler:
                 paused=paused, priority=priority, labels=labels or {},
             )  # fmt: skip
             async with self._lock:
-                if len(self.schedules) >= self.max_schedules:
-                    raise ConflictError(
-                        f"this server holds at most {self.max_schedules} schedules "
-                        "(max_schedules): delete one first", limit=self.max_schedules,
-                    )  # fmt: skip
-                await self._saved(s, replace(s))
+                if len(self.schedules) >= self.max_schedules:  # known here: no store turn
+                    raise ScheduleLimitError(self.max_schedules)
+                await self._saved(s, replace(s), at_most=self.max_schedules)
                 self.schedules[s.id] = s
                 self._publish(self.snapshot.status)
         self._wake.set()

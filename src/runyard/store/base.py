@@ -79,12 +79,16 @@ class Store(abc.ABC):
     async def batch_run_ids(self, batch_id: str, state: RunState) -> list[str]: ...
 
     @abc.abstractmethod
-    async def save_schedule(self, schedule: Schedule, run: Run | None = None) -> None:
+    async def save_schedule(
+        self, schedule: Schedule, run: Run | None = None, at_most: int | None = None
+    ) -> None:
         """Write the schedule's whole row: a new one (version 0), or over the version it was
         read from, which the store then moves on by one; StaleWriteError, and nothing
         written, when the stored row is at another version or gone. With `run`, insert that
         run in the same transaction (a fire: the run and the schedule's new state, or
-        neither)."""
+        neither). A new one with `at_most`: ScheduleLimitError, and nothing written, when
+        that many are stored (counted with no other create between the count and the
+        insert: servers sharing a database each counted their own and passed it)."""
 
     @abc.abstractmethod
     async def list_schedules(self) -> list[Schedule]: ...

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from runyard.errors import StaleWriteError
+from runyard.errors import ScheduleLimitError, StaleWriteError
 from runyard.models import (
     Attempt,
     AttemptEnd,
@@ -139,12 +139,17 @@ def batch_run_ids(batch_id: str, state: RunState) -> Unit[list[str]]:
     return [r[0] for r in found]
 
 
-def save_schedule(schedule: Schedule, run: Run | None) -> Unit[None]:
+def save_schedule(schedule: Schedule, run: Run | None, at_most: int | None) -> Unit[None]:
     if run is not None:  # a fire: the run and the schedule's new state, or neither
         yield from _add_run(run)
         yield Notify(QUEUE_CHANNEL)
     row = schedule_to_row(schedule)
     if schedule.version == 0:  # never stored
+        if at_most is not None:
+            yield execute("LOCK_SCHEDULE_COUNT")
+            (stored,) = yield one("COUNT_SCHEDULES")
+            if int(stored) >= at_most:
+                raise ScheduleLimitError(at_most)
         yield execute("INSERT_SCHEDULE", *row)
     elif int((yield count("UPDATE_SCHEDULE", *row[1:], schedule.id, schedule.version))) == 0:
         # changed or deleted elsewhere since this copy was read: nothing of it (nor its run)

@@ -291,6 +291,9 @@ UPDATE_SCHEDULE = (
     f"UPDATE schedules SET {_SCHEDULE_SETS}, version = version + 1 "  # noqa: S608
     "WHERE id = %s AND version = %s"
 )
+# `max_schedules` held by the store: a count and the insert after it, no create between
+LOCK_SCHEDULE_COUNT = "LOCK TABLE schedules IN SHARE ROW EXCLUSIVE MODE"  # creates, one at a time
+COUNT_SCHEDULES = "SELECT count(*) FROM schedules"
 LIST_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id"  # noqa: S608
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = %s"
 # Retention (sqlite_sql.py says why): migration 0010's index, its expression and condition

@@ -284,6 +284,9 @@ UPDATE_SCHEDULE = (
     f"UPDATE schedules SET {_SCHEDULE_SETS}, version = version + 1 "  # noqa: S608
     "WHERE id = ? AND version = ?"
 )
+# `max_schedules` held by the store: a count and the insert after it, no create between
+LOCK_SCHEDULE_COUNT = "SELECT 1"  # one writer at a time already
+COUNT_SCHEDULES = "SELECT count(*) FROM schedules"
 LIST_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id"  # noqa: S608
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = ?"
 # Retention. A run whose job has a TTL of its own expires at finished_at + its retention_s

@@ -81,8 +81,10 @@ class SQLStore(Store):
     async def batch_run_ids(self, batch_id: str, state: RunState) -> list[str]:
         return await self._read(partial(logic.batch_run_ids, batch_id, state))
 
-    async def save_schedule(self, schedule: Schedule, run: Run | None = None) -> None:
-        await self._write(partial(logic.save_schedule, schedule, run))
+    async def save_schedule(
+        self, schedule: Schedule, run: Run | None = None, at_most: int | None = None
+    ) -> None:
+        await self._write(partial(logic.save_schedule, schedule, run, at_most))
 
     async def list_schedules(self) -> list[Schedule]:
         return await self._read(partial(logic.list_schedules))
