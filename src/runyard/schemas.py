@@ -198,8 +198,10 @@ class RunView(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     attempt: int
-    exit_code: int | None
-    reason: str | None
+    exit_code: int | None = Field(
+        description="the last attempt's, once it ended; none while an attempt runs (a retry's)"
+    )
+    reason: str | None = Field(description="why it is in its state; none while it runs")
     progress: dict[str, Any] | None
     progress_skipped: int = Field(default=0, description="malformed progress lines skipped")
     not_before: datetime | None

@@ -165,6 +165,15 @@ async def test_retry_goes_back_to_queue_with_not_before(store: Store) -> None:
     assert claim.run.attempt == 2
     assert claim.run.not_before is None
     assert [a.number for a in await store.get_attempts(run.id)] == [1, 2]
+    # it runs again: the last attempt's end is not the run's (a probe: a client polling
+    # `exit_code` took the retry under way for a run over), whichever way it was claimed
+    stored = await store.get_run(run.id)
+    assert stored is not None
+    for seen in (claim.run, stored):
+        assert (seen.exit_code, seen.reason) == (None, None)
+    await store.end_attempt(run.id, 2, replace(retry, ended_at=2011.0, not_before=2012.0))
+    (limited,) = await store.claim(1, {run.job: 1}, now=2012.0, host="h")  # a job's limit
+    assert (limited.run.attempt, limited.run.exit_code, limited.run.reason) == (3, None, None)
 
 
 async def test_a_retry_of_a_run_whose_cancel_was_accepted_meanwhile_ends_it_cancelled(

@@ -208,7 +208,7 @@ async def test_a_runs_state_events_record_each_change_when_it_happened(store: St
         (1, 1000.0, "state", state(None, "queued", 0, None, None)),
         (2, 2000.0, "state", state("queued", "running", 1, None, None)),
         (3, 2001.0, "state", state("running", "queued", 1, 1, "exit code 1; retrying")),
-        (4, 2100.0, "state", state("queued", "running", 2, 1, "exit code 1; retrying")),
+        (4, 2100.0, "state", state("queued", "running", 2, None, None)),  # its retry runs
         (5, 2101.0, "state", state("running", "succeeded", 2, 0, "exit code 0")),
     ]
     queued = (await store.insert_run(make_run(created=1200.0)))[0]

@@ -138,9 +138,11 @@ ORDER BY priority DESC, id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
-# the claimed run as it now is: nothing to read back
+# the claimed run as it now is: nothing to read back. A retry's claim clears its last
+# attempt's exit code and reason (a client polling `exit_code` took it for a run over)
 CLAIM_RUN = f"""
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
+    exit_code = NULL, reason = NULL,
     started_at = coalesce(started_at, GREATEST(%s, created_at)),
     state_at = GREATEST(%s, created_at)
 WHERE id = %s AND state = 'queued'
@@ -162,6 +164,7 @@ WITH taken AS MATERIALIZED (
 -- never before the run's own creation: a claim's `now` is read before its transaction,
 -- which can take a run submitted (through another server) after that moment
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
+    exit_code = NULL, reason = NULL,
     started_at = coalesce(started_at, GREATEST(%(now)s, runs.created_at)),
     state_at = GREATEST(%(now)s, runs.created_at)
 FROM taken WHERE runs.id = taken.id AND runs.state = 'queued'

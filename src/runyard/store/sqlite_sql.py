@@ -126,8 +126,11 @@ WHERE state = 'queued'
 ORDER BY priority DESC, id
 LIMIT ?
 """
+# A retry's claim clears its last attempt's exit code and reason: the run runs again (a probe:
+# a client polling `exit_code` took a retry under way for a run over)
 _TAKE_RUN = """
 UPDATE runs SET state = 'running', attempt = attempt + 1, not_before = NULL,
+    exit_code = NULL, reason = NULL,
     started_at = coalesce(started_at, max(?, created_at)), state_at = max(?, created_at)
 WHERE id = ? AND state = 'queued'
 """
