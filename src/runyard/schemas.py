@@ -206,7 +206,12 @@ class RunView(BaseModel):
     progress_skipped: int = Field(default=0, description="malformed progress lines skipped")
     not_before: datetime | None
     cancel_requested: bool
-    attempts: list[AttemptView] | None = Field(default=None, fail_fast=True)
+    attempts: list[AttemptView] | None = Field(
+        default=None, fail_fast=True,
+        description="its attempts, in order, where the answer reads them (`GET "
+        "/v1/runs/{id}`); null where it does not (a page of runs, a submit's or a cancel's "
+        "answer): not that it has none",
+    )  # fmt: skip
     withheld: list[str] = Field(
         default_factory=list,
         fail_fast=True,
