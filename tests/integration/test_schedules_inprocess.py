@@ -462,6 +462,30 @@ def test_a_schedule_whose_fires_make_no_run_says_why_and_logs_it_once(
     ]  # fmt: skip
 
 
+def test_a_retime_of_a_schedule_whose_params_its_job_no_longer_takes_names_the_schedule(
+    tmp_path: Path, jobs: Path
+) -> None:
+    """A probe: with its job edited to refuse the stored params, a retime was a 422 naming
+    `body.params.n`, which the PATCH had not sent. It is the schedule's conflict (409), said
+    so; sending params with the change is checked as ever, and a pause is still taken."""
+    echo = jobs / "echo.toml"
+    with faked(tmp_path, jobs, jobs_refresh_s=0) as srv:
+        sid = create(srv, job="echo", params={"n": 7}, interval_s=MINUTE, paused=True)["id"]
+        echo.write_text(JOBS["echo"].replace("max = 10", "max = 5"))
+        path = f"/v1/schedules/{sid}"
+        retimed = srv.request("PATCH", path, json={"interval_s": 2 * MINUTE})
+        assert retimed.status_code == 409, retimed.text
+        problem = retimed.json()
+        assert "the schedule's params no longer fit its job 'echo'" in problem["detail"]
+        assert "errors" not in problem and "field" not in problem  # nothing it sent
+        wrong = srv.request("PATCH", path, json={"interval_s": 2 * MINUTE, "params": {"n": 6}})
+        assert wrong.status_code == 422, wrong.text  # params sent: named as ever
+        assert wrong.json()["errors"][0]["field"] == "body.params.n"
+        fixed = srv.request("PATCH", path, json={"interval_s": 2 * MINUTE, "params": {"n": 4}})
+        assert fixed.status_code == 200, fixed.text
+        assert fixed.json()["interval_s"] == 2 * MINUTE
+
+
 def test_a_catch_up_the_store_refuses_is_tried_again(
     tmp_path: Path, jobs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,7 @@ from runyard.jobs.params import ParamError
 from runyard.models import Schedule
 from runyard.scheduling.file_params import FileParams
 from runyard.scheduling.timing import check_cron, check_interval, next_after
+from runyard.services.uploads import UploadTooLargeError
 
 # The scheduler holds every schedule in memory (it fires them without reading the store), up
 # to `max_schedules` of them. A request body may be 1 MiB: a thousand such schedules held a
@@ -74,6 +75,38 @@ async def new_schedule(
     )  # fmt: skip
 
 
+def _about_params(exc: InvalidInputError | UploadTooLargeError) -> bool:
+    """Whether check_request refused the params: their size or a file (`field`), or their
+    values (`errors`, named within the params: the job's validation is what lists them)."""
+    return "errors" in exc.extra or str(exc.extra.get("field", "")).startswith("params")
+
+
+async def _check_change(
+    s: Schedule, changes: dict[str, Any], registry: JobRegistry, files: FileParams | None,
+    min_interval_s: float, timing: tuple[str | None, float | None], now: float,
+) -> None:  # fmt: skip
+    if await registry.get(s.job) is None:
+        # the schedule is there: not a 404, and the PATCH names no job to blame
+        raise ConflictError(
+            f"the schedule's job {s.job!r} is no longer declared: only paused, overlap "
+            "and catch_up can be changed until it is again (or the schedule deleted)"
+        )
+    params = changes.get("params", s.params)
+    try:
+        await check_request(registry, files, min_interval_s, s.job, params, *timing, now)
+    except NotFoundError:  # removed between the two looks: the same answer
+        raise ConflictError(f"the schedule's job {s.job!r} is no longer declared") from None
+    except (InvalidInputError, UploadTooLargeError) as exc:
+        if "params" in changes or not _about_params(exc):
+            raise
+        # the stored params, which a changed job no longer takes: the schedule's, not this
+        # request's (a probe: a retime was a 422 naming `body.params.a`, never sent)
+        raise ConflictError(
+            f"the schedule's params no longer fit its job {s.job!r} ({exc.detail}): send "
+            "`params` with this change, or pause it"
+        ) from None
+
+
 async def changed(
     s: Schedule,
     changes: dict[str, Any],
@@ -99,16 +132,7 @@ async def changed(
     if changes.keys() - {"paused", "overlap", "catch_up"}:
         # what it runs or when: checked as a new schedule (a pause alone is not, so a schedule
         # whose job was removed or changed can still be paused)
-        if await registry.get(s.job) is None:
-            # the schedule is there: not a 404, and the PATCH names no job to blame
-            raise ConflictError(
-                f"the schedule's job {s.job!r} is no longer declared: only paused, overlap "
-                "and catch_up can be changed until it is again (or the schedule deleted)"
-            )
-        try:
-            await check_request(registry, files, min_interval_s, s.job, params, cron, interval, now)
-        except NotFoundError:  # removed between the two looks: the same answer
-            raise ConflictError(f"the schedule's job {s.job!r} is no longer declared") from None
+        await _check_change(s, changes, registry, files, min_interval_s, (cron, interval), now)
     resumed = s.paused and changes.get("paused") is False
     t = replace(s, params=params, cron=cron, interval_s=interval)
     for key in ("overlap", "catch_up", "paused"):
