@@ -12,6 +12,7 @@ from runyard.api import dashboard, docs, fast_submit, inputs, openai_errors, pro
 from runyard.api.middleware.authenticate import AuthenticateMiddleware
 from runyard.api.middleware.body_limit import BodyLimitMiddleware, BodyWaits
 from runyard.api.middleware.change_conditions import ChangeConditions
+from runyard.api.middleware.cross_site import CrossSiteGuard
 from runyard.api.middleware.head_as_get import HeadAsGet
 from runyard.api.middleware.request_cap import RequestCap, default_max_requests
 from runyard.api.middleware.request_context import RequestContextMiddleware
@@ -98,6 +99,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         SubmitLane, runtime=rt, route=submit_route, handlers=app.exception_handlers,
         max_bytes=settings.max_body_kb * 1024, idle_s=settings.header_timeout_s, waits=bodies,
     )  # fmt: skip
+    # while no token is required, pages a browser shows change nothing (cross_site.py)
+    app.add_middleware(CrossSiteGuard, auth=rt.auth)
     # outermost: a request past the cap holds nothing, not even a request id
     app.add_middleware(
         RequestCap, max_requests=settings.max_requests or default_max_requests(),

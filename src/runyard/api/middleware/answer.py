@@ -13,12 +13,7 @@ async def send_problem(
 ) -> None:  # fmt: skip
     """The connection is closed after it: the body the client may still be sending is never
     read, and nothing of it may be taken for the next request. Compact, as the routes' are."""
-    problem: dict[str, object] = {
-        "type": f"urn:runyard:problem:{slug}", "title": title, "status": status, "detail": detail,
-    }  # fmt: skip
-    if field is not None:
-        problem["field"] = field
-    body = json.dumps(problem, separators=(",", ":")).encode()
+    body = problem_body(status, title, slug, detail, field)
     await send({
         "type": "http.response.start", "status": status,
         "headers": [(b"content-type", b"application/problem+json"),
@@ -26,3 +21,12 @@ async def send_problem(
                     *(headers or [])],
     })  # fmt: skip
     await send({"type": "http.response.body", "body": body})
+
+
+def problem_body(status: int, title: str, slug: str, detail: str, field: str | None) -> bytes:
+    problem: dict[str, object] = {
+        "type": f"urn:runyard:problem:{slug}", "title": title, "status": status, "detail": detail,
+    }  # fmt: skip
+    if field is not None:
+        problem["field"] = field
+    return json.dumps(problem, separators=(",", ":")).encode()
