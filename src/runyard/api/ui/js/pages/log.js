@@ -105,7 +105,10 @@ export function logView(runId, run = null) {
         if (ACTIVE.has(end.state)) { // another attempt follows: show it below this one
           write(`\n──── attempt ${end.attempt} ended; run is ${end.state} ────\n`);
           status(`ended (${end.state})`);
-          setTimeout(() => follow(null), 500);
+          // the next attempt by number, which the server waits for: the latest, asked for
+          // while the retry had not started, was the one just ended, replayed whole, every
+          // half second, until it did (a probe)
+          follow(end.attempt + 1);
         } else {
           status(`ended: ${end.state}${end.exit_code !== null && end.exit_code !== undefined ? `, exit code ${end.exit_code}` : ""}`);
           pre.dataset.ended = end.state;
