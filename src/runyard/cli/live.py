@@ -90,10 +90,20 @@ def stream_attempts(client: Client, run_id: str, write: Any) -> None:
                 return
             attempt, offset, idle = following, 0, 0
             continue
-        # lagged, shutdown, or dropped: resume the same attempt from `offset`
+        # lagged, shutdown, or dropped: resume the same attempt from `offset`, or from where a
+        # `lagged` says (0: its log was rewritten; resumed from the old offset, past the new
+        # end, nothing of it was shown, a probe)
+        offset = _resumed_from(end, offset)
         idle = 0 if moved else min(idle + 1, 8)
         first = 1.0 if end is not None and end.kind == "shutdown" else 0.2
         time.sleep(min(first * 2**idle, WAIT_MAX_S))
+
+
+def _resumed_from(end: StreamEnd | None, offset: int) -> int:
+    said = end.data.get("last_id") if end is not None and end.kind == "lagged" else None
+    if isinstance(said, int) and not isinstance(said, bool) and 0 <= said < offset:
+        return said
+    return offset
 
 
 def _attempt_of(end: StreamEnd) -> int:

@@ -180,7 +180,13 @@ async def stream_log(
                 yield ServerSentEvent(data=json.dumps({"attempt": item.attempt}), event="attempt")
             else:
                 name, body = _control(item)
-                yield ServerSentEvent(data=json.dumps(body), event=name)
+                # `lagged` carries its resume point as its id: where a client resumes from by
+                # itself. A rewritten log's is 0 (resume from the start), which a client
+                # resuming from the last id it had read lost, the log past its end (a probe)
+                resume = None
+                if isinstance(item, Lagged):
+                    resume = _log_id(Chunk(item.last_id, b""), following)
+                yield ServerSentEvent(data=json.dumps(body), event=name, id=resume)
 
     return sse_response(settings, hub, events(), _lagged_from(start))
 
