@@ -50,6 +50,7 @@ class Evil(http.server.BaseHTTPRequestHandler):
         "/outputs/weird": (599, {"Content-Type": PROBLEM}, b"{}"),
         "/artifacts": (200, {"Content-Type": "text/html"}, SCRIPT),  # a listing, as HTML
         "/outputs/part": (206, {"Content-Range": "bytes 0-1/2, <b>"}, b"ok"),
+        "/outputs/two.html": (200, {"Content-Type": "text/html, text/plain"}, SCRIPT),
         "/logs": (401, {"Content-Type": PROBLEM, "WWW-Authenticate": "Bearer"}, b"{}"),
     }
 
@@ -165,6 +166,7 @@ def test_a_relayed_file_carries_this_servers_security_headers_and_none_of_the_me
         ("artifacts/outputs/weird", "status 599"),
         ("artifacts", "'text/html'"),  # a listing is JSON, never a page
         ("artifacts/outputs/part", "content-range"),  # not as runyard writes it
+        ("artifacts/outputs/two.html", "content-type"),  # two types: no one media type (a probe)
     ],
 )
 def test_an_answer_no_relayed_route_gives_is_a_502_naming_the_member(

@@ -54,6 +54,13 @@ RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 # Percent-encoded '/', '\', NUL or '.': a client hiding a separator or a dot-segment.
 ENCODED_TRICK = re.compile(rb"%(2f|5c|00|2e)", re.IGNORECASE)
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]{1,256}")
+_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP token (RFC 9110 5.6.2)
+# one media type with its parameters (RFC 9110 8.3.1): never a list (a probe relayed
+# `text/html, text/plain`), at most 256 characters as any header kept
+_MEDIA_TYPE = re.compile(
+    rf"(?=[\x20-\x7e]{{1,256}}$){_TCHARS}/{_TCHARS}"
+    rf'([ \t]*;[ \t]*{_TCHARS}=({_TCHARS}|"([\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"))*'
+)
 _BIG = 2**63 - 1
 _COUNT = re.compile(r"[0-9]{1,19}")
 _CURSOR = re.compile(r"[A-Za-z0-9_-]{1,65536}")
@@ -62,7 +69,7 @@ _CURSOR = re.compile(r"[A-Za-z0-9_-]{1,65536}")
 # version, and when to ask again; each value as runyard's routes write it. `content-length`
 # on a HEAD only (it is what GET would send): a GET's answer is framed here.
 FROM_OWNER = {
-    "content-type": _HEADER_VALUE,  # a file's, any; other answers' are checked per route
+    "content-type": _MEDIA_TYPE,  # a file's, any one; other answers' are checked per route
     "content-length": _COUNT,
     "content-range": re.compile(r"bytes ([0-9]{1,19}-[0-9]{1,19}|\*)/[0-9]{1,19}"),
     "accept-ranges": re.compile(r"bytes"),  # a file's: Range is served
