@@ -1,7 +1,7 @@
 """A server without tokens answers this machine's clients, not the pages its browsers show (a
 probe): a form's multipart submit, a cancel, an upload and a WebSocket from another origin were
-all taken. Refused now (api/middleware/cross_site.py), naming the header; with tokens none of
-it applies."""
+all taken, and a page whose name was rebound to 127.0.0.1 read everything. Refused now
+(api/middleware/cross_site.py), naming the header; with tokens none of it applies."""
 
 from __future__ import annotations
 
@@ -64,6 +64,23 @@ def test_a_page_on_another_site_changes_nothing(server: ServerProcess) -> None:
     assert json.loads(info.value.response.body)["field"] == "header.Origin"
     with connect(ws, origin=base) as same_origin:  # type: ignore[arg-type]
         assert json.loads(same_origin.recv(timeout=10))["seq"] >= 1
+
+
+def test_a_name_rebound_to_this_machine_reads_nothing_in_a_browser(server: ServerProcess) -> None:
+    """A probe: a page whose name was rebound to 127.0.0.1 is the server's origin to the
+    browser, and read a run's log (and could change anything). A browser says so
+    (`Sec-Fetch-Site` on every request): it must name this machine."""
+    port = server.url.rsplit(":", 1)[1]
+    run = web.post(f"{server.url}/v1/runs", json={"job": "echo"}).json()["id"]
+    logs = f"{server.url}/v1/runs/{run}/logs"
+    browser = {"Sec-Fetch-Site": "same-origin", "Host": f"rebound.evil.example:{port}"}
+    refused(web.get(logs, headers=browser), "Host")
+    refused(web.get(f"{server.url}/health", headers=browser), "Host")
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost", f"[::1]:{port}"):
+        seen = web.get(logs, headers={"Sec-Fetch-Site": "same-origin", "Host": host})
+        assert seen.status_code == 200, (host, seen.text)
+    client = web.get(logs, headers={"Host": f"any.name.example:{port}"})  # not a browser
+    assert client.status_code == 200, client.text
 
 
 def test_with_tokens_a_token_is_the_fence(

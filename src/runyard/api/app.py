@@ -12,7 +12,7 @@ from runyard.api import dashboard, docs, fast_submit, inputs, openai_errors, pro
 from runyard.api.middleware.authenticate import AuthenticateMiddleware
 from runyard.api.middleware.body_limit import BodyLimitMiddleware, BodyWaits
 from runyard.api.middleware.change_conditions import ChangeConditions
-from runyard.api.middleware.cross_site import CrossSiteGuard
+from runyard.api.middleware.cross_site import CrossSiteGuard, is_local
 from runyard.api.middleware.head_as_get import HeadAsGet
 from runyard.api.middleware.request_cap import RequestCap, default_max_requests
 from runyard.api.middleware.request_context import RequestContextMiddleware
@@ -100,7 +100,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         max_bytes=settings.max_body_kb * 1024, idle_s=settings.header_timeout_s, waits=bodies,
     )  # fmt: skip
     # while no token is required, pages a browser shows change nothing (cross_site.py)
-    app.add_middleware(CrossSiteGuard, auth=rt.auth)
+    bound = settings.host.lower().strip("[]")
+    app.add_middleware(CrossSiteGuard, auth=rt.auth, bound=bound if is_local(bound) else None)
     # outermost: a request past the cap holds nothing, not even a request id
     app.add_middleware(
         RequestCap, max_requests=settings.max_requests or default_max_requests(),

@@ -8,9 +8,13 @@ WebSocket sent by a browser from another origin is a `403` naming `header.Origin
 that is not this `Host`, `null` included) or `header.Sec-Fetch-Site` (`cross-site`). Clients
 that are not browsers send neither, and are not concerned; the dashboard is this origin.
 
-Not closed here: a page whose name is rebound to 127.0.0.1 (DNS rebinding) is its own origin
-to the browser, so what it sends passes; refusing a `Host` that is not this machine's would
-close that too (docs/security.md says what to do meanwhile: tokens).
+A page whose name is rebound to 127.0.0.1 (DNS rebinding) is its own origin to the browser:
+what it sends is same-origin, and it reads the answers. So a request a browser sends (it says
+`Sec-Fetch-Site` or `Origin`; browsers today send the first on every request) must also name
+this machine as its `Host` (`localhost`, a loopback address, or the address the server is
+bound to), else a `403` naming `header.Host`, unless the server was bound elsewhere with
+`--insecure`, whose names it cannot know. Clients that are not browsers name whatever host
+they like, as ever.
 
 With tokens nothing here applies: a browser attaches no bearer token by itself, so a page can
 make it send nothing a token allows.
@@ -18,6 +22,7 @@ make it send nothing a token allows.
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -28,10 +33,26 @@ from runyard.auth import Authenticator
 CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def refusal(scope: Scope) -> tuple[str, str] | None:
-    """(header, why) if this request is one a page on another site may not make, else None."""
-    if scope["type"] == "http" and scope["method"] not in CHANGES:
-        return None
+def _hostname(host: str) -> str:
+    """`Host`'s name without its port (an IPv6 literal without its brackets), lower case."""
+    if host.startswith("["):
+        return host[1 : host.find("]")].lower() if "]" in host else ""
+    return host.rpartition(":")[0].lower() if ":" in host else host.lower()
+
+
+def is_local(name: str) -> bool:
+    """`localhost` (RFC 6761: always this machine) or a loopback address."""
+    if name in ("localhost", "localhost.") or name.endswith((".localhost", ".localhost.")):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def refusal(scope: Scope, bound: str | None) -> tuple[str, str] | None:
+    """(header, why) if this request is one a page on another site may not make, else None.
+    `bound`: the address the server listens on when it is this machine's (else None)."""
     host = origin = fetch_site = None
     for name, value in scope["headers"]:
         if name == b"host":
@@ -40,6 +61,15 @@ def refusal(scope: Scope) -> tuple[str, str] | None:
             origin = value.decode("latin-1")
         elif name == b"sec-fetch-site":
             fetch_site = value.decode("latin-1")
+    if bound is not None and (fetch_site is not None or origin is not None):
+        named = _hostname(host or "")
+        if not (is_local(named) or named == bound):
+            return "Host", (
+                f"{host!r} is not this machine: a server without tokens answers a browser only "
+                "as localhost or a loopback address (a name rebound to it is a page's)"
+            )
+    if scope["type"] == "http" and scope["method"] not in CHANGES:
+        return None
     if fetch_site == "cross-site":
         return "Sec-Fetch-Site", "a page on another site may not change anything here"
     if origin is not None and (urlsplit(origin).netloc.lower() or origin) != (host or "").lower():
@@ -51,13 +81,14 @@ def refusal(scope: Scope) -> tuple[str, str] | None:
 
 
 class CrossSiteGuard:
-    def __init__(self, app: ASGIApp, *, auth: Authenticator) -> None:
+    def __init__(self, app: ASGIApp, *, auth: Authenticator, bound: str | None) -> None:
         self.app = app
         self.auth = auth  # tokens may come with a reload: asked per request
+        self.bound = bound
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and not self.auth.enabled:
-            why = refusal(scope)
+            why = refusal(scope, self.bound)
             if why is not None:
                 header, detail = why
                 title, slug = "Cross-site request refused", "cross-site"

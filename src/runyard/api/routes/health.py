@@ -13,8 +13,9 @@ from runyard.api.deps import AuthDep, HealthDep
 from runyard.api.security import authorization, check
 from runyard.auth import Role
 from runyard.errors import RunyardError
+from runyard.schemas import problem_responses
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=problem_responses(403))  # a browser's Host
 
 
 @router.get("/health/live")

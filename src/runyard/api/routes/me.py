@@ -9,7 +9,7 @@ from runyard.api.security import READ
 from runyard.auth import Role
 from runyard.schemas import Principal, problem_responses
 
-router = APIRouter(tags=["auth"], responses=problem_responses(401))
+router = APIRouter(tags=["auth"], responses=problem_responses(401, 403))
 
 
 @router.get("/v1/me", response_model=Principal, dependencies=[READ])

@@ -10,8 +10,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from runyard.api.deps import AuthDep, GaugesDep, MetricsDep, SettingsDep
 from runyard.api.security import authorization, check
 from runyard.auth import Role
+from runyard.schemas import problem_responses
 
-router = APIRouter(tags=["observability"])
+router = APIRouter(tags=["observability"], responses=problem_responses(403))
 
 
 @router.get("/metrics", response_class=Response)
