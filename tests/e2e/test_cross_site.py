@@ -40,6 +40,9 @@ def test_a_page_on_another_site_changes_nothing(server: ServerProcess) -> None:
             "Origin")  # fmt: skip
     refused(web.post(f"{base}/v1/runs", data=form, files={"x": ("x", b"")},
                      headers={"Origin": "null"}), "Origin")  # fmt: skip
+    for odd in ("http://[::1", "http://[zz]:1", "x" * 8000):  # no URL: refused, never a 500
+        refused(web.post(f"{base}/v1/runs", json={"job": "echo"}, headers={"Origin": odd}),
+                "Origin")  # fmt: skip
     upload = web.post(
         f"{base}/v1/uploads?name=x.txt",
         content=b"csrf",

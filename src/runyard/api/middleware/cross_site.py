@@ -50,6 +50,15 @@ def is_local(name: str) -> bool:
         return False
 
 
+def _netloc(origin: str) -> str | None:
+    """An `Origin`'s host and port, lower case; None for one that is no URL (`http://[::1`,
+    which urlsplit refuses with an error: the guard answered 500)."""
+    try:
+        return urlsplit(origin).netloc.lower() or None
+    except ValueError:
+        return None
+
+
 def refusal(scope: Scope, bound: str | None) -> tuple[str, str] | None:
     """(header, why) if this request is one a page on another site may not make, else None.
     `bound`: the address the server listens on when it is this machine's (else None)."""
@@ -72,7 +81,7 @@ def refusal(scope: Scope, bound: str | None) -> tuple[str, str] | None:
         return None
     if fetch_site == "cross-site":
         return "Sec-Fetch-Site", "a page on another site may not change anything here"
-    if origin is not None and (urlsplit(origin).netloc.lower() or origin) != (host or "").lower():
+    if origin is not None and _netloc(origin) != (host or "").lower():
         return "Origin", (
             f"{origin!r} is another origin than this server's: a page there may "
             "not change anything here, nor open its WebSockets"
