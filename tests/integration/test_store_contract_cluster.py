@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,23 +79,15 @@ async def test_listen_hears_what_other_servers_change(store: Store, peer: Store)
     assert await next_heard() == (SCHEDULES_CHANNEL, schedule.id)
 
 
-async def test_a_schedule_created_while_another_server_creates_one_counts_it(
-    store: Store, peer: Store
-) -> None:
-    """A probe: two servers on one database each counted the schedules they held and both
-    created the last one allowed (6 stored of `max_schedules` 5). Another server's create,
-    not committed yet, is waited for and counted."""
-    if not shared(store):
-        pytest.skip("a SQLite file has one server, whose writes are one at a time")
-    for _ in range(4):
-        await store.save_schedule(make_schedule(), at_most=5)
+_COPY = f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) SELECT {SCHEDULE_WRITTEN.replace('id,', '%s,', 1)} FROM schedules LIMIT 1"  # noqa: S608, E501
+
+
+async def _created_while_another_creates(store: Store, peer: Store) -> asyncio.Future[None]:
+    """`peer`'s create, started while another server's (a fifth) is under way on PostgreSQL,
+    which is committed once the first waits for it (or has ended: the old code's did)."""
     schema = cast(PostgresStore, store).schema
-    copied = SCHEDULE_WRITTEN.replace("id,", "%s,", 1)
     with psycopg.connect(POSTGRES, options=f"-c search_path={schema}") as other:
-        other.execute(  # another server's create, under way: the fifth
-            f"INSERT INTO schedules ({SCHEDULE_WRITTEN}) SELECT {copied} FROM schedules LIMIT 1",  # noqa: S608
-            (new_id(),),
-        )
+        other.execute(_COPY, (new_id(),))
         racing = asyncio.ensure_future(peer.save_schedule(make_schedule(), at_most=5))
 
         def waiting_or_done() -> bool:
@@ -106,6 +99,29 @@ async def test_a_schedule_created_while_another_server_creates_one_counts_it(
 
         await asyncio.to_thread(wait_for, waiting_or_done, 30, "the create to wait, or end")
         other.commit()
+    return racing
+
+
+async def test_a_schedule_created_while_another_server_creates_one_counts_it(
+    store: Store, peer: Store
+) -> None:
+    """A probe: two servers on one database each counted the schedules they held and both
+    created the last one allowed (6 stored of `max_schedules` 5). Another server's create,
+    not committed yet, is waited for and counted."""
+    for _ in range(4):
+        await store.save_schedule(make_schedule(), at_most=5)
+    if shared(store):
+        racing = await _created_while_another_creates(store, peer)
+    else:  # one file: another connection's create holds the write lock, then commits
+        other = sqlite3.connect(cast(SQLiteStore, store).path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute(_COPY.replace("%s", "?"), (new_id(),))
+            racing = asyncio.ensure_future(peer.save_schedule(make_schedule(), at_most=5))
+            await asyncio.sleep(0)  # its turn handed to the store's thread, which waits
+            other.execute("COMMIT")
+        finally:
+            other.close()
     with pytest.raises(ScheduleLimitError) as refused:
         await racing
     assert refused.value.extra["limit"] == 5
