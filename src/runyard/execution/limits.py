@@ -68,10 +68,14 @@ def hand_over(run_as: str, cwd: str, progress: str | None) -> tuple[int, int]:
         for name in dirs:
             _give(name, here, uid, gid, os.O_DIRECTORY)
         for name in files:
-            if stat.S_ISLNK(os.stat(name, dir_fd=here, follow_symlinks=False).st_mode):
-                os.chown(name, uid, gid, dir_fd=here, follow_symlinks=False)  # the link alone
-            else:
-                _give(name, here, uid, gid, 0)
+            try:
+                mode = os.stat(name, dir_fd=here, follow_symlinks=False).st_mode
+                if stat.S_ISLNK(mode):
+                    os.chown(name, uid, gid, dir_fd=here, follow_symlinks=False)  # the link alone
+                elif stat.S_ISREG(mode):  # never opened else: opening a device or FIFO acts
+                    _give(name, here, uid, gid, 0)
+            except FileNotFoundError:
+                continue  # gone since it was listed
     os.chown(cwd, uid, gid)
     if progress:
         fd = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
@@ -81,12 +85,10 @@ def hand_over(run_as: str, cwd: str, progress: str | None) -> tuple[int, int]:
 
 
 def _give(name: str, here: int, uid: int, gid: int, kind: int) -> None:
-    """Hand one directory (`kind` O_DIRECTORY) or regular file of one link over; anything
-    else (a FIFO, a device, a file linked elsewhere, an entry gone or swapped) is left."""
+    """Hand one directory (`kind` O_DIRECTORY) or regular file (seen so when listed) of one
+    link over; anything else (a file linked elsewhere, an entry gone or swapped) is left."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | kind
     try:
-        if not kind and not stat.S_ISREG(os.stat(name, dir_fd=here, follow_symlinks=False).st_mode):
-            return  # never opened: opening a device or a FIFO may act on it
         fd = os.open(name, flags, dir_fd=here)
     except OSError:
         return  # gone, or swapped for a link or another kind since it was listed
